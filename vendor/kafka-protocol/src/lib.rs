@@ -1,3 +1,4 @@
+#![allow(warnings)] // strata: vendored code, upstream lints are not ours to fix
 //! Implementation of [the Kafka wire protocol](https://kafka.apache.org/protocol.html) in Rust.
 //!
 //! This library follows the approach of the Kafka project and generates the protocol through

@@ -1,0 +1,85 @@
+//! Per-log configuration: the topic configs storage honours, with Kafka's names and defaults.
+
+use crate::StorageError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampType {
+    CreateTime,
+    LogAppendTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll the active segment when it would grow past this.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll the active segment when its first append is this old.
+    pub segment_ms: i64,
+    /// `retention.ms`: delete sealed segments whose newest timestamp is older; -1 = forever.
+    pub retention_ms: i64,
+    /// `retention.bytes`: delete oldest sealed segments while the log is larger; -1 = no limit.
+    pub retention_bytes: i64,
+    /// `max.message.bytes`: largest batch accepted (after the producer's compression).
+    pub max_message_bytes: usize,
+    /// `message.timestamp.type`.
+    pub timestamp_type: TimestampType,
+    /// `flush.messages`: fsync after this many messages. 1 (Strata's default) means every
+    /// acknowledged write is on disk first; Kafka's relaxed default is `i64::MAX`.
+    pub flush_messages: i64,
+    /// `flush.ms`: fsync at least this often in relaxed mode.
+    pub flush_ms: i64,
+    /// `index.interval.bytes`: bytes of log between two offset index entries.
+    pub index_interval_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3_600_000,
+            retention_ms: 7 * 24 * 3_600_000,
+            retention_bytes: -1,
+            max_message_bytes: 1_048_588,
+            timestamp_type: TimestampType::CreateTime,
+            flush_messages: 1,
+            flush_ms: i64::MAX,
+            index_interval_bytes: 4096,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Durable mode: every acknowledged write is fsync'd before the acknowledgement, and the
+    /// high watermark only covers synced data.
+    pub fn is_durable(&self) -> bool {
+        self.flush_messages <= 1
+    }
+
+    pub fn validate(&self) -> Result<(), StorageError> {
+        let bad = |m: String| Err(StorageError::InvalidConfig(m));
+        if self.segment_bytes < 14 || self.segment_bytes > i32::MAX as u64 {
+            return bad(format!("segment.bytes {} must be in [14, {}]", self.segment_bytes, i32::MAX));
+        }
+        if self.segment_ms < 1 {
+            return bad(format!("segment.ms {} must be at least 1", self.segment_ms));
+        }
+        if self.retention_ms < -1 {
+            return bad(format!("retention.ms {} must be -1 or more", self.retention_ms));
+        }
+        if self.retention_bytes < -1 {
+            return bad(format!("retention.bytes {} must be -1 or more", self.retention_bytes));
+        }
+        if self.max_message_bytes == 0 || self.max_message_bytes > i32::MAX as usize {
+            return bad(format!("max.message.bytes {} must be in [1, {}]", self.max_message_bytes, i32::MAX));
+        }
+        if self.flush_messages < 1 {
+            return bad(format!("flush.messages {} must be at least 1", self.flush_messages));
+        }
+        if self.flush_ms < 0 {
+            return bad(format!("flush.ms {} must be 0 or more", self.flush_ms));
+        }
+        if self.index_interval_bytes == 0 {
+            return bad("index.interval.bytes must be at least 1".into());
+        }
+        Ok(())
+    }
+}

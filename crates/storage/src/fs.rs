@@ -1,0 +1,297 @@
+//! The file system, injected. [`RealFs`] is the OS; [`SimFs`] is an in-memory file system
+//! that remembers what was synced, so a test can "lose power" ([`SimFs::crash`]), tear the
+//! unsynced tail of a write, or flip a bit, and then check the recovery story.
+//!
+//! Directory operations (create, rename, remove) are treated as immediately durable by
+//! `SimFs`; file contents are durable only up to the last `sync_data`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// An open file: positioned reads and writes, data sync, and length changes.
+pub trait FsFile: Send + Sync {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// fdatasync: everything written so far survives power loss once this returns.
+    fn sync_data(&self) -> io::Result<()>;
+    fn len(&self) -> io::Result<u64>;
+    fn set_len(&self, len: u64) -> io::Result<()>;
+
+    /// Reads exactly `buf.len()` bytes at `offset`, failing on a short file.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = self.read_at(&mut buf[done..], offset + done as u64)?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file ended early"));
+            }
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+/// The file system operations storage needs, and nothing more.
+pub trait Fs: Send + Sync + 'static {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Immediate children of a directory (files and directories), in no particular order.
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>>;
+    fn is_dir(&self, path: &Path) -> bool;
+    fn exists(&self, path: &Path) -> bool;
+    /// Opens for reading and writing, creating the file if `create`.
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn FsFile>>;
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes directory entries (creations, renames) durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+}
+
+/// The operating system's file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealFs;
+
+struct RealFile(std::fs::File);
+
+impl FsFile for RealFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.0.read_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+}
+
+impl Fs for RealFs {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        std::fs::read_dir(path)?.map(|e| e.map(|e| e.path())).collect()
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        path.is_dir()
+    }
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn FsFile>> {
+        let f = std::fs::OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path)?;
+        Ok(Arc::new(RealFile(f)))
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_dir_all(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        std::fs::File::open(path)?.sync_all()
+    }
+}
+
+#[derive(Default)]
+struct SimFileState {
+    /// What a reader sees now (the page cache).
+    data: Vec<u8>,
+    /// What survives a crash: the contents at the last sync.
+    synced: Vec<u8>,
+}
+
+#[derive(Default)]
+struct SimFile(Mutex<SimFileState>);
+
+impl FsFile for SimFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let s = self.0.lock().expect("sim file lock");
+        let start = (offset as usize).min(s.data.len());
+        let n = buf.len().min(s.data.len() - start);
+        buf[..n].copy_from_slice(&s.data[start..start + n]);
+        Ok(n)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let mut s = self.0.lock().expect("sim file lock");
+        let end = offset as usize + buf.len();
+        if s.data.len() < end {
+            s.data.resize(end, 0);
+        }
+        s.data[offset as usize..end].copy_from_slice(buf);
+        Ok(())
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        let mut s = self.0.lock().expect("sim file lock");
+        s.synced = s.data.clone();
+        Ok(())
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.lock().expect("sim file lock").data.len() as u64)
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.lock().expect("sim file lock").data.resize(len as usize, 0);
+        Ok(())
+    }
+}
+
+/// How a simulated power loss treats data written but not synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashMode {
+    /// Every unsynced byte is lost.
+    LoseUnsynced,
+    /// The first `keep` unsynced bytes past the synced length survive (a torn write);
+    /// overwrites of synced bytes are lost.
+    Torn { keep: usize },
+    /// Everything written survives (the process died; the OS did not).
+    KeepAll,
+}
+
+/// An in-memory file system with power-loss semantics, for tests.
+#[derive(Default, Clone)]
+pub struct SimFs {
+    files: Arc<Mutex<HashMap<PathBuf, Arc<SimFile>>>>,
+    dirs: Arc<Mutex<BTreeSet<PathBuf>>>,
+}
+
+impl SimFs {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Simulates a crash: every file keeps what `mode` says survives.
+    pub fn crash(&self, mode: CrashMode) {
+        for file in self.files.lock().expect("sim fs lock").values() {
+            let mut s = file.0.lock().expect("sim file lock");
+            match mode {
+                CrashMode::KeepAll => {}
+                CrashMode::LoseUnsynced => s.data = s.synced.clone(),
+                CrashMode::Torn { keep } => {
+                    let synced_len = s.synced.len();
+                    let extra: Vec<u8> = s.data.get(synced_len..).unwrap_or(&[]).iter().take(keep).copied().collect();
+                    let mut next = s.synced.clone();
+                    next.extend(extra);
+                    s.data = next;
+                }
+            }
+            s.synced = s.data.clone();
+        }
+    }
+
+    /// Flips one bit of a file's contents, synced and unsynced alike (media corruption).
+    pub fn flip_bit(&self, path: &Path, byte: usize, bit: u8) {
+        let files = self.files.lock().expect("sim fs lock");
+        let file = files.get(path).expect("flip_bit: no such file");
+        let mut s = file.0.lock().expect("sim file lock");
+        s.data[byte] ^= 1 << bit;
+        if byte < s.synced.len() {
+            s.synced[byte] ^= 1 << bit;
+        }
+    }
+
+    /// Every file path, for tests that look for a file by name.
+    pub fn file_paths(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = self.files.lock().expect("sim fs lock").keys().cloned().collect();
+        v.sort();
+        v
+    }
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display()))
+}
+
+impl Fs for SimFs {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut dirs = self.dirs.lock().expect("sim fs lock");
+        for ancestor in path.ancestors() {
+            if !ancestor.as_os_str().is_empty() {
+                dirs.insert(ancestor.to_path_buf());
+            }
+        }
+        Ok(())
+    }
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        if !self.is_dir(path) {
+            return Err(not_found(path));
+        }
+        let mut out: Vec<PathBuf> = Vec::new();
+        for f in self.files.lock().expect("sim fs lock").keys() {
+            if f.parent() == Some(path) {
+                out.push(f.clone());
+            }
+        }
+        for d in self.dirs.lock().expect("sim fs lock").iter() {
+            if d.parent() == Some(path) {
+                out.push(d.clone());
+            }
+        }
+        Ok(out)
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        self.dirs.lock().expect("sim fs lock").contains(path)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        self.is_dir(path) || self.files.lock().expect("sim fs lock").contains_key(path)
+    }
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn FsFile>> {
+        let mut files = self.files.lock().expect("sim fs lock");
+        if let Some(f) = files.get(path) {
+            return Ok(f.clone());
+        }
+        if !create {
+            return Err(not_found(path));
+        }
+        let f = Arc::new(SimFile::default());
+        files.insert(path.to_path_buf(), f.clone());
+        Ok(f)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.files.lock().expect("sim fs lock").remove(path).map(|_| ()).ok_or_else(|| not_found(path))
+    }
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.files.lock().expect("sim fs lock").retain(|p, _| !p.starts_with(path));
+        self.dirs.lock().expect("sim fs lock").retain(|p| !p.starts_with(path));
+        Ok(())
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut files = self.files.lock().expect("sim fs lock");
+        if let Some(f) = files.remove(from) {
+            files.insert(to.to_path_buf(), f);
+            return Ok(());
+        }
+        drop(files);
+        let mut dirs = self.dirs.lock().expect("sim fs lock");
+        if !dirs.contains(from) {
+            return Err(not_found(from));
+        }
+        let moved: Vec<PathBuf> = dirs.iter().filter(|p| p.starts_with(from)).cloned().collect();
+        for p in moved {
+            dirs.remove(&p);
+            dirs.insert(to.join(p.strip_prefix(from).expect("prefix")));
+        }
+        drop(dirs);
+        let mut files = self.files.lock().expect("sim fs lock");
+        let moved: Vec<PathBuf> = files.keys().filter(|p| p.starts_with(from)).cloned().collect();
+        for p in moved {
+            let f = files.remove(&p).expect("present");
+            files.insert(to.join(p.strip_prefix(from).expect("prefix")), f);
+        }
+        Ok(())
+    }
+    fn sync_dir(&self, _path: &Path) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,400 @@
+//! The log of one partition: an ordered set of segments, the newest one active.
+//!
+//! Directory layout (`<data-dir>/<topic>-<partition>/`):
+//! - `<base offset, 20 digits>.log|.index|.timeindex`: the segments.
+//! - `recovery-point`: an offset below which every byte is known to be synced (see
+//!   [`crate::checkpoint`]); written periodically and at shutdown.
+//! - `clean-shutdown`: present only after a clean close; then indexes are trusted as written.
+//!
+//! Offsets: `log_start_offset` (first retained offset) ≤ `high_watermark` (what consumers may
+//! read) ≤ `log_end_offset` (next offset to assign). In durable mode (`flush.messages` = 1)
+//! the high watermark only covers synced bytes, so a consumer never sees a record that a power
+//! loss could take back; in relaxed mode it equals the log end offset. On a single node the
+//! two are equal once a produce is acknowledged; replication will move the high watermark by
+//! follower acknowledgements instead.
+//!
+//! Recovery: segments wholly below the recovery point are trusted (indexes loaded, the tail
+//! after the last index entry checked). From the segment holding the recovery point on, each
+//! segment is scanned batch by batch and truncated at the first torn or corrupt batch; any
+//! later segment is then deleted, since offsets must stay dense. The result is synced and the
+//! high watermark starts at the recovered log end offset.
+//!
+//! Thread safety: `&mut self` for writes; [`crate::Partition`] wraps a `Log` in a mutex.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use strata_records::{decode_records, set_base_offset, set_log_append_time, set_partition_leader_epoch, validate_produce};
+use tracing::{info, warn};
+
+use crate::error::Result;
+use crate::segment::{open_existing, segment_file, ActiveSegment, SealedSegment, SegmentSlice};
+use crate::{checkpoint, Clock, Fs, FsFile, LogConfig, StorageError, TimestampType};
+
+const RECOVERY_POINT_FILE: &str = "recovery-point";
+const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
+
+/// What an append assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The broker time stamped on the batches under LogAppendTime, else -1.
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+    pub records: i64,
+}
+
+/// The result of a read: whole batches (possibly none) and the offsets a fetch reports.
+#[derive(Debug, Clone)]
+pub struct FetchData {
+    pub records: Bytes,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+pub struct Log {
+    fs: Arc<dyn Fs>,
+    clock: Arc<dyn Clock>,
+    dir: PathBuf,
+    config: LogConfig,
+    sealed: BTreeMap<i64, SealedSegment>,
+    active: ActiveSegment,
+    log_start_offset: i64,
+    high_watermark: i64,
+    /// Every offset below this is synced to disk.
+    recovery_point: i64,
+    /// Messages appended since the last sync (for relaxed `flush.messages`).
+    unflushed_messages: i64,
+    last_flush_ms: i64,
+}
+
+fn parse_segment_name(path: &Path) -> Option<i64> {
+    if path.extension()? != "log" {
+        return None;
+    }
+    let stem = path.file_stem()?.to_str()?;
+    if stem.len() != 20 {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+impl Log {
+    /// Opens (creating if absent) and recovers the log in `dir`.
+    pub fn open(fs: Arc<dyn Fs>, clock: Arc<dyn Clock>, dir: &Path, config: LogConfig) -> Result<Self> {
+        config.validate()?;
+        fs.create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
+        let entries = fs.list_dir(dir).map_err(|e| StorageError::io(dir, e))?;
+        let mut bases: Vec<i64> = entries.iter().filter_map(|p| parse_segment_name(p)).collect();
+        bases.sort_unstable();
+        let clean_path = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = fs.exists(&clean_path);
+        let recovery_point = checkpoint::read(fs.as_ref(), &dir.join(RECOVERY_POINT_FILE)).unwrap_or(0);
+        if clean {
+            fs.remove_file(&clean_path).map_err(|e| StorageError::io(&clean_path, e))?;
+        }
+
+        let mut sealed = BTreeMap::new();
+        let mut truncated_total = 0u64;
+        let mut expected_next: Option<i64> = None;
+        let mut after_truncation = false;
+        for (i, &base) in bases.iter().enumerate() {
+            if after_truncation || expected_next.is_some_and(|next| base != next) {
+                // After a truncated segment (or a gap) later segments cannot keep offsets
+                // dense, so they go: they only ever held unacknowledged or corrupt data.
+                warn!(dir = %dir.display(), base, "deleting segment that no longer follows the log");
+                for ext in ["log", "index", "timeindex"] {
+                    let _ = fs.remove_file(&segment_file(dir, base, ext));
+                }
+                continue;
+            }
+            let next_base = bases.get(i + 1).copied();
+            let trusted = clean || next_base.is_some_and(|nb| nb <= recovery_point);
+            let (segment, truncated) = open_existing(fs.as_ref(), dir, base, config.index_interval_bytes, trusted)?;
+            truncated_total += truncated;
+            after_truncation = truncated > 0;
+            expected_next = Some(segment.0.next_offset());
+            sealed.insert(base, segment);
+        }
+        let active = match sealed.pop_last() {
+            Some((_, last)) => last.into_active(),
+            None => ActiveSegment::create(fs.as_ref(), dir, 0, config.index_interval_bytes)?,
+        };
+        let log_start_offset = sealed.keys().next().copied().unwrap_or(active.0.base_offset);
+        let now = clock.now_ms();
+        let mut log = Self {
+            fs,
+            clock,
+            dir: dir.to_path_buf(),
+            config,
+            sealed,
+            active,
+            log_start_offset,
+            high_watermark: 0,
+            recovery_point: 0,
+            unflushed_messages: 0,
+            last_flush_ms: now,
+        };
+        // What survived recovery may still be only in the page cache: sync it before anyone
+        // reads it, so it can never disappear later.
+        let leo = log.log_end_offset();
+        log.active.0.file().sync_data().map_err(|e| StorageError::io(log.dir.join("active"), e))?;
+        log.recovery_point = leo;
+        log.high_watermark = leo;
+        log.write_recovery_point()?;
+        if truncated_total > 0 || !clean {
+            info!(dir = %log.dir.display(), log_end_offset = leo, truncated_bytes = truncated_total, clean, "log recovered");
+        }
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+    pub fn set_config(&mut self, config: LogConfig) -> Result<()> {
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+    pub fn log_end_offset(&self) -> i64 {
+        self.active.0.next_offset()
+    }
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+    pub fn segment_count(&self) -> usize {
+        self.sealed.len() + 1
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.sealed.values().map(|s| s.0.size()).sum::<u64>() + self.active.0.size()
+    }
+
+    /// Validates `batches` (a producer's record set for this partition), assigns offsets from
+    /// the log end offset, stamps the leader epoch (and LogAppendTime if configured) and
+    /// writes them. Nothing is written unless every batch is valid.
+    pub fn append(&mut self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo> {
+        let produced = validate_produce(batches)?;
+        for span in &produced.spans {
+            if span.len() > self.config.max_message_bytes {
+                return Err(StorageError::MessageTooLarge { size: span.len(), limit: self.config.max_message_bytes });
+            }
+        }
+        if batches.len() as u64 > self.config.segment_bytes {
+            return Err(StorageError::RecordListTooLarge { size: batches.len(), limit: self.config.segment_bytes as usize });
+        }
+        let now = self.clock.now_ms();
+        self.maybe_roll(batches.len() as u64, now)?;
+        let base_offset = self.log_end_offset();
+        let log_append = self.config.timestamp_type == TimestampType::LogAppendTime;
+        let mut next = base_offset;
+        let mut headers = Vec::with_capacity(produced.spans.len());
+        for span in &produced.spans {
+            let bytes = &mut batches[span.position..span.position + span.len()];
+            set_base_offset(bytes, next);
+            set_partition_leader_epoch(bytes, leader_epoch);
+            if log_append {
+                set_log_append_time(bytes, now);
+            }
+            let mut header = span.header;
+            header.base_offset = next;
+            header.partition_leader_epoch = leader_epoch;
+            if log_append {
+                header.max_timestamp = now;
+            }
+            next = header.next_offset();
+            headers.push((span.position, header));
+        }
+        self.active.append(batches, &headers, now)?;
+        self.unflushed_messages += produced.records;
+        if !self.config.is_durable() {
+            self.high_watermark = self.log_end_offset();
+        }
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            log_append_time_ms: if log_append { now } else { -1 },
+            log_start_offset: self.log_start_offset,
+            records: produced.records,
+        })
+    }
+
+    fn maybe_roll(&mut self, incoming_bytes: u64, now: i64) -> Result<()> {
+        let size = self.active.0.size();
+        if size == 0 {
+            return Ok(());
+        }
+        let full = size + incoming_bytes > self.config.segment_bytes;
+        let old = self.active.first_append_ms().is_some_and(|t| now - t >= self.config.segment_ms);
+        if full || old {
+            self.roll()?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment (syncing it) and starts a new one at the log end offset.
+    pub fn roll(&mut self) -> Result<()> {
+        let leo = self.log_end_offset();
+        let fresh = ActiveSegment::create(self.fs.as_ref(), &self.dir, leo, self.config.index_interval_bytes)?;
+        let old = std::mem::replace(&mut self.active, fresh);
+        let base = old.0.base_offset;
+        let sealed = old.seal(self.fs.as_ref())?;
+        self.sealed.insert(base, sealed);
+        self.fs.sync_dir(&self.dir).map_err(|e| StorageError::io(&self.dir, e))?;
+        // Sealing synced everything before the new segment.
+        self.mark_flushed(leo);
+        Ok(())
+    }
+
+    /// The file to fdatasync for everything appended so far, and the offset it covers.
+    /// The caller syncs outside any lock, then calls [`Log::mark_flushed`].
+    pub fn flush_target(&self) -> (Arc<dyn FsFile>, i64) {
+        (self.active.0.file(), self.log_end_offset())
+    }
+
+    /// Records that every offset below `offset` is synced.
+    pub fn mark_flushed(&mut self, offset: i64) {
+        if offset > self.recovery_point {
+            self.recovery_point = offset;
+        }
+        if self.recovery_point >= self.log_end_offset() {
+            self.unflushed_messages = 0;
+        }
+        self.last_flush_ms = self.clock.now_ms();
+        if self.config.is_durable() && self.recovery_point > self.high_watermark {
+            self.high_watermark = self.recovery_point.min(self.log_end_offset());
+        }
+    }
+
+    /// In relaxed mode: whether `flush.messages` or `flush.ms` call for a sync now.
+    pub fn flush_due(&self) -> bool {
+        if self.recovery_point >= self.log_end_offset() {
+            return false;
+        }
+        self.config.is_durable()
+            || self.unflushed_messages >= self.config.flush_messages
+            || self.clock.now_ms() - self.last_flush_ms >= self.config.flush_ms
+    }
+
+    pub fn write_recovery_point(&self) -> Result<()> {
+        checkpoint::write(self.fs.as_ref(), &self.dir.join(RECOVERY_POINT_FILE), self.recovery_point)
+    }
+
+    /// Where a fetch from `offset` reads: whole batches up to `max_bytes` (at least one) below
+    /// the high watermark. An offset equal to the high watermark yields nothing.
+    pub fn slice(&self, offset: i64, max_bytes: usize) -> Result<Option<SegmentSlice>> {
+        let leo = self.log_end_offset();
+        if offset < self.log_start_offset || offset > leo {
+            return Err(StorageError::OffsetOutOfRange { offset, log_start_offset: self.log_start_offset, log_end_offset: leo });
+        }
+        if offset >= self.high_watermark {
+            return Ok(None);
+        }
+        let hw = self.high_watermark;
+        for segment in self.sealed.range(..=offset).next_back().into_iter().map(|(_, s)| &s.0).chain(
+            self.sealed.range(offset + 1..).map(|(_, s)| &s.0),
+        ) {
+            if let Some(slice) = segment.slice(offset, max_bytes, hw)? {
+                return Ok(Some(slice));
+            }
+        }
+        self.active.0.slice(offset, max_bytes, hw)
+    }
+
+    /// Reads batches from `offset` (see [`Log::slice`]).
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<FetchData> {
+        let records = match self.slice(offset, max_bytes)? {
+            Some(slice) => slice.read().map_err(|e| StorageError::io(&self.dir, e))?,
+            None => Bytes::new(),
+        };
+        Ok(FetchData {
+            records,
+            high_watermark: self.high_watermark,
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset(),
+        })
+    }
+
+    /// The earliest record with timestamp ≥ `target_ms` below the high watermark, as
+    /// `(offset, timestamp)`; None if there is none (ListOffsets then answers -1).
+    pub fn offset_for_timestamp(&self, target_ms: i64) -> Result<Option<(i64, i64)>> {
+        let segments = self.sealed.values().map(|s| &s.0).chain(std::iter::once(&self.active.0));
+        for segment in segments {
+            if segment.max_timestamp() < target_ms {
+                continue;
+            }
+            let Some((mut position, _)) = segment.timestamp_scan_start(target_ms)? else { continue };
+            while let Some(header) = segment.header_at(position)? {
+                if header.base_offset >= self.high_watermark {
+                    return Ok(None);
+                }
+                if header.max_timestamp >= target_ms {
+                    let bytes = crate::segment::SegmentSlice { file: segment.file(), position, bytes: header.total_bytes() }
+                        .read()
+                        .map_err(|e| StorageError::io(&self.dir, e))?;
+                    let records = decode_records(bytes)?;
+                    if let Some(r) = records.iter().find(|r| r.timestamp_ms >= target_ms) {
+                        return Ok(Some((r.offset, r.timestamp_ms)));
+                    }
+                }
+                position += header.total_bytes() as u64;
+            }
+        }
+        Ok(None)
+    }
+
+    /// The largest timestamp and its offset (ListOffsets MAX_TIMESTAMP, KIP-734).
+    pub fn max_timestamp(&self) -> i64 {
+        self.sealed.values().map(|s| s.0.max_timestamp()).chain(std::iter::once(self.active.0.max_timestamp())).max().unwrap_or(-1)
+    }
+
+    /// Deletes whole sealed segments past `retention.ms` (by their newest timestamp) or
+    /// beyond `retention.bytes`, oldest first, and advances the log start offset. Returns
+    /// the number of segments deleted. The active segment is never deleted.
+    pub fn apply_retention(&mut self) -> usize {
+        let now = self.clock.now_ms();
+        let mut total = self.size_bytes() as i64;
+        let mut deleted = 0;
+        while let Some((&base, segment)) = self.sealed.first_key_value() {
+            let by_time = self.config.retention_ms >= 0 && segment.0.max_timestamp() < now - self.config.retention_ms;
+            let by_size = self.config.retention_bytes >= 0 && total - segment.0.size() as i64 >= self.config.retention_bytes;
+            // never delete data consumers cannot have been allowed to read yet
+            let readable = segment.0.next_offset() <= self.high_watermark;
+            if !(by_time || by_size) || !readable {
+                break;
+            }
+            let segment = self.sealed.remove(&base).expect("present");
+            total -= segment.0.size() as i64;
+            let next = segment.0.next_offset();
+            segment.delete(self.fs.as_ref());
+            self.log_start_offset = next;
+            deleted += 1;
+        }
+        if deleted > 0 {
+            info!(dir = %self.dir.display(), deleted, log_start_offset = self.log_start_offset, "retention deleted segments");
+        }
+        deleted
+    }
+
+    /// Clean shutdown: sync, write indexes and the recovery point, leave the marker.
+    pub fn close(&mut self) -> Result<()> {
+        let (file, leo) = self.flush_target();
+        file.sync_data().map_err(|e| StorageError::io(&self.dir, e))?;
+        self.mark_flushed(leo);
+        self.active.write_indexes(self.fs.as_ref())?;
+        self.write_recovery_point()?;
+        checkpoint::write(self.fs.as_ref(), &self.dir.join(CLEAN_SHUTDOWN_FILE), leo)
+    }
+}

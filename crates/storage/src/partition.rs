@@ -1,0 +1,81 @@
+//! A partition's log shared between request handlers, with group commit.
+//!
+//! Appends take the log lock only to write (a `pwrite` into the page cache). Durability is a
+//! separate step, [`Partition::sync_to`]: the first caller to need a sync takes the flush lock,
+//! notes the log end offset, fdatasyncs outside the log lock, and marks everything up to that
+//! offset flushed. Callers that queued behind it find their offset already covered and return
+//! without a sync of their own: one fdatasync serves every append that landed before it.
+//!
+//! Lock order: `flush_lock` before `log`; `log` is never held across a sync.
+
+use std::sync::{Mutex, MutexGuard};
+
+use crate::error::Result;
+use crate::{AppendInfo, FetchData, Log, StorageError};
+
+pub struct Partition {
+    pub topic: String,
+    pub partition: i32,
+    log: Mutex<Log>,
+    flush_lock: Mutex<()>,
+}
+
+impl Partition {
+    pub fn new(topic: String, partition: i32, log: Log) -> Self {
+        Self { topic, partition, log: Mutex::new(log), flush_lock: Mutex::new(()) }
+    }
+
+    /// The log, locked. Keep the guard short-lived.
+    pub fn log(&self) -> MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn append(&self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo> {
+        self.log().append(batches, leader_epoch)
+    }
+
+    /// Blocks until every offset below `offset` is synced (group commit, see module docs).
+    pub fn sync_to(&self, offset: i64) -> Result<()> {
+        if self.log().recovery_point() >= offset {
+            return Ok(());
+        }
+        let _flushing = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (file, end) = {
+            let log = self.log();
+            if log.recovery_point() >= offset {
+                return Ok(());
+            }
+            log.flush_target()
+        };
+        file.sync_data().map_err(|e| StorageError::io(self.log().dir(), e))?;
+        self.log().mark_flushed(end);
+        Ok(())
+    }
+
+    /// Syncs if the relaxed flush policy says so; true if a sync happened.
+    pub fn maybe_flush(&self) -> Result<bool> {
+        let due = { self.log().flush_due() };
+        if due {
+            let leo = self.log().log_end_offset();
+            self.sync_to(leo)?;
+        }
+        Ok(due)
+    }
+
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<FetchData> {
+        // The slice is found under the lock; the bytes are read outside it.
+        let (slice, hw, lso, leo) = {
+            let log = self.log();
+            (log.slice(offset, max_bytes)?, log.high_watermark(), log.log_start_offset(), log.log_end_offset())
+        };
+        let records = match slice {
+            Some(s) => s.read().map_err(|e| StorageError::io(format!("{}-{}", self.topic, self.partition), e))?,
+            None => bytes::Bytes::new(),
+        };
+        Ok(FetchData { records, high_watermark: hw, log_start_offset: lso, log_end_offset: leo })
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.log().high_watermark()
+    }
+}

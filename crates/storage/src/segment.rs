@@ -1,0 +1,365 @@
+//! One segment: a `.log` file of record batches plus its `.index` and `.timeindex`, all
+//! named by the 20-digit base offset (`00000000000000000042.log`).
+//!
+//! Format: the `.log` file is a plain concatenation of RecordBatch v2 bytes, exactly as
+//! produced except for the broker-owned fields. Offsets inside a segment are dense and
+//! start at the base offset.
+//!
+//! Types, not flags: [`ActiveSegment`] is the one segment of a log that takes appends; when
+//! it rolls it is synced, its indexes are written, and it becomes a [`SealedSegment`], which
+//! is never written again (until retention deletes it).
+//!
+//! Recovery: [`SegmentCore::recover`] scans the file batch by batch (length, magic, CRC,
+//! offset continuity), truncates at the first torn or corrupt batch, and rebuilds both
+//! indexes from what survived.
+//!
+//! Thread safety: none inside; the owning [`crate::Log`] is behind the partition's lock.
+//! Readers take an `Arc` of the file and read outside the lock.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use strata_records::{scan_batches, BatchHeader, ScanStop, BATCH_HEADER_BYTES};
+use tracing::warn;
+
+use crate::error::Result;
+use crate::index::{OffsetIndex, TimeIndex};
+use crate::{Fs, FsFile, StorageError};
+
+/// Bytes read at once while scanning a segment for recovery.
+const SCAN_CHUNK_BYTES: usize = 4 << 20;
+
+pub fn segment_file(dir: &Path, base_offset: i64, ext: &str) -> PathBuf {
+    dir.join(format!("{base_offset:020}.{ext}"))
+}
+
+/// State shared by active and sealed segments.
+pub struct SegmentCore {
+    pub base_offset: i64,
+    dir: PathBuf,
+    file: Arc<dyn FsFile>,
+    /// Bytes of valid batches in the `.log` file.
+    size: u64,
+    /// One past the last offset in this segment (`base_offset` when empty).
+    next_offset: i64,
+    /// Largest batch max_timestamp in this segment (-1 when none).
+    max_timestamp: i64,
+    offset_index: OffsetIndex,
+    time_index: TimeIndex,
+    bytes_since_index_entry: u64,
+    index_interval_bytes: u64,
+    /// When the first batch was appended (for `segment.ms`), by the broker's clock.
+    first_append_ms: Option<i64>,
+}
+
+/// Where a fetch should read: a byte range of one segment file, holding whole batches.
+pub struct SegmentSlice {
+    pub file: Arc<dyn FsFile>,
+    pub position: u64,
+    pub bytes: usize,
+}
+
+impl SegmentSlice {
+    pub fn read(&self) -> std::io::Result<Bytes> {
+        let mut buf = BytesMut::zeroed(self.bytes);
+        self.file.read_exact_at(&mut buf, self.position)?;
+        Ok(buf.freeze())
+    }
+}
+
+impl SegmentCore {
+    fn open_file(fs: &dyn Fs, dir: &Path, base_offset: i64, create: bool) -> Result<Arc<dyn FsFile>> {
+        let path = segment_file(dir, base_offset, "log");
+        fs.open(&path, create).map_err(|e| StorageError::io(path, e))
+    }
+
+    fn empty(fs: &dyn Fs, dir: &Path, base_offset: i64, index_interval_bytes: u64) -> Result<Self> {
+        let file = Self::open_file(fs, dir, base_offset, true)?;
+        file.set_len(0).map_err(|e| StorageError::io(segment_file(dir, base_offset, "log"), e))?;
+        Ok(Self::with_file(dir, base_offset, file, index_interval_bytes))
+    }
+
+    fn with_file(dir: &Path, base_offset: i64, file: Arc<dyn FsFile>, index_interval_bytes: u64) -> Self {
+        Self {
+            base_offset,
+            dir: dir.to_path_buf(),
+            file,
+            size: 0,
+            next_offset: base_offset,
+            max_timestamp: -1,
+            offset_index: OffsetIndex::default(),
+            time_index: TimeIndex::default(),
+            bytes_since_index_entry: 0,
+            index_interval_bytes,
+            first_append_ms: None,
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+    pub fn file(&self) -> Arc<dyn FsFile> {
+        self.file.clone()
+    }
+    fn path(&self, ext: &str) -> PathBuf {
+        segment_file(&self.dir, self.base_offset, ext)
+    }
+
+    fn relative(&self, offset: i64) -> u32 {
+        u32::try_from(offset - self.base_offset).expect("offset within segment range")
+    }
+
+    /// Index bookkeeping for a batch already written at `position`.
+    fn note_batch(&mut self, header: &BatchHeader, position: u64) {
+        let total = header.total_bytes() as u64;
+        if self.offset_index.is_empty() && position == 0 || self.bytes_since_index_entry >= self.index_interval_bytes {
+            if position > 0 {
+                self.offset_index.append(self.relative(header.base_offset), position as u32);
+            }
+            self.bytes_since_index_entry = 0;
+        }
+        self.bytes_since_index_entry += total;
+        if header.max_timestamp > self.max_timestamp {
+            self.max_timestamp = header.max_timestamp;
+            self.time_index.maybe_append(header.max_timestamp, self.relative(header.base_offset));
+        }
+        self.next_offset = header.next_offset();
+        self.size = position + total;
+    }
+
+    /// Scans the whole `.log` file, keeping the valid prefix whose offsets follow on from
+    /// `expected_base` and truncating the rest. Returns the bytes truncated.
+    pub fn recover(&mut self) -> Result<u64> {
+        let path = self.path("log");
+        let file_len = self.file.len().map_err(|e| StorageError::io(&path, e))?;
+        self.size = 0;
+        self.next_offset = self.base_offset;
+        self.max_timestamp = -1;
+        self.offset_index = OffsetIndex::default();
+        self.time_index = TimeIndex::default();
+        self.bytes_since_index_entry = 0;
+        let mut position = 0u64;
+        let mut chunk = vec![0u8; SCAN_CHUNK_BYTES.min(file_len as usize).max(BATCH_HEADER_BYTES)];
+        'scan: while position < file_len {
+            let want = chunk.len().min((file_len - position) as usize);
+            self.file.read_exact_at(&mut chunk[..want], position).map_err(|e| StorageError::io(&path, e))?;
+            let (spans, stop) = scan_batches(&chunk[..want], Some(self.next_offset));
+            for span in &spans {
+                self.note_batch(&span.header, position + span.position as u64);
+            }
+            match stop {
+                ScanStop::End => position += want as u64,
+                ScanStop::Incomplete { position: at } => {
+                    let at_abs = position + at as u64;
+                    let left_in_file = file_len - at_abs;
+                    let needed = BatchHeader::parse(&chunk[at..want])
+                        .map(|h| h.total_bytes() as u64)
+                        .unwrap_or(BATCH_HEADER_BYTES as u64);
+                    if needed > left_in_file {
+                        // the batch cannot be whole: a torn tail, cut at self.size below
+                        break 'scan;
+                    }
+                    if needed as usize > chunk.len() {
+                        chunk.resize(needed as usize, 0); // bounded by the file length
+                    }
+                    position = at_abs; // re-read from the start of this batch
+                }
+                ScanStop::Corrupt { position: at, error } => {
+                    position += at as u64;
+                    warn!(segment = %path.display(), position, %error, "corrupt batch found in recovery");
+                    break 'scan;
+                }
+            }
+        }
+        let truncated = file_len - self.size;
+        if truncated > 0 {
+            warn!(segment = %path.display(), valid_bytes = self.size, truncated_bytes = truncated, "truncating torn or corrupt tail");
+            self.file.set_len(self.size).map_err(|e| StorageError::io(&path, e))?;
+            self.file.sync_data().map_err(|e| StorageError::io(&path, e))?;
+        }
+        Ok(truncated)
+    }
+
+    /// Loads trusted indexes written at seal or clean shutdown; false if they are unusable.
+    fn load_indexes(&mut self, fs: &dyn Fs) -> Result<bool> {
+        let log_len = self.file.len().map_err(|e| StorageError::io(self.path("log"), e))?;
+        let read_all = |ext: &str| -> Option<Vec<u8>> {
+            let f = fs.open(&self.path(ext), false).ok()?;
+            let len = f.len().ok()? as usize;
+            let mut buf = vec![0u8; len];
+            f.read_exact_at(&mut buf, 0).ok()?;
+            Some(buf)
+        };
+        let (Some(oi), Some(ti)) = (read_all("index"), read_all("timeindex")) else { return Ok(false) };
+        let (Some(oi), Some(ti)) = (OffsetIndex::decode(&oi, log_len), TimeIndex::decode(&ti)) else {
+            return Ok(false);
+        };
+        // The tail after the last index entry is scanned to learn the next offset and check
+        // that the index agrees with the log.
+        let (last_rel, last_pos) = oi.last().unwrap_or((0, 0));
+        let tail_len = (log_len - u64::from(last_pos)) as usize;
+        if tail_len > 64 << 20 {
+            return Ok(false);
+        }
+        let mut tail = vec![0u8; tail_len];
+        self.file.read_exact_at(&mut tail, u64::from(last_pos)).map_err(|e| StorageError::io(self.path("log"), e))?;
+        let expected = self.base_offset + i64::from(last_rel);
+        let (spans, stop) = scan_batches(&tail, Some(expected));
+        if stop != ScanStop::End || (tail_len > 0 && spans.is_empty()) {
+            return Ok(false);
+        }
+        self.next_offset = spans.last().map(|s| s.header.next_offset()).unwrap_or(self.base_offset);
+        self.max_timestamp = ti.encode().chunks_exact(12).last().map(|c| i64::from_be_bytes(c[0..8].try_into().expect("8"))).unwrap_or(-1);
+        for s in &spans {
+            self.max_timestamp = self.max_timestamp.max(s.header.max_timestamp);
+        }
+        self.size = log_len;
+        self.bytes_since_index_entry = tail_len as u64;
+        self.offset_index = oi;
+        self.time_index = ti;
+        Ok(true)
+    }
+
+    fn write_indexes(&self, fs: &dyn Fs) -> Result<()> {
+        for (ext, bytes) in [("index", self.offset_index.encode()), ("timeindex", self.time_index.encode())] {
+            let path = self.path(ext);
+            let f = fs.open(&path, true).map_err(|e| StorageError::io(&path, e))?;
+            f.set_len(0).map_err(|e| StorageError::io(&path, e))?;
+            f.write_all_at(&bytes, 0).map_err(|e| StorageError::io(&path, e))?;
+            f.sync_data().map_err(|e| StorageError::io(&path, e))?;
+        }
+        Ok(())
+    }
+
+    fn read_header(&self, position: u64) -> Result<BatchHeader> {
+        let mut buf = [0u8; BATCH_HEADER_BYTES];
+        self.file.read_exact_at(&mut buf, position).map_err(|e| StorageError::io(self.path("log"), e))?;
+        Ok(BatchHeader::parse(&buf)?)
+    }
+
+    /// Byte position of the batch holding `offset`, or None if `offset` is past this segment.
+    fn position_of(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>> {
+        if offset >= self.next_offset {
+            return Ok(None);
+        }
+        let (_, mut position) = self.offset_index.lookup(self.relative(offset.max(self.base_offset)));
+        let mut position = u64::from(std::mem::take(&mut position));
+        while position < self.size {
+            let header = self.read_header(position)?;
+            if header.last_offset() >= offset {
+                return Ok(Some((position, header)));
+            }
+            position += header.total_bytes() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Whole batches from the one holding `offset`, up to `max_bytes` (but at least one batch,
+    /// KIP-74) and stopping before `max_offset` (the high watermark).
+    pub fn slice(&self, offset: i64, max_bytes: usize, max_offset: i64) -> Result<Option<SegmentSlice>> {
+        let Some((start, first)) = self.position_of(offset)? else { return Ok(None) };
+        if first.base_offset >= max_offset {
+            return Ok(None);
+        }
+        let mut end = start + first.total_bytes() as u64;
+        while end < self.size {
+            let header = self.read_header(end)?;
+            let next_end = end + header.total_bytes() as u64;
+            if header.base_offset >= max_offset || (next_end - start) as usize > max_bytes {
+                break;
+            }
+            end = next_end;
+        }
+        Ok(Some(SegmentSlice { file: self.file.clone(), position: start, bytes: (end - start) as usize }))
+    }
+
+    /// First batch position at or after which a record with timestamp ≥ `target` may be.
+    pub fn timestamp_scan_start(&self, target: i64) -> Result<Option<(u64, BatchHeader)>> {
+        let rel = self.time_index.scan_start(target);
+        self.position_of(self.base_offset + i64::from(rel))
+    }
+
+    /// Iterates batch headers from `position` (for timestamp lookups).
+    pub fn header_at(&self, position: u64) -> Result<Option<BatchHeader>> {
+        if position >= self.size {
+            return Ok(None);
+        }
+        self.read_header(position).map(Some)
+    }
+
+    fn delete_files(&self, fs: &dyn Fs) {
+        for ext in ["log", "index", "timeindex"] {
+            let _ = fs.remove_file(&self.path(ext));
+        }
+    }
+}
+
+/// The segment that takes appends.
+pub struct ActiveSegment(pub(crate) SegmentCore);
+
+/// A segment that is full (or old) and never written again.
+pub struct SealedSegment(pub(crate) SegmentCore);
+
+impl ActiveSegment {
+    pub fn create(fs: &dyn Fs, dir: &Path, base_offset: i64, index_interval_bytes: u64) -> Result<Self> {
+        Ok(Self(SegmentCore::empty(fs, dir, base_offset, index_interval_bytes)?))
+    }
+
+    /// Appends already-validated batches with assigned offsets, written in one call.
+    pub fn append(&mut self, bytes: &[u8], headers: &[(usize, BatchHeader)], now_ms: i64) -> Result<()> {
+        let start = self.0.size;
+        self.0.file.write_all_at(bytes, start).map_err(|e| StorageError::io(self.0.path("log"), e))?;
+        for (position, header) in headers {
+            self.0.note_batch(header, start + *position as u64);
+        }
+        self.0.first_append_ms.get_or_insert(now_ms);
+        Ok(())
+    }
+
+    pub fn first_append_ms(&self) -> Option<i64> {
+        self.0.first_append_ms
+    }
+
+    /// Syncs the data and writes the indexes; the segment is complete on disk after this.
+    pub fn seal(self, fs: &dyn Fs) -> Result<SealedSegment> {
+        self.0.file.sync_data().map_err(|e| StorageError::io(self.0.path("log"), e))?;
+        self.0.write_indexes(fs)?;
+        Ok(SealedSegment(self.0))
+    }
+
+    /// Writes the indexes without sealing (clean shutdown).
+    pub fn write_indexes(&self, fs: &dyn Fs) -> Result<()> {
+        self.0.write_indexes(fs)
+    }
+}
+
+impl SealedSegment {
+    pub fn delete(self, fs: &dyn Fs) {
+        self.0.delete_files(fs);
+    }
+
+    /// Reopens as active: used at startup for the newest segment.
+    pub fn into_active(self) -> ActiveSegment {
+        ActiveSegment(self.0)
+    }
+}
+
+/// Opens an existing segment at startup: trusted segments load their indexes (scanning only
+/// the tail after the last index entry); the others, or any whose indexes do not check out,
+/// are scanned in full and truncated at the first bad batch.
+pub fn open_existing(fs: &dyn Fs, dir: &Path, base_offset: i64, index_interval_bytes: u64, trusted: bool) -> Result<(SealedSegment, u64)> {
+    let file = SegmentCore::open_file(fs, dir, base_offset, false)?;
+    let mut core = SegmentCore::with_file(dir, base_offset, file, index_interval_bytes);
+    if trusted && core.load_indexes(fs)? {
+        return Ok((SealedSegment(core), 0));
+    }
+    let truncated = core.recover()?;
+    Ok((SealedSegment(core), truncated))
+}

@@ -1,0 +1,279 @@
+//! Log behaviour through the injected file system and clock: append/read, roll, indexes,
+//! retention, timestamps, and the recovery story (lost unsynced data, torn writes, bit
+//! flips, missing indexes). Invariant names refer to shared/design/INVARIANTS.md.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use strata_records::{decode_records, BatchBuilder, Compression, Record};
+use strata_storage::fs::CrashMode;
+use strata_storage::{Clock, Fs, Log, LogConfig, ManualClock, SimFs, StorageError};
+
+fn batch(values: &[&str], ts: i64) -> Vec<u8> {
+    let mut b = BatchBuilder::new(Compression::None);
+    for (i, v) in values.iter().enumerate() {
+        b.push(Record { key: None, value: Some(Bytes::from(v.to_string())), timestamp_ms: ts + i as i64, ..Default::default() });
+    }
+    b.build().unwrap().to_vec()
+}
+
+struct World {
+    fs: SimFs,
+    clock: Arc<ManualClock>,
+}
+
+impl World {
+    fn new() -> Self {
+        Self { fs: SimFs::new(), clock: Arc::new(ManualClock::new(1_000_000)) }
+    }
+    fn open(&self, config: LogConfig) -> Log {
+        let fs: Arc<dyn Fs> = Arc::new(self.fs.clone());
+        let clock: Arc<dyn Clock> = self.clock.clone();
+        Log::open(fs, clock, Path::new("/data/t-0"), config).unwrap()
+    }
+}
+
+/// Appends and syncs like an acks=all produce; returns the acknowledged base offset.
+fn produce(log: &mut Log, values: &[&str], ts: i64) -> i64 {
+    let mut b = batch(values, ts);
+    let info = log.append(&mut b, 0).unwrap();
+    let (file, end) = log.flush_target();
+    file.sync_data().unwrap();
+    log.mark_flushed(end);
+    info.base_offset
+}
+
+fn read_all(log: &Log) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.high_watermark() {
+        let data = log.read(offset, 1 << 20).unwrap();
+        let recs = decode_records(data.records).unwrap();
+        assert!(!recs.is_empty(), "read at {offset} below the high watermark returned nothing");
+        for r in recs {
+            if r.offset >= offset {
+                out.push((r.offset, String::from_utf8(r.value.unwrap().to_vec()).unwrap()));
+            }
+        }
+        offset = out.last().unwrap().0 + 1;
+    }
+    out
+}
+
+fn small_segments() -> LogConfig {
+    LogConfig { segment_bytes: 300, index_interval_bytes: 100, ..LogConfig::default() }
+}
+
+#[test]
+fn offsets_are_dense_and_reads_return_whole_batches() {
+    let w = World::new();
+    let mut log = w.open(LogConfig::default());
+    assert_eq!(produce(&mut log, &["a", "b", "c"], 10), 0);
+    assert_eq!(produce(&mut log, &["d"], 20), 3);
+    assert_eq!(log.log_end_offset(), 4);
+    assert_eq!(log.high_watermark(), 4);
+    // a read from the middle of a batch returns the whole batch (the consumer skips)
+    let data = log.read(1, 1).unwrap();
+    let recs = decode_records(data.records).unwrap();
+    assert_eq!(recs.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![0, 1, 2], "KIP-74: one whole batch even over max_bytes");
+    assert_eq!(read_all(&log).iter().map(|r| r.0).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+}
+
+#[test]
+fn high_watermark_covers_only_synced_data_in_durable_mode() {
+    let w = World::new();
+    let mut log = w.open(LogConfig::default());
+    let mut b = batch(&["x"], 1);
+    log.append(&mut b, 0).unwrap();
+    assert_eq!((log.log_end_offset(), log.high_watermark()), (1, 0));
+    assert!(log.read(0, 1000).unwrap().records.is_empty(), "unsynced data is not served");
+    let relaxed = LogConfig { flush_messages: i64::MAX, ..LogConfig::default() };
+    let w2 = World::new();
+    let mut log2 = w2.open(relaxed);
+    log2.append(&mut batch(&["x"], 1), 0).unwrap();
+    assert_eq!(log2.high_watermark(), 1, "relaxed mode: HW = LEO");
+}
+
+#[test]
+fn rolls_by_size_and_time_and_reads_across_segments() {
+    let w = World::new();
+    let mut log = w.open(small_segments());
+    let values: Vec<String> = (0..40).map(|i| format!("value-{i:03}")).collect();
+    for v in &values {
+        produce(&mut log, &[v.as_str()], 5);
+    }
+    assert!(log.segment_count() > 5, "segment.bytes=300 rolls often: {}", log.segment_count());
+    let all = read_all(&log);
+    assert_eq!(all.len(), 40);
+    for (i, (offset, v)) in all.iter().enumerate() {
+        assert_eq!((*offset, v.as_str()), (i as i64, values[i].as_str()));
+    }
+    // every offset is found directly through the indexes
+    for target in [0i64, 7, 13, 39] {
+        let recs = decode_records(log.read(target, 1).unwrap().records).unwrap();
+        assert_eq!(recs[0].offset, target);
+    }
+    let before = log.segment_count();
+    let cfg = LogConfig { segment_ms: 1000, ..LogConfig::default() };
+    log.set_config(cfg).unwrap();
+    w.clock.advance_ms(1001);
+    produce(&mut log, &["late"], 5);
+    assert_eq!(log.segment_count(), before + 1, "segment.ms rolls");
+}
+
+#[test]
+fn retention_deletes_whole_sealed_segments_and_advances_log_start() {
+    let w = World::new();
+    let mut log = w.open(small_segments());
+    for i in 0..30 {
+        produce(&mut log, &[&format!("v{i:04}")], 1_000 + i);
+    }
+    let segments = log.segment_count();
+    let mut cfg = small_segments();
+    cfg.retention_bytes = 600;
+    log.set_config(cfg.clone()).unwrap();
+    let deleted = log.apply_retention();
+    assert!(deleted > 0 && log.segment_count() == segments - deleted);
+    assert!(log.size_bytes() <= 600 + 300);
+    let start = log.log_start_offset();
+    assert!(start > 0);
+    let all = read_all(&log);
+    assert_eq!(all.first().unwrap().0, start);
+    assert!(matches!(log.read(0, 100), Err(StorageError::OffsetOutOfRange { .. })));
+    // by time: everything sealed is older than retention.ms
+    cfg.retention_bytes = -1;
+    cfg.retention_ms = 10;
+    log.set_config(cfg).unwrap();
+    log.apply_retention();
+    assert_eq!(log.segment_count(), 1, "only the active segment survives");
+    assert_eq!(log.log_end_offset(), 30, "offsets are never reused (invariant 2)");
+}
+
+#[test]
+fn offset_for_timestamp_finds_first_record_at_or_after() {
+    let w = World::new();
+    let mut log = w.open(small_segments());
+    for i in 0..20 {
+        produce(&mut log, &["a", "b"], 1000 + i * 10); // timestamps 1000+10i, 1001+10i
+    }
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 1000)));
+    assert_eq!(log.offset_for_timestamp(1001).unwrap(), Some((1, 1001)));
+    assert_eq!(log.offset_for_timestamp(1055).unwrap(), Some((12, 1060)));
+    assert_eq!(log.offset_for_timestamp(1191).unwrap(), Some((39, 1191)));
+    assert_eq!(log.offset_for_timestamp(5000).unwrap(), None);
+}
+
+#[test]
+fn invalid_batches_store_nothing() {
+    let w = World::new();
+    let mut log = w.open(LogConfig { max_message_bytes: 200, ..LogConfig::default() });
+    produce(&mut log, &["ok"], 1);
+    let mut corrupt = batch(&["x"], 1);
+    let n = corrupt.len();
+    corrupt[n - 1] ^= 0xff;
+    assert!(matches!(log.append(&mut corrupt, 0), Err(StorageError::InvalidBatch(_))));
+    let big = "x".repeat(300);
+    let mut large = batch(&[big.as_str()], 1);
+    assert!(matches!(log.append(&mut large, 0), Err(StorageError::MessageTooLarge { .. })));
+    // a valid batch followed by a corrupt one: neither is stored
+    let mut mixed = batch(&["good"], 1);
+    mixed.extend(&corrupt);
+    assert!(log.append(&mut mixed, 0).is_err());
+    assert_eq!(log.log_end_offset(), 1);
+    assert_eq!(read_all(&log).len(), 1);
+}
+
+/// Invariant 1 (no lost acknowledged write) and 5 (nothing corrupt served) across crash modes.
+#[test]
+fn recovery_keeps_every_acknowledged_record_after_power_loss() {
+    for mode in [CrashMode::LoseUnsynced, CrashMode::Torn { keep: 7 }, CrashMode::Torn { keep: 70 }, CrashMode::KeepAll] {
+        let w = World::new();
+        let mut log = w.open(small_segments());
+        let mut acked = Vec::new();
+        for i in 0..25 {
+            let v = format!("acked-{i}");
+            let off = produce(&mut log, &[&v], 1);
+            acked.push((off, v));
+        }
+        // unacknowledged appends: written but never synced
+        for i in 0..3 {
+            log.append(&mut batch(&[&format!("unacked-{i}")], 1), 0).unwrap();
+        }
+        drop(log);
+        w.fs.crash(mode);
+        let log = w.open(small_segments());
+        let all = read_all(&log);
+        assert_eq!(&all[..acked.len()], &acked[..], "mode {mode:?}: acknowledged records at their offsets");
+        for (i, (offset, _)) in all.iter().enumerate() {
+            assert_eq!(*offset, i as i64, "dense offsets after recovery");
+        }
+        assert_eq!(log.high_watermark(), log.log_end_offset());
+        for (i, (_, v)) in all[acked.len()..].iter().enumerate() {
+            assert_eq!(v, &format!("unacked-{i}"), "survivors past the acknowledged ones are a prefix, in order");
+        }
+        if mode == CrashMode::KeepAll {
+            assert_eq!(log.log_end_offset(), 28, "process crash: page cache survives");
+        }
+    }
+}
+
+#[test]
+fn recovery_truncates_at_a_flipped_bit_and_drops_later_segments() {
+    let w = World::new();
+    let mut log = w.open(small_segments());
+    for i in 0..20 {
+        produce(&mut log, &[&format!("v{i:03}")], 1);
+    }
+    let segments = log.segment_count();
+    drop(log);
+    // corrupt the newest complete segment's second batch; a recovery point of 0 makes
+    // recovery scan everything
+    let logs: Vec<_> = w.fs.file_paths().into_iter().filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
+    let victim = &logs[logs.len() - 2];
+    w.fs.flip_bit(victim, 80, 3);
+    w.fs.remove_file(Path::new("/data/t-0/recovery-point")).unwrap();
+    let log = w.open(small_segments());
+    let all = read_all(&log);
+    assert!(all.len() < 20 && log.segment_count() < segments);
+    for (i, (offset, v)) in all.iter().enumerate() {
+        assert_eq!((*offset, v.clone()), (i as i64, format!("v{i:03}")), "only valid data is served");
+    }
+}
+
+#[test]
+fn missing_or_corrupt_indexes_are_rebuilt() {
+    let w = World::new();
+    let mut log = w.open(small_segments());
+    for i in 0..30 {
+        produce(&mut log, &[&format!("v{i:03}")], 1);
+    }
+    log.close().unwrap();
+    drop(log);
+    for p in w.fs.file_paths() {
+        if p.extension().is_some_and(|e| e == "index") {
+            let f = w.fs.open(&p, false).unwrap();
+            f.write_all_at(&[0xff; 5], 0).unwrap(); // garbage, and no longer whole entries
+        }
+    }
+    let log = w.open(small_segments());
+    assert_eq!(read_all(&log).len(), 30);
+    for target in [0i64, 11, 29] {
+        assert_eq!(decode_records(log.read(target, 1).unwrap().records).unwrap()[0].offset, target);
+    }
+}
+
+#[test]
+fn clean_shutdown_reopens_without_scanning_and_keeps_appending() {
+    let w = World::new();
+    let mut log = w.open(small_segments());
+    for i in 0..10 {
+        produce(&mut log, &[&format!("v{i}")], 1);
+    }
+    log.close().unwrap();
+    drop(log);
+    let mut log = w.open(small_segments());
+    assert_eq!(log.log_end_offset(), 10);
+    assert_eq!(produce(&mut log, &["after"], 1), 10);
+    assert_eq!(read_all(&log).len(), 11);
+}
