@@ -1,1 +1,34 @@
+//! Cluster metadata as a log of records, replayed into an image at start.
+//!
+//! Every change to topics, partitions and their configs is a [`MetadataRecord`] appended to
+//! the metadata log (`<data-dir>/__cluster_metadata-0`, a storage [`Log`] like any partition,
+//! one JSON record per change, synced before the change is applied). The
+//! [`MetadataImage`] is a pure state machine: `apply(record)`, no I/O. On a single node the
+//! broker appends directly; a later change puts the same records through `openraft`, and the
+//! image and the broker's use of it stay as they are.
 
+mod image;
+mod log;
+mod record;
+
+pub use image::{MetadataImage, PartitionImage, TopicImage};
+pub use log::MetadataLog;
+pub use record::MetadataRecord;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum MetadataError {
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    #[error("unknown topic id {0}")]
+    UnknownTopicId(uuid::Uuid),
+    #[error("partition {partition} of topic {topic_id} already exists")]
+    PartitionExists { topic_id: uuid::Uuid, partition: i32 },
+    #[error("partitions of topic {topic_id} must be added in order: expected {expected}, got {got}")]
+    PartitionOutOfOrder { topic_id: uuid::Uuid, expected: i32, got: i32 },
+    #[error("metadata log storage: {0}")]
+    Storage(#[from] strata_storage::StorageError),
+    #[error("metadata record at offset {offset} is unreadable: {reason}")]
+    BadRecord { offset: i64, reason: String },
+}

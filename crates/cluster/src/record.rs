@@ -1,0 +1,19 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One change to cluster metadata. Records are facts: applying the same sequence always
+/// gives the same image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum MetadataRecord {
+    /// A topic exists, with its dynamic (non-default) configs.
+    Topic { name: String, topic_id: Uuid, configs: BTreeMap<String, String> },
+    /// A partition exists, led by `leader` in `leader_epoch`.
+    Partition { topic_id: Uuid, partition: i32, leader: i32, leader_epoch: i32, replicas: Vec<i32>, isr: Vec<i32> },
+    /// The topic's dynamic configs are now exactly `configs`.
+    TopicConfig { topic_id: Uuid, configs: BTreeMap<String, String> },
+    /// The topic and its partitions are gone.
+    RemoveTopic { topic_id: Uuid },
+}

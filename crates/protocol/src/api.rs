@@ -1,0 +1,35 @@
+//! The APIs and version ranges Strata serves. ApiVersions advertises exactly this table, so
+//! it lists only what the broker implements.
+
+use kafka_protocol::messages::ApiKey;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiRange {
+    pub key: ApiKey,
+    pub min: i16,
+    pub max: i16,
+}
+
+const fn range(key: ApiKey, min: i16, max: i16) -> ApiRange {
+    ApiRange { key, min, max }
+}
+
+/// Upper bounds stop where a version needs something not built yet: Produce v13 and Fetch
+/// v13+ address topics by id only; ListOffsets v9+ adds tiered-storage offsets.
+pub const SUPPORTED_APIS: &[ApiRange] = &[
+    range(ApiKey::Produce, 3, 12),
+    range(ApiKey::Fetch, 4, 12),
+    range(ApiKey::ListOffsets, 1, 8),
+    range(ApiKey::Metadata, 0, 12),
+    range(ApiKey::ApiVersions, 0, 3),
+    range(ApiKey::CreateTopics, 2, 7),
+    range(ApiKey::DeleteTopics, 1, 6),
+    range(ApiKey::InitProducerId, 0, 4),
+    range(ApiKey::DescribeConfigs, 1, 4),
+    range(ApiKey::CreatePartitions, 0, 3),
+    range(ApiKey::DescribeCluster, 0, 1),
+];
+
+pub fn supported_versions(key: ApiKey) -> Option<ApiRange> {
+    SUPPORTED_APIS.iter().copied().find(|r| r.key == key)
+}

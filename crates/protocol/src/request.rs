@@ -1,0 +1,83 @@
+//! Request decoding: header, then a body of one of the supported types.
+
+use bytes::{Buf, Bytes};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::Decodable;
+
+use crate::{supported_versions, ProtocolError};
+
+/// A decoded request of a type Strata serves.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    Produce(ProduceRequest),
+    Fetch(FetchRequest),
+    ListOffsets(ListOffsetsRequest),
+    Metadata(MetadataRequest),
+    ApiVersions(ApiVersionsRequest),
+    CreateTopics(CreateTopicsRequest),
+    DeleteTopics(DeleteTopicsRequest),
+    InitProducerId(InitProducerIdRequest),
+    DescribeConfigs(DescribeConfigsRequest),
+    CreatePartitions(CreatePartitionsRequest),
+    DescribeCluster(DescribeClusterRequest),
+    /// ApiVersions at a version newer than ours. KIP-511: answer in v0 with
+    /// UNSUPPORTED_VERSION and our ranges, so the client can pick one.
+    ApiVersionsTooNew,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestFrame {
+    pub api_key: ApiKey,
+    pub version: i16,
+    pub header: RequestHeader,
+    pub request: Request,
+}
+
+fn malformed(api_key: ApiKey, version: i16, e: impl std::fmt::Display) -> ProtocolError {
+    ProtocolError::Malformed { api_key: api_key as i16, version, reason: e.to_string() }
+}
+
+fn body<T: Decodable>(buf: &mut Bytes, key: ApiKey, version: i16) -> Result<T, ProtocolError> {
+    T::decode(buf, version).map_err(|e| malformed(key, version, e))
+}
+
+/// Decodes one frame body (without its length prefix). Pure: no I/O, bounded by the frame.
+pub fn decode_request(mut frame: Bytes) -> Result<RequestFrame, ProtocolError> {
+    if frame.len() < 8 {
+        return Err(ProtocolError::ShortFrame(frame.len()));
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let api_key = ApiKey::try_from(raw_key).map_err(|()| ProtocolError::UnknownApiKey(raw_key))?;
+    let range = supported_versions(api_key).ok_or(ProtocolError::UnknownApiKey(raw_key))?;
+    if api_key == ApiKey::ApiVersions && version > range.max {
+        // The header of an unknown ApiVersions version cannot be trusted past client_id:
+        // read it as header v1 and ignore the body.
+        let header = RequestHeader::decode(&mut frame, 1).map_err(|e| malformed(api_key, version, e))?;
+        return Ok(RequestFrame { api_key, version, header, request: Request::ApiVersionsTooNew });
+    }
+    if version < range.min || version > range.max {
+        return Err(ProtocolError::UnsupportedVersion { api_key: raw_key, version });
+    }
+    let header_version = api_key.request_header_version(version);
+    let header = RequestHeader::decode(&mut frame, header_version).map_err(|e| malformed(api_key, version, e))?;
+    let buf = &mut frame;
+    let request = match api_key {
+        ApiKey::Produce => Request::Produce(body(buf, api_key, version)?),
+        ApiKey::Fetch => Request::Fetch(body(buf, api_key, version)?),
+        ApiKey::ListOffsets => Request::ListOffsets(body(buf, api_key, version)?),
+        ApiKey::Metadata => Request::Metadata(body(buf, api_key, version)?),
+        ApiKey::ApiVersions => Request::ApiVersions(body(buf, api_key, version)?),
+        ApiKey::CreateTopics => Request::CreateTopics(body(buf, api_key, version)?),
+        ApiKey::DeleteTopics => Request::DeleteTopics(body(buf, api_key, version)?),
+        ApiKey::InitProducerId => Request::InitProducerId(body(buf, api_key, version)?),
+        ApiKey::DescribeConfigs => Request::DescribeConfigs(body(buf, api_key, version)?),
+        ApiKey::CreatePartitions => Request::CreatePartitions(body(buf, api_key, version)?),
+        ApiKey::DescribeCluster => Request::DescribeCluster(body(buf, api_key, version)?),
+        _ => return Err(ProtocolError::UnknownApiKey(raw_key)),
+    };
+    if frame.has_remaining() {
+        return Err(malformed(api_key, version, format!("{} unread bytes after the request", frame.remaining())));
+    }
+    Ok(RequestFrame { api_key, version, header, request })
+}
