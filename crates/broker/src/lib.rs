@@ -1,1 +1,20 @@
+//! The Strata broker: a tokio TCP server speaking the Kafka protocol over the storage engine.
+//!
+//! - [`server`] accepts connections and runs background work (flush, retention, checkpoints).
+//! - [`connection`] frames requests, keeps several in flight per connection and writes the
+//!   responses back in request order.
+//! - [`handlers`] turns each decoded request into storage and metadata operations.
+//! - [`state::Broker`] is the shared state: the metadata log and the partitions it implies.
+//! - [`errors`] is the one place where Kafka error codes are chosen.
 
+pub mod config;
+pub mod connection;
+pub mod errors;
+pub mod handlers;
+pub mod server;
+pub mod state;
+pub mod topic_config;
+
+pub use config::BrokerConfig;
+pub use server::{run, ServeError};
+pub use state::Broker;

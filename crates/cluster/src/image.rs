@@ -30,36 +30,73 @@ pub struct MetadataImage {
 impl MetadataImage {
     pub fn apply(&mut self, record: &MetadataRecord) -> Result<(), MetadataError> {
         match record {
-            MetadataRecord::Topic { name, topic_id, configs } => {
+            MetadataRecord::Topic {
+                name,
+                topic_id,
+                configs,
+            } => {
                 if self.by_name.contains_key(name) {
                     return Err(MetadataError::TopicExists(name.clone()));
                 }
                 self.by_name.insert(name.clone(), *topic_id);
                 self.topics.insert(
                     *topic_id,
-                    TopicImage { name: name.clone(), topic_id: *topic_id, configs: configs.clone(), partitions: BTreeMap::new() },
+                    TopicImage {
+                        name: name.clone(),
+                        topic_id: *topic_id,
+                        configs: configs.clone(),
+                        partitions: BTreeMap::new(),
+                    },
                 );
             }
-            MetadataRecord::Partition { topic_id, partition, leader, leader_epoch, replicas, isr } => {
-                let topic = self.topics.get_mut(topic_id).ok_or(MetadataError::UnknownTopicId(*topic_id))?;
+            MetadataRecord::Partition {
+                topic_id,
+                partition,
+                leader,
+                leader_epoch,
+                replicas,
+                isr,
+            } => {
+                let topic = self
+                    .topics
+                    .get_mut(topic_id)
+                    .ok_or(MetadataError::UnknownTopicId(*topic_id))?;
                 if topic.partitions.contains_key(partition) {
-                    return Err(MetadataError::PartitionExists { topic_id: *topic_id, partition: *partition });
+                    return Err(MetadataError::PartitionExists {
+                        topic_id: *topic_id,
+                        partition: *partition,
+                    });
                 }
                 let expected = topic.partitions.len() as i32;
                 if *partition != expected {
-                    return Err(MetadataError::PartitionOutOfOrder { topic_id: *topic_id, expected, got: *partition });
+                    return Err(MetadataError::PartitionOutOfOrder {
+                        topic_id: *topic_id,
+                        expected,
+                        got: *partition,
+                    });
                 }
                 topic.partitions.insert(
                     *partition,
-                    PartitionImage { leader: *leader, leader_epoch: *leader_epoch, replicas: replicas.clone(), isr: isr.clone() },
+                    PartitionImage {
+                        leader: *leader,
+                        leader_epoch: *leader_epoch,
+                        replicas: replicas.clone(),
+                        isr: isr.clone(),
+                    },
                 );
             }
             MetadataRecord::TopicConfig { topic_id, configs } => {
-                let topic = self.topics.get_mut(topic_id).ok_or(MetadataError::UnknownTopicId(*topic_id))?;
+                let topic = self
+                    .topics
+                    .get_mut(topic_id)
+                    .ok_or(MetadataError::UnknownTopicId(*topic_id))?;
                 topic.configs = configs.clone();
             }
             MetadataRecord::RemoveTopic { topic_id } => {
-                let topic = self.topics.remove(topic_id).ok_or(MetadataError::UnknownTopicId(*topic_id))?;
+                let topic = self
+                    .topics
+                    .remove(topic_id)
+                    .ok_or(MetadataError::UnknownTopicId(*topic_id))?;
                 self.by_name.remove(&topic.name);
             }
         }
@@ -85,10 +122,21 @@ mod tests {
     use super::*;
 
     fn topic(name: &str, id: u128) -> MetadataRecord {
-        MetadataRecord::Topic { name: name.into(), topic_id: Uuid::from_u128(id), configs: BTreeMap::new() }
+        MetadataRecord::Topic {
+            name: name.into(),
+            topic_id: Uuid::from_u128(id),
+            configs: BTreeMap::new(),
+        }
     }
     fn partition(id: u128, p: i32) -> MetadataRecord {
-        MetadataRecord::Partition { topic_id: Uuid::from_u128(id), partition: p, leader: 1, leader_epoch: 0, replicas: vec![1], isr: vec![1] }
+        MetadataRecord::Partition {
+            topic_id: Uuid::from_u128(id),
+            partition: p,
+            leader: 1,
+            leader_epoch: 0,
+            replicas: vec![1],
+            isr: vec![1],
+        }
     }
 
     #[test]
@@ -97,13 +145,26 @@ mod tests {
         img.apply(&topic("a", 1)).unwrap();
         img.apply(&partition(1, 0)).unwrap();
         img.apply(&partition(1, 1)).unwrap();
-        assert!(matches!(img.apply(&partition(1, 3)), Err(MetadataError::PartitionOutOfOrder { .. })));
-        assert!(matches!(img.apply(&topic("a", 2)), Err(MetadataError::TopicExists(_))));
+        assert!(matches!(
+            img.apply(&partition(1, 3)),
+            Err(MetadataError::PartitionOutOfOrder { .. })
+        ));
+        assert!(matches!(
+            img.apply(&topic("a", 2)),
+            Err(MetadataError::TopicExists(_))
+        ));
         let cfg = BTreeMap::from([("retention.ms".to_string(), "10".to_string())]);
-        img.apply(&MetadataRecord::TopicConfig { topic_id: Uuid::from_u128(1), configs: cfg.clone() }).unwrap();
+        img.apply(&MetadataRecord::TopicConfig {
+            topic_id: Uuid::from_u128(1),
+            configs: cfg.clone(),
+        })
+        .unwrap();
         assert_eq!(img.topic("a").unwrap().partitions.len(), 2);
         assert_eq!(img.topic("a").unwrap().configs, cfg);
-        img.apply(&MetadataRecord::RemoveTopic { topic_id: Uuid::from_u128(1) }).unwrap();
+        img.apply(&MetadataRecord::RemoveTopic {
+            topic_id: Uuid::from_u128(1),
+        })
+        .unwrap();
         assert!(img.topic("a").is_none());
         img.apply(&topic("a", 3)).unwrap(); // the name can be reused with a new id
         assert_eq!(img.topic("a").unwrap().topic_id, Uuid::from_u128(3));

@@ -24,9 +24,18 @@ pub enum MetadataError {
     #[error("unknown topic id {0}")]
     UnknownTopicId(uuid::Uuid),
     #[error("partition {partition} of topic {topic_id} already exists")]
-    PartitionExists { topic_id: uuid::Uuid, partition: i32 },
-    #[error("partitions of topic {topic_id} must be added in order: expected {expected}, got {got}")]
-    PartitionOutOfOrder { topic_id: uuid::Uuid, expected: i32, got: i32 },
+    PartitionExists {
+        topic_id: uuid::Uuid,
+        partition: i32,
+    },
+    #[error(
+        "partitions of topic {topic_id} must be added in order: expected {expected}, got {got}"
+    )]
+    PartitionOutOfOrder {
+        topic_id: uuid::Uuid,
+        expected: i32,
+        got: i32,
+    },
     #[error("metadata log storage: {0}")]
     Storage(#[from] strata_storage::StorageError),
     #[error("metadata record at offset {offset} is unreadable: {reason}")]

@@ -22,27 +22,51 @@ impl MetadataLog {
     pub const DIR_NAME: &'static str = "__cluster_metadata-0";
 
     /// Opens the metadata log in `data_dir` and replays it into the image.
-    pub fn open(fs: Arc<dyn Fs>, clock: Arc<dyn Clock>, data_dir: &Path) -> Result<Self, MetadataError> {
-        let config = LogConfig { segment_bytes: 64 << 20, retention_ms: -1, ..LogConfig::default() };
+    pub fn open(
+        fs: Arc<dyn Fs>,
+        clock: Arc<dyn Clock>,
+        data_dir: &Path,
+    ) -> Result<Self, MetadataError> {
+        let config = LogConfig {
+            segment_bytes: 64 << 20,
+            retention_ms: -1,
+            ..LogConfig::default()
+        };
         let log = Log::open(fs, clock, &data_dir.join(Self::DIR_NAME), config)?;
         let mut image = MetadataImage::default();
         let mut offset = log.log_start_offset();
         let mut applied = 0usize;
         while offset < log.high_watermark() {
             let data = log.read(offset, REPLAY_READ_BYTES)?;
-            let records = decode_records(data.records).map_err(|e| MetadataError::BadRecord { offset, reason: e.to_string() })?;
-            let Some(last) = records.last().map(|r| r.offset) else { break };
+            let records = decode_records(data.records).map_err(|e| MetadataError::BadRecord {
+                offset,
+                reason: e.to_string(),
+            })?;
+            let Some(last) = records.last().map(|r| r.offset) else {
+                break;
+            };
             for r in records.into_iter().filter(|r| r.offset >= offset) {
                 let value = r.value.unwrap_or_default();
-                let record: MetadataRecord = serde_json::from_slice(&value)
-                    .map_err(|e| MetadataError::BadRecord { offset: r.offset, reason: e.to_string() })?;
+                let record: MetadataRecord =
+                    serde_json::from_slice(&value).map_err(|e| MetadataError::BadRecord {
+                        offset: r.offset,
+                        reason: e.to_string(),
+                    })?;
                 image.apply(&record)?;
                 applied += 1;
             }
             offset = last + 1;
         }
-        info!(records = applied, topics = image.topics().count(), "metadata log replayed");
-        Ok(Self { log, image, leader_epoch: 0 })
+        info!(
+            records = applied,
+            topics = image.topics().count(),
+            "metadata log replayed"
+        );
+        Ok(Self {
+            log,
+            image,
+            leader_epoch: 0,
+        })
     }
 
     pub fn image(&self) -> &MetadataImage {
@@ -59,12 +83,20 @@ impl MetadataLog {
         let mut builder = BatchBuilder::new(Compression::None);
         for r in records {
             let value = serde_json::to_vec(r).expect("metadata records always serialize");
-            builder.push(Record { value: Some(Bytes::from(value)), timestamp_ms: 0, ..Default::default() });
+            builder.push(Record {
+                value: Some(Bytes::from(value)),
+                timestamp_ms: 0,
+                ..Default::default()
+            });
         }
-        let mut batch = builder.build().map_err(strata_storage::StorageError::from)?.to_vec();
+        let mut batch = builder
+            .build()
+            .map_err(strata_storage::StorageError::from)?
+            .to_vec();
         self.log.append(&mut batch, self.leader_epoch)?;
         let (file, end) = self.log.flush_target();
-        file.sync_data().map_err(|e| strata_storage::StorageError::io(self.log.dir(), e))?;
+        file.sync_data()
+            .map_err(|e| strata_storage::StorageError::io(self.log.dir(), e))?;
         self.log.mark_flushed(end);
         self.image = next;
         Ok(())
@@ -86,15 +118,31 @@ mod tests {
     fn changes_survive_reopen_and_failed_changes_leave_no_trace() {
         let fs = SimFs::new();
         let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(0));
-        let open = || MetadataLog::open(Arc::new(fs.clone()), clock.clone(), Path::new("/d")).unwrap();
+        let open =
+            || MetadataLog::open(Arc::new(fs.clone()), clock.clone(), Path::new("/d")).unwrap();
         let mut m = open();
         let id = Uuid::from_u128(7);
         m.append(&[
-            MetadataRecord::Topic { name: "t".into(), topic_id: id, configs: BTreeMap::new() },
-            MetadataRecord::Partition { topic_id: id, partition: 0, leader: 1, leader_epoch: 0, replicas: vec![1], isr: vec![1] },
+            MetadataRecord::Topic {
+                name: "t".into(),
+                topic_id: id,
+                configs: BTreeMap::new(),
+            },
+            MetadataRecord::Partition {
+                topic_id: id,
+                partition: 0,
+                leader: 1,
+                leader_epoch: 0,
+                replicas: vec![1],
+                isr: vec![1],
+            },
         ])
         .unwrap();
-        let dup = MetadataRecord::Topic { name: "t".into(), topic_id: Uuid::from_u128(8), configs: BTreeMap::new() };
+        let dup = MetadataRecord::Topic {
+            name: "t".into(),
+            topic_id: Uuid::from_u128(8),
+            configs: BTreeMap::new(),
+        };
         assert!(m.append(&[dup]).is_err());
         drop(m);
         fs.crash(strata_storage::fs::CrashMode::LoseUnsynced);

@@ -9,11 +9,25 @@ use uuid::Uuid;
 #[serde(tag = "type")]
 pub enum MetadataRecord {
     /// A topic exists, with its dynamic (non-default) configs.
-    Topic { name: String, topic_id: Uuid, configs: BTreeMap<String, String> },
+    Topic {
+        name: String,
+        topic_id: Uuid,
+        configs: BTreeMap<String, String>,
+    },
     /// A partition exists, led by `leader` in `leader_epoch`.
-    Partition { topic_id: Uuid, partition: i32, leader: i32, leader_epoch: i32, replicas: Vec<i32>, isr: Vec<i32> },
+    Partition {
+        topic_id: Uuid,
+        partition: i32,
+        leader: i32,
+        leader_epoch: i32,
+        replicas: Vec<i32>,
+        isr: Vec<i32>,
+    },
     /// The topic's dynamic configs are now exactly `configs`.
-    TopicConfig { topic_id: Uuid, configs: BTreeMap<String, String> },
+    TopicConfig {
+        topic_id: Uuid,
+        configs: BTreeMap<String, String>,
+    },
     /// The topic and its partitions are gone.
     RemoveTopic { topic_id: Uuid },
 }

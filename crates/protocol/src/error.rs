@@ -15,7 +15,11 @@ pub enum ProtocolError {
     #[error("API key {api_key} version {version} is not supported")]
     UnsupportedVersion { api_key: i16, version: i16 },
     #[error("malformed request (API key {api_key} version {version}): {reason}")]
-    Malformed { api_key: i16, version: i16, reason: String },
+    Malformed {
+        api_key: i16,
+        version: i16,
+        reason: String,
+    },
     #[error("could not encode {what}: {reason}")]
     Encode { what: &'static str, reason: String },
 }

@@ -18,7 +18,10 @@ pub fn frame_length(buf: &[u8], max: usize) -> Result<Option<usize>, ProtocolErr
         return Err(ProtocolError::NegativeLength(length));
     }
     if length as usize > max {
-        return Err(ProtocolError::FrameTooLarge { length: i64::from(length), max });
+        return Err(ProtocolError::FrameTooLarge {
+            length: i64::from(length),
+            max,
+        });
     }
     if buf.len() - FRAME_LENGTH_BYTES < length as usize {
         return Ok(None);
@@ -35,7 +38,16 @@ mod tests {
         assert_eq!(frame_length(&[0, 0], 100), Ok(None));
         assert_eq!(frame_length(&[0, 0, 0, 3, 1, 2], 100), Ok(None));
         assert_eq!(frame_length(&[0, 0, 0, 3, 1, 2, 3], 100), Ok(Some(3)));
-        assert_eq!(frame_length(&[0, 0, 1, 0], 100), Err(ProtocolError::FrameTooLarge { length: 256, max: 100 }));
-        assert_eq!(frame_length(&[0xff, 0, 0, 0], 100), Err(ProtocolError::NegativeLength(-16777216)));
+        assert_eq!(
+            frame_length(&[0, 0, 1, 0], 100),
+            Err(ProtocolError::FrameTooLarge {
+                length: 256,
+                max: 100
+            })
+        );
+        assert_eq!(
+            frame_length(&[0xff, 0, 0, 0], 100),
+            Err(ProtocolError::NegativeLength(-16777216))
+        );
     }
 }

@@ -15,6 +15,6 @@ pub use api::{supported_versions, ApiRange, SUPPORTED_APIS};
 pub use error::ProtocolError;
 pub use frame::{frame_length, FRAME_LENGTH_BYTES, REQUEST_BYTES_MAX_DEFAULT};
 pub use request::{decode_request, Request, RequestFrame};
-pub use response::{encode_request, encode_response, decode_response_frame};
+pub use response::{decode_response_frame, encode_request, encode_response};
 
 pub use kafka_protocol;

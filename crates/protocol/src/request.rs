@@ -34,7 +34,11 @@ pub struct RequestFrame {
 }
 
 fn malformed(api_key: ApiKey, version: i16, e: impl std::fmt::Display) -> ProtocolError {
-    ProtocolError::Malformed { api_key: api_key as i16, version, reason: e.to_string() }
+    ProtocolError::Malformed {
+        api_key: api_key as i16,
+        version,
+        reason: e.to_string(),
+    }
 }
 
 fn body<T: Decodable>(buf: &mut Bytes, key: ApiKey, version: i16) -> Result<T, ProtocolError> {
@@ -53,14 +57,24 @@ pub fn decode_request(mut frame: Bytes) -> Result<RequestFrame, ProtocolError> {
     if api_key == ApiKey::ApiVersions && version > range.max {
         // The header of an unknown ApiVersions version cannot be trusted past client_id:
         // read it as header v1 and ignore the body.
-        let header = RequestHeader::decode(&mut frame, 1).map_err(|e| malformed(api_key, version, e))?;
-        return Ok(RequestFrame { api_key, version, header, request: Request::ApiVersionsTooNew });
+        let header =
+            RequestHeader::decode(&mut frame, 1).map_err(|e| malformed(api_key, version, e))?;
+        return Ok(RequestFrame {
+            api_key,
+            version,
+            header,
+            request: Request::ApiVersionsTooNew,
+        });
     }
     if version < range.min || version > range.max {
-        return Err(ProtocolError::UnsupportedVersion { api_key: raw_key, version });
+        return Err(ProtocolError::UnsupportedVersion {
+            api_key: raw_key,
+            version,
+        });
     }
     let header_version = api_key.request_header_version(version);
-    let header = RequestHeader::decode(&mut frame, header_version).map_err(|e| malformed(api_key, version, e))?;
+    let header = RequestHeader::decode(&mut frame, header_version)
+        .map_err(|e| malformed(api_key, version, e))?;
     let buf = &mut frame;
     let request = match api_key {
         ApiKey::Produce => Request::Produce(body(buf, api_key, version)?),
@@ -77,7 +91,16 @@ pub fn decode_request(mut frame: Bytes) -> Result<RequestFrame, ProtocolError> {
         _ => return Err(ProtocolError::UnknownApiKey(raw_key)),
     };
     if frame.has_remaining() {
-        return Err(malformed(api_key, version, format!("{} unread bytes after the request", frame.remaining())));
+        return Err(malformed(
+            api_key,
+            version,
+            format!("{} unread bytes after the request", frame.remaining()),
+        ));
     }
-    Ok(RequestFrame { api_key, version, header, request })
+    Ok(RequestFrame {
+        api_key,
+        version,
+        header,
+        request,
+    })
 }

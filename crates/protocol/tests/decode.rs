@@ -9,7 +9,11 @@ use kafka_protocol::protocol::StrBytes;
 use proptest::prelude::*;
 use strata_protocol::{decode_request, encode_request, ProtocolError, Request};
 
-fn frame_body(header: &RequestHeader, key: ApiKey, body: &impl kafka_protocol::protocol::Encodable) -> Bytes {
+fn frame_body(
+    header: &RequestHeader,
+    key: ApiKey,
+    body: &impl kafka_protocol::protocol::Encodable,
+) -> Bytes {
     encode_request(header, key, body).unwrap().slice(4..)
 }
 
@@ -26,19 +30,40 @@ fn metadata_round_trips_across_versions() {
     for version in 0..=12 {
         let topics = if version == 0 { Some(vec![]) } else { None };
         let req = MetadataRequest::default().with_topics(topics);
-        let decoded = decode_request(frame_body(&header(ApiKey::Metadata, version), ApiKey::Metadata, &req)).unwrap();
+        let decoded = decode_request(frame_body(
+            &header(ApiKey::Metadata, version),
+            ApiKey::Metadata,
+            &req,
+        ))
+        .unwrap();
         assert_eq!(decoded.header.correlation_id, 42);
-        assert_eq!(decoded.request, Request::Metadata(req.clone()), "v{version}");
+        assert_eq!(
+            decoded.request,
+            Request::Metadata(req.clone()),
+            "v{version}"
+        );
     }
 }
 
 #[test]
 fn produce_round_trips_with_records() {
-    let data = PartitionProduceData::default().with_index(3).with_records(Some(Bytes::from_static(b"abc")));
-    let topic = TopicProduceData::default().with_name(TopicName(StrBytes::from_static_str("t"))).with_partition_data(vec![data]);
-    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(1000).with_topic_data(vec![topic]);
+    let data = PartitionProduceData::default()
+        .with_index(3)
+        .with_records(Some(Bytes::from_static(b"abc")));
+    let topic = TopicProduceData::default()
+        .with_name(TopicName(StrBytes::from_static_str("t")))
+        .with_partition_data(vec![data]);
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(1000)
+        .with_topic_data(vec![topic]);
     for version in [3, 7, 9, 12] {
-        let decoded = decode_request(frame_body(&header(ApiKey::Produce, version), ApiKey::Produce, &req)).unwrap();
+        let decoded = decode_request(frame_body(
+            &header(ApiKey::Produce, version),
+            ApiKey::Produce,
+            &req,
+        ))
+        .unwrap();
         assert_eq!(decoded.request, Request::Produce(req.clone()));
     }
 }
@@ -49,16 +74,25 @@ fn unknown_keys_and_versions_are_errors_and_new_api_versions_is_answered() {
     f.put_i16(9999);
     f.put_i16(0);
     f.put_i32(1);
-    assert_eq!(decode_request(f.freeze()), Err(ProtocolError::UnknownApiKey(9999)));
+    assert_eq!(
+        decode_request(f.freeze()),
+        Err(ProtocolError::UnknownApiKey(9999))
+    );
     let req = MetadataRequest::default();
     let body = frame_body(&header(ApiKey::Metadata, 12), ApiKey::Metadata, &req);
     let mut bumped = body.to_vec();
     bumped[2..4].copy_from_slice(&99i16.to_be_bytes());
-    assert!(matches!(decode_request(Bytes::from(bumped)), Err(ProtocolError::UnsupportedVersion { version: 99, .. })));
+    assert!(matches!(
+        decode_request(Bytes::from(bumped)),
+        Err(ProtocolError::UnsupportedVersion { version: 99, .. })
+    ));
     let av = ApiVersionsRequest::default();
     let mut body = frame_body(&header(ApiKey::ApiVersions, 3), ApiKey::ApiVersions, &av).to_vec();
     body[2..4].copy_from_slice(&7i16.to_be_bytes());
-    assert_eq!(decode_request(Bytes::from(body)).unwrap().request, Request::ApiVersionsTooNew);
+    assert_eq!(
+        decode_request(Bytes::from(body)).unwrap().request,
+        Request::ApiVersionsTooNew
+    );
 }
 
 #[test]
@@ -70,7 +104,10 @@ fn absurd_array_length_is_rejected_without_allocating() {
     f.put_i32(7);
     f.put_i16(-1); // null client id
     f.put_i32(i32::MAX);
-    assert!(matches!(decode_request(f.freeze()), Err(ProtocolError::Malformed { .. })));
+    assert!(matches!(
+        decode_request(f.freeze()),
+        Err(ProtocolError::Malformed { .. })
+    ));
 }
 
 proptest! {

@@ -28,7 +28,10 @@ pub struct BatchBuilder {
 
 impl BatchBuilder {
     pub fn new(compression: Compression) -> Self {
-        Self { compression, records: Vec::new() }
+        Self {
+            compression,
+            records: Vec::new(),
+        }
     }
 
     pub fn push(&mut self, record: Record) -> &mut Self {
@@ -82,8 +85,15 @@ impl BatchBuilder {
             Compression::Zstd => WireCompression::Zstd,
         };
         let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, &wire, &RecordEncodeOptions { version: 2, compression })
-            .map_err(|e| RecordsError::Decode(e.to_string()))?;
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &wire,
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .map_err(|e| RecordsError::Decode(e.to_string()))?;
         Ok(buf.freeze())
     }
 }

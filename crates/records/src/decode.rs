@@ -29,15 +29,24 @@ pub fn decode_records(bytes: Bytes) -> Result<Vec<DecodedRecord>, RecordsError> 
             break; // a partial batch at the end of a fetch response is normal
         }
         let mut one = buf.split_to(total);
-        let set = RecordBatchDecoder::decode(&mut one).map_err(|e| RecordsError::Decode(e.to_string()))?;
+        let set = RecordBatchDecoder::decode(&mut one)
+            .map_err(|e| RecordsError::Decode(e.to_string()))?;
         let log_append = header.timestamp_type() == crate::TimestampType::LogAppendTime;
         for r in set.records {
             out.push(DecodedRecord {
                 offset: r.offset,
-                timestamp_ms: if log_append { header.max_timestamp } else { r.timestamp },
+                timestamp_ms: if log_append {
+                    header.max_timestamp
+                } else {
+                    r.timestamp
+                },
                 key: r.key,
                 value: r.value,
-                headers: r.headers.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+                headers: r
+                    .headers
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
                 control: r.control,
             });
         }

@@ -12,7 +12,10 @@ pub enum RecordsError {
     #[error("CRC mismatch: batch says {stored:#010x}, bytes give {computed:#010x}")]
     CrcMismatch { stored: u32, computed: u32 },
     #[error("records_count {records_count} does not match last_offset_delta {last_offset_delta}")]
-    CountMismatch { records_count: i32, last_offset_delta: i32 },
+    CountMismatch {
+        records_count: i32,
+        last_offset_delta: i32,
+    },
     #[error("unknown compression codec {0}")]
     UnknownCompression(u8),
     #[error("control batches may only be written by the broker")]

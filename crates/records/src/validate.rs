@@ -33,7 +33,10 @@ fn validate_one(batch: &[u8], header: &BatchHeader) -> Result<(), RecordsError> 
     }
     let computed = crc_of(batch);
     if computed != header.crc {
-        return Err(RecordsError::CrcMismatch { stored: header.crc, computed });
+        return Err(RecordsError::CrcMismatch {
+            stored: header.crc,
+            computed,
+        });
     }
     header.compression()?;
     if header.records_count < 1
@@ -45,8 +48,14 @@ fn validate_one(batch: &[u8], header: &BatchHeader) -> Result<(), RecordsError> 
             last_offset_delta: header.last_offset_delta,
         });
     }
-    if header.base_timestamp >= 0 && header.max_timestamp >= 0 && header.max_timestamp < header.base_timestamp {
-        return Err(RecordsError::InvalidTimestamp { base: header.base_timestamp, max: header.max_timestamp });
+    if header.base_timestamp >= 0
+        && header.max_timestamp >= 0
+        && header.max_timestamp < header.base_timestamp
+    {
+        return Err(RecordsError::InvalidTimestamp {
+            base: header.base_timestamp,
+            max: header.max_timestamp,
+        });
     }
     Ok(())
 }
@@ -59,7 +68,10 @@ pub fn validate_produce(buf: &[u8]) -> Result<ProducedBatches, RecordsError> {
     while position < buf.len() {
         let rest = &buf[position..];
         if rest.len() < LOG_OVERHEAD_BYTES + 5 {
-            return Err(RecordsError::Truncated { needed: BATCH_HEADER_BYTES, available: rest.len() });
+            return Err(RecordsError::Truncated {
+                needed: BATCH_HEADER_BYTES,
+                available: rest.len(),
+            });
         }
         // magic first, so an old message-set gets a precise error rather than "truncated"
         let magic = rest[16] as i8;
@@ -69,11 +81,17 @@ pub fn validate_produce(buf: &[u8]) -> Result<ProducedBatches, RecordsError> {
         let header = BatchHeader::parse(rest)?;
         let length = i64::from(header.batch_length);
         if length < (BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES) as i64 {
-            return Err(RecordsError::InvalidLength { length, minimum: BATCH_HEADER_BYTES });
+            return Err(RecordsError::InvalidLength {
+                length,
+                minimum: BATCH_HEADER_BYTES,
+            });
         }
         let total = header.total_bytes();
         if total > rest.len() {
-            return Err(RecordsError::Truncated { needed: total, available: rest.len() });
+            return Err(RecordsError::Truncated {
+                needed: total,
+                available: rest.len(),
+            });
         }
         validate_one(&rest[..total], &header)?;
         if header.is_control() {
@@ -98,7 +116,10 @@ pub enum ScanStop {
     /// read that ended mid-batch).
     Incomplete { position: usize },
     /// The batch at `position` is invalid (bad CRC, length, magic, or offset).
-    Corrupt { position: usize, error: RecordsError },
+    Corrupt {
+        position: usize,
+        error: RecordsError,
+    },
 }
 
 /// Scans stored batches for recovery: each must be whole, pass its CRC and start at
@@ -114,7 +135,10 @@ pub fn scan_batches(buf: &[u8], mut expected_offset: Option<i64>) -> (Vec<BatchS
         };
         let length = i64::from(header.batch_length);
         if length < (BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES) as i64 {
-            let error = RecordsError::InvalidLength { length, minimum: BATCH_HEADER_BYTES };
+            let error = RecordsError::InvalidLength {
+                length,
+                minimum: BATCH_HEADER_BYTES,
+            };
             return (spans, ScanStop::Corrupt { position, error });
         }
         let total = header.total_bytes();
@@ -174,19 +198,31 @@ mod tests {
         let mut buf = batch(3);
         let last = buf.len() - 1;
         buf[last] ^= 1;
-        assert!(matches!(validate_produce(&buf), Err(RecordsError::CrcMismatch { .. })));
+        assert!(matches!(
+            validate_produce(&buf),
+            Err(RecordsError::CrcMismatch { .. })
+        ));
     }
 
     #[test]
     fn rejects_old_magic_truncation_count_mismatch_and_empty() {
         let mut old = batch(1);
         old[16] = 1;
-        assert_eq!(validate_produce(&old), Err(RecordsError::UnsupportedMagic(1)));
+        assert_eq!(
+            validate_produce(&old),
+            Err(RecordsError::UnsupportedMagic(1))
+        );
         let full = batch(2);
-        assert!(matches!(validate_produce(&full[..full.len() - 1]), Err(RecordsError::Truncated { .. })));
+        assert!(matches!(
+            validate_produce(&full[..full.len() - 1]),
+            Err(RecordsError::Truncated { .. })
+        ));
         let mut lying = batch(2);
         lying[57..61].copy_from_slice(&5i32.to_be_bytes());
-        assert!(matches!(validate_produce(&lying), Err(RecordsError::CrcMismatch { .. }) | Err(RecordsError::CountMismatch { .. })));
+        assert!(matches!(
+            validate_produce(&lying),
+            Err(RecordsError::CrcMismatch { .. }) | Err(RecordsError::CountMismatch { .. })
+        ));
         assert_eq!(validate_produce(&[]), Err(RecordsError::Empty));
     }
 
@@ -199,7 +235,10 @@ mod tests {
         let v = validate_produce(&buf).unwrap();
         assert_eq!(v.spans[0].header.base_offset, 42);
         assert_eq!(v.spans[0].header.max_timestamp, 99_999);
-        assert_eq!(v.spans[0].header.timestamp_type(), crate::TimestampType::LogAppendTime);
+        assert_eq!(
+            v.spans[0].header.timestamp_type(),
+            crate::TimestampType::LogAppendTime
+        );
         let recs = crate::decode_records(Bytes::from(buf)).unwrap();
         assert_eq!(recs[1].offset, 43);
         assert_eq!(recs[1].timestamp_ms, 99_999);
@@ -216,7 +255,10 @@ mod tests {
         let (spans, stop) = scan_batches(&buf, Some(0));
         assert_eq!((spans.len(), stop), (2, ScanStop::End));
         let (spans, stop) = scan_batches(&buf[..buf.len() - 3], Some(0));
-        assert_eq!((spans.len(), stop), (1, ScanStop::Incomplete { position: a.len() }));
+        assert_eq!(
+            (spans.len(), stop),
+            (1, ScanStop::Incomplete { position: a.len() })
+        );
         let (spans, stop) = scan_batches(&buf, Some(5));
         assert!(spans.is_empty() && matches!(stop, ScanStop::Corrupt { position: 0, .. }));
     }

@@ -13,9 +13,11 @@ pub fn write(fs: &dyn Fs, path: &Path, value: i64) -> Result<()> {
     let body = format!("{value}\n");
     let f = fs.open(&tmp, true).map_err(|e| StorageError::io(&tmp, e))?;
     f.set_len(0).map_err(|e| StorageError::io(&tmp, e))?;
-    f.write_all_at(body.as_bytes(), 0).map_err(|e| StorageError::io(&tmp, e))?;
+    f.write_all_at(body.as_bytes(), 0)
+        .map_err(|e| StorageError::io(&tmp, e))?;
     f.sync_data().map_err(|e| StorageError::io(&tmp, e))?;
-    fs.rename(&tmp, path).map_err(|e| StorageError::io(path, e))?;
+    fs.rename(&tmp, path)
+        .map_err(|e| StorageError::io(path, e))?;
     if let Some(dir) = path.parent() {
         fs.sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
     }

@@ -57,22 +57,39 @@ impl LogConfig {
     pub fn validate(&self) -> Result<(), StorageError> {
         let bad = |m: String| Err(StorageError::InvalidConfig(m));
         if self.segment_bytes < 14 || self.segment_bytes > i32::MAX as u64 {
-            return bad(format!("segment.bytes {} must be in [14, {}]", self.segment_bytes, i32::MAX));
+            return bad(format!(
+                "segment.bytes {} must be in [14, {}]",
+                self.segment_bytes,
+                i32::MAX
+            ));
         }
         if self.segment_ms < 1 {
             return bad(format!("segment.ms {} must be at least 1", self.segment_ms));
         }
         if self.retention_ms < -1 {
-            return bad(format!("retention.ms {} must be -1 or more", self.retention_ms));
+            return bad(format!(
+                "retention.ms {} must be -1 or more",
+                self.retention_ms
+            ));
         }
         if self.retention_bytes < -1 {
-            return bad(format!("retention.bytes {} must be -1 or more", self.retention_bytes));
+            return bad(format!(
+                "retention.bytes {} must be -1 or more",
+                self.retention_bytes
+            ));
         }
         if self.max_message_bytes == 0 || self.max_message_bytes > i32::MAX as usize {
-            return bad(format!("max.message.bytes {} must be in [1, {}]", self.max_message_bytes, i32::MAX));
+            return bad(format!(
+                "max.message.bytes {} must be in [1, {}]",
+                self.max_message_bytes,
+                i32::MAX
+            ));
         }
         if self.flush_messages < 1 {
-            return bad(format!("flush.messages {} must be at least 1", self.flush_messages));
+            return bad(format!(
+                "flush.messages {} must be at least 1",
+                self.flush_messages
+            ));
         }
         if self.flush_ms < 0 {
             return bad(format!("flush.ms {} must be 0 or more", self.flush_ms));

@@ -7,7 +7,10 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum StorageError {
     #[error("I/O error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid record batch: {0}")]
     InvalidBatch(#[from] RecordsError),
     #[error("batch of {size} bytes is larger than max.message.bytes ({limit})")]
@@ -15,7 +18,11 @@ pub enum StorageError {
     #[error("batch of {size} bytes cannot fit in a segment of segment.bytes {limit}")]
     RecordListTooLarge { size: usize, limit: usize },
     #[error("offset {offset} is out of range [{log_start_offset}, {log_end_offset}]")]
-    OffsetOutOfRange { offset: i64, log_start_offset: i64, log_end_offset: i64 },
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
     #[error("invalid log configuration: {0}")]
     InvalidConfig(String),
     #[error("log directory {0} is not usable after an earlier I/O error")]
@@ -24,7 +31,10 @@ pub enum StorageError {
 
 impl StorageError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        Self::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 

@@ -26,7 +26,10 @@ pub trait FsFile: Send + Sync {
         while done < buf.len() {
             let n = self.read_at(&mut buf[done..], offset + done as u64)?;
             if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file ended early"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file ended early",
+                ));
             }
             done += n;
         }
@@ -79,7 +82,9 @@ impl Fs for RealFs {
         std::fs::create_dir_all(path)
     }
     fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
-        std::fs::read_dir(path)?.map(|e| e.map(|e| e.path())).collect()
+        std::fs::read_dir(path)?
+            .map(|e| e.map(|e| e.path()))
+            .collect()
     }
     fn is_dir(&self, path: &Path) -> bool {
         path.is_dir()
@@ -88,7 +93,12 @@ impl Fs for RealFs {
         path.exists()
     }
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn FsFile>> {
-        let f = std::fs::OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path)?;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)?;
         Ok(Arc::new(RealFile(f)))
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
@@ -142,7 +152,11 @@ impl FsFile for SimFile {
         Ok(self.0.lock().expect("sim file lock").data.len() as u64)
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.lock().expect("sim file lock").data.resize(len as usize, 0);
+        self.0
+            .lock()
+            .expect("sim file lock")
+            .data
+            .resize(len as usize, 0);
         Ok(())
     }
 }
@@ -180,7 +194,14 @@ impl SimFs {
                 CrashMode::LoseUnsynced => s.data = s.synced.clone(),
                 CrashMode::Torn { keep } => {
                     let synced_len = s.synced.len();
-                    let extra: Vec<u8> = s.data.get(synced_len..).unwrap_or(&[]).iter().take(keep).copied().collect();
+                    let extra: Vec<u8> = s
+                        .data
+                        .get(synced_len..)
+                        .unwrap_or(&[])
+                        .iter()
+                        .take(keep)
+                        .copied()
+                        .collect();
                     let mut next = s.synced.clone();
                     next.extend(extra);
                     s.data = next;
@@ -203,14 +224,23 @@ impl SimFs {
 
     /// Every file path, for tests that look for a file by name.
     pub fn file_paths(&self) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = self.files.lock().expect("sim fs lock").keys().cloned().collect();
+        let mut v: Vec<PathBuf> = self
+            .files
+            .lock()
+            .expect("sim fs lock")
+            .keys()
+            .cloned()
+            .collect();
         v.sort();
         v
     }
 }
 
 fn not_found(path: &Path) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display()))
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} not found", path.display()),
+    )
 }
 
 impl Fs for SimFs {
@@ -259,11 +289,22 @@ impl Fs for SimFs {
         Ok(f)
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.files.lock().expect("sim fs lock").remove(path).map(|_| ()).ok_or_else(|| not_found(path))
+        self.files
+            .lock()
+            .expect("sim fs lock")
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| not_found(path))
     }
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.files.lock().expect("sim fs lock").retain(|p, _| !p.starts_with(path));
-        self.dirs.lock().expect("sim fs lock").retain(|p| !p.starts_with(path));
+        self.files
+            .lock()
+            .expect("sim fs lock")
+            .retain(|p, _| !p.starts_with(path));
+        self.dirs
+            .lock()
+            .expect("sim fs lock")
+            .retain(|p| !p.starts_with(path));
         Ok(())
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -277,14 +318,22 @@ impl Fs for SimFs {
         if !dirs.contains(from) {
             return Err(not_found(from));
         }
-        let moved: Vec<PathBuf> = dirs.iter().filter(|p| p.starts_with(from)).cloned().collect();
+        let moved: Vec<PathBuf> = dirs
+            .iter()
+            .filter(|p| p.starts_with(from))
+            .cloned()
+            .collect();
         for p in moved {
             dirs.remove(&p);
             dirs.insert(to.join(p.strip_prefix(from).expect("prefix")));
         }
         drop(dirs);
         let mut files = self.files.lock().expect("sim fs lock");
-        let moved: Vec<PathBuf> = files.keys().filter(|p| p.starts_with(from)).cloned().collect();
+        let moved: Vec<PathBuf> = files
+            .keys()
+            .filter(|p| p.starts_with(from))
+            .cloned()
+            .collect();
         for p in moved {
             let f = files.remove(&p).expect("present");
             files.insert(to.join(p.strip_prefix(from).expect("prefix")), f);

@@ -24,7 +24,10 @@ impl OffsetIndex {
 
     pub fn append(&mut self, relative_offset: u32, position: u32) {
         if let Some(&(last_offset, last_position)) = self.entries.last() {
-            assert!(relative_offset > last_offset && position > last_position, "offset index must increase");
+            assert!(
+                relative_offset > last_offset && position > last_position,
+                "offset index must increase"
+            );
         }
         self.entries.push((relative_offset, position));
     }
@@ -164,8 +167,16 @@ mod tests {
         idx.append(9, 300);
         let bytes = idx.encode();
         assert_eq!(OffsetIndex::decode(&bytes, 1000), Some(idx.clone()));
-        assert_eq!(OffsetIndex::decode(&bytes[..7], 1000), None, "partial entry");
-        assert_eq!(OffsetIndex::decode(&bytes, 300), None, "position past the log");
+        assert_eq!(
+            OffsetIndex::decode(&bytes[..7], 1000),
+            None,
+            "partial entry"
+        );
+        assert_eq!(
+            OffsetIndex::decode(&bytes, 300),
+            None,
+            "position past the log"
+        );
         let mut swapped = bytes[8..].to_vec();
         swapped.extend(&bytes[..8]);
         assert_eq!(OffsetIndex::decode(&swapped, 1000), None, "not increasing");

@@ -26,7 +26,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use strata_records::{decode_records, set_base_offset, set_log_append_time, set_partition_leader_epoch, validate_produce};
+use strata_records::{
+    decode_records, set_base_offset, set_log_append_time, set_partition_leader_epoch,
+    validate_produce,
+};
 use tracing::{info, warn};
 
 use crate::error::Result;
@@ -70,6 +73,8 @@ pub struct Log {
     /// Messages appended since the last sync (for relaxed `flush.messages`).
     unflushed_messages: i64,
     last_flush_ms: i64,
+    /// The recovery point last written to disk (checkpoints skip unchanged values).
+    checkpointed: i64,
 }
 
 fn parse_segment_name(path: &Path) -> Option<i64> {
@@ -85,17 +90,28 @@ fn parse_segment_name(path: &Path) -> Option<i64> {
 
 impl Log {
     /// Opens (creating if absent) and recovers the log in `dir`.
-    pub fn open(fs: Arc<dyn Fs>, clock: Arc<dyn Clock>, dir: &Path, config: LogConfig) -> Result<Self> {
+    pub fn open(
+        fs: Arc<dyn Fs>,
+        clock: Arc<dyn Clock>,
+        dir: &Path,
+        config: LogConfig,
+    ) -> Result<Self> {
         config.validate()?;
-        fs.create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
+        fs.create_dir_all(dir)
+            .map_err(|e| StorageError::io(dir, e))?;
         let entries = fs.list_dir(dir).map_err(|e| StorageError::io(dir, e))?;
-        let mut bases: Vec<i64> = entries.iter().filter_map(|p| parse_segment_name(p)).collect();
+        let mut bases: Vec<i64> = entries
+            .iter()
+            .filter_map(|p| parse_segment_name(p))
+            .collect();
         bases.sort_unstable();
         let clean_path = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = fs.exists(&clean_path);
-        let recovery_point = checkpoint::read(fs.as_ref(), &dir.join(RECOVERY_POINT_FILE)).unwrap_or(0);
+        let recovery_point =
+            checkpoint::read(fs.as_ref(), &dir.join(RECOVERY_POINT_FILE)).unwrap_or(0);
         if clean {
-            fs.remove_file(&clean_path).map_err(|e| StorageError::io(&clean_path, e))?;
+            fs.remove_file(&clean_path)
+                .map_err(|e| StorageError::io(&clean_path, e))?;
         }
 
         let mut sealed = BTreeMap::new();
@@ -114,7 +130,8 @@ impl Log {
             }
             let next_base = bases.get(i + 1).copied();
             let trusted = clean || next_base.is_some_and(|nb| nb <= recovery_point);
-            let (segment, truncated) = open_existing(fs.as_ref(), dir, base, config.index_interval_bytes, trusted)?;
+            let (segment, truncated) =
+                open_existing(fs.as_ref(), dir, base, config.index_interval_bytes, trusted)?;
             truncated_total += truncated;
             after_truncation = truncated > 0;
             expected_next = Some(segment.0.next_offset());
@@ -124,7 +141,11 @@ impl Log {
             Some((_, last)) => last.into_active(),
             None => ActiveSegment::create(fs.as_ref(), dir, 0, config.index_interval_bytes)?,
         };
-        let log_start_offset = sealed.keys().next().copied().unwrap_or(active.0.base_offset);
+        let log_start_offset = sealed
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(active.0.base_offset);
         let now = clock.now_ms();
         let mut log = Self {
             fs,
@@ -138,15 +159,20 @@ impl Log {
             recovery_point: 0,
             unflushed_messages: 0,
             last_flush_ms: now,
+            checkpointed: -1,
         };
         // What survived recovery may still be only in the page cache: sync it before anyone
         // reads it, so it can never disappear later.
         let leo = log.log_end_offset();
-        log.active.0.file().sync_data().map_err(|e| StorageError::io(log.dir.join("active"), e))?;
+        log.active
+            .0
+            .file()
+            .sync_data()
+            .map_err(|e| StorageError::io(log.dir.join("active"), e))?;
         log.recovery_point = leo;
         log.high_watermark = leo;
         log.write_recovery_point()?;
-        if truncated_total > 0 || !clean {
+        if truncated_total > 0 || (!clean && !bases.is_empty()) {
             info!(dir = %log.dir.display(), log_end_offset = leo, truncated_bytes = truncated_total, clean, "log recovered");
         }
         Ok(log)
@@ -189,11 +215,17 @@ impl Log {
         let produced = validate_produce(batches)?;
         for span in &produced.spans {
             if span.len() > self.config.max_message_bytes {
-                return Err(StorageError::MessageTooLarge { size: span.len(), limit: self.config.max_message_bytes });
+                return Err(StorageError::MessageTooLarge {
+                    size: span.len(),
+                    limit: self.config.max_message_bytes,
+                });
             }
         }
         if batches.len() as u64 > self.config.segment_bytes {
-            return Err(StorageError::RecordListTooLarge { size: batches.len(), limit: self.config.segment_bytes as usize });
+            return Err(StorageError::RecordListTooLarge {
+                size: batches.len(),
+                limit: self.config.segment_bytes as usize,
+            });
         }
         let now = self.clock.now_ms();
         self.maybe_roll(batches.len() as u64, now)?;
@@ -237,7 +269,10 @@ impl Log {
             return Ok(());
         }
         let full = size + incoming_bytes > self.config.segment_bytes;
-        let old = self.active.first_append_ms().is_some_and(|t| now - t >= self.config.segment_ms);
+        let old = self
+            .active
+            .first_append_ms()
+            .is_some_and(|t| now - t >= self.config.segment_ms);
         if full || old {
             self.roll()?;
         }
@@ -247,12 +282,19 @@ impl Log {
     /// Seals the active segment (syncing it) and starts a new one at the log end offset.
     pub fn roll(&mut self) -> Result<()> {
         let leo = self.log_end_offset();
-        let fresh = ActiveSegment::create(self.fs.as_ref(), &self.dir, leo, self.config.index_interval_bytes)?;
+        let fresh = ActiveSegment::create(
+            self.fs.as_ref(),
+            &self.dir,
+            leo,
+            self.config.index_interval_bytes,
+        )?;
         let old = std::mem::replace(&mut self.active, fresh);
         let base = old.0.base_offset;
         let sealed = old.seal(self.fs.as_ref())?;
         self.sealed.insert(base, sealed);
-        self.fs.sync_dir(&self.dir).map_err(|e| StorageError::io(&self.dir, e))?;
+        self.fs
+            .sync_dir(&self.dir)
+            .map_err(|e| StorageError::io(&self.dir, e))?;
         // Sealing synced everything before the new segment.
         self.mark_flushed(leo);
         Ok(())
@@ -288,8 +330,18 @@ impl Log {
             || self.clock.now_ms() - self.last_flush_ms >= self.config.flush_ms
     }
 
-    pub fn write_recovery_point(&self) -> Result<()> {
-        checkpoint::write(self.fs.as_ref(), &self.dir.join(RECOVERY_POINT_FILE), self.recovery_point)
+    /// Writes the recovery point checkpoint if it moved since the last write.
+    pub fn write_recovery_point(&mut self) -> Result<()> {
+        if self.checkpointed == self.recovery_point {
+            return Ok(());
+        }
+        checkpoint::write(
+            self.fs.as_ref(),
+            &self.dir.join(RECOVERY_POINT_FILE),
+            self.recovery_point,
+        )?;
+        self.checkpointed = self.recovery_point;
+        Ok(())
     }
 
     /// Where a fetch from `offset` reads: whole batches up to `max_bytes` (at least one) below
@@ -297,15 +349,24 @@ impl Log {
     pub fn slice(&self, offset: i64, max_bytes: usize) -> Result<Option<SegmentSlice>> {
         let leo = self.log_end_offset();
         if offset < self.log_start_offset || offset > leo {
-            return Err(StorageError::OffsetOutOfRange { offset, log_start_offset: self.log_start_offset, log_end_offset: leo });
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: leo,
+            });
         }
         if offset >= self.high_watermark {
             return Ok(None);
         }
         let hw = self.high_watermark;
-        for segment in self.sealed.range(..=offset).next_back().into_iter().map(|(_, s)| &s.0).chain(
-            self.sealed.range(offset + 1..).map(|(_, s)| &s.0),
-        ) {
+        for segment in self
+            .sealed
+            .range(..=offset)
+            .next_back()
+            .into_iter()
+            .map(|(_, s)| &s.0)
+            .chain(self.sealed.range(offset + 1..).map(|(_, s)| &s.0))
+        {
             if let Some(slice) = segment.slice(offset, max_bytes, hw)? {
                 return Ok(Some(slice));
             }
@@ -330,20 +391,30 @@ impl Log {
     /// The earliest record with timestamp ≥ `target_ms` below the high watermark, as
     /// `(offset, timestamp)`; None if there is none (ListOffsets then answers -1).
     pub fn offset_for_timestamp(&self, target_ms: i64) -> Result<Option<(i64, i64)>> {
-        let segments = self.sealed.values().map(|s| &s.0).chain(std::iter::once(&self.active.0));
+        let segments = self
+            .sealed
+            .values()
+            .map(|s| &s.0)
+            .chain(std::iter::once(&self.active.0));
         for segment in segments {
             if segment.max_timestamp() < target_ms {
                 continue;
             }
-            let Some((mut position, _)) = segment.timestamp_scan_start(target_ms)? else { continue };
+            let Some((mut position, _)) = segment.timestamp_scan_start(target_ms)? else {
+                continue;
+            };
             while let Some(header) = segment.header_at(position)? {
                 if header.base_offset >= self.high_watermark {
                     return Ok(None);
                 }
                 if header.max_timestamp >= target_ms {
-                    let bytes = crate::segment::SegmentSlice { file: segment.file(), position, bytes: header.total_bytes() }
-                        .read()
-                        .map_err(|e| StorageError::io(&self.dir, e))?;
+                    let bytes = crate::segment::SegmentSlice {
+                        file: segment.file(),
+                        position,
+                        bytes: header.total_bytes(),
+                    }
+                    .read()
+                    .map_err(|e| StorageError::io(&self.dir, e))?;
                     let records = decode_records(bytes)?;
                     if let Some(r) = records.iter().find(|r| r.timestamp_ms >= target_ms) {
                         return Ok(Some((r.offset, r.timestamp_ms)));
@@ -357,7 +428,12 @@ impl Log {
 
     /// The largest timestamp and its offset (ListOffsets MAX_TIMESTAMP, KIP-734).
     pub fn max_timestamp(&self) -> i64 {
-        self.sealed.values().map(|s| s.0.max_timestamp()).chain(std::iter::once(self.active.0.max_timestamp())).max().unwrap_or(-1)
+        self.sealed
+            .values()
+            .map(|s| s.0.max_timestamp())
+            .chain(std::iter::once(self.active.0.max_timestamp()))
+            .max()
+            .unwrap_or(-1)
     }
 
     /// Deletes whole sealed segments past `retention.ms` (by their newest timestamp) or
@@ -368,8 +444,10 @@ impl Log {
         let mut total = self.size_bytes() as i64;
         let mut deleted = 0;
         while let Some((&base, segment)) = self.sealed.first_key_value() {
-            let by_time = self.config.retention_ms >= 0 && segment.0.max_timestamp() < now - self.config.retention_ms;
-            let by_size = self.config.retention_bytes >= 0 && total - segment.0.size() as i64 >= self.config.retention_bytes;
+            let by_time = self.config.retention_ms >= 0
+                && segment.0.max_timestamp() < now - self.config.retention_ms;
+            let by_size = self.config.retention_bytes >= 0
+                && total - segment.0.size() as i64 >= self.config.retention_bytes;
             // never delete data consumers cannot have been allowed to read yet
             let readable = segment.0.next_offset() <= self.high_watermark;
             if !(by_time || by_size) || !readable {
@@ -391,7 +469,8 @@ impl Log {
     /// Clean shutdown: sync, write indexes and the recovery point, leave the marker.
     pub fn close(&mut self) -> Result<()> {
         let (file, leo) = self.flush_target();
-        file.sync_data().map_err(|e| StorageError::io(&self.dir, e))?;
+        file.sync_data()
+            .map_err(|e| StorageError::io(&self.dir, e))?;
         self.mark_flushed(leo);
         self.active.write_indexes(self.fs.as_ref())?;
         self.write_recovery_point()?;

@@ -22,7 +22,12 @@ pub struct Partition {
 
 impl Partition {
     pub fn new(topic: String, partition: i32, log: Log) -> Self {
-        Self { topic, partition, log: Mutex::new(log), flush_lock: Mutex::new(()) }
+        Self {
+            topic,
+            partition,
+            log: Mutex::new(log),
+            flush_lock: Mutex::new(()),
+        }
     }
 
     /// The log, locked. Keep the guard short-lived.
@@ -47,7 +52,8 @@ impl Partition {
             }
             log.flush_target()
         };
-        file.sync_data().map_err(|e| StorageError::io(self.log().dir(), e))?;
+        file.sync_data()
+            .map_err(|e| StorageError::io(self.log().dir(), e))?;
         self.log().mark_flushed(end);
         Ok(())
     }
@@ -66,13 +72,25 @@ impl Partition {
         // The slice is found under the lock; the bytes are read outside it.
         let (slice, hw, lso, leo) = {
             let log = self.log();
-            (log.slice(offset, max_bytes)?, log.high_watermark(), log.log_start_offset(), log.log_end_offset())
+            (
+                log.slice(offset, max_bytes)?,
+                log.high_watermark(),
+                log.log_start_offset(),
+                log.log_end_offset(),
+            )
         };
         let records = match slice {
-            Some(s) => s.read().map_err(|e| StorageError::io(format!("{}-{}", self.topic, self.partition), e))?,
+            Some(s) => s
+                .read()
+                .map_err(|e| StorageError::io(format!("{}-{}", self.topic, self.partition), e))?,
             None => bytes::Bytes::new(),
         };
-        Ok(FetchData { records, high_watermark: hw, log_start_offset: lso, log_end_offset: leo })
+        Ok(FetchData {
+            records,
+            high_watermark: hw,
+            log_start_offset: lso,
+            log_end_offset: leo,
+        })
     }
 
     pub fn high_watermark(&self) -> i64 {

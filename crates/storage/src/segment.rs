@@ -69,18 +69,35 @@ impl SegmentSlice {
 }
 
 impl SegmentCore {
-    fn open_file(fs: &dyn Fs, dir: &Path, base_offset: i64, create: bool) -> Result<Arc<dyn FsFile>> {
+    fn open_file(
+        fs: &dyn Fs,
+        dir: &Path,
+        base_offset: i64,
+        create: bool,
+    ) -> Result<Arc<dyn FsFile>> {
         let path = segment_file(dir, base_offset, "log");
-        fs.open(&path, create).map_err(|e| StorageError::io(path, e))
+        fs.open(&path, create)
+            .map_err(|e| StorageError::io(path, e))
     }
 
     fn empty(fs: &dyn Fs, dir: &Path, base_offset: i64, index_interval_bytes: u64) -> Result<Self> {
         let file = Self::open_file(fs, dir, base_offset, true)?;
-        file.set_len(0).map_err(|e| StorageError::io(segment_file(dir, base_offset, "log"), e))?;
-        Ok(Self::with_file(dir, base_offset, file, index_interval_bytes))
+        file.set_len(0)
+            .map_err(|e| StorageError::io(segment_file(dir, base_offset, "log"), e))?;
+        Ok(Self::with_file(
+            dir,
+            base_offset,
+            file,
+            index_interval_bytes,
+        ))
     }
 
-    fn with_file(dir: &Path, base_offset: i64, file: Arc<dyn FsFile>, index_interval_bytes: u64) -> Self {
+    fn with_file(
+        dir: &Path,
+        base_offset: i64,
+        file: Arc<dyn FsFile>,
+        index_interval_bytes: u64,
+    ) -> Self {
         Self {
             base_offset,
             dir: dir.to_path_buf(),
@@ -119,16 +136,20 @@ impl SegmentCore {
     /// Index bookkeeping for a batch already written at `position`.
     fn note_batch(&mut self, header: &BatchHeader, position: u64) {
         let total = header.total_bytes() as u64;
-        if self.offset_index.is_empty() && position == 0 || self.bytes_since_index_entry >= self.index_interval_bytes {
+        if self.offset_index.is_empty() && position == 0
+            || self.bytes_since_index_entry >= self.index_interval_bytes
+        {
             if position > 0 {
-                self.offset_index.append(self.relative(header.base_offset), position as u32);
+                self.offset_index
+                    .append(self.relative(header.base_offset), position as u32);
             }
             self.bytes_since_index_entry = 0;
         }
         self.bytes_since_index_entry += total;
         if header.max_timestamp > self.max_timestamp {
             self.max_timestamp = header.max_timestamp;
-            self.time_index.maybe_append(header.max_timestamp, self.relative(header.base_offset));
+            self.time_index
+                .maybe_append(header.max_timestamp, self.relative(header.base_offset));
         }
         self.next_offset = header.next_offset();
         self.size = position + total;
@@ -146,10 +167,17 @@ impl SegmentCore {
         self.time_index = TimeIndex::default();
         self.bytes_since_index_entry = 0;
         let mut position = 0u64;
-        let mut chunk = vec![0u8; SCAN_CHUNK_BYTES.min(file_len as usize).max(BATCH_HEADER_BYTES)];
+        let mut chunk = vec![
+            0u8;
+            SCAN_CHUNK_BYTES
+                .min(file_len as usize)
+                .max(BATCH_HEADER_BYTES)
+        ];
         'scan: while position < file_len {
             let want = chunk.len().min((file_len - position) as usize);
-            self.file.read_exact_at(&mut chunk[..want], position).map_err(|e| StorageError::io(&path, e))?;
+            self.file
+                .read_exact_at(&mut chunk[..want], position)
+                .map_err(|e| StorageError::io(&path, e))?;
             let (spans, stop) = scan_batches(&chunk[..want], Some(self.next_offset));
             for span in &spans {
                 self.note_batch(&span.header, position + span.position as u64);
@@ -171,7 +199,10 @@ impl SegmentCore {
                     }
                     position = at_abs; // re-read from the start of this batch
                 }
-                ScanStop::Corrupt { position: at, error } => {
+                ScanStop::Corrupt {
+                    position: at,
+                    error,
+                } => {
                     position += at as u64;
                     warn!(segment = %path.display(), position, %error, "corrupt batch found in recovery");
                     break 'scan;
@@ -181,15 +212,22 @@ impl SegmentCore {
         let truncated = file_len - self.size;
         if truncated > 0 {
             warn!(segment = %path.display(), valid_bytes = self.size, truncated_bytes = truncated, "truncating torn or corrupt tail");
-            self.file.set_len(self.size).map_err(|e| StorageError::io(&path, e))?;
-            self.file.sync_data().map_err(|e| StorageError::io(&path, e))?;
+            self.file
+                .set_len(self.size)
+                .map_err(|e| StorageError::io(&path, e))?;
+            self.file
+                .sync_data()
+                .map_err(|e| StorageError::io(&path, e))?;
         }
         Ok(truncated)
     }
 
     /// Loads trusted indexes written at seal or clean shutdown; false if they are unusable.
     fn load_indexes(&mut self, fs: &dyn Fs) -> Result<bool> {
-        let log_len = self.file.len().map_err(|e| StorageError::io(self.path("log"), e))?;
+        let log_len = self
+            .file
+            .len()
+            .map_err(|e| StorageError::io(self.path("log"), e))?;
         let read_all = |ext: &str| -> Option<Vec<u8>> {
             let f = fs.open(&self.path(ext), false).ok()?;
             let len = f.len().ok()? as usize;
@@ -197,8 +235,11 @@ impl SegmentCore {
             f.read_exact_at(&mut buf, 0).ok()?;
             Some(buf)
         };
-        let (Some(oi), Some(ti)) = (read_all("index"), read_all("timeindex")) else { return Ok(false) };
-        let (Some(oi), Some(ti)) = (OffsetIndex::decode(&oi, log_len), TimeIndex::decode(&ti)) else {
+        let (Some(oi), Some(ti)) = (read_all("index"), read_all("timeindex")) else {
+            return Ok(false);
+        };
+        let (Some(oi), Some(ti)) = (OffsetIndex::decode(&oi, log_len), TimeIndex::decode(&ti))
+        else {
             return Ok(false);
         };
         // The tail after the last index entry is scanned to learn the next offset and check
@@ -209,14 +250,24 @@ impl SegmentCore {
             return Ok(false);
         }
         let mut tail = vec![0u8; tail_len];
-        self.file.read_exact_at(&mut tail, u64::from(last_pos)).map_err(|e| StorageError::io(self.path("log"), e))?;
+        self.file
+            .read_exact_at(&mut tail, u64::from(last_pos))
+            .map_err(|e| StorageError::io(self.path("log"), e))?;
         let expected = self.base_offset + i64::from(last_rel);
         let (spans, stop) = scan_batches(&tail, Some(expected));
         if stop != ScanStop::End || (tail_len > 0 && spans.is_empty()) {
             return Ok(false);
         }
-        self.next_offset = spans.last().map(|s| s.header.next_offset()).unwrap_or(self.base_offset);
-        self.max_timestamp = ti.encode().chunks_exact(12).last().map(|c| i64::from_be_bytes(c[0..8].try_into().expect("8"))).unwrap_or(-1);
+        self.next_offset = spans
+            .last()
+            .map(|s| s.header.next_offset())
+            .unwrap_or(self.base_offset);
+        self.max_timestamp = ti
+            .encode()
+            .chunks_exact(12)
+            .last()
+            .map(|c| i64::from_be_bytes(c[0..8].try_into().expect("8")))
+            .unwrap_or(-1);
         for s in &spans {
             self.max_timestamp = self.max_timestamp.max(s.header.max_timestamp);
         }
@@ -228,11 +279,17 @@ impl SegmentCore {
     }
 
     fn write_indexes(&self, fs: &dyn Fs) -> Result<()> {
-        for (ext, bytes) in [("index", self.offset_index.encode()), ("timeindex", self.time_index.encode())] {
+        for (ext, bytes) in [
+            ("index", self.offset_index.encode()),
+            ("timeindex", self.time_index.encode()),
+        ] {
             let path = self.path(ext);
-            let f = fs.open(&path, true).map_err(|e| StorageError::io(&path, e))?;
+            let f = fs
+                .open(&path, true)
+                .map_err(|e| StorageError::io(&path, e))?;
             f.set_len(0).map_err(|e| StorageError::io(&path, e))?;
-            f.write_all_at(&bytes, 0).map_err(|e| StorageError::io(&path, e))?;
+            f.write_all_at(&bytes, 0)
+                .map_err(|e| StorageError::io(&path, e))?;
             f.sync_data().map_err(|e| StorageError::io(&path, e))?;
         }
         Ok(())
@@ -240,7 +297,9 @@ impl SegmentCore {
 
     fn read_header(&self, position: u64) -> Result<BatchHeader> {
         let mut buf = [0u8; BATCH_HEADER_BYTES];
-        self.file.read_exact_at(&mut buf, position).map_err(|e| StorageError::io(self.path("log"), e))?;
+        self.file
+            .read_exact_at(&mut buf, position)
+            .map_err(|e| StorageError::io(self.path("log"), e))?;
         Ok(BatchHeader::parse(&buf)?)
     }
 
@@ -249,7 +308,9 @@ impl SegmentCore {
         if offset >= self.next_offset {
             return Ok(None);
         }
-        let (_, mut position) = self.offset_index.lookup(self.relative(offset.max(self.base_offset)));
+        let (_, mut position) = self
+            .offset_index
+            .lookup(self.relative(offset.max(self.base_offset)));
         let mut position = u64::from(std::mem::take(&mut position));
         while position < self.size {
             let header = self.read_header(position)?;
@@ -263,8 +324,15 @@ impl SegmentCore {
 
     /// Whole batches from the one holding `offset`, up to `max_bytes` (but at least one batch,
     /// KIP-74) and stopping before `max_offset` (the high watermark).
-    pub fn slice(&self, offset: i64, max_bytes: usize, max_offset: i64) -> Result<Option<SegmentSlice>> {
-        let Some((start, first)) = self.position_of(offset)? else { return Ok(None) };
+    pub fn slice(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+    ) -> Result<Option<SegmentSlice>> {
+        let Some((start, first)) = self.position_of(offset)? else {
+            return Ok(None);
+        };
         if first.base_offset >= max_offset {
             return Ok(None);
         }
@@ -277,7 +345,11 @@ impl SegmentCore {
             }
             end = next_end;
         }
-        Ok(Some(SegmentSlice { file: self.file.clone(), position: start, bytes: (end - start) as usize }))
+        Ok(Some(SegmentSlice {
+            file: self.file.clone(),
+            position: start,
+            bytes: (end - start) as usize,
+        }))
     }
 
     /// First batch position at or after which a record with timestamp ≥ `target` may be.
@@ -308,14 +380,32 @@ pub struct ActiveSegment(pub(crate) SegmentCore);
 pub struct SealedSegment(pub(crate) SegmentCore);
 
 impl ActiveSegment {
-    pub fn create(fs: &dyn Fs, dir: &Path, base_offset: i64, index_interval_bytes: u64) -> Result<Self> {
-        Ok(Self(SegmentCore::empty(fs, dir, base_offset, index_interval_bytes)?))
+    pub fn create(
+        fs: &dyn Fs,
+        dir: &Path,
+        base_offset: i64,
+        index_interval_bytes: u64,
+    ) -> Result<Self> {
+        Ok(Self(SegmentCore::empty(
+            fs,
+            dir,
+            base_offset,
+            index_interval_bytes,
+        )?))
     }
 
     /// Appends already-validated batches with assigned offsets, written in one call.
-    pub fn append(&mut self, bytes: &[u8], headers: &[(usize, BatchHeader)], now_ms: i64) -> Result<()> {
+    pub fn append(
+        &mut self,
+        bytes: &[u8],
+        headers: &[(usize, BatchHeader)],
+        now_ms: i64,
+    ) -> Result<()> {
         let start = self.0.size;
-        self.0.file.write_all_at(bytes, start).map_err(|e| StorageError::io(self.0.path("log"), e))?;
+        self.0
+            .file
+            .write_all_at(bytes, start)
+            .map_err(|e| StorageError::io(self.0.path("log"), e))?;
         for (position, header) in headers {
             self.0.note_batch(header, start + *position as u64);
         }
@@ -329,7 +419,10 @@ impl ActiveSegment {
 
     /// Syncs the data and writes the indexes; the segment is complete on disk after this.
     pub fn seal(self, fs: &dyn Fs) -> Result<SealedSegment> {
-        self.0.file.sync_data().map_err(|e| StorageError::io(self.0.path("log"), e))?;
+        self.0
+            .file
+            .sync_data()
+            .map_err(|e| StorageError::io(self.0.path("log"), e))?;
         self.0.write_indexes(fs)?;
         Ok(SealedSegment(self.0))
     }
@@ -354,7 +447,13 @@ impl SealedSegment {
 /// Opens an existing segment at startup: trusted segments load their indexes (scanning only
 /// the tail after the last index entry); the others, or any whose indexes do not check out,
 /// are scanned in full and truncated at the first bad batch.
-pub fn open_existing(fs: &dyn Fs, dir: &Path, base_offset: i64, index_interval_bytes: u64, trusted: bool) -> Result<(SealedSegment, u64)> {
+pub fn open_existing(
+    fs: &dyn Fs,
+    dir: &Path,
+    base_offset: i64,
+    index_interval_bytes: u64,
+    trusted: bool,
+) -> Result<(SealedSegment, u64)> {
     let file = SegmentCore::open_file(fs, dir, base_offset, false)?;
     let mut core = SegmentCore::with_file(dir, base_offset, file, index_interval_bytes);
     if trusted && core.load_indexes(fs)? {

@@ -13,7 +13,12 @@ use strata_storage::{Clock, Fs, Log, LogConfig, ManualClock, SimFs, StorageError
 fn batch(values: &[&str], ts: i64) -> Vec<u8> {
     let mut b = BatchBuilder::new(Compression::None);
     for (i, v) in values.iter().enumerate() {
-        b.push(Record { key: None, value: Some(Bytes::from(v.to_string())), timestamp_ms: ts + i as i64, ..Default::default() });
+        b.push(Record {
+            key: None,
+            value: Some(Bytes::from(v.to_string())),
+            timestamp_ms: ts + i as i64,
+            ..Default::default()
+        });
     }
     b.build().unwrap().to_vec()
 }
@@ -25,7 +30,10 @@ struct World {
 
 impl World {
     fn new() -> Self {
-        Self { fs: SimFs::new(), clock: Arc::new(ManualClock::new(1_000_000)) }
+        Self {
+            fs: SimFs::new(),
+            clock: Arc::new(ManualClock::new(1_000_000)),
+        }
     }
     fn open(&self, config: LogConfig) -> Log {
         let fs: Arc<dyn Fs> = Arc::new(self.fs.clone());
@@ -50,10 +58,16 @@ fn read_all(log: &Log) -> Vec<(i64, String)> {
     while offset < log.high_watermark() {
         let data = log.read(offset, 1 << 20).unwrap();
         let recs = decode_records(data.records).unwrap();
-        assert!(!recs.is_empty(), "read at {offset} below the high watermark returned nothing");
+        assert!(
+            !recs.is_empty(),
+            "read at {offset} below the high watermark returned nothing"
+        );
         for r in recs {
             if r.offset >= offset {
-                out.push((r.offset, String::from_utf8(r.value.unwrap().to_vec()).unwrap()));
+                out.push((
+                    r.offset,
+                    String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+                ));
             }
         }
         offset = out.last().unwrap().0 + 1;
@@ -62,7 +76,11 @@ fn read_all(log: &Log) -> Vec<(i64, String)> {
 }
 
 fn small_segments() -> LogConfig {
-    LogConfig { segment_bytes: 300, index_interval_bytes: 100, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes: 300,
+        index_interval_bytes: 100,
+        ..LogConfig::default()
+    }
 }
 
 #[test]
@@ -76,8 +94,15 @@ fn offsets_are_dense_and_reads_return_whole_batches() {
     // a read from the middle of a batch returns the whole batch (the consumer skips)
     let data = log.read(1, 1).unwrap();
     let recs = decode_records(data.records).unwrap();
-    assert_eq!(recs.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![0, 1, 2], "KIP-74: one whole batch even over max_bytes");
-    assert_eq!(read_all(&log).iter().map(|r| r.0).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    assert_eq!(
+        recs.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![0, 1, 2],
+        "KIP-74: one whole batch even over max_bytes"
+    );
+    assert_eq!(
+        read_all(&log).iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
 }
 
 #[test]
@@ -87,8 +112,14 @@ fn high_watermark_covers_only_synced_data_in_durable_mode() {
     let mut b = batch(&["x"], 1);
     log.append(&mut b, 0).unwrap();
     assert_eq!((log.log_end_offset(), log.high_watermark()), (1, 0));
-    assert!(log.read(0, 1000).unwrap().records.is_empty(), "unsynced data is not served");
-    let relaxed = LogConfig { flush_messages: i64::MAX, ..LogConfig::default() };
+    assert!(
+        log.read(0, 1000).unwrap().records.is_empty(),
+        "unsynced data is not served"
+    );
+    let relaxed = LogConfig {
+        flush_messages: i64::MAX,
+        ..LogConfig::default()
+    };
     let w2 = World::new();
     let mut log2 = w2.open(relaxed);
     log2.append(&mut batch(&["x"], 1), 0).unwrap();
@@ -103,7 +134,11 @@ fn rolls_by_size_and_time_and_reads_across_segments() {
     for v in &values {
         produce(&mut log, &[v.as_str()], 5);
     }
-    assert!(log.segment_count() > 5, "segment.bytes=300 rolls often: {}", log.segment_count());
+    assert!(
+        log.segment_count() > 5,
+        "segment.bytes=300 rolls often: {}",
+        log.segment_count()
+    );
     let all = read_all(&log);
     assert_eq!(all.len(), 40);
     for (i, (offset, v)) in all.iter().enumerate() {
@@ -115,7 +150,10 @@ fn rolls_by_size_and_time_and_reads_across_segments() {
         assert_eq!(recs[0].offset, target);
     }
     let before = log.segment_count();
-    let cfg = LogConfig { segment_ms: 1000, ..LogConfig::default() };
+    let cfg = LogConfig {
+        segment_ms: 1000,
+        ..LogConfig::default()
+    };
     log.set_config(cfg).unwrap();
     w.clock.advance_ms(1001);
     produce(&mut log, &["late"], 5);
@@ -140,14 +178,21 @@ fn retention_deletes_whole_sealed_segments_and_advances_log_start() {
     assert!(start > 0);
     let all = read_all(&log);
     assert_eq!(all.first().unwrap().0, start);
-    assert!(matches!(log.read(0, 100), Err(StorageError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(0, 100),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
     // by time: everything sealed is older than retention.ms
     cfg.retention_bytes = -1;
     cfg.retention_ms = 10;
     log.set_config(cfg).unwrap();
     log.apply_retention();
     assert_eq!(log.segment_count(), 1, "only the active segment survives");
-    assert_eq!(log.log_end_offset(), 30, "offsets are never reused (invariant 2)");
+    assert_eq!(
+        log.log_end_offset(),
+        30,
+        "offsets are never reused (invariant 2)"
+    );
 }
 
 #[test]
@@ -167,15 +212,24 @@ fn offset_for_timestamp_finds_first_record_at_or_after() {
 #[test]
 fn invalid_batches_store_nothing() {
     let w = World::new();
-    let mut log = w.open(LogConfig { max_message_bytes: 200, ..LogConfig::default() });
+    let mut log = w.open(LogConfig {
+        max_message_bytes: 200,
+        ..LogConfig::default()
+    });
     produce(&mut log, &["ok"], 1);
     let mut corrupt = batch(&["x"], 1);
     let n = corrupt.len();
     corrupt[n - 1] ^= 0xff;
-    assert!(matches!(log.append(&mut corrupt, 0), Err(StorageError::InvalidBatch(_))));
+    assert!(matches!(
+        log.append(&mut corrupt, 0),
+        Err(StorageError::InvalidBatch(_))
+    ));
     let big = "x".repeat(300);
     let mut large = batch(&[big.as_str()], 1);
-    assert!(matches!(log.append(&mut large, 0), Err(StorageError::MessageTooLarge { .. })));
+    assert!(matches!(
+        log.append(&mut large, 0),
+        Err(StorageError::MessageTooLarge { .. })
+    ));
     // a valid batch followed by a corrupt one: neither is stored
     let mut mixed = batch(&["good"], 1);
     mixed.extend(&corrupt);
@@ -187,7 +241,12 @@ fn invalid_batches_store_nothing() {
 /// Invariant 1 (no lost acknowledged write) and 5 (nothing corrupt served) across crash modes.
 #[test]
 fn recovery_keeps_every_acknowledged_record_after_power_loss() {
-    for mode in [CrashMode::LoseUnsynced, CrashMode::Torn { keep: 7 }, CrashMode::Torn { keep: 70 }, CrashMode::KeepAll] {
+    for mode in [
+        CrashMode::LoseUnsynced,
+        CrashMode::Torn { keep: 7 },
+        CrashMode::Torn { keep: 70 },
+        CrashMode::KeepAll,
+    ] {
         let w = World::new();
         let mut log = w.open(small_segments());
         let mut acked = Vec::new();
@@ -198,22 +257,35 @@ fn recovery_keeps_every_acknowledged_record_after_power_loss() {
         }
         // unacknowledged appends: written but never synced
         for i in 0..3 {
-            log.append(&mut batch(&[&format!("unacked-{i}")], 1), 0).unwrap();
+            log.append(&mut batch(&[&format!("unacked-{i}")], 1), 0)
+                .unwrap();
         }
         drop(log);
         w.fs.crash(mode);
         let log = w.open(small_segments());
         let all = read_all(&log);
-        assert_eq!(&all[..acked.len()], &acked[..], "mode {mode:?}: acknowledged records at their offsets");
+        assert_eq!(
+            &all[..acked.len()],
+            &acked[..],
+            "mode {mode:?}: acknowledged records at their offsets"
+        );
         for (i, (offset, _)) in all.iter().enumerate() {
             assert_eq!(*offset, i as i64, "dense offsets after recovery");
         }
         assert_eq!(log.high_watermark(), log.log_end_offset());
         for (i, (_, v)) in all[acked.len()..].iter().enumerate() {
-            assert_eq!(v, &format!("unacked-{i}"), "survivors past the acknowledged ones are a prefix, in order");
+            assert_eq!(
+                v,
+                &format!("unacked-{i}"),
+                "survivors past the acknowledged ones are a prefix, in order"
+            );
         }
         if mode == CrashMode::KeepAll {
-            assert_eq!(log.log_end_offset(), 28, "process crash: page cache survives");
+            assert_eq!(
+                log.log_end_offset(),
+                28,
+                "process crash: page cache survives"
+            );
         }
     }
 }
@@ -229,15 +301,24 @@ fn recovery_truncates_at_a_flipped_bit_and_drops_later_segments() {
     drop(log);
     // corrupt the newest complete segment's second batch; a recovery point of 0 makes
     // recovery scan everything
-    let logs: Vec<_> = w.fs.file_paths().into_iter().filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
+    let logs: Vec<_> =
+        w.fs.file_paths()
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
     let victim = &logs[logs.len() - 2];
     w.fs.flip_bit(victim, 80, 3);
-    w.fs.remove_file(Path::new("/data/t-0/recovery-point")).unwrap();
+    w.fs.remove_file(Path::new("/data/t-0/recovery-point"))
+        .unwrap();
     let log = w.open(small_segments());
     let all = read_all(&log);
     assert!(all.len() < 20 && log.segment_count() < segments);
     for (i, (offset, v)) in all.iter().enumerate() {
-        assert_eq!((*offset, v.clone()), (i as i64, format!("v{i:03}")), "only valid data is served");
+        assert_eq!(
+            (*offset, v.clone()),
+            (i as i64, format!("v{i:03}")),
+            "only valid data is served"
+        );
     }
 }
 
@@ -259,7 +340,10 @@ fn missing_or_corrupt_indexes_are_rebuilt() {
     let log = w.open(small_segments());
     assert_eq!(read_all(&log).len(), 30);
     for target in [0i64, 11, 29] {
-        assert_eq!(decode_records(log.read(target, 1).unwrap().records).unwrap()[0].offset, target);
+        assert_eq!(
+            decode_records(log.read(target, 1).unwrap().records).unwrap()[0].offset,
+            target
+        );
     }
 }
 

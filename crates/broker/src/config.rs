@@ -1,0 +1,183 @@
+//! Broker configuration: a plain struct with Kafka-like defaults and `validate()`. Only the
+//! binary reads files and flags; it hands the result here.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use strata_storage::{LogConfig, TimestampType};
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// `node.id`.
+    pub node_id: i32,
+    /// Where partitions and the metadata log live.
+    pub data_dir: PathBuf,
+    /// `HOST:PORT` to bind.
+    pub listen: String,
+    /// `HOST:PORT` clients are told to connect to (Metadata); defaults to `listen`.
+    pub advertised_listener: Option<String>,
+    /// `socket.request.max.bytes`: largest request frame accepted.
+    pub socket_request_max_bytes: usize,
+    /// Connections served at once; more are refused.
+    pub connections_max: usize,
+    /// Requests read ahead on one connection while earlier ones are still being answered.
+    pub connection_in_flight_max: usize,
+    /// Fetch `max_wait_ms` is capped at this.
+    pub fetch_max_wait_ms_max: i32,
+    /// `num.partitions`: partitions of auto-created topics and CreateTopics with -1.
+    pub num_partitions: i32,
+    /// `default.replication.factor`.
+    pub default_replication_factor: i16,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics_enable: bool,
+    /// `log.segment.bytes`.
+    pub log_segment_bytes: u64,
+    /// `log.roll.ms`.
+    pub log_roll_ms: i64,
+    /// `log.retention.ms`.
+    pub log_retention_ms: i64,
+    /// `log.retention.bytes`.
+    pub log_retention_bytes: i64,
+    /// `message.max.bytes`.
+    pub message_max_bytes: usize,
+    /// `log.message.timestamp.type`: "CreateTime" or "LogAppendTime".
+    pub log_message_timestamp_type: String,
+    /// `log.flush.interval.messages`; 1 (default) = fsync before every acknowledgement.
+    pub log_flush_interval_messages: i64,
+    /// `log.flush.interval.ms`.
+    pub log_flush_interval_ms: i64,
+    /// `log.retention.check.interval.ms`.
+    pub log_retention_check_interval_ms: u64,
+    /// `log.flush.offset.checkpoint.interval.ms`: how often recovery points are written.
+    pub log_flush_offset_checkpoint_interval_ms: u64,
+    /// Reported in Metadata and DescribeCluster.
+    pub cluster_id: String,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        let log = LogConfig::default();
+        Self {
+            node_id: 1,
+            data_dir: PathBuf::from("./strata-data"),
+            listen: "127.0.0.1:9092".into(),
+            advertised_listener: None,
+            socket_request_max_bytes: strata_protocol::REQUEST_BYTES_MAX_DEFAULT,
+            connections_max: 10_000,
+            connection_in_flight_max: 64,
+            fetch_max_wait_ms_max: 30_000,
+            num_partitions: 1,
+            default_replication_factor: 1,
+            auto_create_topics_enable: true,
+            log_segment_bytes: log.segment_bytes,
+            log_roll_ms: log.segment_ms,
+            log_retention_ms: log.retention_ms,
+            log_retention_bytes: log.retention_bytes,
+            message_max_bytes: log.max_message_bytes,
+            log_message_timestamp_type: "CreateTime".into(),
+            log_flush_interval_messages: log.flush_messages,
+            log_flush_interval_ms: log.flush_ms,
+            log_retention_check_interval_ms: 300_000,
+            log_flush_offset_checkpoint_interval_ms: 10_000,
+            cluster_id: "strata-cluster-0000000".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl BrokerConfig {
+    pub fn advertised(&self) -> &str {
+        self.advertised_listener.as_deref().unwrap_or(&self.listen)
+    }
+
+    /// Host and port clients are told to use.
+    pub fn advertised_host_port(&self) -> (String, i32) {
+        let adv = self.advertised();
+        let (host, port) = adv.rsplit_once(':').expect("validated HOST:PORT");
+        (
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port.parse().expect("validated port"),
+        )
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen
+            .to_socket_addrs()
+            .map_err(|e| ConfigError::Invalid(format!("--listen {}: {e}", self.listen)))?
+            .next()
+            .ok_or_else(|| {
+                ConfigError::Invalid(format!("--listen {}: resolves to no address", self.listen))
+            })
+    }
+
+    /// Broker-wide defaults for every topic's log.
+    pub fn log_defaults(&self) -> LogConfig {
+        LogConfig {
+            segment_bytes: self.log_segment_bytes,
+            segment_ms: self.log_roll_ms,
+            retention_ms: self.log_retention_ms,
+            retention_bytes: self.log_retention_bytes,
+            max_message_bytes: self.message_max_bytes,
+            timestamp_type: if self.log_message_timestamp_type == "LogAppendTime" {
+                TimestampType::LogAppendTime
+            } else {
+                TimestampType::CreateTime
+            },
+            flush_messages: self.log_flush_interval_messages,
+            flush_ms: self.log_flush_interval_ms,
+            ..LogConfig::default()
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        for (flag, value) in [
+            ("--listen", Some(&self.listen)),
+            ("--advertised-listener", self.advertised_listener.as_ref()),
+        ] {
+            let Some(v) = value else { continue };
+            match v.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+                _ => return bad(format!("{flag} '{v}' is not HOST:PORT")),
+            }
+        }
+        if !["CreateTime", "LogAppendTime"].contains(&self.log_message_timestamp_type.as_str()) {
+            return bad(format!(
+                "log_message_timestamp_type '{}' must be CreateTime or LogAppendTime",
+                self.log_message_timestamp_type
+            ));
+        }
+        if self.num_partitions < 1 {
+            return bad(format!(
+                "num_partitions {} must be at least 1",
+                self.num_partitions
+            ));
+        }
+        if self.default_replication_factor != 1 {
+            return bad("default_replication_factor must be 1 on a single node".into());
+        }
+        if self.socket_request_max_bytes < 1024 || self.socket_request_max_bytes > i32::MAX as usize
+        {
+            return bad(format!(
+                "socket_request_max_bytes {} must be in [1024, {}]",
+                self.socket_request_max_bytes,
+                i32::MAX
+            ));
+        }
+        if self.connections_max == 0 || self.connection_in_flight_max == 0 {
+            return bad("connections_max and connection_in_flight_max must be at least 1".into());
+        }
+        self.log_defaults()
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+}

@@ -1,0 +1,104 @@
+//! One client connection: read frames, dispatch them, write responses in request order.
+//!
+//! The reader decodes a frame as soon as it is whole and hands it to the handlers; up to
+//! `connection_in_flight_max` responses may be pending at once (a bounded channel), so a
+//! client that pipelines (librdkafka keeps several produces in flight) is not serialised
+//! behind each fdatasync. A frame that is too large, malformed, or of an unknown API or
+//! version closes this connection only, after a log line saying why.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use strata_protocol::{decode_request, frame_length, FRAME_LENGTH_BYTES};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn};
+
+use crate::handlers::{dispatch, Outcome, PendingResponse};
+use crate::Broker;
+
+/// Bytes read from the socket at a time (the buffer grows only up to a checked frame size).
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+pub async fn serve(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<PendingResponse>(broker.config.connection_in_flight_max);
+    let write_task = tokio::spawn(async move {
+        while let Some(pending) = rx.recv().await {
+            match pending.await {
+                Outcome::Respond(bytes) => {
+                    if let Err(e) = writer.write_all(&bytes).await {
+                        debug!(%peer, error = %e, "write failed; closing");
+                        return;
+                    }
+                }
+                Outcome::NoResponse => {}
+                Outcome::Close => break,
+            }
+        }
+        let _ = writer.shutdown().await;
+    });
+
+    let max = broker.config.socket_request_max_bytes;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    'conn: loop {
+        // Dispatch every whole frame already buffered.
+        loop {
+            match frame_length(&buf, max) {
+                Ok(Some(len)) => {
+                    let mut frame = buf.split_to(FRAME_LENGTH_BYTES + len);
+                    let body = frame.split_off(FRAME_LENGTH_BYTES).freeze();
+                    match decode_request(body) {
+                        Ok(request) => {
+                            let pending = dispatch(&broker, request);
+                            if tx.send(pending).await.is_err() {
+                                break 'conn;
+                            }
+                        }
+                        Err(e) => {
+                            warn!(%peer, error = %e, "closing connection: bad request");
+                            break 'conn;
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(%peer, error = %e, "closing connection: bad frame");
+                    break 'conn;
+                }
+            }
+        }
+        // Room for the rest of the current frame, whose length has been checked, or a chunk.
+        let want = match frame_length(&buf, max) {
+            Ok(None) if buf.len() >= FRAME_LENGTH_BYTES => {
+                let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                (FRAME_LENGTH_BYTES + len - buf.len()).min(READ_CHUNK_BYTES.max(len / 4))
+            }
+            _ => READ_CHUNK_BYTES,
+        };
+        buf.reserve(want);
+        tokio::select! {
+            read = reader.read_buf(&mut buf) => match read {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    debug!(%peer, error = %e, "read failed; closing");
+                    break;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(tx);
+    // Let already-dispatched requests finish and their responses go out.
+    let _ = write_task.await;
+    debug!(%peer, "connection closed");
+}

@@ -1,0 +1,56 @@
+//! The one place where Kafka error codes are chosen.
+
+use kafka_protocol::error::ResponseError;
+use strata_records::RecordsError;
+use strata_storage::StorageError;
+
+/// Kafka's error code for a storage failure on the produce or fetch path.
+pub fn storage_error_code(e: &StorageError) -> i16 {
+    let error = match e {
+        StorageError::InvalidBatch(r) => return records_error_code(r),
+        StorageError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+        StorageError::RecordListTooLarge { .. } => ResponseError::RecordListTooLarge,
+        StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        StorageError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        StorageError::Io { .. } | StorageError::LogDirFailed(_) => ResponseError::KafkaStorageError,
+    };
+    error.code()
+}
+
+/// Kafka's error code for an invalid produced batch.
+pub fn records_error_code(e: &RecordsError) -> i16 {
+    let error = match e {
+        RecordsError::CrcMismatch { .. }
+        | RecordsError::Truncated { .. }
+        | RecordsError::InvalidLength { .. }
+        | RecordsError::UnknownCompression(_) => ResponseError::CorruptMessage,
+        RecordsError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
+        RecordsError::UnsupportedMagic(_)
+        | RecordsError::CountMismatch { .. }
+        | RecordsError::ControlBatchFromProducer
+        | RecordsError::InvalidTimestamp { .. }
+        | RecordsError::Empty
+        | RecordsError::Decode(_) => ResponseError::InvalidRecord,
+    };
+    error.code()
+}
+
+pub const NONE: i16 = 0;
+pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = ResponseError::UnknownTopicOrPartition.code();
+pub const UNKNOWN_TOPIC_ID: i16 = ResponseError::UnknownTopicId.code();
+pub const INVALID_TOPIC: i16 = ResponseError::InvalidTopicException.code();
+pub const TOPIC_ALREADY_EXISTS: i16 = ResponseError::TopicAlreadyExists.code();
+pub const INVALID_PARTITIONS: i16 = ResponseError::InvalidPartitions.code();
+pub const INVALID_REPLICATION_FACTOR: i16 = ResponseError::InvalidReplicationFactor.code();
+pub const INVALID_REPLICA_ASSIGNMENT: i16 = ResponseError::InvalidReplicaAssignment.code();
+pub const INVALID_CONFIG: i16 = ResponseError::InvalidConfig.code();
+pub const INVALID_REQUEST: i16 = ResponseError::InvalidRequest.code();
+pub const INVALID_REQUIRED_ACKS: i16 = ResponseError::InvalidRequiredAcks.code();
+pub const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
+pub const UNSUPPORTED_VERSION: i16 = ResponseError::UnsupportedVersion.code();
+pub const KAFKA_STORAGE_ERROR: i16 = ResponseError::KafkaStorageError.code();
+pub const UNKNOWN_SERVER_ERROR: i16 = ResponseError::UnknownServerError.code();
+/// Transactions come in a later issue; until then a transactional InitProducerId fails
+/// with a non-retriable error rather than one a client would retry forever.
+pub const TRANSACTIONS_NOT_SUPPORTED: i16 = ResponseError::InvalidRequest.code();
+pub const POLICY_VIOLATION: i16 = ResponseError::PolicyViolation.code();

@@ -1,0 +1,191 @@
+//! Topic administration (CreateTopics, DeleteTopics, CreatePartitions) and InitProducerId.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::*;
+use tracing::warn;
+
+use super::str;
+use crate::state::TopicError;
+use crate::{errors, topic_config, Broker};
+
+pub fn create_topics(
+    broker: &Arc<Broker>,
+    req: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let result = CreatableTopicResult::default().with_name(t.name.clone());
+        let outcome = (|| {
+            let node = broker.config.node_id;
+            if t.replication_factor != -1 && t.replication_factor != 1 {
+                return Err(TopicError::InvalidReplicationFactor(format!(
+                    "Replication factor {} is larger than the 1 available broker (replication comes later).",
+                    t.replication_factor
+                )));
+            }
+            let partitions = if !t.assignments.is_empty() {
+                if t.num_partitions != -1 || t.replication_factor != -1 {
+                    return Err(TopicError::InvalidPartitions("Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into()));
+                }
+                if t.assignments
+                    .iter()
+                    .any(|a| a.broker_ids.iter().any(|b| b.0 != node) || a.broker_ids.len() != 1)
+                {
+                    return Err(TopicError::InvalidReplicationFactor(format!(
+                        "Replica assignments may only name broker {node}."
+                    )));
+                }
+                t.assignments.len() as i32
+            } else if t.num_partitions == -1 {
+                broker.config.num_partitions
+            } else {
+                t.num_partitions
+            };
+            let mut configs = BTreeMap::new();
+            for c in &t.configs {
+                match &c.value {
+                    Some(v) => configs.insert(c.name.to_string(), v.to_string()),
+                    None => {
+                        return Err(TopicError::InvalidConfig(format!(
+                            "Null value not supported for topic config {}",
+                            c.name
+                        )))
+                    }
+                };
+            }
+            broker.create_topic(&name, partitions, configs, req.validate_only)
+        })();
+        results.push(match outcome {
+            Ok(topic) => {
+                let mut r = result
+                    .with_topic_id(topic.topic_id)
+                    .with_num_partitions(topic.partitions.len() as i32)
+                    .with_replication_factor(1);
+                if version >= 5 {
+                    let described = topic_config::describe(&broker.config, &topic.configs);
+                    r = r.with_configs(Some(
+                        described
+                            .into_iter()
+                            .map(|d| {
+                                CreatableTopicConfigs::default()
+                                    .with_name(str(d.name))
+                                    .with_value(Some(str(&d.value)))
+                                    .with_config_source(d.source)
+                            })
+                            .collect(),
+                    ));
+                }
+                r
+            }
+            Err(e) => {
+                if !matches!(e, TopicError::AlreadyExists(_)) {
+                    warn!(topic = %name, error = %e, "create topic refused");
+                }
+                result
+                    .with_error_code(e.code())
+                    .with_error_message(Some(str(&e.to_string())))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)
+            }
+        });
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+pub fn delete_topics(
+    broker: &Arc<Broker>,
+    req: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    let mut targets: Vec<(Option<String>, uuid::Uuid)> = req
+        .topic_names
+        .iter()
+        .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
+        .collect();
+    targets.extend(
+        req.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)),
+    );
+    let responses = targets
+        .into_iter()
+        .map(|(name, id)| {
+            let name = name.or_else(|| broker.image().topic_by_id(&id).map(|t| t.name.clone()));
+            let result = DeletableTopicResult::default()
+                .with_name(name.as_ref().map(|n| TopicName(str(n))))
+                .with_topic_id(id);
+            let Some(name) = name else {
+                return result.with_error_code(errors::UNKNOWN_TOPIC_ID);
+            };
+            match broker.delete_topic(&name) {
+                Ok(topic_id) => result.with_topic_id(if version >= 6 { topic_id } else { id }),
+                Err(e) => {
+                    let msg = if version >= 5 {
+                        Some(str(&e.to_string()))
+                    } else {
+                        None
+                    };
+                    result.with_error_code(e.code()).with_error_message(msg)
+                }
+            }
+        })
+        .collect();
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+pub fn create_partitions(
+    broker: &Arc<Broker>,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let results = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            let node = broker.config.node_id;
+            if t.assignments
+                .as_ref()
+                .is_some_and(|a| a.iter().any(|x| x.broker_ids.iter().any(|b| b.0 != node)))
+            {
+                return result
+                    .with_error_code(errors::INVALID_REPLICA_ASSIGNMENT)
+                    .with_error_message(Some(str(&format!(
+                        "Replica assignments may only name broker {node}."
+                    ))));
+            }
+            match broker.create_partitions(t.name.0.as_str(), t.count, req.validate_only) {
+                Ok(()) => result,
+                Err(e) => result
+                    .with_error_code(e.code())
+                    .with_error_message(Some(str(&e.to_string()))),
+            }
+        })
+        .collect();
+    CreatePartitionsResponse::default().with_results(results)
+}
+
+/// Allocates a producer id (epoch 0) so idempotent-by-default clients can start; sequence
+/// checking and transactions come in the exactly-once work.
+pub fn init_producer_id(
+    broker: &Arc<Broker>,
+    req: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    if req.transactional_id.is_some() {
+        return InitProducerIdResponse::default()
+            .with_error_code(errors::TRANSACTIONS_NOT_SUPPORTED)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+    }
+    InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(broker.allocate_producer_id()))
+        .with_producer_epoch(0)
+}

@@ -1,0 +1,153 @@
+use std::sync::Arc;
+
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::*;
+
+use super::str;
+use crate::{errors, topic_config, Broker};
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+
+fn broker_entries(broker: &Broker) -> Vec<(String, String)> {
+    let c = &broker.config;
+    vec![
+        ("node.id".into(), c.node_id.to_string()),
+        (
+            "advertised.listeners".into(),
+            format!("PLAINTEXT://{}", c.advertised()),
+        ),
+        ("num.partitions".into(), c.num_partitions.to_string()),
+        (
+            "default.replication.factor".into(),
+            c.default_replication_factor.to_string(),
+        ),
+        (
+            "auto.create.topics.enable".into(),
+            c.auto_create_topics_enable.to_string(),
+        ),
+        ("log.segment.bytes".into(), c.log_segment_bytes.to_string()),
+        ("log.roll.ms".into(), c.log_roll_ms.to_string()),
+        ("log.retention.ms".into(), c.log_retention_ms.to_string()),
+        (
+            "log.retention.bytes".into(),
+            c.log_retention_bytes.to_string(),
+        ),
+        ("message.max.bytes".into(), c.message_max_bytes.to_string()),
+        (
+            "log.message.timestamp.type".into(),
+            c.log_message_timestamp_type.clone(),
+        ),
+        (
+            "log.flush.interval.messages".into(),
+            c.log_flush_interval_messages.to_string(),
+        ),
+        (
+            "log.flush.interval.ms".into(),
+            c.log_flush_interval_ms.to_string(),
+        ),
+        (
+            "socket.request.max.bytes".into(),
+            c.socket_request_max_bytes.to_string(),
+        ),
+    ]
+}
+
+pub fn describe_configs(
+    broker: &Arc<Broker>,
+    req: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
+    let results = req
+        .resources
+        .into_iter()
+        .map(|r| {
+            let result = DescribeConfigsResult::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
+            let wanted = |name: &str| {
+                r.configuration_keys
+                    .as_ref()
+                    .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+            };
+            match r.resource_type {
+                RESOURCE_TOPIC => {
+                    let Some(topic) = broker.image().topic(r.resource_name.as_str()).cloned()
+                    else {
+                        return result
+                            .with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION)
+                            .with_error_message(Some(str(&format!(
+                                "Topic '{}' does not exist.",
+                                r.resource_name
+                            ))));
+                    };
+                    let configs = topic_config::describe(&broker.config, &topic.configs)
+                        .into_iter()
+                        .filter(|d| wanted(d.name))
+                        .map(|d| {
+                            let synonyms = if req.include_synonyms {
+                                d.synonyms
+                                    .iter()
+                                    .map(|(n, v, s)| {
+                                        DescribeConfigsSynonym::default()
+                                            .with_name(str(n))
+                                            .with_value(Some(str(v)))
+                                            .with_source(*s)
+                                    })
+                                    .collect()
+                            } else {
+                                vec![]
+                            };
+                            DescribeConfigsResourceResult::default()
+                                .with_name(str(d.name))
+                                .with_value(Some(str(&d.value)))
+                                .with_config_source(d.source)
+                                .with_synonyms(synonyms)
+                        })
+                        .collect();
+                    result.with_configs(configs)
+                }
+                RESOURCE_BROKER => {
+                    let name = r.resource_name.as_str();
+                    if !name.is_empty() && name != broker.config.node_id.to_string() {
+                        return result
+                            .with_error_code(errors::INVALID_REQUEST)
+                            .with_error_message(Some(str(&format!("Unknown broker {name}"))));
+                    }
+                    let configs = broker_entries(broker)
+                        .into_iter()
+                        .filter(|(n, _)| wanted(n))
+                        .map(|(n, v)| {
+                            DescribeConfigsResourceResult::default()
+                                .with_name(str(&n))
+                                .with_value(Some(str(&v)))
+                                .with_read_only(true)
+                                .with_config_source(topic_config::SOURCE_STATIC_BROKER)
+                        })
+                        .collect();
+                    result.with_configs(configs)
+                }
+                other => result
+                    .with_error_code(errors::INVALID_REQUEST)
+                    .with_error_message(Some(str(&format!("Unsupported resource type {other}")))),
+            }
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+pub fn describe_cluster(
+    broker: &Arc<Broker>,
+    _req: DescribeClusterRequest,
+) -> DescribeClusterResponse {
+    let (host, port) = broker.config.advertised_host_port();
+    DescribeClusterResponse::default()
+        .with_cluster_id(str(&broker.config.cluster_id))
+        .with_controller_id(BrokerId(broker.config.node_id))
+        .with_brokers(vec![DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(broker.config.node_id))
+            .with_host(str(&host))
+            .with_port(port)])
+}

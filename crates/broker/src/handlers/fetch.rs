@@ -1,0 +1,108 @@
+//! Fetch with long polling: answer as soon as `min_bytes` are available, else when
+//! `max_wait_ms` runs out, waking whenever a high watermark moves.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use tokio::time::Instant;
+
+use crate::errors;
+use crate::Broker;
+
+pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, _version: i16) -> FetchResponse {
+    let wait_ms = req
+        .max_wait_ms
+        .clamp(0, broker.config.fetch_max_wait_ms_max);
+    let deadline = Instant::now() + Duration::from_millis(wait_ms as u64);
+    loop {
+        let notified = broker.data_arrived.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let (resp, bytes, errored) = read_once(broker, &req);
+        if bytes >= req.min_bytes.max(0) as usize || errored || Instant::now() >= deadline {
+            return resp;
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// One pass over the requested partitions. Returns the response, its record bytes, and
+/// whether any partition had an error (which answers at once, as Kafka does).
+fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, bool) {
+    let mut budget = req.max_bytes.max(0) as usize;
+    let mut total = 0usize;
+    let mut errored = false;
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in &req.topics {
+        let name = t.topic.0.as_str();
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let mut data = PartitionData::default().with_partition_index(p.partition);
+            let Some(partition) = broker.partition(name, p.partition) else {
+                errored = true;
+                partitions.push(
+                    data.with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION)
+                        .with_high_watermark(-1)
+                        .with_last_stable_offset(-1)
+                        .with_log_start_offset(-1)
+                        .with_records(Some(Bytes::new())),
+                );
+                continue;
+            };
+            // KIP-74: the first partition with data returns at least one batch, even past
+            // max_bytes; after that the response budget applies.
+            let limit = (p.partition_max_bytes.max(0) as usize).min(if total == 0 {
+                usize::MAX
+            } else {
+                budget
+            });
+            let limit = if total == 0 { limit.max(1) } else { limit };
+            match partition.read(p.fetch_offset, limit) {
+                Ok(read) => {
+                    let n = read.records.len();
+                    total += n;
+                    budget = budget.saturating_sub(n);
+                    data = data
+                        .with_high_watermark(read.high_watermark)
+                        .with_last_stable_offset(read.high_watermark)
+                        .with_log_start_offset(read.log_start_offset)
+                        .with_records(Some(read.records));
+                    if req.isolation_level == 1 {
+                        data = data.with_aborted_transactions(Some(vec![]));
+                    }
+                }
+                Err(e) => {
+                    errored = true;
+                    let log = partition.log();
+                    let (hw, lso) = (log.high_watermark(), log.log_start_offset());
+                    drop(log);
+                    let code = errors::storage_error_code(&e);
+                    data = data
+                        .with_error_code(code)
+                        .with_high_watermark(hw)
+                        .with_last_stable_offset(hw)
+                        .with_log_start_offset(lso)
+                        .with_records(Some(Bytes::new()));
+                }
+            }
+            partitions.push(data);
+        }
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(t.topic.clone())
+                .with_topic_id(t.topic_id)
+                .with_partitions(partitions),
+        );
+    }
+    (
+        FetchResponse::default().with_responses(topics),
+        total,
+        errored,
+    )
+}

@@ -1,0 +1,75 @@
+use std::sync::Arc;
+
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use crate::errors;
+use crate::Broker;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+
+pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    // leader_epoch exists from v4 on; -1 (its default) is omitted below that
+    let epoch = if version >= 4 { 0 } else { -1 };
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let resp = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index);
+                    let Some(partition) = broker.partition(t.name.0.as_str(), p.partition_index)
+                    else {
+                        return resp
+                            .with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION)
+                            .with_offset(-1)
+                            .with_timestamp(-1);
+                    };
+                    let log = partition.log();
+                    let found = match p.timestamp {
+                        LATEST => Ok(Some((log.high_watermark(), -1))),
+                        EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
+                        MAX_TIMESTAMP => {
+                            let max = log.max_timestamp();
+                            if max < 0 {
+                                Ok(None)
+                            } else {
+                                log.offset_for_timestamp(max)
+                            }
+                        }
+                        ts if ts >= 0 => log.offset_for_timestamp(ts),
+                        _ => {
+                            return resp
+                                .with_error_code(errors::INVALID_REQUEST)
+                                .with_offset(-1)
+                                .with_timestamp(-1)
+                        }
+                    };
+                    match found {
+                        Ok(Some((offset, ts))) => resp
+                            .with_offset(offset)
+                            .with_timestamp(ts)
+                            .with_leader_epoch(epoch),
+                        Ok(None) => resp.with_offset(-1).with_timestamp(-1),
+                        Err(e) => resp
+                            .with_error_code(errors::storage_error_code(&e))
+                            .with_offset(-1)
+                            .with_timestamp(-1),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}

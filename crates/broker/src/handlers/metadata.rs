@@ -1,0 +1,101 @@
+use std::sync::Arc;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use strata_cluster::TopicImage;
+use uuid::Uuid;
+
+use super::str;
+use crate::errors;
+use crate::Broker;
+
+fn describe_topic(t: &TopicImage) -> MetadataResponseTopic {
+    let partitions = t
+        .partitions
+        .iter()
+        .map(|(&index, p)| {
+            MetadataResponsePartition::default()
+                .with_partition_index(index)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(p.replicas.iter().map(|&r| BrokerId(r)).collect())
+                .with_isr_nodes(p.isr.iter().map(|&r| BrokerId(r)).collect())
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(str(&t.name))))
+        .with_topic_id(t.topic_id)
+        .with_partitions(partitions)
+}
+
+fn error_topic(name: Option<&str>, id: Uuid, code: i16) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_name(name.map(|n| TopicName(str(n))))
+        .with_topic_id(id)
+        .with_error_code(code)
+}
+
+pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
+    // v0 has no null (all topics) and always auto-creates; v1-v3 auto-create implicitly.
+    let all_topics =
+        req.topics.is_none() || (version == 0 && req.topics.as_ref().is_some_and(|t| t.is_empty()));
+    let auto_create =
+        broker.config.auto_create_topics_enable && (version < 4 || req.allow_auto_topic_creation);
+    let mut topics = Vec::new();
+    if all_topics {
+        topics.extend(broker.image().topics().map(describe_topic));
+    } else {
+        for t in req.topics.unwrap_or_default() {
+            let name = t.name.as_ref().map(|n| n.0.to_string());
+            let topic = match &name {
+                Some(n) => broker.image().topic(n).cloned(),
+                None => broker.image().topic_by_id(&t.topic_id).cloned(),
+            };
+            let entry = match (topic, name) {
+                (Some(topic), _) => describe_topic(&topic),
+                (None, Some(n)) if auto_create => {
+                    match broker.create_topic(
+                        &n,
+                        broker.config.num_partitions,
+                        Default::default(),
+                        false,
+                    ) {
+                        Ok(topic) => describe_topic(&topic),
+                        // a concurrent request created it first
+                        Err(crate::state::TopicError::AlreadyExists(_)) => {
+                            match broker.image().topic(&n) {
+                                Some(topic) => describe_topic(topic),
+                                None => error_topic(
+                                    Some(&n),
+                                    Uuid::nil(),
+                                    errors::UNKNOWN_TOPIC_OR_PARTITION,
+                                ),
+                            }
+                        }
+                        Err(e) => error_topic(Some(&n), Uuid::nil(), e.code()),
+                    }
+                }
+                (None, Some(n)) => {
+                    let code = match crate::state::validate_topic_name(&n) {
+                        Ok(()) => errors::UNKNOWN_TOPIC_OR_PARTITION,
+                        Err(e) => e.code(),
+                    };
+                    error_topic(Some(&n), Uuid::nil(), code)
+                }
+                (None, None) => error_topic(None, t.topic_id, errors::UNKNOWN_TOPIC_ID),
+            };
+            topics.push(entry);
+        }
+    }
+    let (host, port) = broker.config.advertised_host_port();
+    MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(broker.config.node_id))
+            .with_host(str(&host))
+            .with_port(port)])
+        .with_cluster_id(Some(str(&broker.config.cluster_id)))
+        .with_controller_id(BrokerId(broker.config.node_id))
+        .with_topics(topics)
+}

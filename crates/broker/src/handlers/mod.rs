@@ -1,0 +1,140 @@
+//! One module per API. Each handler takes the shared [`Broker`] and a decoded request and
+//! returns the response body; [`dispatch`] encodes it. Produce does its appends before
+//! returning its future, so appends happen in the order requests arrived on a connection.
+
+mod admin;
+mod api_versions;
+mod describe;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use strata_protocol::{encode_response, Request, RequestFrame};
+use tracing::warn;
+
+use crate::Broker;
+
+/// What a request produced: a response frame, nothing (acks=0), or a failure that closes the
+/// connection (a client waiting for an answer that will never come is worse).
+#[derive(Debug)]
+pub enum Outcome {
+    Respond(Bytes),
+    NoResponse,
+    Close,
+}
+
+/// A response still being worked on.
+pub type PendingResponse = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+fn encode<R: Encodable>(correlation_id: i32, key: ApiKey, version: i16, body: &R) -> Outcome {
+    match encode_response(correlation_id, key, version, body) {
+        Ok(b) => Outcome::Respond(b),
+        Err(e) => {
+            warn!(api = ?key, version, error = %e, "could not encode response; closing the connection");
+            Outcome::Close
+        }
+    }
+}
+
+fn ready(b: Outcome) -> PendingResponse {
+    Box::pin(async move { b })
+}
+
+pub(crate) fn str(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// Starts handling one request. Work that must happen in arrival order (produce appends)
+/// is done before this returns; the rest runs in the returned future.
+pub fn dispatch(broker: &Arc<Broker>, frame: RequestFrame) -> PendingResponse {
+    let RequestFrame {
+        api_key,
+        version,
+        header,
+        request,
+    } = frame;
+    let cid = header.correlation_id;
+    match request {
+        Request::ApiVersions(_) => ready(encode(
+            cid,
+            api_key,
+            version,
+            &api_versions::handle(version, false),
+        )),
+        Request::ApiVersionsTooNew => {
+            ready(encode(cid, api_key, 0, &api_versions::handle(0, true)))
+        }
+        Request::Metadata(r) => ready(encode(
+            cid,
+            api_key,
+            version,
+            &metadata::handle(broker, r, version),
+        )),
+        Request::Produce(r) => produce::handle(broker, r, version, cid),
+        Request::Fetch(r) => {
+            let b = broker.clone();
+            Box::pin(async move {
+                let resp = fetch::handle(&b, r, version).await;
+                encode(cid, api_key, version, &resp)
+            })
+        }
+        Request::ListOffsets(r) => ready(encode(
+            cid,
+            api_key,
+            version,
+            &list_offsets::handle(broker, r, version),
+        )),
+        Request::CreateTopics(r) => blocking(broker, move |b| {
+            encode(cid, api_key, version, &admin::create_topics(&b, r, version))
+        }),
+        Request::DeleteTopics(r) => blocking(broker, move |b| {
+            encode(cid, api_key, version, &admin::delete_topics(&b, r, version))
+        }),
+        Request::CreatePartitions(r) => blocking(broker, move |b| {
+            encode(cid, api_key, version, &admin::create_partitions(&b, r))
+        }),
+        Request::DescribeConfigs(r) => ready(encode(
+            cid,
+            api_key,
+            version,
+            &describe::describe_configs(broker, r),
+        )),
+        Request::DescribeCluster(r) => ready(encode(
+            cid,
+            api_key,
+            version,
+            &describe::describe_cluster(broker, r),
+        )),
+        Request::InitProducerId(r) => ready(encode(
+            cid,
+            api_key,
+            version,
+            &admin::init_producer_id(broker, r),
+        )),
+    }
+}
+
+/// Runs a handler that syncs files (metadata changes) off the async worker threads.
+fn blocking(
+    broker: &Arc<Broker>,
+    f: impl FnOnce(Arc<Broker>) -> Outcome + Send + 'static,
+) -> PendingResponse {
+    let b = broker.clone();
+    Box::pin(async move {
+        match tokio::task::spawn_blocking(move || f(b)).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "admin handler failed");
+                Outcome::Close
+            }
+        }
+    })
+}

@@ -1,0 +1,161 @@
+//! Produce: validate and append every partition's batches now (in arrival order), then wait
+//! for durability (acks=1/all in durable mode: the group-committed fdatasync) and answer.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+use strata_storage::Partition;
+use tracing::warn;
+
+use super::{encode, str, PendingResponse};
+use crate::errors;
+use crate::Broker;
+
+struct Appended {
+    partition: Arc<Partition>,
+    /// Offset one past the last appended record: what must be synced before acknowledging.
+    end_offset: i64,
+}
+
+fn failed(index: i32, code: i16, message: Option<String>) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(code)
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+        .with_error_message(message.map(|m| str(&m)))
+}
+
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: ProduceRequest,
+    version: i16,
+    correlation_id: i32,
+) -> PendingResponse {
+    let acks = req.acks;
+    let mut responses = Vec::with_capacity(req.topic_data.len());
+    let mut appended: Vec<Appended> = Vec::new();
+    let valid_acks = matches!(acks, -1..=1);
+    if req.transactional_id.is_some() && valid_acks {
+        warn!("transactional produce received; transactions are not supported yet");
+    }
+    for topic in req.topic_data {
+        let name = topic.name.0.to_string();
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for data in topic.partition_data {
+            let index = data.index;
+            if !valid_acks {
+                partitions.push(failed(index, errors::INVALID_REQUIRED_ACKS, None));
+                continue;
+            }
+            let Some(partition) = broker.partition(&name, index) else {
+                partitions.push(failed(index, errors::UNKNOWN_TOPIC_OR_PARTITION, None));
+                continue;
+            };
+            let Some(records) = data.records else {
+                partitions.push(failed(
+                    index,
+                    errors::INVALID_RECORD,
+                    Some("no records".into()),
+                ));
+                continue;
+            };
+            // The broker owns base offset and leader epoch, so the batch bytes are copied once
+            // into a buffer we may write; the frame they arrived in is shared.
+            let mut bytes = records.to_vec();
+            match partition.append(&mut bytes, 0) {
+                Ok(info) => {
+                    partitions.push(
+                        PartitionProduceResponse::default()
+                            .with_index(index)
+                            .with_base_offset(info.base_offset)
+                            .with_log_append_time_ms(info.log_append_time_ms)
+                            .with_log_start_offset(info.log_start_offset),
+                    );
+                    appended.push(Appended {
+                        partition,
+                        end_offset: info.last_offset + 1,
+                    });
+                }
+                Err(e) => {
+                    warn!(topic = %name, partition = index, error = %e, "produce refused");
+                    partitions.push(failed(
+                        index,
+                        errors::storage_error_code(&e),
+                        Some(e.to_string()),
+                    ));
+                }
+            }
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_partition_responses(partitions),
+        );
+    }
+    let broker = broker.clone();
+    Box::pin(async move {
+        let durable: Vec<Appended> = appended
+            .into_iter()
+            .filter(|a| a.partition.log().config().is_durable())
+            .collect();
+        let synced = make_durable(&broker, durable).await;
+        if acks == 0 {
+            return super::Outcome::NoResponse; // Kafka sends no response to acks=0
+        }
+        for (topic, partition, code) in synced.failures {
+            if let Some(r) = responses
+                .iter_mut()
+                .find(|t| t.name.0.as_str() == topic)
+                .and_then(|t| {
+                    t.partition_responses
+                        .iter_mut()
+                        .find(|p| p.index == partition)
+                })
+            {
+                *r = failed(
+                    partition,
+                    code,
+                    Some("the write could not be made durable".into()),
+                );
+            }
+        }
+        let resp = ProduceResponse::default().with_responses(responses);
+        encode(correlation_id, ApiKey::Produce, version, &resp)
+    })
+}
+
+struct SyncOutcome {
+    failures: Vec<(String, i32, i16)>,
+}
+
+/// Syncs each appended partition up to its end offset (sharing fdatasyncs with concurrent
+/// produces) and wakes waiting fetches.
+async fn make_durable(broker: &Arc<Broker>, appended: Vec<Appended>) -> SyncOutcome {
+    let mut failures = Vec::new();
+    if appended.is_empty() {
+        broker.data_arrived.notify_waiters();
+        return SyncOutcome { failures };
+    }
+    let result = tokio::task::spawn_blocking(move || {
+        appended
+            .into_iter()
+            .filter_map(|a| match a.partition.sync_to(a.end_offset) {
+                Ok(()) => None,
+                Err(e) => {
+                    warn!(topic = %a.partition.topic, partition = a.partition.partition, error = %e, "fdatasync failed");
+                    Some((a.partition.topic.clone(), a.partition.partition, errors::storage_error_code(&e)))
+                }
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    match result {
+        Ok(f) => failures = f,
+        Err(e) => warn!(error = %e, "sync task failed"),
+    }
+    broker.data_arrived.notify_waiters();
+    SyncOutcome { failures }
+}

@@ -1,0 +1,143 @@
+//! The server: bind, accept (up to `connections_max`), run background work, shut down cleanly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use strata_storage::{Clock, Fs, RealFs, SystemClock};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tracing::{info, warn};
+
+use crate::state::TopicError;
+use crate::{connection, Broker, BrokerConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot open data directory: {0}")]
+    Data(#[from] TopicError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Opens the data directory, binds, and serves until `shutdown` resolves. Then stops
+/// accepting, lets in-flight requests finish (bounded), and closes every log cleanly.
+pub async fn run(
+    config: BrokerConfig,
+    fs: Arc<dyn Fs>,
+    clock: Arc<dyn Clock>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
+    config.validate()?;
+    let addr = config.listen_addr()?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    let broker = Arc::new(tokio::task::block_in_place(|| {
+        Broker::open(config, fs, clock)
+    })?);
+    let local = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: addr.to_string(),
+        source,
+    })?;
+    info!(
+        "listening on {local} (advertised as {})",
+        broker.config.advertised()
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let background = tokio::spawn(background_work(broker.clone(), stop_rx.clone()));
+    let slots = Arc::new(Semaphore::new(broker.config.connections_max));
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        warn!(%peer, limit = broker.config.connections_max, "refusing connection: connections_max reached");
+                        continue;
+                    };
+                    let b = broker.clone();
+                    let stop = stop_rx.clone();
+                    connections.spawn(async move {
+                        connection::serve(b, stream, peer, stop).await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => warn!(error = %e, "accept failed"),
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = &mut shutdown => break,
+        }
+    }
+    info!("shutting down: no new connections; finishing in-flight requests");
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!("in-flight requests did not finish within 10s; closing anyway");
+        connections.abort_all();
+    }
+    let _ = background.await;
+    tokio::task::block_in_place(|| broker.close());
+    info!("shutdown complete: logs synced and closed");
+    Ok(())
+}
+
+/// Relaxed-mode flushes, retention, and recovery-point checkpoints.
+async fn background_work(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let mut flush_tick = tokio::time::interval(Duration::from_millis(100));
+    let mut retention_tick = tokio::time::interval(Duration::from_millis(
+        broker.config.log_retention_check_interval_ms.max(100),
+    ));
+    let mut checkpoint_tick = tokio::time::interval(Duration::from_millis(
+        broker
+            .config
+            .log_flush_offset_checkpoint_interval_ms
+            .max(100),
+    ));
+    loop {
+        tokio::select! {
+            _ = flush_tick.tick() => {
+                let b = broker.clone();
+                let flushed = tokio::task::spawn_blocking(move || {
+                    let mut any = false;
+                    for p in b.all_partitions() {
+                        match p.maybe_flush() {
+                            Ok(f) => any |= f,
+                            Err(e) => warn!(topic = %p.topic, partition = p.partition, error = %e, "background flush failed"),
+                        }
+                    }
+                    any
+                }).await.unwrap_or(false);
+                if flushed {
+                    broker.data_arrived.notify_waiters();
+                }
+            }
+            _ = retention_tick.tick() => {
+                let b = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    for p in b.all_partitions() {
+                        p.log().apply_retention();
+                    }
+                }).await;
+            }
+            _ = checkpoint_tick.tick() => {
+                let b = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || b.checkpoint_recovery_points()).await;
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}

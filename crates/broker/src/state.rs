@@ -1,0 +1,350 @@
+//! The broker's shared state: config, the metadata log, and the partitions it implies.
+//!
+//! Topic changes go metadata-log-first: a change is appended (and synced) to the metadata
+//! log, then the partitions it implies are opened or removed. At start the metadata log is
+//! replayed, partition directories for live topics are opened (and recovered), and
+//! directories of topics no longer in the metadata are deleted.
+//!
+//! Lock order: `metadata` before `partitions`; neither is held across an await.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use strata_cluster::{MetadataError, MetadataImage, MetadataLog, MetadataRecord, TopicImage};
+use strata_storage::{Clock, Fs, Log, Partition, StorageError};
+use tokio::sync::Notify;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::{topic_config, BrokerConfig};
+
+/// Why a topic change was refused, each with the Kafka error code it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("{0}")]
+    InvalidTopic(String),
+    #[error("Topic '{0}' already exists.")]
+    AlreadyExists(String),
+    #[error("This server does not host this topic: {0}")]
+    Unknown(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("metadata log: {0}")]
+    Metadata(#[from] MetadataError),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+}
+
+impl TopicError {
+    pub fn code(&self) -> i16 {
+        use crate::errors::*;
+        match self {
+            TopicError::InvalidTopic(_) => INVALID_TOPIC,
+            TopicError::AlreadyExists(_) => TOPIC_ALREADY_EXISTS,
+            TopicError::Unknown(_) => UNKNOWN_TOPIC_OR_PARTITION,
+            TopicError::InvalidPartitions(_) => INVALID_PARTITIONS,
+            TopicError::InvalidReplicationFactor(_) => INVALID_REPLICATION_FACTOR,
+            TopicError::InvalidConfig(_) => INVALID_CONFIG,
+            TopicError::Metadata(MetadataError::TopicExists(_)) => TOPIC_ALREADY_EXISTS,
+            TopicError::Metadata(_) | TopicError::Storage(_) => KAFKA_STORAGE_ERROR,
+        }
+    }
+}
+
+pub type TopicPartitionKey = (String, i32);
+
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub fs: Arc<dyn Fs>,
+    pub clock: Arc<dyn Clock>,
+    metadata: Mutex<MetadataLog>,
+    partitions: RwLock<HashMap<TopicPartitionKey, Arc<Partition>>>,
+    /// Woken whenever a high watermark may have advanced (long-polling fetches wait on it).
+    pub data_arrived: Notify,
+    next_producer_id: AtomicI64,
+}
+
+/// Kafka's topic name rules.
+pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
+    if name.is_empty() || name.len() > 249 || name == "." || name == ".." {
+        return Err(TopicError::InvalidTopic(format!(
+            "Topic name '{name}' is illegal: it must be 1 to 249 characters and not '.' or '..'"
+        )));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '.' || *c == '_' || *c == '-'))
+    {
+        return Err(TopicError::InvalidTopic(format!("Topic name '{name}' is illegal: it contains '{c}'; only ASCII alphanumerics, '.', '_' and '-' are allowed")));
+    }
+    if name.starts_with("__cluster_metadata") {
+        return Err(TopicError::InvalidTopic(format!(
+            "Topic name '{name}' is reserved"
+        )));
+    }
+    Ok(())
+}
+
+impl Broker {
+    /// Opens the data directory: replays the metadata log and opens every partition.
+    pub fn open(
+        config: BrokerConfig,
+        fs: Arc<dyn Fs>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, TopicError> {
+        fs.create_dir_all(&config.data_dir)
+            .map_err(|e| StorageError::io(&config.data_dir, e))?;
+        let metadata = MetadataLog::open(fs.clone(), clock.clone(), &config.data_dir)?;
+        let broker = Self {
+            next_producer_id: AtomicI64::new(clock.now_ms()),
+            config,
+            fs,
+            clock,
+            metadata: Mutex::new(metadata),
+            partitions: RwLock::new(HashMap::new()),
+            data_arrived: Notify::new(),
+        };
+        let topics: Vec<TopicImage> = broker.metadata().image().topics().cloned().collect();
+        let mut live_dirs = std::collections::HashSet::new();
+        for topic in &topics {
+            for &p in topic.partitions.keys() {
+                live_dirs.insert(broker.partition_dir(&topic.name, p));
+                broker.open_partition(topic, p)?;
+            }
+        }
+        // Directories of deleted topics (a crash between the metadata record and the delete).
+        let entries = broker
+            .fs
+            .list_dir(&broker.config.data_dir)
+            .map_err(|e| StorageError::io(&broker.config.data_dir, e))?;
+        for dir in entries {
+            let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if broker.fs.is_dir(&dir)
+                && !live_dirs.contains(&dir)
+                && name != MetadataLog::DIR_NAME
+                && name.contains('-')
+            {
+                warn!(dir = %dir.display(), "removing directory of a topic that no longer exists");
+                let _ = broker.fs.remove_dir_all(&dir);
+            }
+        }
+        info!(
+            topics = topics.len(),
+            partitions = broker.partitions.read().expect("lock").len(),
+            "data directory opened"
+        );
+        Ok(broker)
+    }
+
+    pub fn metadata(&self) -> MutexGuard<'_, MetadataLog> {
+        self.metadata.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A snapshot of the metadata image (cheap enough at this scale; a later change can share
+    /// it behind an `Arc`).
+    pub fn image(&self) -> MetadataImage {
+        self.metadata().image().clone()
+    }
+
+    fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        self.config.data_dir.join(format!("{topic}-{partition}"))
+    }
+
+    fn open_partition(&self, topic: &TopicImage, partition: i32) -> Result<(), TopicError> {
+        let config = topic_config::log_config(&self.config, &topic.configs)
+            .map_err(TopicError::InvalidConfig)?;
+        let log = Log::open(
+            self.fs.clone(),
+            self.clock.clone(),
+            &self.partition_dir(&topic.name, partition),
+            config,
+        )?;
+        let p = Arc::new(Partition::new(topic.name.clone(), partition, log));
+        self.partitions
+            .write()
+            .expect("partitions lock")
+            .insert((topic.name.clone(), partition), p);
+        Ok(())
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .expect("partitions lock")
+            .get(&(topic.to_string(), partition))
+            .cloned()
+    }
+
+    pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions
+            .read()
+            .expect("partitions lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Creates a topic (or only checks that it could be, with `validate_only`).
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<TopicImage, TopicError> {
+        validate_topic_name(name)?;
+        if partitions < 1 {
+            return Err(TopicError::InvalidPartitions(format!(
+                "Number of partitions must be at least 1, got {partitions}."
+            )));
+        }
+        if partitions > 100_000 {
+            return Err(TopicError::InvalidPartitions(format!(
+                "Number of partitions {partitions} exceeds the limit of 100000."
+            )));
+        }
+        topic_config::log_config(&self.config, &configs).map_err(TopicError::InvalidConfig)?;
+        let mut metadata = self.metadata();
+        if metadata.image().topic(name).is_some() {
+            return Err(TopicError::AlreadyExists(name.to_string()));
+        }
+        let topic_id = Uuid::new_v4();
+        let mut records = vec![MetadataRecord::Topic {
+            name: name.to_string(),
+            topic_id,
+            configs,
+        }];
+        records.extend((0..partitions).map(|p| self.partition_record(topic_id, p)));
+        if validate_only {
+            let mut img = metadata.image().clone();
+            for r in &records {
+                img.apply(r)?;
+            }
+            return Ok(img.topic(name).expect("just applied").clone());
+        }
+        metadata.append(&records)?;
+        let topic = metadata.image().topic(name).expect("just created").clone();
+        drop(metadata);
+        for p in 0..partitions {
+            self.open_partition(&topic, p)?;
+        }
+        info!(topic = name, partitions, "topic created");
+        Ok(topic)
+    }
+
+    fn partition_record(&self, topic_id: Uuid, partition: i32) -> MetadataRecord {
+        let node = self.config.node_id;
+        MetadataRecord::Partition {
+            topic_id,
+            partition,
+            leader: node,
+            leader_epoch: 0,
+            replicas: vec![node],
+            isr: vec![node],
+        }
+    }
+
+    /// Grows a topic to `count` partitions.
+    pub fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let mut metadata = self.metadata();
+        let topic = metadata
+            .image()
+            .topic(name)
+            .cloned()
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let current = topic.partitions.len() as i32;
+        if count <= current {
+            return Err(TopicError::InvalidPartitions(format!("Topic currently has {current} partitions, which is higher than or equal to the requested {count}.")));
+        }
+        if count > 100_000 {
+            return Err(TopicError::InvalidPartitions(format!(
+                "Number of partitions {count} exceeds the limit of 100000."
+            )));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let records: Vec<_> = (current..count)
+            .map(|p| self.partition_record(topic.topic_id, p))
+            .collect();
+        metadata.append(&records)?;
+        let topic = metadata.image().topic(name).expect("exists").clone();
+        drop(metadata);
+        for p in current..count {
+            self.open_partition(&topic, p)?;
+        }
+        info!(
+            topic = name,
+            from = current,
+            to = count,
+            "partitions created"
+        );
+        Ok(())
+    }
+
+    /// Deletes a topic: the metadata record first, then the partitions and their files.
+    pub fn delete_topic(&self, name: &str) -> Result<Uuid, TopicError> {
+        let mut metadata = self.metadata();
+        let topic = metadata
+            .image()
+            .topic(name)
+            .cloned()
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        metadata.append(&[MetadataRecord::RemoveTopic {
+            topic_id: topic.topic_id,
+        }])?;
+        drop(metadata);
+        let mut partitions = self.partitions.write().expect("partitions lock");
+        for &p in topic.partitions.keys() {
+            partitions.remove(&(name.to_string(), p));
+        }
+        drop(partitions);
+        for &p in topic.partitions.keys() {
+            let dir = self.partition_dir(name, p);
+            if let Err(e) = self.fs.remove_dir_all(&dir) {
+                warn!(dir = %dir.display(), error = %e, "could not remove partition directory; it is removed at next start");
+            }
+        }
+        info!(topic = name, "topic deleted");
+        Ok(topic.topic_id)
+    }
+
+    /// A fresh producer id (idempotence without its full semantics yet: ids come from a
+    /// counter seeded by the clock, so they do not repeat across restarts of one machine).
+    pub fn allocate_producer_id(&self) -> i64 {
+        self.next_producer_id.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Writes every partition's recovery point (only where it moved).
+    pub fn checkpoint_recovery_points(&self) {
+        for p in self.all_partitions() {
+            let mut log = p.log();
+            if let Err(e) = log.write_recovery_point() {
+                warn!(topic = %p.topic, partition = p.partition, error = %e, "could not write recovery point");
+            }
+        }
+    }
+
+    /// Clean shutdown of every log and the metadata log.
+    pub fn close(&self) {
+        for p in self.all_partitions() {
+            if let Err(e) = p.log().close() {
+                warn!(topic = %p.topic, partition = p.partition, error = %e, "error closing log");
+            }
+        }
+        if let Err(e) = self.metadata().close() {
+            warn!(error = %e, "error closing metadata log");
+        }
+    }
+}

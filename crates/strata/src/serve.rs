@@ -1,0 +1,110 @@
+//! `strata serve`: flags and the TOML config file become a `BrokerConfig`; flags win.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use strata_broker::BrokerConfig;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Data directory [default: ./strata-data]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:9092]
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Address clients are told to connect to [default: the listen address]
+    #[arg(long, value_name = "HOST:PORT")]
+    advertised_listener: Option<String>,
+    /// TOML file with broker settings (snake_case keys of BrokerConfig); flags override it
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn load(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            toml::from_str::<BrokerConfig>(&text)
+                .with_context(|| format!("invalid config file {}", path.display()))?
+        }
+        None => BrokerConfig::default(),
+    };
+    if let Some(d) = args.data_dir {
+        config.data_dir = d;
+    }
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(a) = args.advertised_listener {
+        config.advertised_listener = Some(a);
+    }
+    config.validate()?;
+    check_data_dir(&config.data_dir)?;
+    Ok(config)
+}
+
+/// A clear error now beats a confusing one from deep inside storage.
+fn check_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        bail!(
+            "data directory {} exists and is not a directory",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let probe = dir.join(".strata-write-probe");
+    std::fs::write(&probe, b"probe")
+        .with_context(|| format!("data directory {} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    std::fs::read_dir(dir)
+        .with_context(|| format!("data directory {} is not readable", dir.display()))?;
+    Ok(())
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| "info".into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .init();
+    let config = load(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async move {
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        strata_broker::run(
+            config,
+            Arc::new(strata_storage_fs()),
+            Arc::new(strata_storage_clock()),
+            shutdown,
+        )
+        .await
+    })?;
+    Ok(())
+}
+
+fn strata_storage_fs() -> strata_broker::server::RealFs {
+    strata_broker::server::RealFs
+}
+
+fn strata_storage_clock() -> strata_broker::server::SystemClock {
+    strata_broker::server::SystemClock
+}
