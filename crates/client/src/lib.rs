@@ -1,1 +1,444 @@
+//! A small async Kafka client for the `strata` CLI: one connection, requests at versions
+//! negotiated through ApiVersions, and helpers for topic admin, produce, fetch and offsets.
+//! It talks to one broker (the bootstrap); partition leadership routing comes with
+//! replication. Real-client compatibility is tested with librdkafka and kafka-python, never
+//! with this client.
 
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Request, StrBytes};
+use strata_protocol::{decode_response_frame, encode_request, frame_length, FRAME_LENGTH_BYTES};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest response frame this client accepts.
+const RESPONSE_BYTES_MAX: usize = 256 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("connection error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol error: {0}")]
+    Protocol(#[from] strata_protocol::ProtocolError),
+    #[error("the broker does not support {0:?} at any version this client speaks")]
+    Unsupported(ApiKey),
+    #[error("response correlation id {got} does not match request {expected}")]
+    Correlation { expected: i32, got: i32 },
+    #[error("{context}: {message} (Kafka error code {code})")]
+    Kafka {
+        context: String,
+        code: i16,
+        message: String,
+    },
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// Turns a non-zero Kafka error code into an error with context.
+pub fn check(
+    code: i16,
+    context: impl Into<String>,
+    message: Option<&StrBytes>,
+) -> Result<(), ClientError> {
+    if code == 0 {
+        return Ok(());
+    }
+    let name = kafka_protocol::error::ParseResponseErrorCode::err(code)
+        .map(|e| format!("{e:?}"))
+        .unwrap_or_default();
+    let message = message
+        .map(|m| m.to_string())
+        .filter(|m| !m.is_empty())
+        .unwrap_or(name);
+    Err(ClientError::Kafka {
+        context: context.into(),
+        code,
+        message,
+    })
+}
+
+pub struct Client {
+    stream: TcpStream,
+    next_correlation_id: i32,
+    /// The broker's version ranges by API key.
+    versions: HashMap<i16, (i16, i16)>,
+    read_buf: BytesMut,
+}
+
+impl Client {
+    /// Connects and negotiates versions.
+    pub async fn connect(addr: &str) -> Result<Self, ClientError> {
+        let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
+            .await
+            .map_err(|_| ClientError::Connect {
+                addr: addr.into(),
+                source: std::io::ErrorKind::TimedOut.into(),
+            })?
+            .map_err(|source| ClientError::Connect {
+                addr: addr.into(),
+                source,
+            })?;
+        stream.set_nodelay(true)?;
+        let mut client = Self {
+            stream,
+            next_correlation_id: 1,
+            versions: HashMap::new(),
+            read_buf: BytesMut::new(),
+        };
+        let resp: ApiVersionsResponse = client.send_at(ApiVersionsRequest::default(), 0).await?;
+        check(resp.error_code, "ApiVersions", None)?;
+        client.versions = resp
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, (k.min_version, k.max_version)))
+            .collect();
+        Ok(client)
+    }
+
+    /// The highest version both sides speak, up to `ours`.
+    fn version(&self, key: ApiKey, ours: i16) -> Result<i16, ClientError> {
+        let &(min, max) = self
+            .versions
+            .get(&(key as i16))
+            .ok_or(ClientError::Unsupported(key))?;
+        let v = max.min(ours);
+        if v < min {
+            return Err(ClientError::Unsupported(key));
+        }
+        Ok(v)
+    }
+
+    /// Sends a request at the best common version (up to `ours`) and waits for its response.
+    pub async fn send<R: Request>(
+        &mut self,
+        request: R,
+        ours: i16,
+    ) -> Result<R::Response, ClientError> {
+        let key = ApiKey::try_from(R::KEY).expect("known key");
+        let version = self.version(key, ours)?;
+        self.send_at(request, version).await
+    }
+
+    async fn send_at<R: Request>(
+        &mut self,
+        request: R,
+        version: i16,
+    ) -> Result<R::Response, ClientError> {
+        let key = ApiKey::try_from(R::KEY).expect("known key");
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("strata-cli")));
+        let frame = encode_request(&header, key, &request)?;
+        self.stream.write_all(&frame).await?;
+        let body = self.read_frame().await?;
+        let (got, response) = decode_response_frame::<R::Response>(body, key, version)?;
+        if got != correlation_id {
+            return Err(ClientError::Correlation {
+                expected: correlation_id,
+                got,
+            });
+        }
+        Ok(response)
+    }
+
+    async fn read_frame(&mut self) -> Result<Bytes, ClientError> {
+        loop {
+            if let Some(len) = frame_length(&self.read_buf, RESPONSE_BYTES_MAX)? {
+                let mut frame = self.read_buf.split_to(FRAME_LENGTH_BYTES + len);
+                return Ok(frame.split_off(FRAME_LENGTH_BYTES).freeze());
+            }
+            self.read_buf.reserve(64 * 1024);
+            if self.stream.read_buf(&mut self.read_buf).await? == 0 {
+                return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    pub async fn metadata(
+        &mut self,
+        topics: Option<Vec<String>>,
+    ) -> Result<MetadataResponse, ClientError> {
+        let topics = topics.map(|ts| {
+            ts.into_iter()
+                .map(|t| {
+                    metadata_request::MetadataRequestTopic::default()
+                        .with_name(Some(TopicName(StrBytes::from_string(t))))
+                })
+                .collect()
+        });
+        let req = MetadataRequest::default()
+            .with_topics(topics)
+            .with_allow_auto_topic_creation(false);
+        self.send(req, 12).await
+    }
+
+    pub async fn create_topic(
+        &mut self,
+        name: &str,
+        partitions: i32,
+        configs: &[(String, String)],
+    ) -> Result<(), ClientError> {
+        let configs = configs
+            .iter()
+            .map(|(k, v)| {
+                create_topics_request::CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_string(k.clone()))
+                    .with_value(Some(StrBytes::from_string(v.clone())))
+            })
+            .collect();
+        let topic = create_topics_request::CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.into())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(-1)
+            .with_configs(configs);
+        let resp = self
+            .send(
+                CreateTopicsRequest::default()
+                    .with_topics(vec![topic])
+                    .with_timeout_ms(30_000),
+                7,
+            )
+            .await?;
+        for t in resp.topics {
+            check(
+                t.error_code,
+                format!("create topic {name}"),
+                t.error_message.as_ref(),
+            )?;
+        }
+        Ok(())
+    }
+
+    pub async fn delete_topic(&mut self, name: &str) -> Result<(), ClientError> {
+        let req = DeleteTopicsRequest::default()
+            .with_topic_names(vec![TopicName(StrBytes::from_string(name.into()))])
+            .with_timeout_ms(30_000);
+        let resp = self.send(req, 5).await?;
+        for r in resp.responses {
+            check(
+                r.error_code,
+                format!("delete topic {name}"),
+                r.error_message.as_ref(),
+            )?;
+        }
+        Ok(())
+    }
+
+    pub async fn describe_topic_configs(
+        &mut self,
+        name: &str,
+    ) -> Result<Vec<(String, String, i8)>, ClientError> {
+        let resource = describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(name.into()))
+            .with_configuration_keys(None);
+        let resp = self
+            .send(
+                DescribeConfigsRequest::default().with_resources(vec![resource]),
+                4,
+            )
+            .await?;
+        let mut out = Vec::new();
+        for r in resp.results {
+            check(
+                r.error_code,
+                format!("describe configs of {name}"),
+                r.error_message.as_ref(),
+            )?;
+            out.extend(r.configs.into_iter().map(|c| {
+                (
+                    c.name.to_string(),
+                    c.value.map(|v| v.to_string()).unwrap_or_default(),
+                    c.config_source,
+                )
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Produces one batch; returns its base offset.
+    pub async fn produce(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        batch: Bytes,
+        acks: i16,
+    ) -> Result<i64, ClientError> {
+        let data = produce_request::PartitionProduceData::default()
+            .with_index(partition)
+            .with_records(Some(batch));
+        let topic_data = produce_request::TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.into())))
+            .with_partition_data(vec![data]);
+        let req = ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![topic_data]);
+        let resp = self.send(req, 9).await?;
+        let p = resp
+            .responses
+            .into_iter()
+            .flat_map(|t| t.partition_responses)
+            .next()
+            .ok_or_else(|| ClientError::Kafka {
+                context: format!("produce to {topic}-{partition}"),
+                code: -1,
+                message: "empty response".into(),
+            })?;
+        check(
+            p.error_code,
+            format!("produce to {topic}-{partition}"),
+            p.error_message.as_ref(),
+        )?;
+        Ok(p.base_offset)
+    }
+
+    /// Fetches from one partition: returns (record batch bytes, high watermark).
+    pub async fn fetch(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_wait_ms: i32,
+    ) -> Result<(Bytes, i64), ClientError> {
+        let p = fetch_request::FetchPartition::default()
+            .with_partition(partition)
+            .with_fetch_offset(offset)
+            .with_partition_max_bytes(1 << 20);
+        let t = fetch_request::FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.into())))
+            .with_partitions(vec![p]);
+        let req = FetchRequest::default()
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(1)
+            .with_max_bytes(16 << 20)
+            .with_topics(vec![t])
+            .with_session_epoch(-1);
+        let resp = self.send(req, 11).await?;
+        check(resp.error_code, "fetch", None)?;
+        let data = resp
+            .responses
+            .into_iter()
+            .flat_map(|t| t.partitions)
+            .next()
+            .ok_or_else(|| ClientError::Kafka {
+                context: format!("fetch {topic}-{partition}"),
+                code: -1,
+                message: "empty response".into(),
+            })?;
+        check(
+            data.error_code,
+            format!("fetch {topic}-{partition} at offset {offset}"),
+            None,
+        )?;
+        Ok((data.records.unwrap_or_default(), data.high_watermark))
+    }
+
+    /// ListOffsets for one partition (`timestamp` -1 latest, -2 earliest, or a time).
+    pub async fn list_offset(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<i64, ClientError> {
+        let p = list_offsets_request::ListOffsetsPartition::default()
+            .with_partition_index(partition)
+            .with_timestamp(timestamp);
+        let t = list_offsets_request::ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.into())))
+            .with_partitions(vec![p]);
+        let resp = self
+            .send(
+                ListOffsetsRequest::default()
+                    .with_replica_id(BrokerId(-1))
+                    .with_topics(vec![t]),
+                7,
+            )
+            .await?;
+        let p = resp
+            .topics
+            .into_iter()
+            .flat_map(|t| t.partitions)
+            .next()
+            .ok_or_else(|| ClientError::Kafka {
+                context: format!("list offsets {topic}-{partition}"),
+                code: -1,
+                message: "empty response".into(),
+            })?;
+        check(
+            p.error_code,
+            format!("list offsets {topic}-{partition}"),
+            None,
+        )?;
+        Ok(p.offset)
+    }
+}
+
+/// Kafka's default partitioner for keyed records (murmur2, as the Java client), so a key
+/// maps to the same partition from `strata produce` as from Java producers.
+pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
+    ((murmur2(key) & 0x7fff_ffff) % partitions as u32) as i32
+}
+
+fn murmur2(data: &[u8]) -> u32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let len = data.len();
+    let mut h = SEED ^ len as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_the_java_client() {
+        // Values from Kafka's UtilsTest.testMurmur2 (as signed ints in Java).
+        assert_eq!(murmur2(b"21") as i32, -973932308);
+        assert_eq!(murmur2(b"foobar") as i32, -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
+            -58897971
+        );
+        assert_eq!(murmur2(b"abc") as i32, 479470107);
+    }
+}

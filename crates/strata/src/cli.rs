@@ -1,19 +1,340 @@
+//! The command-line client: topic admin, produce from stdin, consume to stdout.
+
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
 use clap::{Args, Subcommand};
+use strata_client::{partition_for_key, Client};
+use strata_records::{decode_records, BatchBuilder, Compression, Record};
+
+const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
+/// Lines per produced batch.
+const PRODUCE_BATCH_RECORDS: usize = 1000;
+
+#[derive(Args)]
+pub struct Conn {
+    /// Broker address
+    #[arg(long, default_value = DEFAULT_BOOTSTRAP, value_name = "HOST:PORT", global = true)]
+    bootstrap: String,
+}
 
 #[derive(Subcommand)]
 pub enum TopicCommand {
-    Create,
+    /// Create a topic.
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        /// Topic config, repeatable: --config retention.ms=60000
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List topics.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show partitions, offsets and configs of a topic.
+    Describe {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete a topic.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
+
 #[derive(Args)]
-pub struct ProduceArgs {}
+pub struct ProduceArgs {
+    topic: String,
+    /// Split each line into key and value at the first occurrence of this string
+    #[arg(long, value_name = "SEP")]
+    key_separator: Option<String>,
+    /// Send every record to this partition (default: by key hash, else round robin)
+    #[arg(long)]
+    partition: Option<i32>,
+    /// 0, 1 or -1 (all)
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    acks: i16,
+    #[command(flatten)]
+    conn: Conn,
+}
+
 #[derive(Args)]
-pub struct ConsumeArgs {}
-pub fn run_topic(_: TopicCommand) -> anyhow::Result<()> {
-    anyhow::bail!("todo")
+pub struct ConsumeArgs {
+    topic: String,
+    /// Read only this partition (default: all)
+    #[arg(long)]
+    partition: Option<i32>,
+    /// Start at the earliest offset (default: the end, like kafka-console-consumer)
+    #[arg(long, conflicts_with = "offset")]
+    from_beginning: bool,
+    /// Start at this offset (in every partition read)
+    #[arg(long)]
+    offset: Option<i64>,
+    /// Stop after this many records
+    #[arg(long)]
+    max_messages: Option<u64>,
+    /// Stop once every partition read is at its end
+    #[arg(long)]
+    exit_at_end: bool,
+    #[command(flatten)]
+    conn: Conn,
 }
-pub fn run_produce(_: ProduceArgs) -> anyhow::Result<()> {
-    anyhow::bail!("todo")
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
 }
-pub fn run_consume(_: ConsumeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("todo")
+
+fn parse_configs(configs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    configs
+        .iter()
+        .map(|c| match c.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => bail!("--config '{c}' is not KEY=VALUE"),
+        })
+        .collect()
+}
+
+async fn partition_count(client: &mut Client, topic: &str) -> anyhow::Result<i32> {
+    let md = client.metadata(Some(vec![topic.to_string()])).await?;
+    let t = md.topics.first().context("empty metadata response")?;
+    strata_client::check(t.error_code, format!("topic {topic}"), None)?;
+    Ok(t.partitions.len() as i32)
+}
+
+pub fn run_topic(cmd: TopicCommand) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        match cmd {
+            TopicCommand::Create {
+                name,
+                partitions,
+                configs,
+                conn,
+            } => {
+                let configs = parse_configs(&configs)?;
+                Client::connect(&conn.bootstrap)
+                    .await?
+                    .create_topic(&name, partitions, &configs)
+                    .await?;
+                println!("created topic {name} with {partitions} partition(s)");
+            }
+            TopicCommand::List { conn } => {
+                let md = Client::connect(&conn.bootstrap)
+                    .await?
+                    .metadata(None)
+                    .await?;
+                for t in md.topics {
+                    println!(
+                        "{}\t{} partition(s)",
+                        t.name.map(|n| n.0.to_string()).unwrap_or_default(),
+                        t.partitions.len()
+                    );
+                }
+            }
+            TopicCommand::Describe { name, conn } => {
+                let mut client = Client::connect(&conn.bootstrap).await?;
+                let md = client.metadata(Some(vec![name.clone()])).await?;
+                let t = md
+                    .topics
+                    .into_iter()
+                    .next()
+                    .context("empty metadata response")?;
+                strata_client::check(t.error_code, format!("topic {name}"), None)?;
+                println!(
+                    "topic {name} id {} partitions {}",
+                    t.topic_id,
+                    t.partitions.len()
+                );
+                println!("partition\tleader\tlog_start_offset\thigh_watermark");
+                for p in &t.partitions {
+                    let start = client.list_offset(&name, p.partition_index, -2).await?;
+                    let end = client.list_offset(&name, p.partition_index, -1).await?;
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        p.partition_index, p.leader_id.0, start, end
+                    );
+                }
+                println!("configs:");
+                for (k, v, source) in client.describe_topic_configs(&name).await? {
+                    let source = match source {
+                        1 => "topic",
+                        4 => "broker",
+                        _ => "default",
+                    };
+                    println!("  {k}={v}\t({source})");
+                }
+            }
+            TopicCommand::Delete { name, conn } => {
+                Client::connect(&conn.bootstrap)
+                    .await?
+                    .delete_topic(&name)
+                    .await?;
+                println!("deleted topic {name}");
+            }
+        }
+        Ok(())
+    })
+}
+
+pub fn run_produce(args: ProduceArgs) -> anyhow::Result<()> {
+    if !matches!(args.acks, -1..=1) {
+        bail!("--acks must be 0, 1 or -1");
+    }
+    runtime()?.block_on(async move {
+        let mut client = Client::connect(&args.conn.bootstrap).await?;
+        let partitions = partition_count(&mut client, &args.topic).await?;
+        if let Some(p) = args.partition {
+            if p < 0 || p >= partitions {
+                bail!(
+                    "partition {p} does not exist: topic {} has {partitions}",
+                    args.topic
+                );
+            }
+        }
+        let mut batches: Vec<BatchBuilder> = (0..partitions)
+            .map(|_| BatchBuilder::new(Compression::None))
+            .collect();
+        let mut round_robin = 0i32;
+        let mut sent = 0u64;
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            let line = line.context("reading stdin")?;
+            let (key, value) = match &args.key_separator {
+                Some(sep) => match line.split_once(sep.as_str()) {
+                    Some((k, v)) => (Some(Bytes::from(k.to_string())), Bytes::from(v.to_string())),
+                    None => (None, Bytes::from(line.clone())),
+                },
+                None => (None, Bytes::from(line.clone())),
+            };
+            let partition = match (args.partition, &key) {
+                (Some(p), _) => p,
+                (None, Some(k)) => partition_for_key(k, partitions),
+                (None, None) => {
+                    round_robin = (round_robin + 1) % partitions;
+                    round_robin
+                }
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            batches[partition as usize].push(Record {
+                key,
+                value: Some(value),
+                timestamp_ms: now,
+                ..Default::default()
+            });
+            if batches[partition as usize].len() >= PRODUCE_BATCH_RECORDS {
+                sent += flush(
+                    &mut client,
+                    &args.topic,
+                    partition,
+                    &mut batches[partition as usize],
+                    args.acks,
+                )
+                .await?;
+            }
+        }
+        for p in 0..partitions {
+            sent += flush(
+                &mut client,
+                &args.topic,
+                p,
+                &mut batches[p as usize],
+                args.acks,
+            )
+            .await?;
+        }
+        eprintln!("produced {sent} record(s) to {}", args.topic);
+        Ok(())
+    })
+}
+
+async fn flush(
+    client: &mut Client,
+    topic: &str,
+    partition: i32,
+    batch: &mut BatchBuilder,
+    acks: i16,
+) -> anyhow::Result<u64> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let n = batch.len() as u64;
+    let bytes = batch.build()?;
+    *batch = BatchBuilder::new(Compression::None);
+    if acks == 0 {
+        bail!("--acks 0 is not supported by the CLI (it waits for each response)");
+    }
+    client.produce(topic, partition, bytes, acks).await?;
+    Ok(n)
+}
+
+pub fn run_consume(args: ConsumeArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        let mut client = Client::connect(&args.conn.bootstrap).await?;
+        let count = partition_count(&mut client, &args.topic).await?;
+        let partitions: Vec<i32> = match args.partition {
+            Some(p) if p >= 0 && p < count => vec![p],
+            Some(p) => bail!(
+                "partition {p} does not exist: topic {} has {count}",
+                args.topic
+            ),
+            None => (0..count).collect(),
+        };
+        let mut positions = Vec::new();
+        for &p in &partitions {
+            let start = match (args.offset, args.from_beginning) {
+                (Some(o), _) => o,
+                (None, true) => client.list_offset(&args.topic, p, -2).await?,
+                (None, false) => client.list_offset(&args.topic, p, -1).await?,
+            };
+            positions.push((p, start, false));
+        }
+        let mut printed = 0u64;
+        let stdout = std::io::stdout();
+        loop {
+            for (p, offset, at_end) in positions.iter_mut() {
+                let wait = if partitions.len() == 1 { 500 } else { 50 };
+                let (records, hw) = client.fetch(&args.topic, *p, *offset, wait).await?;
+                for r in decode_records(records)? {
+                    if r.offset < *offset || r.control {
+                        continue;
+                    }
+                    let key = r
+                        .key
+                        .map(|k| String::from_utf8_lossy(&k).into_owned())
+                        .unwrap_or_default();
+                    let value = r
+                        .value
+                        .map(|v| String::from_utf8_lossy(&v).into_owned())
+                        .unwrap_or_else(|| "<null>".into());
+                    let mut out = stdout.lock();
+                    writeln!(out, "{p}\t{}\t{key}\t{value}", r.offset)?;
+                    *offset = r.offset + 1;
+                    printed += 1;
+                    if args.max_messages.is_some_and(|m| printed >= m) {
+                        return Ok(());
+                    }
+                }
+                *at_end = *offset >= hw;
+            }
+            if args.exit_at_end && positions.iter().all(|(_, _, e)| *e) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
 }
