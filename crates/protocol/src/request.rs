@@ -1,6 +1,6 @@
 //! Request decoding: header, then a body of one of the supported types.
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::Decodable;
 
@@ -90,13 +90,8 @@ pub fn decode_request(mut frame: Bytes) -> Result<RequestFrame, ProtocolError> {
         ApiKey::DescribeCluster => Request::DescribeCluster(body(buf, api_key, version)?),
         _ => return Err(ProtocolError::UnknownApiKey(raw_key)),
     };
-    if frame.has_remaining() {
-        return Err(malformed(
-            api_key,
-            version,
-            format!("{} unread bytes after the request", frame.remaining()),
-        ));
-    }
+    // Trailing bytes are ignored, as Kafka does: librdkafka 2.x sends Metadata v12 with
+    // fields this version no longer has.
     Ok(RequestFrame {
         api_key,
         version,
