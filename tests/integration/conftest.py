@@ -41,12 +41,13 @@ class Broker:
             args += ["--config", str(cfg)]
         args += self.extra_args
         self.log = open(self.log_path, "ab")
+        seen = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"strata exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
-            if "listening on" in self.log_path.read_text(errors="replace"):
+            if "listening on" in self.log_path.read_bytes()[seen:].decode(errors="replace"):
                 return self
             time.sleep(0.05)
         raise RuntimeError("strata did not start listening in time")
@@ -54,6 +55,7 @@ class Broker:
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
+        self.log.close()
 
     def stop(self):
         if self.proc and self.proc.poll() is None:

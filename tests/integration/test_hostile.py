@@ -1,0 +1,186 @@
+"""Bad input fails alone (invariant 15): garbage, absurd lengths, unknown APIs and versions,
+random payloads and corrupt batches close or fail only their own connection or request, and
+the broker keeps serving everyone else."""
+import os
+import random
+import socket
+import struct
+import threading
+import time
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from kafka.record.default_records import DefaultRecordBatchBuilder
+
+from conftest import unique
+
+SUPPORTED = {0: (3, 12), 1: (4, 12), 2: (1, 8), 3: (0, 12), 18: (0, 3), 19: (2, 7), 20: (1, 6), 22: (0, 4), 32: (1, 4), 37: (0, 3), 60: (0, 1)}
+
+
+def connect(broker):
+    s = socket.create_connection(("127.0.0.1", broker.port), timeout=5)
+    return s
+
+
+def closed_by_peer(s, timeout=5):
+    """True if the broker closes the connection (EOF or reset) within the timeout."""
+    s.settimeout(timeout)
+    try:
+        while True:
+            data = s.recv(65536)
+            if not data:
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+def read_frame(s):
+    s.settimeout(5)
+    head = b""
+    while len(head) < 4:
+        head += s.recv(4 - len(head))
+    (n,) = struct.unpack(">i", head)
+    body = b""
+    while len(body) < n:
+        chunk = s.recv(n - len(body))
+        assert chunk
+        body += chunk
+    return body
+
+
+def header(api_key, version, correlation_id=7, client_id=b"hostile"):
+    return struct.pack(">hhih", api_key, version, correlation_id, len(client_id)) + client_id
+
+
+def frame(payload):
+    return struct.pack(">i", len(payload)) + payload
+
+
+def still_serving(broker):
+    a = AdminClient({"bootstrap.servers": broker.bootstrap})
+    md = a.list_topics(timeout=10)
+    assert md.brokers, "metadata still answered"
+    assert broker.alive()
+
+
+def test_garbage_and_absurd_lengths_close_only_that_connection(broker):
+    cases = [
+        os.urandom(1000),
+        struct.pack(">i", 0x7FFFFFFF) + b"\x00" * 8,  # 2 GiB frame claimed
+        struct.pack(">i", -5) + b"\x00" * 8,  # negative length
+        frame(b"\x00\x01"),  # too short for a header
+        frame(header(9999, 0)),  # unknown API key
+        frame(header(3, 99)),  # Metadata v99
+        frame(header(12, 0) + b"\x00" * 20),  # Heartbeat: known to Kafka, not served here
+        frame(header(3, 1) + struct.pack(">i", 0x7FFFFFFF)),  # array of 2^31-1 topics, no bytes
+        frame(header(0, 3) + struct.pack(">hhi", -1, -1, 1000) + struct.pack(">i", 1) + struct.pack(">h", 0x7FFF)),
+    ]
+    bystander = connect(broker)
+    for payload in cases:
+        s = connect(broker)
+        s.sendall(payload)
+        assert closed_by_peer(s), payload[:16]
+        s.close()
+    still_serving(broker)
+    # a connection opened before the garbage still works
+    bystander.sendall(frame(header(18, 0)))
+    body = read_frame(bystander)
+    assert struct.unpack(">ih", body[:6]) == (7, 0)
+    assert "panicked" not in broker.log_text()
+
+
+def test_api_versions_too_new_gets_v0_answer(broker):
+    s = connect(broker)
+    s.sendall(frame(header(18, 99) + b"\x00\x00garbage-body-of-a-future-version"))
+    body = read_frame(s)
+    correlation, error, count = struct.unpack(">ihi", body[:10])
+    assert (correlation, error) == (7, 35)  # UNSUPPORTED_VERSION
+    keys = {struct.unpack(">hhh", body[10 + 6 * i : 16 + 6 * i])[0] for i in range(count)}
+    assert {0, 1, 2, 3, 18}.issubset(keys)
+
+
+def test_random_payloads_while_a_producer_keeps_working(broker):
+    topic = unique("bystander")
+    acked = []
+    stop = threading.Event()
+
+    def produce():
+        p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 2})
+        i = 0
+        while not stop.is_set():
+            p.produce(topic, value=b"%d" % i, on_delivery=lambda e, m: e is None and acked.append(m.offset()))
+            p.poll(0.001)
+            i += 1
+            if i % 200 == 0:
+                p.flush(10)
+        p.flush(10)
+
+    t = threading.Thread(target=produce)
+    t.start()
+    rng = random.Random(1234)
+    deadline = time.time() + 4
+    sent = 0
+    while time.time() < deadline:
+        key = rng.choice(list(SUPPORTED))
+        lo, hi = SUPPORTED[key]
+        version = rng.randint(lo, hi)
+        body = bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 300)))
+        s = connect(broker)
+        s.sendall(frame(header(key, version, rng.randint(0, 1 << 30)) + body))
+        closed_by_peer(s, timeout=0.5)
+        s.close()
+        sent += 1
+    stop.set()
+    t.join(30)
+    assert sent > 50
+    assert len(acked) > 100, "the producer kept being served"
+    assert sorted(acked) == list(range(len(acked)))
+    still_serving(broker)
+    assert "panicked" not in broker.log_text()
+
+
+def produce_v3(topic, records, acks=-1):
+    body = struct.pack(">hhi", -1, acks, 5000)  # null transactional id, acks, timeout
+    body += struct.pack(">i", 1) + struct.pack(">h", len(topic)) + topic.encode()
+    body += struct.pack(">i", 1) + struct.pack(">i", 0) + struct.pack(">i", len(records)) + records
+    return frame(header(0, 3) + body)
+
+
+def produce_v3_error(s, topic, records):
+    s.sendall(produce_v3(topic, records))
+    body = read_frame(s)
+    # correlation, topics[1], name, partitions[1], index, error_code, base_offset
+    pos = 4 + 4
+    (name_len,) = struct.unpack(">h", body[pos : pos + 2])
+    pos += 2 + name_len + 4
+    index, error, base = struct.unpack(">ihq", body[pos : pos + 14])
+    return error, base
+
+
+def batch(values):
+    b = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=0, producer_id=-1, producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
+    for i, v in enumerate(values):
+        b.append(i, timestamp=int(time.time() * 1000), key=None, value=v, headers=[])
+    return bytes(b.build())
+
+
+def test_corrupt_batches_are_refused_and_store_nothing(broker):
+    topic = unique("corrupt")
+    a = AdminClient({"bootstrap.servers": broker.bootstrap})
+    a.create_topics([NewTopic(topic, 1, 1)])[topic].result(10)
+    s = connect(broker)
+    good = batch([b"a", b"b"])
+    assert produce_v3_error(s, topic, good) == (0, 0)
+    flipped = bytearray(good)
+    flipped[-1] ^= 0xFF
+    assert produce_v3_error(s, topic, bytes(flipped))[0] == 2  # CORRUPT_MESSAGE
+    truncated = good[:-3]
+    assert produce_v3_error(s, topic, truncated)[0] == 2
+    old_magic = bytearray(good)
+    old_magic[16] = 1
+    assert produce_v3_error(s, topic, bytes(old_magic))[0] == 87  # INVALID_RECORD
+    assert produce_v3_error(s, topic, good + bytes(flipped))[0] == 2, "one bad batch refuses the whole set"
+    assert produce_v3_error(s, topic, good) == (0, 2), "nothing of the refused batches was stored"
+    still_serving(broker)
