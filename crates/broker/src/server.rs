@@ -81,6 +81,7 @@ pub async fn run(
     info!("shutting down: no new connections; finishing in-flight requests");
     drop(listener);
     let _ = stop_tx.send(true);
+    broker.begin_shutdown();
     let drained = tokio::time::timeout(Duration::from_secs(10), async {
         while connections.join_next().await.is_some() {}
     })
@@ -129,7 +130,9 @@ async fn background_work(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
                 let b = broker.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     for p in b.all_partitions() {
-                        p.log().apply_retention();
+                        if let Err(e) = p.log().apply_retention() {
+                            warn!(topic = %p.topic, partition = p.partition, error = %e, "retention failed");
+                        }
                     }
                 }).await;
             }

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use strata_cluster::{MetadataError, MetadataImage, MetadataLog, MetadataRecord, TopicImage};
@@ -68,6 +68,8 @@ pub struct Broker {
     /// Woken whenever a high watermark may have advanced (long-polling fetches wait on it).
     pub data_arrived: Notify,
     next_producer_id: AtomicI64,
+    /// Set at shutdown so long-polling fetches answer now instead of at their deadline.
+    shutting_down: AtomicBool,
 }
 
 /// Kafka's topic name rules.
@@ -109,8 +111,9 @@ impl Broker {
             metadata: Mutex::new(metadata),
             partitions: RwLock::new(HashMap::new()),
             data_arrived: Notify::new(),
+            shutting_down: AtomicBool::new(false),
         };
-        let topics: Vec<TopicImage> = broker.metadata().image().topics().cloned().collect();
+        let topics: Vec<TopicImage> = broker.image().topics().cloned().collect();
         let mut live_dirs = std::collections::HashSet::new();
         for topic in &topics {
             for &p in topic.partitions.keys() {
@@ -146,10 +149,9 @@ impl Broker {
         self.metadata.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A snapshot of the metadata image (cheap enough at this scale; a later change can share
-    /// it behind an `Arc`).
-    pub fn image(&self) -> MetadataImage {
-        self.metadata().image().clone()
+    /// The current metadata image (an `Arc`: take it once per request).
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.metadata().image()
     }
 
     fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
@@ -222,7 +224,7 @@ impl Broker {
         }];
         records.extend((0..partitions).map(|p| self.partition_record(topic_id, p)));
         if validate_only {
-            let mut img = metadata.image().clone();
+            let mut img = (*metadata.image()).clone();
             for r in &records {
                 img.apply(r)?;
             }
@@ -334,6 +336,16 @@ impl Broker {
                 warn!(topic = %p.topic, partition = p.partition, error = %e, "could not write recovery point");
             }
         }
+    }
+
+    /// Wakes every waiting fetch and makes new ones answer at once.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.data_arrived.notify_waiters();
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
     }
 
     /// Clean shutdown of every log and the metadata log.

@@ -14,7 +14,8 @@ const REPLAY_READ_BYTES: usize = 1 << 20;
 /// The metadata log on one node: a durable storage log plus the image it replays to.
 pub struct MetadataLog {
     log: Log,
-    image: MetadataImage,
+    /// Shared with readers: a change builds a new image and swaps the `Arc`.
+    image: Arc<MetadataImage>,
     leader_epoch: i32,
 }
 
@@ -64,19 +65,20 @@ impl MetadataLog {
         );
         Ok(Self {
             log,
-            image,
+            image: Arc::new(image),
             leader_epoch: 0,
         })
     }
 
-    pub fn image(&self) -> &MetadataImage {
-        &self.image
+    /// The current image, cheap to clone and safe to hold while the log moves on.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.clone()
     }
 
     /// Appends `records` as one atomic batch: all are checked against the image first, the
     /// batch is synced, and only then is the image changed.
     pub fn append(&mut self, records: &[MetadataRecord]) -> Result<(), MetadataError> {
-        let mut next = self.image.clone();
+        let mut next = (*self.image).clone();
         for r in records {
             next.apply(r)?;
         }
@@ -98,7 +100,7 @@ impl MetadataLog {
         file.sync_data()
             .map_err(|e| strata_storage::StorageError::io(self.log.dir(), e))?;
         self.log.mark_flushed(end);
-        self.image = next;
+        self.image = Arc::new(next);
         Ok(())
     }
 

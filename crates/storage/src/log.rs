@@ -436,19 +436,28 @@ impl Log {
             .unwrap_or(-1)
     }
 
-    /// Deletes whole sealed segments past `retention.ms` (by their newest timestamp) or
-    /// beyond `retention.bytes`, oldest first, and advances the log start offset. Returns
-    /// the number of segments deleted. The active segment is never deleted.
-    pub fn apply_retention(&mut self) -> usize {
+    /// Deletes whole segments past `retention.ms` (by their newest timestamp) or beyond
+    /// `retention.bytes`, oldest first, and advances the log start offset. An expired active
+    /// segment is rolled first so it can go too, as Kafka does; the log then holds one empty
+    /// active segment at the log end offset. Returns the number of segments deleted.
+    pub fn apply_retention(&mut self) -> Result<usize> {
         let now = self.clock.now_ms();
+        let retention_ms = self.config.retention_ms;
+        let expired = move |max_ts: i64| retention_ms >= 0 && max_ts < now - retention_ms;
+        let active = &self.active.0;
+        if active.size() > 0
+            && expired(active.max_timestamp())
+            && active.next_offset() <= self.high_watermark
+        {
+            self.roll()?;
+        }
         let mut total = self.size_bytes() as i64;
         let mut deleted = 0;
         while let Some((&base, segment)) = self.sealed.first_key_value() {
-            let by_time = self.config.retention_ms >= 0
-                && segment.0.max_timestamp() < now - self.config.retention_ms;
+            let by_time = expired(segment.0.max_timestamp());
             let by_size = self.config.retention_bytes >= 0
                 && total - segment.0.size() as i64 >= self.config.retention_bytes;
-            // never delete data consumers cannot have been allowed to read yet
+            // never delete what consumers could not yet read
             let readable = segment.0.next_offset() <= self.high_watermark;
             if !(by_time || by_size) || !readable {
                 break;
@@ -463,7 +472,7 @@ impl Log {
         if deleted > 0 {
             info!(dir = %self.dir.display(), deleted, log_start_offset = self.log_start_offset, "retention deleted segments");
         }
-        deleted
+        Ok(deleted)
     }
 
     /// Clean shutdown: sync, write indexes and the recovery point, leave the marker.

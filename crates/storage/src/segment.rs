@@ -133,24 +133,21 @@ impl SegmentCore {
         u32::try_from(offset - self.base_offset).expect("offset within segment range")
     }
 
-    /// Index bookkeeping for a batch already written at `position`.
+    /// Index bookkeeping for a batch already written at `position`. Both indexes get an
+    /// entry every `index.interval.bytes` (and the time index one for the first batch), so
+    /// index memory is per interval, not per batch.
     fn note_batch(&mut self, header: &BatchHeader, position: u64) {
         let total = header.total_bytes() as u64;
-        if self.offset_index.is_empty() && position == 0
-            || self.bytes_since_index_entry >= self.index_interval_bytes
-        {
+        self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+        let relative = self.relative(header.base_offset);
+        if position == 0 || self.bytes_since_index_entry >= self.index_interval_bytes {
             if position > 0 {
-                self.offset_index
-                    .append(self.relative(header.base_offset), position as u32);
+                self.offset_index.append(relative, position as u32);
             }
+            self.time_index.maybe_append(self.max_timestamp, relative);
             self.bytes_since_index_entry = 0;
         }
         self.bytes_since_index_entry += total;
-        if header.max_timestamp > self.max_timestamp {
-            self.max_timestamp = header.max_timestamp;
-            self.time_index
-                .maybe_append(header.max_timestamp, self.relative(header.base_offset));
-        }
         self.next_offset = header.next_offset();
         self.size = position + total;
     }

@@ -171,7 +171,7 @@ fn retention_deletes_whole_sealed_segments_and_advances_log_start() {
     let mut cfg = small_segments();
     cfg.retention_bytes = 600;
     log.set_config(cfg.clone()).unwrap();
-    let deleted = log.apply_retention();
+    let deleted = log.apply_retention().unwrap();
     assert!(deleted > 0 && log.segment_count() == segments - deleted);
     assert!(log.size_bytes() <= 600 + 300);
     let start = log.log_start_offset();
@@ -186,13 +186,19 @@ fn retention_deletes_whole_sealed_segments_and_advances_log_start() {
     cfg.retention_bytes = -1;
     cfg.retention_ms = 10;
     log.set_config(cfg).unwrap();
-    log.apply_retention();
-    assert_eq!(log.segment_count(), 1, "only the active segment survives");
+    log.apply_retention().unwrap();
     assert_eq!(
-        log.log_end_offset(),
-        30,
+        log.segment_count(),
+        1,
+        "an expired active segment is rolled and deleted too"
+    );
+    assert_eq!(
+        (log.log_start_offset(), log.log_end_offset()),
+        (30, 30),
         "offsets are never reused (invariant 2)"
     );
+    assert!(log.read(30, 100).unwrap().records.is_empty());
+    assert_eq!(produce(&mut log, &["next"], w.clock.now_ms()), 30);
 }
 
 #[test]
@@ -207,6 +213,18 @@ fn offset_for_timestamp_finds_first_record_at_or_after() {
     assert_eq!(log.offset_for_timestamp(1055).unwrap(), Some((12, 1060)));
     assert_eq!(log.offset_for_timestamp(1191).unwrap(), Some((39, 1191)));
     assert_eq!(log.offset_for_timestamp(5000).unwrap(), None);
+    // the same answers from indexes loaded after a clean restart, and after an unclean one
+    log.close().unwrap();
+    drop(log);
+    for _ in 0..2 {
+        let log = w.open(small_segments());
+        assert_eq!(log.offset_for_timestamp(1001).unwrap(), Some((1, 1001)));
+        assert_eq!(log.offset_for_timestamp(1055).unwrap(), Some((12, 1060)));
+        assert_eq!(log.offset_for_timestamp(1191).unwrap(), Some((39, 1191)));
+        assert_eq!(log.max_timestamp(), 1191);
+        drop(log);
+        w.fs.crash(CrashMode::KeepAll);
+    }
 }
 
 #[test]

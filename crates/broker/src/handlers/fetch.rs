@@ -22,7 +22,11 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, _version: i16) -> F
         tokio::pin!(notified);
         notified.as_mut().enable();
         let (resp, bytes, errored) = read_once(broker, &req);
-        if bytes >= req.min_bytes.max(0) as usize || errored || Instant::now() >= deadline {
+        if bytes >= req.min_bytes.max(0) as usize
+            || errored
+            || Instant::now() >= deadline
+            || broker.is_shutting_down()
+        {
             return resp;
         }
         tokio::select! {

@@ -44,14 +44,15 @@ pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Metad
     let auto_create =
         broker.config.auto_create_topics_enable && (version < 4 || req.allow_auto_topic_creation);
     let mut topics = Vec::new();
+    let image = broker.image();
     if all_topics {
-        topics.extend(broker.image().topics().map(describe_topic));
+        topics.extend(image.topics().map(describe_topic));
     } else {
         for t in req.topics.unwrap_or_default() {
             let name = t.name.as_ref().map(|n| n.0.to_string());
             let topic = match &name {
-                Some(n) => broker.image().topic(n).cloned(),
-                None => broker.image().topic_by_id(&t.topic_id).cloned(),
+                Some(n) => image.topic(n).cloned(),
+                None => image.topic_by_id(&t.topic_id).cloned(),
             };
             let entry = match (topic, name) {
                 (Some(topic), _) => describe_topic(&topic),
