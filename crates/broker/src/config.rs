@@ -1,5 +1,7 @@
-//! Broker configuration: a plain struct with Kafka-like defaults and `validate()`. Only the
-//! binary reads files and flags; it hands the result here.
+//! Broker configuration: a plain struct with Kafka-like defaults and `validate()`. In a TOML
+//! file each field may be written as its snake_case name or, quoted, as Kafka's property
+//! name (`"num.partitions" = 3`). Only the binary reads files and flags; it hands the
+//! result here.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -11,6 +13,7 @@ use strata_storage::{LogConfig, TimestampType};
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
     /// `node.id`.
+    #[serde(alias = "node.id")]
     pub node_id: i32,
     /// Where partitions and the metadata log live.
     pub data_dir: PathBuf,
@@ -19,6 +22,7 @@ pub struct BrokerConfig {
     /// `HOST:PORT` clients are told to connect to (Metadata); defaults to `listen`.
     pub advertised_listener: Option<String>,
     /// `socket.request.max.bytes`: largest request frame accepted.
+    #[serde(alias = "socket.request.max.bytes")]
     pub socket_request_max_bytes: usize,
     /// Connections served at once; more are refused.
     pub connections_max: usize,
@@ -27,30 +31,43 @@ pub struct BrokerConfig {
     /// Fetch `max_wait_ms` is capped at this.
     pub fetch_max_wait_ms_max: i32,
     /// `num.partitions`: partitions of auto-created topics and CreateTopics with -1.
+    #[serde(alias = "num.partitions")]
     pub num_partitions: i32,
     /// `default.replication.factor`.
+    #[serde(alias = "default.replication.factor")]
     pub default_replication_factor: i16,
     /// `auto.create.topics.enable`.
+    #[serde(alias = "auto.create.topics.enable")]
     pub auto_create_topics_enable: bool,
     /// `log.segment.bytes`.
+    #[serde(alias = "log.segment.bytes")]
     pub log_segment_bytes: u64,
     /// `log.roll.ms`.
+    #[serde(alias = "log.roll.ms")]
     pub log_roll_ms: i64,
     /// `log.retention.ms`.
+    #[serde(alias = "log.retention.ms")]
     pub log_retention_ms: i64,
     /// `log.retention.bytes`.
+    #[serde(alias = "log.retention.bytes")]
     pub log_retention_bytes: i64,
     /// `message.max.bytes`.
+    #[serde(alias = "message.max.bytes")]
     pub message_max_bytes: usize,
     /// `log.message.timestamp.type`: "CreateTime" or "LogAppendTime".
+    #[serde(alias = "log.message.timestamp.type")]
     pub log_message_timestamp_type: String,
     /// `log.flush.interval.messages`; 1 (default) = fsync before every acknowledgement.
+    #[serde(alias = "log.flush.interval.messages")]
     pub log_flush_interval_messages: i64,
     /// `log.flush.interval.ms`.
+    #[serde(alias = "log.flush.interval.ms")]
     pub log_flush_interval_ms: i64,
     /// `log.retention.check.interval.ms`.
+    #[serde(alias = "log.retention.check.interval.ms")]
     pub log_retention_check_interval_ms: u64,
     /// `log.flush.offset.checkpoint.interval.ms`: how often recovery points are written.
+    #[serde(alias = "log.flush.offset.checkpoint.interval.ms")]
     pub log_flush_offset_checkpoint_interval_ms: u64,
     /// Reported in Metadata and DescribeCluster.
     pub cluster_id: String,
@@ -179,5 +196,53 @@ impl BrokerConfig {
         self.log_defaults()
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_takes_snake_case_and_kafka_names_and_rejects_unknown_keys() {
+        let c: BrokerConfig =
+            toml::from_str("num_partitions = 3\n\"log.retention.ms\" = 1000\n").unwrap();
+        assert_eq!((c.num_partitions, c.log_retention_ms), (3, 1000));
+        assert_eq!(c.listen, "127.0.0.1:9092", "unset keys keep their defaults");
+        assert!(toml::from_str::<BrokerConfig>("no_such_key = 1").is_err());
+    }
+
+    #[test]
+    fn validate_checks_addresses_and_relations() {
+        assert!(BrokerConfig::default().validate().is_ok());
+        assert!(BrokerConfig {
+            listen: "nohostport".into(),
+            ..BrokerConfig::default()
+        }
+        .validate()
+        .is_err());
+        assert!(BrokerConfig {
+            advertised_listener: Some("h:99999".into()),
+            ..BrokerConfig::default()
+        }
+        .validate()
+        .is_err());
+        assert!(BrokerConfig {
+            num_partitions: 0,
+            ..BrokerConfig::default()
+        }
+        .validate()
+        .is_err());
+        assert!(BrokerConfig {
+            log_segment_bytes: 1,
+            ..BrokerConfig::default()
+        }
+        .validate()
+        .is_err());
+        let c = BrokerConfig {
+            advertised_listener: Some("[::1]:9093".into()),
+            ..BrokerConfig::default()
+        };
+        assert_eq!(c.advertised_host_port(), ("::1".to_string(), 9093));
     }
 }

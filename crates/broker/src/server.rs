@@ -40,6 +40,19 @@ pub async fn run(
             addr: config.listen.clone(),
             source,
         })?;
+    serve(listener, config, fs, clock, shutdown).await
+}
+
+/// Serves on an already bound listener (tests bind port 0 and read the address first).
+pub async fn serve(
+    listener: TcpListener,
+    config: BrokerConfig,
+    fs: Arc<dyn Fs>,
+    clock: Arc<dyn Clock>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
+    config.validate()?;
+    let addr = config.listen_addr()?;
     let broker = Arc::new(tokio::task::block_in_place(|| {
         Broker::open(config, fs, clock)
     })?);
@@ -53,7 +66,9 @@ pub async fn run(
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let background = tokio::spawn(background_work(broker.clone(), stop_rx.clone()));
+    // In a JoinSet so that dropping this future (a test simulating a crash) stops it too.
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(background_work(broker.clone(), stop_rx.clone()));
     let slots = Arc::new(Semaphore::new(broker.config.connections_max));
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
@@ -90,7 +105,7 @@ pub async fn run(
         warn!("in-flight requests did not finish within 10s; closing anyway");
         connections.abort_all();
     }
-    let _ = background.await;
+    let _ = background.join_next().await;
     tokio::task::block_in_place(|| broker.close());
     info!("shutdown complete: logs synced and closed");
     Ok(())

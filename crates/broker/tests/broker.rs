@@ -1,0 +1,222 @@
+//! The whole broker in-process on a simulated file system: power loss (unsynced data lost,
+//! which a kill -9 test cannot show), long polling, and topics surviving restarts.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use strata_broker::server::serve;
+use strata_broker::BrokerConfig;
+use strata_client::Client;
+use strata_records::{decode_records, BatchBuilder, Compression, Record};
+use strata_storage::fs::CrashMode;
+use strata_storage::{SimFs, SystemClock};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+struct Running {
+    addr: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+async fn start(fs: &SimFs) -> Running {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let config = BrokerConfig {
+        data_dir: PathBuf::from("/data"),
+        listen: addr.clone(),
+        ..BrokerConfig::default()
+    };
+    let (tx, rx) = oneshot::channel::<()>();
+    let fs = Arc::new(fs.clone());
+    let task = tokio::spawn(async move {
+        serve(listener, config, fs, Arc::new(SystemClock), async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    Running {
+        addr,
+        stop: Some(tx),
+        task,
+    }
+}
+
+impl Running {
+    /// Clean shutdown.
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap();
+    }
+
+    /// The process vanishes: no shutdown code runs.
+    async fn crash(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        tokio::time::sleep(Duration::from_millis(50)).await; // let blocking syncs finish
+    }
+}
+
+fn batch(values: &[String]) -> Bytes {
+    let mut b = BatchBuilder::new(Compression::None);
+    for v in values {
+        b.push(Record {
+            value: Some(Bytes::from(v.clone())),
+            timestamp_ms: 1,
+            ..Default::default()
+        });
+    }
+    b.build().unwrap()
+}
+
+async fn read_all(client: &mut Client, topic: &str) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let (records, hw) = client.fetch(topic, 0, offset, 0).await.unwrap();
+        for r in decode_records(records).unwrap() {
+            if r.offset >= offset {
+                out.push((
+                    r.offset,
+                    String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+                ));
+                offset = r.offset + 1;
+            }
+        }
+        if offset >= hw {
+            return out;
+        }
+    }
+}
+
+/// Invariant 1 with the page cache lost: every acks=all record survives a power loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_loss_keeps_every_acknowledged_record_and_the_topics() {
+    let fs = SimFs::new();
+    let broker = start(&fs).await;
+    let mut client = Client::connect(&broker.addr).await.unwrap();
+    client.create_topic("ledger", 1, &[]).await.unwrap();
+    let mut acked = Vec::new();
+    for i in 0..50 {
+        let values: Vec<String> = (0..3).map(|j| format!("entry-{i}-{j}")).collect();
+        let base = client
+            .produce("ledger", 0, batch(&values), -1)
+            .await
+            .unwrap();
+        for (j, v) in values.into_iter().enumerate() {
+            acked.push((base + j as i64, v));
+        }
+    }
+    // acks=1 is durable too in the default mode
+    let base = client
+        .produce("ledger", 0, batch(&["acks-1".to_string()]), 1)
+        .await
+        .unwrap();
+    acked.push((base, "acks-1".to_string()));
+    drop(client);
+    broker.crash().await;
+    fs.crash(CrashMode::LoseUnsynced);
+
+    let broker = start(&fs).await;
+    let mut client = Client::connect(&broker.addr).await.unwrap();
+    let stored = read_all(&mut client, "ledger").await;
+    assert_eq!(
+        &stored[..acked.len()],
+        &acked[..],
+        "acknowledged records at their offsets"
+    );
+    let next = client
+        .produce("ledger", 0, batch(&["after".to_string()]), -1)
+        .await
+        .unwrap();
+    assert_eq!(
+        next,
+        stored.len() as i64,
+        "offsets continue densely after recovery"
+    );
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_answers_when_data_arrives_and_empty_at_deadline() {
+    let fs = SimFs::new();
+    let broker = start(&fs).await;
+    let mut setup = Client::connect(&broker.addr).await.unwrap();
+    setup.create_topic("poll", 1, &[]).await.unwrap();
+
+    // Nothing there and no wait: an empty answer at once.
+    let (records, hw) = setup.fetch("poll", 0, 0, 0).await.unwrap();
+    assert!(records.is_empty() && hw == 0);
+
+    let addr = broker.addr.clone();
+    let waiter = tokio::spawn(async move {
+        let mut c = Client::connect(&addr).await.unwrap();
+        c.fetch("poll", 0, 0, 20_000).await.unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the fetch waits for data (min_bytes=1)"
+    );
+    setup
+        .produce("poll", 0, batch(&["wake".to_string()]), -1)
+        .await
+        .unwrap();
+    let (records, hw) = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("woken well before its 20 s deadline")
+        .unwrap();
+    assert_eq!(hw, 1);
+    assert_eq!(
+        decode_records(records).unwrap()[0].value.as_deref(),
+        Some(&b"wake"[..])
+    );
+
+    // A fetch past the log end offset is OFFSET_OUT_OF_RANGE.
+    let err = setup.fetch("poll", 0, 5, 0).await.unwrap_err().to_string();
+    assert!(err.contains("code 1"), "{err}");
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_restart_keeps_topics_configs_and_data() {
+    let fs = SimFs::new();
+    let broker = start(&fs).await;
+    let mut c = Client::connect(&broker.addr).await.unwrap();
+    c.create_topic("kept", 3, &[("retention.ms".into(), "86400000".into())])
+        .await
+        .unwrap();
+    c.create_topic("gone", 1, &[]).await.unwrap();
+    c.produce("kept", 2, batch(&["x".to_string()]), -1)
+        .await
+        .unwrap();
+    c.delete_topic("gone").await.unwrap();
+    drop(c);
+    broker.stop().await;
+    let broker = start(&fs).await;
+    let mut c = Client::connect(&broker.addr).await.unwrap();
+    let md = c.metadata(None).await.unwrap();
+    let names: Vec<String> = md
+        .topics
+        .iter()
+        .map(|t| t.name.as_ref().unwrap().0.to_string())
+        .collect();
+    assert_eq!(names, vec!["kept".to_string()]);
+    assert_eq!(md.topics[0].partitions.len(), 3);
+    let configs = c.describe_topic_configs("kept").await.unwrap();
+    assert!(configs
+        .iter()
+        .any(|(k, v, source)| k == "retention.ms" && v == "86400000" && *source == 1));
+    assert_eq!(c.list_offset("kept", 2, -1).await.unwrap(), 1);
+    assert!(
+        fs.file_paths()
+            .iter()
+            .all(|p| !p.starts_with("/data/gone-0")),
+        "deleted topic's files are gone"
+    );
+    broker.stop().await;
+}
