@@ -11,7 +11,7 @@ use strata_broker::BrokerConfig;
 use strata_client::Client;
 use strata_records::{decode_records, BatchBuilder, Compression, Record};
 use strata_storage::fs::CrashMode;
-use strata_storage::{SimFs, SystemClock};
+use strata_storage::{Clock, SimFs, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -61,12 +61,14 @@ impl Running {
     }
 }
 
+/// Records stamped now: retention (7 days by default) would delete older ones at start.
 fn batch(values: &[String]) -> Bytes {
+    let now = SystemClock.now_ms();
     let mut b = BatchBuilder::new(Compression::None);
     for v in values {
         b.push(Record {
             value: Some(Bytes::from(v.clone())),
-            timestamp_ms: 1,
+            timestamp_ms: now,
             ..Default::default()
         });
     }
