@@ -66,7 +66,7 @@ impl OffsetIndex {
 
     /// Decodes and checks an index file against the size of its `.log` file.
     pub fn decode(bytes: &[u8], log_bytes: u64) -> Option<Self> {
-        if bytes.len() % Self::ENTRY_BYTES != 0 {
+        if !bytes.len().is_multiple_of(Self::ENTRY_BYTES) {
             return None;
         }
         let mut index = Self::default();
@@ -126,7 +126,7 @@ impl TimeIndex {
     }
 
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() % Self::ENTRY_BYTES != 0 {
+        if !bytes.len().is_multiple_of(Self::ENTRY_BYTES) {
             return None;
         }
         let mut index = Self::default();
