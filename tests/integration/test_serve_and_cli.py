@@ -109,3 +109,21 @@ def test_cli_topic_lifecycle_and_consume_of_compressed_data(broker):
     assert name not in run("topic", "list", *bs).stdout
     r = run("consume", name, "--exit-at-end", *bs)
     assert r.returncode == 1 and "UnknownTopicOrPartition" in r.stderr
+
+
+def test_data_dir_is_locked_against_a_second_broker(broker):
+    r = run("serve", "--data-dir", str(broker.data_dir), "--listen", f"127.0.0.1:{free_port()}")
+    assert r.returncode == 1 and "in use by another strata process" in r.stderr, r.stderr
+    assert broker.alive()
+
+
+def test_foreign_directories_in_the_data_dir_are_left_alone(tmp_path):
+    data = tmp_path / "data"
+    (data / "my-notes").mkdir(parents=True)
+    (data / "my-notes" / "todo.txt").write_text("keep me")
+    (data / "stale-0").mkdir()
+    (data / "stale-0" / "00000000000000000000.log").write_bytes(b"")
+    b = Broker(data).start()
+    b.stop()
+    assert (data / "my-notes" / "todo.txt").read_text() == "keep me"
+    assert not (data / "stale-0").exists(), "a partition directory of no known topic is cleaned up"

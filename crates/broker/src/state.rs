@@ -127,11 +127,9 @@ impl Broker {
             .list_dir(&broker.config.data_dir)
             .map_err(|e| StorageError::io(&broker.config.data_dir, e))?;
         for dir in entries {
-            let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if broker.fs.is_dir(&dir)
                 && !live_dirs.contains(&dir)
-                && name != MetadataLog::DIR_NAME
-                && name.contains('-')
+                && broker.is_stale_partition_dir(&dir)
             {
                 warn!(dir = %dir.display(), "removing directory of a topic that no longer exists");
                 let _ = broker.fs.remove_dir_all(&dir);
@@ -143,6 +141,34 @@ impl Broker {
             "data directory opened"
         );
         Ok(broker)
+    }
+
+    /// Only directories that look like ours (`<topic>-<partition>` holding nothing but log
+    /// files) are ever removed; anything else in the data directory is left alone.
+    fn is_stale_partition_dir(&self, dir: &std::path::Path) -> bool {
+        let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+            return false;
+        };
+        let Some((topic, partition)) = name.rsplit_once('-') else {
+            return false;
+        };
+        if name == MetadataLog::DIR_NAME
+            || validate_topic_name(topic).is_err()
+            || partition.parse::<u32>().is_err()
+        {
+            return false;
+        }
+        let Ok(files) = self.fs.list_dir(dir) else {
+            return false;
+        };
+        files.iter().all(|f| {
+            let file = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            [".log", ".index", ".timeindex", ".tmp"]
+                .iter()
+                .any(|ext| file.ends_with(ext))
+                || file == "recovery-point"
+                || file == "clean-shutdown"
+        })
     }
 
     pub fn metadata(&self) -> MutexGuard<'_, MetadataLog> {
@@ -215,6 +241,18 @@ impl Broker {
         let mut metadata = self.metadata();
         if metadata.image().topic(name).is_some() {
             return Err(TopicError::AlreadyExists(name.to_string()));
+        }
+        // Kafka refuses names that differ only in '.' versus '_' (their metrics collide).
+        let normalized = name.replace('.', "_");
+        if let Some(other) = metadata
+            .image()
+            .topics()
+            .find(|t| t.name.replace('.', "_") == normalized)
+        {
+            return Err(TopicError::InvalidTopic(format!(
+                "Topic '{name}' collides with existing topic: {}",
+                other.name
+            )));
         }
         let topic_id = Uuid::new_v4();
         let mut records = vec![MetadataRecord::Topic {

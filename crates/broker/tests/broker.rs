@@ -222,3 +222,53 @@ async fn clean_restart_keeps_topics_configs_and_data() {
     );
     broker.stop().await;
 }
+
+#[test]
+fn topic_names_are_validated_like_kafka() {
+    use strata_broker::state::TopicError;
+    let config = BrokerConfig {
+        data_dir: PathBuf::from("/data"),
+        ..BrokerConfig::default()
+    };
+    let broker =
+        strata_broker::Broker::open(config, Arc::new(SimFs::new()), Arc::new(SystemClock)).unwrap();
+    broker
+        .create_topic("a.b", 1, Default::default(), false)
+        .unwrap();
+    for bad in [
+        "a_b",
+        "",
+        ".",
+        "..",
+        "has space",
+        "slash/y",
+        &"x".repeat(250),
+        "__cluster_metadata",
+    ] {
+        let err = broker
+            .create_topic(bad, 1, Default::default(), false)
+            .unwrap_err();
+        assert!(matches!(err, TopicError::InvalidTopic(_)), "{bad:?}: {err}");
+    }
+    assert!(matches!(
+        broker.create_topic("a.b", 1, Default::default(), false),
+        Err(TopicError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        broker.create_topic("zero", 0, Default::default(), false),
+        Err(TopicError::InvalidPartitions(_))
+    ));
+    assert!(matches!(
+        broker.create_partitions("a.b", 1, false),
+        Err(TopicError::InvalidPartitions(_))
+    ));
+    broker.create_partitions("a.b", 4, false).unwrap();
+    assert!(broker.partition("a.b", 3).is_some());
+    broker
+        .create_topic("dry", 2, Default::default(), true)
+        .unwrap();
+    assert!(
+        broker.image().topic("dry").is_none(),
+        "validate_only changes nothing"
+    );
+}

@@ -23,7 +23,7 @@ pub struct ServeArgs {
     config: Option<PathBuf>,
 }
 
-fn load(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
+fn load(args: ServeArgs) -> anyhow::Result<(BrokerConfig, std::fs::File)> {
     let mut config = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -43,12 +43,14 @@ fn load(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
         config.advertised_listener = Some(a);
     }
     config.validate()?;
-    check_data_dir(&config.data_dir)?;
-    Ok(config)
+    let lock = check_data_dir(&config.data_dir)?;
+    Ok((config, lock))
 }
 
 /// A clear error now beats a confusing one from deep inside storage.
-fn check_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+/// Also takes the data directory's lock (`.lock`, flock'd as Kafka does) so two brokers
+/// never share one directory; the lock lives as long as the returned file.
+fn check_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     if dir.exists() && !dir.is_dir() {
         bail!(
             "data directory {} exists and is not a directory",
@@ -63,7 +65,20 @@ fn check_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(probe);
     std::fs::read_dir(dir)
         .with_context(|| format!("data directory {} is not readable", dir.display()))?;
-    Ok(())
+    let lock_path = dir.join(".lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        bail!(
+            "data directory {} is in use by another strata process",
+            dir.display()
+        );
+    }
+    Ok(lock)
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -75,7 +90,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_target(false)
         .with_ansi(ansi)
         .init();
-    let config = load(args)?;
+    let (config, _lock) = load(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
