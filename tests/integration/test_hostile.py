@@ -40,7 +40,9 @@ def read_frame(s):
     s.settimeout(5)
     head = b""
     while len(head) < 4:
-        head += s.recv(4 - len(head))
+        chunk = s.recv(4 - len(head))
+        assert chunk, "connection closed by the broker"
+        head += chunk
     (n,) = struct.unpack(">i", head)
     body = b""
     while len(body) < n:

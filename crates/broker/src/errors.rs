@@ -54,3 +54,16 @@ pub const UNKNOWN_SERVER_ERROR: i16 = ResponseError::UnknownServerError.code();
 /// with a non-retriable error rather than one a client would retry forever.
 pub const TRANSACTIONS_NOT_SUPPORTED: i16 = ResponseError::InvalidRequest.code();
 pub const POLICY_VIOLATION: i16 = ResponseError::PolicyViolation.code();
+pub const FENCED_LEADER_EPOCH: i16 = ResponseError::FencedLeaderEpoch.code();
+pub const UNKNOWN_LEADER_EPOCH: i16 = ResponseError::UnknownLeaderEpoch.code();
+
+/// KIP-320: a request that names a leader epoch (not -1) must match the current one: an
+/// older epoch means the client's metadata is stale (fenced), a newer one that ours is.
+pub fn leader_epoch_check(requested: i32, current: i32) -> i16 {
+    match requested {
+        -1 => NONE,
+        e if e < current => FENCED_LEADER_EPOCH,
+        e if e > current => UNKNOWN_LEADER_EPOCH,
+        _ => NONE,
+    }
+}

@@ -193,7 +193,12 @@ impl Broker {
             &self.partition_dir(&topic.name, partition),
             config,
         )?;
-        let p = Arc::new(Partition::new(topic.name.clone(), partition, log));
+        let epoch = topic
+            .partitions
+            .get(&partition)
+            .map(|p| p.leader_epoch)
+            .unwrap_or(0);
+        let p = Arc::new(Partition::new(topic.name.clone(), partition, epoch, log));
         self.partitions
             .write()
             .expect("partitions lock")

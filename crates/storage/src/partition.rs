@@ -8,6 +8,7 @@
 //!
 //! Lock order: `flush_lock` before `log`; `log` is never held across a sync.
 
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::error::Result;
@@ -16,13 +17,17 @@ use crate::{AppendInfo, FetchData, Log, StorageError};
 pub struct Partition {
     pub topic: String,
     pub partition: i32,
+    /// The leader epoch this replica appends under (from cluster metadata); stamped on every
+    /// batch as its partition leader epoch.
+    leader_epoch: AtomicI32,
     log: Mutex<Log>,
     flush_lock: Mutex<()>,
 }
 
 impl Partition {
-    pub fn new(topic: String, partition: i32, log: Log) -> Self {
+    pub fn new(topic: String, partition: i32, leader_epoch: i32, log: Log) -> Self {
         Self {
+            leader_epoch: AtomicI32::new(leader_epoch),
             topic,
             partition,
             log: Mutex::new(log),
@@ -35,8 +40,19 @@ impl Partition {
         self.log.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn append(&self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo> {
-        self.log().append(batches, leader_epoch)
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::SeqCst)
+    }
+
+    /// A new leader epoch from cluster metadata (leader changes; never decreases).
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        self.leader_epoch.fetch_max(epoch, Ordering::SeqCst);
+    }
+
+    /// Appends as leader, under the current leader epoch.
+    pub fn append(&self, batches: &mut [u8]) -> Result<AppendInfo> {
+        let epoch = self.leader_epoch();
+        self.log().append(batches, epoch)
     }
 
     /// Blocks until every offset below `offset` is synced (group commit, see module docs).

@@ -67,6 +67,19 @@ fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, bool
                 budget
             });
             let limit = if total == 0 { limit.max(1) } else { limit };
+            let epoch_error =
+                errors::leader_epoch_check(p.current_leader_epoch, partition.leader_epoch());
+            if epoch_error != errors::NONE {
+                errored = true;
+                partitions.push(
+                    data.with_error_code(epoch_error)
+                        .with_high_watermark(-1)
+                        .with_last_stable_offset(-1)
+                        .with_log_start_offset(-1)
+                        .with_records(Some(Bytes::new())),
+                );
+                continue;
+            }
             match partition.read(p.fetch_offset, limit) {
                 Ok(read) => {
                     let n = read.records.len();

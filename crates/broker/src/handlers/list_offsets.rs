@@ -14,8 +14,6 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 
 pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
-    // leader_epoch exists from v4 on; -1 (its default) is omitted below that
-    let epoch = if version >= 4 { 0 } else { -1 };
     let topics = req
         .topics
         .into_iter()
@@ -32,6 +30,22 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
                             .with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION)
                             .with_offset(-1)
                             .with_timestamp(-1);
+                    };
+                    let epoch_error = errors::leader_epoch_check(
+                        p.current_leader_epoch,
+                        partition.leader_epoch(),
+                    );
+                    if epoch_error != errors::NONE {
+                        return resp
+                            .with_error_code(epoch_error)
+                            .with_offset(-1)
+                            .with_timestamp(-1);
+                    }
+                    // leader_epoch exists in the response from v4 on
+                    let epoch = if version >= 4 {
+                        partition.leader_epoch()
+                    } else {
+                        -1
                     };
                     let log = partition.log();
                     let found = match p.timestamp {

@@ -65,7 +65,7 @@ pub fn handle(
             // The broker owns base offset and leader epoch, so the batch bytes are copied once
             // into a buffer we may write; the frame they arrived in is shared.
             let mut bytes = records.to_vec();
-            match partition.append(&mut bytes, 0) {
+            match partition.append(&mut bytes) {
                 Ok(info) => {
                     partitions.push(
                         PartitionProduceResponse::default()
