@@ -28,6 +28,10 @@ pub struct BrokerConfig {
     pub connections_max: usize,
     /// Requests read ahead on one connection while earlier ones are still being answered.
     pub connection_in_flight_max: usize,
+    /// `fetch.max.bytes`: a fetch response carries at most this many record bytes (beyond
+    /// the first batch, KIP-74), whatever the request asks.
+    #[serde(alias = "fetch.max.bytes")]
+    pub fetch_max_bytes: usize,
     /// Fetch `max_wait_ms` is capped at this.
     pub fetch_max_wait_ms_max: i32,
     /// `num.partitions`: partitions of auto-created topics and CreateTopics with -1.
@@ -84,6 +88,7 @@ impl Default for BrokerConfig {
             socket_request_max_bytes: strata_protocol::REQUEST_BYTES_MAX_DEFAULT,
             connections_max: 10_000,
             connection_in_flight_max: 64,
+            fetch_max_bytes: 55 * 1024 * 1024,
             fetch_max_wait_ms_max: 30_000,
             num_partitions: 1,
             default_replication_factor: 1,

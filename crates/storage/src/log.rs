@@ -344,9 +344,21 @@ impl Log {
         Ok(())
     }
 
-    /// Where a fetch from `offset` reads: whole batches up to `max_bytes` (at least one) below
-    /// the high watermark. An offset equal to the high watermark yields nothing.
-    pub fn slice(&self, offset: i64, max_bytes: usize) -> Result<Option<SegmentSlice>> {
+    /// Where a fetch from `offset` reads: whole batches up to `max_bytes` below the high
+    /// watermark. With `min_one_batch` (KIP-74: the first partition of a fetch) the first
+    /// batch comes even if it alone exceeds `max_bytes`; without, such a read yields nothing.
+    /// An offset equal to the high watermark yields nothing.
+    pub fn slice(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<Option<SegmentSlice>> {
+        let slice = self.slice_from(offset, max_bytes)?;
+        Ok(slice.filter(|s| min_one_batch || s.bytes <= max_bytes))
+    }
+
+    fn slice_from(&self, offset: i64, max_bytes: usize) -> Result<Option<SegmentSlice>> {
         let leo = self.log_end_offset();
         if offset < self.log_start_offset || offset > leo {
             return Err(StorageError::OffsetOutOfRange {
@@ -374,9 +386,9 @@ impl Log {
         self.active.0.slice(offset, max_bytes, hw)
     }
 
-    /// Reads batches from `offset` (see [`Log::slice`]).
+    /// Reads batches from `offset`, at least one (see [`Log::slice`]).
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<FetchData> {
-        let records = match self.slice(offset, max_bytes)? {
+        let records = match self.slice(offset, max_bytes, true)? {
             Some(slice) => slice.read().map_err(|e| StorageError::io(&self.dir, e))?,
             None => Bytes::new(),
         };

@@ -84,12 +84,13 @@ impl Partition {
         Ok(due)
     }
 
-    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<FetchData> {
+    /// Reads whole batches from `offset` (see [`Log::slice`] for `min_one_batch`).
+    pub fn read(&self, offset: i64, max_bytes: usize, min_one_batch: bool) -> Result<FetchData> {
         // The slice is found under the lock; the bytes are read outside it.
         let (slice, hw, lso, leo) = {
             let log = self.log();
             (
-                log.slice(offset, max_bytes)?,
+                log.slice(offset, max_bytes, min_one_batch)?,
                 log.high_watermark(),
                 log.log_start_offset(),
                 log.log_end_offset(),

@@ -379,3 +379,27 @@ fn clean_shutdown_reopens_without_scanning_and_keeps_appending() {
     assert_eq!(produce(&mut log, &["after"], 1), 10);
     assert_eq!(read_all(&log).len(), 11);
 }
+
+#[test]
+fn without_min_one_batch_an_oversized_first_batch_is_left_for_later() {
+    let w = World::new();
+    let mut log = w.open(LogConfig::default());
+    let big = "b".repeat(500);
+    produce(&mut log, &[big.as_str()], 1);
+    produce(&mut log, &["small"], 1);
+    let slice = log.slice(0, 100, false).unwrap();
+    assert!(
+        slice.is_none(),
+        "a later partition of a fetch gets nothing rather than over budget"
+    );
+    let first = log
+        .slice(0, 100, true)
+        .unwrap()
+        .expect("KIP-74: one whole batch");
+    assert!(first.bytes > 500);
+    let both = log.slice(0, 10_000, false).unwrap().unwrap();
+    assert!(
+        both.bytes > first.bytes,
+        "both batches fit in a larger budget"
+    );
+}

@@ -39,7 +39,7 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, _version: i16) -> F
 /// One pass over the requested partitions. Returns the response, its record bytes, and
 /// whether any partition had an error (which answers at once, as Kafka does).
 fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, bool) {
-    let mut budget = req.max_bytes.max(0) as usize;
+    let mut budget = (req.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes);
     let mut total = 0usize;
     let mut errored = false;
     let mut topics = Vec::with_capacity(req.topics.len());
@@ -60,13 +60,8 @@ fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, bool
                 continue;
             };
             // KIP-74: the first partition with data returns at least one batch, even past
-            // max_bytes; after that the response budget applies.
-            let limit = (p.partition_max_bytes.max(0) as usize).min(if total == 0 {
-                usize::MAX
-            } else {
-                budget
-            });
-            let limit = if total == 0 { limit.max(1) } else { limit };
+            // the limits; after that a batch that does not fit is left for the next fetch.
+            let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
             let epoch_error =
                 errors::leader_epoch_check(p.current_leader_epoch, partition.leader_epoch());
             if epoch_error != errors::NONE {
@@ -80,7 +75,7 @@ fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, bool
                 );
                 continue;
             }
-            match partition.read(p.fetch_offset, limit) {
+            match partition.read(p.fetch_offset, limit, total == 0) {
                 Ok(read) => {
                     let n = read.records.len();
                     total += n;
