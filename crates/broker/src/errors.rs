@@ -11,6 +11,7 @@ pub fn storage_error_code(e: &StorageError) -> i16 {
         StorageError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         StorageError::RecordListTooLarge { .. } => ResponseError::RecordListTooLarge,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        StorageError::InvalidTimestamp { .. } => ResponseError::InvalidTimestamp,
         StorageError::InvalidConfig(_) => ResponseError::InvalidConfig,
         StorageError::Io { .. } | StorageError::LogDirFailed(_) => ResponseError::KafkaStorageError,
     };
@@ -25,10 +26,10 @@ pub fn records_error_code(e: &RecordsError) -> i16 {
         | RecordsError::InvalidLength { .. }
         | RecordsError::UnknownCompression(_) => ResponseError::CorruptMessage,
         RecordsError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
+        RecordsError::InvalidTimestamp { .. } => ResponseError::InvalidTimestamp,
         RecordsError::UnsupportedMagic(_)
         | RecordsError::CountMismatch { .. }
         | RecordsError::ControlBatchFromProducer
-        | RecordsError::InvalidTimestamp { .. }
         | RecordsError::Empty
         | RecordsError::Decode(_) => ResponseError::InvalidRecord,
     };

@@ -18,6 +18,14 @@ pub const TOPIC_CONFIGS: &[(&str, &str)] = &[
     ("flush.messages", "log.flush.interval.messages"),
     ("flush.ms", "log.flush.interval.ms"),
     ("max.message.bytes", "message.max.bytes"),
+    (
+        "message.timestamp.after.max.ms",
+        "log.message.timestamp.after.max.ms",
+    ),
+    (
+        "message.timestamp.before.max.ms",
+        "log.message.timestamp.before.max.ms",
+    ),
     ("message.timestamp.type", "log.message.timestamp.type"),
     ("retention.bytes", "log.retention.bytes"),
     ("retention.ms", "log.retention.ms"),
@@ -53,6 +61,8 @@ fn apply(config: &mut LogConfig, key: &str, value: &str) -> Result<(), String> {
                 _ => return Err(format!("Invalid value {value} for configuration {key}: must be CreateTime or LogAppendTime")),
             }
         }
+        "message.timestamp.after.max.ms" => config.timestamp_after_max_ms = parse_i64(key, value)?,
+        "message.timestamp.before.max.ms" => config.timestamp_before_max_ms = parse_i64(key, value)?,
         "retention.bytes" => config.retention_bytes = parse_i64(key, value)?,
         "retention.ms" => config.retention_ms = parse_i64(key, value)?,
         "segment.bytes" => {
@@ -86,6 +96,8 @@ fn broker_default(broker: &BrokerConfig, key: &str) -> String {
         "flush.messages" => d.flush_messages.to_string(),
         "flush.ms" => d.flush_ms.to_string(),
         "max.message.bytes" => d.max_message_bytes.to_string(),
+        "message.timestamp.after.max.ms" => d.timestamp_after_max_ms.to_string(),
+        "message.timestamp.before.max.ms" => d.timestamp_before_max_ms.to_string(),
         "message.timestamp.type" => broker.log_message_timestamp_type.clone(),
         "retention.bytes" => d.retention_bytes.to_string(),
         "retention.ms" => d.retention_ms.to_string(),

@@ -29,6 +29,12 @@ pub struct LogConfig {
     pub flush_ms: i64,
     /// `index.interval.bytes`: bytes of log between two offset index entries.
     pub index_interval_bytes: u64,
+    /// `message.timestamp.before.max.ms`: CreateTime batches whose first timestamp is older
+    /// than this are refused. Checked per batch, not per record.
+    pub timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: CreateTime batches whose newest timestamp is further
+    /// in the future than this are refused.
+    pub timestamp_after_max_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -43,6 +49,8 @@ impl Default for LogConfig {
             flush_messages: 1,
             flush_ms: i64::MAX,
             index_interval_bytes: 4096,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: i64::MAX,
         }
     }
 }
@@ -93,6 +101,9 @@ impl LogConfig {
         }
         if self.flush_ms < 0 {
             return bad(format!("flush.ms {} must be 0 or more", self.flush_ms));
+        }
+        if self.timestamp_before_max_ms < 0 || self.timestamp_after_max_ms < 0 {
+            return bad("message.timestamp.before.max.ms and message.timestamp.after.max.ms must be 0 or more".into());
         }
         if self.index_interval_bytes == 0 {
             return bad("index.interval.bytes must be at least 1".into());

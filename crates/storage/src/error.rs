@@ -23,6 +23,8 @@ pub enum StorageError {
         log_start_offset: i64,
         log_end_offset: i64,
     },
+    #[error("timestamp {timestamp} is out of the accepted range [{min}, {max}] for CreateTime")]
+    InvalidTimestamp { timestamp: i64, min: i64, max: i64 },
     #[error("invalid log configuration: {0}")]
     InvalidConfig(String),
     #[error("log directory {0} is not usable after an earlier I/O error")]

@@ -9,6 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// An open file: positioned reads and writes, data sync, and length changes.
@@ -124,19 +125,29 @@ struct SimFileState {
     synced: Vec<u8>,
 }
 
-#[derive(Default)]
-struct SimFile(Mutex<SimFileState>);
+/// I/O counts of a `SimFs`, for tests that check how much work recovery or group commit did.
+#[derive(Debug, Default)]
+pub struct SimStats {
+    pub bytes_read: AtomicU64,
+    pub syncs: AtomicU64,
+}
+
+struct SimFile {
+    state: Mutex<SimFileState>,
+    stats: Arc<SimStats>,
+}
 
 impl FsFile for SimFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        let s = self.0.lock().expect("sim file lock");
+        let s = self.state.lock().expect("sim file lock");
         let start = (offset as usize).min(s.data.len());
         let n = buf.len().min(s.data.len() - start);
         buf[..n].copy_from_slice(&s.data[start..start + n]);
+        self.stats.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        let mut s = self.0.lock().expect("sim file lock");
+        let mut s = self.state.lock().expect("sim file lock");
         let end = offset as usize + buf.len();
         if s.data.len() < end {
             s.data.resize(end, 0);
@@ -145,15 +156,16 @@ impl FsFile for SimFile {
         Ok(())
     }
     fn sync_data(&self) -> io::Result<()> {
-        let mut s = self.0.lock().expect("sim file lock");
+        let mut s = self.state.lock().expect("sim file lock");
         s.synced = s.data.clone();
+        self.stats.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
     fn len(&self) -> io::Result<u64> {
-        Ok(self.0.lock().expect("sim file lock").data.len() as u64)
+        Ok(self.state.lock().expect("sim file lock").data.len() as u64)
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0
+        self.state
             .lock()
             .expect("sim file lock")
             .data
@@ -179,6 +191,7 @@ pub enum CrashMode {
 pub struct SimFs {
     files: Arc<Mutex<HashMap<PathBuf, Arc<SimFile>>>>,
     dirs: Arc<Mutex<BTreeSet<PathBuf>>>,
+    stats: Arc<SimStats>,
 }
 
 impl SimFs {
@@ -189,7 +202,7 @@ impl SimFs {
     /// Simulates a crash: every file keeps what `mode` says survives.
     pub fn crash(&self, mode: CrashMode) {
         for file in self.files.lock().expect("sim fs lock").values() {
-            let mut s = file.0.lock().expect("sim file lock");
+            let mut s = file.state.lock().expect("sim file lock");
             match mode {
                 CrashMode::KeepAll => {}
                 CrashMode::LoseUnsynced => s.data = s.synced.clone(),
@@ -216,11 +229,16 @@ impl SimFs {
     pub fn flip_bit(&self, path: &Path, byte: usize, bit: u8) {
         let files = self.files.lock().expect("sim fs lock");
         let file = files.get(path).expect("flip_bit: no such file");
-        let mut s = file.0.lock().expect("sim file lock");
+        let mut s = file.state.lock().expect("sim file lock");
         s.data[byte] ^= 1 << bit;
         if byte < s.synced.len() {
             s.synced[byte] ^= 1 << bit;
         }
+    }
+
+    /// Bytes read and data syncs so far, across all files.
+    pub fn stats(&self) -> &SimStats {
+        &self.stats
     }
 
     /// Every file path, for tests that look for a file by name.
@@ -285,7 +303,10 @@ impl Fs for SimFs {
         if !create {
             return Err(not_found(path));
         }
-        let f = Arc::new(SimFile::default());
+        let f = Arc::new(SimFile {
+            state: Mutex::new(SimFileState::default()),
+            stats: self.stats.clone(),
+        });
         files.insert(path.to_path_buf(), f.clone());
         Ok(f)
     }

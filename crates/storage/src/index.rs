@@ -105,6 +105,11 @@ impl TimeIndex {
         }
     }
 
+    /// The last entry: the largest timestamp the index knows, and where it was reached.
+    pub fn last(&self) -> Option<(i64, u32)> {
+        self.entries.last().copied()
+    }
+
     /// Relative offset from which a scan for the first record with timestamp ≥ `target` may
     /// start: the batch after every entry whose timestamp is below `target`.
     pub fn scan_start(&self, target: i64) -> u32 {

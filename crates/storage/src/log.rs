@@ -130,8 +130,14 @@ impl Log {
             }
             let next_base = bases.get(i + 1).copied();
             let trusted = clean || next_base.is_some_and(|nb| nb <= recovery_point);
-            let (segment, truncated) =
-                open_existing(fs.as_ref(), dir, base, config.index_interval_bytes, trusted)?;
+            let (segment, truncated) = open_existing(
+                fs.as_ref(),
+                dir,
+                base,
+                config.index_interval_bytes,
+                trusted,
+                next_base,
+            )?;
             truncated_total += truncated;
             after_truncation = truncated > 0;
             expected_next = Some(segment.0.next_offset());
@@ -228,6 +234,22 @@ impl Log {
             });
         }
         let now = self.clock.now_ms();
+        if self.config.timestamp_type == TimestampType::CreateTime {
+            let min = now.saturating_sub(self.config.timestamp_before_max_ms);
+            let max = now.saturating_add(self.config.timestamp_after_max_ms);
+            for span in &produced.spans {
+                let h = &span.header;
+                for timestamp in [h.base_timestamp, h.max_timestamp] {
+                    if timestamp >= 0 && (timestamp < min || timestamp > max) {
+                        return Err(StorageError::InvalidTimestamp {
+                            timestamp,
+                            min,
+                            max,
+                        });
+                    }
+                }
+            }
+        }
         self.maybe_roll(batches.len() as u64, now)?;
         let base_offset = self.log_end_offset();
         let log_append = self.config.timestamp_type == TimestampType::LogAppendTime;

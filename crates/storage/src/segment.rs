@@ -51,6 +51,8 @@ pub struct SegmentCore {
     index_interval_bytes: u64,
     /// When the first batch was appended (for `segment.ms`), by the broker's clock.
     first_append_ms: Option<i64>,
+    /// Relative offset of the newest batch (for the final time index entry).
+    last_batch_relative_offset: Option<u32>,
 }
 
 /// Where a fetch should read: a byte range of one segment file, holding whole batches.
@@ -110,6 +112,7 @@ impl SegmentCore {
             bytes_since_index_entry: 0,
             index_interval_bytes,
             first_append_ms: None,
+            last_batch_relative_offset: None,
         }
     }
 
@@ -148,6 +151,7 @@ impl SegmentCore {
             self.bytes_since_index_entry = 0;
         }
         self.bytes_since_index_entry += total;
+        self.last_batch_relative_offset = Some(relative);
         self.next_offset = header.next_offset();
         self.size = position + total;
     }
@@ -220,7 +224,12 @@ impl SegmentCore {
     }
 
     /// Loads trusted indexes written at seal or clean shutdown; false if they are unusable.
-    fn load_indexes(&mut self, fs: &dyn Fs) -> Result<bool> {
+    ///
+    /// A sealed segment (`next_base` known from the next segment's file name) is not read at
+    /// all, as in Kafka: its size is the file length and its newest timestamp the time
+    /// index's last entry (written at seal). The newest segment's tail after its last index
+    /// entry is scanned to learn its next offset.
+    fn load_indexes(&mut self, fs: &dyn Fs, next_base: Option<i64>) -> Result<bool> {
         let log_len = self
             .file
             .len()
@@ -239,9 +248,21 @@ impl SegmentCore {
         else {
             return Ok(false);
         };
-        // The tail after the last index entry is scanned to learn the next offset and check
-        // that the index agrees with the log.
         let (last_rel, last_pos) = oi.last().unwrap_or((0, 0));
+        let index_max_ts = ti.last().map(|(t, _)| t).unwrap_or(-1);
+        if let Some(next) = next_base {
+            if next <= self.base_offset + i64::from(last_rel)
+                || (log_len == 0) != (next == self.base_offset)
+            {
+                return Ok(false);
+            }
+            self.next_offset = next;
+            self.max_timestamp = index_max_ts;
+            self.size = log_len;
+            self.offset_index = oi;
+            self.time_index = ti;
+            return Ok(true);
+        }
         let tail_len = (log_len - u64::from(last_pos)) as usize;
         if tail_len > 64 << 20 {
             return Ok(false);
@@ -259,20 +280,23 @@ impl SegmentCore {
             .last()
             .map(|s| s.header.next_offset())
             .unwrap_or(self.base_offset);
-        self.max_timestamp = ti
-            .encode()
-            .chunks_exact(12)
-            .last()
-            .map(|c| i64::from_be_bytes(c[0..8].try_into().expect("8")))
-            .unwrap_or(-1);
-        for s in &spans {
-            self.max_timestamp = self.max_timestamp.max(s.header.max_timestamp);
-        }
+        self.max_timestamp = spans
+            .iter()
+            .map(|s| s.header.max_timestamp)
+            .fold(index_max_ts, i64::max);
         self.size = log_len;
         self.bytes_since_index_entry = tail_len as u64;
         self.offset_index = oi;
         self.time_index = ti;
         Ok(true)
+    }
+
+    /// Records the segment's newest timestamp in the time index, so a reopened segment knows
+    /// it without reading the log (Kafka does the same when a segment becomes inactive).
+    fn finish_time_index(&mut self) {
+        if let Some(last_batch) = self.last_batch_relative_offset {
+            self.time_index.maybe_append(self.max_timestamp, last_batch);
+        }
     }
 
     fn write_indexes(&self, fs: &dyn Fs) -> Result<()> {
@@ -415,7 +439,8 @@ impl ActiveSegment {
     }
 
     /// Syncs the data and writes the indexes; the segment is complete on disk after this.
-    pub fn seal(self, fs: &dyn Fs) -> Result<SealedSegment> {
+    pub fn seal(mut self, fs: &dyn Fs) -> Result<SealedSegment> {
+        self.0.finish_time_index();
         self.0
             .file
             .sync_data()
@@ -425,7 +450,8 @@ impl ActiveSegment {
     }
 
     /// Writes the indexes without sealing (clean shutdown).
-    pub fn write_indexes(&self, fs: &dyn Fs) -> Result<()> {
+    pub fn write_indexes(&mut self, fs: &dyn Fs) -> Result<()> {
+        self.0.finish_time_index();
         self.0.write_indexes(fs)
     }
 }
@@ -441,19 +467,21 @@ impl SealedSegment {
     }
 }
 
-/// Opens an existing segment at startup: trusted segments load their indexes (scanning only
-/// the tail after the last index entry); the others, or any whose indexes do not check out,
-/// are scanned in full and truncated at the first bad batch.
+/// Opens an existing segment at startup. Trusted segments load their indexes (a sealed one
+/// reads nothing else; the newest scans only the tail after its last index entry); the
+/// others, or any whose indexes do not check out, are scanned in full and truncated at the
+/// first bad batch.
 pub fn open_existing(
     fs: &dyn Fs,
     dir: &Path,
     base_offset: i64,
     index_interval_bytes: u64,
     trusted: bool,
+    next_base: Option<i64>,
 ) -> Result<(SealedSegment, u64)> {
     let file = SegmentCore::open_file(fs, dir, base_offset, false)?;
     let mut core = SegmentCore::with_file(dir, base_offset, file, index_interval_bytes);
-    if trusted && core.load_indexes(fs)? {
+    if trusted && core.load_indexes(fs, next_base)? {
         return Ok((SealedSegment(core), 0));
     }
     let truncated = core.recover()?;

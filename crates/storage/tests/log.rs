@@ -403,3 +403,39 @@ fn without_min_one_batch_an_oversized_first_batch_is_left_for_later() {
         "both batches fit in a larger budget"
     );
 }
+
+#[test]
+fn create_time_outside_the_accepted_window_is_refused() {
+    let w = World::new();
+    let now = w.clock.now_ms();
+    let config = LogConfig {
+        timestamp_after_max_ms: 1000,
+        timestamp_before_max_ms: 5000,
+        ..LogConfig::default()
+    };
+    let mut log = w.open(config);
+    assert!(matches!(
+        log.append(&mut batch(&["future"], now + 2000), 0),
+        Err(StorageError::InvalidTimestamp { .. })
+    ));
+    assert!(matches!(
+        log.append(&mut batch(&["ancient"], now - 6000), 0),
+        Err(StorageError::InvalidTimestamp { .. })
+    ));
+    assert_eq!(
+        produce(&mut log, &["now"], now),
+        0,
+        "nothing of the refused batches was stored"
+    );
+    let lat = LogConfig {
+        timestamp_type: strata_storage::TimestampType::LogAppendTime,
+        timestamp_after_max_ms: 0,
+        ..LogConfig::default()
+    };
+    log.set_config(lat).unwrap();
+    assert_eq!(
+        produce(&mut log, &["any time"], now + 999_999),
+        1,
+        "LogAppendTime ignores producer timestamps"
+    );
+}

@@ -1,0 +1,151 @@
+//! Group commit, relaxed flushing, and how much recovery reads, counted through `SimFs`.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Barrier};
+
+use bytes::Bytes;
+use strata_records::{BatchBuilder, Compression, Record};
+use strata_storage::fs::CrashMode;
+use strata_storage::{Clock, Fs, Log, LogConfig, ManualClock, Partition, SimFs};
+
+fn batch(value: &str) -> Vec<u8> {
+    let mut b = BatchBuilder::new(Compression::None);
+    b.push(Record {
+        value: Some(Bytes::from(value.to_string())),
+        timestamp_ms: 1_000_000,
+        ..Default::default()
+    });
+    b.build().unwrap().to_vec()
+}
+
+fn open(fs: &SimFs, clock: &Arc<ManualClock>, config: LogConfig) -> Log {
+    let fs: Arc<dyn Fs> = Arc::new(fs.clone());
+    let clock: Arc<dyn Clock> = clock.clone();
+    Log::open(fs, clock, Path::new("/d/t-0"), config).unwrap()
+}
+
+#[test]
+fn one_fdatasync_covers_every_append_before_it() {
+    let fs = SimFs::new();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let partition = Arc::new(Partition::new(
+        "t".into(),
+        0,
+        0,
+        open(&fs, &clock, LogConfig::default()),
+    ));
+    let ends: Vec<i64> = (0..8)
+        .map(|i| {
+            partition
+                .append(&mut batch(&format!("v{i}")))
+                .unwrap()
+                .last_offset
+                + 1
+        })
+        .collect();
+    assert_eq!(
+        partition.high_watermark(),
+        0,
+        "nothing acknowledged or visible before the sync"
+    );
+    let syncs_before = fs.stats().syncs.load(Ordering::SeqCst);
+    let barrier = Arc::new(Barrier::new(ends.len()));
+    let threads: Vec<_> = ends
+        .into_iter()
+        .map(|end| {
+            let (p, b) = (partition.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                b.wait();
+                p.sync_to(end).unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        fs.stats().syncs.load(Ordering::SeqCst) - syncs_before,
+        1,
+        "eight writers, one fdatasync"
+    );
+    assert_eq!(partition.high_watermark(), 8);
+}
+
+#[test]
+fn relaxed_mode_flushes_by_message_count_and_by_time() {
+    let fs = SimFs::new();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let config = LogConfig {
+        flush_messages: 5,
+        flush_ms: 60_000,
+        ..LogConfig::default()
+    };
+    let mut log = open(&fs, &clock, config);
+    for i in 0..4 {
+        log.append(&mut batch(&format!("v{i}")), 0).unwrap();
+        assert_eq!(log.high_watermark(), i + 1, "relaxed: visible at once");
+    }
+    assert!(!log.flush_due());
+    log.append(&mut batch("v4"), 0).unwrap();
+    assert!(log.flush_due(), "flush.messages reached");
+    let (file, end) = log.flush_target();
+    file.sync_data().unwrap();
+    log.mark_flushed(end);
+    assert!(!log.flush_due());
+    log.append(&mut batch("v5"), 0).unwrap();
+    assert!(!log.flush_due());
+    clock.advance_ms(60_000);
+    assert!(log.flush_due(), "flush.ms elapsed");
+}
+
+#[test]
+fn recovery_scans_only_what_the_recovery_point_does_not_cover() {
+    let config = LogConfig {
+        segment_bytes: 4096,
+        ..LogConfig::default()
+    };
+    let total_bytes = |fs: &SimFs| -> u64 {
+        fs.file_paths()
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .map(|p| fs.open(p, false).unwrap().len().unwrap())
+            .sum()
+    };
+    let fs = SimFs::new();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let mut log = open(&fs, &clock, config.clone());
+    for i in 0..600 {
+        log.append(&mut batch(&format!("value-{i:05}")), 0).unwrap();
+        let (file, end) = log.flush_target();
+        file.sync_data().unwrap();
+        log.mark_flushed(end);
+    }
+    log.write_recovery_point().unwrap();
+    let segments = log.segment_count();
+    drop(log); // no clean shutdown
+    fs.crash(CrashMode::KeepAll);
+    let total = total_bytes(&fs);
+    assert!(segments > 10);
+
+    let before = fs.stats().bytes_read.load(Ordering::SeqCst);
+    let log = open(&fs, &clock, config.clone());
+    let read_with_checkpoint = fs.stats().bytes_read.load(Ordering::SeqCst) - before;
+    assert_eq!(log.log_end_offset(), 600);
+    drop(log);
+    fs.crash(CrashMode::KeepAll);
+    fs.remove_file(Path::new("/d/t-0/recovery-point")).unwrap();
+    fs.remove_file(Path::new("/d/t-0/clean-shutdown")).ok();
+    let before = fs.stats().bytes_read.load(Ordering::SeqCst);
+    let log = open(&fs, &clock, config);
+    let read_without = fs.stats().bytes_read.load(Ordering::SeqCst) - before;
+    assert_eq!(log.log_end_offset(), 600);
+    assert!(
+        read_without >= total,
+        "without a checkpoint every segment is scanned ({read_without} of {total})"
+    );
+    assert!(
+        read_with_checkpoint * 4 < total,
+        "with one, only the tail: {read_with_checkpoint} of {total} bytes"
+    );
+}
