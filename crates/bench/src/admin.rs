@@ -1,0 +1,65 @@
+//! Topic creation and cleanup through librdkafka's admin client.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+pub const PREFIX: &str = "strata-bench-";
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("runtime")
+}
+
+fn client(bootstrap: &str) -> Result<AdminClient<DefaultClientContext>> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .context("admin client")
+}
+
+/// Creates a uniquely named topic and returns its name.
+pub fn create_topic(bootstrap: &str, kind: &str, partitions: i32) -> Result<String> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos()
+        % 1_000_000_000;
+    let name = format!("{PREFIX}{kind}-{nanos}");
+    let admin = client(bootstrap)?;
+    let topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(60)))
+        .request_timeout(Some(Duration::from_secs(120)));
+    let results = runtime()?.block_on(admin.create_topics([&topic], &opts))?;
+    for r in results {
+        r.map_err(|(t, e)| anyhow!("creating {t}: {e}"))?;
+    }
+    Ok(name)
+}
+
+/// Deletes every topic this tool created.
+pub fn cleanup(bootstrap: &str) -> Result<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let md = consumer.fetch_metadata(None, Duration::from_secs(30))?;
+    let ours: Vec<String> = md
+        .topics()
+        .iter()
+        .map(|t| t.name().to_string())
+        .filter(|n| n.starts_with(PREFIX))
+        .collect();
+    if ours.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = ours.iter().map(String::as_str).collect();
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(120)));
+    runtime()?.block_on(client(bootstrap)?.delete_topics(&names, &opts))?;
+    Ok(())
+}
