@@ -14,6 +14,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::{admin, consume, produce, round, Args, Latency, Outcome};
 
 const PARTITIONS: i32 = 8;
+/// Send time of warm-up records, which are not measured.
+const WARM_UP_MARK: u64 = u64::MAX;
 
 pub fn run(args: &Args) -> Result<Outcome> {
     let topic = admin::create_topic(&args.bootstrap, "latency", PARTITIONS)?;
@@ -26,6 +28,8 @@ pub fn run(args: &Args) -> Result<Outcome> {
     consumer.assign(&tpl)?;
     let done = Arc::new(AtomicBool::new(false));
     let stop = done.clone();
+    let warmed = Arc::new(AtomicBool::new(false));
+    let warmed_seen = warmed.clone();
     let reader = std::thread::spawn(move || {
         let mut micros: Vec<u32> = Vec::new();
         let mut quiet_since = Instant::now();
@@ -34,6 +38,10 @@ pub fn run(args: &Args) -> Result<Outcome> {
                 Some(Ok(m)) => {
                     if let Some(p) = m.payload().filter(|p| p.len() >= 8) {
                         let sent = u64::from_be_bytes(p[..8].try_into().expect("8 bytes"));
+                        if sent == WARM_UP_MARK {
+                            warmed_seen.store(true, Ordering::Relaxed);
+                            continue;
+                        }
                         let now = base.elapsed().as_micros() as u64;
                         micros
                             .push(now.saturating_sub(sent / 1000).min(u64::from(u32::MAX)) as u32);
@@ -54,10 +62,22 @@ pub fn run(args: &Args) -> Result<Outcome> {
     let producer: BaseProducer<produce::Counting> = produce::producer_config(&args.bootstrap, 1)
         .create_with_context(produce::Counting(counts.clone()))
         .context("producer")?;
+    // Warm up: connections, metadata and the consumer's first fetch happen before the
+    // clock starts, so start-up does not show as tail latency.
+    let mut payload = vec![b'x'; 1024];
+    payload[..8].copy_from_slice(&WARM_UP_MARK.to_be_bytes());
+    for _ in 0..100 {
+        let _ = producer.send(BaseRecord::<(), [u8]>::to(&topic).payload(&payload));
+    }
+    let _ = producer.flush(Duration::from_secs(30));
+    let wait = Instant::now();
+    while !warmed.load(Ordering::Relaxed) && wait.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
     let rate = args.latency_mb_per_s * 1e6 / 1024.0; // records per second
     let start = Instant::now();
     let mut sent: u64 = 0;
-    let mut payload = vec![b'x'; 1024];
     while start.elapsed() < args.duration() {
         let due = (start.elapsed().as_secs_f64() * rate) as u64;
         while sent < due {

@@ -57,14 +57,14 @@ impl TopicError {
     }
 }
 
-pub type TopicPartitionKey = (String, i32);
-
 pub struct Broker {
     pub config: BrokerConfig,
     pub fs: Arc<dyn Fs>,
     pub clock: Arc<dyn Clock>,
     metadata: Mutex<MetadataLog>,
-    partitions: RwLock<HashMap<TopicPartitionKey, Arc<Partition>>>,
+    /// Partitions by topic name, then partition index: looked up by `&str` on every
+    /// produce and fetch, without allocating.
+    partitions: RwLock<HashMap<String, BTreeMap<i32, Arc<Partition>>>>,
     /// Woken whenever a high watermark may have advanced (long-polling fetches wait on it).
     pub data_arrived: Notify,
     next_producer_id: AtomicI64,
@@ -137,7 +137,7 @@ impl Broker {
         }
         info!(
             topics = topics.len(),
-            partitions = broker.partitions.read().expect("lock").len(),
+            partitions = broker.all_partitions().len(),
             "data directory opened"
         );
         Ok(broker)
@@ -202,7 +202,9 @@ impl Broker {
         self.partitions
             .write()
             .expect("partitions lock")
-            .insert((topic.name.clone(), partition), p);
+            .entry(topic.name.clone())
+            .or_default()
+            .insert(partition, p);
         Ok(())
     }
 
@@ -210,7 +212,8 @@ impl Broker {
         self.partitions
             .read()
             .expect("partitions lock")
-            .get(&(topic.to_string(), partition))
+            .get(topic)
+            .and_then(|t| t.get(&partition))
             .cloned()
     }
 
@@ -219,7 +222,7 @@ impl Broker {
             .read()
             .expect("partitions lock")
             .values()
-            .cloned()
+            .flat_map(|t| t.values().cloned())
             .collect()
     }
 
@@ -350,11 +353,10 @@ impl Broker {
             topic_id: topic.topic_id,
         }])?;
         drop(metadata);
-        let mut partitions = self.partitions.write().expect("partitions lock");
-        for &p in topic.partitions.keys() {
-            partitions.remove(&(name.to_string(), p));
-        }
-        drop(partitions);
+        self.partitions
+            .write()
+            .expect("partitions lock")
+            .remove(name);
         for &p in topic.partitions.keys() {
             let dir = self.partition_dir(name, p);
             if let Err(e) = self.fs.remove_dir_all(&dir) {

@@ -127,6 +127,9 @@ pub fn handle(
     })
 }
 
+/// Threads one produce request may use to sync its partitions in parallel.
+const SYNC_THREADS_PER_REQUEST_MAX: usize = 8;
+
 struct SyncOutcome {
     failures: Vec<(String, i32, i16)>,
 }
@@ -139,22 +142,31 @@ async fn make_durable(broker: &Arc<Broker>, appended: Vec<Appended>) -> SyncOutc
         broker.data_arrived.notify_waiters();
         return SyncOutcome { failures };
     }
-    let result = tokio::task::spawn_blocking(move || {
-        appended
-            .into_iter()
-            .filter_map(|a| match a.partition.sync_to(a.end_offset) {
-                Ok(()) => None,
-                Err(e) => {
-                    warn!(topic = %a.partition.topic, partition = a.partition.partition, error = %e, "fdatasync failed");
-                    Some((a.partition.topic.clone(), a.partition.partition, errors::storage_error_code(&e)))
-                }
-            })
-            .collect::<Vec<_>>()
-    })
-    .await;
-    match result {
-        Ok(f) => failures = f,
-        Err(e) => warn!(error = %e, "sync task failed"),
+    // A request that touches many partitions syncs them on several threads at once: the
+    // device handles parallel flushes far better than one after another.
+    let chunk = appended.len().div_ceil(SYNC_THREADS_PER_REQUEST_MAX);
+    let mut tasks = Vec::new();
+    let mut rest = appended;
+    while !rest.is_empty() {
+        let tail = rest.split_off(chunk.min(rest.len()));
+        let mine = std::mem::replace(&mut rest, tail);
+        tasks.push(tokio::task::spawn_blocking(move || {
+            mine.into_iter()
+                .filter_map(|a| match a.partition.sync_to(a.end_offset) {
+                    Ok(()) => None,
+                    Err(e) => {
+                        warn!(topic = %a.partition.topic, partition = a.partition.partition, error = %e, "fdatasync failed");
+                        Some((a.partition.topic.clone(), a.partition.partition, errors::storage_error_code(&e)))
+                    }
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    for task in tasks {
+        match task.await {
+            Ok(f) => failures.extend(f),
+            Err(e) => warn!(error = %e, "sync task failed"),
+        }
     }
     broker.data_arrived.notify_waiters();
     SyncOutcome { failures }
