@@ -53,6 +53,9 @@ pub struct Args {
     /// Partitions for partitions-10k
     #[arg(long, default_value_t = 10_000)]
     pub many_partitions: i32,
+    /// Keep the topics this run created (for tools that need data left behind)
+    #[arg(long)]
+    pub keep: bool,
     /// Target rate of e2e-latency, in MB/s
     #[arg(long, default_value_t = 50.0)]
     pub latency_mb_per_s: f64,
@@ -169,7 +172,9 @@ fn main() {
             }
         }
     }
-    if let Err(e) = admin::cleanup(&args.bootstrap) {
+    if args.keep {
+        eprintln!("keeping the topics this run created (--keep)");
+    } else if let Err(e) = admin::cleanup(&args.bootstrap) {
         eprintln!("cleanup failed: {e:#}");
     }
     if failed {

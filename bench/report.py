@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Turns strata-bench JSON lines (bench/out/{durable,relaxed}.jsonl) into bench/RESULTS.md."""
+import datetime
+import json
+import os
+import pathlib
+import platform
+import sys
+
+out = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "bench/out")
+
+
+def load(mode):
+    path = out / f"{mode}.jsonl"
+    if not path.exists():
+        return {}
+    return {
+        json.loads(l)["workload"]: json.loads(l) for l in path.read_text().splitlines() if l.strip()
+    }
+
+
+def mem_gib():
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) / 1024 / 1024
+    return 0
+
+
+def cpu_model():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def pct(x, limit):
+    return f"{100 * x / limit:.0f}%" if limit else "–"
+
+
+TARGETS = {
+    "produce-1k": "≥ 50% of fdatasync'd writes; ≤ 0.5 broker CPU-s/GB",
+    "produce-100": "≥ 2,500,000 records/s",
+    "consume-1k": "≥ 50% of loopback TCP",
+    "e2e-latency": "p99 ≤ 5 ms, p99.9 ≤ 20 ms at 50 MB/s",
+    "partitions-10k": "≥ 50% of produce-1k; RSS ≤ 1 GiB",
+}
+
+lines = [
+    "# Benchmark results",
+    "",
+    f"Machine: {os.cpu_count()} cores ({cpu_model()}), {mem_gib():.0f} GiB RAM, {platform.system()} {platform.release()}; "
+    f"broker and benchmark share the cores. Date: {datetime.date.today().isoformat()}.",
+    "Made by `scripts/bench` (librdkafka via `strata-bench`). *durable*: Strata's default, fsync before every "
+    "acknowledgement (group commit). *relaxed*: `flush.messages` at Kafka's default (no fsync per write).",
+    "",
+]
+for mode in ["durable", "relaxed"]:
+    r = load(mode)
+    if not r:
+        continue
+    lim = r.get("limits", {})
+    tcp, disk = lim.get("tcp_loopback_mb_per_s"), lim.get("fdatasync_write_mb_per_s")
+    lines += [f"## {mode}", "", f"Limits measured in the same run: loopback TCP **{tcp} MB/s**, sequential writes with fdatasync per MiB **{disk} MB/s**.", ""]
+    lines += ["| workload | records/s | MB/s | ratio to its limit | latency p50 / p99 / p99.9 / max (ms) | broker peak RSS (MB) | broker CPU-s/GB | target |", "|---|---|---|---|---|---|---|---|"]
+    p1k = r.get("produce-1k", {}).get("mb_per_s")
+    for name in ["produce-1k", "produce-100", "consume-1k", "e2e-latency", "partitions-10k"]:
+        w = r.get(name)
+        if not w:
+            lines.append(f"| {name} | failed | | | | | | {TARGETS[name]} |")
+            continue
+        ratio = {
+            "produce-1k": f"{pct(w['mb_per_s'], disk)} of fdatasync'd writes",
+            "produce-100": f"{pct(w['mb_per_s'], disk)} of fdatasync'd writes",
+            "consume-1k": f"{pct(w['mb_per_s'], tcp)} of loopback TCP",
+            "e2e-latency": "(fixed rate)",
+            "partitions-10k": f"{pct(w['mb_per_s'], p1k)} of produce-1k",
+        }[name]
+        lat = w.get("latency")
+        lat_s = f"{lat['p50_ms']} / {lat['p99_ms']} / {lat['p999_ms']} / {lat['max_ms']}" if lat else ""
+        cpu = w.get("broker_cpu_s_per_gb", "")
+        lines.append(f"| {name} | {w['records_per_s']:,.0f} | {w['mb_per_s']} | {ratio} | {lat_s} | {w.get('broker_peak_rss_mb', '')} | {cpu} | {TARGETS[name]} |")
+    lines.append("")
+restart = out / "restart.json"
+if restart.exists():
+    r = json.loads(restart.read_text())
+    lines += ["## Restart after kill -9", "", f"{r['log_gb']} GB in the log: serving again {r['seconds_to_serve']} s after start (target ≤ 5 s).", ""]
+print("\n".join(lines))
