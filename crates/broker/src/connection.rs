@@ -40,6 +40,12 @@ pub async fn serve(
                         return;
                     }
                 }
+                Outcome::RespondParts(parts) => {
+                    if let Err(e) = crate::zero_copy::write_parts(&mut writer, parts).await {
+                        debug!(%peer, error = %e, "write failed; closing");
+                        return;
+                    }
+                }
                 Outcome::NoResponse => {}
                 Outcome::Close => break,
             }

@@ -14,6 +14,7 @@ pub mod handlers;
 pub mod server;
 pub mod state;
 pub mod topic_config;
+pub mod zero_copy;
 
 pub use config::BrokerConfig;
 pub use server::{run, ServeError};

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::error::Result;
+use crate::segment::SegmentSlice;
 use crate::{AppendInfo, FetchData, Log, StorageError};
 
 pub struct Partition {
@@ -86,16 +87,7 @@ impl Partition {
 
     /// Reads whole batches from `offset` (see [`Log::slice`] for `min_one_batch`).
     pub fn read(&self, offset: i64, max_bytes: usize, min_one_batch: bool) -> Result<FetchData> {
-        // The slice is found under the lock; the bytes are read outside it.
-        let (slice, hw, lso, leo) = {
-            let log = self.log();
-            (
-                log.slice(offset, max_bytes, min_one_batch)?,
-                log.high_watermark(),
-                log.log_start_offset(),
-                log.log_end_offset(),
-            )
-        };
+        let (slice, hw, lso, leo) = self.slice(offset, max_bytes, min_one_batch)?;
         let records = match slice {
             Some(s) => s
                 .read()
@@ -108,6 +100,25 @@ impl Partition {
             log_start_offset: lso,
             log_end_offset: leo,
         })
+    }
+
+    /// Where a read would come from, without reading it: (byte range of whole batches, high
+    /// watermark, log start offset, log end offset). Found under the lock; the caller reads
+    /// (or sendfiles) the range outside it. Stored bytes are never rewritten in place, and the
+    /// range holds its file open, so it stays valid even if retention deletes the segment.
+    pub fn slice(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<(Option<SegmentSlice>, i64, i64, i64)> {
+        let log = self.log();
+        Ok((
+            log.slice(offset, max_bytes, min_one_batch)?,
+            log.high_watermark(),
+            log.log_start_offset(),
+            log.log_end_offset(),
+        ))
     }
 
     pub fn high_watermark(&self) -> i64 {

@@ -56,6 +56,7 @@ pub struct SegmentCore {
 }
 
 /// Where a fetch should read: a byte range of one segment file, holding whole batches.
+#[derive(Clone)]
 pub struct SegmentSlice {
     pub file: Arc<dyn FsFile>,
     pub position: u64,

@@ -7,12 +7,38 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use strata_storage::segment::SegmentSlice;
 use tokio::time::Instant;
 
 use crate::errors;
+use crate::zero_copy::new_marker;
 use crate::Broker;
 
-pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, _version: i16) -> FetchResponse {
+/// A fetch response ready to encode: records of partitions with data are either a marker
+/// (to be replaced by a sendfile'd range, see `zero_copy`) or the bytes themselves.
+pub struct Prepared {
+    pub response: FetchResponse,
+    pub marker: [u8; 16],
+    pub ranges: Vec<SegmentSlice>,
+}
+
+impl Prepared {
+    /// Puts the ranges' bytes in place of the markers (the copying path).
+    pub fn fill_records(mut self) -> std::io::Result<FetchResponse> {
+        let mut ranges = self.ranges.into_iter();
+        for t in &mut self.response.responses {
+            for p in &mut t.partitions {
+                if p.records.as_deref() == Some(&self.marker[..]) {
+                    let range = ranges.next().expect("one range per marker");
+                    p.records = Some(range.read()?);
+                }
+            }
+        }
+        Ok(self.response)
+    }
+}
+
+pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, _version: i16) -> Prepared {
     let wait_ms = req
         .max_wait_ms
         .clamp(0, broker.config.fetch_max_wait_ms_max);
@@ -21,7 +47,7 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, _version: i16) -> F
         let notified = broker.data_arrived.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (resp, bytes, errored) = read_once(broker, &req);
+        let (resp, bytes, errored) = read_once(broker, &req, new_marker());
         if bytes >= req.min_bytes.max(0) as usize
             || errored
             || Instant::now() >= deadline
@@ -38,7 +64,8 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, _version: i16) -> F
 
 /// One pass over the requested partitions. Returns the response, its record bytes, and
 /// whether any partition had an error (which answers at once, as Kafka does).
-fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, bool) {
+fn read_once(broker: &Broker, req: &FetchRequest, marker: [u8; 16]) -> (Prepared, usize, bool) {
+    let mut ranges = Vec::new();
     let mut budget = (req.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes);
     let mut total = 0usize;
     let mut errored = false;
@@ -75,16 +102,37 @@ fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, bool
                 );
                 continue;
             }
-            match partition.read(p.fetch_offset, limit, total == 0) {
-                Ok(read) => {
-                    let n = read.records.len();
-                    total += n;
-                    budget = budget.saturating_sub(n);
+            match partition.slice(p.fetch_offset, limit, total == 0) {
+                Ok((range, hw, log_start, _)) => {
+                    let records = match range {
+                        Some(range) => {
+                            total += range.bytes;
+                            budget = budget.saturating_sub(range.bytes);
+                            if range.file.as_fd().is_some() {
+                                ranges.push(range);
+                                Bytes::copy_from_slice(&marker)
+                            } else {
+                                match range.read() {
+                                    Ok(bytes) => bytes,
+                                    Err(e) => {
+                                        errored = true;
+                                        tracing::warn!(topic = name, partition = p.partition, error = %e, "fetch read failed");
+                                        partitions.push(
+                                            data.with_error_code(errors::KAFKA_STORAGE_ERROR)
+                                                .with_records(Some(Bytes::new())),
+                                        );
+                                        continue;
+                                    }
+                                }
+                            }
+                        }
+                        None => Bytes::new(),
+                    };
                     data = data
-                        .with_high_watermark(read.high_watermark)
-                        .with_last_stable_offset(read.high_watermark)
-                        .with_log_start_offset(read.log_start_offset)
-                        .with_records(Some(read.records));
+                        .with_high_watermark(hw)
+                        .with_last_stable_offset(hw)
+                        .with_log_start_offset(log_start)
+                        .with_records(Some(records));
                     if req.isolation_level == 1 {
                         data = data.with_aborted_transactions(Some(vec![]));
                     }
@@ -112,8 +160,13 @@ fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, bool
                 .with_partitions(partitions),
         );
     }
+    let response = FetchResponse::default().with_responses(topics);
     (
-        FetchResponse::default().with_responses(topics),
+        Prepared {
+            response,
+            marker,
+            ranges,
+        },
         total,
         errored,
     )

@@ -27,6 +27,8 @@ use crate::Broker;
 #[derive(Debug)]
 pub enum Outcome {
     Respond(Bytes),
+    /// A response in pieces, some of them file ranges sent with sendfile (fetch).
+    RespondParts(Vec<crate::zero_copy::Part>),
     NoResponse,
     Close,
 }
@@ -41,6 +43,28 @@ fn encode<R: Encodable>(correlation_id: i32, key: ApiKey, version: i16, body: &R
             warn!(api = ?key, version, error = %e, "could not encode response; closing the connection");
             Outcome::Close
         }
+    }
+}
+
+/// Encodes a fetch response, splicing its file ranges in as sendfile parts.
+fn encode_fetch(correlation_id: i32, version: i16, prepared: fetch::Prepared) -> Outcome {
+    if prepared.ranges.is_empty() {
+        return encode(correlation_id, ApiKey::Fetch, version, &prepared.response);
+    }
+    let frame = match encode(correlation_id, ApiKey::Fetch, version, &prepared.response) {
+        Outcome::Respond(frame) => frame,
+        other => return other,
+    };
+    let flexible = ApiKey::Fetch.request_header_version(version) >= 2;
+    match crate::zero_copy::splice(frame, &prepared.marker, flexible, prepared.ranges.clone()) {
+        Some(parts) => Outcome::RespondParts(parts),
+        None => match prepared.fill_records() {
+            Ok(resp) => encode(correlation_id, ApiKey::Fetch, version, &resp),
+            Err(e) => {
+                warn!(error = %e, "fetch read failed; closing the connection");
+                Outcome::Close
+            }
+        },
     }
 }
 
@@ -82,8 +106,8 @@ pub fn dispatch(broker: &Arc<Broker>, frame: RequestFrame) -> PendingResponse {
         Request::Fetch(r) => {
             let b = broker.clone();
             Box::pin(async move {
-                let resp = fetch::handle(&b, r, version).await;
-                encode(cid, api_key, version, &resp)
+                let prepared = fetch::handle(&b, r, version).await;
+                encode_fetch(cid, version, prepared)
             })
         }
         Request::ListOffsets(r) => ready(encode(
