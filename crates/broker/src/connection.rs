@@ -21,6 +21,8 @@ use crate::Broker;
 
 /// Bytes read from the socket at a time (the buffer grows only up to a checked frame size).
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Largest single reservation for a frame being received.
+const FRAME_RESERVE_STEP_BYTES: usize = 8 << 20;
 
 pub async fn serve(
     broker: Arc<Broker>,
@@ -82,11 +84,13 @@ pub async fn serve(
                 }
             }
         }
-        // Room for the rest of the current frame, whose length has been checked, or a chunk.
+        // Room for the rest of the current frame (its length was checked against the limit)
+        // in one allocation, so the buffer never grows by copying; very large frames grow in
+        // steps so that a header alone cannot make us hold the whole limit.
         let want = match frame_length(&buf, max) {
             Ok(None) if buf.len() >= FRAME_LENGTH_BYTES => {
                 let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-                (FRAME_LENGTH_BYTES + len - buf.len()).min(READ_CHUNK_BYTES.max(len / 4))
+                (FRAME_LENGTH_BYTES + len - buf.len()).min(FRAME_RESERVE_STEP_BYTES)
             }
             _ => READ_CHUNK_BYTES,
         };

@@ -140,9 +140,20 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
 /// bit is set and max_timestamp holds the append time; the CRC is recomputed because both
 /// fields are covered by it.
 pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
-    let attributes = i16_at(batch, ATTRIBUTES_OFFSET) | TIMESTAMP_TYPE_BIT;
-    batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
-    batch[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8].copy_from_slice(&now_ms.to_be_bytes());
-    let crc = crc_of(batch);
-    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    let (header, records) = batch.split_at_mut(BATCH_HEADER_BYTES);
+    set_log_append_time_split(header, records, now_ms);
+}
+
+/// [`set_log_append_time`] for a batch held as its 61-byte header (written here) and its
+/// records (only read, for the CRC): the produce path patches a copy of the header and
+/// writes the records straight from the request.
+pub fn set_log_append_time_split(header: &mut [u8], records: &[u8], now_ms: i64) {
+    let attributes = i16_at(header, ATTRIBUTES_OFFSET) | TIMESTAMP_TYPE_BIT;
+    header[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    header[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c_append(
+        crc32c::crc32c(&header[ATTRIBUTES_OFFSET..BATCH_HEADER_BYTES]),
+        records,
+    );
+    header[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }

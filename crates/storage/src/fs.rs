@@ -22,6 +22,17 @@ pub trait FsFile: Send + Sync {
     fn len(&self) -> io::Result<u64>;
     fn set_len(&self, len: u64) -> io::Result<()>;
 
+    /// Writes the concatenation of `bufs` at `offset` (a single pwritev where the OS allows),
+    /// so batches can be written from where they arrived with only their headers patched.
+    fn write_all_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        let mut at = offset;
+        for b in bufs {
+            self.write_all_at(b, at)?;
+            at += b.len() as u64;
+        }
+        Ok(())
+    }
+
     /// The OS file descriptor, where there is one, so a reader can hand a byte range to the
     /// kernel (sendfile) instead of copying it through user space.
     fn as_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
@@ -73,6 +84,45 @@ impl FsFile for RealFile {
     }
     fn as_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         Some(std::os::fd::AsFd::as_fd(&self.0))
+    }
+    fn write_all_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        // At most IOV_MAX (1024 on Linux) slices per call; partial writes resume mid-slice.
+        const IOV_MAX: usize = 1024;
+        let (mut index, mut skip, mut at) = (0usize, 0usize, offset);
+        while index < bufs.len() {
+            if bufs[index].len() == skip {
+                index += 1;
+                skip = 0;
+                continue;
+            }
+            let slices: Vec<io::IoSlice<'_>> = bufs[index..]
+                .iter()
+                .take(IOV_MAX)
+                .enumerate()
+                .map(|(k, b)| io::IoSlice::new(if k == 0 { &b[skip..] } else { b }))
+                .collect();
+            let mut written =
+                nix::sys::uio::pwritev(&self.0, &slices, at as i64).map_err(io::Error::from)?;
+            if written == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "pwritev wrote nothing",
+                ));
+            }
+            at += written as u64;
+            while written > 0 {
+                let left = bufs[index].len() - skip;
+                if written >= left {
+                    written -= left;
+                    index += 1;
+                    skip = 0;
+                } else {
+                    skip += written;
+                    written = 0;
+                }
+            }
+        }
+        Ok(())
     }
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.0.write_all_at(buf, offset)

@@ -27,8 +27,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use strata_records::{
-    decode_records, set_base_offset, set_log_append_time, set_partition_leader_epoch,
-    validate_produce,
+    decode_records, set_base_offset, set_log_append_time_split, set_partition_leader_epoch,
+    validate_produce, BATCH_HEADER_BYTES,
 };
 use tracing::{info, warn};
 
@@ -217,7 +217,7 @@ impl Log {
     /// Validates `batches` (a producer's record set for this partition), assigns offsets from
     /// the log end offset, stamps the leader epoch (and LogAppendTime if configured) and
     /// writes them. Nothing is written unless every batch is valid.
-    pub fn append(&mut self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo> {
+    pub fn append(&mut self, batches: &[u8], leader_epoch: i32) -> Result<AppendInfo> {
         let produced = validate_produce(batches)?;
         for span in &produced.spans {
             if span.len() > self.config.max_message_bytes {
@@ -254,13 +254,18 @@ impl Log {
         let base_offset = self.log_end_offset();
         let log_append = self.config.timestamp_type == TimestampType::LogAppendTime;
         let mut next = base_offset;
+        // Only the 61-byte headers are copied and patched; the records are written from the
+        // request buffer as they came.
+        let mut patched: Vec<[u8; BATCH_HEADER_BYTES]> = Vec::with_capacity(produced.spans.len());
         let mut headers = Vec::with_capacity(produced.spans.len());
         for span in &produced.spans {
-            let bytes = &mut batches[span.position..span.position + span.len()];
-            set_base_offset(bytes, next);
-            set_partition_leader_epoch(bytes, leader_epoch);
+            let batch = &batches[span.position..span.position + span.len()];
+            let mut h = [0u8; BATCH_HEADER_BYTES];
+            h.copy_from_slice(&batch[..BATCH_HEADER_BYTES]);
+            set_base_offset(&mut h, next);
+            set_partition_leader_epoch(&mut h, leader_epoch);
             if log_append {
-                set_log_append_time(bytes, now);
+                set_log_append_time_split(&mut h, &batch[BATCH_HEADER_BYTES..], now);
             }
             let mut header = span.header;
             header.base_offset = next;
@@ -270,8 +275,14 @@ impl Log {
             }
             next = header.next_offset();
             headers.push((span.position, header));
+            patched.push(h);
         }
-        self.active.append(batches, &headers, now)?;
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(produced.spans.len() * 2);
+        for (span, h) in produced.spans.iter().zip(&patched) {
+            parts.push(h);
+            parts.push(&batches[span.position + BATCH_HEADER_BYTES..span.position + span.len()]);
+        }
+        self.active.append(&parts, &headers, now)?;
         self.unflushed_messages += produced.records;
         if !self.config.is_durable() {
             self.high_watermark = self.log_end_offset();

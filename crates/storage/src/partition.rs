@@ -51,7 +51,7 @@ impl Partition {
     }
 
     /// Appends as leader, under the current leader epoch.
-    pub fn append(&self, batches: &mut [u8]) -> Result<AppendInfo> {
+    pub fn append(&self, batches: &[u8]) -> Result<AppendInfo> {
         let epoch = self.leader_epoch();
         self.log().append(batches, epoch)
     }

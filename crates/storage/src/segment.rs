@@ -416,17 +416,18 @@ impl ActiveSegment {
         )?))
     }
 
-    /// Appends already-validated batches with assigned offsets, written in one call.
+    /// Appends already-validated batches with assigned offsets, given as slices whose
+    /// concatenation is the batches (patched headers and untouched records), in one write.
     pub fn append(
         &mut self,
-        bytes: &[u8],
+        parts: &[&[u8]],
         headers: &[(usize, BatchHeader)],
         now_ms: i64,
     ) -> Result<()> {
         let start = self.0.size;
         self.0
             .file
-            .write_all_at(bytes, start)
+            .write_all_vectored_at(parts, start)
             .map_err(|e| StorageError::io(self.0.path("log"), e))?;
         for (position, header) in headers {
             self.0.note_batch(header, start + *position as u64);

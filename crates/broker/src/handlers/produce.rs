@@ -62,10 +62,9 @@ pub fn handle(
                 ));
                 continue;
             };
-            // The broker owns base offset and leader epoch, so the batch bytes are copied once
-            // into a buffer we may write; the frame they arrived in is shared.
-            let mut bytes = records.to_vec();
-            match partition.append(&mut bytes) {
+            // Written from the request buffer as it came; only batch headers are patched
+            // (base offset, leader epoch), on copies.
+            match partition.append(&records) {
                 Ok(info) => {
                     partitions.push(
                         PartitionProduceResponse::default()
