@@ -91,11 +91,11 @@ impl MetadataLog {
                 ..Default::default()
             });
         }
-        let mut batch = builder
+        let batch = builder
             .build()
             .map_err(strata_storage::StorageError::from)?
             .to_vec();
-        self.log.append(&mut batch, self.leader_epoch)?;
+        self.log.append(&batch, self.leader_epoch)?;
         let (file, end) = self.log.flush_target();
         file.sync_data()
             .map_err(|e| strata_storage::StorageError::io(self.log.dir(), e))?;

@@ -38,7 +38,7 @@ fn one_fdatasync_covers_every_append_before_it() {
     let ends: Vec<i64> = (0..8)
         .map(|i| {
             partition
-                .append(&mut batch(&format!("v{i}")))
+                .append(&batch(&format!("v{i}")))
                 .unwrap()
                 .last_offset
                 + 1
@@ -83,17 +83,17 @@ fn relaxed_mode_flushes_by_message_count_and_by_time() {
     };
     let mut log = open(&fs, &clock, config);
     for i in 0..4 {
-        log.append(&mut batch(&format!("v{i}")), 0).unwrap();
+        log.append(&batch(&format!("v{i}")), 0).unwrap();
         assert_eq!(log.high_watermark(), i + 1, "relaxed: visible at once");
     }
     assert!(!log.flush_due());
-    log.append(&mut batch("v4"), 0).unwrap();
+    log.append(&batch("v4"), 0).unwrap();
     assert!(log.flush_due(), "flush.messages reached");
     let (file, end) = log.flush_target();
     file.sync_data().unwrap();
     log.mark_flushed(end);
     assert!(!log.flush_due());
-    log.append(&mut batch("v5"), 0).unwrap();
+    log.append(&batch("v5"), 0).unwrap();
     assert!(!log.flush_due());
     clock.advance_ms(60_000);
     assert!(log.flush_due(), "flush.ms elapsed");
@@ -116,7 +116,7 @@ fn recovery_scans_only_what_the_recovery_point_does_not_cover() {
     let clock = Arc::new(ManualClock::new(1_000_000));
     let mut log = open(&fs, &clock, config.clone());
     for i in 0..600 {
-        log.append(&mut batch(&format!("value-{i:05}")), 0).unwrap();
+        log.append(&batch(&format!("value-{i:05}")), 0).unwrap();
         let (file, end) = log.flush_target();
         file.sync_data().unwrap();
         log.mark_flushed(end);

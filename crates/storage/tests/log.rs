@@ -44,8 +44,8 @@ impl World {
 
 /// Appends and syncs like an acks=all produce; returns the acknowledged base offset.
 fn produce(log: &mut Log, values: &[&str], ts: i64) -> i64 {
-    let mut b = batch(values, ts);
-    let info = log.append(&mut b, 0).unwrap();
+    let b = batch(values, ts);
+    let info = log.append(&b, 0).unwrap();
     let (file, end) = log.flush_target();
     file.sync_data().unwrap();
     log.mark_flushed(end);
@@ -109,8 +109,8 @@ fn offsets_are_dense_and_reads_return_whole_batches() {
 fn high_watermark_covers_only_synced_data_in_durable_mode() {
     let w = World::new();
     let mut log = w.open(LogConfig::default());
-    let mut b = batch(&["x"], 1);
-    log.append(&mut b, 0).unwrap();
+    let b = batch(&["x"], 1);
+    log.append(&b, 0).unwrap();
     assert_eq!((log.log_end_offset(), log.high_watermark()), (1, 0));
     assert!(
         log.read(0, 1000).unwrap().records.is_empty(),
@@ -122,7 +122,7 @@ fn high_watermark_covers_only_synced_data_in_durable_mode() {
     };
     let w2 = World::new();
     let mut log2 = w2.open(relaxed);
-    log2.append(&mut batch(&["x"], 1), 0).unwrap();
+    log2.append(&batch(&["x"], 1), 0).unwrap();
     assert_eq!(log2.high_watermark(), 1, "relaxed mode: HW = LEO");
 }
 
@@ -239,19 +239,19 @@ fn invalid_batches_store_nothing() {
     let n = corrupt.len();
     corrupt[n - 1] ^= 0xff;
     assert!(matches!(
-        log.append(&mut corrupt, 0),
+        log.append(&corrupt, 0),
         Err(StorageError::InvalidBatch(_))
     ));
     let big = "x".repeat(300);
-    let mut large = batch(&[big.as_str()], 1);
+    let large = batch(&[big.as_str()], 1);
     assert!(matches!(
-        log.append(&mut large, 0),
+        log.append(&large, 0),
         Err(StorageError::MessageTooLarge { .. })
     ));
     // a valid batch followed by a corrupt one: neither is stored
     let mut mixed = batch(&["good"], 1);
     mixed.extend(&corrupt);
-    assert!(log.append(&mut mixed, 0).is_err());
+    assert!(log.append(&mixed, 0).is_err());
     assert_eq!(log.log_end_offset(), 1);
     assert_eq!(read_all(&log).len(), 1);
 }
@@ -275,7 +275,7 @@ fn recovery_keeps_every_acknowledged_record_after_power_loss() {
         }
         // unacknowledged appends: written but never synced
         for i in 0..3 {
-            log.append(&mut batch(&[&format!("unacked-{i}")], 1), 0)
+            log.append(&batch(&[&format!("unacked-{i}")], 1), 0)
                 .unwrap();
         }
         drop(log);
@@ -415,11 +415,11 @@ fn create_time_outside_the_accepted_window_is_refused() {
     };
     let mut log = w.open(config);
     assert!(matches!(
-        log.append(&mut batch(&["future"], now + 2000), 0),
+        log.append(&batch(&["future"], now + 2000), 0),
         Err(StorageError::InvalidTimestamp { .. })
     ));
     assert!(matches!(
-        log.append(&mut batch(&["ancient"], now - 6000), 0),
+        log.append(&batch(&["ancient"], now - 6000), 0),
         Err(StorageError::InvalidTimestamp { .. })
     ));
     assert_eq!(
