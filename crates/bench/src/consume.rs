@@ -1,5 +1,7 @@
 //! `consume-1k`: read back what `produce-1k` wrote, from the beginning, at full speed.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -36,30 +38,56 @@ pub fn run(args: &Args, produced: &mut Produced) -> Result<Outcome> {
         eprintln!("   (no produce-1k data in this run: producing some first)");
         *produced = produce::run(args, "produce-1k", 1024, 8)?.1;
     }
-    let c = consumer(&args.bootstrap)?;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..produced.partitions {
-        tpl.add_partition_offset(&produced.topic, p, Offset::Beginning)?;
-    }
-    c.assign(&tpl)?;
+    // Several consumers, each with its share of the partitions, stop together once the
+    // total read reaches what was produced.
+    let read = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let consumers = args.consumers.clamp(1, produced.partitions.max(1) as usize);
     let start = Instant::now();
     let give_up = start + args.duration() * 6 + Duration::from_secs(30);
-    let (mut records, mut bytes, mut errors) = (0u64, 0u64, 0u64);
-    while records < produced.records {
-        if Instant::now() > give_up {
-            bail!(
-                "read {records} of {} records before giving up",
-                produced.records
-            );
+    let mut threads = Vec::new();
+    for k in 0..consumers {
+        let c = consumer(&args.bootstrap)?;
+        let mut tpl = TopicPartitionList::new();
+        for p in (0..produced.partitions).filter(|p| *p as usize % consumers == k) {
+            tpl.add_partition_offset(&produced.topic, p, Offset::Beginning)?;
         }
-        match c.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                records += 1;
-                bytes += m.payload_len() as u64;
+        c.assign(&tpl)?;
+        let (read, bytes, errors, target) = (
+            read.clone(),
+            bytes.clone(),
+            errors.clone(),
+            produced.records,
+        );
+        threads.push(std::thread::spawn(move || {
+            while read.load(Ordering::Relaxed) < target && Instant::now() < give_up {
+                match c.poll(Duration::from_millis(100)) {
+                    Some(Ok(m)) => {
+                        read.fetch_add(1, Ordering::Relaxed);
+                        bytes.fetch_add(m.payload_len() as u64, Ordering::Relaxed);
+                    }
+                    Some(Err(_)) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => {}
+                }
             }
-            Some(Err(_)) => errors += 1,
-            None => {}
-        }
+        }));
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    let (records, bytes, errors) = (
+        read.load(Ordering::Relaxed),
+        bytes.load(Ordering::Relaxed),
+        errors.load(Ordering::Relaxed),
+    );
+    if records < produced.records {
+        bail!(
+            "read {records} of {} records before giving up",
+            produced.records
+        );
     }
     Ok(Outcome::throughput(
         "consume-1k",

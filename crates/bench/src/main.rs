@@ -44,6 +44,9 @@ pub struct Args {
     /// Producer instances for the throughput workloads
     #[arg(long, default_value_t = 2)]
     pub producers: usize,
+    /// Consumer instances for consume-1k (each takes a share of the partitions)
+    #[arg(long, default_value_t = 2)]
+    pub consumers: usize,
     /// PID of the broker, to report its peak RSS and CPU time
     #[arg(long)]
     pub broker_pid: Option<u32>,
