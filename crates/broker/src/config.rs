@@ -73,6 +73,10 @@ pub struct BrokerConfig {
     /// `log.flush.offset.checkpoint.interval.ms`: how often recovery points are written.
     #[serde(alias = "log.flush.offset.checkpoint.interval.ms")]
     pub log_flush_offset_checkpoint_interval_ms: u64,
+    /// A produce that touched at least this many partitions is made durable with one
+    /// syncfs of the data directory's file system instead of an fdatasync per partition
+    /// (0 disables; on a file system shared with other busy writers, raise or disable it).
+    pub syncfs_partitions_min: usize,
     /// Reported in Metadata and DescribeCluster.
     pub cluster_id: String,
 }
@@ -103,6 +107,7 @@ impl Default for BrokerConfig {
             log_flush_interval_ms: log.flush_ms,
             log_retention_check_interval_ms: 300_000,
             log_flush_offset_checkpoint_interval_ms: 10_000,
+            syncfs_partitions_min: 64,
             cluster_id: "strata-cluster-0000000".into(),
         }
     }

@@ -70,6 +70,9 @@ pub trait Fs: Send + Sync + 'static {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes directory entries (creations, renames) durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Makes every file on the file system holding `path` durable at once (syncfs): one
+    /// call instead of an fdatasync per file when a write touched many files.
+    fn sync_filesystem(&self, path: &Path) -> io::Result<()>;
 }
 
 /// The operating system's file system.
@@ -173,6 +176,10 @@ impl Fs for RealFs {
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         std::fs::File::open(path)?.sync_all()
+    }
+    fn sync_filesystem(&self, path: &Path) -> io::Result<()> {
+        let dir = std::fs::File::open(path)?;
+        nix::unistd::syncfs(&dir).map_err(io::Error::from)
     }
 }
 
@@ -422,6 +429,12 @@ impl Fs for SimFs {
         Ok(())
     }
     fn sync_dir(&self, _path: &Path) -> io::Result<()> {
+        Ok(())
+    }
+    fn sync_filesystem(&self, _path: &Path) -> io::Result<()> {
+        for file in self.files.lock().expect("sim fs lock").values() {
+            file.sync_data()?;
+        }
         Ok(())
     }
 }

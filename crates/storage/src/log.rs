@@ -184,6 +184,9 @@ impl Log {
         Ok(log)
     }
 
+    pub fn fs(&self) -> Arc<dyn Fs> {
+        self.fs.clone()
+    }
     pub fn dir(&self) -> &Path {
         &self.dir
     }

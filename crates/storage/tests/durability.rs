@@ -149,3 +149,41 @@ fn recovery_scans_only_what_the_recovery_point_does_not_cover() {
         "with one, only the tail: {read_with_checkpoint} of {total} bytes"
     );
 }
+
+#[test]
+fn one_syncfs_makes_many_partitions_durable() {
+    let fs = SimFs::new();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let open_at = |i: usize| {
+        let dynfs: Arc<dyn Fs> = Arc::new(fs.clone());
+        let c: Arc<dyn Clock> = clock.clone();
+        Log::open(
+            dynfs,
+            c,
+            Path::new(&format!("/d/t-{i}")),
+            LogConfig::default(),
+        )
+        .unwrap()
+    };
+    let partitions: Vec<Arc<Partition>> = (0..20)
+        .map(|i| Arc::new(Partition::new("t".into(), i as i32, 0, open_at(i))))
+        .collect();
+    for p in &partitions {
+        p.append(&batch("durable")).unwrap();
+    }
+    assert!(partitions.iter().all(|p| p.high_watermark() == 0));
+    Partition::sync_together(&partitions).unwrap();
+    assert!(
+        partitions.iter().all(|p| p.high_watermark() == 1),
+        "every partition's data is acknowledged"
+    );
+    drop(partitions);
+    fs.crash(CrashMode::LoseUnsynced);
+    for i in 0..20 {
+        assert_eq!(
+            open_at(i).log_end_offset(),
+            1,
+            "partition {i} survived power loss"
+        );
+    }
+}

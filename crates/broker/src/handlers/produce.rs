@@ -141,7 +141,28 @@ async fn make_durable(broker: &Arc<Broker>, appended: Vec<Appended>) -> SyncOutc
         broker.data_arrived.notify_waiters();
         return SyncOutcome { failures };
     }
-    // A request that touches many partitions syncs them on several threads at once: the
+    let syncfs_min = broker.config.syncfs_partitions_min;
+    if syncfs_min > 0 && appended.len() >= syncfs_min {
+        let partitions: Vec<Arc<Partition>> = appended.into_iter().map(|a| a.partition).collect();
+        let result = tokio::task::spawn_blocking(move || {
+            Partition::sync_together(&partitions).map_err(|e| {
+                warn!(error = %e, "syncfs failed");
+                partitions
+                    .iter()
+                    .map(|p| (p.topic.clone(), p.partition, errors::storage_error_code(&e)))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(f)) => failures = f,
+            Err(e) => warn!(error = %e, "sync task failed"),
+        }
+        broker.data_arrived.notify_waiters();
+        return SyncOutcome { failures };
+    }
+    // A request that touches several partitions syncs them on several threads at once: the
     // device handles parallel flushes far better than one after another.
     let chunk = appended.len().div_ceil(SYNC_THREADS_PER_REQUEST_MAX);
     let mut tasks = Vec::new();
