@@ -353,10 +353,14 @@ impl Broker {
             topic_id: topic.topic_id,
         }])?;
         drop(metadata);
-        self.partitions
+        let removed = self
+            .partitions
             .write()
             .expect("partitions lock")
             .remove(name);
+        for p in removed.into_iter().flat_map(|m| m.into_values()) {
+            p.log().mark_deleted();
+        }
         for &p in topic.partitions.keys() {
             let dir = self.partition_dir(name, p);
             if let Err(e) = self.fs.remove_dir_all(&dir) {

@@ -75,6 +75,8 @@ pub struct Log {
     last_flush_ms: i64,
     /// The recovery point last written to disk (checkpoints skip unchanged values).
     checkpointed: i64,
+    /// Set when the partition is deleted: nothing is written to its directory any more.
+    deleted: bool,
 }
 
 fn parse_segment_name(path: &Path) -> Option<i64> {
@@ -165,7 +167,9 @@ impl Log {
             recovery_point: 0,
             unflushed_messages: 0,
             last_flush_ms: now,
-            checkpointed: -1,
+            // an absent checkpoint reads as 0, which a new empty log need not write
+            checkpointed: recovery_point,
+            deleted: false,
         };
         // What survived recovery may still be only in the page cache: sync it before anyone
         // reads it, so it can never disappear later.
@@ -366,9 +370,15 @@ impl Log {
             || self.clock.now_ms() - self.last_flush_ms >= self.config.flush_ms
     }
 
+    /// Marks the log deleted (its directory is about to go): later checkpoints and closes
+    /// are no-ops instead of errors about missing files.
+    pub fn mark_deleted(&mut self) {
+        self.deleted = true;
+    }
+
     /// Writes the recovery point checkpoint if it moved since the last write.
     pub fn write_recovery_point(&mut self) -> Result<()> {
-        if self.checkpointed == self.recovery_point {
+        if self.deleted || self.checkpointed == self.recovery_point {
             return Ok(());
         }
         checkpoint::write(
@@ -525,6 +535,9 @@ impl Log {
 
     /// Clean shutdown: sync, write indexes and the recovery point, leave the marker.
     pub fn close(&mut self) -> Result<()> {
+        if self.deleted {
+            return Ok(());
+        }
         let (file, leo) = self.flush_target();
         file.sync_data()
             .map_err(|e| StorageError::io(&self.dir, e))?;

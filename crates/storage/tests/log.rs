@@ -326,8 +326,7 @@ fn recovery_truncates_at_a_flipped_bit_and_drops_later_segments() {
             .collect();
     let victim = &logs[logs.len() - 2];
     w.fs.flip_bit(victim, 80, 3);
-    w.fs.remove_file(Path::new("/data/t-0/recovery-point"))
-        .unwrap();
+    let _ = w.fs.remove_file(Path::new("/data/t-0/recovery-point")); // absent if never moved
     let log = w.open(small_segments());
     let all = read_all(&log);
     assert!(all.len() < 20 && log.segment_count() < segments);
