@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use strata_cluster::{MetadataError, MetadataImage, MetadataLog, MetadataRecord, TopicImage};
-use strata_storage::{Clock, Fs, Log, Partition, StorageError};
+use strata_storage::{Clock, FilesystemSync, Fs, Log, Partition, StorageError};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -68,6 +68,8 @@ pub struct Broker {
     /// Woken whenever a high watermark may have advanced (long-polling fetches wait on it).
     pub data_arrived: Notify,
     next_producer_id: AtomicI64,
+    /// File-system-wide group commit for produces that touch many partitions.
+    pub filesystem_sync: FilesystemSync,
     /// Set at shutdown so long-polling fetches answer now instead of at their deadline.
     shutting_down: AtomicBool,
 }
@@ -112,6 +114,7 @@ impl Broker {
             partitions: RwLock::new(HashMap::new()),
             data_arrived: Notify::new(),
             shutting_down: AtomicBool::new(false),
+            filesystem_sync: FilesystemSync::default(),
         };
         let topics: Vec<TopicImage> = broker.image().topics().cloned().collect();
         let mut live_dirs = std::collections::HashSet::new();

@@ -25,4 +25,4 @@ pub use config::{LogConfig, TimestampType};
 pub use error::StorageError;
 pub use fs::{Fs, FsFile, RealFs, SimFs};
 pub use log::{AppendInfo, FetchData, Log};
-pub use partition::Partition;
+pub use partition::{FilesystemSync, Partition};

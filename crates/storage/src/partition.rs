@@ -8,7 +8,7 @@
 //!
 //! Lock order: `flush_lock` before `log`; `log` is never held across a sync.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::Result;
@@ -75,29 +75,6 @@ impl Partition {
         Ok(())
     }
 
-    /// Makes everything appended so far to all of `partitions` durable with one syncfs of
-    /// their file system, for writes that touched many partitions (one fdatasync each would
-    /// cost far more). Log end offsets are taken before the sync, so only what the sync
-    /// covered is marked flushed.
-    pub fn sync_together(partitions: &[Arc<Partition>]) -> Result<()> {
-        let Some(first) = partitions.first() else {
-            return Ok(());
-        };
-        let ends: Vec<i64> = partitions
-            .iter()
-            .map(|p| p.log().log_end_offset())
-            .collect();
-        let (fs, dir) = {
-            let log = first.log();
-            (log.fs(), log.dir().to_path_buf())
-        };
-        fs.sync_filesystem(&dir)
-            .map_err(|e| StorageError::io(&dir, e))?;
-        for (p, end) in partitions.iter().zip(ends) {
-            p.log().mark_flushed(end);
-        }
-        Ok(())
-    }
 
     /// Syncs if the relaxed flush policy says so; true if a sync happened.
     pub fn maybe_flush(&self) -> Result<bool> {
@@ -147,5 +124,44 @@ impl Partition {
 
     pub fn high_watermark(&self) -> i64 {
         self.log().high_watermark()
+    }
+}
+
+/// Group commit at the file-system level: writes that touched many partitions are made
+/// durable with one syncfs, and one syncfs serves every caller whose writes were done before
+/// it started (callers queue while one runs, then usually find themselves covered).
+#[derive(Default)]
+pub struct FilesystemSync {
+    /// Taken by a caller once its writes are done; increases.
+    next_ticket: AtomicU64,
+    /// Every ticket below this was covered by a completed syncfs.
+    synced_below: AtomicU64,
+    lock: Mutex<()>,
+}
+
+impl FilesystemSync {
+    /// Makes everything appended so far to `partitions` durable. Log end offsets are taken
+    /// before the sync, so only what a sync covered is marked flushed.
+    pub fn sync(&self, partitions: &[Arc<Partition>]) -> Result<()> {
+        let Some(first) = partitions.first() else { return Ok(()) };
+        let ends: Vec<i64> = partitions.iter().map(|p| p.log().log_end_offset()).collect();
+        let ticket = self.next_ticket.fetch_add(1, Ordering::SeqCst);
+        {
+            let _one_at_a_time = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            if self.synced_below.load(Ordering::SeqCst) <= ticket {
+                // Everyone who took a ticket before now has written: this sync covers them.
+                let covers_below = self.next_ticket.load(Ordering::SeqCst);
+                let (fs, dir) = {
+                    let log = first.log();
+                    (log.fs(), log.dir().to_path_buf())
+                };
+                fs.sync_filesystem(&dir).map_err(|e| StorageError::io(&dir, e))?;
+                self.synced_below.store(covers_below, Ordering::SeqCst);
+            }
+        }
+        for (p, end) in partitions.iter().zip(ends) {
+            p.log().mark_flushed(end);
+        }
+        Ok(())
     }
 }

@@ -144,8 +144,9 @@ async fn make_durable(broker: &Arc<Broker>, appended: Vec<Appended>) -> SyncOutc
     let syncfs_min = broker.config.syncfs_partitions_min;
     if syncfs_min > 0 && appended.len() >= syncfs_min {
         let partitions: Vec<Arc<Partition>> = appended.into_iter().map(|a| a.partition).collect();
+        let b = broker.clone();
         let result = tokio::task::spawn_blocking(move || {
-            Partition::sync_together(&partitions).map_err(|e| {
+            b.filesystem_sync.sync(&partitions).map_err(|e| {
                 warn!(error = %e, "syncfs failed");
                 partitions
                     .iter()
