@@ -13,7 +13,14 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use strata_cluster::{MetadataError, MetadataImage, MetadataLog, MetadataRecord, TopicImage};
-use strata_storage::{Clock, FilesystemSync, Fs, Log, Partition, StorageError};
+use strata_storage::{
+    checkpoint, Clock, FilesystemSync, Fs, Log, Partition, RecoveryHint, StorageError,
+};
+
+/// Every partition's recovery point, in one file of the data directory (Kafka's name).
+const RECOVERY_POINTS_FILE: &str = "recovery-point-offset-checkpoint";
+/// Present only after a clean shutdown.
+const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 use tokio::sync::Notify;
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -117,13 +124,46 @@ impl Broker {
             filesystem_sync: FilesystemSync::default(),
         };
         let topics: Vec<TopicImage> = broker.image().topics().cloned().collect();
+        // Recovery state for every partition, from two files of the data directory. The
+        // clean-shutdown marker goes first, so a crash while opening means a full recovery.
+        let data_dir = broker.config.data_dir.clone();
+        let clean_path = data_dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = broker.fs.exists(&clean_path);
+        if clean {
+            broker
+                .fs
+                .remove_file(&clean_path)
+                .map_err(|e| StorageError::io(&clean_path, e))?;
+            broker
+                .fs
+                .sync_dir(&data_dir)
+                .map_err(|e| StorageError::io(&data_dir, e))?;
+        }
+        let partition_count: usize = topics.iter().map(|t| t.partitions.len()).sum();
+        let recovery_points = checkpoint::read_offsets(
+            broker.fs.as_ref(),
+            &data_dir.join(RECOVERY_POINTS_FILE),
+            partition_count + 1,
+        );
         let mut live_dirs = std::collections::HashSet::new();
         for topic in &topics {
             for &p in topic.partitions.keys() {
                 live_dirs.insert(broker.partition_dir(&topic.name, p));
-                broker.open_partition(topic, p)?;
+                let recovery_point = recovery_points.get(&(topic.name.clone(), p)).copied();
+                let hint = RecoveryHint {
+                    recovery_point,
+                    clean_shutdown: clean && recovery_point.is_some(),
+                };
+                broker.open_partition(topic, p, hint)?;
             }
         }
+        // What recovery kept may be only in the page cache: one sync makes all of it durable
+        // before anything is served.
+        broker
+            .fs
+            .sync_filesystem(&data_dir)
+            .map_err(|e| StorageError::io(&data_dir, e))?;
+        broker.checkpoint_recovery_points();
         // Directories of deleted topics (a crash between the metadata record and the delete).
         let entries = broker
             .fs
@@ -187,15 +227,16 @@ impl Broker {
         self.config.data_dir.join(format!("{topic}-{partition}"))
     }
 
-    fn open_partition(&self, topic: &TopicImage, partition: i32) -> Result<(), TopicError> {
+    fn open_partition(
+        &self,
+        topic: &TopicImage,
+        partition: i32,
+        hint: RecoveryHint,
+    ) -> Result<(), TopicError> {
         let config = topic_config::log_config(&self.config, &topic.configs)
             .map_err(TopicError::InvalidConfig)?;
-        let log = Log::open(
-            self.fs.clone(),
-            self.clock.clone(),
-            &self.partition_dir(&topic.name, partition),
-            config,
-        )?;
+        let dir = self.partition_dir(&topic.name, partition);
+        let log = Log::open_managed(self.fs.clone(), self.clock.clone(), &dir, config, hint)?;
         let epoch = topic
             .partitions
             .get(&partition)
@@ -283,7 +324,7 @@ impl Broker {
         let topic = metadata.image().topic(name).expect("just created").clone();
         drop(metadata);
         for p in 0..partitions {
-            self.open_partition(&topic, p)?;
+            self.open_partition(&topic, p, RecoveryHint::default())?;
         }
         info!(topic = name, partitions, "topic created");
         Ok(topic)
@@ -333,7 +374,7 @@ impl Broker {
         let topic = metadata.image().topic(name).expect("exists").clone();
         drop(metadata);
         for p in current..count {
-            self.open_partition(&topic, p)?;
+            self.open_partition(&topic, p, RecoveryHint::default())?;
         }
         info!(
             topic = name,
@@ -381,12 +422,17 @@ impl Broker {
     }
 
     /// Writes every partition's recovery point (only where it moved).
+    /// Writes every partition's recovery point to the data directory's one checkpoint file.
     pub fn checkpoint_recovery_points(&self) {
-        for p in self.all_partitions() {
-            let mut log = p.log();
-            if let Err(e) = log.write_recovery_point() {
-                warn!(topic = %p.topic, partition = p.partition, error = %e, "could not write recovery point");
-            }
+        let mut entries: Vec<(String, i32, i64)> = self
+            .all_partitions()
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition, p.log().recovery_point()))
+            .collect();
+        entries.sort();
+        let path = self.config.data_dir.join(RECOVERY_POINTS_FILE);
+        if let Err(e) = checkpoint::write_offsets(self.fs.as_ref(), &path, &entries) {
+            warn!(error = %e, "could not write the recovery point checkpoint");
         }
     }
 
@@ -400,11 +446,35 @@ impl Broker {
         self.shutting_down.load(Ordering::SeqCst)
     }
 
-    /// Clean shutdown of every log and the metadata log.
+    /// Clean shutdown of every log and the metadata log: indexes written, one file-system
+    /// sync, recovery points at the log end offsets, and the clean-shutdown marker last.
     pub fn close(&self) {
+        let mut ends = Vec::new();
+        let mut ok = true;
         for p in self.all_partitions() {
-            if let Err(e) = p.log().close() {
-                warn!(topic = %p.topic, partition = p.partition, error = %e, "error closing log");
+            let prepared = p.log().prepare_close();
+            match prepared {
+                Ok(end) => ends.push((p, end)),
+                Err(e) => {
+                    ok = false;
+                    warn!(topic = %p.topic, partition = p.partition, error = %e, "error closing log");
+                }
+            }
+        }
+        let data_dir = &self.config.data_dir;
+        if let Err(e) = self.fs.sync_filesystem(data_dir) {
+            ok = false;
+            warn!(error = %e, "could not sync the data directory at shutdown");
+        }
+        if ok {
+            for (p, end) in &ends {
+                p.log().mark_flushed(*end);
+            }
+            self.checkpoint_recovery_points();
+            if let Err(e) =
+                checkpoint::write(self.fs.as_ref(), &data_dir.join(CLEAN_SHUTDOWN_FILE), 0)
+            {
+                warn!(error = %e, "could not write the clean-shutdown marker");
             }
         }
         if let Err(e) = self.metadata().close() {

@@ -221,6 +221,36 @@ async fn clean_restart_keeps_topics_configs_and_data() {
         "deleted topic's files are gone"
     );
     broker.stop().await;
+    // Recovery state lives in two files of the data directory, not one per partition.
+    let files = fs.file_paths();
+    assert!(files.contains(&PathBuf::from("/data/recovery-point-offset-checkpoint")));
+    assert!(files.contains(&PathBuf::from("/data/clean-shutdown")));
+    assert!(!files
+        .iter()
+        .any(|p| p.starts_with("/data/kept-0") && p.ends_with("recovery-point")));
+    // and the clean restart trusts it: the partition logs are not read
+    let before = fs
+        .stats()
+        .bytes_read
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let broker = start(&fs).await;
+    let mut c = Client::connect(&broker.addr).await.unwrap();
+    assert_eq!(c.list_offset("kept", 2, -1).await.unwrap(), 1);
+    let read = fs
+        .stats()
+        .bytes_read
+        .load(std::sync::atomic::Ordering::SeqCst)
+        - before;
+    assert!(
+        read < 4096,
+        "a clean restart reads checkpoints and indexes only ({read} bytes)"
+    );
+    assert!(
+        !fs.file_paths()
+            .contains(&PathBuf::from("/data/clean-shutdown")),
+        "the marker is consumed"
+    );
+    broker.stop().await;
 }
 
 #[test]

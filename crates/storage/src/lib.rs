@@ -24,5 +24,5 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{LogConfig, TimestampType};
 pub use error::StorageError;
 pub use fs::{Fs, FsFile, RealFs, SimFs};
-pub use log::{AppendInfo, FetchData, Log};
+pub use log::{AppendInfo, FetchData, Log, RecoveryHint};
 pub use partition::{FilesystemSync, Partition};

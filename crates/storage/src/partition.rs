@@ -75,7 +75,6 @@ impl Partition {
         Ok(())
     }
 
-
     /// Syncs if the relaxed flush policy says so; true if a sync happened.
     pub fn maybe_flush(&self) -> Result<bool> {
         let due = { self.log().flush_due() };
@@ -143,8 +142,13 @@ impl FilesystemSync {
     /// Makes everything appended so far to `partitions` durable. Log end offsets are taken
     /// before the sync, so only what a sync covered is marked flushed.
     pub fn sync(&self, partitions: &[Arc<Partition>]) -> Result<()> {
-        let Some(first) = partitions.first() else { return Ok(()) };
-        let ends: Vec<i64> = partitions.iter().map(|p| p.log().log_end_offset()).collect();
+        let Some(first) = partitions.first() else {
+            return Ok(());
+        };
+        let ends: Vec<i64> = partitions
+            .iter()
+            .map(|p| p.log().log_end_offset())
+            .collect();
         let ticket = self.next_ticket.fetch_add(1, Ordering::SeqCst);
         {
             let _one_at_a_time = self.lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -155,7 +159,8 @@ impl FilesystemSync {
                     let log = first.log();
                     (log.fs(), log.dir().to_path_buf())
                 };
-                fs.sync_filesystem(&dir).map_err(|e| StorageError::io(&dir, e))?;
+                fs.sync_filesystem(&dir)
+                    .map_err(|e| StorageError::io(&dir, e))?;
                 self.synced_below.store(covers_below, Ordering::SeqCst);
             }
         }

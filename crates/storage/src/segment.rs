@@ -301,6 +301,10 @@ impl SegmentCore {
     }
 
     fn write_indexes(&self, fs: &dyn Fs) -> Result<()> {
+        self.write_index_files(fs, true)
+    }
+
+    fn write_index_files(&self, fs: &dyn Fs, sync: bool) -> Result<()> {
         for (ext, bytes) in [
             ("index", self.offset_index.encode()),
             ("timeindex", self.time_index.encode()),
@@ -312,7 +316,9 @@ impl SegmentCore {
             f.set_len(0).map_err(|e| StorageError::io(&path, e))?;
             f.write_all_at(&bytes, 0)
                 .map_err(|e| StorageError::io(&path, e))?;
-            f.sync_data().map_err(|e| StorageError::io(&path, e))?;
+            if sync {
+                f.sync_data().map_err(|e| StorageError::io(&path, e))?;
+            }
         }
         Ok(())
     }
@@ -452,6 +458,12 @@ impl ActiveSegment {
     }
 
     /// Writes the indexes without sealing (clean shutdown).
+    /// Writes the indexes without syncing them (the caller syncs the file system).
+    pub fn write_indexes_unsynced(&mut self, fs: &dyn Fs) -> Result<()> {
+        self.0.finish_time_index();
+        self.0.write_index_files(fs, false)
+    }
+
     pub fn write_indexes(&mut self, fs: &dyn Fs) -> Result<()> {
         self.0.finish_time_index();
         self.0.write_indexes(fs)

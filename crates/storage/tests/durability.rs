@@ -172,7 +172,9 @@ fn one_syncfs_makes_many_partitions_durable() {
         p.append(&batch("durable")).unwrap();
     }
     assert!(partitions.iter().all(|p| p.high_watermark() == 0));
-    strata_storage::FilesystemSync::default().sync(&partitions).unwrap();
+    strata_storage::FilesystemSync::default()
+        .sync(&partitions)
+        .unwrap();
     assert!(
         partitions.iter().all(|p| p.high_watermark() == 1),
         "every partition's data is acknowledged"
