@@ -2,9 +2,13 @@
 //!
 //! Directory layout (`<data-dir>/<topic>-<partition>/`):
 //! - `<base offset, 20 digits>.log|.index|.timeindex`: the segments.
-//! - `recovery-point`: an offset below which every byte is known to be synced (see
-//!   [`crate::checkpoint`]); written periodically and at shutdown.
-//! - `clean-shutdown`: present only after a clean close; then indexes are trusted as written.
+//!
+//! Recovery state: the recovery point (an offset below which every byte is known to be
+//! synced) and whether the last close was clean (then indexes are trusted as written). A
+//! broker keeps these for all its logs in one place and opens each log with
+//! [`Log::open_managed`] and a [`RecoveryHint`]; a standalone log (the metadata log, tests)
+//! keeps them in its own directory as `recovery-point` and `clean-shutdown` files (see
+//! [`crate::checkpoint`]).
 //!
 //! Offsets: `log_start_offset` (first retained offset) ≤ `high_watermark` (what consumers may
 //! read) ≤ `log_end_offset` (next offset to assign). In durable mode (`flush.messages` = 1)
