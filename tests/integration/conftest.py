@@ -99,3 +99,20 @@ def broker_factory(tmp_path):
 
 def unique(prefix):
     return f"{prefix}-{time.time_ns() % 10**9}"
+
+
+def read_frame(sock):
+    """Reads one size-prefixed Kafka response frame; fails if the broker closes instead."""
+    sock.settimeout(5)
+    buf = b""
+    while len(buf) < 4:
+        chunk = sock.recv(4 - len(buf))
+        assert chunk, "connection closed by the broker"
+        buf += chunk
+    n = int.from_bytes(buf, "big", signed=True)
+    body = b""
+    while len(body) < n:
+        chunk = sock.recv(n - len(body))
+        assert chunk, "connection closed by the broker"
+        body += chunk
+    return body

@@ -12,7 +12,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
-from conftest import unique
+from conftest import read_frame, unique
 
 SUPPORTED = {0: (3, 12), 1: (4, 12), 2: (1, 8), 3: (0, 12), 18: (0, 3), 19: (2, 7), 20: (1, 6), 22: (0, 4), 32: (1, 4), 37: (0, 3), 60: (0, 1)}
 
@@ -34,22 +34,6 @@ def closed_by_peer(s, timeout=5):
         return True
     except socket.timeout:
         return False
-
-
-def read_frame(s):
-    s.settimeout(5)
-    head = b""
-    while len(head) < 4:
-        chunk = s.recv(4 - len(head))
-        assert chunk, "connection closed by the broker"
-        head += chunk
-    (n,) = struct.unpack(">i", head)
-    body = b""
-    while len(body) < n:
-        chunk = s.recv(n - len(body))
-        assert chunk
-        body += chunk
-    return body
 
 
 def header(api_key, version, correlation_id=7, client_id=b"hostile"):

@@ -4,7 +4,7 @@ import struct
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import unique
+from conftest import read_frame, unique
 
 
 def frame(payload):
@@ -13,22 +13,6 @@ def frame(payload):
 
 def request(api_key, version, body, correlation_id=11):
     return frame(struct.pack(">hhih", api_key, version, correlation_id, 4) + b"test" + body)
-
-
-def read_frame(s):
-    s.settimeout(5)
-    buf = b""
-    while len(buf) < 4:
-        chunk = s.recv(4 - len(buf))
-        assert chunk, "connection closed by the broker"
-        buf += chunk
-    (n,) = struct.unpack(">i", buf)
-    body = b""
-    while len(body) < n:
-        chunk = s.recv(n - len(body))
-        assert chunk, "connection closed by the broker"
-        body += chunk
-    return body
 
 
 def list_offsets_v4(s, topic, epoch, timestamp=-1):

@@ -81,6 +81,14 @@ pub struct Broker {
     shutting_down: AtomicBool,
 }
 
+fn known_topic(metadata: &MetadataLog, name: &str) -> Result<TopicImage, TopicError> {
+    metadata
+        .image()
+        .topic(name)
+        .cloned()
+        .ok_or_else(|| TopicError::Unknown(name.to_string()))
+}
+
 /// Kafka's topic name rules.
 pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
     if name.is_empty() || name.len() > 249 || name == "." || name == ".." {
@@ -350,11 +358,7 @@ impl Broker {
         validate_only: bool,
     ) -> Result<(), TopicError> {
         let mut metadata = self.metadata();
-        let topic = metadata
-            .image()
-            .topic(name)
-            .cloned()
-            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let topic = known_topic(&metadata, name)?;
         let current = topic.partitions.len() as i32;
         if count <= current {
             return Err(TopicError::InvalidPartitions(format!("Topic currently has {current} partitions, which is higher than or equal to the requested {count}.")));
@@ -388,11 +392,7 @@ impl Broker {
     /// Deletes a topic: the metadata record first, then the partitions and their files.
     pub fn delete_topic(&self, name: &str) -> Result<Uuid, TopicError> {
         let mut metadata = self.metadata();
-        let topic = metadata
-            .image()
-            .topic(name)
-            .cloned()
-            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let topic = known_topic(&metadata, name)?;
         metadata.append(&[MetadataRecord::RemoveTopic {
             topic_id: topic.topic_id,
         }])?;

@@ -9,8 +9,13 @@ use crate::error::Result;
 use crate::{Fs, StorageError};
 
 pub fn write(fs: &dyn Fs, path: &Path, value: i64) -> Result<()> {
+    write_atomically(fs, path, &format!("{value}\n"))
+}
+
+/// Writes `body` to a temporary file, syncs it, renames it over `path` and syncs the
+/// directory: a crash leaves the old contents or the new, never a mix.
+fn write_atomically(fs: &dyn Fs, path: &Path, body: &str) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    let body = format!("{value}\n");
     let f = fs.open(&tmp, true).map_err(|e| StorageError::io(&tmp, e))?;
     f.set_len(0).map_err(|e| StorageError::io(&tmp, e))?;
     f.write_all_at(body.as_bytes(), 0)
@@ -42,18 +47,7 @@ pub fn write_offsets(fs: &dyn Fs, path: &Path, entries: &[(String, i32, i64)]) -
     for (topic, partition, offset) in entries {
         body.push_str(&format!("{topic} {partition} {offset}\n"));
     }
-    let tmp = path.with_extension("tmp");
-    let f = fs.open(&tmp, true).map_err(|e| StorageError::io(&tmp, e))?;
-    f.set_len(0).map_err(|e| StorageError::io(&tmp, e))?;
-    f.write_all_at(body.as_bytes(), 0)
-        .map_err(|e| StorageError::io(&tmp, e))?;
-    f.sync_data().map_err(|e| StorageError::io(&tmp, e))?;
-    fs.rename(&tmp, path)
-        .map_err(|e| StorageError::io(path, e))?;
-    if let Some(dir) = path.parent() {
-        fs.sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
-    }
-    Ok(())
+    write_atomically(fs, path, &body)
 }
 
 /// Reads an offsets checkpoint; a missing or malformed file reads as empty (recovery then
