@@ -196,6 +196,8 @@ struct SimFileState {
 pub struct SimStats {
     pub bytes_read: AtomicU64,
     pub syncs: AtomicU64,
+    /// While set, every `sync_data` fails (as fdatasync does with EIO).
+    pub fail_syncs: std::sync::atomic::AtomicBool,
 }
 
 struct SimFile {
@@ -223,6 +225,9 @@ impl FsFile for SimFile {
     }
     fn sync_data(&self) -> io::Result<()> {
         let mut s = self.state.lock().expect("sim file lock");
+        if self.stats.fail_syncs.load(Ordering::SeqCst) {
+            return Err(io::Error::other("injected fdatasync failure (EIO)"));
+        }
         s.synced = s.data.clone();
         self.stats.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(())

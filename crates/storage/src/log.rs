@@ -90,6 +90,10 @@ pub struct Log {
     checkpointed: i64,
     /// Set when the partition is deleted: nothing is written to its directory any more.
     deleted: bool,
+    /// Set when a sync failed. After a failed fdatasync the kernel may have dropped the dirty
+    /// pages, so no later sync can vouch for them: the log refuses appends and never moves
+    /// its recovery point or high watermark again until it is reopened (and recovered).
+    failed: bool,
 }
 
 fn parse_segment_name(path: &Path) -> Option<i64> {
@@ -213,6 +217,7 @@ impl Log {
             // an absent checkpoint reads as 0, which a new empty log need not write
             checkpointed: recovery_point,
             deleted: false,
+            failed: false,
         };
         // What survived recovery may still be only in the page cache: sync it before anyone
         // reads it, so it can never disappear later.
@@ -272,6 +277,9 @@ impl Log {
     /// the log end offset, stamps the leader epoch (and LogAppendTime if configured) and
     /// writes them. Nothing is written unless every batch is valid.
     pub fn append(&mut self, batches: &[u8], leader_epoch: i32) -> Result<AppendInfo> {
+        if self.failed {
+            return Err(StorageError::LogDirFailed(self.dir.clone()));
+        }
         let produced = validate_produce(batches)?;
         for span in &produced.spans {
             if span.len() > self.config.max_message_bytes {
@@ -393,8 +401,23 @@ impl Log {
         (self.active.0.file(), self.log_end_offset())
     }
 
+    /// Records that a sync failed: see the `failed` field.
+    pub fn mark_failed(&mut self) {
+        if !self.failed {
+            warn!(dir = %self.dir.display(), "sync failed: the log stops taking writes until it is reopened");
+        }
+        self.failed = true;
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
     /// Records that every offset below `offset` is synced.
     pub fn mark_flushed(&mut self, offset: i64) {
+        if self.failed {
+            return;
+        }
         if offset > self.recovery_point {
             self.recovery_point = offset;
         }

@@ -69,9 +69,16 @@ impl Partition {
             }
             log.flush_target()
         };
-        file.sync_data()
-            .map_err(|e| StorageError::io(self.log().dir(), e))?;
-        self.log().mark_flushed(end);
+        if let Err(e) = file.sync_data() {
+            let mut log = self.log();
+            log.mark_failed();
+            return Err(StorageError::io(log.dir(), e));
+        }
+        let mut log = self.log();
+        if log.is_failed() {
+            return Err(StorageError::LogDirFailed(log.dir().to_path_buf()));
+        }
+        log.mark_flushed(end);
         Ok(())
     }
 
@@ -159,13 +166,21 @@ impl FilesystemSync {
                     let log = first.log();
                     (log.fs(), log.dir().to_path_buf())
                 };
-                fs.sync_filesystem(&dir)
-                    .map_err(|e| StorageError::io(&dir, e))?;
+                if let Err(e) = fs.sync_filesystem(&dir) {
+                    for p in partitions {
+                        p.log().mark_failed();
+                    }
+                    return Err(StorageError::io(&dir, e));
+                }
                 self.synced_below.store(covers_below, Ordering::SeqCst);
             }
         }
         for (p, end) in partitions.iter().zip(ends) {
-            p.log().mark_flushed(end);
+            let mut log = p.log();
+            log.mark_flushed(end);
+            if log.is_failed() {
+                return Err(StorageError::LogDirFailed(log.dir().to_path_buf()));
+            }
         }
         Ok(())
     }

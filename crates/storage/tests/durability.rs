@@ -189,3 +189,49 @@ fn one_syncfs_makes_many_partitions_durable() {
         );
     }
 }
+
+/// After a failed fdatasync nothing more is acknowledged or made visible from that log
+/// ("fsyncgate": the kernel may have dropped the pages it could not write).
+#[test]
+fn a_failed_sync_stops_the_log_until_it_is_recovered() {
+    let fs = SimFs::new();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let partition = Partition::new("t".into(), 0, 0, open(&fs, &clock, LogConfig::default()));
+    let end = partition.append(&batch("first")).unwrap().last_offset + 1;
+    partition.sync_to(end).unwrap();
+    let end = partition.append(&batch("second")).unwrap().last_offset + 1;
+    fs.stats().fail_syncs.store(true, Ordering::SeqCst);
+    assert!(partition.sync_to(end).is_err(), "the failure is reported");
+    fs.stats().fail_syncs.store(false, Ordering::SeqCst);
+    assert!(
+        matches!(
+            partition.sync_to(end),
+            Err(strata_storage::StorageError::LogDirFailed(_))
+        ),
+        "a later sync cannot vouch for it"
+    );
+    assert!(matches!(
+        partition.append(&batch("third")),
+        Err(strata_storage::StorageError::LogDirFailed(_))
+    ));
+    assert_eq!(
+        partition.high_watermark(),
+        1,
+        "only what was acknowledged is visible"
+    );
+    drop(partition);
+    fs.crash(CrashMode::LoseUnsynced);
+    let mut log = open(&fs, &clock, LogConfig::default());
+    assert!(
+        log.log_end_offset() >= 1,
+        "the acknowledged record survives (unacknowledged ones may)"
+    );
+    let first = strata_records::decode_records(log.read(0, 1 << 20).unwrap().records).unwrap();
+    assert_eq!(first[0].value.as_deref(), Some(&b"first"[..]));
+    let leo = log.log_end_offset();
+    assert_eq!(
+        log.append(&batch("after"), 0).unwrap().base_offset,
+        leo,
+        "reopened, the log takes writes again"
+    );
+}
