@@ -52,12 +52,12 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     config.validate()?;
-    let addr = config.listen_addr()?;
+    let listen = config.listen.clone();
     let broker = Arc::new(tokio::task::block_in_place(|| {
         Broker::open(config, fs, clock)
     })?);
     let local = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: addr.to_string(),
+        addr: listen,
         source,
     })?;
     info!(
