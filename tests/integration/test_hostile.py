@@ -170,3 +170,13 @@ def test_corrupt_batches_are_refused_and_store_nothing(broker):
     assert produce_v3_error(s, topic, good + bytes(flipped))[0] == 2, "one bad batch refuses the whole set"
     assert produce_v3_error(s, topic, good) == (0, 2), "nothing of the refused batches was stored"
     still_serving(broker)
+
+
+def test_acks0_failure_closes_the_connection_as_kafka_does(broker):
+    s = connect(broker)
+    # acks=0 produce to a topic that does not exist: no response, the connection is closed
+    body = struct.pack(">hhi", -1, 0, 5000) + struct.pack(">i", 1) + struct.pack(">h", 7) + b"missing"
+    body += struct.pack(">i", 1) + struct.pack(">i", 0) + struct.pack(">i", 0)
+    s.sendall(frame(header(0, 3) + body))
+    assert closed_by_peer(s)
+    still_serving(broker)

@@ -102,7 +102,18 @@ pub fn handle(
             .collect();
         let synced = make_durable(&broker, durable).await;
         if acks == 0 {
-            return super::Outcome::NoResponse; // Kafka sends no response to acks=0
+            // Kafka sends no response to acks=0; a failed write closes the connection instead,
+            // which is the only way such a producer learns of it (and refreshes metadata).
+            let failed = !synced.failures.is_empty()
+                || responses
+                    .iter()
+                    .flat_map(|t| &t.partition_responses)
+                    .any(|p| p.error_code != errors::NONE);
+            return if failed {
+                super::Outcome::Close
+            } else {
+                super::Outcome::NoResponse
+            };
         }
         for (topic, partition, code) in synced.failures {
             if let Some(r) = responses
