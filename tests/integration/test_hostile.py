@@ -180,3 +180,11 @@ def test_acks0_failure_closes_the_connection_as_kafka_does(broker):
     s.sendall(frame(header(0, 3) + body))
     assert closed_by_peer(s)
     still_serving(broker)
+
+
+def test_a_stalled_half_frame_is_closed_after_the_idle_limit(broker_factory):
+    b = broker_factory(config_text="connections_max_idle_ms = 500\n").start()
+    s = connect(b)
+    s.sendall(struct.pack(">i", 1000) + b"only-part-of-it")  # then silence
+    assert closed_by_peer(s, timeout=10), "closed by connections.max.idle.ms"
+    still_serving(b)

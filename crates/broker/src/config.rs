@@ -26,6 +26,9 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: usize,
     /// Connections served at once; more are refused.
     pub connections_max: usize,
+    /// `connections.max.idle.ms`: a connection that sends nothing for this long is closed.
+    #[serde(alias = "connections.max.idle.ms")]
+    pub connections_max_idle_ms: u64,
     /// Requests read ahead on one connection while earlier ones are still being answered.
     pub connection_in_flight_max: usize,
     /// `fetch.max.bytes`: a fetch response carries at most this many record bytes (beyond
@@ -92,6 +95,7 @@ impl Default for BrokerConfig {
             socket_request_max_bytes: strata_protocol::REQUEST_BYTES_MAX_DEFAULT,
             connections_max: 10_000,
             connection_in_flight_max: 64,
+            connections_max_idle_ms: 600_000,
             fetch_max_bytes: 55 * 1024 * 1024,
             fetch_max_wait_ms_max: 30_000,
             num_partitions: 1,
@@ -198,6 +202,12 @@ impl BrokerConfig {
                 "socket_request_max_bytes {} must be in [1024, {}]",
                 self.socket_request_max_bytes,
                 i32::MAX
+            ));
+        }
+        if self.connections_max_idle_ms < 100 {
+            return bad(format!(
+                "connections_max_idle_ms {} must be at least 100",
+                self.connections_max_idle_ms
             ));
         }
         if self.connections_max == 0 || self.connection_in_flight_max == 0 {

@@ -56,6 +56,7 @@ pub async fn serve(
     });
 
     let max = broker.config.socket_request_max_bytes;
+    let idle_max = std::time::Duration::from_millis(broker.config.connections_max_idle_ms);
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     'conn: loop {
         // Dispatch every whole frame already buffered.
@@ -105,6 +106,12 @@ pub async fn serve(
                 }
             },
             _ = shutdown.changed() => break,
+            // Kafka's connections.max.idle.ms: a connection that sends nothing (including one
+            // stuck halfway through a frame) is closed, so it cannot hold its buffer forever.
+            _ = tokio::time::sleep(idle_max) => {
+                debug!(%peer, idle_ms = broker.config.connections_max_idle_ms, "closing idle connection");
+                break;
+            }
         }
     }
     drop(tx);
