@@ -53,7 +53,9 @@ def still_serving(broker):
 
 def test_garbage_and_absurd_lengths_close_only_that_connection(broker):
     cases = [
-        os.urandom(1000),
+        b"\xde\xad\xbe\xef" * 250,  # garbage whose length prefix is negative
+        frame(b"\x7f\xff" + os.urandom(998)),  # a whole frame of garbage (API key 32767)
+        b"\x7f\xff\xff\xff" + os.urandom(996),  # garbage claiming a 2 GiB frame
         struct.pack(">i", 0x7FFFFFFF) + b"\x00" * 8,  # 2 GiB frame claimed
         struct.pack(">i", -5) + b"\x00" * 8,  # negative length
         frame(b"\x00\x01"),  # too short for a header
