@@ -42,6 +42,15 @@ pub enum ClientError {
     Timeout(Duration),
 }
 
+/// The error for a response that lacks the partition it was asked about.
+fn empty_response(context: String) -> ClientError {
+    ClientError::Kafka {
+        context,
+        code: -1,
+        message: "empty response".into(),
+    }
+}
+
 /// Turns a non-zero Kafka error code into an error with context.
 pub fn check(
     code: i16,
@@ -292,11 +301,7 @@ impl Client {
             .into_iter()
             .flat_map(|t| t.partition_responses)
             .next()
-            .ok_or_else(|| ClientError::Kafka {
-                context: format!("produce to {topic}-{partition}"),
-                code: -1,
-                message: "empty response".into(),
-            })?;
+            .ok_or_else(|| empty_response(format!("produce to {topic}-{partition}")))?;
         check(
             p.error_code,
             format!("produce to {topic}-{partition}"),
@@ -333,11 +338,7 @@ impl Client {
             .into_iter()
             .flat_map(|t| t.partitions)
             .next()
-            .ok_or_else(|| ClientError::Kafka {
-                context: format!("fetch {topic}-{partition}"),
-                code: -1,
-                message: "empty response".into(),
-            })?;
+            .ok_or_else(|| empty_response(format!("fetch {topic}-{partition}")))?;
         check(
             data.error_code,
             format!("fetch {topic}-{partition} at offset {offset}"),
@@ -372,11 +373,7 @@ impl Client {
             .into_iter()
             .flat_map(|t| t.partitions)
             .next()
-            .ok_or_else(|| ClientError::Kafka {
-                context: format!("list offsets {topic}-{partition}"),
-                code: -1,
-                message: "empty response".into(),
-            })?;
+            .ok_or_else(|| empty_response(format!("list offsets {topic}-{partition}")))?;
         check(
             p.error_code,
             format!("list offsets {topic}-{partition}"),
