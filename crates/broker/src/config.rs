@@ -82,6 +82,37 @@ pub struct BrokerConfig {
     pub syncfs_partitions_min: usize,
     /// Reported in Metadata and DescribeCluster.
     pub cluster_id: String,
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` (created on first use).
+    #[serde(alias = "offsets.topic.num.partitions")]
+    pub offsets_topic_num_partitions: i32,
+    /// `offsets.retention.minutes`: how long offsets of an empty group are kept.
+    #[serde(alias = "offsets.retention.minutes")]
+    pub offsets_retention_minutes: i64,
+    /// `offsets.retention.check.interval.ms`.
+    #[serde(alias = "offsets.retention.check.interval.ms")]
+    pub offsets_retention_check_interval_ms: i64,
+    /// `offset.metadata.max.bytes`.
+    #[serde(alias = "offset.metadata.max.bytes")]
+    pub offset_metadata_max_bytes: usize,
+    /// `group.initial.rebalance.delay.ms`.
+    #[serde(alias = "group.initial.rebalance.delay.ms")]
+    pub group_initial_rebalance_delay_ms: i64,
+    /// `group.min.session.timeout.ms` / `group.max.session.timeout.ms`.
+    #[serde(alias = "group.min.session.timeout.ms")]
+    pub group_min_session_timeout_ms: i32,
+    #[serde(alias = "group.max.session.timeout.ms")]
+    pub group_max_session_timeout_ms: i32,
+    /// `group.max.size`.
+    #[serde(alias = "group.max.size")]
+    pub group_max_size: usize,
+    /// KIP-848: `group.consumer.session.timeout.ms`, `group.consumer.heartbeat.interval.ms`,
+    /// `group.consumer.assignors` (the first is the default).
+    #[serde(alias = "group.consumer.session.timeout.ms")]
+    pub group_consumer_session_timeout_ms: i32,
+    #[serde(alias = "group.consumer.heartbeat.interval.ms")]
+    pub group_consumer_heartbeat_interval_ms: i32,
+    #[serde(alias = "group.consumer.assignors")]
+    pub group_consumer_assignors: Vec<String>,
 }
 
 impl Default for BrokerConfig {
@@ -113,6 +144,17 @@ impl Default for BrokerConfig {
             log_flush_offset_checkpoint_interval_ms: 10_000,
             syncfs_partitions_min: 64,
             cluster_id: "strata-cluster-0000000".into(),
+            offsets_topic_num_partitions: 50,
+            offsets_retention_minutes: 7 * 24 * 60,
+            offsets_retention_check_interval_ms: 600_000,
+            offset_metadata_max_bytes: 4096,
+            group_initial_rebalance_delay_ms: 3000,
+            group_min_session_timeout_ms: 6000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_max_size: i32::MAX as usize,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_heartbeat_interval_ms: 5000,
+            group_consumer_assignors: vec!["uniform".into(), "range".into()],
         }
     }
 }
@@ -169,6 +211,23 @@ impl BrokerConfig {
         }
     }
 
+    /// The group coordinator's settings.
+    pub fn group_config(&self) -> strata_group::GroupConfig {
+        strata_group::GroupConfig {
+            min_session_timeout_ms: self.group_min_session_timeout_ms,
+            max_session_timeout_ms: self.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
+            max_size: self.group_max_size,
+            offset_metadata_max_bytes: self.offset_metadata_max_bytes,
+            offsets_retention_ms: self.offsets_retention_minutes.saturating_mul(60_000),
+            offsets_retention_check_interval_ms: self.offsets_retention_check_interval_ms,
+            offsets_topic_partitions: self.offsets_topic_num_partitions,
+            consumer_session_timeout_ms: self.group_consumer_session_timeout_ms,
+            consumer_heartbeat_interval_ms: self.group_consumer_heartbeat_interval_ms,
+            consumer_assignors: self.group_consumer_assignors.clone(),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         for (flag, value) in [
@@ -203,6 +262,31 @@ impl BrokerConfig {
                 self.socket_request_max_bytes,
                 i32::MAX
             ));
+        }
+        if !(1..=1000).contains(&self.offsets_topic_num_partitions) {
+            return bad(format!(
+                "offsets_topic_num_partitions {} must be in [1, 1000]",
+                self.offsets_topic_num_partitions
+            ));
+        }
+        if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
+            return bad("group_min_session_timeout_ms is above group_max_session_timeout_ms".into());
+        }
+        if self.group_consumer_assignors.is_empty()
+            || self
+                .group_consumer_assignors
+                .iter()
+                .any(|a| a != "uniform" && a != "range")
+        {
+            return bad(format!(
+                "group_consumer_assignors {:?}: the assignors are 'uniform' and 'range'",
+                self.group_consumer_assignors
+            ));
+        }
+        if self.group_consumer_heartbeat_interval_ms < 1
+            || self.group_consumer_heartbeat_interval_ms >= self.group_consumer_session_timeout_ms
+        {
+            return bad("group_consumer_heartbeat_interval_ms must be positive and below group_consumer_session_timeout_ms".into());
         }
         if self.connections_max_idle_ms < 100 {
             return bad(format!(

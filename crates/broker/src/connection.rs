@@ -67,7 +67,7 @@ pub async fn serve(
                     let body = frame.split_off(FRAME_LENGTH_BYTES).freeze();
                     match decode_request(body) {
                         Ok(request) => {
-                            let pending = dispatch(&broker, request);
+                            let pending = dispatch(&broker, request, peer);
                             if tx.send(pending).await.is_err() {
                                 break 'conn;
                             }

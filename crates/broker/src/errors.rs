@@ -68,3 +68,41 @@ pub fn leader_epoch_check(requested: i32, current: i32) -> i16 {
         _ => NONE,
     }
 }
+
+/// Kafka's error code for a group coordinator error.
+pub fn group_error_code(e: &strata_group::GroupError) -> i16 {
+    use strata_group::GroupError as G;
+    let error = match e {
+        G::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
+        G::InvalidGroupId => ResponseError::InvalidGroupId,
+        G::UnknownMemberId => ResponseError::UnknownMemberId,
+        G::MemberIdRequired => ResponseError::MemberIdRequired,
+        G::IllegalGeneration { .. } => ResponseError::IllegalGeneration,
+        G::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        G::InconsistentGroupProtocol(_) | G::GroupIdInUseByOtherProtocol(_) => {
+            ResponseError::InconsistentGroupProtocol
+        }
+        G::InvalidSessionTimeout { .. } => ResponseError::InvalidSessionTimeout,
+        G::FencedInstanceId(_) => ResponseError::FencedInstanceId,
+        G::GroupIdNotFound(_) => ResponseError::GroupIdNotFound,
+        G::NonEmptyGroup(_) => ResponseError::NonEmptyGroup,
+        G::GroupMaxSizeReached(_) => ResponseError::GroupMaxSizeReached,
+        G::OffsetMetadataTooLarge { .. } => ResponseError::OffsetMetadataTooLarge,
+        G::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+        G::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        G::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+        G::StaleMemberEpoch { .. } => ResponseError::StaleMemberEpoch,
+        G::FencedMemberEpoch { .. } => ResponseError::FencedMemberEpoch,
+        G::UnreleasedInstanceId(_) => ResponseError::UnreleasedInstanceId,
+        G::UnsupportedAssignor(_) => ResponseError::UnsupportedAssignor,
+        G::InvalidRequest(_) => ResponseError::InvalidRequest,
+    };
+    error.code()
+}
+
+/// Group state that could not be made durable: retriable, the client tries again.
+pub const COORDINATOR_NOT_AVAILABLE: i16 = ResponseError::CoordinatorNotAvailable.code();
+/// FindCoordinator for transactions, until the transaction coordinator exists.
+pub const TRANSACTION_COORDINATOR_MISSING: i16 = ResponseError::InvalidRequest.code();
+pub const GROUP_ID_NOT_FOUND: i16 = ResponseError::GroupIdNotFound.code();
+pub const INVALID_GROUP_ID: i16 = ResponseError::InvalidGroupId.code();

@@ -5,11 +5,14 @@
 //!   responses back in request order.
 //! - [`handlers`] turns each decoded request into storage and metadata operations.
 //! - [`state::Broker`] is the shared state: the metadata log and the partitions it implies.
+//! - [`groups`] runs the group coordinator state machine (`strata-group`) over the
+//!   `__consumer_offsets` topic.
 //! - [`errors`] is the one place where Kafka error codes are chosen.
 
 pub mod config;
 pub mod connection;
 pub mod errors;
+pub mod groups;
 pub mod handlers;
 pub mod server;
 pub mod state;

@@ -111,7 +111,8 @@ pub async fn serve(
     Ok(())
 }
 
-/// Relaxed-mode flushes, retention, and recovery-point checkpoints.
+/// The group coordinator's clock, relaxed-mode flushes, retention, and recovery-point
+/// checkpoints.
 async fn background_work(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     let mut flush_tick = tokio::time::interval(Duration::from_millis(100));
     let mut retention_tick = tokio::time::interval(Duration::from_millis(
@@ -123,8 +124,10 @@ async fn background_work(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             .log_flush_offset_checkpoint_interval_ms
             .max(100),
     ));
+    let mut group_tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
+            _ = group_tick.tick() => broker.group_tick().await,
             _ = flush_tick.tick() => {
                 let b = broker.clone();
                 let flushed = tokio::task::spawn_blocking(move || {

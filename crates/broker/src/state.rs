@@ -79,6 +79,8 @@ pub struct Broker {
     pub filesystem_sync: FilesystemSync,
     /// Set at shutdown so long-polling fetches answer now instead of at their deadline.
     shutting_down: AtomicBool,
+    /// The group coordinator (consumer groups and committed offsets).
+    pub groups: crate::groups::GroupService,
 }
 
 fn known_topic(metadata: &MetadataLog, name: &str) -> Result<TopicImage, TopicError> {
@@ -120,6 +122,7 @@ impl Broker {
         fs.create_dir_all(&config.data_dir)
             .map_err(|e| StorageError::io(&config.data_dir, e))?;
         let metadata = MetadataLog::open(fs.clone(), clock.clone(), &config.data_dir)?;
+        let group_config = config.group_config();
         let broker = Self {
             next_producer_id: AtomicI64::new(clock.now_ms()),
             config,
@@ -130,6 +133,7 @@ impl Broker {
             data_arrived: Notify::new(),
             shutting_down: AtomicBool::new(false),
             filesystem_sync: FilesystemSync::default(),
+            groups: crate::groups::GroupService::new(group_config),
         };
         let topics: Vec<TopicImage> = broker.image().topics().cloned().collect();
         // Recovery state for every partition, from two files of the data directory. The
@@ -186,6 +190,7 @@ impl Broker {
                 let _ = broker.fs.remove_dir_all(&dir);
             }
         }
+        broker.load_groups()?;
         info!(
             topics = topics.len(),
             partitions = broker.all_partitions().len(),
@@ -412,6 +417,9 @@ impl Broker {
             }
         }
         info!(topic = name, "topic deleted");
+        if name != crate::groups::OFFSETS_TOPIC {
+            self.forget_topic_offsets(name);
+        }
         Ok(topic.topic_id)
     }
 

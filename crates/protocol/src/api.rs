@@ -15,7 +15,8 @@ const fn range(key: ApiKey, min: i16, max: i16) -> ApiRange {
 }
 
 /// Upper bounds stop where a version needs something not built yet: Produce v13 and Fetch
-/// v13+ address topics by id only; ListOffsets v9+ adds tiered-storage offsets.
+/// v13+ address topics by id only; ListOffsets v9+ adds tiered-storage offsets; FindCoordinator
+/// v6 adds share groups; OffsetCommit v10 / OffsetFetch v10 address topics by id.
 pub const SUPPORTED_APIS: &[ApiRange] = &[
     range(ApiKey::Produce, 3, 12),
     range(ApiKey::Fetch, 4, 12),
@@ -28,6 +29,19 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     range(ApiKey::DescribeConfigs, 1, 4),
     range(ApiKey::CreatePartitions, 0, 3),
     range(ApiKey::DescribeCluster, 0, 1),
+    range(ApiKey::FindCoordinator, 0, 5),
+    range(ApiKey::JoinGroup, 0, 9),
+    range(ApiKey::SyncGroup, 0, 5),
+    range(ApiKey::Heartbeat, 0, 4),
+    range(ApiKey::LeaveGroup, 0, 5),
+    range(ApiKey::OffsetCommit, 2, 9),
+    range(ApiKey::OffsetFetch, 1, 9),
+    range(ApiKey::DescribeGroups, 0, 5),
+    range(ApiKey::ListGroups, 0, 5),
+    range(ApiKey::DeleteGroups, 0, 2),
+    range(ApiKey::OffsetDelete, 0, 0),
+    range(ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    range(ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 pub fn supported_versions(key: ApiKey) -> Option<ApiRange> {

@@ -126,6 +126,14 @@ pub fn delete_topics(
             let Some(name) = name else {
                 return result.with_error_code(errors::UNKNOWN_TOPIC_ID);
             };
+            if name == crate::groups::OFFSETS_TOPIC {
+                let result = result.with_error_code(errors::INVALID_TOPIC);
+                return if version >= 5 {
+                    result.with_error_message(Some(str("the internal topic __consumer_offsets cannot be deleted")))
+                } else {
+                    result
+                };
+            }
             match broker.delete_topic(&name) {
                 Ok(topic_id) => result.with_topic_id(if version >= 6 { topic_id } else { id }),
                 Err(e) => {

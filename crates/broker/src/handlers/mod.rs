@@ -6,6 +6,7 @@ mod admin;
 mod api_versions;
 mod describe;
 mod fetch;
+mod groups;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -78,7 +79,11 @@ pub(crate) fn str(s: &str) -> StrBytes {
 
 /// Starts handling one request. Work that must happen in arrival order (produce appends)
 /// is done before this returns; the rest runs in the returned future.
-pub fn dispatch(broker: &Arc<Broker>, frame: RequestFrame) -> PendingResponse {
+pub fn dispatch(
+    broker: &Arc<Broker>,
+    frame: RequestFrame,
+    peer: std::net::SocketAddr,
+) -> PendingResponse {
     let RequestFrame {
         api_key,
         version,
@@ -86,6 +91,15 @@ pub fn dispatch(broker: &Arc<Broker>, frame: RequestFrame) -> PendingResponse {
         request,
     } = frame;
     let cid = header.correlation_id;
+    let client_id = || {
+        header
+            .client_id
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    };
+    // Kafka's form of a member's host.
+    let client_host = || format!("/{}", peer.ip());
     match request {
         Request::ApiVersions(_) => ready(encode(
             cid,
@@ -142,6 +156,74 @@ pub fn dispatch(broker: &Arc<Broker>, frame: RequestFrame) -> PendingResponse {
             api_key,
             version,
             &admin::init_producer_id(broker, r),
+        )),
+        Request::FindCoordinator(r) => blocking(broker, move |b| {
+            encode(cid, api_key, version, &groups::find_coordinator(&b, r, version))
+        }),
+        Request::JoinGroup(r) => {
+            let (b, client_id, client_host) = (broker.clone(), client_id(), client_host());
+            Box::pin(async move {
+                let resp = groups::join_group(b, r, version, client_id, client_host).await;
+                encode(cid, api_key, version, &resp)
+            })
+        }
+        Request::SyncGroup(r) => {
+            let b = broker.clone();
+            Box::pin(async move {
+                encode(cid, api_key, version, &groups::sync_group(b, r, version).await)
+            })
+        }
+        Request::Heartbeat(r) => {
+            let b = broker.clone();
+            Box::pin(async move { encode(cid, api_key, version, &groups::heartbeat(b, r).await) })
+        }
+        Request::LeaveGroup(r) => {
+            let b = broker.clone();
+            Box::pin(async move {
+                encode(cid, api_key, version, &groups::leave_group(b, r, version).await)
+            })
+        }
+        Request::OffsetCommit(r) => {
+            let b = broker.clone();
+            Box::pin(async move { encode(cid, api_key, version, &groups::offset_commit(b, r).await) })
+        }
+        Request::OffsetFetch(r) => ready(encode(
+            cid,
+            api_key,
+            version,
+            &groups::offset_fetch(broker, r, version),
+        )),
+        Request::OffsetDelete(r) => {
+            let b = broker.clone();
+            Box::pin(async move { encode(cid, api_key, version, &groups::offset_delete(b, r).await) })
+        }
+        Request::DescribeGroups(r) => ready(encode(
+            cid,
+            api_key,
+            version,
+            &groups::describe_groups(broker, r),
+        )),
+        Request::ListGroups(r) => ready(encode(
+            cid,
+            api_key,
+            version,
+            &groups::list_groups(broker, r),
+        )),
+        Request::DeleteGroups(r) => {
+            let b = broker.clone();
+            Box::pin(async move { encode(cid, api_key, version, &groups::delete_groups(b, r).await) })
+        }
+        Request::ConsumerGroupHeartbeat(r) => ready(encode(
+            cid,
+            api_key,
+            version,
+            &groups::consumer_group_heartbeat(broker, r, version, client_id(), client_host()),
+        )),
+        Request::ConsumerGroupDescribe(r) => ready(encode(
+            cid,
+            api_key,
+            version,
+            &groups::consumer_group_describe(broker, r),
         )),
     }
 }

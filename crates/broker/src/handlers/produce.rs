@@ -50,6 +50,11 @@ pub fn handle(
                 partitions.push(failed(index, errors::INVALID_REQUIRED_ACKS, None));
                 continue;
             }
+            if name == crate::groups::OFFSETS_TOPIC {
+                // Only the group coordinator writes its internal topic (as in Kafka).
+                partitions.push(failed(index, errors::INVALID_TOPIC, None));
+                continue;
+            }
             let Some(partition) = broker.partition(&name, index) else {
                 partitions.push(failed(index, errors::UNKNOWN_TOPIC_OR_PARTITION, None));
                 continue;

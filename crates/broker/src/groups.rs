@@ -1,0 +1,256 @@
+//! The group coordinator's I/O: the pure [`Coordinator`] behind a mutex, its records in the
+//! internal `__consumer_offsets` topic, and delivery of the responses it produces.
+//!
+//! Every call follows one order: under the coordinator lock, run the state machine and
+//! append the records it asks to persist (so the log order is the order of state changes);
+//! outside the lock, wait until those records are durable (group commit, like produce);
+//! only then answer — the caller's own response and any responses it completed for other
+//! members (JoinGroup/SyncGroup waiters).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use strata_group::{Coordinator, Effect, GroupConfig, Token};
+use strata_records::{BatchBuilder, Compression, Record};
+use strata_storage::{Partition, StorageError};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use crate::state::{Broker, TopicError};
+
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+pub struct GroupService {
+    coordinator: Mutex<Coordinator>,
+    waiters: Mutex<HashMap<Token, oneshot::Sender<Effect>>>,
+    next_token: AtomicU64,
+}
+
+/// Records appended and not yet durable: (partition, offset to sync to).
+pub struct Pending {
+    sync: Vec<(Arc<Partition>, i64)>,
+    effects: Vec<Effect>,
+    failed: bool,
+}
+
+impl GroupService {
+    pub fn new(config: GroupConfig) -> Self {
+        Self {
+            coordinator: Mutex::new(Coordinator::new(config)),
+            waiters: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(1),
+        }
+    }
+
+    pub fn coordinator(&self) -> MutexGuard<'_, Coordinator> {
+        self.coordinator.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A token whose response arrives on the returned receiver.
+    pub fn waiter(&self) -> (Token, oneshot::Receiver<Effect>) {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token, tx);
+        (token, rx)
+    }
+
+    fn deliver(&self, effects: Vec<Effect>) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        for e in effects {
+            let token = match &e {
+                Effect::Join { token, .. } | Effect::Sync { token, .. } => *token,
+                Effect::Persist { .. } => continue,
+            };
+            if let Some(tx) = waiters.remove(&token) {
+                let _ = tx.send(e);
+            }
+        }
+    }
+}
+
+impl Broker {
+    /// Runs `f` on the coordinator and appends what it asks to persist, under the lock.
+    pub fn group_call<R>(
+        &self,
+        f: impl FnOnce(&mut Coordinator) -> (R, Vec<Effect>),
+    ) -> (R, Pending) {
+        let mut coordinator = self.groups.coordinator();
+        let (r, effects) = f(&mut coordinator);
+        let pending = self.append_group_records(effects);
+        drop(coordinator);
+        (r, pending)
+    }
+
+    fn append_group_records(&self, effects: Vec<Effect>) -> Pending {
+        let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+        let now = self.clock.now_ms();
+        for e in &effects {
+            if let Effect::Persist {
+                partition,
+                key,
+                value,
+            } = e
+            {
+                by_partition.entry(*partition).or_default().push(Record {
+                    key: Some(key.clone()),
+                    value: value.clone(),
+                    headers: vec![],
+                    timestamp_ms: now,
+                });
+            }
+        }
+        let mut pending = Pending {
+            sync: Vec::new(),
+            effects,
+            failed: false,
+        };
+        if by_partition.is_empty() {
+            return pending;
+        }
+        if let Err(e) = self.ensure_offsets_topic() {
+            warn!(error = %e, "cannot create {OFFSETS_TOPIC}; group state not persisted");
+            pending.failed = true;
+            return pending;
+        }
+        for (p, records) in by_partition {
+            let Some(partition) = self.partition(OFFSETS_TOPIC, p) else {
+                pending.failed = true;
+                continue;
+            };
+            let mut builder = BatchBuilder::new(Compression::None);
+            for r in records {
+                builder.push(r);
+            }
+            let appended = builder
+                .build()
+                .map_err(|e| StorageError::InvalidBatch(e))
+                .and_then(|batch| partition.append(&batch));
+            match appended {
+                Ok(info) => pending.sync.push((partition, info.last_offset + 1)),
+                Err(e) => {
+                    warn!(partition = p, error = %e, "could not append to {OFFSETS_TOPIC}");
+                    pending.failed = true;
+                }
+            }
+        }
+        pending
+    }
+
+    /// Makes the appended records durable, then delivers the responses. False if any
+    /// record could not be stored (the caller answers with a retriable error).
+    pub async fn group_complete(self: &Arc<Self>, pending: Pending) -> bool {
+        let Pending {
+            sync,
+            effects,
+            mut failed,
+        } = pending;
+        if !sync.is_empty() {
+            let synced = tokio::task::spawn_blocking(move || {
+                sync.iter()
+                    .map(|(p, offset)| p.sync_to(*offset))
+                    .collect::<Result<Vec<()>, _>>()
+            })
+            .await;
+            if !matches!(synced, Ok(Ok(_))) {
+                warn!("could not sync {OFFSETS_TOPIC}");
+                failed = true;
+            }
+            self.data_arrived.notify_waiters();
+        }
+        self.groups.deliver(effects);
+        !failed
+    }
+
+    /// Creates `__consumer_offsets` on first use, as Kafka does.
+    pub fn ensure_offsets_topic(&self) -> Result<(), TopicError> {
+        if self.partition(OFFSETS_TOPIC, 0).is_some() {
+            return Ok(());
+        }
+        let configs = BTreeMap::from([
+            ("retention.ms".to_string(), "-1".to_string()),
+            ("retention.bytes".to_string(), "-1".to_string()),
+            ("segment.bytes".to_string(), (100 * 1024 * 1024).to_string()),
+        ]);
+        match self.create_topic(
+            OFFSETS_TOPIC,
+            self.config.offsets_topic_num_partitions,
+            configs,
+            false,
+        ) {
+            Ok(_) | Err(TopicError::AlreadyExists(_)) => Ok(()),
+            Err(TopicError::Metadata(strata_cluster::MetadataError::TopicExists(_))) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replays `__consumer_offsets` into the coordinator (at startup, before serving).
+    pub(crate) fn load_groups(&self) -> Result<(), TopicError> {
+        let partitions: Vec<Arc<Partition>> = self
+            .image()
+            .topic(OFFSETS_TOPIC)
+            .map(|t| t.partitions.keys().copied().collect::<Vec<i32>>())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| self.partition(OFFSETS_TOPIC, p))
+            .collect();
+        let mut coordinator = self.groups.coordinator();
+        let (mut records, mut bad) = (0u64, 0u64);
+        for partition in &partitions {
+            let mut offset = partition.log().log_start_offset();
+            loop {
+                let data = partition.read(offset, 1 << 20, true)?;
+                if data.records.is_empty() {
+                    break;
+                }
+                let decoded = match strata_records::decode_records(data.records) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        warn!(error = %e, "undecodable batch in {OFFSETS_TOPIC}; skipping the rest of the partition");
+                        break;
+                    }
+                };
+                let Some(last) = decoded.last().map(|r| r.offset) else {
+                    break;
+                };
+                for r in decoded {
+                    let Some(key) = r.key.as_ref() else { continue };
+                    if r.control {
+                        continue;
+                    }
+                    records += 1;
+                    if let Err(e) = coordinator.replay(key, r.value.as_deref()) {
+                        bad += 1;
+                        warn!(error = %e, offset = r.offset, "skipping record of {OFFSETS_TOPIC}");
+                    }
+                }
+                offset = last + 1;
+            }
+        }
+        coordinator.finish_loading(self.clock.now_ms());
+        if !partitions.is_empty() {
+            info!(records, skipped = bad, "group metadata loaded");
+        }
+        Ok(())
+    }
+
+    /// The coordinator's clock: expirations and delayed rebalances. Called periodically.
+    pub async fn group_tick(self: &Arc<Self>) {
+        let now = self.clock.now_ms();
+        let (_, pending) = self.group_call(|c| ((), c.tick(now)));
+        self.group_complete(pending).await;
+    }
+
+    /// Offsets of a deleted topic go from every group.
+    pub(crate) fn forget_topic_offsets(&self, topic: &str) {
+        let (_, pending) = self.group_call(|c| ((), c.topic_deleted(topic)));
+        for (p, offset) in &pending.sync {
+            if let Err(e) = p.sync_to(*offset) {
+                warn!(error = %e, "could not sync {OFFSETS_TOPIC}");
+            }
+        }
+    }
+}
