@@ -111,6 +111,8 @@ pub(crate) struct ConsumerGroup {
     group_epoch: i32,
     assignment_epoch: i32,
     static_members: HashMap<String, String>,
+    /// Member ids replaced by a newer instance of their static member: fenced for good.
+    fenced_instances: HashMap<String, String>,
     target: BTreeMap<String, Assignment>,
     /// Subscribed topics as of the last target computation (name -> id, partitions).
     subscription_metadata: BTreeMap<String, (Uuid, i32)>,
@@ -175,6 +177,7 @@ impl ConsumerGroup {
             group_epoch: 0,
             assignment_epoch: 0,
             static_members: HashMap::new(),
+            fenced_instances: HashMap::new(),
             target: BTreeMap::new(),
             subscription_metadata: BTreeMap::new(),
             assignor,
@@ -429,13 +432,19 @@ impl Coordinator {
             let mut inherited: Option<ConsumerMember> = None;
             if let Some(i) = &req.group_instance_id {
                 if let Some(old_id) = g.static_members.get(i).cloned() {
-                    let old = g.members.get(&old_id).expect("static member");
-                    if !old.left_temporarily && old_id != member_id {
-                        return Err(GroupError::UnreleasedInstanceId(i.clone()));
-                    }
                     // KIP-848 static membership: the returning instance takes over the old
-                    // member's assignment and epoch, with no rebalance.
+                    // member's assignment and epoch, with no rebalance. Kafka refuses this
+                    // (UNRELEASED_INSTANCE_ID) until the old member left or timed out, so a
+                    // static member restarted after kill -9 cannot come back for a whole
+                    // session timeout; like the classic protocol (KIP-345) we let the new
+                    // instance in and fence the old member id instead.
                     let old = g.members.remove(&old_id).expect("static member");
+                    if !old.left_temporarily && old_id != member_id {
+                        if g.fenced_instances.len() >= 10_000 {
+                            g.fenced_instances.clear();
+                        }
+                        g.fenced_instances.insert(old_id.clone(), i.clone());
+                    }
                     if let Some(t) = g.target.remove(&old_id) {
                         g.target.insert(member_id.clone(), t);
                     }
@@ -478,6 +487,9 @@ impl Coordinator {
             g.members.insert(member_id.clone(), m);
         } else {
             let Some(m) = g.members.get(&member_id) else {
+                if let Some(instance) = g.fenced_instances.get(&member_id) {
+                    return Err(GroupError::FencedInstanceId(instance.clone()));
+                }
                 return Err(GroupError::UnknownMemberId);
             };
             if req.member_epoch != m.member_epoch {

@@ -17,7 +17,7 @@ const PRODUCE_BATCH_RECORDS: usize = 1000;
 pub struct Conn {
     /// Broker address
     #[arg(long, default_value = DEFAULT_BOOTSTRAP, value_name = "HOST:PORT", global = true)]
-    bootstrap: String,
+    pub bootstrap: String,
 }
 
 #[derive(Subcommand)]
@@ -90,7 +90,7 @@ pub struct ConsumeArgs {
     conn: Conn,
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

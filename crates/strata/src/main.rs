@@ -1,6 +1,7 @@
 //! `strata`: the broker (`strata serve`) and a command-line client for it.
 
 mod cli;
+mod group_cli;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,9 @@ enum Command {
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(cli::TopicCommand),
+    /// Consumer groups: list, describe (members, offsets, lag), delete, reset offsets.
+    #[command(subcommand)]
+    Group(group_cli::GroupCommand),
     /// Produce lines from stdin to a topic.
     Produce(cli::ProduceArgs),
     /// Consume records from a topic and print them.
@@ -57,6 +61,7 @@ fn main() {
     let result = match args.command {
         Command::Serve(a) => serve::run(a),
         Command::Topic(c) => cli::run_topic(c),
+        Command::Group(c) => group_cli::run_group(c),
         Command::Produce(a) => cli::run_produce(a),
         Command::Consume(a) => cli::run_consume(a),
     };
