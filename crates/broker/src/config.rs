@@ -270,7 +270,9 @@ impl BrokerConfig {
             ));
         }
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
-            return bad("group_min_session_timeout_ms is above group_max_session_timeout_ms".into());
+            return bad(
+                "group_min_session_timeout_ms is above group_max_session_timeout_ms".into(),
+            );
         }
         if self.group_consumer_assignors.is_empty()
             || self

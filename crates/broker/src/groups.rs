@@ -127,7 +127,7 @@ impl Broker {
             }
             let appended = builder
                 .build()
-                .map_err(|e| StorageError::InvalidBatch(e))
+                .map_err(StorageError::InvalidBatch)
                 .and_then(|batch| partition.append(&batch));
             match appended {
                 Ok(info) => pending.sync.push((partition, info.last_offset + 1)),

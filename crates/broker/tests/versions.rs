@@ -19,6 +19,10 @@ fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
+fn group(s: &str) -> GroupId {
+    GroupId(StrBytes::from_string(s.to_string()))
+}
+
 fn batch() -> Bytes {
     let mut b = BatchBuilder::new(Compression::None);
     b.push(Record {
@@ -154,6 +158,184 @@ fn request(key: ApiKey, v: i16) -> Vec<Request> {
         ApiKey::DescribeCluster => {
             vec![Request::DescribeCluster(DescribeClusterRequest::default())]
         }
+        ApiKey::FindCoordinator => (0..=1i8)
+            .map(|key_type| {
+                let r = FindCoordinatorRequest::default().with_key_type(key_type);
+                Request::FindCoordinator(if v >= 4 {
+                    r.with_coordinator_keys(vec![
+                        StrBytes::from_static_str("g"),
+                        StrBytes::default(),
+                    ])
+                } else {
+                    r.with_key(StrBytes::from_static_str("g"))
+                })
+            })
+            .collect(),
+        ApiKey::JoinGroup => {
+            let protocol = join_group_request::JoinGroupRequestProtocol::default()
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(Bytes::from_static(&[
+                    0, 1, 0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 0,
+                ]));
+            let req = |instance: Option<&str>| {
+                // A pending MEMBER_ID_REQUIRED member holds a rebalance until it joins or
+                // expires: static members get a group of their own.
+                let id = match instance {
+                    Some(_) => format!("static{v}"),
+                    None => format!("join{v}"),
+                };
+                JoinGroupRequest::default()
+                    .with_group_id(group(&id))
+                    .with_session_timeout_ms(10_000)
+                    .with_rebalance_timeout_ms(10_000)
+                    .with_protocol_type(StrBytes::from_static_str("consumer"))
+                    .with_group_instance_id(instance.map(|i| StrBytes::from_string(i.to_string())))
+                    .with_protocols(vec![protocol.clone()])
+            };
+            let mut out = vec![Request::JoinGroup(req(None))];
+            if v >= 5 {
+                // Static members join without the member-id round trip: a full response.
+                out.push(Request::JoinGroup(req(Some("i"))));
+                // The same instance again: the KIP-345 no-rebalance path.
+                out.push(Request::JoinGroup(req(Some("i"))));
+            }
+            // Bad session timeout.
+            out.push(Request::JoinGroup(req(None).with_session_timeout_ms(1)));
+            out
+        }
+        ApiKey::SyncGroup => vec![Request::SyncGroup(
+            SyncGroupRequest::default()
+                .with_group_id(group("static5"))
+                .with_member_id(StrBytes::from_static_str("nobody"))
+                .with_generation_id(1),
+        )],
+        ApiKey::Heartbeat => vec![Request::Heartbeat(
+            HeartbeatRequest::default()
+                .with_group_id(group("static5"))
+                .with_member_id(StrBytes::from_static_str("nobody"))
+                .with_generation_id(1),
+        )],
+        ApiKey::LeaveGroup => {
+            let r = LeaveGroupRequest::default().with_group_id(group("static5"));
+            vec![Request::LeaveGroup(if v >= 3 {
+                r.with_members(vec![leave_group_request::MemberIdentity::default()
+                    .with_member_id(StrBytes::from_static_str("nobody"))])
+            } else {
+                r.with_member_id(StrBytes::from_static_str("nobody"))
+            })]
+        }
+        ApiKey::OffsetCommit => {
+            let p = |i: i32| {
+                offset_commit_request::OffsetCommitRequestPartition::default()
+                    .with_partition_index(i)
+                    .with_committed_offset(1)
+                    .with_committed_metadata(Some(StrBytes::from_static_str("m")))
+            };
+            let t = offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(name("t"))
+                .with_partitions(vec![p(0), p(7)]);
+            vec![
+                Request::OffsetCommit(
+                    OffsetCommitRequest::default()
+                        .with_group_id(group("simple"))
+                        .with_generation_id_or_member_epoch(-1)
+                        .with_topics(vec![t.clone()]),
+                ),
+                Request::OffsetCommit(
+                    OffsetCommitRequest::default()
+                        .with_group_id(group("missing"))
+                        .with_generation_id_or_member_epoch(3)
+                        .with_topics(vec![t]),
+                ),
+            ]
+        }
+        ApiKey::OffsetFetch => {
+            if v >= 8 {
+                let all = offset_fetch_request::OffsetFetchRequestGroup::default()
+                    .with_group_id(group("simple"))
+                    .with_topics(None);
+                let some = offset_fetch_request::OffsetFetchRequestGroup::default()
+                    .with_group_id(group("missing"))
+                    .with_topics(Some(vec![
+                        offset_fetch_request::OffsetFetchRequestTopics::default()
+                            .with_name(name("t"))
+                            .with_partition_indexes(vec![0]),
+                    ]));
+                vec![Request::OffsetFetch(
+                    OffsetFetchRequest::default().with_groups(vec![all, some]),
+                )]
+            } else {
+                let topics = Some(vec![
+                    offset_fetch_request::OffsetFetchRequestTopic::default()
+                        .with_name(name("t"))
+                        .with_partition_indexes(vec![0, 1]),
+                ]);
+                let mut out = vec![Request::OffsetFetch(
+                    OffsetFetchRequest::default()
+                        .with_group_id(group("simple"))
+                        .with_topics(topics),
+                )];
+                if v >= 2 {
+                    out.push(Request::OffsetFetch(
+                        OffsetFetchRequest::default()
+                            .with_group_id(group("simple"))
+                            .with_topics(None),
+                    ));
+                }
+                out
+            }
+        }
+        ApiKey::DescribeGroups => vec![Request::DescribeGroups(
+            DescribeGroupsRequest::default().with_groups(vec![group("static5"), group("missing")]),
+        )],
+        ApiKey::ListGroups => vec![
+            Request::ListGroups(ListGroupsRequest::default()),
+            Request::ListGroups(if v >= 4 {
+                ListGroupsRequest::default()
+                    .with_states_filter(vec![StrBytes::from_static_str("stable")])
+            } else {
+                ListGroupsRequest::default()
+            }),
+        ],
+        ApiKey::DeleteGroups => vec![Request::DeleteGroups(
+            DeleteGroupsRequest::default().with_groups_names(vec![
+                group("missing"),
+                group("static5"),
+                group(&format!("del{v}")),
+            ]),
+        )],
+        ApiKey::OffsetDelete => vec![Request::OffsetDelete(
+            OffsetDeleteRequest::default()
+                .with_group_id(group("simple"))
+                .with_topics(vec![
+                    offset_delete_request::OffsetDeleteRequestTopic::default()
+                        .with_name(name("t"))
+                        .with_partitions(vec![
+                            offset_delete_request::OffsetDeleteRequestPartition::default()
+                                .with_partition_index(0),
+                        ]),
+                ]),
+        )],
+        ApiKey::ConsumerGroupHeartbeat => vec![
+            Request::ConsumerGroupHeartbeat(
+                ConsumerGroupHeartbeatRequest::default()
+                    .with_group_id(group(&format!("kip848-{v}")))
+                    .with_member_id(StrBytes::from_string(format!("member-{v}")))
+                    .with_member_epoch(0)
+                    .with_rebalance_timeout_ms(10_000)
+                    .with_subscribed_topic_names(Some(vec![name("t")])),
+            ),
+            Request::ConsumerGroupHeartbeat(
+                ConsumerGroupHeartbeatRequest::default()
+                    .with_group_id(group("static5"))
+                    .with_member_id(StrBytes::from_static_str("x"))
+                    .with_member_epoch(3),
+            ),
+        ],
+        ApiKey::ConsumerGroupDescribe => vec![Request::ConsumerGroupDescribe(
+            ConsumerGroupDescribeRequest::default()
+                .with_group_ids(vec![group("kip848-0"), group("missing")]),
+        )],
         other => panic!("advertised API {other:?} has no case in this test"),
     }
 }
@@ -162,6 +344,8 @@ fn request(key: ApiKey, v: i16) -> Vec<Request> {
 async fn every_advertised_version_encodes_its_responses() {
     let config = BrokerConfig {
         data_dir: PathBuf::from("/data"),
+        group_initial_rebalance_delay_ms: 0,
+        offsets_topic_num_partitions: 3,
         ..BrokerConfig::default()
     };
     let broker =

@@ -424,6 +424,7 @@ impl Coordinator {
         }
         let mut member_id = req.member_id.clone();
         let mut joined = false;
+        let mut took_over = false;
         if req.member_epoch == 0 {
             if member_id.is_empty() {
                 member_id = new_member_id(&req.client_id);
@@ -451,6 +452,7 @@ impl Coordinator {
                     inherited = Some(old);
                 }
             }
+            took_over = inherited.is_some();
             let m = match inherited {
                 Some(mut old) => {
                     old.member_id = member_id.clone();
@@ -508,7 +510,8 @@ impl Coordinator {
             }
         }
         // Update what the member told us.
-        let mut changed = joined;
+        // A static member taking over its old place changes nothing by itself.
+        let mut changed = joined && !took_over;
         {
             let m = g.members.get_mut(&member_id).expect("member");
             m.last_heartbeat_ms = now;

@@ -112,8 +112,12 @@ pub fn decode_request(mut frame: Bytes) -> Result<RequestFrame, ProtocolError> {
         ApiKey::ListGroups => Request::ListGroups(body(buf, api_key, version)?),
         ApiKey::DeleteGroups => Request::DeleteGroups(body(buf, api_key, version)?),
         ApiKey::OffsetDelete => Request::OffsetDelete(body(buf, api_key, version)?),
-        ApiKey::ConsumerGroupHeartbeat => Request::ConsumerGroupHeartbeat(body(buf, api_key, version)?),
-        ApiKey::ConsumerGroupDescribe => Request::ConsumerGroupDescribe(body(buf, api_key, version)?),
+        ApiKey::ConsumerGroupHeartbeat => {
+            Request::ConsumerGroupHeartbeat(body(buf, api_key, version)?)
+        }
+        ApiKey::ConsumerGroupDescribe => {
+            Request::ConsumerGroupDescribe(body(buf, api_key, version)?)
+        }
         _ => return Err(ProtocolError::UnknownApiKey(raw_key)),
     };
     // Trailing bytes are ignored, as Kafka does: librdkafka 2.x sends Metadata v12 with

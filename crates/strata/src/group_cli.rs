@@ -80,7 +80,10 @@ struct MemberView {
     assignment: Vec<(String, Vec<i32>)>,
 }
 
-async fn committed(client: &mut Client, group: &str) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
+async fn committed(
+    client: &mut Client,
+    group: &str,
+) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
     let mut req = OffsetFetchRequest::default();
     let mut g = offset_fetch_request::OffsetFetchRequestGroup::default();
     g.group_id = GroupId(s(group));
@@ -88,7 +91,11 @@ async fn committed(client: &mut Client, group: &str) -> anyhow::Result<BTreeMap<
     g.member_epoch = -1;
     req.groups.push(g);
     let resp = client.send(req, 8).await?;
-    let g = resp.groups.into_iter().next().context("empty OffsetFetch response")?;
+    let g = resp
+        .groups
+        .into_iter()
+        .next()
+        .context("empty OffsetFetch response")?;
     check(g.error_code, format!("group {group}"), None)?;
     let mut out = BTreeMap::new();
     for t in g.topics {
@@ -141,7 +148,11 @@ async fn describe(client: &mut Client, group: &str) -> anyhow::Result<()> {
                 .into_iter()
                 .next()
                 .context("empty DescribeGroups response")?;
-            check(g.error_code, format!("group {group}"), g.error_message.as_ref())?;
+            check(
+                g.error_code,
+                format!("group {group}"),
+                g.error_message.as_ref(),
+            )?;
             let members = g
                 .members
                 .iter()
@@ -168,7 +179,10 @@ async fn describe(client: &mut Client, group: &str) -> anyhow::Result<()> {
     if state == "Dead" {
         bail!("group {group} does not exist");
     }
-    println!("group {group}  state {state}  type {kind}  assignor {protocol}  members {}", members.len());
+    println!(
+        "group {group}  state {state}  type {kind}  assignor {protocol}  members {}",
+        members.len()
+    );
     if !members.is_empty() {
         println!("MEMBER\tINSTANCE\tCLIENT\tHOST\tASSIGNMENT");
         for m in &members {

@@ -129,7 +129,9 @@ pub fn delete_topics(
             if name == crate::groups::OFFSETS_TOPIC {
                 let result = result.with_error_code(errors::INVALID_TOPIC);
                 return if version >= 5 {
-                    result.with_error_message(Some(str("the internal topic __consumer_offsets cannot be deleted")))
+                    result.with_error_message(Some(str(
+                        "the internal topic __consumer_offsets cannot be deleted",
+                    )))
                 } else {
                     result
                 };

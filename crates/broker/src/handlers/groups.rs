@@ -49,7 +49,10 @@ pub fn find_coordinator(
                 errors::TRANSACTION_COORDINATOR_MISSING,
                 Some("transactions are not supported yet".into()),
             ),
-            t => (errors::INVALID_REQUEST, Some(format!("unknown key type {t}"))),
+            t => (
+                errors::INVALID_REQUEST,
+                Some(format!("unknown key type {t}")),
+            ),
         }
     };
     let mut resp = FindCoordinatorResponse::default();
@@ -283,7 +286,8 @@ pub async fn offset_commit(broker: Arc<Broker>, r: OffsetCommitRequest) -> Offse
     };
     let now = broker.clock.now_ms();
     let b = broker.clone();
-    let high_watermark = move |topic: &str, p: i32| b.partition(topic, p).map(|p| p.high_watermark());
+    let high_watermark =
+        move |topic: &str, p: i32| b.partition(topic, p).map(|p| p.high_watermark());
     let (result, pending) = broker.group_call(|c| c.commit_offsets(req, now, &high_watermark));
     let stored = broker.group_complete(pending).await;
     let mut resp = OffsetCommitResponse::default();
@@ -291,7 +295,10 @@ pub async fn offset_commit(broker: Arc<Broker>, r: OffsetCommitRequest) -> Offse
         let mut rt = offset_commit_response::OffsetCommitResponseTopic::default();
         rt.name = t.name.clone();
         let per: Option<&Vec<(i32, Option<GroupError>)>> = match &result {
-            Ok(results) => results.iter().find(|(n, _)| n.as_str() == &**t.name).map(|(_, p)| p),
+            Ok(results) => results
+                .iter()
+                .find(|(n, _)| n.as_str() == &**t.name)
+                .map(|(_, p)| p),
             Err(_) => None,
         };
         for (i, p) in t.partitions.iter().enumerate() {
@@ -317,7 +324,13 @@ fn fetch_group(
     group_id: &str,
     topics: &FetchTopics,
     member: Option<(&str, i32)>,
-) -> (i16, Vec<(String, Vec<offset_fetch_response::OffsetFetchResponsePartitions>)>) {
+) -> (
+    i16,
+    Vec<(
+        String,
+        Vec<offset_fetch_response::OffsetFetchResponsePartitions>,
+    )>,
+) {
     let result = broker
         .groups
         .coordinator()
@@ -325,7 +338,10 @@ fn fetch_group(
     match result {
         Err(e) => (group_error_code(&e), vec![]),
         Ok(offsets) => {
-            let mut out: Vec<(String, Vec<offset_fetch_response::OffsetFetchResponsePartitions>)> = Vec::new();
+            let mut out: Vec<(
+                String,
+                Vec<offset_fetch_response::OffsetFetchResponsePartitions>,
+            )> = Vec::new();
             for o in offsets {
                 let mut p = offset_fetch_response::OffsetFetchResponsePartitions::default();
                 p.partition_index = o.partition;
@@ -351,7 +367,11 @@ fn fetch_group(
     }
 }
 
-pub fn offset_fetch(broker: &Arc<Broker>, r: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+pub fn offset_fetch(
+    broker: &Arc<Broker>,
+    r: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
     let mut resp = OffsetFetchResponse::default();
     if version >= 8 {
         for g in &r.groups {
@@ -494,7 +514,10 @@ pub fn list_groups(broker: &Arc<Broker>, r: ListGroupsRequest) -> ListGroupsResp
             for g in groups {
                 // Kafka matches state and type filters case-insensitively.
                 if !r.states_filter.is_empty()
-                    && !r.states_filter.iter().any(|s| s.eq_ignore_ascii_case(g.state))
+                    && !r
+                        .states_filter
+                        .iter()
+                        .any(|s| s.eq_ignore_ascii_case(g.state))
                 {
                     continue;
                 }
@@ -558,9 +581,14 @@ pub fn consumer_group_heartbeat(
     client_host: String,
 ) -> ConsumerGroupHeartbeatResponse {
     let mut resp = ConsumerGroupHeartbeatResponse::default();
-    if r.subscribed_topic_regex.as_ref().is_some_and(|s| !s.is_empty()) {
+    if r.subscribed_topic_regex
+        .as_ref()
+        .is_some_and(|s| !s.is_empty())
+    {
         resp.error_code = errors::INVALID_REQUEST;
-        resp.error_message = Some(str("subscribed_topic_regex is not supported yet; subscribe to topic names"));
+        resp.error_message = Some(str(
+            "subscribed_topic_regex is not supported yet; subscribe to topic names",
+        ));
         return resp;
     }
     // KIP-1082 (v1): the client picks its member id, and must send one.

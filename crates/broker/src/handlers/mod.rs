@@ -158,7 +158,12 @@ pub fn dispatch(
             &admin::init_producer_id(broker, r),
         )),
         Request::FindCoordinator(r) => blocking(broker, move |b| {
-            encode(cid, api_key, version, &groups::find_coordinator(&b, r, version))
+            encode(
+                cid,
+                api_key,
+                version,
+                &groups::find_coordinator(&b, r, version),
+            )
         }),
         Request::JoinGroup(r) => {
             let (b, client_id, client_host) = (broker.clone(), client_id(), client_host());
@@ -170,7 +175,12 @@ pub fn dispatch(
         Request::SyncGroup(r) => {
             let b = broker.clone();
             Box::pin(async move {
-                encode(cid, api_key, version, &groups::sync_group(b, r, version).await)
+                encode(
+                    cid,
+                    api_key,
+                    version,
+                    &groups::sync_group(b, r, version).await,
+                )
             })
         }
         Request::Heartbeat(r) => {
@@ -180,12 +190,19 @@ pub fn dispatch(
         Request::LeaveGroup(r) => {
             let b = broker.clone();
             Box::pin(async move {
-                encode(cid, api_key, version, &groups::leave_group(b, r, version).await)
+                encode(
+                    cid,
+                    api_key,
+                    version,
+                    &groups::leave_group(b, r, version).await,
+                )
             })
         }
         Request::OffsetCommit(r) => {
             let b = broker.clone();
-            Box::pin(async move { encode(cid, api_key, version, &groups::offset_commit(b, r).await) })
+            Box::pin(
+                async move { encode(cid, api_key, version, &groups::offset_commit(b, r).await) },
+            )
         }
         Request::OffsetFetch(r) => ready(encode(
             cid,
@@ -195,7 +212,9 @@ pub fn dispatch(
         )),
         Request::OffsetDelete(r) => {
             let b = broker.clone();
-            Box::pin(async move { encode(cid, api_key, version, &groups::offset_delete(b, r).await) })
+            Box::pin(
+                async move { encode(cid, api_key, version, &groups::offset_delete(b, r).await) },
+            )
         }
         Request::DescribeGroups(r) => ready(encode(
             cid,
@@ -211,7 +230,9 @@ pub fn dispatch(
         )),
         Request::DeleteGroups(r) => {
             let b = broker.clone();
-            Box::pin(async move { encode(cid, api_key, version, &groups::delete_groups(b, r).await) })
+            Box::pin(
+                async move { encode(cid, api_key, version, &groups::delete_groups(b, r).await) },
+            )
         }
         Request::ConsumerGroupHeartbeat(r) => ready(encode(
             cid,
