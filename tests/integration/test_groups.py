@@ -474,3 +474,25 @@ def test_group_cli_shows_lag_while_producing(gbroker):
     assert d.returncode == 0, d.stderr
     assert group not in subprocess.run([STRATA_BIN, "group", "list", "--bootstrap", bs],
                                        capture_output=True, text=True, timeout=30).stdout
+
+
+def test_sigterm_answers_pending_join_and_exits(tmp_path):
+    b = Broker(tmp_path / "data", config_text=GROUP_CONFIG).start()
+    bs = b.bootstrap
+    topic, group = unique("term"), unique("g")
+    create_topic(bs, topic, 2)
+    a = Member(consumer_config(bs, group, "classic"), topic)
+    poll_until([a], lambda: a.assigned == {0, 1})
+    # b's JoinGroup now waits for a to rejoin, which it will not (a never polls again):
+    # up to a's rebalance timeout (max.poll.interval.ms, 5 minutes).
+    other = Member(consumer_config(bs, group, "classic"), topic)
+    deadline = time.time() + 2
+    while time.time() < deadline:
+        other.poll()
+    t0 = time.time()
+    b.proc.send_signal(signal.SIGTERM)
+    b.proc.wait(20)
+    assert time.time() - t0 < 10, "shutdown waited for the rebalance"
+    assert b.proc.returncode == 0
+    assert "shutdown complete" in b.log_text()
+    b.stop()

@@ -25,6 +25,9 @@ pub struct GroupService {
     coordinator: Mutex<Coordinator>,
     waiters: Mutex<HashMap<Token, oneshot::Sender<Effect>>>,
     next_token: AtomicU64,
+    /// Set at shutdown: waiting JoinGroup/SyncGroup requests are answered at once
+    /// (COORDINATOR_NOT_AVAILABLE, so clients find the coordinator again after restart).
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// Records appended and not yet durable: (partition, offset to sync to).
@@ -40,6 +43,7 @@ impl GroupService {
             coordinator: Mutex::new(Coordinator::new(config)),
             waiters: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -51,11 +55,18 @@ impl GroupService {
     pub fn waiter(&self) -> (Token, oneshot::Receiver<Effect>) {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.waiters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(token, tx);
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.closed.load(Ordering::SeqCst) {
+            waiters.insert(token, tx);
+        }
         (token, rx)
+    }
+
+    /// Answers every waiting request now (their senders are dropped) and every later one.
+    pub fn close(&self) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        self.closed.store(true, Ordering::SeqCst);
+        waiters.clear();
     }
 
     fn deliver(&self, effects: Vec<Effect>) {

@@ -448,6 +448,7 @@ impl Broker {
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
         self.data_arrived.notify_waiters();
+        self.groups.close();
     }
 
     pub fn is_shutting_down(&self) -> bool {
