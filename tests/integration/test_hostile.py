@@ -61,7 +61,7 @@ def test_garbage_and_absurd_lengths_close_only_that_connection(broker):
         frame(b"\x00\x01"),  # too short for a header
         frame(header(9999, 0)),  # unknown API key
         frame(header(3, 99)),  # Metadata v99
-        frame(header(12, 0) + b"\x00" * 20),  # Heartbeat: known to Kafka, not served here
+        frame(header(17, 0) + b"\x00" * 20),  # SaslHandshake: known to Kafka, not served here
         frame(header(3, 1) + struct.pack(">i", 0x7FFFFFFF)),  # array of 2^31-1 topics, no bytes
         frame(header(0, 3) + struct.pack(">hhi", -1, -1, 1000) + struct.pack(">i", 1) + struct.pack(">h", 0x7FFF)),
     ]
