@@ -496,3 +496,37 @@ def test_sigterm_answers_pending_join_and_exits(tmp_path):
     assert b.proc.returncode == 0
     assert "shutdown complete" in b.log_text()
     b.stop()
+
+
+def test_kip848_group_survives_broker_restart_without_rebalance(tmp_path):
+    b = Broker(tmp_path / "data", config_text=GROUP_CONFIG).start()
+    try:
+        bs = b.bootstrap
+        topic, group, parts = unique("k848r"), unique("g"), 4
+        create_topic(bs, topic, parts)
+        members = [Member(consumer_config(bs, group, "consumer"), topic) for _ in range(2)]
+        poll_until(members, lambda: split_without_overlap(members, parts) and all(m.assigned for m in members))
+        for _ in range(20):
+            for m in members:
+                m.poll()
+        calls = [m.assign_calls for m in members]
+        assigned = [set(m.assigned) for m in members]
+        epoch_before = [l for l in subprocess.run(
+            [STRATA_BIN, "group", "describe", group, "--bootstrap", bs],
+            capture_output=True, text=True, timeout=30).stdout.splitlines() if "epoch" in l]
+        b.kill9()
+        b = Broker(tmp_path / "data", port=b.port, config_text=GROUP_CONFIG).start()
+        produce(bs, topic, 200, partitions=parts)
+        poll_until(members, lambda: sum(len(m.records) for m in members) >= 200)
+        assert [m.assign_calls for m in members] == calls, "no rebalance after the restart"
+        assert [m.assigned for m in members] == assigned
+        epoch_after = [l for l in subprocess.run(
+            [STRATA_BIN, "group", "describe", group, "--bootstrap", bs],
+            capture_output=True, text=True, timeout=30).stdout.splitlines() if "epoch" in l]
+        assert epoch_after == epoch_before, (epoch_before, epoch_after)
+        values = sorted(int(v) for m in members for (_, _, v) in m.records)
+        assert values == list(range(200))
+        for m in members:
+            m.c.close()
+    finally:
+        b.stop()

@@ -5,7 +5,11 @@
 //! |-------------|---------------------------------|-----------------------------------------|
 //! | 0, 1        | group, topic, partition (int32) | OffsetCommitValue v3, or null (deleted) |
 //! | 2           | group                           | GroupMetadataValue v3, or null (deleted)|
+//! | 100         | group                           | a KIP-848 consumer group's whole state (Strata's own layout, see `consumer.rs`), or null |
 //!
+//! Key version 100 is Strata's: Kafka's own KIP-848 records (versions 3-16) split a group into
+//! many keyed records; one record per group is simpler and small enough for the group sizes
+//! consumers have (it is rewritten only when the group's state changes, not per heartbeat).
 //! OffsetCommitValue v3: offset int64, leader_epoch int32, metadata string, commit_timestamp int64.
 //! GroupMetadataValue v3: protocol_type string, generation int32, protocol nullable string,
 //! leader nullable string, current_state_timestamp int64, members [member_id, group_instance_id
@@ -27,12 +31,17 @@ pub enum RecordKey {
     Group {
         group: String,
     },
+    ConsumerGroup {
+        group: String,
+    },
 }
 
 impl RecordKey {
     pub fn group(&self) -> &str {
         match self {
-            RecordKey::Offset { group, .. } | RecordKey::Group { group } => group,
+            RecordKey::Offset { group, .. }
+            | RecordKey::Group { group }
+            | RecordKey::ConsumerGroup { group } => group,
         }
     }
 }
@@ -71,13 +80,13 @@ pub struct GroupValue {
 #[error("undecodable __consumer_offsets record: {0}")]
 pub struct CodecError(pub String);
 
-fn put_str(b: &mut BytesMut, s: &str) {
+pub(crate) fn put_str(b: &mut BytesMut, s: &str) {
     let len = s.len().min(i16::MAX as usize);
     b.put_i16(len as i16);
     b.put_slice(&s.as_bytes()[..len]);
 }
 
-fn put_nullable_str(b: &mut BytesMut, s: Option<&str>) {
+pub(crate) fn put_nullable_str(b: &mut BytesMut, s: Option<&str>) {
     match s {
         Some(s) => put_str(b, s),
         None => b.put_i16(-1),
@@ -104,6 +113,10 @@ pub fn encode_key(key: &RecordKey) -> Bytes {
         }
         RecordKey::Group { group } => {
             b.put_i16(2);
+            put_str(&mut b, group);
+        }
+        RecordKey::ConsumerGroup { group } => {
+            b.put_i16(100);
             put_str(&mut b, group);
         }
     }
@@ -143,12 +156,12 @@ pub fn encode_group_value(v: &GroupValue) -> Bytes {
 }
 
 /// A bounded reader over one record's bytes.
-struct Reader<'a> {
-    buf: &'a [u8],
+pub(crate) struct Reader<'a> {
+    pub(crate) buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
         if n > self.buf.len() {
             return Err(CodecError(format!(
                 "needs {n} bytes, {} left",
@@ -159,16 +172,16 @@ impl<'a> Reader<'a> {
         self.buf = tail;
         Ok(head)
     }
-    fn i16(&mut self) -> Result<i16, CodecError> {
+    pub(crate) fn i16(&mut self) -> Result<i16, CodecError> {
         Ok(i16::from_be_bytes(self.take(2)?.try_into().unwrap()))
     }
-    fn i32(&mut self) -> Result<i32, CodecError> {
+    pub(crate) fn i32(&mut self) -> Result<i32, CodecError> {
         Ok(i32::from_be_bytes(self.take(4)?.try_into().unwrap()))
     }
-    fn i64(&mut self) -> Result<i64, CodecError> {
+    pub(crate) fn i64(&mut self) -> Result<i64, CodecError> {
         Ok(i64::from_be_bytes(self.take(8)?.try_into().unwrap()))
     }
-    fn nullable_str(&mut self) -> Result<Option<String>, CodecError> {
+    pub(crate) fn nullable_str(&mut self) -> Result<Option<String>, CodecError> {
         let len = self.i16()?;
         if len < 0 {
             return Ok(None);
@@ -178,11 +191,11 @@ impl<'a> Reader<'a> {
             .map(Some)
             .map_err(|_| CodecError("string is not UTF-8".into()))
     }
-    fn str(&mut self) -> Result<String, CodecError> {
+    pub(crate) fn str(&mut self) -> Result<String, CodecError> {
         self.nullable_str()?
             .ok_or_else(|| CodecError("null where a string is required".into()))
     }
-    fn bytes(&mut self) -> Result<Bytes, CodecError> {
+    pub(crate) fn bytes(&mut self) -> Result<Bytes, CodecError> {
         let len = self.i32()?;
         if len < 0 {
             return Ok(Bytes::new());
@@ -200,6 +213,7 @@ pub fn decode_key(bytes: &[u8]) -> Result<RecordKey, CodecError> {
             partition: r.i32()?,
         }),
         2 => Ok(RecordKey::Group { group: r.str()? }),
+        100 => Ok(RecordKey::ConsumerGroup { group: r.str()? }),
         v => Err(CodecError(format!("unknown key version {v}"))),
     }
 }

@@ -12,15 +12,20 @@
 //! - a member that does not revoke within its rebalance timeout, or stops heartbeating for
 //!   the session timeout, is fenced and its partitions go back to the pool.
 //!
-//! Membership lives in memory: after a broker restart members get UNKNOWN_MEMBER_ID and
-//! rejoin (committed offsets are persisted like those of classic groups).
+//! The whole group (epochs, members, current and target assignments) is one
+//! `__consumer_offsets` record (key version 100), rewritten when its state changes — not on
+//! heartbeats that change nothing — so members carry on across a broker restart with no
+//! rebalance.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use uuid::Uuid;
 
+use bytes::{BufMut, Bytes, BytesMut};
+
 use crate::assignor::{self, Assignment, AssignorMember};
-use crate::coordinator::{new_member_id, Coordinator, Group, GroupKind};
+use crate::codec::{put_nullable_str, put_str, CodecError, Reader, RecordKey};
+use crate::coordinator::{new_member_id, Coordinator, Effect, Group, GroupKind};
 use crate::error::{GroupError, Result};
 
 /// A topic as the coordinator needs it for assignment.
@@ -118,6 +123,8 @@ pub(crate) struct ConsumerGroup {
     subscription_metadata: BTreeMap<String, (Uuid, i32)>,
     assignor: String,
     pub(crate) state_timestamp_ms: i64,
+    /// Changed since it was last persisted.
+    dirty: bool,
 }
 
 fn is_empty_assignment(a: &Assignment) -> bool {
@@ -170,7 +177,175 @@ fn contains(a: &Assignment, t: &Uuid, p: i32) -> bool {
     a.get(t).is_some_and(|ps| ps.contains(&p))
 }
 
+fn put_assignment(b: &mut BytesMut, a: &Assignment) {
+    b.put_i32(a.len() as i32);
+    for (t, ps) in a {
+        b.put_slice(t.as_bytes());
+        b.put_i32(ps.len() as i32);
+        for p in ps {
+            b.put_i32(*p);
+        }
+    }
+}
+
+fn get_count(r: &mut Reader<'_>, min_item_bytes: usize) -> std::result::Result<usize, CodecError> {
+    let n = r.i32()?;
+    if n < 0 || n as usize > r.buf.len() / min_item_bytes.max(1) {
+        return Err(CodecError(format!("count {n} is impossible")));
+    }
+    Ok(n as usize)
+}
+
+fn get_uuid(r: &mut Reader<'_>) -> std::result::Result<Uuid, CodecError> {
+    Ok(Uuid::from_bytes(r.take(16)?.try_into().expect("16 bytes")))
+}
+
+fn get_assignment(r: &mut Reader<'_>) -> std::result::Result<Assignment, CodecError> {
+    let mut a = Assignment::new();
+    for _ in 0..get_count(r, 20)? {
+        let t = get_uuid(r)?;
+        let mut ps = BTreeSet::new();
+        for _ in 0..get_count(r, 4)? {
+            ps.insert(r.i32()?);
+        }
+        a.insert(t, ps);
+    }
+    Ok(a)
+}
+
 impl ConsumerGroup {
+    /// The record value for key version 100: version 0, then the fields in declaration order.
+    pub(crate) fn encode(&self) -> Bytes {
+        let mut b = BytesMut::new();
+        b.put_i16(0);
+        b.put_i32(self.group_epoch);
+        b.put_i32(self.assignment_epoch);
+        put_str(&mut b, &self.assignor);
+        b.put_i64(self.state_timestamp_ms);
+        b.put_i32(self.subscription_metadata.len() as i32);
+        for (name, (id, partitions)) in &self.subscription_metadata {
+            put_str(&mut b, name);
+            b.put_slice(id.as_bytes());
+            b.put_i32(*partitions);
+        }
+        b.put_i32(self.members.len() as i32);
+        for m in self.members.values() {
+            put_str(&mut b, &m.member_id);
+            put_nullable_str(&mut b, m.group_instance_id.as_deref());
+            put_nullable_str(&mut b, m.rack_id.as_deref());
+            put_str(&mut b, &m.client_id);
+            put_str(&mut b, &m.client_host);
+            b.put_i32(m.member_epoch);
+            b.put_i32(m.previous_member_epoch);
+            b.put_i32(m.subscribed.len() as i32);
+            for t in &m.subscribed {
+                put_str(&mut b, t);
+            }
+            put_nullable_str(&mut b, m.server_assignor.as_deref());
+            b.put_i32(m.rebalance_timeout_ms);
+            put_assignment(&mut b, &m.assigned);
+            put_assignment(&mut b, &m.pending_revocation);
+            b.put_i8(m.left_temporarily as i8);
+        }
+        b.put_i32(self.target.len() as i32);
+        for (id, a) in &self.target {
+            put_str(&mut b, id);
+            put_assignment(&mut b, a);
+        }
+        b.freeze()
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> std::result::Result<Self, CodecError> {
+        let mut r = Reader { buf: bytes };
+        let version = r.i16()?;
+        if version != 0 {
+            return Err(CodecError(format!(
+                "unknown consumer group value version {version}"
+            )));
+        }
+        let group_epoch = r.i32()?;
+        let assignment_epoch = r.i32()?;
+        let assignor = r.str()?;
+        let state_timestamp_ms = r.i64()?;
+        let mut subscription_metadata = BTreeMap::new();
+        for _ in 0..get_count(&mut r, 22)? {
+            let name = r.str()?;
+            let id = get_uuid(&mut r)?;
+            subscription_metadata.insert(name, (id, r.i32()?));
+        }
+        let mut members = BTreeMap::new();
+        let mut static_members = HashMap::new();
+        for _ in 0..get_count(&mut r, 40)? {
+            let member_id = r.str()?;
+            let group_instance_id = r.nullable_str()?;
+            let rack_id = r.nullable_str()?;
+            let client_id = r.str()?;
+            let client_host = r.str()?;
+            let member_epoch = r.i32()?;
+            let previous_member_epoch = r.i32()?;
+            let mut subscribed = Vec::new();
+            for _ in 0..get_count(&mut r, 2)? {
+                subscribed.push(r.str()?);
+            }
+            let server_assignor = r.nullable_str()?;
+            let rebalance_timeout_ms = r.i32()?;
+            let assigned = get_assignment(&mut r)?;
+            let pending_revocation = get_assignment(&mut r)?;
+            let left_temporarily = r.take(1)?[0] != 0;
+            if let Some(i) = &group_instance_id {
+                static_members.insert(i.clone(), member_id.clone());
+            }
+            members.insert(
+                member_id.clone(),
+                ConsumerMember {
+                    member_id,
+                    group_instance_id,
+                    rack_id,
+                    client_id,
+                    client_host,
+                    member_epoch,
+                    previous_member_epoch,
+                    subscribed,
+                    server_assignor,
+                    rebalance_timeout_ms,
+                    assigned,
+                    pending_revocation,
+                    revocation_deadline_ms: None,
+                    last_heartbeat_ms: 0,
+                    left_temporarily,
+                    assignment_changed: false,
+                },
+            );
+        }
+        let mut target = BTreeMap::new();
+        for _ in 0..get_count(&mut r, 6)? {
+            let id = r.str()?;
+            target.insert(id, get_assignment(&mut r)?);
+        }
+        Ok(Self {
+            members,
+            group_epoch,
+            assignment_epoch,
+            static_members,
+            fenced_instances: HashMap::new(),
+            target,
+            subscription_metadata,
+            assignor,
+            state_timestamp_ms,
+            dirty: false,
+        })
+    }
+
+    /// After a restart: sessions and revocation deadlines start again from now.
+    pub(crate) fn loaded(&mut self, now: i64) {
+        for m in self.members.values_mut() {
+            m.last_heartbeat_ms = now;
+            if !is_empty_assignment(&m.pending_revocation) {
+                m.revocation_deadline_ms = Some(now + m.rebalance_timeout_ms.max(0) as i64);
+            }
+        }
+    }
+
     fn new(now: i64, assignor: String) -> Self {
         Self {
             members: BTreeMap::new(),
@@ -182,6 +357,7 @@ impl ConsumerGroup {
             subscription_metadata: BTreeMap::new(),
             assignor,
             state_timestamp_ms: now,
+            dirty: true,
         }
     }
 
@@ -289,6 +465,7 @@ impl ConsumerGroup {
             .collect();
         self.target = assignor::assign(&self.assignor, &members, &partitions);
         self.assignment_epoch = self.group_epoch;
+        self.dirty = true;
     }
 
     /// Moves one member towards its target assignment.
@@ -299,6 +476,11 @@ impl ConsumerGroup {
             return;
         };
         let mut m = m.clone();
+        let before = (
+            m.member_epoch,
+            m.assigned.clone(),
+            m.pending_revocation.clone(),
+        );
         // Revocation confirmed when the member no longer reports those partitions.
         if !is_empty_assignment(&m.pending_revocation) {
             if let Some(owned) = owned {
@@ -332,11 +514,21 @@ impl ConsumerGroup {
                 }
             }
         }
+        if before
+            != (
+                m.member_epoch,
+                m.assigned.clone(),
+                m.pending_revocation.clone(),
+            )
+        {
+            self.dirty = true;
+        }
         self.members.insert(member_id.to_string(), m);
     }
 
     fn remove_member(&mut self, member_id: &str) {
         if let Some(m) = self.members.remove(member_id) {
+            self.dirty = true;
             if let Some(i) = &m.group_instance_id {
                 if self.static_members.get(i).map(String::as_str) == Some(member_id) {
                     self.static_members.remove(i);
@@ -358,8 +550,40 @@ impl Coordinator {
         }
     }
 
-    /// ConsumerGroupHeartbeat. `topics`: every topic that exists now.
+    /// ConsumerGroupHeartbeat. `topics`: every topic that exists now. The effects persist
+    /// the group when its state changed: answer only once they are durable.
     pub fn consumer_heartbeat(
+        &mut self,
+        req: ConsumerHeartbeat,
+        topics: &[TopicInfo],
+        now: i64,
+    ) -> (Result<ConsumerHeartbeatResponse>, Vec<Effect>) {
+        let group_id = req.group_id.clone();
+        let result = self.consumer_heartbeat_inner(req, topics, now);
+        self.persist_consumer_group(&group_id);
+        (result, std::mem::take(&mut self.effects))
+    }
+
+    /// Appends the group's record if it changed since last persisted.
+    pub(crate) fn persist_consumer_group(&mut self, group_id: &str) {
+        let Some(g) = self.consumer(group_id) else {
+            return;
+        };
+        if !g.dirty {
+            return;
+        }
+        g.dirty = false;
+        let value = g.encode();
+        self.persist(
+            group_id,
+            RecordKey::ConsumerGroup {
+                group: group_id.to_string(),
+            },
+            Some(value),
+        );
+    }
+
+    fn consumer_heartbeat_inner(
         &mut self,
         req: ConsumerHeartbeat,
         topics: &[TopicInfo],
@@ -455,6 +679,7 @@ impl Coordinator {
             took_over = inherited.is_some();
             let m = match inherited {
                 Some(mut old) => {
+                    g.dirty = true;
                     old.member_id = member_id.clone();
                     old.left_temporarily = false;
                     old.assignment_changed = true;
@@ -596,6 +821,7 @@ impl Coordinator {
         if g.members.is_empty() {
             g.state_timestamp_ms = now;
         }
+        self.persist_consumer_group(group_id);
     }
 
     pub fn consumer_describe(&self, group_id: &str) -> Result<Option<ConsumerDescription>> {
@@ -659,6 +885,7 @@ fn leave(
         if let Some(m) = g.members.get_mut(&member_id) {
             m.left_temporarily = true;
             m.last_heartbeat_ms = now;
+            g.dirty = true;
         }
     } else if g.members.contains_key(&member_id) {
         g.remove_member(&member_id);

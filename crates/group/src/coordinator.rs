@@ -531,6 +531,23 @@ impl Coordinator {
                     }
                 }
             },
+            RecordKey::ConsumerGroup { group } => match value {
+                Some(v) => {
+                    let g = ConsumerGroup::decode(v)?;
+                    self.group_entry(&group, 0).kind = GroupKind::Consumer(g);
+                }
+                None => {
+                    if matches!(
+                        self.groups.get(&group),
+                        Some(Group {
+                            kind: GroupKind::Consumer(_),
+                            ..
+                        })
+                    ) {
+                        self.groups.remove(&group);
+                    }
+                }
+            },
             RecordKey::Group { group } => match value {
                 Some(v) => {
                     let v = codec::decode_group_value(v)?;
@@ -581,6 +598,9 @@ impl Coordinator {
     /// assignments as long as they heartbeat within their session timeout from now).
     pub fn finish_loading(&mut self, now: i64) {
         for g in self.groups.values_mut() {
+            if let GroupKind::Consumer(c) = &mut g.kind {
+                c.loaded(now);
+            }
             if let GroupKind::Classic(c) = &mut g.kind {
                 c.state = if c.members.is_empty() {
                     ClassicState::Empty
@@ -1660,6 +1680,15 @@ impl Coordinator {
             return (Err(GroupError::NonEmptyGroup(group_id.to_string())), vec![]);
         }
         let g = self.groups.remove(group_id).expect("group");
+        if let GroupKind::Consumer(_) = g.kind {
+            self.persist(
+                group_id,
+                RecordKey::ConsumerGroup {
+                    group: group_id.to_string(),
+                },
+                None,
+            );
+        }
         for (topic, partition) in g.offsets.into_keys() {
             self.persist(
                 group_id,

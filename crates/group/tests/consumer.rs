@@ -43,6 +43,15 @@ fn hb(member: &str, epoch: i32, owned: Option<&BTreeSet<i32>>) -> ConsumerHeartb
     }
 }
 
+thread_local! {
+    /// Every record the coordinator asked to persist, in order (for the replay test).
+    static LOG: std::cell::RefCell<Vec<Effect>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn record(effects: Vec<Effect>) {
+    LOG.with(|l| l.borrow_mut().extend(effects));
+}
+
 /// What a client believes it owns, as librdkafka would track it.
 #[derive(Debug, Clone, Default)]
 struct Client {
@@ -54,7 +63,10 @@ struct Client {
 impl Client {
     fn heartbeat(&mut self, c: &mut Coordinator, parts: i32, now: i64) -> Result<()> {
         let owned = (self.epoch > 0).then_some(&self.owned);
-        match c.consumer_heartbeat(hb(&self.id, self.epoch, owned), &topics(parts), now) {
+        let (result, effects) =
+            c.consumer_heartbeat(hb(&self.id, self.epoch, owned), &topics(parts), now);
+        record(effects);
+        match result {
             Ok(r) => {
                 self.epoch = r.member_epoch;
                 if let Some(a) = r.assignment {
@@ -146,6 +158,7 @@ fn stale_and_fenced_epochs() {
     // A heartbeat from the future or far past is fenced.
     let err = c
         .consumer_heartbeat(hb("a", 7, Some(&a.owned)), &topics(2), 5)
+        .0
         .unwrap_err();
     assert!(matches!(
         err,
@@ -154,6 +167,7 @@ fn stale_and_fenced_epochs() {
     // Unknown member.
     let err = c
         .consumer_heartbeat(hb("zz", 1, None), &topics(2), 5)
+        .0
         .unwrap_err();
     assert_eq!(err, GroupError::UnknownMemberId);
     // Offset commits carry the member epoch.
@@ -213,6 +227,7 @@ fn leave_and_session_expiry_free_partitions() {
     assert_eq!(a.owned.len() + b.owned.len(), 4);
     // b leaves: a gets everything on its next heartbeat.
     c.consumer_heartbeat(hb("b", -1, None), &topics(4), 10)
+        .0
         .unwrap();
     a.heartbeat(&mut c, 4, 11).unwrap();
     assert_eq!(a.owned.len(), 4);
@@ -232,6 +247,7 @@ fn leave_and_session_expiry_free_partitions() {
     assert_eq!(a.owned.len(), 4);
     assert_eq!(
         c.consumer_heartbeat(hb("b", b.epoch, Some(&b.owned)), &topics(4), 22_001)
+            .0
             .unwrap_err(),
         GroupError::UnknownMemberId
     );
@@ -243,7 +259,7 @@ fn static_member_restart_keeps_assignment_and_fences_old_instance() {
     let mut a = join(&mut c, "a", 4, 0);
     let mut s = hb("s1", 0, None);
     s.group_instance_id = Some("inst".into());
-    c.consumer_heartbeat(s.clone(), &topics(4), 1).unwrap();
+    c.consumer_heartbeat(s.clone(), &topics(4), 1).0.unwrap();
     for t in 2..6 {
         a.heartbeat(&mut c, 4, t).unwrap();
         let mut h = hb(
@@ -252,7 +268,7 @@ fn static_member_restart_keeps_assignment_and_fences_old_instance() {
             None,
         );
         h.group_instance_id = Some("inst".into());
-        c.consumer_heartbeat(h, &topics(4), t).unwrap();
+        c.consumer_heartbeat(h, &topics(4), t).0.unwrap();
     }
     let before = c.consumer_describe("g").unwrap().unwrap();
     let s_assigned = before
@@ -266,7 +282,7 @@ fn static_member_restart_keeps_assignment_and_fences_old_instance() {
     // The process is killed and restarts with a new member id and the same instance id.
     let mut s2 = hb("s2", 0, None);
     s2.group_instance_id = Some("inst".into());
-    let r = c.consumer_heartbeat(s2, &topics(4), 10).unwrap();
+    let r = c.consumer_heartbeat(s2, &topics(4), 10).0.unwrap();
     let got: BTreeSet<i32> = r
         .assignment
         .unwrap()
@@ -280,16 +296,16 @@ fn static_member_restart_keeps_assignment_and_fences_old_instance() {
     let mut old = hb("s1", 2, None);
     old.group_instance_id = Some("inst".into());
     assert_eq!(
-        c.consumer_heartbeat(old, &topics(4), 11).unwrap_err(),
+        c.consumer_heartbeat(old, &topics(4), 11).0.unwrap_err(),
         GroupError::FencedInstanceId("inst".into())
     );
     // A static member leaving with epoch -2 keeps its place until it returns.
     let mut leave = hb("s2", -2, None);
     leave.group_instance_id = Some("inst".into());
-    c.consumer_heartbeat(leave, &topics(4), 12).unwrap();
+    c.consumer_heartbeat(leave, &topics(4), 12).0.unwrap();
     let mut back = hb("s3", 0, None);
     back.group_instance_id = Some("inst".into());
-    let r = c.consumer_heartbeat(back, &topics(4), 13).unwrap();
+    let r = c.consumer_heartbeat(back, &topics(4), 13).0.unwrap();
     let got: BTreeSet<i32> = r
         .assignment
         .unwrap()
@@ -314,12 +330,12 @@ fn unknown_assignor_refused() {
     let mut h = hb("a", 0, None);
     h.server_assignor = Some("nope".into());
     assert_eq!(
-        c.consumer_heartbeat(h, &topics(1), 0).unwrap_err(),
+        c.consumer_heartbeat(h, &topics(1), 0).0.unwrap_err(),
         GroupError::UnsupportedAssignor("nope".into())
     );
     let mut h = hb("a", 0, None);
     h.server_assignor = Some("range".into());
-    c.consumer_heartbeat(h, &topics(3), 0).unwrap();
+    c.consumer_heartbeat(h, &topics(3), 0).0.unwrap();
     assert_eq!(
         c.consumer_describe("g").unwrap().unwrap().assignor_name,
         "range"
@@ -377,7 +393,7 @@ proptest! {
                 }
                 Op::Leave(i) => {
                     if let Some(cl) = clients[i].take() {
-                        c.consumer_heartbeat(hb(&cl.id, -1, None), &topics(parts), now).unwrap();
+                        c.consumer_heartbeat(hb(&cl.id, -1, None), &topics(parts), now).0.unwrap();
                     }
                 }
                 Op::Kill(i) => {
@@ -415,4 +431,48 @@ proptest! {
             prop_assert_eq!(c.consumer_describe("g").unwrap().unwrap().state, "Stable");
         }
     }
+}
+
+#[test]
+fn consumer_group_survives_restart_by_replay() {
+    LOG.with(|l| l.borrow_mut().clear());
+    let mut c = coordinator();
+    let mut a = join(&mut c, "a", 4, 0);
+    let mut b = join(&mut c, "b", 4, 1);
+    for t in 2..6 {
+        a.heartbeat(&mut c, 4, t).unwrap();
+        b.heartbeat(&mut c, 4, t).unwrap();
+    }
+    let before = c.consumer_describe("g").unwrap().unwrap();
+    assert_eq!(before.state, "Stable");
+    // Heartbeats that change nothing persist nothing.
+    LOG.with(|l| l.borrow_mut().clear());
+    a.heartbeat(&mut c, 4, 7).unwrap();
+    assert!(LOG.with(|l| l.borrow().is_empty()));
+    // Rebuild from every record written (the join records were cleared: redo from scratch).
+    LOG.with(|l| l.borrow_mut().clear());
+    let mut c = coordinator();
+    let mut a = join(&mut c, "a", 4, 0);
+    let mut b = join(&mut c, "b", 4, 1);
+    for t in 2..6 {
+        a.heartbeat(&mut c, 4, t).unwrap();
+        b.heartbeat(&mut c, 4, t).unwrap();
+    }
+    let before = c.consumer_describe("g").unwrap().unwrap();
+    let mut restarted = Coordinator::new(GroupConfig::default());
+    LOG.with(|l| {
+        for e in l.borrow().iter() {
+            if let Effect::Persist { key, value, .. } = e {
+                restarted.replay(key, value.as_deref()).unwrap();
+            }
+        }
+    });
+    restarted.finish_loading(100);
+    assert_eq!(restarted.consumer_describe("g").unwrap().unwrap(), before);
+    // Members carry on with their epochs, no rejoin.
+    let (ea, eb) = (a.epoch, b.epoch);
+    a.heartbeat(&mut restarted, 4, 101).unwrap();
+    b.heartbeat(&mut restarted, 4, 101).unwrap();
+    assert_eq!((a.epoch, b.epoch), (ea, eb));
+    assert_disjoint(&[&a, &b]);
 }

@@ -573,8 +573,8 @@ fn topics_now(broker: &Broker) -> Vec<TopicInfo> {
         .collect()
 }
 
-pub fn consumer_group_heartbeat(
-    broker: &Arc<Broker>,
+pub async fn consumer_group_heartbeat(
+    broker: Arc<Broker>,
     r: ConsumerGroupHeartbeatRequest,
     version: i16,
     client_id: String,
@@ -617,12 +617,15 @@ pub fn consumer_group_heartbeat(
         client_id,
         client_host,
     };
-    let topics = topics_now(broker);
+    let topics = topics_now(&broker);
     let now = broker.clock.now_ms();
-    let result = broker
-        .groups
-        .coordinator()
-        .consumer_heartbeat(req, &topics, now);
+    let (result, pending) = broker.group_call(|c| c.consumer_heartbeat(req, &topics, now));
+    let stored = broker.group_complete(pending).await;
+    if !stored {
+        // The new epoch or assignment is not durable: the member must not act on it.
+        resp.error_code = errors::COORDINATOR_NOT_AVAILABLE;
+        return resp;
+    }
     match result {
         Err(e) => {
             resp.error_code = group_error_code(&e);

@@ -234,12 +234,14 @@ pub fn dispatch(
                 async move { encode(cid, api_key, version, &groups::delete_groups(b, r).await) },
             )
         }
-        Request::ConsumerGroupHeartbeat(r) => ready(encode(
-            cid,
-            api_key,
-            version,
-            &groups::consumer_group_heartbeat(broker, r, version, client_id(), client_host()),
-        )),
+        Request::ConsumerGroupHeartbeat(r) => {
+            let (b, client_id, client_host) = (broker.clone(), client_id(), client_host());
+            Box::pin(async move {
+                let resp =
+                    groups::consumer_group_heartbeat(b, r, version, client_id, client_host).await;
+                encode(cid, api_key, version, &resp)
+            })
+        }
         Request::ConsumerGroupDescribe(r) => ready(encode(
             cid,
             api_key,
