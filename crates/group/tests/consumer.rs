@@ -476,3 +476,27 @@ fn consumer_group_survives_restart_by_replay() {
     assert_eq!((a.epoch, b.epoch), (ea, eb));
     assert_disjoint(&[&a, &b]);
 }
+
+proptest! {
+    /// Whatever bytes a damaged `__consumer_offsets` record holds, replay fails cleanly or
+    /// succeeds; it never panics or allocates from an unchecked count.
+    #[test]
+    fn replay_of_arbitrary_bytes_never_panics(
+        key_version in prop_oneof![Just(0i16), Just(1), Just(2), Just(100), any::<i16>()],
+        group in "[a-z]{0,8}",
+        value in proptest::collection::vec(any::<u8>(), 0..300),
+    ) {
+        let mut key = key_version.to_be_bytes().to_vec();
+        key.extend_from_slice(&(group.len() as i16).to_be_bytes());
+        key.extend_from_slice(group.as_bytes());
+        key.extend_from_slice(&[0, 1, b't', 0, 0, 0, 0]);
+        let mut c = Coordinator::new(GroupConfig::default());
+        let _ = c.replay(&key, Some(&value));
+        // A valid-looking value with a huge count is refused, not allocated.
+        let mut v = vec![0u8, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        v.extend_from_slice(&i32::MAX.to_be_bytes());
+        let _ = c.replay(&key, Some(&v));
+        c.finish_loading(0);
+        let _ = c.list();
+    }
+}
