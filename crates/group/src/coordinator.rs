@@ -455,6 +455,21 @@ impl Coordinator {
         });
     }
 
+    fn persist_offset(
+        &mut self,
+        group_id: &str,
+        topic: String,
+        partition: i32,
+        value: Option<Bytes>,
+    ) {
+        let key = RecordKey::Offset {
+            group: group_id.to_string(),
+            topic,
+            partition,
+        };
+        self.persist(group_id, key, value);
+    }
+
     fn persist_group(&mut self, group_id: &str) {
         let Some(Group {
             kind: GroupKind::Classic(g),
@@ -1319,15 +1334,7 @@ impl Coordinator {
             }
         }
         for (group, topic, partition) in tombstones {
-            self.persist(
-                &group,
-                RecordKey::Offset {
-                    group: group.clone(),
-                    topic,
-                    partition,
-                },
-                None,
-            );
+            self.persist_offset(&group, topic, partition, None);
         }
         for group in dead_groups {
             self.groups.remove(&group);
@@ -1402,13 +1409,10 @@ impl Coordinator {
             group.offsets.insert((topic.clone(), *partition), v.clone());
         }
         for (topic, partition, v) in accepted {
-            self.persist(
+            self.persist_offset(
                 &req.group_id,
-                RecordKey::Offset {
-                    group: req.group_id.clone(),
-                    topic,
-                    partition,
-                },
+                topic,
+                partition,
                 Some(codec::encode_offset_value(&v)),
             );
         }
@@ -1552,15 +1556,7 @@ impl Coordinator {
             results.push((topic.clone(), presults));
         }
         for (topic, partition) in deleted {
-            self.persist(
-                group_id,
-                RecordKey::Offset {
-                    group: group_id.to_string(),
-                    topic,
-                    partition,
-                },
-                None,
-            );
+            self.persist_offset(group_id, topic, partition, None);
         }
         (Ok(results), self.take_effects())
     }
@@ -1579,15 +1575,7 @@ impl Coordinator {
             });
         }
         for (group, partition) in gone {
-            self.persist(
-                &group,
-                RecordKey::Offset {
-                    group: group.clone(),
-                    topic: topic.to_string(),
-                    partition,
-                },
-                None,
-            );
+            self.persist_offset(&group, topic.to_string(), partition, None);
         }
         self.take_effects()
     }
@@ -1690,15 +1678,7 @@ impl Coordinator {
             );
         }
         for (topic, partition) in g.offsets.into_keys() {
-            self.persist(
-                group_id,
-                RecordKey::Offset {
-                    group: group_id.to_string(),
-                    topic,
-                    partition,
-                },
-                None,
-            );
+            self.persist_offset(group_id, topic, partition, None);
         }
         self.persist(
             group_id,
