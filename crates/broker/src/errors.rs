@@ -2,7 +2,7 @@
 
 use kafka_protocol::error::ResponseError;
 use strata_records::RecordsError;
-use strata_storage::StorageError;
+use strata_storage::{SequenceError, StorageError};
 
 /// Kafka's error code for a storage failure on the produce or fetch path.
 pub fn storage_error_code(e: &StorageError) -> i16 {
@@ -14,6 +14,13 @@ pub fn storage_error_code(e: &StorageError) -> i16 {
         StorageError::InvalidTimestamp { .. } => ResponseError::InvalidTimestamp,
         StorageError::InvalidConfig(_) => ResponseError::InvalidConfig,
         StorageError::Io { .. } | StorageError::LogDirFailed(_) => ResponseError::KafkaStorageError,
+        StorageError::Sequence(SequenceError::InvalidProducerEpoch { .. }) => {
+            ResponseError::InvalidProducerEpoch
+        }
+        StorageError::Sequence(SequenceError::OutOfOrderSequence { .. }) => {
+            ResponseError::OutOfOrderSequenceNumber
+        }
+        StorageError::DuplicateSequence => ResponseError::DuplicateSequenceNumber,
     };
     error.code()
 }

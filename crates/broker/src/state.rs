@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use strata_cluster::{MetadataError, MetadataImage, MetadataLog, MetadataRecord, TopicImage};
@@ -74,7 +74,8 @@ pub struct Broker {
     partitions: RwLock<HashMap<String, BTreeMap<i32, Arc<Partition>>>>,
     /// Woken whenever a high watermark may have advanced (long-polling fetches wait on it).
     pub data_arrived: Notify,
-    next_producer_id: AtomicI64,
+    /// The next producer id and the end of the block it comes from.
+    producer_ids: Mutex<(i64, i64)>,
     /// File-system-wide group commit for produces that touch many partitions.
     pub filesystem_sync: FilesystemSync,
     /// Set at shutdown so long-polling fetches answer now instead of at their deadline.
@@ -124,7 +125,7 @@ impl Broker {
         let metadata = MetadataLog::open(fs.clone(), clock.clone(), &config.data_dir)?;
         let group_config = config.group_config();
         let broker = Self {
-            next_producer_id: AtomicI64::new(clock.now_ms()),
+            producer_ids: Mutex::new((0, 0)),
             config,
             fs,
             clock,
@@ -219,7 +220,7 @@ impl Broker {
         };
         files.iter().all(|f| {
             let file = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            [".log", ".index", ".timeindex", ".tmp"]
+            [".log", ".index", ".timeindex", ".snapshot", ".tmp"]
                 .iter()
                 .any(|ext| file.ends_with(ext))
                 || file == "recovery-point"
@@ -423,10 +424,22 @@ impl Broker {
         Ok(topic.topic_id)
     }
 
-    /// A fresh producer id (idempotence without its full semantics yet: ids come from a
-    /// counter seeded by the clock, so they do not repeat across restarts of one machine).
-    pub fn allocate_producer_id(&self) -> i64 {
-        self.next_producer_id.fetch_add(1, Ordering::SeqCst)
+    /// A producer id never handed out before: taken from a block of ids recorded (and
+    /// synced) in the metadata log first, so a restart never repeats one.
+    pub fn allocate_producer_id(&self) -> Result<i64, TopicError> {
+        const BLOCK: i64 = 1000;
+        let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
+        if ids.0 >= ids.1 {
+            let mut metadata = self.metadata();
+            let start = ids.1.max(metadata.image().producer_ids_end());
+            metadata.append(&[MetadataRecord::ProducerIds {
+                next_block_end: start + BLOCK,
+            }])?;
+            *ids = (start, start + BLOCK);
+        }
+        let id = ids.0;
+        ids.0 += 1;
+        Ok(id)
     }
 
     /// Writes every partition's recovery point (only where it moved).

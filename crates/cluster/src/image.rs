@@ -25,6 +25,8 @@ pub struct TopicImage {
 pub struct MetadataImage {
     by_name: BTreeMap<String, Uuid>,
     topics: HashMap<Uuid, TopicImage>,
+    /// Producer ids below this were handed out (see `MetadataRecord::ProducerIds`).
+    producer_ids_end: i64,
 }
 
 impl MetadataImage {
@@ -99,8 +101,17 @@ impl MetadataImage {
                     .ok_or(MetadataError::UnknownTopicId(*topic_id))?;
                 self.by_name.remove(&topic.name);
             }
+            MetadataRecord::ProducerIds { next_block_end } => {
+                // Never backwards, whatever the log says.
+                self.producer_ids_end = self.producer_ids_end.max(*next_block_end);
+            }
         }
         Ok(())
+    }
+
+    /// The end of the last producer id block handed out (0: none yet).
+    pub fn producer_ids_end(&self) -> i64 {
+        self.producer_ids_end
     }
 
     pub fn topic(&self, name: &str) -> Option<&TopicImage> {

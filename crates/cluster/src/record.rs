@@ -30,4 +30,8 @@ pub enum MetadataRecord {
     },
     /// The topic and its partitions are gone.
     RemoveTopic { topic_id: Uuid },
+    /// Producer ids below `next_block_end` are handed out (Kafka's ProducerIdsRecord): a
+    /// broker allocates from a block it recorded, so no id is ever given out twice, even
+    /// across restarts (the rest of a block is skipped after one).
+    ProducerIds { next_block_end: i64 },
 }

@@ -35,6 +35,9 @@ pub struct LogConfig {
     /// `message.timestamp.after.max.ms`: CreateTime batches whose newest timestamp is further
     /// in the future than this are refused.
     pub timestamp_after_max_ms: i64,
+    /// `producer.id.expiration.ms`: idempotent producer state of a producer silent this long
+    /// is forgotten (its next batch is accepted with any sequence).
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -51,6 +54,7 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: i64::MAX,
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 }

@@ -29,6 +29,10 @@ pub enum StorageError {
     InvalidConfig(String),
     #[error("log directory {0} is not usable after an earlier I/O error")]
     LogDirFailed(PathBuf),
+    #[error("{0}")]
+    Sequence(#[from] crate::producer_state::SequenceError),
+    #[error("a retried batch came together with other batches in one request")]
+    DuplicateSequence,
 }
 
 impl StorageError {

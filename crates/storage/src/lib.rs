@@ -18,6 +18,7 @@ pub mod fs;
 pub mod index;
 pub mod log;
 pub mod partition;
+pub mod producer_state;
 pub mod segment;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -26,3 +27,4 @@ pub use error::StorageError;
 pub use fs::{Fs, FsFile, RealFs, SimFs};
 pub use log::{AppendInfo, FetchData, Log, RecoveryHint};
 pub use partition::{FilesystemSync, Partition};
+pub use producer_state::{ProducerState, SequenceCheck, SequenceError};

@@ -32,11 +32,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use strata_records::{
     decode_records, set_base_offset, set_log_append_time_split, set_partition_leader_epoch,
-    validate_produce, BATCH_HEADER_BYTES,
+    validate_produce, BatchHeader, BATCH_HEADER_BYTES,
 };
 use tracing::{info, warn};
 
 use crate::error::Result;
+use crate::producer_state::{ProducerState, SequenceCheck};
 use crate::segment::{open_existing, segment_file, ActiveSegment, SealedSegment, SegmentSlice};
 use crate::{checkpoint, Clock, Fs, FsFile, LogConfig, StorageError, TimestampType};
 
@@ -94,6 +95,21 @@ pub struct Log {
     /// pages, so no later sync can vouch for them: the log refuses appends and never moves
     /// its recovery point or high watermark again until it is reopened (and recovered).
     failed: bool,
+    /// Idempotent producers' last batches (see [`crate::producer_state`]).
+    producers: ProducerState,
+}
+
+const SNAPSHOT_EXTENSION: &str = "snapshot";
+
+fn parse_snapshot_name(path: &Path) -> Option<i64> {
+    if path.extension()? != SNAPSHOT_EXTENSION {
+        return None;
+    }
+    let stem = path.file_stem()?.to_str()?;
+    if stem.len() != 20 {
+        return None;
+    }
+    stem.parse().ok()
 }
 
 fn parse_segment_name(path: &Path) -> Option<i64> {
@@ -218,6 +234,7 @@ impl Log {
             checkpointed: recovery_point,
             deleted: false,
             failed: false,
+            producers: ProducerState::default(),
         };
         // What survived recovery may still be only in the page cache: sync it before anyone
         // reads it, so it can never disappear later.
@@ -237,7 +254,125 @@ impl Log {
         if truncated_total > 0 || (!clean && !bases.is_empty()) {
             info!(dir = %log.dir.display(), log_end_offset = leo, truncated_bytes = truncated_total, clean, "log recovered");
         }
+        log.load_producer_state()?;
         Ok(log)
+    }
+
+    /// Idempotent producer state: the newest intact snapshot at or below the log end offset,
+    /// then the headers of every batch after it.
+    fn load_producer_state(&mut self) -> Result<()> {
+        let leo = self.log_end_offset();
+        let entries = self
+            .fs
+            .list_dir(&self.dir)
+            .map_err(|e| StorageError::io(&self.dir, e))?;
+        let mut snapshots: Vec<(i64, PathBuf)> = entries
+            .into_iter()
+            .filter_map(|p| parse_snapshot_name(&p).map(|o| (o, p)))
+            .collect();
+        snapshots.sort();
+        let mut state = None;
+        for (offset, path) in snapshots.iter().rev() {
+            if *offset > leo || *offset < self.log_start_offset {
+                continue;
+            }
+            if let Some(s) = self.read_snapshot(path) {
+                state = Some((*offset, s));
+                break;
+            }
+        }
+        let (from, state) = state.unwrap_or((self.log_start_offset, ProducerState::default()));
+        // Snapshots past the log end (truncated away) would be wrong next time.
+        for (offset, path) in &snapshots {
+            if *offset > leo {
+                let _ = self.fs.remove_file(path);
+            }
+        }
+        self.producers = state;
+        let mut offset = from;
+        loop {
+            let Some(slice) = self.slice(offset, 8 << 20, true)? else {
+                break;
+            };
+            let bytes = slice.read().map_err(|e| StorageError::io(&self.dir, e))?;
+            let mut at = 0;
+            let before = offset;
+            while let Ok(h) = BatchHeader::parse(&bytes[at..]) {
+                if h.total_bytes() > bytes.len() - at {
+                    break;
+                }
+                let timestamp = h.max_timestamp.max(h.base_timestamp);
+                self.producers.apply(&h, timestamp);
+                offset = h.next_offset();
+                at += h.total_bytes();
+            }
+            if offset == before || offset >= leo {
+                break;
+            }
+        }
+        let now = self.clock.now_ms();
+        self.producers
+            .expire(now.saturating_sub(self.config.producer_id_expiration_ms));
+        Ok(())
+    }
+
+    fn read_snapshot(&self, path: &Path) -> Option<ProducerState> {
+        let file = self.fs.open(path, false).ok()?;
+        let len = file.len().ok()? as usize;
+        if len > 256 << 20 {
+            return None;
+        }
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, 0).ok()?;
+        ProducerState::decode(&buf)
+    }
+
+    /// Writes the producer state as of the log end offset (at roll and clean close), keeping
+    /// the previous snapshot too. Not synced: a lost or torn snapshot fails its CRC and
+    /// recovery replays from an older one.
+    fn write_producer_snapshot(&mut self) -> Result<()> {
+        if self.deleted {
+            return Ok(());
+        }
+        let now = self.clock.now_ms();
+        self.producers
+            .expire(now.saturating_sub(self.config.producer_id_expiration_ms));
+        let leo = self.log_end_offset();
+        let path = self.dir.join(format!("{leo:020}.{SNAPSHOT_EXTENSION}"));
+        let tmp = self.dir.join(format!("{leo:020}.{SNAPSHOT_EXTENSION}.tmp"));
+        let bytes = self.producers.encode();
+        let file = self
+            .fs
+            .open(&tmp, true)
+            .map_err(|e| StorageError::io(&tmp, e))?;
+        file.set_len(0).map_err(|e| StorageError::io(&tmp, e))?;
+        file.write_all_at(&bytes, 0)
+            .map_err(|e| StorageError::io(&tmp, e))?;
+        drop(file);
+        self.fs
+            .rename(&tmp, &path)
+            .map_err(|e| StorageError::io(&path, e))?;
+        let entries = self
+            .fs
+            .list_dir(&self.dir)
+            .map_err(|e| StorageError::io(&self.dir, e))?;
+        let mut older: Vec<(i64, PathBuf)> = entries
+            .into_iter()
+            .filter_map(|p| parse_snapshot_name(&p).map(|o| (o, p)))
+            .filter(|(o, _)| *o < leo)
+            .collect();
+        older.sort();
+        // Keep the newest older one as a fallback.
+        older.pop();
+        for (_, p) in older {
+            let _ = self.fs.remove_file(&p);
+        }
+        Ok(())
+    }
+
+    /// The idempotent producer state (for DescribeProducers and tests).
+    pub fn producer_state(&self) -> &ProducerState {
+        &self.producers
     }
 
     pub fn fs(&self) -> Arc<dyn Fs> {
@@ -312,6 +447,28 @@ impl Log {
                 }
             }
         }
+        let mut in_sequence: Vec<BatchHeader> = Vec::new();
+        for span in &produced.spans {
+            match self.producers.check(&span.header, &in_sequence)? {
+                SequenceCheck::Append => in_sequence.push(span.header),
+                SequenceCheck::Duplicate {
+                    first_offset,
+                    last_offset,
+                } => {
+                    if produced.spans.len() > 1 {
+                        return Err(StorageError::DuplicateSequence);
+                    }
+                    // A retry of a stored batch: answered with its original offsets.
+                    return Ok(AppendInfo {
+                        base_offset: first_offset,
+                        last_offset,
+                        log_append_time_ms: -1,
+                        log_start_offset: self.log_start_offset,
+                        records: 0,
+                    });
+                }
+            }
+        }
         self.maybe_roll(batches.len() as u64, now)?;
         let base_offset = self.log_end_offset();
         let log_append = self.config.timestamp_type == TimestampType::LogAppendTime;
@@ -345,6 +502,9 @@ impl Log {
             parts.push(&batches[span.position + BATCH_HEADER_BYTES..span.position + span.len()]);
         }
         self.active.append(&parts, &headers, now)?;
+        for (_, header) in &headers {
+            self.producers.apply(header, now);
+        }
         self.unflushed_messages += produced.records;
         if !self.config.is_durable() {
             self.high_watermark = self.log_end_offset();
@@ -392,6 +552,9 @@ impl Log {
             .map_err(|e| StorageError::io(&self.dir, e))?;
         // Sealing synced everything before the new segment.
         self.mark_flushed(leo);
+        if let Err(e) = self.write_producer_snapshot() {
+            warn!(dir = %self.dir.display(), error = %e, "could not write the producer state snapshot");
+        }
         Ok(())
     }
 
@@ -610,6 +773,7 @@ impl Log {
     pub fn prepare_close(&mut self) -> Result<i64> {
         if !self.deleted {
             self.active.write_indexes_unsynced(self.fs.as_ref())?;
+            self.write_producer_snapshot()?;
         }
         Ok(self.log_end_offset())
     }

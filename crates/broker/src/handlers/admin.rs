@@ -195,7 +195,16 @@ pub fn init_producer_id(
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1);
     }
-    InitProducerIdResponse::default()
-        .with_producer_id(ProducerId(broker.allocate_producer_id()))
-        .with_producer_epoch(0)
+    match broker.allocate_producer_id() {
+        Ok(id) => InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(0),
+        Err(e) => {
+            warn!(error = %e, "could not allocate a producer id");
+            InitProducerIdResponse::default()
+                .with_error_code(errors::COORDINATOR_NOT_AVAILABLE)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+        }
+    }
 }

@@ -151,12 +151,9 @@ pub fn dispatch(
             version,
             &describe::describe_cluster(broker, r),
         )),
-        Request::InitProducerId(r) => ready(encode(
-            cid,
-            api_key,
-            version,
-            &admin::init_producer_id(broker, r),
-        )),
+        Request::InitProducerId(r) => blocking(broker, move |b| {
+            encode(cid, api_key, version, &admin::init_producer_id(&b, r))
+        }),
         Request::FindCoordinator(r) => blocking(broker, move |b| {
             encode(
                 cid,
