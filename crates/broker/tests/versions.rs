@@ -336,6 +336,13 @@ fn request(key: ApiKey, v: i16) -> Vec<Request> {
             ConsumerGroupDescribeRequest::default()
                 .with_group_ids(vec![group("kip848-0"), group("missing")]),
         )],
+        ApiKey::DescribeProducers => vec![Request::DescribeProducers(
+            DescribeProducersRequest::default().with_topics(vec![
+                describe_producers_request::TopicRequest::default()
+                    .with_name(name("t"))
+                    .with_partition_indexes(vec![0, 9]),
+            ]),
+        )],
         other => panic!("advertised API {other:?} has no case in this test"),
     }
 }

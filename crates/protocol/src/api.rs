@@ -42,6 +42,7 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     range(ApiKey::OffsetDelete, 0, 0),
     range(ApiKey::ConsumerGroupHeartbeat, 0, 1),
     range(ApiKey::ConsumerGroupDescribe, 0, 1),
+    range(ApiKey::DescribeProducers, 0, 0),
 ];
 
 pub fn supported_versions(key: ApiKey) -> Option<ApiRange> {

@@ -101,6 +101,11 @@ impl ProducerState {
         self.producers.get(&producer_id)
     }
 
+    /// Every producer with state, by id.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, &ProducerEntry)> {
+        self.producers.iter().map(|(id, e)| (*id, e))
+    }
+
     /// Checks one batch against the state (and against `pending`: batches of the same
     /// request checked before it, not yet applied).
     pub fn check(

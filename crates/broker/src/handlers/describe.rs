@@ -151,3 +151,42 @@ pub fn describe_cluster(
             .with_host(str(&host))
             .with_port(port)])
 }
+
+/// DescribeProducers: the idempotent producers each partition remembers.
+pub fn describe_producers(
+    broker: &Arc<Broker>,
+    r: DescribeProducersRequest,
+) -> DescribeProducersResponse {
+    use kafka_protocol::messages::describe_producers_response::{
+        PartitionResponse, ProducerState, TopicResponse,
+    };
+    let mut resp = DescribeProducersResponse::default();
+    for t in r.topics {
+        let mut tr = TopicResponse::default().with_name(t.name.clone());
+        for p in t.partition_indexes {
+            let mut pr = PartitionResponse::default().with_partition_index(p);
+            match broker.partition(&t.name, p) {
+                None => pr.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,
+                Some(partition) => {
+                    let log = partition.log();
+                    pr.active_producers = log
+                        .producer_state()
+                        .iter()
+                        .map(|(id, e)| {
+                            ProducerState::default()
+                                .with_producer_id(ProducerId(id))
+                                .with_producer_epoch(e.epoch as i32)
+                                .with_last_sequence(e.batches.back().map_or(-1, |b| b.last_seq))
+                                .with_last_timestamp(e.last_timestamp)
+                                .with_coordinator_epoch(-1)
+                                .with_current_txn_start_offset(-1)
+                        })
+                        .collect();
+                }
+            }
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    resp
+}

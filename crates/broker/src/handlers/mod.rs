@@ -239,6 +239,12 @@ pub fn dispatch(
                 encode(cid, api_key, version, &resp)
             })
         }
+        Request::DescribeProducers(r) => ready(encode(
+            cid,
+            api_key,
+            version,
+            &describe::describe_producers(broker, r),
+        )),
         Request::ConsumerGroupDescribe(r) => ready(encode(
             cid,
             api_key,
