@@ -21,6 +21,7 @@ pub fn storage_error_code(e: &StorageError) -> i16 {
             ResponseError::OutOfOrderSequenceNumber
         }
         StorageError::DuplicateSequence => ResponseError::DuplicateSequenceNumber,
+        StorageError::NoOpenTransaction(_) => ResponseError::InvalidTxnState,
     };
     error.code()
 }

@@ -449,6 +449,13 @@ impl Log {
         }
         let mut in_sequence: Vec<BatchHeader> = Vec::new();
         for span in &produced.spans {
+            // Transactional data is accepted only inside a transaction the coordinator
+            // opened on this partition (KIP-890 verification); there is no transaction
+            // coordinator yet, so none is open, and a stray transactional batch would hold
+            // back read_committed consumers.
+            if span.header.is_transactional() {
+                return Err(StorageError::NoOpenTransaction(span.header.producer_id));
+            }
             match self.producers.check(&span.header, &in_sequence)? {
                 SequenceCheck::Append => in_sequence.push(span.header),
                 SequenceCheck::Duplicate {

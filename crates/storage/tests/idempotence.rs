@@ -197,3 +197,19 @@ fn silent_producers_expire() {
     // An expired producer's next batch is accepted whatever its sequence.
     log.append(&batch(9, 0, 17, 1), 0).unwrap();
 }
+
+#[test]
+fn transactional_batches_need_an_open_transaction() {
+    let w = World::new();
+    let mut log = w.open(LogConfig::default());
+    let mut b = batch(11, 0, 0, 1);
+    // attributes bit 4: transactional.
+    b[22] |= 0x10;
+    let crc = crc_of(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert!(matches!(
+        log.append(&b, 0).unwrap_err(),
+        StorageError::NoOpenTransaction(11)
+    ));
+    assert_eq!(log.log_end_offset(), 0);
+}

@@ -38,9 +38,6 @@ pub fn handle(
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut appended: Vec<Appended> = Vec::new();
     let valid_acks = matches!(acks, -1..=1);
-    if req.transactional_id.is_some() && valid_acks {
-        warn!("transactional produce received; transactions are not supported yet");
-    }
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
