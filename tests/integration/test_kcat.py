@@ -47,3 +47,15 @@ def test_offsets_by_timestamp(broker):
     kcat(broker, "-t", topic, "-P", input=b"late\n")
     out = kcat(broker, "-t", topic, "-C", "-e", "-o", f"s@{mark}", "-f", "%s\\n")
     assert out.split() == ["late"]
+
+
+def test_balanced_consumer_group_commits_and_resumes(broker):
+    """kcat -G: librdkafka 2.0.2's classic group protocol (JoinGroup v5-era) and commits."""
+    topic, group = unique("kc-grp"), unique("kcg")
+    kcat(broker, "-t", topic, "-P", input="".join(f"m{i}\n" for i in range(50)).encode())
+    first = kcat(broker, "-G", group, "-X", "auto.offset.reset=earliest", "-c", "50", topic)
+    assert first.split() == [f"m{i}" for i in range(50)]
+    kcat(broker, "-t", topic, "-P", input=b"late\n")
+    # The group resumes at its committed offset: only the new record.
+    again = kcat(broker, "-G", group, "-X", "auto.offset.reset=earliest", "-e", topic)
+    assert again.split() == ["late"]
