@@ -1,5 +1,5 @@
-"""KafkaJS (pure JavaScript, non-flexible protocol versions only): admin and produce.
-KafkaJS consumers need consumer groups, so librdkafka reads the data back."""
+"""KafkaJS (pure JavaScript, non-flexible protocol versions only): admin, produce, and a
+consumer group."""
 import json
 import pathlib
 import shutil
@@ -38,3 +38,21 @@ def test_kafkajs_admin_and_gzip_produce(broker):
             values.append(m.value().decode())
     c.close()
     assert sorted(values) == sorted(f"js-{i}" for i in range(300))
+
+
+def test_kafkajs_consumer_group_reads_and_commits(broker):
+    assert (JS_DIR / "node_modules" / "kafkajs").exists(), "run scripts/test (it runs npm ci in tests/kafkajs)"
+    topic, group = unique("jsg"), unique("jsgroup")
+    r = subprocess.run(["node", str(JS_DIR / "produce_and_admin.mjs"), broker.bootstrap, topic, "100"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(["node", str(JS_DIR / "consume_group.mjs"), broker.bootstrap, topic, group, "100"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    seen = json.loads(r.stdout.strip().splitlines()[-1])["seen"]
+    assert sorted(s["value"] for s in seen) == sorted(f"js-{i}" for i in range(100))
+    # KafkaJS committed what it processed: the group's offsets are at the end.
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group})
+    committed = c.committed([TopicPartition(topic, p) for p in range(2)], timeout=10)
+    c.close()
+    assert sum(tp.offset for tp in committed) == 100
