@@ -157,3 +157,101 @@ pub fn set_log_append_time_split(header: &mut [u8], records: &[u8], now_ms: i64)
     );
     header[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }
+
+/// A transaction marker (control batch, transactional, one record) as the transaction
+/// coordinator writes it: key = version 0, type (0 abort, 1 commit); value = version 0,
+/// coordinator epoch. Offsets relative to 0, like any batch before it is appended.
+pub fn control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    timestamp: i64,
+) -> Vec<u8> {
+    let mut record = Vec::with_capacity(16);
+    record.push(0); // attributes
+    record.push(0); // timestamp delta (varlong 0)
+    record.push(0); // offset delta (varint 0)
+    record.push(8); // key length 4, zigzag
+    record.extend_from_slice(&0i16.to_be_bytes());
+    record.extend_from_slice(&(commit as i16).to_be_bytes());
+    record.push(12); // value length 6, zigzag
+    record.extend_from_slice(&0i16.to_be_bytes());
+    record.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    record.push(0); // no headers
+    let mut b = Vec::with_capacity(BATCH_HEADER_BYTES + 1 + record.len());
+    b.extend_from_slice(&0i64.to_be_bytes()); // base offset
+    let batch_length = (BATCH_HEADER_BYTES - 12 + 1 + record.len()) as i32;
+    b.extend_from_slice(&batch_length.to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+    b.push(2); // magic
+    b.extend_from_slice(&0u32.to_be_bytes()); // crc, below
+    b.extend_from_slice(&0x30i16.to_be_bytes()); // transactional | control
+    b.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&producer_id.to_be_bytes());
+    b.extend_from_slice(&producer_epoch.to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    b.extend_from_slice(&1i32.to_be_bytes()); // records
+    b.push((record.len() as u8) << 1); // record length, zigzag varint (< 64)
+    b.extend_from_slice(&record);
+    let crc = crc_of(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// Whether a control batch is a commit (true) or abort (false) marker; `None` if its first
+/// record is not a well-formed transaction marker.
+pub fn control_type(batch: &[u8]) -> Option<bool> {
+    let mut at = BATCH_HEADER_BYTES;
+    let varint = |at: &mut usize| -> Option<i64> {
+        let mut value: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let byte = *batch.get(*at)?;
+            *at += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some((value >> 1) as i64 ^ -((value & 1) as i64));
+            }
+        }
+        None
+    };
+    varint(&mut at)?; // record length
+    at += 1; // attributes
+    varint(&mut at)?; // timestamp delta
+    varint(&mut at)?; // offset delta
+    if varint(&mut at)? < 4 {
+        return None;
+    }
+    let key = batch.get(at..at + 4)?;
+    match i16::from_be_bytes([key[2], key[3]]) {
+        0 => Some(false),
+        1 => Some(true),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod control_tests {
+    use super::*;
+
+    #[test]
+    fn control_batches_parse_back() {
+        for commit in [true, false] {
+            let b = control_batch(42, 3, commit, 7, 1000);
+            let h = BatchHeader::parse(&b).unwrap();
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!(
+                (h.producer_id, h.producer_epoch, h.records_count),
+                (42, 3, 1)
+            );
+            assert_eq!(h.total_bytes(), b.len());
+            assert_eq!(h.crc, crc_of(&b));
+            assert_eq!(control_type(&b), Some(commit));
+            // kafka-protocol decodes it as a control record too.
+            let recs = crate::decode_records(bytes::Bytes::from(b)).unwrap();
+            assert!(recs[0].control);
+        }
+    }
+}

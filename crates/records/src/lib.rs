@@ -30,8 +30,8 @@ mod error;
 mod validate;
 
 pub use batch::{
-    crc_of, set_base_offset, set_log_append_time, set_log_append_time_split,
-    set_partition_leader_epoch,
+    control_batch, control_type, crc_of, set_base_offset, set_log_append_time,
+    set_log_append_time_split, set_partition_leader_epoch,
 };
 pub use batch::{BatchHeader, Compression, TimestampType, BATCH_HEADER_BYTES, LOG_OVERHEAD_BYTES};
 pub use builder::{BatchBuilder, Record};

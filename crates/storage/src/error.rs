@@ -33,7 +33,9 @@ pub enum StorageError {
     Sequence(#[from] crate::producer_state::SequenceError),
     #[error("a retried batch came together with other batches in one request")]
     DuplicateSequence,
-    #[error("transactional batch from producer {0}, which has no transaction open on this partition")]
+    #[error(
+        "transactional batch from producer {0}, which has no transaction open on this partition"
+    )]
     NoOpenTransaction(i64),
 }
 

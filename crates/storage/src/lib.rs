@@ -26,5 +26,5 @@ pub use config::{LogConfig, TimestampType};
 pub use error::StorageError;
 pub use fs::{Fs, FsFile, RealFs, SimFs};
 pub use log::{AppendInfo, FetchData, Log, RecoveryHint};
-pub use partition::{FilesystemSync, Partition};
+pub use partition::{FilesystemSync, IsolatedSlice, Partition};
 pub use producer_state::{ProducerState, SequenceCheck, SequenceError};

@@ -31,8 +31,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use strata_records::{
-    decode_records, set_base_offset, set_log_append_time_split, set_partition_leader_epoch,
-    validate_produce, BatchHeader, BATCH_HEADER_BYTES,
+    control_batch, control_type, decode_records, set_base_offset, set_log_append_time_split,
+    set_partition_leader_epoch, validate_produce, BatchHeader, BATCH_HEADER_BYTES,
 };
 use tracing::{info, warn};
 
@@ -302,7 +302,13 @@ impl Log {
                     break;
                 }
                 let timestamp = h.max_timestamp.max(h.base_timestamp);
-                self.producers.apply(&h, timestamp);
+                if h.is_control() {
+                    if let Some(commit) = control_type(&bytes[at..at + h.total_bytes()]) {
+                        self.producers.apply_marker(&h, commit, timestamp);
+                    }
+                } else {
+                    self.producers.apply(&h, timestamp);
+                }
                 offset = h.next_offset();
                 at += h.total_bytes();
             }
@@ -412,6 +418,79 @@ impl Log {
     /// the log end offset, stamps the leader epoch (and LogAppendTime if configured) and
     /// writes them. Nothing is written unless every batch is valid.
     pub fn append(&mut self, batches: &[u8], leader_epoch: i32) -> Result<AppendInfo> {
+        self.append_inner(batches, leader_epoch, false)
+    }
+
+    /// [`Log::append`] for a producer whose transaction the caller verified with the
+    /// transaction coordinator (KIP-890): transactional batches are accepted and open the
+    /// producer's transaction on this partition.
+    pub fn append_transactional(
+        &mut self,
+        batches: &[u8],
+        leader_epoch: i32,
+    ) -> Result<AppendInfo> {
+        self.append_inner(batches, leader_epoch, true)
+    }
+
+    /// Writes a transaction marker (commit or abort) for `producer_id`, closing its
+    /// transaction on this partition.
+    pub fn append_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo> {
+        if self.failed {
+            return Err(StorageError::LogDirFailed(self.dir.clone()));
+        }
+        let now = self.clock.now_ms();
+        let mut batch = control_batch(producer_id, producer_epoch, commit, coordinator_epoch, now);
+        self.maybe_roll(batch.len() as u64, now)?;
+        let base_offset = self.log_end_offset();
+        set_base_offset(&mut batch, base_offset);
+        set_partition_leader_epoch(&mut batch, leader_epoch);
+        let header = BatchHeader::parse(&batch)?;
+        self.active.append(&[&batch], &[(0, header)], now)?;
+        self.producers.apply_marker(&header, commit, now);
+        self.unflushed_messages += 1;
+        if !self.config.is_durable() {
+            self.high_watermark = self.log_end_offset();
+        }
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: base_offset,
+            log_append_time_ms: -1,
+            log_start_offset: self.log_start_offset,
+            records: 1,
+        })
+    }
+
+    /// The last stable offset: below it every transaction is decided (read_committed
+    /// consumers read up to here). At most the high watermark.
+    pub fn last_stable_offset(&self) -> i64 {
+        match self.producers.first_unstable_offset() {
+            Some(first) => first.min(self.high_watermark),
+            None => self.high_watermark,
+        }
+    }
+
+    /// Aborted transactions whose data overlaps `[from, upto)`: (producer id, first offset).
+    pub fn aborted_transactions(&self, from: i64, upto: i64) -> Vec<(i64, i64)> {
+        self.producers
+            .aborted_between(from, upto)
+            .into_iter()
+            .map(|a| (a.producer_id, a.first_offset))
+            .collect()
+    }
+
+    fn append_inner(
+        &mut self,
+        batches: &[u8],
+        leader_epoch: i32,
+        transactions_verified: bool,
+    ) -> Result<AppendInfo> {
         if self.failed {
             return Err(StorageError::LogDirFailed(self.dir.clone()));
         }
@@ -449,11 +528,10 @@ impl Log {
         }
         let mut in_sequence: Vec<BatchHeader> = Vec::new();
         for span in &produced.spans {
-            // Transactional data is accepted only inside a transaction the coordinator
-            // opened on this partition (KIP-890 verification); there is no transaction
-            // coordinator yet, so none is open, and a stray transactional batch would hold
-            // back read_committed consumers.
-            if span.header.is_transactional() {
+            // Transactional data is accepted only from a producer whose transaction the
+            // coordinator verified (KIP-890): a stray transactional batch would hold back
+            // read_committed consumers until it timed out.
+            if span.header.is_transactional() && !transactions_verified {
                 return Err(StorageError::NoOpenTransaction(span.header.producer_id));
             }
             match self.producers.check(&span.header, &in_sequence)? {
@@ -644,7 +722,27 @@ impl Log {
         Ok(slice.filter(|s| min_one_batch || s.bytes <= max_bytes))
     }
 
+    /// [`Log::slice`] for read_committed consumers: nothing at or past the last stable offset.
+    pub fn slice_committed(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<Option<SegmentSlice>> {
+        let slice = self.slice_upto(offset, max_bytes, self.last_stable_offset())?;
+        Ok(slice.filter(|s| min_one_batch || s.bytes <= max_bytes))
+    }
+
     fn slice_from(&self, offset: i64, max_bytes: usize) -> Result<Option<SegmentSlice>> {
+        self.slice_upto(offset, max_bytes, self.high_watermark)
+    }
+
+    fn slice_upto(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper: i64,
+    ) -> Result<Option<SegmentSlice>> {
         let leo = self.log_end_offset();
         if offset < self.log_start_offset || offset > leo {
             return Err(StorageError::OffsetOutOfRange {
@@ -653,10 +751,10 @@ impl Log {
                 log_end_offset: leo,
             });
         }
-        if offset >= self.high_watermark {
+        if offset >= upper {
             return Ok(None);
         }
-        let hw = self.high_watermark;
+        let hw = upper;
         for segment in self
             .sealed
             .range(..=offset)
@@ -768,6 +866,7 @@ impl Log {
             deleted += 1;
         }
         if deleted > 0 {
+            self.producers.prune_aborted(self.log_start_offset);
             info!(dir = %self.dir.display(), deleted, log_start_offset = self.log_start_offset, "retention deleted segments");
         }
         Ok(deleted)

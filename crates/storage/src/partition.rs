@@ -128,9 +128,74 @@ impl Partition {
         ))
     }
 
+    /// Where a fetch would read from (see [`Partition::slice`]), isolated: read_committed
+    /// stops at the last stable offset and gets the aborted transactions it covers.
+    pub fn slice_isolated(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        read_committed: bool,
+    ) -> Result<IsolatedSlice> {
+        let log = self.log();
+        let last_stable_offset = log.last_stable_offset();
+        let range = if read_committed {
+            log.slice_committed(offset, max_bytes, min_one_batch)?
+        } else {
+            log.slice(offset, max_bytes, min_one_batch)?
+        };
+        let aborted = if read_committed {
+            log.aborted_transactions(offset, last_stable_offset)
+        } else {
+            Vec::new()
+        };
+        Ok(IsolatedSlice {
+            range,
+            high_watermark: log.high_watermark(),
+            last_stable_offset,
+            log_start_offset: log.log_start_offset(),
+            aborted,
+        })
+    }
+
+    /// Appends a producer's transactional batches after the caller verified its
+    /// transaction with the coordinator.
+    pub fn append_transactional(&self, batches: &[u8]) -> Result<AppendInfo> {
+        let epoch = self.leader_epoch();
+        self.log().append_transactional(batches, epoch)
+    }
+
+    /// Writes a commit or abort marker for `producer_id`.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<AppendInfo> {
+        let epoch = self.leader_epoch();
+        self.log().append_marker(
+            producer_id,
+            producer_epoch,
+            commit,
+            coordinator_epoch,
+            epoch,
+        )
+    }
+
     pub fn high_watermark(&self) -> i64 {
         self.log().high_watermark()
     }
+}
+
+/// What [`Partition::slice_isolated`] found.
+pub struct IsolatedSlice {
+    pub range: Option<SegmentSlice>,
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    pub log_start_offset: i64,
+    /// (producer id, first offset) of aborted transactions in the range (read_committed).
+    pub aborted: Vec<(i64, i64)>,
 }
 
 /// Group commit at the file-system level: writes that touched many partitions are made

@@ -10,11 +10,17 @@
 //! - **accepted** otherwise, including any sequence for a producer id with no state (its
 //!   state may have expired; Kafka does the same).
 //!
+//! Transactions: a transactional batch opens its producer's transaction on this partition
+//! (the first such offset bounds the last stable offset); a marker closes it, and an abort
+//! marker records the aborted range for read_committed fetches.
+//!
 //! Snapshot file (`<offset, 20 digits>.snapshot` in the partition directory, state after every
-//! batch below that offset): int16 version 1, int32 producer count, then per producer: int64
+//! batch below that offset): int16 version 2, int32 producer count, then per producer: int64
 //! id, int16 epoch, int64 last timestamp, int8 batch count, per batch int32 first sequence,
-//! int32 last sequence, int64 first offset, int64 last offset; then the CRC-32C of all the
-//! preceding bytes. Recovery loads the newest snapshot at or below the log end offset and
+//! int32 last sequence, int64 first offset, int64 last offset; int32 open transaction count,
+//! per open transaction int64 producer id, int64 first offset; int32 aborted count, per
+//! aborted transaction int64 producer id, int64 first offset, int64 marker offset; then the
+//! CRC-32C of all the preceding bytes. (Version 1 is the same without the transactions.) Recovery loads the newest snapshot at or below the log end offset and
 //! replays the batch headers after it; a missing or corrupt snapshot means a replay from
 //! the log start.
 
@@ -83,9 +89,22 @@ fn next_seq(seq: i32) -> i32 {
     }
 }
 
+/// A transaction that was aborted: its data lies in `[first_offset, last_offset)` and its
+/// abort marker at `last_offset`. read_committed consumers get these to drop its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerState {
     producers: BTreeMap<i64, ProducerEntry>,
+    /// Open transactions on this partition: producer id -> offset of its first batch.
+    ongoing: BTreeMap<i64, i64>,
+    /// Aborted transactions still in the log, by marker offset.
+    aborted: Vec<AbortedTxn>,
 }
 
 impl ProducerState {
@@ -172,10 +191,57 @@ impl ProducerState {
         }
     }
 
+    /// The first offset of the oldest open transaction (the last stable offset cannot pass it).
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.ongoing.values().min().copied()
+    }
+
+    /// The first offset of `producer_id`'s open transaction here, if any.
+    pub fn ongoing_transaction(&self, producer_id: i64) -> Option<i64> {
+        self.ongoing.get(&producer_id).copied()
+    }
+
+    /// Aborted transactions overlapping `[from, upto)`.
+    pub fn aborted_between(&self, from: i64, upto: i64) -> Vec<AbortedTxn> {
+        self.aborted
+            .iter()
+            .filter(|a| a.last_offset >= from && a.first_offset < upto)
+            .copied()
+            .collect()
+    }
+
+    /// Forgets aborted transactions wholly below the log start offset.
+    pub fn prune_aborted(&mut self, log_start_offset: i64) {
+        self.aborted.retain(|a| a.last_offset >= log_start_offset);
+    }
+
+    /// Records a stored transaction marker: closes the producer's open transaction here.
+    pub fn apply_marker(&mut self, h: &BatchHeader, commit: bool, timestamp: i64) {
+        if let Some(e) = self.producers.get_mut(&h.producer_id) {
+            e.last_timestamp = e.last_timestamp.max(timestamp);
+            if h.producer_epoch > e.epoch {
+                e.epoch = h.producer_epoch;
+                e.batches.clear();
+            }
+        }
+        if let Some(first_offset) = self.ongoing.remove(&h.producer_id) {
+            if !commit {
+                self.aborted.push(AbortedTxn {
+                    producer_id: h.producer_id,
+                    first_offset,
+                    last_offset: h.base_offset,
+                });
+            }
+        }
+    }
+
     /// Records a stored batch (its header as written: real offsets).
     pub fn apply(&mut self, h: &BatchHeader, timestamp: i64) {
-        if h.producer_id < 0 {
+        if h.producer_id < 0 || h.is_control() {
             return;
+        }
+        if h.is_transactional() {
+            self.ongoing.entry(h.producer_id).or_insert(h.base_offset);
         }
         let entry = self
             .producers
@@ -204,13 +270,15 @@ impl ProducerState {
     /// Forgets producers silent since before `older_than` (`producer.id.expiration.ms`).
     pub fn expire(&mut self, older_than: i64) -> usize {
         let before = self.producers.len();
-        self.producers.retain(|_, e| e.last_timestamp >= older_than);
+        let ongoing = &self.ongoing;
+        self.producers
+            .retain(|id, e| e.last_timestamp >= older_than || ongoing.contains_key(id));
         before - self.producers.len()
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(6 + self.producers.len() * 64);
-        b.extend_from_slice(&1i16.to_be_bytes());
+        let mut b = Vec::with_capacity(14 + self.producers.len() * 64 + self.aborted.len() * 24);
+        b.extend_from_slice(&2i16.to_be_bytes());
         b.extend_from_slice(&(self.producers.len() as i32).to_be_bytes());
         for (id, e) in &self.producers {
             b.extend_from_slice(&id.to_be_bytes());
@@ -223,6 +291,17 @@ impl ProducerState {
                 b.extend_from_slice(&m.first_offset.to_be_bytes());
                 b.extend_from_slice(&m.last_offset.to_be_bytes());
             }
+        }
+        b.extend_from_slice(&(self.ongoing.len() as i32).to_be_bytes());
+        for (id, first) in &self.ongoing {
+            b.extend_from_slice(&id.to_be_bytes());
+            b.extend_from_slice(&first.to_be_bytes());
+        }
+        b.extend_from_slice(&(self.aborted.len() as i32).to_be_bytes());
+        for a in &self.aborted {
+            b.extend_from_slice(&a.producer_id.to_be_bytes());
+            b.extend_from_slice(&a.first_offset.to_be_bytes());
+            b.extend_from_slice(&a.last_offset.to_be_bytes());
         }
         let crc = crc32c::crc32c(&b);
         b.extend_from_slice(&crc.to_be_bytes());
@@ -244,7 +323,8 @@ impl ProducerState {
             at += n;
             Some(s)
         };
-        if i16::from_be_bytes(take(2)?.try_into().ok()?) != 1 {
+        let version = i16::from_be_bytes(take(2)?.try_into().ok()?);
+        if version != 1 && version != 2 {
             return None;
         }
         let count = i32::from_be_bytes(take(4)?.try_into().ok()?);
@@ -278,7 +358,37 @@ impl ProducerState {
                 },
             );
         }
-        Some(Self { producers })
+        let mut ongoing = BTreeMap::new();
+        let mut aborted = Vec::new();
+        if version >= 2 {
+            let n = i32::from_be_bytes(take(4)?.try_into().ok()?);
+            if n < 0 || n as usize > body.len() / 16 {
+                return None;
+            }
+            for _ in 0..n {
+                let id = i64::from_be_bytes(take(8)?.try_into().ok()?);
+                ongoing.insert(id, i64::from_be_bytes(take(8)?.try_into().ok()?));
+            }
+            let n = i32::from_be_bytes(take(4)?.try_into().ok()?);
+            if n < 0 || n as usize > body.len() / 24 {
+                return None;
+            }
+            for _ in 0..n {
+                aborted.push(AbortedTxn {
+                    producer_id: i64::from_be_bytes(take(8)?.try_into().ok()?),
+                    first_offset: i64::from_be_bytes(take(8)?.try_into().ok()?),
+                    last_offset: i64::from_be_bytes(take(8)?.try_into().ok()?),
+                });
+            }
+        }
+        if at != body.len() {
+            return None;
+        }
+        Some(Self {
+            producers,
+            ongoing,
+            aborted,
+        })
     }
 }
 

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::{fetch_response, FetchRequest, FetchResponse, ProducerId};
 use strata_storage::segment::SegmentSlice;
+use strata_storage::IsolatedSlice;
 use tokio::time::Instant;
 
 use crate::errors;
@@ -102,8 +103,15 @@ fn read_once(broker: &Broker, req: &FetchRequest, marker: [u8; 16]) -> (Prepared
                 );
                 continue;
             }
-            match partition.slice(p.fetch_offset, limit, total == 0) {
-                Ok((range, hw, log_start, _)) => {
+            let read_committed = req.isolation_level == 1;
+            match partition.slice_isolated(p.fetch_offset, limit, total == 0, read_committed) {
+                Ok(IsolatedSlice {
+                    range,
+                    high_watermark: hw,
+                    last_stable_offset,
+                    log_start_offset: log_start,
+                    aborted,
+                }) => {
                     let records = match range {
                         Some(range) => {
                             total += range.bytes;
@@ -130,11 +138,20 @@ fn read_once(broker: &Broker, req: &FetchRequest, marker: [u8; 16]) -> (Prepared
                     };
                     data = data
                         .with_high_watermark(hw)
-                        .with_last_stable_offset(hw)
+                        .with_last_stable_offset(last_stable_offset)
                         .with_log_start_offset(log_start)
                         .with_records(Some(records));
-                    if req.isolation_level == 1 {
-                        data = data.with_aborted_transactions(Some(vec![]));
+                    if read_committed {
+                        data = data.with_aborted_transactions(Some(
+                            aborted
+                                .into_iter()
+                                .map(|(producer_id, first_offset)| {
+                                    fetch_response::AbortedTransaction::default()
+                                        .with_producer_id(ProducerId(producer_id))
+                                        .with_first_offset(first_offset)
+                                })
+                                .collect(),
+                        ));
                     }
                 }
                 Err(e) => {

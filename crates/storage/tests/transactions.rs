@@ -1,0 +1,158 @@
+//! Transactions at the log: the last stable offset, markers and the aborted-transaction
+//! list read_committed fetches need (invariants 4 and 10), across restarts and crashes.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use strata_records::{crc_of, decode_records, BatchBuilder, Compression, Record};
+use strata_storage::fs::CrashMode;
+use strata_storage::{Clock, Fs, Log, LogConfig, ManualClock, SimFs};
+
+fn batch(pid: i64, epoch: i16, seq: i32, n: usize, transactional: bool) -> Vec<u8> {
+    let mut b = BatchBuilder::new(Compression::None);
+    for i in 0..n {
+        b.push(Record {
+            value: Some(Bytes::from(format!("{pid}-{}", seq.max(0) as usize + i))),
+            timestamp_ms: 1_000_000,
+            ..Default::default()
+        });
+    }
+    let mut bytes = b.build().unwrap().to_vec();
+    bytes[43..51].copy_from_slice(&pid.to_be_bytes());
+    bytes[51..53].copy_from_slice(&epoch.to_be_bytes());
+    bytes[53..57].copy_from_slice(&seq.to_be_bytes());
+    if transactional {
+        bytes[22] |= 0x10;
+    }
+    let crc = crc_of(&bytes);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    bytes
+}
+
+struct World {
+    fs: SimFs,
+    clock: Arc<ManualClock>,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            fs: SimFs::new(),
+            clock: Arc::new(ManualClock::new(1_000_000)),
+        }
+    }
+    fn open(&self) -> Log {
+        let fs: Arc<dyn Fs> = Arc::new(self.fs.clone());
+        let clock: Arc<dyn Clock> = self.clock.clone();
+        let config = LogConfig {
+            segment_bytes: 500,
+            ..LogConfig::default()
+        };
+        Log::open(fs, clock, Path::new("/data/t-0"), config).unwrap()
+    }
+}
+
+fn sync(log: &mut Log) {
+    let (file, end) = log.flush_target();
+    file.sync_data().unwrap();
+    log.mark_flushed(end);
+}
+
+fn committed_offsets(log: &Log) -> Vec<i64> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while let Some(slice) = log.slice_committed(offset, 1 << 20, true).unwrap() {
+        for r in decode_records(slice.read().unwrap()).unwrap() {
+            out.push(r.offset);
+            offset = r.offset + 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn open_transaction_holds_the_last_stable_offset_until_its_marker() {
+    let w = World::new();
+    let mut log = w.open();
+    log.append(&batch(-1, -1, -1, 2, false), 0).unwrap(); // 0, 1
+    log.append_transactional(&batch(7, 0, 0, 2, true), 0)
+        .unwrap(); // 2, 3
+    log.append(&batch(-1, -1, -1, 1, false), 0).unwrap(); // 4
+    sync(&mut log);
+    assert_eq!(log.high_watermark(), 5);
+    assert_eq!(log.last_stable_offset(), 2);
+    assert_eq!(
+        committed_offsets(&log),
+        vec![0, 1],
+        "nothing at or past the LSO"
+    );
+    // Commit: everything becomes stable; no aborted transactions.
+    let marker = log.append_marker(7, 0, true, 0, 0).unwrap();
+    assert_eq!(marker.base_offset, 5);
+    sync(&mut log);
+    assert_eq!(log.last_stable_offset(), 6);
+    assert!(log.aborted_transactions(0, 6).is_empty());
+    assert_eq!(committed_offsets(&log), vec![0, 1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn aborted_transactions_are_listed_for_read_committed() {
+    let w = World::new();
+    let mut log = w.open();
+    log.append_transactional(&batch(1, 0, 0, 2, true), 0)
+        .unwrap(); // 0, 1
+    log.append_transactional(&batch(2, 0, 0, 1, true), 0)
+        .unwrap(); // 2
+    log.append_marker(1, 0, false, 0, 0).unwrap(); // 3: abort 1
+    sync(&mut log);
+    // Producer 2 still open at 2.
+    assert_eq!(log.last_stable_offset(), 2);
+    assert_eq!(log.aborted_transactions(0, 10), vec![(1, 0)]);
+    log.append_marker(2, 0, true, 0, 0).unwrap(); // 4: commit 2
+    sync(&mut log);
+    assert_eq!(log.last_stable_offset(), 5);
+    assert_eq!(log.aborted_transactions(0, 5), vec![(1, 0)]);
+    // Fetching from past the aborted range does not list it.
+    assert!(log.aborted_transactions(4, 5).is_empty());
+}
+
+#[test]
+fn transaction_state_survives_clean_restart_and_crash() {
+    for clean in [true, false] {
+        let w = World::new();
+        let mut log = w.open();
+        for i in 0..10 {
+            log.append(&batch(-1, -1, -1, 3, false), 0).unwrap();
+            log.append_transactional(&batch(5, 0, i * 2, 2, true), 0)
+                .unwrap();
+            log.append_marker(5, 0, i % 2 == 0, 0, 0).unwrap();
+        }
+        log.append_transactional(&batch(6, 0, 0, 1, true), 0)
+            .unwrap();
+        let open_at = log.log_end_offset() - 1;
+        log.append(&batch(-1, -1, -1, 1, false), 0).unwrap();
+        sync(&mut log);
+        assert!(log.segment_count() > 2);
+        let aborted = log.aborted_transactions(0, i64::MAX);
+        assert_eq!(aborted.len(), 5);
+        if clean {
+            log.prepare_close().unwrap();
+            w.fs.crash(CrashMode::KeepAll);
+        } else {
+            w.fs.crash(CrashMode::LoseUnsynced);
+        }
+        drop(log);
+        let log = w.open();
+        assert_eq!(
+            log.aborted_transactions(0, i64::MAX),
+            aborted,
+            "clean={clean}"
+        );
+        assert_eq!(
+            log.last_stable_offset(),
+            open_at,
+            "clean={clean}: still open"
+        );
+    }
+}
