@@ -530,3 +530,46 @@ def test_kip848_group_survives_broker_restart_without_rebalance(tmp_path):
             m.c.close()
     finally:
         b.stop()
+
+
+def test_offsets_topic_is_internal_and_its_partitioning_survives_a_config_change(tmp_path):
+    b = Broker(tmp_path / "data", config_text=GROUP_CONFIG).start()
+    try:
+        bs = b.bootstrap
+        admin = AdminClient({"bootstrap.servers": bs})
+        topic = unique("part")
+        create_topic(bs, topic, 1)
+        produce(bs, topic, 10)
+        groups = [unique(f"g{i}") for i in range(20)]
+
+        def commit_all(offset):
+            for g in groups:
+                c = Consumer(consumer_config(bs, g, "classic"))
+                c.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False)
+                c.close()
+
+        def committed_all():
+            res = []
+            for g in groups:
+                r = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(g)])[g].result(20)
+                res.append(r.topic_partitions[0].offset)
+            return res
+
+        commit_all(3)
+        # Users cannot create (or re-create with another partition count) the internal topic.
+        with pytest.raises(KafkaException) as e:
+            admin.create_topics([NewTopic("__consumer_offsets", 3, 1)])["__consumer_offsets"].result(20)
+        assert "prohibited" in str(e.value) or "INVALID" in str(e.value)
+        b.stop()
+        # A different configured partition count must not move groups to other partitions.
+        b = Broker(tmp_path / "data", port=b.port,
+                   config_text=GROUP_CONFIG + "offsets_topic_num_partitions = 7\n").start()
+        admin = AdminClient({"bootstrap.servers": bs})
+        commit_all(7)
+        b.stop()
+        b = Broker(tmp_path / "data", port=b.port,
+                   config_text=GROUP_CONFIG + "offsets_topic_num_partitions = 7\n").start()
+        admin = AdminClient({"bootstrap.servers": bs})
+        assert committed_all() == [7] * len(groups)
+    finally:
+        b.stop()

@@ -186,7 +186,7 @@ impl Broker {
             ("retention.bytes".to_string(), "-1".to_string()),
             ("segment.bytes".to_string(), (100 * 1024 * 1024).to_string()),
         ]);
-        match self.create_topic(
+        match self.create_topic_unchecked(
             OFFSETS_TOPIC,
             self.config.offsets_topic_num_partitions,
             configs,
@@ -209,6 +209,11 @@ impl Broker {
             .filter_map(|p| self.partition(OFFSETS_TOPIC, p))
             .collect();
         let mut coordinator = self.groups.coordinator();
+        if !partitions.is_empty() {
+            // The topic's partition count, not the configured one, decides where a group's
+            // records go: a changed setting must not split a group across partitions.
+            coordinator.set_offsets_topic_partitions(partitions.len() as i32);
+        }
         let (mut records, mut bad) = (0u64, 0u64);
         for partition in &partitions {
             let mut offset = partition.log().log_start_offset();

@@ -292,6 +292,24 @@ impl Broker {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<TopicImage, TopicError> {
+        if name == crate::groups::OFFSETS_TOPIC {
+            // Its partition count decides where each group lives: only the coordinator
+            // creates it, with `offsets_topic_num_partitions` (Kafka refuses this too).
+            return Err(TopicError::InvalidTopic(format!(
+                "Creation of internal topic {name} is prohibited."
+            )));
+        }
+        self.create_topic_unchecked(name, partitions, configs, validate_only)
+    }
+
+    /// [`Broker::create_topic`] without the internal-topic check.
+    pub(crate) fn create_topic_unchecked(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<TopicImage, TopicError> {
         validate_topic_name(name)?;
         if partitions < 1 {
             return Err(TopicError::InvalidPartitions(format!(

@@ -443,6 +443,11 @@ impl Coordinator {
         std::mem::take(&mut self.effects)
     }
 
+    /// Partitions of the existing `__consumer_offsets` (set before loading).
+    pub fn set_offsets_topic_partitions(&mut self, partitions: i32) {
+        self.config.offsets_topic_partitions = partitions.max(1);
+    }
+
     pub fn partition_for(&self, group_id: &str) -> i32 {
         codec::partition_for(group_id, self.config.offsets_topic_partitions)
     }
