@@ -17,6 +17,8 @@
 //! Kafka; they still get part 1 (`verify`: no transactional write to a partition outside the
 //! producer's ongoing transaction).
 
+pub mod codec;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use thiserror::Error;
