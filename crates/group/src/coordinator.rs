@@ -431,6 +431,12 @@ impl Coordinator {
         self.loaded
     }
 
+    /// Loaded, and a usable group id.
+    fn check_request(&self, group_id: &str) -> Result<()> {
+        self.check_loaded()?;
+        validate_group_id(group_id)
+    }
+
     pub(crate) fn check_loaded(&self) -> Result<()> {
         if self.loaded {
             Ok(())
@@ -658,8 +664,7 @@ impl Coordinator {
     }
 
     fn join_inner(&mut self, req: JoinRequest, token: Token, now: i64) -> Result<()> {
-        self.check_loaded()?;
-        validate_group_id(&req.group_id)?;
+        self.check_request(&req.group_id)?;
         let (min, max) = (
             self.config.min_session_timeout_ms,
             self.config.max_session_timeout_ms,
@@ -1066,8 +1071,7 @@ impl Coordinator {
     }
 
     fn sync_inner(&mut self, req: SyncRequest, token: Token, now: i64) -> Result<()> {
-        self.check_loaded()?;
-        validate_group_id(&req.group_id)?;
+        self.check_request(&req.group_id)?;
         let group_id = req.group_id.clone();
         let Some(g) = self.classic(&group_id) else {
             return Err(GroupError::UnknownMemberId);
@@ -1156,8 +1160,7 @@ impl Coordinator {
         group_instance_id: Option<&str>,
         now: i64,
     ) -> Result<()> {
-        self.check_loaded()?;
-        validate_group_id(group_id)?;
+        self.check_request(group_id)?;
         let Some(g) = self.classic(group_id) else {
             return Err(GroupError::UnknownMemberId);
         };
@@ -1190,10 +1193,7 @@ impl Coordinator {
         members: &[(String, Option<String>)],
         now: i64,
     ) -> (Result<Vec<Result<()>>>, Vec<Effect>) {
-        if let Err(e) = self
-            .check_loaded()
-            .and_then(|_| validate_group_id(group_id))
-        {
+        if let Err(e) = self.check_request(group_id) {
             return (Err(e), vec![]);
         }
         let Some(g) = self.classic(group_id) else {
@@ -1425,8 +1425,7 @@ impl Coordinator {
     }
 
     fn validate_commit(&mut self, req: &CommitRequest, now: i64) -> Result<()> {
-        self.check_loaded()?;
-        validate_group_id(&req.group_id)?;
+        self.check_request(&req.group_id)?;
         let generation = req.generation_id_or_member_epoch;
         let Some(group) = self.groups.get_mut(&req.group_id) else {
             // Not using group management: allowed, and creates an empty group.
@@ -1472,8 +1471,7 @@ impl Coordinator {
         topics: Option<&[(String, Vec<i32>)]>,
         member: Option<(&str, i32)>,
     ) -> Result<Vec<FetchedOffset>> {
-        self.check_loaded()?;
-        validate_group_id(group_id)?;
+        self.check_request(group_id)?;
         let group = self.groups.get(group_id);
         if let (
             Some(Group {
@@ -1523,10 +1521,7 @@ impl Coordinator {
         group_id: &str,
         topics: &[(String, Vec<i32>)],
     ) -> (Result<CommitResults>, Vec<Effect>) {
-        if let Err(e) = self
-            .check_loaded()
-            .and_then(|_| validate_group_id(group_id))
-        {
+        if let Err(e) = self.check_request(group_id) {
             return (Err(e), vec![]);
         }
         let Some(group) = self.groups.get_mut(group_id) else {
@@ -1657,10 +1652,7 @@ impl Coordinator {
 
     /// DeleteGroups for one group: only an empty group can go; its offsets go with it.
     pub fn delete_group(&mut self, group_id: &str) -> (Result<()>, Vec<Effect>) {
-        if let Err(e) = self
-            .check_loaded()
-            .and_then(|_| validate_group_id(group_id))
-        {
+        if let Err(e) = self.check_request(group_id) {
             return (Err(e), vec![]);
         }
         let Some(g) = self.groups.get(group_id) else {

@@ -396,8 +396,9 @@ proptest! {
                         c.consumer_heartbeat(hb(&cl.id, -1, None), &topics(parts), now).0.unwrap();
                     }
                 }
-                Op::Kill(i) => {
-                    if clients[i].take().is_some() {
+                Op::Kill(i) if clients[i].is_some() => {
+                    clients[i] = None;
+                    {
                         // Everyone else keeps heartbeating through the dead one's session.
                         for _ in 0..11 {
                             now += 1000;

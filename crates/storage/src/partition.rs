@@ -94,8 +94,8 @@ impl Partition {
 
     /// Reads whole batches from `offset` (see [`Log::slice`] for `min_one_batch`).
     pub fn read(&self, offset: i64, max_bytes: usize, min_one_batch: bool) -> Result<FetchData> {
-        let (slice, hw, lso, leo) = self.slice(offset, max_bytes, min_one_batch)?;
-        let records = match slice {
+        let found = self.slice_isolated(offset, max_bytes, min_one_batch, false)?;
+        let records = match found.range {
             Some(s) => s
                 .read()
                 .map_err(|e| StorageError::io(format!("{}-{}", self.topic, self.partition), e))?,
@@ -103,32 +103,16 @@ impl Partition {
         };
         Ok(FetchData {
             records,
-            high_watermark: hw,
-            log_start_offset: lso,
-            log_end_offset: leo,
+            high_watermark: found.high_watermark,
+            log_start_offset: found.log_start_offset,
+            log_end_offset: found.log_end_offset,
         })
     }
 
-    /// Where a read would come from, without reading it: (byte range of whole batches, high
-    /// watermark, log start offset, log end offset). Found under the lock; the caller reads
-    /// (or sendfiles) the range outside it. Stored bytes are never rewritten in place, and the
-    /// range holds its file open, so it stays valid even if retention deletes the segment.
-    pub fn slice(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        min_one_batch: bool,
-    ) -> Result<(Option<SegmentSlice>, i64, i64, i64)> {
-        let log = self.log();
-        Ok((
-            log.slice(offset, max_bytes, min_one_batch)?,
-            log.high_watermark(),
-            log.log_start_offset(),
-            log.log_end_offset(),
-        ))
-    }
-
-    /// Where a fetch would read from (see [`Partition::slice`]), isolated: read_committed
+    /// Where a read would come from, without reading it: the byte range of whole batches and
+    /// the offsets a fetch reports. Found under the lock; the caller reads (or sendfiles) the
+    /// range outside it. Stored bytes are never rewritten in place, and the range holds its
+    /// file open, so it stays valid even if retention deletes the segment. read_committed
     /// stops at the last stable offset and gets the aborted transactions it covers.
     pub fn slice_isolated(
         &self,
@@ -154,6 +138,7 @@ impl Partition {
             high_watermark: log.high_watermark(),
             last_stable_offset,
             log_start_offset: log.log_start_offset(),
+            log_end_offset: log.log_end_offset(),
             aborted,
         })
     }
@@ -194,6 +179,7 @@ pub struct IsolatedSlice {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    pub log_end_offset: i64,
     /// (producer id, first offset) of aborted transactions in the range (read_committed).
     pub aborted: Vec<(i64, i64)>,
 }

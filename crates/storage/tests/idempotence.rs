@@ -2,56 +2,15 @@
 //! its original offsets and never stored twice, gaps and zombie epochs are refused, and
 //! the state that decides this survives clean restarts, crashes and snapshot loss.
 
-use std::path::Path;
-use std::sync::Arc;
+mod common;
 
-use bytes::Bytes;
-use strata_records::{crc_of, BatchBuilder, Compression, Record};
+use common::{producer_batch, sync, World};
+use strata_records::crc_of;
 use strata_storage::fs::CrashMode;
-use strata_storage::{Clock, Fs, Log, LogConfig, ManualClock, SimFs, StorageError};
+use strata_storage::{Fs, LogConfig, StorageError};
 
-/// A batch of `n` records from producer `pid`/`epoch` starting at sequence `seq`.
 fn batch(pid: i64, epoch: i16, seq: i32, n: usize) -> Vec<u8> {
-    let mut b = BatchBuilder::new(Compression::None);
-    for i in 0..n {
-        b.push(Record {
-            value: Some(Bytes::from(format!("{pid}-{epoch}-{}", seq as usize + i))),
-            timestamp_ms: 1_000_000,
-            ..Default::default()
-        });
-    }
-    let mut bytes = b.build().unwrap().to_vec();
-    bytes[43..51].copy_from_slice(&pid.to_be_bytes());
-    bytes[51..53].copy_from_slice(&epoch.to_be_bytes());
-    bytes[53..57].copy_from_slice(&seq.to_be_bytes());
-    let crc = crc_of(&bytes);
-    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
-    bytes
-}
-
-struct World {
-    fs: SimFs,
-    clock: Arc<ManualClock>,
-}
-
-impl World {
-    fn new() -> Self {
-        Self {
-            fs: SimFs::new(),
-            clock: Arc::new(ManualClock::new(1_000_000)),
-        }
-    }
-    fn open(&self, config: LogConfig) -> Log {
-        let fs: Arc<dyn Fs> = Arc::new(self.fs.clone());
-        let clock: Arc<dyn Clock> = self.clock.clone();
-        Log::open(fs, clock, Path::new("/data/t-0"), config).unwrap()
-    }
-}
-
-fn sync(log: &mut Log) {
-    let (file, end) = log.flush_target();
-    file.sync_data().unwrap();
-    log.mark_flushed(end);
+    producer_batch(pid, epoch, seq, n, false)
 }
 
 fn small_segments() -> LogConfig {

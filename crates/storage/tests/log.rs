@@ -2,13 +2,15 @@
 //! retention, timestamps, and the recovery story (lost unsynced data, torn writes, bit
 //! flips, missing indexes). Invariant names refer to shared/design/INVARIANTS.md.
 
-use std::path::Path;
-use std::sync::Arc;
+mod common;
 
 use bytes::Bytes;
+use common::World;
+use std::path::Path;
 use strata_records::{decode_records, BatchBuilder, Compression, Record};
 use strata_storage::fs::CrashMode;
-use strata_storage::{Clock, Fs, Log, LogConfig, ManualClock, SimFs, StorageError};
+
+use strata_storage::{Clock, Fs, Log, LogConfig, StorageError};
 
 fn batch(values: &[&str], ts: i64) -> Vec<u8> {
     let mut b = BatchBuilder::new(Compression::None);
@@ -21,25 +23,6 @@ fn batch(values: &[&str], ts: i64) -> Vec<u8> {
         });
     }
     b.build().unwrap().to_vec()
-}
-
-struct World {
-    fs: SimFs,
-    clock: Arc<ManualClock>,
-}
-
-impl World {
-    fn new() -> Self {
-        Self {
-            fs: SimFs::new(),
-            clock: Arc::new(ManualClock::new(1_000_000)),
-        }
-    }
-    fn open(&self, config: LogConfig) -> Log {
-        let fs: Arc<dyn Fs> = Arc::new(self.fs.clone());
-        let clock: Arc<dyn Clock> = self.clock.clone();
-        Log::open(fs, clock, Path::new("/data/t-0"), config).unwrap()
-    }
 }
 
 /// Appends and syncs like an acks=all produce; returns the acknowledged base offset.

@@ -1,62 +1,18 @@
 //! Transactions at the log: the last stable offset, markers and the aborted-transaction
 //! list read_committed fetches need (invariants 4 and 10), across restarts and crashes.
 
-use std::path::Path;
-use std::sync::Arc;
+mod common;
 
-use bytes::Bytes;
-use strata_records::{crc_of, decode_records, BatchBuilder, Compression, Record};
+use common::{producer_batch as batch, sync, World};
+use strata_records::decode_records;
 use strata_storage::fs::CrashMode;
-use strata_storage::{Clock, Fs, Log, LogConfig, ManualClock, SimFs};
+use strata_storage::{Log, LogConfig};
 
-fn batch(pid: i64, epoch: i16, seq: i32, n: usize, transactional: bool) -> Vec<u8> {
-    let mut b = BatchBuilder::new(Compression::None);
-    for i in 0..n {
-        b.push(Record {
-            value: Some(Bytes::from(format!("{pid}-{}", seq.max(0) as usize + i))),
-            timestamp_ms: 1_000_000,
-            ..Default::default()
-        });
+fn small_segments() -> LogConfig {
+    LogConfig {
+        segment_bytes: 500,
+        ..LogConfig::default()
     }
-    let mut bytes = b.build().unwrap().to_vec();
-    bytes[43..51].copy_from_slice(&pid.to_be_bytes());
-    bytes[51..53].copy_from_slice(&epoch.to_be_bytes());
-    bytes[53..57].copy_from_slice(&seq.to_be_bytes());
-    if transactional {
-        bytes[22] |= 0x10;
-    }
-    let crc = crc_of(&bytes);
-    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
-    bytes
-}
-
-struct World {
-    fs: SimFs,
-    clock: Arc<ManualClock>,
-}
-
-impl World {
-    fn new() -> Self {
-        Self {
-            fs: SimFs::new(),
-            clock: Arc::new(ManualClock::new(1_000_000)),
-        }
-    }
-    fn open(&self) -> Log {
-        let fs: Arc<dyn Fs> = Arc::new(self.fs.clone());
-        let clock: Arc<dyn Clock> = self.clock.clone();
-        let config = LogConfig {
-            segment_bytes: 500,
-            ..LogConfig::default()
-        };
-        Log::open(fs, clock, Path::new("/data/t-0"), config).unwrap()
-    }
-}
-
-fn sync(log: &mut Log) {
-    let (file, end) = log.flush_target();
-    file.sync_data().unwrap();
-    log.mark_flushed(end);
 }
 
 fn committed_offsets(log: &Log) -> Vec<i64> {
@@ -74,7 +30,7 @@ fn committed_offsets(log: &Log) -> Vec<i64> {
 #[test]
 fn open_transaction_holds_the_last_stable_offset_until_its_marker() {
     let w = World::new();
-    let mut log = w.open();
+    let mut log = w.open(small_segments());
     log.append(&batch(-1, -1, -1, 2, false), 0).unwrap(); // 0, 1
     log.append_transactional(&batch(7, 0, 0, 2, true), 0)
         .unwrap(); // 2, 3
@@ -99,7 +55,7 @@ fn open_transaction_holds_the_last_stable_offset_until_its_marker() {
 #[test]
 fn aborted_transactions_are_listed_for_read_committed() {
     let w = World::new();
-    let mut log = w.open();
+    let mut log = w.open(small_segments());
     log.append_transactional(&batch(1, 0, 0, 2, true), 0)
         .unwrap(); // 0, 1
     log.append_transactional(&batch(2, 0, 0, 1, true), 0)
@@ -121,7 +77,7 @@ fn aborted_transactions_are_listed_for_read_committed() {
 fn transaction_state_survives_clean_restart_and_crash() {
     for clean in [true, false] {
         let w = World::new();
-        let mut log = w.open();
+        let mut log = w.open(small_segments());
         for i in 0..10 {
             log.append(&batch(-1, -1, -1, 3, false), 0).unwrap();
             log.append_transactional(&batch(5, 0, i * 2, 2, true), 0)
@@ -143,7 +99,7 @@ fn transaction_state_survives_clean_restart_and_crash() {
             w.fs.crash(CrashMode::LoseUnsynced);
         }
         drop(log);
-        let log = w.open();
+        let log = w.open(small_segments());
         assert_eq!(
             log.aborted_transactions(0, i64::MAX),
             aborted,

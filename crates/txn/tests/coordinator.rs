@@ -12,7 +12,10 @@ fn ids() -> impl FnMut() -> i64 {
     }
 }
 
-fn markers(effects: &[TxnEffect]) -> Vec<(i64, i16, bool, Vec<(String, i32)>)> {
+/// (producer id, epoch, commit, partitions) of each marker effect.
+type Marker = (i64, i16, bool, Vec<(String, i32)>);
+
+fn markers(effects: &[TxnEffect]) -> Vec<Marker> {
     effects
         .iter()
         .filter_map(|e| match e {

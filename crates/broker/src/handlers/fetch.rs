@@ -111,6 +111,7 @@ fn read_once(broker: &Broker, req: &FetchRequest, marker: [u8; 16]) -> (Prepared
                     last_stable_offset,
                     log_start_offset: log_start,
                     aborted,
+                    ..
                 }) => {
                     let records = match range {
                         Some(range) => {
