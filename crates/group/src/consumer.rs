@@ -626,6 +626,7 @@ impl Coordinator {
                     Group {
                         kind: GroupKind::Consumer(ConsumerGroup::new(now, default_assignor)),
                         offsets: BTreeMap::new(),
+                        pending_txn_offsets: BTreeMap::new(),
                     },
                 );
             }

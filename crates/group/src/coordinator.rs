@@ -173,6 +173,15 @@ pub enum Effect {
         key: Bytes,
         value: Option<Bytes>,
     },
+    /// An offset committed inside `producer_id`'s transaction: appended to `partition` in a
+    /// transactional batch of that producer, decided by the transaction's marker there.
+    PersistTransactional {
+        partition: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        key: Bytes,
+        value: Bytes,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +211,9 @@ pub struct FetchedOffset {
     pub topic: String,
     pub partition: i32,
     pub offset: Option<OffsetValue>,
+    /// An open transaction has committed an offset for this partition (OffsetFetch with
+    /// `require_stable` answers UNSTABLE_OFFSET_COMMIT until it ends).
+    pub unstable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -377,9 +389,20 @@ pub(crate) enum GroupKind {
 pub(crate) struct Group {
     pub(crate) kind: GroupKind,
     pub(crate) offsets: BTreeMap<(String, i32), OffsetValue>,
+    /// Offsets committed inside a producer's open transaction (TxnOffsetCommit), by
+    /// producer id: they become committed offsets at the transaction's commit marker in
+    /// this group's `__consumer_offsets` partition and vanish at an abort marker.
+    pub(crate) pending_txn_offsets: BTreeMap<i64, BTreeMap<(String, i32), OffsetValue>>,
 }
 
 impl Group {
+    fn has_pending_txn_offset(&self, topic: &str, partition: i32) -> bool {
+        let key = (topic.to_string(), partition);
+        self.pending_txn_offsets
+            .values()
+            .any(|p| p.contains_key(&key))
+    }
+
     fn has_members(&self) -> bool {
         match &self.kind {
             GroupKind::Classic(c) => !c.is_empty(),
@@ -648,6 +671,7 @@ impl Coordinator {
             .or_insert_with(|| Group {
                 kind: GroupKind::Classic(ClassicGroup::new(now)),
                 offsets: BTreeMap::new(),
+                pending_txn_offsets: BTreeMap::new(),
             })
     }
 
@@ -1334,7 +1358,10 @@ impl Coordinator {
                 }
                 keep
             });
-            if g.offsets.is_empty() && empty_since + retention <= now {
+            if g.offsets.is_empty()
+                && g.pending_txn_offsets.is_empty()
+                && empty_since + retention <= now
+            {
                 dead_groups.push(id.clone());
             }
         }
@@ -1367,6 +1394,44 @@ impl Coordinator {
         if let Err(e) = self.validate_commit(&req, now) {
             return (Err(e), vec![]);
         }
+        self.store_offsets(req, None, now, high_watermark)
+    }
+
+    /// TxnOffsetCommit: offsets committed inside `producer_id`'s transaction, stored as
+    /// pending until the transaction's marker (see [`Coordinator::complete_transaction`]).
+    /// Without member information (generation -1, no member id: clients before KIP-447)
+    /// the commit is taken whatever the group's state, as Kafka does.
+    pub fn txn_commit_offsets(
+        &mut self,
+        req: CommitRequest,
+        producer_id: i64,
+        producer_epoch: i16,
+        now: i64,
+        high_watermark: &dyn Fn(&str, i32) -> Option<i64>,
+    ) -> (Result<CommitResults>, Vec<Effect>) {
+        let checked = if req.generation_id_or_member_epoch < 0 && req.member_id.is_empty() {
+            self.check_request(&req.group_id)
+        } else {
+            self.validate_commit(&req, now)
+        };
+        if let Err(e) = checked {
+            return (Err(e), vec![]);
+        }
+        self.store_offsets(
+            req,
+            Some((producer_id, producer_epoch)),
+            now,
+            high_watermark,
+        )
+    }
+
+    fn store_offsets(
+        &mut self,
+        req: CommitRequest,
+        transaction: Option<(i64, i16)>,
+        now: i64,
+        high_watermark: &dyn Fn(&str, i32) -> Option<i64>,
+    ) -> (Result<CommitResults>, Vec<Effect>) {
         let max_meta = self.config.offset_metadata_max_bytes;
         let mut results = Vec::new();
         let mut accepted = Vec::new();
@@ -1410,18 +1475,77 @@ impl Coordinator {
             results.push((topic.clone(), presults));
         }
         let group = self.group_entry(&req.group_id, now);
+        let stored = match transaction {
+            None => &mut group.offsets,
+            Some((producer_id, _)) => group.pending_txn_offsets.entry(producer_id).or_default(),
+        };
         for (topic, partition, v) in &accepted {
-            group.offsets.insert((topic.clone(), *partition), v.clone());
+            stored.insert((topic.clone(), *partition), v.clone());
         }
         for (topic, partition, v) in accepted {
-            self.persist_offset(
-                &req.group_id,
-                topic,
-                partition,
-                Some(codec::encode_offset_value(&v)),
-            );
+            let value = codec::encode_offset_value(&v);
+            match transaction {
+                None => self.persist_offset(&req.group_id, topic, partition, Some(value)),
+                Some((producer_id, producer_epoch)) => {
+                    let key = codec::encode_key(&RecordKey::Offset {
+                        group: req.group_id.clone(),
+                        topic,
+                        partition,
+                    });
+                    self.effects.push(Effect::PersistTransactional {
+                        partition: self.partition_for(&req.group_id),
+                        producer_id,
+                        producer_epoch,
+                        key,
+                        value,
+                    });
+                }
+            }
         }
         (Ok(results), self.take_effects())
+    }
+
+    /// A transaction marker for `producer_id` was written to `offsets_partition` (or
+    /// replayed from it): its pending offsets in the groups living there become committed
+    /// offsets (commit) or are dropped (abort). Nothing to persist: the marker decides.
+    pub fn complete_transaction(&mut self, offsets_partition: i32, producer_id: i64, commit: bool) {
+        let partitions = self.config.offsets_topic_partitions;
+        for (id, g) in self.groups.iter_mut() {
+            if codec::partition_for(id, partitions) != offsets_partition {
+                continue;
+            }
+            if let Some(pending) = g.pending_txn_offsets.remove(&producer_id) {
+                if commit {
+                    g.offsets.extend(pending);
+                }
+            }
+        }
+    }
+
+    /// Replays an offset record from a transactional batch of `producer_id`.
+    pub fn replay_transactional(
+        &mut self,
+        producer_id: i64,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> std::result::Result<(), codec::CodecError> {
+        if let (
+            RecordKey::Offset {
+                group,
+                topic,
+                partition,
+            },
+            Some(v),
+        ) = (codec::decode_key(key)?, value)
+        {
+            let v = codec::decode_offset_value(v)?;
+            self.group_entry(&group, 0)
+                .pending_txn_offsets
+                .entry(producer_id)
+                .or_default()
+                .insert((topic, partition), v);
+        }
+        Ok(())
     }
 
     fn validate_commit(&mut self, req: &CommitRequest, now: i64) -> Result<()> {
@@ -1494,6 +1618,7 @@ impl Coordinator {
                             topic: topic.clone(),
                             partition: *partition,
                             offset: Some(v.clone()),
+                            unstable: g.has_pending_txn_offset(topic, *partition),
                         });
                     }
                 }
@@ -1507,6 +1632,8 @@ impl Coordinator {
                             offset: group
                                 .and_then(|g| g.offsets.get(&(topic.clone(), partition)))
                                 .cloned(),
+                            unstable: group
+                                .is_some_and(|g| g.has_pending_txn_offset(topic, partition)),
                         });
                     }
                 }
@@ -1573,6 +1700,9 @@ impl Coordinator {
                     true
                 }
             });
+            for pending in g.pending_txn_offsets.values_mut() {
+                pending.retain(|(t, _), _| t != topic);
+            }
         }
         for (group, partition) in gone {
             self.persist_offset(&group, topic.to_string(), partition, None);

@@ -24,6 +24,8 @@ pub struct Record {
 pub struct BatchBuilder {
     compression: Compression,
     records: Vec<Record>,
+    /// (producer id, epoch) of a transactional batch written by a coordinator.
+    transactional: Option<(i64, i16)>,
 }
 
 impl BatchBuilder {
@@ -31,7 +33,15 @@ impl BatchBuilder {
         Self {
             compression,
             records: Vec::new(),
+            transactional: None,
         }
+    }
+
+    /// Makes the batch transactional for `producer_id`/`producer_epoch`, with no sequence
+    /// (base sequence -1): what a coordinator writes on a producer's behalf.
+    pub fn transactional(&mut self, producer_id: i64, producer_epoch: i16) -> &mut Self {
+        self.transactional = Some((producer_id, producer_epoch));
+        self
     }
 
     pub fn push(&mut self, record: Record) -> &mut Self {
@@ -56,12 +66,12 @@ impl BatchBuilder {
             .iter()
             .enumerate()
             .map(|(i, r)| WireRecord {
-                transactional: false,
+                transactional: self.transactional.is_some(),
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
+                producer_id: self.transactional.map_or(-1, |t| t.0),
+                producer_epoch: self.transactional.map_or(-1, |t| t.1),
                 timestamp_type: WireTimestampType::Creation,
                 offset: i as i64,
                 // the encoder batches records whose offset-sequence difference is constant;

@@ -53,6 +53,17 @@ pub struct RecoveryHint {
     pub clean_shutdown: bool,
 }
 
+/// Who is appending, which decides the producer-state checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AppendOrigin {
+    /// A producer: transactional batches are refused (no transaction was verified).
+    Client,
+    /// A producer whose ongoing transaction includes this partition (KIP-890 verification).
+    VerifiedTransaction,
+    /// A coordinator writing for a producer: epoch checked, sequences not tracked.
+    Coordinator,
+}
+
 /// What an append assigned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
@@ -418,7 +429,7 @@ impl Log {
     /// the log end offset, stamps the leader epoch (and LogAppendTime if configured) and
     /// writes them. Nothing is written unless every batch is valid.
     pub fn append(&mut self, batches: &[u8], leader_epoch: i32) -> Result<AppendInfo> {
-        self.append_inner(batches, leader_epoch, false)
+        self.append_inner(batches, leader_epoch, AppendOrigin::Client)
     }
 
     /// [`Log::append`] for a producer whose transaction the caller verified with the
@@ -429,7 +440,14 @@ impl Log {
         batches: &[u8],
         leader_epoch: i32,
     ) -> Result<AppendInfo> {
-        self.append_inner(batches, leader_epoch, true)
+        self.append_inner(batches, leader_epoch, AppendOrigin::VerifiedTransaction)
+    }
+
+    /// Appends batches written by a coordinator on behalf of a producer (transactional
+    /// offset commits in `__consumer_offsets`): no sequence numbers (`base_sequence` -1), so
+    /// only the producer epoch is checked (an older epoch is fenced).
+    pub fn append_coordinator(&mut self, batches: &[u8], leader_epoch: i32) -> Result<AppendInfo> {
+        self.append_inner(batches, leader_epoch, AppendOrigin::Coordinator)
     }
 
     /// Writes a transaction marker (commit or abort) for `producer_id`, closing its
@@ -489,7 +507,7 @@ impl Log {
         &mut self,
         batches: &[u8],
         leader_epoch: i32,
-        transactions_verified: bool,
+        origin: AppendOrigin,
     ) -> Result<AppendInfo> {
         if self.failed {
             return Err(StorageError::LogDirFailed(self.dir.clone()));
@@ -531,8 +549,13 @@ impl Log {
             // Transactional data is accepted only from a producer whose transaction the
             // coordinator verified (KIP-890): a stray transactional batch would hold back
             // read_committed consumers until it timed out.
-            if span.header.is_transactional() && !transactions_verified {
+            if span.header.is_transactional() && origin == AppendOrigin::Client {
                 return Err(StorageError::NoOpenTransaction(span.header.producer_id));
+            }
+            if origin == AppendOrigin::Coordinator {
+                self.producers.check_epoch(&span.header)?;
+                in_sequence.push(span.header);
+                continue;
             }
             match self.producers.check(&span.header, &in_sequence)? {
                 SequenceCheck::Append => in_sequence.push(span.header),

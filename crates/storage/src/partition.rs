@@ -150,6 +150,12 @@ impl Partition {
         self.log().append_transactional(batches, epoch)
     }
 
+    /// Appends batches a coordinator writes for a producer (see [`Log::append_coordinator`]).
+    pub fn append_coordinator(&self, batches: &[u8]) -> Result<AppendInfo> {
+        let epoch = self.leader_epoch();
+        self.log().append_coordinator(batches, epoch)
+    }
+
     /// Writes a commit or abort marker for `producer_id`.
     pub fn append_marker(
         &self,

@@ -127,6 +127,18 @@ impl ProducerState {
 
     /// Checks one batch against the state (and against `pending`: batches of the same
     /// request checked before it, not yet applied).
+    /// Only the epoch: for batches a coordinator writes on a producer's behalf.
+    pub fn check_epoch(&self, h: &BatchHeader) -> Result<(), SequenceError> {
+        match self.producers.get(&h.producer_id) {
+            Some(e) if h.producer_epoch < e.epoch => Err(SequenceError::InvalidProducerEpoch {
+                producer_id: h.producer_id,
+                epoch: h.producer_epoch,
+                current: e.epoch,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     pub fn check(
         &self,
         h: &BatchHeader,
@@ -256,6 +268,10 @@ impl ProducerState {
             entry.batches.clear();
         }
         entry.last_timestamp = entry.last_timestamp.max(timestamp);
+        if h.base_sequence < 0 {
+            // Written by a coordinator (no sequence): nothing to deduplicate against.
+            return;
+        }
         if entry.batches.len() == BATCHES_PER_PRODUCER {
             entry.batches.pop_front();
         }

@@ -112,3 +112,49 @@ fn transaction_state_survives_clean_restart_and_crash() {
         );
     }
 }
+
+/// Transactional offset commits: a coordinator writes batches with no sequence for a
+/// producer; they open its transaction like data does, repeat freely (no sequence to go out
+/// of order), and an older epoch is fenced.
+#[test]
+fn coordinator_batches_skip_sequences_but_not_epochs() {
+    let w = World::new();
+    let mut log = w.open(small_segments());
+    let offsets_batch = |epoch: i16| {
+        let mut b = strata_records::BatchBuilder::new(strata_records::Compression::None);
+        b.push(strata_records::Record {
+            key: Some(bytes::Bytes::from_static(b"k")),
+            value: Some(bytes::Bytes::from_static(b"v")),
+            headers: vec![],
+            timestamp_ms: 0,
+        });
+        b.transactional(9, epoch);
+        b.build().unwrap().to_vec()
+    };
+    // A producer's own transactional batch refused without verification...
+    assert!(log.append(&offsets_batch(3), 0).is_err());
+    // ...but a coordinator's is taken, twice (no sequence), and holds the LSO.
+    assert_eq!(
+        log.append_coordinator(&offsets_batch(3), 0)
+            .unwrap()
+            .base_offset,
+        0
+    );
+    assert_eq!(
+        log.append_coordinator(&offsets_batch(3), 0)
+            .unwrap()
+            .base_offset,
+        1
+    );
+    sync(&mut log);
+    assert_eq!(log.last_stable_offset(), 0);
+    // A newer epoch seen, then an older one is fenced.
+    log.append_marker(9, 4, false, 0, 0).unwrap(); // 2
+    assert!(matches!(
+        log.append_coordinator(&offsets_batch(3), 0),
+        Err(strata_storage::StorageError::Sequence(_))
+    ));
+    sync(&mut log);
+    assert_eq!(log.last_stable_offset(), 3);
+    assert_eq!(log.aborted_transactions(0, 3), vec![(9, 0)]);
+}

@@ -1,6 +1,6 @@
 //! The transaction coordinator as a pure state machine (KIP-98, with KIP-890's fixes):
 //! requests and time in, answers and effects (records to persist, markers to write) out.
-//! Not wired into the broker yet: see ARCHITECTURE.md.
+//! The broker persists its effects in `__transaction_state` and writes the markers.
 //!
 //! One transactional id moves through Kafka's states:
 //!
@@ -68,12 +68,16 @@ impl TxnState {
 pub struct TxnConfig {
     /// `transaction.max.timeout.ms`.
     pub max_timeout_ms: i32,
+    /// `transactional.id.expiration.ms`: an id with no transaction in progress and no
+    /// activity for this long is forgotten (its next InitProducerId gets a new producer id).
+    pub transactional_id_expiration_ms: i64,
 }
 
 impl Default for TxnConfig {
     fn default() -> Self {
         Self {
             max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
         }
     }
 }
@@ -102,6 +106,8 @@ pub struct TxnMetadata {
 pub enum TxnEffect {
     /// Persist this transactional id's state before answering.
     Persist(TxnMetadata),
+    /// Persist that this transactional id is gone (expired).
+    Remove(String),
     /// Write a commit/abort marker for `producer_id` with `producer_epoch` to each partition,
     /// then call [`TxnCoordinator::complete`].
     WriteMarkers {
@@ -147,6 +153,29 @@ impl TxnCoordinator {
             .insert(metadata.transactional_id.clone(), metadata);
     }
 
+    /// Replays a removal (tombstone).
+    pub fn replay_removal(&mut self, transactional_id: &str) {
+        self.txns.remove(transactional_id);
+    }
+
+    /// After loading: transactions that were being ended when the coordinator stopped
+    /// (PrepareCommit / PrepareAbort persisted, markers maybe not all written). Their
+    /// markers are written again (a marker for a transaction already closed on a partition
+    /// changes nothing there), then [`TxnCoordinator::complete`] is called as usual.
+    pub fn unfinished(&self) -> Vec<TxnEffect> {
+        self.txns
+            .values()
+            .filter(|m| matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort))
+            .map(|m| TxnEffect::WriteMarkers {
+                transactional_id: m.transactional_id.clone(),
+                producer_id: m.producer_id,
+                producer_epoch: m.producer_epoch,
+                commit: m.state == TxnState::PrepareCommit,
+                partitions: m.partitions.clone(),
+            })
+            .collect()
+    }
+
     fn persist(&mut self, id: &str) {
         if let Some(m) = self.txns.get(id) {
             self.effects.push(TxnEffect::Persist(m.clone()));
@@ -184,11 +213,41 @@ impl TxnCoordinator {
         now: i64,
         allocate: &mut dyn FnMut() -> i64,
     ) -> (Result<(i64, i16)>, Vec<TxnEffect>) {
+        self.init_producer_id_from(transactional_id, timeout_ms, None, now, allocate)
+    }
+
+    /// InitProducerId from a producer that already has an id and epoch (KIP-360, v3+: it
+    /// bumps its epoch to recover from an abortable error). Only the current instance may:
+    /// an id/epoch that is not the current one (or the one just before a bump) is fenced.
+    pub fn init_producer_id_from(
+        &mut self,
+        transactional_id: &str,
+        timeout_ms: i32,
+        current: Option<(i64, i16)>,
+        now: i64,
+        allocate: &mut dyn FnMut() -> i64,
+    ) -> (Result<(i64, i16)>, Vec<TxnEffect>) {
         if transactional_id.is_empty() {
             return (Err(TxnError::InvalidTransactionalId), vec![]);
         }
         if timeout_ms <= 0 || timeout_ms > self.config.max_timeout_ms {
             return (Err(TxnError::InvalidTransactionTimeout(timeout_ms)), vec![]);
+        }
+        if let (Some((producer_id, epoch)), Some(m)) = (
+            current.filter(|c| c.0 >= 0),
+            self.txns.get(transactional_id),
+        ) {
+            let known = producer_id == m.producer_id
+                && (epoch == m.producer_epoch || epoch == m.prev_producer_epoch);
+            if !known {
+                return (
+                    Err(TxnError::ProducerFenced {
+                        got: epoch,
+                        current: m.producer_epoch,
+                    }),
+                    vec![],
+                );
+            }
         }
         let id = transactional_id.to_string();
         match self.txns.get(&id).map(|m| m.state) {
@@ -382,6 +441,22 @@ impl TxnCoordinator {
     /// Aborts transactions open longer than their timeout (bumping the epoch, which fences
     /// the producer that let it time out).
     pub fn tick(&mut self, now: i64, allocate: &mut dyn FnMut() -> i64) -> Vec<TxnEffect> {
+        let expiration = self.config.transactional_id_expiration_ms;
+        let idle: Vec<String> = self
+            .txns
+            .values()
+            .filter(|m| {
+                matches!(
+                    m.state,
+                    TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+                ) && now >= m.last_update_ms.saturating_add(expiration)
+            })
+            .map(|m| m.transactional_id.clone())
+            .collect();
+        for id in idle {
+            self.txns.remove(&id);
+            self.effects.push(TxnEffect::Remove(id));
+        }
         let expired: Vec<String> = self
             .txns
             .values()

@@ -168,6 +168,7 @@ fn timed_out_transactions_are_aborted_and_the_producer_fenced() {
 fn requests_during_markers_and_invalid_input() {
     let mut c = TxnCoordinator::new(TxnConfig {
         max_timeout_ms: 10_000,
+        ..TxnConfig::default()
     });
     let mut alloc = ids();
     assert_eq!(
@@ -233,7 +234,10 @@ proptest! {
     /// newer instance) can end a transaction.
     #[test]
     fn markers_only_for_the_current_transaction(ops in proptest::collection::vec(op(), 1..80), kip890 in any::<bool>()) {
-        let mut c = TxnCoordinator::new(TxnConfig { max_timeout_ms: 2000 });
+        let mut c = TxnCoordinator::new(TxnConfig {
+            max_timeout_ms: 2000,
+            ..TxnConfig::default()
+        });
         let mut alloc = ids();
         let mut now = 0;
         // Instances the client side has seen: (pid, epoch), newest last.
@@ -280,4 +284,73 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn kip360_epoch_bump_only_from_the_current_instance() {
+    let mut c = TxnCoordinator::new(TxnConfig::default());
+    let mut alloc = ids();
+    let (pid, e0) = c.init_producer_id("tx", 60_000, 0, &mut alloc).0.unwrap();
+    let (_, e1) = c
+        .init_producer_id_from("tx", 60_000, Some((pid, e0)), 1, &mut alloc)
+        .0
+        .unwrap();
+    assert_eq!(e1, e0 + 1);
+    // A zombie still on epoch e0 - 1 or another producer id is fenced.
+    let (r, e) = c.init_producer_id_from("tx", 60_000, Some((pid + 1, e1)), 2, &mut alloc);
+    assert!(matches!(r, Err(TxnError::ProducerFenced { .. })));
+    assert!(e.is_empty());
+    // The instance that just bumped may retry with the epoch it had.
+    assert!(c
+        .init_producer_id_from("tx", 60_000, Some((pid, e0)), 3, &mut alloc)
+        .0
+        .is_ok());
+}
+
+#[test]
+fn idle_transactional_ids_expire_but_open_transactions_do_not() {
+    let config = TxnConfig {
+        transactional_id_expiration_ms: 1000,
+        ..TxnConfig::default()
+    };
+    let mut c = TxnCoordinator::new(config);
+    let mut alloc = ids();
+    c.init_producer_id("idle", 60_000, 0, &mut alloc).0.unwrap();
+    let (pid, epoch) = c.init_producer_id("busy", 60_000, 0, &mut alloc).0.unwrap();
+    c.add_partitions("busy", pid, epoch, &[tp("a", 0)], 0)
+        .0
+        .unwrap();
+    let e = c.tick(1500, &mut alloc);
+    assert!(e.contains(&TxnEffect::Remove("idle".into())));
+    assert!(c.get("idle").is_none());
+    assert!(
+        c.get("busy").is_some(),
+        "an open transaction times out, it does not expire"
+    );
+}
+
+#[test]
+fn unfinished_transactions_are_found_after_a_restart() {
+    let mut c = TxnCoordinator::new(TxnConfig::default());
+    let mut alloc = ids();
+    let (pid, epoch) = c.init_producer_id("tx", 60_000, 0, &mut alloc).0.unwrap();
+    c.add_partitions("tx", pid, epoch, &[tp("a", 0)], 0)
+        .0
+        .unwrap();
+    let (_, effects) = c.end_txn("tx", pid, epoch, true, false, 1);
+    // The coordinator stops after persisting PrepareCommit: replay that record.
+    let prepared = effects
+        .iter()
+        .find_map(|e| match e {
+            TxnEffect::Persist(m) => Some(m.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let mut restarted = TxnCoordinator::new(TxnConfig::default());
+    restarted.replay(prepared);
+    let again = restarted.unfinished();
+    assert_eq!(markers(&again), vec![(pid, epoch, true, vec![tp("a", 0)])]);
+    restarted.complete("tx", 2, &mut alloc).0.unwrap();
+    assert_eq!(restarted.get("tx").unwrap().state, TxnState::CompleteCommit);
+    assert!(restarted.unfinished().is_empty());
 }
