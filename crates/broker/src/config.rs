@@ -113,6 +113,19 @@ pub struct BrokerConfig {
     pub group_consumer_heartbeat_interval_ms: i32,
     #[serde(alias = "group.consumer.assignors")]
     pub group_consumer_assignors: Vec<String>,
+    /// `transaction.state.log.num.partitions`: partitions of `__transaction_state`.
+    #[serde(alias = "transaction.state.log.num.partitions")]
+    pub transaction_state_log_num_partitions: i32,
+    /// `transaction.max.timeout.ms`: the longest transaction timeout a producer may ask for.
+    #[serde(alias = "transaction.max.timeout.ms")]
+    pub transaction_max_timeout_ms: i32,
+    /// `transactional.id.expiration.ms`.
+    #[serde(alias = "transactional.id.expiration.ms")]
+    pub transactional_id_expiration_ms: i64,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often timed-out
+    /// transactions are looked for (and aborted).
+    #[serde(alias = "transaction.abort.timed.out.transaction.cleanup.interval.ms")]
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -155,6 +168,10 @@ impl Default for BrokerConfig {
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_heartbeat_interval_ms: 5000,
             group_consumer_assignors: vec!["uniform".into(), "range".into()],
+            transaction_state_log_num_partitions: 50,
+            transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
+            transaction_abort_timed_out_transaction_cleanup_interval_ms: 10_000,
         }
     }
 }
@@ -228,6 +245,14 @@ impl BrokerConfig {
         }
     }
 
+    /// The transaction coordinator's settings.
+    pub fn txn_config(&self) -> strata_txn::TxnConfig {
+        strata_txn::TxnConfig {
+            max_timeout_ms: self.transaction_max_timeout_ms,
+            transactional_id_expiration_ms: self.transactional_id_expiration_ms,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         for (flag, value) in [
@@ -268,6 +293,15 @@ impl BrokerConfig {
                 "offsets_topic_num_partitions {} must be in [1, 1000]",
                 self.offsets_topic_num_partitions
             ));
+        }
+        if !(1..=1000).contains(&self.transaction_state_log_num_partitions) {
+            return bad(format!(
+                "transaction_state_log_num_partitions {} must be in [1, 1000]",
+                self.transaction_state_log_num_partitions
+            ));
+        }
+        if self.transaction_max_timeout_ms < 1 {
+            return bad("transaction_max_timeout_ms must be positive".into());
         }
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
             return bad(

@@ -59,9 +59,6 @@ pub const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
 pub const UNSUPPORTED_VERSION: i16 = ResponseError::UnsupportedVersion.code();
 pub const KAFKA_STORAGE_ERROR: i16 = ResponseError::KafkaStorageError.code();
 pub const UNKNOWN_SERVER_ERROR: i16 = ResponseError::UnknownServerError.code();
-/// Transactions come in a later issue; until then a transactional InitProducerId fails
-/// with a non-retriable error rather than one a client would retry forever.
-pub const TRANSACTIONS_NOT_SUPPORTED: i16 = ResponseError::InvalidRequest.code();
 pub const POLICY_VIOLATION: i16 = ResponseError::PolicyViolation.code();
 pub const FENCED_LEADER_EPOCH: i16 = ResponseError::FencedLeaderEpoch.code();
 pub const UNKNOWN_LEADER_EPOCH: i16 = ResponseError::UnknownLeaderEpoch.code();
@@ -110,7 +107,34 @@ pub fn group_error_code(e: &strata_group::GroupError) -> i16 {
 
 /// Group state that could not be made durable: retriable, the client tries again.
 pub const COORDINATOR_NOT_AVAILABLE: i16 = ResponseError::CoordinatorNotAvailable.code();
-/// FindCoordinator for transactions, until the transaction coordinator exists.
-pub const TRANSACTION_COORDINATOR_MISSING: i16 = ResponseError::InvalidRequest.code();
+pub const OPERATION_NOT_ATTEMPTED: i16 = ResponseError::OperationNotAttempted.code();
+pub const INVALID_TXN_STATE: i16 = ResponseError::InvalidTxnState.code();
+pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = ResponseError::TransactionalIdNotFound.code();
+pub const UNSTABLE_OFFSET_COMMIT: i16 = ResponseError::UnstableOffsetCommit.code();
+
+/// Which code a fenced producer gets: PRODUCER_FENCED where the request version knows it
+/// (KIP-588), INVALID_PRODUCER_EPOCH before (and always on Produce).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fenced {
+    ProducerFenced,
+    InvalidProducerEpoch,
+}
+
+/// Kafka's error code for a transaction coordinator error.
+pub fn txn_error_code(e: &strata_txn::TxnError, fenced: Fenced) -> i16 {
+    use strata_txn::TxnError as T;
+    let error = match e {
+        T::InvalidTransactionalId => ResponseError::InvalidRequest,
+        T::InvalidTransactionTimeout(_) => ResponseError::InvalidTransactionTimeout,
+        T::InvalidProducerIdMapping(_) => ResponseError::InvalidProducerIdMapping,
+        T::ProducerFenced { .. } => match fenced {
+            Fenced::ProducerFenced => ResponseError::ProducerFenced,
+            Fenced::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,
+        },
+        T::ConcurrentTransactions => ResponseError::ConcurrentTransactions,
+        T::InvalidTxnState(_) | T::PartitionNotInTransaction(..) => ResponseError::InvalidTxnState,
+    };
+    error.code()
+}
 pub const GROUP_ID_NOT_FOUND: i16 = ResponseError::GroupIdNotFound.code();
 pub const INVALID_GROUP_ID: i16 = ResponseError::InvalidGroupId.code();

@@ -11,8 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use strata_group::{Coordinator, Effect, GroupConfig, Token};
-use strata_records::{BatchBuilder, Compression, Record};
+use strata_records::{BatchBuilder, BatchHeader, Compression, Record};
 use strata_storage::{Partition, StorageError};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
@@ -74,7 +75,7 @@ impl GroupService {
         for e in effects {
             let token = match &e {
                 Effect::Join { token, .. } | Effect::Sync { token, .. } => *token,
-                Effect::Persist { .. } => continue,
+                Effect::Persist { .. } | Effect::PersistTransactional { .. } => continue,
             };
             if let Some(tx) = waiters.remove(&token) {
                 let _ = tx.send(e);
@@ -97,29 +98,44 @@ impl Broker {
     }
 
     fn append_group_records(&self, effects: Vec<Effect>) -> Pending {
-        let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+        // One batch per partition and producer (None: plain records; Some: a transaction's
+        // offsets, in a transactional batch of that producer).
+        type BatchKey = (i32, Option<(i64, i16)>);
+        let mut batches: BTreeMap<BatchKey, Vec<Record>> = BTreeMap::new();
         let now = self.clock.now_ms();
         for e in &effects {
-            if let Effect::Persist {
-                partition,
-                key,
+            let (batch, key, value) = match e {
+                Effect::Persist {
+                    partition,
+                    key,
+                    value,
+                } => ((*partition, None), key, value.clone()),
+                Effect::PersistTransactional {
+                    partition,
+                    producer_id,
+                    producer_epoch,
+                    key,
+                    value,
+                } => (
+                    (*partition, Some((*producer_id, *producer_epoch))),
+                    key,
+                    Some(value.clone()),
+                ),
+                _ => continue,
+            };
+            batches.entry(batch).or_default().push(Record {
+                key: Some(key.clone()),
                 value,
-            } = e
-            {
-                by_partition.entry(*partition).or_default().push(Record {
-                    key: Some(key.clone()),
-                    value: value.clone(),
-                    headers: vec![],
-                    timestamp_ms: now,
-                });
-            }
+                headers: vec![],
+                timestamp_ms: now,
+            });
         }
         let mut pending = Pending {
             sync: Vec::new(),
             effects,
             failed: false,
         };
-        if by_partition.is_empty() {
+        if batches.is_empty() {
             return pending;
         }
         if let Err(e) = self.ensure_offsets_topic() {
@@ -127,7 +143,7 @@ impl Broker {
             pending.failed = true;
             return pending;
         }
-        for (p, records) in by_partition {
+        for ((p, transaction), records) in batches {
             let Some(partition) = self.partition(OFFSETS_TOPIC, p) else {
                 pending.failed = true;
                 continue;
@@ -136,10 +152,16 @@ impl Broker {
             for r in records {
                 builder.push(r);
             }
+            if let Some((producer_id, epoch)) = transaction {
+                builder.transactional(producer_id, epoch);
+            }
             let appended = builder
                 .build()
                 .map_err(StorageError::InvalidBatch)
-                .and_then(|batch| partition.append(&batch));
+                .and_then(|batch| match transaction {
+                    None => partition.append(&batch),
+                    Some(_) => partition.append_coordinator(&batch),
+                });
             match appended {
                 Ok(info) => pending.sync.push((partition, info.last_offset + 1)),
                 Err(e) => {
@@ -216,35 +238,45 @@ impl Broker {
         }
         let (mut records, mut bad) = (0u64, 0u64);
         for partition in &partitions {
-            let mut offset = partition.log().log_start_offset();
-            loop {
-                let data = partition.read(offset, 1 << 20, true)?;
-                if data.records.is_empty() {
-                    break;
+            let offsets_partition = partition.partition;
+            for_each_batch(partition, |header, batch| {
+                if header.is_control() {
+                    // A transaction marker decides that producer's pending offsets here.
+                    if let Some(commit) = strata_records::control_type(&batch) {
+                        coordinator.complete_transaction(
+                            offsets_partition,
+                            header.producer_id,
+                            commit,
+                        );
+                    }
+                    return;
                 }
-                let decoded = match strata_records::decode_records(data.records) {
+                let decoded = match strata_records::decode_records(batch) {
                     Ok(d) => d,
                     Err(e) => {
-                        warn!(error = %e, "undecodable batch in {OFFSETS_TOPIC}; skipping the rest of the partition");
-                        break;
+                        bad += 1;
+                        warn!(error = %e, "undecodable batch in {OFFSETS_TOPIC}; skipped");
+                        return;
                     }
-                };
-                let Some(last) = decoded.last().map(|r| r.offset) else {
-                    break;
                 };
                 for r in decoded {
                     let Some(key) = r.key.as_ref() else { continue };
-                    if r.control {
-                        continue;
-                    }
                     records += 1;
-                    if let Err(e) = coordinator.replay(key, r.value.as_deref()) {
+                    let replayed = if header.is_transactional() {
+                        coordinator.replay_transactional(
+                            header.producer_id,
+                            key,
+                            r.value.as_deref(),
+                        )
+                    } else {
+                        coordinator.replay(key, r.value.as_deref())
+                    };
+                    if let Err(e) = replayed {
                         bad += 1;
                         warn!(error = %e, offset = r.offset, "skipping record of {OFFSETS_TOPIC}");
                     }
                 }
-                offset = last + 1;
-            }
+            })?;
         }
         coordinator.finish_loading(self.clock.now_ms());
         if !partitions.is_empty() {
@@ -267,6 +299,42 @@ impl Broker {
             if let Err(e) = p.sync_to(*offset) {
                 warn!(error = %e, "could not sync {OFFSETS_TOPIC}");
             }
+        }
+    }
+}
+
+/// Calls `f` with every stored batch of `partition` below its high watermark, in order
+/// (the header, then the whole batch): how internal topics are replayed at start.
+pub(crate) fn for_each_batch(
+    partition: &Partition,
+    mut f: impl FnMut(&BatchHeader, Bytes),
+) -> Result<(), StorageError> {
+    let mut offset = partition.log().log_start_offset();
+    loop {
+        let data = partition.read(offset, 1 << 20, true)?;
+        let mut buf = data.records;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let start = offset;
+        while buf.len() >= strata_records::BATCH_HEADER_BYTES {
+            let header = match BatchHeader::parse(&buf) {
+                Ok(h) => h,
+                Err(e) => {
+                    warn!(topic = %partition.topic, partition = partition.partition, error = %e, "unreadable batch; the rest of the partition is skipped");
+                    return Ok(());
+                }
+            };
+            let total = header.total_bytes();
+            if total > buf.len() {
+                break;
+            }
+            let batch = buf.split_to(total);
+            offset = header.last_offset() + 1;
+            f(&header, batch);
+        }
+        if offset == start {
+            return Ok(()); // no whole batch came back: nothing more to read
         }
     }
 }

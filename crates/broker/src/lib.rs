@@ -7,6 +7,8 @@
 //! - [`state::Broker`] is the shared state: the metadata log and the partitions it implies.
 //! - [`groups`] runs the group coordinator state machine (`strata-group`) over the
 //!   `__consumer_offsets` topic.
+//! - [`txn`] runs the transaction coordinator state machine (`strata-txn`) over the
+//!   `__transaction_state` topic and writes transaction markers.
 //! - [`errors`] is the one place where Kafka error codes are chosen.
 
 pub mod config;
@@ -17,6 +19,7 @@ pub mod handlers;
 pub mod server;
 pub mod state;
 pub mod topic_config;
+pub mod txn;
 pub mod zero_copy;
 
 pub use config::BrokerConfig;

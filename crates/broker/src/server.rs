@@ -127,7 +127,10 @@ async fn background_work(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     let mut group_tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
-            _ = group_tick.tick() => broker.group_tick().await,
+            _ = group_tick.tick() => {
+                broker.group_tick().await;
+                broker.txn_tick().await;
+            }
             _ = flush_tick.tick() => {
                 let b = broker.clone();
                 let flushed = tokio::task::spawn_blocking(move || {

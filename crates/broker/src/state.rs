@@ -82,6 +82,8 @@ pub struct Broker {
     shutting_down: AtomicBool,
     /// The group coordinator (consumer groups and committed offsets).
     pub groups: crate::groups::GroupService,
+    /// The transaction coordinator.
+    pub txns: crate::txn::TxnService,
 }
 
 fn known_topic(metadata: &MetadataLog, name: &str) -> Result<TopicImage, TopicError> {
@@ -90,6 +92,12 @@ fn known_topic(metadata: &MetadataLog, name: &str) -> Result<TopicImage, TopicEr
         .topic(name)
         .cloned()
         .ok_or_else(|| TopicError::Unknown(name.to_string()))
+}
+
+/// Topics only the broker itself writes (refused to CreateTopics, DeleteTopics, Produce;
+/// flagged internal in Metadata).
+pub fn is_internal_topic(name: &str) -> bool {
+    name == crate::groups::OFFSETS_TOPIC || name == crate::txn::TRANSACTION_STATE_TOPIC
 }
 
 /// Kafka's topic name rules.
@@ -124,6 +132,7 @@ impl Broker {
             .map_err(|e| StorageError::io(&config.data_dir, e))?;
         let metadata = MetadataLog::open(fs.clone(), clock.clone(), &config.data_dir)?;
         let group_config = config.group_config();
+        let txn_config = config.txn_config();
         let broker = Self {
             producer_ids: Mutex::new((0, 0)),
             config,
@@ -135,6 +144,7 @@ impl Broker {
             shutting_down: AtomicBool::new(false),
             filesystem_sync: FilesystemSync::default(),
             groups: crate::groups::GroupService::new(group_config),
+            txns: crate::txn::TxnService::new(txn_config),
         };
         let topics: Vec<TopicImage> = broker.image().topics().cloned().collect();
         // Recovery state for every partition, from two files of the data directory. The
@@ -192,6 +202,7 @@ impl Broker {
             }
         }
         broker.load_groups()?;
+        broker.load_transactions()?;
         info!(
             topics = topics.len(),
             partitions = broker.all_partitions().len(),
@@ -292,9 +303,9 @@ impl Broker {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<TopicImage, TopicError> {
-        if name == crate::groups::OFFSETS_TOPIC {
-            // Its partition count decides where each group lives: only the coordinator
-            // creates it, with `offsets_topic_num_partitions` (Kafka refuses this too).
+        if is_internal_topic(name) {
+            // Its partition count decides where each group / transactional id lives: only
+            // its coordinator creates it, with its configured count (Kafka refuses this too).
             return Err(TopicError::InvalidTopic(format!(
                 "Creation of internal topic {name} is prohibited."
             )));
@@ -436,7 +447,7 @@ impl Broker {
             }
         }
         info!(topic = name, "topic deleted");
-        if name != crate::groups::OFFSETS_TOPIC {
+        if !is_internal_topic(name) {
             self.forget_topic_offsets(name);
         }
         Ok(topic.topic_id)

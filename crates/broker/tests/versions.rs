@@ -33,7 +33,30 @@ fn batch() -> Bytes {
     b.build().unwrap()
 }
 
-fn request(key: ApiKey, v: i16) -> Vec<Request> {
+fn txn_id(s: &str) -> TransactionalId {
+    TransactionalId(StrBytes::from_string(s.to_string()))
+}
+
+/// A transactional id with an ongoing transaction on t-0 (pid, epoch), set up directly on
+/// the coordinator so the EndTxn / TxnOffsetCommit cases reach their success paths.
+fn open_txn(broker: &Broker, id: &str, offsets: bool) -> (i64, i16) {
+    let now = SystemClock.now_ms();
+    let (r, pending) = broker.txn_call(|c, alloc| c.init_producer_id(id, 60_000, now, alloc));
+    assert!(broker.txn_finish_blocking(pending).0);
+    let (pid, epoch) = r.unwrap();
+    let mut partitions = vec![("t".to_string(), 0)];
+    if offsets {
+        broker.ensure_offsets_topic().unwrap();
+        let p = broker.groups.coordinator().partition_for("g");
+        partitions.push(("__consumer_offsets".to_string(), p));
+    }
+    let (r, pending) = broker.txn_call(|c, _| c.add_partitions(id, pid, epoch, &partitions, now));
+    assert!(broker.txn_finish_blocking(pending).0);
+    r.unwrap();
+    (pid, epoch)
+}
+
+fn request(broker: &Broker, key: ApiKey, v: i16) -> Vec<Request> {
     match key {
         ApiKey::Produce => {
             let data = produce_request::PartitionProduceData::default()
@@ -124,6 +147,104 @@ fn request(key: ApiKey, v: i16) -> Vec<Request> {
             Request::InitProducerId(
                 InitProducerIdRequest::default()
                     .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tx")))),
+            ),
+            Request::InitProducerId(
+                InitProducerIdRequest::default()
+                    .with_transactional_id(Some(txn_id("tx")))
+                    .with_transaction_timeout_ms(60_000),
+            ),
+        ],
+        ApiKey::AddPartitionsToTxn => {
+            let id = format!("add-partitions-v{v}");
+            let (pid, epoch) = open_txn(broker, &id, false);
+            let topics = |partitions: Vec<i32>| {
+                vec![
+                    add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                        .with_name(name("t"))
+                        .with_partitions(partitions),
+                ]
+            };
+            [vec![0], vec![0, 7]]
+                .into_iter()
+                .map(|partitions| {
+                    Request::AddPartitionsToTxn(
+                        AddPartitionsToTxnRequest::default()
+                            .with_v3_and_below_transactional_id(txn_id(&id))
+                            .with_v3_and_below_producer_id(ProducerId(pid))
+                            .with_v3_and_below_producer_epoch(epoch)
+                            .with_v3_and_below_topics(topics(partitions)),
+                    )
+                })
+                .collect()
+        }
+        ApiKey::AddOffsetsToTxn => {
+            let id = format!("add-offsets-v{v}");
+            let (pid, epoch) = open_txn(broker, &id, false);
+            vec![Request::AddOffsetsToTxn(
+                AddOffsetsToTxnRequest::default()
+                    .with_transactional_id(txn_id(&id))
+                    .with_producer_id(ProducerId(pid))
+                    .with_producer_epoch(epoch)
+                    .with_group_id(group("g")),
+            )]
+        }
+        ApiKey::TxnOffsetCommit => {
+            let id = format!("txn-commit-v{v}");
+            let (pid, epoch) = open_txn(broker, &id, true);
+            let p = txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(1)
+                .with_committed_metadata(Some(StrBytes::from_static_str("m")));
+            let t = txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                .with_name(name("t"))
+                .with_partitions(vec![p]);
+            // Accepted, then fenced (an old epoch).
+            [epoch, epoch - 1]
+                .into_iter()
+                .map(|e| {
+                    Request::TxnOffsetCommit(
+                        TxnOffsetCommitRequest::default()
+                            .with_transactional_id(txn_id(&id))
+                            .with_group_id(group("g"))
+                            .with_producer_id(ProducerId(pid))
+                            .with_producer_epoch(e)
+                            .with_generation_id(-1)
+                            .with_topics(vec![t.clone()]),
+                    )
+                })
+                .collect()
+        }
+        ApiKey::EndTxn => {
+            let id = format!("end-v{v}");
+            let (pid, epoch) = open_txn(broker, &id, false);
+            // Commit, its retry, then one from nowhere.
+            let end = |id: &str, pid: i64| {
+                Request::EndTxn(
+                    EndTxnRequest::default()
+                        .with_transactional_id(txn_id(id))
+                        .with_producer_id(ProducerId(pid))
+                        .with_producer_epoch(epoch)
+                        .with_committed(true),
+                )
+            };
+            vec![end(&id, pid), end(&id, pid), end("nobody", 1)]
+        }
+        ApiKey::DescribeTransactions => {
+            open_txn(broker, "described", true);
+            vec![Request::DescribeTransactions(
+                DescribeTransactionsRequest::default()
+                    .with_transactional_ids(vec![txn_id("described"), txn_id("missing")]),
+            )]
+        }
+        ApiKey::ListTransactions => vec![
+            Request::ListTransactions(ListTransactionsRequest::default()),
+            Request::ListTransactions(
+                ListTransactionsRequest::default()
+                    .with_state_filters(vec![
+                        StrBytes::from_static_str("Ongoing"),
+                        StrBytes::from_static_str("Bogus"),
+                    ])
+                    .with_duration_filter(if v >= 1 { 0 } else { -1 }),
             ),
         ],
         ApiKey::DescribeConfigs => {
@@ -364,7 +485,7 @@ async fn every_advertised_version_encodes_its_responses() {
     let mut checked = 0;
     for api in SUPPORTED_APIS {
         for version in api.min..=api.max {
-            for req in request(api.key, version) {
+            for req in request(&broker, api.key, version) {
                 let header = RequestHeader::default()
                     .with_request_api_key(api.key as i16)
                     .with_request_api_version(version)

@@ -16,7 +16,10 @@ const fn range(key: ApiKey, min: i16, max: i16) -> ApiRange {
 
 /// Upper bounds stop where a version needs something not built yet: Produce v13 and Fetch
 /// v13+ address topics by id only; ListOffsets v9+ adds tiered-storage offsets; FindCoordinator
-/// v6 adds share groups; OffsetCommit v10 / OffsetFetch v10 address topics by id.
+/// v6 adds share groups; OffsetCommit v10 / OffsetFetch v10 address topics by id;
+/// AddPartitionsToTxn v4+ is the broker-to-broker batched form; TxnOffsetCommit v5 means the
+/// coordinator adds the offsets partition itself (transaction version 2, not advertised);
+/// ListTransactions v2 filters by regex.
 pub const SUPPORTED_APIS: &[ApiRange] = &[
     range(ApiKey::Produce, 3, 12),
     range(ApiKey::Fetch, 4, 12),
@@ -43,6 +46,12 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     range(ApiKey::ConsumerGroupHeartbeat, 0, 1),
     range(ApiKey::ConsumerGroupDescribe, 0, 1),
     range(ApiKey::DescribeProducers, 0, 0),
+    range(ApiKey::AddPartitionsToTxn, 0, 3),
+    range(ApiKey::AddOffsetsToTxn, 0, 4),
+    range(ApiKey::TxnOffsetCommit, 0, 4),
+    range(ApiKey::EndTxn, 0, 5),
+    range(ApiKey::DescribeTransactions, 0, 0),
+    range(ApiKey::ListTransactions, 0, 1),
 ];
 
 pub fn supported_versions(key: ApiKey) -> Option<ApiRange> {

@@ -34,6 +34,12 @@ pub enum Request {
     ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest),
     ConsumerGroupDescribe(ConsumerGroupDescribeRequest),
     DescribeProducers(DescribeProducersRequest),
+    AddPartitionsToTxn(AddPartitionsToTxnRequest),
+    AddOffsetsToTxn(AddOffsetsToTxnRequest),
+    TxnOffsetCommit(TxnOffsetCommitRequest),
+    EndTxn(EndTxnRequest),
+    DescribeTransactions(DescribeTransactionsRequest),
+    ListTransactions(ListTransactionsRequest),
     /// ApiVersions at a version newer than ours. KIP-511: answer in v0 with
     /// UNSUPPORTED_VERSION and our ranges, so the client can pick one.
     ApiVersionsTooNew,
@@ -120,6 +126,12 @@ pub fn decode_request(mut frame: Bytes) -> Result<RequestFrame, ProtocolError> {
             Request::ConsumerGroupDescribe(body(buf, api_key, version)?)
         }
         ApiKey::DescribeProducers => Request::DescribeProducers(body(buf, api_key, version)?),
+        ApiKey::AddPartitionsToTxn => Request::AddPartitionsToTxn(body(buf, api_key, version)?),
+        ApiKey::AddOffsetsToTxn => Request::AddOffsetsToTxn(body(buf, api_key, version)?),
+        ApiKey::TxnOffsetCommit => Request::TxnOffsetCommit(body(buf, api_key, version)?),
+        ApiKey::EndTxn => Request::EndTxn(body(buf, api_key, version)?),
+        ApiKey::DescribeTransactions => Request::DescribeTransactions(body(buf, api_key, version)?),
+        ApiKey::ListTransactions => Request::ListTransactions(body(buf, api_key, version)?),
         _ => return Err(ProtocolError::UnknownApiKey(raw_key)),
     };
     // Trailing bytes are ignored, as Kafka does: librdkafka 2.x sends Metadata v12 with

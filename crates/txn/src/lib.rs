@@ -37,6 +37,8 @@ pub enum TxnError {
     ConcurrentTransactions,
     #[error("the transaction is in state {0:?}")]
     InvalidTxnState(TxnState),
+    #[error("partition {0}-{1} was not added to the transaction")]
+    PartitionNotInTransaction(String, i32),
 }
 
 pub type Result<T> = std::result::Result<T, TxnError>;
@@ -344,14 +346,28 @@ impl TxnCoordinator {
         (Ok(()), self.take())
     }
 
-    /// KIP-890 part 1: may this producer write transactional data to this partition now?
-    pub fn verify(&self, producer_id: i64, epoch: i16, topic: &str, partition: i32) -> bool {
-        self.txns.values().any(|m| {
-            m.producer_id == producer_id
-                && m.producer_epoch == epoch
-                && m.state == TxnState::Ongoing
-                && m.partitions.contains(&(topic.to_string(), partition))
-        })
+    /// KIP-890 part 1: may this producer write transactional data (or, for the group's
+    /// offsets partition, transactional offsets) to this partition now? Only inside its
+    /// ongoing transaction, under its current epoch, to a partition added to it.
+    pub fn verify(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        topic: &str,
+        partition: i32,
+    ) -> Result<()> {
+        let m = self.check_producer(transactional_id, producer_id, epoch)?;
+        if m.state != TxnState::Ongoing {
+            return Err(TxnError::InvalidTxnState(m.state));
+        }
+        if !m.partitions.contains(&(topic.to_string(), partition)) {
+            return Err(TxnError::PartitionNotInTransaction(
+                topic.to_string(),
+                partition,
+            ));
+        }
+        Ok(())
     }
 
     /// EndTxn. A retry of the EndTxn that finished the last transaction succeeds again; any

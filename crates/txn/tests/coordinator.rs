@@ -52,9 +52,9 @@ fn commit_flow_for_a_classic_client() {
         .0
         .unwrap();
     assert_eq!(c.get("tx").unwrap().state, TxnState::Ongoing);
-    assert!(c.verify(pid, epoch, "a", 0));
-    assert!(!c.verify(pid, epoch, "a", 1), "not added");
-    assert!(!c.verify(pid, epoch + 1, "a", 0));
+    assert!(c.verify("tx", pid, epoch, "a", 0).is_ok());
+    assert!(c.verify("tx", pid, epoch, "a", 1).is_err(), "not added");
+    assert!(c.verify("tx", pid, epoch + 1, "a", 0).is_err());
     let (r, e) = c.end_txn("tx", pid, epoch, true, false, 20);
     r.unwrap();
     assert_eq!(c.get("tx").unwrap().state, TxnState::PrepareCommit);
@@ -74,7 +74,10 @@ fn commit_flow_for_a_classic_client() {
     let (next, _) = c.complete("tx", 22, &mut alloc);
     assert_eq!(next, Some((pid, epoch)), "classic clients keep their epoch");
     assert_eq!(c.get("tx").unwrap().state, TxnState::CompleteCommit);
-    assert!(!c.verify(pid, epoch, "a", 0), "nothing open any more");
+    assert!(
+        c.verify("tx", pid, epoch, "a", 0).is_err(),
+        "nothing open any more"
+    );
     // A retried EndTxn(commit) succeeds without new markers; an abort now is refused.
     let (r, e) = c.end_txn("tx", pid, epoch, true, false, 23);
     assert_eq!(r, Ok(()));
@@ -111,8 +114,8 @@ fn kip890_epoch_bump_fences_a_late_end_txn() {
     assert!(markers(&e).is_empty());
     assert_eq!(c.get("tx").unwrap().state, TxnState::Ongoing);
     // Writes under the old epoch are not verified.
-    assert!(!c.verify(pid, e0, "b", 0));
-    assert!(c.verify(pid, e1, "b", 0));
+    assert!(c.verify("tx", pid, e0, "b", 0).is_err());
+    assert!(c.verify("tx", pid, e1, "b", 0).is_ok());
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Topic administration (CreateTopics, DeleteTopics, CreatePartitions) and InitProducerId.
+//! Topic administration (CreateTopics, DeleteTopics, CreatePartitions).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -126,12 +126,12 @@ pub fn delete_topics(
             let Some(name) = name else {
                 return result.with_error_code(errors::UNKNOWN_TOPIC_ID);
             };
-            if name == crate::groups::OFFSETS_TOPIC {
+            if crate::state::is_internal_topic(&name) {
                 let result = result.with_error_code(errors::INVALID_TOPIC);
                 return if version >= 5 {
-                    result.with_error_message(Some(str(
-                        "the internal topic __consumer_offsets cannot be deleted",
-                    )))
+                    result.with_error_message(Some(str(&format!(
+                        "the internal topic {name} cannot be deleted"
+                    ))))
                 } else {
                     result
                 };
@@ -181,30 +181,4 @@ pub fn create_partitions(
         })
         .collect();
     CreatePartitionsResponse::default().with_results(results)
-}
-
-/// Allocates a producer id (epoch 0) so idempotent-by-default clients can start; sequence
-/// checking and transactions come in the exactly-once work.
-pub fn init_producer_id(
-    broker: &Arc<Broker>,
-    req: InitProducerIdRequest,
-) -> InitProducerIdResponse {
-    if req.transactional_id.is_some() {
-        return InitProducerIdResponse::default()
-            .with_error_code(errors::TRANSACTIONS_NOT_SUPPORTED)
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1);
-    }
-    match broker.allocate_producer_id() {
-        Ok(id) => InitProducerIdResponse::default()
-            .with_producer_id(ProducerId(id))
-            .with_producer_epoch(0),
-        Err(e) => {
-            warn!(error = %e, "could not allocate a producer id");
-            InitProducerIdResponse::default()
-                .with_error_code(errors::COORDINATOR_NOT_AVAILABLE)
-                .with_producer_id(ProducerId(-1))
-                .with_producer_epoch(-1)
-        }
-    }
 }

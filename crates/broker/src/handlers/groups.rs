@@ -45,10 +45,14 @@ pub fn find_coordinator(
                 Ok(()) => (NONE, None),
                 Err(e) => (errors::COORDINATOR_NOT_AVAILABLE, Some(e.to_string())),
             },
-            1 => (
-                errors::TRANSACTION_COORDINATOR_MISSING,
-                Some("transactions are not supported yet".into()),
+            1 if key.is_empty() => (
+                errors::INVALID_REQUEST,
+                Some("empty transactional id".into()),
             ),
+            1 => match broker.ensure_transaction_state_topic() {
+                Ok(()) => (NONE, None),
+                Err(e) => (errors::COORDINATOR_NOT_AVAILABLE, Some(e.to_string())),
+            },
             t => (
                 errors::INVALID_REQUEST,
                 Some(format!("unknown key type {t}")),
@@ -324,6 +328,7 @@ fn fetch_group(
     group_id: &str,
     topics: &FetchTopics,
     member: Option<(&str, i32)>,
+    require_stable: bool,
 ) -> (
     i16,
     Vec<(
@@ -345,6 +350,10 @@ fn fetch_group(
             for o in offsets {
                 let mut p = offset_fetch_response::OffsetFetchResponsePartitions::default();
                 p.partition_index = o.partition;
+                if require_stable && o.unstable {
+                    // KIP-447: an open transaction holds an offset for it; retriable.
+                    p.error_code = errors::UNSTABLE_OFFSET_COMMIT;
+                }
                 match o.offset {
                     Some(v) => {
                         p.committed_offset = v.offset;
@@ -382,7 +391,8 @@ pub fn offset_fetch(
             });
             let member_id = opt_str(&g.member_id);
             let member = member_id.as_deref().map(|m| (m, g.member_epoch));
-            let (error_code, topics) = fetch_group(broker, &g.group_id, &topics, member);
+            let (error_code, topics) =
+                fetch_group(broker, &g.group_id, &topics, member, r.require_stable);
             let mut rg = offset_fetch_response::OffsetFetchResponseGroup::default();
             rg.group_id = g.group_id.clone();
             rg.error_code = error_code;
@@ -404,7 +414,7 @@ pub fn offset_fetch(
             .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    let (error_code, topics) = fetch_group(broker, &r.group_id, &topics, None);
+    let (error_code, topics) = fetch_group(broker, &r.group_id, &topics, None, r.require_stable);
     if version >= 2 {
         resp.error_code = error_code;
     }
@@ -421,7 +431,11 @@ pub fn offset_fetch(
                     q.committed_offset = p.committed_offset;
                     q.committed_leader_epoch = p.committed_leader_epoch;
                     q.metadata = p.metadata;
-                    q.error_code = if version < 2 { error_code } else { NONE };
+                    q.error_code = if version < 2 {
+                        error_code
+                    } else {
+                        p.error_code
+                    };
                     q
                 })
                 .collect();

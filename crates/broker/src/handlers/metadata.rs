@@ -27,7 +27,7 @@ fn describe_topic(t: &TopicImage) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str(&t.name))))
         .with_topic_id(t.topic_id)
-        .with_is_internal(t.name == crate::groups::OFFSETS_TOPIC)
+        .with_is_internal(crate::state::is_internal_topic(&t.name))
         .with_partitions(partitions)
 }
 

@@ -10,6 +10,7 @@ mod groups;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod txn;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -152,8 +153,55 @@ pub fn dispatch(
             &describe::describe_cluster(broker, r),
         )),
         Request::InitProducerId(r) => blocking(broker, move |b| {
-            encode(cid, api_key, version, &admin::init_producer_id(&b, r))
+            encode(
+                cid,
+                api_key,
+                version,
+                &txn::init_producer_id(&b, r, version),
+            )
         }),
+        Request::AddPartitionsToTxn(r) => blocking(broker, move |b| {
+            encode(
+                cid,
+                api_key,
+                version,
+                &txn::add_partitions_to_txn(&b, r, version),
+            )
+        }),
+        Request::AddOffsetsToTxn(r) => blocking(broker, move |b| {
+            encode(
+                cid,
+                api_key,
+                version,
+                &txn::add_offsets_to_txn(&b, r, version),
+            )
+        }),
+        Request::TxnOffsetCommit(r) => {
+            let b = broker.clone();
+            Box::pin(async move {
+                encode(
+                    cid,
+                    api_key,
+                    version,
+                    &txn::txn_offset_commit(b, r, version).await,
+                )
+            })
+        }
+        Request::EndTxn(r) => blocking(broker, move |b| {
+            encode(cid, api_key, version, &txn::end_txn(&b, r, version))
+        }),
+        Request::DescribeTransactions(r) => ready(encode(
+            cid,
+            api_key,
+            version,
+            &txn::describe_transactions(broker, r),
+        )),
+        Request::ListTransactions(r) => ready(encode(
+            cid,
+            api_key,
+            version,
+            &txn::list_transactions(broker, r),
+        )),
         Request::FindCoordinator(r) => blocking(broker, move |b| {
             encode(
                 cid,

@@ -35,6 +35,7 @@ pub fn handle(
     correlation_id: i32,
 ) -> PendingResponse {
     let acks = req.acks;
+    let transactional_id = req.transactional_id.as_ref().map(|t| t.0.to_string());
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut appended: Vec<Appended> = Vec::new();
     let valid_acks = matches!(acks, -1..=1);
@@ -47,8 +48,8 @@ pub fn handle(
                 partitions.push(failed(index, errors::INVALID_REQUIRED_ACKS, None));
                 continue;
             }
-            if name == crate::groups::OFFSETS_TOPIC {
-                // Only the group coordinator writes its internal topic (as in Kafka).
+            if crate::state::is_internal_topic(&name) {
+                // Only the coordinators write their internal topics (as in Kafka).
                 partitions.push(failed(index, errors::INVALID_TOPIC, None));
                 continue;
             }
@@ -66,7 +67,21 @@ pub fn handle(
             };
             // Written from the request buffer as it came; only batch headers are patched
             // (base offset, leader epoch), on copies.
-            match partition.append(&records) {
+            let outcome = match transactional_producer(&records) {
+                Err(message) => Err((errors::INVALID_RECORD, message)),
+                Ok(None) => partition
+                    .append(&records)
+                    .map_err(|e| (errors::storage_error_code(&e), e.to_string())),
+                Ok(Some((producer_id, epoch))) => append_transactional(
+                    broker,
+                    transactional_id.as_deref(),
+                    &partition,
+                    &records,
+                    producer_id,
+                    epoch,
+                ),
+            };
+            match outcome {
                 Ok(info) => {
                     partitions.push(
                         PartitionProduceResponse::default()
@@ -80,13 +95,9 @@ pub fn handle(
                         end_offset: info.last_offset + 1,
                     });
                 }
-                Err(e) => {
-                    warn!(topic = %name, partition = index, error = %e, "produce refused");
-                    partitions.push(failed(
-                        index,
-                        errors::storage_error_code(&e),
-                        Some(e.to_string()),
-                    ));
+                Err((code, message)) => {
+                    warn!(topic = %name, partition = index, error = %message, "produce refused");
+                    partitions.push(failed(index, code, Some(message)));
                 }
             }
         }
@@ -137,6 +148,75 @@ pub fn handle(
         let resp = ProduceResponse::default().with_responses(responses);
         encode(correlation_id, ApiKey::Produce, version, &resp)
     })
+}
+
+/// The producer of a transactional record set, or None for a non-transactional one. All
+/// batches of a partition's record set must agree (one transaction is verified per set).
+fn transactional_producer(records: &[u8]) -> Result<Option<(i64, i16)>, String> {
+    let mut rest = records;
+    let mut producer: Option<(i64, i16)> = None;
+    let mut plain = false;
+    while rest.len() >= strata_records::BATCH_HEADER_BYTES {
+        // Malformed input is left to the append's full validation.
+        let Ok(h) = strata_records::BatchHeader::parse(rest) else {
+            break;
+        };
+        if h.is_transactional() {
+            match producer {
+                None => producer = Some((h.producer_id, h.producer_epoch)),
+                Some(p) if p != (h.producer_id, h.producer_epoch) => {
+                    return Err(
+                        "transactional batches of different producers in one record set".into(),
+                    )
+                }
+                Some(_) => {}
+            }
+        } else {
+            plain = true;
+        }
+        rest = &rest[h.total_bytes().min(rest.len())..];
+    }
+    if producer.is_some() && plain {
+        return Err("transactional and non-transactional batches in one record set".into());
+    }
+    Ok(producer)
+}
+
+/// KIP-890 part 1: a transactional write is taken only inside the producer's ongoing
+/// transaction, for a partition added to it — checked and appended under the transaction
+/// coordinator's lock, so it cannot land after the transaction's markers.
+fn append_transactional(
+    broker: &Broker,
+    transactional_id: Option<&str>,
+    partition: &Partition,
+    records: &[u8],
+    producer_id: i64,
+    epoch: i16,
+) -> Result<strata_storage::AppendInfo, (i16, String)> {
+    let Some(transactional_id) = transactional_id else {
+        return Err((
+            errors::INVALID_TXN_STATE,
+            "transactional records in a request without a transactional id".into(),
+        ));
+    };
+    let inner = broker.txns.lock();
+    crate::txn::verify_write(
+        &inner,
+        transactional_id,
+        producer_id,
+        epoch,
+        &partition.topic,
+        partition.partition,
+    )
+    .map_err(|e| {
+        (
+            errors::txn_error_code(&e, errors::Fenced::InvalidProducerEpoch),
+            e.to_string(),
+        )
+    })?;
+    partition
+        .append_transactional(records)
+        .map_err(|e| (errors::storage_error_code(&e), e.to_string()))
 }
 
 /// Threads one produce request may use to sync its partitions in parallel.

@@ -1,0 +1,424 @@
+//! The transaction coordinator's I/O: the pure [`TxnCoordinator`] behind a mutex, its
+//! records in the internal `__transaction_state` topic, and the transaction markers.
+//!
+//! Order of every call, like the group coordinator's: under the lock, run the state machine
+//! and append the records it asks to persist; outside it, sync them; only then act on them.
+//! Ending a transaction is three durable steps — PrepareCommit/PrepareAbort synced, a marker
+//! synced in every partition of the transaction (for `__consumer_offsets` partitions the
+//! group coordinator applies or drops the transaction's offsets at the same time), then
+//! CompleteCommit/CompleteAbort synced — so a crash anywhere is finished at the next start:
+//! a transaction found in a Prepare state has its markers written again (a marker for a
+//! transaction already closed on a partition changes nothing there).
+//!
+//! KIP-890 part 1: a transactional write (produce, TxnOffsetCommit) is verified against the
+//! coordinator and appended while the coordinator lock is held, so it lands either before
+//! the transaction's markers or not at all: a late write cannot join the next transaction
+//! or hang the last stable offset.
+//!
+//! Lock order: txn coordinator, then group coordinator, then partitions / metadata.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use strata_records::{BatchBuilder, Compression, Record};
+use strata_storage::{Partition, StorageError};
+use strata_txn::{codec, TxnCoordinator, TxnEffect, TxnError};
+use tracing::{info, warn};
+
+use crate::groups::OFFSETS_TOPIC;
+use crate::state::{Broker, TopicError};
+
+pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
+
+pub struct TxnInner {
+    pub coordinator: TxnCoordinator,
+    /// Transactional ids whose markers someone is writing now (a request or the sweep):
+    /// nobody else writes markers for them meanwhile. Updated under the same lock as the
+    /// state change that asked for the markers.
+    ending: HashSet<String>,
+}
+
+pub struct TxnService {
+    inner: Mutex<TxnInner>,
+    next_sweep_ms: AtomicI64,
+}
+
+/// A transaction to end: markers for `producer_id` in each partition.
+#[derive(Debug, Clone)]
+struct Markers {
+    transactional_id: String,
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    partitions: BTreeSet<(String, i32)>,
+}
+
+/// What a coordinator call left to do: records to sync, then transactions to end.
+#[must_use]
+pub struct TxnPending {
+    sync: Vec<(Arc<Partition>, i64)>,
+    markers: Vec<Markers>,
+    failed: bool,
+}
+
+impl TxnService {
+    pub fn new(config: strata_txn::TxnConfig) -> Self {
+        Self {
+            inner: Mutex::new(TxnInner {
+                coordinator: TxnCoordinator::new(config),
+                ending: HashSet::new(),
+            }),
+            next_sweep_ms: AtomicI64::new(0),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, TxnInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Broker {
+    /// `__transaction_state` partition of a transactional id (Kafka's partitioning).
+    fn txn_partition_for(&self, transactional_id: &str) -> i32 {
+        let partitions = self
+            .image()
+            .topic(TRANSACTION_STATE_TOPIC)
+            .map(|t| t.partitions.len() as i32)
+            .unwrap_or(self.config.transaction_state_log_num_partitions);
+        strata_group::codec::partition_for(transactional_id, partitions.max(1))
+    }
+
+    /// Runs `f` on the coordinator (with a producer id allocator) and appends the records
+    /// it asks to persist, under the lock.
+    pub fn txn_call<R>(
+        &self,
+        f: impl FnOnce(&mut TxnCoordinator, &mut dyn FnMut() -> i64) -> (R, Vec<TxnEffect>),
+    ) -> (R, TxnPending) {
+        let mut inner = self.txns.lock();
+        let mut allocate = || {
+            // Ids come from blocks recorded in the metadata log; only a failing metadata
+            // log refuses one, and then nothing else can be persisted either.
+            self.allocate_producer_id().unwrap_or_else(|e| {
+                warn!(error = %e, "could not allocate a producer id");
+                -1
+            })
+        };
+        let (r, effects) = f(&mut inner.coordinator, &mut allocate);
+        let pending = self.append_txn_records(&mut inner, effects);
+        (r, pending)
+    }
+
+    fn append_txn_records(&self, inner: &mut TxnInner, effects: Vec<TxnEffect>) -> TxnPending {
+        let mut pending = TxnPending {
+            sync: Vec::new(),
+            markers: Vec::new(),
+            failed: false,
+        };
+        let now = self.clock.now_ms();
+        for e in effects {
+            let (id, value) = match e {
+                TxnEffect::Persist(m) => {
+                    let v = codec::encode_value(&m);
+                    (m.transactional_id, Some(Bytes::from(v)))
+                }
+                TxnEffect::Remove(id) => (id, None),
+                TxnEffect::WriteMarkers {
+                    transactional_id,
+                    producer_id,
+                    producer_epoch,
+                    commit,
+                    partitions,
+                } => {
+                    inner.ending.insert(transactional_id.clone());
+                    pending.markers.push(Markers {
+                        transactional_id,
+                        producer_id,
+                        producer_epoch,
+                        commit,
+                        partitions,
+                    });
+                    continue;
+                }
+            };
+            if let Err(e) = self.ensure_transaction_state_topic() {
+                warn!(error = %e, "cannot create {TRANSACTION_STATE_TOPIC}");
+                pending.failed = true;
+                continue;
+            }
+            let p = self.txn_partition_for(&id);
+            let Some(partition) = self.partition(TRANSACTION_STATE_TOPIC, p) else {
+                pending.failed = true;
+                continue;
+            };
+            let mut builder = BatchBuilder::new(Compression::None);
+            builder.push(Record {
+                key: Some(Bytes::from(codec::encode_key(&id))),
+                value,
+                headers: vec![],
+                timestamp_ms: now,
+            });
+            let appended = builder
+                .build()
+                .map_err(StorageError::InvalidBatch)
+                .and_then(|batch| partition.append(&batch));
+            match appended {
+                Ok(info) => pending.sync.push((partition, info.last_offset + 1)),
+                Err(e) => {
+                    warn!(partition = p, error = %e, "could not append to {TRANSACTION_STATE_TOPIC}");
+                    pending.failed = true;
+                }
+            }
+        }
+        pending
+    }
+
+    /// Creates `__transaction_state` on first use, as Kafka does.
+    pub fn ensure_transaction_state_topic(&self) -> Result<(), TopicError> {
+        if self.partition(TRANSACTION_STATE_TOPIC, 0).is_some() {
+            return Ok(());
+        }
+        let configs = std::collections::BTreeMap::from([
+            ("retention.ms".to_string(), "-1".to_string()),
+            ("retention.bytes".to_string(), "-1".to_string()),
+            ("segment.bytes".to_string(), (100 * 1024 * 1024).to_string()),
+        ]);
+        match self.create_topic_unchecked(
+            TRANSACTION_STATE_TOPIC,
+            self.config.transaction_state_log_num_partitions,
+            configs,
+            false,
+        ) {
+            Ok(_) | Err(TopicError::AlreadyExists(_)) => Ok(()),
+            Err(TopicError::Metadata(strata_cluster::MetadataError::TopicExists(_))) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes the records durable, then ends the transactions the call asked to end (markers
+    /// synced, then the completion record synced). Blocking: call from a blocking thread.
+    /// Returns false if anything could not be stored (retriable for the client), and the
+    /// producer id/epoch the last ended transaction leaves the producer with.
+    pub fn txn_finish_blocking(&self, pending: TxnPending) -> (bool, Option<(i64, i16)>) {
+        let TxnPending {
+            sync,
+            markers,
+            mut failed,
+        } = pending;
+        for (p, offset) in &sync {
+            if let Err(e) = p.sync_to(*offset) {
+                warn!(error = %e, "could not sync {TRANSACTION_STATE_TOPIC}");
+                failed = true;
+            }
+        }
+        let mut next = None;
+        for m in markers {
+            if failed {
+                // The Prepare record may not be durable: leave the transaction to the sweep.
+                self.txns.lock().ending.remove(&m.transactional_id);
+                continue;
+            }
+            let written = self.write_markers(&m);
+            let completed = written.then(|| {
+                let id = m.transactional_id.clone();
+                let now = self.clock.now_ms();
+                let (r, pending) = self.txn_call(|c, alloc| c.complete(&id, now, alloc));
+                let synced = pending
+                    .sync
+                    .iter()
+                    .all(|(p, offset)| p.sync_to(*offset).is_ok())
+                    && !pending.failed;
+                (r, synced)
+            });
+            self.txns.lock().ending.remove(&m.transactional_id);
+            match completed {
+                Some((r, true)) => next = r.or(next),
+                _ => failed = true,
+            }
+        }
+        self.data_arrived.notify_waiters();
+        (!failed, next)
+    }
+
+    /// Writes and syncs one transaction's markers. False if any partition refused.
+    fn write_markers(&self, m: &Markers) -> bool {
+        let mut written: Vec<(Arc<Partition>, i64)> = Vec::new();
+        let mut ok = true;
+        for (topic, p) in &m.partitions {
+            let Some(partition) = self.partition(topic, *p) else {
+                continue; // deleted since: nothing to close there
+            };
+            let appended = if topic == OFFSETS_TOPIC {
+                // The marker and the offsets it decides change together, under the group
+                // coordinator's lock (its records are appended under it too).
+                let mut groups = self.groups.coordinator();
+                let r = partition.append_marker(m.producer_id, m.producer_epoch, m.commit, 0);
+                if r.is_ok() {
+                    groups.complete_transaction(*p, m.producer_id, m.commit);
+                }
+                r
+            } else {
+                partition.append_marker(m.producer_id, m.producer_epoch, m.commit, 0)
+            };
+            match appended {
+                Ok(info) => written.push((partition, info.last_offset + 1)),
+                Err(e) => {
+                    warn!(topic = %topic, partition = p, error = %e, "could not write a transaction marker");
+                    ok = false;
+                }
+            }
+        }
+        for (partition, end) in &written {
+            if let Err(e) = partition.sync_to(*end) {
+                warn!(topic = %partition.topic, partition = partition.partition, error = %e, "could not sync a transaction marker");
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    /// Async form of [`Broker::txn_finish_blocking`].
+    pub async fn txn_finish(self: &Arc<Self>, pending: TxnPending) -> (bool, Option<(i64, i16)>) {
+        if pending.sync.is_empty() && pending.markers.is_empty() {
+            return (!pending.failed, None);
+        }
+        let b = self.clone();
+        tokio::task::spawn_blocking(move || b.txn_finish_blocking(pending))
+            .await
+            .unwrap_or((false, None))
+    }
+
+    /// Replays `__transaction_state` and ends the transactions a stop interrupted (at
+    /// startup, after the groups are loaded, before serving).
+    pub(crate) fn load_transactions(&self) -> Result<(), TopicError> {
+        let partitions: Vec<Arc<Partition>> = self
+            .image()
+            .topic(TRANSACTION_STATE_TOPIC)
+            .map(|t| t.partitions.keys().copied().collect::<Vec<i32>>())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| self.partition(TRANSACTION_STATE_TOPIC, p))
+            .collect();
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let (mut records, mut bad) = (0u64, 0u64);
+        {
+            let mut inner = self.txns.lock();
+            for partition in &partitions {
+                crate::groups::for_each_batch(partition, |header, batch| {
+                    if header.is_control() {
+                        return;
+                    }
+                    let decoded = match strata_records::decode_records(batch) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            bad += 1;
+                            warn!(error = %e, "undecodable batch in {TRANSACTION_STATE_TOPIC}");
+                            return;
+                        }
+                    };
+                    for r in decoded {
+                        let Some(key) = r.key.as_ref() else { continue };
+                        records += 1;
+                        let id = match codec::decode_key(key) {
+                            Ok(id) => id,
+                            Err(e) => {
+                                bad += 1;
+                                warn!(error = %e, offset = r.offset, "skipping record of {TRANSACTION_STATE_TOPIC}");
+                                continue;
+                            }
+                        };
+                        match r.value.as_deref() {
+                            None => inner.coordinator.replay_removal(&id),
+                            Some(v) => match codec::decode_value(&id, v) {
+                                Ok(m) => inner.coordinator.replay(m),
+                                Err(e) => {
+                                    bad += 1;
+                                    warn!(error = %e, offset = r.offset, "skipping record of {TRANSACTION_STATE_TOPIC}");
+                                }
+                            },
+                        }
+                    }
+                })?;
+            }
+        }
+        info!(records, skipped = bad, "transaction state loaded");
+        let (ok, _) = self.txn_finish_blocking(self.take_unfinished());
+        if !ok {
+            warn!(
+                "some interrupted transactions could not be ended yet; retrying in the background"
+            );
+        }
+        Ok(())
+    }
+
+    /// Transactions left in a Prepare state with nobody writing their markers.
+    fn take_unfinished(&self) -> TxnPending {
+        let mut inner = self.txns.lock();
+        let effects: Vec<TxnEffect> = inner
+            .coordinator
+            .unfinished()
+            .into_iter()
+            .filter(|e| match e {
+                TxnEffect::WriteMarkers {
+                    transactional_id, ..
+                } => !inner.ending.contains(transactional_id),
+                _ => false,
+            })
+            .collect();
+        if !effects.is_empty() {
+            info!(
+                transactions = effects.len(),
+                "ending interrupted transactions"
+            );
+        }
+        self.append_txn_records(&mut inner, effects)
+    }
+
+    /// The coordinator's clock: aborts timed-out transactions (fencing their producers),
+    /// expires idle transactional ids, retries endings that failed. Called periodically;
+    /// works every `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+    pub async fn txn_tick(self: &Arc<Self>) {
+        let now = self.clock.now_ms();
+        let due = self.txns.next_sweep_ms.load(Ordering::Relaxed);
+        if now < due {
+            return;
+        }
+        let interval =
+            self.config
+                .transaction_abort_timed_out_transaction_cleanup_interval_ms as i64;
+        self.txns
+            .next_sweep_ms
+            .store(now + interval.max(10), Ordering::Relaxed);
+        let b = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let (_, pending) = b.txn_call(|c, alloc| ((), c.tick(now, alloc)));
+            let (timed_out, _) = b.txn_finish_blocking(pending);
+            let (retried, _) = b.txn_finish_blocking(b.take_unfinished());
+            if !(timed_out && retried) {
+                warn!("could not end some transactions; retrying at the next sweep");
+            }
+        })
+        .await;
+    }
+}
+
+/// A transactional write's verification failure, for the produce path's error codes.
+pub fn verify_write(
+    inner: &TxnInner,
+    transactional_id: &str,
+    producer_id: i64,
+    producer_epoch: i16,
+    topic: &str,
+    partition: i32,
+) -> Result<(), TxnError> {
+    inner.coordinator.verify(
+        transactional_id,
+        producer_id,
+        producer_epoch,
+        topic,
+        partition,
+    )
+}
