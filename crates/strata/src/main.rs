@@ -3,6 +3,7 @@
 mod cli;
 mod group_cli;
 mod serve;
+mod txn_cli;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,9 @@ enum Command {
     /// Consumer groups: list, describe (members, offsets, lag), delete, reset offsets.
     #[command(subcommand)]
     Group(group_cli::GroupCommand),
+    /// Transactions: list transactional ids, describe one (state, partitions, age).
+    #[command(subcommand)]
+    Txn(txn_cli::TxnCommand),
     /// Produce lines from stdin to a topic.
     Produce(cli::ProduceArgs),
     /// Consume records from a topic and print them.
@@ -62,6 +66,7 @@ fn main() {
         Command::Serve(a) => serve::run(a),
         Command::Topic(c) => cli::run_topic(c),
         Command::Group(c) => group_cli::run_group(c),
+        Command::Txn(c) => txn_cli::run_txn(c),
         Command::Produce(a) => cli::run_produce(a),
         Command::Consume(a) => cli::run_consume(a),
     };
