@@ -1,0 +1,361 @@
+//! Transactions through the broker's request handlers on a simulated file system: KIP-890
+//! part 2 (EndTxn v5 epoch bump fences late writes and late EndTxn), KIP-890 part 1
+//! (transactional writes only inside a verified transaction), and a crash between
+//! PrepareCommit and the markers finished at the next start.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record as WireRecord, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use strata_broker::handlers::{dispatch, Outcome};
+use strata_broker::{Broker, BrokerConfig};
+use strata_protocol::{Request, RequestFrame};
+use strata_records::decode_records;
+use strata_storage::fs::CrashMode;
+use strata_storage::{Clock, SimFs, SystemClock};
+use strata_txn::TxnState;
+
+const INVALID_PRODUCER_EPOCH: i16 = 47;
+const INVALID_TXN_STATE: i16 = 48;
+const PRODUCER_FENCED: i16 = 90;
+
+fn config() -> BrokerConfig {
+    BrokerConfig {
+        data_dir: PathBuf::from("/data"),
+        offsets_topic_num_partitions: 2,
+        transaction_state_log_num_partitions: 2,
+        ..BrokerConfig::default()
+    }
+}
+
+fn open(fs: &SimFs) -> Arc<Broker> {
+    Arc::new(Broker::open(config(), Arc::new(fs.clone()), Arc::new(SystemClock)).unwrap())
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+/// A producer's transactional batch (sequence `seq`), as a client would send it.
+fn txn_batch(pid: i64, epoch: i16, seq: i32, value: &str) -> Bytes {
+    let record = WireRecord {
+        transactional: true,
+        control: false,
+        partition_leader_epoch: -1,
+        producer_id: pid,
+        producer_epoch: epoch,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: seq,
+        timestamp: SystemClock.now_ms(),
+        key: None,
+        value: Some(Bytes::from(value.to_string())),
+        headers: Default::default(),
+        delete_horizon: false,
+    };
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &[record],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+/// Sends one request through the handlers and decodes the response body.
+async fn call<R: Decodable>(broker: &Arc<Broker>, key: ApiKey, version: i16, req: Request) -> R {
+    let header = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(1);
+    let frame = RequestFrame {
+        api_key: key,
+        version,
+        header,
+        request: req,
+    };
+    let Outcome::Respond(mut bytes) = dispatch(broker, frame, "127.0.0.1:1".parse().unwrap()).await
+    else {
+        panic!("no response");
+    };
+    // size, correlation id, then (flexible versions) the response header's tagged fields
+    let header_version = key.response_header_version(version);
+    let _ = bytes::Buf::get_i32(&mut bytes);
+    ResponseHeader::decode(&mut bytes, header_version).unwrap();
+    R::decode(&mut bytes, version).unwrap()
+}
+
+async fn init(broker: &Arc<Broker>, id: &str) -> (i64, i16) {
+    let r: InitProducerIdResponse = call(
+        broker,
+        ApiKey::InitProducerId,
+        4,
+        Request::InitProducerId(
+            InitProducerIdRequest::default()
+                .with_transactional_id(Some(TransactionalId(s(id))))
+                .with_transaction_timeout_ms(60_000)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        ),
+    )
+    .await;
+    assert_eq!(r.error_code, 0);
+    (r.producer_id.0, r.producer_epoch)
+}
+
+async fn add_partition(broker: &Arc<Broker>, id: &str, pid: i64, epoch: i16, topic: &str) -> i16 {
+    let t = add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+        .with_name(TopicName(s(topic)))
+        .with_partitions(vec![0]);
+    let r: AddPartitionsToTxnResponse = call(
+        broker,
+        ApiKey::AddPartitionsToTxn,
+        3,
+        Request::AddPartitionsToTxn(
+            AddPartitionsToTxnRequest::default()
+                .with_v3_and_below_transactional_id(TransactionalId(s(id)))
+                .with_v3_and_below_producer_id(ProducerId(pid))
+                .with_v3_and_below_producer_epoch(epoch)
+                .with_v3_and_below_topics(vec![t]),
+        ),
+    )
+    .await;
+    r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
+}
+
+async fn produce(broker: &Arc<Broker>, id: Option<&str>, topic: &str, batch: Bytes) -> i16 {
+    let data = produce_request::PartitionProduceData::default()
+        .with_index(0)
+        .with_records(Some(batch));
+    let t = produce_request::TopicProduceData::default()
+        .with_name(TopicName(s(topic)))
+        .with_partition_data(vec![data]);
+    let r: ProduceResponse = call(
+        broker,
+        ApiKey::Produce,
+        9,
+        Request::Produce(
+            ProduceRequest::default()
+                .with_transactional_id(id.map(|i| TransactionalId(s(i))))
+                .with_acks(-1)
+                .with_timeout_ms(1000)
+                .with_topic_data(vec![t]),
+        ),
+    )
+    .await;
+    r.responses[0].partition_responses[0].error_code
+}
+
+async fn end(
+    broker: &Arc<Broker>,
+    id: &str,
+    pid: i64,
+    epoch: i16,
+    commit: bool,
+    version: i16,
+) -> EndTxnResponse {
+    call(
+        broker,
+        ApiKey::EndTxn,
+        version,
+        Request::EndTxn(
+            EndTxnRequest::default()
+                .with_transactional_id(TransactionalId(s(id)))
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch)
+                .with_committed(commit),
+        ),
+    )
+    .await
+}
+
+fn committed_values(broker: &Broker, topic: &str) -> Vec<String> {
+    let p = broker.partition(topic, 0).unwrap();
+    let slice = p.slice_isolated(0, 1 << 20, true, true).unwrap();
+    let Some(range) = slice.range else {
+        return vec![];
+    };
+    let aborted = slice.aborted;
+    decode_records(range.read().unwrap())
+        .unwrap()
+        .into_iter()
+        .filter(|r| !r.control && !aborted.iter().any(|a| r.offset >= a.1))
+        .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kip890_epoch_bump_fences_late_writes_and_late_end_txn() {
+    let fs = SimFs::new();
+    let broker = open(&fs);
+    broker
+        .create_topic("t", 1, Default::default(), false)
+        .unwrap();
+    let (pid, e0) = init(&broker, "tx").await;
+    assert_eq!(add_partition(&broker, "tx", pid, e0, "t").await, 0);
+    assert_eq!(
+        produce(&broker, Some("tx"), "t", txn_batch(pid, e0, 0, "first")).await,
+        0
+    );
+    let r = end(&broker, "tx", pid, e0, true, 5).await;
+    assert_eq!(r.error_code, 0);
+    let e1 = r.producer_epoch;
+    assert_eq!(
+        (r.producer_id.0, e1),
+        (pid, e0 + 1),
+        "v5 returns the bumped epoch"
+    );
+    // The next transaction under the new epoch.
+    assert_eq!(add_partition(&broker, "tx", pid, e1, "t").await, 0);
+    assert_eq!(
+        produce(&broker, Some("tx"), "t", txn_batch(pid, e1, 0, "second")).await,
+        0
+    );
+    // A late produce of the first transaction (old epoch) cannot join the second...
+    assert_eq!(
+        produce(&broker, Some("tx"), "t", txn_batch(pid, e0, 1, "late")).await,
+        INVALID_PRODUCER_EPOCH
+    );
+    // ...and a late (or duplicated) EndTxn of the first cannot decide it (KAFKA-17754).
+    let late = end(&broker, "tx", pid, e0, false, 5).await;
+    assert_eq!(late.error_code, PRODUCER_FENCED);
+    let state = broker.txns.lock().coordinator.get("tx").unwrap().state;
+    assert_eq!(state, TxnState::Ongoing);
+    assert_eq!(end(&broker, "tx", pid, e1, true, 5).await.error_code, 0);
+    assert_eq!(committed_values(&broker, "t"), vec!["first", "second"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_writes_need_a_verified_transaction() {
+    let fs = SimFs::new();
+    let broker = open(&fs);
+    broker
+        .create_topic("t", 1, Default::default(), false)
+        .unwrap();
+    broker
+        .create_topic("u", 1, Default::default(), false)
+        .unwrap();
+    let (pid, e0) = init(&broker, "tx").await;
+    // No transaction yet; then a partition not added; then no transactional id at all.
+    assert_eq!(
+        produce(&broker, Some("tx"), "t", txn_batch(pid, e0, 0, "x")).await,
+        INVALID_TXN_STATE
+    );
+    assert_eq!(add_partition(&broker, "tx", pid, e0, "t").await, 0);
+    assert_eq!(
+        produce(&broker, Some("tx"), "u", txn_batch(pid, e0, 0, "x")).await,
+        INVALID_TXN_STATE
+    );
+    assert_eq!(
+        produce(&broker, None, "t", txn_batch(pid, e0, 0, "x")).await,
+        INVALID_TXN_STATE
+    );
+    // Nothing stray holds the last stable offset of `u` back.
+    let u = broker.partition("u", 0).unwrap();
+    let log = u.log();
+    assert_eq!(log.last_stable_offset(), log.log_end_offset());
+    drop(log);
+    // A partition that does not exist fails the whole AddPartitionsToTxn.
+    assert_eq!(add_partition(&broker, "tx", pid, e0, "missing").await, 3);
+}
+
+/// The coordinator stops after PrepareCommit is durable but before any marker: the next
+/// start writes the markers, commits the transaction's offsets and completes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_between_prepare_commit_and_markers_is_finished_at_start() {
+    let fs = SimFs::new();
+    let broker = open(&fs);
+    broker
+        .create_topic("t", 1, Default::default(), false)
+        .unwrap();
+    let (pid, epoch) = init(&broker, "tx").await;
+    assert_eq!(add_partition(&broker, "tx", pid, epoch, "t").await, 0);
+    assert_eq!(
+        produce(&broker, Some("tx"), "t", txn_batch(pid, epoch, 0, "v")).await,
+        0
+    );
+    // send_offsets_to_transaction: AddOffsetsToTxn + TxnOffsetCommit.
+    let r: AddOffsetsToTxnResponse = call(
+        &broker,
+        ApiKey::AddOffsetsToTxn,
+        3,
+        Request::AddOffsetsToTxn(
+            AddOffsetsToTxnRequest::default()
+                .with_transactional_id(TransactionalId(s("tx")))
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch)
+                .with_group_id(GroupId(s("g"))),
+        ),
+    )
+    .await;
+    assert_eq!(r.error_code, 0);
+    let p = txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+        .with_partition_index(0)
+        .with_committed_offset(1);
+    let t = txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+        .with_name(TopicName(s("t")))
+        .with_partitions(vec![p]);
+    let r: TxnOffsetCommitResponse = call(
+        &broker,
+        ApiKey::TxnOffsetCommit,
+        3,
+        Request::TxnOffsetCommit(
+            TxnOffsetCommitRequest::default()
+                .with_transactional_id(TransactionalId(s("tx")))
+                .with_group_id(GroupId(s("g")))
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch)
+                .with_generation_id(-1)
+                .with_topics(vec![t]),
+        ),
+    )
+    .await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    // EndTxn(commit) up to the durable PrepareCommit, then the process dies.
+    let now = SystemClock.now_ms();
+    let (result, pending) = broker.txn_call(|c, _| c.end_txn("tx", pid, epoch, true, false, now));
+    result.unwrap();
+    drop(pending); // the markers are never written
+    let offsets_fetch = |b: &Broker| {
+        b.groups
+            .coordinator()
+            .fetch_offsets("g", Some(&[("t".to_string(), vec![0])]), None)
+            .unwrap()[0]
+            .clone()
+    };
+    assert!(offsets_fetch(&broker).offset.is_none());
+    // Make the Prepare record durable (txn_finish would have), then lose the rest.
+    for p in broker.all_partitions() {
+        let end = p.log().log_end_offset();
+        p.sync_to(end).unwrap();
+    }
+    drop(broker);
+    fs.crash(CrashMode::LoseUnsynced);
+
+    let broker = open(&fs);
+    let m = broker.txns.lock().coordinator.get("tx").unwrap().clone();
+    assert_eq!(m.state, TxnState::CompleteCommit);
+    assert_eq!(committed_values(&broker, "t"), vec!["v"]);
+    let t0 = broker.partition("t", 0).unwrap();
+    let log = t0.log();
+    assert_eq!(log.last_stable_offset(), log.log_end_offset());
+    drop(log);
+    let fetched = offsets_fetch(&broker);
+    assert_eq!(fetched.offset.map(|o| o.offset), Some(1));
+    assert!(!fetched.unstable);
+    // And once more: the completed state and the offsets survive another restart.
+    drop(broker);
+    fs.crash(CrashMode::LoseUnsynced);
+    let broker = open(&fs);
+    assert_eq!(offsets_fetch(&broker).offset.map(|o| o.offset), Some(1));
+    assert_eq!(committed_values(&broker, "t"), vec!["v"]);
+}
