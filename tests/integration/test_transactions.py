@@ -75,7 +75,8 @@ def produce_txn(p, topic, values, partitions, commit=True):
 
 
 def test_commit_abort_commit_read_committed_and_uncommitted(tbroker):
-    """Issue 5's first done-when."""
+    """Issue 5's first done-when; invariant 10 (no aborted or uncommitted read under
+    read_committed)."""
     topic = unique("txn")
     create_topic(tbroker.bootstrap, topic, 3)
     p = txn_producer(tbroker.bootstrap, unique("tx"))
@@ -96,8 +97,8 @@ def test_commit_abort_commit_read_committed_and_uncommitted(tbroker):
 
 
 def test_open_transaction_is_invisible_to_read_committed_until_commit(tbroker):
-    """The last stable offset holds read_committed consumers back; a non-transactional
-    record written after the open transaction waits behind it too."""
+    """Invariant 10: the last stable offset holds read_committed consumers back; a
+    non-transactional record written after the open transaction waits behind it too."""
     topic = unique("lso")
     create_topic(tbroker.bootstrap, topic, 1)
     p = txn_producer(tbroker.bootstrap, unique("tx"))
@@ -117,9 +118,10 @@ def test_open_transaction_is_invisible_to_read_committed_until_commit(tbroker):
 
 
 def test_consume_transform_produce_with_an_aborted_attempt_is_exactly_once(tbroker):
-    """Issue 5's second done-when: every input appears once in the output, and the group's
-    committed offsets end at the input's end, though one transaction was aborted and its
-    batch retried."""
+    """Issue 5's second done-when; invariant 11 (records and offset commits of a transaction
+    become visible together or not at all): every input appears once in the output, and the
+    group's committed offsets end at the input's end, though one transaction was aborted and
+    its batch retried."""
     src, dst, group = unique("in"), unique("out"), unique("ctp")
     create_topic(tbroker.bootstrap, src, 2)
     create_topic(tbroker.bootstrap, dst, 2)
@@ -170,7 +172,7 @@ def test_consume_transform_produce_with_an_aborted_attempt_is_exactly_once(tbrok
 
 
 def test_second_producer_fences_the_first_and_aborts_its_transaction(tbroker):
-    """Issue 5's fourth done-when."""
+    """Issue 5's fourth done-when; invariant 9 (fencing)."""
     topic = unique("fence")
     create_topic(tbroker.bootstrap, topic, 1)
     txn_id = unique("zombie")
@@ -195,6 +197,8 @@ def test_second_producer_fences_the_first_and_aborts_its_transaction(tbroker):
 
 
 def test_transaction_timeout_aborts_and_fences(tbroker):
+    """Invariant 14: the last stable offset is not stuck behind an abandoned transaction
+    longer than its timeout; the producer that let it time out is fenced (invariant 9)."""
     topic = unique("timeout")
     create_topic(tbroker.bootstrap, topic, 1)
     p = txn_producer(tbroker.bootstrap, unique("slow"), **{"transaction.timeout.ms": 1500})
@@ -213,7 +217,7 @@ def test_transaction_timeout_aborts_and_fences(tbroker):
 
 
 def test_coordinator_killed_mid_transaction_then_commit(tbroker):
-    """kill -9 with a transaction open (its partitions and offsets recorded in
+    """Invariants 1 and 11: kill -9 with a transaction open (its partitions and offsets recorded in
     __transaction_state): after restart the producer commits it and read_committed sees it
     exactly once."""
     topic = unique("restart")
@@ -295,3 +299,74 @@ def test_cli_lists_and_describes_open_transactions(tbroker):
     out = subprocess.run([STRATA_BIN, "txn", "describe", txn_id, "--bootstrap", tbroker.bootstrap],
                          capture_output=True, text=True, timeout=30)
     assert "CompleteCommit" in out.stdout, out.stdout
+
+
+def test_transactional_producer_across_kill9_commits_each_transaction_exactly_once(tmp_path):
+    """Invariants 7 and 11 across crashes: transactions of 20 records are committed in a loop while the broker is killed
+    (SIGKILL) and restarted three times. The client does what librdkafka documents: retry a
+    retriable commit, abort and redo the transaction after an abortable error. read_committed
+    then holds every transaction the client saw committed exactly once, all 20 records of
+    each, and nothing of any other attempt."""
+    broker = Broker(tmp_path / "data", config_text=TXN_CONFIG).start()
+    topic = unique("txn-crash")
+    create_topic(broker.bootstrap, topic, 3)
+    committed, errors = [], []
+    stop = threading.Event()
+
+    def run():
+        p = txn_producer(broker.bootstrap, unique("crash-tx"),
+                         **{"message.timeout.ms": 30000, "reconnect.backoff.max.ms": 200})
+        p.init_transactions(60)
+        n = 0
+        while not stop.is_set():
+            try:
+                p.begin_transaction()
+                for i in range(20):
+                    p.produce(topic, value=f"{n}-{i}".encode(), partition=i % 3)
+                while True:
+                    try:
+                        p.commit_transaction(30)
+                        break
+                    except KafkaException as e:
+                        if not e.args[0].retriable():
+                            raise
+                committed.append(n)
+                n += 1
+            except KafkaException as e:
+                err = e.args[0]
+                if err.txn_requires_abort():
+                    p.abort_transaction(60)  # redo transaction n
+                    continue
+                errors.append(str(err))
+                return
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        for _ in range(3):
+            time.sleep(1.5)
+            broker.kill9()
+            time.sleep(0.3)
+            broker.start()
+        time.sleep(2)
+    finally:
+        stop.set()
+        t.join(120)
+    try:
+        assert not errors, errors
+        assert len(committed) >= 10, committed
+        got = read_all(broker.bootstrap, topic, 3, "read_committed", timeout=60)
+        assert len(got) == len(set(got)), f"{len(got) - len(set(got))} records twice"
+        txns = {}
+        for v in got:
+            n, i = v.split("-")
+            txns.setdefault(int(n), set()).add(int(i))
+        for n in committed:
+            assert txns.get(n) == set(range(20)), f"transaction {n} incomplete: {sorted(txns.get(n, []))}"
+        # Only the last attempt's transaction may be committed without the client seeing it.
+        assert set(txns) - set(committed) <= {max(committed) + 1}
+        for n, records in txns.items():
+            assert records == set(range(20)), f"transaction {n} is torn"
+    finally:
+        broker.stop()
+    assert "panicked" not in broker.log_text()

@@ -193,6 +193,7 @@ fn committed_values(broker: &Broker, topic: &str) -> Vec<String> {
         .collect()
 }
 
+/// Invariants 9 and 11 (KAFKA-17754).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kip890_epoch_bump_fences_late_writes_and_late_end_txn() {
     let fs = SimFs::new();
@@ -234,6 +235,7 @@ async fn kip890_epoch_bump_fences_late_writes_and_late_end_txn() {
     assert_eq!(committed_values(&broker, "t"), vec!["first", "second"]);
 }
 
+/// Invariants 10 and 14: a stray transactional write could hold the LSO back forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactional_writes_need_a_verified_transaction() {
     let fs = SimFs::new();
@@ -268,8 +270,9 @@ async fn transactional_writes_need_a_verified_transaction() {
     assert_eq!(add_partition(&broker, "tx", pid, e0, "missing").await, 3);
 }
 
-/// The coordinator stops after PrepareCommit is durable but before any marker: the next
-/// start writes the markers, commits the transaction's offsets and completes it.
+/// Invariant 11 across a crash: the coordinator stops after PrepareCommit is durable but
+/// before any marker: the next start writes the markers, commits the transaction's offsets
+/// and completes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_between_prepare_commit_and_markers_is_finished_at_start() {
     let fs = SimFs::new();
