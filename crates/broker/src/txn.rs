@@ -354,23 +354,30 @@ impl Broker {
         Ok(())
     }
 
-    /// Transactions left in a Prepare state with nobody writing their markers.
+    /// Transactions left in a Prepare state with nobody writing their markers. Their
+    /// Prepare record is written again first: after a failed write it may never have become
+    /// durable, and markers must not be out before it is.
     fn take_unfinished(&self) -> TxnPending {
         let mut inner = self.txns.lock();
-        let effects: Vec<TxnEffect> = inner
-            .coordinator
-            .unfinished()
-            .into_iter()
-            .filter(|e| match e {
-                TxnEffect::WriteMarkers {
-                    transactional_id, ..
-                } => !inner.ending.contains(transactional_id),
-                _ => false,
-            })
-            .collect();
+        let mut effects: Vec<TxnEffect> = Vec::new();
+        for e in inner.coordinator.unfinished() {
+            let TxnEffect::WriteMarkers {
+                transactional_id, ..
+            } = &e
+            else {
+                continue;
+            };
+            if inner.ending.contains(transactional_id) {
+                continue;
+            }
+            if let Some(m) = inner.coordinator.get(transactional_id) {
+                effects.push(TxnEffect::Persist(m.clone()));
+            }
+            effects.push(e);
+        }
         if !effects.is_empty() {
             info!(
-                transactions = effects.len(),
+                transactions = effects.len() / 2,
                 "ending interrupted transactions"
             );
         }
