@@ -50,3 +50,49 @@ def test_compressed_round_trip(broker, codec):
     c = KafkaConsumer(topic, bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=3000, group_id=None)
     values = [r.value for r in c]
     assert values == [b"%s-%d" % (codec.encode(), i) for i in range(200)]
+
+
+def test_transactions_commit_abort_and_fencing(broker):
+    """kafka-python's own transaction and read_committed code (invariants 9 and 10):
+    commit, abort, commit; read_committed sees only committed records, read_uncommitted all;
+    a second producer with the same transactional.id fences the first."""
+    from kafka.errors import KafkaError
+    a = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    topic = unique("kp-txn")
+    a.create_topics([NewTopic(topic, 2, 1)])
+    a.close()
+    txn_id = unique("kp-tx")
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap, transactional_id=txn_id)
+    p.init_transactions()
+    for tag, commit in (("c1", True), ("a", False), ("c2", True)):
+        p.begin_transaction()
+        for i in range(20):
+            p.send(topic, value=f"{tag}-{i}".encode(), partition=i % 2)
+        p.flush()
+        if commit:
+            p.commit_transaction()
+        else:
+            p.abort_transaction()
+
+    def read(isolation):
+        c = KafkaConsumer(bootstrap_servers=broker.bootstrap, isolation_level=isolation,
+                          auto_offset_reset="earliest", consumer_timeout_ms=1500)
+        c.assign([TopicPartition(topic, 0), TopicPartition(topic, 1)])
+        c.seek_to_beginning()
+        values = sorted(m.value.decode() for m in c)
+        c.close()
+        return values
+
+    committed = sorted(f"{t}-{i}" for t in ("c1", "c2") for i in range(20))
+    assert read("read_committed") == committed
+    assert read("read_uncommitted") == sorted(committed + [f"a-{i}" for i in range(20)])
+
+    p.begin_transaction()
+    p.send(topic, value=b"zombie", partition=0)
+    p.flush()
+    newer = KafkaProducer(bootstrap_servers=broker.bootstrap, transactional_id=txn_id)
+    newer.init_transactions()
+    with pytest.raises(KafkaError):
+        p.commit_transaction()
+    newer.close()
+    assert read("read_committed") == committed, "the zombie's transaction was aborted"
