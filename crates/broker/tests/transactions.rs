@@ -263,9 +263,10 @@ async fn transactional_writes_need_a_verified_transaction() {
     );
     // Nothing stray holds the last stable offset of `u` back.
     let u = broker.partition("u", 0).unwrap();
-    let log = u.log();
-    assert_eq!(log.last_stable_offset(), log.log_end_offset());
-    drop(log);
+    {
+        let log = u.log();
+        assert_eq!(log.last_stable_offset(), log.log_end_offset());
+    }
     // A partition that does not exist fails the whole AddPartitionsToTxn.
     assert_eq!(add_partition(&broker, "tx", pid, e0, "missing").await, 3);
 }
@@ -349,9 +350,10 @@ async fn crash_between_prepare_commit_and_markers_is_finished_at_start() {
     assert_eq!(m.state, TxnState::CompleteCommit);
     assert_eq!(committed_values(&broker, "t"), vec!["v"]);
     let t0 = broker.partition("t", 0).unwrap();
-    let log = t0.log();
-    assert_eq!(log.last_stable_offset(), log.log_end_offset());
-    drop(log);
+    {
+        let log = t0.log();
+        assert_eq!(log.last_stable_offset(), log.log_end_offset());
+    }
     let fetched = offsets_fetch(&broker);
     assert_eq!(fetched.offset.map(|o| o.offset), Some(1));
     assert!(!fetched.unstable);
