@@ -213,9 +213,12 @@ impl ProducerState {
         self.ongoing.get(&producer_id).copied()
     }
 
-    /// Aborted transactions overlapping `[from, upto)`.
+    /// Aborted transactions overlapping `[from, upto)`. The list is in marker order, so
+    /// those that ended before `from` (most of it, for a consumer near the tail) are skipped
+    /// by binary search.
     pub fn aborted_between(&self, from: i64, upto: i64) -> Vec<AbortedTxn> {
-        self.aborted
+        let start = self.aborted.partition_point(|a| a.last_offset < from);
+        self.aborted[start..]
             .iter()
             .filter(|a| a.last_offset >= from && a.first_offset < upto)
             .copied()
