@@ -96,3 +96,40 @@ def test_transactions_commit_abort_and_fencing(broker):
         p.commit_transaction()
     newer.close()
     assert read("read_committed") == committed, "the zombie's transaction was aborted"
+
+
+def test_transaction_operator_apis(broker):
+    """kafka-python's admin client (what `kafka-transactions.sh` does): ListTransactions,
+    DescribeTransactions and DescribeProducers show an open transaction and where it holds
+    the last stable offset; an operator's abort (WriteTxnMarkers) releases the partition."""
+    from confluent_kafka import Producer
+    from kafka.admin import AbortTransactionSpec
+    a = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    topic = unique("kp-ops")
+    a.create_topics([NewTopic(topic, 2, 1)])
+    txn_id = unique("ops-tx")
+    p = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": txn_id})
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce(topic, value=b"x", partition=1)
+    assert p.flush(30) == 0
+    listed = [t for ts in a.list_transactions().values() for t in ts if t.transactional_id == txn_id]
+    assert [t.state.value for t in listed] == ["Ongoing"]
+    described = a.describe_transactions([txn_id])[txn_id]
+    assert described.topic_partitions == {TopicPartition(topic, 1)}
+    assert described.transaction_start_time_ms > 0
+    tp = TopicPartition(topic, 1)
+    producer = a.describe_producers([tp])[tp].active_producers[0]
+    assert producer.producer_id == described.producer_id
+    assert producer.current_transaction_start_offset == 0
+
+    a.abort_transaction(AbortTransactionSpec(tp, producer.producer_id, producer.producer_epoch))
+    producer = a.describe_producers([tp])[tp].active_producers[0]
+    assert producer.current_transaction_start_offset == -1
+    c = KafkaConsumer(bootstrap_servers=broker.bootstrap, isolation_level="read_committed",
+                      auto_offset_reset="earliest", consumer_timeout_ms=1500)
+    c.assign([tp])
+    c.seek_to_end()
+    assert c.position(tp) == 2, "the last stable offset moved past the aborted record and its marker"
+    c.close()
+    a.close()

@@ -236,6 +236,26 @@ fn request(broker: &Broker, key: ApiKey, v: i16) -> Vec<Request> {
                     .with_transactional_ids(vec![txn_id("described"), txn_id("missing")]),
             )]
         }
+        ApiKey::WriteTxnMarkers => {
+            let (pid, epoch) = open_txn(broker, &format!("markers-v{v}"), false);
+            let topic = write_txn_markers_request::WritableTxnMarkerTopic::default()
+                .with_name(name("t"))
+                .with_partition_indexes(vec![0, 9]);
+            [false, true]
+                .into_iter()
+                .map(|commit| {
+                    let marker = write_txn_markers_request::WritableTxnMarker::default()
+                        .with_producer_id(ProducerId(pid))
+                        .with_producer_epoch(epoch)
+                        .with_transaction_result(commit)
+                        .with_topics(vec![topic.clone()])
+                        .with_coordinator_epoch(-1);
+                    Request::WriteTxnMarkers(
+                        WriteTxnMarkersRequest::default().with_markers(vec![marker]),
+                    )
+                })
+                .collect()
+        }
         ApiKey::ListTransactions => vec![
             Request::ListTransactions(ListTransactionsRequest::default()),
             Request::ListTransactions(

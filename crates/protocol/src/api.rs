@@ -52,6 +52,7 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     range(ApiKey::EndTxn, 0, 5),
     range(ApiKey::DescribeTransactions, 0, 0),
     range(ApiKey::ListTransactions, 0, 1),
+    range(ApiKey::WriteTxnMarkers, 1, 1),
 ];
 
 pub fn supported_versions(key: ApiKey) -> Option<ApiRange> {

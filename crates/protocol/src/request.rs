@@ -40,6 +40,7 @@ pub enum Request {
     EndTxn(EndTxnRequest),
     DescribeTransactions(DescribeTransactionsRequest),
     ListTransactions(ListTransactionsRequest),
+    WriteTxnMarkers(WriteTxnMarkersRequest),
     /// ApiVersions at a version newer than ours. KIP-511: answer in v0 with
     /// UNSUPPORTED_VERSION and our ranges, so the client can pick one.
     ApiVersionsTooNew,
@@ -132,6 +133,7 @@ pub fn decode_request(mut frame: Bytes) -> Result<RequestFrame, ProtocolError> {
         ApiKey::EndTxn => Request::EndTxn(body(buf, api_key, version)?),
         ApiKey::DescribeTransactions => Request::DescribeTransactions(body(buf, api_key, version)?),
         ApiKey::ListTransactions => Request::ListTransactions(body(buf, api_key, version)?),
+        ApiKey::WriteTxnMarkers => Request::WriteTxnMarkers(body(buf, api_key, version)?),
         _ => return Err(ProtocolError::UnknownApiKey(raw_key)),
     };
     // Trailing bytes are ignored, as Kafka does: librdkafka 2.x sends Metadata v12 with

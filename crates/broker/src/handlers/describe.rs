@@ -152,7 +152,8 @@ pub fn describe_cluster(
             .with_port(port)])
 }
 
-/// DescribeProducers: the idempotent producers each partition remembers.
+/// DescribeProducers: the idempotent producers each partition remembers, with the first
+/// offset of an open transaction (what holds the last stable offset back).
 pub fn describe_producers(
     broker: &Arc<Broker>,
     r: DescribeProducersRequest,
@@ -169,17 +170,19 @@ pub fn describe_producers(
                 None => pr.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,
                 Some(partition) => {
                     let log = partition.log();
-                    pr.active_producers = log
-                        .producer_state()
+                    let state = log.producer_state();
+                    pr.active_producers = state
                         .iter()
                         .map(|(id, e)| {
+                            let txn_start = state.ongoing_transaction(id);
                             ProducerState::default()
                                 .with_producer_id(ProducerId(id))
                                 .with_producer_epoch(e.epoch as i32)
                                 .with_last_sequence(e.batches.back().map_or(-1, |b| b.last_seq))
                                 .with_last_timestamp(e.last_timestamp)
-                                .with_coordinator_epoch(-1)
-                                .with_current_txn_start_offset(-1)
+                                // One coordinator, epoch 0, for every marker it writes.
+                                .with_coordinator_epoch(if txn_start.is_some() { 0 } else { -1 })
+                                .with_current_txn_start_offset(txn_start.unwrap_or(-1))
                         })
                         .collect();
                 }

@@ -196,6 +196,9 @@ pub fn dispatch(
             version,
             &txn::describe_transactions(broker, r),
         )),
+        Request::WriteTxnMarkers(r) => blocking(broker, move |b| {
+            encode(cid, api_key, version, &txn::write_txn_markers(&b, r))
+        }),
         Request::ListTransactions(r) => ready(encode(
             cid,
             api_key,

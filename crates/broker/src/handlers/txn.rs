@@ -407,3 +407,105 @@ pub fn list_transactions(
     }
     resp
 }
+
+// ------------------------------------------------------------------ WriteTxnMarkers
+
+/// WriteTxnMarkers from an operator (KIP-664's `abort` of a hanging transaction, sent by
+/// admin clients with coordinator epoch -1). This broker's own coordinator writes its markers
+/// directly, so over the wire only aborts are taken: a commit marker from a client could
+/// decide a transaction its coordinator has not (Kafka guards it with CLUSTER_ACTION).
+/// A marker whose epoch is older than the producer's on that partition is refused.
+pub fn write_txn_markers(
+    broker: &Arc<Broker>,
+    r: WriteTxnMarkersRequest,
+) -> WriteTxnMarkersResponse {
+    use write_txn_markers_response as w;
+    let mut resp = WriteTxnMarkersResponse::default();
+    for m in &r.markers {
+        let mut mr = w::WritableTxnMarkerResult::default();
+        mr.producer_id = m.producer_id;
+        let mut synced: Vec<(Arc<strata_storage::Partition>, i64)> = Vec::new();
+        let mut codes: Vec<Vec<i16>> = Vec::new();
+        {
+            // Under the transaction coordinator's lock, like verified transactional writes.
+            let _txns = broker.txns.lock();
+            for t in &m.topics {
+                let mut tc = Vec::new();
+                for &p in &t.partition_indexes {
+                    let code = if m.transaction_result {
+                        errors::CLUSTER_AUTHORIZATION_FAILED
+                    } else {
+                        match broker.partition(&t.name, p) {
+                            None => errors::UNKNOWN_TOPIC_OR_PARTITION,
+                            Some(partition) => {
+                                let current = partition
+                                    .log()
+                                    .producer_state()
+                                    .get(m.producer_id.0)
+                                    .map(|e| e.epoch);
+                                if current.is_some_and(|e| m.producer_epoch < e) {
+                                    errors::INVALID_PRODUCER_EPOCH
+                                } else {
+                                    let appended = if t.name.as_str() == OFFSETS_TOPIC {
+                                        let mut groups = broker.groups.coordinator();
+                                        let a = partition.append_marker(
+                                            m.producer_id.0,
+                                            m.producer_epoch,
+                                            false,
+                                            m.coordinator_epoch,
+                                        );
+                                        if a.is_ok() {
+                                            groups.complete_transaction(p, m.producer_id.0, false);
+                                        }
+                                        a
+                                    } else {
+                                        partition.append_marker(
+                                            m.producer_id.0,
+                                            m.producer_epoch,
+                                            false,
+                                            m.coordinator_epoch,
+                                        )
+                                    };
+                                    match appended {
+                                        Ok(info) => {
+                                            synced.push((partition, info.last_offset + 1));
+                                            NONE
+                                        }
+                                        Err(e) => errors::storage_error_code(&e),
+                                    }
+                                }
+                            }
+                        }
+                    };
+                    tc.push(code);
+                }
+                codes.push(tc);
+            }
+        }
+        let mut failed_sync = false;
+        for (p, end) in &synced {
+            if let Err(e) = p.sync_to(*end) {
+                warn!(error = %e, "could not sync an operator's transaction marker");
+                failed_sync = true;
+            }
+        }
+        for (t, tc) in m.topics.iter().zip(codes) {
+            let mut tr = w::WritableTxnMarkerTopicResult::default();
+            tr.name = t.name.clone();
+            for (&p, code) in t.partition_indexes.iter().zip(tc) {
+                let mut pr = w::WritableTxnMarkerPartitionResult::default();
+                pr.partition_index = p;
+                pr.error_code = if code == NONE && failed_sync {
+                    errors::KAFKA_STORAGE_ERROR
+                } else {
+                    code
+                };
+                tr.partitions.push(pr);
+            }
+            mr.topics.push(tr);
+        }
+        resp.markers.push(mr);
+    }
+    broker.data_arrived.notify_waiters();
+    resp
+}
