@@ -43,6 +43,7 @@ TARGETS = {
     "consume-1k": "≥ 50% of loopback TCP",
     "e2e-latency": "p99 ≤ 5 ms, p99.9 ≤ 20 ms at 50 MB/s",
     "partitions-10k": "≥ 50% of produce-1k; RSS ≤ 1 GiB",
+    "produce-txn": "(no target) commit every 100 ms; compare with produce-1k",
 }
 
 lines = [
@@ -63,7 +64,7 @@ for mode in ["durable", "relaxed"]:
     lines += [f"## {mode}", "", f"Limits measured in the same run: loopback TCP **{tcp} MB/s**, sequential writes with fdatasync per MiB **{disk} MB/s**.", ""]
     lines += ["| workload | records/s | MB/s | ratio to its limit | latency p50 / p99 / p99.9 / max (ms) | broker peak RSS (MB) | broker CPU-s/GB | broker CPU (cores busy) | target |", "|---|---|---|---|---|---|---|---|---|"]
     p1k = r.get("produce-1k", {}).get("mb_per_s")
-    for name in ["produce-1k", "produce-100", "consume-1k", "e2e-latency", "partitions-10k"]:
+    for name in ["produce-1k", "produce-100", "consume-1k", "e2e-latency", "partitions-10k", "produce-txn"]:
         w = r.get(name)
         if not w:
             lines.append(f"| {name} | failed | | | | | | | {TARGETS[name]} |")
@@ -74,6 +75,7 @@ for mode in ["durable", "relaxed"]:
             "consume-1k": f"{pct(w['mb_per_s'], tcp)} of loopback TCP",
             "e2e-latency": "(fixed rate)",
             "partitions-10k": f"{pct(w['mb_per_s'], p1k)} of produce-1k",
+            "produce-txn": f"{pct(w['mb_per_s'], p1k)} of produce-1k, {w.get('transactions_per_s')} txn/s",
         }[name]
         lat = w.get("latency")
         lat_s = f"{lat['p50_ms']} / {lat['p99_ms']} / {lat['p999_ms']} / {lat['max_ms']}" if lat else ""

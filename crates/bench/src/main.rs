@@ -24,6 +24,7 @@ pub const WORKLOADS: &[&str] = &[
     "consume-1k",
     "e2e-latency",
     "partitions-10k",
+    "produce-txn",
 ];
 
 #[derive(Parser, Debug, Clone)]
@@ -35,7 +36,8 @@ pub struct Args {
     /// Broker address
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub bootstrap: String,
-    /// Workload: limits, produce-1k, produce-100, consume-1k, e2e-latency, partitions-10k, or all
+    /// Workload: limits, produce-1k, produce-100, consume-1k, e2e-latency, partitions-10k,
+    /// produce-txn, or all
     #[arg(long)]
     pub workload: String,
     /// Seconds each workload runs
@@ -102,6 +104,8 @@ pub struct Outcome {
     pub broker_cpu_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broker_cpu_s_per_gb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transactions_per_s: Option<f64>,
 }
 
 impl Outcome {
@@ -137,6 +141,7 @@ fn run_one(args: &Args, name: &str, state: &mut consume::Produced) -> Result<Out
         "consume-1k" => consume::run(args, state)?,
         "e2e-latency" => latency::run(args)?,
         "partitions-10k" => produce::run_many_partitions(args)?,
+        "produce-txn" => produce::run_transactional(args)?,
         other => bail!(
             "unknown workload '{other}' (one of {} or all)",
             WORKLOADS.join(", ")
@@ -198,6 +203,9 @@ fn summary(o: &Outcome) -> String {
     }
     if let (Some(t), Some(f)) = (o.tcp_loopback_mb_per_s, o.fdatasync_write_mb_per_s) {
         s = format!("loopback TCP {t:.0} MB/s, fdatasync'd writes {f:.0} MB/s");
+    }
+    if let Some(t) = o.transactions_per_s {
+        s += &format!(", {t:.1} transactions/s");
     }
     if let Some(r) = o.broker_peak_rss_mb {
         s += &format!(", broker peak RSS {r:.0} MB");

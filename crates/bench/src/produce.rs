@@ -201,3 +201,75 @@ pub fn run_many_partitions(args: &Args) -> Result<Outcome> {
     o.partitions = Some(topics * per_topic);
     Ok(o)
 }
+
+/// How long each transaction of `produce-txn` stays open.
+const TXN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// `produce-txn`: produce-1k's load from transactional producers (one transactional id each,
+/// idempotence on), committing every 100 ms — the exactly-once path: AddPartitionsToTxn,
+/// verified transactional appends, EndTxn with markers. Compare with produce-1k of the same run.
+pub fn run_transactional(args: &Args) -> Result<Outcome> {
+    let topic = admin::create_topic(&args.bootstrap, "produce-txn", 8)?;
+    let counts = Arc::new(Counts::default());
+    let transactions = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + args.duration();
+    let threads: Vec<_> = (0..args.producers.max(1))
+        .map(|k| {
+            let mut config = producer_config(&args.bootstrap, 5);
+            config
+                .set("enable.idempotence", "true")
+                .set(
+                    "transactional.id",
+                    format!("strata-bench-{}-{k}", std::process::id()),
+                )
+                .set("max.in.flight.requests.per.connection", "5");
+            let producer: BaseProducer<Counting> = config
+                .create_with_context(Counting(counts.clone()))
+                .context("transactional producer")?;
+            producer
+                .init_transactions(Duration::from_secs(30))
+                .context("init_transactions")?;
+            let (topic, transactions) = (topic.clone(), transactions.clone());
+            Ok(std::thread::spawn(move || -> Result<()> {
+                let payload = vec![b'x'; 1024];
+                while Instant::now() < deadline {
+                    producer.begin_transaction()?;
+                    let end = (Instant::now() + TXN_INTERVAL).min(deadline);
+                    while Instant::now() < end {
+                        for _ in 0..100 {
+                            match producer.send::<(), [u8]>(BaseRecord::to(&topic).payload(&payload)) {
+                                Ok(()) => {}
+                                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                                    producer.poll(Duration::from_millis(1));
+                                }
+                                Err((e, _)) => return Err(e.into()),
+                            }
+                        }
+                        producer.poll(Duration::ZERO);
+                    }
+                    producer.commit_transaction(Duration::from_secs(60))?;
+                    transactions.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }))
+        })
+        .collect::<Result<_>>()?;
+    for t in threads {
+        t.join()
+            .map_err(|_| anyhow::anyhow!("producer thread panicked"))??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let mut o = Outcome::throughput(
+        "produce-txn",
+        counts.records.load(Ordering::Relaxed),
+        counts.bytes.load(Ordering::Relaxed),
+        secs,
+        counts.errors.load(Ordering::Relaxed),
+    );
+    o.transactions_per_s = Some(crate::round(
+        transactions.load(Ordering::Relaxed) as f64 / secs,
+        1,
+    ));
+    Ok(o)
+}
