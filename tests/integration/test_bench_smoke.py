@@ -17,14 +17,16 @@ def test_every_workload_runs_and_reports(broker, tmp_path):
     )
     assert r.returncode == 0, r.stderr
     results = {o["workload"]: o for o in map(json.loads, r.stdout.strip().splitlines())}
-    assert set(results) == {"limits", "produce-1k", "produce-100", "consume-1k", "e2e-latency", "partitions-10k"}
+    assert set(results) == {"limits", "produce-1k", "produce-100", "consume-1k", "e2e-latency", "partitions-10k",
+                            "produce-txn"}
     assert results["limits"]["tcp_loopback_mb_per_s"] > 0 and results["limits"]["fdatasync_write_mb_per_s"] > 0
-    for name in ["produce-1k", "produce-100", "partitions-10k", "e2e-latency"]:
+    for name in ["produce-1k", "produce-100", "partitions-10k", "e2e-latency", "produce-txn"]:
         assert results[name]["records"] > 0 and results[name]["errors"] == 0, results[name]
         assert results[name]["broker_peak_rss_mb"] > 0
     assert results["consume-1k"]["records"] == results["produce-1k"]["records"], "everything produced is read back"
     assert results["e2e-latency"]["latency"]["samples"] == results["e2e-latency"]["records"]
     assert results["partitions-10k"]["partitions"] == 300
+    assert results["produce-txn"]["transactions_per_s"] > 0
     # the tool cleans up after itself
     from confluent_kafka.admin import AdminClient
 
