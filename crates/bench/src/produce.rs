@@ -238,9 +238,14 @@ pub fn run_transactional(args: &Args) -> Result<Outcome> {
                     let end = (Instant::now() + TXN_INTERVAL).min(deadline);
                     while Instant::now() < end {
                         for _ in 0..100 {
-                            match producer.send::<(), [u8]>(BaseRecord::to(&topic).payload(&payload)) {
+                            match producer
+                                .send::<(), [u8]>(BaseRecord::to(&topic).payload(&payload))
+                            {
                                 Ok(()) => {}
-                                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                                Err((
+                                    KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                                    _,
+                                )) => {
                                     producer.poll(Duration::from_millis(1));
                                 }
                                 Err((e, _)) => return Err(e.into()),
