@@ -394,9 +394,14 @@ pub fn list_transactions(
         {
             continue;
         }
-        if r.duration_filter >= 0
-            && (m.state != strata_txn::TxnState::Ongoing || now - m.start_ms < r.duration_filter)
-        {
+        // v1: only transactions running (not yet complete) for longer than the filter.
+        let running = matches!(
+            m.state,
+            strata_txn::TxnState::Ongoing
+                | strata_txn::TxnState::PrepareCommit
+                | strata_txn::TxnState::PrepareAbort
+        );
+        if r.duration_filter >= 0 && (!running || now - m.start_ms <= r.duration_filter) {
             continue;
         }
         let mut s = list_transactions_response::TransactionState::default();
