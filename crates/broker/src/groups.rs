@@ -330,6 +330,9 @@ pub(crate) fn for_each_batch(
                 break;
             }
             let batch = buf.split_to(total);
+            if header.last_offset() < offset {
+                continue; // already seen: never replay a batch twice or move backwards
+            }
             offset = header.last_offset() + 1;
             f(&header, batch);
         }
