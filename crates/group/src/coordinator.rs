@@ -396,6 +396,15 @@ pub(crate) struct Group {
 }
 
 impl Group {
+    /// A plain commit of (topic, partition) came after these transactional ones.
+    fn supersede_pending(&mut self, topic: &str, partition: i32) {
+        let key = (topic.to_string(), partition);
+        for pending in self.pending_txn_offsets.values_mut() {
+            pending.remove(&key);
+        }
+        self.pending_txn_offsets.retain(|_, p| !p.is_empty());
+    }
+
     fn has_pending_txn_offset(&self, topic: &str, partition: i32) -> bool {
         let key = (topic.to_string(), partition);
         self.pending_txn_offsets
@@ -570,9 +579,9 @@ impl Coordinator {
             } => match value {
                 Some(v) => {
                     let v = codec::decode_offset_value(v)?;
-                    self.group_entry(&group, 0)
-                        .offsets
-                        .insert((topic, partition), v);
+                    let g = self.group_entry(&group, 0);
+                    g.supersede_pending(&topic, partition);
+                    g.offsets.insert((topic, partition), v);
                 }
                 None => {
                     if let Some(g) = self.groups.get_mut(&group) {
@@ -1475,6 +1484,13 @@ impl Coordinator {
             results.push((topic.clone(), presults));
         }
         let group = self.group_entry(&req.group_id, now);
+        if transaction.is_none() {
+            // A plain commit is later in the log than every pending transactional offset of
+            // the same partition: it wins when they commit (Kafka keeps the later record).
+            for (topic, partition, _) in &accepted {
+                group.supersede_pending(topic, *partition);
+            }
+        }
         let stored = match transaction {
             None => &mut group.offsets,
             Some((producer_id, _)) => group.pending_txn_offsets.entry(producer_id).or_default(),

@@ -137,3 +137,24 @@ fn replay_rebuilds_pending_and_decided_offsets() {
     assert_eq!(committed(&restarted, "g"), (Some(7), true));
     assert_eq!(committed(&restarted, "h"), (None, false));
 }
+
+/// Kafka keeps whichever record is later in the log: a plain commit after a transactional
+/// one wins when the transaction commits; one before it loses.
+#[test]
+fn the_later_of_a_plain_and_a_transactional_commit_wins() {
+    let mut c = coordinator();
+    let p = c.partition_for("g");
+    c.txn_commit_offsets(commit("g", 9), 42, 0, 1, &hw)
+        .0
+        .unwrap();
+    c.commit_offsets(commit("g", 11), 2, &hw).0.unwrap();
+    c.complete_transaction(p, 42, true);
+    assert_eq!(committed(&c, "g"), (Some(11), false));
+
+    c.commit_offsets(commit("g", 12), 3, &hw).0.unwrap();
+    c.txn_commit_offsets(commit("g", 13), 43, 0, 4, &hw)
+        .0
+        .unwrap();
+    c.complete_transaction(p, 43, true);
+    assert_eq!(committed(&c, "g"), (Some(13), false));
+}
