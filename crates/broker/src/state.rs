@@ -258,8 +258,9 @@ impl Broker {
         partition: i32,
         hint: RecoveryHint,
     ) -> Result<(), TopicError> {
-        let config = topic_config::log_config(&self.config, &topic.configs)
-            .map_err(TopicError::InvalidConfig)?;
+        let config =
+            topic_config::log_config_with(&self.config, &self.dynamic_defaults(), &topic.configs)
+                .map_err(TopicError::InvalidConfig)?;
         let dir = self.partition_dir(&topic.name, partition);
         let log = Log::open_managed(self.fs.clone(), self.clock.clone(), &dir, config, hint)?;
         let epoch = topic
@@ -332,7 +333,8 @@ impl Broker {
                 "Number of partitions {partitions} exceeds the limit of 100000."
             )));
         }
-        topic_config::log_config(&self.config, &configs).map_err(TopicError::InvalidConfig)?;
+        topic_config::log_config_with(&self.config, &self.dynamic_defaults(), &configs)
+            .map_err(TopicError::InvalidConfig)?;
         let mut metadata = self.metadata();
         if metadata.image().topic(name).is_some() {
             return Err(TopicError::AlreadyExists(name.to_string()));
@@ -451,6 +453,115 @@ impl Broker {
             self.forget_topic_offsets(name);
         }
         Ok(topic.topic_id)
+    }
+
+    /// The dynamic broker configs (this node's and the cluster default) from the metadata.
+    pub fn dynamic_defaults(&self) -> topic_config::DynamicDefaults {
+        self.dynamic_defaults_of(&self.image())
+    }
+
+    /// Replaces a topic's dynamic configs (validated first), then applies them to its
+    /// partitions at once: nothing restarts.
+    pub fn alter_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let mut metadata = self.metadata();
+        let topic = known_topic(&metadata, name)?;
+        let dynamic = self.dynamic_defaults_of(&metadata.image());
+        topic_config::log_config_with(&self.config, &dynamic, &configs)
+            .map_err(TopicError::InvalidConfig)?;
+        if validate_only || configs == topic.configs {
+            return Ok(());
+        }
+        metadata.append(&[MetadataRecord::TopicConfig {
+            topic_id: topic.topic_id,
+            configs,
+        }])?;
+        drop(metadata);
+        info!(topic = name, "topic configs changed");
+        self.reconfigure(Some(name));
+        Ok(())
+    }
+
+    /// Replaces the dynamic configs of a BROKER resource ("" = cluster default, or this
+    /// node's id), validated, then applies the new defaults to every topic.
+    pub fn alter_broker_configs(
+        &self,
+        resource: &str,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        if !resource.is_empty() && resource != self.config.node_id.to_string() {
+            return Err(TopicError::InvalidConfig(format!(
+                "Unknown broker {resource}"
+            )));
+        }
+        topic_config::validate_broker_configs(&self.config, &configs)
+            .map_err(TopicError::InvalidConfig)?;
+        let mut metadata = self.metadata();
+        let image = metadata.image();
+        // Every topic must still have a valid config under the new defaults.
+        let mut dynamic = self.dynamic_defaults_of(&image);
+        if resource.is_empty() {
+            dynamic.cluster = configs.clone();
+        } else {
+            dynamic.broker = configs.clone();
+        }
+        for t in image.topics() {
+            topic_config::log_config_with(&self.config, &dynamic, &t.configs).map_err(|e| {
+                TopicError::InvalidConfig(format!("topic {} would be invalid: {e}", t.name))
+            })?;
+        }
+        if validate_only || image.broker_configs(resource).cloned().unwrap_or_default() == configs {
+            return Ok(());
+        }
+        metadata.append(&[MetadataRecord::BrokerConfig {
+            resource: resource.to_string(),
+            configs,
+        }])?;
+        drop(metadata);
+        info!(resource, "dynamic broker configs changed");
+        self.reconfigure(None);
+        Ok(())
+    }
+
+    fn dynamic_defaults_of(&self, image: &MetadataImage) -> topic_config::DynamicDefaults {
+        topic_config::DynamicDefaults {
+            broker: image
+                .broker_configs(&self.config.node_id.to_string())
+                .cloned()
+                .unwrap_or_default(),
+            cluster: image.broker_configs("").cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Recomputes the log config of one topic's partitions (or every topic's) from the
+    /// metadata and applies it live.
+    fn reconfigure(&self, only: Option<&str>) {
+        let image = self.image();
+        let dynamic = self.dynamic_defaults_of(&image);
+        for t in image.topics() {
+            if only.is_some_and(|n| n != t.name) {
+                continue;
+            }
+            let config = match topic_config::log_config_with(&self.config, &dynamic, &t.configs) {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(topic = %t.name, error = %e, "config not applied");
+                    continue;
+                }
+            };
+            for &p in t.partitions.keys() {
+                if let Some(partition) = self.partition(&t.name, p) {
+                    if let Err(e) = partition.log().set_config(config.clone()) {
+                        warn!(topic = %t.name, partition = p, error = %e, "config not applied");
+                    }
+                }
+            }
+        }
     }
 
     /// A producer id never handed out before: taken from a block of ids recorded (and

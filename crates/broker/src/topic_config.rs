@@ -1,5 +1,10 @@
 //! Topic configs: which keys Strata honours, how they parse, and how they are described.
 //! Unknown keys and bad values are refused with INVALID_CONFIG and a message that names them.
+//!
+//! A topic's effective value comes from, most specific first: the topic's own config
+//! (dynamic topic), this broker's dynamic config, the cluster-wide dynamic default (both
+//! set with AlterConfigs on a BROKER resource and kept in the metadata log), the static
+//! broker config (file / flags), Kafka's default.
 
 use std::collections::BTreeMap;
 
@@ -9,8 +14,63 @@ use crate::BrokerConfig;
 
 /// DescribeConfigs `config_source` values.
 pub const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+pub const SOURCE_DYNAMIC_BROKER: i8 = 2;
+pub const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 pub const SOURCE_STATIC_BROKER: i8 = 4;
 pub const SOURCE_DEFAULT: i8 = 5;
+
+/// Dynamic broker configs (broker key → value): this broker's and the cluster default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DynamicDefaults {
+    pub broker: BTreeMap<String, String>,
+    pub cluster: BTreeMap<String, String>,
+}
+
+impl DynamicDefaults {
+    /// The dynamic value of a broker key and its source, this broker's first.
+    fn get(&self, broker_key: &str) -> Option<(&str, i8)> {
+        self.broker
+            .get(broker_key)
+            .map(|v| (v.as_str(), SOURCE_DYNAMIC_BROKER))
+            .or_else(|| {
+                self.cluster
+                    .get(broker_key)
+                    .map(|v| (v.as_str(), SOURCE_DYNAMIC_DEFAULT_BROKER))
+            })
+    }
+}
+
+/// The topic config a broker key is the default of, for the keys that can be set
+/// dynamically on a broker.
+pub fn topic_key_of(broker_key: &str) -> Option<&'static str> {
+    TOPIC_CONFIGS
+        .iter()
+        .find(|(_, b)| *b == broker_key)
+        .map(|(t, _)| *t)
+}
+
+/// Checks dynamic broker configs: only topic defaults can change at runtime, with values
+/// a topic would accept.
+pub fn validate_broker_configs(
+    broker: &BrokerConfig,
+    configs: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    let mut config = broker.log_defaults();
+    for (k, v) in configs {
+        let Some(topic_key) = topic_key_of(k) else {
+            return Err(format!(
+                "Cannot update these configs dynamically: {k} (only topic defaults can: {})",
+                TOPIC_CONFIGS
+                    .iter()
+                    .map(|(_, b)| *b)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        };
+        apply(&mut config, topic_key, v)?;
+    }
+    config.validate().map_err(|e| e.to_string())
+}
 
 /// Topic config keys Strata honours, with the broker setting each defaults to.
 pub const TOPIC_CONFIGS: &[(&str, &str)] = &[
@@ -75,12 +135,27 @@ fn apply(config: &mut LogConfig, key: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The effective log config of a topic: broker defaults overridden by the topic's configs.
+/// The effective log config of a topic with only static broker defaults.
 pub fn log_config(
     broker: &BrokerConfig,
     overrides: &BTreeMap<String, String>,
 ) -> Result<LogConfig, String> {
+    log_config_with(broker, &DynamicDefaults::default(), overrides)
+}
+
+/// The effective log config of a topic: static broker defaults, then dynamic broker
+/// defaults, then the topic's own configs.
+pub fn log_config_with(
+    broker: &BrokerConfig,
+    dynamic: &DynamicDefaults,
+    overrides: &BTreeMap<String, String>,
+) -> Result<LogConfig, String> {
     let mut config = broker.log_defaults();
+    for (topic_key, broker_key) in TOPIC_CONFIGS {
+        if let Some((v, _)) = dynamic.get(broker_key) {
+            apply(&mut config, topic_key, v)?;
+        }
+    }
     for (k, v) in overrides {
         apply(&mut config, k, v)?;
     }
@@ -88,7 +163,7 @@ pub fn log_config(
     Ok(config)
 }
 
-/// The value a broker default gives a topic config.
+/// The value a static broker default gives a topic config.
 fn broker_default(broker: &BrokerConfig, key: &str) -> String {
     let d = broker.log_defaults();
     match key {
@@ -121,25 +196,36 @@ pub fn describe(
     broker: &BrokerConfig,
     overrides: &BTreeMap<String, String>,
 ) -> Vec<DescribedConfig> {
-    let static_defaults = BrokerConfig::default();
+    describe_with(broker, &DynamicDefaults::default(), overrides)
+}
+
+/// Describes every honoured topic config with its source and synonyms (topic, dynamic
+/// broker, dynamic cluster default, static broker / default), as Kafka's DescribeConfigs.
+pub fn describe_with(
+    broker: &BrokerConfig,
+    dynamic: &DynamicDefaults,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<DescribedConfig> {
     TOPIC_CONFIGS
         .iter()
         .map(|&(name, broker_key)| {
-            let default_value = broker_default(broker, name);
-            let broker_source = if default_value == broker_default(&static_defaults, name) {
-                SOURCE_DEFAULT
-            } else {
-                SOURCE_STATIC_BROKER
-            };
             let mut synonyms = Vec::new();
-            let (value, source) = match overrides.get(name) {
-                Some(v) => {
-                    synonyms.push((name.to_string(), v.clone(), SOURCE_DYNAMIC_TOPIC));
-                    (v.clone(), SOURCE_DYNAMIC_TOPIC)
-                }
-                None => (default_value.clone(), broker_source),
-            };
-            synonyms.push((broker_key.to_string(), default_value, broker_source));
+            if let Some(v) = overrides.get(name) {
+                synonyms.push((name.to_string(), v.clone(), SOURCE_DYNAMIC_TOPIC));
+            }
+            if let Some(v) = dynamic.broker.get(broker_key) {
+                synonyms.push((broker_key.to_string(), v.clone(), SOURCE_DYNAMIC_BROKER));
+            }
+            if let Some(v) = dynamic.cluster.get(broker_key) {
+                synonyms.push((
+                    broker_key.to_string(),
+                    v.clone(),
+                    SOURCE_DYNAMIC_DEFAULT_BROKER,
+                ));
+            }
+            let (value, source) = static_broker_value(broker, name);
+            synonyms.push((broker_key.to_string(), value, source));
+            let (value, source) = (synonyms[0].1.clone(), synonyms[0].2);
             DescribedConfig {
                 name,
                 value,
@@ -148,6 +234,31 @@ pub fn describe(
             }
         })
         .collect()
+}
+
+/// A topic key's static broker default and whether it is Kafka's default or configured.
+fn static_broker_value(broker: &BrokerConfig, topic_key: &str) -> (String, i8) {
+    let value = broker_default(broker, topic_key);
+    let source = if value == broker_default(&BrokerConfig::default(), topic_key) {
+        SOURCE_DEFAULT
+    } else {
+        SOURCE_STATIC_BROKER
+    };
+    (value, source)
+}
+
+/// A dynamic-capable broker key's effective value and source (for DescribeConfigs on a
+/// BROKER resource).
+pub fn describe_broker_key(
+    broker: &BrokerConfig,
+    dynamic: &DynamicDefaults,
+    broker_key: &str,
+) -> Option<(String, i8)> {
+    let topic_key = topic_key_of(broker_key)?;
+    Some(match dynamic.get(broker_key) {
+        Some((v, s)) => (v.to_string(), s),
+        None => static_broker_value(broker, topic_key),
+    })
 }
 
 #[cfg(test)]
@@ -173,6 +284,69 @@ mod tests {
         let mut u = BTreeMap::new();
         u.insert("no.such.config".to_string(), "1".to_string());
         assert!(log_config(&b, &u).unwrap_err().contains("no.such.config"));
+    }
+
+    #[test]
+    fn dynamic_broker_defaults_sit_between_topic_and_static_configs() {
+        let b = BrokerConfig {
+            log_retention_ms: 5,
+            ..BrokerConfig::default()
+        };
+        let mut dynamic = DynamicDefaults::default();
+        dynamic
+            .cluster
+            .insert("log.retention.ms".into(), "100".into());
+        let r = |d: &DynamicDefaults, o: &BTreeMap<String, String>| {
+            let all = describe_with(&b, d, o);
+            let c = all.into_iter().find(|c| c.name == "retention.ms").unwrap();
+            (
+                c.value,
+                c.source,
+                c.synonyms.iter().map(|s| s.2).collect::<Vec<_>>(),
+            )
+        };
+        let none = BTreeMap::new();
+        assert_eq!(
+            r(&dynamic, &none),
+            (
+                "100".into(),
+                SOURCE_DYNAMIC_DEFAULT_BROKER,
+                vec![SOURCE_DYNAMIC_DEFAULT_BROKER, SOURCE_STATIC_BROKER]
+            )
+        );
+        assert_eq!(
+            log_config_with(&b, &dynamic, &none).unwrap().retention_ms,
+            100
+        );
+        dynamic
+            .broker
+            .insert("log.retention.ms".into(), "200".into());
+        assert_eq!(r(&dynamic, &none).1, SOURCE_DYNAMIC_BROKER);
+        assert_eq!(
+            log_config_with(&b, &dynamic, &none).unwrap().retention_ms,
+            200
+        );
+        let own = BTreeMap::from([("retention.ms".to_string(), "300".to_string())]);
+        assert_eq!(
+            r(&dynamic, &own).2,
+            vec![
+                SOURCE_DYNAMIC_TOPIC,
+                SOURCE_DYNAMIC_BROKER,
+                SOURCE_DYNAMIC_DEFAULT_BROKER,
+                SOURCE_STATIC_BROKER
+            ]
+        );
+        assert_eq!(
+            log_config_with(&b, &dynamic, &own).unwrap().retention_ms,
+            300
+        );
+        // Only topic defaults are dynamic, with values a topic would take.
+        let bad = BTreeMap::from([("node.id".to_string(), "3".to_string())]);
+        assert!(validate_broker_configs(&b, &bad)
+            .unwrap_err()
+            .contains("node.id"));
+        let bad = BTreeMap::from([("log.segment.bytes".to_string(), "1".to_string())]);
+        assert!(validate_broker_configs(&b, &bad).is_err());
     }
 
     #[test]

@@ -236,6 +236,48 @@ fn request(broker: &Broker, key: ApiKey, v: i16) -> Vec<Request> {
                     .with_transactional_ids(vec![txn_id("described"), txn_id("missing")]),
             )]
         }
+        ApiKey::AlterConfigs => {
+            let res = |kind: i8, name: &str, key: &str, value: &str| {
+                alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(kind)
+                    .with_resource_name(StrBytes::from_string(name.to_string()))
+                    .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                        .with_name(StrBytes::from_string(key.to_string()))
+                        .with_value(Some(StrBytes::from_string(value.to_string())))])
+            };
+            vec![Request::AlterConfigs(
+                AlterConfigsRequest::default().with_resources(vec![
+                    res(2, "t", "retention.ms", "86400000"),
+                    res(2, "t", "retention.ms", "nonsense"),
+                    res(2, "missing", "retention.ms", "1"),
+                    res(4, "", "log.retention.ms", "604800000"),
+                    res(4, "", "node.id", "7"),
+                    res(9, "x", "a", "b"),
+                ]),
+            )]
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let res = |kind: i8, name: &str, op: i8, key: &str, value: &str| {
+                incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(kind)
+                    .with_resource_name(StrBytes::from_string(name.to_string()))
+                    .with_configs(vec![
+                        incremental_alter_configs_request::AlterableConfig::default()
+                            .with_name(StrBytes::from_string(key.to_string()))
+                            .with_config_operation(op)
+                            .with_value(Some(StrBytes::from_string(value.to_string()))),
+                    ])
+            };
+            vec![Request::IncrementalAlterConfigs(
+                IncrementalAlterConfigsRequest::default().with_resources(vec![
+                    res(2, "t", 0, "retention.ms", "86400000"),
+                    res(2, "t", 1, "retention.ms", ""),
+                    res(2, "t", 2, "retention.ms", "1"),
+                    res(4, "1", 0, "log.segment.bytes", "1048576"),
+                    res(4, "1", 1, "log.segment.bytes", ""),
+                ]),
+            )]
+        }
         ApiKey::WriteTxnMarkers => {
             let (pid, epoch) = open_txn(broker, &format!("markers-v{v}"), false);
             let topic = write_txn_markers_request::WritableTxnMarkerTopic::default()

@@ -27,6 +27,8 @@ pub struct MetadataImage {
     topics: HashMap<Uuid, TopicImage>,
     /// Producer ids below this were handed out (see `MetadataRecord::ProducerIds`).
     producer_ids_end: i64,
+    /// Dynamic broker configs by resource ("" = cluster default, else a node id).
+    broker_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl MetadataImage {
@@ -101,6 +103,14 @@ impl MetadataImage {
                     .ok_or(MetadataError::UnknownTopicId(*topic_id))?;
                 self.by_name.remove(&topic.name);
             }
+            MetadataRecord::BrokerConfig { resource, configs } => {
+                if configs.is_empty() {
+                    self.broker_configs.remove(resource);
+                } else {
+                    self.broker_configs
+                        .insert(resource.clone(), configs.clone());
+                }
+            }
             MetadataRecord::ProducerIds { next_block_end } => {
                 // Never backwards, whatever the log says.
                 self.producer_ids_end = self.producer_ids_end.max(*next_block_end);
@@ -110,6 +120,11 @@ impl MetadataImage {
     }
 
     /// The end of the last producer id block handed out (0: none yet).
+    /// Dynamic broker configs of a resource ("" = cluster default, else a node id).
+    pub fn broker_configs(&self, resource: &str) -> Option<&BTreeMap<String, String>> {
+        self.broker_configs.get(resource)
+    }
+
     pub fn producer_ids_end(&self) -> i64 {
         self.producer_ids_end
     }

@@ -34,4 +34,11 @@ pub enum MetadataRecord {
     /// broker allocates from a block it recorded, so no id is ever given out twice, even
     /// across restarts (the rest of a block is skipped after one).
     ProducerIds { next_block_end: i64 },
+    /// The dynamic broker configs of `resource` are now exactly `configs` (Kafka's
+    /// ConfigRecord for BROKER resources): `resource` "" is the cluster-wide default, a
+    /// node id that broker alone.
+    BrokerConfig {
+        resource: String,
+        configs: BTreeMap<String, String>,
+    },
 }

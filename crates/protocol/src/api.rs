@@ -53,6 +53,8 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     range(ApiKey::DescribeTransactions, 0, 0),
     range(ApiKey::ListTransactions, 0, 1),
     range(ApiKey::WriteTxnMarkers, 1, 1),
+    range(ApiKey::AlterConfigs, 0, 2),
+    range(ApiKey::IncrementalAlterConfigs, 0, 1),
 ];
 
 pub fn supported_versions(key: ApiKey) -> Option<ApiRange> {

@@ -41,6 +41,8 @@ pub enum Request {
     DescribeTransactions(DescribeTransactionsRequest),
     ListTransactions(ListTransactionsRequest),
     WriteTxnMarkers(WriteTxnMarkersRequest),
+    AlterConfigs(AlterConfigsRequest),
+    IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
     /// ApiVersions at a version newer than ours. KIP-511: answer in v0 with
     /// UNSUPPORTED_VERSION and our ranges, so the client can pick one.
     ApiVersionsTooNew,
@@ -134,6 +136,10 @@ pub fn decode_request(mut frame: Bytes) -> Result<RequestFrame, ProtocolError> {
         ApiKey::DescribeTransactions => Request::DescribeTransactions(body(buf, api_key, version)?),
         ApiKey::ListTransactions => Request::ListTransactions(body(buf, api_key, version)?),
         ApiKey::WriteTxnMarkers => Request::WriteTxnMarkers(body(buf, api_key, version)?),
+        ApiKey::AlterConfigs => Request::AlterConfigs(body(buf, api_key, version)?),
+        ApiKey::IncrementalAlterConfigs => {
+            Request::IncrementalAlterConfigs(body(buf, api_key, version)?)
+        }
         _ => return Err(ProtocolError::UnknownApiKey(raw_key)),
     };
     // Trailing bytes are ignored, as Kafka does: librdkafka 2.x sends Metadata v12 with

@@ -71,7 +71,11 @@ pub fn create_topics(
                     .with_num_partitions(topic.partitions.len() as i32)
                     .with_replication_factor(1);
                 if version >= 5 {
-                    let described = topic_config::describe(&broker.config, &topic.configs);
+                    let described = topic_config::describe_with(
+                        &broker.config,
+                        &broker.dynamic_defaults(),
+                        &topic.configs,
+                    );
                     r = r.with_configs(Some(
                         described
                             .into_iter()

@@ -37,6 +37,7 @@ fn broker_entries(broker: &Broker) -> Vec<(String, String)> {
             c.log_retention_bytes.to_string(),
         ),
         ("message.max.bytes".into(), c.message_max_bytes.to_string()),
+        ("log.cleanup.policy".into(), "delete".into()),
         (
             "log.message.timestamp.type".into(),
             c.log_message_timestamp_type.clone(),
@@ -83,30 +84,32 @@ pub fn describe_configs(
                                 r.resource_name
                             ))));
                     };
-                    let configs = topic_config::describe(&broker.config, &topic.configs)
-                        .into_iter()
-                        .filter(|d| wanted(d.name))
-                        .map(|d| {
-                            let synonyms = if req.include_synonyms {
-                                d.synonyms
-                                    .iter()
-                                    .map(|(n, v, s)| {
-                                        DescribeConfigsSynonym::default()
-                                            .with_name(str(n))
-                                            .with_value(Some(str(v)))
-                                            .with_source(*s)
-                                    })
-                                    .collect()
-                            } else {
-                                vec![]
-                            };
-                            DescribeConfigsResourceResult::default()
-                                .with_name(str(d.name))
-                                .with_value(Some(str(&d.value)))
-                                .with_config_source(d.source)
-                                .with_synonyms(synonyms)
-                        })
-                        .collect();
+                    let dynamic = broker.dynamic_defaults();
+                    let configs =
+                        topic_config::describe_with(&broker.config, &dynamic, &topic.configs)
+                            .into_iter()
+                            .filter(|d| wanted(d.name))
+                            .map(|d| {
+                                let synonyms = if req.include_synonyms {
+                                    d.synonyms
+                                        .iter()
+                                        .map(|(n, v, s)| {
+                                            DescribeConfigsSynonym::default()
+                                                .with_name(str(n))
+                                                .with_value(Some(str(v)))
+                                                .with_source(*s)
+                                        })
+                                        .collect()
+                                } else {
+                                    vec![]
+                                };
+                                DescribeConfigsResourceResult::default()
+                                    .with_name(str(d.name))
+                                    .with_value(Some(str(&d.value)))
+                                    .with_config_source(d.source)
+                                    .with_synonyms(synonyms)
+                            })
+                            .collect();
                     result.with_configs(configs)
                 }
                 RESOURCE_BROKER => {
@@ -116,17 +119,29 @@ pub fn describe_configs(
                             .with_error_code(errors::INVALID_REQUEST)
                             .with_error_message(Some(str(&format!("Unknown broker {name}"))));
                     }
-                    let configs = broker_entries(broker)
-                        .into_iter()
-                        .filter(|(n, _)| wanted(n))
-                        .map(|(n, v)| {
-                            DescribeConfigsResourceResult::default()
-                                .with_name(str(&n))
-                                .with_value(Some(str(&v)))
-                                .with_read_only(true)
-                                .with_config_source(topic_config::SOURCE_STATIC_BROKER)
-                        })
-                        .collect();
+                    let dynamic = broker.dynamic_defaults();
+                    let configs =
+                        broker_entries(broker)
+                            .into_iter()
+                            .filter(|(n, _)| wanted(n))
+                            .map(|(n, v)| {
+                                // Topic defaults can be changed at runtime; the rest is static.
+                                let (value, source, read_only) =
+                                    match topic_config::describe_broker_key(
+                                        &broker.config,
+                                        &dynamic,
+                                        &n,
+                                    ) {
+                                        Some((v, s)) => (v, s, false),
+                                        None => (v, topic_config::SOURCE_STATIC_BROKER, true),
+                                    };
+                                DescribeConfigsResourceResult::default()
+                                    .with_name(str(&n))
+                                    .with_value(Some(str(&value)))
+                                    .with_read_only(read_only)
+                                    .with_config_source(source)
+                            })
+                            .collect();
                     result.with_configs(configs)
                 }
                 other => result

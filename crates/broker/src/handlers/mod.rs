@@ -4,6 +4,7 @@
 
 mod admin;
 mod api_versions;
+mod configs;
 mod describe;
 mod fetch;
 mod groups;
@@ -139,6 +140,17 @@ pub fn dispatch(
         }),
         Request::CreatePartitions(r) => blocking(broker, move |b| {
             encode(cid, api_key, version, &admin::create_partitions(&b, r))
+        }),
+        Request::AlterConfigs(r) => blocking(broker, move |b| {
+            encode(cid, api_key, version, &configs::alter_configs(&b, r))
+        }),
+        Request::IncrementalAlterConfigs(r) => blocking(broker, move |b| {
+            encode(
+                cid,
+                api_key,
+                version,
+                &configs::incremental_alter_configs(&b, r),
+            )
         }),
         Request::DescribeConfigs(r) => ready(encode(
             cid,
