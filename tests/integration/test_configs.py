@@ -144,3 +144,33 @@ def test_alter_configs_replaces_the_whole_set(cbroker):
     k.close()
     c = described(a, "topic", topic)
     assert (c["retention.ms"].value, c["segment.ms"].value) == ("2000", "70000")
+
+
+def test_cli_alter_config_and_describe_show_effective_values_and_sources(cbroker):
+    import subprocess
+    from conftest import STRATA_BIN
+
+    def strata(*args):
+        r = subprocess.run([STRATA_BIN, *args, "--bootstrap", cbroker.bootstrap],
+                           capture_output=True, text=True, timeout=30)
+        return r.returncode, r.stdout + r.stderr
+
+    topic = unique("cli-cfg")
+    assert strata("topic", "create", topic)[0] == 0
+    rc, out = strata("topic", "alter-config", topic, "--set", "retention.ms=86400000", "--set", "segment.ms=3600000")
+    assert rc == 0, out
+    # The cluster-wide default (resource ""), which Kafka's client libraries cannot send.
+    rc, out = strata("topic", "alter-config", "--cluster-default", "--set", "log.retention.bytes=987654321")
+    assert rc == 0, out
+    rc, out = strata("topic", "describe", topic)
+    assert rc == 0, out
+    assert "retention.ms=86400000\t(topic)" in out, out
+    assert "retention.bytes=987654321\t(cluster default, dynamic)" in out, out
+    assert "max.message.bytes=1048588\t(default)" in out, out
+    rc, out = strata("topic", "alter-config", topic, "--delete", "segment.ms")
+    assert rc == 0, out
+    assert "segment.ms=604800000\t(default)" in strata("topic", "describe", topic)[1]
+    rc, out = strata("topic", "alter-config", topic, "--set", "retention.ms=never")
+    assert rc != 0 and "retention.ms" in out, out
+    rc, out = strata("topic", "alter-config", "--cluster-default", "--set", "node.id=4")
+    assert rc != 0 and "node.id" in out, out

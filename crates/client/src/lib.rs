@@ -277,6 +277,47 @@ impl Client {
         Ok(out)
     }
 
+    /// IncrementalAlterConfigs for one resource (2 = topic, 4 = broker; "" = cluster
+    /// default): `ops` are (key, operation 0 SET / 1 DELETE / 2 APPEND / 3 SUBTRACT, value).
+    pub async fn incremental_alter_configs(
+        &mut self,
+        resource_type: i8,
+        name: &str,
+        ops: &[(String, i8, Option<String>)],
+        validate_only: bool,
+    ) -> Result<(), ClientError> {
+        use kafka_protocol::messages::incremental_alter_configs_request as iac;
+        let resource = iac::AlterConfigsResource::default()
+            .with_resource_type(resource_type)
+            .with_resource_name(StrBytes::from_string(name.into()))
+            .with_configs(
+                ops.iter()
+                    .map(|(k, op, v)| {
+                        iac::AlterableConfig::default()
+                            .with_name(StrBytes::from_string(k.clone()))
+                            .with_config_operation(*op)
+                            .with_value(v.clone().map(StrBytes::from_string))
+                    })
+                    .collect(),
+            );
+        let resp = self
+            .send(
+                IncrementalAlterConfigsRequest::default()
+                    .with_resources(vec![resource])
+                    .with_validate_only(validate_only),
+                1,
+            )
+            .await?;
+        for r in resp.responses {
+            check(
+                r.error_code,
+                format!("alter configs of {name}"),
+                r.error_message.as_ref(),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Produces one batch; returns its base offset.
     pub async fn produce(
         &mut self,

@@ -44,6 +44,26 @@ pub enum TopicCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Change a topic's configs live (or, with --cluster-default, every topic's default).
+    AlterConfig {
+        /// The topic (omit with --cluster-default)
+        #[arg(required_unless_present = "cluster_default")]
+        name: Option<String>,
+        /// Set a config, repeatable: --set retention.ms=60000
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Remove a config (back to its default), repeatable
+        #[arg(long = "delete", value_name = "KEY")]
+        delete: Vec<String>,
+        /// Alter the cluster-wide dynamic broker defaults (log.retention.ms, ...) instead
+        #[arg(long, conflicts_with = "name")]
+        cluster_default: bool,
+        /// Only check the change
+        #[arg(long)]
+        validate_only: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Delete a topic.
     Delete {
         name: String,
@@ -166,14 +186,56 @@ pub fn run_topic(cmd: TopicCommand) -> anyhow::Result<()> {
                         p.partition_index, p.leader_id.0, start, end
                     );
                 }
-                println!("configs:");
+                println!("configs (effective value, and where it comes from):");
                 for (k, v, source) in client.describe_topic_configs(&name).await? {
                     let source = match source {
                         1 => "topic",
-                        4 => "broker",
+                        2 => "broker, dynamic",
+                        3 => "cluster default, dynamic",
+                        4 => "broker config file",
                         _ => "default",
                     };
                     println!("  {k}={v}\t({source})");
+                }
+            }
+            TopicCommand::AlterConfig {
+                name,
+                set,
+                delete,
+                cluster_default,
+                validate_only,
+                conn,
+            } => {
+                if set.is_empty() && delete.is_empty() {
+                    bail!("nothing to change: give --set KEY=VALUE or --delete KEY");
+                }
+                let mut ops = Vec::new();
+                for kv in &set {
+                    let (k, v) = kv
+                        .split_once('=')
+                        .with_context(|| format!("--set {kv}: expected KEY=VALUE"))?;
+                    ops.push((k.to_string(), 0i8, Some(v.to_string())));
+                }
+                for k in &delete {
+                    ops.push((k.clone(), 1i8, None));
+                }
+                let (kind, resource) = match &name {
+                    Some(n) => (2i8, n.clone()),
+                    None => (4i8, String::new()),
+                };
+                let mut client = Client::connect(&conn.bootstrap).await?;
+                client
+                    .incremental_alter_configs(kind, &resource, &ops, validate_only)
+                    .await?;
+                let what = if cluster_default {
+                    "cluster-wide defaults".to_string()
+                } else {
+                    format!("topic {resource}")
+                };
+                if validate_only {
+                    println!("{what}: the change is valid (nothing stored)");
+                } else {
+                    println!("{what}: configs changed");
                 }
             }
             TopicCommand::Delete { name, conn } => {
