@@ -21,6 +21,9 @@ use strata_storage::{
 const RECOVERY_POINTS_FILE: &str = "recovery-point-offset-checkpoint";
 /// Present only after a clean shutdown.
 const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
+/// Every partition's log start offset, written when DeleteRecords moves one (Kafka's name):
+/// it can lie inside a segment, where recovery alone would not find it.
+const LOG_START_FILE: &str = "log-start-offset-checkpoint";
 use tokio::sync::Notify;
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -84,6 +87,8 @@ pub struct Broker {
     pub groups: crate::groups::GroupService,
     /// The transaction coordinator.
     pub txns: crate::txn::TxnService,
+    /// Serializes writes of the log start offset checkpoint.
+    log_start_checkpoint: Mutex<()>,
 }
 
 fn known_topic(metadata: &MetadataLog, name: &str) -> Result<TopicImage, TopicError> {
@@ -145,6 +150,7 @@ impl Broker {
             filesystem_sync: FilesystemSync::default(),
             groups: crate::groups::GroupService::new(group_config),
             txns: crate::txn::TxnService::new(txn_config),
+            log_start_checkpoint: Mutex::new(()),
         };
         let topics: Vec<TopicImage> = broker.image().topics().cloned().collect();
         // Recovery state for every partition, from two files of the data directory. The
@@ -168,6 +174,11 @@ impl Broker {
             &data_dir.join(RECOVERY_POINTS_FILE),
             partition_count + 1,
         );
+        let log_starts = checkpoint::read_offsets(
+            broker.fs.as_ref(),
+            &data_dir.join(LOG_START_FILE),
+            partition_count + 1,
+        );
         let mut live_dirs = std::collections::HashSet::new();
         for topic in &topics {
             for &p in topic.partitions.keys() {
@@ -176,6 +187,7 @@ impl Broker {
                 let hint = RecoveryHint {
                     recovery_point,
                     clean_shutdown: clean && recovery_point.is_some(),
+                    log_start_offset: log_starts.get(&(topic.name.clone(), p)).copied(),
                 };
                 broker.open_partition(topic, p, hint)?;
             }
@@ -187,6 +199,10 @@ impl Broker {
             .sync_filesystem(&data_dir)
             .map_err(|e| StorageError::io(&data_dir, e))?;
         broker.checkpoint_recovery_points();
+        if !log_starts.is_empty() {
+            // Entries of topics deleted since must not apply to a later topic of that name.
+            broker.checkpoint_log_start_offsets()?;
+        }
         // Directories of deleted topics (a crash between the metadata record and the delete).
         let entries = broker
             .fs
@@ -449,6 +465,9 @@ impl Broker {
             }
         }
         info!(topic = name, "topic deleted");
+        if let Err(e) = self.checkpoint_log_start_offsets() {
+            warn!(error = %e, "could not rewrite the log start offset checkpoint");
+        }
         if !is_internal_topic(name) {
             self.forget_topic_offsets(name);
         }
@@ -595,6 +614,30 @@ impl Broker {
         if let Err(e) = checkpoint::write_offsets(self.fs.as_ref(), &path, &entries) {
             warn!(error = %e, "could not write the recovery point checkpoint");
         }
+    }
+
+    /// DeleteRecords on one partition: the new log start offset, made durable in the data
+    /// directory's `log-start-offset-checkpoint` before this returns.
+    pub fn delete_records(&self, partition: &Partition, offset: i64) -> Result<i64, StorageError> {
+        let start = partition.log().delete_records_before(offset)?;
+        self.checkpoint_log_start_offsets()?;
+        Ok(start)
+    }
+
+    fn checkpoint_log_start_offsets(&self) -> Result<(), StorageError> {
+        // One writer at a time, so an older list never overwrites a newer one.
+        let _one = self
+            .log_start_checkpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut entries: Vec<(String, i32, i64)> = self
+            .all_partitions()
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition, p.log().log_start_offset()))
+            .collect();
+        entries.sort();
+        let path = self.config.data_dir.join(LOG_START_FILE);
+        checkpoint::write_offsets(self.fs.as_ref(), &path, &entries)
     }
 
     /// Wakes every waiting fetch and makes new ones answer at once.

@@ -236,6 +236,32 @@ fn request(broker: &Broker, key: ApiKey, v: i16) -> Vec<Request> {
                     .with_transactional_ids(vec![txn_id("described"), txn_id("missing")]),
             )]
         }
+        ApiKey::DeleteRecords => {
+            let t = delete_records_request::DeleteRecordsTopic::default()
+                .with_name(name("t"))
+                .with_partitions(vec![
+                    delete_records_request::DeleteRecordsPartition::default()
+                        .with_partition_index(0)
+                        .with_offset(0),
+                    delete_records_request::DeleteRecordsPartition::default()
+                        .with_partition_index(9)
+                        .with_offset(0),
+                    delete_records_request::DeleteRecordsPartition::default()
+                        .with_partition_index(0)
+                        .with_offset(1 << 40),
+                ]);
+            vec![Request::DeleteRecords(
+                DeleteRecordsRequest::default().with_topics(vec![t]),
+            )]
+        }
+        ApiKey::DescribeLogDirs => vec![
+            Request::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(None)),
+            Request::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(Some(vec![
+                describe_log_dirs_request::DescribableLogDirTopic::default()
+                    .with_topic(name("t"))
+                    .with_partitions(vec![0, 5]),
+            ]))),
+        ],
         ApiKey::AlterConfigs => {
             let res = |kind: i8, name: &str, key: &str, value: &str| {
                 alter_configs_request::AlterConfigsResource::default()

@@ -55,6 +55,8 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     range(ApiKey::WriteTxnMarkers, 1, 1),
     range(ApiKey::AlterConfigs, 0, 2),
     range(ApiKey::IncrementalAlterConfigs, 0, 1),
+    range(ApiKey::DeleteRecords, 0, 2),
+    range(ApiKey::DescribeLogDirs, 1, 4),
 ];
 
 pub fn supported_versions(key: ApiKey) -> Option<ApiRange> {

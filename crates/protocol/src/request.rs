@@ -42,6 +42,8 @@ pub enum Request {
     ListTransactions(ListTransactionsRequest),
     WriteTxnMarkers(WriteTxnMarkersRequest),
     AlterConfigs(AlterConfigsRequest),
+    DeleteRecords(DeleteRecordsRequest),
+    DescribeLogDirs(DescribeLogDirsRequest),
     IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
     /// ApiVersions at a version newer than ours. KIP-511: answer in v0 with
     /// UNSUPPORTED_VERSION and our ranges, so the client can pick one.
@@ -137,6 +139,8 @@ pub fn decode_request(mut frame: Bytes) -> Result<RequestFrame, ProtocolError> {
         ApiKey::ListTransactions => Request::ListTransactions(body(buf, api_key, version)?),
         ApiKey::WriteTxnMarkers => Request::WriteTxnMarkers(body(buf, api_key, version)?),
         ApiKey::AlterConfigs => Request::AlterConfigs(body(buf, api_key, version)?),
+        ApiKey::DeleteRecords => Request::DeleteRecords(body(buf, api_key, version)?),
+        ApiKey::DescribeLogDirs => Request::DescribeLogDirs(body(buf, api_key, version)?),
         ApiKey::IncrementalAlterConfigs => {
             Request::IncrementalAlterConfigs(body(buf, api_key, version)?)
         }

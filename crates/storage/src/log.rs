@@ -51,6 +51,9 @@ const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 pub struct RecoveryHint {
     pub recovery_point: Option<i64>,
     pub clean_shutdown: bool,
+    /// A log start offset advanced inside a segment (DeleteRecords), from the broker's
+    /// `log-start-offset-checkpoint`: the log start never goes back behind it.
+    pub log_start_offset: Option<i64>,
 }
 
 /// Who is appending, which decides the producer-state checks.
@@ -259,6 +262,12 @@ impl Log {
         }
         log.recovery_point = leo;
         log.high_watermark = leo;
+        if let Some(start) = hint.and_then(|h| h.log_start_offset) {
+            if start > leo {
+                warn!(dir = %log.dir.display(), checkpointed = start, log_end_offset = leo, "log start offset checkpoint is past the log end; using the log end");
+            }
+            log.log_start_offset = log.log_start_offset.max(start.min(leo));
+        }
         if hint.is_none() {
             log.write_recovery_point()?;
         }
@@ -835,7 +844,11 @@ impl Log {
                     .read()
                     .map_err(|e| StorageError::io(&self.dir, e))?;
                     let records = decode_records(bytes)?;
-                    if let Some(r) = records.iter().find(|r| r.timestamp_ms >= target_ms) {
+                    // Records below the log start offset (DeleteRecords) are gone.
+                    if let Some(r) = records
+                        .iter()
+                        .find(|r| r.timestamp_ms >= target_ms && r.offset >= self.log_start_offset)
+                    {
                         return Ok(Some((r.offset, r.timestamp_ms)));
                     }
                 }
@@ -893,6 +906,41 @@ impl Log {
             info!(dir = %self.dir.display(), deleted, log_start_offset = self.log_start_offset, "retention deleted segments");
         }
         Ok(deleted)
+    }
+
+    /// DeleteRecords: makes `offset` (-1: the high watermark) the log start offset. Records
+    /// below it are no longer served; sealed segments wholly below it are deleted; offsets
+    /// never move. The caller persists the new log start (it may lie inside a segment).
+    /// Returns the log start offset after the call (never lower than before).
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64> {
+        let target = if offset == -1 {
+            self.high_watermark
+        } else {
+            offset
+        };
+        if target < 0 || target > self.high_watermark {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: self.high_watermark,
+            });
+        }
+        if target <= self.log_start_offset {
+            return Ok(self.log_start_offset);
+        }
+        self.log_start_offset = target;
+        let mut deleted = 0;
+        while let Some((&base, segment)) = self.sealed.first_key_value() {
+            if segment.0.next_offset() > target {
+                break;
+            }
+            let segment = self.sealed.remove(&base).expect("present");
+            segment.delete(self.fs.as_ref());
+            deleted += 1;
+        }
+        self.producers.prune_aborted(self.log_start_offset);
+        info!(dir = %self.dir.display(), deleted, log_start_offset = target, "records deleted");
+        Ok(target)
     }
 
     /// Clean shutdown: sync, write indexes and the recovery point, leave the marker.

@@ -421,3 +421,64 @@ fn create_time_outside_the_accepted_window_is_refused() {
         "LogAppendTime ignores producer timestamps"
     );
 }
+
+/// DeleteRecords (invariants 2 and 4): the log start offset moves forward (never back),
+/// to any offset up to the high watermark, also inside a segment; sealed segments below it
+/// are deleted; offsets never change; a restart keeps it only through the caller's
+/// checkpoint (`RecoveryHint::log_start_offset`), since it can lie inside a segment.
+#[test]
+fn delete_records_advances_the_log_start_offset() {
+    use strata_storage::RecoveryHint;
+    let w = World::new();
+    let config = LogConfig {
+        segment_bytes: 300,
+        ..LogConfig::default()
+    };
+    let mut log = w.open(config.clone());
+    let sync = |log: &mut Log| common::sync(log);
+    for i in 0..30 {
+        log.append(&batch(&[&format!("v{i}")], 1_000_000), 0)
+            .unwrap();
+    }
+    sync(&mut log);
+    let segments = log.segment_count();
+    assert!(segments > 3);
+    assert!(
+        log.delete_records_before(31).is_err(),
+        "past the high watermark"
+    );
+    assert_eq!(log.delete_records_before(17).unwrap(), 17);
+    assert_eq!(log.delete_records_before(5).unwrap(), 17, "never backwards");
+    assert_eq!(log.log_start_offset(), 17);
+    assert!(log.segment_count() < segments, "segments below deleted");
+    assert!(log.read(16, 1 << 20).is_err(), "below the log start");
+    let first = decode_records(log.read(17, 1 << 20).unwrap().records).unwrap();
+    assert!(first
+        .iter()
+        .any(|r| r.offset == 17 && r.value.as_deref() == Some(&b"v17"[..])));
+    assert_eq!(
+        log.offset_for_timestamp(0).unwrap().map(|(o, _)| o),
+        Some(17)
+    );
+    log.close().unwrap();
+    let hint = RecoveryHint {
+        log_start_offset: Some(17),
+        ..RecoveryHint::default()
+    };
+    let reopened = w.open_managed(config.clone(), hint);
+    assert_eq!(reopened.log_start_offset(), 17);
+    drop(reopened);
+    assert!(
+        w.open(config).log_start_offset() <= 17,
+        "without the checkpoint: a segment base"
+    );
+    // -1 means the high watermark.
+    let mut log = w.open_managed(
+        LogConfig {
+            segment_bytes: 300,
+            ..LogConfig::default()
+        },
+        hint,
+    );
+    assert_eq!(log.delete_records_before(-1).unwrap(), 30);
+}

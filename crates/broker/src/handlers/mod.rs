@@ -9,6 +9,7 @@ mod describe;
 mod fetch;
 mod groups;
 mod list_offsets;
+mod log_dirs;
 mod metadata;
 mod produce;
 mod txn;
@@ -140,6 +141,12 @@ pub fn dispatch(
         }),
         Request::CreatePartitions(r) => blocking(broker, move |b| {
             encode(cid, api_key, version, &admin::create_partitions(&b, r))
+        }),
+        Request::DeleteRecords(r) => blocking(broker, move |b| {
+            encode(cid, api_key, version, &log_dirs::delete_records(&b, r))
+        }),
+        Request::DescribeLogDirs(r) => blocking(broker, move |b| {
+            encode(cid, api_key, version, &log_dirs::describe_log_dirs(&b, r))
         }),
         Request::AlterConfigs(r) => blocking(broker, move |b| {
             encode(cid, api_key, version, &configs::alter_configs(&b, r))

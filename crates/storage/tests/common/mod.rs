@@ -27,6 +27,12 @@ impl World {
         let clock: Arc<dyn Clock> = self.clock.clone();
         Log::open(fs, clock, Path::new("/data/t-0"), config).unwrap()
     }
+
+    pub fn open_managed(&self, config: LogConfig, hint: strata_storage::RecoveryHint) -> Log {
+        let fs: Arc<dyn Fs> = Arc::new(self.fs.clone());
+        let clock: Arc<dyn Clock> = self.clock.clone();
+        Log::open_managed(fs, clock, Path::new("/data/t-0"), config, hint).unwrap()
+    }
 }
 
 /// Syncs everything appended, as an acks=all produce waits for.
