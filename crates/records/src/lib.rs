@@ -37,4 +37,5 @@ pub use batch::{BatchHeader, Compression, TimestampType, BATCH_HEADER_BYTES, LOG
 pub use builder::{BatchBuilder, Record};
 pub use decode::{decode_records, DecodedRecord};
 pub use error::RecordsError;
+pub mod rewrite;
 pub use validate::{scan_batches, validate_produce, BatchSpan, ProducedBatches, ScanStop};

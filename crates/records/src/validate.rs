@@ -26,8 +26,16 @@ pub struct ProducedBatches {
     pub records: i64,
 }
 
+/// Which batches are valid: a producer's hold exactly `last_offset_delta + 1` records; stored
+/// ones may hold fewer (the log cleaner removes records but keeps each batch's offset range).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Produced,
+    Stored,
+}
+
 /// Validates one batch whose bytes are exactly `batch`.
-fn validate_one(batch: &[u8], header: &BatchHeader) -> Result<(), RecordsError> {
+fn validate_one(batch: &[u8], header: &BatchHeader, origin: Origin) -> Result<(), RecordsError> {
     if header.magic != 2 {
         return Err(RecordsError::UnsupportedMagic(header.magic));
     }
@@ -39,10 +47,16 @@ fn validate_one(batch: &[u8], header: &BatchHeader) -> Result<(), RecordsError> 
         });
     }
     header.compression()?;
-    if header.records_count < 1
-        || header.last_offset_delta < 0
-        || header.last_offset_delta != header.records_count - 1
-    {
+    let counts_ok = match origin {
+        Origin::Produced => {
+            header.records_count >= 1 && header.last_offset_delta == header.records_count - 1
+        }
+        Origin::Stored => {
+            header.records_count >= 0
+                && i64::from(header.records_count) <= i64::from(header.last_offset_delta) + 1
+        }
+    };
+    if header.last_offset_delta < 0 || !counts_ok {
         return Err(RecordsError::CountMismatch {
             records_count: header.records_count,
             last_offset_delta: header.last_offset_delta,
@@ -93,7 +107,7 @@ pub fn validate_produce(buf: &[u8]) -> Result<ProducedBatches, RecordsError> {
                 available: rest.len(),
             });
         }
-        validate_one(&rest[..total], &header)?;
+        validate_one(&rest[..total], &header, Origin::Produced)?;
         if header.is_control() {
             return Err(RecordsError::ControlBatchFromProducer);
         }
@@ -122,8 +136,10 @@ pub enum ScanStop {
     },
 }
 
-/// Scans stored batches for recovery: each must be whole, pass its CRC and start at
-/// `expected_offset` (the previous batch's next offset), except the first when `None`.
+/// Scans stored batches for recovery: each must be whole, pass its CRC and start at or after
+/// `expected_offset` (the previous batch's next offset; after compaction whole batches may be
+/// gone), except the first when `None`. A stored batch may hold fewer records than its
+/// offset range (the cleaner removed some).
 pub fn scan_batches(buf: &[u8], mut expected_offset: Option<i64>) -> (Vec<BatchSpan>, ScanStop) {
     let mut spans = Vec::new();
     let mut position = 0;
@@ -145,11 +161,12 @@ pub fn scan_batches(buf: &[u8], mut expected_offset: Option<i64>) -> (Vec<BatchS
         if total > rest.len() {
             return (spans, ScanStop::Incomplete { position });
         }
-        if let Err(error) = validate_one(&rest[..total], &header) {
+        if let Err(error) = validate_one(&rest[..total], &header, Origin::Stored) {
             return (spans, ScanStop::Corrupt { position, error });
         }
         if let Some(expected) = expected_offset {
-            if header.base_offset != expected {
+            // Offsets only grow; a compacted log has gaps where whole batches were removed.
+            if header.base_offset < expected {
                 let error = RecordsError::Decode(format!(
                     "batch at offset {} where {} was expected",
                     header.base_offset, expected

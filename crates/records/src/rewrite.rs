@@ -1,0 +1,224 @@
+//! Rewriting a stored batch with some of its records removed (the log cleaner). What Kafka
+//! keeps, this keeps: the batch's base offset and last offset delta (so offsets never move
+//! and a batch still covers the same offset range), partition leader epoch, attributes
+//! (compression codec, timestamp type, transactional and control flags), base and max
+//! timestamps, producer id, epoch and base sequence (so idempotent producers' sequence
+//! arithmetic still holds). Only the record count, the records, the length and the CRC
+//! change. Compressed batches are decompressed and recompressed with the same codec.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::compression::{self as codec, Compressor};
+use kafka_protocol::records::RecordBatchDecoder;
+
+use crate::batch::{crc_of, BatchHeader, Compression, BATCH_HEADER_BYTES};
+use crate::RecordsError;
+
+/// One record of a batch, as the filter sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordView {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(Bytes, Option<Bytes>)>,
+}
+
+/// What filtering did to a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filtered {
+    /// Every record kept: the stored bytes can be copied as they are.
+    Unchanged,
+    /// Some records removed: the batch as rewritten (possibly with no records left, when the
+    /// caller asked to keep an empty batch).
+    Rewritten(Vec<u8>),
+    /// Every record removed and the batch dropped.
+    Dropped,
+}
+
+/// The records of one stored batch (decompressed).
+pub fn batch_records(batch: &[u8]) -> Result<Vec<RecordView>, RecordsError> {
+    let mut buf = Bytes::copy_from_slice(batch);
+    let set =
+        RecordBatchDecoder::decode(&mut buf).map_err(|e| RecordsError::Decode(e.to_string()))?;
+    Ok(set
+        .records
+        .into_iter()
+        .map(|r| RecordView {
+            offset: r.offset,
+            timestamp: r.timestamp,
+            key: r.key,
+            value: r.value,
+            headers: r
+                .headers
+                .into_iter()
+                .map(|(k, v)| (Bytes::copy_from_slice(k.as_bytes()), v))
+                .collect(),
+        })
+        .collect())
+}
+
+/// Keeps the records `keep` accepts. A batch left with no records is dropped unless
+/// `keep_empty` (the cleaner keeps a producer's last batch so its sequence state survives).
+pub fn filter_batch(
+    batch: &[u8],
+    keep_empty: bool,
+    mut keep: impl FnMut(&RecordView) -> bool,
+) -> Result<Filtered, RecordsError> {
+    let header = BatchHeader::parse(batch)?;
+    if header.is_control() {
+        return Ok(Filtered::Unchanged);
+    }
+    let records = batch_records(&batch[..header.total_bytes()])?;
+    let total = records.len();
+    let kept: Vec<RecordView> = records.into_iter().filter(|r| keep(r)).collect();
+    if kept.len() == total {
+        return Ok(Filtered::Unchanged);
+    }
+    if kept.is_empty() && !keep_empty {
+        return Ok(Filtered::Dropped);
+    }
+    Ok(Filtered::Rewritten(encode_like(&header, batch, &kept)?))
+}
+
+fn put_varint(b: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        b.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    b.push(z as u8);
+}
+
+fn put_bytes(b: &mut Vec<u8>, v: Option<&[u8]>) {
+    match v {
+        None => put_varint(b, -1),
+        Some(v) => {
+            put_varint(b, v.len() as i64);
+            b.extend_from_slice(v);
+        }
+    }
+}
+
+/// A batch with `header`'s fields and `records` (offsets and timestamps relative to the
+/// header's base offset and base timestamp).
+fn encode_like(
+    header: &BatchHeader,
+    original: &[u8],
+    records: &[RecordView],
+) -> Result<Vec<u8>, RecordsError> {
+    let mut body = Vec::new();
+    let mut one = Vec::new();
+    for r in records {
+        one.clear();
+        one.push(0); // record attributes
+        put_varint(&mut one, r.timestamp - header.base_timestamp);
+        put_varint(&mut one, r.offset - header.base_offset);
+        put_bytes(&mut one, r.key.as_deref());
+        put_bytes(&mut one, r.value.as_deref());
+        put_varint(&mut one, r.headers.len() as i64);
+        for (k, v) in &r.headers {
+            put_bytes(&mut one, Some(k));
+            put_bytes(&mut one, v.as_deref());
+        }
+        put_varint(&mut body, one.len() as i64);
+        body.extend_from_slice(&one);
+    }
+    let mut compressed = BytesMut::new();
+    let fill = |tmp: &mut BytesMut| -> anyhow::Result<()> {
+        tmp.put_slice(&body);
+        Ok(())
+    };
+    let result = match header.compression()? {
+        Compression::None => codec::None::compress(&mut compressed, fill),
+        Compression::Gzip => codec::Gzip::compress(&mut compressed, fill),
+        Compression::Snappy => codec::Snappy::compress(&mut compressed, fill),
+        Compression::Lz4 => codec::Lz4::compress(&mut compressed, fill),
+        Compression::Zstd => codec::Zstd::compress(&mut compressed, fill),
+    };
+    result.map_err(|e| RecordsError::Decode(format!("recompressing: {e}")))?;
+    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + compressed.len());
+    out.extend_from_slice(&original[..BATCH_HEADER_BYTES]);
+    out.extend_from_slice(&compressed);
+    let batch_length = (out.len() - 12) as i32;
+    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    out[57..61].copy_from_slice(&(records.len() as i32).to_be_bytes());
+    let crc = crc_of(&out);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BatchBuilder, Record};
+
+    fn batch(compression: crate::Compression) -> Vec<u8> {
+        let mut b = BatchBuilder::new(compression);
+        for i in 0..5 {
+            b.push(Record {
+                key: Some(Bytes::from(format!("k{i}"))),
+                value: (i != 3).then(|| Bytes::from(format!("v{i}"))),
+                headers: vec![("h".into(), Some(Bytes::from_static(b"x")))],
+                timestamp_ms: 1000 + i,
+            });
+        }
+        let mut bytes = b.build().unwrap().to_vec();
+        crate::set_base_offset(&mut bytes, 100);
+        bytes
+    }
+
+    #[test]
+    fn removing_records_keeps_offsets_timestamps_and_codec() {
+        for compression in [
+            crate::Compression::None,
+            crate::Compression::Gzip,
+            crate::Compression::Snappy,
+            crate::Compression::Lz4,
+            crate::Compression::Zstd,
+        ] {
+            let original = batch(compression);
+            let before = BatchHeader::parse(&original).unwrap();
+            let Filtered::Rewritten(new) =
+                filter_batch(&original, false, |r| r.offset != 100 && r.offset != 102).unwrap()
+            else {
+                panic!("expected a rewrite");
+            };
+            let after = BatchHeader::parse(&new).unwrap();
+            let (spans, stop) = crate::scan_batches(&new, Some(100));
+            assert_eq!((spans.len(), stop), (1, crate::ScanStop::End), "a valid stored batch");
+            assert!(crate::validate_produce(&new).is_err(), "but not one a producer may send");
+            assert_eq!(after.base_offset, 100);
+            assert_eq!(after.last_offset(), before.last_offset());
+            assert_eq!(after.compression().unwrap(), compression);
+            assert_eq!(
+                (after.base_sequence, after.producer_id, after.max_timestamp),
+                (before.base_sequence, before.producer_id, before.max_timestamp)
+            );
+            let records = batch_records(&new).unwrap();
+            let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
+            assert_eq!(offsets, vec![101, 103, 104]);
+            assert_eq!(records[0].timestamp, 1001);
+            assert_eq!(records[1].value, None, "a tombstone stays a tombstone");
+            assert_eq!(records[2].headers[0].1.as_deref(), Some(&b"x"[..]));
+        }
+    }
+
+    #[test]
+    fn unchanged_dropped_and_kept_empty() {
+        let original = batch(crate::Compression::None);
+        assert_eq!(
+            filter_batch(&original, false, |_| true).unwrap(),
+            Filtered::Unchanged
+        );
+        assert_eq!(
+            filter_batch(&original, false, |_| false).unwrap(),
+            Filtered::Dropped
+        );
+        let Filtered::Rewritten(empty) = filter_batch(&original, true, |_| false).unwrap() else {
+            panic!("expected an empty batch");
+        };
+        let h = BatchHeader::parse(&empty).unwrap();
+        assert_eq!((h.base_offset, h.last_offset(), h.records_count), (100, 104, 0));
+        assert!(batch_records(&empty).unwrap().is_empty());
+    }
+}
