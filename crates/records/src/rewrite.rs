@@ -185,14 +185,25 @@ mod tests {
             };
             let after = BatchHeader::parse(&new).unwrap();
             let (spans, stop) = crate::scan_batches(&new, Some(100));
-            assert_eq!((spans.len(), stop), (1, crate::ScanStop::End), "a valid stored batch");
-            assert!(crate::validate_produce(&new).is_err(), "but not one a producer may send");
+            assert_eq!(
+                (spans.len(), stop),
+                (1, crate::ScanStop::End),
+                "a valid stored batch"
+            );
+            assert!(
+                crate::validate_produce(&new).is_err(),
+                "but not one a producer may send"
+            );
             assert_eq!(after.base_offset, 100);
             assert_eq!(after.last_offset(), before.last_offset());
             assert_eq!(after.compression().unwrap(), compression);
             assert_eq!(
                 (after.base_sequence, after.producer_id, after.max_timestamp),
-                (before.base_sequence, before.producer_id, before.max_timestamp)
+                (
+                    before.base_sequence,
+                    before.producer_id,
+                    before.max_timestamp
+                )
             );
             let records = batch_records(&new).unwrap();
             let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
@@ -218,7 +229,10 @@ mod tests {
             panic!("expected an empty batch");
         };
         let h = BatchHeader::parse(&empty).unwrap();
-        assert_eq!((h.base_offset, h.last_offset(), h.records_count), (100, 104, 0));
+        assert_eq!(
+            (h.base_offset, h.last_offset(), h.records_count),
+            (100, 104, 0)
+        );
         assert!(batch_records(&empty).unwrap().is_empty());
     }
 }

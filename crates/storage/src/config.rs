@@ -38,6 +38,20 @@ pub struct LogConfig {
     /// `producer.id.expiration.ms`: idempotent producer state of a producer silent this long
     /// is forgotten (its next batch is accepted with any sequence).
     pub producer_id_expiration_ms: i64,
+    /// `cleanup.policy` contains `delete`: retention deletes old segments.
+    pub cleanup_delete: bool,
+    /// `cleanup.policy` contains `compact`: the cleaner keeps the latest record per key (and
+    /// producers must give every record a key).
+    pub cleanup_compact: bool,
+    /// `delete.retention.ms`: how long a tombstone stays after it could be cleaned.
+    pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`: records younger than this are not compacted.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a log with dirty records older than this is cleaned whatever
+    /// its dirty ratio.
+    pub max_compaction_lag_ms: i64,
+    /// `min.cleanable.dirty.ratio`, in parts per million (500000 = 0.5).
+    pub min_cleanable_dirty_ratio_ppm: u32,
 }
 
 impl Default for LogConfig {
@@ -55,6 +69,12 @@ impl Default for LogConfig {
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: i64::MAX,
             producer_id_expiration_ms: 86_400_000,
+            cleanup_delete: true,
+            cleanup_compact: false,
+            delete_retention_ms: 86_400_000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            min_cleanable_dirty_ratio_ppm: 500_000,
         }
     }
 }
@@ -108,6 +128,22 @@ impl LogConfig {
         }
         if self.timestamp_before_max_ms < 0 || self.timestamp_after_max_ms < 0 {
             return bad("message.timestamp.before.max.ms and message.timestamp.after.max.ms must be 0 or more".into());
+        }
+        if !(self.cleanup_delete || self.cleanup_compact) {
+            return bad("cleanup.policy must contain delete, compact or both".into());
+        }
+        if self.delete_retention_ms < 0 || self.min_compaction_lag_ms < 0 {
+            return bad("delete.retention.ms and min.compaction.lag.ms must be 0 or more".into());
+        }
+        if self.max_compaction_lag_ms < 1 || self.max_compaction_lag_ms < self.min_compaction_lag_ms
+        {
+            return bad(format!(
+                "max.compaction.lag.ms {} must be at least 1 and at least min.compaction.lag.ms {}",
+                self.max_compaction_lag_ms, self.min_compaction_lag_ms
+            ));
+        }
+        if self.min_cleanable_dirty_ratio_ppm > 1_000_000 {
+            return bad("min.cleanable.dirty.ratio must be between 0 and 1".into());
         }
         if self.index_interval_bytes == 0 {
             return bad("index.interval.bytes must be at least 1".into());

@@ -11,6 +11,7 @@
 //! [`clock::Clock`] so tests can lose unsynced writes, tear writes, flip bits and move time.
 
 pub mod checkpoint;
+pub mod cleaner;
 pub mod clock;
 pub mod config;
 pub mod error;

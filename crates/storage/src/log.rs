@@ -111,6 +111,9 @@ pub struct Log {
     failed: bool,
     /// Idempotent producers' last batches (see [`crate::producer_state`]).
     producers: ProducerState,
+    /// Where the last cleaning pass stopped (compacted logs): records before it were
+    /// deduplicated against everything mapped so far.
+    first_dirty_offset: i64,
 }
 
 const SNAPSHOT_EXTENSION: &str = "snapshot";
@@ -171,6 +174,8 @@ impl Log {
         config.validate()?;
         fs.create_dir_all(dir)
             .map_err(|e| StorageError::io(dir, e))?;
+        // A cleaning pass a crash interrupted: undone before its commit, finished after.
+        crate::cleaner::recover(fs.as_ref(), dir)?;
         let entries = fs.list_dir(dir).map_err(|e| StorageError::io(dir, e))?;
         let mut bases: Vec<i64> = entries
             .iter()
@@ -249,6 +254,7 @@ impl Log {
             deleted: false,
             failed: false,
             producers: ProducerState::default(),
+            first_dirty_offset: 0,
         };
         // What survived recovery may still be only in the page cache: sync it before anyone
         // reads it, so it can never disappear later.
@@ -873,6 +879,9 @@ impl Log {
     /// segment is rolled first so it can go too, as Kafka does; the log then holds one empty
     /// active segment at the log end offset. Returns the number of segments deleted.
     pub fn apply_retention(&mut self) -> Result<usize> {
+        if !self.config.cleanup_delete {
+            return Ok(0); // cleanup.policy=compact: only the cleaner removes records
+        }
         let now = self.clock.now_ms();
         let retention_ms = self.config.retention_ms;
         let expired = move |max_ts: i64| retention_ms >= 0 && max_ts < now - retention_ms;
@@ -941,6 +950,161 @@ impl Log {
         self.producers.prune_aborted(self.log_start_offset);
         info!(dir = %self.dir.display(), deleted, log_start_offset = target, "records deleted");
         Ok(target)
+    }
+
+    /// Where the next cleaning pass starts mapping (never before the log start).
+    pub fn first_dirty_offset(&self) -> i64 {
+        self.first_dirty_offset.max(self.log_start_offset)
+    }
+
+    /// Restores the cleaner's checkpoint (kept by the broker).
+    pub fn set_first_dirty_offset(&mut self, offset: i64) {
+        self.first_dirty_offset = offset.min(self.log_end_offset());
+    }
+
+    /// Bytes of sealed segments at or past the first dirty offset, and of all sealed
+    /// segments: the dirty ratio the cleaner ranks logs by.
+    pub fn dirty_bytes(&self) -> (u64, u64) {
+        let first_dirty = self.first_dirty_offset();
+        let mut dirty = 0;
+        let mut total = 0;
+        for s in self.sealed.values() {
+            total += s.0.size();
+            if s.0.next_offset() > first_dirty {
+                dirty += s.0.size();
+            }
+        }
+        (dirty, total)
+    }
+
+    /// The newest timestamp of the oldest dirty sealed segment (for `max.compaction.lag.ms`).
+    pub fn oldest_dirty_timestamp(&self) -> Option<i64> {
+        let first_dirty = self.first_dirty_offset();
+        self.sealed
+            .values()
+            .find(|s| s.0.next_offset() > first_dirty)
+            .map(|s| s.0.max_timestamp())
+    }
+
+    /// Plans one cleaning pass (in memory, under the caller's lock): None if the log is not
+    /// compacted or nothing is cleanable yet. See [`crate::cleaner`].
+    pub fn plan_clean(&self) -> Option<crate::cleaner::CleanJob> {
+        if !self.config.cleanup_compact || self.sealed.is_empty() || self.deleted || self.failed {
+            return None;
+        }
+        let now = self.clock.now_ms();
+        let mut uncleanable = self.active.0.base_offset.min(self.last_stable_offset());
+        if self.config.min_compaction_lag_ms > 0 {
+            let young = now.saturating_sub(self.config.min_compaction_lag_ms);
+            if let Some(s) = self.sealed.values().find(|s| s.0.max_timestamp() > young) {
+                uncleanable = uncleanable.min(s.0.base_offset);
+            }
+        }
+        let first_dirty = self.first_dirty_offset();
+        if first_dirty >= uncleanable {
+            return None;
+        }
+        let segments = self
+            .sealed
+            .values()
+            .filter(|s| s.0.base_offset < uncleanable)
+            .map(|s| crate::cleaner::PlannedSegment {
+                base_offset: s.0.base_offset,
+                next_offset: s.0.next_offset(),
+                size: s.0.size(),
+                file: s.0.file(),
+            })
+            .collect();
+        let aborted = self
+            .producers
+            .aborted_between(self.log_start_offset, uncleanable)
+            .into_iter()
+            .map(|a| (a.producer_id, a.first_offset, a.last_offset))
+            .collect();
+        Some(crate::cleaner::CleanJob {
+            fs: self.fs.clone(),
+            dir: self.dir.clone(),
+            config: self.config.clone(),
+            segments,
+            first_dirty,
+            uncleanable,
+            aborted,
+            now_ms: now,
+        })
+    }
+
+    /// Swaps in what a cleaning pass wrote, if the segments it read are all still here
+    /// (retention or DeleteRecords may have removed some meanwhile: then the pass is thrown
+    /// away and None returned). Crash-safe; see [`crate::cleaner`].
+    pub fn finish_clean(
+        &mut self,
+        out: crate::cleaner::CleanOutput,
+    ) -> Result<Option<crate::cleaner::CleanStats>> {
+        self.finish_clean_inner(out, None)
+    }
+
+    /// [`Log::finish_clean`] that stops dead after `step` steps of the swap, as a crash
+    /// would (for tests: the log must then be dropped and reopened).
+    #[doc(hidden)]
+    pub fn finish_clean_interrupted(
+        &mut self,
+        out: crate::cleaner::CleanOutput,
+        step: usize,
+    ) -> Result<()> {
+        self.finish_clean_inner(out, Some(step)).map(|_| ())
+    }
+
+    fn finish_clean_inner(
+        &mut self,
+        out: crate::cleaner::CleanOutput,
+        crash_after: Option<usize>,
+    ) -> Result<Option<crate::cleaner::CleanStats>> {
+        use crate::cleaner::{complete_swap, CLEANED_DIR, CLEANING_DIR};
+        let cleaning = self.dir.join(CLEANING_DIR);
+        let unchanged = out
+            .planned
+            .iter()
+            .all(|(base, size)| self.sealed.get(base).is_some_and(|s| s.0.size() == *size));
+        if !unchanged || self.deleted || self.failed {
+            let _ = self.fs.remove_dir_all(&cleaning);
+            return Ok(None);
+        }
+        if crash_after == Some(0) {
+            return Ok(None);
+        }
+        if !out.rewritten.is_empty() {
+            let cleaned = self.dir.join(CLEANED_DIR);
+            // A swap an I/O error interrupted earlier is finished first.
+            complete_swap(self.fs.as_ref(), &self.dir, None)?;
+            self.fs
+                .rename(&cleaning, &cleaned)
+                .map_err(|e| StorageError::io(&cleaning, e))?;
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(|e| StorageError::io(&self.dir, e))?;
+            if crash_after == Some(1) {
+                return Ok(None);
+            }
+            complete_swap(self.fs.as_ref(), &self.dir, crash_after.map(|s| s - 2))?;
+            if crash_after.is_some() {
+                return Ok(None);
+            }
+            for base in &out.rewritten {
+                let next = self.sealed[base].0.next_offset();
+                let segment = crate::cleaner::reopen(
+                    self.fs.as_ref(),
+                    &self.dir,
+                    *base,
+                    self.config.index_interval_bytes,
+                    next,
+                )?;
+                self.sealed.insert(*base, segment);
+            }
+        } else {
+            let _ = self.fs.remove_dir_all(&cleaning);
+        }
+        self.first_dirty_offset = self.first_dirty_offset.max(out.stats.mapped_end);
+        Ok(Some(out.stats))
     }
 
     /// Clean shutdown: sync, write indexes and the recovery point, leave the marker.
