@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use strata_storage::{LogConfig, TimestampType};
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
     /// `node.id`.
@@ -73,6 +73,32 @@ pub struct BrokerConfig {
     /// `log.retention.check.interval.ms`.
     #[serde(alias = "log.retention.check.interval.ms")]
     pub log_retention_check_interval_ms: u64,
+    /// `log.cleanup.policy`: "delete", "compact" or "compact,delete".
+    #[serde(alias = "log.cleanup.policy")]
+    pub log_cleanup_policy: String,
+    /// `log.cleaner.enable`.
+    #[serde(alias = "log.cleaner.enable")]
+    pub log_cleaner_enable: bool,
+    /// `log.cleaner.delete.retention.ms`: how long tombstones stay once cleanable.
+    #[serde(alias = "log.cleaner.delete.retention.ms")]
+    pub log_cleaner_delete_retention_ms: i64,
+    /// `log.cleaner.min.compaction.lag.ms` / `log.cleaner.max.compaction.lag.ms`.
+    #[serde(alias = "log.cleaner.min.compaction.lag.ms")]
+    pub log_cleaner_min_compaction_lag_ms: i64,
+    #[serde(alias = "log.cleaner.max.compaction.lag.ms")]
+    pub log_cleaner_max_compaction_lag_ms: i64,
+    /// `log.cleaner.min.cleanable.ratio`: the dirty ratio a log must reach to be cleaned.
+    #[serde(alias = "log.cleaner.min.cleanable.ratio")]
+    pub log_cleaner_min_cleanable_ratio: f64,
+    /// `log.cleaner.dedupe.buffer.size`: memory for one pass's key map.
+    #[serde(alias = "log.cleaner.dedupe.buffer.size")]
+    pub log_cleaner_dedupe_buffer_size: usize,
+    /// `log.cleaner.io.max.bytes.per.second`: the cleaner's read rate limit.
+    #[serde(alias = "log.cleaner.io.max.bytes.per.second")]
+    pub log_cleaner_io_max_bytes_per_second: f64,
+    /// `log.cleaner.backoff.ms`: how long the cleaner sleeps when nothing needs cleaning.
+    #[serde(alias = "log.cleaner.backoff.ms")]
+    pub log_cleaner_backoff_ms: u64,
     /// `log.flush.offset.checkpoint.interval.ms`: how often recovery points are written.
     #[serde(alias = "log.flush.offset.checkpoint.interval.ms")]
     pub log_flush_offset_checkpoint_interval_ms: u64,
@@ -154,6 +180,15 @@ impl Default for BrokerConfig {
             log_flush_interval_messages: log.flush_messages,
             log_flush_interval_ms: log.flush_ms,
             log_retention_check_interval_ms: 300_000,
+            log_cleanup_policy: "delete".into(),
+            log_cleaner_enable: true,
+            log_cleaner_delete_retention_ms: log.delete_retention_ms,
+            log_cleaner_min_compaction_lag_ms: log.min_compaction_lag_ms,
+            log_cleaner_max_compaction_lag_ms: log.max_compaction_lag_ms,
+            log_cleaner_min_cleanable_ratio: 0.5,
+            log_cleaner_dedupe_buffer_size: 128 << 20,
+            log_cleaner_io_max_bytes_per_second: f64::MAX,
+            log_cleaner_backoff_ms: 15_000,
             log_flush_offset_checkpoint_interval_ms: 10_000,
             syncfs_partitions_min: 64,
             cluster_id: "strata-cluster-0000000".into(),
@@ -224,7 +259,28 @@ impl BrokerConfig {
             },
             flush_messages: self.log_flush_interval_messages,
             flush_ms: self.log_flush_interval_ms,
+            cleanup_delete: self
+                .log_cleanup_policy
+                .split(',')
+                .any(|p| p.trim() == "delete"),
+            cleanup_compact: self
+                .log_cleanup_policy
+                .split(',')
+                .any(|p| p.trim() == "compact"),
+            delete_retention_ms: self.log_cleaner_delete_retention_ms,
+            min_compaction_lag_ms: self.log_cleaner_min_compaction_lag_ms,
+            max_compaction_lag_ms: self.log_cleaner_max_compaction_lag_ms,
+            min_cleanable_dirty_ratio_ppm: (self.log_cleaner_min_cleanable_ratio.clamp(0.0, 1.0)
+                * 1e6) as u32,
             ..LogConfig::default()
+        }
+    }
+
+    /// The log cleaner's settings.
+    pub fn cleaner_config(&self) -> strata_storage::cleaner::CleanerConfig {
+        strata_storage::cleaner::CleanerConfig {
+            dedupe_buffer_bytes: self.log_cleaner_dedupe_buffer_size.max(1 << 10),
+            io_max_bytes_per_second: self.log_cleaner_io_max_bytes_per_second,
         }
     }
 

@@ -11,6 +11,7 @@
 //!   `__transaction_state` topic and writes transaction markers.
 //! - [`errors`] is the one place where Kafka error codes are chosen.
 
+pub mod cleaner;
 pub mod config;
 pub mod connection;
 pub mod errors;

@@ -69,6 +69,10 @@ pub async fn serve(
     // In a JoinSet so that dropping this future (a test simulating a crash) stops it too.
     let mut background = tokio::task::JoinSet::new();
     background.spawn(background_work(broker.clone(), stop_rx.clone()));
+    background.spawn(crate::cleaner::cleaner_work(
+        broker.clone(),
+        stop_rx.clone(),
+    ));
     let slots = Arc::new(Semaphore::new(broker.config.connections_max));
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
@@ -105,7 +109,7 @@ pub async fn serve(
         warn!("in-flight requests did not finish within 10s; closing anyway");
         connections.abort_all();
     }
-    let _ = background.join_next().await;
+    while background.join_next().await.is_some() {}
     tokio::task::block_in_place(|| broker.close());
     info!("shutdown complete: logs synced and closed");
     Ok(())

@@ -217,6 +217,8 @@ impl Broker {
                 let _ = broker.fs.remove_dir_all(&dir);
             }
         }
+        broker.compact_internal_topics();
+        broker.load_cleaner_offsets();
         broker.load_groups()?;
         broker.load_transactions()?;
         info!(
@@ -554,6 +556,27 @@ impl Broker {
                 .cloned()
                 .unwrap_or_default(),
             cluster: image.broker_configs("").cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Internal topics are compacted (Kafka's setting); ones created before compaction
+    /// existed get `cleanup.policy=compact` at start.
+    fn compact_internal_topics(&self) {
+        let topics: Vec<TopicImage> = self
+            .image()
+            .topics()
+            .filter(|t| is_internal_topic(&t.name) && !t.configs.contains_key("cleanup.policy"))
+            .cloned()
+            .collect();
+        for t in topics {
+            let mut configs = t.configs.clone();
+            configs.insert("cleanup.policy".into(), "compact".into());
+            match self.alter_topic_configs(&t.name, configs, false) {
+                Ok(()) => info!(topic = %t.name, "internal topic now compacted"),
+                Err(e) => {
+                    warn!(topic = %t.name, error = %e, "could not make the internal topic compacted")
+                }
+            }
         }
     }
 

@@ -75,6 +75,13 @@ pub fn validate_broker_configs(
 /// Topic config keys Strata honours, with the broker setting each defaults to.
 pub const TOPIC_CONFIGS: &[(&str, &str)] = &[
     ("cleanup.policy", "log.cleanup.policy"),
+    ("delete.retention.ms", "log.cleaner.delete.retention.ms"),
+    ("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms"),
+    (
+        "min.cleanable.dirty.ratio",
+        "log.cleaner.min.cleanable.ratio",
+    ),
+    ("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms"),
     ("flush.messages", "log.flush.interval.messages"),
     ("flush.ms", "log.flush.interval.ms"),
     ("max.message.bytes", "message.max.bytes"),
@@ -104,9 +111,30 @@ fn parse_i64(key: &str, value: &str) -> Result<i64, String> {
 fn apply(config: &mut LogConfig, key: &str, value: &str) -> Result<(), String> {
     match key {
         "cleanup.policy" => {
-            if value != "delete" {
-                return Err(format!("Invalid value {value} for configuration cleanup.policy: only 'delete' is supported so far (compaction is not built yet)"));
+            let mut delete = false;
+            let mut compact = false;
+            for p in value.split(',').map(str::trim) {
+                match p {
+                    "delete" => delete = true,
+                    "compact" => compact = true,
+                    _ => return Err(format!("Invalid value {value} for configuration cleanup.policy: each item must be delete or compact")),
+                }
             }
+            if !(delete || compact) {
+                return Err(format!("Invalid value {value} for configuration cleanup.policy: must not be empty"));
+            }
+            config.cleanup_delete = delete;
+            config.cleanup_compact = compact;
+        }
+        "delete.retention.ms" => config.delete_retention_ms = parse_i64(key, value)?,
+        "min.compaction.lag.ms" => config.min_compaction_lag_ms = parse_i64(key, value)?,
+        "max.compaction.lag.ms" => config.max_compaction_lag_ms = parse_i64(key, value)?,
+        "min.cleanable.dirty.ratio" => {
+            let v: f64 = value.trim().parse().map_err(|_| format!("Invalid value {value} for configuration {key}: not a number"))?;
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("Invalid value {value} for configuration {key}: must be between 0 and 1"));
+            }
+            config.min_cleanable_dirty_ratio_ppm = (v * 1e6) as u32;
         }
         "flush.messages" => config.flush_messages = parse_i64(key, value)?,
         "flush.ms" => config.flush_ms = parse_i64(key, value)?,
@@ -167,7 +195,11 @@ pub fn log_config_with(
 fn broker_default(broker: &BrokerConfig, key: &str) -> String {
     let d = broker.log_defaults();
     match key {
-        "cleanup.policy" => "delete".into(),
+        "cleanup.policy" => broker.log_cleanup_policy.clone(),
+        "delete.retention.ms" => d.delete_retention_ms.to_string(),
+        "min.compaction.lag.ms" => d.min_compaction_lag_ms.to_string(),
+        "max.compaction.lag.ms" => d.max_compaction_lag_ms.to_string(),
+        "min.cleanable.dirty.ratio" => broker.log_cleaner_min_cleanable_ratio.to_string(),
         "flush.messages" => d.flush_messages.to_string(),
         "flush.ms" => d.flush_ms.to_string(),
         "max.message.bytes" => d.max_message_bytes.to_string(),

@@ -183,6 +183,7 @@ impl Broker {
             return Ok(());
         }
         let configs = std::collections::BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
             ("retention.ms".to_string(), "-1".to_string()),
             ("retention.bytes".to_string(), "-1".to_string()),
             ("segment.bytes".to_string(), (100 * 1024 * 1024).to_string()),

@@ -559,6 +559,19 @@ impl Log {
                 }
             }
         }
+        if self.config.cleanup_compact {
+            // Compaction keeps the latest record per key: a record without one has no place.
+            for span in &produced.spans {
+                let batch = &batches[span.position..span.position + span.len()];
+                for r in strata_records::rewrite::batch_records(batch)? {
+                    if r.key.is_none() {
+                        return Err(StorageError::KeylessRecordOnCompactedTopic(
+                            r.offset - span.header.base_offset,
+                        ));
+                    }
+                }
+            }
+        }
         let mut in_sequence: Vec<BatchHeader> = Vec::new();
         for span in &produced.spans {
             // Transactional data is accepted only from a producer whose transaction the

@@ -37,7 +37,23 @@ fn broker_entries(broker: &Broker) -> Vec<(String, String)> {
             c.log_retention_bytes.to_string(),
         ),
         ("message.max.bytes".into(), c.message_max_bytes.to_string()),
-        ("log.cleanup.policy".into(), "delete".into()),
+        ("log.cleanup.policy".into(), c.log_cleanup_policy.clone()),
+        (
+            "log.cleaner.delete.retention.ms".into(),
+            c.log_cleaner_delete_retention_ms.to_string(),
+        ),
+        (
+            "log.cleaner.min.compaction.lag.ms".into(),
+            c.log_cleaner_min_compaction_lag_ms.to_string(),
+        ),
+        (
+            "log.cleaner.max.compaction.lag.ms".into(),
+            c.log_cleaner_max_compaction_lag_ms.to_string(),
+        ),
+        (
+            "log.cleaner.min.cleanable.ratio".into(),
+            c.log_cleaner_min_cleanable_ratio.to_string(),
+        ),
         (
             "log.message.timestamp.type".into(),
             c.log_message_timestamp_type.clone(),
