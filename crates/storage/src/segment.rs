@@ -358,9 +358,19 @@ impl SegmentCore {
         max_bytes: usize,
         max_offset: i64,
     ) -> Result<Option<SegmentSlice>> {
-        let Some((start, first)) = self.position_of(offset)? else {
+        let Some((mut start, mut first)) = self.position_of(offset)? else {
             return Ok(None);
         };
+        // Batches the cleaner emptied (kept for their offset range and producer state) are
+        // skipped: a response holding nothing but them looks to clients like a message too
+        // large to fetch. A segment with nothing else yields nothing (the next one is read).
+        while first.records_count == 0 {
+            start += first.total_bytes() as u64;
+            if start >= self.size {
+                return Ok(None);
+            }
+            first = self.read_header(start)?;
+        }
         if first.base_offset >= max_offset {
             return Ok(None);
         }
