@@ -276,3 +276,144 @@ proptest! {
         check(&log, &written, log.first_dirty_offset(), false);
     }
 }
+
+fn keyed_producer_batch(
+    pid: i64,
+    seq: i32,
+    key: &str,
+    value: &str,
+    transactional: bool,
+) -> Vec<u8> {
+    let mut b = BatchBuilder::new(Compression::None);
+    b.push(Record {
+        key: Some(Bytes::from(key.to_string())),
+        value: Some(Bytes::from(value.to_string())),
+        headers: vec![],
+        timestamp_ms: 1_000_000,
+    });
+    let mut bytes = b.build().unwrap().to_vec();
+    bytes[43..51].copy_from_slice(&pid.to_be_bytes());
+    bytes[51..53].copy_from_slice(&0i16.to_be_bytes());
+    bytes[53..57].copy_from_slice(&seq.to_be_bytes());
+    if transactional {
+        bytes[22] |= 0x10;
+    }
+    let crc = strata_records::crc_of(&bytes);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    bytes
+}
+
+/// Aborted transactional records go; committed ones and the markers stay (invariant 6).
+#[test]
+fn aborted_transactions_are_removed_and_markers_kept() {
+    let w = World::new();
+    let mut log = w.open(config());
+    for i in 0..3 {
+        log.append_transactional(
+            &keyed_producer_batch(5, i, &format!("a{i}"), "aborted", true),
+            0,
+        )
+        .unwrap();
+    }
+    let abort = log.append_marker(5, 0, false, 0, 0).unwrap().base_offset;
+    for i in 0..3 {
+        log.append_transactional(
+            &keyed_producer_batch(6, i, &format!("c{i}"), "committed", true),
+            0,
+        )
+        .unwrap();
+    }
+    let commit = log.append_marker(6, 0, true, 0, 0).unwrap().base_offset;
+    let mut written = Written::new();
+    workload(&mut log, &mut written, 100, 5, 9); // roll the transactions into sealed segments
+    clean_fully(&mut log, &CleanerConfig::default());
+    let mut offset = 0;
+    let mut values = Vec::new();
+    let mut markers = Vec::new();
+    while offset < commit + 1 {
+        let records = decode_records(log.read(offset, 1 << 20).unwrap().records).unwrap();
+        for r in &records {
+            if r.offset >= offset && r.offset <= commit {
+                if r.control {
+                    markers.push(r.offset);
+                } else {
+                    values.push(String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap());
+                }
+            }
+        }
+        offset = records
+            .iter()
+            .map(|r| r.offset + 1)
+            .max()
+            .unwrap_or(offset + 1)
+            .max(offset + 1);
+    }
+    assert_eq!(values, vec!["committed"; 3]);
+    assert_eq!(markers, vec![abort, commit]);
+}
+
+/// Records younger than min.compaction.lag.ms are not compacted.
+#[test]
+fn min_compaction_lag_holds_young_records_back() {
+    let w = World::new();
+    let lagged = LogConfig {
+        min_compaction_lag_ms: 60_000,
+        ..config()
+    };
+    let mut log = w.open(lagged);
+    let mut written = Written::new();
+    workload(&mut log, &mut written, 100, 5, 2); // timestamps are the clock's now
+                                                 // All segments are younger than the lag: nothing to clean.
+    assert!(log.plan_clean().is_none());
+    w.clock.advance_ms(120_000);
+    assert!(clean_fully(&mut log, &CleanerConfig::default()) > 0);
+    check(&log, &written, log.first_dirty_offset(), false);
+}
+
+/// An idempotent producer keeps its sequence across cleaning, also when the producer
+/// snapshots are lost and the state is rebuilt from the cleaned log.
+#[test]
+fn producer_sequences_survive_cleaning() {
+    let w = World::new();
+    let mut log = w.open(config());
+    for seq in 0..60 {
+        log.append(
+            &keyed_producer_batch(9, seq, "same-key", &format!("v{seq}"), false),
+            0,
+        )
+        .unwrap();
+    }
+    // Another writer supersedes every record of producer 9: its batches empty out, and
+    // its last one must stay (empty) for its sequence state.
+    let mut written = Written::new();
+    for _ in 0..20 {
+        write(
+            &mut log,
+            &mut written,
+            &[("same-key".into(), Some("other".into()))],
+            1_000_000,
+        );
+    }
+    workload(&mut log, &mut written, 40, 3, 4);
+    clean_fully(&mut log, &CleanerConfig::default());
+    log.close().unwrap();
+    drop(log);
+    for path in w.fs.file_paths() {
+        if path.extension().is_some_and(|e| e == "snapshot") {
+            use strata_storage::Fs;
+            w.fs.remove_file(&path).unwrap();
+        }
+    }
+    let mut log = w.open(config());
+    // The next sequence is accepted, a retry of the last one is a duplicate, a gap refused.
+    assert!(log
+        .append(&keyed_producer_batch(9, 60, "same-key", "v60", false), 0)
+        .is_ok());
+    let retry = log
+        .append(&keyed_producer_batch(9, 60, "same-key", "v60", false), 0)
+        .unwrap();
+    assert_eq!(retry.records, 0, "a retry is answered, not stored");
+    assert!(log
+        .append(&keyed_producer_batch(9, 65, "same-key", "v65", false), 0)
+        .is_err());
+}
