@@ -2,8 +2,10 @@
 //! named by the 20-digit base offset (`00000000000000000042.log`).
 //!
 //! Format: the `.log` file is a plain concatenation of RecordBatch v2 bytes, exactly as
-//! produced except for the broker-owned fields. Offsets inside a segment are dense and
-//! start at the base offset.
+//! produced except for the broker-owned fields. Offsets inside a segment start at the base
+//! offset and are dense, except in segments the log cleaner rewrote (compacted topics): there
+//! records and whole batches may be gone, batches keep their offset ranges, and the last
+//! batch of the segment always stays, so the segment still ends where the next one starts.
 //!
 //! Types, not flags: [`ActiveSegment`] is the one segment of a log that takes appends; when
 //! it rolls it is synced, its indexes are written, and it becomes a [`SealedSegment`], which
