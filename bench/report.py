@@ -83,6 +83,13 @@ for mode in ["durable", "relaxed"]:
         cores = f"{w['broker_cpu_s'] / w['seconds']:.2f}" if w.get("broker_cpu_s") is not None and w["seconds"] else ""
         lines.append(f"| {name} | {w['records_per_s']:,.0f} | {w['mb_per_s']} | {ratio} | {lat_s} | {w.get('broker_peak_rss_mb', '')} | {cpu} | {cores} | {TARGETS[name]} |")
     lines.append("")
+cleaner = out / "cleaner.json"
+if cleaner.exists():
+    c = json.loads(cleaner.read_text())
+    lines += ["## Produce while the log cleaner works", "",
+              f"{c['dirty_gb']} GB dirty partition: produce-1k {c['produce_1k_mb_per_s_while_cleaning']} MB/s while cleaning, "
+              f"{c['produce_1k_mb_per_s_cleaner_idle_before']} / {c['produce_1k_mb_per_s_cleaner_idle_after']} MB/s idle before / after: "
+              f"ratio **{c['ratio']}** to the idle mean (target ≥ 0.70).", ""]
 restart = out / "restart.json"
 if restart.exists():
     r = json.loads(restart.read_text())

@@ -165,6 +165,14 @@ pub struct CleanOutput {
     pub stats: CleanStats,
 }
 
+impl CleanOutput {
+    /// Steps [`crate::Log::finish_clean_interrupted`] can stop after: the commit rename,
+    /// then three per rewritten segment.
+    pub fn swap_steps(&self) -> usize {
+        2 + 3 * self.rewritten.len()
+    }
+}
+
 /// Calls `f` with each whole batch of a segment file, in order, reading it in chunks.
 fn for_each_batch(
     segment: &PlannedSegment,

@@ -233,13 +233,16 @@ fn the_active_segment_and_open_transactions_are_never_cleaned() {
 
 #[test]
 fn a_kill_at_any_step_of_the_swap_leaves_the_old_or_the_new_log() {
-    for step in 0..12 {
+    let mut step = 0;
+    let mut steps = usize::MAX;
+    while step <= steps {
         let w = World::new();
         let mut log = w.open(config());
         let mut written = Written::new();
         workload(&mut log, &mut written, 150, 10, 42 + step as u64);
         let job = log.plan_clean().unwrap();
         let out = job.run(&CleanerConfig::default()).unwrap();
+        steps = out.swap_steps();
         log.finish_clean_interrupted(out, step).unwrap();
         drop(log); // the process dies here
         w.fs.crash(CrashMode::LoseUnsynced);
@@ -248,7 +251,12 @@ fn a_kill_at_any_step_of_the_swap_leaves_the_old_or_the_new_log() {
         check(&log, &written, 0, false);
         clean_fully(&mut log, &CleanerConfig::default());
         check(&log, &written, log.first_dirty_offset(), false);
+        step += 1;
     }
+    assert!(
+        steps > 10,
+        "{steps} steps: the swap covered several segments"
+    );
 }
 
 proptest! {
