@@ -60,8 +60,13 @@ impl Broker {
     pub fn clean_once(&self) -> Option<(Arc<Partition>, CleanStats)> {
         let partition = self.dirtiest_log()?;
         let job = partition.log().plan_clean()?;
-        let out = match job.run(&self.config.cleaner_config()) {
+        let out = match job.run_cancellable(&self.config.cleaner_config(), self.shutdown_flag()) {
             Ok(out) => out,
+            Err(strata_storage::StorageError::CleaningCancelled) => {
+                // Its `cleaning/` directory is discarded at the next pass or start.
+                info!(topic = %partition.topic, partition = partition.partition, "cleaning pass cancelled by shutdown");
+                return None;
+            }
             Err(e) => {
                 warn!(topic = %partition.topic, partition = partition.partition, error = %e, "cleaning failed");
                 return None;

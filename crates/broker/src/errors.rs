@@ -23,6 +23,7 @@ pub fn storage_error_code(e: &StorageError) -> i16 {
         StorageError::DuplicateSequence => ResponseError::DuplicateSequenceNumber,
         StorageError::NoOpenTransaction(_) => ResponseError::InvalidTxnState,
         StorageError::KeylessRecordOnCompactedTopic(_) => ResponseError::InvalidRecord,
+        StorageError::CleaningCancelled => ResponseError::UnknownServerError,
     };
     error.code()
 }

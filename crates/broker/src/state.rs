@@ -670,6 +670,11 @@ impl Broker {
         self.groups.close();
     }
 
+    /// Set once shutdown begins (long background work checks it to stop early).
+    pub fn shutdown_flag(&self) -> &AtomicBool {
+        &self.shutting_down
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
     }

@@ -176,7 +176,7 @@ impl CleanOutput {
 /// Calls `f` with each whole batch of a segment file, in order, reading it in chunks.
 fn for_each_batch(
     segment: &PlannedSegment,
-    throttle: &mut Throttle,
+    throttle: &mut Throttle<'_>,
     stats: &mut CleanStats,
     mut f: impl FnMut(&BatchHeader, &[u8]) -> Result<bool>,
 ) -> Result<()> {
@@ -224,9 +224,12 @@ fn read_range(
     segment: &PlannedSegment,
     position: u64,
     len: usize,
-    throttle: &mut Throttle,
+    throttle: &mut Throttle<'_>,
     stats: &mut CleanStats,
 ) -> Result<Vec<u8>> {
+    if throttle.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(StorageError::CleaningCancelled);
+    }
     let len = len.min((segment.size - position) as usize);
     let mut buf = vec![0u8; len];
     segment
@@ -238,14 +241,15 @@ fn read_range(
     Ok(buf)
 }
 
-/// Sleeps as needed to keep reads under a rate.
-struct Throttle {
+/// Sleeps as needed to keep reads under a rate; carries the cancellation flag.
+struct Throttle<'a> {
     bytes_per_second: f64,
     start: Instant,
     bytes: u64,
+    cancel: &'a std::sync::atomic::AtomicBool,
 }
 
-impl Throttle {
+impl Throttle<'_> {
     fn account(&mut self, bytes: u64) {
         self.bytes += bytes;
         if !self.bytes_per_second.is_finite() || self.bytes_per_second <= 0.0 {
@@ -268,6 +272,16 @@ impl CleanJob {
 
     /// Builds the map and writes the cleaned segments into `<dir>/cleaning/`.
     pub fn run(self, cleaner: &CleanerConfig) -> Result<CleanOutput> {
+        self.run_cancellable(cleaner, &std::sync::atomic::AtomicBool::new(false))
+    }
+
+    /// [`CleanJob::run`] that gives up (`StorageError::CleaningCancelled`, nothing swapped)
+    /// soon after `cancel` is set: a shutdown does not wait for a long pass.
+    pub fn run_cancellable(
+        self,
+        cleaner: &CleanerConfig,
+        cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<CleanOutput> {
         let started = Instant::now();
         let mut stats = CleanStats {
             first_dirty: self.first_dirty,
@@ -277,6 +291,7 @@ impl CleanJob {
             bytes_per_second: cleaner.io_max_bytes_per_second,
             start: started,
             bytes: 0,
+            cancel,
         };
         // 1. Map the dirty section.
         let mut map = OffsetMap::with_budget(cleaner.dedupe_buffer_bytes);

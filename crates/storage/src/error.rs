@@ -37,6 +37,8 @@ pub enum StorageError {
         "transactional batch from producer {0}, which has no transaction open on this partition"
     )]
     NoOpenTransaction(i64),
+    #[error("the cleaning pass was cancelled (shutdown)")]
+    CleaningCancelled,
     #[error("Compacted topic cannot accept message without key (record at offset delta {0})")]
     KeylessRecordOnCompactedTopic(i64),
 }

@@ -425,3 +425,22 @@ fn producer_sequences_survive_cleaning() {
         .append(&keyed_producer_batch(9, 65, "same-key", "v65", false), 0)
         .is_err());
 }
+
+/// A cancelled pass (shutdown) changes nothing; the next one cleans.
+#[test]
+fn a_cancelled_pass_changes_nothing() {
+    let w = World::new();
+    let mut log = w.open(config());
+    let mut written = Written::new();
+    workload(&mut log, &mut written, 150, 10, 8);
+    let before = read_all(&log);
+    let job = log.plan_clean().unwrap();
+    let cancel = std::sync::atomic::AtomicBool::new(true);
+    assert!(matches!(
+        job.run_cancellable(&CleanerConfig::default(), &cancel),
+        Err(strata_storage::StorageError::CleaningCancelled)
+    ));
+    assert_eq!(read_all(&log), before);
+    clean_fully(&mut log, &CleanerConfig::default());
+    check(&log, &written, log.first_dirty_offset(), false);
+}
