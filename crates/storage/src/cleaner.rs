@@ -353,28 +353,17 @@ impl CleanJob {
             if segment.base_offset >= mapped_end || map.is_empty() {
                 continue;
             }
-            // Pass 1: which batches must stay even if emptied.
-            let mut last_of_producer: BTreeMap<i64, i64> = BTreeMap::new();
-            let mut last_batch = -1;
-            for_each_batch(segment, &mut throttle, &mut stats, |h, _| {
-                if h.producer_id >= 0 {
-                    last_of_producer.insert(h.producer_id, h.base_offset);
-                }
-                last_batch = h.base_offset;
-                Ok(true)
-            })?;
-            // Pass 2: filter into a new segment.
-            let mut out: Vec<Vec<u8>> = Vec::new();
+            // Filter every batch, keeping emptied ones for now: which of those must stay
+            // (the segment's last batch, each producer's last) is known at the end.
+            let mut out: Vec<(Vec<u8>, i64, bool)> = Vec::new(); // (bytes, producer, emptied)
             let mut changed = false;
             let mut removed = 0u64;
             for_each_batch(segment, &mut throttle, &mut stats, |h, batch| {
-                let keep_empty = h.base_offset == last_batch
-                    || last_of_producer.get(&h.producer_id) == Some(&h.base_offset);
                 let aborted = h.is_transactional()
                     && !h.is_control()
                     && self.is_aborted(h.producer_id, h.base_offset);
                 let tombstones_expire = h.max_timestamp < horizon;
-                let filtered = filter_batch(batch, keep_empty, |r| {
+                let filtered = filter_batch(batch, true, |r| {
                     let keep = if aborted {
                         false
                     } else if let Some(key) = &r.key {
@@ -391,15 +380,31 @@ impl CleanJob {
                     keep
                 })?;
                 match filtered {
-                    Filtered::Unchanged => out.push(batch.to_vec()),
+                    Filtered::Unchanged => out.push((batch.to_vec(), h.producer_id, false)),
                     Filtered::Rewritten(b) => {
                         changed = true;
-                        out.push(b);
+                        let emptied = BatchHeader::parse(&b)?.records_count == 0;
+                        out.push((b, h.producer_id, emptied));
                     }
                     Filtered::Dropped => changed = true,
                 }
                 Ok(true)
             })?;
+            let mut last_of_producer: BTreeMap<i64, usize> = BTreeMap::new();
+            for (i, (_, producer, _)) in out.iter().enumerate() {
+                if *producer >= 0 {
+                    last_of_producer.insert(*producer, i);
+                }
+            }
+            let last = out.len().saturating_sub(1);
+            let out: Vec<Vec<u8>> = out
+                .into_iter()
+                .enumerate()
+                .filter(|(i, (_, producer, emptied))| {
+                    !*emptied || *i == last || last_of_producer.get(producer) == Some(i)
+                })
+                .map(|(_, (b, _, _))| b)
+                .collect();
             if !changed {
                 continue;
             }
