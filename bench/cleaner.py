@@ -44,6 +44,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--gb", type=float, default=5.0)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--throttle-mb", type=float, default=None,
+                    help="log.cleaner.io.max.bytes.per.second in MB/s (default: unlimited, as Kafka)")
     args = ap.parse_args()
     from confluent_kafka import Producer
 
@@ -52,7 +54,10 @@ def main():
     bootstrap = f"127.0.0.1:{port}"
     log_path = data / "broker.log"
     cfg = data / "broker.toml"
-    cfg.write_text("log_cleaner_backoff_ms = 500\n")
+    text = "log_cleaner_backoff_ms = 500\n"
+    if args.throttle_mb:
+        text += f"log_cleaner_io_max_bytes_per_second = {args.throttle_mb * 1e6}\n"
+    cfg.write_text(text)
     log = open(log_path, "wb")
     broker = subprocess.Popen([str(STRATA), "serve", "--data-dir", str(data / "d"), "--listen", bootstrap,
                                "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
@@ -83,6 +88,8 @@ def main():
         print(f"filled {args.gb} GB ({n} records, 100000 keys) in {fill_s:.0f}s", file=sys.stderr)
         import os
         os.sync()  # the fill's writeback must not weigh on the baseline
+        produce_1k(bootstrap, 3, broker.pid)  # warm-up, discarded
+        os.sync()
         baseline = produce_1k(bootstrap, args.seconds, broker.pid)
         print(f"cleaner idle:     {baseline['mb_per_s']} MB/s", file=sys.stderr)
         subprocess.run([str(STRATA), "topic", "alter-config", "dirty", "--set", "cleanup.policy=compact",
@@ -104,6 +111,7 @@ def main():
         idle = (baseline["mb_per_s"] + after["mb_per_s"]) / 2
         result = {
             "dirty_gb": args.gb,
+            "cleaner_throttle_mb_per_s": args.throttle_mb,
             "produce_1k_mb_per_s_cleaner_idle_before": baseline["mb_per_s"],
             "produce_1k_mb_per_s_while_cleaning": during["mb_per_s"],
             "produce_1k_mb_per_s_cleaner_idle_after": after["mb_per_s"],
