@@ -200,7 +200,17 @@ impl Broker {
 
     /// Creates `__consumer_offsets` on first use, as Kafka does.
     pub fn ensure_offsets_topic(&self) -> Result<(), TopicError> {
-        if self.partition(OFFSETS_TOPIC, 0).is_some() {
+        self.ensure_internal_topic(OFFSETS_TOPIC, self.config.offsets_topic_num_partitions)
+    }
+
+    /// Creates a coordinator's internal topic if it does not exist yet: compacted, kept
+    /// forever otherwise, 100 MB segments (Kafka's settings).
+    pub(crate) fn ensure_internal_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+    ) -> Result<(), TopicError> {
+        if self.partition(name, 0).is_some() {
             return Ok(());
         }
         let configs = BTreeMap::from([
@@ -209,12 +219,7 @@ impl Broker {
             ("retention.bytes".to_string(), "-1".to_string()),
             ("segment.bytes".to_string(), (100 * 1024 * 1024).to_string()),
         ]);
-        match self.create_topic_unchecked(
-            OFFSETS_TOPIC,
-            self.config.offsets_topic_num_partitions,
-            configs,
-            false,
-        ) {
+        match self.create_topic_unchecked(name, partitions, configs, false) {
             Ok(_) | Err(TopicError::AlreadyExists(_)) => Ok(()),
             Err(TopicError::Metadata(strata_cluster::MetadataError::TopicExists(_))) => Ok(()),
             Err(e) => Err(e),

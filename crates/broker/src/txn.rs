@@ -179,25 +179,10 @@ impl Broker {
 
     /// Creates `__transaction_state` on first use, as Kafka does.
     pub fn ensure_transaction_state_topic(&self) -> Result<(), TopicError> {
-        if self.partition(TRANSACTION_STATE_TOPIC, 0).is_some() {
-            return Ok(());
-        }
-        let configs = std::collections::BTreeMap::from([
-            ("cleanup.policy".to_string(), "compact".to_string()),
-            ("retention.ms".to_string(), "-1".to_string()),
-            ("retention.bytes".to_string(), "-1".to_string()),
-            ("segment.bytes".to_string(), (100 * 1024 * 1024).to_string()),
-        ]);
-        match self.create_topic_unchecked(
+        self.ensure_internal_topic(
             TRANSACTION_STATE_TOPIC,
             self.config.transaction_state_log_num_partitions,
-            configs,
-            false,
-        ) {
-            Ok(_) | Err(TopicError::AlreadyExists(_)) => Ok(()),
-            Err(TopicError::Metadata(strata_cluster::MetadataError::TopicExists(_))) => Ok(()),
-            Err(e) => Err(e),
-        }
+        )
     }
 
     /// Makes the records durable, then ends the transactions the call asked to end (markers

@@ -294,31 +294,43 @@ pub async fn offset_commit(broker: Arc<Broker>, r: OffsetCommitRequest) -> Offse
         move |topic: &str, p: i32| b.partition(topic, p).map(|p| p.high_watermark());
     let (result, pending) = broker.group_call(|c| c.commit_offsets(req, now, &high_watermark));
     let stored = broker.group_complete(pending).await;
+    let result = result.map_err(|e| group_error_code(&e));
     let mut resp = OffsetCommitResponse::default();
     for t in &r.topics {
         let mut rt = offset_commit_response::OffsetCommitResponseTopic::default();
         rt.name = t.name.clone();
-        let per: Option<&Vec<(i32, Option<GroupError>)>> = match &result {
-            Ok(results) => results
-                .iter()
-                .find(|(n, _)| n.as_str() == &**t.name)
-                .map(|(_, p)| p),
-            Err(_) => None,
-        };
         for (i, p) in t.partitions.iter().enumerate() {
             let mut rp = offset_commit_response::OffsetCommitResponsePartition::default();
             rp.partition_index = p.partition_index;
-            rp.error_code = match (&result, per.and_then(|v| v.get(i))) {
-                (Err(e), _) => group_error_code(e),
-                (Ok(_), Some((_, Some(e)))) => group_error_code(e),
-                (Ok(_), _) if !stored => errors::COORDINATOR_NOT_AVAILABLE,
-                _ => NONE,
-            };
+            rp.error_code = commit_code(&result, &t.name, i, stored);
             rt.partitions.push(rp);
         }
         resp.topics.push(rt);
     }
     resp
+}
+
+/// The error code of the `index`-th partition of `topic` in an (Txn)OffsetCommit answer:
+/// the request's error, else the partition's, else COORDINATOR_NOT_AVAILABLE when the
+/// records could not be made durable.
+pub(super) fn commit_code(
+    result: &Result<strata_group::CommitResults, i16>,
+    topic: &str,
+    index: usize,
+    stored: bool,
+) -> i16 {
+    match result {
+        Err(code) => *code,
+        Ok(results) => match results
+            .iter()
+            .find(|(n, _)| n == topic)
+            .and_then(|(_, p)| p.get(index))
+        {
+            Some((_, Some(e))) => group_error_code(e),
+            _ if !stored => errors::COORDINATOR_NOT_AVAILABLE,
+            _ => NONE,
+        },
+    }
 }
 
 type FetchTopics = Option<Vec<(String, Vec<i32>)>>;

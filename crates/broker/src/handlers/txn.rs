@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::add_partitions_to_txn_response as apt;
 use kafka_protocol::messages::*;
-use strata_group::{CommitPartition, CommitRequest, GroupError};
+use strata_group::{CommitPartition, CommitRequest};
 use tracing::warn;
 
 use super::str;
@@ -248,22 +248,10 @@ pub async fn txn_offset_commit(
     for t in &r.topics {
         let mut rt = txn_offset_commit_response::TxnOffsetCommitResponseTopic::default();
         rt.name = t.name.clone();
-        let per: Option<&Vec<(i32, Option<GroupError>)>> = match &result {
-            Ok(results) => results
-                .iter()
-                .find(|(n, _)| n.as_str() == &**t.name)
-                .map(|(_, p)| p),
-            Err(_) => None,
-        };
         for (i, p) in t.partitions.iter().enumerate() {
             let mut rp = txn_offset_commit_response::TxnOffsetCommitResponsePartition::default();
             rp.partition_index = p.partition_index;
-            rp.error_code = match (&result, per.and_then(|v| v.get(i))) {
-                (Err(code), _) => *code,
-                (Ok(_), Some((_, Some(e)))) => group_error_code(e),
-                (Ok(_), _) if !stored => errors::COORDINATOR_NOT_AVAILABLE,
-                _ => NONE,
-            };
+            rp.error_code = super::groups::commit_code(&result, &t.name, i, stored);
             rt.partitions.push(rp);
         }
         resp.topics.push(rt);
