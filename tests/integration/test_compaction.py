@@ -198,3 +198,55 @@ def test_kill9_during_cleaning_never_loses_a_latest_value(tmp_path):
     finally:
         broker.stop()
     assert "panicked" not in broker.log_text()
+
+
+def test_compacted_internal_topics_keep_group_and_transaction_state(tmp_path):
+    """`__consumer_offsets` and `__transaction_state` are compacted like any topic: after
+    thousands of plain and transactional commits (some aborted) are cleaned away, a kill -9
+    and restart replay exactly the last committed offsets and the transactional id's state."""
+    config = CLEANER_CONFIG + """
+offsets_topic_num_partitions = 1
+offsets_topic_segment_bytes = 16384
+transaction_state_log_num_partitions = 1
+transaction_state_log_segment_bytes = 16384
+"""
+    broker = Broker(tmp_path / "data", config_text=config).start()
+    try:
+        topic, group = unique("src"), unique("g")
+        create(broker.bootstrap, topic, {}, partitions=3)
+        produce_plain = Producer({"bootstrap.servers": broker.bootstrap})
+        for i in range(4000):
+            produce_plain.produce(topic, value=b"x", partition=i % 3)
+        assert produce_plain.flush(30) == 0
+        c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group,
+                      "enable.auto.commit": False})
+        for i in range(1, 1001):
+            c.commit(offsets=[TopicPartition(topic, p, i) for p in range(3)], asynchronous=False)
+        p = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": unique("tx")})
+        p.init_transactions(30)
+        for i in range(1001, 1201):
+            p.begin_transaction()
+            p.send_offsets_to_transaction([TopicPartition(topic, 0, i)], c.consumer_group_metadata(), 30)
+            if i % 7 == 0:
+                p.abort_transaction(30)
+            else:
+                p.commit_transaction(30)
+        c.close()
+        deadline = time.time() + 30
+        text = ""
+        while time.time() < deadline:
+            text = broker.log_text()
+            if "topic=__consumer_offsets" in text and "topic=__transaction_state" in text:
+                break
+            time.sleep(0.3)
+        assert "log cleaned topic=__consumer_offsets" in text.replace('"', ""), "offsets never cleaned"
+        assert "log cleaned topic=__transaction_state" in text.replace('"', ""), "transaction state never cleaned"
+        broker.kill9()
+        broker.start()
+        check = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group})
+        committed = check.committed([TopicPartition(topic, q) for q in range(3)], 30)
+        check.close()
+        assert [tp.offset for tp in committed] == [1200, 1000, 1000]
+    finally:
+        broker.stop()
+    assert "panicked" not in broker.log_text()

@@ -139,6 +139,12 @@ pub struct BrokerConfig {
     pub group_consumer_heartbeat_interval_ms: i32,
     #[serde(alias = "group.consumer.assignors")]
     pub group_consumer_assignors: Vec<String>,
+    /// `offsets.topic.segment.bytes` / `transaction.state.log.segment.bytes`: segment size
+    /// of the internal topics (compaction works on sealed segments).
+    #[serde(alias = "offsets.topic.segment.bytes")]
+    pub offsets_topic_segment_bytes: u64,
+    #[serde(alias = "transaction.state.log.segment.bytes")]
+    pub transaction_state_log_segment_bytes: u64,
     /// `transaction.state.log.num.partitions`: partitions of `__transaction_state`.
     #[serde(alias = "transaction.state.log.num.partitions")]
     pub transaction_state_log_num_partitions: i32,
@@ -204,6 +210,8 @@ impl Default for BrokerConfig {
             group_consumer_heartbeat_interval_ms: 5000,
             group_consumer_assignors: vec!["uniform".into(), "range".into()],
             transaction_state_log_num_partitions: 50,
+            offsets_topic_segment_bytes: 100 * 1024 * 1024,
+            transaction_state_log_segment_bytes: 100 * 1024 * 1024,
             transaction_max_timeout_ms: 900_000,
             transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
             transaction_abort_timed_out_transaction_cleanup_interval_ms: 10_000,

@@ -200,15 +200,20 @@ impl Broker {
 
     /// Creates `__consumer_offsets` on first use, as Kafka does.
     pub fn ensure_offsets_topic(&self) -> Result<(), TopicError> {
-        self.ensure_internal_topic(OFFSETS_TOPIC, self.config.offsets_topic_num_partitions)
+        self.ensure_internal_topic(
+            OFFSETS_TOPIC,
+            self.config.offsets_topic_num_partitions,
+            self.config.offsets_topic_segment_bytes,
+        )
     }
 
     /// Creates a coordinator's internal topic if it does not exist yet: compacted, kept
-    /// forever otherwise, 100 MB segments (Kafka's settings).
+    /// forever otherwise (Kafka's settings).
     pub(crate) fn ensure_internal_topic(
         &self,
         name: &str,
         partitions: i32,
+        segment_bytes: u64,
     ) -> Result<(), TopicError> {
         if self.partition(name, 0).is_some() {
             return Ok(());
@@ -217,7 +222,7 @@ impl Broker {
             ("cleanup.policy".to_string(), "compact".to_string()),
             ("retention.ms".to_string(), "-1".to_string()),
             ("retention.bytes".to_string(), "-1".to_string()),
-            ("segment.bytes".to_string(), (100 * 1024 * 1024).to_string()),
+            ("segment.bytes".to_string(), segment_bytes.to_string()),
         ]);
         match self.create_topic_unchecked(name, partitions, configs, false) {
             Ok(_) | Err(TopicError::AlreadyExists(_)) => Ok(()),

@@ -182,6 +182,7 @@ impl Broker {
         self.ensure_internal_topic(
             TRANSACTION_STATE_TOPIC,
             self.config.transaction_state_log_num_partitions,
+            self.config.transaction_state_log_segment_bytes,
         )
     }
 
