@@ -254,6 +254,8 @@ impl Broker {
                 .any(|ext| file.ends_with(ext))
                 || file == "recovery-point"
                 || file == "clean-shutdown"
+                || file == strata_storage::cleaner::CLEANING_DIR
+                || file == strata_storage::cleaner::CLEANED_DIR
         })
     }
 

@@ -364,3 +364,23 @@ async fn crash_between_prepare_commit_and_markers_is_finished_at_start() {
     assert_eq!(offsets_fetch(&broker).offset.map(|o| o.offset), Some(1));
     assert_eq!(committed_values(&broker, "t"), vec!["v"]);
 }
+
+/// A partition directory of a deleted topic is removed at start even when a cleaning pass
+/// left its `cleaning/` directory there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_partition_directories_with_cleaner_leftovers_are_removed() {
+    use strata_storage::Fs;
+    let fs = SimFs::new();
+    let broker = open(&fs);
+    broker
+        .create_topic("gone", 1, Default::default(), false)
+        .unwrap();
+    broker.delete_topic("gone").unwrap();
+    drop(broker);
+    let leftover = std::path::Path::new("/data/gone-0/cleaning");
+    fs.create_dir_all(leftover).unwrap();
+    fs.open(&leftover.join("00000000000000000000.log"), true)
+        .unwrap();
+    let _broker = open(&fs);
+    assert!(!fs.exists(std::path::Path::new("/data/gone-0")));
+}
