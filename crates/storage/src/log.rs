@@ -580,6 +580,21 @@ impl Log {
             if span.header.is_transactional() && origin == AppendOrigin::Client {
                 return Err(StorageError::NoOpenTransaction(span.header.producer_id));
             }
+            // One verified transaction per record set: every batch must belong to it (the
+            // caller verified the producer of the first).
+            let first = &produced.spans[0].header;
+            if origin == AppendOrigin::VerifiedTransaction
+                && !(span.header.is_transactional()
+                    && (span.header.producer_id, span.header.producer_epoch)
+                        == (first.producer_id, first.producer_epoch))
+            {
+                return Err(StorageError::InvalidBatch(
+                    strata_records::RecordsError::Decode(
+                        "a transactional record set mixes producers or non-transactional batches"
+                            .into(),
+                    ),
+                ));
+            }
             if origin == AppendOrigin::Coordinator {
                 self.producers.check_epoch(&span.header)?;
                 in_sequence.push(span.header);

@@ -158,3 +158,20 @@ fn coordinator_batches_skip_sequences_but_not_epochs() {
     assert_eq!(log.last_stable_offset(), 3);
     assert_eq!(log.aborted_transactions(0, 3), vec![(9, 0)]);
 }
+
+/// A verified transactional record set must be one producer's transactional batches only.
+#[test]
+fn a_verified_record_set_holds_only_that_transaction() {
+    let w = World::new();
+    let mut log = w.open(small_segments());
+    let mut mixed = batch(7, 0, 0, 1, true);
+    mixed.extend(batch(8, 0, 0, 1, true));
+    assert!(log.append_transactional(&mixed, 0).is_err());
+    let mut with_plain = batch(7, 0, 0, 1, true);
+    with_plain.extend(batch(-1, -1, -1, 1, false));
+    assert!(log.append_transactional(&with_plain, 0).is_err());
+    assert_eq!(log.log_end_offset(), 0, "nothing written");
+    let mut two = batch(7, 0, 0, 1, true);
+    two.extend(batch(7, 0, 1, 1, true));
+    assert_eq!(log.append_transactional(&two, 0).unwrap().last_offset, 1);
+}

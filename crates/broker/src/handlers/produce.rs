@@ -68,11 +68,10 @@ pub fn handle(
             // Written from the request buffer as it came; only batch headers are patched
             // (base offset, leader epoch), on copies.
             let outcome = match transactional_producer(&records) {
-                Err(message) => Err((errors::INVALID_RECORD, message)),
-                Ok(None) => partition
+                None => partition
                     .append(&records)
                     .map_err(|e| (errors::storage_error_code(&e), e.to_string())),
-                Ok(Some((producer_id, epoch))) => append_transactional(
+                Some((producer_id, epoch)) => append_transactional(
                     broker,
                     transactional_id.as_deref(),
                     &partition,
@@ -150,36 +149,13 @@ pub fn handle(
     })
 }
 
-/// The producer of a transactional record set, or None for a non-transactional one. All
-/// batches of a partition's record set must agree (one transaction is verified per set).
-fn transactional_producer(records: &[u8]) -> Result<Option<(i64, i16)>, String> {
-    let mut rest = records;
-    let mut producer: Option<(i64, i16)> = None;
-    let mut plain = false;
-    while rest.len() >= strata_records::BATCH_HEADER_BYTES {
-        // Malformed input is left to the append's full validation.
-        let Ok(h) = strata_records::BatchHeader::parse(rest) else {
-            break;
-        };
-        if h.is_transactional() {
-            match producer {
-                None => producer = Some((h.producer_id, h.producer_epoch)),
-                Some(p) if p != (h.producer_id, h.producer_epoch) => {
-                    return Err(
-                        "transactional batches of different producers in one record set".into(),
-                    )
-                }
-                Some(_) => {}
-            }
-        } else {
-            plain = true;
-        }
-        rest = &rest[h.total_bytes().min(rest.len())..];
-    }
-    if producer.is_some() && plain {
-        return Err("transactional and non-transactional batches in one record set".into());
-    }
-    Ok(producer)
+/// The producer of a transactional record set (from its first batch; the log checks that
+/// every batch belongs to the same verified transaction), or None for a plain one.
+fn transactional_producer(records: &[u8]) -> Option<(i64, i16)> {
+    strata_records::BatchHeader::parse(records)
+        .ok()
+        .filter(|h| h.is_transactional())
+        .map(|h| (h.producer_id, h.producer_epoch))
 }
 
 /// KIP-890 part 1: a transactional write is taken only inside the producer's ongoing
