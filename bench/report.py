@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Turns strata-bench JSON lines (bench/out/{durable,relaxed}.jsonl) into bench/RESULTS.md."""
+"""Turns strata-bench JSON lines (bench/out/{durable,relaxed,kafka-default,kafka-durable}.jsonl)
+into bench/RESULTS.md: Strata's numbers against their limits, then Strata / Apache Kafka ratios
+from the same run."""
 import datetime
 import json
 import os
@@ -83,6 +85,68 @@ for mode in ["durable", "relaxed"]:
         cores = f"{w['broker_cpu_s'] / w['seconds']:.2f}" if w.get("broker_cpu_s") is not None and w["seconds"] else ""
         lines.append(f"| {name} | {w['records_per_s']:,.0f} | {w['mb_per_s']} | {ratio} | {lat_s} | {w.get('broker_peak_rss_mb', '')} | {cpu} | {cores} | {TARGETS[name]} |")
     lines.append("")
+WORKLOADS = ["produce-1k", "produce-100", "consume-1k", "e2e-latency", "partitions-10k", "produce-txn"]
+kafka = {m: load(f"kafka-{m}") for m in ["default", "durable"]}
+if any(kafka.values()):
+    strata = {m: load(m) for m in ["durable", "relaxed"]}
+
+    def num(w, key):
+        return w.get(key) if w else None
+
+    def ratio(a, b, fmt="{:.2f}×"):
+        return fmt.format(a / b) if a is not None and b else "–"
+
+    def throughput(w):
+        return num(w, "records_per_s") if w and not w.get("latency") else None
+
+    def p99(w):
+        return (w or {}).get("latency", {}).get("p99_ms") if w and w.get("latency") else None
+
+    lines += [
+        "## Strata vs Apache Kafka (same machine, same run)",
+        "",
+        "Apache Kafka 4.4.0 from Maven Central (`scripts/kafka-peer`: KRaft, one combined node, "
+        "Kafka's default 1 GiB heap, G1), driven by the same `strata-bench` workloads right after Strata. "
+        "*Kafka default*: no fsync per write (its default). *Kafka durable*: `log.flush.interval.messages=1`, "
+        "an fsync per write as Strata does by default. Ratios > 1 favour Strata for throughput; "
+        "for p99, CPU-s/GB and RSS, < 1 favours Strata.",
+        "",
+        "| workload | Strata durable | Kafka default | Kafka durable | Strata durable / Kafka default | Strata durable / Kafka durable | Strata relaxed / Kafka default |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in WORKLOADS:
+        sd, sr = strata["durable"].get(name), strata["relaxed"].get(name)
+        kd, kf = kafka["default"].get(name), kafka["durable"].get(name)
+        if name == "e2e-latency":
+            cell = lambda w: f"p99 {p99(w)} ms" if p99(w) is not None else "failed"
+            lines.append(f"| {name} (p99) | {cell(sd)} | {cell(kd)} | {cell(kf)} | {ratio(p99(sd), p99(kd))} | {ratio(p99(sd), p99(kf))} | {ratio(p99(sr), p99(kd))} |")
+            continue
+        cell = lambda w: f"{throughput(w):,.0f} rec/s" if throughput(w) is not None else "failed"
+        lines.append(f"| {name} | {cell(sd)} | {cell(kd)} | {cell(kf)} | {ratio(throughput(sd), throughput(kd))} | {ratio(throughput(sd), throughput(kf))} | {ratio(throughput(sr), throughput(kd))} |")
+    lines += ["", "Broker resources per workload (CPU-seconds per GB moved, peak RSS):", "",
+              "| workload | Strata durable CPU-s/GB | Kafka default CPU-s/GB | ratio | Strata durable peak RSS (MB) | Kafka default peak RSS (MB) | ratio |",
+              "|---|---|---|---|---|---|---|"]
+    for name in WORKLOADS:
+        sd, kd = strata["durable"].get(name), kafka["default"].get(name)
+        c1, c2 = num(sd, "broker_cpu_s_per_gb"), num(kd, "broker_cpu_s_per_gb")
+        r1, r2 = num(sd, "broker_peak_rss_mb"), num(kd, "broker_peak_rss_mb")
+        lines.append(f"| {name} | {c1 if c1 is not None else '–'} | {c2 if c2 is not None else '–'} | {ratio(c1, c2)} | {r1 if r1 is not None else '–'} | {r2 if r2 is not None else '–'} | {ratio(r1, r2)} |")
+    lines.append("")
+    targets = [
+        ("produce-1k, produce-100, consume-1k, partitions-10k: Strata durable ≥ 1.0× Kafka default",
+         all((throughput(strata["durable"].get(n)) or 0) >= (throughput(kafka["default"].get(n)) or float("inf"))
+             for n in ["produce-1k", "produce-100", "consume-1k", "partitions-10k"])),
+        ("e2e p99 ≤ Kafka default's", (p99(strata["durable"].get("e2e-latency")) or float("inf"))
+         <= (p99(kafka["default"].get("e2e-latency")) or 0)),
+        ("broker CPU-s/GB ≤ 0.5× Kafka default's (produce-1k)",
+         (num(strata["durable"].get("produce-1k"), "broker_cpu_s_per_gb") or float("inf"))
+         <= 0.5 * (num(kafka["default"].get("produce-1k"), "broker_cpu_s_per_gb") or 0)),
+        ("peak RSS ≤ 0.25× Kafka default's (every workload)",
+         all((num(strata["durable"].get(n), "broker_peak_rss_mb") or float("inf"))
+             <= 0.25 * (num(kafka["default"].get(n), "broker_peak_rss_mb") or 0) for n in WORKLOADS)),
+    ]
+    lines += ["Targets (issue 11):", ""] + [f"- {'met' if ok else '**missed**'}: {t}" for t, ok in targets] + [""]
+
 cleaner = out / "cleaner.json"
 if cleaner.exists():
     c = json.loads(cleaner.read_text())

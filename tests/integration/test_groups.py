@@ -393,17 +393,27 @@ def test_offsets_of_deleted_topic_are_dropped(gbroker):
     assert [(tp.topic, tp.offset) for tp in offsets.topic_partitions] == [(keep, 4)]
 
 
-def test_commit_past_high_watermark_is_refused(gbroker):
+def test_commit_past_high_watermark_is_stored_as_kafka_does(gbroker):
+    # Kafka accepts an offset past the log end (invariant 12): the consumer's
+    # auto.offset.reset deals with it when it fetches, and clients rely on that.
     bs = gbroker.bootstrap
     topic, group = unique("hw"), unique("g")
     create_topic(bs, topic, 1)
     produce(bs, topic, 5)
     c = Consumer(consumer_config(bs, group, "classic"))
-    with pytest.raises(KafkaException):
-        c.commit(offsets=[TopicPartition(topic, 0, 6)], asynchronous=False)
-    c.commit(offsets=[TopicPartition(topic, 0, 5)], asynchronous=False)
-    assert c.committed([TopicPartition(topic, 0)], timeout=10)[0].offset == 5
+    c.commit(offsets=[TopicPartition(topic, 0, 1000, metadata="ahead")], asynchronous=False)
+    assert c.committed([TopicPartition(topic, 0)], timeout=10)[0].offset == 1000
     c.close()
+    # a member resuming from there is out of range and resets (earliest): it reads all 5
+    c = Consumer({**consumer_config(bs, group, "classic"), "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    got, deadline = [], time.time() + 30
+    while len(got) < 5 and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            got.append(m.offset())
+    c.close()
+    assert got == [0, 1, 2, 3, 4]
 
 
 def test_kafka_python_group(gbroker):

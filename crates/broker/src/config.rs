@@ -76,6 +76,10 @@ pub struct BrokerConfig {
     /// `log.cleanup.policy`: "delete", "compact" or "compact,delete".
     #[serde(alias = "log.cleanup.policy")]
     pub log_cleanup_policy: String,
+    /// `compression.type`: "producer" (keep the producer's codec) or a codec every stored
+    /// batch is re-encoded with (uncompressed, gzip, snappy, lz4, zstd).
+    #[serde(alias = "compression.type")]
+    pub compression_type: String,
     /// `log.cleaner.enable`.
     #[serde(alias = "log.cleaner.enable")]
     pub log_cleaner_enable: bool,
@@ -187,6 +191,7 @@ impl Default for BrokerConfig {
             log_flush_interval_ms: log.flush_ms,
             log_retention_check_interval_ms: 300_000,
             log_cleanup_policy: "delete".into(),
+            compression_type: "producer".into(),
             log_cleaner_enable: true,
             log_cleaner_delete_retention_ms: log.delete_retention_ms,
             log_cleaner_min_compaction_lag_ms: log.min_compaction_lag_ms,
@@ -280,6 +285,14 @@ impl BrokerConfig {
             max_compaction_lag_ms: self.log_cleaner_max_compaction_lag_ms,
             min_cleanable_dirty_ratio_ppm: (self.log_cleaner_min_cleanable_ratio.clamp(0.0, 1.0)
                 * 1e6) as u32,
+            compression: match self.compression_type.as_str() {
+                "uncompressed" => Some(strata_records::Compression::None),
+                "gzip" => Some(strata_records::Compression::Gzip),
+                "snappy" => Some(strata_records::Compression::Snappy),
+                "lz4" => Some(strata_records::Compression::Lz4),
+                "zstd" => Some(strata_records::Compression::Zstd),
+                _ => None, // "producer"; anything else is refused by validate()
+            },
             ..LogConfig::default()
         }
     }
@@ -328,6 +341,14 @@ impl BrokerConfig {
                 Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
                 _ => return bad(format!("{flag} '{v}' is not HOST:PORT")),
             }
+        }
+        if !["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]
+            .contains(&self.compression_type.as_str())
+        {
+            return bad(format!(
+                "compression_type '{}' must be one of: uncompressed, zstd, lz4, snappy, gzip, producer",
+                self.compression_type
+            ));
         }
         if !["CreateTime", "LogAppendTime"].contains(&self.log_message_timestamp_type.as_str()) {
             return bad(format!(

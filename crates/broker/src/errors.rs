@@ -58,6 +58,7 @@ pub const INVALID_CONFIG: i16 = ResponseError::InvalidConfig.code();
 pub const INVALID_REQUEST: i16 = ResponseError::InvalidRequest.code();
 pub const INVALID_REQUIRED_ACKS: i16 = ResponseError::InvalidRequiredAcks.code();
 pub const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
+pub const NOT_ENOUGH_REPLICAS: i16 = ResponseError::NotEnoughReplicas.code();
 pub const UNSUPPORTED_VERSION: i16 = ResponseError::UnsupportedVersion.code();
 pub const KAFKA_STORAGE_ERROR: i16 = ResponseError::KafkaStorageError.code();
 pub const UNKNOWN_SERVER_ERROR: i16 = ResponseError::UnknownServerError.code();
@@ -96,7 +97,6 @@ pub fn group_error_code(e: &strata_group::GroupError) -> i16 {
         G::GroupMaxSizeReached(_) => ResponseError::GroupMaxSizeReached,
         G::OffsetMetadataTooLarge { .. } => ResponseError::OffsetMetadataTooLarge,
         G::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
-        G::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         G::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
         G::StaleMemberEpoch { .. } => ResponseError::StaleMemberEpoch,
         G::FencedMemberEpoch { .. } => ResponseError::FencedMemberEpoch,

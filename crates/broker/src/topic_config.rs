@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use strata_records::rewrite::Level;
+use strata_records::Compression;
 use strata_storage::{LogConfig, TimestampType};
 
 use crate::BrokerConfig;
@@ -45,7 +47,7 @@ impl DynamicDefaults {
 pub fn topic_key_of(broker_key: &str) -> Option<&'static str> {
     TOPIC_CONFIGS
         .iter()
-        .find(|(_, b)| *b == broker_key)
+        .find(|(_, b)| *b == Some(broker_key))
         .map(|(t, _)| *t)
 }
 
@@ -62,7 +64,7 @@ pub fn validate_broker_configs(
                 "Cannot update these configs dynamically: {k} (only topic defaults can: {})",
                 TOPIC_CONFIGS
                     .iter()
-                    .map(|(_, b)| *b)
+                    .filter_map(|(_, b)| *b)
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
@@ -72,39 +74,141 @@ pub fn validate_broker_configs(
     config.validate().map_err(|e| e.to_string())
 }
 
-/// Topic config keys Strata honours, with the broker setting each defaults to.
-pub const TOPIC_CONFIGS: &[(&str, &str)] = &[
-    ("cleanup.policy", "log.cleanup.policy"),
-    ("delete.retention.ms", "log.cleaner.delete.retention.ms"),
-    ("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms"),
+/// Every topic config of Kafka 4.x, with the broker setting that defaults it (None: the
+/// config is topic-only). All are accepted, validated and described; those that change what
+/// a single node does are honoured (see `apply`).
+pub const TOPIC_CONFIGS: &[(&str, Option<&str>)] = &[
+    ("cleanup.policy", Some("log.cleanup.policy")),
+    ("compression.gzip.level", Some("compression.gzip.level")),
+    ("compression.lz4.level", Some("compression.lz4.level")),
+    ("compression.type", Some("compression.type")),
+    ("compression.zstd.level", Some("compression.zstd.level")),
     (
-        "min.cleanable.dirty.ratio",
-        "log.cleaner.min.cleanable.ratio",
+        "delete.retention.ms",
+        Some("log.cleaner.delete.retention.ms"),
     ),
-    ("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms"),
-    ("flush.messages", "log.flush.interval.messages"),
-    ("flush.ms", "log.flush.interval.ms"),
-    ("max.message.bytes", "message.max.bytes"),
+    ("errors.deadletterqueue.group.enable", None),
+    ("file.delete.delay.ms", Some("log.segment.delete.delay.ms")),
+    ("flush.messages", Some("log.flush.interval.messages")),
+    ("flush.ms", Some("log.flush.interval.ms")),
+    ("follower.replication.throttled.replicas", None),
+    ("index.interval.bytes", Some("log.index.interval.bytes")),
+    ("leader.replication.throttled.replicas", None),
+    ("local.retention.bytes", Some("log.local.retention.bytes")),
+    ("local.retention.ms", Some("log.local.retention.ms")),
+    (
+        "max.compaction.lag.ms",
+        Some("log.cleaner.max.compaction.lag.ms"),
+    ),
+    (
+        "max.decompressed.message.bytes",
+        Some("max.decompressed.message.bytes"),
+    ),
+    ("max.message.bytes", Some("message.max.bytes")),
     (
         "message.timestamp.after.max.ms",
-        "log.message.timestamp.after.max.ms",
+        Some("log.message.timestamp.after.max.ms"),
     ),
     (
         "message.timestamp.before.max.ms",
-        "log.message.timestamp.before.max.ms",
+        Some("log.message.timestamp.before.max.ms"),
     ),
-    ("message.timestamp.type", "log.message.timestamp.type"),
-    ("retention.bytes", "log.retention.bytes"),
-    ("retention.ms", "log.retention.ms"),
-    ("segment.bytes", "log.segment.bytes"),
-    ("segment.ms", "log.roll.ms"),
+    ("message.timestamp.type", Some("log.message.timestamp.type")),
+    (
+        "min.cleanable.dirty.ratio",
+        Some("log.cleaner.min.cleanable.ratio"),
+    ),
+    (
+        "min.compaction.lag.ms",
+        Some("log.cleaner.min.compaction.lag.ms"),
+    ),
+    ("min.insync.replicas", Some("min.insync.replicas")),
+    ("preallocate", Some("log.preallocate")),
+    ("remote.copy.lag.bytes", Some("log.remote.copy.lag.bytes")),
+    ("remote.copy.lag.ms", Some("log.remote.copy.lag.ms")),
+    ("remote.log.copy.disable", None),
+    ("remote.log.delete.on.disable", None),
+    ("remote.storage.enable", None),
+    ("retention.bytes", Some("log.retention.bytes")),
+    ("retention.ms", Some("log.retention.ms")),
+    ("segment.bytes", Some("log.segment.bytes")),
+    ("segment.index.bytes", Some("log.index.size.max.bytes")),
+    ("segment.jitter.ms", Some("log.roll.jitter.ms")),
+    ("segment.ms", Some("log.roll.ms")),
+    (
+        "unclean.leader.election.enable",
+        Some("unclean.leader.election.enable"),
+    ),
 ];
+
+/// Kafka's defaults of the configs a single node accepts and describes but has nothing to do
+/// with (replication throttles, unclean election, tiered storage until it exists,
+/// preallocation, delayed file deletion, the group DLQ flag).
+fn passive_default(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "errors.deadletterqueue.group.enable" => "false",
+        "file.delete.delay.ms" => "60000",
+        "follower.replication.throttled.replicas" | "leader.replication.throttled.replicas" => "",
+        "local.retention.bytes" | "local.retention.ms" => "-2",
+        "max.decompressed.message.bytes" => "2147483639",
+        "preallocate" => "false",
+        "remote.copy.lag.bytes" => "-1",
+        "remote.copy.lag.ms" => "0",
+        "remote.log.copy.disable" | "remote.log.delete.on.disable" => "false",
+        "remote.storage.enable" => "false",
+        "unclean.leader.election.enable" => "false",
+        _ => return None,
+    })
+}
 
 fn parse_i64(key: &str, value: &str) -> Result<i64, String> {
     value
         .trim()
         .parse::<i64>()
         .map_err(|_| format!("Invalid value {value} for configuration {key}: not a number"))
+}
+
+fn parse_at_least(key: &str, value: &str, min: i64) -> Result<i64, String> {
+    let v = parse_i64(key, value)?;
+    if v < min {
+        return Err(format!(
+            "Invalid value {value} for configuration {key}: Value must be at least {min}"
+        ));
+    }
+    Ok(v)
+}
+
+fn parse_i32(key: &str, value: &str) -> Result<i32, String> {
+    i32::try_from(parse_i64(key, value)?)
+        .map_err(|_| format!("Invalid value {value} for configuration {key}: not a 32-bit number"))
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!(
+            "Invalid value {value} for configuration {key}: Expected value to be either true or false"
+        )),
+    }
+}
+
+/// `*`, empty, or `partition:broker` pairs separated by commas, as Kafka's throttled
+/// replica lists.
+fn check_throttled_replicas(key: &str, value: &str) -> Result<(), String> {
+    let v = value.trim();
+    if v.is_empty() || v == "*" {
+        return Ok(());
+    }
+    for pair in v.split(',') {
+        let ok = pair.trim().split_once(':').is_some_and(|(p, b)| {
+            p.trim().parse::<u32>().is_ok() && b.trim().parse::<u32>().is_ok()
+        });
+        if !ok {
+            return Err(format!("Invalid value {value} for configuration {key}: must be the literal '*' or a list of replicas in the following format: [partitionId]:[brokerId],[partitionId]:[brokerId],..."));
+        }
+    }
+    Ok(())
 }
 
 /// Applies one topic config to a log config, checking the value.
@@ -126,6 +230,32 @@ fn apply(config: &mut LogConfig, key: &str, value: &str) -> Result<(), String> {
             config.cleanup_delete = delete;
             config.cleanup_compact = compact;
         }
+        "compression.type" => {
+            config.compression = match value.trim() {
+                "producer" => None,
+                "uncompressed" => Some(Compression::None),
+                "gzip" => Some(Compression::Gzip),
+                "snappy" => Some(Compression::Snappy),
+                "lz4" => Some(Compression::Lz4),
+                "zstd" => Some(Compression::Zstd),
+                _ => return Err(format!("Invalid value {value} for configuration compression.type: String must be one of: uncompressed, zstd, lz4, snappy, gzip, producer")),
+            }
+        }
+        "compression.gzip.level" => {
+            let level = parse_i32(key, value)?;
+            Level::check(Compression::Gzip, level)?;
+            config.compression_level.gzip = level;
+        }
+        "compression.lz4.level" => {
+            let level = parse_i32(key, value)?;
+            Level::check(Compression::Lz4, level)?;
+            config.compression_level.lz4 = level;
+        }
+        "compression.zstd.level" => {
+            let level = parse_i32(key, value)?;
+            Level::check(Compression::Zstd, level)?;
+            config.compression_level.zstd = level;
+        }
         "delete.retention.ms" => config.delete_retention_ms = parse_i64(key, value)?,
         "min.compaction.lag.ms" => config.min_compaction_lag_ms = parse_i64(key, value)?,
         "max.compaction.lag.ms" => config.max_compaction_lag_ms = parse_i64(key, value)?,
@@ -138,6 +268,9 @@ fn apply(config: &mut LogConfig, key: &str, value: &str) -> Result<(), String> {
         }
         "flush.messages" => config.flush_messages = parse_i64(key, value)?,
         "flush.ms" => config.flush_ms = parse_i64(key, value)?,
+        "index.interval.bytes" => {
+            config.index_interval_bytes = parse_at_least(key, value, 0)? as u64;
+        }
         "max.message.bytes" => {
             let v = parse_i64(key, value)?;
             config.max_message_bytes = usize::try_from(v).map_err(|_| format!("Invalid value {value} for configuration {key}"))?;
@@ -151,13 +284,50 @@ fn apply(config: &mut LogConfig, key: &str, value: &str) -> Result<(), String> {
         }
         "message.timestamp.after.max.ms" => config.timestamp_after_max_ms = parse_i64(key, value)?,
         "message.timestamp.before.max.ms" => config.timestamp_before_max_ms = parse_i64(key, value)?,
+        "min.insync.replicas" => config.min_insync_replicas = parse_i32(key, value)?,
         "retention.bytes" => config.retention_bytes = parse_i64(key, value)?,
         "retention.ms" => config.retention_ms = parse_i64(key, value)?,
         "segment.bytes" => {
             let v = parse_i64(key, value)?;
             config.segment_bytes = u64::try_from(v).map_err(|_| format!("Invalid value {value} for configuration {key}"))?;
         }
+        "segment.index.bytes" => {
+            config.segment_index_bytes = parse_at_least(key, value, 4)? as u64;
+        }
+        "segment.jitter.ms" => config.segment_jitter_ms = parse_at_least(key, value, 0)?,
         "segment.ms" => config.segment_ms = parse_i64(key, value)?,
+        // Accepted and validated; nothing on one node depends on them.
+        "errors.deadletterqueue.group.enable"
+        | "preallocate"
+        | "remote.log.copy.disable"
+        | "remote.log.delete.on.disable"
+        | "unclean.leader.election.enable" => {
+            parse_bool(key, value)?;
+        }
+        "remote.storage.enable" => {
+            if parse_bool(key, value)? {
+                // Kafka's answer when the broker has no remote log storage system.
+                return Err("Tiered Storage functionality is disabled in the broker. Topic cannot be configured with remote log storage.".into());
+            }
+        }
+        "file.delete.delay.ms" | "remote.copy.lag.ms" => {
+            parse_at_least(key, value, 0)?;
+        }
+        "local.retention.bytes" | "local.retention.ms" => {
+            parse_at_least(key, value, -2)?;
+        }
+        "remote.copy.lag.bytes" => {
+            parse_at_least(key, value, -1)?;
+        }
+        "max.decompressed.message.bytes" => {
+            let v = parse_i32(key, value)?;
+            if v < 0 {
+                return Err(format!("Invalid value {value} for configuration {key}: Value must be at least 0"));
+            }
+        }
+        "follower.replication.throttled.replicas" | "leader.replication.throttled.replicas" => {
+            check_throttled_replicas(key, value)?;
+        }
         _ => return Err(format!("Unknown topic config name: {key}")),
     }
     Ok(())
@@ -180,7 +350,7 @@ pub fn log_config_with(
 ) -> Result<LogConfig, String> {
     let mut config = broker.log_defaults();
     for (topic_key, broker_key) in TOPIC_CONFIGS {
-        if let Some((v, _)) = dynamic.get(broker_key) {
+        if let Some((v, _)) = broker_key.and_then(|b| dynamic.get(b)) {
             apply(&mut config, topic_key, v)?;
         }
     }
@@ -210,7 +380,15 @@ fn broker_default(broker: &BrokerConfig, key: &str) -> String {
         "retention.ms" => d.retention_ms.to_string(),
         "segment.bytes" => d.segment_bytes.to_string(),
         "segment.ms" => d.segment_ms.to_string(),
-        _ => String::new(),
+        "compression.type" => broker.compression_type.clone(),
+        "compression.gzip.level" => d.compression_level.gzip.to_string(),
+        "compression.lz4.level" => d.compression_level.lz4.to_string(),
+        "compression.zstd.level" => d.compression_level.zstd.to_string(),
+        "index.interval.bytes" => d.index_interval_bytes.to_string(),
+        "min.insync.replicas" => d.min_insync_replicas.to_string(),
+        "segment.index.bytes" => d.segment_index_bytes.to_string(),
+        "segment.jitter.ms" => d.segment_jitter_ms.to_string(),
+        other => passive_default(other).unwrap_or_default().to_string(),
     }
 }
 
@@ -245,18 +423,21 @@ pub fn describe_with(
             if let Some(v) = overrides.get(name) {
                 synonyms.push((name.to_string(), v.clone(), SOURCE_DYNAMIC_TOPIC));
             }
-            if let Some(v) = dynamic.broker.get(broker_key) {
-                synonyms.push((broker_key.to_string(), v.clone(), SOURCE_DYNAMIC_BROKER));
-            }
-            if let Some(v) = dynamic.cluster.get(broker_key) {
-                synonyms.push((
-                    broker_key.to_string(),
-                    v.clone(),
-                    SOURCE_DYNAMIC_DEFAULT_BROKER,
-                ));
+            if let Some(broker_key) = broker_key {
+                if let Some(v) = dynamic.broker.get(broker_key) {
+                    synonyms.push((broker_key.to_string(), v.clone(), SOURCE_DYNAMIC_BROKER));
+                }
+                if let Some(v) = dynamic.cluster.get(broker_key) {
+                    synonyms.push((
+                        broker_key.to_string(),
+                        v.clone(),
+                        SOURCE_DYNAMIC_DEFAULT_BROKER,
+                    ));
+                }
             }
             let (value, source) = static_broker_value(broker, name);
-            synonyms.push((broker_key.to_string(), value, source));
+            // A topic-only config's default has no broker setting behind it.
+            synonyms.push((broker_key.unwrap_or(name).to_string(), value, source));
             let (value, source) = (synonyms[0].1.clone(), synonyms[0].2);
             DescribedConfig {
                 name,

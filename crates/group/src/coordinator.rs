@@ -1392,8 +1392,8 @@ impl Coordinator {
     // ---------------------------------------------------------------- offsets
 
     /// OffsetCommit. `high_watermark(topic, partition)` is `None` for a partition that does
-    /// not exist; an offset past it is refused (a committed position never points past
-    /// what consumers can read).
+    /// not exist. As in Kafka, an offset past the high watermark is stored as committed: the
+    /// consumer's `auto.offset.reset` deals with it when it fetches (invariant 12).
     pub fn commit_offsets(
         &mut self,
         req: CommitRequest,
@@ -1456,10 +1456,6 @@ impl Coordinator {
                 } else {
                     match high_watermark(topic, p.partition) {
                         None => Err(GroupError::UnknownTopicOrPartition),
-                        Some(hw) if p.offset > hw => Err(GroupError::OffsetOutOfRange {
-                            offset: p.offset,
-                            high_watermark: hw,
-                        }),
                         Some(_) if p.offset < 0 => Err(GroupError::InvalidRequest(format!(
                             "offset {} is negative",
                             p.offset

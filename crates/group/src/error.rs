@@ -31,8 +31,6 @@ pub enum GroupError {
     OffsetMetadataTooLarge { got: usize, max: usize },
     #[error("unknown topic or partition")]
     UnknownTopicOrPartition,
-    #[error("offset {offset} is past the high watermark {high_watermark}")]
-    OffsetOutOfRange { offset: i64, high_watermark: i64 },
     #[error("the group is subscribed to this topic")]
     GroupSubscribedToTopic,
     #[error("member epoch {got} is stale (current {current})")]

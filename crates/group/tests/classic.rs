@@ -514,12 +514,13 @@ fn offsets_commit_fetch_and_validation() {
         r[1].1,
         Some(GroupError::OffsetMetadataTooLarge { .. })
     ));
-    assert!(matches!(r[2].1, Some(GroupError::OffsetOutOfRange { .. })));
+    // past the high watermark: stored as committed, as Kafka does (invariant 12)
+    assert_eq!(r[2].1, None);
     assert_eq!(r[3].1, Some(GroupError::UnknownTopicOrPartition));
     assert_eq!(
         persisted(&e).len(),
-        1,
-        "only the accepted offset is written"
+        2,
+        "only the accepted offsets are written"
     );
     let f = c
         .fetch_offsets("g", Some(&[("t".into(), vec![0, 1])]), None)
@@ -530,7 +531,7 @@ fn offsets_commit_fetch_and_validation() {
         (10, 3, "exact: ü \u{1F600}")
     );
     assert_eq!(f[1].offset, None);
-    assert_eq!(c.fetch_offsets("g", None, None).unwrap().len(), 1);
+    assert_eq!(c.fetch_offsets("g", None, None).unwrap().len(), 2);
     // Unknown group: nothing committed, no error.
     assert_eq!(c.fetch_offsets("other", None, None).unwrap(), vec![]);
     // Wrong generation / unknown member.

@@ -5,6 +5,10 @@
 //! timestamps, producer id, epoch and base sequence (so idempotent producers' sequence
 //! arithmetic still holds). Only the record count, the records, the length and the CRC
 //! change. Compressed batches are decompressed and recompressed with the same codec.
+//!
+//! [`recompress`] is the other rewrite: a produced batch re-encoded with the topic's
+//! `compression.type` (Kafka's broker-side compression), every field but the codec bits,
+//! length and CRC kept.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::compression::{self as codec, Compressor};
@@ -77,7 +81,115 @@ pub fn filter_batch(
     if kept.is_empty() && !keep_empty {
         return Ok(Filtered::Dropped);
     }
-    Ok(Filtered::Rewritten(encode_like(&header, batch, &kept)?))
+    let codec = (header.compression()?, Level::default());
+    Ok(Filtered::Rewritten(encode_like(
+        &header, batch, &kept, codec,
+    )?))
+}
+
+/// Kafka's compression levels (`compression.gzip.level`, `compression.lz4.level`,
+/// `compression.zstd.level`); each applies only when the broker compresses with that codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Level {
+    /// -1 (the codec's default, 6) or 1..=9
+    pub gzip: i32,
+    /// 1..=17
+    pub lz4: i32,
+    /// -131072..=22
+    pub zstd: i32,
+}
+
+impl Default for Level {
+    /// Kafka's defaults.
+    fn default() -> Self {
+        Level {
+            gzip: -1,
+            lz4: 9,
+            zstd: 3,
+        }
+    }
+}
+
+impl Level {
+    /// Checks a level against Kafka's range for its codec; the error names the config.
+    pub fn check(codec: Compression, level: i32) -> Result<(), String> {
+        let (name, ok) = match codec {
+            Compression::Gzip => (
+                "compression.gzip.level",
+                level == -1 || (1..=9).contains(&level),
+            ),
+            Compression::Lz4 => ("compression.lz4.level", (1..=17).contains(&level)),
+            Compression::Zstd => ("compression.zstd.level", (-131072..=22).contains(&level)),
+            Compression::None | Compression::Snappy => return Ok(()),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "Invalid value {level} for configuration {name}: out of range"
+            ))
+        }
+    }
+}
+
+/// `batch` (one whole produced batch) re-encoded with `codec` at `level`. Offsets, sequence
+/// numbers, timestamps, producer and flags are kept; only the codec bits, length, records
+/// section and CRC change.
+pub fn recompress(batch: &[u8], codec: Compression, level: Level) -> Result<Vec<u8>, RecordsError> {
+    let header = BatchHeader::parse(batch)?;
+    let records = batch_records(&batch[..header.total_bytes()])?;
+    encode_like(&header, batch, &records, (codec, level))
+}
+
+fn compress(
+    codec: Compression,
+    level: Level,
+    body: &[u8],
+    out: &mut Vec<u8>,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    match codec {
+        Compression::None => out.extend_from_slice(body),
+        Compression::Gzip => {
+            let level = match level.gzip {
+                -1 => flate2::Compression::default(),
+                l => flate2::Compression::new(l.clamp(1, 9) as u32),
+            };
+            let mut e = flate2::write::GzEncoder::new(out, level);
+            e.write_all(body)?;
+            e.finish()?;
+        }
+        Compression::Snappy => {
+            let mut tmp = BytesMut::new();
+            codec::Snappy::compress(&mut tmp, |b: &mut BytesMut| -> anyhow::Result<()> {
+                b.put_slice(body);
+                Ok(())
+            })?;
+            out.extend_from_slice(&tmp);
+        }
+        Compression::Lz4 => {
+            // Kafka's framing: the LZ4 frame format with independent blocks
+            let mut e = lz4::EncoderBuilder::new()
+                .level(level.lz4.clamp(1, 17) as u32)
+                .block_mode(lz4::BlockMode::Independent)
+                .build(out)?;
+            e.write_all(body)?;
+            let (_, r) = e.finish();
+            r?;
+        }
+        Compression::Zstd => zstd::stream::copy_encode(body, out, level.zstd)?,
+    }
+    Ok(())
+}
+
+fn codec_bits(codec: Compression) -> i16 {
+    match codec {
+        Compression::None => 0,
+        Compression::Gzip => 1,
+        Compression::Snappy => 2,
+        Compression::Lz4 => 3,
+        Compression::Zstd => 4,
+    }
 }
 
 fn put_varint(b: &mut Vec<u8>, v: i64) {
@@ -105,6 +217,7 @@ fn encode_like(
     header: &BatchHeader,
     original: &[u8],
     records: &[RecordView],
+    (codec, level): (Compression, Level),
 ) -> Result<Vec<u8>, RecordsError> {
     let mut body = Vec::new();
     let mut one = Vec::new();
@@ -123,24 +236,14 @@ fn encode_like(
         put_varint(&mut body, one.len() as i64);
         body.extend_from_slice(&one);
     }
-    let mut compressed = BytesMut::new();
-    let fill = |tmp: &mut BytesMut| -> anyhow::Result<()> {
-        tmp.put_slice(&body);
-        Ok(())
-    };
-    let result = match header.compression()? {
-        Compression::None => codec::None::compress(&mut compressed, fill),
-        Compression::Gzip => codec::Gzip::compress(&mut compressed, fill),
-        Compression::Snappy => codec::Snappy::compress(&mut compressed, fill),
-        Compression::Lz4 => codec::Lz4::compress(&mut compressed, fill),
-        Compression::Zstd => codec::Zstd::compress(&mut compressed, fill),
-    };
-    result.map_err(|e| RecordsError::Decode(format!("recompressing: {e}")))?;
-    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + compressed.len());
+    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + body.len());
     out.extend_from_slice(&original[..BATCH_HEADER_BYTES]);
-    out.extend_from_slice(&compressed);
+    compress(codec, level, &body, &mut out)
+        .map_err(|e| RecordsError::Decode(format!("compressing: {e}")))?;
     let batch_length = (out.len() - 12) as i32;
     out[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    let attributes = (i16::from_be_bytes([out[21], out[22]]) & !0x7) | codec_bits(codec);
+    out[21..23].copy_from_slice(&attributes.to_be_bytes());
     out[57..61].copy_from_slice(&(records.len() as i32).to_be_bytes());
     let crc = crc_of(&out);
     out[17..21].copy_from_slice(&crc.to_be_bytes());
@@ -165,6 +268,77 @@ mod tests {
         let mut bytes = b.build().unwrap().to_vec();
         crate::set_base_offset(&mut bytes, 100);
         bytes
+    }
+
+    #[test]
+    fn recompressing_changes_only_the_codec() {
+        let all = [
+            crate::Compression::None,
+            crate::Compression::Gzip,
+            crate::Compression::Snappy,
+            crate::Compression::Lz4,
+            crate::Compression::Zstd,
+        ];
+        for from in all {
+            let original = batch(from);
+            let before = BatchHeader::parse(&original).unwrap();
+            for to in all {
+                for level in [
+                    Level::default(),
+                    Level {
+                        gzip: 1,
+                        lz4: 17,
+                        zstd: -5,
+                    },
+                ] {
+                    let new = recompress(&original, to, level).unwrap();
+                    let after = BatchHeader::parse(&new).unwrap();
+                    // still a batch a producer may send, with a right CRC
+                    crate::validate_produce(&new).unwrap();
+                    assert_eq!(after.compression().unwrap(), to);
+                    assert_eq!(
+                        (
+                            after.attributes & !0x7,
+                            after.base_offset,
+                            after.last_offset_delta
+                        ),
+                        (
+                            before.attributes & !0x7,
+                            before.base_offset,
+                            before.last_offset_delta
+                        )
+                    );
+                    assert_eq!(
+                        (after.producer_id, after.producer_epoch, after.base_sequence),
+                        (
+                            before.producer_id,
+                            before.producer_epoch,
+                            before.base_sequence
+                        )
+                    );
+                    assert_eq!(
+                        (
+                            after.base_timestamp,
+                            after.max_timestamp,
+                            after.records_count
+                        ),
+                        (
+                            before.base_timestamp,
+                            before.max_timestamp,
+                            before.records_count
+                        )
+                    );
+                    assert_eq!(
+                        batch_records(&new).unwrap(),
+                        batch_records(&original).unwrap()
+                    );
+                }
+            }
+        }
+        assert!(Level::check(crate::Compression::Gzip, 10).is_err());
+        assert!(Level::check(crate::Compression::Lz4, 0).is_err());
+        assert!(Level::check(crate::Compression::Zstd, 23).is_err());
+        assert!(Level::check(crate::Compression::Zstd, -131072).is_ok());
     }
 
     #[test]

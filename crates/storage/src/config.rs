@@ -1,5 +1,8 @@
 //! Per-log configuration: the topic configs storage honours, with Kafka's names and defaults.
 
+use strata_records::rewrite::Level;
+use strata_records::Compression;
+
 use crate::StorageError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +55,21 @@ pub struct LogConfig {
     pub max_compaction_lag_ms: i64,
     /// `min.cleanable.dirty.ratio`, in parts per million (500000 = 0.5).
     pub min_cleanable_dirty_ratio_ppm: u32,
+    /// `compression.type`: None (`producer`) stores batches in the producer's codec; a codec
+    /// (`uncompressed` is `Some(Compression::None)`) has every produced batch in another codec
+    /// re-encoded with it before it is stored.
+    pub compression: Option<Compression>,
+    /// `compression.{gzip,lz4,zstd}.level`: used when this log re-encodes a batch.
+    pub compression_level: Level,
+    /// `segment.index.bytes`: roll the active segment when either index would grow past this.
+    pub segment_index_bytes: u64,
+    /// `segment.jitter.ms`: each segment rolls up to this much before `segment.ms` (a
+    /// per-segment amount derived from its base offset), so logs created together do not all
+    /// roll at once.
+    pub segment_jitter_ms: i64,
+    /// `min.insync.replicas`: acks=all produces are refused (NOT_ENOUGH_REPLICAS) while fewer
+    /// replicas are in sync. Checked by the broker, kept here with the other topic configs.
+    pub min_insync_replicas: i32,
 }
 
 impl Default for LogConfig {
@@ -67,7 +85,8 @@ impl Default for LogConfig {
             flush_ms: i64::MAX,
             index_interval_bytes: 4096,
             timestamp_before_max_ms: i64::MAX,
-            timestamp_after_max_ms: i64::MAX,
+            // Kafka 4.0's default (KIP-937): at most an hour in the future
+            timestamp_after_max_ms: 3_600_000,
             producer_id_expiration_ms: 86_400_000,
             cleanup_delete: true,
             cleanup_compact: false,
@@ -75,6 +94,11 @@ impl Default for LogConfig {
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
             min_cleanable_dirty_ratio_ppm: 500_000,
+            compression: None,
+            compression_level: Level::default(),
+            segment_index_bytes: 10 * 1024 * 1024,
+            segment_jitter_ms: 0,
+            min_insync_replicas: 1,
         }
     }
 }
@@ -145,8 +169,26 @@ impl LogConfig {
         if self.min_cleanable_dirty_ratio_ppm > 1_000_000 {
             return bad("min.cleanable.dirty.ratio must be between 0 and 1".into());
         }
-        if self.index_interval_bytes == 0 {
-            return bad("index.interval.bytes must be at least 1".into());
+        if self.segment_index_bytes < 4 || self.segment_index_bytes > i32::MAX as u64 {
+            return bad(format!(
+                "segment.index.bytes {} must be in [4, {}]",
+                self.segment_index_bytes,
+                i32::MAX
+            ));
+        }
+        if self.segment_jitter_ms < 0 {
+            return bad("segment.jitter.ms must be 0 or more".into());
+        }
+        if self.min_insync_replicas < 1 {
+            return bad("min.insync.replicas must be at least 1".into());
+        }
+        for codec in [Compression::Gzip, Compression::Lz4, Compression::Zstd] {
+            let level = match codec {
+                Compression::Gzip => self.compression_level.gzip,
+                Compression::Lz4 => self.compression_level.lz4,
+                _ => self.compression_level.zstd,
+            };
+            Level::check(codec, level).map_err(StorageError::InvalidConfig)?;
         }
         Ok(())
     }

@@ -23,8 +23,14 @@ pub enum StorageError {
         log_start_offset: i64,
         log_end_offset: i64,
     },
+    /// `records`: the index of each offending record in the produced record set (KIP-467).
     #[error("timestamp {timestamp} is out of the accepted range [{min}, {max}] for CreateTime")]
-    InvalidTimestamp { timestamp: i64, min: i64, max: i64 },
+    InvalidTimestamp {
+        timestamp: i64,
+        min: i64,
+        max: i64,
+        records: Vec<i32>,
+    },
     #[error("invalid log configuration: {0}")]
     InvalidConfig(String),
     #[error("log directory {0} is not usable after an earlier I/O error")]
@@ -39,11 +45,42 @@ pub enum StorageError {
     NoOpenTransaction(i64),
     #[error("the cleaning pass was cancelled (shutdown)")]
     CleaningCancelled,
-    #[error("Compacted topic cannot accept message without key (record at offset delta {0})")]
-    KeylessRecordOnCompactedTopic(i64),
+    /// The index of each keyless record in the produced record set (KIP-467).
+    #[error("Compacted topic cannot accept message without key (records {0:?} of the request)")]
+    KeylessRecordOnCompactedTopic(Vec<i32>),
 }
 
 impl StorageError {
+    /// KIP-467: the records (by index in the produced record set) that made the whole set be
+    /// refused, each with why; empty when the refusal is not about particular records.
+    pub fn record_errors(&self) -> Vec<(i32, String)> {
+        match self {
+            StorageError::KeylessRecordOnCompactedTopic(records) => records
+                .iter()
+                .map(|&i| {
+                    (
+                        i,
+                        "Compacted topic cannot accept message without key".to_string(),
+                    )
+                })
+                .collect(),
+            StorageError::InvalidTimestamp {
+                min, max, records, ..
+            } => records
+                .iter()
+                .map(|&i| {
+                    (
+                        i,
+                        format!(
+                            "Timestamp is out of the accepted range [{min}, {max}] for CreateTime"
+                        ),
+                    )
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),

@@ -105,6 +105,15 @@ impl TimeIndex {
         }
     }
 
+    /// Entries held (each `ENTRY_BYTES` on disk).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// The last entry: the largest timestamp the index knows, and where it was reached.
     pub fn last(&self) -> Option<(i64, u32)> {
         self.entries.last().copied()

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use strata_records::{
     control_batch, control_type, decode_records, set_base_offset, set_log_append_time_split,
-    set_partition_leader_epoch, validate_produce, BatchHeader, BATCH_HEADER_BYTES,
+    set_partition_leader_epoch, validate_produce, BatchHeader, BatchSpan, BATCH_HEADER_BYTES,
 };
 use tracing::{info, warn};
 
@@ -528,6 +528,27 @@ impl Log {
             return Err(StorageError::LogDirFailed(self.dir.clone()));
         }
         let produced = validate_produce(batches)?;
+        if let Some(codec) = self.config.compression {
+            // compression.type: the broker re-encodes batches in another codec (Kafka's
+            // broker-side compression); the re-encoded set is appended instead.
+            let differs = |s: &BatchSpan| s.header.compression().ok() != Some(codec);
+            if produced.spans.iter().any(differs) {
+                let mut reencoded = Vec::with_capacity(batches.len());
+                for span in &produced.spans {
+                    let batch = &batches[span.position..span.position + span.len()];
+                    if differs(span) {
+                        reencoded.extend_from_slice(&strata_records::rewrite::recompress(
+                            batch,
+                            codec,
+                            self.config.compression_level,
+                        )?);
+                    } else {
+                        reencoded.extend_from_slice(batch);
+                    }
+                }
+                return self.append_inner(&reencoded, leader_epoch, origin);
+            }
+        }
         for span in &produced.spans {
             if span.len() > self.config.max_message_bytes {
                 return Err(StorageError::MessageTooLarge {
@@ -546,30 +567,40 @@ impl Log {
         if self.config.timestamp_type == TimestampType::CreateTime {
             let min = now.saturating_sub(self.config.timestamp_before_max_ms);
             let max = now.saturating_add(self.config.timestamp_after_max_ms);
-            for span in &produced.spans {
-                let h = &span.header;
-                for timestamp in [h.base_timestamp, h.max_timestamp] {
-                    if timestamp >= 0 && (timestamp < min || timestamp > max) {
-                        return Err(StorageError::InvalidTimestamp {
-                            timestamp,
-                            min,
-                            max,
-                        });
+            let bad = |t: i64| t >= 0 && (t < min || t > max);
+            let out_of_range = produced
+                .spans
+                .iter()
+                .any(|s| bad(s.header.base_timestamp) || bad(s.header.max_timestamp));
+            if out_of_range {
+                // Only on refusal are the records decoded, to name each bad one (KIP-467).
+                let mut records = Vec::new();
+                let mut first = None;
+                self.for_each_produced_record(batches, &produced, |index, r| {
+                    if bad(r.timestamp) {
+                        records.push(index);
+                        first.get_or_insert(r.timestamp);
                     }
-                }
+                })?;
+                let timestamp = first.unwrap_or(produced.spans[0].header.max_timestamp);
+                return Err(StorageError::InvalidTimestamp {
+                    timestamp,
+                    min,
+                    max,
+                    records,
+                });
             }
         }
         if self.config.cleanup_compact {
             // Compaction keeps the latest record per key: a record without one has no place.
-            for span in &produced.spans {
-                let batch = &batches[span.position..span.position + span.len()];
-                for r in strata_records::rewrite::batch_records(batch)? {
-                    if r.key.is_none() {
-                        return Err(StorageError::KeylessRecordOnCompactedTopic(
-                            r.offset - span.header.base_offset,
-                        ));
-                    }
+            let mut keyless = Vec::new();
+            self.for_each_produced_record(batches, &produced, |index, r| {
+                if r.key.is_none() {
+                    keyless.push(index);
                 }
+            })?;
+            if !keyless.is_empty() {
+                return Err(StorageError::KeylessRecordOnCompactedTopic(keyless));
             }
         }
         let mut in_sequence: Vec<BatchHeader> = Vec::new();
@@ -669,16 +700,42 @@ impl Log {
         })
     }
 
+    /// Calls `f` with each record of a produced record set (decompressed) and its index in
+    /// the set, counting from 0 across batches.
+    fn for_each_produced_record(
+        &self,
+        batches: &[u8],
+        produced: &strata_records::ProducedBatches,
+        mut f: impl FnMut(i32, &strata_records::rewrite::RecordView),
+    ) -> Result<()> {
+        let mut index = 0i32;
+        for span in &produced.spans {
+            let batch = &batches[span.position..span.position + span.len()];
+            for r in strata_records::rewrite::batch_records(batch)? {
+                f(index, &r);
+                index = index.saturating_add(1);
+            }
+        }
+        Ok(())
+    }
+
     fn maybe_roll(&mut self, incoming_bytes: u64, now: i64) -> Result<()> {
+        use crate::index::TimeIndex;
         let size = self.active.0.size();
         if size == 0 {
             return Ok(());
         }
-        let full = size + incoming_bytes > self.config.segment_bytes;
+        let full = size + incoming_bytes > self.config.segment_bytes
+            || self.active.index_bytes() + TimeIndex::ENTRY_BYTES as u64
+                > self.config.segment_index_bytes;
+        let roll_after = self.config.segment_ms.saturating_sub(segment_jitter(
+            self.active.0.base_offset,
+            self.config.segment_jitter_ms,
+        ));
         let old = self
             .active
             .first_append_ms()
-            .is_some_and(|t| now - t >= self.config.segment_ms);
+            .is_some_and(|t| now - t >= roll_after);
         if full || old {
             self.roll()?;
         }
@@ -1159,4 +1216,18 @@ impl Log {
         self.write_recovery_point()?;
         checkpoint::write(self.fs.as_ref(), &self.dir.join(CLEAN_SHUTDOWN_FILE), leo)
     }
+}
+
+/// How much earlier than `segment.ms` the segment starting at `base_offset` rolls: a
+/// pseudo-random amount in `[0, jitter_ms)` fixed per segment (Kafka draws one per segment).
+fn segment_jitter(base_offset: i64, jitter_ms: i64) -> i64 {
+    if jitter_ms <= 0 {
+        return 0;
+    }
+    // splitmix64 of the base offset: spread, deterministic, no RNG state to keep
+    let mut z = (base_offset as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z % jitter_ms as u64) as i64
 }

@@ -458,6 +458,13 @@ impl ActiveSegment {
         self.0.first_append_ms
     }
 
+    /// Bytes the larger of the two indexes takes on disk (`segment.index.bytes` bounds it).
+    pub fn index_bytes(&self) -> u64 {
+        let offsets = self.0.offset_index.len() * OffsetIndex::ENTRY_BYTES;
+        let times = self.0.time_index.len() * TimeIndex::ENTRY_BYTES;
+        offsets.max(times) as u64
+    }
+
     /// Syncs the data and writes the indexes; the segment is complete on disk after this.
     pub fn seal(mut self, fs: &dyn Fs) -> Result<SealedSegment> {
         self.0.finish_time_index();

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use strata_storage::Partition;
 use tracing::warn;
@@ -26,6 +28,45 @@ fn failed(index: i32, code: i16, message: Option<String>) -> PartitionProduceRes
         .with_log_append_time_ms(-1)
         .with_log_start_offset(-1)
         .with_error_message(message.map(|m| str(&m)))
+}
+
+/// Why a partition's records were refused: the error code, a message, and (KIP-467) which
+/// records (by index in the partition's record set) caused it.
+struct Refusal {
+    code: i16,
+    message: String,
+    record_errors: Vec<(i32, String)>,
+}
+
+impl Refusal {
+    fn new(code: i16, message: String) -> Self {
+        Refusal {
+            code,
+            message,
+            record_errors: Vec::new(),
+        }
+    }
+
+    fn storage(e: &strata_storage::StorageError) -> Self {
+        Refusal {
+            code: errors::storage_error_code(e),
+            message: e.to_string(),
+            record_errors: e.record_errors(),
+        }
+    }
+
+    fn response(self, index: i32) -> PartitionProduceResponse {
+        let record_errors = self
+            .record_errors
+            .into_iter()
+            .map(|(i, m)| {
+                BatchIndexAndErrorMessage::default()
+                    .with_batch_index(i)
+                    .with_batch_index_error_message(Some(str(&m)))
+            })
+            .collect();
+        failed(index, self.code, Some(self.message)).with_record_errors(record_errors)
+    }
 }
 
 pub fn handle(
@@ -65,12 +106,22 @@ pub fn handle(
                 ));
                 continue;
             };
+            if acks == -1 {
+                // One node: the in-sync replica set is this broker alone.
+                let min_isr = partition.log().config().min_insync_replicas;
+                if min_isr > 1 {
+                    partitions.push(failed(
+                        index,
+                        errors::NOT_ENOUGH_REPLICAS,
+                        Some(format!("The size of the current ISR (1) is insufficient to satisfy the min.isr requirement of {min_isr} for partition {name}-{index}")),
+                    ));
+                    continue;
+                }
+            }
             // Written from the request buffer as it came; only batch headers are patched
             // (base offset, leader epoch), on copies.
             let outcome = match transactional_producer(&records) {
-                None => partition
-                    .append(&records)
-                    .map_err(|e| (errors::storage_error_code(&e), e.to_string())),
+                None => partition.append(&records).map_err(|e| Refusal::storage(&e)),
                 Some((producer_id, epoch)) => append_transactional(
                     broker,
                     transactional_id.as_deref(),
@@ -94,9 +145,9 @@ pub fn handle(
                         end_offset: info.last_offset + 1,
                     });
                 }
-                Err((code, message)) => {
-                    warn!(topic = %name, partition = index, error = %message, "produce refused");
-                    partitions.push(failed(index, code, Some(message)));
+                Err(refusal) => {
+                    warn!(topic = %name, partition = index, error = %refusal.message, "produce refused");
+                    partitions.push(refusal.response(index));
                 }
             }
         }
@@ -168,9 +219,9 @@ fn append_transactional(
     records: &[u8],
     producer_id: i64,
     epoch: i16,
-) -> Result<strata_storage::AppendInfo, (i16, String)> {
+) -> Result<strata_storage::AppendInfo, Refusal> {
     let Some(transactional_id) = transactional_id else {
-        return Err((
+        return Err(Refusal::new(
             errors::INVALID_TXN_STATE,
             "transactional records in a request without a transactional id".into(),
         ));
@@ -185,14 +236,14 @@ fn append_transactional(
         partition.partition,
     )
     .map_err(|e| {
-        (
+        Refusal::new(
             errors::txn_error_code(&e, errors::Fenced::InvalidProducerEpoch),
             e.to_string(),
         )
     })?;
     partition
         .append_transactional(records)
-        .map_err(|e| (errors::storage_error_code(&e), e.to_string()))
+        .map_err(|e| Refusal::storage(&e))
 }
 
 /// Threads one produce request may use to sync its partitions in parallel.

@@ -1,12 +1,15 @@
 package io.strata.compat;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertInstanceOf;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Future;
 
 import org.apache.kafka.clients.admin.Admin;
@@ -15,8 +18,11 @@ import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
+import org.apache.kafka.common.InvalidRecordException;
+import org.apache.kafka.common.errors.NotEnoughReplicasException;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.TestInstance;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
@@ -105,6 +111,94 @@ class ProducerTest {
         assertEquals(3000, got.size());
         for (ConsumerRecord<String, String> r : got) {
             assertEquals(ackedAt.get(r.partition() + "/" + r.offset()), r.value());
+        }
+    }
+
+    /**
+     * KIP-467: a batch refused for some records names them. The Java client fails the bad
+     * record with the broker's per-record message and the others with "part of a batch".
+     */
+    @Test
+    void recordErrorsNameTheBadRecords() throws Exception {
+        String topic = Clients.unique("compacted");
+        Clients.createTopic(admin, topic, 1, Map.of("cleanup.policy", "compact"));
+        Map<String, Object> cfg = Map.of(ProducerConfig.LINGER_MS_CONFIG, 500, ProducerConfig.RETRIES_CONFIG, 0,
+                ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, false);
+        List<Future<RecordMetadata>> fs = new ArrayList<>();
+        try (KafkaProducer<String, String> p = Clients.producer(broker.bootstrap(), cfg)) {
+            fs.add(p.send(new ProducerRecord<>(topic, 0, "k0", "v0")));
+            fs.add(p.send(new ProducerRecord<>(topic, 0, null, "keyless")));
+            fs.add(p.send(new ProducerRecord<>(topic, 0, "k2", "v2")));
+        }
+        List<String> messages = new ArrayList<>();
+        for (Future<RecordMetadata> f : fs) {
+            ExecutionException e = assertThrows(ExecutionException.class, f::get);
+            assertInstanceOf(InvalidRecordException.class, e.getCause());
+            messages.add(e.getCause().getMessage());
+        }
+        assertTrue(messages.get(1).contains("Compacted topic cannot accept message without key"), messages.get(1));
+        assertTrue(messages.get(0).contains("part of a batch"), messages.get(0));
+        assertTrue(messages.get(2).contains("part of a batch"), messages.get(2));
+    }
+
+    /** min.insync.replicas above the replica count: acks=all refused with NOT_ENOUGH_REPLICAS, acks=1 taken. */
+    @Test
+    void minInsyncReplicasIsHonoured() throws Exception {
+        String topic = Clients.unique("min-isr");
+        Clients.createTopic(admin, topic, 1, Map.of("min.insync.replicas", "2"));
+        Map<String, Object> all = Map.of(ProducerConfig.ACKS_CONFIG, "all", ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, false,
+                ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, 3_000, ProducerConfig.REQUEST_TIMEOUT_MS_CONFIG, 2_000,
+                ProducerConfig.LINGER_MS_CONFIG, 0);
+        try (KafkaProducer<String, String> p = Clients.producer(broker.bootstrap(), all)) {
+            ExecutionException e = assertThrows(ExecutionException.class,
+                    () -> p.send(new ProducerRecord<>(topic, "k", "v")).get());
+            assertTrue(e.getCause() instanceof NotEnoughReplicasException
+                    || e.getCause() instanceof org.apache.kafka.common.errors.TimeoutException
+                            && String.valueOf(e.getCause().getMessage()).contains("NOT_ENOUGH_REPLICAS"),
+                    "refused for the ISR: " + e.getCause());
+        }
+        try (KafkaProducer<String, String> p = Clients.producer(broker.bootstrap(),
+                Map.of(ProducerConfig.ACKS_CONFIG, "1", ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, false))) {
+            assertEquals(0, p.send(new ProducerRecord<>(topic, "k", "v")).get().offset());
+        }
+    }
+
+    /** compression.type on the topic: batches in another codec are stored re-encoded; clients read the same records. */
+    @ParameterizedTest(name = "topic={0} producer={1}")
+    @CsvSource({"gzip, lz4", "zstd, none", "uncompressed, snappy", "lz4, zstd", "producer, gzip"})
+    void topicCompressionType(String topicCodec, String producerCodec) throws Exception {
+        String topic = Clients.unique("codec-" + topicCodec);
+        Clients.createTopic(admin, topic, 1, Map.of("compression.type", topicCodec, "compression.gzip.level", "9",
+                "compression.zstd.level", "10"));
+        try (KafkaProducer<String, String> p = Clients.producer(broker.bootstrap(),
+                Map.of(ProducerConfig.COMPRESSION_TYPE_CONFIG, producerCodec, ProducerConfig.LINGER_MS_CONFIG, 20))) {
+            for (int i = 0; i < 500; i++) {
+                p.send(new ProducerRecord<>(topic, "key-" + i, "value-" + i + "-" + "x".repeat(i % 50)));
+            }
+        }
+        List<ConsumerRecord<String, String>> got = Clients.readAll(broker.bootstrap(), topic, 500, Map.of());
+        assertEquals(500, got.size());
+        for (int i = 0; i < 500; i++) {
+            assertEquals("key-" + i, got.get(i).key());
+            assertEquals("value-" + i + "-" + "x".repeat(i % 50), got.get(i).value());
+            assertEquals(i, got.get(i).offset());
+        }
+        if (!broker.isExternal()) {
+            // white box: every stored batch carries the topic's codec (attributes, low 3 bits)
+            String expected = topicCodec.equals("producer") ? producerCodec : topicCodec;
+            int codec = List.of("uncompressed", "gzip", "snappy", "lz4", "zstd").indexOf(
+                    expected.equals("none") ? "uncompressed" : expected);
+            java.nio.file.Path seg = broker.dataDir().resolve(topic + "-0").resolve("00000000000000000000.log");
+            java.nio.ByteBuffer buf = java.nio.ByteBuffer.wrap(java.nio.file.Files.readAllBytes(seg));
+            int batches = 0;
+            while (buf.remaining() >= 61) {
+                int start = buf.position();
+                int length = buf.getInt(start + 8);
+                assertEquals(codec, buf.getShort(start + 21) & 7, "codec of batch " + batches);
+                buf.position(start + 12 + length);
+                batches++;
+            }
+            assertTrue(batches > 0);
         }
     }
 }
