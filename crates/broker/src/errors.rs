@@ -58,7 +58,6 @@ pub const INVALID_CONFIG: i16 = ResponseError::InvalidConfig.code();
 pub const INVALID_REQUEST: i16 = ResponseError::InvalidRequest.code();
 pub const INVALID_REQUIRED_ACKS: i16 = ResponseError::InvalidRequiredAcks.code();
 pub const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
-pub const NOT_ENOUGH_REPLICAS: i16 = ResponseError::NotEnoughReplicas.code();
 pub const UNSUPPORTED_VERSION: i16 = ResponseError::UnsupportedVersion.code();
 pub const KAFKA_STORAGE_ERROR: i16 = ResponseError::KafkaStorageError.code();
 pub const UNKNOWN_SERVER_ERROR: i16 = ResponseError::UnknownServerError.code();

@@ -68,7 +68,8 @@ pub struct LogConfig {
     /// roll at once.
     pub segment_jitter_ms: i64,
     /// `min.insync.replicas`: acks=all produces are refused (NOT_ENOUGH_REPLICAS) while fewer
-    /// replicas are in sync. Checked by the broker, kept here with the other topic configs.
+    /// than min(this, replication factor) replicas are in sync, as Kafka's effective min ISR;
+    /// on one node (one replica) that never happens. Kept for the replicated broker.
     pub min_insync_replicas: i32,
 }
 

@@ -106,18 +106,6 @@ pub fn handle(
                 ));
                 continue;
             };
-            if acks == -1 {
-                // One node: the in-sync replica set is this broker alone.
-                let min_isr = partition.log().config().min_insync_replicas;
-                if min_isr > 1 {
-                    partitions.push(failed(
-                        index,
-                        errors::NOT_ENOUGH_REPLICAS,
-                        Some(format!("The size of the current ISR (1) is insufficient to satisfy the min.isr requirement of {min_isr} for partition {name}-{index}")),
-                    ));
-                    continue;
-                }
-            }
             // Written from the request buffer as it came; only batch headers are patched
             // (base offset, leader epoch), on copies.
             let outcome = match transactional_producer(&records) {
