@@ -40,7 +40,36 @@ pub fn create_topic(bootstrap: &str, kind: &str, partitions: i32) -> Result<Stri
     for r in results {
         r.map_err(|(t, e)| anyhow!("creating {t}: {e}"))?;
     }
+    wait_for_leaders(bootstrap, &name, partitions)?;
     Ok(name)
+}
+
+/// Waits until metadata shows every partition of `topic` with a leader, so a broker that
+/// brings partitions online after answering CreateTopics (Kafka) is measured from the same
+/// point as one that answers once they are (Strata).
+fn wait_for_leaders(bootstrap: &str, topic: &str, partitions: i32) -> Result<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+        let ready = md.topics().iter().any(|t| {
+            t.name() == topic
+                && t.error().is_none()
+                && t.partitions().len() == partitions as usize
+                && t.partitions()
+                    .iter()
+                    .all(|p| p.leader() >= 0 && p.error().is_none())
+        });
+        if ready {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(anyhow!("{topic}: partitions without a leader after 180 s"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Deletes every topic this tool created.
