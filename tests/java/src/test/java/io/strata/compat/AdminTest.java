@@ -219,4 +219,78 @@ class AdminTest {
         Set<String> left = admin.listGroups().all().get().stream().map(GroupListing::groupId).collect(Collectors.toSet());
         assertFalse(left.contains(group));
     }
+
+    /** Static members removed by the admin (LeaveGroup with members), KIP-848 group descriptions, features. */
+    @Test
+    void membersFeaturesAndConsumerProtocolGroups() throws Exception {
+        String topic = Clients.unique("admin-members");
+        Clients.createTopic(admin, topic, 2, Map.of());
+        produce(topic, 0, 5);
+        String classic = Clients.unique("admin-static");
+        try (KafkaConsumer<String, String> c = Clients.consumer(broker.bootstrap(), classic,
+                Map.of(org.apache.kafka.clients.consumer.ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, "static-1"))) {
+            c.subscribe(List.of(topic));
+            long deadline = System.currentTimeMillis() + 30_000;
+            while (c.assignment().isEmpty() && System.currentTimeMillis() < deadline) {
+                c.poll(Duration.ofMillis(100));
+            }
+        }
+        // the static member outlives its consumer until an admin removes it
+        assertEquals(1, admin.describeConsumerGroups(List.of(classic)).all().get().get(classic).members().size());
+        admin.removeMembersFromConsumerGroup(classic, new org.apache.kafka.clients.admin.RemoveMembersFromConsumerGroupOptions(
+                List.of(new org.apache.kafka.clients.admin.MemberToRemove("static-1")))).all().get();
+        ConsumerGroupDescription after = admin.describeConsumerGroups(List.of(classic)).all().get().get(classic);
+        assertEquals(0, after.members().size());
+        assertEquals(GroupState.EMPTY, after.groupState());
+
+        String modern = Clients.unique("admin-848");
+        try (KafkaConsumer<String, String> c = Clients.consumer(broker.bootstrap(), modern,
+                Map.of(org.apache.kafka.clients.consumer.ConsumerConfig.GROUP_PROTOCOL_CONFIG, "consumer"))) {
+            c.subscribe(List.of(topic));
+            long deadline = System.currentTimeMillis() + 30_000;
+            while (c.assignment().size() < 2 && System.currentTimeMillis() < deadline) {
+                c.poll(Duration.ofMillis(100));
+            }
+            ConsumerGroupDescription d = admin.describeConsumerGroups(List.of(modern)).all().get().get(modern);
+            assertEquals(org.apache.kafka.common.GroupType.CONSUMER, d.type());
+            assertEquals(GroupState.STABLE, d.groupState());
+            assertEquals(1, d.members().size());
+            assertEquals(2, d.members().iterator().next().assignment().topicPartitions().size());
+            var listed = admin.listGroups(org.apache.kafka.clients.admin.ListGroupsOptions.forConsumerGroups()).all().get();
+            assertTrue(listed.stream().anyMatch(g -> g.groupId().equals(modern)
+                    && g.type().orElse(null) == org.apache.kafka.common.GroupType.CONSUMER));
+        }
+        var features = admin.describeFeatures().featureMetadata().get();
+        assertTrue(features.finalizedFeatures() != null);
+    }
+
+    /** fenceProducers bumps the epoch of a transactional id; abortTransaction ends a hanging one (KIP-664). */
+    @Test
+    void fenceAndAbortTransactions() throws Exception {
+        String topic = Clients.unique("admin-fence");
+        Clients.createTopic(admin, topic, 1, Map.of());
+        String id = Clients.unique("admin-fence-id");
+        TopicPartition tp = new TopicPartition(topic, 0);
+        try (KafkaProducer<String, String> p = Clients.producer(broker.bootstrap(),
+                Map.of(org.apache.kafka.clients.producer.ProducerConfig.TRANSACTIONAL_ID_CONFIG, id))) {
+            p.initTransactions();
+            p.beginTransaction();
+            p.send(new ProducerRecord<>(topic, "k", "v")).get();
+            admin.fenceProducers(List.of(id)).all().get();
+            ExecutionException e = assertThrows(ExecutionException.class, () -> {
+                p.send(new ProducerRecord<>(topic, "k", "late")).get();
+            });
+            assertTrue(e.getCause() instanceof org.apache.kafka.common.errors.ProducerFencedException
+                    || e.getCause() instanceof org.apache.kafka.common.errors.InvalidProducerEpochException, e.toString());
+        }
+        // the fenced transaction was aborted: nothing open, read_committed reaches the end
+        var producers = admin.describeProducers(List.of(tp)).all().get().get(tp).activeProducers();
+        assertTrue(producers.stream().noneMatch(s -> s.currentTransactionStartOffset().isPresent()), producers.toString());
+        try (KafkaConsumer<String, String> c = Clients.consumer(broker.bootstrap(), null,
+                Map.of(org.apache.kafka.clients.consumer.ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed"))) {
+            c.assign(List.of(tp));
+            c.seekToEnd(List.of(tp));
+            assertEquals(admin.listOffsets(Map.of(tp, OffsetSpec.latest())).partitionResult(tp).get().offset(), c.position(tp));
+        }
+    }
 }
