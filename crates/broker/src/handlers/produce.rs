@@ -139,9 +139,11 @@ pub fn handle(
                 }
             }
         }
+        // The name is copied: the request's own is a slice of its frame, and a response
+        // waiting for fsync would keep the whole (up to 1 MB) frame alive with it.
         responses.push(
             TopicProduceResponse::default()
-                .with_name(topic.name)
+                .with_name(kafka_protocol::messages::TopicName(str(&name)))
                 .with_partition_responses(partitions),
         );
     }
