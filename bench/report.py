@@ -138,9 +138,12 @@ if any(kafka.values()):
              for n in ["produce-1k", "produce-100", "consume-1k", "partitions-10k"])),
         ("e2e p99 ≤ Kafka default's", (p99(strata["durable"].get("e2e-latency")) or float("inf"))
          <= (p99(kafka["default"].get("e2e-latency")) or 0)),
-        ("broker CPU-s/GB ≤ 0.5× Kafka default's (produce-1k)",
-         (num(strata["durable"].get("produce-1k"), "broker_cpu_s_per_gb") or float("inf"))
-         <= 0.5 * (num(kafka["default"].get("produce-1k"), "broker_cpu_s_per_gb") or 0)),
+    ] + [
+        (f"broker CPU-s/GB ≤ 0.5× Kafka default's ({n})",
+         (num(strata["durable"].get(n), "broker_cpu_s_per_gb") or float("inf"))
+         <= 0.5 * (num(kafka["default"].get(n), "broker_cpu_s_per_gb") or 0))
+        for n in ["produce-1k", "produce-100"]
+    ] + [
         ("peak RSS ≤ 0.25× Kafka default's (every workload)",
          all((num(strata["durable"].get(n), "broker_peak_rss_mb") or float("inf"))
              <= 0.25 * (num(kafka["default"].get(n), "broker_peak_rss_mb") or 0) for n in WORKLOADS)),
