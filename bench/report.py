@@ -109,7 +109,9 @@ if any(kafka.values()):
         "Kafka's default 1 GiB heap, G1), driven by the same `strata-bench` workloads right after Strata. "
         "*Kafka default*: no fsync per write (its default). *Kafka durable*: `log.flush.interval.messages=1`, "
         "an fsync per write as Strata does by default. Ratios > 1 favour Strata for throughput; "
-        "for p99, CPU-s/GB and RSS, < 1 favours Strata.",
+        "for p99, CPU-s/GB and RSS, < 1 favours Strata. Before any broker starts, `scripts/bench` fills most free "
+        "memory with a scratch file's page cache and keeps it: this VM hands freed memory back to its host, and "
+        "first writes into such pages cost several times a normal copy, which otherwise fell on whichever broker ran first.",
         "",
         "| workload | Strata durable | Kafka default | Kafka durable | Strata durable / Kafka default | Strata durable / Kafka durable | Strata relaxed / Kafka default |",
         "|---|---|---|---|---|---|---|",
