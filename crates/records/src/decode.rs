@@ -29,8 +29,12 @@ pub fn decode_records(bytes: Bytes) -> Result<Vec<DecodedRecord>, RecordsError> 
             break; // a partial batch at the end of a fetch response is normal
         }
         let mut one = buf.split_to(total);
-        let set = RecordBatchDecoder::decode(&mut one)
-            .map_err(|e| RecordsError::Decode(e.to_string()))?;
+        let max = crate::rewrite::DECOMPRESSED_BATCH_BYTES_MAX;
+        let set = RecordBatchDecoder::decode_with_custom_compression(
+            &mut one,
+            Some(|data: &mut Bytes, codec| crate::rewrite::decompress_bounded(data, codec, max)),
+        )
+        .map_err(|e| RecordsError::Decode(e.to_string()))?;
         let log_append = header.timestamp_type() == crate::TimestampType::LogAppendTime;
         for r in set.records {
             out.push(DecodedRecord {

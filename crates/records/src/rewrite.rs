@@ -11,7 +11,7 @@
 //! length and CRC kept.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::compression::{self as codec, Compressor};
+use kafka_protocol::compression::{self as codec, Compressor, Decompressor};
 use kafka_protocol::records::RecordBatchDecoder;
 
 use crate::batch::{crc_of, BatchHeader, Compression, BATCH_HEADER_BYTES};
@@ -39,11 +39,57 @@ pub enum Filtered {
     Dropped,
 }
 
-/// The records of one stored batch (decompressed).
+/// Most bytes one batch's records may take once decompressed. A batch is at most
+/// `max.message.bytes` compressed (1 MiB by default); a compression bomb (gzip inflates up to
+/// ~1000×, zstd and lz4 further) is refused at this size instead of being inflated. Kafka's
+/// `max.decompressed.message.bytes` defaults to 2 GiB; Strata is stricter.
+pub const DECOMPRESSED_BATCH_BYTES_MAX: usize = 128 << 20;
+
+/// The records of one batch (decompressed, at most [`DECOMPRESSED_BATCH_BYTES_MAX`]).
 pub fn batch_records(batch: &[u8]) -> Result<Vec<RecordView>, RecordsError> {
+    batch_records_bounded(batch, DECOMPRESSED_BATCH_BYTES_MAX)
+}
+
+/// Decompresses a batch's records section, refusing to produce more than `max` bytes.
+/// Snappy needs no bound: its format cannot expand more than ~21× its input.
+pub fn decompress_bounded(
+    data: &mut Bytes,
+    codec: kafka_protocol::records::Compression,
+    max: usize,
+) -> anyhow::Result<Bytes> {
+    use kafka_protocol::records::Compression as C;
+    use std::io::Read;
+    let mut out = Vec::new();
+    let input = data.as_ref();
+    let read = |r: &mut dyn Read, out: &mut Vec<u8>| -> anyhow::Result<()> {
+        r.take(max as u64 + 1).read_to_end(out)?;
+        Ok(())
+    };
+    match codec {
+        C::None => return Ok(data.clone()),
+        C::Gzip => read(&mut flate2::read::GzDecoder::new(input), &mut out)?,
+        C::Lz4 => read(&mut lz4::Decoder::new(input)?, &mut out)?,
+        C::Zstd => read(&mut zstd::stream::read::Decoder::new(input)?, &mut out)?,
+        C::Snappy => {
+            return codec::Snappy::decompress(data, |b: &mut Bytes| -> anyhow::Result<Bytes> {
+                Ok(b.clone())
+            })
+        }
+    }
+    if out.len() > max {
+        anyhow::bail!("batch decompresses to more than {max} bytes");
+    }
+    Ok(Bytes::from(out))
+}
+
+/// [`batch_records`] with a chosen decompression bound.
+pub fn batch_records_bounded(batch: &[u8], max: usize) -> Result<Vec<RecordView>, RecordsError> {
     let mut buf = Bytes::copy_from_slice(batch);
-    let set =
-        RecordBatchDecoder::decode(&mut buf).map_err(|e| RecordsError::Decode(e.to_string()))?;
+    let set = RecordBatchDecoder::decode_with_custom_compression(
+        &mut buf,
+        Some(|data: &mut Bytes, codec| decompress_bounded(data, codec, max)),
+    )
+    .map_err(|e| RecordsError::Decode(e.to_string()))?;
     Ok(set
         .records
         .into_iter()
@@ -268,6 +314,38 @@ mod tests {
         let mut bytes = b.build().unwrap().to_vec();
         crate::set_base_offset(&mut bytes, 100);
         bytes
+    }
+
+    #[test]
+    fn decompression_is_bounded() {
+        // 4 MiB of zeros compresses to a few KiB in every codec: refused past a 1 MiB bound
+        // without being inflated, taken under a larger one.
+        for compression in [
+            crate::Compression::Gzip,
+            crate::Compression::Lz4,
+            crate::Compression::Zstd,
+            crate::Compression::Snappy,
+        ] {
+            let mut b = BatchBuilder::new(compression);
+            b.push(Record {
+                key: Some(Bytes::from_static(b"k")),
+                value: Some(Bytes::from(vec![0u8; 4 << 20])),
+                headers: vec![],
+                timestamp_ms: 1,
+            });
+            let bomb = b.build().unwrap().to_vec();
+            assert!(
+                bomb.len() < 1 << 20,
+                "{compression:?} compressed to {}",
+                bomb.len()
+            );
+            let small = batch_records_bounded(&bomb, 1 << 20);
+            if compression != crate::Compression::Snappy {
+                assert!(small.is_err(), "{compression:?} inflated past the bound");
+            }
+            let big = batch_records_bounded(&bomb, 8 << 20).unwrap();
+            assert_eq!(big[0].value.as_ref().unwrap().len(), 4 << 20);
+        }
     }
 
     #[test]

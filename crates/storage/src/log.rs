@@ -528,9 +528,25 @@ impl Log {
             return Err(StorageError::LogDirFailed(self.dir.clone()));
         }
         let produced = validate_produce(batches)?;
+        for span in &produced.spans {
+            if span.len() > self.config.max_message_bytes {
+                return Err(StorageError::MessageTooLarge {
+                    size: span.len(),
+                    limit: self.config.max_message_bytes,
+                });
+            }
+        }
+        if batches.len() as u64 > self.config.segment_bytes {
+            return Err(StorageError::RecordListTooLarge {
+                size: batches.len(),
+                limit: self.config.segment_bytes as usize,
+            });
+        }
         if let Some(codec) = self.config.compression {
             // compression.type: the broker re-encodes batches in another codec (Kafka's
-            // broker-side compression); the re-encoded set is appended instead.
+            // broker-side compression); the re-encoded set is appended instead (and checked
+            // again: sizes after re-encoding count). Sizes were checked first, so nothing
+            // larger than max.message.bytes is decompressed.
             let differs = |s: &BatchSpan| s.header.compression().ok() != Some(codec);
             if produced.spans.iter().any(differs) {
                 let mut reencoded = Vec::with_capacity(batches.len());
@@ -548,20 +564,6 @@ impl Log {
                 }
                 return self.append_inner(&reencoded, leader_epoch, origin);
             }
-        }
-        for span in &produced.spans {
-            if span.len() > self.config.max_message_bytes {
-                return Err(StorageError::MessageTooLarge {
-                    size: span.len(),
-                    limit: self.config.max_message_bytes,
-                });
-            }
-        }
-        if batches.len() as u64 > self.config.segment_bytes {
-            return Err(StorageError::RecordListTooLarge {
-                size: batches.len(),
-                limit: self.config.segment_bytes as usize,
-            });
         }
         let now = self.clock.now_ms();
         if self.config.timestamp_type == TimestampType::CreateTime {

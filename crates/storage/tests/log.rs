@@ -482,3 +482,91 @@ fn delete_records_advances_the_log_start_offset() {
     );
     assert_eq!(log.delete_records_before(-1).unwrap(), 30);
 }
+
+/// KIP-467: a refused record set names its bad records (index in the set, across batches).
+#[test]
+fn refusals_name_the_bad_records() {
+    let w = World::new();
+    let now = w.clock.now_ms();
+    let mut log = w.open(LogConfig {
+        timestamp_after_max_ms: 1000,
+        ..LogConfig::default()
+    });
+    let mut set = batch(&["ok", "ok"], now);
+    let mut b = BatchBuilder::new(Compression::Gzip);
+    for (i, ts) in [now, now + 5000, now, now + 9000].into_iter().enumerate() {
+        b.push(Record {
+            value: Some(Bytes::from(format!("v{i}"))),
+            timestamp_ms: ts,
+            ..Default::default()
+        });
+    }
+    set.extend_from_slice(&b.build().unwrap());
+    let e = log.append(&set, 0).unwrap_err();
+    assert_eq!(
+        e.record_errors().iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![3, 5]
+    );
+    let mut compacted = w.open_at(
+        "compacted-0",
+        LogConfig {
+            cleanup_compact: true,
+            cleanup_delete: false,
+            ..LogConfig::default()
+        },
+    );
+    let mut b = BatchBuilder::new(Compression::Zstd);
+    for key in [Some("a"), None, Some("b"), None] {
+        b.push(Record {
+            key: key.map(|k| Bytes::from(k.to_string())),
+            value: Some(Bytes::from_static(b"v")),
+            timestamp_ms: now,
+            ..Default::default()
+        });
+    }
+    let e = compacted.append(&b.build().unwrap(), 0).unwrap_err();
+    assert!(matches!(e, StorageError::KeylessRecordOnCompactedTopic(ref r) if *r == vec![1, 3]));
+    assert_eq!(compacted.high_watermark(), 0, "nothing stored");
+}
+
+/// compression.type: batches in another codec are stored re-encoded, with the same offsets,
+/// records and producer fields; batches already in the codec are stored as they came.
+#[test]
+fn compression_type_reencodes_other_codecs() {
+    let w = World::new();
+    let now = w.clock.now_ms();
+    let mut log = w.open(LogConfig {
+        compression: Some(Compression::Zstd),
+        ..LogConfig::default()
+    });
+    for codec in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Zstd,
+        Compression::Lz4,
+    ] {
+        let mut b = BatchBuilder::new(codec);
+        for i in 0..3 {
+            b.push(Record {
+                value: Some(Bytes::from(format!("{codec:?}-{i}"))),
+                timestamp_ms: now,
+                ..Default::default()
+            });
+        }
+        let info = log.append(&b.build().unwrap(), 0).unwrap();
+        let (file, end) = log.flush_target();
+        file.sync_data().unwrap();
+        log.mark_flushed(end);
+        assert_eq!(info.records, 3);
+    }
+    let data = log.read(0, 1 << 20).unwrap();
+    let (spans, _) = strata_records::scan_batches(&data.records, Some(0));
+    assert_eq!(spans.len(), 4);
+    assert!(spans
+        .iter()
+        .all(|s| s.header.compression().unwrap() == Compression::Zstd));
+    let values: Vec<String> = read_all(&log).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(values.len(), 12);
+    assert_eq!(values[0], "None-0");
+    assert_eq!(values[11], "Lz4-2");
+}

@@ -28,6 +28,13 @@ impl World {
         Log::open(fs, clock, Path::new("/data/t-0"), config).unwrap()
     }
 
+    /// A log in `/data/<dir>` (a second partition of the same world).
+    pub fn open_at(&self, dir: &str, config: LogConfig) -> Log {
+        let fs: Arc<dyn Fs> = Arc::new(self.fs.clone());
+        let clock: Arc<dyn Clock> = self.clock.clone();
+        Log::open(fs, clock, &Path::new("/data").join(dir), config).unwrap()
+    }
+
     pub fn open_managed(&self, config: LogConfig, hint: strata_storage::RecoveryHint) -> Log {
         let fs: Arc<dyn Fs> = Arc::new(self.fs.clone());
         let clock: Arc<dyn Clock> = self.clock.clone();
