@@ -169,3 +169,80 @@ def test_consumer_group_descriptions_match(pair):
 
     kafka, strata = both(pair, scenario)
     assert strata == kafka
+
+
+def test_transaction_offsets_and_visibility_match(pair):
+    """Markers take offsets; read_committed sees only committed records; the last stable
+    offset and high watermark a client observes are Kafka's."""
+    from confluent_kafka.admin import OffsetSpec
+
+    def scenario(bs):
+        a = AdminClient({"bootstrap.servers": bs})
+        t = unique("diff-txn")
+        a.create_topics([NewTopic(t, 1, 1)])[t].result(30)
+        p = Producer({"bootstrap.servers": bs, "transactional.id": unique("diff-txn-id"), "linger.ms": 0})
+        p.init_transactions(30)
+        p.begin_transaction()
+        for i in range(3):
+            p.produce(t, value=b"aborted-%d" % i, partition=0)
+        p.flush(30)
+        p.abort_transaction(30)
+        p.begin_transaction()
+        for i in range(2):
+            p.produce(t, value=b"committed-%d" % i, partition=0)
+        p.commit_transaction(30)
+        tp = TopicPartition(t, 0)
+        seen = {}
+        for isolation in ("read_committed", "read_uncommitted"):
+            c = Consumer({"bootstrap.servers": bs, "group.id": unique("diff-txn-g"), "isolation.level": isolation,
+                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
+            c.assign([TopicPartition(t, 0, 0)])
+            got, deadline = [], time.time() + 15
+            while time.time() < deadline and len(got) < (2 if isolation == "read_committed" else 5):
+                m = c.poll(0.5)
+                if m is not None and not m.error():
+                    got.append((m.offset(), m.value().decode()))
+            time.sleep(0.5)
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                got.append((m.offset(), m.value().decode()))
+            seen[isolation] = (got, c.get_watermark_offsets(tp, timeout=10))
+            c.close()
+        offsets = {name: a.list_offsets({tp: spec})[tp].result(30).offset
+                   for name, spec in [("earliest", OffsetSpec.earliest()), ("latest", OffsetSpec.latest())]}
+        return {"seen": seen, "offsets": offsets}
+
+    kafka, strata = both(pair, scenario)
+    assert strata == kafka
+    assert [v for _, v in kafka["seen"]["read_committed"][0]] == ["committed-0", "committed-1"]
+
+
+def test_kip848_group_description_matches(pair):
+    def scenario(bs):
+        a = AdminClient({"bootstrap.servers": bs})
+        t, g = unique("diff-848"), unique("diff-848-g")
+        a.create_topics([NewTopic(t, 4, 1)])[t].result(30)
+        p = Producer({"bootstrap.servers": bs})
+        for i in range(8):
+            p.produce(t, value=b"x", partition=i % 4)
+        p.flush(30)
+        c = Consumer({"bootstrap.servers": bs, "group.id": g, "group.protocol": "consumer",
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        c.subscribe([t])
+        n, deadline = 0, time.time() + 30
+        while n < 8 and time.time() < deadline:
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                n += 1
+        c.commit(asynchronous=False)
+        d = a.describe_consumer_groups([g])[g].result(30)
+        live = (str(d.state), str(getattr(d, "type", None)), len(d.members),
+                sorted(tp.partition for m in d.members for tp in m.assignment.topic_partitions))
+        c.close()
+        committed = sorted((tp.partition, tp.offset) for tp in
+                           a.list_consumer_group_offsets([__import__("confluent_kafka").ConsumerGroupTopicPartitions(g)])[g]
+                           .result(30).topic_partitions)
+        return {"consumed": n, "live": live, "committed": committed}
+
+    kafka, strata = both(pair, scenario)
+    assert strata == kafka
