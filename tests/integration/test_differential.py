@@ -58,6 +58,28 @@ def code_of(future, timeout=30):
         return e.args[0].name()
 
 
+def topic_with_records(bs, prefix, partitions, records):
+    """A new topic with `records` records spread round-robin over its partitions."""
+    t = unique(prefix)
+    admin = AdminClient({"bootstrap.servers": bs})  # kept alive until the future completes
+    admin.create_topics([NewTopic(t, partitions, 1)])[t].result(30)
+    p = Producer({"bootstrap.servers": bs})
+    for i in range(records):
+        p.produce(t, value=b"x", partition=i % partitions)
+    p.flush(30)
+    return t
+
+
+def consume_n(c, n, seconds=30):
+    """Polls until `n` records came (or time ran out); returns how many did."""
+    got, deadline = 0, time.time() + seconds
+    while got < n and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            got += 1
+    return got
+
+
 def test_admin_error_codes_match(pair):
     def scenario(bs):
         a = AdminClient({"bootstrap.servers": bs})
@@ -143,20 +165,11 @@ def test_offsets_and_records_errors_match(pair):
 def test_consumer_group_descriptions_match(pair):
     def scenario(bs):
         a = AdminClient({"bootstrap.servers": bs})
-        t, g = unique("diff-grp"), unique("diff-g")
-        a.create_topics([NewTopic(t, 3, 1)])[t].result(30)
-        p = Producer({"bootstrap.servers": bs})
-        for i in range(30):
-            p.produce(t, value=b"x", partition=i % 3)
-        p.flush(30)
+        t, g = topic_with_records(bs, "diff-grp", 3, 30), unique("diff-g")
         c = Consumer({"bootstrap.servers": bs, "group.id": g, "auto.offset.reset": "earliest",
                       "enable.auto.commit": False, "session.timeout.ms": 10000})
         c.subscribe([t])
-        n, deadline = 0, time.time() + 30
-        while n < 30 and time.time() < deadline:
-            m = c.poll(0.5)
-            if m is not None and not m.error():
-                n += 1
+        n = consume_n(c, 30)
         c.commit(asynchronous=False)
         d = a.describe_consumer_groups([g])[g].result(30)
         live = (str(d.state), d.protocol_type if hasattr(d, "protocol_type") else None, d.partition_assignor,
@@ -220,20 +233,11 @@ def test_transaction_offsets_and_visibility_match(pair):
 def test_kip848_group_description_matches(pair):
     def scenario(bs):
         a = AdminClient({"bootstrap.servers": bs})
-        t, g = unique("diff-848"), unique("diff-848-g")
-        a.create_topics([NewTopic(t, 4, 1)])[t].result(30)
-        p = Producer({"bootstrap.servers": bs})
-        for i in range(8):
-            p.produce(t, value=b"x", partition=i % 4)
-        p.flush(30)
+        t, g = topic_with_records(bs, "diff-848", 4, 8), unique("diff-848-g")
         c = Consumer({"bootstrap.servers": bs, "group.id": g, "group.protocol": "consumer",
                       "auto.offset.reset": "earliest", "enable.auto.commit": False})
         c.subscribe([t])
-        n, deadline = 0, time.time() + 30
-        while n < 8 and time.time() < deadline:
-            m = c.poll(0.5)
-            if m is not None and not m.error():
-                n += 1
+        n = consume_n(c, 8)
         c.commit(asynchronous=False)
         d = a.describe_consumer_groups([g])[g].result(30)
         live = (str(d.state), str(getattr(d, "type", None)), len(d.members),

@@ -285,14 +285,9 @@ impl BrokerConfig {
             max_compaction_lag_ms: self.log_cleaner_max_compaction_lag_ms,
             min_cleanable_dirty_ratio_ppm: (self.log_cleaner_min_cleanable_ratio.clamp(0.0, 1.0)
                 * 1e6) as u32,
-            compression: match self.compression_type.as_str() {
-                "uncompressed" => Some(strata_records::Compression::None),
-                "gzip" => Some(strata_records::Compression::Gzip),
-                "snappy" => Some(strata_records::Compression::Snappy),
-                "lz4" => Some(strata_records::Compression::Lz4),
-                "zstd" => Some(strata_records::Compression::Zstd),
-                _ => None, // "producer"; anything else is refused by validate()
-            },
+            // anything but a known name is refused by validate()
+            compression: crate::topic_config::compression_type(&self.compression_type)
+                .unwrap_or(None),
             ..LogConfig::default()
         }
     }
@@ -342,13 +337,8 @@ impl BrokerConfig {
                 _ => return bad(format!("{flag} '{v}' is not HOST:PORT")),
             }
         }
-        if !["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]
-            .contains(&self.compression_type.as_str())
-        {
-            return bad(format!(
-                "compression_type '{}' must be one of: uncompressed, zstd, lz4, snappy, gzip, producer",
-                self.compression_type
-            ));
+        if let Err(e) = crate::topic_config::compression_type(&self.compression_type) {
+            return bad(format!("compression_type: {e}"));
         }
         if !["CreateTime", "LogAppendTime"].contains(&self.log_message_timestamp_type.as_str()) {
             return bad(format!(

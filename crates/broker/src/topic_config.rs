@@ -161,6 +161,19 @@ fn passive_default(key: &str) -> Option<&'static str> {
     })
 }
 
+/// `compression.type`: `producer` (None: keep the producer's codec) or the codec to store.
+pub fn compression_type(value: &str) -> Result<Option<Compression>, String> {
+    Ok(match value.trim() {
+        "producer" => None,
+        "uncompressed" => Some(Compression::None),
+        "gzip" => Some(Compression::Gzip),
+        "snappy" => Some(Compression::Snappy),
+        "lz4" => Some(Compression::Lz4),
+        "zstd" => Some(Compression::Zstd),
+        _ => return Err(format!("Invalid value {value} for configuration compression.type: String must be one of: uncompressed, zstd, lz4, snappy, gzip, producer")),
+    })
+}
+
 fn parse_i64(key: &str, value: &str) -> Result<i64, String> {
     value
         .trim()
@@ -230,17 +243,7 @@ fn apply(config: &mut LogConfig, key: &str, value: &str) -> Result<(), String> {
             config.cleanup_delete = delete;
             config.cleanup_compact = compact;
         }
-        "compression.type" => {
-            config.compression = match value.trim() {
-                "producer" => None,
-                "uncompressed" => Some(Compression::None),
-                "gzip" => Some(Compression::Gzip),
-                "snappy" => Some(Compression::Snappy),
-                "lz4" => Some(Compression::Lz4),
-                "zstd" => Some(Compression::Zstd),
-                _ => return Err(format!("Invalid value {value} for configuration compression.type: String must be one of: uncompressed, zstd, lz4, snappy, gzip, producer")),
-            }
-        }
+        "compression.type" => config.compression = compression_type(value)?,
         "compression.gzip.level" => {
             let level = parse_i32(key, value)?;
             Level::check(Compression::Gzip, level)?;

@@ -14,7 +14,6 @@ import java.util.Set;
 import java.util.concurrent.ExecutionException;
 import java.util.stream.Collectors;
 
-import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AlterConfigOp;
 import org.apache.kafka.clients.admin.Config;
 import org.apache.kafka.clients.admin.ConfigEntry;
@@ -39,28 +38,9 @@ import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.errors.InvalidConfigurationException;
 import org.apache.kafka.common.errors.TopicExistsException;
 import org.apache.kafka.common.errors.UnknownTopicOrPartitionException;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
-import org.junit.jupiter.api.TestInstance;
 
-@TestInstance(TestInstance.Lifecycle.PER_CLASS)
-class AdminTest {
-    StrataBroker broker;
-    Admin admin;
-
-    @BeforeAll
-    void start() throws Exception {
-        broker = new StrataBroker("group_initial_rebalance_delay_ms = 0\n");
-        admin = Clients.admin(broker.bootstrap());
-    }
-
-    @AfterAll
-    void stop() throws Exception {
-        admin.close();
-        broker.close();
-    }
-
+class AdminTest extends BrokerTestBase {
     private void produce(String topic, int partition, int n) throws Exception {
         try (KafkaProducer<String, String> p = Clients.producer(broker.bootstrap(), Map.of())) {
             for (int i = 0; i < n; i++) {

@@ -15,7 +15,6 @@ import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 
-import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRebalanceListener;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
@@ -26,31 +25,11 @@ import org.apache.kafka.clients.consumer.OffsetAndTimestamp;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.TopicPartition;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
-import org.junit.jupiter.api.TestInstance;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
-@TestInstance(TestInstance.Lifecycle.PER_CLASS)
-class ConsumerTest {
-    StrataBroker broker;
-    Admin admin;
-
-    @BeforeAll
-    void start() throws Exception {
-        // no 3 s initial rebalance delay: the tests form many groups
-        broker = new StrataBroker("group_initial_rebalance_delay_ms = 0\n");
-        admin = Clients.admin(broker.bootstrap());
-    }
-
-    @AfterAll
-    void stop() throws Exception {
-        admin.close();
-        broker.close();
-    }
-
+class ConsumerTest extends BrokerTestBase {
     private String topicWith(int partitions, int records) throws Exception {
         String topic = Clients.unique("consume");
         Clients.createTopic(admin, topic, partitions, Map.of());

@@ -12,37 +12,17 @@ import java.util.Map;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Future;
 
-import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.InvalidRecordException;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
-import org.junit.jupiter.api.TestInstance;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 
-@TestInstance(TestInstance.Lifecycle.PER_CLASS)
-class ProducerTest {
-    StrataBroker broker;
-    Admin admin;
-
-    @BeforeAll
-    void start() throws Exception {
-        broker = new StrataBroker();
-        admin = Clients.admin(broker.bootstrap());
-    }
-
-    @AfterAll
-    void stop() throws Exception {
-        admin.close();
-        broker.close();
-    }
-
+class ProducerTest extends BrokerTestBase {
     /** Every acks level × every codec × idempotence: all records back, in order per partition, keys on one partition. */
     @ParameterizedTest(name = "acks={0} compression={1} idempotent={2}")
     @CsvSource({

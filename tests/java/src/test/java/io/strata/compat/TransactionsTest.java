@@ -11,7 +11,6 @@ import java.util.List;
 import java.util.Map;
 import java.util.stream.Collectors;
 
-import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.TransactionListing;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
@@ -23,28 +22,9 @@ import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.errors.ProducerFencedException;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
-import org.junit.jupiter.api.TestInstance;
 
-@TestInstance(TestInstance.Lifecycle.PER_CLASS)
-class TransactionsTest {
-    StrataBroker broker;
-    Admin admin;
-
-    @BeforeAll
-    void start() throws Exception {
-        broker = new StrataBroker("group_initial_rebalance_delay_ms = 0\n");
-        admin = Clients.admin(broker.bootstrap());
-    }
-
-    @AfterAll
-    void stop() throws Exception {
-        admin.close();
-        broker.close();
-    }
-
+class TransactionsTest extends BrokerTestBase {
     private KafkaProducer<String, String> txnProducer(String id) {
         return Clients.producer(broker.bootstrap(), Map.of(ProducerConfig.TRANSACTIONAL_ID_CONFIG, id,
                 ProducerConfig.TRANSACTION_TIMEOUT_CONFIG, 30_000));
