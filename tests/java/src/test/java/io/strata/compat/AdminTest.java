@@ -273,4 +273,34 @@ class AdminTest extends BrokerTestBase {
             assertEquals(admin.listOffsets(Map.of(tp, OffsetSpec.latest())).partitionResult(tp).get().offset(), c.position(tp));
         }
     }
+
+    /**
+     * abortTransaction (WriteTxnMarkers, KIP-664): an operator ends a hanging transaction whose
+     * producer went away; read_committed consumers move past it.
+     */
+    @Test
+    void abortHangingTransaction() throws Exception {
+        String topic = Clients.unique("admin-hanging");
+        Clients.createTopic(admin, topic, 1, Map.of());
+        TopicPartition tp = new TopicPartition(topic, 0);
+        KafkaProducer<String, String> p = Clients.producer(broker.bootstrap(),
+                Map.of(org.apache.kafka.clients.producer.ProducerConfig.TRANSACTIONAL_ID_CONFIG, Clients.unique("hanging"),
+                        org.apache.kafka.clients.producer.ProducerConfig.TRANSACTION_TIMEOUT_CONFIG, 600_000));
+        p.initTransactions();
+        p.beginTransaction();
+        p.send(new ProducerRecord<>(topic, "k", "left open")).get();
+        p.close(Duration.ZERO); // gone without ending its transaction
+        var state = admin.describeProducers(List.of(tp)).all().get().get(tp).activeProducers().get(0);
+        assertTrue(state.currentTransactionStartOffset().isPresent());
+        admin.abortTransaction(new org.apache.kafka.clients.admin.AbortTransactionSpec(tp, state.producerId(),
+                (short) state.producerEpoch(), state.coordinatorEpoch().orElse(-1))).all().get();
+        var after = admin.describeProducers(List.of(tp)).all().get().get(tp).activeProducers();
+        assertTrue(after.stream().noneMatch(s -> s.currentTransactionStartOffset().isPresent()), after.toString());
+        try (KafkaConsumer<String, String> c = Clients.consumer(broker.bootstrap(), null,
+                Map.of(org.apache.kafka.clients.consumer.ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed"))) {
+            c.assign(List.of(tp));
+            c.seekToEnd(List.of(tp));
+            assertEquals(2, c.position(tp), "the record and the abort marker");
+        }
+    }
 }
