@@ -24,12 +24,42 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Largest single reservation for a frame being received.
 const FRAME_RESERVE_STEP_BYTES: usize = 8 << 20;
 
+/// What a request knows about the connection it came on. Handlers decide by it which APIs
+/// this connection may use: today every connection is the one client listener; inter-broker
+/// and controller listeners, and the authenticated principal, come with the cluster and
+/// security work.
+#[derive(Debug, Clone)]
+pub struct ConnectionContext {
+    /// The client's address (Kafka's `client_host` is `/` + its IP).
+    pub peer: SocketAddr,
+    /// The listener the connection was accepted on, by Kafka's listener name.
+    pub listener: ListenerName,
+}
+
+impl ConnectionContext {
+    /// A connection on the client listener.
+    pub fn client(peer: SocketAddr) -> Self {
+        ConnectionContext {
+            peer,
+            listener: ListenerName::Plaintext,
+        }
+    }
+}
+
+/// Kafka's listener names; only the client listener exists so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerName {
+    /// `PLAINTEXT`: clients (and, on a single node, everything else).
+    Plaintext,
+}
+
 pub async fn serve(
     broker: Arc<Broker>,
     stream: TcpStream,
-    peer: SocketAddr,
+    context: ConnectionContext,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let peer = context.peer;
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<PendingResponse>(broker.config.connection_in_flight_max);
@@ -67,7 +97,7 @@ pub async fn serve(
                     let body = frame.split_off(FRAME_LENGTH_BYTES).freeze();
                     match decode_request(body) {
                         Ok(request) => {
-                            let pending = dispatch(&broker, request, peer);
+                            let pending = dispatch(&broker, request, &context);
                             if tx.send(pending).await.is_err() {
                                 break 'conn;
                             }

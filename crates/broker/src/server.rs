@@ -87,7 +87,8 @@ pub async fn serve(
                     let b = broker.clone();
                     let stop = stop_rx.clone();
                     connections.spawn(async move {
-                        connection::serve(b, stream, peer, stop).await;
+                        let context = connection::ConnectionContext::client(peer);
+                        connection::serve(b, stream, context, stop).await;
                         drop(permit);
                     });
                 }

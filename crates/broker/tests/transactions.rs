@@ -83,7 +83,12 @@ async fn call<R: Decodable>(broker: &Arc<Broker>, key: ApiKey, version: i16, req
         header,
         request: req,
     };
-    let Outcome::Respond(mut bytes) = dispatch(broker, frame, "127.0.0.1:1".parse().unwrap()).await
+    let Outcome::Respond(mut bytes) = dispatch(
+        broker,
+        frame,
+        &strata_broker::connection::ConnectionContext::client("127.0.0.1:1".parse().unwrap()),
+    )
+    .await
     else {
         panic!("no response");
     };

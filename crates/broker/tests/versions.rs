@@ -584,7 +584,15 @@ async fn every_advertised_version_encodes_its_responses() {
                     header,
                     request: req,
                 };
-                match dispatch(&broker, frame, "127.0.0.1:1".parse().unwrap()).await {
+                match dispatch(
+                    &broker,
+                    frame,
+                    &strata_broker::connection::ConnectionContext::client(
+                        "127.0.0.1:1".parse().unwrap(),
+                    ),
+                )
+                .await
+                {
                     Outcome::Respond(_) | Outcome::RespondParts(_) => checked += 1,
                     other => panic!("{:?} v{version}: {other:?}", api.key),
                 }

@@ -85,8 +85,9 @@ pub(crate) fn str(s: &str) -> StrBytes {
 pub fn dispatch(
     broker: &Arc<Broker>,
     frame: RequestFrame,
-    peer: std::net::SocketAddr,
+    context: &crate::connection::ConnectionContext,
 ) -> PendingResponse {
+    let peer = context.peer;
     let RequestFrame {
         api_key,
         version,
