@@ -14,16 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use strata_cluster::{MetadataError, MetadataImage, MetadataLog, MetadataRecord, TopicImage};
 use strata_storage::{
-    checkpoint, Clock, FilesystemSync, Fs, Log, Partition, RecoveryHint, StorageError,
+    Clock, FilesystemSync, Fs, Log, LogManager, Partition, RecoveryHint, StorageError,
 };
-
-/// Every partition's recovery point, in one file of the data directory (Kafka's name).
-const RECOVERY_POINTS_FILE: &str = "recovery-point-offset-checkpoint";
-/// Present only after a clean shutdown.
-const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
-/// Every partition's log start offset, written when DeleteRecords moves one (Kafka's name):
-/// it can lie inside a segment, where recovery alone would not find it.
-const LOG_START_FILE: &str = "log-start-offset-checkpoint";
 use tokio::sync::Notify;
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -87,8 +79,8 @@ pub struct Broker {
     pub groups: crate::groups::GroupService,
     /// The transaction coordinator.
     pub txns: crate::txn::TxnService,
-    /// Serializes writes of the log start offset checkpoint.
-    log_start_checkpoint: Mutex<()>,
+    /// The data directory's checkpoints and clean-shutdown marker.
+    log_manager: LogManager,
 }
 
 fn known_topic(metadata: &MetadataLog, name: &str) -> Result<TopicImage, TopicError> {
@@ -136,6 +128,7 @@ impl Broker {
         fs.create_dir_all(&config.data_dir)
             .map_err(|e| StorageError::io(&config.data_dir, e))?;
         let metadata = MetadataLog::open(fs.clone(), clock.clone(), &config.data_dir)?;
+        let (fs_for_logs, data_dir_for_logs) = (fs.clone(), config.data_dir.clone());
         let group_config = config.group_config();
         let txn_config = config.txn_config();
         let broker = Self {
@@ -150,59 +143,25 @@ impl Broker {
             filesystem_sync: FilesystemSync::default(),
             groups: crate::groups::GroupService::new(group_config),
             txns: crate::txn::TxnService::new(txn_config),
-            log_start_checkpoint: Mutex::new(()),
+            log_manager: LogManager::new(fs_for_logs, &data_dir_for_logs),
         };
         let topics: Vec<TopicImage> = broker.image().topics().cloned().collect();
-        // Recovery state for every partition, from two files of the data directory. The
-        // clean-shutdown marker goes first, so a crash while opening means a full recovery.
-        let data_dir = broker.config.data_dir.clone();
-        let clean_path = data_dir.join(CLEAN_SHUTDOWN_FILE);
-        let clean = broker.fs.exists(&clean_path);
-        if clean {
-            broker
-                .fs
-                .remove_file(&clean_path)
-                .map_err(|e| StorageError::io(&clean_path, e))?;
-            broker
-                .fs
-                .sync_dir(&data_dir)
-                .map_err(|e| StorageError::io(&data_dir, e))?;
-        }
+        // Recovery state for every partition, from the data directory's checkpoints (the
+        // clean-shutdown marker goes first, so a crash while opening means a full recovery).
         let partition_count: usize = topics.iter().map(|t| t.partitions.len()).sum();
-        let recovery_points = checkpoint::read_offsets(
-            broker.fs.as_ref(),
-            &data_dir.join(RECOVERY_POINTS_FILE),
-            partition_count + 1,
-        );
-        let log_starts = checkpoint::read_offsets(
-            broker.fs.as_ref(),
-            &data_dir.join(LOG_START_FILE),
-            partition_count + 1,
-        );
+        let recovery = broker.log_manager.begin_recovery(partition_count)?;
         let mut live_dirs = std::collections::HashSet::new();
         for topic in &topics {
             for &p in topic.partitions.keys() {
                 live_dirs.insert(broker.partition_dir(&topic.name, p));
-                let recovery_point = recovery_points.get(&(topic.name.clone(), p)).copied();
-                let hint = RecoveryHint {
-                    recovery_point,
-                    clean_shutdown: clean && recovery_point.is_some(),
-                    log_start_offset: log_starts.get(&(topic.name.clone(), p)).copied(),
-                };
-                broker.open_partition(topic, p, hint)?;
+                broker.open_partition(topic, p, recovery.hint(&topic.name, p))?;
             }
         }
         // What recovery kept may be only in the page cache: one sync makes all of it durable
-        // before anything is served.
+        // before anything is served; the checkpoints then cover exactly the open partitions.
         broker
-            .fs
-            .sync_filesystem(&data_dir)
-            .map_err(|e| StorageError::io(&data_dir, e))?;
-        broker.checkpoint_recovery_points();
-        if !log_starts.is_empty() {
-            // Entries of topics deleted since must not apply to a later topic of that name.
-            broker.checkpoint_log_start_offsets()?;
-        }
+            .log_manager
+            .finish_recovery(&recovery, &broker.all_partitions())?;
         // Directories of deleted topics (a crash between the metadata record and the delete).
         let entries = broker
             .fs
@@ -626,17 +585,12 @@ impl Broker {
         Ok(id)
     }
 
-    /// Writes every partition's recovery point (only where it moved).
     /// Writes every partition's recovery point to the data directory's one checkpoint file.
     pub fn checkpoint_recovery_points(&self) {
-        let mut entries: Vec<(String, i32, i64)> = self
-            .all_partitions()
-            .iter()
-            .map(|p| (p.topic.clone(), p.partition, p.log().recovery_point()))
-            .collect();
-        entries.sort();
-        let path = self.config.data_dir.join(RECOVERY_POINTS_FILE);
-        if let Err(e) = checkpoint::write_offsets(self.fs.as_ref(), &path, &entries) {
+        if let Err(e) = self
+            .log_manager
+            .checkpoint_recovery_points(&self.all_partitions())
+        {
             warn!(error = %e, "could not write the recovery point checkpoint");
         }
     }
@@ -650,19 +604,8 @@ impl Broker {
     }
 
     fn checkpoint_log_start_offsets(&self) -> Result<(), StorageError> {
-        // One writer at a time, so an older list never overwrites a newer one.
-        let _one = self
-            .log_start_checkpoint
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let mut entries: Vec<(String, i32, i64)> = self
-            .all_partitions()
-            .iter()
-            .map(|p| (p.topic.clone(), p.partition, p.log().log_start_offset()))
-            .collect();
-        entries.sort();
-        let path = self.config.data_dir.join(LOG_START_FILE);
-        checkpoint::write_offsets(self.fs.as_ref(), &path, &entries)
+        self.log_manager
+            .checkpoint_log_start_offsets(&self.all_partitions())
     }
 
     /// Wakes every waiting fetch and makes new ones answer at once.
@@ -681,37 +624,11 @@ impl Broker {
         self.shutting_down.load(Ordering::SeqCst)
     }
 
-    /// Clean shutdown of every log and the metadata log: indexes written, one file-system
-    /// sync, recovery points at the log end offsets, and the clean-shutdown marker last.
+    /// Clean shutdown of every log (see `LogManager::close`: indexes written, one file-system
+    /// sync, recovery points at the log end offsets, the clean-shutdown marker last) and of the
+    /// metadata log.
     pub fn close(&self) {
-        let mut ends = Vec::new();
-        let mut ok = true;
-        for p in self.all_partitions() {
-            let prepared = p.log().prepare_close();
-            match prepared {
-                Ok(end) => ends.push((p, end)),
-                Err(e) => {
-                    ok = false;
-                    warn!(topic = %p.topic, partition = p.partition, error = %e, "error closing log");
-                }
-            }
-        }
-        let data_dir = &self.config.data_dir;
-        if let Err(e) = self.fs.sync_filesystem(data_dir) {
-            ok = false;
-            warn!(error = %e, "could not sync the data directory at shutdown");
-        }
-        if ok {
-            for (p, end) in &ends {
-                p.log().mark_flushed(*end);
-            }
-            self.checkpoint_recovery_points();
-            if let Err(e) =
-                checkpoint::write(self.fs.as_ref(), &data_dir.join(CLEAN_SHUTDOWN_FILE), 0)
-            {
-                warn!(error = %e, "could not write the clean-shutdown marker");
-            }
-        }
+        self.log_manager.close(&self.all_partitions());
         if let Err(e) = self.metadata().close() {
             warn!(error = %e, "error closing metadata log");
         }

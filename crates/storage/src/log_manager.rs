@@ -1,0 +1,198 @@
+//! The data directory's own files, beside the partition directories (Kafka's `LogManager`):
+//!
+//! - `recovery-point-offset-checkpoint`: every partition's recovery point (Kafka's format: `0`,
+//!   a count, then `topic partition offset` lines), written periodically and at clean close;
+//! - `log-start-offset-checkpoint`: every partition's log start offset, written (and synced)
+//!   before DeleteRecords answers, since it can lie inside a segment where recovery alone
+//!   would not find it;
+//! - `clean-shutdown`: present only after a clean close.
+//!
+//! Recovery story: at open the marker is removed (synced) before any log opens, so a crash
+//! while opening means a full recovery next time; the checkpoints give each log its
+//! [`RecoveryHint`]; once every log is open, one file-system sync makes what recovery kept
+//! durable and the checkpoints are rewritten (dropping entries of topics deleted since). Every
+//! file is replaced atomically (`checkpoint`), so a crash leaves the old or the new contents.
+//!
+//! The manager does not own the partitions (the broker does, driven by metadata): callers
+//! pass the partitions a checkpoint covers. Thread safety: log start checkpoints are
+//! serialized by a lock, so an older list never overwrites a newer one; recovery point
+//! checkpoints come from one background task and the close path.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::error::Result;
+use crate::{checkpoint, Fs, Partition, RecoveryHint, StorageError};
+
+/// Every partition's recovery point (Kafka's file name).
+pub const RECOVERY_POINTS_FILE: &str = "recovery-point-offset-checkpoint";
+/// Present only after a clean shutdown.
+pub const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
+/// Every partition's log start offset (Kafka's file name).
+pub const LOG_START_FILE: &str = "log-start-offset-checkpoint";
+
+/// What the data directory said about its partitions when it was opened.
+#[derive(Debug, Default)]
+pub struct RecoveryState {
+    /// The previous run closed cleanly (the marker was there).
+    pub clean_shutdown: bool,
+    recovery_points: HashMap<(String, i32), i64>,
+    log_starts: HashMap<(String, i32), i64>,
+}
+
+impl RecoveryState {
+    /// How the log of `topic`-`partition` should recover.
+    pub fn hint(&self, topic: &str, partition: i32) -> RecoveryHint {
+        let key = (topic.to_string(), partition);
+        let recovery_point = self.recovery_points.get(&key).copied();
+        RecoveryHint {
+            recovery_point,
+            clean_shutdown: self.clean_shutdown && recovery_point.is_some(),
+            log_start_offset: self.log_starts.get(&key).copied(),
+        }
+    }
+
+    /// Whether a log start offset checkpoint was read (it must then be rewritten, so entries
+    /// of topics deleted since never apply to a later topic of that name).
+    pub fn has_log_starts(&self) -> bool {
+        !self.log_starts.is_empty()
+    }
+}
+
+/// The data directory's checkpoints and clean-shutdown marker.
+pub struct LogManager {
+    fs: Arc<dyn Fs>,
+    data_dir: PathBuf,
+    /// Serializes writes of the log start offset checkpoint.
+    log_start_checkpoint: Mutex<()>,
+}
+
+impl LogManager {
+    pub fn new(fs: Arc<dyn Fs>, data_dir: &Path) -> Self {
+        LogManager {
+            fs,
+            data_dir: data_dir.to_path_buf(),
+            log_start_checkpoint: Mutex::new(()),
+        }
+    }
+
+    /// Reads the checkpoints (at most `partitions_max` entries each) and removes the
+    /// clean-shutdown marker, synced, before any log is opened.
+    pub fn begin_recovery(&self, partitions_max: usize) -> Result<RecoveryState> {
+        let clean_path = self.data_dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean_shutdown = self.fs.exists(&clean_path);
+        if clean_shutdown {
+            self.fs
+                .remove_file(&clean_path)
+                .map_err(|e| StorageError::io(&clean_path, e))?;
+            self.fs
+                .sync_dir(&self.data_dir)
+                .map_err(|e| StorageError::io(&self.data_dir, e))?;
+        }
+        let read = |name: &str| {
+            checkpoint::read_offsets(
+                self.fs.as_ref(),
+                &self.data_dir.join(name),
+                partitions_max + 1,
+            )
+        };
+        Ok(RecoveryState {
+            clean_shutdown,
+            recovery_points: read(RECOVERY_POINTS_FILE),
+            log_starts: read(LOG_START_FILE),
+        })
+    }
+
+    /// After every log was opened: one file-system sync makes what recovery kept durable,
+    /// then the checkpoints are rewritten for exactly `partitions`.
+    pub fn finish_recovery(
+        &self,
+        state: &RecoveryState,
+        partitions: &[Arc<Partition>],
+    ) -> Result<()> {
+        self.fs
+            .sync_filesystem(&self.data_dir)
+            .map_err(|e| StorageError::io(&self.data_dir, e))?;
+        self.checkpoint_recovery_points(partitions)?;
+        if state.has_log_starts() {
+            self.checkpoint_log_start_offsets(partitions)?;
+        }
+        Ok(())
+    }
+
+    /// Writes every partition's recovery point to the one checkpoint file.
+    pub fn checkpoint_recovery_points(&self, partitions: &[Arc<Partition>]) -> Result<()> {
+        let entries = collect(partitions, |p| p.log().recovery_point());
+        checkpoint::write_offsets(
+            self.fs.as_ref(),
+            &self.data_dir.join(RECOVERY_POINTS_FILE),
+            &entries,
+        )
+    }
+
+    /// Writes every partition's log start offset; durable when this returns.
+    pub fn checkpoint_log_start_offsets(&self, partitions: &[Arc<Partition>]) -> Result<()> {
+        let _one = self
+            .log_start_checkpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let entries = collect(partitions, |p| p.log().log_start_offset());
+        checkpoint::write_offsets(
+            self.fs.as_ref(),
+            &self.data_dir.join(LOG_START_FILE),
+            &entries,
+        )
+    }
+
+    /// Clean close of `partitions`: indexes written, one file-system sync, recovery points at
+    /// the log end offsets, and the clean-shutdown marker last. False if any step failed (the
+    /// marker is then not written, so the next start recovers).
+    pub fn close(&self, partitions: &[Arc<Partition>]) -> bool {
+        let mut ends = Vec::new();
+        let mut ok = true;
+        for p in partitions {
+            match p.log().prepare_close() {
+                Ok(end) => ends.push((p, end)),
+                Err(e) => {
+                    ok = false;
+                    tracing::warn!(topic = %p.topic, partition = p.partition, error = %e, "error closing log");
+                }
+            }
+        }
+        if let Err(e) = self.fs.sync_filesystem(&self.data_dir) {
+            tracing::warn!(error = %e, "could not sync the data directory at shutdown");
+            return false;
+        }
+        if !ok {
+            return false;
+        }
+        for (p, end) in &ends {
+            p.log().mark_flushed(*end);
+        }
+        let marked = self.checkpoint_recovery_points(partitions).and_then(|()| {
+            checkpoint::write(
+                self.fs.as_ref(),
+                &self.data_dir.join(CLEAN_SHUTDOWN_FILE),
+                0,
+            )
+        });
+        if let Err(e) = marked {
+            tracing::warn!(error = %e, "could not write the recovery points or the clean-shutdown marker");
+            return false;
+        }
+        true
+    }
+}
+
+fn collect(
+    partitions: &[Arc<Partition>],
+    offset: impl Fn(&Partition) -> i64,
+) -> Vec<(String, i32, i64)> {
+    let mut entries: Vec<(String, i32, i64)> = partitions
+        .iter()
+        .map(|p| (p.topic.clone(), p.partition, offset(p)))
+        .collect();
+    entries.sort();
+    entries
+}

@@ -1,0 +1,61 @@
+//! The data directory's checkpoints and clean-shutdown marker (LogManager): what a clean
+//! close leaves, what the next open reads, and that the marker is gone before logs open.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::World;
+use strata_storage::log_manager::CLEAN_SHUTDOWN_FILE;
+use strata_storage::{Clock, Fs, Log, LogConfig, LogManager, Partition};
+
+fn partition(w: &World, topic: &str, p: i32, hint: strata_storage::RecoveryHint) -> Arc<Partition> {
+    let fs: Arc<dyn Fs> = Arc::new(w.fs.clone());
+    let clock: Arc<dyn Clock> = w.clock.clone();
+    let dir = Path::new("/data").join(format!("{topic}-{p}"));
+    let log = Log::open_managed(fs, clock, &dir, LogConfig::default(), hint).unwrap();
+    Arc::new(Partition::new(topic.to_string(), p, 0, log))
+}
+
+#[test]
+fn clean_close_then_open_gives_every_log_its_hint() {
+    let w = World::new();
+    let fs: Arc<dyn Fs> = Arc::new(w.fs.clone());
+    let data = Path::new("/data");
+    fs.create_dir_all(data).unwrap();
+    let manager = LogManager::new(fs.clone(), data);
+    let first = manager.begin_recovery(2).unwrap();
+    assert!(!first.clean_shutdown && !first.has_log_starts());
+    let ps = vec![
+        partition(&w, "a", 0, first.hint("a", 0)),
+        partition(&w, "b", 3, first.hint("b", 3)),
+    ];
+    manager.finish_recovery(&first, &ps).unwrap();
+    for (i, p) in ps.iter().enumerate() {
+        p.append(&common::producer_batch(-1, 0, 0, 3 + i, false))
+            .unwrap();
+    }
+    ps[1].log().delete_records_before(0).unwrap();
+    manager.checkpoint_log_start_offsets(&ps).unwrap();
+    assert!(manager.close(&ps));
+    assert!(fs.exists(&data.join(CLEAN_SHUTDOWN_FILE)));
+
+    let again = LogManager::new(fs.clone(), data);
+    let state = again.begin_recovery(2).unwrap();
+    assert!(state.clean_shutdown);
+    assert!(
+        !fs.exists(&data.join(CLEAN_SHUTDOWN_FILE)),
+        "the marker is removed before any log opens, so a crash now means full recovery"
+    );
+    let a = state.hint("a", 0);
+    assert_eq!((a.recovery_point, a.clean_shutdown), (Some(3), true));
+    assert_eq!(state.hint("b", 3).recovery_point, Some(4));
+    assert_eq!(state.hint("b", 3).log_start_offset, Some(0));
+    let unknown = state.hint("c", 0);
+    assert_eq!(
+        (unknown.recovery_point, unknown.clean_shutdown),
+        (None, false),
+        "a log the checkpoint does not know is recovered in full"
+    );
+}
