@@ -111,7 +111,16 @@ def test_topic_config_descriptions_match(pair):
         t = unique("diff-cfg")
         a.create_topics([NewTopic(t, 1, 1, config={"compression.type": "lz4", "segment.jitter.ms": "100"})])[t].result(30)
         r = ConfigResource("topic", t)
-        return {k: (v.value, v.source) for k, v in a.describe_configs([r])[r].result(30).items()}
+        # Kafka answers CreateTopics before its metadata cache knows the topic: a describe at
+        # once can say UNKNOWN_TOPIC_OR_PARTITION there, so retry briefly (as clients must).
+        deadline = time.time() + 15
+        while True:
+            try:
+                return {k: (v.value, v.source) for k, v in a.describe_configs([r])[r].result(30).items()}
+            except KafkaException as e:
+                if e.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART or time.time() > deadline:
+                    raise
+                time.sleep(0.2)
 
     kafka, strata = both(pair, scenario)
     assert set(strata) == set(kafka), (set(kafka) - set(strata), set(strata) - set(kafka))

@@ -3,20 +3,19 @@
 //! or dirty records older than `max.compaction.lag.ms` — planned and swapped under the
 //! partition lock, read and written without it, so producers are not stalled. After each
 //! pass a log line gives what it did, and every compacted log's first dirty offset is
-//! written to `<data-dir>/cleaner-offset-checkpoint` (Kafka's name), so a restart resumes
-//! where cleaning stopped instead of remapping from the log start.
+//! written to `<data-dir>/cleaner-offset-checkpoint` (Kafka's name, by the storage
+//! `LogManager`), so a restart resumes where cleaning stopped instead of remapping from the
+//! log start.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use strata_storage::cleaner::CleanStats;
-use strata_storage::{checkpoint, Partition};
+use strata_storage::Partition;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::Broker;
-
-pub const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 
 impl Broker {
     /// The compacted log to clean next, if any needs it.
@@ -101,35 +100,20 @@ impl Broker {
         Some((partition, stats))
     }
 
-    /// Writes every compacted log's first dirty offset.
+    /// Writes every compacted log's first dirty offset (`cleaner-offset-checkpoint`).
     pub fn checkpoint_cleaner_offsets(&self) {
-        let mut entries: Vec<(String, i32, i64)> = self
-            .all_partitions()
-            .iter()
-            .filter_map(|p| {
-                let log = p.log();
-                log.config()
-                    .cleanup_compact
-                    .then(|| (p.topic.clone(), p.partition, log.first_dirty_offset()))
-            })
-            .collect();
-        entries.sort();
-        let path = self.config.data_dir.join(CLEANER_CHECKPOINT_FILE);
-        if let Err(e) = checkpoint::write_offsets(self.fs.as_ref(), &path, &entries) {
+        if let Err(e) = self
+            .log_manager()
+            .checkpoint_cleaner_offsets(&self.all_partitions())
+        {
             warn!(error = %e, "could not write the cleaner checkpoint");
         }
     }
 
     /// Restores each log's first dirty offset at start.
     pub(crate) fn load_cleaner_offsets(&self) {
-        let path = self.config.data_dir.join(CLEANER_CHECKPOINT_FILE);
-        let partitions = self.all_partitions();
-        let offsets = checkpoint::read_offsets(self.fs.as_ref(), &path, partitions.len() + 1);
-        for p in partitions {
-            if let Some(o) = offsets.get(&(p.topic.clone(), p.partition)) {
-                p.log().set_first_dirty_offset(*o);
-            }
-        }
+        self.log_manager()
+            .load_cleaner_offsets(&self.all_partitions());
     }
 }
 

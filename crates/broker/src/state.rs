@@ -585,6 +585,11 @@ impl Broker {
         Ok(id)
     }
 
+    /// The data directory's checkpoints and clean-shutdown marker.
+    pub fn log_manager(&self) -> &LogManager {
+        &self.log_manager
+    }
+
     /// Writes every partition's recovery point to the data directory's one checkpoint file.
     pub fn checkpoint_recovery_points(&self) {
         if let Err(e) = self

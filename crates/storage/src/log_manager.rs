@@ -5,6 +5,9 @@
 //! - `log-start-offset-checkpoint`: every partition's log start offset, written (and synced)
 //!   before DeleteRecords answers, since it can lie inside a segment where recovery alone
 //!   would not find it;
+//! - `cleaner-offset-checkpoint`: every compacted log's first dirty offset, written after each
+//!   cleaning pass, so a restart resumes cleaning where it stopped (losing it only means
+//!   remapping from the log start);
 //! - `clean-shutdown`: present only after a clean close.
 //!
 //! Recovery story: at open the marker is removed (synced) before any log opens, so a crash
@@ -31,6 +34,8 @@ pub const RECOVERY_POINTS_FILE: &str = "recovery-point-offset-checkpoint";
 pub const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 /// Every partition's log start offset (Kafka's file name).
 pub const LOG_START_FILE: &str = "log-start-offset-checkpoint";
+/// Every compacted log's first dirty offset (Kafka's file name).
+pub const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 
 /// What the data directory said about its partitions when it was opened.
 #[derive(Debug, Default)]
@@ -143,6 +148,35 @@ impl LogManager {
             &self.data_dir.join(LOG_START_FILE),
             &entries,
         )
+    }
+
+    /// Writes every compacted log's first dirty offset.
+    pub fn checkpoint_cleaner_offsets(&self, partitions: &[Arc<Partition>]) -> Result<()> {
+        let compacted: Vec<Arc<Partition>> = partitions
+            .iter()
+            .filter(|p| p.log().config().cleanup_compact)
+            .cloned()
+            .collect();
+        let entries = collect(&compacted, |p| p.log().first_dirty_offset());
+        checkpoint::write_offsets(
+            self.fs.as_ref(),
+            &self.data_dir.join(CLEANER_CHECKPOINT_FILE),
+            &entries,
+        )
+    }
+
+    /// Restores each log's first dirty offset from the cleaner checkpoint (at start).
+    pub fn load_cleaner_offsets(&self, partitions: &[Arc<Partition>]) {
+        let offsets = checkpoint::read_offsets(
+            self.fs.as_ref(),
+            &self.data_dir.join(CLEANER_CHECKPOINT_FILE),
+            partitions.len() + 1,
+        );
+        for p in partitions {
+            if let Some(o) = offsets.get(&(p.topic.clone(), p.partition)) {
+                p.log().set_first_dirty_offset(*o);
+            }
+        }
     }
 
     /// Clean close of `partitions`: indexes written, one file-system sync, recovery points at

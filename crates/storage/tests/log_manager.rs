@@ -59,3 +59,41 @@ fn clean_close_then_open_gives_every_log_its_hint() {
         "a log the checkpoint does not know is recovered in full"
     );
 }
+
+#[test]
+fn cleaner_offsets_round_trip_for_compacted_logs_only() {
+    let w = World::new();
+    let fs: Arc<dyn Fs> = Arc::new(w.fs.clone());
+    let data = Path::new("/data");
+    fs.create_dir_all(data).unwrap();
+    let manager = LogManager::new(fs.clone(), data);
+    let compacted = partition(&w, "c", 0, Default::default());
+    compacted
+        .append(&common::producer_batch(-1, 0, 0, 10, false))
+        .unwrap();
+    compacted
+        .log()
+        .set_config(LogConfig {
+            cleanup_compact: true,
+            ..LogConfig::default()
+        })
+        .unwrap();
+    compacted.log().set_first_dirty_offset(7);
+    let plain = partition(&w, "d", 0, Default::default());
+    plain
+        .append(&common::producer_batch(-1, 0, 0, 10, false))
+        .unwrap();
+    plain.log().set_first_dirty_offset(9);
+    manager
+        .checkpoint_cleaner_offsets(&[compacted.clone(), plain.clone()])
+        .unwrap();
+    let c2 = partition(&w, "c", 0, Default::default());
+    let d2 = partition(&w, "d", 0, Default::default());
+    manager.load_cleaner_offsets(&[c2.clone(), d2.clone()]);
+    assert_eq!(c2.log().first_dirty_offset(), 7);
+    assert_eq!(
+        d2.log().first_dirty_offset(),
+        0,
+        "only compacted logs are checkpointed"
+    );
+}
