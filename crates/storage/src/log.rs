@@ -578,7 +578,7 @@ impl Log {
                 // Only on refusal are the records decoded, to name each bad one (KIP-467).
                 let mut records = Vec::new();
                 let mut first = None;
-                self.for_each_produced_record(batches, &produced, |index, r| {
+                Self::for_each_produced_record(batches, &produced, |index, r| {
                     if bad(r.timestamp) {
                         records.push(index);
                         first.get_or_insert(r.timestamp);
@@ -596,7 +596,7 @@ impl Log {
         if self.config.cleanup_compact {
             // Compaction keeps the latest record per key: a record without one has no place.
             let mut keyless = Vec::new();
-            self.for_each_produced_record(batches, &produced, |index, r| {
+            Self::for_each_produced_record(batches, &produced, |index, r| {
                 if r.key.is_none() {
                     keyless.push(index);
                 }
@@ -705,7 +705,6 @@ impl Log {
     /// Calls `f` with each record of a produced record set (decompressed) and its index in
     /// the set, counting from 0 across batches.
     fn for_each_produced_record(
-        &self,
         batches: &[u8],
         produced: &strata_records::ProducedBatches,
         mut f: impl FnMut(i32, &strata_records::rewrite::RecordView),

@@ -128,12 +128,9 @@ impl LogManager {
 
     /// Writes every partition's recovery point to the one checkpoint file.
     pub fn checkpoint_recovery_points(&self, partitions: &[Arc<Partition>]) -> Result<()> {
-        let entries = collect(partitions, |p| p.log().recovery_point());
-        checkpoint::write_offsets(
-            self.fs.as_ref(),
-            &self.data_dir.join(RECOVERY_POINTS_FILE),
-            &entries,
-        )
+        self.write(RECOVERY_POINTS_FILE, partitions, |p| {
+            p.log().recovery_point()
+        })
     }
 
     /// Writes every partition's log start offset; durable when this returns.
@@ -142,12 +139,7 @@ impl LogManager {
             .log_start_checkpoint
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let entries = collect(partitions, |p| p.log().log_start_offset());
-        checkpoint::write_offsets(
-            self.fs.as_ref(),
-            &self.data_dir.join(LOG_START_FILE),
-            &entries,
-        )
+        self.write(LOG_START_FILE, partitions, |p| p.log().log_start_offset())
     }
 
     /// Writes every compacted log's first dirty offset.
@@ -157,12 +149,9 @@ impl LogManager {
             .filter(|p| p.log().config().cleanup_compact)
             .cloned()
             .collect();
-        let entries = collect(&compacted, |p| p.log().first_dirty_offset());
-        checkpoint::write_offsets(
-            self.fs.as_ref(),
-            &self.data_dir.join(CLEANER_CHECKPOINT_FILE),
-            &entries,
-        )
+        self.write(CLEANER_CHECKPOINT_FILE, &compacted, |p| {
+            p.log().first_dirty_offset()
+        })
     }
 
     /// Restores each log's first dirty offset from the cleaner checkpoint (at start).
@@ -219,14 +208,20 @@ impl LogManager {
     }
 }
 
-fn collect(
-    partitions: &[Arc<Partition>],
-    offset: impl Fn(&Partition) -> i64,
-) -> Vec<(String, i32, i64)> {
-    let mut entries: Vec<(String, i32, i64)> = partitions
-        .iter()
-        .map(|p| (p.topic.clone(), p.partition, offset(p)))
-        .collect();
-    entries.sort();
-    entries
+impl LogManager {
+    /// Replaces the data directory's checkpoint `file` with one `topic partition offset`
+    /// line per partition (sorted, Kafka's format).
+    fn write(
+        &self,
+        file: &str,
+        partitions: &[Arc<Partition>],
+        offset: impl Fn(&Partition) -> i64,
+    ) -> Result<()> {
+        let mut entries: Vec<(String, i32, i64)> = partitions
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition, offset(p)))
+            .collect();
+        entries.sort();
+        checkpoint::write_offsets(self.fs.as_ref(), &self.data_dir.join(file), &entries)
+    }
 }
