@@ -109,12 +109,6 @@ impl Broker {
             warn!(error = %e, "could not write the cleaner checkpoint");
         }
     }
-
-    /// Restores each log's first dirty offset at start.
-    pub(crate) fn load_cleaner_offsets(&self) {
-        self.log_manager()
-            .load_cleaner_offsets(&self.all_partitions());
-    }
 }
 
 /// The cleaner's loop: a pass whenever a log needs one, else a nap of

@@ -64,6 +64,21 @@ pub const UNKNOWN_SERVER_ERROR: i16 = ResponseError::UnknownServerError.code();
 pub const POLICY_VIOLATION: i16 = ResponseError::PolicyViolation.code();
 pub const FENCED_LEADER_EPOCH: i16 = ResponseError::FencedLeaderEpoch.code();
 pub const UNKNOWN_LEADER_EPOCH: i16 = ResponseError::UnknownLeaderEpoch.code();
+pub const NOT_LEADER_OR_FOLLOWER: i16 = ResponseError::NotLeaderOrFollower.code();
+pub const LEADER_NOT_AVAILABLE: i16 = ResponseError::LeaderNotAvailable.code();
+
+/// A request on a partition this broker has no open log for: still recovering after a
+/// restart is NOT_LEADER_OR_FOLLOWER (retriable: clients refresh metadata, where it shows
+/// without a leader, and retry), a log that failed to open KAFKA_STORAGE_ERROR, anything
+/// else UNKNOWN_TOPIC_OR_PARTITION.
+pub fn missing_partition(availability: crate::state::Availability) -> i16 {
+    use crate::state::Availability;
+    match availability {
+        Availability::Recovering => NOT_LEADER_OR_FOLLOWER,
+        Availability::Failed => KAFKA_STORAGE_ERROR,
+        Availability::Open | Availability::Unknown => UNKNOWN_TOPIC_OR_PARTITION,
+    }
+}
 
 /// KIP-320: a request that names a leader epoch (not -1) must match the current one: an
 /// older epoch means the client's metadata is stale (fenced), a newer one that ours is.

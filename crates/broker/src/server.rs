@@ -53,8 +53,10 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     config.validate()?;
     let listen = config.listen.clone();
+    // Internal topics and coordinators first; other partitions recover in the background
+    // while the ones already open are served.
     let broker = Arc::new(tokio::task::block_in_place(|| {
-        Broker::open(config, fs, clock)
+        Broker::open_deferred(config, fs, clock)
     })?);
     let local = listener.local_addr().map_err(|source| ServeError::Bind {
         addr: listen,
@@ -68,6 +70,22 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     // In a JoinSet so that dropping this future (a test simulating a crash) stops it too.
     let mut background = tokio::task::JoinSet::new();
+    let recovering = broker.clone();
+    background.spawn(async move {
+        // Dropped unfinished (the server future dropped: a simulated crash): the recovery
+        // thread stops after the partition it is on.
+        struct StopOnDrop(Option<Arc<Broker>>);
+        impl Drop for StopOnDrop {
+            fn drop(&mut self) {
+                if let Some(b) = self.0.take() {
+                    b.shutdown_flag().store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        }
+        let mut guard = StopOnDrop(Some(recovering.clone()));
+        let _ = tokio::task::spawn_blocking(move || recovering.recover_deferred()).await;
+        guard.0 = None;
+    });
     background.spawn(background_work(broker.clone(), stop_rx.clone()));
     background.spawn(crate::cleaner::cleaner_work(
         broker.clone(),
@@ -140,11 +158,17 @@ async fn background_work(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
                 let b = broker.clone();
                 let flushed = tokio::task::spawn_blocking(move || {
                     let mut any = false;
+                    let mut unchecked_bytes = 0u64;
                     for p in b.all_partitions() {
                         match p.maybe_flush() {
                             Ok(f) => any |= f,
                             Err(e) => warn!(topic = %p.topic, partition = p.partition, error = %e, "background flush failed"),
                         }
+                        unchecked_bytes += p.log().bytes_since_checkpoint();
+                    }
+                    // Bound what a recovery would scan by bytes, not only by time.
+                    if unchecked_bytes >= b.config.log_flush_offset_checkpoint_bytes.max(1) {
+                        b.checkpoint_recovery_points();
                     }
                     any
                 }).await.unwrap_or(false);

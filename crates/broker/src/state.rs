@@ -2,17 +2,25 @@
 //!
 //! Topic changes go metadata-log-first: a change is appended (and synced) to the metadata
 //! log, then the partitions it implies are opened or removed. At start the metadata log is
-//! replayed, partition directories for live topics are opened (and recovered), and
-//! directories of topics no longer in the metadata are deleted.
+//! replayed and directories of topics no longer in the metadata are deleted; the internal
+//! topics' partitions are recovered (in parallel) and the coordinators loaded from them
+//! before anything is served; every other partition is queued and recovered by
+//! `num.recovery.threads.per.data.dir` workers while the broker already serves the ones that
+//! are ready (a partition still recovering answers NOT_LEADER_OR_FOLLOWER, and Metadata
+//! shows it without a leader, so clients retry; one that failed to open answers
+//! KAFKA_STORAGE_ERROR and is retried at the next start).
 //!
-//! Lock order: `metadata` before `partitions`; neither is held across an await.
+//! Lock order: `metadata` before `partitions` before `loading`; none is held across an
+//! await.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
 
 use strata_cluster::{MetadataError, MetadataImage, MetadataLog, MetadataRecord, TopicImage};
+use strata_storage::log_manager::RecoveryState;
 use strata_storage::{
     Clock, FilesystemSync, Fs, Log, LogManager, Partition, RecoveryHint, StorageError,
 };
@@ -81,6 +89,36 @@ pub struct Broker {
     pub txns: crate::txn::TxnService,
     /// The data directory's checkpoints and clean-shutdown marker.
     log_manager: LogManager,
+    /// Partitions found at start and not recovered yet (see [`Broker::recover_deferred`]).
+    loading: Mutex<Loading>,
+    /// Signalled whenever a deferred partition finishes (opened or failed).
+    loading_changed: Condvar,
+    /// Deferred partitions not yet opened, failed ones included (a lock-free "none" check
+    /// for the request paths).
+    unopened: AtomicUsize,
+    /// What the checkpoints said at start, until every deferred partition is open.
+    recovery: Mutex<Option<RecoveryState>>,
+}
+
+/// The partitions recovery has not opened yet.
+#[derive(Default)]
+struct Loading {
+    queued: VecDeque<(String, i32)>,
+    in_progress: HashSet<(String, i32)>,
+    /// Failed to open (I/O error): unavailable until the next start retries them.
+    failed: HashSet<(String, i32)>,
+}
+
+/// Whether a partition this broker hosts can serve now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    Open,
+    /// Still being recovered after start.
+    Recovering,
+    /// Its log could not be opened.
+    Failed,
+    /// Not hosted here (or no such partition).
+    Unknown,
 }
 
 fn known_topic(metadata: &MetadataLog, name: &str) -> Result<TopicImage, TopicError> {
@@ -119,8 +157,22 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
 }
 
 impl Broker {
-    /// Opens the data directory: replays the metadata log and opens every partition.
+    /// Opens the data directory: replays the metadata log and opens every partition (the
+    /// whole recovery, before returning).
     pub fn open(
+        config: BrokerConfig,
+        fs: Arc<dyn Fs>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, TopicError> {
+        let broker = Self::open_deferred(config, fs, clock)?;
+        broker.recover_deferred();
+        Ok(broker)
+    }
+
+    /// Opens the data directory with only the internal topics' partitions recovered and the
+    /// coordinators loaded from them; every other partition is queued for
+    /// [`Broker::recover_deferred`], which the server runs while it already serves.
+    pub fn open_deferred(
         config: BrokerConfig,
         fs: Arc<dyn Fs>,
         clock: Arc<dyn Clock>,
@@ -144,24 +196,31 @@ impl Broker {
             groups: crate::groups::GroupService::new(group_config),
             txns: crate::txn::TxnService::new(txn_config),
             log_manager: LogManager::new(fs_for_logs, &data_dir_for_logs),
+            loading: Mutex::new(Loading::default()),
+            loading_changed: Condvar::new(),
+            unopened: AtomicUsize::new(0),
+            recovery: Mutex::new(None),
         };
         let topics: Vec<TopicImage> = broker.image().topics().cloned().collect();
         // Recovery state for every partition, from the data directory's checkpoints (the
-        // clean-shutdown marker goes first, so a crash while opening means a full recovery).
+        // clean-shutdown marker goes first, so a crash while opening means a recovery).
         let partition_count: usize = topics.iter().map(|t| t.partitions.len()).sum();
         let recovery = broker.log_manager.begin_recovery(partition_count)?;
         let mut live_dirs = std::collections::HashSet::new();
+        let (mut internal, mut others) = (Vec::new(), Vec::new());
         for topic in &topics {
             for &p in topic.partitions.keys() {
                 live_dirs.insert(broker.partition_dir(&topic.name, p));
-                broker.open_partition(topic, p, recovery.hint(&topic.name, p))?;
+                broker.log_manager.defer(&recovery, &topic.name, p);
+                if is_internal_topic(&topic.name) {
+                    internal.push((topic.name.clone(), p));
+                } else {
+                    others.push((topic.name.clone(), p));
+                }
             }
         }
-        // What recovery kept may be only in the page cache: one sync makes all of it durable
-        // before anything is served; the checkpoints then cover exactly the open partitions.
-        broker
-            .log_manager
-            .finish_recovery(&recovery, &broker.all_partitions())?;
+        broker.unopened.store(internal.len() + others.len(), Ordering::SeqCst);
+        *broker.recovery_state() = Some(recovery);
         // Directories of deleted topics (a crash between the metadata record and the delete).
         let entries = broker
             .fs
@@ -176,16 +235,200 @@ impl Broker {
                 let _ = broker.fs.remove_dir_all(&dir);
             }
         }
+        // The coordinators need their partitions before anything is served.
+        broker.loading_state().queued.extend(internal);
+        broker.recover_queued();
+        if let Some((topic, p)) = broker
+            .loading_state()
+            .failed
+            .iter()
+            .find(|(t, _)| is_internal_topic(t))
+        {
+            return Err(TopicError::Storage(StorageError::LogDirFailed(
+                broker.partition_dir(topic, *p),
+            )));
+        }
         broker.compact_internal_topics();
-        broker.load_cleaner_offsets();
         broker.load_groups()?;
         broker.load_transactions()?;
+        let queued = others.len();
+        broker.loading_state().queued.extend(others);
         info!(
             topics = topics.len(),
             partitions = broker.all_partitions().len(),
+            queued_for_recovery = queued,
             "data directory opened"
         );
         Ok(broker)
+    }
+
+    /// Recovers every queued partition, `num.recovery.threads.per.data.dir` at a time, each
+    /// served as soon as it is open; then, if none is left, rewrites the checkpoints for
+    /// exactly the open partitions. Stops early at shutdown (the rest recover next start).
+    pub fn recover_deferred(&self) {
+        let started = std::time::Instant::now();
+        let queued = self.loading_state().queued.len();
+        self.recover_queued();
+        if queued > 0 {
+            info!(
+                partitions = queued,
+                millis = started.elapsed().as_millis() as u64,
+                "recovery of the remaining partitions finished"
+            );
+        }
+        if self.is_shutting_down() {
+            return;
+        }
+        self.finish_interrupted_transactions();
+        if !self.log_manager.all_opened() {
+            return;
+        }
+        let Some(state) = self.recovery_state().take() else {
+            return;
+        };
+        if let Err(e) = self
+            .log_manager
+            .finish_recovery(&state, &self.all_partitions())
+        {
+            warn!(error = %e, "could not rewrite the checkpoints after recovery");
+        }
+    }
+
+    /// Runs recovery workers until the queue is empty (or shutdown begins).
+    fn recover_queued(&self) {
+        let threads = self
+            .config
+            .recovery_threads()
+            .min(self.loading_state().queued.len());
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    while let Some(key) = self.next_to_recover() {
+                        let result = self.open_deferred_partition(&key.0, key.1);
+                        let mut loading = self.loading_state();
+                        loading.in_progress.remove(&key);
+                        match result {
+                            Ok(()) => {
+                                self.unopened.fetch_sub(1, Ordering::SeqCst);
+                            }
+                            Err(e) => {
+                                warn!(topic = %key.0, partition = key.1, error = %e, "could not open the partition; it stays unavailable until the next start");
+                                loading.failed.insert(key);
+                            }
+                        }
+                        self.loading_changed.notify_all();
+                    }
+                });
+            }
+        });
+    }
+
+    fn next_to_recover(&self) -> Option<(String, i32)> {
+        if self.is_shutting_down() {
+            return None;
+        }
+        let mut loading = self.loading_state();
+        let key = loading.queued.pop_front()?;
+        loading.in_progress.insert(key.clone());
+        Some(key)
+    }
+
+    /// Opens (recovering) one deferred partition and starts serving it.
+    fn open_deferred_partition(&self, topic: &str, partition: i32) -> Result<(), TopicError> {
+        let Some(image) = self.image().topic(topic).cloned() else {
+            self.log_manager.forget(topic, partition);
+            return Ok(()); // deleted meanwhile
+        };
+        let hint = self
+            .recovery_state()
+            .as_ref()
+            .map(|r| r.hint(topic, partition))
+            .unwrap_or_default();
+        self.open_partition(&image, partition, hint)?;
+        if let Some(dirty) = self.log_manager.opened(topic, partition) {
+            if let Some(p) = self.partition(topic, partition) {
+                p.log().set_first_dirty_offset(dirty);
+            }
+        }
+        // A config change while it recovered: applied under the metadata lock, so it cannot
+        // interleave with a later change's own reconfiguration.
+        let metadata = self.metadata();
+        if let (Some(t), Some(p)) = (metadata.image().topic(topic), self.partition(topic, partition)) {
+            let dynamic = self.dynamic_defaults_of(&metadata.image());
+            if let Ok(config) = topic_config::log_config_with(&self.config, &dynamic, &t.configs) {
+                if let Err(e) = p.log().set_config(config) {
+                    warn!(topic, partition, error = %e, "config not applied");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a partition can serve now (only asked when [`Broker::partition`] found none).
+    pub fn availability(&self, topic: &str, partition: i32) -> Availability {
+        if self.partition(topic, partition).is_some() {
+            return Availability::Open;
+        }
+        if self.unopened.load(Ordering::SeqCst) == 0 {
+            return Availability::Unknown;
+        }
+        let key = (topic.to_string(), partition);
+        let loading = self.loading_state();
+        if loading.failed.contains(&key) {
+            Availability::Failed
+        } else if loading.queued.contains(&key) || loading.in_progress.contains(&key) {
+            Availability::Recovering
+        } else {
+            Availability::Unknown
+        }
+    }
+
+    /// The error for a request on a partition [`Broker::partition`] did not find.
+    pub fn missing_partition_error(&self, topic: &str, partition: i32) -> i16 {
+        crate::errors::missing_partition(self.availability(topic, partition))
+    }
+
+    /// Whether any partition found at start is still unopened (recovering or failed).
+    pub fn has_unopened_partitions(&self) -> bool {
+        self.unopened.load(Ordering::SeqCst) > 0
+    }
+
+    /// Drops a deleted topic's partitions from recovery: queued ones are never opened, and
+    /// the caller waits for ones being recovered right now (their files are about to go).
+    fn cancel_recovery(&self, topic: &str, partitions: &[i32]) {
+        let mut loading = self.loading_state();
+        let before = loading.queued.len() + loading.failed.len();
+        loading.queued.retain(|(t, _)| t != topic);
+        loading.failed.retain(|(t, _)| t != topic);
+        let dropped = before - loading.queued.len() - loading.failed.len();
+        if dropped > 0 {
+            self.unopened.fetch_sub(dropped, Ordering::SeqCst);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while loading.in_progress.iter().any(|(t, _)| t == topic) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                warn!(topic, "a partition of the deleted topic is still recovering after 60 s");
+                break;
+            }
+            loading = self
+                .loading_changed
+                .wait_timeout(loading, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        drop(loading);
+        for &p in partitions {
+            self.log_manager.forget(topic, p);
+        }
+    }
+
+    fn loading_state(&self) -> MutexGuard<'_, Loading> {
+        self.loading.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn recovery_state(&self) -> MutexGuard<'_, Option<RecoveryState>> {
+        self.recovery.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Only directories that look like ours (`<topic>-<partition>` holding nothing but log
@@ -413,6 +656,8 @@ impl Broker {
             topic_id: topic.topic_id,
         }])?;
         drop(metadata);
+        let indexes: Vec<i32> = topic.partitions.keys().copied().collect();
+        self.cancel_recovery(name, &indexes);
         let removed = self
             .partitions
             .write()

@@ -237,6 +237,9 @@ impl Broker {
         let mut ok = true;
         for (topic, p) in &m.partitions {
             let Some(partition) = self.partition(topic, *p) else {
+                if self.availability(topic, *p) != crate::state::Availability::Unknown {
+                    ok = false; // not open yet (recovering): the sweep writes it later
+                }
                 continue; // deleted since: nothing to close there
             };
             let appended = if topic == OFFSETS_TOPIC {
@@ -352,13 +355,18 @@ impl Broker {
             }
         }
         info!(records, skipped = bad, "transaction state loaded");
+        Ok(())
+    }
+
+    /// Ends the transactions a crash left between their Prepare record and their markers
+    /// (once the partitions are recovered, since the markers go there).
+    pub(crate) fn finish_interrupted_transactions(&self) {
         let (ok, _) = self.txn_finish_blocking(self.take_unfinished());
         if !ok {
             warn!(
                 "some interrupted transactions could not be ended yet; retrying in the background"
             );
         }
-        Ok(())
     }
 
     /// Transactions left in a Prepare state with nobody writing their markers. Their

@@ -42,6 +42,18 @@ pub enum ClientError {
     Timeout(Duration),
 }
 
+/// How long partition requests keep retrying a partition that is unavailable for now
+/// (NOT_LEADER_OR_FOLLOWER, LEADER_NOT_AVAILABLE: e.g. still recovering after a restart).
+const UNAVAILABLE_RETRY_MAX: Duration = Duration::from_secs(30);
+const UNAVAILABLE_BACKOFF: Duration = Duration::from_millis(20);
+
+impl ClientError {
+    /// A partition that will be back (no leader for now).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, ClientError::Kafka { code: 5 | 6, .. })
+    }
+}
+
 /// The error for a response that lacks the partition it was asked about.
 fn empty_response(context: String) -> ClientError {
     ClientError::Kafka {
@@ -318,8 +330,28 @@ impl Client {
         Ok(())
     }
 
-    /// Produces one batch; returns its base offset.
+    /// Produces one batch; returns its base offset. Retries while the partition is
+    /// unavailable (a broker still recovering it), as Kafka's clients do.
     pub async fn produce(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        batch: Bytes,
+        acks: i16,
+    ) -> Result<i64, ClientError> {
+        let mut waited = Duration::ZERO;
+        loop {
+            match self.produce_once(topic, partition, batch.clone(), acks).await {
+                Err(e) if e.is_unavailable() && waited < UNAVAILABLE_RETRY_MAX => {
+                    tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
+                    waited += UNAVAILABLE_BACKOFF;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn produce_once(
         &mut self,
         topic: &str,
         partition: i32,
@@ -351,8 +383,28 @@ impl Client {
         Ok(p.base_offset)
     }
 
-    /// Fetches from one partition: returns (record batch bytes, high watermark).
+    /// Fetches from one partition: returns (record batch bytes, high watermark). Retries
+    /// while the partition is unavailable.
     pub async fn fetch(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_wait_ms: i32,
+    ) -> Result<(Bytes, i64), ClientError> {
+        let mut waited = Duration::ZERO;
+        loop {
+            match self.fetch_once(topic, partition, offset, max_wait_ms).await {
+                Err(e) if e.is_unavailable() && waited < UNAVAILABLE_RETRY_MAX => {
+                    tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
+                    waited += UNAVAILABLE_BACKOFF;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn fetch_once(
         &mut self,
         topic: &str,
         partition: i32,
@@ -389,7 +441,26 @@ impl Client {
     }
 
     /// ListOffsets for one partition (`timestamp` -1 latest, -2 earliest, or a time).
+    /// Retries while the partition is unavailable.
     pub async fn list_offset(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<i64, ClientError> {
+        let mut waited = Duration::ZERO;
+        loop {
+            match self.list_offset_once(topic, partition, timestamp).await {
+                Err(e) if e.is_unavailable() && waited < UNAVAILABLE_RETRY_MAX => {
+                    tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
+                    waited += UNAVAILABLE_BACKOFF;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn list_offset_once(
         &mut self,
         topic: &str,
         partition: i32,

@@ -527,7 +527,7 @@ pub(crate) fn reopen(
     next_base: i64,
 ) -> Result<crate::segment::SealedSegment> {
     let (segment, truncated) =
-        open_existing(fs, dir, base, index_interval_bytes, true, Some(next_base))?;
+        open_existing(fs, dir, base, index_interval_bytes, crate::segment::SegmentTrust::Trusted, Some(next_base))?;
     if truncated > 0 {
         return Err(StorageError::io(
             segment_file(dir, base, "log"),

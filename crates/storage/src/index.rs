@@ -56,34 +56,46 @@ impl OffsetIndex {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.entries.len() * Self::ENTRY_BYTES);
-        for &(o, p) in &self.entries {
-            out.extend_from_slice(&o.to_be_bytes());
-            out.extend_from_slice(&p.to_be_bytes());
-        }
-        out
+        self.encode_from(0)
     }
 
     /// Decodes and checks an index file against the size of its `.log` file.
     pub fn decode(bytes: &[u8], log_bytes: u64) -> Option<Self> {
-        if !bytes.len().is_multiple_of(Self::ENTRY_BYTES) {
-            return None;
-        }
+        let index = Self::decode_prefix(bytes, log_bytes);
+        (index.len() * Self::ENTRY_BYTES == bytes.len()).then_some(index)
+    }
+
+    /// The longest prefix of whole entries that increase strictly and point inside the
+    /// `.log` file: what a recovery starting mid-segment may use of an index written
+    /// without a sync (a crash can leave it short, or with entries past a lost log tail).
+    pub fn decode_prefix(bytes: &[u8], log_bytes: u64) -> Self {
         let mut index = Self::default();
         for chunk in bytes.chunks_exact(Self::ENTRY_BYTES) {
-            let o = u32::from_be_bytes(chunk[0..4].try_into().ok()?);
-            let p = u32::from_be_bytes(chunk[4..8].try_into().ok()?);
-            if u64::from(p) >= log_bytes {
-                return None;
-            }
-            if let Some(&(lo, lp)) = index.entries.last() {
-                if o <= lo || p <= lp {
-                    return None;
-                }
+            let o = u32::from_be_bytes(chunk[0..4].try_into().expect("4 bytes"));
+            let p = u32::from_be_bytes(chunk[4..8].try_into().expect("4 bytes"));
+            let increasing = index.entries.last().is_none_or(|&(lo, lp)| o > lo && p > lp);
+            if u64::from(p) >= log_bytes || !increasing {
+                break;
             }
             index.entries.push((o, p));
         }
-        Some(index)
+        index
+    }
+
+    /// Drops every entry after `relative_offset`.
+    pub fn keep_through(&mut self, relative_offset: u32) {
+        let keep = self.entries.partition_point(|&(o, _)| o <= relative_offset);
+        self.entries.truncate(keep);
+    }
+
+    /// The on-disk bytes of the entries from the `from`-th on.
+    pub fn encode_from(&self, from: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.entries.len().saturating_sub(from) * Self::ENTRY_BYTES);
+        for &(o, p) in self.entries.iter().skip(from) {
+            out.extend_from_slice(&o.to_be_bytes());
+            out.extend_from_slice(&p.to_be_bytes());
+        }
+        out
     }
 }
 
@@ -131,8 +143,13 @@ impl TimeIndex {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.entries.len() * Self::ENTRY_BYTES);
-        for &(t, o) in &self.entries {
+        self.encode_from(0)
+    }
+
+    /// The on-disk bytes of the entries from the `from`-th on.
+    pub fn encode_from(&self, from: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.entries.len().saturating_sub(from) * Self::ENTRY_BYTES);
+        for &(t, o) in self.entries.iter().skip(from) {
             out.extend_from_slice(&t.to_be_bytes());
             out.extend_from_slice(&o.to_be_bytes());
         }
@@ -140,21 +157,29 @@ impl TimeIndex {
     }
 
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        if !bytes.len().is_multiple_of(Self::ENTRY_BYTES) {
-            return None;
-        }
+        let index = Self::decode_prefix(bytes);
+        (index.len() * Self::ENTRY_BYTES == bytes.len()).then_some(index)
+    }
+
+    /// The longest prefix of whole, strictly increasing entries (see
+    /// [`OffsetIndex::decode_prefix`]).
+    pub fn decode_prefix(bytes: &[u8]) -> Self {
         let mut index = Self::default();
         for chunk in bytes.chunks_exact(Self::ENTRY_BYTES) {
-            let t = i64::from_be_bytes(chunk[0..8].try_into().ok()?);
-            let o = u32::from_be_bytes(chunk[8..12].try_into().ok()?);
-            if let Some(&(lt, lo)) = index.entries.last() {
-                if t <= lt || o <= lo {
-                    return None;
-                }
+            let t = i64::from_be_bytes(chunk[0..8].try_into().expect("8 bytes"));
+            let o = u32::from_be_bytes(chunk[8..12].try_into().expect("4 bytes"));
+            if index.entries.last().is_some_and(|&(lt, lo)| t <= lt || o <= lo) {
+                break;
             }
             index.entries.push((t, o));
         }
-        Some(index)
+        index
+    }
+
+    /// Drops every entry for a batch after `relative_offset`.
+    pub fn keep_through(&mut self, relative_offset: u32) {
+        let keep = self.entries.partition_point(|&(_, o)| o <= relative_offset);
+        self.entries.truncate(keep);
     }
 }
 
@@ -194,6 +219,36 @@ mod tests {
         let mut swapped = bytes[8..].to_vec();
         swapped.extend(&bytes[..8]);
         assert_eq!(OffsetIndex::decode(&swapped, 1000), None, "not increasing");
+    }
+
+    #[test]
+    fn prefix_decoding_keeps_the_valid_entries_before_a_bad_one() {
+        let mut idx = OffsetIndex::default();
+        idx.append(3, 100);
+        idx.append(9, 300);
+        idx.append(12, 900);
+        let bytes = idx.encode();
+        let short = OffsetIndex::decode_prefix(&bytes, 500);
+        assert_eq!(short.last(), Some((9, 300)), "entry past the log end dropped");
+        assert_eq!(OffsetIndex::decode_prefix(&bytes[..13], 1000).len(), 1, "partial entry dropped");
+        let mut garbage = bytes[..8].to_vec();
+        garbage.extend([0u8; 16]);
+        assert_eq!(OffsetIndex::decode_prefix(&garbage, 1000).len(), 1, "zeros stop it");
+        let mut kept = idx.clone();
+        kept.keep_through(9);
+        assert_eq!(kept.last(), Some((9, 300)));
+        assert_eq!(idx.encode_from(1), bytes[8..].to_vec());
+
+        let mut t = TimeIndex::default();
+        t.maybe_append(100, 0);
+        t.maybe_append(200, 10);
+        t.maybe_append(300, 20);
+        let tb = t.encode();
+        let mut torn = tb[..24].to_vec();
+        torn.extend([0u8; 12]);
+        assert_eq!(TimeIndex::decode_prefix(&torn).last(), Some((200, 10)));
+        t.keep_through(19);
+        assert_eq!(t.last(), Some((200, 10)));
     }
 
     #[test]

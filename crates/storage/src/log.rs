@@ -38,7 +38,9 @@ use tracing::{info, warn};
 
 use crate::error::Result;
 use crate::producer_state::{ProducerState, SequenceCheck};
-use crate::segment::{open_existing, segment_file, ActiveSegment, SealedSegment, SegmentSlice};
+use crate::segment::{
+    open_existing, segment_file, ActiveSegment, SealedSegment, SegmentSlice, SegmentTrust,
+};
 use crate::{checkpoint, Clock, Fs, FsFile, LogConfig, StorageError, TimestampType};
 
 const RECOVERY_POINT_FILE: &str = "recovery-point";
@@ -103,6 +105,10 @@ pub struct Log {
     last_flush_ms: i64,
     /// The recovery point last written to disk (checkpoints skip unchanged values).
     checkpointed: i64,
+    /// Bytes appended since the log was opened, and the count when the last checkpoint was
+    /// prepared: what a recovery would have to scan is bounded by their difference.
+    appended_bytes: u64,
+    appended_at_checkpoint: u64,
     /// Set when the partition is deleted: nothing is written to its directory any more.
     deleted: bool,
     /// Set when a sync failed. After a failed fdatasync the kernel may have dropped the dirty
@@ -200,6 +206,7 @@ impl Log {
 
         let mut sealed = BTreeMap::new();
         let mut truncated_total = 0u64;
+        let mut deleted_any = false;
         let mut expected_next: Option<i64> = None;
         let mut after_truncation = false;
         for (i, &base) in bases.iter().enumerate() {
@@ -210,16 +217,23 @@ impl Log {
                 for ext in ["log", "index", "timeindex"] {
                     let _ = fs.remove_file(&segment_file(dir, base, ext));
                 }
+                deleted_any = true;
                 continue;
             }
             let next_base = bases.get(i + 1).copied();
-            let trusted = clean || next_base.is_some_and(|nb| nb <= recovery_point);
+            let trust = if clean || next_base.is_some_and(|nb| nb <= recovery_point) {
+                SegmentTrust::Trusted
+            } else if base < recovery_point {
+                SegmentTrust::RecoverFrom(recovery_point)
+            } else {
+                SegmentTrust::Untrusted
+            };
             let (segment, truncated) = open_existing(
                 fs.as_ref(),
                 dir,
                 base,
                 config.index_interval_bytes,
-                trusted,
+                trust,
                 next_base,
             )?;
             truncated_total += truncated;
@@ -251,20 +265,35 @@ impl Log {
             last_flush_ms: now,
             // an absent checkpoint reads as 0, which a new empty log need not write
             checkpointed: recovery_point,
+            appended_bytes: 0,
+            appended_at_checkpoint: 0,
             deleted: false,
             failed: false,
             producers: ProducerState::default(),
             first_dirty_offset: 0,
         };
-        // What survived recovery may still be only in the page cache: sync it before anyone
-        // reads it, so it can never disappear later.
+        // What survived recovery past the recovery point may still be only in the page
+        // cache, and the active segment's index files may lag or hold stale entries: sync
+        // both before anyone reads the log (or a checkpoint names its end), so nothing
+        // served can disappear later. A log that ends at its recovery point and lost no
+        // segment needs nothing.
         let leo = log.log_end_offset();
-        if hint.is_none() {
+        let index_files = log.active.persist_indexes(log.fs.as_ref())?;
+        if hint.is_none() || (!clean && (leo > recovery_point || deleted_any)) {
+            let active = segment_file(&log.dir, log.active.0.base_offset, "log");
             log.active
                 .0
                 .file()
                 .sync_data()
-                .map_err(|e| StorageError::io(log.dir.join("active"), e))?;
+                .map_err(|e| StorageError::io(&active, e))?;
+            for f in index_files {
+                f.sync_data().map_err(|e| StorageError::io(&active, e))?;
+            }
+            if deleted_any {
+                log.fs
+                    .sync_dir(&log.dir)
+                    .map_err(|e| StorageError::io(&log.dir, e))?;
+            }
         }
         log.recovery_point = leo;
         log.high_watermark = leo;
@@ -314,34 +343,32 @@ impl Log {
                 let _ = self.fs.remove_file(path);
             }
         }
-        self.producers = state;
-        let mut offset = from;
-        loop {
-            let Some(slice) = self.slice(offset, 8 << 20, true)? else {
-                break;
-            };
-            let bytes = slice.read().map_err(|e| StorageError::io(&self.dir, e))?;
-            let mut at = 0;
-            let before = offset;
-            while let Ok(h) = BatchHeader::parse(&bytes[at..]) {
-                if h.total_bytes() > bytes.len() - at {
-                    break;
-                }
-                let timestamp = h.max_timestamp.max(h.base_timestamp);
-                if h.is_control() {
-                    if let Some(commit) = control_type(&bytes[at..at + h.total_bytes()]) {
-                        self.producers.apply_marker(&h, commit, timestamp);
+        // Batch headers from the snapshot on (control batches whole, for their type).
+        let mut producers = state;
+        for segment in self
+            .sealed
+            .values()
+            .map(|s| &s.0)
+            .chain(std::iter::once(&self.active.0))
+            .filter(|s| s.next_offset() > from)
+        {
+            segment.visit_batches(
+                from,
+                |h| h.is_control(),
+                |h, bytes| {
+                    let timestamp = h.max_timestamp.max(h.base_timestamp);
+                    match bytes {
+                        Some(bytes) => {
+                            if let Some(commit) = control_type(bytes) {
+                                producers.apply_marker(h, commit, timestamp);
+                            }
+                        }
+                        None => producers.apply(h, timestamp),
                     }
-                } else {
-                    self.producers.apply(&h, timestamp);
-                }
-                offset = h.next_offset();
-                at += h.total_bytes();
-            }
-            if offset == before || offset >= leo {
-                break;
-            }
+                },
+            )?;
         }
+        self.producers = producers;
         let now = self.clock.now_ms();
         self.producers
             .expire(now.saturating_sub(self.config.producer_id_expiration_ms));
@@ -486,6 +513,7 @@ impl Log {
         set_partition_leader_epoch(&mut batch, leader_epoch);
         let header = BatchHeader::parse(&batch)?;
         self.active.append(&[&batch], &[(0, header)], now)?;
+        self.appended_bytes += batch.len() as u64;
         self.producers.apply_marker(&header, commit, now);
         self.unflushed_messages += 1;
         if !self.config.is_durable() {
@@ -686,6 +714,7 @@ impl Log {
             parts.push(&batches[span.position + BATCH_HEADER_BYTES..span.position + span.len()]);
         }
         self.active.append(&parts, &headers, now)?;
+        self.appended_bytes += parts.iter().map(|p| p.len() as u64).sum::<u64>();
         for (_, header) in &headers {
             self.producers.apply(header, now);
         }
@@ -818,18 +847,55 @@ impl Log {
         self.deleted = true;
     }
 
-    /// Writes the recovery point checkpoint if it moved since the last write.
+    /// Writes the recovery point checkpoint if it moved since the last write (a standalone
+    /// log's own file): the active segment's index entries go to disk first, synced, since
+    /// recovery locates the recovery point through them.
     pub fn write_recovery_point(&mut self) -> Result<()> {
         if self.deleted || self.checkpointed == self.recovery_point {
             return Ok(());
         }
+        let (recovery_point, index_files) = self.prepare_checkpoint()?;
+        for f in index_files {
+            f.sync_data()
+                .map_err(|e| StorageError::io(&self.dir, e))?;
+        }
         checkpoint::write(
             self.fs.as_ref(),
             &self.dir.join(RECOVERY_POINT_FILE),
-            self.recovery_point,
+            recovery_point,
         )?;
-        self.checkpointed = self.recovery_point;
+        self.checkpointed = recovery_point;
         Ok(())
+    }
+
+    /// The first half of a recovery point checkpoint: the recovery point to record and the
+    /// index files the caller must sync before the checkpoint naming it is written (the
+    /// active segment's entries not yet on disk are written here, under the partition's
+    /// lock; the syncs happen outside it). Recovery after a crash then starts scanning at the
+    /// index entry at or below the checkpointed offset, not at the segment's first byte.
+    pub fn prepare_checkpoint(&mut self) -> Result<(i64, Vec<Arc<dyn FsFile>>)> {
+        if self.deleted {
+            return Ok((self.recovery_point, Vec::new()));
+        }
+        let files = self.active.persist_indexes(self.fs.as_ref())?;
+        self.appended_at_checkpoint = self.appended_bytes;
+        Ok((self.recovery_point, files))
+    }
+
+    /// Bytes appended since the last checkpoint was prepared: a crash now would leave at
+    /// most about this much (plus what was unsynced then) for recovery to scan.
+    pub fn bytes_since_checkpoint(&self) -> u64 {
+        self.appended_bytes - self.appended_at_checkpoint
+    }
+
+    /// The recovery point a checkpoint last recorded for this log.
+    pub fn checkpointed_recovery_point(&self) -> i64 {
+        self.checkpointed
+    }
+
+    /// Records that a checkpoint holding `recovery_point` for this log is durable.
+    pub fn note_checkpointed(&mut self, recovery_point: i64) {
+        self.checkpointed = recovery_point;
     }
 
     /// Where a fetch from `offset` reads: whole batches up to `max_bytes` below the high

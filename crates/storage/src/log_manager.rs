@@ -11,10 +11,17 @@
 //! - `clean-shutdown`: present only after a clean close.
 //!
 //! Recovery story: at open the marker is removed (synced) before any log opens, so a crash
-//! while opening means a full recovery next time; the checkpoints give each log its
-//! [`RecoveryHint`]; once every log is open, one file-system sync makes what recovery kept
-//! durable and the checkpoints are rewritten (dropping entries of topics deleted since). Every
-//! file is replaced atomically (`checkpoint`), so a crash leaves the old or the new contents.
+//! while opening means a recovery next time; the checkpoints give each log its
+//! [`RecoveryHint`]; each log syncs what its recovery kept; logs may open in the background
+//! while others serve ([`LogManager::defer`]: checkpoints carry their old entries, and a
+//! close before they are all open leaves no marker); once every log is open the checkpoints
+//! are rewritten (dropping entries of topics deleted since). Every file is replaced
+//! atomically (`checkpoint`), so a crash leaves the old or the new contents.
+//!
+//! Recovery points are checkpointed often (the broker: every second, or sooner after many
+//! bytes): each checkpoint first writes the active segments' new index entries and syncs
+//! them, so a recovery finds the checkpointed offset through the index and scans only what
+//! follows it (`segment::SegmentCore::recover_from`).
 //!
 //! The manager does not own the partitions (the broker does, driven by metadata): callers
 //! pass the partitions a checkpoint covers. Thread safety: log start checkpoints are
@@ -44,6 +51,7 @@ pub struct RecoveryState {
     pub clean_shutdown: bool,
     recovery_points: HashMap<(String, i32), i64>,
     log_starts: HashMap<(String, i32), i64>,
+    cleaner_offsets: HashMap<(String, i32), i64>,
 }
 
 impl RecoveryState {
@@ -71,6 +79,21 @@ pub struct LogManager {
     data_dir: PathBuf,
     /// Serializes writes of the log start offset checkpoint.
     log_start_checkpoint: Mutex<()>,
+    /// The recovery point checkpoint as last written (an unchanged one is not rewritten);
+    /// its lock also serializes those writes.
+    last_recovery_points: Mutex<Vec<(String, i32, i64)>>,
+    /// Partitions found at start whose logs are not open yet (recovery runs while the broker
+    /// serves the others): their entries are carried into every checkpoint unchanged, and
+    /// while any is left a close does not claim to be clean.
+    unopened: Mutex<HashMap<(String, i32), Carried>>,
+}
+
+/// What a checkpoint keeps for a partition whose log is not open.
+#[derive(Debug, Clone, Copy, Default)]
+struct Carried {
+    recovery_point: Option<i64>,
+    log_start_offset: Option<i64>,
+    cleaner_offset: Option<i64>,
 }
 
 impl LogManager {
@@ -79,6 +102,8 @@ impl LogManager {
             fs,
             data_dir: data_dir.to_path_buf(),
             log_start_checkpoint: Mutex::new(()),
+            last_recovery_points: Mutex::new(Vec::new()),
+            unopened: Mutex::new(HashMap::new()),
         }
     }
 
@@ -106,19 +131,68 @@ impl LogManager {
             clean_shutdown,
             recovery_points: read(RECOVERY_POINTS_FILE),
             log_starts: read(LOG_START_FILE),
+            cleaner_offsets: read(CLEANER_CHECKPOINT_FILE),
         })
     }
 
-    /// After every log was opened: one file-system sync makes what recovery kept durable,
-    /// then the checkpoints are rewritten for exactly `partitions`.
+    /// Records that the log of `topic`-`partition` will be opened later (by a background
+    /// recovery): until [`LogManager::opened`] or [`LogManager::forget`], checkpoints keep
+    /// its entries as they were read.
+    pub fn defer(&self, state: &RecoveryState, topic: &str, partition: i32) {
+        let hint = state.hint(topic, partition);
+        let cleaner_offset = state
+            .cleaner_offsets
+            .get(&(topic.to_string(), partition))
+            .copied();
+        self.unopened_entries().insert(
+            (topic.to_string(), partition),
+            Carried {
+                recovery_point: hint.recovery_point,
+                log_start_offset: hint.log_start_offset,
+                cleaner_offset,
+            },
+        );
+    }
+
+    /// The deferred log of `topic`-`partition` is open (its own values count from now on).
+    /// Returns its cleaner checkpoint entry, to restore into the log.
+    pub fn opened(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.unopened_entries()
+            .remove(&(topic.to_string(), partition))
+            .and_then(|c| c.cleaner_offset)
+    }
+
+    /// The deferred log of `topic`-`partition` will never open (its topic was deleted).
+    pub fn forget(&self, topic: &str, partition: i32) {
+        self.unopened_entries()
+            .remove(&(topic.to_string(), partition));
+    }
+
+    /// Whether every log found at start is open.
+    pub fn all_opened(&self) -> bool {
+        self.unopened_entries().is_empty()
+    }
+
+    fn unopened_entries(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), Carried>> {
+        self.unopened.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Entries of the logs not open yet, for the checkpoint `pick` selects.
+    fn carried(&self, pick: impl Fn(&Carried) -> Option<i64>) -> Vec<(String, i32, i64)> {
+        self.unopened_entries()
+            .iter()
+            .filter_map(|((t, p), c)| pick(c).map(|o| (t.clone(), *p, o)))
+            .collect()
+    }
+
+    /// After every log was opened (each synced what its recovery kept past its recovery
+    /// point): the checkpoints are rewritten for exactly `partitions`, dropping entries of
+    /// topics deleted since.
     pub fn finish_recovery(
         &self,
         state: &RecoveryState,
         partitions: &[Arc<Partition>],
     ) -> Result<()> {
-        self.fs
-            .sync_filesystem(&self.data_dir)
-            .map_err(|e| StorageError::io(&self.data_dir, e))?;
         self.checkpoint_recovery_points(partitions)?;
         if state.has_log_starts() {
             self.checkpoint_log_start_offsets(partitions)?;
@@ -126,11 +200,59 @@ impl LogManager {
         Ok(())
     }
 
-    /// Writes every partition's recovery point to the one checkpoint file.
+    /// Writes every partition's recovery point to the one checkpoint file, if any changed
+    /// since the last write. Each log first writes its active segment's new index entries;
+    /// those are synced before the checkpoint names an offset they locate (a log whose sync
+    /// fails keeps its previous entry).
     pub fn checkpoint_recovery_points(&self, partitions: &[Arc<Partition>]) -> Result<()> {
-        self.write(RECOVERY_POINTS_FILE, partitions, |p| {
-            p.log().recovery_point()
-        })
+        let mut last = self
+            .last_recovery_points
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut prepared = Vec::with_capacity(partitions.len());
+        for p in partitions {
+            let mut log = p.log();
+            let before = log.checkpointed_recovery_point();
+            match log.prepare_checkpoint() {
+                Ok((recovery_point, files)) => prepared.push((p, recovery_point, before, files)),
+                Err(e) => {
+                    tracing::warn!(topic = %p.topic, partition = p.partition, error = %e, "could not write index entries for a checkpoint");
+                    prepared.push((p, before, before, Vec::new()));
+                }
+            }
+        }
+        let mut entries = Vec::with_capacity(prepared.len());
+        for (p, recovery_point, before, files) in &prepared {
+            let synced = files.iter().try_for_each(|f| f.sync_data());
+            let offset = match synced {
+                Ok(()) => *recovery_point,
+                Err(e) => {
+                    tracing::warn!(topic = %p.topic, partition = p.partition, error = %e, "could not sync index files for a checkpoint");
+                    *before
+                }
+            };
+            entries.push((p.topic.clone(), p.partition, offset));
+        }
+        entries.extend(self.carried(|c| c.recovery_point));
+        entries.sort();
+        if *last == entries {
+            return Ok(());
+        }
+        checkpoint::write_offsets(
+            self.fs.as_ref(),
+            &self.data_dir.join(RECOVERY_POINTS_FILE),
+            &entries,
+        )?;
+        for (p, _, _, _) in &prepared {
+            let written = entries
+                .binary_search_by(|(t, i, _)| (t.as_str(), *i).cmp(&(p.topic.as_str(), p.partition)))
+                .map(|i| entries[i].2);
+            if let Ok(offset) = written {
+                p.log().note_checkpointed(offset);
+            }
+        }
+        *last = entries;
+        Ok(())
     }
 
     /// Writes every partition's log start offset; durable when this returns.
@@ -139,7 +261,9 @@ impl LogManager {
             .log_start_checkpoint
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        self.write(LOG_START_FILE, partitions, |p| p.log().log_start_offset())
+        self.write(LOG_START_FILE, partitions, |p| p.log().log_start_offset(), |c| {
+            c.log_start_offset
+        })
     }
 
     /// Writes every compacted log's first dirty offset.
@@ -149,9 +273,12 @@ impl LogManager {
             .filter(|p| p.log().config().cleanup_compact)
             .cloned()
             .collect();
-        self.write(CLEANER_CHECKPOINT_FILE, &compacted, |p| {
-            p.log().first_dirty_offset()
-        })
+        self.write(
+            CLEANER_CHECKPOINT_FILE,
+            &compacted,
+            |p| p.log().first_dirty_offset(),
+            |c| c.cleaner_offset,
+        )
     }
 
     /// Restores each log's first dirty offset from the cleaner checkpoint (at start).
@@ -190,6 +317,16 @@ impl LogManager {
         if !ok {
             return false;
         }
+        if !self.all_opened() {
+            // Logs still unrecovered must recover next time: no marker.
+            for (p, end) in &ends {
+                p.log().mark_flushed(*end);
+            }
+            if let Err(e) = self.checkpoint_recovery_points(partitions) {
+                tracing::warn!(error = %e, "could not write the recovery points");
+            }
+            return false;
+        }
         for (p, end) in &ends {
             p.log().mark_flushed(*end);
         }
@@ -216,11 +353,13 @@ impl LogManager {
         file: &str,
         partitions: &[Arc<Partition>],
         offset: impl Fn(&Partition) -> i64,
+        carried: impl Fn(&Carried) -> Option<i64>,
     ) -> Result<()> {
         let mut entries: Vec<(String, i32, i64)> = partitions
             .iter()
             .map(|p| (p.topic.clone(), p.partition, offset(p)))
             .collect();
+        entries.extend(self.carried(carried));
         entries.sort();
         checkpoint::write_offsets(self.fs.as_ref(), &self.data_dir.join(file), &entries)
     }

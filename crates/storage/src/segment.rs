@@ -55,6 +55,25 @@ pub struct SegmentCore {
     first_append_ms: Option<i64>,
     /// Relative offset of the newest batch (for the final time index entry).
     last_batch_relative_offset: Option<u32>,
+    /// How many offset / time index entries the index files hold (a prefix of the ones in
+    /// memory); `None` when their contents are unknown, so the next write rewrites them.
+    persisted: Option<(usize, usize)>,
+    /// The index files may hold entries past the persisted ones (left by a crash): the next
+    /// write cuts them off.
+    index_tail_stale: bool,
+}
+
+/// How far a segment found at startup is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentTrust {
+    /// Closed cleanly or wholly below the recovery point: indexes loaded, nothing scanned
+    /// (but the newest segment's tail after its last index entry).
+    Trusted,
+    /// Holds the recovery point: synced up to it, so the scan starts at the index entry at or
+    /// below it (see [`SegmentCore::recover_from`]).
+    RecoverFrom(i64),
+    /// Past the recovery point: scanned from its first byte.
+    Untrusted,
 }
 
 /// Where a fetch should read: a byte range of one segment file, holding whole batches.
@@ -116,6 +135,8 @@ impl SegmentCore {
             index_interval_bytes,
             first_append_ms: None,
             last_batch_relative_offset: None,
+            persisted: None,
+            index_tail_stale: false,
         }
     }
 
@@ -160,7 +181,7 @@ impl SegmentCore {
     }
 
     /// Scans the whole `.log` file, keeping the valid prefix whose offsets follow on from
-    /// `expected_base` and truncating the rest. Returns the bytes truncated.
+    /// the base offset and truncating the rest. Returns the bytes truncated.
     pub fn recover(&mut self) -> Result<u64> {
         let path = self.path("log");
         let file_len = self.file.len().map_err(|e| StorageError::io(&path, e))?;
@@ -170,14 +191,67 @@ impl SegmentCore {
         self.offset_index = OffsetIndex::default();
         self.time_index = TimeIndex::default();
         self.bytes_since_index_entry = 0;
-        let mut position = 0u64;
+        self.persisted = None;
+        self.scan_from(0, file_len)?;
+        self.truncate_to_valid(file_len)
+    }
+
+    /// Recovery of the segment holding `recovery_point`, every byte before which was synced
+    /// (the checkpoint's promise), so only what follows needs checking. The index files,
+    /// whose entries up to the recovery point were synced before that checkpoint was
+    /// written, locate it: the scan starts at the last entry at or below it, and their
+    /// entries up to there are kept. When they cannot place it (missing, short, or the
+    /// batches there do not follow on), the whole segment is scanned instead; nothing is
+    /// truncated before that decision.
+    pub fn recover_from(&mut self, fs: &dyn Fs, recovery_point: i64) -> Result<u64> {
+        let path = self.path("log");
+        let file_len = self.file.len().map_err(|e| StorageError::io(&path, e))?;
+        let Ok(relative_rp) = u32::try_from(recovery_point - self.base_offset) else {
+            return self.recover();
+        };
+        let mut offsets = self
+            .read_index_file(fs, "index")
+            .map(|b| OffsetIndex::decode_prefix(&b, file_len))
+            .unwrap_or_default();
+        let (relative, position) = offsets.lookup(relative_rp);
+        if position == 0 {
+            return self.recover();
+        }
+        let mut times = self
+            .read_index_file(fs, "timeindex")
+            .map(|b| TimeIndex::decode_prefix(&b))
+            .unwrap_or_default();
+        offsets.keep_through(relative);
+        times.keep_through(relative);
+        let kept = (offsets.len(), times.len());
+        self.max_timestamp = times.last().map_or(-1, |(t, _)| t);
+        self.offset_index = offsets;
+        self.time_index = times;
+        self.size = u64::from(position);
+        self.next_offset = self.base_offset + i64::from(relative);
+        self.bytes_since_index_entry = 0;
+        self.last_batch_relative_offset = None;
+        self.scan_from(u64::from(position), file_len)?;
+        if self.next_offset < recovery_point {
+            warn!(segment = %path.display(), recovery_point, found_up_to = self.next_offset, "the index does not locate the recovery point; scanning the whole segment");
+            return self.recover();
+        }
+        self.persisted = Some(kept);
+        self.index_tail_stale = true;
+        self.truncate_to_valid(file_len)
+    }
+
+    /// Scans batches from `position` (where the batch holding `self.next_offset` starts) to
+    /// the first torn or corrupt one, noting each in the indexes. Truncates nothing.
+    fn scan_from(&mut self, mut position: u64, file_len: u64) -> Result<()> {
+        let path = self.path("log");
         let mut chunk = vec![
             0u8;
             SCAN_CHUNK_BYTES
-                .min(file_len as usize)
+                .min(file_len.saturating_sub(position) as usize)
                 .max(BATCH_HEADER_BYTES)
         ];
-        'scan: while position < file_len {
+        while position < file_len {
             let want = chunk.len().min((file_len - position) as usize);
             self.file
                 .read_exact_at(&mut chunk[..want], position)
@@ -195,8 +269,8 @@ impl SegmentCore {
                         .map(|h| h.total_bytes() as u64)
                         .unwrap_or(BATCH_HEADER_BYTES as u64);
                     if needed > left_in_file {
-                        // the batch cannot be whole: a torn tail, cut at self.size below
-                        break 'scan;
+                        // the batch cannot be whole: a torn tail, cut at self.size
+                        return Ok(());
                     }
                     if needed as usize > chunk.len() {
                         chunk.resize(needed as usize, 0); // bounded by the file length
@@ -209,10 +283,16 @@ impl SegmentCore {
                 } => {
                     position += at as u64;
                     warn!(segment = %path.display(), position, %error, "corrupt batch found in recovery");
-                    break 'scan;
+                    return Ok(());
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Cuts the `.log` file to the valid bytes a scan found (synced). Returns the bytes cut.
+    fn truncate_to_valid(&mut self, file_len: u64) -> Result<u64> {
+        let path = self.path("log");
         let truncated = file_len - self.size;
         if truncated > 0 {
             warn!(segment = %path.display(), valid_bytes = self.size, truncated_bytes = truncated, "truncating torn or corrupt tail");
@@ -226,6 +306,15 @@ impl SegmentCore {
         Ok(truncated)
     }
 
+    /// The whole contents of this segment's `ext` index file, if it can be read.
+    fn read_index_file(&self, fs: &dyn Fs, ext: &str) -> Option<Vec<u8>> {
+        let f = fs.open(&self.path(ext), false).ok()?;
+        let len = f.len().ok()? as usize;
+        let mut buf = vec![0u8; len];
+        f.read_exact_at(&mut buf, 0).ok()?;
+        Some(buf)
+    }
+
     /// Loads trusted indexes written at seal or clean shutdown; false if they are unusable.
     ///
     /// A sealed segment (`next_base` known from the next segment's file name) is not read at
@@ -237,14 +326,10 @@ impl SegmentCore {
             .file
             .len()
             .map_err(|e| StorageError::io(self.path("log"), e))?;
-        let read_all = |ext: &str| -> Option<Vec<u8>> {
-            let f = fs.open(&self.path(ext), false).ok()?;
-            let len = f.len().ok()? as usize;
-            let mut buf = vec![0u8; len];
-            f.read_exact_at(&mut buf, 0).ok()?;
-            Some(buf)
-        };
-        let (Some(oi), Some(ti)) = (read_all("index"), read_all("timeindex")) else {
+        let (Some(oi), Some(ti)) = (
+            self.read_index_file(fs, "index"),
+            self.read_index_file(fs, "timeindex"),
+        ) else {
             return Ok(false);
         };
         let (Some(oi), Some(ti)) = (OffsetIndex::decode(&oi, log_len), TimeIndex::decode(&ti))
@@ -262,6 +347,7 @@ impl SegmentCore {
             self.next_offset = next;
             self.max_timestamp = index_max_ts;
             self.size = log_len;
+            self.persisted = Some((oi.len(), ti.len()));
             self.offset_index = oi;
             self.time_index = ti;
             return Ok(true);
@@ -289,6 +375,7 @@ impl SegmentCore {
             .fold(index_max_ts, i64::max);
         self.size = log_len;
         self.bytes_since_index_entry = tail_len as u64;
+        self.persisted = Some((oi.len(), ti.len()));
         self.offset_index = oi;
         self.time_index = ti;
         Ok(true)
@@ -302,11 +389,11 @@ impl SegmentCore {
         }
     }
 
-    fn write_indexes(&self, fs: &dyn Fs) -> Result<()> {
+    fn write_indexes(&mut self, fs: &dyn Fs) -> Result<()> {
         self.write_index_files(fs, true)
     }
 
-    fn write_index_files(&self, fs: &dyn Fs, sync: bool) -> Result<()> {
+    fn write_index_files(&mut self, fs: &dyn Fs, sync: bool) -> Result<()> {
         for (ext, bytes) in [
             ("index", self.offset_index.encode()),
             ("timeindex", self.time_index.encode()),
@@ -322,7 +409,56 @@ impl SegmentCore {
                 f.sync_data().map_err(|e| StorageError::io(&path, e))?;
             }
         }
+        self.persisted = Some((self.offset_index.len(), self.time_index.len()));
+        self.index_tail_stale = false;
         Ok(())
+    }
+
+    /// Appends the index entries the index files lack (not synced), rewriting files whose
+    /// contents are unknown and cutting off stale entries a crash left. Returns the files
+    /// written: the caller syncs them before a checkpoint relies on them.
+    fn persist_indexes(&mut self, fs: &dyn Fs) -> Result<Vec<Arc<dyn FsFile>>> {
+        let lens = (self.offset_index.len(), self.time_index.len());
+        let (from, cut) = match self.persisted {
+            Some(done) if done == lens && !self.index_tail_stale => return Ok(Vec::new()),
+            Some(done) => (done, self.index_tail_stale),
+            None => ((0, 0), true),
+        };
+        let mut written = Vec::new();
+        for (ext, bytes, at, total) in [
+            (
+                "index",
+                self.offset_index.encode_from(from.0),
+                from.0 * OffsetIndex::ENTRY_BYTES,
+                lens.0 * OffsetIndex::ENTRY_BYTES,
+            ),
+            (
+                "timeindex",
+                self.time_index.encode_from(from.1),
+                from.1 * TimeIndex::ENTRY_BYTES,
+                lens.1 * TimeIndex::ENTRY_BYTES,
+            ),
+        ] {
+            if bytes.is_empty() && !cut {
+                continue;
+            }
+            let path = self.path(ext);
+            let f = fs
+                .open(&path, true)
+                .map_err(|e| StorageError::io(&path, e))?;
+            if !bytes.is_empty() {
+                f.write_all_at(&bytes, at as u64)
+                    .map_err(|e| StorageError::io(&path, e))?;
+            }
+            if cut {
+                f.set_len(total as u64)
+                    .map_err(|e| StorageError::io(&path, e))?;
+            }
+            written.push(f);
+        }
+        self.persisted = Some(lens);
+        self.index_tail_stale = false;
+        Ok(written)
     }
 
     fn read_header(&self, position: u64) -> Result<BatchHeader> {
@@ -390,6 +526,56 @@ impl SegmentCore {
             position: start,
             bytes: (end - start) as usize,
         }))
+    }
+
+    /// Visits every batch from the one holding `offset` to the end of the segment: its
+    /// header, and its bytes when `want_bytes` asks (control batches). Otherwise only headers
+    /// are read, a chunk at a time when batches are small and one header at a time when they
+    /// are large, so replaying producer state reads a fraction of the segment.
+    pub fn visit_batches(
+        &self,
+        offset: i64,
+        want_bytes: impl Fn(&BatchHeader) -> bool,
+        mut visit: impl FnMut(&BatchHeader, Option<&[u8]>),
+    ) -> Result<()> {
+        const SMALL_READ: usize = 4 << 10;
+        const LARGE_READ: usize = 64 << 10;
+        let Some((mut position, _)) = self.position_of(offset)? else {
+            return Ok(());
+        };
+        let path = self.path("log");
+        let mut buf: Vec<u8> = Vec::new();
+        let mut buf_at = 0u64;
+        let mut last_total = 0usize;
+        while position + BATCH_HEADER_BYTES as u64 <= self.size {
+            if position < buf_at || position + BATCH_HEADER_BYTES as u64 > buf_at + buf.len() as u64
+            {
+                let want = if last_total > LARGE_READ { SMALL_READ } else { LARGE_READ };
+                let want = want.min((self.size - position) as usize);
+                buf.resize(want, 0);
+                self.file
+                    .read_exact_at(&mut buf, position)
+                    .map_err(|e| StorageError::io(&path, e))?;
+                buf_at = position;
+            }
+            let header = BatchHeader::parse(&buf[(position - buf_at) as usize..])?;
+            let total = header.total_bytes();
+            if position + total as u64 > self.size {
+                break;
+            }
+            if want_bytes(&header) {
+                let mut bytes = vec![0u8; total];
+                self.file
+                    .read_exact_at(&mut bytes, position)
+                    .map_err(|e| StorageError::io(&path, e))?;
+                visit(&header, Some(&bytes));
+            } else {
+                visit(&header, None);
+            }
+            position += total as u64;
+            last_total = total;
+        }
+        Ok(())
     }
 
     /// First batch position at or after which a record with timestamp ≥ `target` may be.
@@ -476,8 +662,8 @@ impl ActiveSegment {
         Ok(SealedSegment(self.0))
     }
 
-    /// Writes the indexes without sealing (clean shutdown).
-    /// Writes the indexes without syncing them (the caller syncs the file system).
+    /// Writes the indexes without sealing or syncing them (clean shutdown: the caller syncs
+    /// the file system).
     pub fn write_indexes_unsynced(&mut self, fs: &dyn Fs) -> Result<()> {
         self.0.finish_time_index();
         self.0.write_index_files(fs, false)
@@ -486,6 +672,13 @@ impl ActiveSegment {
     pub fn write_indexes(&mut self, fs: &dyn Fs) -> Result<()> {
         self.0.finish_time_index();
         self.0.write_indexes(fs)
+    }
+
+    /// Brings the index files up to the entries in memory (see
+    /// [`SegmentCore::persist_indexes`]): at each recovery point checkpoint, so a recovery
+    /// can start at the checkpointed offset instead of the segment's first byte.
+    pub fn persist_indexes(&mut self, fs: &dyn Fs) -> Result<Vec<Arc<dyn FsFile>>> {
+        self.0.persist_indexes(fs)
     }
 }
 
@@ -501,22 +694,23 @@ impl SealedSegment {
 }
 
 /// Opens an existing segment at startup. Trusted segments load their indexes (a sealed one
-/// reads nothing else; the newest scans only the tail after its last index entry); the
-/// others, or any whose indexes do not check out, are scanned in full and truncated at the
-/// first bad batch.
+/// reads nothing else; the newest scans only the tail after its last index entry); the one
+/// holding the recovery point is scanned from there; the others, or any whose indexes do not
+/// check out, are scanned in full. Every scan truncates at the first bad batch.
 pub fn open_existing(
     fs: &dyn Fs,
     dir: &Path,
     base_offset: i64,
     index_interval_bytes: u64,
-    trusted: bool,
+    trust: SegmentTrust,
     next_base: Option<i64>,
 ) -> Result<(SealedSegment, u64)> {
     let file = SegmentCore::open_file(fs, dir, base_offset, false)?;
     let mut core = SegmentCore::with_file(dir, base_offset, file, index_interval_bytes);
-    if trusted && core.load_indexes(fs, next_base)? {
-        return Ok((SealedSegment(core), 0));
-    }
-    let truncated = core.recover()?;
+    let truncated = match trust {
+        SegmentTrust::Trusted if core.load_indexes(fs, next_base)? => 0,
+        SegmentTrust::RecoverFrom(recovery_point) => core.recover_from(fs, recovery_point)?,
+        _ => core.recover()?,
+    };
     Ok((SealedSegment(core), truncated))
 }

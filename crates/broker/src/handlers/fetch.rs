@@ -79,7 +79,7 @@ fn read_once(broker: &Broker, req: &FetchRequest, marker: [u8; 16]) -> (Prepared
             let Some(partition) = broker.partition(name, p.partition) else {
                 errored = true;
                 partitions.push(
-                    data.with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION)
+                    data.with_error_code(broker.missing_partition_error(name, p.partition))
                         .with_high_watermark(-1)
                         .with_last_stable_offset(-1)
                         .with_log_start_offset(-1)

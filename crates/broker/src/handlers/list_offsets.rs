@@ -27,7 +27,9 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
                     let Some(partition) = broker.partition(t.name.0.as_str(), p.partition_index)
                     else {
                         return resp
-                            .with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION)
+                            .with_error_code(
+                                broker.missing_partition_error(t.name.0.as_str(), p.partition_index),
+                            )
                             .with_offset(-1)
                             .with_timestamp(-1);
                     };

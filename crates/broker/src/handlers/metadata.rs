@@ -11,17 +11,28 @@ use super::str;
 use crate::errors;
 use crate::Broker;
 
-fn describe_topic(t: &TopicImage) -> MetadataResponseTopic {
+fn describe_topic(broker: &Broker, t: &TopicImage) -> MetadataResponseTopic {
+    let some_unopened = broker.has_unopened_partitions();
     let partitions = t
         .partitions
         .iter()
         .map(|(&index, p)| {
-            MetadataResponsePartition::default()
+            let described = MetadataResponsePartition::default()
                 .with_partition_index(index)
                 .with_leader_id(BrokerId(p.leader))
                 .with_leader_epoch(p.leader_epoch)
                 .with_replica_nodes(p.replicas.iter().map(|&r| BrokerId(r)).collect())
-                .with_isr_nodes(p.isr.iter().map(|&r| BrokerId(r)).collect())
+                .with_isr_nodes(p.isr.iter().map(|&r| BrokerId(r)).collect());
+            // Still recovering after a restart (or failed to open): no leader for now.
+            if some_unopened
+                && broker.availability(&t.name, index) != crate::state::Availability::Open
+            {
+                described
+                    .with_error_code(errors::LEADER_NOT_AVAILABLE)
+                    .with_leader_id(BrokerId(-1))
+            } else {
+                described
+            }
         })
         .collect();
     MetadataResponseTopic::default()
@@ -47,7 +58,7 @@ pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Metad
     let mut topics = Vec::new();
     let image = broker.image();
     if all_topics {
-        topics.extend(image.topics().map(describe_topic));
+        topics.extend(image.topics().map(|t| describe_topic(broker, t)));
     } else {
         for t in req.topics.unwrap_or_default() {
             let name = t.name.as_ref().map(|n| n.0.to_string());
@@ -56,7 +67,7 @@ pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Metad
                 None => image.topic_by_id(&t.topic_id).cloned(),
             };
             let entry = match (topic, name) {
-                (Some(topic), _) => describe_topic(&topic),
+                (Some(topic), _) => describe_topic(broker, &topic),
                 (None, Some(n)) if auto_create => {
                     match broker.create_topic(
                         &n,
@@ -64,11 +75,11 @@ pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Metad
                         Default::default(),
                         false,
                     ) {
-                        Ok(topic) => describe_topic(&topic),
+                        Ok(topic) => describe_topic(broker, &topic),
                         // a concurrent request created it first
                         Err(crate::state::TopicError::AlreadyExists(_)) => {
                             match broker.image().topic(&n) {
-                                Some(topic) => describe_topic(topic),
+                                Some(topic) => describe_topic(broker, topic),
                                 None => error_topic(
                                     Some(&n),
                                     Uuid::nil(),

@@ -95,7 +95,8 @@ pub fn handle(
                 continue;
             }
             let Some(partition) = broker.partition(&name, index) else {
-                partitions.push(failed(index, errors::UNKNOWN_TOPIC_OR_PARTITION, None));
+                let code = broker.missing_partition_error(&name, index);
+                partitions.push(failed(index, code, None));
                 continue;
             };
             let Some(records) = data.records else {

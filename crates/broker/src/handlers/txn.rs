@@ -98,7 +98,8 @@ pub fn add_partitions_to_txn(
         .flat_map(|t| t.partitions.iter().map(move |p| (t.name.to_string(), *p)))
         .collect();
     let unknown = |topic: &str, p: i32| {
-        crate::state::is_internal_topic(topic) || broker.partition(topic, p).is_none()
+        crate::state::is_internal_topic(topic)
+            || broker.availability(topic, p) == crate::state::Availability::Unknown
     };
     let any_unknown = wanted.iter().any(|(t, p)| unknown(t, *p));
     let codes: Vec<i16> = if any_unknown {
@@ -219,7 +220,11 @@ pub async fn txn_offset_commit(
     let offsets_partition = broker.groups.coordinator().partition_for(&req.group_id);
     let b = broker.clone();
     let high_watermark =
-        move |topic: &str, p: i32| b.partition(topic, p).map(|p| p.high_watermark());
+        move |topic: &str, p: i32| match b.partition(topic, p) {
+            Some(p) => Some(p.high_watermark()),
+            // still recovering: known, its high watermark not yet
+            None => (b.availability(topic, p) != crate::state::Availability::Unknown).then_some(-1),
+        };
     // Under the transaction coordinator's lock: verify, then append.
     let outcome = {
         let inner = broker.txns.lock();
