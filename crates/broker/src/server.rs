@@ -78,7 +78,8 @@ pub async fn serve(
         impl Drop for StopOnDrop {
             fn drop(&mut self) {
                 if let Some(b) = self.0.take() {
-                    b.shutdown_flag().store(true, std::sync::atomic::Ordering::SeqCst);
+                    b.shutdown_flag()
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
                 }
             }
         }

@@ -219,7 +219,9 @@ impl Broker {
                 }
             }
         }
-        broker.unopened.store(internal.len() + others.len(), Ordering::SeqCst);
+        broker
+            .unopened
+            .store(internal.len() + others.len(), Ordering::SeqCst);
         *broker.recovery_state() = Some(recovery);
         // Directories of deleted topics (a crash between the metadata record and the delete).
         let entries = broker
@@ -353,7 +355,10 @@ impl Broker {
         // A config change while it recovered: applied under the metadata lock, so it cannot
         // interleave with a later change's own reconfiguration.
         let metadata = self.metadata();
-        if let (Some(t), Some(p)) = (metadata.image().topic(topic), self.partition(topic, partition)) {
+        if let (Some(t), Some(p)) = (
+            metadata.image().topic(topic),
+            self.partition(topic, partition),
+        ) {
             let dynamic = self.dynamic_defaults_of(&metadata.image());
             if let Ok(config) = topic_config::log_config_with(&self.config, &dynamic, &t.configs) {
                 if let Err(e) = p.log().set_config(config) {
@@ -408,7 +413,10 @@ impl Broker {
         while loading.in_progress.iter().any(|(t, _)| t == topic) {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
-                warn!(topic, "a partition of the deleted topic is still recovering after 60 s");
+                warn!(
+                    topic,
+                    "a partition of the deleted topic is still recovering after 60 s"
+                );
                 break;
             }
             loading = self

@@ -341,7 +341,10 @@ impl Client {
     ) -> Result<i64, ClientError> {
         let mut waited = Duration::ZERO;
         loop {
-            match self.produce_once(topic, partition, batch.clone(), acks).await {
+            match self
+                .produce_once(topic, partition, batch.clone(), acks)
+                .await
+            {
                 Err(e) if e.is_unavailable() && waited < UNAVAILABLE_RETRY_MAX => {
                     tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
                     waited += UNAVAILABLE_BACKOFF;

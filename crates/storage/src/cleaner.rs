@@ -526,8 +526,14 @@ pub(crate) fn reopen(
     index_interval_bytes: u64,
     next_base: i64,
 ) -> Result<crate::segment::SealedSegment> {
-    let (segment, truncated) =
-        open_existing(fs, dir, base, index_interval_bytes, crate::segment::SegmentTrust::Trusted, Some(next_base))?;
+    let (segment, truncated) = open_existing(
+        fs,
+        dir,
+        base,
+        index_interval_bytes,
+        crate::segment::SegmentTrust::Trusted,
+        Some(next_base),
+    )?;
     if truncated > 0 {
         return Err(StorageError::io(
             segment_file(dir, base, "log"),

@@ -71,6 +71,10 @@ pub struct LogConfig {
     /// than min(this, replication factor) replicas are in sync, as Kafka's effective min ISR;
     /// on one node (one replica) that never happens. Kept for the replicated broker.
     pub min_insync_replicas: i32,
+    /// Strata's own: a recovery point checkpoint also snapshots the idempotent producer state
+    /// once this many bytes were appended since the last snapshot, so a restart replays
+    /// producer state from near the recovery point instead of from the last segment roll.
+    pub producer_snapshot_interval_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -100,6 +104,7 @@ impl Default for LogConfig {
             segment_index_bytes: 10 * 1024 * 1024,
             segment_jitter_ms: 0,
             min_insync_replicas: 1,
+            producer_snapshot_interval_bytes: 16 << 20,
         }
     }
 }

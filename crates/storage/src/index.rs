@@ -73,7 +73,10 @@ impl OffsetIndex {
         for chunk in bytes.chunks_exact(Self::ENTRY_BYTES) {
             let o = u32::from_be_bytes(chunk[0..4].try_into().expect("4 bytes"));
             let p = u32::from_be_bytes(chunk[4..8].try_into().expect("4 bytes"));
-            let increasing = index.entries.last().is_none_or(|&(lo, lp)| o > lo && p > lp);
+            let increasing = index
+                .entries
+                .last()
+                .is_none_or(|&(lo, lp)| o > lo && p > lp);
             if u64::from(p) >= log_bytes || !increasing {
                 break;
             }
@@ -90,7 +93,8 @@ impl OffsetIndex {
 
     /// The on-disk bytes of the entries from the `from`-th on.
     pub fn encode_from(&self, from: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.entries.len().saturating_sub(from) * Self::ENTRY_BYTES);
+        let mut out =
+            Vec::with_capacity(self.entries.len().saturating_sub(from) * Self::ENTRY_BYTES);
         for &(o, p) in self.entries.iter().skip(from) {
             out.extend_from_slice(&o.to_be_bytes());
             out.extend_from_slice(&p.to_be_bytes());
@@ -148,7 +152,8 @@ impl TimeIndex {
 
     /// The on-disk bytes of the entries from the `from`-th on.
     pub fn encode_from(&self, from: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.entries.len().saturating_sub(from) * Self::ENTRY_BYTES);
+        let mut out =
+            Vec::with_capacity(self.entries.len().saturating_sub(from) * Self::ENTRY_BYTES);
         for &(t, o) in self.entries.iter().skip(from) {
             out.extend_from_slice(&t.to_be_bytes());
             out.extend_from_slice(&o.to_be_bytes());
@@ -168,7 +173,11 @@ impl TimeIndex {
         for chunk in bytes.chunks_exact(Self::ENTRY_BYTES) {
             let t = i64::from_be_bytes(chunk[0..8].try_into().expect("8 bytes"));
             let o = u32::from_be_bytes(chunk[8..12].try_into().expect("4 bytes"));
-            if index.entries.last().is_some_and(|&(lt, lo)| t <= lt || o <= lo) {
+            if index
+                .entries
+                .last()
+                .is_some_and(|&(lt, lo)| t <= lt || o <= lo)
+            {
                 break;
             }
             index.entries.push((t, o));
@@ -229,11 +238,23 @@ mod tests {
         idx.append(12, 900);
         let bytes = idx.encode();
         let short = OffsetIndex::decode_prefix(&bytes, 500);
-        assert_eq!(short.last(), Some((9, 300)), "entry past the log end dropped");
-        assert_eq!(OffsetIndex::decode_prefix(&bytes[..13], 1000).len(), 1, "partial entry dropped");
+        assert_eq!(
+            short.last(),
+            Some((9, 300)),
+            "entry past the log end dropped"
+        );
+        assert_eq!(
+            OffsetIndex::decode_prefix(&bytes[..13], 1000).len(),
+            1,
+            "partial entry dropped"
+        );
         let mut garbage = bytes[..8].to_vec();
         garbage.extend([0u8; 16]);
-        assert_eq!(OffsetIndex::decode_prefix(&garbage, 1000).len(), 1, "zeros stop it");
+        assert_eq!(
+            OffsetIndex::decode_prefix(&garbage, 1000).len(),
+            1,
+            "zeros stop it"
+        );
         let mut kept = idx.clone();
         kept.keep_through(9);
         assert_eq!(kept.last(), Some((9, 300)));

@@ -109,6 +109,8 @@ pub struct Log {
     /// prepared: what a recovery would have to scan is bounded by their difference.
     appended_bytes: u64,
     appended_at_checkpoint: u64,
+    /// `appended_bytes` when the last producer state snapshot was written.
+    appended_at_snapshot: u64,
     /// Set when the partition is deleted: nothing is written to its directory any more.
     deleted: bool,
     /// Set when a sync failed. After a failed fdatasync the kernel may have dropped the dirty
@@ -267,6 +269,7 @@ impl Log {
             checkpointed: recovery_point,
             appended_bytes: 0,
             appended_at_checkpoint: 0,
+            appended_at_snapshot: 0,
             deleted: false,
             failed: false,
             producers: ProducerState::default(),
@@ -396,6 +399,7 @@ impl Log {
         let now = self.clock.now_ms();
         self.producers
             .expire(now.saturating_sub(self.config.producer_id_expiration_ms));
+        self.appended_at_snapshot = self.appended_bytes;
         let leo = self.log_end_offset();
         let path = self.dir.join(format!("{leo:020}.{SNAPSHOT_EXTENSION}"));
         let tmp = self.dir.join(format!("{leo:020}.{SNAPSHOT_EXTENSION}.tmp"));
@@ -856,8 +860,7 @@ impl Log {
         }
         let (recovery_point, index_files) = self.prepare_checkpoint()?;
         for f in index_files {
-            f.sync_data()
-                .map_err(|e| StorageError::io(&self.dir, e))?;
+            f.sync_data().map_err(|e| StorageError::io(&self.dir, e))?;
         }
         checkpoint::write(
             self.fs.as_ref(),
@@ -879,6 +882,13 @@ impl Log {
         }
         let files = self.active.persist_indexes(self.fs.as_ref())?;
         self.appended_at_checkpoint = self.appended_bytes;
+        if self.appended_bytes - self.appended_at_snapshot
+            >= self.config.producer_snapshot_interval_bytes
+        {
+            if let Err(e) = self.write_producer_snapshot() {
+                warn!(dir = %self.dir.display(), error = %e, "could not write the producer state snapshot");
+            }
+        }
         Ok((self.recovery_point, files))
     }
 

@@ -245,7 +245,9 @@ impl LogManager {
         )?;
         for (p, _, _, _) in &prepared {
             let written = entries
-                .binary_search_by(|(t, i, _)| (t.as_str(), *i).cmp(&(p.topic.as_str(), p.partition)))
+                .binary_search_by(|(t, i, _)| {
+                    (t.as_str(), *i).cmp(&(p.topic.as_str(), p.partition))
+                })
                 .map(|i| entries[i].2);
             if let Ok(offset) = written {
                 p.log().note_checkpointed(offset);
@@ -261,9 +263,12 @@ impl LogManager {
             .log_start_checkpoint
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        self.write(LOG_START_FILE, partitions, |p| p.log().log_start_offset(), |c| {
-            c.log_start_offset
-        })
+        self.write(
+            LOG_START_FILE,
+            partitions,
+            |p| p.log().log_start_offset(),
+            |c| c.log_start_offset,
+        )
     }
 
     /// Writes every compacted log's first dirty offset.

@@ -550,7 +550,11 @@ impl SegmentCore {
         while position + BATCH_HEADER_BYTES as u64 <= self.size {
             if position < buf_at || position + BATCH_HEADER_BYTES as u64 > buf_at + buf.len() as u64
             {
-                let want = if last_total > LARGE_READ { SMALL_READ } else { LARGE_READ };
+                let want = if last_total > LARGE_READ {
+                    SMALL_READ
+                } else {
+                    LARGE_READ
+                };
                 let want = want.min((self.size - position) as usize);
                 buf.resize(want, 0);
                 self.file

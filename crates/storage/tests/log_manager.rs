@@ -97,3 +97,63 @@ fn cleaner_offsets_round_trip_for_compacted_logs_only() {
         "only compacted logs are checkpointed"
     );
 }
+
+/// Logs recovered in the background while others serve: until they open, every checkpoint
+/// carries their entries as read, and a close does not claim to be clean (they must recover
+/// next time).
+#[test]
+fn deferred_logs_keep_their_entries_and_block_the_clean_marker() {
+    let w = World::new();
+    let fs: Arc<dyn Fs> = Arc::new(w.fs.clone());
+    let data = Path::new("/data");
+    fs.create_dir_all(data).unwrap();
+    let manager = LogManager::new(fs.clone(), data);
+    let state = manager.begin_recovery(2).unwrap();
+    let ps = vec![
+        partition(&w, "a", 0, state.hint("a", 0)),
+        partition(&w, "b", 0, state.hint("b", 0)),
+    ];
+    for p in &ps {
+        p.append(&common::producer_batch(-1, 0, 0, 5, false))
+            .unwrap();
+    }
+    assert!(manager.close(&ps));
+
+    let manager = LogManager::new(fs.clone(), data);
+    let state = manager.begin_recovery(2).unwrap();
+    manager.defer(&state, "a", 0);
+    manager.defer(&state, "b", 0);
+    let a = partition(&w, "a", 0, state.hint("a", 0));
+    manager.opened("a", 0);
+    a.append(&common::producer_batch(-1, 0, 0, 2, false))
+        .unwrap();
+    a.sync_to(7).unwrap();
+    manager
+        .checkpoint_recovery_points(std::slice::from_ref(&a))
+        .unwrap();
+    let read = LogManager::new(fs.clone(), data).begin_recovery(2).unwrap();
+    assert_eq!(
+        read.hint("a", 0).recovery_point,
+        Some(7),
+        "the open log's own value"
+    );
+    assert_eq!(
+        read.hint("b", 0).recovery_point,
+        Some(5),
+        "the deferred one's, carried"
+    );
+    assert!(!manager.all_opened());
+    assert!(
+        !manager.close(std::slice::from_ref(&a)),
+        "b never recovered: no clean marker"
+    );
+    assert!(!fs.exists(&data.join(CLEAN_SHUTDOWN_FILE)));
+    let read = LogManager::new(fs.clone(), data).begin_recovery(2).unwrap();
+    assert_eq!(
+        read.hint("b", 0).recovery_point,
+        Some(5),
+        "still carried at close"
+    );
+    manager.forget("b", 0);
+    assert!(manager.all_opened());
+}

@@ -290,12 +290,11 @@ pub async fn offset_commit(broker: Arc<Broker>, r: OffsetCommitRequest) -> Offse
     };
     let now = broker.clock.now_ms();
     let b = broker.clone();
-    let high_watermark =
-        move |topic: &str, p: i32| match b.partition(topic, p) {
-            Some(p) => Some(p.high_watermark()),
-            // still recovering: known, its high watermark not yet
-            None => (b.availability(topic, p) != crate::state::Availability::Unknown).then_some(-1),
-        };
+    let high_watermark = move |topic: &str, p: i32| match b.partition(topic, p) {
+        Some(p) => Some(p.high_watermark()),
+        // still recovering: known, its high watermark not yet
+        None => (b.availability(topic, p) != crate::state::Availability::Unknown).then_some(-1),
+    };
     let (result, pending) = broker.group_call(|c| c.commit_offsets(req, now, &high_watermark));
     let stored = broker.group_complete(pending).await;
     let result = result.map_err(|e| group_error_code(&e));

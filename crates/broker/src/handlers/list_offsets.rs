@@ -28,7 +28,8 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
                     else {
                         return resp
                             .with_error_code(
-                                broker.missing_partition_error(t.name.0.as_str(), p.partition_index),
+                                broker
+                                    .missing_partition_error(t.name.0.as_str(), p.partition_index),
                             )
                             .with_offset(-1)
                             .with_timestamp(-1);

@@ -219,12 +219,11 @@ pub async fn txn_offset_commit(
     let now = broker.clock.now_ms();
     let offsets_partition = broker.groups.coordinator().partition_for(&req.group_id);
     let b = broker.clone();
-    let high_watermark =
-        move |topic: &str, p: i32| match b.partition(topic, p) {
-            Some(p) => Some(p.high_watermark()),
-            // still recovering: known, its high watermark not yet
-            None => (b.availability(topic, p) != crate::state::Availability::Unknown).then_some(-1),
-        };
+    let high_watermark = move |topic: &str, p: i32| match b.partition(topic, p) {
+        Some(p) => Some(p.high_watermark()),
+        // still recovering: known, its high watermark not yet
+        None => (b.availability(topic, p) != crate::state::Availability::Unknown).then_some(-1),
+    };
     // Under the transaction coordinator's lock: verify, then append.
     let outcome = {
         let inner = broker.txns.lock();

@@ -1,0 +1,217 @@
+//! Restart after a crash (issue 18): partitions recover in parallel after the coordinators'
+//! internal topics, and the broker answers for the ones still recovering with retriable
+//! errors (NOT_LEADER_OR_FOLLOWER; Metadata without a leader) instead of waiting for all.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use strata_broker::handlers::{dispatch, Outcome};
+use strata_broker::state::Availability;
+use strata_broker::{Broker, BrokerConfig};
+use strata_protocol::{Request, RequestFrame};
+use strata_records::{BatchBuilder, Compression, Record};
+use strata_storage::fs::CrashMode;
+use strata_storage::{Clock, Fs, SimFs, SystemClock};
+
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+const LEADER_NOT_AVAILABLE: i16 = 5;
+
+fn config() -> BrokerConfig {
+    BrokerConfig {
+        data_dir: PathBuf::from("/data"),
+        offsets_topic_num_partitions: 2,
+        transaction_state_log_num_partitions: 2,
+        num_recovery_threads_per_data_dir: 3,
+        ..BrokerConfig::default()
+    }
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+async fn call<R: Decodable>(broker: &Arc<Broker>, key: ApiKey, version: i16, req: Request) -> R {
+    let header = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(1);
+    let frame = RequestFrame {
+        api_key: key,
+        version,
+        header,
+        request: req,
+    };
+    let Outcome::Respond(mut bytes) = dispatch(
+        broker,
+        frame,
+        &strata_broker::connection::ConnectionContext::client("127.0.0.1:1".parse().unwrap()),
+    )
+    .await
+    else {
+        panic!("no response");
+    };
+    let header_version = key.response_header_version(version);
+    let _ = bytes::Buf::get_i32(&mut bytes);
+    ResponseHeader::decode(&mut bytes, header_version).unwrap();
+    R::decode(&mut bytes, version).unwrap()
+}
+
+fn batch(value: &str) -> Bytes {
+    let mut b = BatchBuilder::new(Compression::None);
+    b.push(Record {
+        value: Some(Bytes::from(value.to_string())),
+        timestamp_ms: SystemClock.now_ms(),
+        ..Default::default()
+    });
+    b.build().unwrap()
+}
+
+async fn produce(broker: &Arc<Broker>, topic: &str, partition: i32, value: &str) -> i16 {
+    let data = produce_request::PartitionProduceData::default()
+        .with_index(partition)
+        .with_records(Some(batch(value)));
+    let t = produce_request::TopicProduceData::default()
+        .with_name(TopicName(s(topic)))
+        .with_partition_data(vec![data]);
+    let r: ProduceResponse = call(
+        broker,
+        ApiKey::Produce,
+        9,
+        Request::Produce(
+            ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(5000)
+                .with_topic_data(vec![t]),
+        ),
+    )
+    .await;
+    r.responses[0].partition_responses[0].error_code
+}
+
+async fn fetch_error(broker: &Arc<Broker>, topic: &str, partition: i32) -> i16 {
+    let p = fetch_request::FetchPartition::default()
+        .with_partition(partition)
+        .with_fetch_offset(0)
+        .with_partition_max_bytes(1 << 20);
+    let t = fetch_request::FetchTopic::default()
+        .with_topic(TopicName(s(topic)))
+        .with_partitions(vec![p]);
+    let r: FetchResponse = call(
+        broker,
+        ApiKey::Fetch,
+        11,
+        Request::Fetch(
+            FetchRequest::default()
+                .with_max_wait_ms(0)
+                .with_topics(vec![t])
+                .with_session_epoch(-1),
+        ),
+    )
+    .await;
+    r.responses[0].partitions[0].error_code
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_still_recovering_answer_retriably_and_serve_once_open() {
+    let fs = SimFs::new();
+    let broker =
+        Arc::new(Broker::open(config(), Arc::new(fs.clone()), Arc::new(SystemClock)).unwrap());
+    broker
+        .create_topic("t", 8, Default::default(), false)
+        .unwrap();
+    for p in 0..8 {
+        for i in 0..=p {
+            assert_eq!(produce(&broker, "t", p, &format!("{p}-{i}")).await, 0);
+        }
+    }
+    drop(broker);
+    fs.crash(CrashMode::KeepAll); // kill -9: no clean shutdown
+
+    let broker = Arc::new(
+        Broker::open_deferred(config(), Arc::new(fs.clone()), Arc::new(SystemClock)).unwrap(),
+    );
+    assert_eq!(broker.availability("t", 3), Availability::Recovering);
+    assert_eq!(broker.availability("t", 99), Availability::Unknown);
+    assert!(broker.has_unopened_partitions());
+    assert_eq!(
+        produce(&broker, "t", 3, "early").await,
+        NOT_LEADER_OR_FOLLOWER
+    );
+    assert_eq!(fetch_error(&broker, "t", 3).await, NOT_LEADER_OR_FOLLOWER);
+    let md: MetadataResponse = call(
+        &broker,
+        ApiKey::Metadata,
+        12,
+        Request::Metadata(MetadataRequest::default().with_topics(Some(vec![
+            metadata_request::MetadataRequestTopic::default().with_name(Some(TopicName(s("t")))),
+        ]))),
+    )
+    .await;
+    let p = &md.topics[0].partitions[3];
+    assert_eq!((p.error_code, p.leader_id.0), (LEADER_NOT_AVAILABLE, -1));
+
+    let recovering = broker.clone();
+    tokio::task::spawn_blocking(move || recovering.recover_deferred())
+        .await
+        .unwrap();
+    assert!(!broker.has_unopened_partitions());
+    for p in 0..8 {
+        assert_eq!(broker.availability("t", p), Availability::Open);
+        let partition = broker.partition("t", p).unwrap();
+        assert_eq!(partition.log().log_end_offset(), i64::from(p) + 1);
+        assert_eq!(partition.high_watermark(), i64::from(p) + 1);
+    }
+    assert_eq!(produce(&broker, "t", 3, "later").await, 0);
+    assert_eq!(fetch_error(&broker, "t", 3).await, 0);
+    let md: MetadataResponse = call(
+        &broker,
+        ApiKey::Metadata,
+        12,
+        Request::Metadata(MetadataRequest::default().with_topics(None)),
+    )
+    .await;
+    assert!(md
+        .topics
+        .iter()
+        .all(|t| t.partitions.iter().all(|p| p.error_code == 0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_deleted_while_its_partitions_wait_for_recovery_is_never_opened() {
+    let fs = SimFs::new();
+    let broker =
+        Arc::new(Broker::open(config(), Arc::new(fs.clone()), Arc::new(SystemClock)).unwrap());
+    broker
+        .create_topic("gone", 4, Default::default(), false)
+        .unwrap();
+    broker
+        .create_topic("kept", 2, Default::default(), false)
+        .unwrap();
+    assert_eq!(produce(&broker, "gone", 0, "x").await, 0);
+    assert_eq!(produce(&broker, "kept", 1, "y").await, 0);
+    drop(broker);
+    fs.crash(CrashMode::KeepAll);
+
+    let broker = Arc::new(
+        Broker::open_deferred(config(), Arc::new(fs.clone()), Arc::new(SystemClock)).unwrap(),
+    );
+    broker.delete_topic("gone").unwrap();
+    assert_eq!(broker.availability("gone", 0), Availability::Unknown);
+    let recovering = broker.clone();
+    tokio::task::spawn_blocking(move || recovering.recover_deferred())
+        .await
+        .unwrap();
+    assert!(broker.partition("gone", 0).is_none());
+    assert!(!fs.exists(&PathBuf::from("/data/gone-0")));
+    assert_eq!(
+        broker.partition("kept", 1).unwrap().log().log_end_offset(),
+        1
+    );
+    assert!(!broker.has_unopened_partitions());
+    // Every log open: a clean close leaves the marker.
+    broker.close();
+    assert!(fs.exists(&PathBuf::from("/data/clean-shutdown")));
+}
