@@ -1,5 +1,6 @@
-//! Sparse indexes of one segment, kept in memory and written whole when the segment is sealed
-//! or the broker shuts down cleanly.
+//! Sparse indexes of one segment, kept in memory; written whole when the segment is sealed or
+//! the broker shuts down cleanly, and for the active segment appended to at each recovery
+//! point checkpoint (so a restart can find the checkpointed offset without a scan).
 //!
 //! On-disk formats (big-endian, no header), as Kafka's:
 //! - `.index`: 8-byte entries `(relative_offset u32, position u32)`: the batch starting at
@@ -10,8 +11,9 @@
 //!
 //! Recovery: an index file is trusted only if its length is a whole number of entries, its
 //! entries increase strictly, and every position lies inside the `.log` file; otherwise the
-//! segment is scanned and the index rebuilt. Indexes are derived data: losing one costs time,
-//! never records.
+//! segment is scanned and the index rebuilt. A recovery starting mid-segment uses the longest
+//! valid prefix ([`OffsetIndex::decode_prefix`]) and checks the batch its entry points at.
+//! Indexes are derived data: losing one costs time, never records.
 
 /// Offset index: relative offset → file position, one entry per `index.interval.bytes`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -18,10 +18,15 @@
 //! follower acknowledgements instead.
 //!
 //! Recovery: segments wholly below the recovery point are trusted (indexes loaded, the tail
-//! after the last index entry checked). From the segment holding the recovery point on, each
-//! segment is scanned batch by batch and truncated at the first torn or corrupt batch; any
-//! later segment is then deleted, since offsets must stay dense. The result is synced and the
-//! high watermark starts at the recovered log end offset.
+//! after the last index entry checked). The segment holding the recovery point is scanned
+//! from the index entry at or below it (the index files' entries up to the recovery point
+//! were synced before the checkpoint naming it was written: [`Log::prepare_checkpoint`]),
+//! later segments from their first byte; each scan truncates at the first torn or corrupt
+//! batch, and any later segment is then deleted, since offsets must stay dense. What
+//! recovery kept past the recovery point is synced before the log is served, and the high
+//! watermark starts at the recovered log end offset. Producer state comes from the newest
+//! snapshot (written at roll, at clean close, and at checkpoints every
+//! `producer_snapshot_interval_bytes`) plus the batch headers after it.
 //!
 //! Thread safety: `&mut self` for writes; [`crate::Partition`] wraps a `Log` in a mutex.
 
@@ -309,7 +314,7 @@ impl Log {
         if hint.is_none() {
             log.write_recovery_point()?;
         }
-        if truncated_total > 0 || (!clean && !bases.is_empty()) {
+        if truncated_total > 0 || deleted_any || (!clean && leo > recovery_point) {
             info!(dir = %log.dir.display(), log_end_offset = leo, truncated_bytes = truncated_total, clean, "log recovered");
         }
         log.load_producer_state()?;

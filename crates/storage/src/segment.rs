@@ -13,7 +13,11 @@
 //!
 //! Recovery: [`SegmentCore::recover`] scans the file batch by batch (length, magic, CRC,
 //! offset continuity), truncates at the first torn or corrupt batch, and rebuilds both
-//! indexes from what survived.
+//! indexes from what survived. [`SegmentCore::recover_from`] does the same from the index
+//! entry at or below the recovery point (keeping the index entries before it), falling back
+//! to the full scan when the index cannot place it. The active segment's index entries are
+//! appended to its index files at each recovery point checkpoint
+//! ([`ActiveSegment::persist_indexes`]), not only at seal.
 //!
 //! Thread safety: none inside; the owning [`crate::Log`] is behind the partition's lock.
 //! Readers take an `Arc` of the file and read outside the lock.
