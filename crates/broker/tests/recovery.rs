@@ -215,3 +215,53 @@ async fn a_topic_deleted_while_its_partitions_wait_for_recovery_is_never_opened(
     broker.close();
     assert!(fs.exists(&PathBuf::from("/data/clean-shutdown")));
 }
+
+/// One partition whose log cannot be opened (its sync fails: EIO) stays unavailable with
+/// KAFKA_STORAGE_ERROR while every other partition serves, and the close leaves no
+/// clean-shutdown marker, so the next start recovers it (and then it serves).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_that_fails_to_open_does_not_hold_the_others_back() {
+    const KAFKA_STORAGE_ERROR: i16 = 56;
+    let fs = SimFs::new();
+    let broker =
+        Arc::new(Broker::open(config(), Arc::new(fs.clone()), Arc::new(SystemClock)).unwrap());
+    broker
+        .create_topic("t", 2, Default::default(), false)
+        .unwrap();
+    assert_eq!(produce(&broker, "t", 0, "a").await, 0);
+    assert_eq!(produce(&broker, "t", 1, "b").await, 0);
+    broker.checkpoint_recovery_points();
+    // Past partition 0's checkpointed recovery point: its recovery must sync.
+    assert_eq!(produce(&broker, "t", 0, "c").await, 0);
+    drop(broker);
+    fs.crash(CrashMode::KeepAll);
+
+    let broker = Arc::new(
+        Broker::open_deferred(config(), Arc::new(fs.clone()), Arc::new(SystemClock)).unwrap(),
+    );
+    fs.stats()
+        .fail_syncs
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let recovering = broker.clone();
+    tokio::task::spawn_blocking(move || recovering.recover_deferred())
+        .await
+        .unwrap();
+    fs.stats()
+        .fail_syncs
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(broker.availability("t", 0), Availability::Failed);
+    assert_eq!(
+        produce(&broker, "t", 0, "refused").await,
+        KAFKA_STORAGE_ERROR
+    );
+    assert_eq!(broker.availability("t", 1), Availability::Open);
+    assert_eq!(produce(&broker, "t", 1, "d").await, 0);
+    broker.close();
+    assert!(!fs.exists(&PathBuf::from("/data/clean-shutdown")));
+    drop(broker);
+
+    let broker =
+        Arc::new(Broker::open(config(), Arc::new(fs.clone()), Arc::new(SystemClock)).unwrap());
+    assert_eq!(broker.partition("t", 0).unwrap().log().log_end_offset(), 2);
+    assert_eq!(broker.partition("t", 1).unwrap().log().log_end_offset(), 2);
+}
