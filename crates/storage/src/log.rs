@@ -286,7 +286,7 @@ impl Log {
         // served can disappear later. A log that ends at its recovery point and lost no
         // segment needs nothing.
         let leo = log.log_end_offset();
-        let index_files = log.active.persist_indexes(log.fs.as_ref())?;
+        let index_files = log.active.persist_indexes(log.fs.as_ref(), true)?;
         if hint.is_none() || (!clean && (leo > recovery_point || deleted_any)) {
             let active = segment_file(&log.dir, log.active.0.base_offset, "log");
             log.active
@@ -857,8 +857,8 @@ impl Log {
     }
 
     /// Writes the recovery point checkpoint if it moved since the last write (a standalone
-    /// log's own file): the active segment's index entries go to disk first, synced, since
-    /// recovery locates the recovery point through them.
+    /// log's own file): the active segment's index entries go to disk first (see
+    /// [`Log::prepare_checkpoint`]), since recovery locates the recovery point through them.
     pub fn write_recovery_point(&mut self) -> Result<()> {
         if self.deleted || self.checkpointed == self.recovery_point {
             return Ok(());
@@ -879,13 +879,14 @@ impl Log {
     /// The first half of a recovery point checkpoint: the recovery point to record and the
     /// index files the caller must sync before the checkpoint naming it is written (the
     /// active segment's entries not yet on disk are written here, under the partition's
-    /// lock; the syncs happen outside it). Recovery after a crash then starts scanning at the
-    /// index entry at or below the checkpointed offset, not at the segment's first byte.
+    /// lock, in steps; the syncs, every 256 index intervals, happen outside it). Recovery
+    /// after a crash then starts scanning at the index entry at or below the checkpointed
+    /// offset, not at the segment's first byte.
     pub fn prepare_checkpoint(&mut self) -> Result<(i64, Vec<Arc<dyn FsFile>>)> {
         if self.deleted {
             return Ok((self.recovery_point, Vec::new()));
         }
-        let files = self.active.persist_indexes(self.fs.as_ref())?;
+        let files = self.active.persist_indexes(self.fs.as_ref(), false)?;
         self.appended_at_checkpoint = self.appended_bytes;
         if self.appended_bytes - self.appended_at_snapshot
             >= self.config.producer_snapshot_interval_bytes

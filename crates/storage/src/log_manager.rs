@@ -19,9 +19,10 @@
 //! atomically (`checkpoint`), so a crash leaves the old or the new contents.
 //!
 //! Recovery points are checkpointed often (the broker: every second, or sooner after many
-//! bytes): each checkpoint first writes the active segments' new index entries and syncs
-//! them, so a recovery finds the checkpointed offset through the index and scans only what
-//! follows it (`segment::SegmentCore::recover_from`).
+//! bytes): each checkpoint first writes the active segments' new index entries (syncing them
+//! every 256 index intervals of log), so a recovery finds the checkpointed offset through the
+//! index and scans only what follows the entry it starts at
+//! (`segment::SegmentCore::recover_from`, which checks that entry's batch).
 //!
 //! The manager does not own the partitions (the broker does, driven by metadata): callers
 //! pass the partitions a checkpoint covers. Thread safety: log start checkpoints are
@@ -201,9 +202,10 @@ impl LogManager {
     }
 
     /// Writes every partition's recovery point to the one checkpoint file, if any changed
-    /// since the last write. Each log first writes its active segment's new index entries;
-    /// those are synced before the checkpoint names an offset they locate (a log whose sync
-    /// fails keeps its previous entry).
+    /// since the last write. Each log first writes its active segment's new index entries
+    /// (in steps of 16 index intervals; synced every 256, before the checkpoint is written: a
+    /// log whose sync fails keeps its previous entry), so a recovery finds the checkpointed
+    /// offset through the index.
     pub fn checkpoint_recovery_points(&self, partitions: &[Arc<Partition>]) -> Result<()> {
         let mut last = self
             .last_recovery_points

@@ -65,7 +65,16 @@ pub struct SegmentCore {
     /// The index files may hold entries past the persisted ones (left by a crash): the next
     /// write cuts them off.
     index_tail_stale: bool,
+    /// Log bytes the index entries in the files cover, as written and as last synced.
+    persisted_at_size: u64,
+    synced_at_size: u64,
 }
+
+/// The active segment's index entries go to their files once they cover this many
+/// `index.interval.bytes` more of the log (a recovery then scans at most about that much
+/// before the recovery point), and are synced once they cover this many more.
+const PERSIST_INDEX_INTERVALS: u64 = 16;
+const SYNC_INDEX_INTERVALS: u64 = 256;
 
 /// How far a segment found at startup is trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +150,8 @@ impl SegmentCore {
             last_batch_relative_offset: None,
             persisted: None,
             index_tail_stale: false,
+            persisted_at_size: 0,
+            synced_at_size: 0,
         }
     }
 
@@ -242,6 +253,8 @@ impl SegmentCore {
         }
         self.persisted = Some(kept);
         self.index_tail_stale = true;
+        self.persisted_at_size = u64::from(position);
+        self.synced_at_size = u64::from(position);
         self.truncate_to_valid(file_len)
     }
 
@@ -352,6 +365,7 @@ impl SegmentCore {
             self.max_timestamp = index_max_ts;
             self.size = log_len;
             self.persisted = Some((oi.len(), ti.len()));
+            (self.persisted_at_size, self.synced_at_size) = (log_len, log_len);
             self.offset_index = oi;
             self.time_index = ti;
             return Ok(true);
@@ -380,6 +394,7 @@ impl SegmentCore {
         self.size = log_len;
         self.bytes_since_index_entry = tail_len as u64;
         self.persisted = Some((oi.len(), ti.len()));
+        (self.persisted_at_size, self.synced_at_size) = (log_len, log_len);
         self.offset_index = oi;
         self.time_index = ti;
         Ok(true)
@@ -415,16 +430,32 @@ impl SegmentCore {
         }
         self.persisted = Some((self.offset_index.len(), self.time_index.len()));
         self.index_tail_stale = false;
+        (self.persisted_at_size, self.synced_at_size) = (self.size, self.size);
         Ok(())
     }
 
     /// Appends the index entries the index files lack (not synced), rewriting files whose
-    /// contents are unknown and cutting off stale entries a crash left. Returns the files
-    /// written: the caller syncs them before a checkpoint relies on them.
-    fn persist_indexes(&mut self, fs: &dyn Fs) -> Result<Vec<Arc<dyn FsFile>>> {
+    /// contents are unknown and cutting off stale entries a crash left. Unless `force`d, new
+    /// entries wait until they cover `PERSIST_INDEX_INTERVALS` intervals of log, and the
+    /// files written are returned for the caller to sync only once `SYNC_INDEX_INTERVALS`
+    /// intervals were written since the last sync (a checkpoint of thousands of slow
+    /// partitions costs no fsync each; a recovery uses unsynced entries too, checking the
+    /// batch it starts at). Forced: everything written, every file returned.
+    fn persist_indexes(&mut self, fs: &dyn Fs, force: bool) -> Result<Vec<Arc<dyn FsFile>>> {
         let lens = (self.offset_index.len(), self.time_index.len());
+        let unknown = self.persisted.is_none() || self.index_tail_stale;
+        let interval = self.index_interval_bytes.max(1);
+        if !force
+            && !unknown
+            && self.size.saturating_sub(self.persisted_at_size) < PERSIST_INDEX_INTERVALS * interval
+        {
+            return Ok(Vec::new());
+        }
         let (from, cut) = match self.persisted {
-            Some(done) if done == lens && !self.index_tail_stale => return Ok(Vec::new()),
+            Some(done) if done == lens && !self.index_tail_stale => {
+                self.persisted_at_size = self.size;
+                return Ok(Vec::new());
+            }
             Some(done) => (done, self.index_tail_stale),
             None => ((0, 0), true),
         };
@@ -462,7 +493,13 @@ impl SegmentCore {
         }
         self.persisted = Some(lens);
         self.index_tail_stale = false;
-        Ok(written)
+        self.persisted_at_size = self.size;
+        if force || cut || self.size - self.synced_at_size >= SYNC_INDEX_INTERVALS * interval {
+            self.synced_at_size = self.size;
+            Ok(written)
+        } else {
+            Ok(Vec::new())
+        }
     }
 
     fn read_header(&self, position: u64) -> Result<BatchHeader> {
@@ -685,8 +722,8 @@ impl ActiveSegment {
     /// Brings the index files up to the entries in memory (see
     /// [`SegmentCore::persist_indexes`]): at each recovery point checkpoint, so a recovery
     /// can start at the checkpointed offset instead of the segment's first byte.
-    pub fn persist_indexes(&mut self, fs: &dyn Fs) -> Result<Vec<Arc<dyn FsFile>>> {
-        self.0.persist_indexes(fs)
+    pub fn persist_indexes(&mut self, fs: &dyn Fs, force: bool) -> Result<Vec<Arc<dyn FsFile>>> {
+        self.0.persist_indexes(fs, force)
     }
 }
 
