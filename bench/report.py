@@ -164,9 +164,12 @@ if restart.exists():
     r = json.loads(restart.read_text())
     s = r["strata"]
     lines += ["## Restart after kill -9 under sustained produce", "",
-              f"{s['log_gb_filled']} GB of log, then {len(s['kills'])} kills at random moments while produce-1k "
+              f"{s['log_gb_filled']} GB of log" + (f" ({r['kafka']['log_gb_filled']} GB for Kafka)" if "kafka" in r else "")
+              + f", then {len(s['kills'])} kills at random moments while produce-1k "
               f"(acks=all) keeps writing (seed {r['seed']}; the first right after a segment roll); time from "
-              "process start until every partition has a leader and a fetch returns records.", "",
+              "process start until every partition has a leader and a fetch returns records "
+              "(Kafka's includes its JVM start). The log keeps growing between kills (GB column), faster on "
+              "Strata since it produces faster.", "",
               "| broker | max s | median s | each kill (moment: seconds, GB then) |", "|---|---|---|---|"]
     for name in ["strata", "kafka"]:
         if name in r:
