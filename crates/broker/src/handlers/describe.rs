@@ -198,7 +198,7 @@ pub fn describe_producers(
         for p in t.partition_indexes {
             let mut pr = PartitionResponse::default().with_partition_index(p);
             match broker.partition(&t.name, p) {
-                None => pr.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,
+                None => pr.error_code = broker.missing_partition_error(&t.name, p),
                 Some(partition) => {
                     let log = partition.log();
                     let state = log.producer_state();

@@ -26,7 +26,9 @@ pub fn delete_records(broker: &Arc<Broker>, r: DeleteRecordsRequest) -> DeleteRe
                 rp.error_code = errors::INVALID_TOPIC;
             } else {
                 match broker.partition(&t.name, p.partition_index) {
-                    None => rp.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,
+                    None => {
+                        rp.error_code = broker.missing_partition_error(&t.name, p.partition_index)
+                    }
                     Some(partition) => match broker.delete_records(&partition, p.offset) {
                         Ok(start) => rp.low_watermark = start,
                         Err(e) => {

@@ -433,7 +433,7 @@ pub fn write_txn_markers(
                         errors::CLUSTER_AUTHORIZATION_FAILED
                     } else {
                         match broker.partition(&t.name, p) {
-                            None => errors::UNKNOWN_TOPIC_OR_PARTITION,
+                            None => broker.missing_partition_error(&t.name, p),
                             Some(partition) => {
                                 let current = partition
                                     .log()
