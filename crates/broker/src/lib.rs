@@ -17,6 +17,7 @@ pub mod connection;
 pub mod errors;
 pub mod groups;
 pub mod handlers;
+pub mod replicas;
 pub mod server;
 pub mod state;
 pub mod topic_config;

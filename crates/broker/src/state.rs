@@ -10,8 +10,11 @@
 //! shows it without a leader, so clients retry; one that failed to open answers
 //! KAFKA_STORAGE_ERROR and is retried at the next start).
 //!
-//! Lock order: `metadata` before `partitions` before `loading`; none is held across an
-//! await.
+//! After start, partitions are opened and removed only by the replica manager
+//! (`replicas.rs`), from the delta of each metadata change.
+//!
+//! Lock order: `metadata` before `applying` before `partitions` before `loading`; none is
+//! held across an await.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -98,6 +101,8 @@ pub struct Broker {
     unopened: AtomicUsize,
     /// What the checkpoints said at start, until every deferred partition is open.
     recovery: Mutex<Option<RecoveryState>>,
+    /// Held while a metadata delta is applied to the partitions (see `replicas.rs`).
+    pub(crate) applying: Mutex<()>,
 }
 
 /// The partitions recovery has not opened yet.
@@ -200,6 +205,7 @@ impl Broker {
             loading_changed: Condvar::new(),
             unopened: AtomicUsize::new(0),
             recovery: Mutex::new(None),
+            applying: Mutex::new(()),
         };
         let topics: Vec<TopicImage> = broker.image().topics().cloned().collect();
         // Recovery state for every partition, from the data directory's checkpoints (the
@@ -346,7 +352,8 @@ impl Broker {
             .as_ref()
             .map(|r| r.hint(topic, partition))
             .unwrap_or_default();
-        self.open_partition(&image, partition, hint)?;
+        let dynamic = self.dynamic_defaults();
+        self.open_partition(&image, partition, hint, &dynamic)?;
         if let Some(dirty) = self.log_manager.opened(topic, partition) {
             if let Some(p) = self.partition(topic, partition) {
                 p.log().set_first_dirty_offset(dirty);
@@ -400,7 +407,7 @@ impl Broker {
 
     /// Drops a deleted topic's partitions from recovery: queued ones are never opened, and
     /// the caller waits for ones being recovered right now (their files are about to go).
-    fn cancel_recovery(&self, topic: &str, partitions: &[i32]) {
+    pub(crate) fn cancel_recovery(&self, topic: &str, partitions: &[i32]) {
         let mut loading = self.loading_state();
         let before = loading.queued.len() + loading.failed.len();
         loading.queued.retain(|(t, _)| t != topic);
@@ -478,19 +485,21 @@ impl Broker {
         self.metadata().image()
     }
 
-    fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+    pub(crate) fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
         self.config.data_dir.join(format!("{topic}-{partition}"))
     }
 
-    fn open_partition(
+    /// Opens (recovering) one partition's log and starts serving it. Takes no metadata lock
+    /// (the replica manager calls it while applying a delta).
+    pub(crate) fn open_partition(
         &self,
         topic: &TopicImage,
         partition: i32,
         hint: RecoveryHint,
+        dynamic: &topic_config::DynamicDefaults,
     ) -> Result<(), TopicError> {
-        let config =
-            topic_config::log_config_with(&self.config, &self.dynamic_defaults(), &topic.configs)
-                .map_err(TopicError::InvalidConfig)?;
+        let config = topic_config::log_config_with(&self.config, dynamic, &topic.configs)
+            .map_err(TopicError::InvalidConfig)?;
         let dir = self.partition_dir(&topic.name, partition);
         let log = Log::open_managed(self.fs.clone(), self.clock.clone(), &dir, config, hint)?;
         let epoch = topic
@@ -515,6 +524,13 @@ impl Broker {
             .get(topic)
             .and_then(|t| t.get(&partition))
             .cloned()
+    }
+
+    /// The partition map, for the replica manager.
+    pub(crate) fn partitions_mut(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<String, BTreeMap<i32, Arc<Partition>>>> {
+        self.partitions.write().expect("partitions lock")
     }
 
     pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
@@ -565,7 +581,7 @@ impl Broker {
         }
         topic_config::log_config_with(&self.config, &self.dynamic_defaults(), &configs)
             .map_err(TopicError::InvalidConfig)?;
-        let mut metadata = self.metadata();
+        let metadata = self.metadata();
         if metadata.image().topic(name).is_some() {
             return Err(TopicError::AlreadyExists(name.to_string()));
         }
@@ -595,14 +611,9 @@ impl Broker {
             }
             return Ok(img.topic(name).expect("just applied").clone());
         }
-        metadata.append(&records)?;
-        let topic = metadata.image().topic(name).expect("just created").clone();
-        drop(metadata);
-        for p in 0..partitions {
-            self.open_partition(&topic, p, RecoveryHint::default())?;
-        }
+        let image = self.commit_metadata(metadata, &records)?;
         info!(topic = name, partitions, "topic created");
-        Ok(topic)
+        Ok(image.topic(name).expect("just created").clone())
     }
 
     fn partition_record(&self, topic_id: Uuid, partition: i32) -> MetadataRecord {
@@ -624,7 +635,7 @@ impl Broker {
         count: i32,
         validate_only: bool,
     ) -> Result<(), TopicError> {
-        let mut metadata = self.metadata();
+        let metadata = self.metadata();
         let topic = known_topic(&metadata, name)?;
         let current = topic.partitions.len() as i32;
         if count <= current {
@@ -641,12 +652,7 @@ impl Broker {
         let records: Vec<_> = (current..count)
             .map(|p| self.partition_record(topic.topic_id, p))
             .collect();
-        metadata.append(&records)?;
-        let topic = metadata.image().topic(name).expect("exists").clone();
-        drop(metadata);
-        for p in current..count {
-            self.open_partition(&topic, p, RecoveryHint::default())?;
-        }
+        self.commit_metadata(metadata, &records)?;
         info!(
             topic = name,
             from = current,
@@ -658,35 +664,15 @@ impl Broker {
 
     /// Deletes a topic: the metadata record first, then the partitions and their files.
     pub fn delete_topic(&self, name: &str) -> Result<Uuid, TopicError> {
-        let mut metadata = self.metadata();
+        let metadata = self.metadata();
         let topic = known_topic(&metadata, name)?;
-        metadata.append(&[MetadataRecord::RemoveTopic {
-            topic_id: topic.topic_id,
-        }])?;
-        drop(metadata);
-        let indexes: Vec<i32> = topic.partitions.keys().copied().collect();
-        self.cancel_recovery(name, &indexes);
-        let removed = self
-            .partitions
-            .write()
-            .expect("partitions lock")
-            .remove(name);
-        for p in removed.into_iter().flat_map(|m| m.into_values()) {
-            p.log().mark_deleted();
-        }
-        for &p in topic.partitions.keys() {
-            let dir = self.partition_dir(name, p);
-            if let Err(e) = self.fs.remove_dir_all(&dir) {
-                warn!(dir = %dir.display(), error = %e, "could not remove partition directory; it is removed at next start");
-            }
-        }
+        self.commit_metadata(
+            metadata,
+            &[MetadataRecord::RemoveTopic {
+                topic_id: topic.topic_id,
+            }],
+        )?;
         info!(topic = name, "topic deleted");
-        if let Err(e) = self.checkpoint_log_start_offsets() {
-            warn!(error = %e, "could not rewrite the log start offset checkpoint");
-        }
-        if !is_internal_topic(name) {
-            self.forget_topic_offsets(name);
-        }
         Ok(topic.topic_id)
     }
 
@@ -703,7 +689,7 @@ impl Broker {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<(), TopicError> {
-        let mut metadata = self.metadata();
+        let metadata = self.metadata();
         let topic = known_topic(&metadata, name)?;
         let dynamic = self.dynamic_defaults_of(&metadata.image());
         topic_config::log_config_with(&self.config, &dynamic, &configs)
@@ -711,13 +697,14 @@ impl Broker {
         if validate_only || configs == topic.configs {
             return Ok(());
         }
-        metadata.append(&[MetadataRecord::TopicConfig {
-            topic_id: topic.topic_id,
-            configs,
-        }])?;
-        drop(metadata);
+        self.commit_metadata(
+            metadata,
+            &[MetadataRecord::TopicConfig {
+                topic_id: topic.topic_id,
+                configs,
+            }],
+        )?;
         info!(topic = name, "topic configs changed");
-        self.reconfigure(Some(name));
         Ok(())
     }
 
@@ -736,7 +723,7 @@ impl Broker {
         }
         topic_config::validate_broker_configs(&self.config, &configs)
             .map_err(TopicError::InvalidConfig)?;
-        let mut metadata = self.metadata();
+        let metadata = self.metadata();
         let image = metadata.image();
         // Every topic must still have a valid config under the new defaults.
         let mut dynamic = self.dynamic_defaults_of(&image);
@@ -753,17 +740,21 @@ impl Broker {
         if validate_only || image.broker_configs(resource).cloned().unwrap_or_default() == configs {
             return Ok(());
         }
-        metadata.append(&[MetadataRecord::BrokerConfig {
-            resource: resource.to_string(),
-            configs,
-        }])?;
-        drop(metadata);
+        self.commit_metadata(
+            metadata,
+            &[MetadataRecord::BrokerConfig {
+                resource: resource.to_string(),
+                configs,
+            }],
+        )?;
         info!(resource, "dynamic broker configs changed");
-        self.reconfigure(None);
         Ok(())
     }
 
-    fn dynamic_defaults_of(&self, image: &MetadataImage) -> topic_config::DynamicDefaults {
+    pub(crate) fn dynamic_defaults_of(
+        &self,
+        image: &MetadataImage,
+    ) -> topic_config::DynamicDefaults {
         topic_config::DynamicDefaults {
             broker: image
                 .broker_configs(&self.config.node_id.to_string())
@@ -796,9 +787,8 @@ impl Broker {
 
     /// Recomputes the log config of one topic's partitions (or every topic's) from the
     /// metadata and applies it live.
-    fn reconfigure(&self, only: Option<&str>) {
-        let image = self.image();
-        let dynamic = self.dynamic_defaults_of(&image);
+    pub(crate) fn reconfigure(&self, image: &MetadataImage, only: Option<&str>) {
+        let dynamic = self.dynamic_defaults_of(image);
         for t in image.topics() {
             if only.is_some_and(|n| n != t.name) {
                 continue;
@@ -826,11 +816,14 @@ impl Broker {
         const BLOCK: i64 = 1000;
         let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
         if ids.0 >= ids.1 {
-            let mut metadata = self.metadata();
+            let metadata = self.metadata();
             let start = ids.1.max(metadata.image().producer_ids_end());
-            metadata.append(&[MetadataRecord::ProducerIds {
-                next_block_end: start + BLOCK,
-            }])?;
+            self.commit_metadata(
+                metadata,
+                &[MetadataRecord::ProducerIds {
+                    next_block_end: start + BLOCK,
+                }],
+            )?;
             *ids = (start, start + BLOCK);
         }
         let id = ids.0;
@@ -861,7 +854,7 @@ impl Broker {
         Ok(start)
     }
 
-    fn checkpoint_log_start_offsets(&self) -> Result<(), StorageError> {
+    pub(crate) fn checkpoint_log_start_offsets(&self) -> Result<(), StorageError> {
         self.log_manager
             .checkpoint_log_start_offsets(&self.all_partitions())
     }

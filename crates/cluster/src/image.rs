@@ -121,6 +121,11 @@ impl MetadataImage {
 
     /// The end of the last producer id block handed out (0: none yet).
     /// Dynamic broker configs of a resource ("" = cluster default, else a node id).
+    /// Every resource's dynamic broker configs.
+    pub fn all_broker_configs(&self) -> &BTreeMap<String, BTreeMap<String, String>> {
+        &self.broker_configs
+    }
+
     pub fn broker_configs(&self, resource: &str) -> Option<&BTreeMap<String, String>> {
         self.broker_configs.get(resource)
     }

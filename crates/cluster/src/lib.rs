@@ -7,10 +7,12 @@
 //! broker appends directly; a later change puts the same records through `openraft`, and the
 //! image and the broker's use of it stay as they are.
 
+mod delta;
 mod image;
 mod log;
 mod record;
 
+pub use delta::{ImageDelta, PartitionRef};
 pub use image::{MetadataImage, PartitionImage, TopicImage};
 pub use log::MetadataLog;
 pub use record::MetadataRecord;

@@ -1,0 +1,123 @@
+//! The replica manager: the only code that opens, closes and reconfigures partitions after
+//! start. Every metadata change is committed through [`Broker::commit_metadata`], which takes
+//! the images before and after, computes what this node must do
+//! ([`strata_cluster::ImageDelta`]) and applies it: removed partitions are closed and their
+//! files deleted, created ones opened, changed configs re-applied. Admin handlers only build
+//! metadata records; at start the image replayed from the metadata log is opened the same way
+//! (in the background, see `state.rs`).
+//!
+//! Deltas are applied in the order their records were committed: the `applying` lock is
+//! taken before the metadata lock is released, and held while the delta is applied (lock
+//! order: metadata, applying, partitions, loading; never the metadata lock while applying,
+//! and the group coordinator's work for a deleted topic after `applying` is released).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, MutexGuard};
+
+use strata_cluster::{ImageDelta, MetadataImage, MetadataLog, MetadataRecord};
+use strata_storage::RecoveryHint;
+use tracing::{info, warn};
+
+use crate::state::{is_internal_topic, TopicError};
+use crate::Broker;
+
+impl Broker {
+    /// Appends `records` to the metadata log (synced) under the held metadata lock, then
+    /// applies to this node's partitions what changed. Returns the new image.
+    pub(crate) fn commit_metadata(
+        &self,
+        mut metadata: MutexGuard<'_, MetadataLog>,
+        records: &[MetadataRecord],
+    ) -> Result<Arc<MetadataImage>, TopicError> {
+        let old = metadata.image();
+        metadata.append(records)?;
+        let new = metadata.image();
+        let _applying = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+        drop(metadata);
+        let delta = ImageDelta::between(&old, &new, self.config.node_id);
+        let applied = self.apply_delta(&new, &delta);
+        drop(_applying);
+        // Outside the lock: the group coordinator's lock is taken before this one elsewhere
+        // (creating `__consumer_offsets` on first use commits metadata under it).
+        let deleted: std::collections::BTreeSet<&str> =
+            delta.removed.iter().map(|r| r.topic.as_str()).collect();
+        for topic in deleted {
+            if !is_internal_topic(topic) && new.topic(topic).is_none() {
+                self.forget_topic_offsets(topic);
+            }
+        }
+        applied.map(|()| new)
+    }
+
+    /// Makes this node's partitions match `new`: removals first (a topic deleted and
+    /// recreated under its name in one delta frees the name), then creations, then configs.
+    /// Takes no metadata lock (it is after it in the lock order).
+    fn apply_delta(&self, new: &MetadataImage, delta: &ImageDelta) -> Result<(), TopicError> {
+        let mut removed: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for r in &delta.removed {
+            removed.entry(&r.topic).or_default().push(r.partition);
+        }
+        for (topic, indexes) in &removed {
+            self.close_partitions(topic, indexes);
+        }
+        if !removed.is_empty() {
+            if let Err(e) = self.checkpoint_log_start_offsets() {
+                warn!(error = %e, "could not rewrite the log start offset checkpoint");
+            }
+        }
+        let dynamic = self.dynamic_defaults_of(new);
+        let mut first_error = None;
+        for (at, _) in &delta.created {
+            let Some(topic) = new.topic_by_id(&at.topic_id) else {
+                continue;
+            };
+            if let Err(e) =
+                self.open_partition(topic, at.partition, RecoveryHint::default(), &dynamic)
+            {
+                warn!(topic = %at.topic, partition = at.partition, error = %e, "could not open a new partition");
+                first_error.get_or_insert(e);
+            }
+        }
+        if delta.broker_configs_changed {
+            self.reconfigure(new, None);
+        } else {
+            for topic in &delta.reconfigured {
+                self.reconfigure(new, Some(topic));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Stops serving `topic`'s `indexes` and deletes their files (a partition still queued
+    /// for recovery is dropped; one being recovered is waited for).
+    fn close_partitions(&self, topic: &str, indexes: &[i32]) {
+        self.cancel_recovery(topic, indexes);
+        let closed = {
+            let mut map = self.partitions_mut();
+            let mut closed = Vec::new();
+            if let Some(t) = map.get_mut(topic) {
+                for i in indexes {
+                    closed.extend(t.remove(i));
+                }
+                if t.is_empty() {
+                    map.remove(topic);
+                }
+            }
+            closed
+        };
+        for p in closed {
+            p.log().mark_deleted();
+        }
+        for &p in indexes {
+            let dir = self.partition_dir(topic, p);
+            if let Err(e) = self.fs.remove_dir_all(&dir) {
+                warn!(dir = %dir.display(), error = %e, "could not remove partition directory; it is removed at next start");
+            }
+        }
+        info!(
+            topic,
+            partitions = indexes.len(),
+            "partitions closed and removed"
+        );
+    }
+}

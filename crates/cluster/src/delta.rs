@@ -1,0 +1,186 @@
+//! What changed between two metadata images, as one node sees it (Kafka's `TopicsDelta` /
+//! `LocalReplicaChanges`): the partitions it must open, close or re-role, and the configs to
+//! re-apply. Pure: the broker's replica manager turns a delta into file-system work, so every
+//! partition opened or removed follows from a metadata record and nothing else.
+
+use std::collections::BTreeSet;
+
+use uuid::Uuid;
+
+use crate::{MetadataImage, PartitionImage};
+
+/// One partition of a topic, named as the broker's files and maps name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionRef {
+    pub topic: String,
+    pub topic_id: Uuid,
+    pub partition: i32,
+}
+
+/// The changes one node applies after a metadata change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageDelta {
+    /// Partitions this node now hosts and did not before (new topics and partitions, or a
+    /// replica newly assigned here), with their state in the new image.
+    pub created: Vec<(PartitionRef, PartitionImage)>,
+    /// Partitions this node hosted and no longer does (topic deleted, replica moved away).
+    pub removed: Vec<PartitionRef>,
+    /// Topics (hosted before and after) whose configs changed.
+    pub reconfigured: BTreeSet<String>,
+    /// Dynamic broker configs changed: every topic's effective config may have.
+    pub broker_configs_changed: bool,
+}
+
+impl ImageDelta {
+    /// The changes node `node` applies to go from `old` to `new`. Topics are matched by id,
+    /// so a topic deleted and recreated under its name is a removal plus a creation.
+    pub fn between(old: &MetadataImage, new: &MetadataImage, node: i32) -> Self {
+        let hosted = |p: &PartitionImage| p.replicas.contains(&node);
+        let mut delta = ImageDelta {
+            broker_configs_changed: old.all_broker_configs() != new.all_broker_configs(),
+            ..Default::default()
+        };
+        for t in new.topics() {
+            let before = old.topic_by_id(&t.topic_id);
+            if before.is_some_and(|b| b.configs != t.configs) {
+                delta.reconfigured.insert(t.name.clone());
+            }
+            for (&index, p) in &t.partitions {
+                if !hosted(p) {
+                    continue;
+                }
+                let at = PartitionRef {
+                    topic: t.name.clone(),
+                    topic_id: t.topic_id,
+                    partition: index,
+                };
+                // (Leadership changes join the delta with the records that make them.)
+                if !before
+                    .and_then(|b| b.partitions.get(&index))
+                    .is_some_and(hosted)
+                {
+                    delta.created.push((at, p.clone()));
+                }
+            }
+        }
+        for t in old.topics() {
+            let after = new.topic_by_id(&t.topic_id);
+            for (&index, p) in &t.partitions {
+                let still = after
+                    .and_then(|a| a.partitions.get(&index))
+                    .is_some_and(hosted);
+                if hosted(p) && !still {
+                    delta.removed.push(PartitionRef {
+                        topic: t.name.clone(),
+                        topic_id: t.topic_id,
+                        partition: index,
+                    });
+                }
+            }
+        }
+        delta
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self == &ImageDelta::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::MetadataRecord;
+
+    fn apply(img: &MetadataImage, records: &[MetadataRecord]) -> MetadataImage {
+        let mut next = img.clone();
+        for r in records {
+            next.apply(r).unwrap();
+        }
+        next
+    }
+
+    fn topic(name: &str, id: u128) -> MetadataRecord {
+        MetadataRecord::Topic {
+            name: name.into(),
+            topic_id: Uuid::from_u128(id),
+            configs: BTreeMap::new(),
+        }
+    }
+
+    fn partition(id: u128, p: i32, replicas: &[i32]) -> MetadataRecord {
+        MetadataRecord::Partition {
+            topic_id: Uuid::from_u128(id),
+            partition: p,
+            leader: replicas[0],
+            leader_epoch: 0,
+            replicas: replicas.to_vec(),
+            isr: replicas.to_vec(),
+        }
+    }
+
+    #[test]
+    fn creation_growth_config_and_removal_as_one_node_sees_them() {
+        let empty = MetadataImage::default();
+        let one = apply(
+            &empty,
+            &[topic("a", 1), partition(1, 0, &[1]), partition(1, 1, &[2])],
+        );
+        let d = ImageDelta::between(&empty, &one, 1);
+        assert_eq!(
+            d.created.len(),
+            1,
+            "only the partition with a replica on node 1"
+        );
+        assert_eq!(
+            (d.created[0].0.topic.as_str(), d.created[0].0.partition),
+            ("a", 0)
+        );
+        assert!(ImageDelta::between(&one, &one, 1).is_empty());
+
+        let grown = apply(&one, &[partition(1, 2, &[1, 2])]);
+        let d = ImageDelta::between(&one, &grown, 1);
+        assert_eq!(d.created.len(), 1);
+        assert_eq!(d.created[0].0.partition, 2);
+        assert!(d.removed.is_empty() && d.reconfigured.is_empty());
+
+        let configured = apply(
+            &grown,
+            &[MetadataRecord::TopicConfig {
+                topic_id: Uuid::from_u128(1),
+                configs: BTreeMap::from([("retention.ms".into(), "1".into())]),
+            }],
+        );
+        let d = ImageDelta::between(&grown, &configured, 1);
+        assert_eq!(d.reconfigured, BTreeSet::from(["a".to_string()]));
+        assert!(d.created.is_empty());
+
+        let broker_cfg = apply(
+            &configured,
+            &[MetadataRecord::BrokerConfig {
+                resource: String::new(),
+                configs: BTreeMap::from([("log.retention.ms".into(), "5".into())]),
+            }],
+        );
+        assert!(ImageDelta::between(&configured, &broker_cfg, 1).broker_configs_changed);
+
+        // Deleted and recreated under the same name: a removal and a creation.
+        let recreated = apply(
+            &broker_cfg,
+            &[
+                MetadataRecord::RemoveTopic {
+                    topic_id: Uuid::from_u128(1),
+                },
+                topic("a", 9),
+                partition(9, 0, &[1]),
+            ],
+        );
+        let d = ImageDelta::between(&broker_cfg, &recreated, 1);
+        let removed: Vec<i32> = d.removed.iter().map(|r| r.partition).collect();
+        assert_eq!(removed, vec![0, 2]);
+        assert!(d.removed.iter().all(|r| r.topic_id == Uuid::from_u128(1)));
+        assert_eq!(d.created.len(), 1);
+        assert_eq!(d.created[0].0.topic_id, Uuid::from_u128(9));
+    }
+}
