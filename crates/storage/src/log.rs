@@ -116,6 +116,9 @@ pub struct Log {
     appended_at_checkpoint: u64,
     /// `appended_bytes` when the last producer state snapshot was written.
     appended_at_snapshot: u64,
+    /// Set when a [`crate::Partition`] wraps this log: the partition decides the high
+    /// watermark (from its replicas' durable ends) and the log no longer moves it itself.
+    partition_owns_high_watermark: bool,
     /// Set when the partition is deleted: nothing is written to its directory any more.
     deleted: bool,
     /// Set when a sync failed. After a failed fdatasync the kernel may have dropped the dirty
@@ -275,6 +278,7 @@ impl Log {
             appended_bytes: 0,
             appended_at_checkpoint: 0,
             appended_at_snapshot: 0,
+            partition_owns_high_watermark: false,
             deleted: false,
             failed: false,
             producers: ProducerState::default(),
@@ -466,6 +470,35 @@ impl Log {
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark
     }
+
+    /// Hands the high watermark to the partition wrapping this log (see
+    /// [`Log::advance_high_watermark`]).
+    pub fn hand_high_watermark_to_partition(&mut self) {
+        self.partition_owns_high_watermark = true;
+    }
+
+    /// Moves the high watermark forward to `offset` (never back, never past the log end).
+    pub fn advance_high_watermark(&mut self, offset: i64) {
+        let offset = offset.min(self.log_end_offset());
+        if offset > self.high_watermark {
+            self.high_watermark = offset;
+        }
+    }
+
+    /// This replica's end as replication counts it: in durable mode the synced end (an
+    /// acknowledged record is on disk), else the log end offset.
+    pub fn durable_end(&self) -> i64 {
+        if self.config.is_durable() {
+            self.recovery_point.min(self.log_end_offset())
+        } else {
+            self.log_end_offset()
+        }
+    }
+
+    /// The log's clock, in milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
     pub fn recovery_point(&self) -> i64 {
         self.recovery_point
     }
@@ -525,7 +558,7 @@ impl Log {
         self.appended_bytes += batch.len() as u64;
         self.producers.apply_marker(&header, commit, now);
         self.unflushed_messages += 1;
-        if !self.config.is_durable() {
+        if !self.config.is_durable() && !self.partition_owns_high_watermark {
             self.high_watermark = self.log_end_offset();
         }
         Ok(AppendInfo {
@@ -728,7 +761,7 @@ impl Log {
             self.producers.apply(header, now);
         }
         self.unflushed_messages += produced.records;
-        if !self.config.is_durable() {
+        if !self.config.is_durable() && !self.partition_owns_high_watermark {
             self.high_watermark = self.log_end_offset();
         }
         Ok(AppendInfo {
@@ -835,7 +868,10 @@ impl Log {
             self.unflushed_messages = 0;
         }
         self.last_flush_ms = self.clock.now_ms();
-        if self.config.is_durable() && self.recovery_point > self.high_watermark {
+        if self.config.is_durable()
+            && !self.partition_owns_high_watermark
+            && self.recovery_point > self.high_watermark
+        {
             self.high_watermark = self.recovery_point.min(self.log_end_offset());
         }
     }

@@ -327,7 +327,7 @@ impl LogManager {
         if !self.all_opened() {
             // Logs still unrecovered must recover next time: no marker.
             for (p, end) in &ends {
-                p.log().mark_flushed(*end);
+                p.mark_flushed(*end);
             }
             if let Err(e) = self.checkpoint_recovery_points(partitions) {
                 tracing::warn!(error = %e, "could not write the recovery points");
@@ -335,7 +335,7 @@ impl LogManager {
             return false;
         }
         for (p, end) in &ends {
-            p.log().mark_flushed(*end);
+            p.mark_flushed(*end);
         }
         let marked = self.checkpoint_recovery_points(partitions).and_then(|()| {
             checkpoint::write(

@@ -6,7 +6,13 @@
 //! offset flushed. Callers that queued behind it find their offset already covered and return
 //! without a sync of their own: one fdatasync serves every append that landed before it.
 //!
-//! Lock order: `flush_lock` before `log`; `log` is never held across a sync.
+//! The partition owns the high watermark: after every append and sync it reports this
+//! replica's durable end to its [`PartitionReplicas`] (the replication rules) and moves the
+//! log's high watermark to what they allow. On one node the in-sync replicas are this one, so
+//! the high watermark is its own synced end (durable mode) or log end (relaxed mode).
+//!
+//! Lock order: `flush_lock` before `log` before `replicas`; `log` is never held across a
+//! sync.
 
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,6 +20,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::error::Result;
 use crate::segment::SegmentSlice;
 use crate::{AppendInfo, FetchData, Log, StorageError};
+use strata_replication::PartitionReplicas;
+
+/// This node's replica id in a partition's replica set, until the cluster gives replicas
+/// node ids.
+const LOCAL_REPLICA: i32 = 0;
 
 pub struct Partition {
     pub topic: String,
@@ -23,17 +34,38 @@ pub struct Partition {
     leader_epoch: AtomicI32,
     log: Mutex<Log>,
     flush_lock: Mutex<()>,
+    /// The in-sync replicas and their durable ends (this replica alone on one node).
+    replicas: Mutex<PartitionReplicas>,
 }
 
 impl Partition {
-    pub fn new(topic: String, partition: i32, leader_epoch: i32, log: Log) -> Self {
+    pub fn new(topic: String, partition: i32, leader_epoch: i32, mut log: Log) -> Self {
+        log.hand_high_watermark_to_partition();
+        let replicas = PartitionReplicas::single(LOCAL_REPLICA, log.high_watermark());
         Self {
             leader_epoch: AtomicI32::new(leader_epoch),
             topic,
             partition,
             log: Mutex::new(log),
             flush_lock: Mutex::new(()),
+            replicas: Mutex::new(replicas),
         }
+    }
+
+    /// Reports this replica's durable end to the replication rules and moves the log's high
+    /// watermark to what they allow. Called under the log lock after every change.
+    fn update_high_watermark(&self, log: &mut Log) {
+        let mut replicas = self.replicas.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(hw) = replicas.leader_end(log.durable_end(), log.now_ms()) {
+            log.advance_high_watermark(hw);
+        }
+    }
+
+    /// Records that every offset below `offset` is synced (see [`Log::mark_flushed`]).
+    pub fn mark_flushed(&self, offset: i64) {
+        let mut log = self.log();
+        log.mark_flushed(offset);
+        self.update_high_watermark(&mut log);
     }
 
     /// The log, locked. Keep the guard short-lived.
@@ -53,7 +85,10 @@ impl Partition {
     /// Appends as leader, under the current leader epoch.
     pub fn append(&self, batches: &[u8]) -> Result<AppendInfo> {
         let epoch = self.leader_epoch();
-        self.log().append(batches, epoch)
+        let mut log = self.log();
+        let info = log.append(batches, epoch)?;
+        self.update_high_watermark(&mut log);
+        Ok(info)
     }
 
     /// Blocks until every offset below `offset` is synced (group commit, see module docs).
@@ -79,6 +114,7 @@ impl Partition {
             return Err(StorageError::LogDirFailed(log.dir().to_path_buf()));
         }
         log.mark_flushed(end);
+        self.update_high_watermark(&mut log);
         Ok(())
     }
 
@@ -147,13 +183,19 @@ impl Partition {
     /// transaction with the coordinator.
     pub fn append_transactional(&self, batches: &[u8]) -> Result<AppendInfo> {
         let epoch = self.leader_epoch();
-        self.log().append_transactional(batches, epoch)
+        let mut log = self.log();
+        let info = log.append_transactional(batches, epoch)?;
+        self.update_high_watermark(&mut log);
+        Ok(info)
     }
 
     /// Appends batches a coordinator writes for a producer (see [`Log::append_coordinator`]).
     pub fn append_coordinator(&self, batches: &[u8]) -> Result<AppendInfo> {
         let epoch = self.leader_epoch();
-        self.log().append_coordinator(batches, epoch)
+        let mut log = self.log();
+        let info = log.append_coordinator(batches, epoch)?;
+        self.update_high_watermark(&mut log);
+        Ok(info)
     }
 
     /// Writes a commit or abort marker for `producer_id`.
@@ -165,13 +207,16 @@ impl Partition {
         coordinator_epoch: i32,
     ) -> Result<AppendInfo> {
         let epoch = self.leader_epoch();
-        self.log().append_marker(
+        let mut log = self.log();
+        let info = log.append_marker(
             producer_id,
             producer_epoch,
             commit,
             coordinator_epoch,
             epoch,
-        )
+        )?;
+        self.update_high_watermark(&mut log);
+        Ok(info)
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -235,6 +280,7 @@ impl FilesystemSync {
         for (p, end) in partitions.iter().zip(ends) {
             let mut log = p.log();
             log.mark_flushed(end);
+            p.update_high_watermark(&mut log);
             if log.is_failed() {
                 return Err(StorageError::LogDirFailed(log.dir().to_path_buf()));
             }

@@ -235,3 +235,40 @@ fn a_failed_sync_stops_the_log_until_it_is_recovered() {
         "reopened, the log takes writes again"
     );
 }
+
+/// The partition owns the high watermark (the replication rules over its in-sync replicas,
+/// this replica alone here): in relaxed mode it follows the log end at once, in durable mode
+/// only what a sync covered; the log inside never moves it by itself.
+#[test]
+fn the_partition_sets_the_high_watermark_from_its_durable_end() {
+    let fs = SimFs::new();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let relaxed = LogConfig {
+        flush_messages: i64::MAX,
+        ..LogConfig::default()
+    };
+    let p = Partition::new("r".into(), 0, 0, open(&fs, &clock, relaxed));
+    p.append(&batch("a")).unwrap();
+    p.append(&batch("b")).unwrap();
+    assert_eq!(p.high_watermark(), 2, "relaxed: the log end counts");
+
+    let fs = SimFs::new();
+    let p = Partition::new("d".into(), 0, 0, open(&fs, &clock, LogConfig::default()));
+    p.append(&batch("a")).unwrap();
+    {
+        // A sync marked on the log alone does not publish anything: the partition decides.
+        let mut log = p.log();
+        let (file, end) = log.flush_target();
+        file.sync_data().unwrap();
+        log.mark_flushed(end);
+        assert_eq!(log.high_watermark(), 0);
+    }
+    p.append(&batch("b")).unwrap();
+    assert_eq!(
+        p.high_watermark(),
+        1,
+        "the next change reports the synced end"
+    );
+    p.sync_to(2).unwrap();
+    assert_eq!(p.high_watermark(), 2);
+}

@@ -1,0 +1,249 @@
+//! The replication rules of one partition, as its leader applies them: pure state, offsets
+//! and time in, a high watermark and ISR changes out. No I/O, no clock, no sockets.
+//!
+//! - **High watermark** (Kafka's rule, with Strata's durability on top): the minimum over the
+//!   *maximal* ISR (the ISR plus replicas whose addition is pending, KIP-497) of each
+//!   replica's end as the leader knows it, where a replica's end is its *fsync'd* log end
+//!   offset in durable mode (`flush.messages=1`): an acknowledged record is on disk on every
+//!   in-sync replica. It never moves backwards, and it is frozen while the ISR is smaller
+//!   than `min.insync.replicas` (KIP-966's strict min ISR: nothing becomes committed that
+//!   too few replicas hold).
+//! - **ISR shrink**: a follower that has not caught up to the leader's end for
+//!   `replica.lag.time.max.ms` is a candidate for removal (the controller decides, through
+//!   AlterPartition).
+//! - **ISR expand**: a follower outside the ISR that reached the high watermark (and the start
+//!   of the leader's epoch) is a candidate for addition.
+//!
+//! On one node the ISR is the leader alone, so the high watermark is the leader's durable end,
+//! exactly what the single-node broker always did.
+
+use std::collections::BTreeMap;
+
+/// What the leader knows of one replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaProgress {
+    /// The replica's durable log end offset as last reported (its fetch offset, for a
+    /// follower that fetches only after syncing what it has).
+    pub end: i64,
+    /// When the replica last had everything the leader had at that moment (ms).
+    pub last_caught_up_ms: i64,
+}
+
+/// One partition's replicas as its leader tracks them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionReplicas {
+    leader: i32,
+    isr: Vec<i32>,
+    /// Replicas whose addition to the ISR was requested and not yet confirmed (KIP-497:
+    /// already counted for the high watermark).
+    pending_isr: Vec<i32>,
+    min_insync_replicas: usize,
+    progress: BTreeMap<i32, ReplicaProgress>,
+    high_watermark: i64,
+}
+
+impl PartitionReplicas {
+    /// A partition led by `leader` with `isr`, its high watermark at `high_watermark`.
+    pub fn new(leader: i32, isr: &[i32], min_insync_replicas: usize, high_watermark: i64) -> Self {
+        // A new leader knows its own end; its followers' are unknown until they fetch.
+        let progress = isr
+            .iter()
+            .map(|&r| {
+                let end = if r == leader { high_watermark } else { -1 };
+                (
+                    r,
+                    ReplicaProgress {
+                        end,
+                        last_caught_up_ms: 0,
+                    },
+                )
+            })
+            .collect();
+        PartitionReplicas {
+            leader,
+            isr: isr.to_vec(),
+            pending_isr: Vec::new(),
+            min_insync_replicas: min_insync_replicas.max(1),
+            progress,
+            high_watermark,
+        }
+    }
+
+    /// The single-node case: the leader is the whole ISR.
+    pub fn single(node: i32, high_watermark: i64) -> Self {
+        Self::new(node, &[node], 1, high_watermark)
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+
+    pub fn isr(&self) -> &[i32] {
+        &self.isr
+    }
+
+    /// The leader's own durable end moved (a sync finished; in relaxed mode, an append).
+    /// Returns the new high watermark if it advanced.
+    pub fn leader_end(&mut self, end: i64, now_ms: i64) -> Option<i64> {
+        self.progress.insert(
+            self.leader,
+            ReplicaProgress {
+                end,
+                last_caught_up_ms: now_ms,
+            },
+        );
+        self.recompute()
+    }
+
+    /// A follower reported its durable end (`fetch_offset`). It is caught up if it has
+    /// everything the leader has (`leader_end`). Returns the new high watermark if it
+    /// advanced.
+    pub fn follower_end(
+        &mut self,
+        node: i32,
+        fetch_offset: i64,
+        leader_end: i64,
+        now_ms: i64,
+    ) -> Option<i64> {
+        let last = self.progress.get(&node).map_or(0, |p| p.last_caught_up_ms);
+        self.progress.insert(
+            node,
+            ReplicaProgress {
+                end: fetch_offset,
+                last_caught_up_ms: if fetch_offset >= leader_end {
+                    now_ms
+                } else {
+                    last
+                },
+            },
+        );
+        self.recompute()
+    }
+
+    /// Followers in the ISR that have not caught up for `lag_max_ms`.
+    pub fn shrink_candidates(&self, now_ms: i64, lag_max_ms: i64) -> Vec<i32> {
+        self.isr
+            .iter()
+            .copied()
+            .filter(|&r| r != self.leader)
+            .filter(|r| {
+                self.progress
+                    .get(r)
+                    .is_none_or(|p| now_ms - p.last_caught_up_ms > lag_max_ms)
+            })
+            .collect()
+    }
+
+    /// Replicas outside the ISR (and not pending) whose end reached the high watermark and
+    /// `epoch_start_offset` (the leader's first offset in its current epoch).
+    pub fn expand_candidates(&self, epoch_start_offset: i64) -> Vec<i32> {
+        self.progress
+            .iter()
+            .filter(|(r, _)| !self.isr.contains(r) && !self.pending_isr.contains(r))
+            .filter(|(_, p)| p.end >= self.high_watermark && p.end >= epoch_start_offset)
+            .map(|(&r, _)| r)
+            .collect()
+    }
+
+    /// An ISR addition was requested: counted for the high watermark from now (KIP-497).
+    pub fn begin_expand(&mut self, node: i32) {
+        if !self.isr.contains(&node) && !self.pending_isr.contains(&node) {
+            self.pending_isr.push(node);
+        }
+    }
+
+    /// The controller's answer: the ISR is now `isr` (pending additions are settled).
+    /// Returns the new high watermark if it advanced.
+    pub fn set_isr(&mut self, isr: &[i32]) -> Option<i64> {
+        self.isr = isr.to_vec();
+        self.pending_isr.clear();
+        self.recompute()
+    }
+
+    fn recompute(&mut self) -> Option<i64> {
+        if self.isr.len() < self.min_insync_replicas {
+            return None; // frozen: too few replicas in sync to commit anything
+        }
+        let maximal = self.isr.iter().chain(self.pending_isr.iter());
+        let mut low: Option<i64> = None;
+        for r in maximal {
+            let end = self.progress.get(r).map_or(i64::MIN, |p| p.end);
+            low = Some(low.map_or(end, |l: i64| l.min(end)));
+        }
+        let candidate = low?;
+        if candidate > self.high_watermark {
+            self.high_watermark = candidate;
+            Some(candidate)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_node_the_high_watermark_is_the_leaders_durable_end() {
+        let mut r = PartitionReplicas::single(1, 0);
+        assert_eq!(r.leader_end(10, 0), Some(10));
+        assert_eq!(r.leader_end(10, 1), None, "unchanged");
+        assert_eq!(r.leader_end(7, 2), None, "never backwards");
+        assert_eq!(r.high_watermark(), 10);
+    }
+
+    #[test]
+    fn three_replicas_the_high_watermark_is_the_slowest_in_sync_end() {
+        let mut r = PartitionReplicas::new(1, &[1, 2, 3], 2, 0);
+        assert_eq!(r.leader_end(100, 0), None, "followers have nothing yet");
+        assert_eq!(r.follower_end(2, 60, 100, 0), None);
+        assert_eq!(r.follower_end(3, 80, 100, 0), Some(60));
+        assert_eq!(r.follower_end(2, 100, 100, 1), Some(80));
+        assert_eq!(r.high_watermark(), 80);
+    }
+
+    #[test]
+    fn a_lagging_follower_is_a_shrink_candidate_and_leaving_frees_the_high_watermark() {
+        let mut r = PartitionReplicas::new(1, &[1, 2, 3], 2, 0);
+        r.leader_end(100, 0);
+        r.follower_end(2, 100, 100, 0);
+        r.follower_end(3, 10, 100, 0);
+        assert_eq!(r.high_watermark(), 10);
+        assert!(r.shrink_candidates(20_000, 30_000).is_empty());
+        r.leader_end(100, 39_000);
+        r.follower_end(2, 100, 100, 39_000); // 2 keeps fetching, caught up
+        assert_eq!(r.shrink_candidates(40_000, 30_000), vec![3]);
+        assert_eq!(r.set_isr(&[1, 2]), Some(100));
+    }
+
+    #[test]
+    fn below_min_isr_the_high_watermark_is_frozen() {
+        let mut r = PartitionReplicas::new(1, &[1, 2, 3], 2, 50);
+        r.set_isr(&[1]);
+        assert_eq!(r.leader_end(100, 0), None);
+        assert_eq!(r.high_watermark(), 50, "nothing committed on one copy");
+        r.follower_end(2, 100, 100, 0);
+        assert_eq!(r.expand_candidates(0), vec![2]);
+        assert_eq!(r.set_isr(&[1, 2]), Some(100));
+    }
+
+    #[test]
+    fn a_pending_addition_counts_for_the_high_watermark_at_once() {
+        // KIP-497: the maximal ISR, so the leader never commits past a replica it is adding.
+        let mut r = PartitionReplicas::new(1, &[1, 2], 1, 0);
+        r.leader_end(100, 0);
+        r.follower_end(2, 100, 100, 0);
+        r.follower_end(3, 100, 100, 0);
+        assert_eq!(r.high_watermark(), 100);
+        r.leader_end(150, 1);
+        r.follower_end(2, 150, 150, 1);
+        r.begin_expand(3);
+        assert_eq!(r.high_watermark(), 150, "set before 3 was pending");
+        r.leader_end(200, 2);
+        r.follower_end(2, 200, 200, 2);
+        assert_eq!(r.high_watermark(), 150, "held back by pending 3 at 100");
+        r.follower_end(3, 200, 200, 3);
+        assert_eq!(r.high_watermark(), 200);
+    }
+}
