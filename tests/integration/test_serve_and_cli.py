@@ -127,3 +127,32 @@ def test_foreign_directories_in_the_data_dir_are_left_alone(tmp_path):
     b.stop()
     assert (data / "my-notes" / "todo.txt").read_text() == "keep me"
     assert not (data / "stale-0").exists(), "a partition directory of no known topic is cleaned up"
+
+
+def test_format_gives_the_directory_its_identity_and_serve_keeps_to_it(tmp_path):
+    data = tmp_path / "node"
+    r = run("format", "--data-dir", str(data), "--cluster-id", "prod-eu-1", "--node-id", "3")
+    assert r.returncode == 0, r.stderr
+    meta = (data / "meta.properties").read_text()
+    assert "cluster.id=prod-eu-1" in meta and "node.id=3" in meta and "version=1" in meta
+    again = run("format", "--data-dir", str(data), "--cluster-id", "prod-eu-1", "--node-id", "3")
+    assert again.returncode == 1 and "already formatted" in again.stderr
+    assert run("format", "--data-dir", str(data), "--cluster-id", "prod-eu-1", "--node-id", "3",
+               "--ignore-formatted").returncode == 0
+    other = run("format", "--data-dir", str(data), "--cluster-id", "other", "--node-id", "3")
+    assert other.returncode == 1 and "belongs to cluster 'prod-eu-1'" in other.stderr
+    assert run("format", "--data-dir", str(tmp_path / "x"), "--cluster-id", "bad id!").returncode == 1
+
+    # serve takes the identity from the directory: clients see its cluster id and node id.
+    b = Broker(data).start()
+    try:
+        from confluent_kafka.admin import AdminClient
+
+        md = AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(timeout=10)
+        assert md.cluster_id == "prod-eu-1"
+        assert list(md.brokers) == [3]
+    finally:
+        b.stop()
+    # An explicit different node id is refused with one clear line.
+    r = run("serve", "--data-dir", str(data), "--listen", f"127.0.0.1:{free_port()}", "--node-id", "4")
+    assert r.returncode == 1 and "belongs to node 3" in r.stderr, r.stderr

@@ -52,6 +52,9 @@ pub enum TopicError {
     Metadata(#[from] MetadataError),
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
+    /// The data directory belongs to another cluster or node.
+    #[error("{0}")]
+    Identity(String),
 }
 
 impl TopicError {
@@ -66,6 +69,7 @@ impl TopicError {
             TopicError::InvalidConfig(_) => INVALID_CONFIG,
             TopicError::Metadata(MetadataError::TopicExists(_)) => TOPIC_ALREADY_EXISTS,
             TopicError::Metadata(_) | TopicError::Storage(_) => KAFKA_STORAGE_ERROR,
+            TopicError::Identity(_) => UNKNOWN_SERVER_ERROR,
         }
     }
 }
@@ -184,6 +188,7 @@ impl Broker {
     ) -> Result<Self, TopicError> {
         fs.create_dir_all(&config.data_dir)
             .map_err(|e| StorageError::io(&config.data_dir, e))?;
+        Self::check_identity(fs.as_ref(), &config)?;
         let metadata = MetadataLog::open(fs.clone(), clock.clone(), &config.data_dir)?;
         let (fs_for_logs, data_dir_for_logs) = (fs.clone(), config.data_dir.clone());
         let group_config = config.group_config();
@@ -444,6 +449,28 @@ impl Broker {
 
     fn recovery_state(&self) -> MutexGuard<'_, Option<RecoveryState>> {
         self.recovery.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The data directory's `meta.properties` must name this cluster and node; a directory
+    /// without one (new, or written before identities existed) is given this node's.
+    fn check_identity(fs: &dyn Fs, config: &BrokerConfig) -> Result<(), TopicError> {
+        let dir = &config.data_dir;
+        match strata_storage::MetaProperties::read(fs, dir)? {
+            Some(meta) => match meta.mismatch(dir, &config.cluster_id, config.node_id) {
+                Some(why) => Err(TopicError::Identity(why)),
+                None => Ok(()),
+            },
+            None => {
+                strata_storage::MetaProperties {
+                    cluster_id: config.cluster_id.clone(),
+                    node_id: config.node_id,
+                    directory_id: Uuid::new_v4().to_string(),
+                }
+                .write(fs, dir)?;
+                info!(dir = %dir.display(), cluster_id = %config.cluster_id, node_id = config.node_id, "data directory identity written (meta.properties)");
+                Ok(())
+            }
+        }
     }
 
     /// Only directories that look like ours (`<topic>-<partition>` holding nothing but log

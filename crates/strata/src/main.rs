@@ -1,6 +1,7 @@
 //! `strata`: the broker (`strata serve`) and a command-line client for it.
 
 mod cli;
+mod format;
 mod group_cli;
 mod serve;
 mod txn_cli;
@@ -22,6 +23,8 @@ struct Args {
 enum Command {
     /// Run the broker.
     Serve(serve::ServeArgs),
+    /// Give a data directory its cluster and node identity before the first start.
+    Format(format::FormatArgs),
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(cli::TopicCommand),
@@ -64,6 +67,7 @@ fn main() {
     };
     let result = match args.command {
         Command::Serve(a) => serve::run(a),
+        Command::Format(a) => format::run(a),
         Command::Topic(c) => cli::run_topic(c),
         Command::Group(c) => group_cli::run_group(c),
         Command::Txn(c) => txn_cli::run_txn(c),

@@ -21,6 +21,9 @@ pub struct ServeArgs {
     /// TOML file with broker settings (snake_case keys of BrokerConfig); flags override it
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// This node's id [default: the data directory's (meta.properties), else 1]
+    #[arg(long, value_name = "N")]
+    node_id: Option<i32>,
 }
 
 fn load(args: ServeArgs) -> anyhow::Result<(BrokerConfig, std::fs::File)> {
@@ -41,6 +44,23 @@ fn load(args: ServeArgs) -> anyhow::Result<(BrokerConfig, std::fs::File)> {
     }
     if let Some(a) = args.advertised_listener {
         config.advertised_listener = Some(a);
+    }
+    if let Some(n) = args.node_id {
+        config.node_id = n;
+    }
+    // A formatted directory supplies the identity the config leaves at its defaults; one
+    // that differs from an explicit setting is refused when the broker opens it.
+    if let Some(meta) =
+        strata_storage::MetaProperties::read(&strata_storage::RealFs, &config.data_dir)
+            .with_context(|| format!("cannot read the identity of {}", config.data_dir.display()))?
+    {
+        let defaults = BrokerConfig::default();
+        if config.cluster_id == defaults.cluster_id {
+            config.cluster_id = meta.cluster_id;
+        }
+        if config.node_id == defaults.node_id && args.node_id.is_none() {
+            config.node_id = meta.node_id;
+        }
     }
     config.validate()?;
     let lock = check_data_dir(&config.data_dir)?;
