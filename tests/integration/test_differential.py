@@ -154,7 +154,7 @@ def test_offsets_and_records_errors_match(pair):
         wm = [c.get_watermark_offsets(TopicPartition(t, p), timeout=10) for p in (0, 1)]
         by_time = c.offsets_for_times([TopicPartition(t, 0, 1_700_000_000_000 + 5)], timeout=10)
         # a commit past the log end is accepted (invariant 12)
-        c.commit(offsets=[TopicPartition(t, 0, 1000)], asynchronous=False)
+        commit_retrying(c, [TopicPartition(t, 0, 1000)])
         committed = c.committed([TopicPartition(t, 0)], timeout=10)[0].offset
         c.close()
         too_far = code_of(a.delete_records([TopicPartition(t, 0, 100)])[TopicPartition(t, 0, 100)])
@@ -179,7 +179,7 @@ def test_consumer_group_descriptions_match(pair):
                       "enable.auto.commit": False, "session.timeout.ms": 10000})
         c.subscribe([t])
         n = consume_n(c, 30)
-        c.commit(asynchronous=False)
+        commit_retrying(c, None)
         d = a.describe_consumer_groups([g])[g].result(30)
         live = (str(d.state), d.protocol_type if hasattr(d, "protocol_type") else None, d.partition_assignor,
                 len(d.members), sorted(tp.partition for m in d.members for tp in m.assignment.topic_partitions))
@@ -247,7 +247,7 @@ def test_kip848_group_description_matches(pair):
                       "auto.offset.reset": "earliest", "enable.auto.commit": False})
         c.subscribe([t])
         n = consume_n(c, 8)
-        c.commit(asynchronous=False)
+        commit_retrying(c, None)
         d = a.describe_consumer_groups([g])[g].result(30)
         live = (str(d.state), str(getattr(d, "type", None)), len(d.members),
                 sorted(tp.partition for m in d.members for tp in m.assignment.topic_partitions))
