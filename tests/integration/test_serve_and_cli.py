@@ -156,3 +156,20 @@ def test_format_gives_the_directory_its_identity_and_serve_keeps_to_it(tmp_path)
     # An explicit different node id is refused with one clear line.
     r = run("serve", "--data-dir", str(data), "--listen", f"127.0.0.1:{free_port()}", "--node-id", "4")
     assert r.returncode == 1 and "belongs to node 3" in r.stderr, r.stderr
+
+
+def test_broker_registration_reports_rack_and_identity(broker_factory):
+    b = broker_factory(config_text='broker_rack = "eu-1a"\n').start()
+    from confluent_kafka.admin import AdminClient
+
+    a = AdminClient({"bootstrap.servers": b.bootstrap})
+    d = a.describe_cluster(request_timeout=10).result(10)
+    assert [(n.id, n.port, n.rack) for n in d.nodes] == [(1, b.port, "eu-1a")]
+    assert d.cluster_id and d.controller.id == 1
+    # Every start registers the process anew (a new broker epoch); the log says so.
+    b.stop()
+    b.start()
+    assert b.log_text().count("broker registered") == 2
+    a = AdminClient({"bootstrap.servers": b.bootstrap})
+    d = a.describe_cluster(request_timeout=10).result(10)
+    assert [n.rack for n in d.nodes] == ["eu-1a"]

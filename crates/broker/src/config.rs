@@ -15,6 +15,10 @@ pub struct BrokerConfig {
     /// `node.id`.
     #[serde(alias = "node.id")]
     pub node_id: i32,
+    /// `broker.rack`: reported in Metadata and DescribeCluster (rack-aware placement and
+    /// KIP-392 follower fetching use it).
+    #[serde(alias = "broker.rack")]
+    pub broker_rack: Option<String>,
     /// Where partitions and the metadata log live.
     pub data_dir: PathBuf,
     /// `HOST:PORT` to bind.
@@ -180,6 +184,7 @@ impl Default for BrokerConfig {
         let log = LogConfig::default();
         Self {
             node_id: 1,
+            broker_rack: None,
             data_dir: PathBuf::from("./strata-data"),
             listen: "127.0.0.1:9092".into(),
             advertised_listener: None,

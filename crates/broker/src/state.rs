@@ -212,6 +212,7 @@ impl Broker {
             recovery: Mutex::new(None),
             applying: Mutex::new(()),
         };
+        broker.register()?;
         let topics: Vec<TopicImage> = broker.image().topics().cloned().collect();
         // Recovery state for every partition, from the data directory's checkpoints (the
         // clean-shutdown marker goes first, so a crash while opening means a recovery).
@@ -449,6 +450,37 @@ impl Broker {
 
     fn recovery_state(&self) -> MutexGuard<'_, Option<RecoveryState>> {
         self.recovery.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers this broker process in the cluster metadata (a new broker epoch, with its
+    /// advertised endpoint and rack) and unfences it: on one node there is no controller to
+    /// wait for, so both records go in one batch.
+    fn register(&self) -> Result<(), TopicError> {
+        let (host, port) = self.config.advertised_host_port();
+        let node_id = self.config.node_id;
+        let metadata = self.metadata();
+        let next_epoch = metadata
+            .image()
+            .broker(node_id)
+            .map_or(0, |b| b.broker_epoch + 1);
+        self.commit_metadata(
+            metadata,
+            &[
+                MetadataRecord::RegisterBroker {
+                    node_id,
+                    incarnation_id: Uuid::new_v4(),
+                    host,
+                    port,
+                    rack: self.config.broker_rack.clone(),
+                },
+                MetadataRecord::UnfenceBroker {
+                    node_id,
+                    broker_epoch: next_epoch,
+                },
+            ],
+        )?;
+        info!(node_id, broker_epoch = next_epoch, "broker registered");
+        Ok(())
     }
 
     /// The data directory's `meta.properties` must name this cluster and node; a directory

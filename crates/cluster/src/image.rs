@@ -20,6 +20,19 @@ pub struct TopicImage {
     pub partitions: BTreeMap<i32, PartitionImage>,
 }
 
+/// A broker as the cluster knows it (from its latest registration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerRegistration {
+    pub node_id: i32,
+    /// Increases with every registration of the node (a restart is a new epoch).
+    pub broker_epoch: i64,
+    pub incarnation_id: Uuid,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    pub fenced: bool,
+}
+
 /// The cluster's metadata as of some metadata log offset. Pure: no I/O.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetadataImage {
@@ -29,6 +42,8 @@ pub struct MetadataImage {
     producer_ids_end: i64,
     /// Dynamic broker configs by resource ("" = cluster default, else a node id).
     broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// Registered brokers by node id.
+    brokers: BTreeMap<i32, BrokerRegistration>,
 }
 
 impl MetadataImage {
@@ -111,6 +126,48 @@ impl MetadataImage {
                         .insert(resource.clone(), configs.clone());
                 }
             }
+            MetadataRecord::RegisterBroker {
+                node_id,
+                incarnation_id,
+                host,
+                port,
+                rack,
+            } => {
+                let broker_epoch = self.brokers.get(node_id).map_or(0, |b| b.broker_epoch + 1);
+                self.brokers.insert(
+                    *node_id,
+                    BrokerRegistration {
+                        node_id: *node_id,
+                        broker_epoch,
+                        incarnation_id: *incarnation_id,
+                        host: host.clone(),
+                        port: *port,
+                        rack: rack.clone(),
+                        fenced: true,
+                    },
+                );
+            }
+            MetadataRecord::UnfenceBroker {
+                node_id,
+                broker_epoch,
+            }
+            | MetadataRecord::FenceBroker {
+                node_id,
+                broker_epoch,
+            } => {
+                let b = self
+                    .brokers
+                    .get_mut(node_id)
+                    .ok_or(MetadataError::UnknownBroker(*node_id))?;
+                if b.broker_epoch != *broker_epoch {
+                    return Err(MetadataError::StaleBrokerEpoch {
+                        node_id: *node_id,
+                        got: *broker_epoch,
+                        current: b.broker_epoch,
+                    });
+                }
+                b.fenced = matches!(record, MetadataRecord::FenceBroker { .. });
+            }
             MetadataRecord::ProducerIds { next_block_end } => {
                 // Never backwards, whatever the log says.
                 self.producer_ids_end = self.producer_ids_end.max(*next_block_end);
@@ -121,6 +178,16 @@ impl MetadataImage {
 
     /// The end of the last producer id block handed out (0: none yet).
     /// Dynamic broker configs of a resource ("" = cluster default, else a node id).
+    /// The registered broker `node_id`, fenced or not.
+    pub fn broker(&self, node_id: i32) -> Option<&BrokerRegistration> {
+        self.brokers.get(&node_id)
+    }
+
+    /// Brokers that may serve (registered and unfenced), by node id.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
     /// Every resource's dynamic broker configs.
     pub fn all_broker_configs(&self) -> &BTreeMap<String, BTreeMap<String, String>> {
         &self.broker_configs
@@ -168,6 +235,61 @@ mod tests {
             replicas: vec![1],
             isr: vec![1],
         }
+    }
+
+    #[test]
+    fn brokers_register_with_new_epochs_and_are_fenced_until_unfenced() {
+        let mut img = MetadataImage::default();
+        let register = |incarnation: u128, rack: Option<&str>| MetadataRecord::RegisterBroker {
+            node_id: 2,
+            incarnation_id: Uuid::from_u128(incarnation),
+            host: "h".into(),
+            port: 9092,
+            rack: rack.map(str::to_string),
+        };
+        assert!(matches!(
+            img.apply(&MetadataRecord::UnfenceBroker {
+                node_id: 2,
+                broker_epoch: 0
+            }),
+            Err(MetadataError::UnknownBroker(2))
+        ));
+        img.apply(&register(1, None)).unwrap();
+        assert_eq!(img.live_brokers().count(), 0, "fenced until unfenced");
+        img.apply(&MetadataRecord::UnfenceBroker {
+            node_id: 2,
+            broker_epoch: 0,
+        })
+        .unwrap();
+        assert_eq!(img.live_brokers().count(), 1);
+        img.apply(&register(2, Some("eu-1a"))).unwrap();
+        let b = img.broker(2).unwrap();
+        assert_eq!(
+            (b.broker_epoch, b.fenced, b.rack.as_deref()),
+            (1, true, Some("eu-1a"))
+        );
+        assert!(matches!(
+            img.apply(&MetadataRecord::UnfenceBroker {
+                node_id: 2,
+                broker_epoch: 0
+            }),
+            Err(MetadataError::StaleBrokerEpoch {
+                got: 0,
+                current: 1,
+                ..
+            })
+        ));
+        img.apply(&MetadataRecord::UnfenceBroker {
+            node_id: 2,
+            broker_epoch: 1,
+        })
+        .unwrap();
+        img.apply(&MetadataRecord::FenceBroker {
+            node_id: 2,
+            broker_epoch: 1,
+        })
+        .unwrap();
+        assert_eq!(img.live_brokers().count(), 0);
     }
 
     #[test]

@@ -13,7 +13,7 @@ mod log;
 mod record;
 
 pub use delta::{ImageDelta, PartitionRef};
-pub use image::{MetadataImage, PartitionImage, TopicImage};
+pub use image::{BrokerRegistration, MetadataImage, PartitionImage, TopicImage};
 pub use log::MetadataLog;
 pub use record::MetadataRecord;
 
@@ -37,6 +37,14 @@ pub enum MetadataError {
         topic_id: uuid::Uuid,
         expected: i32,
         got: i32,
+    },
+    #[error("unknown broker {0}")]
+    UnknownBroker(i32),
+    #[error("broker {node_id} epoch {got} is not its current epoch {current}")]
+    StaleBrokerEpoch {
+        node_id: i32,
+        got: i64,
+        current: i64,
     },
     #[error("metadata log storage: {0}")]
     Storage(#[from] strata_storage::StorageError),

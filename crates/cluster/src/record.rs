@@ -41,4 +41,19 @@ pub enum MetadataRecord {
         resource: String,
         configs: BTreeMap<String, String>,
     },
+    /// A broker process announced itself (Kafka's RegisterBrokerRecord): each registration
+    /// gives the node a new broker epoch, and it starts fenced (serving nothing) until it is
+    /// unfenced.
+    RegisterBroker {
+        node_id: i32,
+        /// Random per process start: a restarted broker is a new incarnation.
+        incarnation_id: Uuid,
+        host: String,
+        port: i32,
+        rack: Option<String>,
+    },
+    /// The broker in `broker_epoch` may lead and serve partitions (UnfenceBrokerRecord).
+    UnfenceBroker { node_id: i32, broker_epoch: i64 },
+    /// The broker in `broker_epoch` may not (FenceBrokerRecord: it went silent or stopped).
+    FenceBroker { node_id: i32, broker_epoch: i64 },
 }

@@ -173,14 +173,21 @@ pub fn describe_cluster(
     broker: &Arc<Broker>,
     _req: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
-    let (host, port) = broker.config.advertised_host_port();
+    let image = broker.image();
+    let brokers = image
+        .live_brokers()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.node_id))
+                .with_host(str(&b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.as_deref().map(str))
+        })
+        .collect();
     DescribeClusterResponse::default()
         .with_cluster_id(str(&broker.config.cluster_id))
         .with_controller_id(BrokerId(broker.config.node_id))
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(broker.config.node_id))
-            .with_host(str(&host))
-            .with_port(port)])
+        .with_brokers(brokers)
 }
 
 /// DescribeProducers: the idempotent producers each partition remembers, with the first

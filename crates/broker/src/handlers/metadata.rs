@@ -102,12 +102,18 @@ pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Metad
             topics.push(entry);
         }
     }
-    let (host, port) = broker.config.advertised_host_port();
+    let brokers = image
+        .live_brokers()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(str(&b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.as_deref().map(str))
+        })
+        .collect();
     MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(broker.config.node_id))
-            .with_host(str(&host))
-            .with_port(port)])
+        .with_brokers(brokers)
         .with_cluster_id(Some(str(&broker.config.cluster_id)))
         .with_controller_id(BrokerId(broker.config.node_id))
         .with_topics(topics)
