@@ -58,6 +58,21 @@ def code_of(future, timeout=30):
         return e.args[0].name()
 
 
+def commit_retrying(c, offsets, seconds=30):
+    """A synchronous commit, retried while the coordinator reports a retriable error (Kafka
+    answers COORDINATOR_LOAD_IN_PROGRESS right after it creates __consumer_offsets)."""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            if offsets is None:
+                return c.commit(asynchronous=False)
+            return c.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as e:
+            if not e.args[0].retriable() or time.time() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def topic_with_records(bs, prefix, partitions, records):
     """A new topic with `records` records spread round-robin over its partitions."""
     t = unique(prefix)

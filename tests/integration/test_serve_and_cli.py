@@ -173,3 +173,14 @@ def test_broker_registration_reports_rack_and_identity(broker_factory):
     a = AdminClient({"bootstrap.servers": b.bootstrap})
     d = a.describe_cluster(request_timeout=10).result(10)
     assert [n.rack for n in d.nodes] == ["eu-1a"]
+    # The CLI's view: brokers with their rack, partition health, replicas / ISR / epochs.
+    bs = ("--bootstrap", b.bootstrap)
+    name = unique("status")
+    assert run("topic", "create", name, "--partitions", "2", *bs).returncode == 0
+    status = run("cluster", "status", *bs)
+    assert status.returncode == 0, status.stderr
+    assert f"1\t127.0.0.1:{b.port}\teu-1a" in status.stdout, status.stdout
+    assert "0 offline, 0 under-replicated" in status.stdout, status.stdout
+    d = run("topic", "describe", name, *bs).stdout
+    assert "partition\tleader\tleader_epoch\treplicas\tisr" in d
+    assert "\n0\t1\t0\t1\t1\t0\t0" in d, d

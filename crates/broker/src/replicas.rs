@@ -78,6 +78,13 @@ impl Broker {
                 first_error.get_or_insert(e);
             }
         }
+        // A new leader epoch is stamped on what this replica appends from now on. (Leading
+        // versus following arrives with replication: on one node the leader is this node.)
+        for (at, p) in &delta.leadership {
+            if let Some(partition) = self.partition(&at.topic, at.partition) {
+                partition.set_leader_epoch(p.leader_epoch);
+            }
+        }
         if delta.broker_configs_changed {
             self.reconfigure(new, None);
         } else {

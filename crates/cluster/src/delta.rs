@@ -25,6 +25,8 @@ pub struct ImageDelta {
     pub created: Vec<(PartitionRef, PartitionImage)>,
     /// Partitions this node hosted and no longer does (topic deleted, replica moved away).
     pub removed: Vec<PartitionRef>,
+    /// Partitions hosted before and after whose leader or leader epoch changed.
+    pub leadership: Vec<(PartitionRef, PartitionImage)>,
     /// Topics (hosted before and after) whose configs changed.
     pub reconfigured: BTreeSet<String>,
     /// Dynamic broker configs changed: every topic's effective config may have.
@@ -54,12 +56,15 @@ impl ImageDelta {
                     topic_id: t.topic_id,
                     partition: index,
                 };
-                // (Leadership changes join the delta with the records that make them.)
-                if !before
+                match before
                     .and_then(|b| b.partitions.get(&index))
-                    .is_some_and(hosted)
+                    .filter(|b| hosted(b))
                 {
-                    delta.created.push((at, p.clone()));
+                    None => delta.created.push((at, p.clone())),
+                    Some(b) if b.leader != p.leader || b.leader_epoch != p.leader_epoch => {
+                        delta.leadership.push((at, p.clone()))
+                    }
+                    Some(_) => {}
                 }
             }
         }
@@ -182,5 +187,41 @@ mod tests {
         assert!(d.removed.iter().all(|r| r.topic_id == Uuid::from_u128(1)));
         assert_eq!(d.created.len(), 1);
         assert_eq!(d.created[0].0.topic_id, Uuid::from_u128(9));
+
+        // A new leader: a leadership change for every node hosting a replica; an ISR change
+        // alone is not one.
+        let three = apply(&recreated, &[topic("b", 5), partition(5, 0, &[1, 2, 3])]);
+        let moved = apply(
+            &three,
+            &[MetadataRecord::PartitionChange {
+                topic_id: Uuid::from_u128(5),
+                partition: 0,
+                leader: Some(2),
+                isr: None,
+                replicas: None,
+            }],
+        );
+        for node in [1, 2, 3] {
+            let d = ImageDelta::between(&three, &moved, node);
+            assert_eq!(d.leadership.len(), 1, "node {node}");
+            assert_eq!(
+                (d.leadership[0].1.leader, d.leadership[0].1.leader_epoch),
+                (2, 1)
+            );
+        }
+        assert!(ImageDelta::between(&three, &moved, 4).is_empty());
+        let shrunk = apply(
+            &moved,
+            &[MetadataRecord::PartitionChange {
+                topic_id: Uuid::from_u128(5),
+                partition: 0,
+                leader: None,
+                isr: Some(vec![2, 3]),
+                replicas: None,
+            }],
+        );
+        assert!(ImageDelta::between(&moved, &shrunk, 1)
+            .leadership
+            .is_empty());
     }
 }

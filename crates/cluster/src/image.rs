@@ -8,6 +8,9 @@ use crate::{MetadataError, MetadataRecord};
 pub struct PartitionImage {
     pub leader: i32,
     pub leader_epoch: i32,
+    /// Bumped by every change of the partition (KIP-841: AlterPartition names the epoch it
+    /// changes, so a stale request is refused).
+    pub partition_epoch: i32,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
 }
@@ -99,10 +102,50 @@ impl MetadataImage {
                     PartitionImage {
                         leader: *leader,
                         leader_epoch: *leader_epoch,
+                        partition_epoch: 0,
                         replicas: replicas.clone(),
                         isr: isr.clone(),
                     },
                 );
+            }
+            MetadataRecord::PartitionChange {
+                topic_id,
+                partition,
+                leader,
+                isr,
+                replicas,
+            } => {
+                let p = self
+                    .topics
+                    .get_mut(topic_id)
+                    .ok_or(MetadataError::UnknownTopicId(*topic_id))?
+                    .partitions
+                    .get_mut(partition)
+                    .ok_or(MetadataError::UnknownPartition {
+                        topic_id: *topic_id,
+                        partition: *partition,
+                    })?;
+                let replicas_after = replicas.as_ref().unwrap_or(&p.replicas);
+                let isr_after = isr.as_ref().unwrap_or(&p.isr);
+                let leader_after = leader.unwrap_or(p.leader);
+                let invalid = |why: &str| MetadataError::InvalidPartitionChange {
+                    topic_id: *topic_id,
+                    partition: *partition,
+                    why: why.to_string(),
+                };
+                if isr_after.iter().any(|r| !replicas_after.contains(r)) {
+                    return Err(invalid("an in-sync replica is not a replica"));
+                }
+                if leader_after >= 0 && !isr_after.contains(&leader_after) {
+                    return Err(invalid("the leader is not in sync"));
+                }
+                if leader_after != p.leader {
+                    p.leader_epoch += 1;
+                }
+                p.leader = leader_after;
+                p.isr = isr_after.clone();
+                p.replicas = replicas_after.clone();
+                p.partition_epoch += 1;
             }
             MetadataRecord::TopicConfig { topic_id, configs } => {
                 let topic = self
@@ -290,6 +333,52 @@ mod tests {
         })
         .unwrap();
         assert_eq!(img.live_brokers().count(), 0);
+    }
+
+    #[test]
+    fn partition_changes_bump_epochs_and_keep_the_leader_in_sync() {
+        let mut img = MetadataImage::default();
+        img.apply(&topic("a", 1)).unwrap();
+        img.apply(&MetadataRecord::Partition {
+            topic_id: Uuid::from_u128(1),
+            partition: 0,
+            leader: 1,
+            leader_epoch: 0,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2, 3],
+        })
+        .unwrap();
+        let change = |leader: Option<i32>, isr: Option<Vec<i32>>| MetadataRecord::PartitionChange {
+            topic_id: Uuid::from_u128(1),
+            partition: 0,
+            leader,
+            isr,
+            replicas: None,
+        };
+        img.apply(&change(None, Some(vec![1, 2]))).unwrap();
+        let p = &img.topic("a").unwrap().partitions[&0];
+        assert_eq!(
+            (p.leader, p.leader_epoch, p.partition_epoch),
+            (1, 0, 1),
+            "ISR shrink: same leader epoch"
+        );
+        img.apply(&change(Some(2), None)).unwrap();
+        let p = &img.topic("a").unwrap().partitions[&0];
+        assert_eq!(
+            (p.leader, p.leader_epoch, p.partition_epoch),
+            (2, 1, 2),
+            "new leader, new epoch"
+        );
+        assert!(
+            img.apply(&change(Some(3), None)).is_err(),
+            "3 is not in sync"
+        );
+        assert!(
+            img.apply(&change(None, Some(vec![2, 4]))).is_err(),
+            "4 is not a replica"
+        );
+        img.apply(&change(Some(-1), Some(vec![]))).unwrap();
+        assert_eq!(img.topic("a").unwrap().partitions[&0].leader, -1, "offline");
     }
 
     #[test]

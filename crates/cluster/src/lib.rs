@@ -38,6 +38,17 @@ pub enum MetadataError {
         expected: i32,
         got: i32,
     },
+    #[error("unknown partition {partition} of topic {topic_id}")]
+    UnknownPartition {
+        topic_id: uuid::Uuid,
+        partition: i32,
+    },
+    #[error("invalid change of partition {partition} of topic {topic_id}: {why}")]
+    InvalidPartitionChange {
+        topic_id: uuid::Uuid,
+        partition: i32,
+        why: String,
+    },
     #[error("unknown broker {0}")]
     UnknownBroker(i32),
     #[error("broker {node_id} epoch {got} is not its current epoch {current}")]

@@ -23,6 +23,16 @@ pub enum MetadataRecord {
         replicas: Vec<i32>,
         isr: Vec<i32>,
     },
+    /// A partition's leadership or replica sets changed (Kafka's PartitionChangeRecord):
+    /// `None` fields are unchanged. A new leader (-1: none) starts a new leader epoch; every
+    /// change starts a new partition epoch.
+    PartitionChange {
+        topic_id: Uuid,
+        partition: i32,
+        leader: Option<i32>,
+        isr: Option<Vec<i32>>,
+        replicas: Option<Vec<i32>>,
+    },
     /// The topic's dynamic configs are now exactly `configs`.
     TopicConfig {
         topic_id: Uuid,

@@ -1,6 +1,7 @@
 //! `strata`: the broker (`strata serve`) and a command-line client for it.
 
 mod cli;
+mod cluster_cli;
 mod format;
 mod group_cli;
 mod serve;
@@ -25,6 +26,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Give a data directory its cluster and node identity before the first start.
     Format(format::FormatArgs),
+    /// The cluster: id, controller, brokers, partition health.
+    #[command(subcommand)]
+    Cluster(cluster_cli::ClusterCommand),
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(cli::TopicCommand),
@@ -68,6 +72,7 @@ fn main() {
     let result = match args.command {
         Command::Serve(a) => serve::run(a),
         Command::Format(a) => format::run(a),
+        Command::Cluster(c) => cluster_cli::run_cluster(c),
         Command::Topic(c) => cli::run_topic(c),
         Command::Group(c) => group_cli::run_group(c),
         Command::Txn(c) => txn_cli::run_txn(c),
