@@ -200,6 +200,21 @@ func TestFranzAdmin(t *testing.T) {
 	if o, _ := ends.Lookup(topic, 0); o.Offset != 30 {
 		t.Fatalf("end offset %d, want 30", o.Offset)
 	}
+	// OffsetsForLeaderEpoch (KIP-101/320): epoch 0 is the current one and ends at the log end;
+	// an epoch newer than any known is undefined.
+	var le kadm.OffsetForLeaderEpochRequest
+	le.Add(topic, 0, 0)
+	le.Add(topic, 1, 7)
+	eps, err := adm.OffsetForLeaderEpoch(c, le)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := eps[topic][0]; e.Err != nil || e.LeaderEpoch != 0 || e.EndOffset != 30 {
+		t.Fatalf("epoch 0 of partition 0: %+v", e)
+	}
+	if e := eps[topic][1]; e.Err != nil || e.LeaderEpoch != -1 || e.EndOffset != -1 {
+		t.Fatalf("epoch 7 of partition 1: %+v", e)
+	}
 	del := kadm.Offsets{}
 	del.Add(kadm.Offset{Topic: topic, Partition: 0, At: 10})
 	dr, err := adm.DeleteRecords(c, del)

@@ -530,6 +530,7 @@ impl Broker {
                 .any(|ext| file.ends_with(ext))
                 || file == "recovery-point"
                 || file == "clean-shutdown"
+                || file == strata_storage::leader_epoch::LEADER_EPOCH_FILE
                 || file == strata_storage::cleaner::CLEANING_DIR
                 || file == strata_storage::cleaner::CLEANED_DIR
         })

@@ -254,6 +254,28 @@ fn request(broker: &Broker, key: ApiKey, v: i16) -> Vec<Request> {
                 DeleteRecordsRequest::default().with_topics(vec![t]),
             )]
         }
+        ApiKey::OffsetForLeaderEpoch => [(0, -1), (0, 0), (5, -1), (-1, -1)]
+            .iter()
+            .map(|&(epoch, current)| {
+                let p = offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                    .with_partition(0)
+                    .with_leader_epoch(epoch)
+                    .with_current_leader_epoch(current);
+                let t = offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                    .with_topic(name("t"))
+                    .with_partitions(vec![
+                        p,
+                        offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                            .with_partition(9)
+                            .with_leader_epoch(0),
+                    ]);
+                Request::OffsetForLeaderEpoch(
+                    OffsetForLeaderEpochRequest::default()
+                        .with_replica_id(BrokerId(-1))
+                        .with_topics(vec![t]),
+                )
+            })
+            .collect(),
         ApiKey::DescribeLogDirs => vec![
             Request::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(None)),
             Request::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(Some(vec![

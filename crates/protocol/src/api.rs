@@ -24,6 +24,7 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     range(ApiKey::Produce, 3, 12),
     range(ApiKey::Fetch, 4, 12),
     range(ApiKey::ListOffsets, 1, 8),
+    range(ApiKey::OffsetForLeaderEpoch, 2, 4),
     range(ApiKey::Metadata, 0, 12),
     range(ApiKey::ApiVersions, 0, 3),
     range(ApiKey::CreateTopics, 2, 7),

@@ -17,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod fs;
 pub mod index;
+pub mod leader_epoch;
 pub mod log;
 pub mod log_manager;
 pub mod meta;

@@ -42,6 +42,7 @@ use strata_records::{
 use tracing::{info, warn};
 
 use crate::error::Result;
+use crate::leader_epoch::LeaderEpochCache;
 use crate::producer_state::{ProducerState, SequenceCheck};
 use crate::segment::{
     open_existing, segment_file, ActiveSegment, SealedSegment, SegmentSlice, SegmentTrust,
@@ -116,6 +117,8 @@ pub struct Log {
     appended_at_checkpoint: u64,
     /// `appended_bytes` when the last producer state snapshot was written.
     appended_at_snapshot: u64,
+    /// Where each leader epoch starts (see [`crate::leader_epoch`]).
+    epochs: LeaderEpochCache,
     /// Set when a [`crate::Partition`] wraps this log: the partition decides the high
     /// watermark (from its replicas' durable ends) and the log no longer moves it itself.
     partition_owns_high_watermark: bool,
@@ -279,6 +282,7 @@ impl Log {
             appended_at_checkpoint: 0,
             appended_at_snapshot: 0,
             partition_owns_high_watermark: false,
+            epochs: LeaderEpochCache::implicit(0),
             deleted: false,
             failed: false,
             producers: ProducerState::default(),
@@ -322,7 +326,76 @@ impl Log {
             info!(dir = %log.dir.display(), log_end_offset = leo, truncated_bytes = truncated_total, clean, "log recovered");
         }
         log.load_producer_state()?;
+        log.load_leader_epochs()?;
         Ok(log)
+    }
+
+    /// The leader epoch cache: from its file (rebuilt from the batches if the file is
+    /// unusable), cut to the recovered log.
+    fn load_leader_epochs(&mut self) -> Result<()> {
+        let start = self.log_start_offset;
+        let mut epochs = match LeaderEpochCache::load(self.fs.as_ref(), &self.dir, start) {
+            Some(c) => c,
+            None => {
+                warn!(dir = %self.dir.display(), "leader epoch checkpoint unusable; rebuilding it from the log");
+                let mut batches = Vec::new();
+                for segment in self
+                    .sealed
+                    .values()
+                    .map(|s| &s.0)
+                    .chain(std::iter::once(&self.active.0))
+                {
+                    segment.visit_batches(
+                        start,
+                        |_| false,
+                        |h, _| batches.push((h.partition_leader_epoch, h.base_offset)),
+                    )?;
+                }
+                let rebuilt = LeaderEpochCache::rebuild(batches, start);
+                rebuilt.write(self.fs.as_ref(), &self.dir)?;
+                rebuilt
+            }
+        };
+        let cut = epochs.truncate_from_end(self.log_end_offset());
+        let trimmed = epochs.truncate_from_start(start);
+        if cut || trimmed {
+            epochs.write(self.fs.as_ref(), &self.dir)?;
+        }
+        self.epochs = epochs;
+        Ok(())
+    }
+
+    /// Records (durably) that `leader_epoch` starts at the log end, before its first batch
+    /// is written, if it is newer than the latest epoch.
+    fn begin_epoch(&mut self, leader_epoch: i32) -> Result<()> {
+        if self
+            .epochs
+            .latest_epoch()
+            .is_some_and(|l| leader_epoch <= l)
+        {
+            return Ok(());
+        }
+        let mut next = self.epochs.clone();
+        if next.assign(leader_epoch, self.log_end_offset()) {
+            next.write(self.fs.as_ref(), &self.dir)?;
+            self.epochs = next;
+        }
+        Ok(())
+    }
+
+    /// OffsetsForLeaderEpoch: the largest epoch not above `epoch` and the offset where it
+    /// ended (see [`LeaderEpochCache::end_offset_for`]).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// The log start moved: epochs before it go (persisted if the file is in use).
+    fn trim_leader_epochs(&mut self) {
+        if self.epochs.truncate_from_start(self.log_start_offset) {
+            if let Err(e) = self.epochs.write(self.fs.as_ref(), &self.dir) {
+                warn!(dir = %self.dir.display(), error = %e, "could not rewrite the leader epoch checkpoint");
+            }
+        }
     }
 
     /// Idempotent producer state: the newest intact snapshot at or below the log end offset,
@@ -550,6 +623,7 @@ impl Log {
         let now = self.clock.now_ms();
         let mut batch = control_batch(producer_id, producer_epoch, commit, coordinator_epoch, now);
         self.maybe_roll(batch.len() as u64, now)?;
+        self.begin_epoch(leader_epoch)?;
         let base_offset = self.log_end_offset();
         set_base_offset(&mut batch, base_offset);
         set_partition_leader_epoch(&mut batch, leader_epoch);
@@ -724,6 +798,7 @@ impl Log {
             }
         }
         self.maybe_roll(batches.len() as u64, now)?;
+        self.begin_epoch(leader_epoch)?;
         let base_offset = self.log_end_offset();
         let log_append = self.config.timestamp_type == TimestampType::LogAppendTime;
         let mut next = base_offset;
@@ -1115,6 +1190,7 @@ impl Log {
             deleted += 1;
         }
         if deleted > 0 {
+            self.trim_leader_epochs();
             self.producers.prune_aborted(self.log_start_offset);
             info!(dir = %self.dir.display(), deleted, log_start_offset = self.log_start_offset, "retention deleted segments");
         }
@@ -1142,6 +1218,7 @@ impl Log {
             return Ok(self.log_start_offset);
         }
         self.log_start_offset = target;
+        self.trim_leader_epochs();
         let mut deleted = 0;
         while let Some((&base, segment)) = self.sealed.first_key_value() {
             if segment.0.next_offset() > target {

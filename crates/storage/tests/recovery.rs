@@ -267,3 +267,46 @@ fn producer_state_comes_back_whole_after_a_mid_segment_recovery() {
         .unwrap();
     assert_eq!(log.log_end_offset(), 642);
 }
+
+/// The leader epoch cache (OffsetsForLeaderEpoch): a new epoch is recorded before its first
+/// batch, survives restarts, and an epoch whose batches a crash took is forgotten.
+#[test]
+fn leader_epochs_survive_restarts_and_follow_truncation() {
+    use strata_storage::leader_epoch::UNDEFINED_EPOCH;
+    let w = World::new();
+    let mut log = w.open(config());
+    for (i, epoch) in [0, 0, 0, 2, 2].into_iter().enumerate() {
+        log.append(&batch(i), epoch).unwrap();
+        common::sync(&mut log);
+    }
+    assert_eq!(log.end_offset_for_epoch(0), (0, 3));
+    assert_eq!(log.end_offset_for_epoch(2), (2, 5));
+    log.append(&batch(5), 5).unwrap(); // never synced: lost below
+    assert_eq!(log.end_offset_for_epoch(5), (5, 6));
+    drop(log);
+    w.fs.crash(CrashMode::LoseUnsynced);
+
+    let log = w.open(config());
+    assert_eq!(log.log_end_offset(), 5);
+    assert_eq!(
+        log.end_offset_for_epoch(2),
+        (2, 5),
+        "epoch 2 is the latest again"
+    );
+    assert_eq!(
+        log.end_offset_for_epoch(5).0,
+        UNDEFINED_EPOCH,
+        "epoch 5 never happened here: newer than every known epoch (Kafka's answer)"
+    );
+    assert_eq!(log.end_offset_for_epoch(1), (0, 3));
+    assert_eq!(log.end_offset_for_epoch(-1).0, UNDEFINED_EPOCH);
+    drop(log);
+    // An unreadable checkpoint is rebuilt from the batches' epochs.
+    let path = Path::new("/data/t-0/leader-epoch-checkpoint");
+    let f = w.fs.open(path, false).unwrap();
+    f.write_all_at(b"x", 0).unwrap();
+    f.sync_data().unwrap();
+    let log = w.open(config());
+    assert_eq!(log.end_offset_for_epoch(0), (0, 3));
+    assert_eq!(log.end_offset_for_epoch(2), (2, 5));
+}

@@ -3,7 +3,13 @@ use std::sync::Arc;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
-use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
+use kafka_protocol::messages::{
+    ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse,
+};
 
 use crate::errors;
 use crate::Broker;
@@ -93,4 +99,47 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
         })
         .collect();
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// OffsetsForLeaderEpoch (KIP-101/279; KIP-320 for consumers): for each partition, the
+/// largest leader epoch not above the one asked and the offset where it ended, from the
+/// partition's leader epoch cache. A `current_leader_epoch` is checked as for Fetch.
+pub fn offset_for_leader_epoch(
+    broker: &Arc<Broker>,
+    req: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let resp = EpochEndOffset::default()
+                        .with_partition(p.partition)
+                        .with_leader_epoch(-1)
+                        .with_end_offset(-1);
+                    let Some(partition) = broker.partition(t.topic.0.as_str(), p.partition) else {
+                        return resp.with_error_code(
+                            broker.missing_partition_error(t.topic.0.as_str(), p.partition),
+                        );
+                    };
+                    let epoch_error = errors::leader_epoch_check(
+                        p.current_leader_epoch,
+                        partition.leader_epoch(),
+                    );
+                    if epoch_error != errors::NONE {
+                        return resp.with_error_code(epoch_error);
+                    }
+                    let (epoch, end) = partition.log().end_offset_for_epoch(p.leader_epoch);
+                    resp.with_leader_epoch(epoch).with_end_offset(end)
+                })
+                .collect();
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic)
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetForLeaderEpochResponse::default().with_topics(topics)
 }

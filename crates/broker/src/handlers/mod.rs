@@ -134,6 +134,12 @@ pub fn dispatch(
             version,
             &list_offsets::handle(broker, r, version),
         )),
+        Request::OffsetForLeaderEpoch(r) => ready(encode(
+            cid,
+            api_key,
+            version,
+            &list_offsets::offset_for_leader_epoch(broker, r),
+        )),
         Request::CreateTopics(r) => blocking(broker, move |b| {
             encode(cid, api_key, version, &admin::create_topics(&b, r, version))
         }),
