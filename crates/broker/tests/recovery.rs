@@ -2,16 +2,19 @@
 //! internal topics, and the broker answers for the ones still recovering with retriable
 //! errors (NOT_LEADER_OR_FOLLOWER; Metadata without a leader) instead of waiting for all.
 
+mod common;
+
+use common::call;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, StrBytes};
-use strata_broker::handlers::{dispatch, Outcome};
+use kafka_protocol::protocol::StrBytes;
 use strata_broker::state::Availability;
 use strata_broker::{Broker, BrokerConfig};
-use strata_protocol::{Request, RequestFrame};
+use strata_protocol::Request;
 use strata_records::{BatchBuilder, Compression, Record};
 use strata_storage::fs::CrashMode;
 use strata_storage::{Clock, Fs, SimFs, SystemClock};
@@ -31,32 +34,6 @@ fn config() -> BrokerConfig {
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
-}
-
-async fn call<R: Decodable>(broker: &Arc<Broker>, key: ApiKey, version: i16, req: Request) -> R {
-    let header = RequestHeader::default()
-        .with_request_api_key(key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(1);
-    let frame = RequestFrame {
-        api_key: key,
-        version,
-        header,
-        request: req,
-    };
-    let Outcome::Respond(mut bytes) = dispatch(
-        broker,
-        frame,
-        &strata_broker::connection::ConnectionContext::client("127.0.0.1:1".parse().unwrap()),
-    )
-    .await
-    else {
-        panic!("no response");
-    };
-    let header_version = key.response_header_version(version);
-    let _ = bytes::Buf::get_i32(&mut bytes);
-    ResponseHeader::decode(&mut bytes, header_version).unwrap();
-    R::decode(&mut bytes, version).unwrap()
 }
 
 fn batch(value: &str) -> Bytes {

@@ -3,18 +3,21 @@
 //! (transactional writes only inside a verified transaction), and a crash between
 //! PrepareCommit and the markers finished at the next start.
 
+mod common;
+
+use common::call;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record as WireRecord, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use strata_broker::handlers::{dispatch, Outcome};
 use strata_broker::{Broker, BrokerConfig};
-use strata_protocol::{Request, RequestFrame};
+use strata_protocol::Request;
 use strata_records::decode_records;
 use strata_storage::fs::CrashMode;
 use strata_storage::{Clock, SimFs, SystemClock};
@@ -69,34 +72,6 @@ fn txn_batch(pid: i64, epoch: i16, seq: i32, value: &str) -> Bytes {
     )
     .unwrap();
     buf.freeze()
-}
-
-/// Sends one request through the handlers and decodes the response body.
-async fn call<R: Decodable>(broker: &Arc<Broker>, key: ApiKey, version: i16, req: Request) -> R {
-    let header = RequestHeader::default()
-        .with_request_api_key(key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(1);
-    let frame = RequestFrame {
-        api_key: key,
-        version,
-        header,
-        request: req,
-    };
-    let Outcome::Respond(mut bytes) = dispatch(
-        broker,
-        frame,
-        &strata_broker::connection::ConnectionContext::client("127.0.0.1:1".parse().unwrap()),
-    )
-    .await
-    else {
-        panic!("no response");
-    };
-    // size, correlation id, then (flexible versions) the response header's tagged fields
-    let header_version = key.response_header_version(version);
-    let _ = bytes::Buf::get_i32(&mut bytes);
-    ResponseHeader::decode(&mut bytes, header_version).unwrap();
-    R::decode(&mut bytes, version).unwrap()
 }
 
 async fn init(broker: &Arc<Broker>, id: &str) -> (i64, i16) {

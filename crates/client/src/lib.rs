@@ -47,6 +47,27 @@ pub enum ClientError {
 const UNAVAILABLE_RETRY_MAX: Duration = Duration::from_secs(30);
 const UNAVAILABLE_BACKOFF: Duration = Duration::from_millis(20);
 
+/// Retries of a request on a partition that is unavailable for now.
+#[derive(Default)]
+struct UnavailableRetry {
+    waited: Duration,
+}
+
+impl UnavailableRetry {
+    /// If `result` failed on an unavailable partition and the retry budget is not spent,
+    /// waits a backoff and returns true (try again); else false (give `result` back).
+    async fn again<T>(&mut self, result: &Result<T, ClientError>) -> bool {
+        match result {
+            Err(e) if e.is_unavailable() && self.waited < UNAVAILABLE_RETRY_MAX => {
+                tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
+                self.waited += UNAVAILABLE_BACKOFF;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 impl ClientError {
     /// A partition that will be back (no leader for now).
     pub fn is_unavailable(&self) -> bool {
@@ -339,17 +360,13 @@ impl Client {
         batch: Bytes,
         acks: i16,
     ) -> Result<i64, ClientError> {
-        let mut waited = Duration::ZERO;
+        let mut retry = UnavailableRetry::default();
         loop {
-            match self
+            let r = self
                 .produce_once(topic, partition, batch.clone(), acks)
-                .await
-            {
-                Err(e) if e.is_unavailable() && waited < UNAVAILABLE_RETRY_MAX => {
-                    tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
-                    waited += UNAVAILABLE_BACKOFF;
-                }
-                r => return r,
+                .await;
+            if !retry.again(&r).await {
+                return r;
             }
         }
     }
@@ -395,14 +412,11 @@ impl Client {
         offset: i64,
         max_wait_ms: i32,
     ) -> Result<(Bytes, i64), ClientError> {
-        let mut waited = Duration::ZERO;
+        let mut retry = UnavailableRetry::default();
         loop {
-            match self.fetch_once(topic, partition, offset, max_wait_ms).await {
-                Err(e) if e.is_unavailable() && waited < UNAVAILABLE_RETRY_MAX => {
-                    tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
-                    waited += UNAVAILABLE_BACKOFF;
-                }
-                r => return r,
+            let r = self.fetch_once(topic, partition, offset, max_wait_ms).await;
+            if !retry.again(&r).await {
+                return r;
             }
         }
     }
@@ -451,14 +465,11 @@ impl Client {
         partition: i32,
         timestamp: i64,
     ) -> Result<i64, ClientError> {
-        let mut waited = Duration::ZERO;
+        let mut retry = UnavailableRetry::default();
         loop {
-            match self.list_offset_once(topic, partition, timestamp).await {
-                Err(e) if e.is_unavailable() && waited < UNAVAILABLE_RETRY_MAX => {
-                    tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
-                    waited += UNAVAILABLE_BACKOFF;
-                }
-                r => return r,
+            let r = self.list_offset_once(topic, partition, timestamp).await;
+            if !retry.again(&r).await {
+                return r;
             }
         }
     }

@@ -14,6 +14,23 @@ use kafka_protocol::messages::{
 use crate::errors;
 use crate::Broker;
 
+/// The partition a leader-only request names, or its error code: not open here (unknown,
+/// still recovering, failed), or a `current_leader_epoch` that does not match (KIP-320).
+fn leader_partition(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    current_leader_epoch: i32,
+) -> Result<Arc<strata_storage::Partition>, i16> {
+    let Some(p) = broker.partition(topic, partition) else {
+        return Err(broker.missing_partition_error(topic, partition));
+    };
+    match errors::leader_epoch_check(current_leader_epoch, p.leader_epoch()) {
+        errors::NONE => Ok(p),
+        code => Err(code),
+    }
+}
+
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
@@ -30,26 +47,20 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
                 .map(|p| {
                     let resp = ListOffsetsPartitionResponse::default()
                         .with_partition_index(p.partition_index);
-                    let Some(partition) = broker.partition(t.name.0.as_str(), p.partition_index)
-                    else {
-                        return resp
-                            .with_error_code(
-                                broker
-                                    .missing_partition_error(t.name.0.as_str(), p.partition_index),
-                            )
-                            .with_offset(-1)
-                            .with_timestamp(-1);
-                    };
-                    let epoch_error = errors::leader_epoch_check(
+                    let partition = match leader_partition(
+                        broker,
+                        t.name.0.as_str(),
+                        p.partition_index,
                         p.current_leader_epoch,
-                        partition.leader_epoch(),
-                    );
-                    if epoch_error != errors::NONE {
-                        return resp
-                            .with_error_code(epoch_error)
-                            .with_offset(-1)
-                            .with_timestamp(-1);
-                    }
+                    ) {
+                        Ok(partition) => partition,
+                        Err(code) => {
+                            return resp
+                                .with_error_code(code)
+                                .with_offset(-1)
+                                .with_timestamp(-1)
+                        }
+                    };
                     // leader_epoch exists in the response from v4 on
                     let epoch = if version >= 4 {
                         partition.leader_epoch()
@@ -120,18 +131,15 @@ pub fn offset_for_leader_epoch(
                         .with_partition(p.partition)
                         .with_leader_epoch(-1)
                         .with_end_offset(-1);
-                    let Some(partition) = broker.partition(t.topic.0.as_str(), p.partition) else {
-                        return resp.with_error_code(
-                            broker.missing_partition_error(t.topic.0.as_str(), p.partition),
-                        );
-                    };
-                    let epoch_error = errors::leader_epoch_check(
+                    let partition = match leader_partition(
+                        broker,
+                        t.topic.0.as_str(),
+                        p.partition,
                         p.current_leader_epoch,
-                        partition.leader_epoch(),
-                    );
-                    if epoch_error != errors::NONE {
-                        return resp.with_error_code(epoch_error);
-                    }
+                    ) {
+                        Ok(partition) => partition,
+                        Err(code) => return resp.with_error_code(code),
+                    };
                     let (epoch, end) = partition.log().end_offset_for_epoch(p.leader_epoch);
                     resp.with_leader_epoch(epoch).with_end_offset(end)
                 })
