@@ -109,6 +109,11 @@ pub struct Broker {
     pub(crate) applying: Mutex<()>,
 }
 
+/// Recovered logs that need a sync are synced together: at most this many per syncfs, and a
+/// log waits at most this long for its batch to fill.
+const RECOVERY_SYNC_BATCH: usize = 512;
+const RECOVERY_SYNC_WAIT: Duration = Duration::from_millis(50);
+
 /// The partitions recovery has not opened yet.
 #[derive(Default)]
 struct Loading {
@@ -317,24 +322,74 @@ impl Broker {
         std::thread::scope(|s| {
             for _ in 0..threads {
                 s.spawn(|| {
+                    // Logs whose recovery kept unsynced bytes wait here for one syncfs per
+                    // batch (not an fdatasync each: thousands of partitions after a crash).
+                    let mut unsynced: Vec<((String, i32), TopicImage, Log)> = Vec::new();
+                    let mut oldest = std::time::Instant::now();
                     while let Some(key) = self.next_to_recover() {
-                        let result = self.open_deferred_partition(&key.0, key.1);
-                        let mut loading = self.loading_state();
-                        loading.in_progress.remove(&key);
-                        match result {
-                            Ok(()) => {
-                                self.unopened.fetch_sub(1, Ordering::SeqCst);
+                        match self.recover_deferred_log(&key.0, key.1) {
+                            Ok(Some((image, log))) if log.recovery_sync_pending() => {
+                                if unsynced.is_empty() {
+                                    oldest = std::time::Instant::now();
+                                }
+                                unsynced.push((key, image, log));
+                                if unsynced.len() >= RECOVERY_SYNC_BATCH
+                                    || oldest.elapsed() >= RECOVERY_SYNC_WAIT
+                                {
+                                    self.sync_and_serve(&mut unsynced);
+                                }
                             }
-                            Err(e) => {
-                                warn!(topic = %key.0, partition = key.1, error = %e, "could not open the partition; it stays unavailable until the next start");
-                                loading.failed.insert(key);
+                            Ok(Some((image, log))) => {
+                                self.serve_recovered(&key, &image, log);
+                                self.recovered(key, Ok(()));
                             }
+                            Ok(None) => self.recovered(key, Ok(())),
+                            Err(e) => self.recovered(key, Err(e)),
                         }
-                        self.loading_changed.notify_all();
                     }
+                    self.sync_and_serve(&mut unsynced);
                 });
             }
         });
+    }
+
+    /// One syncfs makes what recovery kept in `logs` durable; then they serve (or, if the
+    /// sync failed, stay unavailable).
+    fn sync_and_serve(&self, logs: &mut Vec<((String, i32), TopicImage, Log)>) {
+        if logs.is_empty() {
+            return;
+        }
+        let synced = self.fs.sync_filesystem(&self.config.data_dir);
+        for (key, image, mut log) in logs.drain(..) {
+            match &synced {
+                Ok(()) => {
+                    log.recovery_synced();
+                    self.serve_recovered(&key, &image, log);
+                    self.recovered(key, Ok(()));
+                }
+                Err(e) => {
+                    let e = std::io::Error::new(e.kind(), e.to_string());
+                    let dir = self.partition_dir(&key.0, key.1);
+                    self.recovered(key, Err(StorageError::io(dir, e).into()));
+                }
+            }
+        }
+    }
+
+    /// Bookkeeping once a deferred partition is done: open, gone, or failed.
+    fn recovered(&self, key: (String, i32), result: Result<(), TopicError>) {
+        let mut loading = self.loading_state();
+        loading.in_progress.remove(&key);
+        match result {
+            Ok(()) => {
+                self.unopened.fetch_sub(1, Ordering::SeqCst);
+            }
+            Err(e) => {
+                warn!(topic = %key.0, partition = key.1, error = %e, "could not open the partition; it stays unavailable until the next start");
+                loading.failed.insert(key);
+            }
+        }
+        self.loading_changed.notify_all();
     }
 
     fn next_to_recover(&self) -> Option<(String, i32)> {
@@ -347,24 +402,38 @@ impl Broker {
         Some(key)
     }
 
-    /// Opens (recovering) one deferred partition and starts serving it.
-    fn open_deferred_partition(&self, topic: &str, partition: i32) -> Result<(), TopicError> {
+    /// Opens (recovering) one deferred partition's log, its sync left to the caller; None if
+    /// its topic was deleted meanwhile.
+    fn recover_deferred_log(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<(TopicImage, Log)>, TopicError> {
         let Some(image) = self.image().topic(topic).cloned() else {
             self.log_manager.forget(topic, partition);
-            return Ok(()); // deleted meanwhile
+            return Ok(None);
         };
-        let hint = self
+        let mut hint = self
             .recovery_state()
             .as_ref()
             .map(|r| r.hint(topic, partition))
             .unwrap_or_default();
-        let dynamic = self.dynamic_defaults();
-        self.open_partition(&image, partition, hint, &dynamic)?;
+        hint.defer_sync = true;
+        let config =
+            topic_config::log_config_with(&self.config, &self.dynamic_defaults(), &image.configs)
+                .map_err(TopicError::InvalidConfig)?;
+        let dir = self.partition_dir(topic, partition);
+        let log = Log::open_managed(self.fs.clone(), self.clock.clone(), &dir, config, hint)?;
+        Ok(Some((image, log)))
+    }
+
+    /// Starts serving a recovered (and synced) log.
+    fn serve_recovered(&self, key: &(String, i32), image: &TopicImage, mut log: Log) {
+        let (topic, partition) = (key.0.as_str(), key.1);
         if let Some(dirty) = self.log_manager.opened(topic, partition) {
-            if let Some(p) = self.partition(topic, partition) {
-                p.log().set_first_dirty_offset(dirty);
-            }
+            log.set_first_dirty_offset(dirty);
         }
+        self.insert_partition(image, partition, log);
         // A config change while it recovered: applied under the metadata lock, so it cannot
         // interleave with a later change's own reconfiguration.
         let metadata = self.metadata();
@@ -379,7 +448,6 @@ impl Broker {
                 }
             }
         }
-        Ok(())
     }
 
     /// Whether a partition can serve now (only asked when [`Broker::partition`] found none).
@@ -562,6 +630,12 @@ impl Broker {
             .map_err(TopicError::InvalidConfig)?;
         let dir = self.partition_dir(&topic.name, partition);
         let log = Log::open_managed(self.fs.clone(), self.clock.clone(), &dir, config, hint)?;
+        self.insert_partition(topic, partition, log);
+        Ok(())
+    }
+
+    /// Serves `log` as `topic`'s `partition`, under the leader epoch the image gives it.
+    fn insert_partition(&self, topic: &TopicImage, partition: i32, log: Log) {
         let epoch = topic
             .partitions
             .get(&partition)
@@ -574,7 +648,6 @@ impl Broker {
             .entry(topic.name.clone())
             .or_default()
             .insert(partition, p);
-        Ok(())
     }
 
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {

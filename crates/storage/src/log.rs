@@ -62,6 +62,10 @@ pub struct RecoveryHint {
     /// A log start offset advanced inside a segment (DeleteRecords), from the broker's
     /// `log-start-offset-checkpoint`: the log start never goes back behind it.
     pub log_start_offset: Option<i64>,
+    /// The caller makes what recovery kept durable itself (one syncfs for many logs) and
+    /// then calls [`Log::recovery_synced`]; until then the high watermark stays at the
+    /// recovery point.
+    pub defer_sync: bool,
 }
 
 /// Who is appending, which decides the producer-state checks.
@@ -124,6 +128,9 @@ pub struct Log {
     partition_owns_high_watermark: bool,
     /// Set when the partition is deleted: nothing is written to its directory any more.
     deleted: bool,
+    /// Recovery kept bytes past the recovery point that the caller has yet to sync (see
+    /// [`RecoveryHint::defer_sync`]).
+    recovery_sync_pending: bool,
     /// Set when a sync failed. After a failed fdatasync the kernel may have dropped the dirty
     /// pages, so no later sync can vouch for them: the log refuses appends and never moves
     /// its recovery point or high watermark again until it is reopened (and recovered).
@@ -284,6 +291,7 @@ impl Log {
             partition_owns_high_watermark: false,
             epochs: LeaderEpochCache::implicit(0),
             deleted: false,
+            recovery_sync_pending: false,
             failed: false,
             producers: ProducerState::default(),
             first_dirty_offset: 0,
@@ -295,7 +303,9 @@ impl Log {
         // segment needs nothing.
         let leo = log.log_end_offset();
         let index_files = log.active.persist_indexes(log.fs.as_ref(), true)?;
-        if hint.is_none() || (!clean && (leo > recovery_point || deleted_any)) {
+        let needs_sync = hint.is_none() || (!clean && (leo > recovery_point || deleted_any));
+        let defer = needs_sync && hint.is_some_and(|h| h.defer_sync);
+        if needs_sync && !defer {
             let active = segment_file(&log.dir, log.active.0.base_offset, "log");
             log.active
                 .0
@@ -311,8 +321,14 @@ impl Log {
                     .map_err(|e| StorageError::io(&log.dir, e))?;
             }
         }
-        log.recovery_point = leo;
-        log.high_watermark = leo;
+        if defer {
+            // Durable below the old recovery point only, until the caller's sync.
+            log.recovery_point = recovery_point.min(leo);
+            log.recovery_sync_pending = true;
+        } else {
+            log.recovery_point = leo;
+        }
+        log.high_watermark = log.recovery_point;
         if let Some(start) = hint.and_then(|h| h.log_start_offset) {
             if start > leo {
                 warn!(dir = %log.dir.display(), checkpointed = start, log_end_offset = leo, "log start offset checkpoint is past the log end; using the log end");
@@ -328,6 +344,21 @@ impl Log {
         log.load_producer_state()?;
         log.load_leader_epochs()?;
         Ok(log)
+    }
+
+    /// Whether recovery kept bytes the caller must still sync (see
+    /// [`RecoveryHint::defer_sync`]).
+    pub fn recovery_sync_pending(&self) -> bool {
+        self.recovery_sync_pending
+    }
+
+    /// The caller synced the file system after recovery: everything recovered is durable.
+    pub fn recovery_synced(&mut self) {
+        if self.recovery_sync_pending {
+            self.recovery_sync_pending = false;
+            self.recovery_point = self.log_end_offset();
+            self.high_watermark = self.high_watermark.max(self.recovery_point);
+        }
     }
 
     /// The leader epoch cache: from its file (rebuilt from the batches if the file is

@@ -64,6 +64,7 @@ impl RecoveryState {
             recovery_point,
             clean_shutdown: self.clean_shutdown && recovery_point.is_some(),
             log_start_offset: self.log_starts.get(&key).copied(),
+            defer_sync: false,
         }
     }
 

@@ -310,3 +310,39 @@ fn leader_epochs_survive_restarts_and_follow_truncation() {
     assert_eq!(log.end_offset_for_epoch(0), (0, 3));
     assert_eq!(log.end_offset_for_epoch(2), (2, 5));
 }
+
+/// A broker recovering many logs syncs them together (one syncfs) instead of one fdatasync
+/// each: until it says so, a deferred log exposes nothing past its old recovery point.
+#[test]
+fn a_deferred_recovery_sync_keeps_the_high_watermark_at_the_recovery_point() {
+    let w = World::new();
+    let mut log = w.open_managed(config(), Default::default());
+    produce(&mut log, 0, 10);
+    append_unsynced(&mut log, 10, 15);
+    drop(log);
+    w.fs.crash(CrashMode::KeepAll);
+    let hint = strata_storage::RecoveryHint {
+        recovery_point: Some(10),
+        defer_sync: true,
+        ..Default::default()
+    };
+    let mut log = w.open_managed(config(), hint);
+    assert_eq!(log.log_end_offset(), 15);
+    assert!(log.recovery_sync_pending());
+    assert_eq!(
+        log.high_watermark(),
+        10,
+        "the unsynced tail is not served yet"
+    );
+    w.fs.sync_filesystem(Path::new("/data")).unwrap();
+    log.recovery_synced();
+    assert!(!log.recovery_sync_pending());
+    assert_eq!((log.high_watermark(), log.recovery_point()), (15, 15));
+    check_contents(&log, 15);
+    // Without deferral the log syncs itself and serves everything at once.
+    drop(log);
+    w.fs.crash(CrashMode::KeepAll);
+    let log = w.open_managed(config(), Default::default());
+    assert!(!log.recovery_sync_pending());
+    assert_eq!(log.high_watermark(), 15);
+}
