@@ -128,6 +128,8 @@ pub struct Log {
     partition_owns_high_watermark: bool,
     /// Set when the partition is deleted: nothing is written to its directory any more.
     deleted: bool,
+    /// Opened with a [`RecoveryHint`]: the caller keeps the recovery state.
+    managed: bool,
     /// Recovery kept bytes past the recovery point that the caller has yet to sync (see
     /// [`RecoveryHint::defer_sync`]).
     recovery_sync_pending: bool,
@@ -291,6 +293,7 @@ impl Log {
             partition_owns_high_watermark: false,
             epochs: LeaderEpochCache::implicit(0),
             deleted: false,
+            managed: hint.is_some(),
             recovery_sync_pending: false,
             failed: false,
             producers: ProducerState::default(),
@@ -941,6 +944,92 @@ impl Log {
         if let Err(e) = self.write_producer_snapshot() {
             warn!(dir = %self.dir.display(), error = %e, "could not write the producer state snapshot");
         }
+        Ok(())
+    }
+
+    /// Removes every batch from the one holding `offset` on, so the log ends at `offset`
+    /// (or at the start of the batch holding it): a follower whose log diverged from its
+    /// leader's (KIP-279), a raft log's conflicting suffix. An `offset` at or before the log
+    /// start empties the log and starts it at `offset` (Kafka's truncateFullyAndStartAt).
+    ///
+    /// Crash safety: the cut is made in the files and synced (the shortened segment, then the
+    /// directory after later segments are deleted) before the log is reopened from them, so
+    /// recovery, producer state, the leader epoch cache and the indexes are rebuilt by the
+    /// same code that opens a log; a crash halfway leaves a shorter log that recovery cuts
+    /// the same way.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<()> {
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        if self.failed || self.deleted {
+            return Err(StorageError::io(
+                &self.dir,
+                std::io::Error::other("log is failed or deleted"),
+            ));
+        }
+        let fs = self.fs.clone();
+        let dir = self.dir.clone();
+        let mut segments: Vec<&crate::segment::SegmentCore> =
+            self.sealed.values().map(|s| &s.0).collect();
+        segments.push(&self.active.0);
+        let empty_from = offset <= self.log_start_offset;
+        let mut end = offset;
+        for segment in segments {
+            if empty_from || segment.base_offset >= offset {
+                segment.delete_files(fs.as_ref());
+                continue;
+            }
+            if segment.next_offset() <= offset {
+                continue;
+            }
+            // The segment holding `offset`: cut at the start of its batch.
+            if let Some((position, header)) = segment.position_of(offset)? {
+                end = header.base_offset;
+                let file = segment.file();
+                let path = segment_file(&dir, segment.base_offset, "log");
+                file.set_len(position)
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| StorageError::io(&path, e))?;
+                for ext in ["index", "timeindex"] {
+                    let _ = fs.remove_file(&segment_file(&dir, segment.base_offset, ext));
+                }
+            }
+        }
+        let log_start = if empty_from {
+            ActiveSegment::create(fs.as_ref(), &dir, offset, self.config.index_interval_bytes)?;
+            offset
+        } else {
+            self.log_start_offset
+        };
+        fs.sync_dir(&dir).map_err(|e| StorageError::io(&dir, e))?;
+        let recovery_point = self.recovery_point.min(end);
+        let hint = RecoveryHint {
+            recovery_point: Some(recovery_point),
+            clean_shutdown: false,
+            log_start_offset: Some(log_start),
+            defer_sync: false,
+        };
+        let mut reopened = Self::open_with(
+            fs,
+            self.clock.clone(),
+            &dir,
+            self.config.clone(),
+            Some(hint),
+        )?;
+        reopened.managed = self.managed;
+        // The checkpoint on disk may name an offset past the new end: rewrite it (a standalone
+        // log now; a managed one at its log manager's next checkpoint, which sees the change).
+        reopened.checkpointed = i64::MIN;
+        reopened.partition_owns_high_watermark = self.partition_owns_high_watermark;
+        if self.partition_owns_high_watermark {
+            reopened.high_watermark = self.high_watermark.min(reopened.log_end_offset());
+        }
+        reopened.first_dirty_offset = self.first_dirty_offset.min(reopened.log_end_offset());
+        if !reopened.managed {
+            reopened.write_recovery_point()?;
+        }
+        info!(dir = %dir.display(), offset, log_end_offset = reopened.log_end_offset(), "log truncated");
+        *self = reopened;
         Ok(())
     }
 

@@ -511,7 +511,7 @@ impl SegmentCore {
     }
 
     /// Byte position of the batch holding `offset`, or None if `offset` is past this segment.
-    fn position_of(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>> {
+    pub(crate) fn position_of(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>> {
         if offset >= self.next_offset {
             return Ok(None);
         }
@@ -637,7 +637,7 @@ impl SegmentCore {
         self.read_header(position).map(Some)
     }
 
-    fn delete_files(&self, fs: &dyn Fs) {
+    pub(crate) fn delete_files(&self, fs: &dyn Fs) {
         for ext in ["log", "index", "timeindex"] {
             let _ = fs.remove_file(&self.path(ext));
         }
