@@ -1,10 +1,11 @@
 use std::collections::{BTreeMap, HashMap};
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{MetadataError, MetadataRecord};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionImage {
     pub leader: i32,
     pub leader_epoch: i32,
@@ -15,7 +16,7 @@ pub struct PartitionImage {
     pub isr: Vec<i32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicImage {
     pub name: String,
     pub topic_id: Uuid,
@@ -24,7 +25,7 @@ pub struct TopicImage {
 }
 
 /// A broker as the cluster knows it (from its latest registration).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerRegistration {
     pub node_id: i32,
     /// Increases with every registration of the node (a restart is a new epoch).
@@ -37,7 +38,7 @@ pub struct BrokerRegistration {
 }
 
 /// The cluster's metadata as of some metadata log offset. Pure: no I/O.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataImage {
     by_name: BTreeMap<String, Uuid>,
     topics: HashMap<Uuid, TopicImage>,

@@ -961,6 +961,17 @@ impl Log {
         if offset >= self.log_end_offset() {
             return Ok(());
         }
+        self.cut(offset, offset <= self.log_start_offset)
+    }
+
+    /// Deletes the whole log and starts it empty at `offset`, before or after its old end (a
+    /// follower whose fetch offset fell below the leader's log start; a raft log that
+    /// installed a snapshot past its end). Crash-safe as [`Log::truncate_to`].
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<()> {
+        self.cut(offset, true)
+    }
+
+    fn cut(&mut self, offset: i64, empty_from: bool) -> Result<()> {
         if self.failed || self.deleted {
             return Err(StorageError::io(
                 &self.dir,
@@ -972,7 +983,6 @@ impl Log {
         let mut segments: Vec<&crate::segment::SegmentCore> =
             self.sealed.values().map(|s| &s.0).collect();
         segments.push(&self.active.0);
-        let empty_from = offset <= self.log_start_offset;
         let mut end = offset;
         for segment in segments {
             if empty_from || segment.base_offset >= offset {
@@ -1002,7 +1012,11 @@ impl Log {
             self.log_start_offset
         };
         fs.sync_dir(&dir).map_err(|e| StorageError::io(&dir, e))?;
-        let recovery_point = self.recovery_point.min(end);
+        let recovery_point = if empty_from {
+            offset
+        } else {
+            self.recovery_point.min(end)
+        };
         let hint = RecoveryHint {
             recovery_point: Some(recovery_point),
             clean_shutdown: false,

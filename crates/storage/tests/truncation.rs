@@ -143,3 +143,21 @@ fn truncation_at_or_past_the_end_changes_nothing() {
     log.truncate_to(99).unwrap();
     assert_eq!(offsets_in(&log), (0..10).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_log_can_restart_empty_past_its_end() {
+    let w = World::new();
+    let mut log = w.open(config());
+    for i in 0..10 {
+        log.append(&batch(i), 0).unwrap();
+    }
+    common::sync(&mut log);
+    log.truncate_fully_and_start_at(500).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (500, 500));
+    assert_eq!(log.append(&batch(500), 0).unwrap().base_offset, 500);
+    common::sync(&mut log);
+    drop(log);
+    w.fs.crash(CrashMode::LoseUnsynced);
+    let log = w.open(config());
+    assert_eq!(offsets_in(&log), vec![500]);
+}

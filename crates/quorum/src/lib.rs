@@ -1,0 +1,349 @@
+//! The metadata quorum: cluster metadata agreed by raft (`openraft`) among the controllers.
+//!
+//! - [`log_store`]: raft's log on Strata's segment log (group-committed fsyncs).
+//! - [`state_machine`]: the [`MetadataImage`] as the state machine; a batch of
+//!   [`MetadataRecord`]s is one raft entry, applied all-or-nothing with the image's own
+//!   checks, so every node decides a conflicting change the same way.
+//! - [`network`]: the controller listener (raft RPCs, forwarded writes) and its client.
+//!
+//! [`Quorum`] ties them together: any node can [`Quorum::write`] (forwarded to the leader) and
+//! every node follows the applied image through [`Quorum::subscribe`].
+//!
+//! The static voter set (`controller.quorum.voters`) initializes the quorum: every voter
+//! proposes the same membership the first time it starts (openraft accepts that from all of
+//! them); later starts find their log and vote on disk.
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::BasicNode;
+use serde::{Deserialize, Serialize};
+use strata_cluster::{MetadataImage, MetadataRecord};
+use strata_storage::{Clock, Fs};
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+pub use log_store::LogStore;
+pub use network::WriteReply;
+pub use state_machine::{Published, StateMachine};
+
+/// The quorum's directory inside the metadata log directory.
+pub const QUORUM_DIR: &str = "__cluster_metadata-quorum";
+
+/// One raft entry: metadata records applied together or not at all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaBatch {
+    pub records: Vec<MetadataRecord>,
+}
+
+impl fmt::Display for MetaBatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} metadata records", self.records.len())
+    }
+}
+
+/// What applying an entry gave: nothing, or why its batch was refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub rejected: Option<Rejected>,
+}
+
+/// A batch the image refused (every node refuses it the same way).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct Rejected {
+    /// The refusal was a topic name already taken (TOPIC_ALREADY_EXISTS to clients).
+    pub topic_exists: bool,
+    pub message: String,
+}
+
+openraft::declare_raft_types!(
+    /// Strata's raft types: metadata batches in, refusals out, nodes by controller address.
+    pub TypeConfig:
+        D = MetaBatch,
+        R = Applied,
+);
+
+pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuorumError {
+    #[error("metadata change refused: {0}")]
+    Rejected(Rejected),
+    #[error("metadata quorum unavailable: {0}")]
+    Unavailable(String),
+    #[error("metadata quorum storage: {0}")]
+    Io(#[from] io::Error),
+    #[error("metadata quorum: {0}")]
+    Raft(String),
+}
+
+/// How a node takes part in the quorum.
+#[derive(Debug, Clone)]
+pub struct QuorumConfig {
+    pub node_id: u64,
+    /// The voters' controller addresses (`controller.quorum.voters`).
+    pub voters: BTreeMap<u64, String>,
+    /// Where this node's controller listener binds.
+    pub listen: String,
+    /// The metadata log directory (the quorum's files go in [`QUORUM_DIR`] inside it).
+    pub dir: PathBuf,
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// How long a write waits for a leader before it fails.
+    pub write_timeout: Duration,
+}
+
+impl QuorumConfig {
+    /// Kafka-like timings, generous for small machines: heartbeats every 250 ms, elections
+    /// after 1–2 s of silence.
+    pub fn new(node_id: u64, voters: BTreeMap<u64, String>, listen: String, dir: PathBuf) -> Self {
+        Self {
+            node_id,
+            voters,
+            listen,
+            dir,
+            heartbeat_ms: 250,
+            election_timeout_min_ms: 1000,
+            election_timeout_max_ms: 2000,
+            write_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Who leads, as this node knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumStatus {
+    pub node_id: u64,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub last_applied: Option<u64>,
+    /// On the leader: each member's last replicated index.
+    pub replication: BTreeMap<u64, Option<u64>>,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+}
+
+/// A running quorum member.
+pub struct Quorum {
+    config: QuorumConfig,
+    raft: Raft,
+    state_machine: StateMachine,
+    log: LogStore,
+    server: tokio::task::JoinHandle<()>,
+    /// The connection forwarded writes use, and the address it goes to.
+    forward: tokio::sync::Mutex<Option<(String, network::Connection)>>,
+}
+
+impl Quorum {
+    /// Opens the quorum's storage, binds the controller listener and starts raft. A voter
+    /// whose log is empty proposes the configured voter set.
+    pub async fn start(
+        fs: Arc<dyn Fs>,
+        clock: Arc<dyn Clock>,
+        config: QuorumConfig,
+    ) -> Result<Arc<Self>, QuorumError> {
+        let dir = config.dir.join(QUORUM_DIR);
+        fs.create_dir_all(&dir)?;
+        let log = LogStore::open(fs.clone(), clock, &dir)?;
+        let state_machine = StateMachine::new(fs, &dir);
+        let raft_config = openraft::Config {
+            cluster_name: "strata".into(),
+            heartbeat_interval: config.heartbeat_ms,
+            election_timeout_min: config.election_timeout_min_ms,
+            election_timeout_max: config.election_timeout_max_ms,
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| QuorumError::Raft(e.to_string()))?;
+        let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            network::Network,
+            log.clone(),
+            state_machine.clone(),
+        )
+        .await
+        .map_err(|e| QuorumError::Raft(e.to_string()))?;
+        let server = tokio::spawn(network::serve(listener, raft.clone()));
+        if config.voters.contains_key(&config.node_id) {
+            let members: BTreeMap<u64, BasicNode> = config
+                .voters
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+                .collect();
+            match raft.initialize(members).await {
+                Ok(()) => info!(
+                    node_id = config.node_id,
+                    "metadata quorum initialized with the configured voters"
+                ),
+                Err(e) => debug!(error = %e, "metadata quorum already initialized"),
+            }
+        }
+        info!(node_id = config.node_id, listen = %config.listen, voters = ?config.voters, "metadata quorum started");
+        Ok(Arc::new(Self {
+            config,
+            raft,
+            state_machine,
+            log,
+            server,
+            forward: tokio::sync::Mutex::new(None),
+        }))
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.config.node_id
+    }
+
+    /// The latest applied image on this node.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.state_machine.image()
+    }
+
+    /// Follows every image this node applies, in order (intermediate ones may be skipped).
+    pub fn subscribe(&self) -> watch::Receiver<Published> {
+        self.state_machine.subscribe()
+    }
+
+    /// Appends `records` as one batch through the leader, wherever it is, and returns once
+    /// the batch is committed and applied on this node (so this node's image shows it).
+    pub async fn write(&self, records: Vec<MetadataRecord>) -> Result<u64, QuorumError> {
+        let batch = MetaBatch { records };
+        let deadline = Instant::now() + self.config.write_timeout;
+        let mut hint: Option<String> = None;
+        let mut last_error = String::from("no leader elected yet");
+        loop {
+            let leader = self.raft.current_leader().await;
+            let reply = if leader == Some(self.config.node_id) && hint.is_none() {
+                Some(network::write_locally(&self.raft, batch.clone()).await)
+            } else {
+                let addr = hint
+                    .take()
+                    .or_else(|| leader.and_then(|id| self.leader_address(id)));
+                match addr {
+                    Some(addr) => match self.forward_to(&addr, &batch).await {
+                        Ok(r) => Some(r),
+                        Err(e) => {
+                            last_error = format!("{addr}: {e}");
+                            None
+                        }
+                    },
+                    None => None,
+                }
+            };
+            match reply {
+                Some(WriteReply::Applied { index, rejected }) => {
+                    self.wait_applied(index, deadline).await?;
+                    return match rejected {
+                        Some(r) => Err(QuorumError::Rejected(r)),
+                        None => Ok(index),
+                    };
+                }
+                Some(WriteReply::NotLeader { leader }) => {
+                    hint = leader;
+                    last_error = "the contacted controller does not lead".into();
+                }
+                Some(WriteReply::Failed(e)) => return Err(QuorumError::Unavailable(e)),
+                None => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(QuorumError::Unavailable(last_error));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn leader_address(&self, id: u64) -> Option<String> {
+        if let Some(a) = self.config.voters.get(&id) {
+            return Some(a.clone());
+        }
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+    }
+
+    async fn forward_to(&self, addr: &str, batch: &MetaBatch) -> io::Result<WriteReply> {
+        let mut forward = self.forward.lock().await;
+        if forward.as_ref().is_none_or(|(a, _)| a != addr) {
+            *forward = Some((addr.to_string(), network::Connection::new(addr.to_string())));
+        }
+        let (_, connection) = forward.as_mut().expect("set above");
+        connection.write(batch, self.config.write_timeout).await
+    }
+
+    /// Waits until this node applied `index`.
+    pub async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), QuorumError> {
+        let mut rx = self.subscribe();
+        let wait = async move {
+            rx.wait_for(|p| p.index.is_some_and(|i| i >= index))
+                .await
+                .map(|_| ())
+        };
+        match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), wait).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(QuorumError::Unavailable("the quorum stopped".into())),
+            Err(_) => Err(QuorumError::Unavailable(format!(
+                "committed at {index} but not applied here in time"
+            ))),
+        }
+    }
+
+    /// Who leads and how far each member got, as this node knows it.
+    pub fn status(&self) -> QuorumStatus {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        QuorumStatus {
+            node_id: self.config.node_id,
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            last_applied: m.last_applied.as_ref().map(|l| l.index),
+            replication: m
+                .replication
+                .as_ref()
+                .map(|r| {
+                    r.iter()
+                        .map(|(id, l)| (*id, l.as_ref().map(|l| l.index)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+        }
+    }
+
+    /// Takes a snapshot of the image now (raft also takes them every 5000 entries) and lets
+    /// raft purge the log entries it covers.
+    pub async fn snapshot_now(&self) -> Result<(), QuorumError> {
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| QuorumError::Raft(e.to_string()))
+    }
+
+    /// Stops raft and the controller listener, and closes the log cleanly.
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+        self.server.abort();
+        if let Err(e) = self.log.close() {
+            tracing::warn!(error = %e, "closing the metadata quorum log");
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! The controller listener: raft's RPCs between quorum members, and metadata writes forwarded
+//! to the leader, over TCP.
+//!
+//! Framing (Strata's own, on the controller listener only): a request is one kind byte, a
+//! big-endian u32 length and that many bytes of JSON; the answer is a u32 length and JSON.
+//! Lengths above [`FRAME_MAX`] close the connection before anything is allocated for them.
+//! A connection carries one request at a time; a failed or timed-out call drops it and the
+//! next call connects again (raft retries on its own schedule).
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use openraft::alias::{SnapshotOf, VoteOf};
+use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::v2::RaftNetworkV2;
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, warn};
+
+use crate::{MetaBatch, Raft, Rejected, TypeConfig};
+
+type C = TypeConfig;
+
+/// The largest request or answer accepted (a snapshot of a large cluster's metadata).
+pub const FRAME_MAX: u32 = 256 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Kind {
+    AppendEntries = 1,
+    Vote = 2,
+    PreVote = 3,
+    Snapshot = 4,
+    Write = 5,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Self> {
+        Some(match b {
+            1 => Kind::AppendEntries,
+            2 => Kind::Vote,
+            3 => Kind::PreVote,
+            4 => Kind::Snapshot,
+            5 => Kind::Write,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotRequest {
+    vote: VoteOf<C>,
+    meta: openraft::alias::SnapshotMetaOf<C>,
+    data: Vec<u8>,
+}
+
+/// The answer to a forwarded metadata write.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum WriteReply {
+    /// Committed and applied at `index` (`rejected`: applied as a refusal, nothing changed).
+    Applied {
+        index: u64,
+        rejected: Option<Rejected>,
+    },
+    /// This node does not lead; `leader` is the controller address of the one that does, if
+    /// known.
+    NotLeader { leader: Option<String> },
+    /// The write may or may not have been committed (the leader changed meanwhile, or raft
+    /// stopped).
+    Failed(String),
+}
+
+async fn read_frame(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
+    let len = stream.read_u32().await?;
+    if len > FRAME_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes exceeds {FRAME_MAX}"),
+        ));
+    }
+    let mut buf = vec![0u8; len as usize];
+    stream.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+fn json<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(io::Error::other)
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> io::Result<T> {
+    serde_json::from_slice(body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Serves the controller listener until the process stops.
+pub async fn serve(listener: TcpListener, raft: Raft) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let raft = raft.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve_connection(stream, raft).await {
+                        debug!(%peer, error = %e, "controller connection closed");
+                    }
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "controller listener accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(mut stream: TcpStream, raft: Raft) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    loop {
+        let kind = match stream.read_u8().await {
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let kind = Kind::from_u8(kind).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unknown request kind {kind}"),
+            )
+        })?;
+        let body = read_frame(&mut stream).await?;
+        let answer = match kind {
+            Kind::AppendEntries => {
+                let req: AppendEntriesRequest<C> = parse(&body)?;
+                json(&raft.append_entries(req).await.map_err(io::Error::other)?)?
+            }
+            Kind::Vote => {
+                let req: VoteRequest<C> = parse(&body)?;
+                json(&raft.vote(req).await.map_err(io::Error::other)?)?
+            }
+            Kind::PreVote => {
+                let req: VoteRequest<C> = parse(&body)?;
+                json(&raft.pre_vote(req).await.map_err(io::Error::other)?)?
+            }
+            Kind::Snapshot => {
+                let req: SnapshotRequest = parse(&body)?;
+                let snapshot = SnapshotOf::<C, io::Cursor<Vec<u8>>> {
+                    meta: req.meta,
+                    snapshot: io::Cursor::new(req.data),
+                };
+                json(
+                    &raft
+                        .install_full_snapshot(req.vote, snapshot)
+                        .await
+                        .map_err(io::Error::other)?,
+                )?
+            }
+            Kind::Write => {
+                let batch: MetaBatch = parse(&body)?;
+                json(&write_locally(&raft, batch).await)?
+            }
+        };
+        stream.write_u32(answer.len() as u32).await?;
+        stream.write_all(&answer).await?;
+    }
+}
+
+/// Proposes `batch` through this node's raft.
+pub(crate) async fn write_locally(raft: &Raft, batch: MetaBatch) -> WriteReply {
+    match raft.client_write(batch).await {
+        Ok(r) => WriteReply::Applied {
+            index: r.log_id.index,
+            rejected: r.data.rejected,
+        },
+        Err(e) => match e.forward_to_leader() {
+            Some(f) => WriteReply::NotLeader {
+                leader: f.leader_node.as_ref().map(|n| n.addr.clone()),
+            },
+            None => WriteReply::Failed(e.to_string()),
+        },
+    }
+}
+
+/// One connection to a peer's controller listener.
+pub struct Connection {
+    addr: String,
+    stream: Option<TcpStream>,
+}
+
+impl Connection {
+    pub fn new(addr: String) -> Self {
+        Self { addr, stream: None }
+    }
+
+    /// Sends one request and reads its answer within `ttl`; any failure drops the connection.
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &mut self,
+        kind: Kind,
+        req: &Req,
+        ttl: Duration,
+    ) -> io::Result<Resp> {
+        let body = json(req)?;
+        let result = tokio::time::timeout(ttl, self.exchange(kind, &body)).await;
+        match result {
+            Ok(Ok(answer)) => parse(&answer),
+            Ok(Err(e)) => {
+                self.stream = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.stream = None;
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{kind:?} to {} timed out after {ttl:?}", self.addr),
+                ))
+            }
+        }
+    }
+
+    async fn exchange(&mut self, kind: Kind, body: &[u8]) -> io::Result<Vec<u8>> {
+        if self.stream.is_none() {
+            let s = TcpStream::connect(&self.addr).await?;
+            s.set_nodelay(true)?;
+            self.stream = Some(s);
+        }
+        let stream = self.stream.as_mut().expect("connected above");
+        let len = u32::try_from(body.len())
+            .ok()
+            .filter(|&l| l <= FRAME_MAX)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "request too large"))?;
+        let mut head = [0u8; 5];
+        head[0] = kind as u8;
+        head[1..].copy_from_slice(&len.to_be_bytes());
+        stream.write_all(&head).await?;
+        stream.write_all(body).await?;
+        read_frame(stream).await
+    }
+
+    /// Forwards a metadata write to this peer.
+    pub async fn write(&mut self, batch: &MetaBatch, ttl: Duration) -> io::Result<WriteReply> {
+        self.call(Kind::Write, batch, ttl).await
+    }
+
+    async fn rpc<Req: Serialize, Resp: DeserializeOwned>(
+        &mut self,
+        kind: Kind,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<C>> {
+        self.call(kind, req, option.soft_ttl())
+            .await
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+    }
+}
+
+/// Makes raft's connections to its peers.
+#[derive(Clone, Default)]
+pub struct Network;
+
+impl RaftNetworkFactory<C> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, _target: u64, node: &BasicNode) -> Self::Network {
+        Connection::new(node.addr.clone())
+    }
+}
+
+impl RaftNetworkV2<C> for Connection {
+    type SnapshotData = io::Cursor<Vec<u8>>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<C>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+        self.rpc(Kind::AppendEntries, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        self.rpc(Kind::Vote, &rpc, &option).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        self.rpc(Kind::PreVote, &rpc, &option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<C>,
+        snapshot: SnapshotOf<C, Self::SnapshotData>,
+        _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
+        let req = SnapshotRequest {
+            vote,
+            meta: snapshot.meta,
+            data: snapshot.snapshot.into_inner(),
+        };
+        self.call(Kind::Snapshot, &req, option.soft_ttl())
+            .await
+            .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))
+    }
+}
