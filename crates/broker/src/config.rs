@@ -25,6 +25,19 @@ pub struct BrokerConfig {
     pub listen: String,
     /// `HOST:PORT` clients are told to connect to (Metadata); defaults to `listen`.
     pub advertised_listener: Option<String>,
+    /// `controller.quorum.voters` (`1@host:port,2@host:port,…`): the metadata quorum's
+    /// voters and their controller listeners. Unset: a standalone node whose metadata log is
+    /// local (no quorum).
+    #[serde(alias = "controller.quorum.voters")]
+    pub controller_quorum_voters: Option<String>,
+    /// `HOST:PORT` the controller listener binds (raft between quorum members and writes
+    /// forwarded to the leader); defaults to this node's entry in the voters.
+    #[serde(alias = "controller.listener")]
+    pub controller_listen: Option<String>,
+    /// `process.roles`: "broker,controller" (a quorum voter that also serves clients, the
+    /// default with a quorum) or "broker" (serves clients and follows the quorum).
+    #[serde(alias = "process.roles")]
+    pub process_roles: String,
     /// `socket.request.max.bytes`: largest request frame accepted.
     #[serde(alias = "socket.request.max.bytes")]
     pub socket_request_max_bytes: usize,
@@ -188,6 +201,9 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("./strata-data"),
             listen: "127.0.0.1:9092".into(),
             advertised_listener: None,
+            controller_quorum_voters: None,
+            controller_listen: None,
+            process_roles: "broker,controller".into(),
             socket_request_max_bytes: strata_protocol::REQUEST_BYTES_MAX_DEFAULT,
             connections_max: 10_000,
             connection_in_flight_max: 64,
@@ -263,6 +279,63 @@ impl BrokerConfig {
                 .to_string(),
             port.parse().expect("validated port"),
         )
+    }
+
+    /// The quorum voters by node id, from `controller.quorum.voters` (None: standalone).
+    pub fn quorum_voters(
+        &self,
+    ) -> Result<Option<std::collections::BTreeMap<u64, String>>, ConfigError> {
+        let Some(spec) = &self.controller_quorum_voters else {
+            return Ok(None);
+        };
+        let mut voters = std::collections::BTreeMap::new();
+        for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let parsed = entry.split_once('@').and_then(|(id, addr)| {
+                let id = id.parse::<u64>().ok().filter(|&i| i <= i32::MAX as u64)?;
+                let (host, port) = addr.rsplit_once(':')?;
+                (!host.is_empty() && port.parse::<u16>().is_ok()).then(|| (id, addr.to_string()))
+            });
+            let Some((id, addr)) = parsed else {
+                return Err(ConfigError::Invalid(format!(
+                    "controller.quorum.voters entry '{entry}' is not ID@HOST:PORT"
+                )));
+            };
+            if voters.insert(id, addr).is_some() {
+                return Err(ConfigError::Invalid(format!(
+                    "controller.quorum.voters names node {id} twice"
+                )));
+            }
+        }
+        if voters.is_empty() {
+            return Err(ConfigError::Invalid(
+                "controller.quorum.voters is empty".into(),
+            ));
+        }
+        Ok(Some(voters))
+    }
+
+    /// Whether this node votes in the metadata quorum (`process.roles` has `controller`).
+    pub fn is_controller(&self) -> bool {
+        self.process_roles
+            .split(',')
+            .any(|r| r.trim() == "controller")
+    }
+
+    /// Where the controller listener binds, if this node runs the quorum.
+    pub fn controller_listen_addr(&self) -> Result<Option<String>, ConfigError> {
+        let Some(voters) = self.quorum_voters()? else {
+            return Ok(None);
+        };
+        if let Some(l) = &self.controller_listen {
+            return Ok(Some(l.clone()));
+        }
+        match voters.get(&(self.node_id as u64)) {
+            Some(a) => Ok(Some(a.clone())),
+            None => Err(ConfigError::Invalid(format!(
+                "node {} is not among controller.quorum.voters; give it --controller-listen",
+                self.node_id
+            ))),
+        }
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -365,6 +438,29 @@ impl BrokerConfig {
                 Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
                 _ => return bad(format!("{flag} '{v}' is not HOST:PORT")),
             }
+        }
+        let roles: Vec<&str> = self.process_roles.split(',').map(str::trim).collect();
+        if !roles.contains(&"broker") || roles.iter().any(|r| !["broker", "controller"].contains(r))
+        {
+            return bad(format!(
+                "process.roles '{}' must be \"broker,controller\" or \"broker\" (controller-only nodes are not supported yet)",
+                self.process_roles
+            ));
+        }
+        if let Some(voters) = self.quorum_voters()? {
+            if self.node_id < 0 {
+                return bad(format!("node.id {} must not be negative", self.node_id));
+            }
+            let votes = voters.contains_key(&(self.node_id as u64));
+            if self.is_controller() != votes {
+                return bad(format!(
+                    "node {} {} in controller.quorum.voters but process.roles is '{}'",
+                    self.node_id,
+                    if votes { "is" } else { "is not" },
+                    self.process_roles
+                ));
+            }
+            self.controller_listen_addr()?;
         }
         if let Err(e) = crate::topic_config::compression_type(&self.compression_type) {
             return bad(format!("compression_type: {e}"));

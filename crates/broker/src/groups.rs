@@ -215,7 +215,7 @@ impl Broker {
         partitions: i32,
         segment_bytes: u64,
     ) -> Result<(), TopicError> {
-        if self.partition(name, 0).is_some() {
+        if self.image().topic(name).is_some() {
             return Ok(());
         }
         let configs = BTreeMap::from([

@@ -14,31 +14,53 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, MutexGuard};
 
-use strata_cluster::{ImageDelta, MetadataImage, MetadataLog, MetadataRecord};
+use strata_cluster::{ImageDelta, MetadataImage, MetadataRecord};
 use strata_storage::RecoveryHint;
 use tracing::{info, warn};
 
-use crate::state::{is_internal_topic, TopicError};
+use crate::state::{is_internal_topic, Applied, MetadataStore, TopicError};
 use crate::Broker;
 
 impl Broker {
-    /// Appends `records` to the metadata log (synced) under the held metadata lock, then
-    /// applies to this node's partitions what changed. Returns the new image.
+    /// Commits `records` as one change under the held metadata lock, then applies to this
+    /// node's partitions what changed. Returns the new image.
+    ///
+    /// A standalone node appends to its metadata log (synced). A cluster member writes
+    /// through the quorum (forwarded to its leader) and, once the change is applied to this
+    /// node's image, catches its partitions up with every change applied so far, its own and
+    /// other nodes' (the same step the quorum follower task runs for changes made elsewhere).
     pub(crate) fn commit_metadata(
         &self,
-        mut metadata: MutexGuard<'_, MetadataLog>,
+        mut metadata: MutexGuard<'_, MetadataStore>,
         records: &[MetadataRecord],
     ) -> Result<Arc<MetadataImage>, TopicError> {
-        let old = metadata.image();
-        metadata.append(records)?;
-        let new = metadata.image();
+        let log = match &mut *metadata {
+            MetadataStore::Local(log) => log,
+            MetadataStore::Quorum(member) => {
+                let write = member.quorum.write(records.to_vec());
+                let result = member.block_on(write);
+                drop(metadata);
+                // Whatever happened, apply what the quorum applied meanwhile.
+                let caught_up = self.catch_up_with_quorum();
+                result?;
+                return caught_up;
+            }
+        };
+        let old = log.image();
+        log.append(records)?;
+        let new = log.image();
         let _applying = self.applying.lock().unwrap_or_else(|p| p.into_inner());
         drop(metadata);
         let delta = ImageDelta::between(&old, &new, self.config.node_id);
         let applied = self.apply_delta(&new, &delta);
         drop(_applying);
-        // Outside the lock: the group coordinator's lock is taken before this one elsewhere
-        // (creating `__consumer_offsets` on first use commits metadata under it).
+        self.after_delta(&new, &delta);
+        applied.map(|()| new)
+    }
+
+    /// Outside the `applying` lock: the group coordinator's lock is taken before this one
+    /// elsewhere (creating `__consumer_offsets` on first use commits metadata under it).
+    fn after_delta(&self, new: &MetadataImage, delta: &ImageDelta) {
         let deleted: std::collections::BTreeSet<&str> =
             delta.removed.iter().map(|r| r.topic.as_str()).collect();
         for topic in deleted {
@@ -46,7 +68,34 @@ impl Broker {
                 self.forget_topic_offsets(topic);
             }
         }
-        applied.map(|()| new)
+    }
+
+    /// On a cluster member: applies to this node's partitions every change the quorum
+    /// applied since the last call (one delta from the image applied before to the latest),
+    /// and makes the latest image the one this node serves from. Returns that image.
+    pub fn catch_up_with_quorum(&self) -> Result<Arc<MetadataImage>, TopicError> {
+        let Some(member) = &self.quorum else {
+            return Ok(self.image());
+        };
+        let applying = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+        let published = member.quorum.subscribe().borrow().clone();
+        let old = member
+            .applied
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if published.index <= old.index {
+            return Ok(old.image);
+        }
+        let delta = ImageDelta::between(&old.image, &published.image, self.config.node_id);
+        let applied = self.apply_delta(&published.image, &delta);
+        *member.applied.write().unwrap_or_else(|p| p.into_inner()) = Applied {
+            index: published.index,
+            image: published.image.clone(),
+        };
+        drop(applying);
+        self.after_delta(&published.image, &delta);
+        applied.map(|()| published.image)
     }
 
     /// Makes this node's partitions match `new`: removals first (a topic deleted and

@@ -17,6 +17,8 @@ pub enum ServeError {
     Config(#[from] crate::config::ConfigError),
     #[error("cannot open data directory: {0}")]
     Data(#[from] TopicError),
+    #[error("cannot start the metadata quorum: {0}")]
+    Quorum(#[from] strata_quorum::QuorumError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -55,8 +57,26 @@ pub async fn serve(
     let listen = config.listen.clone();
     // Internal topics and coordinators first; other partitions recover in the background
     // while the ones already open are served.
+    // A cluster member joins the metadata quorum first: its image is where the partitions
+    // to open come from.
+    let quorum = match config.quorum_voters()? {
+        Some(voters) => {
+            let listen = config
+                .controller_listen_addr()?
+                .expect("voters are configured");
+            let quorum_config = strata_quorum::QuorumConfig::new(
+                config.node_id as u64,
+                voters,
+                listen,
+                config.data_dir.clone(),
+            );
+            Some(strata_quorum::Quorum::start(fs.clone(), clock.clone(), quorum_config).await?)
+        }
+        None => None,
+    };
+    let opening = quorum.clone();
     let broker = Arc::new(tokio::task::block_in_place(|| {
-        Broker::open_deferred(config, fs, clock)
+        Broker::open_member(config, fs, clock, opening)
     })?);
     let local = listener.local_addr().map_err(|source| ServeError::Bind {
         addr: listen,
@@ -87,6 +107,9 @@ pub async fn serve(
         let _ = tokio::task::spawn_blocking(move || recovering.recover_deferred()).await;
         guard.0 = None;
     });
+    if let Some(q) = &quorum {
+        background.spawn(follow_quorum(broker.clone(), q.clone(), stop_rx.clone()));
+    }
     background.spawn(background_work(broker.clone(), stop_rx.clone()));
     background.spawn(crate::cleaner::cleaner_work(
         broker.clone(),
@@ -131,8 +154,37 @@ pub async fn serve(
     }
     while background.join_next().await.is_some() {}
     tokio::task::block_in_place(|| broker.close());
+    if let Some(q) = quorum {
+        q.shutdown().await;
+    }
     info!("shutdown complete: logs synced and closed");
     Ok(())
+}
+
+/// A cluster member's replica manager follows the quorum: every image applied there (a
+/// change made through any node) is applied to this node's partitions, in order.
+async fn follow_quorum(
+    broker: Arc<Broker>,
+    quorum: Arc<strata_quorum::Quorum>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut images = quorum.subscribe();
+    loop {
+        tokio::select! {
+            changed = images.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let b = broker.clone();
+                match tokio::task::spawn_blocking(move || b.catch_up_with_quorum()).await {
+                    Ok(Err(e)) => warn!(error = %e, "a metadata change was not fully applied"),
+                    Err(e) => warn!(error = %e, "applying a metadata change panicked"),
+                    Ok(Ok(_)) => {}
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// The group coordinator's clock, relaxed-mode flushes, retention, and recovery-point

@@ -23,6 +23,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use strata_cluster::{MetadataError, MetadataImage, MetadataLog, MetadataRecord, TopicImage};
+use strata_quorum::{Quorum, QuorumError};
 use strata_storage::log_manager::RecoveryState;
 use strata_storage::{
     Clock, FilesystemSync, Fs, Log, LogManager, Partition, RecoveryHint, StorageError,
@@ -55,6 +56,9 @@ pub enum TopicError {
     /// The data directory belongs to another cluster or node.
     #[error("{0}")]
     Identity(String),
+    /// The metadata quorum refused the change or could not be reached.
+    #[error("{0}")]
+    Quorum(#[from] QuorumError),
 }
 
 impl TopicError {
@@ -70,7 +74,66 @@ impl TopicError {
             TopicError::Metadata(MetadataError::TopicExists(_)) => TOPIC_ALREADY_EXISTS,
             TopicError::Metadata(_) | TopicError::Storage(_) => KAFKA_STORAGE_ERROR,
             TopicError::Identity(_) => UNKNOWN_SERVER_ERROR,
+            TopicError::Quorum(QuorumError::Rejected(r)) if r.topic_exists => TOPIC_ALREADY_EXISTS,
+            TopicError::Quorum(QuorumError::Rejected(_)) => INVALID_REQUEST,
+            // Retriable: clients try again (the quorum is electing, or a majority is away).
+            TopicError::Quorum(_) => NOT_CONTROLLER,
         }
+    }
+}
+
+/// Where this node's metadata changes go: its own metadata log (a standalone node), or the
+/// metadata quorum (a cluster member).
+pub enum MetadataStore {
+    Local(MetadataLog),
+    Quorum(QuorumMember),
+}
+
+/// A cluster member's view of the quorum: the quorum itself and the image whose changes
+/// this node has applied to its partitions (what it serves from).
+pub struct QuorumMember {
+    pub quorum: Arc<Quorum>,
+    pub(crate) applied: Arc<RwLock<Applied>>,
+    pub(crate) runtime: tokio::runtime::Handle,
+}
+
+/// The latest image the replica manager applied, and its quorum index.
+#[derive(Clone, Default)]
+pub(crate) struct Applied {
+    pub index: Option<u64>,
+    pub image: Arc<MetadataImage>,
+}
+
+impl MetadataStore {
+    /// The current image (on a cluster member: the one applied to this node's partitions).
+    pub fn image(&self) -> Arc<MetadataImage> {
+        match self {
+            MetadataStore::Local(log) => log.image(),
+            MetadataStore::Quorum(q) => q.applied_image(),
+        }
+    }
+
+    fn close(&mut self) -> Result<(), MetadataError> {
+        match self {
+            MetadataStore::Local(log) => log.close(),
+            // The quorum is stopped by the server (it is async).
+            MetadataStore::Quorum(_) => Ok(()),
+        }
+    }
+}
+
+impl QuorumMember {
+    pub(crate) fn applied_image(&self) -> Arc<MetadataImage> {
+        self.applied
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .image
+            .clone()
+    }
+
+    /// Runs a quorum call from synchronous code (a runtime worker or a blocking thread).
+    pub(crate) fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        tokio::task::block_in_place(|| self.runtime.block_on(f))
     }
 }
 
@@ -78,7 +141,10 @@ pub struct Broker {
     pub config: BrokerConfig,
     pub fs: Arc<dyn Fs>,
     pub clock: Arc<dyn Clock>,
-    metadata: Mutex<MetadataLog>,
+    metadata: Mutex<MetadataStore>,
+    /// Set on a cluster member (shares the quorum and the applied image with `metadata`, for
+    /// readers that must not wait behind a metadata write).
+    pub(crate) quorum: Option<QuorumMember>,
     /// Partitions by topic name, then partition index: looked up by `&str` on every
     /// produce and fetch, without allocating.
     partitions: RwLock<HashMap<String, BTreeMap<i32, Arc<Partition>>>>,
@@ -135,7 +201,7 @@ pub enum Availability {
     Unknown,
 }
 
-fn known_topic(metadata: &MetadataLog, name: &str) -> Result<TopicImage, TopicError> {
+fn known_topic(metadata: &MetadataStore, name: &str) -> Result<TopicImage, TopicError> {
     metadata
         .image()
         .topic(name)
@@ -191,10 +257,37 @@ impl Broker {
         fs: Arc<dyn Fs>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, TopicError> {
+        Self::open_member(config, fs, clock, None)
+    }
+
+    /// [`Broker::open_deferred`] for a cluster member: metadata comes from (and goes to) the
+    /// running `quorum` instead of a local metadata log. Called on a runtime worker thread.
+    pub fn open_member(
+        config: BrokerConfig,
+        fs: Arc<dyn Fs>,
+        clock: Arc<dyn Clock>,
+        quorum: Option<Arc<Quorum>>,
+    ) -> Result<Self, TopicError> {
         fs.create_dir_all(&config.data_dir)
             .map_err(|e| StorageError::io(&config.data_dir, e))?;
         Self::check_identity(fs.as_ref(), &config)?;
-        let metadata = MetadataLog::open(fs.clone(), clock.clone(), &config.data_dir)?;
+        let member = quorum.map(|quorum| QuorumMember {
+            quorum,
+            applied: Arc::new(RwLock::new(Applied::default())),
+            runtime: tokio::runtime::Handle::current(),
+        });
+        let metadata = match &member {
+            None => MetadataStore::Local(MetadataLog::open(
+                fs.clone(),
+                clock.clone(),
+                &config.data_dir,
+            )?),
+            Some(m) => MetadataStore::Quorum(QuorumMember {
+                quorum: m.quorum.clone(),
+                applied: m.applied.clone(),
+                runtime: m.runtime.clone(),
+            }),
+        };
         let (fs_for_logs, data_dir_for_logs) = (fs.clone(), config.data_dir.clone());
         let group_config = config.group_config();
         let txn_config = config.txn_config();
@@ -204,6 +297,7 @@ impl Broker {
             fs,
             clock,
             metadata: Mutex::new(metadata),
+            quorum: member,
             partitions: RwLock::new(HashMap::new()),
             data_arrived: Notify::new(),
             shutting_down: AtomicBool::new(false),
@@ -218,7 +312,17 @@ impl Broker {
             applying: Mutex::new(()),
         };
         broker.register()?;
-        let topics: Vec<TopicImage> = broker.image().topics().cloned().collect();
+        // What this node hosts (a standalone node hosts everything).
+        let node = broker.config.node_id;
+        let topics: Vec<TopicImage> = broker
+            .image()
+            .topics()
+            .map(|t| {
+                let mut t = t.clone();
+                t.partitions.retain(|_, p| p.replicas.contains(&node));
+                t
+            })
+            .collect();
         // Recovery state for every partition, from the data directory's checkpoints (the
         // clean-shutdown marker goes first, so a crash while opening means a recovery).
         let partition_count: usize = topics.iter().map(|t| t.partitions.len()).sum();
@@ -469,9 +573,21 @@ impl Broker {
         }
     }
 
-    /// The error for a request on a partition [`Broker::partition`] did not find.
+    /// The error for a request on a partition [`Broker::partition`] did not find: one that
+    /// exists but is hosted elsewhere (a cluster member) is NOT_LEADER_OR_FOLLOWER, so the
+    /// client refreshes its metadata and goes to the leader.
     pub fn missing_partition_error(&self, topic: &str, partition: i32) -> i16 {
-        crate::errors::missing_partition(self.availability(topic, partition))
+        let availability = self.availability(topic, partition);
+        if availability == Availability::Unknown
+            && self.quorum.is_some()
+            && self
+                .image()
+                .topic(topic)
+                .is_some_and(|t| t.partitions.contains_key(&partition))
+        {
+            return crate::errors::NOT_LEADER_OR_FOLLOWER;
+        }
+        crate::errors::missing_partition(availability)
     }
 
     /// Whether any partition found at start is still unopened (recovering or failed).
@@ -524,6 +640,9 @@ impl Broker {
     /// advertised endpoint and rack) and unfences it: on one node there is no controller to
     /// wait for, so both records go in one batch.
     fn register(&self) -> Result<(), TopicError> {
+        if let Some(member) = &self.quorum {
+            return self.register_with_quorum(member);
+        }
         let (host, port) = self.config.advertised_host_port();
         let node_id = self.config.node_id;
         let metadata = self.metadata();
@@ -548,6 +667,57 @@ impl Broker {
             ],
         )?;
         info!(node_id, broker_epoch = next_epoch, "broker registered");
+        Ok(())
+    }
+
+    /// Registers this broker through the quorum and takes the resulting image (everything
+    /// committed up to the registration) as the one its partitions are opened from. The
+    /// broker epoch is computed from this node's image, which may lag: a refusal (someone
+    /// registered in between) is retried from the newer image.
+    fn register_with_quorum(&self, member: &QuorumMember) -> Result<(), TopicError> {
+        let (host, port) = self.config.advertised_host_port();
+        let node_id = self.config.node_id;
+        let mut attempts = 0;
+        let index = loop {
+            let next_epoch = member
+                .quorum
+                .image()
+                .broker(node_id)
+                .map_or(0, |b| b.broker_epoch + 1);
+            let records = vec![
+                MetadataRecord::RegisterBroker {
+                    node_id,
+                    incarnation_id: Uuid::new_v4(),
+                    host: host.clone(),
+                    port,
+                    rack: self.config.broker_rack.clone(),
+                },
+                MetadataRecord::UnfenceBroker {
+                    node_id,
+                    broker_epoch: next_epoch,
+                },
+            ];
+            match member.block_on(member.quorum.write(records)) {
+                Ok(index) => {
+                    info!(
+                        node_id,
+                        broker_epoch = next_epoch,
+                        "broker registered with the metadata quorum"
+                    );
+                    break index;
+                }
+                Err(QuorumError::Rejected(r)) if attempts < 5 => {
+                    attempts += 1;
+                    warn!(error = %r, "registration refused; retrying from a newer image");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let image = member.quorum.image();
+        *member.applied.write().unwrap_or_else(|p| p.into_inner()) = Applied {
+            index: Some(index),
+            image,
+        };
         Ok(())
     }
 
@@ -604,13 +774,39 @@ impl Broker {
         })
     }
 
-    pub fn metadata(&self) -> MutexGuard<'_, MetadataLog> {
+    pub fn metadata(&self) -> MutexGuard<'_, MetadataStore> {
         self.metadata.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The current metadata image (an `Arc`: take it once per request).
+    /// The current metadata image (an `Arc`: take it once per request). On a cluster member,
+    /// the image applied to this node's partitions (read without waiting for a metadata
+    /// change in flight).
     pub fn image(&self) -> Arc<MetadataImage> {
-        self.metadata().image()
+        match &self.quorum {
+            Some(member) => member.applied_image(),
+            None => self.metadata().image(),
+        }
+    }
+
+    /// The broker leading the partition of internal topic `topic` that `key` (a group or
+    /// transactional id) maps to, as (node id, advertised host, port); None while it has no
+    /// live leader.
+    pub fn coordinator_endpoint(&self, topic: &str, key: &str) -> Option<(i32, String, i32)> {
+        let image = self.image();
+        let t = image.topic(topic)?;
+        let partition = strata_group::codec::partition_for(key, (t.partitions.len() as i32).max(1));
+        let leader = t.partitions.get(&partition)?.leader;
+        if leader == self.config.node_id && self.quorum.is_none() {
+            let (host, port) = self.config.advertised_host_port();
+            return Some((leader, host, port));
+        }
+        let b = image.broker(leader).filter(|b| !b.fenced)?;
+        Some((leader, b.host.clone(), b.port))
+    }
+
+    /// The metadata quorum, on a cluster member.
+    pub fn quorum(&self) -> Option<&Arc<Quorum>> {
+        self.quorum.as_ref().map(|m| &m.quorum)
     }
 
     pub(crate) fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
@@ -749,8 +945,19 @@ impl Broker {
         Ok(image.topic(name).expect("just created").clone())
     }
 
+    /// A new partition's record. A standalone node hosts everything; a cluster member places
+    /// each partition on one live broker, round-robin from a starting broker picked by the
+    /// topic id (one replica each: replication between brokers is not built yet).
     fn partition_record(&self, topic_id: Uuid, partition: i32) -> MetadataRecord {
-        let node = self.config.node_id;
+        let mut node = self.config.node_id;
+        if self.quorum.is_some() {
+            let image = self.image();
+            let live: Vec<i32> = image.live_brokers().map(|b| b.node_id).collect();
+            if !live.is_empty() {
+                let start = (topic_id.as_u128() % live.len() as u128) as usize;
+                node = live[(start + partition as usize) % live.len()];
+            }
+        }
         MetadataRecord::Partition {
             topic_id,
             partition,

@@ -24,6 +24,16 @@ pub struct ServeArgs {
     /// This node's id [default: the data directory's (meta.properties), else 1]
     #[arg(long, value_name = "N")]
     node_id: Option<i32>,
+    /// The metadata quorum's voters (controller.quorum.voters): ID@HOST:PORT,… [default:
+    /// none, a standalone node]
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    controller_quorum_voters: Option<String>,
+    /// Where this node's controller listener binds [default: its entry in the voters]
+    #[arg(long, value_name = "HOST:PORT")]
+    controller_listen: Option<String>,
+    /// process.roles: "broker,controller" or "broker" (follows the quorum without voting)
+    #[arg(long, value_name = "ROLES")]
+    process_roles: Option<String>,
 }
 
 fn load(args: ServeArgs) -> anyhow::Result<(BrokerConfig, std::fs::File)> {
@@ -47,6 +57,15 @@ fn load(args: ServeArgs) -> anyhow::Result<(BrokerConfig, std::fs::File)> {
     }
     if let Some(n) = args.node_id {
         config.node_id = n;
+    }
+    if let Some(v) = args.controller_quorum_voters {
+        config.controller_quorum_voters = Some(v);
+    }
+    if let Some(l) = args.controller_listen {
+        config.controller_listen = Some(l);
+    }
+    if let Some(r) = args.process_roles {
+        config.process_roles = r;
     }
     // A formatted directory supplies the identity the config leaves at its defaults; one
     // that differs from an explicit setting is refused when the broker opens it.

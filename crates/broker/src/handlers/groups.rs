@@ -36,60 +36,64 @@ pub fn find_coordinator(
     r: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let (host, port) = broker.config.advertised_host_port();
-    let node = BrokerId(broker.config.node_id);
-    let lookup = |key: &StrBytes| -> (i16, Option<String>) {
-        match r.key_type {
-            0 if key.is_empty() => (errors::INVALID_GROUP_ID, Some("empty group id".into())),
-            0 => match broker.ensure_offsets_topic() {
-                Ok(()) => (NONE, None),
-                Err(e) => (errors::COORDINATOR_NOT_AVAILABLE, Some(e.to_string())),
-            },
-            1 if key.is_empty() => (
-                errors::INVALID_REQUEST,
-                Some("empty transactional id".into()),
+    // The coordinator of a key is the leader of its internal topic partition (created on
+    // first use), answered with that broker's advertised endpoint.
+    let lookup = |key: &StrBytes| -> Result<(i32, String, i32), (i16, String)> {
+        let (topic, ensured) = match r.key_type {
+            0 if key.is_empty() => return Err((errors::INVALID_GROUP_ID, "empty group id".into())),
+            0 => (crate::groups::OFFSETS_TOPIC, broker.ensure_offsets_topic()),
+            1 if key.is_empty() => {
+                return Err((errors::INVALID_REQUEST, "empty transactional id".into()))
+            }
+            1 => (
+                crate::txn::TRANSACTION_STATE_TOPIC,
+                broker.ensure_transaction_state_topic(),
             ),
-            1 => match broker.ensure_transaction_state_topic() {
-                Ok(()) => (NONE, None),
-                Err(e) => (errors::COORDINATOR_NOT_AVAILABLE, Some(e.to_string())),
-            },
-            t => (
-                errors::INVALID_REQUEST,
-                Some(format!("unknown key type {t}")),
-            ),
-        }
+            t => return Err((errors::INVALID_REQUEST, format!("unknown key type {t}"))),
+        };
+        ensured.map_err(|e| (errors::COORDINATOR_NOT_AVAILABLE, e.to_string()))?;
+        broker.coordinator_endpoint(topic, key).ok_or_else(|| {
+            (
+                errors::COORDINATOR_NOT_AVAILABLE,
+                "the coordinator's partition has no live leader".into(),
+            )
+        })
     };
     let mut resp = FindCoordinatorResponse::default();
     if version >= 4 {
         for key in &r.coordinator_keys {
-            let (error_code, message) = lookup(key);
             let mut c = find_coordinator_response::Coordinator::default();
             c.key = key.clone();
-            c.error_code = error_code;
-            c.error_message = message.map(|m| str(&m));
-            if error_code == NONE {
-                c.node_id = node;
-                c.host = str(&host);
-                c.port = port;
-            } else {
-                c.node_id = BrokerId(-1);
-                c.port = -1;
+            match lookup(key) {
+                Ok((node, host, port)) => {
+                    c.node_id = BrokerId(node);
+                    c.host = str(&host);
+                    c.port = port;
+                }
+                Err((code, message)) => {
+                    c.error_code = code;
+                    c.error_message = Some(str(&message));
+                    c.node_id = BrokerId(-1);
+                    c.port = -1;
+                }
             }
             resp.coordinators.push(c);
         }
     } else {
-        let (error_code, message) = lookup(&r.key);
-        resp.error_code = error_code;
-        if version >= 1 {
-            resp.error_message = message.map(|m| str(&m));
-        }
-        if error_code == NONE {
-            resp.node_id = node;
-            resp.host = str(&host);
-            resp.port = port;
-        } else {
-            resp.node_id = BrokerId(-1);
-            resp.port = -1;
+        match lookup(&r.key) {
+            Ok((node, host, port)) => {
+                resp.node_id = BrokerId(node);
+                resp.host = str(&host);
+                resp.port = port;
+            }
+            Err((code, message)) => {
+                resp.error_code = code;
+                if version >= 1 {
+                    resp.error_message = Some(str(&message));
+                }
+                resp.node_id = BrokerId(-1);
+                resp.port = -1;
+            }
         }
     }
     resp
@@ -292,8 +296,12 @@ pub async fn offset_commit(broker: Arc<Broker>, r: OffsetCommitRequest) -> Offse
     let b = broker.clone();
     let high_watermark = move |topic: &str, p: i32| match b.partition(topic, p) {
         Some(p) => Some(p.high_watermark()),
-        // still recovering: known, its high watermark not yet
-        None => (b.availability(topic, p) != crate::state::Availability::Unknown).then_some(-1),
+        // still recovering, or hosted by another broker: known, its high watermark not here
+        None => (b.availability(topic, p) != crate::state::Availability::Unknown
+            || b.image()
+                .topic(topic)
+                .is_some_and(|t| t.partitions.contains_key(&p)))
+        .then_some(-1),
     };
     let (result, pending) = broker.group_call(|c| c.commit_offsets(req, now, &high_watermark));
     let stored = broker.group_complete(pending).await;

@@ -222,7 +222,11 @@ pub async fn txn_offset_commit(
     let high_watermark = move |topic: &str, p: i32| match b.partition(topic, p) {
         Some(p) => Some(p.high_watermark()),
         // still recovering: known, its high watermark not yet
-        None => (b.availability(topic, p) != crate::state::Availability::Unknown).then_some(-1),
+        None => (b.availability(topic, p) != crate::state::Availability::Unknown
+            || b.image()
+                .topic(topic)
+                .is_some_and(|t| t.partitions.contains_key(&p)))
+        .then_some(-1),
     };
     // Under the transaction coordinator's lock: verify, then append.
     let outcome = {
