@@ -452,12 +452,12 @@ impl BrokerConfig {
                 return bad(format!("node.id {} must not be negative", self.node_id));
             }
             let votes = voters.contains_key(&(self.node_id as u64));
-            if self.is_controller() != votes {
+            if !votes || !self.is_controller() {
+                // Broker-only members (raft learners that follow the quorum) are not built
+                // yet: refuse rather than start a node that would wait for a leader forever.
                 return bad(format!(
-                    "node {} {} in controller.quorum.voters but process.roles is '{}'",
-                    self.node_id,
-                    if votes { "is" } else { "is not" },
-                    self.process_roles
+                    "node {} must be one of controller.quorum.voters with process.roles \"broker,controller\" (broker-only nodes are not supported yet)",
+                    self.node_id
                 ));
             }
             self.controller_listen_addr()?;
@@ -541,6 +541,29 @@ impl BrokerConfig {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn quorum_voters_parse_and_bad_ones_are_refused() {
+        let mut c = BrokerConfig {
+            node_id: 2,
+            controller_quorum_voters: Some("1@a:1, 2@b:2,3@[::1]:3".into()),
+            ..BrokerConfig::default()
+        };
+        let voters = c.quorum_voters().unwrap().unwrap();
+        assert_eq!(voters.len(), 3);
+        assert_eq!(voters[&3], "[::1]:3");
+        assert_eq!(c.controller_listen_addr().unwrap().as_deref(), Some("b:2"));
+        c.validate().unwrap();
+        for bad in ["1@a", "x@a:1", "1@a:1,1@b:2", "", "1@:5"] {
+            c.controller_quorum_voters = Some(bad.into());
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        c.controller_quorum_voters = Some("1@a:1".into());
+        assert!(c.validate().is_err(), "a node outside the voters");
+        c.controller_quorum_voters = None;
+        c.process_roles = "controller".into();
+        assert!(c.validate().is_err(), "controller-only");
+    }
+
     use super::*;
 
     #[test]

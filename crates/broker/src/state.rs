@@ -85,7 +85,7 @@ impl TopicError {
 /// Where this node's metadata changes go: its own metadata log (a standalone node), or the
 /// metadata quorum (a cluster member).
 pub enum MetadataStore {
-    Local(MetadataLog),
+    Local(Box<MetadataLog>),
     Quorum(QuorumMember),
 }
 
@@ -277,11 +277,11 @@ impl Broker {
             runtime: tokio::runtime::Handle::current(),
         });
         let metadata = match &member {
-            None => MetadataStore::Local(MetadataLog::open(
+            None => MetadataStore::Local(Box::new(MetadataLog::open(
                 fs.clone(),
                 clock.clone(),
                 &config.data_dir,
-            )?),
+            )?)),
             Some(m) => MetadataStore::Quorum(QuorumMember {
                 quorum: m.quorum.clone(),
                 applied: m.applied.clone(),
@@ -312,14 +312,18 @@ impl Broker {
             applying: Mutex::new(()),
         };
         broker.register()?;
-        // What this node hosts (a standalone node hosts everything).
+        // What this node hosts: on a cluster member the partitions with a replica here; a
+        // standalone node hosts everything (also a directory written under another node id
+        // before identities existed).
         let node = broker.config.node_id;
-        let topics: Vec<TopicImage> = broker
-            .image()
+        let clustered = broker.quorum.is_some();
+        let image = broker.image();
+        let topics: Vec<TopicImage> = image
             .topics()
             .map(|t| {
                 let mut t = t.clone();
-                t.partitions.retain(|_, p| p.replicas.contains(&node));
+                t.partitions
+                    .retain(|_, p| !clustered || p.replicas.contains(&node));
                 t
             })
             .collect();
@@ -327,7 +331,16 @@ impl Broker {
         // clean-shutdown marker goes first, so a crash while opening means a recovery).
         let partition_count: usize = topics.iter().map(|t| t.partitions.len()).sum();
         let recovery = broker.log_manager.begin_recovery(partition_count)?;
-        let mut live_dirs = std::collections::HashSet::new();
+        // Only directories of partitions the metadata no longer has are ever removed (one
+        // hosted elsewhere is kept: its replica may come back here).
+        let mut live_dirs: std::collections::HashSet<PathBuf> = image
+            .topics()
+            .flat_map(|t| {
+                t.partitions
+                    .keys()
+                    .map(|&p| broker.partition_dir(&t.name, p))
+            })
+            .collect();
         let (mut internal, mut others) = (Vec::new(), Vec::new());
         for topic in &topics {
             for &p in topic.partitions.keys() {
