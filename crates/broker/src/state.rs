@@ -603,6 +603,21 @@ impl Broker {
         crate::errors::missing_partition(availability)
     }
 
+    /// An offset commit's view of a partition: its high watermark when open here, -1 when it
+    /// exists but its high watermark is not known here (still recovering, or hosted by
+    /// another broker), None when there is no such partition.
+    pub fn high_watermark_if_known(&self, topic: &str, partition: i32) -> Option<i64> {
+        if let Some(p) = self.partition(topic, partition) {
+            return Some(p.high_watermark());
+        }
+        let known = self.availability(topic, partition) != Availability::Unknown
+            || self
+                .image()
+                .topic(topic)
+                .is_some_and(|t| t.partitions.contains_key(&partition));
+        known.then_some(-1)
+    }
+
     /// Whether any partition found at start is still unopened (recovering or failed).
     pub fn has_unopened_partitions(&self) -> bool {
         self.unopened.load(Ordering::SeqCst) > 0

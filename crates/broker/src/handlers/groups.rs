@@ -294,15 +294,7 @@ pub async fn offset_commit(broker: Arc<Broker>, r: OffsetCommitRequest) -> Offse
     };
     let now = broker.clock.now_ms();
     let b = broker.clone();
-    let high_watermark = move |topic: &str, p: i32| match b.partition(topic, p) {
-        Some(p) => Some(p.high_watermark()),
-        // still recovering, or hosted by another broker: known, its high watermark not here
-        None => (b.availability(topic, p) != crate::state::Availability::Unknown
-            || b.image()
-                .topic(topic)
-                .is_some_and(|t| t.partitions.contains_key(&p)))
-        .then_some(-1),
-    };
+    let high_watermark = move |topic: &str, p: i32| b.high_watermark_if_known(topic, p);
     let (result, pending) = broker.group_call(|c| c.commit_offsets(req, now, &high_watermark));
     let stored = broker.group_complete(pending).await;
     let result = result.map_err(|e| group_error_code(&e));

@@ -219,15 +219,7 @@ pub async fn txn_offset_commit(
     let now = broker.clock.now_ms();
     let offsets_partition = broker.groups.coordinator().partition_for(&req.group_id);
     let b = broker.clone();
-    let high_watermark = move |topic: &str, p: i32| match b.partition(topic, p) {
-        Some(p) => Some(p.high_watermark()),
-        // still recovering: known, its high watermark not yet
-        None => (b.availability(topic, p) != crate::state::Availability::Unknown
-            || b.image()
-                .topic(topic)
-                .is_some_and(|t| t.partitions.contains_key(&p)))
-        .then_some(-1),
-    };
+    let high_watermark = move |topic: &str, p: i32| b.high_watermark_if_known(topic, p);
     // Under the transaction coordinator's lock: verify, then append.
     let outcome = {
         let inner = broker.txns.lock();
