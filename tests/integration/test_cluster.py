@@ -4,6 +4,7 @@ brokers, and real clients (librdkafka) produce, consume and commit offsets acros
 metadata survives the loss and restart of the quorum's leader and a restart of every node.
 (Replication between brokers is not built yet: each partition has one replica.)"""
 import concurrent.futures
+import signal
 import time
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -159,6 +160,58 @@ def test_metadata_survives_the_quorum_leader_dying_and_every_node_restarting(tmp
         assert set(wait_for(lambda: leaders(admin, "after"), what="topics after restart")) == {0, 1, 2}
         got, _ = consume_all(bootstrap(nodes), "before", "audit", 90)
         assert sorted(got) == sorted(acked)
+    finally:
+        for b in nodes:
+            b.stop()
+
+
+def segment_bytes(node, topic, partition):
+    d = node.data_dir / f"{topic}-{partition}"
+    return b"".join(p.read_bytes() for p in sorted(d.glob("*.log")))
+
+
+def test_three_replicas_hold_the_same_bytes_and_acks_all_waits_for_them(tmp_path):
+    nodes = start_cluster(tmp_path)
+    try:
+        admin = AdminClient({"bootstrap.servers": bootstrap(nodes)})
+        fs = admin.create_topics([NewTopic("replicated", 3, 3)], request_timeout=60)
+        fs["replicated"].result(60)
+        md = admin.list_topics(timeout=10).topics["replicated"]
+        for p in md.partitions.values():
+            assert sorted(p.replicas) == [1, 2, 3] and sorted(p.isrs) == [1, 2, 3], p
+        acked = produce(bootstrap(nodes), "replicated", 900, "r")
+        got, _ = consume_all(bootstrap(nodes), "replicated", "readers", 900)
+        assert sorted(got) == sorted(acked)
+        # Every replica holds the same bytes at the same offsets (follower fetch copies the
+        # leader's batches as stored).
+        for partition in range(3):
+            leader_bytes = wait_for(
+                lambda: (lambda bs: bs[0] if len(set(bs)) == 1 and bs[0] else None)(
+                    [segment_bytes(n, "replicated", partition) for n in nodes]),
+                what=f"identical replicas of partition {partition}")
+            assert len(leader_bytes) > 0
+        # A paused follower holds back acks=all (it is in the ISR), not acks=1.
+        leader = md.partitions[0].leader
+        follower = next(n for i, n in enumerate(nodes) if i + 1 != leader)
+        follower.proc.send_signal(signal.SIGSTOP)
+        try:
+            results = {}
+            for acks in ("all", "1"):
+                p = Producer({"bootstrap.servers": bootstrap(nodes), "acks": acks,
+                              "request.timeout.ms": 2000, "message.timeout.ms": 3000,
+                              "retries": 0})
+                out = []
+                p.produce("replicated", partition=0, value=b"x",
+                          on_delivery=lambda e, m: out.append(e))
+                p.flush(10)
+                results[acks] = out
+            assert results["1"] == [None], results
+            assert results["all"] and results["all"][0] is not None, results
+        finally:
+            follower.proc.send_signal(signal.SIGCONT)
+        # Once it is back the same write completes.
+        acked_after = produce(bootstrap(nodes), "replicated", 10, "after")
+        assert len(acked_after) == 10
     finally:
         for b in nodes:
             b.stop()

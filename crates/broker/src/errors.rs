@@ -66,6 +66,9 @@ pub const FENCED_LEADER_EPOCH: i16 = ResponseError::FencedLeaderEpoch.code();
 pub const UNKNOWN_LEADER_EPOCH: i16 = ResponseError::UnknownLeaderEpoch.code();
 pub const NOT_LEADER_OR_FOLLOWER: i16 = ResponseError::NotLeaderOrFollower.code();
 pub const NOT_CONTROLLER: i16 = ResponseError::NotController.code();
+pub const NOT_ENOUGH_REPLICAS: i16 = ResponseError::NotEnoughReplicas.code();
+pub const OFFSET_OUT_OF_RANGE: i16 = ResponseError::OffsetOutOfRange.code();
+pub const REQUEST_TIMED_OUT: i16 = ResponseError::RequestTimedOut.code();
 pub const LEADER_NOT_AVAILABLE: i16 = ResponseError::LeaderNotAvailable.code();
 
 /// A request on a partition this broker has no open log for: still recovering after a

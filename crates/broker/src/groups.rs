@@ -224,7 +224,8 @@ impl Broker {
             ("retention.bytes".to_string(), "-1".to_string()),
             ("segment.bytes".to_string(), segment_bytes.to_string()),
         ]);
-        match self.create_topic_unchecked(name, partitions, configs, false) {
+        // One replica until coordinators answer only once their writes are replicated.
+        match self.create_topic_unchecked(name, partitions, 1, configs, false) {
             Ok(_) | Err(TopicError::AlreadyExists(_)) => Ok(()),
             Err(TopicError::Metadata(strata_cluster::MetadataError::TopicExists(_))) => Ok(()),
             Err(e) => Err(e),

@@ -15,6 +15,7 @@ pub mod cleaner;
 pub mod config;
 pub mod connection;
 pub mod errors;
+mod fetcher;
 pub mod groups;
 pub mod handlers;
 pub mod replicas;

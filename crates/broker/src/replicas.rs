@@ -131,7 +131,8 @@ impl Broker {
         // versus following arrives with replication: on one node the leader is this node.)
         for (at, p) in &delta.leadership {
             if let Some(partition) = self.partition(&at.topic, at.partition) {
-                partition.set_leader_epoch(p.leader_epoch);
+                let min_isr = partition.log().config().min_insync_replicas.max(1) as usize;
+                self.set_role(&partition, p, min_isr);
             }
         }
         if delta.broker_configs_changed {

@@ -109,6 +109,7 @@ pub async fn serve(
     });
     if let Some(q) = &quorum {
         background.spawn(follow_quorum(broker.clone(), q.clone(), stop_rx.clone()));
+        background.spawn(crate::fetcher::supervise(broker.clone(), stop_rx.clone()));
     }
     background.spawn(background_work(broker.clone(), stop_rx.clone()));
     background.spawn(crate::cleaner::cleaner_work(

@@ -865,13 +865,37 @@ impl Broker {
             .get(&partition)
             .map(|p| p.leader_epoch)
             .unwrap_or(0);
+        let min_isr = log.config().min_insync_replicas.max(1) as usize;
         let p = Arc::new(Partition::new(topic.name.clone(), partition, epoch, log));
+        if let Some(image) = topic.partitions.get(&partition) {
+            self.set_role(&p, image, min_isr);
+        }
         self.partitions
             .write()
             .expect("partitions lock")
             .entry(topic.name.clone())
             .or_default()
             .insert(partition, p);
+    }
+
+    /// Leader or follower, as the image says (a cluster member; a standalone node leads
+    /// everything and keeps its single-replica rules).
+    pub(crate) fn set_role(
+        &self,
+        p: &Partition,
+        image: &strata_cluster::PartitionImage,
+        min_insync_replicas: usize,
+    ) {
+        if self.quorum.is_none() {
+            p.set_leader_epoch(image.leader_epoch);
+            return;
+        }
+        let node = self.config.node_id;
+        if image.leader == node {
+            p.become_leader(node, image.leader_epoch, &image.isr, min_insync_replicas);
+        } else {
+            p.become_follower(node, image.leader, image.leader_epoch);
+        }
     }
 
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
@@ -904,6 +928,7 @@ impl Broker {
         &self,
         name: &str,
         partitions: i32,
+        replication_factor: i16,
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<TopicImage, TopicError> {
@@ -914,7 +939,7 @@ impl Broker {
                 "Creation of internal topic {name} is prohibited."
             )));
         }
-        self.create_topic_unchecked(name, partitions, configs, validate_only)
+        self.create_topic_unchecked(name, partitions, replication_factor, configs, validate_only)
     }
 
     /// [`Broker::create_topic`] without the internal-topic check.
@@ -922,10 +947,12 @@ impl Broker {
         &self,
         name: &str,
         partitions: i32,
+        replication_factor: i16,
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<TopicImage, TopicError> {
         validate_topic_name(name)?;
+        let replication_factor = self.replication_factor(replication_factor)?;
         if partitions < 1 {
             return Err(TopicError::InvalidPartitions(format!(
                 "Number of partitions must be at least 1, got {partitions}."
@@ -960,7 +987,9 @@ impl Broker {
             topic_id,
             configs,
         }];
-        records.extend((0..partitions).map(|p| self.partition_record(topic_id, p)));
+        records.extend(
+            (0..partitions).map(|p| self.partition_record(topic_id, p, replication_factor)),
+        );
         if validate_only {
             let mut img = (*metadata.image()).clone();
             for r in &records {
@@ -973,26 +1002,60 @@ impl Broker {
         Ok(image.topic(name).expect("just created").clone())
     }
 
+    /// The replication factor a CreateTopics asks for (-1: `default.replication.factor`),
+    /// checked against the live brokers (one on a standalone node).
+    fn replication_factor(&self, requested: i16) -> Result<usize, TopicError> {
+        let rf = if requested == -1 {
+            self.config.default_replication_factor
+        } else {
+            requested
+        };
+        let available = if self.quorum.is_some() {
+            self.image().live_brokers().count()
+        } else {
+            1
+        };
+        if rf < 1 {
+            return Err(TopicError::InvalidReplicationFactor(
+                "Replication factor must be larger than 0, or -1 to use the default value."
+                    .to_string(),
+            ));
+        }
+        if rf as usize > available {
+            return Err(TopicError::InvalidReplicationFactor(format!(
+                "Replication factor: {rf} larger than available brokers: {available}."
+            )));
+        }
+        Ok(rf as usize)
+    }
+
     /// A new partition's record. A standalone node hosts everything; a cluster member places
-    /// each partition on one live broker, round-robin from a starting broker picked by the
-    /// topic id (one replica each: replication between brokers is not built yet).
-    fn partition_record(&self, topic_id: Uuid, partition: i32) -> MetadataRecord {
-        let mut node = self.config.node_id;
+    /// `replication_factor` replicas on consecutive live brokers, starting round-robin from
+    /// a broker picked by the topic id, the first one leading.
+    fn partition_record(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        replication_factor: usize,
+    ) -> MetadataRecord {
+        let mut replicas = vec![self.config.node_id];
         if self.quorum.is_some() {
             let image = self.image();
             let live: Vec<i32> = image.live_brokers().map(|b| b.node_id).collect();
             if !live.is_empty() {
                 let start = (topic_id.as_u128() % live.len() as u128) as usize;
-                node = live[(start + partition as usize) % live.len()];
+                replicas = (0..replication_factor.min(live.len()))
+                    .map(|i| live[(start + partition as usize + i) % live.len()])
+                    .collect();
             }
         }
         MetadataRecord::Partition {
             topic_id,
             partition,
-            leader: node,
+            leader: replicas[0],
             leader_epoch: 0,
-            replicas: vec![node],
-            isr: vec![node],
+            isr: replicas.clone(),
+            replicas,
         }
     }
 
@@ -1017,8 +1080,13 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
+        let replication_factor = topic
+            .partitions
+            .values()
+            .next()
+            .map_or(1, |p| p.replicas.len().max(1));
         let records: Vec<_> = (current..count)
-            .map(|p| self.partition_record(topic.topic_id, p))
+            .map(|p| self.partition_record(topic.topic_id, p, replication_factor))
             .collect();
         self.commit_metadata(metadata, &records)?;
         info!(

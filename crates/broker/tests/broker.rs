@@ -273,7 +273,7 @@ fn topic_names_are_validated_like_kafka() {
     let broker =
         strata_broker::Broker::open(config, Arc::new(SimFs::new()), Arc::new(SystemClock)).unwrap();
     broker
-        .create_topic("a.b", 1, Default::default(), false)
+        .create_topic("a.b", 1, -1, Default::default(), false)
         .unwrap();
     for bad in [
         "a_b",
@@ -286,16 +286,16 @@ fn topic_names_are_validated_like_kafka() {
         "__cluster_metadata",
     ] {
         let err = broker
-            .create_topic(bad, 1, Default::default(), false)
+            .create_topic(bad, 1, -1, Default::default(), false)
             .unwrap_err();
         assert!(matches!(err, TopicError::InvalidTopic(_)), "{bad:?}: {err}");
     }
     assert!(matches!(
-        broker.create_topic("a.b", 1, Default::default(), false),
+        broker.create_topic("a.b", 1, -1, Default::default(), false),
         Err(TopicError::AlreadyExists(_))
     ));
     assert!(matches!(
-        broker.create_topic("zero", 0, Default::default(), false),
+        broker.create_topic("zero", 0, -1, Default::default(), false),
         Err(TopicError::InvalidPartitions(_))
     ));
     assert!(matches!(
@@ -305,7 +305,7 @@ fn topic_names_are_validated_like_kafka() {
     broker.create_partitions("a.b", 4, false).unwrap();
     assert!(broker.partition("a.b", 3).is_some());
     broker
-        .create_topic("dry", 2, Default::default(), true)
+        .create_topic("dry", 2, -1, Default::default(), true)
         .unwrap();
     assert!(
         broker.image().topic("dry").is_none(),

@@ -26,7 +26,8 @@ fn open(fs: &SimFs, c: BrokerConfig) -> Result<Broker, TopicError> {
 fn a_directory_serves_only_its_own_cluster_and_node() {
     let fs = SimFs::new();
     let b = open(&fs, config("c1", 1)).unwrap();
-    b.create_topic("t", 1, Default::default(), false).unwrap();
+    b.create_topic("t", 1, -1, Default::default(), false)
+        .unwrap();
     b.close();
     drop(b);
     let meta = MetaProperties::read(&fs, Path::new("/data"))

@@ -97,7 +97,7 @@ async fn partitions_still_recovering_answer_retriably_and_serve_once_open() {
     let broker =
         Arc::new(Broker::open(config(), Arc::new(fs.clone()), Arc::new(SystemClock)).unwrap());
     broker
-        .create_topic("t", 8, Default::default(), false)
+        .create_topic("t", 8, -1, Default::default(), false)
         .unwrap();
     for p in 0..8 {
         for i in 0..=p {
@@ -162,10 +162,10 @@ async fn a_topic_deleted_while_its_partitions_wait_for_recovery_is_never_opened(
     let broker =
         Arc::new(Broker::open(config(), Arc::new(fs.clone()), Arc::new(SystemClock)).unwrap());
     broker
-        .create_topic("gone", 4, Default::default(), false)
+        .create_topic("gone", 4, -1, Default::default(), false)
         .unwrap();
     broker
-        .create_topic("kept", 2, Default::default(), false)
+        .create_topic("kept", 2, -1, Default::default(), false)
         .unwrap();
     assert_eq!(produce(&broker, "gone", 0, "x").await, 0);
     assert_eq!(produce(&broker, "kept", 1, "y").await, 0);
@@ -203,7 +203,7 @@ async fn a_partition_that_fails_to_open_does_not_hold_the_others_back() {
     let broker =
         Arc::new(Broker::open(config(), Arc::new(fs.clone()), Arc::new(SystemClock)).unwrap());
     broker
-        .create_topic("t", 2, Default::default(), false)
+        .create_topic("t", 2, -1, Default::default(), false)
         .unwrap();
     assert_eq!(produce(&broker, "t", 0, "a").await, 0);
     assert_eq!(produce(&broker, "t", 1, "b").await, 0);

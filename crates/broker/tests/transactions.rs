@@ -179,7 +179,7 @@ async fn kip890_epoch_bump_fences_late_writes_and_late_end_txn() {
     let fs = SimFs::new();
     let broker = open(&fs);
     broker
-        .create_topic("t", 1, Default::default(), false)
+        .create_topic("t", 1, -1, Default::default(), false)
         .unwrap();
     let (pid, e0) = init(&broker, "tx").await;
     assert_eq!(add_partition(&broker, "tx", pid, e0, "t").await, 0);
@@ -221,10 +221,10 @@ async fn transactional_writes_need_a_verified_transaction() {
     let fs = SimFs::new();
     let broker = open(&fs);
     broker
-        .create_topic("t", 1, Default::default(), false)
+        .create_topic("t", 1, -1, Default::default(), false)
         .unwrap();
     broker
-        .create_topic("u", 1, Default::default(), false)
+        .create_topic("u", 1, -1, Default::default(), false)
         .unwrap();
     let (pid, e0) = init(&broker, "tx").await;
     // No transaction yet; then a partition not added; then no transactional id at all.
@@ -259,7 +259,7 @@ async fn crash_between_prepare_commit_and_markers_is_finished_at_start() {
     let fs = SimFs::new();
     let broker = open(&fs);
     broker
-        .create_topic("t", 1, Default::default(), false)
+        .create_topic("t", 1, -1, Default::default(), false)
         .unwrap();
     let (pid, epoch) = init(&broker, "tx").await;
     assert_eq!(add_partition(&broker, "tx", pid, epoch, "t").await, 0);
@@ -353,7 +353,7 @@ async fn stale_partition_directories_with_cleaner_leftovers_are_removed() {
     let fs = SimFs::new();
     let broker = open(&fs);
     broker
-        .create_topic("gone", 1, Default::default(), false)
+        .create_topic("gone", 1, -1, Default::default(), false)
         .unwrap();
     broker.delete_topic("gone").unwrap();
     drop(broker);

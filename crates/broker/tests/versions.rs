@@ -589,7 +589,7 @@ async fn every_advertised_version_encodes_its_responses() {
     let broker =
         Arc::new(Broker::open(config, Arc::new(SimFs::new()), Arc::new(SystemClock)).unwrap());
     broker
-        .create_topic("t", 1, Default::default(), false)
+        .create_topic("t", 1, -1, Default::default(), false)
         .unwrap();
     broker.partition("t", 0).unwrap().append(&batch()).unwrap();
     let mut checked = 0;

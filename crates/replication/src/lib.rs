@@ -82,6 +82,10 @@ impl PartitionReplicas {
         &self.isr
     }
 
+    pub fn min_insync_replicas(&self) -> usize {
+        self.min_insync_replicas
+    }
+
     /// The leader's own durable end moved (a sync finished; in relaxed mode, an append).
     /// Returns the new high watermark if it advanced.
     pub fn leader_end(&mut self, end: i64, now_ms: i64) -> Option<i64> {

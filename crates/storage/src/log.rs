@@ -36,8 +36,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use strata_records::{
-    control_batch, control_type, decode_records, set_base_offset, set_log_append_time_split,
-    set_partition_leader_epoch, validate_produce, BatchHeader, BatchSpan, BATCH_HEADER_BYTES,
+    control_batch, control_type, decode_records, scan_batches, set_base_offset,
+    set_log_append_time_split, set_partition_leader_epoch, validate_produce, BatchHeader,
+    BatchSpan, ScanStop, BATCH_HEADER_BYTES,
 };
 use tracing::{info, warn};
 
@@ -945,6 +946,59 @@ impl Log {
             warn!(dir = %self.dir.display(), error = %e, "could not write the producer state snapshot");
         }
         Ok(())
+    }
+
+    /// Appends batches exactly as the leader stored them (a follower's fetch): offsets,
+    /// leader epochs and timestamps are kept, each batch is CRC-checked and must start at or
+    /// after the log end offset (a compacted leader log has gaps), and producer state and the
+    /// leader epoch cache follow as recovery would rebuild them from the same bytes. A
+    /// trailing partial batch is ignored (the next fetch brings it whole). Returns the offset
+    /// range appended, or None if `records` held no whole batch.
+    pub fn append_replicated(&mut self, records: &[u8]) -> Result<Option<(i64, i64)>> {
+        if self.failed {
+            return Err(StorageError::LogDirFailed(self.dir.clone()));
+        }
+        let (spans, stop) = scan_batches(records, Some(self.log_end_offset()));
+        if let ScanStop::Corrupt { error, .. } = stop {
+            return Err(StorageError::InvalidBatch(error));
+        }
+        let (Some(first), Some(last)) = (spans.first(), spans.last()) else {
+            return Ok(None);
+        };
+        let range = (first.header.base_offset, last.header.last_offset());
+        let now = self.clock.now_ms();
+        for span in &spans {
+            let bytes = &records[span.position..span.position + span.len()];
+            let h = span.header;
+            self.maybe_roll(bytes.len() as u64, now)?;
+            self.begin_epoch(h.partition_leader_epoch)?;
+            self.active.append(&[bytes], &[(0, h)], now)?;
+            self.appended_bytes += bytes.len() as u64;
+            self.unflushed_messages += i64::from(h.records_count);
+            let timestamp = h.max_timestamp.max(h.base_timestamp);
+            if h.is_control() {
+                if let Some(commit) = control_type(bytes) {
+                    self.producers.apply_marker(&h, commit, timestamp);
+                }
+            } else {
+                self.producers.apply(&h, timestamp);
+            }
+        }
+        if !self.config.is_durable() && !self.partition_owns_high_watermark {
+            self.high_watermark = self.log_end_offset();
+        }
+        Ok(Some(range))
+    }
+
+    /// Whole batches from `offset` up to the log end offset, not the high watermark (what a
+    /// follower fetches: the leader's uncommitted tail too). At least one batch.
+    pub fn slice_replica(&self, offset: i64, max_bytes: usize) -> Result<Option<SegmentSlice>> {
+        self.slice_upto(offset, max_bytes, self.log_end_offset())
+    }
+
+    /// The latest leader epoch in this log (-1 if none): a follower's `last_fetched_epoch`.
+    pub fn latest_epoch(&self) -> i32 {
+        self.epochs.latest_epoch().unwrap_or(-1)
     }
 
     /// Removes every batch from the one holding `offset` on, so the log ends at `offset`

@@ -36,6 +36,10 @@ pub struct Partition {
     flush_lock: Mutex<()>,
     /// The in-sync replicas and their durable ends (this replica alone on one node).
     replicas: Mutex<PartitionReplicas>,
+    /// This replica's node id, and the leader's as cluster metadata says: equal on the
+    /// leader (a standalone node leads everything).
+    replica_id: AtomicI32,
+    leader_id: AtomicI32,
 }
 
 impl Partition {
@@ -49,12 +53,94 @@ impl Partition {
             log: Mutex::new(log),
             flush_lock: Mutex::new(()),
             replicas: Mutex::new(replicas),
+            replica_id: AtomicI32::new(LOCAL_REPLICA),
+            leader_id: AtomicI32::new(LOCAL_REPLICA),
         }
     }
 
+    /// Whether this replica leads the partition (takes produces, serves consumers).
+    pub fn is_leader(&self) -> bool {
+        self.leader_id.load(Ordering::SeqCst) == self.replica_id.load(Ordering::SeqCst)
+    }
+
+    /// The leader's node id as cluster metadata says.
+    pub fn leader_id(&self) -> i32 {
+        self.leader_id.load(Ordering::SeqCst)
+    }
+
+    /// This replica (node `local`) leads in `epoch` with `isr`: the replication rules start
+    /// over from its own end; followers count once they fetch (until then the high
+    /// watermark stays where it is, unless the ISR is this replica alone).
+    pub fn become_leader(&self, local: i32, epoch: i32, isr: &[i32], min_insync_replicas: usize) {
+        let mut log = self.log();
+        self.replica_id.store(local, Ordering::SeqCst);
+        self.leader_id.store(local, Ordering::SeqCst);
+        self.set_leader_epoch(epoch);
+        let isr = if isr.contains(&local) {
+            isr.to_vec()
+        } else {
+            vec![local]
+        };
+        *self.replicas.lock().unwrap_or_else(|p| p.into_inner()) =
+            PartitionReplicas::new(local, &isr, min_insync_replicas, log.high_watermark());
+        self.update_high_watermark(&mut log);
+    }
+
+    /// This replica (node `local`) follows `leader` in `epoch`: it takes only the leader's
+    /// batches, and its high watermark only from the leader.
+    pub fn become_follower(&self, local: i32, leader: i32, epoch: i32) {
+        self.replica_id.store(local, Ordering::SeqCst);
+        self.leader_id.store(leader, Ordering::SeqCst);
+        self.set_leader_epoch(epoch);
+    }
+
+    /// On the leader: follower `replica` fetched from `fetch_offset`, so it holds (synced)
+    /// everything before it. True if the high watermark advanced.
+    pub fn follower_fetched(&self, replica: i32, fetch_offset: i64) -> bool {
+        let mut log = self.log();
+        let leo = log.log_end_offset();
+        let now = log.now_ms();
+        let moved = self
+            .replicas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .follower_end(replica, fetch_offset, leo, now);
+        match moved {
+            Some(hw) => {
+                let before = log.high_watermark();
+                log.advance_high_watermark(hw);
+                log.high_watermark() > before
+            }
+            None => false,
+        }
+    }
+
+    /// The in-sync replicas and `min.insync.replicas` as the leader applies them.
+    pub fn isr(&self) -> (Vec<i32>, usize) {
+        let r = self.replicas.lock().unwrap_or_else(|p| p.into_inner());
+        (r.isr().to_vec(), r.min_insync_replicas())
+    }
+
+    /// On a follower: appends the leader's batches as stored (see
+    /// [`Log::append_replicated`]).
+    pub fn append_replicated(&self, records: &[u8]) -> Result<Option<(i64, i64)>> {
+        self.log().append_replicated(records)
+    }
+
+    /// On a follower: the leader's high watermark, capped at what this replica has synced.
+    pub fn follow_high_watermark(&self, leader_high_watermark: i64) {
+        let mut log = self.log();
+        let hw = leader_high_watermark.min(log.durable_end());
+        log.advance_high_watermark(hw);
+    }
+
     /// Reports this replica's durable end to the replication rules and moves the log's high
-    /// watermark to what they allow. Called under the log lock after every change.
+    /// watermark to what they allow. Called under the log lock after every change; a
+    /// follower's high watermark comes from its leader instead.
     fn update_high_watermark(&self, log: &mut Log) {
+        if !self.is_leader() {
+            return;
+        }
         let mut replicas = self.replicas.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(hw) = replicas.leader_end(log.durable_end(), log.now_ms()) {
             log.advance_high_watermark(hw);
@@ -177,6 +263,39 @@ impl Partition {
             log_end_offset: log.log_end_offset(),
             aborted,
         })
+    }
+
+    /// What a follower fetches: whole batches from `offset` up to the log end offset (the
+    /// uncommitted tail too), with the offsets a fetch reports.
+    pub fn slice_replica(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<IsolatedSlice> {
+        let log = self.log();
+        let range = log
+            .slice_replica(offset, max_bytes)?
+            .filter(|s| min_one_batch || s.bytes <= max_bytes);
+        Ok(IsolatedSlice {
+            range,
+            high_watermark: log.high_watermark(),
+            last_stable_offset: log.last_stable_offset(),
+            log_start_offset: log.log_start_offset(),
+            log_end_offset: log.log_end_offset(),
+            aborted: Vec::new(),
+        })
+    }
+
+    /// Cuts this replica's log at `offset` (a follower whose log diverged from the leader's).
+    pub fn truncate_to(&self, offset: i64) -> Result<()> {
+        self.log().truncate_to(offset)
+    }
+
+    /// Empties this replica's log and restarts it at `offset` (a follower behind the
+    /// leader's log start).
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<()> {
+        self.log().truncate_fully_and_start_at(offset)
     }
 
     /// Appends a producer's transactional batches after the caller verified its

@@ -26,12 +26,6 @@ pub fn create_topics(
         let result = CreatableTopicResult::default().with_name(t.name.clone());
         let outcome = (|| {
             let node = broker.config.node_id;
-            if t.replication_factor != -1 && t.replication_factor != 1 {
-                return Err(TopicError::InvalidReplicationFactor(format!(
-                    "Replication factor {} is larger than the 1 available broker (replication comes later).",
-                    t.replication_factor
-                )));
-            }
             let partitions = if !t.assignments.is_empty() {
                 if t.num_partitions != -1 || t.replication_factor != -1 {
                     return Err(TopicError::InvalidPartitions("Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into()));
@@ -62,7 +56,13 @@ pub fn create_topics(
                     }
                 };
             }
-            broker.create_topic(&name, partitions, configs, req.validate_only)
+            broker.create_topic(
+                &name,
+                partitions,
+                t.replication_factor,
+                configs,
+                req.validate_only,
+            )
         })();
         results.push(match outcome {
             Ok(topic) => {

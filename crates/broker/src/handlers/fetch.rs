@@ -71,6 +71,14 @@ fn read_once(broker: &Broker, req: &FetchRequest, marker: [u8; 16]) -> (Prepared
     let mut total = 0usize;
     let mut errored = false;
     let mut topics = Vec::with_capacity(req.topics.len());
+    // A follower replicating (replica id ≥ 0) reads up to the log end offset, and its fetch
+    // offset tells the leader what it holds (synced).
+    let replica = if req.replica_state.replica_id.0 >= 0 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
+    let mut high_watermark_moved = false;
     for t in &req.topics {
         let name = t.topic.0.as_str();
         let mut partitions = Vec::with_capacity(t.partitions.len());
@@ -103,8 +111,53 @@ fn read_once(broker: &Broker, req: &FetchRequest, marker: [u8; 16]) -> (Prepared
                 );
                 continue;
             }
+            if !partition.is_leader() {
+                errored = true;
+                partitions.push(
+                    data.with_error_code(errors::NOT_LEADER_OR_FOLLOWER)
+                        .with_high_watermark(-1)
+                        .with_last_stable_offset(-1)
+                        .with_log_start_offset(-1)
+                        .with_records(Some(Bytes::new())),
+                );
+                continue;
+            }
             let read_committed = req.isolation_level == 1;
-            match partition.slice_isolated(p.fetch_offset, limit, total == 0, read_committed) {
+            let found = if replica >= 0 {
+                // KIP-279: a follower whose last epoch ends earlier here (or is unknown
+                // here) diverged: it is told where that epoch ends and truncates.
+                if p.last_fetched_epoch >= 0 {
+                    let (mut epoch, mut end) =
+                        partition.log().end_offset_for_epoch(p.last_fetched_epoch);
+                    if epoch < 0 {
+                        // The follower's epoch is newer than any here: it truncates to where
+                        // this leader's latest epoch ends (at most).
+                        let log = partition.log();
+                        (epoch, end) = log.end_offset_for_epoch(log.latest_epoch());
+                    }
+                    if epoch < p.last_fetched_epoch || end < p.fetch_offset {
+                        errored = true;
+                        let log = partition.log();
+                        partitions.push(
+                            data.with_high_watermark(log.high_watermark())
+                                .with_last_stable_offset(log.last_stable_offset())
+                                .with_log_start_offset(log.log_start_offset())
+                                .with_diverging_epoch(
+                                    fetch_response::EpochEndOffset::default()
+                                        .with_epoch(epoch)
+                                        .with_end_offset(end),
+                                )
+                                .with_records(Some(Bytes::new())),
+                        );
+                        continue;
+                    }
+                }
+                high_watermark_moved |= partition.follower_fetched(replica, p.fetch_offset);
+                partition.slice_replica(p.fetch_offset, limit, total == 0)
+            } else {
+                partition.slice_isolated(p.fetch_offset, limit, total == 0, read_committed)
+            };
+            match found {
                 Ok(IsolatedSlice {
                     range,
                     high_watermark: hw,
@@ -177,6 +230,10 @@ fn read_once(broker: &Broker, req: &FetchRequest, marker: [u8; 16]) -> (Prepared
                 .with_topic_id(t.topic_id)
                 .with_partitions(partitions),
         );
+    }
+    if high_watermark_moved {
+        // acks=all produces and long-polling consumers waiting on it.
+        broker.data_arrived.notify_waiters();
     }
     let response = FetchResponse::default().with_responses(topics);
     (

@@ -72,6 +72,7 @@ pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Metad
                     match broker.create_topic(
                         &n,
                         broker.config.num_partitions,
+                        -1,
                         Default::default(),
                         false,
                     ) {

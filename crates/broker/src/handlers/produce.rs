@@ -2,6 +2,7 @@
 //! for durability (acks=1/all in durable mode: the group-committed fdatasync) and answer.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
@@ -99,6 +100,25 @@ pub fn handle(
                 partitions.push(failed(index, code, None));
                 continue;
             };
+            if !partition.is_leader() {
+                partitions.push(failed(index, errors::NOT_LEADER_OR_FOLLOWER, None));
+                continue;
+            }
+            if acks == -1 {
+                // Nothing is taken that too few replicas would hold (Kafka refuses up front).
+                let (isr, min_isr) = partition.isr();
+                if isr.len() < min_isr {
+                    partitions.push(failed(
+                        index,
+                        errors::NOT_ENOUGH_REPLICAS,
+                        Some(format!(
+                            "{} in-sync replicas, min.insync.replicas is {min_isr}",
+                            isr.len()
+                        )),
+                    ));
+                    continue;
+                }
+            }
             let Some(records) = data.records else {
                 partitions.push(failed(
                     index,
@@ -149,6 +169,17 @@ pub fn handle(
         );
     }
     let broker = broker.clone();
+    // acks=all: answered once the high watermark (the in-sync replicas' synced ends) passes
+    // what was appended; on one node that is the local sync.
+    let replicated: Vec<(Arc<Partition>, i64)> = if acks == -1 {
+        appended
+            .iter()
+            .map(|a| (a.partition.clone(), a.end_offset))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
     Box::pin(async move {
         let durable: Vec<Appended> = appended
             .into_iter()
@@ -169,7 +200,9 @@ pub fn handle(
                 super::Outcome::NoResponse
             };
         }
-        for (topic, partition, code) in synced.failures {
+        let mut failures = synced.failures;
+        failures.extend(wait_for_replicas(&broker, replicated, timeout).await);
+        for (topic, partition, code) in failures {
             if let Some(r) = responses
                 .iter_mut()
                 .find(|t| t.name.0.as_str() == topic)
@@ -179,11 +212,12 @@ pub fn handle(
                         .find(|p| p.index == partition)
                 })
             {
-                *r = failed(
-                    partition,
-                    code,
-                    Some("the write could not be made durable".into()),
-                );
+                let why = if code == errors::REQUEST_TIMED_OUT {
+                    "the in-sync replicas did not all store the write in time"
+                } else {
+                    "the write could not be made durable"
+                };
+                *r = failed(partition, code, Some(why.into()));
             }
         }
         let resp = ProduceResponse::default().with_responses(responses);
@@ -235,6 +269,36 @@ fn append_transactional(
     partition
         .append_transactional(records)
         .map_err(|e| Refusal::storage(&e))
+}
+
+/// Waits until each partition's high watermark reaches its end offset (acks=all), at most
+/// `timeout`; the ones that did not are answered REQUEST_TIMED_OUT (the write stays: a retry
+/// of an idempotent producer finds it).
+async fn wait_for_replicas(
+    broker: &Arc<Broker>,
+    mut waiting: Vec<(Arc<Partition>, i64)>,
+    timeout: Duration,
+) -> Vec<(String, i32, i16)> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let notified = broker.data_arrived.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        waiting.retain(|(p, end)| p.high_watermark() < *end);
+        if waiting.is_empty() {
+            return Vec::new();
+        }
+        if broker.is_shutting_down() || tokio::time::Instant::now() >= deadline {
+            return waiting
+                .iter()
+                .map(|(p, _)| (p.topic.clone(), p.partition, errors::REQUEST_TIMED_OUT))
+                .collect();
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
 }
 
 /// Threads one produce request may use to sync its partitions in parallel.

@@ -1,0 +1,237 @@
+//! Replica fetchers: how a follower copies its leaders' logs (Kafka's ReplicaFetcherThread).
+//!
+//! One task per leader broker fetches, with Kafka's own Fetch request (v12, `replica_id` =
+//! this node), every partition this node follows from that leader: `fetch_offset` = the
+//! follower's log end offset, which it has synced before asking (so the leader counts it as
+//! durable here: an acks=all write is acknowledged only once it is on disk on every in-sync
+//! replica), and `last_fetched_epoch` = the latest leader epoch in its log. The answer's
+//! batches are appended as the leader stored them (`Log::append_replicated`), synced, and the
+//! follower's high watermark follows the leader's (capped at what it has synced).
+//!
+//! Divergence (KIP-279): when the leader answers with a diverging epoch, the follower cuts its
+//! log at the smaller of the leader's end for that epoch and its own, then fetches again from
+//! there. A fetch offset below the leader's log start empties the log and starts it there.
+//!
+//! A supervisor (every 200 ms) starts a fetcher for each leader that some local follower
+//! partition names; a fetcher with nothing left to follow stops.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::{fetch_request, BrokerId, FetchRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use strata_client::Client;
+use strata_storage::Partition;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::{errors, Broker};
+
+/// How long a follower's fetch waits at the leader for new data.
+const FETCH_MAX_WAIT_MS: i32 = 500;
+/// Bytes per partition per fetch.
+const PARTITION_MAX_BYTES: i32 = 4 << 20;
+/// A fetch that gets no answer within this is abandoned (the connection is dropped).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+const RETRY_BACKOFF: Duration = Duration::from_millis(300);
+
+/// Starts and reaps one fetcher per leader broker until `stop`.
+pub(crate) async fn supervise(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let mut running: HashMap<i32, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        running.retain(|_, task| !task.is_finished());
+        let mut leaders: Vec<i32> = followed(&broker).into_keys().collect();
+        leaders.retain(|l| !running.contains_key(l));
+        for leader in leaders {
+            info!(leader, "starting a replica fetcher");
+            running.insert(
+                leader,
+                tokio::spawn(fetch_from(broker.clone(), leader, stop.clone())),
+            );
+        }
+    }
+    for task in running.values() {
+        task.abort();
+    }
+}
+
+/// The partitions this node follows, by leader.
+fn followed(broker: &Broker) -> BTreeMap<i32, Vec<Arc<Partition>>> {
+    let mut by_leader: BTreeMap<i32, Vec<Arc<Partition>>> = BTreeMap::new();
+    for p in broker.all_partitions() {
+        let leader = p.leader_id();
+        if !p.is_leader() && leader >= 0 {
+            by_leader.entry(leader).or_default().push(p);
+        }
+    }
+    by_leader
+}
+
+async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool>) {
+    let mut client: Option<Client> = None;
+    loop {
+        if *stop.borrow() || broker.is_shutting_down() {
+            return;
+        }
+        let Some(partitions) = followed(&broker).remove(&leader) else {
+            debug!(leader, "nothing left to follow from this leader");
+            return;
+        };
+        let endpoint = broker
+            .image()
+            .broker(leader)
+            .map(|b| format!("{}:{}", b.host, b.port));
+        let Some(endpoint) = endpoint else {
+            tokio::time::sleep(RETRY_BACKOFF).await;
+            continue;
+        };
+        if client.is_none() {
+            match Client::connect(&endpoint).await {
+                Ok(c) => client = Some(c),
+                Err(e) => {
+                    debug!(leader, %endpoint, error = %e, "cannot reach the leader");
+                    tokio::time::sleep(RETRY_BACKOFF).await;
+                    continue;
+                }
+            }
+        }
+        let request = fetch_request_for(broker.config.node_id, &partitions);
+        let c = client.as_mut().expect("connected above");
+        let response = match tokio::time::timeout(FETCH_TIMEOUT, c.send(request, 12)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                debug!(leader, error = %e, "replica fetch failed");
+                client = None;
+                tokio::time::sleep(RETRY_BACKOFF).await;
+                continue;
+            }
+            Err(_) => {
+                client = None;
+                continue;
+            }
+        };
+        let applied = tokio::task::spawn_blocking(move || apply_response(partitions, response))
+            .await
+            .unwrap_or(false);
+        if applied {
+            broker.data_arrived.notify_waiters();
+        }
+    }
+}
+
+fn fetch_request_for(node_id: i32, partitions: &[Arc<Partition>]) -> FetchRequest {
+    let mut by_topic: BTreeMap<&str, Vec<fetch_request::FetchPartition>> = BTreeMap::new();
+    for p in partitions {
+        let log = p.log();
+        by_topic.entry(p.topic.as_str()).or_default().push(
+            fetch_request::FetchPartition::default()
+                .with_partition(p.partition)
+                .with_current_leader_epoch(p.leader_epoch())
+                .with_fetch_offset(log.log_end_offset())
+                .with_last_fetched_epoch(log.latest_epoch())
+                .with_log_start_offset(log.log_start_offset())
+                .with_partition_max_bytes(PARTITION_MAX_BYTES),
+        );
+    }
+    let topics = by_topic
+        .into_iter()
+        .map(|(topic, partitions)| {
+            fetch_request::FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(partitions)
+        })
+        .collect();
+    FetchRequest::default()
+        .with_replica_id(BrokerId(node_id))
+        .with_max_wait_ms(FETCH_MAX_WAIT_MS)
+        .with_min_bytes(1)
+        .with_max_bytes(64 << 20)
+        .with_session_epoch(-1)
+        .with_topics(topics)
+}
+
+/// Appends, truncates and syncs what one fetch brought. True if any high watermark or log
+/// moved (waiting fetches are woken).
+fn apply_response(
+    partitions: Vec<Arc<Partition>>,
+    response: kafka_protocol::messages::FetchResponse,
+) -> bool {
+    let mut moved = false;
+    for t in response.responses {
+        for data in t.partitions {
+            let Some(p) = partitions
+                .iter()
+                .find(|p| p.topic == t.topic.0.as_str() && p.partition == data.partition_index)
+            else {
+                continue;
+            };
+            // The leader changed under us since the request: metadata will tell this node.
+            if p.is_leader() {
+                continue;
+            }
+            let result = apply_partition(p, &data);
+            match result {
+                Ok(changed) => moved |= changed,
+                Err(e) => {
+                    warn!(topic = %p.topic, partition = p.partition, error = %e, "replicating from the leader failed");
+                }
+            }
+        }
+    }
+    moved
+}
+
+fn apply_partition(
+    p: &Partition,
+    data: &kafka_protocol::messages::fetch_response::PartitionData,
+) -> Result<bool, strata_storage::StorageError> {
+    match data.error_code {
+        errors::NONE => {}
+        errors::OFFSET_OUT_OF_RANGE => {
+            let leo = p.log().log_end_offset();
+            if data.log_start_offset > leo {
+                info!(topic = %p.topic, partition = p.partition, leader_log_start = data.log_start_offset, "behind the leader's log start: starting over there");
+                p.truncate_fully_and_start_at(data.log_start_offset)?;
+            } else if data.high_watermark >= 0 && data.high_watermark < leo {
+                p.truncate_to(data.high_watermark)?;
+            }
+            return Ok(true);
+        }
+        code => {
+            debug!(topic = %p.topic, partition = p.partition, code, "leader refused the replica fetch");
+            return Ok(false);
+        }
+    }
+    let diverging = &data.diverging_epoch;
+    if diverging.epoch >= 0 {
+        let target = if diverging.end_offset >= 0 {
+            let local = p.log().end_offset_for_epoch(diverging.epoch).1;
+            if local >= 0 {
+                diverging.end_offset.min(local)
+            } else {
+                diverging.end_offset
+            }
+        } else {
+            p.high_watermark()
+        };
+        info!(topic = %p.topic, partition = p.partition, epoch = diverging.epoch, end_offset = diverging.end_offset, truncate_to = target, "log diverged from the leader's: truncating");
+        p.truncate_to(target)?;
+        return Ok(true);
+    }
+    let mut moved = false;
+    if let Some(records) = data.records.as_ref().filter(|r| !r.is_empty()) {
+        if let Some((_, last)) = p.append_replicated(records)? {
+            p.sync_to(last + 1)?;
+            moved = true;
+        }
+    }
+    let before = p.high_watermark();
+    p.follow_high_watermark(data.high_watermark);
+    Ok(moved || p.high_watermark() > before)
+}

@@ -1,0 +1,164 @@
+//! A follower's log is the leader's, byte for byte: `Log::append_replicated` takes the batches
+//! a follower fetched (`Log::slice_replica`, up to the leader's log end) as stored, and the
+//! state derived from them (producer sequences, open transactions, leader epochs) is what
+//! the leader has, so the follower can lead next.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::{producer_batch, World};
+use strata_storage::{Clock, Fs, Log, LogConfig};
+
+fn open(w: &World, dir: &str) -> Log {
+    let fs: Arc<dyn Fs> = Arc::new(w.fs.clone());
+    let clock: Arc<dyn Clock> = w.clock.clone();
+    let config = LogConfig {
+        segment_bytes: 600,
+        ..LogConfig::default()
+    };
+    Log::open(fs, clock, &Path::new("/data").join(dir), config).unwrap()
+}
+
+/// Copies everything the follower lacks, as a fetch loop would.
+fn replicate(leader: &Log, follower: &mut Log) {
+    loop {
+        let from = follower.log_end_offset();
+        let Some(slice) = leader.slice_replica(from, 700).unwrap() else {
+            return;
+        };
+        let bytes = slice.read().unwrap();
+        follower.append_replicated(&bytes).unwrap();
+        common::sync(follower);
+    }
+}
+
+fn all_bytes(w: &World, dir: &str) -> Vec<u8> {
+    let mut files: Vec<_> = w
+        .fs
+        .file_paths()
+        .into_iter()
+        .filter(|p| {
+            p.starts_with(Path::new("/data").join(dir)) && p.extension().is_some_and(|e| e == "log")
+        })
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let file = w.fs.open(&f, false).unwrap();
+        let mut buf = vec![0u8; file.len().unwrap() as usize];
+        file.read_exact_at(&mut buf, 0).unwrap();
+        out.extend(buf);
+    }
+    out
+}
+
+#[test]
+fn the_follower_holds_the_leaders_bytes_and_state() {
+    let w = World::new();
+    let mut leader = open(&w, "t-0");
+    let mut follower = open(&w, "f-0");
+    for seq in 0..20 {
+        leader
+            .append(&producer_batch(7, 0, seq * 2, 2, false), 0)
+            .unwrap();
+    }
+    // A new leader epoch, and an open transaction.
+    for seq in 40..45 {
+        leader
+            .append(&producer_batch(7, 0, seq, 1, false), 4)
+            .unwrap();
+    }
+    leader
+        .append_transactional(&producer_batch(9, 0, 0, 3, true), 4)
+        .unwrap();
+    common::sync(&mut leader);
+
+    replicate(&leader, &mut follower);
+    assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+    assert!(leader.segment_count() > 2, "several segments");
+    assert_eq!(all_bytes(&w, "f-0"), all_bytes(&w, "t-0"));
+    assert_eq!(
+        follower.end_offset_for_epoch(0),
+        leader.end_offset_for_epoch(0)
+    );
+    assert_eq!(
+        follower.end_offset_for_epoch(4),
+        leader.end_offset_for_epoch(4)
+    );
+    assert_eq!(follower.latest_epoch(), 4);
+    // The open transaction holds back the last stable offset on both.
+    assert_eq!(follower.last_stable_offset(), leader.last_stable_offset());
+    assert!(follower.last_stable_offset() < follower.log_end_offset());
+
+    // The marker replicates and closes it there too.
+    leader.append_marker(9, 0, true, 0, 4).unwrap();
+    common::sync(&mut leader);
+    replicate(&leader, &mut follower);
+    assert_eq!(follower.last_stable_offset(), follower.log_end_offset());
+
+    // Were the follower to lead, producer 7's next sequence continues, and a retry of its
+    // last batch is recognised instead of stored twice.
+    let end = follower.log_end_offset();
+    let retry = follower
+        .append(&producer_batch(7, 0, 44, 1, false), 5)
+        .unwrap();
+    assert_eq!(
+        follower.log_end_offset(),
+        end,
+        "a retry is not stored again"
+    );
+    assert!(retry.base_offset < end);
+    assert!(
+        follower
+            .append(&producer_batch(7, 0, 50, 1, false), 5)
+            .is_err(),
+        "a gap is refused"
+    );
+    assert_eq!(
+        follower
+            .append(&producer_batch(7, 0, 45, 1, false), 5)
+            .unwrap()
+            .base_offset,
+        end
+    );
+}
+
+#[test]
+fn corrupt_or_misplaced_batches_are_refused_and_a_partial_tail_waits() {
+    let w = World::new();
+    let mut leader = open(&w, "t-0");
+    let mut follower = open(&w, "f-0");
+    for seq in 0..3 {
+        leader
+            .append(&producer_batch(-1, 0, seq, 1, false), 0)
+            .unwrap();
+    }
+    common::sync(&mut leader);
+    let bytes = leader
+        .slice_replica(0, 1 << 20)
+        .unwrap()
+        .unwrap()
+        .read()
+        .unwrap();
+    // A torn tail: only the whole batches before it are taken.
+    let cut = bytes.len() - 5;
+    let appended = follower.append_replicated(&bytes[..cut]).unwrap();
+    assert_eq!(appended, Some((0, 1)));
+    // Batches the follower already has are not appended again at a new place.
+    assert!(follower.append_replicated(&bytes).is_err());
+    // A flipped bit fails the CRC.
+    let rest = leader
+        .slice_replica(2, 1 << 20)
+        .unwrap()
+        .unwrap()
+        .read()
+        .unwrap();
+    let mut corrupt = rest.to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 1;
+    assert!(follower.append_replicated(&corrupt).is_err());
+    assert_eq!(follower.append_replicated(&rest).unwrap(), Some((2, 2)));
+    assert_eq!(follower.log_end_offset(), 3);
+}
