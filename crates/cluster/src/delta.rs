@@ -194,6 +194,7 @@ mod tests {
         let moved = apply(
             &three,
             &[MetadataRecord::PartitionChange {
+                expected_partition_epoch: None,
                 topic_id: Uuid::from_u128(5),
                 partition: 0,
                 leader: Some(2),
@@ -213,6 +214,7 @@ mod tests {
         let shrunk = apply(
             &moved,
             &[MetadataRecord::PartitionChange {
+                expected_partition_epoch: None,
                 topic_id: Uuid::from_u128(5),
                 partition: 0,
                 leader: None,

@@ -115,6 +115,7 @@ impl MetadataImage {
                 leader,
                 isr,
                 replicas,
+                expected_partition_epoch,
             } => {
                 let p = self
                     .topics
@@ -134,6 +135,9 @@ impl MetadataImage {
                     partition: *partition,
                     why: why.to_string(),
                 };
+                if expected_partition_epoch.is_some_and(|e| e != p.partition_epoch) {
+                    return Err(invalid("the partition changed since (stale partition epoch)"));
+                }
                 if isr_after.iter().any(|r| !replicas_after.contains(r)) {
                     return Err(invalid("an in-sync replica is not a replica"));
                 }
@@ -228,6 +232,11 @@ impl MetadataImage {
     }
 
     /// Brokers that may serve (registered and unfenced), by node id.
+    /// Every registered broker, fenced or not.
+    pub fn brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.brokers.values()
+    }
+
     pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
         self.brokers.values().filter(|b| !b.fenced)
     }
@@ -350,6 +359,7 @@ mod tests {
         })
         .unwrap();
         let change = |leader: Option<i32>, isr: Option<Vec<i32>>| MetadataRecord::PartitionChange {
+            expected_partition_epoch: None,
             topic_id: Uuid::from_u128(1),
             partition: 0,
             leader,

@@ -25,13 +25,17 @@ pub enum MetadataRecord {
     },
     /// A partition's leadership or replica sets changed (Kafka's PartitionChangeRecord):
     /// `None` fields are unchanged. A new leader (-1: none) starts a new leader epoch; every
-    /// change starts a new partition epoch.
+    /// change starts a new partition epoch. With `expected_partition_epoch` the change applies
+    /// only to that epoch of the partition (compare-and-set: a change decided on an older
+    /// view is refused, KIP-841).
     PartitionChange {
         topic_id: Uuid,
         partition: i32,
         leader: Option<i32>,
         isr: Option<Vec<i32>>,
         replicas: Option<Vec<i32>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected_partition_epoch: Option<i32>,
     },
     /// The topic's dynamic configs are now exactly `configs`.
     TopicConfig {

@@ -1,0 +1,595 @@
+//! The active controller's decisions, as a pure state machine: requests and time in, metadata
+//! records to commit out. No I/O, no clock, no sockets; the broker runs it on the node that
+//! leads the metadata quorum and commits what it returns through the quorum.
+//!
+//! - **Broker liveness** (KRaft's BrokerHeartbeatManager): each registered broker heartbeats
+//!   (every 2 s); one silent for `broker.session.timeout.ms` (9 s) is fenced. Liveness is kept
+//!   in memory only: a controller that becomes active gives every broker a fresh session (a
+//!   grace period), as Kafka does. Stale brokers are fenced one per tick.
+//! - **Fencing a broker** removes it from every ISR and moves its leaderships to another
+//!   in-sync, live replica. The last member of an ISR stays in it (the partition goes offline,
+//!   leader -1, rather than electing a replica that may lack acknowledged records: no unclean
+//!   election) and leads again when it comes back.
+//! - **Elections**: a partition without a leader gets the first live member of its ISR.
+//! - **AlterPartition** (KIP-497/841/903): the partition leader asks for a new ISR naming
+//!   the leader and partition epochs it saw; the change is refused if either moved, if the ISR
+//!   leaves the replicas or drops the leader, or if it adds a fenced / shutting-down broker.
+//!   The committed record carries the partition epoch it expects, so a change decided on an
+//!   older view is refused again when applied.
+//! - **Controlled shutdown**: a stopping broker's leaderships move to other in-sync replicas
+//!   and it leaves every ISR it is not the last member of, before it stops; it is then fenced.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use strata_cluster::{MetadataImage, MetadataRecord, PartitionImage};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControllerConfig {
+    /// `broker.session.timeout.ms`.
+    pub session_timeout_ms: i64,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            session_timeout_ms: 9_000,
+        }
+    }
+}
+
+/// What brokers ask the controller (sent to the quorum leader's controller listener).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControllerRequest {
+    Heartbeat {
+        node_id: i32,
+        broker_epoch: i64,
+    },
+    AlterPartition {
+        node_id: i32,
+        broker_epoch: i64,
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        new_isr: Vec<i32>,
+    },
+    ControlledShutdown {
+        node_id: i32,
+        broker_epoch: i64,
+    },
+}
+
+/// Why the controller refused a request (the broker maps each to Kafka's error code).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ControllerError {
+    #[error("this node is not the active controller")]
+    NotController,
+    #[error("broker {0} is not registered")]
+    UnknownBroker(i32),
+    #[error("broker {node_id} epoch {got} is stale (current {current})")]
+    StaleBrokerEpoch { node_id: i32, got: i64, current: i64 },
+    #[error("unknown topic or partition")]
+    UnknownTopicOrPartition,
+    #[error("broker {0} does not lead the partition")]
+    NotLeader(i32),
+    #[error("leader epoch {got} is fenced (current {current})")]
+    FencedLeaderEpoch { got: i32, current: i32 },
+    #[error("partition epoch {got} is stale (current {current})")]
+    InvalidUpdateVersion { got: i32, current: i32 },
+    #[error("the new ISR {0:?} is not valid: {1}")]
+    InvalidIsr(Vec<i32>, String),
+    #[error("replica {0} cannot join the ISR (fenced, shutting down or unknown)")]
+    IneligibleReplica(i32),
+}
+
+/// The controller's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControllerReply {
+    Ok,
+    /// Controlled shutdown: how many partitions the broker still leads (0: it may stop).
+    ShutdownProgress { still_leading: usize },
+    Refused(ControllerError),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Session {
+    broker_epoch: i64,
+    last_heartbeat_ms: i64,
+}
+
+/// The active controller's in-memory state.
+#[derive(Debug, Default)]
+pub struct Controller {
+    config: ControllerConfig,
+    sessions: BTreeMap<i32, Session>,
+    shutting_down: BTreeSet<i32>,
+}
+
+impl Controller {
+    pub fn new(config: ControllerConfig) -> Self {
+        Self {
+            config,
+            ..Self::default()
+        }
+    }
+
+    /// This node became the active controller at `now`: every registered broker starts a
+    /// fresh session.
+    pub fn activate(&mut self, image: &MetadataImage, now_ms: i64) {
+        self.sessions.clear();
+        self.shutting_down.clear();
+        for b in image.brokers() {
+            self.sessions.insert(
+                b.node_id,
+                Session {
+                    broker_epoch: b.broker_epoch,
+                    last_heartbeat_ms: now_ms,
+                },
+            );
+        }
+    }
+
+    fn check_epoch(
+        image: &MetadataImage,
+        node_id: i32,
+        broker_epoch: i64,
+    ) -> Result<(), ControllerError> {
+        let b = image
+            .broker(node_id)
+            .ok_or(ControllerError::UnknownBroker(node_id))?;
+        if b.broker_epoch != broker_epoch {
+            return Err(ControllerError::StaleBrokerEpoch {
+                node_id,
+                got: broker_epoch,
+                current: b.broker_epoch,
+            });
+        }
+        Ok(())
+    }
+
+    /// A broker is alive at `now`.
+    pub fn heartbeat(
+        &mut self,
+        image: &MetadataImage,
+        node_id: i32,
+        broker_epoch: i64,
+        now_ms: i64,
+    ) -> Result<(), ControllerError> {
+        Self::check_epoch(image, node_id, broker_epoch)?;
+        self.sessions.insert(
+            node_id,
+            Session {
+                broker_epoch,
+                last_heartbeat_ms: now_ms,
+            },
+        );
+        Ok(())
+    }
+
+    /// Whether `node` may lead or join an ISR: registered, unfenced, not shutting down.
+    fn is_live(&self, image: &MetadataImage, node: i32) -> bool {
+        image.broker(node).is_some_and(|b| !b.fenced) && !self.shutting_down.contains(&node)
+    }
+
+    /// What time alone decides: fence one broker whose session expired, and give leaderless
+    /// partitions a leader from their ISR.
+    pub fn tick(&mut self, image: &MetadataImage, now_ms: i64) -> Vec<MetadataRecord> {
+        for b in image.live_brokers() {
+            let session = self
+                .sessions
+                .entry(b.node_id)
+                .or_insert(Session {
+                    broker_epoch: b.broker_epoch,
+                    last_heartbeat_ms: now_ms,
+                });
+            if session.broker_epoch != b.broker_epoch {
+                // Registered again since: a new session.
+                *session = Session {
+                    broker_epoch: b.broker_epoch,
+                    last_heartbeat_ms: now_ms,
+                };
+            }
+            if now_ms - session.last_heartbeat_ms > self.config.session_timeout_ms {
+                let mut records = vec![MetadataRecord::FenceBroker {
+                    node_id: b.node_id,
+                    broker_epoch: b.broker_epoch,
+                }];
+                records.extend(self.leave_partitions(image, b.node_id));
+                return records;
+            }
+        }
+        let mut records = Vec::new();
+        for t in image.topics() {
+            for (&partition, p) in &t.partitions {
+                if p.leader >= 0 {
+                    continue;
+                }
+                if let Some(&leader) = p.isr.iter().find(|&&r| self.is_live(image, r)) {
+                    records.push(MetadataRecord::PartitionChange {
+                        topic_id: t.topic_id,
+                        partition,
+                        leader: Some(leader),
+                        isr: None,
+                        replicas: None,
+                        expected_partition_epoch: Some(p.partition_epoch),
+                    });
+                }
+            }
+        }
+        records
+    }
+
+    /// `node` leaves every ISR it is not the last member of, and its leaderships move to the
+    /// first other live in-sync replica (or to none, -1, when it was the last one in sync).
+    fn leave_partitions(&self, image: &MetadataImage, node: i32) -> Vec<MetadataRecord> {
+        let mut records = Vec::new();
+        for t in image.topics() {
+            for (&partition, p) in &t.partitions {
+                if let Some(change) = self.without(image, node, p) {
+                    let (leader, isr) = change;
+                    records.push(MetadataRecord::PartitionChange {
+                        topic_id: t.topic_id,
+                        partition,
+                        leader,
+                        isr,
+                        replicas: None,
+                        expected_partition_epoch: Some(p.partition_epoch),
+                    });
+                }
+            }
+        }
+        records
+    }
+
+    /// The change (new leader, new ISR) that takes `node` out of partition `p`, if any.
+    #[allow(clippy::type_complexity)]
+    fn without(
+        &self,
+        image: &MetadataImage,
+        node: i32,
+        p: &PartitionImage,
+    ) -> Option<(Option<i32>, Option<Vec<i32>>)> {
+        if !p.isr.contains(&node) && p.leader != node {
+            return None;
+        }
+        let others: Vec<i32> = p.isr.iter().copied().filter(|&r| r != node).collect();
+        let leader = if p.leader == node {
+            Some(
+                others
+                    .iter()
+                    .copied()
+                    .find(|&r| self.is_live(image, r))
+                    .unwrap_or(-1),
+            )
+        } else {
+            None
+        };
+        let isr = if others.is_empty() { None } else { Some(others) };
+        if leader.is_none() && isr.is_none() {
+            return None;
+        }
+        Some((leader, isr))
+    }
+
+    /// A partition leader asks for a new ISR (shrink or expand).
+    #[allow(clippy::too_many_arguments)]
+    pub fn alter_partition(
+        &self,
+        image: &MetadataImage,
+        node_id: i32,
+        broker_epoch: i64,
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        new_isr: &[i32],
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        Self::check_epoch(image, node_id, broker_epoch)?;
+        let p = image
+            .topic_by_id(&topic_id)
+            .and_then(|t| t.partitions.get(&partition))
+            .ok_or(ControllerError::UnknownTopicOrPartition)?;
+        if leader_epoch != p.leader_epoch {
+            return Err(ControllerError::FencedLeaderEpoch {
+                got: leader_epoch,
+                current: p.leader_epoch,
+            });
+        }
+        if p.leader != node_id {
+            return Err(ControllerError::NotLeader(node_id));
+        }
+        if partition_epoch != p.partition_epoch {
+            return Err(ControllerError::InvalidUpdateVersion {
+                got: partition_epoch,
+                current: p.partition_epoch,
+            });
+        }
+        let mut seen = BTreeSet::new();
+        for r in new_isr {
+            if !seen.insert(*r) {
+                return Err(ControllerError::InvalidIsr(
+                    new_isr.to_vec(),
+                    format!("{r} appears twice"),
+                ));
+            }
+            if !p.replicas.contains(r) {
+                return Err(ControllerError::InvalidIsr(
+                    new_isr.to_vec(),
+                    format!("{r} is not a replica"),
+                ));
+            }
+        }
+        if !new_isr.contains(&node_id) {
+            return Err(ControllerError::InvalidIsr(
+                new_isr.to_vec(),
+                "the leader must stay in sync".into(),
+            ));
+        }
+        if let Some(&joining) = new_isr
+            .iter()
+            .find(|r| !p.isr.contains(r) && !self.is_live(image, **r))
+        {
+            return Err(ControllerError::IneligibleReplica(joining));
+        }
+        if new_isr == p.isr.as_slice() {
+            return Ok(Vec::new());
+        }
+        Ok(vec![MetadataRecord::PartitionChange {
+            topic_id,
+            partition,
+            leader: None,
+            isr: Some(new_isr.to_vec()),
+            replicas: None,
+            expected_partition_epoch: Some(partition_epoch),
+        }])
+    }
+
+    /// A broker is stopping: move its leaderships away and take it out of the ISRs (except
+    /// where it is the last in-sync replica). Returns the records and how many partitions it
+    /// will still lead once they apply.
+    pub fn controlled_shutdown(
+        &mut self,
+        image: &MetadataImage,
+        node_id: i32,
+        broker_epoch: i64,
+    ) -> Result<(Vec<MetadataRecord>, usize), ControllerError> {
+        Self::check_epoch(image, node_id, broker_epoch)?;
+        self.shutting_down.insert(node_id);
+        let mut records = Vec::new();
+        let mut still_leading = 0;
+        for t in image.topics() {
+            for (&partition, p) in &t.partitions {
+                let Some((leader, isr)) = self.without(image, node_id, p) else {
+                    if p.leader == node_id {
+                        still_leading += 1;
+                    }
+                    continue;
+                };
+                if leader == Some(-1) {
+                    // The last in-sync replica: it keeps leading until it stops.
+                    still_leading += 1;
+                    continue;
+                }
+                records.push(MetadataRecord::PartitionChange {
+                    topic_id: t.topic_id,
+                    partition,
+                    leader,
+                    isr,
+                    replicas: None,
+                    expected_partition_epoch: Some(p.partition_epoch),
+                });
+            }
+        }
+        Ok((records, still_leading))
+    }
+
+    /// A broker that registered again is no longer shutting down.
+    pub fn registered(&mut self, node_id: i32) {
+        self.shutting_down.remove(&node_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap as Map;
+
+    fn apply(image: &mut MetadataImage, records: &[MetadataRecord]) {
+        for r in records {
+            image.apply(r).unwrap();
+        }
+    }
+
+    /// Three registered, unfenced brokers and one topic with `isr` == replicas [1, 2, 3]
+    /// led by 1.
+    fn cluster() -> (MetadataImage, Uuid) {
+        let mut image = MetadataImage::default();
+        for node in 1..=3 {
+            apply(
+                &mut image,
+                &[
+                    MetadataRecord::RegisterBroker {
+                        node_id: node,
+                        incarnation_id: Uuid::from_u128(node as u128),
+                        host: "h".into(),
+                        port: 9000 + node,
+                        rack: None,
+                    },
+                    MetadataRecord::UnfenceBroker {
+                        node_id: node,
+                        broker_epoch: 0,
+                    },
+                ],
+            );
+        }
+        let topic_id = Uuid::from_u128(42);
+        apply(
+            &mut image,
+            &[
+                MetadataRecord::Topic {
+                    name: "t".into(),
+                    topic_id,
+                    configs: Map::new(),
+                },
+                MetadataRecord::Partition {
+                    topic_id,
+                    partition: 0,
+                    leader: 1,
+                    leader_epoch: 0,
+                    replicas: vec![1, 2, 3],
+                    isr: vec![1, 2, 3],
+                },
+            ],
+        );
+        (image, topic_id)
+    }
+
+    fn part(image: &MetadataImage) -> PartitionImage {
+        image.topic("t").unwrap().partitions[&0].clone()
+    }
+
+    #[test]
+    fn a_silent_leader_is_fenced_and_its_leadership_moves_to_an_in_sync_replica() {
+        let (mut image, _) = cluster();
+        let mut c = Controller::new(ControllerConfig::default());
+        c.activate(&image, 0);
+        for now in [2_000, 4_000, 6_000, 8_000, 9_000] {
+            for node in [2, 3] {
+                c.heartbeat(&image, node, 0, now).unwrap();
+            }
+            assert!(c.tick(&image, now).is_empty(), "nothing at {now}");
+        }
+        let records = c.tick(&image, 9_001);
+        apply(&mut image, &records);
+        assert!(image.broker(1).unwrap().fenced);
+        let p = part(&image);
+        assert_eq!((p.leader, p.isr.clone(), p.leader_epoch), (2, vec![2, 3], 1));
+    }
+
+    #[test]
+    fn the_last_in_sync_replica_stays_in_the_isr_and_leads_again_when_back() {
+        let (mut image, topic_id) = cluster();
+        let mut c = Controller::new(ControllerConfig::default());
+        c.activate(&image, 0);
+        // 2 and 3 already left the ISR.
+        let records = c
+            .alter_partition(&image, 1, 0, topic_id, 0, 0, 0, &[1])
+            .unwrap();
+        apply(&mut image, &records);
+        for now in [2_000, 4_000, 6_000, 8_000] {
+            c.heartbeat(&image, 2, 0, now).unwrap();
+            c.heartbeat(&image, 3, 0, now).unwrap();
+        }
+        c.heartbeat(&image, 2, 0, 10_000).unwrap();
+        c.heartbeat(&image, 3, 0, 10_000).unwrap();
+        let records = c.tick(&image, 10_000);
+        apply(&mut image, &records);
+        let p = part(&image);
+        assert_eq!((p.leader, p.isr.clone()), (-1, vec![1]), "offline, not unclean");
+        // No election while the only in-sync replica is away.
+        assert!(c.tick(&image, 10_100).is_empty());
+        // It registers again (a restart): elected.
+        apply(
+            &mut image,
+            &[
+                MetadataRecord::RegisterBroker {
+                    node_id: 1,
+                    incarnation_id: Uuid::from_u128(99),
+                    host: "h".into(),
+                    port: 9001,
+                    rack: None,
+                },
+                MetadataRecord::UnfenceBroker {
+                    node_id: 1,
+                    broker_epoch: 1,
+                },
+            ],
+        );
+        let records = c.tick(&image, 11_000);
+        apply(&mut image, &records);
+        assert_eq!(part(&image).leader, 1);
+    }
+
+    #[test]
+    fn alter_partition_checks_epochs_membership_and_eligibility() {
+        let (mut image, topic_id) = cluster();
+        let mut c = Controller::new(ControllerConfig::default());
+        c.activate(&image, 0);
+        let alter = |c: &Controller, image: &MetadataImage, node, le, pe, isr: &[i32]| {
+            c.alter_partition(image, node, 0, topic_id, 0, le, pe, isr)
+        };
+        assert_eq!(
+            alter(&c, &image, 2, 0, 0, &[2, 3]),
+            Err(ControllerError::NotLeader(2))
+        );
+        assert!(matches!(
+            alter(&c, &image, 1, 1, 0, &[1, 2]),
+            Err(ControllerError::FencedLeaderEpoch { .. })
+        ));
+        assert!(matches!(
+            alter(&c, &image, 1, 0, 7, &[1, 2]),
+            Err(ControllerError::InvalidUpdateVersion { .. })
+        ));
+        assert!(matches!(
+            alter(&c, &image, 1, 0, 0, &[2, 3]),
+            Err(ControllerError::InvalidIsr(..))
+        ));
+        assert!(matches!(
+            alter(&c, &image, 1, 0, 0, &[1, 4]),
+            Err(ControllerError::InvalidIsr(..))
+        ));
+        // Shrink to [1, 2], then a stale second shrink decided on epoch 0 is refused.
+        let shrink = alter(&c, &image, 1, 0, 0, &[1, 2]).unwrap();
+        let stale = alter(&c, &image, 1, 0, 0, &[1]).unwrap();
+        apply(&mut image, &shrink);
+        assert!(image.apply(&stale[0]).is_err(), "compare-and-set in apply");
+        assert_eq!(part(&image).isr, vec![1, 2]);
+        // 3 is fenced: it cannot come back into the ISR (KIP-903).
+        apply(
+            &mut image,
+            &[MetadataRecord::FenceBroker {
+                node_id: 3,
+                broker_epoch: 0,
+            }],
+        );
+        assert_eq!(
+            alter(&c, &image, 1, 0, 1, &[1, 2, 3]),
+            Err(ControllerError::IneligibleReplica(3))
+        );
+    }
+
+    #[test]
+    fn controlled_shutdown_moves_leadership_before_the_broker_stops() {
+        let (mut image, _) = cluster();
+        let mut c = Controller::new(ControllerConfig::default());
+        c.activate(&image, 0);
+        let (records, still) = c.controlled_shutdown(&image, 1, 0).unwrap();
+        apply(&mut image, &records);
+        assert_eq!(still, 0);
+        let p = part(&image);
+        assert_eq!((p.leader, p.isr.clone()), (2, vec![2, 3]));
+        // The others do not elect it back while it shuts down, nor take it into the ISR.
+        assert!(c.tick(&image, 100).is_empty());
+        assert_eq!(
+            c.alter_partition(&image, 2, 0, image.topic("t").unwrap().topic_id, 0, 1, 1, &[1, 2, 3]),
+            Err(ControllerError::IneligibleReplica(1))
+        );
+    }
+
+    #[test]
+    fn heartbeats_with_a_stale_broker_epoch_are_refused() {
+        let (image, _) = cluster();
+        let mut c = Controller::new(ControllerConfig::default());
+        c.activate(&image, 0);
+        assert!(matches!(
+            c.heartbeat(&image, 1, 5, 10),
+            Err(ControllerError::StaleBrokerEpoch { .. })
+        ));
+        assert_eq!(
+            c.heartbeat(&image, 9, 0, 10),
+            Err(ControllerError::UnknownBroker(9))
+        );
+    }
+}
