@@ -7,22 +7,31 @@ import concurrent.futures
 import signal
 import time
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import Broker, free_port
 
 
-def start_cluster(tmp_path, n=3):
+# Failure detection sped up for tests (Kafka's defaults: 2 s / 9 s / 30 s).
+FAST = "broker_heartbeat_interval_ms = 300\nbroker_session_timeout_ms = 3000\nreplica_lag_time_max_ms = 3000\n"
+
+
+def start_cluster(tmp_path, n=3, config_text=None):
     ports = [free_port() for _ in range(n)]
     controller_ports = [free_port() for _ in range(n)]
     voters = ",".join(f"{i + 1}@127.0.0.1:{controller_ports[i]}" for i in range(n))
     nodes = [
-        Broker(tmp_path / f"node{i + 1}", port=ports[i],
+        Broker(tmp_path / f"node{i + 1}", port=ports[i], config_text=config_text,
                extra_args=["--node-id", str(i + 1), "--controller-quorum-voters", voters])
         for i in range(n)
     ]
     start_all(nodes)
+    # Every node has applied every registration (as in Kafka, a topic created before the
+    # brokers registered cannot get more replicas than the brokers known then).
+    for b in nodes:
+        wait_for(lambda: len(AdminClient({"bootstrap.servers": b.bootstrap})
+                             .list_topics(timeout=10).brokers) == n, what="all brokers known")
     return nodes
 
 
@@ -44,6 +53,20 @@ def wait_for(predicate, timeout=30, what="condition"):
             return result
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def active_controller(nodes):
+    """The node that most recently became the active controller (quorum leader), by log."""
+    latest = None
+    for i, b in enumerate(nodes):
+        if not (b.proc and b.alive()):
+            continue
+        for line in b.log_text().splitlines():
+            if "this node is now the active controller" in line:
+                stamp = line.split()[0]
+                if latest is None or stamp > latest[0]:
+                    latest = (stamp, i + 1)
+    return latest and latest[1]
 
 
 def create_topic(admin, name, partitions):
@@ -136,16 +159,14 @@ def test_metadata_survives_the_quorum_leader_dying_and_every_node_restarting(tmp
         admin = AdminClient({"bootstrap.servers": bootstrap(nodes)})
         create_topic(admin, "before", 3)
         acked = produce(bootstrap(nodes), "before", 90, "b")
-        # The quorum leader (the controller in Metadata) is killed; the others elect a new
-        # one and keep taking metadata changes.
-        md = admin.list_topics(timeout=10)
-        controller = md.controller_id
-        assert controller in (1, 2, 3)
+        # The quorum leader (the active controller) is killed; the others elect a new one
+        # and keep taking metadata changes.
+        controller = active_controller(nodes)
         nodes[controller - 1].kill9()
         survivors = AdminClient({"bootstrap.servers": bootstrap(nodes)})
         create_topic(survivors, "after", 3)
-        wait_for(lambda: survivors.list_topics(timeout=10).controller_id not in (-1, controller),
-                 what="a new controller")
+        assert wait_for(lambda: active_controller(nodes) not in (None, controller),
+                        what="a new active controller")
         # The dead node comes back, catches up, and every partition is served again.
         nodes[controller - 1].start(timeout=60)
         for b in nodes:
@@ -212,6 +233,173 @@ def test_three_replicas_hold_the_same_bytes_and_acks_all_waits_for_them(tmp_path
         # Once it is back the same write completes.
         acked_after = produce(bootstrap(nodes), "replicated", 10, "after")
         assert len(acked_after) == 10
+    finally:
+        for b in nodes:
+            b.stop()
+
+
+class KeyedProducer:
+    """An idempotent acks=all producer writing `key-i` = `i` in a thread until stopped."""
+
+    def __init__(self, bootstrap_servers, topic):
+        import threading
+        self.topic = topic
+        self.acked = []
+        self.errors = []
+        self.stop = threading.Event()
+        self.producer = Producer({"bootstrap.servers": bootstrap_servers, "acks": "all",
+                                  "enable.idempotence": True, "linger.ms": 2,
+                                  "message.timeout.ms": 120000})
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        i = 0
+        while not self.stop.is_set():
+            key = f"k{i % 7}".encode()
+            self.producer.produce(self.topic, key=key, value=str(i).encode(),
+                                  on_delivery=self.on_delivery)
+            self.producer.poll(0)
+            i += 1
+            time.sleep(0.004)
+        self.producer.flush(150)
+
+    def on_delivery(self, err, msg):
+        if err:
+            self.errors.append(err)
+        else:
+            self.acked.append((msg.partition(), msg.offset(), int(msg.value())))
+
+    def finish(self):
+        self.stop.set()
+        self.thread.join(180)
+
+
+def read_all(bootstrap_servers, topic, partitions):
+    c = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": f"check-{time.time()}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "enable.partition.eof": True})
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out, eof = [], set()
+    deadline = time.time() + 90
+    while len(eof) < partitions and time.time() < deadline:
+        m = c.poll(1)
+        if m is None:
+            continue
+        if m.error():
+            if m.error().code() == -191:  # _PARTITION_EOF
+                eof.add(m.partition())
+            continue
+        eof.discard(m.partition())
+        out.append((m.partition(), m.offset(), int(m.value())))
+    c.close()
+    return out
+
+
+def check_exactly_once_in_order(acked, stored):
+    values = [v for _, _, v in stored]
+    assert len(values) == len(set(values)), "a record stored twice"
+    at = {(p, o): v for p, o, v in stored}
+    lost = [(p, o, v) for p, o, v in acked if at.get((p, o)) != v]
+    assert not lost, f"acknowledged records lost or moved: {lost[:5]}"
+    for p in {p for p, _, _ in stored}:
+        by_key = {}
+        for _, o, v in sorted(x for x in stored if x[0] == p):
+            by_key.setdefault(v % 7, []).append(v)
+        for k, vs in by_key.items():
+            assert vs == sorted(vs), f"key k{k} out of order in partition {p}"
+
+
+def leader_of(nodes, topic, partition, exclude=()):
+    bs = ",".join(b.bootstrap for i, b in enumerate(nodes) if i + 1 not in exclude and b.alive())
+    md = AdminClient({"bootstrap.servers": bs}).list_topics(timeout=10)
+    return md.topics[topic].partitions[partition].leader
+
+
+def test_leader_killed_and_restarted_repeatedly_loses_no_acknowledged_record(tmp_path):
+    nodes = start_cluster(tmp_path, config_text=FAST)
+    try:
+        admin = AdminClient({"bootstrap.servers": bootstrap(nodes)})
+        admin.create_topics([NewTopic("ledger", 2, 3, config={"min.insync.replicas": "2"})],
+                            request_timeout=60)["ledger"].result(60)
+        producer = KeyedProducer(bootstrap(nodes), "ledger")
+        for round in range(3):
+            time.sleep(2)
+            victim = wait_for(lambda: leader_of(nodes, "ledger", round % 2) in (1, 2, 3) and
+                              leader_of(nodes, "ledger", round % 2), what="a leader")
+            nodes[victim - 1].kill9()
+            # The others fence it and elect a new leader from the ISR.
+            wait_for(lambda: leader_of(nodes, "ledger", round % 2, exclude=(victim,))
+                     not in (-1, victim), timeout=30, what="a new leader")
+            time.sleep(1)
+            nodes[victim - 1].start(timeout=60)
+        time.sleep(2)
+        producer.finish()
+        assert not producer.errors, producer.errors[:3]
+        assert len(producer.acked) > 500
+        stored = read_all(bootstrap(nodes), "ledger", 2)
+        check_exactly_once_in_order(producer.acked, stored)
+        # Every replica converges on the same bytes (a killed leader's unreplicated tail is
+        # cut when it comes back as a follower).
+        for partition in range(2):
+            wait_for(lambda: len({segment_bytes(n, "ledger", partition) for n in nodes}) == 1,
+                     timeout=30, what=f"identical replicas of partition {partition}")
+    finally:
+        for b in nodes:
+            b.stop()
+
+
+def test_rolling_restart_with_controlled_shutdown_fails_no_send(tmp_path):
+    nodes = start_cluster(tmp_path, config_text=FAST)
+    try:
+        admin = AdminClient({"bootstrap.servers": bootstrap(nodes)})
+        admin.create_topics([NewTopic("rolling", 3, 3, config={"min.insync.replicas": "2"})],
+                            request_timeout=60)["rolling"].result(60)
+        producer = KeyedProducer(bootstrap(nodes), "rolling")
+        for b in nodes:
+            time.sleep(2)
+            b.stop()  # SIGTERM: leaderships move away first
+            assert "controlled shutdown: no partition led here any more" in b.log_text()
+            b.start(timeout=60)
+            # Back in every ISR before the next one goes.
+            wait_for(lambda: all(sorted(p.isrs) == [1, 2, 3] for p in
+                                 AdminClient({"bootstrap.servers": bootstrap(nodes)})
+                                 .list_topics(timeout=10).topics["rolling"].partitions.values()),
+                     timeout=30, what="full ISRs")
+        time.sleep(1)
+        producer.finish()
+        assert not producer.errors, producer.errors[:3]
+        stored = read_all(bootstrap(nodes), "rolling", 3)
+        check_exactly_once_in_order(producer.acked, stored)
+    finally:
+        for b in nodes:
+            b.stop()
+
+
+def test_too_few_in_sync_replicas_refuse_acks_all_and_acknowledge_nothing(tmp_path):
+    nodes = start_cluster(tmp_path, config_text=FAST)
+    try:
+        admin = AdminClient({"bootstrap.servers": bootstrap(nodes)})
+        admin.create_topics([NewTopic("strict", 1, 3, config={"min.insync.replicas": "3"})],
+                            request_timeout=60)["strict"].result(60)
+        leader = leader_of(nodes, "strict", 0)
+        follower = next(i + 1 for i in range(3) if i + 1 != leader)
+        nodes[follower - 1].kill9()
+        wait_for(lambda: len(AdminClient({"bootstrap.servers": bootstrap(nodes)})
+                             .list_topics(timeout=10).topics["strict"].partitions[0].isrs) == 2,
+                 timeout=30, what="the ISR to shrink")
+        p = Producer({"bootstrap.servers": bootstrap(nodes), "acks": "all", "retries": 0,
+                      "message.timeout.ms": 5000})
+        out = []
+        p.produce("strict", value=b"x", on_delivery=lambda e, m: out.append(e))
+        p.flush(10)
+        assert out and out[0] is not None and out[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, out
+        # acks=1 still works, and the refused record was not stored.
+        p1 = Producer({"bootstrap.servers": bootstrap(nodes), "acks": "1"})
+        out1 = []
+        p1.produce("strict", value=b"y", on_delivery=lambda e, m: out1.append((e, m.offset())))
+        p1.flush(10)
+        assert out1 == [(None, 0)], out1
     finally:
         for b in nodes:
             b.stop()

@@ -38,6 +38,18 @@ pub struct BrokerConfig {
     /// default with a quorum) or "broker" (serves clients and follows the quorum).
     #[serde(alias = "process.roles")]
     pub process_roles: String,
+    /// `broker.heartbeat.interval.ms`: how often a cluster member tells the controller it is
+    /// alive.
+    #[serde(alias = "broker.heartbeat.interval.ms")]
+    pub broker_heartbeat_interval_ms: u64,
+    /// `broker.session.timeout.ms`: a broker silent this long is fenced (its leaderships
+    /// move, it leaves the ISRs).
+    #[serde(alias = "broker.session.timeout.ms")]
+    pub broker_session_timeout_ms: u64,
+    /// `replica.lag.time.max.ms`: a follower that has not caught up with its leader for this
+    /// long leaves the ISR.
+    #[serde(alias = "replica.lag.time.max.ms")]
+    pub replica_lag_time_max_ms: u64,
     /// `socket.request.max.bytes`: largest request frame accepted.
     #[serde(alias = "socket.request.max.bytes")]
     pub socket_request_max_bytes: usize,
@@ -204,6 +216,9 @@ impl Default for BrokerConfig {
             controller_quorum_voters: None,
             controller_listen: None,
             process_roles: "broker,controller".into(),
+            broker_heartbeat_interval_ms: 2_000,
+            broker_session_timeout_ms: 9_000,
+            replica_lag_time_max_ms: 30_000,
             socket_request_max_bytes: strata_protocol::REQUEST_BYTES_MAX_DEFAULT,
             connections_max: 10_000,
             connection_in_flight_max: 64,

@@ -102,6 +102,7 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool
             }
         }
         let request = fetch_request_for(broker.config.node_id, &partitions);
+        let epochs: Vec<i32> = partitions.iter().map(|p| p.leader_epoch()).collect();
         let c = client.as_mut().expect("connected above");
         let response = match tokio::time::timeout(FETCH_TIMEOUT, c.send(request, 12)).await {
             Ok(Ok(r)) => r,
@@ -116,9 +117,11 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool
                 continue;
             }
         };
-        let applied = tokio::task::spawn_blocking(move || apply_response(partitions, response))
-            .await
-            .unwrap_or(false);
+        let applied = tokio::task::spawn_blocking(move || {
+            apply_response(leader, partitions, epochs, response)
+        })
+        .await
+        .unwrap_or(false);
         if applied {
             broker.data_arrived.notify_waiters();
         }
@@ -159,20 +162,21 @@ fn fetch_request_for(node_id: i32, partitions: &[Arc<Partition>]) -> FetchReques
 /// Appends, truncates and syncs what one fetch brought. True if any high watermark or log
 /// moved (waiting fetches are woken).
 fn apply_response(
+    leader: i32,
     partitions: Vec<Arc<Partition>>,
+    epochs: Vec<i32>,
     response: kafka_protocol::messages::FetchResponse,
 ) -> bool {
     let mut moved = false;
     for t in response.responses {
         for data in t.partitions {
-            let Some(p) = partitions
-                .iter()
-                .find(|p| p.topic == t.topic.0.as_str() && p.partition == data.partition_index)
-            else {
+            let Some((p, &epoch)) = partitions.iter().zip(&epochs).find(|(p, _)| {
+                p.topic == t.topic.0.as_str() && p.partition == data.partition_index
+            }) else {
                 continue;
             };
-            // The leader changed under us since the request: metadata will tell this node.
-            if p.is_leader() {
+            // Leadership moved since the request: what this leader sent is not to be kept.
+            if p.is_leader() || p.leader_id() != leader || p.leader_epoch() != epoch {
                 continue;
             }
             let result = apply_partition(p, &data);

@@ -14,6 +14,7 @@
 pub mod cleaner;
 pub mod config;
 pub mod connection;
+mod control;
 pub mod errors;
 mod fetcher;
 pub mod groups;

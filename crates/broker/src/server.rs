@@ -110,6 +110,22 @@ pub async fn serve(
     if let Some(q) = &quorum {
         background.spawn(follow_quorum(broker.clone(), q.clone(), stop_rx.clone()));
         background.spawn(crate::fetcher::supervise(broker.clone(), stop_rx.clone()));
+        crate::control::install(&broker, q);
+        background.spawn(crate::control::controller_loop(
+            broker.clone(),
+            q.clone(),
+            stop_rx.clone(),
+        ));
+        background.spawn(crate::control::heartbeat_loop(
+            broker.clone(),
+            q.clone(),
+            stop_rx.clone(),
+        ));
+        background.spawn(crate::control::isr_loop(
+            broker.clone(),
+            q.clone(),
+            stop_rx.clone(),
+        ));
     }
     background.spawn(background_work(broker.clone(), stop_rx.clone()));
     background.spawn(crate::cleaner::cleaner_work(
@@ -141,6 +157,11 @@ pub async fn serve(
             _ = &mut shutdown => break,
         }
     }
+    if let Some(q) = &quorum {
+        // Leaderships move to other in-sync replicas while this node still answers (clients
+        // get NOT_LEADER_OR_FOLLOWER and go to the new leaders).
+        crate::control::controlled_shutdown(&broker, q, Duration::from_secs(30)).await;
+    }
     info!("shutting down: no new connections; finishing in-flight requests");
     drop(listener);
     let _ = stop_tx.send(true);
@@ -171,16 +192,18 @@ async fn follow_quorum(
 ) {
     let mut images = quorum.subscribe();
     loop {
+        // First whatever was applied between the broker's opening image and this
+        // subscription, then each change.
+        let b = broker.clone();
+        match tokio::task::spawn_blocking(move || b.catch_up_with_quorum()).await {
+            Ok(Err(e)) => warn!(error = %e, "a metadata change was not fully applied"),
+            Err(e) => warn!(error = %e, "applying a metadata change panicked"),
+            Ok(Ok(_)) => {}
+        }
         tokio::select! {
             changed = images.changed() => {
                 if changed.is_err() {
                     return;
-                }
-                let b = broker.clone();
-                match tokio::task::spawn_blocking(move || b.catch_up_with_quorum()).await {
-                    Ok(Err(e)) => warn!(error = %e, "a metadata change was not fully applied"),
-                    Err(e) => warn!(error = %e, "applying a metadata change panicked"),
-                    Ok(Ok(_)) => {}
                 }
             }
             _ = stop.changed() => return,

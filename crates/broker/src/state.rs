@@ -173,6 +173,10 @@ pub struct Broker {
     recovery: Mutex<Option<RecoveryState>>,
     /// Held while a metadata delta is applied to the partitions (see `replicas.rs`).
     pub(crate) applying: Mutex<()>,
+    /// The active controller's state (used on the quorum leader of a cluster).
+    pub(crate) controller: Mutex<strata_controller::Controller>,
+    /// This broker's epoch from its latest registration (a cluster member).
+    pub(crate) broker_epoch: std::sync::atomic::AtomicI64,
 }
 
 /// Recovered logs that need a sync are synced together: at most this many per syncfs, and a
@@ -290,6 +294,7 @@ impl Broker {
         };
         let (fs_for_logs, data_dir_for_logs) = (fs.clone(), config.data_dir.clone());
         let group_config = config.group_config();
+        let config_session_timeout_ms = config.broker_session_timeout_ms as i64;
         let txn_config = config.txn_config();
         let broker = Self {
             producer_ids: Mutex::new((0, 0)),
@@ -310,6 +315,12 @@ impl Broker {
             unopened: AtomicUsize::new(0),
             recovery: Mutex::new(None),
             applying: Mutex::new(()),
+            controller: Mutex::new(strata_controller::Controller::new(
+                strata_controller::ControllerConfig {
+                    session_timeout_ms: config_session_timeout_ms,
+                },
+            )),
+            broker_epoch: std::sync::atomic::AtomicI64::new(-1),
         };
         broker.register()?;
         // What this node hosts: on a cluster member the partitions with a replica here; a
@@ -742,6 +753,10 @@ impl Broker {
             }
         };
         let image = member.quorum.image();
+        if let Some(b) = image.broker(node_id) {
+            self.broker_epoch
+                .store(b.broker_epoch, std::sync::atomic::Ordering::SeqCst);
+        }
         *member.applied.write().unwrap_or_else(|p| p.into_inner()) = Applied {
             index: Some(index),
             image,
@@ -830,6 +845,15 @@ impl Broker {
         }
         let b = image.broker(leader).filter(|b| !b.fenced)?;
         Some((leader, b.host.clone(), b.port))
+    }
+
+    /// The controller id Metadata and DescribeCluster report: this node. As in KRaft
+    /// (KIP-590), clients cannot reach the quorum itself; any broker takes admin requests and
+    /// forwards the change to the quorum leader, so the answering broker — alive by
+    /// definition — is the one to name (naming a dead quorum leader would strand librdkafka's
+    /// admin client, which waits for that broker).
+    pub fn controller_id(&self) -> i32 {
+        self.config.node_id
     }
 
     /// The metadata quorum, on a cluster member.

@@ -25,7 +25,7 @@ pub struct ImageDelta {
     pub created: Vec<(PartitionRef, PartitionImage)>,
     /// Partitions this node hosted and no longer does (topic deleted, replica moved away).
     pub removed: Vec<PartitionRef>,
-    /// Partitions hosted before and after whose leader or leader epoch changed.
+    /// Partitions hosted before and after whose leader, leader epoch or ISR changed.
     pub leadership: Vec<(PartitionRef, PartitionImage)>,
     /// Topics (hosted before and after) whose configs changed.
     pub reconfigured: BTreeSet<String>,
@@ -61,7 +61,11 @@ impl ImageDelta {
                     .filter(|b| hosted(b))
                 {
                     None => delta.created.push((at, p.clone())),
-                    Some(b) if b.leader != p.leader || b.leader_epoch != p.leader_epoch => {
+                    Some(b)
+                        if b.leader != p.leader
+                            || b.leader_epoch != p.leader_epoch
+                            || b.isr != p.isr =>
+                    {
                         delta.leadership.push((at, p.clone()))
                     }
                     Some(_) => {}
@@ -188,8 +192,8 @@ mod tests {
         assert_eq!(d.created.len(), 1);
         assert_eq!(d.created[0].0.topic_id, Uuid::from_u128(9));
 
-        // A new leader: a leadership change for every node hosting a replica; an ISR change
-        // alone is not one.
+        // A new leader: a leadership change for every node hosting a replica; so is an ISR
+        // change (the leader counts its high watermark over the new ISR).
         let three = apply(&recreated, &[topic("b", 5), partition(5, 0, &[1, 2, 3])]);
         let moved = apply(
             &three,
@@ -222,8 +226,9 @@ mod tests {
                 replicas: None,
             }],
         );
-        assert!(ImageDelta::between(&moved, &shrunk, 1)
-            .leadership
-            .is_empty());
+        let d = ImageDelta::between(&moved, &shrunk, 2);
+        assert_eq!(d.leadership.len(), 1);
+        assert_eq!(d.leadership[0].1.isr, vec![2, 3]);
+        assert!(ImageDelta::between(&shrunk, &shrunk, 2).is_empty());
     }
 }

@@ -136,7 +136,9 @@ impl MetadataImage {
                     why: why.to_string(),
                 };
                 if expected_partition_epoch.is_some_and(|e| e != p.partition_epoch) {
-                    return Err(invalid("the partition changed since (stale partition epoch)"));
+                    return Err(invalid(
+                        "the partition changed since (stale partition epoch)",
+                    ));
                 }
                 if isr_after.iter().any(|r| !replicas_after.contains(r)) {
                     return Err(invalid("an in-sync replica is not a replica"));

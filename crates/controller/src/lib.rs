@@ -69,7 +69,11 @@ pub enum ControllerError {
     #[error("broker {0} is not registered")]
     UnknownBroker(i32),
     #[error("broker {node_id} epoch {got} is stale (current {current})")]
-    StaleBrokerEpoch { node_id: i32, got: i64, current: i64 },
+    StaleBrokerEpoch {
+        node_id: i32,
+        got: i64,
+        current: i64,
+    },
     #[error("unknown topic or partition")]
     UnknownTopicOrPartition,
     #[error("broker {0} does not lead the partition")]
@@ -89,7 +93,9 @@ pub enum ControllerError {
 pub enum ControllerReply {
     Ok,
     /// Controlled shutdown: how many partitions the broker still leads (0: it may stop).
-    ShutdownProgress { still_leading: usize },
+    ShutdownProgress {
+        still_leading: usize,
+    },
     Refused(ControllerError),
 }
 
@@ -104,7 +110,9 @@ struct Session {
 pub struct Controller {
     config: ControllerConfig,
     sessions: BTreeMap<i32, Session>,
-    shutting_down: BTreeSet<i32>,
+    /// Brokers in controlled shutdown, with the broker epoch that asked (a registration
+    /// after it, a restart, ends it).
+    shutting_down: BTreeMap<i32, i64>,
 }
 
 impl Controller {
@@ -170,20 +178,19 @@ impl Controller {
 
     /// Whether `node` may lead or join an ISR: registered, unfenced, not shutting down.
     fn is_live(&self, image: &MetadataImage, node: i32) -> bool {
-        image.broker(node).is_some_and(|b| !b.fenced) && !self.shutting_down.contains(&node)
+        image
+            .broker(node)
+            .is_some_and(|b| !b.fenced && self.shutting_down.get(&node) != Some(&b.broker_epoch))
     }
 
     /// What time alone decides: fence one broker whose session expired, and give leaderless
     /// partitions a leader from their ISR.
     pub fn tick(&mut self, image: &MetadataImage, now_ms: i64) -> Vec<MetadataRecord> {
         for b in image.live_brokers() {
-            let session = self
-                .sessions
-                .entry(b.node_id)
-                .or_insert(Session {
-                    broker_epoch: b.broker_epoch,
-                    last_heartbeat_ms: now_ms,
-                });
+            let session = self.sessions.entry(b.node_id).or_insert(Session {
+                broker_epoch: b.broker_epoch,
+                last_heartbeat_ms: now_ms,
+            });
             if session.broker_epoch != b.broker_epoch {
                 // Registered again since: a new session.
                 *session = Session {
@@ -266,7 +273,11 @@ impl Controller {
         } else {
             None
         };
-        let isr = if others.is_empty() { None } else { Some(others) };
+        let isr = if others.is_empty() {
+            None
+        } else {
+            Some(others)
+        };
         if leader.is_none() && isr.is_none() {
             return None;
         }
@@ -347,8 +358,8 @@ impl Controller {
     }
 
     /// A broker is stopping: move its leaderships away and take it out of the ISRs (except
-    /// where it is the last in-sync replica). Returns the records and how many partitions it
-    /// will still lead once they apply.
+    /// where it is the last in-sync replica, which cannot move). Returns the records and how
+    /// many leaderships they move (0: nothing left to move, the broker may stop).
     pub fn controlled_shutdown(
         &mut self,
         image: &MetadataImage,
@@ -356,21 +367,21 @@ impl Controller {
         broker_epoch: i64,
     ) -> Result<(Vec<MetadataRecord>, usize), ControllerError> {
         Self::check_epoch(image, node_id, broker_epoch)?;
-        self.shutting_down.insert(node_id);
+        self.shutting_down.insert(node_id, broker_epoch);
         let mut records = Vec::new();
         let mut still_leading = 0;
         for t in image.topics() {
             for (&partition, p) in &t.partitions {
                 let Some((leader, isr)) = self.without(image, node_id, p) else {
-                    if p.leader == node_id {
-                        still_leading += 1;
-                    }
                     continue;
                 };
                 if leader == Some(-1) {
-                    // The last in-sync replica: it keeps leading until it stops.
-                    still_leading += 1;
+                    // The last in-sync replica: nobody to hand it to; it leads until it stops
+                    // (and the partition is offline until it is back). Not waited for.
                     continue;
+                }
+                if leader.is_some() {
+                    still_leading += 1;
                 }
                 records.push(MetadataRecord::PartitionChange {
                     topic_id: t.topic_id,
@@ -383,11 +394,6 @@ impl Controller {
             }
         }
         Ok((records, still_leading))
-    }
-
-    /// A broker that registered again is no longer shutting down.
-    pub fn registered(&mut self, node_id: i32) {
-        self.shutting_down.remove(&node_id);
     }
 }
 
@@ -465,7 +471,10 @@ mod tests {
         apply(&mut image, &records);
         assert!(image.broker(1).unwrap().fenced);
         let p = part(&image);
-        assert_eq!((p.leader, p.isr.clone(), p.leader_epoch), (2, vec![2, 3], 1));
+        assert_eq!(
+            (p.leader, p.isr.clone(), p.leader_epoch),
+            (2, vec![2, 3], 1)
+        );
     }
 
     #[test]
@@ -487,7 +496,11 @@ mod tests {
         let records = c.tick(&image, 10_000);
         apply(&mut image, &records);
         let p = part(&image);
-        assert_eq!((p.leader, p.isr.clone()), (-1, vec![1]), "offline, not unclean");
+        assert_eq!(
+            (p.leader, p.isr.clone()),
+            (-1, vec![1]),
+            "offline, not unclean"
+        );
         // No election while the only in-sync replica is away.
         assert!(c.tick(&image, 10_100).is_empty());
         // It registers again (a restart): elected.
@@ -565,16 +578,44 @@ mod tests {
         let (mut image, _) = cluster();
         let mut c = Controller::new(ControllerConfig::default());
         c.activate(&image, 0);
-        let (records, still) = c.controlled_shutdown(&image, 1, 0).unwrap();
+        let (records, moving) = c.controlled_shutdown(&image, 1, 0).unwrap();
         apply(&mut image, &records);
-        assert_eq!(still, 0);
+        assert_eq!(moving, 1);
+        assert_eq!(
+            c.controlled_shutdown(&image, 1, 0).unwrap(),
+            (vec![], 0),
+            "done"
+        );
         let p = part(&image);
         assert_eq!((p.leader, p.isr.clone()), (2, vec![2, 3]));
         // The others do not elect it back while it shuts down, nor take it into the ISR.
         assert!(c.tick(&image, 100).is_empty());
+        let topic_id = image.topic("t").unwrap().topic_id;
         assert_eq!(
-            c.alter_partition(&image, 2, 0, image.topic("t").unwrap().topic_id, 0, 1, 1, &[1, 2, 3]),
+            c.alter_partition(&image, 2, 0, topic_id, 0, 1, 1, &[1, 2, 3]),
             Err(ControllerError::IneligibleReplica(1))
+        );
+        // It restarts (a new registration): it may rejoin.
+        apply(
+            &mut image,
+            &[
+                MetadataRecord::RegisterBroker {
+                    node_id: 1,
+                    incarnation_id: Uuid::from_u128(77),
+                    host: "h".into(),
+                    port: 9001,
+                    rack: None,
+                },
+                MetadataRecord::UnfenceBroker {
+                    node_id: 1,
+                    broker_epoch: 1,
+                },
+            ],
+        );
+        assert_eq!(
+            c.alter_partition(&image, 2, 0, topic_id, 0, 1, 1, &[2, 3, 1])
+                .map(|r| r.len()),
+            Ok(1)
         );
     }
 

@@ -144,6 +144,10 @@ pub struct Quorum {
     server: tokio::task::JoinHandle<()>,
     /// The connection forwarded writes use, and the address it goes to.
     forward: tokio::sync::Mutex<Option<(String, network::Connection)>>,
+    /// The connection calls to the leader use, and the address it goes to.
+    calls_out: tokio::sync::Mutex<Option<(String, network::Connection)>>,
+    /// Where calls from other members go.
+    calls_in: network::CallSlot,
 }
 
 impl Quorum {
@@ -178,7 +182,8 @@ impl Quorum {
         )
         .await
         .map_err(|e| QuorumError::Raft(e.to_string()))?;
-        let server = tokio::spawn(network::serve(listener, raft.clone()));
+        let calls_in: network::CallSlot = Arc::new(std::sync::RwLock::new(None));
+        let server = tokio::spawn(network::serve(listener, raft.clone(), calls_in.clone()));
         if config.voters.contains_key(&config.node_id) {
             let members: BTreeMap<u64, BasicNode> = config
                 .voters
@@ -201,6 +206,8 @@ impl Quorum {
             log,
             server,
             forward: tokio::sync::Mutex::new(None),
+            calls_out: tokio::sync::Mutex::new(None),
+            calls_in,
         }))
     }
 
@@ -234,7 +241,7 @@ impl Quorum {
                     .take()
                     .or_else(|| leader.and_then(|id| self.leader_address(id)));
                 match addr {
-                    Some(addr) => match self.forward_to(&addr, &batch).await {
+                    Some(addr) => match self.forward_to(&addr, &batch, deadline).await {
                         Ok(r) => Some(r),
                         Err(e) => {
                             last_error = format!("{addr}: {e}");
@@ -266,6 +273,56 @@ impl Quorum {
         }
     }
 
+    /// Whether this member leads the quorum now.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow_watched().current_leader == Some(self.config.node_id)
+    }
+
+    /// Sets what this member answers to calls (the broker's controller requests).
+    pub fn set_call_handler(&self, handler: network::CallHandler) {
+        *self.calls_in.write().unwrap_or_else(|p| p.into_inner()) = Some(handler);
+    }
+
+    /// Sends `body` to the quorum leader's call handler (this member's own when it leads)
+    /// and returns its answer.
+    pub async fn call_leader(&self, body: Vec<u8>, ttl: Duration) -> Result<Vec<u8>, QuorumError> {
+        let leader = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .current_leader
+            .ok_or_else(|| QuorumError::Unavailable("no quorum leader".into()))?;
+        if leader == self.config.node_id {
+            let handler = self
+                .calls_in
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .ok_or_else(|| QuorumError::Unavailable("no call handler yet".into()))?;
+            return Ok(handler(body).await);
+        }
+        let addr = self
+            .leader_address(leader)
+            .ok_or_else(|| QuorumError::Unavailable(format!("no address for leader {leader}")))?;
+        // The shared connection, or a connection of its own while another call uses it (a
+        // heartbeat must not queue behind a slow call).
+        let result = match self.calls_out.try_lock() {
+            Ok(mut out) => {
+                if out.as_ref().is_none_or(|(a, _)| *a != addr) {
+                    *out = Some((addr.clone(), network::Connection::new(addr.clone())));
+                }
+                let (_, connection) = out.as_mut().expect("set above");
+                connection.call_raw(&body, ttl).await
+            }
+            Err(_) => {
+                network::Connection::new(addr.clone())
+                    .call_raw(&body, ttl)
+                    .await
+            }
+        };
+        result.map_err(|e| QuorumError::Unavailable(format!("{addr}: {e}")))
+    }
+
     fn leader_address(&self, id: u64) -> Option<String> {
         if let Some(a) = self.config.voters.get(&id) {
             return Some(a.clone());
@@ -278,13 +335,23 @@ impl Quorum {
             .map(|n| n.addr.clone())
     }
 
-    async fn forward_to(&self, addr: &str, batch: &MetaBatch) -> io::Result<WriteReply> {
+    /// One attempt through `addr`, bounded by a few election timeouts (a leader that stopped
+    /// answering is given up on, and the write goes to whoever leads next).
+    async fn forward_to(
+        &self,
+        addr: &str,
+        batch: &MetaBatch,
+        deadline: Instant,
+    ) -> io::Result<WriteReply> {
+        let attempt = Duration::from_millis(3 * self.config.election_timeout_max_ms)
+            .min(deadline.saturating_duration_since(Instant::now()))
+            .max(Duration::from_millis(100));
         let mut forward = self.forward.lock().await;
         if forward.as_ref().is_none_or(|(a, _)| a != addr) {
             *forward = Some((addr.to_string(), network::Connection::new(addr.to_string())));
         }
         let (_, connection) = forward.as_mut().expect("set above");
-        connection.write(batch, self.config.write_timeout).await
+        connection.write(batch, attempt).await
     }
 
     /// Waits until this node applied `index`.

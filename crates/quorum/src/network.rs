@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::alias::{SnapshotOf, VoteOf};
@@ -40,6 +41,7 @@ enum Kind {
     PreVote = 3,
     Snapshot = 4,
     Write = 5,
+    Call = 6,
 }
 
 impl Kind {
@@ -50,6 +52,7 @@ impl Kind {
             3 => Kind::PreVote,
             4 => Kind::Snapshot,
             5 => Kind::Write,
+            6 => Kind::Call,
             _ => return None,
         })
     }
@@ -99,14 +102,23 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> io::Result<T> {
     serde_json::from_slice(body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
+/// What the application answers to a [`Kind::Call`] (opaque bytes both ways: the broker's
+/// controller requests).
+pub type CallHandler =
+    Arc<dyn Fn(Vec<u8>) -> std::pin::Pin<Box<dyn Future<Output = Vec<u8>> + Send>> + Send + Sync>;
+
+/// The handler calls go to, once the application set one.
+pub type CallSlot = Arc<std::sync::RwLock<Option<CallHandler>>>;
+
 /// Serves the controller listener until the process stops.
-pub async fn serve(listener: TcpListener, raft: Raft) {
+pub async fn serve(listener: TcpListener, raft: Raft, calls: CallSlot) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let raft = raft.clone();
+                let calls = calls.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = serve_connection(stream, raft).await {
+                    if let Err(e) = serve_connection(stream, raft, calls).await {
                         debug!(%peer, error = %e, "controller connection closed");
                     }
                 });
@@ -119,7 +131,7 @@ pub async fn serve(listener: TcpListener, raft: Raft) {
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, raft: Raft) -> io::Result<()> {
+async fn serve_connection(mut stream: TcpStream, raft: Raft, calls: CallSlot) -> io::Result<()> {
     stream.set_nodelay(true)?;
     loop {
         let kind = match stream.read_u8().await {
@@ -163,6 +175,15 @@ async fn serve_connection(mut stream: TcpStream, raft: Raft) -> io::Result<()> {
             Kind::Write => {
                 let batch: MetaBatch = parse(&body)?;
                 json(&write_locally(&raft, batch).await)?
+            }
+            Kind::Call => {
+                let handler = calls.read().unwrap_or_else(|p| p.into_inner()).clone();
+                match handler {
+                    Some(h) => h(body).await,
+                    None => {
+                        return Err(io::Error::other("no call handler on this node yet"));
+                    }
+                }
             }
         };
         stream.write_u32(answer.len() as u32).await?;
@@ -239,6 +260,22 @@ impl Connection {
         stream.write_all(&head).await?;
         stream.write_all(body).await?;
         read_frame(stream).await
+    }
+
+    /// Sends an application call to this peer (see [`CallHandler`]).
+    pub async fn call_raw(&mut self, body: &[u8], ttl: Duration) -> io::Result<Vec<u8>> {
+        let result = tokio::time::timeout(ttl, self.exchange(Kind::Call, body)).await;
+        match result {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => {
+                self.stream = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.stream = None;
+                Err(io::Error::new(io::ErrorKind::TimedOut, "call timed out"))
+            }
+        }
     }
 
     /// Forwards a metadata write to this peer.

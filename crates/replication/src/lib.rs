@@ -45,6 +45,19 @@ pub struct PartitionReplicas {
 impl PartitionReplicas {
     /// A partition led by `leader` with `isr`, its high watermark at `high_watermark`.
     pub fn new(leader: i32, isr: &[i32], min_insync_replicas: usize, high_watermark: i64) -> Self {
+        Self::new_at(leader, isr, min_insync_replicas, high_watermark, 0)
+    }
+
+    /// [`PartitionReplicas::new`] for a leader elected at `now_ms`: its followers count as
+    /// caught up then, so none leaves the ISR before it had `replica.lag.time.max.ms` to
+    /// fetch from the new leader.
+    pub fn new_at(
+        leader: i32,
+        isr: &[i32],
+        min_insync_replicas: usize,
+        high_watermark: i64,
+        now_ms: i64,
+    ) -> Self {
         // A new leader knows its own end; its followers' are unknown until they fetch.
         let progress = isr
             .iter()
@@ -54,7 +67,7 @@ impl PartitionReplicas {
                     r,
                     ReplicaProgress {
                         end,
-                        last_caught_up_ms: 0,
+                        last_caught_up_ms: now_ms,
                     },
                 )
             })
@@ -154,6 +167,20 @@ impl PartitionReplicas {
         if !self.isr.contains(&node) && !self.pending_isr.contains(&node) {
             self.pending_isr.push(node);
         }
+    }
+
+    /// Whether an ISR addition is waiting for the controller.
+    pub fn has_pending(&self) -> bool {
+        !self.pending_isr.is_empty()
+    }
+
+    /// The replicas counted for the high watermark: the ISR plus pending additions.
+    pub fn maximal_isr(&self) -> Vec<i32> {
+        self.isr
+            .iter()
+            .chain(self.pending_isr.iter())
+            .copied()
+            .collect()
     }
 
     /// The controller's answer: the ISR is now `isr` (pending additions are settled).

@@ -996,6 +996,21 @@ impl Log {
         self.slice_upto(offset, max_bytes, self.log_end_offset())
     }
 
+    /// A replica became leader in `epoch`: the epoch starts at the log end offset (recorded,
+    /// synced, before anything is appended in it; Kafka does this on election), so
+    /// OffsetsForLeaderEpoch and diverging followers see where the previous epoch ended.
+    pub fn begin_leader_epoch(&mut self, epoch: i32) -> Result<()> {
+        self.begin_epoch(epoch)
+    }
+
+    /// Where the latest leader epoch began (the log start offset while none is recorded).
+    pub fn latest_epoch_start(&self) -> i64 {
+        self.epochs
+            .entries()
+            .last()
+            .map_or(self.log_start_offset, |&(_, start)| start)
+    }
+
     /// The latest leader epoch in this log (-1 if none): a follower's `last_fetched_epoch`.
     pub fn latest_epoch(&self) -> i32 {
         self.epochs.latest_epoch().unwrap_or(-1)

@@ -73,17 +73,78 @@ impl Partition {
     /// watermark stays where it is, unless the ISR is this replica alone).
     pub fn become_leader(&self, local: i32, epoch: i32, isr: &[i32], min_insync_replicas: usize) {
         let mut log = self.log();
-        self.replica_id.store(local, Ordering::SeqCst);
-        self.leader_id.store(local, Ordering::SeqCst);
-        self.set_leader_epoch(epoch);
         let isr = if isr.contains(&local) {
             isr.to_vec()
         } else {
             vec![local]
         };
+        if self.is_leader()
+            && self.replica_id.load(Ordering::SeqCst) == local
+            && self.leader_epoch() == epoch
+        {
+            // Same leadership, a new ISR (an AlterPartition applied): progress is kept.
+            let mut replicas = self.replicas.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(hw) = replicas.set_isr(&isr) {
+                log.advance_high_watermark(hw);
+            }
+            return;
+        }
+        self.replica_id.store(local, Ordering::SeqCst);
+        self.leader_id.store(local, Ordering::SeqCst);
+        self.set_leader_epoch(epoch);
+        if let Err(e) = log.begin_leader_epoch(epoch) {
+            tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "could not record the new leader epoch");
+        }
+        let now = log.now_ms();
         *self.replicas.lock().unwrap_or_else(|p| p.into_inner()) =
-            PartitionReplicas::new(local, &isr, min_insync_replicas, log.high_watermark());
+            PartitionReplicas::new_at(local, &isr, min_insync_replicas, log.high_watermark(), now);
         self.update_high_watermark(&mut log);
+    }
+
+    /// On the leader: the ISR change to ask the controller for, if any — followers that
+    /// have not caught up for `lag_max_ms` leave; replicas that reached the high watermark
+    /// and the start of this leader's epoch join (counted for the high watermark at once,
+    /// KIP-497). None while an addition is pending.
+    pub fn isr_change(&self, lag_max_ms: i64) -> Option<Vec<i32>> {
+        if !self.is_leader() {
+            return None;
+        }
+        let log = self.log();
+        let now = log.now_ms();
+        let epoch_start = log.latest_epoch_start();
+        let mut replicas = self.replicas.lock().unwrap_or_else(|p| p.into_inner());
+        if replicas.has_pending() {
+            return None;
+        }
+        let shrink = replicas.shrink_candidates(now, lag_max_ms);
+        if !shrink.is_empty() {
+            return Some(
+                replicas
+                    .isr()
+                    .iter()
+                    .copied()
+                    .filter(|r| !shrink.contains(r))
+                    .collect(),
+            );
+        }
+        let expand = replicas.expand_candidates(epoch_start);
+        if expand.is_empty() {
+            return None;
+        }
+        for &r in &expand {
+            replicas.begin_expand(r);
+        }
+        Some(replicas.maximal_isr())
+    }
+
+    /// The controller refused an ISR change: pending additions no longer count.
+    pub fn isr_change_refused(&self) {
+        let mut log = self.log();
+        let mut replicas = self.replicas.lock().unwrap_or_else(|p| p.into_inner());
+        let isr = replicas.isr().to_vec();
+        if let Some(hw) = replicas.set_isr(&isr) {
+            log.advance_high_watermark(hw);
+        }
     }
 
     /// This replica (node `local`) follows `leader` in `epoch`: it takes only the leader's

@@ -121,8 +121,9 @@ fn check_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+        // openraft narrates every election and vote at info: warnings only by default.
+        .unwrap_or_else(|_| "info,openraft=warn".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)

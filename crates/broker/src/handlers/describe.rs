@@ -186,7 +186,7 @@ pub fn describe_cluster(
         .collect();
     DescribeClusterResponse::default()
         .with_cluster_id(str(&broker.config.cluster_id))
-        .with_controller_id(BrokerId(broker.config.node_id))
+        .with_controller_id(BrokerId(broker.controller_id()))
         .with_brokers(brokers)
 }
 

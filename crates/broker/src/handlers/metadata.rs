@@ -23,9 +23,13 @@ fn describe_topic(broker: &Broker, t: &TopicImage) -> MetadataResponseTopic {
                 .with_leader_epoch(p.leader_epoch)
                 .with_replica_nodes(p.replicas.iter().map(|&r| BrokerId(r)).collect())
                 .with_isr_nodes(p.isr.iter().map(|&r| BrokerId(r)).collect());
-            // Still recovering after a restart (or failed to open): no leader for now.
-            if some_unopened
-                && broker.availability(&t.name, index) != crate::state::Availability::Open
+            // Led here but still recovering after a restart (or failed to open), or with no
+            // leader at all (its in-sync replicas are down): no leader for now.
+            let led_here = broker.quorum().is_none() || p.leader == broker.config.node_id;
+            if p.leader < 0
+                || (some_unopened
+                    && led_here
+                    && broker.availability(&t.name, index) != crate::state::Availability::Open)
             {
                 described
                     .with_error_code(errors::LEADER_NOT_AVAILABLE)
@@ -116,6 +120,6 @@ pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Metad
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(str(&broker.config.cluster_id)))
-        .with_controller_id(BrokerId(broker.config.node_id))
+        .with_controller_id(BrokerId(broker.controller_id()))
         .with_topics(topics)
 }
