@@ -24,6 +24,13 @@ fn client(bootstrap: &str) -> Result<AdminClient<DefaultClientContext>> {
         .context("admin client")
 }
 
+static REPLICATION_FACTOR: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(1);
+
+/// Replicas of every topic created from now on.
+pub fn set_replication_factor(rf: i32) {
+    REPLICATION_FACTOR.store(rf.max(1), std::sync::atomic::Ordering::SeqCst);
+}
+
 /// Creates a uniquely named topic and returns its name.
 pub fn create_topic(bootstrap: &str, kind: &str, partitions: i32) -> Result<String> {
     let nanos = std::time::SystemTime::now()
@@ -32,7 +39,8 @@ pub fn create_topic(bootstrap: &str, kind: &str, partitions: i32) -> Result<Stri
         % 1_000_000_000;
     let name = format!("{PREFIX}{kind}-{nanos}");
     let admin = client(bootstrap)?;
-    let topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
+    let rf = REPLICATION_FACTOR.load(std::sync::atomic::Ordering::SeqCst);
+    let topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(rf));
     let opts = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(60)))
         .request_timeout(Some(Duration::from_secs(120)));

@@ -64,6 +64,9 @@ pub struct Args {
     /// Target rate of e2e-latency, in MB/s
     #[arg(long, default_value_t = 50.0)]
     pub latency_mb_per_s: f64,
+    /// Replicas of every topic the run creates (3 for the replicated workloads)
+    #[arg(long, default_value_t = 1)]
+    pub replication_factor: i32,
 }
 
 impl Args {
@@ -160,6 +163,7 @@ fn run_one(args: &Args, name: &str, state: &mut consume::Produced) -> Result<Out
 
 fn main() {
     let args = Args::parse();
+    admin::set_replication_factor(args.replication_factor);
     let names: Vec<&str> = if args.workload == "all" {
         WORKLOADS.to_vec()
     } else {
