@@ -1,0 +1,108 @@
+//! The leader's side of replication through Kafka's Fetch (v12): a follower (replica id ≥ 0)
+//! reads up to the log end offset, and one whose last fetched epoch ends earlier on the
+//! leader (or is unknown there) is told where to truncate (KIP-279 diverging epoch) instead
+//! of being given records.
+
+mod common;
+
+use common::call;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use strata_broker::{Broker, BrokerConfig};
+use strata_protocol::Request;
+use strata_records::{decode_records, BatchBuilder, Compression, Record};
+use strata_storage::{Clock, SimFs, SystemClock};
+
+fn batch(n: usize) -> Bytes {
+    let mut b = BatchBuilder::new(Compression::None);
+    for i in 0..n {
+        b.push(Record {
+            value: Some(Bytes::from(format!("v{i}"))),
+            timestamp_ms: SystemClock.now_ms(),
+            ..Default::default()
+        });
+    }
+    b.build().unwrap()
+}
+
+async fn fetch(
+    broker: &Arc<Broker>,
+    replica: i32,
+    offset: i64,
+    last_fetched_epoch: i32,
+) -> fetch_response::PartitionData {
+    let p = fetch_request::FetchPartition::default()
+        .with_partition(0)
+        .with_fetch_offset(offset)
+        .with_last_fetched_epoch(last_fetched_epoch)
+        .with_partition_max_bytes(1 << 20);
+    let t = fetch_request::FetchTopic::default()
+        .with_topic(TopicName(StrBytes::from_static_str("t")))
+        .with_partitions(vec![p]);
+    let r: FetchResponse = call(
+        broker,
+        ApiKey::Fetch,
+        12,
+        Request::Fetch(
+            FetchRequest::default()
+                .with_replica_id(BrokerId(replica))
+                .with_max_wait_ms(0)
+                .with_topics(vec![t])
+                .with_session_epoch(-1),
+        ),
+    )
+    .await;
+    r.responses[0].partitions[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_read_to_the_log_end_and_diverging_ones_are_told_where_to_truncate() {
+    let config = BrokerConfig {
+        data_dir: PathBuf::from("/data"),
+        ..BrokerConfig::default()
+    };
+    let broker =
+        Arc::new(Broker::open(config, Arc::new(SimFs::new()), Arc::new(SystemClock)).unwrap());
+    broker
+        .create_topic("t", 1, -1, Default::default(), false)
+        .unwrap();
+    let partition = broker.partition("t", 0).unwrap();
+    partition.append(&batch(3)).unwrap();
+    partition.sync_to(3).unwrap();
+
+    // A follower in step: the records, and no divergence.
+    let d = fetch(&broker, 2, 0, -1).await;
+    assert_eq!(d.error_code, 0);
+    assert_eq!(d.diverging_epoch.epoch, -1);
+    assert_eq!(decode_records(d.records.unwrap()).unwrap().len(), 3);
+
+    // A follower that has epoch 0 up to offset 10 (more than the leader ever had in it).
+    let d = fetch(&broker, 2, 10, 0).await;
+    assert_eq!(
+        (d.diverging_epoch.epoch, d.diverging_epoch.end_offset),
+        (0, 3)
+    );
+    assert!(d.records.unwrap_or_default().is_empty());
+
+    // A follower whose last epoch is newer than any here truncates to this leader's end.
+    let d = fetch(&broker, 2, 3, 5).await;
+    assert_eq!(
+        (d.diverging_epoch.epoch, d.diverging_epoch.end_offset),
+        (0, 3)
+    );
+
+    // One at the end in the same epoch: nothing to do.
+    let d = fetch(&broker, 2, 3, 0).await;
+    assert_eq!(d.error_code, 0);
+    assert_eq!(d.diverging_epoch.epoch, -1);
+
+    // A consumer (replica -1) is unaffected by epochs it does not send.
+    let d = fetch(&broker, -1, 0, -1).await;
+    assert_eq!(decode_records(d.records.unwrap()).unwrap().len(), 3);
+    broker.close();
+}
