@@ -5,12 +5,13 @@ metadata survives the loss and restart of the quorum's leader and a restart of e
 (Replication between brokers is not built yet: each partition has one replica.)"""
 import concurrent.futures
 import signal
+import subprocess
 import time
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import Broker, free_port
+from conftest import STRATA_BIN, Broker, free_port
 
 
 # Failure detection sped up for tests (Kafka's defaults: 2 s / 9 s / 30 s).
@@ -366,6 +367,16 @@ def test_rolling_restart_with_controlled_shutdown_fails_no_send(tmp_path):
                                  AdminClient({"bootstrap.servers": bootstrap(nodes)})
                                  .list_topics(timeout=10).topics["rolling"].partitions.values()),
                      timeout=30, what="full ISRs")
+        time.sleep(1)
+        # After the restarts leaderships sit on the nodes that stayed up: a preferred-leader
+        # election (ElectLeaders, through the CLI) moves each back to its first replica.
+        out = subprocess.run([STRATA_BIN, "partition", "elect-leaders", "--bootstrap", nodes[0].bootstrap],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        wait_for(lambda: all(p.leader == p.replicas[0] for p in
+                             AdminClient({"bootstrap.servers": bootstrap(nodes)})
+                             .list_topics(timeout=10).topics["rolling"].partitions.values()),
+                 what="preferred leaders")
         time.sleep(1)
         producer.finish()
         assert not producer.errors, producer.errors[:3]

@@ -50,6 +50,13 @@ pub struct BrokerConfig {
     /// long leaves the ISR.
     #[serde(alias = "replica.lag.time.max.ms")]
     pub replica_lag_time_max_ms: u64,
+    /// `auto.leader.rebalance.enable`: the controller moves leaderships back to each
+    /// partition's preferred (first) replica once it is in sync again.
+    #[serde(alias = "auto.leader.rebalance.enable")]
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`: how often it looks.
+    #[serde(alias = "leader.imbalance.check.interval.seconds")]
+    pub leader_imbalance_check_interval_seconds: u64,
     /// `socket.request.max.bytes`: largest request frame accepted.
     #[serde(alias = "socket.request.max.bytes")]
     pub socket_request_max_bytes: usize,
@@ -219,6 +226,8 @@ impl Default for BrokerConfig {
             broker_heartbeat_interval_ms: 2_000,
             broker_session_timeout_ms: 9_000,
             replica_lag_time_max_ms: 30_000,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_seconds: 300,
             socket_request_max_bytes: strata_protocol::REQUEST_BYTES_MAX_DEFAULT,
             connections_max: 10_000,
             connection_in_flight_max: 64,

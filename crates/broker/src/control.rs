@@ -107,6 +107,14 @@ async fn handle(broker: &Arc<Broker>, body: &[u8]) -> ControllerReply {
                 .map(|(records, still_leading)| {
                     (records, ControllerReply::ShutdownProgress { still_leading })
                 }),
+            ControllerRequest::ElectLeaders {
+                preferred,
+                partitions,
+            } => {
+                let (records, results) =
+                    controller.elect(&image, *preferred, partitions.as_deref());
+                Ok((records, ControllerReply::Elections(results)))
+            }
         }
     };
     let (records, reply) = match decided {
@@ -133,7 +141,7 @@ async fn handle(broker: &Arc<Broker>, body: &[u8]) -> ControllerReply {
 }
 
 /// Sends a request to the active controller.
-async fn call(
+pub(crate) async fn call(
     quorum: &Quorum,
     request: &ControllerRequest,
 ) -> Result<ControllerReply, QuorumError> {
@@ -163,6 +171,7 @@ pub(crate) async fn controller_loop(
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut active = false;
     let mut last_tick = tokio::time::Instant::now();
+    let mut last_rebalance_ms = broker.clock.now_ms();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -195,7 +204,24 @@ pub(crate) async fn controller_loop(
                 broker.broker_epoch.load(Ordering::SeqCst),
                 now,
             );
-            controller.tick(&image, now)
+            let mut records = controller.tick(&image, now);
+            // auto.leader.rebalance.enable: leadership goes back to preferred replicas.
+            let interval = broker.config.leader_imbalance_check_interval_seconds as i64 * 1000;
+            if records.is_empty()
+                && broker.config.auto_leader_rebalance_enable
+                && now - last_rebalance_ms >= interval
+            {
+                last_rebalance_ms = now;
+                let (moves, _) = controller.elect(&image, true, None);
+                if !moves.is_empty() {
+                    info!(
+                        partitions = moves.len(),
+                        "moving leaderships back to preferred replicas"
+                    );
+                }
+                records = moves;
+            }
+            records
         };
         if records.is_empty() {
             continue;

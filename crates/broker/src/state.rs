@@ -856,6 +856,11 @@ impl Broker {
         self.config.node_id
     }
 
+    /// Runs a quorum call from synchronous code on a cluster member (None when standalone).
+    pub(crate) fn block_on_quorum<F: std::future::Future>(&self, f: F) -> Option<F::Output> {
+        self.quorum.as_ref().map(|m| m.block_on(f))
+    }
+
     /// The metadata quorum, on a cluster member.
     pub fn quorum(&self) -> Option<&Arc<Quorum>> {
         self.quorum.as_ref().map(|m| &m.quorum)

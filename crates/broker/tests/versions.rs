@@ -346,6 +346,16 @@ fn request(broker: &Broker, key: ApiKey, v: i16) -> Vec<Request> {
                 })
                 .collect()
         }
+        ApiKey::ElectLeaders => vec![
+            Request::ElectLeaders(ElectLeadersRequest::default().with_topic_partitions(None)),
+            Request::ElectLeaders(ElectLeadersRequest::default().with_topic_partitions(Some(
+                vec![
+                    elect_leaders_request::TopicPartitions::default()
+                        .with_topic(name("t"))
+                        .with_partitions(vec![0, 9]),
+                ],
+            ))),
+        ],
         ApiKey::ListTransactions => vec![
             Request::ListTransactions(ListTransactionsRequest::default()),
             Request::ListTransactions(

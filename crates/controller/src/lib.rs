@@ -59,6 +59,24 @@ pub enum ControllerRequest {
         node_id: i32,
         broker_epoch: i64,
     },
+    /// ElectLeaders: preferred (the first replica) or, for leaderless partitions, any live
+    /// in-sync replica; `partitions` None means all.
+    ElectLeaders {
+        preferred: bool,
+        partitions: Option<Vec<(Uuid, i32)>>,
+    },
+}
+
+/// What an election did for one partition (ElectLeaders' per-partition result).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Election {
+    Elected(i32),
+    /// The wanted leader already leads.
+    NotNeeded,
+    /// The wanted leader is down or not in sync (PREFERRED_LEADER_NOT_AVAILABLE /
+    /// ELIGIBLE_LEADERS_NOT_AVAILABLE).
+    NotAvailable,
+    UnknownPartition,
 }
 
 /// Why the controller refused a request (the broker maps each to Kafka's error code).
@@ -96,6 +114,7 @@ pub enum ControllerReply {
     ShutdownProgress {
         still_leading: usize,
     },
+    Elections(Vec<(Uuid, i32, Election)>),
     Refused(ControllerError),
 }
 
@@ -282,6 +301,59 @@ impl Controller {
             return None;
         }
         Some((leader, isr))
+    }
+
+    /// Elections for `partitions` (all when None): `preferred` moves leadership to the first
+    /// replica when it is live and in sync; otherwise only leaderless partitions get the first
+    /// live in-sync replica (no unclean election).
+    pub fn elect(
+        &self,
+        image: &MetadataImage,
+        preferred: bool,
+        partitions: Option<&[(Uuid, i32)]>,
+    ) -> (Vec<MetadataRecord>, Vec<(Uuid, i32, Election)>) {
+        let wanted: Vec<(Uuid, i32)> = match partitions {
+            Some(p) => p.to_vec(),
+            None => image
+                .topics()
+                .flat_map(|t| t.partitions.keys().map(move |&p| (t.topic_id, p)))
+                .collect(),
+        };
+        let mut records = Vec::new();
+        let mut results = Vec::with_capacity(wanted.len());
+        for (topic_id, partition) in wanted {
+            let Some(p) = image
+                .topic_by_id(&topic_id)
+                .and_then(|t| t.partitions.get(&partition))
+            else {
+                results.push((topic_id, partition, Election::UnknownPartition));
+                continue;
+            };
+            let target = if preferred {
+                p.replicas.first().copied()
+            } else if p.leader >= 0 {
+                Some(p.leader)
+            } else {
+                p.isr.iter().copied().find(|&r| self.is_live(image, r))
+            };
+            let outcome = match target {
+                Some(t) if t == p.leader => Election::NotNeeded,
+                Some(t) if p.isr.contains(&t) && self.is_live(image, t) => {
+                    records.push(MetadataRecord::PartitionChange {
+                        topic_id,
+                        partition,
+                        leader: Some(t),
+                        isr: None,
+                        replicas: None,
+                        expected_partition_epoch: Some(p.partition_epoch),
+                    });
+                    Election::Elected(t)
+                }
+                _ => Election::NotAvailable,
+            };
+            results.push((topic_id, partition, outcome));
+        }
+        (records, results)
     }
 
     /// A partition leader asks for a new ISR (shrink or expand).
@@ -617,6 +689,62 @@ mod tests {
                 .map(|r| r.len()),
             Ok(1)
         );
+    }
+
+    #[test]
+    fn preferred_elections_move_leadership_back_to_the_first_replica_when_it_can_lead() {
+        let (mut image, topic_id) = cluster();
+        let mut c = Controller::new(ControllerConfig::default());
+        c.activate(&image, 0);
+        let (records, _) = c.controlled_shutdown(&image, 1, 0).unwrap();
+        apply(&mut image, &records);
+        assert_eq!(part(&image).leader, 2);
+        // 1 is shutting down, then out of the ISR: not available.
+        let (records, results) = c.elect(&image, true, None);
+        assert!(records.is_empty());
+        assert_eq!(results, vec![(topic_id, 0, Election::NotAvailable)]);
+        // It restarts and rejoins the ISR: elected back.
+        apply(
+            &mut image,
+            &[
+                MetadataRecord::RegisterBroker {
+                    node_id: 1,
+                    incarnation_id: Uuid::from_u128(5),
+                    host: "h".into(),
+                    port: 9001,
+                    rack: None,
+                },
+                MetadataRecord::UnfenceBroker {
+                    node_id: 1,
+                    broker_epoch: 1,
+                },
+            ],
+        );
+        let p = part(&image);
+        let rejoin = c
+            .alter_partition(
+                &image,
+                2,
+                0,
+                topic_id,
+                0,
+                p.leader_epoch,
+                p.partition_epoch,
+                &[2, 3, 1],
+            )
+            .unwrap();
+        apply(&mut image, &rejoin);
+        let (records, results) = c.elect(&image, true, Some(&[(topic_id, 0), (topic_id, 7)]));
+        apply(&mut image, &records);
+        assert_eq!(
+            results,
+            vec![
+                (topic_id, 0, Election::Elected(1)),
+                (topic_id, 7, Election::UnknownPartition)
+            ]
+        );
+        assert_eq!(part(&image).leader, 1);
+        assert_eq!(c.elect(&image, true, None).1[0].2, Election::NotNeeded);
     }
 
     #[test]

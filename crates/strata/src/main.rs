@@ -4,6 +4,7 @@ mod cli;
 mod cluster_cli;
 mod format;
 mod group_cli;
+mod partition_cli;
 mod serve;
 mod txn_cli;
 
@@ -38,6 +39,9 @@ enum Command {
     /// Transactions: list transactional ids, describe one (state, partitions, age).
     #[command(subcommand)]
     Txn(txn_cli::TxnCommand),
+    /// Partitions of a cluster: preferred-leader elections.
+    #[command(subcommand)]
+    Partition(partition_cli::PartitionCommand),
     /// Produce lines from stdin to a topic.
     Produce(cli::ProduceArgs),
     /// Consume records from a topic and print them.
@@ -76,6 +80,7 @@ fn main() {
         Command::Topic(c) => cli::run_topic(c),
         Command::Group(c) => group_cli::run_group(c),
         Command::Txn(c) => txn_cli::run_txn(c),
+        Command::Partition(c) => partition_cli::run_partition(c),
         Command::Produce(a) => cli::run_produce(a),
         Command::Consume(a) => cli::run_consume(a),
     };

@@ -186,3 +186,114 @@ pub fn create_partitions(
         .collect();
     CreatePartitionsResponse::default().with_results(results)
 }
+
+/// ElectLeaders (KIP-460): preferred elections move leadership to each partition's first
+/// replica when it is in sync; "unclean" (type 1) elects only among in-sync replicas of
+/// leaderless partitions (Strata never elects an out-of-sync replica). Decided by the active
+/// controller.
+pub fn elect_leaders(
+    broker: &Arc<Broker>,
+    req: kafka_protocol::messages::ElectLeadersRequest,
+    version: i16,
+) -> kafka_protocol::messages::ElectLeadersResponse {
+    use kafka_protocol::messages::elect_leaders_response::{
+        PartitionResult, ReplicaElectionResult,
+    };
+    use kafka_protocol::messages::ElectLeadersResponse;
+    use strata_controller::Election;
+    let preferred = version == 0 || req.election_type == 0;
+    let mut resp = ElectLeadersResponse::default();
+    if version >= 1 && !matches!(req.election_type, 0 | 1) {
+        resp.error_code = errors::INVALID_REQUEST;
+        return resp;
+    }
+    let image = broker.image();
+    let asked: Option<Vec<(String, i32)>> = req.topic_partitions.as_ref().map(|tps| {
+        tps.iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(move |&p| (t.topic.0.to_string(), p))
+            })
+            .collect()
+    });
+    let wanted: Vec<(String, i32)> = match &asked {
+        Some(a) => a.clone(),
+        None => image
+            .topics()
+            .flat_map(|t| t.partitions.keys().map(move |&p| (t.name.clone(), p)))
+            .collect(),
+    };
+    let ids: Vec<Option<(uuid::Uuid, i32)>> = wanted
+        .iter()
+        .map(|(t, p)| image.topic(t).map(|t| (t.topic_id, *p)))
+        .collect();
+    let known: Vec<(uuid::Uuid, i32)> = ids.iter().flatten().copied().collect();
+    let outcomes: Result<Vec<(uuid::Uuid, i32, Election)>, i16> = match broker.quorum() {
+        // A standalone node leads everything it has.
+        None => Ok(known
+            .iter()
+            .map(|&(id, p)| {
+                let exists = image
+                    .topic_by_id(&id)
+                    .is_some_and(|t| t.partitions.contains_key(&p));
+                (
+                    id,
+                    p,
+                    if exists {
+                        Election::NotNeeded
+                    } else {
+                        Election::UnknownPartition
+                    },
+                )
+            })
+            .collect()),
+        Some(q) => {
+            let request = strata_controller::ControllerRequest::ElectLeaders {
+                preferred,
+                partitions: Some(known.clone()),
+            };
+            let q = q.clone();
+            let reply =
+                broker.block_on_quorum(async move { crate::control::call(&q, &request).await });
+            match reply {
+                Some(Ok(strata_controller::ControllerReply::Elections(r))) => Ok(r),
+                _ => Err(errors::NOT_CONTROLLER),
+            }
+        }
+    };
+    let mut by_topic: std::collections::BTreeMap<String, Vec<PartitionResult>> = Default::default();
+    for ((topic, partition), id) in wanted.iter().zip(&ids) {
+        let code = match (&outcomes, id) {
+            (_, None) => errors::UNKNOWN_TOPIC_OR_PARTITION,
+            (Err(code), _) => *code,
+            (Ok(results), Some((tid, p))) => match results
+                .iter()
+                .find(|(i, q, _)| i == tid && q == p)
+                .map(|r| r.2)
+            {
+                Some(Election::Elected(_)) => errors::NONE,
+                Some(Election::NotNeeded) => errors::ELECTION_NOT_NEEDED,
+                Some(Election::NotAvailable) if preferred => errors::PREFERRED_LEADER_NOT_AVAILABLE,
+                Some(Election::NotAvailable) => errors::ELIGIBLE_LEADERS_NOT_AVAILABLE,
+                Some(Election::UnknownPartition) | None => errors::UNKNOWN_TOPIC_OR_PARTITION,
+            },
+        };
+        let mut r = PartitionResult::default();
+        r.partition_id = *partition;
+        r.error_code = code;
+        by_topic.entry(topic.clone()).or_default().push(r);
+    }
+    resp.replica_election_results = by_topic
+        .into_iter()
+        .map(|(topic, partition_result)| {
+            let mut r = ReplicaElectionResult::default();
+            r.topic = kafka_protocol::messages::TopicName(
+                kafka_protocol::protocol::StrBytes::from_string(topic),
+            );
+            r.partition_result = partition_result;
+            r
+        })
+        .collect();
+    resp
+}

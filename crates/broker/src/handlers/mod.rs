@@ -222,6 +222,9 @@ pub fn dispatch(
             version,
             &txn::describe_transactions(broker, r),
         )),
+        Request::ElectLeaders(r) => blocking(broker, move |b| {
+            encode(cid, api_key, version, &admin::elect_leaders(&b, r, version))
+        }),
         Request::WriteTxnMarkers(r) => blocking(broker, move |b| {
             encode(cid, api_key, version, &txn::write_txn_markers(&b, r))
         }),
