@@ -107,6 +107,13 @@ async fn handle(broker: &Arc<Broker>, body: &[u8]) -> ControllerReply {
                 .map(|(records, still_leading)| {
                     (records, ControllerReply::ShutdownProgress { still_leading })
                 }),
+            ControllerRequest::Reassign {
+                topic_id,
+                partition,
+                target,
+            } => controller
+                .reassign(&image, *topic_id, *partition, target.as_deref())
+                .map(|records| (records, ControllerReply::Ok)),
             ControllerRequest::ElectLeaders {
                 preferred,
                 partitions,

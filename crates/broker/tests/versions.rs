@@ -346,6 +346,30 @@ fn request(broker: &Broker, key: ApiKey, v: i16) -> Vec<Request> {
                 })
                 .collect()
         }
+        ApiKey::AlterPartitionReassignments => vec![Request::AlterPartitionReassignments(
+            AlterPartitionReassignmentsRequest::default().with_topics(vec![
+                alter_partition_reassignments_request::ReassignableTopic::default()
+                    .with_name(name("t"))
+                    .with_partitions(vec![
+                        alter_partition_reassignments_request::ReassignablePartition::default()
+                            .with_partition_index(0)
+                            .with_replicas(Some(vec![BrokerId(1)])),
+                        alter_partition_reassignments_request::ReassignablePartition::default()
+                            .with_partition_index(9)
+                            .with_replicas(None),
+                    ]),
+            ]),
+        )],
+        ApiKey::ListPartitionReassignments => vec![
+            Request::ListPartitionReassignments(ListPartitionReassignmentsRequest::default()),
+            Request::ListPartitionReassignments(
+                ListPartitionReassignmentsRequest::default().with_topics(Some(vec![
+                    list_partition_reassignments_request::ListPartitionReassignmentsTopics::default()
+                        .with_name(name("t"))
+                        .with_partition_indexes(vec![0]),
+                ])),
+            ),
+        ],
         ApiKey::ElectLeaders => vec![
             Request::ElectLeaders(ElectLeadersRequest::default().with_topic_partitions(None)),
             Request::ElectLeaders(ElectLeadersRequest::default().with_topic_partitions(Some(

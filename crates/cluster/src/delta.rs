@@ -64,7 +64,8 @@ impl ImageDelta {
                     Some(b)
                         if b.leader != p.leader
                             || b.leader_epoch != p.leader_epoch
-                            || b.isr != p.isr =>
+                            || b.isr != p.isr
+                            || b.replicas != p.replicas =>
                     {
                         delta.leadership.push((at, p.clone()))
                     }

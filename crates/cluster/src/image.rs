@@ -14,6 +14,27 @@ pub struct PartitionImage {
     pub partition_epoch: i32,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
+    /// A reassignment in progress (KIP-455): replicas being added (catching up, counted in
+    /// `replicas`) and replicas to drop once every target replica is in sync.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding_replicas: Vec<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing_replicas: Vec<i32>,
+}
+
+impl PartitionImage {
+    /// Where a reassignment in progress is going (the replicas once it completes).
+    pub fn target_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing_replicas.contains(r))
+            .collect()
+    }
+
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,8 +127,111 @@ impl MetadataImage {
                         partition_epoch: 0,
                         replicas: replicas.clone(),
                         isr: isr.clone(),
+                        adding_replicas: Vec::new(),
+                        removing_replicas: Vec::new(),
                     },
                 );
+            }
+            MetadataRecord::Reassign {
+                topic_id,
+                partition,
+                target,
+                leader,
+                expected_partition_epoch,
+            } => {
+                let p = self.partition_mut(topic_id, *partition)?;
+                let invalid = |why: &str| MetadataError::InvalidPartitionChange {
+                    topic_id: *topic_id,
+                    partition: *partition,
+                    why: why.to_string(),
+                };
+                if *expected_partition_epoch != p.partition_epoch {
+                    return Err(invalid(
+                        "the partition changed since (stale partition epoch)",
+                    ));
+                }
+                // Back to where the partition was before any reassignment in progress.
+                let original: Vec<i32> = p
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| !p.adding_replicas.contains(r))
+                    .collect();
+                let (replicas, adding, removing) = match target {
+                    Some(t) => {
+                        if t.is_empty() {
+                            return Err(invalid("a reassignment needs at least one replica"));
+                        }
+                        let mut replicas = t.clone();
+                        replicas.extend(original.iter().copied().filter(|r| !t.contains(r)));
+                        let adding = t
+                            .iter()
+                            .copied()
+                            .filter(|r| !original.contains(r))
+                            .collect();
+                        let removing = original
+                            .iter()
+                            .copied()
+                            .filter(|r| !t.contains(r))
+                            .collect();
+                        (replicas, adding, removing)
+                    }
+                    None => (original, Vec::new(), Vec::new()),
+                };
+                let isr: Vec<i32> = p
+                    .isr
+                    .iter()
+                    .copied()
+                    .filter(|r| replicas.contains(r))
+                    .collect();
+                let leader_after = leader.unwrap_or(p.leader);
+                if leader_after >= 0 && !isr.contains(&leader_after) {
+                    return Err(invalid("the leader is not in sync"));
+                }
+                if leader_after != p.leader {
+                    p.leader_epoch += 1;
+                }
+                p.leader = leader_after;
+                p.replicas = replicas;
+                p.isr = isr;
+                p.adding_replicas = adding;
+                p.removing_replicas = removing;
+                p.partition_epoch += 1;
+            }
+            MetadataRecord::ReassignmentDone {
+                topic_id,
+                partition,
+                leader,
+                expected_partition_epoch,
+            } => {
+                let p = self.partition_mut(topic_id, *partition)?;
+                let invalid = |why: &str| MetadataError::InvalidPartitionChange {
+                    topic_id: *topic_id,
+                    partition: *partition,
+                    why: why.to_string(),
+                };
+                if *expected_partition_epoch != p.partition_epoch {
+                    return Err(invalid(
+                        "the partition changed since (stale partition epoch)",
+                    ));
+                }
+                let target = p.target_replicas();
+                if target.iter().any(|r| !p.isr.contains(r)) {
+                    return Err(invalid("a target replica is not in sync yet"));
+                }
+                let leader_after = leader.unwrap_or(p.leader);
+                if !target.contains(&leader_after) {
+                    return Err(invalid("the leader must be a target replica"));
+                }
+                if leader_after != p.leader {
+                    p.leader_epoch += 1;
+                }
+                p.leader = leader_after;
+                p.isr.retain(|r| target.contains(r));
+                p.replicas = target;
+                p.adding_replicas.clear();
+                p.removing_replicas.clear();
+                p.partition_epoch += 1;
             }
             MetadataRecord::PartitionChange {
                 topic_id,
@@ -228,6 +352,22 @@ impl MetadataImage {
 
     /// The end of the last producer id block handed out (0: none yet).
     /// Dynamic broker configs of a resource ("" = cluster default, else a node id).
+    fn partition_mut(
+        &mut self,
+        topic_id: &Uuid,
+        partition: i32,
+    ) -> Result<&mut PartitionImage, MetadataError> {
+        self.topics
+            .get_mut(topic_id)
+            .ok_or(MetadataError::UnknownTopicId(*topic_id))?
+            .partitions
+            .get_mut(&partition)
+            .ok_or(MetadataError::UnknownPartition {
+                topic_id: *topic_id,
+                partition,
+            })
+    }
+
     /// The registered broker `node_id`, fenced or not.
     pub fn broker(&self, node_id: i32) -> Option<&BrokerRegistration> {
         self.brokers.get(&node_id)

@@ -37,6 +37,25 @@ pub enum MetadataRecord {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         expected_partition_epoch: Option<i32>,
     },
+    /// A reassignment of the partition's replicas to `target` starts (KIP-455): target
+    /// replicas not yet hosted are added (they catch up as followers), the others are marked
+    /// for removal; `None` cancels one in progress (back to the replicas before it). `leader`
+    /// moves leadership when the current one is dropped at once (a cancel).
+    Reassign {
+        topic_id: Uuid,
+        partition: i32,
+        target: Option<Vec<i32>>,
+        leader: Option<i32>,
+        expected_partition_epoch: i32,
+    },
+    /// Every target replica is in sync: the replicas marked for removal go (and leadership
+    /// moves to `leader` when the leader was one of them).
+    ReassignmentDone {
+        topic_id: Uuid,
+        partition: i32,
+        leader: Option<i32>,
+        expected_partition_epoch: i32,
+    },
     /// The topic's dynamic configs are now exactly `configs`.
     TopicConfig {
         topic_id: Uuid,

@@ -65,6 +65,12 @@ pub enum ControllerRequest {
         preferred: bool,
         partitions: Option<Vec<(Uuid, i32)>>,
     },
+    /// AlterPartitionReassignments for one partition (`target` None: cancel).
+    Reassign {
+        topic_id: Uuid,
+        partition: i32,
+        target: Option<Vec<i32>>,
+    },
 }
 
 /// What an election did for one partition (ElectLeaders' per-partition result).
@@ -104,6 +110,10 @@ pub enum ControllerError {
     InvalidIsr(Vec<i32>, String),
     #[error("replica {0} cannot join the ISR (fenced, shutting down or unknown)")]
     IneligibleReplica(i32),
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    #[error("no reassignment in progress")]
+    NoReassignmentInProgress,
 }
 
 /// The controller's answer.
@@ -229,6 +239,27 @@ impl Controller {
         let mut records = Vec::new();
         for t in image.topics() {
             for (&partition, p) in &t.partitions {
+                if p.is_reassigning() {
+                    // Done once every target replica is in sync; the leader moves into the
+                    // target first if it is being removed.
+                    let target = p.target_replicas();
+                    if target.iter().all(|r| p.isr.contains(r)) {
+                        let leader = if target.contains(&p.leader) {
+                            None
+                        } else {
+                            target.iter().copied().find(|&r| self.is_live(image, r))
+                        };
+                        if target.contains(&p.leader) || leader.is_some() {
+                            records.push(MetadataRecord::ReassignmentDone {
+                                topic_id: t.topic_id,
+                                partition,
+                                leader,
+                                expected_partition_epoch: p.partition_epoch,
+                            });
+                            continue;
+                        }
+                    }
+                }
                 if p.leader >= 0 {
                     continue;
                 }
@@ -354,6 +385,66 @@ impl Controller {
             results.push((topic_id, partition, outcome));
         }
         (records, results)
+    }
+
+    /// Starts (or with `target` None cancels) a reassignment of one partition's replicas.
+    pub fn reassign(
+        &self,
+        image: &MetadataImage,
+        topic_id: Uuid,
+        partition: i32,
+        target: Option<&[i32]>,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        let p = image
+            .topic_by_id(&topic_id)
+            .and_then(|t| t.partitions.get(&partition))
+            .ok_or(ControllerError::UnknownTopicOrPartition)?;
+        let leader = match target {
+            Some(t) => {
+                let mut seen = BTreeSet::new();
+                if t.is_empty() {
+                    return Err(ControllerError::InvalidReplicaAssignment(
+                        "The replica list must not be empty.".into(),
+                    ));
+                }
+                for r in t {
+                    if !seen.insert(*r) {
+                        return Err(ControllerError::InvalidReplicaAssignment(format!(
+                            "Replica {r} appears more than once."
+                        )));
+                    }
+                    if image.broker(*r).is_none() {
+                        return Err(ControllerError::InvalidReplicaAssignment(format!(
+                            "Replica {r} is not a registered broker."
+                        )));
+                    }
+                }
+                None
+            }
+            None => {
+                if !p.is_reassigning() {
+                    return Err(ControllerError::NoReassignmentInProgress);
+                }
+                // The original replicas stay; a leader among the added ones hands over.
+                if p.adding_replicas.contains(&p.leader) {
+                    let back = p
+                        .isr
+                        .iter()
+                        .copied()
+                        .find(|r| !p.adding_replicas.contains(r) && self.is_live(image, *r));
+                    Some(back.unwrap_or(-1))
+                } else {
+                    None
+                }
+            }
+        };
+        Ok(vec![MetadataRecord::Reassign {
+            topic_id,
+            partition,
+            target: target.map(|t| t.to_vec()),
+            leader,
+            expected_partition_epoch: p.partition_epoch,
+        }])
     }
 
     /// A partition leader asks for a new ISR (shrink or expand).
@@ -745,6 +836,73 @@ mod tests {
         );
         assert_eq!(part(&image).leader, 1);
         assert_eq!(c.elect(&image, true, None).1[0].2, Election::NotNeeded);
+    }
+
+    #[test]
+    fn a_reassignment_adds_targets_waits_for_them_to_sync_then_drops_the_rest() {
+        let (mut image, topic_id) = cluster();
+        apply(
+            &mut image,
+            &[
+                MetadataRecord::RegisterBroker {
+                    node_id: 4,
+                    incarnation_id: Uuid::from_u128(4),
+                    host: "h".into(),
+                    port: 9004,
+                    rack: None,
+                },
+                MetadataRecord::UnfenceBroker {
+                    node_id: 4,
+                    broker_epoch: 0,
+                },
+            ],
+        );
+        let mut c = Controller::new(ControllerConfig::default());
+        c.activate(&image, 0);
+        assert!(matches!(
+            c.reassign(&image, topic_id, 0, Some(&[2, 9])),
+            Err(ControllerError::InvalidReplicaAssignment(_))
+        ));
+        assert_eq!(
+            c.reassign(&image, topic_id, 0, None),
+            Err(ControllerError::NoReassignmentInProgress)
+        );
+        // [1, 2, 3] led by 1 -> [4, 2]
+        let start = c.reassign(&image, topic_id, 0, Some(&[4, 2])).unwrap();
+        apply(&mut image, &start);
+        let p = part(&image);
+        assert_eq!(p.replicas, vec![4, 2, 1, 3]);
+        assert_eq!(
+            (p.adding_replicas.clone(), p.removing_replicas.clone()),
+            (vec![4], vec![1, 3])
+        );
+        assert_eq!(
+            p.leader, 1,
+            "the old leader leads until the new replicas caught up"
+        );
+        assert!(c.tick(&image, 0).is_empty(), "4 is not in sync yet");
+        // 4 caught up: the leader adds it to the ISR; the reassignment completes and the
+        // leadership moves into the target.
+        let rejoin = c
+            .alter_partition(
+                &image,
+                1,
+                0,
+                topic_id,
+                0,
+                0,
+                p.partition_epoch,
+                &[1, 2, 3, 4],
+            )
+            .unwrap();
+        apply(&mut image, &rejoin);
+        let done = c.tick(&image, 0);
+        apply(&mut image, &done);
+        let p = part(&image);
+        assert_eq!(p.replicas, vec![4, 2]);
+        assert_eq!(p.isr, vec![2, 4]);
+        assert_eq!(p.leader, 4);
+        assert!(!p.is_reassigning());
     }
 
     #[test]

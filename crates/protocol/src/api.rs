@@ -55,6 +55,8 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     range(ApiKey::ListTransactions, 0, 1),
     range(ApiKey::WriteTxnMarkers, 1, 1),
     range(ApiKey::ElectLeaders, 0, 2),
+    range(ApiKey::AlterPartitionReassignments, 0, 0),
+    range(ApiKey::ListPartitionReassignments, 0, 0),
     range(ApiKey::AlterConfigs, 0, 2),
     range(ApiKey::IncrementalAlterConfigs, 0, 1),
     range(ApiKey::DeleteRecords, 0, 2),

@@ -43,6 +43,8 @@ pub enum Request {
     ListTransactions(ListTransactionsRequest),
     WriteTxnMarkers(WriteTxnMarkersRequest),
     ElectLeaders(ElectLeadersRequest),
+    AlterPartitionReassignments(AlterPartitionReassignmentsRequest),
+    ListPartitionReassignments(ListPartitionReassignmentsRequest),
     AlterConfigs(AlterConfigsRequest),
     DeleteRecords(DeleteRecordsRequest),
     DescribeLogDirs(DescribeLogDirsRequest),
@@ -142,6 +144,12 @@ pub fn decode_request(mut frame: Bytes) -> Result<RequestFrame, ProtocolError> {
         ApiKey::ListTransactions => Request::ListTransactions(body(buf, api_key, version)?),
         ApiKey::WriteTxnMarkers => Request::WriteTxnMarkers(body(buf, api_key, version)?),
         ApiKey::ElectLeaders => Request::ElectLeaders(body(buf, api_key, version)?),
+        ApiKey::AlterPartitionReassignments => {
+            Request::AlterPartitionReassignments(body(buf, api_key, version)?)
+        }
+        ApiKey::ListPartitionReassignments => {
+            Request::ListPartitionReassignments(body(buf, api_key, version)?)
+        }
         ApiKey::AlterConfigs => Request::AlterConfigs(body(buf, api_key, version)?),
         ApiKey::DeleteRecords => Request::DeleteRecords(body(buf, api_key, version)?),
         ApiKey::DescribeLogDirs => Request::DescribeLogDirs(body(buf, api_key, version)?),

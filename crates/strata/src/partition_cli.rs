@@ -1,5 +1,7 @@
-//! `strata partition elect-leaders`: leadership back to each partition's preferred (first)
-//! replica, as `kafka-leader-election.sh --election-type preferred` does (ElectLeaders).
+//! `strata partition reassign|reassignments|elect-leaders`: move replicas between brokers
+//! (AlterPartitionReassignments, as `kafka-reassign-partitions.sh`), list moves in progress,
+//! and put leadership back on each partition's preferred (first) replica (ElectLeaders, as
+//! `kafka-leader-election.sh --election-type preferred`).
 
 use clap::Subcommand;
 use kafka_protocol::messages::{elect_leaders_request, ElectLeadersRequest, TopicName};
@@ -10,6 +12,26 @@ use crate::cli::{runtime, Conn};
 
 #[derive(Subcommand)]
 pub enum PartitionCommand {
+    /// Move a partition's replicas to other brokers (the first leads once it is done);
+    /// --cancel stops a move in progress.
+    Reassign {
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: i32,
+        /// The new replicas, e.g. 2,3,1
+        #[arg(long, value_delimiter = ',', required_unless_present = "cancel")]
+        replicas: Vec<i32>,
+        #[arg(long)]
+        cancel: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Reassignments in progress.
+    Reassignments {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Elect leaders: the preferred replica (default), or for partitions without a leader an
     /// in-sync replica (--leaderless).
     ElectLeaders {
@@ -31,6 +53,74 @@ pub enum PartitionCommand {
 pub fn run_partition(cmd: PartitionCommand) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         match cmd {
+            PartitionCommand::Reassign {
+                topic,
+                partition,
+                replicas,
+                cancel,
+                conn,
+            } => {
+                use kafka_protocol::messages::alter_partition_reassignments_request::{
+                    ReassignablePartition, ReassignableTopic,
+                };
+                let mut client = Client::connect(&conn.bootstrap).await?;
+                let target = (!cancel).then(|| {
+                    replicas
+                        .iter()
+                        .map(|&r| kafka_protocol::messages::BrokerId(r))
+                        .collect()
+                });
+                let req = kafka_protocol::messages::AlterPartitionReassignmentsRequest::default()
+                    .with_timeout_ms(60_000)
+                    .with_topics(vec![ReassignableTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                        .with_partitions(vec![ReassignablePartition::default()
+                            .with_partition_index(partition)
+                            .with_replicas(target)])]);
+                let resp = client.send(req, 0).await?;
+                strata_client::check(resp.error_code, "reassign", resp.error_message.as_ref())?;
+                for t in &resp.responses {
+                    for p in &t.partitions {
+                        strata_client::check(
+                            p.error_code,
+                            format!("reassign {topic}-{partition}"),
+                            p.error_message.as_ref(),
+                        )?;
+                    }
+                }
+                if cancel {
+                    println!("reassignment of {topic}-{partition} cancelled");
+                } else {
+                    println!("reassignment of {topic}-{partition} to {replicas:?} started");
+                }
+            }
+            PartitionCommand::Reassignments { conn } => {
+                let mut client = Client::connect(&conn.bootstrap).await?;
+                let resp = client
+                    .send(
+                        kafka_protocol::messages::ListPartitionReassignmentsRequest::default()
+                            .with_timeout_ms(60_000),
+                        0,
+                    )
+                    .await?;
+                strata_client::check(resp.error_code, "list reassignments", resp.error_message.as_ref())?;
+                let ids = |v: &[kafka_protocol::messages::BrokerId]| {
+                    v.iter().map(|b| b.0.to_string()).collect::<Vec<_>>().join(",")
+                };
+                println!("partition\treplicas\tadding\tremoving");
+                for t in &resp.topics {
+                    for p in &t.partitions {
+                        println!(
+                            "{}-{}\t{}\t{}\t{}",
+                            t.name.0.as_str(),
+                            p.partition_index,
+                            ids(&p.replicas),
+                            ids(&p.adding_replicas),
+                            ids(&p.removing_replicas)
+                        );
+                    }
+                }
+            }
             PartitionCommand::ElectLeaders {
                 topic,
                 partition,

@@ -297,3 +297,117 @@ pub fn elect_leaders(
         .collect();
     resp
 }
+
+/// AlterPartitionReassignments (KIP-455): each partition's new replica list (null cancels a
+/// reassignment in progress), decided by the active controller; the new replicas catch up as
+/// followers and the old ones go once every new one is in sync.
+pub fn alter_partition_reassignments(
+    broker: &Arc<Broker>,
+    req: kafka_protocol::messages::AlterPartitionReassignmentsRequest,
+) -> kafka_protocol::messages::AlterPartitionReassignmentsResponse {
+    use kafka_protocol::messages::alter_partition_reassignments_response::{
+        ReassignablePartitionResponse, ReassignableTopicResponse,
+    };
+    use strata_controller::{ControllerError, ControllerReply, ControllerRequest};
+    let mut resp = kafka_protocol::messages::AlterPartitionReassignmentsResponse::default();
+    let image = broker.image();
+    for t in &req.topics {
+        let mut topic = ReassignableTopicResponse::default();
+        topic.name = t.name.clone();
+        for p in &t.partitions {
+            let mut r = ReassignablePartitionResponse::default();
+            r.partition_index = p.partition_index;
+            let exists = image
+                .topic(t.name.0.as_str())
+                .filter(|ti| ti.partitions.contains_key(&p.partition_index));
+            let outcome = match (exists, broker.quorum()) {
+                (None, _) => Err((errors::UNKNOWN_TOPIC_OR_PARTITION, None)),
+                (Some(_), None) => Err((
+                    errors::INVALID_REPLICA_ASSIGNMENT,
+                    Some("a standalone node has no other broker to move replicas to".to_string()),
+                )),
+                (Some(ti), Some(q)) => {
+                    let request = ControllerRequest::Reassign {
+                        topic_id: ti.topic_id,
+                        partition: p.partition_index,
+                        target: p
+                            .replicas
+                            .as_ref()
+                            .map(|rs| rs.iter().map(|b| b.0).collect()),
+                    };
+                    let q = q.clone();
+                    match broker
+                        .block_on_quorum(async move { crate::control::call(&q, &request).await })
+                    {
+                        Some(Ok(ControllerReply::Ok)) => Ok(()),
+                        Some(Ok(ControllerReply::Refused(e))) => Err(match e {
+                            ControllerError::NoReassignmentInProgress => {
+                                (errors::NO_REASSIGNMENT_IN_PROGRESS, Some(e.to_string()))
+                            }
+                            ControllerError::UnknownTopicOrPartition => {
+                                (errors::UNKNOWN_TOPIC_OR_PARTITION, None)
+                            }
+                            ControllerError::NotController => (errors::NOT_CONTROLLER, None),
+                            other => (errors::INVALID_REPLICA_ASSIGNMENT, Some(other.to_string())),
+                        }),
+                        _ => Err((errors::NOT_CONTROLLER, None)),
+                    }
+                }
+            };
+            if let Err((code, message)) = outcome {
+                r.error_code = code;
+                r.error_message = message.map(kafka_protocol::protocol::StrBytes::from_string);
+            }
+            topic.partitions.push(r);
+        }
+        resp.responses.push(topic);
+    }
+    resp
+}
+
+/// ListPartitionReassignments: the reassignments in progress (all, or the asked partitions').
+pub fn list_partition_reassignments(
+    broker: &Arc<Broker>,
+    req: kafka_protocol::messages::ListPartitionReassignmentsRequest,
+) -> kafka_protocol::messages::ListPartitionReassignmentsResponse {
+    use kafka_protocol::messages::list_partition_reassignments_response::{
+        OngoingPartitionReassignment, OngoingTopicReassignment,
+    };
+    use kafka_protocol::messages::BrokerId;
+    let image = broker.image();
+    let ids = |v: &[i32]| v.iter().map(|&b| BrokerId(b)).collect::<Vec<_>>();
+    let mut resp = kafka_protocol::messages::ListPartitionReassignmentsResponse::default();
+    let wanted: Option<Vec<(String, Vec<i32>)>> = req.topics.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+            .collect()
+    });
+    for t in image.topics() {
+        let only = match &wanted {
+            Some(w) => match w.iter().find(|(n, _)| *n == t.name) {
+                Some((_, ps)) => Some(ps),
+                None => continue,
+            },
+            None => None,
+        };
+        let mut topic = OngoingTopicReassignment::default();
+        topic.name = kafka_protocol::messages::TopicName(
+            kafka_protocol::protocol::StrBytes::from_string(t.name.clone()),
+        );
+        for (&index, p) in &t.partitions {
+            if !p.is_reassigning() || only.is_some_and(|o| !o.contains(&index)) {
+                continue;
+            }
+            let mut r = OngoingPartitionReassignment::default();
+            r.partition_index = index;
+            r.replicas = ids(&p.replicas);
+            r.adding_replicas = ids(&p.adding_replicas);
+            r.removing_replicas = ids(&p.removing_replicas);
+            topic.partitions.push(r);
+        }
+        if !topic.partitions.is_empty() {
+            resp.topics.push(topic);
+        }
+    }
+    resp
+}

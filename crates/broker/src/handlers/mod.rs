@@ -222,6 +222,20 @@ pub fn dispatch(
             version,
             &txn::describe_transactions(broker, r),
         )),
+        Request::AlterPartitionReassignments(r) => blocking(broker, move |b| {
+            encode(
+                cid,
+                api_key,
+                version,
+                &admin::alter_partition_reassignments(&b, r),
+            )
+        }),
+        Request::ListPartitionReassignments(r) => ready(encode(
+            cid,
+            api_key,
+            version,
+            &admin::list_partition_reassignments(broker, r),
+        )),
         Request::ElectLeaders(r) => blocking(broker, move |b| {
             encode(cid, api_key, version, &admin::elect_leaders(&b, r, version))
         }),
