@@ -75,14 +75,21 @@ async fn followers_read_to_the_log_end_and_diverging_ones_are_told_where_to_trun
     partition.append(&batch(3)).unwrap();
     partition.sync_to(3).unwrap();
 
-    // A follower in step: the records, and no divergence.
+    // A replica id the metadata does not list for the partition is refused: its fetch offset
+    // would count towards the high watermark.
     let d = fetch(&broker, 2, 0, -1).await;
+    assert_eq!(d.error_code, 6, "NOT_LEADER_OR_FOLLOWER");
+    assert!(d.records.unwrap_or_default().is_empty());
+
+    // A follower in step (replica 1, this node's id, is the partition's replica): the
+    // records, and no divergence.
+    let d = fetch(&broker, 1, 0, -1).await;
     assert_eq!(d.error_code, 0);
     assert_eq!(d.diverging_epoch.epoch, -1);
     assert_eq!(decode_records(d.records.unwrap()).unwrap().len(), 3);
 
     // A follower that has epoch 0 up to offset 10 (more than the leader ever had in it).
-    let d = fetch(&broker, 2, 10, 0).await;
+    let d = fetch(&broker, 1, 10, 0).await;
     assert_eq!(
         (d.diverging_epoch.epoch, d.diverging_epoch.end_offset),
         (0, 3)
@@ -90,14 +97,14 @@ async fn followers_read_to_the_log_end_and_diverging_ones_are_told_where_to_trun
     assert!(d.records.unwrap_or_default().is_empty());
 
     // A follower whose last epoch is newer than any here truncates to this leader's end.
-    let d = fetch(&broker, 2, 3, 5).await;
+    let d = fetch(&broker, 1, 3, 5).await;
     assert_eq!(
         (d.diverging_epoch.epoch, d.diverging_epoch.end_offset),
         (0, 3)
     );
 
     // One at the end in the same epoch: nothing to do.
-    let d = fetch(&broker, 2, 3, 0).await;
+    let d = fetch(&broker, 1, 3, 0).await;
     assert_eq!(d.error_code, 0);
     assert_eq!(d.diverging_epoch.epoch, -1);
 

@@ -123,6 +123,20 @@ fn read_once(broker: &Broker, req: &FetchRequest, marker: [u8; 16]) -> (Prepared
                 continue;
             }
             let read_committed = req.isolation_level == 1;
+            // Only a replica of the partition (as the metadata says) fetches as one: its fetch
+            // offset moves the high watermark. (Inter-broker authentication comes with the
+            // security work; until then this keeps a stray replica id from counting.)
+            if replica >= 0 && !image_replicas(broker, name, p.partition).contains(&replica) {
+                errored = true;
+                partitions.push(
+                    data.with_error_code(errors::NOT_LEADER_OR_FOLLOWER)
+                        .with_high_watermark(-1)
+                        .with_last_stable_offset(-1)
+                        .with_log_start_offset(-1)
+                        .with_records(Some(Bytes::new())),
+                );
+                continue;
+            }
             let found = if replica >= 0 {
                 // KIP-279: a follower whose last epoch ends earlier here (or is unknown
                 // here) diverged: it is told where that epoch ends and truncates.
@@ -152,8 +166,12 @@ fn read_once(broker: &Broker, req: &FetchRequest, marker: [u8; 16]) -> (Prepared
                         continue;
                     }
                 }
-                high_watermark_moved |= partition.follower_fetched(replica, p.fetch_offset);
-                partition.slice_replica(p.fetch_offset, limit, total == 0)
+                // Counted only once the offset is known valid (at most the log end).
+                let found = partition.slice_replica(p.fetch_offset, limit, total == 0);
+                if found.is_ok() {
+                    high_watermark_moved |= partition.follower_fetched(replica, p.fetch_offset);
+                }
+                found
             } else {
                 partition.slice_isolated(p.fetch_offset, limit, total == 0, read_committed)
             };
@@ -245,4 +263,13 @@ fn read_once(broker: &Broker, req: &FetchRequest, marker: [u8; 16]) -> (Prepared
         total,
         errored,
     )
+}
+
+/// The replicas of `topic`-`partition` in the current metadata image.
+fn image_replicas(broker: &Broker, topic: &str, partition: i32) -> Vec<i32> {
+    broker
+        .image()
+        .topic(topic)
+        .and_then(|t| t.partitions.get(&partition).map(|p| p.replicas.clone()))
+        .unwrap_or_default()
 }
