@@ -102,6 +102,10 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool
             }
         }
         let request = fetch_request_for(broker.config.node_id, &partitions);
+        if request.topics.is_empty() {
+            tokio::time::sleep(RETRY_BACKOFF).await;
+            continue;
+        }
         let epochs: Vec<i32> = partitions.iter().map(|p| p.leader_epoch()).collect();
         let c = client.as_mut().expect("connected above");
         let response = match tokio::time::timeout(FETCH_TIMEOUT, c.send(request, 12)).await {
@@ -132,6 +136,12 @@ fn fetch_request_for(node_id: i32, partitions: &[Arc<Partition>]) -> FetchReques
     let mut by_topic: BTreeMap<&str, Vec<fetch_request::FetchPartition>> = BTreeMap::new();
     for p in partitions {
         let log = p.log();
+        // The fetch offset tells the leader what this replica holds on disk: a log whose
+        // end is not all synced (a sync failed; it takes no more writes) does not fetch, and
+        // leaves the ISR instead of vouching for bytes it may not have.
+        if log.is_failed() || log.durable_end() < log.log_end_offset() {
+            continue;
+        }
         by_topic.entry(p.topic.as_str()).or_default().push(
             fetch_request::FetchPartition::default()
                 .with_partition(p.partition)
