@@ -454,3 +454,59 @@ def test_reassignment_moves_a_partition_to_another_broker_under_load(tmp_path):
     finally:
         for b in nodes:
             b.stop()
+
+
+def test_a_consumer_group_survives_the_loss_of_its_coordinators_broker(tmp_path):
+    nodes = start_cluster(tmp_path, config_text=FAST)
+    try:
+        admin = AdminClient({"bootstrap.servers": bootstrap(nodes)})
+        admin.create_topics([NewTopic("events", 3, 3)], request_timeout=60)["events"].result(60)
+        acked = produce(bootstrap(nodes), "events", 300, "e")
+        c = Consumer({"bootstrap.servers": bootstrap(nodes), "group.id": "billing",
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        c.subscribe(["events"])
+        seen = []
+        deadline = time.time() + 60
+        while len(seen) < 150 and time.time() < deadline:
+            m = c.poll(1)
+            if m is None or m.error():
+                continue
+            seen.append((m.partition(), m.offset()))
+        c.commit(asynchronous=False)
+        before = {tp.partition: tp.offset for tp in
+                  c.committed([TopicPartition("events", p) for p in range(3)], timeout=30)}
+        c.close()
+        # The broker coordinating the group dies: __consumer_offsets is replicated, its
+        # partition gets a new leader, and that broker's coordinator loads the group.
+        group = admin.describe_consumer_groups(["billing"])["billing"].result(30)
+        victim = group.coordinator.id
+        nodes[victim - 1].kill9()
+        c = Consumer({"bootstrap.servers": bootstrap(nodes), "group.id": "billing",
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        after = wait_for(lambda: (lambda r: r if all(tp.error is None for tp in r) else None)(
+            c.committed([TopicPartition("events", p) for p in range(3)], timeout=10)),
+            timeout=60, what="committed offsets from the new coordinator")
+        assert {tp.partition: tp.offset for tp in after} == before
+        # The group goes on from where it committed: the rest, nothing skipped.
+        c.subscribe(["events"])
+        rest = []
+        deadline = time.time() + 90
+        while len(seen) + len(rest) < 300 and time.time() < deadline:
+            m = c.poll(1)
+            if m is None or m.error():
+                continue
+            rest.append((m.partition(), m.offset()))
+        c.commit(asynchronous=False)
+        c.close()
+        for p, o in rest:
+            assert o >= before[p], f"re-read {p}@{o} below the committed {before[p]}"
+        assert {(p, o) for p, o, _ in acked} == set(seen) | set(rest)
+        # A surviving broker replayed the group's records when it took the partition over.
+        import re
+        loaded = [int(m.group(1)) for i, b in enumerate(nodes) if i + 1 != victim
+                  for m in re.finditer(r"now coordinating the groups of __consumer_offsets "
+                                       r"partition=\d+ records=(\d+)", b.log_text())]
+        assert any(n > 0 for n in loaded), loaded
+    finally:
+        for b in nodes:
+            b.stop()

@@ -50,6 +50,10 @@ pub struct BrokerConfig {
     /// long leaves the ISR.
     #[serde(alias = "replica.lag.time.max.ms")]
     pub replica_lag_time_max_ms: u64,
+    /// `offsets.topic.replication.factor`: replicas of `__consumer_offsets` on a cluster (at
+    /// most the live brokers when it is created).
+    #[serde(alias = "offsets.topic.replication.factor")]
+    pub offsets_topic_replication_factor: i16,
     /// `auto.leader.rebalance.enable`: the controller moves leaderships back to each
     /// partition's preferred (first) replica once it is in sync again.
     #[serde(alias = "auto.leader.rebalance.enable")]
@@ -226,6 +230,7 @@ impl Default for BrokerConfig {
             broker_heartbeat_interval_ms: 2_000,
             broker_session_timeout_ms: 9_000,
             replica_lag_time_max_ms: 30_000,
+            offsets_topic_replication_factor: 3,
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_seconds: 300,
             socket_request_max_bytes: strata_protocol::REQUEST_BYTES_MAX_DEFAULT,

@@ -104,6 +104,7 @@ pub fn group_error_code(e: &strata_group::GroupError) -> i16 {
     use strata_group::GroupError as G;
     let error = match e {
         G::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
+        G::NotCoordinator => ResponseError::NotCoordinator,
         G::InvalidGroupId => ResponseError::InvalidGroupId,
         G::UnknownMemberId => ResponseError::UnknownMemberId,
         G::MemberIdRequired => ResponseError::MemberIdRequired,

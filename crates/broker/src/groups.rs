@@ -144,7 +144,12 @@ impl Broker {
             return pending;
         }
         for ((p, transaction), records) in batches {
-            let Some(partition) = self.partition(OFFSETS_TOPIC, p) else {
+            // Only the partition's leader writes (a coordinator that just lost it fails the
+            // request, retriably; the new leader's coordinator takes over).
+            let Some(partition) = self
+                .partition(OFFSETS_TOPIC, p)
+                .filter(|partition| partition.is_leader())
+            else {
                 pending.failed = true;
                 continue;
             };
@@ -182,28 +187,72 @@ impl Broker {
             mut failed,
         } = pending;
         if !sync.is_empty() {
+            let sync_copy: Vec<(Arc<Partition>, i64)> = sync.clone();
             let synced = tokio::task::spawn_blocking(move || {
                 sync.iter()
                     .map(|(p, offset)| p.sync_to(*offset))
                     .collect::<Result<Vec<()>, _>>()
             })
             .await;
-            if !matches!(synced, Ok(Ok(_))) {
-                warn!("could not sync {OFFSETS_TOPIC}");
-                failed = true;
+            match synced {
+                Ok(Ok(_)) => {
+                    self.data_arrived.notify_waiters();
+                    // Replicated: answered once every in-sync replica has it (as acks=all).
+                    if !self.wait_for_high_watermark(&sync_copy).await {
+                        warn!("{OFFSETS_TOPIC} write not replicated in time");
+                        failed = true;
+                    }
+                }
+                _ => {
+                    warn!("could not sync {OFFSETS_TOPIC}");
+                    failed = true;
+                    self.data_arrived.notify_waiters();
+                }
             }
-            self.data_arrived.notify_waiters();
         }
         self.groups.deliver(effects);
         !failed
     }
 
+    /// Waits (at most 10 s) until each partition's high watermark covers its offset; false if
+    /// one did not (its leadership moved, or too few replicas are in sync).
+    async fn wait_for_high_watermark(&self, written: &[(Arc<Partition>, i64)]) -> bool {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let notified = self.data_arrived.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if written.iter().all(|(p, end)| p.high_watermark() >= *end) {
+                return true;
+            }
+            if self.is_shutting_down()
+                || tokio::time::Instant::now() >= deadline
+                || written.iter().any(|(p, _)| !p.is_leader())
+            {
+                return false;
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
     /// Creates `__consumer_offsets` on first use, as Kafka does.
     pub fn ensure_offsets_topic(&self) -> Result<(), TopicError> {
+        // Replicated on a cluster (`offsets.topic.replication.factor`, at most the live
+        // brokers): groups fail over with their partitions.
+        let replication_factor = if self.quorum.is_some() {
+            let live = self.image().live_brokers().count().max(1) as i16;
+            self.config.offsets_topic_replication_factor.clamp(1, live)
+        } else {
+            1
+        };
         self.ensure_internal_topic(
             OFFSETS_TOPIC,
             self.config.offsets_topic_num_partitions,
             self.config.offsets_topic_segment_bytes,
+            replication_factor,
         )
     }
 
@@ -214,6 +263,7 @@ impl Broker {
         name: &str,
         partitions: i32,
         segment_bytes: u64,
+        replication_factor: i16,
     ) -> Result<(), TopicError> {
         if self.image().topic(name).is_some() {
             return Ok(());
@@ -224,77 +274,96 @@ impl Broker {
             ("retention.bytes".to_string(), "-1".to_string()),
             ("segment.bytes".to_string(), segment_bytes.to_string()),
         ]);
-        // One replica until coordinators answer only once their writes are replicated.
-        match self.create_topic_unchecked(name, partitions, 1, configs, false) {
+        match self.create_topic_unchecked(name, partitions, replication_factor, configs, false) {
             Ok(_) | Err(TopicError::AlreadyExists(_)) => Ok(()),
             Err(TopicError::Metadata(strata_cluster::MetadataError::TopicExists(_))) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    /// Replays `__consumer_offsets` into the coordinator (at startup, before serving).
+    /// Replays `__consumer_offsets` into the coordinator (at startup, before serving): every
+    /// partition on a standalone node; on a cluster member the ones it leads (it coordinates
+    /// their groups; see [`Broker::refresh_group_coordination`] for later changes).
     pub(crate) fn load_groups(&self) -> Result<(), TopicError> {
-        let partitions: Vec<Arc<Partition>> = self
-            .image()
+        let image = self.image();
+        let count = image
             .topic(OFFSETS_TOPIC)
-            .map(|t| t.partitions.keys().copied().collect::<Vec<i32>>())
-            .unwrap_or_default()
-            .into_iter()
+            .map_or(0, |t| t.partitions.len() as i32);
+        let partitions: Vec<Arc<Partition>> = (0..count)
             .filter_map(|p| self.partition(OFFSETS_TOPIC, p))
+            .filter(|p| self.quorum.is_none() || p.is_leader())
             .collect();
         let mut coordinator = self.groups.coordinator();
-        if !partitions.is_empty() {
+        if count > 0 {
             // The topic's partition count, not the configured one, decides where a group's
             // records go: a changed setting must not split a group across partitions.
-            coordinator.set_offsets_topic_partitions(partitions.len() as i32);
+            coordinator.set_offsets_topic_partitions(count);
+        }
+        if self.quorum.is_some() {
+            coordinator.set_owned(Some(partitions.iter().map(|p| p.partition).collect()));
         }
         let (mut records, mut bad) = (0u64, 0u64);
         for partition in &partitions {
-            let offsets_partition = partition.partition;
-            for_each_batch(partition, |header, batch| {
-                if header.is_control() {
-                    // A transaction marker decides that producer's pending offsets here.
-                    if let Some(commit) = strata_records::control_type(&batch) {
-                        coordinator.complete_transaction(
-                            offsets_partition,
-                            header.producer_id,
-                            commit,
-                        );
-                    }
-                    return;
-                }
-                let decoded = match strata_records::decode_records(batch) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        bad += 1;
-                        warn!(error = %e, "undecodable batch in {OFFSETS_TOPIC}; skipped");
-                        return;
-                    }
-                };
-                for r in decoded {
-                    let Some(key) = r.key.as_ref() else { continue };
-                    records += 1;
-                    let replayed = if header.is_transactional() {
-                        coordinator.replay_transactional(
-                            header.producer_id,
-                            key,
-                            r.value.as_deref(),
-                        )
-                    } else {
-                        coordinator.replay(key, r.value.as_deref())
-                    };
-                    if let Err(e) = replayed {
-                        bad += 1;
-                        warn!(error = %e, offset = r.offset, "skipping record of {OFFSETS_TOPIC}");
-                    }
-                }
-            })?;
+            let (r, b) = replay_offsets_partition(&mut coordinator, partition)?;
+            records += r;
+            bad += b;
         }
         coordinator.finish_loading(self.clock.now_ms());
         if !partitions.is_empty() {
             info!(records, skipped = bad, "group metadata loaded");
         }
         Ok(())
+    }
+
+    /// A cluster member coordinates the groups of the `__consumer_offsets` partitions it
+    /// leads: after each metadata change, the partitions it just became leader of are
+    /// replayed into the coordinator and the ones it lost are dropped from it. Runs outside
+    /// every metadata lock (the group lock comes first in the lock order).
+    pub(crate) fn refresh_group_coordination(&self) {
+        if self.quorum.is_none() {
+            return;
+        }
+        let count = self
+            .image()
+            .topic(OFFSETS_TOPIC)
+            .map_or(0, |t| t.partitions.len() as i32);
+        let led: std::collections::BTreeSet<i32> = (0..count)
+            .filter(|&p| {
+                self.partition(OFFSETS_TOPIC, p)
+                    .is_some_and(|p| p.is_leader())
+            })
+            .collect();
+        let mut coordinator = self.groups.coordinator();
+        let owned = coordinator.owned().cloned().unwrap_or_default();
+        if owned == led {
+            return;
+        }
+        if count > 0 {
+            coordinator.set_offsets_topic_partitions(count);
+        }
+        for &p in owned.difference(&led) {
+            coordinator.unload_partition(p);
+            info!(
+                partition = p,
+                "no longer coordinating the groups of {OFFSETS_TOPIC}"
+            );
+        }
+        let now = self.clock.now_ms();
+        for &p in led.difference(&owned) {
+            let Some(partition) = self.partition(OFFSETS_TOPIC, p) else {
+                continue;
+            };
+            match replay_offsets_partition(&mut coordinator, &partition) {
+                Ok((records, _)) => {
+                    coordinator.finish_loading_partition(p, now);
+                    info!(
+                        partition = p,
+                        records, "now coordinating the groups of {OFFSETS_TOPIC}"
+                    );
+                }
+                Err(e) => warn!(partition = p, error = %e, "could not load group metadata"),
+            }
+        }
     }
 
     /// The coordinator's clock: expirations and delayed rebalances. Called periodically.
@@ -313,6 +382,47 @@ impl Broker {
             }
         }
     }
+}
+
+/// Replays one `__consumer_offsets` partition into the coordinator (records in log order;
+/// transaction markers decide pending transactional offsets). Returns (records, skipped).
+fn replay_offsets_partition(
+    coordinator: &mut Coordinator,
+    partition: &Partition,
+) -> Result<(u64, u64), StorageError> {
+    let offsets_partition = partition.partition;
+    let (mut records, mut bad) = (0u64, 0u64);
+    for_each_batch(partition, |header, batch| {
+        if header.is_control() {
+            // A transaction marker decides that producer's pending offsets here.
+            if let Some(commit) = strata_records::control_type(&batch) {
+                coordinator.complete_transaction(offsets_partition, header.producer_id, commit);
+            }
+            return;
+        }
+        let decoded = match strata_records::decode_records(batch) {
+            Ok(d) => d,
+            Err(e) => {
+                bad += 1;
+                warn!(error = %e, "undecodable batch in {OFFSETS_TOPIC}; skipped");
+                return;
+            }
+        };
+        for r in decoded {
+            let Some(key) = r.key.as_ref() else { continue };
+            records += 1;
+            let replayed = if header.is_transactional() {
+                coordinator.replay_transactional(header.producer_id, key, r.value.as_deref())
+            } else {
+                coordinator.replay(key, r.value.as_deref())
+            };
+            if let Err(e) = replayed {
+                bad += 1;
+                warn!(error = %e, offset = r.offset, "skipping record of {OFFSETS_TOPIC}");
+            }
+        }
+    })?;
+    Ok((records, bad))
 }
 
 /// Calls `f` with every stored batch of `partition` below its high watermark, in order

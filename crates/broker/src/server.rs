@@ -195,7 +195,14 @@ async fn follow_quorum(
         // First whatever was applied between the broker's opening image and this
         // subscription, then each change.
         let b = broker.clone();
-        match tokio::task::spawn_blocking(move || b.catch_up_with_quorum()).await {
+        let applied = tokio::task::spawn_blocking(move || {
+            let applied = b.catch_up_with_quorum();
+            // Groups follow the leadership of their __consumer_offsets partitions.
+            b.refresh_group_coordination();
+            applied
+        })
+        .await;
+        match applied {
             Ok(Err(e)) => warn!(error = %e, "a metadata change was not fully applied"),
             Err(e) => warn!(error = %e, "applying a metadata change panicked"),
             Ok(Ok(_)) => {}

@@ -179,10 +179,12 @@ impl Broker {
 
     /// Creates `__transaction_state` on first use, as Kafka does.
     pub fn ensure_transaction_state_topic(&self) -> Result<(), TopicError> {
+        // One replica until the transaction coordinator fails over with its partitions.
         self.ensure_internal_topic(
             TRANSACTION_STATE_TOPIC,
             self.config.transaction_state_log_num_partitions,
             self.config.transaction_state_log_segment_bytes,
+            1,
         )
     }
 

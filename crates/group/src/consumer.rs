@@ -593,6 +593,7 @@ impl Coordinator {
         if req.group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
+        self.check_owner(&req.group_id)?;
         if let Some(a) = &req.server_assignor {
             if !self.config.consumer_assignors.contains(a) {
                 return Err(GroupError::UnsupportedAssignor(a.clone()));
@@ -827,6 +828,7 @@ impl Coordinator {
 
     pub fn consumer_describe(&self, group_id: &str) -> Result<Option<ConsumerDescription>> {
         self.check_loaded()?;
+        self.check_owner(group_id)?;
         let Some(Group {
             kind: GroupKind::Consumer(g),
             ..

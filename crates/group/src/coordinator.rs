@@ -426,6 +426,9 @@ pub struct Coordinator {
     pub(crate) groups: BTreeMap<String, Group>,
     pub(crate) effects: Vec<Effect>,
     loaded: bool,
+    /// The `__consumer_offsets` partitions whose groups this coordinator serves (None: all,
+    /// a standalone node). A cluster member serves the partitions it leads.
+    owned: Option<std::collections::BTreeSet<i32>>,
     next_join_seq: u64,
     next_expiration_check_ms: i64,
 }
@@ -450,6 +453,7 @@ impl Coordinator {
             groups: BTreeMap::new(),
             effects: Vec::new(),
             loaded: false,
+            owned: None,
             next_join_seq: 0,
             next_expiration_check_ms: 0,
         }
@@ -463,10 +467,57 @@ impl Coordinator {
         self.loaded
     }
 
-    /// Loaded, and a usable group id.
+    /// Loaded, a usable group id, and a group this coordinator serves.
     fn check_request(&self, group_id: &str) -> Result<()> {
         self.check_loaded()?;
-        validate_group_id(group_id)
+        validate_group_id(group_id)?;
+        self.check_owner(group_id)
+    }
+
+    /// NOT_COORDINATOR for a group whose `__consumer_offsets` partition is not served here.
+    pub(crate) fn check_owner(&self, group_id: &str) -> Result<()> {
+        match &self.owned {
+            Some(owned) if !owned.contains(&self.partition_for(group_id)) => {
+                Err(GroupError::NotCoordinator)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Serve only the groups of these `__consumer_offsets` partitions (a cluster member:
+    /// the ones it leads); None serves every group.
+    pub fn set_owned(&mut self, owned: Option<std::collections::BTreeSet<i32>>) {
+        self.owned = owned;
+    }
+
+    /// The partitions served, when restricted.
+    pub fn owned(&self) -> Option<&std::collections::BTreeSet<i32>> {
+        self.owned.as_ref()
+    }
+
+    /// This node stopped leading `partition`: its groups are dropped from memory (their
+    /// records stay in the log; the new leader loads them).
+    pub fn unload_partition(&mut self, partition: i32) {
+        let n = self.config.offsets_topic_partitions;
+        self.groups
+            .retain(|g, _| codec::partition_for(g, n) != partition);
+        if let Some(owned) = &mut self.owned {
+            owned.remove(&partition);
+        }
+    }
+
+    /// The records of `partition` were replayed (see [`Coordinator::replay`]): its groups
+    /// are served from now on, as [`Coordinator::finish_loading`] leaves them.
+    pub fn finish_loading_partition(&mut self, partition: i32, now: i64) {
+        let n = self.config.offsets_topic_partitions;
+        for (g, group) in self.groups.iter_mut() {
+            if codec::partition_for(g, n) == partition {
+                Self::settle_loaded(group, now);
+            }
+        }
+        if let Some(owned) = &mut self.owned {
+            owned.insert(partition);
+        }
     }
 
     pub(crate) fn check_loaded(&self) -> Result<()> {
@@ -656,22 +707,26 @@ impl Coordinator {
     /// assignments as long as they heartbeat within their session timeout from now).
     pub fn finish_loading(&mut self, now: i64) {
         for g in self.groups.values_mut() {
-            if let GroupKind::Consumer(c) = &mut g.kind {
-                c.loaded(now);
-            }
-            if let GroupKind::Classic(c) = &mut g.kind {
-                c.state = if c.members.is_empty() {
-                    ClassicState::Empty
-                } else {
-                    ClassicState::Stable
-                };
-                for m in c.members.values_mut() {
-                    m.last_heartbeat_ms = now;
-                }
-            }
+            Self::settle_loaded(g, now);
         }
         self.loaded = true;
         self.next_expiration_check_ms = now + self.config.offsets_retention_check_interval_ms;
+    }
+
+    fn settle_loaded(g: &mut Group, now: i64) {
+        if let GroupKind::Consumer(c) = &mut g.kind {
+            c.loaded(now);
+        }
+        if let GroupKind::Classic(c) = &mut g.kind {
+            c.state = if c.members.is_empty() {
+                ClassicState::Empty
+            } else {
+                ClassicState::Stable
+            };
+            for m in c.members.values_mut() {
+                m.last_heartbeat_ms = now;
+            }
+        }
     }
 
     fn group_entry(&mut self, group_id: &str, now: i64) -> &mut Group {
@@ -1726,6 +1781,7 @@ impl Coordinator {
 
     pub fn describe(&self, group_id: &str) -> Result<Option<GroupDescription>> {
         self.check_loaded()?;
+        self.check_owner(group_id)?;
         let Some(g) = self.groups.get(group_id) else {
             return Ok(None);
         };

@@ -5,6 +5,8 @@ use thiserror::Error;
 pub enum GroupError {
     #[error("the group coordinator is still loading group metadata")]
     CoordinatorLoadInProgress,
+    #[error("this broker is not the group's coordinator")]
+    NotCoordinator,
     #[error("invalid group id")]
     InvalidGroupId,
     #[error("unknown member id")]

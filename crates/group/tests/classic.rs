@@ -766,3 +766,64 @@ fn list_groups_reports_state_and_type() {
         ("Stable", "classic", "consumer")
     );
 }
+
+/// A cluster member coordinates only the groups of the `__consumer_offsets` partitions it
+/// leads: others get NOT_COORDINATOR; losing a partition drops its groups from memory, and
+/// replaying its records when leading it again brings them back.
+#[test]
+fn a_coordinator_serves_only_the_groups_of_the_partitions_it_owns() {
+    let mut c = Coordinator::new(config(0));
+    c.set_offsets_topic_partitions(4);
+    let mine = c.partition_for("g");
+    c.set_owned(Some([mine].into_iter().collect()));
+    c.finish_loading(0);
+    let other = (0..100)
+        .map(|i| format!("other-{i}"))
+        .find(|g| c.partition_for(g) != mine)
+        .unwrap();
+    let commit = |group: &str| CommitRequest {
+        group_id: group.into(),
+        generation_id_or_member_epoch: -1,
+        member_id: String::new(),
+        group_instance_id: None,
+        topics: vec![(
+            "t".into(),
+            vec![CommitPartition {
+                partition: 0,
+                offset: 42,
+                leader_epoch: -1,
+                metadata: None,
+            }],
+        )],
+    };
+    let (result, effects) = c.commit_offsets(commit("g"), 1, &hw);
+    assert!(result.is_ok());
+    assert_eq!(
+        c.commit_offsets(commit(&other), 1, &hw).0,
+        Err(GroupError::NotCoordinator)
+    );
+    assert_eq!(
+        c.fetch_offsets(&other, None, None).err(),
+        Some(GroupError::NotCoordinator)
+    );
+
+    // Leadership of the partition moves away: the group is gone from memory here.
+    c.unload_partition(mine);
+    assert_eq!(
+        c.fetch_offsets("g", None, None).err(),
+        Some(GroupError::NotCoordinator)
+    );
+    // It comes back: the records replayed, the committed offset is there again.
+    for (key, value) in persisted(&effects) {
+        c.replay(&key, value.as_deref()).unwrap();
+    }
+    c.finish_loading_partition(mine, 2);
+    let fetched = c.fetch_offsets("g", None, None).unwrap();
+    assert_eq!(
+        fetched
+            .iter()
+            .map(|f| f.offset.as_ref().map(|o| o.offset))
+            .collect::<Vec<_>>(),
+        vec![Some(42)]
+    );
+}
