@@ -45,6 +45,17 @@ pub struct TopicImage {
     pub partitions: BTreeMap<i32, PartitionImage>,
 }
 
+const STALE_PARTITION_EPOCH: &str = "the partition changed since (stale partition epoch)";
+
+/// Builds the refusal of a change to one partition.
+fn invalid_change(topic_id: Uuid, partition: i32) -> impl Fn(&str) -> MetadataError {
+    move |why| MetadataError::InvalidPartitionChange {
+        topic_id,
+        partition,
+        why: why.to_string(),
+    }
+}
+
 /// A broker as the cluster knows it (from its latest registration).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerRegistration {
@@ -140,15 +151,9 @@ impl MetadataImage {
                 expected_partition_epoch,
             } => {
                 let p = self.partition_mut(topic_id, *partition)?;
-                let invalid = |why: &str| MetadataError::InvalidPartitionChange {
-                    topic_id: *topic_id,
-                    partition: *partition,
-                    why: why.to_string(),
-                };
+                let invalid = invalid_change(*topic_id, *partition);
                 if *expected_partition_epoch != p.partition_epoch {
-                    return Err(invalid(
-                        "the partition changed since (stale partition epoch)",
-                    ));
+                    return Err(invalid(STALE_PARTITION_EPOCH));
                 }
                 // Back to where the partition was before any reassignment in progress.
                 let original: Vec<i32> = p
@@ -205,15 +210,9 @@ impl MetadataImage {
                 expected_partition_epoch,
             } => {
                 let p = self.partition_mut(topic_id, *partition)?;
-                let invalid = |why: &str| MetadataError::InvalidPartitionChange {
-                    topic_id: *topic_id,
-                    partition: *partition,
-                    why: why.to_string(),
-                };
+                let invalid = invalid_change(*topic_id, *partition);
                 if *expected_partition_epoch != p.partition_epoch {
-                    return Err(invalid(
-                        "the partition changed since (stale partition epoch)",
-                    ));
+                    return Err(invalid(STALE_PARTITION_EPOCH));
                 }
                 let target = p.target_replicas();
                 if target.iter().any(|r| !p.isr.contains(r)) {
@@ -254,15 +253,9 @@ impl MetadataImage {
                 let replicas_after = replicas.as_ref().unwrap_or(&p.replicas);
                 let isr_after = isr.as_ref().unwrap_or(&p.isr);
                 let leader_after = leader.unwrap_or(p.leader);
-                let invalid = |why: &str| MetadataError::InvalidPartitionChange {
-                    topic_id: *topic_id,
-                    partition: *partition,
-                    why: why.to_string(),
-                };
+                let invalid = invalid_change(*topic_id, *partition);
                 if expected_partition_epoch.is_some_and(|e| e != p.partition_epoch) {
-                    return Err(invalid(
-                        "the partition changed since (stale partition epoch)",
-                    ));
+                    return Err(invalid(STALE_PARTITION_EPOCH));
                 }
                 if isr_after.iter().any(|r| !replicas_after.contains(r)) {
                     return Err(invalid("an in-sync replica is not a replica"));

@@ -86,13 +86,10 @@ fn read_once(broker: &Broker, req: &FetchRequest, marker: [u8; 16]) -> (Prepared
             let mut data = PartitionData::default().with_partition_index(p.partition);
             let Some(partition) = broker.partition(name, p.partition) else {
                 errored = true;
-                partitions.push(
-                    data.with_error_code(broker.missing_partition_error(name, p.partition))
-                        .with_high_watermark(-1)
-                        .with_last_stable_offset(-1)
-                        .with_log_start_offset(-1)
-                        .with_records(Some(Bytes::new())),
-                );
+                partitions.push(refused(
+                    data,
+                    broker.missing_partition_error(name, p.partition),
+                ));
                 continue;
             };
             // KIP-74: the first partition with data returns at least one batch, even past
@@ -102,24 +99,12 @@ fn read_once(broker: &Broker, req: &FetchRequest, marker: [u8; 16]) -> (Prepared
                 errors::leader_epoch_check(p.current_leader_epoch, partition.leader_epoch());
             if epoch_error != errors::NONE {
                 errored = true;
-                partitions.push(
-                    data.with_error_code(epoch_error)
-                        .with_high_watermark(-1)
-                        .with_last_stable_offset(-1)
-                        .with_log_start_offset(-1)
-                        .with_records(Some(Bytes::new())),
-                );
+                partitions.push(refused(data, epoch_error));
                 continue;
             }
             if !partition.is_leader() {
                 errored = true;
-                partitions.push(
-                    data.with_error_code(errors::NOT_LEADER_OR_FOLLOWER)
-                        .with_high_watermark(-1)
-                        .with_last_stable_offset(-1)
-                        .with_log_start_offset(-1)
-                        .with_records(Some(Bytes::new())),
-                );
+                partitions.push(refused(data, errors::NOT_LEADER_OR_FOLLOWER));
                 continue;
             }
             let read_committed = req.isolation_level == 1;
@@ -128,13 +113,7 @@ fn read_once(broker: &Broker, req: &FetchRequest, marker: [u8; 16]) -> (Prepared
             // security work; until then this keeps a stray replica id from counting.)
             if replica >= 0 && !image_replicas(broker, name, p.partition).contains(&replica) {
                 errored = true;
-                partitions.push(
-                    data.with_error_code(errors::NOT_LEADER_OR_FOLLOWER)
-                        .with_high_watermark(-1)
-                        .with_last_stable_offset(-1)
-                        .with_log_start_offset(-1)
-                        .with_records(Some(Bytes::new())),
-                );
+                partitions.push(refused(data, errors::NOT_LEADER_OR_FOLLOWER));
                 continue;
             }
             let found = if replica >= 0 {
@@ -272,4 +251,13 @@ fn image_replicas(broker: &Broker, topic: &str, partition: i32) -> Vec<i32> {
         .topic(topic)
         .and_then(|t| t.partitions.get(&partition).map(|p| p.replicas.clone()))
         .unwrap_or_default()
+}
+
+/// A partition answered with an error alone: no offsets, no records.
+fn refused(data: PartitionData, code: i16) -> PartitionData {
+    data.with_error_code(code)
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_records(Some(Bytes::new()))
 }
