@@ -32,6 +32,14 @@ impl PartitionImage {
             .collect()
     }
 
+    /// A new leader (-1: none) starts a new leader epoch; the same one keeps it.
+    fn move_leader(&mut self, leader: i32) {
+        if leader != self.leader {
+            self.leader_epoch += 1;
+        }
+        self.leader = leader;
+    }
+
     pub fn is_reassigning(&self) -> bool {
         !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
     }
@@ -193,10 +201,7 @@ impl MetadataImage {
                 if leader_after >= 0 && !isr.contains(&leader_after) {
                     return Err(invalid("the leader is not in sync"));
                 }
-                if leader_after != p.leader {
-                    p.leader_epoch += 1;
-                }
-                p.leader = leader_after;
+                p.move_leader(leader_after);
                 p.replicas = replicas;
                 p.isr = isr;
                 p.adding_replicas = adding;
@@ -222,10 +227,7 @@ impl MetadataImage {
                 if !target.contains(&leader_after) {
                     return Err(invalid("the leader must be a target replica"));
                 }
-                if leader_after != p.leader {
-                    p.leader_epoch += 1;
-                }
-                p.leader = leader_after;
+                p.move_leader(leader_after);
                 p.isr.retain(|r| target.contains(r));
                 p.replicas = target;
                 p.adding_replicas.clear();
@@ -250,8 +252,8 @@ impl MetadataImage {
                         topic_id: *topic_id,
                         partition: *partition,
                     })?;
-                let replicas_after = replicas.as_ref().unwrap_or(&p.replicas);
-                let isr_after = isr.as_ref().unwrap_or(&p.isr);
+                let replicas_after = replicas.clone().unwrap_or_else(|| p.replicas.clone());
+                let isr_after = isr.clone().unwrap_or_else(|| p.isr.clone());
                 let leader_after = leader.unwrap_or(p.leader);
                 let invalid = invalid_change(*topic_id, *partition);
                 if expected_partition_epoch.is_some_and(|e| e != p.partition_epoch) {
@@ -263,12 +265,9 @@ impl MetadataImage {
                 if leader_after >= 0 && !isr_after.contains(&leader_after) {
                     return Err(invalid("the leader is not in sync"));
                 }
-                if leader_after != p.leader {
-                    p.leader_epoch += 1;
-                }
-                p.leader = leader_after;
-                p.isr = isr_after.clone();
-                p.replicas = replicas_after.clone();
+                p.move_leader(leader_after);
+                p.isr = isr_after;
+                p.replicas = replicas_after;
                 p.partition_epoch += 1;
             }
             MetadataRecord::TopicConfig { topic_id, configs } => {

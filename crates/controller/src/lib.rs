@@ -134,6 +134,24 @@ struct Session {
     last_heartbeat_ms: i64,
 }
 
+/// A compare-and-set change of one partition (leader and/or ISR), decided on `epoch`.
+fn partition_change(
+    topic_id: Uuid,
+    partition: i32,
+    epoch: i32,
+    leader: Option<i32>,
+    isr: Option<Vec<i32>>,
+) -> MetadataRecord {
+    MetadataRecord::PartitionChange {
+        topic_id,
+        partition,
+        leader,
+        isr,
+        replicas: None,
+        expected_partition_epoch: Some(epoch),
+    }
+}
+
 /// The active controller's in-memory state.
 #[derive(Debug, Default)]
 pub struct Controller {
@@ -264,14 +282,13 @@ impl Controller {
                     continue;
                 }
                 if let Some(&leader) = p.isr.iter().find(|&&r| self.is_live(image, r)) {
-                    records.push(MetadataRecord::PartitionChange {
-                        topic_id: t.topic_id,
+                    records.push(partition_change(
+                        t.topic_id,
                         partition,
-                        leader: Some(leader),
-                        isr: None,
-                        replicas: None,
-                        expected_partition_epoch: Some(p.partition_epoch),
-                    });
+                        p.partition_epoch,
+                        Some(leader),
+                        None,
+                    ));
                 }
             }
         }
@@ -286,14 +303,13 @@ impl Controller {
             for (&partition, p) in &t.partitions {
                 if let Some(change) = self.without(image, node, p) {
                     let (leader, isr) = change;
-                    records.push(MetadataRecord::PartitionChange {
-                        topic_id: t.topic_id,
+                    records.push(partition_change(
+                        t.topic_id,
                         partition,
+                        p.partition_epoch,
                         leader,
                         isr,
-                        replicas: None,
-                        expected_partition_epoch: Some(p.partition_epoch),
-                    });
+                    ));
                 }
             }
         }
@@ -370,14 +386,13 @@ impl Controller {
             let outcome = match target {
                 Some(t) if t == p.leader => Election::NotNeeded,
                 Some(t) if p.isr.contains(&t) && self.is_live(image, t) => {
-                    records.push(MetadataRecord::PartitionChange {
+                    records.push(partition_change(
                         topic_id,
                         partition,
-                        leader: Some(t),
-                        isr: None,
-                        replicas: None,
-                        expected_partition_epoch: Some(p.partition_epoch),
-                    });
+                        p.partition_epoch,
+                        Some(t),
+                        None,
+                    ));
                     Election::Elected(t)
                 }
                 _ => Election::NotAvailable,
@@ -510,14 +525,13 @@ impl Controller {
         if new_isr == p.isr.as_slice() {
             return Ok(Vec::new());
         }
-        Ok(vec![MetadataRecord::PartitionChange {
+        Ok(vec![partition_change(
             topic_id,
             partition,
-            leader: None,
-            isr: Some(new_isr.to_vec()),
-            replicas: None,
-            expected_partition_epoch: Some(partition_epoch),
-        }])
+            partition_epoch,
+            None,
+            Some(new_isr.to_vec()),
+        )])
     }
 
     /// A broker is stopping: move its leaderships away and take it out of the ISRs (except
@@ -546,14 +560,13 @@ impl Controller {
                 if leader.is_some() {
                     still_leading += 1;
                 }
-                records.push(MetadataRecord::PartitionChange {
-                    topic_id: t.topic_id,
+                records.push(partition_change(
+                    t.topic_id,
                     partition,
+                    p.partition_epoch,
                     leader,
                     isr,
-                    replicas: None,
-                    expected_partition_epoch: Some(p.partition_epoch),
-                });
+                ));
             }
         }
         Ok((records, still_leading))

@@ -226,9 +226,19 @@ impl Connection {
         ttl: Duration,
     ) -> io::Result<Resp> {
         let body = json(req)?;
-        let result = tokio::time::timeout(ttl, self.exchange(kind, &body)).await;
-        match result {
-            Ok(Ok(answer)) => parse(&answer),
+        parse(&self.bounded_exchange(kind, &body, ttl).await?)
+    }
+
+    /// One request and its answer within `ttl`; any failure drops the connection (the next
+    /// call connects again, so a late answer cannot be taken for the next request's).
+    async fn bounded_exchange(
+        &mut self,
+        kind: Kind,
+        body: &[u8],
+        ttl: Duration,
+    ) -> io::Result<Vec<u8>> {
+        match tokio::time::timeout(ttl, self.exchange(kind, body)).await {
+            Ok(Ok(answer)) => Ok(answer),
             Ok(Err(e)) => {
                 self.stream = None;
                 Err(e)
@@ -264,18 +274,7 @@ impl Connection {
 
     /// Sends an application call to this peer (see [`CallHandler`]).
     pub async fn call_raw(&mut self, body: &[u8], ttl: Duration) -> io::Result<Vec<u8>> {
-        let result = tokio::time::timeout(ttl, self.exchange(Kind::Call, body)).await;
-        match result {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(e)) => {
-                self.stream = None;
-                Err(e)
-            }
-            Err(_) => {
-                self.stream = None;
-                Err(io::Error::new(io::ErrorKind::TimedOut, "call timed out"))
-            }
-        }
+        self.bounded_exchange(Kind::Call, body, ttl).await
     }
 
     /// Forwards a metadata write to this peer.
