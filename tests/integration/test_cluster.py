@@ -1,8 +1,8 @@
-"""Three Strata nodes on loopback forming one cluster through the metadata quorum (issue 12,
-first slice): every node knows every broker and topic, partitions are spread over the
-brokers, and real clients (librdkafka) produce, consume and commit offsets across them; the
-metadata survives the loss and restart of the quorum's leader and a restart of every node.
-(Replication between brokers is not built yet: each partition has one replica.)"""
+"""Three Strata nodes on loopback forming one cluster through the metadata quorum (issue 12):
+every node knows every broker and topic, partitions are replicated and spread over the
+brokers, and real clients (librdkafka) produce, consume, commit offsets and run transactions
+across them while leaders, coordinators and followers are killed, paused, restarted and
+moved."""
 import concurrent.futures
 import signal
 import subprocess
@@ -510,3 +510,112 @@ def test_a_consumer_group_survives_the_loss_of_its_coordinators_broker(tmp_path)
     finally:
         for b in nodes:
             b.stop()
+
+
+def coordinator_partition(key, partitions=50):
+    """The internal-topic partition of a group or transactional id (Kafka's partitioning)."""
+    h = 0
+    for ch in key.encode("utf-16-le").decode("utf-16-le"):
+        h = (h * 31 + ord(ch)) & 0xFFFFFFFF
+    h = h - (1 << 32) if h >= 1 << 31 else h
+    return (0 if h == -(1 << 31) else abs(h)) % partitions
+
+
+def test_transactional_consume_transform_produce_survives_the_loss_of_its_coordinator(tmp_path):
+    """A consume-transform-produce job (librdkafka's transactional producer, a read_committed
+    consumer group) runs while the broker coordinating its transactions is SIGKILLed:
+    __transaction_state is replicated, a surviving broker takes the partition over and
+    coordinates the transactional id; markers and KIP-890 verification go between brokers.
+    Every input appears exactly once in the committed output and the group's committed
+    offsets end at the input's end."""
+    from confluent_kafka import KafkaException
+    nodes = start_cluster(tmp_path, config_text=FAST)
+    try:
+        admin = AdminClient({"bootstrap.servers": bootstrap(nodes)})
+        for name in ("src", "dst"):
+            admin.create_topics([NewTopic(name, 3, 3, config={"min.insync.replicas": "2"})],
+                                request_timeout=60)[name].result(60)
+        n = 600
+        feed = Producer({"bootstrap.servers": bootstrap(nodes), "acks": "all"})
+        for i in range(n):
+            feed.produce("src", value=str(i).encode(), partition=i % 3)
+        assert feed.flush(60) == 0
+        txn_id, group = "etl-job", "etl"
+        c = Consumer({"bootstrap.servers": bootstrap(nodes), "group.id": group,
+                      "isolation.level": "read_committed", "enable.auto.commit": False,
+                      "auto.offset.reset": "earliest", "session.timeout.ms": 10000})
+        c.subscribe(["src"])
+        p = Producer({"bootstrap.servers": bootstrap(nodes), "transactional.id": txn_id,
+                      "linger.ms": 5, "transaction.timeout.ms": 60000})
+        p.init_transactions(60)
+        done, victim, aborts = 0, None, 0
+        deadline = time.time() + 240
+        while done < n and time.time() < deadline:
+            if victim is None and done >= n // 4:
+                md = admin.list_topics(timeout=10)
+                state = md.topics["__transaction_state"]
+                victim = state.partitions[coordinator_partition(txn_id)].leader
+                nodes[victim - 1].kill9()
+            msgs = [m for m in c.consume(50, 1.0) if not m.error()]
+            if not msgs:
+                continue
+            try:
+                p.begin_transaction()
+                for m in msgs:
+                    p.produce("dst", value=b"out-" + m.value(), partition=m.partition())
+                p.send_offsets_to_transaction(c.position(c.assignment()),
+                                              c.consumer_group_metadata(), 60)
+                while True:
+                    try:
+                        p.commit_transaction(60)
+                        break
+                    except KafkaException as e:
+                        if not e.args[0].retriable():
+                            raise
+                done += len(msgs)
+            except KafkaException as e:
+                assert e.args[0].txn_requires_abort(), e
+                p.abort_transaction(60)
+                aborts += 1
+                for tp in c.committed(c.assignment(), 60):
+                    c.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
+        assert victim is not None
+        assert done == n, (done, aborts)
+        c.close()
+        out = read_committed_values(bootstrap(nodes), "dst", 3)
+        assert sorted(out) == sorted(f"out-{i}" for i in range(n)), "each input exactly once"
+        check = Consumer({"bootstrap.servers": bootstrap(nodes), "group.id": group})
+        ends = check.committed([TopicPartition("src", q) for q in range(3)], 60)
+        check.close()
+        assert sorted(tp.offset for tp in ends) == [n // 3] * 3
+        import re
+        loaded = [int(m.group(1)) for i, b in enumerate(nodes) if i + 1 != victim
+                  for m in re.finditer(r"now coordinating the transactions of __transaction_state "
+                                       r"partition=\d+ records=(\d+)", b.log_text())]
+        assert any(x > 0 for x in loaded), loaded
+    finally:
+        for b in nodes:
+            b.stop()
+    for b in nodes:
+        assert "panicked" not in b.log_text()
+
+
+def read_committed_values(bootstrap_servers, topic, partitions):
+    c = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": f"check-{time.time()}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "isolation.level": "read_committed", "enable.partition.eof": True})
+    c.assign([TopicPartition(topic, q, 0) for q in range(partitions)])
+    out, eof = [], set()
+    deadline = time.time() + 90
+    while len(eof) < partitions and time.time() < deadline:
+        m = c.poll(1)
+        if m is None:
+            continue
+        if m.error():
+            if m.error().code() == -191:  # _PARTITION_EOF
+                eof.add(m.partition())
+            continue
+        eof.discard(m.partition())
+        out.append(m.value().decode())
+    c.close()
+    return out

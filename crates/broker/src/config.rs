@@ -203,6 +203,11 @@ pub struct BrokerConfig {
     /// `transaction.state.log.num.partitions`: partitions of `__transaction_state`.
     #[serde(alias = "transaction.state.log.num.partitions")]
     pub transaction_state_log_num_partitions: i32,
+    /// `transaction.state.log.replication.factor`: replicas of `__transaction_state` on a
+    /// cluster (at most the live brokers when it is created): transaction coordinators fail
+    /// over with their partitions.
+    #[serde(alias = "transaction.state.log.replication.factor")]
+    pub transaction_state_log_replication_factor: i16,
     /// `transaction.max.timeout.ms`: the longest transaction timeout a producer may ask for.
     #[serde(alias = "transaction.max.timeout.ms")]
     pub transaction_max_timeout_ms: i32,
@@ -278,6 +283,7 @@ impl Default for BrokerConfig {
             group_consumer_heartbeat_interval_ms: 5000,
             group_consumer_assignors: vec!["uniform".into(), "range".into()],
             transaction_state_log_num_partitions: 50,
+            transaction_state_log_replication_factor: 3,
             offsets_topic_segment_bytes: 100 * 1024 * 1024,
             transaction_state_log_segment_bytes: 100 * 1024 * 1024,
             transaction_max_timeout_ms: 900_000,

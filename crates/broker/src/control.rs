@@ -26,13 +26,21 @@ use crate::Broker;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Makes this member answer controller requests (they reach it when it leads the quorum).
+/// Makes this member answer controller requests (they reach it when it leads the quorum)
+/// and other brokers' inter-broker requests (`inter_broker`).
 pub(crate) fn install(broker: &Arc<Broker>, quorum: &Arc<Quorum>) {
     let weak: Weak<Broker> = Arc::downgrade(broker);
     quorum.set_call_handler(Arc::new(move |body: Vec<u8>| {
         let weak = weak.clone();
         Box::pin(async move {
-            let reply = match weak.upgrade() {
+            let broker = weak.upgrade();
+            if body.first() == Some(&crate::inter_broker::KAFKA_CALL) {
+                return match broker {
+                    Some(broker) => crate::inter_broker::serve(&broker, &body[1..]).await,
+                    None => Vec::new(),
+                };
+            }
+            let reply = match broker {
                 Some(broker) => handle(&broker, &body).await,
                 None => ControllerReply::Refused(ControllerError::NotController),
             };

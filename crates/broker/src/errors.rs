@@ -21,7 +21,9 @@ pub fn storage_error_code(e: &StorageError) -> i16 {
             ResponseError::OutOfOrderSequenceNumber
         }
         StorageError::DuplicateSequence => ResponseError::DuplicateSequenceNumber,
-        StorageError::NoOpenTransaction(_) => ResponseError::InvalidTxnState,
+        StorageError::NoOpenTransaction(_) | StorageError::VerificationLost(_) => {
+            ResponseError::InvalidTxnState
+        }
         StorageError::KeylessRecordOnCompactedTopic(_) => ResponseError::InvalidRecord,
         StorageError::CleaningCancelled => ResponseError::UnknownServerError,
     };
@@ -133,6 +135,8 @@ pub fn group_error_code(e: &strata_group::GroupError) -> i16 {
 /// Group state that could not be made durable: retriable, the client tries again.
 pub const COORDINATOR_NOT_AVAILABLE: i16 = ResponseError::CoordinatorNotAvailable.code();
 pub const OPERATION_NOT_ATTEMPTED: i16 = ResponseError::OperationNotAttempted.code();
+pub const NOT_COORDINATOR: i16 = ResponseError::NotCoordinator.code();
+pub const PRODUCER_FENCED: i16 = ResponseError::ProducerFenced.code();
 pub const INVALID_PRODUCER_EPOCH: i16 = ResponseError::InvalidProducerEpoch.code();
 pub const CLUSTER_AUTHORIZATION_FAILED: i16 = ResponseError::ClusterAuthorizationFailed.code();
 pub const INVALID_TXN_STATE: i16 = ResponseError::InvalidTxnState.code();
@@ -162,6 +166,25 @@ pub fn txn_error_code(e: &strata_txn::TxnError, fenced: Fenced) -> i16 {
         T::InvalidTxnState(_) | T::PartitionNotInTransaction(..) => ResponseError::InvalidTxnState,
     };
     error.code()
+}
+/// A remote coordinator's verification answer as a produce (or TxnOffsetCommit) error: a
+/// fenced producer is INVALID_PRODUCER_EPOCH in produce answers, and a coordinator that is
+/// moving or busy is NOT_ENOUGH_REPLICAS, which every client retries (Kafka does the same so
+/// clients older than KIP-890 retry it too).
+pub fn verification_code(code: i16, fenced: Fenced) -> i16 {
+    let coordinator_busy = [
+        NOT_COORDINATOR,
+        COORDINATOR_NOT_AVAILABLE,
+        ResponseError::CoordinatorLoadInProgress.code(),
+        ResponseError::ConcurrentTransactions.code(),
+    ];
+    if coordinator_busy.contains(&code) {
+        NOT_ENOUGH_REPLICAS
+    } else if code == PRODUCER_FENCED && matches!(fenced, Fenced::InvalidProducerEpoch) {
+        INVALID_PRODUCER_EPOCH
+    } else {
+        code
+    }
 }
 pub const GROUP_ID_NOT_FOUND: i16 = ResponseError::GroupIdNotFound.code();
 pub const INVALID_GROUP_ID: i16 = ResponseError::InvalidGroupId.code();

@@ -216,7 +216,17 @@ impl Broker {
 
     /// Waits (at most 10 s) until each partition's high watermark covers its offset; false if
     /// one did not (its leadership moved, or too few replicas are in sync).
-    async fn wait_for_high_watermark(&self, written: &[(Arc<Partition>, i64)]) -> bool {
+    /// [`Broker::wait_for_high_watermark`] from a blocking thread (on a standalone node the
+    /// high watermark is the synced end: nothing to wait for).
+    pub(crate) fn wait_replicated_blocking(&self, written: &[(Arc<Partition>, i64)]) -> bool {
+        if written.is_empty() {
+            return true;
+        }
+        self.block_on_quorum(self.wait_for_high_watermark(written))
+            .unwrap_or(true)
+    }
+
+    pub(crate) async fn wait_for_high_watermark(&self, written: &[(Arc<Partition>, i64)]) -> bool {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let notified = self.data_arrived.notified();

@@ -9,6 +9,8 @@
 //!   `__consumer_offsets` topic.
 //! - [`txn`] runs the transaction coordinator state machine (`strata-txn`) over the
 //!   `__transaction_state` topic and writes transaction markers.
+//! - `inter_broker` carries Kafka requests between brokers (transaction markers, KIP-890
+//!   verification) on the controller listener.
 //! - [`errors`] is the one place where Kafka error codes are chosen.
 
 pub mod cleaner;
@@ -19,6 +21,7 @@ pub mod errors;
 mod fetcher;
 pub mod groups;
 pub mod handlers;
+mod inter_broker;
 pub mod replicas;
 pub mod server;
 pub mod state;

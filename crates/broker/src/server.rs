@@ -197,7 +197,8 @@ async fn follow_quorum(
         let b = broker.clone();
         let applied = tokio::task::spawn_blocking(move || {
             let applied = b.catch_up_with_quorum();
-            // Groups follow the leadership of their __consumer_offsets partitions.
+            // Coordinators follow the leadership of their internal topics' partitions.
+            b.refresh_txn_coordination();
             b.refresh_group_coordination();
             applied
         })

@@ -1280,16 +1280,25 @@ impl Broker {
     pub fn allocate_producer_id(&self) -> Result<i64, TopicError> {
         const BLOCK: i64 = 1000;
         let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
-        if ids.0 >= ids.1 {
+        // A block starts where the last one (this broker's or another's) ended; the record
+        // is refused if another broker took that block first, and then the next is tried.
+        let mut attempts = 0;
+        while ids.0 >= ids.1 {
+            attempts += 1;
             let metadata = self.metadata();
             let start = ids.1.max(metadata.image().producer_ids_end());
-            self.commit_metadata(
+            let committed = self.commit_metadata(
                 metadata,
                 &[MetadataRecord::ProducerIds {
                     next_block_end: start + BLOCK,
+                    block_start: Some(start),
                 }],
-            )?;
-            *ids = (start, start + BLOCK);
+            );
+            match committed {
+                Ok(_) => *ids = (start, start + BLOCK),
+                Err(e) if attempts < 5 && is_producer_ids_race(&e) => continue,
+                Err(e) => return Err(e),
+            }
         }
         let id = ids.0;
         ids.0 += 1;
@@ -1349,4 +1358,13 @@ impl Broker {
             warn!(error = %e, "error closing metadata log");
         }
     }
+}
+
+/// A producer id block refused because another broker took it first (retry the next one).
+fn is_producer_ids_race(e: &TopicError) -> bool {
+    matches!(
+        e,
+        TopicError::Quorum(QuorumError::Rejected(_))
+            | TopicError::Metadata(MetadataError::ProducerIdsMoved { .. })
+    )
 }

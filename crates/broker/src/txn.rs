@@ -17,7 +17,7 @@
 //!
 //! Lock order: txn coordinator, then group coordinator, then partitions / metadata.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -41,6 +41,9 @@ pub struct TxnInner {
     /// nobody else writes markers for them meanwhile. Updated under the same lock as the
     /// state change that asked for the markers.
     ending: HashSet<String>,
+    /// On a cluster member, the `__transaction_state` partitions this node leads and so
+    /// coordinates (their ids are loaded); `None` on a standalone node (all of them).
+    owned: Option<BTreeSet<i32>>,
 }
 
 pub struct TxnService {
@@ -72,6 +75,7 @@ impl TxnService {
             inner: Mutex::new(TxnInner {
                 coordinator: TxnCoordinator::new(config),
                 ending: HashSet::new(),
+                owned: None,
             }),
             next_sweep_ms: AtomicI64::new(0),
         }
@@ -93,6 +97,39 @@ impl Broker {
         strata_group::codec::partition_for(transactional_id, partitions.max(1))
     }
 
+    /// Whether this node coordinates `transactional_id` now (it leads the id's partition of
+    /// `__transaction_state` and loaded it).
+    pub(crate) fn txn_coordinates(&self, inner: &TxnInner, transactional_id: &str) -> bool {
+        inner
+            .owned
+            .as_ref()
+            .is_none_or(|owned| owned.contains(&self.txn_partition_for(transactional_id)))
+    }
+
+    /// The broker that coordinates `transactional_id` (the leader of its partition of
+    /// `__transaction_state`), if it has one.
+    pub(crate) fn txn_coordinator_node(&self, transactional_id: &str) -> Option<i32> {
+        let p = self.txn_partition_for(transactional_id);
+        self.image()
+            .topic(TRANSACTION_STATE_TOPIC)
+            .and_then(|t| t.partitions.get(&p).map(|p| p.leader))
+            .filter(|l| *l >= 0)
+    }
+
+    /// [`Broker::txn_call`] for a request about `transactional_id`: `None` (NOT_COORDINATOR
+    /// to the client) unless this node coordinates it, checked under the same lock.
+    pub fn txn_call_owned<R>(
+        &self,
+        transactional_id: &str,
+        f: impl FnOnce(&mut TxnCoordinator, &mut dyn FnMut() -> i64) -> (R, Vec<TxnEffect>),
+    ) -> Option<(R, TxnPending)> {
+        let mut inner = self.txns.lock();
+        if !self.txn_coordinates(&inner, transactional_id) {
+            return None;
+        }
+        Some(self.txn_call_locked(&mut inner, f))
+    }
+
     /// Runs `f` on the coordinator (with a producer id allocator) and appends the records
     /// it asks to persist, under the lock.
     pub fn txn_call<R>(
@@ -100,6 +137,14 @@ impl Broker {
         f: impl FnOnce(&mut TxnCoordinator, &mut dyn FnMut() -> i64) -> (R, Vec<TxnEffect>),
     ) -> (R, TxnPending) {
         let mut inner = self.txns.lock();
+        self.txn_call_locked(&mut inner, f)
+    }
+
+    fn txn_call_locked<R>(
+        &self,
+        inner: &mut TxnInner,
+        f: impl FnOnce(&mut TxnCoordinator, &mut dyn FnMut() -> i64) -> (R, Vec<TxnEffect>),
+    ) -> (R, TxnPending) {
         let mut allocate = || {
             // Ids come from blocks recorded in the metadata log; only a failing metadata
             // log refuses one, and then nothing else can be persisted either.
@@ -109,7 +154,7 @@ impl Broker {
             })
         };
         let (r, effects) = f(&mut inner.coordinator, &mut allocate);
-        let pending = self.append_txn_records(&mut inner, effects);
+        let pending = self.append_txn_records(inner, effects);
         (r, pending)
     }
 
@@ -151,7 +196,11 @@ impl Broker {
                 continue;
             }
             let p = self.txn_partition_for(&id);
-            let Some(partition) = self.partition(TRANSACTION_STATE_TOPIC, p) else {
+            let Some(partition) = self
+                .partition(TRANSACTION_STATE_TOPIC, p)
+                .filter(|p| p.is_leader())
+            else {
+                // Not here, or led elsewhere now: only the partition's leader writes it.
                 pending.failed = true;
                 continue;
             };
@@ -179,12 +228,21 @@ impl Broker {
 
     /// Creates `__transaction_state` on first use, as Kafka does.
     pub fn ensure_transaction_state_topic(&self) -> Result<(), TopicError> {
-        // One replica until the transaction coordinator fails over with its partitions.
+        // Replicated on a cluster (`transaction.state.log.replication.factor`, at most the
+        // live brokers): transaction coordinators fail over with their partitions.
+        let replication_factor = if self.quorum.is_some() {
+            let live = self.image().live_brokers().count().max(1) as i16;
+            self.config
+                .transaction_state_log_replication_factor
+                .clamp(1, live)
+        } else {
+            1
+        };
         self.ensure_internal_topic(
             TRANSACTION_STATE_TOPIC,
             self.config.transaction_state_log_num_partitions,
             self.config.transaction_state_log_segment_bytes,
-            1,
+            replication_factor,
         )
     }
 
@@ -204,6 +262,10 @@ impl Broker {
                 failed = true;
             }
         }
+        if !failed && !self.wait_replicated_blocking(&sync) {
+            warn!("{TRANSACTION_STATE_TOPIC} records did not reach the in-sync replicas in time");
+            failed = true;
+        }
         let mut next = None;
         for m in markers {
             if failed {
@@ -220,7 +282,8 @@ impl Broker {
                     .sync
                     .iter()
                     .all(|(p, offset)| p.sync_to(*offset).is_ok())
-                    && !pending.failed;
+                    && !pending.failed
+                    && self.wait_replicated_blocking(&pending.sync);
                 (r, synced)
             });
             self.txns.lock().ending.remove(&m.transactional_id);
@@ -233,16 +296,34 @@ impl Broker {
         (!failed, next)
     }
 
-    /// Writes and syncs one transaction's markers. False if any partition refused.
+    /// Writes and syncs one transaction's markers: in the partitions led here directly, in
+    /// the others through their leaders (WriteTxnMarkers on the inter-broker channel); each
+    /// is answered once the partition's in-sync replicas have it. False if any partition
+    /// refused or could not be reached (the sweep writes them again).
     fn write_markers(&self, m: &Markers) -> bool {
         let mut written: Vec<(Arc<Partition>, i64)> = Vec::new();
+        let mut remote: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::new();
         let mut ok = true;
         for (topic, p) in &m.partitions {
-            let Some(partition) = self.partition(topic, *p) else {
-                if self.availability(topic, *p) != crate::state::Availability::Unknown {
+            let local = self.partition(topic, *p).filter(|p| p.is_leader());
+            let Some(partition) = local else {
+                if self.quorum.is_some() {
+                    let leader = self
+                        .image()
+                        .topic(topic)
+                        .map(|t| t.partitions.get(p).map(|p| p.leader));
+                    match leader {
+                        None => {} // topic deleted since: nothing to close there
+                        Some(Some(l)) if l >= 0 && l != self.config.node_id => {
+                            remote.entry(l).or_default().push((topic.clone(), *p));
+                        }
+                        // Leaderless, or led here but not open yet: later.
+                        Some(_) => ok = false,
+                    }
+                } else if self.availability(topic, *p) != crate::state::Availability::Unknown {
                     ok = false; // not open yet (recovering): the sweep writes it later
                 }
-                continue; // deleted since: nothing to close there
+                continue;
             };
             let appended = if topic == OFFSETS_TOPIC {
                 // The marker and the offsets it decides change together, under the group
@@ -287,7 +368,68 @@ impl Broker {
             })
         };
         let synced = failed == 0;
-        ok && synced
+        let replicated = synced && self.wait_replicated_blocking(&written);
+        for (node, partitions) in remote {
+            ok &= self.write_markers_remotely(node, m, &partitions);
+        }
+        ok && synced && replicated
+    }
+
+    /// Sends one transaction's markers for `partitions` to their leader, broker `node`.
+    fn write_markers_remotely(&self, node: i32, m: &Markers, partitions: &[(String, i32)]) -> bool {
+        use kafka_protocol::messages::write_txn_markers_request as w;
+        use kafka_protocol::messages::{ApiKey, ProducerId, TopicName, WriteTxnMarkersRequest};
+        use kafka_protocol::protocol::StrBytes;
+        let mut topics: Vec<w::WritableTxnMarkerTopic> = Vec::new();
+        for (topic, p) in partitions {
+            match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
+                Some(t) => t.partition_indexes.push(*p),
+                None => topics.push(
+                    w::WritableTxnMarkerTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                        .with_partition_indexes(vec![*p]),
+                ),
+            }
+        }
+        let request =
+            WriteTxnMarkersRequest::default().with_markers(vec![w::WritableTxnMarker::default()
+                .with_producer_id(ProducerId(m.producer_id))
+                .with_producer_epoch(m.producer_epoch)
+                .with_transaction_result(m.commit)
+                .with_topics(topics)
+                .with_coordinator_epoch(0)]);
+        let answered: Result<kafka_protocol::messages::WriteTxnMarkersResponse, String> =
+            crate::inter_broker::call_blocking(self, node, ApiKey::WriteTxnMarkers, 1, &request);
+        match answered {
+            Ok(resp) => {
+                let refused: Vec<(String, i32, i16)> = resp
+                    .markers
+                    .iter()
+                    .flat_map(|m| &m.topics)
+                    .flat_map(|t| {
+                        t.partitions
+                            .iter()
+                            .map(move |p| (t.name.to_string(), p.partition_index, p.error_code))
+                    })
+                    .filter(|(_, _, code)| *code != crate::errors::NONE)
+                    .collect();
+                let answered_all = resp
+                    .markers
+                    .iter()
+                    .flat_map(|m| &m.topics)
+                    .map(|t| t.partitions.len())
+                    .sum::<usize>()
+                    == partitions.len();
+                for (topic, p, code) in &refused {
+                    warn!(node, topic = %topic, partition = p, code, "a leader refused a transaction marker");
+                }
+                refused.is_empty() && answered_all
+            }
+            Err(e) => {
+                warn!(node, error = %e, "could not send transaction markers");
+                false
+            }
+        }
     }
 
     /// Async form of [`Broker::txn_finish_blocking`].
@@ -301,8 +443,10 @@ impl Broker {
             .unwrap_or((false, None))
     }
 
-    /// Replays `__transaction_state` and ends the transactions a stop interrupted (at
-    /// startup, after the groups are loaded, before serving).
+    /// Replays `__transaction_state` (at startup, after the groups are loaded, before
+    /// serving): every partition on a standalone node; on a cluster member the ones it leads
+    /// (see [`Broker::refresh_txn_coordination`] for later changes). The transactions a stop
+    /// interrupted are ended once the partitions they wrote are open.
     pub(crate) fn load_transactions(&self) -> Result<(), TopicError> {
         let partitions: Vec<Arc<Partition>> = self
             .image()
@@ -311,53 +455,93 @@ impl Broker {
             .unwrap_or_default()
             .into_iter()
             .filter_map(|p| self.partition(TRANSACTION_STATE_TOPIC, p))
+            .filter(|p| self.quorum.is_none() || p.is_leader())
             .collect();
-        if partitions.is_empty() {
-            return Ok(());
+        let mut inner = self.txns.lock();
+        if self.quorum.is_some() {
+            inner.owned = Some(partitions.iter().map(|p| p.partition).collect());
         }
         let (mut records, mut bad) = (0u64, 0u64);
-        {
-            let mut inner = self.txns.lock();
-            for partition in &partitions {
-                crate::groups::for_each_batch(partition, |header, batch| {
-                    if header.is_control() {
-                        return;
+        for partition in &partitions {
+            let (r, b) = replay_txn_partition(&mut inner.coordinator, partition)?;
+            records += r;
+            bad += b;
+        }
+        if !partitions.is_empty() {
+            info!(records, skipped = bad, "transaction state loaded");
+        }
+        Ok(())
+    }
+
+    /// A cluster member coordinates the transactional ids of the `__transaction_state`
+    /// partitions it leads: after each metadata change, a partition it just became leader of
+    /// is replayed (and the transactions its last coordinator left half-ended are ended by
+    /// the next sweep, which is brought forward); the ids of one it lost are forgotten. Runs
+    /// outside every metadata lock (the transaction lock comes first in the lock order).
+    pub(crate) fn refresh_txn_coordination(&self) {
+        if self.quorum.is_none() {
+            return;
+        }
+        let count = self
+            .image()
+            .topic(TRANSACTION_STATE_TOPIC)
+            .map_or(0, |t| t.partitions.len() as i32);
+        let led: BTreeSet<i32> = (0..count)
+            .filter(|&p| {
+                self.partition(TRANSACTION_STATE_TOPIC, p)
+                    .is_some_and(|p| p.is_leader())
+            })
+            .collect();
+        let mut inner = self.txns.lock();
+        let owned = inner.owned.clone().unwrap_or_default();
+        if owned == led {
+            return;
+        }
+        let partition_of = |id: &str| strata_group::codec::partition_for(id, count.max(1));
+        let lost: BTreeSet<i32> = owned.difference(&led).copied().collect();
+        if !lost.is_empty() {
+            let forgotten = inner
+                .coordinator
+                .unload(|id| lost.contains(&partition_of(id)));
+            info!(
+                partitions = ?lost,
+                transactional_ids = forgotten,
+                "no longer coordinating the transactions of {TRANSACTION_STATE_TOPIC}"
+            );
+        }
+        let mut loaded = BTreeSet::new();
+        for &p in led.difference(&owned) {
+            let Some(partition) = self.partition(TRANSACTION_STATE_TOPIC, p) else {
+                continue;
+            };
+            // Whatever an earlier term left here is replaced by the log's contents.
+            inner.coordinator.unload(|id| partition_of(id) == p);
+            match replay_txn_partition(&mut inner.coordinator, &partition) {
+                Ok((records, _)) => {
+                    loaded.insert(p);
+                    if records > 0 {
+                        info!(
+                            partition = p,
+                            records,
+                            "now coordinating the transactions of {TRANSACTION_STATE_TOPIC}"
+                        );
                     }
-                    let decoded = match strata_records::decode_records(batch) {
-                        Ok(d) => d,
-                        Err(e) => {
-                            bad += 1;
-                            warn!(error = %e, "undecodable batch in {TRANSACTION_STATE_TOPIC}");
-                            return;
-                        }
-                    };
-                    for r in decoded {
-                        let Some(key) = r.key.as_ref() else { continue };
-                        records += 1;
-                        let id = match codec::decode_key(key) {
-                            Ok(id) => id,
-                            Err(e) => {
-                                bad += 1;
-                                warn!(error = %e, offset = r.offset, "skipping record of {TRANSACTION_STATE_TOPIC}");
-                                continue;
-                            }
-                        };
-                        match r.value.as_deref() {
-                            None => inner.coordinator.replay_removal(&id),
-                            Some(v) => match codec::decode_value(&id, v) {
-                                Ok(m) => inner.coordinator.replay(m),
-                                Err(e) => {
-                                    bad += 1;
-                                    warn!(error = %e, offset = r.offset, "skipping record of {TRANSACTION_STATE_TOPIC}");
-                                }
-                            },
-                        }
-                    }
-                })?;
+                }
+                Err(e) => {
+                    inner.coordinator.unload(|id| partition_of(id) == p);
+                    warn!(partition = p, error = %e, "could not load transaction state");
+                }
             }
         }
-        info!(records, skipped = bad, "transaction state loaded");
-        Ok(())
+        if !loaded.is_empty() {
+            info!(partitions = ?loaded, "loaded transaction coordination for {TRANSACTION_STATE_TOPIC} partitions");
+        }
+        let mut now_owned: BTreeSet<i32> = owned.intersection(&led).copied().collect();
+        now_owned.extend(&loaded);
+        inner.owned = Some(now_owned);
+        if !loaded.is_empty() {
+            self.txns.next_sweep_ms.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Ends the transactions a crash left between their Prepare record and their markers
@@ -445,4 +629,49 @@ pub fn verify_write(
         topic,
         partition,
     )
+}
+
+/// Replays one `__transaction_state` partition into the coordinator (latest record per id
+/// wins; a tombstone removes the id). Returns (records, skipped).
+fn replay_txn_partition(
+    coordinator: &mut TxnCoordinator,
+    partition: &Partition,
+) -> Result<(u64, u64), StorageError> {
+    let (mut records, mut bad) = (0u64, 0u64);
+    crate::groups::for_each_batch(partition, |header, batch| {
+        if header.is_control() {
+            return;
+        }
+        let decoded = match strata_records::decode_records(batch) {
+            Ok(d) => d,
+            Err(e) => {
+                bad += 1;
+                warn!(error = %e, "undecodable batch in {TRANSACTION_STATE_TOPIC}");
+                return;
+            }
+        };
+        for r in decoded {
+            let Some(key) = r.key.as_ref() else { continue };
+            records += 1;
+            let id = match codec::decode_key(key) {
+                Ok(id) => id,
+                Err(e) => {
+                    bad += 1;
+                    warn!(error = %e, offset = r.offset, "skipping record of {TRANSACTION_STATE_TOPIC}");
+                    continue;
+                }
+            };
+            match r.value.as_deref() {
+                None => coordinator.replay_removal(&id),
+                Some(v) => match codec::decode_value(&id, v) {
+                    Ok(m) => coordinator.replay(m),
+                    Err(e) => {
+                        bad += 1;
+                        warn!(error = %e, offset = r.offset, "skipping record of {TRANSACTION_STATE_TOPIC}");
+                    }
+                },
+            }
+        }
+    })?;
+    Ok((records, bad))
 }

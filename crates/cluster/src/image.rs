@@ -334,7 +334,16 @@ impl MetadataImage {
                 }
                 b.fenced = matches!(record, MetadataRecord::FenceBroker { .. });
             }
-            MetadataRecord::ProducerIds { next_block_end } => {
+            MetadataRecord::ProducerIds {
+                next_block_end,
+                block_start,
+            } => {
+                if let Some(start) = block_start.filter(|s| *s != self.producer_ids_end) {
+                    return Err(MetadataError::ProducerIdsMoved {
+                        expected: start,
+                        actual: self.producer_ids_end,
+                    });
+                }
                 // Never backwards, whatever the log says.
                 self.producer_ids_end = self.producer_ids_end.max(*next_block_end);
             }
@@ -405,6 +414,36 @@ impl MetadataImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn producer_id_blocks_are_handed_out_once() {
+        let mut image = MetadataImage::default();
+        let block = |start: i64| MetadataRecord::ProducerIds {
+            next_block_end: start + 1000,
+            block_start: Some(start),
+        };
+        image.apply(&block(0)).unwrap();
+        assert_eq!(image.producer_ids_end(), 1000);
+        // A second broker that saw the same end asks for the same block: refused.
+        assert!(matches!(
+            image.apply(&block(0)),
+            Err(MetadataError::ProducerIdsMoved {
+                expected: 0,
+                actual: 1000
+            })
+        ));
+        assert_eq!(image.producer_ids_end(), 1000);
+        image.apply(&block(1000)).unwrap();
+        assert_eq!(image.producer_ids_end(), 2000);
+        // Records written before compare-and-set only move the end forward.
+        image
+            .apply(&MetadataRecord::ProducerIds {
+                next_block_end: 1500,
+                block_start: None,
+            })
+            .unwrap();
+        assert_eq!(image.producer_ids_end(), 2000);
+    }
 
     fn topic(name: &str, id: u128) -> MetadataRecord {
         MetadataRecord::Topic {

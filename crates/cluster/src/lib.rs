@@ -51,6 +51,8 @@ pub enum MetadataError {
     },
     #[error("unknown broker {0}")]
     UnknownBroker(i32),
+    #[error("producer id block must start at {actual}, not {expected}")]
+    ProducerIdsMoved { expected: i64, actual: i64 },
     #[error("broker {node_id} epoch {got} is not its current epoch {current}")]
     StaleBrokerEpoch {
         node_id: i32,

@@ -66,7 +66,13 @@ pub enum MetadataRecord {
     /// Producer ids below `next_block_end` are handed out (Kafka's ProducerIdsRecord): a
     /// broker allocates from a block it recorded, so no id is ever given out twice, even
     /// across restarts (the rest of a block is skipped after one).
-    ProducerIds { next_block_end: i64 },
+    /// With `block_start`, the block applies only if it starts where the last one ended
+    /// (compare-and-set: two brokers asking at once never get the same ids).
+    ProducerIds {
+        next_block_end: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        block_start: Option<i64>,
+    },
     /// The dynamic broker configs of `resource` are now exactly `configs` (Kafka's
     /// ConfigRecord for BROKER resources): `resource` "" is the cluster-wide default, a
     /// node id that broker alone.

@@ -63,6 +63,14 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     range(ApiKey::DescribeLogDirs, 1, 4),
 ];
 
+/// What brokers send each other on the inter-broker (controller) listener, never accepted
+/// from clients: transaction markers (commit markers included) and KIP-890's verification
+/// of a transactional write with its coordinator (AddPartitionsToTxn v4+, verify only).
+pub const INTER_BROKER_APIS: &[ApiRange] = &[
+    range(ApiKey::WriteTxnMarkers, 1, 1),
+    range(ApiKey::AddPartitionsToTxn, 4, 5),
+];
+
 pub fn supported_versions(key: ApiKey) -> Option<ApiRange> {
     SUPPORTED_APIS.iter().copied().find(|r| r.key == key)
 }

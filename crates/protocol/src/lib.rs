@@ -11,10 +11,10 @@ mod frame;
 mod request;
 mod response;
 
-pub use api::{supported_versions, ApiRange, SUPPORTED_APIS};
+pub use api::{supported_versions, ApiRange, INTER_BROKER_APIS, SUPPORTED_APIS};
 pub use error::ProtocolError;
 pub use frame::{frame_length, FRAME_LENGTH_BYTES, REQUEST_BYTES_MAX_DEFAULT};
-pub use request::{decode_request, Request, RequestFrame};
+pub use request::{decode_inter_broker_request, decode_request, Request, RequestFrame};
 pub use response::{decode_response_frame, encode_request, encode_response};
 
 pub use kafka_protocol;

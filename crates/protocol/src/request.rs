@@ -4,7 +4,8 @@ use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::Decodable;
 
-use crate::{supported_versions, ProtocolError};
+use crate::api::INTER_BROKER_APIS;
+use crate::{supported_versions, ApiRange, ProtocolError};
 
 /// A decoded request of a type Strata serves.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,14 +76,29 @@ fn body<T: Decodable>(buf: &mut Bytes, key: ApiKey, version: i16) -> Result<T, P
 }
 
 /// Decodes one frame body (without its length prefix). Pure: no I/O, bounded by the frame.
-pub fn decode_request(mut frame: Bytes) -> Result<RequestFrame, ProtocolError> {
+pub fn decode_request(frame: Bytes) -> Result<RequestFrame, ProtocolError> {
+    decode_with(frame, supported_versions)
+}
+
+/// Decodes one request a broker sent another on the inter-broker listener: only the APIs and
+/// versions of [`INTER_BROKER_APIS`].
+pub fn decode_inter_broker_request(frame: Bytes) -> Result<RequestFrame, ProtocolError> {
+    decode_with(frame, |key| {
+        INTER_BROKER_APIS.iter().copied().find(|r| r.key == key)
+    })
+}
+
+fn decode_with(
+    mut frame: Bytes,
+    versions: impl Fn(ApiKey) -> Option<ApiRange>,
+) -> Result<RequestFrame, ProtocolError> {
     if frame.len() < 8 {
         return Err(ProtocolError::ShortFrame(frame.len()));
     }
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let api_key = ApiKey::try_from(raw_key).map_err(|()| ProtocolError::UnknownApiKey(raw_key))?;
-    let range = supported_versions(api_key).ok_or(ProtocolError::UnknownApiKey(raw_key))?;
+    let range = versions(api_key).ok_or(ProtocolError::UnknownApiKey(raw_key))?;
     if api_key == ApiKey::ApiVersions && version > range.max {
         // The header of an unknown ApiVersions version cannot be trusted past client_id:
         // read it as header v1 and ignore the body.

@@ -7,7 +7,9 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use proptest::prelude::*;
-use strata_protocol::{decode_request, encode_request, ProtocolError, Request};
+use strata_protocol::{
+    decode_inter_broker_request, decode_request, encode_request, ProtocolError, Request,
+};
 
 fn frame_body(
     header: &RequestHeader,
@@ -66,6 +68,49 @@ fn produce_round_trips_with_records() {
         .unwrap();
         assert_eq!(decoded.request, Request::Produce(req.clone()));
     }
+}
+
+#[test]
+fn inter_broker_requests_are_decoded_only_by_the_inter_broker_decoder() {
+    let verify = AddPartitionsToTxnRequest::default().with_transactions(vec![
+        add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_static_str("t")))
+            .with_verify_only(true),
+    ]);
+    let frame = frame_body(
+        &header(ApiKey::AddPartitionsToTxn, 4),
+        ApiKey::AddPartitionsToTxn,
+        &verify,
+    );
+    // Clients never get the broker-to-broker form.
+    assert!(matches!(
+        decode_request(frame.clone()),
+        Err(ProtocolError::UnsupportedVersion { .. })
+    ));
+    let decoded = decode_inter_broker_request(frame).unwrap();
+    assert_eq!(decoded.request, Request::AddPartitionsToTxn(verify));
+    // And the inter-broker listener serves nothing else.
+    let client_form = frame_body(
+        &header(ApiKey::AddPartitionsToTxn, 3),
+        ApiKey::AddPartitionsToTxn,
+        &AddPartitionsToTxnRequest::default(),
+    );
+    assert!(decode_inter_broker_request(client_form).is_err());
+    let metadata = frame_body(
+        &header(ApiKey::Metadata, 12),
+        ApiKey::Metadata,
+        &MetadataRequest::default(),
+    );
+    assert!(matches!(
+        decode_inter_broker_request(metadata),
+        Err(ProtocolError::UnknownApiKey(3))
+    ));
+    let markers = frame_body(
+        &header(ApiKey::WriteTxnMarkers, 1),
+        ApiKey::WriteTxnMarkers,
+        &WriteTxnMarkersRequest::default(),
+    );
+    assert!(decode_inter_broker_request(markers).is_ok());
 }
 
 #[test]

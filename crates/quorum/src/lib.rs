@@ -17,7 +17,7 @@ pub mod log_store;
 pub mod network;
 pub mod state_machine;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
@@ -65,6 +65,9 @@ pub struct Rejected {
     pub topic_exists: bool,
     pub message: String,
 }
+
+/// Idle call connections kept per peer.
+const CALL_CONNECTIONS_IDLE_MAX: usize = 4;
 
 openraft::declare_raft_types!(
     /// Strata's raft types: metadata batches in, refusals out, nodes by controller address.
@@ -145,7 +148,9 @@ pub struct Quorum {
     /// The connection forwarded writes use, and the address it goes to.
     forward: tokio::sync::Mutex<Option<(String, network::Connection)>>,
     /// The connection calls to the leader use, and the address it goes to.
-    calls_out: tokio::sync::Mutex<Option<(String, network::Connection)>>,
+    /// Idle connections for calls, by address: a call takes one (or opens one) and gives it
+    /// back after, so a heartbeat never queues behind a slow call.
+    calls_out: std::sync::Mutex<HashMap<String, Vec<network::Connection>>>,
     /// Where calls from other members go.
     calls_in: network::CallSlot,
 }
@@ -206,7 +211,7 @@ impl Quorum {
             log,
             server,
             forward: tokio::sync::Mutex::new(None),
-            calls_out: tokio::sync::Mutex::new(None),
+            calls_out: std::sync::Mutex::new(HashMap::new()),
             calls_in,
         }))
     }
@@ -292,7 +297,18 @@ impl Quorum {
             .borrow_watched()
             .current_leader
             .ok_or_else(|| QuorumError::Unavailable("no quorum leader".into()))?;
-        if leader == self.config.node_id {
+        self.call_node(leader, body, ttl).await
+    }
+
+    /// Sends `body` to member `node`'s call handler (this member's own for itself) and
+    /// returns its answer: the inter-broker channel.
+    pub async fn call_node(
+        &self,
+        node: u64,
+        body: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Vec<u8>, QuorumError> {
+        if node == self.config.node_id {
             let handler = self
                 .calls_in
                 .read()
@@ -302,24 +318,23 @@ impl Quorum {
             return Ok(handler(body).await);
         }
         let addr = self
-            .leader_address(leader)
-            .ok_or_else(|| QuorumError::Unavailable(format!("no address for leader {leader}")))?;
-        // The shared connection, or a connection of its own while another call uses it (a
-        // heartbeat must not queue behind a slow call).
-        let result = match self.calls_out.try_lock() {
-            Ok(mut out) => {
-                if out.as_ref().is_none_or(|(a, _)| *a != addr) {
-                    *out = Some((addr.clone(), network::Connection::new(addr.clone())));
-                }
-                let (_, connection) = out.as_mut().expect("set above");
-                connection.call_raw(&body, ttl).await
+            .leader_address(node)
+            .ok_or_else(|| QuorumError::Unavailable(format!("no address for node {node}")))?;
+        let idle = self
+            .calls_out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&addr)
+            .and_then(Vec::pop);
+        let mut connection = idle.unwrap_or_else(|| network::Connection::new(addr.clone()));
+        let result = connection.call_raw(&body, ttl).await;
+        if result.is_ok() {
+            let mut idle = self.calls_out.lock().unwrap_or_else(|p| p.into_inner());
+            let pool = idle.entry(addr.clone()).or_default();
+            if pool.len() < CALL_CONNECTIONS_IDLE_MAX {
+                pool.push(connection);
             }
-            Err(_) => {
-                network::Connection::new(addr.clone())
-                    .call_raw(&body, ttl)
-                    .await
-            }
-        };
+        }
         result.map_err(|e| QuorumError::Unavailable(format!("{addr}: {e}")))
     }
 

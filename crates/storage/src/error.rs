@@ -43,6 +43,10 @@ pub enum StorageError {
         "transactional batch from producer {0}, which has no transaction open on this partition"
     )]
     NoOpenTransaction(i64),
+    #[error(
+        "producer {0}'s transaction ended on this partition between its verification and its write"
+    )]
+    VerificationLost(i64),
     #[error("the cleaning pass was cancelled (shutdown)")]
     CleaningCancelled,
     /// The index of each keyless record in the produced record set (KIP-467).

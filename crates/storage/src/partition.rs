@@ -14,6 +14,7 @@
 //! Lock order: `flush_lock` before `log` before `replicas`; `log` is never held across a
 //! sync.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -40,7 +41,14 @@ pub struct Partition {
     /// leader (a standalone node leads everything).
     replica_id: AtomicI32,
     leader_id: AtomicI32,
+    /// KIP-890 across brokers: producers whose next transactional write was sent to a remote
+    /// transaction coordinator for verification, with the guard that verification holds. A
+    /// marker for the producer removes its guard, so a write verified before the marker but
+    /// arriving after it is refused instead of opening a transaction nobody will end.
+    verification_guards: Mutex<HashMap<i64, u64>>,
 }
+
+static NEXT_VERIFICATION_GUARD: AtomicU64 = AtomicU64::new(1);
 
 impl Partition {
     pub fn new(topic: String, partition: i32, leader_epoch: i32, mut log: Log) -> Self {
@@ -55,6 +63,7 @@ impl Partition {
             replicas: Mutex::new(replicas),
             replica_id: AtomicI32::new(LOCAL_REPLICA),
             leader_id: AtomicI32::new(LOCAL_REPLICA),
+            verification_guards: Mutex::new(HashMap::new()),
         }
     }
 
@@ -378,6 +387,77 @@ impl Partition {
         Ok(info)
     }
 
+    /// Whether a transactional write of `producer_id` needs its coordinator's verification:
+    /// not when the producer's transaction is already open here (its first write was
+    /// verified, and only its marker closes it).
+    pub fn needs_verification(&self, producer_id: i64) -> bool {
+        self.log()
+            .producer_state()
+            .ongoing_transaction(producer_id)
+            .is_none()
+    }
+
+    /// Starts a remote verification of `producer_id`'s next transactional write: the guard
+    /// [`Partition::append_verified`] must present (a marker in between removes it).
+    pub fn begin_verification(&self, producer_id: i64) -> u64 {
+        let guard = NEXT_VERIFICATION_GUARD.fetch_add(1, Ordering::Relaxed);
+        self.guards().insert(producer_id, guard);
+        guard
+    }
+
+    /// Appends a transactional write verified by a remote coordinator: taken if the
+    /// producer's transaction is open here, or if `guard` is still the producer's guard
+    /// (no marker since the verification began); refused otherwise.
+    pub fn append_verified(
+        &self,
+        batches: &[u8],
+        producer_id: i64,
+        guard: Option<u64>,
+    ) -> Result<AppendInfo> {
+        let epoch = self.leader_epoch();
+        let mut log = self.log();
+        let open = log
+            .producer_state()
+            .ongoing_transaction(producer_id)
+            .is_some();
+        if !open {
+            let mut guards = self.guards();
+            if guard.is_none() || guards.get(&producer_id) != guard.as_ref() {
+                return Err(StorageError::VerificationLost(producer_id));
+            }
+            guards.remove(&producer_id);
+        }
+        let info = log.append_transactional(batches, epoch)?;
+        self.update_high_watermark(&mut log);
+        Ok(info)
+    }
+
+    /// For writes appended by another path under a lock markers also take (the group
+    /// coordinator's transactional offsets): whether the verified write may go ahead now, by
+    /// the rule of [`Partition::append_verified`] (the guard is used up).
+    pub fn claim_verification(&self, producer_id: i64, guard: Option<u64>) -> bool {
+        let log = self.log();
+        if log
+            .producer_state()
+            .ongoing_transaction(producer_id)
+            .is_some()
+        {
+            return true;
+        }
+        let mut guards = self.guards();
+        if guard.is_some() && guards.get(&producer_id) == guard.as_ref() {
+            guards.remove(&producer_id);
+            return true;
+        }
+        false
+    }
+
+    fn guards(&self) -> MutexGuard<'_, HashMap<i64, u64>> {
+        self.verification_guards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Writes a commit or abort marker for `producer_id`.
     pub fn append_marker(
         &self,
@@ -388,6 +468,7 @@ impl Partition {
     ) -> Result<AppendInfo> {
         let epoch = self.leader_epoch();
         let mut log = self.log();
+        self.guards().remove(&producer_id);
         let info = log.append_marker(
             producer_id,
             producer_epoch,

@@ -175,3 +175,44 @@ fn a_verified_record_set_holds_only_that_transaction() {
     two.extend(batch(7, 0, 1, 1, true));
     assert_eq!(log.append_transactional(&two, 0).unwrap().last_offset, 1);
 }
+
+/// KIP-890 across brokers: a write verified by a remote coordinator lands only if no marker
+/// for its producer came between the verification and the write.
+#[test]
+fn a_marker_between_remote_verification_and_write_refuses_the_write() {
+    let w = World::new();
+    let partition = strata_storage::Partition::new("t".into(), 0, 0, w.open(small_segments()));
+    assert!(partition.needs_verification(7));
+    // Verified, then written: the transaction opens; later writes need no verification.
+    let guard = partition.begin_verification(7);
+    partition
+        .append_verified(&batch(7, 0, 0, 1, true), 7, Some(guard))
+        .unwrap();
+    assert!(!partition.needs_verification(7));
+    partition
+        .append_verified(&batch(7, 0, 1, 1, true), 7, None)
+        .unwrap();
+    partition.append_marker(7, 0, true, 0).unwrap();
+    assert!(partition.needs_verification(7));
+    // Verified for the next transaction, but the transaction ended (marker) before the write.
+    let late = partition.begin_verification(7);
+    partition.append_marker(7, 0, false, 0).unwrap();
+    let refused = partition.append_verified(&batch(7, 0, 2, 1, true), 7, Some(late));
+    assert!(matches!(
+        refused,
+        Err(strata_storage::StorageError::VerificationLost(7))
+    ));
+    // Without a guard a write cannot open a transaction either.
+    assert!(partition
+        .append_verified(&batch(7, 0, 2, 1, true), 7, None)
+        .is_err());
+    // A guard is good once: a second verification replaces the first.
+    let first = partition.begin_verification(7);
+    let second = partition.begin_verification(7);
+    assert!(partition
+        .append_verified(&batch(7, 0, 2, 1, true), 7, Some(first))
+        .is_err());
+    partition
+        .append_verified(&batch(7, 0, 2, 1, true), 7, Some(second))
+        .unwrap();
+}

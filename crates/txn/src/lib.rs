@@ -155,6 +155,14 @@ impl TxnCoordinator {
             .insert(metadata.transactional_id.clone(), metadata);
     }
 
+    /// Forgets the transactional ids `moved` selects (their `__transaction_state` partition is
+    /// coordinated elsewhere now, or is about to be replayed afresh). Returns how many.
+    pub fn unload(&mut self, mut moved: impl FnMut(&str) -> bool) -> usize {
+        let before = self.txns.len();
+        self.txns.retain(|id, _| !moved(id));
+        before - self.txns.len()
+    }
+
     /// Replays a removal (tombstone).
     pub fn replay_removal(&mut self, transactional_id: &str) {
         self.txns.remove(transactional_id);

@@ -12,7 +12,7 @@ mod list_offsets;
 mod log_dirs;
 mod metadata;
 mod produce;
-mod txn;
+pub(crate) mod txn;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -240,7 +240,7 @@ pub fn dispatch(
             encode(cid, api_key, version, &admin::elect_leaders(&b, r, version))
         }),
         Request::WriteTxnMarkers(r) => blocking(broker, move |b| {
-            encode(cid, api_key, version, &txn::write_txn_markers(&b, r))
+            encode(cid, api_key, version, &txn::write_txn_markers(&b, r, false))
         }),
         Request::ListTransactions(r) => ready(encode(
             cid,

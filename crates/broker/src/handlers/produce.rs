@@ -80,6 +80,7 @@ pub fn handle(
     let transactional_id = req.transactional_id.as_ref().map(|t| t.0.to_string());
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut appended: Vec<Appended> = Vec::new();
+    let mut remote: Vec<RemoteVerified> = Vec::new();
     let valid_acks = matches!(acks, -1..=1);
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
@@ -129,7 +130,27 @@ pub fn handle(
             };
             // Written from the request buffer as it came; only batch headers are patched
             // (base offset, leader epoch), on copies.
-            let outcome = match transactional_producer(&records) {
+            let transactional = transactional_producer(&records);
+            if let (Some((producer_id, producer_epoch)), Some(id)) =
+                (transactional, transactional_id.as_deref())
+            {
+                if let Some(coordinator) = remote_coordinator(broker, id) {
+                    // Verified with the coordinator on another broker, then appended.
+                    partitions.push(failed(index, errors::UNKNOWN_SERVER_ERROR, None));
+                    remote.push(RemoteVerified {
+                        topic_slot: responses.len(),
+                        partition_slot: partitions.len() - 1,
+                        index,
+                        partition,
+                        records,
+                        producer_id,
+                        producer_epoch,
+                        coordinator,
+                    });
+                    continue;
+                }
+            }
+            let outcome = match transactional {
                 None => partition.append(&records).map_err(|e| Refusal::storage(&e)),
                 Some((producer_id, epoch)) => append_transactional(
                     broker,
@@ -169,18 +190,31 @@ pub fn handle(
         );
     }
     let broker = broker.clone();
-    // acks=all: answered once the high watermark (the in-sync replicas' synced ends) passes
-    // what was appended; on one node that is the local sync.
-    let replicated: Vec<(Arc<Partition>, i64)> = if acks == -1 {
-        appended
-            .iter()
-            .map(|a| (a.partition.clone(), a.end_offset))
-            .collect()
-    } else {
-        Vec::new()
-    };
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
     Box::pin(async move {
+        let mut responses = responses;
+        let mut appended = appended;
+        if !remote.is_empty() {
+            let b = broker.clone();
+            let id = transactional_id.unwrap_or_default();
+            let done = tokio::task::spawn_blocking(move || append_remote_verified(&b, &id, remote))
+                .await
+                .unwrap_or_default();
+            for (topic_slot, partition_slot, response, written) in done {
+                responses[topic_slot].partition_responses[partition_slot] = response;
+                appended.extend(written);
+            }
+        }
+        // acks=all: answered once the high watermark (the in-sync replicas' synced ends)
+        // passes what was appended; on one node that is the local sync.
+        let replicated: Vec<(Arc<Partition>, i64)> = if acks == -1 {
+            appended
+                .iter()
+                .map(|a| (a.partition.clone(), a.end_offset))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let durable: Vec<Appended> = appended
             .into_iter()
             .filter(|a| a.partition.log().config().is_durable())
@@ -269,6 +303,110 @@ fn append_transactional(
     partition
         .append_transactional(records)
         .map_err(|e| Refusal::storage(&e))
+}
+
+/// A transactional write whose coordinator is another broker: verified there (KIP-890
+/// across brokers), then appended.
+struct RemoteVerified {
+    topic_slot: usize,
+    partition_slot: usize,
+    index: i32,
+    partition: Arc<Partition>,
+    records: bytes::Bytes,
+    producer_id: i64,
+    producer_epoch: i16,
+    coordinator: i32,
+}
+
+/// The broker coordinating `transactional_id`, when it is not this one (a cluster member
+/// that does not lead the id's `__transaction_state` partition); -1 when nobody does now.
+fn remote_coordinator(broker: &Broker, transactional_id: &str) -> Option<i32> {
+    broker.quorum()?;
+    if broker.txn_coordinates(&broker.txns.lock(), transactional_id) {
+        return None;
+    }
+    Some(broker.txn_coordinator_node(transactional_id).unwrap_or(-1))
+}
+
+/// Verifies the writes with their coordinator (one request for the partitions that need
+/// it: a producer's transaction already open on a partition needs none), then appends each
+/// verified one unless a marker for the producer came in between (the partition's guard).
+/// Blocking. Returns, per write, where its answer goes, the answer, and what was appended.
+fn append_remote_verified(
+    broker: &Broker,
+    transactional_id: &str,
+    writes: Vec<RemoteVerified>,
+) -> Vec<(usize, usize, PartitionProduceResponse, Option<Appended>)> {
+    let guards: Vec<Option<u64>> = writes
+        .iter()
+        .map(|w| {
+            w.partition
+                .needs_verification(w.producer_id)
+                .then(|| w.partition.begin_verification(w.producer_id))
+        })
+        .collect();
+    let asked: Vec<(String, i32)> = writes
+        .iter()
+        .zip(&guards)
+        .filter(|(_, g)| g.is_some())
+        .map(|(w, _)| (w.partition.topic.clone(), w.partition.partition))
+        .collect();
+    let first = &writes[0];
+    let codes = if asked.is_empty() {
+        Vec::new()
+    } else if first.coordinator < 0 {
+        vec![errors::COORDINATOR_NOT_AVAILABLE; asked.len()]
+    } else {
+        crate::inter_broker::verify_remotely(
+            broker,
+            first.coordinator,
+            transactional_id,
+            first.producer_id,
+            first.producer_epoch,
+            &asked,
+        )
+    };
+    let mut codes = codes.into_iter();
+    let mut out = Vec::with_capacity(writes.len());
+    for (w, guard) in writes.into_iter().zip(guards) {
+        let verified = match guard {
+            None => Ok(()),
+            Some(_) => match codes.next().unwrap_or(errors::UNKNOWN_SERVER_ERROR) {
+                errors::NONE => Ok(()),
+                code => Err(Refusal::new(
+                    errors::verification_code(code, errors::Fenced::InvalidProducerEpoch),
+                    format!(
+                        "the transaction coordinator (broker {}) refused the write",
+                        w.coordinator
+                    ),
+                )),
+            },
+        };
+        let outcome = verified.and_then(|()| {
+            w.partition
+                .append_verified(&w.records, w.producer_id, guard)
+                .map_err(|e| Refusal::storage(&e))
+        });
+        let (response, written) = match outcome {
+            Ok(info) => (
+                PartitionProduceResponse::default()
+                    .with_index(w.index)
+                    .with_base_offset(info.base_offset)
+                    .with_log_append_time_ms(info.log_append_time_ms)
+                    .with_log_start_offset(info.log_start_offset),
+                Some(Appended {
+                    partition: w.partition.clone(),
+                    end_offset: info.last_offset + 1,
+                }),
+            ),
+            Err(refusal) => {
+                warn!(topic = %w.partition.topic, partition = w.index, error = %refusal.message, "produce refused");
+                (refusal.response(w.index), None)
+            }
+        };
+        out.push((w.topic_slot, w.partition_slot, response, written));
+    }
+    out
 }
 
 /// Waits until each partition's high watermark reaches its end offset (acks=all), at most

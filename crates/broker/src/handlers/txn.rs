@@ -62,7 +62,7 @@ pub fn init_producer_id(
     let current =
         (version >= 3 && r.producer_id.0 >= 0).then_some((r.producer_id.0, r.producer_epoch));
     let now = broker.clock.now_ms();
-    let (result, pending) = broker.txn_call(|c, alloc| {
+    let Some((result, pending)) = broker.txn_call_owned(&transactional_id, |c, alloc| {
         c.init_producer_id_from(
             &transactional_id,
             r.transaction_timeout_ms,
@@ -70,7 +70,9 @@ pub fn init_producer_id(
             now,
             alloc,
         )
-    });
+    }) else {
+        return init_response(errors::NOT_COORDINATOR, -1, -1);
+    };
     let (stored, _) = broker.txn_finish_blocking(pending);
     match result {
         Err(e) => init_response(
@@ -117,13 +119,18 @@ pub fn add_partitions_to_txn(
         let id = r.v3_and_below_transactional_id.0.to_string();
         let (pid, epoch) = (r.v3_and_below_producer_id.0, r.v3_and_below_producer_epoch);
         let now = broker.clock.now_ms();
-        let (result, pending) =
-            broker.txn_call(|c, _| c.add_partitions(&id, pid, epoch, &wanted, now));
-        let (stored, _) = broker.txn_finish_blocking(pending);
-        let code = match result {
-            Err(e) => txn_error_code(&e, fenced(ApiKey::AddPartitionsToTxn, version)),
-            Ok(()) if !stored => errors::COORDINATOR_NOT_AVAILABLE,
-            Ok(()) => NONE,
+        let code = match broker
+            .txn_call_owned(&id, |c, _| c.add_partitions(&id, pid, epoch, &wanted, now))
+        {
+            None => errors::NOT_COORDINATOR,
+            Some((result, pending)) => {
+                let (stored, _) = broker.txn_finish_blocking(pending);
+                match result {
+                    Err(e) => txn_error_code(&e, fenced(ApiKey::AddPartitionsToTxn, version)),
+                    Ok(()) if !stored => errors::COORDINATOR_NOT_AVAILABLE,
+                    Ok(()) => NONE,
+                }
+            }
         };
         vec![code; wanted.len()]
     };
@@ -165,7 +172,7 @@ pub fn add_offsets_to_txn(
     let id = r.transactional_id.0.to_string();
     let (pid, epoch) = (r.producer_id.0, r.producer_epoch);
     let now = broker.clock.now_ms();
-    let (result, pending) = broker.txn_call(|c, _| {
+    let Some((result, pending)) = broker.txn_call_owned(&id, |c, _| {
         c.add_partitions(
             &id,
             pid,
@@ -173,7 +180,9 @@ pub fn add_offsets_to_txn(
             &[(OFFSETS_TOPIC.to_string(), partition)],
             now,
         )
-    });
+    }) else {
+        return resp.with_error_code(errors::NOT_COORDINATOR);
+    };
     let (stored, _) = broker.txn_finish_blocking(pending);
     resp.with_error_code(match result {
         Err(e) => txn_error_code(&e, fenced(ApiKey::AddOffsetsToTxn, version)),
@@ -220,6 +229,16 @@ pub async fn txn_offset_commit(
     let offsets_partition = broker.groups.coordinator().partition_for(&req.group_id);
     let b = broker.clone();
     let high_watermark = move |topic: &str, p: i32| b.high_watermark_if_known(topic, p);
+    // The transaction's coordinator is another broker: verified there first, then claimed
+    // and appended under the group lock (markers for the offsets partition take it too).
+    let remote = broker
+        .quorum()
+        .is_some()
+        .then(|| broker.txn_coordinates(&broker.txns.lock(), &r.transactional_id))
+        .is_some_and(|local| !local);
+    if remote {
+        return txn_offset_commit_remote(broker, r, req, offsets_partition, version).await;
+    }
     // Under the transaction coordinator's lock: verify, then append.
     let outcome = {
         let inner = broker.txns.lock();
@@ -244,6 +263,81 @@ pub async fn txn_offset_commit(
             (result.map_err(|e| group_error_code(&e)), stored)
         }
     };
+    txn_offset_commit_response(&r, &result, stored)
+}
+
+/// TxnOffsetCommit whose transaction is coordinated by another broker (KIP-890 across
+/// brokers, as produce does).
+async fn txn_offset_commit_remote(
+    broker: Arc<Broker>,
+    r: TxnOffsetCommitRequest,
+    req: CommitRequest,
+    offsets_partition: i32,
+    version: i16,
+) -> TxnOffsetCommitResponse {
+    let Some(partition) = broker.partition(OFFSETS_TOPIC, offsets_partition) else {
+        return txn_offset_commit_response(&r, &Err(errors::NOT_COORDINATOR), true);
+    };
+    let (pid, epoch) = (r.producer_id.0, r.producer_epoch);
+    let guard = partition
+        .needs_verification(pid)
+        .then(|| partition.begin_verification(pid));
+    let id = r.transactional_id.to_string();
+    let b = broker.clone();
+    let verified: Result<(), i16> = match guard {
+        None => Ok(()),
+        Some(_) => tokio::task::spawn_blocking(move || {
+            let Some(node) = b.txn_coordinator_node(&id) else {
+                return Err(errors::COORDINATOR_NOT_AVAILABLE);
+            };
+            let codes = crate::inter_broker::verify_remotely(
+                &b,
+                node,
+                &id,
+                pid,
+                epoch,
+                &[(OFFSETS_TOPIC.to_string(), offsets_partition)],
+            );
+            match codes
+                .first()
+                .copied()
+                .unwrap_or(errors::UNKNOWN_SERVER_ERROR)
+            {
+                NONE => Ok(()),
+                code => Err(code),
+            }
+        })
+        .await
+        .unwrap_or(Err(errors::UNKNOWN_SERVER_ERROR)),
+    };
+    let fenced_as = fenced(ApiKey::TxnOffsetCommit, version);
+    let verified = verified.map_err(|code| errors::verification_code(code, fenced_as));
+    let now = broker.clock.now_ms();
+    let b = broker.clone();
+    let high_watermark = move |topic: &str, p: i32| b.high_watermark_if_known(topic, p);
+    let (result, stored): (Result<_, i16>, bool) = match verified {
+        Err(code) => (Err(code), true),
+        Ok(()) => {
+            let (result, pending) = broker.group_call(|c| {
+                if !partition.claim_verification(pid, guard) {
+                    // The transaction ended between the verification and now.
+                    return (Err(errors::INVALID_TXN_STATE), Vec::new());
+                }
+                let (result, effects) = c.txn_commit_offsets(req, pid, epoch, now, &high_watermark);
+                (result.map_err(|e| group_error_code(&e)), effects)
+            });
+            let stored = broker.group_complete(pending).await;
+            (result, stored)
+        }
+    };
+    txn_offset_commit_response(&r, &result, stored)
+}
+
+fn txn_offset_commit_response(
+    r: &TxnOffsetCommitRequest,
+    result: &Result<strata_group::CommitResults, i16>,
+    stored: bool,
+) -> TxnOffsetCommitResponse {
     let mut resp = TxnOffsetCommitResponse::default();
     for t in &r.topics {
         let mut rt = txn_offset_commit_response::TxnOffsetCommitResponseTopic::default();
@@ -251,7 +345,7 @@ pub async fn txn_offset_commit(
         for (i, p) in t.partitions.iter().enumerate() {
             let mut rp = txn_offset_commit_response::TxnOffsetCommitResponsePartition::default();
             rp.partition_index = p.partition_index;
-            rp.error_code = super::groups::commit_code(&result, &t.name, i, stored);
+            rp.error_code = super::groups::commit_code(result, &t.name, i, stored);
             rt.partitions.push(rp);
         }
         resp.topics.push(rt);
@@ -269,12 +363,15 @@ pub fn end_txn(broker: &Arc<Broker>, r: EndTxnRequest, version: i16) -> EndTxnRe
     let (pid, epoch) = (r.producer_id.0, r.producer_epoch);
     let kip890 = version >= 5;
     let now = broker.clock.now_ms();
-    let (result, pending) =
-        broker.txn_call(|c, _| c.end_txn(&id, pid, epoch, r.committed, kip890, now));
-    let (stored, next) = broker.txn_finish_blocking(pending);
     let mut resp = EndTxnResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
+    let Some((result, pending)) = broker.txn_call_owned(&id, |c, _| {
+        c.end_txn(&id, pid, epoch, r.committed, kip890, now)
+    }) else {
+        return resp.with_error_code(errors::NOT_COORDINATOR);
+    };
+    let (stored, next) = broker.txn_finish_blocking(pending);
     resp.error_code = match result {
         Err(e) => txn_error_code(&e, fenced(ApiKey::EndTxn, version)),
         Ok(()) if !stored => errors::COORDINATOR_NOT_AVAILABLE,
@@ -403,14 +500,17 @@ pub fn list_transactions(
 
 // ------------------------------------------------------------------ WriteTxnMarkers
 
-/// WriteTxnMarkers from an operator (KIP-664's `abort` of a hanging transaction, sent by
-/// admin clients with coordinator epoch -1). This broker's own coordinator writes its markers
-/// directly, so over the wire only aborts are taken: a commit marker from a client could
-/// decide a transaction its coordinator has not (Kafka guards it with CLUSTER_ACTION).
-/// A marker whose epoch is older than the producer's on that partition is refused.
+/// WriteTxnMarkers. From another broker (`from_broker`, on the inter-broker channel): a
+/// transaction coordinator's commit or abort markers for the partitions led here. From a
+/// client (KIP-664's `abort` of a hanging transaction, sent by admin clients with coordinator
+/// epoch -1) only aborts are taken: a commit marker from a client could decide a transaction
+/// its coordinator has not (Kafka guards it with CLUSTER_ACTION). A marker whose epoch is
+/// older than the producer's on that partition is refused. Each partition is answered once
+/// its in-sync replicas have the marker.
 pub fn write_txn_markers(
     broker: &Arc<Broker>,
     r: WriteTxnMarkersRequest,
+    from_broker: bool,
 ) -> WriteTxnMarkersResponse {
     use write_txn_markers_response as w;
     let mut resp = WriteTxnMarkersResponse::default();
@@ -419,17 +519,21 @@ pub fn write_txn_markers(
         mr.producer_id = m.producer_id;
         let mut synced: Vec<(Arc<strata_storage::Partition>, i64)> = Vec::new();
         let mut codes: Vec<Vec<i16>> = Vec::new();
+        let commit = m.transaction_result;
         {
             // Under the transaction coordinator's lock, like verified transactional writes.
             let _txns = broker.txns.lock();
             for t in &m.topics {
                 let mut tc = Vec::new();
                 for &p in &t.partition_indexes {
-                    let code = if m.transaction_result {
+                    let code = if commit && !from_broker {
                         errors::CLUSTER_AUTHORIZATION_FAILED
                     } else {
                         match broker.partition(&t.name, p) {
                             None => broker.missing_partition_error(&t.name, p),
+                            Some(partition) if !partition.is_leader() => {
+                                errors::NOT_LEADER_OR_FOLLOWER
+                            }
                             Some(partition) => {
                                 let current = partition
                                     .log()
@@ -439,25 +543,25 @@ pub fn write_txn_markers(
                                 if current.is_some_and(|e| m.producer_epoch < e) {
                                     errors::INVALID_PRODUCER_EPOCH
                                 } else {
-                                    let appended = if t.name.as_str() == OFFSETS_TOPIC {
-                                        let mut groups = broker.groups.coordinator();
-                                        let a = partition.append_marker(
-                                            m.producer_id.0,
-                                            m.producer_epoch,
-                                            false,
-                                            m.coordinator_epoch,
-                                        );
-                                        if a.is_ok() {
-                                            groups.complete_transaction(p, m.producer_id.0, false);
-                                        }
-                                        a
-                                    } else {
+                                    let append = || {
                                         partition.append_marker(
                                             m.producer_id.0,
                                             m.producer_epoch,
-                                            false,
+                                            commit,
                                             m.coordinator_epoch,
                                         )
+                                    };
+                                    let appended = if t.name.as_str() == OFFSETS_TOPIC {
+                                        // The marker and the offsets it decides change
+                                        // together, under the group coordinator's lock.
+                                        let mut groups = broker.groups.coordinator();
+                                        let a = append();
+                                        if a.is_ok() {
+                                            groups.complete_transaction(p, m.producer_id.0, commit);
+                                        }
+                                        a
+                                    } else {
+                                        append()
                                     };
                                     match appended {
                                         Ok(info) => {
@@ -475,12 +579,15 @@ pub fn write_txn_markers(
                 codes.push(tc);
             }
         }
-        let mut failed_sync = false;
+        let mut failed_code = NONE;
         for (p, end) in &synced {
             if let Err(e) = p.sync_to(*end) {
-                warn!(error = %e, "could not sync an operator's transaction marker");
-                failed_sync = true;
+                warn!(error = %e, "could not sync a transaction marker");
+                failed_code = errors::KAFKA_STORAGE_ERROR;
             }
+        }
+        if failed_code == NONE && !broker.wait_replicated_blocking(&synced) {
+            failed_code = errors::REQUEST_TIMED_OUT;
         }
         for (t, tc) in m.topics.iter().zip(codes) {
             let mut tr = w::WritableTxnMarkerTopicResult::default();
@@ -488,11 +595,7 @@ pub fn write_txn_markers(
             for (&p, code) in t.partition_indexes.iter().zip(tc) {
                 let mut pr = w::WritableTxnMarkerPartitionResult::default();
                 pr.partition_index = p;
-                pr.error_code = if code == NONE && failed_sync {
-                    errors::KAFKA_STORAGE_ERROR
-                } else {
-                    code
-                };
+                pr.error_code = if code == NONE { failed_code } else { code };
                 tr.partitions.push(pr);
             }
             mr.topics.push(tr);
