@@ -149,6 +149,27 @@ def test_three_nodes_share_metadata_and_serve_partitions_across_brokers(tmp_path
             assert offsets == list(range(len(offsets))), p
         assert all(tp.error is None and tp.offset == len(by_partition[tp.partition])
                    for tp in committed), committed
+        # A manual replica assignment is kept exactly (first replica leading); one naming
+        # an unknown broker, or replica lists of different lengths, is refused.
+        admin = AdminClient({"bootstrap.servers": nodes[0].bootstrap})
+        admin.create_topics([NewTopic("placed", num_partitions=3, replication_factor=-1,
+                                 replica_assignment=[[3, 1], [2, 3], [1, 2]])],
+                            request_timeout=60)["placed"].result(60)
+        md = wait_for(lambda: (lambda m: m if "placed" in m.topics and
+                               len(m.topics["placed"].partitions) == 3 else None)(
+            admin.list_topics(timeout=10)), what="the placed topic")
+        parts = md.topics["placed"].partitions
+        assert [parts[i].replicas for i in range(3)] == [[3, 1], [2, 3], [1, 2]]
+        assert [parts[i].leader for i in range(3)] == [3, 2, 1]
+        for bad in ([[1, 9]], [[1, 2], [3]]):
+            fut = admin.create_topics([NewTopic("misplaced", num_partitions=len(bad),
+                                                replication_factor=-1, replica_assignment=bad)],
+                                      request_timeout=30)["misplaced"]
+            try:
+                fut.result(30)
+                raise AssertionError(f"assignment {bad} was accepted")
+            except Exception as e:  # KafkaException(INVALID_REPLICA_ASSIGNMENT)
+                assert "INVALID_REPLICA_ASSIGNMENT" in str(e) or "assignment" in str(e), e
     finally:
         for b in nodes:
             b.stop()

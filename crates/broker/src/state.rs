@@ -49,6 +49,8 @@ pub enum TopicError {
     InvalidReplicationFactor(String),
     #[error("{0}")]
     InvalidConfig(String),
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
     #[error("metadata log: {0}")]
     Metadata(#[from] MetadataError),
     #[error("storage: {0}")]
@@ -71,6 +73,7 @@ impl TopicError {
             TopicError::InvalidPartitions(_) => INVALID_PARTITIONS,
             TopicError::InvalidReplicationFactor(_) => INVALID_REPLICATION_FACTOR,
             TopicError::InvalidConfig(_) => INVALID_CONFIG,
+            TopicError::InvalidReplicaAssignment(_) => INVALID_REPLICA_ASSIGNMENT,
             TopicError::Metadata(MetadataError::TopicExists(_)) => TOPIC_ALREADY_EXISTS,
             TopicError::Metadata(_) | TopicError::Storage(_) => KAFKA_STORAGE_ERROR,
             TopicError::Identity(_) => UNKNOWN_SERVER_ERROR,
@@ -971,6 +974,78 @@ impl Broker {
         self.create_topic_unchecked(name, partitions, replication_factor, configs, validate_only)
     }
 
+    /// CreateTopics with a `replica_assignment`: partition `i` on exactly `assignment[i]`
+    /// (its first broker leading), checked as Kafka does.
+    pub fn create_topic_assigned(
+        &self,
+        name: &str,
+        assignment: Vec<Vec<i32>>,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<TopicImage, TopicError> {
+        if is_internal_topic(name) {
+            return Err(TopicError::InvalidTopic(format!(
+                "Creation of internal topic {name} is prohibited."
+            )));
+        }
+        self.check_assignment(&assignment, None)?;
+        self.create_topic_inner(
+            name,
+            assignment.len() as i32,
+            None,
+            Some(&assignment),
+            configs,
+            validate_only,
+        )
+    }
+
+    /// Kafka's checks of a manual assignment: no empty or repeating replica lists, only
+    /// registered brokers, and every partition with the same number of replicas (`expected`
+    /// when adding partitions to a topic).
+    pub(crate) fn check_assignment(
+        &self,
+        assignment: &[Vec<i32>],
+        expected: Option<usize>,
+    ) -> Result<(), TopicError> {
+        let image = self.image();
+        let mut width = expected;
+        for replicas in assignment {
+            if replicas.is_empty() {
+                return Err(TopicError::InvalidReplicaAssignment(
+                    "The manual partition assignment includes an empty replica list.".into(),
+                ));
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for &b in replicas {
+                if !seen.insert(b) {
+                    return Err(TopicError::InvalidReplicaAssignment(format!(
+                        "The manual partition assignment includes the broker {b} more than once."
+                    )));
+                }
+                let known = if self.quorum.is_some() {
+                    image.broker(b).is_some()
+                } else {
+                    b == self.config.node_id
+                };
+                if !known {
+                    return Err(TopicError::InvalidReplicaAssignment(format!(
+                        "The manual partition assignment includes broker {b}, but no such broker is registered."
+                    )));
+                }
+            }
+            match width {
+                Some(w) if w != replicas.len() => {
+                    return Err(TopicError::InvalidReplicaAssignment(format!(
+                        "The manual partition assignment includes a partition with {} replica(s), but this is not consistent with previous partitions, which have {w} replica(s).",
+                        replicas.len()
+                    )));
+                }
+                _ => width = Some(replicas.len()),
+            }
+        }
+        Ok(())
+    }
+
     /// [`Broker::create_topic`] without the internal-topic check.
     pub(crate) fn create_topic_unchecked(
         &self,
@@ -980,8 +1055,30 @@ impl Broker {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<TopicImage, TopicError> {
+        self.create_topic_inner(
+            name,
+            partitions,
+            Some(replication_factor),
+            None,
+            configs,
+            validate_only,
+        )
+    }
+
+    fn create_topic_inner(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: Option<i16>,
+        assignment: Option<&[Vec<i32>]>,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<TopicImage, TopicError> {
         validate_topic_name(name)?;
-        let replication_factor = self.replication_factor(replication_factor)?;
+        let replication_factor = match replication_factor {
+            Some(rf) => self.replication_factor(rf)?,
+            None => assignment.and_then(|a| a.first()).map_or(1, Vec::len),
+        };
         if partitions < 1 {
             return Err(TopicError::InvalidPartitions(format!(
                 "Number of partitions must be at least 1, got {partitions}."
@@ -1016,9 +1113,12 @@ impl Broker {
             topic_id,
             configs,
         }];
-        records.extend(
-            (0..partitions).map(|p| self.partition_record(topic_id, p, replication_factor)),
-        );
+        records.extend((0..partitions).map(|p| {
+            let assigned = assignment
+                .and_then(|a| a.get(p as usize))
+                .map(Vec::as_slice);
+            self.partition_record(topic_id, p, replication_factor, assigned)
+        }));
         if validate_only {
             let mut img = (*metadata.image()).clone();
             for r in &records {
@@ -1059,23 +1159,33 @@ impl Broker {
     }
 
     /// A new partition's record. A standalone node hosts everything; a cluster member places
-    /// `replication_factor` replicas on consecutive live brokers, starting round-robin from
-    /// a broker picked by the topic id, the first one leading.
+    /// `replication_factor` replicas on live brokers with racks alternating
+    /// (`strata_controller::placement`), starting from a broker picked by the topic id, the
+    /// first one leading; or exactly on `assigned` (CreateTopics' `replica_assignment`).
     fn partition_record(
         &self,
         topic_id: Uuid,
         partition: i32,
         replication_factor: usize,
+        assigned: Option<&[i32]>,
     ) -> MetadataRecord {
         let mut replicas = vec![self.config.node_id];
-        if self.quorum.is_some() {
+        if let Some(assigned) = assigned.filter(|a| !a.is_empty()) {
+            replicas = assigned.to_vec();
+        } else if self.quorum.is_some() {
             let image = self.image();
-            let live: Vec<i32> = image.live_brokers().map(|b| b.node_id).collect();
+            let live: Vec<(i32, Option<String>)> = image
+                .live_brokers()
+                .map(|b| (b.node_id, b.rack.clone()))
+                .collect();
             if !live.is_empty() {
                 let start = (topic_id.as_u128() % live.len() as u128) as usize;
-                replicas = (0..replication_factor.min(live.len()))
-                    .map(|i| live[(start + partition as usize + i) % live.len()])
-                    .collect();
+                replicas = strata_controller::placement::replicas_for(
+                    &live,
+                    start,
+                    partition,
+                    replication_factor,
+                );
             }
         }
         MetadataRecord::Partition {
@@ -1093,6 +1203,18 @@ impl Broker {
         &self,
         name: &str,
         count: i32,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        self.create_partitions_assigned(name, count, None, validate_only)
+    }
+
+    /// Grows a topic to `count` partitions, the new ones on `assignment` when given
+    /// (CreatePartitions' assignments: one replica list per new partition).
+    pub fn create_partitions_assigned(
+        &self,
+        name: &str,
+        count: i32,
+        assignment: Option<Vec<Vec<i32>>>,
         validate_only: bool,
     ) -> Result<(), TopicError> {
         let metadata = self.metadata();
@@ -1114,8 +1236,24 @@ impl Broker {
             .values()
             .next()
             .map_or(1, |p| p.replicas.len().max(1));
+        if let Some(a) = &assignment {
+            if a.len() as i32 != count - current {
+                return Err(TopicError::InvalidReplicaAssignment(format!(
+                    "Increasing the number of partitions by {} but {} assignments provided.",
+                    count - current,
+                    a.len()
+                )));
+            }
+            self.check_assignment(a, Some(replication_factor))?;
+        }
         let records: Vec<_> = (current..count)
-            .map(|p| self.partition_record(topic.topic_id, p, replication_factor))
+            .map(|p| {
+                let assigned = assignment
+                    .as_ref()
+                    .and_then(|a| a.get((p - current) as usize))
+                    .map(Vec::as_slice);
+                self.partition_record(topic.topic_id, p, replication_factor, assigned)
+            })
             .collect();
         self.commit_metadata(metadata, &records)?;
         info!(

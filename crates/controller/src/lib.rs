@@ -18,6 +18,9 @@
 //!   older view is refused again when applied.
 //! - **Controlled shutdown**: a stopping broker's leaderships move to other in-sync replicas
 //!   and it leaves every ISR it is not the last member of, before it stops; it is then fenced.
+//! - **Placement** (`placement`): new replicas on rack-alternating brokers.
+
+pub mod placement;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -25,21 +25,35 @@ pub fn create_topics(
         let name = t.name.0.to_string();
         let result = CreatableTopicResult::default().with_name(t.name.clone());
         let outcome = (|| {
-            let node = broker.config.node_id;
-            let partitions = if !t.assignments.is_empty() {
+            let assignment = if t.assignments.is_empty() {
+                None
+            } else {
                 if t.num_partitions != -1 || t.replication_factor != -1 {
                     return Err(TopicError::InvalidPartitions("Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into()));
                 }
-                if t.assignments
+                let mut by_index: Vec<(i32, Vec<i32>)> = t
+                    .assignments
                     .iter()
-                    .any(|a| a.broker_ids.iter().any(|b| b.0 != node) || a.broker_ids.len() != 1)
+                    .map(|a| {
+                        (
+                            a.partition_index,
+                            a.broker_ids.iter().map(|b| b.0).collect(),
+                        )
+                    })
+                    .collect();
+                by_index.sort_by_key(|(p, _)| *p);
+                if by_index
+                    .iter()
+                    .enumerate()
+                    .any(|(i, (p, _))| *p != i as i32)
                 {
-                    return Err(TopicError::InvalidReplicationFactor(format!(
-                        "Replica assignments may only name broker {node}."
-                    )));
+                    return Err(TopicError::InvalidReplicaAssignment(
+                        "partitions should be a consecutive 0-based integer sequence".into(),
+                    ));
                 }
-                t.assignments.len() as i32
-            } else if t.num_partitions == -1 {
+                Some(by_index.into_iter().map(|(_, r)| r).collect::<Vec<_>>())
+            };
+            let partitions = if t.num_partitions == -1 {
                 broker.config.num_partitions
             } else {
                 t.num_partitions
@@ -56,20 +70,29 @@ pub fn create_topics(
                     }
                 };
             }
-            broker.create_topic(
-                &name,
-                partitions,
-                t.replication_factor,
-                configs,
-                req.validate_only,
-            )
+            match assignment {
+                Some(a) => broker.create_topic_assigned(&name, a, configs, req.validate_only),
+                None => broker.create_topic(
+                    &name,
+                    partitions,
+                    t.replication_factor,
+                    configs,
+                    req.validate_only,
+                ),
+            }
         })();
         results.push(match outcome {
             Ok(topic) => {
                 let mut r = result
                     .with_topic_id(topic.topic_id)
                     .with_num_partitions(topic.partitions.len() as i32)
-                    .with_replication_factor(1);
+                    .with_replication_factor(
+                        topic
+                            .partitions
+                            .values()
+                            .next()
+                            .map_or(1, |p| p.replicas.len() as i16),
+                    );
                 if version >= 5 {
                     let described = topic_config::describe_with(
                         &broker.config,
@@ -165,18 +188,17 @@ pub fn create_partitions(
         .into_iter()
         .map(|t| {
             let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-            let node = broker.config.node_id;
-            if t.assignments
-                .as_ref()
-                .is_some_and(|a| a.iter().any(|x| x.broker_ids.iter().any(|b| b.0 != node)))
-            {
-                return result
-                    .with_error_code(errors::INVALID_REPLICA_ASSIGNMENT)
-                    .with_error_message(Some(str(&format!(
-                        "Replica assignments may only name broker {node}."
-                    ))));
-            }
-            match broker.create_partitions(t.name.0.as_str(), t.count, req.validate_only) {
+            let assignment = t.assignments.as_ref().map(|a| {
+                a.iter()
+                    .map(|x| x.broker_ids.iter().map(|b| b.0).collect::<Vec<i32>>())
+                    .collect::<Vec<_>>()
+            });
+            match broker.create_partitions_assigned(
+                t.name.0.as_str(),
+                t.count,
+                assignment,
+                req.validate_only,
+            ) {
                 Ok(()) => result,
                 Err(e) => result
                     .with_error_code(e.code())
