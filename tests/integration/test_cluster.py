@@ -640,3 +640,47 @@ def read_committed_values(bootstrap_servers, topic, partitions):
         out.append(m.value().decode())
     c.close()
     return out
+
+
+def test_kafka_metadata_quorum_tool_describes_the_quorum(tmp_path):
+    """Kafka's kafka-metadata-quorum.sh (MetadataQuorumCommand) against any node: the quorum
+    leader, its epoch and high watermark, and every voter with its log end offset (a broker
+    that does not lead the quorum forwards DescribeQuorum to the one that does)."""
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parents[2]
+    cp = subprocess.run([str(root / "scripts" / "kafka-peer"), "classpath"], check=True,
+                        capture_output=True, text=True, timeout=600).stdout.strip()
+    nodes = start_cluster(tmp_path)
+    try:
+        leader = wait_for(lambda: active_controller(nodes), what="an active controller")
+
+        def tool(node, *args):
+            r = subprocess.run(["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", cp,
+                                "org.apache.kafka.tools.MetadataQuorumCommand",
+                                "--bootstrap-server", node.bootstrap, "describe", *args],
+                               capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, r.stdout + r.stderr
+            return r.stdout
+
+        follower = next(b for i, b in enumerate(nodes) if i + 1 != leader)
+        status = tool(follower, "--status")
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        assert fields["LeaderId"] == str(leader), status
+        assert int(fields["HighWatermark"]) > 0, status
+        assert "[1, 2, 3]" in fields["CurrentVoters"] or all(
+            f'"id": {i}' in fields["CurrentVoters"] for i in (1, 2, 3)), status
+        replication = tool(nodes[leader - 1], "--replication")
+        rows = [line.split() for line in replication.splitlines()[1:] if line.strip()]
+        assert sorted(int(r[0]) for r in rows) == [1, 2, 3], replication
+        assert {r[-1] for r in rows} >= {"Leader", "Follower"}, replication
+        # Strata's own CLI shows the same quorum, from any node.
+        cli = subprocess.run([str(STRATA_BIN), "cluster", "status", "--bootstrap", follower.bootstrap],
+                             capture_output=True, text=True, timeout=60)
+        assert cli.returncode == 0, cli.stderr
+        assert f"quorum: leader {leader}\t" in cli.stdout, cli.stdout
+        voter_rows = cli.stdout.split("voter\tlog end\tlag\n", 1)[1].split("brokers:")[0]
+        assert sorted(int(line.split()[0]) for line in voter_rows.splitlines()) == [1, 2, 3], cli.stdout
+    finally:
+        for b in nodes:
+            b.stop()

@@ -181,6 +181,7 @@ def test_broker_registration_reports_rack_and_identity(broker_factory):
     assert status.returncode == 0, status.stderr
     assert f"1\t127.0.0.1:{b.port}\teu-1a" in status.stdout, status.stdout
     assert "0 offline, 0 under-replicated" in status.stdout, status.stdout
+    assert "quorum: leader 1\tepoch 0" in status.stdout, status.stdout
     d = run("topic", "describe", name, *bs).stdout
     assert "partition\tleader\tleader_epoch\treplicas\tisr" in d
     assert "\n0\t1\t0\t1\t1\t0\t0" in d, d

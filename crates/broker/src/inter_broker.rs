@@ -54,6 +54,10 @@ pub(crate) async fn serve(broker: &Arc<Broker>, frame: &[u8]) -> Vec<u8> {
             let resp = verify_for_broker(&b, r);
             encode(correlation_id, key, version, &resp)
         }
+        Request::DescribeQuorum(r) => {
+            let resp = crate::handlers::quorum::describe_quorum(&b, r, version, true);
+            encode(correlation_id, key, version, &resp)
+        }
         _ => Vec::new(),
     })
     .await;

@@ -116,6 +116,20 @@ impl MetadataStore {
         }
     }
 
+    /// How far the metadata log goes: its end offset (standalone) or the applied quorum index
+    /// plus one (cluster member).
+    pub fn end_offset(&self) -> i64 {
+        match self {
+            MetadataStore::Local(log) => log.end_offset(),
+            MetadataStore::Quorum(q) => q
+                .applied
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .index
+                .map_or(0, |i| i as i64 + 1),
+        }
+    }
+
     fn close(&mut self) -> Result<(), MetadataError> {
         match self {
             MetadataStore::Local(log) => log.close(),

@@ -284,6 +284,16 @@ fn request(broker: &Broker, key: ApiKey, v: i16) -> Vec<Request> {
                     .with_partitions(vec![0, 5]),
             ]))),
         ],
+        ApiKey::DescribeQuorum => vec![
+            Request::DescribeQuorum(DescribeQuorumRequest::default().with_topics(vec![
+                describe_quorum_request::TopicData::default()
+                    .with_topic_name(name("__cluster_metadata"))
+                    .with_partitions(vec![
+                        describe_quorum_request::PartitionData::default().with_partition_index(0),
+                    ]),
+            ])),
+            Request::DescribeQuorum(DescribeQuorumRequest::default()),
+        ],
         ApiKey::AlterConfigs => {
             let res = |kind: i8, name: &str, key: &str, value: &str| {
                 alter_configs_request::AlterConfigsResource::default()

@@ -75,6 +75,11 @@ impl MetadataLog {
         self.image.clone()
     }
 
+    /// The offset the next batch gets (everything below is applied to the image).
+    pub fn end_offset(&self) -> i64 {
+        self.log.log_end_offset()
+    }
+
     /// Appends `records` as one atomic batch: all are checked against the image first, the
     /// batch is synced, and only then is the image changed.
     pub fn append(&mut self, records: &[MetadataRecord]) -> Result<(), MetadataError> {

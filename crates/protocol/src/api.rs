@@ -61,14 +61,18 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     range(ApiKey::IncrementalAlterConfigs, 0, 1),
     range(ApiKey::DeleteRecords, 0, 2),
     range(ApiKey::DescribeLogDirs, 1, 4),
+    range(ApiKey::DescribeQuorum, 0, 2),
 ];
 
 /// What brokers send each other on the inter-broker (controller) listener, never accepted
 /// from clients: transaction markers (commit markers included) and KIP-890's verification
-/// of a transactional write with its coordinator (AddPartitionsToTxn v4+, verify only).
+/// of a transactional write with its coordinator (AddPartitionsToTxn v4+, verify only), and
+/// DescribeQuorum forwarded to the quorum leader.
 pub const INTER_BROKER_APIS: &[ApiRange] = &[
     range(ApiKey::WriteTxnMarkers, 1, 1),
     range(ApiKey::AddPartitionsToTxn, 4, 5),
+    // A broker that does not lead the metadata quorum forwards DescribeQuorum to the one that does.
+    range(ApiKey::DescribeQuorum, 0, 2),
 ];
 
 pub fn supported_versions(key: ApiKey) -> Option<ApiRange> {

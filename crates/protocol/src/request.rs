@@ -50,6 +50,7 @@ pub enum Request {
     DeleteRecords(DeleteRecordsRequest),
     DescribeLogDirs(DescribeLogDirsRequest),
     IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
+    DescribeQuorum(DescribeQuorumRequest),
     /// ApiVersions at a version newer than ours. KIP-511: answer in v0 with
     /// UNSUPPORTED_VERSION and our ranges, so the client can pick one.
     ApiVersionsTooNew,
@@ -169,6 +170,7 @@ fn decode_with(
         ApiKey::AlterConfigs => Request::AlterConfigs(body(buf, api_key, version)?),
         ApiKey::DeleteRecords => Request::DeleteRecords(body(buf, api_key, version)?),
         ApiKey::DescribeLogDirs => Request::DescribeLogDirs(body(buf, api_key, version)?),
+        ApiKey::DescribeQuorum => Request::DescribeQuorum(body(buf, api_key, version)?),
         ApiKey::IncrementalAlterConfigs => {
             Request::IncrementalAlterConfigs(body(buf, api_key, version)?)
         }

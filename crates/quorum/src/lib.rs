@@ -410,6 +410,11 @@ impl Quorum {
         }
     }
 
+    /// The voters' controller listener addresses, by node id.
+    pub fn voter_addresses(&self) -> BTreeMap<u64, String> {
+        self.config.voters.clone()
+    }
+
     /// Takes a snapshot of the image now (raft also takes them every 5000 entries) and lets
     /// raft purge the log entries it covers.
     pub async fn snapshot_now(&self) -> Result<(), QuorumError> {

@@ -1,4 +1,5 @@
-//! `strata cluster status`: the cluster as Metadata describes it — its id, the controller,
+//! `strata cluster status`: the cluster as Metadata and DescribeQuorum describe it — its id,
+//! the metadata quorum (leader, epoch, high watermark, each voter's lag), the controller,
 //! the live brokers (endpoint, rack) and partition health (offline: no leader, e.g. still
 //! recovering after a restart; under-replicated: fewer in-sync replicas than replicas).
 
@@ -20,15 +21,14 @@ pub fn run_cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         match cmd {
             ClusterCommand::Status { conn } => {
-                let md = Client::connect(&conn.bootstrap)
-                    .await?
-                    .metadata(None)
-                    .await?;
+                let mut client = Client::connect(&conn.bootstrap).await?;
+                let md = client.metadata(None).await?;
                 println!(
                     "cluster {}\tcontroller {}",
                     md.cluster_id.as_deref().unwrap_or("?"),
                     md.controller_id.0
                 );
+                print_quorum(&mut client).await;
                 println!("brokers:");
                 println!("  id\tendpoint\track");
                 for b in &md.brokers {
@@ -73,4 +73,43 @@ pub fn run_cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// The metadata quorum as its leader reports it (DescribeQuorum): leader, epoch, high
+/// watermark, and each voter's log end offset and lag.
+async fn print_quorum(client: &mut Client) {
+    use kafka_protocol::messages::describe_quorum_request as dq;
+    use kafka_protocol::messages::{DescribeQuorumRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let request = DescribeQuorumRequest::default().with_topics(vec![dq::TopicData::default()
+        .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+        .with_partitions(vec![dq::PartitionData::default().with_partition_index(0)])]);
+    let answer = client.send(request, 2).await;
+    let partition = match &answer {
+        Ok(r) if r.error_code == 0 => r.topics.first().and_then(|t| t.partitions.first()),
+        _ => None,
+    };
+    let Some(p) = partition else {
+        match answer {
+            Ok(r) => println!(
+                "quorum: unavailable ({})",
+                r.error_message.as_deref().unwrap_or("error")
+            ),
+            Err(e) => println!("quorum: unavailable ({e})"),
+        }
+        return;
+    };
+    println!(
+        "quorum: leader {}\tepoch {}\thigh watermark {}",
+        p.leader_id.0, p.leader_epoch, p.high_watermark
+    );
+    println!("  voter\tlog end\tlag");
+    for v in &p.current_voters {
+        let lag = if v.log_end_offset < 0 {
+            "?".to_string()
+        } else {
+            (p.high_watermark - v.log_end_offset).max(0).to_string()
+        };
+        println!("  {}\t{}\t{lag}", v.replica_id.0, v.log_end_offset);
+    }
 }

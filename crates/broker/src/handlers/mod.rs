@@ -12,6 +12,7 @@ mod list_offsets;
 mod log_dirs;
 mod metadata;
 mod produce;
+pub(crate) mod quorum;
 pub(crate) mod txn;
 
 use std::future::Future;
@@ -151,6 +152,14 @@ pub fn dispatch(
         }),
         Request::DeleteRecords(r) => blocking(broker, move |b| {
             encode(cid, api_key, version, &log_dirs::delete_records(&b, r))
+        }),
+        Request::DescribeQuorum(r) => blocking(broker, move |b| {
+            encode(
+                cid,
+                api_key,
+                version,
+                &quorum::describe_quorum(&b, r, version, false),
+            )
         }),
         Request::DescribeLogDirs(r) => blocking(broker, move |b| {
             encode(cid, api_key, version, &log_dirs::describe_log_dirs(&b, r))
