@@ -135,6 +135,14 @@ def test_three_nodes_share_metadata_and_serve_partitions_across_brokers(tmp_path
             found = wait_for(lambda: leaders(admin, "orders"), what="the topic on every node")
             assert len(found) == 6
             assert set(found.values()) == {1, 2, 3}, found
+        # Created without a replication factor: three copies, two of them needed for acks=all.
+        from confluent_kafka.admin import ConfigResource
+        md = AdminClient({"bootstrap.servers": nodes[0].bootstrap}).list_topics(timeout=10)
+        assert all(len(p.replicas) == 3 for p in md.topics["orders"].partitions.values())
+        res = ConfigResource(ConfigResource.Type.TOPIC, "orders")
+        config_admin = AdminClient({"bootstrap.servers": nodes[0].bootstrap})
+        configs = config_admin.describe_configs([res])[res].result(30)
+        assert configs["min.insync.replicas"].value == "2"
         # librdkafka produces to each partition's leader and a group consumes everything,
         # with its coordinator on whichever broker leads its offsets partition.
         acked = produce(nodes[1].bootstrap, "orders", 600, "k")

@@ -80,7 +80,8 @@ pub struct BrokerConfig {
     /// `num.partitions`: partitions of auto-created topics and CreateTopics with -1.
     #[serde(alias = "num.partitions")]
     pub num_partitions: i32,
-    /// `default.replication.factor`.
+    /// `default.replication.factor`: replicas of topics created without one. -1 (the
+    /// default): 1 on a standalone node, 3 on a cluster (fewer while fewer brokers are live).
     #[serde(alias = "default.replication.factor")]
     pub default_replication_factor: i16,
     /// `auto.create.topics.enable`.
@@ -245,7 +246,7 @@ impl Default for BrokerConfig {
             fetch_max_bytes: 55 * 1024 * 1024,
             fetch_max_wait_ms_max: 30_000,
             num_partitions: 1,
-            default_replication_factor: 1,
+            default_replication_factor: -1,
             auto_create_topics_enable: true,
             log_segment_bytes: log.segment_bytes,
             log_roll_ms: log.segment_ms,
@@ -512,7 +513,13 @@ impl BrokerConfig {
                 self.num_partitions
             ));
         }
-        if self.default_replication_factor != 1 {
+        if self.default_replication_factor != -1 && self.default_replication_factor < 1 {
+            return bad(format!(
+                "default_replication_factor {} must be -1 (automatic) or at least 1",
+                self.default_replication_factor
+            ));
+        }
+        if self.controller_quorum_voters.is_none() && self.default_replication_factor > 1 {
             return bad("default_replication_factor must be 1 on a single node".into());
         }
         if self.socket_request_max_bytes < 1024 || self.socket_request_max_bytes > i32::MAX as usize

@@ -1103,8 +1103,22 @@ impl Broker {
                 "Number of partitions {partitions} exceeds the limit of 100000."
             )));
         }
-        topic_config::log_config_with(&self.config, &self.dynamic_defaults(), &configs)
-            .map_err(TopicError::InvalidConfig)?;
+        let mut configs = configs;
+        let log_config =
+            topic_config::log_config_with(&self.config, &self.dynamic_defaults(), &configs)
+                .map_err(TopicError::InvalidConfig)?;
+        if self.quorum.is_some()
+            && replication_factor >= DEFAULT_CLUSTER_REPLICATION as usize
+            && log_config.min_insync_replicas <= 1
+            && !configs.contains_key("min.insync.replicas")
+        {
+            // With three or more copies an acknowledged write is on at least two by default
+            // (a broker-wide or per-topic min.insync.replicas still decides).
+            configs.insert(
+                "min.insync.replicas".to_string(),
+                DEFAULT_CLUSTER_MIN_INSYNC.to_string(),
+            );
+        }
         let metadata = self.metadata();
         if metadata.image().topic(name).is_some() {
             return Err(TopicError::AlreadyExists(name.to_string()));
@@ -1145,11 +1159,23 @@ impl Broker {
         Ok(image.topic(name).expect("just created").clone())
     }
 
+    /// `default.replication.factor` as it applies now: the configured value, or (automatic)
+    /// 1 on a standalone node and 3 on a cluster, at most the live brokers.
+    pub fn default_replication_factor(&self) -> i16 {
+        match self.config.default_replication_factor {
+            rf if rf >= 1 => rf,
+            _ if self.quorum.is_some() => {
+                (self.image().live_brokers().count() as i16).clamp(1, DEFAULT_CLUSTER_REPLICATION)
+            }
+            _ => 1,
+        }
+    }
+
     /// The replication factor a CreateTopics asks for (-1: `default.replication.factor`),
     /// checked against the live brokers (one on a standalone node).
     fn replication_factor(&self, requested: i16) -> Result<usize, TopicError> {
         let rf = if requested == -1 {
-            self.config.default_replication_factor
+            self.default_replication_factor()
         } else {
             requested
         };
@@ -1511,6 +1537,11 @@ impl Broker {
         }
     }
 }
+
+/// The automatic default replication factor on a cluster, and the min.insync.replicas its
+/// topics get unless one is configured.
+const DEFAULT_CLUSTER_REPLICATION: i16 = 3;
+const DEFAULT_CLUSTER_MIN_INSYNC: i32 = 2;
 
 /// A producer id block refused because another broker took it first (retry the next one).
 fn is_producer_ids_race(e: &TopicError) -> bool {

@@ -23,7 +23,7 @@ fn broker_entries(broker: &Broker) -> Vec<(String, String)> {
         ("num.partitions".into(), c.num_partitions.to_string()),
         (
             "default.replication.factor".into(),
-            c.default_replication_factor.to_string(),
+            broker.default_replication_factor().to_string(),
         ),
         (
             "auto.create.topics.enable".into(),
