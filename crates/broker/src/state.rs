@@ -631,6 +631,30 @@ impl Broker {
         crate::errors::missing_partition(availability)
     }
 
+    /// KIP-951: the partition's leader and leader epoch as this broker knows them (its
+    /// replica's view first, else the applied metadata), with the leader's endpoint when it
+    /// is a live registered broker — for NOT_LEADER_OR_FOLLOWER / FENCED_LEADER_EPOCH
+    /// answers, so a client goes to the new leader without a metadata round trip.
+    pub fn current_leader(&self, topic: &str, partition: i32) -> Option<CurrentLeader> {
+        let image = self.image();
+        let (leader_id, leader_epoch) = match self.partition(topic, partition) {
+            Some(p) => (p.leader_id(), p.leader_epoch()),
+            None => {
+                let p = image.topic(topic)?.partitions.get(&partition)?;
+                (p.leader, p.leader_epoch)
+            }
+        };
+        let endpoint = image
+            .broker(leader_id)
+            .filter(|b| !b.fenced)
+            .map(|b| (b.host.clone(), b.port, b.rack.clone()));
+        Some(CurrentLeader {
+            leader_id,
+            leader_epoch,
+            endpoint,
+        })
+    }
+
     /// An offset commit's view of a partition: its high watermark when open here, -1 when it
     /// exists but its high watermark is not known here (still recovering, or hosted by
     /// another broker), None when there is no such partition.
@@ -1536,6 +1560,15 @@ impl Broker {
             warn!(error = %e, "error closing metadata log");
         }
     }
+}
+
+/// Who leads a partition, for KIP-951's answers (see [`Broker::current_leader`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentLeader {
+    pub leader_id: i32,
+    pub leader_epoch: i32,
+    /// Host, port and rack of the leader, when it is a live registered broker.
+    pub endpoint: Option<(String, i32, Option<String>)>,
 }
 
 /// The automatic default replication factor on a cluster, and the min.insync.replicas its

@@ -113,3 +113,64 @@ async fn followers_read_to_the_log_end_and_diverging_ones_are_told_where_to_trun
     assert_eq!(decode_records(d.records.unwrap()).unwrap().len(), 3);
     broker.close();
 }
+
+/// KIP-951: a produce or fetch refused because this broker does not lead the partition (or
+/// not in the epoch the client named) names the leader and epoch this broker knows; older
+/// versions, which have no such field, answer as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_name_the_current_leader() {
+    let config = BrokerConfig {
+        data_dir: PathBuf::from("/data"),
+        ..BrokerConfig::default()
+    };
+    let broker =
+        Arc::new(Broker::open(config, Arc::new(SimFs::new()), Arc::new(SystemClock)).unwrap());
+    broker
+        .create_topic("t", 1, -1, Default::default(), false)
+        .unwrap();
+    // This replica learns that broker 2 leads the partition in epoch 4.
+    broker.partition("t", 0).unwrap().become_follower(1, 2, 4);
+
+    let produce = |version: i16| {
+        let data = produce_request::PartitionProduceData::default()
+            .with_index(0)
+            .with_records(Some(batch(1)));
+        let t = produce_request::TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("t")))
+            .with_partition_data(vec![data]);
+        let broker = broker.clone();
+        async move {
+            let r: ProduceResponse = call(
+                &broker,
+                ApiKey::Produce,
+                version,
+                Request::Produce(
+                    ProduceRequest::default()
+                        .with_acks(1)
+                        .with_timeout_ms(1000)
+                        .with_topic_data(vec![t]),
+                ),
+            )
+            .await;
+            r.responses[0].partition_responses[0].clone()
+        }
+    };
+    let p = produce(10).await;
+    assert_eq!(p.error_code, 6, "NOT_LEADER_OR_FOLLOWER");
+    assert_eq!(
+        (p.current_leader.leader_id.0, p.current_leader.leader_epoch),
+        (2, 4)
+    );
+    let p = produce(9).await;
+    assert_eq!(p.error_code, 6);
+    assert_eq!(p.current_leader.leader_id.0, -1, "not in v9");
+
+    // A consumer's fetch: refused, with the leader named.
+    let d = fetch(&broker, -1, 0, -1).await;
+    assert_eq!(d.error_code, 6);
+    assert_eq!(
+        (d.current_leader.leader_id.0, d.current_leader.leader_epoch),
+        (2, 4)
+    );
+    broker.close();
+}

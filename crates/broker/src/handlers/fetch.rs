@@ -39,7 +39,34 @@ impl Prepared {
     }
 }
 
-pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, _version: i16) -> Prepared {
+pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Prepared {
+    let mut prepared = wait_and_read(broker, req).await;
+    if version >= 12 {
+        name_current_leaders(broker, &mut prepared.response);
+    }
+    prepared
+}
+
+/// KIP-951: a partition refused because this broker does not lead it (or no longer in the
+/// epoch the client named) carries the leader and epoch this broker knows.
+fn name_current_leaders(broker: &Broker, response: &mut FetchResponse) {
+    for t in &mut response.responses {
+        for p in &mut t.partitions {
+            if p.error_code != errors::NOT_LEADER_OR_FOLLOWER
+                && p.error_code != errors::FENCED_LEADER_EPOCH
+            {
+                continue;
+            }
+            if let Some(leader) = broker.current_leader(t.topic.0.as_str(), p.partition_index) {
+                p.current_leader = fetch_response::LeaderIdAndEpoch::default()
+                    .with_leader_id(kafka_protocol::messages::BrokerId(leader.leader_id))
+                    .with_leader_epoch(leader.leader_epoch);
+            }
+        }
+    }
+}
+
+async fn wait_and_read(broker: &Arc<Broker>, req: FetchRequest) -> Prepared {
     let wait_ms = req
         .max_wait_ms
         .clamp(0, broker.config.fetch_max_wait_ms_max);

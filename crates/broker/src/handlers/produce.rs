@@ -254,9 +254,46 @@ pub fn handle(
                 *r = failed(partition, code, Some(why.into()));
             }
         }
-        let resp = ProduceResponse::default().with_responses(responses);
+        let mut resp = ProduceResponse::default().with_responses(responses);
+        if version >= 10 {
+            name_current_leaders(&broker, &mut resp);
+        }
         encode(correlation_id, ApiKey::Produce, version, &resp)
     })
+}
+
+/// KIP-951: a partition refused because this broker does not lead it carries the leader and
+/// epoch this broker knows, and the response lists that leader's endpoint, so the producer
+/// sends there next without waiting for a metadata refresh.
+fn name_current_leaders(broker: &Broker, resp: &mut ProduceResponse) {
+    use kafka_protocol::messages::produce_response::{LeaderIdAndEpoch, NodeEndpoint};
+    use kafka_protocol::messages::BrokerId;
+    let mut endpoints: Vec<NodeEndpoint> = Vec::new();
+    for t in &mut resp.responses {
+        for p in &mut t.partition_responses {
+            if p.error_code != errors::NOT_LEADER_OR_FOLLOWER {
+                continue;
+            }
+            let Some(leader) = broker.current_leader(t.name.0.as_str(), p.index) else {
+                continue;
+            };
+            p.current_leader = LeaderIdAndEpoch::default()
+                .with_leader_id(BrokerId(leader.leader_id))
+                .with_leader_epoch(leader.leader_epoch);
+            if let Some((host, port, rack)) = leader.endpoint {
+                if !endpoints.iter().any(|e| e.node_id.0 == leader.leader_id) {
+                    endpoints.push(
+                        NodeEndpoint::default()
+                            .with_node_id(BrokerId(leader.leader_id))
+                            .with_host(str(&host))
+                            .with_port(port)
+                            .with_rack(rack.as_deref().map(str)),
+                    );
+                }
+            }
+        }
+    }
+    resp.node_endpoints = endpoints;
 }
 
 /// The producer of a transactional record set (from its first batch; the log checks that
