@@ -692,3 +692,32 @@ def test_kafka_metadata_quorum_tool_describes_the_quorum(tmp_path):
     finally:
         for b in nodes:
             b.stop()
+
+
+def test_a_wiped_directory_cannot_take_over_its_node_id(tmp_path):
+    """A node whose data directory was wiped (its raft vote and log, its replicas gone) is
+    refused when it comes back under the same node id: before joining the quorum it asks the
+    other voters, who know the node id with its old directory. Restarting with the directory
+    intact is a plain restart."""
+    import shutil
+    nodes = start_cluster(tmp_path, config_text=FAST)
+    try:
+        admin = AdminClient({"bootstrap.servers": bootstrap(nodes)})
+        admin.create_topics([NewTopic("kept", 1, 3)], request_timeout=60)["kept"].result(60)
+        produce(bootstrap(nodes), "kept", 50, "w")
+        # A restart with its directory is fine.
+        nodes[2].stop()
+        nodes[2].start(timeout=60)
+        nodes[2].kill9()
+        shutil.rmtree(nodes[2].data_dir)
+        try:
+            nodes[2].start(timeout=60)
+            raise AssertionError("a wiped directory joined under its old node id")
+        except RuntimeError as e:
+            assert "never reused by another directory" in str(e), e
+        # The other two keep serving everything.
+        got = read_committed_values(bootstrap(nodes[:2]), "kept", 1)
+        assert sorted(got) == sorted(f"w-value-{i}" for i in range(50))
+    finally:
+        for b in nodes:
+            b.stop()

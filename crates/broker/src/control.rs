@@ -34,6 +34,12 @@ pub(crate) fn install(broker: &Arc<Broker>, quorum: &Arc<Quorum>) {
         let weak = weak.clone();
         Box::pin(async move {
             let broker = weak.upgrade();
+            if body.first() == Some(&crate::inter_broker::IDENTITY_CALL) {
+                return match broker {
+                    Some(broker) => crate::inter_broker::identity_answer(&broker, &body[1..]),
+                    None => Vec::new(),
+                };
+            }
             if body.first() == Some(&crate::inter_broker::KAFKA_CALL) {
                 return match broker {
                     Some(broker) => crate::inter_broker::serve(&broker, &body[1..]).await,

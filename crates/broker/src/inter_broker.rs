@@ -208,3 +208,66 @@ fn verify_for_broker(broker: &Broker, r: AddPartitionsToTxnRequest) -> AddPartit
     }
     resp
 }
+
+/// First byte of a call asking which data directory a node id is registered with (sent by
+/// a member starting without raft state, before it joins the quorum).
+pub(crate) const IDENTITY_CALL: u8 = 1;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct IdentityQuery {
+    node_id: i32,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct IdentityAnswer {
+    directory_id: Option<uuid::Uuid>,
+}
+
+/// Answers an identity query from this member's latest metadata image.
+pub(crate) fn identity_answer(broker: &Broker, body: &[u8]) -> Vec<u8> {
+    let Ok(q) = serde_json::from_slice::<IdentityQuery>(body) else {
+        return Vec::new();
+    };
+    let directory_id = broker.quorum().and_then(|quorum| {
+        quorum
+            .image()
+            .broker(q.node_id)
+            .and_then(|b| b.directory_id)
+    });
+    serde_json::to_vec(&IdentityAnswer { directory_id }).unwrap_or_default()
+}
+
+/// A member starting without raft state (a new node, or one whose directory was wiped)
+/// asks the other voters which directory its node id is registered with: if the cluster
+/// knows it with another directory, this one lost that node's data (its raft vote and log,
+/// its replicas), and joining would let the quorum and the ISRs count on data that is gone.
+/// Refused then; unreachable peers (the whole cluster starting) are no objection.
+pub(crate) async fn refuse_a_wiped_directory(
+    voters: &std::collections::BTreeMap<u64, String>,
+    node_id: i32,
+    directory_id: Option<uuid::Uuid>,
+) -> Result<(), String> {
+    let Some(ours) = directory_id else {
+        return Ok(());
+    };
+    let mut body = vec![IDENTITY_CALL];
+    body.extend(serde_json::to_vec(&IdentityQuery { node_id }).unwrap_or_default());
+    let answers =
+        strata_quorum::ask_peers(voters, node_id as u64, &body, Duration::from_secs(2)).await;
+    for (peer, answer) in answers {
+        let Ok(answer) = answer else { continue };
+        let Ok(answer) = serde_json::from_slice::<IdentityAnswer>(&answer) else {
+            continue;
+        };
+        if let Some(registered) = answer.directory_id.filter(|d| *d != ours) {
+            return Err(format!(
+                "node {node_id} is registered in the cluster with data directory {registered} \
+                 (node {peer} says so), but this data directory ({ours}) has no metadata quorum \
+                 state: it is new or was wiped, and the data the cluster counts on for node \
+                 {node_id} is gone. A node id is never reused by another directory: start this \
+                 node with a new node id (and move the old one's replicas away)"
+            ));
+        }
+    }
+    Ok(())
+}

@@ -739,6 +739,7 @@ impl Broker {
                     host,
                     port,
                     rack: self.config.broker_rack.clone(),
+                    directory_id: self.directory_id(),
                 },
                 MetadataRecord::UnfenceBroker {
                     node_id,
@@ -757,6 +758,7 @@ impl Broker {
     fn register_with_quorum(&self, member: &QuorumMember) -> Result<(), TopicError> {
         let (host, port) = self.config.advertised_host_port();
         let node_id = self.config.node_id;
+        let directory_id = self.directory_id();
         let mut attempts = 0;
         let index = loop {
             let next_epoch = member
@@ -771,6 +773,7 @@ impl Broker {
                     host: host.clone(),
                     port,
                     rack: self.config.broker_rack.clone(),
+                    directory_id,
                 },
                 MetadataRecord::UnfenceBroker {
                     node_id,
@@ -787,6 +790,15 @@ impl Broker {
                     break index;
                 }
                 Err(QuorumError::Rejected(r)) if attempts < 5 => {
+                    let registered = member
+                        .quorum
+                        .image()
+                        .broker(node_id)
+                        .and_then(|b| b.directory_id);
+                    if registered.is_some() && directory_id.is_some() && registered != directory_id
+                    {
+                        return Err(TopicError::Identity(r.message));
+                    }
                     attempts += 1;
                     warn!(error = %r, "registration refused; retrying from a newer image");
                 }
@@ -805,9 +817,17 @@ impl Broker {
         Ok(())
     }
 
+    /// This data directory's id (`meta.properties`), when it has a readable one.
+    fn directory_id(&self) -> Option<Uuid> {
+        strata_storage::MetaProperties::read(self.fs.as_ref(), &self.config.data_dir)
+            .ok()
+            .flatten()
+            .and_then(|m| Uuid::parse_str(&m.directory_id).ok())
+    }
+
     /// The data directory's `meta.properties` must name this cluster and node; a directory
     /// without one (new, or written before identities existed) is given this node's.
-    fn check_identity(fs: &dyn Fs, config: &BrokerConfig) -> Result<(), TopicError> {
+    pub(crate) fn check_identity(fs: &dyn Fs, config: &BrokerConfig) -> Result<(), TopicError> {
         let dir = &config.data_dir;
         match strata_storage::MetaProperties::read(fs, dir)? {
             Some(meta) => match meta.mismatch(dir, &config.cluster_id, config.node_id) {

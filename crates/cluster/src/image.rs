@@ -75,6 +75,9 @@ pub struct BrokerRegistration {
     pub port: i32,
     pub rack: Option<String>,
     pub fenced: bool,
+    /// The data directory it registered with (see `MetadataRecord::RegisterBroker`).
+    #[serde(default)]
+    pub directory_id: Option<Uuid>,
 }
 
 /// The cluster's metadata as of some metadata log offset. Pure: no I/O.
@@ -298,7 +301,19 @@ impl MetadataImage {
                 host,
                 port,
                 rack,
+                directory_id,
             } => {
+                let registered = self.brokers.get(node_id).and_then(|b| b.directory_id);
+                if let (Some(registered), Some(new)) = (registered, directory_id) {
+                    if registered != *new {
+                        return Err(MetadataError::DirectoryChanged {
+                            node_id: *node_id,
+                            registered,
+                            new: *new,
+                        });
+                    }
+                }
+                let directory_id = directory_id.or(registered);
                 let broker_epoch = self.brokers.get(node_id).map_or(0, |b| b.broker_epoch + 1);
                 self.brokers.insert(
                     *node_id,
@@ -310,6 +325,7 @@ impl MetadataImage {
                         port: *port,
                         rack: rack.clone(),
                         fenced: true,
+                        directory_id,
                     },
                 );
             }
@@ -416,6 +432,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_node_id_is_never_taken_over_by_another_directory() {
+        let mut image = MetadataImage::default();
+        let register = |dir: Option<u128>| MetadataRecord::RegisterBroker {
+            node_id: 2,
+            incarnation_id: Uuid::new_v4(),
+            host: "h".into(),
+            port: 1,
+            rack: None,
+            directory_id: dir.map(Uuid::from_u128),
+        };
+        image.apply(&register(Some(7))).unwrap();
+        // Restarts with the same directory are new epochs.
+        image.apply(&register(Some(7))).unwrap();
+        assert_eq!(image.broker(2).unwrap().broker_epoch, 1);
+        // A registration without a directory id (older records) keeps the known one.
+        image.apply(&register(None)).unwrap();
+        assert_eq!(
+            image.broker(2).unwrap().directory_id,
+            Some(Uuid::from_u128(7))
+        );
+        // Another directory (the old one was wiped) is refused, and nothing changes.
+        assert!(matches!(
+            image.apply(&register(Some(8))),
+            Err(MetadataError::DirectoryChanged { node_id: 2, .. })
+        ));
+        assert_eq!(image.broker(2).unwrap().broker_epoch, 2);
+    }
+
+    #[test]
     fn producer_id_blocks_are_handed_out_once() {
         let mut image = MetadataImage::default();
         let block = |start: i64| MetadataRecord::ProducerIds {
@@ -467,6 +512,7 @@ mod tests {
     fn brokers_register_with_new_epochs_and_are_fenced_until_unfenced() {
         let mut img = MetadataImage::default();
         let register = |incarnation: u128, rack: Option<&str>| MetadataRecord::RegisterBroker {
+            directory_id: None,
             node_id: 2,
             incarnation_id: Uuid::from_u128(incarnation),
             host: "h".into(),

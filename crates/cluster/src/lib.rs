@@ -51,6 +51,12 @@ pub enum MetadataError {
     },
     #[error("unknown broker {0}")]
     UnknownBroker(i32),
+    #[error("node {node_id} is registered with data directory {registered}, not {new}: a node id is never reused by another (or a wiped) directory")]
+    DirectoryChanged {
+        node_id: i32,
+        registered: uuid::Uuid,
+        new: uuid::Uuid,
+    },
     #[error("producer id block must start at {actual}, not {expected}")]
     ProducerIdsMoved { expected: i64, actual: i64 },
     #[error("broker {node_id} epoch {got} is not its current epoch {current}")]

@@ -90,6 +90,10 @@ pub enum MetadataRecord {
         host: String,
         port: i32,
         rack: Option<String>,
+        /// The data directory's id (`meta.properties`): a node id is never taken over by
+        /// another directory (one that was wiped lost the replicas the cluster counts on).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        directory_id: Option<Uuid>,
     },
     /// The broker in `broker_epoch` may lead and serve partitions (UnfenceBrokerRecord).
     UnfenceBroker { node_id: i32, broker_epoch: i64 },

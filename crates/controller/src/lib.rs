@@ -596,6 +596,7 @@ mod tests {
                 &mut image,
                 &[
                     MetadataRecord::RegisterBroker {
+                        directory_id: None,
                         node_id: node,
                         incarnation_id: Uuid::from_u128(node as u128),
                         host: "h".into(),
@@ -687,6 +688,7 @@ mod tests {
             &mut image,
             &[
                 MetadataRecord::RegisterBroker {
+                    directory_id: None,
                     node_id: 1,
                     incarnation_id: Uuid::from_u128(99),
                     host: "h".into(),
@@ -779,6 +781,7 @@ mod tests {
             &mut image,
             &[
                 MetadataRecord::RegisterBroker {
+                    directory_id: None,
                     node_id: 1,
                     incarnation_id: Uuid::from_u128(77),
                     host: "h".into(),
@@ -815,6 +818,7 @@ mod tests {
             &mut image,
             &[
                 MetadataRecord::RegisterBroker {
+                    directory_id: None,
                     node_id: 1,
                     incarnation_id: Uuid::from_u128(5),
                     host: "h".into(),
@@ -861,6 +865,7 @@ mod tests {
             &mut image,
             &[
                 MetadataRecord::RegisterBroker {
+                    directory_id: None,
                     node_id: 4,
                     incarnation_id: Uuid::from_u128(4),
                     host: "h".into(),

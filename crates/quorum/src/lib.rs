@@ -39,6 +39,30 @@ pub use state_machine::{Published, StateMachine};
 /// The quorum's directory inside the metadata log directory.
 pub const QUORUM_DIR: &str = "__cluster_metadata-quorum";
 
+/// Whether `data_dir` holds raft state of this member (a vote or log): false for a member
+/// starting with nothing (new, or wiped).
+pub fn has_raft_state(fs: &dyn strata_storage::Fs, data_dir: &std::path::Path) -> bool {
+    fs.exists(&data_dir.join(QUORUM_DIR).join(log_store::STATE_FILE))
+}
+
+/// Sends `body` to every voter but `node_id` (their call handlers), before this member's
+/// quorum starts: each answer, or why there was none.
+pub async fn ask_peers(
+    voters: &BTreeMap<u64, String>,
+    node_id: u64,
+    body: &[u8],
+    ttl: Duration,
+) -> Vec<(u64, io::Result<Vec<u8>>)> {
+    let mut out = Vec::new();
+    for (id, addr) in voters.iter().filter(|(id, _)| **id != node_id) {
+        let answer = network::Connection::new(addr.clone())
+            .call_raw(body, ttl)
+            .await;
+        out.push((*id, answer));
+    }
+    out
+}
+
 /// One raft entry: metadata records applied together or not at all.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaBatch {

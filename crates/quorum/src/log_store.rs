@@ -34,7 +34,7 @@ use crate::TypeConfig;
 
 type C = TypeConfig;
 
-const STATE_FILE: &str = "raft-state.json";
+pub(crate) const STATE_FILE: &str = "raft-state.json";
 /// Bytes read per step when entries are read back.
 const READ_BYTES: usize = 1 << 20;
 
