@@ -721,3 +721,48 @@ def test_a_wiped_directory_cannot_take_over_its_node_id(tmp_path):
     finally:
         for b in nodes:
             b.stop()
+
+
+def test_a_broker_only_node_follows_the_quorum_as_a_learner(tmp_path):
+    """A fourth node with process.roles "broker" (not a voter) joins the quorum as a learner:
+    it registers, hosts replicas, serves clients, appears as an observer in DescribeQuorum,
+    and survives a restart; the three voters keep the quorum."""
+    nodes = start_cluster(tmp_path, config_text=FAST)
+    voters = ",".join(a for a in nodes[0].extra_args[3].split(","))
+    learner = Broker(tmp_path / "node4", port=free_port(), config_text=FAST,
+                     extra_args=["--node-id", "4", "--controller-quorum-voters", voters,
+                                 "--process-roles", "broker",
+                                 "--controller-listen", f"127.0.0.1:{free_port()}"])
+    try:
+        learner.start(timeout=60)
+        everyone = nodes + [learner]
+        wait_for(lambda: len(AdminClient({"bootstrap.servers": learner.bootstrap})
+                             .list_topics(timeout=10).brokers) == 4, what="four brokers")
+        admin = AdminClient({"bootstrap.servers": learner.bootstrap})
+        admin.create_topics([NewTopic("wide", 4, 4)], request_timeout=60)["wide"].result(60)
+        md = wait_for(lambda: (lambda m: m if "wide" in m.topics and
+                               len(m.topics["wide"].partitions) == 4 else None)(
+            admin.list_topics(timeout=10)), what="the topic")
+        assert {p.leader for p in md.topics["wide"].partitions.values()} == {1, 2, 3, 4}
+        acked = produce(bootstrap(everyone), "wide", 200, "l")
+        got = read_committed_values(learner.bootstrap, "wide", 4)
+        assert sorted(got) == sorted(f"l-value-{i}" for i in range(200))
+        cli = subprocess.run([str(STRATA_BIN), "cluster", "status", "--bootstrap", learner.bootstrap],
+                             capture_output=True, text=True, timeout=60)
+        voter_rows = cli.stdout.split("voter\tlog end\tlag\n", 1)[1].split("  observer")[0]
+        assert sorted(int(line.split()[0]) for line in voter_rows.splitlines()) == [1, 2, 3], cli.stdout
+        observers = cli.stdout.split("observer (broker-only)\tlog end\tlag\n", 1)[1].split("brokers:")[0]
+        assert [int(line.split()[0]) for line in observers.splitlines()] == [4], cli.stdout
+        # The learner restarts and catches up; its replicas rejoin the ISRs.
+        learner.stop()
+        learner.start(timeout=60)
+        produce(bootstrap(everyone), "wide", 100, "m")
+        wait_for(lambda: all(len(p.isrs) == 4 for p in AdminClient(
+            {"bootstrap.servers": learner.bootstrap}).list_topics(timeout=10)
+            .topics["wide"].partitions.values()), timeout=60, what="full ISRs")
+        assert len(acked) == 200
+    finally:
+        learner.stop()
+        for b in nodes:
+            b.stop()
+    assert "panicked" not in learner.log_text()

@@ -488,15 +488,26 @@ impl BrokerConfig {
                 return bad(format!("node.id {} must not be negative", self.node_id));
             }
             let votes = voters.contains_key(&(self.node_id as u64));
-            if !votes || !self.is_controller() {
-                // Broker-only members (raft learners that follow the quorum) are not built
-                // yet: refuse rather than start a node that would wait for a leader forever.
+            if votes && !self.is_controller() {
                 return bad(format!(
-                    "node {} must be one of controller.quorum.voters with process.roles \"broker,controller\" (broker-only nodes are not supported yet)",
+                    "node {} is one of controller.quorum.voters: its process.roles must be \"broker,controller\"",
                     self.node_id
                 ));
             }
+            if !votes && self.is_controller() {
+                return bad(format!(
+                    "node {} runs the controller role but is not one of controller.quorum.voters; a broker-only node has process.roles \"broker\"",
+                    self.node_id
+                ));
+            }
+            // A broker-only node follows the quorum as a learner: the leader replicates the
+            // metadata log to its controller listener (--controller-listen).
             self.controller_listen_addr()?;
+        } else if !self.is_controller() {
+            return bad(
+                "process.roles \"broker\" (a broker-only node) needs controller.quorum.voters"
+                    .into(),
+            );
         }
         if let Err(e) = crate::topic_config::compression_type(&self.compression_type) {
             return bad(format!("compression_type: {e}"));
@@ -600,8 +611,22 @@ mod tests {
             assert!(c.validate().is_err(), "{bad}");
         }
         c.controller_quorum_voters = Some("1@a:1".into());
-        assert!(c.validate().is_err(), "a node outside the voters");
+        assert!(
+            c.validate().is_err(),
+            "a controller outside the voters (or a broker without a controller listener)"
+        );
+        // A broker-only node: outside the voters, with its own controller listener.
+        c.process_roles = "broker".into();
+        assert!(c.validate().is_err(), "no --controller-listen");
+        c.controller_listen = Some("127.0.0.1:9".into());
+        c.validate().unwrap();
+        // A voter must run the controller role.
+        c.controller_quorum_voters = Some("2@b:2".into());
+        assert!(c.validate().is_err(), "a voter without the controller role");
         c.controller_quorum_voters = None;
+        assert!(c.validate().is_err(), "a broker-only node without voters");
+        c.process_roles = "broker,controller".into();
+        c.controller_listen = None;
         c.process_roles = "controller".into();
         assert!(c.validate().is_err(), "controller-only");
     }

@@ -39,6 +39,55 @@ pub use state_machine::{Published, StateMachine};
 /// The quorum's directory inside the metadata log directory.
 pub const QUORUM_DIR: &str = "__cluster_metadata-quorum";
 
+/// A broker-only member (not among the voters) asks the voters, following leader hints, to
+/// add it as a learner, until the membership names it (retried while no leader answers).
+async fn join_as_learner(raft: Raft, node_id: u64, addr: String, voters: BTreeMap<u64, String>) {
+    let request = network::JoinRequest {
+        node_id,
+        addr: addr.clone(),
+    };
+    let mut targets: Vec<String> = voters.values().cloned().collect();
+    let mut next = 0usize;
+    loop {
+        let member = raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .get_node(&node_id)
+            .is_some_and(|n| n.addr == addr);
+        if member {
+            info!(node_id, "following the metadata quorum as a learner");
+            return;
+        }
+        let target = targets[next % targets.len()].clone();
+        next += 1;
+        match network::Connection::new(target.clone())
+            .join(&request, Duration::from_secs(5))
+            .await
+        {
+            Ok(network::JoinReply::Added) => {
+                // The membership change reaches this node with the leader's replication.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(network::JoinReply::NotLeader { leader: Some(l) }) => {
+                if !targets.contains(&l) {
+                    targets.push(l.clone());
+                }
+                next = targets.iter().position(|t| *t == l).unwrap_or(0);
+            }
+            Ok(reply) => {
+                debug!(%target, ?reply, "joining the metadata quorum: not yet");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(e) => {
+                debug!(%target, error = %e, "joining the metadata quorum: voter unreachable");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+}
+
 /// Whether `data_dir` holds raft state of this member (a vote or log): false for a member
 /// starting with nothing (new, or wiped).
 pub fn has_raft_state(fs: &dyn strata_storage::Fs, data_dir: &std::path::Path) -> bool {
@@ -175,6 +224,8 @@ pub struct Quorum {
     /// Idle connections for calls, by address: a call takes one (or opens one) and gives it
     /// back after, so a heartbeat never queues behind a slow call.
     calls_out: std::sync::Mutex<HashMap<String, Vec<network::Connection>>>,
+    /// A broker-only member's task asking the leader to add it as a learner.
+    joining: Option<tokio::task::JoinHandle<()>>,
     /// Where calls from other members go.
     calls_in: network::CallSlot,
 }
@@ -227,7 +278,15 @@ impl Quorum {
                 Err(e) => debug!(error = %e, "metadata quorum already initialized"),
             }
         }
-        info!(node_id = config.node_id, listen = %config.listen, voters = ?config.voters, "metadata quorum started");
+        let joining = (!config.voters.contains_key(&config.node_id)).then(|| {
+            tokio::spawn(join_as_learner(
+                raft.clone(),
+                config.node_id,
+                config.listen.clone(),
+                config.voters.clone(),
+            ))
+        });
+        info!(node_id = config.node_id, listen = %config.listen, voters = ?config.voters, learner = joining.is_some(), "metadata quorum started");
         Ok(Arc::new(Self {
             config,
             raft,
@@ -237,6 +296,7 @@ impl Quorum {
             forward: tokio::sync::Mutex::new(None),
             calls_out: std::sync::Mutex::new(HashMap::new()),
             calls_in,
+            joining,
         }))
     }
 
@@ -451,6 +511,9 @@ impl Quorum {
 
     /// Stops raft and the controller listener, and closes the log cleanly.
     pub async fn shutdown(&self) {
+        if let Some(joining) = &self.joining {
+            joining.abort();
+        }
         let _ = self.raft.shutdown().await;
         self.server.abort();
         if let Err(e) = self.log.close() {

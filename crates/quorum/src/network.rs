@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::alias::{SnapshotOf, VoteOf};
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::v2::RaftNetworkV2;
 use openraft::network::{RPCOption, RaftNetworkFactory};
@@ -42,6 +43,7 @@ enum Kind {
     Snapshot = 4,
     Write = 5,
     Call = 6,
+    Join = 7,
 }
 
 impl Kind {
@@ -53,6 +55,7 @@ impl Kind {
             4 => Kind::Snapshot,
             5 => Kind::Write,
             6 => Kind::Call,
+            7 => Kind::Join,
             _ => return None,
         })
     }
@@ -176,6 +179,10 @@ async fn serve_connection(mut stream: TcpStream, raft: Raft, calls: CallSlot) ->
                 let batch: MetaBatch = parse(&body)?;
                 json(&write_locally(&raft, batch).await)?
             }
+            Kind::Join => {
+                let req: JoinRequest = parse(&body)?;
+                json(&join_locally(&raft, req).await)?
+            }
             Kind::Call => {
                 let handler = calls.read().unwrap_or_else(|p| p.into_inner()).clone();
                 match handler {
@@ -189,6 +196,70 @@ async fn serve_connection(mut stream: TcpStream, raft: Raft, calls: CallSlot) ->
         stream.write_u32(answer.len() as u32).await?;
         stream.write_all(&answer).await?;
     }
+}
+
+/// A broker-only member asks to follow the quorum as a learner (non-voting: it receives
+/// the metadata log, never votes or leads).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub node_id: u64,
+    /// Its controller listener, where the leader replicates to.
+    pub addr: String,
+}
+
+/// The answer to a [`JoinRequest`]: added (or already a member), or who leads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum JoinReply {
+    Added,
+    NotLeader { leader: Option<String> },
+    Failed(String),
+}
+
+/// Adds the asking node as a learner, when this node leads.
+async fn join_locally(raft: &Raft, req: JoinRequest) -> JoinReply {
+    let known = raft
+        .metrics()
+        .borrow_watched()
+        .membership_config
+        .membership()
+        .get_node(&req.node_id)
+        .map(|n| n.addr.clone());
+    if let Some(addr) = known {
+        if addr == req.addr {
+            return JoinReply::Added;
+        }
+    }
+    if raft.metrics().borrow_watched().current_leader != Some(raft_id(raft)) {
+        let leader = raft
+            .metrics()
+            .borrow_watched()
+            .current_leader
+            .and_then(|l| {
+                raft.metrics()
+                    .borrow_watched()
+                    .membership_config
+                    .membership()
+                    .get_node(&l)
+                    .map(|n| n.addr.clone())
+            });
+        return JoinReply::NotLeader { leader };
+    }
+    match raft
+        .add_learner(req.node_id, BasicNode { addr: req.addr }, false)
+        .await
+    {
+        Ok(_) => JoinReply::Added,
+        Err(e) => match e.forward_to_leader() {
+            Some(f) => JoinReply::NotLeader {
+                leader: f.leader_node.as_ref().map(|n| n.addr.clone()),
+            },
+            None => JoinReply::Failed(e.to_string()),
+        },
+    }
+}
+
+fn raft_id(raft: &Raft) -> u64 {
+    raft.metrics().borrow_watched().id
 }
 
 /// Proposes `batch` through this node's raft.
@@ -275,6 +346,11 @@ impl Connection {
     /// Sends an application call to this peer (see [`CallHandler`]).
     pub async fn call_raw(&mut self, body: &[u8], ttl: Duration) -> io::Result<Vec<u8>> {
         self.bounded_exchange(Kind::Call, body, ttl).await
+    }
+
+    /// Asks this peer to add a learner.
+    pub async fn join(&mut self, req: &JoinRequest, ttl: Duration) -> io::Result<JoinReply> {
+        self.call(Kind::Join, req, ttl).await
     }
 
     /// Forwards a metadata write to this peer.

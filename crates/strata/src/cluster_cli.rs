@@ -103,13 +103,31 @@ async fn print_quorum(client: &mut Client) {
         "quorum: leader {}\tepoch {}\thigh watermark {}",
         p.leader_id.0, p.leader_epoch, p.high_watermark
     );
-    println!("  voter\tlog end\tlag");
-    for v in &p.current_voters {
-        let lag = if v.log_end_offset < 0 {
+    let lag = |end: i64| {
+        if end < 0 {
             "?".to_string()
         } else {
-            (p.high_watermark - v.log_end_offset).max(0).to_string()
-        };
-        println!("  {}\t{}\t{lag}", v.replica_id.0, v.log_end_offset);
+            (p.high_watermark - end).max(0).to_string()
+        }
+    };
+    println!("  voter\tlog end\tlag");
+    for v in &p.current_voters {
+        println!(
+            "  {}\t{}\t{}",
+            v.replica_id.0,
+            v.log_end_offset,
+            lag(v.log_end_offset)
+        );
+    }
+    if !p.observers.is_empty() {
+        println!("  observer (broker-only)\tlog end\tlag");
+        for v in &p.observers {
+            println!(
+                "  {}\t{}\t{}",
+                v.replica_id.0,
+                v.log_end_offset,
+                lag(v.log_end_offset)
+            );
+        }
     }
 }
