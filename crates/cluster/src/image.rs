@@ -20,6 +20,12 @@ pub struct PartitionImage {
     pub adding_replicas: Vec<i32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removing_replicas: Vec<i32>,
+    /// Eligible leader replicas (KIP-966): replicas that left the ISR while it was below
+    /// `min.insync.replicas`. The high watermark cannot advance then, so they hold every
+    /// committed record and may lead when no in-sync replica is live. Kept by the image
+    /// itself on each change (see `MetadataImage::apply`), so every node agrees.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub elr: Vec<i32>,
 }
 
 impl PartitionImage {
@@ -54,6 +60,46 @@ pub struct TopicImage {
 }
 
 const STALE_PARTITION_EPOCH: &str = "the partition changed since (stale partition epoch)";
+
+/// A topic's `min.insync.replicas`: its own config, else the cluster-wide dynamic default,
+/// else 1.
+pub fn min_insync_replicas(
+    topic_configs: &BTreeMap<String, String>,
+    broker_configs: &BTreeMap<String, BTreeMap<String, String>>,
+) -> usize {
+    topic_configs
+        .get("min.insync.replicas")
+        .or_else(|| {
+            broker_configs
+                .get("")
+                .and_then(|c| c.get("min.insync.replicas"))
+        })
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// KIP-966: the eligible leader replicas after the ISR goes from `isr` to `isr_after`.
+/// Replicas leaving an ISR that ends up below `min_isr` become eligible (the high watermark
+/// is frozen from then on); an ISR back at `min_isr` or more clears the set; members back in
+/// the ISR, and replicas no longer hosting the partition, leave it.
+fn eligible_leader_replicas(
+    isr: &[i32],
+    elr: &[i32],
+    isr_after: &[i32],
+    replicas_after: &[i32],
+    min_isr: usize,
+) -> Vec<i32> {
+    if isr_after.len() >= min_isr {
+        return Vec::new();
+    }
+    let mut out: Vec<i32> = elr.to_vec();
+    out.extend(isr.iter().filter(|r| !isr_after.contains(r)));
+    out.retain(|r| !isr_after.contains(r) && replicas_after.contains(r));
+    out.sort_unstable();
+    out.dedup();
+    out
+}
 
 /// Builds the refusal of a change to one partition.
 fn invalid_change(topic_id: Uuid, partition: i32) -> impl Fn(&str) -> MetadataError {
@@ -151,6 +197,7 @@ impl MetadataImage {
                         isr: isr.clone(),
                         adding_replicas: Vec::new(),
                         removing_replicas: Vec::new(),
+                        elr: Vec::new(),
                     },
                 );
             }
@@ -205,6 +252,7 @@ impl MetadataImage {
                     return Err(invalid("the leader is not in sync"));
                 }
                 p.move_leader(leader_after);
+                p.elr.retain(|r| replicas.contains(r));
                 p.replicas = replicas;
                 p.isr = isr;
                 p.adding_replicas = adding;
@@ -232,6 +280,7 @@ impl MetadataImage {
                 }
                 p.move_leader(leader_after);
                 p.isr.retain(|r| target.contains(r));
+                p.elr.retain(|r| target.contains(r));
                 p.replicas = target;
                 p.adding_replicas.clear();
                 p.removing_replicas.clear();
@@ -245,16 +294,19 @@ impl MetadataImage {
                 replicas,
                 expected_partition_epoch,
             } => {
-                let p = self
+                let topic = self
                     .topics
                     .get_mut(topic_id)
-                    .ok_or(MetadataError::UnknownTopicId(*topic_id))?
-                    .partitions
-                    .get_mut(partition)
-                    .ok_or(MetadataError::UnknownPartition {
-                        topic_id: *topic_id,
-                        partition: *partition,
-                    })?;
+                    .ok_or(MetadataError::UnknownTopicId(*topic_id))?;
+                let topic_configs = &topic.configs;
+                let p =
+                    topic
+                        .partitions
+                        .get_mut(partition)
+                        .ok_or(MetadataError::UnknownPartition {
+                            topic_id: *topic_id,
+                            partition: *partition,
+                        })?;
                 let replicas_after = replicas.clone().unwrap_or_else(|| p.replicas.clone());
                 let isr_after = isr.clone().unwrap_or_else(|| p.isr.clone());
                 let leader_after = leader.unwrap_or(p.leader);
@@ -268,6 +320,18 @@ impl MetadataImage {
                 if leader_after >= 0 && !isr_after.contains(&leader_after) {
                     return Err(invalid("the leader is not in sync"));
                 }
+                let min_isr = min_insync_replicas(topic_configs, &self.broker_configs);
+                let unclean = leader_after >= 0
+                    && leader_after != p.leader
+                    && !p.isr.contains(&leader_after)
+                    && !p.elr.contains(&leader_after);
+                p.elr = if unclean {
+                    // Elected from outside the ISR and ELR: what the others hold beyond it
+                    // is gone from the log's history; none of them is eligible any more.
+                    Vec::new()
+                } else {
+                    eligible_leader_replicas(&p.isr, &p.elr, &isr_after, &replicas_after, min_isr)
+                };
                 p.move_leader(leader_after);
                 p.isr = isr_after;
                 p.replicas = replicas_after;

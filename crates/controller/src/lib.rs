@@ -284,18 +284,52 @@ impl Controller {
                 if p.leader >= 0 {
                     continue;
                 }
-                if let Some(&leader) = p.isr.iter().find(|&&r| self.is_live(image, r)) {
+                if let Some((leader, isr)) = self.leader_for_leaderless(image, &t.configs, p) {
                     records.push(partition_change(
                         t.topic_id,
                         partition,
                         p.partition_epoch,
                         Some(leader),
-                        None,
+                        isr,
                     ));
                 }
             }
         }
         records
+    }
+
+    /// A leader for a partition without one, in KIP-966's order: a live in-sync replica;
+    /// else a live eligible leader replica (it holds every committed record; the ISR becomes
+    /// it alone); else, only when `unclean.leader.election.enable` is set for the topic (or
+    /// cluster-wide), any live replica (records only the others had are lost). Returns the
+    /// leader and the new ISR when it changes.
+    fn leader_for_leaderless(
+        &self,
+        image: &MetadataImage,
+        topic_configs: &BTreeMap<String, String>,
+        p: &PartitionImage,
+    ) -> Option<(i32, Option<Vec<i32>>)> {
+        if let Some(&leader) = p.isr.iter().find(|&&r| self.is_live(image, r)) {
+            return Some((leader, None));
+        }
+        if let Some(&leader) = p.elr.iter().find(|&&r| self.is_live(image, r)) {
+            return Some((leader, Some(vec![leader])));
+        }
+        let unclean = topic_configs
+            .get("unclean.leader.election.enable")
+            .or_else(|| {
+                image
+                    .all_broker_configs()
+                    .get("")
+                    .and_then(|c| c.get("unclean.leader.election.enable"))
+            })
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        if unclean {
+            if let Some(&leader) = p.replicas.iter().find(|&&r| self.is_live(image, r)) {
+                return Some((leader, Some(vec![leader])));
+            }
+        }
+        None
     }
 
     /// `node` leaves every ISR it is not the last member of, and its leaderships move to the
@@ -372,29 +406,35 @@ impl Controller {
         let mut records = Vec::new();
         let mut results = Vec::with_capacity(wanted.len());
         for (topic_id, partition) in wanted {
-            let Some(p) = image
+            let Some((configs, p)) = image
                 .topic_by_id(&topic_id)
-                .and_then(|t| t.partitions.get(&partition))
+                .and_then(|t| t.partitions.get(&partition).map(|p| (&t.configs, p)))
             else {
                 results.push((topic_id, partition, Election::UnknownPartition));
                 continue;
             };
-            let target = if preferred {
-                p.replicas.first().copied()
+            let (target, isr) = if preferred {
+                (p.replicas.first().copied(), None)
             } else if p.leader >= 0 {
-                Some(p.leader)
+                (Some(p.leader), None)
             } else {
-                p.isr.iter().copied().find(|&r| self.is_live(image, r))
+                match self.leader_for_leaderless(image, configs, p) {
+                    Some((leader, isr)) => (Some(leader), isr),
+                    None => (None, None),
+                }
             };
             let outcome = match target {
                 Some(t) if t == p.leader => Election::NotNeeded,
-                Some(t) if p.isr.contains(&t) && self.is_live(image, t) => {
+                Some(t)
+                    if self.is_live(image, t)
+                        && (p.isr.contains(&t) || isr.as_ref().is_some_and(|i| i.contains(&t))) =>
+                {
                     records.push(partition_change(
                         topic_id,
                         partition,
                         p.partition_epoch,
                         Some(t),
-                        None,
+                        isr,
                     ));
                     Election::Elected(t)
                 }
@@ -704,6 +744,112 @@ mod tests {
         let records = c.tick(&image, 11_000);
         apply(&mut image, &records);
         assert_eq!(part(&image).leader, 1);
+    }
+
+    /// Broker 1 (the partition's last in-sync replica and leader) stops: what leave_partitions
+    /// decides for it.
+    fn fence_leader_one(image: &mut MetadataImage, topic_id: Uuid) {
+        let epoch = part(image).partition_epoch;
+        apply(
+            image,
+            &[
+                MetadataRecord::FenceBroker {
+                    node_id: 1,
+                    broker_epoch: 0,
+                },
+                partition_change(topic_id, 0, epoch, Some(-1), None),
+            ],
+        );
+    }
+
+    fn set_topic_config(image: &mut MetadataImage, topic_id: Uuid, key: &str, value: &str) {
+        apply(
+            image,
+            &[MetadataRecord::TopicConfig {
+                topic_id,
+                configs: Map::from([(key.to_string(), value.to_string())]),
+            }],
+        );
+    }
+
+    #[test]
+    fn replicas_leaving_an_isr_below_min_isr_are_eligible_to_lead() {
+        let (mut image, topic_id) = cluster();
+        set_topic_config(&mut image, topic_id, "min.insync.replicas", "2");
+        let mut c = Controller::new(ControllerConfig::default());
+        c.activate(&image, 0);
+        // 3 leaves; the ISR keeps two (min ISR): 3 is not eligible (it misses what follows).
+        let records = c
+            .alter_partition(&image, 1, 0, topic_id, 0, 0, 0, &[1, 2])
+            .unwrap();
+        apply(&mut image, &records);
+        assert!(part(&image).elr.is_empty());
+        // 2 leaves too: the ISR is below min ISR, the high watermark is frozen, and 2 holds
+        // every committed record: eligible.
+        let records = c
+            .alter_partition(&image, 1, 0, topic_id, 0, 0, 1, &[1])
+            .unwrap();
+        apply(&mut image, &records);
+        assert_eq!(part(&image).elr, vec![2]);
+        // The last in-sync replica dies: offline for the ISR, but 2 may lead.
+        fence_leader_one(&mut image, topic_id);
+        assert_eq!(part(&image).leader, -1);
+        let records = c.tick(&image, 100);
+        apply(&mut image, &records);
+        let p = part(&image);
+        assert_eq!(
+            (p.leader, p.isr.clone(), p.elr.clone()),
+            (2, vec![2], vec![1])
+        );
+        // The ISR grows back to min ISR: nobody outside it is eligible any more.
+        let records = c
+            .alter_partition(
+                &image,
+                2,
+                0,
+                topic_id,
+                0,
+                p.leader_epoch,
+                p.partition_epoch,
+                &[2, 3],
+            )
+            .unwrap();
+        apply(&mut image, &records);
+        assert!(part(&image).elr.is_empty());
+    }
+
+    #[test]
+    fn unclean_election_only_when_the_topic_allows_it() {
+        let (mut image, topic_id) = cluster();
+        let mut c = Controller::new(ControllerConfig::default());
+        c.activate(&image, 0);
+        let records = c
+            .alter_partition(&image, 1, 0, topic_id, 0, 0, 0, &[1])
+            .unwrap();
+        apply(&mut image, &records);
+        assert!(
+            part(&image).elr.is_empty(),
+            "min ISR 1: no eligible replicas"
+        );
+        fence_leader_one(&mut image, topic_id);
+        assert!(
+            c.tick(&image, 100).is_empty(),
+            "no unclean election by default"
+        );
+        let (records, results) = c.elect(&image, false, Some(&[(topic_id, 0)]));
+        assert!(records.is_empty());
+        assert_eq!(results[0].2, Election::NotAvailable);
+        set_topic_config(
+            &mut image,
+            topic_id,
+            "unclean.leader.election.enable",
+            "true",
+        );
+        let records = c.tick(&image, 200);
+        apply(&mut image, &records);
+        let p = part(&image);
+        assert_eq!((p.leader, p.isr.clone()), (2, vec![2]));
+        assert!(p.elr.is_empty());
     }
 
     #[test]
