@@ -766,3 +766,60 @@ def test_a_broker_only_node_follows_the_quorum_as_a_learner(tmp_path):
         for b in nodes:
             b.stop()
     assert "panicked" not in learner.log_text()
+
+
+def test_kafka_reassign_tool_with_a_throttle_limits_the_move(tmp_path):
+    """Kafka's kafka-reassign-partitions (ReassignPartitionsCommand) with --throttle: the
+    leader and follower replication rates and throttled-replica lists it sets are honoured,
+    so copying 4 MB to a new replica at 1 MB/s takes seconds, not milliseconds; --verify
+    then reports the move complete and removes the throttle."""
+    import json
+    import pathlib
+    from confluent_kafka.admin import ConfigResource
+    root = pathlib.Path(__file__).resolve().parents[2]
+    cp = subprocess.run([str(root / "scripts" / "kafka-peer"), "classpath"], check=True,
+                        capture_output=True, text=True, timeout=600).stdout.strip()
+    nodes = start_cluster(tmp_path, config_text=FAST)
+    try:
+        admin = AdminClient({"bootstrap.servers": bootstrap(nodes)})
+        admin.create_topics([NewTopic("big", num_partitions=1, replication_factor=-1,
+                                      replica_assignment=[[1]])], request_timeout=60)["big"].result(60)
+        p = Producer({"bootstrap.servers": bootstrap(nodes), "linger.ms": 20})
+        for i in range(4000):
+            p.produce("big", value=b"x" * 1000, partition=0)
+        assert p.flush(60) == 0
+        plan = tmp_path / "plan.json"
+        plan.write_text(json.dumps({"version": 1, "partitions": [
+            {"topic": "big", "partition": 0, "replicas": [1, 2]}]}))
+
+        def tool(*args):
+            r = subprocess.run(["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", cp,
+                                "org.apache.kafka.tools.reassign.ReassignPartitionsCommand",
+                                "--bootstrap-server", bootstrap(nodes),
+                                "--reassignment-json-file", str(plan), *args],
+                               capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, r.stdout + r.stderr
+            return r.stdout
+
+        started = time.time()
+        out = tool("--execute", "--throttle", "1000000")
+        assert "throttle" in out.lower(), out
+        # The throttle is in place while the new replica copies.
+        res = ConfigResource(ConfigResource.Type.TOPIC, "big")
+        configs = admin.describe_configs([res])[res].result(30)
+        assert configs["follower.replication.throttled.replicas"].value != "", configs
+
+        def moved():
+            md = admin.list_topics(timeout=10).topics["big"].partitions[0]
+            return sorted(md.replicas) == [1, 2] and sorted(md.isrs) == [1, 2]
+        wait_for(moved, timeout=90, what="the new replica in sync")
+        took = time.time() - started
+        assert took >= 2.5, f"4 MB moved in {took:.2f} s despite a 1 MB/s throttle"
+        out = wait_for(lambda: (lambda o: o if "is completed" in o or "complete" in o.lower() else None)(
+            tool("--verify")), timeout=60, what="verify to report completion")
+        assert "Clearing" in out or "throttle" in out.lower(), out
+        configs = admin.describe_configs([res])[res].result(30)
+        assert configs["follower.replication.throttled.replicas"].value == "", configs
+    finally:
+        for b in nodes:
+            b.stop()

@@ -101,6 +101,22 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool
                 }
             }
         }
+        // Throttled partitions (reassignment traffic) wait while over the follower budget.
+        let throttle = follower_throttle(&broker, &partitions);
+        let partitions: Vec<Arc<Partition>> = match &throttle {
+            Some((rate, throttled))
+                if !broker
+                    .replication_quotas
+                    .follower
+                    .allows(*rate, std::time::Instant::now()) =>
+            {
+                partitions
+                    .into_iter()
+                    .filter(|p| !throttled.contains(&(p.topic.clone(), p.partition)))
+                    .collect()
+            }
+            _ => partitions,
+        };
         let request = fetch_request_for(broker.config.node_id, &partitions);
         if request.topics.is_empty() {
             tokio::time::sleep(RETRY_BACKOFF).await;
@@ -121,6 +137,25 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool
                 continue;
             }
         };
+        if let Some((rate, throttled)) = &throttle {
+            let bytes: usize = response
+                .responses
+                .iter()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .filter(|d| throttled.contains(&(t.topic.to_string(), d.partition_index)))
+                })
+                .map(|d| d.records.as_ref().map_or(0, |r| r.len()))
+                .sum();
+            if bytes > 0 {
+                broker.replication_quotas.follower.record(
+                    *rate,
+                    bytes as u64,
+                    std::time::Instant::now(),
+                );
+            }
+        }
         let applied = tokio::task::spawn_blocking(move || {
             apply_response(leader, partitions, epochs, response)
         })
@@ -130,6 +165,32 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool
             broker.data_arrived.notify_waiters();
         }
     }
+}
+
+/// The follower-side replication rate and the partitions it limits here, if any are.
+#[allow(clippy::type_complexity)]
+fn follower_throttle(
+    broker: &Broker,
+    partitions: &[Arc<Partition>],
+) -> Option<(u64, std::collections::BTreeSet<(String, i32)>)> {
+    let image = broker.image();
+    let node = broker.config.node_id;
+    let rate = crate::throttle::rate(&image, node, crate::throttle::FOLLOWER_RATE)?;
+    let throttled: std::collections::BTreeSet<(String, i32)> = partitions
+        .iter()
+        .filter(|p| {
+            image.topic(&p.topic).is_some_and(|t| {
+                crate::throttle::throttled(
+                    &t.configs,
+                    crate::throttle::FOLLOWER_REPLICAS,
+                    p.partition,
+                    node,
+                )
+            })
+        })
+        .map(|p| (p.topic.clone(), p.partition))
+        .collect();
+    (!throttled.is_empty()).then_some((rate, throttled))
 }
 
 fn fetch_request_for(node_id: i32, partitions: &[Arc<Partition>]) -> FetchRequest {

@@ -25,6 +25,7 @@ mod inter_broker;
 pub mod replicas;
 pub mod server;
 pub mod state;
+pub mod throttle;
 pub mod topic_config;
 pub mod txn;
 pub mod zero_copy;

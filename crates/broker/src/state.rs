@@ -194,6 +194,8 @@ pub struct Broker {
     pub(crate) controller: Mutex<strata_controller::Controller>,
     /// This broker's epoch from its latest registration (a cluster member).
     pub(crate) broker_epoch: std::sync::atomic::AtomicI64,
+    /// Replication throttles' budgets (`throttle`).
+    pub(crate) replication_quotas: crate::throttle::ReplicationQuotas,
 }
 
 /// Recovered logs that need a sync are synced together: at most this many per syncfs, and a
@@ -338,6 +340,7 @@ impl Broker {
                 },
             )),
             broker_epoch: std::sync::atomic::AtomicI64::new(-1),
+            replication_quotas: Default::default(),
         };
         broker.register()?;
         // What this node hosts: on a cluster member the partitions with a replica here; a

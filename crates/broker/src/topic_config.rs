@@ -59,6 +59,10 @@ pub fn validate_broker_configs(
 ) -> Result<(), String> {
     let mut config = broker.log_defaults();
     for (k, v) in configs {
+        if crate::throttle::RATE_CONFIGS.contains(&k.as_str()) {
+            crate::throttle::check_rate(k, v)?;
+            continue;
+        }
         let Some(topic_key) = topic_key_of(k) else {
             return Err(format!(
                 "Cannot update these configs dynamically: {k} (only topic defaults can: {})",

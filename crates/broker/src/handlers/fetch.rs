@@ -135,6 +135,7 @@ fn read_once(broker: &Broker, req: &FetchRequest, marker: [u8; 16]) -> (Prepared
                 continue;
             }
             let read_committed = req.isolation_level == 1;
+            let mut throttle: Option<u64> = None;
             // Only a replica of the partition (as the metadata says) fetches as one: its fetch
             // offset moves the high watermark. (Inter-broker authentication comes with the
             // security work; until then this keeps a stray replica id from counting.)
@@ -174,6 +175,7 @@ fn read_once(broker: &Broker, req: &FetchRequest, marker: [u8; 16]) -> (Prepared
                 }
                 // Counted only once the offset is known valid (at most the log end).
                 let found = partition.slice_replica(p.fetch_offset, limit, total == 0);
+                throttle = leader_throttle(broker, name, p.partition);
                 if found.is_ok() {
                     high_watermark_moved |= partition.follower_fetched(replica, p.fetch_offset);
                 }
@@ -190,6 +192,20 @@ fn read_once(broker: &Broker, req: &FetchRequest, marker: [u8; 16]) -> (Prepared
                     aborted,
                     ..
                 }) => {
+                    // A throttled partition over the leader's budget gets no records now.
+                    let range = match (throttle, range) {
+                        (Some(rate), Some(range)) => {
+                            let now = std::time::Instant::now();
+                            let quotas = &broker.replication_quotas.leader;
+                            if quotas.allows(rate, now) {
+                                quotas.record(rate, range.bytes as u64, now);
+                                Some(range)
+                            } else {
+                                None
+                            }
+                        }
+                        (_, range) => range,
+                    };
                     let records = match range {
                         Some(range) => {
                             total += range.bytes;
@@ -269,6 +285,16 @@ fn read_once(broker: &Broker, req: &FetchRequest, marker: [u8; 16]) -> (Prepared
         total,
         errored,
     )
+}
+
+/// The leader-side replication rate limiting this partition, if it is throttled here.
+fn leader_throttle(broker: &Broker, topic: &str, partition: i32) -> Option<u64> {
+    let image = broker.image();
+    let node = broker.config.node_id;
+    let rate = crate::throttle::rate(&image, node, crate::throttle::LEADER_RATE)?;
+    let configs = &image.topic(topic)?.configs;
+    crate::throttle::throttled(configs, crate::throttle::LEADER_REPLICAS, partition, node)
+        .then_some(rate)
 }
 
 /// The replicas of `topic`-`partition` in the current metadata image.
