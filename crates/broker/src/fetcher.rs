@@ -26,6 +26,7 @@ use strata_storage::Partition;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::handlers::fetch::topic_name;
 use crate::{errors, Broker};
 
 /// How long a follower's fetch waits at the leader for new data.
@@ -35,6 +36,8 @@ const PARTITION_MAX_BYTES: i32 = 4 << 20;
 /// A fetch that gets no answer within this is abandoned (the connection is dropped).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY_BACKOFF: Duration = Duration::from_millis(300);
+/// The Fetch version followers send (ReplicaState with the broker epoch, KIP-903).
+const FETCH_VERSION: i16 = 15;
 
 /// Starts and reaps one fetcher per leader broker until `stop`.
 pub(crate) async fn supervise(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
@@ -117,14 +120,43 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool
             }
             _ => partitions,
         };
-        let request = fetch_request_for(broker.config.node_id, &partitions);
+        let c = client.as_mut().expect("connected above");
+        // v15 (topic ids, the replica's broker epoch in ReplicaState) where the leader speaks
+        // it; v12 otherwise (a leader not yet upgraded).
+        let version = c
+            .version(kafka_protocol::messages::ApiKey::Fetch, FETCH_VERSION)
+            .unwrap_or(12)
+            .max(12);
+        let image = broker.image();
+        let replica_epoch = broker
+            .broker_epoch
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let mut request = fetch_request_for(
+            broker.config.node_id,
+            replica_epoch,
+            &image,
+            version,
+            &partitions,
+        );
+        if let Some((rate, throttled)) = &throttle {
+            // A throttled partition asks for at most one second of its rate at a time.
+            let cap = (*rate).min(PARTITION_MAX_BYTES as u64) as i32;
+            for t in &mut request.topics {
+                let name = topic_name(&image, &t.topic.0, &t.topic_id);
+                for p in &mut t.partitions {
+                    if throttled.contains(&(name.clone(), p.partition)) {
+                        p.partition_max_bytes = p.partition_max_bytes.min(cap.max(1));
+                    }
+                }
+            }
+        }
         if request.topics.is_empty() {
             tokio::time::sleep(RETRY_BACKOFF).await;
             continue;
         }
         let epochs: Vec<i32> = partitions.iter().map(|p| p.leader_epoch()).collect();
-        let c = client.as_mut().expect("connected above");
-        let response = match tokio::time::timeout(FETCH_TIMEOUT, c.send(request, 12)).await {
+        let response = match tokio::time::timeout(FETCH_TIMEOUT, c.send_at(request, version)).await
+        {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 debug!(leader, error = %e, "replica fetch failed");
@@ -142,9 +174,10 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool
                 .responses
                 .iter()
                 .flat_map(|t| {
+                    let name = topic_name(&image, &t.topic.0, &t.topic_id);
                     t.partitions
                         .iter()
-                        .filter(|d| throttled.contains(&(t.topic.to_string(), d.partition_index)))
+                        .filter(move |d| throttled.contains(&(name.clone(), d.partition_index)))
                 })
                 .map(|d| d.records.as_ref().map_or(0, |r| r.len()))
                 .sum();
@@ -157,7 +190,7 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool
             }
         }
         let applied = tokio::task::spawn_blocking(move || {
-            apply_response(leader, partitions, epochs, response)
+            apply_response(leader, &image, partitions, epochs, response)
         })
         .await
         .unwrap_or(false);
@@ -193,7 +226,13 @@ fn follower_throttle(
     (!throttled.is_empty()).then_some((rate, throttled))
 }
 
-fn fetch_request_for(node_id: i32, partitions: &[Arc<Partition>]) -> FetchRequest {
+fn fetch_request_for(
+    node_id: i32,
+    replica_epoch: i64,
+    image: &strata_cluster::MetadataImage,
+    version: i16,
+    partitions: &[Arc<Partition>],
+) -> FetchRequest {
     let mut by_topic: BTreeMap<&str, Vec<fetch_request::FetchPartition>> = BTreeMap::new();
     for p in partitions {
         let log = p.log();
@@ -215,14 +254,27 @@ fn fetch_request_for(node_id: i32, partitions: &[Arc<Partition>]) -> FetchReques
     }
     let topics = by_topic
         .into_iter()
-        .map(|(topic, partitions)| {
-            fetch_request::FetchTopic::default()
-                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
-                .with_partitions(partitions)
+        .filter_map(|(topic, partitions)| {
+            let t = fetch_request::FetchTopic::default().with_partitions(partitions);
+            if version >= 13 {
+                // Named by id; a topic the image no longer has is not fetched.
+                let id = image.topic(topic)?.topic_id;
+                Some(t.with_topic_id(id))
+            } else {
+                Some(t.with_topic(TopicName(StrBytes::from_string(topic.to_string()))))
+            }
         })
         .collect();
-    FetchRequest::default()
-        .with_replica_id(BrokerId(node_id))
+    let request = if version >= 15 {
+        FetchRequest::default().with_replica_state(
+            fetch_request::ReplicaState::default()
+                .with_replica_id(BrokerId(node_id))
+                .with_replica_epoch(replica_epoch),
+        )
+    } else {
+        FetchRequest::default().with_replica_id(BrokerId(node_id))
+    };
+    request
         .with_max_wait_ms(FETCH_MAX_WAIT_MS)
         .with_min_bytes(1)
         .with_max_bytes(64 << 20)
@@ -234,16 +286,24 @@ fn fetch_request_for(node_id: i32, partitions: &[Arc<Partition>]) -> FetchReques
 /// moved (waiting fetches are woken).
 fn apply_response(
     leader: i32,
+    image: &strata_cluster::MetadataImage,
     partitions: Vec<Arc<Partition>>,
     epochs: Vec<i32>,
     response: kafka_protocol::messages::FetchResponse,
 ) -> bool {
     let mut moved = false;
     for t in response.responses {
+        // v13+ answers name topics by id.
+        let name = topic_name(image, &t.topic.0, &t.topic_id);
+        if name.is_empty() {
+            continue;
+        }
         for data in t.partitions {
-            let Some((p, &epoch)) = partitions.iter().zip(&epochs).find(|(p, _)| {
-                p.topic == t.topic.0.as_str() && p.partition == data.partition_index
-            }) else {
+            let Some((p, &epoch)) = partitions
+                .iter()
+                .zip(&epochs)
+                .find(|(p, _)| p.topic == name && p.partition == data.partition_index)
+            else {
                 continue;
             };
             // Leadership moved since the request: what this leader sent is not to be kept.

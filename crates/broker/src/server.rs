@@ -66,13 +66,8 @@ pub async fn serve(
                 .expect("voters are configured");
             // The directory's identity first; a member with no raft state checks that its
             // node id is not registered with another directory (a wiped one) before voting.
-            Broker::check_identity(fs.as_ref(), &config)?;
+            let directory_id = Broker::check_identity(fs.as_ref(), &config)?;
             if !strata_quorum::has_raft_state(fs.as_ref(), &config.data_dir) {
-                let directory_id =
-                    strata_storage::MetaProperties::read(fs.as_ref(), &config.data_dir)
-                        .ok()
-                        .flatten()
-                        .and_then(|m| uuid::Uuid::parse_str(&m.directory_id).ok());
                 crate::inter_broker::refuse_a_wiped_directory(
                     &voters,
                     config.node_id,

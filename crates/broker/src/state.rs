@@ -196,6 +196,8 @@ pub struct Broker {
     pub(crate) broker_epoch: std::sync::atomic::AtomicI64,
     /// Replication throttles' budgets (`throttle`).
     pub(crate) replication_quotas: crate::throttle::ReplicationQuotas,
+    /// The data directory's id (`meta.properties`).
+    directory_id: Option<Uuid>,
 }
 
 /// Recovered logs that need a sync are synced together: at most this many per syncfs, and a
@@ -293,7 +295,7 @@ impl Broker {
     ) -> Result<Self, TopicError> {
         fs.create_dir_all(&config.data_dir)
             .map_err(|e| StorageError::io(&config.data_dir, e))?;
-        Self::check_identity(fs.as_ref(), &config)?;
+        let directory_id = Self::check_identity(fs.as_ref(), &config)?;
         let member = quorum.map(|quorum| QuorumMember {
             quorum,
             applied: Arc::new(RwLock::new(Applied::default())),
@@ -341,6 +343,7 @@ impl Broker {
             )),
             broker_epoch: std::sync::atomic::AtomicI64::new(-1),
             replication_quotas: Default::default(),
+            directory_id,
         };
         broker.register()?;
         // What this node hosts: on a cluster member the partitions with a replica here; a
@@ -822,30 +825,32 @@ impl Broker {
 
     /// This data directory's id (`meta.properties`), when it has a readable one.
     fn directory_id(&self) -> Option<Uuid> {
-        strata_storage::MetaProperties::read(self.fs.as_ref(), &self.config.data_dir)
-            .ok()
-            .flatten()
-            .and_then(|m| Uuid::parse_str(&m.directory_id).ok())
+        self.directory_id
     }
 
     /// The data directory's `meta.properties` must name this cluster and node; a directory
     /// without one (new, or written before identities existed) is given this node's.
-    pub(crate) fn check_identity(fs: &dyn Fs, config: &BrokerConfig) -> Result<(), TopicError> {
+    /// Returns the directory's id.
+    pub(crate) fn check_identity(
+        fs: &dyn Fs,
+        config: &BrokerConfig,
+    ) -> Result<Option<Uuid>, TopicError> {
         let dir = &config.data_dir;
         match strata_storage::MetaProperties::read(fs, dir)? {
             Some(meta) => match meta.mismatch(dir, &config.cluster_id, config.node_id) {
                 Some(why) => Err(TopicError::Identity(why)),
-                None => Ok(()),
+                None => Ok(Uuid::parse_str(&meta.directory_id).ok()),
             },
             None => {
+                let directory_id = Uuid::new_v4();
                 strata_storage::MetaProperties {
                     cluster_id: config.cluster_id.clone(),
                     node_id: config.node_id,
-                    directory_id: Uuid::new_v4().to_string(),
+                    directory_id: directory_id.to_string(),
                 }
                 .write(fs, dir)?;
                 info!(dir = %dir.display(), cluster_id = %config.cluster_id, node_id = config.node_id, "data directory identity written (meta.properties)");
-                Ok(())
+                Ok(Some(directory_id))
             }
         }
     }

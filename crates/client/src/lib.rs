@@ -146,7 +146,7 @@ impl Client {
     }
 
     /// The highest version both sides speak, up to `ours`.
-    fn version(&self, key: ApiKey, ours: i16) -> Result<i16, ClientError> {
+    pub fn version(&self, key: ApiKey, ours: i16) -> Result<i16, ClientError> {
         let &(min, max) = self
             .versions
             .get(&(key as i16))
@@ -169,7 +169,8 @@ impl Client {
         self.send_at(request, version).await
     }
 
-    async fn send_at<R: Request>(
+    /// Sends a request at exactly `version` (one [`Client::version`] chose).
+    pub async fn send_at<R: Request>(
         &mut self,
         request: R,
         version: i16,

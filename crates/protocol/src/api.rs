@@ -14,15 +14,16 @@ const fn range(key: ApiKey, min: i16, max: i16) -> ApiRange {
     ApiRange { key, min, max }
 }
 
-/// Upper bounds stop where a version needs something not built yet: Produce v13 and Fetch
-/// v13+ address topics by id only; ListOffsets v9+ adds tiered-storage offsets; FindCoordinator
+/// Upper bounds stop where a version needs something not built yet: Produce v13 addresses
+/// topics by id only; Fetch v16 adds node endpoints (KIP-951) and v17 directory ids;
+/// ListOffsets v9+ adds tiered-storage offsets; FindCoordinator
 /// v6 adds share groups; OffsetCommit v10 / OffsetFetch v10 address topics by id;
 /// AddPartitionsToTxn v4+ is the broker-to-broker batched form; TxnOffsetCommit v5 means the
 /// coordinator adds the offsets partition itself (transaction version 2, not advertised);
 /// ListTransactions v2 filters by regex.
 pub const SUPPORTED_APIS: &[ApiRange] = &[
     range(ApiKey::Produce, 3, 12),
-    range(ApiKey::Fetch, 4, 12),
+    range(ApiKey::Fetch, 4, 15),
     range(ApiKey::ListOffsets, 1, 8),
     range(ApiKey::OffsetForLeaderEpoch, 2, 4),
     range(ApiKey::Metadata, 0, 12),

@@ -40,7 +40,7 @@ impl Prepared {
 }
 
 pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Prepared {
-    let mut prepared = wait_and_read(broker, req).await;
+    let mut prepared = wait_and_read(broker, req, version).await;
     if version >= 12 {
         name_current_leaders(broker, &mut prepared.response);
     }
@@ -50,14 +50,16 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Pr
 /// KIP-951: a partition refused because this broker does not lead it (or no longer in the
 /// epoch the client named) carries the leader and epoch this broker knows.
 fn name_current_leaders(broker: &Broker, response: &mut FetchResponse) {
+    let image = broker.image();
     for t in &mut response.responses {
+        let name = topic_name(&image, &t.topic.0, &t.topic_id);
         for p in &mut t.partitions {
             if p.error_code != errors::NOT_LEADER_OR_FOLLOWER
                 && p.error_code != errors::FENCED_LEADER_EPOCH
             {
                 continue;
             }
-            if let Some(leader) = broker.current_leader(t.topic.0.as_str(), p.partition_index) {
+            if let Some(leader) = broker.current_leader(&name, p.partition_index) {
                 p.current_leader = fetch_response::LeaderIdAndEpoch::default()
                     .with_leader_id(kafka_protocol::messages::BrokerId(leader.leader_id))
                     .with_leader_epoch(leader.leader_epoch);
@@ -66,7 +68,7 @@ fn name_current_leaders(broker: &Broker, response: &mut FetchResponse) {
     }
 }
 
-async fn wait_and_read(broker: &Arc<Broker>, req: FetchRequest) -> Prepared {
+async fn wait_and_read(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Prepared {
     let wait_ms = req
         .max_wait_ms
         .clamp(0, broker.config.fetch_max_wait_ms_max);
@@ -75,7 +77,7 @@ async fn wait_and_read(broker: &Arc<Broker>, req: FetchRequest) -> Prepared {
         let notified = broker.data_arrived.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (resp, bytes, errored) = read_once(broker, &req, new_marker());
+        let (resp, bytes, errored) = read_once(broker, &req, version, new_marker());
         if bytes >= req.min_bytes.max(0) as usize
             || errored
             || Instant::now() >= deadline
@@ -92,7 +94,12 @@ async fn wait_and_read(broker: &Arc<Broker>, req: FetchRequest) -> Prepared {
 
 /// One pass over the requested partitions. Returns the response, its record bytes, and
 /// whether any partition had an error (which answers at once, as Kafka does).
-fn read_once(broker: &Broker, req: &FetchRequest, marker: [u8; 16]) -> (Prepared, usize, bool) {
+fn read_once(
+    broker: &Broker,
+    req: &FetchRequest,
+    version: i16,
+    marker: [u8; 16],
+) -> (Prepared, usize, bool) {
     let mut ranges = Vec::new();
     let mut budget = (req.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes);
     let mut total = 0usize;
@@ -105,9 +112,44 @@ fn read_once(broker: &Broker, req: &FetchRequest, marker: [u8; 16]) -> (Prepared
     } else {
         req.replica_id.0
     };
+    // KIP-903: a follower names its broker epoch (v15); a fetch from an earlier incarnation
+    // of that broker (still in flight when it restarted) does not count as its progress.
+    let stale_replica = replica >= 0
+        && req.replica_state.replica_epoch >= 0
+        && broker
+            .image()
+            .broker(replica)
+            .is_some_and(|b| b.broker_epoch != req.replica_state.replica_epoch);
+    let image = (version >= 13).then(|| broker.image());
     let mut high_watermark_moved = false;
     for t in &req.topics {
-        let name = t.topic.0.as_str();
+        // v13+ names topics by id only.
+        let name = match &image {
+            None => t.topic.0.as_str(),
+            Some(image) => match image.topic_by_id(&t.topic_id) {
+                Some(topic) => topic.name.as_str(),
+                None => {
+                    errored = true;
+                    let partitions = t
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            refused(
+                                PartitionData::default().with_partition_index(p.partition),
+                                errors::UNKNOWN_TOPIC_ID,
+                            )
+                        })
+                        .collect();
+                    topics.push(
+                        FetchableTopicResponse::default()
+                            .with_topic(t.topic.clone())
+                            .with_topic_id(t.topic_id)
+                            .with_partitions(partitions),
+                    );
+                    continue;
+                }
+            },
+        };
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
             let mut data = PartitionData::default().with_partition_index(p.partition);
@@ -139,7 +181,9 @@ fn read_once(broker: &Broker, req: &FetchRequest, marker: [u8; 16]) -> (Prepared
             // Only a replica of the partition (as the metadata says) fetches as one: its fetch
             // offset moves the high watermark. (Inter-broker authentication comes with the
             // security work; until then this keeps a stray replica id from counting.)
-            if replica >= 0 && !image_replicas(broker, name, p.partition).contains(&replica) {
+            if replica >= 0
+                && (stale_replica || !image_replicas(broker, name, p.partition).contains(&replica))
+            {
                 errored = true;
                 partitions.push(refused(data, errors::NOT_LEADER_OR_FOLLOWER));
                 continue;
@@ -173,9 +217,11 @@ fn read_once(broker: &Broker, req: &FetchRequest, marker: [u8; 16]) -> (Prepared
                         continue;
                     }
                 }
+                throttle = leader_throttle(broker, name, p.partition);
+                // A throttled partition gets at most one second of its rate per fetch.
+                let limit = throttle.map_or(limit, |rate| limit.min(rate as usize));
                 // Counted only once the offset is known valid (at most the log end).
                 let found = partition.slice_replica(p.fetch_offset, limit, total == 0);
-                throttle = leader_throttle(broker, name, p.partition);
                 if found.is_ok() {
                     high_watermark_moved |= partition.follower_fetched(replica, p.fetch_offset);
                 }
@@ -285,6 +331,22 @@ fn read_once(broker: &Broker, req: &FetchRequest, marker: [u8; 16]) -> (Prepared
         total,
         errored,
     )
+}
+
+/// A Fetch topic's name: as given (up to v12), or (v13+, named by id) the image's name for
+/// its id; empty when the image has no such topic.
+pub(crate) fn topic_name(
+    image: &strata_cluster::MetadataImage,
+    name: &str,
+    id: &uuid::Uuid,
+) -> String {
+    if !name.is_empty() {
+        return name.to_string();
+    }
+    image
+        .topic_by_id(id)
+        .map(|topic| topic.name.clone())
+        .unwrap_or_default()
 }
 
 /// The leader-side replication rate limiting this partition, if it is throttled here.

@@ -6,7 +6,7 @@ mod admin;
 mod api_versions;
 mod configs;
 mod describe;
-mod fetch;
+pub(crate) mod fetch;
 mod groups;
 mod list_offsets;
 mod log_dirs;
