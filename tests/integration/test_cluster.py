@@ -823,3 +823,64 @@ def test_kafka_reassign_tool_with_a_throttle_limits_the_move(tmp_path):
     finally:
         for b in nodes:
             b.stop()
+
+
+def test_a_paused_follower_leaves_the_isr_and_rejoins_while_producing_continues(tmp_path):
+    """A follower paused (SIGSTOP) longer than replica.lag.time.max.ms leaves the ISR (its
+    session outlives the pause, so this is the leader's ISR shrink, not fencing); acks=all
+    producing goes on with the two others (min.insync.replicas 2) without an error; resumed
+    (SIGCONT), it catches up and rejoins the ISR; every acknowledged record is stored once,
+    in order."""
+    slow_fencing = ("broker_heartbeat_interval_ms = 300\nbroker_session_timeout_ms = 60000\n"
+                    "replica_lag_time_max_ms = 2000\n")
+    nodes = start_cluster(tmp_path, config_text=slow_fencing)
+    try:
+        admin = AdminClient({"bootstrap.servers": bootstrap(nodes)})
+        admin.create_topics([NewTopic("steady", 1, 3, config={"min.insync.replicas": "2"})],
+                            request_timeout=60)["steady"].result(60)
+        leader = wait_for(lambda: leader_of(nodes, "steady", 0) in (1, 2, 3) and
+                          leader_of(nodes, "steady", 0), what="a leader")
+        follower = next(i + 1 for i in range(3) if i + 1 != leader)
+        # Two copies, both needed: a write waiting for the paused one is answered
+        # NOT_ENOUGH_REPLICAS_AFTER_APPEND once the ISR shrinks below min.insync.replicas.
+        admin.create_topics([NewTopic("strict", num_partitions=1, replication_factor=-1,
+                                      replica_assignment=[[leader, follower]],
+                                      config={"min.insync.replicas": "2"})],
+                            request_timeout=60)["strict"].result(60)
+        produce(bootstrap(nodes), "strict", 5, "s")
+        producer = KeyedProducer(bootstrap(nodes), "steady")
+        time.sleep(1)
+
+        def isr():
+            bs = ",".join(b.bootstrap for i, b in enumerate(nodes) if i + 1 != follower)
+            md = AdminClient({"bootstrap.servers": bs}).list_topics(timeout=10)
+            return sorted(md.topics["steady"].partitions[0].isrs)
+        nodes[follower - 1].proc.send_signal(signal.SIGSTOP)
+        try:
+            strict_results = []
+            strict = Producer({"bootstrap.servers": bootstrap(nodes), "acks": "all",
+                               "retries": 0, "request.timeout.ms": 30000,
+                               "message.timeout.ms": 40000})
+            strict.produce("strict", partition=0, value=b"waits",
+                           on_delivery=lambda e, m: strict_results.append(e))
+            wait_for(lambda: follower not in isr(), timeout=30, what="the paused follower out of the ISR")
+            strict.flush(30)
+            assert strict_results and strict_results[0] is not None, strict_results
+            assert strict_results[0].code() == KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND, \
+                strict_results
+            during = len(producer.acked)
+            time.sleep(2)
+            assert len(producer.acked) > during + 50, "producing continues without it"
+        finally:
+            nodes[follower - 1].proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: isr() == [1, 2, 3], timeout=60, what="the follower back in the ISR")
+        time.sleep(1)
+        producer.finish()
+        assert not producer.errors, producer.errors[:3]
+        stored = read_all(bootstrap(nodes), "steady", 1)
+        check_exactly_once_in_order(producer.acked, stored)
+        wait_for(lambda: len({segment_bytes(n, "steady", 0) for n in nodes}) == 1,
+                 timeout=30, what="identical replicas")
+    finally:
+        for b in nodes:
+            b.stop()

@@ -246,10 +246,17 @@ pub fn handle(
                         .find(|p| p.index == partition)
                 })
             {
-                let why = if code == errors::REQUEST_TIMED_OUT {
-                    "the in-sync replicas did not all store the write in time"
-                } else {
-                    "the write could not be made durable"
+                let why = match code {
+                    errors::REQUEST_TIMED_OUT => {
+                        "the in-sync replicas did not all store the write in time"
+                    }
+                    errors::NOT_ENOUGH_REPLICAS_AFTER_APPEND => {
+                        "appended, but the in-sync replicas fell below min.insync.replicas"
+                    }
+                    errors::NOT_LEADER_OR_FOLLOWER => {
+                        "appended, but this broker no longer leads the partition"
+                    }
+                    _ => "the write could not be made durable",
                 };
                 *r = failed(partition, code, Some(why.into()));
             }
@@ -455,19 +462,40 @@ async fn wait_for_replicas(
     timeout: Duration,
 ) -> Vec<(String, i32, i16)> {
     let deadline = tokio::time::Instant::now() + timeout;
+    let mut failed = Vec::new();
     loop {
         let notified = broker.data_arrived.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         waiting.retain(|(p, end)| p.high_watermark() < *end);
         if waiting.is_empty() {
-            return Vec::new();
+            return failed;
+        }
+        // Appended, but the in-sync replicas fell below min.insync.replicas (the high
+        // watermark is frozen then), or leadership moved away: answered now, as Kafka does.
+        waiting.retain(|(p, _)| {
+            let code = if !p.is_leader() {
+                errors::NOT_LEADER_OR_FOLLOWER
+            } else {
+                let (isr, min_isr) = p.isr();
+                if isr.len() >= min_isr {
+                    return true;
+                }
+                errors::NOT_ENOUGH_REPLICAS_AFTER_APPEND
+            };
+            failed.push((p.topic.clone(), p.partition, code));
+            false
+        });
+        if waiting.is_empty() {
+            return failed;
         }
         if broker.is_shutting_down() || tokio::time::Instant::now() >= deadline {
-            return waiting
-                .iter()
-                .map(|(p, _)| (p.topic.clone(), p.partition, errors::REQUEST_TIMED_OUT))
-                .collect();
+            failed.extend(
+                waiting
+                    .iter()
+                    .map(|(p, _)| (p.topic.clone(), p.partition, errors::REQUEST_TIMED_OUT)),
+            );
+            return failed;
         }
         tokio::select! {
             _ = &mut notified => {}
