@@ -157,6 +157,21 @@ def test_three_nodes_share_metadata_and_serve_partitions_across_brokers(tmp_path
             assert offsets == list(range(len(offsets))), p
         assert all(tp.error is None and tp.offset == len(by_partition[tp.partition])
                    for tp in committed), committed
+        # Strata's CLI through one node reaches every partition's leader and the group's
+        # coordinator wherever they are.
+        def cli(*args, stdin=None):
+            r = subprocess.run([str(STRATA_BIN), *args, "--bootstrap", nodes[0].bootstrap],
+                               input=stdin, capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, r.stdout + r.stderr
+            return r.stdout
+        cli("produce", "orders", stdin="".join(f"cli-{i}\n" for i in range(60)))
+        lines = cli("consume", "orders", "--from-beginning", "--exit-at-end").splitlines()
+        assert len(lines) == 660, len(lines)
+        rows = [line.split("\t") for line in cli("topic", "describe", "orders").splitlines()[2:8]]
+        assert len(rows) == 6 and sum(int(r[6]) for r in rows) == 660, rows
+        described = cli("group", "describe", "billing")
+        assert "orders" in described, described
+        assert "billing" in cli("group", "list")
         # A manual replica assignment is kept exactly (first replica leading); one naming
         # an unknown broker, or replica lists of different lengths, is refused.
         admin = AdminClient({"bootstrap.servers": nodes[0].bootstrap})

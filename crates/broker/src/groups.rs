@@ -352,7 +352,10 @@ impl Broker {
             coordinator.set_offsets_topic_partitions(count);
         }
         for &p in owned.difference(&led) {
-            coordinator.unload_partition(p);
+            // Requests waiting in its groups learn at once that this node no longer
+            // coordinates them.
+            let answers = coordinator.unload_partition(p);
+            self.groups.deliver(answers);
             info!(
                 partition = p,
                 "no longer coordinating the groups of {OFFSETS_TOPIC}"

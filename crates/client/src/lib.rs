@@ -548,6 +548,184 @@ fn murmur2(data: &[u8]) -> u32 {
     h
 }
 
+/// Requests for one partition go to its leader: a connection per broker, the leaders learnt
+/// from Metadata (through the bootstrap connection) and forgotten when a request fails, so a
+/// cluster's partitions are reached wherever they are led.
+pub struct Router {
+    bootstrap: Client,
+    /// Connections by broker endpoint.
+    brokers: HashMap<String, Client>,
+    /// Each known partition's leader endpoint.
+    leaders: HashMap<(String, i32), String>,
+}
+
+impl Router {
+    pub async fn connect(bootstrap: &str) -> Result<Self, ClientError> {
+        Ok(Self {
+            bootstrap: Client::connect(bootstrap).await?,
+            brokers: HashMap::new(),
+            leaders: HashMap::new(),
+        })
+    }
+
+    /// The bootstrap connection (any broker answers metadata and admin requests).
+    pub fn any(&mut self) -> &mut Client {
+        &mut self.bootstrap
+    }
+
+    /// The connection to `topic`-`partition`'s leader (metadata asked when not known; the
+    /// bootstrap broker itself when it leads or no leader is known yet).
+    pub async fn leader(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<&mut Client, ClientError> {
+        let key = (topic.to_string(), partition);
+        if !self.leaders.contains_key(&key) {
+            let md = self
+                .bootstrap
+                .metadata(Some(vec![topic.to_string()]))
+                .await?;
+            let endpoints: HashMap<i32, String> = md
+                .brokers
+                .iter()
+                .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
+                .collect();
+            for t in &md.topics {
+                let Some(name) = t.name.as_ref() else {
+                    continue;
+                };
+                for p in &t.partitions {
+                    if let Some(addr) = endpoints.get(&p.leader_id.0) {
+                        self.leaders
+                            .insert((name.0.to_string(), p.partition_index), addr.clone());
+                    }
+                }
+            }
+        }
+        let Some(addr) = self.leaders.get(&key).cloned() else {
+            return Ok(&mut self.bootstrap);
+        };
+        if !self.brokers.contains_key(&addr) {
+            let client = Client::connect(&addr).await?;
+            self.brokers.insert(addr.clone(), client);
+        }
+        Ok(self.brokers.get_mut(&addr).expect("inserted above"))
+    }
+
+    /// The connection to the coordinator of `key` (`key_type` 0: a group, 1: a
+    /// transactional id), found with FindCoordinator through the bootstrap connection.
+    pub async fn coordinator(
+        &mut self,
+        key_type: i8,
+        key: &str,
+    ) -> Result<&mut Client, ClientError> {
+        use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
+        let mut attempts = 0;
+        let addr = loop {
+            let version = self
+                .bootstrap
+                .version(ApiKey::FindCoordinator, 4)
+                .unwrap_or(3);
+            let request = FindCoordinatorRequest::default().with_key_type(key_type);
+            let request = if version >= 4 {
+                request.with_coordinator_keys(vec![StrBytes::from_string(key.to_string())])
+            } else {
+                request.with_key(StrBytes::from_string(key.to_string()))
+            };
+            let resp: FindCoordinatorResponse = self.bootstrap.send_at(request, version).await?;
+            let (code, message, host, port) = match resp.coordinators.first() {
+                Some(c) if version >= 4 => (
+                    c.error_code,
+                    c.error_message.clone(),
+                    c.host.clone(),
+                    c.port,
+                ),
+                _ => (
+                    resp.error_code,
+                    resp.error_message.clone(),
+                    resp.host.clone(),
+                    resp.port,
+                ),
+            };
+            // COORDINATOR_NOT_AVAILABLE while its partition gets a leader: ask again.
+            if code == 15 && attempts < 50 {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            check(code, format!("coordinator of {key}"), message.as_ref())?;
+            break format!("{}:{}", host.as_str(), port);
+        };
+        if !self.brokers.contains_key(&addr) {
+            let client = Client::connect(&addr).await?;
+            self.brokers.insert(addr.clone(), client);
+        }
+        Ok(self.brokers.get_mut(&addr).expect("inserted above"))
+    }
+
+    /// Forgets what is known of `topic`-`partition` (after a failed request: its leader may
+    /// have moved, or its connection broke).
+    pub fn forget(&mut self, topic: &str, partition: i32) {
+        if let Some(addr) = self.leaders.remove(&(topic.to_string(), partition)) {
+            self.brokers.remove(&addr);
+        }
+    }
+
+    pub async fn list_offset(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<i64, ClientError> {
+        let result = self
+            .leader(topic, partition)
+            .await?
+            .list_offset(topic, partition, timestamp)
+            .await;
+        if result.is_err() {
+            self.forget(topic, partition);
+        }
+        result
+    }
+
+    pub async fn fetch(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_wait_ms: i32,
+    ) -> Result<(Bytes, i64), ClientError> {
+        let result = self
+            .leader(topic, partition)
+            .await?
+            .fetch(topic, partition, offset, max_wait_ms)
+            .await;
+        if result.is_err() {
+            self.forget(topic, partition);
+        }
+        result
+    }
+
+    pub async fn produce(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        records: Bytes,
+        acks: i16,
+    ) -> Result<i64, ClientError> {
+        let result = self
+            .leader(topic, partition)
+            .await?
+            .produce(topic, partition, records, acks)
+            .await;
+        if result.is_err() {
+            self.forget(topic, partition);
+        }
+        result
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

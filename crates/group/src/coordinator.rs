@@ -497,13 +497,37 @@ impl Coordinator {
 
     /// This node stopped leading `partition`: its groups are dropped from memory (their
     /// records stay in the log; the new leader loads them).
-    pub fn unload_partition(&mut self, partition: i32) {
+    /// Returns the answers of the requests waiting in those groups (JoinGroup / SyncGroup):
+    /// NOT_COORDINATOR, so their members find the new coordinator at once.
+    pub fn unload_partition(&mut self, partition: i32) -> Vec<Effect> {
         let n = self.config.offsets_topic_partitions;
-        self.groups
-            .retain(|g, _| codec::partition_for(g, n) != partition);
+        let mut answers = Vec::new();
+        self.groups.retain(|g, group| {
+            if codec::partition_for(g, n) != partition {
+                return true;
+            }
+            if let GroupKind::Classic(classic) = &mut group.kind {
+                for (member_id, m) in classic.members.iter_mut() {
+                    if let Some(token) = m.join_waiter.take() {
+                        answers.push(Effect::Join {
+                            token,
+                            response: JoinResponse::error(GroupError::NotCoordinator, member_id),
+                        });
+                    }
+                    if let Some(token) = m.sync_waiter.take() {
+                        answers.push(Effect::Sync {
+                            token,
+                            response: SyncResponse::error(GroupError::NotCoordinator),
+                        });
+                    }
+                }
+            }
+            false
+        });
         if let Some(owned) = &mut self.owned {
             owned.remove(&partition);
         }
+        answers
     }
 
     /// The records of `partition` were replayed (see [`Coordinator::replay`]): its groups

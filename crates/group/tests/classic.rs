@@ -827,3 +827,27 @@ fn a_coordinator_serves_only_the_groups_of_the_partitions_it_owns() {
         vec![Some(42)]
     );
 }
+
+/// A coordinator losing the group's partition answers the requests waiting there
+/// NOT_COORDINATOR at once (the members go to the new coordinator instead of waiting out
+/// their rebalance timeout).
+#[test]
+fn unloading_a_partition_answers_its_waiting_joins() {
+    let mut c = Coordinator::new(config(3_000));
+    c.set_offsets_topic_partitions(4);
+    let mine = c.partition_for("g");
+    c.set_owned(Some([mine].into_iter().collect()));
+    c.finish_loading(0);
+    let id = member_id_for(&mut c, 1, 0);
+    // The initial rebalance delay holds this join.
+    assert!(joins(&c.join(join_req(&id, None), 2, 0)).is_empty());
+    let answers = c.unload_partition(mine);
+    let j = joins(&answers);
+    assert_eq!(j.len(), 1);
+    assert_eq!(
+        (j[0].0, j[0].1.error.clone()),
+        (2, Some(GroupError::NotCoordinator))
+    );
+    // Nothing is left to answer later.
+    assert!(joins(&c.tick(10_000)).is_empty());
+}

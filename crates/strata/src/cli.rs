@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
-use strata_client::{partition_for_key, Client};
+use strata_client::{partition_for_key, Client, Router};
 use strata_records::{decode_records, BatchBuilder, Compression, Record};
 
 const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
@@ -164,8 +164,8 @@ pub fn run_topic(cmd: TopicCommand) -> anyhow::Result<()> {
                 }
             }
             TopicCommand::Describe { name, conn } => {
-                let mut client = Client::connect(&conn.bootstrap).await?;
-                let md = client.metadata(Some(vec![name.clone()])).await?;
+                let mut client = Router::connect(&conn.bootstrap).await?;
+                let md = client.any().metadata(Some(vec![name.clone()])).await?;
                 let t = md
                     .topics
                     .into_iter()
@@ -202,7 +202,7 @@ pub fn run_topic(cmd: TopicCommand) -> anyhow::Result<()> {
                     );
                 }
                 println!("configs (effective value, and where it comes from):");
-                for (k, v, source) in client.describe_topic_configs(&name).await? {
+                for (k, v, source) in client.any().describe_topic_configs(&name).await? {
                     let source = match source {
                         1 => "topic",
                         2 => "broker, dynamic",
@@ -270,8 +270,9 @@ pub fn run_produce(args: ProduceArgs) -> anyhow::Result<()> {
         bail!("--acks must be 0, 1 or -1");
     }
     runtime()?.block_on(async move {
-        let mut client = Client::connect(&args.conn.bootstrap).await?;
-        let partitions = partition_count(&mut client, &args.topic).await?;
+        // Each partition's batches go to its leader (any broker of a cluster bootstraps).
+        let mut client = Router::connect(&args.conn.bootstrap).await?;
+        let partitions = partition_count(client.any(), &args.topic).await?;
         if let Some(p) = args.partition {
             if p < 0 || p >= partitions {
                 bail!(
@@ -340,7 +341,7 @@ pub fn run_produce(args: ProduceArgs) -> anyhow::Result<()> {
 }
 
 async fn flush(
-    client: &mut Client,
+    client: &mut Router,
     topic: &str,
     partition: i32,
     batch: &mut BatchBuilder,
@@ -361,8 +362,8 @@ async fn flush(
 
 pub fn run_consume(args: ConsumeArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
-        let mut client = Client::connect(&args.conn.bootstrap).await?;
-        let count = partition_count(&mut client, &args.topic).await?;
+        let mut client = Router::connect(&args.conn.bootstrap).await?;
+        let count = partition_count(client.any(), &args.topic).await?;
         let partitions: Vec<i32> = match args.partition {
             Some(p) if p >= 0 && p < count => vec![p],
             Some(p) => bail!(

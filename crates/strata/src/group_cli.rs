@@ -8,7 +8,7 @@ use bytes::Buf;
 use clap::Subcommand;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
-use strata_client::{check, Client};
+use strata_client::{check, Client, Router};
 
 use crate::cli::{runtime, Conn};
 
@@ -108,7 +108,8 @@ async fn committed(
     Ok(out)
 }
 
-async fn describe(client: &mut Client, group: &str) -> anyhow::Result<()> {
+async fn describe(router: &mut Router, group: &str) -> anyhow::Result<()> {
+    let client = router.coordinator(0, group).await?;
     // KIP-848 groups first; classic groups answer GROUP_ID_NOT_FOUND there.
     let mut req = ConsumerGroupDescribeRequest::default();
     req.group_ids.push(GroupId(s(group)));
@@ -219,7 +220,7 @@ async fn describe(client: &mut Client, group: &str) -> anyhow::Result<()> {
     rows.dedup();
     println!("TOPIC\tPARTITION\tCOMMITTED\tLOG-END\tLAG\tMEMBER");
     for (topic, p) in rows {
-        let end = client.list_offset(&topic, p, -1).await.ok();
+        let end = router.list_offset(&topic, p, -1).await.ok();
         let c = committed.get(&(topic.clone(), p)).copied();
         let lag = match (c, end) {
             (Some(c), Some(e)) => (e - c).max(0).to_string(),
@@ -239,11 +240,20 @@ pub fn run_group(cmd: GroupCommand) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         match cmd {
             GroupCommand::List { conn } => {
+                // Every broker lists the groups it coordinates (as Kafka's admin asks all).
                 let mut client = Client::connect(&conn.bootstrap).await?;
-                let resp = client.send(ListGroupsRequest::default(), 5).await?;
-                check(resp.error_code, "ListGroups", None)?;
+                let md = client.metadata(Some(vec![])).await?;
+                let mut groups = Vec::new();
+                for b in &md.brokers {
+                    let addr = format!("{}:{}", b.host.as_str(), b.port);
+                    let mut broker = Client::connect(&addr).await?;
+                    let resp = broker.send(ListGroupsRequest::default(), 5).await?;
+                    check(resp.error_code, format!("ListGroups on broker {}", b.node_id.0), None)?;
+                    groups.extend(resp.groups);
+                }
+                groups.sort_by(|a, b| a.group_id.as_str().cmp(b.group_id.as_str()));
                 println!("GROUP\tTYPE\tSTATE\tPROTOCOL-TYPE");
-                for g in resp.groups {
+                for g in groups {
                     println!(
                         "{}\t{}\t{}\t{}",
                         g.group_id.as_str(),
@@ -254,11 +264,12 @@ pub fn run_group(cmd: GroupCommand) -> anyhow::Result<()> {
                 }
             }
             GroupCommand::Describe { group, conn } => {
-                let mut client = Client::connect(&conn.bootstrap).await?;
-                describe(&mut client, &group).await?;
+                let mut router = Router::connect(&conn.bootstrap).await?;
+                describe(&mut router, &group).await?;
             }
             GroupCommand::Delete { group, conn } => {
-                let mut client = Client::connect(&conn.bootstrap).await?;
+                let mut router = Router::connect(&conn.bootstrap).await?;
+                let client = router.coordinator(0, &group).await?;
                 let mut req = DeleteGroupsRequest::default();
                 req.groups_names.push(GroupId(s(&group)));
                 let resp = client.send(req, 2).await?;
@@ -278,8 +289,8 @@ pub fn run_group(cmd: GroupCommand) -> anyhow::Result<()> {
                 if !(to_earliest || to_latest || to_offset.is_some()) {
                     bail!("say where to: --to-earliest, --to-latest or --to-offset N");
                 }
-                let mut client = Client::connect(&conn.bootstrap).await?;
-                let md = client.metadata(Some(vec![topic.clone()])).await?;
+                let mut router = Router::connect(&conn.bootstrap).await?;
+                let md = router.any().metadata(Some(vec![topic.clone()])).await?;
                 let t = md.topics.first().context("empty metadata response")?;
                 check(t.error_code, format!("topic {topic}"), None)?;
                 let partitions: Vec<i32> = match partition {
@@ -292,7 +303,7 @@ pub fn run_group(cmd: GroupCommand) -> anyhow::Result<()> {
                 for p in partitions {
                     let offset = match to_offset {
                         Some(o) => o,
-                        None => client.list_offset(&topic, p, if to_earliest { -2 } else { -1 }).await?,
+                        None => router.list_offset(&topic, p, if to_earliest { -2 } else { -1 }).await?,
                     };
                     let mut rp = offset_commit_request::OffsetCommitRequestPartition::default();
                     rp.partition_index = p;
@@ -307,7 +318,7 @@ pub fn run_group(cmd: GroupCommand) -> anyhow::Result<()> {
                 req.generation_id_or_member_epoch = -1;
                 req.retention_time_ms = -1;
                 req.topics.push(rt);
-                let resp = client.send(req, 8).await?;
+                let resp = router.coordinator(0, &group).await?.send(req, 8).await?;
                 for t in &resp.topics {
                     for p in &t.partitions {
                         check(

@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use strata_client::{check, Client};
+use strata_client::{check, Client, Router};
 
 use crate::cli::{runtime, Conn};
 
@@ -81,26 +81,33 @@ pub fn run_txn(cmd: TxnCommand) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         match cmd {
             TxnCommand::List { open, conn } => {
-                let mut client = Client::connect(&conn.bootstrap).await?;
-                let mut req = ListTransactionsRequest::default();
-                if open {
-                    req.state_filters = OPEN_STATES
+                // Each broker lists and describes the transactions it coordinates.
+                let mut bootstrap = Client::connect(&conn.bootstrap).await?;
+                let md = bootstrap.metadata(Some(vec![])).await?;
+                let mut described = Vec::new();
+                for b in &md.brokers {
+                    let addr = format!("{}:{}", b.host.as_str(), b.port);
+                    let mut client = Client::connect(&addr).await?;
+                    let mut req = ListTransactionsRequest::default();
+                    if open {
+                        req.state_filters = OPEN_STATES
+                            .iter()
+                            .map(|s| StrBytes::from_static_str(s))
+                            .collect();
+                    }
+                    let resp = client.send(req, 1).await?;
+                    check(resp.error_code, "ListTransactions", None)?;
+                    let ids: Vec<String> = resp
+                        .transaction_states
                         .iter()
-                        .map(|s| StrBytes::from_static_str(s))
+                        .map(|t| t.transactional_id.to_string())
                         .collect();
+                    if !ids.is_empty() {
+                        described.extend(describe(&mut client, ids).await?);
+                    }
                 }
-                let resp = client.send(req, 1).await?;
-                check(resp.error_code, "ListTransactions", None)?;
-                let ids: Vec<String> = resp
-                    .transaction_states
-                    .iter()
-                    .map(|t| t.transactional_id.to_string())
-                    .collect();
-                let described = if ids.is_empty() {
-                    vec![]
-                } else {
-                    describe(&mut client, ids).await?
-                };
+                described
+                    .sort_by(|a, b| a.transactional_id.as_str().cmp(b.transactional_id.as_str()));
                 println!("TRANSACTIONAL-ID\tPRODUCER-ID\tEPOCH\tSTATE\tAGE\tPARTITIONS");
                 for t in described.iter().filter(|t| t.error_code == 0) {
                     println!(
@@ -118,8 +125,9 @@ pub fn run_txn(cmd: TxnCommand) -> anyhow::Result<()> {
                 transactional_id,
                 conn,
             } => {
-                let mut client = Client::connect(&conn.bootstrap).await?;
-                let described = describe(&mut client, vec![transactional_id.clone()]).await?;
+                let mut router = Router::connect(&conn.bootstrap).await?;
+                let client = router.coordinator(1, &transactional_id).await?;
+                let described = describe(client, vec![transactional_id.clone()]).await?;
                 let t = described
                     .first()
                     .context("empty DescribeTransactions response")?;
