@@ -181,9 +181,7 @@ fn read_once(
             // Only a replica of the partition (as the metadata says) fetches as one: its fetch
             // offset moves the high watermark. (Inter-broker authentication comes with the
             // security work; until then this keeps a stray replica id from counting.)
-            if replica >= 0
-                && (stale_replica || !image_replicas(broker, name, p.partition).contains(&replica))
-            {
+            if replica >= 0 && (stale_replica || !is_replica(broker, name, p.partition, replica)) {
                 errored = true;
                 partitions.push(refused(data, errors::NOT_LEADER_OR_FOLLOWER));
                 continue;
@@ -359,13 +357,13 @@ fn leader_throttle(broker: &Broker, topic: &str, partition: i32) -> Option<u64> 
         .then_some(rate)
 }
 
-/// The replicas of `topic`-`partition` in the current metadata image.
-fn image_replicas(broker: &Broker, topic: &str, partition: i32) -> Vec<i32> {
+/// Whether the current metadata image lists `replica` among `topic`-`partition`'s replicas.
+fn is_replica(broker: &Broker, topic: &str, partition: i32, replica: i32) -> bool {
     broker
         .image()
         .topic(topic)
-        .and_then(|t| t.partitions.get(&partition).map(|p| p.replicas.clone()))
-        .unwrap_or_default()
+        .and_then(|t| t.partitions.get(&partition))
+        .is_some_and(|p| p.replicas.contains(&replica))
 }
 
 /// A partition answered with an error alone: no offsets, no records.
