@@ -2,6 +2,7 @@
 import os
 import pathlib
 import signal
+import random
 import socket
 import subprocess
 import time
@@ -12,7 +13,34 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 STRATA_BIN = os.environ.get("STRATA_BIN", str(ROOT / "target" / "debug" / "strata"))
 
 
+def _ephemeral_range():
+    try:
+        lo, hi = open("/proc/sys/net/ipv4/ip_local_port_range").read().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_given = set()
+
+
 def free_port():
+    """A port free now and outside the kernel's ephemeral range, so no outgoing connection
+    (a client's, or a broker's to its peers) can take it before the broker binds it; never
+    the same one twice in a run."""
+    lo, hi = _ephemeral_range()
+    candidates = [p for p in range(10000, 65000) if not lo <= p <= hi]
+    for _ in range(200):
+        port = random.choice(candidates)
+        if port in _given:
+            continue
+        _given.add(port)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

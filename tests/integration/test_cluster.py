@@ -320,10 +320,12 @@ class KeyedProducer:
         self.thread.join(180)
 
 
-def read_all(bootstrap_servers, topic, partitions):
+def read_to_end(bootstrap_servers, topic, partitions, record, isolation="read_uncommitted"):
+    """`record(message)` of every record up to each partition's end (read_committed: its
+    last stable offset)."""
     c = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": f"check-{time.time()}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                  "enable.partition.eof": True})
+                  "isolation.level": isolation, "enable.partition.eof": True})
     c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     out, eof = [], set()
     deadline = time.time() + 90
@@ -336,9 +338,19 @@ def read_all(bootstrap_servers, topic, partitions):
                 eof.add(m.partition())
             continue
         eof.discard(m.partition())
-        out.append((m.partition(), m.offset(), int(m.value())))
+        out.append(record(m))
     c.close()
     return out
+
+
+def read_all(bootstrap_servers, topic, partitions):
+    return read_to_end(bootstrap_servers, topic, partitions,
+                       lambda m: (m.partition(), m.offset(), int(m.value())))
+
+
+def read_committed_values(bootstrap_servers, topic, partitions):
+    return read_to_end(bootstrap_servers, topic, partitions, lambda m: m.value().decode(),
+                       "read_committed")
 
 
 def check_exactly_once_in_order(acked, stored):
@@ -642,27 +654,6 @@ def test_transactional_consume_transform_produce_survives_the_loss_of_its_coordi
             b.stop()
     for b in nodes:
         assert "panicked" not in b.log_text()
-
-
-def read_committed_values(bootstrap_servers, topic, partitions):
-    c = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": f"check-{time.time()}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                  "isolation.level": "read_committed", "enable.partition.eof": True})
-    c.assign([TopicPartition(topic, q, 0) for q in range(partitions)])
-    out, eof = [], set()
-    deadline = time.time() + 90
-    while len(eof) < partitions and time.time() < deadline:
-        m = c.poll(1)
-        if m is None:
-            continue
-        if m.error():
-            if m.error().code() == -191:  # _PARTITION_EOF
-                eof.add(m.partition())
-            continue
-        eof.discard(m.partition())
-        out.append(m.value().decode())
-    c.close()
-    return out
 
 
 def test_kafka_metadata_quorum_tool_describes_the_quorum(tmp_path):

@@ -4,7 +4,6 @@ observes: error codes, offsets, config names/defaults/sources, group description
 Strata differs on purpose the difference is listed here with the reason."""
 import pathlib
 import re
-import socket
 import subprocess
 import time
 
@@ -12,7 +11,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
 
-from conftest import Broker, unique
+from conftest import Broker, free_port, unique
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -21,12 +20,6 @@ INTENDED = {
     # Strata is durable by default: every acknowledged write is fsync'd (group commit).
     "flush.messages": ("1", "9223372036854775807"),
 }
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

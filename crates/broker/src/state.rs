@@ -1030,13 +1030,7 @@ impl Broker {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<TopicImage, TopicError> {
-        if is_internal_topic(name) {
-            // Its partition count decides where each group / transactional id lives: only
-            // its coordinator creates it, with its configured count (Kafka refuses this too).
-            return Err(TopicError::InvalidTopic(format!(
-                "Creation of internal topic {name} is prohibited."
-            )));
-        }
+        refuse_internal(name)?;
         self.create_topic_unchecked(name, partitions, replication_factor, configs, validate_only)
     }
 
@@ -1049,11 +1043,7 @@ impl Broker {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<TopicImage, TopicError> {
-        if is_internal_topic(name) {
-            return Err(TopicError::InvalidTopic(format!(
-                "Creation of internal topic {name} is prohibited."
-            )));
-        }
+        refuse_internal(name)?;
         self.check_assignment(&assignment, None)?;
         self.create_topic_inner(
             name,
@@ -1588,6 +1578,18 @@ impl Broker {
             warn!(error = %e, "error closing metadata log");
         }
     }
+}
+
+/// Clients may not create an internal topic: its partition count decides where each group /
+/// transactional id lives, so only its coordinator creates it, with its configured count
+/// (Kafka refuses this too).
+fn refuse_internal(name: &str) -> Result<(), TopicError> {
+    if is_internal_topic(name) {
+        return Err(TopicError::InvalidTopic(format!(
+            "Creation of internal topic {name} is prohibited."
+        )));
+    }
+    Ok(())
 }
 
 /// Who leads a partition, for KIP-951's answers (see [`Broker::current_leader`]).

@@ -30,6 +30,20 @@ fn batch(n: usize) -> Bytes {
     b.build().unwrap()
 }
 
+/// A standalone broker (node 1) with topic "t" of one partition.
+fn broker_with_topic() -> Arc<Broker> {
+    let config = BrokerConfig {
+        data_dir: PathBuf::from("/data"),
+        ..BrokerConfig::default()
+    };
+    let broker =
+        Arc::new(Broker::open(config, Arc::new(SimFs::new()), Arc::new(SystemClock)).unwrap());
+    broker
+        .create_topic("t", 1, -1, Default::default(), false)
+        .unwrap();
+    broker
+}
+
 async fn fetch(
     broker: &Arc<Broker>,
     replica: i32,
@@ -62,15 +76,7 @@ async fn fetch(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_read_to_the_log_end_and_diverging_ones_are_told_where_to_truncate() {
-    let config = BrokerConfig {
-        data_dir: PathBuf::from("/data"),
-        ..BrokerConfig::default()
-    };
-    let broker =
-        Arc::new(Broker::open(config, Arc::new(SimFs::new()), Arc::new(SystemClock)).unwrap());
-    broker
-        .create_topic("t", 1, -1, Default::default(), false)
-        .unwrap();
+    let broker = broker_with_topic();
     let partition = broker.partition("t", 0).unwrap();
     partition.append(&batch(3)).unwrap();
     partition.sync_to(3).unwrap();
@@ -119,15 +125,7 @@ async fn followers_read_to_the_log_end_and_diverging_ones_are_told_where_to_trun
 /// versions, which have no such field, answer as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_name_the_current_leader() {
-    let config = BrokerConfig {
-        data_dir: PathBuf::from("/data"),
-        ..BrokerConfig::default()
-    };
-    let broker =
-        Arc::new(Broker::open(config, Arc::new(SimFs::new()), Arc::new(SystemClock)).unwrap());
-    broker
-        .create_topic("t", 1, -1, Default::default(), false)
-        .unwrap();
+    let broker = broker_with_topic();
     // This replica learns that broker 2 leads the partition in epoch 4.
     broker.partition("t", 0).unwrap().become_follower(1, 2, 4);
 

@@ -664,6 +664,19 @@ impl Router {
         Ok(self.brokers.get_mut(&addr).expect("inserted above"))
     }
 
+    /// A request's result; a failure forgets the partition's leader (asked again next time).
+    fn settle<T>(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        result: Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        if result.is_err() {
+            self.forget(topic, partition);
+        }
+        result
+    }
+
     /// Forgets what is known of `topic`-`partition` (after a failed request: its leader may
     /// have moved, or its connection broke).
     pub fn forget(&mut self, topic: &str, partition: i32) {
@@ -683,10 +696,7 @@ impl Router {
             .await?
             .list_offset(topic, partition, timestamp)
             .await;
-        if result.is_err() {
-            self.forget(topic, partition);
-        }
-        result
+        self.settle(topic, partition, result)
     }
 
     pub async fn fetch(
@@ -701,10 +711,7 @@ impl Router {
             .await?
             .fetch(topic, partition, offset, max_wait_ms)
             .await;
-        if result.is_err() {
-            self.forget(topic, partition);
-        }
-        result
+        self.settle(topic, partition, result)
     }
 
     pub async fn produce(
@@ -719,10 +726,7 @@ impl Router {
             .await?
             .produce(topic, partition, records, acks)
             .await;
-        if result.is_err() {
-            self.forget(topic, partition);
-        }
-        result
+        self.settle(topic, partition, result)
     }
 }
 
