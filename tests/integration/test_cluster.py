@@ -874,6 +874,13 @@ def test_a_paused_follower_leaves_the_isr_and_rejoins_while_producing_continues(
             assert strict_results and strict_results[0] is not None, strict_results
             assert strict_results[0].code() == KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND, \
                 strict_results
+            # The operator's view: both partitions lack a replica, "strict" below min ISR.
+            status = subprocess.run(
+                [str(STRATA_BIN), "cluster", "status", "--bootstrap", nodes[leader - 1].bootstrap],
+                capture_output=True, text=True, timeout=60)
+            assert "under-replicated: steady-0" in status.stdout, status.stdout
+            assert "under-min-ISR: strict-0" in status.stdout, status.stdout
+            assert "under-min-ISR: steady-0" not in status.stdout, status.stdout
             during = len(producer.acked)
             time.sleep(2)
             assert len(producer.acked) > during + 50, "producing continues without it"

@@ -1,7 +1,8 @@
 //! `strata cluster status`: the cluster as Metadata and DescribeQuorum describe it — its id,
 //! the metadata quorum (leader, epoch, high watermark, each voter's lag), the controller,
 //! the live brokers (endpoint, rack) and partition health (offline: no leader, e.g. still
-//! recovering after a restart; under-replicated: fewer in-sync replicas than replicas).
+//! recovering after a restart; under-replicated: fewer in-sync replicas than replicas;
+//! under-min-ISR: fewer than `min.insync.replicas`, so acks=all writes are refused).
 
 use clap::Subcommand;
 use strata_client::Client;
@@ -40,27 +41,39 @@ pub fn run_cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
                         b.rack.as_deref().unwrap_or("-")
                     );
                 }
-                let (mut total, mut offline, mut under_replicated) = (0, Vec::new(), Vec::new());
+                let (mut total, mut offline, mut under_replicated, mut under_min_isr) =
+                    (0, Vec::new(), Vec::new(), Vec::new());
                 for t in &md.topics {
                     let name = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+                    // Its min.insync.replicas, asked only when some partition lacks a replica.
+                    let mut min_isr: Option<usize> = None;
                     for p in &t.partitions {
                         total += 1;
                         if p.error_code != 0 || p.leader_id.0 < 0 {
                             offline.push(format!("{name}-{}", p.partition_index));
                         } else if p.isr_nodes.len() < p.replica_nodes.len() {
                             under_replicated.push(format!("{name}-{}", p.partition_index));
+                            if min_isr.is_none() {
+                                min_isr = Some(topic_min_isr(&mut client, &name).await);
+                            }
+                            if min_isr.is_some_and(|m| p.isr_nodes.len() < m) {
+                                // acks=all writes are refused here.
+                                under_min_isr.push(format!("{name}-{}", p.partition_index));
+                            }
                         }
                     }
                 }
                 println!(
-                    "partitions: {total} in {} topic(s), {} offline, {} under-replicated",
+                    "partitions: {total} in {} topic(s), {} offline, {} under-replicated, {} under-min-ISR",
                     md.topics.len(),
                     offline.len(),
-                    under_replicated.len()
+                    under_replicated.len(),
+                    under_min_isr.len()
                 );
                 for (what, list) in [
                     ("offline", &offline),
                     ("under-replicated", &under_replicated),
+                    ("under-min-ISR", &under_min_isr),
                 ] {
                     for p in list.iter().take(20) {
                         println!("  {what}: {p}");
@@ -130,4 +143,19 @@ async fn print_quorum(client: &mut Client) {
             );
         }
     }
+}
+
+/// A topic's min.insync.replicas (1 if it cannot be read).
+async fn topic_min_isr(client: &mut Client, topic: &str) -> usize {
+    client
+        .describe_topic_configs(topic)
+        .await
+        .ok()
+        .and_then(|configs| {
+            configs
+                .into_iter()
+                .find(|(k, _, _)| k == "min.insync.replicas")
+                .and_then(|(_, v, _)| v.parse().ok())
+        })
+        .unwrap_or(1)
 }
