@@ -136,6 +136,7 @@ pub fn group_error_code(e: &strata_group::GroupError) -> i16 {
 
 /// Group state that could not be made durable: retriable, the client tries again.
 pub const COORDINATOR_NOT_AVAILABLE: i16 = ResponseError::CoordinatorNotAvailable.code();
+pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = ResponseError::CoordinatorLoadInProgress.code();
 pub const OPERATION_NOT_ATTEMPTED: i16 = ResponseError::OperationNotAttempted.code();
 pub const NOT_COORDINATOR: i16 = ResponseError::NotCoordinator.code();
 pub const PRODUCER_FENCED: i16 = ResponseError::ProducerFenced.code();
@@ -188,5 +189,50 @@ pub fn verification_code(code: i16, fenced: Fenced) -> i16 {
         code
     }
 }
+
+/// A remote coordinator's verification answer as a TxnOffsetCommit error: as
+/// [`verification_code`], but a busy or moving coordinator is COORDINATOR_NOT_AVAILABLE, the
+/// code Kafka's group coordinator gives when the offsets cannot be stored yet (clients retry
+/// it; librdkafka treats NOT_ENOUGH_REPLICAS there as abortable).
+pub fn txn_offset_commit_verification_code(code: i16, fenced: Fenced) -> i16 {
+    match verification_code(code, fenced) {
+        NOT_ENOUGH_REPLICAS => COORDINATOR_NOT_AVAILABLE,
+        code => code,
+    }
+}
 pub const GROUP_ID_NOT_FOUND: i16 = ResponseError::GroupIdNotFound.code();
 pub const INVALID_GROUP_ID: i16 = ResponseError::InvalidGroupId.code();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A remote coordinator that is moving or loading is retried by every client: as
+    /// NOT_ENOUGH_REPLICAS in a produce answer, as COORDINATOR_NOT_AVAILABLE in a
+    /// TxnOffsetCommit answer (Kafka's group coordinator code there); a fenced producer keeps
+    /// its code, in the form the API version knows.
+    #[test]
+    fn verification_answers_map_to_codes_each_api_retries() {
+        let old = Fenced::InvalidProducerEpoch;
+        for busy in [
+            NOT_COORDINATOR,
+            COORDINATOR_NOT_AVAILABLE,
+            COORDINATOR_LOAD_IN_PROGRESS,
+        ] {
+            assert_eq!(verification_code(busy, old), NOT_ENOUGH_REPLICAS);
+            assert_eq!(
+                txn_offset_commit_verification_code(busy, old),
+                COORDINATOR_NOT_AVAILABLE
+            );
+        }
+        assert_eq!(
+            verification_code(PRODUCER_FENCED, old),
+            INVALID_PRODUCER_EPOCH
+        );
+        assert_eq!(
+            txn_offset_commit_verification_code(PRODUCER_FENCED, Fenced::ProducerFenced),
+            PRODUCER_FENCED
+        );
+        assert_eq!(txn_offset_commit_verification_code(NONE, old), NONE);
+    }
+}

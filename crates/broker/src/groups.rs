@@ -309,8 +309,22 @@ impl Broker {
             // records go: a changed setting must not split a group across partitions.
             coordinator.set_offsets_topic_partitions(count);
         }
-        if self.quorum.is_some() {
+        if let Some(member) = &self.quorum {
             coordinator.set_owned(Some(partitions.iter().map(|p| p.partition).collect()));
+            // The image FindCoordinator answers from (group lock, then the applied image's
+            // read lock: the documented lock order).
+            let (applied, node_id) = (member.applied.clone(), self.config.node_id);
+            coordinator.set_leader_hint(Arc::new(move |p| {
+                let image = applied
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .image
+                    .clone();
+                image
+                    .topic(OFFSETS_TOPIC)
+                    .and_then(|t| t.partitions.get(&p))
+                    .is_some_and(|partition| partition.leader == node_id)
+            }));
         }
         let (mut records, mut bad) = (0u64, 0u64);
         for partition in &partitions {

@@ -182,7 +182,7 @@ fn verify_for_broker(broker: &Broker, r: AddPartitionsToTxnRequest) -> AddPartit
                 let code = if !t.verify_only {
                     errors::INVALID_REQUEST
                 } else if !coordinates {
-                    errors::NOT_COORDINATOR
+                    broker.txn_not_coordinated_code(id)
                 } else {
                     match crate::txn::verify_write(
                         &inner,

@@ -116,8 +116,21 @@ impl Broker {
             .filter(|l| *l >= 0)
     }
 
-    /// [`Broker::txn_call`] for a request about `transactional_id`: `None` (NOT_COORDINATOR
-    /// to the client) unless this node coordinates it, checked under the same lock.
+    /// What a request about `transactional_id` gets when this node does not coordinate it:
+    /// COORDINATOR_LOAD_IN_PROGRESS (retried here) while the metadata already makes this node
+    /// the leader of its partition, whose records are still being loaded — FindCoordinator
+    /// sends clients here from that moment — and NOT_COORDINATOR otherwise.
+    pub(crate) fn txn_not_coordinated_code(&self, transactional_id: &str) -> i16 {
+        if self.txn_coordinator_node(transactional_id) == Some(self.config.node_id) {
+            crate::errors::COORDINATOR_LOAD_IN_PROGRESS
+        } else {
+            crate::errors::NOT_COORDINATOR
+        }
+    }
+
+    /// [`Broker::txn_call`] for a request about `transactional_id`: `None` (see
+    /// [`Broker::txn_not_coordinated_code`]) unless this node coordinates it, checked under
+    /// the same lock.
     pub fn txn_call_owned<R>(
         &self,
         transactional_id: &str,

@@ -421,6 +421,9 @@ impl Group {
 }
 
 /// Every group this broker coordinates.
+/// Whether the metadata makes this node the leader of a `__consumer_offsets` partition.
+pub type LeaderHint = std::sync::Arc<dyn Fn(i32) -> bool + Send + Sync>;
+
 pub struct Coordinator {
     pub(crate) config: GroupConfig,
     pub(crate) groups: BTreeMap<String, Group>,
@@ -429,6 +432,9 @@ pub struct Coordinator {
     /// The `__consumer_offsets` partitions whose groups this coordinator serves (None: all,
     /// a standalone node). A cluster member serves the partitions it leads.
     owned: Option<std::collections::BTreeSet<i32>>,
+    /// Which `__consumer_offsets` partitions the metadata says this node leads (answers
+    /// FindCoordinator from): one of them not yet [`owned`](Self::owned) is still loading.
+    leads: Option<LeaderHint>,
     next_join_seq: u64,
     next_expiration_check_ms: i64,
 }
@@ -454,6 +460,7 @@ impl Coordinator {
             effects: Vec::new(),
             loaded: false,
             owned: None,
+            leads: None,
             next_join_seq: 0,
             next_expiration_check_ms: 0,
         }
@@ -474,14 +481,28 @@ impl Coordinator {
         self.check_owner(group_id)
     }
 
-    /// NOT_COORDINATOR for a group whose `__consumer_offsets` partition is not served here.
+    /// NOT_COORDINATOR for a group whose `__consumer_offsets` partition is not served here;
+    /// COORDINATOR_LOAD_IN_PROGRESS (retriable in place, as Kafka answers while it loads a
+    /// partition) when the metadata already makes this node its leader but its groups are
+    /// not loaded yet: a client sent here by FindCoordinator must not be sent away.
     pub(crate) fn check_owner(&self, group_id: &str) -> Result<()> {
+        let partition = self.partition_for(group_id);
         match &self.owned {
-            Some(owned) if !owned.contains(&self.partition_for(group_id)) => {
-                Err(GroupError::NotCoordinator)
+            Some(owned) if !owned.contains(&partition) => {
+                if self.leads.as_ref().is_some_and(|leads| leads(partition)) {
+                    Err(GroupError::CoordinatorLoadInProgress)
+                } else {
+                    Err(GroupError::NotCoordinator)
+                }
             }
             _ => Ok(()),
         }
+    }
+
+    /// Tells the coordinator how to ask the metadata whether this node leads a partition
+    /// (see [`Coordinator::check_owner`]).
+    pub fn set_leader_hint(&mut self, leads: LeaderHint) {
+        self.leads = Some(leads);
     }
 
     /// Serve only the groups of these `__consumer_offsets` partitions (a cluster member:

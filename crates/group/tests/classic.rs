@@ -828,6 +828,44 @@ fn a_coordinator_serves_only_the_groups_of_the_partitions_it_owns() {
     );
 }
 
+/// Between the metadata making this node a partition's leader (FindCoordinator already
+/// points clients here) and its groups being loaded, requests for those groups get
+/// COORDINATOR_LOAD_IN_PROGRESS, which clients retry here, not NOT_COORDINATOR, which some
+/// (librdkafka's committed()) surface as a failure. Groups of partitions led elsewhere still
+/// get NOT_COORDINATOR.
+#[test]
+fn a_partition_led_but_not_yet_loaded_answers_load_in_progress() {
+    use std::sync::atomic::{AtomicI32, Ordering};
+    use std::sync::Arc;
+    let mut c = Coordinator::new(config(0));
+    c.set_offsets_topic_partitions(4);
+    let mine = c.partition_for("g");
+    let other = (0..100)
+        .map(|i| format!("other-{i}"))
+        .find(|g| c.partition_for(g) != mine)
+        .unwrap();
+    c.set_owned(Some(Default::default()));
+    let led = Arc::new(AtomicI32::new(-1));
+    let hint = led.clone();
+    c.set_leader_hint(Arc::new(move |p| p == hint.load(Ordering::SeqCst)));
+    c.finish_loading(0);
+    assert_eq!(
+        c.fetch_offsets("g", None, None).err(),
+        Some(GroupError::NotCoordinator)
+    );
+    led.store(mine, Ordering::SeqCst);
+    assert_eq!(
+        c.fetch_offsets("g", None, None).err(),
+        Some(GroupError::CoordinatorLoadInProgress)
+    );
+    assert_eq!(
+        c.fetch_offsets(&other, None, None).err(),
+        Some(GroupError::NotCoordinator)
+    );
+    c.finish_loading_partition(mine, 1);
+    assert!(c.fetch_offsets("g", None, None).is_ok());
+}
+
 /// A coordinator losing the group's partition answers the requests waiting there
 /// NOT_COORDINATOR at once (the members go to the new coordinator instead of waiting out
 /// their rebalance timeout).

@@ -122,8 +122,15 @@ fn check_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
-        // openraft narrates every election and vote at info: warnings only by default.
-        .unwrap_or_else(|_| "info,openraft=warn".into());
+        // openraft narrates every election and vote at info: warnings only by default. Its
+        // heartbeat and replication tasks warn several times a second while a voter is down;
+        // the node's own "fencing a broker that stopped heartbeating" line and `strata
+        // cluster status` (voter lag) say it once.
+        .unwrap_or_else(|_| {
+            "info,openraft=warn,openraft::core::heartbeat=error,openraft::replication=error,\
+             openraft::engine::handler::replication_handler=error"
+                .into()
+        });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::add_partitions_to_txn_response as apt;
 use kafka_protocol::messages::*;
 use strata_group::{CommitPartition, CommitRequest};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::str;
 use crate::errors::{self, group_error_code, txn_error_code, Fenced, NONE};
@@ -71,9 +71,10 @@ pub fn init_producer_id(
             alloc,
         )
     }) else {
-        return init_response(errors::NOT_COORDINATOR, -1, -1);
+        return init_response(broker.txn_not_coordinated_code(&transactional_id), -1, -1);
     };
     let (stored, _) = broker.txn_finish_blocking(pending);
+    debug!(transactional_id = %transactional_id, result = ?result, stored, "InitProducerId answered");
     match result {
         Err(e) => init_response(
             txn_error_code(&e, fenced(ApiKey::InitProducerId, version)),
@@ -122,7 +123,7 @@ pub fn add_partitions_to_txn(
         let code = match broker
             .txn_call_owned(&id, |c, _| c.add_partitions(&id, pid, epoch, &wanted, now))
         {
-            None => errors::NOT_COORDINATOR,
+            None => broker.txn_not_coordinated_code(&id),
             Some((result, pending)) => {
                 let (stored, _) = broker.txn_finish_blocking(pending);
                 match result {
@@ -132,6 +133,7 @@ pub fn add_partitions_to_txn(
                 }
             }
         };
+        debug!(transactional_id = %id, pid, epoch, code, "AddPartitionsToTxn answered");
         vec![code; wanted.len()]
     };
     let mut resp = AddPartitionsToTxnResponse::default();
@@ -181,14 +183,16 @@ pub fn add_offsets_to_txn(
             now,
         )
     }) else {
-        return resp.with_error_code(errors::NOT_COORDINATOR);
+        return resp.with_error_code(broker.txn_not_coordinated_code(&id));
     };
     let (stored, _) = broker.txn_finish_blocking(pending);
-    resp.with_error_code(match result {
+    let code = match result {
         Err(e) => txn_error_code(&e, fenced(ApiKey::AddOffsetsToTxn, version)),
         Ok(()) if !stored => errors::COORDINATOR_NOT_AVAILABLE,
         Ok(()) => NONE,
-    })
+    };
+    debug!(transactional_id = %id, pid, epoch, code, "AddOffsetsToTxn answered");
+    resp.with_error_code(code)
 }
 
 // ------------------------------------------------------------------ TxnOffsetCommit
@@ -263,6 +267,8 @@ pub async fn txn_offset_commit(
             (result.map_err(|e| group_error_code(&e)), stored)
         }
     };
+    debug!(transactional_id = %r.transactional_id.0, result = ?result.as_ref().err(), stored,
+        remote = false, "TxnOffsetCommit answered");
     txn_offset_commit_response(&r, &result, stored)
 }
 
@@ -311,7 +317,8 @@ async fn txn_offset_commit_remote(
         .unwrap_or(Err(errors::UNKNOWN_SERVER_ERROR)),
     };
     let fenced_as = fenced(ApiKey::TxnOffsetCommit, version);
-    let verified = verified.map_err(|code| errors::verification_code(code, fenced_as));
+    let verified =
+        verified.map_err(|code| errors::txn_offset_commit_verification_code(code, fenced_as));
     let now = broker.clock.now_ms();
     let b = broker.clone();
     let high_watermark = move |topic: &str, p: i32| b.high_watermark_if_known(topic, p);
@@ -330,6 +337,8 @@ async fn txn_offset_commit_remote(
             (result, stored)
         }
     };
+    debug!(transactional_id = %r.transactional_id.0, result = ?result.as_ref().err(), stored,
+        remote = true, "TxnOffsetCommit answered");
     txn_offset_commit_response(&r, &result, stored)
 }
 
@@ -369,7 +378,7 @@ pub fn end_txn(broker: &Arc<Broker>, r: EndTxnRequest, version: i16) -> EndTxnRe
     let Some((result, pending)) = broker.txn_call_owned(&id, |c, _| {
         c.end_txn(&id, pid, epoch, r.committed, kip890, now)
     }) else {
-        return resp.with_error_code(errors::NOT_COORDINATOR);
+        return resp.with_error_code(broker.txn_not_coordinated_code(&id));
     };
     let (stored, next) = broker.txn_finish_blocking(pending);
     resp.error_code = match result {
@@ -391,6 +400,8 @@ pub fn end_txn(broker: &Arc<Broker>, r: EndTxnRequest, version: i16) -> EndTxnRe
         resp.producer_id = ProducerId(pid);
         resp.producer_epoch = epoch;
     }
+    debug!(transactional_id = %id, pid, epoch, committed = r.committed, code = resp.error_code,
+        "EndTxn answered");
     resp
 }
 
