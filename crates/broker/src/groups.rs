@@ -452,16 +452,25 @@ fn replay_offsets_partition(
     Ok((records, bad))
 }
 
-/// Calls `f` with every stored batch of `partition` below its high watermark, in order
-/// (the header, then the whole batch): how internal topics are replayed at start.
+/// Calls `f` with every stored batch of `partition` up to its log end offset, in order (the
+/// header, then the whole batch): how a coordinator loads an internal topic's partition when
+/// this node becomes its leader (or at start). To the log end, not the high watermark, as
+/// Kafka's loaders do: a new leader's log is the partition's truth from now on (followers
+/// truncate to it), and its tail may hold records the previous leader already acknowledged
+/// — a follower's high watermark trails the leader's by a fetch, so stopping there forgot
+/// transactions and offset commits that clients had been told were stored.
 pub(crate) fn for_each_batch(
     partition: &Partition,
     mut f: impl FnMut(&BatchHeader, Bytes),
 ) -> Result<(), StorageError> {
     let mut offset = partition.log().log_start_offset();
+    let name = format!("{}-{}", partition.topic, partition.partition);
     loop {
-        let data = partition.read(offset, 1 << 20, true)?;
-        let mut buf = data.records;
+        let slice = partition.slice_replica(offset, 1 << 20, true)?;
+        let mut buf = match slice.range {
+            Some(range) => range.read().map_err(|e| StorageError::io(&name, e))?,
+            None => Bytes::new(),
+        };
         if buf.is_empty() {
             return Ok(());
         }
@@ -488,5 +497,59 @@ pub(crate) fn for_each_batch(
         if offset == start {
             return Ok(()); // no whole batch came back: nothing more to read
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use strata_records::Record;
+    use strata_storage::{Clock, Fs, Log, LogConfig, ManualClock, SimFs};
+
+    fn batch(key: &str) -> Bytes {
+        let mut builder = BatchBuilder::new(Compression::None);
+        builder.push(Record {
+            key: Some(Bytes::from(key.to_string())),
+            value: Some(Bytes::from_static(b"v")),
+            headers: Vec::new(),
+            timestamp_ms: 0,
+        });
+        builder.build().unwrap()
+    }
+
+    /// A coordinator loading a partition it now leads replays the whole log, not just what
+    /// this replica knew to be below the high watermark: a follower's high watermark trails
+    /// the leader's, so records the previous leader had acknowledged (a transaction's
+    /// Ongoing state, an offset commit) sit above it. Found by scripts/chaos (issue 13): a
+    /// new transaction coordinator answered INVALID_TXN_STATE to the EndTxn of a
+    /// transaction whose partitions the previous coordinator had acknowledged adding.
+    #[test]
+    fn loading_an_internal_partition_reads_up_to_its_log_end() {
+        let fs: Arc<dyn Fs> = Arc::new(SimFs::new());
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(0));
+        let log = Log::open(
+            fs,
+            clock,
+            Path::new("/data/__consumer_offsets-0"),
+            LogConfig::default(),
+        )
+        .unwrap();
+        let partition = Partition::new(OFFSETS_TOPIC.to_string(), 0, 0, log);
+        // Leader with a follower that has not fetched: the high watermark stays at 0.
+        partition.become_leader(1, 1, &[1, 2], 2);
+        for key in ["a", "b", "c"] {
+            let info = partition.append(&batch(key)).unwrap();
+            partition.mark_flushed(info.last_offset + 1);
+        }
+        assert_eq!(partition.high_watermark(), 0);
+        let mut keys = Vec::new();
+        for_each_batch(&partition, |_, batch| {
+            for r in strata_records::decode_records(batch).unwrap() {
+                keys.push(r.key.unwrap());
+            }
+        })
+        .unwrap();
+        assert_eq!(keys, vec!["a", "b", "c"]);
     }
 }
