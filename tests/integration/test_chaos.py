@@ -1,7 +1,9 @@
-"""The chaos harness (scripts/chaos): its checker finds each kind of anomaly in a made-up
-history (so a clean verdict means something), and two short seeded runs against a real
-three-node cluster (kill -9, pauses, rolling restarts under an acks=all idempotent producer)
-end with no anomaly — the CI smoke test; the campaign is in bench/CHAOS.md."""
+"""The chaos harness (scripts/chaos): its checkers find each kind of anomaly in made-up
+histories (so a clean verdict means something), its network partitions really cut links,
+and two short seeded runs against a real three-node cluster (process, clock and — where
+network namespaces work — network faults under an acks=all idempotent producer and a
+transactional one) end with no anomaly — the CI smoke test; the campaign is in
+bench/CHAOS.md."""
 import importlib.machinery
 import importlib.util
 import json
@@ -53,6 +55,96 @@ def test_the_checker_finds_every_kind_of_anomaly():
     assert "inconsistent" in check(sends + acks + live + clean, {"final": clean})
 
 
+def test_the_transaction_checker_finds_every_kind_of_anomaly():
+    check_txn = chaos_module().check_txn
+    ops = [{"op": "txn-begin", "txn": 0, "values": [0, 1]},
+           {"op": "txn-end", "txn": 0, "outcome": "committed"},
+           {"op": "txn-begin", "txn": 1, "values": [2, 3]},
+           {"op": "txn-end", "txn": 1, "outcome": "aborted"},
+           {"op": "txn-begin", "txn": 2, "values": [4, 5]},
+           {"op": "txn-end", "txn": 2, "outcome": "unknown"}]
+
+    def rec(p, o, v, reader="final"):
+        return {"op": "txn-read", "reader": reader, "partition": p, "offset": o, "value": v,
+                "key": None}
+    clean = [rec(0, 0, 0), rec(1, 0, 1)]
+    assert not check_txn(ops, {"final": clean})
+    # An unknown transaction is fine all-visible or all-invisible, not half.
+    assert not check_txn(ops, {"final": clean + [rec(0, 3, 4), rec(1, 3, 5)]})
+    assert "partial" in check_txn(ops, {"final": clean + [rec(0, 3, 4)]})
+    assert "aborted-read" in check_txn(ops, {"final": clean + [rec(0, 1, 2)]})
+    assert "lost" in check_txn(ops, {"final": [rec(0, 0, 0)]})
+    assert "duplicate" in check_txn(ops, {"final": clean + [rec(0, 5, 0)]})
+    assert "phantom" in check_txn(ops, {"final": clean + [rec(0, 5, 77)]})
+    assert "non-monotonic" in check_txn(ops, {"final": [rec(0, 1, 0), rec(0, 0, 1)]})
+    assert "inconsistent" in check_txn(ops, {"a": clean, "b": [rec(0, 0, 1), rec(1, 0, 0)]})
+
+
+def test_the_group_checker_finds_every_kind_of_anomaly():
+    check_group = chaos_module().check_group
+
+    def read(m, p, o):
+        return {"op": "group-read", "member": m, "partition": p, "offset": o}
+    base = [{"op": "group-assign", "member": 0, "partitions": [0]},
+            read(0, 0, 0), read(0, 0, 1),
+            {"op": "group-commit", "member": 0, "partition": 0, "offset": 2},
+            {"op": "group-revoke", "member": 0, "partitions": [0]},
+            {"op": "group-assign", "member": 1, "partitions": [0]}]
+    assert not check_group(base + [read(1, 0, 2), read(1, 0, 3),
+                                   {"op": "group-final", "partition": 0, "offset": 4}])
+    # The new owner started below the acknowledged commit.
+    assert "poll-before-commit" in check_group(base + [read(1, 0, 1)])
+    assert "non-monotonic-poll" in check_group(base + [read(1, 0, 3), read(1, 0, 3)])
+    assert "commit-lost" in check_group(base + [{"op": "group-final", "partition": 0,
+                                                 "offset": 1}])
+
+
+def test_network_partitions_really_cut_links(tmp_path):
+    """The harness's netns hosts: a cut drops packets one way only, a split both ways, a
+    heal restores everything (so a partition fault is never a silent no-op)."""
+    import pytest
+    chaos = chaos_module()
+    if not chaos.Network.netns_works():
+        pytest.skip("needs root, ip netns and nft (scripts/chaos falls back to loopback)")
+    net = chaos.Network("netns", 3)
+
+    def reaches(src, dst, port=19999):
+        server = subprocess.Popen(
+            net.prefix(dst) + [sys.executable, "-c",
+                               "import socket; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,"
+                               " socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', %d)); s.listen();"
+                               " s.settimeout(3); c, _ = s.accept()" % port])
+        try:
+            client = subprocess.run(
+                net.prefix(src) + [sys.executable, "-c",
+                                   "import socket, sys, time\n"
+                                   "for _ in range(10):\n"
+                                   "    try:\n"
+                                   "        socket.create_connection(('%s', %d), timeout=1); sys.exit(0)\n"
+                                   "    except ConnectionRefusedError: time.sleep(0.1)\n"
+                                   "    except OSError: sys.exit(1)\n"
+                                   "sys.exit(1)" % (net.host(dst), port)],
+                timeout=20)
+            return client.returncode == 0
+        finally:
+            server.kill()
+            server.wait()
+    net.setup()
+    try:
+        assert reaches(1, 2) and reaches(2, 1)
+        net.cut(1, 2)  # packets from 1 dropped at 2: a TCP handshake fails both ways
+        assert not reaches(1, 2)
+        assert reaches(1, 3) and reaches(3, 2)
+        net.heal()
+        assert reaches(1, 2)
+        net.split([1], [2, 3])
+        assert not reaches(2, 1) and not reaches(1, 3) and reaches(2, 3)
+        net.heal()
+        assert reaches(3, 1)
+    finally:
+        net.teardown()
+
+
 def test_two_short_seeded_runs_find_no_anomaly(tmp_path):
     out = tmp_path / "chaos"
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "chaos"), "--runs", "2",
@@ -65,3 +157,5 @@ def test_two_short_seeded_runs_find_no_anomaly(tmp_path):
         assert verdict["valid"], verdict
         assert sum(verdict["faults"].values()) >= 3, verdict
         assert verdict["acknowledged"] > 1000, verdict
+        assert verdict["transactions"].get("committed", 0) > 20, verdict
+        assert verdict["group_commits"] > 20, verdict
