@@ -90,11 +90,21 @@ def test_the_group_checker_finds_every_kind_of_anomaly():
             {"op": "group-commit", "member": 0, "partition": 0, "offset": 2},
             {"op": "group-revoke", "member": 0, "partitions": [0]},
             {"op": "group-assign", "member": 1, "partitions": [0]}]
-    assert not check_group(base + [read(1, 0, 2), read(1, 0, 3),
+
+    def fetched(o):
+        return {"op": "group-fetched", "member": 1, "partition": 0, "offset": o}
+    assert not check_group(base + [fetched(2), read(1, 0, 2), read(1, 0, 3),
                                    {"op": "group-final", "partition": 0, "offset": 4}])
-    # The new owner started below the acknowledged commit.
-    assert "poll-before-commit" in check_group(base + [read(1, 0, 1)])
-    assert "non-monotonic-poll" in check_group(base + [read(1, 0, 3), read(1, 0, 3)])
+    # The coordinator handed the new owner an offset below the acknowledged commit.
+    assert "fetch-below-commit" in check_group(base + [fetched(1), read(1, 0, 1)])
+    # "None committed" (-1001) is wrong once a commit was acknowledged, fine before.
+    assert "fetch-below-commit" in check_group(base + [fetched(-1001)])
+    assert not check_group([{"op": "group-assign", "member": 1, "partitions": [0]},
+                            fetched(-1001), read(1, 0, 0)])
+    # The coordinator was right, the client started below it anyway.
+    found = check_group(base + [fetched(2), read(1, 0, 1)])
+    assert "poll-before-commit" in found and "fetch-below-commit" not in found
+    assert "non-monotonic-poll" in check_group(base + [fetched(2), read(1, 0, 3), read(1, 0, 3)])
     assert "commit-lost" in check_group(base + [{"op": "group-final", "partition": 0,
                                                  "offset": 1}])
 

@@ -382,6 +382,12 @@ pub fn end_txn(broker: &Arc<Broker>, r: EndTxnRequest, version: i16) -> EndTxnRe
     };
     let (stored, next) = broker.txn_finish_blocking(pending);
     resp.error_code = match result {
+        Err(e @ strata_txn::TxnError::InvalidTxnState(_)) => {
+            // Fatal for the client: worth one line with the state it met.
+            warn!(transactional_id = %id, pid, epoch, committed = r.committed, error = %e,
+                "EndTxn refused");
+            txn_error_code(&e, fenced(ApiKey::EndTxn, version))
+        }
         Err(e) => txn_error_code(&e, fenced(ApiKey::EndTxn, version)),
         Ok(()) if !stored => errors::COORDINATOR_NOT_AVAILABLE,
         Ok(()) => NONE,
