@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use strata_records::{BatchBuilder, Compression, Record};
 use strata_storage::{Partition, StorageError};
-use strata_txn::{codec, TxnCoordinator, TxnEffect, TxnError};
+use strata_txn::{codec, TxnCoordinator, TxnEffect, TxnError, TxnMetadata};
 use tracing::{info, warn};
 
 use crate::groups::OFFSETS_TOPIC;
@@ -67,6 +67,12 @@ pub struct TxnPending {
     sync: Vec<(Arc<Partition>, i64)>,
     markers: Vec<Markers>,
     failed: bool,
+    /// The transactional id a client request changed, as (id, before, after): if its record
+    /// does not become durable, the change is undone (Kafka's pending state), so the
+    /// coordinator's memory is never ahead of its log — a retry writes it again, and no
+    /// client goes on with a transaction the log does not know (which a failover would
+    /// forget, leaving its partitions' last stable offset stuck or a commit refused).
+    revert: Option<(String, Option<TxnMetadata>, Option<TxnMetadata>)>,
 }
 
 impl TxnService {
@@ -140,7 +146,32 @@ impl Broker {
         if !self.txn_coordinates(&inner, transactional_id) {
             return None;
         }
-        Some(self.txn_call_locked(&mut inner, f))
+        let before = inner.coordinator.get(transactional_id).cloned();
+        let (r, mut pending) = self.txn_call_locked(&mut inner, f);
+        let after = inner.coordinator.get(transactional_id).cloned();
+        if after != before {
+            pending.revert = Some((transactional_id.to_string(), before, after));
+        }
+        Some((r, pending))
+    }
+
+    /// Undoes a client request's change to its transactional id whose record did not
+    /// become durable (see [`TxnPending::revert`]), unless something changed it since.
+    fn revert_unstored(&self, revert: Option<(String, Option<TxnMetadata>, Option<TxnMetadata>)>) {
+        let Some((id, before, after)) = revert else {
+            return;
+        };
+        let mut inner = self.txns.lock();
+        if inner.coordinator.get(&id) != after.as_ref() {
+            return;
+        }
+        match before {
+            Some(m) => inner.coordinator.replay(m),
+            None => {
+                inner.coordinator.unload(|t| t == id);
+            }
+        }
+        inner.ending.remove(&id);
     }
 
     /// Runs `f` on the coordinator (with a producer id allocator) and appends the records
@@ -176,6 +207,7 @@ impl Broker {
             sync: Vec::new(),
             markers: Vec::new(),
             failed: false,
+            revert: None,
         };
         let now = self.clock.now_ms();
         for e in effects {
@@ -268,6 +300,7 @@ impl Broker {
             sync,
             markers,
             mut failed,
+            revert,
         } = pending;
         for (p, offset) in &sync {
             if let Err(e) = p.sync_to(*offset) {
@@ -278,6 +311,11 @@ impl Broker {
         if !failed && !self.wait_replicated_blocking(&sync) {
             warn!("{TRANSACTION_STATE_TOPIC} records did not reach the in-sync replicas in time");
             failed = true;
+        }
+        if failed {
+            // Not durable: the client is told to retry, and the coordinator forgets the
+            // change (markers of an EndTxn included: the retry writes Prepare again).
+            self.revert_unstored(revert);
         }
         let mut next = None;
         for m in markers {

@@ -364,3 +364,40 @@ async fn stale_partition_directories_with_cleaner_leftovers_are_removed() {
     let _broker = open(&fs);
     assert!(!fs.exists(std::path::Path::new("/data/gone-0")));
 }
+
+/// A transaction change whose `__transaction_state` record does not become durable is
+/// undone in the coordinator (Kafka's pending state): the client is told to retry
+/// (COORDINATOR_NOT_AVAILABLE) and its transaction is not Ongoing in memory while the log
+/// does not know it — otherwise a retry is answered from memory alone, and a restart or a
+/// failover loses a transaction its client went on with (found by scripts/chaos: EndTxn
+/// refused with INVALID_TXN_STATE after a coordinator move).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transaction_change_that_was_not_stored_is_undone() {
+    const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    let fs = SimFs::new();
+    let broker = open(&fs);
+    broker
+        .create_topic("t", 1, -1, Default::default(), false)
+        .unwrap();
+    let (pid, epoch) = init(&broker, "tx").await;
+    let state = |b: &Broker| b.txns.lock().coordinator.get("tx").unwrap().clone();
+    let before = state(&broker);
+    fs.stats()
+        .fail_syncs
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        add_partition(&broker, "tx", pid, epoch, "t").await,
+        COORDINATOR_NOT_AVAILABLE
+    );
+    fs.stats()
+        .fail_syncs
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    // Memory agrees with the log: no Ongoing transaction, no partition added.
+    assert_eq!(state(&broker), before);
+    assert_ne!(state(&broker).state, TxnState::Ongoing);
+    // The retry is not answered from memory: the write fails again while the log is down.
+    assert_eq!(
+        add_partition(&broker, "tx", pid, epoch, "t").await,
+        COORDINATOR_NOT_AVAILABLE
+    );
+}
