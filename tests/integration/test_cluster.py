@@ -764,6 +764,39 @@ def test_java_transactional_job_survives_the_loss_of_both_its_coordinators(tmp_p
         assert "panicked" not in b.log_text()
 
 
+def test_a_transaction_writes_partitions_its_coordinator_does_not_host(tmp_path):
+    """With more brokers than replicas, a transaction coordinator adds partitions it holds
+    no replica of (AddPartitionsToTxn checks the cluster's metadata, not local replicas;
+    found by scripts/chaos on five nodes, where librdkafka got UNKNOWN_TOPIC_OR_PARTITION
+    for ever). Four nodes, a topic placed away from the coordinator; commit and abort work
+    and read_committed sees only the committed values."""
+    nodes = start_cluster(tmp_path, n=4, config_text=FAST)
+    try:
+        p = Producer({"bootstrap.servers": bootstrap(nodes), "transactional.id": "far",
+                      "linger.ms": 5})
+        p.init_transactions(60)
+        admin = AdminClient({"bootstrap.servers": bootstrap(nodes)})
+        coordinator = coordinator_node(admin, "__transaction_state", "far")
+        elsewhere = [i for i in (1, 2, 3, 4) if i != coordinator][:2]
+        admin.create_topics([NewTopic("far", num_partitions=1, replication_factor=-1,
+                                      replica_assignment=[elsewhere])],
+                            request_timeout=60)["far"].result(60)
+        wait_for(lambda: leader_of(nodes, "far", 0) in elsewhere, what="a leader for far-0")
+        for tag, commit in (("c", True), ("a", False)):
+            p.begin_transaction()
+            for i in range(10):
+                p.produce("far", value=f"{tag}-{i}".encode(), partition=0)
+            if commit:
+                p.commit_transaction(60)
+            else:
+                p.abort_transaction(60)
+        assert sorted(read_committed_values(bootstrap(nodes), "far", 1)) == \
+            sorted(f"c-{i}" for i in range(10))
+    finally:
+        for b in nodes:
+            b.stop()
+
+
 def test_kafka_metadata_quorum_tool_describes_the_quorum(tmp_path):
     """Kafka's kafka-metadata-quorum.sh (MetadataQuorumCommand) against any node: the quorum
     leader, its epoch and high watermark, and every voter with its log end offset (a broker

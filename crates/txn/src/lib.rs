@@ -430,6 +430,11 @@ impl TxnCoordinator {
             TxnState::PrepareCommit | TxnState::PrepareAbort => {
                 (Err(TxnError::ConcurrentTransactions), vec![])
             }
+            // Aborting a transaction that never began under this epoch (its
+            // AddPartitionsToTxn failed — say the topic was not known here yet — and
+            // librdkafka aborts anyway): nothing to undo, and nothing can have been
+            // committed since InitProducerId. A refusal would be fatal to the client.
+            TxnState::Empty if !commit => (Ok(()), vec![]),
             s => (Err(TxnError::InvalidTxnState(s)), vec![]),
         }
     }

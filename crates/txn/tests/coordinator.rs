@@ -196,6 +196,12 @@ fn requests_during_markers_and_invalid_input() {
         c.end_txn("tx", pid, e, true, false, 6).0,
         Err(TxnError::InvalidTxnState(TxnState::Empty))
     );
+    // Aborting it is a no-op (found by scripts/chaos: librdkafka aborts after a failed
+    // AddPartitionsToTxn and treats a refusal as fatal); the state stays Empty.
+    assert_eq!(c.end_txn("tx", pid, e, false, false, 7), (Ok(()), vec![]));
+    assert_eq!(c.get("tx").unwrap().state, TxnState::Empty);
+    // A wrong epoch is still fenced.
+    assert!(c.end_txn("tx", pid, e - 1, false, false, 8).0.is_err());
 }
 
 #[test]

@@ -100,9 +100,15 @@ pub fn add_partitions_to_txn(
         .iter()
         .flat_map(|t| t.partitions.iter().map(move |p| (t.name.to_string(), *p)))
         .collect();
+    // Known to the cluster's metadata, wherever its replicas live: on a cluster the
+    // transaction coordinator need not host the partitions a transaction writes (with more
+    // brokers than replicas it often does not; found by scripts/chaos on five nodes).
+    let image = broker.image();
     let unknown = |topic: &str, p: i32| {
         crate::state::is_internal_topic(topic)
-            || broker.availability(topic, p) == crate::state::Availability::Unknown
+            || image
+                .topic(topic)
+                .is_none_or(|t| !t.partitions.contains_key(&p))
     };
     let any_unknown = wanted.iter().any(|(t, p)| unknown(t, *p));
     let codes: Vec<i16> = if any_unknown {
