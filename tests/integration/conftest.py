@@ -49,8 +49,9 @@ def free_port():
 class Broker:
     """A `strata serve` process on a free port with its own data directory."""
 
-    def __init__(self, data_dir, port=None, extra_args=(), config_text=None):
+    def __init__(self, data_dir, port=None, extra_args=(), config_text=None, env=None):
         self.data_dir = pathlib.Path(data_dir)
+        self.env = None if env is None else {**os.environ, **env}
         self.port = port or free_port()
         self.extra_args = list(extra_args)
         self.config_text = config_text
@@ -70,7 +71,7 @@ class Broker:
         args += self.extra_args
         self.log = open(self.log_path, "ab")
         seen = self.log_path.stat().st_size if self.log_path.exists() else 0
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

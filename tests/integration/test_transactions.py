@@ -1,6 +1,7 @@
 """Transactions with a real client (librdkafka through confluent-kafka's transactional API):
 commit / abort, read_committed versus read_uncommitted, consume-transform-produce with
 send_offsets_to_transaction, zombie fencing, a coordinator killed mid-transaction, timeouts."""
+import pathlib
 import subprocess
 import threading
 import time
@@ -214,6 +215,35 @@ def test_transaction_timeout_aborts_and_fences(tbroker):
     assert read_all(tbroker.bootstrap, topic, 1, "read_committed") == ["on-time"]
     with pytest.raises(KafkaException):
         p.commit_transaction(30)
+
+
+FAKETIME_LIB = next(iter(sorted(pathlib.Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))), None)
+
+
+@pytest.mark.skipif(FAKETIME_LIB is None, reason="needs Debian's libfaketime (scripts/test installs it)")
+def test_a_wall_clock_step_on_the_coordinator_does_not_time_out_a_transaction(tmp_path):
+    """Found by scripts/chaos (bench/CHAOS.md, finding 4): a wall-clock jump on the
+    coordinator's node made its sweep see an open transaction as hours old and abort it,
+    fencing a healthy producer (Kafka does this too). Timeouts run on the monotonic clock."""
+    clock = tmp_path / "faketime"
+    clock.write_text("+0\n")
+    env = {"LD_PRELOAD": str(FAKETIME_LIB), "FAKETIME_TIMESTAMP_FILE": str(clock),
+           "FAKETIME_CACHE_DURATION": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    b = Broker(tmp_path / "data", config_text=TXN_CONFIG, env=env).start()
+    try:
+        topic = unique("clockstep")
+        create_topic(b.bootstrap, topic, 1)
+        p = txn_producer(b.bootstrap, unique("steady"), **{"transaction.timeout.ms": 20000})
+        p.init_transactions(30)
+        p.begin_transaction()
+        p.produce(topic, value=b"kept", partition=0)
+        assert p.flush(30) == 0
+        clock.write_text("+7200\n")  # two hours ahead; libfaketime re-reads it every second
+        time.sleep(3)
+        p.commit_transaction(30)
+        assert read_all(b.bootstrap, topic, 1, "read_committed") == ["kept"]
+    finally:
+        b.stop()
 
 
 def test_coordinator_killed_mid_transaction_then_commit(tbroker):

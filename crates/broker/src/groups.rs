@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use strata_group::{Coordinator, Effect, GroupConfig, Token};
+use strata_group::{Coordinator, Effect, GroupConfig, OffsetsUndo, Token};
 use strata_records::{BatchBuilder, BatchHeader, Compression, Record};
 use strata_storage::{Partition, StorageError};
 use tokio::sync::oneshot;
@@ -36,6 +36,8 @@ pub struct Pending {
     sync: Vec<(Arc<Partition>, i64)>,
     effects: Vec<Effect>,
     failed: bool,
+    /// Undoes the call's offset commits if their records are not stored.
+    undo: Vec<OffsetsUndo>,
 }
 
 impl GroupService {
@@ -92,7 +94,8 @@ impl Broker {
     ) -> (R, Pending) {
         let mut coordinator = self.groups.coordinator();
         let (r, effects) = f(&mut coordinator);
-        let pending = self.append_group_records(effects);
+        let mut pending = self.append_group_records(effects);
+        pending.undo = coordinator.take_offsets_undo();
         drop(coordinator);
         (r, pending)
     }
@@ -102,7 +105,7 @@ impl Broker {
         // offsets, in a transactional batch of that producer).
         type BatchKey = (i32, Option<(i64, i16)>);
         let mut batches: BTreeMap<BatchKey, Vec<Record>> = BTreeMap::new();
-        let now = self.clock.now_ms();
+        let now = self.clock.steady_ms();
         for e in &effects {
             let (batch, key, value) = match e {
                 Effect::Persist {
@@ -134,6 +137,7 @@ impl Broker {
             sync: Vec::new(),
             effects,
             failed: false,
+            undo: Vec::new(),
         };
         if batches.is_empty() {
             return pending;
@@ -185,6 +189,7 @@ impl Broker {
             sync,
             effects,
             mut failed,
+            undo,
         } = pending;
         if !sync.is_empty() {
             let sync_copy: Vec<(Arc<Partition>, i64)> = sync.clone();
@@ -209,6 +214,9 @@ impl Broker {
                     self.data_arrived.notify_waiters();
                 }
             }
+        }
+        if failed && !undo.is_empty() {
+            self.groups.coordinator().revert_offsets(undo);
         }
         self.groups.deliver(effects);
         !failed
@@ -332,7 +340,7 @@ impl Broker {
             records += r;
             bad += b;
         }
-        coordinator.finish_loading(self.clock.now_ms());
+        coordinator.finish_loading(self.clock.steady_ms());
         if !partitions.is_empty() {
             info!(records, skipped = bad, "group metadata loaded");
         }
@@ -375,7 +383,7 @@ impl Broker {
                 "no longer coordinating the groups of {OFFSETS_TOPIC}"
             );
         }
-        let now = self.clock.now_ms();
+        let now = self.clock.steady_ms();
         for &p in led.difference(&owned) {
             let Some(partition) = self.partition(OFFSETS_TOPIC, p) else {
                 continue;
@@ -395,7 +403,7 @@ impl Broker {
 
     /// The coordinator's clock: expirations and delayed rebalances. Called periodically.
     pub async fn group_tick(self: &Arc<Self>) {
-        let now = self.clock.now_ms();
+        let now = self.clock.steady_ms();
         let (_, pending) = self.group_call(|c| ((), c.tick(now)));
         self.group_complete(pending).await;
     }

@@ -209,7 +209,7 @@ impl Broker {
             failed: false,
             revert: None,
         };
-        let now = self.clock.now_ms();
+        let now = self.clock.steady_ms();
         for e in effects {
             let (id, value) = match e {
                 TxnEffect::Persist(m) => {
@@ -327,7 +327,7 @@ impl Broker {
             let written = self.write_markers(&m);
             let completed = written.then(|| {
                 let id = m.transactional_id.clone();
-                let now = self.clock.now_ms();
+                let now = self.clock.steady_ms();
                 let (r, pending) = self.txn_call(|c, alloc| c.complete(&id, now, alloc));
                 let synced = pending
                     .sync
@@ -640,7 +640,7 @@ impl Broker {
     /// expires idle transactional ids, retries endings that failed. Called periodically;
     /// works every `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
     pub async fn txn_tick(self: &Arc<Self>) {
-        let now = self.clock.now_ms();
+        let now = self.clock.steady_ms();
         let due = self.txns.next_sweep_ms.load(Ordering::Relaxed);
         if now < due {
             return;

@@ -401,3 +401,80 @@ async fn a_transaction_change_that_was_not_stored_is_undone() {
         COORDINATOR_NOT_AVAILABLE
     );
 }
+
+async fn commit_offset(broker: &Arc<Broker>, group: &str, topic: &str, offset: i64) -> i16 {
+    let p = offset_commit_request::OffsetCommitRequestPartition::default()
+        .with_partition_index(0)
+        .with_committed_offset(offset);
+    let t = offset_commit_request::OffsetCommitRequestTopic::default()
+        .with_name(TopicName(s(topic)))
+        .with_partitions(vec![p]);
+    let r: OffsetCommitResponse = call(
+        broker,
+        ApiKey::OffsetCommit,
+        8,
+        Request::OffsetCommit(
+            OffsetCommitRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![t]),
+        ),
+    )
+    .await;
+    r.topics[0].partitions[0].error_code
+}
+
+async fn committed_offset(broker: &Arc<Broker>, group: &str, topic: &str) -> i64 {
+    let t = offset_fetch_request::OffsetFetchRequestTopic::default()
+        .with_name(TopicName(s(topic)))
+        .with_partition_indexes(vec![0]);
+    let r: OffsetFetchResponse = call(
+        broker,
+        ApiKey::OffsetFetch,
+        7,
+        Request::OffsetFetch(
+            OffsetFetchRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_topics(Some(vec![t])),
+        ),
+    )
+    .await;
+    assert_eq!(r.error_code, 0);
+    r.topics[0].partitions[0].committed_offset
+}
+
+/// The group coordinator's version of the undo above: an offset commit whose
+/// `__consumer_offsets` record did not become durable is answered with a retriable error and
+/// is not served by OffsetFetch — the log does not have it, so a failover would hand out the
+/// older offset after another member had been given the newer one.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_offset_commit_that_was_not_stored_is_undone() {
+    const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    let fs = SimFs::new();
+    let broker = open(&fs);
+    broker
+        .create_topic("t", 1, -1, Default::default(), false)
+        .unwrap();
+    assert_eq!(commit_offset(&broker, "g", "t", 5).await, 0);
+    assert_eq!(committed_offset(&broker, "g", "t").await, 5);
+    let fail = |on: bool| {
+        fs.stats()
+            .fail_syncs
+            .store(on, std::sync::atomic::Ordering::SeqCst)
+    };
+    fail(true);
+    assert_eq!(
+        commit_offset(&broker, "g", "t", 10).await,
+        COORDINATOR_NOT_AVAILABLE
+    );
+    fail(false);
+    assert_eq!(committed_offset(&broker, "g", "t").await, 5);
+    // A first commit that was not stored leaves no offset at all.
+    fail(true);
+    assert_eq!(
+        commit_offset(&broker, "g2", "t", 7).await,
+        COORDINATOR_NOT_AVAILABLE
+    );
+    fail(false);
+    assert_eq!(committed_offset(&broker, "g2", "t").await, -1);
+}

@@ -396,13 +396,18 @@ pub(crate) struct Group {
 }
 
 impl Group {
-    /// A plain commit of (topic, partition) came after these transactional ones.
-    fn supersede_pending(&mut self, topic: &str, partition: i32) {
+    /// A plain commit of (topic, partition) came after these transactional ones: they are
+    /// dropped, and returned (by producer id) so an unstored commit can put them back.
+    fn supersede_pending(&mut self, topic: &str, partition: i32) -> Vec<(i64, OffsetValue)> {
         let key = (topic.to_string(), partition);
-        for pending in self.pending_txn_offsets.values_mut() {
-            pending.remove(&key);
+        let mut dropped = Vec::new();
+        for (producer_id, pending) in self.pending_txn_offsets.iter_mut() {
+            if let Some(v) = pending.remove(&key) {
+                dropped.push((*producer_id, v));
+            }
         }
         self.pending_txn_offsets.retain(|_, p| !p.is_empty());
+        dropped
     }
 
     fn has_pending_txn_offset(&self, topic: &str, partition: i32) -> bool {
@@ -437,6 +442,22 @@ pub struct Coordinator {
     leads: Option<LeaderHint>,
     next_join_seq: u64,
     next_expiration_check_ms: i64,
+    /// How to undo the offset commits made since [`Coordinator::take_offsets_undo`].
+    undo: Vec<OffsetsUndo>,
+}
+
+/// What one (Txn)OffsetCommit changed in memory, to undo when its records were not stored:
+/// the coordinator must never answer OffsetFetch with an offset its log does not have (a
+/// failover would forget it; Kafka keeps such commits pending until the append completes).
+#[derive(Debug, Default)]
+pub struct OffsetsUndo {
+    group_id: String,
+    /// The producer whose pending transactional offsets were written (None: committed ones).
+    transaction: Option<i64>,
+    /// Each offset written, with the value it replaced.
+    written: Vec<((String, i32), Option<OffsetValue>, OffsetValue)>,
+    /// Transactional offsets a plain commit superseded, by producer id.
+    superseded: Vec<(i64, (String, i32), OffsetValue)>,
 }
 
 fn validate_group_id(group_id: &str) -> Result<()> {
@@ -463,6 +484,44 @@ impl Coordinator {
             leads: None,
             next_join_seq: 0,
             next_expiration_check_ms: 0,
+            undo: Vec::new(),
+        }
+    }
+
+    /// How to undo the offset commits made since the last call (see [`OffsetsUndo`]).
+    pub fn take_offsets_undo(&mut self) -> Vec<OffsetsUndo> {
+        std::mem::take(&mut self.undo)
+    }
+
+    /// Undoes offset commits whose records were not stored. An offset that has changed
+    /// since (a later commit, a replay) is left as it is.
+    pub fn revert_offsets(&mut self, undo: Vec<OffsetsUndo>) {
+        for u in undo.into_iter().rev() {
+            let Some(group) = self.groups.get_mut(&u.group_id) else {
+                continue;
+            };
+            for (key, previous, value) in u.written.into_iter().rev() {
+                let stored = match u.transaction {
+                    None => &mut group.offsets,
+                    Some(producer_id) => group.pending_txn_offsets.entry(producer_id).or_default(),
+                };
+                if stored.get(&key) != Some(&value) {
+                    continue;
+                }
+                match previous {
+                    Some(v) => stored.insert(key, v),
+                    None => stored.remove(&key),
+                };
+            }
+            for (producer_id, key, value) in u.superseded {
+                group
+                    .pending_txn_offsets
+                    .entry(producer_id)
+                    .or_default()
+                    .entry(key)
+                    .or_insert(value);
+            }
+            group.pending_txn_offsets.retain(|_, p| !p.is_empty());
         }
     }
 
@@ -1580,11 +1639,19 @@ impl Coordinator {
             results.push((topic.clone(), presults));
         }
         let group = self.group_entry(&req.group_id, now);
+        let mut undo = OffsetsUndo {
+            group_id: req.group_id.clone(),
+            transaction: transaction.map(|(producer_id, _)| producer_id),
+            ..OffsetsUndo::default()
+        };
         if transaction.is_none() {
             // A plain commit is later in the log than every pending transactional offset of
             // the same partition: it wins when they commit (Kafka keeps the later record).
             for (topic, partition, _) in &accepted {
-                group.supersede_pending(topic, *partition);
+                for (producer_id, v) in group.supersede_pending(topic, *partition) {
+                    undo.superseded
+                        .push((producer_id, (topic.clone(), *partition), v));
+                }
             }
         }
         let stored = match transaction {
@@ -1592,7 +1659,12 @@ impl Coordinator {
             Some((producer_id, _)) => group.pending_txn_offsets.entry(producer_id).or_default(),
         };
         for (topic, partition, v) in &accepted {
-            stored.insert((topic.clone(), *partition), v.clone());
+            let key = (topic.clone(), *partition);
+            let previous = stored.insert(key.clone(), v.clone());
+            undo.written.push((key, previous, v.clone()));
+        }
+        if !undo.written.is_empty() {
+            self.undo.push(undo);
         }
         for (topic, partition, v) in accepted {
             let value = codec::encode_offset_value(&v);

@@ -155,3 +155,27 @@ fn the_later_of_a_plain_and_a_transactional_commit_wins() {
     c.complete_transaction(p, 43, true);
     assert_eq!(committed(&c, "g"), (Some(13), false));
 }
+
+/// An offset commit whose record was not stored is undone, with what it superseded; one
+/// changed since by a later commit is left alone.
+#[test]
+fn an_unstored_commit_is_undone() {
+    let mut c = coordinator();
+    c.commit_offsets(commit("g", 5), 1, &hw).0.unwrap();
+    c.take_offsets_undo();
+    c.txn_commit_offsets(commit("g", 9), 42, 0, 1, &hw).0.unwrap();
+    let txn_undo = c.take_offsets_undo();
+    c.commit_offsets(commit("g", 7), 2, &hw).0.unwrap(); // supersedes the pending 9
+    assert_eq!(committed(&c, "g"), (Some(7), false));
+    let undo = c.take_offsets_undo();
+    c.revert_offsets(undo);
+    assert_eq!(committed(&c, "g"), (Some(5), true), "back to 5, the pending 9 restored");
+    c.revert_offsets(txn_undo);
+    assert_eq!(committed(&c, "g"), (Some(5), false));
+    // A later commit wins over the undo of an earlier one.
+    c.commit_offsets(commit("g", 11), 3, &hw).0.unwrap();
+    let undo = c.take_offsets_undo();
+    c.commit_offsets(commit("g", 12), 4, &hw).0.unwrap();
+    c.revert_offsets(undo);
+    assert_eq!(committed(&c, "g"), (Some(12), false));
+}

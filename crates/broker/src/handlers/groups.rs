@@ -130,7 +130,7 @@ pub async fn join_group(
         require_known_member_id: version >= 4,
     };
     let (token, rx) = broker.groups.waiter();
-    let now = broker.clock.now_ms();
+    let now = broker.clock.steady_ms();
     let (_, pending) = broker.group_call(|c| ((), c.join(req, token, now)));
     broker.group_complete(pending).await;
     let mut resp = JoinGroupResponse::default();
@@ -188,7 +188,7 @@ pub async fn sync_group(
             .collect(),
     };
     let (token, rx) = broker.groups.waiter();
-    let now = broker.clock.now_ms();
+    let now = broker.clock.steady_ms();
     let (_, pending) = broker.group_call(|c| ((), c.sync(req, token, now)));
     let stored = broker.group_complete(pending).await;
     let mut resp = SyncGroupResponse::default();
@@ -213,7 +213,7 @@ pub async fn sync_group(
 // ------------------------------------------------------------------ Heartbeat / LeaveGroup
 
 pub async fn heartbeat(broker: Arc<Broker>, r: HeartbeatRequest) -> HeartbeatResponse {
-    let now = broker.clock.now_ms();
+    let now = broker.clock.steady_ms();
     let instance = opt_str(&r.group_instance_id);
     let result = broker.groups.coordinator().heartbeat(
         &r.group_id,
@@ -240,7 +240,7 @@ pub async fn leave_group(
     } else {
         vec![(r.member_id.to_string(), None)]
     };
-    let now = broker.clock.now_ms();
+    let now = broker.clock.steady_ms();
     let group_id = r.group_id.to_string();
     let (result, pending) = broker.group_call(|c| c.leave(&group_id, &members, now));
     broker.group_complete(pending).await;
@@ -292,7 +292,7 @@ pub async fn offset_commit(broker: Arc<Broker>, r: OffsetCommitRequest) -> Offse
             })
             .collect(),
     };
-    let now = broker.clock.now_ms();
+    let now = broker.clock.steady_ms();
     let b = broker.clone();
     let high_watermark = move |topic: &str, p: i32| b.high_watermark_if_known(topic, p);
     let (result, pending) = broker.group_call(|c| c.commit_offsets(req, now, &high_watermark));
@@ -647,7 +647,7 @@ pub async fn consumer_group_heartbeat(
         client_host,
     };
     let topics = topics_now(&broker);
-    let now = broker.clock.now_ms();
+    let now = broker.clock.steady_ms();
     let (result, pending) = broker.group_call(|c| c.consumer_heartbeat(req, &topics, now));
     let stored = broker.group_complete(pending).await;
     if !stored {

@@ -61,7 +61,7 @@ pub fn init_producer_id(
     }
     let current =
         (version >= 3 && r.producer_id.0 >= 0).then_some((r.producer_id.0, r.producer_epoch));
-    let now = broker.clock.now_ms();
+    let now = broker.clock.steady_ms();
     let Some((result, pending)) = broker.txn_call_owned(&transactional_id, |c, alloc| {
         c.init_producer_id_from(
             &transactional_id,
@@ -125,7 +125,7 @@ pub fn add_partitions_to_txn(
     } else {
         let id = r.v3_and_below_transactional_id.0.to_string();
         let (pid, epoch) = (r.v3_and_below_producer_id.0, r.v3_and_below_producer_epoch);
-        let now = broker.clock.now_ms();
+        let now = broker.clock.steady_ms();
         let code = match broker
             .txn_call_owned(&id, |c, _| c.add_partitions(&id, pid, epoch, &wanted, now))
         {
@@ -179,7 +179,7 @@ pub fn add_offsets_to_txn(
     let partition = broker.groups.coordinator().partition_for(&r.group_id);
     let id = r.transactional_id.0.to_string();
     let (pid, epoch) = (r.producer_id.0, r.producer_epoch);
-    let now = broker.clock.now_ms();
+    let now = broker.clock.steady_ms();
     let Some((result, pending)) = broker.txn_call_owned(&id, |c, _| {
         c.add_partitions(
             &id,
@@ -235,7 +235,7 @@ pub async fn txn_offset_commit(
             })
             .collect(),
     };
-    let now = broker.clock.now_ms();
+    let now = broker.clock.steady_ms();
     let offsets_partition = broker.groups.coordinator().partition_for(&req.group_id);
     let b = broker.clone();
     let high_watermark = move |topic: &str, p: i32| b.high_watermark_if_known(topic, p);
@@ -325,7 +325,7 @@ async fn txn_offset_commit_remote(
     let fenced_as = fenced(ApiKey::TxnOffsetCommit, version);
     let verified =
         verified.map_err(|code| errors::txn_offset_commit_verification_code(code, fenced_as));
-    let now = broker.clock.now_ms();
+    let now = broker.clock.steady_ms();
     let b = broker.clone();
     let high_watermark = move |topic: &str, p: i32| b.high_watermark_if_known(topic, p);
     let (result, stored): (Result<_, i16>, bool) = match verified {
@@ -377,7 +377,7 @@ pub fn end_txn(broker: &Arc<Broker>, r: EndTxnRequest, version: i16) -> EndTxnRe
     let id = r.transactional_id.0.to_string();
     let (pid, epoch) = (r.producer_id.0, r.producer_epoch);
     let kip890 = version >= 5;
-    let now = broker.clock.now_ms();
+    let now = broker.clock.steady_ms();
     let mut resp = EndTxnResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
@@ -491,7 +491,7 @@ pub fn list_transactions(
         .filter(|s| !STATE_NAMES.contains(&s.as_str()))
         .map(|s| str(s))
         .collect();
-    let now = broker.clock.now_ms();
+    let now = broker.clock.steady_ms();
     let inner = broker.txns.lock();
     for m in inner.coordinator.list() {
         if !states.is_empty() && !states.iter().any(|s| s == m.state.name()) {
