@@ -72,72 +72,11 @@ async fn handle(broker: &Arc<Broker>, body: &[u8]) -> ControllerReply {
     };
     let image = quorum.image();
     let now = broker.clock.now_ms();
-    let decided = {
-        let mut controller = broker.controller.lock().unwrap_or_else(|p| p.into_inner());
-        match &request {
-            ControllerRequest::Heartbeat {
-                node_id,
-                broker_epoch,
-            } => controller
-                .heartbeat(&image, *node_id, *broker_epoch, now)
-                .map(|()| {
-                    // A broker fenced for silence that is back: it may serve again.
-                    let fenced = image.broker(*node_id).is_some_and(|b| b.fenced);
-                    let records = if fenced {
-                        vec![strata_cluster::MetadataRecord::UnfenceBroker {
-                            node_id: *node_id,
-                            broker_epoch: *broker_epoch,
-                        }]
-                    } else {
-                        Vec::new()
-                    };
-                    (records, ControllerReply::Ok)
-                }),
-            ControllerRequest::AlterPartition {
-                node_id,
-                broker_epoch,
-                topic_id,
-                partition,
-                leader_epoch,
-                partition_epoch,
-                new_isr,
-            } => controller
-                .alter_partition(
-                    &image,
-                    *node_id,
-                    *broker_epoch,
-                    *topic_id,
-                    *partition,
-                    *leader_epoch,
-                    *partition_epoch,
-                    new_isr,
-                )
-                .map(|records| (records, ControllerReply::Ok)),
-            ControllerRequest::ControlledShutdown {
-                node_id,
-                broker_epoch,
-            } => controller
-                .controlled_shutdown(&image, *node_id, *broker_epoch)
-                .map(|(records, still_leading)| {
-                    (records, ControllerReply::ShutdownProgress { still_leading })
-                }),
-            ControllerRequest::Reassign {
-                topic_id,
-                partition,
-                target,
-            } => controller
-                .reassign(&image, *topic_id, *partition, target.as_deref())
-                .map(|records| (records, ControllerReply::Ok)),
-            ControllerRequest::ElectLeaders {
-                preferred,
-                partitions,
-            } => {
-                let (records, results) =
-                    controller.elect(&image, *preferred, partitions.as_deref());
-                Ok((records, ControllerReply::Elections(results)))
-            }
-        }
-    };
+    let decided = broker
+        .controller
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .handle(&image, &request, now);
     let (records, reply) = match decided {
         Ok(d) => d,
         Err(e) => return ControllerReply::Refused(e),

@@ -22,7 +22,7 @@ use std::time::Duration;
 use kafka_protocol::messages::{fetch_request, BrokerId, FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use strata_client::Client;
-use strata_storage::Partition;
+use strata_storage::{LeaderAnswer, Partition};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -235,20 +235,17 @@ fn fetch_request_for(
 ) -> FetchRequest {
     let mut by_topic: BTreeMap<&str, Vec<fetch_request::FetchPartition>> = BTreeMap::new();
     for p in partitions {
-        let log = p.log();
-        // The fetch offset tells the leader what this replica holds on disk: a log whose
-        // end is not all synced (a sync failed; it takes no more writes) does not fetch, and
-        // leaves the ISR instead of vouching for bytes it may not have.
-        if log.is_failed() || log.durable_end() < log.log_end_offset() {
+        // The fetch offset tells the leader what this replica holds on disk.
+        let Some(at) = p.replica_fetch_position() else {
             continue;
-        }
+        };
         by_topic.entry(p.topic.as_str()).or_default().push(
             fetch_request::FetchPartition::default()
                 .with_partition(p.partition)
                 .with_current_leader_epoch(p.leader_epoch())
-                .with_fetch_offset(log.log_end_offset())
-                .with_last_fetched_epoch(log.latest_epoch())
-                .with_log_start_offset(log.log_start_offset())
+                .with_fetch_offset(at.fetch_offset)
+                .with_last_fetched_epoch(at.last_fetched_epoch)
+                .with_log_start_offset(at.log_start_offset)
                 .with_partition_max_bytes(PARTITION_MAX_BYTES),
         );
     }
@@ -326,47 +323,23 @@ fn apply_partition(
     p: &Partition,
     data: &kafka_protocol::messages::fetch_response::PartitionData,
 ) -> Result<bool, strata_storage::StorageError> {
-    match data.error_code {
-        errors::NONE => {}
-        errors::OFFSET_OUT_OF_RANGE => {
-            let leo = p.log().log_end_offset();
-            if data.log_start_offset > leo {
-                info!(topic = %p.topic, partition = p.partition, leader_log_start = data.log_start_offset, "behind the leader's log start: starting over there");
-                p.truncate_fully_and_start_at(data.log_start_offset)?;
-            } else if data.high_watermark >= 0 && data.high_watermark < leo {
-                p.truncate_to(data.high_watermark)?;
-            }
-            return Ok(true);
-        }
+    let answer = match data.error_code {
+        errors::NONE if data.diverging_epoch.epoch >= 0 => LeaderAnswer::Diverging {
+            epoch: data.diverging_epoch.epoch,
+            end_offset: data.diverging_epoch.end_offset,
+        },
+        errors::NONE => LeaderAnswer::Records {
+            records: data.records.as_deref(),
+            high_watermark: data.high_watermark,
+        },
+        errors::OFFSET_OUT_OF_RANGE => LeaderAnswer::OutOfRange {
+            log_start_offset: data.log_start_offset,
+            high_watermark: data.high_watermark,
+        },
         code => {
             debug!(topic = %p.topic, partition = p.partition, code, "leader refused the replica fetch");
             return Ok(false);
         }
-    }
-    let diverging = &data.diverging_epoch;
-    if diverging.epoch >= 0 {
-        let target = if diverging.end_offset >= 0 {
-            let local = p.log().end_offset_for_epoch(diverging.epoch).1;
-            if local >= 0 {
-                diverging.end_offset.min(local)
-            } else {
-                diverging.end_offset
-            }
-        } else {
-            p.high_watermark()
-        };
-        info!(topic = %p.topic, partition = p.partition, epoch = diverging.epoch, end_offset = diverging.end_offset, truncate_to = target, "log diverged from the leader's: truncating");
-        p.truncate_to(target)?;
-        return Ok(true);
-    }
-    let mut moved = false;
-    if let Some(records) = data.records.as_ref().filter(|r| !r.is_empty()) {
-        if let Some((_, last)) = p.append_replicated(records)? {
-            p.sync_to(last + 1)?;
-            moved = true;
-        }
-    }
-    let before = p.high_watermark();
-    p.follow_high_watermark(data.high_watermark);
-    Ok(moved || p.high_watermark() > before)
+    };
+    p.apply_leader_answer(answer)
 }

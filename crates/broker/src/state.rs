@@ -988,12 +988,13 @@ impl Broker {
             p.set_leader_epoch(image.leader_epoch);
             return;
         }
-        let node = self.config.node_id;
-        if image.leader == node {
-            p.become_leader(node, image.leader_epoch, &image.isr, min_insync_replicas);
-        } else {
-            p.become_follower(node, image.leader, image.leader_epoch);
-        }
+        p.set_role(
+            self.config.node_id,
+            image.leader,
+            image.leader_epoch,
+            &image.isr,
+            min_insync_replicas,
+        );
     }
 
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {

@@ -207,6 +207,78 @@ impl Controller {
         Ok(())
     }
 
+    /// Decides one request as the active controller: the records to commit and the reply
+    /// to send once they are committed.
+    pub fn handle(
+        &mut self,
+        image: &MetadataImage,
+        request: &ControllerRequest,
+        now_ms: i64,
+    ) -> Result<(Vec<MetadataRecord>, ControllerReply), ControllerError> {
+        match request {
+            ControllerRequest::Heartbeat {
+                node_id,
+                broker_epoch,
+            } => self
+                .heartbeat(image, *node_id, *broker_epoch, now_ms)
+                .map(|()| {
+                    // A broker fenced for silence that is back: it may serve again.
+                    let fenced = image.broker(*node_id).is_some_and(|b| b.fenced);
+                    let records = if fenced {
+                        vec![MetadataRecord::UnfenceBroker {
+                            node_id: *node_id,
+                            broker_epoch: *broker_epoch,
+                        }]
+                    } else {
+                        Vec::new()
+                    };
+                    (records, ControllerReply::Ok)
+                }),
+            ControllerRequest::AlterPartition {
+                node_id,
+                broker_epoch,
+                topic_id,
+                partition,
+                leader_epoch,
+                partition_epoch,
+                new_isr,
+            } => self
+                .alter_partition(
+                    image,
+                    *node_id,
+                    *broker_epoch,
+                    *topic_id,
+                    *partition,
+                    *leader_epoch,
+                    *partition_epoch,
+                    new_isr,
+                )
+                .map(|records| (records, ControllerReply::Ok)),
+            ControllerRequest::ControlledShutdown {
+                node_id,
+                broker_epoch,
+            } => self
+                .controlled_shutdown(image, *node_id, *broker_epoch)
+                .map(|(records, still_leading)| {
+                    (records, ControllerReply::ShutdownProgress { still_leading })
+                }),
+            ControllerRequest::Reassign {
+                topic_id,
+                partition,
+                target,
+            } => self
+                .reassign(image, *topic_id, *partition, target.as_deref())
+                .map(|records| (records, ControllerReply::Ok)),
+            ControllerRequest::ElectLeaders {
+                preferred,
+                partitions,
+            } => {
+                let (records, results) = self.elect(image, *preferred, partitions.as_deref());
+                Ok((records, ControllerReply::Elections(results)))
+            }
+        }
+    }
+
     /// A broker is alive at `now`.
     pub fn heartbeat(
         &mut self,

@@ -23,6 +23,7 @@ pub mod log_manager;
 pub mod meta;
 pub mod partition;
 pub mod producer_state;
+pub mod replica_fetch;
 pub mod segment;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -33,4 +34,5 @@ pub use log::{AppendInfo, FetchData, Log, RecoveryHint};
 pub use log_manager::{LogManager, RecoveryState};
 pub use meta::MetaProperties;
 pub use partition::{FilesystemSync, IsolatedSlice, Partition};
+pub use replica_fetch::{FetchPosition, LeaderAnswer};
 pub use producer_state::{ProducerState, SequenceCheck, SequenceError};

@@ -189,31 +189,23 @@ fn read_once(
             let found = if replica >= 0 {
                 // KIP-279: a follower whose last epoch ends earlier here (or is unknown
                 // here) diverged: it is told where that epoch ends and truncates.
-                if p.last_fetched_epoch >= 0 {
-                    let (mut epoch, mut end) =
-                        partition.log().end_offset_for_epoch(p.last_fetched_epoch);
-                    if epoch < 0 {
-                        // The follower's epoch is newer than any here: it truncates to where
-                        // this leader's latest epoch ends (at most).
-                        let log = partition.log();
-                        (epoch, end) = log.end_offset_for_epoch(log.latest_epoch());
-                    }
-                    if epoch < p.last_fetched_epoch || end < p.fetch_offset {
-                        errored = true;
-                        let log = partition.log();
-                        partitions.push(
-                            data.with_high_watermark(log.high_watermark())
-                                .with_last_stable_offset(log.last_stable_offset())
-                                .with_log_start_offset(log.log_start_offset())
-                                .with_diverging_epoch(
-                                    fetch_response::EpochEndOffset::default()
-                                        .with_epoch(epoch)
-                                        .with_end_offset(end),
-                                )
-                                .with_records(Some(Bytes::new())),
-                        );
-                        continue;
-                    }
+                if let Some((epoch, end)) =
+                    partition.diverging_epoch(p.last_fetched_epoch, p.fetch_offset)
+                {
+                    errored = true;
+                    let log = partition.log();
+                    partitions.push(
+                        data.with_high_watermark(log.high_watermark())
+                            .with_last_stable_offset(log.last_stable_offset())
+                            .with_log_start_offset(log.log_start_offset())
+                            .with_diverging_epoch(
+                                fetch_response::EpochEndOffset::default()
+                                    .with_epoch(epoch)
+                                    .with_end_offset(end),
+                            )
+                            .with_records(Some(Bytes::new())),
+                    );
+                    continue;
                 }
                 throttle = leader_throttle(broker, name, p.partition);
                 // A throttled partition gets at most one second of its rate per fetch.
