@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use strata_controller::{ControllerError, ControllerReply, ControllerRequest};
+use strata_controller::{ControllerError, ControllerReply, ControllerRequest, IsrChangeOutcome};
 use strata_quorum::{Quorum, QuorumError};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -230,7 +230,10 @@ pub(crate) async fn heartbeat_loop(
 }
 
 /// On each partition this broker leads: asks the controller for the ISR changes the
-/// replication rules call for.
+/// replication rules call for. A request whose outcome is unknown (no answer, or refused
+/// because the partition moved on) is sent again, unchanged, until it is answered or the
+/// metadata shows a newer partition epoch; its pending addition keeps counting meanwhile
+/// (`strata_controller::IsrChangeOutcome`).
 pub(crate) async fn isr_loop(
     broker: Arc<Broker>,
     quorum: Arc<Quorum>,
@@ -238,6 +241,8 @@ pub(crate) async fn isr_loop(
 ) {
     let lag = broker.config.replica_lag_time_max_ms as i64;
     let mut tick = tokio::time::interval(Duration::from_millis((lag as u64 / 4).clamp(100, 1000)));
+    let mut unsettled: std::collections::HashMap<(String, i32), ControllerRequest> =
+        std::collections::HashMap::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -245,37 +250,54 @@ pub(crate) async fn isr_loop(
         }
         let image = broker.image();
         for p in broker.all_partitions() {
-            let Some(new_isr) = p.isr_change(lag) else {
-                continue;
-            };
-            let Some((topic_id, current)) = image.topic(&p.topic).and_then(|t| {
+            let key = (p.topic.clone(), p.partition);
+            let current = image.topic(&p.topic).and_then(|t| {
                 t.partitions
                     .get(&p.partition)
                     .map(|c| (t.topic_id, c.clone()))
-            }) else {
-                p.isr_change_refused();
+            });
+            let retry = unsettled.remove(&key).filter(|r| {
+                matches!(r, ControllerRequest::AlterPartition { partition_epoch, .. }
+                    if current.as_ref().is_some_and(|(_, c)| c.partition_epoch == *partition_epoch))
+                    && p.is_leader()
+            });
+            let request = match retry {
+                Some(request) => request,
+                None => {
+                    let Some(new_isr) = p.isr_change(lag) else {
+                        continue;
+                    };
+                    let Some((topic_id, current)) = current else {
+                        p.isr_change_refused();
+                        continue;
+                    };
+                    ControllerRequest::AlterPartition {
+                        node_id: broker.config.node_id,
+                        broker_epoch: broker.broker_epoch.load(Ordering::SeqCst),
+                        topic_id,
+                        partition: p.partition,
+                        leader_epoch: current.leader_epoch,
+                        partition_epoch: current.partition_epoch,
+                        new_isr,
+                    }
+                }
+            };
+            let ControllerRequest::AlterPartition { new_isr, .. } = &request else {
                 continue;
             };
-            let request = ControllerRequest::AlterPartition {
-                node_id: broker.config.node_id,
-                broker_epoch: broker.broker_epoch.load(Ordering::SeqCst),
-                topic_id,
-                partition: p.partition,
-                leader_epoch: current.leader_epoch,
-                partition_epoch: current.partition_epoch,
-                new_isr: new_isr.clone(),
-            };
-            match call(&quorum, &request).await {
-                Ok(ControllerReply::Ok) => {
-                    info!(topic = %p.topic, partition = p.partition, from = ?current.isr, to = ?new_isr, "ISR changed");
+            let reply = call(&quorum, &request).await;
+            match strata_controller::isr_change_outcome(reply.as_ref().ok()) {
+                IsrChangeOutcome::Committed => {
+                    info!(topic = %p.topic, partition = p.partition, to = ?new_isr, "ISR changed");
+                    p.isr_change_committed(new_isr);
                 }
-                Ok(other) => {
-                    debug!(topic = %p.topic, partition = p.partition, reply = ?other, "ISR change refused");
+                IsrChangeOutcome::Refused => {
+                    debug!(topic = %p.topic, partition = p.partition, reply = ?reply, "ISR change refused");
                     p.isr_change_refused();
                 }
-                Err(e) => {
-                    debug!(topic = %p.topic, partition = p.partition, error = %e, "ISR change not delivered");
-                    p.isr_change_refused();
+                IsrChangeOutcome::Unknown => {
+                    debug!(topic = %p.topic, partition = p.partition, reply = ?reply, "ISR change not settled; asking again");
+                    unsettled.insert(key, request);
                 }
             }
         }

@@ -120,9 +120,13 @@ impl Broker {
             let Some(topic) = new.topic_by_id(&at.topic_id) else {
                 continue;
             };
-            if let Err(e) =
-                self.open_partition(topic, at.partition, RecoveryHint::default(), &dynamic)
-            {
+            // A replica's high watermark comes from its leader, never from what it finds in
+            // a directory left from before.
+            let hint = RecoveryHint {
+                high_watermark: self.quorum().is_some().then_some(0),
+                ..RecoveryHint::default()
+            };
+            if let Err(e) = self.open_partition(topic, at.partition, hint, &dynamic) {
                 warn!(topic = %at.topic, partition = at.partition, error = %e, "could not open a new partition");
                 first_error.get_or_insert(e);
             }

@@ -564,10 +564,18 @@ impl Broker {
             self.log_manager.forget(topic, partition);
             return Ok(None);
         };
+        // A replica's log opens at the high watermark it checkpointed, not at its log end.
+        let replicated = self.quorum.is_some();
         let mut hint = self
             .recovery_state()
             .as_ref()
-            .map(|r| r.hint(topic, partition))
+            .map(|r| {
+                if replicated {
+                    r.replica_hint(topic, partition)
+                } else {
+                    r.hint(topic, partition)
+                }
+            })
             .unwrap_or_default();
         hint.defer_sync = true;
         let config =
@@ -767,12 +775,9 @@ impl Broker {
         let directory_id = self.directory_id();
         let mut attempts = 0;
         let index = loop {
-            let next_epoch = member
-                .quorum
-                .image()
-                .broker(node_id)
-                .map_or(0, |b| b.broker_epoch + 1);
-            let records = vec![
+            let image = member.quorum.image();
+            let next_epoch = image.broker(node_id).map_or(0, |b| b.broker_epoch + 1);
+            let mut records = vec![
                 MetadataRecord::RegisterBroker {
                     node_id,
                     incarnation_id: Uuid::new_v4(),
@@ -786,6 +791,8 @@ impl Broker {
                     broker_epoch: next_epoch,
                 },
             ];
+            // Leaderships of the previous incarnation move to a new leader epoch.
+            records.extend(strata_controller::registration_changes(&image, node_id));
             match member.block_on(member.quorum.write(records)) {
                 Ok(index) => {
                     info!(
@@ -1531,13 +1538,17 @@ impl Broker {
         &self.log_manager
     }
 
-    /// Writes every partition's recovery point to the data directory's one checkpoint file.
+    /// Writes every partition's recovery point to the data directory's one checkpoint file,
+    /// then (a cluster member) every high watermark to its own.
     pub fn checkpoint_recovery_points(&self) {
-        if let Err(e) = self
-            .log_manager
-            .checkpoint_recovery_points(&self.all_partitions())
-        {
+        let partitions = self.all_partitions();
+        if let Err(e) = self.log_manager.checkpoint_recovery_points(&partitions) {
             warn!(error = %e, "could not write the recovery point checkpoint");
+        }
+        if self.quorum.is_some() {
+            if let Err(e) = self.log_manager.checkpoint_high_watermarks(&partitions) {
+                warn!(error = %e, "could not write the high watermark checkpoint");
+            }
         }
     }
 

@@ -25,7 +25,8 @@ pub struct ImageDelta {
     pub created: Vec<(PartitionRef, PartitionImage)>,
     /// Partitions this node hosted and no longer does (topic deleted, replica moved away).
     pub removed: Vec<PartitionRef>,
-    /// Partitions hosted before and after whose leader, leader epoch or ISR changed.
+    /// Partitions hosted before and after that changed (a new partition epoch: leader,
+    /// leader epoch, ISR or replicas).
     pub leadership: Vec<(PartitionRef, PartitionImage)>,
     /// Topics (hosted before and after) whose configs changed.
     pub reconfigured: BTreeSet<String>,
@@ -61,11 +62,15 @@ impl ImageDelta {
                     .filter(|b| hosted(b))
                 {
                     None => delta.created.push((at, p.clone())),
+                    // Every change of the partition (a new partition epoch) is applied, even one
+                    // that ends where it started (an ISR expanded, then shrunk back, between
+                    // two catch-ups): it is what settles the leader's pending ISR change.
                     Some(b)
                         if b.leader != p.leader
                             || b.leader_epoch != p.leader_epoch
                             || b.isr != p.isr
-                            || b.replicas != p.replicas =>
+                            || b.replicas != p.replicas
+                            || b.partition_epoch != p.partition_epoch =>
                     {
                         delta.leadership.push((at, p.clone()))
                     }
@@ -128,6 +133,31 @@ mod tests {
             replicas: replicas.to_vec(),
             isr: replicas.to_vec(),
         }
+    }
+
+    /// Found by the simulation (seed 84): a leader asked to add a replica to the ISR, the
+    /// controller added it, then fenced it again before the leader caught up; both changes
+    /// arrived in one catch-up, the ISR looked unchanged, and the leader's pending addition
+    /// was never settled, so it never asked again (under-replicated for good).
+    #[test]
+    fn a_change_that_ends_where_it_started_is_still_a_change() {
+        let base = apply(
+            &MetadataImage::default(),
+            &[topic("a", 1), partition(1, 0, &[1, 2])],
+        );
+        let change = |isr: Vec<i32>, epoch: i32| MetadataRecord::PartitionChange {
+            topic_id: Uuid::from_u128(1),
+            partition: 0,
+            leader: None,
+            isr: Some(isr),
+            replicas: None,
+            expected_partition_epoch: Some(epoch),
+        };
+        let shrunk = apply(&base, &[change(vec![1], 0)]);
+        let back_and_forth = apply(&shrunk, &[change(vec![1, 2], 1), change(vec![1], 2)]);
+        let d = ImageDelta::between(&shrunk, &back_and_forth, 1);
+        assert_eq!(d.leadership.len(), 1, "{d:?}");
+        assert_eq!(d.leadership[0].1.isr, vec![1]);
     }
 
     #[test]

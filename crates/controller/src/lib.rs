@@ -155,6 +155,77 @@ fn partition_change(
     }
 }
 
+/// What a partition leader makes of the answer to its AlterPartition (`None`: no answer —
+/// not delivered, timed out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsrChangeOutcome {
+    /// Committed: the leader applies the new ISR at once (the metadata brings it too).
+    Committed,
+    /// Refused with nothing committed, on the partition state the leader knows: a pending
+    /// addition no longer counts.
+    Refused,
+    /// Not known, or refused because the partition moved on (a newer partition or leader
+    /// epoch: maybe this very change, sent before and answered too late). A pending
+    /// addition keeps counting for the high watermark — it may be in the committed ISR, and
+    /// a leader that stopped counting it would acknowledge writes that replica lacks — and
+    /// the leader sends the same request again until an answer or the metadata settles it.
+    Unknown,
+}
+
+/// Classifies an AlterPartition answer (see [`IsrChangeOutcome`]). Only errors the
+/// controller finds after its compare-and-set check passed, or that no later state can
+/// change, are refusals.
+pub fn isr_change_outcome(reply: Option<&ControllerReply>) -> IsrChangeOutcome {
+    match reply {
+        Some(ControllerReply::Ok) => IsrChangeOutcome::Committed,
+        Some(ControllerReply::Refused(
+            ControllerError::IneligibleReplica(_)
+            | ControllerError::InvalidIsr(..)
+            | ControllerError::UnknownTopicOrPartition,
+        )) => IsrChangeOutcome::Refused,
+        _ => IsrChangeOutcome::Unknown,
+    }
+}
+
+/// What a broker's registration moves besides itself: a broker that registers again (a
+/// restart) must not go on leading in the leader epoch it led before the restart. It may have
+/// lost, in a power loss, the unsynced tail its followers had already copied; appending anew
+/// in the same epoch would leave two replicas with different records under one epoch, which
+/// the followers' epoch-based truncation (KIP-279) cannot see. Every partition it leads gets
+/// a new leader epoch: another live in-sync replica leads, or none until the controller
+/// elects one (possibly the restarted broker itself, in the epoch after). It stays in the
+/// ISRs: its log still holds everything it had synced, which is all it ever reported (Kafka,
+/// which does not sync, removes it, KIP-966). Compare-and-set records, committed in the
+/// registration's batch.
+pub fn registration_changes(image: &MetadataImage, node: i32) -> Vec<MetadataRecord> {
+    if image.broker(node).is_none() {
+        return Vec::new();
+    }
+    let live = |r: i32| image.broker(r).is_some_and(|b| !b.fenced);
+    let mut records = Vec::new();
+    for t in image.topics() {
+        for (&partition, p) in &t.partitions {
+            if p.leader != node {
+                continue;
+            }
+            let leader = p
+                .isr
+                .iter()
+                .copied()
+                .find(|&r| r != node && live(r))
+                .unwrap_or(-1);
+            records.push(partition_change(
+                t.topic_id,
+                partition,
+                p.partition_epoch,
+                Some(leader),
+                None,
+            ));
+        }
+    }
+    records
+}
+
 /// The active controller's in-memory state.
 #[derive(Debug, Default)]
 pub struct Controller {

@@ -163,13 +163,19 @@ fn an_unstored_commit_is_undone() {
     let mut c = coordinator();
     c.commit_offsets(commit("g", 5), 1, &hw).0.unwrap();
     c.take_offsets_undo();
-    c.txn_commit_offsets(commit("g", 9), 42, 0, 1, &hw).0.unwrap();
+    c.txn_commit_offsets(commit("g", 9), 42, 0, 1, &hw)
+        .0
+        .unwrap();
     let txn_undo = c.take_offsets_undo();
     c.commit_offsets(commit("g", 7), 2, &hw).0.unwrap(); // supersedes the pending 9
     assert_eq!(committed(&c, "g"), (Some(7), false));
     let undo = c.take_offsets_undo();
     c.revert_offsets(undo);
-    assert_eq!(committed(&c, "g"), (Some(5), true), "back to 5, the pending 9 restored");
+    assert_eq!(
+        committed(&c, "g"),
+        (Some(5), true),
+        "back to 5, the pending 9 restored"
+    );
     c.revert_offsets(txn_undo);
     assert_eq!(committed(&c, "g"), (Some(5), false));
     // A later commit wins over the undo of an earlier one.

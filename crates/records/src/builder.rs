@@ -26,6 +26,8 @@ pub struct BatchBuilder {
     records: Vec<Record>,
     /// (producer id, epoch) of a transactional batch written by a coordinator.
     transactional: Option<(i64, i16)>,
+    /// (producer id, epoch, base sequence) of an idempotent producer's batch.
+    idempotent: Option<(i64, i16, i32)>,
 }
 
 impl BatchBuilder {
@@ -34,7 +36,20 @@ impl BatchBuilder {
             compression,
             records: Vec::new(),
             transactional: None,
+            idempotent: None,
         }
+    }
+
+    /// Makes the batch an idempotent producer's, its records numbered from `base_sequence`
+    /// (what a client's producer sends; used by tests and the simulation).
+    pub fn idempotent(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+    ) -> &mut Self {
+        self.idempotent = Some((producer_id, producer_epoch, base_sequence));
+        self
     }
 
     /// Makes the batch transactional for `producer_id`/`producer_epoch`, with no sequence
@@ -70,13 +85,17 @@ impl BatchBuilder {
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: -1,
-                producer_id: self.transactional.map_or(-1, |t| t.0),
-                producer_epoch: self.transactional.map_or(-1, |t| t.1),
+                producer_id: self
+                    .idempotent
+                    .map_or(self.transactional.map_or(-1, |t| t.0), |t| t.0),
+                producer_epoch: self
+                    .idempotent
+                    .map_or(self.transactional.map_or(-1, |t| t.1), |t| t.1),
                 timestamp_type: WireTimestampType::Creation,
                 offset: i as i64,
                 // the encoder batches records whose offset-sequence difference is constant;
                 // base_sequence comes out as -1 (no producer id), as Kafka expects
-                sequence: i as i32 - 1,
+                sequence: self.idempotent.map_or(i as i32 - 1, |t| t.2 + i as i32),
                 timestamp: r.timestamp_ms,
                 key: r.key.clone(),
                 value: r.value.clone(),

@@ -34,5 +34,5 @@ pub use log::{AppendInfo, FetchData, Log, RecoveryHint};
 pub use log_manager::{LogManager, RecoveryState};
 pub use meta::MetaProperties;
 pub use partition::{FilesystemSync, IsolatedSlice, Partition};
-pub use replica_fetch::{FetchPosition, LeaderAnswer};
 pub use producer_state::{ProducerState, SequenceCheck, SequenceError};
+pub use replica_fetch::{FetchPosition, LeaderAnswer};

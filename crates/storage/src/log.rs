@@ -67,6 +67,12 @@ pub struct RecoveryHint {
     /// then calls [`Log::recovery_synced`]; until then the high watermark stays at the
     /// recovery point.
     pub defer_sync: bool,
+    /// A replica of a replicated partition: the high watermark it last knew (Kafka's
+    /// `replication-offset-checkpoint`; the log start offset when it has none). The log
+    /// opens with its high watermark there, never past the recovery point: its log end only
+    /// says what this replica holds, not what the in-sync replicas acknowledged. None (a
+    /// standalone node, the only replica) opens it at the recovery point.
+    pub high_watermark: Option<i64>,
 }
 
 /// Who is appending, which decides the producer-state checks.
@@ -134,6 +140,8 @@ pub struct Log {
     /// Recovery kept bytes past the recovery point that the caller has yet to sync (see
     /// [`RecoveryHint::defer_sync`]).
     recovery_sync_pending: bool,
+    /// Opened at a checkpointed high watermark (a replica): recovery does not raise it.
+    high_watermark_checkpointed: bool,
     /// Set when a sync failed. After a failed fdatasync the kernel may have dropped the dirty
     /// pages, so no later sync can vouch for them: the log refuses appends and never moves
     /// its recovery point or high watermark again until it is reopened (and recovered).
@@ -296,6 +304,7 @@ impl Log {
             deleted: false,
             managed: hint.is_some(),
             recovery_sync_pending: false,
+            high_watermark_checkpointed: false,
             failed: false,
             producers: ProducerState::default(),
             first_dirty_offset: 0,
@@ -339,6 +348,10 @@ impl Log {
             }
             log.log_start_offset = log.log_start_offset.max(start.min(leo));
         }
+        if let Some(hw) = hint.and_then(|h| h.high_watermark) {
+            log.high_watermark = hw.clamp(log.log_start_offset, log.recovery_point);
+            log.high_watermark_checkpointed = true;
+        }
         if hint.is_none() {
             log.write_recovery_point()?;
         }
@@ -361,7 +374,9 @@ impl Log {
         if self.recovery_sync_pending {
             self.recovery_sync_pending = false;
             self.recovery_point = self.log_end_offset();
-            self.high_watermark = self.high_watermark.max(self.recovery_point);
+            if !self.high_watermark_checkpointed {
+                self.high_watermark = self.high_watermark.max(self.recovery_point);
+            }
         }
     }
 
@@ -1026,8 +1041,18 @@ impl Log {
     /// recovery, producer state, the leader epoch cache and the indexes are rebuilt by the
     /// same code that opens a log; a crash halfway leaves a shorter log that recovery cuts
     /// the same way.
+    ///
+    /// An `offset` at or past the log end cuts nothing but still drops leader epochs that
+    /// start at the log end: a replica that led an epoch without appending to it, then
+    /// follows a leader that never knew that epoch, would otherwise report it as its last
+    /// fetched epoch forever and be told to truncate to where it already ends (as Kafka's
+    /// `UnifiedLog.truncateTo` does; found by the simulation).
     pub fn truncate_to(&mut self, offset: i64) -> Result<()> {
         if offset >= self.log_end_offset() {
+            if !self.failed && !self.deleted && self.epochs.truncate_from_end(self.log_end_offset())
+            {
+                self.epochs.write(self.fs.as_ref(), &self.dir)?;
+            }
             return Ok(());
         }
         self.cut(offset, offset <= self.log_start_offset)
@@ -1091,6 +1116,7 @@ impl Log {
             clean_shutdown: false,
             log_start_offset: Some(log_start),
             defer_sync: false,
+            high_watermark: None,
         };
         let mut reopened = Self::open_with(
             fs,

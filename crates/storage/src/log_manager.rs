@@ -5,6 +5,9 @@
 //! - `log-start-offset-checkpoint`: every partition's log start offset, written (and synced)
 //!   before DeleteRecords answers, since it can lie inside a segment where recovery alone
 //!   would not find it;
+//! - `replication-offset-checkpoint`: every partition's high watermark (written with the
+//!   recovery points), read by a replicated partition's log at open, so a restarted replica
+//!   never takes records it holds for acknowledged ones (its log end says only what it has);
 //! - `cleaner-offset-checkpoint`: every compacted log's first dirty offset, written after each
 //!   cleaning pass, so a restart resumes cleaning where it stopped (losing it only means
 //!   remapping from the log start);
@@ -42,6 +45,8 @@ pub const RECOVERY_POINTS_FILE: &str = "recovery-point-offset-checkpoint";
 pub const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 /// Every partition's log start offset (Kafka's file name).
 pub const LOG_START_FILE: &str = "log-start-offset-checkpoint";
+/// Every partition's high watermark (Kafka's file name).
+pub const HIGH_WATERMARK_FILE: &str = "replication-offset-checkpoint";
 /// Every compacted log's first dirty offset (Kafka's file name).
 pub const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 
@@ -53,6 +58,7 @@ pub struct RecoveryState {
     recovery_points: HashMap<(String, i32), i64>,
     log_starts: HashMap<(String, i32), i64>,
     cleaner_offsets: HashMap<(String, i32), i64>,
+    high_watermarks: HashMap<(String, i32), i64>,
 }
 
 impl RecoveryState {
@@ -65,6 +71,18 @@ impl RecoveryState {
             clean_shutdown: self.clean_shutdown && recovery_point.is_some(),
             log_start_offset: self.log_starts.get(&key).copied(),
             defer_sync: false,
+            high_watermark: None,
+        }
+    }
+
+    /// [`RecoveryState::hint`] for a replica of a replicated partition: with the high
+    /// watermark this directory last checkpointed for it (its log start offset, 0 at most,
+    /// when there is none).
+    pub fn replica_hint(&self, topic: &str, partition: i32) -> RecoveryHint {
+        let key = (topic.to_string(), partition);
+        RecoveryHint {
+            high_watermark: Some(self.high_watermarks.get(&key).copied().unwrap_or(0)),
+            ..self.hint(topic, partition)
         }
     }
 
@@ -84,6 +102,7 @@ pub struct LogManager {
     /// The recovery point checkpoint as last written (an unchanged one is not rewritten);
     /// its lock also serializes those writes.
     last_recovery_points: Mutex<Vec<(String, i32, i64)>>,
+    last_high_watermarks: Mutex<Vec<(String, i32, i64)>>,
     /// Partitions found at start whose logs are not open yet (recovery runs while the broker
     /// serves the others): their entries are carried into every checkpoint unchanged, and
     /// while any is left a close does not claim to be clean.
@@ -96,6 +115,7 @@ struct Carried {
     recovery_point: Option<i64>,
     log_start_offset: Option<i64>,
     cleaner_offset: Option<i64>,
+    high_watermark: Option<i64>,
 }
 
 impl LogManager {
@@ -105,6 +125,7 @@ impl LogManager {
             data_dir: data_dir.to_path_buf(),
             log_start_checkpoint: Mutex::new(()),
             last_recovery_points: Mutex::new(Vec::new()),
+            last_high_watermarks: Mutex::new(Vec::new()),
             unopened: Mutex::new(HashMap::new()),
         }
     }
@@ -134,6 +155,7 @@ impl LogManager {
             recovery_points: read(RECOVERY_POINTS_FILE),
             log_starts: read(LOG_START_FILE),
             cleaner_offsets: read(CLEANER_CHECKPOINT_FILE),
+            high_watermarks: read(HIGH_WATERMARK_FILE),
         })
     }
 
@@ -152,6 +174,10 @@ impl LogManager {
                 recovery_point: hint.recovery_point,
                 log_start_offset: hint.log_start_offset,
                 cleaner_offset,
+                high_watermark: state
+                    .high_watermarks
+                    .get(&(topic.to_string(), partition))
+                    .copied(),
             },
         );
     }
@@ -260,6 +286,32 @@ impl LogManager {
         Ok(())
     }
 
+    /// Writes every partition's high watermark, if any changed since the last write.
+    /// Written after the recovery points, so an entry is never past what a restart recovers
+    /// (the log clamps it to its recovery point anyway).
+    pub fn checkpoint_high_watermarks(&self, partitions: &[Arc<Partition>]) -> Result<()> {
+        let mut last = self
+            .last_high_watermarks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut entries: Vec<(String, i32, i64)> = partitions
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition, p.high_watermark()))
+            .collect();
+        entries.extend(self.carried(|c| c.high_watermark));
+        entries.sort();
+        if *last == entries {
+            return Ok(());
+        }
+        checkpoint::write_offsets(
+            self.fs.as_ref(),
+            &self.data_dir.join(HIGH_WATERMARK_FILE),
+            &entries,
+        )?;
+        *last = entries;
+        Ok(())
+    }
+
     /// Writes every partition's log start offset; durable when this returns.
     pub fn checkpoint_log_start_offsets(&self, partitions: &[Arc<Partition>]) -> Result<()> {
         let _one = self
@@ -337,6 +389,9 @@ impl LogManager {
         }
         for (p, end) in &ends {
             p.mark_flushed(*end);
+        }
+        if let Err(e) = self.checkpoint_high_watermarks(partitions) {
+            tracing::warn!(error = %e, "could not write the high watermarks");
         }
         let marked = self.checkpoint_recovery_points(partitions).and_then(|()| {
             checkpoint::write(

@@ -146,7 +146,22 @@ impl Partition {
         Some(replicas.maximal_isr())
     }
 
-    /// The controller refused an ISR change: pending additions no longer count.
+    /// The controller committed the ISR change this leader asked for: applied now (the
+    /// metadata brings the same ISR later), pending additions settled.
+    pub fn isr_change_committed(&self, isr: &[i32]) {
+        let mut log = self.log();
+        if !self.is_leader() {
+            return;
+        }
+        let mut replicas = self.replicas.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(hw) = replicas.set_isr(isr) {
+            log.advance_high_watermark(hw);
+        }
+    }
+
+    /// The controller refused an ISR change, committing nothing: pending additions no
+    /// longer count. Only for a definite refusal (see
+    /// `strata_controller::IsrChangeOutcome`): an answer that never came proves nothing.
     pub fn isr_change_refused(&self) {
         let mut log = self.log();
         let mut replicas = self.replicas.lock().unwrap_or_else(|p| p.into_inner());

@@ -53,7 +53,11 @@ impl Partition {
     /// On the leader (KIP-279): a follower whose last fetched epoch ends earlier here than
     /// its fetch offset, or is newer than any epoch here, diverged; returns the epoch and
     /// end offset it truncates to. None: the follower's log is a prefix of this one.
-    pub fn diverging_epoch(&self, last_fetched_epoch: i32, fetch_offset: i64) -> Option<(i32, i64)> {
+    pub fn diverging_epoch(
+        &self,
+        last_fetched_epoch: i32,
+        fetch_offset: i64,
+    ) -> Option<(i32, i64)> {
         if last_fetched_epoch < 0 {
             return None;
         }

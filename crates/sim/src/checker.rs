@@ -1,0 +1,202 @@
+//! The history checker: what was written, acknowledged and read, and the invariants of
+//! Kafka's replication (from its TLA+ specifications, see `shared/design/CLUSTER-NOTES.md`)
+//! checked against it as the run goes and at its end.
+//!
+//! - **No acknowledged write lost**: a record whose produce was acknowledged (acks=all) is in
+//!   the partition's log at the offset it was acknowledged at, on every in-sync replica
+//!   (strong ISR), on every newly elected leader (leader completeness) and at the end.
+//! - **One offset, one value**: two acknowledgements never name the same offset for
+//!   different records, nor one record at two offsets; a read of an offset always returns
+//!   the same record (consistent reads) and never one nobody wrote (no phantoms).
+//! - **Log matching**: at the end, after healing, every replica's log is the leader's.
+//! - **No write stored twice**: the idempotent producer's retries are stored once.
+
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default)]
+pub struct Checker {
+    /// Every value a producer sent, with its partition.
+    produced: BTreeMap<u64, i32>,
+    /// (partition, offset) → value, for acknowledged writes.
+    acked: BTreeMap<(i32, i64), u64>,
+    acked_at: BTreeMap<u64, (i32, i64)>,
+    /// (partition, offset) → value, as first read by a consumer.
+    read: BTreeMap<(i32, i64), u64>,
+    pub violations: Vec<String>,
+}
+
+impl Checker {
+    pub fn produced(&mut self, value: u64, partition: i32) {
+        self.produced.insert(value, partition);
+    }
+
+    fn violation(&mut self, now: i64, what: String) {
+        if self.violations.len() < 50 {
+            self.violations.push(format!("t={now}ms: {what}"));
+        }
+    }
+
+    /// A produce of `value` was acknowledged at `offset` of `partition`.
+    pub fn acknowledged(&mut self, now: i64, partition: i32, offset: i64, value: u64) {
+        if let Some(&(p, o)) = self.acked_at.get(&value) {
+            if (p, o) != (partition, offset) {
+                self.violation(now, format!("write {value} acknowledged at {p}/{o} and again at {partition}/{offset} (stored twice)"));
+            }
+            return;
+        }
+        if let Some(&other) = self.acked.get(&(partition, offset)) {
+            if other != value {
+                self.violation(
+                    now,
+                    format!("writes {other} and {value} both acknowledged at {partition}/{offset}"),
+                );
+            }
+        }
+        if let Some(&seen) = self.read.get(&(partition, offset)) {
+            if seen != value {
+                self.violation(now, format!("{partition}/{offset} was read as {seen}, then {value} was acknowledged there"));
+            }
+        }
+        self.acked.insert((partition, offset), value);
+        self.acked_at.insert(value, (partition, offset));
+    }
+
+    /// A consumer read `records` (offset, value) of `partition` from `position`.
+    pub fn read(&mut self, now: i64, partition: i32, position: i64, records: &[(i64, u64)]) {
+        let mut expected = position;
+        for &(offset, value) in records {
+            if offset != expected {
+                self.violation(now, format!("read of {partition} from {position}: offset {offset} where {expected} was next (non-monotonic or gap)"));
+            }
+            expected = offset + 1;
+            match self.produced.get(&value) {
+                None => self.violation(
+                    now,
+                    format!("phantom record {value} read at {partition}/{offset}"),
+                ),
+                Some(&p) if p != partition => self.violation(
+                    now,
+                    format!("record {value} of partition {p} read in {partition}"),
+                ),
+                _ => {}
+            }
+            if let Some(&first) = self.read.get(&(partition, offset)) {
+                if first != value {
+                    self.violation(
+                        now,
+                        format!(
+                            "inconsistent reads of {partition}/{offset}: {first}, then {value}"
+                        ),
+                    );
+                }
+                continue;
+            }
+            if let Some(&acked) = self.acked.get(&(partition, offset)) {
+                if acked != value {
+                    self.violation(
+                        now,
+                        format!("{partition}/{offset} acknowledged as {acked} but read as {value}"),
+                    );
+                }
+            }
+            self.read.insert((partition, offset), value);
+        }
+    }
+
+    /// `log` (offset → value, the whole log of one replica) must hold every acknowledged
+    /// write of `partition`: checked on every in-sync replica and on every new leader.
+    pub fn holds_acknowledged(
+        &mut self,
+        now: i64,
+        what: &str,
+        partition: i32,
+        log: &BTreeMap<i64, u64>,
+    ) {
+        let missing: Vec<(i64, u64, Option<u64>)> = self
+            .acked
+            .range((partition, i64::MIN)..=(partition, i64::MAX))
+            .filter(|(&(_, o), v)| log.get(&o) != Some(v))
+            .map(|(&(_, o), &v)| (o, v, log.get(&o).copied()))
+            .take(3)
+            .collect();
+        for (o, v, found) in missing {
+            self.violation(
+                now,
+                format!(
+                    "{what}: acknowledged write {v} at {partition}/{o} missing (found {found:?})"
+                ),
+            );
+        }
+    }
+
+    /// At the end: the final leader's log of `partition` against everything read, and
+    /// no value stored twice.
+    pub fn final_log(&mut self, now: i64, partition: i32, log: &BTreeMap<i64, u64>) {
+        self.holds_acknowledged(now, "final leader", partition, log);
+        let changed: Vec<(i64, u64, Option<u64>)> = self
+            .read
+            .range((partition, i64::MIN)..=(partition, i64::MAX))
+            .filter(|(&(_, o), v)| log.get(&o) != Some(v))
+            .map(|(&(_, o), &v)| (o, v, log.get(&o).copied()))
+            .take(3)
+            .collect();
+        for (o, v, found) in changed {
+            self.violation(
+                now,
+                format!("{partition}/{o} was read as {v} but the final log has {found:?}"),
+            );
+        }
+        let mut seen: BTreeMap<u64, i64> = BTreeMap::new();
+        for (&o, &v) in log {
+            if let Some(first) = seen.insert(v, o) {
+                self.violation(
+                    now,
+                    format!("write {v} stored twice in {partition}: at {first} and {o}"),
+                );
+            }
+        }
+    }
+
+    pub fn acknowledged_count(&self) -> usize {
+        self.acked.len()
+    }
+
+    pub fn read_count(&self) -> usize {
+        self.read.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_anomaly_is_reported() {
+        let mut c = Checker::default();
+        c.produced(1, 0);
+        c.produced(2, 0);
+        c.acknowledged(0, 0, 0, 1);
+        assert!(c.violations.is_empty());
+        c.acknowledged(1, 0, 0, 2); // two writes at one offset
+        c.read(2, 0, 0, &[(0, 1), (2, 2)]); // a gap
+        c.read(3, 0, 0, &[(0, 9)]); // phantom, inconsistent
+        let log = BTreeMap::from([(0, 1), (1, 1)]);
+        c.final_log(4, 0, &log); // stored twice
+        let all = c.violations.join("\n");
+        for needle in [
+            "both acknowledged",
+            "gap",
+            "phantom",
+            "inconsistent",
+            "stored twice",
+        ] {
+            assert!(all.contains(needle), "{needle} not reported in:\n{all}");
+        }
+        let mut ok = Checker::default();
+        ok.produced(5, 1);
+        ok.acknowledged(0, 1, 0, 5);
+        ok.read(1, 1, 0, &[(0, 5)]);
+        ok.final_log(2, 1, &BTreeMap::from([(0, 5)]));
+        assert!(ok.violations.is_empty(), "{:?}", ok.violations);
+    }
+}
