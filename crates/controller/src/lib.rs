@@ -819,6 +819,78 @@ mod tests {
         image.topic("t").unwrap().partitions[&0].clone()
     }
 
+    /// Found by the simulation: a leader that restarts (and registers again) gets a new
+    /// leader epoch on every partition it led — another in-sync replica leads, or none until
+    /// an election — and it stays in the ISRs.
+    #[test]
+    fn a_restarted_leader_does_not_lead_on_in_its_old_epoch() {
+        let (mut image, _) = cluster();
+        let moves = registration_changes(&image, 1);
+        apply(&mut image, &moves);
+        let p = part(&image);
+        assert_eq!(
+            (p.leader, p.leader_epoch, p.isr.clone()),
+            (2, 1, vec![1, 2, 3])
+        );
+        assert!(
+            registration_changes(&image, 3).is_empty(),
+            "a follower moves nothing"
+        );
+        assert!(
+            registration_changes(&image, 9).is_empty(),
+            "a new broker moves nothing"
+        );
+        // The last in-sync replica: no leader until the controller elects one, in a new epoch.
+        let (mut image, topic_id) = cluster();
+        apply(
+            &mut image,
+            &[partition_change(topic_id, 0, 0, None, Some(vec![1]))],
+        );
+        let moves = registration_changes(&image, 1);
+        apply(&mut image, &moves);
+        let p = part(&image);
+        assert_eq!((p.leader, p.leader_epoch), (-1, 1));
+        let mut c = Controller::new(ControllerConfig::default());
+        c.activate(&image, 0);
+        let elected = c.tick(&image, 1);
+        apply(&mut image, &elected);
+        let p = part(&image);
+        assert_eq!((p.leader, p.leader_epoch), (1, 2));
+    }
+
+    /// An AlterPartition answer that proves nothing (none, or a refusal because the
+    /// partition moved on) leaves a pending ISR addition counting.
+    #[test]
+    fn only_definite_refusals_settle_an_isr_change() {
+        use IsrChangeOutcome::*;
+        let refused = |e| Some(ControllerReply::Refused(e));
+        assert_eq!(isr_change_outcome(Some(&ControllerReply::Ok)), Committed);
+        assert_eq!(isr_change_outcome(None), Unknown);
+        for e in [
+            ControllerError::InvalidUpdateVersion { got: 1, current: 2 },
+            ControllerError::FencedLeaderEpoch { got: 1, current: 2 },
+            ControllerError::NotLeader(1),
+            ControllerError::NotController,
+        ] {
+            assert_eq!(
+                isr_change_outcome(refused(e.clone()).as_ref()),
+                Unknown,
+                "{e}"
+            );
+        }
+        for e in [
+            ControllerError::IneligibleReplica(3),
+            ControllerError::InvalidIsr(vec![], "x".into()),
+            ControllerError::UnknownTopicOrPartition,
+        ] {
+            assert_eq!(
+                isr_change_outcome(refused(e.clone()).as_ref()),
+                Refused,
+                "{e}"
+            );
+        }
+    }
+
     #[test]
     fn a_silent_leader_is_fenced_and_its_leadership_moves_to_an_in_sync_replica() {
         let (mut image, _) = cluster();

@@ -157,3 +157,34 @@ fn deferred_logs_keep_their_entries_and_block_the_clean_marker() {
     manager.forget("b", 0);
     assert!(manager.all_opened());
 }
+
+/// The high watermark checkpoint (`replication-offset-checkpoint`): written with the
+/// recovery points, read back as a replica's hint.
+#[test]
+fn high_watermarks_round_trip_as_replica_hints() {
+    let w = World::new();
+    let fs: Arc<dyn Fs> = Arc::new(w.fs.clone());
+    let data = Path::new("/data");
+    fs.create_dir_all(data).unwrap();
+    let manager = LogManager::new(fs.clone(), data);
+    let state = manager.begin_recovery(2).unwrap();
+    let p = partition(&w, "a", 0, state.replica_hint("a", 0));
+    p.append(&common::producer_batch(-1, 0, 0, 5, false))
+        .unwrap();
+    p.sync_to(5).unwrap();
+    assert_eq!(p.high_watermark(), 5);
+    manager
+        .checkpoint_recovery_points(std::slice::from_ref(&p))
+        .unwrap();
+    manager
+        .checkpoint_high_watermarks(std::slice::from_ref(&p))
+        .unwrap();
+    let again = LogManager::new(fs.clone(), data).begin_recovery(2).unwrap();
+    assert_eq!(again.replica_hint("a", 0).high_watermark, Some(5));
+    assert_eq!(
+        again.replica_hint("b", 0).high_watermark,
+        Some(0),
+        "unknown: log start"
+    );
+    assert_eq!(again.hint("a", 0).high_watermark, None, "standalone hint");
+}

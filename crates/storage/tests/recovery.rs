@@ -346,3 +346,58 @@ fn a_deferred_recovery_sync_keeps_the_high_watermark_at_the_recovery_point() {
     assert!(!log.recovery_sync_pending());
     assert_eq!(log.high_watermark(), 15);
 }
+
+/// Found by the simulation: a replica that led an epoch without appending to it (the epoch
+/// recorded at its log end) and then follows a leader that never knew that epoch is told its
+/// log diverged where it already ends. Truncating there must drop that epoch, or it reports
+/// it as its last fetched epoch forever and never catches up (Kafka's `truncateTo` does the
+/// same).
+#[test]
+fn truncating_at_the_log_end_drops_an_epoch_that_starts_there() {
+    let w = World::new();
+    let mut log = w.open(config());
+    for i in 0..3 {
+        log.append(&batch(i), 0).unwrap();
+        common::sync(&mut log);
+    }
+    log.begin_leader_epoch(4).unwrap(); // led epoch 4, appended nothing
+    assert_eq!(log.latest_epoch(), 4);
+    log.truncate_to(3).unwrap(); // what the leader's diverging epoch says (epoch 0 ends at 3)
+    assert_eq!(log.log_end_offset(), 3);
+    assert_eq!(log.latest_epoch(), 0, "the empty epoch is gone");
+    drop(log);
+    let log = w.open(config());
+    assert_eq!(log.latest_epoch(), 0, "and stays gone after a restart");
+}
+
+/// Found by the simulation: a replica of a replicated partition that restarts must not take
+/// its log end for its high watermark (records only it holds would count as acknowledged);
+/// it opens at the high watermark it checkpointed, or at its log start without one.
+#[test]
+fn a_replica_opens_at_its_checkpointed_high_watermark() {
+    let w = World::new();
+    let mut log = w.open_managed(config(), Default::default());
+    produce(&mut log, 0, 10);
+    drop(log);
+    w.fs.crash(CrashMode::KeepAll);
+    let replica = |hw| strata_storage::RecoveryHint {
+        recovery_point: Some(10),
+        high_watermark: hw,
+        ..Default::default()
+    };
+    let log = w.open_managed(config(), replica(Some(6)));
+    assert_eq!((log.log_end_offset(), log.high_watermark()), (10, 6));
+    drop(log);
+    let log = w.open_managed(config(), replica(Some(0)));
+    assert_eq!(log.high_watermark(), 0, "no checkpoint: the log start");
+    drop(log);
+    let log = w.open_managed(config(), replica(Some(99)));
+    assert_eq!(log.high_watermark(), 10, "never past what recovery kept");
+    drop(log);
+    let log = w.open_managed(config(), replica(None));
+    assert_eq!(
+        log.high_watermark(),
+        10,
+        "a standalone log: the only replica"
+    );
+}
