@@ -258,9 +258,18 @@ pub enum CrashMode {
 }
 
 /// An in-memory file system with power-loss semantics, for tests.
+///
+/// A file's bytes survive a power loss up to its last `sync_data`; its *name* — a creation,
+/// a removal, a rename — survives only once its directory was synced (`sync_dir`, or a
+/// `sync_filesystem` of everything): a power loss puts every directory's entries back as they
+/// were at its last sync (a file created since vanishes, one removed since comes back, a rename
+/// is undone). Directories themselves are durable when created or removed (the data
+/// directory's partition directories are not what this models).
 #[derive(Default, Clone)]
 pub struct SimFs {
     files: Arc<Mutex<HashMap<PathBuf, Arc<SimFile>>>>,
+    /// File names as a power loss would leave them (as of each directory's last sync).
+    durable_names: Arc<Mutex<HashMap<PathBuf, Arc<SimFile>>>>,
     dirs: Arc<Mutex<BTreeSet<PathBuf>>>,
     stats: Arc<SimStats>,
 }
@@ -270,8 +279,20 @@ impl SimFs {
         Self::default()
     }
 
-    /// Simulates a crash: every file keeps what `mode` says survives.
+    /// Simulates a crash: every file keeps what `mode` says survives; after a power loss
+    /// (not [`CrashMode::KeepAll`]) every directory's entries are back as of its last sync.
     pub fn crash(&self, mode: CrashMode) {
+        if mode != CrashMode::KeepAll {
+            let durable = self.durable_names.lock().expect("sim fs lock").clone();
+            let dirs = self.dirs.lock().expect("sim fs lock");
+            *self.files.lock().expect("sim fs lock") = durable
+                .into_iter()
+                .filter(|(p, _)| p.parent().is_some_and(|d| dirs.contains(d)))
+                .collect();
+        } else {
+            *self.durable_names.lock().expect("sim fs lock") =
+                self.files.lock().expect("sim fs lock").clone();
+        }
         for file in self.files.lock().expect("sim fs lock").values() {
             let mut s = file.state.lock().expect("sim file lock");
             match mode {
@@ -433,13 +454,75 @@ impl Fs for SimFs {
         }
         Ok(())
     }
-    fn sync_dir(&self, _path: &Path) -> io::Result<()> {
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        let files = self.files.lock().expect("sim fs lock");
+        let mut durable = self.durable_names.lock().expect("sim fs lock");
+        durable.retain(|p, _| p.parent() != Some(path));
+        for (p, f) in files.iter() {
+            if p.parent() == Some(path) {
+                durable.insert(p.clone(), f.clone());
+            }
+        }
         Ok(())
     }
     fn sync_filesystem(&self, _path: &Path) -> io::Result<()> {
-        for file in self.files.lock().expect("sim fs lock").values() {
+        let files = self.files.lock().expect("sim fs lock");
+        for file in files.values() {
             file.sync_data()?;
         }
+        *self.durable_names.lock().expect("sim fs lock") = files.clone();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A power loss puts directory entries back as of each directory's last sync: a file
+    /// created since vanishes (even with its data synced), a removal and a rename are
+    /// undone; a process crash (KeepAll) keeps everything.
+    #[test]
+    fn names_survive_a_power_loss_only_after_their_directory_is_synced() {
+        let fs = SimFs::new();
+        let d = Path::new("/d");
+        fs.create_dir_all(d).unwrap();
+        let a = fs.open(&d.join("a"), true).unwrap();
+        a.write_all_at(b"x", 0).unwrap();
+        a.sync_data().unwrap();
+        fs.crash(CrashMode::LoseUnsynced);
+        assert!(
+            !fs.exists(&d.join("a")),
+            "created, synced, but never named durably"
+        );
+
+        let a = fs.open(&d.join("a"), true).unwrap();
+        a.write_all_at(b"x", 0).unwrap();
+        a.sync_data().unwrap();
+        fs.sync_dir(d).unwrap();
+        fs.rename(&d.join("a"), &d.join("b")).unwrap();
+        fs.crash(CrashMode::LoseUnsynced);
+        assert!(
+            fs.exists(&d.join("a")) && !fs.exists(&d.join("b")),
+            "rename undone"
+        );
+
+        fs.remove_file(&d.join("a")).unwrap();
+        fs.crash(CrashMode::Torn { keep: 0 });
+        assert!(fs.exists(&d.join("a")), "removal undone");
+
+        fs.rename(&d.join("a"), &d.join("c")).unwrap();
+        fs.crash(CrashMode::KeepAll);
+        assert!(fs.exists(&d.join("c")), "a process crash loses nothing");
+        fs.crash(CrashMode::LoseUnsynced);
+        assert!(
+            fs.exists(&d.join("c")),
+            "and what it kept counts as durable after it"
+        );
+
+        fs.rename(&d.join("c"), &d.join("e")).unwrap();
+        fs.sync_filesystem(d).unwrap();
+        fs.crash(CrashMode::LoseUnsynced);
+        assert!(fs.exists(&d.join("e")), "syncfs makes every name durable");
     }
 }

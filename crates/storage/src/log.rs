@@ -274,7 +274,19 @@ impl Log {
         }
         let active = match sealed.pop_last() {
             Some((_, last)) => last.into_active(),
-            None => ActiveSegment::create(fs.as_ref(), dir, 0, config.index_interval_bytes)?,
+            None => {
+                // A new log: its first segment's name (and the partition directory's, in the
+                // data directory) made durable before anything in it can be acknowledged —
+                // a file's fdatasync does not cover its directory entry.
+                let created =
+                    ActiveSegment::create(fs.as_ref(), dir, 0, config.index_interval_bytes)?;
+                fs.sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
+                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    fs.sync_dir(parent)
+                        .map_err(|e| StorageError::io(parent, e))?;
+                }
+                created
+            }
         };
         let log_start_offset = sealed
             .keys()
