@@ -22,7 +22,7 @@ use std::time::Duration;
 use kafka_protocol::messages::{fetch_request, BrokerId, FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use strata_client::Client;
-use strata_storage::{LeaderAnswer, Partition};
+use strata_storage::{FetchPosition, LeaderAnswer, Partition};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -131,12 +131,19 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool
         let replica_epoch = broker
             .broker_epoch
             .load(std::sync::atomic::Ordering::SeqCst);
+        // Where each partition fetches from (None: it does not fetch now); an answer is
+        // applied only if the log still ends there.
+        let positions: Vec<Option<FetchPosition>> = partitions
+            .iter()
+            .map(|p| p.replica_fetch_position())
+            .collect();
         let mut request = fetch_request_for(
             broker.config.node_id,
             replica_epoch,
             &image,
             version,
             &partitions,
+            &positions,
         );
         if let Some((rate, throttled)) = &throttle {
             // A throttled partition asks for at most one second of its rate at a time.
@@ -190,7 +197,7 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool
             }
         }
         let applied = tokio::task::spawn_blocking(move || {
-            apply_response(leader, &image, partitions, epochs, response)
+            apply_response(leader, &image, partitions, epochs, positions, response)
         })
         .await
         .unwrap_or(false);
@@ -232,11 +239,12 @@ fn fetch_request_for(
     image: &strata_cluster::MetadataImage,
     version: i16,
     partitions: &[Arc<Partition>],
+    positions: &[Option<FetchPosition>],
 ) -> FetchRequest {
     let mut by_topic: BTreeMap<&str, Vec<fetch_request::FetchPartition>> = BTreeMap::new();
-    for p in partitions {
+    for (p, at) in partitions.iter().zip(positions) {
         // The fetch offset tells the leader what this replica holds on disk.
-        let Some(at) = p.replica_fetch_position() else {
+        let Some(at) = at else {
             continue;
         };
         by_topic.entry(p.topic.as_str()).or_default().push(
@@ -286,6 +294,7 @@ fn apply_response(
     image: &strata_cluster::MetadataImage,
     partitions: Vec<Arc<Partition>>,
     epochs: Vec<i32>,
+    positions: Vec<Option<FetchPosition>>,
     response: kafka_protocol::messages::FetchResponse,
 ) -> bool {
     let mut moved = false;
@@ -296,10 +305,11 @@ fn apply_response(
             continue;
         }
         for data in t.partitions {
-            let Some((p, &epoch)) = partitions
+            let Some(((p, &epoch), &Some(asked))) = partitions
                 .iter()
                 .zip(&epochs)
-                .find(|(p, _)| p.topic == name && p.partition == data.partition_index)
+                .zip(&positions)
+                .find(|((p, _), _)| p.topic == name && p.partition == data.partition_index)
             else {
                 continue;
             };
@@ -307,7 +317,7 @@ fn apply_response(
             if p.is_leader() || p.leader_id() != leader || p.leader_epoch() != epoch {
                 continue;
             }
-            let result = apply_partition(p, &data);
+            let result = apply_partition(p, asked, &data);
             match result {
                 Ok(changed) => moved |= changed,
                 Err(e) => {
@@ -321,6 +331,7 @@ fn apply_response(
 
 fn apply_partition(
     p: &Partition,
+    asked: FetchPosition,
     data: &kafka_protocol::messages::fetch_response::PartitionData,
 ) -> Result<bool, strata_storage::StorageError> {
     let answer = match data.error_code {
@@ -341,5 +352,5 @@ fn apply_partition(
             return Ok(false);
         }
     };
-    p.apply_leader_answer(answer)
+    p.apply_leader_answer(asked, answer)
 }

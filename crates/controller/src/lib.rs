@@ -161,8 +161,8 @@ fn partition_change(
 pub enum IsrChangeOutcome {
     /// Committed: the leader applies the new ISR at once (the metadata brings it too).
     Committed,
-    /// Refused with nothing committed, on the partition state the leader knows: a pending
-    /// addition no longer counts.
+    /// Refused with nothing committed, on the partition state the leader knows: the leader
+    /// asks to confirm its ISR without the refused addition (which counts until then).
     Refused,
     /// Not known, or refused because the partition moved on (a newer partition or leader
     /// epoch: maybe this very change, sent before and answered too late). A pending
@@ -174,7 +174,9 @@ pub enum IsrChangeOutcome {
 
 /// Classifies an AlterPartition answer (see [`IsrChangeOutcome`]). Only errors the
 /// controller finds after its compare-and-set check passed, or that no later state can
-/// change, are refusals.
+/// change, are refusals — and even then another copy of the request may still commit, so a
+/// refused addition keeps counting until a change with a newer partition epoch settles it
+/// (`strata_replication::PartitionReplicas::refuse_pending`).
 pub fn isr_change_outcome(reply: Option<&ControllerReply>) -> IsrChangeOutcome {
     match reply {
         Some(ControllerReply::Ok) => IsrChangeOutcome::Committed,
@@ -708,9 +710,9 @@ impl Controller {
         {
             return Err(ControllerError::IneligibleReplica(joining));
         }
-        if new_isr == p.isr.as_slice() {
-            return Ok(Vec::new());
-        }
+        // Even an unchanged ISR is committed: its new partition epoch fences every older
+        // copy of a request decided on this one (a leader confirms its ISR this way after a
+        // refused addition).
         Ok(vec![partition_change(
             topic_id,
             partition,

@@ -37,6 +37,10 @@ pub struct PartitionReplicas {
     /// Replicas whose addition to the ISR was requested and not yet confirmed (KIP-497:
     /// already counted for the high watermark).
     pending_isr: Vec<i32>,
+    /// The controller refused the pending addition. It still counts — another attempt of
+    /// the same request may yet commit — until the metadata settles it; the leader asks the
+    /// controller to confirm the ISR without it (see [`PartitionReplicas::refuse_pending`]).
+    pending_refused: bool,
     min_insync_replicas: usize,
     progress: BTreeMap<i32, ReplicaProgress>,
     high_watermark: i64,
@@ -76,6 +80,7 @@ impl PartitionReplicas {
             leader,
             isr: isr.to_vec(),
             pending_isr: Vec::new(),
+            pending_refused: false,
             min_insync_replicas: min_insync_replicas.max(1),
             progress,
             high_watermark,
@@ -174,6 +179,24 @@ impl PartitionReplicas {
         !self.pending_isr.is_empty()
     }
 
+    /// The controller refused the pending addition. It keeps counting for the high
+    /// watermark: a copy of the same request (sent again after a lost answer) may still
+    /// commit it, and a leader that stopped counting a replica the committed ISR names would
+    /// acknowledge writes that replica lacks (found by the simulation). The leader asks the
+    /// controller to confirm the ISR without it ([`PartitionReplicas::settling_request`]);
+    /// that change's new partition epoch fences every older copy, and the metadata that
+    /// brings it settles the pending addition ([`PartitionReplicas::set_isr`]).
+    pub fn refuse_pending(&mut self) {
+        if self.has_pending() {
+            self.pending_refused = true;
+        }
+    }
+
+    /// The ISR to ask the controller to confirm after a refused addition, if any.
+    pub fn settling_request(&self) -> Option<Vec<i32>> {
+        (self.has_pending() && self.pending_refused).then(|| self.isr.clone())
+    }
+
     /// The replicas counted for the high watermark: the ISR plus pending additions.
     pub fn maximal_isr(&self) -> Vec<i32> {
         self.isr
@@ -188,6 +211,7 @@ impl PartitionReplicas {
     pub fn set_isr(&mut self, isr: &[i32]) -> Option<i64> {
         self.isr = isr.to_vec();
         self.pending_isr.clear();
+        self.pending_refused = false;
         self.recompute()
     }
 
@@ -257,6 +281,23 @@ mod tests {
         r.follower_end(2, 100, 100, 0);
         assert_eq!(r.expand_candidates(0), vec![2]);
         assert_eq!(r.set_isr(&[1, 2]), Some(100));
+    }
+
+    #[test]
+    fn a_refused_addition_counts_until_the_metadata_settles_it() {
+        let mut r = PartitionReplicas::new(1, &[1, 2], 1, 0);
+        r.leader_end(100, 0);
+        r.follower_end(2, 100, 100, 0);
+        r.follower_end(3, 100, 100, 0);
+        r.begin_expand(3);
+        assert_eq!(r.settling_request(), None, "waiting for the answer");
+        r.refuse_pending();
+        assert_eq!(r.settling_request(), Some(vec![1, 2]));
+        r.leader_end(200, 1);
+        r.follower_end(2, 200, 200, 1);
+        assert_eq!(r.high_watermark(), 100, "3 still counts");
+        assert_eq!(r.set_isr(&[1, 2]), Some(200), "settled without it");
+        assert_eq!(r.settling_request(), None);
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct Checker {
     /// (partition, offset) → value, for acknowledged writes.
     acked: BTreeMap<(i32, i64), u64>,
     acked_at: BTreeMap<u64, (i32, i64)>,
+    /// Acknowledged writes in the order they were acknowledged.
+    ack_order: Vec<(i32, i64, u64)>,
     /// (partition, offset) → value, as first read by a consumer.
     read: BTreeMap<(i32, i64), u64>,
     pub violations: Vec<String>,
@@ -59,6 +61,7 @@ impl Checker {
         }
         self.acked.insert((partition, offset), value);
         self.acked_at.insert(value, (partition, offset));
+        self.ack_order.push((partition, offset, value));
     }
 
     /// A consumer read `records` (offset, value) of `partition` from `position`.
@@ -117,6 +120,33 @@ impl Checker {
             .range((partition, i64::MIN)..=(partition, i64::MAX))
             .filter(|(&(_, o), v)| log.get(&o) != Some(v))
             .map(|(&(_, o), &v)| (o, v, log.get(&o).copied()))
+            .take(3)
+            .collect();
+        for (o, v, found) in missing {
+            self.violation(
+                now,
+                format!(
+                    "{what}: acknowledged write {v} at {partition}/{o} missing (found {found:?})"
+                ),
+            );
+        }
+    }
+
+    /// [`Checker::holds_acknowledged`] for the first `count` writes acknowledged (those a
+    /// leader epoch that began then must hold).
+    pub fn holds_acknowledged_before(
+        &mut self,
+        now: i64,
+        what: &str,
+        partition: i32,
+        log: &BTreeMap<i64, u64>,
+        count: usize,
+    ) {
+        let upto = count.min(self.ack_order.len());
+        let missing: Vec<(i64, u64, Option<u64>)> = self.ack_order[..upto]
+            .iter()
+            .filter(|&&(p, o, v)| p == partition && log.get(&o) != Some(&v))
+            .map(|&(_, o, v)| (o, v, log.get(&o).copied()))
             .take(3)
             .collect();
         for (o, v, found) in missing {

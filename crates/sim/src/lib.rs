@@ -80,6 +80,8 @@ pub struct SimConfig {
     pub faults: bool,
     /// A rule broken on purpose, so tests can show the checker catches it.
     pub flaw: Option<Flaw>,
+    /// Share of messages delivered twice while the network is lossy.
+    pub duplicate_rate: f64,
 }
 
 impl Default for SimConfig {
@@ -92,6 +94,7 @@ impl Default for SimConfig {
             heal_ms: 15_000,
             faults: true,
             flaw: None,
+            duplicate_rate: 0.1,
         }
     }
 }
@@ -106,8 +109,9 @@ pub enum Flaw {
     /// A restarted broker goes on leading in the leader epoch it led before (the bug
     /// `registration_changes` fixes).
     SameEpochAfterRestart,
-    /// A leader whose AlterPartition went unanswered (or was refused as stale) stops
-    /// counting the replica it was adding (the bug `IsrChangeOutcome::Unknown` fixes).
+    /// A leader whose AlterPartition went unanswered or was refused stops counting the
+    /// replica it was adding at once (the bugs `IsrChangeOutcome` and
+    /// `PartitionReplicas::refuse_pending` fix).
     GiveUpOnUnansweredIsrChange,
     /// A restarted replica opens its log with the high watermark at its log end (the bug the
     /// `replication-offset-checkpoint` fixes).
@@ -115,6 +119,9 @@ pub enum Flaw {
     /// A partition change that leaves leader, epoch and ISR as they were is not applied
     /// (the bug the partition epoch in `ImageDelta` fixes).
     IgnoreUnchangedIsr,
+    /// A follower applies a leader's answer meant for an earlier fetch (the bug the fetch
+    /// position check in `apply_leader_answer` fixes).
+    ApplyStaleAnswers,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -191,7 +198,7 @@ enum Body {
     },
     ReplicaAnswer {
         incarnation: u64,
-        partitions: Vec<(i32, i32, Answer)>,
+        partitions: Vec<(i32, i32, FetchPosition, Answer)>,
     },
     Produce {
         partition: i32,
@@ -380,6 +387,8 @@ struct World {
     acked_after_heal: u64,
     /// SIM_TRACE=1: print the run's notable steps (to read a failing seed).
     verbose: bool,
+    /// (partition, leader epoch) → writes acknowledged when the epoch was committed.
+    epoch_started: BTreeMap<(i32, i32), usize>,
 }
 
 macro_rules! trace {
@@ -470,7 +479,25 @@ impl World {
             healed: false,
             acked_after_heal: 0,
             verbose: std::env::var_os("SIM_TRACE").is_some(),
+            epoch_started: BTreeMap::new(),
         }
+    }
+
+    /// Commits a metadata batch; every leader epoch it starts is noted with how many writes
+    /// were acknowledged by then (leader completeness holds for those).
+    fn commit(&mut self, records: Vec<MetadataRecord>) -> bool {
+        if !self.quorum.commit(records) {
+            return false;
+        }
+        if let Some(t) = self.quorum.image.topic(TOPIC) {
+            let acked = self.checker.acknowledged_count();
+            for (&p, image) in &t.partitions {
+                self.epoch_started
+                    .entry((p, image.leader_epoch))
+                    .or_insert(acked);
+            }
+        }
+        true
     }
 
     fn broken(&self, flaw: Flaw) -> bool {
@@ -553,7 +580,7 @@ impl World {
                 replicas,
             });
         }
-        assert!(self.quorum.commit(records), "bootstrap metadata applies");
+        assert!(self.commit(records), "bootstrap metadata applies");
         self.quorum.controller.activate(&self.quorum.image, 0);
         for n in 1..=self.cfg.nodes {
             let node = Node {
@@ -810,7 +837,7 @@ impl World {
                             ));
                         }
                         trace!(self, "registration: {records:?}");
-                        self.quorum.commit(records).then_some(next_epoch)
+                        self.commit(records).then_some(next_epoch)
                     }
                 };
                 if let Some(broker_epoch) = epoch {
@@ -832,7 +859,7 @@ impl World {
                         if !records.is_empty() {
                             trace!(self, "controller on {request:?}: {records:?}");
                         }
-                        if records.is_empty() || self.quorum.commit(records) {
+                        if records.is_empty() || self.commit(records) {
                             reply
                         } else {
                             ControllerReply::Refused(ControllerError::InvalidUpdateVersion {
@@ -864,7 +891,7 @@ impl World {
         if !records.is_empty() {
             self.note(&[4, self.now, records.len() as i64]);
             trace!(self, "controller tick: {records:?}");
-            self.quorum.commit(records);
+            self.commit(records);
         }
     }
 
@@ -913,7 +940,8 @@ impl World {
             if let Some((_, CallKind::AlterPartition(p, request))) = node.calls.remove(&id) {
                 if flaw == Some(Flaw::GiveUpOnUnansweredIsrChange) {
                     if let Some(partition) = node.partitions.get(&p) {
-                        partition.isr_change_refused();
+                        // Drops the pending addition at once (what the broker did).
+                        partition.isr_change_committed(&partition.isr().0);
                     }
                 } else {
                     node.unsettled.insert(p, request);
@@ -1019,6 +1047,12 @@ impl World {
                 };
                 let id = self.next_id;
                 self.next_id += 1;
+                if self.verbose {
+                    eprintln!(
+                        "t={now:>6} node {n} asks {request:?} (isr now {:?})",
+                        partition.isr()
+                    );
+                }
                 node.calls
                     .insert(id, (now, CallKind::AlterPartition(p, request.clone())));
                 out.push((CONTROLLER, Body::Call { id, request }));
@@ -1051,14 +1085,20 @@ impl World {
                     let ControllerRequest::AlterPartition { new_isr, .. } = &request else {
                         return;
                     };
+                    if self.verbose {
+                        eprintln!(
+                            "t={now:>6} node {n} partition {p}: AlterPartition answered {reply:?}"
+                        );
+                    }
                     match strata_controller::isr_change_outcome(Some(&reply)) {
                         IsrChangeOutcome::Committed => partition.isr_change_committed(new_isr),
-                        IsrChangeOutcome::Refused => partition.isr_change_refused(),
-                        IsrChangeOutcome::Unknown
+                        IsrChangeOutcome::Unknown | IsrChangeOutcome::Refused
                             if flaw == Some(Flaw::GiveUpOnUnansweredIsrChange) =>
                         {
-                            partition.isr_change_refused()
+                            // Drops the pending addition at once (what the broker did).
+                            partition.isr_change_committed(&partition.isr().0)
                         }
+                        IsrChangeOutcome::Refused => partition.isr_change_refused(),
                         IsrChangeOutcome::Unknown => {
                             node.unsettled.insert(p, request);
                         }
@@ -1112,12 +1152,16 @@ impl World {
                                 }
                                 Answer::Refused
                             } else {
-                                serve_replica(partition, replica, at, flaw)
+                                let answer = serve_replica(partition, replica, at, flaw);
+                                if self.verbose {
+                                    eprintln!("t={now:>6} node {n} serves {replica} partition {p} at {} (epoch {}): hw now {} ({})", at.fetch_offset, at.last_fetched_epoch, partition.high_watermark(), match &answer { Answer::Records { bytes, .. } => format!("{} bytes", bytes.len()), other => format!("{other:?}") });
+                                }
+                                answer
                             }
                         }
                         _ => Answer::Refused,
                     };
-                    answers.push((p, current_leader_epoch, answer));
+                    answers.push((p, current_leader_epoch, at, answer));
                 }
                 self.send(
                     n,
@@ -1137,7 +1181,7 @@ impl World {
                     return;
                 }
                 node.fetching.remove(&leader);
-                for (p, epoch, answer) in partitions {
+                for (p, epoch, asked, answer) in partitions {
                     let Some(partition) = node.partitions.get(&p) else {
                         continue;
                     };
@@ -1179,7 +1223,16 @@ impl World {
                         Answer::Refused => continue,
                     };
                     // A failed sync leaves the log failed; it stops fetching (as the broker).
-                    let _ = partition.apply_leader_answer(applied);
+                    // A late or repeated answer is applied as if it answered the latest fetch.
+                    let asked = match (flaw, partition.replica_fetch_position()) {
+                        (Some(Flaw::ApplyStaleAnswers), Some(now_at)) => now_at,
+                        _ => asked,
+                    };
+                    let result = partition.apply_leader_answer(asked, applied);
+                    if self.verbose {
+                        let log = partition.log();
+                        eprintln!("t={now:>6} node {n} partition {p}: answer from {leader} to a fetch at {} (epoch {}): {result:?}; log end {} epoch {}", asked.fetch_offset, asked.last_fetched_epoch, log.log_end_offset(), log.latest_epoch());
+                    }
                 }
             }
             Body::Produce {
@@ -1317,11 +1370,21 @@ impl World {
         for (p, partition) in new_leaderships {
             self.stats.leader_elections += 1;
             self.note(&[5, self.now, n as i64, p as i64]);
+            // Leader completeness: a leader of an epoch holds every write acknowledged before
+            // the epoch began (a node catching up may apply an old epoch's leadership).
+            let before = self
+                .epoch_started
+                .get(&(p, partition.leader_epoch()))
+                .copied()
+                .unwrap_or(0);
             match log_values(&partition) {
-                Ok(log) => {
-                    self.checker
-                        .holds_acknowledged(self.now, &format!("node {n} leading"), p, &log)
-                }
+                Ok(log) => self.checker.holds_acknowledged_before(
+                    self.now,
+                    &format!("node {n} leading epoch {}", partition.leader_epoch()),
+                    p,
+                    &log,
+                    before,
+                ),
                 Err(e) => self
                     .checker
                     .violations
@@ -1699,7 +1762,7 @@ impl World {
             }
             "lossy-network" => {
                 self.net.drop = 0.2;
-                self.net.duplicate = 0.1;
+                self.net.duplicate = self.cfg.duplicate_rate;
                 self.net.max_delay_ms = 400;
                 self.schedule(now + hold, Event::EndLossy);
             }

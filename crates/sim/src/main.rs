@@ -32,6 +32,7 @@ fn main() -> ExitCode {
                 config.heal_ms = total - config.fault_ms;
             }
             "--verbose" => verbose = true,
+            "--duplicates" => config.duplicate_rate = value("--duplicates") as f64 / 100.0,
             "--flaw" => {
                 config.flaw = Some(match args.next().as_deref() {
                     Some("ack-on-leader-disk") => Flaw::AckOnLeaderDisk,
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
                     Some("give-up-on-unanswered-isr-change") => Flaw::GiveUpOnUnansweredIsrChange,
                     Some("high-watermark-from-log-end") => Flaw::HighWatermarkFromLogEnd,
                     Some("ignore-unchanged-isr") => Flaw::IgnoreUnchangedIsr,
+                    Some("apply-stale-answers") => Flaw::ApplyStaleAnswers,
                     other => panic!("unknown flaw {other:?}"),
                 })
             }

@@ -113,7 +113,8 @@ impl Partition {
     /// On the leader: the ISR change to ask the controller for, if any — followers that
     /// have not caught up for `lag_max_ms` leave; replicas that reached the high watermark
     /// and the start of this leader's epoch join (counted for the high watermark at once,
-    /// KIP-497). None while an addition is pending.
+    /// KIP-497). While an addition is pending: None, or after a refusal the ISR without it,
+    /// for the controller to confirm.
     pub fn isr_change(&self, lag_max_ms: i64) -> Option<Vec<i32>> {
         if !self.is_leader() {
             return None;
@@ -123,7 +124,9 @@ impl Partition {
         let epoch_start = log.latest_epoch_start();
         let mut replicas = self.replicas.lock().unwrap_or_else(|p| p.into_inner());
         if replicas.has_pending() {
-            return None;
+            // Waiting for the controller, or asking it to confirm the ISR without an
+            // addition it refused.
+            return replicas.settling_request();
         }
         let shrink = replicas.shrink_candidates(now, lag_max_ms);
         if !shrink.is_empty() {
@@ -159,16 +162,15 @@ impl Partition {
         }
     }
 
-    /// The controller refused an ISR change, committing nothing: pending additions no
-    /// longer count. Only for a definite refusal (see
-    /// `strata_controller::IsrChangeOutcome`): an answer that never came proves nothing.
+    /// The controller refused an ISR change, committing nothing: a pending addition keeps
+    /// counting until the metadata settles it (see
+    /// `strata_replication::PartitionReplicas::refuse_pending`); the next
+    /// [`Partition::isr_change`] asks to confirm the ISR without it.
     pub fn isr_change_refused(&self) {
-        let mut log = self.log();
-        let mut replicas = self.replicas.lock().unwrap_or_else(|p| p.into_inner());
-        let isr = replicas.isr().to_vec();
-        if let Some(hw) = replicas.set_isr(&isr) {
-            log.advance_high_watermark(hw);
-        }
+        self.replicas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refuse_pending();
     }
 
     /// This replica (node `local`) follows `leader` in `epoch`: it takes only the leader's

@@ -71,10 +71,27 @@ impl Partition {
         (epoch < last_fetched_epoch || end < fetch_offset).then_some((epoch, end))
     }
 
-    /// On a follower: applies the leader's answer — truncates a diverged or out-of-range
-    /// log, appends and syncs the batches, then takes the leader's high watermark (capped at
-    /// what this replica has synced). True if the log or the high watermark moved.
-    pub fn apply_leader_answer(&self, answer: LeaderAnswer<'_>) -> Result<bool> {
+    /// On a follower: applies the leader's answer to a fetch from `asked` — truncates a
+    /// diverged or out-of-range log, appends and syncs the batches, then takes the leader's
+    /// high watermark (capped at what this replica has synced). True if the log or the high
+    /// watermark moved. An answer to a fetch from another position than the log's now (its
+    /// end offset and last epoch: a late or repeated answer) is ignored, as Kafka's fetcher
+    /// ignores one whose fetch offset is no longer the partition's: applied, a stale
+    /// "diverged" could cut records this replica has since reported to the leader as held
+    /// (found by the simulation, where the network repeats and delays messages).
+    pub fn apply_leader_answer(
+        &self,
+        asked: FetchPosition,
+        answer: LeaderAnswer<'_>,
+    ) -> Result<bool> {
+        {
+            let log = self.log();
+            if log.log_end_offset() != asked.fetch_offset
+                || log.latest_epoch() != asked.last_fetched_epoch
+            {
+                return Ok(false);
+            }
+        }
         match answer {
             LeaderAnswer::OutOfRange {
                 log_start_offset,

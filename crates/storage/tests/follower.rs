@@ -162,3 +162,55 @@ fn corrupt_or_misplaced_batches_are_refused_and_a_partial_tail_waits() {
     assert_eq!(follower.append_replicated(&rest).unwrap(), Some((2, 2)));
     assert_eq!(follower.log_end_offset(), 3);
 }
+
+/// Found by the simulation: an answer meant for an earlier fetch (a late or repeated one) is
+/// ignored, so a stale "diverged" never cuts records this replica has since reported to the
+/// leader as held.
+#[test]
+fn a_stale_answer_from_the_leader_is_ignored() {
+    use strata_storage::{LeaderAnswer, Partition};
+    let w = World::new();
+    let mut leader = open(&w, "t-0");
+    for i in 0..3 {
+        leader
+            .append(&producer_batch(-1, 0, 0, 1 + i, false), 1)
+            .unwrap();
+        common::sync(&mut leader);
+    }
+    let follower = Partition::new("t".into(), 0, 1, open(&w, "t-1"));
+    follower.become_follower(2, 1, 1);
+    let before = follower.replica_fetch_position().unwrap();
+    let bytes = leader
+        .slice_replica(0, 1 << 20)
+        .unwrap()
+        .unwrap()
+        .read()
+        .unwrap();
+    let records = LeaderAnswer::Records {
+        records: Some(&bytes),
+        high_watermark: 0,
+    };
+    assert!(follower.apply_leader_answer(before, records).unwrap());
+    let end = follower.log().log_end_offset();
+    assert_eq!(end, 6);
+    let stale = LeaderAnswer::Diverging {
+        epoch: 0,
+        end_offset: 0,
+    };
+    assert!(
+        !follower.apply_leader_answer(before, stale).unwrap(),
+        "asked from 0, now at 6"
+    );
+    assert!(
+        !follower.apply_leader_answer(before, records).unwrap(),
+        "nor appended twice"
+    );
+    assert_eq!(follower.log().log_end_offset(), end);
+    let now = follower.replica_fetch_position().unwrap();
+    assert!(follower.apply_leader_answer(now, stale).unwrap());
+    assert_eq!(
+        follower.log().log_end_offset(),
+        0,
+        "an answer to the latest fetch applies"
+    );
+}
