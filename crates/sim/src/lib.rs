@@ -171,6 +171,7 @@ pub fn run(seed: u64, config: &SimConfig) -> Outcome {
 enum Body {
     Register {
         incarnation: u64,
+        records: Vec<MetadataRecord>,
     },
     Registered {
         incarnation: u64,
@@ -500,10 +501,6 @@ impl World {
         true
     }
 
-    fn broken(&self, flaw: Flaw) -> bool {
-        self.cfg.flaw == Some(flaw)
-    }
-
     fn note(&mut self, values: &[i64]) {
         for v in values {
             self.trace ^= *v as u64;
@@ -796,9 +793,14 @@ impl World {
 
     fn controller_receive(&mut self, msg: Msg) {
         match msg.body {
-            Body::Register { incarnation } => {
-                // The broker's own registration (`register_with_quorum`): registered and
-                // unfenced in one batch, its previous leaderships moved to a new epoch.
+            Body::Register {
+                incarnation,
+                records,
+            } => {
+                // The broker's own registration (`register_with_quorum`): one batch, built
+                // from the broker's own view of the metadata (registered, unfenced at the
+                // epoch after the one it knows, its previous leaderships moved to a new
+                // epoch); a stale view is refused whole, and the broker retries.
                 let node = msg.from;
                 let incarnation_id = Uuid::from_u64_pair(node as u64, incarnation);
                 let registered = self
@@ -811,33 +813,12 @@ impl World {
                     // A retried registration of the same incarnation is answered again.
                     Some(epoch) => Some(epoch),
                     None => {
-                        let next_epoch = self
-                            .quorum
-                            .image
-                            .broker(node)
-                            .map_or(0, |b| b.broker_epoch + 1);
-                        let mut records = vec![
-                            MetadataRecord::RegisterBroker {
-                                node_id: node,
-                                incarnation_id,
-                                host: format!("node{node}"),
-                                port: 9092,
-                                rack: None,
-                                directory_id: None,
-                            },
-                            MetadataRecord::UnfenceBroker {
-                                node_id: node,
-                                broker_epoch: next_epoch,
-                            },
-                        ];
-                        if !self.broken(Flaw::SameEpochAfterRestart) {
-                            records.extend(strata_controller::registration_changes(
-                                &self.quorum.image,
-                                node,
-                            ));
-                        }
                         trace!(self, "registration: {records:?}");
-                        self.commit(records).then_some(next_epoch)
+                        if self.commit(records) {
+                            self.quorum.image.broker(node).map(|b| b.broker_epoch)
+                        } else {
+                            None
+                        }
                     }
                 };
                 if let Some(broker_epoch) = epoch {
@@ -918,7 +899,35 @@ impl World {
             if now >= node.next_register_ms {
                 node.next_register_ms = now + 200;
                 let incarnation = node.incarnation;
-                self.send(n, CONTROLLER, Body::Register { incarnation });
+                let next_epoch = node.image.broker(n).map_or(0, |b| b.broker_epoch + 1);
+                let mut records = vec![
+                    MetadataRecord::RegisterBroker {
+                        node_id: n,
+                        incarnation_id: Uuid::from_u64_pair(n as u64, incarnation),
+                        host: format!("node{n}"),
+                        port: 9092,
+                        rack: None,
+                        directory_id: None,
+                    },
+                    MetadataRecord::UnfenceBroker {
+                        node_id: n,
+                        broker_epoch: next_epoch,
+                    },
+                ];
+                if flaw != Some(Flaw::SameEpochAfterRestart) {
+                    records.extend(strata_controller::registration_changes(&node.image, n));
+                }
+                // Its view of the metadata moves on meanwhile (a quorum member's does).
+                let from = node.applied;
+                self.send(
+                    n,
+                    CONTROLLER,
+                    Body::Register {
+                        incarnation,
+                        records,
+                    },
+                );
+                self.send(n, CONTROLLER, Body::MetadataFetch { from });
             }
             return;
         };
@@ -1107,7 +1116,7 @@ impl World {
             }
             Body::Metadata { from, batches } => {
                 node.metadata_sent_ms = None;
-                if from != node.applied || node.broker_epoch.is_none() {
+                if from != node.applied {
                     return;
                 }
                 let before = node.image.clone();
@@ -1118,7 +1127,11 @@ impl World {
                     }
                 }
                 node.applied += batches.len();
-                self.apply_roles(n, &before, min_isr);
+                // Partitions take roles once the broker is registered (as the broker opens
+                // them after its registration).
+                if node.broker_epoch.is_some() {
+                    self.apply_roles(n, &before, min_isr);
+                }
             }
             Body::ReplicaFetch {
                 incarnation,
