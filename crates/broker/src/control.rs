@@ -282,14 +282,19 @@ pub(crate) async fn isr_loop(
                     }
                 }
             };
-            let ControllerRequest::AlterPartition { new_isr, .. } = &request else {
+            let ControllerRequest::AlterPartition {
+                new_isr,
+                partition_epoch,
+                ..
+            } = &request
+            else {
                 continue;
             };
             let reply = call(&quorum, &request).await;
             match strata_controller::isr_change_outcome(reply.as_ref().ok()) {
                 IsrChangeOutcome::Committed => {
                     info!(topic = %p.topic, partition = p.partition, to = ?new_isr, "ISR changed");
-                    p.isr_change_committed(new_isr);
+                    p.isr_change_committed(new_isr, partition_epoch + 1);
                 }
                 IsrChangeOutcome::Refused => {
                     debug!(topic = %p.topic, partition = p.partition, reply = ?reply, "ISR change refused");

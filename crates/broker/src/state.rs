@@ -999,6 +999,7 @@ impl Broker {
             self.config.node_id,
             image.leader,
             image.leader_epoch,
+            image.partition_epoch,
             &image.isr,
             min_insync_replicas,
         );

@@ -950,7 +950,10 @@ impl World {
                 if flaw == Some(Flaw::GiveUpOnUnansweredIsrChange) {
                     if let Some(partition) = node.partitions.get(&p) {
                         // Drops the pending addition at once (what the broker did).
-                        partition.isr_change_committed(&partition.isr().0);
+                        partition.isr_change_committed(
+                            &partition.isr().0,
+                            partition.partition_epoch() + 1,
+                        );
                     }
                 } else {
                     node.unsettled.insert(p, request);
@@ -1091,7 +1094,12 @@ impl World {
                     let Some(partition) = node.partitions.get(&p) else {
                         return;
                     };
-                    let ControllerRequest::AlterPartition { new_isr, .. } = &request else {
+                    let ControllerRequest::AlterPartition {
+                        new_isr,
+                        partition_epoch,
+                        ..
+                    } = &request
+                    else {
                         return;
                     };
                     if self.verbose {
@@ -1100,12 +1108,17 @@ impl World {
                         );
                     }
                     match strata_controller::isr_change_outcome(Some(&reply)) {
-                        IsrChangeOutcome::Committed => partition.isr_change_committed(new_isr),
+                        IsrChangeOutcome::Committed => {
+                            partition.isr_change_committed(new_isr, partition_epoch + 1)
+                        }
                         IsrChangeOutcome::Unknown | IsrChangeOutcome::Refused
                             if flaw == Some(Flaw::GiveUpOnUnansweredIsrChange) =>
                         {
                             // Drops the pending addition at once (what the broker did).
-                            partition.isr_change_committed(&partition.isr().0)
+                            partition.isr_change_committed(
+                                &partition.isr().0,
+                                partition.partition_epoch() + 1,
+                            )
                         }
                         IsrChangeOutcome::Refused => partition.isr_change_refused(),
                         IsrChangeOutcome::Unknown => {
@@ -1366,7 +1379,14 @@ impl World {
                 .roles
                 .get(&p)
                 .is_some_and(|(l, e, _)| *l == n && *e == image.leader_epoch);
-            partition.set_role(n, image.leader, image.leader_epoch, &image.isr, min_isr);
+            partition.set_role(
+                n,
+                image.leader,
+                image.leader_epoch,
+                image.partition_epoch,
+                &image.isr,
+                min_isr,
+            );
             if self.verbose {
                 let log = partition.log();
                 eprintln!(

@@ -33,6 +33,8 @@ pub struct Partition {
     /// The leader epoch this replica appends under (from cluster metadata); stamped on every
     /// batch as its partition leader epoch.
     leader_epoch: AtomicI32,
+    /// The partition epoch of the latest change applied (see [`Partition::partition_epoch`]).
+    partition_epoch: AtomicI32,
     log: Mutex<Log>,
     flush_lock: Mutex<()>,
     /// The in-sync replicas and their durable ends (this replica alone on one node).
@@ -56,6 +58,7 @@ impl Partition {
         let replicas = PartitionReplicas::single(LOCAL_REPLICA, log.high_watermark());
         Self {
             leader_epoch: AtomicI32::new(leader_epoch),
+            partition_epoch: AtomicI32::new(-1),
             topic,
             partition,
             log: Mutex::new(log),
@@ -151,11 +154,18 @@ impl Partition {
 
     /// The controller committed the ISR change this leader asked for: applied now (the
     /// metadata brings the same ISR later), pending additions settled.
-    pub fn isr_change_committed(&self, isr: &[i32]) {
+    ///
+    /// `partition_epoch` is the epoch the change committed (the request's plus one): an
+    /// answer older than the metadata this replica applied since is ignored (the metadata is
+    /// the truth: a later change, applied first, may have undone it — found by the
+    /// simulation, where such a late answer left the leader counting a replica the committed
+    /// ISR no longer had, and it never asked to add it back).
+    pub fn isr_change_committed(&self, isr: &[i32], partition_epoch: i32) {
         let mut log = self.log();
-        if !self.is_leader() {
+        if !self.is_leader() || partition_epoch <= self.partition_epoch() {
             return;
         }
+        self.note_partition_epoch(partition_epoch);
         let mut replicas = self.replicas.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(hw) = replicas.set_isr(isr) {
             log.advance_high_watermark(hw);
@@ -244,6 +254,16 @@ impl Partition {
     /// The log, locked. Keep the guard short-lived.
     pub fn log(&self) -> MutexGuard<'_, Log> {
         self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The partition epoch of the latest change this replica applied (from the metadata, or
+    /// from an AlterPartition answer).
+    pub fn partition_epoch(&self) -> i32 {
+        self.partition_epoch.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn note_partition_epoch(&self, epoch: i32) {
+        self.partition_epoch.fetch_max(epoch, Ordering::SeqCst);
     }
 
     pub fn leader_epoch(&self) -> i32 {

@@ -139,15 +139,18 @@ impl Partition {
         }
     }
 
-    /// Leader or follower, as cluster metadata says (`leader` node in `epoch` with `isr`).
+    /// Leader or follower, as cluster metadata says (`leader` node in `epoch` with `isr`, at
+    /// `partition_epoch`).
     pub fn set_role(
         &self,
         local: i32,
         leader: i32,
         epoch: i32,
+        partition_epoch: i32,
         isr: &[i32],
         min_insync_replicas: usize,
     ) {
+        self.note_partition_epoch(partition_epoch);
         if leader == local {
             self.become_leader(local, epoch, isr, min_insync_replicas);
         } else {

@@ -214,3 +214,19 @@ fn a_stale_answer_from_the_leader_is_ignored() {
         "an answer to the latest fetch applies"
     );
 }
+
+/// Found by the simulation (seed 16716): an AlterPartition answer that arrives after the
+/// metadata moved past it is ignored — applying it left the leader counting a replica the
+/// committed ISR no longer had, so it never asked to add that replica back.
+#[test]
+fn a_late_isr_answer_does_not_undo_newer_metadata() {
+    use strata_storage::Partition;
+    let w = World::new();
+    let p = Partition::new("t".into(), 0, 0, open(&w, "t-2"));
+    p.set_role(1, 1, 3, 9, &[1, 3], 2); // the metadata: epoch 9 took 2 out again
+    p.isr_change_committed(&[1, 3, 2], 9); // the answer to the request made at epoch 8
+    assert_eq!(p.isr().0, vec![1, 3], "stale: ignored");
+    p.isr_change_committed(&[1, 3, 2], 10);
+    assert_eq!(p.isr().0, vec![1, 3, 2], "newer than the metadata: applied");
+    assert_eq!(p.partition_epoch(), 10);
+}
