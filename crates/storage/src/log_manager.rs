@@ -263,15 +263,10 @@ impl LogManager {
             entries.push((p.topic.clone(), p.partition, offset));
         }
         entries.extend(self.carried(|c| c.recovery_point));
-        entries.sort();
-        if *last == entries {
+        if !self.write_if_changed(&mut last, RECOVERY_POINTS_FILE, entries)? {
             return Ok(());
         }
-        checkpoint::write_offsets(
-            self.fs.as_ref(),
-            &self.data_dir.join(RECOVERY_POINTS_FILE),
-            &entries,
-        )?;
+        let entries = &*last;
         for (p, _, _, _) in &prepared {
             let written = entries
                 .binary_search_by(|(t, i, _)| {
@@ -282,7 +277,6 @@ impl LogManager {
                 p.log().note_checkpointed(offset);
             }
         }
-        *last = entries;
         Ok(())
     }
 
@@ -299,17 +293,25 @@ impl LogManager {
             .map(|p| (p.topic.clone(), p.partition, p.high_watermark()))
             .collect();
         entries.extend(self.carried(|c| c.high_watermark));
+        self.write_if_changed(&mut last, HIGH_WATERMARK_FILE, entries)
+            .map(|_| ())
+    }
+
+    /// Replaces checkpoint `file` with `entries` (sorted) unless they are what was last
+    /// written there (`last`, updated). True if it wrote.
+    fn write_if_changed(
+        &self,
+        last: &mut Vec<(String, i32, i64)>,
+        file: &str,
+        mut entries: Vec<(String, i32, i64)>,
+    ) -> Result<bool> {
         entries.sort();
         if *last == entries {
-            return Ok(());
+            return Ok(false);
         }
-        checkpoint::write_offsets(
-            self.fs.as_ref(),
-            &self.data_dir.join(HIGH_WATERMARK_FILE),
-            &entries,
-        )?;
+        checkpoint::write_offsets(self.fs.as_ref(), &self.data_dir.join(file), &entries)?;
         *last = entries;
-        Ok(())
+        Ok(true)
     }
 
     /// Writes every partition's log start offset; durable when this returns.
