@@ -24,6 +24,9 @@ pub enum ServeError {
         addr: String,
         source: std::io::Error,
     },
+    /// See [`Broker::halt`].
+    #[error("stopped at once: {0}")]
+    Halted(String),
 }
 
 /// Opens the data directory, binds, and serves until `shutdown` resolves. Then stops
@@ -167,6 +170,18 @@ pub async fn serve(
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = &mut shutdown => break,
+            reason = broker.halt_requested() => {
+                // No controlled shutdown and no clean close: like a crash, so the next start
+                // recovers from the files (a failed log may hold part of a change).
+                let _ = stop_tx.send(true);
+                broker.begin_shutdown();
+                connections.abort_all();
+                background.abort_all();
+                if let Some(q) = &quorum {
+                    q.abort().await;
+                }
+                return Err(ServeError::Halted(reason));
+            }
         }
     }
     if let Some(q) = &quorum {
@@ -256,6 +271,7 @@ async fn background_work(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
                 let flushed = tokio::task::spawn_blocking(move || {
                     let mut any = false;
                     let mut unchecked_bytes = 0u64;
+                    b.check_logs_failed();
                     for p in b.all_partitions() {
                         match p.maybe_flush() {
                             Ok(f) => any |= f,

@@ -198,6 +198,10 @@ pub struct Broker {
     pub(crate) replication_quotas: crate::throttle::ReplicationQuotas,
     /// The data directory's id (`meta.properties`).
     directory_id: Option<Uuid>,
+    /// Why the broker must stop at once, set once (see [`Broker::halt`]).
+    halted: std::sync::OnceLock<String>,
+    /// Signalled when `halted` is set; `serve` waits on it.
+    halt_requested: Notify,
 }
 
 /// Recovered logs that need a sync are synced together: at most this many per syncfs, and a
@@ -326,6 +330,8 @@ impl Broker {
             quorum: member,
             partitions: RwLock::new(HashMap::new()),
             data_arrived: Notify::new(),
+            halted: std::sync::OnceLock::new(),
+            halt_requested: Notify::new(),
             shutting_down: AtomicBool::new(false),
             filesystem_sync: FilesystemSync::default(),
             groups: crate::groups::GroupService::new(group_config),
@@ -1544,11 +1550,15 @@ impl Broker {
     pub fn checkpoint_recovery_points(&self) {
         let partitions = self.all_partitions();
         if let Err(e) = self.log_manager.checkpoint_recovery_points(&partitions) {
-            warn!(error = %e, "could not write the recovery point checkpoint");
+            self.halt(format!(
+                "could not write the recovery point checkpoint: {e}"
+            ));
         }
         if self.quorum.is_some() {
             if let Err(e) = self.log_manager.checkpoint_high_watermarks(&partitions) {
-                warn!(error = %e, "could not write the high watermark checkpoint");
+                self.halt(format!(
+                    "could not write the high watermark checkpoint: {e}"
+                ));
             }
         }
     }
@@ -1564,6 +1574,49 @@ impl Broker {
     pub(crate) fn checkpoint_log_start_offsets(&self) -> Result<(), StorageError> {
         self.log_manager
             .checkpoint_log_start_offsets(&self.all_partitions())
+    }
+
+    /// The broker cannot go on: its data directory failed (a log's write or sync failed, a
+    /// checkpoint could not be written) or its metadata quorum member stopped. As Kafka does
+    /// when its last log directory goes offline, the broker stops at once: `serve` returns
+    /// [`crate::server::ServeError::Halted`] without closing its logs (nothing more is
+    /// written there). The controller fences it when its heartbeats stop and moves its
+    /// leaderships to other in-sync replicas; the next start recovers from what the files
+    /// hold, as after a crash. Only the first reason is kept.
+    pub fn halt(&self, reason: String) {
+        if self.halted.set(reason.clone()).is_ok() {
+            tracing::error!(dir = %self.config.data_dir.display(), %reason, "stopping the broker at once");
+            self.halt_requested.notify_one();
+        }
+    }
+
+    /// Resolves (with the reason) once [`Broker::halt`] was called.
+    pub async fn halt_requested(&self) -> String {
+        if self.halted.get().is_none() {
+            self.halt_requested.notified().await;
+        }
+        self.halted.get().cloned().unwrap_or_default()
+    }
+
+    /// Halts the broker if a log failed or its metadata quorum member stopped (see
+    /// [`Broker::halt`]).
+    pub fn check_logs_failed(&self) {
+        if self.is_shutting_down() {
+            return;
+        }
+        if let Some(fatal) = self.quorum.as_ref().and_then(|m| m.quorum.fatal()) {
+            self.halt(format!("the metadata quorum member stopped: {fatal}"));
+        }
+        let failed = self
+            .all_partitions()
+            .into_iter()
+            .find(|p| p.log().is_failed());
+        if let Some(p) = failed {
+            self.halt(format!(
+                "the log of {}-{} failed (a write or sync to the data directory failed)",
+                p.topic, p.partition
+            ));
+        }
     }
 
     /// Wakes every waiting fetch and makes new ones answer at once.

@@ -325,3 +325,76 @@ fn topic_names_are_validated_like_kafka() {
         "validate_only changes nothing"
     );
 }
+
+/// A full disk (a write fails with ENOSPC halfway) is the data directory's failure, as in
+/// Kafka: the produce fails, the broker stops at once (`serve` returns `Halted`, no clean
+/// close), and the next start recovers the log from its files: every acknowledged record is
+/// there, the half-written batch is not, and offsets go on densely.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_halts_the_broker_and_a_restart_keeps_every_acknowledged_record() {
+    use std::sync::atomic::Ordering;
+    let fs = SimFs::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let config = BrokerConfig {
+        data_dir: PathBuf::from("/data"),
+        listen: addr.clone(),
+        ..BrokerConfig::default()
+    };
+    let served = {
+        let fs = Arc::new(fs.clone());
+        tokio::spawn(async move {
+            serve(
+                listener,
+                config,
+                fs,
+                Arc::new(SystemClock),
+                std::future::pending(),
+            )
+            .await
+        })
+    };
+    let mut client = Client::connect(&addr).await.unwrap();
+    client.create_topic("ledger", 1, &[]).await.unwrap();
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let value = format!("entry-{i}");
+        let offset = client
+            .produce("ledger", 0, batch(std::slice::from_ref(&value)), -1)
+            .await
+            .unwrap();
+        acked.push((offset, value));
+    }
+
+    fs.stats().fail_writes.store(true, Ordering::SeqCst);
+    let err = client
+        .produce("ledger", 0, batch(&["never".to_string()]), -1)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("code 56"), "KAFKA_STORAGE_ERROR: {err}");
+    let outcome = tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .expect("the broker stops by itself")
+        .unwrap();
+    match outcome {
+        Err(strata_broker::server::ServeError::Halted(reason)) => {
+            assert!(reason.contains("ledger-0"), "{reason}")
+        }
+        other => panic!("expected a halt, got {other:?}"),
+    }
+    drop(client);
+    fs.stats().fail_writes.store(false, Ordering::SeqCst);
+    // The process is gone; the page cache is not.
+    fs.crash(CrashMode::KeepAll);
+
+    let broker = start(&fs).await;
+    let mut client = Client::connect(&broker.addr).await.unwrap();
+    assert_eq!(read_all(&mut client, "ledger").await, acked);
+    let next = client
+        .produce("ledger", 0, batch(&["after".to_string()]), -1)
+        .await
+        .unwrap();
+    assert_eq!(next, acked.len() as i64);
+    broker.stop().await;
+}

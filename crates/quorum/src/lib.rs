@@ -509,6 +509,28 @@ impl Quorum {
             .map_err(|e| QuorumError::Raft(e.to_string()))
     }
 
+    /// Why this member's raft stopped on its own (a storage error: a full or failing
+    /// disk), or None while it runs.
+    pub fn fatal(&self) -> Option<String> {
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .running_state
+            .as_ref()
+            .err()
+            .map(|e| e.to_string())
+    }
+
+    /// Stops raft and the controller listener without closing the log (the broker halts:
+    /// the next start recovers the log as after a crash).
+    pub async fn abort(&self) {
+        if let Some(joining) = &self.joining {
+            joining.abort();
+        }
+        let _ = self.raft.shutdown().await;
+        self.server.abort();
+    }
+
     /// Stops raft and the controller listener, and closes the log cleanly.
     pub async fn shutdown(&self) {
         if let Some(joining) = &self.joining {

@@ -198,11 +198,25 @@ pub struct SimStats {
     pub syncs: AtomicU64,
     /// While set, every `sync_data` fails (as fdatasync does with EIO).
     pub fail_syncs: std::sync::atomic::AtomicBool,
+    /// While set, every write stores only its first half and fails with ENOSPC (a full
+    /// disk, met in the middle of a write).
+    pub fail_writes: std::sync::atomic::AtomicBool,
 }
 
 struct SimFile {
     state: Mutex<SimFileState>,
     stats: Arc<SimStats>,
+}
+
+impl SimFile {
+    fn write_unchecked(&self, buf: &[u8], offset: u64) {
+        let mut s = self.state.lock().expect("sim file lock");
+        let end = offset as usize + buf.len();
+        if s.data.len() < end {
+            s.data.resize(end, 0);
+        }
+        s.data[offset as usize..end].copy_from_slice(buf);
+    }
 }
 
 impl FsFile for SimFile {
@@ -215,12 +229,11 @@ impl FsFile for SimFile {
         Ok(n)
     }
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        let mut s = self.state.lock().expect("sim file lock");
-        let end = offset as usize + buf.len();
-        if s.data.len() < end {
-            s.data.resize(end, 0);
+        if self.stats.fail_writes.load(Ordering::SeqCst) {
+            self.write_unchecked(&buf[..buf.len() / 2], offset);
+            return Err(io::Error::from_raw_os_error(28)); // ENOSPC
         }
-        s.data[offset as usize..end].copy_from_slice(buf);
+        self.write_unchecked(buf, offset);
         Ok(())
     }
     fn sync_data(&self) -> io::Result<()> {

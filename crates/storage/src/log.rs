@@ -142,9 +142,12 @@ pub struct Log {
     recovery_sync_pending: bool,
     /// Opened at a checkpointed high watermark (a replica): recovery does not raise it.
     high_watermark_checkpointed: bool,
-    /// Set when a sync failed. After a failed fdatasync the kernel may have dropped the dirty
-    /// pages, so no later sync can vouch for them: the log refuses appends and never moves
-    /// its recovery point or high watermark again until it is reopened (and recovered).
+    /// Set when a sync or a write failed (Kafka's log directory failure). After a failed
+    /// fdatasync the kernel may have dropped the dirty pages, so no later sync can vouch for
+    /// them; after a failed write (a full disk) the files may hold part of a change the
+    /// memory does not. Either way the log refuses appends and never moves its recovery
+    /// point or high watermark again until it is reopened, and recovery decides from the
+    /// files what it holds. The broker takes a failed log as its data directory's failure.
     failed: bool,
     /// Idempotent producers' last batches (see [`crate::producer_state`]).
     producers: ProducerState,
@@ -648,7 +651,8 @@ impl Log {
     /// the log end offset, stamps the leader epoch (and LogAppendTime if configured) and
     /// writes them. Nothing is written unless every batch is valid.
     pub fn append(&mut self, batches: &[u8], leader_epoch: i32) -> Result<AppendInfo> {
-        self.append_inner(batches, leader_epoch, AppendOrigin::Client)
+        let appended = self.append_inner(batches, leader_epoch, AppendOrigin::Client);
+        self.offline_on_io(appended)
     }
 
     /// [`Log::append`] for a producer whose transaction the caller verified with the
@@ -659,19 +663,52 @@ impl Log {
         batches: &[u8],
         leader_epoch: i32,
     ) -> Result<AppendInfo> {
-        self.append_inner(batches, leader_epoch, AppendOrigin::VerifiedTransaction)
+        let appended = self.append_inner(batches, leader_epoch, AppendOrigin::VerifiedTransaction);
+        self.offline_on_io(appended)
     }
 
     /// Appends batches written by a coordinator on behalf of a producer (transactional
     /// offset commits in `__consumer_offsets`): no sequence numbers (`base_sequence` -1), so
     /// only the producer epoch is checked (an older epoch is fenced).
     pub fn append_coordinator(&mut self, batches: &[u8], leader_epoch: i32) -> Result<AppendInfo> {
-        self.append_inner(batches, leader_epoch, AppendOrigin::Coordinator)
+        let appended = self.append_inner(batches, leader_epoch, AppendOrigin::Coordinator);
+        self.offline_on_io(appended)
+    }
+
+    /// Any I/O error while changing the log's files fails the log (see the `failed` field):
+    /// a full disk or a failing device is the data directory's failure, not the request's,
+    /// as Kafka's `LogDirFailureChannel` makes it.
+    fn offline_on_io<T>(&mut self, result: Result<T>) -> Result<T> {
+        if let Err(StorageError::Io { path, source }) = &result {
+            if !self.deleted {
+                warn!(dir = %self.dir.display(), path = %path.display(), error = %source, "write failed");
+                self.mark_failed();
+            }
+        }
+        result
     }
 
     /// Writes a transaction marker (commit or abort) for `producer_id`, closing its
     /// transaction on this partition.
     pub fn append_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo> {
+        let appended = self.append_marker_inner(
+            producer_id,
+            producer_epoch,
+            commit,
+            coordinator_epoch,
+            leader_epoch,
+        );
+        self.offline_on_io(appended)
+    }
+
+    fn append_marker_inner(
         &mut self,
         producer_id: i64,
         producer_epoch: i16,
@@ -953,6 +990,11 @@ impl Log {
 
     /// Seals the active segment (syncing it) and starts a new one at the log end offset.
     pub fn roll(&mut self) -> Result<()> {
+        let rolled = self.roll_inner();
+        self.offline_on_io(rolled)
+    }
+
+    fn roll_inner(&mut self) -> Result<()> {
         let leo = self.log_end_offset();
         let fresh = ActiveSegment::create(
             self.fs.as_ref(),
@@ -982,6 +1024,11 @@ impl Log {
     /// trailing partial batch is ignored (the next fetch brings it whole). Returns the offset
     /// range appended, or None if `records` held no whole batch.
     pub fn append_replicated(&mut self, records: &[u8]) -> Result<Option<(i64, i64)>> {
+        let appended = self.append_replicated_inner(records);
+        self.offline_on_io(appended)
+    }
+
+    fn append_replicated_inner(&mut self, records: &[u8]) -> Result<Option<(i64, i64)>> {
         if self.failed {
             return Err(StorageError::LogDirFailed(self.dir.clone()));
         }
@@ -1027,7 +1074,8 @@ impl Log {
     /// synced, before anything is appended in it; Kafka does this on election), so
     /// OffsetsForLeaderEpoch and diverging followers see where the previous epoch ended.
     pub fn begin_leader_epoch(&mut self, epoch: i32) -> Result<()> {
-        self.begin_epoch(epoch)
+        let begun = self.begin_epoch(epoch);
+        self.offline_on_io(begun)
     }
 
     /// Where the latest leader epoch began (the log start offset while none is recorded).
@@ -1063,25 +1111,31 @@ impl Log {
         if offset >= self.log_end_offset() {
             if !self.failed && !self.deleted && self.epochs.truncate_from_end(self.log_end_offset())
             {
-                self.epochs.write(self.fs.as_ref(), &self.dir)?;
+                let written = self.epochs.write(self.fs.as_ref(), &self.dir);
+                return self.offline_on_io(written);
             }
             return Ok(());
         }
-        self.cut(offset, offset <= self.log_start_offset)
+        let cut = self.cut(offset, offset <= self.log_start_offset);
+        self.offline_on_io(cut)
     }
 
     /// Deletes the whole log and starts it empty at `offset`, before or after its old end (a
     /// follower whose fetch offset fell below the leader's log start; a raft log that
     /// installed a snapshot past its end). Crash-safe as [`Log::truncate_to`].
     pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<()> {
-        self.cut(offset, true)
+        let cut = self.cut(offset, true);
+        self.offline_on_io(cut)
     }
 
     fn cut(&mut self, offset: i64, empty_from: bool) -> Result<()> {
-        if self.failed || self.deleted {
+        if self.failed {
+            return Err(StorageError::LogDirFailed(self.dir.clone()));
+        }
+        if self.deleted {
             return Err(StorageError::io(
                 &self.dir,
-                std::io::Error::other("log is failed or deleted"),
+                std::io::Error::other("log is deleted"),
             ));
         }
         let fs = self.fs.clone();
@@ -1160,10 +1214,10 @@ impl Log {
         (self.active.0.file(), self.log_end_offset())
     }
 
-    /// Records that a sync failed: see the `failed` field.
+    /// Records that a sync or write failed: see the `failed` field.
     pub fn mark_failed(&mut self) {
         if !self.failed {
-            warn!(dir = %self.dir.display(), "sync failed: the log stops taking writes until it is reopened");
+            warn!(dir = %self.dir.display(), "log failed: it takes no more writes until it is reopened");
         }
         self.failed = true;
     }

@@ -142,7 +142,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let shutdown = async {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -159,7 +159,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             shutdown,
         )
         .await
-    })?;
+    });
+    if let Err(e @ strata_broker::server::ServeError::Halted(_)) = &served {
+        // Kafka's Exit.halt: no waiting for the runtime's blocking threads to finish.
+        eprintln!("strata: {e}");
+        std::process::exit(1);
+    }
+    served?;
     Ok(())
 }
 
