@@ -27,6 +27,7 @@ mod rng;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -82,6 +83,11 @@ pub struct SimConfig {
     pub flaw: Option<Flaw>,
     /// Share of messages delivered twice while the network is lossy.
     pub duplicate_rate: f64,
+    /// Adds the `disk-full` fault: every write on one node's disk fails with ENOSPC halfway
+    /// for a while; the node halts as the broker does (a failed log, checkpoint) and is
+    /// restarted once space is back. Off by default so the seeds recorded before it replay
+    /// as they did.
+    pub disk_full: bool,
 }
 
 impl Default for SimConfig {
@@ -95,6 +101,7 @@ impl Default for SimConfig {
             faults: true,
             flaw: None,
             duplicate_rate: 0.1,
+            disk_full: false,
         }
     }
 }
@@ -122,6 +129,9 @@ pub enum Flaw {
     /// A follower applies a leader's answer meant for an earlier fetch (the bug the fetch
     /// position check in `apply_leader_answer` fixes).
     ApplyStaleAnswers,
+    /// A node whose disk failed stays up with its failed logs (no `Broker::halt`): its
+    /// leaderships never move and its replicas never catch up (with `disk_full`).
+    StayUpOnFailedDisk,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -264,6 +274,7 @@ enum Event {
     EndLossy,
     EndClockJump(i32, i64),
     EndSlowDisk(i32),
+    EndDiskFull(i32),
     Heal,
     StrongIsrCheck,
 }
@@ -754,6 +765,11 @@ impl World {
                     nd.disk_latency_ms = (0, 2);
                 }
             }
+            Event::EndDiskFull(n) => {
+                if let Some(nd) = self.nodes.get(&n) {
+                    nd.fs.stats().fail_writes.store(false, Ordering::SeqCst);
+                }
+            }
             Event::Heal => self.heal(),
             Event::StrongIsrCheck => {
                 self.strong_isr_check();
@@ -886,15 +902,26 @@ impl World {
             return;
         }
         node.set_clock(now);
+        let mut halt = false;
         if now >= node.next_checkpoint_ms {
             // The broker's checkpoint task (every second).
             node.next_checkpoint_ms = now + 1_000;
             if let Some(manager) = &node.manager {
                 let partitions: Vec<Arc<Partition>> = node.partitions.values().cloned().collect();
-                let _ = manager.checkpoint_recovery_points(&partitions);
-                let _ = manager.checkpoint_high_watermarks(&partitions);
+                halt |= manager.checkpoint_recovery_points(&partitions).is_err();
+                halt |= manager.checkpoint_high_watermarks(&partitions).is_err();
             }
         }
+        // `Broker::halt`: a failed log or checkpoint stops the broker at once; its files
+        // stay as the page cache holds them (a process exit, not a power loss).
+        let failed = halt || node.partitions.values().any(|p| p.log().is_failed());
+        if failed && flaw != Some(Flaw::StayUpOnFailedDisk) {
+            trace!(self, "node {n} halts: its disk failed");
+            *self.stats.faults.entry("halt").or_insert(0) += 1;
+            self.crash(n, CrashMode::KeepAll);
+            return;
+        }
+        let node = self.nodes.get_mut(&n).expect("node exists");
         let Some(broker_epoch) = node.broker_epoch else {
             if now >= node.next_register_ms {
                 node.next_register_ms = now + 200;
@@ -1681,6 +1708,11 @@ impl World {
         if node.up {
             return;
         }
+        if node.fs.stats().fail_writes.load(Ordering::SeqCst) {
+            // Halted on a full disk: an operator (or systemd) tries again later.
+            self.schedule(self.now + 500, Event::Restart(n));
+            return;
+        }
         node.up = true;
         node.incarnation += 1;
         node.next_register_ms = self.now;
@@ -1717,7 +1749,11 @@ impl World {
             "clock-jump",
             "slow-disk",
         ];
-        let kind = *self.rng.pick(&KINDS);
+        let kind = if self.cfg.disk_full {
+            *self.rng.pick(&[KINDS.as_slice(), &["disk-full"]].concat())
+        } else {
+            *self.rng.pick(&KINDS)
+        };
         let up = self.up_nodes();
         let hold = self.rng.between(300, 6_000);
         let mut done = true;
@@ -1810,6 +1846,12 @@ impl World {
                 self.nodes.get_mut(&n).expect("node exists").disk_latency_ms = (50, 500);
                 self.schedule(now + hold, Event::EndSlowDisk(n));
             }
+            "disk-full" => {
+                let n = self.rng.between(1, self.cfg.nodes as i64) as i32;
+                let node = self.nodes.get(&n).expect("node exists");
+                node.fs.stats().fail_writes.store(true, Ordering::SeqCst);
+                self.schedule(now + hold, Event::EndDiskFull(n));
+            }
             _ => done = false,
         }
         if done {
@@ -1837,6 +1879,7 @@ impl World {
             node.paused_until = 0;
             node.skew_ms = 0;
             node.disk_latency_ms = (0, 2);
+            node.fs.stats().fail_writes.store(false, Ordering::SeqCst);
         }
         for n in down {
             self.restart(n);

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
                 config.heal_ms = total - config.fault_ms;
             }
             "--verbose" => verbose = true,
+            "--disk-full" => config.disk_full = true,
             "--duplicates" => config.duplicate_rate = value("--duplicates") as f64 / 100.0,
             "--flaw" => {
                 config.flaw = Some(match args.next().as_deref() {
@@ -42,11 +43,12 @@ fn main() -> ExitCode {
                     Some("high-watermark-from-log-end") => Flaw::HighWatermarkFromLogEnd,
                     Some("ignore-unchanged-isr") => Flaw::IgnoreUnchangedIsr,
                     Some("apply-stale-answers") => Flaw::ApplyStaleAnswers,
+                    Some("stay-up-on-failed-disk") => Flaw::StayUpOnFailedDisk,
                     other => panic!("unknown flaw {other:?}"),
                 })
             }
             "-h" | "--help" => {
-                println!("strata-sim --seeds N [--start S] [--nodes K] [--partitions P] [--seconds T] [--verbose]");
+                println!("strata-sim --seeds N [--start S] [--nodes K] [--partitions P] [--seconds T] [--disk-full] [--duplicates PCT] [--flaw NAME] [--verbose]");
                 return ExitCode::SUCCESS;
             }
             other => panic!("unknown argument {other}"),

@@ -74,10 +74,36 @@ fn a_seed_replays_the_same_trace() {
     assert_ne!(run(3, &config).trace, run(4, &config).trace);
 }
 
+/// Full disks too: a node whose writes fail halts and comes back once space is back.
+#[test]
+fn full_disks_keep_the_replication_invariants() {
+    let config = SimConfig {
+        disk_full: true,
+        ..SimConfig::default()
+    };
+    let mut failed = Vec::new();
+    let mut halts = 0;
+    for seed in 0..seeds() / 3 {
+        let o = run(seed, &config);
+        halts += o.stats.faults.get("halt").copied().unwrap_or(0);
+        if !o.violations.is_empty() {
+            failed.push((seed, o.violations));
+        }
+    }
+    assert!(halts > 0, "no node ever halted on a full disk");
+    assert!(
+        failed.is_empty(),
+        "{} seeds failed (replay: scripts/simulate --disk-full --start SEED --seeds 1); first: {:#?}",
+        failed.len(),
+        failed.first()
+    );
+}
+
 /// The first seed (below `limit`) whose run breaks an invariant with `flaw` put in.
 fn first_catch(flaw: Flaw, limit: u64) -> Option<(u64, Vec<String>)> {
     let config = SimConfig {
         flaw: Some(flaw),
+        disk_full: flaw == Flaw::StayUpOnFailedDisk,
         ..SimConfig::default()
     };
     (0..limit).find_map(|seed| {
@@ -136,4 +162,11 @@ fn giving_up_on_an_unanswered_isr_change_is_caught() {
 #[test]
 fn ignoring_a_change_that_ends_where_it_started_is_caught() {
     caught(Flaw::IgnoreUnchangedIsr, 2_000, "liveness");
+}
+
+/// The broker's halt on a failed disk is what moves its leaderships and brings its replicas
+/// back: a node that stays up with failed logs never recovers.
+#[test]
+fn staying_up_on_a_failed_disk_is_caught() {
+    caught(Flaw::StayUpOnFailedDisk, 200, "liveness");
 }
