@@ -155,6 +155,32 @@ def test_network_partitions_really_cut_links(tmp_path):
         net.teardown()
 
 
+def test_a_full_disk_really_refuses_writes(tmp_path):
+    """The harness's per-node disk: filled, not one more byte fits; freed, writes work again
+    (so the disk-full fault is never a silent no-op)."""
+    import errno
+    import pytest
+    chaos = chaos_module()
+    if not chaos.Disk.works():
+        pytest.skip("needs root to mount a tmpfs")
+    disk = chaos.Disk(tmp_path / "disk")
+    disk.mount()
+    try:
+        probe = disk.path / "data" / "probe"
+        probe.write_bytes(b"x" * 4096)
+        assert disk.fill() > 0
+        with pytest.raises(OSError) as refused:
+            with open(probe, "ab", buffering=0) as f:
+                f.write(b"y" * 8192)
+        assert refused.value.errno == errno.ENOSPC
+        disk.free()
+        with open(probe, "ab", buffering=0) as f:
+            f.write(b"z" * 8192)
+    finally:
+        disk.unmount()
+    assert not disk.path.exists()
+
+
 def test_two_short_seeded_runs_find_no_anomaly(tmp_path):
     out = tmp_path / "chaos"
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "chaos"), "--runs", "2",
