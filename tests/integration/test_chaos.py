@@ -107,6 +107,8 @@ def test_the_group_checker_finds_every_kind_of_anomaly():
     assert "non-monotonic-poll" in check_group(base + [fetched(2), read(1, 0, 3), read(1, 0, 3)])
     assert "commit-lost" in check_group(base + [{"op": "group-final", "partition": 0,
                                                  "offset": 1}])
+    # No commit acknowledged: "none" at the end is right.
+    assert not check_group([{"op": "group-final", "partition": 0, "offset": -1001}])
 
 
 def test_network_partitions_really_cut_links(tmp_path):
