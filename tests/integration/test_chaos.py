@@ -50,6 +50,10 @@ def test_the_checker_finds_every_kind_of_anomaly():
     assert "phantom" in check(sends + acks + phantom, {"final": phantom})
     swapped = [rec(0, 0, 2), rec(0, 1, 1), rec(0, 2, 0)]
     assert "key-order" in check(sends + swapped, {"final": swapped})
+    # Acknowledged without an offset (librdkafka's "persisted"): kept if in its partition.
+    unknown = [{"op": "ack", "value": 3, "partition": 0, "offset": None}]
+    assert not check(sends + acks + unknown, {"final": clean})
+    assert "lost" in check(sends + acks + unknown, {"final": clean[:3]})
     # Two readers disagreeing on an offset.
     live = [rec(0, 1, 5, reader="live")]
     assert "inconsistent" in check(sends + acks + live + clean, {"final": clean})
@@ -78,6 +82,7 @@ def test_the_transaction_checker_finds_every_kind_of_anomaly():
     assert "phantom" in check_txn(ops, {"final": clean + [rec(0, 5, 77)]})
     assert "non-monotonic" in check_txn(ops, {"final": [rec(0, 1, 0), rec(0, 0, 1)]})
     assert "inconsistent" in check_txn(ops, {"a": clean, "b": [rec(0, 0, 1), rec(1, 0, 0)]})
+    assert "stuck" in check_txn(ops + [{"op": "txn-stuck", "seconds": 120}], {"final": clean})
 
 
 def test_the_group_checker_finds_every_kind_of_anomaly():

@@ -243,10 +243,25 @@ impl Broker {
             if written.iter().all(|(p, end)| p.high_watermark() >= *end) {
                 return true;
             }
-            if self.is_shutting_down()
-                || tokio::time::Instant::now() >= deadline
-                || written.iter().any(|(p, _)| !p.is_leader())
-            {
+            if tokio::time::Instant::now() >= deadline {
+                let behind: Vec<String> = written
+                    .iter()
+                    .filter(|(p, end)| p.high_watermark() < *end)
+                    .map(|(p, end)| {
+                        format!(
+                            "{}-{}: high watermark {} < {end}, log end {}, replicas {}",
+                            p.topic,
+                            p.partition,
+                            p.high_watermark(),
+                            p.log().log_end_offset(),
+                            p.replication_state()
+                        )
+                    })
+                    .collect();
+                warn!(?behind, "a write of the broker's own did not reach the in-sync replicas in 10 s");
+                return false;
+            }
+            if self.is_shutting_down() || written.iter().any(|(p, _)| !p.is_leader()) {
                 return false;
             }
             tokio::select! {

@@ -335,6 +335,9 @@ impl Broker {
                     .all(|(p, offset)| p.sync_to(*offset).is_ok())
                     && !pending.failed
                     && self.wait_replicated_blocking(&pending.sync);
+                if !synced {
+                    warn!(transactional_id = %id, "the completed transaction's record was not stored in time");
+                }
                 (r, synced)
             });
             self.txns.lock().ending.remove(&m.transactional_id);

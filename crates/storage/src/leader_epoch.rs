@@ -78,7 +78,10 @@ impl LeaderEpochCache {
                 entries,
                 explicit: true,
             }),
-            _ => None,
+            // Every epoch was cut away (a replica that led without appending, then followed):
+            // what a log with no epoch of its own has.
+            Some(_) => Some(Self::implicit(log_start_offset)),
+            None => None,
         }
     }
 
@@ -251,5 +254,23 @@ mod tests {
         }
         let rebuilt = LeaderEpochCache::rebuild([(0, 7), (0, 9), (3, 12), (3, 20), (4, 30)], 7);
         assert_eq!(rebuilt.entries(), &[(0, 7), (3, 12), (4, 30)]);
+    }
+
+    /// A replica that led epoch 2 without appending, then followed and cut the epoch away,
+    /// writes a checkpoint with no entries: read back, that is the implicit epoch 0 (not an
+    /// unusable file to rebuild, as every such restart used to log).
+    #[test]
+    fn a_checkpoint_with_every_epoch_cut_away_reads_as_the_implicit_one() {
+        let fs = SimFs::new();
+        let dir = Path::new("/p");
+        fs.create_dir_all(dir).unwrap();
+        let mut c = LeaderEpochCache::load(&fs, dir, 0).unwrap();
+        assert!(c.assign(2, 0));
+        c.write(&fs, dir).unwrap();
+        assert!(c.truncate_from_end(0));
+        assert!(c.entries().is_empty());
+        c.write(&fs, dir).unwrap();
+        let loaded = LeaderEpochCache::load(&fs, dir, 0).expect("usable");
+        assert_eq!(loaded.entries(), &[(0, 0)]);
     }
 }

@@ -212,6 +212,12 @@ impl Partition {
         }
     }
 
+    /// The leader's view of its replicas (ISR, pending additions, each replica's end), for
+    /// diagnostics.
+    pub fn replication_state(&self) -> String {
+        format!("{:?}", self.replicas.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// The in-sync replicas and `min.insync.replicas` as the leader applies them.
     pub fn isr(&self) -> (Vec<i32>, usize) {
         let r = self.replicas.lock().unwrap_or_else(|p| p.into_inner());
