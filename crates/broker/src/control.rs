@@ -248,19 +248,35 @@ pub(crate) async fn isr_loop(
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let image = broker.image();
         for p in broker.all_partitions() {
             let key = (p.topic.clone(), p.partition);
-            let current = image.topic(&p.topic).and_then(|t| {
+            // The image as it is now, not as it was when this pass began: the calls for the
+            // partitions before this one may have taken seconds, and a request decided on a
+            // stale partition epoch can never commit.
+            let current = broker.image().topic(&p.topic).and_then(|t| {
                 t.partitions
                     .get(&p.partition)
                     .map(|c| (t.topic_id, c.clone()))
             });
-            let retry = unsettled.remove(&key).filter(|r| {
-                matches!(r, ControllerRequest::AlterPartition { partition_epoch, .. }
-                    if current.as_ref().is_some_and(|(_, c)| c.partition_epoch == *partition_epoch))
-                    && p.is_leader()
-            });
+            let retry = match unsettled.remove(&key) {
+                Some(r)
+                    if matches!(&r, ControllerRequest::AlterPartition { partition_epoch, .. }
+                        if current.as_ref().is_some_and(|(_, c)| c.partition_epoch == *partition_epoch))
+                        && p.is_leader() =>
+                {
+                    Some(r)
+                }
+                Some(_) => {
+                    // The partition moved on without it: this request can never commit (its
+                    // partition epoch is gone). An addition it carried is settled as refused,
+                    // or it would wait forever for an answer nobody will send, counting for
+                    // the high watermark while the ISR stays below min.insync.replicas
+                    // (found by `scripts/chaos`: a transaction's markers never committed).
+                    p.isr_change_refused();
+                    None
+                }
+                None => None,
+            };
             let request = match retry {
                 Some(request) => request,
                 None => {

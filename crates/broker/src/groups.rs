@@ -258,7 +258,10 @@ impl Broker {
                         )
                     })
                     .collect();
-                warn!(?behind, "a write of the broker's own did not reach the in-sync replicas in 10 s");
+                warn!(
+                    ?behind,
+                    "a write of the broker's own did not reach the in-sync replicas in 10 s"
+                );
                 return false;
             }
             if self.is_shutting_down() || written.iter().any(|(p, _)| !p.is_leader()) {

@@ -27,7 +27,17 @@ pub struct ReplicaProgress {
     pub end: i64,
     /// When the replica last had everything the leader had at that moment (ms).
     pub last_caught_up_ms: i64,
+    /// When the replica last fetched (ms; `i64::MIN` before its first fetch).
+    pub last_fetch_ms: i64,
 }
+
+/// A replica joins the ISR only while it is fetching: its last fetch at most this long ago
+/// (ms), or `replica.lag.time.max.ms` if shorter. Kafka evaluates an addition when the
+/// follower fetches; a leader that judged from a stopped replica's last known end (a broker
+/// in controlled shutdown) would ask again and again to add it, each time counting it for the
+/// high watermark (KIP-497) and holding the high watermark at its end (found by
+/// `scripts/chaos`: a transaction coordinator's writes stalled).
+pub const EXPAND_FETCH_WINDOW_MS: i64 = 2_000;
 
 /// One partition's replicas as its leader tracks them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +82,7 @@ impl PartitionReplicas {
                     ReplicaProgress {
                         end,
                         last_caught_up_ms: now_ms,
+                        last_fetch_ms: if r == leader { now_ms } else { i64::MIN },
                     },
                 )
             })
@@ -112,6 +123,7 @@ impl PartitionReplicas {
             ReplicaProgress {
                 end,
                 last_caught_up_ms: now_ms,
+                last_fetch_ms: now_ms,
             },
         );
         self.recompute()
@@ -137,6 +149,7 @@ impl PartitionReplicas {
                 } else {
                     last
                 },
+                last_fetch_ms: now_ms,
             },
         );
         self.recompute()
@@ -156,12 +169,20 @@ impl PartitionReplicas {
             .collect()
     }
 
-    /// Replicas outside the ISR (and not pending) whose end reached the high watermark and
+    /// Replicas outside the ISR (and not pending) that are fetching (see
+    /// [`EXPAND_FETCH_WINDOW_MS`]) and whose end reached the high watermark and
     /// `epoch_start_offset` (the leader's first offset in its current epoch).
-    pub fn expand_candidates(&self, epoch_start_offset: i64) -> Vec<i32> {
+    pub fn expand_candidates(
+        &self,
+        epoch_start_offset: i64,
+        now_ms: i64,
+        lag_max_ms: i64,
+    ) -> Vec<i32> {
+        let window = EXPAND_FETCH_WINDOW_MS.min(lag_max_ms.max(1));
         self.progress
             .iter()
             .filter(|(r, _)| !self.isr.contains(r) && !self.pending_isr.contains(r))
+            .filter(|(_, p)| p.last_fetch_ms >= now_ms.saturating_sub(window))
             .filter(|(_, p)| p.end >= self.high_watermark && p.end >= epoch_start_offset)
             .map(|(&r, _)| r)
             .collect()
@@ -279,8 +300,32 @@ mod tests {
         assert_eq!(r.leader_end(100, 0), None);
         assert_eq!(r.high_watermark(), 50, "nothing committed on one copy");
         r.follower_end(2, 100, 100, 0);
-        assert_eq!(r.expand_candidates(0), vec![2]);
+        assert_eq!(r.expand_candidates(0, 0, 30_000), vec![2]);
         assert_eq!(r.set_isr(&[1, 2]), Some(100));
+    }
+
+    /// A replica that stopped fetching (a broker in controlled shutdown, or gone) is not
+    /// asked into the ISR from its last known end, however good that end was: only a
+    /// fetching replica joins (as in Kafka, where the follower's fetch triggers it).
+    #[test]
+    fn only_a_fetching_replica_is_an_expansion_candidate() {
+        let mut r = PartitionReplicas::new(1, &[1, 3], 2, 0);
+        r.leader_end(100, 0);
+        r.follower_end(3, 100, 100, 0);
+        r.follower_end(2, 100, 100, 0);
+        assert_eq!(r.expand_candidates(0, 1_000, 30_000), vec![2]);
+        // 2 stops fetching; nothing new is written, so its end still equals the high
+        // watermark.
+        assert_eq!(
+            r.expand_candidates(0, 1 + EXPAND_FETCH_WINDOW_MS, 30_000),
+            Vec::<i32>::new()
+        );
+        // It fetches again: a candidate again.
+        r.follower_end(2, 100, 100, 5_000);
+        assert_eq!(r.expand_candidates(0, 5_100, 30_000), vec![2]);
+        // Never fetched from this leader: never a candidate.
+        let fresh = PartitionReplicas::new_at(1, &[1, 2, 3], 2, 0, 0);
+        assert!(fresh.expand_candidates(0, 10, 30_000).is_empty());
     }
 
     #[test]

@@ -1058,11 +1058,22 @@ impl World {
                     .topic(TOPIC)
                     .and_then(|t| t.partitions.get(&p))
                     .cloned();
-                let retry = node.unsettled.remove(&p).filter(|r| {
-                    matches!(r, ControllerRequest::AlterPartition { partition_epoch, .. }
-                        if current.as_ref().is_some_and(|c| c.partition_epoch == *partition_epoch))
-                        && partition.is_leader()
-                });
+                let retry = match node.unsettled.remove(&p) {
+                    Some(r)
+                        if matches!(&r, ControllerRequest::AlterPartition { partition_epoch, .. }
+                            if current.as_ref().is_some_and(|c| c.partition_epoch == *partition_epoch))
+                            && partition.is_leader() =>
+                    {
+                        Some(r)
+                    }
+                    Some(_) => {
+                        // As the broker's ISR loop: a request the partition moved on without
+                        // can never commit; an addition it carried is settled as refused.
+                        partition.isr_change_refused();
+                        None
+                    }
+                    None => None,
+                };
                 let request = match retry {
                     Some(request) => request,
                     None => {

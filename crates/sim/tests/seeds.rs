@@ -138,7 +138,7 @@ fn a_missing_divergence_check_is_caught() {
 /// Bug 1 found by the simulation: a restarted leader went on in its old leader epoch.
 #[test]
 fn leading_on_in_the_same_epoch_after_a_restart_is_caught() {
-    caught(Flaw::SameEpochAfterRestart, 2_000, "acknowledged write");
+    caught(Flaw::SameEpochAfterRestart, 3_000, "acknowledged write");
 }
 
 /// Bug 2: a restarted replica took its log end for its high watermark.

@@ -142,7 +142,7 @@ impl Partition {
                     .collect(),
             );
         }
-        let expand = replicas.expand_candidates(epoch_start);
+        let expand = replicas.expand_candidates(epoch_start, now, lag_max_ms);
         if expand.is_empty() {
             return None;
         }
@@ -215,7 +215,10 @@ impl Partition {
     /// The leader's view of its replicas (ISR, pending additions, each replica's end), for
     /// diagnostics.
     pub fn replication_state(&self) -> String {
-        format!("{:?}", self.replicas.lock().unwrap_or_else(|p| p.into_inner()))
+        format!(
+            "{:?}",
+            self.replicas.lock().unwrap_or_else(|p| p.into_inner())
+        )
     }
 
     /// The in-sync replicas and `min.insync.replicas` as the leader applies them.
