@@ -202,3 +202,26 @@ def test_two_short_seeded_runs_find_no_anomaly(tmp_path):
         assert verdict["acknowledged"] > 1000, verdict
         assert verdict["transactions"].get("committed", 0) > 20, verdict
         assert verdict["group_commits"] > 20, verdict
+
+
+def test_a_duplicate_written_under_a_bumped_epoch_is_the_clients(tmp_path):
+    """Duplicates are split by the producer epochs stored with them: two copies under one
+    epoch are the broker's anomaly (its deduplication failed); a later copy under a higher
+    epoch of the same producer id is librdkafka sending again after an epoch bump (#4953)."""
+    import struct
+    chaos = chaos_module()
+
+    def batch(base, pid, epoch, seq):
+        rest = (struct.pack(">ib", 0, 2) + b"\0" * 4 + struct.pack(">hi", 0, 0)
+                + struct.pack(">qq", 0, 0) + struct.pack(">qhii", pid, epoch, seq, 1))
+        return struct.pack(">qi", base, len(rest)) + rest
+    part = tmp_path / "chaos-0"
+    part.mkdir()
+    (part / "00000000000000000000.log").write_bytes(
+        batch(10, 1, 0, 10) + batch(11, 1, 1, 0) + batch(12, 1, 1, 1) + batch(13, 1, 1, 2))
+    assert chaos.batch_producers(part)[11] == (1, 1, 0)
+    bumped = {"value": 7, "at": [[0, 10], [0, 11]]}
+    same_epoch = {"value": 8, "at": [[0, 12], [0, 13]]}
+    broker, client = chaos.split_duplicates([bumped, same_epoch], lambda p: part)
+    assert [d["value"] for d in client] == [7]
+    assert [d["value"] for d in broker] == [8]
