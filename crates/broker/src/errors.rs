@@ -14,6 +14,7 @@ pub fn storage_error_code(e: &StorageError) -> i16 {
         StorageError::InvalidTimestamp { .. } => ResponseError::InvalidTimestamp,
         StorageError::InvalidConfig(_) => ResponseError::InvalidConfig,
         StorageError::Io { .. } | StorageError::LogDirFailed(_) => ResponseError::KafkaStorageError,
+        StorageError::NotLeader => ResponseError::NotLeaderOrFollower,
         StorageError::Sequence(SequenceError::InvalidProducerEpoch { .. }) => {
             ResponseError::InvalidProducerEpoch
         }

@@ -35,6 +35,10 @@ pub enum StorageError {
     InvalidConfig(String),
     #[error("log directory {0} is not usable after an earlier I/O error")]
     LogDirFailed(PathBuf),
+    /// A leader's append reached a replica that follows another since the request was
+    /// checked (a role change while the request waited, e.g. on transaction verification).
+    #[error("this replica no longer leads the partition")]
+    NotLeader,
     #[error("{0}")]
     Sequence(#[from] crate::producer_state::SequenceError),
     #[error("a retried batch came together with other batches in one request")]

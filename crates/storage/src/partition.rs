@@ -186,9 +186,26 @@ impl Partition {
     /// This replica (node `local`) follows `leader` in `epoch`: it takes only the leader's
     /// batches, and its high watermark only from the leader.
     pub fn become_follower(&self, local: i32, leader: i32, epoch: i32) {
+        // Under the log lock: a leader's append in progress finishes first, and every later
+        // one sees the new role (see [`Partition::leader_log`]).
+        let _log = self.log();
         self.replica_id.store(local, Ordering::SeqCst);
         self.leader_id.store(leader, Ordering::SeqCst);
         self.set_leader_epoch(epoch);
+    }
+
+    /// The log, for an append only the leader may make: refused once this replica follows
+    /// another (checked under the lock that the role change takes too). A request checked
+    /// for leadership before it waited (a transactional write's verification, a
+    /// coordinator's write) must not land in a follower's log: there it would take an offset
+    /// the leader fills with another batch, and the follower, fetching on from its own end,
+    /// would keep the difference (found by `scripts/chaos`, seed 33069).
+    fn leader_log(&self) -> Result<MutexGuard<'_, Log>> {
+        let log = self.log();
+        if !self.is_leader() {
+            return Err(StorageError::NotLeader);
+        }
+        Ok(log)
     }
 
     /// On the leader: follower `replica` fetched from `fetch_offset`, so it holds (synced)
@@ -287,7 +304,7 @@ impl Partition {
     /// Appends as leader, under the current leader epoch.
     pub fn append(&self, batches: &[u8]) -> Result<AppendInfo> {
         let epoch = self.leader_epoch();
-        let mut log = self.log();
+        let mut log = self.leader_log()?;
         let info = log.append(batches, epoch)?;
         self.update_high_watermark(&mut log);
         Ok(info)
@@ -418,7 +435,7 @@ impl Partition {
     /// transaction with the coordinator.
     pub fn append_transactional(&self, batches: &[u8]) -> Result<AppendInfo> {
         let epoch = self.leader_epoch();
-        let mut log = self.log();
+        let mut log = self.leader_log()?;
         let info = log.append_transactional(batches, epoch)?;
         self.update_high_watermark(&mut log);
         Ok(info)
@@ -427,7 +444,7 @@ impl Partition {
     /// Appends batches a coordinator writes for a producer (see [`Log::append_coordinator`]).
     pub fn append_coordinator(&self, batches: &[u8]) -> Result<AppendInfo> {
         let epoch = self.leader_epoch();
-        let mut log = self.log();
+        let mut log = self.leader_log()?;
         let info = log.append_coordinator(batches, epoch)?;
         self.update_high_watermark(&mut log);
         Ok(info)
@@ -513,7 +530,7 @@ impl Partition {
         coordinator_epoch: i32,
     ) -> Result<AppendInfo> {
         let epoch = self.leader_epoch();
-        let mut log = self.log();
+        let mut log = self.leader_log()?;
         self.guards().remove(&producer_id);
         let info = log.append_marker(
             producer_id,

@@ -230,3 +230,67 @@ fn a_late_isr_answer_does_not_undo_newer_metadata() {
     assert_eq!(p.isr().0, vec![1, 3, 2], "newer than the metadata: applied");
     assert_eq!(p.partition_epoch(), 10);
 }
+
+/// A request checked for leadership before it waited (a transactional write's verification)
+/// must not land in the log once the replica follows: a follower's own append would take an
+/// offset its leader fills with another batch, and fetching on from its own end it would
+/// keep the difference (seed 33069 of `scripts/chaos`: one replica held a producer's batch
+/// at the offset where the others held a transaction marker, and the batch twice).
+#[test]
+fn a_follower_refuses_a_leaders_append() {
+    use strata_storage::{Partition, StorageError};
+    let w = World::new();
+    let p = Partition::new("t".into(), 0, 0, open(&w, "t-3"));
+    p.set_role(1, 1, 1, 1, &[1, 2], 1);
+    p.append(&producer_batch(-1, 0, 0, 1, false)).unwrap();
+    p.set_role(1, 2, 2, 2, &[1, 2], 1);
+    for refused in [
+        p.append(&producer_batch(-1, 0, 0, 1, false)),
+        p.append_transactional(&producer_batch(7, 0, 0, 1, true)),
+        p.append_coordinator(&producer_batch(7, 0, -1, 1, true)),
+        p.append_marker(7, 0, true, 0),
+    ] {
+        assert!(
+            matches!(refused, Err(StorageError::NotLeader)),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(
+        p.log().log_end_offset(),
+        1,
+        "nothing appended as a follower"
+    );
+}
+
+/// A write that fails (a full disk) fails the log, and a failed log serves nothing — not
+/// even "out of range", which would send a consumer to its reset policy — until it is
+/// reopened from its files (the simulation, seed 3016352 with full disks: a roll that failed
+/// halfway had dropped the segment it was sealing from memory).
+#[test]
+fn a_failed_log_serves_nothing_until_reopened() {
+    use std::sync::atomic::Ordering;
+    use strata_storage::StorageError;
+    let w = World::new();
+    let mut log = open(&w, "t-4");
+    log.append(&producer_batch(-1, 0, 0, 3, false), 0).unwrap();
+    common::sync(&mut log);
+    w.fs.stats().fail_writes.store(true, Ordering::SeqCst);
+    assert!(log.append(&producer_batch(-1, 0, 0, 1, false), 0).is_err());
+    w.fs.stats().fail_writes.store(false, Ordering::SeqCst);
+    assert!(log.is_failed());
+    assert!(matches!(
+        log.slice_replica(0, 1 << 20),
+        Err(StorageError::LogDirFailed(_))
+    ));
+    assert!(matches!(
+        log.read(0, 1 << 20),
+        Err(StorageError::LogDirFailed(_))
+    ));
+    drop(log);
+    let reopened = open(&w, "t-4");
+    assert_eq!(
+        reopened.log_end_offset(),
+        3,
+        "the files hold what was written"
+    );
+}
