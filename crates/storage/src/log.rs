@@ -1355,13 +1355,6 @@ impl Log {
         max_bytes: usize,
         upper: i64,
     ) -> Result<Option<SegmentSlice>> {
-        if self.failed {
-            // Its memory may no longer match its files (a roll that failed halfway drops the
-            // segment it was sealing): nothing is served from it, not even "out of range",
-            // which would send a consumer to its reset policy (found by the simulation with
-            // full disks, seed 3016352). The broker halts; the next start recovers it.
-            return Err(StorageError::LogDirFailed(self.dir.clone()));
-        }
         let leo = self.log_end_offset();
         if offset < self.log_start_offset || offset > leo {
             return Err(StorageError::OffsetOutOfRange {

@@ -261,36 +261,3 @@ fn a_follower_refuses_a_leaders_append() {
         "nothing appended as a follower"
     );
 }
-
-/// A write that fails (a full disk) fails the log, and a failed log serves nothing — not
-/// even "out of range", which would send a consumer to its reset policy — until it is
-/// reopened from its files (the simulation, seed 3016352 with full disks: a roll that failed
-/// halfway had dropped the segment it was sealing from memory).
-#[test]
-fn a_failed_log_serves_nothing_until_reopened() {
-    use std::sync::atomic::Ordering;
-    use strata_storage::StorageError;
-    let w = World::new();
-    let mut log = open(&w, "t-4");
-    log.append(&producer_batch(-1, 0, 0, 3, false), 0).unwrap();
-    common::sync(&mut log);
-    w.fs.stats().fail_writes.store(true, Ordering::SeqCst);
-    assert!(log.append(&producer_batch(-1, 0, 0, 1, false), 0).is_err());
-    w.fs.stats().fail_writes.store(false, Ordering::SeqCst);
-    assert!(log.is_failed());
-    assert!(matches!(
-        log.slice_replica(0, 1 << 20),
-        Err(StorageError::LogDirFailed(_))
-    ));
-    assert!(matches!(
-        log.read(0, 1 << 20),
-        Err(StorageError::LogDirFailed(_))
-    ));
-    drop(log);
-    let reopened = open(&w, "t-4");
-    assert_eq!(
-        reopened.log_end_offset(),
-        3,
-        "the files hold what was written"
-    );
-}
