@@ -162,39 +162,58 @@ CHILD = textwrap.dedent(
     if instance != "-":
         conf["group.instance.id"] = instance
     c = Consumer(conf)
-    def on_assign(consumer, parts):
-        print("ASSIGNED", ",".join(str(p.partition) for p in parts), flush=True)
-    c.subscribe([topic], on_assign=on_assign)
+    c.subscribe([topic])
+    held = None
     while True:
         c.poll(0.1)
+        # The whole assignment after every change (callbacks see only increments under
+        # the consumer protocol).
+        now = sorted(p.partition for p in c.assignment())
+        if now != held:
+            held = now
+            print("HOLDS", ",".join(str(p) for p in now), flush=True)
     """
 )
 
 
-def start_child(bs, group, topic, protocol, instance="-"):
-    return subprocess.Popen(
-        [sys.executable, "-c", CHILD, bs, group, topic, protocol, instance],
-        stdout=subprocess.PIPE,
-    )
+class Child:
+    """A consumer in another process (so it can be killed with SIGKILL); `held` is its whole
+    assignment as last reported."""
 
+    def __init__(self, bs, group, topic, protocol, instance="-"):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, bs, group, topic, protocol, instance],
+            stdout=subprocess.PIPE,
+        )
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        self.held, self.buf = set(), ""
 
-def read_assigned(proc, timeout=30, polling=()):
-    """The partitions of the child's first non-empty assignment (polling our own members
-    meanwhile: a member gives partitions up only from its poll loop)."""
-    os.set_blocking(proc.stdout.fileno(), False)
-    deadline = time.time() + timeout
-    buf = ""
-    while time.time() < deadline:
-        chunk = proc.stdout.read()
-        if chunk:
-            buf += chunk.decode()
-            for line in buf.splitlines():
-                if line.startswith("ASSIGNED ") and line.strip() != "ASSIGNED":
-                    return {int(p) for p in line.split(" ", 1)[1].split(",") if p}
-        for m in polling:
-            m.poll()
-        time.sleep(0.01)
-    raise AssertionError(f"child was never assigned: {buf!r}")
+    def poll(self):
+        chunk = self.proc.stdout.read()
+        if not chunk:
+            return
+        self.buf += chunk.decode()
+        *lines, self.buf = self.buf.split("\n")
+        for line in lines:
+            if line.startswith("HOLDS"):
+                self.held = {int(p) for p in line[len("HOLDS"):].strip().split(",") if p}
+
+    def wait_until(self, predicate, timeout=30, polling=()):
+        """Poll the child (and our own members: a member gives partitions up only from its
+        poll loop) until predicate() holds."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            self.poll()
+            for m in polling:
+                m.poll()
+            if predicate():
+                return
+            time.sleep(0.01)
+        raise AssertionError(f"timed out: child holds {sorted(self.held)}")
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -202,13 +221,12 @@ def test_killed_member_partitions_move_after_session_timeout(gbroker, protocol):
     bs = gbroker.bootstrap
     topic, group, parts = unique("kill"), unique("g"), 6
     create_topic(bs, topic, parts)
-    child = start_child(bs, group, topic, protocol)
+    child = Child(bs, group, topic, protocol)
     try:
-        read_assigned(child)
+        child.wait_until(lambda: child.held)
         me = Member(consumer_config(bs, group, protocol), topic)
         poll_until([me], lambda: 0 < len(me.assigned) < parts)
-        child.send_signal(signal.SIGKILL)
-        child.wait(10)
+        child.kill()
         killed_at = time.time()
         poll_until([me], lambda: me.assigned == set(range(parts)), timeout=40)
         waited = time.time() - killed_at
@@ -216,7 +234,7 @@ def test_killed_member_partitions_move_after_session_timeout(gbroker, protocol):
         assert waited > 4, waited
         me.c.close()
     finally:
-        child.kill()
+        child.proc.kill()
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -226,19 +244,24 @@ def test_static_member_restart_keeps_partitions_without_rebalance(gbroker, proto
     create_topic(bs, topic, parts)
     extra = {"group.instance.id": "other"}
     me = Member(consumer_config(bs, group, protocol, **extra), topic)
-    child = start_child(bs, group, topic, protocol, instance="static-1")
+    child = Child(bs, group, topic, protocol, instance="static-1")
     try:
-        first = read_assigned(child, polling=[me])
-        poll_until([me], lambda: len(me.assigned) + len(first) == parts and me.assigned.isdisjoint(first))
+        # Both hold partitions, none twice, all of them: the group has settled.
+        child.wait_until(
+            lambda: me.assigned and child.held and me.assigned.isdisjoint(child.held)
+            and len(me.assigned) + len(child.held) == parts,
+            timeout=60, polling=[me])
+        first = set(child.held)
         calls, mine = me.assign_calls, set(me.assigned)
-        # Let the group settle, then kill -9 the static member and restart it at once.
         for _ in range(40):
             me.poll()
-        child.send_signal(signal.SIGKILL)
-        child.wait(10)
-        child = start_child(bs, group, topic, protocol, instance="static-1")
-        again = read_assigned(child, polling=[me])
-        assert again == first, "the static member gets its partitions back"
+        # Kill -9 the static member and restart it at once.
+        child.kill()
+        child = Child(bs, group, topic, protocol, instance="static-1")
+        try:
+            child.wait_until(lambda: child.held == first, polling=[me])
+        except AssertionError:
+            raise AssertionError(f"the static member gets {sorted(first)} back, holds {sorted(child.held)}")
         # Beyond the session timeout: the other member never saw a rebalance.
         deadline = time.time() + 8
         while time.time() < deadline:
@@ -246,7 +269,7 @@ def test_static_member_restart_keeps_partitions_without_rebalance(gbroker, proto
         assert me.assign_calls == calls and me.assigned == mine
         me.c.close()
     finally:
-        child.kill()
+        child.proc.kill()
 
 
 def test_cooperative_sticky_incremental_rebalance(gbroker):
