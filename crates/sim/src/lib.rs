@@ -1445,6 +1445,10 @@ impl World {
         for (p, partition) in new_leaderships {
             self.stats.leader_elections += 1;
             self.note(&[5, self.now, n as i64, p as i64]);
+            if partition.log().is_failed() {
+                // Offline: it serves nothing, and the node halts at its next tick.
+                continue;
+            }
             // Leader completeness: a leader of an epoch holds every write acknowledged before
             // the epoch began (a node catching up may apply an old epoch's leadership).
             let before = self

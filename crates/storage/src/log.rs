@@ -996,6 +996,9 @@ impl Log {
 
     fn roll_inner(&mut self) -> Result<()> {
         let leo = self.log_end_offset();
+        // Seal before the swap: if either step fails, the active segment (and everything
+        // in it) is still where reads find it; the log is failed and takes no appends.
+        self.active.complete_on_disk(self.fs.as_ref())?;
         let fresh = ActiveSegment::create(
             self.fs.as_ref(),
             &self.dir,
@@ -1003,9 +1006,7 @@ impl Log {
             self.config.index_interval_bytes,
         )?;
         let old = std::mem::replace(&mut self.active, fresh);
-        let base = old.0.base_offset;
-        let sealed = old.seal(self.fs.as_ref())?;
-        self.sealed.insert(base, sealed);
+        self.sealed.insert(old.0.base_offset, old.into_sealed());
         self.fs
             .sync_dir(&self.dir)
             .map_err(|e| StorageError::io(&self.dir, e))?;
@@ -1355,6 +1356,11 @@ impl Log {
         max_bytes: usize,
         upper: i64,
     ) -> Result<Option<SegmentSlice>> {
+        if self.failed {
+            // Offline (Kafka's KAFKA_STORAGE_ERROR): its memory may be ahead of or behind
+            // its files, and the broker is about to halt.
+            return Err(StorageError::LogDirFailed(self.dir.clone()));
+        }
         let leo = self.log_end_offset();
         if offset < self.log_start_offset || offset > leo {
             return Err(StorageError::OffsetOutOfRange {

@@ -698,13 +698,25 @@ impl ActiveSegment {
 
     /// Syncs the data and writes the indexes; the segment is complete on disk after this.
     pub fn seal(mut self, fs: &dyn Fs) -> Result<SealedSegment> {
+        self.complete_on_disk(fs)?;
+        Ok(self.into_sealed())
+    }
+
+    /// What sealing writes (synced data, final indexes), in place: on an error the segment
+    /// is still this log's active segment and loses nothing in memory, so a roll does this
+    /// before it replaces the active segment.
+    pub fn complete_on_disk(&mut self, fs: &dyn Fs) -> Result<()> {
         self.0.finish_time_index();
         self.0
             .file
             .sync_data()
             .map_err(|e| StorageError::io(self.0.path("log"), e))?;
-        self.0.write_indexes(fs)?;
-        Ok(SealedSegment(self.0))
+        self.0.write_indexes(fs)
+    }
+
+    /// Sealed without more I/O: after [`ActiveSegment::complete_on_disk`].
+    pub fn into_sealed(self) -> SealedSegment {
+        SealedSegment(self.0)
     }
 
     /// Writes the indexes without sealing or syncing them (clean shutdown: the caller syncs

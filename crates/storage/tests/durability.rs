@@ -272,3 +272,57 @@ fn the_partition_sets_the_high_watermark_from_its_durable_end() {
     p.sync_to(2).unwrap();
     assert_eq!(p.high_watermark(), 2);
 }
+
+/// A roll that meets a full disk fails the log but keeps its active segment: the log
+/// refuses reads (the broker halts on a failed log), its memory still holds every record,
+/// and a restart on the same files serves all of them.
+#[test]
+fn a_roll_on_a_full_disk_fails_the_log_and_loses_nothing() {
+    let fs = SimFs::new();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let config = LogConfig {
+        segment_bytes: 2 * batch("r0").len() as u64,
+        ..LogConfig::default()
+    };
+    let mut log = open(&fs, &clock, config.clone());
+    for i in 0..2 {
+        log.append(&batch(&format!("r{i}")), 0).unwrap();
+    }
+    let (segments, bytes) = (log.segment_count(), log.size_bytes());
+    fs.stats().fail_writes.store(true, Ordering::SeqCst);
+    assert!(
+        log.append(&batch("r2"), 0).is_err(),
+        "the roll fails on the full disk"
+    );
+    fs.stats().fail_writes.store(false, Ordering::SeqCst);
+    assert!(log.is_failed());
+    assert_eq!(
+        (log.segment_count(), log.size_bytes()),
+        (segments, bytes),
+        "the segment being sealed is still the active one"
+    );
+    assert!(
+        matches!(
+            log.read(0, 1 << 20),
+            Err(strata_storage::StorageError::LogDirFailed(_))
+        ),
+        "a failed log is offline for reads"
+    );
+    assert!(matches!(
+        log.append(&batch("r3"), 0),
+        Err(strata_storage::StorageError::LogDirFailed(_))
+    ));
+    drop(log);
+    fs.crash(CrashMode::KeepAll);
+    let log = open(&fs, &clock, config);
+    assert_eq!(log.log_end_offset(), 2);
+    let mut values = Vec::new();
+    let mut offset = 0;
+    while offset < log.log_end_offset() {
+        let records =
+            strata_records::decode_records(log.read(offset, 1 << 20).unwrap().records).unwrap();
+        offset = records.last().unwrap().offset + 1;
+        values.extend(records.into_iter().map(|r| r.value.unwrap()));
+    }
+    assert_eq!(values, vec![Bytes::from("r0"), Bytes::from("r1")]);
+}
