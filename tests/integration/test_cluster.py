@@ -370,7 +370,11 @@ def check_exactly_once_in_order(acked, stored):
 def leader_of(nodes, topic, partition, exclude=()):
     bs = ",".join(b.bootstrap for i, b in enumerate(nodes) if i + 1 not in exclude and b.alive())
     md = AdminClient({"bootstrap.servers": bs}).list_topics(timeout=10)
-    return md.topics[topic].partitions[partition].leader
+    # None until the broker that answered has learned of the topic (a created topic
+    # reaches each broker's metadata a little after CreateTopics returns).
+    t = md.topics.get(topic)
+    p = t.partitions.get(partition) if t is not None and t.error is None else None
+    return p.leader if p is not None else None
 
 
 def test_leader_killed_and_restarted_repeatedly_loses_no_acknowledged_record(tmp_path):
@@ -449,7 +453,8 @@ def test_too_few_in_sync_replicas_refuse_acks_all_and_acknowledge_nothing(tmp_pa
         admin = AdminClient({"bootstrap.servers": bootstrap(nodes)})
         admin.create_topics([NewTopic("strict", 1, 3, config={"min.insync.replicas": "3"})],
                             request_timeout=60)["strict"].result(60)
-        leader = leader_of(nodes, "strict", 0)
+        leader = wait_for(lambda: leader_of(nodes, "strict", 0) in (1, 2, 3) and
+                          leader_of(nodes, "strict", 0), what="a leader")
         follower = next(i + 1 for i in range(3) if i + 1 != leader)
         nodes[follower - 1].kill9()
         wait_for(lambda: len(AdminClient({"bootstrap.servers": bootstrap(nodes)})
