@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use strata_broker::server::serve;
+use strata_broker::server::{serve, ServeError};
 use strata_broker::BrokerConfig;
 use strata_client::Client;
 use strata_records::{decode_records, BatchBuilder, Compression, Record};
@@ -19,7 +19,8 @@ use tokio::task::JoinHandle;
 struct Running {
     addr: String,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    /// What `serve` returned (a halt, or a clean close).
+    task: JoinHandle<Result<(), ServeError>>,
 }
 
 async fn start(fs: &SimFs) -> Running {
@@ -37,7 +38,6 @@ async fn start(fs: &SimFs) -> Running {
             let _ = rx.await;
         })
         .await
-        .unwrap();
     });
     Running {
         addr,
@@ -50,7 +50,7 @@ impl Running {
     /// Clean shutdown.
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap();
+        self.task.await.unwrap().unwrap();
     }
 
     /// The process vanishes: no shutdown code runs.
@@ -334,27 +334,8 @@ fn topic_names_are_validated_like_kafka() {
 async fn a_full_disk_halts_the_broker_and_a_restart_keeps_every_acknowledged_record() {
     use std::sync::atomic::Ordering;
     let fs = SimFs::new();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let config = BrokerConfig {
-        data_dir: PathBuf::from("/data"),
-        listen: addr.clone(),
-        ..BrokerConfig::default()
-    };
-    let served = {
-        let fs = Arc::new(fs.clone());
-        tokio::spawn(async move {
-            serve(
-                listener,
-                config,
-                fs,
-                Arc::new(SystemClock),
-                std::future::pending(),
-            )
-            .await
-        })
-    };
-    let mut client = Client::connect(&addr).await.unwrap();
+    let broker = start(&fs).await;
+    let mut client = Client::connect(&broker.addr).await.unwrap();
     client.create_topic("ledger", 1, &[]).await.unwrap();
     let mut acked = Vec::new();
     for i in 0..5 {
@@ -373,12 +354,12 @@ async fn a_full_disk_halts_the_broker_and_a_restart_keeps_every_acknowledged_rec
         .unwrap_err()
         .to_string();
     assert!(err.contains("code 56"), "KAFKA_STORAGE_ERROR: {err}");
-    let outcome = tokio::time::timeout(Duration::from_secs(10), served)
+    let outcome = tokio::time::timeout(Duration::from_secs(10), broker.task)
         .await
         .expect("the broker stops by itself")
         .unwrap();
     match outcome {
-        Err(strata_broker::server::ServeError::Halted(reason)) => {
+        Err(ServeError::Halted(reason)) => {
             assert!(reason.contains("ledger-0"), "{reason}")
         }
         other => panic!("expected a halt, got {other:?}"),

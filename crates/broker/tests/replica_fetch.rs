@@ -172,3 +172,83 @@ async fn refusals_name_the_current_leader() {
     );
     broker.close();
 }
+
+/// ListOffsets and OffsetsForLeaderEpoch are the leader's to answer, as Fetch is: a
+/// follower's log may lack the latest records and epochs, and a consumer told its epoch is
+/// unknown (-1) resets its position to `auto.offset.reset`. A debugging tool's ListOffsets
+/// (replica id -2) may still read a follower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_answers_a_consumers_offset_requests() {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    let broker = broker_with_topic();
+    let epochs = |current: i32| {
+        let broker = broker.clone();
+        async move {
+            let t = OffsetForLeaderTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(vec![OffsetForLeaderPartition::default()
+                    .with_partition(0)
+                    .with_current_leader_epoch(current)
+                    .with_leader_epoch(0)]);
+            let r: OffsetForLeaderEpochResponse = call(
+                &broker,
+                ApiKey::OffsetForLeaderEpoch,
+                4,
+                Request::OffsetForLeaderEpoch(
+                    OffsetForLeaderEpochRequest::default()
+                        .with_replica_id(BrokerId(-1))
+                        .with_topics(vec![t]),
+                ),
+            )
+            .await;
+            let p = &r.topics[0].partitions[0];
+            (p.error_code, p.leader_epoch, p.end_offset)
+        }
+    };
+    let offsets = |replica: i32, current: i32| {
+        let broker = broker.clone();
+        async move {
+            let t = ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_current_leader_epoch(current)
+                    .with_timestamp(-1)]);
+            let r: ListOffsetsResponse = call(
+                &broker,
+                ApiKey::ListOffsets,
+                7,
+                Request::ListOffsets(
+                    ListOffsetsRequest::default()
+                        .with_replica_id(BrokerId(replica))
+                        .with_topics(vec![t]),
+                ),
+            )
+            .await;
+            let p = &r.topics[0].partitions[0];
+            (p.error_code, p.offset)
+        }
+    };
+    let partition = broker.partition("t", 0).unwrap();
+    partition.append(&batch(3)).unwrap();
+    assert_eq!(epochs(-1).await, (0, 0, 3), "the leader answers");
+    let (code, latest) = offsets(-1, -1).await;
+    assert_eq!(code, 0);
+
+    // Broker 2 now leads in epoch 4; this replica follows.
+    partition.become_follower(1, 2, 4);
+    for current in [-1, 4] {
+        assert_eq!(epochs(current).await.0, 6, "NOT_LEADER_OR_FOLLOWER");
+        assert_eq!(offsets(-1, current).await.0, 6, "NOT_LEADER_OR_FOLLOWER");
+    }
+    assert_eq!(epochs(3).await.0, 74, "FENCED_LEADER_EPOCH first");
+    assert_eq!(
+        offsets(-2, -1).await,
+        (0, latest),
+        "a debugging tool reads the follower"
+    );
+    broker.close();
+}

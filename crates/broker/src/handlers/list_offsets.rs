@@ -14,18 +14,28 @@ use kafka_protocol::messages::{
 use crate::errors;
 use crate::Broker;
 
+/// ListOffsets' replica id for a debugging tool, which may read a follower's offsets (any
+/// other request is answered by the leader alone).
+const DEBUGGING_REPLICA_ID: i32 = -2;
+
 /// The partition a leader-only request names, or its error code: not open here (unknown,
-/// still recovering, failed), or a `current_leader_epoch` that does not match (KIP-320).
+/// still recovering, failed), a `current_leader_epoch` that does not match (KIP-320), or,
+/// with `only_leader`, a replica that follows: its log may lack the leader's latest
+/// records and epochs, and a consumer told that its epoch is unknown (OffsetsForLeaderEpoch
+/// answering -1) resets its position to `auto.offset.reset`, as Kafka's
+/// `fetchOnlyFromLeader` guards against.
 fn leader_partition(
     broker: &Broker,
     topic: &str,
     partition: i32,
     current_leader_epoch: i32,
+    only_leader: bool,
 ) -> Result<Arc<strata_storage::Partition>, i16> {
     let Some(p) = broker.partition(topic, partition) else {
         return Err(broker.missing_partition_error(topic, partition));
     };
     match errors::leader_epoch_check(current_leader_epoch, p.leader_epoch()) {
+        errors::NONE if only_leader && !p.is_leader() => Err(errors::NOT_LEADER_OR_FOLLOWER),
         errors::NONE => Ok(p),
         code => Err(code),
     }
@@ -37,6 +47,7 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 
 pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let only_leader = req.replica_id.0 != DEBUGGING_REPLICA_ID;
     let topics = req
         .topics
         .into_iter()
@@ -52,6 +63,7 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
                         t.name.0.as_str(),
                         p.partition_index,
                         p.current_leader_epoch,
+                        only_leader,
                     ) {
                         Ok(partition) => partition,
                         Err(code) => {
@@ -136,6 +148,7 @@ pub fn offset_for_leader_epoch(
                         t.topic.0.as_str(),
                         p.partition,
                         p.current_leader_epoch,
+                        true,
                     ) {
                         Ok(partition) => partition,
                         Err(code) => return resp.with_error_code(code),
