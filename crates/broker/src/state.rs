@@ -216,6 +216,10 @@ struct Loading {
     in_progress: HashSet<(String, i32)>,
     /// Failed to open (I/O error): unavailable until the next start retries them.
     failed: HashSet<(String, i32)>,
+    /// Topics being deleted: their deletion holds the `applying` lock while it waits for
+    /// their partitions' recovery to end, and a log of one that recovers meanwhile is
+    /// dropped, not served (see [`Broker::serve_recovered`]).
+    cancelled: HashSet<String>,
 }
 
 /// Whether a partition this broker hosts can serve now.
@@ -593,26 +597,47 @@ impl Broker {
     }
 
     /// Starts serving a recovered (and synced) log.
+    /// Puts a recovered log into service. Its role (leader, epoch, ISR) and config come from
+    /// the image applied at that moment, taken under the metadata and `applying` locks: a
+    /// delta applied while the log recovered skipped it (it was not open yet), so the image
+    /// its recovery started from may be out of date. (Chaos seed 25107: a leadership given
+    /// while the log recovered was never taken up; the controller saw a live leader, the
+    /// broker did not lead, and the partition stayed without one.) A log whose topic was
+    /// deleted meanwhile is dropped.
     fn serve_recovered(&self, key: &(String, i32), image: &TopicImage, mut log: Log) {
         let (topic, partition) = (key.0.as_str(), key.1);
         if let Some(dirty) = self.log_manager.opened(topic, partition) {
             log.set_first_dirty_offset(dirty);
         }
-        self.insert_partition(image, partition, log);
-        // A config change while it recovered: applied under the metadata lock, so it cannot
-        // interleave with a later change's own reconfiguration.
         let metadata = self.metadata();
-        if let (Some(t), Some(p)) = (
-            metadata.image().topic(topic),
-            self.partition(topic, partition),
-        ) {
-            let dynamic = self.dynamic_defaults_of(&metadata.image());
-            if let Ok(config) = topic_config::log_config_with(&self.config, &dynamic, &t.configs) {
-                if let Err(e) = p.log().set_config(config) {
-                    warn!(topic, partition, error = %e, "config not applied");
-                }
+        // A deletion of this topic may hold `applying` while it waits for this recovery.
+        let _applying = loop {
+            match self.applying.try_lock() {
+                Ok(guard) => break guard,
+                Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+            if self.loading_state().cancelled.contains(topic) {
+                log.mark_deleted();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let current = metadata.image();
+        let Some(t) = current
+            .topic(topic)
+            .filter(|t| t.topic_id == image.topic_id)
+        else {
+            log.mark_deleted();
+            return;
+        };
+        let dynamic = self.dynamic_defaults_of(&current);
+        if let Ok(config) = topic_config::log_config_with(&self.config, &dynamic, &t.configs) {
+            if let Err(e) = log.set_config(config) {
+                warn!(topic, partition, error = %e, "config not applied");
             }
         }
+        self.insert_partition(t, partition, log);
     }
 
     /// Whether a partition can serve now (only asked when [`Broker::partition`] found none).
@@ -706,6 +731,7 @@ impl Broker {
         if dropped > 0 {
             self.unopened.fetch_sub(dropped, Ordering::SeqCst);
         }
+        loading.cancelled.insert(topic.to_string());
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while loading.in_progress.iter().any(|(t, _)| t == topic) {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -722,6 +748,7 @@ impl Broker {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+        loading.cancelled.remove(topic);
         drop(loading);
         for &p in partitions {
             self.log_manager.forget(topic, p);
