@@ -1,6 +1,8 @@
 //! Restart after a crash (issue 18): partitions recover in parallel after the coordinators'
 //! internal topics, and the broker answers for the ones still recovering with retriable
 //! errors (NOT_LEADER_OR_FOLLOWER; Metadata without a leader) instead of waiting for all.
+//! On a cluster member, a partition goes into service with the role the metadata has then,
+//! not the one it had when its recovery began.
 
 mod common;
 
@@ -241,4 +243,170 @@ async fn a_partition_that_fails_to_open_does_not_hold_the_others_back() {
         Arc::new(Broker::open(config(), Arc::new(fs.clone()), Arc::new(SystemClock)).unwrap());
     assert_eq!(broker.partition("t", 0).unwrap().log().log_end_offset(), 2);
     assert_eq!(broker.partition("t", 1).unwrap().log().log_end_offset(), 2);
+}
+
+/// Passes everything to a [`SimFs`], except that, once armed, the first listing of `held`
+/// (a log's recovery lists its directory first) reports on `entered` and waits for
+/// `release`: the test acts while that partition is being recovered.
+struct HoldingFs {
+    inner: SimFs,
+    held: PathBuf,
+    armed: std::sync::atomic::AtomicBool,
+    entered: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Fs for HoldingFs {
+    fn create_dir_all(&self, path: &std::path::Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn list_dir(&self, path: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+        if path == self.held && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.entered.lock().unwrap().send(()).unwrap();
+            self.release.lock().unwrap().recv().unwrap();
+        }
+        self.inner.list_dir(path)
+    }
+    fn is_dir(&self, path: &std::path::Path) -> bool {
+        self.inner.is_dir(path)
+    }
+    fn exists(&self, path: &std::path::Path) -> bool {
+        self.inner.exists(path)
+    }
+    fn open(
+        &self,
+        path: &std::path::Path,
+        create: bool,
+    ) -> std::io::Result<Arc<dyn strata_storage::FsFile>> {
+        self.inner.open(path, create)
+    }
+    fn remove_file(&self, path: &std::path::Path) -> std::io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn remove_dir_all(&self, path: &std::path::Path) -> std::io::Result<()> {
+        self.inner.remove_dir_all(path)
+    }
+    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn sync_dir(&self, path: &std::path::Path) -> std::io::Result<()> {
+        self.inner.sync_dir(path)
+    }
+    fn sync_filesystem(&self, path: &std::path::Path) -> std::io::Result<()> {
+        self.inner.sync_filesystem(path)
+    }
+}
+
+async fn start_quorum(fs: &SimFs, controller: &str) -> Arc<strata_quorum::Quorum> {
+    let voters = std::collections::BTreeMap::from([(1u64, controller.to_string())]);
+    let mut config =
+        strata_quorum::QuorumConfig::new(1, voters, controller.to_string(), config().data_dir);
+    config.election_timeout_min_ms = 100;
+    config.election_timeout_max_ms = 200;
+    config.heartbeat_ms = 50;
+    strata_quorum::Quorum::start(Arc::new(fs.clone()), Arc::new(SystemClock), config)
+        .await
+        .unwrap()
+}
+
+/// Chaos finding 12 (seeds 25107, 35153): a cluster member restarts, its registration takes
+/// its old leaderships away (leader -1: no other replica in sync), and the controller gives
+/// one back while that partition's log is still being recovered. That delta skips the
+/// partition (not open yet); the log must then go into service with the role the image has
+/// when it does, not the one it had when its recovery began, or the partition stays without
+/// a serving leader while the controller sees one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leadership_given_while_a_partition_recovers_is_taken_up() {
+    let fs = SimFs::new();
+    // A single voter never calls its own address, so the restart takes a new one (the old
+    // listener may not be closed yet).
+    let controller = || {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        format!("127.0.0.1:{port}")
+    };
+    let member_config = || BrokerConfig {
+        node_id: 1,
+        ..config()
+    };
+    let quorum = start_quorum(&fs, &controller()).await;
+    let broker = Arc::new(tokio::task::block_in_place(|| {
+        let b = Broker::open_member(
+            member_config(),
+            Arc::new(fs.clone()),
+            Arc::new(SystemClock),
+            Some(quorum.clone()),
+        )
+        .unwrap();
+        b.create_topic("t", 1, 1, Default::default(), false)
+            .unwrap();
+        b
+    }));
+    assert!(broker.partition("t", 0).unwrap().is_leader());
+    assert_eq!(produce(&broker, "t", 0, "before").await, 0);
+    drop(broker);
+    quorum.shutdown().await;
+    drop(quorum);
+    fs.crash(CrashMode::KeepAll);
+
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let holding = Arc::new(HoldingFs {
+        inner: fs.clone(),
+        held: PathBuf::from("/data/t-0"),
+        armed: false.into(),
+        entered: std::sync::Mutex::new(entered_tx),
+        release: std::sync::Mutex::new(release_rx),
+    });
+    let quorum = start_quorum(&fs, &controller()).await;
+    let broker = Arc::new(tokio::task::block_in_place(|| {
+        Broker::open_member(
+            member_config(),
+            holding.clone(),
+            Arc::new(SystemClock),
+            Some(quorum.clone()),
+        )
+        .unwrap()
+    }));
+    let topic = quorum.image().topic("t").unwrap().clone();
+    let before = topic.partitions[&0].clone();
+    assert_eq!(before.leader, -1, "registration moved the old leadership");
+    holding
+        .armed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let recovering = broker.clone();
+    let recovery = tokio::task::spawn_blocking(move || recovering.recover_deferred());
+    tokio::task::spawn_blocking(move || entered.recv().unwrap())
+        .await
+        .unwrap();
+
+    // The controller's election, applied while t-0 recovers.
+    quorum
+        .write(vec![strata_cluster::MetadataRecord::PartitionChange {
+            topic_id: topic.topic_id,
+            partition: 0,
+            leader: Some(1),
+            isr: None,
+            replicas: None,
+            expected_partition_epoch: Some(before.partition_epoch),
+        }])
+        .await
+        .unwrap();
+    let image = tokio::task::block_in_place(|| broker.catch_up_with_quorum()).unwrap();
+    let elected = image.topic("t").unwrap().partitions[&0].clone();
+    assert_eq!(elected.leader, 1);
+    assert!(elected.leader_epoch > before.leader_epoch);
+    assert!(broker.partition("t", 0).is_none(), "still recovering");
+
+    release.send(()).unwrap();
+    recovery.await.unwrap();
+    let p = broker.partition("t", 0).unwrap();
+    assert!(p.is_leader(), "the leadership given meanwhile is taken up");
+    assert_eq!(p.leader_epoch(), elected.leader_epoch);
+    assert_eq!(produce(&broker, "t", 0, "after").await, 0);
+    assert_eq!(p.log().log_end_offset(), 2);
+    quorum.shutdown().await;
 }
