@@ -824,8 +824,9 @@ impl Broker {
                     broker_epoch: next_epoch,
                 },
             ];
-            // Leaderships of the previous incarnation move to a new leader epoch.
-            records.extend(strata_controller::registration_changes(&image, node_id));
+            // Leaderships of the previous incarnation move to a new leader epoch (decided
+            // from the quorum's image when applied: this node's may be behind).
+            records.push(MetadataRecord::ResignLeaderships { node_id });
             match member.block_on(member.quorum.write(records)) {
                 Ok(index) => {
                     info!(

@@ -393,6 +393,35 @@ impl MetadataImage {
                     },
                 );
             }
+            MetadataRecord::ResignLeaderships { node_id } => {
+                let node = *node_id;
+                let live = |r: i32| self.broker(r).is_some_and(|b| !b.fenced);
+                let moves: Vec<MetadataRecord> = self
+                    .topics
+                    .values()
+                    .flat_map(|t| {
+                        t.partitions.iter().filter(|(_, p)| p.leader == node).map(
+                            |(&partition, p)| MetadataRecord::PartitionChange {
+                                topic_id: t.topic_id,
+                                partition,
+                                leader: Some(
+                                    p.isr
+                                        .iter()
+                                        .copied()
+                                        .find(|&r| r != node && live(r))
+                                        .unwrap_or(-1),
+                                ),
+                                isr: None,
+                                replicas: None,
+                                expected_partition_epoch: None,
+                            },
+                        )
+                    })
+                    .collect();
+                for change in &moves {
+                    self.apply(change)?;
+                }
+            }
             MetadataRecord::UnfenceBroker {
                 node_id,
                 broker_epoch,
@@ -626,6 +655,74 @@ mod tests {
         })
         .unwrap();
         assert_eq!(img.live_brokers().count(), 0);
+    }
+
+    /// Found by the simulation first (then computed by the registering broker from its own
+    /// view, which after a power loss may miss a leadership it was given): a broker that
+    /// registers again gets a new leader epoch on every partition it led. Another live
+    /// in-sync replica leads, or none until an election; the ISR stays.
+    #[test]
+    fn a_registering_broker_resigns_its_old_leaderships_in_the_current_image() {
+        let setup = |isr: Vec<i32>| {
+            let mut img = MetadataImage::default();
+            for node_id in 1..=3 {
+                img.apply(&MetadataRecord::RegisterBroker {
+                    directory_id: None,
+                    node_id,
+                    incarnation_id: Uuid::from_u128(node_id as u128),
+                    host: "h".into(),
+                    port: 9092,
+                    rack: None,
+                })
+                .unwrap();
+                img.apply(&MetadataRecord::UnfenceBroker {
+                    node_id,
+                    broker_epoch: 0,
+                })
+                .unwrap();
+            }
+            img.apply(&topic("a", 1)).unwrap();
+            img.apply(&MetadataRecord::Partition {
+                topic_id: Uuid::from_u128(1),
+                partition: 0,
+                leader: 1,
+                leader_epoch: 4,
+                replicas: vec![1, 2, 3],
+                isr,
+            })
+            .unwrap();
+            img
+        };
+        let part = |img: &MetadataImage| img.topic("a").unwrap().partitions[&0].clone();
+        let resign = |node_id| MetadataRecord::ResignLeaderships { node_id };
+
+        let mut img = setup(vec![1, 2, 3]);
+        img.apply(&resign(3)).unwrap();
+        assert_eq!(part(&img).leader_epoch, 4, "a follower resigns nothing");
+        img.apply(&resign(9)).unwrap();
+        assert_eq!(
+            part(&img).leader_epoch,
+            4,
+            "an unknown broker resigns nothing"
+        );
+        // Node 2 is fenced: node 3 is the live in-sync replica that leads.
+        img.apply(&MetadataRecord::FenceBroker {
+            node_id: 2,
+            broker_epoch: 0,
+        })
+        .unwrap();
+        let epoch = part(&img).partition_epoch;
+        img.apply(&resign(1)).unwrap();
+        let p = part(&img);
+        assert_eq!((p.leader, p.leader_epoch), (3, 5));
+        assert_eq!(p.isr, vec![1, 2, 3]);
+        assert!(p.partition_epoch > epoch);
+
+        // The last in-sync replica: no leader until the controller elects one.
+        let mut img = setup(vec![1]);
+        img.apply(&resign(1)).unwrap();
+        let p = part(&img);
+        assert_eq!((p.leader, p.leader_epoch, p.isr.clone()), (-1, 5, vec![1]));
     }
 
     #[test]

@@ -95,6 +95,19 @@ pub enum MetadataRecord {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         directory_id: Option<Uuid>,
     },
+    /// The leaderships the broker's previous incarnation held move to a new leader epoch,
+    /// part of a registration: a restarted broker must not go on leading in the epoch it led
+    /// before. It may have lost, in a power loss, the unsynced tail its followers had
+    /// already copied; appending anew in the same epoch would leave two replicas with
+    /// different records under one epoch, which the followers' epoch-based truncation
+    /// (KIP-279) cannot see. Each partition goes to another live in-sync replica, or to none
+    /// until the controller elects one (possibly this broker, in the epoch after). The
+    /// broker stays in the ISRs: its log holds everything it had synced, which is all it
+    /// ever reported (Kafka, which does not sync, removes it, KIP-966).
+    /// Decided from the image the record is applied to, never from the registering
+    /// broker's own view, which after a power loss may miss a leadership it was given (its
+    /// quorum member's committed index is not synced, so it replays less after a restart).
+    ResignLeaderships { node_id: i32 },
     /// The broker in `broker_epoch` may lead and serve partitions (UnfenceBrokerRecord).
     UnfenceBroker { node_id: i32, broker_epoch: i64 },
     /// The broker in `broker_epoch` may not (FenceBrokerRecord: it went silent or stopped).

@@ -189,45 +189,6 @@ pub fn isr_change_outcome(reply: Option<&ControllerReply>) -> IsrChangeOutcome {
     }
 }
 
-/// What a broker's registration moves besides itself: a broker that registers again (a
-/// restart) must not go on leading in the leader epoch it led before the restart. It may have
-/// lost, in a power loss, the unsynced tail its followers had already copied; appending anew
-/// in the same epoch would leave two replicas with different records under one epoch, which
-/// the followers' epoch-based truncation (KIP-279) cannot see. Every partition it leads gets
-/// a new leader epoch: another live in-sync replica leads, or none until the controller
-/// elects one (possibly the restarted broker itself, in the epoch after). It stays in the
-/// ISRs: its log still holds everything it had synced, which is all it ever reported (Kafka,
-/// which does not sync, removes it, KIP-966). Compare-and-set records, committed in the
-/// registration's batch.
-pub fn registration_changes(image: &MetadataImage, node: i32) -> Vec<MetadataRecord> {
-    if image.broker(node).is_none() {
-        return Vec::new();
-    }
-    let live = |r: i32| image.broker(r).is_some_and(|b| !b.fenced);
-    let mut records = Vec::new();
-    for t in image.topics() {
-        for (&partition, p) in &t.partitions {
-            if p.leader != node {
-                continue;
-            }
-            let leader = p
-                .isr
-                .iter()
-                .copied()
-                .find(|&r| r != node && live(r))
-                .unwrap_or(-1);
-            records.push(partition_change(
-                t.topic_id,
-                partition,
-                p.partition_epoch,
-                Some(leader),
-                None,
-            ));
-        }
-    }
-    records
-}
-
 /// The active controller's in-memory state.
 #[derive(Debug, Default)]
 pub struct Controller {
@@ -821,35 +782,20 @@ mod tests {
         image.topic("t").unwrap().partitions[&0].clone()
     }
 
-    /// Found by the simulation: a leader that restarts (and registers again) gets a new
-    /// leader epoch on every partition it led — another in-sync replica leads, or none until
-    /// an election — and it stays in the ISRs.
+    /// A leader that restarts resigns its leaderships (`ResignLeaderships`, tested in the
+    /// cluster crate); the last in-sync replica's partition then waits for an election,
+    /// which gives it back in a new epoch.
     #[test]
-    fn a_restarted_leader_does_not_lead_on_in_its_old_epoch() {
-        let (mut image, _) = cluster();
-        let moves = registration_changes(&image, 1);
-        apply(&mut image, &moves);
-        let p = part(&image);
-        assert_eq!(
-            (p.leader, p.leader_epoch, p.isr.clone()),
-            (2, 1, vec![1, 2, 3])
-        );
-        assert!(
-            registration_changes(&image, 3).is_empty(),
-            "a follower moves nothing"
-        );
-        assert!(
-            registration_changes(&image, 9).is_empty(),
-            "a new broker moves nothing"
-        );
-        // The last in-sync replica: no leader until the controller elects one, in a new epoch.
+    fn a_resigned_last_in_sync_leader_is_elected_again_in_a_new_epoch() {
         let (mut image, topic_id) = cluster();
         apply(
             &mut image,
             &[partition_change(topic_id, 0, 0, None, Some(vec![1]))],
         );
-        let moves = registration_changes(&image, 1);
-        apply(&mut image, &moves);
+        apply(
+            &mut image,
+            &[MetadataRecord::ResignLeaderships { node_id: 1 }],
+        );
         let p = part(&image);
         assert_eq!((p.leader, p.leader_epoch), (-1, 1));
         let mut c = Controller::new(ControllerConfig::default());

@@ -114,7 +114,7 @@ pub enum Flaw {
     /// The leader never tells a follower its log diverged (no KIP-279 truncation).
     NoDivergenceCheck,
     /// A restarted broker goes on leading in the leader epoch it led before (the bug
-    /// `registration_changes` fixes).
+    /// `MetadataRecord::ResignLeaderships` fixes).
     SameEpochAfterRestart,
     /// A leader whose AlterPartition went unanswered or was refused stops counting the
     /// replica it was adding at once (the bugs `IsrChangeOutcome` and
@@ -944,7 +944,7 @@ impl World {
                     },
                 ];
                 if flaw != Some(Flaw::SameEpochAfterRestart) {
-                    records.extend(strata_controller::registration_changes(&node.image, n));
+                    records.push(MetadataRecord::ResignLeaderships { node_id: n });
                 }
                 // Its view of the metadata moves on meanwhile (a quorum member's does).
                 let from = node.applied;
