@@ -16,7 +16,7 @@ use strata_group::{Coordinator, Effect, GroupConfig, OffsetsUndo, Token};
 use strata_records::{BatchBuilder, BatchHeader, Compression, Record};
 use strata_storage::{Partition, StorageError};
 use tokio::sync::oneshot;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::state::{Broker, TopicError};
 
@@ -29,7 +29,14 @@ pub struct GroupService {
     /// Set at shutdown: waiting JoinGroup/SyncGroup requests are answered at once
     /// (COORDINATOR_NOT_AVAILABLE, so clients find the coordinator again after restart).
     closed: std::sync::atomic::AtomicBool,
+    /// When the latest catch-up with the quorum leader for a misdirected-looking group
+    /// request started (see [`Broker::settle_group_coordination`]); held while one runs.
+    settled: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long a group request this node does not seem to coordinate waits for its metadata
+/// to catch up with the quorum leader before it is answered from what it has.
+const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Records appended and not yet durable: (partition, offset to sync to).
 pub struct Pending {
@@ -47,6 +54,7 @@ impl GroupService {
             waiters: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
             closed: std::sync::atomic::AtomicBool::new(false),
+            settled: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -87,6 +95,62 @@ impl GroupService {
 }
 
 impl Broker {
+    /// Before a group request is answered on a cluster member: when this node's applied
+    /// metadata does not make it the coordinator of one of `groups`, that metadata may just
+    /// be behind. FindCoordinator answered on a node that applied the leadership first sends
+    /// clients here early — always so when that FindCoordinator created `__consumer_offsets`.
+    /// The request then waits (up to [`SETTLE_TIMEOUT`]) until this node applied everything
+    /// the quorum leader had applied when asked, and takes up the coordination that gives
+    /// it. The coordinator answers from current metadata afterwards: served,
+    /// COORDINATOR_LOAD_IN_PROGRESS (retried in place by clients), or a NOT_COORDINATOR that
+    /// is true. A stale NOT_COORDINATOR is not harmless: librdkafka's `committed()` fails on
+    /// it instead of retrying.
+    ///
+    /// One catch-up runs at a time; a request that arrived before the latest one started
+    /// takes its result instead of asking the leader again (a client with a stale
+    /// coordinator costs one read index per burst, not one per request).
+    pub async fn settle_group_coordination(self: &Arc<Self>, groups: &[&str]) {
+        let Some(member) = &self.quorum else {
+            return;
+        };
+        let coordinated = || {
+            let c = self.groups.coordinator();
+            groups.iter().all(|g| {
+                g.is_empty()
+                    || c.owned()
+                        .is_none_or(|owned| owned.contains(&c.partition_for(g)))
+            })
+        };
+        if coordinated() {
+            return;
+        }
+        let arrived = std::time::Instant::now();
+        let mut settled = self.groups.settled.lock().await;
+        if settled.is_some_and(|started| started >= arrived) || coordinated() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        if let Err(e) = member
+            .quorum
+            .catch_up_with_leader(started + SETTLE_TIMEOUT)
+            .await
+        {
+            debug!(error = %e, "group request: could not catch up with the quorum leader");
+            return;
+        }
+        let b = self.clone();
+        let caught_up = tokio::task::spawn_blocking(move || {
+            let applied = b.catch_up_with_quorum();
+            b.refresh_group_coordination();
+            applied
+        })
+        .await;
+        if let Ok(Err(e)) = caught_up {
+            warn!(error = %e, "a metadata change was not fully applied");
+        }
+        *settled = Some(started);
+    }
+
     /// Runs `f` on the coordinator and appends what it asks to persist, under the lock.
     pub fn group_call<R>(
         &self,

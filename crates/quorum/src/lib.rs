@@ -413,11 +413,7 @@ impl Quorum {
         let mut connection = idle.unwrap_or_else(|| network::Connection::new(addr.clone()));
         let result = connection.call_raw(&body, ttl).await;
         if result.is_ok() {
-            let mut idle = self.calls_out.lock().unwrap_or_else(|p| p.into_inner());
-            let pool = idle.entry(addr.clone()).or_default();
-            if pool.len() < CALL_CONNECTIONS_IDLE_MAX {
-                pool.push(connection);
-            }
+            self.give_back(addr.clone(), connection);
         }
         result.map_err(|e| QuorumError::Unavailable(format!("{addr}: {e}")))
     }
@@ -451,6 +447,62 @@ impl Quorum {
         }
         let (_, connection) = forward.as_mut().expect("set above");
         connection.write(batch, attempt).await
+    }
+
+    /// Waits until this node applied every change the quorum leader had applied when asked
+    /// (a read index: after it returns, this node's image is at least as new as any image a
+    /// write was acknowledged from, on any member, before the call). Fails at `deadline`,
+    /// or at once without a known leader.
+    pub async fn catch_up_with_leader(&self, deadline: Instant) -> Result<u64, QuorumError> {
+        let mut hint: Option<String> = None;
+        loop {
+            let leader = self.raft.metrics().borrow_watched().current_leader;
+            let reply = if leader == Some(self.config.node_id) && hint.is_none() {
+                network::read_index_locally(&self.raft).await
+            } else {
+                let addr = hint
+                    .take()
+                    .or_else(|| leader.and_then(|id| self.leader_address(id)))
+                    .ok_or_else(|| QuorumError::Unavailable("no quorum leader".into()))?;
+                let ttl = deadline.saturating_duration_since(Instant::now());
+                let idle = self
+                    .calls_out
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_mut(&addr)
+                    .and_then(Vec::pop);
+                let mut connection = idle.unwrap_or_else(|| network::Connection::new(addr.clone()));
+                let reply = connection
+                    .read_index(ttl)
+                    .await
+                    .map_err(|e| QuorumError::Unavailable(format!("{addr}: {e}")))?;
+                self.give_back(addr, connection);
+                reply
+            };
+            match reply {
+                network::ReadIndexReply::Applied { index } => {
+                    self.wait_applied(index, deadline).await?;
+                    return Ok(index);
+                }
+                network::ReadIndexReply::NotLeader { leader: Some(addr) } => hint = Some(addr),
+                network::ReadIndexReply::NotLeader { leader: None } => {
+                    return Err(QuorumError::Unavailable("no quorum leader".into()))
+                }
+                network::ReadIndexReply::Failed(e) => return Err(QuorumError::Unavailable(e)),
+            }
+            if Instant::now() >= deadline {
+                return Err(QuorumError::Unavailable("the quorum leader moved".into()));
+            }
+        }
+    }
+
+    /// Keeps a call connection that worked for the next call to `addr`.
+    fn give_back(&self, addr: String, connection: network::Connection) {
+        let mut idle = self.calls_out.lock().unwrap_or_else(|p| p.into_inner());
+        let pool = idle.entry(addr).or_default();
+        if pool.len() < CALL_CONNECTIONS_IDLE_MAX {
+            pool.push(connection);
+        }
     }
 
     /// Waits until this node applied `index`.

@@ -44,6 +44,7 @@ enum Kind {
     Write = 5,
     Call = 6,
     Join = 7,
+    ReadIndex = 8,
 }
 
 impl Kind {
@@ -56,6 +57,7 @@ impl Kind {
             5 => Kind::Write,
             6 => Kind::Call,
             7 => Kind::Join,
+            8 => Kind::ReadIndex,
             _ => return None,
         })
     }
@@ -183,6 +185,7 @@ async fn serve_connection(mut stream: TcpStream, raft: Raft, calls: CallSlot) ->
                 let req: JoinRequest = parse(&body)?;
                 json(&join_locally(&raft, req).await)?
             }
+            Kind::ReadIndex => json(&read_index_locally(&raft).await)?,
             Kind::Call => {
                 let handler = calls.read().unwrap_or_else(|p| p.into_inner()).clone();
                 match handler {
@@ -254,6 +257,41 @@ async fn join_locally(raft: &Raft, req: JoinRequest) -> JoinReply {
                 leader: f.leader_node.as_ref().map(|n| n.addr.clone()),
             },
             None => JoinReply::Failed(e.to_string()),
+        },
+    }
+}
+
+/// The answer to a read-index request: how far the leader applied the metadata log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ReadIndexReply {
+    /// Every change acknowledged to a writer so far is at or below `index` (a leader
+    /// answers a write only once it applied it).
+    Applied {
+        index: u64,
+    },
+    NotLeader {
+        leader: Option<String>,
+    },
+    /// No majority confirmed this node's leadership.
+    Failed(String),
+}
+
+/// What this node answers to a read index: when it leads (confirmed by a round of
+/// heartbeats acknowledged by a majority, so a deposed leader cannot answer), its commit
+/// index once applied here.
+pub(crate) async fn read_index_locally(raft: &Raft) -> ReadIndexReply {
+    match raft
+        .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
+        .await
+    {
+        Ok(read) => ReadIndexReply::Applied {
+            index: read.index(),
+        },
+        Err(e) => match e.forward_to_leader() {
+            Some(f) => ReadIndexReply::NotLeader {
+                leader: f.leader_node.as_ref().map(|n| n.addr.clone()),
+            },
+            None => ReadIndexReply::Failed(e.to_string()),
         },
     }
 }
@@ -351,6 +389,11 @@ impl Connection {
     /// Asks this peer to add a learner.
     pub async fn join(&mut self, req: &JoinRequest, ttl: Duration) -> io::Result<JoinReply> {
         self.call(Kind::Join, req, ttl).await
+    }
+
+    /// Asks this peer how far it applied the metadata log, if it leads.
+    pub async fn read_index(&mut self, ttl: Duration) -> io::Result<ReadIndexReply> {
+        self.call(Kind::ReadIndex, &(), ttl).await
     }
 
     /// Forwards a metadata write to this peer.

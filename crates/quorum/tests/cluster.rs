@@ -193,3 +193,55 @@ async fn without_a_majority_writes_fail_and_nothing_changes() {
     assert!(lone.image().topic("x").is_some());
     lone.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_caught_up_with_the_leader_shows_every_acknowledged_write() {
+    let mut c = Cluster::start().await;
+    let leader = c.leader().await;
+    let followers: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    for round in 0..5 {
+        // Writes acknowledged by the leader (applied there; followers learn the commit on
+        // the next append or heartbeat)...
+        let mut last = 0;
+        for i in 0..10 {
+            last = c
+                .node(leader)
+                .write(topic(&format!("t{round}-{i}")))
+                .await
+                .unwrap();
+        }
+        // ...are all in a follower's image once it caught up with the leader's read index,
+        // at once, without waiting for the next heartbeat.
+        for &f in &followers {
+            let index = c
+                .node(f)
+                .catch_up_with_leader(std::time::Instant::now() + Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert!(
+                index >= last,
+                "read index {index} below the write at {last}"
+            );
+            let image = c.node(f).image();
+            for i in 0..10 {
+                assert!(
+                    image.topic(&format!("t{round}-{i}")).is_some(),
+                    "node {f} misses t{round}-{i} after catching up"
+                );
+            }
+        }
+    }
+    // Without a leader there is nothing to catch up with: an error, not a wait forever.
+    c.stop_node(leader).await;
+    let f = followers[0];
+    c.stop_node(followers[1]).await;
+    let result = c
+        .node(f)
+        .catch_up_with_leader(std::time::Instant::now() + Duration::from_secs(3))
+        .await;
+    assert!(
+        result.is_err(),
+        "caught up with no majority alive: {result:?}"
+    );
+    c.stop_node(f).await;
+}

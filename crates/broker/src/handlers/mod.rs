@@ -214,6 +214,7 @@ pub fn dispatch(
         Request::TxnOffsetCommit(r) => {
             let b = broker.clone();
             Box::pin(async move {
+                b.settle_group_coordination(&[&r.group_id]).await;
                 encode(
                     cid,
                     api_key,
@@ -268,6 +269,7 @@ pub fn dispatch(
         Request::JoinGroup(r) => {
             let (b, client_id, client_host) = (broker.clone(), client_id(), client_host());
             Box::pin(async move {
+                b.settle_group_coordination(&[&r.group_id]).await;
                 let resp = groups::join_group(b, r, version, client_id, client_host).await;
                 encode(cid, api_key, version, &resp)
             })
@@ -275,6 +277,7 @@ pub fn dispatch(
         Request::SyncGroup(r) => {
             let b = broker.clone();
             Box::pin(async move {
+                b.settle_group_coordination(&[&r.group_id]).await;
                 encode(
                     cid,
                     api_key,
@@ -285,11 +288,15 @@ pub fn dispatch(
         }
         Request::Heartbeat(r) => {
             let b = broker.clone();
-            Box::pin(async move { encode(cid, api_key, version, &groups::heartbeat(b, r).await) })
+            Box::pin(async move {
+                b.settle_group_coordination(&[&r.group_id]).await;
+                encode(cid, api_key, version, &groups::heartbeat(b, r).await)
+            })
         }
         Request::LeaveGroup(r) => {
             let b = broker.clone();
             Box::pin(async move {
+                b.settle_group_coordination(&[&r.group_id]).await;
                 encode(
                     cid,
                     api_key,
@@ -300,21 +307,29 @@ pub fn dispatch(
         }
         Request::OffsetCommit(r) => {
             let b = broker.clone();
-            Box::pin(
-                async move { encode(cid, api_key, version, &groups::offset_commit(b, r).await) },
-            )
+            Box::pin(async move {
+                b.settle_group_coordination(&[&r.group_id]).await;
+                encode(cid, api_key, version, &groups::offset_commit(b, r).await)
+            })
         }
-        Request::OffsetFetch(r) => ready(encode(
-            cid,
-            api_key,
-            version,
-            &groups::offset_fetch(broker, r, version),
-        )),
+        Request::OffsetFetch(r) => {
+            let b = broker.clone();
+            Box::pin(async move {
+                let ids: Vec<&str> = if version >= 8 {
+                    r.groups.iter().map(|g| &**g.group_id).collect()
+                } else {
+                    vec![&*r.group_id]
+                };
+                b.settle_group_coordination(&ids).await;
+                encode(cid, api_key, version, &groups::offset_fetch(&b, r, version))
+            })
+        }
         Request::OffsetDelete(r) => {
             let b = broker.clone();
-            Box::pin(
-                async move { encode(cid, api_key, version, &groups::offset_delete(b, r).await) },
-            )
+            Box::pin(async move {
+                b.settle_group_coordination(&[&r.group_id]).await;
+                encode(cid, api_key, version, &groups::offset_delete(b, r).await)
+            })
         }
         Request::DescribeGroups(r) => ready(encode(
             cid,
@@ -337,6 +352,7 @@ pub fn dispatch(
         Request::ConsumerGroupHeartbeat(r) => {
             let (b, client_id, client_host) = (broker.clone(), client_id(), client_host());
             Box::pin(async move {
+                b.settle_group_coordination(&[&r.group_id]).await;
                 let resp =
                     groups::consumer_group_heartbeat(b, r, version, client_id, client_host).await;
                 encode(cid, api_key, version, &resp)
