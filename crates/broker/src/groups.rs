@@ -130,6 +130,10 @@ impl Broker {
             return;
         }
         let started = std::time::Instant::now();
+        // Recorded whatever the outcome: the requests queued behind a catch-up that failed
+        // (no reachable leader) answer from what this node has instead of each waiting
+        // their own timeout in turn.
+        *settled = Some(started);
         if let Err(e) = member
             .quorum
             .catch_up_with_leader(started + SETTLE_TIMEOUT)
@@ -148,7 +152,6 @@ impl Broker {
         if let Ok(Err(e)) = caught_up {
             warn!(error = %e, "a metadata change was not fully applied");
         }
-        *settled = Some(started);
     }
 
     /// Runs `f` on the coordinator and appends what it asks to persist, under the lock.
