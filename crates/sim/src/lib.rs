@@ -88,6 +88,11 @@ pub struct SimConfig {
     /// restarted once space is back. Off by default so the seeds recorded before it replay
     /// as they did.
     pub disk_full: bool,
+    /// A power loss also rolls the node's metadata image back by up to five batches (the
+    /// quorum member's applied index is not synced; the batches are applied again once the
+    /// leader tells it the commit). Off by default so the seeds recorded before it replay as
+    /// they did.
+    pub stale_image: bool,
 }
 
 impl Default for SimConfig {
@@ -102,6 +107,7 @@ impl Default for SimConfig {
             flaw: None,
             duplicate_rate: 0.1,
             disk_full: false,
+            stale_image: false,
         }
     }
 }
@@ -1705,6 +1711,36 @@ impl World {
 
     fn crash(&mut self, n: i32, mode: CrashMode) {
         trace!(self, "node {n} crashes ({mode:?})");
+        let node = self.nodes.get_mut(&n).expect("node exists");
+        if self.cfg.stale_image && mode != CrashMode::KeepAll {
+            // The quorum member's applied index is not synced: after a power loss its
+            // image may come back without the last few batches it had applied (they are
+            // re-applied when the leader tells it the commit again). Up to five, drawn from
+            // the node's state rather than the run's random stream.
+            let mut z = (self.now as u64) ^ ((n as u64) << 32) ^ node.applied as u64;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            let lost = ((z ^ (z >> 31)) % 6) as usize;
+            let keep = node.applied.saturating_sub(lost);
+            if keep < node.applied {
+                let mut image = MetadataImage::default();
+                for batch in &self.quorum.batches[..keep] {
+                    let mut next = image.clone();
+                    if batch.iter().all(|r| next.apply(r).is_ok()) {
+                        image = next;
+                    }
+                }
+                trace!(
+                    self,
+                    "node {n} comes back with {keep} of {} metadata batches",
+                    node.applied
+                );
+                let node = self.nodes.get_mut(&n).expect("node exists");
+                node.image = image;
+                node.applied = keep;
+                *self.stats.faults.entry("stale-image").or_insert(0) += 1;
+            }
+        }
         let node = self.nodes.get_mut(&n).expect("node exists");
         node.fs.crash(mode);
         node.up = false;

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             }
             "--verbose" => verbose = true,
             "--disk-full" => config.disk_full = true,
+            "--stale-images" => config.stale_image = true,
             "--duplicates" => config.duplicate_rate = value("--duplicates") as f64 / 100.0,
             "--flaw" => {
                 config.flaw = Some(match args.next().as_deref() {
@@ -48,7 +49,7 @@ fn main() -> ExitCode {
                 })
             }
             "-h" | "--help" => {
-                println!("strata-sim --seeds N [--start S] [--nodes K] [--partitions P] [--seconds T] [--disk-full] [--duplicates PCT] [--flaw NAME] [--verbose]");
+                println!("strata-sim --seeds N [--start S] [--nodes K] [--partitions P] [--seconds T] [--disk-full] [--stale-images] [--duplicates PCT] [--flaw NAME] [--verbose]");
                 return ExitCode::SUCCESS;
             }
             other => panic!("unknown argument {other}"),

@@ -74,26 +74,30 @@ fn a_seed_replays_the_same_trace() {
     assert_ne!(run(3, &config).trace, run(4, &config).trace);
 }
 
-/// Full disks too: a node whose writes fail halts and comes back once space is back.
+/// Full disks too: a node whose writes fail halts and comes back once space is back; and a
+/// power loss may bring a node's metadata image back a few batches old.
 #[test]
-fn full_disks_keep_the_replication_invariants() {
+fn full_disks_and_stale_images_keep_the_replication_invariants() {
     let config = SimConfig {
         disk_full: true,
+        stale_image: true,
         ..SimConfig::default()
     };
     let mut failed = Vec::new();
-    let mut halts = 0;
+    let (mut halts, mut stale) = (0, 0);
     for seed in 0..seeds() / 3 {
         let o = run(seed, &config);
         halts += o.stats.faults.get("halt").copied().unwrap_or(0);
+        stale += o.stats.faults.get("stale-image").copied().unwrap_or(0);
         if !o.violations.is_empty() {
             failed.push((seed, o.violations));
         }
     }
     assert!(halts > 0, "no node ever halted on a full disk");
+    assert!(stale > 0, "no power loss ever rolled a metadata image back");
     assert!(
         failed.is_empty(),
-        "{} seeds failed (replay: scripts/simulate --disk-full --start SEED --seeds 1); first: {:#?}",
+        "{} seeds failed (replay: scripts/simulate --disk-full --stale-images --start SEED --seeds 1); first: {:#?}",
         failed.len(),
         failed.first()
     );
