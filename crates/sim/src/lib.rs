@@ -312,6 +312,17 @@ impl Quorum {
     }
 }
 
+/// Applies committed metadata batches to a broker's image, each all-or-nothing, as a quorum
+/// member's state machine does.
+fn apply_batches(image: &mut MetadataImage, batches: &[Vec<MetadataRecord>]) {
+    for batch in batches {
+        let mut next = image.clone();
+        if batch.iter().all(|r| next.apply(r).is_ok()) {
+            *image = next;
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum CallKind {
     Heartbeat,
@@ -1181,12 +1192,7 @@ impl World {
                     return;
                 }
                 let before = node.image.clone();
-                for batch in &batches {
-                    let mut next = node.image.clone();
-                    if batch.iter().all(|r| next.apply(r).is_ok()) {
-                        node.image = next;
-                    }
-                }
+                apply_batches(&mut node.image, &batches);
                 node.applied += batches.len();
                 // Partitions take roles once the broker is registered (as the broker opens
                 // them after its registration).
@@ -1717,19 +1723,12 @@ impl World {
             // image may come back without the last few batches it had applied (they are
             // re-applied when the leader tells it the commit again). Up to five, drawn from
             // the node's state rather than the run's random stream.
-            let mut z = (self.now as u64) ^ ((n as u64) << 32) ^ node.applied as u64;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            let lost = ((z ^ (z >> 31)) % 6) as usize;
+            let z = (self.now as u64) ^ ((n as u64) << 32) ^ node.applied as u64;
+            let lost = (rng::mix(z) % 6) as usize;
             let keep = node.applied.saturating_sub(lost);
             if keep < node.applied {
                 let mut image = MetadataImage::default();
-                for batch in &self.quorum.batches[..keep] {
-                    let mut next = image.clone();
-                    if batch.iter().all(|r| next.apply(r).is_ok()) {
-                        image = next;
-                    }
-                }
+                apply_batches(&mut image, &self.quorum.batches[..keep]);
                 trace!(
                     self,
                     "node {n} comes back with {keep} of {} metadata batches",
