@@ -63,7 +63,9 @@ class Broker:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout=30):
-        args = [STRATA_BIN, "serve", "--data-dir", str(self.data_dir), "--listen", self.bootstrap]
+        args = [STRATA_BIN, "serve", "--data-dir", str(self.data_dir)]
+        if self.config_text is None or "listeners" not in self.config_text:
+            args += ["--listen", self.bootstrap]
         if self.config_text is not None:
             cfg = self.data_dir.parent / f"strata-{self.port}.toml"
             cfg.write_text(self.config_text)

@@ -7,6 +7,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use serde::Deserialize;
+
+use crate::listeners::{self, ListenerSettings, Listeners};
 use strata_storage::{LogConfig, TimestampType};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -25,6 +27,57 @@ pub struct BrokerConfig {
     pub listen: String,
     /// `HOST:PORT` clients are told to connect to (Metadata); defaults to `listen`.
     pub advertised_listener: Option<String>,
+    /// `listeners`: `NAME://HOST:PORT,…`, several listeners each with a security protocol
+    /// (see [`crate::listeners`]). Unset: one PLAINTEXT listener on `listen`.
+    pub listeners: Option<String>,
+    /// `advertised.listeners`: what clients are told per listener (defaults to `listeners`).
+    #[serde(alias = "advertised.listeners")]
+    pub advertised_listeners: Option<String>,
+    /// `listener.security.protocol.map`: `NAME:PROTOCOL,…` (default: each protocol's name
+    /// maps to itself).
+    #[serde(alias = "listener.security.protocol.map")]
+    pub listener_security_protocol_map: Option<String>,
+    /// `inter.broker.listener.name`: the listener other brokers reach this one on (default
+    /// `PLAINTEXT`, else the first listener).
+    #[serde(alias = "inter.broker.listener.name")]
+    pub inter_broker_listener_name: Option<String>,
+    /// `controller.listener.names` (default `CONTROLLER`): a listener of this name in
+    /// `listeners` is the controller listener.
+    #[serde(alias = "controller.listener.names")]
+    pub controller_listener_names: Option<String>,
+    /// `ssl.keystore.type`: `PEM` (the only one: convert JKS/PKCS12 with keytool/openssl).
+    #[serde(alias = "ssl.keystore.type")]
+    pub ssl_keystore_type: String,
+    /// `ssl.keystore.location`: a PEM file holding the certificate chain and private key.
+    #[serde(alias = "ssl.keystore.location")]
+    pub ssl_keystore_location: Option<PathBuf>,
+    /// `ssl.keystore.certificate.chain` and `ssl.keystore.key`: the same, as PEM text.
+    #[serde(alias = "ssl.keystore.certificate.chain")]
+    pub ssl_keystore_certificate_chain: Option<String>,
+    #[serde(alias = "ssl.keystore.key")]
+    pub ssl_keystore_key: Option<String>,
+    /// `ssl.key.password`: encrypted private keys are not supported (refused if set).
+    #[serde(alias = "ssl.key.password")]
+    pub ssl_key_password: Option<String>,
+    /// `ssl.truststore.type`: `PEM`.
+    #[serde(alias = "ssl.truststore.type")]
+    pub ssl_truststore_type: String,
+    /// `ssl.truststore.location`: PEM file of the CAs client certificates are checked
+    /// against; `ssl.truststore.certificates`: the same as PEM text.
+    #[serde(alias = "ssl.truststore.location")]
+    pub ssl_truststore_location: Option<PathBuf>,
+    #[serde(alias = "ssl.truststore.certificates")]
+    pub ssl_truststore_certificates: Option<String>,
+    /// `ssl.client.auth`: `none`, `requested` or `required` (mTLS).
+    #[serde(alias = "ssl.client.auth")]
+    pub ssl_client_auth: String,
+    /// `ssl.enabled.protocols`: `TLSv1.2`, `TLSv1.3` or both.
+    #[serde(alias = "ssl.enabled.protocols")]
+    pub ssl_enabled_protocols: String,
+    /// `ssl.principal.mapping.rules`: how a client certificate's subject becomes a user
+    /// name (`DEFAULT`: the whole distinguished name, RFC 2253).
+    #[serde(alias = "ssl.principal.mapping.rules")]
+    pub ssl_principal_mapping_rules: String,
     /// `controller.quorum.voters` (`1@host:port,2@host:port,…`): the metadata quorum's
     /// voters and their controller listeners. Unset: a standalone node whose metadata log is
     /// local (no quorum).
@@ -230,6 +283,22 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("./strata-data"),
             listen: "127.0.0.1:9092".into(),
             advertised_listener: None,
+            listeners: None,
+            advertised_listeners: None,
+            listener_security_protocol_map: None,
+            inter_broker_listener_name: None,
+            controller_listener_names: None,
+            ssl_keystore_type: "PEM".into(),
+            ssl_keystore_location: None,
+            ssl_keystore_certificate_chain: None,
+            ssl_keystore_key: None,
+            ssl_key_password: None,
+            ssl_truststore_type: "PEM".into(),
+            ssl_truststore_location: None,
+            ssl_truststore_certificates: None,
+            ssl_client_auth: "none".into(),
+            ssl_enabled_protocols: "TLSv1.2,TLSv1.3".into(),
+            ssl_principal_mapping_rules: "DEFAULT".into(),
             controller_quorum_voters: None,
             controller_listen: None,
             process_roles: "broker,controller".into(),
@@ -294,6 +363,16 @@ impl Default for BrokerConfig {
     }
 }
 
+/// The first address `HOST:PORT` resolves to.
+pub fn resolve_addr(addr: &str) -> Result<SocketAddr, ConfigError> {
+    addr.to_socket_addrs()
+        .map_err(|e| ConfigError::Invalid(format!("listen address {addr}: {e}")))?
+        .next()
+        .ok_or_else(|| {
+            ConfigError::Invalid(format!("listen address {addr}: resolves to no address"))
+        })
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("invalid configuration: {0}")]
@@ -301,20 +380,35 @@ pub enum ConfigError {
 }
 
 impl BrokerConfig {
-    pub fn advertised(&self) -> &str {
-        self.advertised_listener.as_deref().unwrap_or(&self.listen)
+    /// The node's listeners (see [`crate::listeners`]).
+    pub fn resolved_listeners(&self) -> Result<Listeners, ConfigError> {
+        listeners::resolve(&ListenerSettings {
+            listen: &self.listen,
+            advertised_listener: self.advertised_listener.as_deref(),
+            listeners: self.listeners.as_deref(),
+            advertised_listeners: self.advertised_listeners.as_deref(),
+            security_protocol_map: self.listener_security_protocol_map.as_deref(),
+            inter_broker_listener_name: self.inter_broker_listener_name.as_deref(),
+            controller_listener_names: self.controller_listener_names.as_deref(),
+        })
     }
 
-    /// Host and port clients are told to use.
+    /// What the inter-broker listener advertises, as `HOST:PORT`.
+    pub fn advertised(&self) -> String {
+        let (host, port) = self.advertised_host_port();
+        if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        }
+    }
+
+    /// Host and port other brokers (and, on one listener, clients) are told to use: the
+    /// inter-broker listener's.
     pub fn advertised_host_port(&self) -> (String, i32) {
-        let adv = self.advertised();
-        let (host, port) = adv.rsplit_once(':').expect("validated HOST:PORT");
-        (
-            host.trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string(),
-            port.parse().expect("validated port"),
-        )
+        let l = self.resolved_listeners().expect("validated listeners");
+        let ib = l.inter_broker();
+        (ib.advertised_host.clone(), ib.advertised_port)
     }
 
     /// The quorum voters by node id, from `controller.quorum.voters` (None: standalone).
@@ -365,6 +459,9 @@ impl BrokerConfig {
         if let Some(l) = &self.controller_listen {
             return Ok(Some(l.clone()));
         }
+        if let Some(l) = self.resolved_listeners()?.controller {
+            return Ok(Some(l));
+        }
         match voters.get(&(self.node_id as u64)) {
             Some(a) => Ok(Some(a.clone())),
             None => Err(ConfigError::Invalid(format!(
@@ -375,13 +472,7 @@ impl BrokerConfig {
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen
-            .to_socket_addrs()
-            .map_err(|e| ConfigError::Invalid(format!("--listen {}: {e}", self.listen)))?
-            .next()
-            .ok_or_else(|| {
-                ConfigError::Invalid(format!("--listen {}: resolves to no address", self.listen))
-            })
+        resolve_addr(&self.listen)
     }
 
     /// Broker-wide defaults for every topic's log.
@@ -474,6 +565,24 @@ impl BrokerConfig {
                 Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
                 _ => return bad(format!("{flag} '{v}' is not HOST:PORT")),
             }
+        }
+        let listeners = self.resolved_listeners()?;
+        if let Some(l) = listeners.clients.iter().find(|l| l.protocol.uses_sasl()) {
+            return bad(format!(
+                "listener {} is {}: SASL authentication is not supported yet (PLAINTEXT and SSL are)",
+                l.name,
+                l.protocol.name()
+            ));
+        }
+        self.validate_ssl(&listeners)?;
+        if self.controller_quorum_voters.is_some()
+            && listeners.inter_broker().protocol != crate::listeners::SecurityProtocol::Plaintext
+        {
+            return bad(format!(
+                "inter.broker.listener.name {} is {}: replication between brokers speaks PLAINTEXT only so far",
+                listeners.inter_broker,
+                listeners.inter_broker().protocol.name()
+            ));
         }
         let roles: Vec<&str> = self.process_roles.split(',').map(str::trim).collect();
         if !roles.contains(&"broker") || roles.iter().any(|r| !["broker", "controller"].contains(r))
@@ -589,6 +698,75 @@ impl BrokerConfig {
         self.log_defaults()
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+}
+
+impl BrokerConfig {
+    /// The TLS settings are complete and supported wherever a listener uses TLS (the files
+    /// themselves are read when the listener starts).
+    fn validate_ssl(&self, listeners: &Listeners) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if !["none", "requested", "required"].contains(&self.ssl_client_auth.as_str()) {
+            return bad(format!(
+                "ssl.client.auth '{}' must be none, requested or required",
+                self.ssl_client_auth
+            ));
+        }
+        for p in self.ssl_enabled_protocols.split(',').map(str::trim) {
+            if !["TLSv1.2", "TLSv1.3"].contains(&p) {
+                return bad(format!(
+                    "ssl.enabled.protocols: '{p}' is not supported (TLSv1.2 and TLSv1.3 are)"
+                ));
+            }
+        }
+        if self.ssl_principal_mapping_rules.trim() != "DEFAULT" {
+            return bad(
+                "ssl.principal.mapping.rules: only DEFAULT (the subject's distinguished name) is supported so far"
+                    .into(),
+            );
+        }
+        let Some(tls) = listeners.clients.iter().find(|l| l.protocol.uses_tls()) else {
+            return Ok(());
+        };
+        for (key, value) in [
+            ("ssl.keystore.type", &self.ssl_keystore_type),
+            ("ssl.truststore.type", &self.ssl_truststore_type),
+        ] {
+            if !value.eq_ignore_ascii_case("PEM") {
+                return bad(format!(
+                    "{key} '{value}': only PEM is supported (convert a JKS or PKCS12 store with keytool and openssl)"
+                ));
+            }
+        }
+        if self.ssl_key_password.is_some() {
+            return bad(
+                "ssl.key.password: encrypted private keys are not supported; give an unencrypted PEM key (readable by this user only)".into(),
+            );
+        }
+        let inline =
+            self.ssl_keystore_certificate_chain.is_some() || self.ssl_keystore_key.is_some();
+        match (&self.ssl_keystore_location, inline) {
+            (Some(_), true) => bad("give either ssl.keystore.location or ssl.keystore.certificate.chain with ssl.keystore.key, not both".into()),
+            (None, false) => bad(format!(
+                "listener {} uses TLS: set ssl.keystore.location (a PEM file with the certificate chain and private key)",
+                tls.name
+            )),
+            (None, true) if self.ssl_keystore_certificate_chain.is_none() || self.ssl_keystore_key.is_none() => bad(
+                "ssl.keystore.certificate.chain and ssl.keystore.key go together".into(),
+            ),
+            _ => {
+                if self.ssl_client_auth != "none"
+                    && self.ssl_truststore_location.is_none()
+                    && self.ssl_truststore_certificates.is_none()
+                {
+                    return bad(format!(
+                        "ssl.client.auth {}: set ssl.truststore.location (the CAs client certificates must chain to)",
+                        self.ssl_client_auth
+                    ));
+                }
+                Ok(())
+            }
+        }
     }
 }
 

@@ -11,12 +11,14 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use strata_protocol::{decode_request, frame_length, FRAME_LENGTH_BYTES};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 use crate::handlers::{dispatch, Outcome, PendingResponse};
+use crate::listeners::SecurityProtocol;
 use crate::Broker;
 
 /// Bytes read from the socket at a time (the buffer grows only up to a checked frame size).
@@ -24,56 +26,141 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Largest single reservation for a frame being received.
 const FRAME_RESERVE_STEP_BYTES: usize = 8 << 20;
 
-/// What a request knows about the connection it came on. Handlers decide by it which APIs
-/// this connection may use: today every connection is the one client listener; inter-broker
-/// and controller listeners, and the authenticated principal, come with the cluster and
-/// security work.
+/// What a request knows about the connection it came on: the peer, the listener (Metadata
+/// answers with each broker's endpoint on this same listener, as Kafka does) and the
+/// authenticated principal.
 #[derive(Debug, Clone)]
 pub struct ConnectionContext {
     /// The client's address (Kafka's `client_host` is `/` + its IP).
     pub peer: SocketAddr,
     /// The listener the connection was accepted on, by Kafka's listener name.
-    pub listener: ListenerName,
+    pub listener: Arc<str>,
+    pub protocol: SecurityProtocol,
+    /// Kafka's principal: `User:ANONYMOUS` until a client certificate or SASL names one.
+    pub principal: String,
 }
 
 impl ConnectionContext {
-    /// A connection on the client listener.
+    /// A connection on the default PLAINTEXT listener.
     pub fn client(peer: SocketAddr) -> Self {
+        Self::on(peer, Arc::from("PLAINTEXT"), SecurityProtocol::Plaintext)
+    }
+
+    pub fn on(peer: SocketAddr, listener: Arc<str>, protocol: SecurityProtocol) -> Self {
         ConnectionContext {
             peer,
-            listener: ListenerName::Plaintext,
+            listener,
+            protocol,
+            principal: ANONYMOUS.to_string(),
         }
     }
 }
 
-/// Kafka's listener names; only the client listener exists so far.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerName {
-    /// `PLAINTEXT`: clients (and, on a single node, everything else).
-    Plaintext,
+/// Kafka's principal of a client that did not authenticate.
+pub const ANONYMOUS: &str = "User:ANONYMOUS";
+
+/// Where responses are written: a TCP socket (fetched record bytes go with sendfile) or a
+/// TLS stream (they are read, then encrypted).
+pub enum ResponseWriter {
+    Tcp(OwnedWriteHalf),
+    Stream(Box<dyn AsyncWrite + Send + Unpin>),
+}
+
+impl ResponseWriter {
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            ResponseWriter::Tcp(w) => w.write_all(bytes).await,
+            ResponseWriter::Stream(w) => w.write_all(bytes).await,
+        }
+    }
+
+    async fn write_parts(&mut self, parts: Vec<crate::zero_copy::Part>) -> std::io::Result<()> {
+        match self {
+            ResponseWriter::Tcp(w) => crate::zero_copy::write_parts(w, parts).await,
+            ResponseWriter::Stream(w) => {
+                for part in parts {
+                    match part {
+                        crate::zero_copy::Part::Bytes(b) => w.write_all(&b).await?,
+                        crate::zero_copy::Part::File(range) => {
+                            let bytes = tokio::task::spawn_blocking(move || range.read())
+                                .await
+                                .map_err(std::io::Error::other)??;
+                            w.write_all(&bytes).await?;
+                        }
+                    }
+                }
+                w.flush().await
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            ResponseWriter::Tcp(_) => Ok(()),
+            ResponseWriter::Stream(w) => w.flush().await,
+        }
+    }
+
+    async fn shutdown(&mut self) -> std::io::Result<()> {
+        match self {
+            ResponseWriter::Tcp(w) => w.shutdown().await,
+            ResponseWriter::Stream(w) => w.shutdown().await,
+        }
+    }
+}
+
+/// A connection's two directions.
+pub struct Transport {
+    pub reader: Box<dyn AsyncRead + Send + Unpin>,
+    pub writer: ResponseWriter,
+}
+
+impl Transport {
+    pub fn tcp(stream: TcpStream) -> Self {
+        let _ = stream.set_nodelay(true);
+        let (reader, writer) = stream.into_split();
+        Transport {
+            reader: Box::new(reader),
+            writer: ResponseWriter::Tcp(writer),
+        }
+    }
+
+    pub fn stream<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S) -> Self {
+        let (reader, writer) = tokio::io::split(stream);
+        Transport {
+            reader: Box::new(reader),
+            writer: ResponseWriter::Stream(Box::new(writer)),
+        }
+    }
 }
 
 pub async fn serve(
     broker: Arc<Broker>,
-    stream: TcpStream,
+    transport: Transport,
     context: ConnectionContext,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let peer = context.peer;
-    let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
+    let Transport {
+        mut reader,
+        mut writer,
+    } = transport;
     let (tx, mut rx) = mpsc::channel::<PendingResponse>(broker.config.connection_in_flight_max);
     let write_task = tokio::spawn(async move {
         while let Some(pending) = rx.recv().await {
             match pending.await {
                 Outcome::Respond(bytes) => {
-                    if let Err(e) = writer.write_all(&bytes).await {
+                    let written = match writer.write_all(&bytes).await {
+                        Ok(()) => writer.flush().await,
+                        e => e,
+                    };
+                    if let Err(e) = written {
                         debug!(%peer, error = %e, "write failed; closing");
                         return;
                     }
                 }
                 Outcome::RespondParts(parts) => {
-                    if let Err(e) = crate::zero_copy::write_parts(&mut writer, parts).await {
+                    if let Err(e) = writer.write_parts(parts).await {
                         debug!(%peer, error = %e, "write failed; closing");
                         return;
                     }

@@ -13,6 +13,7 @@
 //!   verification) on the controller listener.
 //! - [`errors`] is the one place where Kafka error codes are chosen.
 
+pub mod audit;
 pub mod cleaner;
 pub mod config;
 pub mod connection;
@@ -22,10 +23,12 @@ mod fetcher;
 pub mod groups;
 pub mod handlers;
 mod inter_broker;
+pub mod listeners;
 pub mod replicas;
 pub mod server;
 pub mod state;
 pub mod throttle;
+pub mod tls;
 pub mod topic_config;
 pub mod txn;
 pub mod zero_copy;

@@ -19,6 +19,8 @@ pub enum ServeError {
     Data(#[from] TopicError),
     #[error("cannot start the metadata quorum: {0}")]
     Quorum(#[from] strata_quorum::QuorumError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -38,17 +40,26 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     config.validate()?;
-    let addr = config.listen_addr()?;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: config.listen.clone(),
-            source,
-        })?;
-    serve(listener, config, fs, clock, shutdown).await
+    let listeners = config.resolved_listeners()?;
+    let mut bound = Vec::new();
+    for l in &listeners.clients {
+        bound.push(bind(&l.bind).await?);
+    }
+    serve_listeners(bound, config, fs, clock, shutdown).await
 }
 
-/// Serves on an already bound listener (tests bind port 0 and read the address first).
+async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
+    let resolved = crate::config::resolve_addr(addr)?;
+    TcpListener::bind(resolved)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+/// Serves with `listener` as the first client listener (tests bind port 0 and read the
+/// address first); any further listeners of the configuration are bound here.
 pub async fn serve(
     listener: TcpListener,
     config: BrokerConfig,
@@ -57,7 +68,29 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     config.validate()?;
-    let listen = config.listen.clone();
+    let listeners = config.resolved_listeners()?;
+    let mut bound = vec![listener];
+    for l in &listeners.clients[1..] {
+        bound.push(bind(&l.bind).await?);
+    }
+    serve_listeners(bound, config, fs, clock, shutdown).await
+}
+
+/// Serves on the bound sockets of the configuration's client listeners, in order.
+async fn serve_listeners(
+    bound: Vec<TcpListener>,
+    config: BrokerConfig,
+    fs: Arc<dyn Fs>,
+    clock: Arc<dyn Clock>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let listeners = config.resolved_listeners()?;
+    // TLS material is read before anything else opens: a bad keystore stops the start.
+    let tls = if listeners.clients.iter().any(|l| l.protocol.uses_tls()) {
+        Some(crate::tls::TlsContext::new(&config)?)
+    } else {
+        None
+    };
     // Internal topics and coordinators first; other partitions recover in the background
     // while the ones already open are served.
     // A cluster member joins the metadata quorum first: its image is where the partitions
@@ -93,14 +126,19 @@ pub async fn serve(
     let broker = Arc::new(tokio::task::block_in_place(|| {
         Broker::open_member(config, fs, clock, opening)
     })?);
-    let local = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: listen,
-        source,
-    })?;
-    info!(
-        "listening on {local} (advertised as {})",
-        broker.config.advertised()
-    );
+    for (l, socket) in listeners.clients.iter().zip(&bound) {
+        let local = socket.local_addr().map_err(|source| ServeError::Bind {
+            addr: l.bind.clone(),
+            source,
+        })?;
+        info!(
+            "listening on {local}: listener {} ({}), advertised as {}:{}",
+            l.name,
+            l.protocol.name(),
+            l.advertised_host,
+            l.advertised_port
+        );
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     // In a JoinSet so that dropping this future (a test simulating a crash) stops it too.
@@ -149,25 +187,53 @@ pub async fn serve(
     ));
     let slots = Arc::new(Semaphore::new(broker.config.connections_max));
     let mut connections = tokio::task::JoinSet::new();
+    // One accepting task per listener, handing connections to this loop.
+    let (accepted_tx, mut accepted_rx) = tokio::sync::mpsc::channel(64);
+    let mut acceptors = tokio::task::JoinSet::new();
+    for (l, socket) in listeners.clients.iter().zip(bound) {
+        let tx = accepted_tx.clone();
+        let name: Arc<str> = Arc::from(l.name.as_str());
+        let protocol = l.protocol;
+        acceptors.spawn(async move {
+            loop {
+                match socket.accept().await {
+                    Ok((stream, peer)) => {
+                        if tx
+                            .send((stream, peer, name.clone(), protocol))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        warn!(listener = %name, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        });
+    }
+    drop(accepted_tx);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let Ok(permit) = slots.clone().try_acquire_owned() else {
-                        warn!(%peer, limit = broker.config.connections_max, "refusing connection: connections_max reached");
-                        continue;
-                    };
-                    let b = broker.clone();
-                    let stop = stop_rx.clone();
-                    connections.spawn(async move {
-                        let context = connection::ConnectionContext::client(peer);
-                        connection::serve(b, stream, context, stop).await;
-                        drop(permit);
-                    });
-                }
-                Err(e) => warn!(error = %e, "accept failed"),
-            },
+            Some((stream, peer, name, protocol)) = accepted_rx.recv() => {
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    warn!(%peer, limit = broker.config.connections_max, "refusing connection: connections_max reached");
+                    continue;
+                };
+                let b = broker.clone();
+                let stop = stop_rx.clone();
+                let tls = tls.clone();
+                connections.spawn(async move {
+                    let context = connection::ConnectionContext::on(peer, name, protocol);
+                    if let Some((transport, context)) = open(&b, stream, context, tls.as_deref()).await {
+                        connection::serve(b, transport, context, stop).await;
+                    }
+                    drop(permit);
+                });
+            }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = &mut shutdown => break,
             reason = broker.halt_requested() => {
@@ -190,7 +256,8 @@ pub async fn serve(
         crate::control::controlled_shutdown(&broker, q, Duration::from_secs(30)).await;
     }
     info!("shutting down: no new connections; finishing in-flight requests");
-    drop(listener);
+    acceptors.abort_all();
+    while acceptors.join_next().await.is_some() {}
     let _ = stop_tx.send(true);
     broker.begin_shutdown();
     let drained = tokio::time::timeout(Duration::from_secs(10), async {
@@ -208,6 +275,60 @@ pub async fn serve(
     }
     info!("shutdown complete: logs synced and closed");
     Ok(())
+}
+
+/// How long a client may take to complete its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The connection's transport after its listener's security protocol: plain TCP, or TLS
+/// (handshake bounded in time; a client certificate names the principal). None if the
+/// handshake failed: the connection is closed and nothing else is affected.
+async fn open(
+    broker: &Broker,
+    stream: tokio::net::TcpStream,
+    mut context: connection::ConnectionContext,
+    tls: Option<&crate::tls::TlsContext>,
+) -> Option<(connection::Transport, connection::ConnectionContext)> {
+    if !context.protocol.uses_tls() {
+        return Some((connection::Transport::tcp(stream), context));
+    }
+    let _ = stream.set_nodelay(true);
+    let tls = tls.expect("a TLS context exists when a listener uses TLS");
+    let peer = context.peer;
+    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await;
+    let stream = match handshake {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            broker
+                .audit
+                .authentication_failed(&context, &format!("TLS handshake: {e}"));
+            return None;
+        }
+        Err(_) => {
+            broker
+                .audit
+                .authentication_failed(&context, "TLS handshake not finished within 10 s");
+            return None;
+        }
+    };
+    if let Some(cert) = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+    {
+        match crate::tls::certificate_subject(cert.as_ref()) {
+            Some(subject) => context.principal = format!("User:{subject}"),
+            None => {
+                broker
+                    .audit
+                    .authentication_failed(&context, "client certificate subject unreadable");
+                return None;
+            }
+        }
+    }
+    tracing::debug!(%peer, listener = %context.listener, principal = %context.principal, "TLS connection");
+    Some((connection::Transport::stream(stream), context))
 }
 
 /// A cluster member's replica manager follows the quorum: every image applied there (a

@@ -202,6 +202,8 @@ pub struct Broker {
     halted: std::sync::OnceLock<String>,
     /// Signalled when `halted` is set; `serve` waits on it.
     halt_requested: Notify,
+    /// Failed authentications (and later authorization denials), rate-limited.
+    pub audit: crate::audit::AuditLog,
 }
 
 /// Recovered logs that need a sync are synced together: at most this many per syncfs, and a
@@ -354,6 +356,7 @@ impl Broker {
             broker_epoch: std::sync::atomic::AtomicI64::new(-1),
             replication_quotas: Default::default(),
             directory_id,
+            audit: Default::default(),
         };
         broker.register()?;
         // What this node hosts: on a cluster member the partitions with a replica here; a
@@ -680,7 +683,12 @@ impl Broker {
     /// replica's view first, else the applied metadata), with the leader's endpoint when it
     /// is a live registered broker — for NOT_LEADER_OR_FOLLOWER / FENCED_LEADER_EPOCH
     /// answers, so a client goes to the new leader without a metadata round trip.
-    pub fn current_leader(&self, topic: &str, partition: i32) -> Option<CurrentLeader> {
+    pub fn current_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+        listener: &str,
+    ) -> Option<CurrentLeader> {
         let image = self.image();
         let (leader_id, leader_epoch) = match self.partition(topic, partition) {
             Some(p) => (p.leader_id(), p.leader_epoch()),
@@ -689,10 +697,10 @@ impl Broker {
                 (p.leader, p.leader_epoch)
             }
         };
-        let endpoint = image
-            .broker(leader_id)
-            .filter(|b| !b.fenced)
-            .map(|b| (b.host.clone(), b.port, b.rack.clone()));
+        let endpoint = image.broker(leader_id).filter(|b| !b.fenced).and_then(|b| {
+            let (host, port) = b.endpoint(listener)?;
+            Some((host.to_string(), port, b.rack.clone()))
+        });
         Some(CurrentLeader {
             leader_id,
             leader_epoch,
@@ -763,6 +771,24 @@ impl Broker {
         self.recovery.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Every client listener, as registered (what other brokers' Metadata answers name).
+    fn endpoints(&self) -> Vec<strata_cluster::Endpoint> {
+        let listeners = self
+            .config
+            .resolved_listeners()
+            .expect("validated listeners");
+        listeners
+            .clients
+            .iter()
+            .map(|l| strata_cluster::Endpoint {
+                listener: l.name.clone(),
+                host: l.advertised_host.clone(),
+                port: l.advertised_port,
+                security_protocol: l.protocol.name().to_string(),
+            })
+            .collect()
+    }
+
     /// Registers this broker process in the cluster metadata (a new broker epoch, with its
     /// advertised endpoint and rack) and unfences it: on one node there is no controller to
     /// wait for, so both records go in one batch.
@@ -787,6 +813,7 @@ impl Broker {
                     port,
                     rack: self.config.broker_rack.clone(),
                     directory_id: self.directory_id(),
+                    endpoints: self.endpoints(),
                 },
                 MetadataRecord::UnfenceBroker {
                     node_id,
@@ -818,6 +845,7 @@ impl Broker {
                     port,
                     rack: self.config.broker_rack.clone(),
                     directory_id,
+                    endpoints: self.endpoints(),
                 },
                 MetadataRecord::UnfenceBroker {
                     node_id,
@@ -944,17 +972,24 @@ impl Broker {
     /// The broker leading the partition of internal topic `topic` that `key` (a group or
     /// transactional id) maps to, as (node id, advertised host, port); None while it has no
     /// live leader.
-    pub fn coordinator_endpoint(&self, topic: &str, key: &str) -> Option<(i32, String, i32)> {
+    pub fn coordinator_endpoint(
+        &self,
+        topic: &str,
+        key: &str,
+        listener: &str,
+    ) -> Option<(i32, String, i32)> {
         let image = self.image();
         let t = image.topic(topic)?;
         let partition = strata_group::codec::partition_for(key, (t.partitions.len() as i32).max(1));
         let leader = t.partitions.get(&partition)?.leader;
         if leader == self.config.node_id && self.quorum.is_none() {
-            let (host, port) = self.config.advertised_host_port();
-            return Some((leader, host, port));
+            let listeners = self.config.resolved_listeners().ok()?;
+            let l = listeners.get(listener)?;
+            return Some((leader, l.advertised_host.clone(), l.advertised_port));
         }
         let b = image.broker(leader).filter(|b| !b.fenced)?;
-        Some((leader, b.host.clone(), b.port))
+        let (host, port) = b.endpoint(listener)?;
+        Some((leader, host.to_string(), port))
     }
 
     /// The controller id Metadata and DescribeCluster report: this node. As in KRaft

@@ -3,7 +3,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{MetadataError, MetadataRecord};
+use crate::{Endpoint, MetadataError, MetadataRecord};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionImage {
@@ -124,6 +124,24 @@ pub struct BrokerRegistration {
     /// The data directory it registered with (see `MetadataRecord::RegisterBroker`).
     #[serde(default)]
     pub directory_id: Option<Uuid>,
+    /// Its client listeners (empty: only `host`/`port`, registered before listeners).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl BrokerRegistration {
+    /// The broker's `(host, port)` on `listener`: the registered endpoint of that name, or,
+    /// for a registration without endpoints, its only one. None if it has no such listener
+    /// (Kafka leaves such a broker out of the answer).
+    pub fn endpoint(&self, listener: &str) -> Option<(&str, i32)> {
+        if self.endpoints.is_empty() {
+            return Some((&self.host, self.port));
+        }
+        self.endpoints
+            .iter()
+            .find(|e| e.listener == listener)
+            .map(|e| (e.host.as_str(), e.port))
+    }
 }
 
 /// The cluster's metadata as of some metadata log offset. Pure: no I/O.
@@ -366,6 +384,7 @@ impl MetadataImage {
                 port,
                 rack,
                 directory_id,
+                endpoints,
             } => {
                 let registered = self.brokers.get(node_id).and_then(|b| b.directory_id);
                 if let (Some(registered), Some(new)) = (registered, directory_id) {
@@ -390,6 +409,7 @@ impl MetadataImage {
                         rack: rack.clone(),
                         fenced: true,
                         directory_id,
+                        endpoints: endpoints.clone(),
                     },
                 );
             }
@@ -534,6 +554,7 @@ mod tests {
             port: 1,
             rack: None,
             directory_id: dir.map(Uuid::from_u128),
+            endpoints: Vec::new(),
         };
         image.apply(&register(Some(7))).unwrap();
         // Restarts with the same directory are new epochs.
@@ -611,6 +632,7 @@ mod tests {
             host: "h".into(),
             port: 9092,
             rack: rack.map(str::to_string),
+            endpoints: Vec::new(),
         };
         assert!(matches!(
             img.apply(&MetadataRecord::UnfenceBroker {
@@ -673,6 +695,7 @@ mod tests {
                     host: "h".into(),
                     port: 9092,
                     rack: None,
+                    endpoints: Vec::new(),
                 })
                 .unwrap();
                 img.apply(&MetadataRecord::UnfenceBroker {

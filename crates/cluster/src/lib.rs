@@ -15,7 +15,7 @@ mod record;
 pub use delta::{ImageDelta, PartitionRef};
 pub use image::{BrokerRegistration, MetadataImage, PartitionImage, TopicImage};
 pub use log::MetadataLog;
-pub use record::MetadataRecord;
+pub use record::{Endpoint, MetadataRecord};
 
 use thiserror::Error;
 

@@ -3,6 +3,17 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// A broker's listener as registered (Kafka's BrokerEndpoint).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// The listener's name (`PLAINTEXT`, `SASL_SSL`, `INTERNAL`, …).
+    pub listener: String,
+    pub host: String,
+    pub port: i32,
+    /// Kafka's security protocol name (`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT`, `SASL_SSL`).
+    pub security_protocol: String,
+}
+
 /// One change to cluster metadata. Records are facts: applying the same sequence always
 /// gives the same image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +105,11 @@ pub enum MetadataRecord {
         /// another directory (one that was wiped lost the replicas the cluster counts on).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         directory_id: Option<Uuid>,
+        /// Every client listener, by name (Kafka's BrokerEndpoint): a client is told each
+        /// broker's endpoint on the listener it asked through. Empty in registrations
+        /// written before listeners existed (`host`/`port` is then the only one).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        endpoints: Vec<Endpoint>,
     },
     /// The leaderships the broker's previous incarnation held move to a new leader epoch,
     /// part of a registration: a restarted broker must not go on leading in the epoch it led

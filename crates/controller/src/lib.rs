@@ -748,6 +748,7 @@ mod tests {
                         host: "h".into(),
                         port: 9000 + node,
                         rack: None,
+                        endpoints: Vec::new(),
                     },
                     MetadataRecord::UnfenceBroker {
                         node_id: node,
@@ -897,6 +898,7 @@ mod tests {
                     host: "h".into(),
                     port: 9001,
                     rack: None,
+                    endpoints: Vec::new(),
                 },
                 MetadataRecord::UnfenceBroker {
                     node_id: 1,
@@ -1096,6 +1098,7 @@ mod tests {
                     host: "h".into(),
                     port: 9001,
                     rack: None,
+                    endpoints: Vec::new(),
                 },
                 MetadataRecord::UnfenceBroker {
                     node_id: 1,
@@ -1133,6 +1136,7 @@ mod tests {
                     host: "h".into(),
                     port: 9001,
                     rack: None,
+                    endpoints: Vec::new(),
                 },
                 MetadataRecord::UnfenceBroker {
                     node_id: 1,
@@ -1180,6 +1184,7 @@ mod tests {
                     host: "h".into(),
                     port: 9004,
                     rack: None,
+                    endpoints: Vec::new(),
                 },
                 MetadataRecord::UnfenceBroker {
                     node_id: 4,

@@ -582,6 +582,7 @@ impl World {
                 port: 9092,
                 rack: None,
                 directory_id: None,
+                endpoints: Vec::new(),
             });
             records.push(MetadataRecord::UnfenceBroker {
                 node_id: n,
@@ -954,6 +955,7 @@ impl World {
                         port: 9092,
                         rack: None,
                         directory_id: None,
+                        endpoints: Vec::new(),
                     },
                     MetadataRecord::UnfenceBroker {
                         node_id: n,

@@ -50,6 +50,9 @@ fn load(args: ServeArgs) -> anyhow::Result<(BrokerConfig, std::fs::File)> {
         config.data_dir = d;
     }
     if let Some(l) = args.listen {
+        if config.listeners.is_some() {
+            bail!("--listen and the config file's `listeners` both say where to listen: use one");
+        }
         config.listen = l;
     }
     if let Some(a) = args.advertised_listener {

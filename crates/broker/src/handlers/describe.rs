@@ -14,11 +14,47 @@ const RESOURCE_BROKER: i8 = 4;
 
 fn broker_entries(broker: &Broker) -> Vec<(String, String)> {
     let c = &broker.config;
+    let listeners = c.resolved_listeners().expect("validated listeners");
+    let list = |advertised: bool| {
+        listeners
+            .clients
+            .iter()
+            .map(|l| {
+                if advertised {
+                    let host = &l.advertised_host;
+                    let host = if host.contains(':') {
+                        format!("[{host}]")
+                    } else {
+                        host.clone()
+                    };
+                    format!("{}://{host}:{}", l.name, l.advertised_port)
+                } else {
+                    format!("{}://{}", l.name, l.bind)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let protocol_map = listeners
+        .clients
+        .iter()
+        .map(|l| format!("{}:{}", l.name, l.protocol.name()))
+        .collect::<Vec<_>>()
+        .join(",");
     vec![
         ("node.id".into(), c.node_id.to_string()),
+        ("listeners".into(), list(false)),
+        ("advertised.listeners".into(), list(true)),
+        ("listener.security.protocol.map".into(), protocol_map),
         (
-            "advertised.listeners".into(),
-            format!("PLAINTEXT://{}", c.advertised()),
+            "inter.broker.listener.name".into(),
+            listeners.inter_broker.clone(),
+        ),
+        ("ssl.client.auth".into(), c.ssl_client_auth.clone()),
+        ("ssl.keystore.type".into(), c.ssl_keystore_type.clone()),
+        (
+            "ssl.enabled.protocols".into(),
+            c.ssl_enabled_protocols.clone(),
         ),
         ("num.partitions".into(), c.num_partitions.to_string()),
         (
@@ -172,16 +208,20 @@ pub fn describe_configs(
 pub fn describe_cluster(
     broker: &Arc<Broker>,
     _req: DescribeClusterRequest,
+    listener: &str,
 ) -> DescribeClusterResponse {
     let image = broker.image();
     let brokers = image
         .live_brokers()
-        .map(|b| {
-            DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(b.node_id))
-                .with_host(str(&b.host))
-                .with_port(b.port)
-                .with_rack(b.rack.as_deref().map(str))
+        .filter_map(|b| {
+            let (host, port) = b.endpoint(listener)?;
+            Some(
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(b.node_id))
+                    .with_host(str(host))
+                    .with_port(port)
+                    .with_rack(b.rack.as_deref().map(str)),
+            )
         })
         .collect();
     DescribeClusterResponse::default()

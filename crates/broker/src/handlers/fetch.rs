@@ -59,7 +59,8 @@ fn name_current_leaders(broker: &Broker, response: &mut FetchResponse) {
             {
                 continue;
             }
-            if let Some(leader) = broker.current_leader(&name, p.partition_index) {
+            // the leader's id and epoch only: no endpoint, so no listener
+            if let Some(leader) = broker.current_leader(&name, p.partition_index, "") {
                 p.current_leader = fetch_response::LeaderIdAndEpoch::default()
                     .with_leader_id(kafka_protocol::messages::BrokerId(leader.leader_id))
                     .with_leader_epoch(leader.leader_epoch);

@@ -35,6 +35,7 @@ pub fn find_coordinator(
     broker: &Arc<Broker>,
     r: FindCoordinatorRequest,
     version: i16,
+    listener: &str,
 ) -> FindCoordinatorResponse {
     // The coordinator of a key is the leader of its internal topic partition (created on
     // first use), answered with that broker's advertised endpoint.
@@ -52,12 +53,14 @@ pub fn find_coordinator(
             t => return Err((errors::INVALID_REQUEST, format!("unknown key type {t}"))),
         };
         ensured.map_err(|e| (errors::COORDINATOR_NOT_AVAILABLE, e.to_string()))?;
-        broker.coordinator_endpoint(topic, key).ok_or_else(|| {
-            (
-                errors::COORDINATOR_NOT_AVAILABLE,
-                "the coordinator's partition has no live leader".into(),
-            )
-        })
+        broker
+            .coordinator_endpoint(topic, key, listener)
+            .ok_or_else(|| {
+                (
+                    errors::COORDINATOR_NOT_AVAILABLE,
+                    "the coordinator's partition has no live leader".into(),
+                )
+            })
     };
     let mut resp = FindCoordinatorResponse::default();
     if version >= 4 {

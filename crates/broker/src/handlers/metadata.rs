@@ -53,7 +53,14 @@ fn error_topic(name: Option<&str>, id: Uuid, code: i16) -> MetadataResponseTopic
         .with_error_code(code)
 }
 
-pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
+/// Brokers are named by their endpoints on `listener`, the one the request came through
+/// (a broker without that listener is left out, as Kafka does).
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: MetadataRequest,
+    version: i16,
+    listener: &str,
+) -> MetadataResponse {
     // v0 has no null (all topics) and always auto-creates; v1-v3 auto-create implicitly.
     let all_topics =
         req.topics.is_none() || (version == 0 && req.topics.as_ref().is_some_and(|t| t.is_empty()));
@@ -109,12 +116,15 @@ pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Metad
     }
     let brokers = image
         .live_brokers()
-        .map(|b| {
-            MetadataResponseBroker::default()
-                .with_node_id(BrokerId(b.node_id))
-                .with_host(str(&b.host))
-                .with_port(b.port)
-                .with_rack(b.rack.as_deref().map(str))
+        .filter_map(|b| {
+            let (host, port) = b.endpoint(listener)?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.node_id))
+                    .with_host(str(host))
+                    .with_port(port)
+                    .with_rack(b.rack.as_deref().map(str)),
+            )
         })
         .collect();
     MetadataResponse::default()

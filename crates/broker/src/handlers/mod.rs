@@ -119,9 +119,9 @@ pub fn dispatch(
             cid,
             api_key,
             version,
-            &metadata::handle(broker, r, version),
+            &metadata::handle(broker, r, version, &context.listener),
         )),
-        Request::Produce(r) => produce::handle(broker, r, version, cid),
+        Request::Produce(r) => produce::handle(broker, r, version, cid, context.listener.clone()),
         Request::Fetch(r) => {
             let b = broker.clone();
             Box::pin(async move {
@@ -185,7 +185,7 @@ pub fn dispatch(
             cid,
             api_key,
             version,
-            &describe::describe_cluster(broker, r),
+            &describe::describe_cluster(broker, r, &context.listener),
         )),
         Request::InitProducerId(r) => blocking(broker, move |b| {
             encode(
@@ -258,14 +258,17 @@ pub fn dispatch(
             version,
             &txn::list_transactions(broker, r),
         )),
-        Request::FindCoordinator(r) => blocking(broker, move |b| {
-            encode(
-                cid,
-                api_key,
-                version,
-                &groups::find_coordinator(&b, r, version),
-            )
-        }),
+        Request::FindCoordinator(r) => {
+            let listener = context.listener.clone();
+            blocking(broker, move |b| {
+                encode(
+                    cid,
+                    api_key,
+                    version,
+                    &groups::find_coordinator(&b, r, version, &listener),
+                )
+            })
+        }
         Request::JoinGroup(r) => {
             let (b, client_id, client_host) = (broker.clone(), client_id(), client_host());
             Box::pin(async move {

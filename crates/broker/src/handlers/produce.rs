@@ -75,6 +75,7 @@ pub fn handle(
     req: ProduceRequest,
     version: i16,
     correlation_id: i32,
+    listener: Arc<str>,
 ) -> PendingResponse {
     let acks = req.acks;
     let transactional_id = req.transactional_id.as_ref().map(|t| t.0.to_string());
@@ -263,7 +264,7 @@ pub fn handle(
         }
         let mut resp = ProduceResponse::default().with_responses(responses);
         if version >= 10 {
-            name_current_leaders(&broker, &mut resp);
+            name_current_leaders(&broker, &mut resp, &listener);
         }
         encode(correlation_id, ApiKey::Produce, version, &resp)
     })
@@ -272,7 +273,7 @@ pub fn handle(
 /// KIP-951: a partition refused because this broker does not lead it carries the leader and
 /// epoch this broker knows, and the response lists that leader's endpoint, so the producer
 /// sends there next without waiting for a metadata refresh.
-fn name_current_leaders(broker: &Broker, resp: &mut ProduceResponse) {
+fn name_current_leaders(broker: &Broker, resp: &mut ProduceResponse, listener: &str) {
     use kafka_protocol::messages::produce_response::{LeaderIdAndEpoch, NodeEndpoint};
     use kafka_protocol::messages::BrokerId;
     let mut endpoints: Vec<NodeEndpoint> = Vec::new();
@@ -281,7 +282,7 @@ fn name_current_leaders(broker: &Broker, resp: &mut ProduceResponse) {
             if p.error_code != errors::NOT_LEADER_OR_FOLLOWER {
                 continue;
             }
-            let Some(leader) = broker.current_leader(t.name.0.as_str(), p.index) else {
+            let Some(leader) = broker.current_leader(t.name.0.as_str(), p.index, listener) else {
                 continue;
             };
             p.current_leader = LeaderIdAndEpoch::default()

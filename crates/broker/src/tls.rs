@@ -1,0 +1,287 @@
+//! TLS for SSL and SASL_SSL listeners, with `rustls` (no OpenSSL): the server's certificate
+//! chain and key from PEM (Kafka's `ssl.keystore.*` with type PEM), client certificates
+//! checked against `ssl.truststore.*` when `ssl.client.auth` asks for them (mTLS), and the
+//! principal of a client that presented one taken from its subject (Kafka's DEFAULT
+//! `ssl.principal.mapping.rules`: the distinguished name as RFC 2253 writes it).
+//!
+//! The context can be rebuilt from the same settings while connections are served
+//! ([`TlsContext::reload`]): new handshakes use the new certificates, established
+//! connections keep theirs.
+
+use std::sync::{Arc, RwLock};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::BrokerConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {what} {path}: {source}")]
+    Read {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("TLS settings refused: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// Bounds on the PEM material read from configuration (a keystore or truststore larger than
+/// this is a mistake, not a certificate chain).
+const PEM_BYTES_MAX: u64 = 4 << 20;
+
+/// The TLS settings of a node's TLS listeners.
+pub struct TlsContext {
+    config: BrokerConfig,
+    acceptor: RwLock<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for TlsContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsContext").finish_non_exhaustive()
+    }
+}
+
+impl TlsContext {
+    /// Reads the keystore and truststore the configuration names and builds the server
+    /// side of TLS; any problem is an error naming the setting.
+    pub fn new(config: &BrokerConfig) -> Result<Arc<Self>, TlsError> {
+        let acceptor = build(config)?;
+        Ok(Arc::new(TlsContext {
+            config: config.clone(),
+            acceptor: RwLock::new(acceptor),
+        }))
+    }
+
+    /// Reads the files again (renewed certificates): later handshakes use them. On error
+    /// the previous certificates stay in use.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let acceptor = build(&self.config)?;
+        *self.acceptor.write().unwrap_or_else(|p| p.into_inner()) = acceptor;
+        Ok(())
+    }
+
+    /// Runs the server side of a TLS handshake.
+    pub async fn accept(&self, stream: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
+        let acceptor = self
+            .acceptor
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        acceptor.accept(stream).await
+    }
+}
+
+fn read_pem(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, TlsError> {
+    use std::io::Read;
+    let read = |path: &std::path::Path| -> std::io::Result<Vec<u8>> {
+        let file = std::fs::File::open(path)?;
+        let mut bytes = Vec::new();
+        file.take(PEM_BYTES_MAX + 1).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > PEM_BYTES_MAX {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("larger than {PEM_BYTES_MAX} bytes"),
+            ));
+        }
+        Ok(bytes)
+    };
+    read(path).map_err(|source| TlsError::Read {
+        what,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn certificates(what: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Invalid(format!("{what}: {e}")))?;
+    if certs.is_empty() {
+        return Err(TlsError::Invalid(format!(
+            "{what} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+        )));
+    }
+    Ok(certs)
+}
+
+fn build(config: &BrokerConfig) -> Result<TlsAcceptor, TlsError> {
+    let (chain, key) = match &config.ssl_keystore_location {
+        Some(path) => {
+            let pem = read_pem("ssl.keystore.location", path)?;
+            (pem.clone(), pem)
+        }
+        None => (
+            config
+                .ssl_keystore_certificate_chain
+                .clone()
+                .unwrap_or_default()
+                .into_bytes(),
+            config
+                .ssl_keystore_key
+                .clone()
+                .unwrap_or_default()
+                .into_bytes(),
+        ),
+    };
+    let chain = certificates("the keystore", &chain)?;
+    let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| {
+        TlsError::Invalid(format!(
+            "the keystore holds no usable private key (PKCS#8, PKCS#1 or SEC1 PEM, unencrypted): {e}"
+        ))
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut versions = Vec::new();
+    for p in config.ssl_enabled_protocols.split(',').map(str::trim) {
+        match p {
+            "TLSv1.3" => versions.push(&rustls::version::TLS13),
+            "TLSv1.2" => versions.push(&rustls::version::TLS12),
+            other => {
+                return Err(TlsError::Invalid(format!(
+                    "ssl.enabled.protocols: {other} is not supported"
+                )))
+            }
+        }
+    }
+    let builder =
+        ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(&versions)?;
+    let builder = match config.ssl_client_auth.as_str() {
+        "none" => builder.with_no_client_auth(),
+        auth => {
+            let pem = match &config.ssl_truststore_location {
+                Some(path) => read_pem("ssl.truststore.location", path)?,
+                None => config
+                    .ssl_truststore_certificates
+                    .clone()
+                    .unwrap_or_default()
+                    .into_bytes(),
+            };
+            let mut roots = RootCertStore::empty();
+            for cert in certificates("the truststore", &pem)? {
+                roots.add(cert)?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if auth == "requested" {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            let verifier = verifier
+                .build()
+                .map_err(|e| TlsError::Invalid(format!("the truststore: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut server = builder.with_single_cert(chain, key)?;
+    server.alpn_protocols = Vec::new();
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
+/// The user name of a client certificate: its subject as an RFC 2253 distinguished name
+/// (`CN=alice,OU=eng,O=Acme,C=DE`), as Java's `X500Principal.getName()` writes it and
+/// Kafka's DEFAULT mapping rule keeps it. None if the certificate cannot be parsed.
+pub fn certificate_subject(der: &[u8]) -> Option<String> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let mut rdns: Vec<String> = Vec::new();
+    for rdn in cert.subject().iter() {
+        let mut attrs = Vec::new();
+        for attr in rdn.iter() {
+            let oid = attr.attr_type().to_id_string();
+            let key = match oid.as_str() {
+                "2.5.4.3" => "CN".to_string(),
+                "2.5.4.6" => "C".into(),
+                "2.5.4.7" => "L".into(),
+                "2.5.4.8" => "ST".into(),
+                "2.5.4.9" => "STREET".into(),
+                "2.5.4.10" => "O".into(),
+                "2.5.4.11" => "OU".into(),
+                "0.9.2342.19200300.100.1.25" => "DC".into(),
+                "0.9.2342.19200300.100.1.1" => "UID".into(),
+                _ => oid.clone(),
+            };
+            let known = key != oid;
+            let value = match attr.as_str() {
+                Ok(s) if known => escape_rfc2253(s),
+                // Unknown attribute types are written as '#' and the hex of their DER
+                // encoding, as RFC 2253 (and Java) do.
+                _ => {
+                    let any = attr.attr_value();
+                    let mut der = vec![any.header.tag().0 as u8];
+                    let data = any.data;
+                    let len = data.len();
+                    if len < 0x80 {
+                        der.push(len as u8);
+                    } else {
+                        let bytes = (len as u32).to_be_bytes();
+                        let skip = bytes.iter().take_while(|b| **b == 0).count();
+                        der.push(0x80 | (4 - skip) as u8);
+                        der.extend_from_slice(&bytes[skip..]);
+                    }
+                    der.extend_from_slice(data);
+                    let hex: String = der.iter().map(|b| format!("{b:02x}")).collect();
+                    format!("#{hex}")
+                }
+            };
+            attrs.push(format!("{key}={value}"));
+        }
+        rdns.push(attrs.join("+"));
+    }
+    // The most specific name first, as RFC 2253 orders them.
+    rdns.reverse();
+    Some(rdns.join(","))
+}
+
+fn escape_rfc2253(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || (i == 0 && (c == '#' || c == ' '))
+            || (i == last && c == ' ');
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distinguished_names_escape_as_rfc_2253_does() {
+        assert_eq!(escape_rfc2253("alice"), "alice");
+        assert_eq!(escape_rfc2253("Smith, John"), "Smith\\, John");
+        assert_eq!(escape_rfc2253("#1 "), "\\#1\\ ");
+        assert_eq!(
+            escape_rfc2253("a+b=c;d<e>\"\\"),
+            "a\\+b=c\\;d\\<e\\>\\\"\\\\"
+        );
+    }
+
+    #[test]
+    fn a_keystore_without_a_certificate_or_key_is_refused_with_the_reason() {
+        let mut config = BrokerConfig {
+            ssl_keystore_certificate_chain: Some("not pem".into()),
+            ssl_keystore_key: Some("not pem".into()),
+            ..BrokerConfig::default()
+        };
+        let e = TlsContext::new(&config).unwrap_err().to_string();
+        assert!(e.contains("no PEM certificate"), "{e}");
+        config.ssl_keystore_certificate_chain = None;
+        config.ssl_keystore_location = Some("/nonexistent/keystore.pem".into());
+        let e = TlsContext::new(&config).unwrap_err().to_string();
+        assert!(e.contains("ssl.keystore.location"), "{e}");
+    }
+}

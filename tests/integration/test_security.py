@@ -1,0 +1,228 @@
+"""Listeners and TLS (issue 14) with real clients: librdkafka (confluent-kafka, kcat) and
+kafka-python over SSL and mTLS, bad certificates and plaintext on a TLS port.
+
+Certificates are made for each test run with the openssl CLI: a CA, a server certificate for
+127.0.0.1/localhost, a client certificate, and a second CA nobody trusts."""
+
+import socket
+import subprocess
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+
+from conftest import Broker, free_port, unique
+
+
+def _openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _issue(d, name, ca, subject, san=None):
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+             "-subj", subject, cwd=d)
+    # Extensions make a v3 certificate (webpki, like most modern verifiers, refuses v1).
+    lines = ["basicConstraints=CA:FALSE"]
+    lines.append(f"subjectAltName={san}" if san else "extendedKeyUsage=clientAuth")
+    (d / f"{name}.ext").write_text("\n".join(lines) + "\n")
+    ext = ["-extfile", f"{name}.ext"]
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+             "-CAcreateserial", "-days", "2", "-out", f"{name}.pem", *ext, cwd=d)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pki")
+    for ca in ("ca", "rogue-ca"):
+        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key", "-out",
+                 f"{ca}.pem", "-days", "2", "-subj", f"/CN={ca}", cwd=d)
+    _issue(d, "server", "ca", "/CN=localhost", san="DNS:localhost,IP:127.0.0.1")
+    _issue(d, "alice", "ca", "/C=DE/O=Acme/OU=eng/CN=alice")
+    _issue(d, "mallory", "rogue-ca", "/CN=mallory")
+    (d / "keystore.pem").write_text((d / "server.pem").read_text() + (d / "server.key").read_text())
+    return d
+
+
+def _secure_broker(tmp_path, pki, client_auth="none", env=None):
+    plain, tls = free_port(), free_port()
+    config = f"""
+listeners = "PLAINTEXT://127.0.0.1:{plain},SSL://127.0.0.1:{tls}"
+"ssl.keystore.type" = "PEM"
+"ssl.keystore.location" = "{pki / 'keystore.pem'}"
+"ssl.truststore.location" = "{pki / 'ca.pem'}"
+"ssl.client.auth" = "{client_auth}"
+"""
+    b = Broker(tmp_path / "data", port=plain, config_text=config, env=env).start()
+    b.tls_port = tls
+    return b
+
+
+def _ssl_conf(pki, port, cert=None, ca="ca.pem"):
+    conf = {
+        "bootstrap.servers": f"127.0.0.1:{port}",
+        "security.protocol": "SSL",
+        "ssl.ca.location": str(pki / ca),
+    }
+    if cert:
+        conf["ssl.certificate.location"] = str(pki / f"{cert}.pem")
+        conf["ssl.key.location"] = str(pki / f"{cert}.key")
+    return conf
+
+
+def _roundtrip(conf, topic, n=50):
+    """Produces n records and reads them back through `conf`; returns the values read."""
+    p = Producer({**conf, "acks": "all", "enable.idempotence": True})
+    for i in range(n):
+        p.produce(topic, key=str(i), value=f"v{i}")
+    assert p.flush(30) == 0, "every record delivered"
+    c = Consumer({**conf, "group.id": unique("g"), "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    got = []
+    deadline = time.time() + 30
+    while len(got) < n and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append(m.value().decode())
+    c.close()
+    return got
+
+
+def _refused(conf, timeout=8):
+    """True if a librdkafka admin client cannot get metadata through `conf`."""
+    admin = AdminClient({**conf, "socket.timeout.ms": 3000})
+    try:
+        admin.list_topics(timeout=timeout)
+        return False
+    except KafkaException:
+        return True
+
+
+def test_one_broker_serves_plaintext_and_ssl_listeners_each_advertising_its_own(tmp_path, pki):
+    b = _secure_broker(tmp_path, pki)
+    try:
+        topic = unique("tls")
+        conf = _ssl_conf(pki, b.tls_port)
+        # Metadata through the SSL listener must name the SSL port: librdkafka connects to
+        # the advertised endpoint for everything after bootstrap.
+        md = AdminClient(conf).list_topics(timeout=10)
+        assert [(x.host, x.port) for x in md.brokers.values()] == [("127.0.0.1", b.tls_port)]
+        md = AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(timeout=10)
+        assert [(x.host, x.port) for x in md.brokers.values()] == [("127.0.0.1", b.port)]
+        got = _roundtrip(conf, topic)
+        assert got == [f"v{i}" for i in range(50)]
+        # The same records through the plaintext listener.
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": unique("g"), "auto.offset.reset": "earliest"})
+        c.subscribe([topic])
+        plain = []
+        deadline = time.time() + 30
+        while len(plain) < 50 and time.time() < deadline:
+            m = c.poll(0.5)
+            if m is not None and m.error() is None:
+                plain.append(m.value().decode())
+        c.close()
+        assert plain == got
+        # kcat (Debian's librdkafka build) over SSL.
+        out = subprocess.run(
+            ["kcat", "-b", f"127.0.0.1:{b.tls_port}", "-X", "security.protocol=SSL",
+             "-X", f"ssl.ca.location={pki / 'ca.pem'}", "-C", "-t", topic, "-e", "-f", "%s\n"],
+            capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == got
+    finally:
+        b.stop()
+    assert "panicked" not in b.log_text()
+
+
+def test_kafka_python_over_ssl(tmp_path, pki):
+    from kafka import KafkaConsumer, KafkaProducer
+
+    b = _secure_broker(tmp_path, pki)
+    try:
+        topic = unique("kp-tls")
+        common = dict(bootstrap_servers=f"127.0.0.1:{b.tls_port}", security_protocol="SSL",
+                      ssl_cafile=str(pki / "ca.pem"))
+        p = KafkaProducer(acks="all", **common)
+        for i in range(20):
+            p.send(topic, f"k{i}".encode())
+        p.flush(30)
+        p.close()
+        c = KafkaConsumer(topic, auto_offset_reset="earliest", consumer_timeout_ms=5000, **common)
+        got = [m.value.decode() for m in c]
+        c.close()
+        assert got == [f"k{i}" for i in range(20)]
+    finally:
+        b.stop()
+
+
+def test_bad_certificates_and_plaintext_on_a_tls_port_fail_alone(tmp_path, pki):
+    b = _secure_broker(tmp_path, pki)
+    try:
+        # A client that trusts another CA refuses the broker's certificate.
+        assert _refused(_ssl_conf(pki, b.tls_port, ca="rogue-ca.pem"))
+        # Plaintext Kafka on the TLS port: the handshake fails, that connection closes.
+        with socket.create_connection(("127.0.0.1", b.tls_port), timeout=5) as s:
+            # an ApiVersions v0 request frame
+            s.sendall(bytes.fromhex("0000000d00120000000000010003616263"))
+            s.settimeout(5)
+            try:
+                data = s.recv(1024)
+                # rustls answers a non-TLS record with a TLS alert (or nothing) and closes
+                assert data == b"" or data[0] == 0x15, data
+            except ConnectionResetError:
+                pass
+        # A connection that never finishes its handshake does not stop others.
+        idle = socket.create_connection(("127.0.0.1", b.tls_port), timeout=5)
+        try:
+            assert not _refused(_ssl_conf(pki, b.tls_port)), "good clients still served"
+        finally:
+            idle.close()
+        assert b.alive()
+        assert "authentication failed" in b.log_text()
+    finally:
+        b.stop()
+
+
+def test_mutual_tls_requires_a_certificate_from_the_trusted_ca_and_names_the_principal(tmp_path, pki):
+    b = _secure_broker(tmp_path, pki, client_auth="required",
+                       env={"STRATA_LOG": "info,strata_broker::server=debug"})
+    try:
+        assert _refused(_ssl_conf(pki, b.tls_port)), "no client certificate"
+        assert _refused(_ssl_conf(pki, b.tls_port, cert="mallory")), "certificate from an untrusted CA"
+        got = _roundtrip(_ssl_conf(pki, b.tls_port, cert="alice"), unique("mtls"), n=10)
+        assert got == [f"v{i}" for i in range(10)]
+        # Kafka's DEFAULT principal: the subject as RFC 2253 writes it, most specific first.
+        assert "principal=User:CN=alice,OU=eng,O=Acme,C=DE" in b.log_text()
+    finally:
+        b.stop()
+
+
+def test_requested_client_auth_accepts_clients_without_a_certificate(tmp_path, pki):
+    b = _secure_broker(tmp_path, pki, client_auth="requested",
+                       env={"STRATA_LOG": "info,strata_broker::server=debug"})
+    try:
+        assert not _refused(_ssl_conf(pki, b.tls_port))
+        assert not _refused(_ssl_conf(pki, b.tls_port, cert="alice"))
+        assert "principal=User:CN=alice,OU=eng,O=Acme,C=DE" in b.log_text()
+        # The broker asks for a certificate from its trusted CAs; the client has none, so it
+        # sends none and is served as ANONYMOUS, never as the rogue CA's subject.
+        assert not _refused(_ssl_conf(pki, b.tls_port, cert="mallory"))
+        assert "principal=User:ANONYMOUS" in b.log_text()
+        assert "CN=mallory" not in b.log_text()
+    finally:
+        b.stop()
+
+
+@pytest.mark.parametrize("config, message", [
+    ('listeners = "SSL://127.0.0.1:{port}"\n', "ssl.keystore.location"),
+    ('listeners = "SSL://127.0.0.1:{port}"\n"ssl.keystore.location" = "/nonexistent.pem"\n', "cannot read ssl.keystore.location"),
+    ('listeners = "PLAINTEXT://127.0.0.1:{port}"\n"ssl.client.auth" = "maybe"\n', "ssl.client.auth"),
+    ('listeners = "SASL_SSL://127.0.0.1:{port}"\n', "SASL"),
+    ('listeners = "INTERNAL://127.0.0.1:{port}"\n', "listener.security.protocol.map"),
+])
+def test_bad_listener_and_tls_settings_stop_the_start_with_the_reason(tmp_path, config, message):
+    port = free_port()
+    b = Broker(tmp_path / "data", port=port, config_text=config.format(port=port))
+    with pytest.raises(RuntimeError) as e:
+        b.start(timeout=20)
+    assert message in str(e.value)
