@@ -78,6 +78,23 @@ pub struct BrokerConfig {
     /// name (`DEFAULT`: the whole distinguished name, RFC 2253).
     #[serde(alias = "ssl.principal.mapping.rules")]
     pub ssl_principal_mapping_rules: String,
+    /// `sasl.enabled.mechanisms`: what SASL listeners offer, comma-separated: `PLAIN`,
+    /// `SCRAM-SHA-256`, `SCRAM-SHA-512` (Kafka's default, GSSAPI, is not offered).
+    #[serde(alias = "sasl.enabled.mechanisms")]
+    pub sasl_enabled_mechanisms: String,
+    /// `sasl.server.max.receive.size`: the largest frame a connection may send before it has
+    /// authenticated (CVE-2022-34917: an unauthenticated client must not make the broker
+    /// allocate a large frame).
+    #[serde(alias = "sasl.server.max.receive.size")]
+    pub sasl_server_max_receive_size: usize,
+    /// `connection.failed.authentication.delay.ms`: a failed authentication is answered
+    /// (and its connection closed) this much later, to slow down password guessing.
+    #[serde(alias = "connection.failed.authentication.delay.ms")]
+    pub connection_failed_authentication_delay_ms: u64,
+    /// `connections.max.reauth.ms` (KIP-368): a SASL session lasts at most this long before
+    /// the client must re-authenticate on the same connection (0: sessions never expire).
+    #[serde(alias = "connections.max.reauth.ms")]
+    pub connections_max_reauth_ms: u64,
     /// `controller.quorum.voters` (`1@host:port,2@host:port,…`): the metadata quorum's
     /// voters and their controller listeners. Unset: a standalone node whose metadata log is
     /// local (no quorum).
@@ -299,6 +316,10 @@ impl Default for BrokerConfig {
             ssl_client_auth: "none".into(),
             ssl_enabled_protocols: "TLSv1.2,TLSv1.3".into(),
             ssl_principal_mapping_rules: "DEFAULT".into(),
+            sasl_enabled_mechanisms: "SCRAM-SHA-256,SCRAM-SHA-512".into(),
+            sasl_server_max_receive_size: 524_288,
+            connection_failed_authentication_delay_ms: 100,
+            connections_max_reauth_ms: 0,
             controller_quorum_voters: None,
             controller_listen: None,
             process_roles: "broker,controller".into(),
@@ -554,6 +575,31 @@ impl BrokerConfig {
         }
     }
 
+    /// `sasl.enabled.mechanisms`, parsed (each at most once, in the order given).
+    pub fn sasl_mechanisms(&self) -> Result<Vec<strata_security::Mechanism>, ConfigError> {
+        let mut out = Vec::new();
+        for name in self
+            .sasl_enabled_mechanisms
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let Some(m) = strata_security::Mechanism::parse(name) else {
+                let why = match name {
+                    "GSSAPI" | "OAUTHBEARER" => "is not supported yet",
+                    _ => "is not a SASL mechanism Strata knows",
+                };
+                return Err(ConfigError::Invalid(format!(
+                    "sasl.enabled.mechanisms: {name} {why} (PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 are)"
+                )));
+            };
+            if !out.contains(&m) {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         for (flag, value) in [
@@ -567,11 +613,20 @@ impl BrokerConfig {
             }
         }
         let listeners = self.resolved_listeners()?;
+        let mechanisms = self.sasl_mechanisms()?;
         if let Some(l) = listeners.clients.iter().find(|l| l.protocol.uses_sasl()) {
+            if mechanisms.is_empty() {
+                return bad(format!(
+                    "listener {} is {} but sasl.enabled.mechanisms is empty",
+                    l.name,
+                    l.protocol.name()
+                ));
+            }
+        }
+        if self.sasl_server_max_receive_size < 1024 {
             return bad(format!(
-                "listener {} is {}: SASL authentication is not supported yet (PLAINTEXT and SSL are)",
-                l.name,
-                l.protocol.name()
+                "sasl.server.max.receive.size {} must be at least 1024",
+                self.sasl_server_max_receive_size
             ));
         }
         self.validate_ssl(&listeners)?;

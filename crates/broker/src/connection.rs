@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use strata_protocol::{decode_request, frame_length, FRAME_LENGTH_BYTES};
@@ -19,6 +20,7 @@ use tracing::{debug, warn};
 
 use crate::handlers::{dispatch, Outcome, PendingResponse};
 use crate::listeners::SecurityProtocol;
+use crate::sasl::{Admit, Authenticator};
 use crate::Broker;
 
 /// Bytes read from the socket at a time (the buffer grows only up to a checked frame size).
@@ -137,7 +139,7 @@ impl Transport {
 pub async fn serve(
     broker: Arc<Broker>,
     transport: Transport,
-    context: ConnectionContext,
+    mut context: ConnectionContext,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let peer = context.peer;
@@ -172,10 +174,22 @@ pub async fn serve(
         let _ = writer.shutdown().await;
     });
 
-    let max = broker.config.socket_request_max_bytes;
+    // A SASL listener's connection authenticates before anything else, with small frames.
+    let mut auth = context.protocol.uses_sasl().then(|| {
+        Authenticator::new(
+            broker.config.sasl_mechanisms().unwrap_or_default(),
+            broker.config.connections_max_reauth_ms,
+        )
+    });
+    let request_max = broker.config.socket_request_max_bytes;
+    let unauthenticated_max = request_max.min(broker.config.sasl_server_max_receive_size);
     let idle_max = std::time::Duration::from_millis(broker.config.connections_max_idle_ms);
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     'conn: loop {
+        let mut max = match &auth {
+            Some(a) if !a.authenticated() => unauthenticated_max,
+            _ => request_max,
+        };
         // Dispatch every whole frame already buffered.
         loop {
             match frame_length(&buf, max) {
@@ -183,7 +197,42 @@ pub async fn serve(
                     let mut frame = buf.split_to(FRAME_LENGTH_BYTES + len);
                     let body = frame.split_off(FRAME_LENGTH_BYTES).freeze();
                     match decode_request(body) {
-                        Ok(request) => {
+                        Ok(mut request) => {
+                            if let Some(a) = &mut auth {
+                                let image = || broker.image();
+                                match a.admit(request, image, &mut context, Instant::now()) {
+                                    Admit::Pass(r) => request = *r,
+                                    Admit::Answer(outcome) => {
+                                        if a.authenticated() {
+                                            max = request_max;
+                                        }
+                                        if tx.send(Box::pin(async move { outcome })).await.is_err()
+                                        {
+                                            break 'conn;
+                                        }
+                                        continue;
+                                    }
+                                    Admit::Fail { response, reason } => {
+                                        broker.audit.authentication_failed(&context, &reason);
+                                        let delay = Duration::from_millis(
+                                            broker.config.connection_failed_authentication_delay_ms,
+                                        );
+                                        let delayed = Box::pin(async move {
+                                            tokio::time::sleep(delay).await;
+                                            response
+                                        });
+                                        if tx.send(delayed).await.is_ok() {
+                                            let _ =
+                                                tx.send(Box::pin(async { Outcome::Close })).await;
+                                        }
+                                        break 'conn;
+                                    }
+                                    Admit::Close(reason) => {
+                                        warn!(%peer, listener = %context.listener, %reason, "closing connection");
+                                        break 'conn;
+                                    }
+                                }
+                            }
                             let pending = dispatch(&broker, request, &context);
                             if tx.send(pending).await.is_err() {
                                 break 'conn;

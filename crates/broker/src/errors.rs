@@ -79,6 +79,7 @@ pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 =
 pub const OFFSET_OUT_OF_RANGE: i16 = ResponseError::OffsetOutOfRange.code();
 pub const REQUEST_TIMED_OUT: i16 = ResponseError::RequestTimedOut.code();
 pub const LEADER_NOT_AVAILABLE: i16 = ResponseError::LeaderNotAvailable.code();
+pub const ILLEGAL_SASL_STATE: i16 = ResponseError::IllegalSaslState.code();
 
 /// A request on a partition this broker has no open log for: still recovering after a
 /// restart is NOT_LEADER_OR_FOLLOWER (retriable: clients refresh metadata, where it shows

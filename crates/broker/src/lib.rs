@@ -14,6 +14,7 @@
 //! - [`errors`] is the one place where Kafka error codes are chosen.
 
 pub mod audit;
+pub mod bootstrap;
 pub mod cleaner;
 pub mod config;
 pub mod connection;
@@ -25,6 +26,7 @@ pub mod handlers;
 mod inter_broker;
 pub mod listeners;
 pub mod replicas;
+mod sasl;
 pub mod server;
 pub mod state;
 pub mod throttle;

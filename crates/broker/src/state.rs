@@ -359,6 +359,7 @@ impl Broker {
             audit: Default::default(),
         };
         broker.register()?;
+        broker.apply_bootstrap()?;
         // What this node hosts: on a cluster member the partitions with a replica here; a
         // standalone node hosts everything (also a directory written under another node id
         // before identities existed).

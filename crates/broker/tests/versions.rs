@@ -618,6 +618,40 @@ fn request(broker: &Broker, key: ApiKey, v: i16) -> Vec<Request> {
                     .with_partition_indexes(vec![0, 9]),
             ]),
         )],
+        // On a PLAINTEXT connection both are answered ILLEGAL_SASL_STATE.
+        ApiKey::SaslHandshake => vec![Request::SaslHandshake(
+            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+        )],
+        ApiKey::SaslAuthenticate => vec![Request::SaslAuthenticate(
+            SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from_static(b"\0a\0b")),
+        )],
+        ApiKey::AlterUserScramCredentials => vec![Request::AlterUserScramCredentials(
+            AlterUserScramCredentialsRequest::default()
+                .with_upsertions(vec![
+                    alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
+                        .with_name(StrBytes::from_static_str("alice"))
+                        .with_mechanism(1)
+                        .with_iterations(4096)
+                        .with_salt(Bytes::from_static(b"salt"))
+                        .with_salted_password(Bytes::from(vec![7u8; 32])),
+                ])
+                .with_deletions(vec![
+                    alter_user_scram_credentials_request::ScramCredentialDeletion::default()
+                        .with_name(StrBytes::from_static_str("nobody"))
+                        .with_mechanism(2),
+                ]),
+        )],
+        ApiKey::DescribeUserScramCredentials => vec![
+            Request::DescribeUserScramCredentials(DescribeUserScramCredentialsRequest::default()),
+            Request::DescribeUserScramCredentials(
+                DescribeUserScramCredentialsRequest::default().with_users(Some(vec![
+                    describe_user_scram_credentials_request::UserName::default()
+                        .with_name(StrBytes::from_static_str("alice")),
+                    describe_user_scram_credentials_request::UserName::default()
+                        .with_name(StrBytes::from_static_str("nobody")),
+                ])),
+            ),
+        ],
         other => panic!("advertised API {other:?} has no case in this test"),
     }
 }

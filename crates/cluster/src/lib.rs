@@ -13,7 +13,9 @@ mod log;
 mod record;
 
 pub use delta::{ImageDelta, PartitionRef};
-pub use image::{BrokerRegistration, MetadataImage, PartitionImage, TopicImage};
+pub use image::{
+    BrokerRegistration, MetadataImage, PartitionImage, ScramCredentialImage, TopicImage,
+};
 pub use log::MetadataLog;
 pub use record::{Endpoint, MetadataRecord};
 

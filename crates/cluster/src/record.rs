@@ -128,4 +128,18 @@ pub enum MetadataRecord {
     UnfenceBroker { node_id: i32, broker_epoch: i64 },
     /// The broker in `broker_epoch` may not (FenceBrokerRecord: it went silent or stopped).
     FenceBroker { node_id: i32, broker_epoch: i64 },
+    /// `user`'s SCRAM credential for `mechanism` (`SCRAM-SHA-256` or `SCRAM-SHA-512`) is now
+    /// this one (Kafka's UserScramCredentialRecord): salt, iteration count, StoredKey and
+    /// ServerKey, never the password.
+    ScramCredential {
+        user: String,
+        mechanism: String,
+        salt: Vec<u8>,
+        stored_key: Vec<u8>,
+        server_key: Vec<u8>,
+        iterations: u32,
+    },
+    /// `user` has no credential for `mechanism` any more (RemoveUserScramCredentialRecord);
+    /// one that was not there is no change.
+    RemoveScramCredential { user: String, mechanism: String },
 }

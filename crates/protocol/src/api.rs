@@ -63,6 +63,14 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     range(ApiKey::DeleteRecords, 0, 2),
     range(ApiKey::DescribeLogDirs, 1, 4),
     range(ApiKey::DescribeQuorum, 0, 2),
+    // SaslHandshake v0 is advertised because librdkafka only sees SASL handshake support
+    // in a range that includes it, but a v0 handshake (raw SASL tokens without Kafka
+    // framing after it, clients older than Kafka 1.0) is refused: every client that speaks
+    // v1 uses SaslAuthenticate, which is all Strata reads.
+    range(ApiKey::SaslHandshake, 0, 1),
+    range(ApiKey::SaslAuthenticate, 0, 2),
+    range(ApiKey::DescribeUserScramCredentials, 0, 0),
+    range(ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// What brokers send each other on the inter-broker (controller) listener, never accepted

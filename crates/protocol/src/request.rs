@@ -51,6 +51,10 @@ pub enum Request {
     DescribeLogDirs(DescribeLogDirsRequest),
     IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
     DescribeQuorum(DescribeQuorumRequest),
+    SaslHandshake(SaslHandshakeRequest),
+    SaslAuthenticate(SaslAuthenticateRequest),
+    DescribeUserScramCredentials(DescribeUserScramCredentialsRequest),
+    AlterUserScramCredentials(AlterUserScramCredentialsRequest),
     /// ApiVersions at a version newer than ours. KIP-511: answer in v0 with
     /// UNSUPPORTED_VERSION and our ranges, so the client can pick one.
     ApiVersionsTooNew,
@@ -173,6 +177,14 @@ fn decode_with(
         ApiKey::DescribeQuorum => Request::DescribeQuorum(body(buf, api_key, version)?),
         ApiKey::IncrementalAlterConfigs => {
             Request::IncrementalAlterConfigs(body(buf, api_key, version)?)
+        }
+        ApiKey::SaslHandshake => Request::SaslHandshake(body(buf, api_key, version)?),
+        ApiKey::SaslAuthenticate => Request::SaslAuthenticate(body(buf, api_key, version)?),
+        ApiKey::DescribeUserScramCredentials => {
+            Request::DescribeUserScramCredentials(body(buf, api_key, version)?)
+        }
+        ApiKey::AlterUserScramCredentials => {
+            Request::AlterUserScramCredentials(body(buf, api_key, version)?)
         }
         _ => return Err(ProtocolError::UnknownApiKey(raw_key)),
     };

@@ -14,7 +14,7 @@ pub fn write(fs: &dyn Fs, path: &Path, value: i64) -> Result<()> {
 
 /// Writes `body` to a temporary file, syncs it, renames it over `path` and syncs the
 /// directory: a crash leaves the old contents or the new, never a mix.
-pub(crate) fn write_atomically(fs: &dyn Fs, path: &Path, body: &str) -> Result<()> {
+pub fn write_atomically(fs: &dyn Fs, path: &Path, body: &str) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let f = fs.open(&tmp, true).map_err(|e| StorageError::io(&tmp, e))?;
     f.set_len(0).map_err(|e| StorageError::io(&tmp, e))?;

@@ -24,6 +24,12 @@ pub struct FormatArgs {
     /// Succeed without writing if the directory already has exactly this identity
     #[arg(long)]
     ignore_formatted: bool,
+    /// A SCRAM user the cluster starts with, in Kafka's syntax (repeatable):
+    /// 'SCRAM-SHA-256=[name=admin,password=admin-secret]' (also iterations=N, or
+    /// salt=…,saltedpassword=… in base64 instead of password=). Added at the first start
+    /// unless the cluster already has a credential for that user and mechanism.
+    #[arg(long, value_name = "CREDENTIAL")]
+    add_scram: Vec<String>,
 }
 
 pub fn run(args: FormatArgs) -> anyhow::Result<()> {
@@ -42,6 +48,12 @@ pub fn run(args: FormatArgs) -> anyhow::Result<()> {
     if args.node_id < 0 {
         bail!("node id {} must not be negative", args.node_id);
     }
+    let scram = args
+        .add_scram
+        .iter()
+        .map(|a| strata_broker::bootstrap::parse_add_scram(a).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .context("--add-scram")?;
     let dir = &args.data_dir;
     if dir.exists() && !dir.is_dir() {
         bail!("{} exists and is not a directory", dir.display());
@@ -64,6 +76,9 @@ pub fn run(args: FormatArgs) -> anyhow::Result<()> {
             "{} is already formatted (use --ignore-formatted to accept that)",
             dir.display()
         );
+    }
+    if !scram.is_empty() {
+        strata_broker::bootstrap::write(&fs, dir, &scram)?;
     }
     MetaProperties {
         cluster_id: cluster_id.clone(),

@@ -13,6 +13,7 @@ mod log_dirs;
 mod metadata;
 mod produce;
 pub(crate) mod quorum;
+pub(crate) mod scram;
 pub(crate) mod txn;
 
 use std::future::Future;
@@ -41,7 +42,12 @@ pub enum Outcome {
 /// A response still being worked on.
 pub type PendingResponse = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
-fn encode<R: Encodable>(correlation_id: i32, key: ApiKey, version: i16, body: &R) -> Outcome {
+pub(crate) fn encode<R: Encodable>(
+    correlation_id: i32,
+    key: ApiKey,
+    version: i16,
+    body: &R,
+) -> Outcome {
     match encode_response(correlation_id, key, version, body) {
         Ok(b) => Outcome::Respond(b),
         Err(e) => {
@@ -112,6 +118,32 @@ pub fn dispatch(
             version,
             &api_versions::handle(version, false),
         )),
+        // A SASL listener's connection answers these itself (see `sasl.rs`); on any other
+        // listener they are out of place, as in Kafka.
+        Request::SaslHandshake(_) => ready(encode(
+            cid,
+            api_key,
+            version,
+            &kafka_protocol::messages::SaslHandshakeResponse::default()
+                .with_error_code(crate::errors::ILLEGAL_SASL_STATE),
+        )),
+        Request::SaslAuthenticate(_) => ready(encode(
+            cid,
+            api_key,
+            version,
+            &kafka_protocol::messages::SaslAuthenticateResponse::default()
+                .with_error_code(crate::errors::ILLEGAL_SASL_STATE)
+                .with_error_message(Some(str(&format!(
+                    "listener {} does not use SASL",
+                    context.listener
+                )))),
+        )),
+        Request::DescribeUserScramCredentials(r) => {
+            ready(encode(cid, api_key, version, &scram::describe(broker, r)))
+        }
+        Request::AlterUserScramCredentials(r) => blocking(broker, move |b| {
+            encode(cid, api_key, version, &scram::alter(&b, r))
+        }),
         Request::ApiVersionsTooNew => {
             ready(encode(cid, api_key, 0, &api_versions::handle(0, true)))
         }

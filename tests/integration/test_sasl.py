@@ -1,0 +1,292 @@
+"""SASL (issue 14) with real clients: PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 over
+SASL_PLAINTEXT and SASL_SSL with librdkafka (confluent-kafka, kcat) and kafka-python; users
+bootstrapped by `strata format --add-scram` and managed with AlterUserScramCredentials;
+wrong passwords, unknown users, disabled mechanisms, requests before authentication and
+oversized pre-authentication frames; KIP-368 re-authentication."""
+
+import socket
+import struct
+import subprocess
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechanism,
+                                   UserScramCredentialDeletion, UserScramCredentialUpsertion)
+
+from conftest import STRATA_BIN, Broker, free_port, unique
+from test_security import pki  # noqa: F401  (the module's certificates fixture)
+
+ADMIN_PW = "admin-secret"
+MECHANISMS = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"
+
+
+def _sasl_broker(tmp_path, extra="", ssl_pki=None, env=None, scram=("SCRAM-SHA-256", "SCRAM-SHA-512")):
+    """A broker formatted with the admin user, with a PLAINTEXT listener (for setup) and a
+    SASL_PLAINTEXT one (and SASL_SSL when `ssl_pki` is given)."""
+    data = tmp_path / "data"
+    args = [STRATA_BIN, "format", "--data-dir", str(data), "--cluster-id", "sasl-test"]
+    for m in scram:
+        args += ["--add-scram", f"{m}=[name=admin,password={ADMIN_PW}]"]
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "admin-secret" not in (data / "bootstrap.json").read_text(), "no password on disk"
+    plain, sasl, sasl_ssl = free_port(), free_port(), free_port()
+    listeners = f"PLAINTEXT://127.0.0.1:{plain},SASL_PLAINTEXT://127.0.0.1:{sasl}"
+    tls = ""
+    if ssl_pki is not None:
+        listeners += f",SASL_SSL://127.0.0.1:{sasl_ssl}"
+        tls = f"""
+"ssl.keystore.location" = "{ssl_pki / 'keystore.pem'}"
+"""
+    config = f"""
+listeners = "{listeners}"
+"sasl.enabled.mechanisms" = "{MECHANISMS}"
+{tls}{extra}
+"""
+    b = Broker(data, port=plain, config_text=config, env=env).start()
+    b.sasl_port, b.sasl_ssl_port = sasl, sasl_ssl
+    return b
+
+
+def _conf(port, mechanism, user="admin", password=ADMIN_PW, protocol="SASL_PLAINTEXT", **extra):
+    return {
+        "bootstrap.servers": f"127.0.0.1:{port}",
+        "security.protocol": protocol,
+        "sasl.mechanism": mechanism,
+        "sasl.username": user,
+        "sasl.password": password,
+        **extra,
+    }
+
+
+def _roundtrip(conf, topic, n=30):
+    p = Producer({**conf, "acks": "all", "enable.idempotence": True})
+    for i in range(n):
+        p.produce(topic, key=str(i), value=f"v{i}")
+    assert p.flush(30) == 0, "every record delivered"
+    c = Consumer({**conf, "group.id": unique("g"), "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    got = []
+    deadline = time.time() + 30
+    while len(got) < n and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append(m.value().decode())
+    c.close()
+    return got
+
+
+def _auth_fails(conf, timeout=3):
+    """The KafkaError a librdkafka client gets when it cannot authenticate through `conf`."""
+    errors = []
+    admin = AdminClient({**conf, "error_cb": errors.append, "log_level": 0})
+    with pytest.raises(KafkaException):
+        admin.list_topics(timeout=timeout)
+    admin.poll(1)  # serves error_cb
+    return errors
+
+
+def test_every_mechanism_with_librdkafka_kcat_and_kafka_python(tmp_path):
+    b = _sasl_broker(tmp_path)
+    try:
+        topic = unique("sasl")
+        want = [f"v{i}" for i in range(30)]
+        for mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+            conf = _conf(b.sasl_port, mechanism)
+            md = AdminClient(conf).list_topics(timeout=10)
+            # The SASL listener advertises itself, not the PLAINTEXT one.
+            assert [(x.host, x.port) for x in md.brokers.values()] == [("127.0.0.1", b.sasl_port)]
+            t = f"{topic}-{mechanism.lower()}"
+            assert _roundtrip(conf, t) == want, mechanism
+        # kcat (Debian's librdkafka) reads one of them with SCRAM-SHA-512.
+        out = subprocess.run(
+            ["kcat", "-b", f"127.0.0.1:{b.sasl_port}", "-X", "security.protocol=SASL_PLAINTEXT",
+             "-X", "sasl.mechanisms=SCRAM-SHA-512", "-X", "sasl.username=admin",
+             "-X", f"sasl.password={ADMIN_PW}", "-C", "-t", f"{topic}-plain", "-e", "-f", "%s\n"],
+            capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == want
+        # kafka-python with SCRAM-SHA-256 and PLAIN.
+        from kafka import KafkaConsumer, KafkaProducer
+
+        for mechanism in ("SCRAM-SHA-256", "PLAIN"):
+            kp = dict(bootstrap_servers=f"127.0.0.1:{b.sasl_port}", security_protocol="SASL_PLAINTEXT",
+                      sasl_mechanism=mechanism, sasl_plain_username="admin",
+                      sasl_plain_password=ADMIN_PW)
+            t = unique("kp")
+            p = KafkaProducer(**kp, acks="all")
+            for i in range(10):
+                p.send(t, f"k{i}".encode())
+            p.flush(30)
+            p.close()
+            c = KafkaConsumer(t, **kp, auto_offset_reset="earliest", consumer_timeout_ms=5000)
+            assert [m.value.decode() for m in c] == [f"k{i}" for i in range(10)], mechanism
+            c.close()
+    finally:
+        b.stop()
+    assert "panicked" not in b.log_text()
+
+
+def test_failures_are_refused_audited_and_leave_the_broker_serving(tmp_path):
+    b = _sasl_broker(tmp_path, scram=("SCRAM-SHA-512",))
+    try:
+        started = time.time()
+        errors = _auth_fails(_conf(b.sasl_port, "SCRAM-SHA-512", password="wrong"))
+        assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), errors
+        assert "invalid credentials" in str(errors[0]), errors
+        # An unknown user fails the same way (no enumeration), and so does PLAIN.
+        for mech, user in (("SCRAM-SHA-512", "nobody"), ("PLAIN", "nobody"), ("PLAIN", "admin")):
+            pw = "wrong" if user == "admin" else ADMIN_PW
+            errors = _auth_fails(_conf(b.sasl_port, mech, user=user, password=pw))
+            assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), (mech, user, errors)
+        # The admin has no SCRAM-SHA-256 credential: that mechanism fails for them.
+        errors = _auth_fails(_conf(b.sasl_port, "SCRAM-SHA-256"))
+        assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), errors
+        assert time.time() - started >= 0.5, "each failure is delayed (100 ms by default)"
+        log = b.log_text()
+        assert log.count("authentication failed") >= 5, log[-2000:]
+        assert "SCRAM-SHA-512" in log and "admin-secret" not in log
+
+        # Raw sockets: a request other than ApiVersions/SaslHandshake before authenticating
+        # closes the connection without an answer; so does a frame above 512 KiB.
+        metadata_v1 = struct.pack(">hhih", 3, 1, 7, 1) + b"x" + struct.pack(">i", -1)
+        for payload in (struct.pack(">i", len(metadata_v1)) + metadata_v1,
+                        struct.pack(">i", 600_000) + b"\0" * 64):
+            with socket.create_connection(("127.0.0.1", b.sasl_port), timeout=10) as s:
+                s.sendall(payload)
+                assert s.recv(100) == b"", "closed without an answer"
+        # A SaslHandshake on the PLAINTEXT listener is answered ILLEGAL_SASL_STATE (34).
+        handshake = struct.pack(">hhih", 17, 1, 9, 1) + b"x" + struct.pack(">h", 5) + b"PLAIN"
+        with socket.create_connection(("127.0.0.1", b.port), timeout=10) as s:
+            s.sendall(struct.pack(">i", len(handshake)) + handshake)
+            size = struct.unpack(">i", s.recv(4))[0]
+            body = s.recv(size)
+            assert struct.unpack(">ih", body[:6]) == (9, 34), body
+        # Still serving, with the right password.
+        assert _roundtrip(_conf(b.sasl_port, "SCRAM-SHA-512"), unique("after"), n=5) == [f"v{i}" for i in range(5)]
+    finally:
+        b.stop()
+    assert "panicked" not in b.log_text()
+
+
+def test_users_are_managed_with_alter_and_describe_user_scram_credentials(tmp_path):
+    b = _sasl_broker(tmp_path, scram=("SCRAM-SHA-512",))
+    try:
+        admin = AdminClient(_conf(b.sasl_port, "SCRAM-SHA-512"))
+        described = admin.describe_user_scram_credentials(["admin"])["admin"].result(10)
+        assert [(i.mechanism, i.iterations) for i in described.scram_credential_infos] == \
+            [(ScramMechanism.SCRAM_SHA_512, 4096)]
+        futures = admin.alter_user_scram_credentials([
+            UserScramCredentialUpsertion("alice", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 8192),
+                                         b"alice-secret"),
+            UserScramCredentialUpsertion("bob", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 100),
+                                         b"bob-secret"),
+            UserScramCredentialDeletion("carol", ScramMechanism.SCRAM_SHA_256),
+        ])
+        futures["alice"].result(10)
+        for user, words in (("bob", "4096"), ("carol", "does not exist")):
+            with pytest.raises(KafkaException) as e:
+                futures[user].result(10)
+            assert words in str(e.value), (user, e.value)
+        everyone = admin.describe_user_scram_credentials().result(10)
+        assert sorted(everyone) == ["admin", "alice"]
+        assert [(i.mechanism, i.iterations) for i in everyone["alice"].scram_credential_infos] == \
+            [(ScramMechanism.SCRAM_SHA_256, 8192)]
+        with pytest.raises(KafkaException):
+            admin.describe_user_scram_credentials(["nobody"])["nobody"].result(10)
+
+        # alice authenticates at once, with SCRAM and with PLAIN.
+        for mech in ("SCRAM-SHA-256", "PLAIN"):
+            conf = _conf(b.sasl_port, mech, user="alice", password="alice-secret")
+            assert AdminClient(conf).list_topics(timeout=10).brokers
+        # A restart keeps her (credentials are cluster metadata).
+        b.stop()
+        b.start()
+        conf = _conf(b.sasl_port, "SCRAM-SHA-256", user="alice", password="alice-secret")
+        assert AdminClient(conf).list_topics(timeout=10).brokers
+        assert not (tmp_path / "data" / "bootstrap.json").exists(), "bootstrap applied once"
+        # Deleted: she can no longer authenticate.
+        admin = AdminClient(_conf(b.sasl_port, "SCRAM-SHA-512"))
+        admin.alter_user_scram_credentials(
+            [UserScramCredentialDeletion("alice", ScramMechanism.SCRAM_SHA_256)])["alice"].result(10)
+        _auth_fails(conf)
+    finally:
+        b.stop()
+    assert "panicked" not in b.log_text()
+
+
+def test_sasl_ssl_with_plain_and_scram(tmp_path, pki):  # noqa: F811
+    b = _sasl_broker(tmp_path, ssl_pki=pki)
+    try:
+        for mechanism in ("PLAIN", "SCRAM-SHA-512"):
+            conf = _conf(b.sasl_ssl_port, mechanism, protocol="SASL_SSL",
+                         **{"ssl.ca.location": str(pki / "ca.pem")})
+            md = AdminClient(conf).list_topics(timeout=10)
+            assert [(x.host, x.port) for x in md.brokers.values()] == [("127.0.0.1", b.sasl_ssl_port)]
+            assert _roundtrip(conf, unique("ssl")) == [f"v{i}" for i in range(30)]
+        out = subprocess.run(
+            ["kcat", "-b", f"127.0.0.1:{b.sasl_ssl_port}", "-X", "security.protocol=SASL_SSL",
+             "-X", f"ssl.ca.location={pki / 'ca.pem'}", "-X", "sasl.mechanisms=SCRAM-SHA-256",
+             "-X", "sasl.username=admin", "-X", f"sasl.password={ADMIN_PW}", "-L"],
+            capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert f"127.0.0.1:{b.sasl_ssl_port}" in out.stdout
+    finally:
+        b.stop()
+    assert "panicked" not in b.log_text()
+
+
+def test_sessions_are_reauthenticated_on_the_same_connection(tmp_path):
+    """KIP-368: with connections.max.reauth.ms the broker tells the client its session
+    lifetime; librdkafka re-authenticates before it ends and goes on consuming."""
+    b = _sasl_broker(tmp_path, extra='"connections.max.reauth.ms" = 2000\n',
+                     env={"STRATA_LOG": "info,strata_broker::sasl=debug"})
+    try:
+        conf = _conf(b.sasl_port, "SCRAM-SHA-256")
+        topic = unique("reauth")
+        p = Producer(conf)
+        c = Consumer({**conf, "group.id": unique("g"), "auto.offset.reset": "earliest"})
+        c.subscribe([topic])
+        got = []
+        end = time.time() + 7
+        i = 0
+        while time.time() < end:
+            p.produce(topic, value=f"v{i}")
+            p.poll(0)
+            i += 1
+            m = c.poll(0.2)
+            if m is not None and m.error() is None:
+                got.append(m.value().decode())
+        assert p.flush(10) == 0
+        deadline = time.time() + 15
+        while len(got) < i and time.time() < deadline:
+            m = c.poll(0.5)
+            if m is not None and m.error() is None:
+                got.append(m.value().decode())
+        c.close()
+        assert got == [f"v{k}" for k in range(i)]
+        log = b.log_text()
+        assert "reauthentication=true" in log, log[-3000:]
+        assert "expired" not in log, "no session ran out"
+    finally:
+        b.stop()
+    assert "panicked" not in b.log_text()
+
+
+def test_bad_sasl_configs_are_refused_at_start(tmp_path):
+    port = free_port()
+    for body, words in (
+        ('"sasl.enabled.mechanisms" = "GSSAPI"', "GSSAPI is not supported yet"),
+        ('"sasl.enabled.mechanisms" = "SCRAM-SHA-1"', "not a SASL mechanism"),
+        ('"sasl.enabled.mechanisms" = ""', "is empty"),
+    ):
+        cfg = tmp_path / "bad.toml"
+        cfg.write_text(f'listeners = "SASL_PLAINTEXT://127.0.0.1:{port}"\n{body}\n')
+        r = subprocess.run([STRATA_BIN, "serve", "--data-dir", str(tmp_path / "d"), "--config", str(cfg)],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0 and words in r.stderr, (body, r.stderr)
+    r = subprocess.run([STRATA_BIN, "format", "--data-dir", str(tmp_path / "f"),
+                        "--add-scram", "SCRAM-SHA-256=[name=a,password=b,iterations=10]"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "4096" in r.stderr, r.stderr
