@@ -4,6 +4,7 @@ bootstrapped by `strata format --add-scram` and managed with AlterUserScramCrede
 wrong passwords, unknown users, disabled mechanisms, requests before authentication and
 oversized pre-authentication frames; KIP-368 re-authentication."""
 
+import pathlib
 import socket
 import struct
 import subprocess
@@ -290,3 +291,95 @@ def test_bad_sasl_configs_are_refused_at_start(tmp_path):
                         "--add-scram", "SCRAM-SHA-256=[name=a,password=b,iterations=10]"],
                        capture_output=True, text=True)
     assert r.returncode != 0 and "4096" in r.stderr, r.stderr
+
+
+def test_java_client_and_kafka_configs_over_sasl_ssl(tmp_path, pki):  # noqa: F811
+    """Kafka's own ConfigCommand creates a SCRAM user through AlterUserScramCredentials, and
+    the Java client (ConsoleProducer / ConsoleConsumer) authenticates as them over SASL_SSL
+    with a PEM truststore."""
+    from test_kafka_tools import tool
+
+    cp = subprocess.run([str(pathlib.Path(__file__).resolve().parents[2] / "scripts" / "kafka-peer"),
+                         "classpath"], check=True, capture_output=True, text=True, timeout=600).stdout.strip()
+    b = _sasl_broker(tmp_path, ssl_pki=pki)
+    try:
+        bs = f"127.0.0.1:{b.sasl_ssl_port}"
+
+        def props(name, mechanism, user, password):
+            f = tmp_path / f"{name}.properties"
+            f.write_text(
+                "security.protocol=SASL_SSL\n"
+                f"sasl.mechanism={mechanism}\n"
+                "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{user}" password="{password}";\n'
+                "ssl.truststore.type=PEM\n"
+                f"ssl.truststore.location={pki / 'ca.pem'}\n")
+            return str(f)
+
+        admin = props("admin", "SCRAM-SHA-512", "admin", ADMIN_PW)
+        tool(cp, "org.apache.kafka.tools.ConfigCommand", "--bootstrap-server", bs, "--command-config", admin,
+             "--alter", "--add-config", "SCRAM-SHA-256=[iterations=8192,password=carol-secret]",
+             "--entity-type", "users", "--entity-name", "carol")
+        carol = props("carol", "SCRAM-SHA-256", "carol", "carol-secret")
+        topic = unique("java")
+        lines = "".join(f"m{i}\n" for i in range(20))
+        tool(cp, "org.apache.kafka.tools.ConsoleProducer", "--bootstrap-server", bs, "--topic", topic,
+             "--producer.config", carol, stdin=lines)
+        out = tool(cp, "org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server", bs,
+                   "--topic", topic, "--consumer.config", carol, "--from-beginning", "--max-messages", "20",
+                   "--timeout-ms", "30000").stdout
+        assert [l for l in out.split() if l.startswith("m")] == [f"m{i}" for i in range(20)], out
+        # A wrong password: the Java client reports the broker's authentication error.
+        wrong = props("wrong", "SCRAM-SHA-256", "carol", "nope")
+        r = tool(cp, "org.apache.kafka.tools.TopicCommand", "--bootstrap-server", bs, "--command-config", wrong,
+                 "--list", check=False, timeout=120)
+        assert r.returncode != 0 and "invalid credentials" in (r.stdout + r.stderr), r.stderr[-2000:]
+    finally:
+        b.stop()
+    assert "panicked" not in b.log_text()
+
+
+def test_credentials_are_cluster_metadata_on_three_nodes(tmp_path):
+    """Only node 1 is formatted with the admin user; every node authenticates them, and a
+    user made through one node can authenticate on the others at once."""
+    from test_cluster import start_all, wait_for
+
+    n = 3
+    plain = [free_port() for _ in range(n)]
+    sasl = [free_port() for _ in range(n)]
+    controller = [free_port() for _ in range(n)]
+    voters = ",".join(f"{i + 1}@127.0.0.1:{controller[i]}" for i in range(n))
+    nodes = []
+    for i in range(n):
+        data = tmp_path / f"node{i + 1}" / "data"
+        args = [STRATA_BIN, "format", "--data-dir", str(data), "--cluster-id", "sasl-cluster",
+                "--node-id", str(i + 1)]
+        if i == 0:
+            args += ["--add-scram", f"SCRAM-SHA-512=[name=admin,password={ADMIN_PW}]"]
+        subprocess.run(args, check=True, capture_output=True)
+        config = (f'listeners = "PLAINTEXT://127.0.0.1:{plain[i]},SASL_PLAINTEXT://127.0.0.1:{sasl[i]}"\n'
+                  f'"inter.broker.listener.name" = "PLAINTEXT"\n"sasl.enabled.mechanisms" = "{MECHANISMS}"\n')
+        nodes.append(Broker(data, port=plain[i], config_text=config,
+                            extra_args=["--node-id", str(i + 1), "--controller-quorum-voters", voters]))
+    start_all(nodes)
+    try:
+        for i in range(n):
+            wait_for(lambda: AdminClient(_conf(sasl[i], "SCRAM-SHA-512", log_level=0))
+                     .list_topics(timeout=5).brokers, timeout=30, what=f"admin on node {i + 1}")
+        md = AdminClient(_conf(sasl[1], "SCRAM-SHA-512")).list_topics(timeout=10)
+        assert sorted(x.port for x in md.brokers.values()) == sorted(sasl), "SASL endpoints of all nodes"
+        admin = AdminClient(_conf(sasl[2], "SCRAM-SHA-512"))
+        admin.alter_user_scram_credentials([UserScramCredentialUpsertion(
+            "dave", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096), b"dave-secret")])["dave"].result(15)
+        for i in range(n):
+            conf = _conf(sasl[i], "SCRAM-SHA-256", user="dave", password="dave-secret", log_level=0)
+            wait_for(lambda: AdminClient(conf).list_topics(timeout=5).brokers, timeout=20,
+                     what=f"dave on node {i + 1}")
+        topic = unique("cl")
+        assert _roundtrip(_conf(sasl[0], "SCRAM-SHA-256", user="dave", password="dave-secret"), topic) == \
+            [f"v{i}" for i in range(30)]
+    finally:
+        for b in nodes:
+            b.stop()
+    for b in nodes:
+        assert "panicked" not in b.log_text()
