@@ -22,6 +22,8 @@ pub struct AuditLog {
     suppressed: AtomicU64,
     /// Every failed authentication since start (logged or not).
     pub authentication_failures: AtomicU64,
+    /// Every authorization denial since start (logged or not).
+    pub authorization_denials: AtomicU64,
 }
 
 impl Default for AuditLog {
@@ -31,6 +33,7 @@ impl Default for AuditLog {
             window: Mutex::new((0, 0)),
             suppressed: AtomicU64::new(0),
             authentication_failures: AtomicU64::new(0),
+            authorization_denials: AtomicU64::new(0),
         }
     }
 }
@@ -62,6 +65,23 @@ impl AuditLog {
                 suppressed,
                 "authentication failed: {reason}"
             );
+        }
+    }
+}
+
+impl AuditLog {
+    /// The authorizer refused `principal` from `host` an operation on a resource (Kafka's
+    /// authorizer log line).
+    pub fn authorization_denied(
+        &self,
+        principal: &str,
+        host: &str,
+        operation: &str,
+        resource: &str,
+    ) {
+        self.authorization_denials.fetch_add(1, Ordering::Relaxed);
+        if let Some(suppressed) = self.admit() {
+            warn!(%principal, %host, %operation, %resource, suppressed, "authorization denied");
         }
     }
 }

@@ -95,6 +95,18 @@ pub struct BrokerConfig {
     /// the client must re-authenticate on the same connection (0: sessions never expire).
     #[serde(alias = "connections.max.reauth.ms")]
     pub connections_max_reauth_ms: u64,
+    /// `authorizer.class.name`: Kafka's standard authorizer class names
+    /// (`org.apache.kafka.metadata.authorizer.StandardAuthorizer`, and the older
+    /// `kafka.security.authorizer.AclAuthorizer`) turn ACL enforcement on; empty: off.
+    #[serde(alias = "authorizer.class.name")]
+    pub authorizer_class_name: String,
+    /// `super.users`: principals allowed everything, `;`-separated (`User:admin;User:ops`).
+    #[serde(alias = "super.users")]
+    pub super_users: String,
+    /// `allow.everyone.if.no.acl.found`: with an authorizer, whether a resource without any
+    /// ACL is open to everyone (Kafka's default: no).
+    #[serde(alias = "allow.everyone.if.no.acl.found")]
+    pub allow_everyone_if_no_acl_found: bool,
     /// `controller.quorum.voters` (`1@host:port,2@host:port,…`): the metadata quorum's
     /// voters and their controller listeners. Unset: a standalone node whose metadata log is
     /// local (no quorum).
@@ -317,6 +329,9 @@ impl Default for BrokerConfig {
             ssl_enabled_protocols: "TLSv1.2,TLSv1.3".into(),
             ssl_principal_mapping_rules: "DEFAULT".into(),
             sasl_enabled_mechanisms: "SCRAM-SHA-256,SCRAM-SHA-512".into(),
+            authorizer_class_name: String::new(),
+            super_users: String::new(),
+            allow_everyone_if_no_acl_found: false,
             sasl_server_max_receive_size: 524_288,
             connection_failed_authentication_delay_ms: 100,
             connections_max_reauth_ms: 0,
@@ -575,6 +590,49 @@ impl BrokerConfig {
         }
     }
 
+    /// The authorizer's settings, or None when ACLs are not enforced.
+    pub fn authorizer_config(
+        &self,
+    ) -> Result<Option<strata_security::acl::AuthorizerConfig>, ConfigError> {
+        const STANDARD: [&str; 3] = [
+            "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "kafka.security.authorizer.AclAuthorizer",
+            "kafka.security.auth.SimpleAclAuthorizer",
+        ];
+        let class = self.authorizer_class_name.trim();
+        if class.is_empty() {
+            return Ok(None);
+        }
+        if !STANDARD.contains(&class) {
+            return Err(ConfigError::Invalid(format!(
+                "authorizer.class.name '{class}' is not one of Kafka's standard authorizers ({})",
+                STANDARD.join(", ")
+            )));
+        }
+        let mut super_users = std::collections::BTreeSet::new();
+        for p in self
+            .super_users
+            .split(';')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            match p.split_once(':') {
+                Some((kind, name)) if !kind.is_empty() && !name.is_empty() => {
+                    super_users.insert(p.to_string());
+                }
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "super.users: '{p}' is not a principal (User:NAME)"
+                    )))
+                }
+            }
+        }
+        Ok(Some(strata_security::acl::AuthorizerConfig {
+            super_users,
+            allow_if_no_acl: self.allow_everyone_if_no_acl_found,
+        }))
+    }
+
     /// `sasl.enabled.mechanisms`, parsed (each at most once, in the order given).
     pub fn sasl_mechanisms(&self) -> Result<Vec<strata_security::Mechanism>, ConfigError> {
         let mut out = Vec::new();
@@ -613,6 +671,7 @@ impl BrokerConfig {
             }
         }
         let listeners = self.resolved_listeners()?;
+        self.authorizer_config()?;
         let mechanisms = self.sasl_mechanisms()?;
         if let Some(l) = listeners.clients.iter().find(|l| l.protocol.uses_sasl()) {
             if mechanisms.is_empty() {

@@ -80,6 +80,11 @@ pub const OFFSET_OUT_OF_RANGE: i16 = ResponseError::OffsetOutOfRange.code();
 pub const REQUEST_TIMED_OUT: i16 = ResponseError::RequestTimedOut.code();
 pub const LEADER_NOT_AVAILABLE: i16 = ResponseError::LeaderNotAvailable.code();
 pub const ILLEGAL_SASL_STATE: i16 = ResponseError::IllegalSaslState.code();
+pub const TOPIC_AUTHORIZATION_FAILED: i16 = ResponseError::TopicAuthorizationFailed.code();
+pub const GROUP_AUTHORIZATION_FAILED: i16 = ResponseError::GroupAuthorizationFailed.code();
+pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 =
+    ResponseError::TransactionalIdAuthorizationFailed.code();
+pub const SECURITY_DISABLED: i16 = ResponseError::SecurityDisabled.code();
 
 /// A request on a partition this broker has no open log for: still recovering after a
 /// restart is NOT_LEADER_OR_FOLLOWER (retriable: clients refresh metadata, where it shows

@@ -14,6 +14,7 @@
 //! - [`errors`] is the one place where Kafka error codes are chosen.
 
 pub mod audit;
+pub mod authorizer;
 pub mod bootstrap;
 pub mod cleaner;
 pub mod config;

@@ -203,7 +203,9 @@ pub struct Broker {
     /// Signalled when `halted` is set; `serve` waits on it.
     halt_requested: Notify,
     /// Failed authentications (and later authorization denials), rate-limited.
-    pub audit: crate::audit::AuditLog,
+    pub audit: Arc<crate::audit::AuditLog>,
+    /// ACL enforcement (`authorizer.class.name`), with the ACLs of the latest image.
+    pub authorizer: crate::authorizer::Authorizer,
 }
 
 /// Recovered logs that need a sync are synced together: at most this many per syncfs, and a
@@ -327,6 +329,9 @@ impl Broker {
         let group_config = config.group_config();
         let config_session_timeout_ms = config.broker_session_timeout_ms as i64;
         let txn_config = config.txn_config();
+        let config_authorizer = config
+            .authorizer_config()
+            .map_err(|e| TopicError::InvalidConfig(e.to_string()))?;
         let broker = Self {
             producer_ids: Mutex::new((0, 0)),
             config,
@@ -357,6 +362,7 @@ impl Broker {
             replication_quotas: Default::default(),
             directory_id,
             audit: Default::default(),
+            authorizer: crate::authorizer::Authorizer::new(&config_authorizer),
         };
         broker.register()?;
         broker.apply_bootstrap()?;

@@ -652,17 +652,57 @@ fn request(broker: &Broker, key: ApiKey, v: i16) -> Vec<Request> {
                 ])),
             ),
         ],
+        // Without an authorizer these answer SECURITY_DISABLED.
+        ApiKey::CreateAcls => vec![Request::CreateAcls(CreateAclsRequest::default().with_creations(
+            vec![create_acls_request::AclCreation::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("t"))
+                .with_resource_pattern_type(3)
+                .with_principal(StrBytes::from_static_str("User:a"))
+                .with_host(StrBytes::from_static_str("*"))
+                .with_operation(3)
+                .with_permission_type(3)],
+        ))],
+        ApiKey::DescribeAcls => vec![Request::DescribeAcls(
+            DescribeAclsRequest::default()
+                .with_resource_type_filter(1)
+                .with_pattern_type_filter(1)
+                .with_operation(1)
+                .with_permission_type(1),
+        )],
+        ApiKey::DeleteAcls => vec![Request::DeleteAcls(DeleteAclsRequest::default().with_filters(
+            vec![delete_acls_request::DeleteAclsFilter::default()
+                .with_resource_type_filter(1)
+                .with_pattern_type_filter(1)
+                .with_operation(1)
+                .with_permission_type(1)],
+        ))],
         other => panic!("advertised API {other:?} has no case in this test"),
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_advertised_version_encodes_its_responses() {
+    walk_every_version(BrokerConfig::default()).await;
+}
+
+/// The same walk with an authorizer and no ACLs: every request is denied, so every
+/// authorization error answer is encoded at every version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_advertised_version_encodes_its_authorization_errors() {
+    walk_every_version(BrokerConfig {
+        authorizer_class_name: "org.apache.kafka.metadata.authorizer.StandardAuthorizer".into(),
+        ..BrokerConfig::default()
+    })
+    .await;
+}
+
+async fn walk_every_version(base: BrokerConfig) {
     let config = BrokerConfig {
         data_dir: PathBuf::from("/data"),
         group_initial_rebalance_delay_ms: 0,
         offsets_topic_num_partitions: 3,
-        ..BrokerConfig::default()
+        ..base
     };
     let broker =
         Arc::new(Broker::open(config, Arc::new(SimFs::new()), Arc::new(SystemClock)).unwrap());

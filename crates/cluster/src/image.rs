@@ -3,7 +3,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{Endpoint, MetadataError, MetadataRecord};
+use crate::{AclEntry, Endpoint, MetadataError, MetadataRecord};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionImage {
@@ -167,6 +167,9 @@ pub struct MetadataImage {
     /// SCRAM credentials by user, then mechanism name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     scram: BTreeMap<String, BTreeMap<String, ScramCredentialImage>>,
+    /// ACLs by id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    acls: BTreeMap<Uuid, AclEntry>,
 }
 
 impl MetadataImage {
@@ -493,6 +496,12 @@ impl MetadataImage {
                     },
                 );
             }
+            MetadataRecord::Acl { id, acl } => {
+                self.acls.insert(*id, acl.clone());
+            }
+            MetadataRecord::RemoveAcl { id } => {
+                self.acls.remove(id);
+            }
             MetadataRecord::RemoveScramCredential { user, mechanism } => {
                 if let Some(m) = self.scram.get_mut(user) {
                     m.remove(mechanism);
@@ -570,6 +579,11 @@ impl MetadataImage {
         &self,
     ) -> impl Iterator<Item = (&String, &BTreeMap<String, ScramCredentialImage>)> {
         self.scram.iter()
+    }
+
+    /// Every ACL, by id.
+    pub fn acls(&self) -> &BTreeMap<Uuid, AclEntry> {
+        &self.acls
     }
 
     pub fn producer_ids_end(&self) -> i64 {

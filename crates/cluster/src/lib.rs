@@ -17,7 +17,7 @@ pub use image::{
     BrokerRegistration, MetadataImage, PartitionImage, ScramCredentialImage, TopicImage,
 };
 pub use log::MetadataLog;
-pub use record::{Endpoint, MetadataRecord};
+pub use record::{AclEntry, Endpoint, MetadataRecord};
 
 use thiserror::Error;
 

@@ -142,4 +142,21 @@ pub enum MetadataRecord {
     /// `user` has no credential for `mechanism` any more (RemoveUserScramCredentialRecord);
     /// one that was not there is no change.
     RemoveScramCredential { user: String, mechanism: String },
+    /// An ACL exists (Kafka's AccessControlEntryRecord), with Kafka's wire codes for the
+    /// resource type, pattern type, operation and permission.
+    Acl { id: Uuid, acl: AclEntry },
+    /// The ACL is gone (RemoveAccessControlEntryRecord); one that was not there is no change.
+    RemoveAcl { id: Uuid },
+}
+
+/// One ACL as cluster metadata keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AclEntry {
+    pub resource_type: i8,
+    pub resource_name: String,
+    pub pattern_type: i8,
+    pub principal: String,
+    pub host: String,
+    pub operation: i8,
+    pub permission_type: i8,
 }

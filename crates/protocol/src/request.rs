@@ -55,6 +55,9 @@ pub enum Request {
     SaslAuthenticate(SaslAuthenticateRequest),
     DescribeUserScramCredentials(DescribeUserScramCredentialsRequest),
     AlterUserScramCredentials(AlterUserScramCredentialsRequest),
+    CreateAcls(CreateAclsRequest),
+    DescribeAcls(DescribeAclsRequest),
+    DeleteAcls(DeleteAclsRequest),
     /// ApiVersions at a version newer than ours. KIP-511: answer in v0 with
     /// UNSUPPORTED_VERSION and our ranges, so the client can pick one.
     ApiVersionsTooNew,
@@ -186,6 +189,9 @@ fn decode_with(
         ApiKey::AlterUserScramCredentials => {
             Request::AlterUserScramCredentials(body(buf, api_key, version)?)
         }
+        ApiKey::CreateAcls => Request::CreateAcls(body(buf, api_key, version)?),
+        ApiKey::DescribeAcls => Request::DescribeAcls(body(buf, api_key, version)?),
+        ApiKey::DeleteAcls => Request::DeleteAcls(body(buf, api_key, version)?),
         _ => return Err(ProtocolError::UnknownApiKey(raw_key)),
     };
     // Trailing bytes are ignored, as Kafka does: librdkafka 2.x sends Metadata v12 with

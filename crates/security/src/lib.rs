@@ -12,6 +12,7 @@
 //! with made-up credentials and fails only at its end (no user enumeration), and stored
 //! credentials below 4096 iterations are refused.
 
+pub mod acl;
 mod plain;
 mod scram;
 

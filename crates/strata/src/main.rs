@@ -1,5 +1,6 @@
 //! `strata`: the broker (`strata serve`) and a command-line client for it.
 
+mod acl_cli;
 mod cli;
 mod cluster_cli;
 mod format;
@@ -42,6 +43,9 @@ enum Command {
     /// Partitions of a cluster: preferred-leader elections.
     #[command(subcommand)]
     Partition(partition_cli::PartitionCommand),
+    /// ACLs: add, list and remove (with an authorizer configured).
+    #[command(subcommand)]
+    Acl(acl_cli::AclCommand),
     /// Produce lines from stdin to a topic.
     Produce(cli::ProduceArgs),
     /// Consume records from a topic and print them.
@@ -81,6 +85,7 @@ fn main() {
         Command::Group(c) => group_cli::run_group(c),
         Command::Txn(c) => txn_cli::run_txn(c),
         Command::Partition(c) => partition_cli::run_partition(c),
+        Command::Acl(c) => acl_cli::run_acl(c),
         Command::Produce(a) => cli::run_produce(a),
         Command::Consume(a) => cli::run_consume(a),
     };

@@ -11,9 +11,11 @@ use strata_storage::segment::SegmentSlice;
 use strata_storage::IsolatedSlice;
 use tokio::time::Instant;
 
+use crate::authorizer::Authz;
 use crate::errors;
 use crate::zero_copy::new_marker;
 use crate::Broker;
+use strata_security::acl::Operation;
 
 /// A fetch response ready to encode: records of partitions with data are either a marker
 /// (to be replaced by a sendfile'd range, see `zero_copy`) or the bytes themselves.
@@ -39,8 +41,13 @@ impl Prepared {
     }
 }
 
-pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Prepared {
-    let mut prepared = wait_and_read(broker, req, version).await;
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: FetchRequest,
+    version: i16,
+    authz: &Authz,
+) -> Prepared {
+    let mut prepared = wait_and_read(broker, req, version, authz).await;
     if version >= 12 {
         name_current_leaders(broker, &mut prepared.response);
     }
@@ -69,7 +76,12 @@ fn name_current_leaders(broker: &Broker, response: &mut FetchResponse) {
     }
 }
 
-async fn wait_and_read(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Prepared {
+async fn wait_and_read(
+    broker: &Arc<Broker>,
+    req: FetchRequest,
+    version: i16,
+    authz: &Authz,
+) -> Prepared {
     let wait_ms = req
         .max_wait_ms
         .clamp(0, broker.config.fetch_max_wait_ms_max);
@@ -78,7 +90,7 @@ async fn wait_and_read(broker: &Arc<Broker>, req: FetchRequest, version: i16) ->
         let notified = broker.data_arrived.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (resp, bytes, errored) = read_once(broker, &req, version, new_marker());
+        let (resp, bytes, errored) = read_once(broker, &req, version, new_marker(), authz);
         if bytes >= req.min_bytes.max(0) as usize
             || errored
             || Instant::now() >= deadline
@@ -100,6 +112,7 @@ fn read_once(
     req: &FetchRequest,
     version: i16,
     marker: [u8; 16],
+    authz: &Authz,
 ) -> (Prepared, usize, bool) {
     let mut ranges = Vec::new();
     let mut budget = (req.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes);
@@ -121,6 +134,8 @@ fn read_once(
             .image()
             .broker(replica)
             .is_some_and(|b| b.broker_epoch != req.replica_state.replica_epoch);
+    // Followers need CLUSTER_ACTION, consumers READ on each topic (as Kafka).
+    let replica_denied = replica >= 0 && !authz.cluster(Operation::ClusterAction);
     let image = (version >= 13).then(|| broker.image());
     let mut high_watermark_moved = false;
     for t in &req.topics {
@@ -152,8 +167,14 @@ fn read_once(
             },
         };
         let mut partitions = Vec::with_capacity(t.partitions.len());
+        let denied = replica_denied || (replica < 0 && !authz.topic(Operation::Read, name));
         for p in &t.partitions {
             let mut data = PartitionData::default().with_partition_index(p.partition);
+            if denied {
+                errored = true;
+                partitions.push(refused(data, errors::TOPIC_AUTHORIZATION_FAILED));
+                continue;
+            }
             let Some(partition) = broker.partition(name, p.partition) else {
                 errored = true;
                 partitions.push(refused(

@@ -11,8 +11,10 @@ use kafka_protocol::messages::{
     OffsetForLeaderEpochResponse,
 };
 
+use crate::authorizer::Authz;
 use crate::errors;
 use crate::Broker;
+use strata_security::acl::Operation;
 
 /// ListOffsets' replica id for a debugging tool, which may read a follower's offsets (any
 /// other request is answered by the leader alone).
@@ -46,18 +48,30 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 
-pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: ListOffsetsRequest,
+    version: i16,
+    authz: &Authz,
+) -> ListOffsetsResponse {
     let only_leader = req.replica_id.0 != DEBUGGING_REPLICA_ID;
     let topics = req
         .topics
         .into_iter()
         .map(|t| {
+            let allowed = authz.topic(Operation::Describe, t.name.0.as_str());
             let partitions = t
                 .partitions
                 .iter()
                 .map(|p| {
                     let resp = ListOffsetsPartitionResponse::default()
                         .with_partition_index(p.partition_index);
+                    if !allowed {
+                        return resp
+                            .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED)
+                            .with_offset(-1)
+                            .with_timestamp(-1);
+                    }
                     let partition = match leader_partition(
                         broker,
                         t.name.0.as_str(),
@@ -130,11 +144,16 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
 pub fn offset_for_leader_epoch(
     broker: &Arc<Broker>,
     req: OffsetForLeaderEpochRequest,
+    authz: &Authz,
 ) -> OffsetForLeaderEpochResponse {
+    // Followers need CLUSTER_ACTION, consumers DESCRIBE on the topic.
+    let replica_allowed = req.replica_id.0 < 0 || authz.cluster(Operation::ClusterAction);
     let topics = req
         .topics
         .into_iter()
         .map(|t| {
+            let allowed = replica_allowed
+                && (req.replica_id.0 >= 0 || authz.topic(Operation::Describe, t.topic.0.as_str()));
             let partitions = t
                 .partitions
                 .iter()
@@ -143,6 +162,9 @@ pub fn offset_for_leader_epoch(
                         .with_partition(p.partition)
                         .with_leader_epoch(-1)
                         .with_end_offset(-1);
+                    if !allowed {
+                        return resp.with_error_code(errors::TOPIC_AUTHORIZATION_FAILED);
+                    }
                     let partition = match leader_partition(
                         broker,
                         t.topic.0.as_str(),

@@ -8,8 +8,10 @@ use strata_cluster::TopicImage;
 use uuid::Uuid;
 
 use super::str;
+use crate::authorizer::Authz;
 use crate::errors;
 use crate::Broker;
+use strata_security::acl::{Operation, ResourceType};
 
 fn describe_topic(broker: &Broker, t: &TopicImage) -> MetadataResponseTopic {
     let some_unopened = broker.has_unopened_partitions();
@@ -60,6 +62,7 @@ pub fn handle(
     req: MetadataRequest,
     version: i16,
     listener: &str,
+    authz: &Authz,
 ) -> MetadataResponse {
     // v0 has no null (all topics) and always auto-creates; v1-v3 auto-create implicitly.
     let all_topics =
@@ -69,7 +72,13 @@ pub fn handle(
     let mut topics = Vec::new();
     let image = broker.image();
     if all_topics {
-        topics.extend(image.topics().map(|t| describe_topic(broker, t)));
+        // Topics the client may not describe are left out (not a denial to log).
+        topics.extend(
+            image
+                .topics()
+                .filter(|t| authz.sees(Operation::Describe, ResourceType::Topic, &t.name))
+                .map(|t| describe_topic(broker, t)),
+        );
     } else {
         for t in req.topics.unwrap_or_default() {
             let name = t.name.as_ref().map(|n| n.0.to_string());
@@ -77,8 +86,30 @@ pub fn handle(
                 Some(n) => image.topic(n).cloned(),
                 None => image.topic_by_id(&t.topic_id).cloned(),
             };
+            // Whether the topic exists or not, a client that may not describe the name
+            // learns nothing about it.
+            let described = match (&topic, &name) {
+                (Some(t), _) => authz.topic(Operation::Describe, &t.name),
+                (None, Some(n)) => authz.topic(Operation::Describe, n),
+                (None, None) => true,
+            };
+            if !described {
+                topics.push(error_topic(
+                    name.as_deref(),
+                    topic.map(|t| t.topic_id).unwrap_or(t.topic_id),
+                    errors::TOPIC_AUTHORIZATION_FAILED,
+                ));
+                continue;
+            }
             let entry = match (topic, name) {
                 (Some(topic), _) => describe_topic(broker, &topic),
+                (None, Some(n))
+                    if auto_create
+                        && !authz.cluster(Operation::Create)
+                        && !authz.topic(Operation::Create, &n) =>
+                {
+                    error_topic(Some(&n), Uuid::nil(), errors::TOPIC_AUTHORIZATION_FAILED)
+                }
                 (None, Some(n)) if auto_create => {
                     match broker.create_topic(
                         &n,

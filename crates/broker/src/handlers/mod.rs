@@ -2,8 +2,10 @@
 //! returns the response body; [`dispatch`] encodes it. Produce does its appends before
 //! returning its future, so appends happen in the order requests arrived on a connection.
 
+mod acls;
 mod admin;
 mod api_versions;
+mod authorize;
 mod configs;
 mod describe;
 pub(crate) mod fetch;
@@ -111,6 +113,12 @@ pub fn dispatch(
     };
     // Kafka's form of a member's host.
     let client_host = || format!("/{}", peer.ip());
+    let authz = broker.authz(context);
+    if let Some(denied) = authorize::cluster_denied(&authz, &request, cid, api_key, version)
+        .or_else(|| authorize::resource_denied(&authz, &request, cid, api_key, version))
+    {
+        return ready(denied);
+    }
     match request {
         Request::ApiVersions(_) => ready(encode(
             cid,
@@ -144,6 +152,15 @@ pub fn dispatch(
         Request::AlterUserScramCredentials(r) => blocking(broker, move |b| {
             encode(cid, api_key, version, &scram::alter(&b, r))
         }),
+        Request::CreateAcls(r) => blocking(broker, move |b| {
+            encode(cid, api_key, version, &acls::create(&b, r))
+        }),
+        Request::DescribeAcls(r) => {
+            ready(encode(cid, api_key, version, &acls::describe(broker, r)))
+        }
+        Request::DeleteAcls(r) => blocking(broker, move |b| {
+            encode(cid, api_key, version, &acls::delete(&b, r))
+        }),
         Request::ApiVersionsTooNew => {
             ready(encode(cid, api_key, 0, &api_versions::handle(0, true)))
         }
@@ -151,13 +168,16 @@ pub fn dispatch(
             cid,
             api_key,
             version,
-            &metadata::handle(broker, r, version, &context.listener),
+            &metadata::handle(broker, r, version, &context.listener, &authz),
         )),
-        Request::Produce(r) => produce::handle(broker, r, version, cid, context.listener.clone()),
+        Request::Produce(r) => {
+            produce::handle(broker, r, version, cid, context.listener.clone(), &authz)
+        }
         Request::Fetch(r) => {
             let b = broker.clone();
+            let authz = authz.clone();
             Box::pin(async move {
-                let prepared = fetch::handle(&b, r, version).await;
+                let prepared = fetch::handle(&b, r, version, &authz).await;
                 encode_fetch(cid, version, prepared)
             })
         }
@@ -165,26 +185,46 @@ pub fn dispatch(
             cid,
             api_key,
             version,
-            &list_offsets::handle(broker, r, version),
+            &list_offsets::handle(broker, r, version, &authz),
         )),
         Request::OffsetForLeaderEpoch(r) => ready(encode(
             cid,
             api_key,
             version,
-            &list_offsets::offset_for_leader_epoch(broker, r),
+            &list_offsets::offset_for_leader_epoch(broker, r, &authz),
         )),
-        Request::CreateTopics(r) => blocking(broker, move |b| {
-            encode(cid, api_key, version, &admin::create_topics(&b, r, version))
-        }),
-        Request::DeleteTopics(r) => blocking(broker, move |b| {
-            encode(cid, api_key, version, &admin::delete_topics(&b, r, version))
-        }),
-        Request::CreatePartitions(r) => blocking(broker, move |b| {
-            encode(cid, api_key, version, &admin::create_partitions(&b, r))
-        }),
-        Request::DeleteRecords(r) => blocking(broker, move |b| {
-            encode(cid, api_key, version, &log_dirs::delete_records(&b, r))
-        }),
+        Request::CreateTopics(mut r) => {
+            let denied = authorize::create_topics(&authz, &mut r);
+            blocking(broker, move |b| {
+                let mut resp = admin::create_topics(&b, r, version);
+                resp.topics.extend(denied);
+                encode(cid, api_key, version, &resp)
+            })
+        }
+        Request::DeleteTopics(mut r) => {
+            let denied = authorize::delete_topics(&authz, &broker.image(), &mut r);
+            blocking(broker, move |b| {
+                let mut resp = admin::delete_topics(&b, r, version);
+                resp.responses.extend(denied);
+                encode(cid, api_key, version, &resp)
+            })
+        }
+        Request::CreatePartitions(mut r) => {
+            let denied = authorize::create_partitions(&authz, &mut r);
+            blocking(broker, move |b| {
+                let mut resp = admin::create_partitions(&b, r);
+                resp.results.extend(denied);
+                encode(cid, api_key, version, &resp)
+            })
+        }
+        Request::DeleteRecords(mut r) => {
+            let denied = authorize::delete_records(&authz, &mut r);
+            blocking(broker, move |b| {
+                let mut resp = log_dirs::delete_records(&b, r);
+                resp.topics.extend(denied);
+                encode(cid, api_key, version, &resp)
+            })
+        }
         Request::DescribeQuorum(r) => blocking(broker, move |b| {
             encode(
                 cid,
@@ -196,23 +236,28 @@ pub fn dispatch(
         Request::DescribeLogDirs(r) => blocking(broker, move |b| {
             encode(cid, api_key, version, &log_dirs::describe_log_dirs(&b, r))
         }),
-        Request::AlterConfigs(r) => blocking(broker, move |b| {
-            encode(cid, api_key, version, &configs::alter_configs(&b, r))
-        }),
-        Request::IncrementalAlterConfigs(r) => blocking(broker, move |b| {
-            encode(
-                cid,
-                api_key,
-                version,
-                &configs::incremental_alter_configs(&b, r),
-            )
-        }),
-        Request::DescribeConfigs(r) => ready(encode(
-            cid,
-            api_key,
-            version,
-            &describe::describe_configs(broker, r),
-        )),
+        Request::AlterConfigs(mut r) => {
+            let denied = authorize::alter_configs(&authz, &mut r);
+            blocking(broker, move |b| {
+                let mut resp = configs::alter_configs(&b, r);
+                resp.responses.extend(denied);
+                encode(cid, api_key, version, &resp)
+            })
+        }
+        Request::IncrementalAlterConfigs(mut r) => {
+            let denied = authorize::incremental_alter_configs(&authz, &mut r);
+            blocking(broker, move |b| {
+                let mut resp = configs::incremental_alter_configs(&b, r);
+                resp.responses.extend(denied);
+                encode(cid, api_key, version, &resp)
+            })
+        }
+        Request::DescribeConfigs(mut r) => {
+            let denied = authorize::describe_configs(&authz, &mut r);
+            let mut resp = describe::describe_configs(broker, r);
+            resp.results.extend(denied);
+            ready(encode(cid, api_key, version, &resp))
+        }
         Request::DescribeCluster(r) => ready(encode(
             cid,
             api_key,
@@ -227,14 +272,19 @@ pub fn dispatch(
                 &txn::init_producer_id(&b, r, version),
             )
         }),
-        Request::AddPartitionsToTxn(r) => blocking(broker, move |b| {
-            encode(
-                cid,
-                api_key,
-                version,
-                &txn::add_partitions_to_txn(&b, r, version),
-            )
-        }),
+        Request::AddPartitionsToTxn(r) => {
+            if let Some(denied) = authorize::add_partitions_to_txn(&authz, &r, version) {
+                return ready(encode(cid, api_key, version, &denied));
+            }
+            blocking(broker, move |b| {
+                encode(
+                    cid,
+                    api_key,
+                    version,
+                    &txn::add_partitions_to_txn(&b, r, version),
+                )
+            })
+        }
         Request::AddOffsetsToTxn(r) => blocking(broker, move |b| {
             encode(
                 cid,
@@ -243,27 +293,28 @@ pub fn dispatch(
                 &txn::add_offsets_to_txn(&b, r, version),
             )
         }),
-        Request::TxnOffsetCommit(r) => {
+        Request::TxnOffsetCommit(mut r) => {
             let b = broker.clone();
+            let denied = authorize::txn_offset_commit(&authz, &mut r);
             Box::pin(async move {
-                b.settle_group_coordination(&[&r.group_id]).await;
-                encode(
-                    cid,
-                    api_key,
-                    version,
-                    &txn::txn_offset_commit(b, r, version).await,
-                )
+                let mut resp = if r.topics.is_empty() && !denied.is_empty() {
+                    Default::default()
+                } else {
+                    b.settle_group_coordination(&[&r.group_id]).await;
+                    txn::txn_offset_commit(b, r, version).await
+                };
+                resp.topics.extend(denied);
+                encode(cid, api_key, version, &resp)
             })
         }
         Request::EndTxn(r) => blocking(broker, move |b| {
             encode(cid, api_key, version, &txn::end_txn(&b, r, version))
         }),
-        Request::DescribeTransactions(r) => ready(encode(
-            cid,
-            api_key,
-            version,
-            &txn::describe_transactions(broker, r),
-        )),
+        Request::DescribeTransactions(r) => {
+            let mut resp = txn::describe_transactions(broker, r);
+            authorize::describe_transactions(&authz, &mut resp);
+            ready(encode(cid, api_key, version, &resp))
+        }
         Request::AlterPartitionReassignments(r) => blocking(broker, move |b| {
             encode(
                 cid,
@@ -284,21 +335,19 @@ pub fn dispatch(
         Request::WriteTxnMarkers(r) => blocking(broker, move |b| {
             encode(cid, api_key, version, &txn::write_txn_markers(&b, r, false))
         }),
-        Request::ListTransactions(r) => ready(encode(
-            cid,
-            api_key,
-            version,
-            &txn::list_transactions(broker, r),
-        )),
+        Request::ListTransactions(r) => {
+            let mut resp = txn::list_transactions(broker, r);
+            authorize::list_transactions(&authz, &mut resp);
+            ready(encode(cid, api_key, version, &resp))
+        }
         Request::FindCoordinator(r) => {
             let listener = context.listener.clone();
+            let authz = authz.clone();
             blocking(broker, move |b| {
-                encode(
-                    cid,
-                    api_key,
-                    version,
-                    &groups::find_coordinator(&b, r, version, &listener),
-                )
+                let asked = r.clone();
+                let mut resp = groups::find_coordinator(&b, r, version, &listener);
+                authorize::find_coordinator(&authz, &asked, &mut resp, version);
+                encode(cid, api_key, version, &resp)
             })
         }
         Request::JoinGroup(r) => {
@@ -340,15 +389,23 @@ pub fn dispatch(
                 )
             })
         }
-        Request::OffsetCommit(r) => {
+        Request::OffsetCommit(mut r) => {
             let b = broker.clone();
+            let denied = authorize::offset_commit(&authz, &mut r);
             Box::pin(async move {
-                b.settle_group_coordination(&[&r.group_id]).await;
-                encode(cid, api_key, version, &groups::offset_commit(b, r).await)
+                let mut resp = if r.topics.is_empty() && !denied.is_empty() {
+                    Default::default()
+                } else {
+                    b.settle_group_coordination(&[&r.group_id]).await;
+                    groups::offset_commit(b, r).await
+                };
+                resp.topics.extend(denied);
+                encode(cid, api_key, version, &resp)
             })
         }
         Request::OffsetFetch(r) => {
             let b = broker.clone();
+            let authz = authz.clone();
             Box::pin(async move {
                 let ids: Vec<&str> = if version >= 8 {
                     r.groups.iter().map(|g| &**g.group_id).collect()
@@ -356,33 +413,52 @@ pub fn dispatch(
                     vec![&*r.group_id]
                 };
                 b.settle_group_coordination(&ids).await;
-                encode(cid, api_key, version, &groups::offset_fetch(&b, r, version))
+                let asked_all: Vec<bool> = if version >= 8 {
+                    r.groups.iter().map(|g| g.topics.is_none()).collect()
+                } else {
+                    vec![r.topics.is_none()]
+                };
+                let group_id = r.group_id.to_string();
+                let mut resp = groups::offset_fetch(&b, r, version);
+                authorize::offset_fetch(&authz, &asked_all, &mut resp, &group_id, version);
+                encode(cid, api_key, version, &resp)
             })
         }
-        Request::OffsetDelete(r) => {
+        Request::OffsetDelete(mut r) => {
+            let denied = match authorize::offset_delete(&authz, &mut r) {
+                Ok(denied) => denied,
+                Err(code) => {
+                    let resp = kafka_protocol::messages::OffsetDeleteResponse::default()
+                        .with_error_code(code);
+                    return ready(encode(cid, api_key, version, &resp));
+                }
+            };
             let b = broker.clone();
             Box::pin(async move {
                 b.settle_group_coordination(&[&r.group_id]).await;
-                encode(cid, api_key, version, &groups::offset_delete(b, r).await)
+                let mut resp = groups::offset_delete(b, r).await;
+                resp.topics.extend(denied);
+                encode(cid, api_key, version, &resp)
             })
         }
-        Request::DescribeGroups(r) => ready(encode(
-            cid,
-            api_key,
-            version,
-            &groups::describe_groups(broker, r),
-        )),
-        Request::ListGroups(r) => ready(encode(
-            cid,
-            api_key,
-            version,
-            &groups::list_groups(broker, r),
-        )),
-        Request::DeleteGroups(r) => {
+        Request::DescribeGroups(r) => {
+            let mut resp = groups::describe_groups(broker, r);
+            authorize::describe_groups(&authz, &mut resp);
+            ready(encode(cid, api_key, version, &resp))
+        }
+        Request::ListGroups(r) => {
+            let mut resp = groups::list_groups(broker, r);
+            authorize::list_groups(&authz, &mut resp);
+            ready(encode(cid, api_key, version, &resp))
+        }
+        Request::DeleteGroups(mut r) => {
+            let denied = authorize::delete_groups(&authz, &mut r);
             let b = broker.clone();
-            Box::pin(
-                async move { encode(cid, api_key, version, &groups::delete_groups(b, r).await) },
-            )
+            Box::pin(async move {
+                let mut resp = groups::delete_groups(b, r).await;
+                resp.results.extend(denied);
+                encode(cid, api_key, version, &resp)
+            })
         }
         Request::ConsumerGroupHeartbeat(r) => {
             let (b, client_id, client_host) = (broker.clone(), client_id(), client_host());
@@ -393,18 +469,16 @@ pub fn dispatch(
                 encode(cid, api_key, version, &resp)
             })
         }
-        Request::DescribeProducers(r) => ready(encode(
-            cid,
-            api_key,
-            version,
-            &describe::describe_producers(broker, r),
-        )),
-        Request::ConsumerGroupDescribe(r) => ready(encode(
-            cid,
-            api_key,
-            version,
-            &groups::consumer_group_describe(broker, r),
-        )),
+        Request::DescribeProducers(r) => {
+            let mut resp = describe::describe_producers(broker, r);
+            authorize::describe_producers(&authz, &mut resp);
+            ready(encode(cid, api_key, version, &resp))
+        }
+        Request::ConsumerGroupDescribe(r) => {
+            let mut resp = groups::consumer_group_describe(broker, r);
+            authorize::consumer_group_describe(&authz, &mut resp);
+            ready(encode(cid, api_key, version, &resp))
+        }
     }
 }
 

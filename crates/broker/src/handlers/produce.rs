@@ -12,8 +12,10 @@ use strata_storage::Partition;
 use tracing::warn;
 
 use super::{encode, str, PendingResponse};
+use crate::authorizer::Authz;
 use crate::errors;
 use crate::Broker;
+use strata_security::acl::Operation;
 
 struct Appended {
     partition: Arc<Partition>,
@@ -76,9 +78,13 @@ pub fn handle(
     version: i16,
     correlation_id: i32,
     listener: Arc<str>,
+    authz: &Authz,
 ) -> PendingResponse {
     let acks = req.acks;
     let transactional_id = req.transactional_id.as_ref().map(|t| t.0.to_string());
+    let txn_denied = transactional_id
+        .as_ref()
+        .is_some_and(|id| !authz.transactional_id(Operation::Write, id));
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut appended: Vec<Appended> = Vec::new();
     let mut remote: Vec<RemoteVerified> = Vec::new();
@@ -86,10 +92,21 @@ pub fn handle(
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        let denied = if txn_denied {
+            Some(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+        } else if !authz.topic(Operation::Write, &name) {
+            Some(errors::TOPIC_AUTHORIZATION_FAILED)
+        } else {
+            None
+        };
         for data in topic.partition_data {
             let index = data.index;
             if !valid_acks {
                 partitions.push(failed(index, errors::INVALID_REQUIRED_ACKS, None));
+                continue;
+            }
+            if let Some(code) = denied {
+                partitions.push(failed(index, code, None));
                 continue;
             }
             if crate::state::is_internal_topic(&name) {
