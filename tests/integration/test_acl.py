@@ -1,0 +1,282 @@
+"""ACLs (issue 14) with real clients: Kafka's standard authorizer semantics on Strata, seen
+through librdkafka (confluent-kafka) as SASL users, managed with AdminClient's
+Create/Describe/DeleteAcls, `strata acl` and Kafka's own AclCommand (kafka-acls).
+
+The broker has a PLAINTEXT listener on loopback for local administration (User:ANONYMOUS is
+a super user there, a common Kafka setup) and a SASL_PLAINTEXT listener for alice and bob."""
+
+import pathlib
+import subprocess
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType,
+                                   AdminClient, NewTopic, ResourcePatternType, ResourceType)
+
+from conftest import STRATA_BIN, Broker, free_port, unique
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+USERS = {"admin": "admin-secret", "alice": "alice-secret", "bob": "bob-secret"}
+
+
+@pytest.fixture(scope="module")
+def abroker(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("acl")
+    data = tmp / "data"
+    args = [STRATA_BIN, "format", "--data-dir", str(data)]
+    for user, pw in USERS.items():
+        args += ["--add-scram", f"SCRAM-SHA-256=[name={user},password={pw}]"]
+    subprocess.run(args, check=True, capture_output=True)
+    plain, sasl = free_port(), free_port()
+    config = f"""
+listeners = "PLAINTEXT://127.0.0.1:{plain},SASL_PLAINTEXT://127.0.0.1:{sasl}"
+"authorizer.class.name" = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+"super.users" = "User:ANONYMOUS;User:admin"
+group_initial_rebalance_delay_ms = 0
+"""
+    b = Broker(data, port=plain, config_text=config).start()
+    b.sasl_port = sasl
+    yield b
+    b.stop()
+    assert "panicked" not in b.log_text()
+
+
+def as_user(b, user, **extra):
+    return {"bootstrap.servers": f"127.0.0.1:{b.sasl_port}", "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "SCRAM-SHA-256", "sasl.username": user, "sasl.password": USERS[user],
+            "log_level": 0, **extra}
+
+
+def super_admin(b):
+    return AdminClient({"bootstrap.servers": b.bootstrap})
+
+
+def allow(principal, op, rtype, name, pattern=ResourcePatternType.LITERAL, perm=AclPermissionType.ALLOW,
+          host="*"):
+    return AclBinding(rtype, name, pattern, principal, host, op, perm)
+
+
+def create_acls(b, *bindings):
+    admin = super_admin(b)
+    for f in admin.create_acls(list(bindings)).values():
+        f.result(10)
+
+
+def delete_all_acls(b):
+    f = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY,
+                         AclPermissionType.ANY)
+    admin = super_admin(b)
+    admin.delete_acls([f])[f].result(10)
+
+
+def make_topic(b, name, partitions=1):
+    admin = super_admin(b)
+    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(10)
+
+
+def produce_error(conf, topic, n=3, **pconf):
+    """The first delivery error producing to `topic` as `conf`, or None if all succeed."""
+    errors = []
+    p = Producer({**conf, "message.timeout.ms": 8000, **pconf})
+    for i in range(n):
+        p.produce(topic, value=f"v{i}", on_delivery=lambda e, m: errors.append(e))
+    p.flush(15)
+    return next((e for e in errors if e is not None), None)
+
+
+def consume(conf, topic, group, n, timeout=20):
+    """(values read, first error) consuming `topic` in `group`."""
+    c = Consumer({**conf, "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([topic])
+    got, error = [], None
+    deadline = time.time() + timeout
+    while len(got) < n and time.time() < deadline and error is None:
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            if m.error().code() != KafkaError._PARTITION_EOF:
+                error = m.error()
+            continue
+        got.append(m.value().decode())
+    if error is None and got:
+        c.commit(asynchronous=False)
+    c.close()
+    return got, error
+
+
+def test_no_acl_means_no_access_and_acls_open_exactly_what_they_name(abroker):
+    b = abroker
+    delete_all_acls(b)
+    orders, payments = unique("orders-"), unique("payments")
+    make_topic(b, orders)
+    make_topic(b, payments)
+    alice = as_user(b, "alice")
+    # Authenticated but no ACL: nothing visible, nothing writable (allow.everyone.if.no.acl.found
+    # defaults to false with an authorizer).
+    md = AdminClient(alice).list_topics(timeout=10)
+    assert orders not in md.topics and payments not in md.topics
+    err = produce_error(alice, orders, **{"enable.idempotence": False})
+    assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, err
+
+    # WRITE on the prefix "orders-": produce there (idempotently: WRITE on a topic is enough
+    # for InitProducerId, KIP-679), and nowhere else.
+    create_acls(b, allow("User:alice", AclOperation.WRITE, ResourceType.TOPIC, "orders-",
+                         ResourcePatternType.PREFIXED))
+    assert produce_error(alice, orders, **{"enable.idempotence": True}) is None
+    err = produce_error(alice, payments, **{"enable.idempotence": False})
+    assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, err
+    # WRITE implies DESCRIBE: the topic shows in metadata now, payments does not.
+    md = AdminClient(alice).list_topics(timeout=10)
+    assert orders in md.topics and payments not in md.topics
+
+    # Reading needs READ on the topic and on the group.
+    group = unique("g")
+    got, err = consume(alice, orders, group, 3)
+    assert err is not None and err.code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                                              KafkaError.GROUP_AUTHORIZATION_FAILED), err
+    create_acls(b, allow("User:alice", AclOperation.READ, ResourceType.TOPIC, orders))
+    got, err = consume(alice, orders, group, 3)
+    assert err is not None and err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED, err
+    create_acls(b, allow("User:alice", AclOperation.READ, ResourceType.GROUP, group))
+    got, err = consume(alice, orders, group, 3)
+    assert err is None and got == ["v0", "v1", "v2"], (got, err)
+
+    # bob has none of alice's rights.
+    err = produce_error(as_user(b, "bob"), orders, **{"enable.idempotence": False})
+    assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+    # A DENY wins over every ALLOW: DENY READ on all topics for everyone.
+    create_acls(b, allow("User:*", AclOperation.READ, ResourceType.TOPIC, "*", perm=AclPermissionType.DENY))
+    got, err = consume(alice, orders, unique("g2"), 3)
+    assert err is not None, got
+    assert produce_error(alice, orders, **{"enable.idempotence": False}) is None, "WRITE not denied"
+    assert "authorization denied" in b.log_text()
+
+
+def test_admin_operations_need_their_acls(abroker):
+    b = abroker
+    delete_all_acls(b)
+    alice = AdminClient(as_user(b, "alice"))
+    name = unique("adm")
+    with pytest.raises(KafkaException) as e:
+        alice.create_topics([NewTopic(name, 1, 1)])[name].result(10)
+    assert e.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    # CREATE on the cluster lets her create any topic; deleting needs DELETE on it.
+    create_acls(b, allow("User:alice", AclOperation.CREATE, ResourceType.BROKER, "kafka-cluster"))
+    alice.create_topics([NewTopic(name, 1, 1)])[name].result(10)
+    with pytest.raises(KafkaException) as e:
+        alice.delete_topics([name])[name].result(10)
+    assert e.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    create_acls(b, allow("User:alice", AclOperation.DELETE, ResourceType.TOPIC, name))
+    alice.delete_topics([name])[name].result(10)
+    # ACL management needs ALTER / DESCRIBE on the cluster.
+    # (librdkafka drops DescribeAcls' top-level error; kafka-python reports it.)
+    from kafka.admin import ACLFilter, KafkaAdminClient, ResourcePatternFilter
+    from kafka.admin import ACLOperation, ACLPermissionType, ACLResourcePatternType
+    from kafka.admin import ResourceType as KResourceType
+    from kafka.errors import ClusterAuthorizationFailedError
+    kp = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{b.sasl_port}", security_protocol="SASL_PLAINTEXT",
+                          sasl_mechanism="SCRAM-SHA-256", sasl_plain_username="alice",
+                          sasl_plain_password=USERS["alice"])
+    with pytest.raises(ClusterAuthorizationFailedError):
+        kp.describe_acls(ACLFilter(principal=None, host="*", operation=ACLOperation.ANY,
+                                   permission_type=ACLPermissionType.ANY,
+                                   resource_pattern=ResourcePatternFilter(KResourceType.ANY, None,
+                                                                          ACLResourcePatternType.ANY)))
+    kp.close()
+    with pytest.raises(KafkaException):
+        for f in alice.create_acls([allow("User:alice", AclOperation.ALL, ResourceType.TOPIC, "*")]).values():
+            f.result(10)
+    # The super user (admin over SASL) describes them all, grouped per resource.
+    admin = AdminClient(as_user(b, "admin"))
+    listed = admin.describe_acls(AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY,
+                                                  "User:alice", None, AclOperation.ANY,
+                                                  AclPermissionType.ANY)).result(10)
+    assert sorted((a.restype, a.name, a.operation) for a in listed) == sorted([
+        (ResourceType.BROKER, "kafka-cluster", AclOperation.CREATE),
+        (ResourceType.TOPIC, name, AclOperation.DELETE)])
+
+
+def test_transactions_need_the_transactional_id(abroker):
+    b = abroker
+    delete_all_acls(b)
+    topic, tid = unique("tx"), unique("tid")
+    make_topic(b, topic)
+    create_acls(b, allow("User:alice", AclOperation.WRITE, ResourceType.TOPIC, topic))
+    conf = as_user(b, "alice", **{"transactional.id": tid})
+    p = Producer(conf)
+    with pytest.raises(KafkaException) as e:
+        p.init_transactions(10)
+    assert e.value.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, e.value
+    create_acls(b, allow("User:alice", AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, tid),
+                allow("User:alice", AclOperation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, tid))
+    p = Producer(conf)
+    p.init_transactions(10)
+    p.begin_transaction()
+    p.produce(topic, value=b"in-txn")
+    p.commit_transaction(10)
+
+
+def test_strata_acl_cli_and_kafka_acls(abroker):
+    b = abroker
+    delete_all_acls(b)
+
+    def strata(*args):
+        r = subprocess.run([STRATA_BIN, "acl", *args, "--bootstrap", b.bootstrap], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    out = strata("add", "--principal", "User:bob", "--operation", "read", "--operation", "describe",
+                 "--topic", "logs-", "--pattern", "prefixed")
+    assert "added 2 ACL(s)" in out, out
+    listed = strata("list", "--principal", "User:bob")
+    assert "TOPIC:logs-\tPREFIXED\tUser:bob\t*\tREAD\tALLOW" in listed, listed
+    assert "DESCRIBE" in listed
+    # kafka-acls (Kafka's AclCommand) sees them and adds one through the SASL listener as admin.
+    cp = subprocess.run([str(ROOT / "scripts" / "kafka-peer"), "classpath"], check=True, capture_output=True,
+                        text=True, timeout=600).stdout.strip()
+    props = b.data_dir.parent / "admin.properties"
+    props.write_text("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-256\n"
+                     "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+                     'username="admin" password="admin-secret";\n')
+    java = ["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", cp, "org.apache.kafka.tools.AclCommand",
+            "--bootstrap-server", f"127.0.0.1:{b.sasl_port}", "--command-config", str(props)]
+    r = subprocess.run(java + ["--list", "--topic", "logs-", "--resource-pattern-type", "prefixed"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "User:bob" in r.stdout and "READ" in r.stdout, r.stdout
+    r = subprocess.run(java + ["--add", "--allow-principal", "User:bob", "--operation", "Read", "--group", "bobs"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "GROUP:bobs\tLITERAL\tUser:bob\t*\tREAD\tALLOW" in strata("list", "--group", "bobs")
+    out = strata("remove", "--principal", "User:bob", "--topic", "logs-", "--pattern", "prefixed",
+                 "--operation", "read")
+    assert "removed 1 ACL(s)" in out, out
+    listed = strata("list", "--principal", "User:bob")
+    assert "READ\tALLOW" in listed and "TOPIC:logs-\tPREFIXED\tUser:bob\t*\tREAD" not in listed, listed
+    bad = subprocess.run([STRATA_BIN, "acl", "add", "--principal", "bob", "--operation", "read", "--topic", "x",
+                          "--bootstrap", b.bootstrap], capture_output=True, text=True)
+    assert bad.returncode == 1 and "principal" in bad.stderr, bad.stderr
+
+
+def test_without_an_authorizer_the_acl_apis_say_security_disabled(tmp_path):
+    from kafka.admin import ACL, KafkaAdminClient, ResourcePattern
+    from kafka.admin import ACLOperation, ACLPermissionType, ACLResourcePatternType
+    from kafka.admin import ResourceType as KResourceType
+
+    b = Broker(tmp_path / "data").start()
+    try:
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        binding = allow("User:alice", AclOperation.READ, ResourceType.TOPIC, "t")
+        with pytest.raises(KafkaException) as e:
+            admin.create_acls([binding])[binding].result(10)
+        assert e.value.args[0].code() == KafkaError.SECURITY_DISABLED
+        kp = KafkaAdminClient(bootstrap_servers=b.bootstrap)
+        result = kp.create_acls([ACL("User:alice", "*", ACLOperation.READ, ACLPermissionType.ALLOW,
+                                     ResourcePattern(KResourceType.TOPIC, "t", ACLResourcePatternType.LITERAL))])
+        assert result["failed"] and "SecurityDisabled" in repr(result["failed"]), result
+        kp.close()
+    finally:
+        b.stop()
