@@ -95,6 +95,12 @@ pub struct BrokerConfig {
     /// the client must re-authenticate on the same connection (0: sessions never expire).
     #[serde(alias = "connections.max.reauth.ms")]
     pub connections_max_reauth_ms: u64,
+    /// `quota.window.num`: samples a client quota's rate is measured over.
+    #[serde(alias = "quota.window.num")]
+    pub quota_window_num: u32,
+    /// `quota.window.size.seconds`: the length of one sample.
+    #[serde(alias = "quota.window.size.seconds")]
+    pub quota_window_size_seconds: u64,
     /// `authorizer.class.name`: Kafka's standard authorizer class names
     /// (`org.apache.kafka.metadata.authorizer.StandardAuthorizer`, and the older
     /// `kafka.security.authorizer.AclAuthorizer`) turn ACL enforcement on; empty: off.
@@ -329,6 +335,8 @@ impl Default for BrokerConfig {
             ssl_enabled_protocols: "TLSv1.2,TLSv1.3".into(),
             ssl_principal_mapping_rules: "DEFAULT".into(),
             sasl_enabled_mechanisms: "SCRAM-SHA-256,SCRAM-SHA-512".into(),
+            quota_window_num: 11,
+            quota_window_size_seconds: 1,
             authorizer_class_name: String::new(),
             super_users: String::new(),
             allow_everyone_if_no_acl_found: false,
@@ -672,6 +680,12 @@ impl BrokerConfig {
         }
         let listeners = self.resolved_listeners()?;
         self.authorizer_config()?;
+        if self.quota_window_num < 2 || self.quota_window_size_seconds == 0 {
+            return bad(format!(
+                "quota.window.num {} must be at least 2 and quota.window.size.seconds {} at least 1",
+                self.quota_window_num, self.quota_window_size_seconds
+            ));
+        }
         let mechanisms = self.sasl_mechanisms()?;
         if let Some(l) = listeners.clients.iter().find(|l| l.protocol.uses_sasl()) {
             if mechanisms.is_empty() {

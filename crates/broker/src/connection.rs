@@ -40,6 +40,29 @@ pub struct ConnectionContext {
     pub protocol: SecurityProtocol,
     /// Kafka's principal: `User:ANONYMOUS` until a client certificate or SASL names one.
     pub principal: String,
+    /// A client over its quota: the connection reads no further request until then
+    /// (KIP-219's muted channel).
+    pub muted_until: Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+impl ConnectionContext {
+    /// Keeps the connection from reading requests for `throttle` from now (the longest
+    /// throttle wins).
+    pub fn mute_for(&self, throttle: Duration) {
+        if throttle.is_zero() {
+            return;
+        }
+        let until = Instant::now() + throttle;
+        let mut m = self.muted_until.lock().unwrap_or_else(|p| p.into_inner());
+        if m.is_none_or(|u| u < until) {
+            *m = Some(until);
+        }
+    }
+
+    fn muted(&self) -> Option<Instant> {
+        let m = self.muted_until.lock().unwrap_or_else(|p| p.into_inner());
+        m.filter(|u| *u > Instant::now())
+    }
 }
 
 impl ConnectionContext {
@@ -54,6 +77,7 @@ impl ConnectionContext {
             listener,
             protocol,
             principal: ANONYMOUS.to_string(),
+            muted_until: Default::default(),
         }
     }
 }
@@ -231,6 +255,13 @@ pub async fn serve(
                                         warn!(%peer, listener = %context.listener, %reason, "closing connection");
                                         break 'conn;
                                     }
+                                }
+                            }
+                            // A throttled client's next request waits (KIP-219).
+                            if let Some(until) = context.muted() {
+                                tokio::select! {
+                                    _ = tokio::time::sleep_until(until.into()) => {}
+                                    _ = shutdown.changed() => break 'conn,
                                 }
                             }
                             let pending = dispatch(&broker, request, &context);

@@ -206,6 +206,8 @@ pub struct Broker {
     pub audit: Arc<crate::audit::AuditLog>,
     /// ACL enforcement (`authorizer.class.name`), with the ACLs of the latest image.
     pub authorizer: crate::authorizer::Authorizer,
+    /// Client quotas' usage (the quotas themselves are cluster metadata).
+    pub quotas: crate::quotas::QuotaManager,
 }
 
 /// Recovered logs that need a sync are synced together: at most this many per syncfs, and a
@@ -329,6 +331,10 @@ impl Broker {
         let group_config = config.group_config();
         let config_session_timeout_ms = config.broker_session_timeout_ms as i64;
         let txn_config = config.txn_config();
+        let quota_window = crate::quotas::Window {
+            samples: config.quota_window_num.max(2),
+            sample: std::time::Duration::from_secs(config.quota_window_size_seconds.max(1)),
+        };
         let config_authorizer = config
             .authorizer_config()
             .map_err(|e| TopicError::InvalidConfig(e.to_string()))?;
@@ -363,6 +369,7 @@ impl Broker {
             directory_id,
             audit: Default::default(),
             authorizer: crate::authorizer::Authorizer::new(&config_authorizer),
+            quotas: crate::quotas::QuotaManager::new(quota_window),
         };
         broker.register()?;
         broker.apply_bootstrap()?;

@@ -677,6 +677,24 @@ fn request(broker: &Broker, key: ApiKey, v: i16) -> Vec<Request> {
                 .with_operation(1)
                 .with_permission_type(1)],
         ))],
+        ApiKey::DescribeClientQuotas => vec![Request::DescribeClientQuotas(
+            DescribeClientQuotasRequest::default().with_components(vec![
+                describe_client_quotas_request::ComponentData::default()
+                    .with_entity_type(StrBytes::from_static_str("user"))
+                    .with_match_type(2),
+            ]),
+        )],
+        ApiKey::AlterClientQuotas => vec![Request::AlterClientQuotas(
+            AlterClientQuotasRequest::default().with_entries(vec![
+                alter_client_quotas_request::EntryData::default()
+                    .with_entity(vec![alter_client_quotas_request::EntityData::default()
+                        .with_entity_type(StrBytes::from_static_str("user"))
+                        .with_entity_name(Some(StrBytes::from_static_str("alice")))])
+                    .with_ops(vec![alter_client_quotas_request::OpData::default()
+                        .with_key(StrBytes::from_static_str("producer_byte_rate"))
+                        .with_value(1024.0)]),
+            ]),
+        )],
         other => panic!("advertised API {other:?} has no case in this test"),
     }
 }

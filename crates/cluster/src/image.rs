@@ -3,7 +3,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{AclEntry, Endpoint, MetadataError, MetadataRecord};
+use crate::{AclEntry, Endpoint, MetadataError, MetadataRecord, QuotaValue};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionImage {
@@ -170,6 +170,16 @@ pub struct MetadataImage {
     /// ACLs by id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     acls: BTreeMap<Uuid, AclEntry>,
+    /// Client quotas: each entity (sorted (type, name) pairs) with its values by key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    client_quotas: Vec<ClientQuotaImage>,
+}
+
+/// One quota entity's values (see `MetadataRecord::ClientQuota`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientQuotaImage {
+    pub entity: Vec<(String, Option<String>)>,
+    pub values: BTreeMap<String, QuotaValue>,
 }
 
 impl MetadataImage {
@@ -496,6 +506,30 @@ impl MetadataImage {
                     },
                 );
             }
+            MetadataRecord::ClientQuota { entity, key, value } => {
+                let at = self
+                    .client_quotas
+                    .binary_search_by(|q| q.entity.cmp(entity));
+                match (at, value) {
+                    (Ok(i), Some(v)) => {
+                        self.client_quotas[i].values.insert(key.clone(), *v);
+                    }
+                    (Ok(i), None) => {
+                        self.client_quotas[i].values.remove(key);
+                        if self.client_quotas[i].values.is_empty() {
+                            self.client_quotas.remove(i);
+                        }
+                    }
+                    (Err(i), Some(v)) => self.client_quotas.insert(
+                        i,
+                        ClientQuotaImage {
+                            entity: entity.clone(),
+                            values: BTreeMap::from([(key.clone(), *v)]),
+                        },
+                    ),
+                    (Err(_), None) => {}
+                }
+            }
             MetadataRecord::Acl { id, acl } => {
                 self.acls.insert(*id, acl.clone());
             }
@@ -579,6 +613,19 @@ impl MetadataImage {
         &self,
     ) -> impl Iterator<Item = (&String, &BTreeMap<String, ScramCredentialImage>)> {
         self.scram.iter()
+    }
+
+    /// Every client quota entity with its values, in entity order.
+    pub fn client_quotas(&self) -> &[ClientQuotaImage] {
+        &self.client_quotas
+    }
+
+    /// The values of exactly this quota entity (sorted pairs).
+    pub fn client_quota(&self, entity: &[(String, Option<String>)]) -> Option<&ClientQuotaImage> {
+        self.client_quotas
+            .binary_search_by(|q| q.entity.as_slice().cmp(entity))
+            .ok()
+            .map(|i| &self.client_quotas[i])
     }
 
     /// Every ACL, by id.

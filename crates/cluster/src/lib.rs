@@ -14,10 +14,11 @@ mod record;
 
 pub use delta::{ImageDelta, PartitionRef};
 pub use image::{
-    BrokerRegistration, MetadataImage, PartitionImage, ScramCredentialImage, TopicImage,
+    BrokerRegistration, ClientQuotaImage, MetadataImage, PartitionImage, ScramCredentialImage,
+    TopicImage,
 };
 pub use log::MetadataLog;
-pub use record::{AclEntry, Endpoint, MetadataRecord};
+pub use record::{AclEntry, Endpoint, MetadataRecord, QuotaValue};
 
 use thiserror::Error;
 

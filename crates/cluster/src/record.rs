@@ -147,7 +147,28 @@ pub enum MetadataRecord {
     Acl { id: Uuid, acl: AclEntry },
     /// The ACL is gone (RemoveAccessControlEntryRecord); one that was not there is no change.
     RemoveAcl { id: Uuid },
+    /// A client quota of an entity is set to `value`, or removed with None (Kafka's
+    /// ClientQuotaRecord). The entity is a sorted list of (type, name) with type `user`,
+    /// `client-id` or `ip` and a None name for the type's default.
+    ClientQuota {
+        entity: Vec<(String, Option<String>)>,
+        key: String,
+        value: Option<QuotaValue>,
+    },
 }
+
+/// A quota value (Kafka's doubles), compared by bits so records stay `Eq`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct QuotaValue(pub f64);
+
+impl PartialEq for QuotaValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for QuotaValue {}
 
 /// One ACL as cluster metadata keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

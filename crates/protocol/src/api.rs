@@ -74,6 +74,8 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     range(ApiKey::CreateAcls, 1, 3),
     range(ApiKey::DescribeAcls, 1, 3),
     range(ApiKey::DeleteAcls, 1, 3),
+    range(ApiKey::DescribeClientQuotas, 0, 1),
+    range(ApiKey::AlterClientQuotas, 0, 1),
 ];
 
 /// What brokers send each other on the inter-broker (controller) listener, never accepted

@@ -58,6 +58,8 @@ pub enum Request {
     CreateAcls(CreateAclsRequest),
     DescribeAcls(DescribeAclsRequest),
     DeleteAcls(DeleteAclsRequest),
+    DescribeClientQuotas(DescribeClientQuotasRequest),
+    AlterClientQuotas(AlterClientQuotasRequest),
     /// ApiVersions at a version newer than ours. KIP-511: answer in v0 with
     /// UNSUPPORTED_VERSION and our ranges, so the client can pick one.
     ApiVersionsTooNew,
@@ -192,6 +194,8 @@ fn decode_with(
         ApiKey::CreateAcls => Request::CreateAcls(body(buf, api_key, version)?),
         ApiKey::DescribeAcls => Request::DescribeAcls(body(buf, api_key, version)?),
         ApiKey::DeleteAcls => Request::DeleteAcls(body(buf, api_key, version)?),
+        ApiKey::DescribeClientQuotas => Request::DescribeClientQuotas(body(buf, api_key, version)?),
+        ApiKey::AlterClientQuotas => Request::AlterClientQuotas(body(buf, api_key, version)?),
         _ => return Err(ProtocolError::UnknownApiKey(raw_key)),
     };
     // Trailing bytes are ignored, as Kafka does: librdkafka 2.x sends Metadata v12 with

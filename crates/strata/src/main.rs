@@ -6,6 +6,7 @@ mod cluster_cli;
 mod format;
 mod group_cli;
 mod partition_cli;
+mod quota_cli;
 mod serve;
 mod txn_cli;
 
@@ -46,6 +47,9 @@ enum Command {
     /// ACLs: add, list and remove (with an authorizer configured).
     #[command(subcommand)]
     Acl(acl_cli::AclCommand),
+    /// Client quotas: set, remove and list (byte rates per user / client id, KIP-13/55).
+    #[command(subcommand)]
+    Quota(quota_cli::QuotaCommand),
     /// Produce lines from stdin to a topic.
     Produce(cli::ProduceArgs),
     /// Consume records from a topic and print them.
@@ -86,6 +90,7 @@ fn main() {
         Command::Txn(c) => txn_cli::run_txn(c),
         Command::Partition(c) => partition_cli::run_partition(c),
         Command::Acl(c) => acl_cli::run_acl(c),
+        Command::Quota(c) => quota_cli::run_quota(c),
         Command::Produce(a) => cli::run_produce(a),
         Command::Consume(a) => cli::run_consume(a),
     };

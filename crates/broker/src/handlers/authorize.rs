@@ -251,6 +251,8 @@ pub fn cluster_denied(
         | R::DescribeUserScramCredentials(_)
         | R::DescribeAcls(_) => Operation::Describe,
         R::WriteTxnMarkers(_) => Operation::ClusterAction,
+        R::DescribeClientQuotas(_) => Operation::DescribeConfigs,
+        R::AlterClientQuotas(_) => Operation::AlterConfigs,
         _ => return None,
     };
     if authz.cluster(operation) {
@@ -386,6 +388,39 @@ pub fn cluster_denied(
                         delete_acls_response::DeleteAclsFilterResult::default()
                             .with_error_code(code)
                             .with_error_message(message.clone())
+                    })
+                    .collect(),
+            ),
+        ),
+        R::DescribeClientQuotas(_) => super::encode(
+            cid,
+            key,
+            version,
+            &DescribeClientQuotasResponse::default()
+                .with_error_code(code)
+                .with_error_message(message),
+        ),
+        R::AlterClientQuotas(r) => super::encode(
+            cid,
+            key,
+            version,
+            &AlterClientQuotasResponse::default().with_entries(
+                r.entries
+                    .iter()
+                    .map(|e| {
+                        alter_client_quotas_response::EntryData::default()
+                            .with_error_code(code)
+                            .with_error_message(message.clone())
+                            .with_entity(
+                                e.entity
+                                    .iter()
+                                    .map(|x| {
+                                        alter_client_quotas_response::EntityData::default()
+                                            .with_entity_type(x.entity_type.clone())
+                                            .with_entity_name(x.entity_name.clone())
+                                    })
+                                    .collect(),
+                            )
                     })
                     .collect(),
             ),

@@ -6,6 +6,7 @@ mod acls;
 mod admin;
 mod api_versions;
 mod authorize;
+mod client_quotas;
 mod configs;
 mod describe;
 pub(crate) mod fetch;
@@ -28,6 +29,7 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 use strata_protocol::{encode_response, Request, RequestFrame};
 use tracing::warn;
 
+use crate::quotas;
 use crate::Broker;
 
 /// What a request produced: a response frame, nothing (acks=0), or a failure that closes the
@@ -161,6 +163,15 @@ pub fn dispatch(
         Request::DeleteAcls(r) => blocking(broker, move |b| {
             encode(cid, api_key, version, &acls::delete(&b, r))
         }),
+        Request::DescribeClientQuotas(r) => ready(encode(
+            cid,
+            api_key,
+            version,
+            &client_quotas::describe(broker, r),
+        )),
+        Request::AlterClientQuotas(r) => blocking(broker, move |b| {
+            encode(cid, api_key, version, &client_quotas::alter(&b, r))
+        }),
         Request::ApiVersionsTooNew => {
             ready(encode(cid, api_key, 0, &api_versions::handle(0, true)))
         }
@@ -171,13 +182,49 @@ pub fn dispatch(
             &metadata::handle(broker, r, version, &context.listener, &authz),
         )),
         Request::Produce(r) => {
-            produce::handle(broker, r, version, cid, context.listener.clone(), &authz)
+            let bytes: usize = r
+                .topic_data
+                .iter()
+                .flat_map(|t| &t.partition_data)
+                .filter_map(|p| p.records.as_ref().map(|b| b.len()))
+                .sum();
+            let throttle = quota(
+                broker,
+                context,
+                quotas::PRODUCER_BYTE_RATE,
+                &client_id(),
+                bytes,
+            );
+            produce::handle(
+                broker,
+                r,
+                version,
+                cid,
+                context.listener.clone(),
+                &authz,
+                throttle,
+            )
         }
         Request::Fetch(r) => {
             let b = broker.clone();
             let authz = authz.clone();
+            let (context, client_id) = (context.clone(), client_id());
             Box::pin(async move {
-                let prepared = fetch::handle(&b, r, version, &authz).await;
+                let consumer = r.replica_id.0 < 0 && r.replica_state.replica_id.0 < 0;
+                let mut prepared = fetch::handle(&b, r, version, &authz).await;
+                if consumer {
+                    let bytes = prepared.ranges.iter().map(|s| s.bytes).sum::<usize>()
+                        + prepared
+                            .response
+                            .responses
+                            .iter()
+                            .flat_map(|t| &t.partitions)
+                            .filter_map(|p| p.records.as_ref().map(|r| r.len()))
+                            .sum::<usize>();
+                    let throttle =
+                        quota(&b, &context, quotas::CONSUMER_BYTE_RATE, &client_id, bytes);
+                    prepared.response.throttle_time_ms = throttle;
+                }
                 encode_fetch(cid, version, prepared)
             })
         }
@@ -480,6 +527,31 @@ pub fn dispatch(
             ready(encode(cid, api_key, version, &resp))
         }
     }
+}
+
+/// Records `bytes` against the connection's `key` quota: the throttle time in ms for the
+/// response (0: within quota or none set), and the connection muted for that long.
+fn quota(
+    broker: &Broker,
+    context: &crate::connection::ConnectionContext,
+    key: &'static str,
+    client_id: &str,
+    bytes: usize,
+) -> i32 {
+    let image = broker.image();
+    if image.client_quotas().is_empty() {
+        return 0;
+    }
+    let throttle = broker.quotas.record(
+        &image,
+        key,
+        quotas::quota_user(&context.principal),
+        client_id,
+        bytes as f64,
+        std::time::Instant::now(),
+    );
+    context.mute_for(throttle);
+    throttle.as_millis().min(i32::MAX as u128) as i32
 }
 
 /// Runs a handler that syncs files (metadata changes) off the async worker threads.

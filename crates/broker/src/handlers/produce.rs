@@ -79,6 +79,7 @@ pub fn handle(
     correlation_id: i32,
     listener: Arc<str>,
     authz: &Authz,
+    throttle_time_ms: i32,
 ) -> PendingResponse {
     let acks = req.acks;
     let transactional_id = req.transactional_id.as_ref().map(|t| t.0.to_string());
@@ -279,7 +280,9 @@ pub fn handle(
                 *r = failed(partition, code, Some(why.into()));
             }
         }
-        let mut resp = ProduceResponse::default().with_responses(responses);
+        let mut resp = ProduceResponse::default()
+            .with_responses(responses)
+            .with_throttle_time_ms(throttle_time_ms);
         if version >= 10 {
             name_current_leaders(&broker, &mut resp, &listener);
         }
