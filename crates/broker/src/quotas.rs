@@ -164,10 +164,13 @@ impl Sensor {
     }
 }
 
+/// A sensor's identity: the quota key and the (user, client id) it measures.
+type SensorKey = (&'static str, (String, String));
+
 /// Usage of every quota entity, by quota key.
 pub struct QuotaManager {
     window: Window,
-    sensors: Mutex<HashMap<(&'static str, (String, String)), Sensor>>,
+    sensors: Mutex<HashMap<SensorKey, Sensor>>,
 }
 
 impl QuotaManager {

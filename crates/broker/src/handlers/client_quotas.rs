@@ -55,7 +55,7 @@ pub fn describe(
                     return false;
                 };
                 match c.match_type {
-                    MATCH_EXACT => name.as_deref() == c._match.as_ref().map(|m| &**m),
+                    MATCH_EXACT => name.as_deref() == c._match.as_deref(),
                     MATCH_DEFAULT => name.is_none(),
                     _ => true,
                 }
