@@ -164,6 +164,9 @@ impl Sensor {
     }
 }
 
+/// Sensors kept before idle ones are forgotten.
+const SENSORS_BEFORE_PRUNE: usize = 4096;
+
 /// A sensor's identity: the quota key and the (user, client id) it measures.
 type SensorKey = (&'static str, (String, String));
 
@@ -196,6 +199,16 @@ impl QuotaManager {
             return Duration::ZERO;
         };
         let mut sensors = self.sensors.lock().unwrap_or_else(|p| p.into_inner());
+        if sensors.len() >= SENSORS_BEFORE_PRUNE {
+            // Client ids come from clients: forget the ones idle for a whole window (Kafka
+            // expires idle quota sensors too), so made-up ids cannot grow this map.
+            let span = self.window.sample * self.window.samples;
+            sensors.retain(|_, s| {
+                s.samples
+                    .back()
+                    .is_some_and(|(start, _)| now.duration_since(*start) < span)
+            });
+        }
         let sensor = sensors.entry((key, id)).or_default();
         sensor.record(amount, now, self.window);
         let (rate, elapsed) = sensor.rate(now, self.window);
