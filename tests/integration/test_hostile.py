@@ -61,7 +61,7 @@ def test_garbage_and_absurd_lengths_close_only_that_connection(broker):
         frame(b"\x00\x01"),  # too short for a header
         frame(header(9999, 0)),  # unknown API key
         frame(header(3, 99)),  # Metadata v99
-        frame(header(17, 0) + b"\x00" * 20),  # SaslHandshake: known to Kafka, not served here
+        frame(header(38, 0) + b"\x00" * 20),  # CreateDelegationToken: known to Kafka, not served here
         frame(header(3, 1) + struct.pack(">i", 0x7FFFFFFF)),  # array of 2^31-1 topics, no bytes
         frame(header(0, 3) + struct.pack(">hhi", -1, -1, 1000) + struct.pack(">i", 1) + struct.pack(">h", 0x7FFF)),
     ]
@@ -190,3 +190,51 @@ def test_a_stalled_half_frame_is_closed_after_the_idle_limit(broker_factory):
     s.sendall(struct.pack(">i", 1000) + b"only-part-of-it")  # then silence
     assert closed_by_peer(s, timeout=10), "closed by connections.max.idle.ms"
     still_serving(b)
+
+
+def status_kib(pid, field):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field}")
+
+
+def test_a_thousand_connections_claiming_maximal_frames_leave_memory_bounded(tmp_path):
+    """CVE-2022-34917's lesson: 500 unauthenticated SASL connections each announcing the
+    largest pre-authentication frame, and 500 PLAINTEXT ones each announcing a 100 MB request
+    and sending a few bytes of it, make the broker allocate next to nothing (room grows only
+    with bytes received), and everyone else is served meanwhile."""
+    from conftest import Broker, free_port
+
+    plain, sasl = free_port(), free_port()
+    config = (f'listeners = "PLAINTEXT://127.0.0.1:{plain},SASL_PLAINTEXT://127.0.0.1:{sasl}"\n'
+              '"socket.request.max.bytes" = 104857600\n')
+    b = Broker(tmp_path / "data", port=plain, config_text=config).start()
+    socks = []
+    try:
+        still_serving(b)
+        time.sleep(1)
+        before = status_kib(b.proc.pid, "VmRSS"), status_kib(b.proc.pid, "VmSize")
+        for i in range(1000):
+            port, claim = (sasl, 524_288) if i % 2 == 0 else (plain, 104_857_600)
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(struct.pack(">i", claim) + b"\0" * 100)
+            socks.append(s)
+        time.sleep(2)
+        rss_mib = (status_kib(b.proc.pid, "VmRSS") - before[0]) / 1024
+        virtual_mib = (status_kib(b.proc.pid, "VmSize") - before[1]) / 1024
+        # ~1,000 small buffers and connection tasks; announcing 50 GB claims none of it
+        # (untouched allocations do not show in RSS, so the address space is checked too).
+        assert rss_mib < 48, f"broker RSS grew {rss_mib:.0f} MiB for 1,000 idle half-frames"
+        assert virtual_mib < 1024, f"broker reserved {virtual_mib:.0f} MiB for 1,000 idle half-frames"
+        still_serving(b)
+        p = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 0})
+        delivered = []
+        p.produce(unique("alive"), value=b"x" * 200_000, on_delivery=lambda e, m: delivered.append(e))
+        p.flush(30)
+        assert delivered == [None], delivered
+    finally:
+        for s in socks:
+            s.close()
+        b.stop()
+    assert "panicked" not in b.log_text()

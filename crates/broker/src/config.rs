@@ -154,6 +154,11 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: usize,
     /// Connections served at once; more are refused.
     pub connections_max: usize,
+    /// `queued.max.request.bytes`: memory all connections together may hold in requests
+    /// being received or handled (Kafka's memory pool; its default, -1, is unbounded). A
+    /// connection that needs more waits, reading nothing, until requests finish.
+    #[serde(alias = "queued.max.request.bytes")]
+    pub queued_max_request_bytes: usize,
     /// `connections.max.idle.ms`: a connection that sends nothing for this long is closed.
     #[serde(alias = "connections.max.idle.ms")]
     pub connections_max_idle_ms: u64,
@@ -354,6 +359,7 @@ impl Default for BrokerConfig {
             leader_imbalance_check_interval_seconds: 300,
             socket_request_max_bytes: strata_protocol::REQUEST_BYTES_MAX_DEFAULT,
             connections_max: 10_000,
+            queued_max_request_bytes: 512 << 20,
             connection_in_flight_max: 64,
             connections_max_idle_ms: 600_000,
             fetch_max_bytes: 55 * 1024 * 1024,
@@ -818,6 +824,12 @@ impl BrokerConfig {
             return bad(format!(
                 "connections_max_idle_ms {} must be at least 100",
                 self.connections_max_idle_ms
+            ));
+        }
+        if self.queued_max_request_bytes < self.socket_request_max_bytes.min(1 << 20) {
+            return bad(format!(
+                "queued.max.request.bytes {} must hold at least one request of 1 MiB (or socket.request.max.bytes)",
+                self.queued_max_request_bytes
             ));
         }
         if self.connections_max == 0 || self.connection_in_flight_max == 0 {

@@ -15,7 +15,7 @@ use strata_protocol::{decode_request, frame_length, FRAME_LENGTH_BYTES};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tracing::{debug, warn};
 
 use crate::handlers::{dispatch, Outcome, PendingResponse};
@@ -27,6 +27,10 @@ use crate::Broker;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Largest single reservation for a frame being received.
 const FRAME_RESERVE_STEP_BYTES: usize = 8 << 20;
+/// The buffer of a connection that has not authenticated or sent anything yet.
+const SMALL_CHUNK_BYTES: usize = 4 * 1024;
+/// The memory pool counts KiB in a semaphore, whose permits are bounded.
+const MAX_POOL_KIB: usize = 1 << 28;
 
 /// What a request knows about the connection it came on: the peer, the listener (Metadata
 /// answers with each broker's endpoint on this same listener, as Kafka does) and the
@@ -208,7 +212,13 @@ pub async fn serve(
     let request_max = broker.config.socket_request_max_bytes;
     let unauthenticated_max = request_max.min(broker.config.sasl_server_max_receive_size);
     let idle_max = std::time::Duration::from_millis(broker.config.connections_max_idle_ms);
-    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    // Until a connection has authenticated (or sent a first frame), it gets a small buffer.
+    let mut buf = BytesMut::with_capacity(SMALL_CHUNK_BYTES);
+    // The share of `queued.max.request.bytes` the frame being received holds (KiB).
+    let pool = broker.request_memory.clone();
+    let pool_kib = (broker.config.queued_max_request_bytes / 1024).clamp(1, MAX_POOL_KIB) as u32;
+    let mut frame_memory: Option<OwnedSemaphorePermit> = None;
+    let mut sent_a_frame = false;
     'conn: loop {
         let mut max = match &auth {
             Some(a) if !a.authenticated() => unauthenticated_max,
@@ -218,6 +228,7 @@ pub async fn serve(
         loop {
             match frame_length(&buf, max) {
                 Ok(Some(len)) => {
+                    sent_a_frame = true;
                     let mut frame = buf.split_to(FRAME_LENGTH_BYTES + len);
                     let body = frame.split_off(FRAME_LENGTH_BYTES).freeze();
                     match decode_request(body) {
@@ -265,6 +276,15 @@ pub async fn serve(
                                 }
                             }
                             let pending = dispatch(&broker, request, &context);
+                            // The frame's memory stays counted until its response is out.
+                            let pending: PendingResponse = match frame_memory.take() {
+                                None => pending,
+                                Some(held) => Box::pin(async move {
+                                    let out = pending.await;
+                                    drop(held);
+                                    out
+                                }),
+                            };
                             if tx.send(pending).await.is_err() {
                                 break 'conn;
                             }
@@ -288,15 +308,56 @@ pub async fn serve(
         // fresh buffer of exactly the size needed: `BytesMut::reserve` would instead grow the
         // old allocation by doubling (its consumed front still counts), which held ~100 MB per
         // busy producer connection under sustained 1 MB produce requests.
+        //
+        // A length prefix alone claims little: the room grows with what has arrived (at most
+        // doubling), so holding memory means sending bytes. Room beyond the base chunk comes
+        // from the broker-wide `queued.max.request.bytes`; when it is spent, the connection
+        // waits (reads nothing) until other requests finish.
+        let chunk = match &auth {
+            Some(a) if !a.authenticated() => SMALL_CHUNK_BYTES,
+            _ if !sent_a_frame => SMALL_CHUNK_BYTES,
+            _ => READ_CHUNK_BYTES,
+        };
+        let mut frame_total = None;
         let want = match frame_length(&buf, max) {
             Ok(None) if buf.len() >= FRAME_LENGTH_BYTES => {
                 let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-                (FRAME_LENGTH_BYTES + len - buf.len()).min(FRAME_RESERVE_STEP_BYTES)
+                frame_total = Some(FRAME_LENGTH_BYTES + len);
+                (FRAME_LENGTH_BYTES + len - buf.len())
+                    .min(FRAME_RESERVE_STEP_BYTES)
+                    .min(buf.len().max(chunk))
             }
-            _ => READ_CHUNK_BYTES,
+            _ => chunk,
         };
         if buf.capacity() - buf.len() < want {
-            let mut fresh = BytesMut::with_capacity(buf.len() + want);
+            let size = buf.len() + want;
+            if let Some(total) = frame_total.filter(|_| size > READ_CHUNK_BYTES) {
+                let need = (size.div_ceil(1024) as u32).min(pool_kib);
+                let held = frame_memory.as_ref().map_or(0, |p| p.num_permits() as u32);
+                if need > held {
+                    match pool.clone().try_acquire_many_owned(need - held) {
+                        Ok(more) => match &mut frame_memory {
+                            Some(p) => p.merge(more),
+                            None => frame_memory = Some(more),
+                        },
+                        Err(_) => {
+                            // The pool is spent: wait for the whole frame's share at once,
+                            // holding none meanwhile, so connections never wait on each
+                            // other's partial shares.
+                            drop(frame_memory.take());
+                            let whole = (total.div_ceil(1024) as u32).min(pool_kib);
+                            frame_memory = Some(tokio::select! {
+                                p = pool.clone().acquire_many_owned(whole) => match p {
+                                    Ok(p) => p,
+                                    Err(_) => break,
+                                },
+                                _ = shutdown.changed() => break,
+                            });
+                        }
+                    }
+                }
+            }
+            let mut fresh = BytesMut::with_capacity(size);
             fresh.extend_from_slice(&buf);
             buf = fresh;
         }

@@ -208,6 +208,9 @@ pub struct Broker {
     pub authorizer: crate::authorizer::Authorizer,
     /// Client quotas' usage (the quotas themselves are cluster metadata).
     pub quotas: crate::quotas::QuotaManager,
+    /// `queued.max.request.bytes` in KiB: what request frames being received or handled may
+    /// hold, all connections together (see `connection.rs`).
+    pub request_memory: Arc<tokio::sync::Semaphore>,
 }
 
 /// Recovered logs that need a sync are synced together: at most this many per syncfs, and a
@@ -331,6 +334,7 @@ impl Broker {
         let group_config = config.group_config();
         let config_session_timeout_ms = config.broker_session_timeout_ms as i64;
         let txn_config = config.txn_config();
+        let request_memory_kib = (config.queued_max_request_bytes / 1024).clamp(1, 1 << 28);
         let quota_window = crate::quotas::Window {
             samples: config.quota_window_num.max(2),
             sample: std::time::Duration::from_secs(config.quota_window_size_seconds.max(1)),
@@ -370,6 +374,7 @@ impl Broker {
             audit: Default::default(),
             authorizer: crate::authorizer::Authorizer::new(&config_authorizer),
             quotas: crate::quotas::QuotaManager::new(quota_window),
+            request_memory: Arc::new(tokio::sync::Semaphore::new(request_memory_kib)),
         };
         broker.register()?;
         broker.apply_bootstrap()?;
