@@ -165,3 +165,62 @@ mod tests {
         assert!(constant_time_eq(b"", b""));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    struct Alice(ScramCredential);
+
+    impl CredentialStore for Alice {
+        fn scram_credential(&self, user: &str, m: ScramMechanism) -> Option<ScramCredential> {
+            (user == "alice" && m == self.0.mechanism).then(|| self.0.clone())
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Whatever a client sends (before authenticating, anyone may), each mechanism
+        /// answers with a value: no panic, and no success without the password.
+        #[test]
+        fn arbitrary_client_messages_never_panic_or_authenticate(
+            which in 0usize..3,
+            messages in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..4),
+        ) {
+            let store = Alice(ScramCredential::from_salted_password(
+                ScramMechanism::Sha256, vec![1; 16], &[2; 32], 4096));
+            let mut server = SaslServer::new(Mechanism::ALL[which]);
+            for m in &messages {
+                match server.step(m, &store) {
+                    Ok(Step::Authenticated { .. }) => prop_assert!(false, "authenticated by noise"),
+                    Ok(Step::Challenge(_)) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+
+        /// Messages that look like SCRAM (the right shape, random fields) never panic either.
+        #[test]
+        fn scram_shaped_messages_never_panic(
+            user in "[a-z=,]{0,12}",
+            nonce in "[!-~]{0,40}",
+            proof in "[A-Za-z0-9+/=]{0,100}",
+            binding in "[A-Za-z0-9+/=]{0,12}",
+        ) {
+            let store = Alice(ScramCredential::from_salted_password(
+                ScramMechanism::Sha512, vec![1; 16], &[2; 64], 4096));
+            let mut server = SaslServer::new(Mechanism::Scram(ScramMechanism::Sha512));
+            let first = format!("n,,n={user},r={nonce}");
+            if let Ok(Step::Challenge(c)) = server.step(first.as_bytes(), &store) {
+                let c = String::from_utf8(c).unwrap();
+                let r = c.split(',').next().unwrap_or_default();
+                let last = format!("c={binding},{r},p={proof}");
+                let authenticated =
+                    matches!(server.step(last.as_bytes(), &store), Ok(Step::Authenticated { .. }));
+                prop_assert!(!authenticated, "authenticated by noise");
+            }
+        }
+    }
+}
