@@ -383,3 +383,72 @@ def test_credentials_are_cluster_metadata_on_three_nodes(tmp_path):
             b.stop()
     for b in nodes:
         assert "panicked" not in b.log_text()
+
+
+def _jwt(key, kid, claims):
+    """An RS256-signed JWT."""
+    import base64
+    import json
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    def b64(b):
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+    signed = b64(json.dumps({"alg": "RS256", "kid": kid, "typ": "JWT"}).encode()) + "." + \
+        b64(json.dumps(claims).encode())
+    sig = key.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return signed + "." + b64(sig)
+
+
+def test_oauthbearer_tokens_are_checked_against_the_jwks(tmp_path):
+    """KIP-768's broker side: a signed JWT from the identity provider authenticates as its
+    subject; expired, foreign-signed and wrong-audience tokens do not."""
+    import base64
+    import json
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    def b64int(i):
+        return base64.urlsafe_b64encode(i.to_bytes((i.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
+
+    idp = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    rogue = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pub = idp.public_key().public_numbers()
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [{"kty": "RSA", "kid": "idp-1", "use": "sig", "alg": "RS256",
+                                          "n": b64int(pub.n), "e": b64int(pub.e)}]}))
+    extra = (f'"sasl.oauthbearer.jwks.endpoint.url" = "file://{jwks}"\n'
+             '"sasl.oauthbearer.expected.audience" = "kafka"\n'
+             '"sasl.oauthbearer.expected.issuer" = "https://idp.example"\n')
+    global MECHANISMS
+    saved, MECHANISMS = MECHANISMS, "SCRAM-SHA-256,OAUTHBEARER"
+    try:
+        b = _sasl_broker(tmp_path, extra=extra, env={"STRATA_LOG": "info,strata_broker::sasl=debug"})
+    finally:
+        MECHANISMS = saved
+    try:
+        now = int(time.time())
+        good = {"sub": "svc-orders", "aud": "kafka", "iss": "https://idp.example", "iat": now, "exp": now + 600}
+
+        def conf(token):
+            return {"bootstrap.servers": f"127.0.0.1:{b.sasl_port}", "security.protocol": "SASL_PLAINTEXT",
+                    "sasl.mechanism": "OAUTHBEARER", "log_level": 0,
+                    "oauth_cb": lambda _cfg: (token, time.time() + 600)}
+
+        topic = unique("oauth")
+        assert _roundtrip(conf(_jwt(idp, "idp-1", good)), topic, n=10) == [f"v{i}" for i in range(10)]
+        assert "principal=User:svc-orders" in b.log_text()
+        for bad in (_jwt(idp, "idp-1", {**good, "exp": now - 600}),
+                    _jwt(rogue, "idp-1", good),
+                    _jwt(idp, "idp-1", {**good, "aud": "other"}),
+                    _jwt(idp, "idp-2", good)):
+            errors = _auth_fails(conf(bad))
+            assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), errors
+        log = b.log_text()
+        assert "the token expired" in log and "signature does not verify" in log, log[-3000:]
+        assert "not for this audience" in log and "no key with id 'idp-2'" in log
+    finally:
+        b.stop()
+    assert "panicked" not in b.log_text()

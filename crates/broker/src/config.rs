@@ -82,6 +82,22 @@ pub struct BrokerConfig {
     /// `SCRAM-SHA-256`, `SCRAM-SHA-512` (Kafka's default, GSSAPI, is not offered).
     #[serde(alias = "sasl.enabled.mechanisms")]
     pub sasl_enabled_mechanisms: String,
+    /// `sasl.oauthbearer.jwks.endpoint.url`: the JSON Web Key Set OAUTHBEARER tokens are
+    /// checked against (a `file://` URL).
+    #[serde(alias = "sasl.oauthbearer.jwks.endpoint.url")]
+    pub sasl_oauthbearer_jwks_endpoint_url: Option<String>,
+    /// `sasl.oauthbearer.expected.audience`: comma-separated; a token must name one in `aud`.
+    #[serde(alias = "sasl.oauthbearer.expected.audience")]
+    pub sasl_oauthbearer_expected_audience: String,
+    /// `sasl.oauthbearer.expected.issuer`: a token's `iss` must be this.
+    #[serde(alias = "sasl.oauthbearer.expected.issuer")]
+    pub sasl_oauthbearer_expected_issuer: Option<String>,
+    /// `sasl.oauthbearer.sub.claim.name`: the claim naming the principal.
+    #[serde(alias = "sasl.oauthbearer.sub.claim.name")]
+    pub sasl_oauthbearer_sub_claim_name: String,
+    /// `sasl.oauthbearer.clock.skew.seconds`: tolerance for `exp`, `nbf` and `iat`.
+    #[serde(alias = "sasl.oauthbearer.clock.skew.seconds")]
+    pub sasl_oauthbearer_clock_skew_seconds: i64,
     /// `sasl.server.max.receive.size`: the largest frame a connection may send before it has
     /// authenticated (CVE-2022-34917: an unauthenticated client must not make the broker
     /// allocate a large frame).
@@ -346,6 +362,11 @@ impl Default for BrokerConfig {
             super_users: String::new(),
             allow_everyone_if_no_acl_found: false,
             sasl_server_max_receive_size: 524_288,
+            sasl_oauthbearer_jwks_endpoint_url: None,
+            sasl_oauthbearer_expected_audience: String::new(),
+            sasl_oauthbearer_expected_issuer: None,
+            sasl_oauthbearer_sub_claim_name: "sub".into(),
+            sasl_oauthbearer_clock_skew_seconds: 30,
             connection_failed_authentication_delay_ms: 100,
             connections_max_reauth_ms: 0,
             controller_quorum_voters: None,
@@ -604,6 +625,36 @@ impl BrokerConfig {
         }
     }
 
+    /// OAUTHBEARER's token checks, or None when the mechanism is not enabled.
+    pub fn oauth_validator(&self) -> Result<Option<crate::oauth::OAuthValidator>, ConfigError> {
+        if !self
+            .sasl_mechanisms()?
+            .contains(&strata_security::Mechanism::OAuthBearer)
+        {
+            return Ok(None);
+        }
+        let Some(url) = &self.sasl_oauthbearer_jwks_endpoint_url else {
+            return Err(ConfigError::Invalid(
+                "OAUTHBEARER is enabled but sasl.oauthbearer.jwks.endpoint.url is not set".into(),
+            ));
+        };
+        let config = strata_security::oauth::OAuthConfig {
+            expected_audience: self
+                .sasl_oauthbearer_expected_audience
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(String::from)
+                .collect(),
+            expected_issuer: self.sasl_oauthbearer_expected_issuer.clone(),
+            sub_claim_name: self.sasl_oauthbearer_sub_claim_name.clone(),
+            clock_skew_seconds: self.sasl_oauthbearer_clock_skew_seconds,
+        };
+        crate::oauth::OAuthValidator::new(url, config)
+            .map(Some)
+            .map_err(ConfigError::Invalid)
+    }
+
     /// The authorizer's settings, or None when ACLs are not enforced.
     pub fn authorizer_config(
         &self,
@@ -658,11 +709,11 @@ impl BrokerConfig {
         {
             let Some(m) = strata_security::Mechanism::parse(name) else {
                 let why = match name {
-                    "GSSAPI" | "OAUTHBEARER" => "is not supported yet",
+                    "GSSAPI" => "is not supported yet",
                     _ => "is not a SASL mechanism Strata knows",
                 };
                 return Err(ConfigError::Invalid(format!(
-                    "sasl.enabled.mechanisms: {name} {why} (PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 are)"
+                    "sasl.enabled.mechanisms: {name} {why} (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER are)"
                 )));
             };
             if !out.contains(&m) {
@@ -686,6 +737,7 @@ impl BrokerConfig {
         }
         let listeners = self.resolved_listeners()?;
         self.authorizer_config()?;
+        self.oauth_validator()?;
         if self.quota_window_num < 2 || self.quota_window_size_seconds == 0 {
             return bad(format!(
                 "quota.window.num {} must be at least 2 and quota.window.size.seconds {} at least 1",

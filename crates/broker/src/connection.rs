@@ -234,8 +234,13 @@ pub async fn serve(
                     match decode_request(body) {
                         Ok(mut request) => {
                             if let Some(a) = &mut auth {
-                                let image = || broker.image();
-                                match a.admit(request, image, &mut context, Instant::now()) {
+                                let store = || {
+                                    crate::sasl::ImageCredentials(
+                                        broker.image(),
+                                        broker.oauth.clone(),
+                                    )
+                                };
+                                match a.admit(request, store, &mut context, Instant::now()) {
                                     Admit::Pass(r) => request = *r,
                                     Admit::Answer(outcome) => {
                                         if a.authenticated() {

@@ -26,6 +26,7 @@ pub mod groups;
 pub mod handlers;
 mod inter_broker;
 pub mod listeners;
+pub mod oauth;
 pub mod quotas;
 pub mod replicas;
 mod sasl;

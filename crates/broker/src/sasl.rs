@@ -32,10 +32,21 @@ use strata_security::{
 use crate::connection::ConnectionContext;
 use crate::handlers::{encode, str, Outcome};
 
-/// The cluster metadata as a credential store.
-pub(crate) struct ImageCredentials(pub Arc<MetadataImage>);
+/// The cluster metadata (SCRAM credentials) and the OAUTHBEARER validator as a credential
+/// store.
+pub(crate) struct ImageCredentials(
+    pub Arc<MetadataImage>,
+    pub Option<Arc<crate::oauth::OAuthValidator>>,
+);
 
 impl CredentialStore for ImageCredentials {
+    fn validate_token(&self, token: &str) -> Result<strata_security::oauth::ValidToken, String> {
+        match &self.1 {
+            Some(v) => v.validate(token),
+            None => Err("OAUTHBEARER is not configured".into()),
+        }
+    }
+
     fn scram_credential(&self, user: &str, mechanism: ScramMechanism) -> Option<ScramCredential> {
         self.0
             .scram_credential(user, mechanism.name())
@@ -102,7 +113,7 @@ impl Authenticator {
     pub(crate) fn admit(
         &mut self,
         frame: RequestFrame,
-        image: impl FnOnce() -> Arc<MetadataImage>,
+        store: impl FnOnce() -> ImageCredentials,
         context: &mut ConnectionContext,
         now: Instant,
     ) -> Admit {
@@ -161,7 +172,7 @@ impl Authenticator {
             }
             (State::Authenticating(server, mechanism), Request::SaslAuthenticate(r)) => {
                 let mechanism = *mechanism;
-                let store = ImageCredentials(image());
+                let store = store();
                 let mut response = SaslAuthenticateResponse::default();
                 match server.step(&r.auth_bytes, &store) {
                     Ok(Step::Challenge(bytes)) => {
@@ -171,6 +182,7 @@ impl Authenticator {
                     Ok(Step::Authenticated {
                         user,
                         response: last,
+                        expires_ms,
                     }) => {
                         let principal = format!("User:{user}");
                         if let Some(before) = self.principal.as_ref().filter(|p| **p != principal) {
@@ -187,12 +199,17 @@ impl Authenticator {
                         tracing::debug!(peer = %context.peer, listener = %context.listener, %principal, %mechanism, reauthentication = self.principal.is_some(), "SASL authentication succeeded");
                         response.auth_bytes = Bytes::from(last);
                         if let Some(max) = self.max_reauth {
+                            // A token's session also ends with the token (KIP-368).
+                            let left = expires_ms.map(|exp| {
+                                Duration::from_millis((exp - wall_clock_ms()).max(0) as u64)
+                            });
+                            let lifetime = left.map_or(max, |l| l.min(max));
                             // SaslAuthenticate v0 cannot say so: such a client is simply
                             // closed when its session ends.
                             if version >= 1 {
-                                response.session_lifetime_ms = max.as_millis() as i64;
+                                response.session_lifetime_ms = lifetime.as_millis() as i64;
                             }
-                            self.expires = Some(now + max);
+                            self.expires = Some(now + lifetime);
                         }
                         context.principal = principal.clone();
                         self.principal = Some(principal);
@@ -236,6 +253,13 @@ impl Authenticator {
             )),
         }
     }
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// A client-chosen string as it may appear in a log line.
@@ -322,7 +346,10 @@ mod tests {
 
         fn admit(&mut self, f: RequestFrame, at: Instant) -> &'static str {
             let image = self.image.clone();
-            match self.auth.admit(f, || image, &mut self.context, at) {
+            match self
+                .auth
+                .admit(f, || ImageCredentials(image, None), &mut self.context, at)
+            {
                 Admit::Pass(_) => "pass",
                 Admit::Answer(_) => "answer",
                 Admit::Fail { .. } => "fail",

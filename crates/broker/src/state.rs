@@ -208,6 +208,8 @@ pub struct Broker {
     pub authorizer: crate::authorizer::Authorizer,
     /// Client quotas' usage (the quotas themselves are cluster metadata).
     pub quotas: crate::quotas::QuotaManager,
+    /// OAUTHBEARER's validator, when that mechanism is enabled.
+    pub oauth: Option<Arc<crate::oauth::OAuthValidator>>,
     /// `queued.max.request.bytes` in KiB: what request frames being received or handled may
     /// hold, all connections together (see `connection.rs`).
     pub request_memory: Arc<tokio::sync::Semaphore>,
@@ -334,6 +336,10 @@ impl Broker {
         let group_config = config.group_config();
         let config_session_timeout_ms = config.broker_session_timeout_ms as i64;
         let txn_config = config.txn_config();
+        let oauth_validator = config
+            .oauth_validator()
+            .map_err(|e| TopicError::InvalidConfig(e.to_string()))?
+            .map(Arc::new);
         let request_memory_kib = (config.queued_max_request_bytes / 1024).clamp(1, 1 << 28);
         let quota_window = crate::quotas::Window {
             samples: config.quota_window_num.max(2),
@@ -374,6 +380,7 @@ impl Broker {
             audit: Default::default(),
             authorizer: crate::authorizer::Authorizer::new(&config_authorizer),
             quotas: crate::quotas::QuotaManager::new(quota_window),
+            oauth: oauth_validator,
             request_memory: Arc::new(tokio::sync::Semaphore::new(request_memory_kib)),
         };
         broker.register()?;

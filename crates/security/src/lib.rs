@@ -13,6 +13,7 @@
 //! credentials below 4096 iterations are refused.
 
 pub mod acl;
+pub mod oauth;
 mod plain;
 mod scram;
 
@@ -27,19 +28,22 @@ use thiserror::Error;
 pub enum Mechanism {
     Plain,
     Scram(ScramMechanism),
+    OAuthBearer,
 }
 
 impl Mechanism {
     /// All the mechanisms Strata implements.
-    pub const ALL: [Mechanism; 3] = [
+    pub const ALL: [Mechanism; 4] = [
         Mechanism::Plain,
         Mechanism::Scram(ScramMechanism::Sha256),
         Mechanism::Scram(ScramMechanism::Sha512),
+        Mechanism::OAuthBearer,
     ];
 
     pub fn parse(name: &str) -> Option<Mechanism> {
         match name {
             "PLAIN" => Some(Mechanism::Plain),
+            "OAUTHBEARER" => Some(Mechanism::OAuthBearer),
             _ => ScramMechanism::parse(name).map(Mechanism::Scram),
         }
     }
@@ -48,6 +52,7 @@ impl Mechanism {
         match self {
             Mechanism::Plain => "PLAIN",
             Mechanism::Scram(s) => s.name(),
+            Mechanism::OAuthBearer => "OAUTHBEARER",
         }
     }
 }
@@ -61,6 +66,11 @@ impl std::fmt::Display for Mechanism {
 /// Where a server looks credentials up (the cluster metadata in the broker).
 pub trait CredentialStore {
     fn scram_credential(&self, user: &str, mechanism: ScramMechanism) -> Option<ScramCredential>;
+
+    /// Checks an OAUTHBEARER token (signature, time, audience, issuer).
+    fn validate_token(&self, _token: &str) -> Result<oauth::ValidToken, String> {
+        Err("OAUTHBEARER is not configured".into())
+    }
 }
 
 /// What one step of an exchange gave.
@@ -69,8 +79,13 @@ pub enum Step {
     /// Send these bytes; the client answers with its next message.
     Challenge(Vec<u8>),
     /// The client is `user` (Kafka's principal is `User:` + it); send `response` (empty for
-    /// PLAIN, SCRAM's server-final message) and the exchange is over.
-    Authenticated { user: String, response: Vec<u8> },
+    /// PLAIN and OAUTHBEARER, SCRAM's server-final message) and the exchange is over. A
+    /// token's credentials end at `expires_ms` (ms since the epoch).
+    Authenticated {
+        user: String,
+        response: Vec<u8>,
+        expires_ms: Option<i64>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -85,6 +100,9 @@ pub enum AuthError {
         mechanism: &'static str,
         why: String,
     },
+    /// An OAUTHBEARER token that does not pass (expired, forged, not for us).
+    #[error("Authentication failed: invalid OAUTHBEARER token: {0}")]
+    InvalidToken(String),
     /// A feature of the mechanism Strata does not offer (channel binding, delegation tokens).
     #[error("Authentication failed: SASL/{mechanism} {what} is not supported")]
     Unsupported {
@@ -103,6 +121,7 @@ pub struct SaslServer {
 enum State {
     Plain,
     Scram(scram::ScramServer),
+    OAuthBearer,
     Done(&'static str),
 }
 
@@ -111,6 +130,7 @@ impl SaslServer {
         let state = match mechanism {
             Mechanism::Plain => State::Plain,
             Mechanism::Scram(m) => State::Scram(scram::ScramServer::new(m)),
+            Mechanism::OAuthBearer => State::OAuthBearer,
         };
         SaslServer { state }
     }
@@ -121,6 +141,7 @@ impl SaslServer {
         let (result, name) = match &mut self.state {
             State::Done(name) => return Err(AuthError::Finished(name)),
             State::Plain => (plain::authenticate(input, store), "PLAIN"),
+            State::OAuthBearer => (oauth_step(input, store), "OAUTHBEARER"),
             State::Scram(s) => {
                 let name = s.mechanism().name();
                 let result = s.step(input, store);
@@ -133,6 +154,21 @@ impl SaslServer {
         self.state = State::Done(name);
         result
     }
+}
+
+fn oauth_step(input: &[u8], store: &dyn CredentialStore) -> Result<Step, AuthError> {
+    let token = oauth::bearer_token(input).map_err(|why| AuthError::Malformed {
+        mechanism: "OAUTHBEARER",
+        why,
+    })?;
+    let valid = store
+        .validate_token(token)
+        .map_err(AuthError::InvalidToken)?;
+    Ok(Step::Authenticated {
+        user: valid.subject,
+        response: Vec::new(),
+        expires_ms: Some(valid.expires_ms),
+    })
 }
 
 /// Equal lengths and bytes, in time that depends only on the length.

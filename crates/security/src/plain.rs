@@ -51,6 +51,7 @@ pub(crate) fn authenticate(input: &[u8], store: &dyn CredentialStore) -> Result<
     Ok(Step::Authenticated {
         user: user.to_string(),
         response: Vec::new(),
+        expires_ms: None,
     })
 }
 
@@ -75,7 +76,8 @@ mod tests {
                 plain(msg.as_bytes()),
                 Ok(Step::Authenticated {
                     user: user.into(),
-                    response: vec![]
+                    response: vec![],
+                    expires_ms: None,
                 })
             );
             let msg = format!("{user}\0{user}\0{pw}");

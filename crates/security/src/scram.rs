@@ -277,6 +277,7 @@ impl ScramServer {
                     Some(server_final) if x.known => Ok(Step::Authenticated {
                         user: x.user,
                         response: server_final.into_bytes(),
+                        expires_ms: None,
                     }),
                     _ => Err(AuthError::InvalidCredentials(self.mechanism.name())),
                 }
@@ -564,7 +565,7 @@ pub(crate) mod tests {
             assert!(first.ends_with(",i=4096"), "{first}");
             let (last, signature) = c.last(&first);
             match server.step(last.as_bytes(), &store) {
-                Ok(Step::Authenticated { user, response }) => {
+                Ok(Step::Authenticated { user, response, .. }) => {
                     assert_eq!(user, "alice");
                     assert_eq!(String::from_utf8(response).unwrap(), signature);
                 }
