@@ -182,10 +182,32 @@ def rf3_section():
     return lines
 
 
+def security_section():
+    path = out / "security.json"
+    if not path.exists():
+        return []
+    r = json.loads(path.read_text())
+    lines = ["## Security: produce-1k over TLS and SASL_SSL", "",
+             f"One Strata broker with three listeners, produce-1k (1 KiB records, acks=all, {r['seconds']:g} s each, "
+             "librdkafka through confluent-kafka) through each in turn; TLS is rustls (TLS 1.3), SASL_SSL adds "
+             "SCRAM-SHA-512.", "",
+             "| listener | MB/s | broker CPU-s/GB | vs PLAINTEXT |", "|---|---|---|---|"]
+    for name, label in (("plaintext", "PLAINTEXT"), ("ssl", "SSL"), ("sasl_ssl", "SASL_SSL")):
+        x = r[name]
+        ratio = "1.00×" if name == "plaintext" else f"{x['ratio_to_plaintext']:.2f}×"
+        lines.append(f"| {label} | {x['mb_per_s']} | {x['broker_cpu_s_per_gb']} | {ratio} |")
+    return lines + [""]
+
+
+if "--only-security" in sys.argv:
+    print("\n".join(security_section()))
+    sys.exit(0)
+
 if "--only-rf3" in sys.argv:
     print("\n".join(rf3_section()))
     sys.exit(0)
 lines += rf3_section()
+lines += security_section()
 
 cleaner = out / "cleaner.json"
 if cleaner.exists():
