@@ -41,6 +41,9 @@ def pki(tmp_path_factory):
     _issue(d, "alice", "ca", "/C=DE/O=Acme/OU=eng/CN=alice")
     _issue(d, "mallory", "rogue-ca", "/CN=mallory")
     (d / "keystore.pem").write_text((d / "server.pem").read_text() + (d / "server.key").read_text())
+    # A renewed server certificate (same CA and names), for reloading.
+    _issue(d, "server2", "ca", "/CN=localhost", san="DNS:localhost,IP:127.0.0.1")
+    (d / "keystore2.pem").write_text((d / "server2.pem").read_text() + (d / "server2.key").read_text())
     return d
 
 
@@ -226,3 +229,46 @@ def test_bad_listener_and_tls_settings_stop_the_start_with_the_reason(tmp_path, 
     with pytest.raises(RuntimeError) as e:
         b.start(timeout=20)
     assert message in str(e.value)
+
+
+def _served_certificate(port):
+    import ssl
+    return ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate(("127.0.0.1", port), timeout=10))
+
+
+def _der(path):
+    import ssl
+    return ssl.PEM_cert_to_DER_cert(path.read_text())
+
+
+def test_the_keystore_is_reloaded_through_alter_configs_without_a_restart(tmp_path, pki):
+    """As in Kafka: setting the SSL listener's keystore location (a dynamic per-broker config)
+    swaps the certificate for new handshakes; a keystore that does not work is refused and
+    the old one stays; the change survives a restart."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    b = _secure_broker(tmp_path, pki)
+    try:
+        assert _served_certificate(b.tls_port) == _der(pki / "server.pem")
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+
+        def set_keystore(path):
+            res = ConfigResource("broker", "1", incremental_configs=[
+                ConfigEntry("listener.name.ssl.ssl.keystore.location", str(path),
+                            incremental_operation=AlterConfigOpType.SET)])
+            admin.incremental_alter_configs([res])[res].result(15)
+
+        set_keystore(pki / "keystore2.pem")
+        assert _served_certificate(b.tls_port) == _der(pki / "server2.pem")
+        with pytest.raises(KafkaException) as e:
+            set_keystore(pki / "missing.pem")
+        assert "do not work" in str(e.value), e.value
+        assert _served_certificate(b.tls_port) == _der(pki / "server2.pem")
+        topic = unique("reload")
+        assert _roundtrip(_ssl_conf(pki, b.tls_port), topic, n=5) == [f"v{i}" for i in range(5)]
+        b.stop()
+        b.start()
+        assert _served_certificate(b.tls_port) == _der(pki / "server2.pem"), "kept across a restart"
+    finally:
+        b.stop()
+    assert "panicked" not in b.log_text()

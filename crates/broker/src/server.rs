@@ -126,6 +126,28 @@ async fn serve_listeners(
     let broker = Arc::new(tokio::task::block_in_place(|| {
         Broker::open_member(config, fs, clock, opening)
     })?);
+    if let Some(tls) = &tls {
+        // Keystores / truststores changed at runtime before (dynamic broker configs) win
+        // over the file's.
+        let image = broker.image();
+        let mut dynamic = image.broker_configs("").cloned().unwrap_or_default();
+        dynamic.extend(
+            image
+                .broker_configs(&broker.config.node_id.to_string())
+                .cloned()
+                .unwrap_or_default(),
+        );
+        if dynamic.keys().any(|k| crate::tls::dynamic_key(k).is_some()) {
+            let config = crate::tls::with_overrides(&broker.config, &dynamic);
+            match tls.reconfigure(&config) {
+                Ok(()) => info!("TLS keystore/truststore from the dynamic broker configs"),
+                Err(e) => {
+                    warn!(error = %e, "the dynamic TLS settings do not work; the file's stay in use")
+                }
+            }
+        }
+        let _ = broker.tls.set(tls.clone());
+    }
     for (l, socket) in listeners.clients.iter().zip(&bound) {
         let local = socket.local_addr().map_err(|source| ServeError::Bind {
             addr: l.bind.clone(),

@@ -208,6 +208,9 @@ pub struct Broker {
     pub authorizer: crate::authorizer::Authorizer,
     /// Client quotas' usage (the quotas themselves are cluster metadata).
     pub quotas: crate::quotas::QuotaManager,
+    /// The TLS listeners' context, once the server made one (dynamic keystore changes
+    /// reconfigure it).
+    pub tls: std::sync::OnceLock<Arc<crate::tls::TlsContext>>,
     /// OAUTHBEARER's validator, when that mechanism is enabled.
     pub oauth: Option<Arc<crate::oauth::OAuthValidator>>,
     /// `queued.max.request.bytes` in KiB: what request frames being received or handled may
@@ -381,6 +384,7 @@ impl Broker {
             authorizer: crate::authorizer::Authorizer::new(&config_authorizer),
             quotas: crate::quotas::QuotaManager::new(quota_window),
             oauth: oauth_validator,
+            tls: std::sync::OnceLock::new(),
             request_memory: Arc::new(tokio::sync::Semaphore::new(request_memory_kib)),
         };
         broker.register()?;
@@ -1512,6 +1516,37 @@ impl Broker {
         }
         topic_config::validate_broker_configs(&self.config, &configs)
             .map_err(TopicError::InvalidConfig)?;
+        // New keystores / truststores must work before they are stored (Kafka checks them
+        // the same way); setting one again re-reads its files (certificates renewed in place).
+        let tls_change = configs.keys().any(|k| crate::tls::dynamic_key(k).is_some());
+        let tls_config = if tls_change {
+            let mut merged = self.image().broker_configs("").cloned().unwrap_or_default();
+            if resource.is_empty() {
+                merged = configs.clone();
+                merged.extend(
+                    self.image()
+                        .broker_configs(&self.config.node_id.to_string())
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+            } else {
+                merged.extend(configs.clone());
+            }
+            let candidate = crate::tls::with_overrides(&self.config, &merged);
+            crate::tls::TlsContext::check(&candidate).map_err(|e| {
+                TopicError::InvalidConfig(format!("the new TLS settings do not work: {e}"))
+            })?;
+            Some(candidate)
+        } else {
+            None
+        };
+        if let (Some(candidate), false) = (&tls_config, validate_only) {
+            if let Some(tls) = self.tls.get() {
+                tls.reconfigure(candidate)
+                    .map_err(|e| TopicError::InvalidConfig(e.to_string()))?;
+                info!(resource, "TLS keystore/truststore reloaded");
+            }
+        }
         let metadata = self.metadata();
         let image = metadata.image();
         // Every topic must still have a valid config under the new defaults.

@@ -40,8 +40,49 @@ const PEM_BYTES_MAX: u64 = 4 << 20;
 
 /// The TLS settings of a node's TLS listeners.
 pub struct TlsContext {
-    config: BrokerConfig,
+    config: RwLock<BrokerConfig>,
     acceptor: RwLock<TlsAcceptor>,
+}
+
+/// The keystore and truststore settings that can change while the broker runs (dynamic
+/// broker configs, as in Kafka), also under a listener's prefix
+/// (`listener.name.ssl.ssl.keystore.location`: every TLS listener shares one context here).
+pub const DYNAMIC_KEYS: &[&str] = &[
+    "ssl.keystore.location",
+    "ssl.keystore.certificate.chain",
+    "ssl.keystore.key",
+    "ssl.truststore.location",
+    "ssl.truststore.certificates",
+];
+
+/// The keystore/truststore setting a dynamic broker config key names, if it names one.
+pub fn dynamic_key(key: &str) -> Option<&'static str> {
+    let bare = match key.strip_prefix("listener.name.") {
+        Some(rest) => rest.split_once('.').map(|(_, k)| k)?,
+        None => key,
+    };
+    DYNAMIC_KEYS.iter().copied().find(|k| *k == bare)
+}
+
+/// `base` with the TLS settings among `dynamic` (broker config overrides) applied.
+pub fn with_overrides(
+    base: &BrokerConfig,
+    dynamic: &std::collections::BTreeMap<String, String>,
+) -> BrokerConfig {
+    let mut c = base.clone();
+    for (k, v) in dynamic {
+        match dynamic_key(k) {
+            Some("ssl.keystore.location") => c.ssl_keystore_location = Some(v.into()),
+            Some("ssl.keystore.certificate.chain") => {
+                c.ssl_keystore_certificate_chain = Some(v.clone())
+            }
+            Some("ssl.keystore.key") => c.ssl_keystore_key = Some(v.clone()),
+            Some("ssl.truststore.location") => c.ssl_truststore_location = Some(v.into()),
+            Some("ssl.truststore.certificates") => c.ssl_truststore_certificates = Some(v.clone()),
+            _ => {}
+        }
+    }
+    c
 }
 
 impl std::fmt::Debug for TlsContext {
@@ -56,7 +97,7 @@ impl TlsContext {
     pub fn new(config: &BrokerConfig) -> Result<Arc<Self>, TlsError> {
         let acceptor = build(config)?;
         Ok(Arc::new(TlsContext {
-            config: config.clone(),
+            config: RwLock::new(config.clone()),
             acceptor: RwLock::new(acceptor),
         }))
     }
@@ -64,7 +105,26 @@ impl TlsContext {
     /// Reads the files again (renewed certificates): later handshakes use them. On error
     /// the previous certificates stay in use.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let acceptor = build(&self.config)?;
+        let config = self
+            .config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let acceptor = build(&config)?;
+        *self.acceptor.write().unwrap_or_else(|p| p.into_inner()) = acceptor;
+        Ok(())
+    }
+
+    /// Checks that `config` makes a working TLS context (files readable, key matching).
+    pub fn check(config: &BrokerConfig) -> Result<(), TlsError> {
+        build(config).map(|_| ())
+    }
+
+    /// Switches to `config`'s keystore and truststore (read now): later handshakes use
+    /// them. On error nothing changes.
+    pub fn reconfigure(&self, config: &BrokerConfig) -> Result<(), TlsError> {
+        let acceptor = build(config)?;
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config.clone();
         *self.acceptor.write().unwrap_or_else(|p| p.into_inner()) = acceptor;
         Ok(())
     }

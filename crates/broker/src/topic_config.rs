@@ -63,6 +63,11 @@ pub fn validate_broker_configs(
             crate::throttle::check_rate(k, v)?;
             continue;
         }
+        // Keystores and truststores: checked by building the TLS context (see
+        // `Broker::alter_broker_configs`).
+        if crate::tls::dynamic_key(k).is_some() {
+            continue;
+        }
         let Some(topic_key) = topic_key_of(k) else {
             return Err(format!(
                 "Cannot update these configs dynamically: {k} (only topic defaults can: {})",
