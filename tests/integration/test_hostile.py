@@ -238,3 +238,46 @@ def test_a_thousand_connections_claiming_maximal_frames_leave_memory_bounded(tmp
             s.close()
         b.stop()
     assert "panicked" not in b.log_text()
+
+
+def test_one_address_cannot_take_every_connection(tmp_path):
+    """KIP-402 / KIP-612: max.connections.per.ip closes connections over the limit at once,
+    a closed one gives its place back, and a connection_creation_rate quota on IPs refuses a
+    burst of new connections beyond the rate; a client within the limits is served."""
+    from conftest import Broker
+
+    b = Broker(tmp_path / "data", config_text='"max.connections.per.ip" = 5\n').start()
+    try:
+        def ask(s):
+            s.sendall(frame(header(18, 0)))
+            return struct.unpack(">ih", read_frame(s)[:6]) == (7, 0)
+
+        held = [socket.create_connection(("127.0.0.1", b.port), timeout=5) for _ in range(5)]
+        assert all(ask(s) for s in held)
+        extra = socket.create_connection(("127.0.0.1", b.port), timeout=5)
+        assert closed_by_peer(extra), "the sixth connection from one address is closed"
+        held.pop().close()
+        time.sleep(0.2)
+        again = socket.create_connection(("127.0.0.1", b.port), timeout=5)
+        assert ask(again), "a freed place is taken again"
+        held.append(again)
+        assert "max.connections.per.ip 5 of 127.0.0.1 reached" in b.log_text()
+        for s in held:
+            s.close()
+        time.sleep(0.2)
+
+        import subprocess
+        from conftest import STRATA_BIN
+        r = subprocess.run([STRATA_BIN, "quota", "set", "--ip-default", "connection_creation_rate=2",
+                            "--bootstrap", b.bootstrap], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        time.sleep(1.2)  # the bucket fills to one second's worth
+        burst = [socket.create_connection(("127.0.0.1", b.port), timeout=5) for _ in range(4)]
+        refused = sum(closed_by_peer(s, timeout=1) for s in burst)
+        for s in burst:
+            s.close()
+        assert refused >= 1, "a burst beyond 2/s is refused"
+        assert "connection_creation_rate" in b.log_text()
+    finally:
+        b.stop()
+    assert "panicked" not in b.log_text()

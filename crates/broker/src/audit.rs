@@ -70,6 +70,13 @@ impl AuditLog {
 }
 
 impl AuditLog {
+    /// A connection was closed at once: over a per-IP limit or creation rate.
+    pub fn connection_refused(&self, context: &ConnectionContext, reason: &str) {
+        if let Some(suppressed) = self.admit() {
+            warn!(peer = %context.peer, listener = %context.listener, suppressed, "connection refused: {reason}");
+        }
+    }
+
     /// The authorizer refused `principal` from `host` an operation on a resource (Kafka's
     /// authorizer log line).
     pub fn authorization_denied(

@@ -168,8 +168,15 @@ pub struct BrokerConfig {
     /// `socket.request.max.bytes`: largest request frame accepted.
     #[serde(alias = "socket.request.max.bytes")]
     pub socket_request_max_bytes: usize,
-    /// Connections served at once; more are refused.
+    /// `max.connections`: connections served at once; more are refused.
+    #[serde(alias = "max.connections")]
     pub connections_max: usize,
+    /// `max.connections.per.ip`: connections one address may hold at once (KIP-402).
+    #[serde(alias = "max.connections.per.ip")]
+    pub max_connections_per_ip: usize,
+    /// `max.connections.per.ip.overrides`: `IP:COUNT,IP:COUNT` exceptions to it.
+    #[serde(alias = "max.connections.per.ip.overrides")]
+    pub max_connections_per_ip_overrides: String,
     /// `queued.max.request.bytes`: memory all connections together may hold in requests
     /// being received or handled (Kafka's memory pool; its default, -1, is unbounded). A
     /// connection that needs more waits, reading nothing, until requests finish.
@@ -380,6 +387,8 @@ impl Default for BrokerConfig {
             leader_imbalance_check_interval_seconds: 300,
             socket_request_max_bytes: strata_protocol::REQUEST_BYTES_MAX_DEFAULT,
             connections_max: 10_000,
+            max_connections_per_ip: usize::MAX,
+            max_connections_per_ip_overrides: String::new(),
             queued_max_request_bytes: 512 << 20,
             connection_in_flight_max: 64,
             connections_max_idle_ms: 600_000,
@@ -884,6 +893,8 @@ impl BrokerConfig {
                 self.queued_max_request_bytes
             ));
         }
+        crate::connection_limits::parse_overrides(&self.max_connections_per_ip_overrides)
+            .map_err(ConfigError::Invalid)?;
         if self.connections_max == 0 || self.connection_in_flight_max == 0 {
             return bad("connections_max and connection_in_flight_max must be at least 1".into());
         }

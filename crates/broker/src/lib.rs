@@ -19,6 +19,7 @@ pub mod bootstrap;
 pub mod cleaner;
 pub mod config;
 pub mod connection;
+pub mod connection_limits;
 mod control;
 pub mod errors;
 mod fetcher;

@@ -208,6 +208,11 @@ async fn serve_listeners(
         stop_rx.clone(),
     ));
     let slots = Arc::new(Semaphore::new(broker.config.connections_max));
+    let per_ip = Arc::new(crate::connection_limits::ConnectionLimits::new(
+        broker.config.max_connections_per_ip,
+        crate::connection_limits::parse_overrides(&broker.config.max_connections_per_ip_overrides)
+            .unwrap_or_default(),
+    ));
     let mut connections = tokio::task::JoinSet::new();
     // One accepting task per listener, handing connections to this loop.
     let (accepted_tx, mut accepted_rx) = tokio::sync::mpsc::channel(64);
@@ -245,6 +250,14 @@ async fn serve_listeners(
                     warn!(%peer, limit = broker.config.connections_max, "refusing connection: connections_max reached");
                     continue;
                 };
+                let ip_slot = match per_ip.admit(peer.ip(), &broker.image(), std::time::Instant::now()) {
+                    Ok(slot) => slot,
+                    Err(why) => {
+                        let context = connection::ConnectionContext::on(peer, name, protocol);
+                        broker.audit.connection_refused(&context, &why);
+                        continue;
+                    }
+                };
                 let b = broker.clone();
                 let stop = stop_rx.clone();
                 let tls = tls.clone();
@@ -254,6 +267,7 @@ async fn serve_listeners(
                         connection::serve(b, transport, context, stop).await;
                     }
                     drop(permit);
+                    drop(ip_slot);
                 });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
