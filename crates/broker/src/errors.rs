@@ -85,6 +85,7 @@ pub const GROUP_AUTHORIZATION_FAILED: i16 = ResponseError::GroupAuthorizationFai
 pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 =
     ResponseError::TransactionalIdAuthorizationFailed.code();
 pub const SECURITY_DISABLED: i16 = ResponseError::SecurityDisabled.code();
+pub const THROTTLING_QUOTA_EXCEEDED: i16 = ResponseError::ThrottlingQuotaExceeded.code();
 
 /// A request on a partition this broker has no open log for: still recovering after a
 /// restart is NOT_LEADER_OR_FOLLOWER (retriable: clients refresh metadata, where it shows

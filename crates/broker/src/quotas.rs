@@ -216,6 +216,32 @@ impl QuotaManager {
     }
 }
 
+impl QuotaManager {
+    /// How long the entity is over its `key` quota now, without recording anything (KIP-599
+    /// refuses a mutation while its entity is over the quota: the request that crossed it
+    /// was let through whole).
+    pub fn over(
+        &self,
+        image: &MetadataImage,
+        key: &'static str,
+        user: &str,
+        client_id: &str,
+        now: Instant,
+    ) -> Duration {
+        let Some((quota, id)) = resolve(image.client_quotas(), user, client_id, key) else {
+            return Duration::ZERO;
+        };
+        let sensors = self.sensors.lock().unwrap_or_else(|p| p.into_inner());
+        match sensors.get(&(key, id)) {
+            Some(sensor) => {
+                let (rate, elapsed) = sensor.rate(now, self.window);
+                throttle_time(rate, quota, elapsed, self.window)
+            }
+            None => Duration::ZERO,
+        }
+    }
+}
+
 /// Kafka's throttle time for a measured rate over its quota.
 pub fn throttle_time(rate: f64, quota: f64, elapsed: Duration, w: Window) -> Duration {
     if rate <= quota || quota <= 0.0 {

@@ -160,3 +160,29 @@ pub fn alter(broker: &Arc<Broker>, r: AlterClientQuotasRequest) -> AlterClientQu
     }
     AlterClientQuotasResponse::default().with_entries(results)
 }
+
+impl Broker {
+    /// Sets (or with None removes) one client quota: AlterClientQuotas' effect, for
+    /// embedding and tests.
+    pub fn commit_client_quota(
+        &self,
+        entity: quotas::Entity,
+        key: &str,
+        value: Option<f64>,
+    ) -> Result<(), crate::state::TopicError> {
+        let entity = quotas::canonical(entity);
+        if let Some(why) = quotas::invalid(&entity, key, value) {
+            return Err(crate::state::TopicError::InvalidConfig(why));
+        }
+        let metadata = self.metadata();
+        self.commit_metadata(
+            metadata,
+            &[MetadataRecord::ClientQuota {
+                entity,
+                key: key.to_string(),
+                value: value.map(QuotaValue),
+            }],
+        )
+        .map(|_| ())
+    }
+}

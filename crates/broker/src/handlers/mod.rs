@@ -29,6 +29,7 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 use strata_protocol::{encode_response, Request, RequestFrame};
 use tracing::warn;
 
+use crate::errors;
 use crate::quotas;
 use crate::Broker;
 
@@ -242,24 +243,113 @@ pub fn dispatch(
         )),
         Request::CreateTopics(mut r) => {
             let denied = authorize::create_topics(&authz, &mut r);
+            let (context, client_id) = (context.clone(), client_id());
             blocking(broker, move |b| {
-                let mut resp = admin::create_topics(&b, r, version);
+                // KIP-599: over the controller mutation rate, v6+ is refused (older clients
+                // cannot tell, so they are only throttled).
+                let over = mutation_throttle(&b, &context, &client_id);
+                let mut resp = if over > 0 && version >= 6 && !r.validate_only {
+                    throttled_create_topics(&r, over)
+                } else {
+                    let partitions: i64 = r
+                        .topics
+                        .iter()
+                        .map(|t| {
+                            if t.num_partitions > 0 {
+                                t.num_partitions as i64
+                            } else if !t.assignments.is_empty() {
+                                t.assignments.len() as i64
+                            } else {
+                                b.config.num_partitions as i64
+                            }
+                        })
+                        .sum();
+                    let validate_only = r.validate_only;
+                    let mut resp = admin::create_topics(&b, r, version);
+                    if !validate_only {
+                        let made = resp
+                            .topics
+                            .iter()
+                            .filter(|t| t.error_code == errors::NONE)
+                            .count();
+                        if made > 0 {
+                            record_mutations(&b, &context, &client_id, partitions);
+                        }
+                    }
+                    resp.throttle_time_ms = over;
+                    resp
+                };
                 resp.topics.extend(denied);
                 encode(cid, api_key, version, &resp)
             })
         }
         Request::DeleteTopics(mut r) => {
             let denied = authorize::delete_topics(&authz, &broker.image(), &mut r);
+            let (context, client_id) = (context.clone(), client_id());
             blocking(broker, move |b| {
+                let over = mutation_throttle(&b, &context, &client_id);
+                let image = b.image();
+                let partitions: i64 = r
+                    .topic_names
+                    .iter()
+                    .map(|n| n.0.to_string())
+                    .chain(r.topics.iter().filter_map(|t| {
+                        t.name
+                            .as_ref()
+                            .map(|n| n.0.to_string())
+                            .or_else(|| image.topic_by_id(&t.topic_id).map(|t| t.name.clone()))
+                    }))
+                    .filter_map(|n| image.topic(&n).map(|t| t.partitions.len() as i64))
+                    .sum();
                 let mut resp = admin::delete_topics(&b, r, version);
+                if over > 0 && version >= 5 {
+                    // Deleting is let through even then (it frees resources); the client
+                    // is told to slow down.
+                    resp.throttle_time_ms = over;
+                }
+                record_mutations(&b, &context, &client_id, partitions);
                 resp.responses.extend(denied);
                 encode(cid, api_key, version, &resp)
             })
         }
         Request::CreatePartitions(mut r) => {
             let denied = authorize::create_partitions(&authz, &mut r);
+            let (context, client_id) = (context.clone(), client_id());
             blocking(broker, move |b| {
-                let mut resp = admin::create_partitions(&b, r);
+                let over = mutation_throttle(&b, &context, &client_id);
+                let mut resp = if over > 0 && version >= 3 && !r.validate_only {
+                    let mut resp = kafka_protocol::messages::CreatePartitionsResponse::default();
+                    resp.throttle_time_ms = over;
+                    resp.results = r
+                        .topics
+                        .iter()
+                        .map(|t| {
+                            kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult::default()
+                                .with_name(t.name.clone())
+                                .with_error_code(errors::THROTTLING_QUOTA_EXCEEDED)
+                                .with_error_message(Some(str("controller_mutation_rate exceeded")))
+                        })
+                        .collect();
+                    resp
+                } else {
+                    let image = b.image();
+                    let added: i64 = r
+                        .topics
+                        .iter()
+                        .filter_map(|t| {
+                            image
+                                .topic(&t.name.0)
+                                .map(|x| (t.count as i64 - x.partitions.len() as i64).max(0))
+                        })
+                        .sum();
+                    let validate_only = r.validate_only;
+                    let mut resp = admin::create_partitions(&b, r);
+                    if !validate_only {
+                        record_mutations(&b, &context, &client_id, added);
+                    }
+                    resp.throttle_time_ms = over;
+                    resp
+                };
                 resp.results.extend(denied);
                 encode(cid, api_key, version, &resp)
             })
@@ -552,6 +642,70 @@ fn quota(
     );
     context.mute_for(throttle);
     throttle.as_millis().min(i32::MAX as u128) as i32
+}
+
+/// How long the connection's entity is over its `controller_mutation_rate` (ms; 0: not).
+fn mutation_throttle(
+    broker: &Broker,
+    context: &crate::connection::ConnectionContext,
+    client_id: &str,
+) -> i32 {
+    let image = broker.image();
+    if image.client_quotas().is_empty() {
+        return 0;
+    }
+    let over = broker.quotas.over(
+        &image,
+        quotas::CONTROLLER_MUTATION_RATE,
+        quotas::quota_user(&context.principal),
+        client_id,
+        std::time::Instant::now(),
+    );
+    over.as_millis().min(i32::MAX as u128) as i32
+}
+
+/// Counts partitions created or deleted against the controller mutation rate (KIP-599).
+fn record_mutations(
+    broker: &Broker,
+    context: &crate::connection::ConnectionContext,
+    client_id: &str,
+    partitions: i64,
+) {
+    let image = broker.image();
+    if partitions <= 0 || image.client_quotas().is_empty() {
+        return;
+    }
+    broker.quotas.record(
+        &image,
+        quotas::CONTROLLER_MUTATION_RATE,
+        quotas::quota_user(&context.principal),
+        client_id,
+        partitions as f64,
+        std::time::Instant::now(),
+    );
+}
+
+/// CreateTopics refused whole: the entity is over its controller mutation rate.
+fn throttled_create_topics(
+    r: &kafka_protocol::messages::CreateTopicsRequest,
+    throttle_ms: i32,
+) -> kafka_protocol::messages::CreateTopicsResponse {
+    use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+    let mut resp = kafka_protocol::messages::CreateTopicsResponse::default();
+    resp.throttle_time_ms = throttle_ms;
+    resp.topics = r
+        .topics
+        .iter()
+        .map(|t| {
+            CreatableTopicResult::default()
+                .with_name(t.name.clone())
+                .with_error_code(errors::THROTTLING_QUOTA_EXCEEDED)
+                .with_error_message(Some(str("controller_mutation_rate exceeded")))
+                .with_num_partitions(-1)
+                .with_replication_factor(-1)
+        })
+        .collect();
+    resp
 }
 
 /// Runs a handler that syncs files (metadata changes) off the async worker threads.
