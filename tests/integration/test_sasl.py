@@ -78,13 +78,13 @@ def _roundtrip(conf, topic, n=30):
     return got
 
 
-def _auth_fails(conf, timeout=3):
+def _auth_fails(conf, timeout=1.5):
     """The KafkaError a librdkafka client gets when it cannot authenticate through `conf`."""
     errors = []
     admin = AdminClient({**conf, "error_cb": errors.append, "log_level": 0})
     with pytest.raises(KafkaException):
         admin.list_topics(timeout=timeout)
-    admin.poll(1)  # serves error_cb
+    admin.poll(0.5)  # serves error_cb
     return errors
 
 

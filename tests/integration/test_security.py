@@ -47,7 +47,7 @@ def pki(tmp_path_factory):
     return d
 
 
-def _secure_broker(tmp_path, pki, client_auth="none", env=None):
+def _secure_broker(tmp_path, pki, client_auth="none", env=None, extra=""):
     plain, tls = free_port(), free_port()
     config = f"""
 listeners = "PLAINTEXT://127.0.0.1:{plain},SSL://127.0.0.1:{tls}"
@@ -55,7 +55,7 @@ listeners = "PLAINTEXT://127.0.0.1:{plain},SSL://127.0.0.1:{tls}"
 "ssl.keystore.location" = "{pki / 'keystore.pem'}"
 "ssl.truststore.location" = "{pki / 'ca.pem'}"
 "ssl.client.auth" = "{client_auth}"
-"""
+{extra}"""
     b = Broker(tmp_path / "data", port=plain, config_text=config, env=env).start()
     b.tls_port = tls
     return b
@@ -200,6 +200,26 @@ def test_mutual_tls_requires_a_certificate_from_the_trusted_ca_and_names_the_pri
         b.stop()
 
 
+def test_principal_mapping_rules_turn_the_subject_into_the_user(tmp_path, pki):
+    """KIP-371: the first rule matching the whole distinguished name gives the user; a
+    subject no rule matches cannot authenticate."""
+    b = _secure_broker(tmp_path, pki, client_auth="required",
+                       env={"STRATA_LOG": "info,strata_broker::server=debug"},
+                       extra='"ssl.principal.mapping.rules" = "RULE:^CN=(.*?),OU=eng,.*$/$1/U"\n')
+    try:
+        assert not _refused(_ssl_conf(pki, b.tls_port, cert="alice"))
+        assert "principal=User:ALICE" in b.log_text()
+    finally:
+        b.stop()
+    b = _secure_broker(tmp_path, pki, client_auth="required",
+                       extra='"ssl.principal.mapping.rules" = "RULE:^CN=(.*?),OU=ops,.*$/$1/"\n')
+    try:
+        assert _refused(_ssl_conf(pki, b.tls_port, cert="alice"))
+        assert "no ssl.principal.mapping.rules rule matches CN=alice,OU=eng,O=Acme,C=DE" in b.log_text()
+    finally:
+        b.stop()
+
+
 def test_requested_client_auth_accepts_clients_without_a_certificate(tmp_path, pki):
     b = _secure_broker(tmp_path, pki, client_auth="requested",
                        env={"STRATA_LOG": "info,strata_broker::server=debug"})
@@ -222,6 +242,7 @@ def test_requested_client_auth_accepts_clients_without_a_certificate(tmp_path, p
     ('listeners = "PLAINTEXT://127.0.0.1:{port}"\n"ssl.client.auth" = "maybe"\n', "ssl.client.auth"),
     ('listeners = "SASL_SSL://127.0.0.1:{port}"\n', "SASL"),
     ('listeners = "INTERNAL://127.0.0.1:{port}"\n', "listener.security.protocol.map"),
+    ('"ssl.principal.mapping.rules" = "RULE:^CN=(.*/$1"\n', "ssl.principal.mapping.rules"),
 ])
 def test_bad_listener_and_tls_settings_stop_the_start_with_the_reason(tmp_path, config, message):
     port = free_port()

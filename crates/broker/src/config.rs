@@ -75,7 +75,8 @@ pub struct BrokerConfig {
     #[serde(alias = "ssl.enabled.protocols")]
     pub ssl_enabled_protocols: String,
     /// `ssl.principal.mapping.rules`: how a client certificate's subject becomes a user
-    /// name (`DEFAULT`: the whole distinguished name, RFC 2253).
+    /// name: Kafka's `RULE:pattern/replacement/[LU]` list, `DEFAULT` (the whole
+    /// distinguished name, RFC 2253) as the last resort.
     #[serde(alias = "ssl.principal.mapping.rules")]
     pub ssl_principal_mapping_rules: String,
     /// `sasl.enabled.mechanisms`: what SASL listeners offer, comma-separated: `PLAIN`,
@@ -922,11 +923,10 @@ impl BrokerConfig {
                 ));
             }
         }
-        if self.ssl_principal_mapping_rules.trim() != "DEFAULT" {
-            return bad(
-                "ssl.principal.mapping.rules: only DEFAULT (the subject's distinguished name) is supported so far"
-                    .into(),
-            );
+        if let Err(e) =
+            strata_security::principal::PrincipalMapper::parse(&self.ssl_principal_mapping_rules)
+        {
+            return bad(format!("ssl.principal.mapping.rules: {e}"));
         }
         let Some(tls) = listeners.clients.iter().find(|l| l.protocol.uses_tls()) else {
             return Ok(());

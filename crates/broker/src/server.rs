@@ -354,7 +354,16 @@ async fn open(
         .and_then(|c| c.first())
     {
         match crate::tls::certificate_subject(cert.as_ref()) {
-            Some(subject) => context.principal = format!("User:{subject}"),
+            Some(subject) => match tls.user_of(&subject) {
+                Some(user) => context.principal = format!("User:{user}"),
+                None => {
+                    broker.audit.authentication_failed(
+                        &context,
+                        &format!("no ssl.principal.mapping.rules rule matches {subject}"),
+                    );
+                    return None;
+                }
+            },
             None => {
                 broker
                     .audit

@@ -42,6 +42,8 @@ const PEM_BYTES_MAX: u64 = 4 << 20;
 pub struct TlsContext {
     config: RwLock<BrokerConfig>,
     acceptor: RwLock<TlsAcceptor>,
+    /// `ssl.principal.mapping.rules`.
+    mapper: strata_security::principal::PrincipalMapper,
 }
 
 /// The keystore and truststore settings that can change while the broker runs (dynamic
@@ -96,10 +98,20 @@ impl TlsContext {
     /// side of TLS; any problem is an error naming the setting.
     pub fn new(config: &BrokerConfig) -> Result<Arc<Self>, TlsError> {
         let acceptor = build(config)?;
+        let mapper =
+            strata_security::principal::PrincipalMapper::parse(&config.ssl_principal_mapping_rules)
+                .map_err(|e| TlsError::Invalid(format!("ssl.principal.mapping.rules: {e}")))?;
         Ok(Arc::new(TlsContext {
             config: RwLock::new(config.clone()),
             acceptor: RwLock::new(acceptor),
+            mapper,
         }))
+    }
+
+    /// The user a client certificate's subject maps to (`ssl.principal.mapping.rules`);
+    /// None if no rule matches (the client cannot authenticate).
+    pub fn user_of(&self, subject: &str) -> Option<String> {
+        self.mapper.map(subject)
     }
 
     /// Reads the files again (renewed certificates): later handshakes use them. On error

@@ -15,6 +15,7 @@
 pub mod acl;
 pub mod oauth;
 mod plain;
+pub mod principal;
 mod scram;
 
 pub use scram::{
