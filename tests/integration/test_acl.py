@@ -280,3 +280,26 @@ def test_without_an_authorizer_the_acl_apis_say_security_disabled(tmp_path):
         kp.close()
     finally:
         b.stop()
+
+
+def test_authorized_operations_are_reported_when_asked(abroker):
+    """Metadata / DescribeCluster with include_*_authorized_operations (KIP-430): the
+    operations this principal may perform, as the authorizer decides them."""
+    from confluent_kafka import TopicCollection
+
+    b = abroker
+    delete_all_acls(b)
+    topic = unique("ops")
+    make_topic(b, topic)
+    create_acls(b, allow("User:alice", AclOperation.WRITE, ResourceType.TOPIC, topic),
+                allow("User:alice", AclOperation.DESCRIBE_CONFIGS, ResourceType.TOPIC, topic),
+                allow("User:alice", AclOperation.DESCRIBE, ResourceType.BROKER, "kafka-cluster"))
+    alice = AdminClient(as_user(b, "alice"))
+    d = alice.describe_topics(TopicCollection([topic]), include_authorized_operations=True)[topic].result(10)
+    assert sorted(o.name for o in d.authorized_operations) == ["DESCRIBE", "DESCRIBE_CONFIGS", "WRITE"], \
+        d.authorized_operations
+    c = alice.describe_cluster(include_authorized_operations=True).result(10)
+    assert [o.name for o in c.authorized_operations] == ["DESCRIBE"], c.authorized_operations
+    admin = AdminClient(as_user(b, "admin"))
+    d = admin.describe_topics(TopicCollection([topic]), include_authorized_operations=True)[topic].result(10)
+    assert len(d.authorized_operations) == 8, "a super user may do everything to a topic"

@@ -179,6 +179,39 @@ impl Authz {
         authorize_any(i.acls.iter(), &i.config, &who, operation, resource_type)
     }
 
+    /// Kafka's authorized-operations bit set of a resource (bit = operation code) for the
+    /// `include_*_authorized_operations` answers: the operations of that resource type this
+    /// principal may perform (all of them without an authorizer).
+    pub fn authorized_operations(&self, resource_type: ResourceType, name: &str) -> i32 {
+        let ops: &[Operation] = match resource_type {
+            ResourceType::Topic => &[
+                Operation::Read,
+                Operation::Write,
+                Operation::Create,
+                Operation::Delete,
+                Operation::Alter,
+                Operation::Describe,
+                Operation::DescribeConfigs,
+                Operation::AlterConfigs,
+            ],
+            ResourceType::Group => &[Operation::Read, Operation::Describe, Operation::Delete],
+            ResourceType::Cluster => &[
+                Operation::Create,
+                Operation::ClusterAction,
+                Operation::DescribeConfigs,
+                Operation::AlterConfigs,
+                Operation::IdempotentWrite,
+                Operation::Alter,
+                Operation::Describe,
+            ],
+            ResourceType::TransactionalId => &[Operation::Describe, Operation::Write],
+            _ => &[],
+        };
+        ops.iter()
+            .filter(|op| self.sees(**op, resource_type, name))
+            .fold(0i32, |bits, op| bits | (1 << op.code()))
+    }
+
     pub fn cluster(&self, operation: Operation) -> bool {
         self.can(operation, ResourceType::Cluster, CLUSTER_NAME)
     }

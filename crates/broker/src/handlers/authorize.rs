@@ -741,13 +741,20 @@ pub fn delete_groups(
 }
 
 /// DESCRIBE on each group described (answers without side effects, so checked after).
-pub fn describe_groups(authz: &Authz, resp: &mut kafka_protocol::messages::DescribeGroupsResponse) {
+pub fn describe_groups(
+    authz: &Authz,
+    resp: &mut kafka_protocol::messages::DescribeGroupsResponse,
+    include_operations: bool,
+) {
     use kafka_protocol::messages::describe_groups_response::DescribedGroup;
     for g in resp.groups.iter_mut() {
         if !authz.group(Operation::Describe, &g.group_id.0) {
             *g = DescribedGroup::default()
                 .with_group_id(g.group_id.clone())
                 .with_error_code(errors::GROUP_AUTHORIZATION_FAILED);
+        } else if include_operations {
+            g.authorized_operations =
+                authz.authorized_operations(ResourceType::Group, &g.group_id.0);
         }
     }
 }
@@ -755,6 +762,7 @@ pub fn describe_groups(authz: &Authz, resp: &mut kafka_protocol::messages::Descr
 pub fn consumer_group_describe(
     authz: &Authz,
     resp: &mut kafka_protocol::messages::ConsumerGroupDescribeResponse,
+    include_operations: bool,
 ) {
     use kafka_protocol::messages::consumer_group_describe_response::DescribedGroup;
     for g in resp.groups.iter_mut() {
@@ -762,6 +770,8 @@ pub fn consumer_group_describe(
             *g = DescribedGroup::default()
                 .with_group_id(g.group_id.clone())
                 .with_error_code(errors::GROUP_AUTHORIZATION_FAILED);
+        } else if include_operations {
+            g.authorized_operations = authz.authorized_operations(ResourceType::Group, &g.group_id);
         }
     }
 }

@@ -158,7 +158,22 @@ pub fn handle(
             )
         })
         .collect();
+    // v8+: the operations the client may perform, when asked (the cluster's in v8-10 only).
+    if version >= 8 && req.include_topic_authorized_operations {
+        for t in topics.iter_mut().filter(|t| t.error_code == errors::NONE) {
+            if let Some(name) = &t.name {
+                t.topic_authorized_operations =
+                    authz.authorized_operations(ResourceType::Topic, &name.0);
+            }
+        }
+    }
+    let cluster_ops = if (8..=10).contains(&version) && req.include_cluster_authorized_operations {
+        authz.authorized_operations(ResourceType::Cluster, strata_security::acl::CLUSTER_NAME)
+    } else {
+        i32::MIN
+    };
     MetadataResponse::default()
+        .with_cluster_authorized_operations(cluster_ops)
         .with_brokers(brokers)
         .with_cluster_id(Some(str(&broker.config.cluster_id)))
         .with_controller_id(BrokerId(broker.controller_id()))

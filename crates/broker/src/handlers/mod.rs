@@ -395,12 +395,17 @@ pub fn dispatch(
             resp.results.extend(denied);
             ready(encode(cid, api_key, version, &resp))
         }
-        Request::DescribeCluster(r) => ready(encode(
-            cid,
-            api_key,
-            version,
-            &describe::describe_cluster(broker, r, &context.listener),
-        )),
+        Request::DescribeCluster(r) => {
+            let include = r.include_cluster_authorized_operations;
+            let mut resp = describe::describe_cluster(broker, r, &context.listener);
+            if include {
+                resp.cluster_authorized_operations = authz.authorized_operations(
+                    strata_security::acl::ResourceType::Cluster,
+                    strata_security::acl::CLUSTER_NAME,
+                );
+            }
+            ready(encode(cid, api_key, version, &resp))
+        }
         Request::InitProducerId(r) => blocking(broker, move |b| {
             encode(
                 cid,
@@ -579,8 +584,9 @@ pub fn dispatch(
             })
         }
         Request::DescribeGroups(r) => {
+            let include = version >= 3 && r.include_authorized_operations;
             let mut resp = groups::describe_groups(broker, r);
-            authorize::describe_groups(&authz, &mut resp);
+            authorize::describe_groups(&authz, &mut resp, include);
             ready(encode(cid, api_key, version, &resp))
         }
         Request::ListGroups(r) => {
@@ -612,8 +618,9 @@ pub fn dispatch(
             ready(encode(cid, api_key, version, &resp))
         }
         Request::ConsumerGroupDescribe(r) => {
+            let include = r.include_authorized_operations;
             let mut resp = groups::consumer_group_describe(broker, r);
-            authorize::consumer_group_describe(&authz, &mut resp);
+            authorize::consumer_group_describe(&authz, &mut resp, include);
             ready(encode(cid, api_key, version, &resp))
         }
     }
