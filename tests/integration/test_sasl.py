@@ -452,3 +452,60 @@ def test_oauthbearer_tokens_are_checked_against_the_jwks(tmp_path):
     finally:
         b.stop()
     assert "panicked" not in b.log_text()
+
+
+def test_brokers_replicate_over_an_authenticated_encrypted_listener(tmp_path, pki):  # noqa: F811
+    """Inter-broker traffic over SASL_SSL: replica fetches connect to the peers' INTERNAL
+    listener with TLS (the CA in the truststore) and SCRAM as User:broker (sasl.jaas.config),
+    and are authorized like any client (super.users here); acks=all on three replicas
+    works only if they do."""
+    from test_cluster import start_all, wait_for
+    from confluent_kafka.admin import NewTopic
+
+    n = 3
+    plain = [free_port() for _ in range(n)]
+    internal = [free_port() for _ in range(n)]
+    controller = [free_port() for _ in range(n)]
+    voters = ",".join(f"{i + 1}@127.0.0.1:{controller[i]}" for i in range(n))
+    nodes = []
+    for i in range(n):
+        data = tmp_path / f"node{i + 1}" / "data"
+        args = [STRATA_BIN, "format", "--data-dir", str(data), "--cluster-id", "secure-cluster",
+                "--node-id", str(i + 1), "--add-scram", "SCRAM-SHA-512=[name=broker,password=broker-secret]"]
+        subprocess.run(args, check=True, capture_output=True)
+        config = f"""
+listeners = "PLAINTEXT://127.0.0.1:{plain[i]},INTERNAL://127.0.0.1:{internal[i]}"
+"listener.security.protocol.map" = "PLAINTEXT:PLAINTEXT,INTERNAL:SASL_SSL"
+"inter.broker.listener.name" = "INTERNAL"
+"ssl.keystore.location" = "{pki / 'keystore.pem'}"
+"ssl.truststore.location" = "{pki / 'ca.pem'}"
+"sasl.enabled.mechanisms" = "SCRAM-SHA-512"
+"sasl.mechanism.inter.broker.protocol" = "SCRAM-SHA-512"
+"sasl.jaas.config" = 'org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="broker-secret";'
+"authorizer.class.name" = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+"super.users" = "User:broker;User:ANONYMOUS"
+broker_heartbeat_interval_ms = 300
+broker_session_timeout_ms = 3000
+"""
+        nodes.append(Broker(data, port=plain[i], config_text=config,
+                            env={"STRATA_LOG": "info,strata_broker::sasl=debug"},
+                            extra_args=["--node-id", str(i + 1), "--controller-quorum-voters", voters]))
+    start_all(nodes)
+    try:
+        bs = ",".join(f"127.0.0.1:{p}" for p in plain)
+        admin = AdminClient({"bootstrap.servers": bs})
+        wait_for(lambda: len(admin.list_topics(timeout=5).brokers) == n, what="all brokers")
+        topic = unique("repl")
+        admin.create_topics([NewTopic(topic, 3, 3)])[topic].result(20)
+        got = _roundtrip({"bootstrap.servers": bs}, topic, n=60)
+        assert sorted(got) == sorted(f"v{i}" for i in range(60))
+        md = admin.list_topics(topic, timeout=10).topics[topic]
+        assert all(len(p.isrs) == 3 for p in md.partitions.values()), "every replica keeps up"
+        logs = "".join(b.log_text() for b in nodes)
+        assert "principal=User:broker" in logs, "fetchers authenticated as the broker user"
+        assert "listener=INTERNAL" in logs
+    finally:
+        for b in nodes:
+            b.stop()
+    for b in nodes:
+        assert "panicked" not in b.log_text()

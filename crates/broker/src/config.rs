@@ -99,6 +99,15 @@ pub struct BrokerConfig {
     /// `sasl.oauthbearer.clock.skew.seconds`: tolerance for `exp`, `nbf` and `iat`.
     #[serde(alias = "sasl.oauthbearer.clock.skew.seconds")]
     pub sasl_oauthbearer_clock_skew_seconds: i64,
+    /// `sasl.mechanism.inter.broker.protocol`: how this broker authenticates to the others'
+    /// inter-broker listener when it uses SASL (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512).
+    #[serde(alias = "sasl.mechanism.inter.broker.protocol")]
+    pub sasl_mechanism_inter_broker_protocol: String,
+    /// `sasl.jaas.config`: this broker's own credentials for that, in Kafka's JAAS form
+    /// (`org.apache.kafka.common.security.scram.ScramLoginModule required username="broker"
+    /// password="…";`).
+    #[serde(alias = "sasl.jaas.config")]
+    pub sasl_jaas_config: Option<String>,
     /// `sasl.server.max.receive.size`: the largest frame a connection may send before it has
     /// authenticated (CVE-2022-34917: an unauthenticated client must not make the broker
     /// allocate a large frame).
@@ -370,6 +379,8 @@ impl Default for BrokerConfig {
             super_users: String::new(),
             allow_everyone_if_no_acl_found: false,
             sasl_server_max_receive_size: 524_288,
+            sasl_mechanism_inter_broker_protocol: "SCRAM-SHA-512".into(),
+            sasl_jaas_config: None,
             sasl_oauthbearer_jwks_endpoint_url: None,
             sasl_oauthbearer_expected_audience: String::new(),
             sasl_oauthbearer_expected_issuer: None,
@@ -771,14 +782,10 @@ impl BrokerConfig {
             ));
         }
         self.validate_ssl(&listeners)?;
-        if self.controller_quorum_voters.is_some()
-            && listeners.inter_broker().protocol != crate::listeners::SecurityProtocol::Plaintext
-        {
-            return bad(format!(
-                "inter.broker.listener.name {} is {}: replication between brokers speaks PLAINTEXT only so far",
-                listeners.inter_broker,
-                listeners.inter_broker().protocol.name()
-            ));
+        if self.controller_quorum_voters.is_some() {
+            // Replication connects to the peers' inter-broker listener: it must be able to
+            // speak that listener's protocol.
+            crate::peer_security::peer_security(self, &listeners).map_err(ConfigError::Invalid)?;
         }
         let roles: Vec<&str> = self.process_roles.split(',').map(str::trim).collect();
         if !roles.contains(&"broker") || roles.iter().any(|r| !["broker", "controller"].contains(r))

@@ -95,7 +95,7 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool
             continue;
         };
         if client.is_none() {
-            match Client::connect(&endpoint).await {
+            match Client::connect_secure(&endpoint, &broker.peer_security).await {
                 Ok(c) => client = Some(c),
                 Err(e) => {
                     debug!(leader, %endpoint, error = %e, "cannot reach the leader");

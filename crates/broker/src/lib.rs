@@ -28,6 +28,7 @@ pub mod handlers;
 mod inter_broker;
 pub mod listeners;
 pub mod oauth;
+pub mod peer_security;
 pub mod quotas;
 pub mod replicas;
 mod sasl;

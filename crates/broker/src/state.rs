@@ -211,6 +211,8 @@ pub struct Broker {
     /// The TLS listeners' context, once the server made one (dynamic keystore changes
     /// reconfigure it).
     pub tls: std::sync::OnceLock<Arc<crate::tls::TlsContext>>,
+    /// How replica fetches connect to the peers' inter-broker listener (TLS, SASL).
+    pub peer_security: strata_client::ClientSecurity,
     /// OAUTHBEARER's validator, when that mechanism is enabled.
     pub oauth: Option<Arc<crate::oauth::OAuthValidator>>,
     /// `queued.max.request.bytes` in KiB: what request frames being received or handled may
@@ -339,6 +341,13 @@ impl Broker {
         let group_config = config.group_config();
         let config_session_timeout_ms = config.broker_session_timeout_ms as i64;
         let txn_config = config.txn_config();
+        let peer_security = match config.resolved_listeners() {
+            Ok(listeners) if config.controller_quorum_voters.is_some() => {
+                crate::peer_security::peer_security(&config, &listeners)
+                    .map_err(TopicError::InvalidConfig)?
+            }
+            _ => strata_client::ClientSecurity::default(),
+        };
         let oauth_validator = config
             .oauth_validator()
             .map_err(|e| TopicError::InvalidConfig(e.to_string()))?
@@ -384,6 +393,7 @@ impl Broker {
             authorizer: crate::authorizer::Authorizer::new(&config_authorizer),
             quotas: crate::quotas::QuotaManager::new(quota_window),
             oauth: oauth_validator,
+            peer_security,
             tls: std::sync::OnceLock::new(),
             request_memory: Arc::new(tokio::sync::Semaphore::new(request_memory_kib)),
         };

@@ -40,6 +40,8 @@ pub enum ClientError {
     },
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    #[error("security: {0}")]
+    Security(String),
 }
 
 /// How long partition requests keep retrying a partition that is unavailable for now
@@ -107,8 +109,45 @@ pub fn check(
     })
 }
 
+/// What a connection runs over: TCP, or TLS on TCP.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// How to authenticate with SASL.
+#[derive(Clone)]
+pub enum ClientSasl {
+    Plain {
+        user: String,
+        password: String,
+    },
+    Scram {
+        mechanism: strata_security::ScramMechanism,
+        user: String,
+        password: String,
+    },
+}
+
+impl std::fmt::Debug for ClientSasl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientSasl::Plain { user, .. } => write!(f, "PLAIN as {user}"),
+            ClientSasl::Scram {
+                mechanism, user, ..
+            } => write!(f, "{} as {user}", mechanism.name()),
+        }
+    }
+}
+
+/// The security a connection uses: TLS (with the CAs to trust and, for mTLS, our own
+/// certificate in the config) and SASL.
+#[derive(Clone, Default, Debug)]
+pub struct ClientSecurity {
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    pub sasl: Option<ClientSasl>,
+}
+
 pub struct Client {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     next_correlation_id: i32,
     /// The broker's version ranges by API key.
     versions: HashMap<i16, (i16, i16)>,
@@ -116,9 +155,18 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects and negotiates versions.
+    /// Connects (plaintext) and negotiates versions.
     pub async fn connect(addr: &str) -> Result<Self, ClientError> {
-        let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
+        Self::connect_secure(addr, &ClientSecurity::default()).await
+    }
+
+    /// Connects over TLS and/or authenticates with SASL as `security` says, then
+    /// negotiates versions.
+    pub async fn connect_secure(
+        addr: &str,
+        security: &ClientSecurity,
+    ) -> Result<Self, ClientError> {
+        let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
             .await
             .map_err(|_| ClientError::Connect {
                 addr: addr.into(),
@@ -128,7 +176,27 @@ impl Client {
                 addr: addr.into(),
                 source,
             })?;
-        stream.set_nodelay(true)?;
+        tcp.set_nodelay(true)?;
+        let stream: Box<dyn Stream> = match &security.tls {
+            None => Box::new(tcp),
+            Some(config) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|e| ClientError::Security(format!("server name {host}: {e}")))?;
+                let connector = tokio_rustls::TlsConnector::from(config.clone());
+                let tls =
+                    tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+                        .await
+                        .map_err(|_| {
+                            ClientError::Security(format!("TLS handshake with {addr} timed out"))
+                        })?
+                        .map_err(|e| {
+                            ClientError::Security(format!("TLS handshake with {addr}: {e}"))
+                        })?;
+                Box::new(tls)
+            }
+        };
         let mut client = Self {
             stream,
             next_correlation_id: 1,
@@ -142,7 +210,57 @@ impl Client {
             .iter()
             .map(|k| (k.api_key, (k.min_version, k.max_version)))
             .collect();
+        if let Some(sasl) = &security.sasl {
+            client.authenticate(sasl).await?;
+        }
         Ok(client)
+    }
+
+    /// SaslHandshake v1, then SaslAuthenticate until the mechanism is done.
+    async fn authenticate(&mut self, sasl: &ClientSasl) -> Result<(), ClientError> {
+        let mechanism = match sasl {
+            ClientSasl::Plain { .. } => "PLAIN",
+            ClientSasl::Scram { mechanism, .. } => mechanism.name(),
+        };
+        let resp = self
+            .send_at(
+                SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_static_str(mechanism)),
+                1,
+            )
+            .await?;
+        check(resp.error_code, format!("SaslHandshake {mechanism}"), None)?;
+        let version = self.version(ApiKey::SaslAuthenticate, 2)?;
+        let step =
+            |bytes: Vec<u8>| SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(bytes));
+        match sasl {
+            ClientSasl::Plain { user, password } => {
+                let r = self
+                    .send_at(step(format!("\0{user}\0{password}").into_bytes()), version)
+                    .await?;
+                check(r.error_code, "SASL/PLAIN", r.error_message.as_ref())
+            }
+            ClientSasl::Scram {
+                mechanism,
+                user,
+                password,
+            } => {
+                let mut scram = strata_security::ScramClient::new(*mechanism, user, password);
+                let r = self.send_at(step(scram.first()), version).await?;
+                check(r.error_code, mechanism.name(), r.error_message.as_ref())?;
+                let last = scram
+                    .last(&r.auth_bytes)
+                    .map_err(|e| ClientError::Security(e.to_string()))?;
+                let r = self.send_at(step(last), version).await?;
+                check(r.error_code, mechanism.name(), r.error_message.as_ref())?;
+                scram.verify(&r.auth_bytes).map_err(|_| {
+                    ClientError::Security(format!(
+                        "{}: the broker's signature does not verify",
+                        mechanism.name()
+                    ))
+                })
+            }
+        }
     }
 
     /// The highest version both sides speak, up to `ours`.

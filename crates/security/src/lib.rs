@@ -19,7 +19,8 @@ pub mod principal;
 mod scram;
 
 pub use scram::{
-    salted_password, ScramCredential, ScramMechanism, SCRAM_ITERATIONS_MAX, SCRAM_ITERATIONS_MIN,
+    salted_password, ScramClient, ScramCredential, ScramMechanism, SCRAM_ITERATIONS_MAX,
+    SCRAM_ITERATIONS_MIN,
 };
 
 use thiserror::Error;

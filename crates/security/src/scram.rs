@@ -439,6 +439,99 @@ impl ScramServer {
     }
 }
 
+/// The client side of SCRAM (a broker authenticating to another, the CLI): first message,
+/// answer to the server's challenge, and the check of the server's signature (the server
+/// must prove it knows the credential too).
+pub struct ScramClient {
+    mechanism: ScramMechanism,
+    user: String,
+    password: String,
+    nonce: String,
+    server_signature: Option<Vec<u8>>,
+}
+
+impl ScramClient {
+    pub fn new(mechanism: ScramMechanism, user: &str, password: &str) -> ScramClient {
+        let mut nonce = [0u8; SERVER_NONCE_BYTES];
+        random(&mut nonce);
+        ScramClient {
+            mechanism,
+            user: user.to_string(),
+            password: password.to_string(),
+            nonce: BASE64.encode(&nonce),
+            server_signature: None,
+        }
+    }
+
+    fn bare(&self) -> String {
+        let user = self.user.replace('=', "=3D").replace(',', "=2C");
+        format!("n={user},r={}", self.nonce)
+    }
+
+    /// The client-first message.
+    pub fn first(&self) -> Vec<u8> {
+        format!("n,,{}", self.bare()).into_bytes()
+    }
+
+    /// The client-final message for the server-first one.
+    pub fn last(&mut self, server_first: &[u8]) -> Result<Vec<u8>, AuthError> {
+        let bad = |why: &str| AuthError::Malformed {
+            mechanism: self.mechanism.name(),
+            why: format!("server-first message: {why}"),
+        };
+        let text = std::str::from_utf8(server_first).map_err(|_| bad("not UTF-8"))?;
+        let (mut nonce, mut salt, mut iterations) = (None, None, None);
+        for attr in text.split(',') {
+            match attr.split_at_checked(2) {
+                Some(("r=", v)) => nonce = Some(v),
+                Some(("s=", v)) => salt = BASE64.decode(v.as_bytes()).ok(),
+                Some(("i=", v)) => iterations = v.parse::<u32>().ok(),
+                _ => {}
+            }
+        }
+        let nonce = nonce.ok_or_else(|| bad("no nonce"))?;
+        if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() {
+            return Err(bad("the nonce does not extend ours"));
+        }
+        let salt = salt.ok_or_else(|| bad("no salt"))?;
+        let iterations = iterations.ok_or_else(|| bad("no iteration count"))?;
+        if !(SCRAM_ITERATIONS_MIN..=SCRAM_ITERATIONS_MAX).contains(&iterations) {
+            return Err(bad("iteration count out of bounds"));
+        }
+        let m = self.mechanism;
+        let salted = salted_password(m, self.password.as_bytes(), &salt, iterations);
+        let client_key = m.hmac(&salted, b"Client Key");
+        let stored_key = m.hash(&client_key);
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth = format!("{},{text},{without_proof}", self.bare());
+        let signature = m.hmac(&stored_key, auth.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
+        let server_key = m.hmac(&salted, b"Server Key");
+        self.server_signature = Some(m.hmac(&server_key, auth.as_bytes()));
+        Ok(format!("{without_proof},p={}", BASE64.encode(&proof)).into_bytes())
+    }
+
+    /// Checks the server-final message: the server knew the credential.
+    pub fn verify(&self, server_final: &[u8]) -> Result<(), AuthError> {
+        let expected = self
+            .server_signature
+            .as_ref()
+            .ok_or(AuthError::Finished(self.mechanism.name()))?;
+        let got = std::str::from_utf8(server_final)
+            .ok()
+            .and_then(|t| t.strip_prefix("v="))
+            .and_then(|v| BASE64.decode(v.as_bytes()).ok());
+        match got {
+            Some(sig) if constant_time_eq(&sig, expected) => Ok(()),
+            _ => Err(AuthError::InvalidCredentials(self.mechanism.name())),
+        }
+    }
+}
+
 /// The `r=` attribute of a client-first-message-bare (already validated).
 fn client_nonce(client_first_bare: &str) -> &str {
     client_first_bare
@@ -686,6 +779,39 @@ pub(crate) mod tests {
         }
         let mut server = SaslServer::new(Mechanism::Scram(ScramMechanism::Sha256));
         assert!(server.step(&[0xff, 0xfe], &store).is_err());
+    }
+
+    #[test]
+    fn our_client_and_server_agree_and_each_checks_the_other() {
+        for m in [ScramMechanism::Sha256, ScramMechanism::Sha512] {
+            let store = users(&[("a,b=c", "pw", m)]);
+            let mut client = ScramClient::new(m, "a,b=c", "pw");
+            let mut server = SaslServer::new(Mechanism::Scram(m));
+            let first = challenge(server.step(&client.first(), &store));
+            let last = client.last(first.as_bytes()).unwrap();
+            let Ok(Step::Authenticated { user, response, .. }) = server.step(&last, &store) else {
+                panic!("not authenticated")
+            };
+            assert_eq!(user, "a,b=c");
+            client.verify(&response).unwrap();
+            assert!(
+                client.verify(b"v=AAAA").is_err(),
+                "a server without the key is caught"
+            );
+        }
+        let mut client = ScramClient::new(ScramMechanism::Sha256, "u", "pw");
+        assert!(client.last(b"r=someone-elses,s=AAAA,i=4096").is_err());
+        let n = String::from_utf8(client.first()).unwrap();
+        let r = &n[n.find("r=").unwrap() + 2..];
+        assert!(
+            client
+                .last(format!("r={r}x,s=AAAA,i=10").as_bytes())
+                .is_err(),
+            "too few iterations"
+        );
+        assert!(client
+            .last(format!("r={r}x,s=AAAA,i=4096").as_bytes())
+            .is_ok());
     }
 
     #[test]
