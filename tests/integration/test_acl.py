@@ -303,3 +303,34 @@ def test_authorized_operations_are_reported_when_asked(abroker):
     admin = AdminClient(as_user(b, "admin"))
     d = admin.describe_topics(TopicCollection([topic]), include_authorized_operations=True)[topic].result(10)
     assert len(d.authorized_operations) == 8, "a super user may do everything to a topic"
+
+
+def test_the_cli_authenticates_with_a_command_config(abroker):
+    """`strata … --command-config F` takes Kafka client properties: through the SASL listener
+    as admin (a super user) it manages ACLs; as alice it is refused."""
+    b = abroker
+    delete_all_acls(b)
+    props = b.data_dir.parent / "cli-admin.properties"
+    props.write_text("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-256\n"
+                     "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+                     'username="admin" password="admin-secret";\n')
+    sasl = f"127.0.0.1:{b.sasl_port}"
+    r = subprocess.run([STRATA_BIN, "acl", "add", "--principal", "User:bob", "--operation", "read",
+                        "--topic", "cli", "--bootstrap", sasl, "--command-config", str(props)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([STRATA_BIN, "acl", "list", "--bootstrap", sasl, "--command-config", str(props)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "TOPIC:cli\tLITERAL\tUser:bob" in r.stdout, r.stdout + r.stderr
+    alice = b.data_dir.parent / "cli-alice.properties"
+    alice.write_text("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-256\n"
+                     "sasl.username=alice\nsasl.password=alice-secret\n")
+    r = subprocess.run([STRATA_BIN, "acl", "list", "--bootstrap", sasl, "--command-config", str(alice)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "not allowed (Kafka error code 31)" in r.stderr, r.stderr
+    wrong = b.data_dir.parent / "cli-wrong.properties"
+    wrong.write_text("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-256\n"
+                     "sasl.username=alice\nsasl.password=nope\n")
+    r = subprocess.run([STRATA_BIN, "acl", "list", "--bootstrap", sasl, "--command-config", str(wrong)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "invalid credentials" in r.stderr, r.stderr

@@ -9,18 +9,10 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use strata_client::{ClientSasl, ClientSecurity};
-use strata_security::{Mechanism, ScramMechanism};
+use strata_security::{jaas_option, Mechanism, ScramMechanism};
 
 use crate::listeners::Listeners;
 use crate::BrokerConfig;
-
-/// `key="value"` of a JAAS line.
-fn jaas_value(jaas: &str, key: &str) -> Option<String> {
-    let at = jaas.find(&format!("{key}="))?;
-    let rest = &jaas[at + key.len() + 1..];
-    let rest = rest.strip_prefix('"')?;
-    Some(rest[..rest.find('"')?].to_string())
-}
 
 fn pem(
     path: &Option<std::path::PathBuf>,
@@ -92,7 +84,7 @@ pub fn peer_security(
             )
         })?;
         let (Some(user), Some(password)) =
-            (jaas_value(jaas, "username"), jaas_value(jaas, "password"))
+            (jaas_option(jaas, "username"), jaas_option(jaas, "password"))
         else {
             return Err("sasl.jaas.config: expected username=\"…\" password=\"…\"".into());
         };
@@ -104,25 +96,14 @@ pub fn peer_security(
                 user,
                 password,
             },
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "sasl.mechanism.inter.broker.protocol {mechanism}: PLAIN, {} or {} between brokers",
                 ScramMechanism::Sha256.name(),
                 ScramMechanism::Sha512.name()
-            )),
+            ))
+            }
         });
     }
     Ok(security)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jaas_username_and_password() {
-        let j = r#"org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="s3cr=t";"#;
-        assert_eq!(jaas_value(j, "username").as_deref(), Some("broker"));
-        assert_eq!(jaas_value(j, "password").as_deref(), Some("s3cr=t"));
-        assert_eq!(jaas_value(j, "user"), None);
-    }
 }

@@ -146,6 +146,14 @@ pub struct ClientSecurity {
     pub sasl: Option<ClientSasl>,
 }
 
+static DEFAULT_SECURITY: std::sync::OnceLock<ClientSecurity> = std::sync::OnceLock::new();
+
+/// The security every [`Client::connect`] of this process uses (the CLI's
+/// `--command-config`). Set once, before connecting.
+pub fn set_default_security(security: ClientSecurity) {
+    let _ = DEFAULT_SECURITY.set(security);
+}
+
 pub struct Client {
     stream: Box<dyn Stream>,
     next_correlation_id: i32,
@@ -155,9 +163,11 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects (plaintext) and negotiates versions.
+    /// Connects with the process's default security (plaintext unless
+    /// [`set_default_security`] chose otherwise) and negotiates versions.
     pub async fn connect(addr: &str) -> Result<Self, ClientError> {
-        Self::connect_secure(addr, &ClientSecurity::default()).await
+        let security = DEFAULT_SECURITY.get().cloned().unwrap_or_default();
+        Self::connect_secure(addr, &security).await
     }
 
     /// Connects over TLS and/or authenticates with SASL as `security` says, then

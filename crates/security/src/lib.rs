@@ -173,6 +173,14 @@ fn oauth_step(input: &[u8], store: &dyn CredentialStore) -> Result<Step, AuthErr
     })
 }
 
+/// The `key="value"` option of a JAAS configuration line (Kafka's `sasl.jaas.config`:
+/// `…ScramLoginModule required username="alice" password="…";`).
+pub fn jaas_option(jaas: &str, key: &str) -> Option<String> {
+    let at = jaas.find(&format!("{key}="))?;
+    let rest = jaas[at + key.len() + 1..].strip_prefix('"')?;
+    Some(rest[..rest.find('"')?].to_string())
+}
+
 /// Equal lengths and bytes, in time that depends only on the length.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -193,6 +201,14 @@ mod tests {
             None,
             "names are case-sensitive"
         );
+    }
+
+    #[test]
+    fn jaas_username_and_password() {
+        let j = r#"org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="s3cr=t";"#;
+        assert_eq!(jaas_option(j, "username").as_deref(), Some("broker"));
+        assert_eq!(jaas_option(j, "password").as_deref(), Some("s3cr=t"));
+        assert_eq!(jaas_option(j, "user"), None);
     }
 
     #[test]

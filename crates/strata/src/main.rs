@@ -3,6 +3,7 @@
 mod acl_cli;
 mod cli;
 mod cluster_cli;
+mod command_config;
 mod format;
 mod group_cli;
 mod partition_cli;
@@ -21,6 +22,10 @@ use clap::{Parser, Subcommand};
 struct Args {
     #[command(subcommand)]
     command: Command,
+    /// Kafka client properties for the CLI's connections (security.protocol, sasl.*,
+    /// ssl.*), as Kafka's tools take them
+    #[arg(long, global = true, value_name = "FILE")]
+    command_config: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -81,6 +86,15 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(path) = &args.command_config {
+        match command_config::load(path) {
+            Ok(security) => strata_client::set_default_security(security),
+            Err(e) => {
+                eprintln!("strata: {e:#}");
+                std::process::exit(1);
+            }
+        }
+    }
     let result = match args.command {
         Command::Serve(a) => serve::run(a),
         Command::Format(a) => format::run(a),
