@@ -342,6 +342,29 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        /// A client certificate is the client's bytes: reading its subject never panics,
+        /// whatever they are (rustls has checked the chain by then, but not every field).
+        #[test]
+        fn certificate_subjects_of_arbitrary_bytes_never_panic(
+            der in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+        ) {
+            let _ = certificate_subject(&der);
+        }
+
+        /// Certificate-shaped bytes: a DER SEQUENCE header in front of noise.
+        #[test]
+        fn certificate_shaped_noise_never_panics(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+        ) {
+            let mut der = vec![0x30, 0x82, (body.len() >> 8) as u8, body.len() as u8];
+            der.extend(&body);
+            let _ = certificate_subject(&der);
+        }
+    }
+
     #[test]
     fn a_keystore_without_a_certificate_or_key_is_refused_with_the_reason() {
         let mut config = BrokerConfig {
