@@ -140,3 +140,36 @@ def test_kafka_configs_manages_user_and_client_quotas(tmp_path):
     finally:
         b.stop()
     assert "panicked" not in b.log_text()
+
+
+def test_a_request_percentage_quota_throttles_a_client_flooding_requests(tmp_path):
+    """KIP-124: a client whose requests keep the broker busy beyond its request_percentage is
+    slowed (its connection waits), while another client on the same broker is not."""
+    import socket
+    import struct
+
+    from conftest import read_frame
+
+    b = Broker(tmp_path / "data", config_text=CONFIG).start()
+    try:
+        strata(b, "set", "--client-id", "greedy", "request_percentage=0.5")
+
+        def metadata_requests(client_id, seconds):
+            cid = client_id.encode()
+            body = struct.pack(">hhih", 3, 1, 7, len(cid)) + cid + struct.pack(">i", -1)
+            s = socket.create_connection(("127.0.0.1", b.port), timeout=10)
+            n, end = 0, time.time() + seconds
+            while time.time() < end:
+                s.sendall(struct.pack(">i", len(body)) + body)
+                read_frame(s)
+                n += 1
+            s.close()
+            return n / seconds
+
+        polite = metadata_requests("polite", 4)
+        greedy = metadata_requests("greedy", 6)
+        assert greedy * 3 < polite, f"greedy {greedy:.0f}/s vs polite {polite:.0f}/s"
+        assert metadata_requests("polite", 2) > 3 * greedy, "the other client is not slowed"
+    finally:
+        b.stop()
+    assert "panicked" not in b.log_text()

@@ -280,7 +280,24 @@ pub async fn serve(
                                     _ = shutdown.changed() => break 'conn,
                                 }
                             }
+                            let client_id = request
+                                .header
+                                .client_id
+                                .as_ref()
+                                .map(|c| c.to_string())
+                                .unwrap_or_default();
+                            let started = Instant::now();
                             let pending = dispatch(&broker, request, &context);
+                            // KIP-124: the time the request keeps the broker busy (dispatching
+                            // and each poll of its future; not the waits between polls, which
+                            // are purgatory in Kafka's terms) counts against request_percentage.
+                            let pending = crate::quotas::timed(
+                                pending,
+                                started.elapsed(),
+                                broker.clone(),
+                                context.clone(),
+                                client_id,
+                            );
                             // The frame's memory stays counted until its response is out.
                             let pending: PendingResponse = match frame_memory.take() {
                                 None => pending,

@@ -242,6 +242,65 @@ impl QuotaManager {
     }
 }
 
+/// A response future whose busy time (the time its polls take, plus `spent` before it) is
+/// recorded against the connection's `request_percentage` quota when it completes; over
+/// the quota, the connection is muted for the throttle time (KIP-124). Without any client
+/// quota set it is the future itself.
+pub fn timed(
+    pending: crate::handlers::PendingResponse,
+    spent: Duration,
+    broker: std::sync::Arc<crate::Broker>,
+    context: crate::connection::ConnectionContext,
+    client_id: String,
+) -> crate::handlers::PendingResponse {
+    if broker.image().client_quotas().is_empty() {
+        return pending;
+    }
+    Box::pin(Timed {
+        inner: pending,
+        spent,
+        broker,
+        context,
+        client_id,
+    })
+}
+
+struct Timed {
+    inner: crate::handlers::PendingResponse,
+    spent: Duration,
+    broker: std::sync::Arc<crate::Broker>,
+    context: crate::connection::ConnectionContext,
+    client_id: String,
+}
+
+impl std::future::Future for Timed {
+    type Output = crate::handlers::Outcome;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let started = Instant::now();
+        let polled = self.inner.as_mut().poll(cx);
+        self.spent += started.elapsed();
+        if polled.is_ready() {
+            // Kafka's unit: percent of one thread over a second, as percent-seconds.
+            let percent_seconds = self.spent.as_secs_f64() * 100.0;
+            let image = self.broker.image();
+            let throttle = self.broker.quotas.record(
+                &image,
+                REQUEST_PERCENTAGE,
+                quota_user(&self.context.principal),
+                &self.client_id,
+                percent_seconds,
+                Instant::now(),
+            );
+            self.context.mute_for(throttle);
+        }
+        polled
+    }
+}
+
 /// Kafka's throttle time for a measured rate over its quota.
 pub fn throttle_time(rate: f64, quota: f64, elapsed: Duration, w: Window) -> Duration {
     if rate <= quota || quota <= 0.0 {
