@@ -16,6 +16,7 @@ from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechan
                                    UserScramCredentialDeletion, UserScramCredentialUpsertion)
 
 from conftest import STRATA_BIN, Broker, free_port, unique
+from test_security import _roundtrip as _tls_roundtrip
 from test_security import pki  # noqa: F401  (the module's certificates fixture)
 
 ADMIN_PW = "admin-secret"
@@ -62,20 +63,8 @@ def _conf(port, mechanism, user="admin", password=ADMIN_PW, protocol="SASL_PLAIN
 
 
 def _roundtrip(conf, topic, n=30):
-    p = Producer({**conf, "acks": "all", "enable.idempotence": True})
-    for i in range(n):
-        p.produce(topic, key=str(i), value=f"v{i}")
-    assert p.flush(30) == 0, "every record delivered"
-    c = Consumer({**conf, "group.id": unique("g"), "auto.offset.reset": "earliest"})
-    c.subscribe([topic])
-    got = []
-    deadline = time.time() + 30
-    while len(got) < n and time.time() < deadline:
-        m = c.poll(0.5)
-        if m is not None and m.error() is None:
-            got.append(m.value().decode())
-    c.close()
-    return got
+    """Produces n records and reads them back through `conf` (test_security's helper)."""
+    return _tls_roundtrip(conf, topic, n)
 
 
 def _auth_fails(conf, timeout=1.5):

@@ -127,20 +127,8 @@ impl Authz {
 
     /// Whether the operation is allowed; a denial goes to the audit log.
     pub fn can(&self, operation: Operation, resource_type: ResourceType, name: &str) -> bool {
-        let Some(i) = &self.inner else { return true };
-        let who = Requester {
-            principal: &i.principal,
-            host: &i.host,
-        };
-        let ok = authorize(
-            i.acls.iter(),
-            &i.config,
-            &who,
-            operation,
-            resource_type,
-            name,
-        );
-        if !ok {
+        let ok = self.sees(operation, resource_type, name);
+        if let (false, Some(i)) = (ok, &self.inner) {
             i.audit.authorization_denied(
                 &i.principal,
                 &i.host,

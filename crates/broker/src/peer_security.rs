@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use strata_client::{ClientSasl, ClientSecurity};
-use strata_security::{jaas_option, Mechanism, ScramMechanism};
+use strata_security::{jaas_option, ScramMechanism};
 
 use crate::listeners::Listeners;
 use crate::BrokerConfig;
@@ -89,21 +89,15 @@ pub fn peer_security(
             return Err("sasl.jaas.config: expected username=\"…\" password=\"…\"".into());
         };
         let mechanism = config.sasl_mechanism_inter_broker_protocol.trim();
-        security.sasl = Some(match Mechanism::parse(mechanism) {
-            Some(Mechanism::Plain) => ClientSasl::Plain { user, password },
-            Some(Mechanism::Scram(m)) => ClientSasl::Scram {
-                mechanism: m,
-                user,
-                password,
-            },
-            _ => {
-                return Err(format!(
+        security.sasl = Some(
+            ClientSasl::for_mechanism(mechanism, user, password).ok_or_else(|| {
+                format!(
                 "sasl.mechanism.inter.broker.protocol {mechanism}: PLAIN, {} or {} between brokers",
                 ScramMechanism::Sha256.name(),
                 ScramMechanism::Sha512.name()
-            ))
-            }
-        });
+            )
+            })?,
+        );
     }
     Ok(security)
 }

@@ -127,6 +127,22 @@ pub enum ClientSasl {
     },
 }
 
+impl ClientSasl {
+    /// SASL with the mechanism Kafka names `mechanism`; None for one this client does not
+    /// speak (only PLAIN and SCRAM).
+    pub fn for_mechanism(mechanism: &str, user: String, password: String) -> Option<ClientSasl> {
+        match strata_security::Mechanism::parse(mechanism)? {
+            strata_security::Mechanism::Plain => Some(ClientSasl::Plain { user, password }),
+            strata_security::Mechanism::Scram(m) => Some(ClientSasl::Scram {
+                mechanism: m,
+                user,
+                password,
+            }),
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Debug for ClientSasl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use strata_client::{ClientSasl, ClientSecurity};
-use strata_security::{jaas_option, Mechanism};
+use strata_security::jaas_option;
 
 fn properties(text: &str) -> BTreeMap<String, String> {
     text.lines()
@@ -95,17 +95,11 @@ pub fn load(path: &Path) -> anyhow::Result<ClientSecurity> {
             .cloned()
             .or_else(|| jaas.and_then(|j| jaas_option(j, "password")))
             .context("SASL needs a password")?;
-        security.sasl = Some(match Mechanism::parse(mechanism) {
-            Some(Mechanism::Plain) => ClientSasl::Plain { user, password },
-            Some(Mechanism::Scram(m)) => ClientSasl::Scram {
-                mechanism: m,
-                user,
-                password,
-            },
-            _ => bail!(
-                "sasl.mechanism {mechanism}: the CLI speaks PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512"
-            ),
-        });
+        security.sasl = Some(
+            ClientSasl::for_mechanism(mechanism, user, password).with_context(|| {
+                format!("sasl.mechanism {mechanism}: the CLI speaks PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512")
+            })?,
+        );
     }
     Ok(security)
 }

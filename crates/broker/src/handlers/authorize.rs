@@ -105,19 +105,13 @@ pub fn create_partitions(
     authz: &Authz,
     r: &mut CreatePartitionsRequest,
 ) -> Vec<CreatePartitionsTopicResult> {
-    let mut denied = Vec::new();
-    r.topics.retain(|t| {
-        let ok = authz.topic(Operation::Alter, &t.name.0);
-        if !ok {
-            denied.push(
-                CreatePartitionsTopicResult::default()
-                    .with_name(t.name.clone())
-                    .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED),
-            );
-        }
-        ok
-    });
-    denied
+    take_denied(&mut r.topics, |t| {
+        (!authz.topic(Operation::Alter, &t.name.0)).then(|| {
+            CreatePartitionsTopicResult::default()
+                .with_name(t.name.clone())
+                .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED)
+        })
+    })
 }
 
 /// DELETE on each topic.
@@ -125,29 +119,23 @@ pub fn delete_records(
     authz: &Authz,
     r: &mut DeleteRecordsRequest,
 ) -> Vec<DeleteRecordsTopicResult> {
-    let mut denied = Vec::new();
-    r.topics.retain(|t| {
-        let ok = authz.topic(Operation::Delete, &t.name.0);
-        if !ok {
-            denied.push(
-                DeleteRecordsTopicResult::default()
-                    .with_name(t.name.clone())
-                    .with_partitions(
-                        t.partitions
-                            .iter()
-                            .map(|p| {
-                                DeleteRecordsPartitionResult::default()
-                                    .with_partition_index(p.partition_index)
-                                    .with_low_watermark(-1)
-                                    .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED)
-                            })
-                            .collect(),
-                    ),
-            );
-        }
-        ok
-    });
-    denied
+    take_denied(&mut r.topics, |t| {
+        (!authz.topic(Operation::Delete, &t.name.0)).then(|| {
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            DeleteRecordsPartitionResult::default()
+                                .with_partition_index(p.partition_index)
+                                .with_low_watermark(-1)
+                                .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED)
+                        })
+                        .collect(),
+                )
+        })
+    })
 }
 
 fn config_denied_code(resource_type: ResourceType) -> i16 {
@@ -158,26 +146,49 @@ fn config_denied_code(resource_type: ResourceType) -> i16 {
     }
 }
 
+/// Takes out of `items` those `denied` answers for (Some: the answer to give instead).
+fn take_denied<T, R>(items: &mut Vec<T>, mut denied: impl FnMut(&T) -> Option<R>) -> Vec<R> {
+    let mut out = Vec::new();
+    items.retain(|item| match denied(item) {
+        Some(answer) => {
+            out.push(answer);
+            false
+        }
+        None => true,
+    });
+    out
+}
+
+/// The error code for a config resource `operation` is denied on, if it is.
+fn config_denied(
+    authz: &Authz,
+    operation: Operation,
+    resource_type: i8,
+    name: &str,
+) -> Option<i16> {
+    let (rt, resource) = config_resource(resource_type, name);
+    (!authz.can(operation, rt, &resource)).then(|| config_denied_code(rt))
+}
+
 /// DESCRIBE_CONFIGS on each topic or on the cluster.
 pub fn describe_configs(
     authz: &Authz,
     r: &mut DescribeConfigsRequest,
 ) -> Vec<DescribeConfigsResult> {
-    let mut denied = Vec::new();
-    r.resources.retain(|res| {
-        let (rt, name) = config_resource(res.resource_type, &res.resource_name);
-        let ok = authz.can(Operation::DescribeConfigs, rt, &name);
-        if !ok {
-            denied.push(
-                DescribeConfigsResult::default()
-                    .with_resource_type(res.resource_type)
-                    .with_resource_name(res.resource_name.clone())
-                    .with_error_code(config_denied_code(rt)),
-            );
-        }
-        ok
-    });
-    denied
+    take_denied(&mut r.resources, |res| {
+        let code = config_denied(
+            authz,
+            Operation::DescribeConfigs,
+            res.resource_type,
+            &res.resource_name,
+        )?;
+        Some(
+            DescribeConfigsResult::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone())
+                .with_error_code(code),
+        )
+    })
 }
 
 /// ALTER_CONFIGS on each topic or on the cluster.
@@ -185,21 +196,20 @@ pub fn alter_configs(
     authz: &Authz,
     r: &mut AlterConfigsRequest,
 ) -> Vec<alter_configs_response::AlterConfigsResourceResponse> {
-    let mut denied = Vec::new();
-    r.resources.retain(|res| {
-        let (rt, name) = config_resource(res.resource_type, &res.resource_name);
-        let ok = authz.can(Operation::AlterConfigs, rt, &name);
-        if !ok {
-            denied.push(
-                alter_configs_response::AlterConfigsResourceResponse::default()
-                    .with_resource_type(res.resource_type)
-                    .with_resource_name(res.resource_name.clone())
-                    .with_error_code(config_denied_code(rt)),
-            );
-        }
-        ok
-    });
-    denied
+    take_denied(&mut r.resources, |res| {
+        let code = config_denied(
+            authz,
+            Operation::AlterConfigs,
+            res.resource_type,
+            &res.resource_name,
+        )?;
+        Some(
+            alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone())
+                .with_error_code(code),
+        )
+    })
 }
 
 /// ALTER_CONFIGS on each topic or on the cluster.
@@ -207,21 +217,20 @@ pub fn incremental_alter_configs(
     authz: &Authz,
     r: &mut IncrementalAlterConfigsRequest,
 ) -> Vec<incremental_alter_configs_response::AlterConfigsResourceResponse> {
-    let mut denied = Vec::new();
-    r.resources.retain(|res| {
-        let (rt, name) = config_resource(res.resource_type, &res.resource_name);
-        let ok = authz.can(Operation::AlterConfigs, rt, &name);
-        if !ok {
-            denied.push(
-                incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                    .with_resource_type(res.resource_type)
-                    .with_resource_name(res.resource_name.clone())
-                    .with_error_code(config_denied_code(rt)),
-            );
-        }
-        ok
-    });
-    denied
+    take_denied(&mut r.resources, |res| {
+        let code = config_denied(
+            authz,
+            Operation::AlterConfigs,
+            res.resource_type,
+            &res.resource_name,
+        )?;
+        Some(
+            incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone())
+                .with_error_code(code),
+        )
+    })
 }
 
 /// The APIs that act on the cluster as a whole: the operation each needs on the CLUSTER
@@ -725,19 +734,13 @@ pub fn delete_groups(
     r: &mut kafka_protocol::messages::DeleteGroupsRequest,
 ) -> Vec<kafka_protocol::messages::delete_groups_response::DeletableGroupResult> {
     use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
-    let mut denied = Vec::new();
-    r.groups_names.retain(|g| {
-        let ok = authz.group(Operation::Delete, &g.0);
-        if !ok {
-            denied.push(
-                DeletableGroupResult::default()
-                    .with_group_id(g.clone())
-                    .with_error_code(errors::GROUP_AUTHORIZATION_FAILED),
-            );
-        }
-        ok
-    });
-    denied
+    take_denied(&mut r.groups_names, |g| {
+        (!authz.group(Operation::Delete, &g.0)).then(|| {
+            DeletableGroupResult::default()
+                .with_group_id(g.clone())
+                .with_error_code(errors::GROUP_AUTHORIZATION_FAILED)
+        })
+    })
 }
 
 /// DESCRIBE on each group described (answers without side effects, so checked after).
