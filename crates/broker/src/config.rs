@@ -108,6 +108,16 @@ pub struct BrokerConfig {
     /// password="…";`).
     #[serde(alias = "sasl.jaas.config")]
     pub sasl_jaas_config: Option<String>,
+    /// `sasl.mechanism.controller.protocol`: how this node authenticates to the other
+    /// quorum members' controller listener when it uses SASL (PLAIN, SCRAM-SHA-256 or
+    /// SCRAM-SHA-512; Kafka's default, GSSAPI, is not offered, so PLAIN is ours).
+    #[serde(alias = "sasl.mechanism.controller.protocol")]
+    pub sasl_mechanism_controller_protocol: String,
+    /// Kafka's per-listener settings, `listener.name.<listener>.<setting>` (listener names
+    /// in lower case): the JAAS lines `listener.name.<l>.sasl.jaas.config` and
+    /// `listener.name.<l>.<mechanism>.sasl.jaas.config`. Filled by [`BrokerConfig::from_toml`].
+    #[serde(skip)]
+    pub listener_overrides: std::collections::BTreeMap<String, String>,
     /// `sasl.server.max.receive.size`: the largest frame a connection may send before it has
     /// authenticated (CVE-2022-34917: an unauthenticated client must not make the broker
     /// allocate a large frame).
@@ -381,6 +391,8 @@ impl Default for BrokerConfig {
             sasl_server_max_receive_size: 524_288,
             sasl_mechanism_inter_broker_protocol: "SCRAM-SHA-512".into(),
             sasl_jaas_config: None,
+            sasl_mechanism_controller_protocol: "PLAIN".into(),
+            listener_overrides: Default::default(),
             sasl_oauthbearer_jwks_endpoint_url: None,
             sasl_oauthbearer_expected_audience: String::new(),
             sasl_oauthbearer_expected_issuer: None,
@@ -472,6 +484,81 @@ pub enum ConfigError {
 }
 
 impl BrokerConfig {
+    /// A configuration file's settings: keys as [`BrokerConfig`]'s fields or Kafka's
+    /// property names, and Kafka's per-listener `listener.name.*` keys (string values).
+    pub fn from_toml(text: &str) -> Result<BrokerConfig, String> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut overrides = std::collections::BTreeMap::new();
+        let keys: Vec<String> = table
+            .keys()
+            .filter(|k| k.starts_with("listener.name."))
+            .cloned()
+            .collect();
+        for key in keys {
+            match table.remove(&key) {
+                Some(toml::Value::String(v)) => {
+                    overrides.insert(key, v);
+                }
+                _ => return Err(format!("{key} must be a string")),
+            }
+        }
+        let mut config: BrokerConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.to_string())?;
+        config.listener_overrides = overrides;
+        Ok(config)
+    }
+
+    /// The JAAS line a listener uses for `mechanism`, most specific first:
+    /// `listener.name.<l>.<mechanism>.sasl.jaas.config`, `listener.name.<l>.sasl.jaas.config`,
+    /// then `sasl.jaas.config` (Kafka's order).
+    pub fn jaas_for(&self, listener: &str, mechanism: &str) -> Option<&str> {
+        let l = listener.to_ascii_lowercase();
+        let m = mechanism.to_ascii_lowercase();
+        self.listener_overrides
+            .get(&format!("listener.name.{l}.{m}.sasl.jaas.config"))
+            .or_else(|| {
+                self.listener_overrides
+                    .get(&format!("listener.name.{l}.sasl.jaas.config"))
+            })
+            .or(self.sasl_jaas_config.as_ref())
+            .map(String::as_str)
+    }
+
+    /// Every `listener.name.*` key names a listener of this node and a setting Strata takes
+    /// per listener.
+    fn validate_listener_overrides(&self, listeners: &Listeners) -> Result<(), ConfigError> {
+        let mut names: Vec<String> = listeners
+            .clients
+            .iter()
+            .map(|l| l.name.to_ascii_lowercase())
+            .collect();
+        names.push(listeners.controller_name.to_ascii_lowercase());
+        for key in self.listener_overrides.keys() {
+            let rest = key.strip_prefix("listener.name.").unwrap_or(key);
+            let Some((listener, setting)) = rest.split_once('.') else {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} is not listener.name.<listener>.<setting>"
+                )));
+            };
+            if !names.iter().any(|n| n == listener) {
+                return Err(ConfigError::Invalid(format!(
+                    "{key}: this node has no listener {listener} (listener names are lower case here: {})",
+                    names.join(", ")
+                )));
+            }
+            let mechanism_jaas = setting.strip_suffix(".sasl.jaas.config").is_some_and(|m| {
+                strata_security::Mechanism::parse(&m.to_ascii_uppercase()).is_some()
+            });
+            if setting != "sasl.jaas.config" && !mechanism_jaas {
+                return Err(ConfigError::Invalid(format!(
+                    "{key}: {setting} cannot be set per listener here (only sasl.jaas.config and <mechanism>.sasl.jaas.config; TLS settings are shared by every listener)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The node's listeners (see [`crate::listeners`]).
     pub fn resolved_listeners(&self) -> Result<Listeners, ConfigError> {
         listeners::resolve(&ListenerSettings {
@@ -757,6 +844,7 @@ impl BrokerConfig {
             }
         }
         let listeners = self.resolved_listeners()?;
+        self.validate_listener_overrides(&listeners)?;
         self.authorizer_config()?;
         self.oauth_validator()?;
         if self.quota_window_num < 2 || self.quota_window_size_seconds == 0 {
@@ -935,7 +1023,15 @@ impl BrokerConfig {
         {
             return bad(format!("ssl.principal.mapping.rules: {e}"));
         }
-        let Some(tls) = listeners.clients.iter().find(|l| l.protocol.uses_tls()) else {
+        let controller_tls =
+            self.controller_quorum_voters.is_some() && listeners.controller_protocol.uses_tls();
+        let Some(tls_name) = listeners
+            .clients
+            .iter()
+            .find(|l| l.protocol.uses_tls())
+            .map(|l| l.name.clone())
+            .or_else(|| controller_tls.then(|| listeners.controller_name.clone()))
+        else {
             return Ok(());
         };
         for (key, value) in [
@@ -958,8 +1054,7 @@ impl BrokerConfig {
         match (&self.ssl_keystore_location, inline) {
             (Some(_), true) => bad("give either ssl.keystore.location or ssl.keystore.certificate.chain with ssl.keystore.key, not both".into()),
             (None, false) => bad(format!(
-                "listener {} uses TLS: set ssl.keystore.location (a PEM file with the certificate chain and private key)",
-                tls.name
+                "listener {tls_name} uses TLS: set ssl.keystore.location (a PEM file with the certificate chain and private key)",
             )),
             (None, true) if self.ssl_keystore_certificate_chain.is_none() || self.ssl_keystore_key.is_none() => bad(
                 "ssl.keystore.certificate.chain and ssl.keystore.key go together".into(),
@@ -1028,6 +1123,48 @@ mod tests {
         assert_eq!((c.num_partitions, c.log_retention_ms), (3, 1000));
         assert_eq!(c.listen, "127.0.0.1:9092", "unset keys keep their defaults");
         assert!(toml::from_str::<BrokerConfig>("no_such_key = 1").is_err());
+        assert!(BrokerConfig::from_toml("no_such_key = 1").is_err());
+    }
+
+    #[test]
+    fn per_listener_jaas_lines_are_taken_most_specific_first() {
+        let text = r#"
+listeners = "PLAINTEXT://127.0.0.1:9092,INTERNAL://127.0.0.1:9093,CONTROLLER://127.0.0.1:9094"
+"listener.security.protocol.map" = "PLAINTEXT:PLAINTEXT,INTERNAL:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+"sasl.jaas.config" = 'x required username="any" password="a";'
+"listener.name.internal.sasl.jaas.config" = 'x required username="int" password="b";'
+"listener.name.controller.scram-sha-512.sasl.jaas.config" = 'x required username="ctl" password="c";'
+"#;
+        let c = BrokerConfig::from_toml(text).unwrap();
+        c.validate().unwrap();
+        let user =
+            |l: &str, m: &str| strata_security::jaas_option(c.jaas_for(l, m).unwrap(), "username");
+        assert_eq!(user("CONTROLLER", "SCRAM-SHA-512").as_deref(), Some("ctl"));
+        assert_eq!(user("CONTROLLER", "PLAIN").as_deref(), Some("any"));
+        assert_eq!(user("INTERNAL", "SCRAM-SHA-512").as_deref(), Some("int"));
+        assert_eq!(user("PLAINTEXT", "PLAIN").as_deref(), Some("any"));
+        for (key, why) in [
+            (
+                "listener.name.nosuch.sasl.jaas.config",
+                "no listener nosuch",
+            ),
+            (
+                "listener.name.internal.ssl.keystore.location",
+                "cannot be set per listener",
+            ),
+            (
+                "listener.name.internal.gssapi.sasl.jaas.config",
+                "cannot be set per listener",
+            ),
+        ] {
+            let c = BrokerConfig::from_toml(&format!("{text}\n\"{key}\" = \"x\"\n")).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(why), "{key}: {e}");
+        }
+        let e = BrokerConfig::from_toml(&format!(
+            "{text}\n\"listener.name.internal.sasl.jaas.config\" = 3\n"
+        ));
+        assert!(e.is_err());
     }
 
     #[test]

@@ -246,14 +246,21 @@ pub(crate) async fn refuse_a_wiped_directory(
     voters: &std::collections::BTreeMap<u64, String>,
     node_id: i32,
     directory_id: Option<uuid::Uuid>,
+    transport: &std::sync::Arc<strata_quorum::transport::Transport>,
 ) -> Result<(), String> {
     let Some(ours) = directory_id else {
         return Ok(());
     };
     let mut body = vec![IDENTITY_CALL];
     body.extend(serde_json::to_vec(&IdentityQuery { node_id }).unwrap_or_default());
-    let answers =
-        strata_quorum::ask_peers(voters, node_id as u64, &body, Duration::from_secs(2)).await;
+    let answers = strata_quorum::ask_peers(
+        voters,
+        node_id as u64,
+        &body,
+        Duration::from_secs(2),
+        transport,
+    )
+    .await;
     for (peer, answer) in answers {
         let Ok(answer) = answer else { continue };
         let Ok(answer) = serde_json::from_slice::<IdentityAnswer>(&answer) else {

@@ -71,6 +71,12 @@ pub struct Listeners {
     pub inter_broker: String,
     /// `HOST:PORT` of the controller listener, if `listeners` names one.
     pub controller: Option<String>,
+    /// The controller listener's name (the first of `controller.listener.names`) and
+    /// security protocol (from `listener.security.protocol.map`; PLAINTEXT if it has no
+    /// entry, as in Kafka): how this node's controller listener is secured and how it
+    /// connects to the other quorum members'.
+    pub controller_name: String,
+    pub controller_protocol: SecurityProtocol,
 }
 
 impl Listeners {
@@ -178,6 +184,23 @@ fn bracket(host: &str) -> String {
 
 /// The node's listeners from its settings (see the module doc).
 pub fn resolve(s: &ListenerSettings<'_>) -> Result<Listeners, ConfigError> {
+    let map = protocol_map(s.security_protocol_map)?;
+    let controller_names: Vec<String> = s
+        .controller_listener_names
+        .unwrap_or("CONTROLLER")
+        .split(',')
+        .map(|n| n.trim().to_ascii_uppercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let controller_name = controller_names
+        .first()
+        .cloned()
+        .ok_or_else(|| invalid("controller.listener.names is empty".into()))?;
+    // Kafka maps a controller listener missing from the map to PLAINTEXT.
+    let controller_protocol = map
+        .get(&controller_name)
+        .copied()
+        .unwrap_or(SecurityProtocol::Plaintext);
     let Some(spec) = s.listeners else {
         let advertised = s.advertised_listener.unwrap_or(s.listen);
         let (host, port) = advertised
@@ -198,17 +221,11 @@ pub fn resolve(s: &ListenerSettings<'_>) -> Result<Listeners, ConfigError> {
             }],
             inter_broker: "PLAINTEXT".into(),
             controller: None,
+            controller_name,
+            controller_protocol,
         });
     };
     let endpoints = parse_endpoints("listeners", spec)?;
-    let map = protocol_map(s.security_protocol_map)?;
-    let controller_names: Vec<String> = s
-        .controller_listener_names
-        .unwrap_or("CONTROLLER")
-        .split(',')
-        .map(|n| n.trim().to_ascii_uppercase())
-        .filter(|n| !n.is_empty())
-        .collect();
     let advertised = match s.advertised_listeners {
         Some(a) => parse_endpoints("advertised.listeners", a)?,
         None => Vec::new(),
@@ -241,15 +258,9 @@ pub fn resolve(s: &ListenerSettings<'_>) -> Result<Listeners, ConfigError> {
         };
         let bind = format!("{bind_host}:{port}");
         if controller_names.contains(name) {
-            // Kafka maps a controller listener missing from the map to PLAINTEXT.
-            let protocol = map
-                .get(name)
-                .copied()
-                .unwrap_or(SecurityProtocol::Plaintext);
-            if protocol != SecurityProtocol::Plaintext {
+            if *name != controller_name {
                 return Err(invalid(format!(
-                    "controller listener {name} is {}: the controller listener speaks PLAINTEXT only so far",
-                    protocol.name()
+                    "listener {name} is a controller listener but not the first of controller.listener.names ({controller_name}): one controller listener per node"
                 )));
             }
             if controller.replace(bind).is_some() {
@@ -310,6 +321,8 @@ pub fn resolve(s: &ListenerSettings<'_>) -> Result<Listeners, ConfigError> {
         clients,
         inter_broker,
         controller,
+        controller_name,
+        controller_protocol,
     })
 }
 
@@ -375,6 +388,36 @@ mod tests {
         );
         assert_eq!(l.inter_broker().advertised_host, "broker1");
         assert_eq!(l.controller.as_deref(), Some("10.0.0.1:9095"));
+        assert_eq!(
+            (l.controller_name.as_str(), l.controller_protocol),
+            ("CONTROLLER", SecurityProtocol::Plaintext)
+        );
+    }
+
+    #[test]
+    fn the_controller_listener_takes_its_protocol_from_the_map() {
+        let l = resolve(&ListenerSettings {
+            security_protocol_map: Some("PLAINTEXT:PLAINTEXT,CONTROLLER:SASL_SSL"),
+            ..settings("PLAINTEXT://h:1,CONTROLLER://h:2")
+        })
+        .unwrap();
+        assert_eq!(l.controller_protocol, SecurityProtocol::SaslSsl);
+        // Also when the controller listener binds where --controller-listen or the voters
+        // say (no `listeners`).
+        let l = resolve(&ListenerSettings {
+            listen: "127.0.0.1:9092",
+            security_protocol_map: Some("PLAINTEXT:PLAINTEXT,KRAFT:SSL"),
+            controller_listener_names: Some("kraft"),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            (l.controller_name.as_str(), l.controller_protocol),
+            ("KRAFT", SecurityProtocol::Ssl)
+        );
+        // Kafka: a controller listener missing from the map is PLAINTEXT.
+        let l = resolve(&settings("PLAINTEXT://h:1,CONTROLLER://h:2")).unwrap();
+        assert_eq!(l.controller_protocol, SecurityProtocol::Plaintext);
     }
 
     #[test]
@@ -408,10 +451,11 @@ mod tests {
             (settings("CONTROLLER://h:1"), "no listener for clients"),
             (
                 ListenerSettings {
-                    security_protocol_map: Some("PLAINTEXT:PLAINTEXT,CONTROLLER:SSL"),
-                    ..settings("PLAINTEXT://h:1,CONTROLLER://h:2")
+                    controller_listener_names: Some("CONTROLLER,CTL2"),
+                    security_protocol_map: Some("PLAINTEXT:PLAINTEXT,CTL2:SSL"),
+                    ..settings("PLAINTEXT://h:1,CTL2://h:2")
                 },
-                "PLAINTEXT only",
+                "not the first of controller.listener.names",
             ),
             (
                 ListenerSettings {

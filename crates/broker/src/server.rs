@@ -86,7 +86,9 @@ async fn serve_listeners(
 ) -> Result<(), ServeError> {
     let listeners = config.resolved_listeners()?;
     // TLS material is read before anything else opens: a bad keystore stops the start.
-    let tls = if listeners.clients.iter().any(|l| l.protocol.uses_tls()) {
+    let controller_tls =
+        config.controller_quorum_voters.is_some() && listeners.controller_protocol.uses_tls();
+    let tls = if controller_tls || listeners.clients.iter().any(|l| l.protocol.uses_tls()) {
         Some(crate::tls::TlsContext::new(&config)?)
     } else {
         None
@@ -103,21 +105,27 @@ async fn serve_listeners(
             // The directory's identity first; a member with no raft state checks that its
             // node id is not registered with another directory (a wiped one) before voting.
             let directory_id = Broker::check_identity(fs.as_ref(), &config)?;
+            let transport = Arc::new(
+                crate::peer_security::controller_transport(&config, &listeners, tls.clone())
+                    .map_err(|e| ServeError::Config(crate::config::ConfigError::Invalid(e)))?,
+            );
             if !strata_quorum::has_raft_state(fs.as_ref(), &config.data_dir) {
                 crate::inter_broker::refuse_a_wiped_directory(
                     &voters,
                     config.node_id,
                     directory_id,
+                    &transport,
                 )
                 .await
                 .map_err(TopicError::Identity)?;
             }
-            let quorum_config = strata_quorum::QuorumConfig::new(
+            let mut quorum_config = strata_quorum::QuorumConfig::new(
                 config.node_id as u64,
                 voters,
                 listen,
                 config.data_dir.clone(),
             );
+            quorum_config.transport = transport;
             Some(strata_quorum::Quorum::start(fs.clone(), clock.clone(), quorum_config).await?)
         }
         None => None,

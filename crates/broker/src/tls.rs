@@ -141,6 +141,14 @@ impl TlsContext {
         Ok(())
     }
 
+    /// The acceptor new handshakes use now (the controller listener's connections).
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.acceptor
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Runs the server side of a TLS handshake.
     pub async fn accept(&self, stream: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
         let acceptor = self

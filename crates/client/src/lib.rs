@@ -162,6 +162,46 @@ pub struct ClientSecurity {
     pub sasl: Option<ClientSasl>,
 }
 
+/// The client side of TLS from PEM: the CAs to trust (`trust`, one or more certificates)
+/// and, for servers that require client certificates, our own chain (`chain`) and
+/// unencrypted private key (`key`, often the same file's bytes).
+pub fn tls_client_config(
+    trust: &[u8],
+    own: Option<(&[u8], &[u8])>,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(trust) {
+        let cert = cert.map_err(|e| format!("the truststore: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("the truststore: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("the truststore holds no PEM certificate".into());
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let config = match own {
+        Some((chain, key)) => {
+            let chain = CertificateDer::pem_slice_iter(chain)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("the client certificate: {e}"))?;
+            let key =
+                PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("the client key: {e}"))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("the client certificate: {e}"))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(std::sync::Arc::new(config))
+}
+
 static DEFAULT_SECURITY: std::sync::OnceLock<ClientSecurity> = std::sync::OnceLock::new();
 
 /// The security every [`Client::connect`] of this process uses (the CLI's

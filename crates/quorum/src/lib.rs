@@ -16,6 +16,7 @@
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
+pub mod transport;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -41,7 +42,13 @@ pub const QUORUM_DIR: &str = "__cluster_metadata-quorum";
 
 /// A broker-only member (not among the voters) asks the voters, following leader hints, to
 /// add it as a learner, until the membership names it (retried while no leader answers).
-async fn join_as_learner(raft: Raft, node_id: u64, addr: String, voters: BTreeMap<u64, String>) {
+async fn join_as_learner(
+    raft: Raft,
+    node_id: u64,
+    addr: String,
+    voters: BTreeMap<u64, String>,
+    transport: Arc<transport::Transport>,
+) {
     let request = network::JoinRequest {
         node_id,
         addr: addr.clone(),
@@ -62,7 +69,7 @@ async fn join_as_learner(raft: Raft, node_id: u64, addr: String, voters: BTreeMa
         }
         let target = targets[next % targets.len()].clone();
         next += 1;
-        match network::Connection::new(target.clone())
+        match network::Connection::new(target.clone(), transport.clone())
             .join(&request, Duration::from_secs(5))
             .await
         {
@@ -101,10 +108,11 @@ pub async fn ask_peers(
     node_id: u64,
     body: &[u8],
     ttl: Duration,
+    transport: &Arc<transport::Transport>,
 ) -> Vec<(u64, io::Result<Vec<u8>>)> {
     let mut out = Vec::new();
     for (id, addr) in voters.iter().filter(|(id, _)| **id != node_id) {
-        let answer = network::Connection::new(addr.clone())
+        let answer = network::Connection::new(addr.clone(), transport.clone())
             .call_raw(body, ttl)
             .await;
         out.push((*id, answer));
@@ -178,6 +186,8 @@ pub struct QuorumConfig {
     pub election_timeout_max_ms: u64,
     /// How long a write waits for a leader before it fails.
     pub write_timeout: Duration,
+    /// How the controller listener is secured (plaintext unless the application says).
+    pub transport: Arc<transport::Transport>,
 }
 
 impl QuorumConfig {
@@ -193,6 +203,7 @@ impl QuorumConfig {
             election_timeout_min_ms: 1000,
             election_timeout_max_ms: 2000,
             write_timeout: Duration::from_secs(30),
+            transport: transport::Transport::plaintext(),
         }
     }
 }
@@ -256,14 +267,22 @@ impl Quorum {
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            network::Network,
+            network::Network {
+                transport: config.transport.clone(),
+            },
             log.clone(),
             state_machine.clone(),
         )
         .await
         .map_err(|e| QuorumError::Raft(e.to_string()))?;
         let calls_in: network::CallSlot = Arc::new(std::sync::RwLock::new(None));
-        let server = tokio::spawn(network::serve(listener, raft.clone(), calls_in.clone()));
+        let server = tokio::spawn(network::serve(
+            listener,
+            raft.clone(),
+            calls_in.clone(),
+            config.transport.clone(),
+            state_machine.clone(),
+        ));
         if config.voters.contains_key(&config.node_id) {
             let members: BTreeMap<u64, BasicNode> = config
                 .voters
@@ -284,6 +303,7 @@ impl Quorum {
                 config.node_id,
                 config.listen.clone(),
                 config.voters.clone(),
+                config.transport.clone(),
             ))
         });
         info!(node_id = config.node_id, listen = %config.listen, voters = ?config.voters, learner = joining.is_some(), "metadata quorum started");
@@ -410,7 +430,9 @@ impl Quorum {
             .unwrap_or_else(|p| p.into_inner())
             .get_mut(&addr)
             .and_then(Vec::pop);
-        let mut connection = idle.unwrap_or_else(|| network::Connection::new(addr.clone()));
+        let mut connection = idle.unwrap_or_else(|| {
+            network::Connection::new(addr.clone(), self.config.transport.clone())
+        });
         let result = connection.call_raw(&body, ttl).await;
         if result.is_ok() {
             self.give_back(addr.clone(), connection);
@@ -443,7 +465,10 @@ impl Quorum {
             .max(Duration::from_millis(100));
         let mut forward = self.forward.lock().await;
         if forward.as_ref().is_none_or(|(a, _)| a != addr) {
-            *forward = Some((addr.to_string(), network::Connection::new(addr.to_string())));
+            *forward = Some((
+                addr.to_string(),
+                network::Connection::new(addr.to_string(), self.config.transport.clone()),
+            ));
         }
         let (_, connection) = forward.as_mut().expect("set above");
         connection.write(batch, attempt).await
@@ -471,7 +496,9 @@ impl Quorum {
                     .unwrap_or_else(|p| p.into_inner())
                     .get_mut(&addr)
                     .and_then(Vec::pop);
-                let mut connection = idle.unwrap_or_else(|| network::Connection::new(addr.clone()));
+                let mut connection = idle.unwrap_or_else(|| {
+                    network::Connection::new(addr.clone(), self.config.transport.clone())
+                });
                 let reply = connection
                     .read_index(ttl)
                     .await

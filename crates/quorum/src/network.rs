@@ -5,7 +5,8 @@
 //! big-endian u32 length and that many bytes of JSON; the answer is a u32 length and JSON.
 //! Lengths above [`FRAME_MAX`] close the connection before anything is allocated for them.
 //! A connection carries one request at a time; a failed or timed-out call drops it and the
-//! next call connects again (raft retries on its own schedule).
+//! next call connects again (raft retries on its own schedule). TLS, SASL and admission come
+//! first when the listener is secured ([`crate::transport`]).
 
 use std::future::Future;
 use std::io;
@@ -24,10 +25,11 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
-use crate::{MetaBatch, Raft, Rejected, TypeConfig};
+use crate::transport::{read_bounded, Stream, Transport};
+use crate::{MetaBatch, Raft, Rejected, StateMachine, TypeConfig};
 
 type C = TypeConfig;
 
@@ -86,17 +88,8 @@ pub enum WriteReply {
     Failed(String),
 }
 
-async fn read_frame(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
-    let len = stream.read_u32().await?;
-    if len > FRAME_MAX {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes exceeds {FRAME_MAX}"),
-        ));
-    }
-    let mut buf = vec![0u8; len as usize];
-    stream.read_exact(&mut buf).await?;
-    Ok(buf)
+async fn read_frame(stream: &mut Stream) -> io::Result<Vec<u8>> {
+    read_bounded(stream, FRAME_MAX).await
 }
 
 fn json<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
@@ -116,13 +109,28 @@ pub type CallHandler =
 pub type CallSlot = Arc<std::sync::RwLock<Option<CallHandler>>>;
 
 /// Serves the controller listener until the process stops.
-pub async fn serve(listener: TcpListener, raft: Raft, calls: CallSlot) {
+pub async fn serve(
+    listener: TcpListener,
+    raft: Raft,
+    calls: CallSlot,
+    transport: Arc<Transport>,
+    state_machine: StateMachine,
+) {
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => {
+            Ok((tcp, peer)) => {
                 let raft = raft.clone();
                 let calls = calls.clone();
+                let transport = transport.clone();
+                let state_machine = state_machine.clone();
                 tokio::spawn(async move {
+                    let stream = match transport.accept(tcp, peer, || state_machine.image()).await {
+                        Ok((stream, _)) => stream,
+                        Err(e) => {
+                            debug!(%peer, error = %e, "controller connection refused");
+                            return;
+                        }
+                    };
                     if let Err(e) = serve_connection(stream, raft, calls).await {
                         debug!(%peer, error = %e, "controller connection closed");
                     }
@@ -136,8 +144,7 @@ pub async fn serve(listener: TcpListener, raft: Raft, calls: CallSlot) {
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, raft: Raft, calls: CallSlot) -> io::Result<()> {
-    stream.set_nodelay(true)?;
+async fn serve_connection(mut stream: Stream, raft: Raft, calls: CallSlot) -> io::Result<()> {
     loop {
         let kind = match stream.read_u8().await {
             Ok(k) => k,
@@ -196,8 +203,11 @@ async fn serve_connection(mut stream: TcpStream, raft: Raft, calls: CallSlot) ->
                 }
             }
         };
-        stream.write_u32(answer.len() as u32).await?;
-        stream.write_all(&answer).await?;
+        let mut frame = Vec::with_capacity(answer.len() + 4);
+        frame.extend_from_slice(&(answer.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&answer);
+        stream.write_all(&frame).await?;
+        stream.flush().await?;
     }
 }
 
@@ -319,12 +329,17 @@ pub(crate) async fn write_locally(raft: &Raft, batch: MetaBatch) -> WriteReply {
 /// One connection to a peer's controller listener.
 pub struct Connection {
     addr: String,
-    stream: Option<TcpStream>,
+    transport: Arc<Transport>,
+    stream: Option<Stream>,
 }
 
 impl Connection {
-    pub fn new(addr: String) -> Self {
-        Self { addr, stream: None }
+    pub fn new(addr: String, transport: Arc<Transport>) -> Self {
+        Self {
+            addr,
+            transport,
+            stream: None,
+        }
     }
 
     /// Sends one request and reads its answer within `ttl`; any failure drops the connection.
@@ -364,20 +379,19 @@ impl Connection {
 
     async fn exchange(&mut self, kind: Kind, body: &[u8]) -> io::Result<Vec<u8>> {
         if self.stream.is_none() {
-            let s = TcpStream::connect(&self.addr).await?;
-            s.set_nodelay(true)?;
-            self.stream = Some(s);
+            self.stream = Some(self.transport.connect(&self.addr).await?);
         }
         let stream = self.stream.as_mut().expect("connected above");
         let len = u32::try_from(body.len())
             .ok()
             .filter(|&l| l <= FRAME_MAX)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "request too large"))?;
-        let mut head = [0u8; 5];
-        head[0] = kind as u8;
-        head[1..].copy_from_slice(&len.to_be_bytes());
-        stream.write_all(&head).await?;
-        stream.write_all(body).await?;
+        let mut frame = Vec::with_capacity(body.len() + 5);
+        frame.push(kind as u8);
+        frame.extend_from_slice(&len.to_be_bytes());
+        frame.extend_from_slice(body);
+        stream.write_all(&frame).await?;
+        stream.flush().await?;
         read_frame(stream).await
     }
 
@@ -415,13 +429,15 @@ impl Connection {
 
 /// Makes raft's connections to its peers.
 #[derive(Clone, Default)]
-pub struct Network;
+pub struct Network {
+    pub transport: Arc<Transport>,
+}
 
 impl RaftNetworkFactory<C> for Network {
     type Network = Connection;
 
     async fn new_client(&mut self, _target: u64, node: &BasicNode) -> Self::Network {
-        Connection::new(node.addr.clone())
+        Connection::new(node.addr.clone(), self.transport.clone())
     }
 }
 

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata_cluster::{MetadataImage, MetadataRecord};
+use strata_quorum::transport::{JaasUsers, Sasl, Transport};
 use strata_quorum::{Quorum, QuorumConfig, QuorumError};
+use strata_security::{Mechanism, ScramMechanism};
 use strata_storage::{Clock, Fs, RealFs, SystemClock};
 use uuid::Uuid;
 
@@ -25,6 +27,8 @@ struct Cluster {
     paths: Vec<PathBuf>,
     voters: BTreeMap<u64, String>,
     nodes: Vec<Option<Arc<Quorum>>>,
+    /// Each member's controller-listener security (plaintext unless a test sets it).
+    transports: BTreeMap<u64, Arc<Transport>>,
 }
 
 impl Cluster {
@@ -38,6 +42,26 @@ impl Cluster {
             _dirs: dirs,
             voters,
             nodes: vec![None, None, None],
+            transports: BTreeMap::new(),
+        };
+        for id in 1..=3 {
+            c.start_node(id).await;
+        }
+        c
+    }
+
+    /// Like [`Cluster::start`], with each member's transport.
+    async fn start_secured(transports: BTreeMap<u64, Arc<Transport>>) -> Self {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let voters: BTreeMap<u64, String> = (1..=3)
+            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+            .collect();
+        let mut c = Self {
+            paths: dirs.iter().map(|d| d.path().to_path_buf()).collect(),
+            _dirs: dirs,
+            voters,
+            nodes: vec![None, None, None],
+            transports,
         };
         for id in 1..=3 {
             c.start_node(id).await;
@@ -57,6 +81,9 @@ impl Cluster {
         config.heartbeat_ms = 100;
         config.election_timeout_min_ms = 400;
         config.election_timeout_max_ms = 800;
+        if let Some(t) = self.transports.get(&id) {
+            config.transport = t.clone();
+        }
         self.nodes[id as usize - 1] = Some(Quorum::start(fs, clock, config).await.unwrap());
     }
 
@@ -244,4 +271,48 @@ async fn a_member_caught_up_with_the_leader_shows_every_acknowledged_write() {
         "caught up with no majority alive: {result:?}"
     );
     c.stop_node(f).await;
+}
+
+/// SCRAM on the controller listener: members log in as `ctl` and check peers against
+/// `users` (a JAAS line's `user_NAME="password"` entries).
+fn scram(password: &str, users: &str) -> Arc<Transport> {
+    Arc::new(Transport {
+        sasl: Some(Sasl {
+            mechanism: Mechanism::Scram(ScramMechanism::Sha256),
+            user: "ctl".into(),
+            password: password.into(),
+            accepted: vec![Mechanism::Scram(ScramMechanism::Sha256)],
+            credentials: Arc::new(JaasUsers::parse(users)),
+            failure_delay: Duration::ZERO,
+        }),
+        ..Transport::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_authenticate_each_other_and_one_with_other_credentials_is_shut_out() {
+    // Members 1 and 2 share the controller credentials; member 3 was given other ones, so
+    // it can neither log in to them nor let them log in to it.
+    let good = scram("ctl-secret", r#"x required user_ctl="ctl-secret";"#);
+    let odd = scram("other", r#"x required user_ctl="other";"#);
+    let transports = BTreeMap::from([(1, good.clone()), (2, good), (3, odd)]);
+    let mut c = Cluster::start_secured(transports).await;
+    let leader = c.leader().await;
+    assert_ne!(leader, 3, "member 3 cannot win a vote nobody can hear");
+    c.node(leader).write(topic("secured")).await.unwrap();
+    for id in [1, 2] {
+        for _ in 0..200 {
+            if c.node(id).image().topic("secured").is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(c.node(id).image().topic("secured").is_some(), "member {id}");
+    }
+    // Member 3 never receives the entry, however long the others keep trying.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(c.node(3).image().topic("secured").is_none());
+    for id in 1..=3 {
+        c.stop_node(id).await;
+    }
 }

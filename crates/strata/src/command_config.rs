@@ -5,12 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use strata_client::{ClientSasl, ClientSecurity};
+use strata_client::{tls_client_config, ClientSasl, ClientSecurity};
 use strata_security::jaas_option;
 
 fn properties(text: &str) -> BTreeMap<String, String> {
@@ -49,15 +46,6 @@ pub fn load(path: &Path) -> anyhow::Result<ClientSecurity> {
             .get("ssl.truststore.location")
             .or_else(|| p.get("ssl.ca.location"))
             .context("TLS needs ssl.truststore.location (PEM) or ssl.ca.location")?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&read(ca)?) {
-            roots.add(cert.context("the truststore")?)?;
-        }
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
         let own = match (
             p.get("ssl.keystore.location"),
             p.get("ssl.certificate.location"),
@@ -67,14 +55,9 @@ pub fn load(path: &Path) -> anyhow::Result<ClientSecurity> {
             (None, Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
             _ => None,
         };
-        let config = match own {
-            Some((chain, key)) => builder.with_client_auth_cert(
-                CertificateDer::pem_slice_iter(&chain).collect::<Result<Vec<_>, _>>()?,
-                PrivateKeyDer::from_pem_slice(&key).context("the client key")?,
-            )?,
-            None => builder.with_no_client_auth(),
-        };
-        security.tls = Some(Arc::new(config));
+        let own = own.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice()));
+        security.tls =
+            Some(tls_client_config(&read(ca)?, own).map_err(|e| anyhow::anyhow!("{e}"))?);
     }
     if sasl {
         let mechanism = p

@@ -41,8 +41,8 @@ fn load(args: ServeArgs) -> anyhow::Result<(BrokerConfig, std::fs::File)> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read config file {}", path.display()))?;
-            toml::from_str::<BrokerConfig>(&text)
-                .with_context(|| format!("invalid config file {}", path.display()))?
+            BrokerConfig::from_toml(&text)
+                .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))?
         }
         None => BrokerConfig::default(),
     };
