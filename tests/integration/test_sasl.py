@@ -498,3 +498,108 @@ broker_session_timeout_ms = 3000
             b.stop()
     for b in nodes:
         assert "panicked" not in b.log_text()
+
+
+def _controller_config(pki, plain, controller, user="controller", password="ctl-secret"):  # noqa: F811
+    """A node whose controller listener is SASL_SSL with SCRAM-SHA-256: it logs in to its
+    peers as `user` and accepts the users of its JAAS line; only super users (or principals
+    allowed CLUSTER_ACTION) may use the listener."""
+    jaas = ("org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{user}" password="{password}" '
+            'user_controller="ctl-secret" user_intruder="intruder-secret";')
+    return f"""
+listeners = "PLAINTEXT://127.0.0.1:{plain},CONTROLLER://127.0.0.1:{controller}"
+"listener.security.protocol.map" = "PLAINTEXT:PLAINTEXT,CONTROLLER:SASL_SSL"
+"ssl.keystore.location" = "{pki / 'keystore.pem'}"
+"ssl.truststore.location" = "{pki / 'ca.pem'}"
+"sasl.mechanism.controller.protocol" = "SCRAM-SHA-256"
+"listener.name.controller.scram-sha-256.sasl.jaas.config" = '{jaas}'
+"authorizer.class.name" = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+"super.users" = "User:controller;User:ANONYMOUS"
+broker_heartbeat_interval_ms = 300
+broker_session_timeout_ms = 3000
+"""
+
+
+def test_the_controller_listener_is_encrypted_authenticated_and_authorized(tmp_path, pki):  # noqa: F811
+    """The metadata quorum's traffic (raft, forwarded metadata writes, the inter-broker
+    calls transactions make) over CONTROLLER:SASL_SSL with SCRAM: the cluster forms, topics
+    replicate and transactions commit; plaintext to the controller port gets no answer; a
+    node that authenticates as a principal without CLUSTER_ACTION cannot join."""
+    from test_cluster import start_all, wait_for
+    from confluent_kafka.admin import NewTopic
+
+    n = 3
+    plain = [free_port() for _ in range(n)]
+    controller = [free_port() for _ in range(n)]
+    voters = ",".join(f"{i + 1}@127.0.0.1:{controller[i]}" for i in range(n))
+    for i in range(n + 1):
+        (tmp_path / f"node{i + 1}").mkdir()
+    nodes = [Broker(tmp_path / f"node{i + 1}" / "data", port=plain[i],
+                    config_text=_controller_config(pki, plain[i], controller[i]),
+                    extra_args=["--node-id", str(i + 1), "--controller-quorum-voters", voters])
+             for i in range(n)]
+    start_all(nodes)
+    rogue = None
+    try:
+        bs = ",".join(f"127.0.0.1:{p}" for p in plain)
+        for b in nodes:
+            assert 'Transport { tls: true, sasl: Some(Scram(Sha256)), admit: true }' in b.log_text()
+        admin = AdminClient({"bootstrap.servers": bs})
+        wait_for(lambda: len(admin.list_topics(timeout=5).brokers) == n, what="all brokers")
+        topic = unique("ctl")
+        admin.create_topics([NewTopic(topic, 3, 3)])[topic].result(30)
+        got = _roundtrip({"bootstrap.servers": bs}, topic, n=60)
+        assert sorted(got) == sorted(f"v{i}" for i in range(60))
+        # A transaction over partitions led by every broker: its markers go from the
+        # coordinator to the other leaders over the controller listener.
+        p = Producer({"bootstrap.servers": bs, "transactional.id": unique("tx")})
+        p.init_transactions(30)
+        p.begin_transaction()
+        for i in range(30):
+            p.produce(topic, key=str(i), value=f"t{i}", partition=i % 3)
+        p.commit_transaction(30)
+        c = Consumer({"bootstrap.servers": bs, "group.id": unique("g"),
+                      "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
+        c.subscribe([topic])
+        seen = set()
+        deadline = time.time() + 30
+        while len(seen) < 30 and time.time() < deadline:
+            m = c.poll(0.5)
+            if m is not None and m.error() is None and m.value().startswith(b"t"):
+                seen.add(m.value())
+        c.close()
+        assert len(seen) == 30, "the committed transaction is visible on every partition"
+
+        # Plaintext to a TLS controller port: no frame comes back.
+        with socket.create_connection(("127.0.0.1", controller[0]), timeout=5) as s:
+            s.sendall(struct.pack(">BI", 8, 2) + b"{}")  # a read-index request, unencrypted
+            try:
+                data = s.recv(64)
+            except (ConnectionResetError, socket.timeout):
+                data = b""
+        assert data == b"" or data[0] == 0x15, f"a TLS alert at most, got {data!r}"
+
+        # A broker-only node whose SCRAM login is valid but names a principal that is
+        # neither a super user nor allowed CLUSTER_ACTION: refused by every voter.
+        rp, rc = free_port(), free_port()
+        rogue = Broker(tmp_path / "node4" / "data", port=rp,
+                       config_text=_controller_config(pki, rp, rc, user="intruder",
+                                                      password="intruder-secret"),
+                       extra_args=["--node-id", "9", "--controller-quorum-voters", voters,
+                                   "--process-roles", "broker"])
+        try:
+            rogue.start(timeout=8)
+        except RuntimeError:
+            pass  # it may never get far enough to listen
+        wait_for(lambda: any("principal not allowed CLUSTER_ACTION" in b.log_text()
+                             and "User:intruder" in b.log_text() for b in nodes),
+                 timeout=20, what="the voters refusing User:intruder")
+        assert len(admin.list_topics(timeout=5).brokers) == n, "the rogue never registered"
+    finally:
+        if rogue is not None:
+            rogue.stop()
+        for b in nodes:
+            b.stop()
+    for b in nodes:
+        assert "panicked" not in b.log_text()

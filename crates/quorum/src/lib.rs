@@ -306,7 +306,7 @@ impl Quorum {
                 config.transport.clone(),
             ))
         });
-        info!(node_id = config.node_id, listen = %config.listen, voters = ?config.voters, learner = joining.is_some(), "metadata quorum started");
+        info!(node_id = config.node_id, listen = %config.listen, voters = ?config.voters, learner = joining.is_some(), security = ?config.transport, "metadata quorum started");
         Ok(Arc::new(Self {
             config,
             raft,

@@ -41,6 +41,9 @@ pub const AUTH_FRAME_MAX: u32 = 8 << 10;
 /// How long TLS and SASL together may take before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The user name a client certificate (DER) maps to, if any.
+pub type CertificateUser = Arc<dyn Fn(&[u8]) -> Option<String> + Send + Sync>;
+
 /// The server side of TLS on the controller listener.
 #[derive(Clone)]
 pub struct TlsServer {
@@ -49,7 +52,7 @@ pub struct TlsServer {
     pub acceptor: Arc<dyn Fn() -> tokio_rustls::TlsAcceptor + Send + Sync>,
     /// The user name a client certificate (DER) maps to (`ssl.principal.mapping.rules`);
     /// None: no rule matches, the connection is refused.
-    pub user_of: Arc<dyn Fn(&[u8]) -> Option<String> + Send + Sync>,
+    pub user_of: CertificateUser,
 }
 
 /// SASL on the controller listener: how this node logs in to its peers, and what it accepts.
@@ -506,6 +509,34 @@ mod tests {
         let e = client.unwrap_err().to_string();
         assert!(e.contains("PLAIN is not enabled"), "{e}");
         assert!(server.is_err());
+    }
+
+    proptest::proptest! {
+        /// Whatever an unauthenticated peer sends (well framed or not) ends in an error or
+        /// an authentication, never a panic or a hang.
+        #[test]
+        fn arbitrary_sasl_frames_never_panic(
+            frames in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..300), 1..4),
+            raw in proptest::bool::ANY,
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let server = sasl(Mechanism::Plain, "ctl", "ctl-secret");
+                let (mut a, mut b) = tokio::io::duplex(64 << 10);
+                for f in &frames {
+                    if raw {
+                        a.write_all(f).await.unwrap();
+                    } else {
+                        let mut framed = vec![AUTHENTICATE];
+                        framed.extend_from_slice(&(f.len() as u32).to_be_bytes());
+                        framed.extend_from_slice(f);
+                        a.write_all(&framed).await.unwrap();
+                    }
+                }
+                drop(a);
+                let _ = authenticate(&mut b, &server).await;
+            });
+        }
     }
 
     #[tokio::test]
