@@ -281,3 +281,49 @@ def test_one_address_cannot_take_every_connection(tmp_path):
     finally:
         b.stop()
     assert "panicked" not in b.log_text()
+
+
+def test_listener_and_broker_wide_connection_limits(tmp_path):
+    """KIP-402: listener.name.<l>.max.connections caps one listener without touching the
+    others; once the broker-wide max.connections is reached, client listeners refuse new
+    connections while the inter-broker listener still takes them (brokers must reach each
+    other)."""
+    from conftest import Broker, free_port
+
+    internal, external = free_port(), free_port()
+    config = f"""
+listeners = "INTERNAL://127.0.0.1:{internal},EXTERNAL://127.0.0.1:{external}"
+"listener.security.protocol.map" = "INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT"
+"inter.broker.listener.name" = "INTERNAL"
+"listener.name.external.max.connections" = "3"
+"max.connections" = 5
+"""
+    b = Broker(tmp_path / "data", port=internal, config_text=config).start()
+    held = []
+    try:
+        def ask(s):
+            s.sendall(frame(header(18, 0)))
+            return struct.unpack(">ih", read_frame(s)[:6]) == (7, 0)
+
+        def open_on(port):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            held.append(s)
+            return s
+
+        assert all(ask(open_on(external)) for _ in range(3))
+        assert closed_by_peer(open_on(external)), "a fourth EXTERNAL connection is closed"
+        assert "max.connections 3 of listener EXTERNAL reached" in b.log_text()
+        # The other listener is not limited by EXTERNAL's cap: two more fill the broker.
+        assert all(ask(open_on(internal)) for _ in range(2))
+        held[0].close()  # EXTERNAL has a free place; an INTERNAL connection fills the broker
+        time.sleep(0.2)
+        assert ask(open_on(internal))
+        assert closed_by_peer(open_on(external)), "broker-wide max.connections refuses clients"
+        assert "max.connections reached" in b.log_text()
+        # The inter-broker listener is protected.
+        assert ask(open_on(internal)), "the inter-broker listener still takes connections"
+    finally:
+        for s in held:
+            s.close()
+        b.stop()
+    assert "panicked" not in b.log_text()

@@ -188,7 +188,8 @@ pub struct BrokerConfig {
     /// `socket.request.max.bytes`: largest request frame accepted.
     #[serde(alias = "socket.request.max.bytes")]
     pub socket_request_max_bytes: usize,
-    /// `max.connections`: connections served at once; more are refused.
+    /// `max.connections`: connections served at once; more are refused, except on the
+    /// inter-broker listener (KIP-402: brokers can always reach each other).
     #[serde(alias = "max.connections")]
     pub connections_max: usize,
     /// `max.connections.per.ip`: connections one address may hold at once (KIP-402).
@@ -525,6 +526,17 @@ impl BrokerConfig {
             .map(String::as_str)
     }
 
+    /// `listener.name.<l>.max.connections` (KIP-402): connections served at once on that
+    /// listener; None: only the broker-wide `max.connections` applies.
+    pub fn listener_max_connections(&self, listener: &str) -> Option<usize> {
+        self.listener_overrides
+            .get(&format!(
+                "listener.name.{}.max.connections",
+                listener.to_ascii_lowercase()
+            ))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
     /// Every `listener.name.*` key names a listener of this node and a setting Strata takes
     /// per listener.
     fn validate_listener_overrides(&self, listeners: &Listeners) -> Result<(), ConfigError> {
@@ -550,9 +562,20 @@ impl BrokerConfig {
             let mechanism_jaas = setting.strip_suffix(".sasl.jaas.config").is_some_and(|m| {
                 strata_security::Mechanism::parse(&m.to_ascii_uppercase()).is_some()
             });
-            if setting != "sasl.jaas.config" && !mechanism_jaas {
+            if setting == "max.connections" {
+                if self.listener_overrides[key]
+                    .trim()
+                    .parse::<usize>()
+                    .is_err()
+                {
+                    return Err(ConfigError::Invalid(format!(
+                        "{key} '{}' is not a count",
+                        self.listener_overrides[key]
+                    )));
+                }
+            } else if setting != "sasl.jaas.config" && !mechanism_jaas {
                 return Err(ConfigError::Invalid(format!(
-                    "{key}: {setting} cannot be set per listener here (only sasl.jaas.config and <mechanism>.sasl.jaas.config; TLS settings are shared by every listener)"
+                    "{key}: {setting} cannot be set per listener here (only max.connections, sasl.jaas.config and <mechanism>.sasl.jaas.config; TLS settings are shared by every listener)"
                 )));
             }
         }

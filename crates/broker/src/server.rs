@@ -221,6 +221,18 @@ async fn serve_listeners(
         crate::connection_limits::parse_overrides(&broker.config.max_connections_per_ip_overrides)
             .unwrap_or_default(),
     ));
+    // KIP-402's per-listener limits.
+    let listener_slots: std::collections::HashMap<String, (usize, Arc<Semaphore>)> = listeners
+        .clients
+        .iter()
+        .filter_map(|l| {
+            let n = broker.config.listener_max_connections(&l.name)?;
+            Some((l.name.clone(), (n, Arc::new(Semaphore::new(n)))))
+        })
+        .collect();
+    // As Kafka's protected listener: only when it is not the node's only listener.
+    let protected: Option<Arc<str>> =
+        (listeners.clients.len() > 1).then(|| Arc::from(listeners.inter_broker.as_str()));
     let mut connections = tokio::task::JoinSet::new();
     // One accepting task per listener, handing connections to this loop.
     let (accepted_tx, mut accepted_rx) = tokio::sync::mpsc::channel(64);
@@ -254,9 +266,24 @@ async fn serve_listeners(
     loop {
         tokio::select! {
             Some((stream, peer, name, protocol)) = accepted_rx.recv() => {
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    warn!(%peer, limit = broker.config.connections_max, "refusing connection: connections_max reached");
+                // Brokers reach each other on the inter-broker listener even when the broker-wide
+                // limit is reached (KIP-402), if clients have listeners of their own.
+                let permit = slots.clone().try_acquire_owned().ok();
+                if permit.is_none() && protected.as_ref() != Some(&name) {
+                    warn!(%peer, limit = broker.config.connections_max, "refusing connection: max.connections reached");
                     continue;
+                }
+                let listener_permit = match listener_slots.get(&*name) {
+                    None => None,
+                    Some((limit, slots)) => match slots.clone().try_acquire_owned() {
+                        Ok(p) => Some(p),
+                        Err(_) => {
+                            let why = format!("max.connections {limit} of listener {name} reached");
+                            let context = connection::ConnectionContext::on(peer, name, protocol);
+                            broker.audit.connection_refused(&context, &why);
+                            continue;
+                        }
+                    },
                 };
                 let ip_slot = match per_ip.admit(peer.ip(), &broker.image(), std::time::Instant::now()) {
                     Ok(slot) => slot,
@@ -275,6 +302,7 @@ async fn serve_listeners(
                         connection::serve(b, transport, context, stop).await;
                     }
                     drop(permit);
+                    drop(listener_permit);
                     drop(ip_slot);
                 });
             }
