@@ -16,7 +16,8 @@
 //! `throttle_time_ms` and the connection reads nothing more until it has passed (KIP-219).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use strata_cluster::{ClientQuotaImage, MetadataImage};
@@ -242,22 +243,47 @@ impl QuotaManager {
     }
 }
 
-/// A response future whose busy time (the time its polls take, plus `spent` before it) is
-/// recorded against the connection's `request_percentage` quota when it completes; over
-/// the quota, the connection is muted for the throttle time (KIP-124). Without any client
-/// quota set it is the future itself.
+tokio::task_local! {
+    /// Microseconds the request being polled kept threads of the blocking pool busy.
+    static OFFLOADED: Arc<AtomicU64>;
+}
+
+/// Runs `f` on the blocking pool (admin handlers); its time there counts as the current
+/// request's busy time for `request_percentage`, as Kafka counts a request handler thread's.
+pub async fn offload<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    let busy = OFFLOADED.try_with(Arc::clone).ok();
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let out = f();
+        if let Some(busy) = busy {
+            busy.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        }
+        out
+    })
+    .await
+}
+
+/// A response future whose busy time (the time its polls take, the time it kept the
+/// blocking pool busy through [`offload`], plus `spent` before it) is recorded against the
+/// connection's `request_percentage` quota when it completes; over the quota, the connection
+/// is muted for the throttle time (KIP-124). Without any client quota set it is the future
+/// itself.
 pub fn timed(
     pending: crate::handlers::PendingResponse,
     spent: Duration,
-    broker: std::sync::Arc<crate::Broker>,
+    broker: Arc<crate::Broker>,
     context: crate::connection::ConnectionContext,
     client_id: String,
 ) -> crate::handlers::PendingResponse {
     if broker.image().client_quotas().is_empty() {
         return pending;
     }
+    let offloaded = Arc::new(AtomicU64::new(0));
     Box::pin(Timed {
-        inner: pending,
+        inner: Box::pin(OFFLOADED.scope(offloaded.clone(), pending)),
+        offloaded,
         spent,
         broker,
         context,
@@ -267,8 +293,9 @@ pub fn timed(
 
 struct Timed {
     inner: crate::handlers::PendingResponse,
+    offloaded: Arc<AtomicU64>,
     spent: Duration,
-    broker: std::sync::Arc<crate::Broker>,
+    broker: Arc<crate::Broker>,
     context: crate::connection::ConnectionContext,
     client_id: String,
 }
@@ -284,8 +311,9 @@ impl std::future::Future for Timed {
         let polled = self.inner.as_mut().poll(cx);
         self.spent += started.elapsed();
         if polled.is_ready() {
+            let offloaded = Duration::from_micros(self.offloaded.load(Ordering::Relaxed));
             // Kafka's unit: percent of one thread over a second, as percent-seconds.
-            let percent_seconds = self.spent.as_secs_f64() * 100.0;
+            let percent_seconds = (self.spent + offloaded).as_secs_f64() * 100.0;
             let image = self.broker.image();
             let throttle = self.broker.quotas.record(
                 &image,
@@ -319,6 +347,24 @@ pub fn quota_user(principal: &str) -> &str {
 mod tests {
     use super::*;
     use strata_cluster::{MetadataRecord, QuotaValue};
+
+    #[tokio::test]
+    async fn time_on_the_blocking_pool_counts_for_the_request_that_offloaded_it() {
+        let busy = Arc::new(AtomicU64::new(0));
+        let out = OFFLOADED
+            .scope(busy.clone(), async {
+                offload(|| std::thread::sleep(Duration::from_millis(30)))
+                    .await
+                    .unwrap();
+                offload(|| 7).await.unwrap()
+            })
+            .await;
+        assert_eq!(out, 7);
+        let micros = busy.load(Ordering::Relaxed);
+        assert!((30_000..1_000_000).contains(&micros), "{micros} µs");
+        // Outside a timed request nothing is recorded and nothing fails.
+        assert_eq!(offload(|| 1).await.unwrap(), 1);
+    }
 
     fn image(quotas: &[(Entity, &str, f64)]) -> MetadataImage {
         let mut image = MetadataImage::default();

@@ -722,7 +722,7 @@ fn blocking(
 ) -> PendingResponse {
     let b = broker.clone();
     Box::pin(async move {
-        match tokio::task::spawn_blocking(move || f(b)).await {
+        match crate::quotas::offload(move || f(b)).await {
             Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, "admin handler failed");
