@@ -603,3 +603,88 @@ def test_the_controller_listener_is_encrypted_authenticated_and_authorized(tmp_p
             b.stop()
     for b in nodes:
         assert "panicked" not in b.log_text()
+
+
+def test_oauthbearer_keys_are_fetched_over_https_and_follow_a_rotation(tmp_path, pki):  # noqa: F811
+    """The JWKS from an HTTPS endpoint (KIP-768's usual setup; the CA in
+    ssl.truststore.location): fetched at start, and fetched again when a token names a key
+    id the broker lacks, so a key rotated at the identity provider is accepted on retry."""
+    import base64
+    import http.server
+    import json
+    import ssl
+    import threading
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    def jwk(key, kid):
+        pub = key.public_key().public_numbers()
+
+        def b64int(i):
+            return base64.urlsafe_b64encode(i.to_bytes((i.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
+        return {"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256", "n": b64int(pub.n), "e": b64int(pub.e)}
+
+    old, new = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
+    served = {"keys": [jwk(old, "idp-1")]}
+    gets = []
+
+    class Jwks(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            gets.append(self.path)
+            body = json.dumps(served).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Jwks)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki / "server.pem", pki / "server.key")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{server.server_address[1]}/realms/kafka/certs"
+    extra = (f'"sasl.oauthbearer.jwks.endpoint.url" = "{url}"\n'
+             f'"ssl.truststore.location" = "{pki / "ca.pem"}"\n'
+             '"sasl.oauthbearer.expected.audience" = "kafka"\n')
+    global MECHANISMS
+    saved, MECHANISMS = MECHANISMS, "SCRAM-SHA-256,OAUTHBEARER"
+    try:
+        b = _sasl_broker(tmp_path, extra=extra, env={"STRATA_LOG": "info,strata_broker::sasl=debug"})
+    finally:
+        MECHANISMS = saved
+    try:
+        assert gets == ["/realms/kafka/certs"], "fetched once at start"
+        now = int(time.time())
+        claims = {"sub": "svc-billing", "aud": "kafka", "iat": now, "exp": now + 600}
+
+        def conf(token):
+            return {"bootstrap.servers": f"127.0.0.1:{b.sasl_port}", "security.protocol": "SASL_PLAINTEXT",
+                    "sasl.mechanism": "OAUTHBEARER", "log_level": 0,
+                    "oauth_cb": lambda _cfg: (token, time.time() + 600)}
+
+        topic = unique("https-jwks")
+        assert _roundtrip(conf(_jwt(old, "idp-1", claims)), topic, n=5) == [f"v{i}" for i in range(5)]
+        # The provider rotates to a new key: the first token signed with it names an unknown
+        # key id, which makes the broker fetch again; a retry is accepted.
+        served["keys"] = [jwk(new, "idp-2")]
+
+        def accepted():
+            try:
+                AdminClient(conf(_jwt(new, "idp-2", claims))).list_topics(timeout=3)
+                return True
+            except KafkaException:
+                return False
+        from test_cluster import wait_for
+        wait_for(accepted, timeout=30, what="the rotated key accepted")
+        assert len(gets) >= 2
+        log = b.log_text()
+        assert "OAUTHBEARER keys fetched" in log and "OAUTHBEARER keys refreshed" in log, log[-2000:]
+        assert "principal=User:svc-billing" in log
+    finally:
+        b.stop()
+        server.shutdown()
+    assert "panicked" not in b.log_text()

@@ -84,9 +84,13 @@ pub struct BrokerConfig {
     #[serde(alias = "sasl.enabled.mechanisms")]
     pub sasl_enabled_mechanisms: String,
     /// `sasl.oauthbearer.jwks.endpoint.url`: the JSON Web Key Set OAUTHBEARER tokens are
-    /// checked against (a `file://` URL).
+    /// checked against (`https://`, `http://` or `file://`).
     #[serde(alias = "sasl.oauthbearer.jwks.endpoint.url")]
     pub sasl_oauthbearer_jwks_endpoint_url: Option<String>,
+    /// `sasl.oauthbearer.jwks.endpoint.refresh.ms`: how often an HTTP(S) key set is fetched
+    /// again (an unknown key id also asks for a fetch at once).
+    #[serde(alias = "sasl.oauthbearer.jwks.endpoint.refresh.ms")]
+    pub sasl_oauthbearer_jwks_endpoint_refresh_ms: u64,
     /// `sasl.oauthbearer.expected.audience`: comma-separated; a token must name one in `aud`.
     #[serde(alias = "sasl.oauthbearer.expected.audience")]
     pub sasl_oauthbearer_expected_audience: String,
@@ -395,6 +399,7 @@ impl Default for BrokerConfig {
             sasl_mechanism_controller_protocol: "PLAIN".into(),
             listener_overrides: Default::default(),
             sasl_oauthbearer_jwks_endpoint_url: None,
+            sasl_oauthbearer_jwks_endpoint_refresh_ms: 3_600_000,
             sasl_oauthbearer_expected_audience: String::new(),
             sasl_oauthbearer_expected_issuer: None,
             sasl_oauthbearer_sub_claim_name: "sub".into(),
@@ -756,8 +761,60 @@ impl BrokerConfig {
         }
     }
 
-    /// OAUTHBEARER's token checks, or None when the mechanism is not enabled.
+    /// OAUTHBEARER's token checks, or None when the mechanism is not enabled (an HTTP(S) key
+    /// set is fetched now and refreshed by a thread of its own).
     pub fn oauth_validator(&self) -> Result<Option<crate::oauth::OAuthValidator>, ConfigError> {
+        let Some((url, config)) = self.oauth_settings()? else {
+            return Ok(None);
+        };
+        let trust = self.oauth_truststore()?;
+        crate::oauth::OAuthValidator::new(
+            &url,
+            config,
+            trust.as_deref(),
+            std::time::Duration::from_millis(
+                self.sasl_oauthbearer_jwks_endpoint_refresh_ms.max(1000),
+            ),
+        )
+        .map(Some)
+        .map_err(ConfigError::Invalid)
+    }
+
+    fn oauth_truststore(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        match (
+            &self.ssl_truststore_location,
+            &self.ssl_truststore_certificates,
+        ) {
+            (Some(p), _) => std::fs::read(p)
+                .map(Some)
+                .map_err(|e| ConfigError::Invalid(format!("cannot read {}: {e}", p.display()))),
+            (None, Some(pem)) => Ok(Some(pem.clone().into_bytes())),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// What [`BrokerConfig::oauth_validator`] checks, without fetching anything over the
+    /// network.
+    fn check_oauth(&self) -> Result<(), ConfigError> {
+        let Some((url, _)) = self.oauth_settings()? else {
+            return Ok(());
+        };
+        match crate::oauth::jwks_source(&url).map_err(ConfigError::Invalid)? {
+            crate::oauth::JwksSource::File(path) => crate::oauth::read_jwks(&path)
+                .map(|_| ())
+                .map_err(ConfigError::Invalid),
+            crate::oauth::JwksSource::Http { tls: false, .. } => Ok(()),
+            crate::oauth::JwksSource::Http { tls: true, .. } => {
+                crate::oauth::jwks_tls(self.oauth_truststore()?.as_deref())
+                    .map(|_| ())
+                    .map_err(ConfigError::Invalid)
+            }
+        }
+    }
+
+    fn oauth_settings(
+        &self,
+    ) -> Result<Option<(String, strata_security::oauth::OAuthConfig)>, ConfigError> {
         if !self
             .sasl_mechanisms()?
             .contains(&strata_security::Mechanism::OAuthBearer)
@@ -781,9 +838,7 @@ impl BrokerConfig {
             sub_claim_name: self.sasl_oauthbearer_sub_claim_name.clone(),
             clock_skew_seconds: self.sasl_oauthbearer_clock_skew_seconds,
         };
-        crate::oauth::OAuthValidator::new(url, config)
-            .map(Some)
-            .map_err(ConfigError::Invalid)
+        Ok(Some((url.clone(), config)))
     }
 
     /// The authorizer's settings, or None when ACLs are not enforced.
@@ -869,7 +924,7 @@ impl BrokerConfig {
         let listeners = self.resolved_listeners()?;
         self.validate_listener_overrides(&listeners)?;
         self.authorizer_config()?;
-        self.oauth_validator()?;
+        self.check_oauth()?;
         if self.quota_window_num < 2 || self.quota_window_size_seconds == 0 {
             return bad(format!(
                 "quota.window.num {} must be at least 2 and quota.window.size.seconds {} at least 1",
