@@ -4,8 +4,8 @@ through librdkafka: every outcome (the error code, or whether a topic is listed)
 same on both.
 
 Each broker has a PLAINTEXT listener whose User:ANONYMOUS is a super user (to set things up)
-and a SASL_PLAINTEXT listener alice uses. Kafka lists alice in its JAAS line; Strata has her
-SCRAM credential, which PLAIN checks against."""
+and a SASL_PLAINTEXT listener alice uses, whose JAAS line lists her as a PLAIN user — the same
+setting on both."""
 
 import concurrent.futures
 import pathlib
@@ -19,7 +19,7 @@ from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, A
                                    AdminClient, ConfigResource, NewTopic, ResourcePatternType,
                                    ResourceType)
 
-from conftest import STRATA_BIN, Broker, free_port
+from conftest import Broker, free_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ALICE_PW = "alice-secret"
@@ -87,12 +87,12 @@ def _kafka_peer(base):
 
 def _strata(base):
     data = base / "strata" / "data"
-    subprocess.run([STRATA_BIN, "format", "--data-dir", str(data), "--add-scram",
-                    f"SCRAM-SHA-256=[name=alice,password={ALICE_PW}]"], check=True, capture_output=True)
     plain, sasl = free_port(), free_port()
+    # The same JAAS line as Kafka's: alice is a PLAIN user of the SASL listener.
     config = f"""
 listeners = "PLAINTEXT://127.0.0.1:{plain},SASL_PLAINTEXT://127.0.0.1:{sasl}"
 "sasl.enabled.mechanisms" = "PLAIN"
+"listener.name.sasl_plaintext.plain.sasl.jaas.config" = 'org.apache.kafka.common.security.plain.PlainLoginModule required user_alice="{ALICE_PW}";'
 "authorizer.class.name" = "{AUTHORIZER}"
 "super.users" = "User:ANONYMOUS"
 group_initial_rebalance_delay_ms = 0

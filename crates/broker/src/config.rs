@@ -531,6 +531,20 @@ impl BrokerConfig {
             .map(String::as_str)
     }
 
+    /// A SASL listener's own JAAS line for PLAIN, whose `user_NAME="password"` entries are
+    /// its PLAIN users (as in Kafka: only the listener-prefixed keys, never the broker's own
+    /// `sasl.jaas.config`).
+    pub fn listener_plain_jaas(&self, listener: &str) -> Option<&str> {
+        let l = listener.to_ascii_lowercase();
+        self.listener_overrides
+            .get(&format!("listener.name.{l}.plain.sasl.jaas.config"))
+            .or_else(|| {
+                self.listener_overrides
+                    .get(&format!("listener.name.{l}.sasl.jaas.config"))
+            })
+            .map(String::as_str)
+    }
+
     /// `listener.name.<l>.max.connections` (KIP-402): connections served at once on that
     /// listener; None: only the broker-wide `max.connections` applies.
     pub fn listener_max_connections(&self, listener: &str) -> Option<usize> {

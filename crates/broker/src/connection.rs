@@ -234,10 +234,13 @@ pub async fn serve(
                     match decode_request(body) {
                         Ok(mut request) => {
                             if let Some(a) = &mut auth {
+                                let plain_users =
+                                    broker.plain_users.get(&*context.listener).cloned();
                                 let store = || {
                                     crate::sasl::ImageCredentials(
                                         broker.image(),
                                         broker.oauth.clone(),
+                                        plain_users,
                                     )
                                 };
                                 match a.admit(request, store, &mut context, Instant::now()) {

@@ -173,7 +173,7 @@ pub fn controller_transport(
                 users.push(' ');
             }
         }
-        let credentials = JaasUsers::parse(&users);
+        let credentials = JaasUsers::parse(&users).with_scram();
         if credentials.is_empty() {
             return Err(format!(
                 "controller listener {name} uses SASL: its JAAS line (listener.name.{}.{}.sasl.jaas.config) must list the nodes' users as user_NAME=\"password\"",

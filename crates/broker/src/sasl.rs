@@ -32,14 +32,19 @@ use strata_security::{
 use crate::connection::ConnectionContext;
 use crate::handlers::{encode, str, Outcome};
 
-/// The cluster metadata (SCRAM credentials) and the OAUTHBEARER validator as a credential
-/// store.
+/// The cluster metadata (SCRAM credentials), the OAUTHBEARER validator and the listener's
+/// own PLAIN users as a credential store.
 pub(crate) struct ImageCredentials(
     pub Arc<MetadataImage>,
     pub Option<Arc<crate::oauth::OAuthValidator>>,
+    pub Option<Arc<strata_security::JaasUsers>>,
 );
 
 impl CredentialStore for ImageCredentials {
+    fn check_plain(&self, user: &str, password: &[u8]) -> Option<bool> {
+        self.2.as_ref()?.check_plain(user, password)
+    }
+
     fn validate_token(&self, token: &str) -> Result<strata_security::oauth::ValidToken, String> {
         match &self.1 {
             Some(v) => v.validate(token),
@@ -346,10 +351,12 @@ mod tests {
 
         fn admit(&mut self, f: RequestFrame, at: Instant) -> &'static str {
             let image = self.image.clone();
-            match self
-                .auth
-                .admit(f, || ImageCredentials(image, None), &mut self.context, at)
-            {
+            match self.auth.admit(
+                f,
+                || ImageCredentials(image, None, None),
+                &mut self.context,
+                at,
+            ) {
                 Admit::Pass(_) => "pass",
                 Admit::Answer(_) => "answer",
                 Admit::Fail { .. } => "fail",

@@ -215,6 +215,9 @@ pub struct Broker {
     pub peer_security: strata_client::ClientSecurity,
     /// OAUTHBEARER's validator, when that mechanism is enabled.
     pub oauth: Option<Arc<crate::oauth::OAuthValidator>>,
+    /// Each SASL listener's own PLAIN users (`listener.name.<l>.plain.sasl.jaas.config`'s
+    /// `user_NAME="password"` entries), by listener name.
+    pub plain_users: std::collections::HashMap<String, Arc<strata_security::JaasUsers>>,
     /// `queued.max.request.bytes` in KiB: what request frames being received or handled may
     /// hold, all connections together (see `connection.rs`).
     pub request_memory: Arc<tokio::sync::Semaphore>,
@@ -348,6 +351,16 @@ impl Broker {
             }
             _ => strata_client::ClientSecurity::default(),
         };
+        let plain_users = config
+            .resolved_listeners()
+            .map(|l| l.clients)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|l| {
+                let users = strata_security::JaasUsers::parse(config.listener_plain_jaas(&l.name)?);
+                (!users.is_empty()).then(|| (l.name, Arc::new(users)))
+            })
+            .collect();
         let oauth_validator = config
             .oauth_validator()
             .map_err(|e| TopicError::InvalidConfig(e.to_string()))?
@@ -393,6 +406,7 @@ impl Broker {
             authorizer: crate::authorizer::Authorizer::new(&config_authorizer),
             quotas: crate::quotas::QuotaManager::new(quota_window),
             oauth: oauth_validator,
+            plain_users,
             peer_security,
             tls: std::sync::OnceLock::new(),
             request_memory: Arc::new(tokio::sync::Semaphore::new(request_memory_kib)),

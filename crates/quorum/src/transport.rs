@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata_cluster::MetadataImage;
+pub use strata_security::JaasUsers;
 use strata_security::{CredentialStore, Mechanism, SaslServer, ScramClient, Step};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -360,80 +361,6 @@ impl Transport {
     }
 }
 
-/// Credentials from a JAAS line's `user_NAME="password"` options (Kafka's way of listing
-/// PLAIN users for a listener), for PLAIN and SCRAM: SCRAM credentials are derived once from
-/// each password with a random salt at start.
-pub struct JaasUsers {
-    users: Vec<(String, String)>,
-    scram: Vec<(
-        String,
-        strata_security::ScramMechanism,
-        strata_security::ScramCredential,
-    )>,
-}
-
-impl JaasUsers {
-    /// The `user_NAME="password"` options of `jaas`.
-    pub fn parse(jaas: &str) -> JaasUsers {
-        let mut users = Vec::new();
-        let mut rest = jaas;
-        while let Some(at) = rest.find("user_") {
-            let after = &rest[at + 5..];
-            let Some(eq) = after.find("=\"") else { break };
-            let name = &after[..eq];
-            let value = &after[eq + 2..];
-            let Some(end) = value.find('"') else { break };
-            let boundary = at == 0 || rest[..at].ends_with(|c: char| c.is_whitespace());
-            if boundary && !name.is_empty() && !name.contains(char::is_whitespace) {
-                users.push((name.to_string(), value[..end].to_string()));
-            }
-            rest = &value[end + 1..];
-        }
-        let mut scram = Vec::new();
-        for (name, password) in &users {
-            for m in [
-                strata_security::ScramMechanism::Sha256,
-                strata_security::ScramMechanism::Sha512,
-            ] {
-                let cred = strata_security::ScramCredential::from_password(
-                    m,
-                    password,
-                    strata_security::SCRAM_ITERATIONS_MIN,
-                );
-                scram.push((name.clone(), m, cred));
-            }
-        }
-        JaasUsers { users, scram }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
-    }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.users.iter().map(|(n, _)| n.as_str())
-    }
-}
-
-impl CredentialStore for JaasUsers {
-    fn scram_credential(
-        &self,
-        user: &str,
-        mechanism: strata_security::ScramMechanism,
-    ) -> Option<strata_security::ScramCredential> {
-        self.scram
-            .iter()
-            .find(|(n, m, _)| n == user && *m == mechanism)
-            .map(|(_, _, c)| c.clone())
-    }
-}
-
-impl std::fmt::Debug for JaasUsers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.names()).finish()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,9 +376,12 @@ mod tests {
                 Mechanism::Scram(ScramMechanism::Sha256),
                 Mechanism::Scram(ScramMechanism::Sha512),
             ],
-            credentials: Arc::new(JaasUsers::parse(
-                r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="ctl" password="x" user_ctl="ctl-secret" user_ops="ops pw";"#,
-            )),
+            credentials: Arc::new(
+                JaasUsers::parse(
+                    r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="ctl" password="x" user_ctl="ctl-secret" user_ops="ops pw";"#,
+                )
+                .with_scram(),
+            ),
             failure_delay: Duration::ZERO,
         }
     }
@@ -460,17 +390,6 @@ mod tests {
     async fn exchange(client: Sasl, server: Sasl) -> (io::Result<()>, io::Result<String>) {
         let (mut a, mut b) = tokio::io::duplex(64 << 10);
         tokio::join!(login(&mut a, &client), authenticate(&mut b, &server))
-    }
-
-    #[test]
-    fn jaas_user_options_are_the_accepted_users() {
-        let users = JaasUsers::parse(
-            r#"x required username="ctl" password="p" user_ctl="a" user_ops="b c"; "#,
-        );
-        assert_eq!(users.names().collect::<Vec<_>>(), ["ctl", "ops"]);
-        assert!(JaasUsers::parse(r#"x required username="u" password="p";"#).is_empty());
-        // `myuser_x` is not a user option.
-        assert!(JaasUsers::parse(r#"x required myuser_x="p";"#).is_empty());
     }
 
     #[tokio::test]

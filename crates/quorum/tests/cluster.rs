@@ -268,7 +268,7 @@ fn scram(password: &str, users: &str) -> Arc<Transport> {
             user: "ctl".into(),
             password: password.into(),
             accepted: vec![Mechanism::Scram(ScramMechanism::Sha256)],
-            credentials: Arc::new(JaasUsers::parse(users)),
+            credentials: Arc::new(JaasUsers::parse(users).with_scram()),
             failure_delay: Duration::ZERO,
         }),
         ..Transport::default()

@@ -13,11 +13,13 @@
 //! credentials below 4096 iterations are refused.
 
 pub mod acl;
+mod jaas;
 pub mod oauth;
 mod plain;
 pub mod principal;
 mod scram;
 
+pub use jaas::JaasUsers;
 pub use scram::{
     salted_password, ScramClient, ScramCredential, ScramMechanism, SCRAM_ITERATIONS_MAX,
     SCRAM_ITERATIONS_MIN,
@@ -68,6 +70,12 @@ impl std::fmt::Display for Mechanism {
 /// Where a server looks credentials up (the cluster metadata in the broker).
 pub trait CredentialStore {
     fn scram_credential(&self, user: &str, mechanism: ScramMechanism) -> Option<ScramCredential>;
+
+    /// Checks a PLAIN password against a list of the store's own (a JAAS line's users):
+    /// None when the user is not listed there (then the SCRAM credentials decide).
+    fn check_plain(&self, _user: &str, _password: &[u8]) -> Option<bool> {
+        None
+    }
 
     /// Checks an OAUTHBEARER token (signature, time, audience, issuer).
     fn validate_token(&self, _token: &str) -> Result<oauth::ValidToken, String> {

@@ -31,6 +31,19 @@ pub(crate) fn authenticate(input: &[u8], store: &dyn CredentialStore) -> Result<
     if !authzid.is_empty() && authzid != user.as_bytes() {
         return Err(malformed("the authorization id differs from the user name"));
     }
+    let authenticated = || {
+        Ok(Step::Authenticated {
+            user: user.to_string(),
+            response: Vec::new(),
+            expires_ms: None,
+        })
+    };
+    // A listener's own PLAIN users (its JAAS line) first, as Kafka checks them.
+    match store.check_plain(user, password) {
+        Some(true) => return authenticated(),
+        Some(false) => return Err(AuthError::InvalidCredentials(NAME)),
+        None => {}
+    }
     // The strongest credential the user has; a user with none is checked against a
     // made-up one, so the answer takes as long either way.
     let credential = [ScramMechanism::Sha512, ScramMechanism::Sha256]
@@ -48,11 +61,7 @@ pub(crate) fn authenticate(input: &[u8], store: &dyn CredentialStore) -> Result<
     if !verified {
         return Err(AuthError::InvalidCredentials(NAME));
     }
-    Ok(Step::Authenticated {
-        user: user.to_string(),
-        response: Vec::new(),
-        expires_ms: None,
-    })
+    authenticated()
 }
 
 #[cfg(test)]
@@ -90,6 +99,23 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_listeners_own_users_are_checked_first() {
+        let jaas = crate::JaasUsers::parse(r#"x required user_alice="jaas-pw" user_dave="d";"#);
+        let ok = |msg: &str| SaslServer::new(Mechanism::Plain).step(msg.as_bytes(), &jaas);
+        assert!(ok("\0dave\0d").is_ok());
+        assert!(ok("\0alice\0jaas-pw").is_ok());
+        assert_eq!(
+            ok("\0alice\0alice-secret"),
+            Err(AuthError::InvalidCredentials("PLAIN")),
+            "a listed user's JAAS password is the one that counts"
+        );
+        assert_eq!(
+            ok("\0carol\0x"),
+            Err(AuthError::InvalidCredentials("PLAIN"))
+        );
     }
 
     #[test]
