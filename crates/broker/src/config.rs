@@ -489,6 +489,21 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The TLS settings a listener may set for itself (`listener.name.<l>.<key>`).
+pub const LISTENER_SSL_KEYS: &[&str] = &[
+    "ssl.keystore.type",
+    "ssl.keystore.location",
+    "ssl.keystore.certificate.chain",
+    "ssl.keystore.key",
+    "ssl.key.password",
+    "ssl.truststore.type",
+    "ssl.truststore.location",
+    "ssl.truststore.certificates",
+    "ssl.client.auth",
+    "ssl.enabled.protocols",
+    "ssl.principal.mapping.rules",
+];
+
 impl BrokerConfig {
     /// A configuration file's settings: keys as [`BrokerConfig`]'s fields or Kafka's
     /// property names, and Kafka's per-listener `listener.name.*` keys (string values).
@@ -529,6 +544,34 @@ impl BrokerConfig {
             })
             .or(self.sasl_jaas_config.as_ref())
             .map(String::as_str)
+    }
+
+    /// The configuration as `listener` sees it: its `listener.name.<l>.ssl.*` keys (Kafka's
+    /// per-listener TLS settings) in place of the unprefixed ones.
+    pub fn for_listener(&self, listener: &str) -> BrokerConfig {
+        let mut c = self.clone();
+        let prefix = format!("listener.name.{}.", listener.to_ascii_lowercase());
+        for (key, value) in &self.listener_overrides {
+            let Some(setting) = key.strip_prefix(&prefix) else {
+                continue;
+            };
+            let v = value.clone();
+            match setting {
+                "ssl.keystore.type" => c.ssl_keystore_type = v,
+                "ssl.keystore.location" => c.ssl_keystore_location = Some(v.into()),
+                "ssl.keystore.certificate.chain" => c.ssl_keystore_certificate_chain = Some(v),
+                "ssl.keystore.key" => c.ssl_keystore_key = Some(v),
+                "ssl.key.password" => c.ssl_key_password = Some(v),
+                "ssl.truststore.type" => c.ssl_truststore_type = v,
+                "ssl.truststore.location" => c.ssl_truststore_location = Some(v.into()),
+                "ssl.truststore.certificates" => c.ssl_truststore_certificates = Some(v),
+                "ssl.client.auth" => c.ssl_client_auth = v,
+                "ssl.enabled.protocols" => c.ssl_enabled_protocols = v,
+                "ssl.principal.mapping.rules" => c.ssl_principal_mapping_rules = v,
+                _ => {}
+            }
+        }
+        c
     }
 
     /// A SASL listener's own JAAS line for PLAIN, whose `user_NAME="password"` entries are
@@ -581,7 +624,9 @@ impl BrokerConfig {
             let mechanism_jaas = setting.strip_suffix(".sasl.jaas.config").is_some_and(|m| {
                 strata_security::Mechanism::parse(&m.to_ascii_uppercase()).is_some()
             });
-            if setting == "max.connections" {
+            if LISTENER_SSL_KEYS.contains(&setting) {
+                // Checked with the listener's TLS settings (validate_ssl).
+            } else if setting == "max.connections" {
                 if self.listener_overrides[key]
                     .trim()
                     .parse::<usize>()
@@ -594,7 +639,8 @@ impl BrokerConfig {
                 }
             } else if setting != "sasl.jaas.config" && !mechanism_jaas {
                 return Err(ConfigError::Invalid(format!(
-                    "{key}: {setting} cannot be set per listener here (only max.connections, sasl.jaas.config and <mechanism>.sasl.jaas.config; TLS settings are shared by every listener)"
+                    "{key}: {setting} cannot be set per listener here (only max.connections, sasl.jaas.config, <mechanism>.sasl.jaas.config and {})",
+                    LISTENER_SSL_KEYS.join(", ")
                 )));
             }
         }
@@ -1096,6 +1142,23 @@ impl BrokerConfig {
     /// The TLS settings are complete and supported wherever a listener uses TLS (the files
     /// themselves are read when the listener starts).
     fn validate_ssl(&self, listeners: &Listeners) -> Result<(), ConfigError> {
+        self.validate_ssl_of(None)?;
+        let controller_tls =
+            self.controller_quorum_voters.is_some() && listeners.controller_protocol.uses_tls();
+        let tls_listeners = listeners
+            .clients
+            .iter()
+            .filter(|l| l.protocol.uses_tls())
+            .map(|l| l.name.as_str())
+            .chain(controller_tls.then_some(listeners.controller_name.as_str()));
+        for name in tls_listeners {
+            self.for_listener(name).validate_ssl_of(Some(name))?;
+        }
+        Ok(())
+    }
+
+    /// One TLS listener's settings (`None`: only the settings' own syntax).
+    fn validate_ssl_of(&self, tls_name: Option<&str>) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if !["none", "requested", "required"].contains(&self.ssl_client_auth.as_str()) {
             return bad(format!(
@@ -1115,15 +1178,7 @@ impl BrokerConfig {
         {
             return bad(format!("ssl.principal.mapping.rules: {e}"));
         }
-        let controller_tls =
-            self.controller_quorum_voters.is_some() && listeners.controller_protocol.uses_tls();
-        let Some(tls_name) = listeners
-            .clients
-            .iter()
-            .find(|l| l.protocol.uses_tls())
-            .map(|l| l.name.clone())
-            .or_else(|| controller_tls.then(|| listeners.controller_name.clone()))
-        else {
+        let Some(tls_name) = tls_name else {
             return Ok(());
         };
         for (key, value) in [

@@ -46,6 +46,7 @@ fn tls_to_peers(
     config: &BrokerConfig,
     listener: &str,
 ) -> Result<Arc<rustls::ClientConfig>, String> {
+    let config = &config.for_listener(listener);
     let trust = pem(&config.ssl_truststore_location, &config.ssl_truststore_certificates)?
         .ok_or_else(|| {
             format!(

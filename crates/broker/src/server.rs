@@ -88,11 +88,20 @@ async fn serve_listeners(
     // TLS material is read before anything else opens: a bad keystore stops the start.
     let controller_tls =
         config.controller_quorum_voters.is_some() && listeners.controller_protocol.uses_tls();
-    let tls = if controller_tls || listeners.clients.iter().any(|l| l.protocol.uses_tls()) {
-        Some(crate::tls::TlsContext::new(&config)?)
-    } else {
-        None
-    };
+    // One context per TLS listener (each may have its own `listener.name.<l>.ssl.*`).
+    let mut tls = std::collections::BTreeMap::new();
+    for name in listeners
+        .clients
+        .iter()
+        .filter(|l| l.protocol.uses_tls())
+        .map(|l| l.name.as_str())
+        .chain(controller_tls.then_some(listeners.controller_name.as_str()))
+    {
+        tls.insert(
+            name.to_string(),
+            crate::tls::TlsContext::new(&config.for_listener(name))?,
+        );
+    }
     // Internal topics and coordinators first; other partitions recover in the background
     // while the ones already open are served.
     // A cluster member joins the metadata quorum first: its image is where the partitions
@@ -106,8 +115,12 @@ async fn serve_listeners(
             // node id is not registered with another directory (a wiped one) before voting.
             let directory_id = Broker::check_identity(fs.as_ref(), &config)?;
             let transport = Arc::new(
-                crate::peer_security::controller_transport(&config, &listeners, tls.clone())
-                    .map_err(|e| ServeError::Config(crate::config::ConfigError::Invalid(e)))?,
+                crate::peer_security::controller_transport(
+                    &config,
+                    &listeners,
+                    tls.get(&listeners.controller_name).cloned(),
+                )
+                .map_err(|e| ServeError::Config(crate::config::ConfigError::Invalid(e)))?,
             );
             if !strata_quorum::has_raft_state(fs.as_ref(), &config.data_dir) {
                 crate::inter_broker::refuse_a_wiped_directory(
@@ -134,7 +147,7 @@ async fn serve_listeners(
     let broker = Arc::new(tokio::task::block_in_place(|| {
         Broker::open_member(config, fs, clock, opening)
     })?);
-    if let Some(tls) = &tls {
+    if !tls.is_empty() {
         // Keystores / truststores changed at runtime before (dynamic broker configs) win
         // over the file's.
         let image = broker.image();
@@ -146,11 +159,15 @@ async fn serve_listeners(
                 .unwrap_or_default(),
         );
         if dynamic.keys().any(|k| crate::tls::dynamic_key(k).is_some()) {
-            let config = crate::tls::with_overrides(&broker.config, &dynamic);
-            match tls.reconfigure(&config) {
-                Ok(()) => info!("TLS keystore/truststore from the dynamic broker configs"),
-                Err(e) => {
-                    warn!(error = %e, "the dynamic TLS settings do not work; the file's stay in use")
+            for (name, context) in &tls {
+                let config = crate::tls::with_overrides(&broker.config, &dynamic, name);
+                match context.reconfigure(&config) {
+                    Ok(()) => {
+                        info!(listener = %name, "TLS keystore/truststore from the dynamic broker configs")
+                    }
+                    Err(e) => {
+                        warn!(listener = %name, error = %e, "the dynamic TLS settings do not work; the file's stay in use")
+                    }
                 }
             }
         }
@@ -295,7 +312,7 @@ async fn serve_listeners(
                 };
                 let b = broker.clone();
                 let stop = stop_rx.clone();
-                let tls = tls.clone();
+                let tls = tls.get(&*name).cloned();
                 connections.spawn(async move {
                     let context = connection::ConnectionContext::on(peer, name, protocol);
                     if let Some((transport, context)) = open(&b, stream, context, tls.as_deref()).await {

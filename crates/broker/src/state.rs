@@ -210,7 +210,7 @@ pub struct Broker {
     pub quotas: crate::quotas::QuotaManager,
     /// The TLS listeners' context, once the server made one (dynamic keystore changes
     /// reconfigure it).
-    pub tls: std::sync::OnceLock<Arc<crate::tls::TlsContext>>,
+    pub tls: std::sync::OnceLock<std::collections::BTreeMap<String, Arc<crate::tls::TlsContext>>>,
     /// How replica fetches connect to the peers' inter-broker listener (TLS, SASL).
     pub peer_security: strata_client::ClientSecurity,
     /// OAUTHBEARER's validator, when that mechanism is enabled.
@@ -1556,19 +1556,32 @@ impl Broker {
             } else {
                 merged.extend(configs.clone());
             }
-            let candidate = crate::tls::with_overrides(&self.config, &merged);
-            crate::tls::TlsContext::check(&candidate).map_err(|e| {
-                TopicError::InvalidConfig(format!("the new TLS settings do not work: {e}"))
-            })?;
-            Some(candidate)
+            // Each TLS listener's new settings (or, with none, the broker-wide ones).
+            let names: Vec<String> = match self.tls.get().filter(|m| !m.is_empty()) {
+                Some(contexts) => contexts.keys().cloned().collect(),
+                None => vec![String::new()],
+            };
+            let mut candidates = Vec::new();
+            for name in names {
+                let candidate = crate::tls::with_overrides(&self.config, &merged, &name);
+                crate::tls::TlsContext::check(&candidate).map_err(|e| {
+                    TopicError::InvalidConfig(format!("the new TLS settings do not work: {e}"))
+                })?;
+                candidates.push((name, candidate));
+            }
+            Some(candidates)
         } else {
             None
         };
-        if let (Some(candidate), false) = (&tls_config, validate_only) {
-            if let Some(tls) = self.tls.get() {
-                tls.reconfigure(candidate)
-                    .map_err(|e| TopicError::InvalidConfig(e.to_string()))?;
-                info!(resource, "TLS keystore/truststore reloaded");
+        if let (Some(candidates), false) = (&tls_config, validate_only) {
+            if let Some(contexts) = self.tls.get() {
+                for (name, candidate) in candidates {
+                    if let Some(tls) = contexts.get(name) {
+                        tls.reconfigure(candidate)
+                            .map_err(|e| TopicError::InvalidConfig(e.to_string()))?;
+                        info!(resource, listener = %name, "TLS keystore/truststore reloaded");
+                    }
+                }
             }
         }
         let metadata = self.metadata();

@@ -48,7 +48,8 @@ pub struct TlsContext {
 
 /// The keystore and truststore settings that can change while the broker runs (dynamic
 /// broker configs, as in Kafka), also under a listener's prefix
-/// (`listener.name.ssl.ssl.keystore.location`: every TLS listener shares one context here).
+/// (`listener.name.ssl.ssl.keystore.location`: that listener only; unprefixed: every TLS
+/// listener without a prefixed value of its own).
 pub const DYNAMIC_KEYS: &[&str] = &[
     "ssl.keystore.location",
     "ssl.keystore.certificate.chain",
@@ -66,23 +67,35 @@ pub fn dynamic_key(key: &str) -> Option<&'static str> {
     DYNAMIC_KEYS.iter().copied().find(|k| *k == bare)
 }
 
-/// `base` with the TLS settings among `dynamic` (broker config overrides) applied.
+/// The TLS settings one listener uses, as Kafka resolves them: a listener-prefixed setting
+/// over an unprefixed one, and within each, a dynamic broker config (from `dynamic`) over the
+/// file's. Other listeners' prefixed settings are ignored.
 pub fn with_overrides(
     base: &BrokerConfig,
     dynamic: &std::collections::BTreeMap<String, String>,
+    listener: &str,
 ) -> BrokerConfig {
-    let mut c = base.clone();
-    for (k, v) in dynamic {
-        match dynamic_key(k) {
-            Some("ssl.keystore.location") => c.ssl_keystore_location = Some(v.into()),
-            Some("ssl.keystore.certificate.chain") => {
-                c.ssl_keystore_certificate_chain = Some(v.clone())
-            }
-            Some("ssl.keystore.key") => c.ssl_keystore_key = Some(v.clone()),
-            Some("ssl.truststore.location") => c.ssl_truststore_location = Some(v.into()),
-            Some("ssl.truststore.certificates") => c.ssl_truststore_certificates = Some(v.clone()),
-            _ => {}
+    let apply = |c: &mut BrokerConfig, k: &str, v: &String| match dynamic_key(k) {
+        Some("ssl.keystore.location") => c.ssl_keystore_location = Some(v.into()),
+        Some("ssl.keystore.certificate.chain") => {
+            c.ssl_keystore_certificate_chain = Some(v.clone())
         }
+        Some("ssl.keystore.key") => c.ssl_keystore_key = Some(v.clone()),
+        Some("ssl.truststore.location") => c.ssl_truststore_location = Some(v.into()),
+        Some("ssl.truststore.certificates") => c.ssl_truststore_certificates = Some(v.clone()),
+        _ => {}
+    };
+    let mut c = base.clone();
+    for (k, v) in dynamic
+        .iter()
+        .filter(|(k, _)| !k.starts_with("listener.name."))
+    {
+        apply(&mut c, k, v);
+    }
+    let mut c = c.for_listener(listener);
+    let prefix = format!("listener.name.{}.", listener.to_ascii_lowercase());
+    for (k, v) in dynamic.iter().filter(|(k, _)| k.starts_with(&prefix)) {
+        apply(&mut c, k, v);
     }
     c
 }
@@ -338,6 +351,61 @@ fn escape_rfc2253(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listeners_tls_settings_its_own_first_then_dynamic_ones() {
+        let mut base = BrokerConfig {
+            ssl_keystore_location: Some("/file/all.pem".into()),
+            ..BrokerConfig::default()
+        };
+        base.listener_overrides.insert(
+            "listener.name.internal.ssl.keystore.location".into(),
+            "/file/internal.pem".into(),
+        );
+        base.listener_overrides.insert(
+            "listener.name.internal.ssl.client.auth".into(),
+            "required".into(),
+        );
+        let none = std::collections::BTreeMap::new();
+        let internal = with_overrides(&base, &none, "INTERNAL");
+        assert_eq!(
+            internal.ssl_keystore_location.as_deref(),
+            Some(std::path::Path::new("/file/internal.pem"))
+        );
+        assert_eq!(internal.ssl_client_auth, "required");
+        let external = with_overrides(&base, &none, "EXTERNAL");
+        assert_eq!(
+            external.ssl_keystore_location.as_deref(),
+            Some(std::path::Path::new("/file/all.pem"))
+        );
+        assert_eq!(external.ssl_client_auth, "none");
+        // Dynamic: unprefixed for listeners without a prefixed value, a listener's prefixed
+        // one over everything, other listeners' ignored.
+        let dynamic = std::collections::BTreeMap::from([
+            (
+                "ssl.keystore.location".to_string(),
+                "/dyn/all.pem".to_string(),
+            ),
+            (
+                "listener.name.external.ssl.keystore.location".to_string(),
+                "/dyn/external.pem".to_string(),
+            ),
+        ]);
+        let at = |l: &str| with_overrides(&base, &dynamic, l).ssl_keystore_location;
+        assert_eq!(
+            at("EXTERNAL").as_deref(),
+            Some(std::path::Path::new("/dyn/external.pem"))
+        );
+        assert_eq!(
+            at("INTERNAL").as_deref(),
+            Some(std::path::Path::new("/file/internal.pem")),
+            "a prefixed setting beats an unprefixed one, even a dynamic one"
+        );
+        assert_eq!(
+            at("OTHER").as_deref(),
+            Some(std::path::Path::new("/dyn/all.pem"))
+        );
+    }
 
     #[test]
     fn distinguished_names_escape_as_rfc_2253_does() {
