@@ -336,3 +336,39 @@ listeners = "PLAINTEXT://127.0.0.1:{plain},SSL://127.0.0.1:{tls},MTLS://127.0.0.
     with pytest.raises(RuntimeError) as e:
         b2.start()
     assert "cannot be set per listener" in str(e.value)
+
+
+def test_an_encrypted_private_key_opens_with_ssl_key_password(tmp_path, pki):
+    """Kafka's PEM keystores may hold an encrypted PKCS#8 key with ssl.key.password (PBES2,
+    as `openssl pkcs8 -topk8 -v2 aes-256-cbc` writes it): the right password serves TLS; a
+    wrong or missing one stops the start with the reason."""
+    d = tmp_path / "keys"
+    d.mkdir()
+    subprocess.run(["openssl", "pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", str(pki / "server.key"),
+                    "-out", str(d / "server-enc.key"), "-passout", "pass:key pw"], check=True, capture_output=True)
+    assert "ENCRYPTED PRIVATE KEY" in (d / "server-enc.key").read_text()
+    keystore = d / "keystore-enc.pem"
+    keystore.write_text((pki / "server.pem").read_text() + (d / "server-enc.key").read_text())
+
+    def broker(name, password_line):
+        plain, tls = free_port(), free_port()
+        config = f"""
+listeners = "PLAINTEXT://127.0.0.1:{plain},SSL://127.0.0.1:{tls}"
+"ssl.keystore.location" = "{keystore}"
+{password_line}
+"""
+        b = Broker(tmp_path / name, port=plain, config_text=config)
+        b.tls_port = tls
+        return b
+
+    b = broker("good", '"ssl.key.password" = "key pw"').start()
+    try:
+        topic = unique("enc")
+        assert _roundtrip(_ssl_conf(pki, b.tls_port), topic, n=5) == [f"v{i}" for i in range(5)]
+    finally:
+        b.stop()
+    for name, line, why in [("wrong", '"ssl.key.password" = "nope"', "does not decrypt"),
+                            ("none", "", "set ssl.key.password")]:
+        with pytest.raises(RuntimeError) as e:
+            broker(name, line).start(timeout=20)
+        assert why in str(e.value), e.value

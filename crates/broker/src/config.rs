@@ -56,7 +56,8 @@ pub struct BrokerConfig {
     pub ssl_keystore_certificate_chain: Option<String>,
     #[serde(alias = "ssl.keystore.key")]
     pub ssl_keystore_key: Option<String>,
-    /// `ssl.key.password`: encrypted private keys are not supported (refused if set).
+    /// `ssl.key.password`: the password of an encrypted PKCS#8 private key (`-----BEGIN
+    /// ENCRYPTED PRIVATE KEY-----`, PBES2 as `openssl pkcs8 -topk8 -v2 aes-256-cbc` writes it).
     #[serde(alias = "ssl.key.password")]
     pub ssl_key_password: Option<String>,
     /// `ssl.truststore.type`: `PEM`.
@@ -1190,11 +1191,6 @@ impl BrokerConfig {
                     "{key} '{value}': only PEM is supported (convert a JKS or PKCS12 store with keytool and openssl)"
                 ));
             }
-        }
-        if self.ssl_key_password.is_some() {
-            return bad(
-                "ssl.key.password: encrypted private keys are not supported; give an unencrypted PEM key (readable by this user only)".into(),
-            );
         }
         let inline =
             self.ssl_keystore_certificate_chain.is_some() || self.ssl_keystore_key.is_some();

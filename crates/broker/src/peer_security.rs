@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_client::{tls_client_config, ClientSasl, ClientSecurity};
+use strata_client::{tls_client_config_with, ClientSasl, ClientSecurity};
 use strata_cluster::MetadataImage;
 use strata_quorum::transport::{JaasUsers, Peer, Sasl, TlsServer, Transport};
 use strata_security::acl::{authorize, Operation, Requester, ResourceType, CLUSTER_NAME};
@@ -64,8 +64,19 @@ fn tls_to_peers(
         }
         _ => None,
     };
-    let own = own.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice()));
-    tls_client_config(&trust, own).map_err(|e| format!("listener {listener}: {e}"))
+    let own = match own {
+        Some((chain, key)) => {
+            use rustls::pki_types::pem::PemObject;
+            let chain = rustls::pki_types::CertificateDer::pem_slice_iter(&chain)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("listener {listener}: the keystore: {e}"))?;
+            let key = crate::tls::private_key(&key, config.ssl_key_password.as_deref())
+                .map_err(|e| format!("listener {listener}: {e}"))?;
+            Some((chain, key))
+        }
+        None => None,
+    };
+    tls_client_config_with(&trust, own).map_err(|e| format!("listener {listener}: {e}"))
 }
 
 /// This node's username and password for `listener` with `mechanism`, from its JAAS line.

@@ -206,6 +206,45 @@ fn certificates(what: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, 
     Ok(certs)
 }
 
+const ENCRYPTED_BEGIN: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----";
+const ENCRYPTED_END: &str = "-----END ENCRYPTED PRIVATE KEY-----";
+
+/// The private key of a PEM keystore: an encrypted PKCS#8 key decrypted with `password`
+/// (`ssl.key.password`, as Kafka's PEM keystores take it), else an unencrypted PKCS#8,
+/// PKCS#1 or SEC1 key.
+pub fn private_key(pem: &[u8], password: Option<&str>) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let text = String::from_utf8_lossy(pem);
+    if let Some(start) = text.find(ENCRYPTED_BEGIN) {
+        let end = text[start..]
+            .find(ENCRYPTED_END)
+            .map(|e| start + e + ENCRYPTED_END.len())
+            .ok_or_else(|| {
+                TlsError::Invalid("the keystore's encrypted private key has no END line".into())
+            })?;
+        let Some(password) = password else {
+            return Err(TlsError::Invalid(
+                "the keystore's private key is encrypted: set ssl.key.password".into(),
+            ));
+        };
+        let (label, der) = pkcs8::der::pem::decode_vec(text[start..end].as_bytes())
+            .map_err(|e| TlsError::Invalid(format!("the keystore's encrypted private key: {e}")))?;
+        debug_assert_eq!(label, "ENCRYPTED PRIVATE KEY");
+        let info = pkcs8::EncryptedPrivateKeyInfo::try_from(der.as_slice())
+            .map_err(|e| TlsError::Invalid(format!("the keystore's encrypted private key: {e}")))?;
+        let plain = info.decrypt(password.as_bytes()).map_err(|e| {
+            TlsError::Invalid(format!(
+                "the keystore's private key does not decrypt with ssl.key.password ({e})"
+            ))
+        })?;
+        return Ok(PrivateKeyDer::Pkcs8(plain.as_bytes().to_vec().into()));
+    }
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| {
+        TlsError::Invalid(format!(
+            "the keystore holds no usable private key (PKCS#8, PKCS#1 or SEC1 PEM, or encrypted PKCS#8 with ssl.key.password): {e}"
+        ))
+    })
+}
+
 fn build(config: &BrokerConfig) -> Result<TlsAcceptor, TlsError> {
     let (chain, key) = match &config.ssl_keystore_location {
         Some(path) => {
@@ -226,11 +265,7 @@ fn build(config: &BrokerConfig) -> Result<TlsAcceptor, TlsError> {
         ),
     };
     let chain = certificates("the keystore", &chain)?;
-    let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| {
-        TlsError::Invalid(format!(
-            "the keystore holds no usable private key (PKCS#8, PKCS#1 or SEC1 PEM, unencrypted): {e}"
-        ))
-    })?;
+    let key = private_key(&key, config.ssl_key_password.as_deref())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut versions = Vec::new();
     for p in config.ssl_enabled_protocols.split(',').map(str::trim) {

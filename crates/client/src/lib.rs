@@ -171,6 +171,28 @@ pub fn tls_client_config(
 ) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let own = match own {
+        Some((chain, key)) => Some((
+            CertificateDer::pem_slice_iter(chain)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("the client certificate: {e}"))?,
+            PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("the client key: {e}"))?,
+        )),
+        None => None,
+    };
+    tls_client_config_with(trust, own)
+}
+
+/// [`tls_client_config`] with our own certificate chain and key already parsed.
+pub fn tls_client_config_with(
+    trust: &[u8],
+    own: Option<(
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )>,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(trust) {
         let cert = cert.map_err(|e| format!("the truststore: {e}"))?;
@@ -187,16 +209,9 @@ pub fn tls_client_config(
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots);
     let config = match own {
-        Some((chain, key)) => {
-            let chain = CertificateDer::pem_slice_iter(chain)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("the client certificate: {e}"))?;
-            let key =
-                PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("the client key: {e}"))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("the client certificate: {e}"))?
-        }
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| format!("the client certificate: {e}"))?,
         None => builder.with_no_client_auth(),
     };
     Ok(std::sync::Arc::new(config))
