@@ -372,3 +372,66 @@ listeners = "PLAINTEXT://127.0.0.1:{plain},SSL://127.0.0.1:{tls}"
         with pytest.raises(RuntimeError) as e:
             broker(name, line).start(timeout=20)
         assert why in str(e.value), e.value
+
+
+def test_jks_and_pkcs12_stores_as_keytool_writes_them(tmp_path, pki):
+    """Kafka's default store types: a JKS keystore (with its own key password) and a PKCS12
+    truststore made by Java's keytool, and the other way round; the type may be left out
+    (Kafka's default is JKS: the file is recognized by its content); a wrong store password
+    stops the start with the reason."""
+    import shutil
+    if shutil.which("keytool") is None:
+        pytest.skip("keytool (Java) is not installed")
+    d = tmp_path / "stores"
+    d.mkdir()
+
+    def run(*args):
+        r = subprocess.run(args, cwd=d, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+
+    run("openssl", "pkcs12", "-export", "-in", str(pki / "server.pem"), "-inkey", str(pki / "server.key"),
+        "-out", "openssl.p12", "-passout", "pass:store-pw", "-name", "broker")
+    run("keytool", "-importkeystore", "-srckeystore", "openssl.p12", "-srcstoretype", "PKCS12",
+        "-srcstorepass", "store-pw", "-destkeystore", "broker.jks", "-deststoretype", "JKS",
+        "-deststorepass", "store-pw", "-destkeypass", "key-pw", "-noprompt")
+    run("keytool", "-importkeystore", "-srckeystore", "openssl.p12", "-srcstoretype", "PKCS12",
+        "-srcstorepass", "store-pw", "-destkeystore", "broker.p12", "-deststoretype", "PKCS12",
+        "-deststorepass", "store-pw", "-noprompt")
+    for kind, name in (("JKS", "trust.jks"), ("PKCS12", "trust.p12")):
+        run("keytool", "-importcert", "-noprompt", "-alias", "ca", "-file", str(pki / "ca.pem"),
+            "-keystore", name, "-storetype", kind, "-storepass", "trust-pw")
+
+    def broker(name, lines):
+        plain, tls = free_port(), free_port()
+        config = f'listeners = "PLAINTEXT://127.0.0.1:{plain},SSL://127.0.0.1:{tls}"\n' + \
+            '"ssl.client.auth" = "required"\n' + "\n".join(lines) + "\n"
+        b = Broker(tmp_path / name, port=plain, config_text=config)
+        b.tls_port = tls
+        return b
+
+    setups = {
+        "jks-keystore": [f'"ssl.keystore.location" = "{d / "broker.jks"}"', '"ssl.keystore.type" = "JKS"',
+                         '"ssl.keystore.password" = "store-pw"', '"ssl.key.password" = "key-pw"',
+                         f'"ssl.truststore.location" = "{d / "trust.p12"}"', '"ssl.truststore.type" = "PKCS12"',
+                         '"ssl.truststore.password" = "trust-pw"'],
+        "untyped": [f'"ssl.keystore.location" = "{d / "broker.p12"}"', '"ssl.keystore.password" = "store-pw"',
+                    f'"ssl.truststore.location" = "{d / "trust.jks"}"', '"ssl.truststore.password" = "trust-pw"'],
+    }
+    for name, lines in setups.items():
+        b = broker(name, lines).start()
+        try:
+            assert _served_certificate(b.tls_port) == _der(pki / "server.pem"), name
+            topic = unique(name)
+            conf = _ssl_conf(pki, b.tls_port, cert="alice")
+            assert _roundtrip(conf, topic, n=5) == [f"v{i}" for i in range(5)], name
+        finally:
+            b.stop()
+        assert "panicked" not in b.log_text()
+    bad = [line.replace('"store-pw"', '"wrong"') for line in setups["jks-keystore"]]
+    with pytest.raises(RuntimeError) as e:
+        broker("wrong", bad).start(timeout=20)
+    assert "integrity check failed" in str(e.value), e.value
+    bad = [line.replace('"key-pw"', '"wrong"') for line in setups["jks-keystore"]]
+    with pytest.raises(RuntimeError) as e:
+        broker("wrong-key", bad).start(timeout=20)
+    assert "does not open it" in str(e.value), e.value

@@ -45,7 +45,8 @@ pub struct BrokerConfig {
     /// `listeners` is the controller listener.
     #[serde(alias = "controller.listener.names")]
     pub controller_listener_names: Option<String>,
-    /// `ssl.keystore.type`: `PEM` (the only one: convert JKS/PKCS12 with keytool/openssl).
+    /// `ssl.keystore.type`: `PEM` (the default here; Kafka's is JKS, and a JKS or PKCS12
+    /// file is recognized by its content when the type is left at PEM), `PKCS12` or `JKS`.
     #[serde(alias = "ssl.keystore.type")]
     pub ssl_keystore_type: String,
     /// `ssl.keystore.location`: a PEM file holding the certificate chain and private key.
@@ -56,11 +57,18 @@ pub struct BrokerConfig {
     pub ssl_keystore_certificate_chain: Option<String>,
     #[serde(alias = "ssl.keystore.key")]
     pub ssl_keystore_key: Option<String>,
+    /// `ssl.keystore.password`: a PKCS12 or JKS keystore's password.
+    #[serde(alias = "ssl.keystore.password")]
+    pub ssl_keystore_password: Option<String>,
+    /// `ssl.truststore.password`: a PKCS12 truststore's password (a JKS one's is optional:
+    /// with it, the file's integrity is checked).
+    #[serde(alias = "ssl.truststore.password")]
+    pub ssl_truststore_password: Option<String>,
     /// `ssl.key.password`: the password of an encrypted PKCS#8 private key (`-----BEGIN
     /// ENCRYPTED PRIVATE KEY-----`, PBES2 as `openssl pkcs8 -topk8 -v2 aes-256-cbc` writes it).
     #[serde(alias = "ssl.key.password")]
     pub ssl_key_password: Option<String>,
-    /// `ssl.truststore.type`: `PEM`.
+    /// `ssl.truststore.type`: `PEM`, `PKCS12` or `JKS` (recognized by content as above).
     #[serde(alias = "ssl.truststore.type")]
     pub ssl_truststore_type: String,
     /// `ssl.truststore.location`: PEM file of the CAs client certificates are checked
@@ -382,6 +390,8 @@ impl Default for BrokerConfig {
             ssl_keystore_certificate_chain: None,
             ssl_keystore_key: None,
             ssl_key_password: None,
+            ssl_keystore_password: None,
+            ssl_truststore_password: None,
             ssl_truststore_type: "PEM".into(),
             ssl_truststore_location: None,
             ssl_truststore_certificates: None,
@@ -497,6 +507,8 @@ pub const LISTENER_SSL_KEYS: &[&str] = &[
     "ssl.keystore.certificate.chain",
     "ssl.keystore.key",
     "ssl.key.password",
+    "ssl.keystore.password",
+    "ssl.truststore.password",
     "ssl.truststore.type",
     "ssl.truststore.location",
     "ssl.truststore.certificates",
@@ -563,6 +575,8 @@ impl BrokerConfig {
                 "ssl.keystore.certificate.chain" => c.ssl_keystore_certificate_chain = Some(v),
                 "ssl.keystore.key" => c.ssl_keystore_key = Some(v),
                 "ssl.key.password" => c.ssl_key_password = Some(v),
+                "ssl.keystore.password" => c.ssl_keystore_password = Some(v),
+                "ssl.truststore.password" => c.ssl_truststore_password = Some(v),
                 "ssl.truststore.type" => c.ssl_truststore_type = v,
                 "ssl.truststore.location" => c.ssl_truststore_location = Some(v.into()),
                 "ssl.truststore.certificates" => c.ssl_truststore_certificates = Some(v),
@@ -1186,11 +1200,17 @@ impl BrokerConfig {
             ("ssl.keystore.type", &self.ssl_keystore_type),
             ("ssl.truststore.type", &self.ssl_truststore_type),
         ] {
-            if !value.eq_ignore_ascii_case("PEM") {
-                return bad(format!(
-                    "{key} '{value}': only PEM is supported (convert a JKS or PKCS12 store with keytool and openssl)"
-                ));
+            if crate::keystore::StoreType::parse(value).is_none() {
+                return bad(format!("{key} '{value}': PEM, PKCS12 or JKS"));
             }
+        }
+        let pem = crate::keystore::StoreType::parse(&self.ssl_keystore_type)
+            == Some(crate::keystore::StoreType::Pem);
+        if !pem && self.ssl_keystore_location.is_some() && self.ssl_keystore_password.is_none() {
+            return bad(format!(
+                "ssl.keystore.type {}: set ssl.keystore.password",
+                self.ssl_keystore_type
+            ));
         }
         let inline =
             self.ssl_keystore_certificate_chain.is_some() || self.ssl_keystore_key.is_some();
@@ -1292,7 +1312,7 @@ listeners = "PLAINTEXT://127.0.0.1:9092,INTERNAL://127.0.0.1:9093,CONTROLLER://1
                 "no listener nosuch",
             ),
             (
-                "listener.name.internal.ssl.keystore.location",
+                "listener.name.internal.ssl.cipher.suites",
                 "cannot be set per listener",
             ),
             (

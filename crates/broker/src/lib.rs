@@ -26,6 +26,7 @@ mod fetcher;
 pub mod groups;
 pub mod handlers;
 mod inter_broker;
+pub mod keystore;
 pub mod listeners;
 pub mod oauth;
 pub mod peer_security;

@@ -27,19 +27,6 @@ use crate::listeners::Listeners;
 use crate::tls::TlsContext;
 use crate::BrokerConfig;
 
-fn pem(
-    path: &Option<std::path::PathBuf>,
-    inline: &Option<String>,
-) -> Result<Option<Vec<u8>>, String> {
-    match (path, inline) {
-        (Some(p), _) => std::fs::read(p)
-            .map(Some)
-            .map_err(|e| format!("cannot read {}: {e}", p.display())),
-        (None, Some(text)) => Ok(Some(text.clone().into_bytes())),
-        (None, None) => Ok(None),
-    }
-}
-
 /// TLS to peers: the truststore's CAs and, when there is one, the keystore as our client
 /// certificate. `listener` names what needs it, for the error.
 fn tls_to_peers(
@@ -47,36 +34,22 @@ fn tls_to_peers(
     listener: &str,
 ) -> Result<Arc<rustls::ClientConfig>, String> {
     let config = &config.for_listener(listener);
-    let trust = pem(&config.ssl_truststore_location, &config.ssl_truststore_certificates)?
-        .ok_or_else(|| {
-            format!(
-                "listener {listener} uses TLS between nodes: ssl.truststore.location must name the CA that signed the nodes' certificates"
-            )
-        })?;
-    let own = match (
-        pem(&config.ssl_keystore_location, &None)?,
-        &config.ssl_keystore_certificate_chain,
-        &config.ssl_keystore_key,
-    ) {
-        (Some(ks), _, _) => Some((ks.clone(), ks)),
-        (None, Some(chain), Some(key)) => {
-            Some((chain.clone().into_bytes(), key.clone().into_bytes()))
-        }
-        _ => None,
+    let trust =
+        crate::keystore::truststore(config).map_err(|e| format!("listener {listener}: {e}"))?;
+    if trust.is_empty() {
+        return Err(format!(
+            "listener {listener} uses TLS between nodes: ssl.truststore.location must name the CA that signed the nodes' certificates"
+        ));
+    }
+    // Our own certificate, for peers that require client certificates (mTLS).
+    let has_keystore = config.ssl_keystore_location.is_some()
+        || (config.ssl_keystore_certificate_chain.is_some() && config.ssl_keystore_key.is_some());
+    let own = if has_keystore {
+        Some(crate::keystore::keystore(config).map_err(|e| format!("listener {listener}: {e}"))?)
+    } else {
+        None
     };
-    let own = match own {
-        Some((chain, key)) => {
-            use rustls::pki_types::pem::PemObject;
-            let chain = rustls::pki_types::CertificateDer::pem_slice_iter(&chain)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("listener {listener}: the keystore: {e}"))?;
-            let key = crate::tls::private_key(&key, config.ssl_key_password.as_deref())
-                .map_err(|e| format!("listener {listener}: {e}"))?;
-            Some((chain, key))
-        }
-        None => None,
-    };
-    tls_client_config_with(&trust, own).map_err(|e| format!("listener {listener}: {e}"))
+    tls_client_config_with(trust, own).map_err(|e| format!("listener {listener}: {e}"))
 }
 
 /// This node's username and password for `listener` with `mechanism`, from its JAAS line.

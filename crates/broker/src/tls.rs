@@ -11,7 +11,7 @@
 use std::sync::{Arc, RwLock};
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::PrivateKeyDer;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::net::TcpStream;
@@ -33,10 +33,6 @@ pub enum TlsError {
     #[error("TLS settings refused: {0}")]
     Rustls(#[from] rustls::Error),
 }
-
-/// Bounds on the PEM material read from configuration (a keystore or truststore larger than
-/// this is a mistake, not a certificate chain).
-const PEM_BYTES_MAX: u64 = 4 << 20;
 
 /// The TLS settings of a node's TLS listeners.
 pub struct TlsContext {
@@ -173,39 +169,6 @@ impl TlsContext {
     }
 }
 
-fn read_pem(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, TlsError> {
-    use std::io::Read;
-    let read = |path: &std::path::Path| -> std::io::Result<Vec<u8>> {
-        let file = std::fs::File::open(path)?;
-        let mut bytes = Vec::new();
-        file.take(PEM_BYTES_MAX + 1).read_to_end(&mut bytes)?;
-        if bytes.len() as u64 > PEM_BYTES_MAX {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("larger than {PEM_BYTES_MAX} bytes"),
-            ));
-        }
-        Ok(bytes)
-    };
-    read(path).map_err(|source| TlsError::Read {
-        what,
-        path: path.display().to_string(),
-        source,
-    })
-}
-
-fn certificates(what: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Invalid(format!("{what}: {e}")))?;
-    if certs.is_empty() {
-        return Err(TlsError::Invalid(format!(
-            "{what} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
-        )));
-    }
-    Ok(certs)
-}
-
 const ENCRYPTED_BEGIN: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----";
 const ENCRYPTED_END: &str = "-----END ENCRYPTED PRIVATE KEY-----";
 
@@ -246,26 +209,7 @@ pub fn private_key(pem: &[u8], password: Option<&str>) -> Result<PrivateKeyDer<'
 }
 
 fn build(config: &BrokerConfig) -> Result<TlsAcceptor, TlsError> {
-    let (chain, key) = match &config.ssl_keystore_location {
-        Some(path) => {
-            let pem = read_pem("ssl.keystore.location", path)?;
-            (pem.clone(), pem)
-        }
-        None => (
-            config
-                .ssl_keystore_certificate_chain
-                .clone()
-                .unwrap_or_default()
-                .into_bytes(),
-            config
-                .ssl_keystore_key
-                .clone()
-                .unwrap_or_default()
-                .into_bytes(),
-        ),
-    };
-    let chain = certificates("the keystore", &chain)?;
-    let key = private_key(&key, config.ssl_key_password.as_deref())?;
+    let (chain, key) = crate::keystore::keystore(config)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut versions = Vec::new();
     for p in config.ssl_enabled_protocols.split(',').map(str::trim) {
@@ -284,17 +228,15 @@ fn build(config: &BrokerConfig) -> Result<TlsAcceptor, TlsError> {
     let builder = match config.ssl_client_auth.as_str() {
         "none" => builder.with_no_client_auth(),
         auth => {
-            let pem = match &config.ssl_truststore_location {
-                Some(path) => read_pem("ssl.truststore.location", path)?,
-                None => config
-                    .ssl_truststore_certificates
-                    .clone()
-                    .unwrap_or_default()
-                    .into_bytes(),
-            };
             let mut roots = RootCertStore::empty();
-            for cert in certificates("the truststore", &pem)? {
+            for cert in crate::keystore::truststore(config)? {
                 roots.add(cert)?;
+            }
+            if roots.is_empty() {
+                return Err(TlsError::Invalid(
+                    "ssl.client.auth asks for client certificates: set ssl.truststore.location"
+                        .into(),
+                ));
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let verifier = if auth == "requested" {

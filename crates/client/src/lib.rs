@@ -180,22 +180,22 @@ pub fn tls_client_config(
         )),
         None => None,
     };
+    let trust = CertificateDer::pem_slice_iter(trust)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the truststore: {e}"))?;
     tls_client_config_with(trust, own)
 }
 
-/// [`tls_client_config`] with our own certificate chain and key already parsed.
+/// [`tls_client_config`] with the CAs, our own certificate chain and key already parsed.
 pub fn tls_client_config_with(
-    trust: &[u8],
+    trust: Vec<rustls::pki_types::CertificateDer<'static>>,
     own: Option<(
         Vec<rustls::pki_types::CertificateDer<'static>>,
         rustls::pki_types::PrivateKeyDer<'static>,
     )>,
 ) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(trust) {
-        let cert = cert.map_err(|e| format!("the truststore: {e}"))?;
+    for cert in trust {
         roots
             .add(cert)
             .map_err(|e| format!("the truststore: {e}"))?;
