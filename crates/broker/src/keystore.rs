@@ -438,6 +438,25 @@ pub mod jks {
             assert!(decrypt_key(&[], "x").is_err());
         }
 
+        proptest::proptest! {
+            /// Whatever a keystore file holds, reading it ends in a store or an error.
+            #[test]
+            fn arbitrary_files_never_panic(
+                body in proptest::collection::vec(proptest::num::u8::ANY, 0..400),
+                magic in proptest::bool::ANY,
+                password in proptest::option::of("[a-z]{0,6}"),
+            ) {
+                let mut data = if magic { vec![0xFE, 0xED, 0xFE, 0xED, 0, 0, 0, 2] } else { Vec::new() };
+                data.extend(&body);
+                if let Ok(store) = parse(&data, password.as_deref()) {
+                    for k in &store.keys {
+                        let _ = decrypt_key(&k.protected_key, "pw");
+                    }
+                }
+                let _ = decrypt_key(&body, "pw");
+            }
+        }
+
         #[test]
         fn java_password_bytes_are_utf16_big_endian() {
             assert_eq!(password_bytes("aé"), [0, b'a', 0, 0xe9]);
