@@ -1,10 +1,13 @@
 //! Streaming SQL in ksqlDB's language (issue 15). So far: the lexer ([`lexer`]), the syntax
-//! tree ([`ast`]) and the parser ([`parser`]); the engine and the REST API come next. Pure:
+//! tree ([`ast`]), the parser ([`parser`]), values ([`value`]) and expression evaluation
+//! ([`eval`]); the engine and the REST API come next. Pure:
 //! no sockets, no files, no clocks.
 
 pub mod ast;
+pub mod eval;
 pub mod lexer;
 pub mod parser;
+pub mod value;
 
 pub use parser::{parse_expression, parse_statement, parse_statements};
 
