@@ -513,9 +513,7 @@ pub fn compare(l: &Value, r: &Value) -> Result<Option<Ordering>, EvalError> {
             }
             a.len().cmp(&b.len())
         }
-        (Value::Struct(a), Value::Struct(b)) | (Value::Struct(a), Value::Struct(b))
-            if a.len() == b.len() =>
-        {
+        (Value::Struct(a), Value::Struct(b)) if a.len() == b.len() => {
             for ((n1, x), (n2, y)) in a.iter().zip(b) {
                 if n1 != n2 {
                     return Err(type_error("cannot compare structs with different fields"));
