@@ -4,6 +4,7 @@
 //! no sockets, no files, no clocks.
 
 pub mod ast;
+pub mod catalog;
 pub mod eval;
 pub mod format;
 pub mod lexer;
@@ -15,7 +16,34 @@ pub use parser::{parse_expression, parse_statement, parse_statements};
 /// Errors of the SQL crate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SqlError {
-    /// The text is not ksqlDB SQL; `at` is the byte offset where that became clear.
+    /// The text is not ksqlDB SQL; `at` is the byte offset where that became clear (inside
+    /// the parser; the public entry points turn it into [`SqlError::Syntax`]).
     #[error("at byte {at}: {message}")]
     Parse { at: usize, message: String },
+    /// As ksqlDB reports it: `line 1:40: Syntax Error` and what was expected.
+    #[error("line {line}:{column}: Syntax Error\n{message}")]
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+impl SqlError {
+    /// A parse error placed as ksqlDB places it (1-based line, 0-based column).
+    pub(crate) fn located(self, text: &str) -> SqlError {
+        match self {
+            SqlError::Parse { at, message } => {
+                let before = &text[..at.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count());
+                SqlError::Syntax {
+                    line,
+                    column,
+                    message,
+                }
+            }
+            other => other,
+        }
+    }
 }

@@ -98,6 +98,10 @@ const RESERVED: &[&str] = &[
 
 /// Parses one or more statements separated by `;` (a trailing `;` is optional).
 pub fn parse_statements(text: &str) -> Result<Vec<Statement>, SqlError> {
+    statements(text).map_err(|e| e.located(text))
+}
+
+fn statements(text: &str) -> Result<Vec<Statement>, SqlError> {
     let mut p = Parser::new(text)?;
     let mut out = Vec::new();
     loop {
@@ -130,12 +134,15 @@ pub fn parse_statement(text: &str) -> Result<Statement, SqlError> {
 
 /// Parses a lone expression (tests, and `WHERE` text from the REST API).
 pub fn parse_expression(text: &str) -> Result<Expr, SqlError> {
-    let mut p = Parser::new(text)?;
-    let e = p.expr()?;
-    if !p.done() {
-        return Err(p.unexpected("the end of the expression"));
-    }
-    Ok(e)
+    let parse = || {
+        let mut p = Parser::new(text)?;
+        let e = p.expr()?;
+        if !p.done() {
+            return Err(p.unexpected("the end of the expression"));
+        }
+        Ok(e)
+    };
+    parse().map_err(|e| e.located(text))
 }
 
 struct Parser {
@@ -1768,6 +1775,15 @@ mod tests {
             let e = parse_statement(text).unwrap_err().to_string();
             assert!(e.contains(what), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn syntax_errors_are_placed_as_ksqldb_places_them() {
+        let e = parse_statement("SHOW STREAMS;\nSELECT * FROM s WHERE;").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 2:21: Syntax Error\nexpected an expression but found ';'"
+        );
     }
 
     #[test]
