@@ -1,0 +1,732 @@
+//! Typing expressions against a source's schema and shaping a query's output, with
+//! ksqlDB's rules and messages: numeric promotion and DECIMAL precision/scale, what may be
+//! compared with what, how output columns are named (`KSQL_COL_0`, a struct field's name),
+//! which key the output has (the source's, or PARTITION BY's), and that the key must be
+//! projected.
+//!
+//! So far single-source queries without aggregation; GROUP BY, windows and joins come with
+//! the engine.
+
+use crate::ast::{BinaryOp, Expr, Literal, Query, SelectItem, SourceKind, SqlType};
+use crate::catalog::{Catalog, Column, Source};
+use crate::value::{type_name, Decimal, DECIMAL_PRECISION_MAX};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AnalysisError(pub String);
+
+fn err(m: impl Into<String>) -> AnalysisError {
+    AnalysisError(m.into())
+}
+
+/// Columns an expression can see: the source's key and value columns and the pseudo
+/// columns.
+pub struct Scope<'a> {
+    pub source: &'a Source,
+    /// The source's alias, if the query gave one.
+    pub alias: Option<&'a str>,
+}
+
+impl Scope<'_> {
+    fn column(&self, qualifier: Option<&str>, name: &str) -> Result<SqlType, AnalysisError> {
+        if let Some(q) = qualifier {
+            if q != self.source.name && Some(q) != self.alias {
+                return Err(err(format!(
+                    "Failed to prepare statement: '{q}' is not a valid stream/table name or alias."
+                )));
+            }
+        }
+        let found = self
+            .source
+            .key
+            .iter()
+            .chain(&self.source.value)
+            .find(|c| c.name == name)
+            .map(|c| c.sql_type.clone());
+        if let Some(t) = found {
+            return Ok(t);
+        }
+        Ok(match name {
+            "ROWTIME" => SqlType::Bigint,
+            "ROWPARTITION" => SqlType::Int,
+            "ROWOFFSET" => SqlType::Bigint,
+            _ => {
+                let shown = match qualifier {
+                    Some(q) => format!("{q}.{name}"),
+                    None => name.to_string(),
+                };
+                return Err(err(format!("Column '{shown}' cannot be resolved.")));
+            }
+        })
+    }
+}
+
+fn decimal_of(t: &SqlType) -> Option<(u32, u32)> {
+    match t {
+        SqlType::Int => Some((10, 0)),
+        SqlType::Bigint => Some((19, 0)),
+        SqlType::Decimal { precision, scale } => Some((*precision, *scale)),
+        _ => None,
+    }
+}
+
+fn numeric_rank(t: &SqlType) -> Option<u8> {
+    Some(match t {
+        SqlType::Int => 0,
+        SqlType::Bigint => 1,
+        SqlType::Decimal { .. } => 2,
+        SqlType::Double => 3,
+        _ => return None,
+    })
+}
+
+fn op_name(op: BinaryOp) -> &'static str {
+    match op {
+        BinaryOp::Eq => "EQUAL",
+        BinaryOp::Neq => "NOT_EQUAL",
+        BinaryOp::Lt => "LESS_THAN",
+        BinaryOp::Lte => "LESS_THAN_OR_EQUAL",
+        BinaryOp::Gt => "GREATER_THAN",
+        BinaryOp::Gte => "GREATER_THAN_OR_EQUAL",
+        BinaryOp::Add => "ADD",
+        BinaryOp::Subtract => "SUBTRACT",
+        BinaryOp::Multiply => "MULTIPLY",
+        BinaryOp::Divide => "DIVIDE",
+        BinaryOp::Modulus => "MODULUS",
+        BinaryOp::Concat => "CONCAT",
+        BinaryOp::And => "AND",
+        BinaryOp::Or => "OR",
+    }
+}
+
+fn comparable(a: &SqlType, b: &SqlType) -> bool {
+    let temporal = |t: &SqlType| matches!(t, SqlType::Timestamp | SqlType::Date | SqlType::Time);
+    numeric_rank(a).is_some() && numeric_rank(b).is_some()
+        || a == b
+        || (temporal(a) && *b == SqlType::String)
+        || (temporal(b) && *a == SqlType::String)
+        || matches!((a, b), (SqlType::Decimal { .. }, SqlType::Decimal { .. }))
+        || matches!((a, b), (SqlType::Array(_), SqlType::Array(_)))
+        || matches!((a, b), (SqlType::Struct(_), SqlType::Struct(_)))
+}
+
+/// The DECIMAL type of a binary operation, as ksqlDB computes it.
+fn decimal_result(op: BinaryOp, (p1, s1): (u32, u32), (p2, s2): (u32, u32)) -> SqlType {
+    let (precision, scale) = match op {
+        BinaryOp::Add | BinaryOp::Subtract => {
+            let scale = s1.max(s2);
+            (scale + (p1 - s1).max(p2 - s2) + 1, scale)
+        }
+        BinaryOp::Multiply => (p1 + p2 + 1, s1 + s2),
+        BinaryOp::Divide => {
+            let scale = 6.max(s1 + p2 + 1);
+            (p1 - s1 + s2 + scale, scale)
+        }
+        _ => ((p1 - s1).min(p2 - s2) + s1.max(s2), s1.max(s2)),
+    };
+    SqlType::Decimal {
+        precision: precision.min(DECIMAL_PRECISION_MAX),
+        scale: scale.min(DECIMAL_PRECISION_MAX),
+    }
+}
+
+/// The type of `expr` in `scope` (None: NULL, a type to be decided by its context).
+pub fn type_of(expr: &Expr, scope: &Scope<'_>) -> Result<Option<SqlType>, AnalysisError> {
+    let ty = |e: &Expr| type_of(e, scope);
+    Ok(Some(match expr {
+        Expr::Literal(l) => match l {
+            Literal::Null => return Ok(None),
+            Literal::Boolean(_) => SqlType::Boolean,
+            Literal::Integer(i) if i32::try_from(*i).is_ok() => SqlType::Int,
+            Literal::Integer(_) => SqlType::Bigint,
+            Literal::Decimal(d) => {
+                let d = Decimal::parse(d).ok_or_else(|| err(format!("'{d}' is not a number")))?;
+                SqlType::Decimal {
+                    precision: d.precision(),
+                    scale: d.scale,
+                }
+            }
+            Literal::Double(_) => SqlType::Double,
+            Literal::String(_) => SqlType::String,
+        },
+        Expr::Column { source, name } => scope.column(source.as_deref(), name)?,
+        Expr::Variable(v) => return Err(err(format!("variable ${{{v}}} was not substituted"))),
+        Expr::Binary { op, left, right } => {
+            let (l, r) = (ty(left)?, ty(right)?);
+            match op {
+                BinaryOp::And | BinaryOp::Or => {
+                    for (e, t) in [(left, &l), (right, &r)] {
+                        if let Some(t) = t {
+                            if *t != SqlType::Boolean {
+                                return Err(err(format!(
+                                    "Logical binary expects two boolean values.  Actual {} of type {}",
+                                    format_expr(e),
+                                    type_name(t)
+                                )));
+                            }
+                        }
+                    }
+                    SqlType::Boolean
+                }
+                BinaryOp::Eq
+                | BinaryOp::Neq
+                | BinaryOp::Lt
+                | BinaryOp::Lte
+                | BinaryOp::Gt
+                | BinaryOp::Gte => {
+                    if let (Some(a), Some(b)) = (&l, &r) {
+                        if !comparable(a, b) {
+                            return Err(err(format!(
+                                "Cannot compare {} ({}) to {} ({}) with {}.",
+                                format_expr(left),
+                                type_name(a),
+                                format_expr(right),
+                                type_name(b),
+                                op_name(*op)
+                            )));
+                        }
+                    }
+                    SqlType::Boolean
+                }
+                BinaryOp::Concat => SqlType::String,
+                _ => match (l, r) {
+                    (None, other) | (other, None) => return Ok(other),
+                    (Some(SqlType::String), Some(SqlType::String)) if *op == BinaryOp::Add => {
+                        SqlType::String
+                    }
+                    (Some(a), Some(b)) => {
+                        let (Some(ra), Some(rb)) = (numeric_rank(&a), numeric_rank(&b)) else {
+                            return Err(err(format!(
+                                "Error processing expression: {}. Unsupported arithmetic types. {} {}",
+                                format_expr(expr),
+                                type_name(&a),
+                                type_name(&b)
+                            )));
+                        };
+                        match ra.max(rb) {
+                            0 => SqlType::Int,
+                            1 => SqlType::Bigint,
+                            2 => decimal_result(
+                                *op,
+                                decimal_of(&a).expect("numeric"),
+                                decimal_of(&b).expect("numeric"),
+                            ),
+                            _ => SqlType::Double,
+                        }
+                    }
+                },
+            }
+        }
+        Expr::Negate(e) => return ty(e),
+        Expr::Not(_)
+        | Expr::IsNull { .. }
+        | Expr::IsDistinctFrom { .. }
+        | Expr::Between { .. }
+        | Expr::InList { .. }
+        | Expr::Like { .. } => {
+            // The operands must still resolve.
+            match expr {
+                Expr::Not(e) | Expr::IsNull { expr: e, .. } => {
+                    ty(e)?;
+                }
+                Expr::Like { expr, pattern, .. } => {
+                    ty(expr)?;
+                    ty(pattern)?;
+                }
+                _ => {}
+            }
+            SqlType::Boolean
+        }
+        Expr::Case {
+            operand,
+            whens,
+            otherwise,
+        } => {
+            if let Some(o) = operand {
+                ty(o)?;
+            }
+            let mut result = None;
+            for (when, then) in whens {
+                ty(when)?;
+                if let Some(t) = ty(then)? {
+                    match &result {
+                        None => result = Some(t),
+                        Some(r) if *r == t => {}
+                        Some(r) => {
+                            return Err(err(format!(
+                                "Invalid Case expression. Type for all 'THEN' clauses should be the same.\nTHEN expression '{}' has type: {}. Previous THEN expression(s) type: {}.",
+                                format_expr(then),
+                                type_name(&t),
+                                type_name(r)
+                            )))
+                        }
+                    }
+                }
+            }
+            if let Some(e) = otherwise {
+                if let (Some(t), Some(r)) = (ty(e)?, &result) {
+                    if t != *r {
+                        return Err(err(format!(
+                            "Invalid Case expression. Type for the default clause should be the same as for 'THEN' clauses.\nTHEN type: {}.\nDEFAULT type: {}.",
+                            type_name(r),
+                            type_name(&t)
+                        )));
+                    }
+                }
+            }
+            return Ok(result);
+        }
+        Expr::Cast { expr, to } => {
+            ty(expr)?;
+            to.clone()
+        }
+        Expr::Function { name, args, .. } => {
+            let types = args.iter().map(ty).collect::<Result<Vec<_>, _>>()?;
+            match name.as_str() {
+                "COALESCE" | "IFNULL" | "NULLIF" => return Ok(types.into_iter().flatten().next()),
+                "ABS" => return Ok(types.into_iter().next().flatten()),
+                "UCASE" | "LCASE" | "TRIM" | "CONCAT" => SqlType::String,
+                "LEN" => SqlType::Int,
+                _ => {
+                    return Err(err(format!(
+                        "Can't find any functions with the name '{name}'"
+                    )))
+                }
+            }
+        }
+        Expr::Subscript { base, index } => {
+            ty(index)?;
+            match ty(base)? {
+                Some(SqlType::Array(item)) => *item,
+                Some(SqlType::Map(_, v)) => *v,
+                Some(other) => {
+                    return Err(err(format!(
+                        "Expected collection (ARRAY or MAP), got {}",
+                        type_name(&other)
+                    )))
+                }
+                None => return Ok(None),
+            }
+        }
+        Expr::Dereference { base, field } => match ty(base)? {
+            Some(SqlType::Struct(fields)) => fields
+                .into_iter()
+                .find(|(n, _)| n == field)
+                .map(|(_, t)| t)
+                .ok_or_else(|| {
+                    err(format!(
+                        "Could not find field '{field}' in '{}'.",
+                        format_expr(base)
+                    ))
+                })?,
+            Some(other) => {
+                return Err(err(format!(
+                    "Expected STRUCT type, got {}",
+                    type_name(&other)
+                )))
+            }
+            None => return Ok(None),
+        },
+        Expr::Array(items) => {
+            let item = items.iter().map(ty).collect::<Result<Vec<_>, _>>()?;
+            SqlType::Array(Box::new(item.into_iter().flatten().next().ok_or_else(|| {
+                err("Cannot construct an array with all NULL elements (see https://github.com/confluentinc/ksql/issues/4239). As a workaround, you may cast a NULL value to the desired type.")
+            })?))
+        }
+        Expr::Map(entries) => {
+            let (mut k, mut v) = (None, None);
+            for (ke, ve) in entries {
+                k = k.or(ty(ke)?);
+                v = v.or(ty(ve)?);
+            }
+            SqlType::Map(
+                Box::new(k.ok_or_else(|| err("Cannot construct a map with all NULL keys"))?),
+                Box::new(v.ok_or_else(|| err("Cannot construct a map with all NULL values"))?),
+            )
+        }
+        Expr::Struct(fields) => SqlType::Struct(
+            fields
+                .iter()
+                .map(|(n, e)| Ok((n.clone(), ty(e)?.unwrap_or(SqlType::String))))
+                .collect::<Result<_, AnalysisError>>()?,
+        ),
+        Expr::TypedLiteral { type_name: t, .. } => match t.as_str() {
+            "TIMESTAMP" => SqlType::Timestamp,
+            "DATE" => SqlType::Date,
+            "TIME" => SqlType::Time,
+            other => return Err(err(format!("no {other} literals"))),
+        },
+        Expr::Unit(_) | Expr::Lambda { .. } => {
+            return Err(err("a lambda or time unit is only a function argument"))
+        }
+    }))
+}
+
+/// An expression as ksqlDB prints it in messages and generated column names.
+pub fn format_expr(e: &Expr) -> String {
+    match e {
+        Expr::Literal(Literal::String(s)) => format!("'{}'", s.replace('\'', "''")),
+        Expr::Literal(Literal::Null) => "null".into(),
+        Expr::Literal(Literal::Boolean(b)) => b.to_string(),
+        Expr::Literal(Literal::Integer(i)) => i.to_string(),
+        Expr::Literal(Literal::Decimal(d)) => d.clone(),
+        Expr::Literal(Literal::Double(d)) => crate::eval::java_double(*d),
+        Expr::Column {
+            source: Some(s),
+            name,
+        } => format!("{s}.{name}"),
+        Expr::Column { source: None, name } => name.clone(),
+        Expr::Variable(v) => format!("${{{v}}}"),
+        Expr::Binary { op, left, right } => {
+            let sym = match op {
+                BinaryOp::Add => "+",
+                BinaryOp::Subtract => "-",
+                BinaryOp::Multiply => "*",
+                BinaryOp::Divide => "/",
+                BinaryOp::Modulus => "%",
+                BinaryOp::Concat => "||",
+                BinaryOp::Eq => "=",
+                BinaryOp::Neq => "<>",
+                BinaryOp::Lt => "<",
+                BinaryOp::Lte => "<=",
+                BinaryOp::Gt => ">",
+                BinaryOp::Gte => ">=",
+                BinaryOp::And => "AND",
+                BinaryOp::Or => "OR",
+            };
+            format!("({} {sym} {})", format_expr(left), format_expr(right))
+        }
+        Expr::Negate(e) => format!("-{}", format_expr(e)),
+        Expr::Not(e) => format!("(NOT {})", format_expr(e)),
+        Expr::IsNull { expr, negated } => format!(
+            "({} IS {}NULL)",
+            format_expr(expr),
+            if *negated { "NOT " } else { "" }
+        ),
+        Expr::Function { name, args, star } => {
+            if *star {
+                format!("{name}(*)")
+            } else {
+                format!(
+                    "{name}({})",
+                    args.iter().map(format_expr).collect::<Vec<_>>().join(", ")
+                )
+            }
+        }
+        Expr::Dereference { base, field } => format!("{}->{field}", format_expr(base)),
+        Expr::Subscript { base, index } => format!("{}[{}]", format_expr(base), format_expr(index)),
+        Expr::Cast { expr, to } => format!("CAST({} AS {})", format_expr(expr), type_name(to)),
+        other => format!("{other:?}"),
+    }
+}
+
+/// One output column: its name, type and how it is computed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputColumn {
+    pub name: String,
+    pub sql_type: SqlType,
+    pub expr: Expr,
+}
+
+/// What a (non-aggregate, single-source) query produces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Projection {
+    pub kind: SourceKind,
+    pub key: Vec<OutputColumn>,
+    pub value: Vec<OutputColumn>,
+    pub filter: Option<Expr>,
+}
+
+fn column_expr(c: &Column) -> Expr {
+    Expr::Column {
+        source: None,
+        name: c.name.clone(),
+    }
+}
+
+/// Shapes a query that reads one source without aggregating (a filter / projection /
+/// repartition): its key and value columns, named and typed as ksqlDB names and types them.
+/// `sink` names the output for error messages.
+pub fn project(query: &Query, catalog: &Catalog, sink: &str) -> Result<Projection, AnalysisError> {
+    if !query.joins.is_empty() || !query.group_by.is_empty() || query.window.is_some() {
+        return Err(err("joins, GROUP BY and windows are not analyzed yet"));
+    }
+    let source = catalog
+        .get(&query.from)
+        .ok_or_else(|| err(format!("{} does not exist.", query.from)))?;
+    let scope = Scope {
+        source,
+        alias: query.from_alias.as_deref(),
+    };
+    if let Some(w) = &query.where_clause {
+        match type_of(w, &scope).map_err(|e| err(format!("Error in WHERE expression: {}", e.0)))? {
+            Some(SqlType::Boolean) | None => {}
+            Some(other) => {
+                return Err(err(format!(
+                    "Type error in WHERE expression: Should evaluate to boolean but is {} ({}) instead.",
+                    format_expr(w),
+                    type_name(&other)
+                )))
+            }
+        }
+    }
+    let mut selected: Vec<OutputColumn> = Vec::new();
+    let mut generated = 0;
+    for item in &query.select {
+        match item {
+            SelectItem::All { source: q } => {
+                if let Some(q) = q {
+                    if *q != source.name && Some(q.as_str()) != scope.alias {
+                        return Err(err(format!(
+                            "Failed to prepare statement: '{q}' is not a valid stream/table name or alias."
+                        )));
+                    }
+                }
+                for c in source.key.iter().chain(&source.value) {
+                    selected.push(OutputColumn {
+                        name: c.name.clone(),
+                        sql_type: c.sql_type.clone(),
+                        expr: column_expr(c),
+                    });
+                }
+            }
+            SelectItem::StructAll(base) => match type_of(base, &scope)? {
+                Some(SqlType::Struct(fields)) => {
+                    for (n, t) in fields {
+                        selected.push(OutputColumn {
+                            name: n.clone(),
+                            sql_type: t,
+                            expr: Expr::Dereference {
+                                base: Box::new(base.clone()),
+                                field: n,
+                            },
+                        });
+                    }
+                }
+                _ => return Err(err(format!("{}->* needs a STRUCT", format_expr(base)))),
+            },
+            SelectItem::Expr { expr, alias } => {
+                let sql_type = type_of(expr, &scope)?.ok_or_else(|| {
+                    err("Can't infer a type of null. Please explicitly cast it to a required type, e.g. CAST(null AS VARCHAR).")
+                })?;
+                let name = match (alias, expr) {
+                    (Some(a), _) => a.clone(),
+                    (None, Expr::Column { name, .. }) => name.clone(),
+                    (None, Expr::Dereference { field, .. }) => field.clone(),
+                    (None, _) => {
+                        let n = format!("KSQL_COL_{generated}");
+                        generated += 1;
+                        n
+                    }
+                };
+                if crate::catalog::RESERVED_COLUMNS.contains(&name.as_str()) {
+                    return Err(match alias {
+                        Some(_) => err(format!(
+                            "`{name}` is a reserved column name. You cannot use it as an alias for a column."
+                        )),
+                        None => err(format!(
+                            "Reserved column name in select: `{name}`. Please remove or alias the column."
+                        )),
+                    });
+                }
+                if selected.iter().any(|c| c.name == name) {
+                    return Err(err(format!(
+                        "Duplicate value columns found in schema: `{name}`"
+                    )));
+                }
+                selected.push(OutputColumn {
+                    name,
+                    sql_type,
+                    expr: expr.clone(),
+                });
+            }
+        }
+    }
+    // The output's key: PARTITION BY's expressions, else the source's key columns, which
+    // must then be projected.
+    let mut key = Vec::new();
+    if query.partition_by.is_empty() {
+        for k in &source.key {
+            let at = selected.iter().position(|c| c.expr == column_expr(k));
+            match at {
+                Some(i) => key.push(selected.remove(i)),
+                None => {
+                    return Err(err(format!(
+                        "The query used to build `{sink}` must include the key column {} in its projection (eg, SELECT {}...).",
+                        k.name, k.name
+                    )))
+                }
+            }
+        }
+    } else {
+        for p in &query.partition_by {
+            if matches!(p, Expr::Literal(Literal::Null)) {
+                continue; // PARTITION BY NULL: no key.
+            }
+            let sql_type =
+                type_of(p, &scope)?.ok_or_else(|| err("PARTITION BY NULL must stand alone"))?;
+            let at = selected.iter().position(|c| c.expr == *p);
+            match at {
+                Some(i) => key.push(selected.remove(i)),
+                None => {
+                    return Err(err(format!(
+                        "The query used to build `{sink}` must include the partitioning expression {} in its projection (eg, SELECT {}...).",
+                        format_expr(p),
+                        format_expr(p)
+                    )))
+                }
+            }
+            let _ = sql_type;
+        }
+    }
+    if selected.is_empty() {
+        return Err(err("The projection contains no value columns."));
+    }
+    Ok(Projection {
+        kind: source.kind,
+        key,
+        value: selected,
+        filter: query.where_clause.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ast::Statement;
+    use crate::catalog::Topics;
+    use crate::{parse_expression, parse_statement};
+
+    struct All;
+    impl Topics for All {
+        fn partitions(&self, _: &str) -> Option<i32> {
+            Some(1)
+        }
+    }
+
+    fn catalog() -> Catalog {
+        let mut c = Catalog::default();
+        c.create_source(
+            &parse_statement("CREATE STREAM INPUT (ID INT KEY, NAME STRING, PRICE DECIMAL(4, 2), QTY BIGINT, ADDR STRUCT<CITY STRING>, TAGS ARRAY<STRING>) WITH (kafka_topic='t', value_format='JSON')").unwrap(),
+            &All,
+        )
+        .unwrap();
+        c
+    }
+
+    fn typed(text: &str) -> Result<Option<SqlType>, AnalysisError> {
+        let c = catalog();
+        let scope = Scope {
+            source: c.get("INPUT").unwrap(),
+            alias: None,
+        };
+        type_of(&parse_expression(text).unwrap(), &scope)
+    }
+
+    fn project_sql(sql: &str) -> Result<Projection, AnalysisError> {
+        let Statement::CreateAsSelect { query, .. } = parse_statement(sql).unwrap() else {
+            panic!()
+        };
+        project(&query, &catalog(), "OUTPUT")
+    }
+
+    #[test]
+    fn expression_types_follow_ksqldbs_promotion() {
+        assert_eq!(typed("ID + 1").unwrap(), Some(SqlType::Int));
+        assert_eq!(typed("ID + QTY").unwrap(), Some(SqlType::Bigint));
+        assert_eq!(typed("QTY * 1.5E0").unwrap(), Some(SqlType::Double));
+        assert_eq!(
+            typed("PRICE + PRICE").unwrap(),
+            Some(SqlType::Decimal {
+                precision: 5,
+                scale: 2
+            })
+        );
+        assert_eq!(
+            typed("PRICE * ID").unwrap(),
+            Some(SqlType::Decimal {
+                precision: 15,
+                scale: 2
+            })
+        );
+        assert_eq!(
+            typed("PRICE / PRICE").unwrap(),
+            Some(SqlType::Decimal {
+                precision: 11,
+                scale: 7
+            })
+        );
+        assert_eq!(
+            typed("1.50").unwrap(),
+            Some(SqlType::Decimal {
+                precision: 3,
+                scale: 2
+            })
+        );
+        assert_eq!(typed("ADDR->CITY").unwrap(), Some(SqlType::String));
+        assert_eq!(typed("TAGS[1]").unwrap(), Some(SqlType::String));
+        assert_eq!(
+            typed("NAME LIKE 'a%' AND ID > 1").unwrap(),
+            Some(SqlType::Boolean)
+        );
+        assert_eq!(typed("NULL").unwrap(), None);
+        assert_eq!(typed("ROWTIME").unwrap(), Some(SqlType::Bigint));
+    }
+
+    #[test]
+    fn type_errors_with_ksqldbs_messages() {
+        for (text, message) in [
+            (
+                "ID >= 'not an int'",
+                "Cannot compare ID (INTEGER) to 'not an int' (STRING) with GREATER_THAN_OR_EQUAL.",
+            ),
+            ("NOPE + 1", "Column 'NOPE' cannot be resolved."),
+            (
+                "WONT_FIND_ME(ID)",
+                "Can't find any functions with the name 'WONT_FIND_ME'",
+            ),
+            ("NAME * 2", "Unsupported arithmetic types"),
+            (
+                "CASE WHEN ID > 1 THEN 'a' ELSE 1 END",
+                "Invalid Case expression",
+            ),
+            ("ADDR->ZIP", "Could not find field 'ZIP'"),
+        ] {
+            let e = typed(text).unwrap_err();
+            assert!(e.0.contains(message), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn projections_name_and_key_their_columns() {
+        let p = project_sql("CREATE STREAM OUTPUT AS SELECT ID, NAME, PRICE * 2, ADDR->CITY, UCASE(NAME) AS UPPER FROM INPUT WHERE ID < 10;").unwrap();
+        assert_eq!(
+            p.key.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["ID"]
+        );
+        assert_eq!(
+            p.value.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["NAME", "KSQL_COL_0", "CITY", "UPPER"]
+        );
+        let p = project_sql("CREATE STREAM OUTPUT AS SELECT * FROM INPUT;").unwrap();
+        assert_eq!(p.key.len(), 1);
+        assert_eq!(p.value.len(), 5);
+        let p =
+            project_sql("CREATE STREAM OUTPUT AS SELECT NAME, ID FROM INPUT PARTITION BY NAME;")
+                .unwrap();
+        assert_eq!(p.key[0].name, "NAME");
+        assert_eq!(p.value[0].name, "ID");
+        for (sql, message) in [
+            ("CREATE STREAM OUTPUT AS SELECT NAME FROM INPUT;", "must include the key column ID in its projection"),
+            ("CREATE STREAM OUTPUT AS SELECT ID FROM INPUT;", "The projection contains no value columns."),
+            ("CREATE STREAM OUTPUT AS SELECT ID, NAME AS ROWPARTITION FROM INPUT;", "`ROWPARTITION` is a reserved column name. You cannot use it as an alias for a column."),
+            ("CREATE STREAM OUTPUT AS SELECT ID, ROWOFFSET FROM INPUT;", "Reserved column name in select: `ROWOFFSET`."),
+            ("CREATE STREAM OUTPUT AS SELECT * FROM INPUT WHERE ID >= 'x';", "Error in WHERE expression: Cannot compare ID (INTEGER) to 'x' (STRING)"),
+            ("CREATE STREAM OUTPUT AS SELECT X.ID, NAME FROM INPUT;", "'X' is not a valid stream/table name or alias."),
+            ("CREATE STREAM OUTPUT AS SELECT * FROM NOPE;", "NOPE does not exist."),
+        ] {
+            let e = project_sql(sql).unwrap_err();
+            assert!(e.0.contains(message), "{sql}: {e}");
+        }
+    }
+}
