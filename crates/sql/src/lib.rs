@@ -10,6 +10,7 @@ pub mod eval;
 pub mod format;
 pub mod lexer;
 pub mod parser;
+pub mod pipeline;
 pub mod value;
 
 pub use parser::{parse_expression, parse_statement, parse_statements};
