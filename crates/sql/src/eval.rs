@@ -504,6 +504,22 @@ pub fn compare(l: &Value, r: &Value) -> Result<Option<Ordering>, EvalError> {
             let t = l.sql_type().expect("not null");
             return compare(l, &cast(r.clone(), &t)?);
         }
+        // Maps compare for equality only (entries in any order).
+        (Value::Map(a), Value::Map(b)) => {
+            let contains = |m: &[(Value, Value)], k: &Value, v: &Value| {
+                m.iter().any(|(k2, v2)| {
+                    compare(k, k2).ok().flatten() == Some(Ordering::Equal)
+                        && (v.is_null() && v2.is_null()
+                            || compare(v, v2).ok().flatten() == Some(Ordering::Equal))
+                })
+            };
+            let equal = a.len() == b.len() && a.iter().all(|(k, v)| contains(b, k, v));
+            if equal {
+                Ordering::Equal
+            } else {
+                Ordering::Less
+            }
+        }
         (Value::Array(a), Value::Array(b)) => {
             for (x, y) in a.iter().zip(b) {
                 match compare(x, y)? {
@@ -952,6 +968,9 @@ fn builtin(name: &str, args: &[Value]) -> Option<Result<Value, EvalError>> {
                 arity(1)?;
                 if args[0].is_null() {
                     return Ok(Value::Null);
+                }
+                if let (Value::Bytes(b), "LEN") = (&args[0], name) {
+                    return Ok(Value::Int(b.len() as i32));
                 }
                 let s = string(0).ok_or_else(|| type_error(format!("{name} needs a STRING")))?;
                 match name {

@@ -97,17 +97,22 @@ impl StreamQuery {
             deserialize(&self.source.key_format, &key_cols, record.key, false)
                 .map_err(|e| format!("Error deserializing key: {e}"))?
         };
-        let Some(value_bytes) = record.value else {
-            // A tombstone on a stream carries no row.
+        // A null value (tombstone) on a stream: dropped by a WHERE clause, else passed on as
+        // a null value under the projected key, as ksqlDB does.
+        let tombstone = record.value.is_none();
+        if tombstone && self.projection.filter.is_some() {
             return Ok(Outcome::Filtered);
+        }
+        let value = match record.value {
+            None => vec![Value::Null; value_cols.len()],
+            Some(bytes) => deserialize(
+                &self.source.value_format,
+                &value_cols,
+                Some(bytes),
+                self.source.wrap_single_value || value_cols.len() != 1,
+            )
+            .map_err(|e| format!("Error deserializing value: {e}"))?,
         };
-        let value = deserialize(
-            &self.source.value_format,
-            &value_cols,
-            Some(value_bytes),
-            self.source.wrap_single_value || value_cols.len() != 1,
-        )
-        .map_err(|e| format!("Error deserializing value: {e}"))?;
         let mut names: Vec<String> = key_cols.iter().map(|(n, _)| n.clone()).collect();
         names.extend(value_cols.iter().map(|(n, _)| n.clone()));
         names.extend(["ROWTIME", "ROWPARTITION", "ROWOFFSET"].map(String::from));
@@ -137,7 +142,11 @@ impl StreamQuery {
                 .collect()
         };
         let key_values = compute(&self.projection.key)?;
-        let value_values = compute(&self.projection.value)?;
+        let value_values = if tombstone {
+            Vec::new()
+        } else {
+            compute(&self.projection.value)?
+        };
         let out_key_cols: Vec<(String, SqlType)> = self
             .projection
             .key
@@ -156,13 +165,17 @@ impl StreamQuery {
             serialize(&self.sink.key_format, &out_key_cols, &key_values, false)
                 .map_err(|e| format!("Error serializing key: {e}"))?
         };
-        let value = serialize(
-            &self.sink.value_format,
-            &out_value_cols,
-            &value_values,
-            self.sink.wrap_single_value || out_value_cols.len() != 1,
-        )
-        .map_err(|e| format!("Error serializing value: {e}"))?;
+        let value = if tombstone {
+            None
+        } else {
+            serialize(
+                &self.sink.value_format,
+                &out_value_cols,
+                &value_values,
+                self.sink.wrap_single_value || out_value_cols.len() != 1,
+            )
+            .map_err(|e| format!("Error serializing value: {e}"))?
+        };
         Ok(Outcome::Emit(RecordOut {
             key,
             value,
