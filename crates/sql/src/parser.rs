@@ -968,12 +968,18 @@ impl Parser {
         e
     }
 
-    fn or_expr(&mut self) -> Result<Expr, SqlError> {
-        let mut left = self.and_expr()?;
-        while self.eat_kw("OR") {
-            let right = self.and_expr()?;
+    /// A left-associative chain `next (op next)*`, the operator read by `op_of` (which
+    /// consumes it).
+    fn chain(
+        &mut self,
+        next: fn(&mut Self) -> Result<Expr, SqlError>,
+        op_of: fn(&mut Self) -> Option<BinaryOp>,
+    ) -> Result<Expr, SqlError> {
+        let mut left = next(self)?;
+        while let Some(op) = op_of(self) {
+            let right = next(self)?;
             left = Expr::Binary {
-                op: BinaryOp::Or,
+                op,
                 left: Box::new(left),
                 right: Box::new(right),
             };
@@ -981,17 +987,19 @@ impl Parser {
         Ok(left)
     }
 
+    /// The operator at the current token among `ops`, consumed.
+    fn symbol(&mut self, ops: &[(Tok, BinaryOp)]) -> Option<BinaryOp> {
+        let op = ops.iter().find(|(t, _)| self.peek() == Some(t))?.1;
+        self.pos += 1;
+        Some(op)
+    }
+
+    fn or_expr(&mut self) -> Result<Expr, SqlError> {
+        self.chain(Self::and_expr, |p| p.eat_kw("OR").then_some(BinaryOp::Or))
+    }
+
     fn and_expr(&mut self) -> Result<Expr, SqlError> {
-        let mut left = self.not_expr()?;
-        while self.eat_kw("AND") {
-            let right = self.not_expr()?;
-            left = Expr::Binary {
-                op: BinaryOp::And,
-                left: Box::new(left),
-                right: Box::new(right),
-            };
-        }
-        Ok(left)
+        self.chain(Self::not_expr, |p| p.eat_kw("AND").then_some(BinaryOp::And))
     }
 
     fn not_expr(&mut self) -> Result<Expr, SqlError> {
@@ -1101,53 +1109,25 @@ impl Parser {
     }
 
     fn concat_expr(&mut self) -> Result<Expr, SqlError> {
-        let mut left = self.additive()?;
-        while self.eat(&Tok::Concat) {
-            let right = self.additive()?;
-            left = Expr::Binary {
-                op: BinaryOp::Concat,
-                left: Box::new(left),
-                right: Box::new(right),
-            };
-        }
-        Ok(left)
+        self.chain(Self::additive, |p| {
+            p.symbol(&[(Tok::Concat, BinaryOp::Concat)])
+        })
     }
 
     fn additive(&mut self) -> Result<Expr, SqlError> {
-        let mut left = self.multiplicative()?;
-        loop {
-            let op = match self.peek() {
-                Some(Tok::Plus) => BinaryOp::Add,
-                Some(Tok::Minus) => BinaryOp::Subtract,
-                _ => return Ok(left),
-            };
-            self.pos += 1;
-            let right = self.multiplicative()?;
-            left = Expr::Binary {
-                op,
-                left: Box::new(left),
-                right: Box::new(right),
-            };
-        }
+        self.chain(Self::multiplicative, |p| {
+            p.symbol(&[(Tok::Plus, BinaryOp::Add), (Tok::Minus, BinaryOp::Subtract)])
+        })
     }
 
     fn multiplicative(&mut self) -> Result<Expr, SqlError> {
-        let mut left = self.unary()?;
-        loop {
-            let op = match self.peek() {
-                Some(Tok::Asterisk) => BinaryOp::Multiply,
-                Some(Tok::Slash) => BinaryOp::Divide,
-                Some(Tok::Percent) => BinaryOp::Modulus,
-                _ => return Ok(left),
-            };
-            self.pos += 1;
-            let right = self.unary()?;
-            left = Expr::Binary {
-                op,
-                left: Box::new(left),
-                right: Box::new(right),
-            };
-        }
+        self.chain(Self::unary, |p| {
+            p.symbol(&[
+                (Tok::Asterisk, BinaryOp::Multiply),
+                (Tok::Slash, BinaryOp::Divide),
+                (Tok::Percent, BinaryOp::Modulus),
+            ])
+        })
     }
 
     fn unary(&mut self) -> Result<Expr, SqlError> {

@@ -2,46 +2,9 @@
 //! accepts must parse. The corpus is read in place from `../shared/conformance/ksql-qtt`
 //! (never copied into the repository); where it is absent the test says so and passes.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-fn corpus() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/ksql-qtt");
-    dir.is_dir().then_some(dir)
-}
-
-/// Jackson's ALLOW_COMMENTS: `//` outside strings runs to the end of the line.
-fn strip_comments(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    let (mut in_string, mut escaped) = (false, false);
-    while let Some(c) = chars.next() {
-        if in_string {
-            out.push(c);
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-            continue;
-        }
-        if c == '/' && chars.peek() == Some(&'/') {
-            for n in chars.by_ref() {
-                if n == '\n' {
-                    out.push('\n');
-                    break;
-                }
-            }
-            continue;
-        }
-        if c == '"' {
-            in_string = true;
-        }
-        out.push(c);
-    }
-    out
-}
+use common::{corpus, strip_comments};
 
 #[test]
 fn every_statement_ksqldb_accepts_parses() {

@@ -9,7 +9,7 @@
 //! it is absent the test says so and passes. The pass count may only go up: the floor below
 //! is the count measured when this slice landed.
 
-use std::path::{Path, PathBuf};
+mod common;
 
 use serde_json::Value as J;
 use strata_sql::analyzer::project;
@@ -19,46 +19,10 @@ use strata_sql::eval::NoFunctions;
 use strata_sql::format::{deserialize, from_json, serialize, Format};
 use strata_sql::pipeline::{Outcome, RecordIn, Sink, StreamQuery};
 
+use common::{corpus, strip_comments};
+
 /// Cases passing when this runner landed; a drop is a regression.
 const PASS_FLOOR: usize = 226;
-
-fn corpus() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/ksql-qtt");
-    dir.is_dir().then_some(dir)
-}
-
-fn strip_comments(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    let (mut in_string, mut escaped) = (false, false);
-    while let Some(c) = chars.next() {
-        if in_string {
-            out.push(c);
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-            continue;
-        }
-        if c == '/' && chars.peek() == Some(&'/') {
-            for n in chars.by_ref() {
-                if n == '\n' {
-                    out.push('\n');
-                    break;
-                }
-            }
-            continue;
-        }
-        if c == '"' {
-            in_string = true;
-        }
-        out.push(c);
-    }
-    out
-}
 
 struct AllTopics;
 impl Topics for AllTopics {
