@@ -482,7 +482,14 @@ pub fn project(query: &Query, catalog: &Catalog, sink: &str) -> Result<Projectio
                         )));
                     }
                 }
-                for c in source.key.iter().chain(&source.value) {
+                // Key columns first; with PARTITION BY the old key moves into the value,
+                // after the value columns, as ksqlDB orders it.
+                let ordered: Vec<&Column> = if query.partition_by.is_empty() {
+                    source.key.iter().chain(&source.value).collect()
+                } else {
+                    source.value.iter().chain(&source.key).collect()
+                };
+                for c in ordered {
                     selected.push(OutputColumn {
                         name: c.name.clone(),
                         sql_type: c.sql_type.clone(),

@@ -1,7 +1,7 @@
 //! Evaluating expressions on one row, with ksqlDB's rules where they are settled: numeric
 //! promotion (INT → BIGINT → DECIMAL → DOUBLE), integer arithmetic that wraps as Java's
-//! does, division or modulus by zero giving NULL, NULL in → NULL out for arithmetic and
-//! comparisons, SQL's three-valued AND/OR/NOT, `+` on strings concatenating, LIKE with `%`,
+//! does, division or modulus by zero giving NULL, NULL in → NULL out for arithmetic, a
+//! comparison with NULL false (ksqlDB's rule, not SQL's), three-valued AND/OR/NOT, `+` on strings concatenating, LIKE with `%`,
 //! `_` and an escape character, CAST between the primitive types.
 //!
 //! A row is anything that resolves column references ([`Row`]); functions come from a
@@ -352,8 +352,9 @@ fn as_decimal(v: &Value) -> Option<Decimal> {
 fn binary(op: BinaryOp, l: Value, r: Value) -> Result<Value, EvalError> {
     use BinaryOp::*;
     if matches!(op, Eq | Neq | Lt | Lte | Gt | Gte) {
+        // ksqlDB: a comparison with NULL on either side is false (not NULL).
         let Some(ord) = compare(&l, &r)? else {
-            return Ok(Value::Null);
+            return Ok(Value::Boolean(false));
         };
         return Ok(Value::Boolean(match op {
             Eq => ord == Ordering::Equal,
@@ -1072,9 +1073,14 @@ mod tests {
     fn comparisons_logic_and_predicates() {
         assert_eq!(ev("A > B"), Value::Boolean(true));
         assert_eq!(ev("A = 7.0"), Value::Boolean(true));
-        assert_eq!(ev("N = 1"), Value::Null);
+        assert_eq!(
+            ev("N = 1"),
+            Value::Boolean(false),
+            "ksqlDB: false, not NULL"
+        );
+        assert_eq!(ev("N <> 1"), Value::Boolean(false));
         assert_eq!(ev("N = 1 OR A = 7"), Value::Boolean(true));
-        assert_eq!(ev("N = 1 AND A = 7"), Value::Null);
+        assert_eq!(ev("CAST(NULL AS BOOLEAN) AND A = 7"), Value::Null);
         assert_eq!(ev("N = 1 AND A = 8"), Value::Boolean(false));
         assert_eq!(ev("NOT (A = 7)"), Value::Boolean(false));
         assert_eq!(ev("N IS NULL AND A IS NOT NULL"), Value::Boolean(true));
