@@ -428,6 +428,16 @@ pub struct OutputColumn {
     pub expr: Expr,
 }
 
+impl OutputColumn {
+    /// Output columns as (name, type) pairs, as the formats take them.
+    pub fn name_types(columns: &[OutputColumn]) -> Vec<(String, SqlType)> {
+        columns
+            .iter()
+            .map(|c| (c.name.clone(), c.sql_type.clone()))
+            .collect()
+    }
+}
+
 /// What a (non-aggregate, single-source) query produces.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Projection {

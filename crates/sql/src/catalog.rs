@@ -34,6 +34,14 @@ pub enum HeaderColumn {
     Key(String),
 }
 
+/// Columns as (name, type) pairs, as the formats take them.
+pub fn name_types(columns: &[Column]) -> Vec<(String, SqlType)> {
+    columns
+        .iter()
+        .map(|c| (c.name.clone(), c.sql_type.clone()))
+        .collect()
+}
+
 /// A stream or table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Source {

@@ -70,8 +70,8 @@ pub fn eval(expr: &Expr, row: &dyn Row, functions: &dyn Functions) -> Result<Val
             return Err(type_error(format!("variable ${{{v}}} was not substituted")))
         }
         Expr::Binary { op, left, right } => match op {
-            BinaryOp::And => and(ev(left)?, || ev(right))?,
-            BinaryOp::Or => or(ev(left)?, || ev(right))?,
+            BinaryOp::And => logical("AND", false, ev(left)?, || ev(right))?,
+            BinaryOp::Or => logical("OR", true, ev(left)?, || ev(right))?,
             op => binary(*op, ev(left)?, ev(right)?)?,
         },
         Expr::Negate(e) => match ev(e)? {
@@ -273,37 +273,24 @@ fn literal(l: &Literal) -> Result<Value, EvalError> {
     })
 }
 
-fn and(left: Value, right: impl FnOnce() -> Result<Value, EvalError>) -> Result<Value, EvalError> {
-    if left == Value::Boolean(false) {
-        return Ok(Value::Boolean(false));
+/// SQL's three-valued AND (`short` = false) or OR (`short` = true): `short` on either side
+/// decides, else NULL if either is NULL; the right side is evaluated only when needed.
+fn logical(
+    name: &str,
+    short: bool,
+    left: Value,
+    right: impl FnOnce() -> Result<Value, EvalError>,
+) -> Result<Value, EvalError> {
+    if left == Value::Boolean(short) {
+        return Ok(left);
     }
-    let right = right()?;
-    Ok(match (left, right) {
-        (_, Value::Boolean(false)) => Value::Boolean(false),
-        (Value::Boolean(true), Value::Boolean(true)) => Value::Boolean(true),
+    Ok(match (left, right()?) {
+        (_, Value::Boolean(b)) if b == short => Value::Boolean(short),
+        (Value::Boolean(_), Value::Boolean(_)) => Value::Boolean(!short),
         (Value::Null | Value::Boolean(_), Value::Null | Value::Boolean(_)) => Value::Null,
         (a, b) => {
             return Err(type_error(format!(
-                "AND needs BOOLEAN operands, not {} and {}",
-                describe(&a),
-                describe(&b)
-            )))
-        }
-    })
-}
-
-fn or(left: Value, right: impl FnOnce() -> Result<Value, EvalError>) -> Result<Value, EvalError> {
-    if left == Value::Boolean(true) {
-        return Ok(Value::Boolean(true));
-    }
-    let right = right()?;
-    Ok(match (left, right) {
-        (_, Value::Boolean(true)) => Value::Boolean(true),
-        (Value::Boolean(false), Value::Boolean(false)) => Value::Boolean(false),
-        (Value::Null | Value::Boolean(_), Value::Null | Value::Boolean(_)) => Value::Null,
-        (a, b) => {
-            return Err(type_error(format!(
-                "OR needs BOOLEAN operands, not {} and {}",
+                "{name} needs BOOLEAN operands, not {} and {}",
                 describe(&a),
                 describe(&b)
             )))

@@ -6,8 +6,7 @@
 //! A record that cannot be decoded or evaluated is skipped with the reason (ksqlDB writes
 //! such records to its processing log and goes on).
 
-use crate::analyzer::Projection;
-use crate::ast::SqlType;
+use crate::analyzer::{OutputColumn, Projection};
 use crate::catalog::Source;
 use crate::eval::{eval, Functions, Row};
 use crate::format::{deserialize, serialize, Format};
@@ -70,12 +69,6 @@ impl Row for RowValues<'_> {
     }
 }
 
-fn columns(cols: &[crate::catalog::Column]) -> Vec<(String, SqlType)> {
-    cols.iter()
-        .map(|c| (c.name.clone(), c.sql_type.clone()))
-        .collect()
-}
-
 impl StreamQuery {
     pub fn process(&self, record: RecordIn<'_>, functions: &dyn Functions) -> Outcome {
         match self.try_process(record, functions) {
@@ -89,8 +82,8 @@ impl StreamQuery {
         record: RecordIn<'_>,
         functions: &dyn Functions,
     ) -> Result<Outcome, String> {
-        let key_cols = columns(&self.source.key);
-        let value_cols = columns(&self.source.value);
+        let key_cols = crate::catalog::name_types(&self.source.key);
+        let value_cols = crate::catalog::name_types(&self.source.value);
         let key = if key_cols.is_empty() {
             Vec::new()
         } else {
@@ -133,7 +126,7 @@ impl StreamQuery {
                 _ => return Ok(Outcome::Filtered),
             }
         }
-        let compute = |cols: &[crate::analyzer::OutputColumn]| -> Result<Vec<Value>, String> {
+        let compute = |cols: &[OutputColumn]| -> Result<Vec<Value>, String> {
             cols.iter()
                 .map(|c| {
                     let v = eval(&c.expr, &row, functions).map_err(|e| e.to_string())?;
@@ -147,18 +140,8 @@ impl StreamQuery {
         } else {
             compute(&self.projection.value)?
         };
-        let out_key_cols: Vec<(String, SqlType)> = self
-            .projection
-            .key
-            .iter()
-            .map(|c| (c.name.clone(), c.sql_type.clone()))
-            .collect();
-        let out_value_cols: Vec<(String, SqlType)> = self
-            .projection
-            .value
-            .iter()
-            .map(|c| (c.name.clone(), c.sql_type.clone()))
-            .collect();
+        let out_key_cols = OutputColumn::name_types(&self.projection.key);
+        let out_value_cols = OutputColumn::name_types(&self.projection.value);
         let key = if out_key_cols.is_empty() {
             None
         } else {

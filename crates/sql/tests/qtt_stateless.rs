@@ -12,9 +12,9 @@
 mod common;
 
 use serde_json::Value as J;
-use strata_sql::analyzer::project;
+use strata_sql::analyzer::{project, OutputColumn};
 use strata_sql::ast::{SourceKind, SqlType, Statement};
-use strata_sql::catalog::{Catalog, Topics};
+use strata_sql::catalog::{name_types, Catalog, Topics};
 use strata_sql::eval::NoFunctions;
 use strata_sql::format::{deserialize, from_json, serialize, Format};
 use strata_sql::pipeline::{Outcome, RecordIn, Sink, StreamQuery};
@@ -171,18 +171,8 @@ fn run_case(case: &J) -> Result<bool, String> {
     let Some((sink_topic, query)) = query else {
         return Err("no query".into());
     };
-    let key_cols: Vec<(String, SqlType)> = query
-        .source
-        .key
-        .iter()
-        .map(|c| (c.name.clone(), c.sql_type.clone()))
-        .collect();
-    let value_cols: Vec<(String, SqlType)> = query
-        .source
-        .value
-        .iter()
-        .map(|c| (c.name.clone(), c.sql_type.clone()))
-        .collect();
+    let key_cols = name_types(&query.source.key);
+    let value_cols = name_types(&query.source.value);
     let mut produced = Vec::new();
     for (offset, input) in case["inputs"]
         .as_array()
@@ -221,18 +211,8 @@ fn run_case(case: &J) -> Result<bool, String> {
             _ => {}
         }
     }
-    let out_key: Vec<(String, SqlType)> = query
-        .projection
-        .key
-        .iter()
-        .map(|c| (c.name.clone(), c.sql_type.clone()))
-        .collect();
-    let out_value: Vec<(String, SqlType)> = query
-        .projection
-        .value
-        .iter()
-        .map(|c| (c.name.clone(), c.sql_type.clone()))
-        .collect();
+    let out_key = OutputColumn::name_types(&query.projection.key);
+    let out_value = OutputColumn::name_types(&query.projection.value);
     let expected: Vec<&J> = case["outputs"]
         .as_array()
         .ok_or("outputs")?
