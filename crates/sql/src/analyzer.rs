@@ -454,10 +454,12 @@ fn column_expr(c: &Column) -> Expr {
     }
 }
 
-/// Shapes a query that reads one source without aggregating (a filter / projection /
-/// repartition): its key and value columns, named and typed as ksqlDB names and types them.
-/// `sink` names the output for error messages.
-pub fn project(query: &Query, catalog: &Catalog, sink: &str) -> Result<Projection, AnalysisError> {
+/// The columns a single-source, non-aggregate query selects, in the order written (what a
+/// transient query returns), after checking its WHERE clause.
+pub fn select_columns(
+    query: &Query,
+    catalog: &Catalog,
+) -> Result<Vec<OutputColumn>, AnalysisError> {
     if !query.joins.is_empty() || !query.group_by.is_empty() || query.window.is_some() {
         return Err(err("joins, GROUP BY and windows are not analyzed yet"));
     }
@@ -559,6 +561,21 @@ pub fn project(query: &Query, catalog: &Catalog, sink: &str) -> Result<Projectio
             }
         }
     }
+    Ok(selected)
+}
+
+/// Shapes a query that reads one source without aggregating (a filter / projection /
+/// repartition): its key and value columns, named and typed as ksqlDB names and types them.
+/// `sink` names the output for error messages.
+pub fn project(query: &Query, catalog: &Catalog, sink: &str) -> Result<Projection, AnalysisError> {
+    let mut selected = select_columns(query, catalog)?;
+    let source = catalog
+        .get(&query.from)
+        .ok_or_else(|| err(format!("{} does not exist.", query.from)))?;
+    let scope = Scope {
+        source,
+        alias: query.from_alias.as_deref(),
+    };
     // The output's key: PARTITION BY's expressions, else the source's key columns, which
     // must then be projected.
     let mut key = Vec::new();

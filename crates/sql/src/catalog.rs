@@ -88,11 +88,14 @@ pub struct Catalog {
     sources: BTreeMap<String, Source>,
 }
 
-fn property<'a>(properties: &'a Properties, name: &str) -> Option<&'a Literal> {
+pub(crate) fn property<'a>(properties: &'a Properties, name: &str) -> Option<&'a Literal> {
     properties.iter().find(|(k, _)| k == name).map(|(_, v)| v)
 }
 
-fn string_property(properties: &Properties, name: &str) -> Result<Option<String>, CatalogError> {
+pub(crate) fn string_property(
+    properties: &Properties,
+    name: &str,
+) -> Result<Option<String>, CatalogError> {
     match property(properties, name) {
         None => Ok(None),
         Some(Literal::String(s)) => Ok(Some(s.clone())),
@@ -102,7 +105,10 @@ fn string_property(properties: &Properties, name: &str) -> Result<Option<String>
     }
 }
 
-fn int_property(properties: &Properties, name: &str) -> Result<Option<i64>, CatalogError> {
+pub(crate) fn int_property(
+    properties: &Properties,
+    name: &str,
+) -> Result<Option<i64>, CatalogError> {
     match property(properties, name) {
         None => Ok(None),
         Some(Literal::Integer(i)) => Ok(Some(*i)),
@@ -332,6 +338,23 @@ impl Catalog {
             },
         );
         Ok(request)
+    }
+
+    /// Adds a source a persistent query derived (CREATE … AS SELECT's sink); refused when
+    /// the name is taken, unless `replace`.
+    pub fn insert_derived(&mut self, source: Source, replace: bool) -> Result<(), CatalogError> {
+        if let Some(existing) = self.sources.get(&source.name) {
+            if !replace || existing.kind != source.kind {
+                return Err(err(format!(
+                    "Cannot add {} '{}': A {} with the same name already exists",
+                    kind_name(source.kind).to_ascii_lowercase(),
+                    source.name,
+                    kind_name(existing.kind).to_ascii_lowercase()
+                )));
+            }
+        }
+        self.sources.insert(source.name.clone(), source);
+        Ok(())
     }
 
     /// DROP STREAM / TABLE: the dropped source.

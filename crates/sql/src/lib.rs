@@ -11,6 +11,7 @@ pub mod format;
 pub mod lexer;
 pub mod parser;
 pub mod pipeline;
+pub mod planner;
 pub mod value;
 
 pub use parser::{parse_expression, parse_statement, parse_statements};

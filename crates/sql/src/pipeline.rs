@@ -69,6 +69,96 @@ impl Row for RowValues<'_> {
     }
 }
 
+/// A record's row: key columns, value columns (NULLs for a tombstone), then ROWTIME,
+/// ROWPARTITION and ROWOFFSET; as (names, values).
+pub fn decode_row(
+    source: &Source,
+    record: RecordIn<'_>,
+) -> Result<(Vec<String>, Vec<Value>), String> {
+    let key_cols = crate::catalog::name_types(&source.key);
+    let value_cols = crate::catalog::name_types(&source.value);
+    let key = if key_cols.is_empty() {
+        Vec::new()
+    } else {
+        deserialize(&source.key_format, &key_cols, record.key, false)
+            .map_err(|e| format!("Error deserializing key: {e}"))?
+    };
+    let value = match record.value {
+        None => vec![Value::Null; value_cols.len()],
+        Some(bytes) => deserialize(
+            &source.value_format,
+            &value_cols,
+            Some(bytes),
+            source.wrap_single_value || value_cols.len() != 1,
+        )
+        .map_err(|e| format!("Error deserializing value: {e}"))?,
+    };
+    let mut names: Vec<String> = key_cols.into_iter().map(|(n, _)| n).collect();
+    names.extend(value_cols.into_iter().map(|(n, _)| n));
+    names.extend(["ROWTIME", "ROWPARTITION", "ROWOFFSET"].map(String::from));
+    let mut values = key;
+    values.extend(value);
+    values.extend([
+        Value::Bigint(record.timestamp),
+        Value::Int(record.partition),
+        Value::Bigint(record.offset),
+    ]);
+    Ok((names, values))
+}
+
+/// Whether a row passes a WHERE clause (NULL does not).
+fn passes(
+    filter: Option<&crate::ast::Expr>,
+    row: &dyn Row,
+    functions: &dyn Functions,
+) -> Result<bool, String> {
+    match filter {
+        None => Ok(true),
+        Some(f) => Ok(matches!(
+            eval(f, row, functions).map_err(|e| e.to_string())?,
+            Value::Boolean(true)
+        )),
+    }
+}
+
+/// A transient (push) query over one source: the selected columns of each row that
+/// passes WHERE, in the order written. Tombstones are not rows.
+pub struct TransientQuery {
+    pub source: Source,
+    pub columns: Vec<OutputColumn>,
+    pub filter: Option<crate::ast::Expr>,
+}
+
+impl TransientQuery {
+    /// The row's selected values, None when filtered out (or a tombstone); Err when it
+    /// cannot be decoded or evaluated.
+    pub fn process(
+        &self,
+        record: RecordIn<'_>,
+        functions: &dyn Functions,
+    ) -> Result<Option<Vec<Value>>, String> {
+        if record.value.is_none() {
+            return Ok(None);
+        }
+        let (names, values) = decode_row(&self.source, record)?;
+        let row = RowValues {
+            names: &names,
+            values: &values,
+        };
+        if !passes(self.filter.as_ref(), &row, functions)? {
+            return Ok(None);
+        }
+        self.columns
+            .iter()
+            .map(|c| {
+                let v = eval(&c.expr, &row, functions).map_err(|e| e.to_string())?;
+                crate::eval::cast(v, &c.sql_type).map_err(|e| e.to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+}
+
 impl StreamQuery {
     pub fn process(&self, record: RecordIn<'_>, functions: &dyn Functions) -> Outcome {
         match self.try_process(record, functions) {
@@ -82,49 +172,19 @@ impl StreamQuery {
         record: RecordIn<'_>,
         functions: &dyn Functions,
     ) -> Result<Outcome, String> {
-        let key_cols = crate::catalog::name_types(&self.source.key);
-        let value_cols = crate::catalog::name_types(&self.source.value);
-        let key = if key_cols.is_empty() {
-            Vec::new()
-        } else {
-            deserialize(&self.source.key_format, &key_cols, record.key, false)
-                .map_err(|e| format!("Error deserializing key: {e}"))?
-        };
         // A null value (tombstone) on a stream: dropped by a WHERE clause, else passed on as
         // a null value under the projected key, as ksqlDB does.
         let tombstone = record.value.is_none();
         if tombstone && self.projection.filter.is_some() {
             return Ok(Outcome::Filtered);
         }
-        let value = match record.value {
-            None => vec![Value::Null; value_cols.len()],
-            Some(bytes) => deserialize(
-                &self.source.value_format,
-                &value_cols,
-                Some(bytes),
-                self.source.wrap_single_value || value_cols.len() != 1,
-            )
-            .map_err(|e| format!("Error deserializing value: {e}"))?,
-        };
-        let mut names: Vec<String> = key_cols.iter().map(|(n, _)| n.clone()).collect();
-        names.extend(value_cols.iter().map(|(n, _)| n.clone()));
-        names.extend(["ROWTIME", "ROWPARTITION", "ROWOFFSET"].map(String::from));
-        let mut values = key;
-        values.extend(value);
-        values.extend([
-            Value::Bigint(record.timestamp),
-            Value::Int(record.partition),
-            Value::Bigint(record.offset),
-        ]);
+        let (names, values) = decode_row(&self.source, record)?;
         let row = RowValues {
             names: &names,
             values: &values,
         };
-        if let Some(filter) = &self.projection.filter {
-            match eval(filter, &row, functions).map_err(|e| e.to_string())? {
-                Value::Boolean(true) => {}
-                _ => return Ok(Outcome::Filtered),
-            }
+        if !passes(self.projection.filter.as_ref(), &row, functions)? {
+            return Ok(Outcome::Filtered);
         }
         let compute = |cols: &[OutputColumn]| -> Result<Vec<Value>, String> {
             cols.iter()

@@ -1,0 +1,162 @@
+//! From a statement to what runs: a CREATE STREAM / TABLE … AS SELECT becomes the sink
+//! source it registers, the topic it writes and the record-by-record query that fills it.
+//! Pure: the engine creates the topic, registers the sink and runs the query.
+
+use crate::analyzer::{project, OutputColumn};
+use crate::ast::{Properties, SourceKind, Statement};
+use crate::catalog::{int_property, string_property, Catalog, Column, Source, Topics};
+use crate::format::Format;
+use crate::pipeline::{Sink, StreamQuery};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PlanError(pub String);
+
+fn err(m: impl Into<String>) -> PlanError {
+    PlanError(m.into())
+}
+
+/// A persistent query ready to run.
+pub struct PlannedQuery {
+    /// The sink as the catalog will hold it.
+    pub sink: Source,
+    /// Partitions of the sink topic if it has to be created (the source topic's count
+    /// unless PARTITIONS says otherwise) and its replication factor (-1: the broker's).
+    pub partitions: i32,
+    pub replicas: i16,
+    pub query: StreamQuery,
+}
+
+/// The sink properties a CREATE … AS SELECT accepts.
+const SINK_PROPERTIES: &[&str] = &[
+    "KAFKA_TOPIC",
+    "KEY_FORMAT",
+    "VALUE_FORMAT",
+    "FORMAT",
+    "PARTITIONS",
+    "REPLICAS",
+    "VALUE_DELIMITER",
+    "KEY_DELIMITER",
+    "WRAP_SINGLE_VALUE",
+    "RETENTION_MS",
+];
+
+fn columns(cols: &[OutputColumn]) -> Vec<Column> {
+    cols.iter()
+        .map(|c| Column {
+            name: c.name.clone(),
+            sql_type: c.sql_type.clone(),
+            header: None,
+        })
+        .collect()
+}
+
+/// Plans a stateless CREATE STREAM / TABLE … AS SELECT (a filter, projection or
+/// repartition of one source).
+pub fn plan_create_as_select(
+    statement: &Statement,
+    catalog: &Catalog,
+    topics: &dyn Topics,
+) -> Result<PlannedQuery, PlanError> {
+    let Statement::CreateAsSelect {
+        kind,
+        name,
+        properties,
+        query,
+        ..
+    } = statement
+    else {
+        return Err(err("not a CREATE … AS SELECT statement"));
+    };
+    for (k, _) in properties {
+        if !SINK_PROPERTIES.contains(&k.as_str()) {
+            return Err(err(format!(
+                "Invalid config variable(s) in the WITH clause: {k}"
+            )));
+        }
+    }
+    let source = catalog
+        .get(&query.from)
+        .ok_or_else(|| err(format!("{} does not exist.", query.from)))?
+        .clone();
+    let projection = project(query, catalog, name).map_err(|e| err(e.0))?;
+    let produces = if query.partition_by.is_empty() {
+        source.kind
+    } else {
+        SourceKind::Stream
+    };
+    if produces != *kind {
+        return Err(err(match produces {
+            SourceKind::Table => "Invalid result type. Your SELECT query produces a TABLE. Please use CREATE TABLE AS SELECT statement instead.",
+            SourceKind::Stream => "Invalid result type. Your SELECT query produces a STREAM. Please use CREATE STREAM AS SELECT statement instead.",
+        }));
+    }
+    let prop = |k: &str| string_property(properties, k).map_err(|e| err(e.0));
+    let format = prop("FORMAT")?;
+    let value_format = match prop("VALUE_FORMAT")?.or(format.clone()) {
+        Some(f) => Format::parse(&f, prop("VALUE_DELIMITER")?.as_deref()).map_err(|e| err(e.0))?,
+        None => source.value_format.clone(),
+    };
+    let key_format = match prop("KEY_FORMAT")?.or(format) {
+        Some(f) => Format::parse(&f, prop("KEY_DELIMITER")?.as_deref()).map_err(|e| err(e.0))?,
+        None => source.key_format.clone(),
+    };
+    if key_format == Format::Kafka && projection.key.len() > 1 {
+        return Err(err(
+            "The 'KAFKA' format only supports a single field. Got: key columns",
+        ));
+    }
+    let wrap = match crate::catalog::property(properties, "WRAP_SINGLE_VALUE") {
+        None => true,
+        Some(crate::ast::Literal::Boolean(b)) => *b,
+        Some(crate::ast::Literal::String(s)) => !s.eq_ignore_ascii_case("false"),
+        Some(other) => {
+            return Err(err(format!(
+                "Invalid value for WRAP_SINGLE_VALUE: {other:?}"
+            )))
+        }
+    };
+    let topic = prop("KAFKA_TOPIC")?.unwrap_or_else(|| name.clone());
+    let int = |k: &str| int_property(properties, k).map_err(|e| err(e.0));
+    let partitions = match int("PARTITIONS")? {
+        Some(p) if p > 0 && p <= i32::MAX as i64 => p as i32,
+        Some(p) => return Err(err(format!("Invalid number of partitions: {p}"))),
+        None => topics.partitions(&source.topic).unwrap_or(1),
+    };
+    let replicas = int("REPLICAS")?.map_or(-1, |r| r.clamp(-1, i16::MAX as i64) as i16);
+    let sink = Source {
+        name: name.clone(),
+        kind: *kind,
+        key: columns(&projection.key),
+        value: columns(&projection.value),
+        topic,
+        key_format: key_format.clone(),
+        value_format: value_format.clone(),
+        wrap_single_value: wrap,
+        timestamp_column: None,
+        timestamp_format: None,
+        read_only: false,
+    };
+    Ok(PlannedQuery {
+        sink,
+        partitions,
+        replicas,
+        query: StreamQuery {
+            source,
+            projection,
+            sink: Sink {
+                key_format,
+                value_format,
+                wrap_single_value: wrap,
+            },
+        },
+    })
+}
+
+/// A property of a WITH clause as text (strings bare, other literals as written).
+pub fn property_text(properties: &Properties, name: &str) -> Option<String> {
+    crate::catalog::property(properties, name).map(|v| match v {
+        crate::ast::Literal::String(s) => s.clone(),
+        other => format!("{other:?}"),
+    })
+}
