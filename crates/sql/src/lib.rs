@@ -14,7 +14,7 @@ pub mod pipeline;
 pub mod planner;
 pub mod value;
 
-pub use parser::{parse_expression, parse_statement, parse_statements};
+pub use parser::{parse_expression, parse_statement, parse_statements, parse_statements_with_text};
 
 /// Errors of the SQL crate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -102,6 +102,19 @@ pub fn parse_statements(text: &str) -> Result<Vec<Statement>, SqlError> {
 }
 
 fn statements(text: &str) -> Result<Vec<Statement>, SqlError> {
+    Ok(statements_with_text(text)?
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect())
+}
+
+/// Parses a script into its statements, each with its own text (from its first token
+/// through its `;`), as ksqlDB echoes `statementText` and stores commands.
+pub fn parse_statements_with_text(text: &str) -> Result<Vec<(String, Statement)>, SqlError> {
+    statements_with_text(text).map_err(|e| e.located(text))
+}
+
+fn statements_with_text(text: &str) -> Result<Vec<(String, Statement)>, SqlError> {
     let mut p = Parser::new(text)?;
     let mut out = Vec::new();
     loop {
@@ -109,10 +122,17 @@ fn statements(text: &str) -> Result<Vec<Statement>, SqlError> {
         if p.done() {
             return Ok(out);
         }
-        out.push(p.statement()?);
+        let start = p.tokens[p.pos].at;
+        let statement = p.statement()?;
         if !p.done() && !p.eat(&Tok::Semicolon) {
             return Err(p.unexpected("';' after the statement"));
         }
+        let end = p.tokens.get(p.pos).map_or(text.len(), |t| t.at);
+        let mut own = text[start..end].trim_end().to_string();
+        if !own.ends_with(';') {
+            own.push(';');
+        }
+        out.push((own, statement));
     }
 }
 

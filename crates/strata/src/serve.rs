@@ -28,6 +28,10 @@ pub struct ServeArgs {
     /// none, a standalone node]
     #[arg(long, value_name = "ID@HOST:PORT,...")]
     controller_quorum_voters: Option<String>,
+    /// Where the SQL engine serves ksqlDB's REST API ("none" turns the engine off)
+    /// [default: 127.0.0.1:8088; if that address is taken, the broker runs without it]
+    #[arg(long, value_name = "HOST:PORT")]
+    sql_listen: Option<String>,
     /// Where this node's controller listener binds [default: its entry in the voters]
     #[arg(long, value_name = "HOST:PORT")]
     controller_listen: Option<String>,
@@ -140,12 +144,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_target(false)
         .with_ansi(ansi)
         .init();
+    let sql_listen = args.sql_listen.clone();
     let (config, _lock) = load(args)?;
+    let sql_bootstrap = sql_bootstrap(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
     let served = runtime.block_on(async move {
+        start_sql_engine(sql_listen, sql_bootstrap).await?;
         let shutdown = async {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -170,6 +177,51 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     served?;
     Ok(())
+}
+
+/// The address the SQL engine reaches the broker on: this node's first PLAINTEXT listener
+/// (the engine is a Kafka client of its own node).
+fn sql_bootstrap(config: &BrokerConfig) -> Option<String> {
+    let listeners = config.resolved_listeners().ok()?;
+    let l = listeners
+        .clients
+        .iter()
+        .find(|l| l.protocol == strata_broker::listeners::SecurityProtocol::Plaintext)?;
+    let (host, port) = l.bind.rsplit_once(':')?;
+    let host = match host {
+        "" | "0.0.0.0" => "127.0.0.1",
+        "[::]" => "[::1]",
+        h => h,
+    };
+    Some(format!("{host}:{port}"))
+}
+
+/// Binds the SQL listener and starts the engine on it (it waits for the broker to answer).
+/// An explicit address that cannot be bound stops the start; the default one only warns.
+async fn start_sql_engine(
+    listen: Option<String>,
+    bootstrap: Option<String>,
+) -> Result<(), strata_broker::server::ServeError> {
+    let explicit = listen.is_some();
+    let addr = listen.unwrap_or_else(|| "127.0.0.1:8088".to_string());
+    if addr.eq_ignore_ascii_case("none") {
+        return Ok(());
+    }
+    let Some(bootstrap) = bootstrap else {
+        tracing::warn!("the SQL engine needs a PLAINTEXT listener to reach the broker: SQL is off");
+        return Ok(());
+    };
+    match tokio::net::TcpListener::bind(&addr).await {
+        Ok(listener) => {
+            tokio::spawn(strata_ksql::serve(listener, bootstrap));
+            Ok(())
+        }
+        Err(e) if !explicit => {
+            tracing::warn!(%addr, error = %e, "SQL listener not started (use --sql-listen)");
+            Ok(())
+        }
+        Err(source) => Err(strata_broker::server::ServeError::Bind { addr, source }),
+    }
 }
 
 fn strata_storage_fs() -> strata_broker::server::RealFs {

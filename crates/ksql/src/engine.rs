@@ -1,0 +1,915 @@
+//! The engine: ksqlDB's statements executed against the catalog and the log, answered with
+//! ksqlDB's REST entities.
+//!
+//! Statements that change what exists (CREATE, CREATE … AS SELECT, DROP, TERMINATE) are
+//! appended, once they succeed, to the command topic ([`COMMAND_TOPIC`]); at start the
+//! engine replays it, so streams, tables and persistent queries survive a restart (queries
+//! resume from their committed positions). Statements run one at a time, as ksqlDB's
+//! command runner runs them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::{json, Value as J};
+use strata_records::Record;
+use strata_sql::ast::{Query, SourceKind, SqlType, Statement};
+use strata_sql::catalog::{Catalog, Source, Topics};
+use strata_sql::eval::{cast, eval, NoFunctions, Row};
+use strata_sql::format::{serialize, Format};
+use strata_sql::pipeline::TransientQuery;
+use strata_sql::planner::plan_create_as_select;
+use strata_sql::value::{type_name, Value};
+use tokio::sync::Mutex;
+
+use crate::log::{LogClient, LogError};
+use crate::run::{start_persistent, PersistentHandle, QueryState, Reset};
+
+/// Where the engine keeps the statements that made its streams, tables and queries.
+pub const COMMAND_TOPIC: &str = "_strata_ksql_command_topic";
+
+/// The version ksqlDB clients are told (the REST API this engine follows).
+pub const KSQL_VERSION: &str = "0.29.0";
+
+/// A statement that failed: ksqlDB's `statement_error` (HTTP 400).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct StatementError {
+    pub message: String,
+    pub statement: String,
+    /// Entities of the statements before it in the same request.
+    pub entities: Vec<J>,
+    /// ksqlDB's error code: 40001 bad statement, 50000 server error.
+    pub code: u32,
+}
+
+impl StatementError {
+    pub fn body(&self) -> J {
+        json!({
+            "@type": "statement_error",
+            "error_code": self.code,
+            "message": self.message,
+            "statementText": self.statement,
+            "entities": self.entities,
+        })
+    }
+}
+
+fn bad(message: impl Into<String>) -> String {
+    message.into()
+}
+
+struct PersistentQuery {
+    id: String,
+    text: String,
+    sink: String,
+    sink_topic: String,
+    source: String,
+    handle: PersistentHandle,
+}
+
+struct State {
+    catalog: Catalog,
+    queries: BTreeMap<String, PersistentQuery>,
+    /// Commands applied so far (ksqlDB's command sequence number).
+    command_seq: i64,
+    log: LogClient,
+}
+
+pub struct Engine {
+    bootstrap: String,
+    state: Mutex<State>,
+    /// Defaults of the properties clients may set per request.
+    pub properties: BTreeMap<String, String>,
+}
+
+struct TopicCounts(BTreeMap<String, i32>);
+
+impl Topics for TopicCounts {
+    fn partitions(&self, topic: &str) -> Option<i32> {
+        self.0.get(topic).copied()
+    }
+}
+
+/// No columns: INSERT VALUES' expressions are evaluated on nothing.
+struct NoRow;
+
+impl Row for NoRow {
+    fn column(&self, _: Option<&str>, _: &str) -> Option<&Value> {
+        None
+    }
+}
+
+fn format_name(f: &Format) -> &'static str {
+    match f {
+        Format::Json => "JSON",
+        Format::Delimited { .. } => "DELIMITED",
+        Format::Kafka => "KAFKA",
+        Format::None => "NONE",
+    }
+}
+
+fn kind_word(k: SourceKind) -> &'static str {
+    match k {
+        SourceKind::Stream => "STREAM",
+        SourceKind::Table => "TABLE",
+    }
+}
+
+/// A type as ksqlDB's REST API describes it (`schema` of a field).
+pub fn schema_json(t: &SqlType) -> J {
+    let base = |name: &str| json!({"type": name, "fields": null, "memberSchema": null});
+    match t {
+        SqlType::Boolean => base("BOOLEAN"),
+        SqlType::Int => base("INTEGER"),
+        SqlType::Bigint => base("BIGINT"),
+        SqlType::Double => base("DOUBLE"),
+        SqlType::Decimal { precision, scale } => json!({
+            "type": "DECIMAL", "fields": null, "memberSchema": null,
+            "parameters": {"precision": precision, "scale": scale}
+        }),
+        SqlType::String => base("STRING"),
+        SqlType::Bytes => base("BYTES"),
+        SqlType::Timestamp => base("TIMESTAMP"),
+        SqlType::Date => base("DATE"),
+        SqlType::Time => base("TIME"),
+        SqlType::Array(item) => {
+            json!({"type": "ARRAY", "fields": null, "memberSchema": schema_json(item)})
+        }
+        SqlType::Map(_, v) => {
+            json!({"type": "MAP", "fields": null, "memberSchema": schema_json(v)})
+        }
+        SqlType::Struct(fields) => json!({
+            "type": "STRUCT",
+            "fields": fields.iter().map(|(n, t)| json!({"name": n, "schema": schema_json(t)})).collect::<Vec<_>>(),
+            "memberSchema": null
+        }),
+        SqlType::Custom(n) => base(n),
+    }
+}
+
+/// A statement's result: entities for the response, and whether to record it as a command.
+struct Done {
+    entity: Option<J>,
+    command: Option<J>,
+}
+
+impl Engine {
+    /// An engine for the brokers at `bootstrap`: replays the command topic (creating it if
+    /// missing) and restarts the persistent queries.
+    pub async fn start(bootstrap: &str) -> Result<Arc<Engine>, LogError> {
+        let mut properties = BTreeMap::new();
+        properties.insert("ksql.streams.auto.offset.reset".into(), "latest".into());
+        properties.insert("ksql.service.id".into(), "default_".into());
+        properties.insert("ksql.streams.bootstrap.servers".into(), bootstrap.into());
+        let engine = Arc::new(Engine {
+            bootstrap: bootstrap.to_string(),
+            state: Mutex::new(State {
+                catalog: Catalog::default(),
+                queries: BTreeMap::new(),
+                command_seq: 0,
+                log: LogClient::new(bootstrap),
+            }),
+            properties,
+        });
+        engine.replay().await?;
+        Ok(engine)
+    }
+
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    async fn replay(&self) -> Result<(), LogError> {
+        let mut st = self.state.lock().await;
+        let topics = st.log.topics().await?;
+        if !topics.contains_key(COMMAND_TOPIC) {
+            let r = st
+                .log
+                .create_topic(
+                    COMMAND_TOPIC,
+                    1,
+                    &[("retention.ms".to_string(), "-1".to_string())],
+                )
+                .await;
+            if let Err(e) = r {
+                // Another node may have created it meanwhile.
+                if !st.log.topics().await?.contains_key(COMMAND_TOPIC) {
+                    return Err(e);
+                }
+            }
+            return Ok(());
+        }
+        let mut at = st.log.offset(COMMAND_TOPIC, 0, -2).await?;
+        let end = st.log.offset(COMMAND_TOPIC, 0, -1).await?;
+        let mut replayed = 0;
+        while at < end {
+            let (records, _) = st.log.fetch(COMMAND_TOPIC, 0, at, 0).await?;
+            let Some(last) = records.last() else {
+                break;
+            };
+            at = last.offset + 1;
+            for r in records {
+                let Some(value) = r.value else { continue };
+                let Ok(command) = serde_json::from_slice::<J>(&value) else {
+                    tracing::warn!(offset = r.offset, "unreadable SQL command skipped");
+                    continue;
+                };
+                st.command_seq = st.command_seq.max(r.offset + 1);
+                let text = command["statement"].as_str().unwrap_or_default();
+                let props: BTreeMap<String, String> = command["properties"]
+                    .as_object()
+                    .map(|o| {
+                        o.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let query_id = command["queryId"].as_str().map(str::to_string);
+                match strata_sql::parse_statement(text) {
+                    Ok(stmt) => {
+                        if let Err(e) = self
+                            .apply(&mut st, text, &stmt, &props, true, query_id)
+                            .await
+                        {
+                            tracing::warn!(statement = text, error = %e, "SQL command not replayed");
+                        } else {
+                            replayed += 1;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(statement = text, error = %e, "SQL command does not parse")
+                    }
+                }
+            }
+        }
+        if replayed > 0 {
+            tracing::info!(
+                commands = replayed,
+                queries = st.queries.len(),
+                "SQL engine restored its streams, tables and queries"
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs a request's statements in order (POST /ksql). The first failing statement ends
+    /// the request with the entities of those before it.
+    pub async fn execute(
+        &self,
+        text: &str,
+        request_properties: &BTreeMap<String, String>,
+    ) -> Result<Vec<J>, StatementError> {
+        let statements =
+            strata_sql::parse_statements_with_text(text).map_err(|e| StatementError {
+                message: e.to_string(),
+                statement: text.to_string(),
+                entities: Vec::new(),
+                code: 40001,
+            })?;
+        let mut props = request_properties.clone();
+        let mut entities = Vec::new();
+        let mut st = self.state.lock().await;
+        for (own, stmt) in statements {
+            match &stmt {
+                Statement::SetProperty { name, value } => {
+                    props.insert(name.clone(), value.clone());
+                    continue;
+                }
+                Statement::UnsetProperty { name } => {
+                    props.remove(name);
+                    continue;
+                }
+                _ => {}
+            }
+            match self.apply(&mut st, &own, &stmt, &props, false, None).await {
+                Ok(done) => {
+                    if let Some(command) = done.command {
+                        let record = Record {
+                            key: None,
+                            value: Some(Bytes::from(command.to_string())),
+                            headers: Vec::new(),
+                            timestamp_ms: now_ms(),
+                        };
+                        if let Err(e) = st.log.produce(COMMAND_TOPIC, 0, vec![record]).await {
+                            return Err(StatementError {
+                                message: format!(
+                                    "Could not write the statement to the command topic: {e}"
+                                ),
+                                statement: own,
+                                entities,
+                                code: 50000,
+                            });
+                        }
+                        st.command_seq += 1;
+                    }
+                    if let Some(mut entity) = done.entity {
+                        if let Some(o) = entity.as_object_mut() {
+                            if o.contains_key("commandSequenceNumber") {
+                                o.insert("commandSequenceNumber".into(), json!(st.command_seq));
+                            }
+                        }
+                        entities.push(entity);
+                    }
+                }
+                Err(message) => {
+                    return Err(StatementError {
+                        message,
+                        statement: own,
+                        entities,
+                        code: 40001,
+                    })
+                }
+            }
+        }
+        Ok(entities)
+    }
+
+    /// Executes one statement. `replay`: from the command topic at start (no topics
+    /// created, nothing recorded, the query keeps `query_id`).
+    async fn apply(
+        &self,
+        st: &mut State,
+        text: &str,
+        stmt: &Statement,
+        props: &BTreeMap<String, String>,
+        replay: bool,
+        query_id: Option<String>,
+    ) -> Result<Done, String> {
+        let status = |command_id: String, message: String, query_id: Option<&str>| {
+            json!({
+                "@type": "currentStatus",
+                "statementText": text,
+                "commandId": command_id,
+                "commandStatus": {"status": "SUCCESS", "message": message, "queryId": query_id},
+                "commandSequenceNumber": 0,
+                "warnings": [],
+            })
+        };
+        let command = |query_id: Option<&str>| {
+            let mut c = json!({"statement": text, "properties": props});
+            if let Some(q) = query_id {
+                c["queryId"] = json!(q);
+            }
+            c
+        };
+        match stmt {
+            Statement::CreateSource { kind, name, .. } => {
+                let topics = TopicCounts(st.log.topics().await.map_err(|e| e.to_string())?);
+                let request = st
+                    .catalog
+                    .create_source(stmt, &topics)
+                    .map_err(|e| e.0)?;
+                if let (Some(req), false) = (request, replay) {
+                    let mut configs = Vec::new();
+                    if *kind == SourceKind::Table {
+                        configs.push(("cleanup.policy".to_string(), "compact".to_string()));
+                    }
+                    if let Err(e) = st.log.create_topic(&req.name, req.partitions, &configs).await {
+                        st.catalog
+                            .drop_source(*kind, name, true)
+                            .map_err(|e| e.0)?;
+                        return Err(format!("Could not create topic '{}': {e}", req.name));
+                    }
+                }
+                let what = match kind {
+                    SourceKind::Stream => "Stream",
+                    SourceKind::Table => "Table",
+                };
+                Ok(Done {
+                    entity: Some(status(
+                        format!("{}/`{name}`/create", kind_word(*kind).to_ascii_lowercase()),
+                        format!("{what} created"),
+                        None,
+                    )),
+                    command: Some(command(None)),
+                })
+            }
+            Statement::CreateAsSelect {
+                kind,
+                name,
+                or_replace,
+                if_not_exists,
+                query,
+                ..
+            } => {
+                if st.catalog.get(name).is_some() && *if_not_exists {
+                    return Ok(Done {
+                        entity: None,
+                        command: None,
+                    });
+                }
+                if st.catalog.get(name).is_some() && !*or_replace {
+                    let existing = st.catalog.get(name).expect("checked");
+                    return Err(format!(
+                        "Cannot add {} '{name}': A {} with the same name already exists",
+                        kind_word(*kind).to_ascii_lowercase(),
+                        kind_word(existing.kind).to_ascii_lowercase()
+                    ));
+                }
+                if query.emit == Some(strata_sql::ast::Emit::Final) || !query.group_by.is_empty() || query.window.is_some() || !query.joins.is_empty() {
+                    return Err(bad("Aggregations, windows, joins and EMIT FINAL in persistent queries are not supported yet by this engine."));
+                }
+                let topics = st.log.topics().await.map_err(|e| e.to_string())?;
+                let planned =
+                    plan_create_as_select(stmt, &st.catalog, &TopicCounts(topics.clone()))
+                        .map_err(|e| e.0)?;
+                if !replay && !topics.contains_key(&planned.sink.topic) {
+                    let mut configs = Vec::new();
+                    if *kind == SourceKind::Table {
+                        configs.push(("cleanup.policy".to_string(), "compact".to_string()));
+                    }
+                    st.log
+                        .create_topic(&planned.sink.topic, planned.partitions, &configs)
+                        .await
+                        .map_err(|e| format!("Could not create topic '{}': {e}", planned.sink.topic))?;
+                }
+                let prefix = match kind {
+                    SourceKind::Stream => "CSAS",
+                    SourceKind::Table => "CTAS",
+                };
+                let id = query_id.unwrap_or_else(|| format!("{prefix}_{name}_{}", st.command_seq));
+                if let Some(old) = st.queries.values().find(|q| q.sink == *name).map(|q| q.id.clone()) {
+                    if let Some(q) = st.queries.remove(&old) {
+                        q.handle.terminate().await;
+                    }
+                }
+                let sink_topic = planned.sink.topic.clone();
+                st.catalog
+                    .insert_derived(planned.sink, *or_replace)
+                    .map_err(|e| e.0)?;
+                let reset = Reset::from_properties(props);
+                let handle = start_persistent(&self.bootstrap, &id, planned.query, sink_topic.clone(), reset);
+                st.queries.insert(
+                    id.clone(),
+                    PersistentQuery {
+                        id: id.clone(),
+                        text: text.to_string(),
+                        sink: name.clone(),
+                        sink_topic,
+                        source: query.from.clone(),
+                        handle,
+                    },
+                );
+                Ok(Done {
+                    entity: Some(status(
+                        format!("{}/`{name}`/create", kind_word(*kind).to_ascii_lowercase()),
+                        format!("Created query with ID {id}"),
+                        Some(&id),
+                    )),
+                    command: Some(command(Some(&id))),
+                })
+            }
+            Statement::Drop {
+                kind,
+                if_exists,
+                name,
+                delete_topic,
+            } => {
+                let readers: Vec<&str> = st
+                    .queries
+                    .values()
+                    .filter(|q| q.source == *name)
+                    .map(|q| q.id.as_str())
+                    .collect();
+                let writers: Vec<&str> = st
+                    .queries
+                    .values()
+                    .filter(|q| q.sink == *name)
+                    .map(|q| q.id.as_str())
+                    .collect();
+                if !readers.is_empty() || !writers.is_empty() {
+                    let mut m = format!("Cannot drop {name}.");
+                    if !readers.is_empty() {
+                        m.push_str(&format!(
+                            "\nThe following queries read from this source: [{}].",
+                            readers.join(", ")
+                        ));
+                    }
+                    if !writers.is_empty() {
+                        m.push_str(&format!(
+                            "\nThe following queries write into this source: [{}].",
+                            writers.join(", ")
+                        ));
+                    }
+                    m.push_str("\nYou need to terminate them before dropping ");
+                    m.push_str(name);
+                    m.push('.');
+                    return Err(m);
+                }
+                let dropped = st
+                    .catalog
+                    .drop_source(*kind, name, *if_exists)
+                    .map_err(|e| e.0)?;
+                let Some(dropped) = dropped else {
+                    return Ok(Done {
+                        entity: Some(status(
+                            format!("{}/`{name}`/drop", kind_word(*kind).to_ascii_lowercase()),
+                            format!("Source `{name}` does not exist."),
+                            None,
+                        )),
+                        command: None,
+                    });
+                };
+                if *delete_topic && !replay {
+                    st.log
+                        .delete_topic(&dropped.topic)
+                        .await
+                        .map_err(|e| format!("Could not delete the topic '{}': {e}", dropped.topic))?;
+                }
+                Ok(Done {
+                    entity: Some(status(
+                        format!("{}/`{name}`/drop", kind_word(*kind).to_ascii_lowercase()),
+                        format!("Source `{name}` (topic: {}) was dropped.", dropped.topic),
+                        None,
+                    )),
+                    command: Some(command(None)),
+                })
+            }
+            Statement::Terminate { query_id: which } => {
+                let ids: Vec<String> = match which {
+                    None => st.queries.keys().cloned().collect(),
+                    Some(id) => {
+                        let id = id.to_ascii_uppercase();
+                        if !st.queries.contains_key(&id) {
+                            if replay {
+                                return Ok(Done { entity: None, command: None });
+                            }
+                            return Err(format!("Unknown queryId: {id}"));
+                        }
+                        vec![id]
+                    }
+                };
+                for id in ids {
+                    if let Some(q) = st.queries.remove(&id) {
+                        q.handle.terminate().await;
+                    }
+                }
+                Ok(Done {
+                    entity: Some(status(
+                        "terminate/query".into(),
+                        "Query terminated.".into(),
+                        None,
+                    )),
+                    command: Some(command(None)),
+                })
+            }
+            Statement::InsertValues {
+                target,
+                columns,
+                values,
+            } => {
+                self.insert_values(st, target, columns, values).await?;
+                Ok(Done {
+                    entity: None,
+                    command: None,
+                })
+            }
+            Statement::ListStreams { .. } | Statement::ListTables { .. } => {
+                let want = match stmt {
+                    Statement::ListStreams { .. } => SourceKind::Stream,
+                    _ => SourceKind::Table,
+                };
+                let list: Vec<J> = st
+                    .catalog
+                    .sources()
+                    .filter(|s| s.kind == want)
+                    .map(|s| {
+                        json!({
+                            "type": kind_word(s.kind),
+                            "name": s.name,
+                            "topic": s.topic,
+                            "keyFormat": format_name(&s.key_format),
+                            "valueFormat": format_name(&s.value_format),
+                            "isWindowed": false,
+                        })
+                    })
+                    .collect();
+                let (ty, field) = match want {
+                    SourceKind::Stream => ("streams", "streams"),
+                    SourceKind::Table => ("tables", "tables"),
+                };
+                Ok(Done {
+                    entity: Some(json!({"@type": ty, "statementText": text, field: list, "warnings": []})),
+                    command: None,
+                })
+            }
+            Statement::ListTopics { all, .. } => {
+                let topics = st.log.topics().await.map_err(|e| e.to_string())?;
+                let list: Vec<J> = topics
+                    .iter()
+                    .filter(|(n, _)| *all || !n.starts_with('_'))
+                    .map(|(n, p)| json!({"name": n, "replicaInfo": vec![1; *p as usize]}))
+                    .collect();
+                Ok(Done {
+                    entity: Some(json!({"@type": "kafka_topics", "statementText": text, "topics": list, "warnings": []})),
+                    command: None,
+                })
+            }
+            Statement::ListQueries { .. } => {
+                let list: Vec<J> = st.queries.values().map(query_json).collect();
+                Ok(Done {
+                    entity: Some(json!({"@type": "queries", "statementText": text, "queries": list, "warnings": []})),
+                    command: None,
+                })
+            }
+            Statement::ListProperties => {
+                let mut all = self.properties.clone();
+                all.extend(props.clone());
+                let list: Vec<J> = all
+                    .iter()
+                    .map(|(k, v)| json!({"name": k, "scope": "KSQL", "value": v}))
+                    .collect();
+                Ok(Done {
+                    entity: Some(json!({
+                        "@type": "properties", "statementText": text, "properties": list,
+                        "overwrittenProperties": props.keys().collect::<Vec<_>>(),
+                        "defaultProperties": [], "warnings": []
+                    })),
+                    command: None,
+                })
+            }
+            Statement::Describe { name, extended } => {
+                let source = st
+                    .catalog
+                    .get(name)
+                    .ok_or_else(|| format!("Could not find STREAM/TABLE '{name}' in the Metastore"))?;
+                let topics = st.log.topics().await.map_err(|e| e.to_string())?;
+                Ok(Done {
+                    entity: Some(json!({
+                        "@type": "sourceDescription",
+                        "statementText": text,
+                        "sourceDescription": describe(source, &st.queries, *extended, topics.get(&source.topic).copied().unwrap_or(0)),
+                        "warnings": [],
+                    })),
+                    command: None,
+                })
+            }
+            Statement::DescribeStreams { extended } => {
+                let topics = st.log.topics().await.map_err(|e| e.to_string())?;
+                let list: Vec<J> = st
+                    .catalog
+                    .sources()
+                    .map(|s| describe(s, &st.queries, *extended, topics.get(&s.topic).copied().unwrap_or(0)))
+                    .collect();
+                Ok(Done {
+                    entity: Some(json!({"@type": "source_descriptions", "statementText": text, "sourceDescriptions": list, "warnings": []})),
+                    command: None,
+                })
+            }
+            Statement::Query(_) | Statement::Print { .. } => Err(bad(
+                "The following statement types should be issued to the websocket endpoint '/query':\n\t* PRINT\n\t* SELECT",
+            )),
+            Statement::Define { .. } | Statement::Undefine { .. } => Ok(Done { entity: None, command: None }),
+            _ => Err(format!(
+                "This statement is not supported by this engine yet: {}",
+                text.trim()
+            )),
+        }
+    }
+
+    async fn insert_values(
+        &self,
+        st: &mut State,
+        target: &str,
+        columns: &[String],
+        values: &[strata_sql::ast::Expr],
+    ) -> Result<(), String> {
+        let source = st
+            .catalog
+            .get(target)
+            .ok_or_else(|| {
+                format!("Cannot insert values into an unknown stream/table: `{target}`")
+            })?
+            .clone();
+        if source.read_only {
+            return Err(format!(
+                "Cannot insert values into read-only {}: {target}",
+                kind_word(source.kind).to_ascii_lowercase()
+            ));
+        }
+        let all: Vec<&strata_sql::catalog::Column> =
+            source.key.iter().chain(&source.value).collect();
+        let names: Vec<String> = if columns.is_empty() {
+            all.iter().map(|c| c.name.clone()).collect()
+        } else {
+            columns.to_vec()
+        };
+        if names.len() != values.len() {
+            return Err(format!(
+                "Failed to prepare statement: Expected number columns and values to match: [{}], [{}]",
+                names.join(", "),
+                values.iter().map(strata_sql::analyzer::format_expr).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        let mut row: BTreeMap<String, Value> = BTreeMap::new();
+        for (n, e) in names.iter().zip(values) {
+            let v = eval(e, &NoRow, &NoFunctions).map_err(|e| e.to_string())?;
+            row.insert(n.clone(), v);
+        }
+        let mut timestamp = now_ms();
+        if let Some(t) = row.remove("ROWTIME") {
+            timestamp = match cast(t, &SqlType::Bigint).map_err(|e| e.to_string())? {
+                Value::Bigint(t) => t,
+                _ => timestamp,
+            };
+        }
+        for n in row.keys() {
+            if !all.iter().any(|c| c.name == *n) {
+                return Err(format!("Column name {n} does not exist."));
+            }
+        }
+        let typed = |cols: &[strata_sql::catalog::Column],
+                     row: &BTreeMap<String, Value>|
+         -> Result<Vec<Value>, String> {
+            cols.iter()
+                .map(|c| {
+                    let v = row.get(&c.name).cloned().unwrap_or(Value::Null);
+                    cast(v, &c.sql_type).map_err(|e| {
+                        format!("Failed to insert values into '{target}'. Expected type {} for column {}: {e}", type_name(&c.sql_type), c.name)
+                    })
+                })
+                .collect()
+        };
+        let key_values = typed(&source.key, &row)?;
+        let value_values = typed(&source.value, &row)?;
+        let key_cols = strata_sql::catalog::name_types(&source.key);
+        let value_cols = strata_sql::catalog::name_types(&source.value);
+        let key = if key_cols.is_empty() {
+            None
+        } else {
+            serialize(&source.key_format, &key_cols, &key_values, false).map_err(|e| {
+                format!("Failed to insert values into '{target}'. Could not serialize key: {e}")
+            })?
+        };
+        let value = serialize(
+            &source.value_format,
+            &value_cols,
+            &value_values,
+            source.wrap_single_value || value_cols.len() != 1,
+        )
+        .map_err(|e| {
+            format!("Failed to insert values into '{target}'. Could not serialize value: {e}")
+        })?;
+        let topics = st.log.topics().await.map_err(|e| e.to_string())?;
+        let partitions = *topics
+            .get(&source.topic)
+            .ok_or_else(|| format!("Topic '{}' does not exist", source.topic))?;
+        let partition = match &key {
+            Some(k) => strata_client::partition_for_key(k, partitions),
+            None => (timestamp.rem_euclid(partitions as i64)) as i32,
+        };
+        st.log
+            .produce(
+                &source.topic,
+                partition,
+                vec![Record {
+                    key: key.map(Bytes::from),
+                    value: value.map(Bytes::from),
+                    headers: Vec::new(),
+                    timestamp_ms: timestamp,
+                }],
+            )
+            .await
+            .map_err(|e| format!("Failed to insert values into '{target}': {e}"))?;
+        Ok(())
+    }
+
+    /// Plans a push query (SELECT … EMIT CHANGES): the query, its column names and types.
+    pub async fn plan_push(
+        &self,
+        text: &str,
+    ) -> Result<(TransientQuery, Option<i64>, Vec<String>, Vec<String>), String> {
+        let stmt = strata_sql::parse_statement(text).map_err(|e| e.to_string())?;
+        let Statement::Query(query) = stmt else {
+            return Err("Only SELECT statements can be run as queries here.".into());
+        };
+        let st = self.state.lock().await;
+        plan_transient(&query, &st.catalog)
+    }
+
+    /// Stops every persistent query (their positions committed).
+    pub async fn shutdown(&self) {
+        let mut st = self.state.lock().await;
+        let queries = std::mem::take(&mut st.queries);
+        for (_, q) in queries {
+            q.handle.terminate().await;
+        }
+    }
+}
+
+fn plan_transient(
+    query: &Query,
+    catalog: &Catalog,
+) -> Result<(TransientQuery, Option<i64>, Vec<String>, Vec<String>), String> {
+    if query.emit.is_none() {
+        return Err(
+            "Pull queries are not supported yet by this engine: add EMIT CHANGES for a push query."
+                .into(),
+        );
+    }
+    if query.emit == Some(strata_sql::ast::Emit::Final)
+        || !query.group_by.is_empty()
+        || query.window.is_some()
+        || !query.joins.is_empty()
+    {
+        return Err(
+            "Aggregations, windows, joins and EMIT FINAL are not supported yet by this engine."
+                .into(),
+        );
+    }
+    let columns = strata_sql::analyzer::select_columns(query, catalog).map_err(|e| e.0)?;
+    let source: Source = catalog
+        .get(&query.from)
+        .ok_or_else(|| format!("{} does not exist.", query.from))?
+        .clone();
+    let names = columns.iter().map(|c| c.name.clone()).collect();
+    let types = columns.iter().map(|c| type_name(&c.sql_type)).collect();
+    Ok((
+        TransientQuery {
+            source,
+            columns,
+            filter: query.where_clause.clone(),
+        },
+        query.limit,
+        names,
+        types,
+    ))
+}
+
+fn query_json(q: &PersistentQuery) -> J {
+    let state = match &*q.handle.state.lock().expect("state lock") {
+        QueryState::Running => "RUNNING",
+        QueryState::Error(_) => "ERROR",
+    };
+    json!({
+        "queryString": q.text,
+        "sinks": [q.sink],
+        "sinkKafkaTopics": [q.sink_topic],
+        "id": q.id,
+        "statusCount": {state: 1},
+        "queryType": "PERSISTENT",
+        "state": state,
+    })
+}
+
+fn describe(
+    source: &Source,
+    queries: &BTreeMap<String, PersistentQuery>,
+    extended: bool,
+    partitions: i32,
+) -> J {
+    let mut fields: Vec<J> = Vec::new();
+    for c in &source.key {
+        fields.push(json!({"name": c.name, "schema": schema_json(&c.sql_type), "type": "KEY"}));
+    }
+    for c in &source.value {
+        fields.push(json!({"name": c.name, "schema": schema_json(&c.sql_type)}));
+    }
+    let read: Vec<J> = queries
+        .values()
+        .filter(|q| q.source == source.name)
+        .map(query_json)
+        .collect();
+    let write: Vec<J> = queries
+        .values()
+        .filter(|q| q.sink == source.name)
+        .map(query_json)
+        .collect();
+    let statistics = if extended {
+        let (r, w) = queries
+            .values()
+            .filter(|q| q.sink == source.name)
+            .map(|q| *q.handle.counts.lock().expect("counts lock"))
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        format!("records-read: {r}, records-written: {w}")
+    } else {
+        String::new()
+    };
+    json!({
+        "name": source.name,
+        "windowType": null,
+        "readQueries": read,
+        "writeQueries": write,
+        "fields": fields,
+        "type": kind_word(source.kind),
+        "timestamp": source.timestamp_column.clone().unwrap_or_default(),
+        "statistics": statistics,
+        "errorStats": "",
+        "extended": extended,
+        "keyFormat": format_name(&source.key_format),
+        "valueFormat": format_name(&source.value_format),
+        "topic": source.topic,
+        "partitions": partitions,
+        "replication": if extended { 1 } else { 0 },
+        "statement": "",
+        "queryOffsetSummaries": [],
+        "sourceConstraints": [],
+    })
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,34 @@
+//! Strata's streaming SQL engine and ksqlDB's REST API. The language (parsing, types,
+//! evaluation, formats, planning) is `strata-sql`'s, pure; this crate runs it: statements
+//! against the catalog and the log ([`engine`]), persistent and push queries ([`run`]),
+//! HTTP ([`rest`]). It reaches the log only through the Kafka protocol ([`log`]), as any
+//! client does, so it knows nothing of the broker's internals and runs the same against
+//! one node or a cluster.
+
+pub mod engine;
+pub mod log;
+pub mod rest;
+pub mod run;
+
+use std::sync::Arc;
+
+pub use engine::Engine;
+
+/// Starts the engine against the brokers at `bootstrap` (waiting until they answer) and
+/// serves the REST API on `listener`. Runs until the returned future is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, bootstrap: String) {
+    let engine = loop {
+        match Engine::start(&bootstrap).await {
+            Ok(e) => break e,
+            Err(e) => {
+                tracing::debug!(error = %e, "SQL engine: waiting for the broker");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    };
+    tracing::info!(
+        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        "SQL engine serving ksqlDB's REST API"
+    );
+    rest::Server::new(Arc::clone(&engine)).serve(listener).await;
+}

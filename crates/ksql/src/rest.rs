@@ -1,0 +1,387 @@
+//! ksqlDB's REST API over HTTP/1.1 and HTTP/2 (h2c): `POST /ksql`, `POST /query` (v1,
+//! a chunked JSON array), `POST /query-stream` (v2: delimited lines, or a JSON array when
+//! the client accepts only `application/json`), `POST /close-query`, `GET /info`,
+//! `GET /healthcheck`. Request bodies are bounded before they are read.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value as J};
+use strata_sql::format::json_text;
+use strata_sql::value::Value;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::engine::{Engine, KSQL_VERSION};
+use crate::run::{run_push, Reset};
+
+/// The largest request body accepted (statements, query requests).
+pub const REQUEST_BYTES_MAX: usize = 1 << 20;
+/// Rows buffered per push query before the reader waits for the client.
+const ROWS_BUFFERED: usize = 256;
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// A response body fed from a channel (push query results as they come).
+struct ChannelBody {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+pub struct Server {
+    engine: Arc<Engine>,
+    /// Running push queries by id, for /close-query.
+    push: Mutex<BTreeMap<String, watch::Sender<bool>>>,
+    next_push: AtomicU64,
+}
+
+fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(body.into()).boxed())
+        .expect("valid response")
+}
+
+fn json_response(status: StatusCode, body: &J) -> Response<Body> {
+    full(status, "application/json", body.to_string())
+}
+
+fn error(status: StatusCode, code: u32, message: impl Into<String>) -> Response<Body> {
+    json_response(
+        status,
+        &json!({"@type": "generic_error", "error_code": code, "message": message.into()}),
+    )
+}
+
+fn properties(v: &J) -> BTreeMap<String, String> {
+    v.as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().map_or_else(|| v.to_string(), str::to_string),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A row as a JSON array, values written as ksqlDB's JSON writes them.
+fn row_json(values: &[Value]) -> String {
+    let mut out = String::from("[");
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&json_text(v));
+    }
+    out.push(']');
+    out
+}
+
+impl Server {
+    pub fn new(engine: Arc<Engine>) -> Arc<Server> {
+        Arc::new(Server {
+            engine,
+            push: Mutex::new(BTreeMap::new()),
+            next_push: AtomicU64::new(1),
+        })
+    }
+
+    /// Serves connections from `listener` until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SQL listener: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let server = self.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let server = server.clone();
+                    async move { Ok::<_, Infallible>(server.handle(req).await) }
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                );
+                let _ = builder
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
+    async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_string();
+        let method = req.method().clone();
+        let accept = req
+            .headers()
+            .get("accept")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        match (method, path.as_str()) {
+            (Method::GET, "/info") => json_response(
+                StatusCode::OK,
+                &json!({"KsqlServerInfo": {
+                    "version": KSQL_VERSION,
+                    "kafkaClusterId": "strata",
+                    "ksqlServiceId": "default_",
+                    "serverStatus": "RUNNING",
+                }}),
+            ),
+            (Method::GET, "/healthcheck") => json_response(
+                StatusCode::OK,
+                &json!({"isHealthy": true, "details": {
+                    "metastore": {"isHealthy": true},
+                    "kafka": {"isHealthy": true},
+                    "commandRunner": {"isHealthy": true},
+                }}),
+            ),
+            (Method::POST, "/ksql") => match body_json(req).await {
+                Err(r) => r,
+                Ok(body) => {
+                    let Some(text) = body["ksql"].as_str() else {
+                        return error(StatusCode::BAD_REQUEST, 40000, "Missing the 'ksql' field");
+                    };
+                    let props = properties(&body["streamsProperties"]);
+                    match self.engine.execute(text, &props).await {
+                        Ok(entities) => json_response(StatusCode::OK, &J::Array(entities)),
+                        Err(e) => json_response(StatusCode::BAD_REQUEST, &e.body()),
+                    }
+                }
+            },
+            (Method::POST, "/query") => match body_json(req).await {
+                Err(r) => r,
+                Ok(body) => {
+                    let Some(text) = body["ksql"].as_str() else {
+                        return error(StatusCode::BAD_REQUEST, 40000, "Missing the 'ksql' field");
+                    };
+                    let props = properties(&body["streamsProperties"]);
+                    self.push_query(text, &props, PushFormat::V1).await
+                }
+            },
+            (Method::POST, "/query-stream") => match body_json(req).await {
+                Err(r) => r,
+                Ok(body) => {
+                    let Some(text) = body["sql"].as_str() else {
+                        return error(StatusCode::BAD_REQUEST, 40000, "Missing the 'sql' field");
+                    };
+                    let props = properties(&body["properties"]);
+                    let format =
+                        if accept.contains("application/json") && !accept.contains("delimited") {
+                            PushFormat::JsonArray
+                        } else {
+                            PushFormat::Delimited
+                        };
+                    self.push_query(text, &props, format).await
+                }
+            },
+            (Method::POST, "/close-query") => match body_json(req).await {
+                Err(r) => r,
+                Ok(body) => {
+                    let id = body["queryId"].as_str().unwrap_or_default();
+                    match self.push.lock().expect("push lock").remove(id) {
+                        Some(stop) => {
+                            let _ = stop.send(true);
+                            full(StatusCode::OK, "application/json", "")
+                        }
+                        None => error(
+                            StatusCode::BAD_REQUEST,
+                            40004,
+                            format!("No query with id {id}"),
+                        ),
+                    }
+                }
+            },
+            (
+                _,
+                "/info" | "/healthcheck" | "/ksql" | "/query" | "/query-stream" | "/close-query",
+            ) => error(StatusCode::METHOD_NOT_ALLOWED, 40500, "Method not allowed"),
+            _ => error(
+                StatusCode::NOT_FOUND,
+                40400,
+                format!("No such endpoint: {path}"),
+            ),
+        }
+    }
+
+    async fn push_query(
+        self: &Arc<Self>,
+        text: &str,
+        props: &BTreeMap<String, String>,
+        format: PushFormat,
+    ) -> Response<Body> {
+        let (query, limit, names, types) = match self.engine.plan_push(text).await {
+            Ok(p) => p,
+            Err(message) => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"@type": "statement_error", "error_code": 40001, "message": message, "statementText": text, "entities": []}),
+                )
+            }
+        };
+        let mut all = self.engine.properties.clone();
+        all.extend(props.clone());
+        let reset = Reset::from_properties(&all);
+        let id = format!(
+            "transient_{}_{}",
+            query.source.name,
+            self.next_push.fetch_add(1, Ordering::Relaxed)
+        );
+        let (stop_tx, stop_rx) = watch::channel(false);
+        self.push
+            .lock()
+            .expect("push lock")
+            .insert(id.clone(), stop_tx);
+        let (rows_tx, mut rows_rx) = mpsc::channel(ROWS_BUFFERED);
+        tokio::spawn(run_push(
+            self.engine.bootstrap().to_string(),
+            query,
+            reset,
+            limit,
+            rows_tx,
+            stop_rx,
+        ));
+        let (out_tx, out_rx) = mpsc::channel::<Bytes>(ROWS_BUFFERED);
+        let header = match format {
+            PushFormat::V1 => {
+                let schema = names
+                    .iter()
+                    .zip(&types)
+                    .map(|(n, t)| format!("`{n}` {t}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!(
+                    "[{},\n",
+                    json!({"header": {"queryId": id, "schema": schema}})
+                )
+            }
+            PushFormat::Delimited => format!(
+                "{}\n",
+                json!({"queryId": id, "columnNames": names, "columnTypes": types})
+            ),
+            PushFormat::JsonArray => format!(
+                "[{}",
+                json!({"queryId": id, "columnNames": names, "columnTypes": types})
+            ),
+        };
+        let server = self.clone();
+        tokio::spawn(async move {
+            if out_tx.send(Bytes::from(header)).await.is_err() {
+                server.push.lock().expect("push lock").remove(&id);
+                return;
+            }
+            let mut error = None;
+            while let Some(row) = rows_rx.recv().await {
+                let chunk = match row {
+                    Ok(values) => match format {
+                        PushFormat::V1 => {
+                            format!("{{\"row\":{{\"columns\":{}}}}},\n", row_json(&values))
+                        }
+                        PushFormat::Delimited => format!("{}\n", row_json(&values)),
+                        PushFormat::JsonArray => format!(",{}", row_json(&values)),
+                    },
+                    Err(e) => {
+                        error = Some(e);
+                        break;
+                    }
+                };
+                if out_tx.send(Bytes::from(chunk)).await.is_err() {
+                    break;
+                }
+            }
+            server.push.lock().expect("push lock").remove(&id);
+            let end = match (format, error) {
+                (PushFormat::V1, Some(e)) => format!(
+                    "{}]\n",
+                    json!({"errorMessage": {"@type": "generic_error", "error_code": 50000, "message": e}})
+                ),
+                (PushFormat::V1, None) => {
+                    format!("{}]\n", json!({"finalMessage": "Limit Reached"}))
+                }
+                (PushFormat::Delimited, Some(e)) => format!(
+                    "{}\n",
+                    json!({"@type": "generic_error", "error_code": 50000, "message": e})
+                ),
+                (PushFormat::Delimited, None) => String::new(),
+                (PushFormat::JsonArray, Some(e)) => format!(
+                    ",{}]",
+                    json!({"@type": "generic_error", "error_code": 50000, "message": e})
+                ),
+                (PushFormat::JsonArray, None) => "]".into(),
+            };
+            if !end.is_empty() {
+                let _ = out_tx.send(Bytes::from(end)).await;
+            }
+        });
+        let content_type = match format {
+            PushFormat::Delimited => "application/vnd.ksqlapi.delimited.v1",
+            _ => "application/json",
+        };
+        Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", content_type)
+            .body(ChannelBody { rx: out_rx }.boxed())
+            .expect("valid response")
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum PushFormat {
+    /// `/query`: a JSON array of `{"header"}`, `{"row"}`s and a final message.
+    V1,
+    /// `/query-stream`, `application/vnd.ksqlapi.delimited.v1`: a header line, then a
+    /// JSON array per row, one per line.
+    Delimited,
+    /// `/query-stream` with `Accept: application/json`: one JSON array.
+    JsonArray,
+}
+
+/// The request body as JSON, read up to [`REQUEST_BYTES_MAX`].
+async fn body_json(req: Request<Incoming>) -> Result<J, Response<Body>> {
+    let bytes = Limited::new(req.into_body(), REQUEST_BYTES_MAX)
+        .collect()
+        .await
+        .map_err(|e| {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                41300,
+                format!("Cannot read the request body (at most {REQUEST_BYTES_MAX} bytes): {e}"),
+            )
+        })?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            40000,
+            format!("The request body is not valid JSON: {e}"),
+        )
+    })
+}

@@ -1,0 +1,350 @@
+//! Running queries against the log: persistent queries (a task per query reading its
+//! source topic from its committed positions, writing its sink topic, committing its
+//! positions) and push queries (a task per subscriber reading from the end or the start,
+//! sending rows to the HTTP response).
+//!
+//! Delivery is at-least-once for now: a query's positions are committed after its outputs
+//! are acknowledged (acks=all), so a crash between the two repeats the outputs of the last
+//! batch. (Exactly-once, with the outputs and positions in one transaction, is still to come.)
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use strata_records::Record;
+use strata_sql::eval::NoFunctions;
+use strata_sql::pipeline::{Outcome, RecordIn, StreamQuery, TransientQuery};
+use strata_sql::value::Value;
+use tokio::sync::{mpsc, watch};
+
+use crate::log::{LogClient, LogError};
+
+/// How long a query waits after finding nothing new in any partition.
+const IDLE_WAIT: Duration = Duration::from_millis(50);
+/// Backoff after an error reaching the log.
+const ERROR_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Where a query starts in partitions it has no committed position for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reset {
+    Earliest,
+    Latest,
+}
+
+impl Reset {
+    pub fn from_properties(props: &BTreeMap<String, String>) -> Reset {
+        let v = props
+            .get("auto.offset.reset")
+            .or_else(|| props.get("ksql.streams.auto.offset.reset"));
+        match v.map(|s| s.to_ascii_lowercase()) {
+            Some(s) if s == "earliest" => Reset::Earliest,
+            _ => Reset::Latest,
+        }
+    }
+
+    fn list_offsets_timestamp(self) -> i64 {
+        match self {
+            Reset::Earliest => -2,
+            Reset::Latest => -1,
+        }
+    }
+}
+
+/// A persistent query's state as SHOW QUERIES reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryState {
+    Running,
+    /// Retrying after an error reaching the log (the error's text).
+    Error(String),
+}
+
+/// What the engine keeps of a running persistent query.
+pub struct PersistentHandle {
+    pub state: Arc<Mutex<QueryState>>,
+    /// Records read and written so far.
+    pub counts: Arc<Mutex<(u64, u64)>>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PersistentHandle {
+    /// Stops the query and waits for its task to end (its last positions committed).
+    pub async fn terminate(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// The consumer group holding a persistent query's positions.
+pub fn query_group(query_id: &str) -> String {
+    format!("_strata_ksql_query_{query_id}")
+}
+
+/// Starts a persistent query.
+pub fn start_persistent(
+    bootstrap: &str,
+    query_id: &str,
+    query: StreamQuery,
+    sink_topic: String,
+    reset: Reset,
+) -> PersistentHandle {
+    let (stop, stopped) = watch::channel(false);
+    let state = Arc::new(Mutex::new(QueryState::Running));
+    let counts = Arc::new(Mutex::new((0, 0)));
+    let runner = Persistent {
+        log: LogClient::new(bootstrap),
+        group: query_group(query_id),
+        query,
+        sink_topic,
+        reset,
+        state: state.clone(),
+        counts: counts.clone(),
+        id: query_id.to_string(),
+    };
+    let task = tokio::spawn(runner.run(stopped));
+    PersistentHandle {
+        state,
+        counts,
+        stop,
+        task,
+    }
+}
+
+struct Persistent {
+    log: LogClient,
+    group: String,
+    query: StreamQuery,
+    sink_topic: String,
+    reset: Reset,
+    state: Arc<Mutex<QueryState>>,
+    counts: Arc<Mutex<(u64, u64)>>,
+    id: String,
+}
+
+/// The partition a keyed output record goes to (Kafka's default partitioner, as Kafka
+/// Streams writes ksqlDB's outputs), or the input's for a record without a key.
+fn output_partition(key: Option<&[u8]>, input_partition: i32, partitions: i32) -> i32 {
+    match key {
+        Some(k) => strata_client::partition_for_key(k, partitions),
+        None => input_partition % partitions.max(1),
+    }
+}
+
+impl Persistent {
+    async fn run(mut self, mut stopped: watch::Receiver<bool>) {
+        let mut positions: Option<BTreeMap<i32, i64>> = None;
+        let mut sink_partitions = 0;
+        loop {
+            if *stopped.borrow() {
+                return;
+            }
+            let step = async {
+                if positions.is_none() {
+                    let topics = self.log.topics().await?;
+                    let source_partitions =
+                        *topics.get(&self.query.source.topic).ok_or_else(|| {
+                            LogError::Records(format!(
+                                "source topic {} does not exist",
+                                self.query.source.topic
+                            ))
+                        })?;
+                    sink_partitions = *topics.get(&self.sink_topic).ok_or_else(|| {
+                        LogError::Records(format!("sink topic {} does not exist", self.sink_topic))
+                    })?;
+                    let committed = self
+                        .log
+                        .committed(&self.group, &self.query.source.topic)
+                        .await?;
+                    let mut start = BTreeMap::new();
+                    for p in 0..source_partitions {
+                        let at = match committed.get(&p) {
+                            Some(&o) => o,
+                            None => {
+                                self.log
+                                    .offset(
+                                        &self.query.source.topic,
+                                        p,
+                                        self.reset.list_offsets_timestamp(),
+                                    )
+                                    .await?
+                            }
+                        };
+                        start.insert(p, at);
+                    }
+                    positions = Some(start);
+                }
+                let at = positions.as_mut().expect("set above");
+                self.poll_once(at, sink_partitions).await
+            };
+            match step.await {
+                Ok(true) => {
+                    *self.state.lock().expect("state lock") = QueryState::Running;
+                }
+                Ok(false) => {
+                    *self.state.lock().expect("state lock") = QueryState::Running;
+                    tokio::select! {
+                        _ = tokio::time::sleep(IDLE_WAIT) => {}
+                        _ = stopped.changed() => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(query = %self.id, error = %e, "persistent query: retrying after an error");
+                    *self.state.lock().expect("state lock") = QueryState::Error(e.to_string());
+                    positions = None;
+                    tokio::select! {
+                        _ = tokio::time::sleep(ERROR_BACKOFF) => {}
+                        _ = stopped.changed() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One pass over the source partitions: reads what is new, writes the outputs, then
+    /// commits the positions. Ok(false) when there was nothing new.
+    async fn poll_once(
+        &mut self,
+        positions: &mut BTreeMap<i32, i64>,
+        sink_partitions: i32,
+    ) -> Result<bool, LogError> {
+        let mut outputs: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+        let mut next = positions.clone();
+        let mut read = 0u64;
+        for (&p, &from) in positions.iter() {
+            let (records, _) = self.log.fetch(&self.query.source.topic, p, from, 0).await?;
+            for r in &records {
+                read += 1;
+                let outcome = self.query.process(
+                    RecordIn {
+                        key: r.key.as_deref(),
+                        value: r.value.as_deref(),
+                        timestamp: r.timestamp_ms,
+                        partition: p,
+                        offset: r.offset,
+                    },
+                    &NoFunctions,
+                );
+                match outcome {
+                    Outcome::Emit(out) => {
+                        let partition = output_partition(out.key.as_deref(), p, sink_partitions);
+                        outputs.entry(partition).or_default().push(Record {
+                            key: out.key.map(Bytes::from),
+                            value: out.value.map(Bytes::from),
+                            headers: Vec::new(),
+                            timestamp_ms: out.timestamp,
+                        });
+                    }
+                    Outcome::Filtered => {}
+                    Outcome::Skipped(why) => {
+                        tracing::debug!(query = %self.id, partition = p, offset = r.offset, %why, "record skipped");
+                    }
+                }
+            }
+            if let Some(last) = records.last() {
+                next.insert(p, last.offset + 1);
+            }
+        }
+        if next == *positions {
+            return Ok(false);
+        }
+        let mut written = 0u64;
+        for (partition, records) in outputs {
+            written += records.len() as u64;
+            self.log
+                .produce(&self.sink_topic, partition, records)
+                .await?;
+        }
+        self.log
+            .commit(&self.group, &self.query.source.topic, &next)
+            .await?;
+        *positions = next;
+        let mut c = self.counts.lock().expect("counts lock");
+        c.0 += read;
+        c.1 += written;
+        Ok(true)
+    }
+}
+
+/// A push query: rows go to `rows` until the receiver is dropped, `limit` rows were sent,
+/// or `stop` fires. An error reaching the log ends the query with the error's text.
+pub async fn run_push(
+    bootstrap: String,
+    query: TransientQuery,
+    reset: Reset,
+    limit: Option<i64>,
+    rows: mpsc::Sender<Result<Vec<Value>, String>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut log = LogClient::new(&bootstrap);
+    let topic = query.source.topic.clone();
+    let mut sent = 0i64;
+    let start = async {
+        let partitions = *log
+            .topics()
+            .await?
+            .get(&topic)
+            .ok_or_else(|| LogError::Records(format!("topic {topic} does not exist")))?;
+        let mut at = BTreeMap::new();
+        for p in 0..partitions {
+            at.insert(
+                p,
+                log.offset(&topic, p, reset.list_offsets_timestamp())
+                    .await?,
+            );
+        }
+        Ok::<_, LogError>(at)
+    };
+    let mut positions = match start.await {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = rows.send(Err(e.to_string())).await;
+            return;
+        }
+    };
+    loop {
+        if *stop.borrow() || rows.is_closed() {
+            return;
+        }
+        let mut any = false;
+        for (&p, at) in positions.iter_mut() {
+            let records = match log.fetch(&topic, p, *at, 0).await {
+                Ok((records, _)) => records,
+                Err(e) => {
+                    let _ = rows.send(Err(e.to_string())).await;
+                    return;
+                }
+            };
+            for r in &records {
+                any = true;
+                *at = r.offset + 1;
+                let row = query.process(
+                    RecordIn {
+                        key: r.key.as_deref(),
+                        value: r.value.as_deref(),
+                        timestamp: r.timestamp_ms,
+                        partition: p,
+                        offset: r.offset,
+                    },
+                    &NoFunctions,
+                );
+                if let Ok(Some(values)) = row {
+                    if rows.send(Ok(values)).await.is_err() {
+                        return;
+                    }
+                    sent += 1;
+                    if limit.is_some_and(|l| sent >= l) {
+                        return;
+                    }
+                }
+            }
+        }
+        if !any {
+            tokio::select! {
+                _ = tokio::time::sleep(IDLE_WAIT) => {}
+                _ = stop.changed() => {}
+                _ = rows.closed() => return,
+            }
+        }
+    }
+}
