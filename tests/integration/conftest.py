@@ -71,6 +71,10 @@ class Broker:
             cfg.write_text(self.config_text)
             args += ["--config", str(cfg)]
         args += self.extra_args
+        if not any(a.startswith("--sql-listen") for a in self.extra_args):
+            # The SQL engine's default address is shared by every broker of a test run:
+            # tests that use SQL give their own.
+            args += ["--sql-listen", "none"]
         self.log = open(self.log_path, "ab")
         seen = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)

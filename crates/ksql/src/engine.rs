@@ -73,6 +73,7 @@ struct State {
     queries: BTreeMap<String, PersistentQuery>,
     /// Commands applied so far (ksqlDB's command sequence number).
     command_seq: i64,
+    command_topic_exists: bool,
     log: LogClient,
 }
 
@@ -168,6 +169,7 @@ impl Engine {
                 catalog: Catalog::default(),
                 queries: BTreeMap::new(),
                 command_seq: 0,
+                command_topic_exists: false,
                 log: LogClient::new(bootstrap),
             }),
             properties,
@@ -184,22 +186,12 @@ impl Engine {
         let mut st = self.state.lock().await;
         let topics = st.log.topics().await?;
         if !topics.contains_key(COMMAND_TOPIC) {
-            let r = st
-                .log
-                .create_topic(
-                    COMMAND_TOPIC,
-                    1,
-                    &[("retention.ms".to_string(), "-1".to_string())],
-                )
-                .await;
-            if let Err(e) = r {
-                // Another node may have created it meanwhile.
-                if !st.log.topics().await?.contains_key(COMMAND_TOPIC) {
-                    return Err(e);
-                }
-            }
+            // Nothing to replay; the topic is created with the first command. An engine
+            // nobody uses leaves no trace in the cluster and holds no connection.
+            st.log = LogClient::new(&self.bootstrap);
             return Ok(());
         }
+        st.command_topic_exists = true;
         let mut at = st.log.offset(COMMAND_TOPIC, 0, -2).await?;
         let end = st.log.offset(COMMAND_TOPIC, 0, -1).await?;
         let mut replayed = 0;
@@ -243,6 +235,7 @@ impl Engine {
                 }
             }
         }
+        st.log = LogClient::new(&self.bootstrap);
         if replayed > 0 {
             tracing::info!(
                 commands = replayed,
@@ -251,6 +244,21 @@ impl Engine {
             );
         }
         Ok(())
+    }
+
+    async fn create_command_topic(log: &mut LogClient) -> Result<(), LogError> {
+        let r = log
+            .create_topic(
+                COMMAND_TOPIC,
+                1,
+                &[("retention.ms".to_string(), "-1".to_string())],
+            )
+            .await;
+        match r {
+            // Another node may have created it meanwhile.
+            Err(_) if log.topics().await?.contains_key(COMMAND_TOPIC) => Ok(()),
+            r => r,
+        }
     }
 
     /// Runs a request's statements in order (POST /ksql). The first failing statement ends
@@ -285,6 +293,17 @@ impl Engine {
             match self.apply(&mut st, &own, &stmt, &props, false, None).await {
                 Ok(done) => {
                     if let Some(command) = done.command {
+                        if !st.command_topic_exists {
+                            if let Err(e) = Self::create_command_topic(&mut st.log).await {
+                                return Err(StatementError {
+                                    message: format!("Could not create the command topic: {e}"),
+                                    statement: own,
+                                    entities,
+                                    code: 50000,
+                                });
+                            }
+                            st.command_topic_exists = true;
+                        }
                         let record = Record {
                             key: None,
                             value: Some(Bytes::from(command.to_string())),
@@ -779,7 +798,7 @@ impl Engine {
     pub async fn plan_push(
         &self,
         text: &str,
-    ) -> Result<(TransientQuery, Option<i64>, Vec<String>, Vec<String>), String> {
+    ) -> Result<PushPlan, String> {
         let stmt = strata_sql::parse_statement(text).map_err(|e| e.to_string())?;
         let Statement::Query(query) = stmt else {
             return Err("Only SELECT statements can be run as queries here.".into());
@@ -798,10 +817,13 @@ impl Engine {
     }
 }
 
+/// A push query ready to run: the query, its LIMIT, its column names and type names.
+pub type PushPlan = (TransientQuery, Option<i64>, Vec<String>, Vec<String>);
+
 fn plan_transient(
     query: &Query,
     catalog: &Catalog,
-) -> Result<(TransientQuery, Option<i64>, Vec<String>, Vec<String>), String> {
+) -> Result<PushPlan, String> {
     if query.emit.is_none() {
         return Err(
             "Pull queries are not supported yet by this engine: add EMIT CHANGES for a push query."

@@ -1,0 +1,266 @@
+"""Streaming SQL through ksqlDB's REST API, fed and read by real Kafka clients
+(librdkafka via confluent-kafka), over HTTP/1.1 (requests) and HTTP/2 (httpx, h2c)."""
+import json
+import struct
+import threading
+import time
+
+import pytest
+import requests
+from confluent_kafka import Consumer, Producer
+
+from conftest import Broker, free_port, unique
+
+
+def sql_broker(tmp_path, name="data"):
+    port = free_port()
+    b = Broker(tmp_path / name, extra_args=["--sql-listen", f"127.0.0.1:{port}"]).start()
+    b.sql = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            if requests.get(b.sql + "/info", timeout=2).ok:
+                return b
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("the SQL engine did not start serving")
+
+
+def ksql(b, text, props=None, status=200):
+    r = requests.post(b.sql + "/ksql", json={"ksql": text, "streamsProperties": props or {}}, timeout=30)
+    assert r.status_code == status, r.text
+    return r.json()
+
+
+def murmur2(data):
+    """Kafka's murmur2 (Utils.murmur2), as a 32-bit unsigned value."""
+    m, r = 0x5BD1E995, 24
+    h = (0x9747B28C ^ len(data)) & 0xFFFFFFFF
+    n = len(data) // 4
+    for i in range(n):
+        k = int.from_bytes(data[4 * i:4 * i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = (h * m) & 0xFFFFFFFF
+        h ^= k
+    rest = data[4 * n:]
+    if len(rest) >= 3:
+        h ^= rest[2] << 16
+    if len(rest) >= 2:
+        h ^= rest[1] << 8
+    if len(rest) >= 1:
+        h ^= rest[0]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h
+
+
+def consume_all(bootstrap, topic, want, timeout=30):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("g"), "auto.offset.reset": "earliest",
+                  "isolation.level": "read_committed"})
+    c.subscribe([topic])
+    out = []
+    deadline = time.time() + timeout
+    while len(out) < want and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        out.append(m)
+    # Anything beyond what was expected would be a duplicate: wait a little for it.
+    end = time.time() + 1.0
+    while time.time() < end:
+        m = c.poll(0.2)
+        if m is not None and not m.error():
+            out.append(m)
+    c.close()
+    return out
+
+
+@pytest.fixture
+def sqlb(tmp_path):
+    b = sql_broker(tmp_path)
+    yield b
+    b.stop()
+    assert "panicked" not in b.log_text(), b.log_text()[-3000:]
+
+
+def test_info_and_healthcheck(sqlb):
+    info = requests.get(sqlb.sql + "/info").json()
+    assert info["KsqlServerInfo"]["serverStatus"] == "RUNNING"
+    assert requests.get(sqlb.sql + "/healthcheck").json()["isHealthy"] is True
+
+
+def test_a_producer_feeds_a_stream_and_a_persistent_query_filters_and_projects_it(sqlb):
+    src = unique("orders")
+    entities = ksql(sqlb, f"""
+        CREATE STREAM orders (id INT KEY, item STRING, qty INT, price DECIMAL(6,2))
+          WITH (kafka_topic='{src}', partitions=3, value_format='JSON');
+        CREATE STREAM big_orders WITH (kafka_topic='{src}-big') AS
+          SELECT id, UCASE(item) AS item, qty * price AS total FROM orders WHERE qty >= 10;
+    """, {"ksql.streams.auto.offset.reset": "earliest"})
+    assert entities[0]["commandStatus"]["message"] == "Stream created"
+    query_id = entities[1]["commandStatus"]["queryId"]
+    assert query_id.startswith("CSAS_BIG_ORDERS_")
+
+    p = Producer({"bootstrap.servers": sqlb.bootstrap})
+    for i in range(200):
+        p.produce(src, key=struct.pack(">i", i), value=json.dumps({"item": f"w{i}", "qty": i % 20, "price": 1.25}))
+    p.flush(10)
+
+    out = consume_all(sqlb.bootstrap, f"{src}-big", 100)
+    got = {struct.unpack(">i", m.key())[0]: json.loads(m.value()) for m in out}
+    assert len(out) == 100, "each qualifying order once"
+    assert got == {i: {"ITEM": f"W{i}", "TOTAL": (i % 20) * 1.25} for i in range(200) if i % 20 >= 10}
+    # A key goes to the partition Kafka's default partitioner (murmur2) picks, as ksqlDB
+    # writes it: the same partition a Java producer would choose.
+    assert all(m.partition() == (murmur2(m.key()) & 0x7FFFFFFF) % 3 for m in out)
+    queries = ksql(sqlb, "SHOW QUERIES;")[0]["queries"]
+    assert [q["id"] for q in queries] == [query_id] and queries[0]["state"] == "RUNNING"
+    described = ksql(sqlb, "DESCRIBE big_orders;")[0]["sourceDescription"]
+    assert [(f["name"], f["schema"]["type"], f.get("type")) for f in described["fields"]] == [
+        ("ID", "INTEGER", "KEY"), ("ITEM", "STRING", None), ("TOTAL", "DECIMAL", None)]
+    assert described["topic"] == f"{src}-big" and described["partitions"] == 3
+
+
+def test_push_queries_stream_rows_as_they_arrive_over_http1_and_http2(sqlb):
+    src = unique("clicks")
+    ksql(sqlb, f"CREATE STREAM clicks (user VARCHAR KEY, page VARCHAR) WITH (kafka_topic='{src}', partitions=1, value_format='JSON');")
+    ksql(sqlb, "INSERT INTO clicks (user, page) VALUES ('ann', 'home');")
+
+    rows, header = [], {}
+    ready = threading.Event()
+
+    def listen():
+        with requests.post(sqlb.sql + "/query-stream", stream=True, timeout=30,
+                           json={"sql": "SELECT user, page FROM clicks WHERE page != 'skip' EMIT CHANGES LIMIT 3;",
+                                 "properties": {"auto.offset.reset": "earliest"}}) as r:
+            assert r.status_code == 200
+            lines = r.iter_lines()
+            header.update(json.loads(next(lines)))
+            ready.set()
+            for line in lines:
+                if line:
+                    rows.append(json.loads(line))
+
+    t = threading.Thread(target=listen)
+    t.start()
+    assert ready.wait(10)
+    p = Producer({"bootstrap.servers": sqlb.bootstrap})
+    for user, page in [("bob", "skip"), ("bob", "cart"), ("cy", "pay"), ("dee", "late")]:
+        p.produce(src, key=user.encode(), value=json.dumps({"page": page}))
+        p.flush(10)
+    t.join(30)
+    assert not t.is_alive(), "LIMIT 3 ends the response"
+    assert header["columnNames"] == ["USER", "PAGE"] and header["columnTypes"] == ["STRING", "STRING"]
+    assert rows == [["ann", "home"], ["bob", "cart"], ["cy", "pay"]]
+
+    # The v1 endpoint: a JSON array of a header, rows and a final message.
+    r = requests.post(sqlb.sql + "/query", timeout=30,
+                      json={"ksql": "SELECT * FROM clicks EMIT CHANGES LIMIT 2;",
+                            "streamsProperties": {"ksql.streams.auto.offset.reset": "earliest"}})
+    body = json.loads(r.text)
+    assert body[0]["header"]["schema"] == "`USER` STRING, `PAGE` STRING"
+    assert [x["row"]["columns"] for x in body[1:3]] == [["ann", "home"], ["bob", "skip"]]
+    assert body[3] == {"finalMessage": "Limit Reached"}
+
+    # HTTP/2 over cleartext (prior knowledge), as ksqlDB's Java client speaks it.
+    httpx = pytest.importorskip("httpx")
+    with httpx.Client(http1=False, http2=True, timeout=30) as h2:
+        r = h2.post(sqlb.sql + "/query-stream", headers={"accept": "application/json"},
+                    json={"sql": "SELECT page FROM clicks EMIT CHANGES LIMIT 4;",
+                          "properties": {"auto.offset.reset": "earliest"}})
+        assert r.http_version == "HTTP/2"
+        body = r.json()
+        assert body[0]["columnNames"] == ["PAGE"]
+        assert body[1:] == [["home"], ["skip"], ["cart"], ["pay"]]
+        assert h2.get(sqlb.sql + "/info").json()["KsqlServerInfo"]["serverStatus"] == "RUNNING"
+
+
+def test_a_push_query_is_closed_by_close_query(sqlb):
+    src = unique("ticks")
+    ksql(sqlb, f"CREATE STREAM ticks (n INT) WITH (kafka_topic='{src}', partitions=1, value_format='JSON');")
+    with requests.post(sqlb.sql + "/query-stream", stream=True, timeout=30,
+                       json={"sql": "SELECT * FROM ticks EMIT CHANGES;", "properties": {}}) as r:
+        lines = r.iter_lines()
+        query_id = json.loads(next(lines))["queryId"]
+        c = requests.post(sqlb.sql + "/close-query", json={"queryId": query_id}, timeout=10)
+        assert c.status_code == 200
+        assert list(x for x in lines if x) == [], "the response ends once the query is closed"
+    c = requests.post(sqlb.sql + "/close-query", json={"queryId": query_id}, timeout=10)
+    assert c.status_code == 400
+
+
+def test_streams_and_persistent_queries_survive_kill_9(tmp_path):
+    b = sql_broker(tmp_path)
+    try:
+        src = unique("events")
+        ksql(b, f"""
+            CREATE STREAM events (id BIGINT KEY, v INT) WITH (kafka_topic='{src}', partitions=2, value_format='JSON');
+            CREATE STREAM doubled AS SELECT id, v * 2 AS v2 FROM events;
+        """, {"ksql.streams.auto.offset.reset": "earliest"})
+        p = Producer({"bootstrap.servers": b.bootstrap})
+        for i in range(50):
+            p.produce(src, key=struct.pack(">q", i), value=json.dumps({"v": i}))
+        p.flush(10)
+        assert len(consume_all(b.bootstrap, "DOUBLED", 50)) >= 50
+        b.kill9()
+        b.start()
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                requests.get(b.sql + "/info", timeout=2)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        assert [q["sinks"] for q in ksql(b, "SHOW QUERIES;")[0]["queries"]] == [["DOUBLED"]]
+        assert {s["name"] for s in ksql(b, "SHOW STREAMS;")[0]["streams"]} == {"EVENTS", "DOUBLED"}
+        p = Producer({"bootstrap.servers": b.bootstrap})
+        for i in range(50, 80):
+            p.produce(src, key=struct.pack(">q", i), value=json.dumps({"v": i}))
+        p.flush(10)
+        out = consume_all(b.bootstrap, "DOUBLED", 80)
+        got = {struct.unpack(">q", m.key())[0]: json.loads(m.value())["V2"] for m in out}
+        assert got == {i: 2 * i for i in range(80)}, "every input's output, after the restart too"
+    finally:
+        b.stop()
+
+
+def test_terminate_drop_and_delete_topic(sqlb):
+    src = unique("raw")
+    ksql(sqlb, f"""
+        CREATE STREAM raw (v STRING) WITH (kafka_topic='{src}', partitions=1, value_format='DELIMITED');
+        CREATE STREAM copy AS SELECT * FROM raw;
+    """)
+    err = ksql(sqlb, "DROP STREAM raw;", status=400)
+    assert err["@type"] == "statement_error" and "The following queries read from this source" in err["message"]
+    qid = ksql(sqlb, "SHOW QUERIES;")[0]["queries"][0]["id"]
+    assert ksql(sqlb, f"TERMINATE {qid};")[0]["commandStatus"]["message"] == "Query terminated."
+    ksql(sqlb, "DROP STREAM copy DELETE TOPIC;")
+    topics = {t["name"] for t in ksql(sqlb, "SHOW TOPICS;")[0]["topics"]}
+    assert "COPY" not in topics and src in topics
+    assert ksql(sqlb, "DROP STREAM IF EXISTS copy;")[0]["commandStatus"]["status"] == "SUCCESS"
+
+
+def test_bad_requests_get_ksqldb_errors_and_the_engine_keeps_serving(sqlb):
+    err = ksql(sqlb, "SELEC 1;", status=400)
+    assert err["@type"] == "statement_error" and err["message"].startswith("line 1:0: Syntax Error")
+    err = ksql(sqlb, "CREATE STREAM s (a INT) WITH (kafka_topic='nope', value_format='JSON');", status=400)
+    assert "Topic 'nope' does not exist" in err["message"]
+    # The statements before a failing one ran; their entities come with the error.
+    src = unique("ok")
+    err = ksql(sqlb, f"CREATE STREAM ok (a INT) WITH (kafka_topic='{src}', partitions=1, value_format='JSON'); DROP STREAM missing;", status=400)
+    assert len(err["entities"]) == 1 and "missing" in err["message"].lower()
+    err = ksql(sqlb, "SELECT * FROM ok EMIT CHANGES;", status=400)
+    assert "/query" in err["message"]
+    r = requests.post(sqlb.sql + "/ksql", data=b"{not json", timeout=10)
+    assert r.status_code == 400 and r.json()["@type"] == "generic_error"
+    r = requests.post(sqlb.sql + "/ksql", data=b"x" * (2 << 20), timeout=10)
+    assert r.status_code == 413
+    r = requests.post(sqlb.sql + "/query-stream", json={"sql": "SELECT * FROM missing EMIT CHANGES;"}, timeout=10)
+    assert r.status_code == 400 and "MISSING does not exist" in r.json()["message"]
+    assert requests.get(sqlb.sql + "/nowhere", timeout=10).status_code == 404
+    assert ksql(sqlb, "SHOW STREAMS;")[0]["streams"][0]["name"] == "OK"
