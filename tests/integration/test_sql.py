@@ -264,3 +264,52 @@ def test_bad_requests_get_ksqldb_errors_and_the_engine_keeps_serving(sqlb):
     assert r.status_code == 400 and "MISSING does not exist" in r.json()["message"]
     assert requests.get(sqlb.sql + "/nowhere", timeout=10).status_code == 404
     assert ksql(sqlb, "SHOW STREAMS;")[0]["streams"][0]["name"] == "OK"
+
+
+def latest_per_key(messages):
+    out = {}
+    for m in messages:
+        out[m.key().decode()] = None if m.value() is None else json.loads(m.value())
+    return out
+
+
+def test_a_group_by_table_keeps_its_state_across_kill_9(tmp_path):
+    b = sql_broker(tmp_path)
+    try:
+        src = unique("pageviews")
+        ksql(b, f"""
+            CREATE STREAM pageviews (page STRING KEY, user STRING, ms INT)
+              WITH (kafka_topic='{src}', partitions=2, value_format='JSON');
+            CREATE TABLE page_stats AS SELECT page, COUNT(*) AS views, SUM(ms) AS total_ms,
+              COUNT_DISTINCT(user) AS users, LATEST_BY_OFFSET(user) AS last_user
+              FROM pageviews GROUP BY page HAVING COUNT(*) < 1000;
+        """, {"ksql.streams.auto.offset.reset": "earliest"})
+        pages = ["home", "cart", "pay"]
+        p = Producer({"bootstrap.servers": b.bootstrap})
+        for i in range(60):
+            p.produce(src, key=pages[i % 3].encode(), value=json.dumps({"user": f"u{i % 7}", "ms": i}))
+        p.flush(10)
+        first = latest_per_key(consume_all(b.bootstrap, "PAGE_STATS", 60))
+        assert first["home"]["VIEWS"] == 20 and first["home"]["TOTAL_MS"] == sum(range(0, 60, 3))
+        b.kill9()
+        b.start()
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                requests.get(b.sql + "/info", timeout=2)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        p = Producer({"bootstrap.servers": b.bootstrap})
+        for i in range(60, 90):
+            p.produce(src, key=pages[i % 3].encode(), value=json.dumps({"user": f"u{i % 7}", "ms": i}))
+        p.flush(10)
+        final = latest_per_key(consume_all(b.bootstrap, "PAGE_STATS", 90))
+        for k, page in enumerate(pages):
+            mine = [i for i in range(90) if i % 3 == k]
+            assert final[page] == {
+                "VIEWS": 30, "TOTAL_MS": sum(mine), "USERS": len({i % 7 for i in mine}),
+                "LAST_USER": f"u{mine[-1] % 7}",
+            }, "the counts carry on from the changelog after the restart"
+    finally:
+        b.stop()

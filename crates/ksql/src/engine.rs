@@ -18,12 +18,12 @@ use strata_sql::catalog::{Catalog, Source, Topics};
 use strata_sql::eval::{cast, eval, NoFunctions, Row};
 use strata_sql::format::{serialize, Format};
 use strata_sql::pipeline::TransientQuery;
-use strata_sql::planner::plan_create_as_select;
+use strata_sql::planner::{plan_create_as_select, Planned};
 use strata_sql::value::{type_name, Value};
 use tokio::sync::Mutex;
 
 use crate::log::{LogClient, LogError};
-use crate::run::{start_persistent, PersistentHandle, QueryState, Reset};
+use crate::run::{changelog_topic, start_persistent, PersistentHandle, QueryState, Reset};
 
 /// Where the engine keeps the statements that made its streams, tables and queries.
 pub const COMMAND_TOPIC: &str = "_strata_ksql_command_topic";
@@ -426,8 +426,11 @@ impl Engine {
                         kind_word(existing.kind).to_ascii_lowercase()
                     ));
                 }
-                if query.emit == Some(strata_sql::ast::Emit::Final) || !query.group_by.is_empty() || query.window.is_some() || !query.joins.is_empty() {
-                    return Err(bad("Aggregations, windows, joins and EMIT FINAL in persistent queries are not supported yet by this engine."));
+                if query.emit == Some(strata_sql::ast::Emit::Final)
+                    || query.window.is_some()
+                    || !query.joins.is_empty()
+                {
+                    return Err(bad("Windows, joins and EMIT FINAL in persistent queries are not supported yet by this engine."));
                 }
                 let topics = st.log.topics().await.map_err(|e| e.to_string())?;
                 let planned =
@@ -451,6 +454,19 @@ impl Engine {
                 if let Some(old) = st.queries.values().find(|q| q.sink == *name).map(|q| q.id.clone()) {
                     if let Some(q) = st.queries.remove(&old) {
                         q.handle.terminate().await;
+                    }
+                }
+                if matches!(planned.query, Planned::Aggregate(_)) {
+                    let changelog = changelog_topic(&id);
+                    if !topics.contains_key(&changelog) {
+                        st.log
+                            .create_topic(
+                                &changelog,
+                                1,
+                                &[("cleanup.policy".to_string(), "compact".to_string())],
+                            )
+                            .await
+                            .map_err(|e| format!("Could not create topic '{changelog}': {e}"))?;
                     }
                 }
                 let sink_topic = planned.sink.topic.clone();
@@ -562,6 +578,10 @@ impl Engine {
                 for id in ids {
                     if let Some(q) = st.queries.remove(&id) {
                         q.handle.terminate().await;
+                        if !replay && st.log.topics().await.is_ok_and(|t| t.contains_key(&changelog_topic(&id))) {
+                            // Its state goes with it, as ksqlDB deletes a query's internal topics.
+                            let _ = st.log.delete_topic(&changelog_topic(&id)).await;
+                        }
                     }
                 }
                 Ok(Done {
@@ -795,10 +815,7 @@ impl Engine {
     }
 
     /// Plans a push query (SELECT … EMIT CHANGES): the query, its column names and types.
-    pub async fn plan_push(
-        &self,
-        text: &str,
-    ) -> Result<PushPlan, String> {
+    pub async fn plan_push(&self, text: &str) -> Result<PushPlan, String> {
         let stmt = strata_sql::parse_statement(text).map_err(|e| e.to_string())?;
         let Statement::Query(query) = stmt else {
             return Err("Only SELECT statements can be run as queries here.".into());
@@ -820,10 +837,7 @@ impl Engine {
 /// A push query ready to run: the query, its LIMIT, its column names and type names.
 pub type PushPlan = (TransientQuery, Option<i64>, Vec<String>, Vec<String>);
 
-fn plan_transient(
-    query: &Query,
-    catalog: &Catalog,
-) -> Result<PushPlan, String> {
+fn plan_transient(query: &Query, catalog: &Catalog) -> Result<PushPlan, String> {
     if query.emit.is_none() {
         return Err(
             "Pull queries are not supported yet by this engine: add EMIT CHANGES for a push query."

@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use strata_records::Record;
+use strata_sql::aggregate::{AggOutcome, AggregateQuery, GroupState};
 use strata_sql::eval::NoFunctions;
-use strata_sql::pipeline::{Outcome, RecordIn, StreamQuery, TransientQuery};
+use strata_sql::pipeline::{Outcome, RecordIn, TransientQuery};
+use strata_sql::planner::Planned;
 use strata_sql::value::Value;
 use tokio::sync::{mpsc, watch};
 
@@ -81,11 +83,16 @@ pub fn query_group(query_id: &str) -> String {
     format!("_strata_ksql_query_{query_id}")
 }
 
+/// The compacted topic holding an aggregate query's state, one record per group.
+pub fn changelog_topic(query_id: &str) -> String {
+    format!("_strata_ksql_{query_id}_changelog")
+}
+
 /// Starts a persistent query.
 pub fn start_persistent(
     bootstrap: &str,
     query_id: &str,
-    query: StreamQuery,
+    query: Planned,
     sink_topic: String,
     reset: Reset,
 ) -> PersistentHandle {
@@ -96,6 +103,7 @@ pub fn start_persistent(
         log: LogClient::new(bootstrap),
         group: query_group(query_id),
         query,
+        groups: BTreeMap::new(),
         sink_topic,
         reset,
         state: state.clone(),
@@ -114,7 +122,9 @@ pub fn start_persistent(
 struct Persistent {
     log: LogClient,
     group: String,
-    query: StreamQuery,
+    query: Planned,
+    /// An aggregate query's groups (restored from its changelog at start).
+    groups: BTreeMap<Vec<u8>, GroupState>,
     sink_topic: String,
     reset: Reset,
     state: Arc<Mutex<QueryState>>,
@@ -131,6 +141,42 @@ fn output_partition(key: Option<&[u8]>, input_partition: i32, partitions: i32) -
     }
 }
 
+/// Reads an aggregate query's changelog from its start: the group map as it was.
+async fn restore(
+    log: &mut LogClient,
+    query_id: &str,
+    q: &AggregateQuery,
+) -> Result<BTreeMap<Vec<u8>, GroupState>, LogError> {
+    let topic = changelog_topic(query_id);
+    let mut groups = BTreeMap::new();
+    let mut at = log.offset(&topic, 0, -2).await?;
+    let end = log.offset(&topic, 0, -1).await?;
+    while at < end {
+        let (records, _) = log.fetch(&topic, 0, at, 0).await?;
+        let Some(last) = records.last() else { break };
+        at = last.offset + 1;
+        for r in records {
+            let Some(key) = r.key else { continue };
+            match r.value.as_deref().and_then(|v| q.state_from_json(v)) {
+                Some(st) => {
+                    groups.insert(key.to_vec(), st);
+                }
+                None => {
+                    groups.remove(key.as_ref());
+                }
+            }
+        }
+    }
+    Ok(groups)
+}
+
+fn source_topic(q: &Planned) -> &str {
+    match q {
+        Planned::Stateless(q) => &q.source.topic,
+        Planned::Aggregate(q) => &q.source.topic,
+    }
+}
+
 impl Persistent {
     async fn run(mut self, mut stopped: watch::Receiver<bool>) {
         let mut positions: Option<BTreeMap<i32, i64>> = None;
@@ -143,10 +189,10 @@ impl Persistent {
                 if positions.is_none() {
                     let topics = self.log.topics().await?;
                     let source_partitions =
-                        *topics.get(&self.query.source.topic).ok_or_else(|| {
+                        *topics.get(source_topic(&self.query)).ok_or_else(|| {
                             LogError::Records(format!(
                                 "source topic {} does not exist",
-                                self.query.source.topic
+                                source_topic(&self.query)
                             ))
                         })?;
                     sink_partitions = *topics.get(&self.sink_topic).ok_or_else(|| {
@@ -154,7 +200,7 @@ impl Persistent {
                     })?;
                     let committed = self
                         .log
-                        .committed(&self.group, &self.query.source.topic)
+                        .committed(&self.group, &source_topic(&self.query))
                         .await?;
                     let mut start = BTreeMap::new();
                     for p in 0..source_partitions {
@@ -163,7 +209,7 @@ impl Persistent {
                             None => {
                                 self.log
                                     .offset(
-                                        &self.query.source.topic,
+                                        &source_topic(&self.query),
                                         p,
                                         self.reset.list_offsets_timestamp(),
                                     )
@@ -171,6 +217,9 @@ impl Persistent {
                             }
                         };
                         start.insert(p, at);
+                    }
+                    if let Planned::Aggregate(q) = &self.query {
+                        self.groups = restore(&mut self.log, &self.id, q).await?;
                     }
                     positions = Some(start);
                 }
@@ -209,36 +258,65 @@ impl Persistent {
         sink_partitions: i32,
     ) -> Result<bool, LogError> {
         let mut outputs: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+        let mut changelog: Vec<Record> = Vec::new();
         let mut next = positions.clone();
         let mut read = 0u64;
         for (&p, &from) in positions.iter() {
-            let (records, _) = self.log.fetch(&self.query.source.topic, p, from, 0).await?;
+            let (records, _) = self
+                .log
+                .fetch(&source_topic(&self.query), p, from, 0)
+                .await?;
             for r in &records {
                 read += 1;
-                let outcome = self.query.process(
-                    RecordIn {
-                        key: r.key.as_deref(),
-                        value: r.value.as_deref(),
-                        timestamp: r.timestamp_ms,
-                        partition: p,
-                        offset: r.offset,
+                let input = RecordIn {
+                    key: r.key.as_deref(),
+                    value: r.value.as_deref(),
+                    timestamp: r.timestamp_ms,
+                    partition: p,
+                    offset: r.offset,
+                };
+                let out = match &self.query {
+                    Planned::Stateless(q) => match q.process(input, &NoFunctions) {
+                        Outcome::Emit(out) => Some((out.key, out.value, out.timestamp)),
+                        Outcome::Filtered => None,
+                        Outcome::Skipped(why) => {
+                            tracing::debug!(query = %self.id, partition = p, offset = r.offset, %why, "record skipped");
+                            None
+                        }
                     },
-                    &NoFunctions,
-                );
-                match outcome {
-                    Outcome::Emit(out) => {
-                        let partition = output_partition(out.key.as_deref(), p, sink_partitions);
-                        outputs.entry(partition).or_default().push(Record {
-                            key: out.key.map(Bytes::from),
-                            value: out.value.map(Bytes::from),
-                            headers: Vec::new(),
-                            timestamp_ms: out.timestamp,
-                        });
-                    }
-                    Outcome::Filtered => {}
-                    Outcome::Skipped(why) => {
-                        tracing::debug!(query = %self.id, partition = p, offset = r.offset, %why, "record skipped");
-                    }
+                    Planned::Aggregate(q) => match q.process(input, &mut self.groups, &NoFunctions)
+                    {
+                        AggOutcome::Update {
+                            group,
+                            key,
+                            value,
+                            timestamp,
+                        } => {
+                            let gk = AggregateQuery::group_key(&group);
+                            let st = self.groups.get(&gk).expect("updated group");
+                            changelog.push(Record {
+                                key: Some(Bytes::from(gk)),
+                                value: Some(Bytes::from(q.state_json(st))),
+                                headers: Vec::new(),
+                                timestamp_ms: timestamp,
+                            });
+                            Some((key, value, timestamp))
+                        }
+                        AggOutcome::Filtered => None,
+                        AggOutcome::Skipped(why) => {
+                            tracing::debug!(query = %self.id, partition = p, offset = r.offset, %why, "record skipped");
+                            None
+                        }
+                    },
+                };
+                if let Some((key, value, timestamp)) = out {
+                    let partition = output_partition(key.as_deref(), p, sink_partitions);
+                    outputs.entry(partition).or_default().push(Record {
+                        key: key.map(Bytes::from),
+                        value: value.map(Bytes::from),
+                        headers: Vec::new(),
+                        timestamp_ms: timestamp,
+                    });
                 }
             }
             if let Some(last) = records.last() {
@@ -255,8 +333,13 @@ impl Persistent {
                 .produce(&self.sink_topic, partition, records)
                 .await?;
         }
+        if !changelog.is_empty() {
+            self.log
+                .produce(&changelog_topic(&self.id), 0, changelog)
+                .await?;
+        }
         self.log
-            .commit(&self.group, &self.query.source.topic, &next)
+            .commit(&self.group, &source_topic(&self.query), &next)
             .await?;
         *positions = next;
         let mut c = self.counts.lock().expect("counts lock");

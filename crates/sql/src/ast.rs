@@ -376,3 +376,108 @@ pub enum ExplainTarget {
     Statement(Box<Statement>),
     QueryId(String),
 }
+
+impl Expr {
+    /// A copy of the expression where `f` replaced what it chose to (top-down: a replaced
+    /// node's children are not visited).
+    pub fn rewrite(&self, f: &mut dyn FnMut(&Expr) -> Option<Expr>) -> Expr {
+        if let Some(e) = f(self) {
+            return e;
+        }
+        let mut r = |e: &Expr| e.rewrite(f);
+        let b = |e: Expr| Box::new(e);
+        match self {
+            Expr::Literal(_)
+            | Expr::Column { .. }
+            | Expr::Variable(_)
+            | Expr::Unit(_)
+            | Expr::TypedLiteral { .. } => self.clone(),
+            Expr::Binary { op, left, right } => Expr::Binary {
+                op: *op,
+                left: b(r(left)),
+                right: b(r(right)),
+            },
+            Expr::Negate(e) => Expr::Negate(b(r(e))),
+            Expr::Not(e) => Expr::Not(b(r(e))),
+            Expr::IsNull { expr, negated } => Expr::IsNull {
+                expr: b(r(expr)),
+                negated: *negated,
+            },
+            Expr::IsDistinctFrom {
+                left,
+                right,
+                negated,
+            } => Expr::IsDistinctFrom {
+                left: b(r(left)),
+                right: b(r(right)),
+                negated: *negated,
+            },
+            Expr::Between {
+                expr,
+                low,
+                high,
+                negated,
+            } => Expr::Between {
+                expr: b(r(expr)),
+                low: b(r(low)),
+                high: b(r(high)),
+                negated: *negated,
+            },
+            Expr::InList {
+                expr,
+                list,
+                negated,
+            } => Expr::InList {
+                expr: b(r(expr)),
+                list: list.iter().map(&mut r).collect(),
+                negated: *negated,
+            },
+            Expr::Like {
+                expr,
+                pattern,
+                escape,
+                negated,
+            } => Expr::Like {
+                expr: b(r(expr)),
+                pattern: b(r(pattern)),
+                escape: escape.clone(),
+                negated: *negated,
+            },
+            Expr::Case {
+                operand,
+                whens,
+                otherwise,
+            } => Expr::Case {
+                operand: operand.as_ref().map(|o| b(r(o))),
+                whens: whens.iter().map(|(w, t)| (r(w), r(t))).collect(),
+                otherwise: otherwise.as_ref().map(|o| b(r(o))),
+            },
+            Expr::Cast { expr, to } => Expr::Cast {
+                expr: b(r(expr)),
+                to: to.clone(),
+            },
+            Expr::Function { name, args, star } => Expr::Function {
+                name: name.clone(),
+                args: args.iter().map(&mut r).collect(),
+                star: *star,
+            },
+            Expr::Lambda { params, body } => Expr::Lambda {
+                params: params.clone(),
+                body: b(r(body)),
+            },
+            Expr::Subscript { base, index } => Expr::Subscript {
+                base: b(r(base)),
+                index: b(r(index)),
+            },
+            Expr::Dereference { base, field } => Expr::Dereference {
+                base: b(r(base)),
+                field: field.clone(),
+            },
+            Expr::Array(items) => Expr::Array(items.iter().map(&mut r).collect()),
+            Expr::Map(entries) => Expr::Map(entries.iter().map(|(k, v)| (r(k), r(v))).collect()),
+            Expr::Struct(fields) => {
+                Expr::Struct(fields.iter().map(|(n, e)| (n.clone(), r(e))).collect())
+            }
+        }
+    }
+}

@@ -336,7 +336,7 @@ fn as_decimal(v: &Value) -> Option<Decimal> {
     }
 }
 
-fn binary(op: BinaryOp, l: Value, r: Value) -> Result<Value, EvalError> {
+pub fn binary(op: BinaryOp, l: Value, r: Value) -> Result<Value, EvalError> {
     use BinaryOp::*;
     if matches!(op, Eq | Neq | Lt | Lte | Gt | Gte) {
         // ksqlDB: a comparison with NULL on either side is false (not NULL).

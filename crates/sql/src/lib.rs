@@ -3,6 +3,7 @@
 //! ([`eval`]); the engine and the REST API come next. Pure:
 //! no sockets, no files, no clocks.
 
+pub mod aggregate;
 pub mod analyzer;
 pub mod ast;
 pub mod catalog;

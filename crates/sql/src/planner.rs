@@ -2,6 +2,7 @@
 //! source it registers, the topic it writes and the record-by-record query that fills it.
 //! Pure: the engine creates the topic, registers the sink and runs the query.
 
+use crate::aggregate::{is_aggregate, plan_aggregate, AggregateQuery};
 use crate::analyzer::{project, OutputColumn};
 use crate::ast::{Properties, SourceKind, Statement};
 use crate::catalog::{int_property, string_property, Catalog, Column, Source, Topics};
@@ -24,7 +25,13 @@ pub struct PlannedQuery {
     /// unless PARTITIONS says otherwise) and its replication factor (-1: the broker's).
     pub partitions: i32,
     pub replicas: i16,
-    pub query: StreamQuery,
+    pub query: Planned,
+}
+
+/// What runs: a record-by-record query, or an aggregation with state.
+pub enum Planned {
+    Stateless(StreamQuery),
+    Aggregate(AggregateQuery),
 }
 
 /// The sink properties a CREATE … AS SELECT accepts.
@@ -79,8 +86,10 @@ pub fn plan_create_as_select(
         .get(&query.from)
         .ok_or_else(|| err(format!("{} does not exist.", query.from)))?
         .clone();
-    let projection = project(query, catalog, name).map_err(|e| err(e.0))?;
-    let produces = if query.partition_by.is_empty() {
+    let aggregate = is_aggregate(query);
+    let produces = if aggregate {
+        SourceKind::Table
+    } else if query.partition_by.is_empty() {
         source.kind
     } else {
         SourceKind::Stream
@@ -101,11 +110,6 @@ pub fn plan_create_as_select(
         Some(f) => Format::parse(&f, prop("KEY_DELIMITER")?.as_deref()).map_err(|e| err(e.0))?,
         None => source.key_format.clone(),
     };
-    if key_format == Format::Kafka && projection.key.len() > 1 {
-        return Err(err(
-            "The 'KAFKA' format only supports a single field. Got: key columns",
-        ));
-    }
     let wrap = match crate::catalog::property(properties, "WRAP_SINGLE_VALUE") {
         None => true,
         Some(crate::ast::Literal::Boolean(b)) => *b,
@@ -116,6 +120,31 @@ pub fn plan_create_as_select(
             )))
         }
     };
+    let sink_formats = Sink {
+        key_format: key_format.clone(),
+        value_format: value_format.clone(),
+        wrap_single_value: wrap,
+    };
+    let (key_columns, value_columns, planned) = if aggregate {
+        let a = plan_aggregate(query, catalog, name, sink_formats).map_err(|e| err(e.0))?;
+        (columns(&a.key), columns(&a.value), Planned::Aggregate(a))
+    } else {
+        let projection = project(query, catalog, name).map_err(|e| err(e.0))?;
+        (
+            columns(&projection.key),
+            columns(&projection.value),
+            Planned::Stateless(StreamQuery {
+                source: source.clone(),
+                projection,
+                sink: sink_formats,
+            }),
+        )
+    };
+    if key_format == Format::Kafka && key_columns.len() > 1 {
+        return Err(err(
+            "The 'KAFKA' format only supports a single field. Got: key columns",
+        ));
+    }
     let topic = prop("KAFKA_TOPIC")?.unwrap_or_else(|| name.clone());
     let int = |k: &str| int_property(properties, k).map_err(|e| err(e.0));
     let partitions = match int("PARTITIONS")? {
@@ -127,11 +156,11 @@ pub fn plan_create_as_select(
     let sink = Source {
         name: name.clone(),
         kind: *kind,
-        key: columns(&projection.key),
-        value: columns(&projection.value),
+        key: key_columns,
+        value: value_columns,
         topic,
-        key_format: key_format.clone(),
-        value_format: value_format.clone(),
+        key_format,
+        value_format,
         wrap_single_value: wrap,
         timestamp_column: None,
         timestamp_format: None,
@@ -141,15 +170,7 @@ pub fn plan_create_as_select(
         sink,
         partitions,
         replicas,
-        query: StreamQuery {
-            source,
-            projection,
-            sink: Sink {
-                key_format,
-                value_format,
-                wrap_single_value: wrap,
-            },
-        },
+        query: planned,
     })
 }
 

@@ -129,7 +129,10 @@ fn run_case(case: &J) -> Result<bool, String> {
                 }
                 let planned =
                     plan_create_as_select(&stmt, &catalog, &AllTopics).map_err(|e| e.0)?;
-                query = Some((planned.sink.topic.clone(), planned.query));
+                let strata_sql::planner::Planned::Stateless(q) = planned.query else {
+                    return Err("aggregate".into());
+                };
+                query = Some((planned.sink.topic.clone(), q));
             }
             _ => return Err("statement kind".into()),
         }

@@ -1,0 +1,886 @@
+//! GROUP BY over a stream (no window yet): the analysis of an aggregate query and its
+//! state, record by record. Pure: the engine keeps the state map, writes the outputs and
+//! the state's changelog.
+//!
+//! A query's select items and HAVING are rewritten so that each grouping expression
+//! becomes the column `KSQL_GROUP_i` and each aggregate call `KSQL_AGG_j`; output columns
+//! are then plain expressions over one row of those, as ksqlDB evaluates its final
+//! projection over the aggregated row. Every input record updates its group's
+//! accumulators and emits the group's new row (ksqlDB with caching off), or a tombstone
+//! when HAVING rejects it. The output timestamp is the largest of the group's inputs'.
+
+use std::collections::BTreeMap;
+
+use crate::analyzer::{format_expr, type_of, AnalysisError, OutputColumn, Scope};
+use crate::ast::{BinaryOp, Expr, Query, SelectItem, SourceKind, SqlType};
+use crate::catalog::{Catalog, Column, Source};
+use crate::eval::{binary, cast, compare, eval, Functions, Row};
+use crate::format::{from_json, json_text, serialize};
+use crate::pipeline::{decode_row, RecordIn, Sink};
+use crate::value::Value;
+
+fn err(m: impl Into<String>) -> AnalysisError {
+    AnalysisError(m.into())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggKind {
+    Count,
+    CountStar,
+    CountDistinct,
+    Sum,
+    Min,
+    Max,
+    Avg,
+    LatestByOffset,
+    EarliestByOffset,
+    CollectList,
+    CollectSet,
+}
+
+impl AggKind {
+    pub fn by_name(name: &str) -> Option<AggKind> {
+        Some(match name {
+            "COUNT" => AggKind::Count,
+            "COUNT_DISTINCT" => AggKind::CountDistinct,
+            "SUM" => AggKind::Sum,
+            "MIN" => AggKind::Min,
+            "MAX" => AggKind::Max,
+            "AVG" => AggKind::Avg,
+            "LATEST_BY_OFFSET" => AggKind::LatestByOffset,
+            "EARLIEST_BY_OFFSET" => AggKind::EarliestByOffset,
+            "COLLECT_LIST" => AggKind::CollectList,
+            "COLLECT_SET" => AggKind::CollectSet,
+            _ => return None,
+        })
+    }
+}
+
+/// One aggregate call of the query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggCall {
+    pub kind: AggKind,
+    pub arg: Option<Expr>,
+    pub arg_type: Option<SqlType>,
+    pub out_type: SqlType,
+}
+
+/// An accumulator's state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Acc {
+    Count(i64),
+    Value(Value),
+    Avg { sum: f64, count: i64 },
+    List(Vec<Value>),
+}
+
+/// A group's state: accumulators and the largest input timestamp so far.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupState {
+    pub accs: Vec<Acc>,
+    pub timestamp: i64,
+}
+
+/// An aggregate query ready to run.
+pub struct AggregateQuery {
+    pub source: Source,
+    pub filter: Option<Expr>,
+    pub group_by: Vec<Expr>,
+    pub calls: Vec<AggCall>,
+    /// Output key columns (over the aggregated row).
+    pub key: Vec<OutputColumn>,
+    pub value: Vec<OutputColumn>,
+    pub having: Option<Expr>,
+    pub sink: Sink,
+}
+
+fn group_name(i: usize) -> String {
+    format!("KSQL_GROUP_{i}")
+}
+
+fn agg_name(j: usize) -> String {
+    format!("KSQL_AGG_{j}")
+}
+
+/// Whether an expression contains an aggregate call.
+pub fn has_aggregate(e: &Expr) -> bool {
+    let mut found = false;
+    e.rewrite(&mut |x| {
+        if let Expr::Function { name, .. } = x {
+            if AggKind::by_name(name).is_some() {
+                found = true;
+            }
+        }
+        None
+    });
+    found
+}
+
+/// Whether a query aggregates (GROUP BY, or an aggregate call in its select list).
+pub fn is_aggregate(query: &Query) -> bool {
+    !query.group_by.is_empty()
+        || query.select.iter().any(|s| match s {
+            SelectItem::Expr { expr, .. } => has_aggregate(expr),
+            _ => false,
+        })
+}
+
+/// Analyzes a (non-windowed) aggregate query over a stream.
+pub fn plan_aggregate(
+    query: &Query,
+    catalog: &Catalog,
+    sink_name: &str,
+    sink: Sink,
+) -> Result<AggregateQuery, AnalysisError> {
+    if !query.joins.is_empty() || query.window.is_some() {
+        return Err(err(
+            "Windowed aggregations and joins are not supported yet by this engine.",
+        ));
+    }
+    let source = catalog
+        .get(&query.from)
+        .ok_or_else(|| err(format!("{} does not exist.", query.from)))?
+        .clone();
+    if source.kind == SourceKind::Table {
+        return Err(err(
+            "Aggregating a TABLE is not supported yet by this engine.",
+        ));
+    }
+    if query.group_by.is_empty() {
+        return Err(err(
+            "Aggregate functions need a GROUP BY clause in this engine.",
+        ));
+    }
+    let scope = Scope {
+        source: &source,
+        alias: query.from_alias.as_deref(),
+    };
+    for g in &query.group_by {
+        if has_aggregate(g) {
+            return Err(err(format!(
+                "GROUP BY does not support aggregate functions: {} is an aggregate function.",
+                match g {
+                    Expr::Function { name, .. } => name.clone(),
+                    other => format_expr(other),
+                }
+            )));
+        }
+    }
+    let mut group_types = Vec::new();
+    for g in &query.group_by {
+        group_types.push(type_of(g, &scope)?.ok_or_else(|| err("GROUP BY NULL is not supported"))?);
+    }
+    // Rewrites an output expression over the aggregated row.
+    let mut calls: Vec<AggCall> = Vec::new();
+    let mut failure: Option<AnalysisError> = None;
+    let rewrite = |e: &Expr, calls: &mut Vec<AggCall>, failure: &mut Option<AnalysisError>| {
+        e.rewrite(&mut |x| {
+            if let Some(i) = query.group_by.iter().position(|g| g == x) {
+                return Some(Expr::Column {
+                    source: None,
+                    name: group_name(i),
+                });
+            }
+            if let Expr::Function { name, args, star } = x {
+                let kind = AggKind::by_name(name)?;
+                let kind = if kind == AggKind::Count && (*star || args.is_empty()) {
+                    AggKind::CountStar
+                } else {
+                    kind
+                };
+                let arg = args.first().cloned();
+                let arg_type = match &arg {
+                    Some(a) if kind != AggKind::CountStar => match type_of(a, &scope) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            failure.get_or_insert(e);
+                            None
+                        }
+                    },
+                    _ => None,
+                };
+                let out_type = match kind {
+                    AggKind::Count | AggKind::CountStar | AggKind::CountDistinct => SqlType::Bigint,
+                    AggKind::Avg => SqlType::Double,
+                    AggKind::CollectList | AggKind::CollectSet => {
+                        SqlType::Array(Box::new(arg_type.clone().unwrap_or(SqlType::String)))
+                    }
+                    _ => arg_type.clone().unwrap_or(SqlType::String),
+                };
+                if kind == AggKind::Sum
+                    && !matches!(
+                        arg_type,
+                        Some(
+                            SqlType::Int
+                                | SqlType::Bigint
+                                | SqlType::Double
+                                | SqlType::Decimal { .. }
+                        )
+                    )
+                {
+                    failure.get_or_insert(err(format!(
+                        "Function 'sum' does not accept parameters ({}).",
+                        arg_type
+                            .as_ref()
+                            .map_or("null".into(), crate::value::type_name)
+                    )));
+                }
+                let call = AggCall {
+                    kind,
+                    arg,
+                    arg_type,
+                    out_type,
+                };
+                let j = match calls.iter().position(|c| *c == call) {
+                    Some(j) => j,
+                    None => {
+                        calls.push(call);
+                        calls.len() - 1
+                    }
+                };
+                return Some(Expr::Column {
+                    source: None,
+                    name: agg_name(j),
+                });
+            }
+            None
+        })
+    };
+    // The select list: (name, rewritten expression, original).
+    let mut selected: Vec<(String, Expr, Expr)> = Vec::new();
+    let mut generated = 0;
+    for item in &query.select {
+        let SelectItem::Expr { expr, alias } = item else {
+            return Err(err("SELECT * is not supported in an aggregate query."));
+        };
+        let rewritten = rewrite(expr, &mut calls, &mut failure);
+        let name = match (alias, expr) {
+            (Some(a), _) => a.clone(),
+            (None, Expr::Column { name, .. }) => name.clone(),
+            (None, Expr::Dereference { field, .. }) => field.clone(),
+            (None, _) => {
+                let n = format!("KSQL_COL_{generated}");
+                generated += 1;
+                n
+            }
+        };
+        selected.push((name, rewritten, expr.clone()));
+    }
+    let having = query
+        .having
+        .as_ref()
+        .map(|h| rewrite(h, &mut calls, &mut failure));
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    // The aggregated row's columns, for typing the outputs.
+    let mut row_columns = Vec::new();
+    for (i, t) in group_types.iter().enumerate() {
+        row_columns.push(Column {
+            name: group_name(i),
+            sql_type: t.clone(),
+            header: None,
+        });
+    }
+    for (j, c) in calls.iter().enumerate() {
+        row_columns.push(Column {
+            name: agg_name(j),
+            sql_type: c.out_type.clone(),
+            header: None,
+        });
+    }
+    let row_source = Source {
+        name: source.name.clone(),
+        kind: SourceKind::Table,
+        key: Vec::new(),
+        value: row_columns,
+        topic: String::new(),
+        key_format: source.key_format.clone(),
+        value_format: source.value_format.clone(),
+        wrap_single_value: true,
+        timestamp_column: None,
+        timestamp_format: None,
+        read_only: false,
+    };
+    let row_scope = Scope {
+        source: &row_source,
+        alias: None,
+    };
+    let mut key = Vec::new();
+    let mut value = Vec::new();
+    let mut non_aggregate = Vec::new();
+    for (name, rewritten, original) in selected {
+        let sql_type = match type_of(&rewritten, &row_scope) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Err(err("Can't infer a type of null. Please explicitly cast it to a required type, e.g. CAST(null AS VARCHAR).")),
+            Err(_) => {
+                non_aggregate.push(format_expr(&original));
+                continue;
+            }
+        };
+        let column = OutputColumn {
+            name,
+            sql_type,
+            expr: rewritten.clone(),
+        };
+        match &rewritten {
+            Expr::Column { name, .. } if name.starts_with("KSQL_GROUP_") => key.push(column),
+            _ => value.push(column),
+        }
+    }
+    if !non_aggregate.is_empty() {
+        return Err(err(format!(
+            "Non-aggregate SELECT expression(s) not part of GROUP BY: {}",
+            non_aggregate.join(", ")
+        )));
+    }
+    if let Some(h) = &having {
+        if type_of(h, &row_scope).is_err() {
+            return Err(err("Non-aggregate HAVING expression not part of GROUP BY"));
+        }
+    }
+    for (i, g) in query.group_by.iter().enumerate() {
+        let wanted = group_name(i);
+        if !key
+            .iter()
+            .any(|k| matches!(&k.expr, Expr::Column { name, .. } if *name == wanted))
+        {
+            return Err(err(format!(
+                "The query used to build `{sink_name}` must include the grouping expression {} in its projection (eg, SELECT {}...).",
+                format_expr(g),
+                format_expr(g)
+            )));
+        }
+    }
+    if value.is_empty() {
+        return Err(err("The projection contains no value columns."));
+    }
+    Ok(AggregateQuery {
+        source,
+        filter: query.where_clause.clone(),
+        group_by: query.group_by.clone(),
+        calls,
+        key,
+        value,
+        having,
+        sink,
+    })
+}
+
+struct Named<'a> {
+    names: &'a [String],
+    values: &'a [Value],
+}
+
+impl Row for Named<'_> {
+    fn column(&self, _source: Option<&str>, name: &str) -> Option<&Value> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| &self.values[i])
+    }
+}
+
+/// What one input record did to an aggregate query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AggOutcome {
+    /// The group (its key values, for the state map) changed: write this record.
+    Update {
+        group: Vec<Value>,
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+        timestamp: i64,
+    },
+    Filtered,
+    Skipped(String),
+}
+
+impl AggregateQuery {
+    pub fn initial(&self) -> GroupState {
+        GroupState {
+            accs: self
+                .calls
+                .iter()
+                .map(|c| match c.kind {
+                    AggKind::Count | AggKind::CountStar => Acc::Count(0),
+                    AggKind::Avg => Acc::Avg { sum: 0.0, count: 0 },
+                    AggKind::CollectList | AggKind::CollectSet | AggKind::CountDistinct => {
+                        Acc::List(Vec::new())
+                    }
+                    AggKind::Sum => Acc::Value(match c.arg_type {
+                        Some(SqlType::Int) => Value::Int(0),
+                        Some(SqlType::Double) => Value::Double(0.0),
+                        Some(SqlType::Decimal { scale, .. }) => {
+                            cast(Value::Int(0), c.arg_type.as_ref().expect("decimal")).unwrap_or(
+                                Value::Decimal(crate::value::Decimal { unscaled: 0, scale }),
+                            )
+                        }
+                        _ => Value::Bigint(0),
+                    }),
+                    _ => Acc::Value(Value::Null),
+                })
+                .collect(),
+            timestamp: i64::MIN,
+        }
+    }
+
+    /// The group a record belongs to, or None if it is filtered out (or its group has a
+    /// NULL, which ksqlDB drops).
+    pub fn process(
+        &self,
+        record: RecordIn<'_>,
+        state: &mut BTreeMap<Vec<u8>, GroupState>,
+        functions: &dyn Functions,
+    ) -> AggOutcome {
+        match self.try_process(record, state, functions) {
+            Ok(o) => o,
+            Err(why) => AggOutcome::Skipped(why),
+        }
+    }
+
+    /// The state map's key for a group.
+    pub fn group_key(group: &[Value]) -> Vec<u8> {
+        let mut out = String::from("[");
+        for (i, v) in group.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&json_text(v));
+        }
+        out.push(']');
+        out.into_bytes()
+    }
+
+    fn try_process(
+        &self,
+        record: RecordIn<'_>,
+        state: &mut BTreeMap<Vec<u8>, GroupState>,
+        functions: &dyn Functions,
+    ) -> Result<AggOutcome, String> {
+        if record.value.is_none() {
+            return Ok(AggOutcome::Filtered);
+        }
+        let (names, values) = decode_row(&self.source, record)?;
+        let row = Named {
+            names: &names,
+            values: &values,
+        };
+        if let Some(f) = &self.filter {
+            if !matches!(
+                eval(f, &row, functions).map_err(|e| e.to_string())?,
+                Value::Boolean(true)
+            ) {
+                return Ok(AggOutcome::Filtered);
+            }
+        }
+        let group = self
+            .group_by
+            .iter()
+            .map(|g| eval(g, &row, functions).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if group.iter().any(Value::is_null) {
+            return Ok(AggOutcome::Skipped("a GROUP BY expression is NULL".into()));
+        }
+        let args = self
+            .calls
+            .iter()
+            .map(|c| match &c.arg {
+                Some(a) if c.kind != AggKind::CountStar => {
+                    eval(a, &row, functions).map_err(|e| e.to_string())
+                }
+                _ => Ok(Value::Null),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let gk = Self::group_key(&group);
+        // Whether the group's row is in the output now: a row HAVING rejects becomes a
+        // tombstone only if it was there (KTable filter semantics).
+        let was_out = match state.get(&gk) {
+            None => false,
+            Some(old) => self.passes_having(&group, old, functions)?,
+        };
+        let mut st = state.get(&gk).cloned().unwrap_or_else(|| self.initial());
+        for ((acc, call), arg) in st.accs.iter_mut().zip(&self.calls).zip(args) {
+            accumulate(acc, call, arg)?;
+        }
+        st.timestamp = st.timestamp.max(record.timestamp);
+        let (key, value) = self.output(&group, &st, functions)?;
+        let timestamp = st.timestamp;
+        state.insert(gk, st);
+        if value.is_none() && !was_out {
+            return Ok(AggOutcome::Filtered);
+        }
+        Ok(AggOutcome::Update {
+            group,
+            key,
+            value,
+            timestamp,
+        })
+    }
+
+    fn passes_having(
+        &self,
+        group: &[Value],
+        st: &GroupState,
+        functions: &dyn Functions,
+    ) -> Result<bool, String> {
+        let Some(h) = &self.having else {
+            return Ok(true);
+        };
+        let mut names: Vec<String> = (0..group.len()).map(group_name).collect();
+        names.extend((0..self.calls.len()).map(agg_name));
+        let mut values: Vec<Value> = group.to_vec();
+        for (acc, call) in st.accs.iter().zip(&self.calls) {
+            values.push(result(acc, call));
+        }
+        let row = Named {
+            names: &names,
+            values: &values,
+        };
+        Ok(matches!(
+            eval(h, &row, functions).map_err(|e| e.to_string())?,
+            Value::Boolean(true)
+        ))
+    }
+
+    /// The output record of a group: key bytes and value bytes (None: a tombstone, when
+    /// HAVING rejects the row).
+    #[allow(clippy::type_complexity)]
+    pub fn output(
+        &self,
+        group: &[Value],
+        st: &GroupState,
+        functions: &dyn Functions,
+    ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), String> {
+        let mut names: Vec<String> = (0..group.len()).map(group_name).collect();
+        names.extend((0..self.calls.len()).map(agg_name));
+        let mut values: Vec<Value> = group.to_vec();
+        for (acc, call) in st.accs.iter().zip(&self.calls) {
+            values.push(result(acc, call));
+        }
+        let row = Named {
+            names: &names,
+            values: &values,
+        };
+        let compute = |cols: &[OutputColumn]| -> Result<Vec<Value>, String> {
+            cols.iter()
+                .map(|c| {
+                    let v = eval(&c.expr, &row, functions).map_err(|e| e.to_string())?;
+                    cast(v, &c.sql_type).map_err(|e| e.to_string())
+                })
+                .collect()
+        };
+        let key_values = compute(&self.key)?;
+        let key = serialize(
+            &self.sink.key_format,
+            &OutputColumn::name_types(&self.key),
+            &key_values,
+            false,
+        )
+        .map_err(|e| format!("Error serializing key: {e}"))?;
+        if let Some(h) = &self.having {
+            if !matches!(
+                eval(h, &row, functions).map_err(|e| e.to_string())?,
+                Value::Boolean(true)
+            ) {
+                return Ok((key, None));
+            }
+        }
+        let value_values = compute(&self.value)?;
+        let cols = OutputColumn::name_types(&self.value);
+        let value = serialize(
+            &self.sink.value_format,
+            &cols,
+            &value_values,
+            self.sink.wrap_single_value || cols.len() != 1,
+        )
+        .map_err(|e| format!("Error serializing value: {e}"))?;
+        Ok((key, value))
+    }
+
+    /// A group's state as JSON text (the changelog's record value).
+    pub fn state_json(&self, st: &GroupState) -> String {
+        let accs: Vec<String> = st
+            .accs
+            .iter()
+            .map(|a| match a {
+                Acc::Count(n) => format!("{{\"n\":{n}}}"),
+                Acc::Value(v) => format!("{{\"v\":{}}}", json_text(v)),
+                Acc::Avg { sum, count } => {
+                    format!(
+                        "{{\"s\":{},\"c\":{count}}}",
+                        json_text(&Value::Double(*sum))
+                    )
+                }
+                Acc::List(items) => format!(
+                    "{{\"l\":[{}]}}",
+                    items.iter().map(json_text).collect::<Vec<_>>().join(",")
+                ),
+            })
+            .collect();
+        format!("{{\"t\":{},\"a\":[{}]}}", st.timestamp, accs.join(","))
+    }
+
+    /// A group's state back from [`AggregateQuery::state_json`].
+    pub fn state_from_json(&self, text: &[u8]) -> Option<GroupState> {
+        let j: serde_json::Value = serde_json::from_slice(text).ok()?;
+        let accs = j["a"].as_array()?;
+        if accs.len() != self.calls.len() {
+            return None;
+        }
+        let mut out = Vec::new();
+        for (a, c) in accs.iter().zip(&self.calls) {
+            let item_type = c.arg_type.clone().unwrap_or(SqlType::String);
+            out.push(if let Some(n) = a.get("n") {
+                Acc::Count(n.as_i64()?)
+            } else if let Some(v) = a.get("v") {
+                Acc::Value(from_json(v, &item_type).ok()?)
+            } else if let Some(s) = a.get("s") {
+                Acc::Avg {
+                    sum: s.as_f64()?,
+                    count: a["c"].as_i64()?,
+                }
+            } else {
+                Acc::List(
+                    a["l"]
+                        .as_array()?
+                        .iter()
+                        .map(|v| from_json(v, &item_type).ok())
+                        .collect::<Option<Vec<_>>>()?,
+                )
+            });
+        }
+        Some(GroupState {
+            accs: out,
+            timestamp: j["t"].as_i64()?,
+        })
+    }
+}
+
+fn as_f64(v: &Value) -> Option<f64> {
+    Some(match v {
+        Value::Int(i) => *i as f64,
+        Value::Bigint(i) => *i as f64,
+        Value::Double(d) => *d,
+        Value::Decimal(d) => d.to_f64(),
+        _ => return None,
+    })
+}
+
+fn accumulate(acc: &mut Acc, call: &AggCall, arg: Value) -> Result<(), String> {
+    match (acc, call.kind) {
+        (Acc::Count(n), AggKind::CountStar) => *n += 1,
+        (Acc::Count(n), AggKind::Count) => {
+            if !arg.is_null() {
+                *n += 1
+            }
+        }
+        (Acc::Value(v), AggKind::Sum) => {
+            if !arg.is_null() {
+                let sum = binary(BinaryOp::Add, v.clone(), arg).map_err(|e| e.to_string())?;
+                *v = match &call.arg_type {
+                    Some(t) => cast(sum, t).map_err(|e| e.to_string())?,
+                    None => sum,
+                };
+            }
+        }
+        (Acc::Value(v), AggKind::Min | AggKind::Max) => {
+            if !arg.is_null() {
+                let replace = v.is_null()
+                    || match compare(&arg, v).map_err(|e| e.to_string())? {
+                        Some(std::cmp::Ordering::Less) => call.kind == AggKind::Min,
+                        Some(std::cmp::Ordering::Greater) => call.kind == AggKind::Max,
+                        _ => false,
+                    };
+                if replace {
+                    *v = arg;
+                }
+            }
+        }
+        (Acc::Value(v), AggKind::LatestByOffset) => {
+            if !arg.is_null() {
+                *v = arg
+            }
+        }
+        (Acc::Value(v), AggKind::EarliestByOffset) => {
+            if v.is_null() && !arg.is_null() {
+                *v = arg
+            }
+        }
+        (Acc::Avg { sum, count }, AggKind::Avg) => {
+            if let Some(x) = as_f64(&arg) {
+                *sum += x;
+                *count += 1;
+            }
+        }
+        (Acc::List(items), AggKind::CollectList) => {
+            if !arg.is_null() && items.len() < COLLECT_MAX {
+                items.push(arg)
+            }
+        }
+        (Acc::List(items), AggKind::CollectSet | AggKind::CountDistinct) => {
+            if !arg.is_null() && !items.contains(&arg) && items.len() < COLLECT_MAX {
+                items.push(arg)
+            }
+        }
+        _ => return Err("accumulator does not match its function".into()),
+    }
+    Ok(())
+}
+
+/// ksqlDB's default `ksql.functions.collect_list.limit` / `collect_set.limit`.
+const COLLECT_MAX: usize = 1000;
+
+fn result(acc: &Acc, call: &AggCall) -> Value {
+    match acc {
+        Acc::Count(n) => Value::Bigint(*n),
+        Acc::Value(v) => v.clone(),
+        Acc::Avg { sum, count } => {
+            if *count == 0 {
+                Value::Double(0.0)
+            } else {
+                Value::Double(sum / *count as f64)
+            }
+        }
+        Acc::List(items) if call.kind == AggKind::CountDistinct => {
+            Value::Bigint(items.len() as i64)
+        }
+        Acc::List(items) => Value::Array(items.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ast::Statement;
+    use crate::catalog::Topics;
+    use crate::eval::NoFunctions;
+    use crate::format::Format;
+    use crate::parse_statement;
+
+    struct All;
+    impl Topics for All {
+        fn partitions(&self, _: &str) -> Option<i32> {
+            Some(1)
+        }
+    }
+
+    fn plan(create: &str, ctas: &str) -> Result<AggregateQuery, AnalysisError> {
+        let mut c = Catalog::default();
+        c.create_source(&parse_statement(create).unwrap(), &All)
+            .unwrap();
+        let Statement::CreateAsSelect { query, .. } = parse_statement(ctas).unwrap() else {
+            panic!()
+        };
+        plan_aggregate(
+            &query,
+            &c,
+            "OUTPUT",
+            Sink {
+                key_format: Format::Kafka,
+                value_format: Format::Json,
+                wrap_single_value: true,
+            },
+        )
+    }
+
+    fn record(key: &[u8], value: &'static [u8], ts: i64) -> (Vec<u8>, &'static [u8], i64) {
+        (key.to_vec(), value, ts)
+    }
+
+    #[test]
+    fn counts_sums_and_averages_per_key_and_having_emits_tombstones() {
+        let q = plan(
+            "CREATE STREAM S (ID INT KEY, V INT, NAME STRING) WITH (kafka_topic='s', value_format='JSON');",
+            "CREATE TABLE OUTPUT AS SELECT ID, COUNT(*) AS C, SUM(V) AS S, AVG(V) AS A, COLLECT_LIST(NAME) AS L FROM S GROUP BY ID HAVING SUM(V) < 10;",
+        )
+        .unwrap();
+        let mut state = BTreeMap::new();
+        let inputs = [
+            record(&1i32.to_be_bytes(), br#"{"v":2,"name":"a"}"#, 5),
+            record(&1i32.to_be_bytes(), br#"{"v":null,"name":"b"}"#, 3),
+            record(&2i32.to_be_bytes(), br#"{"v":4,"name":"c"}"#, 7),
+            record(&1i32.to_be_bytes(), br#"{"v":9,"name":"d"}"#, 1),
+        ];
+        let mut outs = Vec::new();
+        for (i, (k, v, ts)) in inputs.iter().enumerate() {
+            let o = q.process(
+                RecordIn {
+                    key: Some(k),
+                    value: Some(v),
+                    timestamp: *ts,
+                    partition: 0,
+                    offset: i as i64,
+                },
+                &mut state,
+                &NoFunctions,
+            );
+            let AggOutcome::Update {
+                key,
+                value,
+                timestamp,
+                ..
+            } = o
+            else {
+                panic!("{o:?}")
+            };
+            outs.push((
+                key.unwrap(),
+                value.map(|v| String::from_utf8(v).unwrap()),
+                timestamp,
+            ));
+        }
+        assert_eq!(
+            outs[0].1.as_deref(),
+            Some(r#"{"C":1,"S":2,"A":2.0,"L":["a"]}"#)
+        );
+        assert_eq!(
+            outs[1].1.as_deref(),
+            Some(r#"{"C":2,"S":2,"A":2.0,"L":["a","b"]}"#)
+        );
+        assert_eq!(outs[1].2, 5, "the group's largest timestamp");
+        assert_eq!(outs[2].0, 2i32.to_be_bytes().to_vec());
+        assert_eq!(outs[3].1, None, "SUM 11 fails HAVING: a tombstone");
+        // The state survives its changelog form.
+        for st in state.values() {
+            assert_eq!(
+                q.state_from_json(q.state_json(st).as_bytes()).as_ref(),
+                Some(st)
+            );
+        }
+    }
+
+    #[test]
+    fn ksqldbs_errors_for_malformed_aggregations() {
+        let create = "CREATE STREAM S (ID INT KEY, V INT, D STRING) WITH (kafka_topic='s', value_format='JSON');";
+        let e = plan(
+            create,
+            "CREATE TABLE OUTPUT AS SELECT ID, D, COUNT(*) FROM S GROUP BY ID;",
+        )
+        .err()
+        .unwrap();
+        assert_eq!(
+            e.0,
+            "Non-aggregate SELECT expression(s) not part of GROUP BY: D"
+        );
+        let e = plan(
+            create,
+            "CREATE TABLE OUTPUT AS SELECT COUNT(*) AS C FROM S GROUP BY ID;",
+        )
+        .err()
+        .unwrap();
+        assert!(
+            e.0.contains("must include the grouping expression ID"),
+            "{}",
+            e.0
+        );
+        let e = plan(
+            create,
+            "CREATE TABLE OUTPUT AS SELECT SUM(V) FROM S GROUP BY SUM(V);",
+        )
+        .err()
+        .unwrap();
+        assert!(e
+            .0
+            .starts_with("GROUP BY does not support aggregate functions: SUM"));
+    }
+}
