@@ -200,7 +200,7 @@ impl Persistent {
                     })?;
                     let committed = self
                         .log
-                        .committed(&self.group, &source_topic(&self.query))
+                        .committed(&self.group, source_topic(&self.query))
                         .await?;
                     let mut start = BTreeMap::new();
                     for p in 0..source_partitions {
@@ -209,7 +209,7 @@ impl Persistent {
                             None => {
                                 self.log
                                     .offset(
-                                        &source_topic(&self.query),
+                                        source_topic(&self.query),
                                         p,
                                         self.reset.list_offsets_timestamp(),
                                     )
@@ -264,7 +264,7 @@ impl Persistent {
         for (&p, &from) in positions.iter() {
             let (records, _) = self
                 .log
-                .fetch(&source_topic(&self.query), p, from, 0)
+                .fetch(source_topic(&self.query), p, from, 0)
                 .await?;
             for r in &records {
                 read += 1;
@@ -339,7 +339,7 @@ impl Persistent {
                 .await?;
         }
         self.log
-            .commit(&self.group, &source_topic(&self.query), &next)
+            .commit(&self.group, source_topic(&self.query), &next)
             .await?;
         *positions = next;
         let mut c = self.counts.lock().expect("counts lock");
