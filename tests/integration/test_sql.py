@@ -313,3 +313,40 @@ def test_a_group_by_table_keeps_its_state_across_kill_9(tmp_path):
             }, "the counts carry on from the changelog after the restart"
     finally:
         b.stop()
+
+
+def test_pull_queries_read_the_materialized_table(sqlb):
+    src = unique("payments")
+    ksql(sqlb, f"""
+        CREATE STREAM payments (account STRING KEY, amount INT) WITH (kafka_topic='{src}', partitions=2, value_format='JSON');
+        CREATE TABLE balances AS SELECT account, SUM(amount) AS balance, COUNT(*) AS n FROM payments GROUP BY account;
+        CREATE TABLE plain (id INT PRIMARY KEY, v INT) WITH (kafka_topic='{src}-plain', partitions=1, value_format='JSON');
+    """, {"ksql.streams.auto.offset.reset": "earliest"})
+    p = Producer({"bootstrap.servers": sqlb.bootstrap})
+    for i in range(100):
+        p.produce(src, key=f"acct{i % 10}".encode(), value=json.dumps({"amount": i}))
+    p.flush(10)
+    consume_all(sqlb.bootstrap, "BALANCES", 100)
+
+    def pull(sql, accept=None):
+        headers = {"accept": accept} if accept else {}
+        r = requests.post(sqlb.sql + "/query-stream", json={"sql": sql, "properties": {}}, headers=headers, timeout=10)
+        return r
+
+    r = pull("SELECT * FROM balances WHERE account = 'acct3';")
+    assert r.status_code == 200, r.text
+    lines = [json.loads(x) for x in r.text.splitlines() if x]
+    assert lines[0]["columnNames"] == ["ACCOUNT", "BALANCE", "N"]
+    assert lines[1:] == [["acct3", sum(range(3, 100, 10)), 10]]
+    assert [json.loads(x) for x in pull("SELECT * FROM balances WHERE account = 'nobody';").text.splitlines() if x][1:] == []
+    # A full scan with a WHERE on a value column, as a JSON array.
+    body = pull("SELECT account, balance FROM balances WHERE balance > 500;", "application/json").json()
+    assert sorted(map(tuple, body[1:])) == sorted(
+        (f"acct{k}", sum(range(k, 100, 10))) for k in range(10) if sum(range(k, 100, 10)) > 500)
+    # The v1 endpoint answers pull queries too.
+    v1 = requests.post(sqlb.sql + "/query", json={"ksql": "SELECT balance FROM balances WHERE account = 'acct0';"}, timeout=10).json()
+    assert v1[0]["header"]["schema"] == "`BALANCE` INTEGER" and v1[1]["row"]["columns"] == [sum(range(0, 100, 10))]
+    r = pull(f"SELECT * FROM payments;")
+    assert r.status_code == 400 and "Pull queries are not supported on streams" in r.json()["message"]
+    r = pull("SELECT * FROM plain WHERE id = 1;")
+    assert r.status_code == 400 and "isn't queryable" in r.json()["message"]

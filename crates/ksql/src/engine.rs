@@ -65,6 +65,8 @@ struct PersistentQuery {
     sink: String,
     sink_topic: String,
     source: String,
+    /// An aggregation's plan: how its groups become the table's rows (pull queries).
+    materialized: Option<Arc<strata_sql::aggregate::AggregateQuery>>,
     handle: PersistentHandle,
 }
 
@@ -436,6 +438,15 @@ impl Engine {
                 let planned =
                     plan_create_as_select(stmt, &st.catalog, &TopicCounts(topics.clone()))
                         .map_err(|e| e.0)?;
+                // A second copy of an aggregation's plan answers pull queries on its table.
+                let materialized =
+                    match plan_create_as_select(stmt, &st.catalog, &TopicCounts(topics.clone()))
+                        .map_err(|e| e.0)?
+                        .query
+                    {
+                        Planned::Aggregate(a) => Some(Arc::new(a)),
+                        Planned::Stateless(_) => None,
+                    };
                 if !replay && !topics.contains_key(&planned.sink.topic) {
                     let mut configs = Vec::new();
                     if *kind == SourceKind::Table {
@@ -483,6 +494,7 @@ impl Engine {
                         sink: name.clone(),
                         sink_topic,
                         source: query.from.clone(),
+                        materialized,
                         handle,
                     },
                 );
@@ -815,13 +827,132 @@ impl Engine {
     }
 
     /// Plans a push query (SELECT … EMIT CHANGES): the query, its column names and types.
-    pub async fn plan_push(&self, text: &str) -> Result<PushPlan, String> {
+    /// A SELECT: a push query to run (EMIT CHANGES), or a pull query's answer, read from
+    /// the materialized table's state.
+    pub async fn query(&self, text: &str) -> Result<QueryPlan, String> {
         let stmt = strata_sql::parse_statement(text).map_err(|e| e.to_string())?;
         let Statement::Query(query) = stmt else {
             return Err("Only SELECT statements can be run as queries here.".into());
         };
         let st = self.state.lock().await;
-        plan_transient(&query, &st.catalog)
+        if query.emit.is_some() {
+            return plan_transient(&query, &st.catalog).map(QueryPlan::Push);
+        }
+        let source = st
+            .catalog
+            .get(&query.from)
+            .ok_or_else(|| format!("{} does not exist.", query.from))?;
+        if source.kind != SourceKind::Table {
+            return Err(format!(
+                "Pull queries are not supported on streams. Did you mean to issue a push query by adding EMIT CHANGES?\nStatement: {}",
+                text.trim()
+            ));
+        }
+        let Some((materialized, groups)) = st
+            .queries
+            .values()
+            .find(|q| q.sink == query.from)
+            .and_then(|q| q.materialized.clone().map(|m| (m, q.handle.groups.clone())))
+        else {
+            return Err(format!(
+                "The `{}` table isn't queryable. To derive a queryable table, you can do 'CREATE TABLE QUERYABLE_{} AS SELECT * FROM {};'. See https://cnfl.io/queries for more info.\nAdd EMIT CHANGES if you intended to issue a push query.",
+                query.from, query.from, query.from
+            ));
+        };
+        if !query.group_by.is_empty() || query.window.is_some() || !query.joins.is_empty() {
+            return Err("Pull queries don't support GROUP BY, WINDOW or JOIN clauses.".into());
+        }
+        let columns = strata_sql::analyzer::select_columns(&query, &st.catalog).map_err(|e| e.0)?;
+        let names: Vec<String> = source
+            .key
+            .iter()
+            .chain(&source.value)
+            .map(|c| c.name.clone())
+            .collect();
+        let out_names = columns.iter().map(|c| c.name.clone()).collect();
+        let out_types = columns.iter().map(|c| type_name(&c.sql_type)).collect();
+        drop(st);
+        // A lookup by the key (`WHERE k = literal` on a one-column key) reads one group;
+        // anything else scans the table.
+        let lookup = match (&query.where_clause, materialized.group_by.len()) {
+            (
+                Some(strata_sql::ast::Expr::Binary {
+                    op: strata_sql::ast::BinaryOp::Eq,
+                    left,
+                    right,
+                }),
+                1,
+            ) => {
+                let key_name = &names[0];
+                match (left.as_ref(), right.as_ref()) {
+                    (
+                        strata_sql::ast::Expr::Column { name, .. },
+                        lit @ strata_sql::ast::Expr::Literal(_),
+                    )
+                    | (
+                        lit @ strata_sql::ast::Expr::Literal(_),
+                        strata_sql::ast::Expr::Column { name, .. },
+                    ) if name == key_name => eval(lit, &NoRow, &NoFunctions)
+                        .ok()
+                        .and_then(|v| cast(v, &materialized.group_types[0]).ok()),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let mut rows = Vec::new();
+        let groups = groups.lock().expect("groups lock");
+        let answer = |group: Vec<Value>,
+                      state: &strata_sql::aggregate::GroupState|
+         -> Result<Option<Vec<Value>>, String> {
+            let Some(values) = materialized.row_values(&group, state, &NoFunctions)? else {
+                return Ok(None);
+            };
+            let row = NamedRow {
+                names: &names,
+                values: &values,
+            };
+            if let Some(f) = &query.where_clause {
+                if !matches!(
+                    eval(f, &row, &NoFunctions).map_err(|e| e.to_string())?,
+                    Value::Boolean(true)
+                ) {
+                    return Ok(None);
+                }
+            }
+            columns
+                .iter()
+                .map(|c| {
+                    eval(&c.expr, &row, &NoFunctions)
+                        .and_then(|v| cast(v, &c.sql_type))
+                        .map_err(|e| e.to_string())
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
+        };
+        match lookup {
+            Some(k) => {
+                let gk = strata_sql::aggregate::AggregateQuery::group_key(std::slice::from_ref(&k));
+                if let Some(state) = groups.get(&gk) {
+                    rows.extend(answer(vec![k], state)?);
+                }
+            }
+            None => {
+                for (gk, state) in groups.iter() {
+                    if let Some(group) = materialized.group_from_key(gk) {
+                        rows.extend(answer(group, state)?);
+                    }
+                    if query.limit.is_some_and(|l| rows.len() as i64 >= l) {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(QueryPlan::Pull {
+            names: out_names,
+            types: out_types,
+            rows,
+        })
     }
 
     /// Stops every persistent query (their positions committed).
@@ -831,6 +962,30 @@ impl Engine {
         for (_, q) in queries {
             q.handle.terminate().await;
         }
+    }
+}
+
+/// What a SELECT becomes.
+pub enum QueryPlan {
+    Push(PushPlan),
+    Pull {
+        names: Vec<String>,
+        types: Vec<String>,
+        rows: Vec<Vec<Value>>,
+    },
+}
+
+struct NamedRow<'a> {
+    names: &'a [String],
+    values: &'a [Value],
+}
+
+impl Row for NamedRow<'_> {
+    fn column(&self, _: Option<&str>, name: &str) -> Option<&Value> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| &self.values[i])
     }
 }
 

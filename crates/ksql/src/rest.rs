@@ -20,7 +20,7 @@ use strata_sql::value::Value;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::engine::{Engine, KSQL_VERSION};
+use crate::engine::{Engine, QueryPlan, KSQL_VERSION};
 use crate::run::{run_push, Reset};
 
 /// The largest request body accepted (statements, query requests).
@@ -238,8 +238,11 @@ impl Server {
         props: &BTreeMap<String, String>,
         format: PushFormat,
     ) -> Response<Body> {
-        let (query, limit, names, types) = match self.engine.plan_push(text).await {
-            Ok(p) => p,
+        let (query, limit, names, types) = match self.engine.query(text).await {
+            Ok(QueryPlan::Push(p)) => p,
+            Ok(QueryPlan::Pull { names, types, rows }) => {
+                return pull_response(&names, &types, &rows, format, &self.next_push)
+            }
             Err(message) => {
                 return json_response(
                     StatusCode::BAD_REQUEST,
@@ -351,6 +354,60 @@ impl Server {
             .body(ChannelBody { rx: out_rx }.boxed())
             .expect("valid response")
     }
+}
+
+/// A pull query's whole answer, in the endpoint's format.
+fn pull_response(
+    names: &[String],
+    types: &[String],
+    rows: &[Vec<Value>],
+    format: PushFormat,
+    ids: &AtomicU64,
+) -> Response<Body> {
+    let id = format!("query_{}", ids.fetch_add(1, Ordering::Relaxed));
+    let mut out = String::new();
+    match format {
+        PushFormat::V1 => {
+            let schema = names
+                .iter()
+                .zip(types)
+                .map(|(n, t)| format!("`{n}` {t}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            out.push('[');
+            out.push_str(&json!({"header": {"queryId": id, "schema": schema}}).to_string());
+            for r in rows {
+                out.push_str(&format!(",\n{{\"row\":{{\"columns\":{}}}}}", row_json(r)));
+            }
+            out.push_str("]\n");
+        }
+        PushFormat::Delimited => {
+            out.push_str(
+                &json!({"queryId": id, "columnNames": names, "columnTypes": types}).to_string(),
+            );
+            out.push('\n');
+            for r in rows {
+                out.push_str(&row_json(r));
+                out.push('\n');
+            }
+        }
+        PushFormat::JsonArray => {
+            out.push('[');
+            out.push_str(
+                &json!({"queryId": id, "columnNames": names, "columnTypes": types}).to_string(),
+            );
+            for r in rows {
+                out.push(',');
+                out.push_str(&row_json(r));
+            }
+            out.push(']');
+        }
+    }
+    let content_type = match format {
+        PushFormat::Delimited => "application/vnd.ksqlapi.delimited.v1",
+        _ => "application/json",
+    };
+    full(StatusCode::OK, content_type, out)
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -62,8 +62,13 @@ pub enum QueryState {
 }
 
 /// What the engine keeps of a running persistent query.
+/// An aggregate query's groups, shared with pull queries.
+pub type Groups = Arc<Mutex<BTreeMap<Vec<u8>, GroupState>>>;
+
 pub struct PersistentHandle {
     pub state: Arc<Mutex<QueryState>>,
+    /// The materialized table of an aggregate query.
+    pub groups: Groups,
     /// Records read and written so far.
     pub counts: Arc<Mutex<(u64, u64)>>,
     stop: watch::Sender<bool>,
@@ -99,11 +104,12 @@ pub fn start_persistent(
     let (stop, stopped) = watch::channel(false);
     let state = Arc::new(Mutex::new(QueryState::Running));
     let counts = Arc::new(Mutex::new((0, 0)));
+    let groups: Groups = Arc::default();
     let runner = Persistent {
         log: LogClient::new(bootstrap),
         group: query_group(query_id),
         query,
-        groups: BTreeMap::new(),
+        groups: groups.clone(),
         sink_topic,
         reset,
         state: state.clone(),
@@ -113,6 +119,7 @@ pub fn start_persistent(
     let task = tokio::spawn(runner.run(stopped));
     PersistentHandle {
         state,
+        groups,
         counts,
         stop,
         task,
@@ -124,7 +131,7 @@ struct Persistent {
     group: String,
     query: Planned,
     /// An aggregate query's groups (restored from its changelog at start).
-    groups: BTreeMap<Vec<u8>, GroupState>,
+    groups: Groups,
     sink_topic: String,
     reset: Reset,
     state: Arc<Mutex<QueryState>>,
@@ -219,7 +226,8 @@ impl Persistent {
                         start.insert(p, at);
                     }
                     if let Planned::Aggregate(q) = &self.query {
-                        self.groups = restore(&mut self.log, &self.id, q).await?;
+                        let restored = restore(&mut self.log, &self.id, q).await?;
+                        *self.groups.lock().expect("groups lock") = restored;
                     }
                     positions = Some(start);
                 }
@@ -284,30 +292,37 @@ impl Persistent {
                             None
                         }
                     },
-                    Planned::Aggregate(q) => match q.process(input, &mut self.groups, &NoFunctions)
-                    {
-                        AggOutcome::Update {
-                            group,
-                            key,
-                            value,
-                            timestamp,
-                        } => {
-                            let gk = AggregateQuery::group_key(&group);
-                            let st = self.groups.get(&gk).expect("updated group");
-                            changelog.push(Record {
-                                key: Some(Bytes::from(gk)),
-                                value: Some(Bytes::from(q.state_json(st))),
-                                headers: Vec::new(),
-                                timestamp_ms: timestamp,
-                            });
-                            Some((key, value, timestamp))
+                    Planned::Aggregate(q) => {
+                        let outcome = q.process(
+                            input,
+                            &mut self.groups.lock().expect("groups lock"),
+                            &NoFunctions,
+                        );
+                        match outcome {
+                            AggOutcome::Update {
+                                group,
+                                key,
+                                value,
+                                timestamp,
+                            } => {
+                                let gk = AggregateQuery::group_key(&group);
+                                let groups = self.groups.lock().expect("groups lock");
+                                let st = groups.get(&gk).expect("updated group");
+                                changelog.push(Record {
+                                    key: Some(Bytes::from(gk)),
+                                    value: Some(Bytes::from(q.state_json(st))),
+                                    headers: Vec::new(),
+                                    timestamp_ms: timestamp,
+                                });
+                                Some((key, value, timestamp))
+                            }
+                            AggOutcome::Filtered => None,
+                            AggOutcome::Skipped(why) => {
+                                tracing::debug!(query = %self.id, partition = p, offset = r.offset, %why, "record skipped");
+                                None
+                            }
                         }
-                        AggOutcome::Filtered => None,
-                        AggOutcome::Skipped(why) => {
-                            tracing::debug!(query = %self.id, partition = p, offset = r.offset, %why, "record skipped");
-                            None
-                        }
-                    },
+                    }
                 };
                 if let Some((key, value, timestamp)) = out {
                     let partition = output_partition(key.as_deref(), p, sink_partitions);

@@ -86,6 +86,7 @@ pub struct AggregateQuery {
     pub source: Source,
     pub filter: Option<Expr>,
     pub group_by: Vec<Expr>,
+    pub group_types: Vec<SqlType>,
     pub calls: Vec<AggCall>,
     /// Output key columns (over the aggregated row).
     pub key: Vec<OutputColumn>,
@@ -359,6 +360,7 @@ pub fn plan_aggregate(
         source,
         filter: query.where_clause.clone(),
         group_by: query.group_by.clone(),
+        group_types,
         calls,
         key,
         value,
@@ -540,6 +542,52 @@ impl AggregateQuery {
             eval(h, &row, functions).map_err(|e| e.to_string())?,
             Value::Boolean(true)
         ))
+    }
+
+    /// A group's row as the materialized table holds it: key columns then value columns
+    /// (the sink's columns), or None when HAVING rejects it.
+    pub fn row_values(
+        &self,
+        group: &[Value],
+        st: &GroupState,
+        functions: &dyn Functions,
+    ) -> Result<Option<Vec<Value>>, String> {
+        if !self.passes_having(group, st, functions)? {
+            return Ok(None);
+        }
+        let mut names: Vec<String> = (0..group.len()).map(group_name).collect();
+        names.extend((0..self.calls.len()).map(agg_name));
+        let mut values: Vec<Value> = group.to_vec();
+        for (acc, call) in st.accs.iter().zip(&self.calls) {
+            values.push(result(acc, call));
+        }
+        let row = Named {
+            names: &names,
+            values: &values,
+        };
+        self.key
+            .iter()
+            .chain(&self.value)
+            .map(|c| {
+                let v = eval(&c.expr, &row, functions).map_err(|e| e.to_string())?;
+                cast(v, &c.sql_type).map_err(|e| e.to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    /// The groups' key values from a state map key.
+    pub fn group_from_key(&self, key: &[u8]) -> Option<Vec<Value>> {
+        let j: serde_json::Value = serde_json::from_slice(key).ok()?;
+        let items = j.as_array()?;
+        if items.len() != self.group_by.len() {
+            return None;
+        }
+        items
+            .iter()
+            .zip(&self.group_types)
+            .map(|(v, t)| from_json(v, t).ok())
+            .collect()
     }
 
     /// The output record of a group: key bytes and value bytes (None: a tombstone, when
