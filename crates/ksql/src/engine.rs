@@ -836,7 +836,7 @@ impl Engine {
         };
         let st = self.state.lock().await;
         if query.emit.is_some() {
-            return plan_transient(&query, &st.catalog).map(QueryPlan::Push);
+            return plan_transient(&query, &st.catalog).map(|p| QueryPlan::Push(Box::new(p)));
         }
         let source = st
             .catalog
@@ -967,7 +967,7 @@ impl Engine {
 
 /// What a SELECT becomes.
 pub enum QueryPlan {
-    Push(PushPlan),
+    Push(Box<PushPlan>),
     Pull {
         names: Vec<String>,
         types: Vec<String>,

@@ -239,7 +239,7 @@ impl Server {
         format: PushFormat,
     ) -> Response<Body> {
         let (query, limit, names, types) = match self.engine.query(text).await {
-            Ok(QueryPlan::Push(p)) => p,
+            Ok(QueryPlan::Push(p)) => *p,
             Ok(QueryPlan::Pull { names, types, rows }) => {
                 return pull_response(&names, &types, &rows, format, &self.next_push)
             }

@@ -287,11 +287,14 @@ pub fn type_of(expr: &Expr, scope: &Scope<'_>) -> Result<Option<SqlType>, Analys
                 "ABS" => return Ok(types.into_iter().next().flatten()),
                 "UCASE" | "LCASE" | "TRIM" | "CONCAT" => SqlType::String,
                 "LEN" => SqlType::Int,
-                _ => {
-                    return Err(err(format!(
-                        "Can't find any functions with the name '{name}'"
-                    )))
-                }
+                _ => match crate::functions::return_type(name, &types) {
+                    Some(t) => return Ok(t),
+                    None => {
+                        return Err(err(format!(
+                            "Can't find any functions with the name '{name}'"
+                        )))
+                    }
+                },
             }
         }
         Expr::Subscript { base, index } => {

@@ -984,7 +984,10 @@ fn builtin(name: &str, args: &[Value]) -> Option<Result<Value, EvalError>> {
                         .collect(),
                 )
             }
-            _ => return Err(EvalError::UnknownFunction(String::new())),
+            _ => {
+                return crate::functions::call(name, args)
+                    .unwrap_or(Err(EvalError::UnknownFunction(String::new())))
+            }
         })
     })())
     .filter(|r| !matches!(r, Err(EvalError::UnknownFunction(n)) if n.is_empty()))

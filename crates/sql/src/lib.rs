@@ -9,6 +9,7 @@ pub mod ast;
 pub mod catalog;
 pub mod eval;
 pub mod format;
+pub mod functions;
 pub mod lexer;
 pub mod parser;
 pub mod pipeline;

@@ -1,0 +1,703 @@
+//! ksqlDB's scalar function library (a growing part of it): each function's result type
+//! from its argument types ([`return_type`]) and its value ([`call`]), with ksqlDB's null
+//! rules (a NULL argument gives NULL unless the function says otherwise).
+
+use std::cmp::Ordering;
+
+use crate::ast::SqlType;
+use crate::eval::{compare, EvalError};
+use crate::format::json_text;
+use crate::value::{Decimal, Value};
+
+fn bad(m: impl Into<String>) -> EvalError {
+    EvalError::Function(m.into())
+}
+
+/// Numeric widening as ksqlDB orders it: INT < BIGINT < DECIMAL < DOUBLE.
+fn widest(types: &[Option<SqlType>]) -> Option<SqlType> {
+    let rank = |t: &SqlType| match t {
+        SqlType::Int => 1,
+        SqlType::Bigint => 2,
+        SqlType::Decimal { .. } => 3,
+        SqlType::Double => 4,
+        _ => 0,
+    };
+    let mut best: Option<SqlType> = None;
+    for t in types.iter().flatten() {
+        best = match best {
+            None => Some(t.clone()),
+            Some(b) if rank(t) > rank(&b) => Some(t.clone()),
+            Some(b) => Some(b),
+        };
+    }
+    best
+}
+
+fn array_of(t: &Option<SqlType>) -> Option<SqlType> {
+    match t {
+        Some(SqlType::Array(i)) => Some((**i).clone()),
+        _ => None,
+    }
+}
+
+/// The result type of `name(args)`, None if there is no such function here. An inner
+/// None is a NULL-typed result (unknown).
+pub fn return_type(name: &str, args: &[Option<SqlType>]) -> Option<Option<SqlType>> {
+    let first = args.first().cloned().flatten();
+    let double = Some(Some(SqlType::Double));
+    Some(match name {
+        "AS_VALUE" => first,
+        "SUBSTRING" | "REPLACE" | "LPAD" | "RPAD" | "CONCAT_WS" | "INITCAP" | "CHR"
+        | "TO_JSON_STRING" | "EXTRACTJSONFIELD" | "ARRAY_JOIN" | "REVERSE" => Some(SqlType::String),
+        "LEAST" | "GREATEST" => widest(args),
+        "INSTR" | "ARRAY_LENGTH" | "UNIX_DATE" => Some(SqlType::Int),
+        "UNIX_TIMESTAMP" => Some(SqlType::Bigint),
+        "ARRAY_CONTAINS" => Some(SqlType::Boolean),
+        "SPLIT" => Some(SqlType::Array(Box::new(SqlType::String))),
+        "ROUND" => match (&first, args.len()) {
+            (Some(SqlType::Double), 1) => Some(SqlType::Bigint),
+            (Some(SqlType::Decimal { precision, scale }), 1) => Some(SqlType::Decimal {
+                precision: (precision - scale + 1).max(1),
+                scale: 0,
+            }),
+            _ => first,
+        },
+        "FLOOR" | "CEIL" | "SIGN" if matches!(first, Some(SqlType::Decimal { .. })) => first,
+        "FLOOR" | "CEIL" | "SIGN" => first,
+        "SQRT" | "EXP" | "LN" | "LOG" | "POWER" | "SIN" | "COS" | "TAN" | "ASIN" | "ACOS"
+        | "ATAN" | "COT" | "DEGREES" | "RADIANS" | "PI" | "CBRT" => return double,
+        "ARRAY_DISTINCT" | "ARRAY_SORT" | "ARRAY_REMOVE" | "ARRAY_UNION" | "ARRAY_INTERSECT"
+        | "ARRAY_EXCEPT" | "ARRAY_CONCAT" => first,
+        "ARRAY_MIN" | "ARRAY_MAX" => array_of(&first),
+        "MAP_KEYS" => match &first {
+            Some(SqlType::Map(k, _)) => Some(SqlType::Array(k.clone())),
+            _ => None,
+        },
+        "MAP_VALUES" => match &first {
+            Some(SqlType::Map(_, v)) => Some(SqlType::Array(v.clone())),
+            _ => None,
+        },
+        _ => return None,
+    })
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i as i64),
+        Value::Bigint(i) => Some(*i),
+        _ => None,
+    }
+}
+
+fn float(v: &Value) -> Option<f64> {
+    match v {
+        Value::Int(i) => Some(*i as f64),
+        Value::Bigint(i) => Some(*i as f64),
+        Value::Double(d) => Some(*d),
+        Value::Decimal(d) => Some(d.to_f64()),
+        _ => None,
+    }
+}
+
+fn text(v: &Value) -> Option<&str> {
+    match v {
+        Value::String(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// `value` widened to the type of `like` (for LEAST / GREATEST).
+fn widen(v: Value, to: &Value) -> Value {
+    match (to, &v) {
+        (Value::Double(_), _) => float(&v).map_or(v, Value::Double),
+        (Value::Bigint(_), Value::Int(i)) => Value::Bigint(*i as i64),
+        (Value::Decimal(d), Value::Int(_) | Value::Bigint(_)) => {
+            let x = Decimal::from_i64(int(&v).unwrap_or(0));
+            Value::Decimal(x.rescale(d.scale).unwrap_or(x))
+        }
+        _ => v,
+    }
+}
+
+fn substring(s: &str, pos: i64, len: Option<i64>) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let n = chars.len() as i64;
+    let start = if pos < 0 {
+        (n + pos).max(0)
+    } else {
+        (pos - 1).min(n).max(0)
+    };
+    let end = match len {
+        Some(l) => (start + l).min(n).max(start),
+        None => n,
+    };
+    chars[start as usize..end as usize].iter().collect()
+}
+
+/// A JSONPath like `$.a.b[0]` into a JSON value; a string result comes back bare, others
+/// as their JSON text.
+fn extract_json_field(json: &str, path: &str) -> Option<String> {
+    let mut cur: serde_json::Value = serde_json::from_str(json).ok()?;
+    let path = path.strip_prefix('$')?;
+    let mut rest = path;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('.') {
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            cur = cur.get(&r[..end])?.clone();
+            rest = &r[end..];
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']')?;
+            let inner = r[..end].trim_matches(|c| c == '\'' || c == '"');
+            cur = match inner.parse::<usize>() {
+                Ok(i) => cur.get(i)?.clone(),
+                Err(_) => cur.get(inner)?.clone(),
+            };
+            rest = &r[end + 1..];
+        } else {
+            return None;
+        }
+    }
+    match cur {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s),
+        other => Some(other.to_string()),
+    }
+}
+
+fn dedup(items: Vec<Value>) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    for v in items {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// `name(args)`, None if there is no such function here.
+pub fn call(name: &str, args: &[Value]) -> Option<Result<Value, EvalError>> {
+    if return_type(name, &[]).is_none() && !matches!(name, "LEAST" | "GREATEST") {
+        return None;
+    }
+    Some(call_known(name, args))
+}
+
+fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
+    let arg = |i: usize| args.get(i).cloned().unwrap_or(Value::Null);
+    static NULL: Value = Value::Null;
+    let at = |i: usize| args.get(i).unwrap_or(&NULL);
+    let nulls_in = || args.iter().any(Value::is_null);
+    let math = |f: fn(f64) -> f64| -> Result<Value, EvalError> {
+        Ok(match float(at(0)) {
+            Some(x) => Value::Double(f(x)),
+            None => Value::Null,
+        })
+    };
+    Ok(match name {
+        "AS_VALUE" => arg(0),
+        "SUBSTRING" => {
+            if nulls_in() {
+                return Ok(Value::Null);
+            }
+            let s = text(at(0)).ok_or_else(|| bad("SUBSTRING needs a STRING"))?;
+            let pos = int(at(1)).ok_or_else(|| bad("SUBSTRING needs an INT position"))?;
+            Value::String(substring(s, pos, args.get(2).and_then(int)))
+        }
+        "LEAST" | "GREATEST" => {
+            let mut best: Option<Value> = None;
+            for v in args.iter().filter(|v| !v.is_null()) {
+                best = Some(match best {
+                    None => v.clone(),
+                    Some(b) => {
+                        let ord = compare(v, &b)?;
+                        let better = match name {
+                            "LEAST" => ord == Some(Ordering::Less),
+                            _ => ord == Some(Ordering::Greater),
+                        };
+                        if better {
+                            v.clone()
+                        } else {
+                            b
+                        }
+                    }
+                });
+            }
+            // The result has the widest argument type.
+            let widest = args
+                .iter()
+                .filter(|v| !v.is_null())
+                .max_by_key(|v| match v {
+                    Value::Int(_) => 1,
+                    Value::Bigint(_) => 2,
+                    Value::Decimal(_) => 3,
+                    Value::Double(_) => 4,
+                    _ => 0,
+                })
+                .cloned();
+            match (best, widest) {
+                (Some(b), Some(w)) => widen(b, &w),
+                _ => Value::Null,
+            }
+        }
+        "INSTR" => {
+            if nulls_in() {
+                return Ok(Value::Null);
+            }
+            let (Some(s), Some(sub)) = (text(at(0)), text(at(1))) else {
+                return Err(bad("INSTR needs STRING arguments"));
+            };
+            let chars: Vec<char> = s.chars().collect();
+            let needle: Vec<char> = sub.chars().collect();
+            let n = chars.len() as i64;
+            let pos = args.get(2).and_then(int).unwrap_or(1);
+            let occurrence = args.get(3).and_then(int).unwrap_or(1).max(1);
+            let matches_at = |i: i64| {
+                i >= 0
+                    && i + needle.len() as i64 <= n
+                    && chars[i as usize..i as usize + needle.len()] == needle[..]
+            };
+            let mut seen = 0;
+            let mut found = 0;
+            if pos > 0 {
+                let mut i = pos - 1;
+                while i < n {
+                    if matches_at(i) {
+                        seen += 1;
+                        if seen == occurrence {
+                            found = i + 1;
+                            break;
+                        }
+                    }
+                    i += 1;
+                }
+            } else if pos < 0 {
+                let mut i = n + pos;
+                while i >= 0 {
+                    if matches_at(i) {
+                        seen += 1;
+                        if seen == occurrence {
+                            found = i + 1;
+                            break;
+                        }
+                    }
+                    i -= 1;
+                }
+            }
+            Value::Int(found as i32)
+        }
+        "REPLACE" => {
+            if nulls_in() {
+                return Ok(Value::Null);
+            }
+            match (text(at(0)), text(at(1)), text(at(2))) {
+                (Some(s), Some(a), Some(b)) => Value::String(s.replace(a, b)),
+                _ => return Err(bad("REPLACE needs STRING arguments")),
+            }
+        }
+        "LPAD" | "RPAD" => {
+            if nulls_in() {
+                return Ok(Value::Null);
+            }
+            let (Some(s), Some(len), Some(pad)) = (text(at(0)), int(at(1)), text(at(2)))
+            else {
+                return Err(bad(format!("{name} needs (STRING, INT, STRING)")));
+            };
+            if len < 0 || pad.is_empty() {
+                return Ok(Value::Null);
+            }
+            let len = len as usize;
+            let s: Vec<char> = s.chars().collect();
+            if s.len() >= len {
+                return Ok(Value::String(s[..len].iter().collect()));
+            }
+            let fill: String = pad.chars().cycle().take(len - s.len()).collect();
+            let s: String = s.into_iter().collect();
+            Value::String(if name == "LPAD" { fill + &s } else { s + &fill })
+        }
+        "CONCAT_WS" => {
+            let Some(sep) = text(at(0)) else {
+                return Ok(Value::Null);
+            };
+            Value::String(
+                args[1..]
+                    .iter()
+                    .filter_map(text)
+                    .collect::<Vec<_>>()
+                    .join(sep),
+            )
+        }
+        "INITCAP" => match text(at(0)) {
+            None => Value::Null,
+            Some(s) => Value::String(
+                s.split(' ')
+                    .map(|w| {
+                        let mut c = w.chars();
+                        match c.next() {
+                            Some(f) => {
+                                f.to_uppercase().collect::<String>() + &c.as_str().to_lowercase()
+                            }
+                            None => String::new(),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+        },
+        "REVERSE" => match text(at(0)) {
+            None => Value::Null,
+            Some(s) => Value::String(s.chars().rev().collect()),
+        },
+        "CHR" => match &arg(0) {
+            Value::Null => Value::Null,
+            Value::String(s) => {
+                let code = s
+                    .strip_prefix("\\u")
+                    .and_then(|h| u32::from_str_radix(h, 16).ok());
+                match code.and_then(char::from_u32) {
+                    Some(c) => Value::String(c.to_string()),
+                    None => Value::Null,
+                }
+            }
+            v => match int(v)
+                .and_then(|i| u32::try_from(i).ok())
+                .and_then(char::from_u32)
+            {
+                Some(c) => Value::String(c.to_string()),
+                None => Value::Null,
+            },
+        },
+        "SPLIT" => {
+            if nulls_in() {
+                return Ok(Value::Null);
+            }
+            let (Some(s), Some(d)) = (text(at(0)), text(at(1))) else {
+                return Err(bad("SPLIT needs STRING arguments"));
+            };
+            Value::Array(if d.is_empty() {
+                s.chars().map(|c| Value::String(c.to_string())).collect()
+            } else {
+                s.split(d).map(|p| Value::String(p.to_string())).collect()
+            })
+        }
+        "TO_JSON_STRING" => Value::String(json_text(at(0))),
+        "EXTRACTJSONFIELD" => {
+            if nulls_in() {
+                return Ok(Value::Null);
+            }
+            match (text(at(0)), text(at(1))) {
+                (Some(j), Some(p)) => extract_json_field(j, p).map_or(Value::Null, Value::String),
+                _ => Value::Null,
+            }
+        }
+        "ROUND" => {
+            let v = arg(0);
+            let places = args.get(1).and_then(int);
+            match (&v, places) {
+                (Value::Null, _) => Value::Null,
+                (_, None) if args.len() > 1 => Value::Null,
+                (Value::Int(_) | Value::Bigint(_), None) => v,
+                (Value::Double(d), None) => Value::Bigint((d + 0.5).floor() as i64),
+                (Value::Double(d), Some(p)) => {
+                    let f = 10f64.powi(p as i32);
+                    Value::Double((d * f + 0.5).floor() / f)
+                }
+                (Value::Decimal(d), p) => {
+                    let p = p.unwrap_or(0).max(0) as u32;
+                    let r = d.rescale(p).unwrap_or(*d);
+                    if args.len() == 1 {
+                        Value::Decimal(r)
+                    } else {
+                        Value::Decimal(r.rescale(d.scale).unwrap_or(r))
+                    }
+                }
+                (Value::Int(i), Some(p)) if p >= 0 => Value::Int(*i),
+                (Value::Bigint(i), Some(p)) if p >= 0 => Value::Bigint(*i),
+                (v, Some(p)) => {
+                    let f = 10f64.powi((-p) as i32);
+                    let x = float(v).unwrap_or(0.0);
+                    let r = ((x / f + 0.5).floor() * f) as i64;
+                    match v {
+                        Value::Int(_) => Value::Int(r as i32),
+                        _ => Value::Bigint(r),
+                    }
+                }
+                _ => return Err(bad("ROUND needs a number")),
+            }
+        }
+        "FLOOR" | "CEIL" => match arg(0) {
+            Value::Null => Value::Null,
+            v @ (Value::Int(_) | Value::Bigint(_)) => v,
+            Value::Double(d) => Value::Double(if name == "FLOOR" { d.floor() } else { d.ceil() }),
+            Value::Decimal(d) => {
+                let unit = 10i128.pow(d.scale);
+                let q = d.unscaled.div_euclid(unit);
+                let q = if name == "CEIL" && d.unscaled.rem_euclid(unit) != 0 {
+                    q + 1
+                } else {
+                    q
+                };
+                Value::Decimal(Decimal {
+                    unscaled: q * unit,
+                    scale: d.scale,
+                })
+            }
+            _ => return Err(bad(format!("{name} needs a number"))),
+        },
+        "SIGN" => match arg(0) {
+            Value::Null => Value::Null,
+            Value::Int(i) => Value::Int(i.signum()),
+            Value::Bigint(i) => Value::Bigint(i.signum()),
+            Value::Double(d) => Value::Double(if d == 0.0 { 0.0 } else { d.signum() }),
+            Value::Decimal(d) => Value::Decimal(Decimal {
+                unscaled: d.unscaled.signum() * 10i128.pow(d.scale),
+                scale: d.scale,
+            }),
+            _ => return Err(bad("SIGN needs a number")),
+        },
+        "SQRT" => math(f64::sqrt)?,
+        "CBRT" => math(f64::cbrt)?,
+        "EXP" => math(f64::exp)?,
+        "LN" => math(f64::ln)?,
+        "LOG" if args.len() == 2 => match (float(at(0)), float(at(1))) {
+            (Some(base), Some(x)) => Value::Double(x.ln() / base.ln()),
+            _ => Value::Null,
+        },
+        "LOG" => math(f64::ln)?,
+        "POWER" => match (float(at(0)), float(at(1))) {
+            (Some(b), Some(e)) => Value::Double(b.powf(e)),
+            _ => Value::Null,
+        },
+        "SIN" => math(f64::sin)?,
+        "COS" => math(f64::cos)?,
+        "TAN" => math(f64::tan)?,
+        "ASIN" => math(f64::asin)?,
+        "ACOS" => math(f64::acos)?,
+        "ATAN" => math(f64::atan)?,
+        "COT" => math(|x| 1.0 / x.tan())?,
+        "DEGREES" => math(f64::to_degrees)?,
+        "RADIANS" => math(f64::to_radians)?,
+        "PI" => Value::Double(std::f64::consts::PI),
+        "UNIX_TIMESTAMP" => match arg(0) {
+            Value::Timestamp(t) => Value::Bigint(t),
+            _ if args.is_empty() => Value::Bigint(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64),
+            ),
+            _ => Value::Null,
+        },
+        "UNIX_DATE" => match arg(0) {
+            Value::Date(d) => Value::Int(d),
+            _ => Value::Null,
+        },
+        "ARRAY_LENGTH" => match arg(0) {
+            Value::Array(a) => Value::Int(a.len() as i32),
+            _ => Value::Null,
+        },
+        "ARRAY_CONTAINS" => match arg(0) {
+            Value::Array(a) => Value::Boolean(a.contains(&arg(1))),
+            _ => Value::Boolean(false),
+        },
+        "ARRAY_DISTINCT" => match arg(0) {
+            Value::Array(a) => Value::Array(dedup(a)),
+            _ => Value::Null,
+        },
+        "ARRAY_CONCAT" => match (arg(0), arg(1)) {
+            (Value::Array(mut a), Value::Array(b)) => {
+                a.extend(b);
+                Value::Array(a)
+            }
+            (Value::Array(a), Value::Null) | (Value::Null, Value::Array(a)) => Value::Array(a),
+            _ => Value::Null,
+        },
+        "ARRAY_UNION" => match (arg(0), arg(1)) {
+            (Value::Array(mut a), Value::Array(b)) => {
+                a.extend(b);
+                Value::Array(dedup(a))
+            }
+            _ => Value::Null,
+        },
+        "ARRAY_INTERSECT" => match (arg(0), arg(1)) {
+            (Value::Array(a), Value::Array(b)) => {
+                Value::Array(dedup(a.into_iter().filter(|v| b.contains(v)).collect()))
+            }
+            _ => Value::Null,
+        },
+        "ARRAY_EXCEPT" => match (arg(0), arg(1)) {
+            (Value::Array(a), Value::Array(b)) => {
+                Value::Array(dedup(a.into_iter().filter(|v| !b.contains(v)).collect()))
+            }
+            _ => Value::Null,
+        },
+        "ARRAY_REMOVE" => match arg(0) {
+            Value::Array(a) => {
+                let x = arg(1);
+                Value::Array(a.into_iter().filter(|v| *v != x).collect())
+            }
+            _ => Value::Null,
+        },
+        "ARRAY_JOIN" => match arg(0) {
+            Value::Array(a) => {
+                let sep = match args.get(1) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Null) => String::new(),
+                    _ => ",".into(),
+                };
+                Value::String(
+                    a.iter()
+                        .map(|v| match v {
+                            Value::String(s) => s.clone(),
+                            Value::Null => "null".into(),
+                            other => json_text(other),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(&sep),
+                )
+            }
+            _ => Value::Null,
+        },
+        "ARRAY_MIN" | "ARRAY_MAX" => match arg(0) {
+            Value::Array(a) => {
+                let mut best: Option<Value> = None;
+                for v in a.into_iter().filter(|v| !v.is_null()) {
+                    best = match best {
+                        None => Some(v),
+                        Some(b) => {
+                            let ord = compare(&v, &b)?;
+                            let better = if name == "ARRAY_MIN" {
+                                ord == Some(Ordering::Less)
+                            } else {
+                                ord == Some(Ordering::Greater)
+                            };
+                            Some(if better { v } else { b })
+                        }
+                    };
+                }
+                best.unwrap_or(Value::Null)
+            }
+            _ => Value::Null,
+        },
+        "ARRAY_SORT" => match arg(0) {
+            Value::Array(mut a) => {
+                let desc =
+                    matches!(args.get(1), Some(Value::String(s)) if s.eq_ignore_ascii_case("DESC"));
+                let nulls: Vec<Value> = a.iter().filter(|v| v.is_null()).cloned().collect();
+                a.retain(|v| !v.is_null());
+                a.sort_by(|x, y| compare(x, y).ok().flatten().unwrap_or(Ordering::Equal));
+                if desc {
+                    a.reverse();
+                }
+                a.extend(nulls);
+                Value::Array(a)
+            }
+            _ => Value::Null,
+        },
+        "MAP_KEYS" => match arg(0) {
+            Value::Map(m) => Value::Array(m.into_iter().map(|(k, _)| k).collect()),
+            _ => Value::Null,
+        },
+        "MAP_VALUES" => match arg(0) {
+            Value::Map(m) => Value::Array(m.into_iter().map(|(_, v)| v).collect()),
+            _ => Value::Null,
+        },
+        other => return Err(EvalError::UnknownFunction(other.to_string())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(x: &str) -> Value {
+        Value::String(x.into())
+    }
+
+    #[test]
+    fn string_functions_follow_ksqldb() {
+        assert_eq!(
+            call("SUBSTRING", &[s("hello"), Value::Int(2)])
+                .unwrap()
+                .unwrap(),
+            s("ello")
+        );
+        assert_eq!(
+            call("SUBSTRING", &[s("hello"), Value::Int(-3), Value::Int(2)])
+                .unwrap()
+                .unwrap(),
+            s("ll")
+        );
+        assert_eq!(
+            call("SUBSTRING", &[s("hello"), Value::Int(9)])
+                .unwrap()
+                .unwrap(),
+            s("")
+        );
+        assert_eq!(
+            call("INSTR", &[s("CORPORATE FLOOR"), s("OR")])
+                .unwrap()
+                .unwrap(),
+            Value::Int(2)
+        );
+        assert_eq!(
+            call(
+                "INSTR",
+                &[s("CORPORATE FLOOR"), s("OR"), Value::Int(3), Value::Int(2)]
+            )
+            .unwrap()
+            .unwrap(),
+            Value::Int(14)
+        );
+        assert_eq!(
+            call("INSTR", &[s("CORPORATE FLOOR"), s("OR"), Value::Int(-3)])
+                .unwrap()
+                .unwrap(),
+            Value::Int(5)
+        );
+        assert_eq!(
+            call("LPAD", &[s("ab"), Value::Int(5), s("xy")])
+                .unwrap()
+                .unwrap(),
+            s("xyxab")
+        );
+        assert_eq!(
+            call("CONCAT_WS", &[s("-"), s("a"), Value::Null, s("b")])
+                .unwrap()
+                .unwrap(),
+            s("a-b")
+        );
+        assert_eq!(
+            call(
+                "EXTRACTJSONFIELD",
+                &[s(r#"{"a":{"b":[1,"x"]}}"#), s("$.a.b[1]")]
+            )
+            .unwrap()
+            .unwrap(),
+            s("x")
+        );
+        assert_eq!(
+            call("SUBSTRING", &[Value::Null, Value::Int(1)])
+                .unwrap()
+                .unwrap(),
+            Value::Null
+        );
+        assert!(call("NO_SUCH_FUNCTION", &[]).is_none());
+    }
+
+    #[test]
+    fn least_and_greatest_skip_nulls_and_widen() {
+        assert_eq!(
+            call("GREATEST", &[Value::Int(3), Value::Null, Value::Bigint(2)])
+                .unwrap()
+                .unwrap(),
+            Value::Bigint(3)
+        );
+        assert_eq!(
+            call("LEAST", &[Value::Null, Value::Null]).unwrap().unwrap(),
+            Value::Null
+        );
+        assert_eq!(
+            return_type("LEAST", &[Some(SqlType::Int), Some(SqlType::Double)]),
+            Some(Some(SqlType::Double))
+        );
+    }
+}
