@@ -350,3 +350,25 @@ def test_pull_queries_read_the_materialized_table(sqlb):
     assert r.status_code == 400 and "Pull queries are not supported on streams" in r.json()["message"]
     r = pull("SELECT * FROM plain WHERE id = 1;")
     assert r.status_code == 400 and "isn't queryable" in r.json()["message"]
+
+
+def test_a_tumbling_window_count_keys_rows_by_window_start(sqlb):
+    src = unique("readings")
+    ksql(sqlb, f"""
+        CREATE STREAM readings (sensor STRING KEY, temp DOUBLE) WITH (kafka_topic='{src}', partitions=1, value_format='JSON');
+        CREATE TABLE per_minute AS SELECT sensor, WINDOWSTART AS ws, WINDOWEND AS we, COUNT(*) AS n, MAX(temp) AS hottest
+          FROM readings WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY sensor;
+    """, {"ksql.streams.auto.offset.reset": "earliest"})
+    p = Producer({"bootstrap.servers": sqlb.bootstrap})
+    base = 1_700_000_040_000  # a minute boundary
+    for i, (sensor, offset_s, temp) in enumerate([("a", 1, 20.5), ("a", 30, 21.0), ("b", 59, 5.0), ("a", 61, 19.0)]):
+        p.produce(src, key=sensor.encode(), value=json.dumps({"temp": temp}), timestamp=base + offset_s * 1000)
+    p.flush(10)
+    out = consume_all(sqlb.bootstrap, "PER_MINUTE", 4)
+    rows = [(m.key()[:-8].decode(), struct.unpack(">q", m.key()[-8:])[0], json.loads(m.value()), m.timestamp()[1]) for m in out]
+    assert rows == [
+        ("a", base, {"WS": base, "WE": base + 60_000, "N": 1, "HOTTEST": 20.5}, base + 1000),
+        ("a", base, {"WS": base, "WE": base + 60_000, "N": 2, "HOTTEST": 21.0}, base + 30_000),
+        ("b", base, {"WS": base, "WE": base + 60_000, "N": 1, "HOTTEST": 5.0}, base + 59_000),
+        ("a", base + 60_000, {"WS": base + 60_000, "WE": base + 120_000, "N": 1, "HOTTEST": 19.0}, base + 61_000),
+    ]

@@ -428,11 +428,8 @@ impl Engine {
                         kind_word(existing.kind).to_ascii_lowercase()
                     ));
                 }
-                if query.emit == Some(strata_sql::ast::Emit::Final)
-                    || query.window.is_some()
-                    || !query.joins.is_empty()
-                {
-                    return Err(bad("Windows, joins and EMIT FINAL in persistent queries are not supported yet by this engine."));
+                if !query.joins.is_empty() {
+                    return Err(bad("Joins in persistent queries are not supported yet by this engine."));
                 }
                 let topics = st.log.topics().await.map_err(|e| e.to_string())?;
                 let planned =

@@ -164,6 +164,9 @@ async fn restore(
         at = last.offset + 1;
         for r in records {
             let Some(key) = r.key else { continue };
+            if key.is_empty() {
+                continue;
+            }
             match r.value.as_deref().and_then(|v| q.state_from_json(v)) {
                 Some(st) => {
                     groups.insert(key.to_vec(), st);
@@ -172,6 +175,18 @@ async fn restore(
                     groups.remove(key.as_ref());
                 }
             }
+        }
+    }
+    // Stream time (windows' grace) from the restored windows' timestamps.
+    if q.window.is_some() {
+        if let Some(t) = groups.values().map(|g: &GroupState| g.timestamp).max() {
+            groups.insert(
+                strata_sql::aggregate::STREAM_TIME_KEY.to_vec(),
+                GroupState {
+                    accs: Vec::new(),
+                    timestamp: t,
+                },
+            );
         }
     }
     Ok(groups)
@@ -299,22 +314,33 @@ impl Persistent {
                             &NoFunctions,
                         );
                         match outcome {
-                            AggOutcome::Update {
-                                group,
-                                key,
-                                value,
-                                timestamp,
-                            } => {
-                                let gk = AggregateQuery::group_key(&group);
-                                let groups = self.groups.lock().expect("groups lock");
-                                let st = groups.get(&gk).expect("updated group");
-                                changelog.push(Record {
-                                    key: Some(Bytes::from(gk)),
-                                    value: Some(Bytes::from(q.state_json(st))),
-                                    headers: Vec::new(),
-                                    timestamp_ms: timestamp,
-                                });
-                                Some((key, value, timestamp))
+                            AggOutcome::Updates(updates) => {
+                                for u in updates {
+                                    changelog.push(Record {
+                                        key: Some(Bytes::from(u.state_key)),
+                                        value: u.state.map(Bytes::from),
+                                        headers: Vec::new(),
+                                        timestamp_ms: r.timestamp_ms,
+                                    });
+                                    if let Some((key, value, timestamp)) = u.record {
+                                        // A windowed key is placed by its inner key, as
+                                        // Kafka Streams' WindowedStreamPartitioner does.
+                                        let inner = match (&q.window, key.as_deref()) {
+                                            (Some(_), Some(k)) if k.len() >= 8 => {
+                                                Some(&k[..k.len() - 8])
+                                            }
+                                            (_, k) => k,
+                                        };
+                                        let partition = output_partition(inner, p, sink_partitions);
+                                        outputs.entry(partition).or_default().push(Record {
+                                            key: key.map(Bytes::from),
+                                            value: value.map(Bytes::from),
+                                            headers: Vec::new(),
+                                            timestamp_ms: timestamp,
+                                        });
+                                    }
+                                }
+                                None
                             }
                             AggOutcome::Filtered => None,
                             AggOutcome::Skipped(why) => {

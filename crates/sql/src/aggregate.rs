@@ -93,7 +93,49 @@ pub struct AggregateQuery {
     pub value: Vec<OutputColumn>,
     pub having: Option<Expr>,
     pub sink: Sink,
+    /// TUMBLING / HOPPING: each group is kept per window.
+    pub window: Option<TimeWindow>,
 }
+
+/// A time window (TUMBLING is HOPPING with advance = size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindow {
+    pub size: i64,
+    pub advance: i64,
+    /// Records for a window whose end + grace is at or before stream time are dropped.
+    pub grace: i64,
+    /// EMIT FINAL: a window's row is written once, when it closes.
+    pub emit_final: bool,
+}
+
+impl TimeWindow {
+    /// The starts of the windows holding `ts`, earliest first (Kafka Streams' order).
+    pub fn starts(&self, ts: i64) -> Vec<i64> {
+        let mut out = Vec::new();
+        let mut s = ts - ts.rem_euclid(self.advance);
+        while s > ts - self.size && s >= 0 {
+            out.push(s);
+            s -= self.advance;
+        }
+        out.reverse();
+        out
+    }
+}
+
+/// The state map's entry holding stream time (group keys all start with `[`).
+pub const STREAM_TIME_KEY: &[u8] = b"";
+
+/// What one input record changed: a state entry (None: removed) and the record to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggUpdate {
+    pub state_key: Vec<u8>,
+    pub state: Option<String>,
+    /// (key, value, timestamp) of the output record, if one is written.
+    pub record: Option<OutRecord>,
+}
+
+/// An output record: key, value (None: a tombstone), timestamp.
+pub type OutRecord = (Option<Vec<u8>>, Option<Vec<u8>>, i64);
 
 fn group_name(i: usize) -> String {
     format!("KSQL_GROUP_{i}")
@@ -133,9 +175,37 @@ pub fn plan_aggregate(
     sink_name: &str,
     sink: Sink,
 ) -> Result<AggregateQuery, AnalysisError> {
-    if !query.joins.is_empty() || query.window.is_some() {
+    if !query.joins.is_empty() {
+        return Err(err("Joins are not supported yet by this engine."));
+    }
+    let window = match &query.window {
+        None => None,
+        Some(w) => {
+            let (size, advance) = match w.kind {
+                crate::ast::WindowKind::Tumbling { size } => (size.millis(), size.millis()),
+                crate::ast::WindowKind::Hopping { size, advance } => {
+                    (size.millis(), advance.millis())
+                }
+                crate::ast::WindowKind::Session { .. } => {
+                    return Err(err("SESSION windows are not supported yet by this engine."))
+                }
+            };
+            if size <= 0 || advance <= 0 || advance > size {
+                return Err(err(format!(
+                    "Window advance must be positive and at most the window size: size {size} ms, advance {advance} ms"
+                )));
+            }
+            Some(TimeWindow {
+                size,
+                advance,
+                grace: w.grace.map_or((86_400_000 - size).max(0), |g| g.millis()),
+                emit_final: query.emit == Some(crate::ast::Emit::Final),
+            })
+        }
+    };
+    if window.is_none() && query.emit == Some(crate::ast::Emit::Final) {
         return Err(err(
-            "Windowed aggregations and joins are not supported yet by this engine.",
+            "EMIT FINAL is only supported for windowed aggregations.",
         ));
     }
     let source = catalog
@@ -290,6 +360,15 @@ pub fn plan_aggregate(
             header: None,
         });
     }
+    if window.is_some() {
+        for n in ["WINDOWSTART", "WINDOWEND"] {
+            row_columns.push(Column {
+                name: n.into(),
+                sql_type: SqlType::Bigint,
+                header: None,
+            });
+        }
+    }
     let row_source = Source {
         name: source.name.clone(),
         kind: SourceKind::Table,
@@ -366,6 +445,7 @@ pub fn plan_aggregate(
         value,
         having,
         sink,
+        window,
     })
 }
 
@@ -386,13 +466,7 @@ impl Row for Named<'_> {
 /// What one input record did to an aggregate query.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AggOutcome {
-    /// The group (its key values, for the state map) changed: write this record.
-    Update {
-        group: Vec<Value>,
-        key: Option<Vec<u8>>,
-        value: Option<Vec<u8>>,
-        timestamp: i64,
-    },
+    Updates(Vec<AggUpdate>),
     Filtered,
     Skipped(String),
 }
@@ -493,30 +567,123 @@ impl AggregateQuery {
                 _ => Ok(Value::Null),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let gk = Self::group_key(&group);
-        // Whether the group's row is in the output now: a row HAVING rejects becomes a
-        // tombstone only if it was there (KTable filter semantics).
-        let was_out = match state.get(&gk) {
-            None => false,
-            Some(old) => self.passes_having(&group, old, functions)?,
+        let mut group = group;
+        let mut updates = Vec::new();
+        let Some(w) = self.window else {
+            let gk = Self::group_key(&group);
+            updates.extend(self.update(&gk, &group, &args, record.timestamp, state, functions)?);
+            return Ok(AggOutcome::Updates(updates));
         };
-        let mut st = state.get(&gk).cloned().unwrap_or_else(|| self.initial());
-        for ((acc, call), arg) in st.accs.iter_mut().zip(&self.calls).zip(args) {
-            accumulate(acc, call, arg)?;
+        let stream_time = state
+            .get(STREAM_TIME_KEY)
+            .map_or(record.timestamp, |s| s.timestamp.max(record.timestamp));
+        state.insert(
+            STREAM_TIME_KEY.to_vec(),
+            GroupState {
+                accs: Vec::new(),
+                timestamp: stream_time,
+            },
+        );
+        let keys = group.len();
+        for start in w.starts(record.timestamp) {
+            if start + w.size <= stream_time - w.grace {
+                continue; // the window closed: a late record
+            }
+            group.truncate(keys);
+            group.push(Value::Bigint(start));
+            let gk = Self::group_key(&group);
+            let mut u = self.update(&gk, &group, &args, record.timestamp, state, functions)?;
+            if w.emit_final {
+                for x in u.iter_mut() {
+                    x.record = None;
+                }
+            }
+            updates.extend(u);
         }
-        st.timestamp = st.timestamp.max(record.timestamp);
-        let (key, value) = self.output(&group, &st, functions)?;
-        let timestamp = st.timestamp;
-        state.insert(gk, st);
-        if value.is_none() && !was_out {
+        if w.emit_final {
+            // Windows that closed now: their final rows, and their state is dropped.
+            let closed: Vec<Vec<u8>> = state
+                .keys()
+                .filter(|k| !k.is_empty())
+                .filter(|k| {
+                    matches!(self.group_from_key(k).as_deref().and_then(<[Value]>::last),
+                        Some(Value::Bigint(start)) if start + w.size <= stream_time - w.grace)
+                })
+                .cloned()
+                .collect();
+            for k in closed {
+                let Some(st) = state.remove(&k) else { continue };
+                let Some(g) = self.group_from_key(&k) else {
+                    continue;
+                };
+                let (key, value) = self.output(&g, &st, functions)?;
+                updates.push(AggUpdate {
+                    state_key: k,
+                    state: None,
+                    record: value.map(|v| (key, Some(v), st.timestamp)),
+                });
+            }
+        }
+        if updates.is_empty() {
             return Ok(AggOutcome::Filtered);
         }
-        Ok(AggOutcome::Update {
-            group,
-            key,
-            value,
-            timestamp,
-        })
+        Ok(AggOutcome::Updates(updates))
+    }
+
+    /// Adds a record's arguments to one group (or window): its new state and record.
+    fn update(
+        &self,
+        gk: &[u8],
+        group: &[Value],
+        args: &[Value],
+        timestamp: i64,
+        state: &mut BTreeMap<Vec<u8>, GroupState>,
+        functions: &dyn Functions,
+    ) -> Result<Option<AggUpdate>, String> {
+        // Whether the group's row is in the output now: a row HAVING rejects becomes a
+        // tombstone only if it was there (KTable filter semantics).
+        let was_out = match state.get(gk) {
+            None => false,
+            Some(old) => self.passes_having(group, old, functions)?,
+        };
+        let mut st = state.get(gk).cloned().unwrap_or_else(|| self.initial());
+        for ((acc, call), arg) in st.accs.iter_mut().zip(&self.calls).zip(args) {
+            accumulate(acc, call, arg.clone())?;
+        }
+        st.timestamp = st.timestamp.max(timestamp);
+        let (key, value) = self.output(group, &st, functions)?;
+        let out_timestamp = st.timestamp;
+        let json = self.state_json(&st);
+        state.insert(gk.to_vec(), st);
+        let record = if value.is_none() && !was_out {
+            None
+        } else {
+            Some((key, value, out_timestamp))
+        };
+        Ok(Some(AggUpdate {
+            state_key: gk.to_vec(),
+            state: Some(json),
+            record,
+        }))
+    }
+
+    /// The aggregated row of a group (with its window start last, when windowed): names
+    /// and values.
+    fn agg_row(&self, group: &[Value], st: &GroupState) -> (Vec<String>, Vec<Value>) {
+        let keys = self.group_by.len();
+        let mut names: Vec<String> = (0..keys).map(group_name).collect();
+        names.extend((0..self.calls.len()).map(agg_name));
+        let mut values: Vec<Value> = group[..keys.min(group.len())].to_vec();
+        for (acc, call) in st.accs.iter().zip(&self.calls) {
+            values.push(result(acc, call));
+        }
+        if let (Some(w), Some(Value::Bigint(start))) = (&self.window, group.get(keys)) {
+            names.push("WINDOWSTART".into());
+            names.push("WINDOWEND".into());
+            values.push(Value::Bigint(*start));
+            values.push(Value::Bigint(start + w.size));
+        }
+        (names, values)
     }
 
     fn passes_having(
@@ -528,12 +695,7 @@ impl AggregateQuery {
         let Some(h) = &self.having else {
             return Ok(true);
         };
-        let mut names: Vec<String> = (0..group.len()).map(group_name).collect();
-        names.extend((0..self.calls.len()).map(agg_name));
-        let mut values: Vec<Value> = group.to_vec();
-        for (acc, call) in st.accs.iter().zip(&self.calls) {
-            values.push(result(acc, call));
-        }
+        let (names, values) = self.agg_row(group, st);
         let row = Named {
             names: &names,
             values: &values,
@@ -555,12 +717,7 @@ impl AggregateQuery {
         if !self.passes_having(group, st, functions)? {
             return Ok(None);
         }
-        let mut names: Vec<String> = (0..group.len()).map(group_name).collect();
-        names.extend((0..self.calls.len()).map(agg_name));
-        let mut values: Vec<Value> = group.to_vec();
-        for (acc, call) in st.accs.iter().zip(&self.calls) {
-            values.push(result(acc, call));
-        }
+        let (names, values) = self.agg_row(group, st);
         let row = Named {
             names: &names,
             values: &values,
@@ -580,12 +737,13 @@ impl AggregateQuery {
     pub fn group_from_key(&self, key: &[u8]) -> Option<Vec<Value>> {
         let j: serde_json::Value = serde_json::from_slice(key).ok()?;
         let items = j.as_array()?;
-        if items.len() != self.group_by.len() {
+        let windowed = usize::from(self.window.is_some());
+        if items.len() != self.group_by.len() + windowed {
             return None;
         }
         items
             .iter()
-            .zip(&self.group_types)
+            .zip(self.group_types.iter().chain([SqlType::Bigint].iter()))
             .map(|(v, t)| from_json(v, t).ok())
             .collect()
     }
@@ -599,12 +757,7 @@ impl AggregateQuery {
         st: &GroupState,
         functions: &dyn Functions,
     ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), String> {
-        let mut names: Vec<String> = (0..group.len()).map(group_name).collect();
-        names.extend((0..self.calls.len()).map(agg_name));
-        let mut values: Vec<Value> = group.to_vec();
-        for (acc, call) in st.accs.iter().zip(&self.calls) {
-            values.push(result(acc, call));
-        }
+        let (names, values) = self.agg_row(group, st);
         let row = Named {
             names: &names,
             values: &values,
@@ -625,6 +778,16 @@ impl AggregateQuery {
             false,
         )
         .map_err(|e| format!("Error serializing key: {e}"))?;
+        // A windowed key: the key's bytes then the window start, 8 bytes big-endian
+        // (Kafka Streams' TimeWindowedSerializer, as ksqlDB writes it).
+        let key = match (&self.window, group.get(self.group_by.len())) {
+            (Some(_), Some(Value::Bigint(start))) => {
+                let mut k = key.unwrap_or_default();
+                k.extend_from_slice(&start.to_be_bytes());
+                Some(k)
+            }
+            _ => key,
+        };
         if let Some(h) = &self.having {
             if !matches!(
                 eval(h, &row, functions).map_err(|e| e.to_string())?,
@@ -862,15 +1025,10 @@ mod tests {
                 &mut state,
                 &NoFunctions,
             );
-            let AggOutcome::Update {
-                key,
-                value,
-                timestamp,
-                ..
-            } = o
-            else {
+            let AggOutcome::Updates(mut u) = o else {
                 panic!("{o:?}")
             };
+            let (key, value, timestamp) = u.remove(0).record.unwrap();
             outs.push((
                 key.unwrap(),
                 value.map(|v| String::from_utf8(v).unwrap()),
@@ -895,6 +1053,49 @@ mod tests {
                 Some(st)
             );
         }
+    }
+
+    #[test]
+    fn hopping_windows_key_by_window_start_and_drop_late_records() {
+        let q = plan(
+            "CREATE STREAM S (ID INT KEY, V INT) WITH (kafka_topic='s', value_format='JSON');",
+            "CREATE TABLE OUTPUT AS SELECT ID, WINDOWSTART AS WS, COUNT(*) AS C FROM S WINDOW HOPPING (SIZE 10 MILLISECONDS, ADVANCE BY 5 MILLISECONDS, GRACE PERIOD 0 MILLISECONDS) GROUP BY ID;",
+        )
+        .unwrap();
+        let mut state = BTreeMap::new();
+        let mut run = |ts: i64| {
+            let o = q.process(
+                RecordIn {
+                    key: Some(&7i32.to_be_bytes()),
+                    value: Some(br#"{"v":1}"#),
+                    timestamp: ts,
+                    partition: 0,
+                    offset: 0,
+                },
+                &mut state,
+                &NoFunctions,
+            );
+            match o {
+                AggOutcome::Updates(u) => u
+                    .into_iter()
+                    .filter_map(|u| u.record)
+                    .map(|(k, v, _)| (k.unwrap(), String::from_utf8(v.unwrap()).unwrap()))
+                    .collect::<Vec<_>>(),
+                other => panic!("{other:?}"),
+            }
+        };
+        let key = |start: i64| [7i32.to_be_bytes().to_vec(), start.to_be_bytes().to_vec()].concat();
+        assert_eq!(
+            run(12),
+            vec![
+                (key(5), r#"{"WS":5,"C":1}"#.to_string()),
+                (key(10), r#"{"WS":10,"C":1}"#.to_string())
+            ]
+        );
+        assert_eq!(run(14)[1], (key(10), r#"{"WS":10,"C":2}"#.to_string()));
+        // Stream time 19 closes [5, 15) (grace 0): a record at 14 only updates [10, 20).
+        run(19);
+        assert_eq!(run(14), vec![(key(10), r#"{"WS":10,"C":4}"#.to_string())]);
     }
 
     #[test]

@@ -298,8 +298,7 @@ fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
             if nulls_in() {
                 return Ok(Value::Null);
             }
-            let (Some(s), Some(len), Some(pad)) = (text(at(0)), int(at(1)), text(at(2)))
-            else {
+            let (Some(s), Some(len), Some(pad)) = (text(at(0)), int(at(1)), text(at(2))) else {
                 return Err(bad(format!("{name} needs (STRING, INT, STRING)")));
             };
             if len < 0 || pad.is_empty() {
