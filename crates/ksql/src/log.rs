@@ -172,6 +172,9 @@ impl LogClient {
             g.group_id = GroupId(s(group));
             g.member_epoch = -1;
             g.topics = None;
+            // Offsets a transaction still holds are not answered (UNSTABLE_OFFSET_COMMIT,
+            // retried by the caller) rather than answered stale.
+            req.require_stable = true;
             req.groups.push(g);
             let resp = self
                 .router()
@@ -233,6 +236,315 @@ impl LogClient {
                     check(p.error_code, format!("commit for {group}"), None)?;
                 }
             }
+            Ok::<_, LogError>(())
+        }
+        .await;
+        self.settle(r)
+    }
+}
+
+/// A transactional producer's identity (from InitProducerId).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+}
+
+/// Kafka errors a transactional call waits out and tries again: COORDINATOR_LOAD_IN_PROGRESS,
+/// COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR, CONCURRENT_TRANSACTIONS.
+fn retriable_txn_error(e: &LogError) -> bool {
+    matches!(
+        e,
+        LogError::Client(ClientError::Kafka {
+            code: 14 | 15 | 16 | 51,
+            ..
+        })
+    )
+}
+
+impl LogClient {
+    /// Records from `offset` on as a read_committed consumer sees them: up to the last
+    /// stable offset, without aborted transactions' records or control batches.
+    pub async fn fetch_committed(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Vec<DecodedRecord>, LogError> {
+        use kafka_protocol::messages::{fetch_request, FetchRequest};
+        let r = async {
+            let p = fetch_request::FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20);
+            let t = fetch_request::FetchTopic::default()
+                .with_topic(TopicName(s(topic)))
+                .with_partitions(vec![p]);
+            let req = FetchRequest::default()
+                .with_max_wait_ms(0)
+                .with_min_bytes(1)
+                .with_max_bytes(16 << 20)
+                .with_isolation_level(1)
+                .with_topics(vec![t])
+                .with_session_epoch(-1);
+            let resp = self
+                .router()
+                .await?
+                .leader(topic, partition)
+                .await?
+                .send(req, 11)
+                .await?;
+            check(resp.error_code, "fetch", None)?;
+            let data = resp
+                .responses
+                .into_iter()
+                .flat_map(|t| t.partitions)
+                .next()
+                .ok_or_else(|| LogError::Records(format!("empty fetch of {topic}-{partition}")))?;
+            check(
+                data.error_code,
+                format!("fetch {topic}-{partition} at offset {offset}"),
+                None,
+            )?;
+            let mut aborted: Vec<(i64, i64)> = data
+                .aborted_transactions
+                .unwrap_or_default()
+                .iter()
+                .map(|a| (a.first_offset, a.producer_id.0))
+                .collect();
+            aborted.sort();
+            let mut aborting = std::collections::BTreeSet::new();
+            let mut next_aborted = 0;
+            let mut out = Vec::new();
+            let mut buf = data.records.unwrap_or_default();
+            while buf.len() >= strata_records::BATCH_HEADER_BYTES {
+                let header = strata_records::BatchHeader::parse(&buf)
+                    .map_err(|e| LogError::Records(e.to_string()))?;
+                let total = header.total_bytes();
+                if total > buf.len() {
+                    break;
+                }
+                let batch = buf.split_to(total);
+                while next_aborted < aborted.len()
+                    && aborted[next_aborted].0 <= header.last_offset()
+                {
+                    aborting.insert(aborted[next_aborted].1);
+                    next_aborted += 1;
+                }
+                if header.is_control() {
+                    if strata_records::control_type(&batch) == Some(false) {
+                        aborting.remove(&header.producer_id);
+                    }
+                    continue;
+                }
+                if header.is_transactional() && aborting.contains(&header.producer_id) {
+                    continue;
+                }
+                out.extend(
+                    decode_records(batch)
+                        .map_err(|e| LogError::Records(format!("undecodable records: {e}")))?
+                        .into_iter()
+                        .filter(|r| !r.control && r.offset >= offset),
+                );
+            }
+            Ok::<_, LogError>(out)
+        }
+        .await;
+        self.settle(r)
+    }
+
+    /// InitProducerId for `transactional_id`: fences any earlier instance and aborts the
+    /// transaction it left open.
+    pub async fn init_transactions(
+        &mut self,
+        transactional_id: &str,
+    ) -> Result<TxnProducer, LogError> {
+        use kafka_protocol::messages::{InitProducerIdRequest, ProducerId, TransactionalId};
+        let mut attempts = 0;
+        loop {
+            let r = async {
+                let req = InitProducerIdRequest::default()
+                    .with_transactional_id(Some(TransactionalId(s(transactional_id))))
+                    .with_transaction_timeout_ms(60_000)
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1);
+                let resp = self
+                    .router()
+                    .await?
+                    .coordinator(1, transactional_id)
+                    .await?
+                    .send(req, 4)
+                    .await?;
+                check(
+                    resp.error_code,
+                    format!("InitProducerId {transactional_id}"),
+                    None,
+                )?;
+                Ok::<_, LogError>(TxnProducer {
+                    producer_id: resp.producer_id.0,
+                    epoch: resp.producer_epoch,
+                })
+            }
+            .await;
+            match self.settle(r) {
+                Err(e) if retriable_txn_error(&e) && attempts < 100 => {
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// One transaction: `batches` (topic, partition, records, base sequence) written,
+    /// `offsets` of `topic` committed for `group`, then committed as a whole.
+    pub async fn commit_transaction(
+        &mut self,
+        transactional_id: &str,
+        producer: TxnProducer,
+        batches: Vec<(String, i32, Vec<Record>, i32)>,
+        group: &str,
+        topic: &str,
+        offsets: &BTreeMap<i32, i64>,
+    ) -> Result<(), LogError> {
+        use kafka_protocol::messages::{
+            add_partitions_to_txn_request, produce_request, txn_offset_commit_request,
+            AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, EndTxnRequest, ProduceRequest,
+            ProducerId, TransactionalId, TxnOffsetCommitRequest,
+        };
+        let tid = || TransactionalId(s(transactional_id));
+        let r = async {
+            // AddPartitionsToTxn for every partition written.
+            let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+            for (t, p, _, _) in &batches {
+                let ps = by_topic.entry(t.as_str()).or_default();
+                if !ps.contains(p) {
+                    ps.push(*p);
+                }
+            }
+            if !by_topic.is_empty() {
+                let topics = by_topic
+                    .iter()
+                    .map(|(t, ps)| {
+                        add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                            .with_name(TopicName(s(t)))
+                            .with_partitions(ps.clone())
+                    })
+                    .collect();
+                let req = AddPartitionsToTxnRequest::default()
+                    .with_v3_and_below_transactional_id(tid())
+                    .with_v3_and_below_producer_id(ProducerId(producer.producer_id))
+                    .with_v3_and_below_producer_epoch(producer.epoch)
+                    .with_v3_and_below_topics(topics);
+                let resp = self
+                    .router()
+                    .await?
+                    .coordinator(1, transactional_id)
+                    .await?
+                    .send_at(req, 3)
+                    .await?;
+                for t in resp.results_by_topic_v3_and_below {
+                    for p in t.results_by_partition {
+                        check(p.partition_error_code, "AddPartitionsToTxn", None)?;
+                    }
+                }
+            }
+            for (topic, partition, records, sequence) in batches {
+                let mut builder = BatchBuilder::new(Compression::None);
+                builder
+                    .idempotent(producer.producer_id, producer.epoch, sequence)
+                    .transactional(producer.producer_id, producer.epoch);
+                for r in records {
+                    builder.push(r);
+                }
+                let batch = builder
+                    .build()
+                    .map_err(|e| LogError::Records(format!("cannot build a batch: {e}")))?;
+                let data = produce_request::PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(batch));
+                let td = produce_request::TopicProduceData::default()
+                    .with_name(TopicName(s(&topic)))
+                    .with_partition_data(vec![data]);
+                let req = ProduceRequest::default()
+                    .with_transactional_id(Some(tid()))
+                    .with_acks(-1)
+                    .with_timeout_ms(30_000)
+                    .with_topic_data(vec![td]);
+                let resp = self
+                    .router()
+                    .await?
+                    .leader(&topic, partition)
+                    .await?
+                    .send(req, 9)
+                    .await?;
+                for t in resp.responses {
+                    for p in t.partition_responses {
+                        check(
+                            p.error_code,
+                            format!("transactional produce to {topic}-{partition}"),
+                            p.error_message.as_ref(),
+                        )?;
+                    }
+                }
+            }
+            let req = AddOffsetsToTxnRequest::default()
+                .with_transactional_id(tid())
+                .with_producer_id(ProducerId(producer.producer_id))
+                .with_producer_epoch(producer.epoch)
+                .with_group_id(GroupId(s(group)));
+            let resp = self
+                .router()
+                .await?
+                .coordinator(1, transactional_id)
+                .await?
+                .send(req, 3)
+                .await?;
+            check(resp.error_code, "AddOffsetsToTxn", None)?;
+            let partitions = offsets
+                .iter()
+                .map(|(&p, &o)| {
+                    txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                        .with_partition_index(p)
+                        .with_committed_offset(o)
+                        .with_committed_leader_epoch(-1)
+                })
+                .collect();
+            let t = txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                .with_name(TopicName(s(topic)))
+                .with_partitions(partitions);
+            let req = TxnOffsetCommitRequest::default()
+                .with_transactional_id(tid())
+                .with_group_id(GroupId(s(group)))
+                .with_producer_id(ProducerId(producer.producer_id))
+                .with_producer_epoch(producer.epoch)
+                .with_generation_id(-1)
+                .with_topics(vec![t]);
+            let resp = self
+                .router()
+                .await?
+                .coordinator(0, group)
+                .await?
+                .send(req, 3)
+                .await?;
+            for t in resp.topics {
+                for p in t.partitions {
+                    check(p.error_code, "TxnOffsetCommit", None)?;
+                }
+            }
+            let req = EndTxnRequest::default()
+                .with_transactional_id(tid())
+                .with_producer_id(ProducerId(producer.producer_id))
+                .with_producer_epoch(producer.epoch)
+                .with_committed(true);
+            let resp = self
+                .router()
+                .await?
+                .coordinator(1, transactional_id)
+                .await?
+                .send(req, 3)
+                .await?;
+            check(resp.error_code, "EndTxn", None)?;
             Ok::<_, LogError>(())
         }
         .await;

@@ -3,9 +3,11 @@
 //! positions) and push queries (a task per subscriber reading from the end or the start,
 //! sending rows to the HTTP response).
 //!
-//! Delivery is at-least-once for now: a query's positions are committed after its outputs
-//! are acknowledged (acks=all), so a crash between the two repeats the outputs of the last
-//! batch. (Exactly-once, with the outputs and positions in one transaction, is still to come.)
+//! Exactly-once: a persistent query reads its source read_committed and writes each pass's
+//! outputs, state changes (changelog) and new input positions in one transaction under its
+//! own transactional id. After any error or a restart it first calls InitProducerId (which
+//! fences an older instance and aborts what it left open), then reads its state and
+//! positions as committed, so no output is ever repeated or lost.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -20,7 +22,7 @@ use strata_sql::planner::Planned;
 use strata_sql::value::Value;
 use tokio::sync::{mpsc, watch};
 
-use crate::log::{LogClient, LogError};
+use crate::log::{LogClient, LogError, TxnProducer};
 
 /// How long a query waits after finding nothing new in any partition.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
@@ -88,6 +90,11 @@ pub fn query_group(query_id: &str) -> String {
     format!("_strata_ksql_query_{query_id}")
 }
 
+/// The transactional id a persistent query writes under (one producer per query).
+pub fn transactional_id(query_id: &str) -> String {
+    format!("_strata_ksql_{query_id}")
+}
+
 /// The compacted topic holding an aggregate query's state, one record per group.
 pub fn changelog_topic(query_id: &str) -> String {
     format!("_strata_ksql_{query_id}_changelog")
@@ -110,6 +117,8 @@ pub fn start_persistent(
         group: query_group(query_id),
         query,
         groups: groups.clone(),
+        txn: None,
+        sequences: BTreeMap::new(),
         sink_topic,
         reset,
         state: state.clone(),
@@ -132,6 +141,9 @@ struct Persistent {
     query: Planned,
     /// An aggregate query's groups (restored from its changelog at start).
     groups: Groups,
+    /// The query's transactional producer and its next sequence per partition written.
+    txn: Option<TxnProducer>,
+    sequences: BTreeMap<(String, i32), i32>,
     sink_topic: String,
     reset: Reset,
     state: Arc<Mutex<QueryState>>,
@@ -159,7 +171,7 @@ async fn restore(
     let mut at = log.offset(&topic, 0, -2).await?;
     let end = log.offset(&topic, 0, -1).await?;
     while at < end {
-        let (records, _) = log.fetch(&topic, 0, at, 0).await?;
+        let records = log.fetch_committed(&topic, 0, at).await?;
         let Some(last) = records.last() else { break };
         at = last.offset + 1;
         for r in records {
@@ -240,6 +252,14 @@ impl Persistent {
                         };
                         start.insert(p, at);
                     }
+                    // First fence any earlier instance and abort what it left open, then
+                    // read state and positions as committed.
+                    self.txn = Some(
+                        self.log
+                            .init_transactions(&transactional_id(&self.id))
+                            .await?,
+                    );
+                    self.sequences.clear();
                     if let Planned::Aggregate(q) = &self.query {
                         let restored = restore(&mut self.log, &self.id, q).await?;
                         *self.groups.lock().expect("groups lock") = restored;
@@ -285,9 +305,9 @@ impl Persistent {
         let mut next = positions.clone();
         let mut read = 0u64;
         for (&p, &from) in positions.iter() {
-            let (records, _) = self
+            let records = self
                 .log
-                .fetch(source_topic(&self.query), p, from, 0)
+                .fetch_committed(source_topic(&self.query), p, from)
                 .await?;
             for r in &records {
                 read += 1;
@@ -367,21 +387,41 @@ impl Persistent {
         if next == *positions {
             return Ok(false);
         }
+        // Outputs, state changes and positions in one transaction: all or none of them.
         let mut written = 0u64;
+        let mut batches = Vec::new();
         for (partition, records) in outputs {
             written += records.len() as u64;
-            self.log
-                .produce(&self.sink_topic, partition, records)
-                .await?;
+            batches.push((self.sink_topic.clone(), partition, records));
         }
         if !changelog.is_empty() {
-            self.log
-                .produce(&changelog_topic(&self.id), 0, changelog)
-                .await?;
+            batches.push((changelog_topic(&self.id), 0, changelog));
         }
+        let with_sequences: Vec<(String, i32, Vec<Record>, i32)> = batches
+            .into_iter()
+            .map(|(t, p, r)| {
+                let seq = *self.sequences.get(&(t.clone(), p)).unwrap_or(&0);
+                (t, p, r, seq)
+            })
+            .collect();
+        let advanced: Vec<((String, i32), i32)> = with_sequences
+            .iter()
+            .map(|(t, p, r, seq)| ((t.clone(), *p), seq.wrapping_add(r.len() as i32)))
+            .collect();
+        let producer = self
+            .txn
+            .ok_or_else(|| LogError::Records("no transactional producer".into()))?;
         self.log
-            .commit(&self.group, source_topic(&self.query), &next)
+            .commit_transaction(
+                &transactional_id(&self.id),
+                producer,
+                with_sequences,
+                &self.group,
+                source_topic(&self.query),
+                &next,
+            )
             .await?;
+        self.sequences.extend(advanced);
         *positions = next;
         let mut c = self.counts.lock().expect("counts lock");
         c.0 += read;
@@ -432,8 +472,8 @@ pub async fn run_push(
         }
         let mut any = false;
         for (&p, at) in positions.iter_mut() {
-            let records = match log.fetch(&topic, p, *at, 0).await {
-                Ok((records, _)) => records,
+            let records = match log.fetch_committed(&topic, p, *at).await {
+                Ok(records) => records,
                 Err(e) => {
                     let _ = rows.send(Err(e.to_string())).await;
                     return;
