@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""SQL engine workloads (issue 15's benchmark rows), each compared with a baseline measured
+in the same run on the same broker:
+
+- consume: librdkafka (confluent-kafka) reads the input topic from the start: the records/s
+  a plain consumer gets here, the baseline of the filter query;
+- filter: CREATE STREAM … AS SELECT with a WHERE and a projection over the same records,
+  timed from the statement until the query committed the topic's end: records/s in and out;
+- window: a TUMBLING (1 minute) COUNT and SUM per key over --keys distinct keys;
+- pull: pull queries by key on the windowless aggregate table of --keys rows, from
+  --clients keep-alive HTTP/1.1 connections in threads: queries/s and p50/p99 latency. The
+  Python clients share the two cores with the broker; they bound the figure from below.
+
+    python3 bench/sql.py [--records 1000000] [--keys 100000] [--seconds 10] [--strata BIN]
+
+Prints one JSON object. (A stream–table join row waits for joins in the engine.)
+"""
+import argparse
+import http.client
+import json
+import os
+import pathlib
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ksql(base, text, props=None):
+    c = http.client.HTTPConnection(base, timeout=60)
+    c.request("POST", "/ksql", json.dumps({"ksql": text, "streamsProperties": props or {}}),
+              {"content-type": "application/json"})
+    r = c.getresponse()
+    body = r.read()
+    if r.status != 200:
+        raise RuntimeError(f"{text}: {body[:300]!r}")
+    return json.loads(body)
+
+
+def wait_committed(bootstrap, group, topic, partitions, ends, timeout=600):
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            got = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+            if all(tp.offset >= ends[tp.partition] for tp in got):
+                return time.time()
+            time.sleep(0.05)
+        raise RuntimeError(f"{group} did not reach the end of {topic}")
+    finally:
+        c.close()
+
+
+def query_id(base, sink):
+    for q in ksql(base, "SHOW QUERIES;")[0]["queries"]:
+        if q["sinks"] == [sink]:
+            return q["id"]
+    raise RuntimeError(f"no query writes {sink}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--keys", type=int, default=100_000)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--strata", default=str(ROOT / "target" / "release" / "strata"))
+    args = ap.parse_args()
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="strata-sql-bench-"))
+    port, sql_port = free_port(), free_port()
+    bootstrap, base = f"127.0.0.1:{port}", f"127.0.0.1:{sql_port}"
+    log = open(tmp / "broker.log", "wb")
+    proc = subprocess.Popen([args.strata, "serve", "--data-dir", str(tmp / "data"), "--listen", bootstrap,
+                             "--sql-listen", base], stdout=log, stderr=subprocess.STDOUT)
+    results = {"records": args.records, "keys": args.keys}
+    try:
+        for _ in range(300):
+            try:
+                ksql(base, "SHOW STREAMS;")
+                break
+            except (OSError, RuntimeError):
+                time.sleep(0.1)
+        partitions = 4
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin.create_topics([NewTopic("orders", partitions, 1)])["orders"].result(30)
+        # The input: JSON orders keyed by customer (a BIGINT key), --keys customers.
+        p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1048576,
+                      "queue.buffering.max.messages": 2000000, "queue.buffering.max.kbytes": 1048576})
+        t0 = time.time()
+        for i in range(args.records):
+            key = (i % args.keys).to_bytes(8, "big")
+            value = json.dumps({"item": f"item-{i % 1000}", "qty": i % 20, "price": (i % 97) + 0.5,
+                                "region": "eu" if i % 3 else "us"})
+            while True:
+                try:
+                    p.produce("orders", key=key, value=value, timestamp=1_700_000_000_000 + i)
+                    break
+                except BufferError:
+                    p.poll(0.01)
+            if i % 10000 == 0:
+                p.poll(0)
+        p.flush(120)
+        results["load_s"] = round(time.time() - t0, 1)
+        print(f"== loaded {args.records} records in {results['load_s']} s", file=sys.stderr)
+        ends = {}
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe"})
+        for part in range(partitions):
+            ends[part] = c.get_watermark_offsets(TopicPartition("orders", part), timeout=10)[1]
+        c.close()
+
+        # Baseline: a plain librdkafka consumer over the same records.
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": "baseline", "auto.offset.reset": "earliest",
+                      "enable.auto.commit": False, "fetch.max.bytes": 52428800})
+        c.assign([TopicPartition("orders", part, 0) for part in range(partitions)])
+        got, t0 = 0, time.time()
+        while got < args.records:
+            got += sum(1 for m in c.consume(10000, 1.0) if not m.error())
+        consume_s = time.time() - t0
+        c.close()
+        results["consume_records_per_s"] = round(args.records / consume_s)
+        print(f"== consume: {results['consume_records_per_s']} records/s", file=sys.stderr)
+
+        ksql(base, f"CREATE STREAM orders (customer BIGINT KEY, item STRING, qty INT, price DOUBLE, region STRING) "
+                   f"WITH (kafka_topic='orders', value_format='JSON');")
+        earliest = {"ksql.streams.auto.offset.reset": "earliest"}
+        t0 = time.time()
+        ksql(base, "CREATE STREAM big_eu AS SELECT customer, item, qty * price AS total FROM orders "
+                   "WHERE region = 'eu' AND qty >= 10;", earliest)
+        done = wait_committed(bootstrap, f"_strata_ksql_query_{query_id(base, 'BIG_EU')}", "orders", partitions, ends)
+        filter_s = done - t0
+        out_records = 0
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe2"})
+        for part in range(partitions):
+            lo, hi = c.get_watermark_offsets(TopicPartition("BIG_EU", part), timeout=10)
+            out_records += hi - lo
+        c.close()
+        results["filter_records_in_per_s"] = round(args.records / filter_s)
+        results["filter_records_out_per_s"] = round(out_records / filter_s)  # (incl. transaction markers)
+        results["filter_vs_consume"] = round(results["filter_records_in_per_s"] / results["consume_records_per_s"], 3)
+        print(f"== filter: {results['filter_records_in_per_s']} in/s ({results['filter_vs_consume']}× consume)",
+              file=sys.stderr)
+
+        t0 = time.time()
+        ksql(base, "CREATE TABLE per_minute AS SELECT customer, COUNT(*) AS n, SUM(qty) AS units FROM orders "
+                   "WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY customer;", earliest)
+        done = wait_committed(bootstrap, f"_strata_ksql_query_{query_id(base, 'PER_MINUTE')}", "orders", partitions,
+                              ends)
+        results["window_records_per_s"] = round(args.records / (done - t0))
+        print(f"== window: {results['window_records_per_s']} records/s", file=sys.stderr)
+
+        t0 = time.time()
+        ksql(base, "CREATE TABLE totals AS SELECT customer, COUNT(*) AS n, SUM(qty) AS units FROM orders "
+                   "GROUP BY customer;", earliest)
+        done = wait_committed(bootstrap, f"_strata_ksql_query_{query_id(base, 'TOTALS')}", "orders", partitions,
+                              ends)
+        results["aggregate_records_per_s"] = round(args.records / (done - t0))
+
+        # Pull queries by key from keep-alive connections.
+        latencies, lock, stop = [], threading.Lock(), time.time() + args.seconds
+        errors = [0]
+
+        def client():
+            conn = http.client.HTTPConnection(base, timeout=10)
+            mine = []
+            while time.time() < stop:
+                k = random.randrange(args.keys)
+                body = json.dumps({"sql": f"SELECT * FROM totals WHERE customer = {k};", "properties": {}})
+                t = time.perf_counter()
+                conn.request("POST", "/query-stream", body, {"content-type": "application/json"})
+                r = conn.getresponse()
+                data = r.read()
+                mine.append(time.perf_counter() - t)
+                if r.status != 200 or data.count(b"\n") != 2:
+                    errors[0] += 1
+            with lock:
+                latencies.extend(mine)
+
+        threads = [threading.Thread(target=client) for _ in range(args.clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        latencies.sort()
+        results["pull_queries_per_s"] = round(len(latencies) / args.seconds)
+        results["pull_p50_ms"] = round(latencies[len(latencies) // 2] * 1000, 2)
+        results["pull_p99_ms"] = round(latencies[int(len(latencies) * 0.99)] * 1000, 2)
+        results["pull_errors"] = errors[0]
+        results["pull_rows"] = args.keys
+        print(f"== pull: {results['pull_queries_per_s']}/s p50 {results['pull_p50_ms']} ms "
+              f"p99 {results['pull_p99_ms']} ms", file=sys.stderr)
+        print(json.dumps(results))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+        subprocess.run(["rm", "-rf", str(tmp)])
+
+
+if __name__ == "__main__":
+    main()
