@@ -412,3 +412,21 @@ def test_a_persistent_aggregation_is_exactly_once_across_kill_9(tmp_path):
                 f"{u}: {len(counts.get(u, []))} updates, repeats or gaps: {counts.get(u, [])[:20]}…"
     finally:
         b.stop()
+
+
+def test_a_pass_larger_than_a_batch_is_written_in_several(sqlb):
+    """One pass of a query can read megabytes; its transaction is cut into batches under
+    max.message.bytes (a single batch was refused, and the query retried forever)."""
+    src = unique("docs")
+    ksql(sqlb, f"""
+        CREATE STREAM docs (id STRING KEY, body STRING) WITH (kafka_topic='{src}', partitions=1, value_format='JSON');
+        CREATE TABLE latest_docs AS SELECT id, LATEST_BY_OFFSET(body) AS body, COUNT(*) AS versions FROM docs GROUP BY id;
+    """, {"ksql.streams.auto.offset.reset": "earliest"})
+    p = Producer({"bootstrap.servers": sqlb.bootstrap, "linger.ms": 50, "batch.size": 1000000})
+    for i in range(12000):
+        p.produce(src, key=f"d{i % 3000}".encode(), value=json.dumps({"body": f"{i:06d}" + "x" * 400}))
+    p.flush(30)
+    final = latest_per_key(consume_all(sqlb.bootstrap, "LATEST_DOCS", 12000, timeout=90))
+    assert len(final) == 3000
+    assert all(v["VERSIONS"] == 4 for v in final.values())
+    assert final["d7"]["BODY"].startswith(f"{9007:06d}")

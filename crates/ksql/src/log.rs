@@ -243,6 +243,9 @@ impl LogClient {
     }
 }
 
+/// The largest batch a transaction writes (records beyond it go in further batches).
+const BATCH_BYTES_TARGET: usize = 256 * 1024;
+
 /// A transactional producer's identity (from InitProducerId).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TxnProducer {
@@ -449,7 +452,30 @@ impl LogClient {
                     }
                 }
             }
+            // Batches are cut well under the topics' max.message.bytes (1 MiB by default).
+            let mut chunks = Vec::new();
             for (topic, partition, records, sequence) in batches {
+                let mut seq = sequence;
+                let mut chunk: Vec<Record> = Vec::new();
+                let mut bytes = 0;
+                for r in records {
+                    let size = 32
+                        + r.key.as_ref().map_or(0, |k| k.len())
+                        + r.value.as_ref().map_or(0, |v| v.len());
+                    if !chunk.is_empty() && bytes + size > BATCH_BYTES_TARGET {
+                        let n = chunk.len() as i32;
+                        chunks.push((topic.clone(), partition, std::mem::take(&mut chunk), seq));
+                        seq = seq.wrapping_add(n);
+                        bytes = 0;
+                    }
+                    bytes += size;
+                    chunk.push(r);
+                }
+                if !chunk.is_empty() {
+                    chunks.push((topic.clone(), partition, chunk, seq));
+                }
+            }
+            for (topic, partition, records, sequence) in chunks {
                 let mut builder = BatchBuilder::new(Compression::None);
                 builder
                     .idempotent(producer.producer_id, producer.epoch, sequence)
