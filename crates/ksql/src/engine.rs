@@ -64,7 +64,8 @@ struct PersistentQuery {
     text: String,
     sink: String,
     sink_topic: String,
-    source: String,
+    /// The sources it reads (two for a join).
+    sources: Vec<String>,
     /// An aggregation's plan: how its groups become the table's rows (pull queries).
     materialized: Option<Arc<strata_sql::aggregate::AggregateQuery>>,
     handle: PersistentHandle,
@@ -428,9 +429,6 @@ impl Engine {
                         kind_word(existing.kind).to_ascii_lowercase()
                     ));
                 }
-                if !query.joins.is_empty() {
-                    return Err(bad("Joins in persistent queries are not supported yet by this engine."));
-                }
                 let topics = st.log.topics().await.map_err(|e| e.to_string())?;
                 let planned =
                     plan_create_as_select(stmt, &st.catalog, &TopicCounts(topics.clone()))
@@ -442,7 +440,7 @@ impl Engine {
                         .query
                     {
                         Planned::Aggregate(a) => Some(Arc::new(a)),
-                        Planned::Stateless(_) => None,
+                        Planned::Stateless(_) | Planned::Join(_) => None,
                     };
                 if !replay && !topics.contains_key(&planned.sink.topic) {
                     let mut configs = Vec::new();
@@ -490,7 +488,9 @@ impl Engine {
                         text: text.to_string(),
                         sink: name.clone(),
                         sink_topic,
-                        source: query.from.clone(),
+                        sources: std::iter::once(query.from.clone())
+                            .chain(query.joins.iter().map(|j| j.source.clone()))
+                            .collect(),
                         materialized,
                         handle,
                     },
@@ -513,7 +513,7 @@ impl Engine {
                 let readers: Vec<&str> = st
                     .queries
                     .values()
-                    .filter(|q| q.source == *name)
+                    .filter(|q| q.sources.contains(name))
                     .map(|q| q.id.as_str())
                     .collect();
                 let writers: Vec<&str> = st
@@ -1056,7 +1056,7 @@ fn describe(
     }
     let read: Vec<J> = queries
         .values()
-        .filter(|q| q.source == source.name)
+        .filter(|q| q.sources.contains(&source.name))
         .map(query_json)
         .collect();
     let write: Vec<J> = queries

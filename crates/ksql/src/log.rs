@@ -164,8 +164,8 @@ impl LogClient {
     pub async fn committed(
         &mut self,
         group: &str,
-        topic: &str,
-    ) -> Result<BTreeMap<i32, i64>, LogError> {
+        topics: &[String],
+    ) -> Result<BTreeMap<(String, i32), i64>, LogError> {
         let r = async {
             let mut req = OffsetFetchRequest::default();
             let mut g = offset_fetch_request::OffsetFetchRequestGroup::default();
@@ -186,10 +186,14 @@ impl LogClient {
             let mut out = BTreeMap::new();
             for g in resp.groups {
                 check(g.error_code, format!("group {group}"), None)?;
-                for t in g.topics.into_iter().filter(|t| t.name.0.as_str() == topic) {
+                for t in g.topics {
+                    let name = t.name.0.as_str().to_string();
+                    if !topics.contains(&name) {
+                        continue;
+                    }
                     for p in t.partitions {
                         if p.committed_offset >= 0 {
-                            out.insert(p.partition_index, p.committed_offset);
+                            out.insert((name.clone(), p.partition_index), p.committed_offset);
                         }
                     }
                 }
@@ -400,15 +404,14 @@ impl LogClient {
     }
 
     /// One transaction: `batches` (topic, partition, records, base sequence) written,
-    /// `offsets` of `topic` committed for `group`, then committed as a whole.
+    /// `offsets` (by topic and partition) committed for `group`, then committed as a whole.
     pub async fn commit_transaction(
         &mut self,
         transactional_id: &str,
         producer: TxnProducer,
         batches: Vec<(String, i32, Vec<Record>, i32)>,
         group: &str,
-        topic: &str,
-        offsets: &BTreeMap<i32, i64>,
+        offsets: &BTreeMap<(String, i32), i64>,
     ) -> Result<(), LogError> {
         use kafka_protocol::messages::{
             add_partitions_to_txn_request, produce_request, txn_offset_commit_request,
@@ -527,25 +530,30 @@ impl LogClient {
                 .send(req, 3)
                 .await?;
             check(resp.error_code, "AddOffsetsToTxn", None)?;
-            let partitions = offsets
-                .iter()
-                .map(|(&p, &o)| {
+            let mut by_topic: BTreeMap<&str, Vec<_>> = BTreeMap::new();
+            for ((t, p), &o) in offsets {
+                by_topic.entry(t.as_str()).or_default().push(
                     txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
-                        .with_partition_index(p)
+                        .with_partition_index(*p)
                         .with_committed_offset(o)
-                        .with_committed_leader_epoch(-1)
+                        .with_committed_leader_epoch(-1),
+                );
+            }
+            let topics: Vec<_> = by_topic
+                .into_iter()
+                .map(|(t, partitions)| {
+                    txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                        .with_name(TopicName(s(t)))
+                        .with_partitions(partitions)
                 })
                 .collect();
-            let t = txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
-                .with_name(TopicName(s(topic)))
-                .with_partitions(partitions);
             let req = TxnOffsetCommitRequest::default()
                 .with_transactional_id(tid())
                 .with_group_id(GroupId(s(group)))
                 .with_producer_id(ProducerId(producer.producer_id))
                 .with_producer_epoch(producer.epoch)
                 .with_generation_id(-1)
-                .with_topics(vec![t]);
+                .with_topics(topics);
             let resp = self
                 .router()
                 .await?

@@ -16,7 +16,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use strata_records::Record;
 use strata_sql::aggregate::{AggOutcome, AggregateQuery, GroupState};
+use strata_records::DecodedRecord;
 use strata_sql::eval::NoFunctions;
+use strata_sql::join::{JoinQuery, JoinState, Side};
 use strata_sql::pipeline::{Outcome, RecordIn, TransientQuery};
 use strata_sql::planner::Planned;
 use strata_sql::value::Value;
@@ -124,6 +126,7 @@ pub fn start_persistent(
         state: state.clone(),
         counts: counts.clone(),
         id: query_id.to_string(),
+        join_state: JoinState::default(),
     };
     let task = tokio::spawn(runner.run(stopped));
     PersistentHandle {
@@ -149,6 +152,8 @@ struct Persistent {
     state: Arc<Mutex<QueryState>>,
     counts: Arc<Mutex<(u64, u64)>>,
     id: String,
+    /// A join's tables and windows (rebuilt from its inputs at start).
+    join_state: JoinState,
 }
 
 /// The partition a keyed output record goes to (Kafka's default partitioner, as Kafka
@@ -204,17 +209,50 @@ async fn restore(
     Ok(groups)
 }
 
-fn source_topic(q: &Planned) -> &str {
-    match q {
-        Planned::Stateless(q) => &q.source.topic,
-        Planned::Aggregate(q) => &q.source.topic,
+/// The topics a query reads (a join's two, once each).
+fn input_topics(q: &Planned) -> Vec<String> {
+    let mut topics: Vec<String> = match q {
+        Planned::Stateless(q) => vec![q.source.topic.clone()],
+        Planned::Aggregate(q) => vec![q.source.topic.clone()],
+        Planned::Join(j) => j.topics().iter().map(|t| t.to_string()).collect(),
+    };
+    topics.dedup();
+    topics
+}
+
+/// Positions by topic and partition.
+type Positions = BTreeMap<(String, i32), i64>;
+
+/// Records of several partitions in timestamp order, each partition's own order kept (as
+/// Kafka Streams picks the partition whose next record is oldest).
+fn merge_by_timestamp(
+    parts: Vec<((String, i32), Vec<DecodedRecord>)>,
+) -> Vec<((String, i32), DecodedRecord)> {
+    let mut heads: Vec<(usize, (String, i32), std::collections::VecDeque<DecodedRecord>)> = parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, (tp, r))| (i, tp, r.into()))
+        .collect();
+    let mut out = Vec::new();
+    loop {
+        let next = heads
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (order, _, q))| q.front().map(|r| (r.timestamp_ms, *order, i)))
+            .min();
+        let Some((_, _, i)) = next else { break };
+        let (_, tp, q) = &mut heads[i];
+        let r = q.pop_front().expect("non-empty");
+        out.push((tp.clone(), r));
     }
+    out
 }
 
 impl Persistent {
     async fn run(mut self, mut stopped: watch::Receiver<bool>) {
-        let mut positions: Option<BTreeMap<i32, i64>> = None;
+        let mut positions: Option<Positions> = None;
         let mut sink_partitions = 0;
+        let inputs = input_topics(&self.query);
         loop {
             if *stopped.borrow() {
                 return;
@@ -222,35 +260,26 @@ impl Persistent {
             let step = async {
                 if positions.is_none() {
                     let topics = self.log.topics().await?;
-                    let source_partitions =
-                        *topics.get(source_topic(&self.query)).ok_or_else(|| {
-                            LogError::Records(format!(
-                                "source topic {} does not exist",
-                                source_topic(&self.query)
-                            ))
-                        })?;
                     sink_partitions = *topics.get(&self.sink_topic).ok_or_else(|| {
                         LogError::Records(format!("sink topic {} does not exist", self.sink_topic))
                     })?;
-                    let committed = self
-                        .log
-                        .committed(&self.group, source_topic(&self.query))
-                        .await?;
+                    let committed = self.log.committed(&self.group, &inputs).await?;
                     let mut start = BTreeMap::new();
-                    for p in 0..source_partitions {
-                        let at = match committed.get(&p) {
-                            Some(&o) => o,
-                            None => {
-                                self.log
-                                    .offset(
-                                        source_topic(&self.query),
-                                        p,
-                                        self.reset.list_offsets_timestamp(),
-                                    )
-                                    .await?
-                            }
-                        };
-                        start.insert(p, at);
+                    for topic in &inputs {
+                        let partitions = *topics.get(topic).ok_or_else(|| {
+                            LogError::Records(format!("source topic {topic} does not exist"))
+                        })?;
+                        for p in 0..partitions {
+                            let at = match committed.get(&(topic.clone(), p)) {
+                                Some(&o) => o,
+                                None => {
+                                    self.log
+                                        .offset(topic, p, self.reset.list_offsets_timestamp())
+                                        .await?
+                                }
+                            };
+                            start.insert((topic.clone(), p), at);
+                        }
                     }
                     // First fence any earlier instance and abort what it left open, then
                     // read state and positions as committed.
@@ -260,9 +289,15 @@ impl Persistent {
                             .await?,
                     );
                     self.sequences.clear();
-                    if let Planned::Aggregate(q) = &self.query {
-                        let restored = restore(&mut self.log, &self.id, q).await?;
-                        *self.groups.lock().expect("groups lock") = restored;
+                    match &self.query {
+                        Planned::Aggregate(q) => {
+                            let restored = restore(&mut self.log, &self.id, q).await?;
+                            *self.groups.lock().expect("groups lock") = restored;
+                        }
+                        Planned::Join(j) => {
+                            self.join_state = replay_join(&mut self.log, j, &committed).await?;
+                        }
+                        Planned::Stateless(_) => {}
                     }
                     positions = Some(start);
                 }
@@ -293,99 +328,132 @@ impl Persistent {
         }
     }
 
-    /// One pass over the source partitions: reads what is new, writes the outputs, then
+    /// One record through the query: the records it writes (partition, record) and the
+    /// state changes for the changelog.
+    fn process(
+        &mut self,
+        tp: &(String, i32),
+        r: &DecodedRecord,
+        sink_partitions: i32,
+        outputs: &mut BTreeMap<i32, Vec<Record>>,
+        changelog: &mut Vec<Record>,
+    ) {
+        let p = tp.1;
+        let input = RecordIn {
+            key: r.key.as_deref(),
+            value: r.value.as_deref(),
+            timestamp: r.timestamp_ms,
+            partition: p,
+            offset: r.offset,
+        };
+        let mut emit = |key: Option<Vec<u8>>, value: Option<Vec<u8>>, timestamp: i64, placed_by: Option<&[u8]>| {
+            let partition = output_partition(placed_by.or(key.as_deref()), p, sink_partitions);
+            outputs.entry(partition).or_default().push(Record {
+                key: key.map(Bytes::from),
+                value: value.map(Bytes::from),
+                headers: Vec::new(),
+                timestamp_ms: timestamp,
+            });
+        };
+        match &self.query {
+            Planned::Stateless(q) => match q.process(input, &NoFunctions) {
+                Outcome::Emit(out) => emit(out.key, out.value, out.timestamp, None),
+                Outcome::Filtered => {}
+                Outcome::Skipped(why) => {
+                    tracing::debug!(query = %self.id, partition = p, offset = r.offset, %why, "record skipped");
+                }
+            },
+            Planned::Join(j) => {
+                for side in [Side::Left, Side::Right] {
+                    let topic = match side {
+                        Side::Left => &j.left.source.topic,
+                        Side::Right => &j.right.source.topic,
+                    };
+                    if *topic != tp.0 {
+                        continue;
+                    }
+                    match j.process(side, input, &mut self.join_state, &NoFunctions) {
+                        Ok(records) => {
+                            for out in records {
+                                emit(out.key, out.value, out.timestamp, None);
+                            }
+                        }
+                        Err(why) => {
+                            tracing::debug!(query = %self.id, partition = p, offset = r.offset, %why, "record skipped");
+                        }
+                    }
+                }
+            }
+            Planned::Aggregate(q) => {
+                let outcome = q.process(
+                    input,
+                    &mut self.groups.lock().expect("groups lock"),
+                    &NoFunctions,
+                );
+                match outcome {
+                    AggOutcome::Updates(updates) => {
+                        for u in updates {
+                            changelog.push(Record {
+                                key: Some(Bytes::from(u.state_key)),
+                                value: u.state.map(Bytes::from),
+                                headers: Vec::new(),
+                                timestamp_ms: r.timestamp_ms,
+                            });
+                            if let Some((key, value, timestamp)) = u.record {
+                                // A windowed key is placed by its inner key, as Kafka
+                                // Streams' WindowedStreamPartitioner does.
+                                let inner = match (&q.window, key.as_deref()) {
+                                    (Some(_), Some(k)) if k.len() >= 8 => {
+                                        Some(k[..k.len() - 8].to_vec())
+                                    }
+                                    _ => None,
+                                };
+                                emit(key, value, timestamp, inner.as_deref());
+                            }
+                        }
+                    }
+                    AggOutcome::Filtered => {}
+                    AggOutcome::Skipped(why) => {
+                        tracing::debug!(query = %self.id, partition = p, offset = r.offset, %why, "record skipped");
+                    }
+                }
+            }
+        }
+    }
+
+    /// One pass over the input partitions: reads what is new, writes the outputs, then
     /// commits the positions. Ok(false) when there was nothing new.
     async fn poll_once(
         &mut self,
-        positions: &mut BTreeMap<i32, i64>,
+        positions: &mut Positions,
         sink_partitions: i32,
     ) -> Result<bool, LogError> {
         let mut outputs: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
         let mut changelog: Vec<Record> = Vec::new();
         let mut next = positions.clone();
-        let mut read = 0u64;
-        for (&p, &from) in positions.iter() {
-            let records = self
-                .log
-                .fetch_committed(source_topic(&self.query), p, from)
-                .await?;
-            for r in &records {
-                read += 1;
-                let input = RecordIn {
-                    key: r.key.as_deref(),
-                    value: r.value.as_deref(),
-                    timestamp: r.timestamp_ms,
-                    partition: p,
-                    offset: r.offset,
-                };
-                let out = match &self.query {
-                    Planned::Stateless(q) => match q.process(input, &NoFunctions) {
-                        Outcome::Emit(out) => Some((out.key, out.value, out.timestamp)),
-                        Outcome::Filtered => None,
-                        Outcome::Skipped(why) => {
-                            tracing::debug!(query = %self.id, partition = p, offset = r.offset, %why, "record skipped");
-                            None
-                        }
-                    },
-                    Planned::Aggregate(q) => {
-                        let outcome = q.process(
-                            input,
-                            &mut self.groups.lock().expect("groups lock"),
-                            &NoFunctions,
-                        );
-                        match outcome {
-                            AggOutcome::Updates(updates) => {
-                                for u in updates {
-                                    changelog.push(Record {
-                                        key: Some(Bytes::from(u.state_key)),
-                                        value: u.state.map(Bytes::from),
-                                        headers: Vec::new(),
-                                        timestamp_ms: r.timestamp_ms,
-                                    });
-                                    if let Some((key, value, timestamp)) = u.record {
-                                        // A windowed key is placed by its inner key, as
-                                        // Kafka Streams' WindowedStreamPartitioner does.
-                                        let inner = match (&q.window, key.as_deref()) {
-                                            (Some(_), Some(k)) if k.len() >= 8 => {
-                                                Some(&k[..k.len() - 8])
-                                            }
-                                            (_, k) => k,
-                                        };
-                                        let partition = output_partition(inner, p, sink_partitions);
-                                        outputs.entry(partition).or_default().push(Record {
-                                            key: key.map(Bytes::from),
-                                            value: value.map(Bytes::from),
-                                            headers: Vec::new(),
-                                            timestamp_ms: timestamp,
-                                        });
-                                    }
-                                }
-                                None
-                            }
-                            AggOutcome::Filtered => None,
-                            AggOutcome::Skipped(why) => {
-                                tracing::debug!(query = %self.id, partition = p, offset = r.offset, %why, "record skipped");
-                                None
-                            }
-                        }
-                    }
-                };
-                if let Some((key, value, timestamp)) = out {
-                    let partition = output_partition(key.as_deref(), p, sink_partitions);
-                    outputs.entry(partition).or_default().push(Record {
-                        key: key.map(Bytes::from),
-                        value: value.map(Bytes::from),
-                        headers: Vec::new(),
-                        timestamp_ms: timestamp,
-                    });
-                }
-            }
+        let mut fetched = Vec::new();
+        for (tp, &from) in positions.iter() {
+            let records = self.log.fetch_committed(&tp.0, tp.1, from).await?;
             if let Some(last) = records.last() {
-                next.insert(p, last.offset + 1);
+                next.insert(tp.clone(), last.offset + 1);
             }
+            fetched.push((tp.clone(), records));
         }
         if next == *positions {
             return Ok(false);
+        }
+        let mut read = 0u64;
+        let ordered: Vec<((String, i32), DecodedRecord)> = if matches!(self.query, Planned::Join(_)) {
+            merge_by_timestamp(fetched)
+        } else {
+            fetched
+                .into_iter()
+                .flat_map(|(tp, records)| records.into_iter().map(move |r| (tp.clone(), r)))
+                .collect()
+        };
+        for (tp, r) in &ordered {
+            read += 1;
+            self.process(tp, r, sink_partitions, &mut outputs, &mut changelog);
         }
         // Outputs, state changes and positions in one transaction: all or none of them.
         let mut written = 0u64;
@@ -417,7 +485,6 @@ impl Persistent {
                 producer,
                 with_sequences,
                 &self.group,
-                source_topic(&self.query),
                 &next,
             )
             .await?;
@@ -428,6 +495,58 @@ impl Persistent {
         c.1 += written;
         Ok(true)
     }
+}
+
+/// A join's state as it was at the query's committed positions: both inputs read again
+/// from their start up to there, in timestamp order, the outputs dropped (they were
+/// written then). Table sides hold each key's latest row; stream sides only what their
+/// windows still reach.
+async fn replay_join(
+    log: &mut LogClient,
+    j: &JoinQuery,
+    committed: &Positions,
+) -> Result<JoinState, LogError> {
+    let mut state = JoinState::default();
+    let mut at: Positions = BTreeMap::new();
+    for (tp, &end) in committed {
+        let start = log.offset(&tp.0, tp.1, -2).await?;
+        if start < end {
+            at.insert(tp.clone(), start);
+        }
+    }
+    while !at.is_empty() {
+        let mut fetched = Vec::new();
+        for (tp, from) in at.iter_mut() {
+            let end = committed[tp];
+            let mut records = log.fetch_committed(&tp.0, tp.1, *from).await?;
+            records.retain(|r| r.offset < end);
+            match records.last() {
+                Some(last) => *from = last.offset + 1,
+                None => *from = end,
+            }
+            fetched.push((tp.clone(), records));
+        }
+        at.retain(|tp, from| *from < committed[tp]);
+        for (tp, r) in merge_by_timestamp(fetched) {
+            for side in [Side::Left, Side::Right] {
+                let topic = match side {
+                    Side::Left => &j.left.source.topic,
+                    Side::Right => &j.right.source.topic,
+                };
+                if *topic == tp.0 {
+                    let input = RecordIn {
+                        key: r.key.as_deref(),
+                        value: r.value.as_deref(),
+                        timestamp: r.timestamp_ms,
+                        partition: tp.1,
+                        offset: r.offset,
+                    };
+                    let _ = j.process(side, input, &mut state, &NoFunctions);
+                }
+            }
+        }
+    }
+    Ok(state)
 }
 
 /// A push query: rows go to `rows` until the receiver is dropped, `limit` rows were sent,

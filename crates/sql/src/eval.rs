@@ -710,7 +710,27 @@ pub fn cast(v: Value, to: &SqlType) -> Result<Value, EvalError> {
             ),
             _ => return Err(fail(&v)),
         },
-        SqlType::Struct(_) | SqlType::Custom(_) => return Err(fail(&v)),
+        SqlType::Struct(target) => match v {
+            // Field by field, by name (a field the value lacks is NULL).
+            Value::Struct(fields) => {
+                if fields.iter().any(|(n, _)| !target.iter().any(|(t, _)| t == n)) {
+                    return Err(fail(&Value::Struct(fields)));
+                }
+                let mut fields = fields;
+                Value::Struct(
+                    target
+                        .iter()
+                        .map(|(name, t)| {
+                            let at = fields.iter().position(|(n, _)| n == name);
+                            let v = at.map_or(Value::Null, |i| fields.swap_remove(i).1);
+                            Ok((name.clone(), cast(v, t)?))
+                        })
+                        .collect::<Result<_, EvalError>>()?,
+                )
+            }
+            other => return Err(fail(&other)),
+        },
+        SqlType::Custom(_) => return Err(fail(&v)),
     })
 }
 

@@ -7,6 +7,7 @@ use crate::analyzer::{project, OutputColumn};
 use crate::ast::{Properties, SourceKind, Statement};
 use crate::catalog::{int_property, string_property, Catalog, Column, Source, Topics};
 use crate::format::Format;
+use crate::join::{plan_join, JoinQuery};
 use crate::pipeline::{Sink, StreamQuery};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,6 +33,7 @@ pub struct PlannedQuery {
 pub enum Planned {
     Stateless(StreamQuery),
     Aggregate(AggregateQuery),
+    Join(JoinQuery),
 }
 
 /// The sink properties a CREATE … AS SELECT accepts.
@@ -87,8 +89,25 @@ pub fn plan_create_as_select(
         .ok_or_else(|| err(format!("{} does not exist.", query.from)))?
         .clone();
     let aggregate = is_aggregate(query);
+    let joined_kind = match query.joins.first() {
+        Some(j) => {
+            let right = catalog
+                .get(&j.source)
+                .ok_or_else(|| err(format!("{} does not exist.", j.source)))?;
+            Some(
+                if source.kind == SourceKind::Table && right.kind == SourceKind::Table {
+                    SourceKind::Table
+                } else {
+                    SourceKind::Stream
+                },
+            )
+        }
+        None => None,
+    };
     let produces = if aggregate {
         SourceKind::Table
+    } else if let Some(k) = joined_kind {
+        k
     } else if query.partition_by.is_empty() {
         source.kind
     } else {
@@ -125,7 +144,10 @@ pub fn plan_create_as_select(
         value_format: value_format.clone(),
         wrap_single_value: wrap,
     };
-    let (key_columns, value_columns, planned) = if aggregate {
+    let (key_columns, value_columns, planned) = if joined_kind.is_some() {
+        let j = plan_join(query, catalog, name, sink_formats).map_err(|e| err(e.0))?;
+        (columns(&j.key), columns(&j.value), Planned::Join(j))
+    } else if aggregate {
         let a = plan_aggregate(query, catalog, name, sink_formats).map_err(|e| err(e.0))?;
         (columns(&a.key), columns(&a.value), Planned::Aggregate(a))
     } else {
@@ -150,7 +172,15 @@ pub fn plan_create_as_select(
     let partitions = match int("PARTITIONS")? {
         Some(p) if p > 0 && p <= i32::MAX as i64 => p as i32,
         Some(p) => return Err(err(format!("Invalid number of partitions: {p}"))),
-        None => topics.partitions(&source.topic).unwrap_or(1),
+        None => match query.joins.first().and_then(|j| catalog.get(&j.source)) {
+            // A join's output has the partition count of its inputs (the larger, as
+            // ksqlDB repartitions to match).
+            Some(right) => topics
+                .partitions(&source.topic)
+                .unwrap_or(1)
+                .max(topics.partitions(&right.topic).unwrap_or(1)),
+            None => topics.partitions(&source.topic).unwrap_or(1),
+        },
     };
     let replicas = int("REPLICAS")?.map_or(-1, |r| r.clamp(-1, i16::MAX as i64) as i16);
     let sink = Source {
