@@ -536,6 +536,7 @@ impl AggregateQuery {
         if record.value.is_none() {
             return Ok(AggOutcome::Filtered);
         }
+        let record = crate::pipeline::with_event_time(&self.source, record)?;
         let (names, values) = decode_row(&self.source, record)?;
         let row = Named {
             names: &names,
@@ -990,6 +991,7 @@ mod tests {
                 key_format: Format::Kafka,
                 value_format: Format::Json,
                 wrap_single_value: true,
+                timestamp_column: None,
             },
         )
     }

@@ -89,6 +89,9 @@ pub struct JoinQuery {
     pub kind: JoinType,
     pub shape: Shape,
     pub produces: SourceKind,
+    /// Whether the key is computed from the joined row (a foreign-key join's left key,
+    /// PARTITION BY) rather than being the join key.
+    key_from_row: bool,
     key_type: SqlType,
     /// The joined row's column names: the synthetic key, each side's columns (prefixed)
     /// and pseudo columns (prefixed), then the row's own ROWTIME.
@@ -324,11 +327,20 @@ pub fn plan_join(
         (Some(l), Some(r)) if l == r => l,
         (l, r) => {
             let name = |t: Option<SqlType>| t.map_or("NULL".to_string(), |t| crate::value::type_name(&t));
+            let qualified = |e: &Expr, q: &str| {
+                e.rewrite(&mut |x| match x {
+                    Expr::Column { name, .. } => Some(Expr::Column {
+                        source: Some(q.to_string()),
+                        name: name.clone(),
+                    }),
+                    _ => None,
+                })
+            };
             return Err(err(format!(
                 "Invalid join condition: types don't match. Got {}{{{}}} = {}{{{}}}.",
-                crate::analyzer::format_expr(&left_on),
+                crate::analyzer::format_expr(&qualified(&left_expr, &left_alias)),
                 name(l),
-                crate::analyzer::format_expr(&right_on),
+                crate::analyzer::format_expr(&qualified(&right_expr, &right_alias)),
                 name(r)
             )));
         }
@@ -383,11 +395,8 @@ pub fn plan_join(
             } else if rk {
                 if matches!(join.kind, JoinType::Right | JoinType::Full) {
                     return Err(err(format!(
-                        "Invalid join type: {} join not supported for foreign-key table-table join. Got {} {} JOIN {}.",
-                        if join.kind == JoinType::Full { "FULL OUTER" } else { "RIGHT" },
-                        left_source.name,
-                        if join.kind == JoinType::Full { "FULL OUTER" } else { "RIGHT" },
-                        right_source.name
+                        "{} OUTER JOIN on a foreign key is not supported",
+                        if join.kind == JoinType::Full { "FULL" } else { "RIGHT" },
                     )));
                 }
                 Shape::ForeignKey
@@ -453,13 +462,25 @@ pub fn plan_join(
         read_only: true,
     };
     // The select list over the joined row, with ksqlDB's output names.
+    // With PARTITION BY, ksqlDB's `*` also carries each side's pseudo columns, its key
+    // columns after its value columns.
+    let partitioned = !query.partition_by.is_empty();
     let star = |i: usize| -> Vec<SelectItem> {
         let (alias, s, _) = sides[i];
-        s.key
-            .iter()
-            .chain(&s.value)
+        let names: Vec<&str> = if partitioned {
+            s.value
+                .iter()
+                .map(|c| c.name.as_str())
+                .chain(PSEUDO)
+                .chain(s.key.iter().map(|c| c.name.as_str()))
+                .collect()
+        } else {
+            s.key.iter().chain(&s.value).map(|c| c.name.as_str()).collect()
+        };
+        names
+            .into_iter()
             .map(|c| {
-                let n = format!("{alias}_{}", c.name);
+                let n = format!("{alias}_{c}");
                 SelectItem::Expr {
                     expr: column(&n),
                     alias: Some(n),
@@ -524,9 +545,13 @@ pub fn plan_join(
         emit: query.emit,
         limit: query.limit,
     };
-    if !query.partition_by.is_empty() {
-        return Err(err("PARTITION BY on a join is not supported yet."));
+    if query.partition_by.len() > 1 {
+        return Err(err("PARTITION BY on a join takes one expression."));
     }
+    let partition_by = match query.partition_by.first() {
+        None | Some(Expr::Literal(crate::ast::Literal::Null)) => None,
+        Some(p) => Some(rewrite(p)?),
+    };
     let mut scratch = Catalog::default();
     scratch
         .insert_derived(joined.clone(), true)
@@ -536,9 +561,20 @@ pub fn plan_join(
     let is_candidate = |c: &OutputColumn, name: &str| {
         matches!(&c.expr, Expr::Column { source: None, name: n } if n == name)
     };
-    let at = candidates
-        .iter()
-        .find_map(|k| selected.iter().position(|c| is_candidate(c, k)));
+    let at = match &partition_by {
+        Some(p) => match selected.iter().position(|c| c.expr == *p) {
+            Some(i) => Some(i),
+            None => {
+                let shown = crate::analyzer::format_expr(&query.partition_by[0]);
+                return Err(err(format!(
+                    "The query used to build `{sink_name}` must include the partitioning expression {shown} in its projection (eg, SELECT {shown}...)."
+                )));
+            }
+        },
+        None => candidates
+            .iter()
+            .find_map(|k| selected.iter().position(|c| is_candidate(c, k))),
+    };
     let key = match at {
         Some(i) => selected.remove(i),
         None => {
@@ -600,6 +636,7 @@ pub fn plan_join(
         kind: join.kind,
         shape,
         produces,
+        key_from_row: shape == Shape::ForeignKey || partition_by.is_some(),
         key_type,
         names,
         key: vec![key],
@@ -709,7 +746,7 @@ impl JoinQuery {
                 Value::Boolean(true)
             ),
         };
-        let key_value = if self.shape == Shape::ForeignKey {
+        let key_value = if self.key_from_row {
             eval(&self.key[0].expr, &row, functions).map_err(|e| e.to_string())?
         } else {
             join_key.clone()
@@ -746,6 +783,7 @@ impl JoinQuery {
             self.sink.wrap_single_value || cols.len() != 1,
         )
         .map_err(|e| format!("Error serializing value: {e}"))?;
+        let timestamp = self.sink.timestamp(&self.value, &computed, timestamp);
         Ok(Some(RecordOut {
             key,
             value,
@@ -778,6 +816,7 @@ impl JoinQuery {
         functions: &dyn Functions,
     ) -> Result<Vec<RecordOut>, String> {
         let s = self.side(side);
+        let record = crate::pipeline::with_event_time(&s.source, record)?;
         let (names, values) = decode_row(&s.source, record)?;
         let row: Vec<(String, Value)> = names.into_iter().zip(values.iter().cloned()).collect();
         let join_key = if record.value.is_none() && s.source.kind == SourceKind::Table {
@@ -814,10 +853,7 @@ impl JoinQuery {
                 let out = self.table_table(side, stored, tombstone, state, functions)?;
                 Ok(table_result(out, state))
             }
-            Shape::ForeignKey => {
-                let out = self.foreign_key(side, stored, tombstone, state, functions)?;
-                Ok(table_result(out, state))
-            }
+            Shape::ForeignKey => self.foreign_key(side, stored, tombstone, state, functions),
             Shape::StreamStream {
                 before,
                 after,
@@ -982,7 +1018,7 @@ impl JoinQuery {
                         None => Vec::new(),
                     }),
                     found => {
-                        let timestamp = found.map_or(stored.timestamp, |f| f.timestamp.max(stored.timestamp));
+                        let timestamp = stored.timestamp;
                         Ok(self
                             .emit(
                                 &stored.join_key,
@@ -1007,11 +1043,19 @@ impl JoinQuery {
                     state.tables[1].insert(text, stored.clone())
                 };
                 let mut out = Vec::new();
-                for left in state.tables[0].values() {
-                    if left.join_key != stored.join_key {
-                        continue;
-                    }
-                    let timestamp = left.timestamp.max(stored.timestamp);
+                // The left rows referring to this key, in the order of their keys.
+                let mut lefts: Vec<&Stored> = state.tables[0]
+                    .values()
+                    .filter(|l| l.join_key == stored.join_key)
+                    .collect();
+                lefts.sort_by(|a, b| {
+                    crate::eval::compare(&a.values[0], &b.values[0])
+                        .ok()
+                        .flatten()
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                });
+                for left in lefts {
+                    let timestamp = stored.timestamp;
                     if tombstone {
                         if old.is_none() {
                             continue;
@@ -1156,6 +1200,7 @@ mod tests {
                 key_format: Format::Kafka,
                 value_format: Format::Json,
                 wrap_single_value: true,
+                timestamp_column: None,
             },
         )
     }

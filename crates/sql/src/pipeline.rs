@@ -46,6 +46,48 @@ pub struct Sink {
     pub key_format: Format,
     pub value_format: Format,
     pub wrap_single_value: bool,
+    /// `TIMESTAMP` of a CREATE … AS SELECT: the output value column whose value becomes
+    /// each output record's timestamp.
+    pub timestamp_column: Option<String>,
+}
+
+impl Sink {
+    /// An output record's timestamp: the TIMESTAMP column's value, else `default`.
+    pub fn timestamp(&self, columns: &[OutputColumn], values: &[Value], default: i64) -> i64 {
+        let Some(name) = &self.timestamp_column else {
+            return default;
+        };
+        match columns.iter().position(|c| c.name == *name).map(|i| &values[i]) {
+            Some(Value::Bigint(t)) | Some(Value::Timestamp(t)) => *t,
+            _ => default,
+        }
+    }
+}
+
+/// The record with its event time: the source's TIMESTAMP column's value if it has one
+/// (BIGINT milliseconds or a TIMESTAMP), else the record's own timestamp. A record whose
+/// TIMESTAMP column is null or cannot be read is an error (ksqlDB skips it).
+pub fn with_event_time<'a>(source: &Source, record: RecordIn<'a>) -> Result<RecordIn<'a>, String> {
+    let Some(column) = &source.timestamp_column else {
+        return Ok(record);
+    };
+    if record.value.is_none() {
+        return Ok(record);
+    }
+    let (names, values) = decode_row(source, record)?;
+    let at = names.iter().position(|n| n == column);
+    match at.map(|i| &values[i]) {
+        Some(Value::Bigint(t)) | Some(Value::Timestamp(t)) => Ok(RecordIn {
+            timestamp: *t,
+            ..record
+        }),
+        Some(Value::Null) | None => Err(format!(
+            "Could not extract the timestamp: the TIMESTAMP column {column} is null"
+        )),
+        Some(other) => Err(format!(
+            "Could not extract the timestamp from {column}: {other:?} needs a TIMESTAMP_FORMAT this engine cannot parse yet"
+        )),
+    }
 }
 
 /// A stateless query over one stream.
@@ -140,6 +182,7 @@ impl TransientQuery {
         if record.value.is_none() {
             return Ok(None);
         }
+        let record = with_event_time(&self.source, record)?;
         let (names, values) = decode_row(&self.source, record)?;
         let row = RowValues {
             names: &names,
@@ -174,6 +217,7 @@ impl StreamQuery {
     ) -> Result<Outcome, String> {
         // A null value (tombstone) on a stream: dropped by a WHERE clause, else passed on as
         // a null value under the projected key, as ksqlDB does.
+        let record = with_event_time(&self.source, record)?;
         let tombstone = record.value.is_none();
         if tombstone && self.projection.filter.is_some() {
             return Ok(Outcome::Filtered);
@@ -219,10 +263,16 @@ impl StreamQuery {
             )
             .map_err(|e| format!("Error serializing value: {e}"))?
         };
+        let timestamp = if tombstone {
+            record.timestamp
+        } else {
+            self.sink
+                .timestamp(&self.projection.value, &value_values, record.timestamp)
+        };
         Ok(Outcome::Emit(RecordOut {
             key,
             value,
-            timestamp: record.timestamp,
+            timestamp,
         }))
     }
 }
@@ -257,6 +307,7 @@ mod tests {
                 key_format: source.key_format.clone(),
                 value_format: source.value_format.clone(),
                 wrap_single_value: true,
+                timestamp_column: None,
             },
             source,
             projection,

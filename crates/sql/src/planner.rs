@@ -48,6 +48,8 @@ const SINK_PROPERTIES: &[&str] = &[
     "KEY_DELIMITER",
     "WRAP_SINGLE_VALUE",
     "RETENTION_MS",
+    "TIMESTAMP",
+    "TIMESTAMP_FORMAT",
 ];
 
 fn columns(cols: &[OutputColumn]) -> Vec<Column> {
@@ -139,10 +141,19 @@ pub fn plan_create_as_select(
             )))
         }
     };
+    let timestamp_column = prop("TIMESTAMP")?.map(|t| {
+        let t = t.trim_matches('`');
+        if t.starts_with('"') {
+            t.trim_matches('"').to_string()
+        } else {
+            t.to_ascii_uppercase()
+        }
+    });
     let sink_formats = Sink {
         key_format: key_format.clone(),
         value_format: value_format.clone(),
         wrap_single_value: wrap,
+        timestamp_column: timestamp_column.clone(),
     };
     let (key_columns, value_columns, planned) = if joined_kind.is_some() {
         let j = plan_join(query, catalog, name, sink_formats).map_err(|e| err(e.0))?;
@@ -162,6 +173,22 @@ pub fn plan_create_as_select(
             }),
         )
     };
+    if let Some(ts) = &timestamp_column {
+        match value_columns.iter().find(|c| c.name == *ts) {
+            Some(c) if matches!(c.sql_type, crate::ast::SqlType::Bigint | crate::ast::SqlType::Timestamp) => {}
+            Some(c) => {
+                return Err(err(format!(
+                    "Timestamp column, `{ts}`, should be LONG(INT64), TIMESTAMP, or a String with a timestamp_format specified. Got {}",
+                    crate::value::type_name(&c.sql_type)
+                )))
+            }
+            None => {
+                return Err(err(format!(
+                    "The TIMESTAMP column set in the WITH clause does not exist in the schema: '{ts}'"
+                )))
+            }
+        }
+    }
     if key_format == Format::Kafka && key_columns.len() > 1 {
         return Err(err(
             "The 'KAFKA' format only supports a single field. Got: key columns",
@@ -192,8 +219,8 @@ pub fn plan_create_as_select(
         key_format,
         value_format,
         wrap_single_value: wrap,
-        timestamp_column: None,
-        timestamp_format: None,
+        timestamp_column,
+        timestamp_format: prop("TIMESTAMP_FORMAT")?,
         read_only: false,
     };
     Ok(PlannedQuery {
