@@ -430,3 +430,156 @@ def test_a_pass_larger_than_a_batch_is_written_in_several(sqlb):
     assert len(final) == 3000
     assert all(v["VERSIONS"] == 4 for v in final.values())
     assert final["d7"]["BODY"].startswith(f"{9007:06d}")
+
+
+def wait_sql(b, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if requests.get(b.sql + "/info", timeout=2).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("the SQL engine did not come back")
+
+
+def test_a_stream_table_join_enriches_each_order_once_across_kill_9(tmp_path):
+    """Orders (a stream) looked up in customers (a table) as each order arrives, with
+    librdkafka feeding both; after kill -9 the join's table is rebuilt from its topic up to
+    the committed position and no order is joined twice or lost."""
+    b = sql_broker(tmp_path)
+    try:
+        orders, customers = unique("orders"), unique("customers")
+        ksql(b, f"""
+            CREATE TABLE customers (id INT PRIMARY KEY, name STRING)
+              WITH (kafka_topic='{customers}', partitions=2, value_format='JSON');
+            CREATE STREAM orders (oid INT KEY, customer INT, amount INT)
+              WITH (kafka_topic='{orders}', partitions=2, value_format='JSON');
+            CREATE STREAM enriched AS SELECT o.customer, oid, name, amount
+              FROM orders o LEFT JOIN customers c ON o.customer = c.id;
+        """, {"ksql.streams.auto.offset.reset": "earliest"})
+        p = Producer({"bootstrap.servers": b.bootstrap})
+        for c in range(10):
+            p.produce(customers, key=struct.pack(">i", c), value=json.dumps({"name": f"c{c}"}), timestamp=1000)
+        p.flush(10)
+        for i in range(100):
+            p.produce(orders, key=struct.pack(">i", i), value=json.dumps({"customer": i % 12, "amount": i}),
+                      timestamp=2000 + i)
+        p.flush(10)
+        assert len(consume_all(b.bootstrap, "ENRICHED", 100)) == 100
+        b.kill9()
+        b.start()
+        wait_sql(b)
+        # A renamed customer: later orders see the new name.
+        p = Producer({"bootstrap.servers": b.bootstrap})
+        p.produce(customers, key=struct.pack(">i", 3), value=json.dumps({"name": "renamed"}), timestamp=5000)
+        p.flush(10)
+        time.sleep(1)
+        for i in range(100, 150):
+            p.produce(orders, key=struct.pack(">i", i), value=json.dumps({"customer": i % 12, "amount": i}),
+                      timestamp=6000 + i)
+        p.flush(10)
+        out = consume_all(b.bootstrap, "ENRICHED", 150)
+        rows = [(struct.unpack(">i", m.key())[0], json.loads(m.value())) for m in out]
+        assert sorted(r["OID"] for _, r in rows) == list(range(150)), "each order joined exactly once"
+        for key, r in rows:
+            i = r["OID"]
+            assert key == i % 12 and r["AMOUNT"] == i
+            want = None if i % 12 >= 10 else ("renamed" if i % 12 == 3 and i >= 100 else f"c{i % 12}")
+            assert r["NAME"] == want, (i, r)
+        # The output is keyed by the join key and placed as Kafka's partitioner places it.
+        assert all(m.partition() == (murmur2(m.key()) & 0x7FFFFFFF) % 2 for m in out)
+    finally:
+        b.stop()
+
+
+def test_stream_stream_and_table_table_joins(sqlb):
+    clicks, views, left, right = (unique(n) for n in ("clicks", "views", "lt", "rt"))
+    ksql(sqlb, f"""
+        CREATE STREAM views (user STRING KEY, page STRING) WITH (kafka_topic='{views}', partitions=1, value_format='JSON');
+        CREATE STREAM clicks (user STRING KEY, button STRING) WITH (kafka_topic='{clicks}', partitions=1, value_format='JSON');
+        CREATE STREAM view_clicks AS SELECT v.user, page, button FROM views v
+          JOIN clicks c WITHIN 10 SECONDS ON v.user = c.user;
+        CREATE TABLE lt (id INT PRIMARY KEY, a STRING) WITH (kafka_topic='{left}', partitions=1, value_format='JSON');
+        CREATE TABLE rt (id INT PRIMARY KEY, b STRING) WITH (kafka_topic='{right}', partitions=1, value_format='JSON');
+        CREATE TABLE both_sides AS SELECT lt.id, a, b FROM lt JOIN rt ON lt.id = rt.id;
+    """, {"ksql.streams.auto.offset.reset": "earliest"})
+    p = Producer({"bootstrap.servers": sqlb.bootstrap})
+    p.produce(views, key=b"ann", value=json.dumps({"page": "home"}), timestamp=10_000)
+    p.produce(clicks, key=b"ann", value=json.dumps({"button": "buy"}), timestamp=15_000)
+    p.produce(clicks, key=b"bob", value=json.dumps({"button": "buy"}), timestamp=15_000)
+    p.produce(clicks, key=b"ann", value=json.dumps({"button": "late"}), timestamp=30_000)  # outside the window
+    p.produce(left, key=struct.pack(">i", 1), value=json.dumps({"a": "x"}), timestamp=1)
+    p.produce(right, key=struct.pack(">i", 1), value=json.dumps({"b": "y"}), timestamp=2)
+    p.produce(right, key=struct.pack(">i", 2), value=json.dumps({"b": "z"}), timestamp=3)
+    p.flush(10)
+    time.sleep(0.5)
+    p.produce(left, key=struct.pack(">i", 1), value=None, timestamp=4)
+    p.flush(10)
+    out = consume_all(sqlb.bootstrap, "VIEW_CLICKS", 1)
+    assert [(m.key(), json.loads(m.value()), m.timestamp()[1]) for m in out] == [
+        (b"ann", {"PAGE": "home", "BUTTON": "buy"}, 15_000)]
+    out = consume_all(sqlb.bootstrap, "BOTH_SIDES", 2)
+    assert [(struct.unpack(">i", m.key())[0], m.value() and json.loads(m.value())) for m in out] == [
+        (1, {"A": "x", "B": "y"}), (1, None)], "the row, then its deletion when the left side went"
+
+
+def test_strata_sql_runs_scripts_and_streams_a_push_query_until_ctrl_c(sqlb, tmp_path):
+    import signal
+    import subprocess
+    from conftest import STRATA_BIN
+    topic = unique("readings")
+    script = tmp_path / "setup.sql"
+    script.write_text(f"""
+        -- a comment; with a semicolon
+        CREATE STREAM readings (sensor STRING KEY, temp DOUBLE)
+          WITH (kafka_topic='{topic}', partitions=1, value_format='JSON');
+        INSERT INTO readings (sensor, temp) VALUES ('s1', 20.5);
+        INSERT INTO readings (sensor, temp) VALUES ('s2', 18.0);
+        INSERT INTO readings (sensor, temp) VALUES ('s1', 21.5);
+        SET 'auto.offset.reset'='earliest';
+        CREATE TABLE peaks AS SELECT sensor, MAX(temp) AS peak, COUNT(*) AS n FROM readings GROUP BY sensor;
+        SHOW TABLES;
+    """)
+    cli = [STRATA_BIN, "sql", "--server", sqlb.sql]
+    r = subprocess.run(cli + ["-f", str(script)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "Stream created" in r.stdout and "Created query with ID CTAS_PEAKS_" in r.stdout
+    assert "| PEAKS " in r.stdout
+    # A pull query from stdin, as a table.
+    deadline = time.time() + 20
+    while True:
+        r = subprocess.run(cli, input="SELECT sensor, peak, n FROM peaks WHERE sensor = 's1';",
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        if "| s1     | 21.5 | 2 |" in r.stdout or time.time() > deadline:
+            break
+        time.sleep(0.3)
+    assert r.stdout.splitlines() == [
+        "+--------+------+---+", "| SENSOR | PEAK | N |", "+--------+------+---+",
+        "| s1     | 21.5 | 2 |", "+--------+------+---+"]
+    # An error: the message, exit status 1.
+    r = subprocess.run(cli + ["-e", "SELECT * FROM nope;"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "NOPE does not exist" in r.stderr
+    # A push query streams rows as they arrive until Ctrl-C.
+    push = subprocess.Popen(cli + ["-e", "SET 'auto.offset.reset'='earliest'; SELECT sensor, temp FROM readings EMIT CHANGES;"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        while sum("| s1 " in l or "| s2 " in l for l in lines) < 3:
+            line = push.stdout.readline()
+            assert line, push.stderr.read()
+            lines.append(line)
+        p = Producer({"bootstrap.servers": sqlb.bootstrap})
+        p.produce(topic, key=b"s3", value=json.dumps({"TEMP": 9.5}))
+        p.flush(10)
+        while "| s3 " not in lines[-1]:
+            line = push.stdout.readline()
+            assert line, push.stderr.read()
+            lines.append(line)
+        push.send_signal(signal.SIGINT)
+        rest, _ = push.communicate(timeout=10)
+    finally:
+        push.kill()
+    assert "Query terminated" in rest and push.returncode == 0

@@ -821,8 +821,7 @@ impl JoinQuery {
         let row: Vec<(String, Value)> = names.into_iter().zip(values.iter().cloned()).collect();
         let join_key = if record.value.is_none() && s.source.kind == SourceKind::Table {
             // A tombstone: only its key is known.
-            let key_only = crate::eval::eval(&s.expr, &row, functions).unwrap_or(Value::Null);
-            key_only
+            eval(&s.expr, &row, functions).unwrap_or(Value::Null)
         } else {
             eval(&s.expr, &row, functions).map_err(|e| e.to_string())?
         };

@@ -33,7 +33,7 @@ pub struct PlannedQuery {
 pub enum Planned {
     Stateless(StreamQuery),
     Aggregate(AggregateQuery),
-    Join(JoinQuery),
+    Join(Box<JoinQuery>),
 }
 
 /// The sink properties a CREATE … AS SELECT accepts.
@@ -157,7 +157,7 @@ pub fn plan_create_as_select(
     };
     let (key_columns, value_columns, planned) = if joined_kind.is_some() {
         let j = plan_join(query, catalog, name, sink_formats).map_err(|e| err(e.0))?;
-        (columns(&j.key), columns(&j.value), Planned::Join(j))
+        (columns(&j.key), columns(&j.value), Planned::Join(Box::new(j)))
     } else if aggregate {
         let a = plan_aggregate(query, catalog, name, sink_formats).map_err(|e| err(e.0))?;
         (columns(&a.key), columns(&a.value), Planned::Aggregate(a))

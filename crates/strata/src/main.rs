@@ -9,6 +9,7 @@ mod group_cli;
 mod partition_cli;
 mod quota_cli;
 mod serve;
+mod sql_cli;
 mod txn_cli;
 
 use clap::{Parser, Subcommand};
@@ -59,6 +60,8 @@ enum Command {
     Produce(cli::ProduceArgs),
     /// Consume records from a topic and print them.
     Consume(cli::ConsumeArgs),
+    /// The SQL engine's terminal client (ksqlDB's language, over its REST API).
+    Sql(sql_cli::SqlArgs),
 }
 
 fn main() {
@@ -107,6 +110,7 @@ fn main() {
         Command::Quota(c) => quota_cli::run_quota(c),
         Command::Produce(a) => cli::run_produce(a),
         Command::Consume(a) => cli::run_consume(a),
+        Command::Sql(a) => sql_cli::run_sql(a),
     };
     if let Err(e) = result {
         eprintln!("strata: {e:#}");
