@@ -583,3 +583,30 @@ def test_strata_sql_runs_scripts_and_streams_a_push_query_until_ctrl_c(sqlb, tmp
     finally:
         push.kill()
     assert "Query terminated" in rest and push.returncode == 0
+
+
+def test_inserts_stream_writes_rows_and_acknowledges_each(sqlb):
+    topic = unique("inserted")
+    ksql(sqlb, f"CREATE STREAM inserted (id INT KEY, name STRING, tags ARRAY<STRING>) "
+               f"WITH (kafka_topic='{topic}', partitions=1, value_format='JSON');")
+
+    def lines():
+        yield b'{"target": "inserted"}\n'
+        yield b'{"ID": 1, "NAME": "a", "TAGS": ["x"]}\n{"id": 2, "name": "b"}\n'
+        yield b'{"ID": "not an int", "NAME": "c"}\n'
+        yield b'{"ID": 3, "NOPE": 1}\n'
+        yield b'{"ID": 4, "NAME": "d", "ROWTIME": 12345}'
+
+    r = requests.post(sqlb.sql + "/inserts-stream", data=lines(), timeout=30)
+    assert r.status_code == 200
+    acks = [json.loads(l) for l in r.text.splitlines() if l.strip()]
+    assert [(a["seq"], a["status"]) for a in acks] == [
+        (0, "ok"), (1, "ok"), (2, "error"), (3, "error"), (4, "ok")], acks
+    assert "NOPE" in acks[3]["message"]
+    out = consume_all(sqlb.bootstrap, topic, 3)
+    assert [(struct.unpack(">i", m.key())[0], json.loads(m.value())) for m in out] == [
+        (1, {"NAME": "a", "TAGS": ["x"]}), (2, {"NAME": "b", "TAGS": None}), (4, {"NAME": "d", "TAGS": None})]
+    assert out[2].timestamp()[1] == 12345
+    # An unknown target: refused on the first row.
+    r = requests.post(sqlb.sql + "/inserts-stream", data=b'{"target": "nope"}\n{"ID": 1}\n', timeout=30)
+    assert json.loads(r.text.splitlines()[0])["status"] == "error"

@@ -755,6 +755,64 @@ impl Engine {
             let v = eval(e, &NoRow, &NoFunctions).map_err(|e| e.to_string())?;
             row.insert(n.clone(), v);
         }
+        Self::insert_row(st, target, &source, row).await
+    }
+
+    /// `/inserts-stream`: one row (a JSON object by column name, ROWTIME optional) into
+    /// `target`, as INSERT INTO … VALUES would write it.
+    pub async fn insert_json(
+        &self,
+        target: &str,
+        object: &serde_json::Map<String, J>,
+    ) -> Result<(), String> {
+        let mut st = self.state.lock().await;
+        let source = st
+            .catalog
+            .get(target)
+            .ok_or_else(|| {
+                format!("Cannot insert values into an unknown stream/table: `{target}`")
+            })?
+            .clone();
+        if source.read_only {
+            return Err(format!(
+                "Cannot insert values into read-only {}: {target}",
+                kind_word(source.kind).to_ascii_lowercase()
+            ));
+        }
+        let mut row: BTreeMap<String, Value> = BTreeMap::new();
+        for (name, j) in object {
+            let upper = name.to_ascii_uppercase();
+            let column = source
+                .key
+                .iter()
+                .chain(&source.value)
+                .find(|c| c.name == *name || c.name == upper);
+            let (n, v) = match column {
+                Some(c) => (
+                    c.name.clone(),
+                    strata_sql::format::from_json(j, &c.sql_type).map_err(|e| {
+                        format!("Failed to insert values into '{target}'. Expected type {} for column {}: {e}", type_name(&c.sql_type), c.name)
+                    })?,
+                ),
+                None if upper == "ROWTIME" => (
+                    upper,
+                    strata_sql::format::from_json(j, &SqlType::Bigint).map_err(|e| e.to_string())?,
+                ),
+                None => return Err(format!("Column name {name} does not exist.")),
+            };
+            row.insert(n, v);
+        }
+        Self::insert_row(&mut st, target, &source, row).await
+    }
+
+    async fn insert_row(
+        st: &mut State,
+        target: &str,
+        source: &strata_sql::catalog::Source,
+        mut row: BTreeMap<String, Value>,
+    ) -> Result<(), String> {
+        let all: Vec<&strata_sql::catalog::Column> =
+            source.key.iter().chain(&source.value).collect();
         let mut timestamp = now_ms();
         if let Some(t) = row.remove("ROWTIME") {
             timestamp = match cast(t, &SqlType::Bigint).map_err(|e| e.to_string())? {

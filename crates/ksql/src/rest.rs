@@ -203,6 +203,7 @@ impl Server {
                     self.push_query(text, &props, format).await
                 }
             },
+            (Method::POST, "/inserts-stream") => self.inserts_stream(req),
             (Method::POST, "/close-query") => match body_json(req).await {
                 Err(r) => r,
                 Ok(body) => {
@@ -222,7 +223,8 @@ impl Server {
             },
             (
                 _,
-                "/info" | "/healthcheck" | "/ksql" | "/query" | "/query-stream" | "/close-query",
+                "/info" | "/healthcheck" | "/ksql" | "/query" | "/query-stream" | "/close-query"
+                | "/inserts-stream",
             ) => error(StatusCode::METHOD_NOT_ALLOWED, 40500, "Method not allowed"),
             _ => error(
                 StatusCode::NOT_FOUND,
@@ -352,6 +354,98 @@ impl Server {
             .status(StatusCode::OK)
             .header("content-type", content_type)
             .body(ChannelBody { rx: out_rx }.boxed())
+            .expect("valid response")
+    }
+}
+
+impl Server {
+    /// `/inserts-stream`: the request body is a line `{"target": "NAME"}` then one JSON
+    /// object per line, each a row to insert; each row is acknowledged on the response as
+    /// it is written (`{"status":"ok","seq":N}`), or refused alone with ksqlDB's error
+    /// body. Lines are bounded by REQUEST_BYTES_MAX; the stream itself is not.
+    fn inserts_stream(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let (tx, rx) = mpsc::channel::<Bytes>(ROWS_BUFFERED);
+        let engine = self.engine.clone();
+        let mut body = req.into_body();
+        tokio::spawn(async move {
+            let mut buffer: Vec<u8> = Vec::new();
+            let mut target: Option<String> = None;
+            let mut seq = 0i64;
+            let line_error = |seq: i64, code: u32, message: String| {
+                Bytes::from(format!(
+                    "{}\n",
+                    json!({"status": "error", "seq": seq, "error_code": code, "message": message})
+                ))
+            };
+            let mut finished = false;
+            while !finished {
+                let data = match body.frame().await {
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(d) => d,
+                        Err(_) => continue,
+                    },
+                    Some(Err(_)) => return,
+                    None => {
+                        finished = true;
+                        Bytes::from_static(b"\n")
+                    }
+                };
+                buffer.extend_from_slice(&data);
+                if buffer.len() > REQUEST_BYTES_MAX && !buffer.contains(&b'\n') {
+                    let _ = tx
+                        .send(line_error(seq, 40000, format!("A row is larger than {REQUEST_BYTES_MAX} bytes")))
+                        .await;
+                    return;
+                }
+                while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = buffer.drain(..=end).collect();
+                    if line.iter().all(|b| b.is_ascii_whitespace()) {
+                        continue;
+                    }
+                    let parsed: Result<J, _> = serde_json::from_slice(&line);
+                    let reply = match (&target, parsed) {
+                        (_, Err(e)) => Some(line_error(seq, 40000, format!("Invalid JSON in inserts stream: {e}"))),
+                        (None, Ok(first)) => match first.get("target").and_then(J::as_str) {
+                            Some(t) => {
+                                target = Some(t.to_ascii_uppercase());
+                                None
+                            }
+                            None => {
+                                let _ = tx
+                                    .send(line_error(seq, 40000, "No target in the inserts stream's first line".into()))
+                                    .await;
+                                return;
+                            }
+                        },
+                        (Some(t), Ok(J::Object(row))) => {
+                            let r = match engine.insert_json(t, &row).await {
+                                Ok(()) => Bytes::from(format!(
+                                    "{}\n",
+                                    json!({"status": "ok", "seq": seq})
+                                )),
+                                Err(e) => line_error(seq, 40000, e),
+                            };
+                            seq += 1;
+                            Some(r)
+                        }
+                        (Some(_), Ok(_)) => {
+                            let r = line_error(seq, 40000, "A row must be a JSON object".into());
+                            seq += 1;
+                            Some(r)
+                        }
+                    };
+                    if let Some(r) = reply {
+                        if tx.send(r).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/vnd.ksqlapi.delimited.v1")
+            .body(ChannelBody { rx }.boxed())
             .expect("valid response")
     }
 }
