@@ -7,13 +7,18 @@ in the same run on the same broker:
 - filter: CREATE STREAM … AS SELECT with a WHERE and a projection over the same records,
   timed from the statement until the query committed the topic's end: records/s in and out;
 - window: a TUMBLING (1 minute) COUNT and SUM per key over --keys distinct keys;
-- pull: pull queries by key on the windowless aggregate table of --keys rows, from
-  --clients keep-alive HTTP/1.1 connections in threads: queries/s and p50/p99 latency. The
-  Python clients share the two cores with the broker; they bound the figure from below.
+- join: a stream–table LEFT JOIN of the orders with a customers table of --keys rows
+  (loaded first), records/s of the orders stream;
+- pull: pull queries by key on a table of one row per order (--records rows, a GROUP BY
+  over the order id), from --clients keep-alive HTTP/1.1 connections: queries/s and
+  p50/p99 latency. The load comes from `strata-bench --workload sql-pull` (Rust, one
+  thread per connection) when target/release/strata-bench exists, else from Python
+  threads, which then bound the figure from below. Either shares the two cores with the
+  broker.
 
     python3 bench/sql.py [--records 1000000] [--keys 100000] [--seconds 10] [--strata BIN]
 
-Prints one JSON object. (A stream–table join row waits for joins in the engine.)
+Prints one JSON object.
 """
 import argparse
 import http.client
@@ -104,7 +109,7 @@ def main():
         t0 = time.time()
         for i in range(args.records):
             key = (i % args.keys).to_bytes(8, "big")
-            value = json.dumps({"item": f"item-{i % 1000}", "qty": i % 20, "price": (i % 97) + 0.5,
+            value = json.dumps({"oid": i, "item": f"item-{i % 1000}", "qty": i % 20, "price": (i % 97) + 0.5,
                                 "region": "eu" if i % 3 else "us"})
             while True:
                 try:
@@ -135,7 +140,7 @@ def main():
         results["consume_records_per_s"] = round(args.records / consume_s)
         print(f"== consume: {results['consume_records_per_s']} records/s", file=sys.stderr)
 
-        ksql(base, f"CREATE STREAM orders (customer BIGINT KEY, item STRING, qty INT, price DOUBLE, region STRING) "
+        ksql(base, f"CREATE STREAM orders (customer BIGINT KEY, oid BIGINT, item STRING, qty INT, price DOUBLE, region STRING) "
                    f"WITH (kafka_topic='orders', value_format='JSON');")
         earliest = {"ksql.streams.auto.offset.reset": "earliest"}
         t0 = time.time()
@@ -170,16 +175,65 @@ def main():
                               ends)
         results["aggregate_records_per_s"] = round(args.records / (done - t0))
 
-        # Pull queries by key from keep-alive connections.
+        # Stream–table join: customers (a table of --keys rows, loaded now) joined to
+        # every order.
+        admin.create_topics([NewTopic("customers", partitions, 1)])["customers"].result(30)
+        for k in range(args.keys):
+            while True:
+                try:
+                    p.produce("customers", key=k.to_bytes(8, "big"),
+                              value=json.dumps({"name": f"customer-{k}", "tier": k % 4}), timestamp=1_600_000_000_000)
+                    break
+                except BufferError:
+                    p.poll(0.01)
+        p.flush(120)
+        ksql(base, "CREATE TABLE customers (id BIGINT PRIMARY KEY, name STRING, tier INT) "
+                   "WITH (kafka_topic='customers', value_format='JSON');")
+        t0 = time.time()
+        ksql(base, "CREATE STREAM enriched AS SELECT o.customer, oid, name, tier, qty * price AS total "
+                   "FROM orders o LEFT JOIN customers c ON o.customer = c.id;", earliest)
+        done = wait_committed(bootstrap, f"_strata_ksql_query_{query_id(base, 'ENRICHED')}", "orders", partitions,
+                              ends)
+        results["join_records_per_s"] = round(args.records / (done - t0))
+        results["join_table_rows"] = args.keys
+        print(f"== join: {results['join_records_per_s']} records/s", file=sys.stderr)
+
+        # A table of one row per order, for pull queries.
+        ksql(base, "CREATE TABLE by_order AS SELECT oid, LATEST_BY_OFFSET(qty) AS qty, LATEST_BY_OFFSET(item) AS item "
+                   "FROM orders GROUP BY oid;", earliest)
+        wait_committed(bootstrap, f"_strata_ksql_query_{query_id(base, 'BY_ORDER')}", "orders", partitions, ends)
+        results["pull_rows"] = args.records
+        bench_bin = ROOT / "target" / "release" / "strata-bench"
+        if bench_bin.exists():
+            r = subprocess.run([str(bench_bin), "--workload", "sql-pull", "--sql", base, "--pull-table", "BY_ORDER",
+                                "--pull-key", "OID", "--pull-keys", str(args.records), "--consumers",
+                                str(args.clients), "--seconds", str(args.seconds), "--broker-pid", str(proc.pid)],
+                               capture_output=True, text=True, timeout=args.seconds + 120)
+            if r.returncode != 0:
+                raise RuntimeError(f"strata-bench sql-pull: {r.stderr[-2000:]}")
+            o = json.loads([l for l in r.stdout.splitlines() if l.startswith("{")][-1])
+            results["pull_queries_per_s"] = round(o["records_per_s"])
+            results["pull_p50_ms"] = o["latency"]["p50_ms"]
+            results["pull_p99_ms"] = o["latency"]["p99_ms"]
+            results["pull_errors"] = o["errors"]
+            results["pull_client"] = "strata-bench (Rust)"
+            results["pull_broker_cores"] = round(o.get("broker_cpu_s", 0) / max(o["seconds"], 0.001), 2)
+            print(f"== pull: {results['pull_queries_per_s']}/s p50 {results['pull_p50_ms']} ms "
+                  f"p99 {results['pull_p99_ms']} ms", file=sys.stderr)
+            print(json.dumps(results))
+            return
+
+        # Pull queries by key from keep-alive connections (Python: a lower bound).
         latencies, lock, stop = [], threading.Lock(), time.time() + args.seconds
         errors = [0]
+        results["pull_client"] = "Python threads"
 
         def client():
             conn = http.client.HTTPConnection(base, timeout=10)
             mine = []
             while time.time() < stop:
-                k = random.randrange(args.keys)
-                body = json.dumps({"sql": f"SELECT * FROM totals WHERE customer = {k};", "properties": {}})
+                k = random.randrange(args.records)
+                body = json.dumps({"sql": f"SELECT * FROM by_order WHERE oid = {k};", "properties": {}})
                 t = time.perf_counter()
                 conn.request("POST", "/query-stream", body, {"content-type": "application/json"})
                 r = conn.getresponse()
@@ -200,7 +254,6 @@ def main():
         results["pull_p50_ms"] = round(latencies[len(latencies) // 2] * 1000, 2)
         results["pull_p99_ms"] = round(latencies[int(len(latencies) * 0.99)] * 1000, 2)
         results["pull_errors"] = errors[0]
-        results["pull_rows"] = args.keys
         print(f"== pull: {results['pull_queries_per_s']}/s p50 {results['pull_p50_ms']} ms "
               f"p99 {results['pull_p99_ms']} ms", file=sys.stderr)
         print(json.dumps(results))

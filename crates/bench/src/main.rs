@@ -9,6 +9,7 @@ mod consume;
 mod latency;
 mod limits;
 mod produce;
+mod pull;
 mod stats;
 
 use std::time::Duration;
@@ -37,7 +38,7 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub bootstrap: String,
     /// Workload: limits, produce-1k, produce-100, consume-1k, e2e-latency, partitions-10k,
-    /// produce-txn, or all
+    /// produce-txn, or all; sql-pull (pull queries against the SQL engine, with --sql)
     #[arg(long)]
     pub workload: String,
     /// Seconds each workload runs
@@ -67,6 +68,18 @@ pub struct Args {
     /// Replicas of every topic the run creates (3 for the replicated workloads)
     #[arg(long, default_value_t = 1)]
     pub replication_factor: i32,
+    /// sql-pull: the SQL engine's REST address (HOST:PORT)
+    #[arg(long)]
+    pub sql: Option<String>,
+    /// sql-pull: the materialized table queried
+    #[arg(long, default_value = "TOTALS")]
+    pub pull_table: String,
+    /// sql-pull: its key column
+    #[arg(long, default_value = "CUSTOMER")]
+    pub pull_key: String,
+    /// sql-pull: keys are drawn from 0..N
+    #[arg(long, default_value_t = 100_000)]
+    pub pull_keys: u64,
 }
 
 impl Args {
@@ -145,6 +158,7 @@ fn run_one(args: &Args, name: &str, state: &mut consume::Produced) -> Result<Out
         "e2e-latency" => latency::run(args)?,
         "partitions-10k" => produce::run_many_partitions(args)?,
         "produce-txn" => produce::run_transactional(args)?,
+        "sql-pull" => pull::run(args)?,
         other => bail!(
             "unknown workload '{other}' (one of {} or all)",
             WORKLOADS.join(", ")

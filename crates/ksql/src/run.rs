@@ -18,7 +18,7 @@ use strata_records::Record;
 use strata_sql::aggregate::{AggOutcome, AggregateQuery, GroupState};
 use strata_records::DecodedRecord;
 use strata_sql::eval::NoFunctions;
-use strata_sql::join::{JoinQuery, JoinState, Side};
+use strata_sql::join::{JoinQuery, JoinState};
 use strata_sql::pipeline::{Outcome, RecordIn, TransientQuery};
 use strata_sql::planner::Planned;
 use strata_sql::value::Value;
@@ -216,7 +216,8 @@ fn input_topics(q: &Planned) -> Vec<String> {
         Planned::Aggregate(q) => vec![q.source.topic.clone()],
         Planned::Join(j) => j.topics().iter().map(|t| t.to_string()).collect(),
     };
-    topics.dedup();
+    let mut seen = std::collections::BTreeSet::new();
+    topics.retain(|t| seen.insert(t.clone()));
     topics
 }
 
@@ -364,15 +365,11 @@ impl Persistent {
                 }
             },
             Planned::Join(j) => {
-                for side in [Side::Left, Side::Right] {
-                    let topic = match side {
-                        Side::Left => &j.left.source.topic,
-                        Side::Right => &j.right.source.topic,
-                    };
-                    if *topic != tp.0 {
+                for (i, topic) in j.topics().into_iter().enumerate() {
+                    if topic != tp.0 {
                         continue;
                     }
-                    match j.process(side, input, &mut self.join_state, &NoFunctions) {
+                    match j.process(i, input, &mut self.join_state, &NoFunctions) {
                         Ok(records) => {
                             for out in records {
                                 emit(out.key, out.value, out.timestamp, None);
@@ -528,12 +525,8 @@ async fn replay_join(
         }
         at.retain(|tp, from| *from < committed[tp]);
         for (tp, r) in merge_by_timestamp(fetched) {
-            for side in [Side::Left, Side::Right] {
-                let topic = match side {
-                    Side::Left => &j.left.source.topic,
-                    Side::Right => &j.right.source.topic,
-                };
-                if *topic == tp.0 {
+            for (i, topic) in j.topics().into_iter().enumerate() {
+                if topic == tp.0 {
                     let input = RecordIn {
                         key: r.key.as_deref(),
                         value: r.value.as_deref(),
@@ -541,7 +534,7 @@ async fn replay_join(
                         partition: tp.1,
                         offset: r.offset,
                     };
-                    let _ = j.process(side, input, &mut state, &NoFunctions);
+                    let _ = j.process(i, input, &mut state, &NoFunctions);
                 }
             }
         }

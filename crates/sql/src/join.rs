@@ -1,18 +1,21 @@
-//! Joins of two sources, as ksqlDB plans and Kafka Streams runs them: stream–stream within
-//! a window (WITHIN before/after, GRACE PERIOD), stream–table (the stream looks the table up
-//! by its primary key), table–table on primary keys, and table–table on a foreign key. INNER,
-//! LEFT, RIGHT and FULL OUTER where ksqlDB allows them.
+//! Joins, as ksqlDB plans and Kafka Streams runs them: stream–stream within a window
+//! (WITHIN before/after, GRACE PERIOD), stream–table (the stream looks the table up by its
+//! primary key), table–table on primary keys, and table–table on a foreign key; INNER,
+//! LEFT, RIGHT and FULL OUTER where ksqlDB allows them; and chains of them
+//! (`A JOIN B ON … JOIN C ON …`), each join taking the result of the one before as its left
+//! input.
 //!
-//! Naming follows ksqlDB: the joined row has every column of each side prefixed with its
+//! Naming follows ksqlDB: the joined row has every column of each source prefixed with its
 //! alias (`L_A`, `R_B`); `SELECT *` yields those names; a qualified column (`L.B`) keeps its
-//! bare name when the other side has no column of that name. The result's key is the join
-//! key, named after the first projected join column (or `ROWKEY` when neither side joins on
-//! a plain column, and always for FULL OUTER).
+//! bare name when no other source has a column of that name. The result's key is the last
+//! join's key, named after the first projected column that joins on it (or `ROWKEY` when
+//! none does, and always after a FULL OUTER join).
 //!
-//! Pure: `JoinQuery::process` takes one record of one side and the join's state and returns
-//! the records to write; the engine feeds both inputs in timestamp order. The state holds
-//! the table sides' rows and the stream sides' windowed buffers; it is rebuilt after a restart
-//! by replaying the inputs up to the query's committed positions, so it needs no changelog.
+//! Pure: `JoinQuery::process` takes one record of one input and the join's state and
+//! returns the records to write; the engine feeds the inputs in timestamp order. The state
+//! holds the table inputs' rows and the stream inputs' windowed buffers, per join; it is
+//! rebuilt after a restart by replaying the inputs up to the query's committed positions,
+//! so it needs no changelog.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,7 +34,7 @@ fn err(m: impl Into<String>) -> AnalysisError {
 /// Grace of a stream–stream join without GRACE PERIOD (Kafka Streams' old default).
 const DEFAULT_GRACE_MS: i64 = 24 * 3_600_000;
 
-/// Which input a record comes from.
+/// Which input of one join a row comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Side {
     Left,
@@ -53,7 +56,7 @@ impl Side {
     }
 }
 
-/// How the two inputs meet.
+/// How the two inputs of one join meet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
     /// Stream–stream: a left record at t meets right records in [t - before, t + after].
@@ -73,28 +76,42 @@ pub enum Shape {
     ForeignKey,
 }
 
-/// One input of a join.
-pub struct JoinSide {
+/// One source read by a join query, and where its columns sit in the joined row.
+pub struct JoinInput {
     pub source: Source,
-    /// The prefix of its columns in the joined row (its alias, else its name).
+    /// The prefix of its columns (its alias, else its name).
     pub alias: String,
-    /// The join expression over this side's own row.
-    pub expr: Expr,
+    offset: usize,
+}
+
+impl JoinInput {
+    fn width(&self) -> usize {
+        self.source.key.len() + self.source.value.len() + PSEUDO.len()
+    }
+}
+
+/// One join of the chain: the result so far (or the first input) with input `index + 1`.
+struct JoinNode {
+    kind: JoinType,
+    shape: Shape,
+    /// The join expressions over the joined row's names.
+    left_expr: Expr,
+    right_expr: Expr,
+    /// The left join key is the previous join's key (its expression joins on it).
+    left_is_previous_key: bool,
+    key_type: SqlType,
 }
 
 /// A planned join query.
 pub struct JoinQuery {
-    pub left: JoinSide,
-    pub right: JoinSide,
-    pub kind: JoinType,
-    pub shape: Shape,
+    pub inputs: Vec<JoinInput>,
+    nodes: Vec<JoinNode>,
     pub produces: SourceKind,
     /// Whether the key is computed from the joined row (a foreign-key join's left key,
     /// PARTITION BY) rather than being the join key.
     key_from_row: bool,
-    key_type: SqlType,
-    /// The joined row's column names: the synthetic key, each side's columns (prefixed)
-    /// and pseudo columns (prefixed), then the row's own ROWTIME.
+    /// The joined row's column names: the synthetic key, each input's columns and pseudo
+    /// columns (prefixed), then the row's own ROWTIME, ROWPARTITION, ROWOFFSET.
     names: Vec<String>,
     pub key: Vec<OutputColumn>,
     pub value: Vec<OutputColumn>,
@@ -128,93 +145,114 @@ fn column(name: &str) -> Expr {
     }
 }
 
-/// Plans `query` (one join, no aggregation) writing to `sink`.
+fn kind_text(kind: JoinType) -> &'static str {
+    match kind {
+        JoinType::Inner => "INNER",
+        JoinType::Left => "LEFT",
+        JoinType::Right => "RIGHT",
+        JoinType::Full => "FULL",
+    }
+}
+
+/// Plans `query` (joins, no aggregation) writing to `sink`.
 pub fn plan_join(
     query: &Query,
     catalog: &Catalog,
     sink_name: &str,
     sink: Sink,
 ) -> Result<JoinQuery, AnalysisError> {
-    if query.joins.len() != 1 {
-        return Err(err("Joins of more than two sources are not supported yet."));
+    if query.joins.is_empty() {
+        return Err(err("not a join"));
     }
     if !query.group_by.is_empty() || query.window.is_some() {
         return Err(err("Aggregations over joins are not supported yet."));
     }
-    let join = &query.joins[0];
     let find = |name: &str| {
         catalog
             .get(name)
             .cloned()
             .ok_or_else(|| err(format!("{name} does not exist.")))
     };
-    let left_source = find(&query.from)?;
-    let right_source = find(&join.source)?;
-    let left_alias = query
-        .from_alias
-        .clone()
-        .unwrap_or_else(|| left_source.name.clone());
-    let right_alias = join
-        .alias
-        .clone()
-        .unwrap_or_else(|| right_source.name.clone());
-    if left_source.name == right_source.name {
-        return Err(err(format!(
-            "Can not join '{}' to '{}': self joins are not yet supported.",
-            left_source.name, right_source.name
-        )));
+    // The inputs, in order, with their aliases.
+    let mut sources: Vec<(String, Source)> = Vec::new();
+    let first = find(&query.from)?;
+    sources.push((
+        query.from_alias.clone().unwrap_or_else(|| first.name.clone()),
+        first,
+    ));
+    for j in &query.joins {
+        let s = find(&j.source)?;
+        sources.push((j.alias.clone().unwrap_or_else(|| s.name.clone()), s));
     }
-    if left_alias == right_alias {
-        return Err(err(format!(
-            "Can not join '{}' to '{}': self joins requires aliases to be specified for both sides.",
-            left_source.name, right_source.name
-        )));
+    for (i, (alias, s)) in sources.iter().enumerate() {
+        for (other_alias, o) in &sources[..i] {
+            if o.name == s.name && sources.len() > 2 {
+                return Err(err(format!(
+                    "N-way joins do not support multiple occurrences of the same source. Source: '{}'",
+                    s.name
+                )));
+            }
+            if o.name == s.name {
+                return Err(err(format!(
+                    "Can not join '{}' to '{}': self joins are not yet supported.",
+                    o.name, s.name
+                )));
+            }
+            if other_alias == alias {
+                return Err(err(format!(
+                    "Can not join '{}' to '{}': self joins requires aliases to be specified for both sides.",
+                    o.name, s.name
+                )));
+            }
+        }
     }
-    let sides = [
-        (&left_alias, &left_source, left_source.name.as_str()),
-        (&right_alias, &right_source, right_source.name.as_str()),
-    ];
-    let qualifier_side = |q: &str| -> Option<usize> {
-        sides
+    let qualifier_input = |q: &str| -> Option<usize> {
+        sources
             .iter()
-            .position(|(alias, _, name)| q == alias.as_str() || (q == *name && left_alias != right_alias && sides.iter().filter(|s| s.2 == q).count() == 1))
+            .position(|(alias, _)| q == alias.as_str())
+            .or_else(|| sources.iter().position(|(_, s)| q == s.name))
     };
-    // The synthetic key's name: ROWKEY unless a side has a column by that name.
+    // The synthetic key's name: ROWKEY unless an input has a column by that name.
     let mut key_name = "ROWKEY".to_string();
     let mut n = 0;
-    while sides.iter().any(|(a, s, _)| {
+    while sources.iter().any(|(a, s)| {
         has_column(s, &key_name) || side_columns(s).any(|(c, _)| format!("{a}_{c}") == key_name)
     }) {
         n += 1;
         key_name = format!("ROWKEY_{n}");
     }
     // Rewrites a column reference to the joined row's name.
-    let resolve = |qualifier: Option<&str>, name: &str| -> Result<String, AnalysisError> {
+    let resolve = |qualifier: Option<&str>, name: &str| -> Result<(String, Option<usize>), AnalysisError> {
         match qualifier {
             Some(q) => {
-                let i = qualifier_side(q).ok_or_else(|| {
+                let i = qualifier_input(q).ok_or_else(|| {
                     err(format!(
                         "Failed to prepare statement: '{q}' is not a valid stream/table name or alias."
                     ))
                 })?;
-                let (alias, source, _) = sides[i];
+                let (alias, source) = &sources[i];
                 if has_column(source, name) || PSEUDO.contains(&name) {
-                    Ok(format!("{alias}_{name}"))
+                    Ok((format!("{alias}_{name}"), Some(i)))
                 } else {
                     Err(err(format!("Column '{q}.{name}' cannot be resolved.")))
                 }
             }
             None => {
                 if name == key_name || PSEUDO.contains(&name) {
-                    return Ok(name.to_string());
+                    return Ok((name.to_string(), None));
                 }
-                let holders: Vec<usize> = (0..2).filter(|&i| has_column(sides[i].1, name)).collect();
+                let holders: Vec<usize> = (0..sources.len())
+                    .filter(|&i| has_column(&sources[i].1, name))
+                    .collect();
                 match holders.as_slice() {
-                    [i] => Ok(format!("{}_{name}", sides[*i].0)),
+                    [i] => Ok((format!("{}_{name}", sources[*i].0), Some(*i))),
                     [] => Err(err(format!("Column '{name}' cannot be resolved."))),
-                    _ => Err(err(format!(
-                        "Column '{name}' is ambiguous. Could be {}.{name} or {}.{name}.",
-                        left_alias, right_alias
+                    many => Err(err(format!(
+                        "Column '{name}' is ambiguous. Could be {}.",
+                        many.iter()
+                            .map(|&i| format!("{}.{name}", sources[i].0))
+                            .collect::<Vec<_>>()
+                            .join(" or ")
                     ))),
                 }
             }
@@ -224,7 +262,7 @@ pub fn plan_join(
         let mut failure = None;
         let out = e.rewrite(&mut |x| match x {
             Expr::Column { source, name } => match resolve(source.as_deref(), name) {
-                Ok(n) => Some(column(&n)),
+                Ok((n, _)) => Some(column(&n)),
                 Err(e) => {
                     failure.get_or_insert(e);
                     Some(x.clone())
@@ -237,40 +275,17 @@ pub fn plan_join(
             None => Ok(out),
         }
     };
-    // The join condition: one equality, each side's expression over its own columns.
-    let (a, b) = match &join.on {
-        Expr::Binary {
-            op: crate::ast::BinaryOp::Eq,
-            left,
-            right,
-        } => (left.as_ref().clone(), right.as_ref().clone()),
-        other @ Expr::Binary {
-            op: crate::ast::BinaryOp::And,
-            ..
-        } => {
-            return Err(err(format!(
-                "Invalid join condition: joins on multiple conditions are not yet supported. Got {}.",
-                crate::analyzer::format_expr(other)
-            )))
-        }
-        other => {
-            return Err(err(format!(
-                "Unsupported join expression: {}. Only equality joins between two sources are supported.",
-                crate::analyzer::format_expr(other)
-            )))
-        }
-    };
-    let side_of = |e: &Expr| -> Result<Option<usize>, AnalysisError> {
+    // Which inputs an expression reads.
+    let inputs_of = |e: &Expr| -> Result<BTreeSet<usize>, AnalysisError> {
         let mut seen = BTreeSet::new();
         let mut failure = None;
         e.rewrite(&mut |x| {
             if let Expr::Column { source, name } = x {
                 match resolve(source.as_deref(), name) {
-                    Ok(n) => {
-                        if let Some(i) = (0..2).find(|&i| n.starts_with(&format!("{}_", sides[i].0)) && (has_column(sides[i].1, &n[sides[i].0.len() + 1..]) || PSEUDO.contains(&&n[sides[i].0.len() + 1..]))) {
-                            seen.insert(i);
-                        }
+                    Ok((_, Some(i))) => {
+                        seen.insert(i);
                     }
+                    Ok((_, None)) => {}
                     Err(e) => {
                         failure.get_or_insert(e);
                     }
@@ -286,158 +301,14 @@ pub fn plan_join(
                 _ => e,
             });
         }
-        Ok(match seen.len() {
-            1 => seen.into_iter().next(),
-            _ => None,
-        })
+        Ok(seen)
     };
-    let (sa, sb) = (side_of(&a)?, side_of(&b)?);
-    let (left_on, right_on) = match (sa, sb) {
-        (Some(0), Some(1)) => (a, b),
-        (Some(1), Some(0)) => (b, a),
-        _ => {
-            let culprit = if sa.is_none() { &a } else { &b };
-            return Err(err(format!(
-                "Invalid comparison expression '{}' in join '{}'. Each side of the join comparision must contain references from exactly one source.",
-                crate::analyzer::format_expr(culprit),
-                crate::analyzer::format_expr(&join.on)
-            )))
-        }
-    };
-    // Each side's expression over its own row (qualifiers dropped).
-    let own = |e: &Expr| {
-        e.rewrite(&mut |x| match x {
-            Expr::Column { name, .. } => Some(column(name)),
-            _ => None,
-        })
-    };
-    let scope_l = Scope {
-        source: &left_source,
-        alias: None,
-    };
-    let scope_r = Scope {
-        source: &right_source,
-        alias: None,
-    };
-    let left_expr = own(&left_on);
-    let right_expr = own(&right_on);
-    let lt = crate::analyzer::type_of(&left_expr, &scope_l)?;
-    let rt = crate::analyzer::type_of(&right_expr, &scope_r)?;
-    let key_type = match (lt, rt) {
-        (Some(l), Some(r)) if l == r => l,
-        (l, r) => {
-            let name = |t: Option<SqlType>| t.map_or("NULL".to_string(), |t| crate::value::type_name(&t));
-            let qualified = |e: &Expr, q: &str| {
-                e.rewrite(&mut |x| match x {
-                    Expr::Column { name, .. } => Some(Expr::Column {
-                        source: Some(q.to_string()),
-                        name: name.clone(),
-                    }),
-                    _ => None,
-                })
-            };
-            return Err(err(format!(
-                "Invalid join condition: types don't match. Got {}{{{}}} = {}{{{}}}.",
-                crate::analyzer::format_expr(&qualified(&left_expr, &left_alias)),
-                name(l),
-                crate::analyzer::format_expr(&qualified(&right_expr, &right_alias)),
-                name(r)
-            )));
-        }
-    };
-    let is_key_column = |e: &Expr, s: &Source| match e {
-        Expr::Column { name, .. } => s.key.len() == 1 && s.key[0].name == *name,
-        _ => false,
-    };
-    let shape = match (left_source.kind, right_source.kind) {
-        (SourceKind::Stream, SourceKind::Stream) => {
-            let Some((before, after, grace)) = join.within else {
-                return Err(err(
-                    "Stream-Stream joins must have a WITHIN clause specified. None was provided. To learn about how to specify a WITHIN clause with a stream-stream join, please visit: https://docs.confluent.io/current/ksql/docs/syntax-reference.html#create-stream-as-select",
-                ));
-            };
-            Shape::StreamStream {
-                before: before.millis(),
-                after: after.millis(),
-                grace: grace.map(|g| g.millis()),
-            }
-        }
-        (SourceKind::Stream, SourceKind::Table) => {
-            if join.within.is_some() {
-                return Err(err("A window definition was provided for a Stream-Table join. These joins are not windowed. Please drop the window definition (ie. the WITHIN clause) and try to submit your query again."));
-            }
-            if matches!(join.kind, JoinType::Right | JoinType::Full) {
-                return Err(err(format!(
-                    "Invalid join type: {} join not supported for stream-table join. Only INNER and LEFT joins are supported.",
-                    if join.kind == JoinType::Full { "FULL OUTER" } else { "RIGHT OUTER" }
-                )));
-            }
-            if !is_key_column(&right_expr, &right_source) {
-                return Err(err(format!(
-                    "Invalid join condition: stream-table joins require to join on the table's primary key. Got {} = {}.",
-                    crate::analyzer::format_expr(&left_on),
-                    crate::analyzer::format_expr(&right_on)
-                )));
-            }
-            Shape::StreamTable
-        }
-        (SourceKind::Table, SourceKind::Stream) => {
-            return Err(err("Invalid join order: table-stream joins are not supported; only stream-table joins. Got TABLE JOIN STREAM."));
-        }
-        (SourceKind::Table, SourceKind::Table) => {
-            if join.within.is_some() {
-                return Err(err("A window definition was provided for a Table-Table join. These joins are not windowed. Please drop the window definition (i.e. the WITHIN clause) and try to submit your query again."));
-            }
-            let lk = is_key_column(&left_expr, &left_source);
-            let rk = is_key_column(&right_expr, &right_source);
-            if lk && rk {
-                Shape::TableTable
-            } else if rk {
-                if matches!(join.kind, JoinType::Right | JoinType::Full) {
-                    return Err(err(format!(
-                        "{} OUTER JOIN on a foreign key is not supported",
-                        if join.kind == JoinType::Full { "FULL" } else { "RIGHT" },
-                    )));
-                }
-                Shape::ForeignKey
-            } else {
-                return Err(err(format!(
-                    "Invalid join condition: table-table joins require to join on the primary key of the right input table. Got {} = {}.",
-                    crate::analyzer::format_expr(&left_on),
-                    crate::analyzer::format_expr(&right_on)
-                )));
-            }
-        }
-    };
-    let produces = if left_source.kind == SourceKind::Table && right_source.kind == SourceKind::Table {
-        SourceKind::Table
-    } else {
-        SourceKind::Stream
-    };
-    // Which joined columns may stand for the key.
-    let column_name = |e: &Expr, alias: &str| match e {
-        Expr::Column { name, .. } => Some(format!("{alias}_{name}")),
-        _ => None,
-    };
-    let mut candidates: Vec<String> = Vec::new();
-    if shape == Shape::ForeignKey {
-        candidates.extend(left_source.key.iter().map(|k| format!("{left_alias}_{}", k.name)));
-    } else if join.kind != JoinType::Full {
-        candidates.extend(column_name(&left_expr, &left_alias));
-        candidates.extend(column_name(&right_expr, &right_alias));
-    }
-    let synthetic_key = candidates.is_empty();
-    if synthetic_key {
-        candidates.push(key_name.clone());
-    }
     // The joined row's schema, for typing.
     let mut names = vec![key_name.clone()];
-    let mut joined_columns = vec![Column {
-        name: key_name.clone(),
-        sql_type: key_type.clone(),
-        header: None,
-    }];
-    for (alias, s, _) in sides {
+    let mut joined_columns = Vec::new();
+    let mut inputs = Vec::new();
+    for (alias, s) in &sources {
+        let offset = names.len();
         for (c, t) in side_columns(s) {
             names.push(format!("{alias}_{c}"));
             joined_columns.push(Column {
@@ -446,27 +317,288 @@ pub fn plan_join(
                 header: None,
             });
         }
+        inputs.push(JoinInput {
+            source: s.clone(),
+            alias: alias.clone(),
+            offset,
+        });
     }
     names.extend(PSEUDO.map(String::from));
-    let joined = Source {
+    let mut joined = Source {
         name: "KSQL_JOINED".to_string(),
-        kind: produces,
+        kind: SourceKind::Stream,
         key: Vec::new(),
         value: joined_columns,
         topic: String::new(),
-        key_format: left_source.key_format.clone(),
-        value_format: left_source.value_format.clone(),
+        key_format: sources[0].1.key_format.clone(),
+        value_format: sources[0].1.value_format.clone(),
         wrap_single_value: true,
         timestamp_column: None,
         timestamp_format: None,
         read_only: true,
     };
-    // The select list over the joined row, with ksqlDB's output names.
-    // With PARTITION BY, ksqlDB's `*` also carries each side's pseudo columns, its key
+    // Every criterion first: each side reads exactly one source, not both the same.
+    for join in &query.joins {
+        if let Expr::Binary {
+            op: crate::ast::BinaryOp::Eq,
+            left,
+            right,
+        } = &join.on
+        {
+            let (ia, ib) = (inputs_of(left)?, inputs_of(right)?);
+            if ia.len() == 1 && ia == ib {
+                let name = &sources[*ia.iter().next().expect("one")].1.name;
+                return Err(err(format!(
+                    "Each side of the join must reference exactly one source and not the same source. Left side references `{name}` and right references `{name}`"
+                )));
+            }
+        }
+    }
+    // The chain of joins.
+    let mut nodes: Vec<JoinNode> = Vec::new();
+    let mut previous_full = false;
+    let mut result_kind = sources[0].1.kind;
+    // Joined-row names that hold the current result's key (empty after FULL OUTER).
+    let mut equivalent: Vec<String> = Vec::new();
+    let mut key_type = SqlType::Int;
+    for (j, join) in query.joins.iter().enumerate() {
+        let right_index = j + 1;
+        let (a, b) = match &join.on {
+            Expr::Binary {
+                op: crate::ast::BinaryOp::Eq,
+                left,
+                right,
+            } => (left.as_ref().clone(), right.as_ref().clone()),
+            other @ Expr::Binary {
+                op: crate::ast::BinaryOp::And,
+                ..
+            } => {
+                return Err(err(format!(
+                    "Invalid join condition: joins on multiple conditions are not yet supported. Got {}.",
+                    crate::analyzer::format_expr(other)
+                )))
+            }
+            other => {
+                return Err(err(format!(
+                    "Unsupported join expression: {}. Only equality joins between two sources are supported.",
+                    crate::analyzer::format_expr(other)
+                )))
+            }
+        };
+        let (ia, ib) = (inputs_of(&a)?, inputs_of(&b)?);
+        let single = |s: &BTreeSet<usize>| (s.len() == 1).then(|| *s.iter().next().expect("one"));
+        let (sa, sb) = (single(&ia), single(&ib));
+        if sa.is_none() || sb.is_none() {
+            let culprit = if sa.is_none() { &a } else { &b };
+            return Err(err(format!(
+                "Invalid comparison expression '{}' in join '{}'. Each side of the join comparision must contain references from exactly one source.",
+                crate::analyzer::format_expr(culprit),
+                crate::analyzer::format_expr(&join.on)
+            )));
+        }
+        let (sa, sb) = (sa.expect("checked"), sb.expect("checked"));
+        if sa == sb {
+            return Err(err(format!(
+                "Each side of the join must reference exactly one source and not the same source. Left side references `{}` and right references `{}`",
+                sources[sa].1.name, sources[sb].1.name
+            )));
+        }
+        let (left_on, right_on) = if sb == right_index && sa < right_index {
+            (a, b)
+        } else if sa == right_index && sb < right_index {
+            (b, a)
+        } else if right_index == 1 {
+            (a, b)
+        } else {
+            let (l, r) = if sb > sa { (sa, sb) } else { (sb, sa) };
+            return Err(err(format!(
+                "A join criteria is expected to reference the source (`{}`) in the FROM clause, instead the right source references `{}` and the left source references `{}`",
+                sources[right_index].1.name, sources[r].1.name, sources[l].1.name
+            )));
+        };
+        let left_expr = rewrite(&left_on)?;
+        let right_expr = rewrite(&right_on)?;
+        let scope = Scope {
+            source: &joined,
+            alias: None,
+        };
+        let lt = crate::analyzer::type_of(&left_expr, &scope)?;
+        let rt = crate::analyzer::type_of(&right_expr, &scope)?;
+        key_type = match (lt, rt) {
+            (Some(l), Some(r)) if l == r => l,
+            (l, r) => {
+                let name = |t: Option<SqlType>| t.map_or("NULL".to_string(), |t| crate::value::type_name(&t));
+                let qualified = |e: &Expr| {
+                    e.rewrite(&mut |x| match x {
+                        Expr::Column { source: None, name } => resolve(None, name).ok().and_then(|(_, i)| i).map(|i| {
+                            Expr::Column {
+                                source: Some(sources[i].0.clone()),
+                                name: name.clone(),
+                            }
+                        }),
+                        _ => None,
+                    })
+                };
+                return Err(err(format!(
+                    "Invalid join condition: types don't match. Got {}{{{}}} = {}{{{}}}.",
+                    crate::analyzer::format_expr(&qualified(&left_on)),
+                    name(l),
+                    crate::analyzer::format_expr(&qualified(&right_on)),
+                    name(r)
+                )));
+            }
+        };
+        let right = &sources[right_index].1;
+        let is_key_column = |e: &Expr, input: usize| match e {
+            Expr::Column { name, .. } => {
+                let s = &sources[input].1;
+                s.key.len() == 1 && *name == format!("{}_{}", sources[input].0, s.key[0].name)
+            }
+            _ => false,
+        };
+        let as_column = |e: &Expr| match e {
+            Expr::Column { name, .. } => Some(name.clone()),
+            _ => None,
+        };
+        // (After a FULL OUTER join the column may be NULL where the key is not: the
+        // column's value is what joins, as in ksqlDB.)
+        let left_is_previous_key = j > 0
+            && as_column(&left_expr).is_some_and(|c| equivalent.contains(&c));
+        let key_from_previous = left_is_previous_key && !previous_full;
+        let left_is_key = if j == 0 {
+            is_key_column(&left_expr, 0)
+        } else {
+            left_is_previous_key
+        };
+        let order_error = || {
+            err(format!(
+                "Invalid join order: table-stream joins are not supported; only stream-table joins. Got {} [{}] JOIN {}.",
+                sources[0].1.name,
+                kind_text(join.kind),
+                right.name
+            ))
+        };
+        let shape = match (result_kind, right.kind) {
+            (SourceKind::Stream, SourceKind::Stream) => {
+                let Some((before, after, grace)) = join.within else {
+                    return Err(err(
+                        "Stream-Stream joins must have a WITHIN clause specified. None was provided. To learn about how to specify a WITHIN clause with a stream-stream join, please visit: https://docs.confluent.io/current/ksql/docs/syntax-reference.html#create-stream-as-select",
+                    ));
+                };
+                Shape::StreamStream {
+                    before: before.millis(),
+                    after: after.millis(),
+                    grace: grace.map(|g| g.millis()),
+                }
+            }
+            (SourceKind::Stream, SourceKind::Table) => {
+                if join.within.is_some() {
+                    return Err(err("A window definition was provided for a Stream-Table join. These joins are not windowed. Please drop the window definition (ie. the WITHIN clause) and try to submit your query again."));
+                }
+                if matches!(join.kind, JoinType::Right | JoinType::Full) {
+                    return Err(err(format!(
+                        "Invalid join type: {} join not supported for stream-table join. Only INNER and LEFT joins are supported.",
+                        if join.kind == JoinType::Full { "FULL OUTER" } else { "RIGHT OUTER" }
+                    )));
+                }
+                if !is_key_column(&right_expr, right_index) {
+                    return Err(err(format!(
+                        "Invalid join condition: stream-table joins require to join on the table's primary key. Got {} = {}.",
+                        crate::analyzer::format_expr(&left_on),
+                        crate::analyzer::format_expr(&right_on)
+                    )));
+                }
+                Shape::StreamTable
+            }
+            (SourceKind::Table, SourceKind::Stream) => return Err(order_error()),
+            (SourceKind::Table, SourceKind::Table) => {
+                if join.within.is_some() {
+                    return Err(err("A window definition was provided for a Table-Table join. These joins are not windowed. Please drop the window definition (i.e. the WITHIN clause) and try to submit your query again."));
+                }
+                let rk = is_key_column(&right_expr, right_index);
+                if left_is_key && rk {
+                    Shape::TableTable
+                } else if rk {
+                    if matches!(join.kind, JoinType::Right | JoinType::Full) {
+                        return Err(err(format!(
+                            "{} OUTER JOIN on a foreign key is not supported",
+                            if join.kind == JoinType::Full { "FULL" } else { "RIGHT" },
+                        )));
+                    }
+                    Shape::ForeignKey
+                } else {
+                    return Err(err(format!(
+                        "Invalid join condition: table-table joins require to join on the primary key of the right input table. Got {} = {}.",
+                        crate::analyzer::format_expr(&left_on),
+                        crate::analyzer::format_expr(&right_on)
+                    )));
+                }
+            }
+        };
+        // The columns that hold this join's key from now on.
+        let mut now: Vec<String> = Vec::new();
+        if shape == Shape::ForeignKey {
+            if j == 0 {
+                now.extend(sources[0].1.key.iter().map(|k| format!("{}_{}", sources[0].0, k.name)));
+            } else {
+                now = equivalent.clone();
+            }
+        } else {
+            now.extend(as_column(&left_expr));
+            now.extend(as_column(&right_expr));
+            if left_is_previous_key || (now.is_empty() && join.kind != JoinType::Full) {
+                for c in &equivalent {
+                    if !now.contains(c) {
+                        now.push(c.clone());
+                    }
+                }
+            }
+        }
+        // After FULL OUTER the key is only the synthetic one for naming, but later joins
+        // on either side's column still join on it.
+        nodes.push(JoinNode {
+            kind: join.kind,
+            shape,
+            left_expr,
+            right_expr,
+            left_is_previous_key: key_from_previous,
+            key_type: key_type.clone(),
+        });
+        previous_full = join.kind == JoinType::Full;
+        equivalent = now;
+        result_kind = if result_kind == SourceKind::Table && right.kind == SourceKind::Table {
+            SourceKind::Table
+        } else {
+            SourceKind::Stream
+        };
+    }
+    let last = nodes.last().expect("at least one join");
+    let last_kind = last.kind;
+    let last_shape = last.shape;
+    let produces = result_kind;
+    joined.kind = produces;
+    joined.value.insert(
+        0,
+        Column {
+            name: key_name.clone(),
+            sql_type: key_type.clone(),
+            header: None,
+        },
+    );
+    let mut candidates: Vec<String> = if last_kind == JoinType::Full && last_shape != Shape::ForeignKey {
+        Vec::new()
+    } else {
+        equivalent.clone()
+    };
+    let synthetic_key = candidates.is_empty();
+    if synthetic_key {
+        candidates.push(key_name.clone());
+    }
+    // With PARTITION BY, ksqlDB's `*` also carries each input's pseudo columns, its key
     // columns after its value columns.
     let partitioned = !query.partition_by.is_empty();
     let star = |i: usize| -> Vec<SelectItem> {
-        let (alias, s, _) = sides[i];
+        let (alias, s) = &sources[i];
         let names: Vec<&str> = if partitioned {
             s.value
                 .iter()
@@ -498,11 +630,12 @@ pub fn plan_join(
                         alias: Some(key_name.clone()),
                     });
                 }
-                select.extend(star(0));
-                select.extend(star(1));
+                for i in 0..sources.len() {
+                    select.extend(star(i));
+                }
             }
             SelectItem::All { source: Some(q) } => {
-                let i = qualifier_side(q).ok_or_else(|| {
+                let i = qualifier_input(q).ok_or_else(|| {
                     err(format!(
                         "Failed to prepare statement: '{q}' is not a valid stream/table name or alias."
                     ))
@@ -514,11 +647,10 @@ pub fn plan_join(
                 let out_alias = match (alias, expr) {
                     (Some(a), _) => Some(a.clone()),
                     (None, Expr::Column { source: Some(q), name }) => {
-                        let both = has_column(&left_source, name) && has_column(&right_source, name)
-                            || PSEUDO.contains(&name.as_str());
-                        let i = qualifier_side(q);
-                        Some(match (both, i) {
-                            (true, Some(i)) => format!("{}_{name}", sides[i].0),
+                        let holders = sources.iter().filter(|(_, s)| has_column(s, name)).count();
+                        let shared = holders > 1 || PSEUDO.contains(&name.as_str());
+                        Some(match (shared, qualifier_input(q)) {
+                            (true, Some(i)) => format!("{}_{name}", sources[i].0),
                             _ => name.clone(),
                         })
                     }
@@ -532,6 +664,13 @@ pub fn plan_join(
             }
         }
     }
+    if query.partition_by.len() > 1 {
+        return Err(err("PARTITION BY on a join takes one expression."));
+    }
+    let partition_by = match query.partition_by.first() {
+        None | Some(Expr::Literal(crate::ast::Literal::Null)) => None,
+        Some(p) => Some(rewrite(p)?),
+    };
     let rewritten = Query {
         select,
         from: joined.name.clone(),
@@ -545,19 +684,12 @@ pub fn plan_join(
         emit: query.emit,
         limit: query.limit,
     };
-    if query.partition_by.len() > 1 {
-        return Err(err("PARTITION BY on a join takes one expression."));
-    }
-    let partition_by = match query.partition_by.first() {
-        None | Some(Expr::Literal(crate::ast::Literal::Null)) => None,
-        Some(p) => Some(rewrite(p)?),
-    };
     let mut scratch = Catalog::default();
     scratch
         .insert_derived(joined.clone(), true)
         .map_err(|e| err(e.0))?;
     let mut selected = select_columns(&rewritten, &scratch)?;
-    // The key: the left side's join column if projected, else the right side's.
+    // The key: the first projected column holding it (earlier joins' columns first).
     let is_candidate = |c: &OutputColumn, name: &str| {
         matches!(&c.expr, Expr::Column { source: None, name: n } if n == name)
     };
@@ -583,19 +715,30 @@ pub fn plan_join(
                     "Key missing from projection (ie, SELECT). See https://cnfl.io/2LV7ouS.\nThe query used to build `{sink_name}` must include the join expression {key_name} in its projection (eg, SELECT {key_name}...).\n{key_name} was added as a synthetic key column because the join criteria did not match any source column. This expression must be included in the projection and may be aliased."
                 )));
             }
-            let shown: Vec<String> = if shape == Shape::ForeignKey {
-                candidates.iter().map(|c| c.replacen('_', ".", 1)).collect()
-            } else {
-                [&left_on, &right_on]
-                    .into_iter()
-                    .filter(|e| matches!(e, Expr::Column { .. }))
-                    .map(crate::analyzer::format_expr)
-                    .collect()
-            };
-            let (what, list) = if shown.len() > 1 {
-                ("expressions", shown.join(" or "))
-            } else {
-                ("expression", shown[0].clone())
+            let shown: Vec<String> = candidates
+                .iter()
+                .map(|c| {
+                    let i = sources
+                        .iter()
+                        .position(|(a, _)| c.starts_with(&format!("{a}_")))
+                        .unwrap_or(0);
+                    format!("{}.{}", sources[i].0, &c[sources[i].0.len() + 1..])
+                })
+                .collect();
+            let mut shown = shown;
+            // In the order of the inputs: `A.ID, B.ID or C.ID`.
+            shown.sort_by_key(|c| {
+                sources
+                    .iter()
+                    .position(|(a, _)| c.starts_with(&format!("{a}.")))
+                    .unwrap_or(0)
+            });
+            let (what, list) = match shown.len() {
+                1 => ("expression", shown[0].clone()),
+                n => (
+                    "expressions",
+                    format!("{} or {}", shown[..n - 1].join(", "), shown[n - 1]),
+                ),
             };
             return Err(err(format!(
                 "The query used to build `{sink_name}` must include the join {what} {list} in its projection (eg, SELECT {}...).",
@@ -623,21 +766,10 @@ pub fn plan_join(
         return Err(err("The projection contains no value columns."));
     }
     Ok(JoinQuery {
-        left: JoinSide {
-            source: left_source,
-            alias: left_alias,
-            expr: left_expr,
-        },
-        right: JoinSide {
-            source: right_source,
-            alias: right_alias,
-            expr: right_expr,
-        },
-        kind: join.kind,
-        shape,
+        inputs,
+        key_from_row: last_shape == Shape::ForeignKey || partition_by.is_some(),
+        nodes,
         produces,
-        key_from_row: shape == Shape::ForeignKey || partition_by.is_some(),
-        key_type,
         names,
         key: vec![key],
         value: selected,
@@ -646,20 +778,32 @@ pub fn plan_join(
     })
 }
 
-/// A row of one side as stored: its values (columns then pseudo columns), join key and
-/// timestamp.
+/// A row as one join holds it: the joined row so far (inputs not joined yet are NULL),
+/// its join key, the key of the result it came from, and its timestamp.
 #[derive(Debug, Clone)]
 struct Stored {
     values: Vec<Value>,
     join_key: Value,
+    /// A foreign-key join's left key (the result's key).
+    own_key: Value,
     timestamp: i64,
 }
 
-/// What a join remembers: table rows by key, stream records in their windows, outer rows
-/// waiting for their window to close, and stream time.
+/// A change flowing from an input, or from one join to the next.
+#[derive(Debug, Clone)]
+struct Change {
+    values: Vec<Value>,
+    /// The key of the result it belongs to (None from an input).
+    key: Option<Value>,
+    tombstone: bool,
+    timestamp: i64,
+}
+
+/// What one join remembers: table rows by key, stream records in their windows, outer
+/// rows waiting for their window to close, and stream time.
 #[derive(Debug, Default)]
-pub struct JoinState {
-    /// Table rows by key text (a foreign-key join's left table by its primary key).
+struct NodeState {
+    /// Table rows by key text (a foreign-key join's left table by its own key).
     tables: [BTreeMap<String, Stored>; 2],
     /// Stream records by (join key text, timestamp, arrival).
     buffers: [BTreeMap<(String, i64, u64), Stored>; 2],
@@ -669,6 +813,12 @@ pub struct JoinState {
     /// Each stream side's own stream time (its window store's retention).
     side_time: [Option<i64>; 2],
     arrivals: u64,
+}
+
+/// A join query's state: each join's, and the result keys a table result has sent.
+#[derive(Debug, Default)]
+pub struct JoinState {
+    nodes: Vec<NodeState>,
     /// A table result's keys that have a row downstream (a deletion is only sent for them).
     present: BTreeSet<Vec<u8>>,
 }
@@ -676,8 +826,13 @@ pub struct JoinState {
 impl JoinState {
     /// Rows and records held.
     pub fn len(&self) -> usize {
-        self.tables.iter().map(|t| t.len()).sum::<usize>()
-            + self.buffers.iter().map(|b| b.len()).sum::<usize>()
+        self.nodes
+            .iter()
+            .map(|n| {
+                n.tables.iter().map(|t| t.len()).sum::<usize>()
+                    + n.buffers.iter().map(|b| b.len()).sum::<usize>()
+            })
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -687,7 +842,7 @@ impl JoinState {
 
 struct JoinedRow<'a> {
     names: &'a [String],
-    values: Vec<Value>,
+    values: &'a [Value],
 }
 
 impl Row for JoinedRow<'_> {
@@ -700,56 +855,99 @@ impl Row for JoinedRow<'_> {
 }
 
 impl JoinQuery {
-    fn side(&self, side: Side) -> &JoinSide {
-        match side {
-            Side::Left => &self.left,
-            Side::Right => &self.right,
-        }
+    /// The topic each input reads, in input order.
+    pub fn topics(&self) -> Vec<&str> {
+        self.inputs.iter().map(|i| i.source.topic.as_str()).collect()
     }
 
-    /// The topic each side reads.
-    pub fn topics(&self) -> [&str; 2] {
-        [&self.left.source.topic, &self.right.source.topic]
+    fn width(&self) -> usize {
+        self.names.len()
     }
 
-    fn width(&self, side: Side) -> usize {
-        let s = &self.side(side).source;
-        s.key.len() + s.value.len() + PSEUDO.len()
+    fn eval_on(&self, e: &Expr, values: &[Value], functions: &dyn Functions) -> Result<Value, String> {
+        eval(
+            e,
+            &JoinedRow {
+                names: &self.names,
+                values,
+            },
+            functions,
+        )
+        .map_err(|e| e.to_string())
     }
 
-    /// The joined row's output record (a tombstone when `value` is None or the row is
-    /// filtered out of a table).
-    fn emit(
+    /// One record of input `input`: the records the query writes for it.
+    pub fn process(
         &self,
-        join_key: &Value,
-        left: Option<&[Value]>,
-        right: Option<&[Value]>,
-        timestamp: i64,
+        input: usize,
+        record: RecordIn<'_>,
+        state: &mut JoinState,
         functions: &dyn Functions,
-    ) -> Result<Option<RecordOut>, String> {
-        let mut values = vec![join_key.clone()];
-        for (side, row) in [(Side::Left, left), (Side::Right, right)] {
-            match row {
-                Some(v) => values.extend(v.iter().cloned()),
-                None => values.extend(std::iter::repeat_n(Value::Null, self.width(side))),
+    ) -> Result<Vec<RecordOut>, String> {
+        let inp = &self.inputs[input];
+        let record = crate::pipeline::with_event_time(&inp.source, record)?;
+        let (_, values) = decode_row(&inp.source, record)?;
+        let mut row = vec![Value::Null; self.width()];
+        row[inp.offset..inp.offset + values.len()].clone_from_slice(&values);
+        let change = Change {
+            values: row,
+            key: None,
+            tombstone: record.value.is_none(),
+            timestamp: record.timestamp,
+        };
+        if state.nodes.len() < self.nodes.len() {
+            state.nodes.resize_with(self.nodes.len(), NodeState::default);
+        }
+        // Through the chain: input 0 enters the first join on the left, input i the
+        // join i - 1 on the right; each join's results enter the next on the left.
+        let (mut node, mut side) = if input == 0 { (0, Side::Left) } else { (input - 1, Side::Right) };
+        let mut changes = vec![change];
+        loop {
+            let mut next = Vec::new();
+            for c in changes {
+                next.extend(self.node_process(node, side, c, &mut state.nodes[node], functions)?);
+            }
+            changes = next;
+            if node + 1 == self.nodes.len() || changes.is_empty() {
+                break;
+            }
+            node += 1;
+            side = Side::Left;
+        }
+        if node + 1 != self.nodes.len() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for c in changes {
+            if let Some(r) = self.output(&c, functions)? {
+                out.push(r);
             }
         }
-        values.extend([Value::Bigint(timestamp), Value::Null, Value::Null]);
-        let row = JoinedRow {
-            names: &self.names,
-            values,
-        };
-        let passes = match &self.filter {
-            None => true,
-            Some(f) => matches!(
-                eval(f, &row, functions).map_err(|e| e.to_string())?,
-                Value::Boolean(true)
-            ),
-        };
-        let key_value = if self.key_from_row {
-            eval(&self.key[0].expr, &row, functions).map_err(|e| e.to_string())?
+        if self.produces == SourceKind::Table
+            && self.nodes.last().is_some_and(|n| n.shape == Shape::TableTable)
+        {
+            out.retain(|r| {
+                let key = r.key.clone().unwrap_or_default();
+                match r.value {
+                    Some(_) => {
+                        state.present.insert(key);
+                        true
+                    }
+                    None => state.present.remove(&key),
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    /// A result change as the record written (a tombstone for a deleted row, or a table's
+    /// row that no longer passes WHERE).
+    fn output(&self, c: &Change, functions: &dyn Functions) -> Result<Option<RecordOut>, String> {
+        let result_key = c.key.clone().unwrap_or(Value::Null);
+        let key_value = if self.key_from_row && !c.tombstone {
+            self.eval_on(&self.key[0].expr, &c.values, functions)?
         } else {
-            join_key.clone()
+            result_key
         };
         let key_value = cast(key_value, &self.key[0].sql_type).map_err(|e| e.to_string())?;
         let key = serialize(
@@ -759,20 +957,31 @@ impl JoinQuery {
             false,
         )
         .map_err(|e| format!("Error serializing key: {e}"))?;
+        if c.tombstone {
+            return Ok(Some(RecordOut {
+                key,
+                value: None,
+                timestamp: c.timestamp,
+            }));
+        }
+        let passes = match &self.filter {
+            None => true,
+            Some(f) => matches!(self.eval_on(f, &c.values, functions)?, Value::Boolean(true)),
+        };
         if !passes {
             // A table's row that no longer passes WHERE is deleted downstream.
             return Ok((self.produces == SourceKind::Table).then_some(RecordOut {
                 key,
                 value: None,
-                timestamp,
+                timestamp: c.timestamp,
             }));
         }
         let computed = self
             .value
             .iter()
-            .map(|c| {
-                let v = eval(&c.expr, &row, functions).map_err(|e| e.to_string())?;
-                cast(v, &c.sql_type).map_err(|e| e.to_string())
+            .map(|col| {
+                let v = self.eval_on(&col.expr, &c.values, functions)?;
+                cast(v, &col.sql_type).map_err(|e| e.to_string())
             })
             .collect::<Result<Vec<_>, String>>()?;
         let cols = OutputColumn::name_types(&self.value);
@@ -783,7 +992,7 @@ impl JoinQuery {
             self.sink.wrap_single_value || cols.len() != 1,
         )
         .map_err(|e| format!("Error serializing value: {e}"))?;
-        let timestamp = self.sink.timestamp(&self.value, &computed, timestamp);
+        let timestamp = self.sink.timestamp(&self.value, &computed, c.timestamp);
         Ok(Some(RecordOut {
             key,
             value,
@@ -791,83 +1000,99 @@ impl JoinQuery {
         }))
     }
 
-    fn tombstone(&self, key_value: &Value, timestamp: i64) -> Result<RecordOut, String> {
-        let key_value = cast(key_value.clone(), &self.key[0].sql_type).map_err(|e| e.to_string())?;
-        let key = serialize(
-            &self.sink.key_format,
-            &OutputColumn::name_types(&self.key),
-            &[key_value],
-            false,
-        )
-        .map_err(|e| format!("Error serializing key: {e}"))?;
-        Ok(RecordOut {
-            key,
-            value: None,
+    /// The joined row of `left` and `right` (either may be absent) under `key`.
+    fn merged(&self, node: usize, key: &Value, left: Option<&Stored>, right: Option<&Stored>, timestamp: i64, result_key: Value) -> Change {
+        let mut values = match left {
+            Some(l) => l.values.clone(),
+            None => vec![Value::Null; self.width()],
+        };
+        if let Some(r) = right {
+            let inp = &self.inputs[node + 1];
+            let range = inp.offset..inp.offset + inp.width();
+            values[range.clone()].clone_from_slice(&r.values[range]);
+        }
+        values[0] = key.clone();
+        let n = values.len();
+        values[n - 3] = Value::Bigint(timestamp);
+        Change {
+            values,
+            key: Some(result_key),
+            tombstone: false,
             timestamp,
-        })
+        }
     }
 
-    /// One record of `side`: the records the join emits for it.
-    pub fn process(
-        &self,
-        side: Side,
-        record: RecordIn<'_>,
-        state: &mut JoinState,
-        functions: &dyn Functions,
-    ) -> Result<Vec<RecordOut>, String> {
-        let s = self.side(side);
-        let record = crate::pipeline::with_event_time(&s.source, record)?;
-        let (names, values) = decode_row(&s.source, record)?;
-        let row: Vec<(String, Value)> = names.into_iter().zip(values.iter().cloned()).collect();
-        let join_key = if record.value.is_none() && s.source.kind == SourceKind::Table {
-            // A tombstone: only its key is known.
-            eval(&s.expr, &row, functions).unwrap_or(Value::Null)
-        } else {
-            eval(&s.expr, &row, functions).map_err(|e| e.to_string())?
-        };
-        let join_key = cast(join_key, &self.key_type).map_err(|e| e.to_string())?;
-        let stored = Stored {
+    fn deleted(&self, key: Value, timestamp: i64) -> Change {
+        let mut values = vec![Value::Null; self.width()];
+        values[0] = key.clone();
+        Change {
             values,
-            join_key: join_key.clone(),
-            timestamp: record.timestamp,
-        };
-        let tombstone = record.value.is_none();
-        let table_result = |out: Vec<RecordOut>, state: &mut JoinState| -> Vec<RecordOut> {
-            out.into_iter()
-                .filter(|r| {
-                    let key = r.key.clone().unwrap_or_default();
-                    match r.value {
-                        Some(_) => {
-                            state.present.insert(key);
-                            true
-                        }
-                        None => state.present.remove(&key),
-                    }
-                })
-                .collect()
-        };
-        match self.shape {
-            Shape::StreamTable => self.stream_table(side, stored, tombstone, state, functions),
-            Shape::TableTable => {
-                let out = self.table_table(side, stored, tombstone, state, functions)?;
-                Ok(table_result(out, state))
+            key: Some(key),
+            tombstone: true,
+            timestamp,
+        }
+    }
+
+    fn node_process(
+        &self,
+        node: usize,
+        side: Side,
+        change: Change,
+        st: &mut NodeState,
+        functions: &dyn Functions,
+    ) -> Result<Vec<Change>, String> {
+        let n = &self.nodes[node];
+        let join_key = match (side, &change.key) {
+            (Side::Left, Some(k)) if n.left_is_previous_key => k.clone(),
+            (Side::Left, _) if change.tombstone && change.key.is_some() => {
+                change.key.clone().expect("checked")
             }
-            Shape::ForeignKey => self.foreign_key(side, stored, tombstone, state, functions),
+            (Side::Left, _) => self
+                .eval_on(&n.left_expr, &change.values, functions)
+                .or_else(|e| if change.tombstone { Ok(Value::Null) } else { Err(e) })?,
+            (Side::Right, _) => self
+                .eval_on(&n.right_expr, &change.values, functions)
+                .or_else(|e| if change.tombstone { Ok(Value::Null) } else { Err(e) })?,
+        };
+        let join_key = cast(join_key, &n.key_type).map_err(|e| e.to_string())?;
+        // A foreign-key join's left rows are keyed by their own key: the first input's
+        // key, or the result they came from.
+        let own_key = match (&change.key, node) {
+            (Some(k), _) => k.clone(),
+            (None, _) => {
+                let inp = &self.inputs[0];
+                change.values[inp.offset..inp.offset + inp.source.key.len().max(1)]
+                    .first()
+                    .cloned()
+                    .unwrap_or(Value::Null)
+            }
+        };
+        let stored = Stored {
+            values: change.values,
+            join_key,
+            own_key,
+            timestamp: change.timestamp,
+        };
+        let tombstone = change.tombstone;
+        match n.shape {
+            Shape::StreamTable => self.stream_table(node, side, stored, tombstone, st),
+            Shape::TableTable => self.table_table(node, side, stored, tombstone, st),
+            Shape::ForeignKey => self.foreign_key(node, side, stored, tombstone, st),
             Shape::StreamStream {
                 before,
                 after,
                 grace,
             } => {
-                if tombstone || join_key == Value::Null {
+                if tombstone || stored.join_key == Value::Null {
                     return Ok(Vec::new());
                 }
-                self.stream_stream(side, stored, (before, after, grace), state, functions)
+                self.stream_stream(node, side, stored, (before, after, grace), st)
             }
         }
     }
 
-    fn outer(&self, side: Side) -> bool {
-        match self.kind {
+    fn outer(&self, node: usize, side: Side) -> bool {
+        match self.nodes[node].kind {
             JoinType::Inner => false,
             JoinType::Left => side == Side::Left,
             JoinType::Right => side == Side::Right,
@@ -875,7 +1100,7 @@ impl JoinQuery {
         }
     }
 
-    fn pair<'a>(side: Side, this: &'a [Value], other: Option<&'a [Value]>) -> (Option<&'a [Value]>, Option<&'a [Value]>) {
+    fn pair<'a>(side: Side, this: &'a Stored, other: Option<&'a Stored>) -> (Option<&'a Stored>, Option<&'a Stored>) {
         match side {
             Side::Left => (Some(this), other),
             Side::Right => (other, Some(this)),
@@ -884,19 +1109,19 @@ impl JoinQuery {
 
     fn stream_table(
         &self,
+        node: usize,
         side: Side,
         stored: Stored,
         tombstone: bool,
-        state: &mut JoinState,
-        functions: &dyn Functions,
-    ) -> Result<Vec<RecordOut>, String> {
+        st: &mut NodeState,
+    ) -> Result<Vec<Change>, String> {
         let text = json_text(&stored.join_key);
         if side == Side::Right {
             if stored.join_key != Value::Null {
                 if tombstone {
-                    state.tables[1].remove(&text);
+                    st.tables[1].remove(&text);
                 } else {
-                    state.tables[1].insert(text, stored);
+                    st.tables[1].insert(text, stored);
                 }
             }
             return Ok(Vec::new());
@@ -907,128 +1132,112 @@ impl JoinQuery {
         let found = if stored.join_key == Value::Null {
             None
         } else {
-            state.tables[1].get(&text)
+            st.tables[1].get(&text)
         };
-        if found.is_none() && self.kind == JoinType::Inner {
+        if found.is_none() && self.nodes[node].kind == JoinType::Inner {
             return Ok(Vec::new());
         }
-        let out = self.emit(
+        Ok(vec![self.merged(
+            node,
             &stored.join_key,
-            Some(&stored.values),
-            found.map(|f| f.values.as_slice()),
+            Some(&stored),
+            found,
             stored.timestamp,
-            functions,
-        )?;
-        Ok(out.into_iter().collect())
+            stored.join_key.clone(),
+        )])
     }
 
     fn table_table(
         &self,
+        node: usize,
         side: Side,
         stored: Stored,
         tombstone: bool,
-        state: &mut JoinState,
-        functions: &dyn Functions,
-    ) -> Result<Vec<RecordOut>, String> {
+        st: &mut NodeState,
+    ) -> Result<Vec<Change>, String> {
         if stored.join_key == Value::Null {
             return Ok(Vec::new());
         }
+        let kind = self.nodes[node].kind;
         let text = json_text(&stored.join_key);
         let i = side.index();
         let old = if tombstone {
-            state.tables[i].remove(&text)
+            st.tables[i].remove(&text)
         } else {
-            state.tables[i].insert(text.clone(), stored.clone())
+            st.tables[i].insert(text.clone(), stored.clone())
         };
-        let other = state.tables[side.other().index()].get(&text);
+        let other = st.tables[side.other().index()].get(&text);
         let timestamp = other.map_or(stored.timestamp, |o| o.timestamp.max(stored.timestamp));
         let this_present = !tombstone;
-        let emit_row = match self.kind {
+        let outer_side = if kind == JoinType::Left { Side::Left } else { Side::Right };
+        let emit_row = match kind {
             JoinType::Inner => this_present && other.is_some(),
             JoinType::Full => this_present || other.is_some(),
-            _ => {
-                let outer_side = if self.kind == JoinType::Left { Side::Left } else { Side::Right };
-                if side == outer_side {
-                    this_present
-                } else {
-                    other.is_some()
-                }
-            }
+            _ if side == outer_side => this_present,
+            _ => other.is_some(),
         };
         if emit_row {
-            let this = if this_present { Some(stored.values.as_slice()) } else { None };
-            let other_values = other.map(|o| o.values.as_slice());
+            let this = this_present.then_some(&stored);
             let (l, r) = match side {
-                Side::Left => (this, other_values),
-                Side::Right => (other_values, this),
+                Side::Left => (this, other),
+                Side::Right => (other, this),
             };
-            return Ok(self
-                .emit(&stored.join_key, l, r, timestamp, functions)?
-                .into_iter()
-                .collect());
+            return Ok(vec![self.merged(node, &stored.join_key, l, r, timestamp, stored.join_key.clone())]);
         }
         // The result row, if there was one, is gone.
-        let had_result = match self.kind {
+        let had_result = match kind {
             JoinType::Inner => old.is_some() && other.is_some(),
             JoinType::Full => old.is_some(),
-            _ => {
-                let outer_side = if self.kind == JoinType::Left { Side::Left } else { Side::Right };
-                side == outer_side && old.is_some()
-            }
+            _ => side == outer_side && old.is_some(),
         };
         if had_result {
-            return Ok(vec![self.tombstone(&stored.join_key, timestamp)?]);
+            return Ok(vec![self.deleted(stored.join_key.clone(), timestamp)]);
         }
         Ok(Vec::new())
     }
 
     fn foreign_key(
         &self,
+        node: usize,
         side: Side,
         stored: Stored,
         tombstone: bool,
-        state: &mut JoinState,
-        functions: &dyn Functions,
-    ) -> Result<Vec<RecordOut>, String> {
+        st: &mut NodeState,
+    ) -> Result<Vec<Change>, String> {
+        let kind = self.nodes[node].kind;
         match side {
             Side::Left => {
-                // Keyed by the left table's primary key (its first columns).
-                let pk = stored.values[..self.left.source.key.len()].to_vec();
-                let pk_text = json_text(&Value::Array(pk.clone()));
+                let pk = stored.own_key.clone();
+                let pk_text = json_text(&pk);
                 let old = if tombstone {
-                    state.tables[0].remove(&pk_text)
+                    st.tables[0].remove(&pk_text)
                 } else {
-                    state.tables[0].insert(pk_text, stored.clone())
+                    st.tables[0].insert(pk_text, stored.clone())
                 };
                 if tombstone {
                     return Ok(match old {
-                        Some(_) => vec![self.tombstone(&pk[0], stored.timestamp)?],
+                        Some(_) => vec![self.deleted(pk, stored.timestamp)],
                         None => Vec::new(),
                     });
                 }
                 let found = if stored.join_key == Value::Null {
                     None
                 } else {
-                    state.tables[1].get(&json_text(&stored.join_key))
+                    st.tables[1].get(&json_text(&stored.join_key))
                 };
                 match found {
-                    None if self.kind == JoinType::Inner => Ok(match old {
-                        Some(_) => vec![self.tombstone(&pk[0], stored.timestamp)?],
+                    None if kind == JoinType::Inner => Ok(match old {
+                        Some(_) => vec![self.deleted(pk, stored.timestamp)],
                         None => Vec::new(),
                     }),
-                    found => {
-                        let timestamp = stored.timestamp;
-                        Ok(self
-                            .emit(
-                                &stored.join_key,
-                                Some(&stored.values),
-                                found.map(|f| f.values.as_slice()),
-                                timestamp,
-                                functions,
-                            )?
-                            .into_iter()
-                            .collect())
-                    }
+                    found => Ok(vec![self.merged(
+                        node,
+                        &stored.join_key,
+                        Some(&stored),
+                        found,
+                        stored.timestamp,
+                        pk,
+                    )]),
                 }
             }
             Side::Right => {
@@ -1037,35 +1246,41 @@ impl JoinQuery {
                 }
                 let text = json_text(&stored.join_key);
                 let old = if tombstone {
-                    state.tables[1].remove(&text)
+                    st.tables[1].remove(&text)
                 } else {
-                    state.tables[1].insert(text, stored.clone())
+                    st.tables[1].insert(text, stored.clone())
                 };
-                let mut out = Vec::new();
                 // The left rows referring to this key, in the order of their keys.
-                let mut lefts: Vec<&Stored> = state.tables[0]
+                let mut lefts: Vec<&Stored> = st.tables[0]
                     .values()
                     .filter(|l| l.join_key == stored.join_key)
                     .collect();
                 lefts.sort_by(|a, b| {
-                    crate::eval::compare(&a.values[0], &b.values[0])
+                    crate::eval::compare(&a.own_key, &b.own_key)
                         .ok()
                         .flatten()
                         .unwrap_or(std::cmp::Ordering::Equal)
                 });
+                let mut out = Vec::new();
                 for left in lefts {
-                    let timestamp = stored.timestamp;
                     if tombstone {
                         if old.is_none() {
                             continue;
                         }
-                        if self.kind == JoinType::Inner {
-                            out.push(self.tombstone(&left.values[0], timestamp)?);
+                        if kind == JoinType::Inner {
+                            out.push(self.deleted(left.own_key.clone(), stored.timestamp));
                             continue;
                         }
                     }
-                    let right = (!tombstone).then_some(stored.values.as_slice());
-                    out.extend(self.emit(&left.join_key, Some(&left.values), right, timestamp, functions)?);
+                    let right = (!tombstone).then_some(&stored);
+                    out.push(self.merged(
+                        node,
+                        &left.join_key,
+                        Some(left),
+                        right,
+                        stored.timestamp,
+                        left.own_key.clone(),
+                    ));
                 }
                 Ok(out)
             }
@@ -1074,16 +1289,16 @@ impl JoinQuery {
 
     fn stream_stream(
         &self,
+        node: usize,
         side: Side,
         stored: Stored,
         (before, after, grace): (i64, i64, Option<i64>),
-        state: &mut JoinState,
-        functions: &dyn Functions,
-    ) -> Result<Vec<RecordOut>, String> {
+        st: &mut NodeState,
+    ) -> Result<Vec<Change>, String> {
         let t = stored.timestamp;
         let grace_ms = grace.unwrap_or(DEFAULT_GRACE_MS);
-        let stream_time = state.stream_time.map_or(t, |st| st.max(t));
-        state.stream_time = Some(stream_time);
+        let stream_time = st.stream_time.map_or(t, |s| s.max(t));
+        st.stream_time = Some(stream_time);
         // How far each side's window reaches: a left record at t meets right records in
         // [t - before, t + after], a right record at t meets left ones in [t - after, t + before].
         let (back, ahead) = match side {
@@ -1101,7 +1316,7 @@ impl JoinQuery {
                     Side::Right => before,
                 };
                 closed.extend(
-                    state.pending[s.index()]
+                    st.pending[s.index()]
                         .iter()
                         .filter(|(_, ts, _)| {
                             ts.saturating_add(reach).saturating_add(grace_ms) < stream_time
@@ -1111,56 +1326,56 @@ impl JoinQuery {
             }
             closed.sort_by_key(|(_, (_, ts, a))| (*ts, *a));
             for (s, k) in closed {
-                state.pending[s.index()].remove(&k);
-                if let Some(r) = state.buffers[s.index()].get(&k) {
-                    let (l, rr) = Self::pair(s, &r.values, None);
-                    out.extend(self.emit(&r.join_key, l, rr, r.timestamp, functions)?);
+                st.pending[s.index()].remove(&k);
+                if let Some(r) = st.buffers[s.index()].get(&k) {
+                    let (l, rr) = Self::pair(s, r, None);
+                    out.push(self.merged(node, &r.join_key, l, rr, r.timestamp, r.join_key.clone()));
                 }
             }
         }
         let text = json_text(&stored.join_key);
-        let arrival = state.arrivals;
-        state.arrivals += 1;
+        let arrival = st.arrivals;
+        st.arrivals += 1;
         let other = side.other().index();
         let lo = (text.clone(), t.saturating_sub(back), 0);
         let hi = (text.clone(), t.saturating_add(ahead), u64::MAX);
-        let matches: Vec<(String, i64, u64)> = state.buffers[other]
+        let matches: Vec<(String, i64, u64)> = st.buffers[other]
             .range(lo..=hi)
             .map(|(k, _)| k.clone())
             .collect();
         for m in &matches {
-            let o = &state.buffers[other][m];
-            let (l, r) = Self::pair(side, &stored.values, Some(&o.values));
-            out.extend(self.emit(&stored.join_key, l, r, t.max(o.timestamp), functions)?);
-            state.pending[other].remove(m);
+            let o = &st.buffers[other][m];
+            let (l, r) = Self::pair(side, &stored, Some(o));
+            out.push(self.merged(node, &stored.join_key, l, r, t.max(o.timestamp), stored.join_key.clone()));
+            st.pending[other].remove(m);
         }
         // Each side's window store keeps records by its own stream time (Kafka Streams'
         // segmented stores), so a late record of one side may still be joined by the
         // other side's later records while the reverse is not true.
         let retention = before.saturating_add(after).saturating_add(grace_ms);
-        let side_time = state.side_time[side.index()].map_or(t, |st| st.max(t));
-        state.side_time[side.index()] = Some(side_time);
+        let side_time = st.side_time[side.index()].map_or(t, |s| s.max(t));
+        st.side_time[side.index()] = Some(side_time);
         let retained = t >= side_time.saturating_sub(retention);
-        if matches.is_empty() && self.outer(side) {
+        if matches.is_empty() && self.outer(node, side) {
             if grace.is_none() || t.saturating_add(ahead) < stream_time || !retained {
                 // Without a grace period ksqlDB emits the unmatched row at once (as Kafka
                 // Streams does for a record whose window has already passed).
-                let (l, r) = Self::pair(side, &stored.values, None);
-                out.extend(self.emit(&stored.join_key, l, r, t, functions)?);
+                let (l, r) = Self::pair(side, &stored, None);
+                out.push(self.merged(node, &stored.join_key, l, r, t, stored.join_key.clone()));
             } else {
-                state.pending[side.index()].insert((text.clone(), t, arrival));
+                st.pending[side.index()].insert((text.clone(), t, arrival));
             }
         }
         // A record older than the windows' retention is not kept (nothing can join it).
         if retained {
-            state.buffers[side.index()].insert((text, t, arrival), stored);
+            st.buffers[side.index()].insert((text, t, arrival), stored);
         }
         // Records no window can reach any more.
         for b in 0..2 {
-            if let Some(st) = state.side_time[b] {
-                let horizon = st.saturating_sub(retention);
-                let pending = &state.pending[b];
-                state.buffers[b].retain(|k, r| r.timestamp >= horizon || pending.contains(k));
+            if let Some(s) = st.side_time[b] {
+                let horizon = s.saturating_sub(retention);
+                let pending = &st.pending[b];
+                st.buffers[b].retain(|k, r| r.timestamp >= horizon || pending.contains(k));
             }
         }
         Ok(out)
@@ -1268,10 +1483,28 @@ mod tests {
         let q = plan(&[s1, s2], "CREATE STREAM OUTPUT as SELECT *, S1.ROWTIME, S2.ROWTIME FROM S1 JOIN S2 WITHIN 1 MINUTE ON S1.B->C = S2.Y->Z;").unwrap();
         assert_eq!(names(&q.key), ["ROWKEY"]);
         let mut st = JoinState::default();
-        q.process(Side::Left, input(&1i32.to_be_bytes(), Some(br#"{"A":1,"B":{"C":10}}"#), 20), &mut st, &NoFunctions).unwrap();
-        let out = q.process(Side::Right, input(&2i32.to_be_bytes(), Some(br#"{"X":4,"Y":{"Z":10}}"#), 100), &mut st, &NoFunctions).unwrap();
+        q.process(0, input(&1i32.to_be_bytes(), Some(br#"{"A":1,"B":{"C":10}}"#), 20), &mut st, &NoFunctions).unwrap();
+        let out = q.process(1, input(&2i32.to_be_bytes(), Some(br#"{"X":4,"Y":{"Z":10}}"#), 100), &mut st, &NoFunctions).unwrap();
         assert_eq!(text(&out).len(), 1, "{out:?}");
         assert_eq!(text(&out)[0].0, 10);
+    }
+
+    #[test]
+    fn a_chain_of_joins_takes_each_result_as_the_next_left_input() {
+        let t2 = "CREATE TABLE T2 (A INT PRIMARY KEY, E INT) WITH (kafka_topic='t2', value_format='JSON');";
+        let q = plan(&[L, T, t2], "CREATE STREAM OUTPUT AS SELECT T2.A, B, C, E FROM L JOIN T ON L.A = T.A LEFT JOIN T2 ON L.A = T2.A;").unwrap();
+        assert_eq!(names(&q.key), ["T2_A"]);
+        assert_eq!(q.topics(), ["l", "t", "t2"]);
+        let mut st = JoinState::default();
+        let k = 1i32.to_be_bytes();
+        q.process(1, input(&k, Some(br#"{"C":2}"#), 1), &mut st, &NoFunctions).unwrap();
+        let out = q.process(0, input(&k, Some(br#"{"B":1}"#), 2), &mut st, &NoFunctions).unwrap();
+        assert_eq!(text(&out), [(1, Some(r#"{"B":1,"C":2,"E":null}"#.into()), 2)]);
+        q.process(2, input(&k, Some(br#"{"E":3}"#), 3), &mut st, &NoFunctions).unwrap();
+        let out = q.process(0, input(&k, Some(br#"{"B":4}"#), 4), &mut st, &NoFunctions).unwrap();
+        assert_eq!(text(&out), [(1, Some(r#"{"B":4,"C":2,"E":3}"#.into()), 4)]);
+        let e = plan(&[L, T, t2], "CREATE STREAM OUTPUT AS SELECT B FROM L JOIN T ON L.A = T.A JOIN T2 ON L.A = T2.A;").err().unwrap();
+        assert!(e.0.contains("the join expressions L.A, T.A or T2.A"), "{e}");
     }
 
     #[test]
@@ -1279,13 +1512,13 @@ mod tests {
         let q = plan(&[L, T], "CREATE STREAM OUTPUT AS SELECT L.A, B, C FROM L LEFT JOIN T ON L.A = T.A;").unwrap();
         let mut st = JoinState::default();
         let k = 1i32.to_be_bytes();
-        let out = q.process(Side::Left, input(&k, Some(br#"{"B":1}"#), 10), &mut st, &NoFunctions).unwrap();
+        let out = q.process(0, input(&k, Some(br#"{"B":1}"#), 10), &mut st, &NoFunctions).unwrap();
         assert_eq!(text(&out), [(1, Some(r#"{"B":1,"C":null}"#.into()), 10)]);
-        assert!(q.process(Side::Right, input(&k, Some(br#"{"C":7}"#), 11), &mut st, &NoFunctions).unwrap().is_empty());
-        let out = q.process(Side::Left, input(&k, Some(br#"{"B":2}"#), 12), &mut st, &NoFunctions).unwrap();
+        assert!(q.process(1, input(&k, Some(br#"{"C":7}"#), 11), &mut st, &NoFunctions).unwrap().is_empty());
+        let out = q.process(0, input(&k, Some(br#"{"B":2}"#), 12), &mut st, &NoFunctions).unwrap();
         assert_eq!(text(&out), [(1, Some(r#"{"B":2,"C":7}"#.into()), 12)]);
-        q.process(Side::Right, input(&k, None, 13), &mut st, &NoFunctions).unwrap();
-        let out = q.process(Side::Left, input(&k, Some(br#"{"B":3}"#), 14), &mut st, &NoFunctions).unwrap();
+        q.process(1, input(&k, None, 13), &mut st, &NoFunctions).unwrap();
+        let out = q.process(0, input(&k, Some(br#"{"B":3}"#), 14), &mut st, &NoFunctions).unwrap();
         assert_eq!(text(&out), [(1, Some(r#"{"B":3,"C":null}"#.into()), 14)]);
     }
 
@@ -1294,13 +1527,13 @@ mod tests {
         let q = plan(&[L, R], "CREATE STREAM OUTPUT AS SELECT L.A, B, C FROM L LEFT JOIN R WITHIN 10 MILLISECONDS GRACE PERIOD 5 MILLISECONDS ON L.A = R.A;").unwrap();
         let mut st = JoinState::default();
         let (k1, k2) = (1i32.to_be_bytes(), 2i32.to_be_bytes());
-        assert!(q.process(Side::Left, input(&k1, Some(br#"{"B":1}"#), 100), &mut st, &NoFunctions).unwrap().is_empty());
-        let out = q.process(Side::Right, input(&k1, Some(br#"{"C":5}"#), 105), &mut st, &NoFunctions).unwrap();
+        assert!(q.process(0, input(&k1, Some(br#"{"B":1}"#), 100), &mut st, &NoFunctions).unwrap().is_empty());
+        let out = q.process(1, input(&k1, Some(br#"{"C":5}"#), 105), &mut st, &NoFunctions).unwrap();
         assert_eq!(text(&out), [(1, Some(r#"{"B":1,"C":5}"#.into()), 105)]);
         // Outside the window: no match; the left row waits for its window to close.
-        assert!(q.process(Side::Left, input(&k2, Some(br#"{"B":2}"#), 110), &mut st, &NoFunctions).unwrap().is_empty());
-        assert!(q.process(Side::Right, input(&k2, Some(br#"{"C":6}"#), 121), &mut st, &NoFunctions).unwrap().is_empty());
-        let out = q.process(Side::Right, input(&k1, Some(br#"{"C":7}"#), 126), &mut st, &NoFunctions).unwrap();
+        assert!(q.process(0, input(&k2, Some(br#"{"B":2}"#), 110), &mut st, &NoFunctions).unwrap().is_empty());
+        assert!(q.process(1, input(&k2, Some(br#"{"C":6}"#), 121), &mut st, &NoFunctions).unwrap().is_empty());
+        let out = q.process(1, input(&k1, Some(br#"{"C":7}"#), 126), &mut st, &NoFunctions).unwrap();
         assert_eq!(text(&out), [(2, Some(r#"{"B":2,"C":null}"#.into()), 110)]);
     }
 
@@ -1310,31 +1543,31 @@ mod tests {
         let q = plan(&[T, t2], "CREATE TABLE OUTPUT AS SELECT T.A, C, E FROM T JOIN T2 ON T.A = T2.A WHERE E > 0;").unwrap();
         let mut st = JoinState::default();
         let k = 1i32.to_be_bytes();
-        assert!(q.process(Side::Left, input(&k, Some(br#"{"C":1}"#), 1), &mut st, &NoFunctions).unwrap().is_empty());
+        assert!(q.process(0, input(&k, Some(br#"{"C":1}"#), 1), &mut st, &NoFunctions).unwrap().is_empty());
         // Filtered out, and nothing was sent: no delete either.
-        assert!(q.process(Side::Right, input(&k, Some(br#"{"E":0}"#), 2), &mut st, &NoFunctions).unwrap().is_empty());
-        let out = q.process(Side::Right, input(&k, Some(br#"{"E":3}"#), 3), &mut st, &NoFunctions).unwrap();
+        assert!(q.process(1, input(&k, Some(br#"{"E":0}"#), 2), &mut st, &NoFunctions).unwrap().is_empty());
+        let out = q.process(1, input(&k, Some(br#"{"E":3}"#), 3), &mut st, &NoFunctions).unwrap();
         assert_eq!(text(&out), [(1, Some(r#"{"C":1,"E":3}"#.into()), 3)]);
-        let out = q.process(Side::Left, input(&k, None, 4), &mut st, &NoFunctions).unwrap();
+        let out = q.process(0, input(&k, None, 4), &mut st, &NoFunctions).unwrap();
         assert_eq!(text(&out), [(1, None, 4)]);
-        assert!(q.process(Side::Right, input(&k, None, 5), &mut st, &NoFunctions).unwrap().is_empty());
+        assert!(q.process(1, input(&k, None, 5), &mut st, &NoFunctions).unwrap().is_empty());
     }
 
     #[test]
     fn foreign_key_joins_follow_both_tables() {
         let q = plan(&[U, T], "CREATE TABLE OUTPUT AS SELECT ID, D, C FROM U JOIN T ON U.A = T.A;").unwrap();
-        assert_eq!(q.shape, Shape::ForeignKey);
+        assert_eq!(q.nodes[0].shape, Shape::ForeignKey);
         assert_eq!(names(&q.key), ["ID"]);
         let mut st = JoinState::default();
         let (id1, id2, a) = (1i32.to_be_bytes(), 2i32.to_be_bytes(), 9i32.to_be_bytes());
-        assert!(q.process(Side::Left, input(&id1, Some(br#"{"A":9,"D":1}"#), 1), &mut st, &NoFunctions).unwrap().is_empty());
-        q.process(Side::Left, input(&id2, Some(br#"{"A":9,"D":2}"#), 2), &mut st, &NoFunctions).unwrap();
-        let out = q.process(Side::Right, input(&a, Some(br#"{"C":5}"#), 3), &mut st, &NoFunctions).unwrap();
+        assert!(q.process(0, input(&id1, Some(br#"{"A":9,"D":1}"#), 1), &mut st, &NoFunctions).unwrap().is_empty());
+        q.process(0, input(&id2, Some(br#"{"A":9,"D":2}"#), 2), &mut st, &NoFunctions).unwrap();
+        let out = q.process(1, input(&a, Some(br#"{"C":5}"#), 3), &mut st, &NoFunctions).unwrap();
         assert_eq!(
             text(&out),
             [(1, Some(r#"{"D":1,"C":5}"#.into()), 3), (2, Some(r#"{"D":2,"C":5}"#.into()), 3)]
         );
-        let out = q.process(Side::Right, input(&a, None, 4), &mut st, &NoFunctions).unwrap();
+        let out = q.process(1, input(&a, None, 4), &mut st, &NoFunctions).unwrap();
         assert_eq!(text(&out), [(1, None, 4), (2, None, 4)]);
     }
 }

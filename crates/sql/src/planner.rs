@@ -91,20 +91,21 @@ pub fn plan_create_as_select(
         .ok_or_else(|| err(format!("{} does not exist.", query.from)))?
         .clone();
     let aggregate = is_aggregate(query);
-    let joined_kind = match query.joins.first() {
-        Some(j) => {
+    let joined_kind = if query.joins.is_empty() {
+        None
+    } else {
+        let mut all_tables = source.kind == SourceKind::Table;
+        for j in &query.joins {
             let right = catalog
                 .get(&j.source)
                 .ok_or_else(|| err(format!("{} does not exist.", j.source)))?;
-            Some(
-                if source.kind == SourceKind::Table && right.kind == SourceKind::Table {
-                    SourceKind::Table
-                } else {
-                    SourceKind::Stream
-                },
-            )
+            all_tables &= right.kind == SourceKind::Table;
         }
-        None => None,
+        Some(if all_tables {
+            SourceKind::Table
+        } else {
+            SourceKind::Stream
+        })
     };
     let produces = if aggregate {
         SourceKind::Table
@@ -199,15 +200,14 @@ pub fn plan_create_as_select(
     let partitions = match int("PARTITIONS")? {
         Some(p) if p > 0 && p <= i32::MAX as i64 => p as i32,
         Some(p) => return Err(err(format!("Invalid number of partitions: {p}"))),
-        None => match query.joins.first().and_then(|j| catalog.get(&j.source)) {
-            // A join's output has the partition count of its inputs (the larger, as
-            // ksqlDB repartitions to match).
-            Some(right) => topics
-                .partitions(&source.topic)
-                .unwrap_or(1)
-                .max(topics.partitions(&right.topic).unwrap_or(1)),
-            None => topics.partitions(&source.topic).unwrap_or(1),
-        },
+        // A join's output has the partition count of its inputs (the largest, as ksqlDB
+        // repartitions to match).
+        None => query
+            .joins
+            .iter()
+            .filter_map(|j| catalog.get(&j.source))
+            .map(|s| topics.partitions(&s.topic).unwrap_or(1))
+            .fold(topics.partitions(&source.topic).unwrap_or(1), i32::max),
     };
     let replicas = int("REPLICAS")?.map_or(-1, |r| r.clamp(-1, i16::MAX as i64) as i16);
     let sink = Source {
