@@ -610,3 +610,41 @@ def test_inserts_stream_writes_rows_and_acknowledges_each(sqlb):
     # An unknown target: refused on the first row.
     r = requests.post(sqlb.sql + "/inserts-stream", data=b'{"target": "nope"}\n{"ID": 1}\n', timeout=30)
     assert json.loads(r.text.splitlines()[0])["status"] == "error"
+
+
+def test_insert_into_select_variables_explain_functions_and_print(sqlb):
+    a, b, merged = unique("a"), unique("b"), unique("merged")
+    out = ksql(sqlb, f"""
+        DEFINE suffix = '{merged}';
+        CREATE STREAM a (id INT KEY, v STRING) WITH (kafka_topic='{a}', partitions=1, value_format='JSON');
+        CREATE STREAM b (id INT KEY, v STRING) WITH (kafka_topic='{b}', partitions=1, value_format='JSON');
+        CREATE STREAM merged WITH (kafka_topic='${{suffix}}') AS SELECT id, v FROM a;
+        INSERT INTO merged SELECT id, UCASE(v) AS v FROM b;
+    """, {"ksql.streams.auto.offset.reset": "earliest"})
+    insert_id = out[-1]["commandStatus"]["queryId"]
+    assert insert_id.startswith("INSERTQUERY_")
+    # A result whose columns differ from the target's is refused.
+    err = ksql(sqlb, "INSERT INTO merged SELECT id, v, v AS w FROM b;", status=400)
+    assert "Incompatible schema between results and sink" in err["message"]
+    p = Producer({"bootstrap.servers": sqlb.bootstrap})
+    p.produce(a, key=struct.pack(">i", 1), value=json.dumps({"V": "from a"}))
+    p.produce(b, key=struct.pack(">i", 2), value=json.dumps({"V": "from b"}))
+    p.flush(10)
+    got = consume_all(sqlb.bootstrap, merged, 2)
+    assert sorted(json.loads(m.value())["V"] for m in got) == ["FROM B", "from a"]
+    # Variables from the request body as well.
+    r = requests.post(sqlb.sql + "/ksql", json={"ksql": "DESCRIBE ${src};", "sessionVariables": {"src": "merged"}})
+    assert r.status_code == 200 and r.json()[0]["sourceDescription"]["topic"] == merged
+    described = ksql(sqlb, f"EXPLAIN {insert_id};")[0]["queryDescription"]
+    assert described["id"] == insert_id and described["sources"] == ["B"] and described["sinks"] == ["MERGED"]
+    assert described["state"] == "RUNNING" and merged in described["executionPlan"]
+    planned = ksql(sqlb, "EXPLAIN CREATE STREAM x AS SELECT id, v FROM a WHERE id > 1;")[0]["queryDescription"]
+    assert [f["name"] for f in planned["fields"]] == ["ID", "V"]
+    functions = {f["name"]: f["type"] for f in ksql(sqlb, "SHOW FUNCTIONS;")[0]["functions"]}
+    assert functions["UCASE"] == "SCALAR" and functions["COUNT"] == "AGGREGATE"
+    # PRINT streams the topic's records as text.
+    r = requests.post(sqlb.sql + "/query", json={"ksql": f"PRINT '{merged}' FROM BEGINNING LIMIT 2;"}, timeout=30)
+    lines = r.text.splitlines()
+    assert lines[0] == "Key format: KAFKA_INT" and lines[1] == "Value format: JSON", lines
+    assert sorted(l.split(", key: ")[1].split(",")[0] for l in lines[2:]) == ["1", "2"]
+    assert all(l.startswith("rowtime: ") and l.endswith("partition: 0") for l in lines[2:])

@@ -270,14 +270,49 @@ impl Engine {
         &self,
         text: &str,
         request_properties: &BTreeMap<String, String>,
+        session_variables: &BTreeMap<String, String>,
     ) -> Result<Vec<J>, StatementError> {
-        let statements =
+        let upper = text.to_ascii_uppercase();
+        let uses_variables = !session_variables.is_empty()
+            || text.contains("${")
+            || upper.contains("DEFINE");
+        let statements = if uses_variables {
+            // DEFINE / UNDEFINE in order, each statement parsed with the variables defined
+            // before it substituted (all parsed before any runs, as without variables).
+            let (texts, rest) = strata_sql::split_statements(text);
+            let mut variables: BTreeMap<String, String> = session_variables
+                .iter()
+                .map(|(k, v)| (k.to_ascii_uppercase(), v.clone()))
+                .collect();
+            let mut out = Vec::new();
+            for own in texts.into_iter().chain((!rest.trim().is_empty()).then_some(rest)) {
+                let substituted = strata_sql::substitute_variables(&own, &variables);
+                let stmt = strata_sql::parse_statement(&substituted).map_err(|e| StatementError {
+                    message: e.to_string(),
+                    statement: substituted.clone(),
+                    entities: Vec::new(),
+                    code: 40001,
+                })?;
+                match &stmt {
+                    Statement::Define { name, value } => {
+                        variables.insert(name.to_ascii_uppercase(), value.clone());
+                    }
+                    Statement::Undefine { name } => {
+                        variables.remove(&name.to_ascii_uppercase());
+                    }
+                    _ => {}
+                }
+                out.push((substituted, stmt));
+            }
+            out
+        } else {
             strata_sql::parse_statements_with_text(text).map_err(|e| StatementError {
                 message: e.to_string(),
                 statement: text.to_string(),
                 entities: Vec::new(),
                 code: 40001,
-            })?;
+            })?
+        };
         let mut props = request_properties.clone();
         let mut entities = Vec::new();
         let mut st = self.state.lock().await;
@@ -504,6 +539,44 @@ impl Engine {
                     command: Some(command(Some(&id))),
                 })
             }
+            Statement::InsertInto { target, query, .. } => {
+                let topics = st.log.topics().await.map_err(|e| e.to_string())?;
+                let planned = strata_sql::planner::plan_insert_into(
+                    stmt,
+                    &st.catalog,
+                    &TopicCounts(topics.clone()),
+                )
+                .map_err(|e| e.0)?;
+                if matches!(planned.query, Planned::Aggregate(_)) {
+                    return Err("INSERT INTO a stream takes a query without aggregation.".into());
+                }
+                let id = query_id.unwrap_or_else(|| format!("INSERTQUERY_{}", st.command_seq));
+                let sink_topic = planned.sink.topic.clone();
+                let reset = Reset::from_properties(props);
+                let handle = start_persistent(&self.bootstrap, &id, planned.query, sink_topic.clone(), reset);
+                st.queries.insert(
+                    id.clone(),
+                    PersistentQuery {
+                        id: id.clone(),
+                        text: text.to_string(),
+                        sink: target.clone(),
+                        sink_topic,
+                        sources: std::iter::once(query.from.clone())
+                            .chain(query.joins.iter().map(|j| j.source.clone()))
+                            .collect(),
+                        materialized: None,
+                        handle,
+                    },
+                );
+                Ok(Done {
+                    entity: Some(status(
+                        format!("stream/`{target}`/create"),
+                        format!("Created query with ID {id}"),
+                        Some(&id),
+                    )),
+                    command: Some(command(Some(&id))),
+                })
+            }
             Statement::Drop {
                 kind,
                 if_exists,
@@ -658,6 +731,53 @@ impl Engine {
                 let list: Vec<J> = st.queries.values().map(query_json).collect();
                 Ok(Done {
                     entity: Some(json!({"@type": "queries", "statementText": text, "queries": list, "warnings": []})),
+                    command: None,
+                })
+            }
+            Statement::ListFunctions => {
+                let list: Vec<J> = strata_sql::functions::FUNCTIONS
+                    .iter()
+                    .map(|(name, kind, category)| json!({"name": name, "type": kind, "category": category}))
+                    .collect();
+                Ok(Done {
+                    entity: Some(json!({"@type": "function_names", "statementText": text, "functions": list, "warnings": []})),
+                    command: None,
+                })
+            }
+            Statement::Explain(target) => {
+                let description = match target.as_ref() {
+                    strata_sql::ast::ExplainTarget::QueryId(id) => {
+                        let q = st
+                            .queries
+                            .get(id)
+                            .or_else(|| st.queries.get(&id.to_ascii_uppercase()))
+                            .ok_or_else(|| format!("Query with id:{id} does not exist, use SHOW QUERIES to view the full set of running queries."))?;
+                        let state = match &*q.handle.state.lock().expect("state lock") {
+                            QueryState::Running => "RUNNING".to_string(),
+                            QueryState::Error(_) => "ERROR".to_string(),
+                        };
+                        let sink = st.catalog.get(&q.sink);
+                        explain_json(&q.id, &q.text, &q.sources, sink, &state)
+                    }
+                    strata_sql::ast::ExplainTarget::Statement(inner) => {
+                        let topics = TopicCounts(st.log.topics().await.map_err(|e| e.to_string())?);
+                        let planned = match inner.as_ref() {
+                            Statement::CreateAsSelect { .. } => plan_create_as_select(inner, &st.catalog, &topics).map_err(|e| e.0)?,
+                            Statement::InsertInto { .. } => strata_sql::planner::plan_insert_into(inner, &st.catalog, &topics).map_err(|e| e.0)?,
+                            _ => return Err("EXPLAIN takes a query id, a CREATE … AS SELECT or an INSERT INTO … SELECT.".into()),
+                        };
+                        let sources: Vec<String> = match inner.as_ref() {
+                            Statement::CreateAsSelect { query, .. } | Statement::InsertInto { query, .. } => {
+                                std::iter::once(query.from.clone()).chain(query.joins.iter().map(|j| j.source.clone())).collect()
+                            }
+                            _ => Vec::new(),
+                        };
+                        let inner_text = text.trim().strip_prefix("EXPLAIN").or_else(|| text.trim().strip_prefix("explain")).unwrap_or(text).trim();
+                        explain_json("", inner_text, &sources, Some(&planned.sink), "NOT_RUNNING")
+                    }
+                };
+                Ok(Done {
+                    entity: Some(json!({"@type": "queryDescription", "statementText": text, "queryDescription": description, "warnings": []})),
                     command: None,
                 })
             }
@@ -1095,6 +1215,57 @@ fn query_json(q: &PersistentQuery) -> J {
         "id": q.id,
         "statusCount": {state: 1},
         "queryType": "PERSISTENT",
+        "state": state,
+    })
+}
+
+/// EXPLAIN's query description (ksqlDB's `queryDescription`): the sink's fields, the
+/// sources and sink, and the plan as text.
+fn explain_json(id: &str, text: &str, sources: &[String], sink: Option<&Source>, state: &str) -> J {
+    let fields: Vec<J> = sink
+        .map(|s| {
+            s.key
+                .iter()
+                .map(|c| json!({"name": c.name, "schema": schema_json(&c.sql_type), "type": "KEY"}))
+                .chain(s.value.iter().map(|c| json!({"name": c.name, "schema": schema_json(&c.sql_type)})))
+                .collect()
+        })
+        .unwrap_or_default();
+    let schema = |s: &Source| {
+        s.key
+            .iter()
+            .map(|c| format!("`{}` {} KEY", c.name, type_name(&c.sql_type)))
+            .chain(s.value.iter().map(|c| format!("`{}` {}", c.name, type_name(&c.sql_type))))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let plan = match sink {
+        Some(s) => format!(
+            " > [ SINK ] | Topic: {} | Schema: {} | Key format: {} | Value format: {}\n\t\t > [ {} ] | Sources: {}\n",
+            s.topic,
+            schema(s),
+            format_name(&s.key_format),
+            format_name(&s.value_format),
+            if sources.len() > 1 { "JOIN" } else { "PROJECT" },
+            sources.join(", ")
+        ),
+        None => String::new(),
+    };
+    json!({
+        "id": id,
+        "statementText": text,
+        "windowType": null,
+        "fields": fields,
+        "sources": sources,
+        "sinks": sink.map(|s| vec![s.name.clone()]).unwrap_or_default(),
+        "sinkKafkaTopics": sink.map(|s| vec![s.topic.clone()]).unwrap_or_default(),
+        "topology": "",
+        "executionPlan": plan,
+        "overriddenProperties": {},
+        "ksqlHostQueryStatus": {},
+        "queryType": "PERSISTENT",
+        "queryErrors": [],
+        "tasksMetadata": [],
         "state": state,
     })
 }

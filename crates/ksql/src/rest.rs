@@ -89,6 +89,19 @@ fn properties(v: &J) -> BTreeMap<String, String> {
 }
 
 /// A row as a JSON array, values written as ksqlDB's JSON writes them.
+/// A query's text with the request's `sessionVariables` substituted.
+fn with_variables(text: &str, variables: &J) -> String {
+    let variables: BTreeMap<String, String> = properties(variables)
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_uppercase(), v))
+        .collect();
+    if variables.is_empty() {
+        text.to_string()
+    } else {
+        strata_sql::substitute_variables(text, &variables)
+    }
+}
+
 fn row_json(values: &[Value]) -> String {
     let mut out = String::from("[");
     for (i, v) in values.iter().enumerate() {
@@ -171,7 +184,8 @@ impl Server {
                         return error(StatusCode::BAD_REQUEST, 40000, "Missing the 'ksql' field");
                     };
                     let props = properties(&body["streamsProperties"]);
-                    match self.engine.execute(text, &props).await {
+                    let variables = properties(&body["sessionVariables"]);
+                    match self.engine.execute(text, &props, &variables).await {
                         Ok(entities) => json_response(StatusCode::OK, &J::Array(entities)),
                         Err(e) => json_response(StatusCode::BAD_REQUEST, &e.body()),
                     }
@@ -184,7 +198,8 @@ impl Server {
                         return error(StatusCode::BAD_REQUEST, 40000, "Missing the 'ksql' field");
                     };
                     let props = properties(&body["streamsProperties"]);
-                    self.push_query(text, &props, PushFormat::V1).await
+                    let text = with_variables(text, &body["sessionVariables"]);
+                    self.push_query(&text, &props, PushFormat::V1).await
                 }
             },
             (Method::POST, "/query-stream") => match body_json(req).await {
@@ -200,7 +215,8 @@ impl Server {
                         } else {
                             PushFormat::Delimited
                         };
-                    self.push_query(text, &props, format).await
+                    let text = with_variables(text, &body["sessionVariables"]);
+                    self.push_query(&text, &props, format).await
                 }
             },
             (Method::POST, "/inserts-stream") => self.inserts_stream(req),
@@ -240,6 +256,15 @@ impl Server {
         props: &BTreeMap<String, String>,
         format: PushFormat,
     ) -> Response<Body> {
+        if let Ok(strata_sql::ast::Statement::Print {
+            topic,
+            from_beginning,
+            interval,
+            limit,
+        }) = strata_sql::parse_statement(text)
+        {
+            return self.print(topic, from_beginning, interval, limit).await;
+        }
         let (query, limit, names, types) = match self.engine.query(text).await {
             Ok(QueryPlan::Push(p)) => *p,
             Ok(QueryPlan::Pull { names, types, rows }) => {
@@ -359,6 +384,108 @@ impl Server {
 }
 
 impl Server {
+    /// `PRINT topic [FROM BEGINNING] [INTERVAL n] [LIMIT n]`: the topic's records as text
+    /// lines, as ksqlDB prints them, until the limit or the client goes.
+    async fn print(
+        self: &Arc<Self>,
+        topic: String,
+        from_beginning: bool,
+        interval: Option<i64>,
+        limit: Option<i64>,
+    ) -> Response<Body> {
+        let (tx, rx) = mpsc::channel::<Bytes>(ROWS_BUFFERED);
+        let bootstrap = self.engine.bootstrap().to_string();
+        let mut log = crate::log::LogClient::new(&bootstrap);
+        let partitions = match log.topics().await {
+            Ok(t) => match t.get(&topic).or_else(|| t.get(&topic.to_ascii_lowercase())) {
+                Some(&p) => p,
+                None => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        40001,
+                        format!("Could not find topic '{topic}', or the KSQL user does not have permissions to list the topic. Topic names are case-sensitive.\nTo list topics run: SHOW TOPICS;"),
+                    )
+                }
+            },
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, 50000, e.to_string()),
+        };
+        let topic = if log.topics().await.map(|t| t.contains_key(&topic)).unwrap_or(false) {
+            topic
+        } else {
+            topic.to_ascii_lowercase()
+        };
+        tokio::spawn(async move {
+            let mut at = Vec::new();
+            for p in 0..partitions {
+                match log.offset(&topic, p, if from_beginning { -2 } else { -1 }).await {
+                    Ok(o) => at.push(o),
+                    Err(e) => {
+                        let _ = tx.send(Bytes::from(format!("{e}\n"))).await;
+                        return;
+                    }
+                }
+            }
+            let every = interval.unwrap_or(1).max(1);
+            let (mut seen, mut printed) = (0i64, 0i64);
+            let mut header = false;
+            loop {
+                let mut any = false;
+                for p in 0..partitions {
+                    let records = match log.fetch_committed(&topic, p, at[p as usize]).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = tx.send(Bytes::from(format!("{e}\n"))).await;
+                            return;
+                        }
+                    };
+                    for r in records {
+                        any = true;
+                        at[p as usize] = r.offset + 1;
+                        seen += 1;
+                        if (seen - 1) % every != 0 {
+                            continue;
+                        }
+                        let mut text = String::new();
+                        if !header {
+                            header = true;
+                            text.push_str(&format!(
+                                "Key format: {}\nValue format: {}\n",
+                                print_format(r.key.as_deref(), true),
+                                print_format(r.value.as_deref(), false)
+                            ));
+                        }
+                        let ts = strata_sql::eval::format_timestamp(r.timestamp_ms)
+                            .replace('-', "/")
+                            .replace('T', " ");
+                        text.push_str(&format!(
+                            "rowtime: {ts} Z, key: {}, value: {}, partition: {p}\n",
+                            print_bytes(r.key.as_deref(), true),
+                            print_bytes(r.value.as_deref(), false)
+                        ));
+                        if tx.send(Bytes::from(text)).await.is_err() {
+                            return;
+                        }
+                        printed += 1;
+                        if limit.is_some_and(|l| printed >= l) {
+                            return;
+                        }
+                    }
+                }
+                if !any {
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                        _ = tx.closed() => return,
+                    }
+                }
+            }
+        });
+        Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "text/plain")
+            .body(ChannelBody { rx }.boxed())
+            .expect("valid response")
+    }
+
     /// `/inserts-stream`: the request body is a line `{"target": "NAME"}` then one JSON
     /// object per line, each a row to insert; each row is acknowledged on the response as
     /// it is written (`{"status":"ok","seq":N}`), or refused alone with ksqlDB's error
@@ -447,6 +574,31 @@ impl Server {
             .header("content-type", "application/vnd.ksqlapi.delimited.v1")
             .body(ChannelBody { rx }.boxed())
             .expect("valid response")
+    }
+}
+
+/// How PRINT names a key's or value's format, guessed from the bytes as ksqlDB does.
+fn print_format(bytes: Option<&[u8]>, key: bool) -> &'static str {
+    match bytes {
+        None => "¯\\_(ツ)_/¯ - no data processed",
+        Some(b) if serde_json::from_slice::<J>(b).is_ok_and(|j| j.is_object() || j.is_array()) => "JSON",
+        Some(b) if key && b.len() == 4 && std::str::from_utf8(b).map_or(true, |s| s.chars().any(char::is_control)) => "KAFKA_INT",
+        Some(b) if key && b.len() == 8 && std::str::from_utf8(b).map_or(true, |s| s.chars().any(char::is_control)) => "KAFKA_BIGINT",
+        Some(b) if std::str::from_utf8(b).is_ok() => "KAFKA_STRING",
+        Some(_) => "HEX",
+    }
+}
+
+/// A key or value as PRINT shows it.
+fn print_bytes(bytes: Option<&[u8]>, key: bool) -> String {
+    let Some(b) = bytes else {
+        return "<null>".to_string();
+    };
+    match print_format(Some(b), key) {
+        "KAFKA_INT" => i32::from_be_bytes(b.try_into().expect("4 bytes")).to_string(),
+        "KAFKA_BIGINT" => i64::from_be_bytes(b.try_into().expect("8 bytes")).to_string(),
+        "JSON" | "KAFKA_STRING" => String::from_utf8_lossy(b).into_owned(),
+        _ => b.iter().map(|x| format!("{x:02x}")).collect(),
     }
 }
 

@@ -9,6 +9,81 @@ use crate::eval::{compare, EvalError};
 use crate::format::json_text;
 use crate::value::{Decimal, Value};
 
+/// The functions this engine knows, as SHOW FUNCTIONS lists them: (name, type,
+/// category). A test checks every scalar one is accepted by the analyzer.
+pub const FUNCTIONS: &[(&str, &str, &str)] = &[
+    ("ABS", "SCALAR", "MATHEMATICAL"),
+    ("ACOS", "SCALAR", "MATHEMATICAL"),
+    ("ARRAY_CONCAT", "SCALAR", "ARRAY"),
+    ("ARRAY_CONTAINS", "SCALAR", "ARRAY"),
+    ("ARRAY_DISTINCT", "SCALAR", "ARRAY"),
+    ("ARRAY_EXCEPT", "SCALAR", "ARRAY"),
+    ("ARRAY_INTERSECT", "SCALAR", "ARRAY"),
+    ("ARRAY_JOIN", "SCALAR", "ARRAY"),
+    ("ARRAY_LENGTH", "SCALAR", "ARRAY"),
+    ("ARRAY_MAX", "SCALAR", "ARRAY"),
+    ("ARRAY_MIN", "SCALAR", "ARRAY"),
+    ("ARRAY_REMOVE", "SCALAR", "ARRAY"),
+    ("ARRAY_SORT", "SCALAR", "ARRAY"),
+    ("ARRAY_UNION", "SCALAR", "ARRAY"),
+    ("ASIN", "SCALAR", "MATHEMATICAL"),
+    ("AS_VALUE", "SCALAR", "OTHER"),
+    ("ATAN", "SCALAR", "MATHEMATICAL"),
+    ("AVG", "AGGREGATE", "AGGREGATE"),
+    ("CBRT", "SCALAR", "MATHEMATICAL"),
+    ("CEIL", "SCALAR", "MATHEMATICAL"),
+    ("CHR", "SCALAR", "STRING"),
+    ("COALESCE", "SCALAR", "CONDITIONAL"),
+    ("COLLECT_LIST", "AGGREGATE", "AGGREGATE"),
+    ("COLLECT_SET", "AGGREGATE", "AGGREGATE"),
+    ("CONCAT", "SCALAR", "STRING"),
+    ("CONCAT_WS", "SCALAR", "STRING"),
+    ("COS", "SCALAR", "MATHEMATICAL"),
+    ("COT", "SCALAR", "MATHEMATICAL"),
+    ("COUNT", "AGGREGATE", "AGGREGATE"),
+    ("COUNT_DISTINCT", "AGGREGATE", "AGGREGATE"),
+    ("DEGREES", "SCALAR", "MATHEMATICAL"),
+    ("EARLIEST_BY_OFFSET", "AGGREGATE", "AGGREGATE"),
+    ("EXP", "SCALAR", "MATHEMATICAL"),
+    ("EXTRACTJSONFIELD", "SCALAR", "JSON"),
+    ("FLOOR", "SCALAR", "MATHEMATICAL"),
+    ("GREATEST", "SCALAR", "MATHEMATICAL"),
+    ("IFNULL", "SCALAR", "CONDITIONAL"),
+    ("INITCAP", "SCALAR", "STRING"),
+    ("INSTR", "SCALAR", "STRING"),
+    ("LATEST_BY_OFFSET", "AGGREGATE", "AGGREGATE"),
+    ("LCASE", "SCALAR", "STRING"),
+    ("LEAST", "SCALAR", "MATHEMATICAL"),
+    ("LEN", "SCALAR", "STRING"),
+    ("LN", "SCALAR", "MATHEMATICAL"),
+    ("LOG", "SCALAR", "MATHEMATICAL"),
+    ("LPAD", "SCALAR", "STRING"),
+    ("MAP_KEYS", "SCALAR", "MAP"),
+    ("MAP_VALUES", "SCALAR", "MAP"),
+    ("MAX", "AGGREGATE", "AGGREGATE"),
+    ("MIN", "AGGREGATE", "AGGREGATE"),
+    ("NULLIF", "SCALAR", "CONDITIONAL"),
+    ("PI", "SCALAR", "MATHEMATICAL"),
+    ("POWER", "SCALAR", "MATHEMATICAL"),
+    ("RADIANS", "SCALAR", "MATHEMATICAL"),
+    ("REPLACE", "SCALAR", "STRING"),
+    ("REVERSE", "SCALAR", "STRING"),
+    ("ROUND", "SCALAR", "MATHEMATICAL"),
+    ("RPAD", "SCALAR", "STRING"),
+    ("SIGN", "SCALAR", "MATHEMATICAL"),
+    ("SIN", "SCALAR", "MATHEMATICAL"),
+    ("SPLIT", "SCALAR", "STRING"),
+    ("SQRT", "SCALAR", "MATHEMATICAL"),
+    ("SUBSTRING", "SCALAR", "STRING"),
+    ("SUM", "AGGREGATE", "AGGREGATE"),
+    ("TAN", "SCALAR", "MATHEMATICAL"),
+    ("TO_JSON_STRING", "SCALAR", "JSON"),
+    ("TRIM", "SCALAR", "STRING"),
+    ("UCASE", "SCALAR", "STRING"),
+    ("UNIX_DATE", "SCALAR", "DATE / TIME"),
+    ("UNIX_TIMESTAMP", "SCALAR", "DATE / TIME"),
+];
+
 fn bad(m: impl Into<String>) -> EvalError {
     EvalError::Function(m.into())
 }
@@ -698,5 +773,38 @@ mod tests {
             return_type("LEAST", &[Some(SqlType::Int), Some(SqlType::Double)]),
             Some(Some(SqlType::Double))
         );
+    }
+
+    #[test]
+    fn every_listed_scalar_function_is_known_to_the_analyzer() {
+        use crate::analyzer::{type_of, Scope};
+        let mut c = crate::catalog::Catalog::default();
+        struct One;
+        impl crate::catalog::Topics for One {
+            fn partitions(&self, _: &str) -> Option<i32> {
+                Some(1)
+            }
+        }
+        c.create_source(
+            &crate::parse_statement("CREATE STREAM S (A INT KEY, B STRING) WITH (kafka_topic='s', value_format='JSON');").unwrap(),
+            &One,
+        )
+        .unwrap();
+        let scope = Scope {
+            source: c.get("S").unwrap(),
+            alias: None,
+        };
+        for (name, kind, _) in super::FUNCTIONS {
+            if *kind != "SCALAR" {
+                continue;
+            }
+            for args in ["", "A", "B", "A, A", "B, B", "B, A, A", "B, B, B"] {
+                let e = crate::parse_expression(&format!("{name}({args})")).unwrap();
+                if let Err(e) = type_of(&e, &scope) {
+                    assert!(!e.0.contains("Can't find any functions"), "{name}: {e}");
+                }
+            }
+        }
+        assert!(super::FUNCTIONS.iter().any(|f| f.0 == "COUNT" && f.1 == "AGGREGATE"));
     }
 }

@@ -17,7 +17,10 @@ pub mod pipeline;
 pub mod planner;
 pub mod value;
 
-pub use parser::{parse_expression, parse_statement, parse_statements, parse_statements_with_text};
+pub use parser::{
+    parse_expression, parse_statement, parse_statements, parse_statements_with_text,
+    split_statements, substitute_variables,
+};
 
 /// Errors of the SQL crate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -136,6 +136,81 @@ fn statements_with_text(text: &str) -> Result<Vec<(String, Statement)>, SqlError
     }
 }
 
+/// Complete statements (each with its `;`) and what follows the last one. Quotes,
+/// backticks and `--` comments are respected.
+pub fn split_statements(text: &str) -> (Vec<String>, String) {
+    let mut statements = Vec::new();
+    let mut current = String::new();
+    let mut chars = text.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) => {
+                current.push(c);
+                if c == q {
+                    if chars.peek() == Some(&q) {
+                        current.push(chars.next().expect("peeked"));
+                    } else {
+                        quote = None;
+                    }
+                }
+            }
+            None => match c {
+                '\'' | '"' | '`' => {
+                    quote = Some(c);
+                    current.push(c);
+                }
+                '-' if chars.peek() == Some(&'-') => {
+                    for c in chars.by_ref() {
+                        if c == '\n' {
+                            current.push('\n');
+                            break;
+                        }
+                    }
+                }
+                ';' => {
+                    current.push(';');
+                    let s = current.trim().to_string();
+                    if s != ";" {
+                        statements.push(s);
+                    }
+                    current.clear();
+                }
+                _ => current.push(c),
+            },
+        }
+    }
+    (statements, current)
+}
+
+/// Replaces `${name}` by the variable's value (names are case-insensitive), in
+/// identifiers and literals alike, as ksqlDB's variable substitution does. An undefined
+/// variable is left as written (the parser then reports it).
+pub fn substitute_variables(text: &str, variables: &std::collections::BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        match after.find('}') {
+            Some(end) => {
+                let name = after[..end].trim().to_ascii_uppercase();
+                match variables.get(&name) {
+                    Some(v) => out.push_str(v),
+                    None => out.push_str(&rest[at..at + 2 + end + 1]),
+                }
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str(&rest[at..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Parses exactly one statement (with or without its `;`).
 pub fn parse_statement(text: &str) -> Result<Statement, SqlError> {
     let mut all = parse_statements(text)?;
@@ -1811,5 +1886,31 @@ mod tests {
             0..40)) {
             let _ = parse_statements(&words.join(" "));
         }
+    }
+
+
+    #[test]
+    fn statements_split_on_semicolons_outside_quotes_and_comments() {
+        let (s, rest) = split_statements(
+            "CREATE STREAM S (A STRING) WITH (kafka_topic='a;b', value_format='JSON');\n-- a comment; not a statement\nSELECT `x;y` FROM S;\nSELECT 'it''s;' FROM S",
+        );
+        assert_eq!(
+            s,
+            [
+                "CREATE STREAM S (A STRING) WITH (kafka_topic='a;b', value_format='JSON');",
+                "SELECT `x;y` FROM S;"
+            ]
+        );
+        assert_eq!(rest.trim(), "SELECT 'it''s;' FROM S");
+    }
+
+    #[test]
+    fn variables_are_substituted_case_insensitively() {
+        let mut v = std::collections::BTreeMap::new();
+        v.insert("TOPIC".to_string(), "orders".to_string());
+        assert_eq!(
+            substitute_variables("WITH (kafka_topic='${topic}') ${Topic} ${other}", &v),
+            "WITH (kafka_topic='orders') orders ${other}"
+        );
     }
 }

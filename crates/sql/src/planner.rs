@@ -231,6 +231,111 @@ pub fn plan_create_as_select(
     })
 }
 
+/// Plans `INSERT INTO target SELECT …`: the query as a CREATE … AS SELECT of `target`
+/// would plan it, writing the target's topic in the target's formats; the result must have
+/// the target's columns (names and types), as ksqlDB requires.
+pub fn plan_insert_into(
+    statement: &Statement,
+    catalog: &Catalog,
+    topics: &dyn Topics,
+) -> Result<PlannedQuery, PlanError> {
+    let Statement::InsertInto {
+        target,
+        properties,
+        query,
+    } = statement
+    else {
+        return Err(err("not an INSERT INTO … SELECT statement"));
+    };
+    let sink = catalog
+        .get(target)
+        .ok_or_else(|| err(format!("{target} does not exist.")))?
+        .clone();
+    if sink.read_only {
+        return Err(err(format!(
+            "Cannot insert into read-only {}: {target}",
+            match sink.kind {
+                SourceKind::Stream => "stream",
+                SourceKind::Table => "table",
+            }
+        )));
+    }
+    if sink.kind == SourceKind::Table {
+        return Err(err(format!(
+            "INSERT INTO can only be used to insert into a stream. {target} is a table."
+        )));
+    }
+    let format_props = |f: &Format, which: &str| -> Vec<(String, crate::ast::Literal)> {
+        let (name, delimiter) = match f {
+            Format::Json => ("JSON", None),
+            Format::Kafka => ("KAFKA", None),
+            Format::None => ("NONE", None),
+            Format::Delimited { delimiter } => ("DELIMITED", Some(*delimiter)),
+        };
+        let mut v = vec![(
+            format!("{which}_FORMAT"),
+            crate::ast::Literal::String(name.to_string()),
+        )];
+        if let Some(d) = delimiter {
+            v.push((
+                format!("{which}_DELIMITER"),
+                crate::ast::Literal::String(d.to_string()),
+            ));
+        }
+        v
+    };
+    let mut props: Properties = properties
+        .iter()
+        .filter(|(k, _)| k != "KAFKA_TOPIC" && !k.ends_with("_FORMAT") && k != "FORMAT")
+        .cloned()
+        .collect();
+    props.push((
+        "KAFKA_TOPIC".to_string(),
+        crate::ast::Literal::String(sink.topic.clone()),
+    ));
+    props.extend(format_props(&sink.key_format, "KEY"));
+    props.extend(format_props(&sink.value_format, "VALUE"));
+    props.push((
+        "WRAP_SINGLE_VALUE".to_string(),
+        crate::ast::Literal::Boolean(sink.wrap_single_value),
+    ));
+    let as_create = Statement::CreateAsSelect {
+        kind: sink.kind,
+        or_replace: false,
+        if_not_exists: false,
+        name: target.clone(),
+        properties: props,
+        query: query.clone(),
+    };
+    let planned = plan_create_as_select(&as_create, catalog, topics)?;
+    let schema = |s: &Source| {
+        s.key
+            .iter()
+            .map(|c| format!("`{}` {} KEY", c.name, crate::value::type_name(&c.sql_type)))
+            .chain(
+                s.value
+                    .iter()
+                    .map(|c| format!("`{}` {}", c.name, crate::value::type_name(&c.sql_type))),
+            )
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let same = |a: &[Column], b: &[Column]| {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| x.name == y.name && x.sql_type == y.sql_type)
+    };
+    if !same(&planned.sink.key, &sink.key) || !same(&planned.sink.value, &sink.value) {
+        return Err(err(format!(
+            "Incompatible schema between results and sink.\nResult schema is {}\nSink schema is {}",
+            schema(&planned.sink),
+            schema(&sink)
+        )));
+    }
+    Ok(planned)
+}
+
 /// A property of a WITH clause as text (strings bare, other literals as written).
 pub fn property_text(properties: &Properties, name: &str) -> Option<String> {
     crate::catalog::property(properties, name).map(|v| match v {

@@ -43,6 +43,7 @@ pub fn run_sql(args: SqlArgs) -> Result<()> {
     let mut session = Session {
         authority,
         properties: BTreeMap::new(),
+        variables: BTreeMap::new(),
     };
     let script = match (&args.file, &args.execute) {
         (Some(path), _) => Some(
@@ -59,7 +60,7 @@ pub fn run_sql(args: SqlArgs) -> Result<()> {
     };
     match script {
         Some(text) => {
-            let (statements, rest) = split_statements(&text);
+            let (statements, rest) = strata_sql::split_statements(&text);
             if !rest.trim().is_empty() {
                 bail!("the last statement does not end with ';': {}", rest.trim());
             }
@@ -102,7 +103,7 @@ fn interactive(rt: &tokio::runtime::Runtime, session: &mut Session) -> Result<()
                 }
                 pending.push_str(&line);
                 pending.push('\n');
-                let (statements, rest) = split_statements(&pending);
+                let (statements, rest) = strata_sql::split_statements(&pending);
                 if !statements.is_empty() {
                     let _ = editor.add_history_entry(pending.trim());
                 }
@@ -124,56 +125,11 @@ fn interactive(rt: &tokio::runtime::Runtime, session: &mut Session) -> Result<()
     Ok(())
 }
 
-/// Complete statements (each with its `;`) and what follows the last one. Quotes,
-/// backticks and `--` comments are respected.
-pub fn split_statements(text: &str) -> (Vec<String>, String) {
-    let mut statements = Vec::new();
-    let mut current = String::new();
-    let mut chars = text.chars().peekable();
-    let mut quote: Option<char> = None;
-    while let Some(c) = chars.next() {
-        match quote {
-            Some(q) => {
-                current.push(c);
-                if c == q {
-                    if chars.peek() == Some(&q) {
-                        current.push(chars.next().expect("peeked"));
-                    } else {
-                        quote = None;
-                    }
-                }
-            }
-            None => match c {
-                '\'' | '"' | '`' => {
-                    quote = Some(c);
-                    current.push(c);
-                }
-                '-' if chars.peek() == Some(&'-') => {
-                    for c in chars.by_ref() {
-                        if c == '\n' {
-                            current.push('\n');
-                            break;
-                        }
-                    }
-                }
-                ';' => {
-                    current.push(';');
-                    let s = current.trim().to_string();
-                    if s != ";" {
-                        statements.push(s);
-                    }
-                    current.clear();
-                }
-                _ => current.push(c),
-            },
-        }
-    }
-    (statements, current)
-}
-
 struct Session {
     authority: String,
     properties: BTreeMap<String, String>,
+    /// DEFINE's variables, sent with every statement (ksqlDB's sessionVariables).
+    variables: BTreeMap<String, String>,
 }
 
 fn words(statement: &str) -> Vec<String> {
@@ -249,13 +205,56 @@ impl Session {
                 println!("Successfully unset local property '{k}'.");
                 Ok(())
             }
+            Some("DEFINE") => {
+                let rest = statement.trim()[6..].trim().trim_end_matches(';');
+                let (k, v) = rest
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("DEFINE needs name = 'value'"))?;
+                self.variables
+                    .insert(k.trim().to_ascii_uppercase(), unquote(v).replace("''", "'"));
+                Ok(())
+            }
+            Some("UNDEFINE") => {
+                let k = statement.trim()[8..].trim().trim_end_matches(';').trim();
+                self.variables.remove(&k.to_ascii_uppercase());
+                Ok(())
+            }
             Some("SELECT") => self.query(statement).await,
+            Some("PRINT") => self.print(statement).await,
             _ => self.ksql(statement).await,
         }
     }
 
+    /// PRINT: the topic's records as the server prints them, until LIMIT or Ctrl-C.
+    async fn print(&self, statement: &str) -> Result<()> {
+        let body = json!({"ksql": statement, "streamsProperties": self.properties, "sessionVariables": self.variables});
+        let resp = self.request("POST", "/query", Some(body), "text/plain").await?;
+        let ok = resp.status().is_success();
+        let mut body = resp.into_body();
+        if !ok {
+            let bytes = body.collect().await?.to_bytes();
+            let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            bail!("{}", answer["message"].as_str().unwrap_or("PRINT failed"));
+        }
+        let interrupted = tokio::signal::ctrl_c();
+        tokio::pin!(interrupted);
+        loop {
+            let frame = tokio::select! {
+                f = body.frame() => f,
+                _ = &mut interrupted => break,
+            };
+            let Some(frame) = frame else { break };
+            if let Some(data) = frame?.data_ref() {
+                std::io::stdout().write_all(data)?;
+                std::io::stdout().flush()?;
+            }
+        }
+        println!("Topic printing ceased");
+        Ok(())
+    }
+
     async fn ksql(&self, statement: &str) -> Result<()> {
-        let body = json!({"ksql": statement, "streamsProperties": self.properties});
+        let body = json!({"ksql": statement, "streamsProperties": self.properties, "sessionVariables": self.variables});
         let resp = self
             .request("POST", "/ksql", Some(body), "application/vnd.ksql.v1+json")
             .await?;
@@ -273,7 +272,7 @@ impl Session {
     }
 
     async fn query(&self, statement: &str) -> Result<()> {
-        let body = json!({"sql": statement, "properties": self.properties});
+        let body = json!({"sql": statement, "properties": self.properties, "sessionVariables": self.variables});
         let resp = self
             .request(
                 "POST",
@@ -458,6 +457,23 @@ fn text(v: &Value, key: &str) -> String {
 /// Prints one of ksqlDB's response entities.
 fn print_entity(e: &Value) {
     match e["@type"].as_str().unwrap_or("") {
+        "function_names" => {
+            let rows = e["functions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| vec![text(f, "name"), text(f, "category")])
+                .collect();
+            table_of(&["Function Name", "Category"], rows);
+        }
+        "queryDescription" => {
+            let d = &e["queryDescription"];
+            println!("ID                   : {}", text(d, "id"));
+            println!("Query type           : {}", text(d, "queryType"));
+            println!("SQL                  : {}", text(d, "statementText"));
+            println!("State                : {}", text(d, "state"));
+            println!("\nExecution plan\n--------------\n{}", text(d, "executionPlan"));
+        }
         "currentStatus" => println!(
             "{}",
             e["commandStatus"]["message"].as_str().unwrap_or("done")
@@ -551,25 +567,5 @@ fn print_entity(e: &Value) {
             Some(m) => println!("{m}"),
             None => println!("{}", serde_json::to_string_pretty(e).unwrap_or_default()),
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_statements;
-
-    #[test]
-    fn statements_split_on_semicolons_outside_quotes_and_comments() {
-        let (s, rest) = split_statements(
-            "CREATE STREAM S (A STRING) WITH (kafka_topic='a;b', value_format='JSON');\n-- a comment; not a statement\nSELECT `x;y` FROM S;\nSELECT 'it''s;' FROM S",
-        );
-        assert_eq!(
-            s,
-            [
-                "CREATE STREAM S (A STRING) WITH (kafka_topic='a;b', value_format='JSON');",
-                "SELECT `x;y` FROM S;"
-            ]
-        );
-        assert_eq!(rest.trim(), "SELECT 'it''s;' FROM S");
     }
 }
