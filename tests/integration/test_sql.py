@@ -648,3 +648,34 @@ def test_insert_into_select_variables_explain_functions_and_print(sqlb):
     assert lines[0] == "Key format: KAFKA_INT" and lines[1] == "Value format: JSON", lines
     assert sorted(l.split(", key: ")[1].split(",")[0] for l in lines[2:]) == ["1", "2"]
     assert all(l.startswith("rowtime: ") and l.endswith("partition: 0") for l in lines[2:])
+
+
+def test_an_aggregation_over_a_stream_table_join(sqlb):
+    users, clicks = unique("users"), unique("clicks")
+    ksql(sqlb, f"""
+        CREATE TABLE users (id STRING PRIMARY KEY, region STRING) WITH (kafka_topic='{users}', partitions=1, value_format='JSON');
+        CREATE STREAM clicks (user STRING KEY, page STRING) WITH (kafka_topic='{clicks}', partitions=1, value_format='JSON');
+        CREATE TABLE per_region AS SELECT u.region, COUNT(*) AS n, COLLECT_SET(page) AS pages
+          FROM clicks c JOIN users u ON c.user = u.id GROUP BY u.region;
+    """, {"ksql.streams.auto.offset.reset": "earliest"})
+    p = Producer({"bootstrap.servers": sqlb.bootstrap})
+    for user, region in (("ann", "eu"), ("bob", "us"), ("cyd", "eu")):
+        p.produce(users, key=user.encode(), value=json.dumps({"REGION": region}), timestamp=1)
+    p.flush(10)
+    time.sleep(0.5)
+    for i, user in enumerate(["ann", "bob", "cyd", "ann", "dan"]):
+        p.produce(clicks, key=user.encode(), value=json.dumps({"PAGE": f"p{i}"}), timestamp=10 + i)
+    p.flush(10)
+    out = consume_all(sqlb.bootstrap, "PER_REGION", 4)
+    last = {}
+    for m in out:
+        last[m.key().decode()] = json.loads(m.value())
+    assert last == {"eu": {"N": 3, "PAGES": ["p0", "p2", "p3"]}, "us": {"N": 1, "PAGES": ["p1"]}}, last
+    deadline = time.time() + 10
+    while True:
+        r = requests.post(sqlb.sql + "/query-stream", json={"sql": "SELECT * FROM per_region WHERE region = 'eu';"})
+        rows = [json.loads(l) for l in r.text.splitlines()[1:]]
+        if rows == [["eu", 3, ["p0", "p2", "p3"]]] or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert rows == [["eu", 3, ["p0", "p2", "p3"]]]

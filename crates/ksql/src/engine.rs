@@ -474,7 +474,7 @@ impl Engine {
                         .map_err(|e| e.0)?
                         .query
                     {
-                        Planned::Aggregate(a) => Some(Arc::new(a)),
+                        Planned::Aggregate(a) | Planned::JoinAggregate(_, a) => Some(Arc::new(a)),
                         Planned::Stateless(_) | Planned::Join(_) => None,
                     };
                 if !replay && !topics.contains_key(&planned.sink.topic) {
@@ -497,7 +497,7 @@ impl Engine {
                         q.handle.terminate().await;
                     }
                 }
-                if matches!(planned.query, Planned::Aggregate(_)) {
+                if matches!(planned.query, Planned::Aggregate(_) | Planned::JoinAggregate(..)) {
                     let changelog = changelog_topic(&id);
                     if !topics.contains_key(&changelog) {
                         st.log
@@ -547,7 +547,7 @@ impl Engine {
                     &TopicCounts(topics.clone()),
                 )
                 .map_err(|e| e.0)?;
-                if matches!(planned.query, Planned::Aggregate(_)) {
+                if matches!(planned.query, Planned::Aggregate(_) | Planned::JoinAggregate(..)) {
                     return Err("INSERT INTO a stream takes a query without aggregation.".into());
                 }
                 let id = query_id.unwrap_or_else(|| format!("INSERTQUERY_{}", st.command_seq));

@@ -214,7 +214,9 @@ fn input_topics(q: &Planned) -> Vec<String> {
     let mut topics: Vec<String> = match q {
         Planned::Stateless(q) => vec![q.source.topic.clone()],
         Planned::Aggregate(q) => vec![q.source.topic.clone()],
-        Planned::Join(j) => j.topics().iter().map(|t| t.to_string()).collect(),
+        Planned::Join(j) | Planned::JoinAggregate(j, _) => {
+            j.topics().iter().map(|t| t.to_string()).collect()
+        }
     };
     let mut seen = std::collections::BTreeSet::new();
     topics.retain(|t| seen.insert(t.clone()));
@@ -296,6 +298,11 @@ impl Persistent {
                             *self.groups.lock().expect("groups lock") = restored;
                         }
                         Planned::Join(j) => {
+                            self.join_state = replay_join(&mut self.log, j, &committed).await?;
+                        }
+                        Planned::JoinAggregate(j, q) => {
+                            let restored = restore(&mut self.log, &self.id, q).await?;
+                            *self.groups.lock().expect("groups lock") = restored;
                             self.join_state = replay_join(&mut self.log, j, &committed).await?;
                         }
                         Planned::Stateless(_) => {}
@@ -387,31 +394,32 @@ impl Persistent {
                     &mut self.groups.lock().expect("groups lock"),
                     &NoFunctions,
                 );
-                match outcome {
-                    AggOutcome::Updates(updates) => {
-                        for u in updates {
-                            changelog.push(Record {
-                                key: Some(Bytes::from(u.state_key)),
-                                value: u.state.map(Bytes::from),
-                                headers: Vec::new(),
-                                timestamp_ms: r.timestamp_ms,
-                            });
-                            if let Some((key, value, timestamp)) = u.record {
-                                // A windowed key is placed by its inner key, as Kafka
-                                // Streams' WindowedStreamPartitioner does.
-                                let inner = match (&q.window, key.as_deref()) {
-                                    (Some(_), Some(k)) if k.len() >= 8 => {
-                                        Some(k[..k.len() - 8].to_vec())
-                                    }
-                                    _ => None,
-                                };
-                                emit(key, value, timestamp, inner.as_deref());
-                            }
-                        }
+                aggregate_outcome(q, outcome, r.timestamp_ms, changelog, &mut emit, &self.id, p, r.offset);
+            }
+            Planned::JoinAggregate(j, q) => {
+                for (i, topic) in j.topics().into_iter().enumerate() {
+                    if topic != tp.0 {
+                        continue;
                     }
-                    AggOutcome::Filtered => {}
-                    AggOutcome::Skipped(why) => {
-                        tracing::debug!(query = %self.id, partition = p, offset = r.offset, %why, "record skipped");
+                    let rows = match j.process_rows(i, input, &mut self.join_state, &NoFunctions) {
+                        Ok(rows) => rows,
+                        Err(why) => {
+                            tracing::debug!(query = %self.id, partition = p, offset = r.offset, %why, "record skipped");
+                            continue;
+                        }
+                    };
+                    for (values, timestamp) in rows {
+                        let outcome = match q.process_row(
+                            j.joined_names(),
+                            &values,
+                            timestamp,
+                            &mut self.groups.lock().expect("groups lock"),
+                            &NoFunctions,
+                        ) {
+                            Ok(o) => o,
+                            Err(why) => AggOutcome::Skipped(why),
+                        };
+                        aggregate_outcome(q, outcome, timestamp, changelog, &mut emit, &self.id, p, r.offset);
                     }
                 }
             }
@@ -440,7 +448,7 @@ impl Persistent {
             return Ok(false);
         }
         let mut read = 0u64;
-        let ordered: Vec<((String, i32), DecodedRecord)> = if matches!(self.query, Planned::Join(_)) {
+        let ordered: Vec<((String, i32), DecodedRecord)> = if matches!(self.query, Planned::Join(_) | Planned::JoinAggregate(..)) {
             merge_by_timestamp(fetched)
         } else {
             fetched
@@ -491,6 +499,48 @@ impl Persistent {
         c.0 += read;
         c.1 += written;
         Ok(true)
+    }
+}
+
+/// Where a query's output records go: (key, value, timestamp, bytes that place it).
+type Emit<'a> = dyn FnMut(Option<Vec<u8>>, Option<Vec<u8>>, i64, Option<&[u8]>) + 'a;
+
+/// An aggregation's outcome for one row: its state changes to the changelog, its output
+/// records to `emit` (a windowed key placed by its inner key, as Kafka Streams'
+/// WindowedStreamPartitioner does).
+#[allow(clippy::too_many_arguments)]
+fn aggregate_outcome(
+    q: &AggregateQuery,
+    outcome: AggOutcome,
+    timestamp_ms: i64,
+    changelog: &mut Vec<Record>,
+    emit: &mut Emit<'_>,
+    id: &str,
+    partition: i32,
+    offset: i64,
+) {
+    match outcome {
+        AggOutcome::Updates(updates) => {
+            for u in updates {
+                changelog.push(Record {
+                    key: Some(Bytes::from(u.state_key)),
+                    value: u.state.map(Bytes::from),
+                    headers: Vec::new(),
+                    timestamp_ms,
+                });
+                if let Some((key, value, timestamp)) = u.record {
+                    let inner = match (&q.window, key.as_deref()) {
+                        (Some(_), Some(k)) if k.len() >= 8 => Some(k[..k.len() - 8].to_vec()),
+                        _ => None,
+                    };
+                    emit(key, value, timestamp, inner.as_deref());
+                }
+            }
+        }
+        AggOutcome::Filtered => {}
+        AggOutcome::Skipped(why) => {
+            tracing::debug!(query = %id, partition, offset, %why, "record skipped");
+        }
     }
 }
 

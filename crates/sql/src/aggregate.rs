@@ -74,6 +74,12 @@ pub enum Acc {
     List(Vec<Value>),
 }
 
+/// The part of a record a row's aggregation needs.
+#[derive(Clone, Copy)]
+struct RowTime {
+    timestamp: i64,
+}
+
 /// A group's state: accumulators and the largest input timestamp so far.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupState {
@@ -538,10 +544,20 @@ impl AggregateQuery {
         }
         let record = crate::pipeline::with_event_time(&self.source, record)?;
         let (names, values) = decode_row(&self.source, record)?;
-        let row = Named {
-            names: &names,
-            values: &values,
-        };
+        self.process_row(&names, &values, record.timestamp, state, functions)
+    }
+
+    /// One row already decoded (a join's result): its names and values and timestamp.
+    pub fn process_row(
+        &self,
+        names: &[String],
+        values: &[Value],
+        timestamp: i64,
+        state: &mut BTreeMap<Vec<u8>, GroupState>,
+        functions: &dyn Functions,
+    ) -> Result<AggOutcome, String> {
+        let record = RowTime { timestamp };
+        let row = Named { names, values };
         if let Some(f) = &self.filter {
             if !matches!(
                 eval(f, &row, functions).map_err(|e| e.to_string())?,

@@ -161,11 +161,44 @@ pub fn plan_join(
     sink_name: &str,
     sink: Sink,
 ) -> Result<JoinQuery, AnalysisError> {
+    if !query.group_by.is_empty() || query.window.is_some() {
+        return Err(err("A join with GROUP BY or WINDOW is planned as an aggregation over the join."));
+    }
+    plan_join_inner(query, catalog, sink_name, sink, false).map(|(j, _)| j)
+}
+
+/// The join of an aggregation over a join (`… FROM a JOIN b … GROUP BY …`): the join,
+/// emitting its joined rows, and the aggregation rewritten over them, reading the joined
+/// row's source (`KSQL_JOINED`, each input's columns prefixed with its alias).
+pub fn plan_join_rows(
+    query: &Query,
+    catalog: &Catalog,
+) -> Result<(JoinQuery, Source, Query), AnalysisError> {
+    let sink = Sink {
+        key_format: crate::format::Format::Kafka,
+        value_format: crate::format::Format::Json,
+        wrap_single_value: true,
+        timestamp_column: None,
+    };
+    let (j, rest) = plan_join_inner(query, catalog, "", sink, true)?;
+    let (joined, rewritten) = rest.expect("rows_only gives the rewritten query");
+    if j.produces == SourceKind::Table {
+        return Err(err(
+            "Aggregating the result of a table-table join is not supported yet.",
+        ));
+    }
+    Ok((j, joined, rewritten))
+}
+
+fn plan_join_inner(
+    query: &Query,
+    catalog: &Catalog,
+    sink_name: &str,
+    sink: Sink,
+    rows_only: bool,
+) -> Result<(JoinQuery, Option<(Source, Query)>), AnalysisError> {
     if query.joins.is_empty() {
         return Err(err("not a join"));
-    }
-    if !query.group_by.is_empty() || query.window.is_some() {
-        return Err(err("Aggregations over joins are not supported yet."));
     }
     let find = |name: &str| {
         catalog
@@ -671,6 +704,33 @@ pub fn plan_join(
         None | Some(Expr::Literal(crate::ast::Literal::Null)) => None,
         Some(p) => Some(rewrite(p)?),
     };
+    if rows_only {
+        let rewritten = Query {
+            select,
+            from: joined.name.clone(),
+            from_alias: None,
+            joins: Vec::new(),
+            window: query.window.clone(),
+            where_clause: query.where_clause.as_ref().map(&rewrite).transpose()?,
+            group_by: query.group_by.iter().map(&rewrite).collect::<Result<_, _>>()?,
+            partition_by: Vec::new(),
+            having: query.having.as_ref().map(&rewrite).transpose()?,
+            emit: query.emit,
+            limit: query.limit,
+        };
+        let j = JoinQuery {
+            inputs,
+            key_from_row: false,
+            nodes,
+            produces,
+            names,
+            key: Vec::new(),
+            value: Vec::new(),
+            filter: None,
+            sink,
+        };
+        return Ok((j, Some((joined, rewritten))));
+    }
     let rewritten = Query {
         select,
         from: joined.name.clone(),
@@ -765,17 +825,20 @@ pub fn plan_join(
     if selected.is_empty() {
         return Err(err("The projection contains no value columns."));
     }
-    Ok(JoinQuery {
-        inputs,
-        key_from_row: last_shape == Shape::ForeignKey || partition_by.is_some(),
-        nodes,
-        produces,
-        names,
-        key: vec![key],
-        value: selected,
-        filter: rewritten.where_clause,
-        sink,
-    })
+    Ok((
+        JoinQuery {
+            inputs,
+            key_from_row: last_shape == Shape::ForeignKey || partition_by.is_some(),
+            nodes,
+            produces,
+            names,
+            key: vec![key],
+            value: selected,
+            filter: rewritten.where_clause,
+            sink,
+        },
+        None,
+    ))
 }
 
 /// A row as one join holds it: the joined row so far (inputs not joined yet are NULL),
@@ -876,14 +939,14 @@ impl JoinQuery {
         .map_err(|e| e.to_string())
     }
 
-    /// One record of input `input`: the records the query writes for it.
-    pub fn process(
+    /// One record of input `input` through the chain of joins: the last join's changes.
+    fn chain(
         &self,
         input: usize,
         record: RecordIn<'_>,
         state: &mut JoinState,
         functions: &dyn Functions,
-    ) -> Result<Vec<RecordOut>, String> {
+    ) -> Result<Vec<Change>, String> {
         let inp = &self.inputs[input];
         let record = crate::pipeline::with_event_time(&inp.source, record)?;
         let (_, values) = decode_row(&inp.source, record)?;
@@ -915,8 +978,42 @@ impl JoinQuery {
             side = Side::Left;
         }
         if node + 1 != self.nodes.len() {
-            return Ok(Vec::new());
+            changes.clear();
         }
+        Ok(changes)
+    }
+
+    /// The joined row's column names (the source an aggregation over the join reads).
+    pub fn joined_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// One record of input `input`: the joined rows it produces (values by
+    /// [`JoinQuery::joined_names`], and timestamp), for an aggregation over a stream join.
+    pub fn process_rows(
+        &self,
+        input: usize,
+        record: RecordIn<'_>,
+        state: &mut JoinState,
+        functions: &dyn Functions,
+    ) -> Result<Vec<(Vec<Value>, i64)>, String> {
+        Ok(self
+            .chain(input, record, state, functions)?
+            .into_iter()
+            .filter(|c| !c.tombstone)
+            .map(|c| (c.values, c.timestamp))
+            .collect())
+    }
+
+    /// One record of input `input`: the records the query writes for it.
+    pub fn process(
+        &self,
+        input: usize,
+        record: RecordIn<'_>,
+        state: &mut JoinState,
+        functions: &dyn Functions,
+    ) -> Result<Vec<RecordOut>, String> {
+        let changes = self.chain(input, record, state, functions)?;
         let mut out = Vec::new();
         for c in changes {
             if let Some(r) = self.output(&c, functions)? {

@@ -34,6 +34,8 @@ pub enum Planned {
     Stateless(StreamQuery),
     Aggregate(AggregateQuery),
     Join(Box<JoinQuery>),
+    /// An aggregation over a stream join: the join's rows feed the aggregation.
+    JoinAggregate(Box<JoinQuery>, AggregateQuery),
 }
 
 /// The sink properties a CREATE … AS SELECT accepts.
@@ -156,7 +158,18 @@ pub fn plan_create_as_select(
         wrap_single_value: wrap,
         timestamp_column: timestamp_column.clone(),
     };
-    let (key_columns, value_columns, planned) = if joined_kind.is_some() {
+    let (key_columns, value_columns, planned) = if joined_kind.is_some() && aggregate {
+        let (j, joined, rewritten) =
+            crate::join::plan_join_rows(query, catalog).map_err(|e| err(e.0))?;
+        let mut scratch = Catalog::default();
+        scratch.insert_derived(joined, true).map_err(|e| err(e.0))?;
+        let a = plan_aggregate(&rewritten, &scratch, name, sink_formats).map_err(|e| err(e.0))?;
+        (
+            columns(&a.key),
+            columns(&a.value),
+            Planned::JoinAggregate(Box::new(j), a),
+        )
+    } else if joined_kind.is_some() {
         let j = plan_join(query, catalog, name, sink_formats).map_err(|e| err(e.0))?;
         (columns(&j.key), columns(&j.value), Planned::Join(Box::new(j)))
     } else if aggregate {
