@@ -735,7 +735,10 @@ impl Engine {
                 })
             }
             Statement::ListFunctions => {
-                let list: Vec<J> = strata_sql::functions::FUNCTIONS
+                let mut list: Vec<(&str, &str, &str)> = strata_sql::functions::FUNCTIONS.to_vec();
+                list.extend(strata_sql::functions_more::NAMES.iter().map(|(n, c)| (*n, "SCALAR", *c)));
+                list.sort();
+                let list: Vec<J> = list
                     .iter()
                     .map(|(name, kind, category)| json!({"name": name, "type": kind, "category": category}))
                     .collect();

@@ -263,7 +263,10 @@ fn write_json(v: &Value, out: &mut String) {
         Value::Bigint(i) | Value::Timestamp(i) => out.push_str(&i.to_string()),
         Value::Date(i) | Value::Time(i) => out.push_str(&i.to_string()),
         Value::Double(d) if d.is_finite() => out.push_str(&java_double(*d)),
-        Value::Double(_) => out.push_str("null"),
+        // As Jackson writes them (quoted non-numeric numbers).
+        Value::Double(d) if d.is_nan() => out.push_str("\"NaN\""),
+        Value::Double(d) if *d > 0.0 => out.push_str("\"Infinity\""),
+        Value::Double(_) => out.push_str("\"-Infinity\""),
         Value::Decimal(d) => out.push_str(&d.to_string()),
         Value::String(s) => write_json_string(s, out),
         Value::Bytes(b) => write_json_string(&base64_encode(b), out),

@@ -152,8 +152,31 @@ pub fn return_type(name: &str, args: &[Option<SqlType>]) -> Option<Option<SqlTyp
             Some(SqlType::Map(_, v)) => Some(SqlType::Array(v.clone())),
             _ => None,
         },
-        _ => return None,
+        _ => return crate::functions_more::return_type(name, args),
     })
+}
+
+/// `v` with its dates, times and timestamps (at any depth) as their ISO text.
+fn temporal_as_text(v: Value) -> Value {
+    match v {
+        Value::Date(d) => Value::String(crate::eval::format_date(d)),
+        Value::Time(t) => Value::String(crate::eval::format_time(t)),
+        Value::Timestamp(t) => Value::String(crate::eval::format_timestamp(t)),
+        Value::Array(items) => Value::Array(items.into_iter().map(temporal_as_text).collect()),
+        Value::Map(entries) => Value::Map(
+            entries
+                .into_iter()
+                .map(|(k, v)| (k, temporal_as_text(v)))
+                .collect(),
+        ),
+        Value::Struct(fields) => Value::Struct(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k, temporal_as_text(v)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 fn int(v: &Value) -> Option<i64> {
@@ -251,6 +274,9 @@ fn dedup(items: Vec<Value>) -> Vec<Value> {
 
 /// `name(args)`, None if there is no such function here.
 pub fn call(name: &str, args: &[Value]) -> Option<Result<Value, EvalError>> {
+    if let Some(r) = crate::functions_more::call(name, args) {
+        return Some(r);
+    }
     if return_type(name, &[]).is_none() && !matches!(name, "LEAST" | "GREATEST") {
         return None;
     }
@@ -453,7 +479,8 @@ fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
                 s.split(d).map(|p| Value::String(p.to_string())).collect()
             })
         }
-        "TO_JSON_STRING" => Value::String(json_text(at(0))),
+        // Dates, times and timestamps as ISO text, as ksqlDB's TO_JSON_STRING writes them.
+        "TO_JSON_STRING" => Value::String(json_text(&temporal_as_text(at(0).clone()))),
         "EXTRACTJSONFIELD" => {
             if nulls_in() {
                 return Ok(Value::Null);
@@ -794,7 +821,8 @@ mod tests {
             source: c.get("S").unwrap(),
             alias: None,
         };
-        for (name, kind, _) in super::FUNCTIONS {
+        let more = crate::functions_more::NAMES.iter().map(|(n, c)| (n, &"SCALAR", c));
+        for (name, kind, _) in super::FUNCTIONS.iter().map(|(n, k, c)| (n, k, c)).chain(more) {
             if *kind != "SCALAR" {
                 continue;
             }

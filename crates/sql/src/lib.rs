@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod eval;
 pub mod format;
 pub mod functions;
+pub mod functions_more;
 pub mod join;
 pub mod lexer;
 pub mod parser;
