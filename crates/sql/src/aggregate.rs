@@ -72,6 +72,9 @@ pub enum Acc {
     Value(Value),
     Avg { sum: f64, count: i64 },
     List(Vec<Value>),
+    /// Not an accumulator: a table source's row as last aggregated (its value bytes),
+    /// kept so a change can first take the old row out of its group.
+    Prior(Vec<u8>),
 }
 
 /// The part of a record a row's aggregation needs.
@@ -218,10 +221,8 @@ pub fn plan_aggregate(
         .get(&query.from)
         .ok_or_else(|| err(format!("{} does not exist.", query.from)))?
         .clone();
-    if source.kind == SourceKind::Table {
-        return Err(err(
-            "Aggregating a TABLE is not supported yet by this engine.",
-        ));
+    if source.kind == SourceKind::Table && query.window.is_some() {
+        return Err(err("Windowing not supported for table aggregations."));
     }
     if query.group_by.is_empty() {
         return Err(err(
@@ -441,6 +442,34 @@ pub fn plan_aggregate(
     if value.is_empty() {
         return Err(err("The projection contains no value columns."));
     }
+    if source.kind == SourceKind::Table {
+        // Only what can be taken back out of a group aggregates a table (ksqlDB's
+        // TableUdafs).
+        let mut refused: Vec<&str> = Vec::new();
+        for c in &calls {
+            let name = match c.kind {
+                AggKind::LatestByOffset => "LATEST_BY_OFFSET",
+                AggKind::EarliestByOffset => "EARLIEST_BY_OFFSET",
+                AggKind::Min => "MIN",
+                AggKind::Max => "MAX",
+                AggKind::CountDistinct => "COUNT_DISTINCT",
+                _ => continue,
+            };
+            if !refused.contains(&name) {
+                refused.push(name);
+            }
+        }
+        if !refused.is_empty() {
+            let list = match refused.len() {
+                1 => refused[0].to_string(),
+                n => format!("{} and {}", refused[..n - 1].join(", "), refused[n - 1]),
+            };
+            return Err(err(format!(
+                "The aggregation function{} {list} cannot be applied to a table source, only to a stream source.",
+                if refused.len() > 1 { "s" } else { "" }
+            )));
+        }
+    }
     Ok(AggregateQuery {
         source,
         filter: query.where_clause.clone(),
@@ -539,12 +568,121 @@ impl AggregateQuery {
         state: &mut BTreeMap<Vec<u8>, GroupState>,
         functions: &dyn Functions,
     ) -> Result<AggOutcome, String> {
+        if self.source.kind == SourceKind::Table {
+            return self.process_table_row(record, state, functions);
+        }
         if record.value.is_none() {
             return Ok(AggOutcome::Filtered);
         }
         let record = crate::pipeline::with_event_time(&self.source, record)?;
         let (names, values) = decode_row(&self.source, record)?;
         self.process_row(&names, &values, record.timestamp, state, functions)
+    }
+
+    /// A row's group and arguments, None when WHERE drops it or a GROUP BY value is NULL.
+    fn group_and_args(
+        &self,
+        record: RecordIn<'_>,
+        functions: &dyn Functions,
+    ) -> Result<Option<(Vec<Value>, Vec<Value>)>, String> {
+        let (names, values) = decode_row(&self.source, record)?;
+        let row = Named {
+            names: &names,
+            values: &values,
+        };
+        if let Some(f) = &self.filter {
+            if !matches!(
+                eval(f, &row, functions).map_err(|e| e.to_string())?,
+                Value::Boolean(true)
+            ) {
+                return Ok(None);
+            }
+        }
+        let group = self
+            .group_by
+            .iter()
+            .map(|g| eval(g, &row, functions).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if group.iter().any(Value::is_null) {
+            return Ok(None);
+        }
+        let args = self
+            .calls
+            .iter()
+            .map(|c| match &c.arg {
+                Some(a) if c.kind != AggKind::CountStar => {
+                    eval(a, &row, functions).map_err(|e| e.to_string())
+                }
+                _ => Ok(Value::Null),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some((group, args)))
+    }
+
+    /// One change of a table source (Kafka Streams' KTable aggregation): the row it
+    /// replaces leaves its group first (its aggregates taken back), then the new row
+    /// joins its group; each group changed is emitted. The row is remembered under
+    /// `#` + its key for the next change.
+    fn process_table_row(
+        &self,
+        record: RecordIn<'_>,
+        state: &mut BTreeMap<Vec<u8>, GroupState>,
+        functions: &dyn Functions,
+    ) -> Result<AggOutcome, String> {
+        let record = crate::pipeline::with_event_time(&self.source, record)?;
+        let mut prior_key = b"#".to_vec();
+        prior_key.extend_from_slice(record.key.unwrap_or_default());
+        let mut updates = Vec::new();
+        let new_group = match record.value {
+            Some(_) => self.group_and_args(record, functions)?,
+            None => None,
+        };
+        if let Some(prior) = state.remove(&prior_key) {
+            if let Some(Acc::Prior(bytes)) = prior.accs.first() {
+                let old = RecordIn {
+                    value: Some(bytes),
+                    timestamp: prior.timestamp,
+                    ..record
+                };
+                if let Some((group, args)) = self.group_and_args(old, functions)? {
+                    let gk = Self::group_key(&group);
+                    let mut u = self.change(&gk, &group, &args, record.timestamp, true, state, functions)?;
+                    // A row that stays in its group changes it once (Kafka Streams
+                    // forwards the old and new value together).
+                    if new_group.as_ref().is_some_and(|(g, _)| *g == group) {
+                        for x in u.iter_mut() {
+                            x.record = None;
+                        }
+                    }
+                    updates.extend(u);
+                }
+            }
+            updates.push(AggUpdate {
+                state_key: prior_key.clone(),
+                state: None,
+                record: None,
+            });
+        }
+        if let Some(value) = record.value {
+            if let Some((group, args)) = new_group {
+                let gk = Self::group_key(&group);
+                updates.extend(self.change(&gk, &group, &args, record.timestamp, false, state, functions)?);
+            }
+            let prior = GroupState {
+                accs: vec![Acc::Prior(value.to_vec())],
+                timestamp: record.timestamp,
+            };
+            let json = self.state_json(&prior);
+            state.insert(prior_key.clone(), prior);
+            // The deletion pushed above is superseded by this write.
+            updates.retain(|u| u.state_key != prior_key);
+            updates.push(AggUpdate {
+                state_key: prior_key,
+                state: Some(json),
+                record: None,
+            });
+        }
+        Ok(AggOutcome::Updates(updates))
     }
 
     /// One row already decoded (a join's result): its names and values and timestamp.
@@ -657,6 +795,21 @@ impl AggregateQuery {
         state: &mut BTreeMap<Vec<u8>, GroupState>,
         functions: &dyn Functions,
     ) -> Result<Option<AggUpdate>, String> {
+        self.change(gk, group, args, timestamp, false, state, functions)
+    }
+
+    /// Adds (or, `retract`, takes back) a row's arguments in one group.
+    #[allow(clippy::too_many_arguments)]
+    fn change(
+        &self,
+        gk: &[u8],
+        group: &[Value],
+        args: &[Value],
+        timestamp: i64,
+        retract: bool,
+        state: &mut BTreeMap<Vec<u8>, GroupState>,
+        functions: &dyn Functions,
+    ) -> Result<Option<AggUpdate>, String> {
         // Whether the group's row is in the output now: a row HAVING rejects becomes a
         // tombstone only if it was there (KTable filter semantics).
         let was_out = match state.get(gk) {
@@ -665,7 +818,11 @@ impl AggregateQuery {
         };
         let mut st = state.get(gk).cloned().unwrap_or_else(|| self.initial());
         for ((acc, call), arg) in st.accs.iter_mut().zip(&self.calls).zip(args) {
-            accumulate(acc, call, arg.clone())?;
+            if retract {
+                take_back(acc, call, arg)?;
+            } else {
+                accumulate(acc, call, arg.clone())?;
+            }
         }
         st.timestamp = st.timestamp.max(timestamp);
         let (key, value) = self.output(group, &st, functions)?;
@@ -843,6 +1000,10 @@ impl AggregateQuery {
                     "{{\"l\":[{}]}}",
                     items.iter().map(json_text).collect::<Vec<_>>().join(",")
                 ),
+                Acc::Prior(bytes) => format!(
+                    "{{\"p\":\"{}\"}}",
+                    crate::format::base64_encode(bytes)
+                ),
             })
             .collect();
         format!("{{\"t\":{},\"a\":[{}]}}", st.timestamp, accs.join(","))
@@ -852,6 +1013,12 @@ impl AggregateQuery {
     pub fn state_from_json(&self, text: &[u8]) -> Option<GroupState> {
         let j: serde_json::Value = serde_json::from_slice(text).ok()?;
         let accs = j["a"].as_array()?;
+        if let Some(p) = accs.first().and_then(|a| a.get("p")).and_then(|p| p.as_str()) {
+            return Some(GroupState {
+                accs: vec![Acc::Prior(crate::format::base64_decode(p)?)],
+                timestamp: j["t"].as_i64()?,
+            });
+        }
         if accs.len() != self.calls.len() {
             return None;
         }
@@ -892,6 +1059,40 @@ fn as_f64(v: &Value) -> Option<f64> {
         Value::Decimal(d) => d.to_f64(),
         _ => return None,
     })
+}
+
+/// Takes a row's argument back out of an accumulator (a table row that changed or went).
+fn take_back(acc: &mut Acc, call: &AggCall, arg: &Value) -> Result<(), String> {
+    match (acc, call.kind) {
+        (Acc::Count(n), AggKind::CountStar) => *n -= 1,
+        (Acc::Count(n), AggKind::Count) => {
+            if !arg.is_null() {
+                *n -= 1
+            }
+        }
+        (Acc::Value(v), AggKind::Sum) => {
+            if !arg.is_null() {
+                let rest = binary(BinaryOp::Subtract, v.clone(), arg.clone()).map_err(|e| e.to_string())?;
+                *v = match &call.arg_type {
+                    Some(t) => cast(rest, t).map_err(|e| e.to_string())?,
+                    None => rest,
+                };
+            }
+        }
+        (Acc::Avg { sum, count }, AggKind::Avg) => {
+            if let Some(x) = as_f64(arg) {
+                *sum -= x;
+                *count -= 1;
+            }
+        }
+        (Acc::List(items), AggKind::CollectList | AggKind::CollectSet) => {
+            if let Some(i) = items.iter().position(|x| x == arg) {
+                items.remove(i);
+            }
+        }
+        _ => return Err("this aggregate cannot take a row back".into()),
+    }
+    Ok(())
 }
 
 fn accumulate(acc: &mut Acc, call: &AggCall, arg: Value) -> Result<(), String> {
@@ -941,7 +1142,8 @@ fn accumulate(acc: &mut Acc, call: &AggCall, arg: Value) -> Result<(), String> {
             }
         }
         (Acc::List(items), AggKind::CollectList) => {
-            if !arg.is_null() && items.len() < COLLECT_MAX {
+            // ksqlDB's COLLECT_LIST keeps NULLs.
+            if items.len() < COLLECT_MAX {
                 items.push(arg)
             }
         }
@@ -973,6 +1175,7 @@ fn result(acc: &Acc, call: &AggCall) -> Value {
             Value::Bigint(items.len() as i64)
         }
         Acc::List(items) => Value::Array(items.clone()),
+        Acc::Prior(_) => Value::Null,
     }
 }
 
@@ -1149,5 +1352,84 @@ mod tests {
         assert!(e
             .0
             .starts_with("GROUP BY does not support aggregate functions: SUM"));
+    }
+
+    #[test]
+    fn a_table_source_takes_the_old_row_out_of_its_group_first() {
+        let mut c = Catalog::default();
+        c.create_source(
+            &parse_statement("CREATE TABLE T (ID INT PRIMARY KEY, REGION STRING, N INT) WITH (kafka_topic='t', value_format='JSON');").unwrap(),
+            &All,
+        )
+        .unwrap();
+        let Statement::CreateAsSelect { query, .. } = parse_statement(
+            "CREATE TABLE OUTPUT AS SELECT REGION, COUNT(*) AS C, SUM(N) AS S FROM T GROUP BY REGION;",
+        )
+        .unwrap() else {
+            panic!()
+        };
+        let q = plan_aggregate(
+            &query,
+            &c,
+            "OUTPUT",
+            Sink {
+                key_format: Format::Kafka,
+                value_format: Format::Json,
+                wrap_single_value: true,
+                timestamp_column: None,
+            },
+        )
+        .unwrap();
+        let mut state = BTreeMap::new();
+        let mut feed = |key: i32, value: Option<&[u8]>| -> Vec<(String, Option<String>)> {
+            let k = key.to_be_bytes();
+            let rec = RecordIn {
+                key: Some(&k),
+                value,
+                timestamp: 1,
+                partition: 0,
+                offset: 0,
+            };
+            match q.process(rec, &mut state, &NoFunctions) {
+                AggOutcome::Updates(u) => u
+                    .into_iter()
+                    .filter_map(|u| u.record)
+                    .map(|(k, v, _)| {
+                        (
+                            String::from_utf8(k.unwrap()).unwrap(),
+                            v.map(|v| String::from_utf8(v).unwrap()),
+                        )
+                    })
+                    .collect(),
+                other => panic!("{other:?}"),
+            }
+        };
+        let row = |k: &str, v: &str| (k.to_string(), Some(v.to_string()));
+        assert_eq!(feed(1, Some(br#"{"REGION":"eu","N":5}"#)), [row("eu", r#"{"C":1,"S":5}"#)]);
+        assert_eq!(feed(2, Some(br#"{"REGION":"eu","N":7}"#)), [row("eu", r#"{"C":2,"S":12}"#)]);
+        // Moving to another group: out of the old, into the new.
+        assert_eq!(
+            feed(1, Some(br#"{"REGION":"us","N":5}"#)),
+            [row("eu", r#"{"C":1,"S":7}"#), row("us", r#"{"C":1,"S":5}"#)]
+        );
+        // Staying in its group: one change.
+        assert_eq!(feed(2, Some(br#"{"REGION":"eu","N":1}"#)), [row("eu", r#"{"C":1,"S":1}"#)]);
+        // Deleted: out of its group.
+        assert_eq!(feed(2, None), [row("eu", r#"{"C":0,"S":0}"#)]);
+        // MIN cannot be taken back: refused for tables.
+        let Statement::CreateAsSelect { query, .. } = parse_statement(
+            "CREATE TABLE O2 AS SELECT REGION, MIN(N), LATEST_BY_OFFSET(N) FROM T GROUP BY REGION;",
+        )
+        .unwrap() else {
+            panic!()
+        };
+        let sink = Sink {
+            key_format: Format::Kafka,
+            value_format: Format::Json,
+            wrap_single_value: true,
+            timestamp_column: None,
+        };
+        let e = plan_aggregate(&query, &c, "O2", sink).err().unwrap();
+        assert!(e.0.contains("The aggregation functions MIN and LATEST_BY_OFFSET cannot be applied to a table source"), "{e}");
     }
 }
