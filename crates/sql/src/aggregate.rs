@@ -77,6 +77,9 @@ pub enum Acc {
     Prior(Vec<u8>),
 }
 
+/// A row's GROUP BY values and its aggregates' arguments.
+type GroupAndArgs = (Vec<Value>, Vec<Value>);
+
 /// The part of a record a row's aggregation needs.
 #[derive(Clone, Copy)]
 struct RowTime {
@@ -584,7 +587,7 @@ impl AggregateQuery {
         &self,
         record: RecordIn<'_>,
         functions: &dyn Functions,
-    ) -> Result<Option<(Vec<Value>, Vec<Value>)>, String> {
+    ) -> Result<Option<GroupAndArgs>, String> {
         let (names, values) = decode_row(&self.source, record)?;
         let row = Named {
             names: &names,
