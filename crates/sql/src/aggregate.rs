@@ -36,6 +36,10 @@ pub enum AggKind {
     EarliestByOffset,
     CollectList,
     CollectSet,
+    TopK,
+    TopKDistinct,
+    Histogram,
+    Attr,
 }
 
 impl AggKind {
@@ -51,6 +55,10 @@ impl AggKind {
             "EARLIEST_BY_OFFSET" => AggKind::EarliestByOffset,
             "COLLECT_LIST" => AggKind::CollectList,
             "COLLECT_SET" => AggKind::CollectSet,
+            "TOPK" => AggKind::TopK,
+            "TOPKDISTINCT" => AggKind::TopKDistinct,
+            "HISTOGRAM" => AggKind::Histogram,
+            "ATTR" => AggKind::Attr,
             _ => return None,
         })
     }
@@ -63,6 +71,8 @@ pub struct AggCall {
     pub arg: Option<Expr>,
     pub arg_type: Option<SqlType>,
     pub out_type: SqlType,
+    /// TOPK's / TOPKDISTINCT's k.
+    pub param: Option<i64>,
 }
 
 /// An accumulator's state.
@@ -283,10 +293,28 @@ pub fn plan_aggregate(
                 let out_type = match kind {
                     AggKind::Count | AggKind::CountStar | AggKind::CountDistinct => SqlType::Bigint,
                     AggKind::Avg => SqlType::Double,
-                    AggKind::CollectList | AggKind::CollectSet => {
+                    AggKind::CollectList
+                    | AggKind::CollectSet
+                    | AggKind::TopK
+                    | AggKind::TopKDistinct => {
                         SqlType::Array(Box::new(arg_type.clone().unwrap_or(SqlType::String)))
                     }
+                    AggKind::Histogram => {
+                        SqlType::Map(Box::new(SqlType::String), Box::new(SqlType::Bigint))
+                    }
                     _ => arg_type.clone().unwrap_or(SqlType::String),
+                };
+                let param = match kind {
+                    AggKind::TopK | AggKind::TopKDistinct => match args.get(1) {
+                        Some(Expr::Literal(crate::ast::Literal::Integer(k))) if *k > 0 => Some(*k),
+                        _ => {
+                            failure.get_or_insert(err(format!(
+                                "{name} takes the column and a positive integer literal k"
+                            )));
+                            None
+                        }
+                    },
+                    _ => None,
                 };
                 if kind == AggKind::Sum
                     && !matches!(
@@ -311,6 +339,7 @@ pub fn plan_aggregate(
                     arg,
                     arg_type,
                     out_type,
+                    param,
                 };
                 let j = match calls.iter().position(|c| *c == call) {
                     Some(j) => j,
@@ -456,6 +485,8 @@ pub fn plan_aggregate(
                 AggKind::Min => "MIN",
                 AggKind::Max => "MAX",
                 AggKind::CountDistinct => "COUNT_DISTINCT",
+                AggKind::TopK => "TOPK",
+                AggKind::TopKDistinct => "TOPKDISTINCT",
                 _ => continue,
             };
             if !refused.contains(&name) {
@@ -518,9 +549,12 @@ impl AggregateQuery {
                 .map(|c| match c.kind {
                     AggKind::Count | AggKind::CountStar => Acc::Count(0),
                     AggKind::Avg => Acc::Avg { sum: 0.0, count: 0 },
-                    AggKind::CollectList | AggKind::CollectSet | AggKind::CountDistinct => {
-                        Acc::List(Vec::new())
-                    }
+                    AggKind::CollectList
+                    | AggKind::CollectSet
+                    | AggKind::CountDistinct
+                    | AggKind::TopK
+                    | AggKind::TopKDistinct => Acc::List(Vec::new()),
+                    AggKind::Histogram | AggKind::Attr => Acc::Value(Value::Map(Vec::new())),
                     AggKind::Sum => Acc::Value(match c.arg_type {
                         Some(SqlType::Int) => Value::Int(0),
                         Some(SqlType::Double) => Value::Double(0.0),
@@ -992,6 +1026,14 @@ impl AggregateQuery {
             .iter()
             .map(|a| match a {
                 Acc::Count(n) => format!("{{\"n\":{n}}}"),
+                Acc::Value(Value::Map(entries)) if matches!(v_kind(&st.accs, a, &self.calls), Some(AggKind::Attr)) => format!(
+                    "{{\"v\":[{}]}}",
+                    entries
+                        .iter()
+                        .map(|(k, n)| format!("[{},{}]", json_text(k), json_text(n)))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
                 Acc::Value(v) => format!("{{\"v\":{}}}", json_text(v)),
                 Acc::Avg { sum, count } => {
                     format!(
@@ -1031,7 +1073,24 @@ impl AggregateQuery {
             out.push(if let Some(n) = a.get("n") {
                 Acc::Count(n.as_i64()?)
             } else if let Some(v) = a.get("v") {
-                Acc::Value(from_json(v, &item_type).ok()?)
+                let t = match c.kind {
+                    AggKind::Histogram => c.out_type.clone(),
+                    AggKind::Attr => SqlType::Map(Box::new(item_type.clone()), Box::new(SqlType::Bigint)),
+                    _ => item_type.clone(),
+                };
+                if c.kind == AggKind::Attr {
+                    // A map with non-string keys is written as entries.
+                    let entries = v.as_array()?;
+                    Acc::Value(Value::Map(
+                        entries
+                            .iter()
+                            .map(|e| Some((from_json(&e[0], &item_type).ok()?, Value::Bigint(e[1].as_i64()?))))
+                            .collect::<Option<Vec<_>>>()?,
+                    ))
+                } else {
+                    let _ = &t;
+                    Acc::Value(from_json(v, &t).ok()?)
+                }
             } else if let Some(s) = a.get("s") {
                 Acc::Avg {
                     sum: s.as_f64()?,
@@ -1052,6 +1111,12 @@ impl AggregateQuery {
             timestamp: j["t"].as_i64()?,
         })
     }
+}
+
+/// The kind of the call whose accumulator `acc` is (by position in `accs`).
+fn v_kind(accs: &[Acc], acc: &Acc, calls: &[AggCall]) -> Option<AggKind> {
+    let i = accs.iter().position(|a| std::ptr::eq(a, acc))?;
+    calls.get(i).map(|c| c.kind)
 }
 
 fn as_f64(v: &Value) -> Option<f64> {
@@ -1091,6 +1156,21 @@ fn take_back(acc: &mut Acc, call: &AggCall, arg: &Value) -> Result<(), String> {
         (Acc::List(items), AggKind::CollectList | AggKind::CollectSet) => {
             if let Some(i) = items.iter().position(|x| x == arg) {
                 items.remove(i);
+            }
+        }
+        (Acc::Value(Value::Map(entries)), AggKind::Histogram | AggKind::Attr) => {
+            let key = match call.kind {
+                AggKind::Histogram if arg.is_null() => return Ok(()),
+                AggKind::Histogram => Value::String(crate::eval::to_string(arg)),
+                _ => arg.clone(),
+            };
+            if let Some(i) = entries.iter().position(|(k, _)| *k == key) {
+                if let Value::Bigint(n) = &mut entries[i].1 {
+                    *n -= 1;
+                    if *n <= 0 {
+                        entries.remove(i);
+                    }
+                }
             }
         }
         _ => return Err("this aggregate cannot take a row back".into()),
@@ -1155,6 +1235,29 @@ fn accumulate(acc: &mut Acc, call: &AggCall, arg: Value) -> Result<(), String> {
                 items.push(arg)
             }
         }
+        (Acc::List(items), AggKind::TopK | AggKind::TopKDistinct) => {
+            if !arg.is_null() && (call.kind == AggKind::TopK || !items.contains(&arg)) {
+                items.push(arg);
+                items.sort_by(|a, b| compare(b, a).ok().flatten().unwrap_or(std::cmp::Ordering::Equal));
+                items.truncate(call.param.unwrap_or(1).clamp(1, COLLECT_MAX as i64) as usize);
+            }
+        }
+        (Acc::Value(Value::Map(entries)), AggKind::Histogram | AggKind::Attr) => {
+            let key = match call.kind {
+                AggKind::Histogram if arg.is_null() => return Ok(()),
+                AggKind::Histogram => Value::String(crate::eval::to_string(&arg)),
+                _ => arg,
+            };
+            match entries.iter().position(|(k, _)| *k == key) {
+                Some(i) => {
+                    if let Value::Bigint(n) = &mut entries[i].1 {
+                        *n += 1;
+                    }
+                }
+                None if entries.len() < COLLECT_MAX => entries.push((key, Value::Bigint(1))),
+                None => {}
+            }
+        }
         _ => return Err("accumulator does not match its function".into()),
     }
     Ok(())
@@ -1165,6 +1268,11 @@ const COLLECT_MAX: usize = 1000;
 
 fn result(acc: &Acc, call: &AggCall) -> Value {
     match acc {
+        // ATTR: the one value all rows had, else NULL.
+        Acc::Value(Value::Map(entries)) if call.kind == AggKind::Attr => match entries.as_slice() {
+            [(v, _)] => v.clone(),
+            _ => Value::Null,
+        },
         Acc::Count(n) => Value::Bigint(*n),
         Acc::Value(v) => v.clone(),
         Acc::Avg { sum, count } => {
