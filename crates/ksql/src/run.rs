@@ -529,8 +529,14 @@ fn aggregate_outcome(
                     timestamp_ms,
                 });
                 if let Some((key, value, timestamp)) = u.record {
+                    // A session's key ends with its end and start, a time window's with
+                    // its start.
+                    let suffix = match &q.window {
+                        Some(w) if w.session => 16,
+                        _ => 8,
+                    };
                     let inner = match (&q.window, key.as_deref()) {
-                        (Some(_), Some(k)) if k.len() >= 8 => Some(k[..k.len() - 8].to_vec()),
+                        (Some(_), Some(k)) if k.len() >= suffix => Some(k[..k.len() - suffix].to_vec()),
                         _ => None,
                     };
                     emit(key, value, timestamp, inner.as_deref());

@@ -128,6 +128,9 @@ pub struct TimeWindow {
     pub grace: i64,
     /// EMIT FINAL: a window's row is written once, when it closes.
     pub emit_final: bool,
+    /// A SESSION window: `size` is the inactivity gap; a window runs from its first to its
+    /// last record and merges with any window within the gap.
+    pub session: bool,
 }
 
 impl TimeWindow {
@@ -208,9 +211,7 @@ pub fn plan_aggregate(
                 crate::ast::WindowKind::Hopping { size, advance } => {
                     (size.millis(), advance.millis())
                 }
-                crate::ast::WindowKind::Session { .. } => {
-                    return Err(err("SESSION windows are not supported yet by this engine."))
-                }
+                crate::ast::WindowKind::Session { gap } => (gap.millis(), gap.millis()),
             };
             if size <= 0 || advance <= 0 || advance > size {
                 return Err(err(format!(
@@ -222,6 +223,7 @@ pub fn plan_aggregate(
                 advance,
                 grace: w.grace.map_or((86_400_000 - size).max(0), |g| g.millis()),
                 emit_final: query.emit == Some(crate::ast::Emit::Final),
+                session: matches!(w.kind, crate::ast::WindowKind::Session { .. }),
             })
         }
     };
@@ -776,6 +778,10 @@ impl AggregateQuery {
                 timestamp: stream_time,
             },
         );
+        if w.session {
+            updates.extend(self.session_update(&w, group, &args, record.timestamp, stream_time, state, functions)?);
+            return Ok(AggOutcome::Updates(updates));
+        }
         let keys = group.len();
         for start in w.starts(record.timestamp) {
             if start + w.size <= stream_time - w.grace {
@@ -820,6 +826,81 @@ impl AggregateQuery {
             return Ok(AggOutcome::Filtered);
         }
         Ok(AggOutcome::Updates(updates))
+    }
+
+    /// A record into its key's sessions (Kafka Streams' session windows): every session
+    /// within the gap of its timestamp merges with it into one; the merged-away sessions
+    /// are deleted downstream, the new one written. A session whose end is before stream
+    /// time less the grace period is closed: a record that would extend only such a
+    /// session is dropped.
+    #[allow(clippy::too_many_arguments)]
+    fn session_update(
+        &self,
+        w: &TimeWindow,
+        group: Vec<Value>,
+        args: &[Value],
+        ts: i64,
+        stream_time: i64,
+        state: &mut BTreeMap<Vec<u8>, GroupState>,
+        functions: &dyn Functions,
+    ) -> Result<Vec<AggUpdate>, String> {
+        let gap = w.size;
+        let mut prefix = Self::group_key(&group);
+        prefix.pop(); // `]`
+        prefix.push(b',');
+        let mut merged: Vec<(Vec<u8>, i64, GroupState)> = Vec::new();
+        for (k, st) in state.range(prefix.clone()..) {
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let Some(Value::Bigint(start)) = self.group_from_key(k).and_then(|g| g.last().cloned()) else {
+                continue;
+            };
+            if st.timestamp >= ts - gap && start <= ts + gap {
+                merged.push((k.clone(), start, st.clone()));
+            }
+        }
+        let start = merged.iter().map(|m| m.1).fold(ts, i64::min);
+        let end = merged.iter().map(|m| m.2.timestamp).fold(ts, i64::max);
+        if end < stream_time - w.grace {
+            return Ok(Vec::new()); // the session closed: a late record
+        }
+        let mut updates = Vec::new();
+        let mut acc = self.initial();
+        merged.sort_by_key(|m| m.1);
+        let mut with_window = group.clone();
+        for (k, s, st) in &merged {
+            for ((into, from), call) in acc.accs.iter_mut().zip(&st.accs).zip(&self.calls) {
+                merge_into(into, from, call)?;
+            }
+            state.remove(k);
+            with_window.truncate(group.len());
+            with_window.push(Value::Bigint(*s));
+            let (key, _) = self.output(&with_window, st, functions)?;
+            updates.push(AggUpdate {
+                state_key: k.clone(),
+                state: None,
+                record: (!w.emit_final).then_some((key, None, st.timestamp)),
+            });
+        }
+        for ((a, call), arg) in acc.accs.iter_mut().zip(&self.calls).zip(args) {
+            accumulate(a, call, arg.clone())?;
+        }
+        acc.timestamp = end;
+        with_window.truncate(group.len());
+        with_window.push(Value::Bigint(start));
+        let gk = Self::group_key(&with_window);
+        let (key, value) = self.output(&with_window, &acc, functions)?;
+        let json = self.state_json(&acc);
+        state.insert(gk.clone(), acc);
+        // (A merged-away session with the same start is deleted first in the changelog,
+        // then written again: the order keeps the state right.)
+        updates.push(AggUpdate {
+            state_key: gk,
+            state: Some(json),
+            record: (!w.emit_final).then_some((key, value, end)),
+        });
+        Ok(updates)
     }
 
     /// Adds a record's arguments to one group (or window): its new state and record.
@@ -892,7 +973,7 @@ impl AggregateQuery {
             names.push("WINDOWSTART".into());
             names.push("WINDOWEND".into());
             values.push(Value::Bigint(*start));
-            values.push(Value::Bigint(start + w.size));
+            values.push(Value::Bigint(if w.session { st.timestamp } else { start + w.size }));
         }
         (names, values)
     }
@@ -991,7 +1072,15 @@ impl AggregateQuery {
         .map_err(|e| format!("Error serializing key: {e}"))?;
         // A windowed key: the key's bytes then the window start, 8 bytes big-endian
         // (Kafka Streams' TimeWindowedSerializer, as ksqlDB writes it).
+        // A session's key: the key's bytes, the session's end, then its start (Kafka
+        // Streams' SessionKeySchema).
         let key = match (&self.window, group.get(self.group_by.len())) {
+            (Some(w), Some(Value::Bigint(start))) if w.session => {
+                let mut k = key.unwrap_or_default();
+                k.extend_from_slice(&st.timestamp.to_be_bytes());
+                k.extend_from_slice(&start.to_be_bytes());
+                Some(k)
+            }
             (Some(_), Some(Value::Bigint(start))) => {
                 let mut k = key.unwrap_or_default();
                 k.extend_from_slice(&start.to_be_bytes());
@@ -1127,6 +1216,64 @@ fn as_f64(v: &Value) -> Option<f64> {
         Value::Decimal(d) => d.to_f64(),
         _ => return None,
     })
+}
+
+/// Folds another session's accumulator into `into` (Kafka Streams' session merger).
+fn merge_into(into: &mut Acc, from: &Acc, call: &AggCall) -> Result<(), String> {
+    match (into, from) {
+        (Acc::Count(a), Acc::Count(b)) => *a += b,
+        (Acc::Avg { sum, count }, Acc::Avg { sum: s2, count: c2 }) => {
+            *sum += s2;
+            *count += c2;
+        }
+        (Acc::Value(Value::Map(a)), Acc::Value(Value::Map(b))) => {
+            for (k, n) in b {
+                match a.iter().position(|(x, _)| x == k) {
+                    Some(i) => {
+                        if let (Value::Bigint(x), Value::Bigint(y)) = (&mut a[i].1, n) {
+                            *x += y;
+                        }
+                    }
+                    None => a.push((k.clone(), n.clone())),
+                }
+            }
+        }
+        (Acc::Value(a), Acc::Value(b)) => match call.kind {
+            AggKind::Sum => {
+                if !b.is_null() {
+                    let sum = binary(BinaryOp::Add, a.clone(), b.clone()).map_err(|e| e.to_string())?;
+                    *a = match &call.arg_type {
+                        Some(t) => cast(sum, t).map_err(|e| e.to_string())?,
+                        None => sum,
+                    };
+                }
+            }
+            AggKind::EarliestByOffset => {
+                if a.is_null() {
+                    *a = b.clone();
+                }
+            }
+            // MIN, MAX, LATEST_BY_OFFSET: the other session's value as one more input.
+            _ => {
+                let mut x = Acc::Value(a.clone());
+                accumulate(&mut x, call, b.clone())?;
+                if let Acc::Value(v) = x {
+                    *a = v;
+                }
+            }
+        },
+        (Acc::List(a), Acc::List(b)) => {
+            for v in b {
+                let mut x = Acc::List(std::mem::take(a));
+                accumulate(&mut x, call, v.clone())?;
+                if let Acc::List(items) = x {
+                    *a = items;
+                }
+            }
+        }
+        _ => return Err("session accumulators do not match".into()),
+    }
+    Ok(())
 }
 
 /// Takes a row's argument back out of an accumulator (a table row that changed or went).
@@ -1542,5 +1689,63 @@ mod tests {
         };
         let e = plan_aggregate(&query, &c, "O2", sink).err().unwrap();
         assert!(e.0.contains("The aggregation functions MIN and LATEST_BY_OFFSET cannot be applied to a table source"), "{e}");
+    }
+
+    #[test]
+    fn session_windows_merge_records_within_the_gap() {
+        let mut c = Catalog::default();
+        c.create_source(
+            &parse_statement("CREATE STREAM S (ID INT KEY, N INT) WITH (kafka_topic='s', value_format='JSON');").unwrap(),
+            &All,
+        )
+        .unwrap();
+        let Statement::CreateAsSelect { query, .. } = parse_statement(
+            "CREATE TABLE OUTPUT AS SELECT ID, COUNT(*) AS C, SUM(N) AS T FROM S WINDOW SESSION (10 MILLISECONDS) GROUP BY ID;",
+        )
+        .unwrap() else {
+            panic!()
+        };
+        let sink = Sink {
+            key_format: Format::Kafka,
+            value_format: Format::Json,
+            wrap_single_value: true,
+            timestamp_column: None,
+        };
+        let q = plan_aggregate(&query, &c, "OUTPUT", sink).unwrap();
+        let mut state = BTreeMap::new();
+        let mut feed = |ts: i64, n: i32| -> Vec<(i64, i64, Option<String>)> {
+            let k = 1i32.to_be_bytes();
+            let v = format!("{{\"N\":{n}}}");
+            let rec = RecordIn {
+                key: Some(&k),
+                value: Some(v.as_bytes()),
+                timestamp: ts,
+                partition: 0,
+                offset: 0,
+            };
+            match q.process(rec, &mut state, &NoFunctions) {
+                AggOutcome::Updates(u) => u
+                    .into_iter()
+                    .filter_map(|u| u.record)
+                    .map(|(k, v, _)| {
+                        let k = k.unwrap();
+                        assert_eq!(&k[..4], &1i32.to_be_bytes());
+                        let end = i64::from_be_bytes(k[4..12].try_into().unwrap());
+                        let start = i64::from_be_bytes(k[12..20].try_into().unwrap());
+                        (start, end, v.map(|v| String::from_utf8(v).unwrap()))
+                    })
+                    .collect(),
+                other => panic!("{other:?}"),
+            }
+        };
+        let row = |s: i64, e: i64, v: &str| (s, e, Some(v.to_string()));
+        assert_eq!(feed(0, 1), [row(0, 0, r#"{"C":1,"T":1}"#)]);
+        assert_eq!(feed(5, 2), [(0, 0, None), row(0, 5, r#"{"C":2,"T":3}"#)]);
+        assert_eq!(feed(22, 4), [row(22, 22, r#"{"C":1,"T":4}"#)]);
+        // Within the gap of both: the two sessions and the record become one.
+        assert_eq!(
+            feed(14, 8),
+            [(0, 5, None), (22, 22, None), row(0, 22, r#"{"C":4,"T":15}"#)]
+        );
     }
 }
