@@ -737,6 +737,7 @@ impl Engine {
             Statement::ListFunctions => {
                 let mut list: Vec<(&str, &str, &str)> = strata_sql::functions::FUNCTIONS.to_vec();
                 list.extend(strata_sql::functions_more::NAMES.iter().map(|(n, c)| (*n, "SCALAR", *c)));
+                list.extend([("FILTER", "SCALAR", "LAMBDA"), ("REDUCE", "SCALAR", "LAMBDA"), ("TRANSFORM", "SCALAR", "LAMBDA")]);
                 list.sort();
                 let list: Vec<J> = list
                     .iter()

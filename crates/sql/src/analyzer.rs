@@ -130,6 +130,86 @@ fn decimal_result(op: BinaryOp, (p1, s1): (u32, u32), (p2, s2): (u32, u32)) -> S
     }
 }
 
+/// The type of a lambda's body with its parameters of the given types: each parameter
+/// stands as a typed NULL while the body is typed.
+fn lambda_body_type(
+    lambda: &Expr,
+    param_types: &[Option<SqlType>],
+    scope: &Scope<'_>,
+) -> Result<Option<SqlType>, AnalysisError> {
+    let Expr::Lambda { params, body } = lambda else {
+        return Err(err("a lambda is expected here"));
+    };
+    if params.len() != param_types.len() {
+        return Err(err(format!(
+            "The lambda takes {} arguments where {} are given",
+            params.len(),
+            param_types.len()
+        )));
+    }
+    let typed = body.rewrite(&mut |x| match x {
+        Expr::Column { source: None, name } => params.iter().position(|p| p == name).map(|i| {
+            match &param_types[i] {
+                Some(t) => Expr::Cast {
+                    expr: Box::new(Expr::Literal(Literal::Null)),
+                    to: t.clone(),
+                },
+                None => Expr::Literal(Literal::Null),
+            }
+        }),
+        _ => None,
+    });
+    type_of(&typed, scope)
+}
+
+/// TRANSFORM / FILTER / REDUCE: the result type from the collection's and the lambdas'.
+fn lambda_type(name: &str, args: &[Expr], scope: &Scope<'_>) -> Result<Option<SqlType>, AnalysisError> {
+    let collection = type_of(&args[0], scope)?;
+    let (item, key_value) = match &collection {
+        Some(SqlType::Array(t)) => (Some(t.as_ref().clone()), None),
+        Some(SqlType::Map(k, v)) => (None, Some((k.as_ref().clone(), v.as_ref().clone()))),
+        _ => return Err(err(format!("{name} takes an ARRAY or a MAP first"))),
+    };
+    Ok(match (name, item, key_value, args.len()) {
+        ("TRANSFORM", Some(t), _, 2) => lambda_body_type(&args[1], &[Some(t)], scope)?
+            .map(|b| SqlType::Array(Box::new(b))),
+        ("TRANSFORM", _, Some((k, v)), 3) => {
+            let kt = lambda_body_type(&args[1], &[Some(k.clone()), Some(v.clone())], scope)?;
+            let vt = lambda_body_type(&args[2], &[Some(k), Some(v)], scope)?;
+            match (kt, vt) {
+                (Some(kt), Some(vt)) => Some(SqlType::Map(Box::new(kt), Box::new(vt))),
+                _ => None,
+            }
+        }
+        ("FILTER", Some(t), _, 2) => {
+            lambda_body_type(&args[1], &[Some(t)], scope)?;
+            collection
+        }
+        ("FILTER", _, Some((k, v)), 2) => {
+            lambda_body_type(&args[1], &[Some(k), Some(v)], scope)?;
+            collection
+        }
+        ("REDUCE", item, key_value, 3) => {
+            let init = type_of(&args[1], scope)?;
+            match (item, key_value) {
+                (Some(t), _) => {
+                    lambda_body_type(&args[2], &[init.clone(), Some(t)], scope)?;
+                }
+                (_, Some((k, v))) => {
+                    lambda_body_type(&args[2], &[init.clone(), Some(k), Some(v)], scope)?;
+                }
+                _ => {}
+            }
+            init
+        }
+        _ => {
+            return Err(err(format!(
+                "Can't find any functions with the name '{name}' taking these arguments"
+            )))
+        }
+    })
+}
+
 /// The type of `expr` in `scope` (None: NULL, a type to be decided by its context).
 pub fn type_of(expr: &Expr, scope: &Scope<'_>) -> Result<Option<SqlType>, AnalysisError> {
     let ty = |e: &Expr| type_of(e, scope);
@@ -279,6 +359,11 @@ pub fn type_of(expr: &Expr, scope: &Scope<'_>) -> Result<Option<SqlType>, Analys
         Expr::Cast { expr, to } => {
             ty(expr)?;
             to.clone()
+        }
+        Expr::Function { name, args, .. }
+            if args.iter().any(|a| matches!(a, Expr::Lambda { .. })) =>
+        {
+            return lambda_type(name, args, scope);
         }
         Expr::Function { name, args, .. } => {
             let types = args.iter().map(ty).collect::<Result<Vec<_>, _>>()?;

@@ -177,6 +177,11 @@ pub fn eval(expr: &Expr, row: &dyn Row, functions: &dyn Functions) -> Result<Val
             }
         }
         Expr::Cast { expr, to } => cast(ev(expr)?, to)?,
+        Expr::Function { name, args, .. }
+            if args.iter().any(|a| matches!(a, Expr::Lambda { .. })) =>
+        {
+            lambda_call(name, args, row, functions)?
+        }
         Expr::Function { name, args, star } => {
             let values = if *star {
                 Vec::new()
@@ -252,6 +257,116 @@ pub fn eval(expr: &Expr, row: &dyn Row, functions: &dyn Functions) -> Result<Val
             return Err(type_error(
                 "a lambda or time unit is only a function argument",
             ))
+        }
+    })
+}
+
+/// A row with a lambda's parameters bound over the row it is evaluated in.
+struct Bound<'a> {
+    params: &'a [String],
+    values: Vec<Value>,
+    outer: &'a dyn Row,
+}
+
+impl Row for Bound<'_> {
+    fn column(&self, source: Option<&str>, name: &str) -> Option<&Value> {
+        if source.is_none() {
+            if let Some(i) = self.params.iter().position(|p| p == name) {
+                return self.values.get(i);
+            }
+        }
+        self.outer.column(source, name)
+    }
+}
+
+/// TRANSFORM, FILTER and REDUCE over an array or a map, with ksqlDB's lambdas: a NULL
+/// collection gives NULL.
+fn lambda_call(
+    name: &str,
+    args: &[Expr],
+    row: &dyn Row,
+    functions: &dyn Functions,
+) -> Result<Value, EvalError> {
+    let apply = |lambda: &Expr, values: Vec<Value>| -> Result<Value, EvalError> {
+        let Expr::Lambda { params, body } = lambda else {
+            return Err(type_error(format!("{name} expects a lambda")));
+        };
+        if params.len() != values.len() {
+            return Err(type_error(format!(
+                "{name}: the lambda takes {} arguments, {} given",
+                params.len(),
+                values.len()
+            )));
+        }
+        eval(
+            body,
+            &Bound {
+                params,
+                values,
+                outer: row,
+            },
+            functions,
+        )
+    };
+    let collection = eval(&args[0], row, functions)?;
+    Ok(match (name, collection, args.len()) {
+        // REDUCE of a NULL collection is its initial state, as of an empty one.
+        ("REDUCE", Value::Null, 3) => eval(&args[1], row, functions)?,
+        (_, Value::Null, _) => Value::Null,
+        ("TRANSFORM", Value::Array(items), 2) => Value::Array(
+            items
+                .into_iter()
+                .map(|x| apply(&args[1], vec![x]))
+                .collect::<Result<_, _>>()?,
+        ),
+        ("TRANSFORM", Value::Map(entries), 3) => Value::Map(
+            entries
+                .into_iter()
+                .map(|(k, v)| {
+                    Ok((
+                        apply(&args[1], vec![k.clone(), v.clone()])?,
+                        apply(&args[2], vec![k, v])?,
+                    ))
+                })
+                .collect::<Result<_, EvalError>>()?,
+        ),
+        ("FILTER", Value::Array(items), 2) => {
+            let mut out = Vec::new();
+            for x in items {
+                if apply(&args[1], vec![x.clone()])? == Value::Boolean(true) {
+                    out.push(x);
+                }
+            }
+            Value::Array(out)
+        }
+        ("FILTER", Value::Map(entries), 2) => {
+            let mut out = Vec::new();
+            for (k, v) in entries {
+                if apply(&args[1], vec![k.clone(), v.clone()])? == Value::Boolean(true) {
+                    out.push((k, v));
+                }
+            }
+            Value::Map(out)
+        }
+        ("REDUCE", Value::Array(items), 3) => {
+            let mut acc = eval(&args[1], row, functions)?;
+            for x in items {
+                acc = apply(&args[2], vec![acc, x])?;
+            }
+            acc
+        }
+        ("REDUCE", Value::Map(entries), 3) => {
+            let mut acc = eval(&args[1], row, functions)?;
+            for (k, v) in entries {
+                acc = apply(&args[2], vec![acc, k, v])?;
+            }
+            acc
+        }
+        (other, c, n) => {
+            return Err(type_error(format!(
+                "{other} does not take a lambda over {} with {n} arguments",
+                describe(&c)
+            )))
         }
     })
 }
@@ -1174,5 +1289,21 @@ mod tests {
             Some(1_577_836_800_000)
         );
         assert_eq!(format_timestamp(-1), "1969-12-31T23:59:59.999");
+    }
+
+    #[test]
+    fn lambdas_transform_filter_and_reduce() {
+        let row: Vec<(String, Value)> = vec![(
+            "XS".to_string(),
+            Value::Array(vec![Value::Int(1), Value::Int(2), Value::Int(3)]),
+        )];
+        let run = |text: &str| eval(&crate::parse_expression(text).unwrap(), &row, &NoFunctions).unwrap();
+        assert_eq!(
+            run("TRANSFORM(XS, x => x * 10)"),
+            Value::Array(vec![Value::Int(10), Value::Int(20), Value::Int(30)])
+        );
+        assert_eq!(run("FILTER(XS, x => x > 1)"), Value::Array(vec![Value::Int(2), Value::Int(3)]));
+        assert_eq!(run("REDUCE(XS, 0, (s, x) => s + x)"), Value::Int(6));
+        assert_eq!(run("REDUCE(CAST(NULL AS ARRAY<INT>), 5, (s, x) => s + x)"), Value::Int(5));
     }
 }
