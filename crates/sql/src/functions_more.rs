@@ -24,6 +24,18 @@ fn array_of_strings() -> Option<SqlType> {
 
 pub const NAMES: &[(&str, &str)] = &[
     ("ATAN2", "MATHEMATICAL"),
+    ("CONVERT_TZ", "DATE / TIME"),
+    ("DATETOSTRING", "DATE / TIME"),
+    ("FORMAT_DATE", "DATE / TIME"),
+    ("FORMAT_TIME", "DATE / TIME"),
+    ("FORMAT_TIMESTAMP", "DATE / TIME"),
+    ("FROM_UNIXTIME", "DATE / TIME"),
+    ("PARSE_DATE", "DATE / TIME"),
+    ("PARSE_TIME", "DATE / TIME"),
+    ("PARSE_TIMESTAMP", "DATE / TIME"),
+    ("STRINGTODATE", "DATE / TIME"),
+    ("STRINGTOTIMESTAMP", "DATE / TIME"),
+    ("TIMESTAMPTOSTRING", "DATE / TIME"),
     ("BIGINT_FROM_BYTES", "CONVERSIONS"),
     ("COSH", "MATHEMATICAL"),
     ("DOUBLE_FROM_BYTES", "CONVERSIONS"),
@@ -92,6 +104,14 @@ pub fn return_type(name: &str, args: &[Option<SqlType>]) -> Option<Option<SqlTyp
         "BIGINT_FROM_BYTES" => Some(SqlType::Bigint),
         "IS_JSON_STRING" | "JSON_ARRAY_CONTAINS" => Some(SqlType::Boolean),
         "TO_BYTES" => Some(SqlType::Bytes),
+        "TIMESTAMPTOSTRING" | "FORMAT_TIMESTAMP" | "FORMAT_DATE" | "FORMAT_TIME" | "DATETOSTRING" => {
+            return string()
+        }
+        "STRINGTOTIMESTAMP" => Some(SqlType::Bigint),
+        "STRINGTODATE" => Some(SqlType::Int),
+        "PARSE_TIMESTAMP" | "CONVERT_TZ" | "FROM_UNIXTIME" => Some(SqlType::Timestamp),
+        "PARSE_DATE" => Some(SqlType::Date),
+        "PARSE_TIME" => Some(SqlType::Time),
         "FROM_DAYS" => Some(SqlType::Date),
         "JSON_KEYS" | "JSON_ITEMS" | "REGEXP_EXTRACT_ALL" | "REGEXP_SPLIT_TO_ARRAY" => {
             array_of_strings()
@@ -335,6 +355,58 @@ fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
     let s = |i: usize| text(at(i)).ok_or_else(|| bad(format!("{name} needs a string argument")));
     let f = |i: usize| float(at(i)).ok_or_else(|| bad(format!("{name} needs a number")));
     Ok(match name {
+        "TIMESTAMPTOSTRING" | "FORMAT_TIMESTAMP" => {
+            let ms = match at(0) {
+                Value::Timestamp(t) | Value::Bigint(t) => *t,
+                Value::Int(t) => *t as i64,
+                _ => return Err(bad(format!("{name} needs a timestamp"))),
+            };
+            let zone = args.get(2).and_then(text).unwrap_or("UTC");
+            Value::String(crate::datetime::format(ms, s(1)?, zone).map_err(bad)?)
+        }
+        "FORMAT_DATE" | "DATETOSTRING" => {
+            let days = match at(0) {
+                Value::Date(d) | Value::Int(d) => *d as i64,
+                _ => return Err(bad(format!("{name} needs a date"))),
+            };
+            Value::String(crate::datetime::format(days * 86_400_000, s(1)?, "UTC").map_err(bad)?)
+        }
+        "FORMAT_TIME" => {
+            let Value::Time(t) = at(0) else {
+                return Err(bad("FORMAT_TIME needs a time"));
+            };
+            Value::String(crate::datetime::format(*t as i64, s(1)?, "UTC").map_err(bad)?)
+        }
+        "STRINGTOTIMESTAMP" | "PARSE_TIMESTAMP" => {
+            let zone = args.get(2).and_then(text).unwrap_or("UTC");
+            let ms = crate::datetime::parse(s(0)?, s(1)?, zone).map_err(bad)?;
+            if name == "PARSE_TIMESTAMP" {
+                Value::Timestamp(ms)
+            } else {
+                Value::Bigint(ms)
+            }
+        }
+        "PARSE_DATE" | "STRINGTODATE" => {
+            let days = crate::datetime::parse(s(0)?, s(1)?, "UTC").map_err(bad)?.div_euclid(86_400_000) as i32;
+            if name == "PARSE_DATE" {
+                Value::Date(days)
+            } else {
+                Value::Int(days)
+            }
+        }
+        "PARSE_TIME" => {
+            let ms = crate::datetime::parse(s(0)?, s(1)?, "UTC").map_err(bad)?;
+            Value::Time(ms.rem_euclid(86_400_000) as i32)
+        }
+        "CONVERT_TZ" => {
+            let Value::Timestamp(t) = at(0) else {
+                return Err(bad("CONVERT_TZ needs a timestamp"));
+            };
+            let from = crate::datetime::zone(s(1)?).map_err(bad)?.0 as i64;
+            let to = crate::datetime::zone(s(2)?).map_err(bad)?.0 as i64;
+            Value::Timestamp(t + (to - from) * 1000)
+        }
+        "FROM_UNIXTIME" => Value::Timestamp(int(at(0)).unwrap_or(0)),
         "SINH" => Value::Double(f(0)?.sinh()),
         "ATAN2" => Value::Double(f(0)?.atan2(f(1)?)),
         "COSH" => Value::Double(f(0)?.cosh()),

@@ -1089,7 +1089,9 @@ impl JoinQuery {
             self.sink.wrap_single_value || cols.len() != 1,
         )
         .map_err(|e| format!("Error serializing value: {e}"))?;
-        let timestamp = self.sink.timestamp(&self.value, &computed, c.timestamp);
+        let Some(timestamp) = self.sink.timestamp(&self.value, &computed, c.timestamp) else {
+            return Err("the output's TIMESTAMP column holds no valid time".into());
+        };
         Ok(Some(RecordOut {
             key,
             value,

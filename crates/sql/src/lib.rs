@@ -7,6 +7,7 @@ pub mod aggregate;
 pub mod analyzer;
 pub mod ast;
 pub mod catalog;
+pub mod datetime;
 pub mod eval;
 pub mod format;
 pub mod functions;

@@ -46,21 +46,27 @@ pub struct Sink {
     pub key_format: Format,
     pub value_format: Format,
     pub wrap_single_value: bool,
-    /// `TIMESTAMP` of a CREATE … AS SELECT: the output value column whose value becomes
-    /// each output record's timestamp.
-    pub timestamp_column: Option<String>,
+    /// `TIMESTAMP` (and `TIMESTAMP_FORMAT`) of a CREATE … AS SELECT: the output value
+    /// column whose value becomes each output record's timestamp.
+    pub timestamp_column: Option<(String, Option<String>)>,
 }
 
 impl Sink {
-    /// An output record's timestamp: the TIMESTAMP column's value, else `default`.
-    pub fn timestamp(&self, columns: &[OutputColumn], values: &[Value], default: i64) -> i64 {
-        let Some(name) = &self.timestamp_column else {
-            return default;
+    /// An output record's timestamp: the TIMESTAMP column's value, else `default`. None
+    /// when the column holds no valid (non-negative) time: the record is not written, as
+    /// Kafka Streams refuses it.
+    pub fn timestamp(&self, columns: &[OutputColumn], values: &[Value], default: i64) -> Option<i64> {
+        let Some((name, format)) = &self.timestamp_column else {
+            return Some(default);
         };
-        match columns.iter().position(|c| c.name == *name).map(|i| &values[i]) {
-            Some(Value::Bigint(t)) | Some(Value::Timestamp(t)) => *t,
-            _ => default,
-        }
+        let t = match columns.iter().position(|c| c.name == *name).map(|i| &values[i]) {
+            Some(Value::Bigint(t)) | Some(Value::Timestamp(t)) => Some(*t),
+            Some(Value::String(text)) => format
+                .as_deref()
+                .and_then(|f| crate::datetime::parse(text, f, "UTC").ok()),
+            _ => None,
+        };
+        t.filter(|t| *t >= 0)
     }
 }
 
@@ -77,15 +83,29 @@ pub fn with_event_time<'a>(source: &Source, record: RecordIn<'a>) -> Result<Reco
     let (names, values) = decode_row(source, record)?;
     let at = names.iter().position(|n| n == column);
     match at.map(|i| &values[i]) {
+        // A negative time is invalid: the record is skipped, as ksqlDB's extractor does.
+        Some(Value::Bigint(t)) | Some(Value::Timestamp(t)) if *t < 0 => Err(format!(
+            "Could not extract the timestamp: {column} is negative ({t})"
+        )),
         Some(Value::Bigint(t)) | Some(Value::Timestamp(t)) => Ok(RecordIn {
             timestamp: *t,
             ..record
         }),
+        Some(Value::String(text)) => match &source.timestamp_format {
+            Some(pattern) => Ok(RecordIn {
+                timestamp: crate::datetime::parse(text, pattern, "UTC")
+                    .map_err(|e| format!("Could not extract the timestamp from {column}: {e}"))?,
+                ..record
+            }),
+            None => Err(format!(
+                "Could not extract the timestamp from {column}: a STRING column needs TIMESTAMP_FORMAT"
+            )),
+        },
         Some(Value::Null) | None => Err(format!(
             "Could not extract the timestamp: the TIMESTAMP column {column} is null"
         )),
         Some(other) => Err(format!(
-            "Could not extract the timestamp from {column}: {other:?} needs a TIMESTAMP_FORMAT this engine cannot parse yet"
+            "Could not extract the timestamp from {column}: {other:?} is not a timestamp"
         )),
     }
 }
@@ -266,8 +286,13 @@ impl StreamQuery {
         let timestamp = if tombstone {
             record.timestamp
         } else {
-            self.sink
+            match self
+                .sink
                 .timestamp(&self.projection.value, &value_values, record.timestamp)
+            {
+                Some(t) => t,
+                None => return Err("the output's TIMESTAMP column holds no valid time".into()),
+            }
         };
         Ok(Outcome::Emit(RecordOut {
             key,

@@ -156,7 +156,9 @@ pub fn plan_create_as_select(
         key_format: key_format.clone(),
         value_format: value_format.clone(),
         wrap_single_value: wrap,
-        timestamp_column: timestamp_column.clone(),
+        timestamp_column: timestamp_column
+            .clone()
+            .map(|c| (c, string_property(properties, "TIMESTAMP_FORMAT").ok().flatten())),
     };
     let (key_columns, value_columns, planned) = if joined_kind.is_some() && aggregate {
         let (j, joined, rewritten) =
@@ -190,6 +192,7 @@ pub fn plan_create_as_select(
     if let Some(ts) = &timestamp_column {
         match value_columns.iter().find(|c| c.name == *ts) {
             Some(c) if matches!(c.sql_type, crate::ast::SqlType::Bigint | crate::ast::SqlType::Timestamp) => {}
+            Some(c) if c.sql_type == crate::ast::SqlType::String && prop("TIMESTAMP_FORMAT")?.is_some() => {}
             Some(c) => {
                 return Err(err(format!(
                     "Timestamp column, `{ts}`, should be LONG(INT64), TIMESTAMP, or a String with a timestamp_format specified. Got {}",

@@ -1,0 +1,331 @@
+//! Dates and times as text with Java's `DateTimeFormatter` patterns, as ksqlDB's
+//! TIMESTAMPTOSTRING, FORMAT_TIMESTAMP, PARSE_TIMESTAMP and friends and `TIMESTAMP_FORMAT`
+//! use them: `y M d H h m s S a E D` fields, `X Z z` zones, `'quoted'` text.
+//!
+//! Time zones: UTC/GMT/Z and fixed offsets (`+02:00`, `+0200`, `GMT+2`, `UTC-05:30`).
+//! Region ids (`Europe/London`) need a time-zone database this build does not carry: they
+//! are refused with a clear error rather than guessed.
+
+use crate::eval::{civil_from_days, days_from_civil};
+
+#[derive(Debug, Clone, PartialEq)]
+enum Piece {
+    Text(String),
+    Field(char, usize),
+}
+
+fn compile(pattern: &str) -> Result<Vec<Piece>, String> {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\'' {
+            // '' is a quote; 'text' is literal text.
+            if chars.get(i + 1) == Some(&'\'') {
+                out.push(Piece::Text("'".into()));
+                i += 2;
+                continue;
+            }
+            let mut text = String::new();
+            i += 1;
+            while i < chars.len() {
+                if chars[i] == '\'' {
+                    if chars.get(i + 1) == Some(&'\'') {
+                        text.push('\'');
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                text.push(chars[i]);
+                i += 1;
+            }
+            if i >= chars.len() {
+                return Err(format!("Unknown pattern letter or unterminated quote in: {pattern}"));
+            }
+            i += 1;
+            out.push(Piece::Text(text));
+        } else if c.is_ascii_alphabetic() {
+            let mut n = 1;
+            while chars.get(i + n) == Some(&c) {
+                n += 1;
+            }
+            if !"yuMLdHhmsSaEDXxZzVn".contains(c) {
+                return Err(format!("Unknown pattern letter: {c}"));
+            }
+            out.push(Piece::Field(c, n));
+            i += n;
+        } else {
+            out.push(Piece::Text(c.to_string()));
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// A zone: its offset from UTC in seconds and the name `z` prints.
+pub fn zone(id: &str) -> Result<(i32, String), String> {
+    let t = id.trim();
+    let upper = t.to_ascii_uppercase();
+    let rest = ["UTC", "GMT", "UT"]
+        .iter()
+        .find_map(|p| upper.strip_prefix(p))
+        .unwrap_or(&upper);
+    if rest.is_empty() || upper == "Z" {
+        return Ok((0, if upper == "Z" { "Z".into() } else { upper.clone() }));
+    }
+    match parse_offset(rest) {
+        Some(secs) => Ok((secs, t.to_string())),
+        None => Err(format!(
+            "Unknown time-zone ID: {t} (this build knows UTC, GMT and fixed offsets such as +02:00)"
+        )),
+    }
+}
+
+/// `+h`, `+hh`, `+hhmm`, `+hh:mm` (and `-`): seconds east of UTC.
+fn parse_offset(s: &str) -> Option<i32> {
+    let (sign, digits) = match s.as_bytes().first()? {
+        b'+' => (1, &s[1..]),
+        b'-' => (-1, &s[1..]),
+        _ => return None,
+    };
+    let digits: String = digits.chars().filter(|c| *c != ':').collect();
+    if digits.is_empty() || digits.len() > 4 || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let (h, m) = if digits.len() <= 2 {
+        (digits.parse::<i32>().ok()?, 0)
+    } else {
+        let split = digits.len() - 2;
+        (digits[..split].parse::<i32>().ok()?, digits[split..].parse::<i32>().ok()?)
+    };
+    if h > 18 || m > 59 {
+        return None;
+    }
+    Some(sign * (h * 3600 + m * 60))
+}
+
+const MONTHS: [&str; 12] = [
+    "January", "February", "March", "April", "May", "June", "July", "August", "September",
+    "October", "November", "December",
+];
+const DAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+
+fn offset_text(secs: i32, letter: char, n: usize) -> String {
+    if secs == 0 && letter == 'X' {
+        return "Z".into();
+    }
+    let sign = if secs < 0 { '-' } else { '+' };
+    let a = secs.abs();
+    let (h, m) = (a / 3600, (a % 3600) / 60);
+    match (letter, n) {
+        ('X' | 'x', 1) if m == 0 => format!("{sign}{h:02}"),
+        ('X' | 'x', 1) | ('X' | 'x', 2) | ('Z', 1..=3) => format!("{sign}{h:02}{m:02}"),
+        _ => format!("{sign}{h:02}:{m:02}"),
+    }
+}
+
+/// `ms` since the epoch as text in `pattern`, at the zone's offset.
+pub fn format(ms: i64, pattern: &str, zone_id: &str) -> Result<String, String> {
+    let (offset, zone_name) = zone(zone_id)?;
+    let local = ms + offset as i64 * 1000;
+    let days = local.div_euclid(86_400_000);
+    let in_day = local.rem_euclid(86_400_000);
+    let (y, mo, d) = civil_from_days(days);
+    let (h, mi, s, milli) = (
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000,
+    );
+    let mut out = String::new();
+    for p in compile(pattern)? {
+        match p {
+            Piece::Text(t) => out.push_str(&t),
+            Piece::Field(c, n) => {
+                let num = |v: i64| format!("{v:0n$}");
+                match c {
+                    'y' | 'u' if n == 2 => out.push_str(&format!("{:02}", y.rem_euclid(100))),
+                    'y' | 'u' => out.push_str(&num(y)),
+                    'M' | 'L' if n >= 4 => out.push_str(MONTHS[mo as usize - 1]),
+                    'M' | 'L' if n == 3 => out.push_str(&MONTHS[mo as usize - 1][..3]),
+                    'M' | 'L' => out.push_str(&num(mo as i64)),
+                    'd' => out.push_str(&num(d as i64)),
+                    'D' => out.push_str(&num(days - days_from_civil(y, 1, 1) + 1)),
+                    'H' => out.push_str(&num(h)),
+                    'h' => out.push_str(&num(if h % 12 == 0 { 12 } else { h % 12 })),
+                    'm' => out.push_str(&num(mi)),
+                    's' => out.push_str(&num(s)),
+                    'S' => {
+                        let frac = format!("{milli:03}000000");
+                        out.push_str(&frac[..n.min(9)]);
+                    }
+                    'n' => out.push_str(&num(milli * 1_000_000)),
+                    'a' => out.push_str(if h < 12 { "AM" } else { "PM" }),
+                    'E' => {
+                        let dow = (days + 3).rem_euclid(7) as usize; // 1970-01-01: Thursday
+                        out.push_str(if n >= 4 { DAYS[dow] } else { &DAYS[dow][..3] });
+                    }
+                    'X' | 'x' | 'Z' => out.push_str(&offset_text(offset, c, n)),
+                    'z' | 'V' => out.push_str(&zone_name),
+                    _ => return Err(format!("Unknown pattern letter: {c}")),
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Up to `limit` digits (a sign first if `signed`) from `at`.
+fn read_number(text: &str, at: &mut usize, limit: usize, signed: bool) -> Option<i64> {
+    let b = text.as_bytes();
+    let start = *at;
+    if signed && *at < b.len() && (b[*at] == b'-' || b[*at] == b'+') {
+        *at += 1;
+    }
+    while *at < b.len() && b[*at].is_ascii_digit() && *at - start < limit {
+        *at += 1;
+    }
+    text[start..*at].parse::<i64>().ok()
+}
+
+/// Text in `pattern` as ms since the epoch; a zone in the text wins over `zone_id`.
+/// Fields not in the pattern take 1970-01-01T00:00:00.000.
+pub fn parse(text: &str, pattern: &str, zone_id: &str) -> Result<i64, String> {
+    let pieces = compile(pattern)?;
+    let fail = || format!("Text '{text}' could not be parsed with the pattern '{pattern}'");
+    let b = text.as_bytes();
+    let mut at = 0;
+    let (mut y, mut mo, mut d, mut h, mut mi, mut s, mut milli) = (1970i64, 1u32, 1u32, 0i64, 0i64, 0i64, 0i64);
+    let mut pm: Option<bool> = None;
+    let mut twelve = false;
+    let mut day_of_year: Option<i64> = None;
+    let mut offset: Option<i32> = None;
+    for (i, p) in pieces.iter().enumerate() {
+        match p {
+            Piece::Text(t) => {
+                if !text[at..].starts_with(t.as_str()) {
+                    return Err(fail());
+                }
+                at += t.len();
+            }
+            Piece::Field(c, n) => {
+                let next_is_number = matches!(pieces.get(i + 1), Some(Piece::Field(x, _)) if "yuMdDHhmsS".contains(*x));
+                let signed = matches!(c, 'y' | 'u');
+                let width = *n;
+                let number = |at: &mut usize, max: usize| -> Result<i64, String> {
+                    let limit = if next_is_number { width } else { max };
+                    read_number(text, at, limit, signed).ok_or_else(fail)
+                };
+                match c {
+                    'y' | 'u' if *n == 2 => y = 2000 + number(&mut at, 2)?,
+                    'y' | 'u' => y = number(&mut at, 10)?,
+                    'M' | 'L' if *n >= 3 => {
+                        let found = MONTHS.iter().position(|m| {
+                            let name = if *n == 3 { &m[..3] } else { m };
+                            text[at..].len() >= name.len() && text[at..at + name.len()].eq_ignore_ascii_case(name)
+                        });
+                        let Some(i) = found else { return Err(fail()) };
+                        at += if *n == 3 { 3 } else { MONTHS[i].len() };
+                        mo = i as u32 + 1;
+                    }
+                    'M' | 'L' => mo = number(&mut at, 2)? as u32,
+                    'd' => d = number(&mut at, 2)? as u32,
+                    'D' => day_of_year = Some(number(&mut at, 3)?),
+                    'H' => h = number(&mut at, 2)?,
+                    'h' => {
+                        h = number(&mut at, 2)?;
+                        twelve = true;
+                    }
+                    'm' => mi = number(&mut at, 2)?,
+                    's' => s = number(&mut at, 2)?,
+                    'S' => {
+                        let start = at;
+                        let v = number(&mut at, 9)?;
+                        let digits = (at - start) as u32;
+                        milli = if digits >= 3 { v / 10i64.pow(digits - 3) } else { v * 10i64.pow(3 - digits) };
+                    }
+                    'a' => {
+                        let t = text[at..].get(..2).ok_or_else(fail)?;
+                        pm = Some(t.eq_ignore_ascii_case("PM"));
+                        at += 2;
+                    }
+                    'E' => {
+                        let found = DAYS.iter().find(|dn| text[at..].starts_with(&dn[..3]));
+                        let Some(dn) = found else { return Err(fail()) };
+                        at += if *n >= 4 && text[at..].starts_with(*dn) { dn.len() } else { 3 };
+                    }
+                    'X' | 'x' | 'Z' => {
+                        if text[at..].starts_with('Z') {
+                            offset = Some(0);
+                            at += 1;
+                        } else {
+                            let start = at;
+                            at += 1;
+                            while at < b.len() && (b[at].is_ascii_digit() || b[at] == b':') && at - start < 6 {
+                                at += 1;
+                            }
+                            offset = Some(parse_offset(&text[start..at]).ok_or_else(fail)?);
+                        }
+                    }
+                    'z' | 'V' => {
+                        let start = at;
+                        while at < b.len() && !b[at].is_ascii_whitespace() {
+                            at += 1;
+                        }
+                        offset = Some(zone(&text[start..at]).map_err(|_| fail())?.0);
+                    }
+                    _ => return Err(fail()),
+                }
+            }
+        }
+    }
+    if at != text.len() {
+        return Err(fail());
+    }
+    if twelve {
+        h %= 12;
+    }
+    if pm == Some(true) && h < 12 {
+        h += 12;
+    }
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return Err(fail());
+    }
+    let days = match day_of_year {
+        Some(doy) => days_from_civil(y, 1, 1) + doy - 1,
+        None => days_from_civil(y, mo, d),
+    };
+    let offset = match offset {
+        Some(o) => o,
+        None => zone(zone_id)?.0,
+    };
+    Ok(days * 86_400_000 + h * 3_600_000 + mi * 60_000 + s * 1000 + milli - offset as i64 * 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn java_patterns_format_and_parse_back() {
+        let ms = 1_526_075_913_000; // 2018-05-11T21:58:33Z
+        assert_eq!(format(ms, "yyyy-MM-dd HH:mm:ss", "UTC").unwrap(), "2018-05-11 21:58:33");
+        assert_eq!(format(ms, "yyyy-MM-dd'T'HH:mm:ss.SSSX", "UTC").unwrap(), "2018-05-11T21:58:33.000Z");
+        assert_eq!(format(ms, "dd MMM yy hh:mm a", "+02:00").unwrap(), "11 May 18 11:58 PM");
+        assert_eq!(format(ms, "EEE, yyyyMMdd Z", "-0530").unwrap(), "Fri, 20180511 -0530");
+        for (text, pattern) in [
+            ("2018-05-11 21:58:33", "yyyy-MM-dd HH:mm:ss"),
+            ("2018-05-11T23:58:33+0200", "yyyy-MM-dd'T'HH:mm:ssX"),
+            ("20180511215833", "yyyyMMddHHmmss"),
+            ("11 May 2018 09:58:33 PM", "dd MMM yyyy hh:mm:ss a"),
+        ] {
+            assert_eq!(parse(text, pattern, "UTC").unwrap(), ms, "{text}");
+        }
+        assert_eq!(parse("2018-05-11", "yyyy-MM-dd", "UTC").unwrap(), 1_525_996_800_000);
+        assert!(parse("2018-13-11", "yyyy-MM-dd", "UTC").is_err());
+        assert!(parse("2018-05-11 x", "yyyy-MM-dd", "UTC").is_err());
+        assert!(format(ms, "yyyy", "Europe/London").unwrap_err().contains("Unknown time-zone ID"));
+    }
+}
