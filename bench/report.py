@@ -209,11 +209,12 @@ def sql_section():
              f"bench/sql.py on one Strata broker with its SQL engine: {r['records']:,} JSON orders (4 partitions, "
              f"{r['keys']:,} keys) loaded first; each query reads them all from the start; every query is "
              "exactly-once (read_committed input; outputs, state and positions in one transaction per pass). "
-             "Pull queries come from Python keep-alive HTTP/1.1 clients sharing the two cores with the broker.", "",
+             "Pull queries come from keep-alive HTTP/1.1 clients (strata-bench's, in Rust, when built; else "
+             "Python threads) sharing the two cores with the broker.", "",
              "| workload | result | target |", "|---|---|---|",
              f"| consume (librdkafka, baseline) | {r['consume_records_per_s']:,} records/s | |",
              f"| filter/projection CSAS | {r['filter_records_in_per_s']:,} records/s in "
-             f"({r['filter_vs_consume']:.2f}× consume) | ≥ 0.5× consume |",
+             f"({r['filter_vs_consume']:.2f}× the Python consumer) | ≥ 0.5× consume-1k (see below) |",
              f"| tumbling 1 min COUNT/SUM by key | {r['window_records_per_s']:,} records/s | |",
              f"| GROUP BY COUNT/SUM ({r['keys']:,} keys) | {r['aggregate_records_per_s']:,} records/s | |",
              (f"| stream–table LEFT JOIN ({r['join_table_rows']:,}-row table) | {r['join_records_per_s']:,} records/s | |"
@@ -222,10 +223,30 @@ def sql_section():
              f"| {r['pull_queries_per_s']:,}/s, "
              f"p50 {r['pull_p50_ms']} ms, p99 {r['pull_p99_ms']} ms ({r['pull_errors']} errors) | "
              "≥ 20,000/s, p99 ≤ 5 ms (1M rows) |", ""]
+    consume_1k = None
+    durable = out / "strata-durable.jsonl"
+    if durable.exists():
+        for line in durable.read_text().splitlines():
+            try:
+                o = json.loads(line)
+            except ValueError:
+                continue
+            if o.get("workload") == "consume-1k":
+                consume_1k = o["records_per_s"]
+    lines += ["The issue's filter target is relative to consume-1k (strata-bench, 1 KiB records): "
+              + (f"{r['filter_records_in_per_s'] / consume_1k:.2f}× of this run's {consume_1k:,.0f} records/s"
+                 if consume_1k else "see the durable table above (954,707 records/s when this was written: "
+                 f"{r['filter_records_in_per_s'] / 954707:.2f}×)")
+              + ", which does not meet 0.5×: each record is decoded from JSON, evaluated and encoded again "
+              "on the broker's two cores. The Python consumer above is the like-for-like baseline "
+              "(same ~100-byte JSON records).", ""]
     conf = out / "sql-conformance.txt"
     if conf.exists():
-        last = conf.read_text().strip().splitlines()[-1]
-        lines += [f"ksqlDB QTT conformance (`scripts/sql-conformance`, feasible cases of the corpus): **{last}**.", ""]
+        text = conf.read_text().strip().splitlines()
+        last = text[-1]
+        reasons = next((l for l in text if l.startswith("failure reasons:")), "")
+        lines += [f"ksqlDB QTT conformance (`scripts/sql-conformance`, feasible cases of the corpus): **{last}**"
+                  + (f" ({reasons})" if reasons else "") + ".", ""]
     return lines
 
 
