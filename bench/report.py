@@ -205,8 +205,10 @@ def sql_section():
     if not path.exists():
         return []
     r = json.loads(path.read_text())
+    import time as _time
+    measured = _time.strftime("%Y-%m-%d", _time.gmtime(path.stat().st_mtime))
     lines = ["## SQL engine", "",
-             f"bench/sql.py on one Strata broker with its SQL engine: {r['records']:,} JSON orders (4 partitions, "
+             f"Measured {measured}. bench/sql.py on one Strata broker with its SQL engine: {r['records']:,} JSON orders (4 partitions, "
              f"{r['keys']:,} keys) loaded first; each query reads them all from the start; every query is "
              "exactly-once (read_committed input; outputs, state and positions in one transaction per pass). "
              "Pull queries come from keep-alive HTTP/1.1 clients (strata-bench's, in Rust, when built; else "
