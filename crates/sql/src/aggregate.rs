@@ -71,8 +71,10 @@ pub struct AggCall {
     pub arg: Option<Expr>,
     pub arg_type: Option<SqlType>,
     pub out_type: SqlType,
-    /// TOPK's / TOPKDISTINCT's k.
+    /// TOPK's / TOPKDISTINCT's k; LATEST/EARLIEST_BY_OFFSET's n (an array of n values).
     pub param: Option<i64>,
+    /// LATEST/EARLIEST_BY_OFFSET: whether NULLs are skipped (the default).
+    pub ignore_nulls: bool,
 }
 
 /// An accumulator's state.
@@ -306,7 +308,29 @@ pub fn plan_aggregate(
                     }
                     _ => arg_type.clone().unwrap_or(SqlType::String),
                 };
+                let mut ignore_nulls = true;
+                let mut offset_n = None;
+                if matches!(kind, AggKind::LatestByOffset | AggKind::EarliestByOffset) {
+                    for a in &args[1.min(args.len())..] {
+                        match a {
+                            Expr::Literal(crate::ast::Literal::Boolean(b)) => ignore_nulls = *b,
+                            Expr::Literal(crate::ast::Literal::Integer(n)) if *n > 0 => offset_n = Some(*n),
+                            _ => {
+                                failure.get_or_insert(err(format!(
+                                    "{name} takes the column, then optionally a positive integer n and a boolean ignoreNulls"
+                                )));
+                            }
+                        }
+                    }
+                }
+                let out_type = match (kind, offset_n) {
+                    (AggKind::LatestByOffset | AggKind::EarliestByOffset, Some(_)) => {
+                        SqlType::Array(Box::new(arg_type.clone().unwrap_or(SqlType::String)))
+                    }
+                    _ => out_type,
+                };
                 let param = match kind {
+                    AggKind::LatestByOffset | AggKind::EarliestByOffset => offset_n,
                     AggKind::TopK | AggKind::TopKDistinct => match args.get(1) {
                         Some(Expr::Literal(crate::ast::Literal::Integer(k))) if *k > 0 => Some(*k),
                         _ => {
@@ -342,6 +366,7 @@ pub fn plan_aggregate(
                     arg_type,
                     out_type,
                     param,
+                    ignore_nulls,
                 };
                 let j = match calls.iter().position(|c| *c == call) {
                     Some(j) => j,
@@ -555,7 +580,9 @@ impl AggregateQuery {
                     | AggKind::CollectSet
                     | AggKind::CountDistinct
                     | AggKind::TopK
-                    | AggKind::TopKDistinct => Acc::List(Vec::new()),
+                    | AggKind::TopKDistinct
+                    | AggKind::LatestByOffset
+                    | AggKind::EarliestByOffset => Acc::List(Vec::new()),
                     AggKind::Histogram | AggKind::Attr => Acc::Value(Value::Map(Vec::new())),
                     AggKind::Sum => Acc::Value(match c.arg_type {
                         Some(SqlType::Int) => Value::Int(0),
@@ -1355,6 +1382,21 @@ fn accumulate(acc: &mut Acc, call: &AggCall, arg: Value) -> Result<(), String> {
                 }
             }
         }
+        (Acc::List(items), AggKind::LatestByOffset) => {
+            if !(arg.is_null() && call.ignore_nulls) {
+                items.push(arg);
+                let keep = call.param.unwrap_or(1).clamp(1, COLLECT_MAX as i64) as usize;
+                if items.len() > keep {
+                    items.drain(..items.len() - keep);
+                }
+            }
+        }
+        (Acc::List(items), AggKind::EarliestByOffset) => {
+            let keep = call.param.unwrap_or(1).clamp(1, COLLECT_MAX as i64) as usize;
+            if !(arg.is_null() && call.ignore_nulls) && items.len() < keep {
+                items.push(arg);
+            }
+        }
         (Acc::Value(v), AggKind::LatestByOffset) => {
             if !arg.is_null() {
                 *v = arg
@@ -1427,6 +1469,14 @@ fn result(acc: &Acc, call: &AggCall) -> Value {
                 Value::Double(0.0)
             } else {
                 Value::Double(sum / *count as f64)
+            }
+        }
+        Acc::List(items)
+            if matches!(call.kind, AggKind::LatestByOffset | AggKind::EarliestByOffset) =>
+        {
+            match call.param {
+                Some(_) => Value::Array(items.clone()),
+                None => items.first().cloned().unwrap_or(Value::Null),
             }
         }
         Acc::List(items) if call.kind == AggKind::CountDistinct => {
