@@ -847,19 +847,7 @@ impl Engine {
         columns: &[String],
         values: &[strata_sql::ast::Expr],
     ) -> Result<(), String> {
-        let source = st
-            .catalog
-            .get(target)
-            .ok_or_else(|| {
-                format!("Cannot insert values into an unknown stream/table: `{target}`")
-            })?
-            .clone();
-        if source.read_only {
-            return Err(format!(
-                "Cannot insert values into read-only {}: {target}",
-                kind_word(source.kind).to_ascii_lowercase()
-            ));
-        }
+        let source = insert_target(st, target)?;
         let all: Vec<&strata_sql::catalog::Column> =
             source.key.iter().chain(&source.value).collect();
         let names: Vec<String> = if columns.is_empty() {
@@ -890,19 +878,7 @@ impl Engine {
         object: &serde_json::Map<String, J>,
     ) -> Result<(), String> {
         let mut st = self.state.lock().await;
-        let source = st
-            .catalog
-            .get(target)
-            .ok_or_else(|| {
-                format!("Cannot insert values into an unknown stream/table: `{target}`")
-            })?
-            .clone();
-        if source.read_only {
-            return Err(format!(
-                "Cannot insert values into read-only {}: {target}",
-                kind_word(source.kind).to_ascii_lowercase()
-            ));
-        }
+        let source = insert_target(&st, target)?;
         let mut row: BTreeMap<String, Value> = BTreeMap::new();
         for (name, j) in object {
             let upper = name.to_ascii_uppercase();
@@ -1221,6 +1197,23 @@ fn query_json(q: &PersistentQuery) -> J {
         "queryType": "PERSISTENT",
         "state": state,
     })
+}
+
+/// The stream or table INSERT VALUES and /inserts-stream write into: it must exist and
+/// not be read-only.
+fn insert_target(st: &State, target: &str) -> Result<Source, String> {
+    let source = st
+        .catalog
+        .get(target)
+        .ok_or_else(|| format!("Cannot insert values into an unknown stream/table: `{target}`"))?
+        .clone();
+    if source.read_only {
+        return Err(format!(
+            "Cannot insert values into read-only {}: {target}",
+            kind_word(source.kind).to_ascii_lowercase()
+        ));
+    }
+    Ok(source)
 }
 
 /// EXPLAIN's query description (ksqlDB's `queryDescription`): the sink's fields, the

@@ -183,7 +183,7 @@ fn temporal_as_text(v: Value) -> Value {
     }
 }
 
-fn int(v: &Value) -> Option<i64> {
+pub(crate) fn int(v: &Value) -> Option<i64> {
     match v {
         Value::Int(i) => Some(*i as i64),
         Value::Bigint(i) => Some(*i),
@@ -191,7 +191,7 @@ fn int(v: &Value) -> Option<i64> {
     }
 }
 
-fn float(v: &Value) -> Option<f64> {
+pub(crate) fn float(v: &Value) -> Option<f64> {
     match v {
         Value::Int(i) => Some(*i as f64),
         Value::Bigint(i) => Some(*i as f64),
@@ -201,7 +201,7 @@ fn float(v: &Value) -> Option<f64> {
     }
 }
 
-fn text(v: &Value) -> Option<&str> {
+pub(crate) fn text(v: &Value) -> Option<&str> {
     match v {
         Value::String(s) => Some(s),
         _ => None,

@@ -8,6 +8,7 @@
 use crate::ast::SqlType;
 use crate::eval::EvalError;
 use crate::format::{base64_decode, base64_encode};
+use crate::functions::{float, int, text};
 use crate::value::Value;
 
 fn bad(m: impl Into<String>) -> EvalError {
@@ -122,31 +123,6 @@ pub fn return_type(name: &str, args: &[Option<SqlType>]) -> Option<Option<SqlTyp
         )),
         _ => return None,
     })
-}
-
-fn int(v: &Value) -> Option<i64> {
-    match v {
-        Value::Int(i) => Some(*i as i64),
-        Value::Bigint(i) => Some(*i),
-        _ => None,
-    }
-}
-
-fn float(v: &Value) -> Option<f64> {
-    match v {
-        Value::Int(i) => Some(*i as f64),
-        Value::Bigint(i) => Some(*i as f64),
-        Value::Double(d) => Some(*d),
-        Value::Decimal(d) => Some(d.to_f64()),
-        _ => None,
-    }
-}
-
-fn text(v: &Value) -> Option<&str> {
-    match v {
-        Value::String(s) => Some(s),
-        _ => None,
-    }
 }
 
 /// Bytes from text in an encoding ksqlDB names (hex, utf8, ascii, base64).
