@@ -123,7 +123,9 @@ pub fn run(args: &Args) -> Result<Outcome> {
     let mut latencies = Vec::new();
     let mut errors = 0;
     for t in threads {
-        let (l, e) = t.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
+        let (l, e) = t
+            .join()
+            .map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
         latencies.extend(l);
         errors += e;
     }

@@ -273,9 +273,8 @@ impl Engine {
         session_variables: &BTreeMap<String, String>,
     ) -> Result<Vec<J>, StatementError> {
         let upper = text.to_ascii_uppercase();
-        let uses_variables = !session_variables.is_empty()
-            || text.contains("${")
-            || upper.contains("DEFINE");
+        let uses_variables =
+            !session_variables.is_empty() || text.contains("${") || upper.contains("DEFINE");
         let statements = if uses_variables {
             // DEFINE / UNDEFINE in order, each statement parsed with the variables defined
             // before it substituted (all parsed before any runs, as without variables).
@@ -285,14 +284,18 @@ impl Engine {
                 .map(|(k, v)| (k.to_ascii_uppercase(), v.clone()))
                 .collect();
             let mut out = Vec::new();
-            for own in texts.into_iter().chain((!rest.trim().is_empty()).then_some(rest)) {
+            for own in texts
+                .into_iter()
+                .chain((!rest.trim().is_empty()).then_some(rest))
+            {
                 let substituted = strata_sql::substitute_variables(&own, &variables);
-                let stmt = strata_sql::parse_statement(&substituted).map_err(|e| StatementError {
-                    message: e.to_string(),
-                    statement: substituted.clone(),
-                    entities: Vec::new(),
-                    code: 40001,
-                })?;
+                let stmt =
+                    strata_sql::parse_statement(&substituted).map_err(|e| StatementError {
+                        message: e.to_string(),
+                        statement: substituted.clone(),
+                        entities: Vec::new(),
+                        code: 40001,
+                    })?;
                 match &stmt {
                     Statement::Define { name, value } => {
                         variables.insert(name.to_ascii_uppercase(), value.clone());
@@ -1224,7 +1227,11 @@ fn explain_json(id: &str, text: &str, sources: &[String], sink: Option<&Source>,
             s.key
                 .iter()
                 .map(|c| json!({"name": c.name, "schema": schema_json(&c.sql_type), "type": "KEY"}))
-                .chain(s.value.iter().map(|c| json!({"name": c.name, "schema": schema_json(&c.sql_type)})))
+                .chain(
+                    s.value
+                        .iter()
+                        .map(|c| json!({"name": c.name, "schema": schema_json(&c.sql_type)})),
+                )
                 .collect()
         })
         .unwrap_or_default();
@@ -1232,7 +1239,11 @@ fn explain_json(id: &str, text: &str, sources: &[String], sink: Option<&Source>,
         s.key
             .iter()
             .map(|c| format!("`{}` {} KEY", c.name, type_name(&c.sql_type)))
-            .chain(s.value.iter().map(|c| format!("`{}` {}", c.name, type_name(&c.sql_type))))
+            .chain(
+                s.value
+                    .iter()
+                    .map(|c| format!("`{}` {}", c.name, type_name(&c.sql_type))),
+            )
             .collect::<Vec<_>>()
             .join(", ")
     };

@@ -409,7 +409,12 @@ impl Server {
             },
             Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, 50000, e.to_string()),
         };
-        let topic = if log.topics().await.map(|t| t.contains_key(&topic)).unwrap_or(false) {
+        let topic = if log
+            .topics()
+            .await
+            .map(|t| t.contains_key(&topic))
+            .unwrap_or(false)
+        {
             topic
         } else {
             topic.to_ascii_lowercase()
@@ -417,7 +422,10 @@ impl Server {
         tokio::spawn(async move {
             let mut at = Vec::new();
             for p in 0..partitions {
-                match log.offset(&topic, p, if from_beginning { -2 } else { -1 }).await {
+                match log
+                    .offset(&topic, p, if from_beginning { -2 } else { -1 })
+                    .await
+                {
                     Ok(o) => at.push(o),
                     Err(e) => {
                         let _ = tx.send(Bytes::from(format!("{e}\n"))).await;
@@ -520,7 +528,11 @@ impl Server {
                 buffer.extend_from_slice(&data);
                 if buffer.len() > REQUEST_BYTES_MAX && !buffer.contains(&b'\n') {
                     let _ = tx
-                        .send(line_error(seq, 40000, format!("A row is larger than {REQUEST_BYTES_MAX} bytes")))
+                        .send(line_error(
+                            seq,
+                            40000,
+                            format!("A row is larger than {REQUEST_BYTES_MAX} bytes"),
+                        ))
                         .await;
                     return;
                 }
@@ -531,7 +543,11 @@ impl Server {
                     }
                     let parsed: Result<J, _> = serde_json::from_slice(&line);
                     let reply = match (&target, parsed) {
-                        (_, Err(e)) => Some(line_error(seq, 40000, format!("Invalid JSON in inserts stream: {e}"))),
+                        (_, Err(e)) => Some(line_error(
+                            seq,
+                            40000,
+                            format!("Invalid JSON in inserts stream: {e}"),
+                        )),
                         (None, Ok(first)) => match first.get("target").and_then(J::as_str) {
                             Some(t) => {
                                 target = Some(t.to_ascii_uppercase());
@@ -539,7 +555,11 @@ impl Server {
                             }
                             None => {
                                 let _ = tx
-                                    .send(line_error(seq, 40000, "No target in the inserts stream's first line".into()))
+                                    .send(line_error(
+                                        seq,
+                                        40000,
+                                        "No target in the inserts stream's first line".into(),
+                                    ))
                                     .await;
                                 return;
                             }
@@ -581,9 +601,23 @@ impl Server {
 fn print_format(bytes: Option<&[u8]>, key: bool) -> &'static str {
     match bytes {
         None => "¯\\_(ツ)_/¯ - no data processed",
-        Some(b) if serde_json::from_slice::<J>(b).is_ok_and(|j| j.is_object() || j.is_array()) => "JSON",
-        Some(b) if key && b.len() == 4 && std::str::from_utf8(b).map_or(true, |s| s.chars().any(char::is_control)) => "KAFKA_INT",
-        Some(b) if key && b.len() == 8 && std::str::from_utf8(b).map_or(true, |s| s.chars().any(char::is_control)) => "KAFKA_BIGINT",
+        Some(b) if serde_json::from_slice::<J>(b).is_ok_and(|j| j.is_object() || j.is_array()) => {
+            "JSON"
+        }
+        Some(b)
+            if key
+                && b.len() == 4
+                && std::str::from_utf8(b).map_or(true, |s| s.chars().any(char::is_control)) =>
+        {
+            "KAFKA_INT"
+        }
+        Some(b)
+            if key
+                && b.len() == 8
+                && std::str::from_utf8(b).map_or(true, |s| s.chars().any(char::is_control)) =>
+        {
+            "KAFKA_BIGINT"
+        }
         Some(b) if std::str::from_utf8(b).is_ok() => "KAFKA_STRING",
         Some(_) => "HEX",
     }

@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use strata_records::DecodedRecord;
 use strata_records::Record;
 use strata_sql::aggregate::{AggOutcome, AggregateQuery, GroupState};
-use strata_records::DecodedRecord;
 use strata_sql::eval::NoFunctions;
 use strata_sql::join::{JoinQuery, JoinState};
 use strata_sql::pipeline::{Outcome, RecordIn, TransientQuery};
@@ -231,7 +231,11 @@ type Positions = BTreeMap<(String, i32), i64>;
 fn merge_by_timestamp(
     parts: Vec<((String, i32), Vec<DecodedRecord>)>,
 ) -> Vec<((String, i32), DecodedRecord)> {
-    let mut heads: Vec<(usize, (String, i32), std::collections::VecDeque<DecodedRecord>)> = parts
+    let mut heads: Vec<(
+        usize,
+        (String, i32),
+        std::collections::VecDeque<DecodedRecord>,
+    )> = parts
         .into_iter()
         .enumerate()
         .map(|(i, (tp, r))| (i, tp, r.into()))
@@ -354,7 +358,10 @@ impl Persistent {
             partition: p,
             offset: r.offset,
         };
-        let mut emit = |key: Option<Vec<u8>>, value: Option<Vec<u8>>, timestamp: i64, placed_by: Option<&[u8]>| {
+        let mut emit = |key: Option<Vec<u8>>,
+                        value: Option<Vec<u8>>,
+                        timestamp: i64,
+                        placed_by: Option<&[u8]>| {
             let partition = output_partition(placed_by.or(key.as_deref()), p, sink_partitions);
             outputs.entry(partition).or_default().push(Record {
                 key: key.map(Bytes::from),
@@ -394,7 +401,16 @@ impl Persistent {
                     &mut self.groups.lock().expect("groups lock"),
                     &NoFunctions,
                 );
-                aggregate_outcome(q, outcome, r.timestamp_ms, changelog, &mut emit, &self.id, p, r.offset);
+                aggregate_outcome(
+                    q,
+                    outcome,
+                    r.timestamp_ms,
+                    changelog,
+                    &mut emit,
+                    &self.id,
+                    p,
+                    r.offset,
+                );
             }
             Planned::JoinAggregate(j, q) => {
                 for (i, topic) in j.topics().into_iter().enumerate() {
@@ -419,7 +435,9 @@ impl Persistent {
                             Ok(o) => o,
                             Err(why) => AggOutcome::Skipped(why),
                         };
-                        aggregate_outcome(q, outcome, timestamp, changelog, &mut emit, &self.id, p, r.offset);
+                        aggregate_outcome(
+                            q, outcome, timestamp, changelog, &mut emit, &self.id, p, r.offset,
+                        );
                     }
                 }
             }
@@ -448,14 +466,15 @@ impl Persistent {
             return Ok(false);
         }
         let mut read = 0u64;
-        let ordered: Vec<((String, i32), DecodedRecord)> = if matches!(self.query, Planned::Join(_) | Planned::JoinAggregate(..)) {
-            merge_by_timestamp(fetched)
-        } else {
-            fetched
-                .into_iter()
-                .flat_map(|(tp, records)| records.into_iter().map(move |r| (tp.clone(), r)))
-                .collect()
-        };
+        let ordered: Vec<((String, i32), DecodedRecord)> =
+            if matches!(self.query, Planned::Join(_) | Planned::JoinAggregate(..)) {
+                merge_by_timestamp(fetched)
+            } else {
+                fetched
+                    .into_iter()
+                    .flat_map(|(tp, records)| records.into_iter().map(move |r| (tp.clone(), r)))
+                    .collect()
+            };
         for (tp, r) in &ordered {
             read += 1;
             self.process(tp, r, sink_partitions, &mut outputs, &mut changelog);
@@ -536,7 +555,9 @@ fn aggregate_outcome(
                         _ => 8,
                     };
                     let inner = match (&q.window, key.as_deref()) {
-                        (Some(_), Some(k)) if k.len() >= suffix => Some(k[..k.len() - suffix].to_vec()),
+                        (Some(_), Some(k)) if k.len() >= suffix => {
+                            Some(k[..k.len() - suffix].to_vec())
+                        }
                         _ => None,
                     };
                     emit(key, value, timestamp, inner.as_deref());

@@ -82,7 +82,10 @@ pub struct AggCall {
 pub enum Acc {
     Count(i64),
     Value(Value),
-    Avg { sum: f64, count: i64 },
+    Avg {
+        sum: f64,
+        count: i64,
+    },
     List(Vec<Value>),
     /// Not an accumulator: a table source's row as last aggregated (its value bytes),
     /// kept so a change can first take the old row out of its group.
@@ -712,7 +715,8 @@ impl AggregateQuery {
                 };
                 if let Some((group, args)) = self.group_and_args(old, functions)? {
                     let gk = Self::group_key(&group);
-                    let mut u = self.change(&gk, &group, &args, record.timestamp, true, state, functions)?;
+                    let mut u =
+                        self.change(&gk, &group, &args, record.timestamp, true, state, functions)?;
                     // A row that stays in its group changes it once (Kafka Streams
                     // forwards the old and new value together).
                     if new_group.as_ref().is_some_and(|(g, _)| *g == group) {
@@ -732,7 +736,15 @@ impl AggregateQuery {
         if let Some(value) = record.value {
             if let Some((group, args)) = new_group {
                 let gk = Self::group_key(&group);
-                updates.extend(self.change(&gk, &group, &args, record.timestamp, false, state, functions)?);
+                updates.extend(self.change(
+                    &gk,
+                    &group,
+                    &args,
+                    record.timestamp,
+                    false,
+                    state,
+                    functions,
+                )?);
             }
             let prior = GroupState {
                 accs: vec![Acc::Prior(value.to_vec())],
@@ -806,7 +818,15 @@ impl AggregateQuery {
             },
         );
         if w.session {
-            updates.extend(self.session_update(&w, group, &args, record.timestamp, stream_time, state, functions)?);
+            updates.extend(self.session_update(
+                &w,
+                group,
+                &args,
+                record.timestamp,
+                stream_time,
+                state,
+                functions,
+            )?);
             return Ok(AggOutcome::Updates(updates));
         }
         let keys = group.len();
@@ -880,7 +900,8 @@ impl AggregateQuery {
             if !k.starts_with(&prefix) {
                 break;
             }
-            let Some(Value::Bigint(start)) = self.group_from_key(k).and_then(|g| g.last().cloned()) else {
+            let Some(Value::Bigint(start)) = self.group_from_key(k).and_then(|g| g.last().cloned())
+            else {
                 continue;
             };
             if st.timestamp >= ts - gap && start <= ts + gap {
@@ -1000,7 +1021,11 @@ impl AggregateQuery {
             names.push("WINDOWSTART".into());
             names.push("WINDOWEND".into());
             values.push(Value::Bigint(*start));
-            values.push(Value::Bigint(if w.session { st.timestamp } else { start + w.size }));
+            values.push(Value::Bigint(if w.session {
+                st.timestamp
+            } else {
+                start + w.size
+            }));
         }
         (names, values)
     }
@@ -1142,14 +1167,18 @@ impl AggregateQuery {
             .iter()
             .map(|a| match a {
                 Acc::Count(n) => format!("{{\"n\":{n}}}"),
-                Acc::Value(Value::Map(entries)) if matches!(v_kind(&st.accs, a, &self.calls), Some(AggKind::Attr)) => format!(
-                    "{{\"v\":[{}]}}",
-                    entries
-                        .iter()
-                        .map(|(k, n)| format!("[{},{}]", json_text(k), json_text(n)))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                ),
+                Acc::Value(Value::Map(entries))
+                    if matches!(v_kind(&st.accs, a, &self.calls), Some(AggKind::Attr)) =>
+                {
+                    format!(
+                        "{{\"v\":[{}]}}",
+                        entries
+                            .iter()
+                            .map(|(k, n)| format!("[{},{}]", json_text(k), json_text(n)))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    )
+                }
                 Acc::Value(v) => format!("{{\"v\":{}}}", json_text(v)),
                 Acc::Avg { sum, count } => {
                     format!(
@@ -1161,10 +1190,9 @@ impl AggregateQuery {
                     "{{\"l\":[{}]}}",
                     items.iter().map(json_text).collect::<Vec<_>>().join(",")
                 ),
-                Acc::Prior(bytes) => format!(
-                    "{{\"p\":\"{}\"}}",
-                    crate::format::base64_encode(bytes)
-                ),
+                Acc::Prior(bytes) => {
+                    format!("{{\"p\":\"{}\"}}", crate::format::base64_encode(bytes))
+                }
             })
             .collect();
         format!("{{\"t\":{},\"a\":[{}]}}", st.timestamp, accs.join(","))
@@ -1174,7 +1202,11 @@ impl AggregateQuery {
     pub fn state_from_json(&self, text: &[u8]) -> Option<GroupState> {
         let j: serde_json::Value = serde_json::from_slice(text).ok()?;
         let accs = j["a"].as_array()?;
-        if let Some(p) = accs.first().and_then(|a| a.get("p")).and_then(|p| p.as_str()) {
+        if let Some(p) = accs
+            .first()
+            .and_then(|a| a.get("p"))
+            .and_then(|p| p.as_str())
+        {
             return Some(GroupState {
                 accs: vec![Acc::Prior(crate::format::base64_decode(p)?)],
                 timestamp: j["t"].as_i64()?,
@@ -1191,7 +1223,9 @@ impl AggregateQuery {
             } else if let Some(v) = a.get("v") {
                 let t = match c.kind {
                     AggKind::Histogram => c.out_type.clone(),
-                    AggKind::Attr => SqlType::Map(Box::new(item_type.clone()), Box::new(SqlType::Bigint)),
+                    AggKind::Attr => {
+                        SqlType::Map(Box::new(item_type.clone()), Box::new(SqlType::Bigint))
+                    }
                     _ => item_type.clone(),
                 };
                 if c.kind == AggKind::Attr {
@@ -1200,7 +1234,12 @@ impl AggregateQuery {
                     Acc::Value(Value::Map(
                         entries
                             .iter()
-                            .map(|e| Some((from_json(&e[0], &item_type).ok()?, Value::Bigint(e[1].as_i64()?))))
+                            .map(|e| {
+                                Some((
+                                    from_json(&e[0], &item_type).ok()?,
+                                    Value::Bigint(e[1].as_i64()?),
+                                ))
+                            })
                             .collect::<Option<Vec<_>>>()?,
                     ))
                 } else {
@@ -1268,7 +1307,8 @@ fn merge_into(into: &mut Acc, from: &Acc, call: &AggCall) -> Result<(), String> 
         (Acc::Value(a), Acc::Value(b)) => match call.kind {
             AggKind::Sum => {
                 if !b.is_null() {
-                    let sum = binary(BinaryOp::Add, a.clone(), b.clone()).map_err(|e| e.to_string())?;
+                    let sum =
+                        binary(BinaryOp::Add, a.clone(), b.clone()).map_err(|e| e.to_string())?;
                     *a = match &call.arg_type {
                         Some(t) => cast(sum, t).map_err(|e| e.to_string())?,
                         None => sum,
@@ -1314,7 +1354,8 @@ fn take_back(acc: &mut Acc, call: &AggCall, arg: &Value) -> Result<(), String> {
         }
         (Acc::Value(v), AggKind::Sum) => {
             if !arg.is_null() {
-                let rest = binary(BinaryOp::Subtract, v.clone(), arg.clone()).map_err(|e| e.to_string())?;
+                let rest = binary(BinaryOp::Subtract, v.clone(), arg.clone())
+                    .map_err(|e| e.to_string())?;
                 *v = match &call.arg_type {
                     Some(t) => cast(rest, t).map_err(|e| e.to_string())?,
                     None => rest,
@@ -1427,7 +1468,12 @@ fn accumulate(acc: &mut Acc, call: &AggCall, arg: Value) -> Result<(), String> {
         (Acc::List(items), AggKind::TopK | AggKind::TopKDistinct) => {
             if !arg.is_null() && (call.kind == AggKind::TopK || !items.contains(&arg)) {
                 items.push(arg);
-                items.sort_by(|a, b| compare(b, a).ok().flatten().unwrap_or(std::cmp::Ordering::Equal));
+                items.sort_by(|a, b| {
+                    compare(b, a)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                });
                 items.truncate(call.param.unwrap_or(1).clamp(1, COLLECT_MAX as i64) as usize);
             }
         }
@@ -1472,7 +1518,10 @@ fn result(acc: &Acc, call: &AggCall) -> Value {
             }
         }
         Acc::List(items)
-            if matches!(call.kind, AggKind::LatestByOffset | AggKind::EarliestByOffset) =>
+            if matches!(
+                call.kind,
+                AggKind::LatestByOffset | AggKind::EarliestByOffset
+            ) =>
         {
             match call.param {
                 Some(_) => Value::Array(items.clone()),
@@ -1713,15 +1762,24 @@ mod tests {
             }
         };
         let row = |k: &str, v: &str| (k.to_string(), Some(v.to_string()));
-        assert_eq!(feed(1, Some(br#"{"REGION":"eu","N":5}"#)), [row("eu", r#"{"C":1,"S":5}"#)]);
-        assert_eq!(feed(2, Some(br#"{"REGION":"eu","N":7}"#)), [row("eu", r#"{"C":2,"S":12}"#)]);
+        assert_eq!(
+            feed(1, Some(br#"{"REGION":"eu","N":5}"#)),
+            [row("eu", r#"{"C":1,"S":5}"#)]
+        );
+        assert_eq!(
+            feed(2, Some(br#"{"REGION":"eu","N":7}"#)),
+            [row("eu", r#"{"C":2,"S":12}"#)]
+        );
         // Moving to another group: out of the old, into the new.
         assert_eq!(
             feed(1, Some(br#"{"REGION":"us","N":5}"#)),
             [row("eu", r#"{"C":1,"S":7}"#), row("us", r#"{"C":1,"S":5}"#)]
         );
         // Staying in its group: one change.
-        assert_eq!(feed(2, Some(br#"{"REGION":"eu","N":1}"#)), [row("eu", r#"{"C":1,"S":1}"#)]);
+        assert_eq!(
+            feed(2, Some(br#"{"REGION":"eu","N":1}"#)),
+            [row("eu", r#"{"C":1,"S":1}"#)]
+        );
         // Deleted: out of its group.
         assert_eq!(feed(2, None), [row("eu", r#"{"C":0,"S":0}"#)]);
         // MIN cannot be taken back: refused for tables.
@@ -1745,7 +1803,10 @@ mod tests {
     fn session_windows_merge_records_within_the_gap() {
         let mut c = Catalog::default();
         c.create_source(
-            &parse_statement("CREATE STREAM S (ID INT KEY, N INT) WITH (kafka_topic='s', value_format='JSON');").unwrap(),
+            &parse_statement(
+                "CREATE STREAM S (ID INT KEY, N INT) WITH (kafka_topic='s', value_format='JSON');",
+            )
+            .unwrap(),
             &All,
         )
         .unwrap();
@@ -1795,7 +1856,11 @@ mod tests {
         // Within the gap of both: the two sessions and the record become one.
         assert_eq!(
             feed(14, 8),
-            [(0, 5, None), (22, 22, None), row(0, 22, r#"{"C":4,"T":15}"#)]
+            [
+                (0, 5, None),
+                (22, 22, None),
+                row(0, 22, r#"{"C":4,"T":15}"#)
+            ]
         );
     }
 }

@@ -148,22 +148,29 @@ fn lambda_body_type(
         )));
     }
     let typed = body.rewrite(&mut |x| match x {
-        Expr::Column { source: None, name } => params.iter().position(|p| p == name).map(|i| {
-            match &param_types[i] {
-                Some(t) => Expr::Cast {
-                    expr: Box::new(Expr::Literal(Literal::Null)),
-                    to: t.clone(),
-                },
-                None => Expr::Literal(Literal::Null),
-            }
-        }),
+        Expr::Column { source: None, name } => {
+            params
+                .iter()
+                .position(|p| p == name)
+                .map(|i| match &param_types[i] {
+                    Some(t) => Expr::Cast {
+                        expr: Box::new(Expr::Literal(Literal::Null)),
+                        to: t.clone(),
+                    },
+                    None => Expr::Literal(Literal::Null),
+                })
+        }
         _ => None,
     });
     type_of(&typed, scope)
 }
 
 /// TRANSFORM / FILTER / REDUCE: the result type from the collection's and the lambdas'.
-fn lambda_type(name: &str, args: &[Expr], scope: &Scope<'_>) -> Result<Option<SqlType>, AnalysisError> {
+fn lambda_type(
+    name: &str,
+    args: &[Expr],
+    scope: &Scope<'_>,
+) -> Result<Option<SqlType>, AnalysisError> {
     let collection = type_of(&args[0], scope)?;
     let (item, key_value) = match &collection {
         Some(SqlType::Array(t)) => (Some(t.as_ref().clone()), None),
@@ -171,8 +178,9 @@ fn lambda_type(name: &str, args: &[Expr], scope: &Scope<'_>) -> Result<Option<Sq
         _ => return Err(err(format!("{name} takes an ARRAY or a MAP first"))),
     };
     Ok(match (name, item, key_value, args.len()) {
-        ("TRANSFORM", Some(t), _, 2) => lambda_body_type(&args[1], &[Some(t)], scope)?
-            .map(|b| SqlType::Array(Box::new(b))),
+        ("TRANSFORM", Some(t), _, 2) => {
+            lambda_body_type(&args[1], &[Some(t)], scope)?.map(|b| SqlType::Array(Box::new(b)))
+        }
         ("TRANSFORM", _, Some((k, v)), 3) => {
             let kt = lambda_body_type(&args[1], &[Some(k.clone()), Some(v.clone())], scope)?;
             let vt = lambda_body_type(&args[2], &[Some(k), Some(v)], scope)?;

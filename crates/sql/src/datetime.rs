@@ -42,7 +42,9 @@ fn compile(pattern: &str) -> Result<Vec<Piece>, String> {
                 i += 1;
             }
             if i >= chars.len() {
-                return Err(format!("Unknown pattern letter or unterminated quote in: {pattern}"));
+                return Err(format!(
+                    "Unknown pattern letter or unterminated quote in: {pattern}"
+                ));
             }
             i += 1;
             out.push(Piece::Text(text));
@@ -73,7 +75,14 @@ pub fn zone(id: &str) -> Result<(i32, String), String> {
         .find_map(|p| upper.strip_prefix(p))
         .unwrap_or(&upper);
     if rest.is_empty() || upper == "Z" {
-        return Ok((0, if upper == "Z" { "Z".into() } else { upper.clone() }));
+        return Ok((
+            0,
+            if upper == "Z" {
+                "Z".into()
+            } else {
+                upper.clone()
+            },
+        ));
     }
     match parse_offset(rest) {
         Some(secs) => Ok((secs, t.to_string())),
@@ -98,7 +107,10 @@ fn parse_offset(s: &str) -> Option<i32> {
         (digits.parse::<i32>().ok()?, 0)
     } else {
         let split = digits.len() - 2;
-        (digits[..split].parse::<i32>().ok()?, digits[split..].parse::<i32>().ok()?)
+        (
+            digits[..split].parse::<i32>().ok()?,
+            digits[split..].parse::<i32>().ok()?,
+        )
     };
     if h > 18 || m > 59 {
         return None;
@@ -107,10 +119,28 @@ fn parse_offset(s: &str) -> Option<i32> {
 }
 
 const MONTHS: [&str; 12] = [
-    "January", "February", "March", "April", "May", "June", "July", "August", "September",
-    "October", "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 ];
-const DAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+const DAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
 
 fn offset_text(secs: i32, letter: char, n: usize) -> String {
     if secs == 0 && letter == 'X' {
@@ -197,7 +227,8 @@ pub fn parse(text: &str, pattern: &str, zone_id: &str) -> Result<i64, String> {
     let fail = || format!("Text '{text}' could not be parsed with the pattern '{pattern}'");
     let b = text.as_bytes();
     let mut at = 0;
-    let (mut y, mut mo, mut d, mut h, mut mi, mut s, mut milli) = (1970i64, 1u32, 1u32, 0i64, 0i64, 0i64, 0i64);
+    let (mut y, mut mo, mut d, mut h, mut mi, mut s, mut milli) =
+        (1970i64, 1u32, 1u32, 0i64, 0i64, 0i64, 0i64);
     let mut pm: Option<bool> = None;
     let mut twelve = false;
     let mut day_of_year: Option<i64> = None;
@@ -224,7 +255,8 @@ pub fn parse(text: &str, pattern: &str, zone_id: &str) -> Result<i64, String> {
                     'M' | 'L' if *n >= 3 => {
                         let found = MONTHS.iter().position(|m| {
                             let name = if *n == 3 { &m[..3] } else { m };
-                            text[at..].len() >= name.len() && text[at..at + name.len()].eq_ignore_ascii_case(name)
+                            text[at..].len() >= name.len()
+                                && text[at..at + name.len()].eq_ignore_ascii_case(name)
                         });
                         let Some(i) = found else { return Err(fail()) };
                         at += if *n == 3 { 3 } else { MONTHS[i].len() };
@@ -244,7 +276,11 @@ pub fn parse(text: &str, pattern: &str, zone_id: &str) -> Result<i64, String> {
                         let start = at;
                         let v = number(&mut at, 9)?;
                         let digits = (at - start) as u32;
-                        milli = if digits >= 3 { v / 10i64.pow(digits - 3) } else { v * 10i64.pow(3 - digits) };
+                        milli = if digits >= 3 {
+                            v / 10i64.pow(digits - 3)
+                        } else {
+                            v * 10i64.pow(3 - digits)
+                        };
                     }
                     'a' => {
                         let t = text[at..].get(..2).ok_or_else(fail)?;
@@ -254,7 +290,11 @@ pub fn parse(text: &str, pattern: &str, zone_id: &str) -> Result<i64, String> {
                     'E' => {
                         let found = DAYS.iter().find(|dn| text[at..].starts_with(&dn[..3]));
                         let Some(dn) = found else { return Err(fail()) };
-                        at += if *n >= 4 && text[at..].starts_with(*dn) { dn.len() } else { 3 };
+                        at += if *n >= 4 && text[at..].starts_with(*dn) {
+                            dn.len()
+                        } else {
+                            3
+                        };
                     }
                     'X' | 'x' | 'Z' => {
                         if text[at..].starts_with('Z') {
@@ -263,7 +303,10 @@ pub fn parse(text: &str, pattern: &str, zone_id: &str) -> Result<i64, String> {
                         } else {
                             let start = at;
                             at += 1;
-                            while at < b.len() && (b[at].is_ascii_digit() || b[at] == b':') && at - start < 6 {
+                            while at < b.len()
+                                && (b[at].is_ascii_digit() || b[at] == b':')
+                                && at - start < 6
+                            {
                                 at += 1;
                             }
                             offset = Some(parse_offset(&text[start..at]).ok_or_else(fail)?);
@@ -311,10 +354,22 @@ mod tests {
     #[test]
     fn java_patterns_format_and_parse_back() {
         let ms = 1_526_075_913_000; // 2018-05-11T21:58:33Z
-        assert_eq!(format(ms, "yyyy-MM-dd HH:mm:ss", "UTC").unwrap(), "2018-05-11 21:58:33");
-        assert_eq!(format(ms, "yyyy-MM-dd'T'HH:mm:ss.SSSX", "UTC").unwrap(), "2018-05-11T21:58:33.000Z");
-        assert_eq!(format(ms, "dd MMM yy hh:mm a", "+02:00").unwrap(), "11 May 18 11:58 PM");
-        assert_eq!(format(ms, "EEE, yyyyMMdd Z", "-0530").unwrap(), "Fri, 20180511 -0530");
+        assert_eq!(
+            format(ms, "yyyy-MM-dd HH:mm:ss", "UTC").unwrap(),
+            "2018-05-11 21:58:33"
+        );
+        assert_eq!(
+            format(ms, "yyyy-MM-dd'T'HH:mm:ss.SSSX", "UTC").unwrap(),
+            "2018-05-11T21:58:33.000Z"
+        );
+        assert_eq!(
+            format(ms, "dd MMM yy hh:mm a", "+02:00").unwrap(),
+            "11 May 18 11:58 PM"
+        );
+        assert_eq!(
+            format(ms, "EEE, yyyyMMdd Z", "-0530").unwrap(),
+            "Fri, 20180511 -0530"
+        );
         for (text, pattern) in [
             ("2018-05-11 21:58:33", "yyyy-MM-dd HH:mm:ss"),
             ("2018-05-11T23:58:33+0200", "yyyy-MM-dd'T'HH:mm:ssX"),
@@ -323,9 +378,14 @@ mod tests {
         ] {
             assert_eq!(parse(text, pattern, "UTC").unwrap(), ms, "{text}");
         }
-        assert_eq!(parse("2018-05-11", "yyyy-MM-dd", "UTC").unwrap(), 1_525_996_800_000);
+        assert_eq!(
+            parse("2018-05-11", "yyyy-MM-dd", "UTC").unwrap(),
+            1_525_996_800_000
+        );
         assert!(parse("2018-13-11", "yyyy-MM-dd", "UTC").is_err());
         assert!(parse("2018-05-11 x", "yyyy-MM-dd", "UTC").is_err());
-        assert!(format(ms, "yyyy", "Europe/London").unwrap_err().contains("Unknown time-zone ID"));
+        assert!(format(ms, "yyyy", "Europe/London")
+            .unwrap_err()
+            .contains("Unknown time-zone ID"));
     }
 }

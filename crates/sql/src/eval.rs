@@ -828,7 +828,10 @@ pub fn cast(v: Value, to: &SqlType) -> Result<Value, EvalError> {
         SqlType::Struct(target) => match v {
             // Field by field, by name (a field the value lacks is NULL).
             Value::Struct(fields) => {
-                if fields.iter().any(|(n, _)| !target.iter().any(|(t, _)| t == n)) {
+                if fields
+                    .iter()
+                    .any(|(n, _)| !target.iter().any(|(t, _)| t == n))
+                {
                     return Err(fail(&Value::Struct(fields)));
                 }
                 let mut fields = fields;
@@ -1297,13 +1300,20 @@ mod tests {
             "XS".to_string(),
             Value::Array(vec![Value::Int(1), Value::Int(2), Value::Int(3)]),
         )];
-        let run = |text: &str| eval(&crate::parse_expression(text).unwrap(), &row, &NoFunctions).unwrap();
+        let run =
+            |text: &str| eval(&crate::parse_expression(text).unwrap(), &row, &NoFunctions).unwrap();
         assert_eq!(
             run("TRANSFORM(XS, x => x * 10)"),
             Value::Array(vec![Value::Int(10), Value::Int(20), Value::Int(30)])
         );
-        assert_eq!(run("FILTER(XS, x => x > 1)"), Value::Array(vec![Value::Int(2), Value::Int(3)]));
+        assert_eq!(
+            run("FILTER(XS, x => x > 1)"),
+            Value::Array(vec![Value::Int(2), Value::Int(3)])
+        );
         assert_eq!(run("REDUCE(XS, 0, (s, x) => s + x)"), Value::Int(6));
-        assert_eq!(run("REDUCE(CAST(NULL AS ARRAY<INT>), 5, (s, x) => s + x)"), Value::Int(5));
+        assert_eq!(
+            run("REDUCE(CAST(NULL AS ARRAY<INT>), 5, (s, x) => s + x)"),
+            Value::Int(5)
+        );
     }
 }

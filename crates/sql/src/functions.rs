@@ -825,8 +825,14 @@ mod tests {
             source: c.get("S").unwrap(),
             alias: None,
         };
-        let more = crate::functions_more::NAMES.iter().map(|(n, c)| (n, &"SCALAR", c));
-        for (name, kind, _) in super::FUNCTIONS.iter().map(|(n, k, c)| (n, k, c)).chain(more) {
+        let more = crate::functions_more::NAMES
+            .iter()
+            .map(|(n, c)| (n, &"SCALAR", c));
+        for (name, kind, _) in super::FUNCTIONS
+            .iter()
+            .map(|(n, k, c)| (n, k, c))
+            .chain(more)
+        {
             if *kind != "SCALAR" {
                 continue;
             }
@@ -837,6 +843,8 @@ mod tests {
                 }
             }
         }
-        assert!(super::FUNCTIONS.iter().any(|f| f.0 == "COUNT" && f.1 == "AGGREGATE"));
+        assert!(super::FUNCTIONS
+            .iter()
+            .any(|f| f.0 == "COUNT" && f.1 == "AGGREGATE"));
     }
 }

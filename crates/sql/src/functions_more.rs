@@ -80,7 +80,9 @@ pub const NAMES: &[(&str, &str)] = &[
 pub fn return_type(name: &str, args: &[Option<SqlType>]) -> Option<Option<SqlType>> {
     let first = args.first().cloned().flatten();
     Some(match name {
-        "SINH" | "COSH" | "TANH" | "ATAN2" | "GEO_DISTANCE" | "DOUBLE_FROM_BYTES" => Some(SqlType::Double),
+        "SINH" | "COSH" | "TANH" | "ATAN2" | "GEO_DISTANCE" | "DOUBLE_FROM_BYTES" => {
+            Some(SqlType::Double)
+        }
         "TRUNC" => match (&first, args.len()) {
             (Some(SqlType::Double), 1) => Some(SqlType::Bigint),
             (Some(SqlType::Decimal { precision, scale }), 1) => Some(SqlType::Decimal {
@@ -97,17 +99,26 @@ pub fn return_type(name: &str, args: &[Option<SqlType>]) -> Option<Option<SqlTyp
                 SqlType::Int
             },
         ))),
-        "ELT" | "ENCODE" | "FROM_BYTES" | "JSON_CONCAT" | "REGEXP_EXTRACT" | "REGEXP_REPLACE"
-        | "URL_DECODE_PARAM" | "URL_ENCODE_PARAM" | "URL_EXTRACT_FRAGMENT" | "URL_EXTRACT_HOST"
-        | "URL_EXTRACT_PARAMETER" | "URL_EXTRACT_PATH" | "URL_EXTRACT_PROTOCOL"
+        "ELT"
+        | "ENCODE"
+        | "FROM_BYTES"
+        | "JSON_CONCAT"
+        | "REGEXP_EXTRACT"
+        | "REGEXP_REPLACE"
+        | "URL_DECODE_PARAM"
+        | "URL_ENCODE_PARAM"
+        | "URL_EXTRACT_FRAGMENT"
+        | "URL_EXTRACT_HOST"
+        | "URL_EXTRACT_PARAMETER"
+        | "URL_EXTRACT_PATH"
+        | "URL_EXTRACT_PROTOCOL"
         | "URL_EXTRACT_QUERY" => return string(),
         "FIELD" | "INT_FROM_BYTES" | "JSON_ARRAY_LENGTH" | "URL_EXTRACT_PORT" => Some(SqlType::Int),
         "BIGINT_FROM_BYTES" => Some(SqlType::Bigint),
         "IS_JSON_STRING" | "JSON_ARRAY_CONTAINS" => Some(SqlType::Boolean),
         "TO_BYTES" => Some(SqlType::Bytes),
-        "TIMESTAMPTOSTRING" | "FORMAT_TIMESTAMP" | "FORMAT_DATE" | "FORMAT_TIME" | "DATETOSTRING" => {
-            return string()
-        }
+        "TIMESTAMPTOSTRING" | "FORMAT_TIMESTAMP" | "FORMAT_DATE" | "FORMAT_TIME"
+        | "DATETOSTRING" => return string(),
         "STRINGTOTIMESTAMP" => Some(SqlType::Bigint),
         "STRINGTODATE" => Some(SqlType::Int),
         "PARSE_TIMESTAMP" | "CONVERT_TZ" | "FROM_UNIXTIME" => Some(SqlType::Timestamp),
@@ -129,8 +140,15 @@ pub fn return_type(name: &str, args: &[Option<SqlType>]) -> Option<Option<SqlTyp
 fn decode(s: &str, encoding: &str) -> Result<Vec<u8>, EvalError> {
     Ok(match encoding.to_ascii_lowercase().as_str() {
         "hex" => {
-            let s = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
-            let s = if s.len() % 2 == 1 { format!("0{s}") } else { s.to_string() };
+            let s = s
+                .strip_prefix("0x")
+                .or_else(|| s.strip_prefix("0X"))
+                .unwrap_or(s);
+            let s = if s.len() % 2 == 1 {
+                format!("0{s}")
+            } else {
+                s.to_string()
+            };
             (0..s.len())
                 .step_by(2)
                 .map(|i| u8::from_str_radix(&s[i..i + 2], 16))
@@ -139,9 +157,16 @@ fn decode(s: &str, encoding: &str) -> Result<Vec<u8>, EvalError> {
         }
         "utf8" => s.as_bytes().to_vec(),
         // As Java's getBytes(US_ASCII): a character outside ASCII becomes '?'.
-        "ascii" => s.chars().map(|c| if c.is_ascii() { c as u8 } else { b'?' }).collect(),
+        "ascii" => s
+            .chars()
+            .map(|c| if c.is_ascii() { c as u8 } else { b'?' })
+            .collect(),
         "base64" => base64_decode(s).ok_or_else(|| bad("Invalid base64 string"))?,
-        other => return Err(bad(format!("Supported input encodings are: hex, utf8, ascii and base64; got {other}"))),
+        other => {
+            return Err(bad(format!(
+                "Supported input encodings are: hex, utf8, ascii and base64; got {other}"
+            )))
+        }
     })
 }
 
@@ -149,9 +174,16 @@ fn encode(b: &[u8], encoding: &str) -> Result<String, EvalError> {
     Ok(match encoding.to_ascii_lowercase().as_str() {
         "hex" => b.iter().map(|x| format!("{x:02x}")).collect(),
         "utf8" => String::from_utf8_lossy(b).into_owned(),
-        "ascii" => b.iter().map(|&c| if c < 128 { c as char } else { '\u{FFFD}' }).collect(),
+        "ascii" => b
+            .iter()
+            .map(|&c| if c < 128 { c as char } else { '\u{FFFD}' })
+            .collect(),
         "base64" => base64_encode(b),
-        other => return Err(bad(format!("Supported output encodings are: hex, utf8, ascii and base64; got {other}"))),
+        other => {
+            return Err(bad(format!(
+                "Supported output encodings are: hex, utf8, ascii and base64; got {other}"
+            )))
+        }
     })
 }
 
@@ -167,7 +199,13 @@ struct Url<'a> {
 
 fn parse_url(s: &str) -> Option<Url<'_>> {
     let (protocol, rest) = match s.split_once("://") {
-        Some((p, r)) if !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) => (Some(p), r),
+        Some((p, r))
+            if !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+        {
+            (Some(p), r)
+        }
         _ => (None, s),
     };
     let (rest, fragment) = match rest.split_once('#') {
@@ -213,15 +251,13 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    Ok(x) => {
-                        out.push(x);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
+            b'%' if i + 2 < b.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(x) => {
+                    out.push(x);
+                    i += 2;
                 }
-            }
+                Err(_) => out.push(b'%'),
+            },
             c => out.push(c),
         }
         i += 1;
@@ -233,7 +269,9 @@ fn percent_encode(s: &str) -> String {
     let mut out = String::new();
     for &c in s.as_bytes() {
         match c {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => out.push(c as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                out.push(c as char)
+            }
             b' ' => out.push('+'),
             _ => out.push_str(&format!("%{c:02X}")),
         }
@@ -270,7 +308,9 @@ fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
     // Functions that take NULL arguments as values.
     match name {
         "ELT" => {
-            let Some(n) = int(at(0)) else { return Ok(Value::Null) };
+            let Some(n) = int(at(0)) else {
+                return Ok(Value::Null);
+            };
             return Ok(if n >= 1 && (n as usize) < args.len() {
                 args[n as usize].clone()
             } else {
@@ -278,7 +318,9 @@ fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
             });
         }
         "FIELD" => {
-            let Some(s) = text(at(0)) else { return Ok(Value::Int(0)) };
+            let Some(s) = text(at(0)) else {
+                return Ok(Value::Int(0));
+            };
             return Ok(Value::Int(
                 args[1..]
                     .iter()
@@ -294,7 +336,9 @@ fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
                 .iter()
                 .map(|a| text(a).and_then(|s| serde_json::from_str(s).ok()))
                 .collect();
-            let Some(parsed) = parsed else { return Ok(Value::Null) };
+            let Some(parsed) = parsed else {
+                return Ok(Value::Null);
+            };
             let out = if parsed.iter().all(|p| p.is_object()) {
                 let mut m = serde_json::Map::new();
                 for p in parsed {
@@ -319,9 +363,9 @@ fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
             return call_known(name, &args[..4]);
         }
         "IS_JSON_STRING" => {
-            return Ok(Value::Boolean(
-                text(at(0)).is_some_and(|s| serde_json::from_str::<serde_json::Value>(s).is_ok()),
-            ))
+            return Ok(Value::Boolean(text(at(0)).is_some_and(|s| {
+                serde_json::from_str::<serde_json::Value>(s).is_ok()
+            })))
         }
         _ => {}
     }
@@ -363,7 +407,9 @@ fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
             }
         }
         "PARSE_DATE" | "STRINGTODATE" => {
-            let days = crate::datetime::parse(s(0)?, s(1)?, "UTC").map_err(bad)?.div_euclid(86_400_000) as i32;
+            let days = crate::datetime::parse(s(0)?, s(1)?, "UTC")
+                .map_err(bad)?
+                .div_euclid(86_400_000) as i32;
             if name == "PARSE_DATE" {
                 Value::Date(days)
             } else {
@@ -430,14 +476,24 @@ fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
             let Value::Array(items) = at(0) else {
                 return Err(bad("SLICE needs an array"));
             };
-            let (from, to) = (int(at(1)).unwrap_or(1), int(at(2)).unwrap_or(items.len() as i64));
+            let (from, to) = (
+                int(at(1)).unwrap_or(1),
+                int(at(2)).unwrap_or(items.len() as i64),
+            );
             let from = from.max(1) as usize;
             let to = (to.max(0) as usize).min(items.len());
-            Value::Array(if from > to { Vec::new() } else { items[from - 1..to].to_vec() })
+            Value::Array(if from > to {
+                Vec::new()
+            } else {
+                items[from - 1..to].to_vec()
+            })
         }
         "GENERATE_SERIES" => {
             let (start, end) = (int(at(0)).unwrap_or(0), int(at(1)).unwrap_or(0));
-            let step = args.get(2).and_then(int).unwrap_or(if end >= start { 1 } else { -1 });
+            let step = args
+                .get(2)
+                .and_then(int)
+                .unwrap_or(if end >= start { 1 } else { -1 });
             if step == 0 {
                 return Err(bad("GENERATE_SERIES step cannot be zero"));
             }
@@ -452,7 +508,13 @@ fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
             Value::Array(
                 (0..count)
                     .map(|i| start + i * step)
-                    .map(|x| if bigint { Value::Bigint(x) } else { Value::Int(x as i32) })
+                    .map(|x| {
+                        if bigint {
+                            Value::Bigint(x)
+                        } else {
+                            Value::Int(x as i32)
+                        }
+                    })
                     .collect(),
             )
         }
@@ -468,10 +530,16 @@ fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
             let Value::Bytes(b) = at(0) else {
                 return Err(bad(format!("{name} needs BYTES")));
             };
-            let little = args.get(1).and_then(text).is_some_and(|o| o.eq_ignore_ascii_case("LITTLE_ENDIAN"));
+            let little = args
+                .get(1)
+                .and_then(text)
+                .is_some_and(|o| o.eq_ignore_ascii_case("LITTLE_ENDIAN"));
             let width = if name == "INT_FROM_BYTES" { 4 } else { 8 };
             if b.len() != width {
-                return Err(bad(format!("Number of bytes must be equal to {width}, but found {}", b.len())));
+                return Err(bad(format!(
+                    "Number of bytes must be equal to {width}, but found {}",
+                    b.len()
+                )));
             }
             let mut a = [0u8; 8];
             a[..width].copy_from_slice(b);
@@ -491,13 +559,19 @@ fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
                 return Err(bad("valid latitude values for GEO_DISTANCE are -90 to 90"));
             }
             if !(-180.0..=180.0).contains(&lon1) || !(-180.0..=180.0).contains(&lon2) {
-                return Err(bad("valid longitude values for GEO_DISTANCE are -180 to 180"));
+                return Err(bad(
+                    "valid longitude values for GEO_DISTANCE are -180 to 180",
+                ));
             }
             let radius = match args.get(4).and_then(text).map(|u| u.to_ascii_lowercase()) {
                 None => 6371.0,
                 Some(u) if u == "km" || u == "kilometers" || u == "kilometres" => 6371.0,
                 Some(u) if u == "mi" || u == "miles" => 3959.0,
-                Some(u) => return Err(bad(format!("GEO_DISTANCE units must be one of KM or MILES; got {u}"))),
+                Some(u) => {
+                    return Err(bad(format!(
+                        "GEO_DISTANCE units must be one of KM or MILES; got {u}"
+                    )))
+                }
             };
             let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
             let dp = (lat2 - lat1).to_radians();
@@ -572,7 +646,10 @@ fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
             let group = args.get(2).and_then(int).unwrap_or(0).max(0) as usize;
             Value::Array(
                 re.captures_iter(s(1)?)
-                    .map(|c| c.get(group).map_or(Value::Null, |m| Value::String(m.as_str().to_string())))
+                    .map(|c| {
+                        c.get(group)
+                            .map_or(Value::Null, |m| Value::String(m.as_str().to_string()))
+                    })
                     .collect(),
             )
         }
@@ -583,12 +660,21 @@ fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
         }
         "REGEXP_SPLIT_TO_ARRAY" => {
             let re = regex(s(1)?)?;
-            Value::Array(re.split(s(0)?).map(|p| Value::String(p.to_string())).collect())
+            Value::Array(
+                re.split(s(0)?)
+                    .map(|p| Value::String(p.to_string()))
+                    .collect(),
+            )
         }
         "URL_ENCODE_PARAM" => Value::String(percent_encode(s(0)?)),
         "URL_DECODE_PARAM" => Value::String(percent_decode(s(0)?)),
-        "URL_EXTRACT_HOST" | "URL_EXTRACT_PATH" | "URL_EXTRACT_PORT" | "URL_EXTRACT_PROTOCOL"
-        | "URL_EXTRACT_QUERY" | "URL_EXTRACT_FRAGMENT" | "URL_EXTRACT_PARAMETER" => {
+        "URL_EXTRACT_HOST"
+        | "URL_EXTRACT_PATH"
+        | "URL_EXTRACT_PORT"
+        | "URL_EXTRACT_PROTOCOL"
+        | "URL_EXTRACT_QUERY"
+        | "URL_EXTRACT_FRAGMENT"
+        | "URL_EXTRACT_PARAMETER" => {
             let Some(u) = parse_url(s(0)?) else {
                 return Ok(Value::Null);
             };
@@ -612,7 +698,11 @@ fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
                 }
             }
         }
-        other => return Err(bad(format!("Can't find any functions with the name '{other}'"))),
+        other => {
+            return Err(bad(format!(
+                "Can't find any functions with the name '{other}'"
+            )))
+        }
     })
 }
 
@@ -632,12 +722,27 @@ mod tests {
     fn url_functions_take_a_url_apart() {
         let u = s("https://user@www.example.com:8080/a/b?x=1&q=hello%20world#frag");
         let u = &u;
-        assert_eq!(call("URL_EXTRACT_HOST", std::slice::from_ref(u)), s("www.example.com"));
-        assert_eq!(call("URL_EXTRACT_PORT", std::slice::from_ref(u)), Value::Int(8080));
+        assert_eq!(
+            call("URL_EXTRACT_HOST", std::slice::from_ref(u)),
+            s("www.example.com")
+        );
+        assert_eq!(
+            call("URL_EXTRACT_PORT", std::slice::from_ref(u)),
+            Value::Int(8080)
+        );
         assert_eq!(call("URL_EXTRACT_PATH", std::slice::from_ref(u)), s("/a/b"));
-        assert_eq!(call("URL_EXTRACT_PROTOCOL", std::slice::from_ref(u)), s("https"));
-        assert_eq!(call("URL_EXTRACT_FRAGMENT", std::slice::from_ref(u)), s("frag"));
-        assert_eq!(call("URL_EXTRACT_PARAMETER", &[u.clone(), s("q")]), s("hello world"));
+        assert_eq!(
+            call("URL_EXTRACT_PROTOCOL", std::slice::from_ref(u)),
+            s("https")
+        );
+        assert_eq!(
+            call("URL_EXTRACT_FRAGMENT", std::slice::from_ref(u)),
+            s("frag")
+        );
+        assert_eq!(
+            call("URL_EXTRACT_PARAMETER", &[u.clone(), s("q")]),
+            s("hello world")
+        );
         assert_eq!(call("URL_EXTRACT_PORT", &[s("http://h/p")]), Value::Null);
         assert_eq!(call("URL_ENCODE_PARAM", &[s("a b&c")]), s("a+b%26c"));
         assert_eq!(call("URL_DECODE_PARAM", &[s("a+b%26c")]), s("a b&c"));
@@ -645,20 +750,70 @@ mod tests {
 
     #[test]
     fn bytes_json_regex_and_math() {
-        assert_eq!(call("ENCODE", &[s("4578616d706c6521"), s("hex"), s("base64")]), s("RXhhbXBsZSE="));
-        assert_eq!(call("INT_FROM_BYTES", &[Value::Bytes(vec![0, 0, 7, 229])]), Value::Int(2021));
-        assert_eq!(call("JSON_KEYS", &[s(r#"{"a":1,"b":[2]}"#)]), Value::Array(vec![s("a"), s("b")]));
+        assert_eq!(
+            call("ENCODE", &[s("4578616d706c6521"), s("hex"), s("base64")]),
+            s("RXhhbXBsZSE=")
+        );
+        assert_eq!(
+            call("INT_FROM_BYTES", &[Value::Bytes(vec![0, 0, 7, 229])]),
+            Value::Int(2021)
+        );
+        assert_eq!(
+            call("JSON_KEYS", &[s(r#"{"a":1,"b":[2]}"#)]),
+            Value::Array(vec![s("a"), s("b")])
+        );
         assert_eq!(call("JSON_ARRAY_LENGTH", &[s("[1,2,3]")]), Value::Int(3));
         assert_eq!(call("IS_JSON_STRING", &[s("{")]), Value::Boolean(false));
-        assert_eq!(call("REGEXP_EXTRACT", &[s("(\\d+)-(\\d+)"), s("ab 12-34"), Value::Int(2)]), s("34"));
-        assert_eq!(call("REGEXP_REPLACE", &[s("a1b22"), s("\\d+"), s("#")]), s("a#b#"));
+        assert_eq!(
+            call(
+                "REGEXP_EXTRACT",
+                &[s("(\\d+)-(\\d+)"), s("ab 12-34"), Value::Int(2)]
+            ),
+            s("34")
+        );
+        assert_eq!(
+            call("REGEXP_REPLACE", &[s("a1b22"), s("\\d+"), s("#")]),
+            s("a#b#")
+        );
         assert_eq!(call("TRUNC", &[Value::Double(-1.7)]), Value::Bigint(-1));
-        assert_eq!(call("SLICE", &[Value::Array(vec![s("a"), s("b"), s("c")]), Value::Int(2), Value::Int(3)]), Value::Array(vec![s("b"), s("c")]));
-        assert_eq!(call("GENERATE_SERIES", &[Value::Int(0), Value::Int(6), Value::Int(2)]), Value::Array(vec![Value::Int(0), Value::Int(2), Value::Int(4), Value::Int(6)]));
+        assert_eq!(
+            call(
+                "SLICE",
+                &[
+                    Value::Array(vec![s("a"), s("b"), s("c")]),
+                    Value::Int(2),
+                    Value::Int(3)
+                ]
+            ),
+            Value::Array(vec![s("b"), s("c")])
+        );
+        assert_eq!(
+            call(
+                "GENERATE_SERIES",
+                &[Value::Int(0), Value::Int(6), Value::Int(2)]
+            ),
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(2),
+                Value::Int(4),
+                Value::Int(6)
+            ])
+        );
         assert_eq!(call("ELT", &[Value::Int(2), s("x"), s("y")]), s("y"));
         assert_eq!(call("FIELD", &[s("y"), s("x"), s("y")]), Value::Int(2));
-        let d = call("GEO_DISTANCE", &[Value::Double(37.4439), Value::Double(-122.1663), Value::Double(51.5257), Value::Double(-0.1122)]);
-        assert!(matches!(d, Value::Double(x) if (x - 8634.66).abs() < 1.0), "{d:?}");
+        let d = call(
+            "GEO_DISTANCE",
+            &[
+                Value::Double(37.4439),
+                Value::Double(-122.1663),
+                Value::Double(51.5257),
+                Value::Double(-0.1122),
+            ],
+        );
+        assert!(
+            matches!(d, Value::Double(x) if (x - 8634.66).abs() < 1.0),
+            "{d:?}"
+        );
         assert_eq!(call("SINH", &[Value::Null]), Value::Null);
     }
 }

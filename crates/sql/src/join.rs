@@ -135,7 +135,11 @@ fn side_columns(source: &Source) -> impl Iterator<Item = (&str, SqlType)> {
 }
 
 fn has_column(source: &Source, name: &str) -> bool {
-    source.key.iter().chain(&source.value).any(|c| c.name == name)
+    source
+        .key
+        .iter()
+        .chain(&source.value)
+        .any(|c| c.name == name)
 }
 
 fn column(name: &str) -> Expr {
@@ -162,7 +166,9 @@ pub fn plan_join(
     sink: Sink,
 ) -> Result<JoinQuery, AnalysisError> {
     if !query.group_by.is_empty() || query.window.is_some() {
-        return Err(err("A join with GROUP BY or WINDOW is planned as an aggregation over the join."));
+        return Err(err(
+            "A join with GROUP BY or WINDOW is planned as an aggregation over the join.",
+        ));
     }
     plan_join_inner(query, catalog, sink_name, sink, false).map(|(j, _)| j)
 }
@@ -210,7 +216,10 @@ fn plan_join_inner(
     let mut sources: Vec<(String, Source)> = Vec::new();
     let first = find(&query.from)?;
     sources.push((
-        query.from_alias.clone().unwrap_or_else(|| first.name.clone()),
+        query
+            .from_alias
+            .clone()
+            .unwrap_or_else(|| first.name.clone()),
         first,
     ));
     for j in &query.joins {
@@ -255,7 +264,9 @@ fn plan_join_inner(
         key_name = format!("ROWKEY_{n}");
     }
     // Rewrites a column reference to the joined row's name.
-    let resolve = |qualifier: Option<&str>, name: &str| -> Result<(String, Option<usize>), AnalysisError> {
+    let resolve = |qualifier: Option<&str>,
+                   name: &str|
+     -> Result<(String, Option<usize>), AnalysisError> {
         match qualifier {
             Some(q) => {
                 let i = qualifier_input(q).ok_or_else(|| {
@@ -460,15 +471,18 @@ fn plan_join_inner(
         key_type = match (lt, rt) {
             (Some(l), Some(r)) if l == r => l,
             (l, r) => {
-                let name = |t: Option<SqlType>| t.map_or("NULL".to_string(), |t| crate::value::type_name(&t));
+                let name = |t: Option<SqlType>| {
+                    t.map_or("NULL".to_string(), |t| crate::value::type_name(&t))
+                };
                 let qualified = |e: &Expr| {
                     e.rewrite(&mut |x| match x {
-                        Expr::Column { source: None, name } => resolve(None, name).ok().and_then(|(_, i)| i).map(|i| {
-                            Expr::Column {
+                        Expr::Column { source: None, name } => resolve(None, name)
+                            .ok()
+                            .and_then(|(_, i)| i)
+                            .map(|i| Expr::Column {
                                 source: Some(sources[i].0.clone()),
                                 name: name.clone(),
-                            }
-                        }),
+                            }),
                         _ => None,
                     })
                 };
@@ -495,8 +509,8 @@ fn plan_join_inner(
         };
         // (After a FULL OUTER join the column may be NULL where the key is not: the
         // column's value is what joins, as in ksqlDB.)
-        let left_is_previous_key = j > 0
-            && as_column(&left_expr).is_some_and(|c| equivalent.contains(&c));
+        let left_is_previous_key =
+            j > 0 && as_column(&left_expr).is_some_and(|c| equivalent.contains(&c));
         let key_from_previous = left_is_previous_key && !previous_full;
         let left_is_key = if j == 0 {
             is_key_column(&left_expr, 0)
@@ -555,7 +569,11 @@ fn plan_join_inner(
                     if matches!(join.kind, JoinType::Right | JoinType::Full) {
                         return Err(err(format!(
                             "{} OUTER JOIN on a foreign key is not supported",
-                            if join.kind == JoinType::Full { "FULL" } else { "RIGHT" },
+                            if join.kind == JoinType::Full {
+                                "FULL"
+                            } else {
+                                "RIGHT"
+                            },
                         )));
                     }
                     Shape::ForeignKey
@@ -572,7 +590,13 @@ fn plan_join_inner(
         let mut now: Vec<String> = Vec::new();
         if shape == Shape::ForeignKey {
             if j == 0 {
-                now.extend(sources[0].1.key.iter().map(|k| format!("{}_{}", sources[0].0, k.name)));
+                now.extend(
+                    sources[0]
+                        .1
+                        .key
+                        .iter()
+                        .map(|k| format!("{}_{}", sources[0].0, k.name)),
+                );
             } else {
                 now = equivalent.clone();
             }
@@ -618,11 +642,12 @@ fn plan_join_inner(
             header: None,
         },
     );
-    let mut candidates: Vec<String> = if last_kind == JoinType::Full && last_shape != Shape::ForeignKey {
-        Vec::new()
-    } else {
-        equivalent.clone()
-    };
+    let mut candidates: Vec<String> =
+        if last_kind == JoinType::Full && last_shape != Shape::ForeignKey {
+            Vec::new()
+        } else {
+            equivalent.clone()
+        };
     let synthetic_key = candidates.is_empty();
     if synthetic_key {
         candidates.push(key_name.clone());
@@ -640,7 +665,11 @@ fn plan_join_inner(
                 .chain(s.key.iter().map(|c| c.name.as_str()))
                 .collect()
         } else {
-            s.key.iter().chain(&s.value).map(|c| c.name.as_str()).collect()
+            s.key
+                .iter()
+                .chain(&s.value)
+                .map(|c| c.name.as_str())
+                .collect()
         };
         names
             .into_iter()
@@ -679,7 +708,13 @@ fn plan_join_inner(
             SelectItem::Expr { expr, alias } => {
                 let out_alias = match (alias, expr) {
                     (Some(a), _) => Some(a.clone()),
-                    (None, Expr::Column { source: Some(q), name }) => {
+                    (
+                        None,
+                        Expr::Column {
+                            source: Some(q),
+                            name,
+                        },
+                    ) => {
                         let holders = sources.iter().filter(|(_, s)| has_column(s, name)).count();
                         let shared = holders > 1 || PSEUDO.contains(&name.as_str());
                         Some(match (shared, qualifier_input(q)) {
@@ -712,7 +747,11 @@ fn plan_join_inner(
             joins: Vec::new(),
             window: query.window.clone(),
             where_clause: query.where_clause.as_ref().map(&rewrite).transpose()?,
-            group_by: query.group_by.iter().map(&rewrite).collect::<Result<_, _>>()?,
+            group_by: query
+                .group_by
+                .iter()
+                .map(&rewrite)
+                .collect::<Result<_, _>>()?,
             partition_by: Vec::new(),
             having: query.having.as_ref().map(&rewrite).transpose()?,
             emit: query.emit,
@@ -750,9 +789,7 @@ fn plan_join_inner(
         .map_err(|e| err(e.0))?;
     let mut selected = select_columns(&rewritten, &scratch)?;
     // The key: the first projected column holding it (earlier joins' columns first).
-    let is_candidate = |c: &OutputColumn, name: &str| {
-        matches!(&c.expr, Expr::Column { source: None, name: n } if n == name)
-    };
+    let is_candidate = |c: &OutputColumn, name: &str| matches!(&c.expr, Expr::Column { source: None, name: n } if n == name);
     let at = match &partition_by {
         Some(p) => match selected.iter().position(|c| c.expr == *p) {
             Some(i) => Some(i),
@@ -807,7 +844,10 @@ fn plan_join_inner(
         }
     };
     // The key once only.
-    if let Expr::Column { name: key_column, .. } = &key.expr {
+    if let Expr::Column {
+        name: key_column, ..
+    } = &key.expr
+    {
         let mut again: Vec<&str> = selected
             .iter()
             .filter(|c| is_candidate(c, key_column))
@@ -920,14 +960,22 @@ impl Row for JoinedRow<'_> {
 impl JoinQuery {
     /// The topic each input reads, in input order.
     pub fn topics(&self) -> Vec<&str> {
-        self.inputs.iter().map(|i| i.source.topic.as_str()).collect()
+        self.inputs
+            .iter()
+            .map(|i| i.source.topic.as_str())
+            .collect()
     }
 
     fn width(&self) -> usize {
         self.names.len()
     }
 
-    fn eval_on(&self, e: &Expr, values: &[Value], functions: &dyn Functions) -> Result<Value, String> {
+    fn eval_on(
+        &self,
+        e: &Expr,
+        values: &[Value],
+        functions: &dyn Functions,
+    ) -> Result<Value, String> {
         eval(
             e,
             &JoinedRow {
@@ -959,11 +1007,17 @@ impl JoinQuery {
             timestamp: record.timestamp,
         };
         if state.nodes.len() < self.nodes.len() {
-            state.nodes.resize_with(self.nodes.len(), NodeState::default);
+            state
+                .nodes
+                .resize_with(self.nodes.len(), NodeState::default);
         }
         // Through the chain: input 0 enters the first join on the left, input i the
         // join i - 1 on the right; each join's results enter the next on the left.
-        let (mut node, mut side) = if input == 0 { (0, Side::Left) } else { (input - 1, Side::Right) };
+        let (mut node, mut side) = if input == 0 {
+            (0, Side::Left)
+        } else {
+            (input - 1, Side::Right)
+        };
         let mut changes = vec![change];
         loop {
             let mut next = Vec::new();
@@ -1021,7 +1075,10 @@ impl JoinQuery {
             }
         }
         if self.produces == SourceKind::Table
-            && self.nodes.last().is_some_and(|n| n.shape == Shape::TableTable)
+            && self
+                .nodes
+                .last()
+                .is_some_and(|n| n.shape == Shape::TableTable)
         {
             out.retain(|r| {
                 let key = r.key.clone().unwrap_or_default();
@@ -1100,7 +1157,15 @@ impl JoinQuery {
     }
 
     /// The joined row of `left` and `right` (either may be absent) under `key`.
-    fn merged(&self, node: usize, key: &Value, left: Option<&Stored>, right: Option<&Stored>, timestamp: i64, result_key: Value) -> Change {
+    fn merged(
+        &self,
+        node: usize,
+        key: &Value,
+        left: Option<&Stored>,
+        right: Option<&Stored>,
+        timestamp: i64,
+        result_key: Value,
+    ) -> Change {
         let mut values = match left {
             Some(l) => l.values.clone(),
             None => vec![Value::Null; self.width()],
@@ -1148,10 +1213,22 @@ impl JoinQuery {
             }
             (Side::Left, _) => self
                 .eval_on(&n.left_expr, &change.values, functions)
-                .or_else(|e| if change.tombstone { Ok(Value::Null) } else { Err(e) })?,
+                .or_else(|e| {
+                    if change.tombstone {
+                        Ok(Value::Null)
+                    } else {
+                        Err(e)
+                    }
+                })?,
             (Side::Right, _) => self
                 .eval_on(&n.right_expr, &change.values, functions)
-                .or_else(|e| if change.tombstone { Ok(Value::Null) } else { Err(e) })?,
+                .or_else(|e| {
+                    if change.tombstone {
+                        Ok(Value::Null)
+                    } else {
+                        Err(e)
+                    }
+                })?,
         };
         let join_key = cast(join_key, &n.key_type).map_err(|e| e.to_string())?;
         // A foreign-key join's left rows are keyed by their own key: the first input's
@@ -1199,7 +1276,11 @@ impl JoinQuery {
         }
     }
 
-    fn pair<'a>(side: Side, this: &'a Stored, other: Option<&'a Stored>) -> (Option<&'a Stored>, Option<&'a Stored>) {
+    fn pair<'a>(
+        side: Side,
+        this: &'a Stored,
+        other: Option<&'a Stored>,
+    ) -> (Option<&'a Stored>, Option<&'a Stored>) {
         match side {
             Side::Left => (Some(this), other),
             Side::Right => (other, Some(this)),
@@ -1268,7 +1349,11 @@ impl JoinQuery {
         let other = st.tables[side.other().index()].get(&text);
         let timestamp = other.map_or(stored.timestamp, |o| o.timestamp.max(stored.timestamp));
         let this_present = !tombstone;
-        let outer_side = if kind == JoinType::Left { Side::Left } else { Side::Right };
+        let outer_side = if kind == JoinType::Left {
+            Side::Left
+        } else {
+            Side::Right
+        };
         let emit_row = match kind {
             JoinType::Inner => this_present && other.is_some(),
             JoinType::Full => this_present || other.is_some(),
@@ -1281,7 +1366,14 @@ impl JoinQuery {
                 Side::Left => (this, other),
                 Side::Right => (other, this),
             };
-            return Ok(vec![self.merged(node, &stored.join_key, l, r, timestamp, stored.join_key.clone())]);
+            return Ok(vec![self.merged(
+                node,
+                &stored.join_key,
+                l,
+                r,
+                timestamp,
+                stored.join_key.clone(),
+            )]);
         }
         // The result row, if there was one, is gone.
         let had_result = match kind {
@@ -1428,7 +1520,14 @@ impl JoinQuery {
                 st.pending[s.index()].remove(&k);
                 if let Some(r) = st.buffers[s.index()].get(&k) {
                     let (l, rr) = Self::pair(s, r, None);
-                    out.push(self.merged(node, &r.join_key, l, rr, r.timestamp, r.join_key.clone()));
+                    out.push(self.merged(
+                        node,
+                        &r.join_key,
+                        l,
+                        rr,
+                        r.timestamp,
+                        r.join_key.clone(),
+                    ));
                 }
             }
         }
@@ -1445,7 +1544,14 @@ impl JoinQuery {
         for m in &matches {
             let o = &st.buffers[other][m];
             let (l, r) = Self::pair(side, &stored, Some(o));
-            out.push(self.merged(node, &stored.join_key, l, r, t.max(o.timestamp), stored.join_key.clone()));
+            out.push(self.merged(
+                node,
+                &stored.join_key,
+                l,
+                r,
+                t.max(o.timestamp),
+                stored.join_key.clone(),
+            ));
             st.pending[other].remove(m);
         }
         // Each side's window store keeps records by its own stream time (Kafka Streams'
@@ -1538,24 +1644,37 @@ mod tests {
                 let k = r.key.as_ref().unwrap();
                 (
                     i32::from_be_bytes(k[..4].try_into().unwrap()),
-                    r.value.as_ref().map(|v| String::from_utf8(v.clone()).unwrap()),
+                    r.value
+                        .as_ref()
+                        .map(|v| String::from_utf8(v.clone()).unwrap()),
                     r.timestamp,
                 )
             })
             .collect()
     }
 
-    const L: &str = "CREATE STREAM L (A INT KEY, B INT) WITH (kafka_topic='l', value_format='JSON');";
-    const R: &str = "CREATE STREAM R (A INT KEY, C INT) WITH (kafka_topic='r', value_format='JSON');";
-    const T: &str = "CREATE TABLE T (A INT PRIMARY KEY, C INT) WITH (kafka_topic='t', value_format='JSON');";
+    const L: &str =
+        "CREATE STREAM L (A INT KEY, B INT) WITH (kafka_topic='l', value_format='JSON');";
+    const R: &str =
+        "CREATE STREAM R (A INT KEY, C INT) WITH (kafka_topic='r', value_format='JSON');";
+    const T: &str =
+        "CREATE TABLE T (A INT PRIMARY KEY, C INT) WITH (kafka_topic='t', value_format='JSON');";
     const U: &str = "CREATE TABLE U (ID INT PRIMARY KEY, A INT, D INT) WITH (kafka_topic='u', value_format='JSON');";
 
     #[test]
     fn joined_columns_are_named_and_keyed_as_ksqldb_does() {
-        let q = plan(&[L, R], "CREATE STREAM OUTPUT AS SELECT * FROM L JOIN R WITHIN 1 SECOND ON L.A = R.A;").unwrap();
+        let q = plan(
+            &[L, R],
+            "CREATE STREAM OUTPUT AS SELECT * FROM L JOIN R WITHIN 1 SECOND ON L.A = R.A;",
+        )
+        .unwrap();
         assert_eq!(names(&q.key), ["L_A"]);
         assert_eq!(names(&q.value), ["L_B", "R_A", "R_C"]);
-        let q = plan(&[L, R], "CREATE STREAM OUTPUT AS SELECT L.B, R.* FROM L JOIN R WITHIN 1 SECOND ON L.A = R.A;").unwrap();
+        let q = plan(
+            &[L, R],
+            "CREATE STREAM OUTPUT AS SELECT L.B, R.* FROM L JOIN R WITHIN 1 SECOND ON L.A = R.A;",
+        )
+        .unwrap();
         assert_eq!(names(&q.key), ["R_A"]);
         assert_eq!(names(&q.value), ["B", "R_C"]);
         let q = plan(&[L, R], "CREATE STREAM OUTPUT AS SELECT * FROM L FULL OUTER JOIN R WITHIN 1 SECOND ON L.A = R.A;").unwrap();
@@ -1582,8 +1701,21 @@ mod tests {
         let q = plan(&[s1, s2], "CREATE STREAM OUTPUT as SELECT *, S1.ROWTIME, S2.ROWTIME FROM S1 JOIN S2 WITHIN 1 MINUTE ON S1.B->C = S2.Y->Z;").unwrap();
         assert_eq!(names(&q.key), ["ROWKEY"]);
         let mut st = JoinState::default();
-        q.process(0, input(&1i32.to_be_bytes(), Some(br#"{"A":1,"B":{"C":10}}"#), 20), &mut st, &NoFunctions).unwrap();
-        let out = q.process(1, input(&2i32.to_be_bytes(), Some(br#"{"X":4,"Y":{"Z":10}}"#), 100), &mut st, &NoFunctions).unwrap();
+        q.process(
+            0,
+            input(&1i32.to_be_bytes(), Some(br#"{"A":1,"B":{"C":10}}"#), 20),
+            &mut st,
+            &NoFunctions,
+        )
+        .unwrap();
+        let out = q
+            .process(
+                1,
+                input(&2i32.to_be_bytes(), Some(br#"{"X":4,"Y":{"Z":10}}"#), 100),
+                &mut st,
+                &NoFunctions,
+            )
+            .unwrap();
         assert_eq!(text(&out).len(), 1, "{out:?}");
         assert_eq!(text(&out)[0].0, 10);
     }
@@ -1596,28 +1728,56 @@ mod tests {
         assert_eq!(q.topics(), ["l", "t", "t2"]);
         let mut st = JoinState::default();
         let k = 1i32.to_be_bytes();
-        q.process(1, input(&k, Some(br#"{"C":2}"#), 1), &mut st, &NoFunctions).unwrap();
-        let out = q.process(0, input(&k, Some(br#"{"B":1}"#), 2), &mut st, &NoFunctions).unwrap();
-        assert_eq!(text(&out), [(1, Some(r#"{"B":1,"C":2,"E":null}"#.into()), 2)]);
-        q.process(2, input(&k, Some(br#"{"E":3}"#), 3), &mut st, &NoFunctions).unwrap();
-        let out = q.process(0, input(&k, Some(br#"{"B":4}"#), 4), &mut st, &NoFunctions).unwrap();
+        q.process(1, input(&k, Some(br#"{"C":2}"#), 1), &mut st, &NoFunctions)
+            .unwrap();
+        let out = q
+            .process(0, input(&k, Some(br#"{"B":1}"#), 2), &mut st, &NoFunctions)
+            .unwrap();
+        assert_eq!(
+            text(&out),
+            [(1, Some(r#"{"B":1,"C":2,"E":null}"#.into()), 2)]
+        );
+        q.process(2, input(&k, Some(br#"{"E":3}"#), 3), &mut st, &NoFunctions)
+            .unwrap();
+        let out = q
+            .process(0, input(&k, Some(br#"{"B":4}"#), 4), &mut st, &NoFunctions)
+            .unwrap();
         assert_eq!(text(&out), [(1, Some(r#"{"B":4,"C":2,"E":3}"#.into()), 4)]);
-        let e = plan(&[L, T, t2], "CREATE STREAM OUTPUT AS SELECT B FROM L JOIN T ON L.A = T.A JOIN T2 ON L.A = T2.A;").err().unwrap();
+        let e = plan(
+            &[L, T, t2],
+            "CREATE STREAM OUTPUT AS SELECT B FROM L JOIN T ON L.A = T.A JOIN T2 ON L.A = T2.A;",
+        )
+        .err()
+        .unwrap();
         assert!(e.0.contains("the join expressions L.A, T.A or T2.A"), "{e}");
     }
 
     #[test]
     fn a_stream_looks_up_the_table_as_of_its_own_time() {
-        let q = plan(&[L, T], "CREATE STREAM OUTPUT AS SELECT L.A, B, C FROM L LEFT JOIN T ON L.A = T.A;").unwrap();
+        let q = plan(
+            &[L, T],
+            "CREATE STREAM OUTPUT AS SELECT L.A, B, C FROM L LEFT JOIN T ON L.A = T.A;",
+        )
+        .unwrap();
         let mut st = JoinState::default();
         let k = 1i32.to_be_bytes();
-        let out = q.process(0, input(&k, Some(br#"{"B":1}"#), 10), &mut st, &NoFunctions).unwrap();
+        let out = q
+            .process(0, input(&k, Some(br#"{"B":1}"#), 10), &mut st, &NoFunctions)
+            .unwrap();
         assert_eq!(text(&out), [(1, Some(r#"{"B":1,"C":null}"#.into()), 10)]);
-        assert!(q.process(1, input(&k, Some(br#"{"C":7}"#), 11), &mut st, &NoFunctions).unwrap().is_empty());
-        let out = q.process(0, input(&k, Some(br#"{"B":2}"#), 12), &mut st, &NoFunctions).unwrap();
+        assert!(q
+            .process(1, input(&k, Some(br#"{"C":7}"#), 11), &mut st, &NoFunctions)
+            .unwrap()
+            .is_empty());
+        let out = q
+            .process(0, input(&k, Some(br#"{"B":2}"#), 12), &mut st, &NoFunctions)
+            .unwrap();
         assert_eq!(text(&out), [(1, Some(r#"{"B":2,"C":7}"#.into()), 12)]);
-        q.process(1, input(&k, None, 13), &mut st, &NoFunctions).unwrap();
-        let out = q.process(0, input(&k, Some(br#"{"B":3}"#), 14), &mut st, &NoFunctions).unwrap();
+        q.process(1, input(&k, None, 13), &mut st, &NoFunctions)
+            .unwrap();
+        let out = q
+            .process(0, input(&k, Some(br#"{"B":3}"#), 14), &mut st, &NoFunctions)
+            .unwrap();
         assert_eq!(text(&out), [(1, Some(r#"{"B":3,"C":null}"#.into()), 14)]);
     }
 
@@ -1626,47 +1786,127 @@ mod tests {
         let q = plan(&[L, R], "CREATE STREAM OUTPUT AS SELECT L.A, B, C FROM L LEFT JOIN R WITHIN 10 MILLISECONDS GRACE PERIOD 5 MILLISECONDS ON L.A = R.A;").unwrap();
         let mut st = JoinState::default();
         let (k1, k2) = (1i32.to_be_bytes(), 2i32.to_be_bytes());
-        assert!(q.process(0, input(&k1, Some(br#"{"B":1}"#), 100), &mut st, &NoFunctions).unwrap().is_empty());
-        let out = q.process(1, input(&k1, Some(br#"{"C":5}"#), 105), &mut st, &NoFunctions).unwrap();
+        assert!(q
+            .process(
+                0,
+                input(&k1, Some(br#"{"B":1}"#), 100),
+                &mut st,
+                &NoFunctions
+            )
+            .unwrap()
+            .is_empty());
+        let out = q
+            .process(
+                1,
+                input(&k1, Some(br#"{"C":5}"#), 105),
+                &mut st,
+                &NoFunctions,
+            )
+            .unwrap();
         assert_eq!(text(&out), [(1, Some(r#"{"B":1,"C":5}"#.into()), 105)]);
         // Outside the window: no match; the left row waits for its window to close.
-        assert!(q.process(0, input(&k2, Some(br#"{"B":2}"#), 110), &mut st, &NoFunctions).unwrap().is_empty());
-        assert!(q.process(1, input(&k2, Some(br#"{"C":6}"#), 121), &mut st, &NoFunctions).unwrap().is_empty());
-        let out = q.process(1, input(&k1, Some(br#"{"C":7}"#), 126), &mut st, &NoFunctions).unwrap();
+        assert!(q
+            .process(
+                0,
+                input(&k2, Some(br#"{"B":2}"#), 110),
+                &mut st,
+                &NoFunctions
+            )
+            .unwrap()
+            .is_empty());
+        assert!(q
+            .process(
+                1,
+                input(&k2, Some(br#"{"C":6}"#), 121),
+                &mut st,
+                &NoFunctions
+            )
+            .unwrap()
+            .is_empty());
+        let out = q
+            .process(
+                1,
+                input(&k1, Some(br#"{"C":7}"#), 126),
+                &mut st,
+                &NoFunctions,
+            )
+            .unwrap();
         assert_eq!(text(&out), [(2, Some(r#"{"B":2,"C":null}"#.into()), 110)]);
     }
 
     #[test]
     fn table_table_joins_send_deletes_only_for_rows_sent() {
         let t2 = "CREATE TABLE T2 (A INT PRIMARY KEY, E INT) WITH (kafka_topic='t2', value_format='JSON');";
-        let q = plan(&[T, t2], "CREATE TABLE OUTPUT AS SELECT T.A, C, E FROM T JOIN T2 ON T.A = T2.A WHERE E > 0;").unwrap();
+        let q = plan(
+            &[T, t2],
+            "CREATE TABLE OUTPUT AS SELECT T.A, C, E FROM T JOIN T2 ON T.A = T2.A WHERE E > 0;",
+        )
+        .unwrap();
         let mut st = JoinState::default();
         let k = 1i32.to_be_bytes();
-        assert!(q.process(0, input(&k, Some(br#"{"C":1}"#), 1), &mut st, &NoFunctions).unwrap().is_empty());
+        assert!(q
+            .process(0, input(&k, Some(br#"{"C":1}"#), 1), &mut st, &NoFunctions)
+            .unwrap()
+            .is_empty());
         // Filtered out, and nothing was sent: no delete either.
-        assert!(q.process(1, input(&k, Some(br#"{"E":0}"#), 2), &mut st, &NoFunctions).unwrap().is_empty());
-        let out = q.process(1, input(&k, Some(br#"{"E":3}"#), 3), &mut st, &NoFunctions).unwrap();
+        assert!(q
+            .process(1, input(&k, Some(br#"{"E":0}"#), 2), &mut st, &NoFunctions)
+            .unwrap()
+            .is_empty());
+        let out = q
+            .process(1, input(&k, Some(br#"{"E":3}"#), 3), &mut st, &NoFunctions)
+            .unwrap();
         assert_eq!(text(&out), [(1, Some(r#"{"C":1,"E":3}"#.into()), 3)]);
-        let out = q.process(0, input(&k, None, 4), &mut st, &NoFunctions).unwrap();
+        let out = q
+            .process(0, input(&k, None, 4), &mut st, &NoFunctions)
+            .unwrap();
         assert_eq!(text(&out), [(1, None, 4)]);
-        assert!(q.process(1, input(&k, None, 5), &mut st, &NoFunctions).unwrap().is_empty());
+        assert!(q
+            .process(1, input(&k, None, 5), &mut st, &NoFunctions)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
     fn foreign_key_joins_follow_both_tables() {
-        let q = plan(&[U, T], "CREATE TABLE OUTPUT AS SELECT ID, D, C FROM U JOIN T ON U.A = T.A;").unwrap();
+        let q = plan(
+            &[U, T],
+            "CREATE TABLE OUTPUT AS SELECT ID, D, C FROM U JOIN T ON U.A = T.A;",
+        )
+        .unwrap();
         assert_eq!(q.nodes[0].shape, Shape::ForeignKey);
         assert_eq!(names(&q.key), ["ID"]);
         let mut st = JoinState::default();
         let (id1, id2, a) = (1i32.to_be_bytes(), 2i32.to_be_bytes(), 9i32.to_be_bytes());
-        assert!(q.process(0, input(&id1, Some(br#"{"A":9,"D":1}"#), 1), &mut st, &NoFunctions).unwrap().is_empty());
-        q.process(0, input(&id2, Some(br#"{"A":9,"D":2}"#), 2), &mut st, &NoFunctions).unwrap();
-        let out = q.process(1, input(&a, Some(br#"{"C":5}"#), 3), &mut st, &NoFunctions).unwrap();
+        assert!(q
+            .process(
+                0,
+                input(&id1, Some(br#"{"A":9,"D":1}"#), 1),
+                &mut st,
+                &NoFunctions
+            )
+            .unwrap()
+            .is_empty());
+        q.process(
+            0,
+            input(&id2, Some(br#"{"A":9,"D":2}"#), 2),
+            &mut st,
+            &NoFunctions,
+        )
+        .unwrap();
+        let out = q
+            .process(1, input(&a, Some(br#"{"C":5}"#), 3), &mut st, &NoFunctions)
+            .unwrap();
         assert_eq!(
             text(&out),
-            [(1, Some(r#"{"D":1,"C":5}"#.into()), 3), (2, Some(r#"{"D":2,"C":5}"#.into()), 3)]
+            [
+                (1, Some(r#"{"D":1,"C":5}"#.into()), 3),
+                (2, Some(r#"{"D":2,"C":5}"#.into()), 3)
+            ]
         );
-        let out = q.process(1, input(&a, None, 4), &mut st, &NoFunctions).unwrap();
+        let out = q
+            .process(1, input(&a, None, 4), &mut st, &NoFunctions)
+            .unwrap();
         assert_eq!(text(&out), [(1, None, 4), (2, None, 4)]);
     }
 }

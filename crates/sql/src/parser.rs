@@ -186,7 +186,10 @@ pub fn split_statements(text: &str) -> (Vec<String>, String) {
 /// Replaces `${name}` by the variable's value (names are case-insensitive), in
 /// identifiers and literals alike, as ksqlDB's variable substitution does. An undefined
 /// variable is left as written (the parser then reports it).
-pub fn substitute_variables(text: &str, variables: &std::collections::BTreeMap<String, String>) -> String {
+pub fn substitute_variables(
+    text: &str,
+    variables: &std::collections::BTreeMap<String, String>,
+) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("${") {
@@ -1887,7 +1890,6 @@ mod tests {
             let _ = parse_statements(&words.join(" "));
         }
     }
-
 
     #[test]
     fn statements_split_on_semicolons_outside_quotes_and_comments() {

@@ -55,11 +55,20 @@ impl Sink {
     /// An output record's timestamp: the TIMESTAMP column's value, else `default`. None
     /// when the column holds no valid (non-negative) time: the record is not written, as
     /// Kafka Streams refuses it.
-    pub fn timestamp(&self, columns: &[OutputColumn], values: &[Value], default: i64) -> Option<i64> {
+    pub fn timestamp(
+        &self,
+        columns: &[OutputColumn],
+        values: &[Value],
+        default: i64,
+    ) -> Option<i64> {
         let Some((name, format)) = &self.timestamp_column else {
             return Some(default);
         };
-        let t = match columns.iter().position(|c| c.name == *name).map(|i| &values[i]) {
+        let t = match columns
+            .iter()
+            .position(|c| c.name == *name)
+            .map(|i| &values[i])
+        {
             Some(Value::Bigint(t)) | Some(Value::Timestamp(t)) => Some(*t),
             Some(Value::String(text)) => format
                 .as_deref()

@@ -156,9 +156,14 @@ pub fn plan_create_as_select(
         key_format: key_format.clone(),
         value_format: value_format.clone(),
         wrap_single_value: wrap,
-        timestamp_column: timestamp_column
-            .clone()
-            .map(|c| (c, string_property(properties, "TIMESTAMP_FORMAT").ok().flatten())),
+        timestamp_column: timestamp_column.clone().map(|c| {
+            (
+                c,
+                string_property(properties, "TIMESTAMP_FORMAT")
+                    .ok()
+                    .flatten(),
+            )
+        }),
     };
     let (key_columns, value_columns, planned) = if joined_kind.is_some() && aggregate {
         let (j, joined, rewritten) =
@@ -173,7 +178,11 @@ pub fn plan_create_as_select(
         )
     } else if joined_kind.is_some() {
         let j = plan_join(query, catalog, name, sink_formats).map_err(|e| err(e.0))?;
-        (columns(&j.key), columns(&j.value), Planned::Join(Box::new(j)))
+        (
+            columns(&j.key),
+            columns(&j.value),
+            Planned::Join(Box::new(j)),
+        )
     } else if aggregate {
         let a = plan_aggregate(query, catalog, name, sink_formats).map_err(|e| err(e.0))?;
         (columns(&a.key), columns(&a.value), Planned::Aggregate(a))

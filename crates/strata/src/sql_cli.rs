@@ -76,28 +76,37 @@ pub fn run_sql(args: SqlArgs) -> Result<()> {
 fn interactive(rt: &tokio::runtime::Runtime, session: &mut Session) -> Result<()> {
     use rustyline::error::ReadlineError;
     let mut editor = rustyline::DefaultEditor::new()?;
-    let history = std::env::var_os("HOME")
-        .map(|h| std::path::PathBuf::from(h).join(".strata_sql_history"));
+    let history =
+        std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".strata_sql_history"));
     if let Some(h) = &history {
         let _ = editor.load_history(h);
     }
     match rt.block_on(session.get("/info")) {
-        Ok(info) => println!(
+        Ok(info) => {
+            println!(
             "Connected to {} ({} {}). Statements end with ';'. Ctrl-C stops a query, Ctrl-D exits.",
             session.authority,
             info["KsqlServerInfo"]["serverStatus"].as_str().unwrap_or("RUNNING"),
             info["KsqlServerInfo"]["version"].as_str().unwrap_or("")
-        ),
+        )
+        }
         Err(e) => println!("warning: {} does not answer: {e:#}", session.authority),
     }
     let mut pending = String::new();
     loop {
-        let prompt = if pending.trim().is_empty() { "strata> " } else { "     > " };
+        let prompt = if pending.trim().is_empty() {
+            "strata> "
+        } else {
+            "     > "
+        };
         match editor.readline(prompt) {
             Ok(line) => {
                 let trimmed = line.trim();
                 if pending.trim().is_empty()
-                    && matches!(trimmed.to_ascii_lowercase().as_str(), "exit" | "quit" | "exit;" | "quit;")
+                    && matches!(
+                        trimmed.to_ascii_lowercase().as_str(),
+                        "exit" | "quit" | "exit;" | "quit;"
+                    )
                 {
                     break;
                 }
@@ -228,7 +237,9 @@ impl Session {
     /// PRINT: the topic's records as the server prints them, until LIMIT or Ctrl-C.
     async fn print(&self, statement: &str) -> Result<()> {
         let body = json!({"ksql": statement, "streamsProperties": self.properties, "sessionVariables": self.variables});
-        let resp = self.request("POST", "/query", Some(body), "text/plain").await?;
+        let resp = self
+            .request("POST", "/query", Some(body), "text/plain")
+            .await?;
         let ok = resp.status().is_success();
         let mut body = resp.into_body();
         if !ok {
@@ -263,7 +274,10 @@ impl Session {
         let answer: Value = serde_json::from_slice(&bytes)
             .with_context(|| format!("not JSON: {}", String::from_utf8_lossy(&bytes)))?;
         if !ok {
-            bail!("{}", answer["message"].as_str().unwrap_or(&answer.to_string()));
+            bail!(
+                "{}",
+                answer["message"].as_str().unwrap_or(&answer.to_string())
+            );
         }
         for entity in answer.as_array().into_iter().flatten() {
             print_entity(entity);
@@ -310,7 +324,9 @@ impl Session {
             };
             let Some(frame) = frame else { break };
             let frame = frame?;
-            let Some(data) = frame.data_ref() else { continue };
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
             buffer.extend_from_slice(data);
             while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = buffer.drain(..=end).collect();
@@ -318,8 +334,8 @@ impl Session {
                 if line.is_empty() {
                     continue;
                 }
-                let v: Value = serde_json::from_str(&line)
-                    .with_context(|| format!("not JSON: {line}"))?;
+                let v: Value =
+                    serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?;
                 match (&header, v) {
                     (None, v) => {
                         let names: Vec<String> = v["columnNames"]
@@ -472,14 +488,21 @@ fn print_entity(e: &Value) {
             println!("Query type           : {}", text(d, "queryType"));
             println!("SQL                  : {}", text(d, "statementText"));
             println!("State                : {}", text(d, "state"));
-            println!("\nExecution plan\n--------------\n{}", text(d, "executionPlan"));
+            println!(
+                "\nExecution plan\n--------------\n{}",
+                text(d, "executionPlan")
+            );
         }
         "currentStatus" => println!(
             "{}",
             e["commandStatus"]["message"].as_str().unwrap_or("done")
         ),
         "streams" | "tables" => {
-            let key = if e.get("streams").is_some() { "streams" } else { "tables" };
+            let key = if e.get("streams").is_some() {
+                "streams"
+            } else {
+                "tables"
+            };
             let rows = e[key]
                 .as_array()
                 .into_iter()
@@ -494,7 +517,16 @@ fn print_entity(e: &Value) {
                     ]
                 })
                 .collect();
-            table_of(&["Name", "Kafka Topic", "Key Format", "Value Format", "Windowed"], rows);
+            table_of(
+                &[
+                    "Name",
+                    "Kafka Topic",
+                    "Key Format",
+                    "Value Format",
+                    "Windowed",
+                ],
+                rows,
+            );
         }
         "queries" => {
             let rows = e["queries"]
@@ -515,7 +547,16 @@ fn print_entity(e: &Value) {
                     ]
                 })
                 .collect();
-            table_of(&["Query ID", "Status", "Sink Name", "Sink Kafka Topic", "Query String"], rows);
+            table_of(
+                &[
+                    "Query ID",
+                    "Status",
+                    "Sink Name",
+                    "Sink Kafka Topic",
+                    "Query String",
+                ],
+                rows,
+            );
         }
         "kafka_topics" => {
             let rows = e["topics"]
