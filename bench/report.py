@@ -225,9 +225,9 @@ def sql_section():
              f"| {r['pull_queries_per_s']:,}/s, "
              f"p50 {r['pull_p50_ms']} ms, p99 {r['pull_p99_ms']} ms ({r['pull_errors']} errors) | "
              "≥ 20,000/s, p99 ≤ 5 ms (1M rows) |", ""]
-    consume_1k = None
+    consume_1k = r.get("consume_1k_records_per_s")
     durable = out / "strata-durable.jsonl"
-    if durable.exists():
+    if consume_1k is None and durable.exists():
         for line in durable.read_text().splitlines():
             try:
                 o = json.loads(line)
@@ -235,13 +235,14 @@ def sql_section():
                 continue
             if o.get("workload") == "consume-1k":
                 consume_1k = o["records_per_s"]
-    lines += ["The issue's filter target is relative to consume-1k (strata-bench, 1 KiB records): "
-              + (f"{r['filter_records_in_per_s'] / consume_1k:.2f}× of this run's {consume_1k:,.0f} records/s"
-                 if consume_1k else "see the durable table above (954,707 records/s when this was written: "
-                 f"{r['filter_records_in_per_s'] / 954707:.2f}×)")
-              + ", which does not meet 0.5×: each record is decoded from JSON, evaluated and encoded again "
-              "on the broker's two cores. The Python consumer above is the like-for-like baseline "
-              "(same ~100-byte JSON records).", ""]
+    if consume_1k:
+        ratio = r["filter_records_in_per_s"] / consume_1k
+        lines += [f"The issue's filter target is relative to consume-1k (strata-bench, 1 KiB records, on the "
+                  f"same broker in the same run): {consume_1k:,.0f} records/s, so the filter query ran at "
+                  f"**{ratio:.2f}×** (target ≥ 0.5×: {'met' if ratio >= 0.5 else 'not met'}). Each record is "
+                  "decoded from JSON, evaluated and encoded again, and every pass is a transaction, on the "
+                  "same two cores as the broker. The Python consumer above is the like-for-like client "
+                  "baseline (same ~100-byte JSON records).", ""]
     conf = out / "sql-conformance.txt"
     if conf.exists():
         text = conf.read_text().strip().splitlines()

@@ -2,8 +2,10 @@
 """SQL engine workloads (issue 15's benchmark rows), each compared with a baseline measured
 in the same run on the same broker:
 
+- consume-1k: strata-bench's consume-1k (1 KiB records it produces first) on this broker,
+  the issue's baseline for the filter query (when target/release/strata-bench exists);
 - consume: librdkafka (confluent-kafka) reads the input topic from the start: the records/s
-  a plain consumer gets here, the baseline of the filter query;
+  a plain Python consumer gets over the same ~100-byte JSON records;
 - filter: CREATE STREAM … AS SELECT with a WHERE and a projection over the same records,
   timed from the statement until the query committed the topic's end: records/s in and out;
 - window: a TUMBLING (1 minute) COUNT and SUM per key over --keys distinct keys;
@@ -17,6 +19,7 @@ in the same run on the same broker:
   broker.
 
     python3 bench/sql.py [--records 1000000] [--keys 100000] [--seconds 10] [--strata BIN]
+                         [--only filter] [--perf perf.data]
 
 Prints one JSON object.
 """
@@ -82,6 +85,8 @@ def main():
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--strata", default=str(ROOT / "target" / "release" / "strata"))
+    ap.add_argument("--only", choices=["filter"], help="stop after this workload")
+    ap.add_argument("--perf", metavar="FILE", help="record a CPU profile of the broker during the filter query")
     args = ap.parse_args()
     from confluent_kafka import Consumer, Producer, TopicPartition
     from confluent_kafka.admin import AdminClient, NewTopic
@@ -100,6 +105,18 @@ def main():
                 break
             except (OSError, RuntimeError):
                 time.sleep(0.1)
+        bench_bin = ROOT / "target" / "release" / "strata-bench"
+        if bench_bin.exists():
+            # The issue's baseline for the filter query: consume-1k (strata-bench, 1 KiB
+            # records, which it produces first) on this same broker.
+            r = subprocess.run([str(bench_bin), "--bootstrap", bootstrap, "--workload", "consume-1k",
+                                "--seconds", str(args.seconds), "--broker-pid", str(proc.pid)],
+                               capture_output=True, text=True, timeout=args.seconds * 4 + 120)
+            if r.returncode != 0:
+                raise RuntimeError(f"strata-bench consume-1k: {r.stderr[-2000:]}")
+            o = json.loads([l for l in r.stdout.splitlines() if l.startswith("{")][-1])
+            results["consume_1k_records_per_s"] = round(o["records_per_s"])
+            print(f"== consume-1k: {results['consume_1k_records_per_s']} records/s", file=sys.stderr)
         partitions = 4
         admin = AdminClient({"bootstrap.servers": bootstrap})
         admin.create_topics([NewTopic("orders", partitions, 1)])["orders"].result(30)
@@ -143,11 +160,19 @@ def main():
         ksql(base, f"CREATE STREAM orders (customer BIGINT KEY, oid BIGINT, item STRING, qty INT, price DOUBLE, region STRING) "
                    f"WITH (kafka_topic='orders', value_format='JSON');")
         earliest = {"ksql.streams.auto.offset.reset": "earliest"}
+        perf = None
+        if args.perf:
+            perf = subprocess.Popen(["perf", "record", "-F", "499", "-g", "-o", args.perf, "-p", str(proc.pid)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
         t0 = time.time()
         ksql(base, "CREATE STREAM big_eu AS SELECT customer, item, qty * price AS total FROM orders "
                    "WHERE region = 'eu' AND qty >= 10;", earliest)
         done = wait_committed(bootstrap, f"_strata_ksql_query_{query_id(base, 'BIG_EU')}", "orders", partitions, ends)
         filter_s = done - t0
+        if perf:
+            perf.send_signal(2)
+            perf.wait(30)
         out_records = 0
         c = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe2"})
         for part in range(partitions):
@@ -157,8 +182,14 @@ def main():
         results["filter_records_in_per_s"] = round(args.records / filter_s)
         results["filter_records_out_per_s"] = round(out_records / filter_s)  # (incl. transaction markers)
         results["filter_vs_consume"] = round(results["filter_records_in_per_s"] / results["consume_records_per_s"], 3)
-        print(f"== filter: {results['filter_records_in_per_s']} in/s ({results['filter_vs_consume']}× consume)",
-              file=sys.stderr)
+        if "consume_1k_records_per_s" in results:
+            results["filter_vs_consume_1k"] = round(
+                results["filter_records_in_per_s"] / results["consume_1k_records_per_s"], 3)
+        print(f"== filter: {results['filter_records_in_per_s']} in/s ({results['filter_vs_consume']}× consume, "
+              f"{results.get('filter_vs_consume_1k')}× consume-1k)", file=sys.stderr)
+        if args.only == "filter":
+            print(json.dumps(results))
+            return
 
         t0 = time.time()
         ksql(base, "CREATE TABLE per_minute AS SELECT customer, COUNT(*) AS n, SUM(qty) AS units FROM orders "
@@ -203,7 +234,6 @@ def main():
                    "FROM orders GROUP BY oid;", earliest)
         wait_committed(bootstrap, f"_strata_ksql_query_{query_id(base, 'BY_ORDER')}", "orders", partitions, ends)
         results["pull_rows"] = args.records
-        bench_bin = ROOT / "target" / "release" / "strata-bench"
         if bench_bin.exists():
             r = subprocess.run([str(bench_bin), "--workload", "sql-pull", "--sql", base, "--pull-table", "BY_ORDER",
                                 "--pull-key", "OID", "--pull-keys", str(args.records), "--consumers",

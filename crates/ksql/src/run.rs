@@ -425,9 +425,12 @@ impl Persistent {
                         }
                     };
                     for (values, timestamp) in rows {
+                        let row = strata_sql::aggregate::Named {
+                            names: j.joined_names(),
+                            values: &values,
+                        };
                         let outcome = match q.process_row(
-                            j.joined_names(),
-                            &values,
+                            &row,
                             timestamp,
                             &mut self.groups.lock().expect("groups lock"),
                             &NoFunctions,

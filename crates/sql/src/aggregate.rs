@@ -16,7 +16,7 @@ use crate::ast::{BinaryOp, Expr, Query, SelectItem, SourceKind, SqlType};
 use crate::catalog::{Catalog, Column, Source};
 use crate::eval::{binary, cast, compare, eval, Functions, Row};
 use crate::format::{from_json, json_text, serialize};
-use crate::pipeline::{decode_row, RecordIn, Sink};
+use crate::pipeline::{decode_values, RecordIn, Sink, SourceRow};
 use crate::value::Value;
 
 fn err(m: impl Into<String>) -> AnalysisError {
@@ -548,9 +548,10 @@ pub fn plan_aggregate(
     })
 }
 
-struct Named<'a> {
-    names: &'a [String],
-    values: &'a [Value],
+/// A row of named values.
+pub struct Named<'a> {
+    pub names: &'a [String],
+    pub values: &'a [Value],
 }
 
 impl Row for Named<'_> {
@@ -644,8 +645,12 @@ impl AggregateQuery {
             return Ok(AggOutcome::Filtered);
         }
         let record = crate::pipeline::with_event_time(&self.source, record)?;
-        let (names, values) = decode_row(&self.source, record)?;
-        self.process_row(&names, &values, record.timestamp, state, functions)
+        let values = decode_values(&self.source, record)?;
+        let row = SourceRow {
+            source: &self.source,
+            values: &values,
+        };
+        self.process_row(&row, record.timestamp, state, functions)
     }
 
     /// A row's group and arguments, None when WHERE drops it or a GROUP BY value is NULL.
@@ -654,9 +659,9 @@ impl AggregateQuery {
         record: RecordIn<'_>,
         functions: &dyn Functions,
     ) -> Result<Option<GroupAndArgs>, String> {
-        let (names, values) = decode_row(&self.source, record)?;
-        let row = Named {
-            names: &names,
+        let values = decode_values(&self.source, record)?;
+        let row = SourceRow {
+            source: &self.source,
             values: &values,
         };
         if let Some(f) = &self.filter {
@@ -766,17 +771,15 @@ impl AggregateQuery {
     /// One row already decoded (a join's result): its names and values and timestamp.
     pub fn process_row(
         &self,
-        names: &[String],
-        values: &[Value],
+        row: &dyn Row,
         timestamp: i64,
         state: &mut BTreeMap<Vec<u8>, GroupState>,
         functions: &dyn Functions,
     ) -> Result<AggOutcome, String> {
         let record = RowTime { timestamp };
-        let row = Named { names, values };
         if let Some(f) = &self.filter {
             if !matches!(
-                eval(f, &row, functions).map_err(|e| e.to_string())?,
+                eval(f, row, functions).map_err(|e| e.to_string())?,
                 Value::Boolean(true)
             ) {
                 return Ok(AggOutcome::Filtered);
@@ -785,7 +788,7 @@ impl AggregateQuery {
         let group = self
             .group_by
             .iter()
-            .map(|g| eval(g, &row, functions).map_err(|e| e.to_string()))
+            .map(|g| eval(g, row, functions).map_err(|e| e.to_string()))
             .collect::<Result<Vec<_>, _>>()?;
         if group.iter().any(Value::is_null) {
             return Ok(AggOutcome::Skipped("a GROUP BY expression is NULL".into()));
@@ -795,7 +798,7 @@ impl AggregateQuery {
             .iter()
             .map(|c| match &c.arg {
                 Some(a) if c.kind != AggKind::CountStar => {
-                    eval(a, &row, functions).map_err(|e| e.to_string())
+                    eval(a, row, functions).map_err(|e| e.to_string())
                 }
                 _ => Ok(Value::Null),
             })

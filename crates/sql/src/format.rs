@@ -13,6 +13,8 @@
 //!   BIGINT 8 bytes big-endian, DOUBLE 8 bytes IEEE 754, STRING UTF-8, BYTES as is).
 //! - NONE: no columns, no bytes.
 
+use std::fmt::Write as _;
+
 use crate::ast::SqlType;
 use crate::eval::{cast, java_double};
 use crate::value::{type_name, Decimal, Value};
@@ -54,14 +56,48 @@ impl Format {
 #[error("{0}")]
 pub struct FormatError(pub String);
 
+/// A column as the formats see it: a name and a type. Implemented by the catalog's and the
+/// analyzer's column types, so rows are read and written without copying their schemas.
+pub trait FieldSpec {
+    fn field_name(&self) -> &str;
+    fn field_type(&self) -> &SqlType;
+}
+
+impl FieldSpec for (String, SqlType) {
+    fn field_name(&self) -> &str {
+        &self.0
+    }
+    fn field_type(&self) -> &SqlType {
+        &self.1
+    }
+}
+
+impl FieldSpec for crate::catalog::Column {
+    fn field_name(&self) -> &str {
+        &self.name
+    }
+    fn field_type(&self) -> &SqlType {
+        &self.sql_type
+    }
+}
+
+impl FieldSpec for crate::analyzer::OutputColumn {
+    fn field_name(&self) -> &str {
+        &self.name
+    }
+    fn field_type(&self) -> &SqlType {
+        &self.sql_type
+    }
+}
+
 fn err(m: impl Into<String>) -> FormatError {
     FormatError(m.into())
 }
 
 /// Writes `values` (one per column). `wrap`: a single JSON column as an object.
-pub fn serialize(
+pub fn serialize<C: FieldSpec>(
     format: &Format,
-    columns: &[(String, SqlType)],
+    columns: &[C],
     values: &[Value],
     wrap: bool,
 ) -> Result<Option<Vec<u8>>, FormatError> {
@@ -80,8 +116,8 @@ pub fn serialize(
                 '{',
                 '}',
                 &mut out,
-                |((name, _), v), out| {
-                    write_json_string(name, out);
+                |(c, v), out| {
+                    write_json_string(c.field_name(), out);
                     out.push(':');
                     write_json(v, out);
                 },
@@ -118,9 +154,9 @@ pub fn serialize(
 }
 
 /// Reads one value per column from `bytes` (None: a null key or a tombstone).
-pub fn deserialize(
+pub fn deserialize<C: FieldSpec>(
     format: &Format,
-    columns: &[(String, SqlType)],
+    columns: &[C],
     bytes: Option<&[u8]>,
     wrapped: bool,
 ) -> Result<Vec<Value>, FormatError> {
@@ -130,21 +166,34 @@ pub fn deserialize(
     match format {
         Format::None => Ok(Vec::new()),
         Format::Json => {
+            if columns.len() != 1 || wrapped {
+                if let Some(slots) = json_object_fields(bytes, columns) {
+                    return columns
+                        .iter()
+                        .zip(slots)
+                        .map(|(c, slot)| match slot {
+                            None => Ok(Value::Null),
+                            Some(j) => from_json_owned(j, c.field_type()),
+                        })
+                        .collect();
+                }
+            }
             let json: serde_json::Value = serde_json::from_slice(bytes)
                 .map_err(|e| err(format!("Failed to deserialize JSON: {e}")))?;
             if columns.len() == 1 && !wrapped {
-                return Ok(vec![from_json(&json, &columns[0].1)?]);
+                return Ok(vec![from_json(&json, columns[0].field_type())?]);
             }
             let serde_json::Value::Object(map) = json else {
                 if columns.len() == 1 {
                     // ksqlDB accepts an unwrapped single value where it expected wrapping.
-                    return Ok(vec![from_json(&json, &columns[0].1)?]);
+                    return Ok(vec![from_json(&json, columns[0].field_type())?]);
                 }
                 return Err(err("Failed to deserialize JSON: expected an object"));
             };
             columns
                 .iter()
-                .map(|(name, t)| {
+                .map(|c| {
+                    let name = c.field_name();
                     let field = map.get(name).or_else(|| {
                         map.iter()
                             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -152,7 +201,7 @@ pub fn deserialize(
                     });
                     match field {
                         None => Ok(Value::Null),
-                        Some(v) => from_json(v, t),
+                        Some(v) => from_json(v, c.field_type()),
                     }
                 })
                 .collect()
@@ -171,16 +220,17 @@ pub fn deserialize(
             columns
                 .iter()
                 .zip(fields)
-                .map(|((_, t), f)| match f {
+                .map(|(c, f)| match f {
                     None => Ok(Value::Null),
-                    Some(s) => cast(Value::String(s), t).map_err(|e| err(e.to_string())),
+                    Some(s) => cast(Value::String(s), c.field_type()).map_err(|e| err(e.to_string())),
                 })
                 .collect()
         }
         Format::Kafka => {
-            let [(_, t)] = columns else {
+            let [c] = columns else {
                 return Err(err("The 'KAFKA' format only supports a single field."));
             };
+            let t = c.field_type();
             let fixed = |n: usize| -> Result<&[u8], FormatError> {
                 if bytes.len() == n {
                     Ok(bytes)
@@ -212,6 +262,105 @@ pub fn deserialize(
                 }
             }])
         }
+    }
+}
+
+/// The fields of a JSON object that name columns, read in one pass straight into one slot
+/// per column, without building the whole document: a field whose name equals a column's
+/// fills it (the last such field wins, as in a parsed object); else a field whose name
+/// equals it ignoring ASCII case fills it if nothing has yet. None when `bytes` is not one
+/// JSON object (the caller then takes the general path, which also words the error).
+fn json_object_fields<C: FieldSpec>(
+    bytes: &[u8],
+    columns: &[C],
+) -> Option<Vec<Option<serde_json::Value>>> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum Filled {
+        No,
+        IgnoringCase,
+        Exactly,
+    }
+
+    /// A field name: the columns it fills, exactly or ignoring case (no allocation unless
+    /// it names some column).
+    struct KeySeed<'c, C>(&'c [C]);
+    impl<'de, C: FieldSpec> DeserializeSeed<'de> for KeySeed<'_, C> {
+        type Value = Vec<(usize, Filled)>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+    impl<C: FieldSpec> Visitor<'_> for KeySeed<'_, C> {
+        type Value = Vec<(usize, Filled)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a field name")
+        }
+        fn visit_str<E>(self, key: &str) -> Result<Self::Value, E> {
+            let mut hits = Vec::new();
+            for (i, c) in self.0.iter().enumerate() {
+                let name = c.field_name();
+                if name == key {
+                    hits.push((i, Filled::Exactly));
+                } else if name.eq_ignore_ascii_case(key) {
+                    hits.push((i, Filled::IgnoringCase));
+                }
+            }
+            Ok(hits)
+        }
+    }
+
+    struct Object<'c, C>(&'c [C]);
+    impl<'de, C: FieldSpec> Visitor<'de> for Object<'_, C> {
+        type Value = Vec<Option<serde_json::Value>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut slots: Vec<Option<serde_json::Value>> = vec![None; self.0.len()];
+            let mut filled = vec![Filled::No; self.0.len()];
+            while let Some(hits) = map.next_key_seed(KeySeed(self.0))? {
+                let wanted: Vec<(usize, Filled)> = hits
+                    .into_iter()
+                    .filter(|&(i, how)| how == Filled::Exactly || filled[i] == Filled::No)
+                    .collect();
+                if wanted.is_empty() {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+                let v: serde_json::Value = map.next_value()?;
+                for (i, how) in wanted {
+                    slots[i] = Some(v.clone());
+                    filled[i] = how;
+                }
+            }
+            Ok(slots)
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let slots = de.deserialize_map(Object(columns)).ok()?;
+    de.end().ok()?;
+    Some(slots)
+}
+
+/// `from_json` of a value the caller owns (a string moves instead of being copied).
+fn from_json_owned(j: serde_json::Value, t: &SqlType) -> Result<Value, FormatError> {
+    match (j, t) {
+        (serde_json::Value::String(s), SqlType::String) => Ok(Value::String(s)),
+        (serde_json::Value::Number(n), SqlType::Bigint) if n.is_i64() => {
+            Ok(Value::Bigint(n.as_i64().expect("i64")))
+        }
+        (serde_json::Value::Number(n), SqlType::Int)
+            if n.as_i64().is_some_and(|i| i32::try_from(i).is_ok()) =>
+        {
+            Ok(Value::Int(n.as_i64().expect("i64") as i32))
+        }
+        (serde_json::Value::Number(n), SqlType::Double) if n.is_f64() => {
+            Ok(Value::Double(n.as_f64().expect("f64")))
+        }
+        (j, t) => from_json(&j, t),
     }
 }
 
@@ -259,15 +408,20 @@ fn write_json(v: &Value, out: &mut String) {
     match v {
         Value::Null => out.push_str("null"),
         Value::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Int(i) => out.push_str(&i.to_string()),
-        Value::Bigint(i) | Value::Timestamp(i) => out.push_str(&i.to_string()),
-        Value::Date(i) | Value::Time(i) => out.push_str(&i.to_string()),
+        Value::Int(i) | Value::Date(i) | Value::Time(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::Bigint(i) | Value::Timestamp(i) => {
+            let _ = write!(out, "{i}");
+        }
         Value::Double(d) if d.is_finite() => out.push_str(&java_double(*d)),
         // As Jackson writes them (quoted non-numeric numbers).
         Value::Double(d) if d.is_nan() => out.push_str("\"NaN\""),
         Value::Double(d) if *d > 0.0 => out.push_str("\"Infinity\""),
         Value::Double(_) => out.push_str("\"-Infinity\""),
-        Value::Decimal(d) => out.push_str(&d.to_string()),
+        Value::Decimal(d) => {
+            let _ = write!(out, "{d}");
+        }
         Value::String(s) => write_json_string(s, out),
         Value::Bytes(b) => write_json_string(&base64_encode(b), out),
         Value::Array(items) => write_json_list(items.iter(), '[', ']', out, write_json),
@@ -590,6 +744,56 @@ mod tests {
             vec![Value::Null]
         );
         assert!(deserialize(&Format::Json, &cols(), Some(b"{nope"), true).is_err());
+    }
+
+    #[test]
+    fn json_fields_read_in_one_pass_follow_the_parsed_objects_rules() {
+        // The general path: parse the whole object, then look each column up.
+        let general = |bytes: &[u8]| -> Vec<Value> {
+            let serde_json::Value::Object(map) = serde_json::from_slice(bytes).unwrap() else {
+                panic!("not an object")
+            };
+            cols()
+                .iter()
+                .map(|(name, t)| {
+                    map.get(name)
+                        .or_else(|| {
+                            map.iter()
+                                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                                .map(|(_, v)| v)
+                        })
+                        .map_or(Value::Null, |v| from_json(v, t).unwrap())
+                })
+                .collect()
+        };
+        for doc in [
+            &br#"{"ID":1,"NAME":"a","PRICE":1.5}"#[..],
+            br#"{"id":1,"ID":2,"name":"lower","NAME":"upper"}"#,
+            br#"{"ID":2,"id":1}"#,
+            br#"{"ID":1,"ID":3,"other":{"x":[1,2]},"Name":"first","nAme":"second"}"#,
+            br#"{"N\u0041ME":"escaped key","price":"12.5"}"#,
+            br#" {} "#,
+        ] {
+            let fast = deserialize(&Format::Json, &cols(), Some(doc), true).unwrap();
+            assert_eq!(fast, general(doc), "{}", String::from_utf8_lossy(doc));
+        }
+        assert_eq!(
+            deserialize(&Format::Json, &cols(), Some(br#"{"id":1,"ID":2}"#), true).unwrap()[0],
+            Value::Int(2)
+        );
+        // Not one object: errors as before; a bare value for a single wrapped column.
+        for bad in [&b"{\"ID\":1} x"[..], b"[1]", b"{\"ID\":}"] {
+            assert!(deserialize(&Format::Json, &cols(), Some(bad), true).is_err());
+        }
+        let one = vec![("V".to_string(), SqlType::Bigint)];
+        assert_eq!(
+            deserialize(&Format::Json, &one, Some(b"42"), true).unwrap(),
+            vec![Value::Bigint(42)]
+        );
+        assert_eq!(
+            deserialize(&Format::Json, &one, Some(br#"{"v":9007199254740993}"#), true).unwrap(),
+            vec![Value::Bigint(9_007_199_254_740_993)]
+        );
     }
 
     #[test]

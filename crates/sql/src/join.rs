@@ -24,7 +24,7 @@ use crate::ast::{Expr, JoinType, Query, SelectItem, SourceKind, SqlType};
 use crate::catalog::{Catalog, Column, Source};
 use crate::eval::{cast, eval, Functions, Row};
 use crate::format::{json_text, serialize};
-use crate::pipeline::{decode_row, RecordIn, RecordOut, Sink};
+use crate::pipeline::{RecordIn, RecordOut, Sink};
 use crate::value::Value;
 
 fn err(m: impl Into<String>) -> AnalysisError {
@@ -997,7 +997,7 @@ impl JoinQuery {
     ) -> Result<Vec<Change>, String> {
         let inp = &self.inputs[input];
         let record = crate::pipeline::with_event_time(&inp.source, record)?;
-        let (_, values) = decode_row(&inp.source, record)?;
+        let values = crate::pipeline::decode_values(&inp.source, record)?;
         let mut row = vec![Value::Null; self.width()];
         row[inp.offset..inp.offset + values.len()].clone_from_slice(&values);
         let change = Change {

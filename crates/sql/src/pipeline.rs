@@ -89,9 +89,13 @@ pub fn with_event_time<'a>(source: &Source, record: RecordIn<'a>) -> Result<Reco
     if record.value.is_none() {
         return Ok(record);
     }
-    let (names, values) = decode_row(source, record)?;
-    let at = names.iter().position(|n| n == column);
-    match at.map(|i| &values[i]) {
+    let values = decode_values(source, record)?;
+    match (SourceRow {
+        source,
+        values: &values,
+    })
+    .column(None, column)
+    {
         // A negative time is invalid: the record is skipped, as ksqlDB's extractor does.
         Some(Value::Bigint(t)) | Some(Value::Timestamp(t)) if *t < 0 => Err(format!(
             "Could not extract the timestamp: {column} is negative ({t})"
@@ -126,19 +130,19 @@ pub struct StreamQuery {
     pub sink: Sink,
 }
 
-struct RowValues<'a> {
-    names: &'a [String],
-    values: &'a [Value],
+/// The names of a source's rows, in the order `decode_values` gives their values: key
+/// columns, value columns, then ROWTIME, ROWPARTITION and ROWOFFSET.
+pub fn row_names(source: &Source) -> Vec<String> {
+    source
+        .key
+        .iter()
+        .chain(&source.value)
+        .map(|c| c.name.clone())
+        .chain(PSEUDO_COLUMNS.map(String::from))
+        .collect()
 }
 
-impl Row for RowValues<'_> {
-    fn column(&self, _source: Option<&str>, name: &str) -> Option<&Value> {
-        self.names
-            .iter()
-            .position(|n| n == name)
-            .map(|i| &self.values[i])
-    }
-}
+const PSEUDO_COLUMNS: [&str; 3] = ["ROWTIME", "ROWPARTITION", "ROWOFFSET"];
 
 /// A record's row: key columns, value columns (NULLs for a tombstone), then ROWTIME,
 /// ROWPARTITION and ROWOFFSET; as (names, values).
@@ -146,35 +150,54 @@ pub fn decode_row(
     source: &Source,
     record: RecordIn<'_>,
 ) -> Result<(Vec<String>, Vec<Value>), String> {
-    let key_cols = crate::catalog::name_types(&source.key);
-    let value_cols = crate::catalog::name_types(&source.value);
-    let key = if key_cols.is_empty() {
-        Vec::new()
+    Ok((row_names(source), decode_values(source, record)?))
+}
+
+/// A record's row values (see `row_names` for their order).
+pub fn decode_values(source: &Source, record: RecordIn<'_>) -> Result<Vec<Value>, String> {
+    let mut values = if source.key.is_empty() {
+        Vec::with_capacity(source.value.len() + 3)
     } else {
-        deserialize(&source.key_format, &key_cols, record.key, false)
+        deserialize(&source.key_format, &source.key, record.key, false)
             .map_err(|e| format!("Error deserializing key: {e}"))?
     };
-    let value = match record.value {
-        None => vec![Value::Null; value_cols.len()],
-        Some(bytes) => deserialize(
-            &source.value_format,
-            &value_cols,
-            Some(bytes),
-            source.wrap_single_value || value_cols.len() != 1,
-        )
-        .map_err(|e| format!("Error deserializing value: {e}"))?,
-    };
-    let mut names: Vec<String> = key_cols.into_iter().map(|(n, _)| n).collect();
-    names.extend(value_cols.into_iter().map(|(n, _)| n));
-    names.extend(["ROWTIME", "ROWPARTITION", "ROWOFFSET"].map(String::from));
-    let mut values = key;
-    values.extend(value);
+    match record.value {
+        None => values.extend(std::iter::repeat_n(Value::Null, source.value.len())),
+        Some(bytes) => values.extend(
+            deserialize(
+                &source.value_format,
+                &source.value,
+                Some(bytes),
+                source.wrap_single_value || source.value.len() != 1,
+            )
+            .map_err(|e| format!("Error deserializing value: {e}"))?,
+        ),
+    }
     values.extend([
         Value::Bigint(record.timestamp),
         Value::Int(record.partition),
         Value::Bigint(record.offset),
     ]);
-    Ok((names, values))
+    Ok(values)
+}
+
+/// A source's row (values as `decode_values` gives them), its columns found by name.
+pub struct SourceRow<'a> {
+    pub source: &'a Source,
+    pub values: &'a [Value],
+}
+
+impl Row for SourceRow<'_> {
+    fn column(&self, _source: Option<&str>, name: &str) -> Option<&Value> {
+        self.source
+            .key
+            .iter()
+            .chain(&self.source.value)
+            .map(|c| c.name.as_str())
+            .chain(PSEUDO_COLUMNS)
+            .position(|n| n == name)
+            .and_then(|i| self.values.get(i))
+    }
 }
 
 /// Whether a row passes a WHERE clause (NULL does not).
@@ -212,9 +235,9 @@ impl TransientQuery {
             return Ok(None);
         }
         let record = with_event_time(&self.source, record)?;
-        let (names, values) = decode_row(&self.source, record)?;
-        let row = RowValues {
-            names: &names,
+        let values = decode_values(&self.source, record)?;
+        let row = SourceRow {
+            source: &self.source,
             values: &values,
         };
         if !passes(self.filter.as_ref(), &row, functions)? {
@@ -251,9 +274,9 @@ impl StreamQuery {
         if tombstone && self.projection.filter.is_some() {
             return Ok(Outcome::Filtered);
         }
-        let (names, values) = decode_row(&self.source, record)?;
-        let row = RowValues {
-            names: &names,
+        let values = decode_values(&self.source, record)?;
+        let row = SourceRow {
+            source: &self.source,
             values: &values,
         };
         if !passes(self.projection.filter.as_ref(), &row, functions)? {
@@ -273,12 +296,12 @@ impl StreamQuery {
         } else {
             compute(&self.projection.value)?
         };
-        let out_key_cols = OutputColumn::name_types(&self.projection.key);
-        let out_value_cols = OutputColumn::name_types(&self.projection.value);
+        let out_key_cols = &self.projection.key;
+        let out_value_cols = &self.projection.value;
         let key = if out_key_cols.is_empty() {
             None
         } else {
-            serialize(&self.sink.key_format, &out_key_cols, &key_values, false)
+            serialize(&self.sink.key_format, out_key_cols, &key_values, false)
                 .map_err(|e| format!("Error serializing key: {e}"))?
         };
         let value = if tombstone {
@@ -286,7 +309,7 @@ impl StreamQuery {
         } else {
             serialize(
                 &self.sink.value_format,
-                &out_value_cols,
+                out_value_cols,
                 &value_values,
                 self.sink.wrap_single_value || out_value_cols.len() != 1,
             )
