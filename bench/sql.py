@@ -291,6 +291,8 @@ def main():
         proc.terminate()
         proc.wait(30)
         log.close()
+        if os.environ.get("SQL_BENCH_KEEP_LOG"):
+            subprocess.run(["cp", str(tmp / "broker.log"), os.environ["SQL_BENCH_KEEP_LOG"]])
         subprocess.run(["rm", "-rf", str(tmp)])
 
 

@@ -271,13 +271,15 @@ fn retriable_txn_error(e: &LogError) -> bool {
 
 impl LogClient {
     /// Records from `offset` on as a read_committed consumer sees them: up to the last
-    /// stable offset, without aborted transactions' records or control batches.
+    /// stable offset, without aborted transactions' records or control batches; and the
+    /// offset to fetch from next (past the batches read, including those skipped, so a
+    /// reader moves on over a stretch of aborted records or markers).
     pub async fn fetch_committed(
         &mut self,
         topic: &str,
         partition: i32,
         offset: i64,
-    ) -> Result<Vec<DecodedRecord>, LogError> {
+    ) -> Result<(Vec<DecodedRecord>, i64), LogError> {
         use kafka_protocol::messages::{fetch_request, FetchRequest};
         let r = async {
             let p = fetch_request::FetchPartition::default()
@@ -323,6 +325,7 @@ impl LogClient {
             let mut aborting = std::collections::BTreeSet::new();
             let mut next_aborted = 0;
             let mut out = Vec::new();
+            let mut next = offset;
             let mut buf = data.records.unwrap_or_default();
             while buf.len() >= strata_records::BATCH_HEADER_BYTES {
                 let header = strata_records::BatchHeader::parse(&buf)
@@ -332,6 +335,7 @@ impl LogClient {
                     break;
                 }
                 let batch = buf.split_to(total);
+                next = next.max(header.last_offset() + 1);
                 while next_aborted < aborted.len()
                     && aborted[next_aborted].0 <= header.last_offset()
                 {
@@ -354,7 +358,7 @@ impl LogClient {
                         .filter(|r| !r.control && r.offset >= offset),
                 );
             }
-            Ok::<_, LogError>(out)
+            Ok::<_, LogError>((out, next))
         }
         .await;
         self.settle(r)

@@ -440,7 +440,10 @@ impl Server {
                 let mut any = false;
                 for p in 0..partitions {
                     let records = match log.fetch_committed(&topic, p, at[p as usize]).await {
-                        Ok(r) => r,
+                        Ok((r, next)) => {
+                            at[p as usize] = next;
+                            r
+                        }
                         Err(e) => {
                             let _ = tx.send(Bytes::from(format!("{e}\n"))).await;
                             return;
@@ -448,7 +451,6 @@ impl Server {
                     };
                     for r in records {
                         any = true;
-                        at[p as usize] = r.offset + 1;
                         seen += 1;
                         if (seen - 1) % every != 0 {
                             continue;

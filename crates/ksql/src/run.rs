@@ -115,6 +115,7 @@ pub fn start_persistent(
     let counts = Arc::new(Mutex::new((0, 0)));
     let groups: Groups = Arc::default();
     let runner = Persistent {
+        bootstrap: bootstrap.to_string(),
         log: LogClient::new(bootstrap),
         group: query_group(query_id),
         query,
@@ -139,6 +140,7 @@ pub fn start_persistent(
 }
 
 struct Persistent {
+    bootstrap: String,
     log: LogClient,
     group: String,
     query: Planned,
@@ -176,9 +178,11 @@ async fn restore(
     let mut at = log.offset(&topic, 0, -2).await?;
     let end = log.offset(&topic, 0, -1).await?;
     while at < end {
-        let records = log.fetch_committed(&topic, 0, at).await?;
-        let Some(last) = records.last() else { break };
-        at = last.offset + 1;
+        let (records, next) = log.fetch_committed(&topic, 0, at).await?;
+        if next <= at {
+            break;
+        }
+        at = next;
         for r in records {
             let Some(key) = r.key else { continue };
             if key.is_empty() {
@@ -227,30 +231,136 @@ fn input_topics(q: &Planned) -> Vec<String> {
 type Positions = BTreeMap<(String, i32), i64>;
 
 /// Records of several partitions in timestamp order, each partition's own order kept (as
-/// Kafka Streams picks the partition whose next record is oldest).
-fn merge_by_timestamp(
-    parts: Vec<((String, i32), Vec<DecodedRecord>)>,
-) -> Vec<((String, i32), DecodedRecord)> {
-    let mut heads: Vec<(
-        usize,
-        (String, i32),
-        std::collections::VecDeque<DecodedRecord>,
-    )> = parts
-        .into_iter()
-        .enumerate()
-        .map(|(i, (tp, r))| (i, tp, r.into()))
-        .collect();
+/// Kafka Streams picks the partition whose next record is oldest); each with the index of
+/// its partition in `parts`.
+fn merge_by_timestamp(parts: Vec<Vec<DecodedRecord>>) -> Vec<(usize, DecodedRecord)> {
+    let mut heads: Vec<std::collections::VecDeque<DecodedRecord>> =
+        parts.into_iter().map(Into::into).collect();
     let mut out = Vec::new();
     loop {
         let next = heads
             .iter()
             .enumerate()
-            .filter_map(|(i, (order, _, q))| q.front().map(|r| (r.timestamp_ms, *order, i)))
+            .filter_map(|(i, q)| q.front().map(|r| (r.timestamp_ms, i)))
             .min();
-        let Some((_, _, i)) = next else { break };
-        let (_, tp, q) = &mut heads[i];
-        let r = q.pop_front().expect("non-empty");
-        out.push((tp.clone(), r));
+        let Some((_, i)) = next else { break };
+        let r = heads[i].pop_front().expect("non-empty");
+        out.push((i, r));
+    }
+    out
+}
+
+/// One pass over a query's inputs: each partition's new records (read_committed), and the
+/// positions after them.
+struct Fetched {
+    parts: Vec<((String, i32), Vec<DecodedRecord>)>,
+    next: Positions,
+}
+
+/// Reads a query's inputs one pass ahead: the next pass is fetched (over its own
+/// connections) while the query processes and commits the one before. Stops when dropped.
+struct Prefetch {
+    rx: mpsc::Receiver<Result<Fetched, LogError>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Prefetch {
+    fn start(bootstrap: &str, from: Positions) -> Prefetch {
+        let (tx, rx) = mpsc::channel(1);
+        let mut log = LogClient::new(bootstrap);
+        let task = tokio::spawn(async move {
+            let mut at = from;
+            loop {
+                let mut parts = Vec::with_capacity(at.len());
+                let mut next = at.clone();
+                let mut any = false;
+                for (tp, &offset) in &at {
+                    match log.fetch_committed(&tp.0, tp.1, offset).await {
+                        Ok((records, after)) => {
+                            any |= !records.is_empty();
+                            next.insert(tp.clone(), after.max(offset));
+                            parts.push((tp.clone(), records));
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    }
+                }
+                if !any {
+                    // Nothing to process; skip past aborted records and markers quietly.
+                    at = next;
+                    tokio::select! {
+                        _ = tokio::time::sleep(IDLE_WAIT) => {}
+                        _ = tx.closed() => return,
+                    }
+                    continue;
+                }
+                at = next.clone();
+                if tx.send(Ok(Fetched { parts, next })).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Prefetch { rx, task }
+    }
+}
+
+/// Runs CPU-bound work on a runtime worker without stalling the tasks queued behind it
+/// (they move to another worker), where the runtime allows it.
+fn cpu_bound<T>(f: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}
+
+/// Below this many records a stateless pass runs on one thread.
+const PARALLEL_MIN_RECORDS: usize = 4096;
+
+/// A stateless query over a run of records (of the partitions `tps`): the records it
+/// writes, with their output partitions, in input order.
+fn stateless_outputs(
+    q: &strata_sql::pipeline::StreamQuery,
+    tps: &[(String, i32)],
+    records: &[(usize, DecodedRecord)],
+    sink_partitions: i32,
+    id: &str,
+) -> Vec<(i32, Record)> {
+    let mut out = Vec::with_capacity(records.len());
+    for (i, r) in records {
+        let p = tps[*i].1;
+        let input = RecordIn {
+            key: r.key.as_deref(),
+            value: r.value.as_deref(),
+            timestamp: r.timestamp_ms,
+            partition: p,
+            offset: r.offset,
+        };
+        match q.process(input, &NoFunctions) {
+            Outcome::Emit(o) => out.push((
+                output_partition(o.key.as_deref(), p, sink_partitions),
+                Record {
+                    key: o.key.map(Bytes::from),
+                    value: o.value.map(Bytes::from),
+                    headers: Vec::new(),
+                    timestamp_ms: o.timestamp,
+                },
+            )),
+            Outcome::Filtered => {}
+            Outcome::Skipped(why) => {
+                tracing::debug!(query = %id, partition = p, offset = r.offset, %why, "record skipped");
+            }
+        }
     }
     out
 }
@@ -258,6 +368,7 @@ fn merge_by_timestamp(
 impl Persistent {
     async fn run(mut self, mut stopped: watch::Receiver<bool>) {
         let mut positions: Option<Positions> = None;
+        let mut prefetch: Option<Prefetch> = None;
         let mut sink_partitions = 0;
         let inputs = input_topics(&self.query);
         loop {
@@ -311,26 +422,29 @@ impl Persistent {
                         }
                         Planned::Stateless(_) => {}
                     }
+                    prefetch = Some(Prefetch::start(&self.bootstrap, start.clone()));
                     positions = Some(start);
+                    *self.state.lock().expect("state lock") = QueryState::Running;
                 }
+                let reader = prefetch.as_mut().expect("started above");
+                let fetched = tokio::select! {
+                    f = reader.rx.recv() => f.ok_or_else(|| {
+                        LogError::Records("the query's input reader stopped".into())
+                    })??,
+                    _ = stopped.changed() => return Ok(()),
+                };
                 let at = positions.as_mut().expect("set above");
-                self.poll_once(at, sink_partitions).await
+                self.poll_once(at, sink_partitions, fetched).await
             };
             match step.await {
-                Ok(true) => {
+                Ok(()) => {
                     *self.state.lock().expect("state lock") = QueryState::Running;
-                }
-                Ok(false) => {
-                    *self.state.lock().expect("state lock") = QueryState::Running;
-                    tokio::select! {
-                        _ = tokio::time::sleep(IDLE_WAIT) => {}
-                        _ = stopped.changed() => {}
-                    }
                 }
                 Err(e) => {
                     tracing::warn!(query = %self.id, error = %e, "persistent query: retrying after an error");
                     *self.state.lock().expect("state lock") = QueryState::Error(e.to_string());
                     positions = None;
+                    prefetch = None;
                     tokio::select! {
                         _ = tokio::time::sleep(ERROR_BACKOFF) => {}
                         _ = stopped.changed() => {}
@@ -371,13 +485,17 @@ impl Persistent {
             });
         };
         match &self.query {
-            Planned::Stateless(q) => match q.process(input, &NoFunctions) {
-                Outcome::Emit(out) => emit(out.key, out.value, out.timestamp, None),
-                Outcome::Filtered => {}
-                Outcome::Skipped(why) => {
-                    tracing::debug!(query = %self.id, partition = p, offset = r.offset, %why, "record skipped");
+            Planned::Stateless(q) => {
+                for (partition, record) in stateless_outputs(
+                    q,
+                    std::slice::from_ref(tp),
+                    &[(0, r.clone())],
+                    sink_partitions,
+                    &self.id,
+                ) {
+                    outputs.entry(partition).or_default().push(record);
                 }
-            },
+            }
             Planned::Join(j) => {
                 for (i, topic) in j.topics().into_iter().enumerate() {
                     if topic != tp.0 {
@@ -447,41 +565,73 @@ impl Persistent {
         }
     }
 
-    /// One pass over the input partitions: reads what is new, writes the outputs, then
-    /// commits the positions. Ok(false) when there was nothing new.
+    /// One pass over the input partitions: processes what was read, writes the outputs,
+    /// then commits the positions, all in one transaction.
     async fn poll_once(
         &mut self,
         positions: &mut Positions,
         sink_partitions: i32,
-    ) -> Result<bool, LogError> {
+        fetched: Fetched,
+    ) -> Result<(), LogError> {
+        let Fetched { parts, next } = fetched;
         let mut outputs: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
         let mut changelog: Vec<Record> = Vec::new();
-        let mut next = positions.clone();
-        let mut fetched = Vec::new();
-        for (tp, &from) in positions.iter() {
-            let records = self.log.fetch_committed(&tp.0, tp.1, from).await?;
-            if let Some(last) = records.last() {
-                next.insert(tp.clone(), last.offset + 1);
-            }
-            fetched.push((tp.clone(), records));
-        }
-        if next == *positions {
-            return Ok(false);
-        }
-        let mut read = 0u64;
-        let ordered: Vec<((String, i32), DecodedRecord)> =
+        let (tps, records): (Vec<(String, i32)>, Vec<Vec<DecodedRecord>>) =
+            parts.into_iter().unzip();
+        let ordered: Vec<(usize, DecodedRecord)> =
             if matches!(self.query, Planned::Join(_) | Planned::JoinAggregate(..)) {
-                merge_by_timestamp(fetched)
+                merge_by_timestamp(records)
             } else {
-                fetched
+                records
                     .into_iter()
-                    .flat_map(|(tp, records)| records.into_iter().map(move |r| (tp.clone(), r)))
+                    .enumerate()
+                    .flat_map(|(i, records)| records.into_iter().map(move |r| (i, r)))
                     .collect()
             };
-        for (tp, r) in &ordered {
-            read += 1;
-            self.process(tp, r, sink_partitions, &mut outputs, &mut changelog);
-        }
+        let read = ordered.len() as u64;
+        cpu_bound(|| {
+            if let Planned::Stateless(q) = &self.query {
+                // Stateless: runs of records on two threads, their outputs joined in input
+                // order (so each key's order is kept).
+                let threads = if ordered.len() >= PARALLEL_MIN_RECORDS {
+                    std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
+                } else {
+                    1
+                };
+                let runs: Vec<Vec<(i32, Record)>> = if threads > 1 {
+                    std::thread::scope(|scope| {
+                        let handles: Vec<_> = ordered
+                            .chunks(ordered.len().div_ceil(threads))
+                            .map(|run| {
+                                let (tps, id) = (&tps, &self.id);
+                                scope.spawn(move || {
+                                    stateless_outputs(q, tps, run, sink_partitions, id)
+                                })
+                            })
+                            .collect();
+                        handles
+                            .into_iter()
+                            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                            .collect()
+                    })
+                } else {
+                    vec![stateless_outputs(
+                        q,
+                        &tps,
+                        &ordered,
+                        sink_partitions,
+                        &self.id,
+                    )]
+                };
+                for (partition, record) in runs.into_iter().flatten() {
+                    outputs.entry(partition).or_default().push(record);
+                }
+            } else {
+                for (i, r) in &ordered {
+                    self.process(&tps[*i], r, sink_partitions, &mut outputs, &mut changelog);
+                }
+            }
+        });
         // Outputs, state changes and positions in one transaction: all or none of them.
         let mut written = 0u64;
         let mut batches = Vec::new();
@@ -520,7 +670,7 @@ impl Persistent {
         let mut c = self.counts.lock().expect("counts lock");
         c.0 += read;
         c.1 += written;
-        Ok(true)
+        Ok(())
     }
 }
 
@@ -592,19 +742,19 @@ async fn replay_join(
         }
     }
     while !at.is_empty() {
+        let mut tps = Vec::new();
         let mut fetched = Vec::new();
         for (tp, from) in at.iter_mut() {
             let end = committed[tp];
-            let mut records = log.fetch_committed(&tp.0, tp.1, *from).await?;
+            let (mut records, next) = log.fetch_committed(&tp.0, tp.1, *from).await?;
             records.retain(|r| r.offset < end);
-            match records.last() {
-                Some(last) => *from = last.offset + 1,
-                None => *from = end,
-            }
-            fetched.push((tp.clone(), records));
+            *from = if next > *from { next } else { end };
+            tps.push(tp.clone());
+            fetched.push(records);
         }
         at.retain(|tp, from| *from < committed[tp]);
-        for (tp, r) in merge_by_timestamp(fetched) {
+        for (i, r) in merge_by_timestamp(fetched) {
+            let tp = &tps[i];
             for (i, topic) in j.topics().into_iter().enumerate() {
                 if topic == tp.0 {
                     let input = RecordIn {
@@ -665,7 +815,10 @@ pub async fn run_push(
         let mut any = false;
         for (&p, at) in positions.iter_mut() {
             let records = match log.fetch_committed(&topic, p, *at).await {
-                Ok(records) => records,
+                Ok((records, next)) => {
+                    *at = (*at).max(next);
+                    records
+                }
                 Err(e) => {
                     let _ = rows.send(Err(e.to_string())).await;
                     return;
@@ -673,7 +826,6 @@ pub async fn run_push(
             };
             for r in &records {
                 any = true;
-                *at = r.offset + 1;
                 let row = query.process(
                     RecordIn {
                         key: r.key.as_deref(),

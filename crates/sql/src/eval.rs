@@ -72,6 +72,16 @@ pub fn eval(expr: &Expr, row: &dyn Row, functions: &dyn Functions) -> Result<Val
         Expr::Binary { op, left, right } => match op {
             BinaryOp::And => logical("AND", false, ev(left)?, || ev(right))?,
             BinaryOp::Or => logical("OR", true, ev(left)?, || ev(right))?,
+            BinaryOp::Eq
+            | BinaryOp::Neq
+            | BinaryOp::Lt
+            | BinaryOp::Lte
+            | BinaryOp::Gt
+            | BinaryOp::Gte => comparison(
+                *op,
+                &*operand(left, row, functions)?,
+                &*operand(right, row, functions)?,
+            )?,
             op => binary(*op, ev(left)?, ev(right)?)?,
         },
         Expr::Negate(e) => match ev(e)? {
@@ -451,21 +461,42 @@ fn as_decimal(v: &Value) -> Option<Decimal> {
     }
 }
 
+/// An operand as evaluated: a column's value is borrowed from the row, not copied.
+fn operand<'r>(
+    e: &Expr,
+    row: &'r dyn Row,
+    functions: &dyn Functions,
+) -> Result<std::borrow::Cow<'r, Value>, EvalError> {
+    Ok(match e {
+        Expr::Column { source, name } => std::borrow::Cow::Borrowed(
+            row.column(source.as_deref(), name)
+                .ok_or_else(|| EvalError::UnknownColumn(name.clone()))?,
+        ),
+        e => std::borrow::Cow::Owned(eval(e, row, functions)?),
+    })
+}
+
+/// `=`, `<>`, `<`, `<=`, `>`, `>=`. ksqlDB: a comparison with NULL on either side is false
+/// (not NULL).
+fn comparison(op: BinaryOp, l: &Value, r: &Value) -> Result<Value, EvalError> {
+    use BinaryOp::*;
+    let Some(ord) = compare(l, r)? else {
+        return Ok(Value::Boolean(false));
+    };
+    Ok(Value::Boolean(match op {
+        Eq => ord == Ordering::Equal,
+        Neq => ord != Ordering::Equal,
+        Lt => ord == Ordering::Less,
+        Lte => ord != Ordering::Greater,
+        Gt => ord == Ordering::Greater,
+        _ => ord != Ordering::Less,
+    }))
+}
+
 pub fn binary(op: BinaryOp, l: Value, r: Value) -> Result<Value, EvalError> {
     use BinaryOp::*;
     if matches!(op, Eq | Neq | Lt | Lte | Gt | Gte) {
-        // ksqlDB: a comparison with NULL on either side is false (not NULL).
-        let Some(ord) = compare(&l, &r)? else {
-            return Ok(Value::Boolean(false));
-        };
-        return Ok(Value::Boolean(match op {
-            Eq => ord == Ordering::Equal,
-            Neq => ord != Ordering::Equal,
-            Lt => ord == Ordering::Less,
-            Lte => ord != Ordering::Greater,
-            Gt => ord == Ordering::Greater,
-            _ => ord != Ordering::Less,
-        }));
+        return comparison(op, &l, &r);
     }
     if l.is_null() || r.is_null() {
         return Ok(Value::Null);

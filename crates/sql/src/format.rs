@@ -110,7 +110,7 @@ pub fn serialize<C: FieldSpec>(
                 }
                 return Ok(Some(json_text(&values[0]).into_bytes()));
             }
-            let mut out = String::new();
+            let mut out = String::with_capacity(16 * columns.len() + 16);
             write_json_list(
                 columns.iter().zip(values),
                 '{',
@@ -222,7 +222,9 @@ pub fn deserialize<C: FieldSpec>(
                 .zip(fields)
                 .map(|(c, f)| match f {
                     None => Ok(Value::Null),
-                    Some(s) => cast(Value::String(s), c.field_type()).map_err(|e| err(e.to_string())),
+                    Some(s) => {
+                        cast(Value::String(s), c.field_type()).map_err(|e| err(e.to_string()))
+                    }
                 })
                 .collect()
         }
@@ -283,31 +285,29 @@ fn json_object_fields<C: FieldSpec>(
         Exactly,
     }
 
-    /// A field name: the columns it fills, exactly or ignoring case (no allocation unless
-    /// it names some column).
+    /// A field name: the first column it names exactly and the first it names ignoring
+    /// case (no allocation). Two columns whose names differ only in case are rare (quoted
+    /// identifiers); a field naming more than these two is read for these two only.
+    type Hits = (Option<usize>, Option<usize>);
     struct KeySeed<'c, C>(&'c [C]);
     impl<'de, C: FieldSpec> DeserializeSeed<'de> for KeySeed<'_, C> {
-        type Value = Vec<(usize, Filled)>;
+        type Value = Hits;
         fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
             d.deserialize_str(self)
         }
     }
     impl<C: FieldSpec> Visitor<'_> for KeySeed<'_, C> {
-        type Value = Vec<(usize, Filled)>;
+        type Value = Hits;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("a field name")
         }
         fn visit_str<E>(self, key: &str) -> Result<Self::Value, E> {
-            let mut hits = Vec::new();
-            for (i, c) in self.0.iter().enumerate() {
-                let name = c.field_name();
-                if name == key {
-                    hits.push((i, Filled::Exactly));
-                } else if name.eq_ignore_ascii_case(key) {
-                    hits.push((i, Filled::IgnoringCase));
-                }
-            }
-            Ok(hits)
+            let exact = self.0.iter().position(|c| c.field_name() == key);
+            let ignoring_case = self
+                .0
+                .iter()
+                .position(|c| c.field_name() != key && c.field_name().eq_ignore_ascii_case(key));
+            Ok((exact, ignoring_case))
         }
     }
 
@@ -320,19 +320,23 @@ fn json_object_fields<C: FieldSpec>(
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut slots: Vec<Option<serde_json::Value>> = vec![None; self.0.len()];
             let mut filled = vec![Filled::No; self.0.len()];
-            while let Some(hits) = map.next_key_seed(KeySeed(self.0))? {
-                let wanted: Vec<(usize, Filled)> = hits
-                    .into_iter()
-                    .filter(|&(i, how)| how == Filled::Exactly || filled[i] == Filled::No)
-                    .collect();
-                if wanted.is_empty() {
-                    map.next_value::<IgnoredAny>()?;
-                    continue;
-                }
-                let v: serde_json::Value = map.next_value()?;
-                for (i, how) in wanted {
-                    slots[i] = Some(v.clone());
-                    filled[i] = how;
+            while let Some((exact, ignoring_case)) = map.next_key_seed(KeySeed(self.0))? {
+                let ignoring_case = ignoring_case.filter(|&i| filled[i] == Filled::No);
+                let v: serde_json::Value = match (exact, ignoring_case) {
+                    (None, None) => {
+                        map.next_value::<IgnoredAny>()?;
+                        continue;
+                    }
+                    _ => map.next_value()?,
+                };
+                match (exact, ignoring_case) {
+                    (Some(e), Some(i)) => {
+                        (filled[i], slots[i]) = (Filled::IgnoringCase, Some(v.clone()));
+                        (filled[e], slots[e]) = (Filled::Exactly, Some(v));
+                    }
+                    (Some(e), None) => (filled[e], slots[e]) = (Filled::Exactly, Some(v)),
+                    (None, Some(i)) => (filled[i], slots[i]) = (Filled::IgnoringCase, Some(v)),
+                    (None, None) => {}
                 }
             }
             Ok(slots)
@@ -791,7 +795,13 @@ mod tests {
             vec![Value::Bigint(42)]
         );
         assert_eq!(
-            deserialize(&Format::Json, &one, Some(br#"{"v":9007199254740993}"#), true).unwrap(),
+            deserialize(
+                &Format::Json,
+                &one,
+                Some(br#"{"v":9007199254740993}"#),
+                true
+            )
+            .unwrap(),
             vec![Value::Bigint(9_007_199_254_740_993)]
         );
     }
