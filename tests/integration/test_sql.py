@@ -494,6 +494,68 @@ def test_a_stream_table_join_enriches_each_order_once_across_kill_9(tmp_path):
         b.stop()
 
 
+def test_a_stream_stream_join_rebuilds_only_its_windows_after_kill_9(tmp_path):
+    """A windowed stream–stream join restarted by kill -9 reads its inputs again only as far
+    back as its windows reach (found with ListOffsets by timestamp), yet still joins a right
+    record arriving after the restart with a left record from before it, exactly once."""
+    b = sql_broker(tmp_path)
+    try:
+        left, right = unique("left"), unique("right")
+        ksql(b, f"""
+            CREATE STREAM l (id INT KEY, v STRING) WITH (kafka_topic='{left}', partitions=2, value_format='JSON');
+            CREATE STREAM r (id INT KEY, v STRING) WITH (kafka_topic='{right}', partitions=2, value_format='JSON');
+            CREATE STREAM pairs AS SELECT l.id, l.v AS lv, r.v AS rv FROM l
+              JOIN r WITHIN 1 SECOND GRACE PERIOD 1 SECOND ON l.id = r.id;
+        """, {"ksql.streams.auto.offset.reset": "earliest"})
+        p = Producer({"bootstrap.servers": b.bootstrap})
+        # (Times near now: records older than retention.ms may be deleted at the restart.)
+        now = int(time.time() * 1000)
+        # Old history: 200 pairs far outside any window that matters after the restart.
+        for i in range(200):
+            p.produce(left, key=struct.pack(">i", i), value=json.dumps({"v": f"old-l{i}"}), timestamp=now - 3_600_000 + i)
+            p.produce(right, key=struct.pack(">i", i), value=json.dumps({"v": f"old-r{i}"}), timestamp=now - 3_600_000 + i)
+        p.flush(10)
+        # Recent: left records waiting for their right partners, and right records that
+        # match nothing (they move the right side's stream time on).
+        for i in range(1000, 1020):
+            p.produce(left, key=struct.pack(">i", i), value=json.dumps({"v": f"l{i}"}), timestamp=now + i - 1000)
+        for i in range(2000, 2005):
+            p.produce(right, key=struct.pack(">i", i), value=json.dumps({"v": f"r{i}"}), timestamp=now + i - 1000)
+        p.flush(10)
+        assert len(consume_all(b.bootstrap, "PAIRS", 200)) == 200
+        # Wait for the query to commit its positions past the recent records.
+        [query] = [q["id"] for q in ksql(b, "SHOW QUERIES;")[0]["queries"] if q["sinks"] == ["PAIRS"]]
+        from confluent_kafka import TopicPartition
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": f"_strata_ksql_query_{query}"})
+        tps = [TopicPartition(t, part) for t in (left, right) for part in (0, 1)]
+        ends = [c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps]
+        deadline = time.time() + 30
+        while any(tp.offset < end for tp, end in zip(c.committed(tps, timeout=10), ends)) and time.time() < deadline:
+            time.sleep(0.1)
+        c.close()
+        b.kill9()
+        b.start()
+        wait_sql(b)
+        p = Producer({"bootstrap.servers": b.bootstrap})
+        for i in range(1000, 1020):
+            p.produce(right, key=struct.pack(">i", i), value=json.dumps({"v": f"r{i}"}), timestamp=now + i - 500)
+        # An old key again, inside no window of its old left record.
+        p.produce(right, key=struct.pack(">i", 7), value=json.dumps({"v": "late"}), timestamp=now + 600)
+        p.flush(10)
+        out = consume_all(b.bootstrap, "PAIRS", 220)
+        rows = sorted((struct.unpack(">i", m.key())[0], json.loads(m.value())["LV"], json.loads(m.value())["RV"])
+                      for m in out)
+        want = sorted([(i, f"old-l{i}", f"old-r{i}") for i in range(200)]
+                      + [(i, f"l{i}", f"r{i}") for i in range(1000, 1020)])
+        assert rows == want
+        rebuilt = [line for line in b.log_text().splitlines() if "join state rebuilt" in line]
+        assert rebuilt, "the restarted join logs how it rebuilt its state"
+        replayed = int(rebuilt[-1].split("replayed=")[1].split()[0])
+        assert 25 <= replayed < 100, f"only the windows' records are read again: {rebuilt[-1]}"
+    finally:
+        b.stop()
+
+
 def test_stream_stream_and_table_table_joins(sqlb):
     clicks, views, left, right = (unique(n) for n in ("clicks", "views", "lt", "rt"))
     ksql(sqlb, f"""

@@ -413,12 +413,14 @@ impl Persistent {
                             *self.groups.lock().expect("groups lock") = restored;
                         }
                         Planned::Join(j) => {
-                            self.join_state = replay_join(&mut self.log, j, &committed).await?;
+                            self.join_state =
+                                replay_join(&mut self.log, &self.id, j, &committed).await?;
                         }
                         Planned::JoinAggregate(j, q) => {
                             let restored = restore(&mut self.log, &self.id, q).await?;
                             *self.groups.lock().expect("groups lock") = restored;
-                            self.join_state = replay_join(&mut self.log, j, &committed).await?;
+                            self.join_state =
+                                replay_join(&mut self.log, &self.id, j, &committed).await?;
                         }
                         Planned::Stateless(_) => {}
                     }
@@ -724,23 +726,70 @@ fn aggregate_outcome(
     }
 }
 
-/// A join's state as it was at the query's committed positions: both inputs read again
-/// from their start up to there, in timestamp order, the outputs dropped (they were
-/// written then). Table sides hold each key's latest row; stream sides only what their
-/// windows still reach.
+/// A join's state as it was at the query's committed positions: its inputs read again up
+/// to there, in timestamp order, the outputs dropped (they were written then). Tables are
+/// read from their start (each key's latest row); a stream in a windowed join from what
+/// its window can still hold (`Replay::Within`); a stream that only looks tables up not at
+/// all (it keeps no state).
 async fn replay_join(
     log: &mut LogClient,
+    id: &str,
     j: &JoinQuery,
     committed: &Positions,
 ) -> Result<JoinState, LogError> {
+    use strata_sql::join::Replay;
     let mut state = JoinState::default();
+    // A topic read by several inputs (a self-join) replays as its most demanding use.
+    let mut plan: BTreeMap<&str, Replay> = BTreeMap::new();
+    for (topic, replay) in j.topics().into_iter().zip(j.replay()) {
+        let rank = |r: &Replay| match r {
+            Replay::Skip => 0,
+            Replay::Within(_) => 1,
+            Replay::Full => 2,
+        };
+        let entry = plan.entry(topic).or_insert(replay);
+        if rank(&replay) > rank(entry) {
+            *entry = replay;
+        }
+    }
+    // The windowed streams' horizon: their smallest stream time (bounded below by each
+    // partition's last record before its committed position) less the retention.
+    let mut horizon: Option<i64> = None;
+    let mut stream_times: BTreeMap<&str, i64> = BTreeMap::new();
+    for (tp, &end) in committed {
+        if let Some(Replay::Within(_)) = plan.get(tp.0.as_str()) {
+            let start = log.offset(&tp.0, tp.1, -2).await?;
+            if let Some(t) = last_timestamp_before(log, &tp.0, tp.1, start, end).await? {
+                let e = stream_times.entry(tp.0.as_str()).or_insert(t);
+                *e = (*e).max(t);
+            }
+        }
+    }
+    for (topic, t) in &stream_times {
+        if let Some(Replay::Within(retention)) = plan.get(topic) {
+            let h = t.saturating_sub(*retention);
+            horizon = Some(horizon.map_or(h, |x: i64| x.min(h)));
+        }
+    }
     let mut at: Positions = BTreeMap::new();
     for (tp, &end) in committed {
-        let start = log.offset(&tp.0, tp.1, -2).await?;
+        let start = match plan.get(tp.0.as_str()) {
+            Some(Replay::Skip) => continue,
+            Some(Replay::Within(_)) => match horizon {
+                Some(h) if h > 0 => match log.offset(&tp.0, tp.1, h).await? {
+                    o if o >= 0 => o,
+                    _ => end,
+                },
+                Some(_) => log.offset(&tp.0, tp.1, -2).await?,
+                None => end,
+            },
+            _ => log.offset(&tp.0, tp.1, -2).await?,
+        };
         if start < end {
             at.insert(tp.clone(), start);
         }
     }
+    let mut replayed = 0u64;
     while !at.is_empty() {
         let mut tps = Vec::new();
         let mut fetched = Vec::new();
@@ -755,6 +804,7 @@ async fn replay_join(
         at.retain(|tp, from| *from < committed[tp]);
         for (i, r) in merge_by_timestamp(fetched) {
             let tp = &tps[i];
+            replayed += 1;
             for (i, topic) in j.topics().into_iter().enumerate() {
                 if topic == tp.0 {
                     let input = RecordIn {
@@ -769,7 +819,34 @@ async fn replay_join(
             }
         }
     }
+    tracing::info!(query = %id, replayed, held = state.len(), ?horizon, "join state rebuilt from its inputs");
     Ok(state)
+}
+
+/// The timestamp of a partition's last record before `end` (read_committed), None when
+/// there is none from `start` on.
+async fn last_timestamp_before(
+    log: &mut LogClient,
+    topic: &str,
+    partition: i32,
+    start: i64,
+    end: i64,
+) -> Result<Option<i64>, LogError> {
+    let mut back: i64 = 64;
+    loop {
+        let from = end.saturating_sub(back).max(start);
+        if from >= end {
+            return Ok(None);
+        }
+        let (records, _) = log.fetch_committed(topic, partition, from).await?;
+        if let Some(r) = records.iter().rev().find(|r| r.offset < end) {
+            return Ok(Some(r.timestamp_ms));
+        }
+        if from == start {
+            return Ok(None);
+        }
+        back = back.saturating_mul(16);
+    }
 }
 
 /// A push query: rows go to `rows` until the receiver is dropped, `limit` rows were sent,

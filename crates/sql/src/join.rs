@@ -957,7 +957,65 @@ impl Row for JoinedRow<'_> {
     }
 }
 
+/// How much of an input a restarted join must read again to rebuild its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    /// From its start: a table's rows (or a stream in a chain of windowed joins, where
+    /// results of results are kept and no tighter bound is proven).
+    Full,
+    /// Nothing: a stream that only looks tables up keeps no state.
+    Skip,
+    /// The records no older than the inputs' stream time less this many milliseconds
+    /// (the window's retention): a stream in the chain's first, windowed join. The stream
+    /// time taken is the smallest of these inputs', so nothing a window still holds is
+    /// left out.
+    Within(i64),
+}
+
 impl JoinQuery {
+    /// What each input must replay after a restart, in input order.
+    pub fn replay(&self) -> Vec<Replay> {
+        let windowed: Vec<usize> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| matches!(n.shape, Shape::StreamStream { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        self.inputs
+            .iter()
+            .map(|input| {
+                if input.source.kind == SourceKind::Table {
+                    return Replay::Full;
+                }
+                match windowed.as_slice() {
+                    [] => Replay::Skip,
+                    // The first join, over two streams read directly: each side's window
+                    // store holds records by that side's own stream time. (Event time from
+                    // a TIMESTAMP column is not what the log's time index finds.)
+                    [0] if self.inputs[..2]
+                        .iter()
+                        .all(|i| i.source.timestamp_column.is_none()) =>
+                    {
+                        match self.nodes[0].shape {
+                            Shape::StreamStream {
+                                before,
+                                after,
+                                grace,
+                            } => Replay::Within(
+                                before
+                                    .saturating_add(after)
+                                    .saturating_add(grace.unwrap_or(DEFAULT_GRACE_MS)),
+                            ),
+                            _ => Replay::Full,
+                        }
+                    }
+                    _ => Replay::Full,
+                }
+            })
+            .collect()
+    }
+
     /// The topic each input reads, in input order.
     pub fn topics(&self) -> Vec<&str> {
         self.inputs
@@ -1779,6 +1837,28 @@ mod tests {
             .process(0, input(&k, Some(br#"{"B":3}"#), 14), &mut st, &NoFunctions)
             .unwrap();
         assert_eq!(text(&out), [(1, Some(r#"{"B":3,"C":null}"#.into()), 14)]);
+    }
+
+    #[test]
+    fn a_restart_replays_tables_whole_windowed_streams_by_retention_and_lookup_streams_not_at_all()
+    {
+        let q = plan(
+            &[L, T],
+            "CREATE STREAM OUTPUT AS SELECT L.A, B, C FROM L LEFT JOIN T ON L.A = T.A;",
+        )
+        .unwrap();
+        assert_eq!(q.replay(), [Replay::Skip, Replay::Full]);
+        let q = plan(&[L, R, T], "CREATE STREAM OUTPUT AS SELECT L.A, B, R.C, T.C AS TC FROM L JOIN R WITHIN 10 MILLISECONDS GRACE PERIOD 5 MILLISECONDS ON L.A = R.A JOIN T ON L.A = T.A;").unwrap();
+        assert_eq!(
+            q.replay(),
+            [Replay::Within(25), Replay::Within(25), Replay::Full]
+        );
+        let q = plan(&[L, R], "CREATE STREAM OUTPUT AS SELECT L.A, B, C FROM L JOIN R WITHIN (5 MILLISECONDS, 10 MILLISECONDS) ON L.A = R.A;").unwrap();
+        assert_eq!(q.replay(), [Replay::Within(15 + DEFAULT_GRACE_MS); 2]);
+        let three =
+            "CREATE STREAM S3 (A INT KEY, D INT) WITH (kafka_topic='s3', value_format='JSON');";
+        let q = plan(&[L, R, three], "CREATE STREAM OUTPUT AS SELECT L.A, B, C, D FROM L JOIN R WITHIN 10 MILLISECONDS ON L.A = R.A JOIN S3 WITHIN 10 MILLISECONDS ON L.A = S3.A;").unwrap();
+        assert_eq!(q.replay(), [Replay::Full; 3]);
     }
 
     #[test]
