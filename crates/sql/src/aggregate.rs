@@ -40,6 +40,9 @@ pub enum AggKind {
     TopKDistinct,
     Histogram,
     Attr,
+    /// CORRELATION(x, y): Pearson's coefficient. Its accumulator is a list of six DOUBLEs:
+    /// count, Σx, Σy, Σx², Σy², Σxy.
+    Correlation,
 }
 
 impl AggKind {
@@ -59,6 +62,7 @@ impl AggKind {
             "TOPKDISTINCT" => AggKind::TopKDistinct,
             "HISTOGRAM" => AggKind::Histogram,
             "ATTR" => AggKind::Attr,
+            "CORRELATION" => AggKind::Correlation,
             _ => return None,
         })
     }
@@ -189,6 +193,60 @@ pub fn has_aggregate(e: &Expr) -> bool {
     found
 }
 
+/// Adds (`sign` 1) or takes back (-1) one (x, y) pair of CORRELATION's sums; a pair with
+/// a NULL is not counted.
+fn correlation_step(sums: &mut [Value], pair: &Value, sign: f64) {
+    let Value::Array(xy) = pair else { return };
+    let (Some(x), Some(y)) = (xy.first().and_then(as_f64), xy.get(1).and_then(as_f64)) else {
+        return;
+    };
+    for (slot, d) in sums.iter_mut().zip([1.0, x, y, x * x, y * y, x * y]) {
+        if let Value::Double(s) = slot {
+            *s += sign * d;
+        }
+    }
+}
+
+/// Equality as a set sees it: maps compare regardless of their entries' order.
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Map(x), Value::Map(y)) => {
+            x.len() == y.len()
+                && x.iter().all(|(k, v)| {
+                    y.iter()
+                        .any(|(k2, v2)| same_value(k, k2) && same_value(v, v2))
+                })
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_value(a, b))
+        }
+        (Value::Struct(x), Value::Struct(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|((n, a), (m, b))| n == m && same_value(a, b))
+        }
+        _ => a == b,
+    }
+}
+
+/// The name of the first aggregate call in `e` (outermost first).
+fn first_aggregate(e: &Expr) -> Option<String> {
+    let mut found = None;
+    e.rewrite(&mut |x| {
+        if let Expr::Function { name, .. } = x {
+            if found.is_none() && AggKind::by_name(name).is_some() {
+                found = Some(name.to_ascii_uppercase());
+            }
+        }
+        None
+    });
+    found
+}
+
+const NOT_GROUPED_HINT: &str =
+    "\nEither add the column(s) to the GROUP BY or remove them from the SELECT.";
+
 /// Whether a query aggregates (GROUP BY, or an aggregate call in its select list).
 pub fn is_aggregate(query: &Query) -> bool {
     !query.group_by.is_empty()
@@ -226,7 +284,13 @@ pub fn plan_aggregate(
             Some(TimeWindow {
                 size,
                 advance,
-                grace: w.grace.map_or((86_400_000 - size).max(0), |g| g.millis()),
+                // Without GRACE PERIOD: Kafka Streams' old default (a day less the size),
+                // except that EMIT FINAL then emits as soon as the window ends (ksqlDB).
+                grace: match (w.grace, query.emit == Some(crate::ast::Emit::Final)) {
+                    (Some(g), _) => g.millis(),
+                    (None, true) => 0,
+                    (None, false) => (86_400_000 - size).max(0),
+                },
                 emit_final: query.emit == Some(crate::ast::Emit::Final),
                 session: matches!(w.kind, crate::ast::WindowKind::Session { .. }),
             })
@@ -241,27 +305,116 @@ pub fn plan_aggregate(
         .get(&query.from)
         .ok_or_else(|| err(format!("{} does not exist.", query.from)))?
         .clone();
+    // Window bounds exist only once a window has been aggregated: in the SELECT list, not
+    // in an aggregate's arguments, GROUP BY, WHERE or HAVING.
+    let bound_in = |e: &Expr| -> Option<String> {
+        let mut found = None;
+        e.rewrite(&mut |x| {
+            if let Expr::Column { name, .. } = x {
+                if found.is_none() && matches!(name.as_str(), "WINDOWSTART" | "WINDOWEND") {
+                    found = Some(name.clone());
+                }
+            }
+            None
+        });
+        found
+    };
+    if let Some(w) = query.where_clause.as_ref().and_then(bound_in) {
+        return Err(err(format!(
+            "Error in WHERE expression: Unknown column {w}."
+        )));
+    }
+    let mut misplaced: Vec<&Expr> = query.group_by.iter().chain(&query.having).collect();
+    let mut aggregate_args: Vec<Expr> = Vec::new();
+    for item in &query.select {
+        if let SelectItem::Expr { expr, .. } = item {
+            expr.rewrite(&mut |x| {
+                if let Expr::Function { name, args, .. } = x {
+                    if AggKind::by_name(name).is_some() {
+                        aggregate_args.extend(args.iter().cloned());
+                    }
+                }
+                None
+            });
+        }
+    }
+    misplaced.extend(&aggregate_args);
+    if let Some(w) = misplaced.into_iter().find_map(bound_in) {
+        return Err(err(format!(
+            "Window bounds column {w} can only be used in the SELECT clause of windowed aggregations"
+        )));
+    }
     if source.kind == SourceKind::Table && query.window.is_some() {
         return Err(err("Windowing not supported for table aggregations."));
     }
     if query.group_by.is_empty() {
-        return Err(err(
-            "Aggregate functions need a GROUP BY clause in this engine.",
-        ));
+        // ksqlDB's wording: the columns that would need grouping, else the aggregates.
+        let mut plain = Vec::new();
+        let mut aggregates = Vec::new();
+        for item in &query.select {
+            match item {
+                SelectItem::Expr { expr, .. } if has_aggregate(expr) => {
+                    aggregates.push(match expr {
+                        Expr::Function { name, star, args } if *star || args.is_empty() => {
+                            format!("{}(ROWTIME)", name.to_ascii_uppercase())
+                        }
+                        other => format_expr(other),
+                    })
+                }
+                SelectItem::Expr { expr, .. } => plain.push(format_expr(expr)),
+                _ => plain.push("*".into()),
+            }
+        }
+        if !plain.is_empty() {
+            return Err(err(format!(
+                "Non-aggregate SELECT expression(s) not part of GROUP BY: {}{NOT_GROUPED_HINT}",
+                plain.join(", ")
+            )));
+        }
+        return Err(err(format!(
+            "CREATE TABLE AS SELECT statement does not support aggregate function [{}] without a GROUP BY clause.",
+            aggregates.join(", ")
+        )));
     }
     let scope = Scope {
         source: &source,
         alias: query.from_alias.as_deref(),
     };
     for g in &query.group_by {
-        if has_aggregate(g) {
+        if let Some(name) = first_aggregate(g) {
             return Err(err(format!(
-                "GROUP BY does not support aggregate functions: {} is an aggregate function.",
-                match g {
-                    Expr::Function { name, .. } => name.clone(),
-                    other => format_expr(other),
-                }
+                "GROUP BY does not support aggregate functions: {name} is an aggregate function."
             )));
+        }
+    }
+    // The same column bare or qualified by the source's name or alias is one expression.
+    let unqualified = |e: &Expr| {
+        e.rewrite(&mut |x| match x {
+            Expr::Column {
+                source: Some(q),
+                name,
+            } if *q == source.name || Some(q.as_str()) == query.from_alias.as_deref() => {
+                Some(Expr::Column {
+                    source: None,
+                    name: name.clone(),
+                })
+            }
+            _ => None,
+        })
+    };
+    let plain: Vec<Expr> = query.group_by.iter().map(unqualified).collect();
+    for (i, g) in plain.iter().enumerate() {
+        if plain[..i].contains(g) {
+            let text = match g {
+                Expr::Column { source: None, name } => {
+                    format!(
+                        "{}.{name}",
+                        query.from_alias.as_deref().unwrap_or(&query.from)
+                    )
+                }
+                other => format_expr(other),
+            };
+            return Err(err(format!("Duplicate GROUP BY expression: {text}")));
         }
     }
     let mut group_types = Vec::new();
@@ -281,12 +434,31 @@ pub fn plan_aggregate(
             }
             if let Expr::Function { name, args, star } = x {
                 let kind = AggKind::by_name(name)?;
+                if let Some(inner) = args.iter().find_map(first_aggregate) {
+                    failure.get_or_insert(err(format!(
+                        "Aggregate functions can not be nested: {}({inner}())",
+                        name.to_ascii_uppercase()
+                    )));
+                }
                 let kind = if kind == AggKind::Count && (*star || args.is_empty()) {
                     AggKind::CountStar
                 } else {
                     kind
                 };
-                let arg = args.first().cloned();
+                let arg = match kind {
+                    // Both arguments, as one array value per row.
+                    AggKind::Correlation => {
+                        if args.len() != 2 {
+                            failure.get_or_insert(err(format!(
+                                "Function '{}' does not accept parameters ({}).",
+                                name.to_ascii_lowercase(),
+                                args.iter().map(|_| "?").collect::<Vec<_>>().join(", ")
+                            )));
+                        }
+                        Some(Expr::Array(args.clone()))
+                    }
+                    _ => args.first().cloned(),
+                };
                 let arg_type = match &arg {
                     Some(a) if kind != AggKind::CountStar => match type_of(a, &scope) {
                         Ok(t) => t,
@@ -299,7 +471,7 @@ pub fn plan_aggregate(
                 };
                 let out_type = match kind {
                     AggKind::Count | AggKind::CountStar | AggKind::CountDistinct => SqlType::Bigint,
-                    AggKind::Avg => SqlType::Double,
+                    AggKind::Avg | AggKind::Correlation => SqlType::Double,
                     AggKind::CollectList
                     | AggKind::CollectSet
                     | AggKind::TopK
@@ -389,7 +561,28 @@ pub fn plan_aggregate(
     // The select list: (name, rewritten expression, original).
     let mut selected: Vec<(String, Expr, Expr)> = Vec::new();
     let mut generated = 0;
-    for item in &query.select {
+    // `SELECT *` stands for the source's columns.
+    let star_columns: Vec<SelectItem> = source
+        .key
+        .iter()
+        .chain(&source.value)
+        .map(|c| SelectItem::Expr {
+            expr: Expr::Column {
+                source: None,
+                name: c.name.clone(),
+            },
+            alias: None,
+        })
+        .collect();
+    let items: Vec<&SelectItem> = query
+        .select
+        .iter()
+        .flat_map(|item| match item {
+            SelectItem::Expr { .. } => vec![item],
+            _ => star_columns.iter().collect(),
+        })
+        .collect();
+    for item in items {
         let SelectItem::Expr { expr, alias } = item else {
             return Err(err("SELECT * is not supported in an aggregate query."));
         };
@@ -412,6 +605,23 @@ pub fn plan_aggregate(
         .map(|h| rewrite(h, &mut calls, &mut failure));
     if let Some(f) = failure {
         return Err(f);
+    }
+    if calls.is_empty() {
+        return Err(err(
+            "GROUP BY requires aggregate functions in either the SELECT or HAVING clause.",
+        ));
+    }
+    // ksqlDB keeps aggregation state in the source's value format; DELIMITED holds only
+    // the primitive states of COUNT, SUM, MIN and MAX.
+    if matches!(source.value_format, crate::format::Format::Delimited { .. })
+        && calls.iter().any(|c| {
+            !matches!(
+                c.kind,
+                AggKind::Count | AggKind::CountStar | AggKind::Sum | AggKind::Min | AggKind::Max
+            )
+        })
+    {
+        return Err(err("One of the functions used in the statement has an intermediate type that the value format can not handle. Please remove the function or change the format."));
     }
     // The aggregated row's columns, for typing the outputs.
     let mut row_columns = Vec::new();
@@ -462,6 +672,7 @@ pub fn plan_aggregate(
         let sql_type = match type_of(&rewritten, &row_scope) {
             Ok(Some(t)) => t,
             Ok(None) => return Err(err("Can't infer a type of null. Please explicitly cast it to a required type, e.g. CAST(null AS VARCHAR).")),
+            Err(e) if e.0.starts_with("Can't find any functions") => return Err(e),
             Err(_) => {
                 non_aggregate.push(format_expr(&original));
                 continue;
@@ -479,27 +690,64 @@ pub fn plan_aggregate(
     }
     if !non_aggregate.is_empty() {
         return Err(err(format!(
-            "Non-aggregate SELECT expression(s) not part of GROUP BY: {}",
+            "Non-aggregate SELECT expression(s) not part of GROUP BY: {}{NOT_GROUPED_HINT}",
             non_aggregate.join(", ")
         )));
     }
     if let Some(h) = &having {
         if type_of(h, &row_scope).is_err() {
-            return Err(err("Non-aggregate HAVING expression not part of GROUP BY"));
-        }
-    }
-    for (i, g) in query.group_by.iter().enumerate() {
-        let wanted = group_name(i);
-        if !key
-            .iter()
-            .any(|k| matches!(&k.expr, Expr::Column { name, .. } if *name == wanted))
-        {
+            // The columns HAVING uses that are neither grouped nor aggregated.
+            let mut loose: Vec<String> = Vec::new();
+            h.rewrite(&mut |x| {
+                if let Expr::Column { name, .. } = x {
+                    if !name.starts_with("KSQL_") && !loose.contains(name) {
+                        loose.push(name.clone());
+                    }
+                }
+                None
+            });
             return Err(err(format!(
-                "The query used to build `{sink_name}` must include the grouping expression {} in its projection (eg, SELECT {}...).",
-                format_expr(g),
-                format_expr(g)
+                "Non-aggregate HAVING expression not part of GROUP BY: {}",
+                loose.join(", ")
             )));
         }
+    }
+    // Each grouping expression once in the projection.
+    for (i, _) in query.group_by.iter().enumerate() {
+        let wanted = group_name(i);
+        let named: Vec<&str> = key
+            .iter()
+            .filter(|k| matches!(&k.expr, Expr::Column { name, .. } if *name == wanted))
+            .map(|k| k.name.as_str())
+            .collect();
+        if let [first, second, ..] = named.as_slice() {
+            return Err(err(format!(
+                "The projection contains a key column more than once: `{first}` and `{second}`."
+            )));
+        }
+    }
+    let missing: Vec<String> = query
+        .group_by
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| {
+            let wanted = group_name(*i);
+            !key.iter()
+                .any(|k| matches!(&k.expr, Expr::Column { name, .. } if *name == wanted))
+        })
+        .map(|(_, g)| format_expr(g))
+        .collect();
+    if !missing.is_empty() {
+        let list = match missing.as_slice() {
+            [one] => one.clone(),
+            [init @ .., last] => format!("{} and {last}", init.join(", ")),
+            [] => String::new(),
+        };
+        return Err(err(format!(
+            "The query used to build `{sink_name}` must include the grouping expression{} {list} in its projection (eg, SELECT {}...).",
+            if missing.len() > 1 { "s" } else { "" },
+            missing.join(", ")
+        )));
     }
     if value.is_empty() {
         return Err(err("The projection contains no value columns."));
@@ -587,6 +835,7 @@ impl AggregateQuery {
                     | AggKind::TopKDistinct
                     | AggKind::LatestByOffset
                     | AggKind::EarliestByOffset => Acc::List(Vec::new()),
+                    AggKind::Correlation => Acc::List(vec![Value::Double(0.0); 6]),
                     AggKind::Histogram | AggKind::Attr => Acc::Value(Value::Map(Vec::new())),
                     AggKind::Sum => Acc::Value(match c.arg_type {
                         Some(SqlType::Int) => Value::Int(0),
@@ -1376,6 +1625,7 @@ fn take_back(acc: &mut Acc, call: &AggCall, arg: &Value) -> Result<(), String> {
                 items.remove(i);
             }
         }
+        (Acc::List(sums), AggKind::Correlation) => correlation_step(sums, arg, -1.0),
         (Acc::Value(Value::Map(entries)), AggKind::Histogram | AggKind::Attr) => {
             let key = match call.kind {
                 AggKind::Histogram if arg.is_null() => return Ok(()),
@@ -1457,14 +1707,18 @@ fn accumulate(acc: &mut Acc, call: &AggCall, arg: Value) -> Result<(), String> {
                 *count += 1;
             }
         }
+        (Acc::List(sums), AggKind::Correlation) => correlation_step(sums, &arg, 1.0),
         (Acc::List(items), AggKind::CollectList) => {
             // ksqlDB's COLLECT_LIST keeps NULLs.
             if items.len() < COLLECT_MAX {
                 items.push(arg)
             }
         }
+        // ksqlDB's COLLECT_SET keeps one NULL; COUNT_DISTINCT does not count it. Maps are
+        // the same whatever their entries' order.
         (Acc::List(items), AggKind::CollectSet | AggKind::CountDistinct) => {
-            if !arg.is_null() && !items.contains(&arg) && items.len() < COLLECT_MAX {
+            let counted = !(arg.is_null() && call.kind == AggKind::CountDistinct);
+            if counted && !items.iter().any(|x| same_value(x, &arg)) && items.len() < COLLECT_MAX {
                 items.push(arg)
             }
         }
@@ -1530,6 +1784,14 @@ fn result(acc: &Acc, call: &AggCall) -> Value {
                 Some(_) => Value::Array(items.clone()),
                 None => items.first().cloned().unwrap_or(Value::Null),
             }
+        }
+        Acc::List(sums) if call.kind == AggKind::Correlation => {
+            let f = |i: usize| match sums.get(i) {
+                Some(Value::Double(d)) => *d,
+                _ => 0.0,
+            };
+            let (n, sx, sy, sxx, syy, sxy) = (f(0), f(1), f(2), f(3), f(4), f(5));
+            Value::Double((n * sxy - sx * sy) / ((n * sxx - sx * sx) * (n * syy - sy * sy)).sqrt())
         }
         Acc::List(items) if call.kind == AggKind::CountDistinct => {
             Value::Bigint(items.len() as i64)
@@ -1690,8 +1952,25 @@ mod tests {
         .unwrap();
         assert_eq!(
             e.0,
-            "Non-aggregate SELECT expression(s) not part of GROUP BY: D"
+            "Non-aggregate SELECT expression(s) not part of GROUP BY: D\nEither add the column(s) to the GROUP BY or remove them from the SELECT."
         );
+        for (query, wanted) in [
+            ("SELECT ID, SUM(COUNT(*)) AS X FROM S GROUP BY ID", "Aggregate functions can not be nested: SUM(COUNT())"),
+            ("SELECT ID, D, V FROM S GROUP BY ID, D, V", "GROUP BY requires aggregate functions in either the SELECT or HAVING clause."),
+            ("SELECT D, COUNT(*) AS N FROM S GROUP BY D, D", "Duplicate GROUP BY expression: S.D"),
+            ("SELECT D, COUNT(*) AS N FROM S GROUP BY D, S.D", "Duplicate GROUP BY expression: S.D"),
+            ("SELECT COUNT(*) AS N FROM S", "CREATE TABLE AS SELECT statement does not support aggregate function [COUNT(ROWTIME)] without a GROUP BY clause."),
+            ("SELECT D, COUNT(*) AS N FROM S", "Non-aggregate SELECT expression(s) not part of GROUP BY: D"),
+            ("SELECT D AS A, D AS B, COUNT(*) AS N FROM S GROUP BY D", "The projection contains a key column more than once: `A` and `B`."),
+            ("SELECT COUNT(*) AS N FROM S GROUP BY ID, D", "must include the grouping expressions ID and D in its projection (eg, SELECT ID, D...)."),
+            ("SELECT D, COUNT(*) AS N FROM S GROUP BY D HAVING V > 1", "Non-aggregate HAVING expression not part of GROUP BY: V"),
+            ("SELECT *, COUNT(*) AS N FROM S GROUP BY ID, D", "Non-aggregate SELECT expression(s) not part of GROUP BY: V"),
+        ] {
+            let e = plan(create, &format!("CREATE TABLE OUTPUT AS {query};"))
+                .err()
+                .unwrap();
+            assert!(e.0.contains(wanted), "{query}: {}", e.0);
+        }
         let e = plan(
             create,
             "CREATE TABLE OUTPUT AS SELECT COUNT(*) AS C FROM S GROUP BY ID;",
@@ -1712,6 +1991,16 @@ mod tests {
         assert!(e
             .0
             .starts_with("GROUP BY does not support aggregate functions: SUM"));
+        let e = plan(
+            create,
+            "CREATE TABLE OUTPUT AS SELECT V, COUNT(*) AS N FROM S GROUP BY 1 + SUM(V);",
+        )
+        .err()
+        .unwrap();
+        assert_eq!(
+            e.0,
+            "GROUP BY does not support aggregate functions: SUM is an aggregate function."
+        );
     }
 
     #[test]

@@ -375,6 +375,9 @@ pub fn type_of(expr: &Expr, scope: &Scope<'_>) -> Result<Option<SqlType>, Analys
         }
         Expr::Function { name, args, .. } => {
             let types = args.iter().map(ty).collect::<Result<Vec<_>, _>>()?;
+            if matches!(name.as_str(), "LEAST" | "GREATEST") {
+                return least_greatest_type(name, &types).map_err(err);
+            }
             match name.as_str() {
                 "COALESCE" | "IFNULL" | "NULLIF" => return Ok(types.into_iter().flatten().next()),
                 "ABS" => return Ok(types.into_iter().next().flatten()),
@@ -567,7 +570,11 @@ pub fn select_columns(
         alias: query.from_alias.as_deref(),
     };
     if let Some(w) = &query.where_clause {
-        match type_of(w, &scope).map_err(|e| err(format!("Error in WHERE expression: {}", e.0)))? {
+        let checked = type_of(w, &scope).map_err(|e| match unresolved_in("WHERE", &e) {
+            Some(e) => e,
+            None => err(format!("Error in WHERE expression: {}", e.0)),
+        });
+        match checked? {
             Some(SqlType::Boolean) | None => {}
             Some(other) => {
                 return Err(err(format!(
@@ -621,7 +628,9 @@ pub fn select_columns(
                 _ => return Err(err(format!("{}->* needs a STRUCT", format_expr(base)))),
             },
             SelectItem::Expr { expr, alias } => {
-                let sql_type = type_of(expr, &scope)?.ok_or_else(|| {
+                let sql_type = type_of(expr, &scope)
+                    .map_err(|e| unresolved_in("SELECT", &e).unwrap_or(e))?
+                    .ok_or_else(|| {
                     err("Can't infer a type of null. Please explicitly cast it to a required type, e.g. CAST(null AS VARCHAR).")
                 })?;
                 let name = match (alias, expr) {
@@ -660,6 +669,78 @@ pub fn select_columns(
     Ok(selected)
 }
 
+/// ksqlDB names the clause of a column it cannot resolve ("WHERE column 'X' cannot be
+/// resolved."); None when `e` is another error.
+pub fn unresolved_in(clause: &str, e: &AnalysisError) -> Option<AnalysisError> {
+    let rest = e.0.strip_prefix("Column '")?;
+    rest.ends_with("cannot be resolved.")
+        .then(|| err(format!("{clause} column '{rest}")))
+}
+
+/// LEAST / GREATEST: ksqlDB's generic `T f(T, T...)`: every argument of one type (DECIMALs
+/// widened to hold them all), with ksqlDB's errors for the rest.
+fn least_greatest_type(name: &str, types: &[Option<SqlType>]) -> Result<Option<SqlType>, String> {
+    let lower = name.to_ascii_lowercase();
+    let shown = || {
+        types
+            .iter()
+            .map(|t| {
+                t.as_ref()
+                    .map_or("null".to_string(), crate::value::type_name)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let known: Vec<&SqlType> = types.iter().flatten().collect();
+    let Some(first) = known.first() else {
+        return Err(if types.is_empty() {
+            format!("Function '{lower}' does not accept parameters ().")
+        } else {
+            format!(
+                "Function '{lower}' cannot be resolved due to ambiguous method parameters ({}).",
+                shown()
+            )
+        });
+    };
+    if known.iter().all(|t| matches!(t, SqlType::Decimal { .. })) {
+        let (mut digits, mut scale) = (0, 0);
+        for t in &known {
+            if let SqlType::Decimal {
+                precision,
+                scale: s,
+            } = t
+            {
+                digits = digits.max(precision - s);
+                scale = scale.max(*s);
+            }
+        }
+        return Ok(Some(SqlType::Decimal {
+            precision: digits + scale,
+            scale,
+        }));
+    }
+    if known.iter().all(|t| t == first) {
+        return Ok(Some((*first).clone()));
+    }
+    let numeric = |t: &SqlType| {
+        matches!(
+            t,
+            SqlType::Int | SqlType::Bigint | SqlType::Double | SqlType::Decimal { .. }
+        )
+    };
+    if known.iter().all(|t| numeric(t)) {
+        Err(format!(
+            "Function '{lower}' cannot be resolved due to ambiguous method parameters ({}).",
+            shown()
+        ))
+    } else {
+        Err(format!(
+            "Function '{lower}' does not accept parameters ({}).",
+            shown()
+        ))
+    }
+}
+
 /// Shapes a query that reads one source without aggregating (a filter / projection /
 /// repartition): its key and value columns, named and typed as ksqlDB names and types them.
 /// `sink` names the output for error messages.
@@ -676,8 +757,14 @@ pub fn project(query: &Query, catalog: &Catalog, sink: &str) -> Result<Projectio
     // must then be projected.
     let mut key = Vec::new();
     if query.partition_by.is_empty() {
+        let qualifiers = [Some(source.name.as_str()), query.from_alias.as_deref()];
         for k in &source.key {
-            let at = selected.iter().position(|c| c.expr == column_expr(k));
+            // The key column, bare or qualified by the source's name or alias.
+            let at = selected.iter().position(|c| {
+                c.expr == column_expr(k)
+                    || matches!(&c.expr, Expr::Column { source: Some(q), name }
+                        if *name == k.name && qualifiers.contains(&Some(q.as_str())))
+            });
             match at {
                 Some(i) => key.push(selected.remove(i)),
                 None => {
@@ -693,11 +780,31 @@ pub fn project(query: &Query, catalog: &Catalog, sink: &str) -> Result<Projectio
             if matches!(p, Expr::Literal(Literal::Null)) {
                 continue; // PARTITION BY NULL: no key.
             }
-            let sql_type =
-                type_of(p, &scope)?.ok_or_else(|| err("PARTITION BY NULL must stand alone"))?;
+            let sql_type = type_of(p, &scope)
+                .map_err(|e| unresolved_in("PARTITION BY", &e).unwrap_or(e))?
+                .ok_or_else(|| err("PARTITION BY NULL must stand alone"))?;
             let at = selected.iter().position(|c| c.expr == *p);
+            let star = query
+                .select
+                .iter()
+                .any(|i| matches!(i, SelectItem::All { .. }));
             match at {
                 Some(i) => key.push(selected.remove(i)),
+                // With `SELECT *` the partitioning expression becomes the key as it is,
+                // named as ksqlDB names it.
+                None if star => key.push(OutputColumn {
+                    name: match p {
+                        Expr::Column { name, .. }
+                            if !crate::catalog::RESERVED_COLUMNS.contains(&name.as_str()) =>
+                        {
+                            name.clone()
+                        }
+                        Expr::Dereference { field, .. } => field.clone(),
+                        _ => format!("KSQL_COL_{}", key.len()),
+                    },
+                    sql_type: sql_type.clone(),
+                    expr: p.clone(),
+                }),
                 None => {
                     return Err(err(format!(
                         "The query used to build `{sink}` must include the partitioning expression {} in its projection (eg, SELECT {}...).",

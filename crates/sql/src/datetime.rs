@@ -220,6 +220,34 @@ fn read_number(text: &str, at: &mut usize, limit: usize, signed: bool) -> Option
     text[start..*at].parse::<i64>().ok()
 }
 
+/// ksqlDB's partial timestamps (compared with ROWTIME): `yyyy[-MM[-dd[THH[:mm[:ss[.SSS]]]]]]`
+/// with an optional zone (`Z`, `+hhmm`, `+hh:mm`, `-…`), the missing fields taken from
+/// 1970-01-01T00:00:00.000 (month and day 01), in UTC unless a zone is given.
+pub fn parse_partial_timestamp(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let (when, zone_id) = match t.find('T') {
+        Some(at) => match t[at..].find(['+', '-', 'Z']) {
+            Some(z) => (&t[..at + z], &t[at + z..]),
+            None => (t, "UTC"),
+        },
+        None => (t, "UTC"),
+    };
+    const FULL: &str = "1970-01-01T00:00:00.000";
+    let fill: &str = match when.len() {
+        4 => "-01-01T00:00:00.000",
+        7 => "-01T00:00:00.000",
+        10 => "T00:00:00.000",
+        13 => ":00:00.000",
+        16 => ":00.000",
+        19 => ".000",
+        23 => "",
+        _ => return None,
+    };
+    let complete = format!("{when}{fill}");
+    debug_assert_eq!(complete.len(), FULL.len());
+    parse(&complete, "yyyy-MM-dd'T'HH:mm:ss.SSS", zone_id).ok()
+}
+
 /// Text in `pattern` as ms since the epoch; a zone in the text wins over `zone_id`.
 /// Fields not in the pattern take 1970-01-01T00:00:00.000.
 pub fn parse(text: &str, pattern: &str, zone_id: &str) -> Result<i64, String> {
@@ -350,6 +378,25 @@ pub fn parse(text: &str, pattern: &str, zone_id: &str) -> Result<i64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partial_timestamps_fill_what_is_missing_and_honour_a_zone() {
+        assert_eq!(parse_partial_timestamp("2018"), Some(1_514_764_800_000));
+        assert_eq!(parse_partial_timestamp("2019-01"), Some(1_546_300_800_000));
+        assert_eq!(
+            parse_partial_timestamp("2018-01-01T00:00:00.001"),
+            Some(1_514_764_800_001)
+        );
+        assert_eq!(
+            parse_partial_timestamp("2019-01-01T00:00:00+0445"),
+            Some(1_546_300_800_000 - (4 * 60 + 45) * 60_000)
+        );
+        assert_eq!(
+            parse_partial_timestamp("2019-01-01T05Z"),
+            Some(1_546_300_800_000 + 5 * 3_600_000)
+        );
+        assert_eq!(parse_partial_timestamp("not a time"), None);
+    }
 
     #[test]
     fn java_patterns_format_and_parse_back() {

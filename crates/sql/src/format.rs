@@ -594,7 +594,11 @@ fn delimited_field(v: &Value, delimiter: char) -> Result<String, FormatError> {
         Value::Time(t) => t.to_string(),
         other => crate::eval::to_string(other),
     };
-    if text.contains([delimiter, '"', '\n', '\r'])
+    // Commons CSV's minimal quoting (ksqlDB's writer): also a field starting with a
+    // character up to '#' or ending with one up to ' '.
+    let edge = text.starts_with(|c: char| c <= '#') || text.ends_with(|c: char| c <= ' ');
+    if edge
+        || text.contains([delimiter, '"', '\n', '\r'])
         || text.is_empty() && matches!(v, Value::String(_))
     {
         Ok(format!("\"{}\"", text.replace('"', "\"\"")))

@@ -31,6 +31,7 @@ pub const FUNCTIONS: &[(&str, &str, &str)] = &[
     ("ATAN", "SCALAR", "MATHEMATICAL"),
     ("ATTR", "AGGREGATE", "AGGREGATE"),
     ("AVG", "AGGREGATE", "AGGREGATE"),
+    ("CORRELATION", "AGGREGATE", "AGGREGATE"),
     ("HISTOGRAM", "AGGREGATE", "AGGREGATE"),
     ("TOPK", "AGGREGATE", "AGGREGATE"),
     ("TOPKDISTINCT", "AGGREGATE", "AGGREGATE"),
@@ -132,7 +133,10 @@ pub fn return_type(name: &str, args: &[Option<SqlType>]) -> Option<Option<SqlTyp
         "INSTR" | "ARRAY_LENGTH" | "UNIX_DATE" => Some(SqlType::Int),
         "UNIX_TIMESTAMP" => Some(SqlType::Bigint),
         "ARRAY_CONTAINS" => Some(SqlType::Boolean),
-        "SPLIT" => Some(SqlType::Array(Box::new(SqlType::String))),
+        "SPLIT" => match first {
+            Some(SqlType::Bytes) => Some(SqlType::Array(Box::new(SqlType::Bytes))),
+            _ => Some(SqlType::Array(Box::new(SqlType::String))),
+        },
         "ROUND" => match (&first, args.len()) {
             (Some(SqlType::Double), 1) => Some(SqlType::Bigint),
             (Some(SqlType::Decimal { precision, scale }), 1) => Some(SqlType::Decimal {
@@ -239,7 +243,12 @@ fn substring(s: &str, pos: i64, len: Option<i64>) -> String {
 /// A JSONPath like `$.a.b[0]` into a JSON value; a string result comes back bare, others
 /// as their JSON text.
 fn extract_json_field(json: &str, path: &str) -> Option<String> {
-    let mut cur: serde_json::Value = serde_json::from_str(json).ok()?;
+    // The first JSON value of the text; what follows it is ignored, as Jackson's parser
+    // in ksqlDB does.
+    let mut cur: serde_json::Value = serde_json::Deserializer::from_str(json)
+        .into_iter::<serde_json::Value>()
+        .next()?
+        .ok()?;
     let path = path.strip_prefix('$')?;
     let mut rest = path;
     while !rest.is_empty() {
@@ -273,6 +282,27 @@ fn dedup(items: Vec<Value>) -> Vec<Value> {
             out.push(v);
         }
     }
+    out
+}
+
+/// SPLIT over bytes: the pieces between delimiters (each byte when the delimiter is empty).
+fn split_bytes(b: &[u8], d: &[u8]) -> Vec<Value> {
+    if d.is_empty() {
+        return b.iter().map(|x| Value::Bytes(vec![*x])).collect();
+    }
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i + d.len() <= b.len() {
+        if &b[i..i + d.len()] == d {
+            out.push(Value::Bytes(b[start..i].to_vec()));
+            i += d.len();
+            start = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.push(Value::Bytes(b[start..].to_vec()));
     out
 }
 
@@ -474,8 +504,11 @@ fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
             if nulls_in() {
                 return Ok(Value::Null);
             }
+            if let (Value::Bytes(b), Value::Bytes(d)) = (at(0), at(1)) {
+                return Ok(Value::Array(split_bytes(b, d)));
+            }
             let (Some(s), Some(d)) = (text(at(0)), text(at(1))) else {
-                return Err(bad("SPLIT needs STRING arguments"));
+                return Err(bad("SPLIT needs STRING or BYTES arguments"));
             };
             Value::Array(if d.is_empty() {
                 s.chars().map(|c| Value::String(c.to_string())).collect()
