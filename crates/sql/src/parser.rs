@@ -1643,6 +1643,56 @@ fn is_clause_word(w: &str) -> bool {
     )
 }
 
+/// ksqlDB's "magic" timestamps: a STRING literal compared with ROWTIME, WINDOWSTART or
+/// WINDOWEND in WHERE is a (partial) timestamp (`ROWTIME > '2019-01-01T00:00'`), read as
+/// milliseconds since the epoch.
+fn magic_timestamps(e: &Expr) -> Expr {
+    use crate::ast::{BinaryOp, Literal};
+    let is_time = |e: &Expr| matches!(e, Expr::Column { name, .. } if matches!(name.as_str(), "ROWTIME" | "WINDOWSTART" | "WINDOWEND"));
+    let as_time = |e: &Expr| -> Expr {
+        match e {
+            Expr::Literal(Literal::String(text)) => {
+                match crate::datetime::parse_partial_timestamp(text) {
+                    Some(ms) => Expr::Literal(Literal::Integer(ms)),
+                    None => e.clone(),
+                }
+            }
+            other => other.clone(),
+        }
+    };
+    e.rewrite(&mut |x| match x {
+        Expr::Binary { op, left, right }
+            if matches!(
+                op,
+                BinaryOp::Eq
+                    | BinaryOp::Neq
+                    | BinaryOp::Lt
+                    | BinaryOp::Lte
+                    | BinaryOp::Gt
+                    | BinaryOp::Gte
+            ) && (is_time(left) || is_time(right)) =>
+        {
+            Some(Expr::Binary {
+                op: *op,
+                left: Box::new(as_time(left)),
+                right: Box::new(as_time(right)),
+            })
+        }
+        Expr::Between {
+            expr,
+            low,
+            high,
+            negated,
+        } if is_time(expr) => Some(Expr::Between {
+            expr: expr.clone(),
+            low: Box::new(as_time(low)),
+            high: Box::new(as_time(high)),
+            negated: *negated,
+        }),
+        _ => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1915,54 +1965,4 @@ mod tests {
             "WITH (kafka_topic='orders') orders ${other}"
         );
     }
-}
-
-/// ksqlDB's "magic" timestamps: a STRING literal compared with ROWTIME, WINDOWSTART or
-/// WINDOWEND in WHERE is a (partial) timestamp (`ROWTIME > '2019-01-01T00:00'`), read as
-/// milliseconds since the epoch.
-fn magic_timestamps(e: &Expr) -> Expr {
-    use crate::ast::{BinaryOp, Literal};
-    let is_time = |e: &Expr| matches!(e, Expr::Column { name, .. } if matches!(name.as_str(), "ROWTIME" | "WINDOWSTART" | "WINDOWEND"));
-    let as_time = |e: &Expr| -> Expr {
-        match e {
-            Expr::Literal(Literal::String(text)) => {
-                match crate::datetime::parse_partial_timestamp(text) {
-                    Some(ms) => Expr::Literal(Literal::Integer(ms)),
-                    None => e.clone(),
-                }
-            }
-            other => other.clone(),
-        }
-    };
-    e.rewrite(&mut |x| match x {
-        Expr::Binary { op, left, right }
-            if matches!(
-                op,
-                BinaryOp::Eq
-                    | BinaryOp::Neq
-                    | BinaryOp::Lt
-                    | BinaryOp::Lte
-                    | BinaryOp::Gt
-                    | BinaryOp::Gte
-            ) && (is_time(left) || is_time(right)) =>
-        {
-            Some(Expr::Binary {
-                op: *op,
-                left: Box::new(as_time(left)),
-                right: Box::new(as_time(right)),
-            })
-        }
-        Expr::Between {
-            expr,
-            low,
-            high,
-            negated,
-        } if is_time(expr) => Some(Expr::Between {
-            expr: expr.clone(),
-            low: Box::new(as_time(low)),
-            high: Box::new(as_time(high)),
-            negated: *negated,
-        }),
-        _ => None,
-    })
 }
