@@ -1229,6 +1229,38 @@ impl Parser {
     }
 
     fn unary(&mut self) -> Result<Expr, SqlError> {
+        // A negative number literal is read with its sign (so BIGINT's smallest value can
+        // be written, and an overflow is reported as written).
+        if self.peek() == Some(&Tok::Minus) {
+            let at = self.at();
+            match self.tokens.get(self.pos + 1).map(|t| &t.kind) {
+                Some(Tok::Integer(n)) => {
+                    let text = format!("-{n}");
+                    self.pos += 2;
+                    return text
+                        .parse::<i64>()
+                        .map(|v| Expr::Literal(Literal::Integer(v)))
+                        .map_err(|_| SqlError::Parse {
+                            at,
+                            message: format!("Invalid numeric literal: {text}"),
+                        });
+                }
+                Some(Tok::Float(f)) => {
+                    let text = format!("-{f}");
+                    self.pos += 2;
+                    return text
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|v| v.is_finite())
+                        .map(|v| Expr::Literal(Literal::Double(v)))
+                        .ok_or_else(|| SqlError::Parse {
+                            at,
+                            message: format!("Number overflows DOUBLE: {text}"),
+                        });
+                }
+                _ => {}
+            }
+        }
         if self.eat(&Tok::Minus) {
             self.enter()?;
             let inner = self.unary();
@@ -1285,7 +1317,7 @@ impl Parser {
                 self.pos += 1;
                 let v: i64 = n.parse().map_err(|_| SqlError::Parse {
                     at,
-                    message: format!("{n} is out of range for BIGINT"),
+                    message: format!("Invalid numeric literal: {n}"),
                 })?;
                 Ok(Expr::Literal(Literal::Integer(v)))
             }
@@ -1706,6 +1738,47 @@ mod tests {
 
     fn int(n: i64) -> Expr {
         Expr::Literal(Literal::Integer(n))
+    }
+
+    #[test]
+    fn negative_literals_carry_their_sign_and_overflows_are_reported_as_written() {
+        let Statement::Query(q) =
+            parse_statement("SELECT -9223372036854775808, -1.5E3 FROM S;").unwrap()
+        else {
+            panic!()
+        };
+        let SelectItem::Expr { expr, .. } = &q.select[0] else {
+            panic!()
+        };
+        assert_eq!(*expr, int(i64::MIN));
+        for (sql, wanted) in [
+            (
+                "SELECT 9223372036854775808 FROM S;",
+                "Invalid numeric literal: 9223372036854775808",
+            ),
+            (
+                "SELECT -9223372036854775809 FROM S;",
+                "Invalid numeric literal: -9223372036854775809",
+            ),
+            (
+                "SELECT -1.7976931348623160E308 FROM S;",
+                "Number overflows DOUBLE: -1.7976931348623160E308",
+            ),
+        ] {
+            let e = parse_statement(sql).err().unwrap().to_string();
+            assert!(e.contains(wanted), "{sql}: {e}");
+        }
+        // A binary minus stays one.
+        let Statement::Query(q) = parse_statement("SELECT A -1 FROM S;").unwrap() else {
+            panic!()
+        };
+        assert!(matches!(
+            &q.select[0],
+            SelectItem::Expr {
+                expr: Expr::Binary { .. },
+                ..
+            }
+        ));
     }
 
     #[test]
