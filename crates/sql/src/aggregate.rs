@@ -1059,9 +1059,9 @@ impl AggregateQuery {
             updates.extend(self.update(&gk, &group, &args, record.timestamp, state, functions)?);
             return Ok(AggOutcome::Updates(updates));
         };
-        let stream_time = state
-            .get(STREAM_TIME_KEY)
-            .map_or(record.timestamp, |s| s.timestamp.max(record.timestamp));
+        let previous_stream_time = state.get(STREAM_TIME_KEY).map(|s| s.timestamp);
+        let stream_time =
+            previous_stream_time.map_or(record.timestamp, |s| s.max(record.timestamp));
         state.insert(
             STREAM_TIME_KEY.to_vec(),
             GroupState {
@@ -1097,7 +1097,12 @@ impl AggregateQuery {
             }
             updates.extend(u);
         }
-        if w.emit_final {
+        // Windows close only when stream time passes a window start's end plus grace: the
+        // state is scanned for them only then (not on every record).
+        let closed_before = |t: i64| (t - w.grace - w.size).div_euclid(w.advance.max(1));
+        let closing =
+            previous_stream_time.is_none_or(|p| closed_before(p) != closed_before(stream_time));
+        if w.emit_final && closing {
             // Windows that closed now: their final rows, and their state is dropped.
             let closed: Vec<Vec<u8>> = state
                 .keys()

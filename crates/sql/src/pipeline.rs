@@ -61,14 +61,32 @@ impl Sink {
         values: &[Value],
         default: i64,
     ) -> Option<i64> {
+        self.timestamp_of_row(&[], &[], columns, values, default)
+    }
+
+    /// `timestamp`, the column looked for among the value columns, then the key columns.
+    pub fn timestamp_of_row(
+        &self,
+        key_columns: &[OutputColumn],
+        key_values: &[Value],
+        columns: &[OutputColumn],
+        values: &[Value],
+        default: i64,
+    ) -> Option<i64> {
         let Some((name, format)) = &self.timestamp_column else {
             return Some(default);
         };
-        let t = match columns
+        let found = columns
             .iter()
             .position(|c| c.name == *name)
             .map(|i| &values[i])
-        {
+            .or_else(|| {
+                key_columns
+                    .iter()
+                    .position(|c| c.name == *name)
+                    .and_then(|i| key_values.get(i))
+            });
+        let t = match found {
             Some(Value::Bigint(t)) | Some(Value::Timestamp(t)) => Some(*t),
             Some(Value::String(text)) => format
                 .as_deref()
@@ -318,10 +336,13 @@ impl StreamQuery {
         let timestamp = if tombstone {
             record.timestamp
         } else {
-            match self
-                .sink
-                .timestamp(&self.projection.value, &value_values, record.timestamp)
-            {
+            match self.sink.timestamp_of_row(
+                &self.projection.key,
+                &key_values,
+                &self.projection.value,
+                &value_values,
+                record.timestamp,
+            ) {
                 Some(t) => t,
                 None => return Err("the output's TIMESTAMP column holds no valid time".into()),
             }

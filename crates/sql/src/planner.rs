@@ -199,7 +199,9 @@ pub fn plan_create_as_select(
         )
     };
     if let Some(ts) = &timestamp_column {
-        match value_columns.iter().find(|c| c.name == *ts) {
+        let stateless = matches!(planned, Planned::Stateless(_));
+        let in_key = key_columns.iter().filter(|_| stateless);
+        match value_columns.iter().chain(in_key).find(|c| c.name == *ts) {
             Some(c) if matches!(c.sql_type, crate::ast::SqlType::Bigint | crate::ast::SqlType::Timestamp) => {}
             Some(c) if c.sql_type == crate::ast::SqlType::String && prop("TIMESTAMP_FORMAT")?.is_some() => {}
             Some(c) => {
