@@ -607,6 +607,16 @@ pub fn plan_aggregate(
         return Err(f);
     }
     if calls.is_empty() {
+        // An unknown function is reported first.
+        for item in &query.select {
+            if let SelectItem::Expr { expr, .. } = item {
+                if let Err(e) = type_of(expr, &scope) {
+                    if e.0.starts_with("Can't find any functions") {
+                        return Err(e);
+                    }
+                }
+            }
+        }
         return Err(err(
             "GROUP BY requires aggregate functions in either the SELECT or HAVING clause.",
         ));

@@ -728,6 +728,20 @@ fn least_greatest_type(name: &str, types: &[Option<SqlType>]) -> Result<Option<S
             SqlType::Int | SqlType::Bigint | SqlType::Double | SqlType::Decimal { .. }
         )
     };
+    // Dates, times and timestamps with text that reads as one (literals).
+    let temporal = known
+        .iter()
+        .find(|t| matches!(t, SqlType::Date | SqlType::Time | SqlType::Timestamp));
+    if let Some(t) = temporal {
+        if known.iter().all(|k| k == t || **k == SqlType::String) {
+            return Ok(Some((*t).clone()));
+        }
+    }
+    // Mixed numbers resolve only to DOUBLE (the one overload all of them cast to when a
+    // DOUBLE is among them); otherwise several overloads fit.
+    if known.iter().all(|t| numeric(t)) && known.contains(&&SqlType::Double) {
+        return Ok(Some(SqlType::Double));
+    }
     if known.iter().all(|t| numeric(t)) {
         Err(format!(
             "Function '{lower}' cannot be resolved due to ambiguous method parameters ({}).",

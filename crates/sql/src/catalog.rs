@@ -218,7 +218,8 @@ impl Catalog {
             }
         }
         let (key, value) = split_columns(*kind, columns)?;
-        if value.is_empty() {
+        // A source of key columns only is allowed (ksqlDB's QTT streams do it).
+        if value.is_empty() && key.is_empty() {
             return Err(err("The statement does not define any columns."));
         }
         let topic = string_property(properties, "KAFKA_TOPIC")?.ok_or_else(|| {
@@ -518,7 +519,7 @@ mod tests {
             ("CREATE STREAM s (a INT, a STRING) WITH (kafka_topic='t', value_format='JSON')", "Duplicate column names"),
             ("CREATE STREAM s (a INT) WITH (kafka_topic='t', value_format='JSON', nope=1)", "Invalid config variable"),
             ("CREATE STREAM s (a INT) WITH (kafka_topic='t', value_format='JSON', timestamp='b')", "does not exist in the schema"),
-            ("CREATE STREAM s (id INT KEY) WITH (kafka_topic='t', value_format='JSON')", "does not define any columns"),
+            ("CREATE STREAM s WITH (kafka_topic='t', value_format='JSON')", "does not define any columns"),
         ] {
             let mut c = Catalog::default();
             let e = create(&mut c, sql).unwrap_err();

@@ -127,7 +127,8 @@ pub fn serialize<C: FieldSpec>(
         Format::Delimited { delimiter } => {
             let fields: Vec<String> = values
                 .iter()
-                .map(|v| delimited_field(v, *delimiter))
+                .enumerate()
+                .map(|(i, v)| delimited_field(v, *delimiter, i == 0))
                 .collect::<Result<_, _>>()?;
             Ok(Some(fields.join(&delimiter.to_string()).into_bytes()))
         }
@@ -580,7 +581,9 @@ fn json_type(j: &serde_json::Value) -> &'static str {
     }
 }
 
-fn delimited_field(v: &Value, delimiter: char) -> Result<String, FormatError> {
+/// One DELIMITED field; `first`: it starts the line (an empty string is quoted only
+/// there, as Commons CSV does, so a line of one empty field is not an empty line).
+fn delimited_field(v: &Value, delimiter: char, first: bool) -> Result<String, FormatError> {
     let text = match v {
         Value::Null => return Ok(String::new()),
         Value::Array(_) | Value::Map(_) | Value::Struct(_) => {
@@ -599,7 +602,7 @@ fn delimited_field(v: &Value, delimiter: char) -> Result<String, FormatError> {
     let edge = text.starts_with(|c: char| c <= '#') || text.ends_with(|c: char| c <= ' ');
     if edge
         || text.contains([delimiter, '"', '\n', '\r'])
-        || text.is_empty() && matches!(v, Value::String(_))
+        || first && text.is_empty() && matches!(v, Value::String(_))
     {
         Ok(format!("\"{}\"", text.replace('"', "\"\"")))
     } else {
