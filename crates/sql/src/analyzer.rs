@@ -263,7 +263,12 @@ pub fn type_of(expr: &Expr, scope: &Scope<'_>) -> Result<Option<SqlType>, Analys
                 | BinaryOp::Gt
                 | BinaryOp::Gte => {
                     if let (Some(a), Some(b)) = (&l, &r) {
-                        if !comparable(a, b) {
+                        // Collections compare for (in)equality only.
+                        let collection = |t: &SqlType| {
+                            matches!(t, SqlType::Array(_) | SqlType::Map(..) | SqlType::Struct(_))
+                        };
+                        let ordering = !matches!(op, BinaryOp::Eq | BinaryOp::Neq);
+                        if !comparable(a, b) || ordering && (collection(a) || collection(b)) {
                             return Err(err(format!(
                                 "Cannot compare {} ({}) to {} ({}) with {}.",
                                 format_expr(left),
@@ -352,15 +357,22 @@ pub fn type_of(expr: &Expr, scope: &Scope<'_>) -> Result<Option<SqlType>, Analys
                 }
             }
             if let Some(e) = otherwise {
-                if let (Some(t), Some(r)) = (ty(e)?, &result) {
-                    if t != *r {
+                match (ty(e)?, &result) {
+                    (Some(t), Some(r)) if t != *r => {
                         return Err(err(format!(
                             "Invalid Case expression. Type for the default clause should be the same as for 'THEN' clauses.\nTHEN type: {}.\nDEFAULT type: {}.",
                             type_name(r),
                             type_name(&t)
                         )));
                     }
+                    (Some(t), None) => result = Some(t),
+                    _ => {}
                 }
+            }
+            if result.is_none() {
+                return Err(err(
+                    "Invalid Case expression. All case branches have NULL type",
+                ));
             }
             return Ok(result);
         }
@@ -379,6 +391,9 @@ pub fn type_of(expr: &Expr, scope: &Scope<'_>) -> Result<Option<SqlType>, Analys
                 return least_greatest_type(name, &types).map_err(err);
             }
             match name.as_str() {
+                "COALESCE" if types.is_empty() => {
+                    return Err(err("Function 'COALESCE' does not accept parameters ()"))
+                }
                 "COALESCE" | "IFNULL" | "NULLIF" => return Ok(types.into_iter().flatten().next()),
                 "ABS" => return Ok(types.into_iter().next().flatten()),
                 "UCASE" | "LCASE" | "TRIM" | "CONCAT" => SqlType::String,

@@ -656,7 +656,7 @@ pub fn compare(l: &Value, r: &Value) -> Result<Option<Ordering>, EvalError> {
         }
         (Value::Array(a), Value::Array(b)) => {
             for (x, y) in a.iter().zip(b) {
-                match compare(x, y)? {
+                match compare_nested(x, y)? {
                     Some(Ordering::Equal) => {}
                     other => return Ok(other),
                 }
@@ -668,7 +668,7 @@ pub fn compare(l: &Value, r: &Value) -> Result<Option<Ordering>, EvalError> {
                 if n1 != n2 {
                     return Err(type_error("cannot compare structs with different fields"));
                 }
-                match compare(x, y)? {
+                match compare_nested(x, y)? {
                     Some(Ordering::Equal) => {}
                     other => return Ok(other),
                 }
@@ -683,6 +683,17 @@ pub fn compare(l: &Value, r: &Value) -> Result<Option<Ordering>, EvalError> {
             )))
         }
     }))
+}
+
+/// An element of an array or a field of a struct compared as Java's `equals` does: a
+/// NULL inside equals NULL and nothing else.
+fn compare_nested(x: &Value, y: &Value) -> Result<Option<Ordering>, EvalError> {
+    Ok(match (x.is_null(), y.is_null()) {
+        (true, true) => Some(Ordering::Equal),
+        (true, false) => Some(Ordering::Less),
+        (false, true) => Some(Ordering::Greater),
+        (false, false) => compare(x, y)?,
+    })
 }
 
 /// SQL LIKE: `%` any run, `_` one character, `escape` makes the next one literal.
