@@ -457,6 +457,15 @@ pub fn plan_aggregate(
                         }
                         Some(Expr::Array(args.clone()))
                     }
+                    // TOPK(sort_col, other columns…, k): structs of the sort column and
+                    // the others (`sort_col`, `col0`, …), ranked by the sort column.
+                    AggKind::TopK if args.len() > 2 => {
+                        let mut fields = vec![("sort_col".to_string(), args[0].clone())];
+                        for (i, a) in args[1..args.len() - 1].iter().enumerate() {
+                            fields.push((format!("col{i}"), a.clone()));
+                        }
+                        Some(Expr::Struct(fields))
+                    }
                     _ => args.first().cloned(),
                 };
                 let arg_type = match &arg {
@@ -506,7 +515,7 @@ pub fn plan_aggregate(
                 };
                 let param = match kind {
                     AggKind::LatestByOffset | AggKind::EarliestByOffset => offset_n,
-                    AggKind::TopK | AggKind::TopKDistinct => match args.get(1) {
+                    AggKind::TopK | AggKind::TopKDistinct => match args.last().filter(|_| args.len() >= 2) {
                         Some(Expr::Literal(crate::ast::Literal::Integer(k))) if *k > 0 => Some(*k),
                         _ => {
                             failure.get_or_insert(err(format!(
@@ -1738,10 +1747,18 @@ fn accumulate(acc: &mut Acc, call: &AggCall, arg: Value) -> Result<(), String> {
             }
         }
         (Acc::List(items), AggKind::TopK | AggKind::TopKDistinct) => {
-            if !arg.is_null() && (call.kind == AggKind::TopK || !items.contains(&arg)) {
+            // A struct (TOPK with other columns) ranks by its sort column; a NULL one is
+            // not ranked. Equal ranks keep their arrival order.
+            let rank = |v: &Value| -> Value {
+                match v {
+                    Value::Struct(fields) => fields.first().map_or(Value::Null, |f| f.1.clone()),
+                    other => other.clone(),
+                }
+            };
+            if !rank(&arg).is_null() && (call.kind == AggKind::TopK || !items.contains(&arg)) {
                 items.push(arg);
                 items.sort_by(|a, b| {
-                    compare(b, a)
+                    compare(&rank(b), &rank(a))
                         .ok()
                         .flatten()
                         .unwrap_or(std::cmp::Ordering::Equal)

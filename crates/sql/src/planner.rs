@@ -217,6 +217,13 @@ pub fn plan_create_as_select(
             }
         }
     }
+    if crate::catalog::property(properties, "WRAP_SINGLE_VALUE").is_some()
+        && value_columns.len() != 1
+    {
+        return Err(err(
+            "'WRAP_SINGLE_VALUE' is only valid for single-field value schemas",
+        ));
+    }
     if key_format == Format::Kafka && key_columns.len() > 1 {
         return Err(err(
             "The 'KAFKA' format only supports a single field. Got: key columns",
