@@ -396,6 +396,7 @@ pub fn type_of(expr: &Expr, scope: &Scope<'_>) -> Result<Option<SqlType>, Analys
                 }
                 "COALESCE" | "IFNULL" | "NULLIF" => return Ok(types.into_iter().flatten().next()),
                 "ABS" => return Ok(types.into_iter().next().flatten()),
+                "CONCAT" if types.iter().flatten().any(|t| *t == SqlType::Bytes) => SqlType::Bytes,
                 "UCASE" | "LCASE" | "TRIM" | "CONCAT" => SqlType::String,
                 "LEN" => SqlType::Int,
                 _ => match crate::functions::return_type(name, &types) {

@@ -1148,6 +1148,21 @@ fn builtin(name: &str, args: &[Value]) -> Option<Result<Value, EvalError>> {
                     _ => Value::Int(s.chars().count() as i32),
                 }
             }
+            "CONCAT" if args.iter().any(|a| matches!(a, Value::Bytes(_))) => {
+                let mut out = Vec::new();
+                for a in args {
+                    match a {
+                        Value::Bytes(b) => out.extend_from_slice(b),
+                        Value::Null => {}
+                        _ => {
+                            return Err(type_error(
+                                "CONCAT needs all STRING or all BYTES arguments",
+                            ))
+                        }
+                    }
+                }
+                Value::Bytes(out)
+            }
             "CONCAT" => {
                 if args
                     .iter()

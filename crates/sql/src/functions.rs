@@ -127,6 +127,9 @@ pub fn return_type(name: &str, args: &[Option<SqlType>]) -> Option<Option<SqlTyp
     let double = Some(Some(SqlType::Double));
     Some(match name {
         "AS_VALUE" => first,
+        "SUBSTRING" | "LPAD" | "RPAD" | "CONCAT_WS" if first == Some(SqlType::Bytes) => {
+            Some(SqlType::Bytes)
+        }
         "SUBSTRING" | "REPLACE" | "LPAD" | "RPAD" | "CONCAT_WS" | "INITCAP" | "CHR"
         | "TO_JSON_STRING" | "EXTRACTJSONFIELD" | "ARRAY_JOIN" | "REVERSE" => Some(SqlType::String),
         "LEAST" | "GREATEST" => widest(args),
@@ -317,7 +320,72 @@ pub fn call(name: &str, args: &[Value]) -> Option<Result<Value, EvalError>> {
     Some(call_known(name, args))
 }
 
+/// SUBSTRING, LPAD, RPAD and CONCAT_WS over BYTES (ksqlDB's byte overloads), the same
+/// rules as their STRING forms with bytes for characters.
+fn bytes_variant(name: &str, args: &[Value]) -> Option<Value> {
+    let bytes = |v: &Value| match v {
+        Value::Bytes(b) => Some(b.clone()),
+        _ => None,
+    };
+    let null = args.iter().any(Value::is_null);
+    Some(match name {
+        "SUBSTRING" => {
+            let b = bytes(args.first()?)?;
+            if null {
+                return Some(Value::Null);
+            }
+            let n = b.len() as i64;
+            let pos = int(args.get(1)?)?;
+            let start = if pos < 0 {
+                (n + pos).max(0)
+            } else {
+                (pos - 1).min(n).max(0)
+            };
+            let end = match args.get(2).map(int) {
+                Some(Some(l)) => (start + l).min(n).max(start),
+                Some(None) => return Some(Value::Null),
+                None => n,
+            };
+            Value::Bytes(b[start as usize..end as usize].to_vec())
+        }
+        "LPAD" | "RPAD" => {
+            let b = bytes(args.first()?)?;
+            if null {
+                return Some(Value::Null);
+            }
+            let (len, pad) = (int(args.get(1)?)?, bytes(args.get(2)?)?);
+            if len < 0 || pad.is_empty() {
+                return Some(Value::Null);
+            }
+            let len = len as usize;
+            if b.len() >= len {
+                return Some(Value::Bytes(b[..len].to_vec()));
+            }
+            let fill: Vec<u8> = pad.iter().copied().cycle().take(len - b.len()).collect();
+            Value::Bytes(if name == "LPAD" {
+                [fill, b].concat()
+            } else {
+                [b, fill].concat()
+            })
+        }
+        "CONCAT_WS" => {
+            let sep = match args.first()? {
+                Value::Null => return Some(Value::Null),
+                v => bytes(v)?,
+            };
+            let parts: Vec<Vec<u8>> = args[1..].iter().filter_map(bytes).collect();
+            Value::Bytes(parts.join(&sep[..]))
+        }
+        _ => return None,
+    })
+}
+
 fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
+    if args.iter().any(|a| matches!(a, Value::Bytes(_))) {
+        if let Some(v) = bytes_variant(name, args) {
+            return Ok(v);
+        }
+    }
     let arg = |i: usize| args.get(i).cloned().unwrap_or(Value::Null);
     static NULL: Value = Value::Null;
     let at = |i: usize| args.get(i).unwrap_or(&NULL);
