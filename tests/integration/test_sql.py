@@ -605,7 +605,10 @@ def test_strata_sql_runs_scripts_and_streams_a_push_query_until_ctrl_c(sqlb, tmp
         SHOW TABLES;
     """)
     cli = [STRATA_BIN, "sql", "--server", sqlb.sql]
-    r = subprocess.run(cli + ["-f", str(script)], capture_output=True, text=True, timeout=60)
+    # RUN SCRIPT: the client reads the file (as ksqlDB's CLI does).
+    outer = tmp_path / "outer.sql"
+    outer.write_text(f"RUN SCRIPT '{script}';\n")
+    r = subprocess.run(cli + ["-e", f"RUN SCRIPT '{outer}';"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "Stream created" in r.stdout and "Created query with ID CTAS_PEAKS_" in r.stdout
     assert "| PEAKS " in r.stdout
@@ -704,6 +707,11 @@ def test_insert_into_select_variables_explain_functions_and_print(sqlb):
     assert [f["name"] for f in planned["fields"]] == ["ID", "V"]
     functions = {f["name"]: f["type"] for f in ksql(sqlb, "SHOW FUNCTIONS;")[0]["functions"]}
     assert functions["UCASE"] == "SCALAR" and functions["COUNT"] == "AGGREGATE"
+    described = ksql(sqlb, "DESCRIBE FUNCTION correlation;")[0]
+    assert described["@type"] == "describe_function" and described["name"] == "CORRELATION"
+    assert described["type"] == "AGGREGATE"
+    r = requests.post(sqlb.sql + "/ksql", json={"ksql": "DESCRIBE FUNCTION nope;"}, timeout=30)
+    assert r.status_code == 400 and "Can't find any functions with the name 'NOPE'" in r.json()["message"]
     # PRINT streams the topic's records as text.
     r = requests.post(sqlb.sql + "/query", json={"ksql": f"PRINT '{merged}' FROM BEGINNING LIMIT 2;"}, timeout=30)
     lines = r.text.splitlines()

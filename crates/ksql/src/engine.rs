@@ -836,6 +836,31 @@ impl Engine {
                 "The following statement types should be issued to the websocket endpoint '/query':\n\t* PRINT\n\t* SELECT",
             )),
             Statement::Define { .. } | Statement::Undefine { .. } => Ok(Done { entity: None, command: None }),
+            Statement::DescribeFunction { name } => {
+                let upper = name.to_ascii_uppercase();
+                let known = strata_sql::functions::FUNCTIONS
+                    .iter()
+                    .map(|(n, k, c)| (*n, *k, *c))
+                    .chain(strata_sql::functions_more::NAMES.iter().map(|(n, c)| (*n, "SCALAR", *c)))
+                    .chain([("FILTER", "SCALAR", "LAMBDA"), ("REDUCE", "SCALAR", "LAMBDA"), ("TRANSFORM", "SCALAR", "LAMBDA")])
+                    .find(|(n, _, _)| *n == upper);
+                let Some((fname, kind, category)) = known else {
+                    return Err(format!("Can't find any functions with the name '{upper}'"));
+                };
+                Ok(Done {
+                    entity: Some(json!({
+                        "@type": "describe_function", "statementText": text, "name": fname,
+                        "description": format!("A built-in {} {} function.", category.to_ascii_lowercase(), kind.to_ascii_lowercase()),
+                        "author": "Strata", "version": env!("CARGO_PKG_VERSION"), "path": "internal",
+                        // Argument signatures are not catalogued by this engine.
+                        "functions": [], "type": kind, "warnings": []
+                    })),
+                    command: None,
+                })
+            }
+            Statement::RunScript { .. } => Err(
+                "RUN SCRIPT is run by the client: `strata sql` (as ksqlDB's CLI) reads the file and sends its statements.".into(),
+            ),
             _ => Err(format!(
                 "This statement is not supported by this engine yet: {}",
                 text.trim()

@@ -945,6 +945,10 @@ pub fn java_double(d: f64) -> String {
         };
     }
     let abs = d.abs();
+    // Java's Double.toString keeps two digits for the smallest subnormal.
+    if abs == f64::from_bits(1) {
+        return if d > 0.0 { "4.9E-324" } else { "-4.9E-324" }.into();
+    }
     if abs == 0.0 || (1e-3..1e7).contains(&abs) {
         let s = format!("{d}");
         return if s.contains('.') { s } else { format!("{s}.0") };

@@ -71,6 +71,17 @@ pub fn plan_create_as_select(
     catalog: &Catalog,
     topics: &dyn Topics,
 ) -> Result<PlannedQuery, PlanError> {
+    plan_as_select(statement, catalog, topics, true)
+}
+
+/// `plan_create_as_select`; `explicit_wrap`: WRAP_SINGLE_VALUE was written by the user
+/// (INSERT INTO passes its target's own, checked against the target instead).
+fn plan_as_select(
+    statement: &Statement,
+    catalog: &Catalog,
+    topics: &dyn Topics,
+    explicit_wrap: bool,
+) -> Result<PlannedQuery, PlanError> {
     let Statement::CreateAsSelect {
         kind,
         name,
@@ -217,7 +228,8 @@ pub fn plan_create_as_select(
             }
         }
     }
-    if crate::catalog::property(properties, "WRAP_SINGLE_VALUE").is_some()
+    if explicit_wrap
+        && crate::catalog::property(properties, "WRAP_SINGLE_VALUE").is_some()
         && value_columns.len() != 1
     {
         return Err(err(
@@ -341,7 +353,7 @@ pub fn plan_insert_into(
         properties: props,
         query: query.clone(),
     };
-    let planned = plan_create_as_select(&as_create, catalog, topics)?;
+    let planned = plan_as_select(&as_create, catalog, topics, false)?;
     let schema = |s: &Source| {
         s.key
             .iter()

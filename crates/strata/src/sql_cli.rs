@@ -44,6 +44,7 @@ pub fn run_sql(args: SqlArgs) -> Result<()> {
         authority,
         properties: BTreeMap::new(),
         variables: BTreeMap::new(),
+        script_depth: 0,
     };
     let script = match (&args.file, &args.execute) {
         (Some(path), _) => Some(
@@ -139,6 +140,8 @@ struct Session {
     properties: BTreeMap<String, String>,
     /// DEFINE's variables, sent with every statement (ksqlDB's sessionVariables).
     variables: BTreeMap<String, String>,
+    /// How many RUN SCRIPTs are running inside each other.
+    script_depth: usize,
 }
 
 fn words(statement: &str) -> Vec<String> {
@@ -230,8 +233,40 @@ impl Session {
             }
             Some("SELECT") => self.query(statement).await,
             Some("PRINT") => self.print(statement).await,
+            Some("RUN") if w.get(1).map(String::as_str) == Some("SCRIPT") => {
+                // As ksqlDB's CLI: the client reads the file and runs its statements.
+                let rest = statement.trim()[3..].trim_start()[6..].trim();
+                self.run_script(&unquote(rest)).await
+            }
             _ => self.ksql(statement).await,
         }
+    }
+
+    /// RUN SCRIPT 'file': its statements one by one, stopping at the first that fails.
+    async fn run_script(&mut self, path: &str) -> Result<()> {
+        const MAX_DEPTH: usize = 8;
+        if self.script_depth >= MAX_DEPTH {
+            bail!("RUN SCRIPT nested more than {MAX_DEPTH} deep (a script that runs itself?)");
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow!("RUN SCRIPT cannot read '{path}': {e}"))?;
+        let (statements, rest) = strata_sql::split_statements(&text);
+        if !rest.trim().is_empty() {
+            bail!(
+                "the last statement of '{path}' does not end with ';': {}",
+                rest.trim()
+            );
+        }
+        self.script_depth += 1;
+        let mut outcome = Ok(());
+        for statement in statements {
+            outcome = Box::pin(self.run(&statement)).await;
+            if outcome.is_err() {
+                break;
+            }
+        }
+        self.script_depth -= 1;
+        outcome
     }
 
     /// PRINT: the topic's records as the server prints them, until LIMIT or Ctrl-C.
