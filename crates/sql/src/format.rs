@@ -221,11 +221,13 @@ pub fn deserialize<C: FieldSpec>(
             columns
                 .iter()
                 .zip(fields)
-                .map(|(c, f)| match f {
-                    None => Ok(Value::Null),
-                    Some(s) => {
-                        cast(Value::String(s), c.field_type()).map_err(|e| err(e.to_string()))
-                    }
+                .map(|(c, f)| match (f, c.field_type()) {
+                    (None, _) => Ok(Value::Null),
+                    // BYTES as base64 text, as ksqlDB writes them.
+                    (Some(s), SqlType::Bytes) => base64_decode(&s)
+                        .map(Value::Bytes)
+                        .ok_or_else(|| err(format!("'{s}' is not base64"))),
+                    (Some(s), t) => cast(Value::String(s), t).map_err(|e| err(e.to_string())),
                 })
                 .collect()
         }

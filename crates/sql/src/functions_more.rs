@@ -524,7 +524,13 @@ fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
             let Value::Bytes(b) = at(0) else {
                 return Err(bad("FROM_BYTES needs BYTES"));
             };
-            Value::String(encode(b, s(1)?)?)
+            // ksqlDB's FROM_BYTES writes hex in upper case (ENCODE in lower case).
+            let text = encode(b, s(1)?)?;
+            Value::String(if s(1)?.eq_ignore_ascii_case("hex") {
+                text.to_ascii_uppercase()
+            } else {
+                text
+            })
         }
         "INT_FROM_BYTES" | "BIGINT_FROM_BYTES" | "DOUBLE_FROM_BYTES" => {
             let Value::Bytes(b) = at(0) else {
