@@ -180,6 +180,43 @@ def test_push_queries_stream_rows_as_they_arrive_over_http1_and_http2(sqlb):
         assert h2.get(sqlb.sql + "/info").json()["KsqlServerInfo"]["serverStatus"] == "RUNNING"
 
 
+def test_push_queries_from_latest_share_one_scan_of_their_source(sqlb):
+    """Twenty push queries from the latest offsets of one stream, with two different
+    filters, read it through one shared scan; each gets exactly its own rows, in order."""
+    src = unique("ticks")
+    ksql(sqlb, f"CREATE STREAM ticks (sym VARCHAR KEY, px INT) WITH (kafka_topic='{src}', partitions=2, value_format='JSON');")
+    n, results, ready = 20, {}, threading.Barrier(21)
+
+    def listen(i):
+        where = "px % 2 = 0" if i % 2 == 0 else "px % 2 = 1"
+        with requests.post(sqlb.sql + "/query-stream", stream=True, timeout=60,
+                           json={"sql": f"SELECT sym, px FROM ticks WHERE {where} EMIT CHANGES LIMIT 50;",
+                                 "properties": {}}) as r:
+            assert r.status_code == 200
+            lines = r.iter_lines()
+            next(lines)
+            ready.wait(30)
+            results[i] = [json.loads(line) for line in lines if line]
+
+    threads = [threading.Thread(target=listen, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    ready.wait(30)
+    time.sleep(0.5)  # every subscriber attached to the scan
+    p = Producer({"bootstrap.servers": sqlb.bootstrap})
+    for px in range(100):
+        p.produce(src, key=b"s", value=json.dumps({"px": px}))
+    p.flush(10)
+    for t in threads:
+        t.join(60)
+    assert all(not t.is_alive() for t in threads)
+    for i in range(n):
+        want = [["s", px] for px in range(100) if px % 2 == i % 2]
+        assert results[i] == want, i
+    started = [l for l in sqlb.log_text().splitlines() if "shared scan started" in l and src in l]
+    assert len(started) == 1, started
+
+
 def test_a_push_query_is_closed_by_close_query(sqlb):
     src = unique("ticks")
     ksql(sqlb, f"CREATE STREAM ticks (n INT) WITH (kafka_topic='{src}', partitions=1, value_format='JSON');")

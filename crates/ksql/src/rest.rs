@@ -52,6 +52,8 @@ pub struct Server {
     /// Running push queries by id, for /close-query.
     push: Mutex<BTreeMap<String, watch::Sender<bool>>>,
     next_push: AtomicU64,
+    /// Push queries from the latest offsets share one scan of each topic.
+    scans: Arc<crate::run::SharedScans>,
 }
 
 fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
@@ -120,6 +122,7 @@ impl Server {
             engine,
             push: Mutex::new(BTreeMap::new()),
             next_push: AtomicU64::new(1),
+            scans: Arc::default(),
         })
     }
 
@@ -293,6 +296,7 @@ impl Server {
         let (rows_tx, mut rows_rx) = mpsc::channel(ROWS_BUFFERED);
         tokio::spawn(run_push(
             self.engine.bootstrap().to_string(),
+            self.scans.clone(),
             query,
             reset,
             limit,

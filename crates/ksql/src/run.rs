@@ -849,16 +849,171 @@ async fn last_timestamp_before(
     }
 }
 
+/// Records of one topic as a shared scan hands them out: (partition, record).
+type ScanBatch = Arc<Vec<(i32, DecodedRecord)>>;
+
+/// Batches a shared scan holds for its slowest subscriber before that one falls behind.
+const SCAN_BATCHES_BUFFERED: usize = 1024;
+
+/// Push queries from the latest offsets share one read of their source topic: one task
+/// per topic fetches what is appended and broadcasts it; each subscriber runs its own
+/// filter and projection. The scan stops when its last subscriber leaves.
+#[derive(Default)]
+pub struct SharedScans {
+    scans: Mutex<BTreeMap<String, std::sync::Weak<Scan>>>,
+}
+
+/// One shared scan: dropping the last `Arc` (its subscribers hold them) stops its task.
+pub struct Scan {
+    batches: tokio::sync::broadcast::Sender<Result<ScanBatch, String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Scan {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl SharedScans {
+    /// A subscription to `topic`'s scan from now on (started if none runs), and the scan
+    /// kept alive while the subscriber holds it.
+    pub fn subscribe(
+        &self,
+        bootstrap: &str,
+        topic: &str,
+    ) -> (
+        Arc<Scan>,
+        tokio::sync::broadcast::Receiver<Result<ScanBatch, String>>,
+    ) {
+        let mut scans = self.scans.lock().expect("scans lock");
+        scans.retain(|_, s| s.strong_count() > 0);
+        if let Some(scan) = scans.get(topic).and_then(std::sync::Weak::upgrade) {
+            let rx = scan.batches.subscribe();
+            return (scan, rx);
+        }
+        let (tx, rx) = tokio::sync::broadcast::channel(SCAN_BATCHES_BUFFERED);
+        tracing::info!(%topic, "shared scan started for push queries");
+        let task = tokio::spawn(scan_topic(
+            bootstrap.to_string(),
+            topic.to_string(),
+            tx.clone(),
+        ));
+        let scan = Arc::new(Scan { batches: tx, task });
+        scans.insert(topic.to_string(), Arc::downgrade(&scan));
+        (scan, rx)
+    }
+}
+
+/// A shared scan's task: `topic` from its end on, read_committed, broadcast in batches.
+async fn scan_topic(
+    bootstrap: String,
+    topic: String,
+    tx: tokio::sync::broadcast::Sender<Result<ScanBatch, String>>,
+) {
+    let mut log = LogClient::new(&bootstrap);
+    let start = async {
+        let partitions = *log
+            .topics()
+            .await?
+            .get(&topic)
+            .ok_or_else(|| LogError::Records(format!("topic {topic} does not exist")))?;
+        let mut at = BTreeMap::new();
+        for p in 0..partitions {
+            at.insert(p, log.offset(&topic, p, -1).await?);
+        }
+        Ok::<_, LogError>(at)
+    };
+    let mut positions = match start.await {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = tx.send(Err(e.to_string()));
+            return;
+        }
+    };
+    loop {
+        let mut batch = Vec::new();
+        for (&p, at) in positions.iter_mut() {
+            match log.fetch_committed(&topic, p, *at).await {
+                Ok((records, next)) => {
+                    *at = (*at).max(next);
+                    batch.extend(records.into_iter().map(|r| (p, r)));
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            }
+        }
+        if batch.is_empty() {
+            tokio::time::sleep(IDLE_WAIT).await;
+        } else if tx.send(Ok(Arc::new(batch))).is_err() {
+            return; // no subscriber left
+        }
+    }
+}
+
 /// A push query: rows go to `rows` until the receiver is dropped, `limit` rows were sent,
-/// or `stop` fires. An error reaching the log ends the query with the error's text.
+/// or `stop` fires. An error reaching the log ends the query with the error's text. From
+/// the latest offsets it reads through `shared` (one scan per topic for all such
+/// queries); from the earliest, on its own.
 pub async fn run_push(
     bootstrap: String,
+    shared: Arc<SharedScans>,
     query: TransientQuery,
     reset: Reset,
     limit: Option<i64>,
     rows: mpsc::Sender<Result<Vec<Value>, String>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    if reset == Reset::Latest {
+        let (_scan, mut batches) = shared.subscribe(&bootstrap, &query.source.topic);
+        let mut sent = 0i64;
+        loop {
+            let batch = tokio::select! {
+                b = batches.recv() => b,
+                _ = stop.changed() => return,
+                _ = rows.closed() => return,
+            };
+            let batch = match batch {
+                Ok(Ok(batch)) => batch,
+                Ok(Err(e)) => {
+                    let _ = rows.send(Err(e)).await;
+                    return;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    let _ = rows
+                        .send(Err(format!(
+                            "the push query fell behind its source and lost {n} batches of records"
+                        )))
+                        .await;
+                    return;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            for (p, r) in batch.iter() {
+                let row = query.process(
+                    RecordIn {
+                        key: r.key.as_deref(),
+                        value: r.value.as_deref(),
+                        timestamp: r.timestamp_ms,
+                        partition: *p,
+                        offset: r.offset,
+                    },
+                    &NoFunctions,
+                );
+                if let Ok(Some(values)) = row {
+                    if rows.send(Ok(values)).await.is_err() {
+                        return;
+                    }
+                    sent += 1;
+                    if limit.is_some_and(|l| sent >= l) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
     let mut log = LogClient::new(&bootstrap);
     let topic = query.source.topic.clone();
     let mut sent = 0i64;
