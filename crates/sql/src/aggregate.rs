@@ -495,13 +495,21 @@ pub fn plan_aggregate(
                 let mut ignore_nulls = true;
                 let mut offset_n = None;
                 if matches!(kind, AggKind::LatestByOffset | AggKind::EarliestByOffset) {
-                    for a in &args[1.min(args.len())..] {
+                    for (i, a) in args.iter().enumerate().skip(1) {
                         match a {
                             Expr::Literal(crate::ast::Literal::Boolean(b)) => ignore_nulls = *b,
                             Expr::Literal(crate::ast::Literal::Integer(n)) if *n > 0 => offset_n = Some(*n),
-                            _ => {
+                            Expr::Literal(_) => {
                                 failure.get_or_insert(err(format!(
                                     "{name} takes the column, then optionally a positive integer n and a boolean ignoreNulls"
+                                )));
+                            }
+                            other => {
+                                let at = i + 1;
+                                failure.get_or_insert(err(format!(
+                                    "Parameter {at} passed to function {} must be a literal constant, but was expression: '{}'",
+                                    name.to_ascii_uppercase(),
+                                    format_expr(other)
                                 )));
                             }
                         }
@@ -713,8 +721,39 @@ pub fn plan_aggregate(
             non_aggregate.join(", ")
         )));
     }
-    if let Some(h) = &having {
-        if type_of(h, &row_scope).is_err() {
+    if let (Some(h), Some(original)) = (&having, &query.having) {
+        if let Err(e) = type_of(h, &row_scope).map_err(|e| e.0) {
+            if e.starts_with("Cannot compare") {
+                // Named as written: each aggregated column back to its call, each
+                // grouping column back to its expression.
+                let mut shown = e.clone();
+                let mut originals: Vec<Expr> = Vec::new();
+                original.rewrite(&mut |x| {
+                    if matches!(x, Expr::Function { name, .. } if AggKind::by_name(name).is_some())
+                        || query.group_by.contains(x)
+                    {
+                        originals.push(x.clone());
+                        return Some(x.clone());
+                    }
+                    None
+                });
+                let mut names: Vec<(String, String)> = Vec::new();
+                for x in originals {
+                    let mut scratch_calls = calls.clone();
+                    let mut scratch_failure = None;
+                    if let Expr::Column { name, .. } =
+                        rewrite(&x, &mut scratch_calls, &mut scratch_failure)
+                    {
+                        names.push((name, format_expr(&x)));
+                    }
+                }
+                // Longest first: KSQL_AGG_10 before KSQL_AGG_1.
+                names.sort_by_key(|(n, _)| std::cmp::Reverse(n.len()));
+                for (name, text) in names {
+                    shown = shown.replace(&name, &text);
+                }
+                return Err(err(format!("Error in HAVING expression: {shown}")));
+            }
             // The columns HAVING uses that are neither grouped nor aggregated.
             let mut loose: Vec<String> = Vec::new();
             h.rewrite(&mut |x| {
@@ -1991,6 +2030,8 @@ mod tests {
             ("SELECT ID, D, V FROM S GROUP BY ID, D, V", "GROUP BY requires aggregate functions in either the SELECT or HAVING clause."),
             ("SELECT D, COUNT(*) AS N FROM S GROUP BY D, D", "Duplicate GROUP BY expression: S.D"),
             ("SELECT D, COUNT(*) AS N FROM S GROUP BY D, S.D", "Duplicate GROUP BY expression: S.D"),
+            ("SELECT ID, SUM(V) AS T FROM S GROUP BY ID HAVING SUM(V) > '100'", "Error in HAVING expression: Cannot compare SUM(V) (INTEGER) to '100' (STRING) with GREATER_THAN."),
+            ("SELECT ID, LATEST_BY_OFFSET(V, V) AS L FROM S GROUP BY ID", "Parameter 2 passed to function LATEST_BY_OFFSET must be a literal constant, but was expression: 'V'"),
             ("SELECT COUNT(*) AS N FROM S", "CREATE TABLE AS SELECT statement does not support aggregate function [COUNT(ROWTIME)] without a GROUP BY clause."),
             ("SELECT D, COUNT(*) AS N FROM S", "Non-aggregate SELECT expression(s) not part of GROUP BY: D"),
             ("SELECT D AS A, D AS B, COUNT(*) AS N FROM S GROUP BY D", "The projection contains a key column more than once: `A` and `B`."),

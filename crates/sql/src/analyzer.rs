@@ -442,6 +442,12 @@ pub fn type_of(expr: &Expr, scope: &Scope<'_>) -> Result<Option<SqlType>, Analys
             }
             None => return Ok(None),
         },
+        Expr::Array(items) if items.is_empty() => {
+            return Err(err("Array constructor cannot be empty. Please supply at least one element (see https://github.com/confluentinc/ksql/issues/4239)."))
+        }
+        Expr::Map(entries) if entries.is_empty() => {
+            return Err(err("Map constructor cannot be empty. Please supply at least one key value pair (see https://github.com/confluentinc/ksql/issues/4239)."))
+        }
         Expr::Array(items) => {
             let item = items.iter().map(ty).collect::<Result<Vec<_>, _>>()?;
             SqlType::Array(Box::new(item.into_iter().flatten().next().ok_or_else(|| {
@@ -836,11 +842,17 @@ pub fn project(query: &Query, catalog: &Catalog, sink: &str) -> Result<Projectio
                     expr: p.clone(),
                 }),
                 None => {
+                    // ksqlDB names the expression's columns with their source.
+                    let qualified = format_expr(&p.rewrite(&mut |x| match x {
+                        Expr::Column { source: None, name } => Some(Expr::Column {
+                            source: Some(source.name.clone()),
+                            name: name.clone(),
+                        }),
+                        _ => None,
+                    }));
                     return Err(err(format!(
-                        "The query used to build `{sink}` must include the partitioning expression {} in its projection (eg, SELECT {}...).",
-                        format_expr(p),
-                        format_expr(p)
-                    )))
+                        "The query used to build `{sink}` must include the partitioning expression {qualified} in its projection (eg, SELECT {qualified}...)."
+                    )));
                 }
             }
             let _ = sql_type;

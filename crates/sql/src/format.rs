@@ -227,6 +227,16 @@ pub fn deserialize<C: FieldSpec>(
                     (Some(s), SqlType::Bytes) => base64_decode(&s)
                         .map(Value::Bytes)
                         .ok_or_else(|| err(format!("'{s}' is not base64"))),
+                    // DATE as days, TIME and TIMESTAMP as milliseconds, as ksqlDB writes them.
+                    (Some(s), SqlType::Date) if s.parse::<i32>().is_ok() => {
+                        Ok(Value::Date(s.parse().expect("checked")))
+                    }
+                    (Some(s), SqlType::Time) if s.parse::<i32>().is_ok() => {
+                        Ok(Value::Time(s.parse().expect("checked")))
+                    }
+                    (Some(s), SqlType::Timestamp) if s.parse::<i64>().is_ok() => {
+                        Ok(Value::Timestamp(s.parse().expect("checked")))
+                    }
                     (Some(s), t) => cast(Value::String(s), t).map_err(|e| err(e.to_string())),
                 })
                 .collect()

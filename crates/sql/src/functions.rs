@@ -69,6 +69,7 @@ pub const FUNCTIONS: &[(&str, &str, &str)] = &[
     ("MIN", "AGGREGATE", "AGGREGATE"),
     ("NULLIF", "SCALAR", "CONDITIONAL"),
     ("PI", "SCALAR", "MATHEMATICAL"),
+    ("RANDOM", "SCALAR", "MATHEMATICAL"),
     ("POWER", "SCALAR", "MATHEMATICAL"),
     ("RADIANS", "SCALAR", "MATHEMATICAL"),
     ("REPLACE", "SCALAR", "STRING"),
@@ -151,7 +152,7 @@ pub fn return_type(name: &str, args: &[Option<SqlType>]) -> Option<Option<SqlTyp
         "FLOOR" | "CEIL" | "SIGN" if matches!(first, Some(SqlType::Decimal { .. })) => first,
         "FLOOR" | "CEIL" | "SIGN" => first,
         "SQRT" | "EXP" | "LN" | "LOG" | "POWER" | "SIN" | "COS" | "TAN" | "ASIN" | "ACOS"
-        | "ATAN" | "COT" | "DEGREES" | "RADIANS" | "PI" | "CBRT" => return double,
+        | "ATAN" | "COT" | "DEGREES" | "RADIANS" | "PI" | "CBRT" | "RANDOM" => return double,
         "ARRAY_DISTINCT" | "ARRAY_SORT" | "ARRAY_REMOVE" | "ARRAY_UNION" | "ARRAY_INTERSECT"
         | "ARRAY_EXCEPT" | "ARRAY_CONCAT" => first,
         "ARRAY_MIN" | "ARRAY_MAX" => array_of(&first),
@@ -290,6 +291,9 @@ fn dedup(items: Vec<Value>) -> Vec<Value> {
 
 /// SPLIT over bytes: the pieces between delimiters (each byte when the delimiter is empty).
 fn split_bytes(b: &[u8], d: &[u8]) -> Vec<Value> {
+    if d.is_empty() && b.is_empty() {
+        return vec![Value::Bytes(Vec::new())];
+    }
     if d.is_empty() {
         return b.iter().map(|x| Value::Bytes(vec![*x])).collect();
     }
@@ -578,7 +582,9 @@ fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
             let (Some(s), Some(d)) = (text(at(0)), text(at(1))) else {
                 return Err(bad("SPLIT needs STRING or BYTES arguments"));
             };
-            Value::Array(if d.is_empty() {
+            Value::Array(if d.is_empty() && s.is_empty() {
+                vec![Value::String(String::new())]
+            } else if d.is_empty() {
                 s.chars().map(|c| Value::String(c.to_string())).collect()
             } else {
                 s.split(d).map(|p| Value::String(p.to_string())).collect()
@@ -665,6 +671,8 @@ fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
         "EXP" => math(f64::exp)?,
         "LN" => math(f64::ln)?,
         "LOG" if args.len() == 2 => match (float(at(0)), float(at(1))) {
+            // ksqlDB: NaN for a base or a value that is not positive.
+            (Some(base), Some(x)) if base <= 0.0 || x <= 0.0 => Value::Double(f64::NAN),
             (Some(base), Some(x)) => Value::Double(x.ln() / base.ln()),
             _ => Value::Null,
         },
@@ -683,6 +691,15 @@ fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
         "DEGREES" => math(f64::to_degrees)?,
         "RADIANS" => math(f64::to_radians)?,
         "PI" => Value::Double(std::f64::consts::PI),
+        // A uniform DOUBLE in [0, 1): the standard library's per-process random hash keys
+        // mixed with a counter (no cryptographic use).
+        "RANDOM" => {
+            use std::hash::{BuildHasher, Hasher};
+            static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+            Value::Double((h.finish() >> 11) as f64 / (1u64 << 53) as f64)
+        }
         "UNIX_TIMESTAMP" => match arg(0) {
             Value::Timestamp(t) => Value::Bigint(t),
             _ if args.is_empty() => Value::Bigint(
@@ -692,8 +709,15 @@ fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
             ),
             _ => Value::Null,
         },
-        "UNIX_DATE" => match arg(0) {
-            Value::Date(d) => Value::Int(d),
+        "UNIX_DATE" => match (args.len(), arg(0)) {
+            // No argument: today (UTC) in days since the epoch.
+            (0, _) => Value::Int(
+                (std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+                    / 86_400) as i32,
+            ),
+            (_, Value::Date(d)) => Value::Int(d),
             _ => Value::Null,
         },
         "ARRAY_LENGTH" => match arg(0) {

@@ -441,7 +441,8 @@ fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
                 (Value::Double(d), None) => Value::Bigint(d.trunc() as i64),
                 (Value::Double(d), Some(p)) => {
                     let m = 10f64.powi(p as i32);
-                    Value::Double((d * m).trunc() / m)
+                    // `+ 0.0`: a truncation to zero is 0.0, not -0.0 (as Java's BigDecimal).
+                    Value::Double((d * m).trunc() / m + 0.0)
                 }
                 (Value::Decimal(d), p) => {
                     let p = p.unwrap_or(0).max(0) as u32;
