@@ -468,16 +468,28 @@ impl Engine {
                     ));
                 }
                 let topics = st.log.topics().await.map_err(|e| e.to_string())?;
-                let planned =
+                // ksqlDB's limits on COLLECT_LIST / COLLECT_SET, from the statement's properties.
+                let limit = |k: &str| props.get(k).and_then(|v| v.trim().parse::<usize>().ok());
+                let limits = (
+                    limit("ksql.functions.collect_list.limit"),
+                    limit("ksql.functions.collect_set.limit"),
+                );
+                let mut planned =
                     plan_create_as_select(stmt, &st.catalog, &TopicCounts(topics.clone()))
                         .map_err(|e| e.0)?;
+                if let Planned::Aggregate(a) | Planned::JoinAggregate(_, a) = &mut planned.query {
+                    a.limit_collections(limits.0, limits.1);
+                }
                 // A second copy of an aggregation's plan answers pull queries on its table.
                 let materialized =
                     match plan_create_as_select(stmt, &st.catalog, &TopicCounts(topics.clone()))
                         .map_err(|e| e.0)?
                         .query
                     {
-                        Planned::Aggregate(a) | Planned::JoinAggregate(_, a) => Some(Arc::new(a)),
+                        Planned::Aggregate(mut a) | Planned::JoinAggregate(_, mut a) => {
+                            a.limit_collections(limits.0, limits.1);
+                            Some(Arc::new(a))
+                        }
                         Planned::Stateless(_) | Planned::Join(_) => None,
                     };
                 if !replay && !topics.contains_key(&planned.sink.topic) {

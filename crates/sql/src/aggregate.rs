@@ -207,6 +207,16 @@ fn correlation_step(sums: &mut [Value], pair: &Value, sign: f64) {
     }
 }
 
+/// How many items a COLLECT_LIST / COLLECT_SET keeps.
+fn collect_limit(call: &AggCall) -> usize {
+    match (call.kind, call.param) {
+        (AggKind::CollectList | AggKind::CollectSet, Some(n)) => {
+            (n.max(0) as usize).min(COLLECT_MAX)
+        }
+        _ => COLLECT_MAX,
+    }
+}
+
 /// Equality as a set sees it: maps compare regardless of their entries' order.
 fn same_value(a: &Value, b: &Value) -> bool {
     match (a, b) {
@@ -878,6 +888,19 @@ pub enum AggOutcome {
 }
 
 impl AggregateQuery {
+    /// ksqlDB's `ksql.functions.collect_list.limit` / `collect_set.limit`: the most items
+    /// COLLECT_LIST / COLLECT_SET keep (never more than the engine's own cap).
+    pub fn limit_collections(&mut self, list: Option<usize>, set: Option<usize>) {
+        for c in &mut self.calls {
+            let limit = match c.kind {
+                AggKind::CollectList => list,
+                AggKind::CollectSet => set,
+                _ => continue,
+            };
+            c.param = limit.map(|n| n.min(COLLECT_MAX) as i64);
+        }
+    }
+
     pub fn initial(&self) -> GroupState {
         GroupState {
             accs: self
@@ -1773,7 +1796,7 @@ fn accumulate(acc: &mut Acc, call: &AggCall, arg: Value) -> Result<(), String> {
         (Acc::List(sums), AggKind::Correlation) => correlation_step(sums, &arg, 1.0),
         (Acc::List(items), AggKind::CollectList) => {
             // ksqlDB's COLLECT_LIST keeps NULLs.
-            if items.len() < COLLECT_MAX {
+            if items.len() < collect_limit(call) {
                 items.push(arg)
             }
         }
@@ -1781,7 +1804,10 @@ fn accumulate(acc: &mut Acc, call: &AggCall, arg: Value) -> Result<(), String> {
         // the same whatever their entries' order.
         (Acc::List(items), AggKind::CollectSet | AggKind::CountDistinct) => {
             let counted = !(arg.is_null() && call.kind == AggKind::CountDistinct);
-            if counted && !items.iter().any(|x| same_value(x, &arg)) && items.len() < COLLECT_MAX {
+            if counted
+                && !items.iter().any(|x| same_value(x, &arg))
+                && items.len() < collect_limit(call)
+            {
                 items.push(arg)
             }
         }
