@@ -284,7 +284,7 @@ def test_terminate_drop_and_delete_topic(sqlb):
 
 def test_bad_requests_get_ksqldb_errors_and_the_engine_keeps_serving(sqlb):
     err = ksql(sqlb, "SELEC 1;", status=400)
-    assert err["@type"] == "statement_error" and err["message"].startswith("line 1:0: Syntax Error")
+    assert err["@type"] == "statement_error" and err["message"].startswith("line 1:1: Syntax Error")
     err = ksql(sqlb, "CREATE STREAM s (a INT) WITH (kafka_topic='nope', value_format='JSON');", status=400)
     assert "Topic 'nope' does not exist" in err["message"]
     # The statements before a failing one ran; their entities come with the error.

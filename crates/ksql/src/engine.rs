@@ -43,6 +43,20 @@ pub struct StatementError {
     pub code: u32,
 }
 
+/// A syntax error as ksqlDB words it: the error, then `Statement:` and the statement of
+/// the request that failed.
+fn with_failing_statement(text: &str, e: &strata_sql::SqlError) -> String {
+    let (texts, rest) = strata_sql::split_statements(text);
+    let failing = texts
+        .into_iter()
+        .chain(std::iter::once(rest))
+        .find(|t| !t.trim().is_empty() && strata_sql::parse_statement(t).is_err());
+    match failing {
+        Some(t) => format!("{e}\nStatement: {}", t.trim()),
+        None => e.to_string(),
+    }
+}
+
 impl StatementError {
     pub fn body(&self) -> J {
         json!({
@@ -291,7 +305,7 @@ impl Engine {
                 let substituted = strata_sql::substitute_variables(&own, &variables);
                 let stmt =
                     strata_sql::parse_statement(&substituted).map_err(|e| StatementError {
-                        message: e.to_string(),
+                        message: with_failing_statement(&substituted, &e),
                         statement: substituted.clone(),
                         entities: Vec::new(),
                         code: 40001,
@@ -310,7 +324,7 @@ impl Engine {
             out
         } else {
             strata_sql::parse_statements_with_text(text).map_err(|e| StatementError {
-                message: e.to_string(),
+                message: with_failing_statement(text, &e),
                 statement: text.to_string(),
                 entities: Vec::new(),
                 code: 40001,

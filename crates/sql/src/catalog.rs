@@ -267,6 +267,7 @@ impl Catalog {
                 "The 'KAFKA' format only supports a single field. Got: key columns",
             ));
         }
+        crate::format::check_key_schema(&key_format, &key).map_err(|e| err(e.0))?;
         let wrap = match property(properties, "WRAP_SINGLE_VALUE") {
             None => true,
             Some(Literal::Boolean(b)) => *b,

@@ -94,6 +94,47 @@ fn err(m: impl Into<String>) -> FormatError {
     FormatError(m.into())
 }
 
+/// Whether a key schema can be written in `format`, with ksqlDB's messages: no MAP
+/// anywhere in a key; KAFKA keys of INT, BIGINT, DOUBLE, STRING, BYTES (and the temporal
+/// types) only.
+pub fn check_key_schema<C: FieldSpec>(format: &Format, key: &[C]) -> Result<(), FormatError> {
+    fn has_map(t: &SqlType) -> bool {
+        match t {
+            SqlType::Map(..) => true,
+            SqlType::Array(i) => has_map(i),
+            SqlType::Struct(fields) => fields.iter().any(|(_, t)| has_map(t)),
+            _ => false,
+        }
+    }
+    if let Some(c) = key.iter().find(|c| has_map(c.field_type())) {
+        return Err(err(format!(
+            "Map keys, including types that contain maps, are not supported as they may lead to unexpected behavior due to inconsistent serialization. Key column name: `{}`. Column type: {}. See https://github.com/confluentinc/ksql/issues/6621 for more.",
+            c.field_name(),
+            type_name(c.field_type())
+        )));
+    }
+    if *format != Format::Kafka {
+        return Ok(());
+    }
+    let unsupported = key.iter().find_map(|c| match c.field_type() {
+        SqlType::Boolean => Some("BOOLEAN"),
+        SqlType::Decimal { .. } => Some("DECIMAL"),
+        SqlType::Array(_) => Some("ARRAY"),
+        SqlType::Struct(_) => Some("STRUCT"),
+        _ => None,
+    });
+    match unsupported {
+        None => Ok(()),
+        Some(kind) => Err(err(format!(
+            "Key format does not support schema.\nformat: KAFKA\nschema: Persistence{{columns=[{}], features=[]}}\nreason: The 'KAFKA' format does not support type '{kind}'",
+            key.iter()
+                .map(|c| format!("`{}` {} KEY", c.field_name(), type_name(c.field_type())))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
 /// Writes `values` (one per column). `wrap`: a single JSON column as an object.
 pub fn serialize<C: FieldSpec>(
     format: &Format,

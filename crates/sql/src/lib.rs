@@ -41,13 +41,14 @@ pub enum SqlError {
 }
 
 impl SqlError {
-    /// A parse error placed as ksqlDB places it (1-based line, 0-based column).
+    /// A parse error placed as ksqlDB places it (1-based line and column: ANTLR's
+    /// position in the line plus one).
     pub(crate) fn located(self, text: &str) -> SqlError {
         match self {
             SqlError::Parse { at, message } => {
                 let before = &text[..at.min(text.len())];
                 let line = before.matches('\n').count() + 1;
-                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count());
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
                 SqlError::Syntax {
                     line,
                     column,

@@ -575,8 +575,46 @@ impl Parser {
                 break;
             }
         }
-        self.expect(&Tok::RParen)?;
+        if !self.eat(&Tok::RParen) {
+            // ANTLR's wording in ksqlDB: the element list goes on or ends.
+            return Err(SqlError::Parse {
+                at: self.at(),
+                message: "Expecting {',', ')'}".into(),
+            });
+        }
         Ok(out)
+    }
+
+    /// A simple type's parameters, `(n, …)` (ksqlDB's grammar: INTEGER_VALUE or STRING
+    /// each); how many there were.
+    fn type_parameters(&mut self) -> Result<usize, SqlError> {
+        if !self.eat(&Tok::LParen) {
+            return Ok(0);
+        }
+        let mut n = 0;
+        loop {
+            match self.peek() {
+                Some(Tok::Integer(_)) => self.pos += 1,
+                Some(Tok::Word(w)) if w == "STRING" => self.pos += 1,
+                _ => {
+                    return Err(SqlError::Parse {
+                        at: self.at(),
+                        message: "Expecting {'STRING', INTEGER_VALUE}".into(),
+                    })
+                }
+            }
+            n += 1;
+            if self.eat(&Tok::Comma) {
+                continue;
+            }
+            if self.eat(&Tok::RParen) {
+                return Ok(n);
+            }
+            return Err(SqlError::Parse {
+                at: self.at(),
+                message: "Expecting {',', ')'}".into(),
+            });
+        }
     }
 
     fn with_properties(&mut self) -> Result<Properties, SqlError> {
@@ -1576,25 +1614,30 @@ impl Parser {
             _ => return Err(self.unexpected("a type")),
         };
         self.pos += 1;
-        let t = match name.as_str() {
-            "BOOLEAN" => SqlType::Boolean,
-            "INT" | "INTEGER" => SqlType::Int,
-            "BIGINT" => SqlType::Bigint,
-            "DOUBLE" => SqlType::Double,
-            "STRING" | "VARCHAR" => {
-                // VARCHAR(n): the length is accepted and ignored, as ksqlDB does.
-                if self.eat(&Tok::LParen) {
-                    if !self.eat_kw("STRING") {
-                        self.integer()?;
-                    }
-                    self.expect(&Tok::RParen)?;
-                }
-                SqlType::String
+        let simple = match name.as_str() {
+            "BOOLEAN" => Some(SqlType::Boolean),
+            "INT" | "INTEGER" => Some(SqlType::Int),
+            "BIGINT" => Some(SqlType::Bigint),
+            "DOUBLE" => Some(SqlType::Double),
+            "STRING" | "VARCHAR" => Some(SqlType::String),
+            "BYTES" => Some(SqlType::Bytes),
+            "TIMESTAMP" => Some(SqlType::Timestamp),
+            "DATE" => Some(SqlType::Date),
+            "TIME" => Some(SqlType::Time),
+            _ => None,
+        };
+        if let Some(t) = simple {
+            let at = self.at();
+            // VARCHAR(n): the length is accepted and ignored, as ksqlDB does.
+            if self.type_parameters()? > 0 && t != SqlType::String {
+                return Err(SqlError::Parse {
+                    at,
+                    message: format!("{name} takes no parameters"),
+                });
             }
-            "BYTES" => SqlType::Bytes,
-            "TIMESTAMP" => SqlType::Timestamp,
-            "DATE" => SqlType::Date,
-            "TIME" => SqlType::Time,
+            return Ok(t);
+        }
+        let t = match name.as_str() {
             "DECIMAL" => {
                 self.expect(&Tok::LParen)?;
                 let precision = self.integer()?;
@@ -1983,7 +2026,7 @@ mod tests {
         let e = parse_statement("SHOW STREAMS;\nSELECT * FROM s WHERE;").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "line 2:21: Syntax Error\nexpected an expression but found ';'"
+            "line 2:22: Syntax Error\nexpected an expression but found ';'"
         );
     }
 

@@ -241,6 +241,7 @@ fn plan_as_select(
             "The 'KAFKA' format only supports a single field. Got: key columns",
         ));
     }
+    crate::format::check_key_schema(&key_format, &key_columns).map_err(|e| err(e.0))?;
     let topic = prop("KAFKA_TOPIC")?.unwrap_or_else(|| name.clone());
     let int = |k: &str| int_property(properties, k).map_err(|e| err(e.0));
     let partitions = match int("PARTITIONS")? {
