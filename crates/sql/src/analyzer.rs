@@ -802,7 +802,17 @@ pub fn project(query: &Query, catalog: &Catalog, sink: &str) -> Result<Projectio
                         if *name == k.name && qualifiers.contains(&Some(q.as_str())))
             });
             match at {
-                Some(i) => key.push(selected.remove(i)),
+                Some(i) => {
+                    let k_col = selected.remove(i);
+                    // The key once: a second copy under another name is refused.
+                    if let Some(again) = selected.iter().find(|c| c.expr == k_col.expr) {
+                        return Err(err(format!(
+                            "The projection contains a key column (`{}`) more than once, aliased as: {} and {}.",
+                            k.name, k_col.name, again.name
+                        )));
+                    }
+                    key.push(k_col)
+                }
                 None => {
                     return Err(err(format!(
                         "The query used to build `{sink}` must include the key column {} in its projection (eg, SELECT {}...).",
@@ -825,7 +835,18 @@ pub fn project(query: &Query, catalog: &Catalog, sink: &str) -> Result<Projectio
                 .iter()
                 .any(|i| matches!(i, SelectItem::All { .. }));
             match at {
-                Some(i) => key.push(selected.remove(i)),
+                Some(i) => {
+                    let k_col = selected.remove(i);
+                    if let Some(again) = selected.iter().find(|c| c.expr == k_col.expr) {
+                        return Err(err(format!(
+                            "The projection contains a key column (`{}`) more than once, aliased as: {} and {}.",
+                            format_expr(p),
+                            k_col.name,
+                            again.name
+                        )));
+                    }
+                    key.push(k_col)
+                }
                 // With `SELECT *` the partitioning expression becomes the key as it is,
                 // named as ksqlDB names it.
                 None if star => key.push(OutputColumn {
@@ -1003,6 +1024,11 @@ mod tests {
             ("CREATE STREAM OUTPUT AS SELECT * FROM INPUT WHERE ID >= 'x';", "Error in WHERE expression: Cannot compare ID (INTEGER) to 'x' (STRING)"),
             ("CREATE STREAM OUTPUT AS SELECT X.ID, NAME FROM INPUT;", "'X' is not a valid stream/table name or alias."),
             ("CREATE STREAM OUTPUT AS SELECT * FROM NOPE;", "NOPE does not exist."),
+            ("CREATE STREAM OUTPUT AS SELECT ID, ID AS ID2, NAME FROM INPUT;", "The projection contains a key column (`ID`) more than once, aliased as: ID and ID2."),
+            ("CREATE STREAM OUTPUT AS SELECT NAME, NAME AS N2, ID FROM INPUT PARTITION BY NAME;", "The projection contains a key column (`NAME`) more than once, aliased as: NAME and N2."),
+            ("CREATE STREAM OUTPUT AS SELECT BOB FROM INPUT;", "SELECT column 'BOB' cannot be resolved."),
+            ("CREATE STREAM OUTPUT AS SELECT * FROM INPUT WHERE BOB = 1;", "WHERE column 'BOB' cannot be resolved."),
+            ("CREATE STREAM OUTPUT AS SELECT NAME, ID FROM INPUT PARTITION BY ABS(ID);", "must include the partitioning expression ABS(INPUT.ID) in its projection"),
         ] {
             let e = project_sql(sql).unwrap_err();
             assert!(e.0.contains(message), "{sql}: {e}");

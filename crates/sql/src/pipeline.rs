@@ -287,6 +287,13 @@ impl StreamQuery {
     ) -> Result<Outcome, String> {
         // A null value (tombstone) on a stream: dropped by a WHERE clause, else passed on as
         // a null value under the projected key, as ksqlDB does.
+        // A table's row without a key is no row (ksqlDB drops it).
+        if self.source.kind == crate::ast::SourceKind::Table
+            && record.key.is_none()
+            && !self.source.key.is_empty()
+        {
+            return Ok(Outcome::Filtered);
+        }
         let record = with_event_time(&self.source, record)?;
         let tombstone = record.value.is_none();
         if tombstone && self.projection.filter.is_some() {
