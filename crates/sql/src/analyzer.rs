@@ -262,6 +262,21 @@ pub fn type_of(expr: &Expr, scope: &Scope<'_>) -> Result<Option<SqlType>, Analys
                 | BinaryOp::Lte
                 | BinaryOp::Gt
                 | BinaryOp::Gte => {
+                    if l.is_none() && r.is_none() {
+                        return Err(err(format!(
+                            "Comparison with NULL not supported: {} {} {}",
+                            format_expr(left),
+                            match op {
+                                BinaryOp::Eq => "=",
+                                BinaryOp::Neq => "<>",
+                                BinaryOp::Lt => "<",
+                                BinaryOp::Lte => "<=",
+                                BinaryOp::Gt => ">",
+                                _ => ">=",
+                            },
+                            format_expr(right)
+                        )));
+                    }
                     if let (Some(a), Some(b)) = (&l, &r) {
                         // Collections compare for (in)equality only.
                         let collection = |t: &SqlType| {

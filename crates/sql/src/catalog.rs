@@ -262,11 +262,6 @@ impl Catalog {
                 return Err(err("JSON only supports MAP types with STRING keys"));
             }
         }
-        if key_format == Format::Kafka && key.len() > 1 {
-            return Err(err(
-                "The 'KAFKA' format only supports a single field. Got: key columns",
-            ));
-        }
         crate::format::check_key_schema(&key_format, &key).map_err(|e| err(e.0))?;
         let wrap = match property(properties, "WRAP_SINGLE_VALUE") {
             None => true,

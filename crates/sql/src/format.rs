@@ -116,6 +116,16 @@ pub fn check_key_schema<C: FieldSpec>(format: &Format, key: &[C]) -> Result<(), 
     if *format != Format::Kafka {
         return Ok(());
     }
+    let columns = key
+        .iter()
+        .map(|c| format!("`{}` {} KEY", c.field_name(), type_name(c.field_type())))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if key.len() > 1 {
+        return Err(err(format!(
+            "Key format does not support schema.\nformat: KAFKA\nschema: Persistence{{columns=[{columns}], features=[]}}\nreason: The 'KAFKA' format only supports a single field. Got: [{columns}]"
+        )));
+    }
     let unsupported = key.iter().find_map(|c| match c.field_type() {
         SqlType::Boolean => Some("BOOLEAN"),
         SqlType::Decimal { .. } => Some("DECIMAL"),
@@ -126,11 +136,7 @@ pub fn check_key_schema<C: FieldSpec>(format: &Format, key: &[C]) -> Result<(), 
     match unsupported {
         None => Ok(()),
         Some(kind) => Err(err(format!(
-            "Key format does not support schema.\nformat: KAFKA\nschema: Persistence{{columns=[{}], features=[]}}\nreason: The 'KAFKA' format does not support type '{kind}'",
-            key.iter()
-                .map(|c| format!("`{}` {} KEY", c.field_name(), type_name(c.field_type())))
-                .collect::<Vec<_>>()
-                .join(", ")
+            "Key format does not support schema.\nformat: KAFKA\nschema: Persistence{{columns=[{columns}], features=[]}}\nreason: The 'KAFKA' format does not support type '{kind}'"
         ))),
     }
 }

@@ -671,8 +671,9 @@ fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
         "EXP" => math(f64::exp)?,
         "LN" => math(f64::ln)?,
         "LOG" if args.len() == 2 => match (float(at(0)), float(at(1))) {
-            // ksqlDB: NaN for a base or a value that is not positive.
-            (Some(base), Some(x)) if base <= 0.0 || x <= 0.0 => Value::Double(f64::NAN),
+            // ksqlDB: NaN for a base that is not positive or is 1 (and, as ln gives, for a
+            // negative value; a zero value is -Infinity).
+            (Some(base), Some(_)) if base <= 0.0 || base == 1.0 => Value::Double(f64::NAN),
             (Some(base), Some(x)) => Value::Double(x.ln() / base.ln()),
             _ => Value::Null,
         },

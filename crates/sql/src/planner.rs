@@ -236,11 +236,6 @@ fn plan_as_select(
             "'WRAP_SINGLE_VALUE' is only valid for single-field value schemas",
         ));
     }
-    if key_format == Format::Kafka && key_columns.len() > 1 {
-        return Err(err(
-            "The 'KAFKA' format only supports a single field. Got: key columns",
-        ));
-    }
     crate::format::check_key_schema(&key_format, &key_columns).map_err(|e| err(e.0))?;
     let topic = prop("KAFKA_TOPIC")?.unwrap_or_else(|| name.clone());
     let int = |k: &str| int_property(properties, k).map_err(|e| err(e.0));
