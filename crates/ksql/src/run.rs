@@ -953,6 +953,38 @@ async fn scan_topic(
     }
 }
 
+/// One record through a push query: its row (if it passes) sent to `rows`. False when the
+/// query is over (the receiver gone, or `limit` rows sent).
+async fn push_row(
+    query: &TransientQuery,
+    partition: i32,
+    r: &DecodedRecord,
+    rows: &mpsc::Sender<Result<Vec<Value>, String>>,
+    sent: &mut i64,
+    limit: Option<i64>,
+) -> bool {
+    let row = query.process(
+        RecordIn {
+            key: r.key.as_deref(),
+            value: r.value.as_deref(),
+            timestamp: r.timestamp_ms,
+            partition,
+            offset: r.offset,
+        },
+        &NoFunctions,
+    );
+    if let Ok(Some(values)) = row {
+        if rows.send(Ok(values)).await.is_err() {
+            return false;
+        }
+        *sent += 1;
+        if limit.is_some_and(|l| *sent >= l) {
+            return false;
+        }
+    }
+    true
+}
+
 /// A push query: rows go to `rows` until the receiver is dropped, `limit` rows were sent,
 /// or `stop` fires. An error reaching the log ends the query with the error's text. From
 /// the latest offsets it reads through `shared` (one scan per topic for all such
@@ -992,24 +1024,8 @@ pub async fn run_push(
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             };
             for (p, r) in batch.iter() {
-                let row = query.process(
-                    RecordIn {
-                        key: r.key.as_deref(),
-                        value: r.value.as_deref(),
-                        timestamp: r.timestamp_ms,
-                        partition: *p,
-                        offset: r.offset,
-                    },
-                    &NoFunctions,
-                );
-                if let Ok(Some(values)) = row {
-                    if rows.send(Ok(values)).await.is_err() {
-                        return;
-                    }
-                    sent += 1;
-                    if limit.is_some_and(|l| sent >= l) {
-                        return;
-                    }
+                if !push_row(&query, *p, r, &rows, &mut sent, limit).await {
+                    return;
                 }
             }
         }
@@ -1058,24 +1074,8 @@ pub async fn run_push(
             };
             for r in &records {
                 any = true;
-                let row = query.process(
-                    RecordIn {
-                        key: r.key.as_deref(),
-                        value: r.value.as_deref(),
-                        timestamp: r.timestamp_ms,
-                        partition: p,
-                        offset: r.offset,
-                    },
-                    &NoFunctions,
-                );
-                if let Ok(Some(values)) = row {
-                    if rows.send(Ok(values)).await.is_err() {
-                        return;
-                    }
-                    sent += 1;
-                    if limit.is_some_and(|l| sent >= l) {
-                        return;
-                    }
+                if !push_row(&query, p, r, &rows, &mut sent, limit).await {
+                    return;
                 }
             }
         }

@@ -9,7 +9,6 @@ use crate::ast::{
     ColumnConstraint, ColumnDef, Literal, Properties, SourceKind, SqlType, Statement,
 };
 use crate::format::Format;
-use crate::value::type_name;
 
 /// Columns every row has without declaring them (ksqlDB's pseudo and window columns).
 pub const RESERVED_COLUMNS: &[&str] = &[
@@ -145,16 +144,6 @@ const KNOWN_PROPERTIES: &[&str] = &[
     "CLEANUP_POLICY",
 ];
 
-/// Whether a type (or one inside it) is a MAP.
-fn has_map(t: &SqlType) -> bool {
-    match t {
-        SqlType::Map(..) => true,
-        SqlType::Array(i) => has_map(i),
-        SqlType::Struct(fields) => fields.iter().any(|(_, t)| has_map(t)),
-        _ => false,
-    }
-}
-
 fn json_map_keys_are_strings(t: &SqlType) -> bool {
     match t {
         SqlType::Map(k, v) => **k == SqlType::String && json_map_keys_are_strings(v),
@@ -247,22 +236,14 @@ impl Catalog {
             string_property(properties, "VALUE_DELIMITER")?.as_deref(),
         )
         .map_err(|e| err(e.0))?;
-        for c in &key {
-            if has_map(&c.sql_type) {
-                return Err(err(format!(
-                    "Map keys, including types that contain maps, are not supported as they may lead to unexpected behavior due to inconsistent serialization. Key column name: `{}`. Column type: {}. See https://github.com/confluentinc/ksql/issues/6621 for more.",
-                    c.name,
-                    type_name(&c.sql_type)
-                )));
-            }
-        }
+        // No MAP in a key; KAFKA keys of one column of a type it can write.
+        crate::format::check_key_schema(&key_format, &key).map_err(|e| err(e.0))?;
         for (cols, fmt) in [(&key, &key_format), (&value, &value_format)] {
             if *fmt == Format::Json && !cols.iter().all(|c| json_map_keys_are_strings(&c.sql_type))
             {
                 return Err(err("JSON only supports MAP types with STRING keys"));
             }
         }
-        crate::format::check_key_schema(&key_format, &key).map_err(|e| err(e.0))?;
         let wrap = match property(properties, "WRAP_SINGLE_VALUE") {
             None => true,
             Some(Literal::Boolean(b)) => *b,
