@@ -482,6 +482,7 @@ impl Engine {
                     ));
                 }
                 let topics = st.log.topics().await.map_err(|e| e.to_string())?;
+                let stmt = &with_sink_defaults(stmt, props, &st.catalog, &TopicCounts(topics.clone()));
                 // ksqlDB's limits on COLLECT_LIST / COLLECT_SET, from the statement's properties.
                 let limit = |k: &str| props.get(k).and_then(|v| v.trim().parse::<usize>().ok());
                 let limits = (
@@ -1388,4 +1389,49 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// ksqlDB's session defaults for a CREATE … AS SELECT's sink, each unless its WITH clause
+/// sets its own: `ksql.output.topic.name.prefix` before a topic named after the sink, and
+/// `ksql.persistence.wrap.single.values=false` for a sink of one value column.
+fn with_sink_defaults(
+    stmt: &Statement,
+    props: &BTreeMap<String, String>,
+    catalog: &Catalog,
+    topics: &dyn Topics,
+) -> Statement {
+    let mut out = stmt.clone();
+    let Statement::CreateAsSelect {
+        name, properties, ..
+    } = &mut out
+    else {
+        return out;
+    };
+    let has =
+        |p: &strata_sql::ast::Properties, k: &str| p.iter().any(|(n, _)| n.eq_ignore_ascii_case(k));
+    if let Some(prefix) = props.get("ksql.output.topic.name.prefix") {
+        if !has(properties, "KAFKA_TOPIC") {
+            properties.push((
+                "KAFKA_TOPIC".into(),
+                strata_sql::ast::Literal::String(format!("{prefix}{name}")),
+            ));
+        }
+    }
+    let unwrap = props
+        .get("ksql.persistence.wrap.single.values")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
+    if unwrap && !has(properties, "WRAP_SINGLE_VALUE") {
+        let mut unwrapped = out.clone();
+        if let Statement::CreateAsSelect { properties, .. } = &mut unwrapped {
+            properties.push((
+                "WRAP_SINGLE_VALUE".into(),
+                strata_sql::ast::Literal::Boolean(false),
+            ));
+        }
+        // Refused for several value columns: those stay wrapped.
+        if plan_create_as_select(&unwrapped, catalog, topics).is_ok() {
+            return unwrapped;
+        }
+    }
+    out
 }

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use crate::analyzer::{format_expr, type_of, AnalysisError, OutputColumn, Scope};
 use crate::ast::{BinaryOp, Expr, Query, SelectItem, SourceKind, SqlType};
 use crate::catalog::{Catalog, Column, Source};
-use crate::eval::{binary, cast, compare, eval, Functions, Row};
+use crate::eval::{binary, cast, compare, eval, eval_column, eval_condition, Functions, Row};
 use crate::format::{from_json, json_text, serialize};
 use crate::pipeline::{decode_values, RecordIn, Sink, SourceRow};
 use crate::value::Value;
@@ -137,6 +137,10 @@ pub struct TimeWindow {
     pub grace: i64,
     /// EMIT FINAL: a window's row is written once, when it closes.
     pub emit_final: bool,
+    /// How long the window store keeps a window (RETENTION, else size + grace, as Kafka
+    /// Streams defaults it): counted back from the latest window start stored. A window
+    /// older than that is gone from the store, so EMIT FINAL never writes it.
+    pub retention: i64,
     /// A SESSION window: `size` is the inactivity gap; a window runs from its first to its
     /// last record and merges with any window within the gap.
     pub session: bool,
@@ -291,16 +295,18 @@ pub fn plan_aggregate(
                     "Window advance must be positive and at most the window size: size {size} ms, advance {advance} ms"
                 )));
             }
+            // Without GRACE PERIOD: Kafka Streams' old default (a day less the size),
+            // except that EMIT FINAL then emits as soon as the window ends (ksqlDB).
+            let grace = match (w.grace, query.emit == Some(crate::ast::Emit::Final)) {
+                (Some(g), _) => g.millis(),
+                (None, true) => 0,
+                (None, false) => (86_400_000 - size).max(0),
+            };
             Some(TimeWindow {
                 size,
                 advance,
-                // Without GRACE PERIOD: Kafka Streams' old default (a day less the size),
-                // except that EMIT FINAL then emits as soon as the window ends (ksqlDB).
-                grace: match (w.grace, query.emit == Some(crate::ast::Emit::Final)) {
-                    (Some(g), _) => g.millis(),
-                    (None, true) => 0,
-                    (None, false) => (86_400_000 - size).max(0),
-                },
+                grace,
+                retention: w.retention.map_or(size + grace, |r| r.millis()),
                 emit_final: query.emit == Some(crate::ast::Emit::Final),
                 session: matches!(w.kind, crate::ast::WindowKind::Session { .. }),
             })
@@ -817,6 +823,17 @@ pub fn plan_aggregate(
             missing.join(", ")
         )));
     }
+    for (i, c) in value.iter().enumerate() {
+        let clash =
+            key.iter().any(|k| k.name == c.name) || value[..i].iter().any(|v| v.name == c.name);
+        if clash {
+            return Err(err(format!(
+                "Duplicate value columns found in schema: `{}` {}",
+                c.name,
+                crate::value::type_name(&c.sql_type)
+            )));
+        }
+    }
     if value.is_empty() {
         return Err(err("The projection contains no value columns."));
     }
@@ -995,10 +1012,7 @@ impl AggregateQuery {
             values: &values,
         };
         if let Some(f) = &self.filter {
-            if !matches!(
-                eval(f, &row, functions).map_err(|e| e.to_string())?,
-                Value::Boolean(true)
-            ) {
+            if !eval_condition(f, &row, functions) {
                 return Ok(None);
             }
         }
@@ -1108,10 +1122,7 @@ impl AggregateQuery {
     ) -> Result<AggOutcome, String> {
         let record = RowTime { timestamp };
         if let Some(f) = &self.filter {
-            if !matches!(
-                eval(f, row, functions).map_err(|e| e.to_string())?,
-                Value::Boolean(true)
-            ) {
+            if !eval_condition(f, row, functions) {
                 return Ok(AggOutcome::Filtered);
             }
         }
@@ -1160,6 +1171,28 @@ impl AggregateQuery {
                 state,
                 functions,
             )?);
+            if w.emit_final && previous_stream_time.is_none_or(|p| p < stream_time) {
+                // EMIT FINAL: sessions that ended before stream time less the grace period
+                // are closed now: their final rows, and their state is dropped.
+                let close = stream_time - w.grace;
+                let closed: Vec<Vec<u8>> = state
+                    .iter()
+                    .filter(|(k, st)| !k.is_empty() && st.timestamp < close)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in closed {
+                    let Some(st) = state.remove(&k) else { continue };
+                    let Some(g) = self.group_from_key(&k) else {
+                        continue;
+                    };
+                    let (key, value) = self.output(&g, &st, functions)?;
+                    updates.push(AggUpdate {
+                        state_key: k,
+                        state: None,
+                        record: value.map(|v| (key, Some(v), st.timestamp)),
+                    });
+                }
+            }
             return Ok(AggOutcome::Updates(updates));
         }
         let keys = group.len();
@@ -1184,7 +1217,12 @@ impl AggregateQuery {
         let closing =
             previous_stream_time.is_none_or(|p| closed_before(p) != closed_before(stream_time));
         if w.emit_final && closing {
-            // Windows that closed now: their final rows, and their state is dropped.
+            // Windows that closed now: their final rows, and their state is dropped. A
+            // window that expired from the store first (it starts before the latest
+            // window start, that of stream time, less the retention) is dropped unwritten,
+            // as ksqlDB's windowed store no longer returns it.
+            let latest_start = stream_time - stream_time.rem_euclid(w.advance.max(1));
+            let expired = |start: i64| start < latest_start - w.retention;
             let closed: Vec<Vec<u8>> = state
                 .keys()
                 .filter(|k| !k.is_empty())
@@ -1199,11 +1237,17 @@ impl AggregateQuery {
                 let Some(g) = self.group_from_key(&k) else {
                     continue;
                 };
-                let (key, value) = self.output(&g, &st, functions)?;
+                let record = match g.last() {
+                    Some(Value::Bigint(start)) if expired(*start) => None,
+                    _ => {
+                        let (key, value) = self.output(&g, &st, functions)?;
+                        value.map(|v| (key, Some(v), st.timestamp))
+                    }
+                };
                 updates.push(AggUpdate {
                     state_key: k,
                     state: None,
-                    record: value.map(|v| (key, Some(v), st.timestamp)),
+                    record,
                 });
             }
         }
@@ -1318,7 +1362,7 @@ impl AggregateQuery {
         // tombstone only if it was there (KTable filter semantics).
         let was_out = match state.get(gk) {
             None => false,
-            Some(old) => self.passes_having(group, old, functions)?,
+            Some(old) => self.passes_having(group, old, functions),
         };
         let mut st = state.get(gk).cloned().unwrap_or_else(|| self.initial());
         for ((acc, call), arg) in st.accs.iter_mut().zip(&self.calls).zip(args) {
@@ -1368,24 +1412,16 @@ impl AggregateQuery {
         (names, values)
     }
 
-    fn passes_having(
-        &self,
-        group: &[Value],
-        st: &GroupState,
-        functions: &dyn Functions,
-    ) -> Result<bool, String> {
+    fn passes_having(&self, group: &[Value], st: &GroupState, functions: &dyn Functions) -> bool {
         let Some(h) = &self.having else {
-            return Ok(true);
+            return true;
         };
         let (names, values) = self.agg_row(group, st);
         let row = Named {
             names: &names,
             values: &values,
         };
-        Ok(matches!(
-            eval(h, &row, functions).map_err(|e| e.to_string())?,
-            Value::Boolean(true)
-        ))
+        eval_condition(h, &row, functions)
     }
 
     /// A group's row as the materialized table holds it: key columns then value columns
@@ -1396,7 +1432,7 @@ impl AggregateQuery {
         st: &GroupState,
         functions: &dyn Functions,
     ) -> Result<Option<Vec<Value>>, String> {
-        if !self.passes_having(group, st, functions)? {
+        if !self.passes_having(group, st, functions) {
             return Ok(None);
         }
         let (names, values) = self.agg_row(group, st);
@@ -1404,15 +1440,13 @@ impl AggregateQuery {
             names: &names,
             values: &values,
         };
-        self.key
-            .iter()
-            .chain(&self.value)
-            .map(|c| {
-                let v = eval(&c.expr, &row, functions).map_err(|e| e.to_string())?;
-                cast(v, &c.sql_type).map_err(|e| e.to_string())
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+        Ok(Some(
+            self.key
+                .iter()
+                .chain(&self.value)
+                .map(|c| eval_column(&c.expr, &c.sql_type, &row, functions))
+                .collect(),
+        ))
     }
 
     /// The groups' key values from a state map key.
@@ -1444,15 +1478,12 @@ impl AggregateQuery {
             names: &names,
             values: &values,
         };
-        let compute = |cols: &[OutputColumn]| -> Result<Vec<Value>, String> {
+        let compute = |cols: &[OutputColumn]| -> Vec<Value> {
             cols.iter()
-                .map(|c| {
-                    let v = eval(&c.expr, &row, functions).map_err(|e| e.to_string())?;
-                    cast(v, &c.sql_type).map_err(|e| e.to_string())
-                })
+                .map(|c| eval_column(&c.expr, &c.sql_type, &row, functions))
                 .collect()
         };
-        let key_values = compute(&self.key)?;
+        let key_values = compute(&self.key);
         let key = serialize(
             &self.sink.key_format,
             &OutputColumn::name_types(&self.key),
@@ -1486,7 +1517,7 @@ impl AggregateQuery {
                 return Ok((key, None));
             }
         }
-        let value_values = compute(&self.value)?;
+        let value_values = compute(&self.value);
         let cols = OutputColumn::name_types(&self.value);
         let value = serialize(
             &self.sink.value_format,
@@ -1993,6 +2024,114 @@ mod tests {
                 Some(st)
             );
         }
+    }
+
+    /// The final rows an EMIT FINAL query writes for records of one key "k" at `times`:
+    /// (window start, window end, COUNT) per row.
+    fn final_rows(q: &AggregateQuery, times: &[(&str, i64)]) -> Vec<(String, i64, i64, i64)> {
+        let mut state = BTreeMap::new();
+        let mut rows = Vec::new();
+        for (i, (key, ts)) in times.iter().enumerate() {
+            let o = q.process(
+                RecordIn {
+                    key: Some(key.as_bytes()),
+                    value: Some(br#"{"v":1}"#),
+                    timestamp: *ts,
+                    partition: 0,
+                    offset: i as i64,
+                },
+                &mut state,
+                &NoFunctions,
+            );
+            let AggOutcome::Updates(u) = o else { continue };
+            for (k, v, ts) in u.into_iter().filter_map(|u| u.record) {
+                let k = k.unwrap();
+                let v: serde_json::Value = serde_json::from_slice(&v.unwrap()).unwrap();
+                let count = v["C"].as_i64().unwrap();
+                let be = |at: usize| i64::from_be_bytes(k[at..at + 8].try_into().unwrap());
+                let (name, start, end) = if q.window.is_some_and(|w| w.session) {
+                    let n = k.len() - 16;
+                    (
+                        String::from_utf8(k[..n].to_vec()).unwrap(),
+                        be(n + 8),
+                        be(n),
+                    )
+                } else {
+                    let n = k.len() - 8;
+                    (String::from_utf8(k[..n].to_vec()).unwrap(), be(n), ts)
+                };
+                rows.push((name, start, end, count));
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn emit_final_writes_each_closed_window_once_unless_the_store_expired_it() {
+        // ksqlDB's suppress.json cases: the window store keeps size + grace behind the
+        // latest window start, so [0, 2) is gone when stream time 5 closes it and [2, 4).
+        let q = plan(
+            "CREATE STREAM S (ID STRING KEY, V INT) WITH (kafka_topic='s', value_format='JSON');",
+            "CREATE TABLE OUTPUT AS SELECT ID, COUNT(*) AS C FROM S WINDOW TUMBLING (SIZE 2 MILLISECONDS, GRACE PERIOD 1 MILLISECONDS) GROUP BY ID EMIT FINAL;",
+        )
+        .unwrap();
+        let rows = final_rows(
+            &q,
+            &[
+                ("k1", 0),
+                ("k2", 1),
+                ("k1", 2),
+                ("k1", 1),
+                ("k2", 0),
+                ("k1", 5),
+                ("k1", 0),
+                ("k2", 2),
+            ],
+        );
+        assert_eq!(
+            rows,
+            vec![("k1".to_string(), 2, 2, 1)],
+            "window start, row timestamp"
+        );
+        // Hopping: [0, 5) closes at stream time 6 while still stored; [2, 7) has expired
+        // by stream time 10, [4, 9) has not.
+        let q = plan(
+            "CREATE STREAM S (ID STRING KEY, V INT) WITH (kafka_topic='s', value_format='JSON');",
+            "CREATE TABLE OUTPUT AS SELECT ID, COUNT(*) AS C FROM S WINDOW HOPPING (SIZE 5 MILLISECONDS, ADVANCE BY 2 MILLISECONDS, GRACE PERIOD 1 MILLISECONDS) GROUP BY ID EMIT FINAL;",
+        )
+        .unwrap();
+        let rows = final_rows(
+            &q,
+            &[
+                ("k", 0),
+                ("k", 1),
+                ("k", 2),
+                ("k", 1),
+                ("k", 6),
+                ("k", 5),
+                ("k", 10),
+            ],
+        );
+        let windows: Vec<(i64, i64)> = rows.iter().map(|r| (r.1, r.3)).collect();
+        assert_eq!(windows, vec![(0, 4), (4, 2)]);
+    }
+
+    #[test]
+    fn emit_final_writes_a_session_once_it_ends_before_stream_time_less_grace() {
+        let q = plan(
+            "CREATE STREAM S (ID STRING KEY, V INT) WITH (kafka_topic='s', value_format='JSON');",
+            "CREATE TABLE OUTPUT AS SELECT ID, COUNT(*) AS C FROM S WINDOW SESSION (5 MILLISECONDS, GRACE PERIOD 6 MILLISECONDS) GROUP BY ID EMIT FINAL;",
+        )
+        .unwrap();
+        let times: Vec<(&str, i64)> = [0, 4, 8, 12, 14, 30, 29, 17, 42]
+            .iter()
+            .map(|t| ("k1", *t))
+            .collect();
+        assert_eq!(
+            final_rows(&q, &times),
+            vec![("k1".to_string(), 0, 14, 5), ("k1".to_string(), 29, 30, 2)],
+            "the record at 17 comes after its session closed: dropped"
+        );
     }
 
     #[test]

@@ -392,7 +392,27 @@ pub fn type_of(expr: &Expr, scope: &Scope<'_>) -> Result<Option<SqlType>, Analys
             return Ok(result);
         }
         Expr::Cast { expr, to } => {
-            ty(expr)?;
+            let from = ty(expr)?;
+            // A collection or struct is made only from its own kind.
+            let same_kind = |f: &SqlType| {
+                matches!(
+                    (f, to),
+                    (SqlType::Array(_), SqlType::Array(_))
+                        | (SqlType::Map(..), SqlType::Map(..))
+                        | (SqlType::Struct(_), SqlType::Struct(_))
+                )
+            };
+            if let Some(f) = &from {
+                if matches!(to, SqlType::Array(_) | SqlType::Map(..) | SqlType::Struct(_))
+                    && !same_kind(f)
+                {
+                    return Err(err(format!(
+                        "Cast of {} to {} is not supported",
+                        type_name(f),
+                        type_name(to)
+                    )));
+                }
+            }
             to.clone()
         }
         Expr::Function { name, args, .. }
@@ -479,6 +499,13 @@ pub fn type_of(expr: &Expr, scope: &Scope<'_>) -> Result<Option<SqlType>, Analys
                 Box::new(k.ok_or_else(|| err("Cannot construct a map with all NULL keys"))?),
                 Box::new(v.ok_or_else(|| err("Cannot construct a map with all NULL values"))?),
             )
+        }
+        Expr::Struct(fields) if fields
+            .iter()
+            .enumerate()
+            .any(|(i, (n, _))| fields[..i].iter().any(|(m, _)| m == n)) =>
+        {
+            return Err(err("Duplicate field names found in STRUCT"));
         }
         Expr::Struct(fields) => SqlType::Struct(
             fields
@@ -624,6 +651,15 @@ pub fn select_columns(
     }
     let mut selected: Vec<OutputColumn> = Vec::new();
     let mut generated = 0;
+    // A struct field selected without an alias is named after the field, with `_1`,
+    // `_2`… when a source column or an earlier such name has it (ksqlDB's alias
+    // generator).
+    let mut taken: std::collections::HashSet<String> = source
+        .key
+        .iter()
+        .chain(&source.value)
+        .map(|c| c.name.clone())
+        .collect();
     for item in &query.select {
         match item {
             SelectItem::All { source: q } => {
@@ -666,14 +702,27 @@ pub fn select_columns(
             },
             SelectItem::Expr { expr, alias } => {
                 let sql_type = type_of(expr, &scope)
-                    .map_err(|e| unresolved_in("SELECT", &e).unwrap_or(e))?
+                    .map_err(|e| match unresolved_in("SELECT", &e) {
+                        Some(e) => e,
+                        None if e.0.starts_with("Cast of ") => err(format!("Invalid Select: {}", e.0)),
+                        None => e,
+                    })?
                     .ok_or_else(|| {
                     err("Can't infer a type of null. Please explicitly cast it to a required type, e.g. CAST(null AS VARCHAR).")
                 })?;
                 let name = match (alias, expr) {
                     (Some(a), _) => a.clone(),
                     (None, Expr::Column { name, .. }) => name.clone(),
-                    (None, Expr::Dereference { field, .. }) => field.clone(),
+                    (None, Expr::Dereference { field, .. }) => {
+                        let mut n = field.clone();
+                        let mut i = 0;
+                        while taken.contains(&n) {
+                            i += 1;
+                            n = format!("{field}_{i}");
+                        }
+                        taken.insert(n.clone());
+                        n
+                    }
                     (None, _) => {
                         let n = format!("KSQL_COL_{generated}");
                         generated += 1;
@@ -1010,6 +1059,28 @@ mod tests {
             let e = typed(text).unwrap_err();
             assert!(e.0.contains(message), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn a_struct_field_named_like_a_source_column_gets_a_numbered_name() {
+        let mut c = Catalog::default();
+        c.create_source(
+            &crate::parse_statement("CREATE STREAM INPUT (ROWKEY STRING KEY, B INT, A STRUCT<B INT>, C STRUCT<B INT, D INT>) WITH (kafka_topic='t', value_format='JSON');").unwrap(),
+            &All,
+        )
+        .unwrap();
+        let crate::ast::Statement::CreateAsSelect { query, .. } = crate::parse_statement(
+            "CREATE STREAM OUTPUT AS SELECT ROWKEY, B, A->B, C->B, C->D FROM INPUT;",
+        )
+        .unwrap() else {
+            panic!()
+        };
+        let names: Vec<String> = select_columns(&query, &c)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(names, ["ROWKEY", "B", "B_1", "B_2", "D"]);
     }
 
     #[test]

@@ -144,7 +144,7 @@ const KNOWN_PROPERTIES: &[&str] = &[
     "CLEANUP_POLICY",
 ];
 
-fn json_map_keys_are_strings(t: &SqlType) -> bool {
+pub(crate) fn json_map_keys_are_strings(t: &SqlType) -> bool {
     match t {
         SqlType::Map(k, v) => **k == SqlType::String && json_map_keys_are_strings(v),
         SqlType::Array(i) => json_map_keys_are_strings(i),

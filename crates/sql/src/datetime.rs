@@ -2,9 +2,10 @@
 //! TIMESTAMPTOSTRING, FORMAT_TIMESTAMP, PARSE_TIMESTAMP and friends and `TIMESTAMP_FORMAT`
 //! use them: `y M d H h m s S a E D` fields, `X Z z` zones, `'quoted'` text.
 //!
-//! Time zones: UTC/GMT/Z and fixed offsets (`+02:00`, `+0200`, `GMT+2`, `UTC-05:30`).
-//! Region ids (`Europe/London`) need a time-zone database this build does not carry: they
-//! are refused with a clear error rather than guessed.
+//! Time zones: UTC/GMT/Z, fixed offsets (`+02:00`, `+0200`, `GMT+2`, `UTC-05:30`) and
+//! region ids (`Europe/London`, from the IANA database compiled in by `chrono-tz`), whose
+//! offset depends on the instant (summer time). Parsed text may name a zone by its
+//! abbreviation (`PST`), read as the region Java maps it to.
 
 use crate::eval::{civil_from_days, days_from_civil};
 
@@ -66,16 +67,108 @@ fn compile(pattern: &str) -> Result<Vec<Piece>, String> {
     Ok(out)
 }
 
-/// A zone: its offset from UTC in seconds and the name `z` prints.
-pub fn zone(id: &str) -> Result<(i32, String), String> {
+/// A time zone: a fixed offset, or a region whose offset changes over time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Zone {
+    /// Seconds east of UTC, and the name `z` prints.
+    Fixed(i32, String),
+    Region(chrono_tz::Tz),
+}
+
+impl Zone {
+    /// The offset (seconds east of UTC) in force at the instant `ms`, and the name `z`
+    /// prints then (`PDT`, `BST`).
+    pub fn at_instant(&self, ms: i64) -> (i32, String) {
+        use chrono::{Offset, TimeZone};
+        use chrono_tz::OffsetName;
+        match self {
+            Zone::Fixed(o, name) => (*o, name.clone()),
+            Zone::Region(tz) => match tz.timestamp_millis_opt(ms).single() {
+                Some(t) => (
+                    t.offset().fix().local_minus_utc(),
+                    t.offset().abbreviation().to_string(),
+                ),
+                None => (0, tz.name().to_string()),
+            },
+        }
+    }
+
+    /// The offset for a local date-time (`local_ms`: its fields read as if in UTC), as
+    /// Java resolves it: in an overlap the earlier offset; in a gap the offset before it
+    /// (so the time moves forward by the gap).
+    pub fn for_local(&self, local_ms: i64) -> i32 {
+        use chrono::{LocalResult, Offset, TimeZone};
+        let Zone::Region(tz) = self else {
+            return self.at_instant(local_ms).0;
+        };
+        let Some(naive) = chrono::DateTime::from_timestamp_millis(local_ms).map(|t| t.naive_utc())
+        else {
+            return 0;
+        };
+        match tz.offset_from_local_datetime(&naive) {
+            LocalResult::Single(o) | LocalResult::Ambiguous(o, _) => o.fix().local_minus_utc(),
+            LocalResult::None => self.at_instant(local_ms - 86_400_000).0,
+        }
+    }
+}
+
+/// Java's short zone names (`ZoneId.SHORT_IDS` and its zone texts) for the regions they
+/// stand for when parsed.
+const ABBREVIATIONS: &[(&str, &str)] = &[
+    ("PST", "America/Los_Angeles"),
+    ("PDT", "America/Los_Angeles"),
+    ("PT", "America/Los_Angeles"),
+    ("MST", "America/Denver"),
+    ("MDT", "America/Denver"),
+    ("CST", "America/Chicago"),
+    ("CDT", "America/Chicago"),
+    ("EST", "America/New_York"),
+    ("EDT", "America/New_York"),
+    ("AKST", "America/Anchorage"),
+    ("HST", "Pacific/Honolulu"),
+    ("BST", "Europe/London"),
+    ("CET", "Europe/Paris"),
+    ("CEST", "Europe/Paris"),
+    ("EET", "Europe/Athens"),
+    ("EEST", "Europe/Athens"),
+    ("IST", "Asia/Kolkata"),
+    ("JST", "Asia/Tokyo"),
+    ("AEST", "Australia/Sydney"),
+];
+
+/// A zone by its id: UTC/GMT/UT/Z, an offset (`+02:00`, `GMT+2`) or a region id.
+pub fn zone(id: &str) -> Result<Zone, String> {
     let t = id.trim();
+    match fixed_zone(t) {
+        Some(z) => Ok(z),
+        None => t
+            .parse::<chrono_tz::Tz>()
+            .map(Zone::Region)
+            .map_err(|_| format!("Unknown time-zone ID: {t}")),
+    }
+}
+
+/// A zone named in parsed text: as `zone`, or a short name such as `PST`.
+fn zone_in_text(t: &str) -> Option<Zone> {
+    zone(t).ok().or_else(|| {
+        let upper = t.to_ascii_uppercase();
+        ABBREVIATIONS
+            .iter()
+            .find(|(a, _)| *a == upper)
+            .and_then(|(_, region)| region.parse::<chrono_tz::Tz>().ok())
+            .map(Zone::Region)
+    })
+}
+
+fn fixed_zone(t: &str) -> Option<Zone> {
+    let t = t.trim();
     let upper = t.to_ascii_uppercase();
     let rest = ["UTC", "GMT", "UT"]
         .iter()
         .find_map(|p| upper.strip_prefix(p))
         .unwrap_or(&upper);
     if rest.is_empty() || upper == "Z" {
-        return Ok((
+        return Some(Zone::Fixed(
             0,
             if upper == "Z" {
                 "Z".into()
@@ -84,12 +177,7 @@ pub fn zone(id: &str) -> Result<(i32, String), String> {
             },
         ));
     }
-    match parse_offset(rest) {
-        Some(secs) => Ok((secs, t.to_string())),
-        None => Err(format!(
-            "Unknown time-zone ID: {t} (this build knows UTC, GMT and fixed offsets such as +02:00)"
-        )),
-    }
+    parse_offset(rest).map(|secs| Zone::Fixed(secs, t.to_string()))
 }
 
 /// `+h`, `+hh`, `+hhmm`, `+hh:mm` (and `-`): seconds east of UTC.
@@ -158,7 +246,12 @@ fn offset_text(secs: i32, letter: char, n: usize) -> String {
 
 /// `ms` since the epoch as text in `pattern`, at the zone's offset.
 pub fn format(ms: i64, pattern: &str, zone_id: &str) -> Result<String, String> {
-    let (offset, zone_name) = zone(zone_id)?;
+    let zone = zone(zone_id)?;
+    let (offset, abbreviation) = zone.at_instant(ms);
+    let zone_name = match (&zone, pattern.contains('V')) {
+        (Zone::Region(tz), true) => tz.name().to_string(),
+        _ => abbreviation,
+    };
     let local = ms + offset as i64 * 1000;
     let days = local.div_euclid(86_400_000);
     let in_day = local.rem_euclid(86_400_000);
@@ -261,6 +354,7 @@ pub fn parse(text: &str, pattern: &str, zone_id: &str) -> Result<i64, String> {
     let mut twelve = false;
     let mut day_of_year: Option<i64> = None;
     let mut offset: Option<i32> = None;
+    let mut named: Option<Zone> = None;
     for (i, p) in pieces.iter().enumerate() {
         match p {
             Piece::Text(t) => {
@@ -325,7 +419,7 @@ pub fn parse(text: &str, pattern: &str, zone_id: &str) -> Result<i64, String> {
                         };
                     }
                     'X' | 'x' | 'Z' => {
-                        if text[at..].starts_with('Z') {
+                        if text[at..].starts_with(['Z', 'z']) {
                             offset = Some(0);
                             at += 1;
                         } else {
@@ -345,7 +439,7 @@ pub fn parse(text: &str, pattern: &str, zone_id: &str) -> Result<i64, String> {
                         while at < b.len() && !b[at].is_ascii_whitespace() {
                             at += 1;
                         }
-                        offset = Some(zone(&text[start..at]).map_err(|_| fail())?.0);
+                        named = Some(zone_in_text(&text[start..at]).ok_or_else(fail)?);
                     }
                     _ => return Err(fail()),
                 }
@@ -368,11 +462,13 @@ pub fn parse(text: &str, pattern: &str, zone_id: &str) -> Result<i64, String> {
         Some(doy) => days_from_civil(y, 1, 1) + doy - 1,
         None => days_from_civil(y, mo, d),
     };
-    let offset = match offset {
-        Some(o) => o,
-        None => zone(zone_id)?.0,
+    let local = days * 86_400_000 + h * 3_600_000 + mi * 60_000 + s * 1000 + milli;
+    let offset = match (offset, named) {
+        (Some(o), _) => o,
+        (None, Some(z)) => z.for_local(local),
+        (None, None) => zone(zone_id)?.for_local(local),
     };
-    Ok(days * 86_400_000 + h * 3_600_000 + mi * 60_000 + s * 1000 + milli - offset as i64 * 1000)
+    Ok(local - offset as i64 * 1000)
 }
 
 #[cfg(test)]
@@ -431,8 +527,61 @@ mod tests {
         );
         assert!(parse("2018-13-11", "yyyy-MM-dd", "UTC").is_err());
         assert!(parse("2018-05-11 x", "yyyy-MM-dd", "UTC").is_err());
-        assert!(format(ms, "yyyy", "Europe/London")
+        assert!(format(ms, "yyyy", "Mars/Olympus_Mons")
             .unwrap_err()
             .contains("Unknown time-zone ID"));
+    }
+
+    #[test]
+    fn region_zones_follow_summer_time_both_ways() {
+        // ksqlDB's timestamp-to-string and stringtimestamp cases.
+        let may = 1_526_075_913_000; // 2018-05-11T21:58:33Z
+        let pattern = "yyyy-MM-dd HH:mm:ss zzz";
+        assert_eq!(
+            format(may, pattern, "America/Los_Angeles").unwrap(),
+            "2018-05-11 14:58:33 PDT"
+        );
+        assert_eq!(
+            format(may, pattern, "Europe/London").unwrap(),
+            "2018-05-11 22:58:33 BST"
+        );
+        assert_eq!(
+            format(0, pattern, "Europe/London").unwrap(),
+            "1970-01-01 01:00:00 BST"
+        );
+        assert_eq!(format(may, "VV", "Europe/London").unwrap(), "Europe/London");
+        // A short name in the text is its region, at that date's offset.
+        assert_eq!(
+            parse(
+                "2018-05-11T21:58:33 PST",
+                "yyyy-MM-dd'T'HH:mm:ss zzz",
+                "UTC"
+            )
+            .unwrap(),
+            may + 7 * 3_600_000
+        );
+        assert_eq!(
+            parse(
+                "2018-01-11T21:58:33",
+                "yyyy-MM-dd'T'HH:mm:ss",
+                "America/New_York"
+            )
+            .unwrap(),
+            parse("2018-01-12T02:58:33", "yyyy-MM-dd'T'HH:mm:ss", "UTC").unwrap()
+        );
+        // In the spring-forward gap Java moves the time forward: 02:30 is 03:30 EDT.
+        assert_eq!(
+            parse("2018-03-11 02:30", "yyyy-MM-dd HH:mm", "America/New_York").unwrap(),
+            parse("2018-03-11 07:30", "yyyy-MM-dd HH:mm", "UTC").unwrap()
+        );
+        // In the fall-back overlap the earlier offset: 01:30 is 01:30 EDT.
+        assert_eq!(
+            parse("2018-11-04 01:30", "yyyy-MM-dd HH:mm", "America/New_York").unwrap(),
+            parse("2018-11-04 05:30", "yyyy-MM-dd HH:mm", "UTC").unwrap()
+        );
+        assert_eq!(
+            parse("2020-05-11T21:58:33z", "yyyy-MM-dd'T'HH:mm:ssX", "UTC").unwrap(),
+            1_589_234_313_000
+        );
     }
 }

@@ -198,9 +198,16 @@ pub fn eval(expr: &Expr, row: &dyn Row, functions: &dyn Functions) -> Result<Val
             } else {
                 args.iter().map(ev).collect::<Result<Vec<_>, _>>()?
             };
-            builtin(name, &values)
+            // As ksqlDB's generated code: a function that fails on its arguments gives
+            // NULL there (ksqlDB logs it), and the expression around it goes on.
+            match builtin(name, &values)
                 .or_else(|| functions.call(name, values))
-                .unwrap_or_else(|| Err(EvalError::UnknownFunction(name.clone())))?
+                .unwrap_or_else(|| Err(EvalError::UnknownFunction(name.clone())))
+            {
+                Ok(v) => v,
+                Err(e @ EvalError::UnknownFunction(_)) => return Err(e),
+                Err(_) => Value::Null,
+            }
         }
         Expr::Subscript { base, index } => match (ev(base)?, ev(index)?) {
             (Value::Null, _) | (_, Value::Null) => Value::Null,
@@ -746,6 +753,21 @@ pub fn like(s: &str, pattern: &str, escape: Option<char>) -> bool {
     pat[p..].iter().all(|x| *x == P::Any)
 }
 
+/// A selected column's value as ksqlDB's select mapper computes it: an expression that
+/// fails on this row (a function's error, a cast that cannot be made) is NULL in that
+/// column and the row is still written (ksqlDB logs it to its processing log).
+pub fn eval_column(expr: &Expr, to: &SqlType, row: &dyn Row, functions: &dyn Functions) -> Value {
+    eval(expr, row, functions)
+        .and_then(|v| cast(v, to))
+        .unwrap_or(Value::Null)
+}
+
+/// Whether a row passes a WHERE (or HAVING) condition, as ksqlDB's predicate decides it:
+/// only TRUE passes; NULL, FALSE and an expression that fails on this row do not.
+pub fn eval_condition(expr: &Expr, row: &dyn Row, functions: &dyn Functions) -> bool {
+    matches!(eval(expr, row, functions), Ok(Value::Boolean(true)))
+}
+
 /// CAST between types, as ksqlDB allows it.
 pub fn cast(v: Value, to: &SqlType) -> Result<Value, EvalError> {
     if v.is_null() {
@@ -868,14 +890,9 @@ pub fn cast(v: Value, to: &SqlType) -> Result<Value, EvalError> {
             _ => return Err(fail(&v)),
         },
         SqlType::Struct(target) => match v {
-            // Field by field, by name (a field the value lacks is NULL).
+            // Field by field, by name: a field the value lacks is NULL, one the target
+            // lacks is dropped (ksqlDB's struct-to-struct CAST).
             Value::Struct(fields) => {
-                if fields
-                    .iter()
-                    .any(|(n, _)| !target.iter().any(|(t, _)| t == n))
-                {
-                    return Err(fail(&Value::Struct(fields)));
-                }
                 let mut fields = fields;
                 Value::Struct(
                     target

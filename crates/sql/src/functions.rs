@@ -27,6 +27,7 @@ pub const FUNCTIONS: &[(&str, &str, &str)] = &[
     ("ARRAY_SORT", "SCALAR", "ARRAY"),
     ("ARRAY_UNION", "SCALAR", "ARRAY"),
     ("ASIN", "SCALAR", "MATHEMATICAL"),
+    ("AS_MAP", "SCALAR", "MAP"),
     ("AS_VALUE", "SCALAR", "OTHER"),
     ("ATAN", "SCALAR", "MATHEMATICAL"),
     ("ATTR", "AGGREGATE", "AGGREGATE"),
@@ -49,6 +50,7 @@ pub const FUNCTIONS: &[(&str, &str, &str)] = &[
     ("COUNT_DISTINCT", "AGGREGATE", "AGGREGATE"),
     ("DEGREES", "SCALAR", "MATHEMATICAL"),
     ("EARLIEST_BY_OFFSET", "AGGREGATE", "AGGREGATE"),
+    ("ENTRIES", "SCALAR", "MAP"),
     ("EXP", "SCALAR", "MATHEMATICAL"),
     ("EXTRACTJSONFIELD", "SCALAR", "JSON"),
     ("FLOOR", "SCALAR", "MATHEMATICAL"),
@@ -64,6 +66,7 @@ pub const FUNCTIONS: &[(&str, &str, &str)] = &[
     ("LOG", "SCALAR", "MATHEMATICAL"),
     ("LPAD", "SCALAR", "STRING"),
     ("MAP_KEYS", "SCALAR", "MAP"),
+    ("MAP_UNION", "SCALAR", "MAP"),
     ("MAP_VALUES", "SCALAR", "MAP"),
     ("MAX", "AGGREGATE", "AGGREGATE"),
     ("MIN", "AGGREGATE", "AGGREGATE"),
@@ -162,6 +165,19 @@ pub fn return_type(name: &str, args: &[Option<SqlType>]) -> Option<Option<SqlTyp
         },
         "MAP_VALUES" => match &first {
             Some(SqlType::Map(_, v)) => Some(SqlType::Array(v.clone())),
+            _ => None,
+        },
+        "MAP_UNION" => first.or_else(|| args.get(1).cloned().flatten()),
+        // An array of STRUCT<K, V>, one per entry.
+        "ENTRIES" => match &first {
+            Some(SqlType::Map(k, v)) => Some(SqlType::Array(Box::new(SqlType::Struct(vec![
+                ("K".into(), (**k).clone()),
+                ("V".into(), (**v).clone()),
+            ])))),
+            _ => None,
+        },
+        "AS_MAP" => match (&first, args.get(1).cloned().flatten()) {
+            (Some(SqlType::Array(k)), Some(SqlType::Array(v))) => Some(SqlType::Map(k.clone(), v)),
             _ => None,
         },
         _ => return crate::functions_more::return_type(name, args),
@@ -831,6 +847,56 @@ fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
             Value::Map(m) => Value::Array(m.into_iter().map(|(_, v)| v).collect()),
             _ => Value::Null,
         },
+        // The second map's entries win; a NULL map counts as empty unless both are.
+        "MAP_UNION" => match (arg(0), arg(1)) {
+            (Value::Null, Value::Null) => Value::Null,
+            (a, b) => {
+                let mut out = match a {
+                    Value::Map(m) => m,
+                    _ => Vec::new(),
+                };
+                if let Value::Map(m) = b {
+                    for (k, v) in m {
+                        match out.iter_mut().find(|(x, _)| *x == k) {
+                            Some(slot) => slot.1 = v,
+                            None => out.push((k, v)),
+                        }
+                    }
+                }
+                Value::Map(out)
+            }
+        },
+        // ENTRIES(map, sorted): the entries as STRUCT<K, V>, by key when sorted.
+        "ENTRIES" => match arg(0) {
+            Value::Map(mut m) => {
+                if at(1) == &Value::Boolean(true) {
+                    m.sort_by(|(x, _), (y, _)| {
+                        compare(x, y).ok().flatten().unwrap_or(Ordering::Equal)
+                    });
+                }
+                Value::Array(
+                    m.into_iter()
+                        .map(|(k, v)| Value::Struct(vec![("K".into(), k), ("V".into(), v)]))
+                        .collect(),
+                )
+            }
+            _ => Value::Null,
+        },
+        // AS_MAP(keys, values): the i-th key to the i-th value (NULL past the values' end).
+        "AS_MAP" => match (arg(0), arg(1)) {
+            (Value::Array(keys), Value::Array(values)) => {
+                let mut out: Vec<(Value, Value)> = Vec::with_capacity(keys.len());
+                for (i, k) in keys.into_iter().enumerate() {
+                    let v = values.get(i).cloned().unwrap_or(Value::Null);
+                    match out.iter_mut().find(|(x, _)| *x == k) {
+                        Some(slot) => slot.1 = v,
+                        None => out.push((k, v)),
+                    }
+                }
+                Value::Map(out)
+            }
+            _ => Value::Null,
+        },
         other => return Err(EvalError::UnknownFunction(other.to_string())),
     })
 }
@@ -841,6 +907,61 @@ mod tests {
 
     fn s(x: &str) -> Value {
         Value::String(x.into())
+    }
+
+    #[test]
+    fn map_functions_union_entries_and_build_from_lists() {
+        let m = |kv: &[(&str, i32)]| {
+            Value::Map(kv.iter().map(|(k, v)| (s(k), Value::Int(*v))).collect())
+        };
+        let call_ok = |name: &str, args: &[Value]| call(name, args).unwrap().unwrap();
+        assert_eq!(
+            call_ok(
+                "MAP_UNION",
+                &[
+                    m(&[("foo", 10), ("bar", 20)]),
+                    m(&[("foo", 99), ("apple", -1)])
+                ]
+            ),
+            m(&[("foo", 99), ("bar", 20), ("apple", -1)])
+        );
+        assert_eq!(
+            call_ok("MAP_UNION", &[Value::Null, m(&[("a", 1)])]),
+            m(&[("a", 1)])
+        );
+        assert_eq!(
+            call_ok("MAP_UNION", &[Value::Null, Value::Null]),
+            Value::Null
+        );
+        let entry =
+            |k: &str, v: i32| Value::Struct(vec![("K".into(), s(k)), ("V".into(), Value::Int(v))]);
+        assert_eq!(
+            call_ok("ENTRIES", &[m(&[("b", 2), ("a", 1)]), Value::Boolean(true)]),
+            Value::Array(vec![entry("a", 1), entry("b", 2)])
+        );
+        let list = |xs: Vec<Value>| Value::Array(xs);
+        assert_eq!(
+            call_ok(
+                "AS_MAP",
+                &[
+                    list(vec![s("a"), s("b"), s("c")]),
+                    list(vec![Value::Int(1), Value::Int(2)])
+                ]
+            ),
+            Value::Map(vec![
+                (s("a"), Value::Int(1)),
+                (s("b"), Value::Int(2)),
+                (s("c"), Value::Null)
+            ])
+        );
+        // SPLIT_TO_MAP: of an entry with several separators only the first two parts count.
+        assert_eq!(
+            call_ok(
+                "SPLIT_TO_MAP",
+                &[s("apple:green/banana:yellow"), s("&&"), s(":")]
+            ),
+            Value::Map(vec![(s("apple"), s("green/banana"))])
+        );
     }
 
     #[test]

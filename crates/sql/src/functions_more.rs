@@ -139,16 +139,23 @@ pub fn return_type(name: &str, args: &[Option<SqlType>]) -> Option<Option<SqlTyp
 /// Bytes from text in an encoding ksqlDB names (hex, utf8, ascii, base64).
 fn decode(s: &str, encoding: &str) -> Result<Vec<u8>, EvalError> {
     Ok(match encoding.to_ascii_lowercase().as_str() {
+        // Hex digits, `0x…` (an odd count takes a leading 0) or `X'…'` (even count).
         "hex" => {
-            let s = s
-                .strip_prefix("0x")
-                .or_else(|| s.strip_prefix("0X"))
-                .unwrap_or(s);
-            let s = if s.len() % 2 == 1 {
-                format!("0{s}")
+            let invalid = || bad(format!("Invalid hex string: {s}"));
+            let s = if let Some(digits) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+                if digits.len() % 2 == 1 {
+                    format!("0{digits}")
+                } else {
+                    digits.to_string()
+                }
+            } else if let Some(quoted) = s.strip_prefix("X'").or_else(|| s.strip_prefix("x'")) {
+                quoted.strip_suffix('\'').ok_or_else(invalid)?.to_string()
             } else {
                 s.to_string()
             };
+            if s.len() % 2 == 1 || !s.is_ascii() {
+                return Err(invalid());
+            }
             (0..s.len())
                 .step_by(2)
                 .map(|i| u8::from_str_radix(&s[i..i + 2], 16))
@@ -424,9 +431,11 @@ fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
             let Value::Timestamp(t) = at(0) else {
                 return Err(bad("CONVERT_TZ needs a timestamp"));
             };
-            let from = crate::datetime::zone(s(1)?).map_err(bad)?.0 as i64;
-            let to = crate::datetime::zone(s(2)?).map_err(bad)?.0 as i64;
-            Value::Timestamp(t + (to - from) * 1000)
+            // The timestamp's fields read in one zone, written in the other.
+            let from = crate::datetime::zone(s(1)?).map_err(bad)?;
+            let to = crate::datetime::zone(s(2)?).map_err(bad)?;
+            let instant = *t - i64::from(from.for_local(*t)) * 1000;
+            Value::Timestamp(instant + i64::from(to.at_instant(instant).0) * 1000)
         }
         "FROM_UNIXTIME" => Value::Timestamp(int(at(0)).unwrap_or(0)),
         "SINH" => Value::Double(f(0)?.sinh()),
@@ -631,8 +640,11 @@ fn call_known(name: &str, args: &[Value]) -> Result<Value, EvalError> {
                 return Ok(Value::Null);
             }
             let mut out: Vec<(Value, Value)> = Vec::new();
+            // As ksqlDB: an entry without the separator is skipped, and of one with
+            // several only the first two parts count.
             for part in text.split(entry) {
-                if let Some((k, v)) = part.split_once(kv) {
+                let mut parts = part.split(kv);
+                if let (Some(k), Some(v)) = (parts.next(), parts.next()) {
                     let k = Value::String(k.to_string());
                     out.retain(|(x, _)| *x != k);
                     out.push((k, Value::String(v.to_string())));

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::analyzer::{select_columns, AnalysisError, OutputColumn, Scope};
 use crate::ast::{Expr, JoinType, Query, SelectItem, SourceKind, SqlType};
 use crate::catalog::{Catalog, Column, Source};
-use crate::eval::{cast, eval, Functions, Row};
+use crate::eval::{cast, eval, eval_column, eval_condition, Functions, Row};
 use crate::format::{json_text, serialize};
 use crate::pipeline::{RecordIn, RecordOut, Sink};
 use crate::value::Value;
@@ -725,8 +725,10 @@ fn plan_join_inner(
                     (None, Expr::Column { source: None, name }) => Some(name.clone()),
                     _ => None,
                 };
+                let expr = rewrite(expr)
+                    .map_err(|e| crate::analyzer::unresolved_in("SELECT", &e).unwrap_or(e))?;
                 select.push(SelectItem::Expr {
-                    expr: rewrite(expr)?,
+                    expr,
                     alias: out_alias,
                 });
             }
@@ -1028,21 +1030,20 @@ impl JoinQuery {
         self.names.len()
     }
 
+    fn row<'a>(&'a self, values: &'a [Value]) -> JoinedRow<'a> {
+        JoinedRow {
+            names: &self.names,
+            values,
+        }
+    }
+
     fn eval_on(
         &self,
         e: &Expr,
         values: &[Value],
         functions: &dyn Functions,
     ) -> Result<Value, String> {
-        eval(
-            e,
-            &JoinedRow {
-                names: &self.names,
-                values,
-            },
-            functions,
-        )
-        .map_err(|e| e.to_string())
+        eval(e, &self.row(values), functions).map_err(|e| e.to_string())
     }
 
     /// One record of input `input` through the chain of joins: the last join's changes.
@@ -1178,7 +1179,7 @@ impl JoinQuery {
         }
         let passes = match &self.filter {
             None => true,
-            Some(f) => matches!(self.eval_on(f, &c.values, functions)?, Value::Boolean(true)),
+            Some(f) => eval_condition(f, &self.row(&c.values), functions),
         };
         if !passes {
             // A table's row that no longer passes WHERE is deleted downstream.
@@ -1188,14 +1189,12 @@ impl JoinQuery {
                 timestamp: c.timestamp,
             }));
         }
-        let computed = self
+        let row = self.row(&c.values);
+        let computed: Vec<Value> = self
             .value
             .iter()
-            .map(|col| {
-                let v = self.eval_on(&col.expr, &c.values, functions)?;
-                cast(v, &col.sql_type).map_err(|e| e.to_string())
-            })
-            .collect::<Result<Vec<_>, String>>()?;
+            .map(|col| eval_column(&col.expr, &col.sql_type, &row, functions))
+            .collect();
         let cols = OutputColumn::name_types(&self.value);
         let value = serialize(
             &self.sink.value_format,

@@ -8,7 +8,7 @@
 
 use crate::analyzer::{OutputColumn, Projection};
 use crate::catalog::Source;
-use crate::eval::{eval, Functions, Row};
+use crate::eval::{eval_column, eval_condition, Functions, Row};
 use crate::format::{deserialize, serialize, Format};
 use crate::value::Value;
 
@@ -219,18 +219,8 @@ impl Row for SourceRow<'_> {
 }
 
 /// Whether a row passes a WHERE clause (NULL does not).
-fn passes(
-    filter: Option<&crate::ast::Expr>,
-    row: &dyn Row,
-    functions: &dyn Functions,
-) -> Result<bool, String> {
-    match filter {
-        None => Ok(true),
-        Some(f) => Ok(matches!(
-            eval(f, row, functions).map_err(|e| e.to_string())?,
-            Value::Boolean(true)
-        )),
-    }
+fn passes(filter: Option<&crate::ast::Expr>, row: &dyn Row, functions: &dyn Functions) -> bool {
+    filter.is_none_or(|f| eval_condition(f, row, functions))
 }
 
 /// A transient (push) query over one source: the selected columns of each row that
@@ -258,17 +248,15 @@ impl TransientQuery {
             source: &self.source,
             values: &values,
         };
-        if !passes(self.filter.as_ref(), &row, functions)? {
+        if !passes(self.filter.as_ref(), &row, functions) {
             return Ok(None);
         }
-        self.columns
-            .iter()
-            .map(|c| {
-                let v = eval(&c.expr, &row, functions).map_err(|e| e.to_string())?;
-                crate::eval::cast(v, &c.sql_type).map_err(|e| e.to_string())
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+        Ok(Some(
+            self.columns
+                .iter()
+                .map(|c| eval_column(&c.expr, &c.sql_type, &row, functions))
+                .collect(),
+        ))
     }
 }
 
@@ -304,22 +292,19 @@ impl StreamQuery {
             source: &self.source,
             values: &values,
         };
-        if !passes(self.projection.filter.as_ref(), &row, functions)? {
+        if !passes(self.projection.filter.as_ref(), &row, functions) {
             return Ok(Outcome::Filtered);
         }
-        let compute = |cols: &[OutputColumn]| -> Result<Vec<Value>, String> {
+        let compute = |cols: &[OutputColumn]| -> Vec<Value> {
             cols.iter()
-                .map(|c| {
-                    let v = eval(&c.expr, &row, functions).map_err(|e| e.to_string())?;
-                    crate::eval::cast(v, &c.sql_type).map_err(|e| e.to_string())
-                })
+                .map(|c| eval_column(&c.expr, &c.sql_type, &row, functions))
                 .collect()
         };
-        let key_values = compute(&self.projection.key)?;
+        let key_values = compute(&self.projection.key);
         let value_values = if tombstone {
             Vec::new()
         } else {
-            compute(&self.projection.value)?
+            compute(&self.projection.value)
         };
         let out_key_cols = &self.projection.key;
         let out_value_cols = &self.projection.value;
@@ -438,5 +423,38 @@ mod tests {
         assert!(matches!(bad, Outcome::Skipped(why) if why.contains("Error deserializing key")));
         let bad = q.process(record(&1i32.to_be_bytes(), b"not json"), &NoFunctions);
         assert!(matches!(bad, Outcome::Skipped(why) if why.contains("Error deserializing value")));
+    }
+
+    #[test]
+    fn an_expression_that_fails_on_a_row_is_null_in_its_column_and_false_in_where() {
+        // ksqlDB's select mapper: the row is still written, with NULL where the
+        // expression failed; a WHERE clause that fails drops the row.
+        let q = query(
+            "CREATE STREAM INPUT (id int KEY, name STRING) WITH (kafka_topic='t', value_format='JSON');",
+            "CREATE STREAM OUTPUT AS SELECT id, CAST(name AS INT) AS n, name FROM INPUT;",
+        );
+        let out = q.process(
+            record(&1i32.to_be_bytes(), br#"{"name":"x"}"#),
+            &NoFunctions,
+        );
+        assert_eq!(
+            out,
+            Outcome::Emit(RecordOut {
+                key: Some(1i32.to_be_bytes().to_vec()),
+                value: Some(br#"{"N":null,"NAME":"x"}"#.to_vec()),
+                timestamp: 1000,
+            })
+        );
+        let q = query(
+            "CREATE STREAM INPUT (id int KEY, name STRING) WITH (kafka_topic='t', value_format='JSON');",
+            "CREATE STREAM OUTPUT AS SELECT id, name FROM INPUT WHERE CAST(name AS INT) > 0;",
+        );
+        assert_eq!(
+            q.process(
+                record(&1i32.to_be_bytes(), br#"{"name":"x"}"#),
+                &NoFunctions
+            ),
+            Outcome::Filtered
+        );
     }
 }

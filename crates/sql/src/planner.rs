@@ -198,6 +198,17 @@ fn plan_as_select(
         let a = plan_aggregate(query, catalog, name, sink_formats).map_err(|e| err(e.0))?;
         (columns(&a.key), columns(&a.value), Planned::Aggregate(a))
     } else {
+        // ksqlDB looks for the TIMESTAMP column before it checks the projection's key.
+        if let (Some(ts), Ok(selected)) = (
+            &timestamp_column,
+            crate::analyzer::select_columns(query, catalog),
+        ) {
+            if !selected.iter().any(|c| c.name == *ts) {
+                return Err(err(format!(
+                    "The TIMESTAMP column set in the WITH clause does not exist in the schema: '{ts}'"
+                )));
+            }
+        }
         let projection = project(query, catalog, name).map_err(|e| err(e.0))?;
         (
             columns(&projection.key),
@@ -237,6 +248,15 @@ fn plan_as_select(
         ));
     }
     crate::format::check_key_schema(&key_format, &key_columns).map_err(|e| err(e.0))?;
+    for (cols, fmt) in [(&key_columns, &key_format), (&value_columns, &value_format)] {
+        if *fmt == Format::Json
+            && !cols
+                .iter()
+                .all(|c| crate::catalog::json_map_keys_are_strings(&c.sql_type))
+        {
+            return Err(err("JSON only supports MAP types with STRING keys"));
+        }
+    }
     let topic = prop("KAFKA_TOPIC")?.unwrap_or_else(|| name.clone());
     let int = |k: &str| int_property(properties, k).map_err(|e| err(e.0));
     let partitions = match int("PARTITIONS")? {
