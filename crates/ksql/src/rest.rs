@@ -222,7 +222,11 @@ impl Server {
                     self.push_query(&text, &props, format).await
                 }
             },
-            (Method::POST, "/inserts-stream") => self.inserts_stream(req),
+            (Method::POST, "/inserts-stream") => {
+                let json_array =
+                    accept.contains("application/json") && !accept.contains("delimited");
+                self.inserts_stream(req, json_array)
+            }
             (Method::POST, "/close-query") => match body_json(req).await {
                 Err(r) => r,
                 Ok(body) => {
@@ -504,20 +508,24 @@ impl Server {
     /// object per line, each a row to insert; each row is acknowledged on the response as
     /// it is written (`{"status":"ok","seq":N}`), or refused alone with ksqlDB's error
     /// body. Lines are bounded by REQUEST_BYTES_MAX; the stream itself is not.
-    fn inserts_stream(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+    fn inserts_stream(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        json_array: bool,
+    ) -> Response<Body> {
         let (tx, rx) = mpsc::channel::<Bytes>(ROWS_BUFFERED);
         let engine = self.engine.clone();
         let mut body = req.into_body();
         tokio::spawn(async move {
+            let mut acks = Acks {
+                tx,
+                json_array,
+                written: 0,
+            };
             let mut buffer: Vec<u8> = Vec::new();
             let mut target: Option<String> = None;
             let mut seq = 0i64;
-            let line_error = |seq: i64, code: u32, message: String| {
-                Bytes::from(format!(
-                    "{}\n",
-                    json!({"status": "error", "seq": seq, "error_code": code, "message": message})
-                ))
-            };
+            let line_error = |seq: i64, code: u32, message: String| json!({"status": "error", "seq": seq, "error_code": code, "message": message});
             let mut finished = false;
             while !finished {
                 let data = match body.frame().await {
@@ -533,13 +541,13 @@ impl Server {
                 };
                 buffer.extend_from_slice(&data);
                 if buffer.len() > REQUEST_BYTES_MAX && !buffer.contains(&b'\n') {
-                    let _ = tx
-                        .send(line_error(
-                            seq,
-                            40000,
-                            format!("A row is larger than {REQUEST_BYTES_MAX} bytes"),
-                        ))
-                        .await;
+                    acks.send(line_error(
+                        seq,
+                        40000,
+                        format!("A row is larger than {REQUEST_BYTES_MAX} bytes"),
+                    ))
+                    .await;
+                    acks.finish().await;
                     return;
                 }
                 while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
@@ -560,22 +568,19 @@ impl Server {
                                 None
                             }
                             None => {
-                                let _ = tx
-                                    .send(line_error(
-                                        seq,
-                                        40000,
-                                        "No target in the inserts stream's first line".into(),
-                                    ))
-                                    .await;
+                                acks.send(line_error(
+                                    seq,
+                                    40000,
+                                    "No target in the inserts stream's first line".into(),
+                                ))
+                                .await;
+                                acks.finish().await;
                                 return;
                             }
                         },
                         (Some(t), Ok(J::Object(row))) => {
                             let r = match engine.insert_json(t, &row).await {
-                                Ok(()) => Bytes::from(format!(
-                                    "{}\n",
-                                    json!({"status": "ok", "seq": seq})
-                                )),
+                                Ok(()) => json!({"status": "ok", "seq": seq}),
                                 Err(e) => line_error(seq, 40000, e),
                             };
                             seq += 1;
@@ -588,18 +593,53 @@ impl Server {
                         }
                     };
                     if let Some(r) = reply {
-                        if tx.send(r).await.is_err() {
+                        if !acks.send(r).await {
                             return;
                         }
                     }
                 }
             }
+            acks.finish().await;
         });
+        let content_type = if json_array {
+            "application/json"
+        } else {
+            "application/vnd.ksqlapi.delimited.v1"
+        };
         Response::builder()
             .status(StatusCode::OK)
-            .header("content-type", "application/vnd.ksqlapi.delimited.v1")
+            .header("content-type", content_type)
             .body(ChannelBody { rx }.boxed())
             .expect("valid response")
+    }
+}
+
+/// The acknowledgements of an inserts stream as they are written: one JSON object per line
+/// (`application/vnd.ksqlapi.delimited.v1`), or the elements of one JSON array when the
+/// client accepts only `application/json` (as ksqlDB answers each).
+struct Acks {
+    tx: mpsc::Sender<Bytes>,
+    json_array: bool,
+    written: usize,
+}
+
+impl Acks {
+    /// False once the client is gone.
+    async fn send(&mut self, ack: J) -> bool {
+        let text = match (self.json_array, self.written) {
+            (false, _) => format!("{ack}\n"),
+            (true, 0) => format!("[{ack}"),
+            (true, _) => format!(",{ack}"),
+        };
+        self.written += 1;
+        self.tx.send(Bytes::from(text)).await.is_ok()
+    }
+
+    async fn finish(self) {
+        if self.json_array {
+            let end = if self.written == 0 { "[]" } else { "]" };
+            let _ = self.tx.send(Bytes::from_static(end.as_bytes())).await;
+        }
     }
 }
 
