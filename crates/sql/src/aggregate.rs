@@ -1171,6 +1171,7 @@ impl AggregateQuery {
                 state,
                 functions,
             )?);
+            self.evict_expired(&w, previous_stream_time, stream_time, state, &mut updates);
             if w.emit_final && previous_stream_time.is_none_or(|p| p < stream_time) {
                 // EMIT FINAL: sessions that ended before stream time less the grace period
                 // are closed now: their final rows, and their state is dropped.
@@ -1251,10 +1252,55 @@ impl AggregateQuery {
                 });
             }
         }
+        self.evict_expired(&w, previous_stream_time, stream_time, state, &mut updates);
         if updates.is_empty() {
             return Ok(AggOutcome::Filtered);
         }
         Ok(AggOutcome::Updates(updates))
+    }
+
+    /// EMIT CHANGES keeps a window only for its retention, as ksqlDB's window store does:
+    /// a window starting before the latest window start less the retention (a session
+    /// ending before stream time less the retention) is deleted from the state and its
+    /// changelog, and pull queries no longer see it. Checked each time stream time moves
+    /// on by half the retention (Kafka Streams drops whole segments, so a window may stay
+    /// a little past its retention there too).
+    fn evict_expired(
+        &self,
+        w: &TimeWindow,
+        previous_stream_time: Option<i64>,
+        stream_time: i64,
+        state: &mut BTreeMap<Vec<u8>, GroupState>,
+        updates: &mut Vec<AggUpdate>,
+    ) {
+        let bucket = (w.retention / 2).max(1);
+        let due = previous_stream_time
+            .is_some_and(|p| p.div_euclid(bucket) != stream_time.div_euclid(bucket));
+        if w.emit_final || !due {
+            return;
+        }
+        let latest_start = stream_time - stream_time.rem_euclid(w.advance.max(1));
+        let expired: Vec<Vec<u8>> = state
+            .iter()
+            .filter(|(k, _)| !k.is_empty())
+            .filter(|(k, st)| {
+                if w.session {
+                    st.timestamp < stream_time - w.retention
+                } else {
+                    matches!(self.group_from_key(k).as_deref().and_then(<[Value]>::last),
+                        Some(Value::Bigint(start)) if *start < latest_start - w.retention)
+                }
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in expired {
+            state.remove(&k);
+            updates.push(AggUpdate {
+                state_key: k,
+                state: None,
+                record: None,
+            });
+        }
     }
 
     /// A record into its key's sessions (Kafka Streams' session windows): every session
@@ -2114,6 +2160,55 @@ mod tests {
         );
         let windows: Vec<(i64, i64)> = rows.iter().map(|r| (r.1, r.3)).collect();
         assert_eq!(windows, vec![(0, 4), (4, 2)]);
+    }
+
+    #[test]
+    fn emit_changes_forgets_windows_past_their_retention() {
+        let q = plan(
+            "CREATE STREAM S (ID STRING KEY, V INT) WITH (kafka_topic='s', value_format='JSON');",
+            "CREATE TABLE OUTPUT AS SELECT ID, COUNT(*) AS C FROM S WINDOW TUMBLING (SIZE 10 MILLISECONDS, RETENTION 30 MILLISECONDS, GRACE PERIOD 0 MILLISECONDS) GROUP BY ID;",
+        )
+        .unwrap();
+        let mut state = BTreeMap::new();
+        let mut deleted = Vec::new();
+        for (i, ts) in [0, 10, 20, 30, 45].into_iter().enumerate() {
+            let o = q.process(
+                RecordIn {
+                    key: Some(b"k"),
+                    value: Some(br#"{"v":1}"#),
+                    timestamp: ts,
+                    partition: 0,
+                    offset: i as i64,
+                },
+                &mut state,
+                &NoFunctions,
+            );
+            let AggOutcome::Updates(u) = o else {
+                panic!("{o:?}")
+            };
+            for x in u {
+                if x.state.is_none() {
+                    assert!(x.record.is_none(), "an expired window writes no row");
+                    deleted.push(q.group_from_key(&x.state_key).unwrap());
+                }
+            }
+        }
+        let start = |g: &Vec<Value>| g.last().cloned();
+        // Latest window start 40, retention 30: [0, 10) is forgotten (its changelog entry
+        // deleted), [10, 20) onwards kept.
+        assert_eq!(
+            deleted.iter().map(start).collect::<Vec<_>>(),
+            vec![Some(Value::Bigint(0))]
+        );
+        let kept: Vec<Option<Value>> = state
+            .keys()
+            .filter(|k| !k.is_empty())
+            .map(|k| start(&q.group_from_key(k).unwrap()))
+            .collect();
+        assert_eq!(
+            kept,
+            [10, 20, 30, 40].map(|s| Some(Value::Bigint(s))).to_vec()
+        );
     }
 
     #[test]
