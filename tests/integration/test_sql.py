@@ -352,6 +352,70 @@ def test_a_group_by_table_keeps_its_state_across_kill_9(tmp_path):
         b.stop()
 
 
+def test_an_aggregation_restarts_from_its_local_state_store_and_the_changelog_tail(tmp_path):
+    """The groups come back from the store file (flushed every 5 s) and only the changelog
+    records written after its last flush are read again; the results are those of an
+    engine that never stopped. A store that cannot be trusted is rebuilt from the
+    changelog."""
+    b = sql_broker(tmp_path)
+    try:
+        src = unique("clicks")
+        ksql(b, f"""
+            CREATE STREAM clicks (user STRING KEY, n INT)
+              WITH (kafka_topic='{src}', partitions=1, value_format='JSON');
+            CREATE TABLE click_totals AS SELECT user, COUNT(*) AS c, SUM(n) AS s
+              FROM clicks GROUP BY user;
+        """, {"ksql.streams.auto.offset.reset": "earliest"})
+        p = Producer({"bootstrap.servers": b.bootstrap})
+        users = 2000
+        for i in range(users):
+            p.produce(src, key=f"u{i}".encode(), value=json.dumps({"n": i}))
+        p.flush(10)
+        consume_all(b.bootstrap, "CLICK_TOTALS", users)
+        time.sleep(6)  # a pass now flushes the store (at most every 5 s)...
+        p.produce(src, key=b"u1999", value=json.dumps({"n": 1}))
+        p.flush(10)
+        consume_all(b.bootstrap, "CLICK_TOTALS", users + 1)
+        for i in range(10):  # ...and changes right after it are only in the changelog
+            p.produce(src, key=f"u{i}".encode(), value=json.dumps({"n": 1}))
+        p.flush(10)
+        consume_all(b.bootstrap, "CLICK_TOTALS", users + 11)
+        stores = list((tmp_path / "data" / "sql-state").glob("*.redb"))
+        assert len(stores) == 1, stores
+        b.kill9()
+        b.start()
+        p = Producer({"bootstrap.servers": b.bootstrap})
+        p.produce(src, key=b"u0", value=json.dumps({"n": 5}))
+        p.flush(10)
+        final = latest_per_key(consume_all(b.bootstrap, "CLICK_TOTALS", users + 12))
+        assert final["u0"] == {"C": 3, "S": 0 + 1 + 5}
+        assert final["u5"] == {"C": 2, "S": 5 + 1}
+        assert final["u1999"] == {"C": 2, "S": 1999 + 1}
+        assert final["u1998"] == {"C": 1, "S": 1998}
+        restored = [line for line in b.log_text().splitlines() if "aggregate state restored" in line]
+        last = restored[-1]
+        field = lambda name: int(last.split(f"{name}=")[1].split()[0])
+        assert field("from_store") >= users - 10, last
+        assert 1 <= field("replayed") <= 10, f"only the tail past the store's offset is read: {last}"
+        # A store file that is not a store: removed, and the state rebuilt from the changelog.
+        b.stop()
+        stores[0].write_bytes(b"not a database")
+        b.start()
+        p = Producer({"bootstrap.servers": b.bootstrap})
+        p.produce(src, key=b"u0", value=json.dumps({"n": 100}))
+        p.flush(10)
+        final = latest_per_key(consume_all(b.bootstrap, "CLICK_TOTALS", users + 13))
+        assert final["u0"] == {"C": 4, "S": 106}
+        last = [line for line in b.log_text().splitlines() if "aggregate state restored" in line][-1]
+        assert field("from_store") == 0 and field("replayed") >= users, last
+        # TERMINATE removes the store.
+        qid = [q["id"] for q in ksql(b, "SHOW QUERIES;")[0]["queries"]][0]
+        ksql(b, f"TERMINATE {qid};")
+        assert not list((tmp_path / "data" / "sql-state").glob("*.redb"))
+    finally:
+        b.stop()
+
+
 def test_pull_queries_read_the_materialized_table(sqlb):
     src = unique("payments")
     ksql(sqlb, f"""

@@ -96,6 +96,8 @@ struct State {
 
 pub struct Engine {
     bootstrap: String,
+    /// Where aggregations keep their local state stores (None: in memory only).
+    state_dir: Option<std::path::PathBuf>,
     state: Mutex<State>,
     /// Defaults of the properties clients may set per request.
     pub properties: BTreeMap<String, String>,
@@ -176,12 +178,21 @@ impl Engine {
     /// An engine for the brokers at `bootstrap`: replays the command topic (creating it if
     /// missing) and restarts the persistent queries.
     pub async fn start(bootstrap: &str) -> Result<Arc<Engine>, LogError> {
+        Engine::start_with_state(bootstrap, None).await
+    }
+
+    /// `start`, with aggregations' local state stores under `state_dir`.
+    pub async fn start_with_state(
+        bootstrap: &str,
+        state_dir: Option<std::path::PathBuf>,
+    ) -> Result<Arc<Engine>, LogError> {
         let mut properties = BTreeMap::new();
         properties.insert("ksql.streams.auto.offset.reset".into(), "latest".into());
         properties.insert("ksql.service.id".into(), "default_".into());
         properties.insert("ksql.streams.bootstrap.servers".into(), bootstrap.into());
         let engine = Arc::new(Engine {
             bootstrap: bootstrap.to_string(),
+            state_dir,
             state: Mutex::new(State {
                 catalog: Catalog::default(),
                 queries: BTreeMap::new(),
@@ -525,6 +536,7 @@ impl Engine {
                 if let Some(old) = st.queries.values().find(|q| q.sink == *name).map(|q| q.id.clone()) {
                     if let Some(q) = st.queries.remove(&old) {
                         q.handle.terminate().await;
+                        self.remove_store(&old);
                     }
                 }
                 if matches!(planned.query, Planned::Aggregate(_) | Planned::JoinAggregate(..)) {
@@ -545,7 +557,7 @@ impl Engine {
                     .insert_derived(planned.sink, *or_replace)
                     .map_err(|e| e.0)?;
                 let reset = Reset::from_properties(props);
-                let handle = start_persistent(&self.bootstrap, &id, planned.query, sink_topic.clone(), reset);
+                let handle = start_persistent(&self.bootstrap, &id, planned.query, sink_topic.clone(), reset, self.state_dir.clone());
                 st.queries.insert(
                     id.clone(),
                     PersistentQuery {
@@ -583,7 +595,7 @@ impl Engine {
                 let id = query_id.unwrap_or_else(|| format!("INSERTQUERY_{}", st.command_seq));
                 let sink_topic = planned.sink.topic.clone();
                 let reset = Reset::from_properties(props);
-                let handle = start_persistent(&self.bootstrap, &id, planned.query, sink_topic.clone(), reset);
+                let handle = start_persistent(&self.bootstrap, &id, planned.query, sink_topic.clone(), reset, self.state_dir.clone());
                 st.queries.insert(
                     id.clone(),
                     PersistentQuery {
@@ -690,6 +702,7 @@ impl Engine {
                 for id in ids {
                     if let Some(q) = st.queries.remove(&id) {
                         q.handle.terminate().await;
+                        self.remove_store(&id);
                         if !replay && st.log.topics().await.is_ok_and(|t| t.contains_key(&changelog_topic(&id))) {
                             // Its state goes with it, as ksqlDB deletes a query's internal topics.
                             let _ = st.log.delete_topic(&changelog_topic(&id)).await;
@@ -1163,6 +1176,13 @@ impl Engine {
             types: out_types,
             rows,
         })
+    }
+
+    /// Deletes a terminated query's local state store.
+    fn remove_store(&self, query_id: &str) {
+        if let Some(dir) = &self.state_dir {
+            crate::store::remove(dir, query_id);
+        }
     }
 
     /// Stops every persistent query (their positions committed).

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod log;
 pub mod rest;
 pub mod run;
+pub mod store;
 
 use std::sync::Arc;
 
@@ -16,9 +17,15 @@ pub use engine::Engine;
 
 /// Starts the engine against the brokers at `bootstrap` (waiting until they answer) and
 /// serves the REST API on `listener`. Runs until the returned future is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, bootstrap: String) {
+/// `state_dir`: where aggregations keep their local state stores ([`store`]); None keeps
+/// state in memory only (restored from the changelogs).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    bootstrap: String,
+    state_dir: Option<std::path::PathBuf>,
+) {
     let engine = loop {
-        match Engine::start(&bootstrap).await {
+        match Engine::start_with_state(&bootstrap, state_dir.clone()).await {
             Ok(e) => break e,
             Err(e) => {
                 tracing::debug!(error = %e, "SQL engine: waiting for the broker");

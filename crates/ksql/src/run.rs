@@ -25,11 +25,17 @@ use strata_sql::value::Value;
 use tokio::sync::{mpsc, watch};
 
 use crate::log::{LogClient, LogError, TxnProducer};
+use crate::store::StateStore;
 
 /// How long a query waits after finding nothing new in any partition.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
 /// Backoff after an error reaching the log.
 const ERROR_BACKOFF: Duration = Duration::from_millis(500);
+/// How often an aggregation's committed state changes go to its local state store.
+const STORE_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+/// A store flushed longer ago than the changelog keeps tombstones (`delete.retention.ms`,
+/// the topic default of a day) may miss a deletion compaction has since dropped.
+const STORE_TRUST_MS: i64 = 86_400_000;
 
 /// Where a query starts in partitions it has no committed position for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +115,7 @@ pub fn start_persistent(
     query: Planned,
     sink_topic: String,
     reset: Reset,
+    state_dir: Option<std::path::PathBuf>,
 ) -> PersistentHandle {
     let (stop, stopped) = watch::channel(false);
     let state = Arc::new(Mutex::new(QueryState::Running));
@@ -128,6 +135,10 @@ pub fn start_persistent(
         counts: counts.clone(),
         id: query_id.to_string(),
         join_state: JoinState::default(),
+        state_dir,
+        store: None,
+        pending: BTreeMap::new(),
+        last_flush: std::time::Instant::now(),
     };
     let task = tokio::spawn(runner.run(stopped));
     PersistentHandle {
@@ -156,6 +167,18 @@ struct Persistent {
     id: String,
     /// A join's tables and windows (rebuilt from its inputs at start).
     join_state: JoinState,
+    /// Where an aggregation's local state store lives (None: in memory only).
+    state_dir: Option<std::path::PathBuf>,
+    store: Option<StateStore>,
+    /// Committed state changes not yet in the store: the last value of each key.
+    pending: BTreeMap<Vec<u8>, Option<Bytes>>,
+    last_flush: std::time::Instant,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The partition a keyed output record goes to (Kafka's default partitioner, as Kafka
@@ -167,16 +190,48 @@ fn output_partition(key: Option<&[u8]>, input_partition: i32, partitions: i32) -
     }
 }
 
-/// Reads an aggregate query's changelog from its start: the group map as it was.
+/// An aggregate query's groups as its changelog holds them: from its local state store
+/// and the changelog's tail past the store's offset when the store can be trusted, else
+/// from the changelog's start. The store is brought up to the changelog's end.
 async fn restore(
     log: &mut LogClient,
     query_id: &str,
     q: &AggregateQuery,
+    store: Option<&StateStore>,
 ) -> Result<BTreeMap<Vec<u8>, GroupState>, LogError> {
     let topic = changelog_topic(query_id);
     let mut groups = BTreeMap::new();
-    let mut at = log.offset(&topic, 0, -2).await?;
+    let start = log.offset(&topic, 0, -2).await?;
     let end = log.offset(&topic, 0, -1).await?;
+    let mut at = start;
+    let mut from_store = None;
+    if let Some(s) = store {
+        match cpu_bound(|| s.load()) {
+            Ok(Some(snap))
+                if (start..=end).contains(&snap.changelog_offset)
+                    && now_ms() - snap.flushed_at_ms < STORE_TRUST_MS =>
+            {
+                for (k, v) in snap.groups {
+                    if let Some(st) = q.state_from_json(&v) {
+                        groups.insert(k, st);
+                    }
+                }
+                from_store = Some(groups.len());
+                at = snap.changelog_offset;
+            }
+            Ok(Some(snap)) => tracing::warn!(
+                query = %query_id, store_offset = snap.changelog_offset, start, end,
+                "state store out of step with its changelog: restoring from the changelog"
+            ),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(query = %query_id, error = %e, "state store unreadable: restoring from the changelog")
+            }
+        }
+    }
+    // What the replay changed, for the store (the whole state when it starts over).
+    let mut tail: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+    let mut replayed = 0u64;
     while at < end {
         let (records, next) = log.fetch_committed(&topic, 0, at).await?;
         if next <= at {
@@ -187,6 +242,10 @@ async fn restore(
             let Some(key) = r.key else { continue };
             if key.is_empty() {
                 continue;
+            }
+            replayed += 1;
+            if store.is_some() {
+                tail.insert(key.to_vec(), r.value.as_deref().map(<[u8]>::to_vec));
             }
             match r.value.as_deref().and_then(|v| q.state_from_json(v)) {
                 Some(st) => {
@@ -210,6 +269,19 @@ async fn restore(
             );
         }
     }
+    if let Some(s) = store {
+        let changes = tail.iter().map(|(k, v)| (k.as_slice(), v.as_deref()));
+        if let Err(e) = cpu_bound(|| s.apply(changes, end, now_ms(), from_store.is_none())) {
+            tracing::warn!(query = %query_id, error = %e, "state store not written");
+        }
+    }
+    tracing::info!(
+        query = %query_id,
+        groups = groups.len(),
+        from_store = from_store.unwrap_or(0),
+        replayed,
+        "aggregate state restored"
+    );
     Ok(groups)
 }
 
@@ -373,6 +445,9 @@ impl Persistent {
         let inputs = input_topics(&self.query);
         loop {
             if *stopped.borrow() {
+                if positions.is_some() {
+                    self.flush_store().await;
+                }
                 return;
             }
             let step = async {
@@ -407,9 +482,17 @@ impl Persistent {
                             .await?,
                     );
                     self.sequences.clear();
+                    self.pending.clear();
+                    if matches!(
+                        self.query,
+                        Planned::Aggregate(_) | Planned::JoinAggregate(..)
+                    ) {
+                        self.open_store();
+                    }
                     match &self.query {
                         Planned::Aggregate(q) => {
-                            let restored = restore(&mut self.log, &self.id, q).await?;
+                            let restored =
+                                restore(&mut self.log, &self.id, q, self.store.as_ref()).await?;
                             *self.groups.lock().expect("groups lock") = restored;
                         }
                         Planned::Join(j) => {
@@ -417,7 +500,8 @@ impl Persistent {
                                 replay_join(&mut self.log, &self.id, j, &committed).await?;
                         }
                         Planned::JoinAggregate(j, q) => {
-                            let restored = restore(&mut self.log, &self.id, q).await?;
+                            let restored =
+                                restore(&mut self.log, &self.id, q, self.store.as_ref()).await?;
                             *self.groups.lock().expect("groups lock") = restored;
                             self.join_state =
                                 replay_join(&mut self.log, &self.id, j, &committed).await?;
@@ -433,10 +517,14 @@ impl Persistent {
                     f = reader.rx.recv() => f.ok_or_else(|| {
                         LogError::Records("the query's input reader stopped".into())
                     })??,
-                    _ = stopped.changed() => return Ok(()),
+                    _ = stopped.changed() => return Ok::<(), LogError>(()),
                 };
                 let at = positions.as_mut().expect("set above");
-                self.poll_once(at, sink_partitions, fetched).await
+                self.poll_once(at, sink_partitions, fetched).await?;
+                if !self.pending.is_empty() && self.last_flush.elapsed() >= STORE_FLUSH_INTERVAL {
+                    self.flush_store().await;
+                }
+                Ok(())
             };
             match step.await {
                 Ok(()) => {
@@ -453,6 +541,49 @@ impl Persistent {
                     }
                 }
             }
+        }
+    }
+
+    /// Opens the query's local state store once (a file that cannot be opened is removed
+    /// and created again; failing that the query runs without one).
+    fn open_store(&mut self) {
+        let Some(dir) = &self.state_dir else { return };
+        if self.store.is_some() {
+            return;
+        }
+        let opened = StateStore::open(dir, &self.id).or_else(|e| {
+            tracing::warn!(query = %self.id, error = %e, "state store unusable: starting it over");
+            crate::store::remove(dir, &self.id);
+            StateStore::open(dir, &self.id)
+        });
+        match opened {
+            Ok(s) => self.store = Some(s),
+            Err(e) => {
+                tracing::warn!(query = %self.id, error = %e, "running without a local state store")
+            }
+        }
+    }
+
+    /// Writes the committed changes not yet in the store, with the changelog's end (every
+    /// change below it is committed and in memory: this runs between passes).
+    async fn flush_store(&mut self) {
+        self.last_flush = std::time::Instant::now();
+        let Some(store) = &self.store else { return };
+        if self.pending.is_empty() {
+            return;
+        }
+        let end = match self.log.offset(&changelog_topic(&self.id), 0, -1).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::debug!(query = %self.id, error = %e, "state store flush postponed");
+                return;
+            }
+        };
+        let pending = std::mem::take(&mut self.pending);
+        let changes = pending.iter().map(|(k, v)| (k.as_slice(), v.as_deref()));
+        if let Err(e) = cpu_bound(|| store.apply(changes, end, now_ms(), false)) {
+            tracing::warn!(query = %self.id, error = %e, "state store write failed: running without it");
+            self.store = None;
         }
     }
 
@@ -641,6 +772,14 @@ impl Persistent {
             written += records.len() as u64;
             batches.push((self.sink_topic.clone(), partition, records));
         }
+        let state_changes: Vec<(Vec<u8>, Option<Bytes>)> = if self.store.is_some() {
+            changelog
+                .iter()
+                .filter_map(|r| Some((r.key.as_ref()?.to_vec(), r.value.clone())))
+                .collect()
+        } else {
+            Vec::new()
+        };
         if !changelog.is_empty() {
             batches.push((changelog_topic(&self.id), 0, changelog));
         }
@@ -668,6 +807,8 @@ impl Persistent {
             )
             .await?;
         self.sequences.extend(advanced);
+        // Committed: the changes may go to the local store.
+        self.pending.extend(state_changes);
         *positions = next;
         let mut c = self.counts.lock().expect("counts lock");
         c.0 += read;

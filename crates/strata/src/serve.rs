@@ -147,12 +147,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let sql_listen = args.sql_listen.clone();
     let (config, _lock) = load(args)?;
     let sql_bootstrap = sql_bootstrap(&config);
+    let sql_state = config.data_dir.join("sql-state");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
     let served = runtime.block_on(async move {
-        start_sql_engine(sql_listen, sql_bootstrap).await?;
+        start_sql_engine(sql_listen, sql_bootstrap, sql_state).await?;
         let shutdown = async {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -201,6 +202,7 @@ fn sql_bootstrap(config: &BrokerConfig) -> Option<String> {
 async fn start_sql_engine(
     listen: Option<String>,
     bootstrap: Option<String>,
+    state_dir: std::path::PathBuf,
 ) -> Result<(), strata_broker::server::ServeError> {
     let explicit = listen.is_some();
     let addr = listen.unwrap_or_else(|| "127.0.0.1:8088".to_string());
@@ -213,7 +215,7 @@ async fn start_sql_engine(
     };
     match tokio::net::TcpListener::bind(&addr).await {
         Ok(listener) => {
-            tokio::spawn(strata_ksql::serve(listener, bootstrap));
+            tokio::spawn(strata_ksql::serve(listener, bootstrap, Some(state_dir)));
             Ok(())
         }
         Err(e) if !explicit => {
