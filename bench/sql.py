@@ -18,8 +18,13 @@ in the same run on the same broker:
   threads, which then bound the figure from below. Either shares the two cores with the
   broker.
 
+- restore (`--only restore`, a broker of its own): a GROUP BY over --keys keys fed
+  --records records, the broker killed (-9) and restarted: the seconds until the query has
+  its state back, from its local state store and the changelog's tail, against the same
+  restart with the store deleted (the whole changelog read), in the same run.
+
     python3 bench/sql.py [--records 1000000] [--keys 100000] [--seconds 10] [--strata BIN]
-                         [--only filter] [--perf perf.data]
+                         [--only filter|restore] [--perf perf.data]
 
 Prints one JSON object.
 """
@@ -85,9 +90,12 @@ def main():
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--strata", default=str(ROOT / "target" / "release" / "strata"))
-    ap.add_argument("--only", choices=["filter"], help="stop after this workload")
+    ap.add_argument("--only", choices=["filter", "restore"], help="run only this workload")
     ap.add_argument("--perf", metavar="FILE", help="record a CPU profile of the broker during the filter query")
     args = ap.parse_args()
+    if args.only == "restore":
+        print(json.dumps(restore_bench(args)))
+        return
     from confluent_kafka import Consumer, Producer, TopicPartition
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -293,6 +301,90 @@ def main():
         log.close()
         if os.environ.get("SQL_BENCH_KEEP_LOG"):
             subprocess.run(["cp", str(tmp / "broker.log"), os.environ["SQL_BENCH_KEEP_LOG"]])
+        subprocess.run(["rm", "-rf", str(tmp)])
+
+
+def restore_bench(args):
+    """Restart time of an aggregation: local state store + changelog tail vs the changelog."""
+    from confluent_kafka import Producer
+
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="strata-sql-restore-"))
+    port, sql_port = free_port(), free_port()
+    bootstrap, base = f"127.0.0.1:{port}", f"127.0.0.1:{sql_port}"
+    argv = [args.strata, "serve", "--data-dir", str(tmp / "data"), "--listen", bootstrap, "--sql-listen", base]
+    log_path = tmp / "broker.log"
+    results = {"restore_records": args.records, "restore_keys": args.keys}
+    proc = None
+
+    def start():
+        log = open(log_path, "ab")
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        return p
+
+    def restored_lines():
+        return [l for l in log_path.read_text(errors="replace").splitlines() if "aggregate state restored" in l]
+
+    def restart_timed(drop_store):
+        nonlocal proc
+        proc.kill()
+        proc.wait(30)
+        if drop_store:
+            subprocess.run(["rm", "-rf", str(tmp / "data" / "sql-state")])
+        seen = len(restored_lines())
+        t0 = time.time()
+        proc = start()
+        while len(restored_lines()) <= seen:
+            if time.time() - t0 > 600:
+                raise RuntimeError("the query did not restore its state")
+            time.sleep(0.01)
+        line = restored_lines()[-1]
+        field = lambda name: int(line.split(f"{name}=")[1].split()[0])
+        return time.time() - t0, field("from_store"), field("replayed")
+
+    try:
+        proc = start()
+        for _ in range(300):
+            try:
+                ksql(base, "SHOW STREAMS;")
+                break
+            except (OSError, RuntimeError):
+                time.sleep(0.1)
+        ksql(base, "CREATE STREAM clicks (user BIGINT KEY, n INT) WITH (kafka_topic='clicks', partitions=1, "
+                   "value_format='JSON');")
+        ksql(base, "CREATE TABLE totals AS SELECT user, COUNT(*) AS c, SUM(n) AS s FROM clicks GROUP BY user;",
+             {"ksql.streams.auto.offset.reset": "earliest"})
+        p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1048576,
+                      "queue.buffering.max.messages": 2000000})
+        for i in range(args.records):
+            while True:
+                try:
+                    p.produce("clicks", key=(i % args.keys).to_bytes(8, "big"), value=json.dumps({"n": i % 10}))
+                    break
+                except BufferError:
+                    p.poll(0.01)
+        p.flush(120)
+        qid = query_id(base, "TOTALS")
+        wait_committed(bootstrap, f"_strata_ksql_query_{qid}", "clicks", 1, {0: args.records})
+        time.sleep(6)  # the next pass flushes the store
+        p.produce("clicks", key=(0).to_bytes(8, "big"), value=json.dumps({"n": 1}))
+        p.flush(10)
+        wait_committed(bootstrap, f"_strata_ksql_query_{qid}", "clicks", 1, {0: args.records + 1})
+        s, from_store, replayed = restart_timed(drop_store=False)
+        results.update(restore_store_s=round(s, 2), restore_store_groups=from_store,
+                       restore_store_replayed=replayed)
+        print(f"== restore with the store: {s:.2f} s ({from_store} groups from the store, {replayed} "
+              f"changelog records)", file=sys.stderr)
+        c, from_store, replayed = restart_timed(drop_store=True)
+        results.update(restore_changelog_s=round(c, 2), restore_changelog_replayed=replayed)
+        results["restore_store_vs_changelog"] = round(s / c, 3) if c else None
+        print(f"== restore from the changelog: {c:.2f} s ({replayed} records): store/changelog "
+              f"{results['restore_store_vs_changelog']}", file=sys.stderr)
+        return results
+    finally:
+        if proc:
+            proc.terminate()
+            proc.wait(30)
         subprocess.run(["rm", "-rf", str(tmp)])
 
 
