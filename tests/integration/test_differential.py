@@ -51,7 +51,7 @@ def code_of(future, timeout=30):
         return e.args[0].name()
 
 
-def commit_retrying(c, offsets, seconds=30):
+def commit_retrying(c, offsets, seconds=90):
     """A synchronous commit, retried while the coordinator reports a retriable error (Kafka
     answers COORDINATOR_LOAD_IN_PROGRESS right after it creates __consumer_offsets)."""
     deadline = time.time() + seconds
