@@ -63,7 +63,8 @@ def test_the_python_ksqldb_client_runs_statements_inserts_push_and_pull_queries(
         created = c.ksql(f"CREATE STREAM P_{s} (ID STRING KEY, V INT) "
                          f"WITH (kafka_topic='p_{s.lower()}', partitions=1, value_format='JSON');")
         assert created[0]["commandStatus"]["status"] == "SUCCESS"
-        table = c.ksql(f"CREATE TABLE T_{s} AS SELECT ID, SUM(V) AS S FROM P_{s} GROUP BY ID;")
+        table = c.ksql(f"CREATE TABLE T_{s} AS SELECT ID, SUM(V) AS S FROM P_{s} GROUP BY ID;",
+                       stream_properties={"ksql.streams.auto.offset.reset": "earliest"})
         assert table[0]["commandStatus"]["queryId"].startswith("CTAS_")
 
         async def push():

@@ -22,7 +22,8 @@ async function main() {
   seen.createError = created.error ? String(created.error.message || JSON.stringify(created.error)) : null;
 
   const table = await client.executeStatement(
-    `CREATE TABLE ${TABLE} AS SELECT SENSOR, COUNT(*) AS N, SUM(READING) AS TOTAL FROM ${STREAM} GROUP BY SENSOR;`
+    `CREATE TABLE ${TABLE} AS SELECT SENSOR, COUNT(*) AS N, SUM(READING) AS TOTAL FROM ${STREAM} GROUP BY SENSOR;`,
+    { streamsProperties: { "ksql.streams.auto.offset.reset": "earliest" } }
   );
   seen.tableStatus = table.status;
 

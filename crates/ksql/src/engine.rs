@@ -7,7 +7,7 @@
 //! resume from their committed positions). Statements run one at a time, as ksqlDB's
 //! command runner runs them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,13 +20,17 @@ use strata_sql::format::{serialize, Format};
 use strata_sql::pipeline::TransientQuery;
 use strata_sql::planner::{plan_create_as_select, Planned};
 use strata_sql::value::{type_name, Value};
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
 
 use crate::log::{LogClient, LogError};
+use crate::members::{MemberInfo, Ownership};
 use crate::run::{changelog_topic, start_persistent, PersistentHandle, QueryState, Reset};
 
 /// Where the engine keeps the statements that made its streams, tables and queries.
 pub const COMMAND_TOPIC: &str = "_strata_ksql_command_topic";
+
+/// How often a cluster's engine reads the statements other engines appended.
+const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The version ksqlDB clients are told (the REST API this engine follows).
 pub const KSQL_VERSION: &str = "0.29.0";
@@ -82,20 +86,38 @@ struct PersistentQuery {
     sources: Vec<String>,
     /// An aggregation's plan: how its groups become the table's rows (pull queries).
     materialized: Option<Arc<strata_sql::aggregate::AggregateQuery>>,
-    handle: PersistentHandle,
+    /// What runs, kept to start it whenever this engine comes to own the query.
+    plan: Arc<Planned>,
+    reset: Reset,
+    /// Running here (every query on a lone engine; those assigned to it in a cluster).
+    handle: Option<PersistentHandle>,
+}
+
+/// This engine's place among a cluster's engines ([`crate::members`]).
+struct Cluster {
+    info: watch::Sender<MemberInfo>,
+    ownership: watch::Receiver<Ownership>,
 }
 
 struct State {
     catalog: Catalog,
     queries: BTreeMap<String, PersistentQuery>,
-    /// Commands applied so far (ksqlDB's command sequence number).
+    /// Commands applied so far (ksqlDB's command sequence number): the command topic's
+    /// offset read up to.
     command_seq: i64,
+    /// Offsets of commands this engine appended past `command_seq` (another engine
+    /// appended in between): already applied, skipped when read.
+    own_commands: BTreeSet<i64>,
     command_topic_exists: bool,
     log: LogClient,
 }
 
 pub struct Engine {
     bootstrap: String,
+    /// This engine's SQL listener, where other engines send pull queries for it.
+    sql_addr: Option<String>,
+    /// Set when the cluster has several brokers: queries are shared out among engines.
+    cluster: std::sync::OnceLock<Cluster>,
     /// Where aggregations keep their local state stores (None: in memory only).
     state_dir: Option<std::path::PathBuf>,
     state: Mutex<State>,
@@ -186,24 +208,108 @@ impl Engine {
         bootstrap: &str,
         state_dir: Option<std::path::PathBuf>,
     ) -> Result<Arc<Engine>, LogError> {
+        Engine::start_in(bootstrap, state_dir, None, false).await
+    }
+
+    /// `start_with_state`, serving SQL at `sql_addr`. `clustered` (a node of a cluster):
+    /// the engines share out the persistent queries ([`crate::members`]), follow each
+    /// other's statements through the command topic, and send pull queries to the engine
+    /// running the table's query.
+    pub async fn start_in(
+        bootstrap: &str,
+        state_dir: Option<std::path::PathBuf>,
+        sql_addr: Option<String>,
+        clustered: bool,
+    ) -> Result<Arc<Engine>, LogError> {
         let mut properties = BTreeMap::new();
         properties.insert("ksql.streams.auto.offset.reset".into(), "latest".into());
         properties.insert("ksql.service.id".into(), "default_".into());
         properties.insert("ksql.streams.bootstrap.servers".into(), bootstrap.into());
         let engine = Arc::new(Engine {
             bootstrap: bootstrap.to_string(),
+            sql_addr,
+            cluster: std::sync::OnceLock::new(),
             state_dir,
             state: Mutex::new(State {
                 catalog: Catalog::default(),
                 queries: BTreeMap::new(),
                 command_seq: 0,
+                own_commands: BTreeSet::new(),
                 command_topic_exists: false,
                 log: LogClient::new(bootstrap),
             }),
             properties,
         });
+        if let (true, Some(addr)) = (clustered, engine.sql_addr.clone()) {
+            let (info, info_rx) = watch::channel(MemberInfo {
+                sql: addr,
+                ..MemberInfo::default()
+            });
+            let ownership = crate::members::start(bootstrap, info_rx);
+            let _ = engine.cluster.set(Cluster { info, ownership });
+        }
         engine.replay().await?;
+        if engine.cluster.get().is_some() {
+            tokio::spawn(follow(Arc::downgrade(&engine)));
+            tokio::spawn(follow_ownership(Arc::downgrade(&engine)));
+        }
         Ok(engine)
+    }
+
+    /// Whether this engine runs `query_id` (always, unless the cluster's engines share
+    /// them out).
+    fn owns(&self, query_id: &str) -> bool {
+        match self.cluster.get() {
+            None => true,
+            Some(c) => c.ownership.borrow().mine.contains(query_id),
+        }
+    }
+
+    /// Starts the queries this engine should run and stops the others; tells the engines'
+    /// group what it knows and runs.
+    async fn reconcile(&self, st: &mut State) {
+        for q in st.queries.values_mut() {
+            let mine = self.owns(&q.id);
+            if mine && q.handle.is_none() {
+                q.handle = Some(start_persistent(
+                    &self.bootstrap,
+                    &q.id,
+                    q.plan.clone(),
+                    q.sink_topic.clone(),
+                    q.reset,
+                    self.state_dir.clone(),
+                ));
+            } else if !mine {
+                if let Some(h) = q.handle.take() {
+                    tracing::info!(query = %q.id, "persistent query moved to another engine");
+                    h.terminate().await;
+                }
+            }
+        }
+        if let Some(c) = self.cluster.get() {
+            let known: BTreeSet<String> = st.queries.keys().cloned().collect();
+            let running: BTreeSet<String> = st
+                .queries
+                .values()
+                .filter(|q| q.handle.is_some())
+                .map(|q| q.id.clone())
+                .collect();
+            c.info.send_if_modified(|info| {
+                let changed = info.known != known || info.running != running;
+                info.known = known;
+                info.running = running;
+                changed
+            });
+        }
+    }
+
+    /// The SQL listener of the engine running `query_id`, when another engine runs it.
+    fn remote_owner(&self, query_id: &str) -> Option<String> {
+        let c = self.cluster.get()?;
+        let o = c.ownership.borrow();
+        (!o.mine.contains(query_id))
+            .then(|| o.owners.get(query_id).cloned())
+            .flatten()
     }
 
     pub fn bootstrap(&self) -> &str {
@@ -212,17 +318,38 @@ impl Engine {
 
     async fn replay(&self) -> Result<(), LogError> {
         let mut st = self.state.lock().await;
-        let topics = st.log.topics().await?;
-        if !topics.contains_key(COMMAND_TOPIC) {
-            // Nothing to replay; the topic is created with the first command. An engine
-            // nobody uses leaves no trace in the cluster and holds no connection.
-            st.log = LogClient::new(&self.bootstrap);
-            return Ok(());
+        let replayed = self.catch_up(&mut st).await?;
+        // An engine nobody uses leaves no trace in the cluster and holds no connection.
+        st.log = LogClient::new(&self.bootstrap);
+        if replayed > 0 {
+            tracing::info!(
+                commands = replayed,
+                queries = st.queries.len(),
+                "SQL engine restored its streams, tables and queries"
+            );
         }
-        st.command_topic_exists = true;
-        let mut at = st.log.offset(COMMAND_TOPIC, 0, -2).await?;
+        Ok(())
+    }
+
+    /// Applies the commands of the command topic this engine has not applied yet (all of
+    /// them at start; on a cluster, those other engines appended since), then starts and
+    /// stops queries accordingly. The number applied.
+    async fn catch_up(&self, st: &mut State) -> Result<usize, LogError> {
+        if !st.command_topic_exists {
+            // Nothing to replay; the topic is created with the first command.
+            if !st.log.topics().await?.contains_key(COMMAND_TOPIC) {
+                return Ok(0);
+            }
+            st.command_topic_exists = true;
+        }
         let end = st.log.offset(COMMAND_TOPIC, 0, -1).await?;
-        let mut replayed = 0;
+        if st.command_seq >= end {
+            return Ok(0);
+        }
+        let mut at = st
+            .command_seq
+            .max(st.log.offset(COMMAND_TOPIC, 0, -2).await?);
+        let mut applied = 0;
         while at < end {
             let (records, _) = st.log.fetch(COMMAND_TOPIC, 0, at, 0).await?;
             let Some(last) = records.last() else {
@@ -230,12 +357,16 @@ impl Engine {
             };
             at = last.offset + 1;
             for r in records {
+                st.command_seq = st.command_seq.max(r.offset + 1);
+                // This engine's own statement, applied when it ran.
+                if st.own_commands.remove(&r.offset) {
+                    continue;
+                }
                 let Some(value) = r.value else { continue };
                 let Ok(command) = serde_json::from_slice::<J>(&value) else {
                     tracing::warn!(offset = r.offset, "unreadable SQL command skipped");
                     continue;
                 };
-                st.command_seq = st.command_seq.max(r.offset + 1);
                 let text = command["statement"].as_str().unwrap_or_default();
                 let props: BTreeMap<String, String> = command["properties"]
                     .as_object()
@@ -248,13 +379,10 @@ impl Engine {
                 let query_id = command["queryId"].as_str().map(str::to_string);
                 match strata_sql::parse_statement(text) {
                     Ok(stmt) => {
-                        if let Err(e) = self
-                            .apply(&mut st, text, &stmt, &props, true, query_id)
-                            .await
-                        {
+                        if let Err(e) = self.apply(st, text, &stmt, &props, true, query_id).await {
                             tracing::warn!(statement = text, error = %e, "SQL command not replayed");
                         } else {
-                            replayed += 1;
+                            applied += 1;
                         }
                     }
                     Err(e) => {
@@ -263,15 +391,10 @@ impl Engine {
                 }
             }
         }
-        st.log = LogClient::new(&self.bootstrap);
-        if replayed > 0 {
-            tracing::info!(
-                commands = replayed,
-                queries = st.queries.len(),
-                "SQL engine restored its streams, tables and queries"
-            );
+        if applied > 0 {
+            self.reconcile(st).await;
         }
-        Ok(())
+        Ok(applied)
     }
 
     async fn create_command_topic(log: &mut LogClient) -> Result<(), LogError> {
@@ -344,6 +467,12 @@ impl Engine {
         let mut props = request_properties.clone();
         let mut entities = Vec::new();
         let mut st = self.state.lock().await;
+        if self.cluster.get().is_some() {
+            // Other engines' statements first, so this one sees what they made.
+            if let Err(e) = self.catch_up(&mut st).await {
+                tracing::debug!(error = %e, "SQL engine: command topic not read");
+            }
+        }
         for (own, stmt) in statements {
             match &stmt {
                 Statement::SetProperty { name, value } => {
@@ -376,17 +505,24 @@ impl Engine {
                             headers: Vec::new(),
                             timestamp_ms: now_ms(),
                         };
-                        if let Err(e) = st.log.produce(COMMAND_TOPIC, 0, vec![record]).await {
-                            return Err(StatementError {
-                                message: format!(
-                                    "Could not write the statement to the command topic: {e}"
-                                ),
-                                statement: own,
-                                entities,
-                                code: 50000,
-                            });
+                        match st.log.produce(COMMAND_TOPIC, 0, vec![record]).await {
+                            Ok(offset) if offset == st.command_seq => st.command_seq += 1,
+                            // Another engine appended first: theirs is read later, ours
+                            // skipped then.
+                            Ok(offset) => {
+                                st.own_commands.insert(offset);
+                            }
+                            Err(e) => {
+                                return Err(StatementError {
+                                    message: format!(
+                                        "Could not write the statement to the command topic: {e}"
+                                    ),
+                                    statement: own,
+                                    entities,
+                                    code: 50000,
+                                });
+                            }
                         }
-                        st.command_seq += 1;
                     }
                     if let Some(mut entity) = done.entity {
                         if let Some(o) = entity.as_object_mut() {
@@ -535,7 +671,9 @@ impl Engine {
                 let id = query_id.unwrap_or_else(|| format!("{prefix}_{name}_{}", st.command_seq));
                 if let Some(old) = st.queries.values().find(|q| q.sink == *name).map(|q| q.id.clone()) {
                     if let Some(q) = st.queries.remove(&old) {
-                        q.handle.terminate().await;
+                        if let Some(h) = q.handle {
+                            h.terminate().await;
+                        }
                         self.remove_store(&old);
                     }
                 }
@@ -557,7 +695,10 @@ impl Engine {
                     .insert_derived(planned.sink, *or_replace)
                     .map_err(|e| e.0)?;
                 let reset = Reset::from_properties(props);
-                let handle = start_persistent(&self.bootstrap, &id, planned.query, sink_topic.clone(), reset, self.state_dir.clone());
+                let plan = Arc::new(planned.query);
+                if !replay {
+                    self.start_from_here(st, &id, &plan, reset).await?;
+                }
                 st.queries.insert(
                     id.clone(),
                     PersistentQuery {
@@ -569,9 +710,12 @@ impl Engine {
                             .chain(query.joins.iter().map(|j| j.source.clone()))
                             .collect(),
                         materialized,
-                        handle,
+                        plan,
+                        reset,
+                        handle: None,
                     },
                 );
+                self.reconcile(st).await;
                 Ok(Done {
                     entity: Some(status(
                         format!("{}/`{name}`/create", kind_word(*kind).to_ascii_lowercase()),
@@ -595,7 +739,10 @@ impl Engine {
                 let id = query_id.unwrap_or_else(|| format!("INSERTQUERY_{}", st.command_seq));
                 let sink_topic = planned.sink.topic.clone();
                 let reset = Reset::from_properties(props);
-                let handle = start_persistent(&self.bootstrap, &id, planned.query, sink_topic.clone(), reset, self.state_dir.clone());
+                let plan = Arc::new(planned.query);
+                if !replay {
+                    self.start_from_here(st, &id, &plan, reset).await?;
+                }
                 st.queries.insert(
                     id.clone(),
                     PersistentQuery {
@@ -607,9 +754,12 @@ impl Engine {
                             .chain(query.joins.iter().map(|j| j.source.clone()))
                             .collect(),
                         materialized: None,
-                        handle,
+                        plan,
+                        reset,
+                        handle: None,
                     },
                 );
+                self.reconcile(st).await;
                 Ok(Done {
                     entity: Some(status(
                         format!("stream/`{target}`/create"),
@@ -701,7 +851,9 @@ impl Engine {
                 };
                 for id in ids {
                     if let Some(q) = st.queries.remove(&id) {
-                        q.handle.terminate().await;
+                        if let Some(h) = q.handle {
+                            h.terminate().await;
+                        }
                         self.remove_store(&id);
                         if !replay && st.log.topics().await.is_ok_and(|t| t.contains_key(&changelog_topic(&id))) {
                             // Its state goes with it, as ksqlDB deletes a query's internal topics.
@@ -799,10 +951,7 @@ impl Engine {
                             .get(id)
                             .or_else(|| st.queries.get(&id.to_ascii_uppercase()))
                             .ok_or_else(|| format!("Query with id:{id} does not exist, use SHOW QUERIES to view the full set of running queries."))?;
-                        let state = match &*q.handle.state.lock().expect("state lock") {
-                            QueryState::Running => "RUNNING".to_string(),
-                            QueryState::Error(_) => "ERROR".to_string(),
-                        };
+                        let state = query_state(q).to_string();
                         let sink = st.catalog.get(&q.sink);
                         explain_json(&q.id, &q.text, &q.sources, sink, &state)
                     }
@@ -1071,12 +1220,20 @@ impl Engine {
                 text.trim()
             ));
         }
-        let Some((materialized, groups)) = st
-            .queries
-            .values()
-            .find(|q| q.sink == query.from)
-            .and_then(|q| q.materialized.clone().map(|m| (m, q.handle.groups.clone())))
-        else {
+        let owner = st.queries.values().find(|q| q.sink == query.from);
+        if let Some(q) = owner.filter(|q| q.materialized.is_some() && q.handle.is_none()) {
+            return match self.remote_owner(&q.id) {
+                Some(addr) => Ok(QueryPlan::Remote(addr)),
+                None => Err(format!(
+                    "The query materializing `{}` is not running on any engine yet: try again shortly.",
+                    query.from
+                )),
+            };
+        }
+        let Some((materialized, groups)) = owner.and_then(|q| {
+            let groups = q.handle.as_ref()?.groups.clone();
+            q.materialized.clone().map(|m| (m, groups))
+        }) else {
             return Err(format!(
                 "The `{}` table isn't queryable. To derive a queryable table, you can do 'CREATE TABLE QUERYABLE_{} AS SELECT * FROM {};'. See https://cnfl.io/queries for more info.\nAdd EMIT CHANGES if you intended to issue a push query.",
                 query.from, query.from, query.from
@@ -1178,6 +1335,38 @@ impl Engine {
         })
     }
 
+    /// On a cluster, a new query from the latest offsets starts from those of now, wherever
+    /// and whenever an engine comes to run it: they are committed for its group here.
+    async fn start_from_here(
+        &self,
+        st: &mut State,
+        query_id: &str,
+        plan: &Planned,
+        reset: Reset,
+    ) -> Result<(), String> {
+        if self.cluster.get().is_none() || reset != Reset::Latest {
+            return Ok(());
+        }
+        let topics = st.log.topics().await.map_err(|e| e.to_string())?;
+        for topic in crate::run::input_topics(plan) {
+            let mut ends = BTreeMap::new();
+            for p in 0..topics.get(&topic).copied().unwrap_or(0) {
+                ends.insert(
+                    p,
+                    st.log
+                        .offset(&topic, p, -1)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+            st.log
+                .commit(&crate::run::query_group(query_id), &topic, &ends)
+                .await
+                .map_err(|e| format!("Could not record where query {query_id} starts: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// Deletes a terminated query's local state store.
     fn remove_store(&self, query_id: &str) {
         if let Some(dir) = &self.state_dir {
@@ -1190,7 +1379,8 @@ impl Engine {
         let mut st = self.state.lock().await;
         let queries = std::mem::take(&mut st.queries);
         for (_, q) in queries {
-            q.handle.terminate().await;
+            let Some(handle) = q.handle else { continue };
+            handle.terminate().await;
         }
     }
 }
@@ -1198,6 +1388,8 @@ impl Engine {
 /// What a SELECT becomes.
 pub enum QueryPlan {
     Push(Box<PushPlan>),
+    /// A pull query another engine answers: its SQL listener.
+    Remote(String),
     Pull {
         names: Vec<String>,
         types: Vec<String>,
@@ -1258,11 +1450,21 @@ fn plan_transient(query: &Query, catalog: &Catalog) -> Result<PushPlan, String> 
     ))
 }
 
+/// A query's state as SHOW QUERIES names it; one that another engine of the cluster runs
+/// is reported RUNNING (its owner reports its errors).
+fn query_state(q: &PersistentQuery) -> &'static str {
+    match q
+        .handle
+        .as_ref()
+        .map(|h| h.state.lock().expect("state lock").clone())
+    {
+        Some(QueryState::Error(_)) => "ERROR",
+        _ => "RUNNING",
+    }
+}
+
 fn query_json(q: &PersistentQuery) -> J {
-    let state = match &*q.handle.state.lock().expect("state lock") {
-        QueryState::Running => "RUNNING",
-        QueryState::Error(_) => "ERROR",
-    };
+    let state = query_state(q);
     json!({
         "queryString": q.text,
         "sinks": [q.sink],
@@ -1377,7 +1579,8 @@ fn describe(
         let (r, w) = queries
             .values()
             .filter(|q| q.sink == source.name)
-            .map(|q| *q.handle.counts.lock().expect("counts lock"))
+            .filter_map(|q| q.handle.as_ref())
+            .map(|h| *h.counts.lock().expect("counts lock"))
             .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
         format!("records-read: {r}, records-written: {w}")
     } else {
@@ -1454,4 +1657,37 @@ fn with_sink_defaults(
         }
     }
     out
+}
+
+/// Applies the statements other engines append to the command topic, every
+/// `FOLLOW_INTERVAL`, while the engine lives.
+async fn follow(engine: std::sync::Weak<Engine>) {
+    loop {
+        tokio::time::sleep(FOLLOW_INTERVAL).await;
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        let mut st = engine.state.lock().await;
+        if let Err(e) = engine.catch_up(&mut st).await {
+            tracing::debug!(error = %e, "SQL engine: command topic not read");
+        }
+    }
+}
+
+/// Starts and stops queries as the engines' group assigns them.
+async fn follow_ownership(engine: std::sync::Weak<Engine>) {
+    let mut ownership = match engine
+        .upgrade()
+        .and_then(|e| e.cluster.get().map(|c| c.ownership.clone()))
+    {
+        Some(o) => o,
+        None => return,
+    };
+    while ownership.changed().await.is_ok() {
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        let mut st = engine.state.lock().await;
+        engine.reconcile(&mut st).await;
+    }
 }

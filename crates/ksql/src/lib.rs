@@ -7,6 +7,7 @@
 
 pub mod engine;
 pub mod log;
+pub mod members;
 pub mod rest;
 pub mod run;
 pub mod store;
@@ -18,14 +19,18 @@ pub use engine::Engine;
 /// Starts the engine against the brokers at `bootstrap` (waiting until they answer) and
 /// serves the REST API on `listener`. Runs until the returned future is dropped.
 /// `state_dir`: where aggregations keep their local state stores ([`store`]); None keeps
-/// state in memory only (restored from the changelogs).
+/// state in memory only (restored from the changelogs). `clustered`: this node is one of a
+/// cluster's, whose engines share out the persistent queries ([`members`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     bootstrap: String,
     state_dir: Option<std::path::PathBuf>,
+    clustered: bool,
 ) {
+    // Where the other engines of a cluster reach this one (pull queries for its tables).
+    let sql_addr = listener.local_addr().ok().map(|a| a.to_string());
     let engine = loop {
-        match Engine::start_with_state(&bootstrap, state_dir.clone()).await {
+        match Engine::start_in(&bootstrap, state_dir.clone(), sql_addr.clone(), clustered).await {
             Ok(e) => break e,
             Err(e) => {
                 tracing::debug!(error = %e, "SQL engine: waiting for the broker");

@@ -60,6 +60,25 @@ impl LogClient {
         r
     }
 
+    /// Sends a group request to `group`'s coordinator (at most version `ours`).
+    pub async fn coordinator_request<R: kafka_protocol::protocol::Request>(
+        &mut self,
+        group: &str,
+        request: R,
+        ours: i16,
+    ) -> Result<R::Response, LogError> {
+        let r = async {
+            self.router()
+                .await?
+                .coordinator(0, group)
+                .await?
+                .send(request, ours)
+                .await
+        }
+        .await;
+        self.settle(r)
+    }
+
     /// Every topic's partition count.
     pub async fn topics(&mut self) -> Result<BTreeMap<String, i32>, LogError> {
         let r = async {

@@ -162,6 +162,7 @@ impl Server {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
+        let forwarded = req.headers().contains_key(FORWARDED_HEADER);
         match (method, path.as_str()) {
             (Method::GET, "/info") => json_response(
                 StatusCode::OK,
@@ -202,7 +203,13 @@ impl Server {
                     };
                     let props = properties(&body["streamsProperties"]);
                     let text = with_variables(text, &body["sessionVariables"]);
-                    self.push_query(&text, &props, PushFormat::V1).await
+                    let origin = Origin {
+                        path: "/query",
+                        body: &body,
+                        accept: &accept,
+                        forwarded,
+                    };
+                    self.push_query(&text, &props, PushFormat::V1, origin).await
                 }
             },
             (Method::POST, "/query-stream") => match body_json(req).await {
@@ -219,7 +226,13 @@ impl Server {
                             PushFormat::Delimited
                         };
                     let text = with_variables(text, &body["sessionVariables"]);
-                    self.push_query(&text, &props, format).await
+                    let origin = Origin {
+                        path: "/query-stream",
+                        body: &body,
+                        accept: &accept,
+                        forwarded,
+                    };
+                    self.push_query(&text, &props, format, origin).await
                 }
             },
             (Method::POST, "/inserts-stream") => {
@@ -262,6 +275,7 @@ impl Server {
         text: &str,
         props: &BTreeMap<String, String>,
         format: PushFormat,
+        origin: Origin<'_>,
     ) -> Response<Body> {
         if let Ok(strata_sql::ast::Statement::Print {
             topic,
@@ -277,6 +291,14 @@ impl Server {
             Ok(QueryPlan::Pull { names, types, rows }) => {
                 return pull_response(&names, &types, &rows, format, &self.next_push)
             }
+            Ok(QueryPlan::Remote(_)) if origin.forwarded => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    50000,
+                    "The table's query moved while this pull query was forwarded: try again",
+                )
+            }
+            Ok(QueryPlan::Remote(addr)) => return forward(&addr, &origin).await,
             Err(message) => {
                 return json_response(
                     StatusCode::BAD_REQUEST,
@@ -641,6 +663,64 @@ impl Acks {
             let _ = self.tx.send(Bytes::from_static(end.as_bytes())).await;
         }
     }
+}
+
+/// Marks a request one engine sends another (a pull query for a table the other runs): it
+/// is answered there, never sent on.
+const FORWARDED_HEADER: &str = "x-strata-forwarded";
+
+/// A query request as it came, to send on to the engine that can answer it.
+struct Origin<'a> {
+    path: &'static str,
+    body: &'a J,
+    accept: &'a str,
+    forwarded: bool,
+}
+
+/// Sends a pull query to the engine running its table's query and returns its answer.
+async fn forward(addr: &str, origin: &Origin<'_>) -> Response<Body> {
+    let answer = async {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let mut request = Request::post(origin.path)
+            .header("host", addr)
+            .header("content-type", "application/json")
+            .header(FORWARDED_HEADER, "1");
+        if !origin.accept.is_empty() {
+            request = request.header("accept", origin.accept);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(origin.body.to_string())))
+            .map_err(|e| e.to_string())?;
+        let response = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            sender.send_request(request),
+        )
+        .await
+        .map_err(|_| "no answer in 30 s".to_string())?
+        .map_err(|e| e.to_string())?;
+        let (parts, body) = response.into_parts();
+        let bytes = Limited::new(body, REQUEST_BYTES_MAX * 64)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok::<_, String>(Response::from_parts(parts, Full::new(bytes).boxed()))
+    }
+    .await;
+    answer.unwrap_or_else(|e| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            50000,
+            format!("The engine at {addr} running the table's query did not answer: {e}"),
+        )
+    })
 }
 
 /// How PRINT names a key's or value's format, guessed from the bytes as ksqlDB does.

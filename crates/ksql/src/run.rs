@@ -31,6 +31,8 @@ use crate::store::StateStore;
 const IDLE_WAIT: Duration = Duration::from_millis(50);
 /// Backoff after an error reaching the log.
 const ERROR_BACKOFF: Duration = Duration::from_millis(500);
+/// How long a restore waits for an open transaction on its changelog to end.
+const RESTORE_STALL_MAX: Duration = Duration::from_secs(120);
 /// How often an aggregation's committed state changes go to its local state store.
 const STORE_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 /// A store flushed longer ago than the changelog keeps tombstones (`delete.retention.ms`,
@@ -112,7 +114,7 @@ pub fn changelog_topic(query_id: &str) -> String {
 pub fn start_persistent(
     bootstrap: &str,
     query_id: &str,
-    query: Planned,
+    query: Arc<Planned>,
     sink_topic: String,
     reset: Reset,
     state_dir: Option<std::path::PathBuf>,
@@ -154,7 +156,7 @@ struct Persistent {
     bootstrap: String,
     log: LogClient,
     group: String,
-    query: Planned,
+    query: Arc<Planned>,
     /// An aggregate query's groups (restored from its changelog at start).
     groups: Groups,
     /// The query's transactional producer and its next sequence per partition written.
@@ -232,11 +234,24 @@ async fn restore(
     // What the replay changed, for the store (the whole state when it starts over).
     let mut tail: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
     let mut replayed = 0u64;
+    // A transaction a previous owner left open holds the last stable offset back until
+    // the coordinator aborts it (our InitProducerId asked it to): wait for it rather than
+    // stop short with part of the state.
+    let mut stalled_since: Option<std::time::Instant> = None;
     while at < end {
         let (records, next) = log.fetch_committed(&topic, 0, at).await?;
         if next <= at {
-            break;
+            let since = *stalled_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() > RESTORE_STALL_MAX {
+                return Err(LogError::Records(format!(
+                    "{topic}: the last stable offset stayed at {at} (end {end}) for {} s",
+                    RESTORE_STALL_MAX.as_secs()
+                )));
+            }
+            tokio::time::sleep(IDLE_WAIT).await;
+            continue;
         }
+        stalled_since = None;
         at = next;
         for r in records {
             let Some(key) = r.key else { continue };
@@ -280,13 +295,15 @@ async fn restore(
         groups = groups.len(),
         from_store = from_store.unwrap_or(0),
         replayed,
+        changelog_start = start,
+        changelog_end = end,
         "aggregate state restored"
     );
     Ok(groups)
 }
 
 /// The topics a query reads (a join's two, once each).
-fn input_topics(q: &Planned) -> Vec<String> {
+pub(crate) fn input_topics(q: &Planned) -> Vec<String> {
     let mut topics: Vec<String> = match q {
         Planned::Stateless(q) => vec![q.source.topic.clone()],
         Planned::Aggregate(q) => vec![q.source.topic.clone()],
@@ -484,12 +501,12 @@ impl Persistent {
                     self.sequences.clear();
                     self.pending.clear();
                     if matches!(
-                        self.query,
+                        *self.query,
                         Planned::Aggregate(_) | Planned::JoinAggregate(..)
                     ) {
                         self.open_store();
                     }
-                    match &self.query {
+                    match &*self.query {
                         Planned::Aggregate(q) => {
                             let restored =
                                 restore(&mut self.log, &self.id, q, self.store.as_ref()).await?;
@@ -617,7 +634,7 @@ impl Persistent {
                 timestamp_ms: timestamp,
             });
         };
-        match &self.query {
+        match &*self.query {
             Planned::Stateless(q) => {
                 for (partition, record) in stateless_outputs(
                     q,
@@ -712,7 +729,7 @@ impl Persistent {
         let (tps, records): (Vec<(String, i32)>, Vec<Vec<DecodedRecord>>) =
             parts.into_iter().unzip();
         let ordered: Vec<(usize, DecodedRecord)> =
-            if matches!(self.query, Planned::Join(_) | Planned::JoinAggregate(..)) {
+            if matches!(*self.query, Planned::Join(_) | Planned::JoinAggregate(..)) {
                 merge_by_timestamp(records)
             } else {
                 records
@@ -723,7 +740,7 @@ impl Persistent {
             };
         let read = ordered.len() as u64;
         cpu_bound(|| {
-            if let Planned::Stateless(q) = &self.query {
+            if let Planned::Stateless(q) = &*self.query {
                 // Stateless: runs of records on two threads, their outputs joined in input
                 // order (so each key's order is kept).
                 let threads = if ordered.len() >= PARALLEL_MIN_RECORDS {
@@ -807,6 +824,7 @@ impl Persistent {
             )
             .await?;
         self.sequences.extend(advanced);
+        tracing::debug!(query = %self.id, read, written, "pass committed");
         // Committed: the changes may go to the local store.
         self.pending.extend(state_changes);
         *positions = next;

@@ -148,12 +148,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (config, _lock) = load(args)?;
     let sql_bootstrap = sql_bootstrap(&config);
     let sql_state = config.data_dir.join("sql-state");
+    let clustered = config.controller_quorum_voters.is_some();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
     let served = runtime.block_on(async move {
-        start_sql_engine(sql_listen, sql_bootstrap, sql_state).await?;
+        start_sql_engine(sql_listen, sql_bootstrap, sql_state, clustered).await?;
         let shutdown = async {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -203,6 +204,7 @@ async fn start_sql_engine(
     listen: Option<String>,
     bootstrap: Option<String>,
     state_dir: std::path::PathBuf,
+    clustered: bool,
 ) -> Result<(), strata_broker::server::ServeError> {
     let explicit = listen.is_some();
     let addr = listen.unwrap_or_else(|| "127.0.0.1:8088".to_string());
@@ -215,7 +217,12 @@ async fn start_sql_engine(
     };
     match tokio::net::TcpListener::bind(&addr).await {
         Ok(listener) => {
-            tokio::spawn(strata_ksql::serve(listener, bootstrap, Some(state_dir)));
+            tokio::spawn(strata_ksql::serve(
+                listener,
+                bootstrap,
+                Some(state_dir),
+                clustered,
+            ));
             Ok(())
         }
         Err(e) if !explicit => {

@@ -1,0 +1,158 @@
+"""The SQL engines of a three-node cluster: a statement on one node is seen by every node,
+each persistent query runs on exactly one engine (the engines' consumer group shares them
+out), pull queries on any node are answered by the engine running the table's query, and
+when that node is killed its queries move to another engine, exactly once."""
+import json
+import re
+import time
+
+import requests
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+
+from conftest import Broker, free_port, unique
+from test_cluster import FAST, start_all, wait_for
+
+
+def ksql(url, text, props=None, status=200):
+    r = requests.post(url + "/ksql", json={"ksql": text, "streamsProperties": props or {}}, timeout=30)
+    assert r.status_code == status, r.text
+    return r.json()
+
+
+def pull(url, text):
+    r = requests.post(url + "/query-stream", json={"sql": text, "properties": {}},
+                      headers={"accept": "application/json"}, timeout=30)
+    return r.status_code, r.json()
+
+
+def assigned(node):
+    """The queries this node's engine was last assigned (from its log)."""
+    lines = [l for l in node.log_text().splitlines() if "SQL engine: queries assigned" in l]
+    if not lines:
+        return None
+    return set(re.findall(r'"([^"]+)"', lines[-1].split("queries=", 1)[1]))
+
+
+def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail_over(tmp_path):
+    n = 3
+    ports = [free_port() for _ in range(n)]
+    controller_ports = [free_port() for _ in range(n)]
+    sql_ports = [free_port() for _ in range(n)]
+    voters = ",".join(f"{i + 1}@127.0.0.1:{controller_ports[i]}" for i in range(n))
+    nodes = [
+        Broker(tmp_path / f"node{i + 1}", port=ports[i], config_text=FAST,
+               extra_args=["--node-id", str(i + 1), "--controller-quorum-voters", voters,
+                           "--sql-listen", f"127.0.0.1:{sql_ports[i]}"])
+        for i in range(n)
+    ]
+    urls = [f"http://127.0.0.1:{p}" for p in sql_ports]
+    start_all(nodes)
+    try:
+        for b in nodes:
+            wait_for(lambda: len(AdminClient({"bootstrap.servers": b.bootstrap})
+                                 .list_topics(timeout=10).brokers) == n, what="all brokers known")
+        def serving(url):
+            try:
+                return requests.get(url + "/info", timeout=2).ok
+            except requests.ConnectionError:
+                return False
+        for url in urls:
+            wait_for(lambda: serving(url), timeout=60, what="the SQL engines")
+        topic = unique("clicks")
+        ksql(urls[0], f"CREATE STREAM clicks (user STRING KEY, n INT) "
+                      f"WITH (kafka_topic='{topic}', partitions=3, value_format='JSON');")
+        ksql(urls[0], "CREATE TABLE totals AS SELECT user, COUNT(*) AS c, SUM(n) AS s FROM clicks GROUP BY user;",
+             {"ksql.streams.auto.offset.reset": "earliest"})
+        ksql(urls[1], "CREATE STREAM big AS SELECT user, n FROM clicks WHERE n >= 5;",
+             {"ksql.streams.auto.offset.reset": "earliest"})
+        # Every engine follows the statements made on the others.
+        for url in urls:
+            wait_for(lambda: {s["name"] for s in ksql(url, "SHOW STREAMS;")[0]["streams"]} >= {"CLICKS", "BIG"},
+                     what="every engine knows the streams")
+            wait_for(lambda: len(ksql(url, "SHOW QUERIES;")[0]["queries"]) == 2, what="every engine knows the queries")
+        queries = {q["id"] for q in ksql(urls[2], "SHOW QUERIES;")[0]["queries"]}
+        totals_id = next(q for q in queries if q.startswith("CTAS_TOTALS"))
+
+        def owners():
+            shares = [assigned(b) if b.alive() else None for b in nodes]
+            live = [s for s in shares if s is not None]
+            union = set().union(*live) if live else set()
+            if union != queries or sum(len(s) for s in live) != len(queries):
+                return None  # not settled: a query unassigned or assigned twice
+            return shares
+        shares = wait_for(owners, timeout=60, what="each query assigned to exactly one engine")
+        owner = next(i for i, s in enumerate(shares) if s and totals_id in s)
+
+        bootstrap = ",".join(b.bootstrap for b in nodes)
+        p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+        users = [f"u{i}" for i in range(60)]
+        for round_ in range(3):
+            for u in users:
+                p.produce(topic, key=u.encode(), value=json.dumps({"n": round_ * 3}))
+        p.flush(30)
+
+        def table_rows(url, user):
+            status, body = pull(url, f"SELECT * FROM totals WHERE user = '{user}';")
+            return body[1:] if status == 200 and isinstance(body, list) else None
+        # A pull query on any engine is answered by the one running TOTALS.
+        for url in urls:
+            assert wait_for(lambda: table_rows(url, "u7") == [["u7", 3, 9]], timeout=60,
+                            what=f"a pull query through {url}")
+
+        # Committed (pull queries read the engine's state as it processes).
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("probe"),
+                      "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
+        c.subscribe(["TOTALS"])
+        seen, deadline = 0, time.time() + 60
+        while seen < 3 * len(users) and time.time() < deadline:
+            m = c.poll(0.5)
+            seen += m is not None and not m.error()
+        c.close()
+        assert seen == 3 * len(users), f"{seen} committed updates before the kill"
+
+        # The owner dies: its queries move to the live engines, which carry on exactly once.
+        nodes[owner].kill9()
+        live_urls = [u for i, u in enumerate(urls) if i != owner]
+        wait_for(lambda: (lambda s: s is not None and all(totals_id not in (x or set()) for i, x in enumerate(s)
+                                                            if i == owner))(owners()),
+                 timeout=90, what="the dead engine's queries reassigned")
+        p = Producer({"bootstrap.servers": ",".join(b.bootstrap for b in nodes if b.alive()),
+                      "enable.idempotence": True})
+        for u in users:
+            p.produce(topic, key=u.encode(), value=json.dumps({"n": 1}))
+        p.flush(30)
+        for url in live_urls:
+            assert wait_for(lambda: table_rows(url, "u7") == [["u7", 4, 10]], timeout=90,
+                            what=f"a pull query after the failover through {url}")
+        # Exactly once through the move: one committed update per input record.
+        c = Consumer({"bootstrap.servers": ",".join(b.bootstrap for b in nodes if b.alive()),
+                      "group.id": unique("check"), "auto.offset.reset": "earliest",
+                      "isolation.level": "read_committed", "enable.auto.commit": False})
+        c.subscribe(["TOTALS"])
+        updates = []
+        deadline = time.time() + 30
+        while time.time() < deadline and len(updates) < 4 * len(users):
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                updates.append((m.key().decode(), json.loads(m.value())))
+        end = time.time() + 2
+        while time.time() < end:
+            m = c.poll(0.2)
+            if m is not None and not m.error():
+                updates.append((m.key().decode(), json.loads(m.value())))
+        c.close()
+        assert len(updates) == 4 * len(users), f"{len(updates)} updates for {4 * len(users)} records"
+        counts = {}
+        for user, v in updates:
+            counts.setdefault(user, []).append(v["C"])
+        assert all(sorted(cs) == [1, 2, 3, 4] for cs in counts.values()), counts
+        # The new owner took the table's state from its changelog.
+        restored = [l for i, b in enumerate(nodes) if i != owner for l in b.log_text().splitlines()
+                    if "aggregate state restored" in l and totals_id in l]
+        assert any(f"groups={len(users)} " in l for l in restored), restored
+    finally:
+        for b in nodes:
+            b.stop()
+        for b in nodes:
+            assert "panicked" not in b.log_text()
