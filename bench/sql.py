@@ -370,6 +370,7 @@ def restore_bench(args):
         p.produce("clicks", key=(0).to_bytes(8, "big"), value=json.dumps({"n": 1}))
         p.flush(10)
         wait_committed(bootstrap, f"_strata_ksql_query_{qid}", "clicks", 1, {0: args.records + 1})
+        time.sleep(2)  # the flush follows the commit
         s, from_store, replayed = restart_timed(drop_store=False)
         results.update(restore_store_s=round(s, 2), restore_store_groups=from_store,
                        restore_store_replayed=replayed)
@@ -385,6 +386,8 @@ def restore_bench(args):
         if proc:
             proc.terminate()
             proc.wait(30)
+        if os.environ.get("SQL_BENCH_KEEP_LOG"):
+            subprocess.run(["cp", str(log_path), os.environ["SQL_BENCH_KEEP_LOG"]])
         subprocess.run(["rm", "-rf", str(tmp)])
 
 
