@@ -61,6 +61,16 @@ def ksql(base, text, props=None):
     return json.loads(body)
 
 
+def wait_sql(base, attempts=300):
+    """Until the SQL engine answers."""
+    for _ in range(attempts):
+        try:
+            ksql(base, "SHOW STREAMS;")
+            return
+        except (OSError, RuntimeError):
+            time.sleep(0.1)
+
+
 def wait_committed(bootstrap, group, topic, partitions, ends, timeout=600):
     from confluent_kafka import Consumer, TopicPartition
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
@@ -107,12 +117,7 @@ def main():
                              "--sql-listen", base], stdout=log, stderr=subprocess.STDOUT)
     results = {"records": args.records, "keys": args.keys}
     try:
-        for _ in range(300):
-            try:
-                ksql(base, "SHOW STREAMS;")
-                break
-            except (OSError, RuntimeError):
-                time.sleep(0.1)
+        wait_sql(base)
         bench_bin = ROOT / "target" / "release" / "strata-bench"
         if bench_bin.exists():
             # The issue's baseline for the filter query: consume-1k (strata-bench, 1 KiB
@@ -344,12 +349,7 @@ def restore_bench(args):
 
     try:
         proc = start()
-        for _ in range(300):
-            try:
-                ksql(base, "SHOW STREAMS;")
-                break
-            except (OSError, RuntimeError):
-                time.sleep(0.1)
+        wait_sql(base)
         ksql(base, "CREATE STREAM clicks (user BIGINT KEY, n INT) WITH (kafka_topic='clicks', partitions=1, "
                    "value_format='JSON');")
         ksql(base, "CREATE TABLE totals AS SELECT user, COUNT(*) AS c, SUM(n) AS s FROM clicks GROUP BY user;",
