@@ -19,18 +19,25 @@ pub use engine::Engine;
 /// Starts the engine against the brokers at `bootstrap` (waiting until they answer) and
 /// serves the REST API on `listener`. Runs until the returned future is dropped.
 /// `state_dir`: where aggregations keep their local state stores ([`store`]); None keeps
-/// state in memory only (restored from the changelogs). `clustered`: this node is one of a
-/// cluster's, whose engines share out the persistent queries ([`members`]).
+/// state in memory only (restored from the changelogs). `cluster_addr`: this node is one of a
+/// cluster's, whose engines share out the persistent queries ([`members`]) and reach this
+/// one there.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     bootstrap: String,
     state_dir: Option<std::path::PathBuf>,
-    clustered: bool,
+    cluster_addr: Option<String>,
 ) {
-    // Where the other engines of a cluster reach this one (pull queries for its tables).
-    let sql_addr = listener.local_addr().ok().map(|a| a.to_string());
+    let clustered = cluster_addr.is_some();
     let engine = loop {
-        match Engine::start_in(&bootstrap, state_dir.clone(), sql_addr.clone(), clustered).await {
+        match Engine::start_in(
+            &bootstrap,
+            state_dir.clone(),
+            cluster_addr.clone(),
+            clustered,
+        )
+        .await
+        {
             Ok(e) => break e,
             Err(e) => {
                 tracing::debug!(error = %e, "SQL engine: waiting for the broker");

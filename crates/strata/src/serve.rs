@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// [default: 127.0.0.1:8088; if that address is taken, the broker runs without it]
     #[arg(long, value_name = "HOST:PORT")]
     sql_listen: Option<String>,
+    /// Where the other nodes' SQL engines reach this one (the pull queries they forward
+    /// here) [default: the SQL listen address]
+    #[arg(long, value_name = "HOST:PORT")]
+    sql_advertised_listener: Option<String>,
     /// Where this node's controller listener binds [default: its entry in the voters]
     #[arg(long, value_name = "HOST:PORT")]
     controller_listen: Option<String>,
@@ -145,6 +149,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_ansi(ansi)
         .init();
     let sql_listen = args.sql_listen.clone();
+    let sql_advertised = args.sql_advertised_listener.clone();
     let (config, _lock) = load(args)?;
     let sql_bootstrap = sql_bootstrap(&config);
     let sql_state = config.data_dir.join("sql-state");
@@ -154,7 +159,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the runtime")?;
     let served = runtime.block_on(async move {
-        start_sql_engine(sql_listen, sql_bootstrap, sql_state, clustered).await?;
+        start_sql_engine(
+            sql_listen,
+            sql_advertised,
+            sql_bootstrap,
+            sql_state,
+            clustered,
+        )
+        .await?;
         let shutdown = async {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -202,6 +214,7 @@ fn sql_bootstrap(config: &BrokerConfig) -> Option<String> {
 /// An explicit address that cannot be bound stops the start; the default one only warns.
 async fn start_sql_engine(
     listen: Option<String>,
+    advertised: Option<String>,
     bootstrap: Option<String>,
     state_dir: std::path::PathBuf,
     clustered: bool,
@@ -217,11 +230,16 @@ async fn start_sql_engine(
     };
     match tokio::net::TcpListener::bind(&addr).await {
         Ok(listener) => {
+            let local = listener.local_addr().ok();
+            if clustered && advertised.is_none() && local.is_some_and(|a| a.ip().is_unspecified()) {
+                tracing::warn!(%addr, "the SQL listener binds every address: give --sql-advertised-listener so the other nodes' engines can forward pull queries here");
+            }
+            let advertised = advertised.or_else(|| local.map(|a| a.to_string()));
             tokio::spawn(strata_ksql::serve(
                 listener,
                 bootstrap,
                 Some(state_dir),
-                clustered,
+                clustered.then_some(advertised).flatten(),
             ));
             Ok(())
         }
