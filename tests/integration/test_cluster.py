@@ -619,9 +619,13 @@ def etl_cluster(tmp_path, n):
 
 
 def coordinator_node(admin, internal_topic, key):
-    """The node leading the internal-topic partition that coordinates `key`."""
-    md = admin.list_topics(timeout=10)
-    return md.topics[internal_topic].partitions[coordinator_partition(key)].leader
+    """The node leading the internal-topic partition that coordinates `key` (once the node
+    asked knows the topic: it may have just been created on first use)."""
+    def leader():
+        t = admin.list_topics(timeout=10).topics.get(internal_topic)
+        p = t and t.partitions.get(coordinator_partition(key))
+        return p.leader if p is not None and p.leader >= 0 else None
+    return wait_for(leader, what=f"{internal_topic} in the metadata")
 
 
 def check_etl_outcome(nodes, group, n):
