@@ -1,7 +1,9 @@
-"""The SQL engines of a three-node cluster: a statement on one node is seen by every node,
-each persistent query runs on exactly one engine (the engines' consumer group shares them
-out), pull queries on any node are answered by the engine running the table's query, and
-when that node is killed its queries move to another engine, exactly once."""
+"""The SQL engines of a three-node cluster: a statement on one node is seen by every node;
+each persistent query's tasks (one per input partition when the query is partition-local,
+else the whole query) run on exactly one engine each, shared out by the engines' consumer
+group; a pull query on any node is answered by the engine holding the key's partition (a
+scan gathers every engine's share); when a node is killed its tasks move to the others,
+exactly once."""
 import json
 import re
 import time
@@ -66,23 +68,34 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
              {"ksql.streams.auto.offset.reset": "earliest"})
         ksql(urls[1], "CREATE STREAM big AS SELECT user, n FROM clicks WHERE n >= 5;",
              {"ksql.streams.auto.offset.reset": "earliest"})
+        # Grouped by a value column: records of a group come from every partition, so the
+        # query runs whole on one engine.
+        ksql(urls[2], "CREATE TABLE by_n AS SELECT n, COUNT(*) AS c FROM clicks GROUP BY n;",
+             {"ksql.streams.auto.offset.reset": "earliest"})
         # Every engine follows the statements made on the others.
         for url in urls:
             wait_for(lambda: {s["name"] for s in ksql(url, "SHOW STREAMS;")[0]["streams"]} >= {"CLICKS", "BIG"},
                      what="every engine knows the streams")
-            wait_for(lambda: len(ksql(url, "SHOW QUERIES;")[0]["queries"]) == 2, what="every engine knows the queries")
+            wait_for(lambda: len(ksql(url, "SHOW QUERIES;")[0]["queries"]) == 3, what="every engine knows the queries")
         queries = {q["id"] for q in ksql(urls[2], "SHOW QUERIES;")[0]["queries"]}
         totals_id = next(q for q in queries if q.startswith("CTAS_TOTALS"))
+        by_n_id = next(q for q in queries if q.startswith("CTAS_BY_N"))
+        big_id = next(q for q in queries if q.startswith("CSAS_BIG"))
+        tasks = {f"{q}#{p}" for q in (totals_id, big_id) for p in range(3)} | {by_n_id}
 
         def owners():
             shares = [assigned(b) if b.alive() else None for b in nodes]
             live = [s for s in shares if s is not None]
             union = set().union(*live) if live else set()
-            if union != queries or sum(len(s) for s in live) != len(queries):
-                return None  # not settled: a query unassigned or assigned twice
+            if union != tasks or sum(len(s) for s in live) != len(tasks):
+                return None  # not settled: a task unassigned or assigned twice
             return shares
-        shares = wait_for(owners, timeout=60, what="each query assigned to exactly one engine")
-        owner = next(i for i, s in enumerate(shares) if s and totals_id in s)
+        shares = wait_for(owners, timeout=60, what="each task assigned to exactly one engine")
+        # Seven tasks over three engines: every engine runs some, none more than three.
+        assert all(1 <= len(s) <= 3 for s in shares), shares
+        # The table's partitions are spread: no engine holds all of TOTALS.
+        assert all(sum(t.startswith(totals_id + "#") for t in s) < 3 for s in shares), shares
+        owner = next(i for i, s in enumerate(shares) if any(t.startswith(totals_id + "#") for t in s))
 
         bootstrap = ",".join(b.bootstrap for b in nodes)
         p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
@@ -95,10 +108,24 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
         def table_rows(url, user):
             status, body = pull(url, f"SELECT * FROM totals WHERE user = '{user}';")
             return body[1:] if status == 200 and isinstance(body, list) else None
-        # A pull query on any engine is answered by the one running TOTALS.
+        # A pull query on any engine is answered by the one holding the key's partition;
+        # a scan gathers every engine's share.
         for url in urls:
-            assert wait_for(lambda: table_rows(url, "u7") == [["u7", 3, 9]], timeout=60,
-                            what=f"a pull query through {url}")
+            # (librdkafka's default partitioner is not Kafka's: a key not in the partition
+            # Kafka's would pick is looked for in the others.)
+            for u in ("u7", "u8", "u9", "u30"):
+                assert wait_for(lambda: table_rows(url, u) == [[u, 3, 9]], timeout=60,
+                                what=f"a pull query for {u} through {url}")
+            assert table_rows(url, "nobody") == []
+            def scan():
+                status, body = pull(url, "SELECT * FROM totals;")
+                return sorted(map(tuple, body[1:])) if status == 200 else body
+            assert wait_for(lambda: scan() == sorted((u, 3, 9) for u in users), timeout=60,
+                            what=f"a scan through {url}")
+            status, body = pull(url, "SELECT * FROM totals LIMIT 7;")
+            assert status == 200 and len(body) == 8, body
+            assert wait_for(lambda: pull(url, "SELECT * FROM by_n WHERE n = 3;")[1][1:] == [[3, 60]],
+                            timeout=60, what=f"a pull query on the whole query's table through {url}")
 
         # Committed (pull queries read the engine's state as it processes).
         c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("probe"),
@@ -114,9 +141,8 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
         # The owner dies: its queries move to the live engines, which carry on exactly once.
         nodes[owner].kill9()
         live_urls = [u for i, u in enumerate(urls) if i != owner]
-        wait_for(lambda: (lambda s: s is not None and all(totals_id not in (x or set()) for i, x in enumerate(s)
-                                                            if i == owner))(owners()),
-                 timeout=90, what="the dead engine's queries reassigned")
+        moved = {t for t in shares[owner] if t.startswith(totals_id + "#")}
+        wait_for(lambda: owners() is not None, timeout=90, what="the dead engine's tasks reassigned")
         p = Producer({"bootstrap.servers": ",".join(b.bootstrap for b in nodes if b.alive()),
                       "enable.idempotence": True})
         for u in users:
@@ -147,10 +173,14 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
         for user, v in updates:
             counts.setdefault(user, []).append(v["C"])
         assert all(sorted(cs) == [1, 2, 3, 4] for cs in counts.values()), counts
-        # The new owner took the table's state from its changelog.
+        for url in live_urls:
+            status, body = pull(url, "SELECT * FROM totals;")
+            assert status == 200 and sorted(map(tuple, body[1:])) == sorted((u, 4, 10) for u in users), body
+        # The new owners took the moved tasks' state from their changelog partitions.
         restored = [l for i, b in enumerate(nodes) if i != owner for l in b.log_text().splitlines()
-                    if "aggregate state restored" in l and totals_id in l]
-        assert any(f"groups={len(users)} " in l for l in restored), restored
+                    if "aggregate state restored" in l]
+        for task in moved:
+            assert any(task in l and "groups=0 " not in l for l in restored), (task, restored)
     finally:
         for b in nodes:
             b.stop()

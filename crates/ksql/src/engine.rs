@@ -24,7 +24,10 @@ use tokio::sync::{watch, Mutex};
 
 use crate::log::{LogClient, LogError};
 use crate::members::{MemberInfo, Ownership};
-use crate::run::{changelog_topic, start_persistent, PersistentHandle, QueryState, Reset};
+use crate::run::{
+    changelog_topic, partition_local, start_persistent, Groups, PersistentHandle, QueryState,
+    Reset, Task,
+};
 
 /// Where the engine keeps the statements that made its streams, tables and queries.
 pub const COMMAND_TOPIC: &str = "_strata_ksql_command_topic";
@@ -89,8 +92,26 @@ struct PersistentQuery {
     /// What runs, kept to start it whenever this engine comes to own the query.
     plan: Arc<Planned>,
     reset: Reset,
-    /// Running here (every query on a lone engine; those assigned to it in a cluster).
-    handle: Option<PersistentHandle>,
+    /// Its tasks: the whole query, or on a cluster one per input partition when each
+    /// partition can be processed alone ([`partition_local`]).
+    tasks: Vec<Task>,
+    /// The tasks running here (every task on a lone engine; those the engines' group
+    /// assigns to this one on a cluster).
+    handles: BTreeMap<Task, PersistentHandle>,
+}
+
+impl PersistentQuery {
+    /// Whether its tasks read one input partition each.
+    fn split(&self) -> bool {
+        self.tasks.iter().any(|t| t.partition.is_some())
+    }
+
+    /// Stops every task running here (their last positions committed).
+    async fn stop(&mut self) {
+        for (_, h) in std::mem::take(&mut self.handles) {
+            h.terminate().await;
+        }
+    }
 }
 
 /// This engine's place among a cluster's engines ([`crate::members`]).
@@ -256,12 +277,41 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Whether this engine runs `query_id` (always, unless the cluster's engines share
-    /// them out).
-    fn owns(&self, query_id: &str) -> bool {
+    /// Whether this engine runs the task named `task_id` (always, unless the cluster's
+    /// engines share them out).
+    fn owns(&self, task_id: &str) -> bool {
         match self.cluster.get() {
             None => true,
-            Some(c) => c.ownership.borrow().mine.contains(query_id),
+            Some(c) => c.ownership.borrow().mine.contains(task_id),
+        }
+    }
+
+    /// A new query's tasks: one per input partition on a cluster when the query is
+    /// partition-local and its input has several partitions (an aggregation's as many as
+    /// its changelog has, once that exists: a query keeps its layout), else the whole query.
+    fn tasks_for(&self, id: &str, plan: &Planned, topics: &BTreeMap<String, i32>) -> Vec<Task> {
+        let whole = vec![Task::whole(id)];
+        if self.cluster.get().is_none() || !partition_local(plan) {
+            return whole;
+        }
+        let Some(source) = crate::run::input_topics(plan).into_iter().next() else {
+            return whole;
+        };
+        let count = match plan {
+            Planned::Aggregate(_) => topics
+                .get(&changelog_topic(id))
+                .or_else(|| topics.get(&source))
+                .copied(),
+            _ => topics.get(&source).copied(),
+        };
+        match count {
+            Some(n) if n > 1 => (0..n)
+                .map(|p| Task {
+                    query_id: id.to_string(),
+                    partition: Some(p),
+                })
+                .collect(),
+            _ => whole,
         }
     }
 
@@ -269,30 +319,38 @@ impl Engine {
     /// group what it knows and runs.
     async fn reconcile(&self, st: &mut State) {
         for q in st.queries.values_mut() {
-            let mine = self.owns(&q.id);
-            if mine && q.handle.is_none() {
-                q.handle = Some(start_persistent(
-                    &self.bootstrap,
-                    &q.id,
-                    q.plan.clone(),
-                    q.sink_topic.clone(),
-                    q.reset,
-                    self.state_dir.clone(),
-                ));
-            } else if !mine {
-                if let Some(h) = q.handle.take() {
-                    tracing::info!(query = %q.id, "persistent query moved to another engine");
-                    h.terminate().await;
+            for task in &q.tasks {
+                let mine = self.owns(&task.id());
+                if mine && !q.handles.contains_key(task) {
+                    q.handles.insert(
+                        task.clone(),
+                        start_persistent(
+                            &self.bootstrap,
+                            task.clone(),
+                            q.plan.clone(),
+                            q.sink_topic.clone(),
+                            q.reset,
+                            self.state_dir.clone(),
+                        ),
+                    );
+                } else if !mine {
+                    if let Some(h) = q.handles.remove(task) {
+                        tracing::info!(task = %task.id(), "persistent query task moved to another engine");
+                        h.terminate().await;
+                    }
                 }
             }
         }
         if let Some(c) = self.cluster.get() {
-            let known: BTreeSet<String> = st.queries.keys().cloned().collect();
+            let known: BTreeSet<String> = st
+                .queries
+                .values()
+                .flat_map(|q| q.tasks.iter().map(Task::id))
+                .collect();
             let running: BTreeSet<String> = st
                 .queries
                 .values()
-                .filter(|q| q.handle.is_some())
-                .map(|q| q.id.clone())
+                .flat_map(|q| q.handles.keys().map(Task::id))
                 .collect();
             c.info.send_if_modified(|info| {
                 let changed = info.known != known || info.running != running;
@@ -303,12 +361,13 @@ impl Engine {
         }
     }
 
-    /// The SQL listener of the engine running `query_id`, when another engine runs it.
-    fn remote_owner(&self, query_id: &str) -> Option<String> {
+    /// The SQL listener of the engine running the task named `task_id`, when another
+    /// engine runs it.
+    fn remote_owner(&self, task_id: &str) -> Option<String> {
         let c = self.cluster.get()?;
         let o = c.ownership.borrow();
-        (!o.mine.contains(query_id))
-            .then(|| o.owners.get(query_id).cloned())
+        (!o.mine.contains(task_id))
+            .then(|| o.owners.get(task_id).cloned())
             .flatten()
     }
 
@@ -670,20 +729,19 @@ impl Engine {
                 };
                 let id = query_id.unwrap_or_else(|| format!("{prefix}_{name}_{}", st.command_seq));
                 if let Some(old) = st.queries.values().find(|q| q.sink == *name).map(|q| q.id.clone()) {
-                    if let Some(q) = st.queries.remove(&old) {
-                        if let Some(h) = q.handle {
-                            h.terminate().await;
-                        }
-                        self.remove_store(&old);
+                    if let Some(mut q) = st.queries.remove(&old) {
+                        q.stop().await;
+                        self.remove_stores(&q);
                     }
                 }
+                let tasks = self.tasks_for(&id, &planned.query, &topics);
                 if matches!(planned.query, Planned::Aggregate(_) | Planned::JoinAggregate(..)) {
                     let changelog = changelog_topic(&id);
                     if !topics.contains_key(&changelog) {
                         st.log
                             .create_topic(
                                 &changelog,
-                                1,
+                                tasks.len() as i32,
                                 &[("cleanup.policy".to_string(), "compact".to_string())],
                             )
                             .await
@@ -712,7 +770,8 @@ impl Engine {
                         materialized,
                         plan,
                         reset,
-                        handle: None,
+                        tasks,
+                        handles: BTreeMap::new(),
                     },
                 );
                 self.reconcile(st).await;
@@ -737,6 +796,7 @@ impl Engine {
                     return Err("INSERT INTO a stream takes a query without aggregation.".into());
                 }
                 let id = query_id.unwrap_or_else(|| format!("INSERTQUERY_{}", st.command_seq));
+                let tasks = self.tasks_for(&id, &planned.query, &topics);
                 let sink_topic = planned.sink.topic.clone();
                 let reset = Reset::from_properties(props);
                 let plan = Arc::new(planned.query);
@@ -756,7 +816,8 @@ impl Engine {
                         materialized: None,
                         plan,
                         reset,
-                        handle: None,
+                        tasks,
+                        handles: BTreeMap::new(),
                     },
                 );
                 self.reconcile(st).await;
@@ -850,11 +911,9 @@ impl Engine {
                     }
                 };
                 for id in ids {
-                    if let Some(q) = st.queries.remove(&id) {
-                        if let Some(h) = q.handle {
-                            h.terminate().await;
-                        }
-                        self.remove_store(&id);
+                    if let Some(mut q) = st.queries.remove(&id) {
+                        q.stop().await;
+                        self.remove_stores(&q);
                         if !replay && st.log.topics().await.is_ok_and(|t| t.contains_key(&changelog_topic(&id))) {
                             // Its state goes with it, as ksqlDB deletes a query's internal topics.
                             let _ = st.log.delete_topic(&changelog_topic(&id)).await;
@@ -1201,7 +1260,52 @@ impl Engine {
     /// Plans a push query (SELECT … EMIT CHANGES): the query, its column names and types.
     /// A SELECT: a push query to run (EMIT CHANGES), or a pull query's answer, read from
     /// the materialized table's state.
+    /// Where `tasks` of `q` run: the groups of those running here, and the other engines
+    /// (SQL listeners) with the tasks each runs. `here_only`: each must run here.
+    #[allow(clippy::type_complexity)]
+    fn locate(
+        &self,
+        q: &PersistentQuery,
+        tasks: &[&Task],
+        here_only: bool,
+        table: &str,
+    ) -> Result<(Vec<Groups>, BTreeMap<String, Vec<String>>), String> {
+        let mut local = Vec::new();
+        let mut remotes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for task in tasks {
+            if let Some(h) = q.handles.get(*task) {
+                local.push(h.groups.clone());
+                continue;
+            }
+            if here_only {
+                return Err(format!(
+                    "Task {} of the query materializing `{table}` moved away from this engine: try again.",
+                    task.id()
+                ));
+            }
+            match self.remote_owner(&task.id()) {
+                Some(addr) => remotes.entry(addr).or_default().push(task.id()),
+                None => {
+                    return Err(format!(
+                        "The query materializing `{table}` is not running on any engine yet: try again shortly."
+                    ))
+                }
+            }
+        }
+        Ok((local, remotes))
+    }
+
     pub async fn query(&self, text: &str) -> Result<QueryPlan, String> {
+        self.query_tasks(text, None).await
+    }
+
+    /// `query`; `only`: a pull query's answer from these tasks of the table's query alone,
+    /// each of which must run here (the share another engine gathers for a scan).
+    pub async fn query_tasks(
+        &self,
+        text: &str,
+        only: Option<&BTreeSet<String>>,
+    ) -> Result<QueryPlan, String> {
         let stmt = strata_sql::parse_statement(text).map_err(|e| e.to_string())?;
         let Statement::Query(query) = stmt else {
             return Err("Only SELECT statements can be run as queries here.".into());
@@ -1221,19 +1325,8 @@ impl Engine {
             ));
         }
         let owner = st.queries.values().find(|q| q.sink == query.from);
-        if let Some(q) = owner.filter(|q| q.materialized.is_some() && q.handle.is_none()) {
-            return match self.remote_owner(&q.id) {
-                Some(addr) => Ok(QueryPlan::Remote(addr)),
-                None => Err(format!(
-                    "The query materializing `{}` is not running on any engine yet: try again shortly.",
-                    query.from
-                )),
-            };
-        }
-        let Some((materialized, groups)) = owner.and_then(|q| {
-            let groups = q.handle.as_ref()?.groups.clone();
-            q.materialized.clone().map(|m| (m, groups))
-        }) else {
+        let Some((q, materialized)) = owner.and_then(|q| q.materialized.clone().map(|m| (q, m)))
+        else {
             return Err(format!(
                 "The `{}` table isn't queryable. To derive a queryable table, you can do 'CREATE TABLE QUERYABLE_{} AS SELECT * FROM {};'. See https://cnfl.io/queries for more info.\nAdd EMIT CHANGES if you intended to issue a push query.",
                 query.from, query.from, query.from
@@ -1249,9 +1342,6 @@ impl Engine {
             .chain(&source.value)
             .map(|c| c.name.clone())
             .collect();
-        let out_names = columns.iter().map(|c| c.name.clone()).collect();
-        let out_types = columns.iter().map(|c| type_name(&c.sql_type)).collect();
-        drop(st);
         // A lookup by the key (`WHERE k = literal` on a one-column key) reads one group;
         // anything else scans the table.
         let lookup = match (&query.where_clause, materialized.group_by.len()) {
@@ -1280,8 +1370,48 @@ impl Engine {
             }
             _ => None,
         };
+        // The tasks holding the answer: a key's partition (as Kafka's default partitioner
+        // places it), else every task.
+        let key_partition = match (only, &lookup) {
+            (None, Some(k)) if q.split() => Some(
+                strata_sql::format::serialize(
+                    &materialized.source.key_format,
+                    &materialized.source.key,
+                    std::slice::from_ref(k),
+                    false,
+                )
+                .ok()
+                .flatten()
+                .map(|b| strata_client::partition_for_key(&b, q.tasks.len() as i32)),
+            ),
+            _ => None,
+        };
+        let wanted: Vec<&Task> = match (only, key_partition) {
+            (Some(only), _) => q.tasks.iter().filter(|t| only.contains(&t.id())).collect(),
+            (None, Some(p)) => q.tasks.iter().filter(|t| t.partition == p).collect(),
+            (None, None) => q.tasks.iter().collect(),
+        };
+        let (local, remotes) = self.locate(q, &wanted, only.is_some(), &query.from)?;
+        // Records produced with another partitioner (librdkafka's default hashes with
+        // CRC32) put a key elsewhere: a key not found in its partition is looked for in
+        // the others.
+        let elsewhere = match key_partition {
+            Some(p) => {
+                let others: Vec<&Task> = q.tasks.iter().filter(|t| t.partition != p).collect();
+                Some(self.locate(q, &others, false, &query.from)?)
+            }
+            None => None,
+        };
+        let out_names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+        let out_types: Vec<String> = columns.iter().map(|c| type_name(&c.sql_type)).collect();
+        if local.is_empty() && remotes.len() == 1 && (!q.split() || key_partition.is_some()) {
+            // One engine holds all of it: it answers.
+            let addr = remotes.into_keys().next().expect("one");
+            return Ok(QueryPlan::Remote(addr));
+        }
+        let sql_types = columns.iter().map(|c| c.sql_type.clone()).collect();
+        drop(st);
         let mut rows = Vec::new();
-        let groups = groups.lock().expect("groups lock");
         let answer = |group: Vec<Value>,
                       state: &strata_sql::aggregate::GroupState|
          -> Result<Option<Vec<Value>>, String> {
@@ -1310,28 +1440,52 @@ impl Engine {
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some)
         };
-        match lookup {
-            Some(k) => {
-                let gk = strata_sql::aggregate::AggregateQuery::group_key(std::slice::from_ref(&k));
-                if let Some(state) = groups.get(&gk) {
-                    rows.extend(answer(vec![k], state)?);
+        let (mut local, mut remotes) = (local, remotes);
+        let read = |local: &[Groups], rows: &mut Vec<Vec<Value>>| -> Result<(), String> {
+            'tasks: for groups in local {
+                let groups = groups.lock().expect("groups lock");
+                match &lookup {
+                    Some(k) => {
+                        let gk = strata_sql::aggregate::AggregateQuery::group_key(
+                            std::slice::from_ref(k),
+                        );
+                        if let Some(state) = groups.get(&gk) {
+                            rows.extend(answer(vec![k.clone()], state)?);
+                        }
+                    }
+                    None => {
+                        for (gk, state) in groups.iter() {
+                            if let Some(group) = materialized.group_from_key(gk) {
+                                rows.extend(answer(group, state)?);
+                            }
+                            if query.limit.is_some_and(|l| rows.len() as i64 >= l) {
+                                break 'tasks;
+                            }
+                        }
+                    }
                 }
             }
-            None => {
-                for (gk, state) in groups.iter() {
-                    if let Some(group) = materialized.group_from_key(gk) {
-                        rows.extend(answer(group, state)?);
-                    }
-                    if query.limit.is_some_and(|l| rows.len() as i64 >= l) {
-                        break;
-                    }
-                }
-            }
+            Ok(())
+        };
+        read(&local, &mut rows)?;
+        if let (true, Some((other_local, other_remotes))) = (rows.is_empty(), elsewhere) {
+            (local, remotes) = (other_local, other_remotes);
+            read(&local, &mut rows)?;
         }
-        Ok(QueryPlan::Pull {
+        if remotes.is_empty() {
+            return Ok(QueryPlan::Pull {
+                names: out_names,
+                types: out_types,
+                rows,
+            });
+        }
+        Ok(QueryPlan::Gather {
             names: out_names,
             types: out_types,
+            sql_types,
             rows,
+            remotes: remotes.into_iter().collect(),
+            limit: query.limit,
         })
     }
 
@@ -1367,10 +1521,12 @@ impl Engine {
         Ok(())
     }
 
-    /// Deletes a terminated query's local state store.
-    fn remove_store(&self, query_id: &str) {
+    /// Deletes a terminated query's local state stores (one per task).
+    fn remove_stores(&self, q: &PersistentQuery) {
         if let Some(dir) = &self.state_dir {
-            crate::store::remove(dir, query_id);
+            for task in &q.tasks {
+                crate::store::remove(dir, &task.id());
+            }
         }
     }
 
@@ -1378,9 +1534,8 @@ impl Engine {
     pub async fn shutdown(&self) {
         let mut st = self.state.lock().await;
         let queries = std::mem::take(&mut st.queries);
-        for (_, q) in queries {
-            let Some(handle) = q.handle else { continue };
-            handle.terminate().await;
+        for (_, mut q) in queries {
+            q.stop().await;
         }
     }
 }
@@ -1390,6 +1545,17 @@ pub enum QueryPlan {
     Push(Box<PushPlan>),
     /// A pull query another engine answers: its SQL listener.
     Remote(String),
+    /// A scan of a table whose query's tasks run on several engines: the rows of the
+    /// tasks running here, and the other engines (SQL listeners) with the tasks each is
+    /// asked for; LIMIT applies to the whole.
+    Gather {
+        names: Vec<String>,
+        types: Vec<String>,
+        sql_types: Vec<SqlType>,
+        rows: Vec<Vec<Value>>,
+        remotes: Vec<(String, Vec<String>)>,
+        limit: Option<i64>,
+    },
     Pull {
         names: Vec<String>,
         types: Vec<String>,
@@ -1453,13 +1619,14 @@ fn plan_transient(query: &Query, catalog: &Catalog) -> Result<PushPlan, String> 
 /// A query's state as SHOW QUERIES names it; one that another engine of the cluster runs
 /// is reported RUNNING (its owner reports its errors).
 fn query_state(q: &PersistentQuery) -> &'static str {
-    match q
-        .handle
-        .as_ref()
-        .map(|h| h.state.lock().expect("state lock").clone())
-    {
-        Some(QueryState::Error(_)) => "ERROR",
-        _ => "RUNNING",
+    let failing = q
+        .handles
+        .values()
+        .any(|h| matches!(*h.state.lock().expect("state lock"), QueryState::Error(_)));
+    if failing {
+        "ERROR"
+    } else {
+        "RUNNING"
     }
 }
 
@@ -1579,7 +1746,7 @@ fn describe(
         let (r, w) = queries
             .values()
             .filter(|q| q.sink == source.name)
-            .filter_map(|q| q.handle.as_ref())
+            .flat_map(|q| q.handles.values())
             .map(|h| *h.counts.lock().expect("counts lock"))
             .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
         format!("records-read: {r}, records-written: {w}")

@@ -179,11 +179,14 @@ impl LogClient {
         self.settle(r)
     }
 
-    /// The offsets `group` committed for `topic`, by partition.
+    /// The offsets `group` committed for `topics`, by partition (of `partition` alone when
+    /// given). An offset an open transaction holds is an error (retriable: the
+    /// transaction's end decides it), not an answer that may be stale.
     pub async fn committed(
         &mut self,
         group: &str,
         topics: &[String],
+        partition: Option<i32>,
     ) -> Result<BTreeMap<(String, i32), i64>, LogError> {
         let r = async {
             let mut req = OffsetFetchRequest::default();
@@ -211,6 +214,16 @@ impl LogClient {
                         continue;
                     }
                     for p in t.partitions {
+                        if partition.is_some_and(|want| want != p.partition_index) {
+                            continue;
+                        }
+                        if p.error_code == UNSTABLE_OFFSET_COMMIT {
+                            // A transaction still holds an offset of it: its end decides.
+                            return Err(LogError::Records(format!(
+                                "group {group}: {name}-{} has a transaction's offset pending",
+                                p.partition_index
+                            )));
+                        }
                         if p.committed_offset >= 0 {
                             out.insert((name.clone(), p.partition_index), p.committed_offset);
                         }
@@ -267,6 +280,8 @@ impl LogClient {
 }
 
 /// The largest batch a transaction writes (records beyond it go in further batches).
+/// OffsetFetch's answer for an offset an open transaction holds (KIP-447).
+const UNSTABLE_OFFSET_COMMIT: i16 = 88;
 const BATCH_BYTES_TARGET: usize = 256 * 1024;
 
 /// A transactional producer's identity (from InitProducerId).

@@ -1,13 +1,14 @@
-//! The SQL engines of a cluster share out the persistent queries through one consumer group,
-//! `_strata_ksql_engines`, with Kafka's classic group protocol (JoinGroup, SyncGroup,
+//! The SQL engines of a cluster share out the persistent queries' tasks through one consumer
+//! group, `_strata_ksql_engines`, with Kafka's classic group protocol (JoinGroup, SyncGroup,
 //! Heartbeat), as any Kafka client joins a group: each engine is a member; the leader
-//! assigns every persistent query to one member ([`assign`]); a member that stops
-//! heartbeating (a node killed) leaves after the session timeout and its queries move to
-//! the others.
+//! assigns every task to one member ([`assign`]); a member that stops heartbeating (a node
+//! killed) leaves after the session timeout and its tasks move to the others. A task is a
+//! whole query or, for a partition-local query, one of its input partitions
+//! ([`crate::run::Task`]); below, "query" means task.
 //!
-//! Each query runs once: its transactional id is the same wherever it runs, so a new owner's
+//! Each task runs once: its transactional id is the same wherever it runs, so a new owner's
 //! InitProducerId fences an old owner that has not noticed yet, and its outputs, state and
-//! positions stay exactly-once across the move. The assignment also names every query's
+//! positions stay exactly-once across the move. The assignment also names every task's
 //! owner by its SQL listener, where pull queries on its table are sent.
 //!
 //! Members tell the leader, in their JoinGroup metadata, their SQL address, the queries

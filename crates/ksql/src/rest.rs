@@ -163,6 +163,11 @@ impl Server {
             .unwrap_or("")
             .to_string();
         let forwarded = req.headers().contains_key(FORWARDED_HEADER);
+        let tasks: Option<std::collections::BTreeSet<String>> = req
+            .headers()
+            .get(TASKS_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(',').map(str::to_string).collect());
         match (method, path.as_str()) {
             (Method::GET, "/info") => json_response(
                 StatusCode::OK,
@@ -208,6 +213,7 @@ impl Server {
                         body: &body,
                         accept: &accept,
                         forwarded,
+                        tasks: tasks.as_ref(),
                     };
                     self.push_query(&text, &props, PushFormat::V1, origin).await
                 }
@@ -231,6 +237,7 @@ impl Server {
                         body: &body,
                         accept: &accept,
                         forwarded,
+                        tasks: tasks.as_ref(),
                     };
                     self.push_query(&text, &props, format, origin).await
                 }
@@ -286,8 +293,39 @@ impl Server {
         {
             return self.print(topic, from_beginning, interval, limit).await;
         }
-        let (query, limit, names, types) = match self.engine.query(text).await {
+        let (query, limit, names, types) = match self.engine.query_tasks(text, origin.tasks).await {
             Ok(QueryPlan::Push(p)) => *p,
+            Ok(QueryPlan::Gather {
+                names,
+                types,
+                sql_types,
+                mut rows,
+                remotes,
+                limit,
+            }) => {
+                // Every other engine's share asked at once.
+                let sql_types = Arc::new(sql_types);
+                let asked: Vec<_> = remotes
+                    .into_iter()
+                    .map(|(addr, tasks)| {
+                        let (text, props, types) =
+                            (text.to_string(), props.clone(), sql_types.clone());
+                        tokio::spawn(
+                            async move { gather(&addr, &text, &props, &tasks, &types).await },
+                        )
+                    })
+                    .collect();
+                for answer in asked {
+                    match answer.await.map_err(|e| e.to_string()).and_then(|a| a) {
+                        Ok(more) => rows.extend(more),
+                        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, 50000, e),
+                    }
+                }
+                if let Some(l) = limit {
+                    rows.truncate(usize::try_from(l).unwrap_or(0));
+                }
+                return pull_response(&names, &types, &rows, format, &self.next_push);
+            }
             Ok(QueryPlan::Pull { names, types, rows }) => {
                 return pull_response(&names, &types, &rows, format, &self.next_push)
             }
@@ -669,51 +707,120 @@ impl Acks {
 /// is answered there, never sent on.
 const FORWARDED_HEADER: &str = "x-strata-forwarded";
 
+/// Names the tasks of a table's query whose rows an engine gathering a scan asks another
+/// for (comma-separated task ids): the other answers from those alone.
+const TASKS_HEADER: &str = "x-strata-tasks";
+
 /// A query request as it came, to send on to the engine that can answer it.
 struct Origin<'a> {
     path: &'static str,
     body: &'a J,
     accept: &'a str,
     forwarded: bool,
+    /// Set on a scan's share asked by another engine ([`TASKS_HEADER`]).
+    tasks: Option<&'a std::collections::BTreeSet<String>>,
+}
+
+/// One request to another engine's SQL listener (marked forwarded): its status and body.
+async fn send(
+    addr: &str,
+    path: &str,
+    body: &J,
+    accept: &str,
+    headers: &[(&str, String)],
+) -> Result<(hyper::http::response::Parts, Bytes), String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut request = Request::post(path)
+        .header("host", addr)
+        .header("content-type", "application/json")
+        .header(FORWARDED_HEADER, "1");
+    if !accept.is_empty() {
+        request = request.header("accept", accept);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| e.to_string())?;
+    let response = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        sender.send_request(request),
+    )
+    .await
+    .map_err(|_| "no answer in 30 s".to_string())?
+    .map_err(|e| e.to_string())?;
+    let (parts, body) = response.into_parts();
+    let bytes = Limited::new(body, REQUEST_BYTES_MAX * 64)
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((parts, bytes))
+}
+
+/// The rows another engine holds of a scan: its answer for `tasks`, in the delimited
+/// form (a header line, then one JSON array per row), read back as values.
+async fn gather(
+    addr: &str,
+    text: &str,
+    props: &BTreeMap<String, String>,
+    tasks: &[String],
+    types: &[strata_sql::ast::SqlType],
+) -> Result<Vec<Vec<Value>>, String> {
+    let body = json!({"sql": text, "properties": props});
+    let (parts, bytes) = send(
+        addr,
+        "/query-stream",
+        &body,
+        "application/vnd.ksqlapi.delimited.v1",
+        &[(TASKS_HEADER, tasks.join(","))],
+    )
+    .await
+    .map_err(|e| format!("The engine at {addr} holding part of the table did not answer: {e}"))?;
+    if !parts.status.is_success() {
+        let message = serde_json::from_slice::<J>(&bytes)
+            .ok()
+            .and_then(|j| j["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+        return Err(format!(
+            "The engine at {addr} holding part of the table: {message}"
+        ));
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    for line in text.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+        let values: Vec<J> = serde_json::from_str(line)
+            .map_err(|e| format!("The engine at {addr} sent an unreadable row: {e}"))?;
+        if values.len() != types.len() {
+            return Err(format!(
+                "The engine at {addr} sent a row of {} columns",
+                values.len()
+            ));
+        }
+        rows.push(
+            values
+                .iter()
+                .zip(types)
+                .map(|(v, t)| strata_sql::format::from_json(v, t).map_err(|e| e.to_string()))
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+    }
+    Ok(rows)
 }
 
 /// Sends a pull query to the engine running its table's query and returns its answer.
 async fn forward(addr: &str, origin: &Origin<'_>) -> Response<Body> {
-    let answer = async {
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let mut request = Request::post(origin.path)
-            .header("host", addr)
-            .header("content-type", "application/json")
-            .header(FORWARDED_HEADER, "1");
-        if !origin.accept.is_empty() {
-            request = request.header("accept", origin.accept);
-        }
-        let request = request
-            .body(Full::new(Bytes::from(origin.body.to_string())))
-            .map_err(|e| e.to_string())?;
-        let response = tokio::time::timeout(
-            std::time::Duration::from_secs(30),
-            sender.send_request(request),
-        )
+    let answer = send(addr, origin.path, origin.body, origin.accept, &[])
         .await
-        .map_err(|_| "no answer in 30 s".to_string())?
-        .map_err(|e| e.to_string())?;
-        let (parts, body) = response.into_parts();
-        let bytes = Limited::new(body, REQUEST_BYTES_MAX * 64)
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok::<_, String>(Response::from_parts(parts, Full::new(bytes).boxed()))
-    }
-    .await;
+        .map(|(parts, bytes)| Response::from_parts(parts, Full::new(bytes).boxed()));
     answer.unwrap_or_else(|e| {
         error(
             StatusCode::SERVICE_UNAVAILABLE,

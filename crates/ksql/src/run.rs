@@ -110,10 +110,55 @@ pub fn changelog_topic(query_id: &str) -> String {
     format!("_strata_ksql_{query_id}_changelog")
 }
 
-/// Starts a persistent query.
+/// One unit of a persistent query that runs on one engine: the whole query, or on a
+/// cluster the share of a partition-local query that reads one input partition (its
+/// changelog partition is the same number). Each task writes under its own transactional
+/// id, so whichever engine takes a task over fences the one that ran it before.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Task {
+    pub query_id: String,
+    /// The input partition it reads (None: every partition).
+    pub partition: Option<i32>,
+}
+
+impl Task {
+    pub fn whole(query_id: &str) -> Task {
+        Task {
+            query_id: query_id.to_string(),
+            partition: None,
+        }
+    }
+
+    /// The task's name: the query id, or `<query id>#<partition>`. Names its
+    /// transactional id, its local state store and its place in the engines' assignment.
+    pub fn id(&self) -> String {
+        match self.partition {
+            None => self.query_id.clone(),
+            Some(p) => format!("{}#{p}", self.query_id),
+        }
+    }
+
+    /// The task named `id` ([`Task::id`]'s inverse).
+    pub fn from_id(id: &str) -> Task {
+        match id.rsplit_once('#') {
+            Some((q, p)) if p.parse::<i32>().is_ok() => Task {
+                query_id: q.to_string(),
+                partition: p.parse().ok(),
+            },
+            _ => Task::whole(id),
+        }
+    }
+
+    /// The changelog partition holding this task's state.
+    fn changelog_partition(&self) -> i32 {
+        self.partition.unwrap_or(0)
+    }
+}
+
+/// Starts a persistent query's task.
 pub fn start_persistent(
     bootstrap: &str,
-    query_id: &str,
+    task: Task,
     query: Arc<Planned>,
     sink_topic: String,
     reset: Reset,
@@ -126,7 +171,7 @@ pub fn start_persistent(
     let runner = Persistent {
         bootstrap: bootstrap.to_string(),
         log: LogClient::new(bootstrap),
-        group: query_group(query_id),
+        group: query_group(&task.query_id),
         query,
         groups: groups.clone(),
         txn: None,
@@ -135,7 +180,8 @@ pub fn start_persistent(
         reset,
         state: state.clone(),
         counts: counts.clone(),
-        id: query_id.to_string(),
+        id: task.id(),
+        task,
         join_state: JoinState::default(),
         state_dir,
         store: None,
@@ -166,7 +212,9 @@ struct Persistent {
     reset: Reset,
     state: Arc<Mutex<QueryState>>,
     counts: Arc<Mutex<(u64, u64)>>,
+    /// The task's name (logs, transactional id, state store).
     id: String,
+    task: Task,
     /// A join's tables and windows (rebuilt from its inputs at start).
     join_state: JoinState,
     /// Where an aggregation's local state store lives (None: in memory only).
@@ -197,14 +245,16 @@ fn output_partition(key: Option<&[u8]>, input_partition: i32, partitions: i32) -
 /// from the changelog's start. The store is brought up to the changelog's end.
 async fn restore(
     log: &mut LogClient,
-    query_id: &str,
+    task: &Task,
     q: &AggregateQuery,
     store: Option<&StateStore>,
 ) -> Result<BTreeMap<Vec<u8>, GroupState>, LogError> {
-    let topic = changelog_topic(query_id);
+    let query_id = task.id();
+    let topic = changelog_topic(&task.query_id);
+    let partition = task.changelog_partition();
     let mut groups = BTreeMap::new();
-    let start = log.offset(&topic, 0, -2).await?;
-    let end = log.offset(&topic, 0, -1).await?;
+    let start = log.offset(&topic, partition, -2).await?;
+    let end = log.offset(&topic, partition, -1).await?;
     let mut at = start;
     let mut from_store = None;
     if let Some(s) = store {
@@ -239,7 +289,7 @@ async fn restore(
     // stop short with part of the state.
     let mut stalled_since: Option<std::time::Instant> = None;
     while at < end {
-        let (records, next) = log.fetch_committed(&topic, 0, at).await?;
+        let (records, next) = log.fetch_committed(&topic, partition, at).await?;
         if next <= at {
             let since = *stalled_since.get_or_insert_with(std::time::Instant::now);
             if since.elapsed() > RESTORE_STALL_MAX {
@@ -300,6 +350,24 @@ async fn restore(
         "aggregate state restored"
     );
     Ok(groups)
+}
+
+/// Whether each input partition of a query can be processed alone, as one task: what the
+/// query writes for a record depends on that record's partition only. So are stateless
+/// queries, and aggregations grouped by exactly their source's key columns (a group's
+/// records share a key, so a partition, as Kafka's default partitioner places them).
+/// Joins and other groupings combine records of several partitions (ksqlDB repartitions
+/// them through internal topics); they run whole.
+pub fn partition_local(q: &Planned) -> bool {
+    match q {
+        Planned::Stateless(_) => true,
+        Planned::Aggregate(a) => !a.source.key.is_empty()
+            && a.group_by.len() == a.source.key.len()
+            && a.group_by.iter().zip(&a.source.key).all(
+                |(g, k)| matches!(g, strata_sql::ast::Expr::Column { name, .. } if *name == k.name),
+            ),
+        Planned::Join(_) | Planned::JoinAggregate(..) => false,
+    }
 }
 
 /// The topics a query reads (a join's two, once each).
@@ -473,13 +541,33 @@ impl Persistent {
                     sink_partitions = *topics.get(&self.sink_topic).ok_or_else(|| {
                         LogError::Records(format!("sink topic {} does not exist", self.sink_topic))
                     })?;
-                    let committed = self.log.committed(&self.group, &inputs).await?;
+                    // First fence any earlier instance of the task and end what it left
+                    // open (a commit under way completes), then read state and positions
+                    // as committed.
+                    self.txn = Some(
+                        self.log
+                            .init_transactions(&transactional_id(&self.id))
+                            .await?,
+                    );
+                    let committed = self
+                        .log
+                        .committed(&self.group, &inputs, self.task.partition)
+                        .await?;
                     let mut start = BTreeMap::new();
                     for topic in &inputs {
                         let partitions = *topics.get(topic).ok_or_else(|| {
                             LogError::Records(format!("source topic {topic} does not exist"))
                         })?;
-                        for p in 0..partitions {
+                        let mine: Vec<i32> = match self.task.partition {
+                            None => (0..partitions).collect(),
+                            Some(p) if p < partitions => vec![p],
+                            Some(p) => {
+                                return Err(LogError::Records(format!(
+                                    "source topic {topic} has no partition {p}"
+                                )))
+                            }
+                        };
+                        for p in mine {
                             let at = match committed.get(&(topic.clone(), p)) {
                                 Some(&o) => o,
                                 None => {
@@ -491,13 +579,6 @@ impl Persistent {
                             start.insert((topic.clone(), p), at);
                         }
                     }
-                    // First fence any earlier instance and abort what it left open, then
-                    // read state and positions as committed.
-                    self.txn = Some(
-                        self.log
-                            .init_transactions(&transactional_id(&self.id))
-                            .await?,
-                    );
                     self.sequences.clear();
                     self.pending.clear();
                     if matches!(
@@ -509,19 +590,21 @@ impl Persistent {
                     match &*self.query {
                         Planned::Aggregate(q) => {
                             let restored =
-                                restore(&mut self.log, &self.id, q, self.store.as_ref()).await?;
+                                restore(&mut self.log, &self.task, q, self.store.as_ref()).await?;
                             *self.groups.lock().expect("groups lock") = restored;
                         }
                         Planned::Join(j) => {
                             self.join_state =
-                                replay_join(&mut self.log, &self.id, j, &committed).await?;
+                                replay_join(&mut self.log, &self.task.query_id, j, &committed)
+                                    .await?;
                         }
                         Planned::JoinAggregate(j, q) => {
                             let restored =
-                                restore(&mut self.log, &self.id, q, self.store.as_ref()).await?;
+                                restore(&mut self.log, &self.task, q, self.store.as_ref()).await?;
                             *self.groups.lock().expect("groups lock") = restored;
                             self.join_state =
-                                replay_join(&mut self.log, &self.id, j, &committed).await?;
+                                replay_join(&mut self.log, &self.task.query_id, j, &committed)
+                                    .await?;
                         }
                         Planned::Stateless(_) => {}
                     }
@@ -589,7 +672,15 @@ impl Persistent {
         if self.pending.is_empty() {
             return;
         }
-        let end = match self.log.offset(&changelog_topic(&self.id), 0, -1).await {
+        let end = match self
+            .log
+            .offset(
+                &changelog_topic(&self.task.query_id),
+                self.task.changelog_partition(),
+                -1,
+            )
+            .await
+        {
             Ok(e) => e,
             Err(e) => {
                 tracing::debug!(query = %self.id, error = %e, "state store flush postponed");
@@ -798,7 +889,11 @@ impl Persistent {
             Vec::new()
         };
         if !changelog.is_empty() {
-            batches.push((changelog_topic(&self.id), 0, changelog));
+            batches.push((
+                changelog_topic(&self.task.query_id),
+                self.task.changelog_partition(),
+                changelog,
+            ));
         }
         let with_sequences: Vec<(String, i32, Vec<Record>, i32)> = batches
             .into_iter()
@@ -1245,5 +1340,76 @@ pub async fn run_push(
                 _ = rows.closed() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_sql::catalog::{Catalog, Topics};
+
+    struct SixPartitions;
+
+    impl Topics for SixPartitions {
+        fn partitions(&self, _: &str) -> Option<i32> {
+            Some(6)
+        }
+    }
+
+    fn plan(select: &str) -> Planned {
+        let mut catalog = Catalog::default();
+        for ddl in [
+            "CREATE STREAM clicks (user STRING KEY, page STRING, n INT) WITH (kafka_topic='clicks', value_format='JSON');",
+            "CREATE TABLE users (id STRING PRIMARY KEY, region STRING) WITH (kafka_topic='users', value_format='JSON');",
+        ] {
+            let stmt = strata_sql::parse_statement(ddl).expect("parses");
+            catalog.create_source(&stmt, &SixPartitions).expect("created");
+        }
+        let stmt = strata_sql::parse_statement(select).expect("parses");
+        strata_sql::planner::plan_create_as_select(&stmt, &catalog, &SixPartitions)
+            .expect("planned")
+            .query
+    }
+
+    #[test]
+    fn only_queries_whose_partitions_stand_alone_are_split() {
+        assert!(partition_local(&plan(
+            "CREATE STREAM big AS SELECT * FROM clicks WHERE n > 5;"
+        )));
+        assert!(partition_local(&plan(
+            "CREATE STREAM by_page AS SELECT * FROM clicks PARTITION BY page;"
+        )));
+        assert!(partition_local(&plan(
+            "CREATE TABLE t AS SELECT user, COUNT(*) AS c FROM clicks GROUP BY user;"
+        )));
+        assert!(partition_local(&plan(
+            "CREATE TABLE w AS SELECT user, COUNT(*) AS c FROM clicks WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY user;"
+        )));
+        // A group's records come from every partition.
+        assert!(!partition_local(&plan(
+            "CREATE TABLE p AS SELECT page, COUNT(*) AS c FROM clicks GROUP BY page;"
+        )));
+        assert!(!partition_local(&plan(
+            "CREATE TABLE u WITH (key_format='JSON') AS SELECT user, page, COUNT(*) AS c FROM clicks GROUP BY user, page;"
+        )));
+        assert!(!partition_local(&plan(
+            "CREATE STREAM j AS SELECT * FROM clicks c JOIN users u ON c.user = u.id;"
+        )));
+    }
+
+    #[test]
+    fn a_task_is_named_by_its_query_and_partition_and_read_back() {
+        let whole = Task::whole("CTAS_T_3");
+        assert_eq!(whole.id(), "CTAS_T_3");
+        assert_eq!(Task::from_id(&whole.id()), whole);
+        let part = Task {
+            query_id: "CTAS_T_3".into(),
+            partition: Some(4),
+        };
+        assert_eq!(part.id(), "CTAS_T_3#4");
+        assert_eq!(Task::from_id("CTAS_T_3#4"), part);
+        assert_eq!(part.changelog_partition(), 4);
+        assert_eq!(whole.changelog_partition(), 0);
+        assert_eq!(Task::from_id("A#B"), Task::whole("A#B"));
     }
 }
