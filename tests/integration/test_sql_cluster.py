@@ -68,8 +68,9 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
              {"ksql.streams.auto.offset.reset": "earliest"})
         ksql(urls[1], "CREATE STREAM big AS SELECT user, n FROM clicks WHERE n >= 5;",
              {"ksql.streams.auto.offset.reset": "earliest"})
-        # Grouped by a value column: records of a group come from every partition, so the
-        # query runs whole on one engine.
+        # Grouped by a value column: records of a group come from every partition, so a
+        # repartitioning task per input partition writes each record to the partition of
+        # its group in an internal topic, and an aggregating task per partition reads it.
         ksql(urls[2], "CREATE TABLE by_n AS SELECT n, COUNT(*) AS c FROM clicks GROUP BY n;",
              {"ksql.streams.auto.offset.reset": "earliest"})
         # Every engine follows the statements made on the others.
@@ -81,7 +82,8 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
         totals_id = next(q for q in queries if q.startswith("CTAS_TOTALS"))
         by_n_id = next(q for q in queries if q.startswith("CTAS_BY_N"))
         big_id = next(q for q in queries if q.startswith("CSAS_BIG"))
-        tasks = {f"{q}#{p}" for q in (totals_id, big_id) for p in range(3)} | {by_n_id}
+        tasks = ({f"{q}#{p}" for q in (totals_id, big_id, by_n_id) for p in range(3)}
+                 | {f"{by_n_id}#r{p}" for p in range(3)})
 
         def owners():
             shares = [assigned(b) if b.alive() else None for b in nodes]
@@ -91,8 +93,8 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
                 return None  # not settled: a task unassigned or assigned twice
             return shares
         shares = wait_for(owners, timeout=60, what="each task assigned to exactly one engine")
-        # Seven tasks over three engines: every engine runs some, none more than three.
-        assert all(1 <= len(s) <= 3 for s in shares), shares
+        # Twelve tasks over three engines: four each.
+        assert all(len(s) == 4 for s in shares), shares
         # The table's partitions are spread: no engine holds all of TOTALS.
         assert all(sum(t.startswith(totals_id + "#") for t in s) < 3 for s in shares), shares
         owner = next(i for i, s in enumerate(shares) if any(t.startswith(totals_id + "#") for t in s))
@@ -125,7 +127,7 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
             status, body = pull(url, "SELECT * FROM totals LIMIT 7;")
             assert status == 200 and len(body) == 8, body
             assert wait_for(lambda: pull(url, "SELECT * FROM by_n WHERE n = 3;")[1][1:] == [[3, 60]],
-                            timeout=60, what=f"a pull query on the whole query's table through {url}")
+                            timeout=60, what=f"a pull query on the repartitioned table through {url}")
 
         # Committed (pull queries read the engine's state as it processes).
         c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("probe"),
@@ -174,6 +176,10 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
             counts.setdefault(user, []).append(v["C"])
         assert all(sorted(cs) == [1, 2, 3, 4] for cs in counts.values()), counts
         for url in live_urls:
+            # Each record counted once through the repartition topic across the failover.
+            assert wait_for(lambda: sorted(map(tuple, pull(url, "SELECT * FROM by_n;")[1][1:]))
+                            == [(0, 60), (1, 60), (3, 60), (6, 60)], timeout=90,
+                            what=f"the repartitioned counts after the failover through {url}")
             status, body = pull(url, "SELECT * FROM totals;")
             assert status == 200 and sorted(map(tuple, body[1:])) == sorted((u, 4, 10) for u in users), body
         # The new owners took the moved tasks' state from their changelog partitions.

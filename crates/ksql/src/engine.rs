@@ -25,8 +25,8 @@ use tokio::sync::{watch, Mutex};
 use crate::log::{LogClient, LogError};
 use crate::members::{MemberInfo, Ownership};
 use crate::run::{
-    changelog_topic, partition_local, start_persistent, Groups, PersistentHandle, QueryState,
-    Reset, Task,
+    changelog_topic, partition_local, repartition_topic, start_persistent, Groups,
+    PersistentHandle, QueryState, Reset, Stage, Task,
 };
 
 /// Where the engine keeps the statements that made its streams, tables and queries.
@@ -286,12 +286,14 @@ impl Engine {
         }
     }
 
-    /// A new query's tasks: one per input partition on a cluster when the query is
-    /// partition-local and its input has several partitions (an aggregation's as many as
-    /// its changelog has, once that exists: a query keeps its layout), else the whole query.
+    /// A new query's tasks: on a cluster, when its input has several partitions, one per
+    /// input partition for a partition-local query, and for an aggregation of a stream by
+    /// anything else a repartitioning task per input partition plus an aggregating task
+    /// per partition of its repartition topic; else the whole query. A query keeps its
+    /// layout: once its changelog exists, its partition count decides.
     fn tasks_for(&self, id: &str, plan: &Planned, topics: &BTreeMap<String, i32>) -> Vec<Task> {
         let whole = vec![Task::whole(id)];
-        if self.cluster.get().is_none() || !partition_local(plan) {
+        if self.cluster.get().is_none() {
             return whole;
         }
         let Some(source) = crate::run::input_topics(plan).into_iter().next() else {
@@ -303,14 +305,28 @@ impl Engine {
                 .or_else(|| topics.get(&source))
                 .copied(),
             _ => topics.get(&source).copied(),
-        };
-        match count {
-            Some(n) if n > 1 => (0..n)
-                .map(|p| Task {
-                    query_id: id.to_string(),
-                    partition: Some(p),
-                })
-                .collect(),
+        }
+        .unwrap_or(1);
+        if count <= 1 {
+            return whole;
+        }
+        if partition_local(plan) {
+            return (0..count)
+                .map(|p| Task::part(id, p, Stage::Direct))
+                .collect();
+        }
+        match plan {
+            Planned::Aggregate(a) if a.source.kind == SourceKind::Stream => {
+                let Some(&inputs) = topics.get(&source) else {
+                    return whole;
+                };
+                (0..inputs)
+                    .map(|p| Task::part(id, p, Stage::Repartition))
+                    .chain((0..count).map(|p| Task::part(id, p, Stage::AfterRepartition)))
+                    .collect()
+            }
+            // A table's rows move between groups (the old row leaves one as the new joins
+            // another), and joins read two inputs: they run whole.
             _ => whole,
         }
     }
@@ -735,13 +751,23 @@ impl Engine {
                     }
                 }
                 let tasks = self.tasks_for(&id, &planned.query, &topics);
+                let state_partitions = tasks.iter().filter(|t| t.holds_state()).count() as i32;
+                if tasks.iter().any(|t| t.stage == Stage::Repartition) {
+                    let repartition = repartition_topic(&id);
+                    if !topics.contains_key(&repartition) {
+                        st.log
+                            .create_topic(&repartition, state_partitions, &[])
+                            .await
+                            .map_err(|e| format!("Could not create topic '{repartition}': {e}"))?;
+                    }
+                }
                 if matches!(planned.query, Planned::Aggregate(_) | Planned::JoinAggregate(..)) {
                     let changelog = changelog_topic(&id);
                     if !topics.contains_key(&changelog) {
                         st.log
                             .create_topic(
                                 &changelog,
-                                tasks.len() as i32,
+                                state_partitions,
                                 &[("cleanup.policy".to_string(), "compact".to_string())],
                             )
                             .await
@@ -914,9 +940,12 @@ impl Engine {
                     if let Some(mut q) = st.queries.remove(&id) {
                         q.stop().await;
                         self.remove_stores(&q);
-                        if !replay && st.log.topics().await.is_ok_and(|t| t.contains_key(&changelog_topic(&id))) {
-                            // Its state goes with it, as ksqlDB deletes a query's internal topics.
-                            let _ = st.log.delete_topic(&changelog_topic(&id)).await;
+                        // Its state goes with it, as ksqlDB deletes a query's internal topics.
+                        let internal = [changelog_topic(&id), repartition_topic(&id)];
+                        for topic in internal {
+                            if !replay && st.log.topics().await.is_ok_and(|t| t.contains_key(&topic)) {
+                                let _ = st.log.delete_topic(&topic).await;
+                            }
                         }
                     }
                 }
@@ -1371,9 +1400,19 @@ impl Engine {
             _ => None,
         };
         // The tasks holding the answer: a key's partition (as Kafka's default partitioner
-        // places it), else every task.
+        // placed it in the source, or as the repartitioning step placed its group), else
+        // every task holding state.
+        let stateful: Vec<&Task> = q.tasks.iter().filter(|t| t.holds_state()).collect();
+        let repartitioned = q.tasks.iter().any(|t| t.stage == Stage::Repartition);
         let key_partition = match (only, &lookup) {
-            (None, Some(k)) if q.split() => Some(
+            (None, Some(k)) if q.split() => Some(if repartitioned {
+                let group =
+                    strata_sql::aggregate::AggregateQuery::group_key(std::slice::from_ref(k));
+                Some(strata_client::partition_for_key(
+                    &group,
+                    stateful.len() as i32,
+                ))
+            } else {
                 strata_sql::format::serialize(
                     &materialized.source.key_format,
                     &materialized.source.key,
@@ -1382,25 +1421,37 @@ impl Engine {
                 )
                 .ok()
                 .flatten()
-                .map(|b| strata_client::partition_for_key(&b, q.tasks.len() as i32)),
-            ),
+                .map(|b| strata_client::partition_for_key(&b, stateful.len() as i32))
+            }),
             _ => None,
         };
         let wanted: Vec<&Task> = match (only, key_partition) {
-            (Some(only), _) => q.tasks.iter().filter(|t| only.contains(&t.id())).collect(),
-            (None, Some(p)) => q.tasks.iter().filter(|t| t.partition == p).collect(),
-            (None, None) => q.tasks.iter().collect(),
+            (Some(only), _) => stateful
+                .iter()
+                .copied()
+                .filter(|t| only.contains(&t.id()))
+                .collect(),
+            (None, Some(p)) => stateful
+                .iter()
+                .copied()
+                .filter(|t| t.partition == p)
+                .collect(),
+            (None, None) => stateful.clone(),
         };
         let (local, remotes) = self.locate(q, &wanted, only.is_some(), &query.from)?;
         // Records produced with another partitioner (librdkafka's default hashes with
-        // CRC32) put a key elsewhere: a key not found in its partition is looked for in
-        // the others.
+        // CRC32) put a key elsewhere in the source: a key not found in its partition is
+        // looked for in the others.
         let elsewhere = match key_partition {
-            Some(p) => {
-                let others: Vec<&Task> = q.tasks.iter().filter(|t| t.partition != p).collect();
+            Some(p) if !repartitioned => {
+                let others: Vec<&Task> = stateful
+                    .iter()
+                    .copied()
+                    .filter(|t| t.partition != p)
+                    .collect();
                 Some(self.locate(q, &others, false, &query.from)?)
             }
-            None => None,
+            _ => None,
         };
         let out_names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
         let out_types: Vec<String> = columns.iter().map(|c| type_name(&c.sql_type)).collect();

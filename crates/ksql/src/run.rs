@@ -111,14 +111,27 @@ pub fn changelog_topic(query_id: &str) -> String {
 }
 
 /// One unit of a persistent query that runs on one engine: the whole query, or on a
-/// cluster the share of a partition-local query that reads one input partition (its
-/// changelog partition is the same number). Each task writes under its own transactional
-/// id, so whichever engine takes a task over fences the one that ran it before.
+/// cluster the share of it that reads one input partition (its changelog partition is the
+/// same number). Each task writes under its own transactional id, so whichever engine takes
+/// a task over fences the one that ran it before.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Task {
     pub query_id: String,
     /// The input partition it reads (None: every partition).
     pub partition: Option<i32>,
+    pub stage: Stage,
+}
+
+/// What a task does with its partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    /// Runs the query on its source.
+    Direct,
+    /// An aggregation's first step when its groups are not its source's keys: writes each
+    /// record, unchanged, to the query's repartition topic, in the partition of its group.
+    Repartition,
+    /// The aggregation itself, on one partition of the repartition topic.
+    AfterRepartition,
 }
 
 impl Task {
@@ -126,33 +139,43 @@ impl Task {
         Task {
             query_id: query_id.to_string(),
             partition: None,
+            stage: Stage::Direct,
         }
     }
 
-    /// The task's name: the query id, or `<query id>#<partition>`. Names its
-    /// transactional id, its local state store and its place in the engines' assignment.
+    pub fn part(query_id: &str, partition: i32, stage: Stage) -> Task {
+        Task {
+            query_id: query_id.to_string(),
+            partition: Some(partition),
+            stage,
+        }
+    }
+
+    /// The task's name: the query id, `<query id>#<partition>`, or for a repartitioning
+    /// step `<query id>#r<partition>`. Names its transactional id, its local state store
+    /// and its place in the engines' assignment.
     pub fn id(&self) -> String {
-        match self.partition {
-            None => self.query_id.clone(),
-            Some(p) => format!("{}#{p}", self.query_id),
+        match (self.partition, self.stage) {
+            (None, _) => self.query_id.clone(),
+            (Some(p), Stage::Repartition) => format!("{}#r{p}", self.query_id),
+            (Some(p), _) => format!("{}#{p}", self.query_id),
         }
     }
 
-    /// The task named `id` ([`Task::id`]'s inverse).
-    pub fn from_id(id: &str) -> Task {
-        match id.rsplit_once('#') {
-            Some((q, p)) if p.parse::<i32>().is_ok() => Task {
-                query_id: q.to_string(),
-                partition: p.parse().ok(),
-            },
-            _ => Task::whole(id),
-        }
+    /// Whether it holds part of the query's state (what pull queries read).
+    pub fn holds_state(&self) -> bool {
+        self.stage != Stage::Repartition
     }
 
     /// The changelog partition holding this task's state.
     fn changelog_partition(&self) -> i32 {
         self.partition.unwrap_or(0)
     }
+}
+
+/// The topic a repartitioned aggregation's records go through, by group.
+pub fn repartition_topic(query_id: &str) -> String {
+    format!("_strata_ksql_{query_id}_repartition")
 }
 
 /// Starts a persistent query's task.
@@ -168,6 +191,13 @@ pub fn start_persistent(
     let state = Arc::new(Mutex::new(QueryState::Running));
     let counts = Arc::new(Mutex::new((0, 0)));
     let groups: Groups = Arc::default();
+    // A repartitioning step writes the repartition topic; the aggregation after it reads
+    // that topic from its start (nothing written there may be skipped).
+    let (sink_topic, reset) = match task.stage {
+        Stage::Direct => (sink_topic, reset),
+        Stage::Repartition => (repartition_topic(&task.query_id), reset),
+        Stage::AfterRepartition => (sink_topic, Reset::Earliest),
+    };
     let runner = Persistent {
         bootstrap: bootstrap.to_string(),
         log: LogClient::new(bootstrap),
@@ -527,7 +557,10 @@ impl Persistent {
         let mut positions: Option<Positions> = None;
         let mut prefetch: Option<Prefetch> = None;
         let mut sink_partitions = 0;
-        let inputs = input_topics(&self.query);
+        let inputs = match self.task.stage {
+            Stage::AfterRepartition => vec![repartition_topic(&self.task.query_id)],
+            _ => input_topics(&self.query),
+        };
         loop {
             if *stopped.borrow() {
                 if positions.is_some() {
@@ -581,13 +614,16 @@ impl Persistent {
                     }
                     self.sequences.clear();
                     self.pending.clear();
-                    if matches!(
-                        *self.query,
-                        Planned::Aggregate(_) | Planned::JoinAggregate(..)
-                    ) {
+                    let stateful = self.task.holds_state()
+                        && matches!(
+                            *self.query,
+                            Planned::Aggregate(_) | Planned::JoinAggregate(..)
+                        );
+                    if stateful {
                         self.open_store();
                     }
                     match &*self.query {
+                        Planned::Aggregate(_) if !stateful => {}
                         Planned::Aggregate(q) => {
                             let restored =
                                 restore(&mut self.log, &self.task, q, self.store.as_ref()).await?;
@@ -725,6 +761,21 @@ impl Persistent {
                 timestamp_ms: timestamp,
             });
         };
+        if self.task.stage == Stage::Repartition {
+            // The record as it came, in the partition of its group.
+            if let Planned::Aggregate(q) = &*self.query {
+                if let Some(group) = q.group_key_of(input, &NoFunctions) {
+                    let partition = strata_client::partition_for_key(&group, sink_partitions);
+                    outputs.entry(partition).or_default().push(Record {
+                        key: r.key.clone(),
+                        value: r.value.clone(),
+                        headers: r.headers.clone(),
+                        timestamp_ms: r.timestamp_ms,
+                    });
+                }
+            }
+            return;
+        }
         match &*self.query {
             Planned::Stateless(q) => {
                 for (partition, record) in stateless_outputs(
@@ -1398,18 +1449,21 @@ mod tests {
     }
 
     #[test]
-    fn a_task_is_named_by_its_query_and_partition_and_read_back() {
+    fn a_task_is_named_by_its_query_step_and_partition() {
         let whole = Task::whole("CTAS_T_3");
         assert_eq!(whole.id(), "CTAS_T_3");
-        assert_eq!(Task::from_id(&whole.id()), whole);
-        let part = Task {
-            query_id: "CTAS_T_3".into(),
-            partition: Some(4),
-        };
+        let part = Task::part("CTAS_T_3", 4, Stage::Direct);
         assert_eq!(part.id(), "CTAS_T_3#4");
-        assert_eq!(Task::from_id("CTAS_T_3#4"), part);
+        assert_eq!(
+            Task::part("CTAS_T_3", 4, Stage::AfterRepartition).id(),
+            "CTAS_T_3#4"
+        );
+        assert_eq!(
+            Task::part("CTAS_T_3", 4, Stage::Repartition).id(),
+            "CTAS_T_3#r4"
+        );
         assert_eq!(part.changelog_partition(), 4);
         assert_eq!(whole.changelog_partition(), 0);
-        assert_eq!(Task::from_id("A#B"), Task::whole("A#B"));
+        assert!(!Task::part("Q", 0, Stage::Repartition).holds_state());
     }
 }

@@ -966,6 +966,20 @@ impl AggregateQuery {
         }
     }
 
+    /// The group a stream record goes to, as [`AggregateQuery::group_key`] writes it; None
+    /// when WHERE drops the record, a GROUP BY value is NULL or the record cannot be read
+    /// (the aggregation would skip it too). What a repartitioning step places records by,
+    /// so that each group's records meet in one partition.
+    pub fn group_key_of(&self, record: RecordIn<'_>, functions: &dyn Functions) -> Option<Vec<u8>> {
+        if self.source.kind == SourceKind::Table || record.value.is_none() {
+            return None;
+        }
+        match self.group_and_args(record, functions) {
+            Ok(Some((group, _))) => Some(Self::group_key(&group)),
+            _ => None,
+        }
+    }
+
     /// The state map's key for a group.
     pub fn group_key(group: &[Value]) -> Vec<u8> {
         let mut out = String::from("[");
