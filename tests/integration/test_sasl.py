@@ -688,3 +688,74 @@ def test_oauthbearer_keys_are_fetched_over_https_and_follow_a_rotation(tmp_path,
         b.stop()
         server.shutdown()
     assert "panicked" not in b.log_text()
+
+
+def test_the_sql_engine_works_on_a_node_with_only_an_authenticated_encrypted_listener(tmp_path, pki):  # noqa: F811
+    """No PLAINTEXT listener: the SQL engine reaches its node through the inter-broker
+    listener (SASL_SSL) as the node's own principal, with the node's truststore and JAAS
+    login, under an authorizer that admits only super users; a persistent aggregation fed
+    by a SASL_SSL client answers pull queries."""
+    import json
+
+    import requests
+
+    data = tmp_path / "data"
+    subprocess.run([STRATA_BIN, "format", "--data-dir", str(data),
+                    "--add-scram", "SCRAM-SHA-512=[name=broker,password=broker-secret]",
+                    "--add-scram", "SCRAM-SHA-512=[name=app,password=app-secret]"],
+                   check=True, capture_output=True)
+    port, sql_port = free_port(), free_port()
+    config = f"""
+listeners = "SASL_SSL://127.0.0.1:{port}"
+"ssl.keystore.location" = "{pki / 'keystore.pem'}"
+"ssl.truststore.location" = "{pki / 'ca.pem'}"
+"sasl.enabled.mechanisms" = "SCRAM-SHA-512"
+"sasl.mechanism.inter.broker.protocol" = "SCRAM-SHA-512"
+"sasl.jaas.config" = 'org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="broker-secret";'
+"authorizer.class.name" = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+"super.users" = "User:broker;User:app"
+group_initial_rebalance_delay_ms = 0
+"""
+    b = Broker(data, port=port, config_text=config,
+               env={"STRATA_LOG": "info,strata_broker::sasl=debug"},
+               extra_args=["--sql-listen", f"127.0.0.1:{sql_port}"]).start()
+    url = f"http://127.0.0.1:{sql_port}"
+    try:
+        from test_cluster import wait_for
+
+        def ksql(text, props=None):
+            r = requests.post(url + "/ksql", json={"ksql": text, "streamsProperties": props or {}},
+                              timeout=30)
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        def serving():
+            try:
+                return requests.get(url + "/info", timeout=2).ok
+            except requests.ConnectionError:
+                return False
+        wait_for(serving, timeout=60, what="the SQL engine")
+        topic = unique("secure_sql")
+        ksql(f"CREATE STREAM clicks (user STRING KEY, n INT) "
+             f"WITH (kafka_topic='{topic}', partitions=2, value_format='JSON');")
+        ksql("CREATE TABLE totals AS SELECT user, COUNT(*) AS c FROM clicks GROUP BY user;",
+             {"ksql.streams.auto.offset.reset": "earliest"})
+        conf = {"bootstrap.servers": f"127.0.0.1:{port}", "security.protocol": "SASL_SSL",
+                "ssl.ca.location": str(pki / "ca.pem"), "sasl.mechanism": "SCRAM-SHA-512",
+                "sasl.username": "app", "sasl.password": "app-secret"}
+        p = Producer(conf)
+        for i in range(30):
+            p.produce(topic, key=f"u{i % 3}".encode(), value=json.dumps({"n": i}))
+        assert p.flush(30) == 0
+
+        def count(user):
+            r = requests.post(url + "/query-stream",
+                              json={"sql": f"SELECT * FROM totals WHERE user = '{user}';", "properties": {}},
+                              headers={"accept": "application/json"}, timeout=30)
+            return r.json()[1:] if r.ok else None
+        assert wait_for(lambda: count("u1") == [["u1", 10]], timeout=60, what="the aggregate's pull query")
+        # The engine authenticated as the node's principal over the SASL_SSL listener.
+        assert "principal=User:broker" in b.log_text()
+    finally:
+        b.stop()
+    assert "panicked" not in b.log_text()

@@ -152,6 +152,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let sql_advertised = args.sql_advertised_listener.clone();
     let (config, _lock) = load(args)?;
     let sql_bootstrap = sql_bootstrap(&config);
+    if let Ok((_, Some(security))) = &sql_bootstrap {
+        // The engine's connections (the only ones in this process that take the default:
+        // the broker's own set theirs explicitly).
+        strata_client::set_default_security(security.clone());
+    }
+    let sql_bootstrap = sql_bootstrap.map(|(addr, _)| addr);
     let sql_state = config.data_dir.join("sql-state");
     let clustered = config.controller_quorum_voters.is_some();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -193,21 +199,37 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The address the SQL engine reaches the broker on: this node's first PLAINTEXT listener
-/// (the engine is a Kafka client of its own node).
-fn sql_bootstrap(config: &BrokerConfig) -> Option<String> {
-    let listeners = config.resolved_listeners().ok()?;
-    let l = listeners
+/// How the SQL engine reaches the broker: this node's first PLAINTEXT listener (the engine
+/// is a Kafka client of its own node), else its inter-broker listener with the security the
+/// node uses towards its peers (TLS with its truststore, SASL as its JAAS login), so the
+/// engine acts as the node's own principal. None (with the reason): SQL is off.
+fn sql_bootstrap(
+    config: &BrokerConfig,
+) -> Result<(String, Option<strata_client::ClientSecurity>), String> {
+    let listeners = config.resolved_listeners().map_err(|e| e.to_string())?;
+    let local = |bind: &str| -> Option<String> {
+        let (host, port) = bind.rsplit_once(':')?;
+        let host = match host {
+            "" | "0.0.0.0" => "127.0.0.1",
+            "[::]" => "[::1]",
+            h => h,
+        };
+        Some(format!("{host}:{port}"))
+    };
+    if let Some(l) = listeners
         .clients
         .iter()
-        .find(|l| l.protocol == strata_broker::listeners::SecurityProtocol::Plaintext)?;
-    let (host, port) = l.bind.rsplit_once(':')?;
-    let host = match host {
-        "" | "0.0.0.0" => "127.0.0.1",
-        "[::]" => "[::1]",
-        h => h,
-    };
-    Some(format!("{host}:{port}"))
+        .find(|l| l.protocol == strata_broker::listeners::SecurityProtocol::Plaintext)
+    {
+        return local(&l.bind)
+            .map(|a| (a, None))
+            .ok_or_else(|| format!("listener {}: no port in {}", l.name, l.bind));
+    }
+    let l = listeners.inter_broker();
+    let security = strata_broker::peer_security::peer_security(config, &listeners)?;
+    // The advertised name: the one the node's certificate is made out to.
+    let addr = format!("{}:{}", l.advertised_host, l.advertised_port);
+    Ok((addr, Some(security)))
 }
 
 /// Binds the SQL listener and starts the engine on it (it waits for the broker to answer).
@@ -215,7 +237,7 @@ fn sql_bootstrap(config: &BrokerConfig) -> Option<String> {
 async fn start_sql_engine(
     listen: Option<String>,
     advertised: Option<String>,
-    bootstrap: Option<String>,
+    bootstrap: Result<String, String>,
     state_dir: std::path::PathBuf,
     clustered: bool,
 ) -> Result<(), strata_broker::server::ServeError> {
@@ -224,9 +246,12 @@ async fn start_sql_engine(
     if addr.eq_ignore_ascii_case("none") {
         return Ok(());
     }
-    let Some(bootstrap) = bootstrap else {
-        tracing::warn!("the SQL engine needs a PLAINTEXT listener to reach the broker: SQL is off");
-        return Ok(());
+    let bootstrap = match bootstrap {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "the SQL engine cannot reach the broker: SQL is off");
+            return Ok(());
+        }
     };
     match tokio::net::TcpListener::bind(&addr).await {
         Ok(listener) => {
