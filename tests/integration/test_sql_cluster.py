@@ -73,16 +73,24 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
         # its group in an internal topic, and an aggregating task per partition reads it.
         ksql(urls[2], "CREATE TABLE by_n AS SELECT n, COUNT(*) AS c FROM clicks GROUP BY n;",
              {"ksql.streams.auto.offset.reset": "earliest"})
+        # A join on both inputs' keys: partition p of one meets partition p of the other.
+        users_topic = unique("users")
+        ksql(urls[0], f"CREATE TABLE users (id STRING PRIMARY KEY, region STRING) "
+                      f"WITH (kafka_topic='{users_topic}', partitions=3, value_format='JSON');")
+        ksql(urls[1], "CREATE STREAM enriched AS SELECT c.user AS user, c.n AS n, u.region AS region "
+                      "FROM clicks c JOIN users u ON c.user = u.id;",
+             {"ksql.streams.auto.offset.reset": "earliest"})
         # Every engine follows the statements made on the others.
         for url in urls:
             wait_for(lambda: {s["name"] for s in ksql(url, "SHOW STREAMS;")[0]["streams"]} >= {"CLICKS", "BIG"},
                      what="every engine knows the streams")
-            wait_for(lambda: len(ksql(url, "SHOW QUERIES;")[0]["queries"]) == 3, what="every engine knows the queries")
+            wait_for(lambda: len(ksql(url, "SHOW QUERIES;")[0]["queries"]) == 4, what="every engine knows the queries")
         queries = {q["id"] for q in ksql(urls[2], "SHOW QUERIES;")[0]["queries"]}
         totals_id = next(q for q in queries if q.startswith("CTAS_TOTALS"))
         by_n_id = next(q for q in queries if q.startswith("CTAS_BY_N"))
         big_id = next(q for q in queries if q.startswith("CSAS_BIG"))
-        tasks = ({f"{q}#{p}" for q in (totals_id, big_id, by_n_id) for p in range(3)}
+        enriched_id = next(q for q in queries if q.startswith("CSAS_ENRICHED"))
+        tasks = ({f"{q}#{p}" for q in (totals_id, big_id, by_n_id, enriched_id) for p in range(3)}
                  | {f"{by_n_id}#r{p}" for p in range(3)})
 
         def owners():
@@ -93,8 +101,8 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
                 return None  # not settled: a task unassigned or assigned twice
             return shares
         shares = wait_for(owners, timeout=60, what="each task assigned to exactly one engine")
-        # Twelve tasks over three engines: four each.
-        assert all(len(s) == 4 for s in shares), shares
+        # Fifteen tasks over three engines: five each.
+        assert all(len(s) == 5 for s in shares), shares
         # The table's partitions are spread: no engine holds all of TOTALS.
         assert all(sum(t.startswith(totals_id + "#") for t in s) < 3 for s in shares), shares
         owner = next(i for i, s in enumerate(shares) if any(t.startswith(totals_id + "#") for t in s))
@@ -102,6 +110,10 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
         bootstrap = ",".join(b.bootstrap for b in nodes)
         p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
         users = [f"u{i}" for i in range(60)]
+        for i, u in enumerate(users):
+            p.produce(users_topic, key=u.encode(), value=json.dumps({"region": f"r{i % 4}"}))
+        p.flush(30)
+        time.sleep(1)  # the table side is read before the clicks that look it up
         for round_ in range(3):
             for u in users:
                 p.produce(topic, key=u.encode(), value=json.dumps({"n": round_ * 3}))
@@ -182,6 +194,25 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
                             what=f"the repartitioned counts after the failover through {url}")
             status, body = pull(url, "SELECT * FROM totals;")
             assert status == 200 and sorted(map(tuple, body[1:])) == sorted((u, 4, 10) for u in users), body
+        # Every click enriched exactly once, by the engines running the join's partitions.
+        c = Consumer({"bootstrap.servers": ",".join(b.bootstrap for b in nodes if b.alive()),
+                      "group.id": unique("enriched"), "auto.offset.reset": "earliest",
+                      "isolation.level": "read_committed", "enable.auto.commit": False})
+        c.subscribe(["ENRICHED"])
+        joined, deadline = [], time.time() + 60
+        while time.time() < deadline and len(joined) < 4 * len(users):
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                joined.append((m.key().decode(), json.loads(m.value())))
+        end = time.time() + 2
+        while time.time() < end:
+            m = c.poll(0.2)
+            if m is not None and not m.error():
+                joined.append((m.key().decode(), json.loads(m.value())))
+        c.close()
+        assert sorted((u, v["N"]) for u, v in joined) == sorted(
+            (u, n) for u in users for n in (0, 3, 6, 1)), f"{len(joined)} joined records"
+        assert all(v["REGION"] == f"r{int(u[1:]) % 4}" for u, v in joined)
         # The new owners took the moved tasks' state from their changelog partitions.
         restored = [l for i, b in enumerate(nodes) if i != owner for l in b.log_text().splitlines()
                     if "aggregate state restored" in l]

@@ -310,7 +310,12 @@ impl Engine {
         if count <= 1 {
             return whole;
         }
-        if partition_local(plan) {
+        // A join's inputs must have as many partitions for partition p of one to meet
+        // partition p of the other.
+        let inputs_alike = crate::run::input_topics(plan)
+            .iter()
+            .all(|t| topics.get(t) == Some(&count));
+        if partition_local(plan) && inputs_alike {
             return (0..count)
                 .map(|p| Task::part(id, p, Stage::Direct))
                 .collect();

@@ -383,11 +383,12 @@ async fn restore(
 }
 
 /// Whether each input partition of a query can be processed alone, as one task: what the
-/// query writes for a record depends on that record's partition only. So are stateless
-/// queries, and aggregations grouped by exactly their source's key columns (a group's
-/// records share a key, so a partition, as Kafka's default partitioner places them).
-/// Joins and other groupings combine records of several partitions (ksqlDB repartitions
-/// them through internal topics); they run whole.
+/// query writes for a record depends on that record's partition only (of each input, for
+/// a join). So are stateless queries, aggregations grouped by exactly their source's key
+/// columns (a group's records share a key, so a partition, as Kafka's default partitioner
+/// places them) and joins on their inputs' keys ([`JoinQuery::co_partitioned`], given
+/// inputs of as many partitions). Other groupings and joins combine records of several
+/// partitions; they run whole (or through a repartition topic, see [`Stage`]).
 pub fn partition_local(q: &Planned) -> bool {
     match q {
         Planned::Stateless(_) => true,
@@ -396,7 +397,8 @@ pub fn partition_local(q: &Planned) -> bool {
             && a.group_by.iter().zip(&a.source.key).all(
                 |(g, k)| matches!(g, strata_sql::ast::Expr::Column { name, .. } if *name == k.name),
             ),
-        Planned::Join(_) | Planned::JoinAggregate(..) => false,
+        Planned::Join(j) => j.co_partitioned,
+        Planned::JoinAggregate(..) => false,
     }
 }
 
@@ -1412,6 +1414,8 @@ mod tests {
         for ddl in [
             "CREATE STREAM clicks (user STRING KEY, page STRING, n INT) WITH (kafka_topic='clicks', value_format='JSON');",
             "CREATE TABLE users (id STRING PRIMARY KEY, region STRING) WITH (kafka_topic='users', value_format='JSON');",
+            "CREATE TABLE users_json (id STRING PRIMARY KEY, region STRING) WITH (kafka_topic='users_json', key_format='JSON', value_format='JSON');",
+            "CREATE TABLE visits (vid STRING PRIMARY KEY, uid STRING) WITH (kafka_topic='visits', value_format='JSON');",
         ] {
             let stmt = strata_sql::parse_statement(ddl).expect("parses");
             catalog.create_source(&stmt, &SixPartitions).expect("created");
@@ -1443,8 +1447,24 @@ mod tests {
         assert!(!partition_local(&plan(
             "CREATE TABLE u WITH (key_format='JSON') AS SELECT user, page, COUNT(*) AS c FROM clicks GROUP BY user, page;"
         )));
-        assert!(!partition_local(&plan(
+        // On both keys: co-partitioned.
+        assert!(partition_local(&plan(
             "CREATE STREAM j AS SELECT * FROM clicks c JOIN users u ON c.user = u.id;"
+        )));
+        // On a value column of the stream: its records meet the table's anywhere.
+        assert!(!partition_local(&plan(
+            "CREATE STREAM j2 AS SELECT * FROM clicks c JOIN users u ON c.page = u.id;"
+        )));
+        // Keys written differently place equal keys in different partitions.
+        assert!(!partition_local(&plan(
+            "CREATE STREAM j3 AS SELECT * FROM clicks c JOIN users_json u ON c.user = u.id;"
+        )));
+        // A foreign-key join looks the right table up by a left value.
+        assert!(!partition_local(&plan(
+            "CREATE TABLE fk AS SELECT * FROM visits v JOIN users u ON v.uid = u.id;"
+        )));
+        assert!(partition_local(&plan(
+            "CREATE TABLE tt AS SELECT * FROM visits v JOIN users u ON v.vid = u.id;"
         )));
     }
 

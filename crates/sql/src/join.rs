@@ -117,6 +117,11 @@ pub struct JoinQuery {
     pub value: Vec<OutputColumn>,
     pub filter: Option<Expr>,
     pub sink: Sink,
+    /// Every join is on both sides' keys (the left one's key carried from the join before),
+    /// none on a foreign key, and the inputs' keys are written alike (one column of one
+    /// type, one key format): records that join share a key, so a partition number, when
+    /// the inputs have as many partitions. Such a join can run one task per partition.
+    pub co_partitioned: bool,
 }
 
 const PSEUDO: [&str; 3] = ["ROWTIME", "ROWPARTITION", "ROWOFFSET"];
@@ -401,6 +406,12 @@ fn plan_join_inner(
     // The chain of joins.
     let mut nodes: Vec<JoinNode> = Vec::new();
     let mut previous_full = false;
+    let first_key = sources[0].1.key.first().map(|k| k.sql_type.clone());
+    let mut co_partitioned = sources.iter().all(|(_, s)| {
+        s.key.len() == 1
+            && s.key_format == sources[0].1.key_format
+            && Some(&s.key[0].sql_type) == first_key.as_ref()
+    });
     let mut result_kind = sources[0].1.kind;
     // Joined-row names that hold the current result's key (empty after FULL OUTER).
     let mut equivalent: Vec<String> = Vec::new();
@@ -586,6 +597,13 @@ fn plan_join_inner(
                 }
             }
         };
+        let left_keyed = if j == 0 {
+            is_key_column(&left_expr, 0)
+        } else {
+            key_from_previous
+        };
+        co_partitioned &=
+            shape != Shape::ForeignKey && left_keyed && is_key_column(&right_expr, right_index);
         // The columns that hold this join's key from now on.
         let mut now: Vec<String> = Vec::new();
         if shape == Shape::ForeignKey {
@@ -769,6 +787,7 @@ fn plan_join_inner(
             value: Vec::new(),
             filter: None,
             sink,
+            co_partitioned,
         };
         return Ok((j, Some((joined, rewritten))));
     }
@@ -878,6 +897,7 @@ fn plan_join_inner(
             value: selected,
             filter: rewritten.where_clause,
             sink,
+            co_partitioned,
         },
         None,
     ))
