@@ -194,6 +194,15 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
                             what=f"the repartitioned counts after the failover through {url}")
             status, body = pull(url, "SELECT * FROM totals;")
             assert status == 200 and sorted(map(tuple, body[1:])) == sorted((u, 4, 10) for u in users), body
+        # What the aggregation after the repartition committed is purged from the
+        # repartition topic (by the tasks that ran for over ten seconds).
+        from confluent_kafka import TopicPartition
+        probe = Consumer({"bootstrap.servers": ",".join(b.bootstrap for b in nodes if b.alive()),
+                          "group.id": unique("wm")})
+        repartition = f"_strata_ksql_{by_n_id}_repartition"
+        lows = [probe.get_watermark_offsets(TopicPartition(repartition, p), timeout=10)[0] for p in range(3)]
+        probe.close()
+        assert any(low > 0 for low in lows), lows
         # Every click enriched exactly once, by the engines running the join's partitions.
         c = Consumer({"bootstrap.servers": ",".join(b.bootstrap for b in nodes if b.alive()),
                       "group.id": unique("enriched"), "auto.offset.reset": "earliest",

@@ -121,6 +121,43 @@ impl LogClient {
         self.settle(r)
     }
 
+    /// Deletes `topic`-`partition`'s records below `before` (DeleteRecords to its leader):
+    /// how an internal topic's consumed records are purged.
+    pub async fn delete_records(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        before: i64,
+    ) -> Result<(), LogError> {
+        use kafka_protocol::messages::delete_records_request::{
+            DeleteRecordsPartition, DeleteRecordsTopic,
+        };
+        let r = async {
+            let request = kafka_protocol::messages::DeleteRecordsRequest::default()
+                .with_topics(vec![DeleteRecordsTopic::default()
+                    .with_name(kafka_protocol::messages::TopicName(s(topic)))
+                    .with_partitions(vec![DeleteRecordsPartition::default()
+                        .with_partition_index(partition)
+                        .with_offset(before)])])
+                .with_timeout_ms(30_000);
+            let resp = self
+                .router()
+                .await?
+                .leader(topic, partition)
+                .await?
+                .send(request, 2)
+                .await?;
+            for t in resp.topics {
+                for p in t.partitions {
+                    check(p.error_code, format!("{topic}-{partition}"), None)?;
+                }
+            }
+            Ok::<_, LogError>(())
+        }
+        .await;
+        self.settle(r)
+    }
+
     /// Appends records to one partition with acks=all; returns the first one's offset.
     pub async fn produce(
         &mut self,

@@ -33,6 +33,9 @@ const IDLE_WAIT: Duration = Duration::from_millis(50);
 const ERROR_BACKOFF: Duration = Duration::from_millis(500);
 /// How long a restore waits for an open transaction on its changelog to end.
 const RESTORE_STALL_MAX: Duration = Duration::from_secs(120);
+/// How often an aggregation after a repartition deletes the repartition topic's records
+/// it has committed positions past.
+const REPARTITION_PURGE_INTERVAL: Duration = Duration::from_secs(10);
 /// How often an aggregation's committed state changes go to its local state store.
 const STORE_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 /// A store flushed longer ago than the changelog keeps tombstones (`delete.retention.ms`,
@@ -217,6 +220,7 @@ pub fn start_persistent(
         store: None,
         pending: BTreeMap::new(),
         last_flush: std::time::Instant::now(),
+        last_purge: std::time::Instant::now(),
     };
     let task = tokio::spawn(runner.run(stopped));
     PersistentHandle {
@@ -253,6 +257,8 @@ struct Persistent {
     /// Committed state changes not yet in the store: the last value of each key.
     pending: BTreeMap<Vec<u8>, Option<Bytes>>,
     last_flush: std::time::Instant,
+    /// When an aggregation after a repartition last purged what it had consumed.
+    last_purge: std::time::Instant,
 }
 
 fn now_ms() -> i64 {
@@ -659,6 +665,18 @@ impl Persistent {
                 };
                 let at = positions.as_mut().expect("set above");
                 self.poll_once(at, sink_partitions, fetched).await?;
+                if self.task.stage == Stage::AfterRepartition
+                    && self.last_purge.elapsed() >= REPARTITION_PURGE_INTERVAL
+                {
+                    self.last_purge = std::time::Instant::now();
+                    // Records below the committed positions are done with (as Kafka
+                    // Streams purges its repartition topics).
+                    for ((topic, partition), &before) in at.iter() {
+                        if let Err(e) = self.log.delete_records(topic, *partition, before).await {
+                            tracing::debug!(task = %self.id, error = %e, "repartition topic not purged");
+                        }
+                    }
+                }
                 if !self.pending.is_empty() && self.last_flush.elapsed() >= STORE_FLUSH_INTERVAL {
                     self.flush_store().await;
                 }
