@@ -73,6 +73,15 @@ fn login(
     }
 }
 
+/// TLS towards this node's `listener` as its peers would connect (the truststore's CAs and
+/// the keystore as client certificate), for local clients such as the SQL engine. No SASL.
+pub fn tls_to_listener(config: &BrokerConfig, listener: &str) -> Result<ClientSecurity, String> {
+    Ok(ClientSecurity {
+        tls: Some(tls_to_peers(config, listener)?),
+        sasl: None,
+    })
+}
+
 /// The security of connections to the peers' inter-broker listener.
 pub fn peer_security(
     config: &BrokerConfig,

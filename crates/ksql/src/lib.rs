@@ -5,6 +5,7 @@
 //! client does, so it knows nothing of the broker's internals and runs the same against
 //! one node or a cluster.
 
+pub mod auth;
 pub mod engine;
 pub mod log;
 pub mod members;
@@ -21,12 +22,13 @@ pub use engine::Engine;
 /// `state_dir`: where aggregations keep their local state stores ([`store`]); None keeps
 /// state in memory only (restored from the changelogs). `cluster_addr`: this node is one of a
 /// cluster's, whose engines share out the persistent queries ([`members`]) and reach this
-/// one there.
+/// one there. `auth`: requests must carry credentials the broker takes ([`auth`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     bootstrap: String,
     state_dir: Option<std::path::PathBuf>,
     cluster_addr: Option<String>,
+    auth: Option<auth::BasicAuth>,
 ) {
     let clustered = cluster_addr.is_some();
     let engine = loop {
@@ -49,5 +51,7 @@ pub async fn serve(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         "SQL engine serving ksqlDB's REST API"
     );
-    rest::Server::new(Arc::clone(&engine)).serve(listener).await;
+    rest::Server::with_auth(Arc::clone(&engine), auth)
+        .serve(listener)
+        .await;
 }

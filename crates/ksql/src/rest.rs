@@ -54,6 +54,8 @@ pub struct Server {
     next_push: AtomicU64,
     /// Push queries from the latest offsets share one scan of each topic.
     scans: Arc<crate::run::SharedScans>,
+    /// Set: every request but /healthcheck carries credentials the broker takes.
+    auth: Option<crate::auth::BasicAuth>,
 }
 
 fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
@@ -118,11 +120,17 @@ fn row_json(values: &[Value]) -> String {
 
 impl Server {
     pub fn new(engine: Arc<Engine>) -> Arc<Server> {
+        Server::with_auth(engine, None)
+    }
+
+    /// `new`, requiring HTTP Basic credentials when `auth` is set ([`crate::auth`]).
+    pub fn with_auth(engine: Arc<Engine>, auth: Option<crate::auth::BasicAuth>) -> Arc<Server> {
         Arc::new(Server {
             engine,
             push: Mutex::new(BTreeMap::new()),
             next_push: AtomicU64::new(1),
             scans: Arc::default(),
+            auth,
         })
     }
 
@@ -163,6 +171,34 @@ impl Server {
             .unwrap_or("")
             .to_string();
         let forwarded = req.headers().contains_key(FORWARDED_HEADER);
+        let authorization = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if let (Some(auth), false) = (&self.auth, path == "/healthcheck") {
+            match auth.check(authorization.as_deref()).await {
+                crate::auth::Verdict::User(user) => {
+                    tracing::debug!(%user, %path, "SQL request authenticated");
+                }
+                crate::auth::Verdict::Refused => {
+                    tracing::info!(%path, "SQL request refused: no valid credentials");
+                    let mut r = error(StatusCode::UNAUTHORIZED, 40100, "Unauthorized");
+                    r.headers_mut().insert(
+                        "www-authenticate",
+                        hyper::header::HeaderValue::from_static("Basic realm=\"KsqlServer-Props\""),
+                    );
+                    return r;
+                }
+                crate::auth::Verdict::Unavailable(why) => {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        50300,
+                        format!("Credentials could not be checked: {why}"),
+                    )
+                }
+            }
+        }
         let tasks: Option<std::collections::BTreeSet<String>> = req
             .headers()
             .get(TASKS_HEADER)
@@ -214,6 +250,7 @@ impl Server {
                         accept: &accept,
                         forwarded,
                         tasks: tasks.as_ref(),
+                        authorization: authorization.as_deref(),
                     };
                     self.push_query(&text, &props, PushFormat::V1, origin).await
                 }
@@ -238,6 +275,7 @@ impl Server {
                         accept: &accept,
                         forwarded,
                         tasks: tasks.as_ref(),
+                        authorization: authorization.as_deref(),
                     };
                     self.push_query(&text, &props, format, origin).await
                 }
@@ -310,9 +348,10 @@ impl Server {
                     .map(|(addr, tasks)| {
                         let (text, props, types) =
                             (text.to_string(), props.clone(), sql_types.clone());
-                        tokio::spawn(
-                            async move { gather(&addr, &text, &props, &tasks, &types).await },
-                        )
+                        let authorization = origin.authorization.map(str::to_string);
+                        tokio::spawn(async move {
+                            gather(&addr, &text, &props, &tasks, &types, authorization).await
+                        })
                     })
                     .collect();
                 for answer in asked {
@@ -719,6 +758,8 @@ struct Origin<'a> {
     forwarded: bool,
     /// Set on a scan's share asked by another engine ([`TASKS_HEADER`]).
     tasks: Option<&'a std::collections::BTreeSet<String>>,
+    /// The client's credentials, passed on with what is forwarded.
+    authorization: Option<&'a str>,
 }
 
 /// One request to another engine's SQL listener (marked forwarded): its status and body.
@@ -774,14 +815,17 @@ async fn gather(
     props: &BTreeMap<String, String>,
     tasks: &[String],
     types: &[strata_sql::ast::SqlType],
+    authorization: Option<String>,
 ) -> Result<Vec<Vec<Value>>, String> {
     let body = json!({"sql": text, "properties": props});
+    let mut headers = vec![(TASKS_HEADER, tasks.join(","))];
+    headers.extend(authorization.map(|a| ("authorization", a)));
     let (parts, bytes) = send(
         addr,
         "/query-stream",
         &body,
         "application/vnd.ksqlapi.delimited.v1",
-        &[(TASKS_HEADER, tasks.join(","))],
+        &headers,
     )
     .await
     .map_err(|e| format!("The engine at {addr} holding part of the table did not answer: {e}"))?;
@@ -818,7 +862,12 @@ async fn gather(
 
 /// Sends a pull query to the engine running its table's query and returns its answer.
 async fn forward(addr: &str, origin: &Origin<'_>) -> Response<Body> {
-    let answer = send(addr, origin.path, origin.body, origin.accept, &[])
+    let headers: Vec<(&str, String)> = origin
+        .authorization
+        .map(|a| ("authorization", a.to_string()))
+        .into_iter()
+        .collect();
+    let answer = send(addr, origin.path, origin.body, origin.accept, &headers)
         .await
         .map(|(parts, bytes)| Response::from_parts(parts, Full::new(bytes).boxed()));
     answer.unwrap_or_else(|e| {

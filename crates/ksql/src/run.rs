@@ -33,6 +33,8 @@ const IDLE_WAIT: Duration = Duration::from_millis(50);
 const ERROR_BACKOFF: Duration = Duration::from_millis(500);
 /// How long a restore waits for an open transaction on its changelog to end.
 const RESTORE_STALL_MAX: Duration = Duration::from_secs(120);
+/// How long an idle task sleeps before its chores (purge, store flush).
+const IDLE_CHORES: Duration = Duration::from_secs(1);
 /// How often an aggregation after a repartition deletes the repartition topic's records
 /// it has committed positions past.
 const REPARTITION_PURGE_INTERVAL: Duration = Duration::from_secs(10);
@@ -221,6 +223,7 @@ pub fn start_persistent(
         pending: BTreeMap::new(),
         last_flush: std::time::Instant::now(),
         last_purge: std::time::Instant::now(),
+        purged: BTreeMap::new(),
     };
     let task = tokio::spawn(runner.run(stopped));
     PersistentHandle {
@@ -257,8 +260,10 @@ struct Persistent {
     /// Committed state changes not yet in the store: the last value of each key.
     pending: BTreeMap<Vec<u8>, Option<Bytes>>,
     last_flush: std::time::Instant,
-    /// When an aggregation after a repartition last purged what it had consumed.
+    /// When an aggregation after a repartition last purged what it had consumed, and the
+    /// positions it purged below.
     last_purge: std::time::Instant,
+    purged: Positions,
 }
 
 fn now_ms() -> i64 {
@@ -657,23 +662,37 @@ impl Persistent {
                     *self.state.lock().expect("state lock") = QueryState::Running;
                 }
                 let reader = prefetch.as_mut().expect("started above");
+                // Idle, the task still wakes up now and then to purge and flush.
                 let fetched = tokio::select! {
-                    f = reader.rx.recv() => f.ok_or_else(|| {
+                    f = reader.rx.recv() => Some(f.ok_or_else(|| {
                         LogError::Records("the query's input reader stopped".into())
-                    })??,
+                    })??),
                     _ = stopped.changed() => return Ok::<(), LogError>(()),
+                    _ = tokio::time::sleep(IDLE_CHORES) => None,
                 };
                 let at = positions.as_mut().expect("set above");
-                self.poll_once(at, sink_partitions, fetched).await?;
+                if let Some(fetched) = fetched {
+                    self.poll_once(at, sink_partitions, fetched).await?;
+                }
                 if self.task.stage == Stage::AfterRepartition
                     && self.last_purge.elapsed() >= REPARTITION_PURGE_INTERVAL
                 {
                     self.last_purge = std::time::Instant::now();
                     // Records below the committed positions are done with (as Kafka
-                    // Streams purges its repartition topics).
+                    // Streams purges its repartition topics); a failed purge is tried
+                    // again next time.
                     for ((topic, partition), &before) in at.iter() {
-                        if let Err(e) = self.log.delete_records(topic, *partition, before).await {
-                            tracing::debug!(task = %self.id, error = %e, "repartition topic not purged");
+                        let tp = (topic.clone(), *partition);
+                        if self.purged.get(&tp).is_some_and(|&p| p >= before) {
+                            continue;
+                        }
+                        match self.log.delete_records(topic, *partition, before).await {
+                            Ok(()) => {
+                                self.purged.insert(tp, before);
+                            }
+                            Err(e) => {
+                                tracing::debug!(task = %self.id, error = %e, "repartition topic not purged")
+                            }
                         }
                     }
                 }

@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// here) [default: the SQL listen address]
     #[arg(long, value_name = "HOST:PORT")]
     sql_advertised_listener: Option<String>,
+    /// How SQL clients authenticate: "none", or "basic" (HTTP Basic, checked against the
+    /// broker's own SASL users through this node's first SASL listener) [default: none]
+    #[arg(long, value_name = "METHOD")]
+    sql_auth: Option<String>,
     /// Where this node's controller listener binds [default: its entry in the voters]
     #[arg(long, value_name = "HOST:PORT")]
     controller_listen: Option<String>,
@@ -150,7 +154,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .init();
     let sql_listen = args.sql_listen.clone();
     let sql_advertised = args.sql_advertised_listener.clone();
+    let sql_auth_method = args.sql_auth.clone();
     let (config, _lock) = load(args)?;
+    let sql_auth = sql_auth(&config, sql_auth_method.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
     let sql_bootstrap = sql_bootstrap(&config);
     if let Ok((_, Some(security))) = &sql_bootstrap {
         // The engine's connections (the only ones in this process that take the default:
@@ -171,6 +177,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             sql_bootstrap,
             sql_state,
             clustered,
+            sql_auth,
         )
         .await?;
         let shutdown = async {
@@ -232,6 +239,42 @@ fn sql_bootstrap(
     Ok((addr, Some(security)))
 }
 
+/// `--sql-auth`: None for "none"; for "basic", credentials are checked by logging in to
+/// this node's first SASL listener (its advertised address, TLS as the node's peers
+/// connect) with the first PLAIN or SCRAM mechanism it enables.
+fn sql_auth(
+    config: &BrokerConfig,
+    method: Option<&str>,
+) -> Result<Option<strata_ksql::auth::BasicAuth>, String> {
+    match method.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("none") => return Ok(None),
+        Some("basic") => {}
+        Some(other) => return Err(format!("--sql-auth {other}: expected none or basic")),
+    }
+    let listeners = config.resolved_listeners().map_err(|e| e.to_string())?;
+    let l = listeners
+        .clients
+        .iter()
+        .find(|l| l.protocol.uses_sasl())
+        .ok_or("--sql-auth basic checks credentials against the broker's SASL users: no listener uses SASL")?;
+    let mechanism = config
+        .sasl_enabled_mechanisms
+        .split(',')
+        .map(str::trim)
+        .find(|m| {
+            let m = m.to_ascii_uppercase();
+            m == "PLAIN" || m.starts_with("SCRAM-")
+        })
+        .ok_or("--sql-auth basic: sasl.enabled.mechanisms has no PLAIN or SCRAM mechanism")?;
+    let tls = if l.protocol.uses_tls() {
+        strata_broker::peer_security::tls_to_listener(config, &l.name)?
+    } else {
+        strata_client::ClientSecurity::default()
+    };
+    let addr = format!("{}:{}", l.advertised_host, l.advertised_port);
+    strata_ksql::auth::BasicAuth::new(addr, tls, mechanism).map(Some)
+}
+
 /// Binds the SQL listener and starts the engine on it (it waits for the broker to answer).
 /// An explicit address that cannot be bound stops the start; the default one only warns.
 async fn start_sql_engine(
@@ -240,6 +283,7 @@ async fn start_sql_engine(
     bootstrap: Result<String, String>,
     state_dir: std::path::PathBuf,
     clustered: bool,
+    auth: Option<strata_ksql::auth::BasicAuth>,
 ) -> Result<(), strata_broker::server::ServeError> {
     let explicit = listen.is_some();
     let addr = listen.unwrap_or_else(|| "127.0.0.1:8088".to_string());
@@ -265,6 +309,7 @@ async fn start_sql_engine(
                 bootstrap,
                 Some(state_dir),
                 clustered.then_some(advertised).flatten(),
+                auth,
             ));
             Ok(())
         }

@@ -28,6 +28,10 @@ pub struct SqlArgs {
     /// Run these statements, then exit
     #[arg(short = 'e', long = "execute", value_name = "SQL")]
     pub execute: Option<String>,
+    /// Log in as this user (HTTP Basic, for `strata serve --sql-auth basic`; as ksqlDB's
+    /// CLI `-u`); the password comes from STRATA_SQL_PASSWORD
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub user: Option<String>,
 }
 
 pub fn run_sql(args: SqlArgs) -> Result<()> {
@@ -40,8 +44,20 @@ pub fn run_sql(args: SqlArgs) -> Result<()> {
         .strip_prefix("http://")
         .ok_or_else(|| anyhow!("--server must be an http:// address, got {}", args.server))?
         .to_string();
+    let authorization = match &args.user {
+        Some(user) => {
+            let password = std::env::var("STRATA_SQL_PASSWORD")
+                .map_err(|_| anyhow!("--user {user}: set STRATA_SQL_PASSWORD to the password"))?;
+            Some(format!(
+                "Basic {}",
+                strata_sql::format::base64_encode(format!("{user}:{password}").as_bytes())
+            ))
+        }
+        None => None,
+    };
     let mut session = Session {
         authority,
+        authorization,
         properties: BTreeMap::new(),
         variables: BTreeMap::new(),
         script_depth: 0,
@@ -138,6 +154,8 @@ fn interactive(rt: &tokio::runtime::Runtime, session: &mut Session) -> Result<()
 struct Session {
     authority: String,
     properties: BTreeMap<String, String>,
+    /// The `Authorization` header sent with every request (`--user`).
+    authorization: Option<String>,
     /// DEFINE's variables, sent with every statement (ksqlDB's sessionVariables).
     variables: BTreeMap<String, String>,
     /// How many RUN SCRIPTs are running inside each other.
@@ -181,13 +199,16 @@ impl Session {
     ) -> Result<hyper::Response<hyper::body::Incoming>> {
         let mut sender = self.connect().await?;
         let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let req = hyper::Request::builder()
+        let mut req = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header("host", &self.authority)
             .header("content-type", "application/vnd.ksql.v1+json")
-            .header("accept", accept)
-            .body(Full::new(Bytes::from(body)))?;
+            .header("accept", accept);
+        if let Some(a) = &self.authorization {
+            req = req.header("authorization", a);
+        }
+        let req = req.body(Full::new(Bytes::from(body)))?;
         Ok(sender.send_request(req).await?)
     }
 
