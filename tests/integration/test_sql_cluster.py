@@ -106,6 +106,16 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
         # The table's partitions are spread: no engine holds all of TOTALS.
         assert all(sum(t.startswith(totals_id + "#") for t in s) < 3 for s in shares), shares
         owner = next(i for i, s in enumerate(shares) if any(t.startswith(totals_id + "#") for t in s))
+        # EXPLAIN names each task, the partition it reads and the engine running it.
+        explained = ksql(urls[2], f"EXPLAIN {by_n_id};")[0]["queryDescription"]
+        tasks_seen = {t["taskId"]: t for t in explained["tasksMetadata"]}
+        assert set(tasks_seen) == {f"{by_n_id}#{p}" for p in range(3)} | {f"{by_n_id}#r{p}" for p in range(3)}
+        assert tasks_seen[f"{by_n_id}#r1"]["topicPartitions"] == [{"topic": topic, "partition": 1}]
+        assert tasks_seen[f"{by_n_id}#2"]["topicPartitions"] == [
+            {"topic": f"_strata_ksql_{by_n_id}_repartition", "partition": 2}]
+        hosts = {u.removeprefix("http://") for u in urls}
+        assert all(t["host"] in hosts for t in tasks_seen.values()), tasks_seen
+        assert set(explained["ksqlHostQueryStatus"]) <= hosts and len(explained["ksqlHostQueryStatus"]) >= 2
 
         bootstrap = ",".join(b.bootstrap for b in nodes)
         p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})

@@ -382,6 +382,46 @@ impl Engine {
         }
     }
 
+    /// EXPLAIN's `tasksMetadata` (each task: its id, the partitions it reads, where it runs
+    /// and in which state) and `ksqlHostQueryStatus` (each engine running some of it).
+    fn tasks_metadata(&self, q: &PersistentQuery) -> (J, J) {
+        let here = self.sql_addr.clone().unwrap_or_else(|| "local".into());
+        let mut hosts = serde_json::Map::new();
+        let tasks = q
+            .tasks
+            .iter()
+            .map(|t| {
+                let (host, state) = match q.handles.get(t) {
+                    Some(h) => (
+                        Some(here.clone()),
+                        match &*h.state.lock().expect("state lock") {
+                            QueryState::Running => "RUNNING",
+                            QueryState::Error(_) => "ERROR",
+                        },
+                    ),
+                    None => (self.remote_owner(&t.id()), "RUNNING"),
+                };
+                if let Some(h) = &host {
+                    hosts.insert(h.clone(), json!(state));
+                }
+                let topics = match t.stage {
+                    Stage::AfterRepartition => vec![repartition_topic(&q.id)],
+                    _ => crate::run::input_topics(&q.plan),
+                };
+                json!({
+                    "taskId": t.id(),
+                    "topicPartitions": topics.iter().map(|topic| json!({
+                        "topic": topic,
+                        "partition": t.partition.map_or(J::Null, |p| json!(p)),
+                    })).collect::<Vec<_>>(),
+                    "host": host,
+                    "state": if host.is_some() { state } else { "UNASSIGNED" },
+                })
+            })
+            .collect();
+        (J::Array(tasks), J::Object(hosts))
+    }
+
     /// The SQL listener of the engine running the task named `task_id`, when another
     /// engine runs it.
     fn remote_owner(&self, task_id: &str) -> Option<String> {
@@ -1046,7 +1086,11 @@ impl Engine {
                             .ok_or_else(|| format!("Query with id:{id} does not exist, use SHOW QUERIES to view the full set of running queries."))?;
                         let state = query_state(q).to_string();
                         let sink = st.catalog.get(&q.sink);
-                        explain_json(&q.id, &q.text, &q.sources, sink, &state)
+                        let mut e = explain_json(&q.id, &q.text, &q.sources, sink, &state);
+                        let (tasks, hosts) = self.tasks_metadata(q);
+                        e["tasksMetadata"] = tasks;
+                        e["ksqlHostQueryStatus"] = hosts;
+                        e
                     }
                     strata_sql::ast::ExplainTarget::Statement(inner) => {
                         let topics = TopicCounts(st.log.topics().await.map_err(|e| e.to_string())?);
