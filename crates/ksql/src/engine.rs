@@ -1498,7 +1498,9 @@ impl Engine {
                     .copied()
                     .filter(|t| t.partition != p)
                     .collect();
-                Some(self.locate(q, &others, false, &query.from)?)
+                // Only an error once needed: a key found in its partition does not
+                // depend on where the others run.
+                Some(self.locate(q, &others, false, &query.from))
             }
             _ => None,
         };
@@ -1568,8 +1570,8 @@ impl Engine {
             Ok(())
         };
         read(&local, &mut rows)?;
-        if let (true, Some((other_local, other_remotes))) = (rows.is_empty(), elsewhere) {
-            (local, remotes) = (other_local, other_remotes);
+        if let (true, Some(others)) = (rows.is_empty(), elsewhere) {
+            (local, remotes) = others?;
             read(&local, &mut rows)?;
         }
         if remotes.is_empty() {
