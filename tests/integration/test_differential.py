@@ -29,13 +29,32 @@ def pair(tmp_path_factory):
     port = free_port()
     kdir = base / "kafka"
     subprocess.run([str(ROOT / "scripts" / "kafka-peer"), "start", "--port", str(port), "--data-dir", str(kdir),
-                    "--set", "group.initial.rebalance.delay.ms=0"], check=True, capture_output=True, timeout=600)
+                    "--set", "group.initial.rebalance.delay.ms=0",
+                    # one partition of __consumer_offsets: its coordinator loads once, here
+                    "--set", "offsets.topic.num.partitions=1"], check=True, capture_output=True, timeout=600)
     strata = Broker(base / "strata", config_text="group_initial_rebalance_delay_ms = 0\n").start()
     try:
-        yield f"127.0.0.1:{port}", strata.bootstrap
+        kafka = f"127.0.0.1:{port}"
+        warm_up_group_coordinator(kafka)
+        yield kafka, strata.bootstrap
     finally:
         strata.stop()
         subprocess.run([str(ROOT / "scripts" / "kafka-peer"), "stop", "--data-dir", str(kdir)], timeout=60)
+
+
+def warm_up_group_coordinator(bs):
+    """Kafka creates __consumer_offsets on the first group request and answers
+    COORDINATOR_LOAD_IN_PROGRESS until it has loaded it, which on a busy 2-core CI machine has
+    taken more than the 90 s a scenario allows: one committed offset here, with a generous
+    deadline, so the scenarios meet a loaded coordinator."""
+    t = unique("diff-warmup")
+    admin = AdminClient({"bootstrap.servers": bs})
+    admin.create_topics([NewTopic(t, 1, 1)])[t].result(60)
+    c = Consumer({"bootstrap.servers": bs, "group.id": unique("diff-warmup"), "enable.auto.commit": False})
+    try:
+        commit_retrying(c, [TopicPartition(t, 0, 0)], seconds=300)
+    finally:
+        c.close()
 
 
 def both(pair, scenario):
