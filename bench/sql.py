@@ -23,8 +23,14 @@ in the same run on the same broker:
   its state back, from its local state store and the changelog's tail, against the same
   restart with the store deleted (the whole changelog read), in the same run.
 
+- spill (`--only spill`, two brokers of their own, one after the other): the same GROUP BY
+  over --keys keys fed --records records, read from the start, with every group cached
+  in memory (the default cache) and with a tenth of them cached (`--sql-state-cache-groups`,
+  the rest in the task's state store on disk): records/s and the broker's peak resident
+  memory of each, and their ratio.
+
     python3 bench/sql.py [--records 1000000] [--keys 100000] [--seconds 10] [--strata BIN]
-                         [--only filter|restore] [--perf perf.data]
+                         [--only filter|restore|spill] [--perf perf.data]
 
 Prints one JSON object.
 """
@@ -100,11 +106,14 @@ def main():
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--strata", default=str(ROOT / "target" / "release" / "strata"))
-    ap.add_argument("--only", choices=["filter", "restore"], help="run only this workload")
+    ap.add_argument("--only", choices=["filter", "restore", "spill"], help="run only this workload")
     ap.add_argument("--perf", metavar="FILE", help="record a CPU profile of the broker during the filter query")
     args = ap.parse_args()
     if args.only == "restore":
         print(json.dumps(restore_bench(args)))
+        return
+    if args.only == "spill":
+        print(json.dumps(spill_bench(args)))
         return
     from confluent_kafka import Consumer, Producer, TopicPartition
     from confluent_kafka.admin import AdminClient, NewTopic
@@ -389,6 +398,61 @@ def restore_bench(args):
         if os.environ.get("SQL_BENCH_KEEP_LOG"):
             subprocess.run(["cp", str(log_path), os.environ["SQL_BENCH_KEEP_LOG"]])
         subprocess.run(["rm", "-rf", str(tmp)])
+
+
+def spill_bench(args):
+    """A GROUP BY with all its groups in memory vs a tenth of them, the rest on disk."""
+    from confluent_kafka import Producer
+
+    results = {"spill_records": args.records, "spill_keys": args.keys}
+    for label, cache in (("memory", None), ("disk", max(args.keys // 10, 2))):
+        tmp = pathlib.Path(tempfile.mkdtemp(prefix="strata-sql-spill-"))
+        port, sql_port = free_port(), free_port()
+        bootstrap, base = f"127.0.0.1:{port}", f"127.0.0.1:{sql_port}"
+        argv = [args.strata, "serve", "--data-dir", str(tmp / "data"), "--listen", bootstrap,
+                "--sql-listen", base]
+        if cache:
+            argv += ["--sql-state-cache-groups", str(cache)]
+        log = open(tmp / "broker.log", "wb")
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_sql(base)
+            ksql(base, "CREATE STREAM clicks (user BIGINT KEY, n INT) WITH (kafka_topic='clicks', partitions=1, "
+                       "value_format='JSON');")
+            p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1048576,
+                          "queue.buffering.max.messages": 2000000})
+            for i in range(args.records):
+                # Keys spread so that consecutive records rarely share a group.
+                key = ((i * 7919) % args.keys).to_bytes(8, "big")
+                while True:
+                    try:
+                        p.produce("clicks", key=key, value=json.dumps({"n": i % 10}))
+                        break
+                    except BufferError:
+                        p.poll(0.01)
+            p.flush(120)
+            t0 = time.time()
+            ksql(base, "CREATE TABLE totals AS SELECT user, COUNT(*) AS c, SUM(n) AS s FROM clicks GROUP BY user;",
+                 {"ksql.streams.auto.offset.reset": "earliest"})
+            done = wait_committed(bootstrap, f"_strata_ksql_query_{query_id(base, 'TOTALS')}", "clicks", 1,
+                                  {0: args.records})
+            rate = args.records / (done - t0)
+            peak_kib = 0
+            for line in pathlib.Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak_kib = int(line.split()[1])
+            results[f"spill_{label}_records_per_s"] = round(rate)
+            results[f"spill_{label}_peak_rss_mib"] = round(peak_kib / 1024)
+            results[f"spill_{label}_cache_groups"] = cache or "default"
+            print(f"== GROUP BY, groups in {label} (cache {cache or 'default'}): {rate:,.0f} records/s, "
+                  f"peak RSS {peak_kib // 1024} MiB", file=sys.stderr)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            subprocess.run(["rm", "-rf", str(tmp)])
+    results["spill_disk_vs_memory"] = round(
+        results["spill_disk_records_per_s"] / results["spill_memory_records_per_s"], 3)
+    return results
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ from confluent_kafka import Consumer, Producer
 from conftest import Broker, free_port, unique
 
 
-def sql_broker(tmp_path, name="data"):
+def sql_broker(tmp_path, name="data", extra=()):
     port = free_port()
-    b = Broker(tmp_path / name, extra_args=["--sql-listen", f"127.0.0.1:{port}"]).start()
+    b = Broker(tmp_path / name, extra_args=["--sql-listen", f"127.0.0.1:{port}", *extra]).start()
     b.sql = f"http://127.0.0.1:{port}"
     deadline = time.time() + 30
     while time.time() < deadline:
@@ -418,6 +418,101 @@ def test_an_aggregation_restarts_from_its_local_state_store_and_the_changelog_ta
         assert not list((tmp_path / "data" / "sql-state").glob("*.redb"))
     finally:
         b.stop()
+
+
+def wait_sql_up(b, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if requests.get(b.sql + "/info", timeout=2).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("the SQL engine did not come back")
+
+
+def test_aggregations_larger_than_their_cache_keep_their_groups_on_disk_and_stay_exact(tmp_path):
+    """Each task caches 40 groups; plain, tumbling and session aggregations of 1,200 keys
+    keep the rest in their state store on disk. Outputs, pull-query lookups and scans are
+    exact, across a kill -9 (the restore streams the changelog into the store, never
+    holding the state in memory) and after it."""
+    b = sql_broker(tmp_path, extra=["--sql-state-cache-groups", "40"])
+    try:
+        src = unique("events")
+        ksql(b, f"""
+            CREATE STREAM events (k STRING KEY, n INT) WITH (kafka_topic='{src}', partitions=1, value_format='JSON');
+            CREATE TABLE totals AS SELECT k, COUNT(*) AS c, SUM(n) AS s FROM events GROUP BY k;
+            CREATE TABLE per_min AS SELECT k, COUNT(*) AS c FROM events WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY k;
+            CREATE TABLE sessions AS SELECT k, COUNT(*) AS c FROM events WINDOW SESSION (60 SECONDS) GROUP BY k;
+        """, {"ksql.streams.auto.offset.reset": "earliest"})
+        keys, base = 1200, 1_700_000_040_000
+        sent = []  # (key, n, timestamp)
+
+        def produce(rounds):
+            p = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 5})
+            for r in rounds:
+                for i in range(keys):
+                    ts = base + i * 10 + {0: 0, 1: 30_000, 2: 200_000}[r]
+                    sent.append((f"k{i}", i + r, ts))
+                    p.produce(src, key=f"k{i}".encode(), value=json.dumps({"n": i + r}), timestamp=ts)
+            p.flush(30)
+
+        def check():
+            want = len(sent)
+            totals = latest_per_key(consume_all(b.bootstrap, "TOTALS", want, timeout=60))
+            expected = {}
+            for k, n, _ in sent:
+                c, s = expected.get(k, (0, 0))
+                expected[k] = (c + 1, s + n)
+            assert totals == {k: {"C": c, "S": s} for k, (c, s) in expected.items()}
+            per_min = {}
+            for m in consume_all(b.bootstrap, "PER_MIN", want, timeout=60):
+                per_min[(m.key()[:-8].decode(), struct.unpack(">q", m.key()[-8:])[0])] = json.loads(m.value())["C"]
+            windows = {}
+            for k, _, ts in sent:
+                w = (k, ts - ts % 60_000)
+                windows[w] = windows.get(w, 0) + 1
+            assert per_min == windows
+            live = {}
+            for m in consume_all(b.bootstrap, "SESSIONS", want, timeout=60):
+                end, start = struct.unpack(">qq", m.key()[-16:])  # SessionKeySchema: end, then start
+                live[(m.key()[:-16].decode(), start, end)] = None if m.value() is None else json.loads(m.value())["C"]
+            sessions = {}
+            for k in expected:
+                times = sorted(ts for kk, _, ts in sent if kk == k)
+                runs = [[times[0]]]
+                for t in times[1:]:
+                    if t - runs[-1][-1] <= 60_000:
+                        runs[-1].append(t)
+                    else:
+                        runs.append([t])
+                for run in runs:
+                    sessions[(k, run[0], run[-1])] = len(run)
+            assert {w: c for w, c in live.items() if c is not None} == sessions
+            # Pull queries: lookups through the store, and a whole scan.
+            for k in ("k0", "k599", "k1199"):
+                r = requests.post(b.sql + "/query-stream", json={"sql": f"SELECT * FROM totals WHERE k = '{k}';"}, timeout=10)
+                assert [json.loads(x) for x in r.text.splitlines() if x][1:] == [[k, *expected[k]]], r.text
+            r = requests.post(b.sql + "/query-stream", json={"sql": "SELECT * FROM totals;"}, timeout=30)
+            rows = [json.loads(x) for x in r.text.splitlines() if x][1:]
+            assert sorted(map(tuple, rows)) == sorted((k, c, s) for k, (c, s) in expected.items())
+
+        produce([0, 1])
+        check()
+        b.kill9()
+        b.start()
+        wait_sql_up(b)
+        produce([2])
+        check()
+        restored = [line for line in b.log_text().splitlines()
+                    if "aggregate state restored" in line and "CTAS_TOTALS" in line]
+        field = lambda line, name: int(line.split(f"{name}=")[1].split()[0])
+        assert restored and field(restored[-1], "groups") == keys, restored
+        assert field(restored[-1], "cached") <= 40, restored[-1]
+    finally:
+        b.stop()
+    assert "panicked" not in b.log_text()
 
 
 def test_pull_queries_read_the_materialized_table(sqlb):

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{json, Value as J};
 use strata_records::Record;
+use strata_sql::aggregate::GroupMap;
 use strata_sql::ast::{Query, SourceKind, SqlType, Statement};
 use strata_sql::catalog::{Catalog, Source, Topics};
 use strata_sql::eval::{cast, eval, NoFunctions, Row};
@@ -26,7 +27,7 @@ use crate::log::{LogClient, LogError};
 use crate::members::{MemberInfo, Ownership};
 use crate::run::{
     changelog_topic, partition_local, repartition_topic, start_persistent, Groups,
-    PersistentHandle, QueryState, Reset, Stage, Task,
+    PersistentHandle, QueryState, Reset, Stage, StateOptions, Task,
 };
 
 /// Where the engine keeps the statements that made its streams, tables and queries.
@@ -140,7 +141,7 @@ pub struct Engine {
     /// Set when the cluster has several brokers: queries are shared out among engines.
     cluster: std::sync::OnceLock<Cluster>,
     /// Where aggregations keep their local state stores (None: in memory only).
-    state_dir: Option<std::path::PathBuf>,
+    state_options: StateOptions,
     state: Mutex<State>,
     /// Defaults of the properties clients may set per request.
     pub properties: BTreeMap<String, String>,
@@ -229,7 +230,11 @@ impl Engine {
         bootstrap: &str,
         state_dir: Option<std::path::PathBuf>,
     ) -> Result<Arc<Engine>, LogError> {
-        Engine::start_in(bootstrap, state_dir, None, false).await
+        let options = StateOptions {
+            dir: state_dir,
+            cache_groups: crate::groups::DEFAULT_CACHE_GROUPS,
+        };
+        Engine::start_in(bootstrap, options, None, false).await
     }
 
     /// `start_with_state`, serving SQL at `sql_addr`. `clustered` (a node of a cluster):
@@ -238,7 +243,7 @@ impl Engine {
     /// running the table's query.
     pub async fn start_in(
         bootstrap: &str,
-        state_dir: Option<std::path::PathBuf>,
+        state_options: StateOptions,
         sql_addr: Option<String>,
         clustered: bool,
     ) -> Result<Arc<Engine>, LogError> {
@@ -250,7 +255,7 @@ impl Engine {
             bootstrap: bootstrap.to_string(),
             sql_addr,
             cluster: std::sync::OnceLock::new(),
-            state_dir,
+            state_options,
             state: Mutex::new(State {
                 catalog: Catalog::default(),
                 queries: BTreeMap::new(),
@@ -351,7 +356,7 @@ impl Engine {
                             q.plan.clone(),
                             q.sink_topic.clone(),
                             q.reset,
-                            self.state_dir.clone(),
+                            self.state_options.clone(),
                         ),
                     );
                 } else if !mine {
@@ -1544,25 +1549,36 @@ impl Engine {
         };
         let (mut local, mut remotes) = (local, remotes);
         let read = |local: &[Groups], rows: &mut Vec<Vec<Value>>| -> Result<(), String> {
-            'tasks: for groups in local {
-                let groups = groups.lock().expect("groups lock");
+            for groups in local {
+                let mut groups = groups.lock().expect("groups lock");
                 match &lookup {
                     Some(k) => {
                         let gk = strata_sql::aggregate::AggregateQuery::group_key(
                             std::slice::from_ref(k),
                         );
                         if let Some(state) = groups.get(&gk) {
-                            rows.extend(answer(vec![k.clone()], state)?);
+                            rows.extend(answer(vec![k.clone()], &state)?);
                         }
                     }
                     None => {
-                        for (gk, state) in groups.iter() {
+                        let mut failed = None;
+                        groups.for_each(&mut |gk, state| {
                             if let Some(group) = materialized.group_from_key(gk) {
-                                rows.extend(answer(group, state)?);
+                                match answer(group, state) {
+                                    Ok(r) => rows.extend(r),
+                                    Err(e) => {
+                                        failed = Some(e);
+                                        return false;
+                                    }
+                                }
                             }
-                            if query.limit.is_some_and(|l| rows.len() as i64 >= l) {
-                                break 'tasks;
-                            }
+                            query.limit.is_none_or(|l| (rows.len() as i64) < l)
+                        });
+                        if let Some(e) = failed {
+                            return Err(e);
+                        }
+                        if query.limit.is_some_and(|l| rows.len() as i64 >= l) {
+                            break;
                         }
                     }
                 }
@@ -1625,7 +1641,7 @@ impl Engine {
 
     /// Deletes a terminated query's local state stores (one per task).
     fn remove_stores(&self, q: &PersistentQuery) {
-        if let Some(dir) = &self.state_dir {
+        if let Some(dir) = &self.state_options.dir {
             for task in &q.tasks {
                 crate::store::remove(dir, &task.id());
             }

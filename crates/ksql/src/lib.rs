@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod engine;
+pub mod groups;
 pub mod log;
 pub mod members;
 pub mod rest;
@@ -19,27 +20,21 @@ pub use engine::Engine;
 
 /// Starts the engine against the brokers at `bootstrap` (waiting until they answer) and
 /// serves the REST API on `listener`. Runs until the returned future is dropped.
-/// `state_dir`: where aggregations keep their local state stores ([`store`]); None keeps
-/// state in memory only (restored from the changelogs). `cluster_addr`: this node is one of a
+/// `state`: where aggregations keep their local state stores ([`store`]; no directory
+/// keeps state in memory only, restored from the changelogs) and how many groups each
+/// task caches in memory ([`groups`]). `cluster_addr`: this node is one of a
 /// cluster's, whose engines share out the persistent queries ([`members`]) and reach this
 /// one there. `auth`: requests must carry credentials the broker takes ([`auth`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     bootstrap: String,
-    state_dir: Option<std::path::PathBuf>,
+    state: run::StateOptions,
     cluster_addr: Option<String>,
     auth: Option<auth::BasicAuth>,
 ) {
     let clustered = cluster_addr.is_some();
     let engine = loop {
-        match Engine::start_in(
-            &bootstrap,
-            state_dir.clone(),
-            cluster_addr.clone(),
-            clustered,
-        )
-        .await
-        {
+        match Engine::start_in(&bootstrap, state.clone(), cluster_addr.clone(), clustered).await {
             Ok(e) => break e,
             Err(e) => {
                 tracing::debug!(error = %e, "SQL engine: waiting for the broker");

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use strata_records::DecodedRecord;
 use strata_records::Record;
-use strata_sql::aggregate::{AggOutcome, AggregateQuery, GroupState};
+use strata_sql::aggregate::{AggOutcome, AggregateQuery, GroupMap, GroupState};
 use strata_sql::eval::NoFunctions;
 use strata_sql::join::{JoinQuery, JoinState};
 use strata_sql::pipeline::{Outcome, RecordIn, TransientQuery};
@@ -24,6 +24,7 @@ use strata_sql::planner::Planned;
 use strata_sql::value::Value;
 use tokio::sync::{mpsc, watch};
 
+use crate::groups::{StateCodec, TaskGroups};
 use crate::log::{LogClient, LogError, TxnProducer};
 use crate::store::StateStore;
 
@@ -80,7 +81,39 @@ pub enum QueryState {
 
 /// What the engine keeps of a running persistent query.
 /// An aggregate query's groups, shared with pull queries.
-pub type Groups = Arc<Mutex<BTreeMap<Vec<u8>, GroupState>>>;
+pub type Groups = Arc<Mutex<TaskGroups>>;
+
+/// Where a task's aggregation state lives: its local state store's directory (None: in
+/// memory only) and how many clean groups it caches in memory.
+#[derive(Debug, Clone, Default)]
+pub struct StateOptions {
+    pub dir: Option<std::path::PathBuf>,
+    pub cache_groups: usize,
+}
+
+/// An aggregation's groups in their changelog form (what its store holds).
+struct AggCodec(Arc<Planned>);
+
+impl AggCodec {
+    fn query(&self) -> Option<&AggregateQuery> {
+        match &*self.0 {
+            Planned::Aggregate(q) | Planned::JoinAggregate(_, q) => Some(q),
+            _ => None,
+        }
+    }
+}
+
+impl StateCodec for AggCodec {
+    fn encode(&self, state: &GroupState) -> String {
+        self.query()
+            .map(|q| q.state_json(state))
+            .unwrap_or_default()
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Option<GroupState> {
+        self.query()?.state_from_json(bytes)
+    }
+}
 
 pub struct PersistentHandle {
     pub state: Arc<Mutex<QueryState>>,
@@ -190,7 +223,7 @@ pub fn start_persistent(
     query: Arc<Planned>,
     sink_topic: String,
     reset: Reset,
-    state_dir: Option<std::path::PathBuf>,
+    state_options: StateOptions,
 ) -> PersistentHandle {
     let (stop, stopped) = watch::channel(false);
     let state = Arc::new(Mutex::new(QueryState::Running));
@@ -218,9 +251,8 @@ pub fn start_persistent(
         id: task.id(),
         task,
         join_state: JoinState::default(),
-        state_dir,
-        store: None,
-        pending: BTreeMap::new(),
+        state_options,
+        store_failed: false,
         last_flush: std::time::Instant::now(),
         last_purge: std::time::Instant::now(),
         purged: BTreeMap::new(),
@@ -254,11 +286,10 @@ struct Persistent {
     task: Task,
     /// A join's tables and windows (rebuilt from its inputs at start).
     join_state: JoinState,
-    /// Where an aggregation's local state store lives (None: in memory only).
-    state_dir: Option<std::path::PathBuf>,
-    store: Option<StateStore>,
-    /// Committed state changes not yet in the store: the last value of each key.
-    pending: BTreeMap<Vec<u8>, Option<Bytes>>,
+    /// Where an aggregation's local state store lives, and its cache.
+    state_options: StateOptions,
+    /// The store failed once: the task keeps its state in memory from then on.
+    store_failed: bool,
     last_flush: std::time::Instant,
     /// When an aggregation after a repartition last purged what it had consumed, and the
     /// positions it purged below.
@@ -281,50 +312,53 @@ fn output_partition(key: Option<&[u8]>, input_partition: i32, partitions: i32) -
     }
 }
 
-/// An aggregate query's groups as its changelog holds them: from its local state store
-/// and the changelog's tail past the store's offset when the store can be trusted, else
-/// from the changelog's start. The store is brought up to the changelog's end.
+/// Brings an aggregate task's groups to what its changelog holds: its local state store
+/// plus the changelog's tail past the store's offset when the store can be trusted, else
+/// the changelog from its start (the store cleared and refilled). The store is flushed as
+/// the replay goes, whenever the cache is full, so memory stays bounded; at the end it is
+/// at the changelog's end. Pull queries see the groups as they are restored.
 async fn restore(
     log: &mut LogClient,
     task: &Task,
     q: &AggregateQuery,
-    store: Option<&StateStore>,
-) -> Result<BTreeMap<Vec<u8>, GroupState>, LogError> {
+    groups: &Groups,
+) -> Result<(), LogError> {
     let query_id = task.id();
     let topic = changelog_topic(&task.query_id);
     let partition = task.changelog_partition();
-    let mut groups = BTreeMap::new();
     let start = log.offset(&topic, partition, -2).await?;
     let end = log.offset(&topic, partition, -1).await?;
     let mut at = start;
     let mut from_store = None;
-    if let Some(s) = store {
-        match cpu_bound(|| s.load()) {
-            Ok(Some(snap))
-                if (start..=end).contains(&snap.changelog_offset)
-                    && now_ms() - snap.flushed_at_ms < STORE_TRUST_MS =>
+    {
+        let mut g = groups.lock().expect("groups lock");
+        g.reset();
+        match g.store_meta() {
+            Some(m)
+                if (start..=end).contains(&m.changelog_offset)
+                    && now_ms() - m.flushed_at_ms < STORE_TRUST_MS =>
             {
-                for (k, v) in snap.groups {
-                    if let Some(st) = q.state_from_json(&v) {
-                        groups.insert(k, st);
-                    }
-                }
-                from_store = Some(groups.len());
-                at = snap.changelog_offset;
+                at = m.changelog_offset;
+                from_store = Some(g.count());
             }
-            Ok(Some(snap)) => tracing::warn!(
-                query = %query_id, store_offset = snap.changelog_offset, start, end,
-                "state store out of step with its changelog: restoring from the changelog"
-            ),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(query = %query_id, error = %e, "state store unreadable: restoring from the changelog")
+            Some(m) => {
+                tracing::warn!(
+                    query = %query_id, store_offset = m.changelog_offset, start, end,
+                    "state store out of step with its changelog: restoring from the changelog"
+                );
+                g.clear();
             }
+            None => g.clear(),
+        }
+        if let Some(e) = g.take_failure() {
+            tracing::warn!(query = %query_id, error = %e, "state store unreadable: restoring from the changelog");
+            at = start;
+            from_store = None;
         }
     }
-    // What the replay changed, for the store (the whole state when it starts over).
-    let mut tail: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
     let mut replayed = 0u64;
+    // The latest timestamp among the replayed groups (windows' stream time).
+    let mut latest = i64::MIN;
     // A transaction a previous owner left open holds the last stable offset back until
     // the coordinator aborts it (our InitProducerId asked it to): wait for it rather than
     // stop short with part of the state.
@@ -344,30 +378,44 @@ async fn restore(
         }
         stalled_since = None;
         at = next;
-        for r in records {
-            let Some(key) = r.key else { continue };
-            if key.is_empty() {
-                continue;
-            }
-            replayed += 1;
-            if store.is_some() {
-                tail.insert(key.to_vec(), r.value.as_deref().map(<[u8]>::to_vec));
-            }
-            match r.value.as_deref().and_then(|v| q.state_from_json(v)) {
-                Some(st) => {
-                    groups.insert(key.to_vec(), st);
+        cpu_bound(|| {
+            let mut g = groups.lock().expect("groups lock");
+            for r in records {
+                let Some(key) = r.key else { continue };
+                if key.is_empty() {
+                    continue;
                 }
-                None => {
-                    groups.remove(key.as_ref());
+                replayed += 1;
+                match r.value.as_deref().and_then(|v| q.state_from_json(v)) {
+                    Some(st) => {
+                        latest = latest.max(st.timestamp);
+                        g.insert(key.to_vec(), st);
+                    }
+                    None => {
+                        g.remove(key.as_ref());
+                    }
                 }
             }
-        }
+            if g.flush_due() {
+                g.flush(next, now_ms());
+            }
+        });
     }
-    // Stream time (windows' grace) from the restored windows' timestamps.
+    let mut g = groups.lock().expect("groups lock");
+    // Stream time (windows' grace): the store keeps it; else the latest group's.
     if q.window.is_some() {
-        if let Some(t) = groups.values().map(|g: &GroupState| g.timestamp).max() {
-            groups.insert(
-                strata_sql::aggregate::STREAM_TIME_KEY.to_vec(),
+        let stream_time = strata_sql::aggregate::STREAM_TIME_KEY;
+        let stored = g.get(stream_time).map(|s| s.timestamp);
+        if stored.is_none() && from_store.is_some() {
+            g.for_each(&mut |_, st| {
+                latest = latest.max(st.timestamp);
+                true
+            });
+        }
+        let t = stored.unwrap_or(i64::MIN).max(latest);
+        if t > i64::MIN {
+            g.insert(
+                stream_time.to_vec(),
                 GroupState {
                     accs: Vec::new(),
                     timestamp: t,
@@ -375,22 +423,21 @@ async fn restore(
             );
         }
     }
-    if let Some(s) = store {
-        let changes = tail.iter().map(|(k, v)| (k.as_slice(), v.as_deref()));
-        if let Err(e) = cpu_bound(|| s.apply(changes, end, now_ms(), from_store.is_none())) {
-            tracing::warn!(query = %query_id, error = %e, "state store not written");
-        }
+    cpu_bound(|| g.flush(end, now_ms()));
+    if let Some(e) = g.take_failure() {
+        return Err(LogError::Records(format!("state store: {e}")));
     }
     tracing::info!(
         query = %query_id,
-        groups = groups.len(),
+        groups = g.count(),
         from_store = from_store.unwrap_or(0),
         replayed,
+        cached = g.cached_len(),
         changelog_start = start,
         changelog_end = end,
         "aggregate state restored"
     );
-    Ok(groups)
+    Ok(())
 }
 
 /// Whether each input partition of a query can be processed alone, as one task: what the
@@ -577,7 +624,7 @@ impl Persistent {
         loop {
             if *stopped.borrow() {
                 if positions.is_some() {
-                    self.flush_store().await;
+                    let _ = self.flush_store().await;
                 }
                 return;
             }
@@ -626,7 +673,6 @@ impl Persistent {
                         }
                     }
                     self.sequences.clear();
-                    self.pending.clear();
                     let stateful = self.task.holds_state()
                         && matches!(
                             *self.query,
@@ -638,9 +684,7 @@ impl Persistent {
                     match &*self.query {
                         Planned::Aggregate(_) if !stateful => {}
                         Planned::Aggregate(q) => {
-                            let restored =
-                                restore(&mut self.log, &self.task, q, self.store.as_ref()).await?;
-                            *self.groups.lock().expect("groups lock") = restored;
+                            restore(&mut self.log, &self.task, q, &self.groups).await?;
                         }
                         Planned::Join(j) => {
                             self.join_state =
@@ -648,9 +692,7 @@ impl Persistent {
                                     .await?;
                         }
                         Planned::JoinAggregate(j, q) => {
-                            let restored =
-                                restore(&mut self.log, &self.task, q, self.store.as_ref()).await?;
-                            *self.groups.lock().expect("groups lock") = restored;
+                            restore(&mut self.log, &self.task, q, &self.groups).await?;
                             self.join_state =
                                 replay_join(&mut self.log, &self.task.query_id, j, &committed)
                                     .await?;
@@ -696,8 +738,12 @@ impl Persistent {
                         }
                     }
                 }
-                if !self.pending.is_empty() && self.last_flush.elapsed() >= STORE_FLUSH_INTERVAL {
-                    self.flush_store().await;
+                let (dirty, due) = {
+                    let g = self.groups.lock().expect("groups lock");
+                    (g.has_store() && g.dirty_len() > 0, g.flush_due())
+                };
+                if due || (dirty && self.last_flush.elapsed() >= STORE_FLUSH_INTERVAL) {
+                    self.flush_store().await?;
                 }
                 Ok(())
             };
@@ -719,11 +765,19 @@ impl Persistent {
         }
     }
 
-    /// Opens the query's local state store once (a file that cannot be opened is removed
-    /// and created again; failing that the query runs without one).
+    /// Opens the task's local state store, once, under its groups (a file that cannot be
+    /// opened is removed and created again; failing that, or after a store failure, the
+    /// task keeps its groups in memory).
     fn open_store(&mut self) {
-        let Some(dir) = &self.state_dir else { return };
-        if self.store.is_some() {
+        let Some(dir) = &self.state_options.dir else {
+            return;
+        };
+        let mut groups = self.groups.lock().expect("groups lock");
+        if groups.has_store() {
+            return;
+        }
+        if self.store_failed {
+            crate::store::remove(dir, &self.id);
             return;
         }
         let opened = StateStore::open(dir, &self.id).or_else(|e| {
@@ -732,20 +786,36 @@ impl Persistent {
             StateStore::open(dir, &self.id)
         });
         match opened {
-            Ok(s) => self.store = Some(s),
+            Ok(s) => {
+                *groups = TaskGroups::with_store(
+                    s,
+                    Arc::new(AggCodec(self.query.clone())),
+                    self.state_options.cache_groups,
+                )
+            }
             Err(e) => {
                 tracing::warn!(query = %self.id, error = %e, "running without a local state store")
             }
         }
     }
 
-    /// Writes the committed changes not yet in the store, with the changelog's end (every
-    /// change below it is committed and in memory: this runs between passes).
-    async fn flush_store(&mut self) {
+    /// A store failure seen by the groups: the task starts over, in memory from now on.
+    fn store_failure(&mut self) -> Result<(), LogError> {
+        match self.groups.lock().expect("groups lock").take_failure() {
+            None => Ok(()),
+            Some(e) => {
+                self.store_failed = true;
+                Err(LogError::Records(format!("state store: {e}")))
+            }
+        }
+    }
+
+    /// Writes the changes not yet in the store, with the changelog's end (every change is
+    /// committed: this runs between passes).
+    async fn flush_store(&mut self) -> Result<(), LogError> {
         self.last_flush = std::time::Instant::now();
-        let Some(store) = &self.store else { return };
-        if self.pending.is_empty() {
-            return;
+        if !self.groups.lock().expect("groups lock").has_store() {
+            return Ok(());
         }
         let end = match self
             .log
@@ -759,15 +829,14 @@ impl Persistent {
             Ok(e) => e,
             Err(e) => {
                 tracing::debug!(query = %self.id, error = %e, "state store flush postponed");
-                return;
+                return Ok(());
             }
         };
-        let pending = std::mem::take(&mut self.pending);
-        let changes = pending.iter().map(|(k, v)| (k.as_slice(), v.as_deref()));
-        if let Err(e) = cpu_bound(|| store.apply(changes, end, now_ms(), false)) {
-            tracing::warn!(query = %self.id, error = %e, "state store write failed: running without it");
-            self.store = None;
-        }
+        let groups = &self.groups;
+        cpu_bound(|| groups.lock().expect("groups lock").flush(end, now_ms()));
+        // A failed write dropped the store and the groups with it: the task restores them
+        // from the changelog, in memory.
+        self.store_failure()
     }
 
     /// One record through the query: the records it writes (partition, record) and the
@@ -847,7 +916,7 @@ impl Persistent {
             Planned::Aggregate(q) => {
                 let outcome = q.process(
                     input,
-                    &mut self.groups.lock().expect("groups lock"),
+                    &mut *self.groups.lock().expect("groups lock"),
                     &NoFunctions,
                 );
                 aggregate_outcome(
@@ -881,7 +950,7 @@ impl Persistent {
                         let outcome = match q.process_row(
                             &row,
                             timestamp,
-                            &mut self.groups.lock().expect("groups lock"),
+                            &mut *self.groups.lock().expect("groups lock"),
                             &NoFunctions,
                         ) {
                             Ok(o) => o,
@@ -963,6 +1032,9 @@ impl Persistent {
                 }
             }
         });
+        // A store that failed during the pass may have answered without some groups: the
+        // pass is not committed, and the task starts over from its changelog.
+        self.store_failure()?;
         // Outputs, state changes and positions in one transaction: all or none of them.
         let mut written = 0u64;
         let mut batches = Vec::new();
@@ -970,14 +1042,6 @@ impl Persistent {
             written += records.len() as u64;
             batches.push((self.sink_topic.clone(), partition, records));
         }
-        let state_changes: Vec<(Vec<u8>, Option<Bytes>)> = if self.store.is_some() {
-            changelog
-                .iter()
-                .filter_map(|r| Some((r.key.as_ref()?.to_vec(), r.value.clone())))
-                .collect()
-        } else {
-            Vec::new()
-        };
         if !changelog.is_empty() {
             batches.push((
                 changelog_topic(&self.task.query_id),
@@ -1010,8 +1074,6 @@ impl Persistent {
             .await?;
         self.sequences.extend(advanced);
         tracing::debug!(query = %self.id, read, written, "pass committed");
-        // Committed: the changes may go to the local store.
-        self.pending.extend(state_changes);
         *positions = next;
         let mut c = self.counts.lock().expect("counts lock");
         c.0 += read;

@@ -1,41 +1,47 @@
-//! A persistent aggregation's local state store: its groups in an embedded database file
-//! (redb: pure Rust, no C++ to build, ACID commits) beside the broker's data, with the
-//! changelog offset they cover.
+//! A persistent aggregation task's local state store: its groups in an embedded database
+//! file (redb: pure Rust, no C++ to build, ACID commits) beside the broker's data, with the
+//! changelog offset they cover. [`crate::groups`] keeps the groups here and caches a
+//! bounded number in memory, so the state may be far larger than memory.
 //!
-//! The changelog topic stays the source of truth; the store only makes a restart cheap.
-//! Without it a query re-reads its whole changelog; with it, it loads the file and reads
-//! only the changelog's tail from the recorded offset.
+//! The changelog topic stays the source of truth; the store holds the state between
+//! passes and makes a restart cheap: a restart reads only the changelog's tail from the
+//! recorded offset.
 //!
 //! # On disk
-//! `<data-dir>/sql-state/<query id>.redb`, two tables: `groups` (state key → the group's
-//! state as the changelog holds it, JSON) and `meta` (`changelog_offset`: every changelog
-//! record below it is in `groups`; `flushed_at_ms`: the wall-clock time of that commit).
+//! `<data-dir>/sql-state/<task id>.redb`, two tables: `groups` (state key → the group's
+//! state as the changelog holds it, JSON; a windowed aggregation's stream time under the
+//! empty key) and `meta` (`changelog_offset`: every changelog record below it is in
+//! `groups`; `flushed_at_ms`: the wall-clock time of that commit).
 //!
 //! # Recovery
-//! - Changes are written only after the query's transaction committed them to the
+//! - Changes are written only after the task's transaction committed them to the
 //!   changelog, in one database transaction with the offset they reach, so the file is
 //!   never ahead of the changelog; a crash loses at most the changes since the last flush,
 //!   which the changelog's tail gives back.
 //! - A file whose offset is outside the changelog (below its start, past its end: the
 //!   topic was recreated) or older than the changelog's `delete.retention.ms` (compaction
-//!   may have dropped a tombstone the tail would have needed) is not trusted: the query
-//!   restores from the changelog's start and rewrites the file.
-//! - A file that cannot be opened or read is removed and rebuilt the same way; a store
-//!   error never stops the query (it runs on from the changelog alone).
+//!   may have dropped a tombstone the tail would have needed) is not trusted: it is
+//!   cleared (groups and offset in one commit) and refilled from the changelog's start.
+//! - A file that cannot be opened is removed and created again. A read or write that
+//!   fails drops the store: the task starts over from its changelog with its groups in
+//!   memory, and stays so until it is restarted.
 //!
 //! # Write amplification
 //! redb is a copy-on-write B-tree: each commit rewrites the pages it touches. Changes are
-//! therefore batched (one commit per flush interval, the last value of each key only), so
-//! a hot group costs one page write per interval, not one per record.
+//! therefore batched (one commit per flush: every 5 s, or when the cache's capacity of
+//! changes is waiting; the last value of each key only), so a hot group costs one page
+//! write per flush, not one per record.
 
 use std::path::{Path, PathBuf};
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 const GROUPS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("groups");
 const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
 const CHANGELOG_OFFSET: &str = "changelog_offset";
 const FLUSHED_AT: &str = "flushed_at_ms";
+/// redb's page cache per store (its default, 1 GiB, would defeat the bounded group cache).
+const STORE_CACHE_BYTES: usize = 32 << 20;
 
 /// A store failure (reported and survived: the query goes on from its changelog).
 #[derive(Debug, thiserror::Error)]
@@ -45,9 +51,10 @@ pub struct StoreError {
     message: String,
 }
 
-/// What a store holds: its groups and the changelog offset and time they were flushed at.
-pub struct Snapshot {
-    pub groups: Vec<(Vec<u8>, Vec<u8>)>,
+/// Where a store stands: every changelog record below `changelog_offset` is in it, as of
+/// the wall-clock time `flushed_at_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreMeta {
     pub changelog_offset: i64,
     pub flushed_at_ms: i64,
 }
@@ -81,7 +88,10 @@ impl StateStore {
             message: e.to_string(),
         };
         std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
-        let db = redb::Database::create(&path).map_err(|e| fail(&e))?;
+        let db = redb::Builder::new()
+            .set_cache_size(STORE_CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| fail(&e))?;
         Ok(StateStore { db, path })
     }
 
@@ -92,8 +102,8 @@ impl StateStore {
         }
     }
 
-    /// The store's contents, None when it was never flushed.
-    pub fn load(&self) -> Result<Option<Snapshot>, StoreError> {
+    /// Where the store stands, None when it was never flushed (or was cleared).
+    pub fn meta(&self) -> Result<Option<StoreMeta>, StoreError> {
         let read = self.db.begin_read().map_err(|e| self.error(e))?;
         let meta = match read.open_table(META) {
             Ok(t) => t,
@@ -108,34 +118,75 @@ impl StateStore {
         else {
             return Ok(None);
         };
-        let table = read.open_table(GROUPS).map_err(|e| self.error(e))?;
-        let mut groups = Vec::new();
-        for entry in table.iter().map_err(|e| self.error(e))? {
-            let (k, v) = entry.map_err(|e| self.error(e))?;
-            groups.push((k.value().to_vec(), v.value().to_vec()));
-        }
-        Ok(Some(Snapshot {
-            groups,
+        Ok(Some(StoreMeta {
             changelog_offset,
             flushed_at_ms,
         }))
     }
 
+    /// One group's stored state.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = match read.open_table(GROUPS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.error(e)),
+        };
+        let value = table.get(key).map_err(|e| self.error(e))?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    /// Calls `f` with the stored groups from `from` on, in key order, until it answers
+    /// false (one read transaction: a consistent view).
+    pub fn scan(
+        &self,
+        from: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = match read.open_table(GROUPS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(self.error(e)),
+        };
+        for entry in table.range(from..).map_err(|e| self.error(e))? {
+            let (k, v) = entry.map_err(|e| self.error(e))?;
+            if !f(k.value(), v.value()) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// How many groups are stored.
+    pub fn group_count(&self) -> Result<u64, StoreError> {
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        match read.open_table(GROUPS) {
+            Ok(t) => t.len().map_err(|e| self.error(e)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// Empties the store (groups and where it stood), in one durable commit: it then
+    /// covers nothing, and a restore reads the changelog from its start.
+    pub fn clear(&self) -> Result<(), StoreError> {
+        let write = self.db.begin_write().map_err(|e| self.error(e))?;
+        write.delete_table(GROUPS).map_err(|e| self.error(e))?;
+        write.delete_table(META).map_err(|e| self.error(e))?;
+        write.commit().map_err(|e| self.error(e))
+    }
+
     /// Applies changes (a key's state, or None: deleted) and records that every changelog
-    /// record below `changelog_offset` is in the store, in one durable commit. `replace`:
-    /// the changes are the whole state (what was stored before is cleared first).
+    /// record below `changelog_offset` is in the store, in one durable commit.
     pub fn apply<'a>(
         &self,
         changes: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
         changelog_offset: i64,
         now_ms: i64,
-        replace: bool,
     ) -> Result<(), StoreError> {
         let write = self.db.begin_write().map_err(|e| self.error(e))?;
         {
-            if replace {
-                write.delete_table(GROUPS).map_err(|e| self.error(e))?;
-            }
             let mut table = write.open_table(GROUPS).map_err(|e| self.error(e))?;
             for (k, v) in changes {
                 match v {
@@ -166,11 +217,22 @@ mod tests {
         d
     }
 
+    fn stored(s: &StateStore) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut all = Vec::new();
+        s.scan(b"", &mut |k, v| {
+            all.push((k.to_vec(), v.to_vec()));
+            true
+        })
+        .unwrap();
+        all
+    }
+
     #[test]
-    fn changes_and_their_offset_survive_a_reopen_and_replace_clears() {
+    fn changes_and_their_offset_survive_a_reopen_and_clear_empties() {
         let d = dir("reopen");
         let s = StateStore::open(&d, "Q1").unwrap();
-        assert!(s.load().unwrap().is_none(), "never flushed");
+        assert!(s.meta().unwrap().is_none(), "never flushed");
+        assert_eq!(s.get(b"a").unwrap(), None);
         s.apply(
             [
                 (&b"a"[..], Some(&b"1"[..])),
@@ -179,34 +241,43 @@ mod tests {
             ],
             10,
             1000,
-            false,
         )
         .unwrap();
-        s.apply(
-            [(&b"b"[..], None), (b"a", Some(&b"4"[..]))],
-            17,
-            2000,
-            false,
-        )
-        .unwrap();
+        s.apply([(&b"b"[..], None), (b"a", Some(&b"4"[..]))], 17, 2000)
+            .unwrap();
         drop(s);
         let s = StateStore::open(&d, "Q1").unwrap();
-        let snap = s.load().unwrap().unwrap();
-        assert_eq!(snap.changelog_offset, 17);
-        assert_eq!(snap.flushed_at_ms, 2000);
         assert_eq!(
-            snap.groups,
+            s.meta().unwrap(),
+            Some(StoreMeta {
+                changelog_offset: 17,
+                flushed_at_ms: 2000
+            })
+        );
+        assert_eq!(
+            stored(&s),
             vec![
                 (b"a".to_vec(), b"4".to_vec()),
                 (b"c".to_vec(), b"3".to_vec())
             ]
         );
-        s.apply([(&b"z"[..], Some(&b"9"[..]))], 30, 3000, true)
-            .unwrap();
-        assert_eq!(
-            s.load().unwrap().unwrap().groups,
-            vec![(b"z".to_vec(), b"9".to_vec())]
+        assert_eq!(s.get(b"c").unwrap(), Some(b"3".to_vec()));
+        assert_eq!(s.group_count().unwrap(), 2);
+        let mut from_b = Vec::new();
+        s.scan(b"b", &mut |k, _| {
+            from_b.push(k.to_vec());
+            true
+        })
+        .unwrap();
+        assert_eq!(from_b, vec![b"c".to_vec()]);
+        s.clear().unwrap();
+        assert!(
+            s.meta().unwrap().is_none(),
+            "a cleared store covers nothing"
         );
+        assert!(stored(&s).is_empty());
+        s.apply([(&b"z"[..], Some(&b"9"[..]))], 30, 3000).unwrap();
+        assert_eq!(stored(&s), vec![(b"z".to_vec(), b"9".to_vec())]);
         drop(s);
         remove(&d, "Q1");
         assert!(!store_path(&d, "Q1").exists());

@@ -112,6 +112,65 @@ pub struct GroupState {
     pub timestamp: i64,
 }
 
+/// Where an aggregation keeps its groups, by state key ([`AggregateQuery::group_key`], a
+/// window's start appended): a `BTreeMap` in memory, or the engine's store, which holds
+/// the groups on disk with the recent ones cached so that the state may outgrow memory.
+/// Every whole-state scan goes through [`GroupMap::for_each`].
+pub trait GroupMap {
+    fn get(&mut self, key: &[u8]) -> Option<GroupState>;
+    fn insert(&mut self, key: Vec<u8>, state: GroupState);
+    /// Removes a group, giving back its state.
+    fn remove(&mut self, key: &[u8]) -> Option<GroupState>;
+    /// Every group whose key starts with `prefix`, in key order.
+    fn with_prefix(&mut self, prefix: &[u8]) -> Vec<(Vec<u8>, GroupState)>;
+    /// Calls `f` with every group in key order until it answers false.
+    fn for_each(&mut self, f: &mut dyn FnMut(&[u8], &GroupState) -> bool);
+}
+
+impl GroupMap for BTreeMap<Vec<u8>, GroupState> {
+    fn get(&mut self, key: &[u8]) -> Option<GroupState> {
+        BTreeMap::get(self, key).cloned()
+    }
+
+    fn insert(&mut self, key: Vec<u8>, state: GroupState) {
+        BTreeMap::insert(self, key, state);
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Option<GroupState> {
+        BTreeMap::remove(self, key)
+    }
+
+    fn with_prefix(&mut self, prefix: &[u8]) -> Vec<(Vec<u8>, GroupState)> {
+        self.range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    fn for_each(&mut self, f: &mut dyn FnMut(&[u8], &GroupState) -> bool) {
+        for (k, v) in self.iter() {
+            if !f(k, v) {
+                break;
+            }
+        }
+    }
+}
+
+/// The keys of the groups `keep` selects (a whole-state scan).
+fn keys_where(
+    state: &mut dyn GroupMap,
+    mut keep: impl FnMut(&[u8], &GroupState) -> bool,
+) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    state.for_each(&mut |k, st| {
+        if keep(k, st) {
+            keys.push(k.to_vec());
+        }
+        true
+    });
+    keys
+}
+
 /// An aggregate query ready to run.
 pub struct AggregateQuery {
     pub source: Source,
@@ -957,7 +1016,7 @@ impl AggregateQuery {
     pub fn process(
         &self,
         record: RecordIn<'_>,
-        state: &mut BTreeMap<Vec<u8>, GroupState>,
+        state: &mut dyn GroupMap,
         functions: &dyn Functions,
     ) -> AggOutcome {
         match self.try_process(record, state, functions) {
@@ -996,7 +1055,7 @@ impl AggregateQuery {
     fn try_process(
         &self,
         record: RecordIn<'_>,
-        state: &mut BTreeMap<Vec<u8>, GroupState>,
+        state: &mut dyn GroupMap,
         functions: &dyn Functions,
     ) -> Result<AggOutcome, String> {
         if self.source.kind == SourceKind::Table {
@@ -1058,7 +1117,7 @@ impl AggregateQuery {
     fn process_table_row(
         &self,
         record: RecordIn<'_>,
-        state: &mut BTreeMap<Vec<u8>, GroupState>,
+        state: &mut dyn GroupMap,
         functions: &dyn Functions,
     ) -> Result<AggOutcome, String> {
         let record = crate::pipeline::with_event_time(&self.source, record)?;
@@ -1131,7 +1190,7 @@ impl AggregateQuery {
         &self,
         row: &dyn Row,
         timestamp: i64,
-        state: &mut BTreeMap<Vec<u8>, GroupState>,
+        state: &mut dyn GroupMap,
         functions: &dyn Functions,
     ) -> Result<AggOutcome, String> {
         let record = RowTime { timestamp };
@@ -1190,11 +1249,7 @@ impl AggregateQuery {
                 // EMIT FINAL: sessions that ended before stream time less the grace period
                 // are closed now: their final rows, and their state is dropped.
                 let close = stream_time - w.grace;
-                let closed: Vec<Vec<u8>> = state
-                    .iter()
-                    .filter(|(k, st)| !k.is_empty() && st.timestamp < close)
-                    .map(|(k, _)| k.clone())
-                    .collect();
+                let closed = keys_where(state, |k, st| !k.is_empty() && st.timestamp < close);
                 for k in closed {
                     let Some(st) = state.remove(&k) else { continue };
                     let Some(g) = self.group_from_key(&k) else {
@@ -1238,15 +1293,11 @@ impl AggregateQuery {
             // as ksqlDB's windowed store no longer returns it.
             let latest_start = stream_time - stream_time.rem_euclid(w.advance.max(1));
             let expired = |start: i64| start < latest_start - w.retention;
-            let closed: Vec<Vec<u8>> = state
-                .keys()
-                .filter(|k| !k.is_empty())
-                .filter(|k| {
-                    matches!(self.group_from_key(k).as_deref().and_then(<[Value]>::last),
+            let closed = keys_where(state, |k, _| {
+                !k.is_empty()
+                    && matches!(self.group_from_key(k).as_deref().and_then(<[Value]>::last),
                         Some(Value::Bigint(start)) if start + w.size <= stream_time - w.grace)
-                })
-                .cloned()
-                .collect();
+            });
             for k in closed {
                 let Some(st) = state.remove(&k) else { continue };
                 let Some(g) = self.group_from_key(&k) else {
@@ -1284,7 +1335,7 @@ impl AggregateQuery {
         w: &TimeWindow,
         previous_stream_time: Option<i64>,
         stream_time: i64,
-        state: &mut BTreeMap<Vec<u8>, GroupState>,
+        state: &mut dyn GroupMap,
         updates: &mut Vec<AggUpdate>,
     ) {
         let bucket = (w.retention / 2).max(1);
@@ -1294,19 +1345,15 @@ impl AggregateQuery {
             return;
         }
         let latest_start = stream_time - stream_time.rem_euclid(w.advance.max(1));
-        let expired: Vec<Vec<u8>> = state
-            .iter()
-            .filter(|(k, _)| !k.is_empty())
-            .filter(|(k, st)| {
-                if w.session {
+        let expired = keys_where(state, |k, st| {
+            !k.is_empty()
+                && if w.session {
                     st.timestamp < stream_time - w.retention
                 } else {
                     matches!(self.group_from_key(k).as_deref().and_then(<[Value]>::last),
                         Some(Value::Bigint(start)) if *start < latest_start - w.retention)
                 }
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
+        });
         for k in expired {
             state.remove(&k);
             updates.push(AggUpdate {
@@ -1330,7 +1377,7 @@ impl AggregateQuery {
         args: &[Value],
         ts: i64,
         stream_time: i64,
-        state: &mut BTreeMap<Vec<u8>, GroupState>,
+        state: &mut dyn GroupMap,
         functions: &dyn Functions,
     ) -> Result<Vec<AggUpdate>, String> {
         let gap = w.size;
@@ -1338,16 +1385,14 @@ impl AggregateQuery {
         prefix.pop(); // `]`
         prefix.push(b',');
         let mut merged: Vec<(Vec<u8>, i64, GroupState)> = Vec::new();
-        for (k, st) in state.range(prefix.clone()..) {
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            let Some(Value::Bigint(start)) = self.group_from_key(k).and_then(|g| g.last().cloned())
+        for (k, st) in state.with_prefix(&prefix) {
+            let Some(Value::Bigint(start)) =
+                self.group_from_key(&k).and_then(|g| g.last().cloned())
             else {
                 continue;
             };
             if st.timestamp >= ts - gap && start <= ts + gap {
-                merged.push((k.clone(), start, st.clone()));
+                merged.push((k, start, st));
             }
         }
         let start = merged.iter().map(|m| m.1).fold(ts, i64::min);
@@ -1400,7 +1445,7 @@ impl AggregateQuery {
         group: &[Value],
         args: &[Value],
         timestamp: i64,
-        state: &mut BTreeMap<Vec<u8>, GroupState>,
+        state: &mut dyn GroupMap,
         functions: &dyn Functions,
     ) -> Result<Option<AggUpdate>, String> {
         self.change(gk, group, args, timestamp, false, state, functions)
@@ -1415,16 +1460,17 @@ impl AggregateQuery {
         args: &[Value],
         timestamp: i64,
         retract: bool,
-        state: &mut BTreeMap<Vec<u8>, GroupState>,
+        state: &mut dyn GroupMap,
         functions: &dyn Functions,
     ) -> Result<Option<AggUpdate>, String> {
         // Whether the group's row is in the output now: a row HAVING rejects becomes a
         // tombstone only if it was there (KTable filter semantics).
-        let was_out = match state.get(gk) {
+        let old = state.get(gk);
+        let was_out = match &old {
             None => false,
             Some(old) => self.passes_having(group, old, functions),
         };
-        let mut st = state.get(gk).cloned().unwrap_or_else(|| self.initial());
+        let mut st = old.unwrap_or_else(|| self.initial());
         for ((acc, call), arg) in st.accs.iter_mut().zip(&self.calls).zip(args) {
             if retract {
                 take_back(acc, call, arg)?;

@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// broker's own SASL users through this node's first SASL listener) [default: none]
     #[arg(long, value_name = "METHOD")]
     sql_auth: Option<String>,
+    /// How many groups of an aggregation each SQL task caches in memory; the rest stay in
+    /// its local state store on disk [default: 100000]
+    #[arg(long, value_name = "N")]
+    sql_state_cache_groups: Option<usize>,
     /// Where this node's controller listener binds [default: its entry in the voters]
     #[arg(long, value_name = "HOST:PORT")]
     controller_listen: Option<String>,
@@ -155,6 +159,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let sql_listen = args.sql_listen.clone();
     let sql_advertised = args.sql_advertised_listener.clone();
     let sql_auth_method = args.sql_auth.clone();
+    let sql_cache_groups = args
+        .sql_state_cache_groups
+        .unwrap_or(strata_ksql::groups::DEFAULT_CACHE_GROUPS);
     let (config, _lock) = load(args)?;
     let sql_auth = sql_auth(&config, sql_auth_method.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
     let sql_bootstrap = sql_bootstrap(&config);
@@ -164,7 +171,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         strata_client::set_default_security(security.clone());
     }
     let sql_bootstrap = sql_bootstrap.map(|(addr, _)| addr);
-    let sql_state = config.data_dir.join("sql-state");
+    let sql_state = strata_ksql::run::StateOptions {
+        dir: Some(config.data_dir.join("sql-state")),
+        cache_groups: sql_cache_groups,
+    };
     let clustered = config.controller_quorum_voters.is_some();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -281,7 +291,7 @@ async fn start_sql_engine(
     listen: Option<String>,
     advertised: Option<String>,
     bootstrap: Result<String, String>,
-    state_dir: std::path::PathBuf,
+    state: strata_ksql::run::StateOptions,
     clustered: bool,
     auth: Option<strata_ksql::auth::BasicAuth>,
 ) -> Result<(), strata_broker::server::ServeError> {
@@ -307,7 +317,7 @@ async fn start_sql_engine(
             tokio::spawn(strata_ksql::serve(
                 listener,
                 bootstrap,
-                Some(state_dir),
+                state,
                 clustered.then_some(advertised).flatten(),
                 auth,
             ));
