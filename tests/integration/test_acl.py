@@ -5,6 +5,7 @@ Create/Describe/DeleteAcls, `strata acl` and Kafka's own AclCommand (kafka-acls)
 The broker has a PLAINTEXT listener on loopback for local administration (User:ANONYMOUS is
 a super user there, a common Kafka setup) and a SASL_PLAINTEXT listener for alice and bob."""
 
+import json
 import pathlib
 import subprocess
 import time
@@ -334,3 +335,100 @@ def test_the_cli_authenticates_with_a_command_config(abroker):
     r = subprocess.run([STRATA_BIN, "acl", "list", "--bootstrap", sasl, "--command-config", str(wrong)],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "invalid credentials" in r.stderr, r.stderr
+
+
+def test_sql_statements_queries_and_inserts_are_checked_against_the_users_topic_acls(tmp_path):
+    """With `--sql-auth basic` on a broker with ACLs, each SQL request runs only if the
+    user's own Kafka ACLs allow what it does to the topics it touches (ksqlDB's topic access
+    validator): READ on what a statement, query or PRINT reads, WRITE on what it writes,
+    CREATE for a topic it makes, DELETE for DROP … DELETE TOPIC — else 403 with error code
+    40301 and ksqlDB's message. What is allowed runs, as the engine's principal."""
+    import requests
+
+    data = tmp_path / "data"
+    args = [STRATA_BIN, "format", "--data-dir", str(data)]
+    for user, pw in USERS.items():
+        args += ["--add-scram", f"SCRAM-SHA-256=[name={user},password={pw}]"]
+    subprocess.run(args, check=True, capture_output=True)
+    plain, sasl, sql_port = free_port(), free_port(), free_port()
+    config = f"""
+listeners = "PLAINTEXT://127.0.0.1:{plain},SASL_PLAINTEXT://127.0.0.1:{sasl}"
+"authorizer.class.name" = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+"super.users" = "User:ANONYMOUS;User:admin"
+"sasl.enabled.mechanisms" = "SCRAM-SHA-256"
+"""
+    b = Broker(data, port=plain, config_text=config,
+               extra_args=["--sql-listen", f"127.0.0.1:{sql_port}", "--sql-auth", "basic"]).start()
+    url = f"http://127.0.0.1:{sql_port}"
+    creds = {u: (u, pw) for u, pw in USERS.items()}
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if requests.get(url + "/healthcheck", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+
+        def post(path, body, user):
+            return requests.post(url + path, json=body, auth=creds[user], timeout=30,
+                                 headers={"accept": "application/json"})
+
+        def ksql(text, user, **props):
+            return post("/ksql", {"ksql": text, "streamsProperties": props}, user)
+
+        def denied(r, op, topic):
+            assert r.status_code == 403, r.text
+            body = r.json()
+            assert body["error_code"] == 40301, body
+            assert body["message"] == f"Authorization denied to {op} on topic(s): [{topic}]", body
+
+        for name in ("orders", "clicks"):
+            r = ksql(f"CREATE STREAM {name} (id STRING KEY, v INT) "
+                     f"WITH (kafka_topic='{name}', partitions=1, value_format='JSON');", "admin")
+            assert r.status_code == 200, r.text
+        assert ksql("INSERT INTO orders (id, v) VALUES ('o1', 7);", "admin").status_code == 200
+        create_acls(b,
+                    allow("User:alice", AclOperation.READ, ResourceType.TOPIC, "orders"),
+                    allow("User:alice", AclOperation.ALL, ResourceType.TOPIC, "ALICE_",
+                          pattern=ResourcePatternType.PREFIXED))
+
+        # Reads: alice may read orders, not clicks; bob reads nothing.
+        r = post("/query-stream", {"sql": "SELECT * FROM orders EMIT CHANGES LIMIT 1;",
+                                   "properties": {"auto.offset.reset": "earliest"}}, "alice")
+        assert r.status_code == 200 and r.json()[1:] == [["o1", 7]], r.text
+        denied(post("/query-stream", {"sql": "SELECT * FROM clicks EMIT CHANGES;", "properties": {}}, "alice"),
+               "Read", "clicks")
+        denied(post("/query", {"ksql": "PRINT 'orders' FROM BEGINNING LIMIT 1;"}, "bob"), "Read", "orders")
+        # A persistent query needs READ on its sources and CREATE (or WRITE) on its sink.
+        r = ksql("CREATE STREAM alice_big AS SELECT * FROM orders WHERE v > 5;", "alice",
+                 **{"ksql.streams.auto.offset.reset": "earliest"})
+        assert r.status_code == 200, r.text
+        denied(ksql("CREATE STREAM stolen AS SELECT * FROM clicks;", "alice"), "Read", "clicks")
+        denied(ksql("CREATE STREAM other AS SELECT * FROM orders;", "alice"), "Create", "OTHER")
+        denied(ksql("CREATE STREAM bobs (id STRING KEY) WITH (kafka_topic='bobs', partitions=1, "
+                    "value_format='JSON');", "bob"), "Create", "bobs")
+        # Writes.
+        denied(ksql("INSERT INTO clicks (id, v) VALUES ('c', 1);", "alice"), "Write", "clicks")
+        assert ksql("INSERT INTO alice_big (id, v) VALUES ('a2', 9);", "alice").status_code == 200
+        r = requests.post(url + "/inserts-stream", auth=creds["alice"], timeout=30,
+                          data=json.dumps({"target": "clicks"}) + "\n" + json.dumps({"ID": "c", "V": 1}) + "\n")
+        acks = [json.loads(x) for x in r.text.splitlines() if x.strip()]
+        assert acks[0]["error_code"] == 40301 and "Write on topic(s): [clicks]" in acks[0]["message"], acks
+        # Deleting a topic needs DELETE on it; dropping the stream alone does not.
+        denied(ksql("DROP STREAM clicks DELETE TOPIC;", "alice"), "Delete", "clicks")
+        # The allowed query runs (as the engine's principal): o1 went through, a2 was inserted.
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": unique("g"), "auto.offset.reset": "earliest",
+                      "isolation.level": "read_committed"})
+        c.subscribe(["ALICE_BIG"])
+        got, deadline = set(), time.time() + 30
+        while got != {b"o1", b"a2"} and time.time() < deadline:
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                got.add(m.key())
+        c.close()
+        assert got == {b"o1", b"a2"}
+    finally:
+        b.stop()
+    assert "panicked" not in b.log_text()

@@ -5,8 +5,14 @@
 //! remembered for a minute (by a keyed hash of the credentials, never the password), so a
 //! busy client does not cost a SASL exchange per request.
 //!
-//! Authentication only: an authenticated user may run any statement, and the engine acts
-//! on the log as its node's principal (as ksqlDB acts as its service principal).
+//! Authorization (ksqlDB's topic access validator): each statement, query, PRINT and insert
+//! is checked against the broker's ACLs for the user, on the topics it touches — READ on
+//! what it reads, WRITE on what it writes, CREATE for a topic it creates, DELETE for a topic
+//! it deletes ([`BasicAuth::require`]). The broker answers as it would that user's own
+//! Kafka client: a Metadata request as the user with `include_topic_authorized_operations`
+//! (KIP-430), and a `validate_only` CreateTopics for a new topic. Answers are remembered
+//! for `ACCESS_REMEMBERED` per user and topic. Persistent queries then run, as in ksqlDB,
+//! as the engine's own principal (its node's).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -21,6 +27,70 @@ const REMEMBERED: Duration = Duration::from_secs(60);
 const REMEMBERED_MAX: usize = 4096;
 /// SASL_AUTHENTICATION_FAILED.
 const SASL_AUTHENTICATION_FAILED: i16 = 58;
+/// How long a user's authorized operations on a topic are taken without asking again (an
+/// ACL removed takes effect on SQL within this time).
+const ACCESS_REMEMBERED: Duration = Duration::from_secs(10);
+/// Kafka error codes the access checks read.
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+const TOPIC_ALREADY_EXISTS: i16 = 36;
+
+/// What a statement does to a topic, as Kafka's ACL operations name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TopicOp {
+    Read,
+    Write,
+    Create,
+    Delete,
+}
+
+impl TopicOp {
+    /// Kafka's AclOperation code (the bit of `topic_authorized_operations`).
+    fn acl_code(self) -> u32 {
+        match self {
+            TopicOp::Read => 3,
+            TopicOp::Write => 4,
+            TopicOp::Create => 5,
+            TopicOp::Delete => 6,
+        }
+    }
+
+    /// As ksqlDB's messages write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TopicOp::Read => "Read",
+            TopicOp::Write => "Write",
+            TopicOp::Create => "Create",
+            TopicOp::Delete => "Delete",
+        }
+    }
+}
+
+/// Why a request may not go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// The user lacks an operation on some topics: ksqlDB's message, `Authorization denied
+    /// to Read on topic(s): [t]` (HTTP 403, error code 40301).
+    Topics(String),
+    /// The broker could not be asked (HTTP 503).
+    Unavailable(String),
+}
+
+/// The message for the first operation a user lacks.
+fn denied_message(missing: &[(String, TopicOp)]) -> Option<String> {
+    let op = missing.iter().map(|(_, op)| *op).min()?;
+    let topics: Vec<&str> = missing
+        .iter()
+        .filter(|(_, o)| *o == op)
+        .map(|(t, _)| t.as_str())
+        .collect();
+    Some(format!(
+        "Authorization denied to {} on topic(s): [{}]",
+        op.name(),
+        topics.join(", ")
+    ))
+}
 
 /// What a request's credentials come to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +110,8 @@ pub struct BasicAuth {
     mechanism: String,
     keys: std::hash::RandomState,
     verified: Mutex<HashMap<u64, Instant>>,
+    /// (credentials' key, topic) → the operations the broker allowed, and when asked.
+    access: Mutex<HashMap<(u64, String), (u32, Instant)>>,
 }
 
 impl BasicAuth {
@@ -55,7 +127,111 @@ impl BasicAuth {
             mechanism: mechanism.to_string(),
             keys: std::hash::RandomState::new(),
             verified: Mutex::new(HashMap::new()),
+            access: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn key_of(&self, user: &str, password: &str) -> u64 {
+        let mut h = self.keys.build_hasher();
+        h.write(user.as_bytes());
+        h.write_u8(0);
+        h.write(password.as_bytes());
+        h.finish()
+    }
+
+    fn security_for(&self, user: &str, password: &str) -> Option<ClientSecurity> {
+        let sasl = ClientSasl::for_mechanism(&self.mechanism, user.into(), password.into())?;
+        Some(ClientSecurity {
+            tls: self.tls.tls.clone(),
+            sasl: Some(sasl),
+        })
+    }
+
+    /// Whether the user of `authorization` (already authenticated by [`BasicAuth::check`])
+    /// may do each operation on each topic, as the broker's ACLs say.
+    pub async fn require(
+        &self,
+        authorization: Option<&str>,
+        needs: &[(String, TopicOp)],
+    ) -> Result<(), Denied> {
+        if needs.is_empty() {
+            return Ok(());
+        }
+        let Some((user, password)) = authorization.and_then(parse_basic) else {
+            return Err(Denied::Unavailable("no credentials".into()));
+        };
+        let key = self.key_of(&user, &password);
+        let mut missing = Vec::new();
+        let mut ask: Vec<String> = Vec::new();
+        let mut create: Vec<String> = Vec::new();
+        {
+            let access = self.access.lock().expect("access lock");
+            for (topic, op) in needs {
+                if *op == TopicOp::Create {
+                    create.push(topic.clone());
+                    continue;
+                }
+                match access.get(&(key, topic.clone())) {
+                    Some((ops, at)) if at.elapsed() < ACCESS_REMEMBERED => {
+                        if ops & (1 << op.acl_code()) == 0 {
+                            missing.push((topic.clone(), *op));
+                        }
+                    }
+                    _ => {
+                        if !ask.contains(topic) {
+                            ask.push(topic.clone())
+                        }
+                    }
+                }
+            }
+        }
+        if !ask.is_empty() || !create.is_empty() {
+            let security = self
+                .security_for(&user, &password)
+                .ok_or_else(|| Denied::Unavailable(format!("mechanism {}", self.mechanism)))?;
+            let mut client = Client::connect_secure(&self.addr, &security)
+                .await
+                .map_err(|e| Denied::Unavailable(e.to_string()))?;
+            if !ask.is_empty() {
+                let answered = topic_operations(&mut client, &ask)
+                    .await
+                    .map_err(|e| Denied::Unavailable(e.to_string()))?;
+                let mut access = self.access.lock().expect("access lock");
+                if access.len() >= REMEMBERED_MAX {
+                    access.retain(|_, (_, at)| at.elapsed() < ACCESS_REMEMBERED);
+                    if access.len() >= REMEMBERED_MAX {
+                        access.clear();
+                    }
+                }
+                for (topic, ops) in answered {
+                    access.insert((key, topic), (ops, Instant::now()));
+                }
+                for (topic, op) in needs {
+                    if *op == TopicOp::Create || !ask.contains(topic) {
+                        continue;
+                    }
+                    let ops = access.get(&(key, topic.clone())).map_or(0, |(ops, _)| *ops);
+                    if ops & (1 << op.acl_code()) == 0 {
+                        missing.push((topic.clone(), *op));
+                    }
+                }
+            }
+            for topic in create {
+                if !may_create(&mut client, &topic)
+                    .await
+                    .map_err(|e| Denied::Unavailable(e.to_string()))?
+                {
+                    missing.push((topic, TopicOp::Create));
+                }
+            }
+        }
+        match denied_message(&missing) {
+            None => Ok(()),
+            Some(m) => {
+                tracing::info!(%user, denied = %m, "SQL request denied by the topics' ACLs");
+                Err(Denied::Topics(m))
+            }
+        }
     }
 
     /// The verdict on an `Authorization` header's value.
@@ -63,13 +239,7 @@ impl BasicAuth {
         let Some((user, password)) = authorization.and_then(parse_basic) else {
             return Verdict::Refused;
         };
-        let key = {
-            let mut h = self.keys.build_hasher();
-            h.write(user.as_bytes());
-            h.write_u8(0);
-            h.write(password.as_bytes());
-            h.finish()
-        };
+        let key = self.key_of(&user, &password);
         let remembered = self
             .verified
             .lock()
@@ -107,6 +277,75 @@ impl BasicAuth {
     }
 }
 
+/// The operations (a bitfield of AclOperation codes) the connection's principal has on each
+/// topic. A topic the principal may not even describe has none; a topic that does not
+/// exist has every one (the statement then fails on its own, as without authorization).
+async fn topic_operations(
+    client: &mut Client,
+    topics: &[String],
+) -> Result<Vec<(String, u32)>, ClientError> {
+    use kafka_protocol::messages::{metadata_request, MetadataRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let req = MetadataRequest::default()
+        .with_topics(Some(
+            topics
+                .iter()
+                .map(|t| {
+                    metadata_request::MetadataRequestTopic::default()
+                        .with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
+                })
+                .collect(),
+        ))
+        .with_allow_auto_topic_creation(false)
+        .with_include_topic_authorized_operations(true);
+    let resp = client.send(req, 12).await?;
+    let mut out = Vec::new();
+    for t in resp.topics {
+        let Some(name) = t.name else { continue };
+        let ops = match t.error_code {
+            0 if t.topic_authorized_operations >= 0 => t.topic_authorized_operations as u32,
+            UNKNOWN_TOPIC_OR_PARTITION => u32::MAX,
+            _ => 0,
+        };
+        out.push((name.0.to_string(), ops));
+    }
+    Ok(out)
+}
+
+/// Whether the connection's principal may create `topic` (a `validate_only` CreateTopics:
+/// nothing is created). A topic that exists already needs no creating.
+async fn may_create(client: &mut Client, topic: &str) -> Result<bool, ClientError> {
+    use kafka_protocol::messages::{create_topics_request, CreateTopicsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let req = CreateTopicsRequest::default()
+        .with_topics(vec![create_topics_request::CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1)])
+        .with_timeout_ms(30_000)
+        .with_validate_only(true);
+    let resp = client.send(req, 7).await?;
+    Ok(!resp.topics.iter().any(|t| {
+        t.error_code == TOPIC_AUTHORIZATION_FAILED || t.error_code == CLUSTER_AUTHORIZATION_FAILED
+    }) || resp
+        .topics
+        .iter()
+        .any(|t| t.error_code == TOPIC_ALREADY_EXISTS))
+}
+
+/// A request's credentials with the checker that takes them: what the engine asks before
+/// running a statement for that user.
+pub struct Caller<'a> {
+    pub auth: &'a BasicAuth,
+    pub authorization: Option<&'a str>,
+}
+
+impl Caller<'_> {
+    pub async fn require(&self, needs: &[(String, TopicOp)]) -> Result<(), Denied> {
+        self.auth.require(self.authorization, needs).await
+    }
+}
+
 /// `Basic <base64(user:password)>`'s user and password.
 fn parse_basic(header: &str) -> Option<(String, String)> {
     let (scheme, encoded) = header.trim().split_once(' ')?;
@@ -122,6 +361,20 @@ fn parse_basic(header: &str) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_denial_names_the_first_missing_operation_and_its_topics_as_ksqldb_does() {
+        let missing = vec![
+            ("orders".to_string(), TopicOp::Write),
+            ("clicks".to_string(), TopicOp::Read),
+            ("pages".to_string(), TopicOp::Read),
+        ];
+        assert_eq!(
+            denied_message(&missing).as_deref(),
+            Some("Authorization denied to Read on topic(s): [clicks, pages]")
+        );
+        assert_eq!(denied_message(&[]), None);
+    }
 
     #[test]
     fn basic_credentials_are_read_from_the_header() {

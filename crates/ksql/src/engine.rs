@@ -14,6 +14,8 @@ use bytes::Bytes;
 use serde_json::{json, Value as J};
 use strata_records::Record;
 use strata_sql::aggregate::GroupMap;
+
+pub use crate::auth::{Caller, TopicOp};
 use strata_sql::ast::{Query, SourceKind, SqlType, Statement};
 use strata_sql::catalog::{Catalog, Source, Topics};
 use strata_sql::eval::{cast, eval, NoFunctions, Row};
@@ -47,7 +49,8 @@ pub struct StatementError {
     pub statement: String,
     /// Entities of the statements before it in the same request.
     pub entities: Vec<J>,
-    /// ksqlDB's error code: 40001 bad statement, 50000 server error.
+    /// ksqlDB's error code: 40001 bad statement, 40301 topic authorization denied, 50000
+    /// server error, 50300 the broker could not be asked.
     pub code: u32,
 }
 
@@ -545,6 +548,19 @@ impl Engine {
         request_properties: &BTreeMap<String, String>,
         session_variables: &BTreeMap<String, String>,
     ) -> Result<Vec<J>, StatementError> {
+        self.execute_as(text, request_properties, session_variables, None)
+            .await
+    }
+
+    /// `execute`, each statement first checked against the caller's rights on the topics
+    /// it touches when `caller` is given ([`crate::auth`]).
+    pub async fn execute_as(
+        &self,
+        text: &str,
+        request_properties: &BTreeMap<String, String>,
+        session_variables: &BTreeMap<String, String>,
+        caller: Option<&Caller<'_>>,
+    ) -> Result<Vec<J>, StatementError> {
         let upper = text.to_ascii_uppercase();
         let uses_variables =
             !session_variables.is_empty() || text.contains("${") || upper.contains("DEFINE");
@@ -609,6 +625,30 @@ impl Engine {
                     continue;
                 }
                 _ => {}
+            }
+            if let Some(caller) = caller {
+                let needs = match st.log.topics().await {
+                    Ok(existing) => Ok(required_access(&st.catalog, &stmt, &props, &existing)),
+                    Err(e) => Err(crate::auth::Denied::Unavailable(e.to_string())),
+                };
+                let checked = match needs {
+                    Ok(needs) => caller.require(&needs).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(denied) = checked {
+                    let (message, code) = match denied {
+                        crate::auth::Denied::Topics(m) => (m, 40301),
+                        crate::auth::Denied::Unavailable(why) => {
+                            (format!("Topic access could not be checked: {why}"), 50300)
+                        }
+                    };
+                    return Err(StatementError {
+                        message,
+                        statement: own,
+                        entities,
+                        code,
+                    });
+                }
             }
             match self.apply(&mut st, &own, &stmt, &props, false, None).await {
                 Ok(done) => {
@@ -1378,6 +1418,29 @@ impl Engine {
         Ok((local, remotes))
     }
 
+    /// What a query or PRINT (`/query`, `/query-stream`) reads: READ on its sources'
+    /// topics. Text that does not parse needs nothing (it fails on its own).
+    pub async fn query_access(&self, text: &str) -> Vec<(String, TopicOp)> {
+        let Ok(stmt) = strata_sql::parse_statement(text) else {
+            return Vec::new();
+        };
+        if !matches!(stmt, Statement::Query(_) | Statement::Print { .. }) {
+            return Vec::new();
+        }
+        let st = self.state.lock().await;
+        // (Reads only: whether topics exist does not matter.)
+        required_access(&st.catalog, &stmt, &BTreeMap::new(), &BTreeMap::new())
+    }
+
+    /// The topic `/inserts-stream` writes for a source: WRITE on it.
+    pub async fn insert_access(&self, target: &str) -> Vec<(String, TopicOp)> {
+        let st = self.state.lock().await;
+        st.catalog
+            .get(target)
+            .map(|s| vec![(s.topic.clone(), TopicOp::Write)])
+            .unwrap_or_default()
+    }
+
     pub async fn query(&self, text: &str) -> Result<QueryPlan, String> {
         self.query_tasks(text, None).await
     }
@@ -1897,6 +1960,92 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The topics a statement touches and what it does to each, for authorization
+/// ([`crate::auth`], as ksqlDB's topic access validator): READ on every source a query
+/// reads and on a topic a CREATE STREAM/TABLE declares or PRINT prints; WRITE on the sink
+/// of a CREATE … AS SELECT, INSERT INTO or INSERT VALUES; CREATE for a topic that does not
+/// exist yet and will be created; DELETE for DROP … DELETE TOPIC. Sources the catalog
+/// does not know are left out (the statement fails on its own).
+fn required_access(
+    catalog: &Catalog,
+    stmt: &Statement,
+    props: &BTreeMap<String, String>,
+    existing: &BTreeMap<String, i32>,
+) -> Vec<(String, TopicOp)> {
+    let topic_of = |name: &str| catalog.get(name).map(|s| s.topic.clone());
+    let reads = |q: &Query| -> Vec<(String, TopicOp)> {
+        std::iter::once(q.from.as_str())
+            .chain(q.joins.iter().map(|j| j.source.as_str()))
+            .filter_map(topic_of)
+            .map(|t| (t, TopicOp::Read))
+            .collect()
+    };
+    let property = |properties: &strata_sql::ast::Properties, key: &str| {
+        properties.iter().find_map(|(k, v)| match v {
+            strata_sql::ast::Literal::String(s) if k.eq_ignore_ascii_case(key) => Some(s.clone()),
+            _ => None,
+        })
+    };
+    let write_or_create = |topic: String| {
+        let op = if existing.contains_key(&topic) {
+            TopicOp::Write
+        } else {
+            TopicOp::Create
+        };
+        (topic, op)
+    };
+    let mut needs = match stmt {
+        Statement::Query(q) => reads(q),
+        Statement::Print { topic, .. } => vec![(topic.clone(), TopicOp::Read)],
+        Statement::CreateSource {
+            name, properties, ..
+        } => {
+            let topic = property(properties, "KAFKA_TOPIC").unwrap_or_else(|| name.clone());
+            let op = if existing.contains_key(&topic) {
+                TopicOp::Read
+            } else {
+                TopicOp::Create
+            };
+            vec![(topic, op)]
+        }
+        Statement::CreateAsSelect {
+            name,
+            properties,
+            query,
+            ..
+        } => {
+            let topic = property(properties, "KAFKA_TOPIC").unwrap_or_else(|| {
+                match props.get("ksql.output.topic.name.prefix") {
+                    Some(prefix) => format!("{prefix}{name}"),
+                    None => name.clone(),
+                }
+            });
+            let mut needs = reads(query);
+            needs.push(write_or_create(topic));
+            needs
+        }
+        Statement::InsertInto { target, query, .. } => {
+            let mut needs = reads(query);
+            needs.extend(topic_of(target).map(|t| (t, TopicOp::Write)));
+            needs
+        }
+        Statement::InsertValues { target, .. } => topic_of(target)
+            .map(|t| vec![(t, TopicOp::Write)])
+            .unwrap_or_default(),
+        Statement::Drop {
+            name,
+            delete_topic: true,
+            ..
+        } => topic_of(name)
+            .map(|t| vec![(t, TopicOp::Delete)])
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    needs.sort();
+    needs.dedup();
+    needs
 }
 
 /// ksqlDB's session defaults for a CREATE … AS SELECT's sink, each unless its WITH clause

@@ -230,9 +230,24 @@ impl Server {
                     };
                     let props = properties(&body["streamsProperties"]);
                     let variables = properties(&body["sessionVariables"]);
-                    match self.engine.execute(text, &props, &variables).await {
+                    let caller = self.auth.as_ref().map(|auth| crate::auth::Caller {
+                        auth,
+                        authorization: authorization.as_deref(),
+                    });
+                    match self
+                        .engine
+                        .execute_as(text, &props, &variables, caller.as_ref())
+                        .await
+                    {
                         Ok(entities) => json_response(StatusCode::OK, &J::Array(entities)),
-                        Err(e) => json_response(StatusCode::BAD_REQUEST, &e.body()),
+                        Err(e) => {
+                            let status = match e.code {
+                                40301 => StatusCode::FORBIDDEN,
+                                50300 => StatusCode::SERVICE_UNAVAILABLE,
+                                _ => StatusCode::BAD_REQUEST,
+                            };
+                            json_response(status, &e.body())
+                        }
                     }
                 }
             },
@@ -244,6 +259,9 @@ impl Server {
                     };
                     let props = properties(&body["streamsProperties"]);
                     let text = with_variables(text, &body["sessionVariables"]);
+                    if let Some(denied) = self.denied_query(&text, authorization.as_deref()).await {
+                        return denied;
+                    }
                     let origin = Origin {
                         path: "/query",
                         body: &body,
@@ -269,6 +287,9 @@ impl Server {
                             PushFormat::Delimited
                         };
                     let text = with_variables(text, &body["sessionVariables"]);
+                    if let Some(denied) = self.denied_query(&text, authorization.as_deref()).await {
+                        return denied;
+                    }
                     let origin = Origin {
                         path: "/query-stream",
                         body: &body,
@@ -283,7 +304,7 @@ impl Server {
             (Method::POST, "/inserts-stream") => {
                 let json_array =
                     accept.contains("application/json") && !accept.contains("delimited");
-                self.inserts_stream(req, json_array)
+                self.inserts_stream(req, json_array, authorization)
             }
             (Method::POST, "/close-query") => match body_json(req).await {
                 Err(r) => r,
@@ -313,6 +334,25 @@ impl Server {
                 format!("No such endpoint: {path}"),
             ),
         }
+    }
+
+    /// A query or PRINT the caller may not run: its answer (403, or 503 when the broker
+    /// could not be asked). None when authorization is off or the caller may.
+    async fn denied_query(
+        &self,
+        text: &str,
+        authorization: Option<&str>,
+    ) -> Option<Response<Body>> {
+        let auth = self.auth.as_ref()?;
+        let needs = self.engine.query_access(text).await;
+        let denied = auth.require(authorization, &needs).await.err()?;
+        let (code, message) = denied_code(denied);
+        let status = if code == 40301 {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        Some(error(status, code, message))
     }
 
     async fn push_query(
@@ -611,9 +651,11 @@ impl Server {
         self: &Arc<Self>,
         req: Request<Incoming>,
         json_array: bool,
+        authorization: Option<String>,
     ) -> Response<Body> {
         let (tx, rx) = mpsc::channel::<Bytes>(ROWS_BUFFERED);
         let engine = self.engine.clone();
+        let server = self.clone();
         let mut body = req.into_body();
         tokio::spawn(async move {
             let mut acks = Acks {
@@ -663,7 +705,19 @@ impl Server {
                         )),
                         (None, Ok(first)) => match first.get("target").and_then(J::as_str) {
                             Some(t) => {
-                                target = Some(t.to_ascii_uppercase());
+                                let t = t.to_ascii_uppercase();
+                                if let Some(auth) = &server.auth {
+                                    let needs = engine.insert_access(&t).await;
+                                    if let Err(denied) =
+                                        auth.require(authorization.as_deref(), &needs).await
+                                    {
+                                        let (code, message) = denied_code(denied);
+                                        acks.send(line_error(seq, code, message)).await;
+                                        acks.finish().await;
+                                        return;
+                                    }
+                                }
+                                target = Some(t);
                                 None
                             }
                             None => {
@@ -710,6 +764,16 @@ impl Server {
             .header("content-type", content_type)
             .body(ChannelBody { rx }.boxed())
             .expect("valid response")
+    }
+}
+
+/// ksqlDB's error code and message for a denial.
+fn denied_code(denied: crate::auth::Denied) -> (u32, String) {
+    match denied {
+        crate::auth::Denied::Topics(m) => (40301, m),
+        crate::auth::Denied::Unavailable(why) => {
+            (50300, format!("Topic access could not be checked: {why}"))
+        }
     }
 }
 
