@@ -101,18 +101,23 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
         ksql(urls[1], "CREATE STREAM enriched AS SELECT c.user AS user, c.n AS n, u.region AS region "
                       "FROM clicks c JOIN users u ON c.user = u.id;",
              {"ksql.streams.auto.offset.reset": "earliest"})
+        # A table aggregated by a value column: its changes go through a repartition topic
+        # carrying the row each replaces, so a row that changes region leaves the old one.
+        ksql(urls[2], "CREATE TABLE per_region AS SELECT region, COUNT(*) AS c FROM users GROUP BY region;",
+             {"ksql.streams.auto.offset.reset": "earliest"})
         # Every engine follows the statements made on the others.
         for url in urls:
             wait_for(lambda: {s["name"] for s in ksql(url, "SHOW STREAMS;")[0]["streams"]} >= {"CLICKS", "BIG"},
                      what="every engine knows the streams")
-            wait_for(lambda: len(ksql(url, "SHOW QUERIES;")[0]["queries"]) == 4, what="every engine knows the queries")
+            wait_for(lambda: len(ksql(url, "SHOW QUERIES;")[0]["queries"]) == 5, what="every engine knows the queries")
         queries = {q["id"] for q in ksql(urls[2], "SHOW QUERIES;")[0]["queries"]}
         totals_id = next(q for q in queries if q.startswith("CTAS_TOTALS"))
         by_n_id = next(q for q in queries if q.startswith("CTAS_BY_N"))
         big_id = next(q for q in queries if q.startswith("CSAS_BIG"))
         enriched_id = next(q for q in queries if q.startswith("CSAS_ENRICHED"))
-        tasks = ({f"{q}#{p}" for q in (totals_id, big_id, by_n_id, enriched_id) for p in range(3)}
-                 | {f"{by_n_id}#r{p}" for p in range(3)})
+        region_id = next(q for q in queries if q.startswith("CTAS_PER_REGION"))
+        tasks = ({f"{q}#{p}" for q in (totals_id, big_id, by_n_id, enriched_id, region_id) for p in range(3)}
+                 | {f"{q}#r{p}" for q in (by_n_id, region_id) for p in range(3)})
 
         def owners():
             shares = [assigned(b) if b.alive() else None for b in nodes]
@@ -122,8 +127,8 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
                 return None  # not settled: a task unassigned or assigned twice
             return shares
         shares = wait_for(owners, timeout=60, what="each task assigned to exactly one engine")
-        # Fifteen tasks over three engines: five each.
-        assert all(len(s) == 5 for s in shares), shares
+        # Twenty-one tasks over three engines: seven each.
+        assert all(len(s) == 7 for s in shares), shares
         # The table's partitions are spread: no engine holds all of TOTALS.
         assert all(sum(t.startswith(totals_id + "#") for t in s) < 3 for s in shares), shares
         owner = next(i for i, s in enumerate(shares) if any(t.startswith(totals_id + "#") for t in s))
@@ -171,6 +176,9 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
             assert status == 200 and len(body) == 8, body
             assert wait_for(lambda: pull(url, "SELECT * FROM by_n WHERE n = 3;")[1][1:] == [[3, 60]],
                             timeout=60, what=f"a pull query on the repartitioned table through {url}")
+            assert wait_for(lambda: sorted(map(tuple, pull(url, "SELECT * FROM per_region;")[1][1:]))
+                            == [(f"r{k}", 15) for k in range(4)], timeout=60,
+                            what=f"the table aggregated by region through {url}")
 
         # Committed (pull queries read the engine's state as it processes).
         c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("probe"),
@@ -227,6 +235,19 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
         assert sorted((u, v["N"]) for u, v in joined) == sorted(
             (u, n) for u in users for n in (0, 3, 6, 1)), f"{len(joined)} joined records"
         assert all(v["REGION"] == f"r{int(u[1:]) % 4}" for u, v in joined)
+        # Twenty users move to a new region, five from each: each leaves its old group
+        # (its row carried through the repartition topic) and joins the new one; a user
+        # deleted leaves its group.
+        p = Producer({"bootstrap.servers": live, "enable.idempotence": True})
+        for u in users[:20]:
+            p.produce(users_topic, key=u.encode(), value=json.dumps({"region": "r9"}))
+        p.produce(users_topic, key=b"u59", value=None)
+        p.flush(30)
+        want = [("r0", 10), ("r1", 10), ("r2", 10), ("r3", 9), ("r9", 20)]
+        for url in live_urls:
+            assert wait_for(lambda: sorted(map(tuple, pull(url, "SELECT * FROM per_region;")[1][1:])) == want,
+                            timeout=90, what=f"the regions after the moves through {url}")
+            assert pull(url, "SELECT * FROM per_region WHERE region = 'r9';")[1][1:] == [["r9", 20]]
         # The new owners took the moved tasks' state from their changelog partitions.
         restored = [l for i, b in enumerate(nodes) if i != owner for l in b.log_text().splitlines()
                     if "aggregate state restored" in l]

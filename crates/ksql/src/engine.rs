@@ -329,7 +329,10 @@ impl Engine {
                 .collect();
         }
         match plan {
-            Planned::Aggregate(a) if a.source.kind == SourceKind::Stream => {
+            // An aggregation by anything but its source's key goes through a repartition
+            // topic. A table's change carries the row it replaces there (the repartitioning
+            // step keeps the table's rows), so that row can leave its own group.
+            Planned::Aggregate(_) => {
                 let Some(&inputs) = topics.get(&source) else {
                     return whole;
                 };
@@ -338,8 +341,8 @@ impl Engine {
                     .chain((0..count).map(|p| Task::part(id, p, Stage::AfterRepartition)))
                     .collect()
             }
-            // A table's rows move between groups (the old row leaves one as the new joins
-            // another), and joins read two inputs: they run whole.
+            // Joins not on both inputs' keys, foreign-key joins and aggregations of joins
+            // read records of every partition together: they run whole.
             _ => whole,
         }
     }

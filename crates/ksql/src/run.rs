@@ -9,7 +9,7 @@
 //! fences an older instance and aborts what it left open), then reads its state and
 //! positions as committed, so no output is ever repeated or lost.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use bytes::Bytes;
 use strata_records::DecodedRecord;
 use strata_records::Record;
 use strata_sql::aggregate::{AggOutcome, AggregateQuery, GroupMap, GroupState};
+use strata_sql::ast::SourceKind;
 use strata_sql::eval::NoFunctions;
 use strata_sql::join::{JoinQuery, JoinState};
 use strata_sql::pipeline::{Outcome, RecordIn, TransientQuery};
@@ -143,6 +144,11 @@ pub fn transactional_id(query_id: &str) -> String {
     format!("_strata_ksql_{query_id}")
 }
 
+/// Headers of a table change in a repartition topic: the row it replaces (its value and
+/// its record's timestamp, 8 bytes big-endian), for the group that row leaves.
+const OLD_ROW_HEADER: &str = "_strata_old";
+const OLD_ROW_TIMESTAMP_HEADER: &str = "_strata_old_ts";
+
 /// The compacted topic holding an aggregate query's state, one record per group.
 pub fn changelog_topic(query_id: &str) -> String {
     format!("_strata_ksql_{query_id}_changelog")
@@ -256,6 +262,7 @@ pub fn start_persistent(
         last_flush: std::time::Instant::now(),
         last_purge: std::time::Instant::now(),
         purged: BTreeMap::new(),
+        table_rows: HashMap::new(),
     };
     let task = tokio::spawn(runner.run(stopped));
     PersistentHandle {
@@ -295,6 +302,10 @@ struct Persistent {
     /// positions it purged below.
     last_purge: std::time::Instant,
     purged: Positions,
+    /// A repartitioning step of a table's aggregation: the table's rows in its input
+    /// partition (key → value, timestamp), rebuilt from the input at start, so that each
+    /// change can carry the row it replaces to that row's group.
+    table_rows: HashMap<Vec<u8>, (Bytes, i64)>,
 }
 
 fn now_ms() -> i64 {
@@ -673,6 +684,14 @@ impl Persistent {
                         }
                     }
                     self.sequences.clear();
+                    if self.task.stage == Stage::Repartition {
+                        if let Planned::Aggregate(q) = &*self.query {
+                            if q.source.kind == SourceKind::Table {
+                                self.table_rows =
+                                    replay_table(&mut self.log, &self.id, &start).await?;
+                            }
+                        }
+                    }
                     let stateful = self.task.holds_state()
                         && matches!(
                             *self.query,
@@ -871,8 +890,11 @@ impl Persistent {
         };
         if self.task.stage == Stage::Repartition {
             // The record as it came, in the partition of its group.
-            if let Planned::Aggregate(q) = &*self.query {
-                if let Some(group) = q.group_key_of(input, &NoFunctions) {
+            let query = self.query.clone();
+            if let Planned::Aggregate(q) = &*query {
+                if q.source.kind == SourceKind::Table {
+                    self.repartition_table_change(q, input, r, sink_partitions, outputs);
+                } else if let Some(group) = q.group_key_of(input, &NoFunctions) {
                     let partition = strata_client::partition_for_key(&group, sink_partitions);
                     outputs.entry(partition).or_default().push(Record {
                         key: r.key.clone(),
@@ -914,11 +936,31 @@ impl Persistent {
                 }
             }
             Planned::Aggregate(q) => {
-                let outcome = q.process(
-                    input,
-                    &mut *self.groups.lock().expect("groups lock"),
-                    &NoFunctions,
-                );
+                let groups = &mut *self.groups.lock().expect("groups lock");
+                let outcome = if self.task.stage == Stage::AfterRepartition
+                    && q.source.kind == SourceKind::Table
+                {
+                    let header = |name: &str| {
+                        r.headers
+                            .iter()
+                            .find(|(k, _)| k == name)
+                            .and_then(|(_, v)| v.as_deref())
+                    };
+                    let old = header(OLD_ROW_HEADER).map(|value| RecordIn {
+                        value: Some(value),
+                        timestamp: header(OLD_ROW_TIMESTAMP_HEADER)
+                            .and_then(|t| <[u8; 8]>::try_from(t).ok())
+                            .map_or(r.timestamp_ms, i64::from_be_bytes),
+                        ..input
+                    });
+                    let input = RecordIn {
+                        value: r.value.as_deref(),
+                        ..input
+                    };
+                    q.process_table_change(input, old, groups, &NoFunctions)
+                } else {
+                    q.process(input, groups, &NoFunctions)
+                };
                 aggregate_outcome(
                     q,
                     outcome,
@@ -961,6 +1003,69 @@ impl Persistent {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// A repartitioning step of a table's aggregation: one change of the table to the
+    /// repartition topic, where its groups are. A row that stays in its group goes there
+    /// once, carrying the row it replaces (headers); a row that moves goes as a tombstone
+    /// carrying the old row to the old group, and as itself to the new one.
+    fn repartition_table_change(
+        &mut self,
+        q: &AggregateQuery,
+        input: RecordIn<'_>,
+        r: &DecodedRecord,
+        partitions: i32,
+        outputs: &mut BTreeMap<i32, Vec<Record>>,
+    ) {
+        let Some(key) = r.key.as_ref().filter(|k| !k.is_empty()) else {
+            return; // a table's row has a key (ksqlDB drops the others)
+        };
+        let old = self.table_rows.get(key.as_ref()).cloned();
+        let old_in = old.as_ref().map(|(value, timestamp)| RecordIn {
+            value: Some(value),
+            timestamp: *timestamp,
+            ..input
+        });
+        let (leaves, joins) = q.table_groups(input, old_in, &NoFunctions);
+        let old_headers = || match &old {
+            Some((value, timestamp)) => vec![
+                (OLD_ROW_HEADER.to_string(), Some(value.clone())),
+                (
+                    OLD_ROW_TIMESTAMP_HEADER.to_string(),
+                    Some(Bytes::copy_from_slice(&timestamp.to_be_bytes())),
+                ),
+            ],
+            None => Vec::new(),
+        };
+        let mut send = |group: &[u8], value: Option<Bytes>, headers| {
+            let partition = strata_client::partition_for_key(group, partitions);
+            outputs.entry(partition).or_default().push(Record {
+                key: Some(key.clone()),
+                value,
+                headers,
+                timestamp_ms: r.timestamp_ms,
+            });
+        };
+        match (&leaves, &joins) {
+            (Some(a), Some(b)) if a == b => send(b, r.value.clone(), old_headers()),
+            _ => {
+                if let Some(a) = &leaves {
+                    send(a, None, old_headers());
+                }
+                if let Some(b) = &joins {
+                    send(b, r.value.clone(), Vec::new());
+                }
+            }
+        }
+        match &r.value {
+            Some(v) => {
+                self.table_rows
+                    .insert(key.to_vec(), (v.clone(), r.timestamp_ms));
+            }
+            None => {
+                self.table_rows.remove(key.as_ref());
             }
         }
     }
@@ -1227,6 +1332,52 @@ async fn replay_join(
     }
     tracing::info!(query = %id, replayed, held = state.len(), ?horizon, "join state rebuilt from its inputs");
     Ok(state)
+}
+
+/// A table's rows in the partitions of `until` below each one's position (read_committed,
+/// from the start): the last value and timestamp of each key, tombstones removing it.
+async fn replay_table(
+    log: &mut LogClient,
+    id: &str,
+    until: &Positions,
+) -> Result<HashMap<Vec<u8>, (Bytes, i64)>, LogError> {
+    let mut rows = HashMap::new();
+    let mut replayed = 0u64;
+    for ((topic, partition), &end) in until {
+        let mut at = log.offset(topic, *partition, -2).await?;
+        let mut stalled_since: Option<std::time::Instant> = None;
+        while at < end {
+            let (records, next) = log.fetch_committed(topic, *partition, at).await?;
+            if next <= at {
+                let since = *stalled_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > RESTORE_STALL_MAX {
+                    return Err(LogError::Records(format!(
+                        "{topic}: the last stable offset stayed at {at} (end {end})"
+                    )));
+                }
+                tokio::time::sleep(IDLE_WAIT).await;
+                continue;
+            }
+            stalled_since = None;
+            at = next;
+            for r in records.into_iter().filter(|r| r.offset < end) {
+                let Some(key) = r.key.filter(|k| !k.is_empty()) else {
+                    continue;
+                };
+                replayed += 1;
+                match r.value {
+                    Some(v) => {
+                        rows.insert(key.to_vec(), (v, r.timestamp_ms));
+                    }
+                    None => {
+                        rows.remove(key.as_ref());
+                    }
+                }
+            }
+        }
+    }
+    tracing::info!(query = %id, replayed, rows = rows.len(), "table rows rebuilt from the input");
+    Ok(rows)
 }
 
 /// The timestamp of a partition's last record before `end` (read_committed), None when

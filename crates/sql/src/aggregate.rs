@@ -1123,32 +1123,17 @@ impl AggregateQuery {
         let record = crate::pipeline::with_event_time(&self.source, record)?;
         let mut prior_key = b"#".to_vec();
         prior_key.extend_from_slice(record.key.unwrap_or_default());
-        let mut updates = Vec::new();
-        let new_group = match record.value {
-            Some(_) => self.group_and_args(record, functions)?,
-            None => None,
+        let prior = state.remove(&prior_key);
+        let old = match prior.as_ref().and_then(|p| p.accs.first()) {
+            Some(Acc::Prior(bytes)) => Some(RecordIn {
+                value: Some(bytes),
+                timestamp: prior.as_ref().map_or(record.timestamp, |p| p.timestamp),
+                ..record
+            }),
+            _ => None,
         };
-        if let Some(prior) = state.remove(&prior_key) {
-            if let Some(Acc::Prior(bytes)) = prior.accs.first() {
-                let old = RecordIn {
-                    value: Some(bytes),
-                    timestamp: prior.timestamp,
-                    ..record
-                };
-                if let Some((group, args)) = self.group_and_args(old, functions)? {
-                    let gk = Self::group_key(&group);
-                    let mut u =
-                        self.change(&gk, &group, &args, record.timestamp, true, state, functions)?;
-                    // A row that stays in its group changes it once (Kafka Streams
-                    // forwards the old and new value together).
-                    if new_group.as_ref().is_some_and(|(g, _)| *g == group) {
-                        for x in u.iter_mut() {
-                            x.record = None;
-                        }
-                    }
-                    updates.extend(u);
-                }
-            }
+        let mut updates = self.table_change(record, old, state, functions)?;
+        if prior.is_some() {
             updates.push(AggUpdate {
                 state_key: prior_key.clone(),
                 state: None,
@@ -1156,18 +1141,6 @@ impl AggregateQuery {
             });
         }
         if let Some(value) = record.value {
-            if let Some((group, args)) = new_group {
-                let gk = Self::group_key(&group);
-                updates.extend(self.change(
-                    &gk,
-                    &group,
-                    &args,
-                    record.timestamp,
-                    false,
-                    state,
-                    functions,
-                )?);
-            }
             let prior = GroupState {
                 accs: vec![Acc::Prior(value.to_vec())],
                 timestamp: record.timestamp,
@@ -1182,7 +1155,98 @@ impl AggregateQuery {
                 record: None,
             });
         }
+        if updates.is_empty() {
+            return Ok(AggOutcome::Filtered);
+        }
         Ok(AggOutcome::Updates(updates))
+    }
+
+    /// A table change whose old row comes with it (`old`: the row it replaces, as its
+    /// record was), not from the state: what an aggregation after a repartition gets, the
+    /// repartitioning step having kept the table's rows ([`AggregateQuery::table_groups`]).
+    pub fn process_table_change(
+        &self,
+        record: RecordIn<'_>,
+        old: Option<RecordIn<'_>>,
+        state: &mut dyn GroupMap,
+        functions: &dyn Functions,
+    ) -> AggOutcome {
+        let changed = crate::pipeline::with_event_time(&self.source, record).and_then(|record| {
+            let old = old
+                .map(|o| crate::pipeline::with_event_time(&self.source, o))
+                .transpose()?;
+            self.table_change(record, old, state, functions)
+        });
+        match changed {
+            Ok(u) if u.is_empty() => AggOutcome::Filtered,
+            Ok(u) => AggOutcome::Updates(u),
+            Err(why) => AggOutcome::Skipped(why),
+        }
+    }
+
+    /// Where a table change goes in a repartition: the group its old row (`old`) leaves
+    /// and the group its new row joins, as [`AggregateQuery::group_key`] writes them (None:
+    /// no row, filtered out by WHERE, a NULL in GROUP BY, or unreadable).
+    pub fn table_groups(
+        &self,
+        record: RecordIn<'_>,
+        old: Option<RecordIn<'_>>,
+        functions: &dyn Functions,
+    ) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+        let group = |r: RecordIn<'_>| {
+            r.value?;
+            let r = crate::pipeline::with_event_time(&self.source, r).ok()?;
+            match self.group_and_args(r, functions) {
+                Ok(Some((group, _))) => Some(Self::group_key(&group)),
+                _ => None,
+            }
+        };
+        (old.and_then(group), group(record))
+    }
+
+    /// The updates of one table change: the old row (if any) taken back out of its group,
+    /// the new row (if any) added to its group; a row that stays in its group changes it
+    /// once.
+    fn table_change(
+        &self,
+        record: RecordIn<'_>,
+        old: Option<RecordIn<'_>>,
+        state: &mut dyn GroupMap,
+        functions: &dyn Functions,
+    ) -> Result<Vec<AggUpdate>, String> {
+        let mut updates = Vec::new();
+        let new_group = match record.value {
+            Some(_) => self.group_and_args(record, functions)?,
+            None => None,
+        };
+        if let Some(old) = old {
+            if let Some((group, args)) = self.group_and_args(old, functions)? {
+                let gk = Self::group_key(&group);
+                let mut u =
+                    self.change(&gk, &group, &args, record.timestamp, true, state, functions)?;
+                // A row that stays in its group changes it once (Kafka Streams
+                // forwards the old and new value together).
+                if new_group.as_ref().is_some_and(|(g, _)| *g == group) {
+                    for x in u.iter_mut() {
+                        x.record = None;
+                    }
+                }
+                updates.extend(u);
+            }
+        }
+        if let Some((group, args)) = new_group {
+            let gk = Self::group_key(&group);
+            updates.extend(self.change(
+                &gk,
+                &group,
+                &args,
+                record.timestamp,
+                false,
+                state,
+                functions,
+            )?);
+        }
+        Ok(updates)
     }
 
     /// One row already decoded (a join's result): its names and values and timestamp.
