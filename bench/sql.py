@@ -25,7 +25,7 @@ in the same run on the same broker:
 
 - spill (`--only spill`, two brokers of their own, one after the other): the same GROUP BY
   over --keys keys fed --records records, read from the start, with every group cached
-  in memory (the default cache) and with a tenth of them cached (`--sql-state-cache-groups`,
+  in memory (a cache of twice the keys) and with a tenth of them cached (`--sql-state-cache-groups`,
   the rest in the task's state store on disk): records/s and the broker's peak resident
   memory of each, and their ratio.
 
@@ -405,14 +405,13 @@ def spill_bench(args):
     from confluent_kafka import Producer
 
     results = {"spill_records": args.records, "spill_keys": args.keys}
-    for label, cache in (("memory", None), ("disk", max(args.keys // 10, 2))):
+    for label, cache in (("memory", max(args.keys * 2, 100_000)), ("disk", max(args.keys // 10, 2))):
         tmp = pathlib.Path(tempfile.mkdtemp(prefix="strata-sql-spill-"))
         port, sql_port = free_port(), free_port()
         bootstrap, base = f"127.0.0.1:{port}", f"127.0.0.1:{sql_port}"
         argv = [args.strata, "serve", "--data-dir", str(tmp / "data"), "--listen", bootstrap,
                 "--sql-listen", base]
-        if cache:
-            argv += ["--sql-state-cache-groups", str(cache)]
+        argv += ["--sql-state-cache-groups", str(cache)]
         log = open(tmp / "broker.log", "wb")
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -443,8 +442,8 @@ def spill_bench(args):
                     peak_kib = int(line.split()[1])
             results[f"spill_{label}_records_per_s"] = round(rate)
             results[f"spill_{label}_peak_rss_mib"] = round(peak_kib / 1024)
-            results[f"spill_{label}_cache_groups"] = cache or "default"
-            print(f"== GROUP BY, groups in {label} (cache {cache or 'default'}): {rate:,.0f} records/s, "
+            results[f"spill_{label}_cache_groups"] = cache
+            print(f"== GROUP BY, groups in {label} (cache {cache}): {rate:,.0f} records/s, "
                   f"peak RSS {peak_kib // 1024} MiB", file=sys.stderr)
         finally:
             proc.terminate()
