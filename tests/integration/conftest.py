@@ -151,3 +151,19 @@ def read_frame(sock):
         assert chunk, "connection closed by the broker"
         body += chunk
     return body
+
+
+def wait_http_ok(url, timeout=30):
+    """Waits until GET `url` answers 2xx (a server starting up)."""
+    import urllib.error
+    import urllib.request
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if 200 <= r.status < 300:
+                    return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")

@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType,
                                    AdminClient, NewTopic, ResourcePatternType, ResourceType)
 
-from conftest import STRATA_BIN, Broker, free_port, unique
+from conftest import STRATA_BIN, Broker, free_port, unique, wait_http_ok
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 USERS = {"admin": "admin-secret", "alice": "alice-secret", "bob": "bob-secret"}
@@ -362,14 +362,7 @@ listeners = "PLAINTEXT://127.0.0.1:{plain},SASL_PLAINTEXT://127.0.0.1:{sasl}"
     url = f"http://127.0.0.1:{sql_port}"
     creds = {u: (u, pw) for u, pw in USERS.items()}
     try:
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                if requests.get(url + "/healthcheck", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
+        wait_http_ok(url + "/healthcheck")
 
         def post(path, body, user):
             return requests.post(url + path, json=body, auth=creds[user], timeout=30,

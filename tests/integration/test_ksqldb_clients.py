@@ -75,7 +75,7 @@ def test_the_rest_api_takes_the_brokers_sasl_users_with_http_basic(tmp_path):
     the header. Plain HTTP clients stand in for them.)"""
     import requests
 
-    from conftest import STRATA_BIN, Broker, free_port
+    from conftest import STRATA_BIN, Broker, free_port, wait_http_ok
     data = tmp_path / "data"
     subprocess.run([STRATA_BIN, "format", "--data-dir", str(data),
                     "--add-scram", "SCRAM-SHA-256=[name=analyst,password=analyst-secret]"],
@@ -90,14 +90,7 @@ listeners = "PLAINTEXT://127.0.0.1:{plain},SASL_PLAINTEXT://127.0.0.1:{sasl}"
     url = f"http://127.0.0.1:{sql_port}"
     good, bad = ("analyst", "analyst-secret"), ("analyst", "nope")
     try:
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                if requests.get(url + "/healthcheck", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
+        wait_http_ok(url + "/healthcheck")
 
         def post(path, body, auth=None):
             return requests.post(url + path, json=body, auth=auth, timeout=30,

@@ -420,18 +420,6 @@ def test_an_aggregation_restarts_from_its_local_state_store_and_the_changelog_ta
         b.stop()
 
 
-def wait_sql_up(b, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if requests.get(b.sql + "/info", timeout=2).ok:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("the SQL engine did not come back")
-
-
 def test_aggregations_larger_than_their_cache_keep_their_groups_on_disk_and_stay_exact(tmp_path):
     """Each task caches 40 groups; plain, tumbling and session aggregations of 1,200 keys
     keep the rest in their state store on disk. Outputs, pull-query lookups and scans are
@@ -502,7 +490,7 @@ def test_aggregations_larger_than_their_cache_keep_their_groups_on_disk_and_stay
         check()
         b.kill9()
         b.start()
-        wait_sql_up(b)
+        wait_sql(b)
         produce([2])
         check()
         restored = [line for line in b.log_text().splitlines()
