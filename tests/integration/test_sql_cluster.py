@@ -105,19 +105,32 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
         # carrying the row each replaces, so a row that changes region leaves the old one.
         ksql(urls[2], "CREATE TABLE per_region AS SELECT region, COUNT(*) AS c FROM users GROUP BY region;",
              {"ksql.streams.auto.offset.reset": "earliest"})
+        # A stream–table join on a stream column that is not its key: the orders (keyed
+        # by order id) and the users table both go through repartition topics, placed by
+        # user id with Kafka's partitioner (librdkafka, which wrote the users, places keys
+        # otherwise), and a task per partition joins them.
+        orders_topic = unique("orders")
+        ksql(urls[0], f"CREATE STREAM orders (oid STRING KEY, uid STRING, amount INT) "
+                      f"WITH (kafka_topic='{orders_topic}', partitions=3, value_format='JSON');")
+        ksql(urls[1], "CREATE STREAM order_regions AS SELECT o.uid AS uid, o.oid AS oid, o.amount AS amount, "
+                      "u.region AS region FROM orders o JOIN users u ON o.uid = u.id;",
+             {"ksql.streams.auto.offset.reset": "earliest"})
         # Every engine follows the statements made on the others.
         for url in urls:
             wait_for(lambda: {s["name"] for s in ksql(url, "SHOW STREAMS;")[0]["streams"]} >= {"CLICKS", "BIG"},
                      what="every engine knows the streams")
-            wait_for(lambda: len(ksql(url, "SHOW QUERIES;")[0]["queries"]) == 5, what="every engine knows the queries")
+            wait_for(lambda: len(ksql(url, "SHOW QUERIES;")[0]["queries"]) == 6, what="every engine knows the queries")
         queries = {q["id"] for q in ksql(urls[2], "SHOW QUERIES;")[0]["queries"]}
         totals_id = next(q for q in queries if q.startswith("CTAS_TOTALS"))
         by_n_id = next(q for q in queries if q.startswith("CTAS_BY_N"))
         big_id = next(q for q in queries if q.startswith("CSAS_BIG"))
         enriched_id = next(q for q in queries if q.startswith("CSAS_ENRICHED"))
         region_id = next(q for q in queries if q.startswith("CTAS_PER_REGION"))
-        tasks = ({f"{q}#{p}" for q in (totals_id, big_id, by_n_id, enriched_id, region_id) for p in range(3)}
-                 | {f"{q}#r{p}" for q in (by_n_id, region_id) for p in range(3)})
+        orders_id = next(q for q in queries if q.startswith("CSAS_ORDER_REGIONS"))
+        tasks = ({f"{q}#{p}" for q in (totals_id, big_id, by_n_id, enriched_id, region_id, orders_id)
+                  for p in range(3)}
+                 | {f"{q}#r{p}" for q in (by_n_id, region_id, orders_id) for p in range(3)}
+                 | {f"{orders_id}#t{p}" for p in range(3)})
 
         def owners():
             shares = [assigned(b) if b.alive() else None for b in nodes]
@@ -127,8 +140,8 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
                 return None  # not settled: a task unassigned or assigned twice
             return shares
         shares = wait_for(owners, timeout=60, what="each task assigned to exactly one engine")
-        # Twenty-one tasks over three engines: seven each.
-        assert all(len(s) == 7 for s in shares), shares
+        # Thirty tasks over three engines: ten each.
+        assert all(len(s) == 10 for s in shares), shares
         # The table's partitions are spread: no engine holds all of TOTALS.
         assert all(sum(t.startswith(totals_id + "#") for t in s) < 3 for s in shares), shares
         owner = next(i for i, s in enumerate(shares) if any(t.startswith(totals_id + "#") for t in s))
@@ -153,6 +166,8 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
         for round_ in range(3):
             for u in users:
                 p.produce(topic, key=u.encode(), value=json.dumps({"n": round_ * 3}))
+        for i in range(90):
+            p.produce(orders_topic, key=f"o{i}".encode(), value=json.dumps({"uid": users[i % 60], "amount": i}))
         p.flush(30)
 
         def table_rows(url, user):
@@ -200,6 +215,8 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
                       "enable.idempotence": True})
         for u in users:
             p.produce(topic, key=u.encode(), value=json.dumps({"n": 1}))
+        for i in range(90, 120):
+            p.produce(orders_topic, key=f"o{i}".encode(), value=json.dumps({"uid": users[i % 60], "amount": i}))
         p.flush(30)
         for url in live_urls:
             assert wait_for(lambda: table_rows(url, "u7") == [["u7", 4, 10]], timeout=90,
@@ -235,6 +252,11 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
         assert sorted((u, v["N"]) for u, v in joined) == sorted(
             (u, n) for u in users for n in (0, 3, 6, 1)), f"{len(joined)} joined records"
         assert all(v["REGION"] == f"r{int(u[1:]) % 4}" for u, v in joined)
+        # Every order joined exactly once through the repartitioned join, across the kill.
+        orders = read_committed(live, "ORDER_REGIONS", 120)
+        assert sorted(v["OID"] for _, v in orders) == sorted(f"o{i}" for i in range(120)), f"{len(orders)} orders"
+        assert all(uid == users[int(v["OID"][1:]) % 60] and v["REGION"] == f"r{int(uid[1:]) % 4}"
+                   for uid, v in orders), orders[:5]
         # Twenty users move to a new region, five from each: each leaves its old group
         # (its row carried through the repartition topic) and joins the new one; a user
         # deleted leaves its group.

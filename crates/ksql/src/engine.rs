@@ -28,8 +28,8 @@ use tokio::sync::{watch, Mutex};
 use crate::log::{LogClient, LogError};
 use crate::members::{MemberInfo, Ownership};
 use crate::run::{
-    changelog_topic, partition_local, repartition_topic, start_persistent, Groups,
-    PersistentHandle, QueryState, Reset, Stage, StateOptions, Task,
+    changelog_topic, partition_local, repartition_topic, start_persistent, table_repartition_topic,
+    Groups, PersistentHandle, QueryState, Reset, Stage, StateOptions, Task,
 };
 
 /// Where the engine keeps the statements that made its streams, tables and queries.
@@ -299,7 +299,16 @@ impl Engine {
     /// anything else a repartitioning task per input partition plus an aggregating task
     /// per partition of its repartition topic; else the whole query. A query keeps its
     /// layout: once its changelog exists, its partition count decides.
-    fn tasks_for(&self, id: &str, plan: &Planned, topics: &BTreeMap<String, i32>) -> Vec<Task> {
+    /// `may_create`: the query is being created, so topics a split needs may be made; a
+    /// query replayed from the command topic (or an INSERT INTO) splits a join only if
+    /// its repartition topics exist, so a query that ran whole keeps running whole.
+    fn tasks_for(
+        &self,
+        id: &str,
+        plan: &Planned,
+        topics: &BTreeMap<String, i32>,
+        may_create: bool,
+    ) -> Vec<Task> {
         let whole = vec![Task::whole(id)];
         if self.cluster.get().is_none() {
             return whole;
@@ -341,8 +350,34 @@ impl Engine {
                     .chain((0..count).map(|p| Task::part(id, p, Stage::AfterRepartition)))
                     .collect()
             }
-            // Joins not on both inputs' keys, foreign-key joins and aggregations of joins
-            // read records of every partition together: they run whole.
+            // A stream–table join on a stream expression that is not its key: both inputs
+            // go through repartition topics, placed by the join key, and a task per
+            // partition joins them.
+            Planned::Join(j)
+                if j.repartitionable()
+                    && (may_create
+                        || (topics.contains_key(&repartition_topic(id))
+                            && topics.contains_key(&table_repartition_topic(id)))) =>
+            {
+                let inputs = crate::run::input_topics(plan);
+                let (Some(&streams), Some(&tables)) = (
+                    inputs.first().and_then(|t| topics.get(t)),
+                    inputs.get(1).and_then(|t| topics.get(t)),
+                ) else {
+                    return whole;
+                };
+                let count = topics
+                    .get(&table_repartition_topic(id))
+                    .copied()
+                    .unwrap_or(tables);
+                (0..streams)
+                    .map(|p| Task::part(id, p, Stage::Repartition))
+                    .chain((0..tables).map(|p| Task::part(id, p, Stage::RepartitionTable)))
+                    .chain((0..count).map(|p| Task::part(id, p, Stage::AfterRepartition)))
+                    .collect()
+            }
+            // Foreign-key joins, chains of joins and aggregations of joins read records of
+            // every partition together: they run whole.
             _ => whole,
         }
     }
@@ -415,10 +450,7 @@ impl Engine {
                 if let Some(h) = &host {
                     hosts.insert(h.clone(), json!(state));
                 }
-                let topics = match t.stage {
-                    Stage::AfterRepartition => vec![repartition_topic(&q.id)],
-                    _ => crate::run::input_topics(&q.plan),
-                };
+                let topics = crate::run::stage_inputs(t, &q.plan);
                 json!({
                     "taskId": t.id(),
                     "topicPartitions": topics.iter().map(|topic| json!({
@@ -843,13 +875,27 @@ impl Engine {
                         self.remove_stores(&q);
                     }
                 }
-                let tasks = self.tasks_for(&id, &planned.query, &topics);
+                let tasks = self.tasks_for(&id, &planned.query, &topics, !replay);
                 let state_partitions = tasks.iter().filter(|t| t.holds_state()).count() as i32;
                 if tasks.iter().any(|t| t.stage == Stage::Repartition) {
                     let repartition = repartition_topic(&id);
                     if !topics.contains_key(&repartition) {
                         st.log
                             .create_topic(&repartition, state_partitions, &[])
+                            .await
+                            .map_err(|e| format!("Could not create topic '{repartition}': {e}"))?;
+                    }
+                }
+                if tasks.iter().any(|t| t.stage == Stage::RepartitionTable) {
+                    // A join's table, by key: compacted, never purged (it is the table).
+                    let repartition = table_repartition_topic(&id);
+                    if !topics.contains_key(&repartition) {
+                        st.log
+                            .create_topic(
+                                &repartition,
+                                state_partitions,
+                                &[("cleanup.policy".to_string(), "compact".to_string())],
+                            )
                             .await
                             .map_err(|e| format!("Could not create topic '{repartition}': {e}"))?;
                     }
@@ -915,7 +961,7 @@ impl Engine {
                     return Err("INSERT INTO a stream takes a query without aggregation.".into());
                 }
                 let id = query_id.unwrap_or_else(|| format!("INSERTQUERY_{}", st.command_seq));
-                let tasks = self.tasks_for(&id, &planned.query, &topics);
+                let tasks = self.tasks_for(&id, &planned.query, &topics, false);
                 let sink_topic = planned.sink.topic.clone();
                 let reset = Reset::from_properties(props);
                 let plan = Arc::new(planned.query);
@@ -1034,7 +1080,11 @@ impl Engine {
                         q.stop().await;
                         self.remove_stores(&q);
                         // Its state goes with it, as ksqlDB deletes a query's internal topics.
-                        let internal = [changelog_topic(&id), repartition_topic(&id)];
+                        let internal = [
+                            changelog_topic(&id),
+                            repartition_topic(&id),
+                            table_repartition_topic(&id),
+                        ];
                         for topic in internal {
                             if !replay && st.log.topics().await.is_ok_and(|t| t.contains_key(&topic)) {
                                 let _ = st.log.delete_topic(&topic).await;
@@ -1686,7 +1736,14 @@ impl Engine {
             return Ok(());
         }
         let topics = st.log.topics().await.map_err(|e| e.to_string())?;
-        for topic in crate::run::input_topics(plan) {
+        let mut inputs = crate::run::input_topics(plan);
+        if let Planned::Join(j) = plan {
+            if j.repartitionable() {
+                // A split join's table is read whole from its start, whatever the reset.
+                inputs.truncate(1);
+            }
+        }
+        for topic in inputs {
             let mut ends = BTreeMap::new();
             for p in 0..topics.get(&topic).copied().unwrap_or(0) {
                 ends.insert(

@@ -174,7 +174,11 @@ pub enum Stage {
     /// An aggregation's first step when its groups are not its source's keys: writes each
     /// record, unchanged, to the query's repartition topic, in the partition of its group.
     Repartition,
-    /// The aggregation itself, on one partition of the repartition topic.
+    /// A repartitioned stream–table join's step for its table: writes each record,
+    /// unchanged, to the query's table repartition topic (compacted: it is the table the
+    /// join reads), in the partition of its key.
+    RepartitionTable,
+    /// The aggregation (or join) itself, on one partition of the repartition topic(s).
     AfterRepartition,
 }
 
@@ -202,13 +206,14 @@ impl Task {
         match (self.partition, self.stage) {
             (None, _) => self.query_id.clone(),
             (Some(p), Stage::Repartition) => format!("{}#r{p}", self.query_id),
+            (Some(p), Stage::RepartitionTable) => format!("{}#t{p}", self.query_id),
             (Some(p), _) => format!("{}#{p}", self.query_id),
         }
     }
 
     /// Whether it holds part of the query's state (what pull queries read).
     pub fn holds_state(&self) -> bool {
-        self.stage != Stage::Repartition
+        !matches!(self.stage, Stage::Repartition | Stage::RepartitionTable)
     }
 
     /// The changelog partition holding this task's state.
@@ -220,6 +225,42 @@ impl Task {
 /// The topic a repartitioned aggregation's records go through, by group.
 pub fn repartition_topic(query_id: &str) -> String {
     format!("_strata_ksql_{query_id}_repartition")
+}
+
+/// The compacted topic a repartitioned join's table goes through, by key.
+pub fn table_repartition_topic(query_id: &str) -> String {
+    format!("_strata_ksql_{query_id}_repartition_table")
+}
+
+/// The topics a task reads: its query's inputs, or one of them for a repartitioning step
+/// (a join's stream, or its table), or the repartition topic(s) after one.
+pub fn stage_inputs(task: &Task, plan: &Planned) -> Vec<String> {
+    let inputs = input_topics(plan);
+    let join = matches!(plan, Planned::Join(_));
+    match task.stage {
+        Stage::Direct => inputs,
+        Stage::Repartition if join => inputs.into_iter().take(1).collect(),
+        Stage::Repartition => inputs,
+        Stage::RepartitionTable => inputs.into_iter().skip(1).take(1).collect(),
+        Stage::AfterRepartition if join => vec![
+            repartition_topic(&task.query_id),
+            table_repartition_topic(&task.query_id),
+        ],
+        Stage::AfterRepartition => vec![repartition_topic(&task.query_id)],
+    }
+}
+
+/// The topic each of a join's inputs comes from for this task (after a repartition, the
+/// repartition topics stand for the stream and the table).
+fn join_topics(task: &Task, j: &JoinQuery) -> Vec<String> {
+    if task.stage == Stage::AfterRepartition {
+        vec![
+            repartition_topic(&task.query_id),
+            table_repartition_topic(&task.query_id),
+        ]
+    } else {
+        j.topics().into_iter().map(str::to_string).collect()
+    }
 }
 
 /// Starts a persistent query's task.
@@ -240,6 +281,8 @@ pub fn start_persistent(
     let (sink_topic, reset) = match task.stage {
         Stage::Direct => (sink_topic, reset),
         Stage::Repartition => (repartition_topic(&task.query_id), reset),
+        // The table whole: its rows from the start, whatever the query's reset.
+        Stage::RepartitionTable => (table_repartition_topic(&task.query_id), Reset::Earliest),
         Stage::AfterRepartition => (sink_topic, Reset::Earliest),
     };
     let runner = Persistent {
@@ -628,10 +671,7 @@ impl Persistent {
         let mut positions: Option<Positions> = None;
         let mut prefetch: Option<Prefetch> = None;
         let mut sink_partitions = 0;
-        let inputs = match self.task.stage {
-            Stage::AfterRepartition => vec![repartition_topic(&self.task.query_id)],
-            _ => input_topics(&self.query),
-        };
+        let inputs = stage_inputs(&self.task, &self.query);
         loop {
             if *stopped.borrow() {
                 if positions.is_some() {
@@ -705,16 +745,29 @@ impl Persistent {
                         Planned::Aggregate(q) => {
                             restore(&mut self.log, &self.task, q, &self.groups).await?;
                         }
+                        Planned::Join(_) if !self.task.holds_state() => {}
                         Planned::Join(j) => {
-                            self.join_state =
-                                replay_join(&mut self.log, &self.task.query_id, j, &committed)
-                                    .await?;
+                            let topics = join_topics(&self.task, j);
+                            self.join_state = replay_join(
+                                &mut self.log,
+                                &self.task.query_id,
+                                j,
+                                &topics,
+                                &committed,
+                            )
+                            .await?;
                         }
                         Planned::JoinAggregate(j, q) => {
                             restore(&mut self.log, &self.task, q, &self.groups).await?;
-                            self.join_state =
-                                replay_join(&mut self.log, &self.task.query_id, j, &committed)
-                                    .await?;
+                            let topics = join_topics(&self.task, j);
+                            self.join_state = replay_join(
+                                &mut self.log,
+                                &self.task.query_id,
+                                j,
+                                &topics,
+                                &committed,
+                            )
+                            .await?;
                         }
                         Planned::Stateless(_) => {}
                     }
@@ -742,7 +795,12 @@ impl Persistent {
                     // Records below the committed positions are done with (as Kafka
                     // Streams purges its repartition topics); a failed purge is tried
                     // again next time.
+                    // (Not a join's table repartition topic: it is the table.)
+                    let purgeable = repartition_topic(&self.task.query_id);
                     for ((topic, partition), &before) in at.iter() {
+                        if *topic != purgeable {
+                            continue;
+                        }
                         let tp = (topic.clone(), *partition);
                         if self.purged.get(&tp).is_some_and(|&p| p >= before) {
                             continue;
@@ -888,7 +946,37 @@ impl Persistent {
                 timestamp_ms: timestamp,
             });
         };
+        if self.task.stage == Stage::RepartitionTable {
+            // A join's table row as it came, in the partition of its key (Kafka's default
+            // partitioner, whatever placed it in the table's topic).
+            let partition = match r.key.as_deref() {
+                Some(k) => strata_client::partition_for_key(k, sink_partitions),
+                None => p % sink_partitions.max(1),
+            };
+            outputs.entry(partition).or_default().push(Record {
+                key: r.key.clone(),
+                value: r.value.clone(),
+                headers: r.headers.clone(),
+                timestamp_ms: r.timestamp_ms,
+            });
+            return;
+        }
         if self.task.stage == Stage::Repartition {
+            if let Planned::Join(j) = &*self.query {
+                // A join's stream record as it came, in the partition of the table key it
+                // looks up (one without stays in its partition's number: it meets no row).
+                let partition = match j.lookup_key(input, &NoFunctions) {
+                    Some(k) => strata_client::partition_for_key(&k, sink_partitions),
+                    None => p % sink_partitions.max(1),
+                };
+                outputs.entry(partition).or_default().push(Record {
+                    key: r.key.clone(),
+                    value: r.value.clone(),
+                    headers: r.headers.clone(),
+                    timestamp_ms: r.timestamp_ms,
+                });
+                return;
+            }
             // The record as it came, in the partition of its group.
             let query = self.query.clone();
             if let Planned::Aggregate(q) = &*query {
@@ -919,7 +1007,7 @@ impl Persistent {
                 }
             }
             Planned::Join(j) => {
-                for (i, topic) in j.topics().into_iter().enumerate() {
+                for (i, topic) in join_topics(&self.task, j).into_iter().enumerate() {
                     if topic != tp.0 {
                         continue;
                     }
@@ -1246,13 +1334,14 @@ async fn replay_join(
     log: &mut LogClient,
     id: &str,
     j: &JoinQuery,
+    topics: &[String],
     committed: &Positions,
 ) -> Result<JoinState, LogError> {
     use strata_sql::join::Replay;
     let mut state = JoinState::default();
     // A topic read by several inputs (a self-join) replays as its most demanding use.
     let mut plan: BTreeMap<&str, Replay> = BTreeMap::new();
-    for (topic, replay) in j.topics().into_iter().zip(j.replay()) {
+    for (topic, replay) in topics.iter().map(String::as_str).zip(j.replay()) {
         let rank = |r: &Replay| match r {
             Replay::Skip => 0,
             Replay::Within(_) => 1,
@@ -1285,7 +1374,7 @@ async fn replay_join(
     let mut at: Positions = BTreeMap::new();
     for (tp, &end) in committed {
         let start = match plan.get(tp.0.as_str()) {
-            Some(Replay::Skip) => continue,
+            Some(Replay::Skip) | None => continue,
             Some(Replay::Within(_)) => match horizon {
                 Some(h) if h > 0 => match log.offset(&tp.0, tp.1, h).await? {
                     o if o >= 0 => o,
@@ -1316,8 +1405,8 @@ async fn replay_join(
         for (i, r) in merge_by_timestamp(fetched) {
             let tp = &tps[i];
             replayed += 1;
-            for (i, topic) in j.topics().into_iter().enumerate() {
-                if topic == tp.0 {
+            for (i, topic) in topics.iter().enumerate() {
+                if *topic == tp.0 {
                     let input = RecordIn {
                         key: r.key.as_deref(),
                         value: r.value.as_deref(),
@@ -1735,5 +1824,58 @@ mod tests {
         assert_eq!(part.changelog_partition(), 4);
         assert_eq!(whole.changelog_partition(), 0);
         assert!(!Task::part("Q", 0, Stage::Repartition).holds_state());
+        assert_eq!(
+            Task::part("CSAS_J_1", 2, Stage::RepartitionTable).id(),
+            "CSAS_J_1#t2"
+        );
+        assert!(!Task::part("Q", 0, Stage::RepartitionTable).holds_state());
+    }
+
+    /// A stream–table join on a stream value column is split through two repartition
+    /// topics: the stream's records placed by the table key they look up, written as the
+    /// table writes its keys (here JSON), the table's rows by their key; foreign-key and
+    /// key-on-key joins are not (the latter needs no repartition).
+    #[test]
+    fn a_join_on_a_stream_value_goes_through_two_repartition_topics() {
+        let Planned::Join(j) =
+            plan("CREATE STREAM j3 AS SELECT * FROM clicks c JOIN users_json u ON c.page = u.id;")
+        else {
+            panic!("a join")
+        };
+        assert!(j.repartitionable());
+        let record = RecordIn {
+            key: Some(b"alice"),
+            value: Some(br#"{"page":"home","n":1}"#),
+            timestamp: 0,
+            partition: 0,
+            offset: 0,
+        };
+        assert_eq!(
+            j.lookup_key(record, &NoFunctions).as_deref(),
+            Some(&br#""home""#[..])
+        );
+        let no_page = RecordIn {
+            value: Some(br#"{"n":1}"#),
+            ..record
+        };
+        assert_eq!(j.lookup_key(no_page, &NoFunctions), None);
+        let planned =
+            plan("CREATE STREAM j3 AS SELECT * FROM clicks c JOIN users_json u ON c.page = u.id;");
+        let inputs = |stage| stage_inputs(&Task::part("Q", 1, stage), &planned);
+        assert_eq!(inputs(Stage::Repartition), vec!["clicks"]);
+        assert_eq!(inputs(Stage::RepartitionTable), vec!["users_json"]);
+        assert_eq!(
+            inputs(Stage::AfterRepartition),
+            vec![repartition_topic("Q"), table_repartition_topic("Q")]
+        );
+        for keyed in [
+            "CREATE TABLE fk AS SELECT * FROM visits v JOIN users u ON v.uid = u.id;",
+            "CREATE STREAM j AS SELECT * FROM clicks c JOIN users u ON c.user = u.id;",
+        ] {
+            let Planned::Join(j) = plan(keyed) else {
+                panic!("a join")
+            };
+            assert!(!j.repartitionable(), "{keyed}");
+        }
     }
 }

@@ -1038,6 +1038,39 @@ impl JoinQuery {
             .collect()
     }
 
+    /// Whether the join can run one task per partition after repartitioning both inputs
+    /// by the join key ([`JoinQuery::lookup_key`] for the stream, the table's key for the
+    /// table): one stream–table join, on a stream expression that is not its key. (Placing
+    /// both sides ourselves, rather than only the stream as ksqlDB does, keeps it right
+    /// whatever partitioner wrote the table: librdkafka's default is not Kafka's.)
+    pub fn repartitionable(&self) -> bool {
+        !self.co_partitioned
+            && self.nodes.len() == 1
+            && self.nodes[0].shape == Shape::StreamTable
+            && self.inputs.len() == 2
+            && self.inputs[1].source.key.len() == 1
+    }
+
+    /// The table key a stream record looks up, written as the table writes its keys (the
+    /// bytes that place it with the table's row). None when the record has no key to look
+    /// up (a NULL join value, or a record that cannot be read).
+    pub fn lookup_key(&self, record: RecordIn<'_>, functions: &dyn Functions) -> Option<Vec<u8>> {
+        let inp = self.inputs.first()?;
+        let table = &self.inputs.get(1)?.source;
+        let record = crate::pipeline::with_event_time(&inp.source, record).ok()?;
+        let values = crate::pipeline::decode_values(&inp.source, record).ok()?;
+        let mut row = vec![Value::Null; self.width()];
+        row[inp.offset..inp.offset + values.len()].clone_from_slice(&values);
+        let value = self
+            .eval_on(&self.nodes.first()?.left_expr, &row, functions)
+            .ok()?;
+        if value.is_null() {
+            return None;
+        }
+        let value = cast(value, &table.key[0].sql_type).ok()?;
+        serialize(&table.key_format, &table.key, &[value], false).ok()?
+    }
+
     /// The topic each input reads, in input order.
     pub fn topics(&self) -> Vec<&str> {
         self.inputs
