@@ -1984,11 +1984,21 @@ fn describe(
         .map(query_json)
         .collect();
     let statistics = if extended {
+        // What the queries read from their sources and wrote to this sink: a
+        // repartitioning step's reads are the source's, its writes internal; the step
+        // after it reads internal records and writes the sink.
         let (r, w) = queries
             .values()
             .filter(|q| q.sink == source.name)
-            .flat_map(|q| q.handles.values())
-            .map(|h| *h.counts.lock().expect("counts lock"))
+            .flat_map(|q| q.handles.iter())
+            .map(|(task, h)| {
+                let (r, w) = *h.counts.lock().expect("counts lock");
+                match task.stage {
+                    Stage::Direct => (r, w),
+                    Stage::Repartition | Stage::RepartitionTable => (r, 0),
+                    Stage::AfterRepartition => (0, w),
+                }
+            })
             .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
         format!("records-read: {r}, records-written: {w}")
     } else {
