@@ -227,6 +227,16 @@ pub fn repartition_topic(query_id: &str) -> String {
     format!("_strata_ksql_{query_id}_repartition")
 }
 
+/// A record as it came, to `partition` of a repartition topic.
+fn forward(r: &DecodedRecord, partition: i32, outputs: &mut BTreeMap<i32, Vec<Record>>) {
+    outputs.entry(partition).or_default().push(Record {
+        key: r.key.clone(),
+        value: r.value.clone(),
+        headers: r.headers.clone(),
+        timestamp_ms: r.timestamp_ms,
+    });
+}
+
 /// The compacted topic a repartitioned join's table goes through, by key.
 pub fn table_repartition_topic(query_id: &str) -> String {
     format!("_strata_ksql_{query_id}_repartition_table")
@@ -747,27 +757,13 @@ impl Persistent {
                         }
                         Planned::Join(_) if !self.task.holds_state() => {}
                         Planned::Join(j) => {
-                            let topics = join_topics(&self.task, j);
-                            self.join_state = replay_join(
-                                &mut self.log,
-                                &self.task.query_id,
-                                j,
-                                &topics,
-                                &committed,
-                            )
-                            .await?;
+                            self.join_state =
+                                replay_join(&mut self.log, &self.task, j, &committed).await?;
                         }
                         Planned::JoinAggregate(j, q) => {
                             restore(&mut self.log, &self.task, q, &self.groups).await?;
-                            let topics = join_topics(&self.task, j);
-                            self.join_state = replay_join(
-                                &mut self.log,
-                                &self.task.query_id,
-                                j,
-                                &topics,
-                                &committed,
-                            )
-                            .await?;
+                            self.join_state =
+                                replay_join(&mut self.log, &self.task, j, &committed).await?;
                         }
                         Planned::Stateless(_) => {}
                     }
@@ -953,12 +949,7 @@ impl Persistent {
                 Some(k) => strata_client::partition_for_key(k, sink_partitions),
                 None => p % sink_partitions.max(1),
             };
-            outputs.entry(partition).or_default().push(Record {
-                key: r.key.clone(),
-                value: r.value.clone(),
-                headers: r.headers.clone(),
-                timestamp_ms: r.timestamp_ms,
-            });
+            forward(r, partition, outputs);
             return;
         }
         if self.task.stage == Stage::Repartition {
@@ -969,12 +960,7 @@ impl Persistent {
                     Some(k) => strata_client::partition_for_key(&k, sink_partitions),
                     None => p % sink_partitions.max(1),
                 };
-                outputs.entry(partition).or_default().push(Record {
-                    key: r.key.clone(),
-                    value: r.value.clone(),
-                    headers: r.headers.clone(),
-                    timestamp_ms: r.timestamp_ms,
-                });
+                forward(r, partition, outputs);
                 return;
             }
             // The record as it came, in the partition of its group.
@@ -984,12 +970,7 @@ impl Persistent {
                     self.repartition_table_change(q, input, r, sink_partitions, outputs);
                 } else if let Some(group) = q.group_key_of(input, &NoFunctions) {
                     let partition = strata_client::partition_for_key(&group, sink_partitions);
-                    outputs.entry(partition).or_default().push(Record {
-                        key: r.key.clone(),
-                        value: r.value.clone(),
-                        headers: r.headers.clone(),
-                        timestamp_ms: r.timestamp_ms,
-                    });
+                    forward(r, partition, outputs);
                 }
             }
             return;
@@ -1332,11 +1313,12 @@ fn aggregate_outcome(
 /// all (it keeps no state).
 async fn replay_join(
     log: &mut LogClient,
-    id: &str,
+    task: &Task,
     j: &JoinQuery,
-    topics: &[String],
     committed: &Positions,
 ) -> Result<JoinState, LogError> {
+    let id = task.query_id.as_str();
+    let topics = join_topics(task, j);
     use strata_sql::join::Replay;
     let mut state = JoinState::default();
     // A topic read by several inputs (a self-join) replays as its most demanding use.
