@@ -115,11 +115,23 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
         ksql(urls[1], "CREATE STREAM order_regions AS SELECT o.uid AS uid, o.oid AS oid, o.amount AS amount, "
                       "u.region AS region FROM orders o JOIN users u ON o.uid = u.id;",
              {"ksql.streams.auto.offset.reset": "earliest"})
+        # A stream–stream join on value columns: both streams go through repartition
+        # topics placed by order id, a task per partition joins them within the window,
+        # and what the windows no longer need is purged from both topics.
+        shipments_topic, deliveries_topic = unique("shipments"), unique("deliveries")
+        ksql(urls[2], f"CREATE STREAM shipments (sid STRING KEY, oid STRING) "
+                      f"WITH (kafka_topic='{shipments_topic}', partitions=3, value_format='JSON');")
+        ksql(urls[2], f"CREATE STREAM deliveries (did STRING KEY, oid STRING) "
+                      f"WITH (kafka_topic='{deliveries_topic}', partitions=3, value_format='JSON');")
+        ksql(urls[0], "CREATE STREAM delivered AS SELECT s.oid AS oid, s.sid AS sid, d.did AS did "
+                      "FROM shipments s JOIN deliveries d WITHIN 5 SECONDS GRACE PERIOD 1 SECOND "
+                      "ON s.oid = d.oid;",
+             {"ksql.streams.auto.offset.reset": "earliest"})
         # Every engine follows the statements made on the others.
         for url in urls:
             wait_for(lambda: {s["name"] for s in ksql(url, "SHOW STREAMS;")[0]["streams"]} >= {"CLICKS", "BIG"},
                      what="every engine knows the streams")
-            wait_for(lambda: len(ksql(url, "SHOW QUERIES;")[0]["queries"]) == 6, what="every engine knows the queries")
+            wait_for(lambda: len(ksql(url, "SHOW QUERIES;")[0]["queries"]) == 7, what="every engine knows the queries")
         queries = {q["id"] for q in ksql(urls[2], "SHOW QUERIES;")[0]["queries"]}
         totals_id = next(q for q in queries if q.startswith("CTAS_TOTALS"))
         by_n_id = next(q for q in queries if q.startswith("CTAS_BY_N"))
@@ -127,10 +139,11 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
         enriched_id = next(q for q in queries if q.startswith("CSAS_ENRICHED"))
         region_id = next(q for q in queries if q.startswith("CTAS_PER_REGION"))
         orders_id = next(q for q in queries if q.startswith("CSAS_ORDER_REGIONS"))
-        tasks = ({f"{q}#{p}" for q in (totals_id, big_id, by_n_id, enriched_id, region_id, orders_id)
-                  for p in range(3)}
-                 | {f"{q}#r{p}" for q in (by_n_id, region_id, orders_id) for p in range(3)}
-                 | {f"{orders_id}#t{p}" for p in range(3)})
+        delivered_id = next(q for q in queries if q.startswith("CSAS_DELIVERED"))
+        tasks = ({f"{q}#{p}" for q in (totals_id, big_id, by_n_id, enriched_id, region_id, orders_id,
+                                       delivered_id) for p in range(3)}
+                 | {f"{q}#r{p}" for q in (by_n_id, region_id, orders_id, delivered_id) for p in range(3)}
+                 | {f"{q}#t{p}" for q in (orders_id, delivered_id) for p in range(3)})
 
         def owners():
             shares = [assigned(b) if b.alive() else None for b in nodes]
@@ -140,8 +153,8 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
                 return None  # not settled: a task unassigned or assigned twice
             return shares
         shares = wait_for(owners, timeout=60, what="each task assigned to exactly one engine")
-        # Thirty tasks over three engines: ten each.
-        assert all(len(s) == 10 for s in shares), shares
+        # Thirty-nine tasks over three engines: thirteen each.
+        assert all(len(s) == 13 for s in shares), shares
         # The table's partitions are spread: no engine holds all of TOTALS.
         assert all(sum(t.startswith(totals_id + "#") for t in s) < 3 for s in shares), shares
         owner = next(i for i, s in enumerate(shares) if any(t.startswith(totals_id + "#") for t in s))
@@ -168,6 +181,23 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
                 p.produce(topic, key=u.encode(), value=json.dumps({"n": round_ * 3}))
         for i in range(90):
             p.produce(orders_topic, key=f"o{i}".encode(), value=json.dumps({"uid": users[i % 60], "amount": i}))
+        # Shipped and delivered two minutes ago, 5 ms apart; ten orders shipped now, not
+        # yet delivered (the join's window holds them through the kill).
+        shipped_at = int(time.time() * 1000)
+        long_ago = shipped_at - 120_000
+        def shipped(i, at):
+            p.produce(shipments_topic, key=f"s{i}".encode(), value=json.dumps({"oid": f"o{i}"}), timestamp=at)
+        def delivered(i, at):
+            p.produce(deliveries_topic, key=f"d{i}".encode(), value=json.dumps({"oid": f"o{i}"}), timestamp=at)
+        # Then at once shipments two minutes later: whichever repartitioning runs ahead,
+        # the join waits for the other input's (its records may come after those of a
+        # later time), so none of the pairs is judged late.
+        for i in range(90):
+            shipped(i, long_ago + 10 * i)
+            delivered(i, long_ago + 10 * i + 5)
+        p.flush(30)
+        for i in range(90, 100):
+            shipped(i, shipped_at + i)
         p.flush(30)
 
         def table_rows(url, user):
@@ -205,6 +235,8 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
             seen += m is not None and not m.error()
         c.close()
         assert seen == 3 * len(users), f"{seen} committed updates before the kill"
+        got = read_committed(bootstrap, "DELIVERED", 90)
+        assert len(got) == 90, sorted(int(k[1:]) for k, _ in got)
 
         # The owner dies: its queries move to the live engines, which carry on exactly once.
         nodes[owner].kill9()
@@ -217,6 +249,18 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
             p.produce(topic, key=u.encode(), value=json.dumps({"n": 1}))
         for i in range(90, 120):
             p.produce(orders_topic, key=f"o{i}".encode(), value=json.dumps({"uid": users[i % 60], "amount": i}))
+        # The ten shipped before the kill are delivered (5 ms later, by their time): they
+        # meet shipments the new owners rebuilt from the repartition topic.
+        for i in range(90, 100):
+            delivered(i, shipped_at + i + 5)
+        p.flush(30)
+        live = ",".join(b.bootstrap for b in nodes if b.alive())
+        got = read_committed(live, "DELIVERED", 100)
+        assert len(got) == 100, sorted(int(k[1:]) for k, _ in got)
+        for i in range(100, 120):
+            now = int(time.time() * 1000)
+            shipped(i, now)
+            delivered(i, now + 5)
         p.flush(30)
         for url in live_urls:
             assert wait_for(lambda: table_rows(url, "u7") == [["u7", 4, 10]], timeout=90,
@@ -246,6 +290,20 @@ def test_sql_engines_share_queries_follow_statements_route_pull_queries_and_fail
                     for p in range(3)]
         wait_for(lambda: all(low > 0 for low in lows()), timeout=60,
                  what=f"the repartition topic purged (low watermarks {lows()})")
+        # Every shipment met its delivery exactly once through the split stream–stream
+        # join, across the kill.
+        delivered = read_committed(live, "DELIVERED", 120)
+        assert sorted((k, v["SID"], v["DID"]) for k, v in delivered) == sorted(
+            (f"o{i}", f"s{i}", f"d{i}") for i in range(120)), f"{len(delivered)} delivered"
+        # Both streams' repartition topics are purged below the windows' horizon: the
+        # records of two minutes ago are gone, the recent ones are kept for the window.
+        for internal in (f"_strata_ksql_{delivered_id}_repartition",
+                         f"_strata_ksql_{delivered_id}_repartition_right"):
+            def spans():
+                return [probe.get_watermark_offsets(TopicPartition(internal, p), timeout=10)
+                        for p in range(3)]
+            wait_for(lambda: all(0 < low < high for low, high in spans()), timeout=60,
+                     what=f"{internal} purged below the horizon ({spans()})")
         probe.close()
         # Every click enriched exactly once, by the engines running the join's partitions.
         joined = read_committed(live, "ENRICHED", 4 * len(users))

@@ -75,6 +75,21 @@ impl ClientError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, ClientError::Kafka { code: 5 | 6, .. })
     }
+
+    /// An answer that says the request went to the wrong broker (a partition's leader or a
+    /// group's coordinator moved): what is known of where things live should be asked again.
+    pub fn is_stale_route(&self) -> bool {
+        // UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE, NOT_LEADER_OR_FOLLOWER,
+        // REPLICA_NOT_AVAILABLE, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR,
+        // FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH.
+        matches!(
+            self,
+            ClientError::Kafka {
+                code: 3 | 5 | 6 | 9 | 15 | 16 | 74 | 76,
+                ..
+            }
+        )
+    }
 }
 
 /// The error for a response that lacks the partition it was asked about.
@@ -665,9 +680,24 @@ impl Client {
         partition: i32,
         timestamp: i64,
     ) -> Result<i64, ClientError> {
+        self.list_offset_isolated(topic, partition, timestamp, false)
+            .await
+    }
+
+    /// ListOffsets as a read_committed consumer sees the log when `read_committed` (the
+    /// latest offset is then the last stable offset).
+    pub async fn list_offset_isolated(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+        read_committed: bool,
+    ) -> Result<i64, ClientError> {
         let mut retry = UnavailableRetry::default();
         loop {
-            let r = self.list_offset_once(topic, partition, timestamp).await;
+            let r = self
+                .list_offset_once(topic, partition, timestamp, read_committed)
+                .await;
             if !retry.again(&r).await {
                 return r;
             }
@@ -679,6 +709,7 @@ impl Client {
         topic: &str,
         partition: i32,
         timestamp: i64,
+        read_committed: bool,
     ) -> Result<i64, ClientError> {
         let p = list_offsets_request::ListOffsetsPartition::default()
             .with_partition_index(partition)
@@ -690,6 +721,7 @@ impl Client {
             .send(
                 ListOffsetsRequest::default()
                     .with_replica_id(BrokerId(-1))
+                    .with_isolation_level(i8::from(read_committed))
                     .with_topics(vec![t]),
                 7,
             )
@@ -890,10 +922,22 @@ impl Router {
         partition: i32,
         timestamp: i64,
     ) -> Result<i64, ClientError> {
+        self.list_offset_isolated(topic, partition, timestamp, false)
+            .await
+    }
+
+    /// ListOffsets at the partition's leader, read_committed when asked.
+    pub async fn list_offset_isolated(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+        read_committed: bool,
+    ) -> Result<i64, ClientError> {
         let result = self
             .leader(topic, partition)
             .await?
-            .list_offset(topic, partition, timestamp)
+            .list_offset_isolated(topic, partition, timestamp, read_committed)
             .await;
         self.settle(topic, partition, result)
     }

@@ -28,8 +28,9 @@ use tokio::sync::{watch, Mutex};
 use crate::log::{LogClient, LogError};
 use crate::members::{MemberInfo, Ownership};
 use crate::run::{
-    changelog_topic, partition_local, repartition_topic, start_persistent, table_repartition_topic,
-    Groups, PersistentHandle, QueryState, Reset, Stage, StateOptions, Task,
+    changelog_topic, partition_local, repartition_topic, right_repartition_topic,
+    second_repartition_topic, start_persistent, table_repartition_topic, Groups, PersistentHandle,
+    QueryState, Reset, Stage, StateOptions, Task,
 };
 
 /// Where the engine keeps the statements that made its streams, tables and queries.
@@ -96,6 +97,8 @@ struct PersistentQuery {
     /// What runs, kept to start it whenever this engine comes to own the query.
     plan: Arc<Planned>,
     reset: Reset,
+    /// How long a split join waits for a lagging input (`max.task.idle.ms`).
+    max_task_idle: std::time::Duration,
     /// Its tasks: the whole query, or on a cluster one per input partition when each
     /// partition can be processed alone ([`partition_local`]).
     tasks: Vec<Task>,
@@ -299,15 +302,17 @@ impl Engine {
     /// anything else a repartitioning task per input partition plus an aggregating task
     /// per partition of its repartition topic; else the whole query. A query keeps its
     /// layout: once its changelog exists, its partition count decides.
-    /// `may_create`: the query is being created, so topics a split needs may be made; a
-    /// query replayed from the command topic (or an INSERT INTO) splits a join only if
-    /// its repartition topics exist, so a query that ran whole keeps running whole.
+    /// `split_join`: a repartitionable join is split (it is being created, so the topics
+    /// a split needs may be made, or its command says it was split: an engine following
+    /// the statement may not see those topics yet). Otherwise (an INSERT INTO, or a
+    /// command recorded before splits were) it is split only if its repartition topics
+    /// exist, so a query that ran whole keeps running whole.
     fn tasks_for(
         &self,
         id: &str,
         plan: &Planned,
         topics: &BTreeMap<String, i32>,
-        may_create: bool,
+        split_join: bool,
     ) -> Vec<Task> {
         let whole = vec![Task::whole(id)];
         if self.cluster.get().is_none() {
@@ -350,29 +355,31 @@ impl Engine {
                     .chain((0..count).map(|p| Task::part(id, p, Stage::AfterRepartition)))
                     .collect()
             }
-            // A stream–table join on a stream expression that is not its key: both inputs
-            // go through repartition topics, placed by the join key, and a task per
-            // partition joins them.
+            // A stream–table join on a stream expression that is not its key, or a
+            // stream–stream join not on both keys: both inputs go through repartition
+            // topics, placed by the join key, and a task per partition joins them (as
+            // many partitions as the table, or as the larger stream).
             Planned::Join(j)
                 if j.repartitionable()
-                    && (may_create
+                    && (split_join
                         || (topics.contains_key(&repartition_topic(id))
-                            && topics.contains_key(&table_repartition_topic(id)))) =>
+                            && topics.contains_key(&second_repartition_topic(id, j)))) =>
             {
                 let inputs = crate::run::input_topics(plan);
-                let (Some(&streams), Some(&tables)) = (
+                let (Some(&lefts), Some(&rights)) = (
                     inputs.first().and_then(|t| topics.get(t)),
                     inputs.get(1).and_then(|t| topics.get(t)),
                 ) else {
                     return whole;
                 };
-                let count = topics
-                    .get(&table_repartition_topic(id))
-                    .copied()
-                    .unwrap_or(tables);
-                (0..streams)
+                let count = match topics.get(&second_repartition_topic(id, j)) {
+                    Some(&n) => n,
+                    None if j.second_is_table() => rights,
+                    None => lefts.max(rights),
+                };
+                (0..lefts)
                     .map(|p| Task::part(id, p, Stage::Repartition))
-                    .chain((0..tables).map(|p| Task::part(id, p, Stage::RepartitionTable)))
+                    .chain((0..rights).map(|p| Task::part(id, p, Stage::RepartitionRight)))
                     .chain((0..count).map(|p| Task::part(id, p, Stage::AfterRepartition)))
                     .collect()
             }
@@ -398,6 +405,7 @@ impl Engine {
                             q.sink_topic.clone(),
                             q.reset,
                             self.state_options.clone(),
+                            q.max_task_idle,
                         ),
                     );
                 } else if !mine {
@@ -539,10 +547,13 @@ impl Engine {
                             .collect()
                     })
                     .unwrap_or_default();
-                let query_id = command["queryId"].as_str().map(str::to_string);
+                let recorded = Recorded {
+                    query_id: command["queryId"].as_str().map(str::to_string),
+                    split_join: command["splitJoin"].as_bool() == Some(true),
+                };
                 match strata_sql::parse_statement(text) {
                     Ok(stmt) => {
-                        if let Err(e) = self.apply(st, text, &stmt, &props, true, query_id).await {
+                        if let Err(e) = self.apply(st, text, &stmt, &props, true, recorded).await {
                             tracing::warn!(statement = text, error = %e, "SQL command not replayed");
                         } else {
                             applied += 1;
@@ -685,7 +696,10 @@ impl Engine {
                     });
                 }
             }
-            match self.apply(&mut st, &own, &stmt, &props, false, None).await {
+            match self
+                .apply(&mut st, &own, &stmt, &props, false, Recorded::default())
+                .await
+            {
                 Ok(done) => {
                     if let Some(command) = done.command {
                         if !st.command_topic_exists {
@@ -746,8 +760,8 @@ impl Engine {
         Ok(entities)
     }
 
-    /// Executes one statement. `replay`: from the command topic at start (no topics
-    /// created, nothing recorded, the query keeps `query_id`).
+    /// Executes one statement. `replay`: from the command topic (at start, or another
+    /// engine's): no topics created, nothing recorded, the query laid out as `recorded`.
     async fn apply(
         &self,
         st: &mut State,
@@ -755,8 +769,9 @@ impl Engine {
         stmt: &Statement,
         props: &BTreeMap<String, String>,
         replay: bool,
-        query_id: Option<String>,
+        recorded: Recorded,
     ) -> Result<Done, String> {
+        let query_id = recorded.query_id;
         let status = |command_id: String, message: String, query_id: Option<&str>| {
             json!({
                 "@type": "currentStatus",
@@ -771,6 +786,14 @@ impl Engine {
             let mut c = json!({"statement": text, "properties": props});
             if let Some(q) = query_id {
                 c["queryId"] = json!(q);
+            }
+            c
+        };
+        // A split join says so in its command.
+        let split_command = |query_id: &str, tasks: &[Task]| {
+            let mut c = command(Some(query_id));
+            if tasks.iter().any(|t| t.stage == Stage::RepartitionRight) {
+                c["splitJoin"] = json!(true);
             }
             c
         };
@@ -875,7 +898,12 @@ impl Engine {
                         self.remove_stores(&q);
                     }
                 }
-                let tasks = self.tasks_for(&id, &planned.query, &topics, !replay);
+                let tasks = self.tasks_for(
+                    &id,
+                    &planned.query,
+                    &topics,
+                    !replay || recorded.split_join,
+                );
                 let state_partitions = tasks.iter().filter(|t| t.holds_state()).count() as i32;
                 if tasks.iter().any(|t| t.stage == Stage::Repartition) {
                     let repartition = repartition_topic(&id);
@@ -886,16 +914,21 @@ impl Engine {
                             .map_err(|e| format!("Could not create topic '{repartition}': {e}"))?;
                     }
                 }
-                if tasks.iter().any(|t| t.stage == Stage::RepartitionTable) {
-                    // A join's table, by key: compacted, never purged (it is the table).
-                    let repartition = table_repartition_topic(&id);
+                if let (true, Planned::Join(j)) = (
+                    tasks.iter().any(|t| t.stage == Stage::RepartitionRight),
+                    &planned.query,
+                ) {
+                    // A join's table, by key: compacted, never purged (it is the table);
+                    // a second stream, by join value: purged as the windows close.
+                    let repartition = second_repartition_topic(&id, j);
+                    let configs = if j.second_is_table() {
+                        vec![("cleanup.policy".to_string(), "compact".to_string())]
+                    } else {
+                        Vec::new()
+                    };
                     if !topics.contains_key(&repartition) {
                         st.log
-                            .create_topic(
-                                &repartition,
-                                state_partitions,
-                                &[("cleanup.policy".to_string(), "compact".to_string())],
-                            )
+                            .create_topic(&repartition, state_partitions, &configs)
                             .await
                             .map_err(|e| format!("Could not create topic '{repartition}': {e}"))?;
                     }
@@ -922,6 +955,7 @@ impl Engine {
                 if !replay {
                     self.start_from_here(st, &id, &plan, reset).await?;
                 }
+                let recorded_command = split_command(&id, &tasks);
                 st.queries.insert(
                     id.clone(),
                     PersistentQuery {
@@ -935,6 +969,7 @@ impl Engine {
                         materialized,
                         plan,
                         reset,
+                        max_task_idle: crate::join_sync::max_task_idle(props),
                         tasks,
                         handles: BTreeMap::new(),
                     },
@@ -946,7 +981,7 @@ impl Engine {
                         format!("Created query with ID {id}"),
                         Some(&id),
                     )),
-                    command: Some(command(Some(&id))),
+                    command: Some(recorded_command),
                 })
             }
             Statement::InsertInto { target, query, .. } => {
@@ -961,13 +996,14 @@ impl Engine {
                     return Err("INSERT INTO a stream takes a query without aggregation.".into());
                 }
                 let id = query_id.unwrap_or_else(|| format!("INSERTQUERY_{}", st.command_seq));
-                let tasks = self.tasks_for(&id, &planned.query, &topics, false);
+                let tasks = self.tasks_for(&id, &planned.query, &topics, recorded.split_join);
                 let sink_topic = planned.sink.topic.clone();
                 let reset = Reset::from_properties(props);
                 let plan = Arc::new(planned.query);
                 if !replay {
                     self.start_from_here(st, &id, &plan, reset).await?;
                 }
+                let recorded_command = split_command(&id, &tasks);
                 st.queries.insert(
                     id.clone(),
                     PersistentQuery {
@@ -981,6 +1017,7 @@ impl Engine {
                         materialized: None,
                         plan,
                         reset,
+                        max_task_idle: crate::join_sync::max_task_idle(props),
                         tasks,
                         handles: BTreeMap::new(),
                     },
@@ -992,7 +1029,7 @@ impl Engine {
                         format!("Created query with ID {id}"),
                         Some(&id),
                     )),
-                    command: Some(command(Some(&id))),
+                    command: Some(recorded_command),
                 })
             }
             Statement::Drop {
@@ -1084,6 +1121,7 @@ impl Engine {
                             changelog_topic(&id),
                             repartition_topic(&id),
                             table_repartition_topic(&id),
+                            right_repartition_topic(&id),
                         ];
                         for topic in internal {
                             if !replay && st.log.topics().await.is_ok_and(|t| t.contains_key(&topic)) {
@@ -1738,7 +1776,7 @@ impl Engine {
         let topics = st.log.topics().await.map_err(|e| e.to_string())?;
         let mut inputs = crate::run::input_topics(plan);
         if let Planned::Join(j) = plan {
-            if j.repartitionable() {
+            if j.repartitionable() && j.second_is_table() {
                 // A split join's table is read whole from its start, whatever the reset.
                 inputs.truncate(1);
             }
@@ -1995,7 +2033,7 @@ fn describe(
                 let (r, w) = *h.counts.lock().expect("counts lock");
                 match task.stage {
                     Stage::Direct => (r, w),
-                    Stage::Repartition | Stage::RepartitionTable => (r, 0),
+                    Stage::Repartition | Stage::RepartitionRight => (r, 0),
                     Stage::AfterRepartition => (0, w),
                 }
             })
@@ -2161,6 +2199,15 @@ fn with_sink_defaults(
         }
     }
     out
+}
+
+/// What the command topic holds with a statement besides its text: the id its query
+/// runs under, and whether its join was split (an engine following it splits it alike,
+/// even before the repartition topics reach its metadata).
+#[derive(Debug, Default)]
+struct Recorded {
+    query_id: Option<String>,
+    split_join: bool,
 }
 
 /// Applies the statements other engines append to the command topic, every

@@ -46,16 +46,14 @@ impl LogClient {
         Ok(self.router.as_mut().expect("connected above"))
     }
 
-    /// Drops the connections after an error, so the next call starts afresh.
+    /// Drops the connections after an error that says they are broken or point at the
+    /// wrong broker (a leader or coordinator moved), so the next call asks afresh.
     fn settle<T, E: Into<LogError>>(&mut self, r: Result<T, E>) -> Result<T, LogError> {
         let r = r.map_err(Into::into);
-        if matches!(
-            r,
-            Err(LogError::Client(
-                ClientError::Io(_) | ClientError::Connect { .. }
-            ))
-        ) {
-            self.router = None;
+        if let Err(LogError::Client(e)) = &r {
+            if matches!(e, ClientError::Io(_) | ClientError::Connect { .. }) || e.is_stale_route() {
+                self.router = None;
+            }
         }
         r
     }
@@ -213,6 +211,22 @@ impl LogClient {
     /// ListOffsets: -1 latest, -2 earliest.
     pub async fn offset(&mut self, topic: &str, partition: i32, at: i64) -> Result<i64, LogError> {
         let r = async { self.router().await?.list_offset(topic, partition, at).await }.await;
+        self.settle(r)
+    }
+
+    /// The last stable offset of a partition: the end of what read_committed readers see.
+    pub async fn last_stable_offset(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<i64, LogError> {
+        let r = async {
+            self.router()
+                .await?
+                .list_offset_isolated(topic, partition, -1, true)
+                .await
+        }
+        .await;
         self.settle(r)
     }
 

@@ -19,18 +19,21 @@ use strata_records::Record;
 use strata_sql::aggregate::{AggOutcome, AggregateQuery, GroupMap, GroupState};
 use strata_sql::ast::SourceKind;
 use strata_sql::eval::NoFunctions;
-use strata_sql::join::{JoinQuery, JoinState};
+use strata_sql::join::{JoinQuery, JoinState, Replay};
 use strata_sql::pipeline::{Outcome, RecordIn, TransientQuery};
 use strata_sql::planner::Planned;
 use strata_sql::value::Value;
 use tokio::sync::{mpsc, watch};
 
 use crate::groups::{StateCodec, TaskGroups};
+use crate::join_sync::JoinSync;
 use crate::log::{LogClient, LogError, TxnProducer};
 use crate::store::StateStore;
 
 /// How long a query waits after finding nothing new in any partition.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
+/// How long a split join waits before fetching again while an input lags.
+const HOLD_WAIT: Duration = Duration::from_millis(100);
 /// Backoff after an error reaching the log.
 const ERROR_BACKOFF: Duration = Duration::from_millis(500);
 /// How long a restore waits for an open transaction on its changelog to end.
@@ -174,10 +177,11 @@ pub enum Stage {
     /// An aggregation's first step when its groups are not its source's keys: writes each
     /// record, unchanged, to the query's repartition topic, in the partition of its group.
     Repartition,
-    /// A repartitioned stream–table join's step for its table: writes each record,
-    /// unchanged, to the query's table repartition topic (compacted: it is the table the
-    /// join reads), in the partition of its key.
-    RepartitionTable,
+    /// A repartitioned join's step for its second input: writes each record, unchanged,
+    /// in the partition of its join key, to the query's table repartition topic for a
+    /// table (compacted: it is the table the join reads), or to its right repartition
+    /// topic for a stream. (Its task id keeps the letter `t`.)
+    RepartitionRight,
     /// The aggregation (or join) itself, on one partition of the repartition topic(s).
     AfterRepartition,
 }
@@ -206,14 +210,14 @@ impl Task {
         match (self.partition, self.stage) {
             (None, _) => self.query_id.clone(),
             (Some(p), Stage::Repartition) => format!("{}#r{p}", self.query_id),
-            (Some(p), Stage::RepartitionTable) => format!("{}#t{p}", self.query_id),
+            (Some(p), Stage::RepartitionRight) => format!("{}#t{p}", self.query_id),
             (Some(p), _) => format!("{}#{p}", self.query_id),
         }
     }
 
     /// Whether it holds part of the query's state (what pull queries read).
     pub fn holds_state(&self) -> bool {
-        !matches!(self.stage, Stage::Repartition | Stage::RepartitionTable)
+        !matches!(self.stage, Stage::Repartition | Stage::RepartitionRight)
     }
 
     /// The changelog partition holding this task's state.
@@ -227,13 +231,18 @@ pub fn repartition_topic(query_id: &str) -> String {
     format!("_strata_ksql_{query_id}_repartition")
 }
 
-/// A record as it came, to `partition` of a repartition topic.
-fn forward(r: &DecodedRecord, partition: i32, outputs: &mut BTreeMap<i32, Vec<Record>>) {
+/// A record as it came (stamped `timestamp_ms`), to `partition` of a repartition topic.
+fn forward(
+    r: &DecodedRecord,
+    partition: i32,
+    timestamp_ms: i64,
+    outputs: &mut BTreeMap<i32, Vec<Record>>,
+) {
     outputs.entry(partition).or_default().push(Record {
         key: r.key.clone(),
         value: r.value.clone(),
         headers: r.headers.clone(),
-        timestamp_ms: r.timestamp_ms,
+        timestamp_ms,
     });
 }
 
@@ -242,21 +251,32 @@ pub fn table_repartition_topic(query_id: &str) -> String {
     format!("_strata_ksql_{query_id}_repartition_table")
 }
 
+/// The topic a repartitioned stream–stream join's second stream goes through, by join
+/// value (purged below what the join's windows can still need).
+pub fn right_repartition_topic(query_id: &str) -> String {
+    format!("_strata_ksql_{query_id}_repartition_right")
+}
+
+/// The repartition topic of a split join's second input.
+pub fn second_repartition_topic(query_id: &str, j: &JoinQuery) -> String {
+    if j.second_is_table() {
+        table_repartition_topic(query_id)
+    } else {
+        right_repartition_topic(query_id)
+    }
+}
+
 /// The topics a task reads: its query's inputs, or one of them for a repartitioning step
 /// (a join's stream, or its table), or the repartition topic(s) after one.
 pub fn stage_inputs(task: &Task, plan: &Planned) -> Vec<String> {
     let inputs = input_topics(plan);
-    let join = matches!(plan, Planned::Join(_));
-    match task.stage {
-        Stage::Direct => inputs,
-        Stage::Repartition if join => inputs.into_iter().take(1).collect(),
-        Stage::Repartition => inputs,
-        Stage::RepartitionTable => inputs.into_iter().skip(1).take(1).collect(),
-        Stage::AfterRepartition if join => vec![
-            repartition_topic(&task.query_id),
-            table_repartition_topic(&task.query_id),
-        ],
-        Stage::AfterRepartition => vec![repartition_topic(&task.query_id)],
+    match (task.stage, plan) {
+        (Stage::Direct, _) => inputs,
+        (Stage::Repartition, Planned::Join(_)) => inputs.into_iter().take(1).collect(),
+        (Stage::Repartition, _) => inputs,
+        (Stage::RepartitionRight, _) => inputs.into_iter().skip(1).take(1).collect(),
+        (Stage::AfterRepartition, Planned::Join(j)) => join_topics(task, j),
+        (Stage::AfterRepartition, _) => vec![repartition_topic(&task.query_id)],
     }
 }
 
@@ -266,7 +286,7 @@ fn join_topics(task: &Task, j: &JoinQuery) -> Vec<String> {
     if task.stage == Stage::AfterRepartition {
         vec![
             repartition_topic(&task.query_id),
-            table_repartition_topic(&task.query_id),
+            second_repartition_topic(&task.query_id, j),
         ]
     } else {
         j.topics().into_iter().map(str::to_string).collect()
@@ -281,6 +301,7 @@ pub fn start_persistent(
     sink_topic: String,
     reset: Reset,
     state_options: StateOptions,
+    max_task_idle: Duration,
 ) -> PersistentHandle {
     let (stop, stopped) = watch::channel(false);
     let state = Arc::new(Mutex::new(QueryState::Running));
@@ -291,9 +312,34 @@ pub fn start_persistent(
     let (sink_topic, reset) = match task.stage {
         Stage::Direct => (sink_topic, reset),
         Stage::Repartition => (repartition_topic(&task.query_id), reset),
-        // The table whole: its rows from the start, whatever the query's reset.
-        Stage::RepartitionTable => (table_repartition_topic(&task.query_id), Reset::Earliest),
+        // A join's table whole: its rows from the start, whatever the query's reset.
+        Stage::RepartitionRight => match &*query {
+            Planned::Join(j) if !j.second_is_table() => {
+                (right_repartition_topic(&task.query_id), reset)
+            }
+            _ => (table_repartition_topic(&task.query_id), Reset::Earliest),
+        },
         Stage::AfterRepartition => (sink_topic, Reset::Earliest),
+    };
+    // A split join keeps its two inputs in step.
+    let sync = match (&*query, task.stage) {
+        (Planned::Join(j), Stage::AfterRepartition) => {
+            let sources = input_topics(&query);
+            match (j.input_skew_tolerance(), sources.as_slice()) {
+                (Some(tolerance), [left, right]) => Some(JoinSync::new(
+                    [
+                        repartition_topic(&task.query_id),
+                        second_repartition_topic(&task.query_id, j),
+                    ],
+                    [left.clone(), right.clone()],
+                    query_group(&task.query_id),
+                    tolerance,
+                    max_task_idle,
+                )),
+                _ => None,
+            }
+        }
+        _ => None,
     };
     let runner = Persistent {
         bootstrap: bootstrap.to_string(),
@@ -316,6 +362,7 @@ pub fn start_persistent(
         last_purge: std::time::Instant::now(),
         purged: BTreeMap::new(),
         table_rows: HashMap::new(),
+        sync,
     };
     let task = tokio::spawn(runner.run(stopped));
     PersistentHandle {
@@ -359,6 +406,8 @@ struct Persistent {
     /// partition (key → value, timestamp), rebuilt from the input at start, so that each
     /// change can carry the row it replaces to that row's group.
     table_rows: HashMap<Vec<u8>, (Bytes, i64)>,
+    /// A split join's wait for a lagging input ([`JoinSync`]).
+    sync: Option<JoinSync>,
 }
 
 fn now_ms() -> i64 {
@@ -781,35 +830,32 @@ impl Persistent {
                     _ = tokio::time::sleep(IDLE_CHORES) => None,
                 };
                 let at = positions.as_mut().expect("set above");
-                if let Some(fetched) = fetched {
-                    self.poll_once(at, sink_partitions, fetched).await?;
+                if let Some(mut fetched) = fetched {
+                    let held = match self.sync.as_mut() {
+                        Some(sync) => {
+                            sync.hold_back(&mut self.log, &mut fetched.parts, &mut fetched.next)
+                                .await
+                        }
+                        None => false,
+                    };
+                    if fetched.parts.iter().any(|(_, r)| !r.is_empty()) || fetched.next != *at {
+                        self.poll_once(at, sink_partitions, fetched).await?;
+                    }
+                    if held {
+                        // Fetched again, from what was committed, in a moment.
+                        prefetch = None;
+                        tokio::select! {
+                            _ = tokio::time::sleep(HOLD_WAIT) => {}
+                            _ = stopped.changed() => return Ok(()),
+                        }
+                        prefetch = Some(Prefetch::start(&self.bootstrap, at.clone()));
+                    }
                 }
                 if self.task.stage == Stage::AfterRepartition
                     && self.last_purge.elapsed() >= REPARTITION_PURGE_INTERVAL
                 {
                     self.last_purge = std::time::Instant::now();
-                    // Records below the committed positions are done with (as Kafka
-                    // Streams purges its repartition topics); a failed purge is tried
-                    // again next time.
-                    // (Not a join's table repartition topic: it is the table.)
-                    let purgeable = repartition_topic(&self.task.query_id);
-                    for ((topic, partition), &before) in at.iter() {
-                        if *topic != purgeable {
-                            continue;
-                        }
-                        let tp = (topic.clone(), *partition);
-                        if self.purged.get(&tp).is_some_and(|&p| p >= before) {
-                            continue;
-                        }
-                        match self.log.delete_records(topic, *partition, before).await {
-                            Ok(()) => {
-                                self.purged.insert(tp, before);
-                            }
-                            Err(e) => {
-                                tracing::debug!(task = %self.id, error = %e, "repartition topic not purged")
-                            }
-                        }
-                    }
+                    self.purge(at).await;
                 }
                 let (dirty, due) = {
                     let g = self.groups.lock().expect("groups lock");
@@ -942,27 +988,34 @@ impl Persistent {
                 timestamp_ms: timestamp,
             });
         };
-        if self.task.stage == Stage::RepartitionTable {
-            // A join's table row as it came, in the partition of its key (Kafka's default
-            // partitioner, whatever placed it in the table's topic).
-            let partition = match r.key.as_deref() {
-                Some(k) => strata_client::partition_for_key(k, sink_partitions),
-                None => p % sink_partitions.max(1),
+        if let (Stage::Repartition | Stage::RepartitionRight, Planned::Join(j)) =
+            (self.task.stage, &*self.query)
+        {
+            let side = usize::from(self.task.stage == Stage::RepartitionRight);
+            if side == 1 && j.second_is_table() {
+                // A join's table row as it came, in the partition of its key (Kafka's
+                // default partitioner, whatever placed it in the table's topic).
+                let partition = match r.key.as_deref() {
+                    Some(k) => strata_client::partition_for_key(k, sink_partitions),
+                    None => p % sink_partitions.max(1),
+                };
+                forward(r, partition, r.timestamp_ms, outputs);
+                return;
+            }
+            // A join's stream record as it came, in the partition of its join key (for a
+            // stream–table join, of the table key it looks up), stamped with its event
+            // time so that the join's replay finds its window by the log's time index.
+            // One that meets nothing (no join key, or unreadable) stays in its
+            // partition's number.
+            let (partition, timestamp) = match j.join_key(side, input, &NoFunctions) {
+                Some((Some(k), t)) => (strata_client::partition_for_key(&k, sink_partitions), t),
+                Some((None, t)) => (p % sink_partitions.max(1), t),
+                None => (p % sink_partitions.max(1), r.timestamp_ms),
             };
-            forward(r, partition, outputs);
+            forward(r, partition, timestamp, outputs);
             return;
         }
         if self.task.stage == Stage::Repartition {
-            if let Planned::Join(j) = &*self.query {
-                // A join's stream record as it came, in the partition of the table key it
-                // looks up (one without stays in its partition's number: it meets no row).
-                let partition = match j.lookup_key(input, &NoFunctions) {
-                    Some(k) => strata_client::partition_for_key(&k, sink_partitions),
-                    None => p % sink_partitions.max(1),
-                };
-                forward(r, partition, outputs);
-                return;
-            }
             // The record as it came, in the partition of its group.
             let query = self.query.clone();
             if let Planned::Aggregate(q) = &*query {
@@ -970,7 +1023,7 @@ impl Persistent {
                     self.repartition_table_change(q, input, r, sink_partitions, outputs);
                 } else if let Some(group) = q.group_key_of(input, &NoFunctions) {
                     let partition = strata_client::partition_for_key(&group, sink_partitions);
-                    forward(r, partition, outputs);
+                    forward(r, partition, r.timestamp_ms, outputs);
                 }
             }
             return;
@@ -1254,6 +1307,60 @@ impl Persistent {
         c.1 += written;
         Ok(())
     }
+
+    /// Deletes what an aggregation or join after a repartition is done with, as Kafka
+    /// Streams purges its repartition topics: records below the committed positions `at`,
+    /// but for a windowed join only those older than what a restart replays (its
+    /// horizon), and never a join's table (the compacted topic is the table). A failed
+    /// purge is tried again next time.
+    async fn purge(&mut self, at: &Positions) {
+        let mut below: Positions = BTreeMap::new();
+        match &*self.query {
+            Planned::Join(j) if j.repartitionable() && !j.second_is_table() => {
+                let plan = replay_plan(&self.task, j);
+                let horizon = match join_horizon(&mut self.log, &plan, at).await {
+                    Ok(Some(h)) if h > 0 => h,
+                    // Nothing old enough yet (or nothing read).
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::debug!(task = %self.id, error = %e, "repartition topics not purged");
+                        return;
+                    }
+                };
+                for (tp, &before) in at {
+                    if !matches!(plan.get(tp.0.as_str()), Some(Replay::Within(_))) {
+                        continue;
+                    }
+                    match self.log.offset(&tp.0, tp.1, horizon).await {
+                        Ok(o) if o >= 0 => below.insert(tp.clone(), o.min(before)),
+                        Ok(_) => below.insert(tp.clone(), before),
+                        Err(_) => continue,
+                    };
+                }
+            }
+            _ => {
+                let purgeable = repartition_topic(&self.task.query_id);
+                below.extend(
+                    at.iter()
+                        .filter(|(tp, _)| tp.0 == purgeable)
+                        .map(|(tp, &o)| (tp.clone(), o)),
+                );
+            }
+        }
+        for (tp, before) in below {
+            if self.purged.get(&tp).is_some_and(|&p| p >= before) {
+                continue;
+            }
+            match self.log.delete_records(&tp.0, tp.1, before).await {
+                Ok(()) => {
+                    self.purged.insert(tp, before);
+                }
+                Err(e) => {
+                    tracing::debug!(task = %self.id, error = %e, "repartition topic not purged")
+                }
+            }
+        }
+    }
 }
 
 /// Where a query's output records go: (key, value, timestamp, bytes that place it).
@@ -1306,6 +1413,57 @@ fn aggregate_outcome(
     }
 }
 
+/// How much of each topic a join task reads again at start ([`JoinQuery::replay`]); a
+/// topic read by several inputs (a self-join) as its most demanding use.
+fn replay_plan(task: &Task, j: &JoinQuery) -> BTreeMap<String, Replay> {
+    let repartitioned = task.stage == Stage::AfterRepartition;
+    let mut plan: BTreeMap<String, Replay> = BTreeMap::new();
+    let rank = |r: &Replay| match r {
+        Replay::Skip => 0,
+        Replay::Within(_) => 1,
+        Replay::Full => 2,
+    };
+    for (topic, replay) in join_topics(task, j)
+        .into_iter()
+        .zip(j.replay(repartitioned))
+    {
+        let entry = plan.entry(topic).or_insert(replay);
+        if rank(&replay) > rank(entry) {
+            *entry = replay;
+        }
+    }
+    plan
+}
+
+/// The windowed streams' horizon at `committed`: their smallest stream time (bounded
+/// below by each partition's last record before its committed position) less the
+/// retention. Records older than it are not replayed at start (nor kept after a purge).
+/// None when none of them has a record.
+async fn join_horizon(
+    log: &mut LogClient,
+    plan: &BTreeMap<String, Replay>,
+    committed: &Positions,
+) -> Result<Option<i64>, LogError> {
+    let mut stream_times: BTreeMap<&str, i64> = BTreeMap::new();
+    for (tp, &end) in committed {
+        if let Some(Replay::Within(_)) = plan.get(tp.0.as_str()) {
+            let start = log.offset(&tp.0, tp.1, -2).await?;
+            if let Some(t) = last_timestamp_before(log, &tp.0, tp.1, start, end).await? {
+                let e = stream_times.entry(tp.0.as_str()).or_insert(t);
+                *e = (*e).max(t);
+            }
+        }
+    }
+    let mut horizon: Option<i64> = None;
+    for (topic, t) in &stream_times {
+        if let Some(Replay::Within(retention)) = plan.get(*topic) {
+            let h = t.saturating_sub(*retention);
+            horizon = Some(horizon.map_or(h, |x: i64| x.min(h)));
+        }
+    }
+    Ok(horizon)
+}
+
 /// A join's state as it was at the query's committed positions: its inputs read again up
 /// to there, in timestamp order, the outputs dropped (they were written then). Tables are
 /// read from their start (each key's latest row); a stream in a windowed join from what
@@ -1319,40 +1477,9 @@ async fn replay_join(
 ) -> Result<JoinState, LogError> {
     let id = task.query_id.as_str();
     let topics = join_topics(task, j);
-    use strata_sql::join::Replay;
+    let plan = replay_plan(task, j);
+    let horizon = join_horizon(log, &plan, committed).await?;
     let mut state = JoinState::default();
-    // A topic read by several inputs (a self-join) replays as its most demanding use.
-    let mut plan: BTreeMap<&str, Replay> = BTreeMap::new();
-    for (topic, replay) in topics.iter().map(String::as_str).zip(j.replay()) {
-        let rank = |r: &Replay| match r {
-            Replay::Skip => 0,
-            Replay::Within(_) => 1,
-            Replay::Full => 2,
-        };
-        let entry = plan.entry(topic).or_insert(replay);
-        if rank(&replay) > rank(entry) {
-            *entry = replay;
-        }
-    }
-    // The windowed streams' horizon: their smallest stream time (bounded below by each
-    // partition's last record before its committed position) less the retention.
-    let mut horizon: Option<i64> = None;
-    let mut stream_times: BTreeMap<&str, i64> = BTreeMap::new();
-    for (tp, &end) in committed {
-        if let Some(Replay::Within(_)) = plan.get(tp.0.as_str()) {
-            let start = log.offset(&tp.0, tp.1, -2).await?;
-            if let Some(t) = last_timestamp_before(log, &tp.0, tp.1, start, end).await? {
-                let e = stream_times.entry(tp.0.as_str()).or_insert(t);
-                *e = (*e).max(t);
-            }
-        }
-    }
-    for (topic, t) in &stream_times {
-        if let Some(Replay::Within(retention)) = plan.get(topic) {
-            let h = t.saturating_sub(*retention);
-            horizon = Some(horizon.map_or(h, |x: i64| x.min(h)));
-        }
-    }
     let mut at: Positions = BTreeMap::new();
     for (tp, &end) in committed {
         let start = match plan.get(tp.0.as_str()) {
@@ -1737,6 +1864,8 @@ mod tests {
             "CREATE TABLE users (id STRING PRIMARY KEY, region STRING) WITH (kafka_topic='users', value_format='JSON');",
             "CREATE TABLE users_json (id STRING PRIMARY KEY, region STRING) WITH (kafka_topic='users_json', key_format='JSON', value_format='JSON');",
             "CREATE TABLE visits (vid STRING PRIMARY KEY, uid STRING) WITH (kafka_topic='visits', value_format='JSON');",
+            "CREATE STREAM clicks_again (user STRING KEY, page STRING) WITH (kafka_topic='clicks', value_format='JSON');",
+            "CREATE STREAM views (vid STRING KEY, page STRING, ts BIGINT) WITH (kafka_topic='views', value_format='JSON', timestamp='ts');",
         ] {
             let stmt = strata_sql::parse_statement(ddl).expect("parses");
             catalog.create_source(&stmt, &SixPartitions).expect("created");
@@ -1807,10 +1936,10 @@ mod tests {
         assert_eq!(whole.changelog_partition(), 0);
         assert!(!Task::part("Q", 0, Stage::Repartition).holds_state());
         assert_eq!(
-            Task::part("CSAS_J_1", 2, Stage::RepartitionTable).id(),
+            Task::part("CSAS_J_1", 2, Stage::RepartitionRight).id(),
             "CSAS_J_1#t2"
         );
-        assert!(!Task::part("Q", 0, Stage::RepartitionTable).holds_state());
+        assert!(!Task::part("Q", 0, Stage::RepartitionRight).holds_state());
     }
 
     /// A stream–table join on a stream value column is split through two repartition
@@ -1833,19 +1962,19 @@ mod tests {
             offset: 0,
         };
         assert_eq!(
-            j.lookup_key(record, &NoFunctions).as_deref(),
-            Some(&br#""home""#[..])
+            j.join_key(0, record, &NoFunctions),
+            Some((Some(br#""home""#.to_vec()), 0))
         );
         let no_page = RecordIn {
             value: Some(br#"{"n":1}"#),
             ..record
         };
-        assert_eq!(j.lookup_key(no_page, &NoFunctions), None);
+        assert_eq!(j.join_key(0, no_page, &NoFunctions), Some((None, 0)));
         let planned =
             plan("CREATE STREAM j3 AS SELECT * FROM clicks c JOIN users_json u ON c.page = u.id;");
         let inputs = |stage| stage_inputs(&Task::part("Q", 1, stage), &planned);
         assert_eq!(inputs(Stage::Repartition), vec!["clicks"]);
-        assert_eq!(inputs(Stage::RepartitionTable), vec!["users_json"]);
+        assert_eq!(inputs(Stage::RepartitionRight), vec!["users_json"]);
         assert_eq!(
             inputs(Stage::AfterRepartition),
             vec![repartition_topic("Q"), table_repartition_topic("Q")]
@@ -1853,11 +1982,63 @@ mod tests {
         for keyed in [
             "CREATE TABLE fk AS SELECT * FROM visits v JOIN users u ON v.uid = u.id;",
             "CREATE STREAM j AS SELECT * FROM clicks c JOIN users u ON c.user = u.id;",
+            "CREATE STREAM j AS SELECT * FROM clicks c JOIN clicks_again d WITHIN 1 MINUTE ON c.page = d.page;",
         ] {
             let Planned::Join(j) = plan(keyed) else {
                 panic!("a join")
             };
             assert!(!j.repartitionable(), "{keyed}");
         }
+    }
+
+    /// A stream–stream join on value columns is split too: each stream through its own
+    /// repartition topic (the second one not compacted), placed by join value, each record
+    /// stamped with its event time (here from a TIMESTAMP column) so that the join's
+    /// restart replays its windows from the log's time index.
+    #[test]
+    fn a_stream_stream_join_on_values_goes_through_two_repartition_topics() {
+        let planned = plan(
+            "CREATE STREAM seen AS SELECT * FROM clicks c JOIN views v WITHIN 1 MINUTE ON c.page = v.page;",
+        );
+        let Planned::Join(j) = &planned else {
+            panic!("a join")
+        };
+        assert!(j.repartitionable() && !j.second_is_table());
+        let click = RecordIn {
+            key: Some(b"alice"),
+            value: Some(br#"{"page":"home","n":1}"#),
+            timestamp: 5,
+            partition: 0,
+            offset: 0,
+        };
+        let view = RecordIn {
+            key: Some(b"v1"),
+            value: Some(br#"{"page":"home","ts":123}"#),
+            timestamp: 9,
+            partition: 3,
+            offset: 7,
+        };
+        let (c, v) = (
+            j.join_key(0, click, &NoFunctions).unwrap(),
+            j.join_key(1, view, &NoFunctions).unwrap(),
+        );
+        assert_eq!((c.1, v.1), (5, 123));
+        assert!(c.0.is_some() && c.0 == v.0);
+        let inputs = |stage| stage_inputs(&Task::part("Q", 1, stage), &planned);
+        assert_eq!(inputs(Stage::RepartitionRight), vec!["views"]);
+        assert_eq!(
+            inputs(Stage::AfterRepartition),
+            vec![repartition_topic("Q"), right_repartition_topic("Q")]
+        );
+        // Replayed from the repartition topics, the windows are bounded by retention even
+        // though one side's time is a column.
+        let task = Task::part("Q", 1, Stage::AfterRepartition);
+        let replay = replay_plan(&task, j);
+        assert!(
+            replay.values().all(|r| matches!(r, Replay::Within(_))),
+            "{replay:?}"
+        );
+        let whole = replay_plan(&Task::whole("Q"), j);
+        assert!(whole.values().all(|r| *r == Replay::Full), "{whole:?}");
     }
 }

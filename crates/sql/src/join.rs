@@ -995,8 +995,10 @@ pub enum Replay {
 }
 
 impl JoinQuery {
-    /// What each input must replay after a restart, in input order.
-    pub fn replay(&self) -> Vec<Replay> {
+    /// What each input must replay after a restart, in input order. `repartitioned`: the
+    /// inputs are read from repartition topics, whose records carry their event time as
+    /// their timestamp (so the log's time index finds it even from a TIMESTAMP column).
+    pub fn replay(&self, repartitioned: bool) -> Vec<Replay> {
         let windowed: Vec<usize> = self
             .nodes
             .iter()
@@ -1015,9 +1017,10 @@ impl JoinQuery {
                     // The first join, over two streams read directly: each side's window
                     // store holds records by that side's own stream time. (Event time from
                     // a TIMESTAMP column is not what the log's time index finds.)
-                    [0] if self.inputs[..2]
-                        .iter()
-                        .all(|i| i.source.timestamp_column.is_none()) =>
+                    [0] if repartitioned
+                        || self.inputs[..2]
+                            .iter()
+                            .all(|i| i.source.timestamp_column.is_none()) =>
                     {
                         match self.nodes[0].shape {
                             Shape::StreamStream {
@@ -1039,36 +1042,94 @@ impl JoinQuery {
     }
 
     /// Whether the join can run one task per partition after repartitioning both inputs
-    /// by the join key ([`JoinQuery::lookup_key`] for the stream, the table's key for the
-    /// table): one stream–table join, on a stream expression that is not its key. (Placing
-    /// both sides ourselves, rather than only the stream as ksqlDB does, keeps it right
-    /// whatever partitioner wrote the table: librdkafka's default is not Kafka's.)
+    /// by the join key ([`JoinQuery::join_key`]): one join of two inputs read from two
+    /// topics, not on keys written alike: a stream–table join on a stream expression that
+    /// is not its key (the table placed by its one key column: placing both sides
+    /// ourselves, rather than only the stream as ksqlDB does, keeps it right whatever
+    /// partitioner wrote the table; librdkafka's default is not Kafka's), or a
+    /// stream–stream join.
     pub fn repartitionable(&self) -> bool {
         !self.co_partitioned
             && self.nodes.len() == 1
-            && self.nodes[0].shape == Shape::StreamTable
             && self.inputs.len() == 2
-            && self.inputs[1].source.key.len() == 1
+            && self.inputs[0].source.topic != self.inputs[1].source.topic
+            && match self.nodes[0].shape {
+                Shape::StreamTable => self.inputs[1].source.key.len() == 1,
+                Shape::StreamStream { .. } => true,
+                Shape::TableTable | Shape::ForeignKey => false,
+            }
     }
 
-    /// The table key a stream record looks up, written as the table writes its keys (the
-    /// bytes that place it with the table's row). None when the record has no key to look
-    /// up (a NULL join value, or a record that cannot be read).
-    pub fn lookup_key(&self, record: RecordIn<'_>, functions: &dyn Functions) -> Option<Vec<u8>> {
-        let inp = self.inputs.first()?;
-        let table = &self.inputs.get(1)?.source;
+    /// How far (ms of event time) one input of a split join may be processed ahead of
+    /// the other's latest record without changing the join's results, were the other's
+    /// next records still on their way: a stream–table join not at all (a stream record
+    /// must meet the table as it was at its time); a stream–stream join by its grace
+    /// period (outer rows' windows close at stream time less the grace; without one,
+    /// ksqlDB's default of a day, and the window stores keep at least the smaller
+    /// window more). None for joins that are not split.
+    pub fn input_skew_tolerance(&self) -> Option<i64> {
+        if !self.repartitionable() {
+            return None;
+        }
+        match self.nodes[0].shape {
+            Shape::StreamTable => Some(0),
+            Shape::StreamStream {
+                before,
+                after,
+                grace,
+            } => Some(match grace {
+                Some(g) => g,
+                None => before.min(after).saturating_add(DEFAULT_GRACE_MS),
+            }),
+            Shape::TableTable | Shape::ForeignKey => None,
+        }
+    }
+
+    /// Whether the second input is a table (a repartitioned join then reads it whole,
+    /// from a compacted repartition topic).
+    pub fn second_is_table(&self) -> bool {
+        self.inputs
+            .get(1)
+            .is_some_and(|i| i.source.kind == SourceKind::Table)
+    }
+
+    /// Where a record of input `input` goes when a repartitionable join's inputs are
+    /// placed by join key: the bytes whose hash places it, and its event time. A
+    /// stream–table join's stream record gives the table key it looks up, written as the
+    /// table writes its keys (the bytes that place it with the table's row); a
+    /// stream–stream join's records give their join value (of the join's one type) as
+    /// JSON, alike on both sides. None for the bytes when the record meets nothing (a NULL
+    /// join value); None in all when it cannot be read.
+    pub fn join_key(
+        &self,
+        input: usize,
+        record: RecordIn<'_>,
+        functions: &dyn Functions,
+    ) -> Option<(Option<Vec<u8>>, i64)> {
+        let inp = self.inputs.get(input)?;
+        let node = self.nodes.first()?;
         let record = crate::pipeline::with_event_time(&inp.source, record).ok()?;
         let values = crate::pipeline::decode_values(&inp.source, record).ok()?;
         let mut row = vec![Value::Null; self.width()];
         row[inp.offset..inp.offset + values.len()].clone_from_slice(&values);
-        let value = self
-            .eval_on(&self.nodes.first()?.left_expr, &row, functions)
-            .ok()?;
+        let expr = if input == 0 {
+            &node.left_expr
+        } else {
+            &node.right_expr
+        };
+        let value = self.eval_on(expr, &row, functions).ok()?;
         if value.is_null() {
-            return None;
+            return Some((None, record.timestamp));
         }
-        let value = cast(value, &table.key[0].sql_type).ok()?;
-        serialize(&table.key_format, &table.key, &[value], false).ok()?
+        let bytes = match node.shape {
+            Shape::StreamTable => {
+                let table = &self.inputs.get(1)?.source;
+                let value = cast(value, &table.key[0].sql_type).ok()?;
+                serialize(&table.key_format, &table.key, &[value], false).ok()??
+            }
+            _ => json_text(&cast(value, &node.key_type).ok()?).into_bytes(),
+        };
+        Some((Some(bytes), record.timestamp))
     }
 
     /// The topic each input reads, in input order.
@@ -1899,18 +1960,77 @@ mod tests {
             "CREATE STREAM OUTPUT AS SELECT L.A, B, C FROM L LEFT JOIN T ON L.A = T.A;",
         )
         .unwrap();
-        assert_eq!(q.replay(), [Replay::Skip, Replay::Full]);
+        assert_eq!(q.replay(false), [Replay::Skip, Replay::Full]);
         let q = plan(&[L, R, T], "CREATE STREAM OUTPUT AS SELECT L.A, B, R.C, T.C AS TC FROM L JOIN R WITHIN 10 MILLISECONDS GRACE PERIOD 5 MILLISECONDS ON L.A = R.A JOIN T ON L.A = T.A;").unwrap();
         assert_eq!(
-            q.replay(),
+            q.replay(false),
             [Replay::Within(25), Replay::Within(25), Replay::Full]
         );
         let q = plan(&[L, R], "CREATE STREAM OUTPUT AS SELECT L.A, B, C FROM L JOIN R WITHIN (5 MILLISECONDS, 10 MILLISECONDS) ON L.A = R.A;").unwrap();
-        assert_eq!(q.replay(), [Replay::Within(15 + DEFAULT_GRACE_MS); 2]);
+        assert_eq!(q.replay(false), [Replay::Within(15 + DEFAULT_GRACE_MS); 2]);
         let three =
             "CREATE STREAM S3 (A INT KEY, D INT) WITH (kafka_topic='s3', value_format='JSON');";
         let q = plan(&[L, R, three], "CREATE STREAM OUTPUT AS SELECT L.A, B, C, D FROM L JOIN R WITHIN 10 MILLISECONDS ON L.A = R.A JOIN S3 WITHIN 10 MILLISECONDS ON L.A = S3.A;").unwrap();
-        assert_eq!(q.replay(), [Replay::Full; 3]);
+        assert_eq!(q.replay(false), [Replay::Full; 3]);
+    }
+
+    #[test]
+    fn a_stream_stream_join_split_by_join_value_gives_the_whole_joins_results() {
+        let s1 = "CREATE STREAM S1 (ID INT KEY, A INT, B INT) WITH (kafka_topic='s1', value_format='JSON');";
+        let s2 = "CREATE STREAM S2 (ID INT KEY, A INT, C INT) WITH (kafka_topic='s2', value_format='JSON');";
+        let q = plan(&[s1, s2], "CREATE STREAM OUTPUT AS SELECT S1.A, B, C FROM S1 JOIN S2 WITHIN 20 MILLISECONDS ON S1.A = S2.A;").unwrap();
+        assert!(q.repartitionable() && !q.second_is_table());
+        // Records of either side keyed by their own id, joining on A: whole, and placed
+        // by join value over 3 partitions, each with its own state.
+        let mut whole = JoinState::default();
+        let mut parts: Vec<JoinState> = (0..3).map(|_| JoinState::default()).collect();
+        let (mut all, mut split) = (Vec::new(), Vec::new());
+        let mut seed = 7u64;
+        for t in 0..400i64 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let side = (seed >> 33) as usize % 2;
+            let a = (seed >> 40) % 9;
+            let value = if seed.is_multiple_of(17) {
+                r#"{"A":null,"B":1,"C":1}"#.to_string()
+            } else {
+                format!(r#"{{"A":{a},"B":{t},"C":{t}}}"#)
+            };
+            let id = (t as i32).to_be_bytes();
+            let record = input(&id, Some(value.as_bytes()), t);
+            all.extend(text(
+                &q.process(side, record, &mut whole, &NoFunctions).unwrap(),
+            ));
+            let (placed, time) = q.join_key(side, record, &NoFunctions).unwrap();
+            assert_eq!(time, t);
+            let p = placed.map_or(0, |k| k.iter().map(|&b| b as usize).sum::<usize>() % 3);
+            split.extend(text(
+                &q.process(side, record, &mut parts[p], &NoFunctions)
+                    .unwrap(),
+            ));
+        }
+        assert!(all.len() > 50, "{}", all.len());
+        all.sort();
+        split.sort();
+        assert_eq!(all, split);
+        // Equal values place alike from either side; a NULL one places nowhere.
+        let (k1, k2) = (1i32.to_be_bytes(), 2i32.to_be_bytes());
+        let left = input(&k1, Some(br#"{"A":5,"B":1}"#), 3);
+        let right = input(&k2, Some(br#"{"A":5,"C":1}"#), 4);
+        assert_eq!(
+            q.join_key(0, left, &NoFunctions).unwrap().0,
+            q.join_key(1, right, &NoFunctions).unwrap().0
+        );
+        let none = input(&k2, Some(br#"{"C":1}"#), 4);
+        assert_eq!(q.join_key(1, none, &NoFunctions), Some((None, 4)));
+        // A self-join, or a join on both keys, is not split.
+        let q = plan(
+            &[L, R],
+            "CREATE STREAM OUTPUT AS SELECT L.A, B, C FROM L JOIN R WITHIN 1 SECOND ON L.A = R.A;",
+        )
+        .unwrap();
+        assert!(!q.repartitionable());
     }
 
     #[test]
