@@ -1054,3 +1054,47 @@ def test_a_paused_follower_leaves_the_isr_and_rejoins_while_producing_continues(
     finally:
         for b in nodes:
             b.stop()
+
+
+def test_records_deleted_on_the_leader_stay_deleted_after_it_dies(tmp_path):
+    """DeleteRecords moves the leader's log start offset; its followers follow it from their
+    fetch answers (as Kafka's do), and the answer waits until every in-sync replica has
+    (Kafka's low watermark), so a new leader elected the moment after the answer does not
+    serve the deleted records again (found by the SQL cluster test: a purged repartition
+    topic reappeared whole after a failover)."""
+    nodes = start_cluster(tmp_path, config_text=FAST)
+    try:
+        admin = AdminClient({"bootstrap.servers": bootstrap(nodes)})
+        admin.create_topics([NewTopic("trimmed", 1, 3, config={"min.insync.replicas": "2"})],
+                            request_timeout=60)["trimmed"].result(60)
+        acked = produce(bootstrap(nodes), "trimmed", 100, "t")
+        assert sorted(o for _, o, _ in acked) == list(range(100))
+        leader = wait_for(lambda: leader_of(nodes, "trimmed", 0) in (1, 2, 3) and
+                          leader_of(nodes, "trimmed", 0), what="a leader")
+        wait_for(lambda: len(AdminClient({"bootstrap.servers": bootstrap(nodes)})
+                             .list_topics(timeout=10).topics["trimmed"].partitions[0].isrs) == 3,
+                 what="all three replicas in sync")
+        done = admin.delete_records([TopicPartition("trimmed", 0, 60)], request_timeout=30)
+        low = list(done.values())[0].result(30).low_watermark
+        assert low == 60
+        # At once: the answer came after every in-sync replica moved its log start.
+        nodes[leader - 1].kill9()
+        for i, b in enumerate(nodes):
+            if i + 1 != leader:
+                assert any("records deleted" in line and "trimmed-0" in line
+                           and "log_start_offset=60" in line
+                           for line in b.log_text().splitlines()), f"node {i + 1} not trimmed"
+        wait_for(lambda: leader_of(nodes, "trimmed", 0, exclude=(leader,)) not in (-1, leader, None),
+                 timeout=30, what="a new leader")
+        live = bootstrap(nodes)
+        probe = Consumer({"bootstrap.servers": live, "group.id": "probe"})
+        lo, hi = wait_for(lambda: probe.get_watermark_offsets(TopicPartition("trimmed", 0),
+                                                              timeout=10),
+                          what="the new leader's watermarks")
+        assert (lo, hi) == (60, 100), (lo, hi)
+        probe.close()
+        got, _ = consume_all(live, "trimmed", "readers", 40)
+        assert sorted(o for _, o, _ in got) == list(range(60, 100)), got[:3]
+    finally:
+        for b in nodes:
+            b.stop()

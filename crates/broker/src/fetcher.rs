@@ -342,6 +342,7 @@ fn apply_partition(
         errors::NONE => LeaderAnswer::Records {
             records: data.records.as_deref(),
             high_watermark: data.high_watermark,
+            log_start_offset: data.log_start_offset,
         },
         errors::OFFSET_OUT_OF_RANGE => LeaderAnswer::OutOfRange {
             log_start_offset: data.log_start_offset,

@@ -53,6 +53,8 @@ pub struct PartitionReplicas {
     pending_refused: bool,
     min_insync_replicas: usize,
     progress: BTreeMap<i32, ReplicaProgress>,
+    /// Each follower's log start offset as its fetches report it (unknown until then).
+    log_starts: BTreeMap<i32, i64>,
     high_watermark: i64,
 }
 
@@ -94,6 +96,7 @@ impl PartitionReplicas {
             pending_refused: false,
             min_insync_replicas: min_insync_replicas.max(1),
             progress,
+            log_starts: BTreeMap::new(),
             high_watermark,
         }
     }
@@ -153,6 +156,29 @@ impl PartitionReplicas {
             },
         );
         self.recompute()
+    }
+
+    /// A follower reported its log start offset (in its fetch), which follows the leader's.
+    pub fn follower_log_start(&mut self, node: i32, log_start_offset: i64) {
+        self.log_starts.insert(node, log_start_offset);
+    }
+
+    /// Kafka's low watermark: the lowest log start offset over the ISR, the leader's being
+    /// `leader_log_start` (a follower that has not reported one counts as -1). Records
+    /// below it are gone from every in-sync replica, so DeleteRecords is done when it
+    /// reaches the requested offset.
+    pub fn low_watermark(&self, leader_log_start: i64) -> i64 {
+        self.isr
+            .iter()
+            .map(|r| {
+                if *r == self.leader {
+                    leader_log_start
+                } else {
+                    self.log_starts.get(r).copied().unwrap_or(-1)
+                }
+            })
+            .min()
+            .unwrap_or(leader_log_start)
     }
 
     /// Followers in the ISR that have not caught up for `lag_max_ms`.
@@ -291,6 +317,22 @@ mod tests {
         r.follower_end(2, 100, 100, 39_000); // 2 keeps fetching, caught up
         assert_eq!(r.shrink_candidates(40_000, 30_000), vec![3]);
         assert_eq!(r.set_isr(&[1, 2]), Some(100));
+    }
+
+    #[test]
+    fn the_low_watermark_is_the_lowest_log_start_in_the_isr() {
+        let r = PartitionReplicas::single(1, 0);
+        assert_eq!(r.low_watermark(40), 40, "alone, the leader's");
+        let mut r = PartitionReplicas::new(1, &[1, 2, 3], 2, 0);
+        assert_eq!(r.low_watermark(40), -1, "followers not heard from yet");
+        r.follower_log_start(2, 40);
+        r.follower_log_start(3, 10);
+        assert_eq!(r.low_watermark(40), 10);
+        r.follower_log_start(3, 40);
+        assert_eq!(r.low_watermark(40), 40);
+        r.follower_log_start(3, 0);
+        r.set_isr(&[1, 2]);
+        assert_eq!(r.low_watermark(40), 40, "only the ISR counts");
     }
 
     #[test]

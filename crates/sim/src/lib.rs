@@ -245,6 +245,7 @@ enum Answer {
     Records {
         bytes: Bytes,
         high_watermark: i64,
+        log_start_offset: i64,
     },
     Diverging {
         epoch: i32,
@@ -1278,9 +1279,11 @@ impl World {
                         Answer::Records {
                             bytes,
                             high_watermark,
+                            log_start_offset,
                         } => LeaderAnswer::Records {
                             records: Some(&bytes[..]),
                             high_watermark: *high_watermark,
+                            log_start_offset: *log_start_offset,
                         },
                         Answer::Diverging { epoch, end_offset } => {
                             self.stats.truncations += 1;
@@ -2065,7 +2068,7 @@ fn serve_replica(
     }
     match partition.slice_replica(at.fetch_offset, FETCH_BYTES, true) {
         Ok(found) => {
-            partition.follower_fetched(replica, at.fetch_offset);
+            partition.follower_fetched(replica, at.fetch_offset, at.log_start_offset);
             let bytes = match found.range.map(|r| r.read()).transpose() {
                 Ok(b) => b.unwrap_or_default(),
                 Err(_) => return Answer::Refused,
@@ -2073,6 +2076,7 @@ fn serve_replica(
             Answer::Records {
                 bytes,
                 high_watermark: found.high_watermark,
+                log_start_offset: found.log_start_offset,
             }
         }
         Err(StorageError::OffsetOutOfRange { .. }) => {

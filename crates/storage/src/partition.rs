@@ -209,16 +209,17 @@ impl Partition {
     }
 
     /// On the leader: follower `replica` fetched from `fetch_offset`, so it holds (synced)
-    /// everything before it. True if the high watermark advanced.
-    pub fn follower_fetched(&self, replica: i32, fetch_offset: i64) -> bool {
+    /// everything before it, and its log starts at `log_start_offset`. True if the high
+    /// watermark advanced.
+    pub fn follower_fetched(&self, replica: i32, fetch_offset: i64, log_start_offset: i64) -> bool {
         let mut log = self.log();
         let leo = log.log_end_offset();
         let now = log.now_ms();
-        let moved = self
-            .replicas
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .follower_end(replica, fetch_offset, leo, now);
+        let moved = {
+            let mut replicas = self.replicas.lock().unwrap_or_else(|p| p.into_inner());
+            replicas.follower_log_start(replica, log_start_offset);
+            replicas.follower_end(replica, fetch_offset, leo, now)
+        };
         match moved {
             Some(hw) => {
                 let before = log.high_watermark();
@@ -227,6 +228,19 @@ impl Partition {
             }
             None => false,
         }
+    }
+
+    /// The lowest log start offset over the in-sync replicas, as the leader knows them
+    /// (Kafka's low watermark; this replica's own log start on a follower).
+    pub fn low_watermark(&self) -> i64 {
+        let log = self.log();
+        if !self.is_leader() {
+            return log.log_start_offset();
+        }
+        self.replicas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .low_watermark(log.log_start_offset())
     }
 
     /// The leader's view of its replicas (ISR, pending additions, each replica's end), for

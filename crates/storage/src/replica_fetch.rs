@@ -19,10 +19,14 @@ pub struct FetchPosition {
 /// The leader's answer to one partition of a replica fetch, as the follower applies it.
 #[derive(Debug, Clone, Copy)]
 pub enum LeaderAnswer<'a> {
-    /// Batches from the fetch offset (possibly none) and the leader's high watermark.
+    /// Batches from the fetch offset (possibly none), the leader's high watermark and its
+    /// log start offset (-1: not told), which the follower's log start follows (records
+    /// deleted on the leader are deleted on its replicas, so they stay deleted when
+    /// leadership moves).
     Records {
         records: Option<&'a [u8]>,
         high_watermark: i64,
+        log_start_offset: i64,
     },
     /// The follower's last epoch ends at `end_offset` on the leader (or is unknown there:
     /// `end_offset` < 0): it truncates there (KIP-279).
@@ -124,6 +128,7 @@ impl Partition {
             LeaderAnswer::Records {
                 records,
                 high_watermark,
+                log_start_offset,
             } => {
                 let mut moved = false;
                 if let Some(records) = records.filter(|r| !r.is_empty()) {
@@ -134,9 +139,24 @@ impl Partition {
                 }
                 let before = self.high_watermark();
                 self.follow_high_watermark(high_watermark);
+                self.follow_log_start_offset(log_start_offset)?;
                 Ok(moved || self.high_watermark() > before)
             }
         }
+    }
+
+    /// Moves this follower's log start offset up to the leader's (as Kafka's follower does
+    /// with each fetch answer), never past its own high watermark: what DeleteRecords or
+    /// retention removed on the leader is removed here too. The broker's periodic
+    /// log-start checkpoint makes it durable; until then a restart learns it again from
+    /// the leader.
+    pub fn follow_log_start_offset(&self, leader_log_start_offset: i64) -> Result<()> {
+        let mut log = self.log();
+        let target = leader_log_start_offset.min(log.high_watermark());
+        if target > log.log_start_offset() {
+            log.delete_records_before(target)?;
+        }
+        Ok(())
     }
 
     /// Leader or follower, as cluster metadata says (`leader` node in `epoch` with `isr`, at

@@ -163,32 +163,44 @@ fn corrupt_or_misplaced_batches_are_refused_and_a_partial_tail_waits() {
     assert_eq!(follower.log_end_offset(), 3);
 }
 
-/// Found by the simulation: an answer meant for an earlier fetch (a late or repeated one) is
-/// ignored, so a stale "diverged" never cuts records this replica has since reported to the
-/// leader as held.
-#[test]
-fn a_stale_answer_from_the_leader_is_ignored() {
-    use strata_storage::{LeaderAnswer, Partition};
-    let w = World::new();
-    let mut leader = open(&w, "t-0");
+/// A leader's log of three two-record batches (offsets 0..6) in `leader_dir`, and a fresh
+/// follower in `follower_dir` with the bytes its first fetch would get.
+fn follower_of_three_batches(
+    w: &World,
+    leader_dir: &str,
+    follower_dir: &str,
+) -> (strata_storage::Partition, Vec<u8>) {
+    let mut leader = open(w, leader_dir);
     for i in 0..3 {
         leader
             .append(&producer_batch(-1, 0, 0, 1 + i, false), 1)
             .unwrap();
         common::sync(&mut leader);
     }
-    let follower = Partition::new("t".into(), 0, 1, open(&w, "t-1"));
+    let follower = strata_storage::Partition::new("t".into(), 0, 1, open(w, follower_dir));
     follower.become_follower(2, 1, 1);
-    let before = follower.replica_fetch_position().unwrap();
     let bytes = leader
         .slice_replica(0, 1 << 20)
         .unwrap()
         .unwrap()
         .read()
         .unwrap();
+    (follower, bytes.to_vec())
+}
+
+/// Found by the simulation: an answer meant for an earlier fetch (a late or repeated one) is
+/// ignored, so a stale "diverged" never cuts records this replica has since reported to the
+/// leader as held.
+#[test]
+fn a_stale_answer_from_the_leader_is_ignored() {
+    use strata_storage::LeaderAnswer;
+    let w = World::new();
+    let (follower, bytes) = follower_of_three_batches(&w, "t-0", "t-1");
+    let before = follower.replica_fetch_position().unwrap();
     let records = LeaderAnswer::Records {
         records: Some(&bytes),
         high_watermark: 0,
+        log_start_offset: 0,
     };
     assert!(follower.apply_leader_answer(before, records).unwrap());
     let end = follower.log().log_end_offset();
@@ -260,4 +272,46 @@ fn a_follower_refuses_a_leaders_append() {
         1,
         "nothing appended as a follower"
     );
+}
+
+/// Records deleted on the leader (DeleteRecords, retention) are deleted on its followers:
+/// each fetch answer carries the leader's log start offset and the follower's follows it,
+/// never past what the follower knows is committed. Otherwise a new leader would serve again
+/// what a consumer of the old one had seen deleted (found by the SQL cluster test: a
+/// repartition topic purged by its query reappeared whole after a failover).
+#[test]
+fn the_follower_follows_the_leaders_log_start_offset() {
+    use strata_storage::LeaderAnswer;
+    let w = World::new();
+    let (follower, bytes) = follower_of_three_batches(&w, "t-3", "t-4");
+    let at = follower.replica_fetch_position().unwrap();
+    let answer = LeaderAnswer::Records {
+        records: Some(&bytes),
+        high_watermark: 4,
+        log_start_offset: 5,
+    };
+    assert!(follower.apply_leader_answer(at, answer).unwrap());
+    assert_eq!(follower.high_watermark(), 4);
+    assert_eq!(
+        follower.log().log_start_offset(),
+        4,
+        "not past the follower's high watermark"
+    );
+    let at = follower.replica_fetch_position().unwrap();
+    let answer = LeaderAnswer::Records {
+        records: None,
+        high_watermark: 6,
+        log_start_offset: 5,
+    };
+    assert!(follower.apply_leader_answer(at, answer).unwrap());
+    assert_eq!(follower.log().log_start_offset(), 5);
+    let at = follower.replica_fetch_position().unwrap();
+    let unknown = LeaderAnswer::Records {
+        records: None,
+        high_watermark: 6,
+        log_start_offset: -1,
+    };
+    follower.apply_leader_answer(at, unknown).unwrap();
+    assert_eq!(follower.log().log_start_offset(), 5, "never moves back");
+    assert_eq!(follower.log().log_end_offset(), 6, "offsets never move");
 }

@@ -235,7 +235,8 @@ fn read_once(
                 // Counted only once the offset is known valid (at most the log end).
                 let found = partition.slice_replica(p.fetch_offset, limit, total == 0);
                 if found.is_ok() {
-                    high_watermark_moved |= partition.follower_fetched(replica, p.fetch_offset);
+                    high_watermark_moved |=
+                        partition.follower_fetched(replica, p.fetch_offset, p.log_start_offset);
                 }
                 found
             } else {

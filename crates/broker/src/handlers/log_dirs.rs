@@ -11,9 +11,16 @@ use super::str;
 use crate::errors;
 use crate::Broker;
 
-/// Runs on a blocking thread: each change is checkpointed (synced) before the answer.
+/// Runs on a blocking thread: each change is checkpointed (synced) on the leader, then the
+/// answer waits, as Kafka's DelayedDeleteRecords does, until every in-sync replica's log
+/// start reached it (the low watermark; followers follow the leader's from their fetch
+/// answers), so records an answer says are deleted stay deleted whichever replica leads
+/// next. Past the request's timeout a partition is answered REQUEST_TIMED_OUT (deleted on
+/// the leader; its followers follow when they next fetch).
 pub fn delete_records(broker: &Arc<Broker>, r: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let mut resp = DeleteRecordsResponse::default();
+    // (topic index, partition index) in the response, the partition, the offset to reach.
+    let mut waiting = Vec::new();
     for t in &r.topics {
         let mut rt = delete_records_response::DeleteRecordsTopicResult::default();
         rt.name = t.name.clone();
@@ -29,8 +36,14 @@ pub fn delete_records(broker: &Arc<Broker>, r: DeleteRecordsRequest) -> DeleteRe
                     None => {
                         rp.error_code = broker.missing_partition_error(&t.name, p.partition_index)
                     }
+                    // Only the leader moves the log start; its followers follow it.
+                    Some(partition) if !partition.is_leader() => {
+                        rp.error_code = errors::NOT_LEADER_OR_FOLLOWER
+                    }
                     Some(partition) => match broker.delete_records(&partition, p.offset) {
-                        Ok(start) => rp.low_watermark = start,
+                        Ok(start) => {
+                            waiting.push((resp.topics.len(), rt.partitions.len(), partition, start))
+                        }
                         Err(e) => {
                             warn!(topic = %t.name.as_str(), partition = p.partition_index, error = %e, "delete records refused");
                             rp.error_code = errors::storage_error_code(&e);
@@ -41,6 +54,34 @@ pub fn delete_records(broker: &Arc<Broker>, r: DeleteRecordsRequest) -> DeleteRe
             rt.partitions.push(rp);
         }
         resp.topics.push(rt);
+    }
+    let timeout = std::time::Duration::from_millis(r.timeout_ms.clamp(0, 300_000) as u64);
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        waiting.retain(|(t, i, partition, target)| {
+            let rp = &mut resp.topics[*t].partitions[*i];
+            if !partition.is_leader() {
+                rp.error_code = errors::NOT_LEADER_OR_FOLLOWER;
+                return false;
+            }
+            let low = partition.low_watermark();
+            if low < *target {
+                return true;
+            }
+            rp.low_watermark = low;
+            false
+        });
+        if waiting.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            for (t, i, partition, target) in waiting {
+                warn!(topic = %partition.topic, partition = partition.partition, target, low_watermark = partition.low_watermark(), "delete records: in-sync replicas did not follow in time");
+                resp.topics[t].partitions[i].error_code = errors::REQUEST_TIMED_OUT;
+            }
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
     resp
 }
