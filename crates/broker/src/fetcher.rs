@@ -196,8 +196,20 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool
                 );
             }
         }
+        let durable = broker.clone();
         let applied = tokio::task::spawn_blocking(move || {
-            apply_response(leader, &image, partitions, epochs, positions, response)
+            let (moved, log_start_moved) =
+                apply_response(leader, &image, partitions, epochs, positions, response);
+            // A log start followed is durable before the next fetch reports it: the
+            // leader's low watermark (DeleteRecords' answer) counts on it surviving a crash.
+            if log_start_moved {
+                if let Err(e) = durable.checkpoint_log_start_offsets() {
+                    durable.halt(format!(
+                        "could not write the log start offset checkpoint: {e}"
+                    ));
+                }
+            }
+            moved
         })
         .await
         .unwrap_or(false);
@@ -287,8 +299,8 @@ fn fetch_request_for(
         .with_topics(topics)
 }
 
-/// Appends, truncates and syncs what one fetch brought. True if any high watermark or log
-/// moved (waiting fetches are woken).
+/// Appends, truncates and syncs what one fetch brought. Whether any high watermark or log
+/// moved (waiting fetches are woken), and whether any log start offset moved.
 fn apply_response(
     leader: i32,
     image: &strata_cluster::MetadataImage,
@@ -296,8 +308,9 @@ fn apply_response(
     epochs: Vec<i32>,
     positions: Vec<Option<FetchPosition>>,
     response: kafka_protocol::messages::FetchResponse,
-) -> bool {
+) -> (bool, bool) {
     let mut moved = false;
+    let mut log_start_moved = false;
     for t in response.responses {
         // v13+ answers name topics by id.
         let name = topic_name(image, &t.topic.0, &t.topic_id);
@@ -317,7 +330,9 @@ fn apply_response(
             if p.is_leader() || p.leader_id() != leader || p.leader_epoch() != epoch {
                 continue;
             }
+            let log_start = p.log().log_start_offset();
             let result = apply_partition(p, asked, &data);
+            log_start_moved |= p.log().log_start_offset() != log_start;
             match result {
                 Ok(changed) => moved |= changed,
                 Err(e) => {
@@ -326,7 +341,7 @@ fn apply_response(
             }
         }
     }
-    moved
+    (moved, log_start_moved)
 }
 
 fn apply_partition(

@@ -163,13 +163,20 @@ impl PartitionReplicas {
         self.log_starts.insert(node, log_start_offset);
     }
 
-    /// Kafka's low watermark: the lowest log start offset over the ISR, the leader's being
-    /// `leader_log_start` (a follower that has not reported one counts as -1). Records
-    /// below it are gone from every in-sync replica, so DeleteRecords is done when it
-    /// reaches the requested offset.
+    /// Kafka's low watermark: the lowest log start offset over the maximal ISR (with a
+    /// pending addition), the leader's being `leader_log_start` (a follower that has not
+    /// reported one counts as -1); -1 while the ISR is below `min.insync.replicas`. Records
+    /// below it are gone from every replica that may be elected, so DeleteRecords is done
+    /// when it reaches the requested offset.
     pub fn low_watermark(&self, leader_log_start: i64) -> i64 {
+        if self.isr.len() < self.min_insync_replicas {
+            // Replicas that left the ISR may be elected (KIP-966's eligible leader
+            // replicas), and this leader does not know what they deleted.
+            return -1;
+        }
         self.isr
             .iter()
+            .chain(&self.pending_isr)
             .map(|r| {
                 if *r == self.leader {
                     leader_log_start
@@ -197,19 +204,25 @@ impl PartitionReplicas {
 
     /// Replicas outside the ISR (and not pending) that are fetching (see
     /// [`EXPAND_FETCH_WINDOW_MS`]) and whose end reached the high watermark and
-    /// `epoch_start_offset` (the leader's first offset in its current epoch).
+    /// `epoch_start_offset` (the leader's first offset in its current epoch), and whose log
+    /// start followed `leader_log_start` up to the high watermark.
     pub fn expand_candidates(
         &self,
         epoch_start_offset: i64,
+        leader_log_start: i64,
         now_ms: i64,
         lag_max_ms: i64,
     ) -> Vec<i32> {
         let window = EXPAND_FETCH_WINDOW_MS.min(lag_max_ms.max(1));
+        // A joining replica has also deleted what the leader deleted (as far as it can,
+        // below the high watermark), so an in-sync replica never brings deleted records back.
+        let deleted_below = leader_log_start.min(self.high_watermark);
         self.progress
             .iter()
             .filter(|(r, _)| !self.isr.contains(r) && !self.pending_isr.contains(r))
             .filter(|(_, p)| p.last_fetch_ms >= now_ms.saturating_sub(window))
             .filter(|(_, p)| p.end >= self.high_watermark && p.end >= epoch_start_offset)
+            .filter(|(r, _)| self.log_starts.get(r).copied().unwrap_or(0) >= deleted_below)
             .map(|(&r, _)| r)
             .collect()
     }
@@ -333,6 +346,26 @@ mod tests {
         r.follower_log_start(3, 0);
         r.set_isr(&[1, 2]);
         assert_eq!(r.low_watermark(40), 40, "only the ISR counts");
+        r.begin_expand(3);
+        assert_eq!(r.low_watermark(40), 0, "and a replica being added to it");
+        r.set_isr(&[1]);
+        assert_eq!(
+            r.low_watermark(40),
+            -1,
+            "below min.insync.replicas: unknown"
+        );
+    }
+
+    #[test]
+    fn a_replica_joins_the_isr_once_it_deleted_what_the_leader_deleted() {
+        let mut r = PartitionReplicas::new(1, &[1, 2], 1, 0);
+        r.leader_end(100, 0);
+        r.follower_end(2, 100, 100, 0);
+        r.follower_end(3, 100, 100, 0);
+        r.follower_log_start(3, 10);
+        assert!(r.expand_candidates(0, 40, 10, 30_000).is_empty());
+        r.follower_log_start(3, 40);
+        assert_eq!(r.expand_candidates(0, 40, 10, 30_000), vec![3]);
     }
 
     #[test]
@@ -342,7 +375,7 @@ mod tests {
         assert_eq!(r.leader_end(100, 0), None);
         assert_eq!(r.high_watermark(), 50, "nothing committed on one copy");
         r.follower_end(2, 100, 100, 0);
-        assert_eq!(r.expand_candidates(0, 0, 30_000), vec![2]);
+        assert_eq!(r.expand_candidates(0, 0, 0, 30_000), vec![2]);
         assert_eq!(r.set_isr(&[1, 2]), Some(100));
     }
 
@@ -355,19 +388,19 @@ mod tests {
         r.leader_end(100, 0);
         r.follower_end(3, 100, 100, 0);
         r.follower_end(2, 100, 100, 0);
-        assert_eq!(r.expand_candidates(0, 1_000, 30_000), vec![2]);
+        assert_eq!(r.expand_candidates(0, 0, 1_000, 30_000), vec![2]);
         // 2 stops fetching; nothing new is written, so its end still equals the high
         // watermark.
         assert_eq!(
-            r.expand_candidates(0, 1 + EXPAND_FETCH_WINDOW_MS, 30_000),
+            r.expand_candidates(0, 0, 1 + EXPAND_FETCH_WINDOW_MS, 30_000),
             Vec::<i32>::new()
         );
         // It fetches again: a candidate again.
         r.follower_end(2, 100, 100, 5_000);
-        assert_eq!(r.expand_candidates(0, 5_100, 30_000), vec![2]);
+        assert_eq!(r.expand_candidates(0, 0, 5_100, 30_000), vec![2]);
         // Never fetched from this leader: never a candidate.
         let fresh = PartitionReplicas::new_at(1, &[1, 2, 3], 2, 0, 0);
-        assert!(fresh.expand_candidates(0, 10, 30_000).is_empty());
+        assert!(fresh.expand_candidates(0, 0, 10, 30_000).is_empty());
     }
 
     #[test]

@@ -10,6 +10,10 @@
 //!   the same record (consistent reads) and never one nobody wrote (no phantoms).
 //! - **Log matching**: at the end, after healing, every replica's log is the leader's.
 //! - **No write stored twice**: the idempotent producer's retries are stored once.
+//! - **Deleted stays deleted** (with DeleteRecords): once a DeleteRecords was answered, no
+//!   leader serves a record below its offset again, and the final log starts at or past
+//!   it; acknowledged writes below an offset someone asked to delete may be missing (only
+//!   missing: never replaced by another record).
 
 use std::collections::BTreeMap;
 
@@ -24,6 +28,10 @@ pub struct Checker {
     ack_order: Vec<(i32, i64, u64)>,
     /// (partition, offset) → value, as first read by a consumer.
     read: BTreeMap<(i32, i64), u64>,
+    /// partition → the highest offset a DeleteRecords asked to delete below.
+    delete_requested: BTreeMap<i32, i64>,
+    /// partition → the highest offset a DeleteRecords was answered for.
+    deleted: BTreeMap<i32, i64>,
     pub violations: Vec<String>,
 }
 
@@ -62,6 +70,32 @@ impl Checker {
         self.acked.insert((partition, offset), value);
         self.acked_at.insert(value, (partition, offset));
         self.ack_order.push((partition, offset, value));
+    }
+
+    /// A DeleteRecords below `offset` of `partition` was sent (it may or may not apply).
+    pub fn delete_requested(&mut self, partition: i32, offset: i64) {
+        let at = self.delete_requested.entry(partition).or_insert(0);
+        *at = (*at).max(offset);
+    }
+
+    /// A leader answered a DeleteRecords below `offset` of `partition`: from now on no
+    /// leader may serve a record below it.
+    pub fn deleted(&mut self, partition: i32, offset: i64) {
+        let at = self.deleted.entry(partition).or_insert(0);
+        *at = (*at).max(offset);
+    }
+
+    /// `node`, leading `partition` as the metadata says, served `offsets` to a consumer.
+    pub fn served(&mut self, now: i64, node: i32, partition: i32, offsets: &[i64]) {
+        let deleted = self.deleted.get(&partition).copied().unwrap_or(0);
+        if let Some(&o) = offsets.iter().find(|&&o| o < deleted) {
+            self.violation(now, format!("leader {node} served {partition}/{o}, below the acknowledged DeleteRecords offset {deleted}"));
+        }
+    }
+
+    /// Whether an acknowledged write at `offset` may be missing from a log (deleted).
+    pub fn may_be_deleted(&self, partition: i32, offset: i64) -> bool {
+        offset < self.delete_requested.get(&partition).copied().unwrap_or(0)
     }
 
     /// A consumer read `records` (offset, value) of `partition` from `position`.
@@ -131,7 +165,11 @@ impl Checker {
         let upto = count.min(self.ack_order.len());
         let missing: Vec<(i64, u64, Option<u64>)> = self.ack_order[..upto]
             .iter()
-            .filter(|&&(p, o, v)| p == partition && log.get(&o) != Some(&v))
+            .filter(|&&(p, o, v)| {
+                p == partition
+                    && log.get(&o) != Some(&v)
+                    && !(log.get(&o).is_none() && self.may_be_deleted(p, o))
+            })
             .map(|&(_, o, v)| (o, v, log.get(&o).copied()))
             .take(3)
             .collect();
@@ -152,7 +190,10 @@ impl Checker {
         let changed: Vec<(i64, u64, Option<u64>)> = self
             .read
             .range((partition, i64::MIN)..=(partition, i64::MAX))
-            .filter(|(&(_, o), v)| log.get(&o) != Some(v))
+            .filter(|(&(_, o), v)| {
+                log.get(&o) != Some(v)
+                    && !(log.get(&o).is_none() && self.may_be_deleted(partition, o))
+            })
             .map(|(&(_, o), &v)| (o, v, log.get(&o).copied()))
             .take(3)
             .collect();
@@ -161,6 +202,10 @@ impl Checker {
                 now,
                 format!("{partition}/{o} was read as {v} but the final log has {found:?}"),
             );
+        }
+        let deleted = self.deleted.get(&partition).copied().unwrap_or(0);
+        if let Some((&first, _)) = log.first_key_value().filter(|(&o, _)| o < deleted) {
+            self.violation(now, format!("the final log of {partition} holds {first}, below the acknowledged DeleteRecords offset {deleted}"));
         }
         let mut seen: BTreeMap<u64, i64> = BTreeMap::new();
         for (&o, &v) in log {
@@ -171,6 +216,14 @@ impl Checker {
                 );
             }
         }
+    }
+
+    /// One past the highest acknowledged offset of `partition` (0: none yet).
+    pub fn acknowledged_end(&self, partition: i32) -> i64 {
+        self.acked
+            .range((partition, i64::MIN)..=(partition, i64::MAX))
+            .next_back()
+            .map_or(0, |(&(_, o), _)| o + 1)
     }
 
     pub fn acknowledged_count(&self) -> usize {
@@ -208,6 +261,26 @@ mod tests {
         ] {
             assert!(all.contains(needle), "{needle} not reported in:\n{all}");
         }
+        let mut d = Checker::default();
+        for v in 1..=3 {
+            d.produced(v, 0);
+            d.acknowledged(0, 0, v as i64 - 1, v);
+        }
+        d.delete_requested(0, 2);
+        d.holds_acknowledged(1, "replica", 0, &BTreeMap::from([(2, 3)]));
+        assert!(d.violations.is_empty(), "{:?}", d.violations);
+        d.holds_acknowledged(1, "replica", 0, &BTreeMap::from([(0, 9), (2, 3)]));
+        assert_eq!(
+            d.violations.len(),
+            1,
+            "a deleted offset holding another record"
+        );
+        d.deleted(0, 2);
+        d.served(2, 1, 0, &[1, 2]);
+        d.final_log(3, 0, &BTreeMap::from([(1, 2), (2, 3)]));
+        let all = d.violations.join("\n");
+        assert!(all.contains("served 0/1, below"), "{all}");
+        assert!(all.contains("final log of 0 holds 1"), "{all}");
         let mut ok = Checker::default();
         ok.produced(5, 1);
         ok.acknowledged(0, 1, 0, 5);

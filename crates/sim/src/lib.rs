@@ -93,6 +93,10 @@ pub struct SimConfig {
     /// leader tells it the commit). Off by default so the seeds recorded before it replay as
     /// they did.
     pub stale_image: bool,
+    /// A client also sends DeleteRecords now and then (every 1-4 s, below a random
+    /// acknowledged offset); the checker then holds that deleted records stay deleted. Off
+    /// by default so the seeds recorded before it replay as they did.
+    pub delete_records: bool,
 }
 
 impl Default for SimConfig {
@@ -108,6 +112,7 @@ impl Default for SimConfig {
             duplicate_rate: 0.1,
             disk_full: false,
             stale_image: false,
+            delete_records: false,
         }
     }
 }
@@ -140,6 +145,16 @@ pub enum Flaw {
     /// A node whose disk failed stays up with its failed logs (no `Broker::halt`): its
     /// leaderships never move and its replicas never catch up (with `disk_full`).
     StayUpOnFailedDisk,
+    /// DeleteRecords is answered once the leader applied it, without waiting for the
+    /// in-sync replicas' log starts (Kafka's low watermark) to follow (with
+    /// `delete_records`).
+    AckDeleteRecordsOnLeader,
+    /// Followers keep their own log start offset, whatever the leader's (the bug fixed in
+    /// 3faad7f: records deleted on a leader came back after it died).
+    FollowersIgnoreLogStart,
+    /// A follower moves its log start offset in memory only (no checkpoint): after a crash
+    /// it serves the deleted records again if it becomes leader first.
+    FollowerLogStartNotDurable,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -152,6 +167,8 @@ pub struct Stats {
     pub leader_elections: u64,
     pub truncations: u64,
     pub messages: u64,
+    /// DeleteRecords answered (with `delete_records`).
+    pub deletes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -237,6 +254,16 @@ enum Body {
         partition: i32,
         offset: i64,
         result: Result<Bytes, &'static str>,
+        /// The leader's log start offset (where a consumer below it goes on).
+        log_start_offset: i64,
+    },
+    DeleteRecords {
+        partition: i32,
+        offset: i64,
+    },
+    RecordsDeleted {
+        partition: i32,
+        result: Result<i64, &'static str>,
     },
 }
 
@@ -338,6 +365,16 @@ struct Waiting {
     deadline: i64,
 }
 
+/// A DeleteRecords applied on the leader, answered once the ISR's low watermark reaches
+/// `target` (the broker's `handlers/log_dirs.rs::delete_records`).
+struct Deleting {
+    partition: Arc<Partition>,
+    index: i32,
+    leader_epoch: i32,
+    target: i64,
+    deadline: i64,
+}
+
 type Role = (i32, i32, Vec<i32>);
 
 struct Node {
@@ -362,6 +399,10 @@ struct Node {
     next_checkpoint_ms: i64,
     roles: BTreeMap<i32, Role>,
     waiting: Vec<Waiting>,
+    deleting: Vec<Deleting>,
+    /// A checkpoint written outside the checkpoint task failed: the node halts at its
+    /// next tick.
+    checkpoint_failed: bool,
     /// Replica fetches in flight, by leader, with when they were sent.
     fetching: BTreeMap<i32, i64>,
     calls: BTreeMap<u64, (i64, CallKind)>,
@@ -409,6 +450,9 @@ struct World {
     nodes: BTreeMap<i32, Node>,
     producers: BTreeMap<i32, Producer>,
     consumers: BTreeMap<i32, Consumer>,
+    /// DeleteRecords: when the next is sent, and the one in flight per partition.
+    next_delete_ms: i64,
+    deletes_in_flight: BTreeMap<i32, i64>,
     next_value: u64,
     next_producer_id: i64,
     checker: Checker,
@@ -502,6 +546,8 @@ impl World {
             nodes: BTreeMap::new(),
             producers: BTreeMap::new(),
             consumers: BTreeMap::new(),
+            next_delete_ms: 2_000,
+            deletes_in_flight: BTreeMap::new(),
             next_value: 1,
             next_producer_id: 1000,
             checker: Checker::default(),
@@ -631,6 +677,8 @@ impl World {
                 next_checkpoint_ms: 1_000,
                 roles: BTreeMap::new(),
                 waiting: Vec::new(),
+                deleting: Vec::new(),
+                checkpoint_failed: false,
                 fetching: BTreeMap::new(),
                 calls: BTreeMap::new(),
                 unsettled: BTreeMap::new(),
@@ -935,7 +983,8 @@ impl World {
         }
         // `Broker::halt`: a failed log or checkpoint stops the broker at once; its files
         // stay as the page cache holds them (a process exit, not a power loss).
-        let failed = halt || node.partitions.values().any(|p| p.log().is_failed());
+        let failed =
+            halt || node.checkpoint_failed || node.partitions.values().any(|p| p.log().is_failed());
         if failed && flaw != Some(Flaw::StayUpOnFailedDisk) {
             trace!(self, "node {n} halts: its disk failed");
             *self.stats.faults.entry("halt").or_insert(0) += 1;
@@ -1283,7 +1332,11 @@ impl World {
                         } => LeaderAnswer::Records {
                             records: Some(&bytes[..]),
                             high_watermark: *high_watermark,
-                            log_start_offset: *log_start_offset,
+                            log_start_offset: if flaw == Some(Flaw::FollowersIgnoreLogStart) {
+                                i64::MIN
+                            } else {
+                                *log_start_offset
+                            },
                         },
                         Answer::Diverging { epoch, end_offset } => {
                             self.stats.truncations += 1;
@@ -1313,7 +1366,20 @@ impl World {
                         (Some(Flaw::ApplyStaleAnswers), Some(now_at)) => now_at,
                         _ => asked,
                     };
+                    let start_before = partition.log().log_start_offset();
                     let result = partition.apply_leader_answer(asked, applied);
+                    // The broker's fetcher: a log start moved is made durable before the
+                    // next fetch reports it (the leader's low watermark counts on it).
+                    if partition.log().log_start_offset() != start_before
+                        && flaw != Some(Flaw::FollowerLogStartNotDurable)
+                    {
+                        let partitions: Vec<Arc<Partition>> =
+                            node.partitions.values().cloned().collect();
+                        if let Some(manager) = &node.manager {
+                            node.checkpoint_failed |=
+                                manager.checkpoint_log_start_offsets(&partitions).is_err();
+                        }
+                    }
                     if self.verbose {
                         let log = partition.log();
                         eprintln!("t={now:>6} node {n} partition {p}: answer from {leader} to a fetch at {} (epoch {}): {result:?}; log end {} epoch {}", asked.fetch_offset, asked.last_fetched_epoch, log.log_end_offset(), log.latest_epoch());
@@ -1380,16 +1446,40 @@ impl World {
                 partition: p,
                 offset,
             } => {
+                let mut log_start_offset = -1;
+                let mut epoch = -1;
                 let result = match node.partitions.get(&p) {
                     Some(partition) if node.roles.contains_key(&p) && partition.is_leader() => {
+                        epoch = partition.leader_epoch();
                         match partition.read(offset, FETCH_BYTES, true) {
                             Ok(data) => Ok(data.records),
+                            Err(StorageError::OffsetOutOfRange {
+                                log_start_offset: start,
+                                ..
+                            }) if offset < start => {
+                                log_start_offset = start;
+                                Err("below log start")
+                            }
                             Err(StorageError::OffsetOutOfRange { .. }) => Err("out of range"),
                             Err(_) => Err("storage"),
                         }
                     }
                     _ => Err("not leader"),
                 };
+                // A leader the metadata names (not a deposed one that does not know yet)
+                // never serves what an answered DeleteRecords deleted.
+                let current = self
+                    .quorum
+                    .image
+                    .topic(TOPIC)
+                    .and_then(|t| t.partitions.get(&p))
+                    .is_some_and(|image| image.leader == n && image.leader_epoch == epoch);
+                if let (true, Ok(bytes)) = (current && self.cfg.delete_records, &result) {
+                    if let Ok(records) = decode_records(bytes.clone()) {
+                        let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
+                        self.checker.served(now, n, p, &offsets);
+                    }
+                }
                 self.send(
                     n,
                     CLIENT,
@@ -1397,8 +1487,53 @@ impl World {
                         partition: p,
                         offset,
                         result,
+                        log_start_offset,
                     },
                 );
+            }
+            Body::DeleteRecords {
+                partition: p,
+                offset,
+            } => {
+                let answer = |result| Body::RecordsDeleted {
+                    partition: p,
+                    result,
+                };
+                let Some(partition) = node
+                    .partitions
+                    .get(&p)
+                    .filter(|partition| node.roles.contains_key(&p) && partition.is_leader())
+                    .cloned()
+                else {
+                    self.send(n, CLIENT, answer(Err("not leader")));
+                    return;
+                };
+                // The broker's `Broker::delete_records`: applied, then checkpointed.
+                let applied = partition.log().delete_records_before(offset);
+                let result = match applied {
+                    Ok(_) => {
+                        let partitions: Vec<Arc<Partition>> =
+                            node.partitions.values().cloned().collect();
+                        match &node.manager {
+                            Some(manager) => manager
+                                .checkpoint_log_start_offsets(&partitions)
+                                .map_err(|_| "storage"),
+                            None => Err("storage"),
+                        }
+                    }
+                    Err(StorageError::OffsetOutOfRange { .. }) => Err("out of range"),
+                    Err(_) => Err("storage"),
+                };
+                match result {
+                    Err(e) => self.send(n, CLIENT, answer(Err(e))),
+                    Ok(()) => node.deleting.push(Deleting {
+                        leader_epoch: partition.leader_epoch(),
+                        partition,
+                        index: p,
+                        target: offset,
+                        deadline: now + PRODUCE_TIMEOUT_MS,
+                    }),
+                }
             }
             _ => {}
         }
@@ -1518,6 +1653,41 @@ impl World {
             answers.push((w.index, w.value, result));
             false
         });
+        let mut deleted = Vec::new();
+        node.deleting.retain(|d| {
+            let low = d.partition.low_watermark(d.leader_epoch);
+            let result = if flaw == Some(Flaw::AckDeleteRecordsOnLeader) {
+                Ok(d.partition.log().log_start_offset())
+            } else if let Some(low) = low.filter(|&low| low >= d.target) {
+                Ok(low)
+            } else if low.is_none() {
+                Err("not leader")
+            } else if now >= d.deadline {
+                Err("timed out")
+            } else {
+                return true;
+            };
+            deleted.push((d.index, d.target, result));
+            false
+        });
+        for (p, target, result) in deleted {
+            if result.is_ok() {
+                self.checker.deleted(p, target);
+                self.stats.deletes += 1;
+                trace!(
+                    self,
+                    "node {n} answers DeleteRecords below {p}/{target}: {result:?}"
+                );
+            }
+            self.send(
+                n,
+                CLIENT,
+                Body::RecordsDeleted {
+                    partition: p,
+                    result,
+                },
+            );
+        }
         for (p, value, result) in answers {
             if let Ok(offset) = result {
                 // Committed as far as the broker knows: checked from now on, whether the
@@ -1592,6 +1762,28 @@ impl World {
                     );
                 }
             }
+            if self.cfg.delete_records && producing && leader > 0 && now >= self.next_delete_ms {
+                let stuck = self
+                    .deletes_in_flight
+                    .get(&p)
+                    .is_some_and(|&sent| now - sent < PRODUCE_TIMEOUT_MS + 2_000);
+                let end = self.checker.acknowledged_end(p);
+                if !stuck && end > 0 {
+                    self.next_delete_ms = now + self.rng.between(1_000, 4_000);
+                    let offset = self.rng.between(end / 2, end);
+                    self.deletes_in_flight.insert(p, now);
+                    self.checker.delete_requested(p, offset);
+                    trace!(self, "client asks {leader} to delete below {p}/{offset}");
+                    self.send(
+                        CLIENT,
+                        leader,
+                        Body::DeleteRecords {
+                            partition: p,
+                            offset,
+                        },
+                    );
+                }
+            }
             let consumer = self.consumers.get_mut(&p).expect("consumer exists");
             if leader > 0 && consumer.sent_ms.is_none_or(|t| now - t >= READ_RETRY_MS) {
                 consumer.sent_ms = Some(now);
@@ -1647,10 +1839,18 @@ impl World {
                     Err(_) => *sent = now - CLIENT_RETRY_MS + 100, // retry soon
                 }
             }
+            Body::RecordsDeleted { partition, result } => {
+                trace!(
+                    self,
+                    "client: DeleteRecords of {partition} answered {result:?}"
+                );
+                self.deletes_in_flight.remove(&partition);
+            }
             Body::ReadAnswer {
                 partition,
                 offset,
                 result,
+                log_start_offset,
             } => {
                 let consumer = self.consumers.get_mut(&partition).expect("consumer exists");
                 if offset != consumer.position {
@@ -1677,6 +1877,10 @@ impl World {
                         }
                         self.stats.read += records.len() as u64;
                         self.checker.read(now, partition, offset, &records);
+                    }
+                    Err("below log start") => {
+                        // Deleted: go on from the log start, as auto.offset.reset=earliest.
+                        consumer.position = consumer.position.max(log_start_offset);
                     }
                     Err("out of range") => {
                         self.checker.violations.push(format!(
@@ -1752,6 +1956,8 @@ impl World {
         node.manager = None;
         node.roles.clear();
         node.waiting.clear();
+        node.deleting.clear();
+        node.checkpoint_failed = false;
         node.fetching.clear();
         node.calls.clear();
         node.unsettled.clear();
@@ -2014,8 +2220,18 @@ impl World {
                     .get(&r)
                     .and_then(|n| n.partitions.get(&p))
                     .map(|partition| log_values(partition));
+                // A DeleteRecords that went unanswered (its leader deposed) may have moved
+                // some replicas' log starts and not others': the logs must match from the
+                // later start on.
+                let suffix = |a: &BTreeMap<i64, u64>, b: &BTreeMap<i64, u64>| {
+                    let from = match (a.keys().next(), b.keys().next()) {
+                        (Some(&x), Some(&y)) => x.max(y),
+                        _ => return false,
+                    };
+                    self.checker.may_be_deleted(p, from - 1) && a.range(from..).eq(b.range(from..))
+                };
                 match replica {
-                    Some(Ok(other)) if other == log => {}
+                    Some(Ok(other)) if other == log || suffix(&log, &other) => {}
                     Some(Ok(other)) => {
                         let first = log
                             .iter()

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
             "--verbose" => verbose = true,
             "--disk-full" => config.disk_full = true,
             "--stale-images" => config.stale_image = true,
+            "--delete-records" => config.delete_records = true,
             "--duplicates" => config.duplicate_rate = value("--duplicates") as f64 / 100.0,
             "--flaw" => {
                 config.flaw = Some(match args.next().as_deref() {
@@ -45,11 +46,14 @@ fn main() -> ExitCode {
                     Some("ignore-unchanged-isr") => Flaw::IgnoreUnchangedIsr,
                     Some("apply-stale-answers") => Flaw::ApplyStaleAnswers,
                     Some("stay-up-on-failed-disk") => Flaw::StayUpOnFailedDisk,
+                    Some("ack-delete-records-on-leader") => Flaw::AckDeleteRecordsOnLeader,
+                    Some("followers-ignore-log-start") => Flaw::FollowersIgnoreLogStart,
+                    Some("follower-log-start-not-durable") => Flaw::FollowerLogStartNotDurable,
                     other => panic!("unknown flaw {other:?}"),
                 })
             }
             "-h" | "--help" => {
-                println!("strata-sim --seeds N [--start S] [--nodes K] [--partitions P] [--seconds T] [--disk-full] [--stale-images] [--duplicates PCT] [--flaw NAME] [--verbose]");
+                println!("strata-sim --seeds N [--start S] [--nodes K] [--partitions P] [--seconds T] [--disk-full] [--stale-images] [--delete-records] [--duplicates PCT] [--flaw NAME] [--verbose]");
                 return ExitCode::SUCCESS;
             }
             other => panic!("unknown argument {other}"),
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
     let mut faults: BTreeMap<&'static str, u64> = BTreeMap::new();
     let (mut produced, mut acked, mut read, mut elections, mut truncations, mut events) =
         (0, 0, 0, 0, 0, 0);
+    let mut deletes = 0;
     for seed in start..start + seeds {
         let o = run(seed, &config);
         for (k, v) in &o.stats.faults {
@@ -71,6 +76,7 @@ fn main() -> ExitCode {
         elections += o.stats.leader_elections;
         truncations += o.stats.truncations;
         events += o.stats.events;
+        deletes += o.stats.deletes;
         if verbose {
             println!(
                 "seed {seed}: {} violations, trace {:016x}, {:?}",
@@ -98,7 +104,7 @@ fn main() -> ExitCode {
         started.elapsed().as_secs_f64(),
         failed.len()
     );
-    println!("events {events}; writes produced {produced}, acknowledged {acked}; records read {read}; leader elections {elections}; truncations {truncations}");
+    println!("events {events}; writes produced {produced}, acknowledged {acked}; records read {read}; leader elections {elections}; truncations {truncations}; DeleteRecords answered {deletes}");
     println!("faults: {faults:?}");
     if failed.is_empty() {
         ExitCode::SUCCESS

@@ -103,11 +103,43 @@ fn full_disks_and_stale_images_keep_the_replication_invariants() {
     );
 }
 
+/// DeleteRecords now and then: what an answered DeleteRecords deleted is never served
+/// again, whatever fails (the bugs of 3faad7f and after, see bench/CHAOS.md).
+#[test]
+fn deleted_records_stay_deleted() {
+    let config = SimConfig {
+        delete_records: true,
+        ..SimConfig::default()
+    };
+    let mut failed = Vec::new();
+    let mut deletes = 0;
+    for seed in 0..seeds() / 3 {
+        let o = run(2_000_000 + seed, &config);
+        deletes += o.stats.deletes;
+        if !o.violations.is_empty() {
+            failed.push((o.seed, o.violations));
+        }
+    }
+    assert!(deletes > 0, "no DeleteRecords was answered");
+    assert!(
+        failed.is_empty(),
+        "{} seeds failed (replay: scripts/simulate --delete-records --start SEED --seeds 1); first: {:#?}",
+        failed.len(),
+        failed.first()
+    );
+}
+
 /// The first seed (below `limit`) whose run breaks an invariant with `flaw` put in.
 fn first_catch(flaw: Flaw, limit: u64) -> Option<(u64, Vec<String>)> {
     let config = SimConfig {
         flaw: Some(flaw),
         disk_full: flaw == Flaw::StayUpOnFailedDisk,
+        delete_records: matches!(
+            flaw,
+            Flaw::AckDeleteRecordsOnLeader
+                | Flaw::FollowersIgnoreLogStart
+                | Flaw::FollowerLogStartNotDurable
+        ),
         ..SimConfig::default()
     };
     (0..limit).find_map(|seed| {
@@ -173,4 +205,24 @@ fn ignoring_a_change_that_ends_where_it_started_is_caught() {
 #[test]
 fn staying_up_on_a_failed_disk_is_caught() {
     caught(Flaw::StayUpOnFailedDisk, 200, "liveness");
+}
+
+/// DeleteRecords answered before the in-sync replicas deleted too: a new leader serves the
+/// deleted records.
+#[test]
+fn answering_delete_records_on_the_leader_alone_is_caught() {
+    caught(Flaw::AckDeleteRecordsOnLeader, 300, "below the acknowledged DeleteRecords");
+}
+
+/// Followers that keep their own log start (the bug 3faad7f fixed): since a replica joins
+/// the ISR only once it deleted what its leader deleted, they never join it again.
+#[test]
+fn followers_ignoring_the_leaders_log_start_are_caught() {
+    caught(Flaw::FollowersIgnoreLogStart, 50, "liveness");
+}
+
+/// A follower's log start moved in memory only: a crash brings the deleted records back.
+#[test]
+fn a_follower_log_start_not_made_durable_is_caught() {
+    caught(Flaw::FollowerLogStartNotDurable, 300, "below the acknowledged DeleteRecords");
 }

@@ -125,6 +125,7 @@ impl Partition {
         let log = self.log();
         let now = log.now_ms();
         let epoch_start = log.latest_epoch_start();
+        let log_start = log.log_start_offset();
         let mut replicas = self.replicas.lock().unwrap_or_else(|p| p.into_inner());
         if replicas.has_pending() {
             // Waiting for the controller, or asking it to confirm the ISR without an
@@ -142,7 +143,7 @@ impl Partition {
                     .collect(),
             );
         }
-        let expand = replicas.expand_candidates(epoch_start, now, lag_max_ms);
+        let expand = replicas.expand_candidates(epoch_start, log_start, now, lag_max_ms);
         if expand.is_empty() {
             return None;
         }
@@ -230,17 +231,25 @@ impl Partition {
         }
     }
 
-    /// The lowest log start offset over the in-sync replicas, as the leader knows them
-    /// (Kafka's low watermark; this replica's own log start on a follower).
-    pub fn low_watermark(&self) -> i64 {
-        let log = self.log();
-        if !self.is_leader() {
-            return log.log_start_offset();
+    /// Kafka's low watermark as this replica knows it while it leads in `leader_epoch`: the
+    /// lowest log start offset over the in-sync replicas. None once it no longer leads in
+    /// that epoch — a follower's own log start says nothing of the other replicas', so a
+    /// DeleteRecords waiting on it must not be answered by a deposed leader.
+    pub fn low_watermark(&self, leader_epoch: i32) -> Option<i64> {
+        let leads = || self.is_leader() && self.leader_epoch() == leader_epoch;
+        if !leads() {
+            return None;
         }
-        self.replicas
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .low_watermark(log.log_start_offset())
+        let low = {
+            let log = self.log();
+            self.replicas
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .low_watermark(log.log_start_offset())
+        };
+        // Epochs only grow: leading in the same epoch after as before means no change of
+        // role came in between.
+        leads().then_some(low)
     }
 
     /// The leader's view of its replicas (ISR, pending additions, each replica's end), for

@@ -147,9 +147,9 @@ impl Partition {
 
     /// Moves this follower's log start offset up to the leader's (as Kafka's follower does
     /// with each fetch answer), never past its own high watermark: what DeleteRecords or
-    /// retention removed on the leader is removed here too. The broker's periodic
-    /// log-start checkpoint makes it durable; until then a restart learns it again from
-    /// the leader.
+    /// retention removed on the leader is removed here too. The caller makes a moved log
+    /// start durable (the log start checkpoint) before the next fetch reports it: the
+    /// leader answers DeleteRecords on those reports.
     pub fn follow_log_start_offset(&self, leader_log_start_offset: i64) -> Result<()> {
         let mut log = self.log();
         let target = leader_log_start_offset.min(log.high_watermark());

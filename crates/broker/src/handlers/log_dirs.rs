@@ -40,15 +40,22 @@ pub fn delete_records(broker: &Arc<Broker>, r: DeleteRecordsRequest) -> DeleteRe
                     Some(partition) if !partition.is_leader() => {
                         rp.error_code = errors::NOT_LEADER_OR_FOLLOWER
                     }
-                    Some(partition) => match broker.delete_records(&partition, p.offset) {
-                        Ok(start) => {
-                            waiting.push((resp.topics.len(), rt.partitions.len(), partition, start))
+                    Some(partition) => {
+                        let epoch = partition.leader_epoch();
+                        match broker.delete_records(&partition, p.offset) {
+                            Ok(start) => waiting.push((
+                                resp.topics.len(),
+                                rt.partitions.len(),
+                                partition,
+                                epoch,
+                                start,
+                            )),
+                            Err(e) => {
+                                warn!(topic = %t.name.as_str(), partition = p.partition_index, error = %e, "delete records refused");
+                                rp.error_code = errors::storage_error_code(&e);
+                            }
                         }
-                        Err(e) => {
-                            warn!(topic = %t.name.as_str(), partition = p.partition_index, error = %e, "delete records refused");
-                            rp.error_code = errors::storage_error_code(&e);
-                        }
-                    },
+                    }
                 }
             }
             rt.partitions.push(rp);
@@ -58,13 +65,12 @@ pub fn delete_records(broker: &Arc<Broker>, r: DeleteRecordsRequest) -> DeleteRe
     let timeout = std::time::Duration::from_millis(r.timeout_ms.clamp(0, 300_000) as u64);
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        waiting.retain(|(t, i, partition, target)| {
+        waiting.retain(|(t, i, partition, epoch, target)| {
             let rp = &mut resp.topics[*t].partitions[*i];
-            if !partition.is_leader() {
+            let Some(low) = partition.low_watermark(*epoch) else {
                 rp.error_code = errors::NOT_LEADER_OR_FOLLOWER;
                 return false;
-            }
-            let low = partition.low_watermark();
+            };
             if low < *target {
                 return true;
             }
@@ -75,8 +81,8 @@ pub fn delete_records(broker: &Arc<Broker>, r: DeleteRecordsRequest) -> DeleteRe
             break;
         }
         if std::time::Instant::now() >= deadline {
-            for (t, i, partition, target) in waiting {
-                warn!(topic = %partition.topic, partition = partition.partition, target, low_watermark = partition.low_watermark(), "delete records: in-sync replicas did not follow in time");
+            for (t, i, partition, epoch, target) in waiting {
+                warn!(topic = %partition.topic, partition = partition.partition, target, low_watermark = partition.low_watermark(epoch), "delete records: in-sync replicas did not follow in time");
                 resp.topics[t].partitions[i].error_code = errors::REQUEST_TIMED_OUT;
             }
             break;
