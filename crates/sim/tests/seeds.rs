@@ -211,7 +211,11 @@ fn staying_up_on_a_failed_disk_is_caught() {
 /// deleted records.
 #[test]
 fn answering_delete_records_on_the_leader_alone_is_caught() {
-    caught(Flaw::AckDeleteRecordsOnLeader, 300, "below the acknowledged DeleteRecords");
+    caught(
+        Flaw::AckDeleteRecordsOnLeader,
+        300,
+        "below the acknowledged DeleteRecords",
+    );
 }
 
 /// Followers that keep their own log start (the bug 3faad7f fixed): since a replica joins
@@ -224,5 +228,9 @@ fn followers_ignoring_the_leaders_log_start_are_caught() {
 /// A follower's log start moved in memory only: a crash brings the deleted records back.
 #[test]
 fn a_follower_log_start_not_made_durable_is_caught() {
-    caught(Flaw::FollowerLogStartNotDurable, 300, "below the acknowledged DeleteRecords");
+    caught(
+        Flaw::FollowerLogStartNotDurable,
+        300,
+        "below the acknowledged DeleteRecords",
+    );
 }

@@ -1530,6 +1530,21 @@ impl Log {
             deleted += 1;
         }
         self.producers.prune_aborted(self.log_start_offset);
+        // The idempotent producers' state outlives the batches it came from (a retry of a
+        // deleted batch is still known as one): recovery reads only a snapshot at or past
+        // the log start, so one is written unless there is one. Kafka forgets such
+        // producers and then accepts any sequence from them.
+        let leo = self.log_end_offset();
+        let covered = self
+            .fs
+            .list_dir(&self.dir)
+            .map_err(|e| StorageError::io(&self.dir, e))?
+            .iter()
+            .filter_map(|p| parse_snapshot_name(p))
+            .any(|o| o >= target && o <= leo);
+        if !covered {
+            self.write_producer_snapshot()?;
+        }
         info!(dir = %self.dir.display(), deleted, log_start_offset = target, "records deleted");
         Ok(target)
     }

@@ -172,3 +172,32 @@ fn transactional_batches_need_an_open_transaction() {
     ));
     assert_eq!(log.log_end_offset(), 0);
 }
+
+/// DeleteRecords past every batch of a producer (the broker's log start checkpoint then
+/// places the log start past them, inside a segment): its state survives a crash, so its
+/// retry of a deleted batch is answered as the duplicate it is, not stored again. (Kafka
+/// forgets such a producer and accepts any sequence from it; the simulation's
+/// `--delete-records` found the write stored twice here before.)
+#[test]
+fn a_producer_whose_batches_were_deleted_is_still_known_after_a_crash() {
+    use strata_storage::RecoveryHint;
+    let w = World::new();
+    let mut log = w.open(small_segments());
+    log.append(&batch(5, 0, 0, 1), 0).unwrap();
+    log.roll().unwrap();
+    log.append(&batch(-1, -1, -1, 1), 0).unwrap();
+    log.append(&batch(5, 0, 1, 1), 0).unwrap();
+    sync(&mut log);
+    assert_eq!(log.delete_records_before(3).unwrap(), 3);
+    w.fs.crash(CrashMode::KeepAll);
+    drop(log);
+    let hint = RecoveryHint {
+        log_start_offset: Some(3),
+        ..RecoveryHint::default()
+    };
+    let mut log = w.open_managed(small_segments(), hint);
+    assert_eq!(log.log_start_offset(), 3);
+    let retry = log.append(&batch(5, 0, 1, 1), 0).unwrap();
+    assert_eq!(retry.base_offset, 2, "answered with its original offset");
+    assert_eq!(log.log_end_offset(), 3, "not stored again");
+}
