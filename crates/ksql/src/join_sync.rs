@@ -189,7 +189,7 @@ impl JoinSync {
     }
 
     /// Whether `side` may still have records on their way to this task: its repartition
-    /// partition holds more than this pass fetched, or one of its repartitioning tasks has
+    /// partition holds more than this pass fetched or has a transaction open, or one of its repartitioning tasks has
     /// committed records of its source left to forward (or a commit under way). Unknown
     /// (an error) counts as lagging: the wait is bounded.
     async fn lagging(
@@ -221,7 +221,14 @@ impl JoinSync {
         for ((topic, p), _) in parts {
             if *topic == self.repartition[side] {
                 let fetched_to = next.get(&(topic.clone(), *p)).copied().unwrap_or(0);
-                if log.last_stable_offset(topic, *p).await? > fetched_to {
+                let stable = log.last_stable_offset(topic, *p).await?;
+                if stable > fetched_to {
+                    return Ok(true);
+                }
+                // A transaction still open there: its records are on their way. (Its
+                // commit may already show in the repartitioning's committed positions
+                // while its marker has not reached this partition yet.)
+                if log.high_watermark(topic, *p).await? > stable {
                     return Ok(true);
                 }
             }

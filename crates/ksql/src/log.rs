@@ -230,6 +230,19 @@ impl LogClient {
         self.settle(r)
     }
 
+    /// A partition's high watermark (its end as a read_uncommitted consumer sees it: past
+    /// the last stable offset while a transaction is open there).
+    pub async fn high_watermark(&mut self, topic: &str, partition: i32) -> Result<i64, LogError> {
+        let r = async {
+            self.router()
+                .await?
+                .list_offset_isolated(topic, partition, -1, false)
+                .await
+        }
+        .await;
+        self.settle(r)
+    }
+
     /// The offsets `group` committed for `topics`, by partition (of `partition` alone when
     /// given). An offset an open transaction holds is an error (retriable: the
     /// transaction's end decides it), not an answer that may be stale.
