@@ -540,6 +540,12 @@ impl Log {
     /// the previous snapshot too. Not synced: a lost or torn snapshot fails its CRC and
     /// recovery replays from an older one.
     fn write_producer_snapshot(&mut self) -> Result<()> {
+        self.write_producer_snapshot_synced(false)
+    }
+
+    /// [`Log::write_producer_snapshot`], durable when `synced` (file and directory entry):
+    /// after DeleteRecords no older snapshot can stand in for it.
+    fn write_producer_snapshot_synced(&mut self, synced: bool) -> Result<()> {
         if self.deleted {
             return Ok(());
         }
@@ -558,10 +564,18 @@ impl Log {
         file.set_len(0).map_err(|e| StorageError::io(&tmp, e))?;
         file.write_all_at(&bytes, 0)
             .map_err(|e| StorageError::io(&tmp, e))?;
+        if synced {
+            file.sync_data().map_err(|e| StorageError::io(&tmp, e))?;
+        }
         drop(file);
         self.fs
             .rename(&tmp, &path)
             .map_err(|e| StorageError::io(&path, e))?;
+        if synced {
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(|e| StorageError::io(&self.dir, e))?;
+        }
         let entries = self
             .fs
             .list_dir(&self.dir)
@@ -1532,19 +1546,9 @@ impl Log {
         self.producers.prune_aborted(self.log_start_offset);
         // The idempotent producers' state outlives the batches it came from (a retry of a
         // deleted batch is still known as one): recovery reads only a snapshot at or past
-        // the log start, so one is written unless there is one. Kafka forgets such
-        // producers and then accepts any sequence from them.
-        let leo = self.log_end_offset();
-        let covered = self
-            .fs
-            .list_dir(&self.dir)
-            .map_err(|e| StorageError::io(&self.dir, e))?
-            .iter()
-            .filter_map(|p| parse_snapshot_name(p))
-            .any(|o| o >= target && o <= leo);
-        if !covered {
-            self.write_producer_snapshot()?;
-        }
+        // the log start, and one written at a roll may not be durable, so a synced one is
+        // written here. Kafka forgets such producers and then accepts any sequence from them.
+        self.write_producer_snapshot_synced(true)?;
         info!(dir = %self.dir.display(), deleted, log_start_offset = target, "records deleted");
         Ok(target)
     }
