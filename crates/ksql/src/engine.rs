@@ -909,7 +909,7 @@ impl Engine {
                     let repartition = repartition_topic(&id);
                     if !topics.contains_key(&repartition) {
                         st.log
-                            .create_topic(&repartition, state_partitions, &[])
+                            .ensure_topic(&repartition, state_partitions, &[])
                             .await
                             .map_err(|e| format!("Could not create topic '{repartition}': {e}"))?;
                     }
@@ -928,7 +928,7 @@ impl Engine {
                     };
                     if !topics.contains_key(&repartition) {
                         st.log
-                            .create_topic(&repartition, state_partitions, &configs)
+                            .ensure_topic(&repartition, state_partitions, &configs)
                             .await
                             .map_err(|e| format!("Could not create topic '{repartition}': {e}"))?;
                     }
@@ -937,7 +937,7 @@ impl Engine {
                     let changelog = changelog_topic(&id);
                     if !topics.contains_key(&changelog) {
                         st.log
-                            .create_topic(
+                            .ensure_topic(
                                 &changelog,
                                 state_partitions,
                                 &[("cleanup.policy".to_string(), "compact".to_string())],

@@ -114,6 +114,21 @@ impl LogClient {
         self.settle(r)
     }
 
+    /// Creates an internal topic unless it exists: every engine that runs a statement
+    /// creates its internal topics, the one that made it and those following it through
+    /// the command topic alike, so another may have just created it (TOPIC_ALREADY_EXISTS).
+    pub async fn ensure_topic(
+        &mut self,
+        name: &str,
+        partitions: i32,
+        configs: &[(String, String)],
+    ) -> Result<(), LogError> {
+        match self.create_topic(name, partitions, configs).await {
+            Err(LogError::Client(ClientError::Kafka { code: 36, .. })) => Ok(()),
+            other => other,
+        }
+    }
+
     pub async fn delete_topic(&mut self, name: &str) -> Result<(), LogError> {
         let r = async { self.router().await?.any().delete_topic(name).await }.await;
         self.settle(r)
