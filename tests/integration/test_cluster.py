@@ -1056,6 +1056,16 @@ def test_a_paused_follower_leaves_the_isr_and_rejoins_while_producing_continues(
             b.stop()
 
 
+def _deleted_below(admin, topic, offset):
+    """The low watermark a DeleteRecords below `offset` answers, None if it fails."""
+    from confluent_kafka import KafkaException
+    done = admin.delete_records([TopicPartition(topic, 0, offset)], request_timeout=30)
+    try:
+        return list(done.values())[0].result(30).low_watermark
+    except KafkaException:
+        return None
+
+
 def test_records_deleted_on_the_leader_stay_deleted_after_it_dies(tmp_path):
     """DeleteRecords moves the leader's log start offset; its followers follow it from their
     fetch answers (as Kafka's do), and the answer waits until every in-sync replica has
@@ -1095,6 +1105,42 @@ def test_records_deleted_on_the_leader_stay_deleted_after_it_dies(tmp_path):
         probe.close()
         got, _ = consume_all(live, "trimmed", "readers", 40)
         assert sorted(o for _, o, _ in got) == list(range(60, 100)), got[:3]
+        # Two replicas left. Raised to three, min.insync.replicas applies at once (a live
+        # config): DeleteRecords is refused up front with NOT_ENOUGH_REPLICAS, as acks=all
+        # produce is (not held until its timeout), and deletes nothing.
+        from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+        from confluent_kafka import KafkaException
+        admin = AdminClient({"bootstrap.servers": live})  # the first one knew the dead node
+
+        def set_min_isr(n):
+            res = ConfigResource(ConfigResource.Type.TOPIC, "trimmed", incremental_configs=[
+                ConfigEntry("min.insync.replicas", str(n),
+                            incremental_operation=AlterConfigOpType.SET)])
+            admin.incremental_alter_configs([res])[res].result(30)
+
+        set_min_isr(3)
+
+        def refused(offset):
+            started = time.time()
+            done = admin.delete_records([TopicPartition("trimmed", 0, offset)],
+                                        request_timeout=30)
+            try:
+                list(done.values())[0].result(30)
+                return None
+            except KafkaException as e:
+                assert e.args[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, e
+                return time.time() - started
+        # Below the log start already (a no-op) until the leader has applied the config.
+        wait_for(lambda: refused(60), timeout=30, what="DeleteRecords refused for too few replicas")
+        took = refused(80)
+        assert took is not None and took < 5, took
+        probe = Consumer({"bootstrap.servers": live, "group.id": "probe"})
+        assert probe.get_watermark_offsets(TopicPartition("trimmed", 0), timeout=10)[0] == 60
+        probe.close()
+        set_min_isr(2)
+        done = wait_for(lambda: _deleted_below(admin, "trimmed", 80), timeout=30,
+                        what="DeleteRecords accepted again")
+        assert done == 80
     finally:
         for b in nodes:
             b.stop()

@@ -1666,6 +1666,7 @@ impl Broker {
                     if let Err(e) = partition.log().set_config(config.clone()) {
                         warn!(topic = %t.name, partition = p, error = %e, "config not applied");
                     }
+                    partition.set_min_insync_replicas(config.min_insync_replicas.max(1) as usize);
                 }
             }
         }

@@ -275,6 +275,13 @@ impl PartitionReplicas {
         self.recompute()
     }
 
+    /// `min.insync.replicas` changed (a live topic config): applied at once, as Kafka does.
+    /// Returns the new high watermark if lowering it let the high watermark advance.
+    pub fn set_min_insync_replicas(&mut self, min_insync_replicas: usize) -> Option<i64> {
+        self.min_insync_replicas = min_insync_replicas.max(1);
+        self.recompute()
+    }
+
     fn recompute(&mut self) -> Option<i64> {
         if self.isr.len() < self.min_insync_replicas {
             return None; // frozen: too few replicas in sync to commit anything
@@ -377,6 +384,28 @@ mod tests {
         r.follower_end(2, 100, 100, 0);
         assert_eq!(r.expand_candidates(0, 0, 0, 30_000), vec![2]);
         assert_eq!(r.set_isr(&[1, 2]), Some(100));
+    }
+
+    /// `min.insync.replicas` is a live config: raised above the ISR it freezes the high
+    /// watermark and the low watermark at once; lowered again, what the ISR holds commits.
+    #[test]
+    fn min_isr_changes_apply_at_once() {
+        let mut r = PartitionReplicas::new(1, &[1, 2], 2, 50);
+        r.follower_end(2, 60, 60, 0);
+        r.follower_log_start(2, 10);
+        assert_eq!(r.leader_end(60, 0), Some(60));
+        assert_eq!(r.low_watermark(10), 10);
+        assert_eq!(r.set_min_insync_replicas(3), None);
+        assert_eq!(
+            r.low_watermark(10),
+            -1,
+            "a replica out of the ISR may be elected"
+        );
+        r.follower_end(2, 80, 80, 0);
+        assert_eq!(r.leader_end(80, 0), None);
+        assert_eq!(r.high_watermark(), 60, "frozen below min.insync.replicas");
+        assert_eq!(r.set_min_insync_replicas(2), Some(80));
+        assert_eq!(r.low_watermark(10), 10);
     }
 
     /// A replica that stopped fetching (a broker in controlled shutdown, or gone) is not

@@ -1508,6 +1508,11 @@ impl World {
                     self.send(n, CLIENT, answer(Err("not leader")));
                     return;
                 };
+                if partition.isr().0.len() < partition.isr().1 {
+                    // The broker refuses up front: no low watermark can be known.
+                    self.send(n, CLIENT, answer(Err("not enough replicas")));
+                    return;
+                }
                 // The broker's `Broker::delete_records`: applied, then checkpointed.
                 let applied = partition.log().delete_records_before(offset);
                 let result = match applied {
@@ -1662,6 +1667,8 @@ impl World {
                 Ok(low)
             } else if low.is_none() {
                 Err("not leader")
+            } else if d.partition.isr().0.len() < d.partition.isr().1 {
+                Err("not enough replicas")
             } else if now >= d.deadline {
                 Err("timed out")
             } else {

@@ -173,6 +173,22 @@ impl Partition {
         }
     }
 
+    /// `min.insync.replicas` changed in the topic's config: the leader applies it at once
+    /// (to acks=all produce, the high watermark and DeleteRecords' low watermark).
+    pub fn set_min_insync_replicas(&self, min_insync_replicas: usize) {
+        let mut log = self.log();
+        if !self.is_leader() {
+            return; // a follower's replica view is rebuilt when it becomes leader
+        }
+        let mut replicas = self.replicas.lock().unwrap_or_else(|p| p.into_inner());
+        if replicas.min_insync_replicas() == min_insync_replicas.max(1) {
+            return;
+        }
+        if let Some(hw) = replicas.set_min_insync_replicas(min_insync_replicas) {
+            log.advance_high_watermark(hw);
+        }
+    }
+
     /// The controller refused an ISR change, committing nothing: a pending addition keeps
     /// counting until the metadata settles it (see
     /// `strata_replication::PartitionReplicas::refuse_pending`); the next

@@ -16,7 +16,11 @@ use crate::Broker;
 /// start reached it (the low watermark; followers follow the leader's from their fetch
 /// answers), so records an answer says are deleted stay deleted whichever replica leads
 /// next. Past the request's timeout a partition is answered REQUEST_TIMED_OUT (deleted on
-/// the leader; its followers follow when they next fetch).
+/// the leader; its followers follow when they next fetch). With fewer in-sync replicas than
+/// `min.insync.replicas` the low watermark is unknown (a replica out of the ISR may be
+/// elected), so, as a produce with acks=all, such a partition is answered
+/// NOT_ENOUGH_REPLICAS at once: before anything is deleted if it is so when the request
+/// comes, else as soon as the ISR shrinks below it (deleted on the leader, not confirmed).
 pub fn delete_records(broker: &Arc<Broker>, r: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let mut resp = DeleteRecordsResponse::default();
     // (topic index, partition index) in the response, the partition, the offset to reach.
@@ -39,6 +43,9 @@ pub fn delete_records(broker: &Arc<Broker>, r: DeleteRecordsRequest) -> DeleteRe
                     // Only the leader moves the log start; its followers follow it.
                     Some(partition) if !partition.is_leader() => {
                         rp.error_code = errors::NOT_LEADER_OR_FOLLOWER
+                    }
+                    Some(partition) if below_min_isr(&partition) => {
+                        rp.error_code = errors::NOT_ENOUGH_REPLICAS
                     }
                     Some(partition) => {
                         let epoch = partition.leader_epoch();
@@ -72,6 +79,10 @@ pub fn delete_records(broker: &Arc<Broker>, r: DeleteRecordsRequest) -> DeleteRe
                 return false;
             };
             if low < *target {
+                if below_min_isr(partition) {
+                    rp.error_code = errors::NOT_ENOUGH_REPLICAS;
+                    return false;
+                }
                 return true;
             }
             rp.low_watermark = low;
@@ -90,6 +101,12 @@ pub fn delete_records(broker: &Arc<Broker>, r: DeleteRecordsRequest) -> DeleteRe
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     resp
+}
+
+/// Fewer in-sync replicas than `min.insync.replicas`: no low watermark can be known.
+fn below_min_isr(partition: &strata_storage::Partition) -> bool {
+    let (isr, min_isr) = partition.isr();
+    isr.len() < min_isr
 }
 
 /// The data directory's size and free space, -1 where the file system will not say.
