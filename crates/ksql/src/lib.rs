@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod engine;
 pub mod groups;
+pub mod join_rows;
 pub mod join_sync;
 pub mod log;
 pub mod members;

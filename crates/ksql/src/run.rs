@@ -26,6 +26,7 @@ use strata_sql::value::Value;
 use tokio::sync::{mpsc, watch};
 
 use crate::groups::{StateCodec, TaskGroups};
+use crate::join_rows::{JoinRows, RowsHandle, SharedRows};
 use crate::join_sync::JoinSync;
 use crate::log::{LogClient, LogError, TxnProducer};
 use crate::store::StateStore;
@@ -356,6 +357,8 @@ pub fn start_persistent(
         id: task.id(),
         task,
         join_state: JoinState::default(),
+        join_rows: None,
+        last_join_flush: std::time::Instant::now(),
         state_options,
         store_failed: false,
         last_flush: std::time::Instant::now(),
@@ -393,6 +396,9 @@ struct Persistent {
     task: Task,
     /// A join's tables and windows (rebuilt from its inputs at start).
     join_state: JoinState,
+    /// A stream–table join's table rows in the task's join store, when it has one.
+    join_rows: Option<SharedRows>,
+    last_join_flush: std::time::Instant,
     /// Where an aggregation's local state store lives, and its cache.
     state_options: StateOptions,
     /// The store failed once: the task keeps its state in memory from then on.
@@ -733,8 +739,9 @@ impl Persistent {
         let inputs = stage_inputs(&self.task, &self.query);
         loop {
             if *stopped.borrow() {
-                if positions.is_some() {
+                if let Some(at) = &positions {
                     let _ = self.flush_store().await;
+                    let _ = self.flush_join_store(at);
                 }
                 return;
             }
@@ -799,20 +806,37 @@ impl Persistent {
                     if stateful {
                         self.open_store();
                     }
-                    match &*self.query {
+                    let query = self.query.clone();
+                    match &*query {
                         Planned::Aggregate(_) if !stateful => {}
                         Planned::Aggregate(q) => {
                             restore(&mut self.log, &self.task, q, &self.groups).await?;
                         }
                         Planned::Join(_) if !self.task.holds_state() => {}
                         Planned::Join(j) => {
-                            self.join_state =
-                                replay_join(&mut self.log, &self.task, j, &committed).await?;
+                            self.open_join_store(j);
+                            self.join_state = replay_join(
+                                &mut self.log,
+                                &self.task,
+                                j,
+                                &committed,
+                                self.join_rows.as_ref(),
+                            )
+                            .await?;
+                            self.store_failure()?;
                         }
                         Planned::JoinAggregate(j, q) => {
                             restore(&mut self.log, &self.task, q, &self.groups).await?;
-                            self.join_state =
-                                replay_join(&mut self.log, &self.task, j, &committed).await?;
+                            self.open_join_store(j);
+                            self.join_state = replay_join(
+                                &mut self.log,
+                                &self.task,
+                                j,
+                                &committed,
+                                self.join_rows.as_ref(),
+                            )
+                            .await?;
+                            self.store_failure()?;
                         }
                         Planned::Stateless(_) => {}
                     }
@@ -864,6 +888,15 @@ impl Persistent {
                 if due || (dirty && self.last_flush.elapsed() >= STORE_FLUSH_INTERVAL) {
                     self.flush_store().await?;
                 }
+                if let Some(rows) = &self.join_rows {
+                    let (dirty, due) = {
+                        let r = rows.lock().expect("join rows lock");
+                        (r.has_store() && r.dirty_len() > 0, r.flush_due())
+                    };
+                    if due || (dirty && self.last_join_flush.elapsed() >= STORE_FLUSH_INTERVAL) {
+                        self.flush_join_store(at)?;
+                    }
+                }
                 Ok(())
             };
             match step.await {
@@ -896,12 +929,12 @@ impl Persistent {
             return;
         }
         if self.store_failed {
-            crate::store::remove(dir, &self.id);
+            crate::store::remove_file(&crate::store::store_path(dir, &self.id));
             return;
         }
         let opened = StateStore::open(dir, &self.id).or_else(|e| {
             tracing::warn!(query = %self.id, error = %e, "state store unusable: starting it over");
-            crate::store::remove(dir, &self.id);
+            crate::store::remove_file(&crate::store::store_path(dir, &self.id));
             StateStore::open(dir, &self.id)
         });
         match opened {
@@ -918,15 +951,66 @@ impl Persistent {
         }
     }
 
-    /// A store failure seen by the groups: the task starts over, in memory from now on.
+    /// A store failure seen by the groups or the join's rows: the task starts over, in
+    /// memory from now on.
     fn store_failure(&mut self) -> Result<(), LogError> {
-        match self.groups.lock().expect("groups lock").take_failure() {
-            None => Ok(()),
-            Some(e) => {
-                self.store_failed = true;
-                Err(LogError::Records(format!("state store: {e}")))
+        if let Some(e) = self.groups.lock().expect("groups lock").take_failure() {
+            self.store_failed = true;
+            return Err(LogError::Records(format!("state store: {e}")));
+        }
+        if let Some(rows) = &self.join_rows {
+            if let Some(e) = rows.lock().expect("join rows lock").take_failure() {
+                return Err(LogError::Records(format!("join store: {e}")));
             }
         }
+        Ok(())
+    }
+
+    /// Opens the task's join store, once, for a join whose table rows may live there
+    /// ([`JoinQuery::table_in_store`]; a file that cannot be opened is removed and created
+    /// again; failing that, the rows stay in memory, in the join state).
+    fn open_join_store(&mut self, j: &JoinQuery) {
+        let Some(dir) = &self.state_options.dir else {
+            return;
+        };
+        if self.join_rows.is_some() || !j.table_in_store() {
+            return;
+        }
+        let name = crate::store::join_store_name(&self.id);
+        let opened = StateStore::open(dir, &name).or_else(|e| {
+            tracing::warn!(query = %self.id, error = %e, "join store unusable: starting it over");
+            crate::store::remove_file(&crate::store::store_path(dir, &name));
+            StateStore::open(dir, &name)
+        });
+        match opened {
+            Ok(s) => {
+                self.join_rows = Some(Arc::new(Mutex::new(JoinRows::with_store(
+                    s,
+                    self.state_options.cache_groups,
+                ))))
+            }
+            Err(e) => {
+                tracing::warn!(query = %self.id, error = %e, "running the join without a local store")
+            }
+        }
+    }
+
+    /// Writes the join's table changes to its store, covering the table partitions up to
+    /// the committed positions `at` (this runs between passes: every change is committed).
+    fn flush_join_store(&mut self, at: &Positions) -> Result<(), LogError> {
+        self.last_join_flush = std::time::Instant::now();
+        let (Some(rows), Planned::Join(j) | Planned::JoinAggregate(j, _)) =
+            (&self.join_rows, &*self.query)
+        else {
+            return Ok(());
+        };
+        let tables = table_positions(&self.task, j, at, None);
+        cpu_bound(|| {
+            rows.lock()
+                .expect("join rows lock")
+                .flush(&tables, now_ms())
+        });
+        self.store_failure()
     }
 
     /// Writes the changes not yet in the store, with the changelog's end (every change is
@@ -1469,19 +1553,62 @@ async fn join_horizon(
 /// read from their start (each key's latest row); a stream in a windowed join from what
 /// its window can still hold (`Replay::Within`); a stream that only looks tables up not at
 /// all (it keeps no state).
+///
+/// With a join store (`rows`), the table's rows are in it as of the positions it records:
+/// the table is read again only from there, when the store can be trusted (it covers
+/// exactly the table partitions committed, each position within the partition's log and
+/// at or below the committed one, flushed within a day: a tombstone compaction dropped
+/// since would be missed); otherwise the store is emptied and refilled from the table's
+/// start, flushed whenever a cache's worth of rows waits.
 async fn replay_join(
     log: &mut LogClient,
     task: &Task,
     j: &JoinQuery,
     committed: &Positions,
+    rows: Option<&SharedRows>,
 ) -> Result<JoinState, LogError> {
     let id = task.query_id.as_str();
     let topics = join_topics(task, j);
     let plan = replay_plan(task, j);
     let horizon = join_horizon(log, &plan, committed).await?;
-    let mut state = JoinState::default();
+    let stored = rows.and_then(|r| {
+        let mut r = r.lock().expect("join rows lock");
+        r.reset();
+        r.positions()
+    });
+    let tables = table_positions(task, j, committed, None);
+    let mut from_store: Option<Positions> = None;
+    if let Some(s) = stored {
+        let mut trusted = !s.positions.is_empty()
+            && now_ms() - s.flushed_at_ms < STORE_TRUST_MS
+            && s.positions.keys().eq(tables.keys());
+        for (tp, &p) in &s.positions {
+            if !trusted {
+                break;
+            }
+            trusted = p <= tables[tp] && log.offset(&tp.0, tp.1, -2).await? <= p;
+        }
+        if trusted {
+            from_store = Some(s.positions);
+        } else {
+            tracing::info!(query = %id, stored = ?s.positions, committed = ?tables, "join store out of step with its table: refilled from the start");
+            if let Some(r) = rows {
+                r.lock().expect("join rows lock").clear();
+            }
+        }
+    }
+    let mut state = match rows {
+        Some(r) => JoinState::with_table_rows(j, Box::new(RowsHandle(r.clone()))),
+        None => JoinState::default(),
+    };
     let mut at: Positions = BTreeMap::new();
     for (tp, &end) in committed {
+        if let Some(&p) = from_store.as_ref().and_then(|s| s.get(tp)) {
+            if p < end {
+                at.insert(tp.clone(), p);
+            }
+            continue;
+        }
         let start = match plan.get(tp.0.as_str()) {
             Some(Replay::Skip) | None => continue,
             Some(Replay::Within(_)) => match horizon {
@@ -1527,9 +1654,36 @@ async fn replay_join(
                 }
             }
         }
+        if let Some(r) = rows {
+            // Memory stays bounded: what was read so far goes to the store.
+            let mut r = r.lock().expect("join rows lock");
+            if r.flush_due() || (at.is_empty() && r.has_store() && r.dirty_len() > 0) {
+                let reached = table_positions(task, j, committed, Some(&at));
+                cpu_bound(|| r.flush(&reached, now_ms()));
+            }
+        }
     }
-    tracing::info!(query = %id, replayed, held = state.len(), ?horizon, "join state rebuilt from its inputs");
+    tracing::info!(query = %id, replayed, held = state.len(), from_store = from_store.is_some(), ?horizon, "join state rebuilt from its inputs");
     Ok(state)
+}
+
+/// The positions of a join's table partitions (the inputs it replays whole) in `at`, or,
+/// during a replay, as far as it has read them (`reading`: the partitions not done yet and
+/// where they are).
+fn table_positions(
+    task: &Task,
+    j: &JoinQuery,
+    at: &Positions,
+    reading: Option<&Positions>,
+) -> Positions {
+    let plan = replay_plan(task, j);
+    at.iter()
+        .filter(|(tp, _)| plan.get(tp.0.as_str()) == Some(&Replay::Full))
+        .map(|(tp, &p)| {
+            let p = reading.and_then(|r| r.get(tp).copied()).unwrap_or(p);
+            (tp.clone(), p)
+        })
+        .collect()
 }
 
 /// A table's rows in the partitions of `until` below each one's position (read_committed,

@@ -38,6 +38,8 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefiniti
 
 const GROUPS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("groups");
 const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
+/// A join store's input positions: `topic\0partition` → every record below it is in.
+const POSITIONS: TableDefinition<&str, i64> = TableDefinition::new("positions");
 const CHANGELOG_OFFSET: &str = "changelog_offset";
 const FLUSHED_AT: &str = "flushed_at_ms";
 /// redb's page cache per store (its default, 1 GiB, would defeat the bounded group cache).
@@ -69,14 +71,33 @@ pub fn store_path(dir: &Path, query_id: &str) -> PathBuf {
     dir.join(format!("{query_id}.redb"))
 }
 
-/// Removes a query's store (its query was terminated).
+/// The name of a task's join store (its stream–table join's table rows,
+/// [`crate::join_rows`]), beside its aggregation store.
+pub fn join_store_name(task_id: &str) -> String {
+    format!("{task_id}.join")
+}
+
+/// Removes a task's stores (its query was terminated): the aggregation's and the join's.
 pub fn remove(dir: &Path, query_id: &str) {
-    let path = store_path(dir, query_id);
-    if let Err(e) = std::fs::remove_file(&path) {
+    remove_file(&store_path(dir, query_id));
+    remove_file(&store_path(dir, &join_store_name(query_id)));
+}
+
+/// Removes one store file (it could not be opened, or its task is gone).
+pub fn remove_file(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(path = %path.display(), error = %e, "could not remove a SQL state store");
         }
     }
+}
+
+/// Where a join store stands: for each input partition it covers (topic, partition),
+/// every record below the position is in it, as of the wall-clock time `flushed_at_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorePositions {
+    pub positions: std::collections::BTreeMap<(String, i32), i64>,
+    pub flushed_at_ms: i64,
 }
 
 impl StateStore {
@@ -95,7 +116,7 @@ impl StateStore {
         Ok(StateStore { db, path })
     }
 
-    fn error(&self, e: impl std::fmt::Display) -> StoreError {
+    pub(crate) fn error(&self, e: impl std::fmt::Display) -> StoreError {
         StoreError {
             path: self.path.display().to_string(),
             message: e.to_string(),
@@ -174,6 +195,71 @@ impl StateStore {
         let write = self.db.begin_write().map_err(|e| self.error(e))?;
         write.delete_table(GROUPS).map_err(|e| self.error(e))?;
         write.delete_table(META).map_err(|e| self.error(e))?;
+        write.delete_table(POSITIONS).map_err(|e| self.error(e))?;
+        write.commit().map_err(|e| self.error(e))
+    }
+
+    /// Where a join store stands, None when it was never flushed (or was cleared).
+    pub fn positions(&self) -> Result<Option<StorePositions>, StoreError> {
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let (meta, table) = match (read.open_table(META), read.open_table(POSITIONS)) {
+            (Ok(m), Ok(t)) => (m, t),
+            (Err(redb::TableError::TableDoesNotExist(_)), _)
+            | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(None),
+            (Err(e), _) | (_, Err(e)) => return Err(self.error(e)),
+        };
+        let Some(flushed_at_ms) = meta.get(FLUSHED_AT).map_err(|e| self.error(e))? else {
+            return Ok(None);
+        };
+        let mut positions = std::collections::BTreeMap::new();
+        for entry in table.iter().map_err(|e| self.error(e))? {
+            let (k, v) = entry.map_err(|e| self.error(e))?;
+            let key = k.value();
+            let parsed = key
+                .rsplit_once('\0')
+                .and_then(|(t, p)| Some((t.to_string(), p.parse::<i32>().ok()?)));
+            let Some(tp) = parsed else {
+                return Err(self.error(format!("bad position key {key:?}")));
+            };
+            positions.insert(tp, v.value());
+        }
+        Ok(Some(StorePositions {
+            positions,
+            flushed_at_ms: flushed_at_ms.value(),
+        }))
+    }
+
+    /// Applies changes (a key's row, or None: deleted) and records that every record of
+    /// each input partition below its position is in the store (those positions replace
+    /// the ones recorded before), in one durable commit.
+    pub fn apply_at<'a>(
+        &self,
+        changes: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+        positions: &std::collections::BTreeMap<(String, i32), i64>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let write = self.db.begin_write().map_err(|e| self.error(e))?;
+        write.delete_table(POSITIONS).map_err(|e| self.error(e))?;
+        {
+            let mut table = write.open_table(GROUPS).map_err(|e| self.error(e))?;
+            for (k, v) in changes {
+                match v {
+                    Some(v) => {
+                        table.insert(k, v).map_err(|e| self.error(e))?;
+                    }
+                    None => {
+                        table.remove(k).map_err(|e| self.error(e))?;
+                    }
+                }
+            }
+            let mut at = write.open_table(POSITIONS).map_err(|e| self.error(e))?;
+            for ((topic, partition), offset) in positions {
+                at.insert(format!("{topic}\0{partition}").as_str(), *offset)
+                    .map_err(|e| self.error(e))?;
+            }
+            let mut meta = write.open_table(META).map_err(|e| self.error(e))?;
+            meta.insert(FLUSHED_AT, now_ms).map_err(|e| self.error(e))?;
+        }
         write.commit().map_err(|e| self.error(e))
     }
 
@@ -279,8 +365,30 @@ mod tests {
         s.apply([(&b"z"[..], Some(&b"9"[..]))], 30, 3000).unwrap();
         assert_eq!(stored(&s), vec![(b"z".to_vec(), b"9".to_vec())]);
         drop(s);
+        let j = StateStore::open(&d, &join_store_name("Q1")).unwrap();
+        assert_eq!(j.positions().unwrap(), None, "never flushed");
+        let at =
+            std::collections::BTreeMap::from([(("t".to_string(), 0), 5), (("t".into(), 3), 9)]);
+        j.apply_at([(&b"k"[..], Some(&b"row"[..]))], &at, 4000)
+            .unwrap();
+        let later = std::collections::BTreeMap::from([(("t".to_string(), 3), 12)]);
+        j.apply_at([(&b"k"[..], None)], &later, 5000).unwrap();
+        drop(j);
+        let j = StateStore::open(&d, &join_store_name("Q1")).unwrap();
+        assert_eq!(
+            j.positions().unwrap(),
+            Some(StorePositions {
+                positions: later,
+                flushed_at_ms: 5000
+            })
+        );
+        assert!(stored(&j).is_empty());
+        j.clear().unwrap();
+        assert_eq!(j.positions().unwrap(), None);
+        drop(j);
         remove(&d, "Q1");
         assert!(!store_path(&d, "Q1").exists());
+        assert!(!store_path(&d, &join_store_name("Q1")).exists());
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -15,7 +15,9 @@
 //! returns the records to write; the engine feeds the inputs in timestamp order. The state
 //! holds the table inputs' rows and the stream inputs' windowed buffers, per join; it is
 //! rebuilt after a restart by replaying the inputs up to the query's committed positions,
-//! so it needs no changelog.
+//! so it needs no changelog. A single stream–table join's table may instead live in the
+//! engine's state store ([`TableRows`]), which records the table positions it covers: a
+//! restart then replays only the table's records past them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -905,13 +907,61 @@ fn plan_join_inner(
 
 /// A row as one join holds it: the joined row so far (inputs not joined yet are NULL),
 /// its join key, the key of the result it came from, and its timestamp.
-#[derive(Debug, Clone)]
-struct Stored {
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
     values: Vec<Value>,
     join_key: Value,
     /// A foreign-key join's left key (the result's key).
     own_key: Value,
     timestamp: i64,
+}
+
+impl Stored {
+    /// The row in a compact binary form, for a state store ([`Stored::decode`]).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + 8 * self.values.len());
+        out.extend_from_slice(&self.timestamp.to_le_bytes());
+        self.join_key.encode_stored(&mut out);
+        self.own_key.encode_stored(&mut out);
+        Value::Array(self.values.clone()).encode_stored(&mut out);
+        out
+    }
+
+    /// A row [`Stored::encode`] wrote; None if malformed.
+    pub fn decode(bytes: &[u8]) -> Option<Stored> {
+        let mut input = bytes;
+        let timestamp = i64::from_le_bytes(input.get(..8)?.try_into().ok()?);
+        input = &input[8..];
+        let join_key = Value::decode_stored(&mut input)?;
+        let own_key = Value::decode_stored(&mut input)?;
+        let Value::Array(values) = Value::decode_stored(&mut input)? else {
+            return None;
+        };
+        input.is_empty().then_some(Stored {
+            values,
+            join_key,
+            own_key,
+            timestamp,
+        })
+    }
+}
+
+/// Where a stream–table join keeps its table's rows when they are not simply in memory
+/// (see [`JoinQuery::table_in_store`]): by key text, the engine's state store with a
+/// bounded cache, so the table may outgrow memory and a restart need not read it again.
+pub trait TableRows: Send {
+    fn get(&mut self, key: &str) -> Option<Stored>;
+    fn insert(&mut self, key: String, row: Stored);
+    fn remove(&mut self, key: &str);
+}
+
+/// A [`TableRows`] in a join's state.
+pub struct ExternalRows(pub Box<dyn TableRows>);
+
+impl std::fmt::Debug for ExternalRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExternalRows")
+    }
 }
 
 /// A change flowing from an input, or from one join to the next.
@@ -934,6 +984,8 @@ struct NodeState {
     buffers: [BTreeMap<(String, i64, u64), Stored>; 2],
     /// Stream records not matched yet, waiting for their window to close.
     pending: [BTreeSet<(String, i64, u64)>; 2],
+    /// A stream–table join's table rows when they live outside `tables` (in a store).
+    external: Option<ExternalRows>,
     stream_time: Option<i64>,
     /// Each stream side's own stream time (its window store's retention).
     side_time: [Option<i64>; 2],
@@ -949,7 +1001,21 @@ pub struct JoinState {
 }
 
 impl JoinState {
-    /// Rows and records held.
+    /// The state of `query` (which must be [`JoinQuery::table_in_store`]) with its
+    /// table's rows in `rows` rather than in memory.
+    pub fn with_table_rows(query: &JoinQuery, rows: Box<dyn TableRows>) -> JoinState {
+        let mut nodes: Vec<NodeState> = Vec::new();
+        nodes.resize_with(query.nodes.len(), NodeState::default);
+        if let Some(first) = nodes.first_mut() {
+            first.external = Some(ExternalRows(rows));
+        }
+        JoinState {
+            nodes,
+            present: BTreeSet::new(),
+        }
+    }
+
+    /// Rows and records held in memory (rows in a store are not counted).
     pub fn len(&self) -> usize {
         self.nodes
             .iter()
@@ -995,6 +1061,14 @@ pub enum Replay {
 }
 
 impl JoinQuery {
+    /// Whether the join's table rows may live in a state store ([`TableRows`]): a single
+    /// stream–table join, whose only state is its table's latest row per key, each row
+    /// coming straight from the table input (so a restart continues from the positions the
+    /// store covers).
+    pub fn table_in_store(&self) -> bool {
+        self.nodes.len() == 1 && self.nodes[0].shape == Shape::StreamTable
+    }
+
     /// What each input must replay after a restart, in input order. `repartitioned`: the
     /// inputs are read from repartition topics, whose records carry their event time as
     /// their timestamp (so the log's time index finds it even from a TIMESTAMP column).
@@ -1469,10 +1543,15 @@ impl JoinQuery {
         let text = json_text(&stored.join_key);
         if side == Side::Right {
             if stored.join_key != Value::Null {
-                if tombstone {
-                    st.tables[1].remove(&text);
-                } else {
-                    st.tables[1].insert(text, stored);
+                match (&mut st.external, tombstone) {
+                    (Some(rows), true) => rows.0.remove(&text),
+                    (Some(rows), false) => rows.0.insert(text, stored),
+                    (None, true) => {
+                        st.tables[1].remove(&text);
+                    }
+                    (None, false) => {
+                        st.tables[1].insert(text, stored);
+                    }
                 }
             }
             return Ok(Vec::new());
@@ -1480,8 +1559,12 @@ impl JoinQuery {
         if tombstone {
             return Ok(Vec::new());
         }
+        let looked_up;
         let found = if stored.join_key == Value::Null {
             None
+        } else if let Some(rows) = &mut st.external {
+            looked_up = rows.0.get(&text);
+            looked_up.as_ref()
         } else {
             st.tables[1].get(&text)
         };
@@ -1950,6 +2033,84 @@ mod tests {
             .process(0, input(&k, Some(br#"{"B":3}"#), 14), &mut st, &NoFunctions)
             .unwrap();
         assert_eq!(text(&out), [(1, Some(r#"{"B":3,"C":null}"#.into()), 14)]);
+    }
+
+    /// Table rows kept encoded, as a store keeps them.
+    struct Encoded(std::sync::Arc<std::sync::Mutex<BTreeMap<String, Vec<u8>>>>);
+    impl TableRows for Encoded {
+        fn get(&mut self, key: &str) -> Option<Stored> {
+            let bytes = self.0.lock().unwrap().get(key).cloned()?;
+            Some(Stored::decode(&bytes).expect("decodes"))
+        }
+        fn insert(&mut self, key: String, row: Stored) {
+            let bytes = row.encode();
+            assert_eq!(Stored::decode(&bytes).as_ref(), Some(&row));
+            self.0.lock().unwrap().insert(key, bytes);
+        }
+        fn remove(&mut self, key: &str) {
+            self.0.lock().unwrap().remove(key);
+        }
+    }
+
+    /// A stream–table join's table rows in a store give the same results as in memory,
+    /// and a state rebuilt over the same store (a restart) needs no table record again.
+    #[test]
+    fn a_stream_table_joins_table_may_live_in_a_store() {
+        let q = plan(
+            &[L, T],
+            "CREATE STREAM OUTPUT AS SELECT L.A, B, C FROM L LEFT JOIN T ON L.A = T.A;",
+        )
+        .unwrap();
+        assert!(q.table_in_store());
+        let rows = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+        let mut memory = JoinState::default();
+        let mut stored = JoinState::with_table_rows(&q, Box::new(Encoded(rows.clone())));
+        let k = |i: i32| i.to_be_bytes();
+        let steps: Vec<(usize, i32, Option<&[u8]>, i64)> = vec![
+            (1, 1, Some(br#"{"C":7}"#), 1),
+            (1, 2, Some(br#"{"C":8}"#), 2),
+            (0, 1, Some(br#"{"B":1}"#), 3),
+            (1, 1, None, 4),
+            (0, 1, Some(br#"{"B":2}"#), 5),
+            (0, 2, Some(br#"{"B":3}"#), 6),
+        ];
+        for (input_index, key, value, t) in steps {
+            let key = k(key);
+            let a = q
+                .process(
+                    input_index,
+                    input(&key, value, t),
+                    &mut memory,
+                    &NoFunctions,
+                )
+                .unwrap();
+            let b = q
+                .process(
+                    input_index,
+                    input(&key, value, t),
+                    &mut stored,
+                    &NoFunctions,
+                )
+                .unwrap();
+            assert_eq!(text(&a), text(&b));
+        }
+        assert_eq!(rows.lock().unwrap().len(), 1, "key 1 deleted, key 2 kept");
+        let mut restarted = JoinState::with_table_rows(&q, Box::new(Encoded(rows)));
+        let out = q
+            .process(
+                0,
+                input(&k(2), Some(br#"{"B":4}"#), 7),
+                &mut restarted,
+                &NoFunctions,
+            )
+            .unwrap();
+        assert_eq!(text(&out), [(2, Some(r#"{"B":4,"C":8}"#.into()), 7)]);
+        let chain = plan(
+            &[L, T, U],
+            "CREATE STREAM OUTPUT AS SELECT L.A, B, T.C, D FROM L JOIN T ON L.A = T.A JOIN U ON L.A = U.ID;",
+        )
+        .unwrap();
+        assert!(!chain.table_in_store(), "a chain keeps results of results");
     }
 
     #[test]

@@ -179,6 +179,168 @@ impl Value {
     }
 }
 
+/// Nesting a stored value may have (arrays, maps, structs inside each other).
+const MAX_STORED_DEPTH: usize = 64;
+
+impl Value {
+    /// The value in a compact binary form, for a state store (read back by
+    /// [`Value::decode_stored`]): a tag byte, then the payload (integers little-endian,
+    /// lengths and counts as u32).
+    pub fn encode_stored(&self, out: &mut Vec<u8>) {
+        fn len(out: &mut Vec<u8>, n: usize) {
+            out.extend_from_slice(&(n as u32).to_le_bytes());
+        }
+        match self {
+            Value::Null => out.push(0),
+            Value::Boolean(b) => out.extend_from_slice(&[1, *b as u8]),
+            Value::Int(v) => {
+                out.push(2);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            Value::Bigint(v) => {
+                out.push(3);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            Value::Double(v) => {
+                out.push(4);
+                out.extend_from_slice(&v.to_bits().to_le_bytes());
+            }
+            Value::Decimal(d) => {
+                out.push(5);
+                out.extend_from_slice(&d.unscaled.to_le_bytes());
+                out.extend_from_slice(&d.scale.to_le_bytes());
+            }
+            Value::String(s) => {
+                out.push(6);
+                len(out, s.len());
+                out.extend_from_slice(s.as_bytes());
+            }
+            Value::Bytes(b) => {
+                out.push(7);
+                len(out, b.len());
+                out.extend_from_slice(b);
+            }
+            Value::Timestamp(v) => {
+                out.push(8);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            Value::Date(v) => {
+                out.push(9);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            Value::Time(v) => {
+                out.push(10);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            Value::Array(items) => {
+                out.push(11);
+                len(out, items.len());
+                for v in items {
+                    v.encode_stored(out);
+                }
+            }
+            Value::Map(entries) => {
+                out.push(12);
+                len(out, entries.len());
+                for (k, v) in entries {
+                    k.encode_stored(out);
+                    v.encode_stored(out);
+                }
+            }
+            Value::Struct(fields) => {
+                out.push(13);
+                len(out, fields.len());
+                for (name, v) in fields {
+                    len(out, name.len());
+                    out.extend_from_slice(name.as_bytes());
+                    v.encode_stored(out);
+                }
+            }
+        }
+    }
+
+    /// Reads a value [`Value::encode_stored`] wrote from the front of `input`, advancing
+    /// it; None for anything malformed (counts are checked against the bytes left before
+    /// anything is allocated for them, nesting is bounded).
+    pub fn decode_stored(input: &mut &[u8]) -> Option<Value> {
+        Self::decode_at(input, 0)
+    }
+
+    fn decode_at(input: &mut &[u8], depth: usize) -> Option<Value> {
+        fn take<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            if input.len() < n {
+                return None;
+            }
+            let (head, rest) = input.split_at(n);
+            *input = rest;
+            Some(head)
+        }
+        fn array<const N: usize>(input: &mut &[u8]) -> Option<[u8; N]> {
+            take(input, N)?.try_into().ok()
+        }
+        // Every element takes at least one byte: a count above what is left is malformed.
+        fn count(input: &mut &[u8]) -> Option<usize> {
+            let n = u32::from_le_bytes(array(input)?) as usize;
+            (n <= input.len()).then_some(n)
+        }
+        fn text(input: &mut &[u8]) -> Option<String> {
+            let n = count(input)?;
+            String::from_utf8(take(input, n)?.to_vec()).ok()
+        }
+        if depth > MAX_STORED_DEPTH {
+            return None;
+        }
+        let tag = take(input, 1)?[0];
+        Some(match tag {
+            0 => Value::Null,
+            1 => Value::Boolean(take(input, 1)?[0] != 0),
+            2 => Value::Int(i32::from_le_bytes(array(input)?)),
+            3 => Value::Bigint(i64::from_le_bytes(array(input)?)),
+            4 => Value::Double(f64::from_bits(u64::from_le_bytes(array(input)?))),
+            5 => {
+                let unscaled = i128::from_le_bytes(array(input)?);
+                let scale = u32::from_le_bytes(array(input)?);
+                Value::Decimal(Decimal { unscaled, scale })
+            }
+            6 => Value::String(text(input)?),
+            7 => {
+                let n = count(input)?;
+                Value::Bytes(take(input, n)?.to_vec())
+            }
+            8 => Value::Timestamp(i64::from_le_bytes(array(input)?)),
+            9 => Value::Date(i32::from_le_bytes(array(input)?)),
+            10 => Value::Time(i32::from_le_bytes(array(input)?)),
+            11 => {
+                let n = count(input)?;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(Self::decode_at(input, depth + 1)?);
+                }
+                Value::Array(items)
+            }
+            12 => {
+                let n = count(input)?;
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let k = Self::decode_at(input, depth + 1)?;
+                    entries.push((k, Self::decode_at(input, depth + 1)?));
+                }
+                Value::Map(entries)
+            }
+            13 => {
+                let n = count(input)?;
+                let mut fields = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let name = text(input)?;
+                    fields.push((name, Self::decode_at(input, depth + 1)?));
+                }
+                Value::Struct(fields)
+            }
+            _ => return None,
+        })
+    }
+}
+
 /// ksqlDB's name for a type, as DESCRIBE and error messages print it.
 pub fn type_name(t: &SqlType) -> String {
     match t {
@@ -252,6 +414,59 @@ mod tests {
         for bad in ["", ".", "1.2.3", "1e5", "abc", "--1"] {
             assert!(Decimal::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn stored_values_read_back_and_malformed_ones_are_refused() {
+        let v = Value::Struct(vec![
+            ("A".into(), Value::Int(-7)),
+            (
+                "m".into(),
+                Value::Map(vec![(
+                    Value::String("k".into()),
+                    Value::Array(vec![
+                        Value::Decimal(Decimal::parse("-12.340").unwrap()),
+                        Value::Null,
+                        Value::Double(1.5),
+                    ]),
+                )]),
+            ),
+            ("b".into(), Value::Bytes(vec![0, 255])),
+            ("t".into(), Value::Timestamp(1_700_000_000_000)),
+            ("d".into(), Value::Date(19_000)),
+            ("tm".into(), Value::Time(3_600_000)),
+            ("x".into(), Value::Bigint(i64::MIN)),
+            ("ok".into(), Value::Boolean(true)),
+        ]);
+        let mut out = Vec::new();
+        v.encode_stored(&mut out);
+        Value::String("next".into()).encode_stored(&mut out);
+        let mut input = &out[..];
+        assert_eq!(Value::decode_stored(&mut input), Some(v));
+        assert_eq!(
+            Value::decode_stored(&mut input),
+            Some(Value::String("next".into()))
+        );
+        assert!(input.is_empty());
+        for cut in 0..out.len() {
+            // Every truncation fails cleanly (or reads a shorter prefix value).
+            let mut input = &out[..cut];
+            let _ = Value::decode_stored(&mut input);
+        }
+        // A count far beyond the bytes left allocates nothing.
+        let mut huge = &[11u8, 0xff, 0xff, 0xff, 0xff, 0][..];
+        assert_eq!(Value::decode_stored(&mut huge), None);
+        let mut deep = Vec::new();
+        for _ in 0..100 {
+            deep.extend_from_slice(&[11, 1, 0, 0, 0]);
+        }
+        deep.push(0);
+        assert_eq!(
+            Value::decode_stored(&mut &deep[..]),
+            None,
+            "nesting is bounded"
+        );
+        assert_eq!(Value::decode_stored(&mut &[99u8][..]), None);
     }
 
     #[test]
