@@ -23,6 +23,11 @@ in the same run on the same broker:
   its state back, from its local state store and the changelog's tail, against the same
   restart with the store deleted (the whole changelog read), in the same run.
 
+- join-restore (`--only join-restore`, a broker of its own): a stream–table join over a
+  table of --keys rows, the broker killed (-9) and restarted: the seconds until the join has
+  its table back, from its join store (and the table's records past the store's
+  positions), against the same restart with the store deleted (the table read whole).
+
 - spill (`--only spill`, two brokers of their own, one after the other): the same GROUP BY
   over --keys keys fed --records records, read from the start, with every group cached
   in memory (a cache of twice the keys) and with a tenth of them cached (`--sql-state-cache-groups`,
@@ -30,7 +35,7 @@ in the same run on the same broker:
   memory of each, and their ratio.
 
     python3 bench/sql.py [--records 1000000] [--keys 100000] [--seconds 10] [--strata BIN]
-                         [--only filter|restore|spill] [--perf perf.data]
+                         [--only filter|restore|spill|join-restore] [--perf perf.data]
 
 Prints one JSON object.
 """
@@ -106,7 +111,8 @@ def main():
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--strata", default=str(ROOT / "target" / "release" / "strata"))
-    ap.add_argument("--only", choices=["filter", "restore", "spill"], help="run only this workload")
+    ap.add_argument("--only", choices=["filter", "restore", "spill", "join-restore"],
+                    help="run only this workload")
     ap.add_argument("--perf", metavar="FILE", help="record a CPU profile of the broker during the filter query")
     args = ap.parse_args()
     if args.only == "restore":
@@ -114,6 +120,9 @@ def main():
         return
     if args.only == "spill":
         print(json.dumps(spill_bench(args)))
+        return
+    if args.only == "join-restore":
+        print(json.dumps(join_restore_bench(args)))
         return
     from confluent_kafka import Consumer, Producer, TopicPartition
     from confluent_kafka.admin import AdminClient, NewTopic
@@ -397,6 +406,89 @@ def restore_bench(args):
             proc.wait(30)
         if os.environ.get("SQL_BENCH_KEEP_LOG"):
             subprocess.run(["cp", str(log_path), os.environ["SQL_BENCH_KEEP_LOG"]])
+        subprocess.run(["rm", "-rf", str(tmp)])
+
+
+def join_restore_bench(args):
+    """Restart time of a stream–table join over a --keys-row table: its join store plus the
+    table's records past the store's positions vs the table read whole (store deleted)."""
+    from confluent_kafka import Producer
+
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="strata-sql-join-restore-"))
+    port, sql_port = free_port(), free_port()
+    bootstrap, base = f"127.0.0.1:{port}", f"127.0.0.1:{sql_port}"
+    argv = [args.strata, "serve", "--data-dir", str(tmp / "data"), "--listen", bootstrap, "--sql-listen", base]
+    log_path = tmp / "broker.log"
+    results = {"join_restore_table_rows": args.keys}
+    proc = None
+
+    def start():
+        log = open(log_path, "ab")
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        return p
+
+    def rebuilt_lines():
+        return [l for l in log_path.read_text(errors="replace").splitlines() if "join state rebuilt" in l]
+
+    def restart_timed(drop_store):
+        nonlocal proc
+        proc.kill()
+        proc.wait(30)
+        if drop_store:
+            subprocess.run(["rm", "-rf", str(tmp / "data" / "sql-state")])
+        seen = len(rebuilt_lines())
+        t0 = time.time()
+        proc = start()
+        while len(rebuilt_lines()) <= seen:
+            if time.time() - t0 > 600:
+                raise RuntimeError("the join did not rebuild its state")
+            time.sleep(0.01)
+        line = rebuilt_lines()[-1]
+        return time.time() - t0, int(line.split("replayed=")[1].split()[0]), "from_store=true" in line
+
+    try:
+        proc = start()
+        wait_sql(base)
+        ksql(base, "CREATE TABLE customers (id BIGINT PRIMARY KEY, name STRING, tier INT) WITH "
+                   "(kafka_topic='customers', partitions=1, value_format='JSON');")
+        ksql(base, "CREATE STREAM orders (oid BIGINT KEY, customer BIGINT, amount INT) WITH "
+                   "(kafka_topic='orders', partitions=1, value_format='JSON');")
+        ksql(base, "CREATE STREAM enriched AS SELECT o.customer, oid, name, tier, amount "
+                   "FROM orders o LEFT JOIN customers c ON o.customer = c.id;",
+             {"ksql.streams.auto.offset.reset": "earliest"})
+        p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1048576,
+                      "queue.buffering.max.messages": 2000000})
+        for i in range(args.keys):
+            while True:
+                try:
+                    p.produce("customers", key=i.to_bytes(8, "big"),
+                              value=json.dumps({"name": f"customer-{i}", "tier": i % 5}))
+                    break
+                except BufferError:
+                    p.poll(0.01)
+        p.flush(120)
+        p.produce("orders", key=(0).to_bytes(8, "big"), value=json.dumps({"customer": 1, "amount": 1}))
+        p.flush(10)
+        qid = query_id(base, "ENRICHED")
+        group = f"_strata_ksql_query_{qid}"
+        wait_committed(bootstrap, group, "customers", 1, {0: args.keys})
+        wait_committed(bootstrap, group, "orders", 1, {0: 1})
+        time.sleep(7)  # committed rows reach the join store within 5 s
+        s, replayed, from_store = restart_timed(drop_store=False)
+        results.update(join_restore_store_s=round(s, 2), join_restore_store_replayed=replayed,
+                       join_restore_from_store=from_store)
+        print(f"== join restart with its store: {s:.2f} s ({replayed} table records read)", file=sys.stderr)
+        t, replayed, _ = restart_timed(drop_store=True)
+        results.update(join_restore_table_s=round(t, 2), join_restore_table_replayed=replayed)
+        results["join_restore_store_vs_table"] = round(s / t, 3) if t else None
+        print(f"== join restart reading its table: {t:.2f} s ({replayed} records): store/table "
+              f"{results['join_restore_store_vs_table']}", file=sys.stderr)
+        return results
+    finally:
+        if proc:
+            proc.terminate()
+            proc.wait(30)
         subprocess.run(["rm", "-rf", str(tmp)])
 
 

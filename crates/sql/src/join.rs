@@ -986,6 +986,9 @@ struct NodeState {
     pending: [BTreeSet<(String, i64, u64)>; 2],
     /// A stream–table join's table rows when they live outside `tables` (in a store).
     external: Option<ExternalRows>,
+    /// A foreign-key join's left rows by (foreign key text, own key text): a change on the
+    /// right finds the rows referring to it without a scan of the left table.
+    by_foreign_key: BTreeSet<(String, String)>,
     stream_time: Option<i64>,
     /// Each stream side's own stream time (its window store's retention).
     side_time: [Option<i64>; 2],
@@ -1657,8 +1660,16 @@ impl JoinQuery {
                 let old = if tombstone {
                     st.tables[0].remove(&pk_text)
                 } else {
-                    st.tables[0].insert(pk_text, stored.clone())
+                    st.tables[0].insert(pk_text.clone(), stored.clone())
                 };
+                if let Some(o) = &old {
+                    st.by_foreign_key
+                        .remove(&(json_text(&o.join_key), pk_text.clone()));
+                }
+                if !tombstone {
+                    st.by_foreign_key
+                        .insert((json_text(&stored.join_key), pk_text));
+                }
                 if tombstone {
                     return Ok(match old {
                         Some(_) => vec![self.deleted(pk, stored.timestamp)],
@@ -1693,11 +1704,14 @@ impl JoinQuery {
                 let old = if tombstone {
                     st.tables[1].remove(&text)
                 } else {
-                    st.tables[1].insert(text, stored.clone())
+                    st.tables[1].insert(text.clone(), stored.clone())
                 };
                 // The left rows referring to this key, in the order of their keys.
-                let mut lefts: Vec<&Stored> = st.tables[0]
-                    .values()
+                let mut lefts: Vec<&Stored> = st
+                    .by_foreign_key
+                    .range((text.clone(), String::new())..)
+                    .take_while(|(fk, _)| *fk == text)
+                    .filter_map(|(_, pk)| st.tables[0].get(pk))
                     .filter(|l| l.join_key == stored.join_key)
                     .collect();
                 lefts.sort_by(|a, b| {
@@ -2321,5 +2335,36 @@ mod tests {
             .process(1, input(&a, None, 4), &mut st, &NoFunctions)
             .unwrap();
         assert_eq!(text(&out), [(1, None, 4), (2, None, 4)]);
+        // A left row that moves to another foreign key, or is deleted, no longer follows
+        // the old one's changes.
+        let b = 8i32.to_be_bytes();
+        q.process(1, input(&a, Some(br#"{"C":6}"#), 5), &mut st, &NoFunctions)
+            .unwrap();
+        q.process(1, input(&b, Some(br#"{"C":7}"#), 6), &mut st, &NoFunctions)
+            .unwrap();
+        let out = q
+            .process(
+                0,
+                input(&id1, Some(br#"{"A":8,"D":1}"#), 7),
+                &mut st,
+                &NoFunctions,
+            )
+            .unwrap();
+        assert_eq!(text(&out), [(1, Some(r#"{"D":1,"C":7}"#.into()), 7)]);
+        q.process(0, input(&id2, None, 8), &mut st, &NoFunctions)
+            .unwrap();
+        let out = q
+            .process(1, input(&a, Some(br#"{"C":9}"#), 9), &mut st, &NoFunctions)
+            .unwrap();
+        assert!(out.is_empty(), "{:?}", text(&out));
+        let out = q
+            .process(
+                1,
+                input(&b, Some(br#"{"C":10}"#), 10),
+                &mut st,
+                &NoFunctions,
+            )
+            .unwrap();
+        assert_eq!(text(&out), [(1, Some(r#"{"D":1,"C":10}"#.into()), 10)]);
     }
 }
