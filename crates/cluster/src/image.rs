@@ -3,7 +3,10 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{AclEntry, Endpoint, MetadataError, MetadataRecord, QuotaValue};
+use crate::{
+    AclEntry, Endpoint, MetadataError, MetadataRecord, QuotaValue, RemoteSegment,
+    RemoteSegmentState,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionImage {
@@ -26,6 +29,9 @@ pub struct PartitionImage {
     /// itself on each change (see `MetadataImage::apply`), so every node agrees.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub elr: Vec<i32>,
+    /// Its segments' copies in the object store (tiered storage), by base offset then id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_segments: Vec<RemoteSegment>,
 }
 
 impl PartitionImage {
@@ -48,6 +54,67 @@ impl PartitionImage {
 
     pub fn is_reassigning(&self) -> bool {
         !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The finished copies, in offset order: what fetches below the local log read.
+    pub fn copied_segments(&self) -> impl Iterator<Item = &RemoteSegment> {
+        self.remote_segments
+            .iter()
+            .filter(|s| s.state == RemoteSegmentState::CopyFinished)
+    }
+
+    /// The offset after the last finished copy (where the next copy starts), None when
+    /// nothing is copied.
+    pub fn copied_end(&self) -> Option<i64> {
+        self.copied_segments().map(|s| s.end_offset + 1).max()
+    }
+
+    /// The finished copy holding `offset`.
+    pub fn copy_holding(&self, offset: i64) -> Option<&RemoteSegment> {
+        self.copied_segments()
+            .find(|s| s.base_offset <= offset && offset <= s.end_offset)
+    }
+
+    /// A copy's state change (see `MetadataRecord::RemoteSegment`), or why it is refused.
+    fn change_remote_segment(&mut self, segment: &RemoteSegment) -> Result<(), String> {
+        let at = self.remote_segments.iter().position(|s| s.id == segment.id);
+        let old = at.map(|i| self.remote_segments[i].state);
+        match (old, segment.state) {
+            (None, RemoteSegmentState::CopyStarted) => {}
+            (Some(RemoteSegmentState::CopyStarted), RemoteSegmentState::CopyFinished) => {
+                if let Some(end) = self.copied_end() {
+                    if segment.base_offset < end {
+                        return Err(format!(
+                            "a copy from {} overlaps what is copied already (up to {end})",
+                            segment.base_offset
+                        ));
+                    }
+                }
+            }
+            (Some(_), RemoteSegmentState::DeleteStarted) => {}
+            (old, new) => {
+                return Err(format!(
+                    "copy {} cannot go from {old:?} to {new:?}",
+                    segment.id
+                ))
+            }
+        }
+        if segment.end_offset < segment.base_offset {
+            return Err(format!(
+                "copy {} ends ({}) before it begins ({})",
+                segment.id, segment.end_offset, segment.base_offset
+            ));
+        }
+        match at {
+            Some(i) => self.remote_segments[i] = segment.clone(),
+            None => {
+                let i = self
+                    .remote_segments
+                    .partition_point(|s| (s.base_offset, s.id) < (segment.base_offset, segment.id));
+                self.remote_segments.insert(i, segment.clone());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -183,6 +250,37 @@ pub struct ClientQuotaImage {
 }
 
 impl MetadataImage {
+    /// A partition, if `leader_epoch` is its leader epoch (a record its leader wrote
+    /// while it still led).
+    fn leading_partition(
+        &mut self,
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+    ) -> Result<&mut PartitionImage, MetadataError> {
+        let p = self
+            .topics
+            .get_mut(&topic_id)
+            .ok_or(MetadataError::UnknownTopicId(topic_id))?
+            .partitions
+            .get_mut(&partition)
+            .ok_or(MetadataError::UnknownPartition {
+                topic_id,
+                partition,
+            })?;
+        if p.leader_epoch != leader_epoch {
+            return Err(MetadataError::InvalidPartitionChange {
+                topic_id,
+                partition,
+                why: format!(
+                    "written in leader epoch {leader_epoch}, the partition is in {}",
+                    p.leader_epoch
+                ),
+            });
+        }
+        Ok(p)
+    }
+
     pub fn apply(&mut self, record: &MetadataRecord) -> Result<(), MetadataError> {
         match record {
             MetadataRecord::Topic {
@@ -241,6 +339,7 @@ impl MetadataImage {
                         adding_replicas: Vec::new(),
                         removing_replicas: Vec::new(),
                         elr: Vec::new(),
+                        remote_segments: Vec::new(),
                     },
                 );
             }
@@ -379,6 +478,44 @@ impl MetadataImage {
                 p.isr = isr_after;
                 p.replicas = replicas_after;
                 p.partition_epoch += 1;
+            }
+            MetadataRecord::RemoteSegment {
+                topic_id,
+                partition,
+                leader_epoch,
+                segment,
+            } => {
+                let p = self.leading_partition(*topic_id, *partition, *leader_epoch)?;
+                p.change_remote_segment(segment).map_err(|why| {
+                    MetadataError::InvalidPartitionChange {
+                        topic_id: *topic_id,
+                        partition: *partition,
+                        why,
+                    }
+                })?;
+            }
+            MetadataRecord::RemoveRemoteSegment {
+                topic_id,
+                partition,
+                leader_epoch,
+                id,
+            } => {
+                let p = self.leading_partition(*topic_id, *partition, *leader_epoch)?;
+                match p.remote_segments.iter().position(|s| s.id == *id) {
+                    Some(i) if p.remote_segments[i].state == RemoteSegmentState::DeleteStarted => {
+                        p.remote_segments.remove(i);
+                    }
+                    found => {
+                        return Err(MetadataError::InvalidPartitionChange {
+                            topic_id: *topic_id,
+                            partition: *partition,
+                            why: format!(
+                                "copy {id} is {:?}, not being deleted",
+                                found.map(|i| p.remote_segments[i].state)
+                            ),
+                        })
+                    }
+                }
             }
             MetadataRecord::TopicConfig { topic_id, configs } => {
                 let topic = self
@@ -771,6 +908,103 @@ mod tests {
             replicas: vec![1],
             isr: vec![1],
         }
+    }
+
+    /// Copies of segments in the object store: recorded only by the partition's current
+    /// leader, moving only forward, never copying a range twice, and gone only once
+    /// deleted.
+    #[test]
+    fn remote_segment_copies_move_forward_under_the_current_leader() {
+        let mut img = MetadataImage::default();
+        img.apply(&topic("t", 1)).unwrap();
+        img.apply(&partition(1, 0)).unwrap();
+        let copy = |id: u128, base: i64, end: i64, state| RemoteSegment {
+            id: Uuid::from_u128(id),
+            base_offset: base,
+            end_offset: end,
+            max_timestamp: 0,
+            size_bytes: 100,
+            leader_epochs: BTreeMap::from([(0, 0)]),
+            state,
+            broker: 1,
+        };
+        let record = |epoch: i32, segment: RemoteSegment| MetadataRecord::RemoteSegment {
+            topic_id: Uuid::from_u128(1),
+            partition: 0,
+            leader_epoch: epoch,
+            segment,
+        };
+        let remove = |epoch: i32, id: u128| MetadataRecord::RemoveRemoteSegment {
+            topic_id: Uuid::from_u128(1),
+            partition: 0,
+            leader_epoch: epoch,
+            id: Uuid::from_u128(id),
+        };
+        use RemoteSegmentState::*;
+        let p = |img: &MetadataImage| img.topic("t").unwrap().partitions[&0].clone();
+        img.apply(&record(0, copy(10, 0, 99, CopyStarted))).unwrap();
+        assert_eq!(p(&img).copied_end(), None, "a started copy is not read");
+        assert!(
+            img.apply(&record(0, copy(10, 0, 99, CopyStarted))).is_err(),
+            "started twice"
+        );
+        img.apply(&record(0, copy(10, 0, 99, CopyFinished)))
+            .unwrap();
+        assert_eq!(p(&img).copied_end(), Some(100));
+        assert_eq!(
+            p(&img).copy_holding(50).map(|s| s.id),
+            Some(Uuid::from_u128(10))
+        );
+        assert!(p(&img).copy_holding(100).is_none());
+        // A second attempt at the same range never finishes.
+        img.apply(&record(0, copy(11, 0, 99, CopyStarted))).unwrap();
+        assert!(img
+            .apply(&record(0, copy(11, 0, 99, CopyFinished)))
+            .is_err());
+        assert!(
+            img.apply(&record(0, copy(12, 50, 40, CopyStarted)))
+                .is_err(),
+            "ends before it begins"
+        );
+        // A deposed leader's record is refused.
+        img.apply(&MetadataRecord::PartitionChange {
+            topic_id: Uuid::from_u128(1),
+            partition: 0,
+            leader: Some(2),
+            isr: Some(vec![1, 2]),
+            replicas: Some(vec![1, 2]),
+            expected_partition_epoch: None,
+        })
+        .unwrap();
+        assert!(img
+            .apply(&record(0, copy(13, 100, 199, CopyStarted)))
+            .is_err());
+        // The new leader cleans up the abandoned attempt and goes on from the end.
+        assert!(img.apply(&remove(1, 11)).is_err(), "not being deleted");
+        img.apply(&record(1, copy(11, 0, 99, DeleteStarted)))
+            .unwrap();
+        img.apply(&remove(1, 11)).unwrap();
+        img.apply(&record(1, copy(13, 100, 199, CopyStarted)))
+            .unwrap();
+        img.apply(&record(1, copy(13, 100, 199, CopyFinished)))
+            .unwrap();
+        assert_eq!(p(&img).copied_end(), Some(200));
+        assert!(
+            img.apply(&record(1, copy(13, 100, 199, CopyStarted)))
+                .is_err(),
+            "no way back"
+        );
+        // Retention deletes the oldest: no longer read, then gone.
+        img.apply(&record(1, copy(10, 0, 99, DeleteStarted)))
+            .unwrap();
+        assert!(p(&img).copy_holding(50).is_none());
+        img.apply(&remove(1, 10)).unwrap();
+        let ids: Vec<Uuid> = p(&img).remote_segments.iter().map(|s| s.id).collect();
+        assert_eq!(ids, vec![Uuid::from_u128(13)]);
+        // The image keeps them across a snapshot.
+        let json = serde_json::to_string(&img).unwrap();
+        let back: MetadataImage = serde_json::from_str(&json).unwrap();
+        assert_eq!(p(&back), p(&img));
     }
 
     #[test]

@@ -18,7 +18,9 @@ pub use image::{
     TopicImage,
 };
 pub use log::MetadataLog;
-pub use record::{AclEntry, Endpoint, MetadataRecord, QuotaValue};
+pub use record::{
+    AclEntry, Endpoint, MetadataRecord, QuotaValue, RemoteSegment, RemoteSegmentState,
+};
 
 use thiserror::Error;
 

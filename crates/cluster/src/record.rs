@@ -155,6 +155,62 @@ pub enum MetadataRecord {
         key: String,
         value: Option<QuotaValue>,
     },
+    /// A copy of a segment of the partition in the object store is now `segment` (Kafka's
+    /// RemoteLogSegmentMetadataRecord and its updates). Written by the partition's leader
+    /// in `leader_epoch`, and refused unless that is the partition's leader epoch, so a
+    /// deposed leader never records a copy or a deletion. Its state moves only forward:
+    /// a new copy starts (an id not listed yet), a started copy finishes (and then must
+    /// begin past every other finished copy's end: nothing is copied twice), any copy
+    /// starts being deleted.
+    RemoteSegment {
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+        segment: RemoteSegment,
+    },
+    /// A copy's objects are all deleted (DELETE_SEGMENT_FINISHED): it is no longer listed.
+    /// Only a copy being deleted may go, by the leader in `leader_epoch`.
+    RemoveRemoteSegment {
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+        id: Uuid,
+    },
+}
+
+/// Where a copy of a segment in the object store stands (Kafka's RemoteLogSegmentState;
+/// DELETE_SEGMENT_FINISHED is the copy's removal from metadata,
+/// [`MetadataRecord::RemoveRemoteSegment`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RemoteSegmentState {
+    /// Being copied: its objects may be partial; never read. A leader that finds one it
+    /// did not start (its copier died) deletes it.
+    CopyStarted,
+    /// Whole in the object store: served to fetches below the local log, and the local
+    /// segment it copies may be deleted.
+    CopyFinished,
+    /// Being deleted (retention, or an abandoned copy): never read again.
+    DeleteStarted,
+}
+
+/// One copy of one of a partition's segments in the object store (Kafka's
+/// RemoteLogSegmentMetadata). `id` is chosen per copy attempt, so two attempts at one
+/// segment never share objects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteSegment {
+    pub id: Uuid,
+    pub base_offset: i64,
+    /// Its last offset (inclusive).
+    pub end_offset: i64,
+    pub max_timestamp: i64,
+    pub size_bytes: u64,
+    /// The leader epochs that start in it, with their first offsets (the leader-epoch
+    /// cache's entries for its range: OffsetsForLeaderEpoch below the local log).
+    pub leader_epochs: BTreeMap<i32, i64>,
+    pub state: RemoteSegmentState,
+    /// The broker that started the copy.
+    pub broker: i32,
 }
 
 /// A quota value (Kafka's doubles), compared by bits so records stay `Eq`.
