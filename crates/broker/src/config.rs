@@ -282,6 +282,19 @@ pub struct BrokerConfig {
     pub log_cleaner_min_compaction_lag_ms: i64,
     #[serde(alias = "log.cleaner.max.compaction.lag.ms")]
     pub log_cleaner_max_compaction_lag_ms: i64,
+    /// `remote.log.storage.system.enable`: topics may enable tiered storage
+    /// (`remote.storage.enable`), their sealed segments copied to `remote.log.storage.url`.
+    #[serde(alias = "remote.log.storage.system.enable")]
+    pub remote_log_storage_system_enable: bool,
+    /// `remote.log.storage.url`: `file:///some/dir` or `s3://bucket/prefix`.
+    #[serde(alias = "remote.log.storage.url")]
+    pub remote_log_storage_url: Option<String>,
+    /// `remote.log.storage.s3.endpoint` / `remote.log.storage.s3.region`: an
+    /// S3-compatible store (credentials from the usual AWS environment variables).
+    #[serde(alias = "remote.log.storage.s3.endpoint")]
+    pub remote_log_storage_s3_endpoint: Option<String>,
+    #[serde(alias = "remote.log.storage.s3.region")]
+    pub remote_log_storage_s3_region: Option<String>,
     /// `log.cleaner.min.cleanable.ratio`: the dirty ratio a log must reach to be cleaned.
     #[serde(alias = "log.cleaner.min.cleanable.ratio")]
     pub log_cleaner_min_cleanable_ratio: f64,
@@ -454,6 +467,10 @@ impl Default for BrokerConfig {
             log_cleaner_min_compaction_lag_ms: log.min_compaction_lag_ms,
             log_cleaner_max_compaction_lag_ms: log.max_compaction_lag_ms,
             log_cleaner_min_cleanable_ratio: 0.5,
+            remote_log_storage_system_enable: false,
+            remote_log_storage_url: None,
+            remote_log_storage_s3_endpoint: None,
+            remote_log_storage_s3_region: None,
             log_cleaner_dedupe_buffer_size: 128 << 20,
             log_cleaner_io_max_bytes_per_second: f64::MAX,
             log_cleaner_backoff_ms: 15_000,
@@ -1000,6 +1017,22 @@ impl BrokerConfig {
         self.validate_listener_overrides(&listeners)?;
         self.authorizer_config()?;
         self.check_oauth()?;
+        if self.remote_log_storage_system_enable {
+            match self.remote_log_storage_url.as_deref() {
+                Some(url) if url.starts_with("file:///") || url.starts_with("s3://") => {}
+                Some(url) => {
+                    return bad(format!(
+                        "remote.log.storage.url '{url}' must be file:///some/dir or s3://bucket/prefix"
+                    ))
+                }
+                None => {
+                    return bad("remote.log.storage.system.enable is true but remote.log.storage.url is not set".into())
+                }
+            }
+            // The copies themselves are not wired into the broker yet: a tiered topic would
+            // never delete locally (only copied segments may go), so the system stays off.
+            return bad("remote.log.storage.system.enable: tiered storage is not available in this build yet (the broker does not copy segments)".into());
+        }
         if self.quota_window_num < 2 || self.quota_window_size_seconds == 0 {
             return bad(format!(
                 "quota.window.num {} must be at least 2 and quota.window.size.seconds {} at least 1",

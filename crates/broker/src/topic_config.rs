@@ -158,13 +158,11 @@ fn passive_default(key: &str) -> Option<&'static str> {
         "errors.deadletterqueue.group.enable" => "false",
         "file.delete.delay.ms" => "60000",
         "follower.replication.throttled.replicas" | "leader.replication.throttled.replicas" => "",
-        "local.retention.bytes" | "local.retention.ms" => "-2",
         "max.decompressed.message.bytes" => "2147483639",
         "preallocate" => "false",
         "remote.copy.lag.bytes" => "-1",
         "remote.copy.lag.ms" => "0",
         "remote.log.copy.disable" | "remote.log.delete.on.disable" => "false",
-        "remote.storage.enable" => "false",
         "unclean.leader.election.enable" => "false",
         _ => return None,
     })
@@ -316,18 +314,12 @@ fn apply(config: &mut LogConfig, key: &str, value: &str) -> Result<(), String> {
         | "unclean.leader.election.enable" => {
             parse_bool(key, value)?;
         }
-        "remote.storage.enable" => {
-            if parse_bool(key, value)? {
-                // Kafka's answer when the broker has no remote log storage system.
-                return Err("Tiered Storage functionality is disabled in the broker. Topic cannot be configured with remote log storage.".into());
-            }
-        }
+        "remote.storage.enable" => config.remote_storage_enable = parse_bool(key, value)?,
         "file.delete.delay.ms" | "remote.copy.lag.ms" => {
             parse_at_least(key, value, 0)?;
         }
-        "local.retention.bytes" | "local.retention.ms" => {
-            parse_at_least(key, value, -2)?;
-        }
+        "local.retention.bytes" => config.local_retention_bytes = parse_at_least(key, value, -2)?,
+        "local.retention.ms" => config.local_retention_ms = parse_at_least(key, value, -2)?,
         "remote.copy.lag.bytes" => {
             parse_at_least(key, value, -1)?;
         }
@@ -370,6 +362,10 @@ pub fn log_config_with(
         apply(&mut config, k, v)?;
     }
     config.validate().map_err(|e| e.to_string())?;
+    if config.remote_storage_enable && !broker.remote_log_storage_system_enable {
+        // Kafka's answer when the broker has no remote log storage system.
+        return Err("Tiered Storage functionality is disabled in the broker. Topic cannot be configured with remote log storage.".into());
+    }
     Ok(config)
 }
 
@@ -400,6 +396,9 @@ fn broker_default(broker: &BrokerConfig, key: &str) -> String {
         "min.insync.replicas" => d.min_insync_replicas.to_string(),
         "segment.index.bytes" => d.segment_index_bytes.to_string(),
         "segment.jitter.ms" => d.segment_jitter_ms.to_string(),
+        "local.retention.ms" => d.local_retention_ms.to_string(),
+        "local.retention.bytes" => d.local_retention_bytes.to_string(),
+        "remote.storage.enable" => d.remote_storage_enable.to_string(),
         other => passive_default(other).unwrap_or_default().to_string(),
     }
 }
@@ -509,6 +508,65 @@ mod tests {
         let mut u = BTreeMap::new();
         u.insert("no.such.config".to_string(), "1".to_string());
         assert!(log_config(&b, &u).unwrap_err().contains("no.such.config"));
+    }
+
+    /// Tiered storage's topic configs, checked as Kafka checks them.
+    #[test]
+    fn tiered_storage_configs_need_the_system_and_a_delete_policy() {
+        let off = BrokerConfig::default();
+        let on = BrokerConfig {
+            remote_log_storage_system_enable: true,
+            remote_log_storage_url: Some("file:///tmp/remote".into()),
+            ..BrokerConfig::default()
+        };
+        let with = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let tiered = with(&[
+            ("remote.storage.enable", "true"),
+            ("local.retention.ms", "1000"),
+        ]);
+        let err = log_config_with(&off, &DynamicDefaults::default(), &tiered).unwrap_err();
+        assert!(
+            err.contains("Tiered Storage functionality is disabled"),
+            "{err}"
+        );
+        let c = log_config_with(&on, &DynamicDefaults::default(), &tiered).unwrap();
+        assert!(c.remote_storage_enable);
+        assert_eq!(c.effective_local_retention_ms(), 1000);
+        assert_eq!(
+            c.effective_local_retention_bytes(),
+            c.retention_bytes,
+            "-2 takes retention.bytes"
+        );
+        let compacted = with(&[
+            ("remote.storage.enable", "true"),
+            ("cleanup.policy", "compact"),
+        ]);
+        let err = log_config_with(&on, &DynamicDefaults::default(), &compacted).unwrap_err();
+        assert!(
+            err.contains("unsupported for the compacted topics"),
+            "{err}"
+        );
+        let longer = with(&[("retention.ms", "1000"), ("local.retention.ms", "2000")]);
+        let err = log_config_with(&on, &DynamicDefaults::default(), &longer).unwrap_err();
+        assert!(err.contains("must not be more than retention.ms"), "{err}");
+        let err = log_config_with(
+            &on,
+            &DynamicDefaults::default(),
+            &with(&[("local.retention.bytes", "-3")]),
+        )
+        .unwrap_err();
+        assert!(err.contains("local.retention.bytes"), "{err}");
+        let mut missing = on.clone();
+        missing.remote_log_storage_url = None;
+        let err = on.validate().unwrap_err().to_string();
+        assert!(err.contains("not available in this build yet"), "{err}");
+        let err = missing.validate().unwrap_err().to_string();
+        assert!(err.contains("remote.log.storage.url"), "{err}");
     }
 
     #[test]

@@ -75,6 +75,14 @@ pub struct LogConfig {
     /// once this many bytes were appended since the last snapshot, so a restart replays
     /// producer state from near the recovery point instead of from the last segment roll.
     pub producer_snapshot_interval_bytes: u64,
+    /// `remote.storage.enable`: sealed segments are copied to the object store (tiered
+    /// storage); local retention then deletes only copied segments, by `local.retention.*`,
+    /// and `retention.*` applies to the whole log, remote copies included.
+    pub remote_storage_enable: bool,
+    /// `local.retention.ms` / `local.retention.bytes`: what stays on local disk with tiered
+    /// storage; -2 (Kafka's default) takes `retention.ms` / `retention.bytes`.
+    pub local_retention_ms: i64,
+    pub local_retention_bytes: i64,
 }
 
 impl Default for LogConfig {
@@ -105,6 +113,9 @@ impl Default for LogConfig {
             segment_jitter_ms: 0,
             min_insync_replicas: 1,
             producer_snapshot_interval_bytes: 16 << 20,
+            remote_storage_enable: false,
+            local_retention_ms: -2,
+            local_retention_bytes: -2,
         }
     }
 }
@@ -116,8 +127,54 @@ impl LogConfig {
         self.flush_messages <= 1
     }
 
+    /// How long copied segments stay on local disk (`local.retention.ms`, -2 taking
+    /// `retention.ms`; -1: forever).
+    pub fn effective_local_retention_ms(&self) -> i64 {
+        if self.local_retention_ms == -2 {
+            self.retention_ms
+        } else {
+            self.local_retention_ms
+        }
+    }
+
+    /// How large the local part of a tiered log may grow (`local.retention.bytes`, -2
+    /// taking `retention.bytes`; -1: no limit).
+    pub fn effective_local_retention_bytes(&self) -> i64 {
+        if self.local_retention_bytes == -2 {
+            self.retention_bytes
+        } else {
+            self.local_retention_bytes
+        }
+    }
+
     pub fn validate(&self) -> Result<(), StorageError> {
         let bad = |m: String| Err(StorageError::InvalidConfig(m));
+        // Kafka's checks and words (LogConfig.validateRemoteStorage*, validateLocalRetention*).
+        if self.local_retention_ms < -2 || self.local_retention_bytes < -2 {
+            return bad("local.retention.ms and local.retention.bytes must be -2 or more".into());
+        }
+        if self.remote_storage_enable && self.cleanup_compact {
+            return bad("Remote log storage is unsupported for the compacted topics".into());
+        }
+        if self.local_retention_ms != -2
+            && self.retention_ms != -1
+            && (self.local_retention_ms == -1 || self.local_retention_ms > self.retention_ms)
+        {
+            return bad(format!(
+                "Invalid value {} for configuration local.retention.ms: Value must not be more than retention.ms property value: {}",
+                self.local_retention_ms, self.retention_ms
+            ));
+        }
+        if self.local_retention_bytes != -2
+            && self.retention_bytes != -1
+            && (self.local_retention_bytes == -1
+                || self.local_retention_bytes > self.retention_bytes)
+        {
+            return bad(format!(
+                "Invalid value {} for configuration local.retention.bytes: Value must not be more than retention.bytes property value: {}",
+                self.local_retention_bytes, self.retention_bytes
+            ));
+        }
         if self.segment_bytes < 14 || self.segment_bytes > i32::MAX as u64 {
             return bad(format!(
                 "segment.bytes {} must be in [14, {}]",

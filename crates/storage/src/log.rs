@@ -135,6 +135,9 @@ pub struct Log {
     partition_owns_high_watermark: bool,
     /// Set when the partition is deleted: nothing is written to its directory any more.
     deleted: bool,
+    /// Tiered storage: every offset below this is in a finished copy in the object store
+    /// (None: nothing copied). Local retention deletes only segments wholly below it.
+    remote_copied_end: Option<i64>,
     /// Opened with a [`RecoveryHint`]: the caller keeps the recovery state.
     managed: bool,
     /// Recovery kept bytes past the recovery point that the caller has yet to sync (see
@@ -317,6 +320,7 @@ impl Log {
             partition_owns_high_watermark: false,
             epochs: LeaderEpochCache::implicit(0),
             deleted: false,
+            remote_copied_end: None,
             managed: hint.is_some(),
             recovery_sync_pending: false,
             high_watermark_checkpointed: false,
@@ -1476,6 +1480,9 @@ impl Log {
         if !self.config.cleanup_delete {
             return Ok(0); // cleanup.policy=compact: only the cleaner removes records
         }
+        if self.config.remote_storage_enable {
+            return self.apply_local_retention();
+        }
         let now = self.clock.now_ms();
         let retention_ms = self.config.retention_ms;
         let expired = move |max_ts: i64| retention_ms >= 0 && max_ts < now - retention_ms;
@@ -1508,6 +1515,67 @@ impl Log {
             self.trim_leader_epochs();
             self.producers.prune_aborted(self.log_start_offset);
             info!(dir = %self.dir.display(), deleted, log_start_offset = self.log_start_offset, "retention deleted segments");
+        }
+        Ok(deleted)
+    }
+
+    /// Tiered storage: the offset below which every record is in a finished copy in the
+    /// object store (the partition's metadata says; None: nothing copied).
+    pub fn set_remote_copied_end(&mut self, end: Option<i64>) {
+        self.remote_copied_end = end;
+    }
+
+    pub fn remote_copied_end(&self) -> Option<i64> {
+        self.remote_copied_end
+    }
+
+    /// Sealed segments that may be copied to the object store, oldest first: wholly below
+    /// the last stable offset (so below the high watermark, with no open transaction's
+    /// records a copy would fix in place), from `from` (where copies end) on. Each as
+    /// (base offset, next offset, largest timestamp, bytes).
+    pub fn copyable_segments(&self, from: i64) -> Vec<(i64, i64, i64, u64)> {
+        let upper = self.last_stable_offset();
+        self.sealed
+            .values()
+            .map(|s| &s.0)
+            .filter(|s| s.next_offset() > from && s.next_offset() <= upper)
+            .map(|s| (s.base_offset, s.next_offset(), s.max_timestamp(), s.size()))
+            .collect()
+    }
+
+    /// Local retention of a tiered log (`remote.storage.enable`): sealed segments past
+    /// `local.retention.ms` / `local.retention.bytes` are deleted from local disk, oldest
+    /// first, but only those wholly copied to the object store. The log start offset on
+    /// local disk moves; the partition's log start (remote copies included) is the
+    /// broker's to keep, and `retention.*` applies to it there.
+    fn apply_local_retention(&mut self) -> Result<usize> {
+        let now = self.clock.now_ms();
+        let retention_ms = self.config.effective_local_retention_ms();
+        let retention_bytes = self.config.effective_local_retention_bytes();
+        let expired = move |max_ts: i64| retention_ms >= 0 && max_ts < now - retention_ms;
+        let Some(copied) = self.remote_copied_end else {
+            return Ok(0);
+        };
+        let mut total = self.size_bytes() as i64;
+        let mut deleted = 0;
+        while let Some((&base, segment)) = self.sealed.first_key_value() {
+            let by_time = expired(segment.0.max_timestamp());
+            let by_size =
+                retention_bytes >= 0 && total - segment.0.size() as i64 >= retention_bytes;
+            if !(by_time || by_size) || segment.0.next_offset() > copied {
+                break;
+            }
+            let segment = self.sealed.remove(&base).expect("present");
+            total -= segment.0.size() as i64;
+            let next = segment.0.next_offset();
+            segment.delete(self.fs.as_ref());
+            self.log_start_offset = next;
+            deleted += 1;
+        }
+        if deleted > 0 {
+            self.trim_leader_epochs();
+            self.producers.prune_aborted(self.log_start_offset);
+            info!(dir = %self.dir.display(), deleted, local_log_start_offset = self.log_start_offset, "local retention deleted copied segments");
         }
         Ok(deleted)
     }

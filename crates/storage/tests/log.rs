@@ -143,6 +143,58 @@ fn rolls_by_size_and_time_and_reads_across_segments() {
     assert_eq!(log.segment_count(), before + 1, "segment.ms rolls");
 }
 
+/// Tiered storage: local retention (`local.retention.*`) deletes only segments wholly
+/// copied to the object store, whatever `retention.*` says; nothing is copyable past the
+/// last stable offset.
+#[test]
+fn local_retention_of_a_tiered_log_deletes_only_copied_segments() {
+    let w = World::new();
+    let mut log = w.open(small_segments());
+    for i in 0..30 {
+        produce(&mut log, &[&format!("v{i:04}")], 1_000 + i);
+    }
+    let segments = log.segment_count();
+    let mut cfg = small_segments();
+    cfg.remote_storage_enable = true;
+    cfg.retention_ms = 10;
+    cfg.local_retention_bytes = 600;
+    log.set_config(cfg.clone()).unwrap();
+    assert_eq!(
+        log.apply_retention().unwrap(),
+        0,
+        "nothing copied: nothing deleted"
+    );
+    assert_eq!(log.segment_count(), segments);
+    let copyable = log.copyable_segments(0);
+    assert_eq!(
+        copyable.len(),
+        segments - 1,
+        "every sealed segment, not the active one"
+    );
+    assert_eq!(copyable[0].0, 0);
+    assert!(copyable.windows(2).all(|w| w[0].1 == w[1].0), "contiguous");
+    assert_eq!(
+        log.copyable_segments(copyable[1].0).len(),
+        segments - 2,
+        "from where copies end"
+    );
+    // The first two segments are copied: only they may go, though more breach retention.
+    let copied = copyable[1].1;
+    log.set_remote_copied_end(Some(copied));
+    assert_eq!(log.apply_retention().unwrap(), 2);
+    assert_eq!(log.log_start_offset(), copied, "the local log start");
+    assert_eq!(log.segment_count(), segments - 2);
+    assert_eq!(read_all(&log).first().unwrap().0, copied);
+    // All copied, nothing expires by time: local.retention.bytes bounds what stays.
+    cfg.retention_ms = -1;
+    log.set_config(cfg).unwrap();
+    log.set_remote_copied_end(Some(log.log_end_offset()));
+    log.apply_retention().unwrap();
+    assert!(log.size_bytes() <= 600 + 300, "{}", log.size_bytes());
+    assert!(log.segment_count() >= 2);
+    assert_eq!(produce(&mut log, &["next"], w.clock.now_ms()), 30);
+}
+
 #[test]
 fn retention_deletes_whole_sealed_segments_and_advances_log_start() {
     let w = World::new();
