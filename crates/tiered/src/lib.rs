@@ -9,7 +9,8 @@
 pub mod remote;
 
 pub use remote::{
-    FileKind, LocalSegmentFiles, Manifest, RemoteConfig, RemoteStorage, SegmentObjects,
+    check_batches, FileKind, LocalSegmentFiles, Manifest, ReadAt, RemoteConfig, RemoteStorage,
+    SegmentObjects,
 };
 
 /// What can go wrong talking to the object store (reported; the caller retries with

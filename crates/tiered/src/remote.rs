@@ -33,7 +33,6 @@
 //! metadata records a finished copy.
 
 use std::ops::Range;
-use std::path::{Path as LocalPath, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -102,14 +101,34 @@ impl FileKind {
     }
 }
 
-/// A sealed segment's files on local disk, as they are copied. The leader epochs are the
-/// checkpoint's bytes for the segment's range (the log keeps one file for all segments).
-#[derive(Debug, Clone)]
+/// A local file as a copy reads it (the broker's files go through its `Fs`, so faults
+/// can be injected; a plain `std::fs::File` is one too).
+pub trait ReadAt: Send + Sync {
+    fn len(&self) -> std::io::Result<u64>;
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize>;
+}
+
+impl ReadAt for std::fs::File {
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(self, buf, offset)
+    }
+}
+
+/// A sealed segment's files on local disk, as they are copied. `file_base_offset` is the
+/// segment's own base offset (its indexes are relative to it; a copy may be recorded as
+/// starting later, where the copies before it end). The leader epochs are the checkpoint's
+/// bytes for the segment's range (the log keeps one file for all segments).
+#[derive(Clone)]
 pub struct LocalSegmentFiles {
-    pub log: PathBuf,
-    pub index: PathBuf,
-    pub time_index: PathBuf,
-    pub producer_snapshot: Option<PathBuf>,
+    pub file_base_offset: i64,
+    pub log: Arc<dyn ReadAt>,
+    pub index: Arc<dyn ReadAt>,
+    pub time_index: Arc<dyn ReadAt>,
+    pub producer_snapshot: Option<Arc<dyn ReadAt>>,
     pub leader_epoch_checkpoint: Bytes,
 }
 
@@ -121,7 +140,8 @@ pub struct FileEntry {
     pub crc32c: u32,
 }
 
-/// What a finished copy holds (its `.manifest.json`).
+/// What a finished copy holds (its `.manifest.json`). `base_offset` is the segment
+/// file's own (its indexes' base).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub base_offset: i64,
@@ -239,15 +259,15 @@ impl RemoteStorage {
         files: &LocalSegmentFiles,
     ) -> Result<Manifest> {
         let mut entries = Vec::new();
-        for (kind, path) in [
+        for (kind, source) in [
             (FileKind::Log, Some(&files.log)),
             (FileKind::Index, Some(&files.index)),
             (FileKind::TimeIndex, Some(&files.time_index)),
             (FileKind::ProducerSnapshot, files.producer_snapshot.as_ref()),
         ] {
-            let Some(path) = path else { continue };
+            let Some(source) = source else { continue };
             let (size, crc32c) = self
-                .put_file(&self.object(seg, kind.suffix()), path)
+                .put_file(&self.object(seg, kind.suffix()), source.as_ref(), kind)
                 .await?;
             entries.push(FileEntry { kind, size, crc32c });
         }
@@ -264,7 +284,7 @@ impl RemoteStorage {
             crc32c: crc32c::crc32c(epochs),
         });
         let manifest = Manifest {
-            base_offset: seg.base_offset,
+            base_offset: files.file_base_offset,
             files: entries,
         };
         let text = serde_json::to_vec(&manifest).expect("a manifest serializes");
@@ -275,15 +295,35 @@ impl RemoteStorage {
     }
 
     /// Puts one local file, in parts when large; returns its size and CRC-32C.
-    async fn put_file(&self, object: &Path, path: &LocalPath) -> Result<(u64, u32)> {
+    async fn put_file(
+        &self,
+        object: &Path,
+        source: &dyn ReadAt,
+        kind: FileKind,
+    ) -> Result<(u64, u32)> {
         let io = |source: std::io::Error| TieredError::LocalIo {
-            path: path.display().to_string(),
+            path: format!("{object} ({})", kind.suffix()),
             source,
         };
-        let file = std::fs::File::open(path).map_err(io)?;
-        let size = file.metadata().map_err(io)?.len();
+        let size = source.len().map_err(io)?;
+        // Reads `len` bytes at `at`, all of them (the file ending first is an error).
+        let read = |at: u64, len: usize| -> std::io::Result<Vec<u8>> {
+            let mut buf = vec![0u8; len];
+            let mut done = 0;
+            while done < len {
+                let n = source.read_at(&mut buf[done..], at + done as u64)?;
+                if n == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("the file ended at {} of {size} bytes", at + done as u64),
+                    ));
+                }
+                done += n;
+            }
+            Ok(buf)
+        };
         if size as usize <= PART_BYTES {
-            let data = tokio::task::block_in_place(|| std::fs::read(path)).map_err(io)?;
+            let data = tokio::task::block_in_place(|| read(0, size as usize)).map_err(io)?;
             let crc = crc32c::crc32c(&data);
             self.store.put(object, PutPayload::from(data)).await?;
             return Ok((size, crc));
@@ -291,35 +331,22 @@ impl RemoteStorage {
         let upload = self.store.put_multipart(object).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
         let mut crc = 0u32;
-        let mut sent = 0u64;
-        let mut buf = vec![0u8; PART_BYTES];
-        let mut file = file;
-        loop {
-            let n = tokio::task::block_in_place(|| {
-                use std::io::Read;
-                file.read(&mut buf)
-            })
-            .map_err(io)?;
-            if n == 0 {
-                break;
-            }
-            crc = crc32c::crc32c_append(crc, &buf[..n]);
-            sent += n as u64;
-            if let Err(e) = writer.wait_for_capacity(PART_CONCURRENCY).await {
-                return Err(e.into());
-            }
-            writer.write(&buf[..n]);
+        let mut at = 0u64;
+        while at < size {
+            let len = (size - at).min(PART_BYTES as u64) as usize;
+            let chunk = match tokio::task::block_in_place(|| read(at, len)) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(io(e));
+                }
+            };
+            crc = crc32c::crc32c_append(crc, &chunk);
+            at += len as u64;
+            writer.wait_for_capacity(PART_CONCURRENCY).await?;
+            writer.put(Bytes::from(chunk));
         }
         writer.finish().await?;
-        if sent != size {
-            return Err(TieredError::Corrupt {
-                object: object.to_string(),
-                reason: format!(
-                    "{} changed while it was copied ({size} → {sent} bytes)",
-                    path.display()
-                ),
-            });
-        }
         Ok((size, crc))
     }
 
@@ -505,14 +532,17 @@ mod tests {
         b
     }
 
-    fn segment(dir: &LocalPath, log: &[u8]) -> LocalSegmentFiles {
-        std::fs::write(dir.join("0.log"), log).unwrap();
-        std::fs::write(dir.join("0.index"), b"index entries").unwrap();
-        std::fs::write(dir.join("0.timeindex"), b"time index entries").unwrap();
+    fn file(path: std::path::PathBuf, bytes: &[u8]) -> Arc<dyn ReadAt> {
+        std::fs::write(&path, bytes).unwrap();
+        Arc::new(std::fs::File::open(path).unwrap())
+    }
+
+    fn segment(dir: &std::path::Path, log: &[u8]) -> LocalSegmentFiles {
         LocalSegmentFiles {
-            log: dir.join("0.log"),
-            index: dir.join("0.index"),
-            time_index: dir.join("0.timeindex"),
+            file_base_offset: 0,
+            log: file(dir.join("0.log"), log),
+            index: file(dir.join("0.index"), b"index entries"),
+            time_index: file(dir.join("0.timeindex"), b"time index entries"),
             producer_snapshot: None,
             leader_epoch_checkpoint: Bytes::from_static(b"0\n1\n0 0\n"),
         }
@@ -618,8 +648,7 @@ mod tests {
         let log: Vec<u8> = (0..20).flat_map(|i| batch(i, &body)).collect();
         assert!(log.len() > 2 * PART_BYTES);
         let mut files = segment(local.path(), &log);
-        std::fs::write(local.path().join("0.snapshot"), b"producers").unwrap();
-        files.producer_snapshot = Some(local.path().join("0.snapshot"));
+        files.producer_snapshot = Some(file(local.path().join("0.snapshot"), b"producers"));
         let s = seg(500);
         let manifest = store.copy_segment(&s, &files).await.unwrap();
         assert_eq!(
