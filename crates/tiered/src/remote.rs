@@ -104,12 +104,12 @@ impl FileKind {
 /// A local file as a copy reads it (the broker's files go through its `Fs`, so faults
 /// can be injected; a plain `std::fs::File` is one too).
 pub trait ReadAt: Send + Sync {
-    fn len(&self) -> std::io::Result<u64>;
+    fn size(&self) -> std::io::Result<u64>;
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize>;
 }
 
 impl ReadAt for std::fs::File {
-    fn len(&self) -> std::io::Result<u64> {
+    fn size(&self) -> std::io::Result<u64> {
         Ok(self.metadata()?.len())
     }
 
@@ -305,7 +305,7 @@ impl RemoteStorage {
             path: format!("{object} ({})", kind.suffix()),
             source,
         };
-        let size = source.len().map_err(io)?;
+        let size = source.size().map_err(io)?;
         // Reads `len` bytes at `at`, all of them (the file ending first is an error).
         let read = |at: u64, len: usize| -> std::io::Result<Vec<u8>> {
             let mut buf = vec![0u8; len];
