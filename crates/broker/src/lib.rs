@@ -36,6 +36,7 @@ mod sasl;
 pub mod server;
 pub mod state;
 pub mod throttle;
+pub mod tiering;
 pub mod tls;
 pub mod topic_config;
 pub mod txn;

@@ -30,7 +30,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{LogConfig, TimestampType};
 pub use error::StorageError;
 pub use fs::{Fs, FsFile, RealFs, SimFs};
-pub use log::{AppendInfo, FetchData, Log, RecoveryHint};
+pub use log::{AppendInfo, FetchData, Log, RecoveryHint, SegmentFiles};
 pub use log_manager::{LogManager, RecoveryState};
 pub use meta::MetaProperties;
 pub use partition::{FilesystemSync, IsolatedSlice, Partition};

@@ -97,6 +97,15 @@ pub struct AppendInfo {
     pub records: i64,
 }
 
+/// A sealed segment's files, opened (see [`Log::sealed_segment_files`]).
+pub struct SegmentFiles {
+    pub log: Arc<dyn FsFile>,
+    pub index: Arc<dyn FsFile>,
+    pub time_index: Arc<dyn FsFile>,
+    /// The producer state as of the segment's end, if its snapshot is there.
+    pub producer_snapshot: Option<Arc<dyn FsFile>>,
+}
+
 /// The result of a read: whole batches (possibly none) and the offsets a fetch reports.
 #[derive(Debug, Clone)]
 pub struct FetchData {
@@ -1517,6 +1526,46 @@ impl Log {
             info!(dir = %self.dir.display(), deleted, log_start_offset = self.log_start_offset, "retention deleted segments");
         }
         Ok(deleted)
+    }
+
+    /// The leader epochs in force in `[from, to)`: each with the first offset it covers
+    /// there (the epoch in force at `from` starts at `from`). A copy of a segment carries
+    /// them, so OffsetsForLeaderEpoch can still be answered once it is gone locally.
+    pub fn leader_epochs_between(&self, from: i64, to: i64) -> Vec<(i32, i64)> {
+        let entries = self.epochs.entries();
+        let mut out: Vec<(i32, i64)> = Vec::new();
+        for (i, &(epoch, start)) in entries.iter().enumerate() {
+            let next = entries.get(i + 1).map_or(i64::MAX, |e| e.1);
+            if next <= from || start >= to {
+                continue;
+            }
+            out.push((epoch, start.max(from)));
+        }
+        out
+    }
+
+    /// The files of the sealed segment based at `base_offset` (log, offset index, time
+    /// index), and the producer snapshot written when it rolled (named by its next
+    /// offset), if there is one: what a copy to the object store reads.
+    pub fn sealed_segment_files(&self, base_offset: i64) -> Option<SegmentFiles> {
+        let segment = &self.sealed.get(&base_offset)?.0;
+        let open = |ext: &str, offset: i64| {
+            let path = segment_file(&self.dir, offset, ext);
+            if !self.fs.exists(&path) {
+                return None;
+            }
+            self.fs.open(&path, false).ok()
+        };
+        let log = open("log", base_offset)?;
+        let index = open("index", base_offset)?;
+        let time_index = open("timeindex", base_offset)?;
+        let producer_snapshot = open(SNAPSHOT_EXTENSION, segment.next_offset());
+        Some(SegmentFiles {
+            log,
+            index,
+            time_index,
+            producer_snapshot,
+        })
     }
 
     /// Tiered storage: the offset below which every record is in a finished copy in the

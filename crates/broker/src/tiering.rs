@@ -1,0 +1,246 @@
+//! Tiered storage in the broker (Kafka's RemoteLogManager), for topics with
+//! `remote.storage.enable`: their sealed segments are copied to the object store
+//! (`strata_tiered`), and each copy's progress is recorded in cluster metadata
+//! (`MetadataRecord::RemoteSegment`), so whichever replica leads next knows exactly what is
+//! copied.
+//!
+//! A pass ([`Broker::tiering_pass`]) goes over the tiered partitions this node hosts:
+//! - every replica learns from the metadata where the finished copies end, and its local
+//!   retention then deletes only segments below that (`Log::set_remote_copied_end`);
+//! - the leader first settles what an earlier copier left: a copy started and not
+//!   finished (its copier died, or lost the leadership) and a deletion started are
+//!   deleted from the store and then from the metadata;
+//! - then it copies its next sealed segment wholly below the last stable offset: the copy
+//!   is recorded as started (with a new id, in the leader's epoch), its files copied
+//!   (the manifest last), then recorded as finished. A copy starts where the finished ones
+//!   end (a segment that straddles that point is recorded from there on), so nothing is
+//!   copied twice, and a deposed leader's records are refused by the metadata.
+//!
+//! Nothing local is deleted before a finished copy is committed in the metadata, and an
+//! interrupted copy is always either finished or deleted by the next leader's pass.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use strata_cluster::{MetadataRecord, RemoteSegment, RemoteSegmentState};
+use strata_storage::{FsFile, Partition};
+use strata_tiered::{LocalSegmentFiles, ReadAt, RemoteStorage, SegmentObjects};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::Broker;
+
+/// The broker's handle on its object store, and the copies it has in flight (never taken
+/// for abandoned ones).
+pub struct Tiering {
+    pub storage: RemoteStorage,
+    in_flight: Mutex<HashSet<Uuid>>,
+}
+
+impl Tiering {
+    pub fn new(storage: RemoteStorage) -> Tiering {
+        Tiering {
+            storage,
+            in_flight: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TieringStats {
+    pub copied: usize,
+    pub copied_bytes: u64,
+    /// Abandoned copies and started deletions finished.
+    pub cleaned: usize,
+    pub failed: usize,
+}
+
+/// A storage file as a copy reads it.
+struct FsSource(Arc<dyn FsFile>);
+
+impl ReadAt for FsSource {
+    fn size(&self) -> std::io::Result<u64> {
+        self.0.len()
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.0.read_at(buf, offset)
+    }
+}
+
+/// A leader epoch checkpoint's text (Kafka's format) for the epochs of one segment.
+fn epoch_checkpoint(epochs: &[(i32, i64)]) -> Bytes {
+    let mut text = format!("0\n{}\n", epochs.len());
+    for (epoch, start) in epochs {
+        text.push_str(&format!("{epoch} {start}\n"));
+    }
+    Bytes::from(text)
+}
+
+impl Broker {
+    /// Commits metadata records as tiered storage does (tests: a copier that died midway).
+    pub fn commit_remote_records(&self, records: &[MetadataRecord]) -> Result<(), String> {
+        let metadata = self.metadata();
+        self.commit_metadata(metadata, records)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Commits one metadata record for tiered storage (off the async threads: a cluster
+    /// member waits for its quorum).
+    async fn commit_remote(self: &Arc<Self>, record: MetadataRecord) -> Result<(), String> {
+        let broker = self.clone();
+        tokio::task::spawn_blocking(move || broker.commit_remote_records(&[record]))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
+    /// One pass of tiered storage's work over the partitions this node hosts (see the
+    /// module's documentation).
+    pub async fn tiering_pass(self: &Arc<Self>, tiering: &Tiering) -> TieringStats {
+        let mut stats = TieringStats::default();
+        for partition in self.all_partitions() {
+            if !partition.log().config().remote_storage_enable {
+                continue;
+            }
+            if let Err(e) = self.tier_partition(tiering, &partition, &mut stats).await {
+                stats.failed += 1;
+                warn!(topic = %partition.topic, partition = partition.partition, error = %e, "tiered storage: will retry");
+            }
+        }
+        stats
+    }
+
+    async fn tier_partition(
+        self: &Arc<Self>,
+        tiering: &Tiering,
+        partition: &Arc<Partition>,
+        stats: &mut TieringStats,
+    ) -> Result<(), String> {
+        let image = self.image();
+        let Some(topic) = image.topic(&partition.topic) else {
+            return Ok(());
+        };
+        let Some(meta) = topic.partitions.get(&partition.partition) else {
+            return Ok(());
+        };
+        partition.log().set_remote_copied_end(meta.copied_end());
+        let epoch = partition.leader_epoch();
+        if !partition.is_leader() || meta.leader_epoch != epoch {
+            return Ok(()); // a follower, or metadata not caught up with this leadership
+        }
+        let objects = |s: &RemoteSegment| SegmentObjects {
+            topic: topic.name.clone(),
+            topic_id: topic.topic_id,
+            partition: partition.partition,
+            base_offset: s.base_offset,
+            id: s.id,
+        };
+        let record = |segment: RemoteSegment| MetadataRecord::RemoteSegment {
+            topic_id: topic.topic_id,
+            partition: partition.partition,
+            leader_epoch: epoch,
+            segment,
+        };
+        // What an earlier copier left: abandoned copies and deletions under way.
+        let leftovers: Vec<RemoteSegment> = {
+            let in_flight = tiering.in_flight();
+            meta.remote_segments
+                .iter()
+                .filter(|s| match s.state {
+                    RemoteSegmentState::CopyStarted => !in_flight.contains(&s.id),
+                    RemoteSegmentState::DeleteStarted => true,
+                    RemoteSegmentState::CopyFinished => false,
+                })
+                .cloned()
+                .collect()
+        };
+        for s in leftovers {
+            if s.state == RemoteSegmentState::CopyStarted {
+                let mut deleting = s.clone();
+                deleting.state = RemoteSegmentState::DeleteStarted;
+                self.commit_remote(record(deleting)).await?;
+            }
+            tiering
+                .storage
+                .delete_segment(&objects(&s))
+                .await
+                .map_err(|e| e.to_string())?;
+            self.commit_remote(MetadataRecord::RemoveRemoteSegment {
+                topic_id: topic.topic_id,
+                partition: partition.partition,
+                leader_epoch: epoch,
+                id: s.id,
+            })
+            .await?;
+            stats.cleaned += 1;
+            info!(topic = %topic.name, partition = partition.partition, id = %s.id, base_offset = s.base_offset, "tiered storage: unfinished copy deleted");
+        }
+        // The next segment to copy.
+        let (from, candidate) = {
+            let log = partition.log();
+            let from = meta.copied_end().unwrap_or_else(|| log.log_start_offset());
+            let Some(&(base, next, max_timestamp, size)) = log.copyable_segments(from).first()
+            else {
+                return Ok(());
+            };
+            let Some(segment_files) = log.sealed_segment_files(base) else {
+                return Ok(()); // deleted meanwhile (DeleteRecords)
+            };
+            let start = base.max(from);
+            let epochs = log.leader_epochs_between(start, next);
+            let files = LocalSegmentFiles {
+                file_base_offset: base,
+                log: Arc::new(FsSource(segment_files.log)),
+                index: Arc::new(FsSource(segment_files.index)),
+                time_index: Arc::new(FsSource(segment_files.time_index)),
+                producer_snapshot: segment_files
+                    .producer_snapshot
+                    .map(|f| Arc::new(FsSource(f)) as Arc<dyn ReadAt>),
+                leader_epoch_checkpoint: epoch_checkpoint(&epochs),
+            };
+            let segment = RemoteSegment {
+                id: Uuid::new_v4(),
+                base_offset: start,
+                end_offset: next - 1,
+                max_timestamp,
+                size_bytes: size,
+                leader_epochs: epochs.into_iter().collect::<BTreeMap<_, _>>(),
+                state: RemoteSegmentState::CopyStarted,
+                broker: self.config.node_id,
+            };
+            (from, (segment, files))
+        };
+        let (segment, files) = candidate;
+        tiering.in_flight().insert(segment.id);
+        let result = async {
+            self.commit_remote(record(segment.clone())).await?;
+            let manifest = tiering
+                .storage
+                .copy_segment(&objects(&segment), &files)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut finished = segment.clone();
+            finished.state = RemoteSegmentState::CopyFinished;
+            finished.size_bytes = manifest.size();
+            self.commit_remote(record(finished)).await?;
+            Ok::<u64, String>(manifest.size())
+        }
+        .await;
+        tiering.in_flight().remove(&segment.id);
+        let bytes = result?;
+        stats.copied += 1;
+        stats.copied_bytes += bytes;
+        partition
+            .log()
+            .set_remote_copied_end(Some(segment.end_offset + 1));
+        info!(topic = %topic.name, partition = partition.partition, id = %segment.id, from, base_offset = segment.base_offset, end_offset = segment.end_offset, bytes, "tiered storage: segment copied");
+        Ok(())
+    }
+}
