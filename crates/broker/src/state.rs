@@ -167,6 +167,8 @@ pub struct Broker {
     partitions: RwLock<HashMap<String, BTreeMap<i32, Arc<Partition>>>>,
     /// Woken whenever a high watermark may have advanced (long-polling fetches wait on it).
     pub data_arrived: Notify,
+    /// The object store of tiered storage (`remote.log.storage.system.enable`).
+    pub tiering: Option<Arc<crate::tiering::Tiering>>,
     /// The next producer id and the end of the block it comes from.
     producer_ids: Mutex<(i64, i64)>,
     /// File-system-wide group commit for produces that touch many partitions.
@@ -373,7 +375,23 @@ impl Broker {
         let config_authorizer = config
             .authorizer_config()
             .map_err(|e| TopicError::InvalidConfig(e.to_string()))?;
+        let tiering = match (
+            config.remote_log_storage_system_enable,
+            config.remote_log_storage_url.as_deref(),
+        ) {
+            (true, Some(url)) => {
+                let remote = strata_tiered::RemoteConfig {
+                    s3_endpoint: config.remote_log_storage_s3_endpoint.clone(),
+                    s3_region: config.remote_log_storage_s3_region.clone(),
+                };
+                let storage = strata_tiered::RemoteStorage::open(url, &remote)
+                    .map_err(|e| TopicError::InvalidConfig(e.to_string()))?;
+                Some(Arc::new(crate::tiering::Tiering::new(storage)))
+            }
+            _ => None,
+        };
         let broker = Self {
+            tiering,
             producer_ids: Mutex::new((0, 0)),
             config,
             fs,

@@ -19,23 +19,39 @@
 //! Nothing local is deleted before a finished copy is committed in the metadata, and an
 //! interrupted copy is always either finished or deleted by the next leader's pass.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use strata_cluster::{MetadataRecord, RemoteSegment, RemoteSegmentState};
 use strata_storage::{FsFile, Partition};
-use strata_tiered::{LocalSegmentFiles, ReadAt, RemoteStorage, SegmentObjects};
+use strata_tiered::{
+    FileKind, LocalSegmentFiles, ReadAt, RemoteStorage, SegmentObjects, TieredError,
+};
 use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::Broker;
 
-/// The broker's handle on its object store, and the copies it has in flight (never taken
-/// for abandoned ones).
+/// Copies whose manifest and offset index are kept in memory for reads (each index is
+/// about 8 bytes per `index.interval.bytes` of log: ~2 MiB for a 1 GiB segment at 4 KiB).
+const INDEX_CACHE_ENTRIES: usize = 64;
+/// The least a remote read asks the store for, so small fetches do not make tiny requests.
+const REMOTE_READ_MIN_BYTES: usize = 256 << 10;
+
+/// A copy's manifest and offset index, as reads use them.
+struct CopyIndex {
+    manifest: strata_tiered::Manifest,
+    /// (relative offset, byte position) entries of its `.index`.
+    entries: Vec<(u32, u32)>,
+}
+
+/// The broker's handle on its object store, the copies it has in flight (never taken for
+/// abandoned ones), and the indexes of the copies read lately.
 pub struct Tiering {
     pub storage: RemoteStorage,
     in_flight: Mutex<HashSet<Uuid>>,
+    indexes: Mutex<HashMap<Uuid, Arc<CopyIndex>>>,
 }
 
 impl Tiering {
@@ -43,11 +59,120 @@ impl Tiering {
         Tiering {
             storage,
             in_flight: Mutex::new(HashSet::new()),
+            indexes: Mutex::new(HashMap::new()),
         }
     }
 
     fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn index(&self, objects: &SegmentObjects) -> Result<Arc<CopyIndex>, TieredError> {
+        if let Some(i) = self
+            .indexes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&objects.id)
+        {
+            return Ok(i.clone());
+        }
+        let manifest =
+            self.storage
+                .manifest(objects)
+                .await?
+                .ok_or_else(|| TieredError::Missing {
+                    object: format!("manifest of copy {}", objects.id),
+                })?;
+        let bytes = self
+            .storage
+            .fetch_file(objects, &manifest, FileKind::Index)
+            .await?;
+        let entries = bytes
+            .chunks_exact(8)
+            .map(|e| {
+                (
+                    u32::from_be_bytes(e[..4].try_into().expect("4 bytes")),
+                    u32::from_be_bytes(e[4..].try_into().expect("4 bytes")),
+                )
+            })
+            .collect();
+        let index = Arc::new(CopyIndex { manifest, entries });
+        let mut cache = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= INDEX_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(objects.id, index.clone());
+        Ok(index)
+    }
+
+    /// Whole record batches of a copy from the one holding `offset` on: at most
+    /// `max_bytes`, but at least one batch (KIP-74), as a local read gives them.
+    pub async fn read(
+        &self,
+        objects: &SegmentObjects,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Bytes, TieredError> {
+        let index = self.index(objects).await?;
+        let base = index.manifest.base_offset;
+        let relative = u32::try_from((offset - base).max(0)).unwrap_or(u32::MAX);
+        let at = index.entries.partition_point(|&(o, _)| o <= relative);
+        let mut position = if at == 0 {
+            0
+        } else {
+            index.entries[at - 1].1 as u64
+        };
+        let size = index.manifest.file(FileKind::Log).map_or(0, |f| f.size);
+        let mut want = max_bytes.max(REMOTE_READ_MIN_BYTES) as u64;
+        loop {
+            if position >= size {
+                return Ok(Bytes::new()); // the copy's end
+            }
+            let bytes = self
+                .storage
+                .fetch_log(objects, &index.manifest, position..position + want)
+                .await?;
+            if bytes.is_empty() {
+                // The next batch is larger than what was read.
+                if position + want >= size {
+                    return Err(TieredError::Corrupt {
+                        object: format!("copy {}", objects.id),
+                        reason: format!("no whole batch from byte {position} to its end"),
+                    });
+                }
+                want = want.saturating_mul(2);
+                continue;
+            }
+            // `fetch_log` gives whole batches only: skip those wholly before `offset`.
+            let mut skip = 0usize;
+            while skip < bytes.len() {
+                let b = &bytes[skip..];
+                let base_offset = i64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
+                let length = i32::from_be_bytes(b[8..12].try_into().expect("4 bytes"));
+                let last_delta = i32::from_be_bytes(b[23..27].try_into().expect("4 bytes"));
+                if base_offset + i64::from(last_delta) >= offset {
+                    break;
+                }
+                skip += 12 + length as usize;
+            }
+            if skip == bytes.len() {
+                position += skip as u64;
+                continue;
+            }
+            let rest = bytes.slice(skip..);
+            // Whole batches up to max_bytes, at least one.
+            let mut end = 0usize;
+            while end < rest.len() {
+                let length =
+                    i32::from_be_bytes(rest[end + 8..end + 12].try_into().expect("4 bytes"));
+                let next = end + 12 + length as usize;
+                if end > 0 && next > max_bytes {
+                    break;
+                }
+                end = next;
+            }
+            return Ok(rest.slice(..end));
+        }
     }
 }
 

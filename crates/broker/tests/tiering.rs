@@ -13,13 +13,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use strata_broker::tiering::Tiering;
 use strata_broker::{Broker, BrokerConfig};
 use strata_cluster::{MetadataRecord, RemoteSegment, RemoteSegmentState};
 use strata_protocol::Request;
 use strata_records::{BatchBuilder, Compression, Record};
 use strata_storage::{Clock, SimFs, SystemClock};
-use strata_tiered::{RemoteConfig, RemoteStorage};
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
@@ -57,10 +55,12 @@ async fn produce(broker: &Arc<Broker>, topic: &str, batch: Bytes) -> i16 {
     r.responses[0].partition_responses[0].error_code
 }
 
-fn broker() -> Arc<Broker> {
+/// A broker on a simulated disk whose object store is a real directory.
+fn broker(remote: &std::path::Path) -> Arc<Broker> {
     let config = BrokerConfig {
         data_dir: PathBuf::from("/data"),
         remote_log_storage_system_enable: true,
+        remote_log_storage_url: Some(format!("file://{}", remote.display())),
         ..BrokerConfig::default()
     };
     Arc::new(Broker::open(config, Arc::new(SimFs::new()), Arc::new(SystemClock)).unwrap())
@@ -87,7 +87,8 @@ fn remote_of(broker: &Broker, topic: &str) -> Vec<RemoteSegment> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealed_segments_are_copied_recorded_and_only_then_deleted_locally() {
-    let broker = broker();
+    let remote_dir = tempfile::tempdir().unwrap();
+    let broker = broker(remote_dir.path());
     tiered_topic(&broker, "events");
     for i in 0..60 {
         assert_eq!(produce(&broker, "events", batch(i)).await, 0);
@@ -99,9 +100,7 @@ async fn sealed_segments_are_copied_recorded_and_only_then_deleted_locally() {
     partition.log().apply_retention().unwrap();
     assert_eq!(partition.log().segment_count(), segments);
 
-    let remote_dir = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", remote_dir.path().display());
-    let tiering = Tiering::new(RemoteStorage::open(&url, &RemoteConfig::default()).unwrap());
+    let tiering = broker.tiering.clone().unwrap();
     let mut copied = 0;
     loop {
         let stats = broker.tiering_pass(&tiering).await;
@@ -141,22 +140,103 @@ async fn sealed_segments_are_copied_recorded_and_only_then_deleted_locally() {
     assert!(listed.iter().all(|(_, _, whole)| *whole));
     // Copied: local retention may now delete down to local.retention.bytes.
     partition.log().apply_retention().unwrap();
-    let log = partition.log();
-    assert!(log.segment_count() < segments);
-    assert!(log.log_start_offset() > 0);
-    assert!(log.log_start_offset() <= remote.last().unwrap().end_offset + 1);
+    let local_start = {
+        let log = partition.log();
+        assert!(log.segment_count() < segments);
+        assert!(log.log_start_offset() > 0);
+        assert!(log.log_start_offset() <= remote.last().unwrap().end_offset + 1);
+        log.log_start_offset()
+    };
+    // Consumers see the whole log: ListOffsets' earliest is the first copy's, KIP-1005's
+    // earliest-local the local log's, and a fetch from 0 reads the object store, then disk.
+    assert_eq!(list_offset(&broker, "events", -2).await, 0);
+    assert_eq!(list_offset(&broker, "events", -4).await, local_start);
+    let mut offset = 0;
+    let mut read = Vec::new();
+    while offset < 60 {
+        let (code, records) = fetch(&broker, "events", offset, 3000).await;
+        assert_eq!(code, 0, "at {offset}");
+        let got = strata_records::decode_records(records).unwrap();
+        assert!(!got.is_empty(), "nothing at {offset}");
+        for r in got {
+            if r.offset >= offset {
+                read.push((r.offset, r.value.unwrap()));
+            }
+        }
+        offset = read.last().unwrap().0 + 1;
+    }
+    assert_eq!(
+        read.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (0..60).collect::<Vec<i64>>()
+    );
+    for (i, (_, v)) in read.iter().enumerate() {
+        assert!(v.starts_with(format!("record-{i:05}").as_bytes()));
+    }
+    // A fetch from inside a copy starts at the batch holding the offset.
+    let (_, records) = fetch(&broker, "events", 7, 100).await;
+    let got = strata_records::decode_records(records).unwrap();
+    assert_eq!(
+        got[0].offset, 7,
+        "one batch at least, from the one holding the offset"
+    );
+}
+
+async fn list_offset(broker: &Arc<Broker>, topic: &str, timestamp: i64) -> i64 {
+    let p = list_offsets_request::ListOffsetsPartition::default()
+        .with_partition_index(0)
+        .with_timestamp(timestamp);
+    let t = list_offsets_request::ListOffsetsTopic::default()
+        .with_name(TopicName(s(topic)))
+        .with_partitions(vec![p]);
+    let r: ListOffsetsResponse = call(
+        broker,
+        ApiKey::ListOffsets,
+        9,
+        Request::ListOffsets(
+            ListOffsetsRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![t]),
+        ),
+    )
+    .await;
+    let p = &r.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    p.offset
+}
+
+async fn fetch(broker: &Arc<Broker>, topic: &str, offset: i64, max_bytes: i32) -> (i16, Bytes) {
+    let p = fetch_request::FetchPartition::default()
+        .with_partition(0)
+        .with_fetch_offset(offset)
+        .with_partition_max_bytes(max_bytes);
+    let t = fetch_request::FetchTopic::default()
+        .with_topic(TopicName(s(topic)))
+        .with_partitions(vec![p]);
+    let r: FetchResponse = call(
+        broker,
+        ApiKey::Fetch,
+        12,
+        Request::Fetch(
+            FetchRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_max_wait_ms(0)
+                .with_max_bytes(max_bytes)
+                .with_topics(vec![t]),
+        ),
+    )
+    .await;
+    let p = &r.responses[0].partitions[0];
+    (p.error_code, p.records.clone().unwrap_or_default())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unfinished_copy_is_deleted_and_copied_again() {
-    let broker = broker();
+    let remote_dir = tempfile::tempdir().unwrap();
+    let broker = broker(remote_dir.path());
     tiered_topic(&broker, "events");
     for i in 0..20 {
         assert_eq!(produce(&broker, "events", batch(i)).await, 0);
     }
-    let remote_dir = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", remote_dir.path().display());
-    let storage = RemoteStorage::open(&url, &RemoteConfig::default()).unwrap();
     let image = broker.image();
     let topic = image.topic("events").unwrap();
     // A copier that died after recording its start and copying part of the files.
@@ -178,7 +258,7 @@ async fn an_unfinished_copy_is_deleted_and_copied_again() {
             segment: abandoned.clone(),
         }])
         .unwrap();
-    let tiering = Tiering::new(storage);
+    let tiering = broker.tiering.clone().unwrap();
     let stats = broker.tiering_pass(&tiering).await;
     assert_eq!(
         (stats.cleaned, stats.copied, stats.failed),

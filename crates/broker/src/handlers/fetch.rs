@@ -17,6 +17,42 @@ use crate::zero_copy::new_marker;
 use crate::Broker;
 use strata_security::acl::Operation;
 
+/// A partition whose fetch offset lies in a copy in the object store (tiered storage,
+/// below the local log start): read after the pass over the local logs.
+struct RemoteRead {
+    topic: usize,
+    partition: usize,
+    objects: strata_tiered::SegmentObjects,
+    offset: i64,
+    limit: usize,
+}
+
+/// The finished copy holding `offset` of a tiered partition, and the partition's log start
+/// (its first copy's), if the offset is in one.
+fn remote_copy(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Option<(strata_tiered::SegmentObjects, i64)> {
+    broker.tiering.as_ref()?;
+    let image = broker.image();
+    let t = image.topic(topic)?;
+    let p = t.partitions.get(&partition)?;
+    let start = p.copied_segments().next()?.base_offset;
+    let copy = p.copy_holding(offset)?;
+    Some((
+        strata_tiered::SegmentObjects {
+            topic: t.name.clone(),
+            topic_id: t.topic_id,
+            partition,
+            base_offset: copy.base_offset,
+            id: copy.id,
+        },
+        start,
+    ))
+}
+
 /// A fetch response ready to encode: records of partitions with data are either a marker
 /// (to be replaced by a sendfile'd range, see `zero_copy`) or the bytes themselves.
 pub struct Prepared {
@@ -90,7 +126,23 @@ async fn wait_and_read(
         let notified = broker.data_arrived.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (resp, bytes, errored) = read_once(broker, &req, version, new_marker(), authz);
+        let (mut resp, bytes, errored, remote) =
+            read_once(broker, &req, version, new_marker(), authz);
+        if !remote.is_empty() {
+            // Tiered storage: read from the object store now, and answer at once.
+            let tiering = broker.tiering.clone().expect("remote reads need tiering");
+            for r in remote {
+                let data = &mut resp.response.responses[r.topic].partitions[r.partition];
+                match tiering.read(&r.objects, r.offset, r.limit).await {
+                    Ok(records) => data.records = Some(records),
+                    Err(e) => {
+                        tracing::warn!(topic = %r.objects.topic, partition = r.objects.partition, offset = r.offset, error = %e, "remote fetch failed");
+                        data.error_code = errors::KAFKA_STORAGE_ERROR;
+                    }
+                }
+            }
+            return resp;
+        }
         if bytes >= req.min_bytes.max(0) as usize
             || errored
             || Instant::now() >= deadline
@@ -113,8 +165,9 @@ fn read_once(
     version: i16,
     marker: [u8; 16],
     authz: &Authz,
-) -> (Prepared, usize, bool) {
+) -> (Prepared, usize, bool, Vec<RemoteRead>) {
     let mut ranges = Vec::new();
+    let mut remote = Vec::new();
     let mut budget = (req.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes);
     let mut total = 0usize;
     let mut errored = false;
@@ -308,10 +361,33 @@ fn read_once(
                     }
                 }
                 Err(e) => {
-                    errored = true;
                     let log = partition.log();
                     let (hw, lso) = (log.high_watermark(), log.log_start_offset());
+                    let stable = log.last_stable_offset();
                     drop(log);
+                    let below_local =
+                        matches!(e, strata_storage::StorageError::OffsetOutOfRange { .. })
+                            && p.fetch_offset < lso;
+                    if let (true, Some((objects, start))) = (
+                        replica < 0 && below_local,
+                        remote_copy(broker, name, p.partition, p.fetch_offset),
+                    ) {
+                        remote.push(RemoteRead {
+                            topic: topics.len(),
+                            partition: partitions.len(),
+                            objects,
+                            offset: p.fetch_offset,
+                            limit,
+                        });
+                        partitions.push(
+                            data.with_high_watermark(hw)
+                                .with_last_stable_offset(stable)
+                                .with_log_start_offset(start)
+                                .with_records(Some(Bytes::new())),
+                        );
+                        continue;
+                    }
+                    errored = true;
                     let code = errors::storage_error_code(&e);
                     data = data
                         .with_error_code(code)
@@ -343,6 +419,7 @@ fn read_once(
         },
         total,
         errored,
+        remote,
     )
 }
 

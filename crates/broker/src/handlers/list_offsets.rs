@@ -100,7 +100,14 @@ pub fn handle(
                             Ok(Some((log.last_stable_offset(), -1)))
                         }
                         LATEST => Ok(Some((log.high_watermark(), -1))),
-                        EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
+                        // Tiered storage: the earliest offset is in the first copy in the
+                        // object store; KIP-1005's earliest-local is the local log's.
+                        EARLIEST => Ok(Some((
+                            remote_log_start(broker, t.name.0.as_str(), p.partition_index)
+                                .map_or(log.log_start_offset(), |s| s.min(log.log_start_offset())),
+                            -1,
+                        ))),
+                        EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
                         MAX_TIMESTAMP => {
                             let max = log.max_timestamp();
                             if max < 0 {
@@ -185,4 +192,14 @@ pub fn offset_for_leader_epoch(
         })
         .collect();
     OffsetForLeaderEpochResponse::default().with_topics(topics)
+}
+
+/// A tiered partition's log start: its first finished copy's base offset in the object
+/// store (None without one).
+fn remote_log_start(broker: &Broker, topic: &str, partition: i32) -> Option<i64> {
+    broker.tiering.as_ref()?;
+    let image = broker.image();
+    let p = image.topic(topic)?.partitions.get(&partition)?;
+    let start = p.copied_segments().next().map(|s| s.base_offset);
+    start
 }
