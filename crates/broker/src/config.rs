@@ -295,6 +295,10 @@ pub struct BrokerConfig {
     pub remote_log_storage_s3_endpoint: Option<String>,
     #[serde(alias = "remote.log.storage.s3.region")]
     pub remote_log_storage_s3_region: Option<String>,
+    /// `remote.log.manager.task.interval.ms`: how often tiered storage looks for segments
+    /// to copy and copies to delete (Kafka's default, 30 s).
+    #[serde(alias = "remote.log.manager.task.interval.ms")]
+    pub remote_log_manager_task_interval_ms: u64,
     /// `log.cleaner.min.cleanable.ratio`: the dirty ratio a log must reach to be cleaned.
     #[serde(alias = "log.cleaner.min.cleanable.ratio")]
     pub log_cleaner_min_cleanable_ratio: f64,
@@ -471,6 +475,7 @@ impl Default for BrokerConfig {
             remote_log_storage_url: None,
             remote_log_storage_s3_endpoint: None,
             remote_log_storage_s3_region: None,
+            remote_log_manager_task_interval_ms: 30_000,
             log_cleaner_dedupe_buffer_size: 128 << 20,
             log_cleaner_io_max_bytes_per_second: f64::MAX,
             log_cleaner_backoff_ms: 15_000,
@@ -1029,9 +1034,6 @@ impl BrokerConfig {
                     return bad("remote.log.storage.system.enable is true but remote.log.storage.url is not set".into())
                 }
             }
-            // The copies themselves are not wired into the broker yet: a tiered topic would
-            // never delete locally (only copied segments may go), so the system stays off.
-            return bad("remote.log.storage.system.enable: tiered storage is not available in this build yet (the broker does not copy segments)".into());
         }
         if self.quota_window_num < 2 || self.quota_window_size_seconds == 0 {
             return bad(format!(

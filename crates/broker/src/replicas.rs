@@ -61,6 +61,11 @@ impl Broker {
     /// Outside the `applying` lock: the group coordinator's lock is taken before this one
     /// elsewhere (creating `__consumer_offsets` on first use commits metadata under it).
     fn after_delta(&self, new: &MetadataImage, delta: &ImageDelta) {
+        for r in &delta.removed {
+            if new.topic_by_id(&r.topic_id).is_none() {
+                self.delete_remote_copies(&r.topic, r.topic_id, r.partition);
+            }
+        }
         let deleted: std::collections::BTreeSet<&str> =
             delta.removed.iter().map(|r| r.topic.as_str()).collect();
         for topic in deleted {

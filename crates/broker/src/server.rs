@@ -232,6 +232,10 @@ async fn serve_listeners(
         broker.clone(),
         stop_rx.clone(),
     ));
+    background.spawn(crate::tiering::tiering_work(
+        broker.clone(),
+        stop_rx.clone(),
+    ));
     let slots = Arc::new(Semaphore::new(broker.config.connections_max));
     let per_ip = Arc::new(crate::connection_limits::ConnectionLimits::new(
         broker.config.max_connections_per_ip,

@@ -183,6 +183,8 @@ pub struct TieringStats {
     pub copied_bytes: u64,
     /// Abandoned copies and started deletions finished.
     pub cleaned: usize,
+    /// Copies deleted by retention.
+    pub deleted: usize,
     pub failed: usize,
 }
 
@@ -307,6 +309,63 @@ impl Broker {
             stats.cleaned += 1;
             info!(topic = %topic.name, partition = partition.partition, id = %s.id, base_offset = s.base_offset, "tiered storage: unfinished copy deleted");
         }
+        // Total retention (`retention.ms` / `retention.bytes`) over the whole log, copies
+        // included: the oldest copies go, and the log start moves past them (on local disk
+        // too, should it still hold them).
+        let (retention_ms, retention_bytes, uncopied) = {
+            let log = partition.log();
+            let config = log.config();
+            let copied_end = meta.copied_end().unwrap_or(0);
+            (
+                config.retention_ms,
+                config.retention_bytes,
+                log.size_bytes_past(copied_end) as i64,
+            )
+        };
+        let now = self.clock.now_ms();
+        let mut total: i64 = meta
+            .copied_segments()
+            .map(|c| c.size_bytes as i64)
+            .sum::<i64>()
+            + uncopied;
+        let mut expired = Vec::new();
+        for c in meta.copied_segments() {
+            let by_time = retention_ms >= 0 && c.max_timestamp < now - retention_ms;
+            let by_size = retention_bytes >= 0 && total - c.size_bytes as i64 >= retention_bytes;
+            if !(by_time || by_size) {
+                break;
+            }
+            total -= c.size_bytes as i64;
+            expired.push(c.clone());
+        }
+        for c in expired {
+            let mut deleting = c.clone();
+            deleting.state = RemoteSegmentState::DeleteStarted;
+            self.commit_remote(record(deleting)).await?;
+            tiering
+                .storage
+                .delete_segment(&objects(&c))
+                .await
+                .map_err(|e| e.to_string())?;
+            self.commit_remote(MetadataRecord::RemoveRemoteSegment {
+                topic_id: topic.topic_id,
+                partition: partition.partition,
+                leader_epoch: epoch,
+                id: c.id,
+            })
+            .await?;
+            stats.deleted += 1;
+            let start = c.end_offset + 1;
+            if partition.log().log_start_offset() < start {
+                let broker = self.clone();
+                let p = partition.clone();
+                tokio::task::spawn_blocking(move || broker.delete_records(&p, start))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+            }
+            info!(topic = %topic.name, partition = partition.partition, id = %c.id, log_start_offset = start, "tiered storage: retention deleted a copy");
+        }
         // The next segment to copy.
         let (from, candidate) = {
             let log = partition.log();
@@ -367,5 +426,63 @@ impl Broker {
             .set_remote_copied_end(Some(segment.end_offset + 1));
         info!(topic = %topic.name, partition = partition.partition, id = %segment.id, from, base_offset = segment.base_offset, end_offset = segment.end_offset, bytes, "tiered storage: segment copied");
         Ok(())
+    }
+}
+
+/// Runs tiered storage's passes while the broker serves (with
+/// `remote.log.storage.system.enable`): every `remote.log.manager.task.interval.ms`, or at
+/// once again while a pass still finds segments to copy.
+pub async fn tiering_work(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let Some(tiering) = broker.tiering.clone() else {
+        return;
+    };
+    let interval =
+        std::time::Duration::from_millis(broker.config.remote_log_manager_task_interval_ms.max(10));
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let stats = broker.tiering_pass(&tiering).await;
+        if stats.copied > 0 && stats.failed == 0 {
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+impl Broker {
+    /// A topic is gone: its copies in the object store go too (each replica host deletes
+    /// what it finds for the partitions it hosted; deletions are idempotent).
+    pub(crate) fn delete_remote_copies(&self, topic: &str, topic_id: Uuid, partition: i32) {
+        let (Some(tiering), Ok(runtime)) =
+            (self.tiering.clone(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let topic = topic.to_string();
+        runtime.spawn(async move {
+            let copies = match tiering.storage.list_partition(&topic, topic_id, partition).await {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(topic, partition, error = %e, "tiered storage: the deleted topic's copies could not be listed");
+                    return;
+                }
+            };
+            for (base_offset, id, _) in copies {
+                let objects = SegmentObjects {
+                    topic: topic.clone(),
+                    topic_id,
+                    partition,
+                    base_offset,
+                    id,
+                };
+                if let Err(e) = tiering.storage.delete_segment(&objects).await {
+                    warn!(topic, partition, error = %e, "tiered storage: a deleted topic's copy was not deleted");
+                }
+            }
+        });
     }
 }

@@ -270,3 +270,62 @@ async fn an_unfinished_copy_is_deleted_and_copied_again() {
     assert_ne!(remote[0].id, abandoned.id);
     assert_eq!(remote[0].state, RemoteSegmentState::CopyFinished);
 }
+
+/// Total retention applies to the whole log: the oldest copies are deleted from the store
+/// and the metadata, and the log start moves past them; deleting the topic deletes every
+/// copy left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_the_oldest_copies_and_topic_deletion_the_rest() {
+    let remote_dir = tempfile::tempdir().unwrap();
+    let broker = broker(remote_dir.path());
+    tiered_topic(&broker, "events");
+    for i in 0..60 {
+        assert_eq!(produce(&broker, "events", batch(i)).await, 0);
+    }
+    let tiering = broker.tiering.clone().unwrap();
+    while broker.tiering_pass(&tiering).await.copied > 0 {}
+    let before = remote_of(&broker, "events");
+    assert!(before.len() > 4);
+    let topic_id = broker.image().topic("events").unwrap().topic_id;
+    let configs: BTreeMap<String, String> = [
+        ("remote.storage.enable", "true"),
+        ("segment.bytes", "2048"),
+        ("local.retention.bytes", "4096"),
+        ("retention.bytes", "8192"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    broker
+        .alter_topic_configs("events", configs, false)
+        .unwrap();
+    let stats = broker.tiering_pass(&tiering).await;
+    assert!(stats.deleted > 0, "{stats:?}");
+    let after = remote_of(&broker, "events");
+    assert_eq!(after.len() + stats.deleted, before.len());
+    assert_eq!(after[0].id, before[stats.deleted].id, "the oldest went");
+    let start = list_offset(&broker, "events", -2).await;
+    assert_eq!(start, after[0].base_offset);
+    let (code, _) = fetch(&broker, "events", 0, 1000).await;
+    assert_eq!(code, 1, "OFFSET_OUT_OF_RANGE below the new log start");
+    let listed = tiering
+        .storage
+        .list_partition("events", topic_id, 0)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), after.len());
+    broker.delete_topic("events").unwrap();
+    for _ in 0..100 {
+        if tiering
+            .storage
+            .list_partition("events", topic_id, 0)
+            .await
+            .unwrap()
+            .is_empty()
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the deleted topic's copies are still in the store");
+}

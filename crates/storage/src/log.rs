@@ -674,6 +674,17 @@ impl Log {
         self.sealed.values().map(|s| s.0.size()).sum::<u64>() + self.active.0.size()
     }
 
+    /// Bytes of the segments holding offsets at or past `offset` (tiered storage: the local
+    /// part not yet copied, counted with the copies against `retention.bytes`).
+    pub fn size_bytes_past(&self, offset: i64) -> u64 {
+        self.sealed
+            .values()
+            .filter(|s| s.0.next_offset() > offset)
+            .map(|s| s.0.size())
+            .sum::<u64>()
+            + self.active.0.size()
+    }
+
     /// Validates `batches` (a producer's record set for this partition), assigns offsets from
     /// the log end offset, stamps the leader epoch (and LogAppendTime if configured) and
     /// writes them. Nothing is written unless every batch is valid.
