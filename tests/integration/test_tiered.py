@@ -1,0 +1,105 @@
+"""Tiered storage (issue 16) with real clients: a topic with remote.storage.enable keeps only
+its newest segments on local disk, its older ones in the object store (here the file-system
+store, `file:///…`), and librdkafka and kafka-python read it all from offset 0."""
+import json
+import time
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import Broker
+
+
+def tiered_broker(tmp_path, remote):
+    config = f"""
+"remote.log.storage.system.enable" = true
+"remote.log.storage.url" = "file://{remote}"
+"remote.log.manager.task.interval.ms" = 200
+"log.retention.check.interval.ms" = 200
+"""
+    return Broker(tmp_path / "data", config_text=config).start()
+
+
+def wait_for(predicate, timeout=60, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def local_segments(data_dir, topic):
+    return sorted((data_dir / f"{topic}-0").glob("*.log"))
+
+
+def test_a_tiered_topic_is_read_whole_from_the_object_store_and_local_disk(tmp_path):
+    remote = tmp_path / "remote"
+    b = tiered_broker(tmp_path, remote)
+    try:
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        admin.create_topics([NewTopic("history", 1, 1, config={
+            "remote.storage.enable": "true",
+            "segment.bytes": "65536",
+            "local.retention.bytes": "131072",
+        })])["history"].result(30)
+        # A compacted topic cannot be tiered (Kafka's rule).
+        bad = admin.create_topics([NewTopic("compacted", 1, 1, config={
+            "remote.storage.enable": "true", "cleanup.policy": "compact"})])["compacted"]
+        try:
+            bad.result(30)
+            raise AssertionError("a compacted topic was tiered")
+        except Exception as e:  # noqa: BLE001 - the client's KafkaException
+            assert "compacted" in str(e), e
+        # Batches well below segment.bytes (a batch larger than a segment is refused).
+        p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 5,
+                      "batch.size": 16384})
+        errors = []
+        count = 3000
+        for i in range(count):
+            p.produce("history", key=str(i).encode(), value=json.dumps({"i": i, "pad": "x" * 900}),
+                      on_delivery=lambda err, msg: err and errors.append(err))
+        assert p.flush(60) == 0
+        assert not errors, errors[:3]
+        # Far more than local.retention.bytes was written: the older segments are copied,
+        # then deleted locally.
+        first_local = wait_for(
+            lambda: (segs := local_segments(tmp_path / "data", "history"))
+            and int(segs[0].stem) > 0 and int(segs[0].stem),
+            what="local retention after the copies")
+        copies = list(remote.rglob("*.manifest.json"))
+        assert len(copies) >= 5, copies
+        local_bytes = sum(f.stat().st_size for f in local_segments(tmp_path / "data", "history"))
+        assert local_bytes <= 131072 + 2 * 65536, local_bytes
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "probe"})
+        lo, hi = c.get_watermark_offsets(TopicPartition("history", 0), timeout=10)
+        c.close()
+        assert (lo, hi) == (0, count), (lo, hi, first_local)
+        # librdkafka from the start: every record, in order.
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "replay",
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        c.subscribe(["history"])
+        got = []
+        deadline = time.time() + 60
+        while len(got) < count and time.time() < deadline:
+            m = c.poll(1)
+            if m is None or m.error():
+                continue
+            got.append((m.offset(), json.loads(m.value())["i"]))
+        c.close()
+        assert [o for o, _ in got] == list(range(count))
+        assert [i for _, i in got] == list(range(count))
+        # kafka-python too.
+        from kafka import KafkaConsumer
+        kc = KafkaConsumer("history", bootstrap_servers=b.bootstrap, auto_offset_reset="earliest",
+                           enable_auto_commit=False, group_id=None, consumer_timeout_ms=10000)
+        offsets = [m.offset for m in kc]
+        kc.close()
+        assert offsets == list(range(count)), (len(offsets), offsets[:3])
+        # Deleting the topic deletes its copies.
+        admin.delete_topics(["history"])["history"].result(30)
+        wait_for(lambda: not list(remote.rglob("*.log")), what="the copies deleted")
+    finally:
+        b.stop()
+    assert "panicked" not in b.log_text()
