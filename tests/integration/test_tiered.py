@@ -169,3 +169,68 @@ def test_a_tiered_topic_is_read_whole_from_the_object_store_and_local_disk(tmp_p
         b.stop()
         remote.close()
     assert "panicked" not in b.log_text()
+
+
+def test_a_new_leader_goes_on_copying_where_the_old_one_stopped(tmp_path):
+    """Three nodes sharing one object store: the leader copies, is killed -9, and the new
+    leader (which knows the copies from cluster metadata) copies on from where they end:
+    no range copied twice, none skipped, and a consumer reads everything from offset 0."""
+    from test_cluster import FAST, bootstrap, leader_of, start_cluster
+    remote = tmp_path / "remote"
+    config = FAST + f"""
+"remote.log.storage.system.enable" = true
+"remote.log.storage.url" = "file://{remote}"
+"remote.log.manager.task.interval.ms" = 200
+"log.retention.check.interval.ms" = 200
+"""
+    nodes = start_cluster(tmp_path, config_text=config)
+
+    def copies():
+        # (base offset, segment id) of each finished copy, from the manifests' names
+        out = []
+        for m in remote.rglob("*.manifest.json"):
+            base, _, rest = m.name.partition("-")
+            out.append((int(base), rest.split(".")[0]))
+        return sorted(out)
+
+    def produce(count, start):
+        p = Producer({"bootstrap.servers": bootstrap(nodes), "acks": "all", "linger.ms": 5,
+                      "batch.size": 16384})
+        errors = []
+        for i in range(start, start + count):
+            p.produce("ledger", value=json.dumps({"i": i, "pad": "x" * 900}),
+                      on_delivery=lambda err, msg: err and errors.append(err))
+        assert p.flush(60) == 0
+        assert not errors, errors[:3]
+
+    try:
+        admin = AdminClient({"bootstrap.servers": bootstrap(nodes)})
+        admin.create_topics([NewTopic("ledger", 1, 3, config={
+            "remote.storage.enable": "true", "segment.bytes": "65536",
+            "local.retention.bytes": "131072", "min.insync.replicas": "2"})])["ledger"].result(30)
+        produce(1500, 0)
+        first = wait_for(lambda: len(copies()) >= 5 and copies(), what="the leader's copies")
+        leader = wait_for(lambda: leader_of(nodes, "ledger", 0), what="a leader")
+        nodes[leader - 1].kill9()
+        wait_for(lambda: leader_of(nodes, "ledger", 0, exclude=(leader,)) not in (None, -1, leader),
+                 what="a new leader")
+        produce(1500, 1500)
+        wait_for(lambda: len(copies()) >= len(first) + 10, what="the new leader's copies")
+        bases = [b for b, _ in copies()]
+        assert len(bases) == len(set(bases)), f"a range copied twice: {bases}"
+        c = Consumer({"bootstrap.servers": bootstrap(nodes), "group.id": "replay",
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        c.subscribe(["ledger"])
+        got = []
+        deadline = time.time() + 60
+        while len(got) < 3000 and time.time() < deadline:
+            m = c.poll(1)
+            if m is None or m.error():
+                continue
+            got.append((m.offset(), json.loads(m.value())["i"]))
+        c.close()
+        assert [o for o, _ in got] == list(range(3000)), (len(got), got[:3])
+        assert [i for _, i in got] == list(range(3000))
+    finally:
+        for b in nodes:
+            b.stop()

@@ -19,7 +19,7 @@
 //! Nothing local is deleted before a finished copy is committed in the metadata, and an
 //! interrupted copy is always either finished or deleted by the next leader's pass.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -395,7 +395,7 @@ impl Broker {
                 end_offset: next - 1,
                 max_timestamp,
                 size_bytes: size,
-                leader_epochs: epochs.into_iter().collect::<BTreeMap<_, _>>(),
+                leader_epochs: epochs,
                 state: RemoteSegmentState::CopyStarted,
                 broker: self.config.node_id,
             };

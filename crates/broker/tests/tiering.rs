@@ -246,7 +246,7 @@ async fn an_unfinished_copy_is_deleted_and_copied_again() {
         end_offset: 5,
         max_timestamp: 0,
         size_bytes: 0,
-        leader_epochs: BTreeMap::new(),
+        leader_epochs: Vec::new(),
         state: RemoteSegmentState::CopyStarted,
         broker: 0,
     };

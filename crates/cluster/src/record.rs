@@ -207,7 +207,7 @@ pub struct RemoteSegment {
     pub size_bytes: u64,
     /// The leader epochs that start in it, with their first offsets (the leader-epoch
     /// cache's entries for its range: OffsetsForLeaderEpoch below the local log).
-    pub leader_epochs: BTreeMap<i32, i64>,
+    pub leader_epochs: Vec<(i32, i64)>,
     pub state: RemoteSegmentState,
     /// The broker that started the copy.
     pub broker: i32,
