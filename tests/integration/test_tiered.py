@@ -234,3 +234,60 @@ def test_a_new_leader_goes_on_copying_where_the_old_one_stopped(tmp_path):
     finally:
         for b in nodes:
             b.stop()
+
+
+def test_a_hung_object_store_holds_up_neither_produce_nor_local_consume(tmp_path):
+    """The S3 server stops answering (SIGSTOP) while the broker copies: produce with
+    acks=all and a consumer of the newest records go on as before; once the server answers
+    again, copying resumes."""
+    import signal
+    remote = S3Store(tmp_path)
+    b = tiered_broker(tmp_path, remote.url, remote.extra, remote.env)
+    try:
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        admin.create_topics([NewTopic("live", 1, 1, config={
+            "remote.storage.enable": "true", "segment.bytes": "65536",
+            "local.retention.bytes": "131072"})])["live"].result(30)
+        p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 5,
+                      "batch.size": 16384})
+        errors = []
+
+        def produce(start, count):
+            for i in range(start, start + count):
+                p.produce("live", value=json.dumps({"i": i, "pad": "x" * 900}),
+                          on_delivery=lambda err, msg: err and errors.append(err))
+            assert p.flush(60) == 0
+            assert not errors, errors[:3]
+
+        produce(0, 1000)
+        wait_for(lambda: len(remote.objects(".manifest.json")) >= 3, what="first copies")
+        # Everything produced so far is copied (the last segment stays active).
+        settled = wait_for(lambda: (n := len(remote.objects(".manifest.json"))) == len(
+            remote.objects(".manifest.json")) and time.sleep(1) is None
+            and n == len(remote.objects(".manifest.json")) and n, what="copies settled")
+        remote.proc.send_signal(signal.SIGSTOP)
+        try:
+            started = time.time()
+            produce(1000, 1000)
+            took = time.time() - started
+            assert took < 20, f"produce took {took:.1f} s with the object store hung"
+            c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "tail",
+                          "enable.auto.commit": False})
+            c.assign([TopicPartition("live", 0, 1500)])
+            got = []
+            deadline = time.time() + 20
+            while len(got) < 500 and time.time() < deadline:
+                m = c.poll(1)
+                if m is not None and not m.error():
+                    got.append(m.offset())
+            c.close()
+            assert got == list(range(1500, 2000)), (len(got), got[:3])
+        finally:
+            remote.proc.send_signal(signal.SIGCONT)
+        # The second thousand records' segments could only be copied once it answered.
+        wait_for(lambda: len(remote.objects(".manifest.json")) >= settled + 5, timeout=120,
+                 what="copying resumed")
+        assert "tiered storage" in b.log_text()
+    finally:
+        b.stop()
+        remote.close()
