@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Tiered storage workloads (issue 16's benchmark rows), each compared with a baseline
+measured in the same run:
+
+- produce-1k: librdkafka (confluent-kafka) produces --records 1 KiB records (acks=all) to a
+  topic without tiering and to one with `remote.storage.enable` (file-system object store on
+  the same disk), on one broker; records/s of each and their ratio. While the tiered topic
+  is written, the broker copies its sealed segments: the copy throughput (bytes copied per
+  second from the first to the last copy) is reported beside the produce throughput.
+- consume-1k from remote: the tiered topic read from offset 0 once its older segments are
+  only in the object store (local.retention.bytes keeps the newest few): cold (the broker
+  just restarted: no copy's index cached) and warm (read again), against the same number of
+  records read from the untiered topic's local log.
+
+    python3 bench/tiered.py [--records 300000] [--strata BIN]
+
+Prints one JSON object.
+"""
+import argparse
+import json
+import pathlib
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Strata:
+    def __init__(self, binary, tmp, remote):
+        self.binary, self.tmp = binary, tmp
+        self.port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.config = tmp / "strata.toml"
+        self.config.write_text(f"""
+"remote.log.storage.system.enable" = true
+"remote.log.storage.url" = "file://{remote}"
+"remote.log.manager.task.interval.ms" = 200
+"log.retention.check.interval.ms" = 500
+""")
+        self.log = tmp / "broker.log"
+        self.proc = None
+
+    def start(self):
+        out = open(self.log, "ab")
+        self.proc = subprocess.Popen([self.binary, "serve", "--data-dir", str(self.tmp / "data"),
+                                      "--listen", self.bootstrap, "--config", str(self.config)],
+                                     stdout=out, stderr=subprocess.STDOUT)
+        out.close()
+        for _ in range(300):
+            if "listening on" in self.log.read_text(errors="replace"):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the broker did not start")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(60)
+
+
+def produce(bootstrap, topic, records):
+    from confluent_kafka import Producer
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
+                  "batch.size": 262144, "queue.buffering.max.messages": 1000000})
+    value = b"v" * 1024
+    errors = []
+    t0 = time.time()
+    for i in range(records):
+        while True:
+            try:
+                p.produce(topic, value=value, on_delivery=lambda err, msg: err and errors.append(err))
+                break
+            except BufferError:
+                p.poll(0.01)
+    p.flush(120)
+    took = time.time() - t0
+    if errors:
+        raise RuntimeError(f"produce to {topic}: {errors[:3]}")
+    return records / took
+
+
+def consume(bootstrap, topic, start, count):
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{time.time()}",
+                  "enable.auto.commit": False, "fetch.max.bytes": 52428800})
+    c.assign([TopicPartition(topic, 0, start)])
+    got, t0 = 0, time.time()
+    deadline = t0 + 300
+    while got < count and time.time() < deadline:
+        got += sum(1 for m in c.consume(10000, 1.0) if not m.error())
+    took = time.time() - t0
+    c.close()
+    if got < count:
+        raise RuntimeError(f"read {got} of {count} from {topic}")
+    return count / took
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=300_000)
+    ap.add_argument("--strata", default=str(ROOT / "target" / "release" / "strata"))
+    args = ap.parse_args()
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="strata-tiered-bench-"))
+    remote = tmp / "remote"
+    b = Strata(args.strata, tmp, remote)
+    results = {"records": args.records}
+    try:
+        b.start()
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        common = {"segment.bytes": str(16 << 20)}
+        admin.create_topics([
+            NewTopic("plain", 1, 1, config=common),
+            NewTopic("tiered", 1, 1, config={**common, "remote.storage.enable": "true",
+                                              "local.retention.bytes": str(32 << 20)}),
+        ])["tiered"].result(30)
+        time.sleep(1)
+        results["produce_plain_records_per_s"] = round(produce(b.bootstrap, "plain", args.records))
+        results["produce_tiered_records_per_s"] = round(produce(b.bootstrap, "tiered", args.records))
+        results["produce_tiered_vs_plain"] = round(
+            results["produce_tiered_records_per_s"] / results["produce_plain_records_per_s"], 3)
+        print(f"== produce-1k: plain {results['produce_plain_records_per_s']}/s, tiered "
+              f"{results['produce_tiered_records_per_s']}/s ({results['produce_tiered_vs_plain']}x)",
+              file=sys.stderr)
+        # Every sealed segment copied, then the older ones gone from local disk.
+        total = args.records * 1024
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            local = sum(f.stat().st_size for f in (tmp / "data" / "tiered-0").glob("*.log"))
+            if local <= (32 << 20) + 2 * (16 << 20):
+                break
+            time.sleep(0.5)
+        copies = re.findall(r"(\S+Z) .*tiered storage: segment copied.* bytes=(\d+)",
+                            b.log.read_text(errors="replace"))
+        copied_bytes = sum(int(n) for _, n in copies)
+        if len(copies) >= 2:
+            from datetime import datetime
+            ts = [datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() for t, _ in copies]
+            span = max(ts[-1] - ts[0], 1e-3)
+            results["copy_mb_per_s"] = round(copied_bytes / span / 1e6, 1)
+        results["copied_segments"] = len(copies)
+        results["copied_mb"] = round(copied_bytes / 1e6, 1)
+        local_start = int(sorted((tmp / "data" / "tiered-0").glob("*.log"))[0].stem)
+        results["remote_records"] = local_start
+        print(f"== copied {len(copies)} segments ({results['copied_mb']} MB, "
+              f"{results.get('copy_mb_per_s')} MB/s); {local_start} records only remote", file=sys.stderr)
+        # Read what is only in the object store: cold (after a restart), then warm; and the
+        # same count from the untiered topic's local log.
+        count = local_start
+        b.stop()
+        b.start()
+        results["consume_remote_cold_records_per_s"] = round(consume(b.bootstrap, "tiered", 0, count))
+        results["consume_remote_warm_records_per_s"] = round(consume(b.bootstrap, "tiered", 0, count))
+        results["consume_local_records_per_s"] = round(consume(b.bootstrap, "plain", 0, count))
+        for k in ("cold", "warm"):
+            results[f"consume_remote_{k}_vs_local"] = round(
+                results[f"consume_remote_{k}_records_per_s"] / results["consume_local_records_per_s"], 3)
+        print(f"== consume-1k: remote cold {results['consume_remote_cold_records_per_s']}/s, warm "
+              f"{results['consume_remote_warm_records_per_s']}/s, local "
+              f"{results['consume_local_records_per_s']}/s", file=sys.stderr)
+        print(json.dumps(results))
+    finally:
+        try:
+            b.stop()
+        except Exception:  # noqa: BLE001
+            pass
+        subprocess.run(["rm", "-rf", str(tmp)])
+
+
+if __name__ == "__main__":
+    main()
