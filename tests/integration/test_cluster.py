@@ -168,7 +168,7 @@ def test_three_nodes_share_metadata_and_serve_partitions_across_brokers(tmp_path
         lines = cli("consume", "orders", "--from-beginning", "--exit-at-end").splitlines()
         assert len(lines) == 660, len(lines)
         rows = [line.split("\t") for line in cli("topic", "describe", "orders").splitlines()[2:8]]
-        assert len(rows) == 6 and sum(int(r[6]) for r in rows) == 660, rows
+        assert len(rows) == 6 and sum(int(r[7]) for r in rows) == 660, rows
         described = cli("group", "describe", "billing")
         assert "orders" in described, described
         assert "billing" in cli("group", "list")

@@ -141,6 +141,13 @@ def test_a_tiered_topic_is_read_whole_from_the_object_store_and_local_disk(tmp_p
         lo, hi = c.get_watermark_offsets(TopicPartition("history", 0), timeout=10)
         c.close()
         assert (lo, hi) == (0, count), (lo, hi, first_local)
+        # The CLI shows where the log starts (in the object store) and where its local part does.
+        from conftest import STRATA_BIN
+        d = subprocess.run([STRATA_BIN, "topic", "describe", "history", "--bootstrap", b.bootstrap],
+                           capture_output=True, text=True, timeout=60).stdout
+        assert "log_start_offset\tlocal_log_start_offset\thigh_watermark" in d, d
+        row = [line.split("\t") for line in d.splitlines() if line.startswith("0\t")][0]
+        assert row[5] == "0" and int(row[6]) >= first_local and row[7] == str(count), row
         # librdkafka from the start: every record, in order.
         c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "replay",
                       "auto.offset.reset": "earliest", "enable.auto.commit": False})

@@ -177,27 +177,31 @@ pub fn run_topic(cmd: TopicCommand) -> anyhow::Result<()> {
                     t.topic_id,
                     t.partitions.len()
                 );
-                println!("partition\tleader\tleader_epoch\treplicas\tisr\tlog_start_offset\thigh_watermark");
+                println!("partition\tleader\tleader_epoch\treplicas\tisr\tlog_start_offset\tlocal_log_start_offset\thigh_watermark");
                 let ids = |v: &[kafka_protocol::messages::BrokerId]| {
                     v.iter().map(|b| b.0.to_string()).collect::<Vec<_>>().join(",")
                 };
                 for p in &t.partitions {
-                    let (start, end) = if p.error_code == 0 && p.leader_id.0 >= 0 {
+                    // Tiered storage: the log starts in the object store (earliest), the local
+                    // log later (KIP-1005's earliest-local); the same without tiering.
+                    let (start, local_start, end) = if p.error_code == 0 && p.leader_id.0 >= 0 {
                         (
                             client.list_offset(&name, p.partition_index, -2).await?.to_string(),
+                            client.list_offset(&name, p.partition_index, -4).await?.to_string(),
                             client.list_offset(&name, p.partition_index, -1).await?.to_string(),
                         )
                     } else {
-                        ("-".into(), "- (no leader)".into())
+                        ("-".into(), "-".into(), "- (no leader)".into())
                     };
                     println!(
-                        "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                         p.partition_index,
                         p.leader_id.0,
                         p.leader_epoch,
                         ids(&p.replica_nodes),
                         ids(&p.isr_nodes),
                         start,
+                        local_start,
                         end
                     );
                 }
