@@ -851,7 +851,28 @@ impl Engine {
                         kind_word(existing.kind).to_ascii_lowercase()
                     ));
                 }
-                let topics = st.log.topics().await.map_err(|e| e.to_string())?;
+                let mut topics = st.log.topics().await.map_err(|e| e.to_string())?;
+                // A source topic another engine has just created may not be in this node's
+                // metadata yet (a cluster member applies it a moment later): wait a little
+                // for it, so the query is planned (and split) by its real partition count,
+                // not run whole as if it had one.
+                for _ in 0..50 {
+                    if replay {
+                        break;
+                    }
+                    let probe = with_sink_defaults(stmt, props, &st.catalog, &TopicCounts(topics.clone()));
+                    let missing = plan_create_as_select(&probe, &st.catalog, &TopicCounts(topics.clone()))
+                        .is_ok_and(|p| {
+                            crate::run::input_topics(&p.query)
+                                .iter()
+                                .any(|t| !topics.contains_key(t))
+                        });
+                    if !missing {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    topics = st.log.topics().await.map_err(|e| e.to_string())?;
+                }
                 let stmt = &with_sink_defaults(stmt, props, &st.catalog, &TopicCounts(topics.clone()));
                 // ksqlDB's limits on COLLECT_LIST / COLLECT_SET, from the statement's properties.
                 let limit = |k: &str| props.get(k).and_then(|v| v.trim().parse::<usize>().ok());
