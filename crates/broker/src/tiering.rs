@@ -244,6 +244,41 @@ impl Broker {
         stats
     }
 
+    /// Deletes one copy, Kafka's way: recorded as being deleted (unless it already is),
+    /// its objects deleted, then removed from the metadata, all in the leader's `epoch`.
+    async fn delete_copy(
+        self: &Arc<Self>,
+        tiering: &Tiering,
+        objects: &SegmentObjects,
+        segment: &RemoteSegment,
+        topic_id: Uuid,
+        epoch: i32,
+    ) -> Result<(), String> {
+        if segment.state != RemoteSegmentState::DeleteStarted {
+            let mut deleting = segment.clone();
+            deleting.state = RemoteSegmentState::DeleteStarted;
+            self.commit_remote(MetadataRecord::RemoteSegment {
+                topic_id,
+                partition: objects.partition,
+                leader_epoch: epoch,
+                segment: deleting,
+            })
+            .await?;
+        }
+        tiering
+            .storage
+            .delete_segment(objects)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.commit_remote(MetadataRecord::RemoveRemoteSegment {
+            topic_id,
+            partition: objects.partition,
+            leader_epoch: epoch,
+            id: segment.id,
+        })
+        .await
+    }
+
     async fn tier_partition(
         self: &Arc<Self>,
         tiering: &Tiering,
@@ -289,23 +324,8 @@ impl Broker {
                 .collect()
         };
         for s in leftovers {
-            if s.state == RemoteSegmentState::CopyStarted {
-                let mut deleting = s.clone();
-                deleting.state = RemoteSegmentState::DeleteStarted;
-                self.commit_remote(record(deleting)).await?;
-            }
-            tiering
-                .storage
-                .delete_segment(&objects(&s))
-                .await
-                .map_err(|e| e.to_string())?;
-            self.commit_remote(MetadataRecord::RemoveRemoteSegment {
-                topic_id: topic.topic_id,
-                partition: partition.partition,
-                leader_epoch: epoch,
-                id: s.id,
-            })
-            .await?;
+            self.delete_copy(tiering, &objects(&s), &s, topic.topic_id, epoch)
+                .await?;
             stats.cleaned += 1;
             info!(topic = %topic.name, partition = partition.partition, id = %s.id, base_offset = s.base_offset, "tiered storage: unfinished copy deleted");
         }
@@ -339,21 +359,8 @@ impl Broker {
             expired.push(c.clone());
         }
         for c in expired {
-            let mut deleting = c.clone();
-            deleting.state = RemoteSegmentState::DeleteStarted;
-            self.commit_remote(record(deleting)).await?;
-            tiering
-                .storage
-                .delete_segment(&objects(&c))
-                .await
-                .map_err(|e| e.to_string())?;
-            self.commit_remote(MetadataRecord::RemoveRemoteSegment {
-                topic_id: topic.topic_id,
-                partition: partition.partition,
-                leader_epoch: epoch,
-                id: c.id,
-            })
-            .await?;
+            self.delete_copy(tiering, &objects(&c), &c, topic.topic_id, epoch)
+                .await?;
             stats.deleted += 1;
             let start = c.end_offset + 1;
             if partition.log().log_start_offset() < start {
