@@ -145,9 +145,13 @@ def test_a_tiered_topic_is_read_whole_from_the_object_store_and_local_disk(tmp_p
         from conftest import STRATA_BIN
         d = subprocess.run([STRATA_BIN, "topic", "describe", "history", "--bootstrap", b.bootstrap],
                            capture_output=True, text=True, timeout=60).stdout
-        assert "log_start_offset\tlocal_log_start_offset\thigh_watermark" in d, d
+        assert "log_start_offset\tlocal_log_start_offset\thigh_watermark\tlocal_bytes\tremote_bytes" in d, d
         row = [line.split("\t") for line in d.splitlines() if line.startswith("0\t")][0]
         assert row[5] == "0" and int(row[6]) >= first_local and row[7] == str(count), row
+        # Local and remote bytes (DescribeLogDirs: the data directory, then the store).
+        local_bytes, remote_bytes = int(row[8]), int(row[9])
+        assert 0 < local_bytes <= 131072 + 3 * 65536, row
+        assert remote_bytes >= (first_local - 200) * 900, row
         # librdkafka from the start: every record, in order.
         c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "replay",
                       "auto.offset.reset": "earliest", "enable.auto.commit": False})
@@ -169,12 +173,94 @@ def test_a_tiered_topic_is_read_whole_from_the_object_store_and_local_disk(tmp_p
         offsets = [m.offset for m in kc]
         kc.close()
         assert offsets == list(range(count)), (len(offsets), offsets[:3])
+        if store is FileStore:
+            java_reads_it_whole(b.bootstrap, "history", count)
         # Deleting the topic deletes its copies.
         admin.delete_topics(["history"])["history"].result(30)
         wait_for(lambda: not remote.objects(".log"), what="the copies deleted")
     finally:
         b.stop()
         remote.close()
+    assert "panicked" not in b.log_text()
+
+
+def java_reads_it_whole(bootstrap, topic, count):
+    """The Java client (Kafka's console consumer) reads every record from offset 0, and
+    Kafka's log-dirs tool sees the object store as a second log directory."""
+    import pathlib
+    import re
+    root = pathlib.Path(__file__).resolve().parents[2]
+    classpath = subprocess.run([str(root / "scripts" / "kafka-peer"), "classpath"], check=True,
+                               capture_output=True, text=True, timeout=600).stdout.strip()
+
+    def tool(main, *args):
+        r = subprocess.run(["java", "-Xmx256m", "-XX:TieredStopAtLevel=1",
+                            "-Dorg.slf4j.simpleLogger.defaultLogLevel=error", "-cp", classpath,
+                            main, *args], capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, f"{main} exited {r.returncode}:\n{r.stderr[-2000:]}"
+        return r.stdout
+
+    out = tool("org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server", bootstrap,
+               "--topic", topic, "--from-beginning", "--max-messages", str(count),
+               "--formatter-property", "print.offset=true", "--timeout-ms", "60000")
+    offsets = [int(m) for m in re.findall(r"Offset:(\d+)", out)]
+    values = [json.loads(line[line.index("{"):])["i"] for line in out.splitlines() if "{" in line]
+    assert offsets == list(range(count)), (len(offsets), offsets[:3])
+    assert values == list(range(count))
+    dirs = tool("org.apache.kafka.tools.LogDirsCommand", "--bootstrap-server", bootstrap,
+                "--describe", "--topic-list", topic)
+    payload = json.loads(next(line for line in dirs.splitlines() if line.startswith("{")))
+    sizes = {d["logDir"]: d["partitions"][0]["size"] for b in payload["brokers"]
+             for d in b["logDirs"] if d["partitions"]}
+    assert len(sizes) == 2 and all(v > 0 for v in sizes.values()), payload
+    assert any(d.startswith("file://") for d in sizes), payload
+
+
+def test_remote_reads_keep_to_the_fetch_bandwidth_limit(tmp_path):
+    """remote.log.manager.fetch.max.bytes.per.second (KIP-956) bounds what remote reads
+    take from the store: a replay of ~1.8 MB from the store at 256 KiB/s takes at least the
+    time the limit says, and still gets every record."""
+    remote = FileStore(tmp_path)
+    rate = 256 << 10
+    b = tiered_broker(tmp_path, remote.url, f"""
+"remote.log.manager.fetch.max.bytes.per.second" = {rate}
+"remote.log.reader.chunk.bytes" = 65536
+""")
+    try:
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        admin.create_topics([NewTopic("slow", 1, 1, config={
+            "remote.storage.enable": "true", "segment.bytes": "65536",
+            "local.retention.bytes": "65536"})])["slow"].result(30)
+        p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 5,
+                      "batch.size": 16384})
+        count = 2000
+        for i in range(count):
+            p.produce("slow", value=json.dumps({"i": i, "pad": "x" * 900}))
+        assert p.flush(60) == 0
+
+        def local_start():
+            segs = local_segments(tmp_path / "data", "slow")
+            return segs and int(segs[0].stem) >= 1500 and int(segs[0].stem)
+        first_local = wait_for(local_start, what="local retention")
+        remote_bytes = first_local * 930  # about a record's share of its batch
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "slow",
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        c.subscribe(["slow"])
+        got = []
+        started = time.time()
+        deadline = started + 90
+        while len(got) < count and time.time() < deadline:
+            m = c.poll(1)
+            if m is not None and not m.error():
+                got.append(json.loads(m.value())["i"])
+        took = time.time() - started
+        c.close()
+        assert got == list(range(count)), (len(got), got[:3])
+        # One second's worth may go at once (the bucket starts full).
+        least = (remote_bytes - rate) / rate
+        assert took >= 0.8 * least, f"{remote_bytes} remote bytes read in {took:.1f} s at {rate} B/s"
+    finally:
+        b.stop()
     assert "panicked" not in b.log_text()
 
 

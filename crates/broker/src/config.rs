@@ -299,6 +299,36 @@ pub struct BrokerConfig {
     /// to copy and copies to delete (Kafka's default, 30 s).
     #[serde(alias = "remote.log.manager.task.interval.ms")]
     pub remote_log_manager_task_interval_ms: u64,
+    /// `remote.log.manager.copy.max.bytes.per.second` / `…fetch.max.bytes.per.second`
+    /// (KIP-956): the bandwidth copies and remote reads may take (unlimited by default).
+    #[serde(alias = "remote.log.manager.copy.max.bytes.per.second")]
+    pub remote_log_manager_copy_max_bytes_per_second: u64,
+    #[serde(alias = "remote.log.manager.fetch.max.bytes.per.second")]
+    pub remote_log_manager_fetch_max_bytes_per_second: u64,
+    /// `remote.log.reader.threads`: the threads of the pool remote reads run on (apart
+    /// from the request handling and local reads).
+    #[serde(alias = "remote.log.reader.threads")]
+    pub remote_log_reader_threads: usize,
+    /// `remote.log.reader.max.pending.tasks`: remote reads queued or running at once;
+    /// past that a fetch gets no remote data this time (the client asks again).
+    #[serde(alias = "remote.log.reader.max.pending.tasks")]
+    pub remote_log_reader_max_pending_tasks: usize,
+    /// `remote.fetch.max.wait.ms`: how long a fetch waits for its remote reads before
+    /// answering without them (the read goes on and fills the cache for the next fetch).
+    #[serde(alias = "remote.fetch.max.wait.ms")]
+    pub remote_fetch_max_wait_ms: u64,
+    /// `remote.log.index.file.cache.total.size.bytes`: memory for remote copies' indexes.
+    #[serde(alias = "remote.log.index.file.cache.total.size.bytes")]
+    pub remote_log_index_file_cache_total_size_bytes: u64,
+    /// `remote.log.reader.chunk.bytes`, `remote.log.reader.chunk.cache.size.bytes`,
+    /// `remote.log.reader.prefetch.chunks`: remote logs are read in chunks of this size,
+    /// kept in a cache of this many bytes, and this many read ahead for a sequential reader.
+    #[serde(alias = "remote.log.reader.chunk.bytes")]
+    pub remote_log_reader_chunk_bytes: u64,
+    #[serde(alias = "remote.log.reader.chunk.cache.size.bytes")]
+    pub remote_log_reader_chunk_cache_size_bytes: u64,
+    #[serde(alias = "remote.log.reader.prefetch.chunks")]
+    pub remote_log_reader_prefetch_chunks: u64,
     /// `log.cleaner.min.cleanable.ratio`: the dirty ratio a log must reach to be cleaned.
     #[serde(alias = "log.cleaner.min.cleanable.ratio")]
     pub log_cleaner_min_cleanable_ratio: f64,
@@ -476,6 +506,15 @@ impl Default for BrokerConfig {
             remote_log_storage_s3_endpoint: None,
             remote_log_storage_s3_region: None,
             remote_log_manager_task_interval_ms: 30_000,
+            remote_log_manager_copy_max_bytes_per_second: u64::MAX,
+            remote_log_manager_fetch_max_bytes_per_second: u64::MAX,
+            remote_log_reader_threads: 4,
+            remote_log_reader_max_pending_tasks: 100,
+            remote_fetch_max_wait_ms: 500,
+            remote_log_index_file_cache_total_size_bytes: 256 << 20,
+            remote_log_reader_chunk_bytes: 1 << 20,
+            remote_log_reader_chunk_cache_size_bytes: 128 << 20,
+            remote_log_reader_prefetch_chunks: 4,
             log_cleaner_dedupe_buffer_size: 128 << 20,
             log_cleaner_io_max_bytes_per_second: f64::MAX,
             log_cleaner_backoff_ms: 15_000,
@@ -1033,6 +1072,21 @@ impl BrokerConfig {
                 None => {
                     return bad("remote.log.storage.system.enable is true but remote.log.storage.url is not set".into())
                 }
+            }
+            if self.remote_log_reader_threads == 0 || self.remote_log_reader_threads > 256 {
+                return bad(format!(
+                    "remote.log.reader.threads {} must be from 1 to 256",
+                    self.remote_log_reader_threads
+                ));
+            }
+            if self.remote_log_reader_max_pending_tasks == 0 {
+                return bad("remote.log.reader.max.pending.tasks must be at least 1".into());
+            }
+            if !(4 << 10..=256 << 20).contains(&self.remote_log_reader_chunk_bytes) {
+                return bad(format!(
+                    "remote.log.reader.chunk.bytes {} must be from 4096 to 268435456",
+                    self.remote_log_reader_chunk_bytes
+                ));
             }
         }
         if self.quota_window_num < 2 || self.quota_window_size_seconds == 0 {

@@ -386,7 +386,9 @@ impl Broker {
                 };
                 let storage = strata_tiered::RemoteStorage::open(url, &remote)
                     .map_err(|e| TopicError::InvalidConfig(e.to_string()))?;
-                Some(Arc::new(crate::tiering::Tiering::new(storage)))
+                let tiering = crate::tiering::Tiering::new(storage, &config)
+                    .map_err(|e| TopicError::InvalidConfig(format!("tiered storage: {e}")))?;
+                Some(Arc::new(tiering))
             }
             _ => None,
         };

@@ -19,160 +19,135 @@
 //! Nothing local is deleted before a finished copy is committed in the metadata, and an
 //! interrupted copy is always either finished or deleted by the next leader's pass.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use std::time::Duration;
 use strata_cluster::{MetadataRecord, RemoteSegment, RemoteSegmentState};
 use strata_storage::{FsFile, Partition};
+
 use strata_tiered::{
-    FileKind, LocalSegmentFiles, ReadAt, RemoteStorage, SegmentObjects, TieredError,
+    LocalSegmentFiles, RateLimiter, ReadAt, ReaderConfig, RemoteReader, RemoteStorage,
+    SegmentObjects,
 };
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::config::BrokerConfig;
 use crate::Broker;
 
-/// Copies whose manifest and offset index are kept in memory for reads (each index is
-/// about 8 bytes per `index.interval.bytes` of log: ~2 MiB for a 1 GiB segment at 4 KiB).
-const INDEX_CACHE_ENTRIES: usize = 64;
-/// The least a remote read asks the store for, so small fetches do not make tiny requests.
-const REMOTE_READ_MIN_BYTES: usize = 256 << 10;
+/// A tokio runtime of its own, for work that must not hold up request handling: copies
+/// and remote reads wait on the object store (and read local files to copy them).
+struct Pool(Option<tokio::runtime::Runtime>);
 
-/// A copy's manifest and offset index, as reads use them.
-struct CopyIndex {
-    manifest: strata_tiered::Manifest,
-    /// (relative offset, byte position) entries of its `.index`.
-    entries: Vec<(u32, u32)>,
+impl Pool {
+    fn new(name: &str, threads: usize) -> std::io::Result<Pool> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name(name)
+            .enable_all()
+            .build()?;
+        Ok(Pool(Some(runtime)))
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("a pool runs until dropped").handle()
+    }
 }
 
-/// The broker's handle on its object store, the copies it has in flight (never taken for
-/// abandoned ones), and the indexes of the copies read lately.
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Dropped wherever the broker is (maybe inside another runtime): never block.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// The broker's handle on its object store: the copies it has in flight (never taken for
+/// abandoned ones), the reader with its caches, and the pools copies and remote reads run
+/// on (Kafka's copier and reader thread pools), each apart from request handling.
 pub struct Tiering {
     pub storage: RemoteStorage,
+    pub reader: Arc<RemoteReader>,
     in_flight: Mutex<HashSet<Uuid>>,
-    indexes: Mutex<HashMap<Uuid, Arc<CopyIndex>>>,
+    copier: Pool,
+    readers: Pool,
+    /// Remote reads queued or running (`remote.log.reader.max.pending.tasks`).
+    pending_reads: Arc<tokio::sync::Semaphore>,
+    /// `remote.fetch.max.wait.ms`.
+    fetch_max_wait: Duration,
 }
 
 impl Tiering {
-    pub fn new(storage: RemoteStorage) -> Tiering {
-        Tiering {
+    /// Tiered storage over `storage` as the broker's configuration says (its limits,
+    /// caches and pools).
+    pub fn new(storage: RemoteStorage, config: &BrokerConfig) -> std::io::Result<Tiering> {
+        let limit = |bytes_per_second: u64| Some(Arc::new(RateLimiter::new(bytes_per_second)));
+        let storage =
+            storage.with_copy_limit(limit(config.remote_log_manager_copy_max_bytes_per_second));
+        let reader = RemoteReader::new(
+            storage.clone(),
+            ReaderConfig {
+                chunk_bytes: config.remote_log_reader_chunk_bytes,
+                chunk_cache_bytes: config.remote_log_reader_chunk_cache_size_bytes,
+                index_cache_bytes: config.remote_log_index_file_cache_total_size_bytes,
+                prefetch_chunks: config.remote_log_reader_prefetch_chunks,
+            },
+            limit(config.remote_log_manager_fetch_max_bytes_per_second),
+        );
+        Ok(Tiering {
             storage,
+            reader: Arc::new(reader),
             in_flight: Mutex::new(HashSet::new()),
-            indexes: Mutex::new(HashMap::new()),
-        }
+            copier: Pool::new("strata-remote-copier", 2)?,
+            readers: Pool::new("strata-remote-reader", config.remote_log_reader_threads)?,
+            pending_reads: Arc::new(tokio::sync::Semaphore::new(
+                config.remote_log_reader_max_pending_tasks.max(1),
+            )),
+            fetch_max_wait: Duration::from_millis(config.remote_fetch_max_wait_ms),
+        })
     }
 
     fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn index(&self, objects: &SegmentObjects) -> Result<Arc<CopyIndex>, TieredError> {
-        if let Some(i) = self
-            .indexes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&objects.id)
-        {
-            return Ok(i.clone());
-        }
-        let manifest =
-            self.storage
-                .manifest(objects)
-                .await?
-                .ok_or_else(|| TieredError::Missing {
-                    object: format!("manifest of copy {}", objects.id),
-                })?;
-        let bytes = self
-            .storage
-            .fetch_file(objects, &manifest, FileKind::Index)
-            .await?;
-        let entries = bytes
-            .chunks_exact(8)
-            .map(|e| {
-                (
-                    u32::from_be_bytes(e[..4].try_into().expect("4 bytes")),
-                    u32::from_be_bytes(e[4..].try_into().expect("4 bytes")),
-                )
+    /// Reads for one fetch (copy, offset, max bytes each), run on the reader pool and
+    /// waited for together up to `remote.fetch.max.wait.ms`. Each gives whole batches,
+    /// or None when its read is not done in time or the pool is full (the fetch answers
+    /// without it and the client asks again; a read that was started goes on and fills
+    /// the cache), or an error.
+    pub async fn fetch(
+        &self,
+        reads: Vec<(SegmentObjects, i64, usize)>,
+    ) -> Vec<Result<Option<Bytes>, String>> {
+        let deadline = tokio::time::Instant::now() + self.fetch_max_wait;
+        let handles: Vec<_> = reads
+            .into_iter()
+            .map(|(objects, offset, max_bytes)| {
+                let permit = self.pending_reads.clone().try_acquire_owned().ok()?;
+                let reader = self.reader.clone();
+                Some(self.readers.handle().spawn(async move {
+                    let _permit = permit;
+                    reader.read(&objects, offset, max_bytes).await
+                }))
             })
             .collect();
-        let index = Arc::new(CopyIndex { manifest, entries });
-        let mut cache = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= INDEX_CACHE_ENTRIES {
-            cache.clear();
-        }
-        cache.insert(objects.id, index.clone());
-        Ok(index)
-    }
-
-    /// Whole record batches of a copy from the one holding `offset` on: at most
-    /// `max_bytes`, but at least one batch (KIP-74), as a local read gives them.
-    pub async fn read(
-        &self,
-        objects: &SegmentObjects,
-        offset: i64,
-        max_bytes: usize,
-    ) -> Result<Bytes, TieredError> {
-        let index = self.index(objects).await?;
-        let base = index.manifest.base_offset;
-        let relative = u32::try_from((offset - base).max(0)).unwrap_or(u32::MAX);
-        let at = index.entries.partition_point(|&(o, _)| o <= relative);
-        let mut position = if at == 0 {
-            0
-        } else {
-            index.entries[at - 1].1 as u64
-        };
-        let size = index.manifest.file(FileKind::Log).map_or(0, |f| f.size);
-        let mut want = max_bytes.max(REMOTE_READ_MIN_BYTES) as u64;
-        loop {
-            if position >= size {
-                return Ok(Bytes::new()); // the copy's end
-            }
-            let bytes = self
-                .storage
-                .fetch_log(objects, &index.manifest, position..position + want)
-                .await?;
-            if bytes.is_empty() {
-                // The next batch is larger than what was read.
-                if position + want >= size {
-                    return Err(TieredError::Corrupt {
-                        object: format!("copy {}", objects.id),
-                        reason: format!("no whole batch from byte {position} to its end"),
-                    });
-                }
-                want = want.saturating_mul(2);
+        let mut results = Vec::with_capacity(handles.len());
+        for handle in handles {
+            let Some(handle) = handle else {
+                results.push(Ok(None));
                 continue;
-            }
-            // `fetch_log` gives whole batches only: skip those wholly before `offset`.
-            let mut skip = 0usize;
-            while skip < bytes.len() {
-                let b = &bytes[skip..];
-                let base_offset = i64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
-                let length = i32::from_be_bytes(b[8..12].try_into().expect("4 bytes"));
-                let last_delta = i32::from_be_bytes(b[23..27].try_into().expect("4 bytes"));
-                if base_offset + i64::from(last_delta) >= offset {
-                    break;
-                }
-                skip += 12 + length as usize;
-            }
-            if skip == bytes.len() {
-                position += skip as u64;
-                continue;
-            }
-            let rest = bytes.slice(skip..);
-            // Whole batches up to max_bytes, at least one.
-            let mut end = 0usize;
-            while end < rest.len() {
-                let length =
-                    i32::from_be_bytes(rest[end + 8..end + 12].try_into().expect("4 bytes"));
-                let next = end + 12 + length as usize;
-                if end > 0 && next > max_bytes {
-                    break;
-                }
-                end = next;
-            }
-            return Ok(rest.slice(..end));
+            };
+            results.push(match tokio::time::timeout_at(deadline, handle).await {
+                Ok(Ok(read)) => read.map(Some).map_err(|e| e.to_string()),
+                Ok(Err(e)) => Err(format!("the remote read failed: {e}")),
+                Err(_) => Ok(None),
+            });
         }
+        results
     }
 }
 
@@ -449,7 +424,17 @@ pub async fn tiering_work(broker: Arc<Broker>, mut stop: tokio::sync::watch::Rec
         if *stop.borrow() {
             return;
         }
-        let stats = broker.tiering_pass(&tiering).await;
+        let pass = {
+            let (broker, tiering) = (broker.clone(), tiering.clone());
+            tiering
+                .copier
+                .handle()
+                .clone()
+                .spawn(async move { broker.tiering_pass(&tiering).await })
+        };
+        let Ok(stats) = pass.await else {
+            return; // the pool is gone: the broker is stopping
+        };
         if stats.copied > 0 && stats.failed == 0 {
             continue;
         }
@@ -464,13 +449,12 @@ impl Broker {
     /// A topic is gone: its copies in the object store go too (each replica host deletes
     /// what it finds for the partitions it hosted; deletions are idempotent).
     pub(crate) fn delete_remote_copies(&self, topic: &str, topic_id: Uuid, partition: i32) {
-        let (Some(tiering), Ok(runtime)) =
-            (self.tiering.clone(), tokio::runtime::Handle::try_current())
-        else {
+        let Some(tiering) = self.tiering.clone() else {
             return;
         };
         let topic = topic.to_string();
-        runtime.spawn(async move {
+        let copier = tiering.copier.handle().clone();
+        copier.spawn(async move {
             let copies = match tiering.storage.list_partition(&topic, topic_id, partition).await {
                 Ok(c) => c,
                 Err(e) => {

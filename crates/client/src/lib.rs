@@ -525,6 +525,49 @@ impl Client {
         Ok(out)
     }
 
+    /// DescribeLogDirs for one partition on this broker: the size in each of its log
+    /// directories, as (directory, bytes). A broker with tiered storage names its object
+    /// store as a directory too, with the bytes of the partition's copies there.
+    pub async fn log_dir_sizes(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Vec<(String, i64)>, ClientError> {
+        let wanted = describe_log_dirs_request::DescribableLogDirTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.into())))
+            .with_partitions(vec![partition]);
+        let resp = self
+            .send(
+                DescribeLogDirsRequest::default().with_topics(Some(vec![wanted])),
+                4,
+            )
+            .await?;
+        check(
+            resp.error_code,
+            format!("describe log dirs of {topic}"),
+            None,
+        )?;
+        let mut out = Vec::new();
+        for dir in resp.results {
+            check(
+                dir.error_code,
+                format!("log dir {}", dir.log_dir.as_str()),
+                None,
+            )?;
+            for t in dir.topics {
+                if t.name.as_str() != topic {
+                    continue;
+                }
+                for p in t.partitions {
+                    if p.partition_index == partition {
+                        out.push((dir.log_dir.to_string(), p.partition_size));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// IncrementalAlterConfigs for one resource (2 = topic, 4 = broker; "" = cluster
     /// default): `ops` are (key, operation 0 SET / 1 DELETE / 2 APPEND / 3 SUBTRACT, value).
     pub async fn incremental_alter_configs(

@@ -177,7 +177,7 @@ pub fn run_topic(cmd: TopicCommand) -> anyhow::Result<()> {
                     t.topic_id,
                     t.partitions.len()
                 );
-                println!("partition\tleader\tleader_epoch\treplicas\tisr\tlog_start_offset\tlocal_log_start_offset\thigh_watermark");
+                println!("partition\tleader\tleader_epoch\treplicas\tisr\tlog_start_offset\tlocal_log_start_offset\thigh_watermark\tlocal_bytes\tremote_bytes");
                 let ids = |v: &[kafka_protocol::messages::BrokerId]| {
                     v.iter().map(|b| b.0.to_string()).collect::<Vec<_>>().join(",")
                 };
@@ -193,8 +193,25 @@ pub fn run_topic(cmd: TopicCommand) -> anyhow::Result<()> {
                     } else {
                         ("-".into(), "-".into(), "- (no leader)".into())
                     };
+                    // The leader's log directories: the local one first, then (tiered
+                    // storage) the object store.
+                    let (mut local_bytes, mut remote_bytes) = ("-".to_string(), "0".to_string());
+                    if p.error_code == 0 && p.leader_id.0 >= 0 {
+                        let dirs = client
+                            .leader(&name, p.partition_index)
+                            .await?
+                            .log_dir_sizes(&name, p.partition_index)
+                            .await?;
+                        for (i, (_, size)) in dirs.iter().enumerate() {
+                            if i == 0 {
+                                local_bytes = size.to_string();
+                            } else {
+                                remote_bytes = size.to_string();
+                            }
+                        }
+                    }
                     println!(
-                        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                         p.partition_index,
                         p.leader_id.0,
                         p.leader_epoch,
@@ -202,7 +219,9 @@ pub fn run_topic(cmd: TopicCommand) -> anyhow::Result<()> {
                         ids(&p.isr_nodes),
                         start,
                         local_start,
-                        end
+                        end,
+                        local_bytes,
+                        remote_bytes
                     );
                 }
                 println!("configs (effective value, and where it comes from):");

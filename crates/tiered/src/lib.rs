@@ -6,12 +6,16 @@
 //! decides what to copy and when, and records each segment's progress (copy started,
 //! copy finished, delete started) in cluster metadata.
 
+pub mod reader;
 pub mod remote;
+pub mod throttle;
 
+pub use reader::{ReaderConfig, ReaderStats, RemoteReader};
 pub use remote::{
     check_batches, FileKind, LocalSegmentFiles, Manifest, ReadAt, RemoteConfig, RemoteStorage,
     SegmentObjects,
 };
+pub use throttle::RateLimiter;
 
 /// What can go wrong talking to the object store (reported; the caller retries with
 /// backoff and nothing local is deleted meanwhile).

@@ -165,6 +165,8 @@ pub struct RemoteStorage {
     store: Arc<dyn ObjectStore>,
     prefix: Path,
     url: String,
+    /// Taken before each file or part is put (`remote.log.manager.copy.max.bytes.per.second`).
+    copy_limit: Option<Arc<crate::RateLimiter>>,
 }
 
 impl std::fmt::Debug for RemoteStorage {
@@ -192,6 +194,7 @@ impl RemoteStorage {
                 store: Arc::new(store),
                 prefix: Path::default(),
                 url: url.to_string(),
+                copy_limit: None,
             });
         }
         if let Some(rest) = url.strip_prefix("s3://") {
@@ -216,6 +219,7 @@ impl RemoteStorage {
                 store: Arc::new(store),
                 prefix: Path::from(prefix.trim_matches('/')),
                 url: url.to_string(),
+                copy_limit: None,
             });
         }
         Err(bad("expected file:///dir or s3://bucket/prefix"))
@@ -227,7 +231,14 @@ impl RemoteStorage {
             store,
             prefix: Path::from(prefix.trim_matches('/')),
             url: url.to_string(),
+            copy_limit: None,
         }
+    }
+
+    /// Copies take at most this bandwidth (None or an unlimited limiter: no limit).
+    pub fn with_copy_limit(mut self, limit: Option<Arc<crate::RateLimiter>>) -> RemoteStorage {
+        self.copy_limit = limit.filter(|l| !l.is_unlimited());
+        self
     }
 
     pub fn url(&self) -> &str {
@@ -323,6 +334,9 @@ impl RemoteStorage {
             Ok(buf)
         };
         if size as usize <= PART_BYTES {
+            if let Some(limit) = &self.copy_limit {
+                limit.acquire(size).await;
+            }
             let data = tokio::task::block_in_place(|| read(0, size as usize)).map_err(io)?;
             let crc = crc32c::crc32c(&data);
             self.store.put(object, PutPayload::from(data)).await?;
@@ -344,6 +358,9 @@ impl RemoteStorage {
             crc = crc32c::crc32c_append(crc, &chunk);
             at += len as u64;
             writer.wait_for_capacity(PART_CONCURRENCY).await?;
+            if let Some(limit) = &self.copy_limit {
+                limit.acquire(len as u64).await;
+            }
             writer.put(Bytes::from(chunk));
         }
         writer.finish().await?;
@@ -427,6 +444,16 @@ impl RemoteStorage {
             reason: format!("at byte {}: {reason}", range.start),
         })?;
         Ok(bytes.slice(..whole))
+    }
+
+    /// A byte range of a copy's log as stored, unchecked (the reader checks the batches
+    /// it serves; a range past the end is an error from the store).
+    pub async fn fetch_log_bytes(&self, seg: &SegmentObjects, range: Range<u64>) -> Result<Bytes> {
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        self.get_range(&self.object(seg, FileKind::Log.suffix()), range)
+            .await
     }
 
     async fn get_range(&self, object: &Path, range: Range<u64>) -> Result<Bytes> {

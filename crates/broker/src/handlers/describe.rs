@@ -106,6 +106,42 @@ fn broker_entries(broker: &Broker) -> Vec<(String, String)> {
             "socket.request.max.bytes".into(),
             c.socket_request_max_bytes.to_string(),
         ),
+        (
+            "remote.log.storage.system.enable".into(),
+            c.remote_log_storage_system_enable.to_string(),
+        ),
+        (
+            "remote.log.storage.url".into(),
+            c.remote_log_storage_url.clone().unwrap_or_default(),
+        ),
+        (
+            "remote.log.manager.task.interval.ms".into(),
+            c.remote_log_manager_task_interval_ms.to_string(),
+        ),
+        (
+            "remote.log.manager.copy.max.bytes.per.second".into(),
+            c.remote_log_manager_copy_max_bytes_per_second.to_string(),
+        ),
+        (
+            "remote.log.manager.fetch.max.bytes.per.second".into(),
+            c.remote_log_manager_fetch_max_bytes_per_second.to_string(),
+        ),
+        (
+            "remote.log.reader.threads".into(),
+            c.remote_log_reader_threads.to_string(),
+        ),
+        (
+            "remote.log.reader.max.pending.tasks".into(),
+            c.remote_log_reader_max_pending_tasks.to_string(),
+        ),
+        (
+            "remote.fetch.max.wait.ms".into(),
+            c.remote_fetch_max_wait_ms.to_string(),
+        ),
+        (
+            "remote.log.index.file.cache.total.size.bytes".into(),
+            c.remote_log_index_file_cache_total_size_bytes.to_string(),
+        ),
     ]
 }
 

@@ -129,12 +129,18 @@ async fn wait_and_read(
         let (mut resp, bytes, errored, remote) =
             read_once(broker, &req, version, new_marker(), authz);
         if !remote.is_empty() {
-            // Tiered storage: read from the object store now, and answer at once.
+            // Tiered storage: read from the object store (on its own pool, waiting at most
+            // remote.fetch.max.wait.ms), and answer at once.
             let tiering = broker.tiering.clone().expect("remote reads need tiering");
-            for r in remote {
+            let reads = remote
+                .iter()
+                .map(|r| (r.objects.clone(), r.offset, r.limit))
+                .collect();
+            for (r, result) in remote.iter().zip(tiering.fetch(reads).await) {
                 let data = &mut resp.response.responses[r.topic].partitions[r.partition];
-                match tiering.read(&r.objects, r.offset, r.limit).await {
-                    Ok(records) => data.records = Some(records),
+                match result {
+                    Ok(Some(records)) => data.records = Some(records),
+                    Ok(None) => data.records = Some(Bytes::new()),
                     Err(e) => {
                         tracing::warn!(topic = %r.objects.topic, partition = r.objects.partition, offset = r.offset, error = %e, "remote fetch failed");
                         data.error_code = errors::KAFKA_STORAGE_ERROR;

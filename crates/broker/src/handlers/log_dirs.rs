@@ -147,6 +147,14 @@ pub fn describe_log_dirs(
         dp.offset_lag = 0;
         by_topic.entry(p.topic.clone()).or_default().push(dp);
     }
+    let mut results = vec![];
+    if let Some(tiering) = &broker.tiering {
+        results.push(remote_log_dir(
+            broker,
+            tiering.storage.url(),
+            wanted.as_ref(),
+        ));
+    }
     let mut result = describe_log_dirs_response::DescribeLogDirsResult::default();
     result.log_dir = str(&broker.config.data_dir.display().to_string());
     let (total, usable) = space(&broker.config.data_dir);
@@ -159,5 +167,51 @@ pub fn describe_log_dirs(
         t.partitions = partitions;
         result.topics.push(t);
     }
-    DescribeLogDirsResponse::default().with_results(vec![result])
+    results.insert(0, result);
+    DescribeLogDirsResponse::default().with_results(results)
+}
+
+/// Tiered storage's object store as one more log directory (after the local one): the
+/// bytes of each hosted tiered partition's finished copies, from the cluster metadata.
+/// Its total and usable bytes are unknown (-1): a store has no fixed size.
+fn remote_log_dir(
+    broker: &Broker,
+    url: &str,
+    wanted: Option<&BTreeMap<String, Vec<i32>>>,
+) -> describe_log_dirs_response::DescribeLogDirsResult {
+    let image = broker.image();
+    let mut by_topic: BTreeMap<String, Vec<describe_log_dirs_response::DescribeLogDirsPartition>> =
+        BTreeMap::new();
+    for p in broker.all_partitions() {
+        if !p.log().config().remote_storage_enable {
+            continue;
+        }
+        if let Some(w) = wanted {
+            if !w.get(&p.topic).is_some_and(|ps| ps.contains(&p.partition)) {
+                continue;
+            }
+        }
+        let Some(meta) = image
+            .topic(&p.topic)
+            .and_then(|t| t.partitions.get(&p.partition))
+        else {
+            continue;
+        };
+        let mut dp = describe_log_dirs_response::DescribeLogDirsPartition::default();
+        dp.partition_index = p.partition;
+        dp.partition_size = meta.copied_segments().map(|c| c.size_bytes as i64).sum();
+        by_topic.entry(p.topic.clone()).or_default().push(dp);
+    }
+    let mut result = describe_log_dirs_response::DescribeLogDirsResult::default();
+    result.log_dir = str(url);
+    result.total_bytes = -1;
+    result.usable_bytes = -1;
+    for (name, mut partitions) in by_topic {
+        partitions.sort_by_key(|p| p.partition_index);
+        let mut t = describe_log_dirs_response::DescribeLogDirsTopic::default();
+        t.name = TopicName(str(&name));
+        t.partitions = partitions;
+        result.topics.push(t);
+    }
+    result
 }
