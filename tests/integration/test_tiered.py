@@ -39,7 +39,7 @@ class FileStore:
         self.extra, self.env = "", None
 
     def objects(self, suffix):
-        return [str(p) for p in self.dir.rglob(f"*{suffix}")]
+        return [str(p) for p in self.dir.rglob(f"*{suffix}") if p.is_file()]
 
     def close(self):
         pass
@@ -432,3 +432,135 @@ def test_kill_9_while_copying_leaves_no_partial_copy_and_loses_nothing(tmp_path)
         assert got == list(range(3000)), (len(got), got[:3])
     finally:
         b.stop()
+
+
+def test_kill_9_while_deleting_copies_leaves_no_orphans(tmp_path):
+    """Retention deletes copies and the broker is killed (-9) meanwhile; then the topic is
+    deleted and the broker killed at once. After restarts: every copy left is whole, the log
+    starts at the first of them and reads to its end, and once the topic is gone so is
+    every object it had (the orphan sweep at start deletes what the crash left)."""
+    import random
+    import uuid
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+    remote = FileStore(tmp_path)
+    b = tiered_broker(tmp_path, remote.url, '"remote.log.orphan.min.age.ms" = 0')
+    try:
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        admin.create_topics([NewTopic("doomed", 1, 1, config={
+            "remote.storage.enable": "true", "segment.bytes": "65536",
+            "local.retention.bytes": "131072"})])["doomed"].result(30)
+        p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 5,
+                      "batch.size": 16384})
+        for i in range(3000):
+            p.produce("doomed", value=json.dumps({"i": i, "pad": "x" * 900}))
+        assert p.flush(60) == 0
+        wait_for(lambda: len(remote.objects(".manifest.json")) >= 40, what="copies")
+        # Keep about 1 MB in all: retention deletes most copies; kill -9 while it does.
+        res = ConfigResource(ConfigResource.Type.TOPIC, "doomed", incremental_configs=[
+            ConfigEntry("retention.bytes", "1000000",
+                        incremental_operation=AlterConfigOpType.SET)])
+        admin.incremental_alter_configs([res])[res].result(30)
+        time.sleep(random.Random(3).uniform(0.05, 0.3))
+        b.kill9()
+        b.start()
+
+        def settled():
+            whole = {o.rsplit(".manifest.json", 1)[0] for o in remote.objects(".manifest.json")}
+            anything = {o.rsplit(".", 1)[0] for o in remote.objects("")
+                        if not o.endswith(".manifest.json")}
+            anything = {a.rsplit(".", 1)[0] if a.endswith(".leader-epoch-checkpoint") else a
+                        for a in anything}
+            return whole and anything == whole and len(whole) <= 20 and whole
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "after",
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+
+        def done():
+            # No partial copy, and the log starts at the first copy in the store (read
+            # between two listings that agree: retention may still be deleting).
+            first = settled()
+            lo, hi = c.get_watermark_offsets(TopicPartition("doomed", 0), timeout=10)
+            bases = first and sorted(int(w.rsplit("/", 1)[1].split("-")[0]) for w in first)
+            return first and settled() == first and lo == bases[0] and hi == 3000 and lo
+        lo = wait_for(done, timeout=60, what="retention's deletions finished, no partial copy")
+        c.subscribe(["doomed"])
+        got = []
+        deadline = time.time() + 60
+        while len(got) < 3000 - lo and time.time() < deadline:
+            m = c.poll(1)
+            if m is not None and not m.error():
+                got.append(m.offset())
+        c.close()
+        assert got == list(range(lo, 3000)), (len(got), got[:3])
+        # The topic is deleted and the broker killed at once; a copy of a topic deleted
+        # long ago is planted too (what a crash during its deletion would have left).
+        admin.delete_topics(["doomed"])["doomed"].result(30)
+        b.kill9()
+        planted = remote.dir / f"gone-{uuid.uuid4()}" / "0"
+        planted.mkdir(parents=True)
+        copy_id = uuid.uuid4()
+        for suffix in ("log", "index", "manifest.json"):
+            (planted / f"{0:020}-{copy_id}.{suffix}").write_bytes(b"x")
+        b.start()
+        wait_for(lambda: not remote.objects(""), timeout=60, what="every object deleted")
+        assert "orphaned copy deleted" in b.log_text()
+    finally:
+        b.stop()
+    assert "panicked" not in b.log_text()
+
+
+def test_read_committed_skips_aborted_transactions_read_from_the_store(tmp_path):
+    """Transactions committed and aborted in turn on a tiered topic: once their segments
+    are only in the store, a read_committed consumer from offset 0 gets exactly the
+    committed records (each copy carries its aborted transactions, Kafka's .txnindex), and
+    a read_uncommitted one gets them all."""
+    remote = FileStore(tmp_path)
+    b = tiered_broker(tmp_path, remote.url)
+    try:
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        admin.create_topics([NewTopic("txns", 1, 1, config={
+            "remote.storage.enable": "true", "segment.bytes": "65536",
+            "local.retention.bytes": "65536"})])["txns"].result(30)
+        p = Producer({"bootstrap.servers": b.bootstrap, "transactional.id": "tiered-txn",
+                      "linger.ms": 5})
+        p.init_transactions(30)
+        committed, everything = [], []
+        for t in range(40):
+            p.begin_transaction()
+            for i in range(25):
+                n = t * 25 + i
+                p.produce("txns", value=json.dumps({"n": n, "pad": "x" * 900}))
+                everything.append(n)
+            if t % 3 == 1:
+                p.flush(30)  # written, then aborted (not purged unsent)
+                p.abort_transaction(30)
+            else:
+                p.commit_transaction(30)
+                committed += list(range(t * 25, t * 25 + 25))
+        wait_for(lambda: (segs := local_segments(tmp_path / "data", "txns"))
+                 and int(segs[0].stem) > 700, what="local retention past most transactions")
+        assert remote.objects(".txnindex"), "no copy has aborted transactions"
+
+        def read(isolation, want):
+            c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": f"r-{isolation}",
+                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                          "isolation.level": isolation})
+            c.subscribe(["txns"])
+            got = []
+            deadline = time.time() + 60
+            while len(got) < want and time.time() < deadline:
+                m = c.poll(1)
+                if m is not None and not m.error():
+                    got.append(json.loads(m.value())["n"])
+            # Nothing more comes.
+            end = time.time() + 2
+            while time.time() < end:
+                m = c.poll(0.5)
+                if m is not None and not m.error():
+                    got.append(json.loads(m.value())["n"])
+            c.close()
+            return got
+        assert read("read_committed", len(committed)) == committed
+        assert read("read_uncommitted", len(everything)) == everything
+    finally:
+        b.stop()
+    assert "panicked" not in b.log_text()

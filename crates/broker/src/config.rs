@@ -329,6 +329,14 @@ pub struct BrokerConfig {
     pub remote_log_reader_chunk_cache_size_bytes: u64,
     #[serde(alias = "remote.log.reader.prefetch.chunks")]
     pub remote_log_reader_prefetch_chunks: u64,
+    /// `remote.log.orphan.sweep.interval.ms`: how often the store is listed for objects no
+    /// copy in the metadata names (left by a crash during a topic's deletion, or by a
+    /// deposed leader still writing), first at start; `remote.log.orphan.min.age.ms`: how
+    /// old such objects must be before they are deleted (a node's metadata may lag).
+    #[serde(alias = "remote.log.orphan.sweep.interval.ms")]
+    pub remote_log_orphan_sweep_interval_ms: u64,
+    #[serde(alias = "remote.log.orphan.min.age.ms")]
+    pub remote_log_orphan_min_age_ms: i64,
     /// `log.cleaner.min.cleanable.ratio`: the dirty ratio a log must reach to be cleaned.
     #[serde(alias = "log.cleaner.min.cleanable.ratio")]
     pub log_cleaner_min_cleanable_ratio: f64,
@@ -515,6 +523,8 @@ impl Default for BrokerConfig {
             remote_log_reader_chunk_bytes: 1 << 20,
             remote_log_reader_chunk_cache_size_bytes: 128 << 20,
             remote_log_reader_prefetch_chunks: 4,
+            remote_log_orphan_sweep_interval_ms: 3_600_000,
+            remote_log_orphan_min_age_ms: 600_000,
             log_cleaner_dedupe_buffer_size: 128 << 20,
             log_cleaner_io_max_bytes_per_second: f64::MAX,
             log_cleaner_backoff_ms: 15_000,

@@ -28,8 +28,8 @@ use strata_cluster::{MetadataRecord, RemoteSegment, RemoteSegmentState};
 use strata_storage::{FsFile, Partition};
 
 use strata_tiered::{
-    LocalSegmentFiles, RateLimiter, ReadAt, ReaderConfig, RemoteReader, RemoteStorage,
-    SegmentObjects,
+    AbortedRange, LocalSegmentFiles, RateLimiter, ReadAt, ReaderConfig, RemoteReader,
+    RemoteStorage, SegmentObjects,
 };
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -122,7 +122,7 @@ impl Tiering {
     pub async fn fetch(
         &self,
         reads: Vec<(SegmentObjects, i64, usize)>,
-    ) -> Vec<Result<Option<Bytes>, String>> {
+    ) -> Vec<Result<Option<(Bytes, Vec<AbortedRange>)>, String>> {
         let deadline = tokio::time::Instant::now() + self.fetch_max_wait;
         let handles: Vec<_> = reads
             .into_iter()
@@ -370,6 +370,18 @@ impl Broker {
                     .producer_snapshot
                     .map(|f| Arc::new(FsSource(f)) as Arc<dyn ReadAt>),
                 leader_epoch_checkpoint: epoch_checkpoint(&epochs),
+                transaction_index: {
+                    let aborted: Vec<AbortedRange> = log
+                        .aborted_ranges(start, next)
+                        .into_iter()
+                        .map(|(producer_id, first_offset, last_offset)| AbortedRange {
+                            producer_id,
+                            first_offset,
+                            last_offset,
+                        })
+                        .collect();
+                    (!aborted.is_empty()).then(|| strata_tiered::txn_index::encode(&aborted))
+                },
             };
             let segment = RemoteSegment {
                 id: Uuid::new_v4(),
@@ -411,6 +423,77 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// Deletes the store's orphans older than `min_age_ms`: copies of topics that no longer
+    /// exist (a crash while a deleted topic's copies were being deleted), and copies of a
+    /// partition this node leads that its metadata does not name (objects a deposed leader
+    /// went on writing after the next leader had deleted its unfinished copy). Returns how
+    /// many copies were deleted.
+    pub async fn sweep_orphans(
+        self: &Arc<Self>,
+        tiering: &Tiering,
+        min_age_ms: i64,
+    ) -> Result<usize, String> {
+        // The metadata read must be current: a node still catching up (at start, or
+        // partitioned away) would take every newer topic for a deleted one.
+        if let Some(member) = &self.quorum {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            member
+                .quorum
+                .catch_up_with_leader(deadline)
+                .await
+                .map_err(|e| format!("not caught up with the metadata quorum: {e}"))?;
+            let broker = self.clone();
+            tokio::task::spawn_blocking(move || broker.catch_up_with_quorum())
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        }
+        let copies = tiering
+            .storage
+            .list_copies()
+            .await
+            .map_err(|e| e.to_string())?;
+        let now = self.clock.now_ms();
+        let mut deleted = 0;
+        for copy in copies {
+            if now.saturating_sub(copy.last_modified_ms) < min_age_ms {
+                continue;
+            }
+            let o = &copy.objects;
+            let orphan = {
+                let image = self.image();
+                match image.topic_by_id(&o.topic_id) {
+                    None => true,
+                    Some(topic) => {
+                        let Some(meta) = topic.partitions.get(&o.partition) else {
+                            continue;
+                        };
+                        let Some(partition) = self.partition(&topic.name, o.partition) else {
+                            continue;
+                        };
+                        partition.is_leader()
+                            && meta.leader_epoch == partition.leader_epoch()
+                            && !meta.remote_segments.iter().any(|s| s.id == o.id)
+                            && !tiering.in_flight().contains(&o.id)
+                    }
+                }
+            };
+            if !orphan {
+                continue;
+            }
+            tiering
+                .storage
+                .delete_segment(o)
+                .await
+                .map_err(|e| e.to_string())?;
+            deleted += 1;
+            info!(topic = %o.topic, topic_id = %o.topic_id, partition = o.partition, id = %o.id, base_offset = o.base_offset, whole = copy.whole, "tiered storage: orphaned copy deleted");
+        }
+        Ok(deleted)
+    }
+}
+
 /// Runs tiered storage's passes while the broker serves (with
 /// `remote.log.storage.system.enable`): every `remote.log.manager.task.interval.ms`, or at
 /// once again while a pass still finds segments to copy.
@@ -420,9 +503,32 @@ pub async fn tiering_work(broker: Arc<Broker>, mut stop: tokio::sync::watch::Rec
     };
     let interval =
         std::time::Duration::from_millis(broker.config.remote_log_manager_task_interval_ms.max(10));
+    let sweep_every =
+        std::time::Duration::from_millis(broker.config.remote_log_orphan_sweep_interval_ms.max(10));
+    let mut last_sweep: Option<std::time::Instant> = None;
     loop {
         if *stop.borrow() {
             return;
+        }
+        if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
+            last_sweep = Some(std::time::Instant::now());
+            let sweep = {
+                let (broker, tiering) = (broker.clone(), tiering.clone());
+                let min_age = broker.config.remote_log_orphan_min_age_ms;
+                tiering
+                    .copier
+                    .handle()
+                    .clone()
+                    .spawn(async move { broker.sweep_orphans(&tiering, min_age).await })
+            };
+            match sweep.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    last_sweep = None; // again after the next pass
+                    warn!(error = %e, "tiered storage: the orphan sweep will retry");
+                }
+                Err(_) => return,
+            }
         }
         let pass = {
             let (broker, tiering) = (broker.clone(), tiering.clone());

@@ -329,3 +329,59 @@ async fn retention_deletes_the_oldest_copies_and_topic_deletion_the_rest() {
     }
     panic!("the deleted topic's copies are still in the store");
 }
+
+/// Objects no copy in the metadata names (a deleted topic's copies left by a crash, or a
+/// deposed leader's late writes) are deleted by the orphan sweep once old enough; every
+/// copy the metadata names stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_orphan_sweep_deletes_only_what_no_metadata_names() {
+    let remote_dir = tempfile::tempdir().unwrap();
+    let broker = broker(remote_dir.path());
+    tiered_topic(&broker, "events");
+    for i in 0..40 {
+        assert_eq!(produce(&broker, "events", batch(i)).await, 0);
+    }
+    let tiering = broker.tiering.clone().unwrap();
+    while broker.tiering_pass(&tiering).await.copied > 0 {}
+    let named = remote_of(&broker, "events");
+    assert!(named.len() > 2);
+    let topic_id = broker.image().topic("events").unwrap().topic_id;
+    // A gone topic's copy (whole) and a live partition's copy the metadata never named
+    // (no manifest).
+    let plant = |dir: String, base: i64, suffixes: &[&str]| {
+        let dir = remote_dir.path().join(dir).join("0");
+        std::fs::create_dir_all(&dir).unwrap();
+        let id = uuid::Uuid::new_v4();
+        for suffix in suffixes {
+            std::fs::write(dir.join(format!("{base:020}-{id}.{suffix}")), b"x").unwrap();
+        }
+    };
+    let gone = uuid::Uuid::new_v4();
+    plant(
+        format!("old-topic-{gone}"),
+        0,
+        &["log", "index", "manifest.json"],
+    );
+    plant(format!("events-{topic_id}"), 9000, &["log", "index"]);
+    let listed = || async {
+        let copies = tiering.storage.list_copies().await.unwrap();
+        copies.len()
+    };
+    assert_eq!(listed().await, named.len() + 2);
+    // Too young to be taken for orphans.
+    assert_eq!(broker.sweep_orphans(&tiering, 3_600_000).await, Ok(0));
+    assert_eq!(listed().await, named.len() + 2);
+    assert_eq!(broker.sweep_orphans(&tiering, 0).await, Ok(2));
+    let left = tiering
+        .storage
+        .list_partition("events", topic_id, 0)
+        .await
+        .unwrap();
+    let ids: Vec<_> = left.iter().map(|(_, id, whole)| (*id, *whole)).collect();
+    let want: Vec<_> = named.iter().map(|s| (s.id, true)).collect();
+    assert_eq!(ids, want);
+    assert_eq!(listed().await, named.len());
+    // The copies still read: offset 0 is in the first.
+    let (code, bytes) = fetch(&broker, "events", 0, 1000).await;
+    assert_eq!((code, bytes.is_empty()), (0, false));
+}

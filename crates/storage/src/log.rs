@@ -799,6 +799,16 @@ impl Log {
             .collect()
     }
 
+    /// Aborted transactions whose data or marker overlaps `[from, upto)`, whole: (producer
+    /// id, first offset, marker offset). Tiered storage copies them with a segment.
+    pub fn aborted_ranges(&self, from: i64, upto: i64) -> Vec<(i64, i64, i64)> {
+        self.producers
+            .aborted_between(from, upto)
+            .into_iter()
+            .map(|a| (a.producer_id, a.first_offset, a.last_offset))
+            .collect()
+    }
+
     fn append_inner(
         &mut self,
         batches: &[u8],

@@ -9,13 +9,15 @@
 pub mod reader;
 pub mod remote;
 pub mod throttle;
+pub mod txn_index;
 
 pub use reader::{ReaderConfig, ReaderStats, RemoteReader};
 pub use remote::{
     check_batches, FileKind, LocalSegmentFiles, Manifest, ReadAt, RemoteConfig, RemoteStorage,
-    SegmentObjects,
+    SegmentObjects, StoredCopy,
 };
 pub use throttle::RateLimiter;
+pub use txn_index::AbortedRange;
 
 /// What can go wrong talking to the object store (reported; the caller retries with
 /// backoff and nothing local is deleted meanwhile).

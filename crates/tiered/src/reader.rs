@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use crate::remote::{FileKind, Manifest, RemoteStorage, SegmentObjects};
 use crate::throttle::RateLimiter;
+use crate::txn_index::AbortedRange;
 use crate::{Result, TieredError};
 
 /// Record batch framing (format v2): base offset 8, length 4, …, last offset delta at 23.
@@ -71,6 +72,8 @@ struct CopyIndex {
     manifest: Manifest,
     /// (relative offset, byte position) entries of its `.index`.
     entries: Vec<(u32, u32)>,
+    /// Its aborted transactions (`.txnindex`; none when the copy has no such file).
+    aborted: Vec<AbortedRange>,
 }
 
 impl CopyIndex {
@@ -230,7 +233,8 @@ impl RemoteReader {
     }
 
     async fn index(&self, objects: &SegmentObjects) -> Result<Arc<CopyIndex>> {
-        let weigh = |i: &Arc<CopyIndex>| 8 * i.entries.len() as u64 + 256;
+        let weigh =
+            |i: &Arc<CopyIndex>| 8 * i.entries.len() as u64 + 24 * i.aborted.len() as u64 + 256;
         let load = || async {
             let manifest =
                 self.storage
@@ -252,7 +256,24 @@ impl RemoteReader {
                     )
                 })
                 .collect();
-            Ok(Arc::new(CopyIndex { manifest, entries }))
+            let aborted = match manifest.file(FileKind::TransactionIndex) {
+                None => Vec::new(),
+                Some(_) => {
+                    let bytes = self
+                        .storage
+                        .fetch_file(objects, &manifest, FileKind::TransactionIndex)
+                        .await?;
+                    crate::txn_index::decode(&bytes).map_err(|reason| TieredError::Corrupt {
+                        object: format!("transaction index of copy {}", objects.id),
+                        reason,
+                    })?
+                }
+            };
+            Ok(Arc::new(CopyIndex {
+                manifest,
+                entries,
+                aborted,
+            }))
         };
         Ok(self.indexes.get_or_load(objects.id, weigh, load).await?.0)
     }
@@ -365,14 +386,14 @@ impl RemoteReader {
     }
 
     /// Whole record batches of a copy from the one holding `offset` on: at most
-    /// `max_bytes`, but at least one batch (KIP-74), as a local read gives them. Empty at
-    /// the copy's end.
+    /// `max_bytes`, but at least one batch (KIP-74), as a local read gives them (empty at
+    /// the copy's end), and the aborted transactions overlapping them (for read_committed).
     pub async fn read(
         self: &Arc<Self>,
         objects: &SegmentObjects,
         offset: i64,
         max_bytes: usize,
-    ) -> Result<Bytes> {
+    ) -> Result<(Bytes, Vec<AbortedRange>)> {
         let index = self.index(objects).await?;
         let base = index.manifest.base_offset;
         let relative = u32::try_from((offset - base).max(0)).unwrap_or(u32::MAX);
@@ -391,12 +412,12 @@ impl RemoteReader {
         let mut want = (max_bytes as u64).clamp(BATCH_HEADER as u64, MAX_BATCH_BYTES as u64);
         loop {
             if position >= size {
-                return Ok(Bytes::new());
+                return Ok((Bytes::new(), Vec::new()));
             }
             let bytes = self.log_bytes(objects, &index, position, want).await?;
             // Walk the framing: skip batches wholly before `offset`, then take whole
             // batches up to max_bytes (at least one).
-            let (mut skip, mut end) = (0usize, None);
+            let (mut skip, mut end, mut last_offset) = (0usize, None, offset);
             let mut at = 0usize;
             while bytes.len() - at >= BATCH_HEADER {
                 let b = &bytes[at..];
@@ -425,6 +446,7 @@ impl RemoteReader {
                     break;
                 } else {
                     end = Some(at + total);
+                    last_offset = base_offset + i64::from(last_delta);
                 }
                 at += total;
             }
@@ -436,7 +458,13 @@ impl RemoteReader {
                     if whole != out.len() {
                         return Err(corrupt(position + skip as u64, "a batch cut short".into()));
                     }
-                    return Ok(out);
+                    let aborted = index
+                        .aborted
+                        .iter()
+                        .filter(|a| a.first_offset <= last_offset && a.last_offset >= offset)
+                        .copied()
+                        .collect();
+                    return Ok((out, aborted));
                 }
                 None if skip > 0 => position += skip as u64,
                 None => {
@@ -473,6 +501,32 @@ mod tests {
         b
     }
 
+    /// The last offset of the last batch in `bytes`.
+    fn last_offset(bytes: &[u8]) -> i64 {
+        let mut at = 0;
+        let mut last = -1;
+        while at < bytes.len() {
+            let base = i64::from_be_bytes(bytes[at..at + 8].try_into().unwrap());
+            let len = i32::from_be_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+            let delta = i32::from_be_bytes(bytes[at + 23..at + 27].try_into().unwrap());
+            last = base + i64::from(delta);
+            at += 12 + len;
+        }
+        last
+    }
+
+    fn transaction_index(aborted: &[(i64, i64, i64)]) -> Bytes {
+        let aborted: Vec<_> = aborted
+            .iter()
+            .map(|&(producer_id, first_offset, last_offset)| AbortedRange {
+                producer_id,
+                first_offset,
+                last_offset,
+            })
+            .collect();
+        crate::txn_index::encode(&aborted)
+    }
+
     fn file(path: std::path::PathBuf, bytes: &[u8]) -> Arc<dyn ReadAt> {
         std::fs::write(&path, bytes).unwrap();
         Arc::new(std::fs::File::open(path).unwrap())
@@ -503,6 +557,7 @@ mod tests {
             time_index: file(dir.join("s.timeindex"), b""),
             producer_snapshot: None,
             leader_epoch_checkpoint: Bytes::from_static(b"0\n1\n0 100\n"),
+            transaction_index: Some(transaction_index(&[(7, 130, 175), (9, 1000, 1200)])),
         };
         let objects = SegmentObjects {
             topic: "t".into(),
@@ -537,7 +592,16 @@ mod tests {
         // Every offset, with limits below one batch, of about one, and of many.
         for offset in (100..2100).step_by(7) {
             for max_bytes in [1usize, 3500, 20_000] {
-                let got = r.read(&objects, offset, max_bytes).await.unwrap();
+                let (got, aborted) = r.read(&objects, offset, max_bytes).await.unwrap();
+                // An aborted transaction comes with a read that overlaps it.
+                let last = last_offset(&got);
+                let want: Vec<i64> = [(7, 130, 175), (9, 1000, 1200)]
+                    .into_iter()
+                    .filter(|&(_, first, marker)| offset <= marker && first <= last)
+                    .map(|(pid, _, _)| pid)
+                    .collect();
+                let pids: Vec<i64> = aborted.iter().map(|a| a.producer_id).collect();
+                assert_eq!(pids, want, "offset {offset} to {last}");
                 // Whole batches from the one holding the offset, at least one, within
                 // max_bytes beyond the first.
                 let first = ((offset - 100) / 10) as usize;
@@ -558,7 +622,7 @@ mod tests {
                 }
             }
         }
-        assert!(r.read(&objects, 2100, 1 << 20).await.unwrap().is_empty());
+        assert!(r.read(&objects, 2100, 1 << 20).await.unwrap().0.is_empty());
         // The caches stayed within their budgets.
         assert!(r.chunks.bytes() <= 64 << 10);
         let stats = r.stats();
@@ -580,19 +644,11 @@ mod tests {
         let mut offset = 100;
         let mut reads = 0;
         loop {
-            let got = r.read(&objects, offset, 64 << 10).await.unwrap();
+            let (got, _) = r.read(&objects, offset, 64 << 10).await.unwrap();
             if got.is_empty() {
                 break;
             }
-            // The last batch's last offset + 1.
-            let mut at = 0;
-            while at < got.len() {
-                let base = i64::from_be_bytes(got[at..at + 8].try_into().unwrap());
-                let len = i32::from_be_bytes(got[at + 8..at + 12].try_into().unwrap()) as usize;
-                let delta = i32::from_be_bytes(got[at + 23..at + 27].try_into().unwrap());
-                offset = base + i64::from(delta) + 1;
-                at += 12 + len;
-            }
+            offset = last_offset(&got) + 1;
             reads += 1;
             // Let the prefetches land, as a consumer's round trip would.
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -629,7 +685,7 @@ mod tests {
         assert!(matches!(e, TieredError::Corrupt { .. }), "{e}");
         // Batches before it are still served.
         assert_eq!(
-            r.read(&objects, 100, 1).await.unwrap()[..8],
+            r.read(&objects, 100, 1).await.unwrap().0[..8],
             100i64.to_be_bytes()
         );
     }

@@ -13,6 +13,7 @@
 //!                                                                  .timeindex
 //!                                                                  .snapshot          (producer state, if any)
 //!                                                                  .leader-epoch-checkpoint
+//!                                                                  .txnindex          (aborted transactions, if any)
 //!                                                                  .manifest.json     (written last)
 //! ```
 //!
@@ -79,15 +80,18 @@ pub enum FileKind {
     TimeIndex,
     ProducerSnapshot,
     LeaderEpochCheckpoint,
+    /// Aborted transactions overlapping the copy, in Kafka's `.txnindex` format.
+    TransactionIndex,
 }
 
 impl FileKind {
-    pub const ALL: [FileKind; 5] = [
+    pub const ALL: [FileKind; 6] = [
         FileKind::Log,
         FileKind::Index,
         FileKind::TimeIndex,
         FileKind::ProducerSnapshot,
         FileKind::LeaderEpochCheckpoint,
+        FileKind::TransactionIndex,
     ];
 
     fn suffix(self) -> &'static str {
@@ -97,6 +101,7 @@ impl FileKind {
             FileKind::TimeIndex => "timeindex",
             FileKind::ProducerSnapshot => "snapshot",
             FileKind::LeaderEpochCheckpoint => "leader-epoch-checkpoint",
+            FileKind::TransactionIndex => "txnindex",
         }
     }
 }
@@ -130,6 +135,8 @@ pub struct LocalSegmentFiles {
     pub time_index: Arc<dyn ReadAt>,
     pub producer_snapshot: Option<Arc<dyn ReadAt>>,
     pub leader_epoch_checkpoint: Bytes,
+    /// The aborted transactions overlapping the segment (None: there are none).
+    pub transaction_index: Option<Bytes>,
 }
 
 /// One file of a copy, as its manifest records it.
@@ -282,18 +289,29 @@ impl RemoteStorage {
                 .await?;
             entries.push(FileEntry { kind, size, crc32c });
         }
-        let epochs = &files.leader_epoch_checkpoint;
-        self.store
-            .put(
-                &self.object(seg, FileKind::LeaderEpochCheckpoint.suffix()),
-                PutPayload::from_bytes(epochs.clone()),
-            )
-            .await?;
-        entries.push(FileEntry {
-            kind: FileKind::LeaderEpochCheckpoint,
-            size: epochs.len() as u64,
-            crc32c: crc32c::crc32c(epochs),
-        });
+        for (kind, bytes) in [
+            (
+                FileKind::LeaderEpochCheckpoint,
+                Some(&files.leader_epoch_checkpoint),
+            ),
+            (FileKind::TransactionIndex, files.transaction_index.as_ref()),
+        ] {
+            let Some(bytes) = bytes else { continue };
+            if let Some(limit) = &self.copy_limit {
+                limit.acquire(bytes.len() as u64).await;
+            }
+            self.store
+                .put(
+                    &self.object(seg, kind.suffix()),
+                    PutPayload::from_bytes(bytes.clone()),
+                )
+                .await?;
+            entries.push(FileEntry {
+                kind,
+                size: bytes.len() as u64,
+                crc32c: crc32c::crc32c(bytes),
+            });
+        }
         let manifest = Manifest {
             base_offset: files.file_base_offset,
             files: entries,
@@ -490,13 +508,52 @@ impl RemoteStorage {
         partition: i32,
     ) -> Result<Vec<(i64, Uuid, bool)>> {
         let dir = self.partition_dir(topic, topic_id, partition);
-        let mut found: std::collections::BTreeMap<(i64, Uuid), bool> = Default::default();
-        let mut listing = self.store.list(Some(&dir));
+        Ok(self
+            .list_under(&dir)
+            .await?
+            .into_iter()
+            .map(|c| (c.objects.base_offset, c.objects.id, c.whole))
+            .collect())
+    }
+
+    /// Every copy in the store, whole or not, by topic, partition and offset (one listing
+    /// of the prefix: about six objects per copy).
+    pub async fn list_copies(&self) -> Result<Vec<StoredCopy>> {
+        let prefix = self.prefix.clone();
+        self.list_under(&prefix).await
+    }
+
+    async fn list_under(&self, dir: &Path) -> Result<Vec<StoredCopy>> {
+        // (topic, topic id, partition, base offset, copy id) -> (whole, last modified)
+        type Key = (String, Uuid, i32, i64, Uuid);
+        let mut found: std::collections::BTreeMap<Key, (bool, i64)> = Default::default();
+        let depth = self.prefix.parts().count();
+        let mut listing = self.store.list(Some(dir));
         while let Some(meta) = listing.try_next().await? {
-            let Some(name) = meta.location.filename() else {
+            // <prefix>/<topic>-<topic id>/<partition>/<base>-<id>.<suffix>
+            let parts: Vec<_> = meta.location.parts().skip(depth).collect();
+            let [topic_dir, partition, name] = &parts[..] else {
                 continue;
             };
-            let Some((stem, suffix)) = name.split_once('.') else {
+            let topic_dir = topic_dir.as_ref();
+            // A topic id is the last 36 characters, after a '-'.
+            let Some(split) = topic_dir.len().checked_sub(37) else {
+                continue;
+            };
+            let (Some(topic), Some(topic_id)) = (
+                topic_dir
+                    .get(..split)
+                    .filter(|_| topic_dir.as_bytes()[split] == b'-'),
+                topic_dir
+                    .get(split + 1..)
+                    .and_then(|id| Uuid::parse_str(id).ok()),
+            ) else {
+                continue;
+            };
+            let Ok(partition) = partition.as_ref().parse::<i32>() else {
+                continue;
+            };
+            let Some((stem, suffix)) = name.as_ref().split_once('.') else {
                 continue;
             };
             let Some((base, id)) = stem.split_once('-') else {
@@ -505,14 +562,41 @@ impl RemoteStorage {
             let (Ok(base), Ok(id)) = (base.parse::<i64>(), Uuid::parse_str(id)) else {
                 continue;
             };
-            let whole = found.entry((base, id)).or_insert(false);
-            *whole |= suffix == "manifest.json";
+            let entry = found
+                .entry((topic.to_string(), topic_id, partition, base, id))
+                .or_insert((false, i64::MIN));
+            entry.0 |= suffix == "manifest.json";
+            entry.1 = entry.1.max(meta.last_modified.timestamp_millis());
         }
         Ok(found
             .into_iter()
-            .map(|((base, id), whole)| (base, id, whole))
+            .map(
+                |((topic, topic_id, partition, base_offset, id), (whole, last_modified_ms))| {
+                    StoredCopy {
+                        objects: SegmentObjects {
+                            topic,
+                            topic_id,
+                            partition,
+                            base_offset,
+                            id,
+                        },
+                        whole,
+                        last_modified_ms,
+                    }
+                },
+            )
             .collect())
     }
+}
+
+/// A copy found in the store by listing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCopy {
+    pub objects: SegmentObjects,
+    /// Its manifest is there.
+    pub whole: bool,
+    /// When its newest object was written (ms since the epoch).
+    pub last_modified_ms: i64,
 }
 
 /// The length of the whole record batches at the start of `bytes` (Kafka's format v2:
@@ -575,6 +659,7 @@ mod tests {
             time_index: file(dir.join("0.timeindex"), b"time index entries"),
             producer_snapshot: None,
             leader_epoch_checkpoint: Bytes::from_static(b"0\n1\n0 0\n"),
+            transaction_index: None,
         }
     }
 
@@ -713,6 +798,44 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(listed, vec![(500, s.id, true)]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn the_whole_store_lists_by_topic_partition_and_copy() {
+        let local = tempfile::tempdir().unwrap();
+        let memory = Arc::new(object_store::memory::InMemory::new());
+        let store = RemoteStorage::with_store(memory.clone(), "/deep/prefix/", "mem://x");
+        let files = segment(local.path(), &batch(0, b"body"));
+        let mut a = seg(0);
+        a.topic = "orders-eu-1".into(); // dashes in the name: the id is the last 36
+        let mut b = seg(40);
+        b.partition = 11;
+        store.copy_segment(&a, &files).await.unwrap();
+        store.copy_segment(&b, &files).await.unwrap();
+        // An unfinished copy, and objects that are not copies at all.
+        let c = seg(80);
+        store
+            .store
+            .put(&store.object(&c, "log"), PutPayload::from(vec![1u8]))
+            .await
+            .unwrap();
+        for junk in [
+            "deep/prefix/README",
+            "deep/prefix/t-nope/0/x.log",
+            "elsewhere/a/b/c.log",
+        ] {
+            memory
+                .put(&Path::from(junk), PutPayload::from(vec![1u8]))
+                .await
+                .unwrap();
+        }
+        let listed = store.list_copies().await.unwrap();
+        let got: Vec<_> = listed
+            .iter()
+            .map(|c| (c.objects.clone(), c.whole))
+            .collect();
+        assert_eq!(got, vec![(c, false), (b, true), (a, true)]); // by topic name first
+        assert!(listed.iter().all(|c| c.last_modified_ms > 0));
     }
 
     #[test]

@@ -25,6 +25,8 @@ struct RemoteRead {
     objects: strata_tiered::SegmentObjects,
     offset: i64,
     limit: usize,
+    /// read_committed: the aborted transactions overlapping the read go with it.
+    read_committed: bool,
 }
 
 /// The finished copy holding `offset` of a tiered partition, and the partition's log start
@@ -139,7 +141,21 @@ async fn wait_and_read(
             for (r, result) in remote.iter().zip(tiering.fetch(reads).await) {
                 let data = &mut resp.response.responses[r.topic].partitions[r.partition];
                 match result {
-                    Ok(Some(records)) => data.records = Some(records),
+                    Ok(Some((records, aborted))) => {
+                        data.records = Some(records);
+                        if r.read_committed {
+                            data.aborted_transactions = Some(
+                                aborted
+                                    .into_iter()
+                                    .map(|a| {
+                                        fetch_response::AbortedTransaction::default()
+                                            .with_producer_id(ProducerId(a.producer_id))
+                                            .with_first_offset(a.first_offset)
+                                    })
+                                    .collect(),
+                            );
+                        }
+                    }
                     Ok(None) => data.records = Some(Bytes::new()),
                     Err(e) => {
                         tracing::warn!(topic = %r.objects.topic, partition = r.objects.partition, offset = r.offset, error = %e, "remote fetch failed");
@@ -384,6 +400,7 @@ fn read_once(
                             objects,
                             offset: p.fetch_offset,
                             limit,
+                            read_committed,
                         });
                         partitions.push(
                             data.with_high_watermark(hw)
