@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from conftest import free_port
+from conftest import STRATA_BIN, free_port
 
 
 def tiered_broker(tmp_path, url, extra="", env=None):
@@ -142,7 +142,6 @@ def test_a_tiered_topic_is_read_whole_from_the_object_store_and_local_disk(tmp_p
         c.close()
         assert (lo, hi) == (0, count), (lo, hi, first_local)
         # The CLI shows where the log starts (in the object store) and where its local part does.
-        from conftest import STRATA_BIN
         d = subprocess.run([STRATA_BIN, "topic", "describe", "history", "--bootstrap", b.bootstrap],
                            capture_output=True, text=True, timeout=60).stdout
         assert "log_start_offset\tlocal_log_start_offset\thigh_watermark\tlocal_bytes\tremote_bytes" in d, d
@@ -184,22 +183,29 @@ def test_a_tiered_topic_is_read_whole_from_the_object_store_and_local_disk(tmp_p
     assert "panicked" not in b.log_text()
 
 
+_classpath = []
+
+
+def java_tool(main, *args):
+    """Runs one of Kafka's Java tools (kafka-tools from Maven Central) and returns its output."""
+    import pathlib
+    if not _classpath:
+        root = pathlib.Path(__file__).resolve().parents[2]
+        _classpath.append(subprocess.run([str(root / "scripts" / "kafka-peer"), "classpath"],
+                                         check=True, capture_output=True, text=True,
+                                         timeout=600).stdout.strip())
+    r = subprocess.run(["java", "-Xmx256m", "-XX:TieredStopAtLevel=1",
+                        "-Dorg.slf4j.simpleLogger.defaultLogLevel=error", "-cp", _classpath[0],
+                        main, *args], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, f"{main} exited {r.returncode}:\n{r.stderr[-2000:]}"
+    return r.stdout
+
+
 def java_reads_it_whole(bootstrap, topic, count):
     """The Java client (Kafka's console consumer) reads every record from offset 0, and
     Kafka's log-dirs tool sees the object store as a second log directory."""
-    import pathlib
     import re
-    root = pathlib.Path(__file__).resolve().parents[2]
-    classpath = subprocess.run([str(root / "scripts" / "kafka-peer"), "classpath"], check=True,
-                               capture_output=True, text=True, timeout=600).stdout.strip()
-
-    def tool(main, *args):
-        r = subprocess.run(["java", "-Xmx256m", "-XX:TieredStopAtLevel=1",
-                            "-Dorg.slf4j.simpleLogger.defaultLogLevel=error", "-cp", classpath,
-                            main, *args], capture_output=True, text=True, timeout=180)
-        assert r.returncode == 0, f"{main} exited {r.returncode}:\n{r.stderr[-2000:]}"
-        return r.stdout
-
+    tool = java_tool
     out = tool("org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server", bootstrap,
                "--topic", topic, "--from-beginning", "--max-messages", str(count),
                "--formatter-property", "print.offset=true", "--timeout-ms", "60000")
@@ -564,3 +570,69 @@ def test_read_committed_skips_aborted_transactions_read_from_the_store(tmp_path)
     finally:
         b.stop()
     assert "panicked" not in b.log_text()
+
+
+def test_a_replica_starting_over_at_the_leaders_local_start_takes_its_producer_state(tmp_path):
+    """A follower down while the leader wrote, copied and trimmed far past an idempotent
+    producer's records comes back behind the leader's local log start: it starts over there
+    and takes the producer state from the copy that ends there (Kafka's follower builds the
+    same from remote storage), so it knows the producer as its leader does (Kafka's
+    describe-producers tool, asked of that broker)."""
+    import re
+    from test_cluster import FAST, bootstrap, leader_of, start_cluster
+    remote = tmp_path / "remote"
+    nodes = start_cluster(tmp_path, config_text=FAST + f"""
+"remote.log.storage.system.enable" = true
+"remote.log.storage.url" = "file://{remote}"
+"remote.log.manager.task.interval.ms" = 200
+"log.retention.check.interval.ms" = 200
+""")
+    try:
+        admin = AdminClient({"bootstrap.servers": bootstrap(nodes)})
+        admin.create_topics([NewTopic("keyed", 1, 3, config={
+            "remote.storage.enable": "true", "segment.bytes": "65536",
+            "local.retention.bytes": "131072", "min.insync.replicas": "2"})])["keyed"].result(30)
+        leader = wait_for(lambda: leader_of(nodes, "keyed", 0), what="a leader")
+        follower = next(i + 1 for i in range(3) if i + 1 != leader)
+        idem = Producer({"bootstrap.servers": bootstrap(nodes), "enable.idempotence": True,
+                         "linger.ms": 5, "batch.size": 16384})
+        errors = []
+        for i in range(200):
+            idem.produce("keyed", value=json.dumps({"i": i, "pad": "x" * 300}),
+                         on_delivery=lambda err, msg: err and errors.append(err))
+        assert idem.flush(30) == 0 and not errors, errors[:3]
+
+        def producers(broker_id):
+            out = java_tool("org.apache.kafka.tools.TransactionsCommand", "--bootstrap-server",
+                            bootstrap(nodes), "describe-producers", "--topic", "keyed",
+                            "--partition", "0", "--broker-id", str(broker_id))
+            # ProducerId, ProducerEpoch, LatestCoordinatorEpoch, LastSequence, ...
+            return {int(m[0]): int(m[1]) for m in
+                    re.findall(r"^(\d+)\s+\d+\s+-?\d+\s+(\d+)", out, re.M)}, out
+        on_leader, out = producers(leader)
+        assert len(on_leader) == 1 and list(on_leader.values()) == [199], out
+        nodes[follower - 1].kill9()
+        plain = Producer({"bootstrap.servers": bootstrap(nodes), "acks": "all", "linger.ms": 5,
+                          "batch.size": 16384})
+        for i in range(3000):
+            plain.produce("keyed", value=json.dumps({"i": i, "pad": "x" * 900}))
+        assert plain.flush(60) == 0
+
+        def local_start():
+            d = subprocess.run([STRATA_BIN, "topic", "describe", "keyed", "--bootstrap",
+                                bootstrap(nodes).split(",")[0]], capture_output=True, text=True,
+                               timeout=60).stdout
+            row = [line.split("\t") for line in d.splitlines() if line.startswith("0\t")]
+            return row and int(row[0][6]) > 500 and int(row[0][6])
+        start = wait_for(local_start, what="the leader's local log start past the producer")
+        nodes[follower - 1].start(timeout=60)
+
+        def restored():
+            log = nodes[follower - 1].log_text()
+            return "producer state restored from the copy" in log
+        wait_for(restored, timeout=60, what="the follower restoring producer state")
+        on_follower, out = producers(follower)
+        assert on_follower == on_leader, (out, on_leader, start)
+    finally:
+        for b in nodes:
+            b.stop()

@@ -198,7 +198,7 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool
         }
         let durable = broker.clone();
         let applied = tokio::task::spawn_blocking(move || {
-            let (moved, log_start_moved) =
+            let (moved, log_start_moved, started_over) =
                 apply_response(leader, &image, partitions, epochs, positions, response);
             // A log start followed is durable before the next fetch reports it: the
             // leader's low watermark (DeleteRecords' answer) counts on it surviving a crash.
@@ -209,10 +209,18 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32, stop: watch::Receiver<bool
                     ));
                 }
             }
-            moved
+            (moved, started_over)
         })
         .await
-        .unwrap_or(false);
+        .unwrap_or((false, Vec::new()));
+        let (applied, started_over) = applied;
+        // Tiered storage: a replica that started over takes the producer state there from
+        // the copy that ends there, before it fetches anything more.
+        for (partition, offset) in started_over {
+            broker
+                .restore_producer_state_from_copy(&partition, offset)
+                .await;
+        }
         if applied {
             broker.data_arrived.notify_waiters();
         }
@@ -301,6 +309,8 @@ fn fetch_request_for(
 
 /// Appends, truncates and syncs what one fetch brought. Whether any high watermark or log
 /// moved (waiting fetches are woken), and whether any log start offset moved.
+/// Also the partitions that started over at the leader's log start (behind it), with
+/// that offset.
 fn apply_response(
     leader: i32,
     image: &strata_cluster::MetadataImage,
@@ -308,9 +318,10 @@ fn apply_response(
     epochs: Vec<i32>,
     positions: Vec<Option<FetchPosition>>,
     response: kafka_protocol::messages::FetchResponse,
-) -> (bool, bool) {
+) -> (bool, bool, Vec<(Arc<Partition>, i64)>) {
     let mut moved = false;
     let mut log_start_moved = false;
+    let mut started_over = Vec::new();
     for t in response.responses {
         // v13+ answers name topics by id.
         let name = topic_name(image, &t.topic.0, &t.topic_id);
@@ -332,7 +343,15 @@ fn apply_response(
             }
             let log_start = p.log().log_start_offset();
             let result = apply_partition(p, asked, &data);
-            log_start_moved |= p.log().log_start_offset() != log_start;
+            let (start, end) = {
+                let log = p.log();
+                (log.log_start_offset(), log.log_end_offset())
+            };
+            log_start_moved |= start != log_start;
+            if data.error_code == errors::OFFSET_OUT_OF_RANGE && start != log_start && start == end
+            {
+                started_over.push((p.clone(), start));
+            }
             match result {
                 Ok(changed) => moved |= changed,
                 Err(e) => {
@@ -341,7 +360,7 @@ fn apply_response(
             }
         }
     }
-    (moved, log_start_moved)
+    (moved, log_start_moved, started_over)
 }
 
 fn apply_partition(

@@ -28,7 +28,7 @@ use strata_cluster::{MetadataRecord, RemoteSegment, RemoteSegmentState};
 use strata_storage::{FsFile, Partition};
 
 use strata_tiered::{
-    AbortedRange, LocalSegmentFiles, RateLimiter, ReadAt, ReaderConfig, RemoteReader,
+    AbortedRange, FileKind, LocalSegmentFiles, RateLimiter, ReadAt, ReaderConfig, RemoteReader,
     RemoteStorage, SegmentObjects,
 };
 use tracing::{info, warn};
@@ -491,6 +491,86 @@ impl Broker {
             info!(topic = %o.topic, topic_id = %o.topic_id, partition = o.partition, id = %o.id, base_offset = o.base_offset, whole = copy.whole, "tiered storage: orphaned copy deleted");
         }
         Ok(deleted)
+    }
+}
+
+impl Broker {
+    /// A replica of a tiered partition started over at `offset`, its leader's local log
+    /// start (Kafka's follower does the same on OFFSET_MOVED_TO_TIERED_STORAGE): the
+    /// producer state there comes from the snapshot copied with the segment that ends at
+    /// `offset`. Without it (no such copy, no snapshot in it: no producers, or the store
+    /// failing) the replica goes on with the state its own log builds, as before.
+    pub async fn restore_producer_state_from_copy(
+        self: &Arc<Self>,
+        partition: &Arc<Partition>,
+        offset: i64,
+    ) {
+        let Some(tiering) = self.tiering.clone() else {
+            return;
+        };
+        if !partition.log().config().remote_storage_enable {
+            return;
+        }
+        let objects = {
+            let image = self.image();
+            let Some(topic) = image.topic(&partition.topic) else {
+                return;
+            };
+            let Some(copy) = topic.partitions.get(&partition.partition).and_then(|m| {
+                m.copied_segments()
+                    .find(|c| c.end_offset + 1 == offset)
+                    .cloned()
+            }) else {
+                info!(topic = %partition.topic, partition = partition.partition, offset, "tiered storage: no copy ends where this replica starts; producer state from its own log");
+                return;
+            };
+            SegmentObjects {
+                topic: topic.name.clone(),
+                topic_id: topic.topic_id,
+                partition: partition.partition,
+                base_offset: copy.base_offset,
+                id: copy.id,
+            }
+        };
+        let fetch = async {
+            let Some(manifest) = tiering.storage.manifest(&objects).await? else {
+                return Ok(None);
+            };
+            if manifest.file(FileKind::ProducerSnapshot).is_none() {
+                return Ok(None);
+            }
+            tiering
+                .storage
+                .fetch_file(&objects, &manifest, FileKind::ProducerSnapshot)
+                .await
+                .map(Some)
+        };
+        let snapshot = match tokio::time::timeout(Duration::from_secs(10), fetch).await {
+            Ok(Ok(Some(s))) => s,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                warn!(topic = %partition.topic, partition = partition.partition, offset, error = %e, "tiered storage: the producer snapshot could not be read");
+                return;
+            }
+            Err(_) => {
+                warn!(topic = %partition.topic, partition = partition.partition, offset, "tiered storage: reading the producer snapshot timed out");
+                return;
+            }
+        };
+        let p = partition.clone();
+        match tokio::task::spawn_blocking(move || p.restore_producer_state(offset, &snapshot)).await
+        {
+            Ok(Ok(true)) => {
+                info!(topic = %partition.topic, partition = partition.partition, offset, id = %objects.id, "tiered storage: producer state restored from the copy")
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                warn!(topic = %partition.topic, partition = partition.partition, offset, error = %e, "tiered storage: the producer snapshot was not restored")
+            }
+            Err(e) => {
+                warn!(topic = %partition.topic, partition = partition.partition, error = %e, "tiered storage: restoring producer state failed")
+            }
+        }
     }
 }
 

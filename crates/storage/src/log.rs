@@ -601,6 +601,12 @@ impl Log {
         older.sort();
         // Keep the newest older one as a fallback.
         older.pop();
+        // A tiered log keeps the snapshots of the segments not yet copied (each copy takes
+        // the one at its segment's end, for replicas that start over there).
+        if self.config.remote_storage_enable {
+            let copied = self.remote_copied_end.unwrap_or(i64::MIN);
+            older.retain(|(o, _)| *o <= copied);
+        }
         for (_, p) in older {
             let _ = self.fs.remove_file(&p);
         }
@@ -608,6 +614,30 @@ impl Log {
     }
 
     /// The idempotent producer state (for DescribeProducers and tests).
+    /// A replica that started over at `offset` (its leader's local log start; the records
+    /// below it are in tiered storage) takes the producer state as of `offset` from the
+    /// snapshot copied with the segment that ends there, so it deduplicates, fences and
+    /// knows aborted transactions as its leader does. Only while the log is still empty
+    /// at `offset` (Ok(false) otherwise: records arrived first, and the state is left as
+    /// they built it). The snapshot is written durably, as a recovery would read it.
+    pub fn restore_producer_state(&mut self, offset: i64, snapshot: &[u8]) -> Result<bool> {
+        if self.log_start_offset != offset || self.log_end_offset() != offset {
+            return Ok(false);
+        }
+        let Some(state) = ProducerState::decode(snapshot) else {
+            return Err(StorageError::io(
+                &self.dir,
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the producer snapshot to restore is not valid",
+                ),
+            ));
+        };
+        self.producers = state;
+        self.write_producer_snapshot_synced(true)?;
+        Ok(true)
+    }
+
     pub fn producer_state(&self) -> &ProducerState {
         &self.producers
     }

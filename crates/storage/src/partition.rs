@@ -466,6 +466,11 @@ impl Partition {
 
     /// Empties this replica's log and restarts it at `offset` (a follower behind the
     /// leader's log start).
+    /// See [`Log::restore_producer_state`].
+    pub fn restore_producer_state(&self, offset: i64, snapshot: &[u8]) -> Result<bool> {
+        self.log().restore_producer_state(offset, snapshot)
+    }
+
     pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<()> {
         self.log().truncate_fully_and_start_at(offset)
     }

@@ -201,3 +201,40 @@ fn a_producer_whose_batches_were_deleted_is_still_known_after_a_crash() {
     assert_eq!(retry.base_offset, 2, "answered with its original offset");
     assert_eq!(log.log_end_offset(), 3, "not stored again");
 }
+
+/// A replica that starts over at its leader's local log start (tiered storage holds what
+/// is below) takes the producer state from the copied snapshot: a retry of a batch written
+/// before that offset is recognised, a gap refused, and the state survives a crash.
+#[test]
+fn a_replica_starting_over_restores_producer_state_from_a_snapshot() {
+    let w = World::new();
+    let mut leader = w.open_at("leader", LogConfig::default());
+    leader.append(&batch(7, 0, 0, 3), 0).unwrap();
+    leader.append(&batch(7, 0, 3, 2), 0).unwrap();
+    let snapshot = leader.producer_state().encode();
+    let start = leader.log_end_offset();
+
+    let mut replica = w.open_at("replica", LogConfig::default());
+    replica.truncate_fully_and_start_at(start).unwrap();
+    assert!(replica.restore_producer_state(start, &snapshot).unwrap());
+    // The retried batch is the one at 3..=4, below this log's start: not stored again.
+    let retried = replica.append(&batch(7, 0, 3, 2), 0).unwrap();
+    assert_eq!((retried.base_offset, retried.last_offset), (3, 4));
+    assert_eq!(replica.log_end_offset(), start);
+    let gap = replica.append(&batch(7, 0, 9, 1), 0).unwrap_err();
+    assert!(matches!(gap, StorageError::Sequence(_)), "{gap}");
+    replica.append(&batch(7, 0, 5, 1), 0).unwrap();
+    sync(&mut replica);
+    drop(replica);
+    w.fs.crash(CrashMode::LoseUnsynced);
+    let mut replica = w.open_at("replica", LogConfig::default());
+    let retried = replica.append(&batch(7, 0, 5, 1), 0).unwrap();
+    assert_eq!(retried.base_offset, start);
+    // Only an empty log at that offset takes a snapshot; a bad one is refused.
+    assert!(!replica.restore_producer_state(start, &snapshot).unwrap());
+    let mut other = w.open_at("other", LogConfig::default());
+    other.truncate_fully_and_start_at(start).unwrap();
+    assert!(other
+        .restore_producer_state(start, b"not a snapshot")
+        .is_err());
+}
