@@ -385,3 +385,76 @@ async fn the_orphan_sweep_deletes_only_what_no_metadata_names() {
     let (code, bytes) = fetch(&broker, "events", 0, 1000).await;
     assert_eq!((code, bytes.is_empty()), (0, false));
 }
+
+async fn epoch_end(broker: &Arc<Broker>, topic: &str, epoch: i32) -> (i32, i64) {
+    let p = offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+        .with_partition(0)
+        .with_current_leader_epoch(-1)
+        .with_leader_epoch(epoch);
+    let t = offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+        .with_topic(TopicName(s(topic)))
+        .with_partitions(vec![p]);
+    let r: OffsetForLeaderEpochResponse = call(
+        broker,
+        ApiKey::OffsetForLeaderEpoch,
+        4,
+        Request::OffsetForLeaderEpoch(
+            OffsetForLeaderEpochRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![t]),
+        ),
+    )
+    .await;
+    let p = &r.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    (p.leader_epoch, p.end_offset)
+}
+
+/// OffsetsForLeaderEpoch about an epoch whose records are only in the object store answers
+/// from the copies' epochs: the true end of that epoch, not the local log's start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_epoch_only_in_the_store_ends_where_the_copies_say() {
+    let remote_dir = tempfile::tempdir().unwrap();
+    let broker = broker(remote_dir.path());
+    tiered_topic(&broker, "events");
+    for i in 0..30 {
+        assert_eq!(produce(&broker, "events", batch(i)).await, 0);
+    }
+    // A new leader epoch from offset 30 on: the leader lost, then elected again.
+    let image = broker.image();
+    let topic = image.topic("events").unwrap();
+    let before = topic.partitions[&0].clone();
+    for leader in [-1, before.leader] {
+        let now = broker.image().topic("events").unwrap().partitions[&0].clone();
+        broker
+            .commit_remote_records(&[MetadataRecord::PartitionChange {
+                topic_id: topic.topic_id,
+                partition: 0,
+                leader: Some(leader),
+                isr: None,
+                replicas: None,
+                expected_partition_epoch: Some(now.partition_epoch),
+            }])
+            .unwrap();
+    }
+    let partition = broker.partition("events", 0).unwrap();
+    let epoch = partition.leader_epoch();
+    assert!(epoch > before.leader_epoch, "{epoch}");
+    for i in 30..90 {
+        assert_eq!(produce(&broker, "events", batch(i)).await, 0);
+    }
+    let tiering = broker.tiering.clone().unwrap();
+    while broker.tiering_pass(&tiering).await.copied > 0 {}
+    partition.log().apply_retention().unwrap();
+    let local_start = partition.log().log_start_offset();
+    assert!(
+        local_start > 30,
+        "local retention trimmed past epoch {}: {local_start}",
+        before.leader_epoch
+    );
+    assert_eq!(
+        epoch_end(&broker, "events", before.leader_epoch).await,
+        (before.leader_epoch, 30)
+    );
+    assert_eq!(epoch_end(&broker, "events", epoch).await, (epoch, 90));
+}

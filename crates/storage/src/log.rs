@@ -467,6 +467,12 @@ impl Log {
         self.epochs.end_offset_for(epoch, self.log_end_offset())
     }
 
+    /// The leader epochs this log knows, (epoch, start offset) in order (the first
+    /// starting at the log start at the latest).
+    pub fn leader_epoch_entries(&self) -> Vec<(i32, i64)> {
+        self.epochs.entries().to_vec()
+    }
+
     /// The log start moved: epochs before it go (persisted if the file is in use).
     fn trim_leader_epochs(&mut self) {
         if self.epochs.truncate_from_start(self.log_start_offset) {

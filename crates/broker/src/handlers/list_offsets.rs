@@ -182,7 +182,7 @@ pub fn offset_for_leader_epoch(
                         Ok(partition) => partition,
                         Err(code) => return resp.with_error_code(code),
                     };
-                    let (epoch, end) = partition.log().end_offset_for_epoch(p.leader_epoch);
+                    let (epoch, end) = end_offset_for_epoch(broker, &partition, p.leader_epoch);
                     resp.with_leader_epoch(epoch).with_end_offset(end)
                 })
                 .collect();
@@ -192,6 +192,47 @@ pub fn offset_for_leader_epoch(
         })
         .collect();
     OffsetForLeaderEpochResponse::default().with_topics(topics)
+}
+
+/// OffsetsForLeaderEpoch's answer: from the local log's epochs, and for a tiered partition
+/// asked about an epoch older than its local log's first, from its copies' epochs too (as
+/// Kafka answers from the remote segments' epochs), so a consumer reading from the object
+/// store gets the true end of its epoch.
+fn end_offset_for_epoch(
+    broker: &Broker,
+    partition: &strata_storage::Partition,
+    requested: i32,
+) -> (i32, i64) {
+    let (local, log_end) = {
+        let log = partition.log();
+        (log.leader_epoch_entries(), log.log_end_offset())
+    };
+    let older_than_local = local.first().is_some_and(|&(e, _)| requested < e);
+    if !older_than_local || broker.tiering.is_none() {
+        return strata_storage::leader_epoch::end_offset_for(&local, requested, log_end);
+    }
+    let image = broker.image();
+    let Some(meta) = image
+        .topic(&partition.topic)
+        .and_then(|t| t.partitions.get(&partition.partition))
+    else {
+        return strata_storage::leader_epoch::end_offset_for(&local, requested, log_end);
+    };
+    // Each epoch's earliest start, copies first, then the local log's (whose first entry
+    // may have been moved up to the local log start).
+    let mut starts: std::collections::BTreeMap<i32, i64> = std::collections::BTreeMap::new();
+    for (epoch, start) in meta
+        .copied_segments()
+        .flat_map(|c| c.leader_epochs.iter().copied())
+        .chain(local.iter().copied())
+    {
+        starts
+            .entry(epoch)
+            .and_modify(|s| *s = (*s).min(start))
+            .or_insert(start);
+    }
+    let entries: Vec<(i32, i64)> = starts.into_iter().collect();
+    strata_storage::leader_epoch::end_offset_for(&entries, requested, log_end)
 }
 
 /// A tiered partition's log start: its first finished copy's base offset in the object
