@@ -177,6 +177,24 @@ impl LeaderEpochCache {
     }
 }
 
+/// [`LeaderEpochCache::end_offset_for`] over any (epoch, start offset) entries in epoch
+/// order (tiered storage joins the copies' epochs to the local ones).
+pub fn end_offset_for(entries: &[(i32, i64)], requested: i32, log_end_offset: i64) -> (i32, i64) {
+    if requested == UNDEFINED_EPOCH {
+        return (UNDEFINED_EPOCH, UNDEFINED_OFFSET);
+    }
+    if entries.last().map(|&(e, _)| e) == Some(requested) {
+        return (requested, log_end_offset);
+    }
+    let higher = entries.iter().find(|&&(e, _)| e > requested);
+    let floor = entries.iter().rev().find(|&&(e, _)| e <= requested);
+    match (floor, higher) {
+        (_, None) => (UNDEFINED_EPOCH, UNDEFINED_OFFSET),
+        (None, Some(&(_, start))) => (requested, start),
+        (Some(&(e, _)), Some(&(_, start))) => (e, start),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,23 +278,5 @@ mod tests {
         c.write(&fs, dir).unwrap();
         let loaded = LeaderEpochCache::load(&fs, dir, 0).expect("usable");
         assert_eq!(loaded.entries(), &[(0, 0)]);
-    }
-}
-
-/// [`LeaderEpochCache::end_offset_for`] over any (epoch, start offset) entries in epoch
-/// order (tiered storage joins the copies' epochs to the local ones).
-pub fn end_offset_for(entries: &[(i32, i64)], requested: i32, log_end_offset: i64) -> (i32, i64) {
-    if requested == UNDEFINED_EPOCH {
-        return (UNDEFINED_EPOCH, UNDEFINED_OFFSET);
-    }
-    if entries.last().map(|&(e, _)| e) == Some(requested) {
-        return (requested, log_end_offset);
-    }
-    let higher = entries.iter().find(|&&(e, _)| e > requested);
-    let floor = entries.iter().rev().find(|&&(e, _)| e <= requested);
-    match (floor, higher) {
-        (_, None) => (UNDEFINED_EPOCH, UNDEFINED_OFFSET),
-        (None, Some(&(_, start))) => (requested, start),
-        (Some(&(e, _)), Some(&(_, start))) => (e, start),
     }
 }
