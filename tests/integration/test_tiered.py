@@ -48,7 +48,7 @@ class FileStore:
 class S3Store:
     """An S3-compatible server on loopback (moto's), with a bucket for the broker."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, create_bucket=True):
         import boto3
         port = free_port()
         self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)],
@@ -60,7 +60,8 @@ class S3Store:
         self.s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                                aws_access_key_id="test", aws_secret_access_key="test")
         wait_for(lambda: self._up(), timeout=30, what="the S3 server")
-        self.s3.create_bucket(Bucket="tiers")
+        if create_bucket:
+            self.s3.create_bucket(Bucket="tiers")
         self.url = "s3://tiers/strata"
         self.extra = f'"remote.log.storage.s3.endpoint" = "{endpoint}"\n"remote.log.storage.s3.region" = "us-east-1"'
 
@@ -636,3 +637,48 @@ def test_a_replica_starting_over_at_the_leaders_local_start_takes_its_producer_s
     finally:
         for b in nodes:
             b.stop()
+
+
+def test_an_object_store_that_errors_is_retried_while_produce_and_consume_go_on(tmp_path):
+    """The S3 server answers every copy with an error (its bucket does not exist yet):
+    produce with acks=all and consume go on, nothing local is deleted past local retention,
+    the copier retries with backoff, and once the bucket exists the copies are made and every
+    record reads from offset 0."""
+    remote = S3Store(tmp_path, create_bucket=False)
+    b = tiered_broker(tmp_path, remote.url, remote.extra, remote.env)
+    try:
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        admin.create_topics([NewTopic("stuck", 1, 1, config={
+            "remote.storage.enable": "true", "segment.bytes": "65536",
+            "local.retention.bytes": "65536"})])["stuck"].result(30)
+        p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 5,
+                      "batch.size": 16384})
+        errors = []
+        started = time.time()
+        for i in range(1500):
+            p.produce("stuck", value=json.dumps({"i": i, "pad": "x" * 900}),
+                      on_delivery=lambda err, msg: err and errors.append(err))
+        assert p.flush(60) == 0 and not errors, errors[:3]
+        assert time.time() - started < 30
+        wait_for(lambda: b.log_text().count("tiered storage: will retry") >= 3,
+                 what="copies failing and retried")
+        # Nothing copied, so nothing deleted: the whole log is still local.
+        assert int(local_segments(tmp_path / "data", "stuck")[0].stem) == 0
+        remote.s3.create_bucket(Bucket="tiers")
+        wait_for(lambda: (segs := local_segments(tmp_path / "data", "stuck"))
+                 and int(segs[0].stem) > 1000, timeout=90, what="copies made, local disk trimmed")
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "after",
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        c.subscribe(["stuck"])
+        got = []
+        deadline = time.time() + 60
+        while len(got) < 1500 and time.time() < deadline:
+            m = c.poll(1)
+            if m is not None and not m.error():
+                got.append(json.loads(m.value())["i"])
+        c.close()
+        assert got == list(range(1500)), (len(got), got[:3])
+    finally:
+        b.stop()
+        remote.close()
+    assert "panicked" not in b.log_text()

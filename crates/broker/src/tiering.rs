@@ -586,6 +586,7 @@ pub async fn tiering_work(broker: Arc<Broker>, mut stop: tokio::sync::watch::Rec
     let sweep_every =
         std::time::Duration::from_millis(broker.config.remote_log_orphan_sweep_interval_ms.max(10));
     let mut last_sweep: Option<std::time::Instant> = None;
+    let mut failed_passes = 0u32;
     loop {
         if *stop.borrow() {
             return;
@@ -622,13 +623,30 @@ pub async fn tiering_work(broker: Arc<Broker>, mut stop: tokio::sync::watch::Rec
             return; // the pool is gone: the broker is stopping
         };
         if stats.copied > 0 && stats.failed == 0 {
+            failed_passes = 0;
             continue;
         }
+        // A store that fails is retried with exponential backoff (never less often than
+        // every 5 minutes, nor more often than the interval).
+        failed_passes = if stats.failed > 0 {
+            failed_passes + 1
+        } else {
+            0
+        };
+        let wait = retry_wait(interval, failed_passes);
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
         }
     }
+}
+
+/// How long to wait before the next pass after `failed_passes` failed ones in a row:
+/// the interval doubled for each, at most 64 times it and at most 5 minutes (but never less
+/// than the interval).
+fn retry_wait(interval: Duration, failed_passes: u32) -> Duration {
+    let backoff = interval.saturating_mul(1 << failed_passes.min(6));
+    backoff.min(Duration::from_secs(300)).max(interval)
 }
 
 impl Broker {
@@ -661,5 +679,28 @@ impl Broker {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_passes_back_off_exponentially_within_bounds() {
+        let ms = Duration::from_millis;
+        let waits: Vec<_> = (0..9).map(|n| retry_wait(ms(200), n)).collect();
+        assert_eq!(
+            waits,
+            [200, 400, 800, 1600, 3200, 6400, 12800, 12800, 12800].map(ms)
+        );
+        assert_eq!(
+            retry_wait(Duration::from_secs(30), 5),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            retry_wait(Duration::from_secs(600), 3),
+            Duration::from_secs(600)
+        );
     }
 }
