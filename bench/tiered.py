@@ -12,7 +12,11 @@ measured in the same run:
   just restarted: no copy's index cached) and warm (read again), against the same number of
   records read from the untiered topic's local log.
 
-    python3 bench/tiered.py [--records 300000] [--strata BIN]
+    python3 bench/tiered.py [--records 300000] [--strata BIN] [--store file|s3]
+
+`--store s3` runs the same against an S3-compatible server on loopback (moto's, from PyPI,
+in-memory: it measures the broker's request pattern and overheads, not a real S3's
+latency).
 
 Prints one JSON object.
 """
@@ -35,15 +39,47 @@ def free_port():
         return s.getsockname()[1]
 
 
+class S3Server:
+    """moto's S3 server on loopback with a bucket for the broker."""
+
+    def __init__(self):
+        import boto3
+        port = free_port()
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.endpoint = f"http://127.0.0.1:{port}"
+        s3 = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                          aws_access_key_id="test", aws_secret_access_key="test")
+        for _ in range(300):
+            try:
+                s3.create_bucket(Bucket="bench")
+                break
+            except Exception:  # noqa: BLE001 - not listening yet
+                time.sleep(0.1)
+        self.env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+
+    def config(self):
+        return f"""
+"remote.log.storage.url" = "s3://bench/strata"
+"remote.log.storage.s3.endpoint" = "{self.endpoint}"
+"remote.log.storage.s3.region" = "us-east-1"
+"""
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
 class Strata:
-    def __init__(self, binary, tmp, remote):
-        self.binary, self.tmp = binary, tmp
+    def __init__(self, binary, tmp, remote, s3=None):
+        self.binary, self.tmp, self.s3 = binary, tmp, s3
         self.port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.config = tmp / "strata.toml"
+        store = s3.config() if s3 else f'"remote.log.storage.url" = "file://{remote}"\n'
         self.config.write_text(f"""
 "remote.log.storage.system.enable" = true
-"remote.log.storage.url" = "file://{remote}"
+{store}
 "remote.log.manager.task.interval.ms" = 200
 "log.retention.check.interval.ms" = 500
 """)
@@ -51,10 +87,12 @@ class Strata:
         self.proc = None
 
     def start(self):
+        import os
         out = open(self.log, "ab")
+        env = {**os.environ, **self.s3.env} if self.s3 else None
         self.proc = subprocess.Popen([self.binary, "serve", "--data-dir", str(self.tmp / "data"),
                                       "--listen", self.bootstrap, "--config", str(self.config)],
-                                     stdout=out, stderr=subprocess.STDOUT)
+                                     stdout=out, stderr=subprocess.STDOUT, env=env)
         out.close()
         for _ in range(300):
             if "listening on" in self.log.read_text(errors="replace"):
@@ -108,13 +146,15 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=300_000)
     ap.add_argument("--strata", default=str(ROOT / "target" / "release" / "strata"))
+    ap.add_argument("--store", choices=["file", "s3"], default="file")
     args = ap.parse_args()
     from confluent_kafka.admin import AdminClient, NewTopic
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="strata-tiered-bench-"))
     remote = tmp / "remote"
-    b = Strata(args.strata, tmp, remote)
-    results = {"records": args.records}
+    s3 = S3Server() if args.store == "s3" else None
+    b = Strata(args.strata, tmp, remote, s3)
+    results = {"records": args.records, "store": args.store}
     try:
         b.start()
         admin = AdminClient({"bootstrap.servers": b.bootstrap})
@@ -174,6 +214,8 @@ def main():
             b.stop()
         except Exception:  # noqa: BLE001
             pass
+        if s3:
+            s3.stop()
         subprocess.run(["rm", "-rf", str(tmp)])
 
 
