@@ -71,7 +71,7 @@ class S3Server:
 
 
 class Strata:
-    def __init__(self, binary, tmp, remote, s3=None):
+    def __init__(self, binary, tmp, remote, s3=None, extra=""):
         self.binary, self.tmp, self.s3 = binary, tmp, s3
         self.port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
@@ -82,6 +82,7 @@ class Strata:
 {store}
 "remote.log.manager.task.interval.ms" = 200
 "log.retention.check.interval.ms" = 500
+{extra}
 """)
         self.log = tmp / "broker.log"
         self.proc = None
@@ -89,7 +90,7 @@ class Strata:
     def start(self):
         import os
         out = open(self.log, "ab")
-        env = {**os.environ, **self.s3.env} if self.s3 else None
+        env = {**os.environ, **(self.s3.env if self.s3 else {})}
         self.proc = subprocess.Popen([self.binary, "serve", "--data-dir", str(self.tmp / "data"),
                                       "--listen", self.bootstrap, "--config", str(self.config)],
                                      stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -128,8 +129,12 @@ def produce(bootstrap, topic, records):
 
 def consume(bootstrap, topic, start, count):
     from confluent_kafka import Consumer, TopicPartition
+    # librdkafka pauses fetching for fetch.queue.backoff.ms (1 s by default) whenever its
+    # queue holds queued.min.messages: a broker that answers faster than Python drains gets
+    # whole-second stalls that measure the client, not the broker.
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{time.time()}",
-                  "enable.auto.commit": False, "fetch.max.bytes": 52428800})
+                  "enable.auto.commit": False, "fetch.max.bytes": 52428800,
+                  "queued.min.messages": 1000000, "fetch.queue.backoff.ms": 10})
     c.assign([TopicPartition(topic, 0, start)])
     got, t0 = 0, time.time()
     deadline = t0 + 300
@@ -147,13 +152,16 @@ def main():
     ap.add_argument("--records", type=int, default=300_000)
     ap.add_argument("--strata", default=str(ROOT / "target" / "release" / "strata"))
     ap.add_argument("--store", choices=["file", "s3"], default="file")
+    ap.add_argument("--keep", action="store_true", help="keep the data and the broker's log")
+    ap.add_argument("--broker-config", default="",
+                    help='extra broker config lines, e.g. \'"remote.log.reader.chunk.bytes" = 4194304\'')
     args = ap.parse_args()
     from confluent_kafka.admin import AdminClient, NewTopic
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="strata-tiered-bench-"))
     remote = tmp / "remote"
     s3 = S3Server() if args.store == "s3" else None
-    b = Strata(args.strata, tmp, remote, s3)
+    b = Strata(args.strata, tmp, remote, s3, args.broker_config)
     results = {"records": args.records, "store": args.store}
     try:
         b.start()
@@ -216,7 +224,10 @@ def main():
             pass
         if s3:
             s3.stop()
-        subprocess.run(["rm", "-rf", str(tmp)])
+        if args.keep:
+            print(f"kept {tmp}", file=sys.stderr)
+        else:
+            subprocess.run(["rm", "-rf", str(tmp)])
 
 
 if __name__ == "__main__":

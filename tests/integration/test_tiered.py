@@ -93,6 +93,33 @@ def wait_for(predicate, timeout=60, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def produce_records(bootstrap, topic, count, start=0, **conf):
+    """Records {"i": n, "pad": ...} of about 1 KiB, n from `start`, acks=all, in batches well
+    below segment.bytes (a batch larger than a segment is refused); every one acknowledged."""
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
+                  "batch.size": 16384, **conf})
+    errors = []
+    for i in range(start, start + count):
+        p.produce(topic, value=json.dumps({"i": i, "pad": "x" * 900}),
+                  on_delivery=lambda err, msg: err and errors.append(err))
+    assert p.flush(60) == 0 and not errors, errors[:3]
+
+
+def replay(bootstrap, topic, count, group="replay", timeout=60, **conf):
+    """Reads `topic` from its start with librdkafka until `count` records came (or the
+    timeout): their (offset, "i") in order."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False, **conf})
+    c.subscribe([topic])
+    got = []
+    deadline = time.time() + timeout
+    while len(got) < count and time.time() < deadline:
+        m = c.poll(1)
+        if m is not None and not m.error():
+            got.append((m.offset(), json.loads(m.value())["i"]))
+    c.close()
+    return got
+
 def local_segments(data_dir, topic):
     return sorted((data_dir / f"{topic}-0").glob("*.log"))
 
@@ -116,16 +143,8 @@ def test_a_tiered_topic_is_read_whole_from_the_object_store_and_local_disk(tmp_p
             raise AssertionError("a compacted topic was tiered")
         except Exception as e:  # noqa: BLE001 - the client's KafkaException
             assert "compacted" in str(e), e
-        # Batches well below segment.bytes (a batch larger than a segment is refused).
-        p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 5,
-                      "batch.size": 16384})
-        errors = []
         count = 3000
-        for i in range(count):
-            p.produce("history", key=str(i).encode(), value=json.dumps({"i": i, "pad": "x" * 900}),
-                      on_delivery=lambda err, msg: err and errors.append(err))
-        assert p.flush(60) == 0
-        assert not errors, errors[:3]
+        produce_records(b.bootstrap, "history", count)
         # Far more than local.retention.bytes was written: the older segments are copied,
         # then deleted locally.
         def trimmed():
@@ -153,17 +172,7 @@ def test_a_tiered_topic_is_read_whole_from_the_object_store_and_local_disk(tmp_p
         assert 0 < local_bytes <= 131072 + 3 * 65536, row
         assert remote_bytes >= (first_local - 200) * 900, row
         # librdkafka from the start: every record, in order.
-        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "replay",
-                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
-        c.subscribe(["history"])
-        got = []
-        deadline = time.time() + 60
-        while len(got) < count and time.time() < deadline:
-            m = c.poll(1)
-            if m is None or m.error():
-                continue
-            got.append((m.offset(), json.loads(m.value())["i"]))
-        c.close()
+        got = replay(b.bootstrap, "history", count, group="replay")
         assert [o for o, _ in got] == list(range(count))
         assert [i for _, i in got] == list(range(count))
         # kafka-python too.
@@ -238,12 +247,8 @@ def test_remote_reads_keep_to_the_fetch_bandwidth_limit(tmp_path):
         admin.create_topics([NewTopic("slow", 1, 1, config={
             "remote.storage.enable": "true", "segment.bytes": "65536",
             "local.retention.bytes": "65536"})])["slow"].result(30)
-        p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 5,
-                      "batch.size": 16384})
         count = 2000
-        for i in range(count):
-            p.produce("slow", value=json.dumps({"i": i, "pad": "x" * 900}))
-        assert p.flush(60) == 0
+        produce_records(b.bootstrap, "slow", count)
 
         def local_start():
             segs = local_segments(tmp_path / "data", "slow")
@@ -293,42 +298,22 @@ def test_a_new_leader_goes_on_copying_where_the_old_one_stopped(tmp_path):
             out.append((int(base), rest.split(".")[0]))
         return sorted(out)
 
-    def produce(count, start):
-        p = Producer({"bootstrap.servers": bootstrap(nodes), "acks": "all", "linger.ms": 5,
-                      "batch.size": 16384})
-        errors = []
-        for i in range(start, start + count):
-            p.produce("ledger", value=json.dumps({"i": i, "pad": "x" * 900}),
-                      on_delivery=lambda err, msg: err and errors.append(err))
-        assert p.flush(60) == 0
-        assert not errors, errors[:3]
-
     try:
         admin = AdminClient({"bootstrap.servers": bootstrap(nodes)})
         admin.create_topics([NewTopic("ledger", 1, 3, config={
             "remote.storage.enable": "true", "segment.bytes": "65536",
             "local.retention.bytes": "131072", "min.insync.replicas": "2"})])["ledger"].result(30)
-        produce(1500, 0)
+        produce_records(bootstrap(nodes), "ledger", 1500)
         first = wait_for(lambda: len(copies()) >= 5 and copies(), what="the leader's copies")
         leader = wait_for(lambda: leader_of(nodes, "ledger", 0), what="a leader")
         nodes[leader - 1].kill9()
         wait_for(lambda: leader_of(nodes, "ledger", 0, exclude=(leader,)) not in (None, -1, leader),
                  what="a new leader")
-        produce(1500, 1500)
+        produce_records(bootstrap(nodes), "ledger", 1500, start=1500)
         wait_for(lambda: len(copies()) >= len(first) + 10, what="the new leader's copies")
         bases = [b for b, _ in copies()]
         assert len(bases) == len(set(bases)), f"a range copied twice: {bases}"
-        c = Consumer({"bootstrap.servers": bootstrap(nodes), "group.id": "replay",
-                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
-        c.subscribe(["ledger"])
-        got = []
-        deadline = time.time() + 60
-        while len(got) < 3000 and time.time() < deadline:
-            m = c.poll(1)
-            if m is None or m.error():
-                continue
-            got.append((m.offset(), json.loads(m.value())["i"]))
-        c.close()
+        got = replay(bootstrap(nodes), "ledger", 3000, group="replay")
         assert [o for o, _ in got] == list(range(3000)), (len(got), got[:3])
         assert [i for _, i in got] == list(range(3000))
     finally:
@@ -348,18 +333,7 @@ def test_a_hung_object_store_holds_up_neither_produce_nor_local_consume(tmp_path
         admin.create_topics([NewTopic("live", 1, 1, config={
             "remote.storage.enable": "true", "segment.bytes": "65536",
             "local.retention.bytes": "131072"})])["live"].result(30)
-        p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 5,
-                      "batch.size": 16384})
-        errors = []
-
-        def produce(start, count):
-            for i in range(start, start + count):
-                p.produce("live", value=json.dumps({"i": i, "pad": "x" * 900}),
-                          on_delivery=lambda err, msg: err and errors.append(err))
-            assert p.flush(60) == 0
-            assert not errors, errors[:3]
-
-        produce(0, 1000)
+        produce_records(b.bootstrap, "live", 1000)
         wait_for(lambda: len(remote.objects(".manifest.json")) >= 3, what="first copies")
         # Everything produced so far is copied (the last segment stays active).
         settled = wait_for(lambda: (n := len(remote.objects(".manifest.json"))) == len(
@@ -368,7 +342,7 @@ def test_a_hung_object_store_holds_up_neither_produce_nor_local_consume(tmp_path
         remote.proc.send_signal(signal.SIGSTOP)
         try:
             started = time.time()
-            produce(1000, 1000)
+            produce_records(b.bootstrap, "live", 1000, start=1000)
             took = time.time() - started
             assert took < 20, f"produce took {took:.1f} s with the object store hung"
             c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "tail",
@@ -405,13 +379,7 @@ def test_kill_9_while_copying_leaves_no_partial_copy_and_loses_nothing(tmp_path)
         admin.create_topics([NewTopic("crashy", 1, 1, config={
             "remote.storage.enable": "true", "segment.bytes": "65536",
             "local.retention.bytes": "131072"})])["crashy"].result(30)
-        p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 5,
-                      "batch.size": 16384})
-        errors = []
-        for i in range(3000):
-            p.produce("crashy", value=json.dumps({"i": i, "pad": "x" * 900}),
-                      on_delivery=lambda err, msg: err and errors.append(err))
-        assert p.flush(60) == 0 and not errors, errors[:3]
+        produce_records(b.bootstrap, "crashy", 3000)
         rng = random.Random(7)
         for _ in range(5):
             time.sleep(rng.uniform(0.05, 0.4))
@@ -425,17 +393,7 @@ def test_kill_9_while_copying_leaves_no_partial_copy_and_loses_nothing(tmp_path)
         whole = wait_for(settled, timeout=90, what="every copy whole")
         bases = sorted(int(w.rsplit("/", 1)[1].split("-")[0]) for w in whole)
         assert len(bases) == len(set(bases)), f"a range copied twice: {bases}"
-        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "replay",
-                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
-        c.subscribe(["crashy"])
-        got = []
-        deadline = time.time() + 60
-        while len(got) < 3000 and time.time() < deadline:
-            m = c.poll(1)
-            if m is None or m.error():
-                continue
-            got.append(json.loads(m.value())["i"])
-        c.close()
+        got = [i for _, i in replay(b.bootstrap, "crashy", 3000, group="replay")]
         assert got == list(range(3000)), (len(got), got[:3])
     finally:
         b.stop()
@@ -456,11 +414,7 @@ def test_kill_9_while_deleting_copies_leaves_no_orphans(tmp_path):
         admin.create_topics([NewTopic("doomed", 1, 1, config={
             "remote.storage.enable": "true", "segment.bytes": "65536",
             "local.retention.bytes": "131072"})])["doomed"].result(30)
-        p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 5,
-                      "batch.size": 16384})
-        for i in range(3000):
-            p.produce("doomed", value=json.dumps({"i": i, "pad": "x" * 900}))
-        assert p.flush(60) == 0
+        produce_records(b.bootstrap, "doomed", 3000)
         wait_for(lambda: len(remote.objects(".manifest.json")) >= 40, what="copies")
         # Keep about 1 MB in all: retention deletes most copies; kill -9 while it does.
         res = ConfigResource(ConfigResource.Type.TOPIC, "doomed", incremental_configs=[
@@ -613,11 +567,7 @@ def test_a_replica_starting_over_at_the_leaders_local_start_takes_its_producer_s
         on_leader, out = producers(leader)
         assert len(on_leader) == 1 and list(on_leader.values()) == [199], out
         nodes[follower - 1].kill9()
-        plain = Producer({"bootstrap.servers": bootstrap(nodes), "acks": "all", "linger.ms": 5,
-                          "batch.size": 16384})
-        for i in range(3000):
-            plain.produce("keyed", value=json.dumps({"i": i, "pad": "x" * 900}))
-        assert plain.flush(60) == 0
+        produce_records(bootstrap(nodes), "keyed", 3000)
 
         def local_start():
             d = subprocess.run([STRATA_BIN, "topic", "describe", "keyed", "--bootstrap",
@@ -651,14 +601,8 @@ def test_an_object_store_that_errors_is_retried_while_produce_and_consume_go_on(
         admin.create_topics([NewTopic("stuck", 1, 1, config={
             "remote.storage.enable": "true", "segment.bytes": "65536",
             "local.retention.bytes": "65536"})])["stuck"].result(30)
-        p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 5,
-                      "batch.size": 16384})
-        errors = []
         started = time.time()
-        for i in range(1500):
-            p.produce("stuck", value=json.dumps({"i": i, "pad": "x" * 900}),
-                      on_delivery=lambda err, msg: err and errors.append(err))
-        assert p.flush(60) == 0 and not errors, errors[:3]
+        produce_records(b.bootstrap, "stuck", 1500)
         assert time.time() - started < 30
         wait_for(lambda: b.log_text().count("tiered storage: will retry") >= 3,
                  what="copies failing and retried")
@@ -667,16 +611,7 @@ def test_an_object_store_that_errors_is_retried_while_produce_and_consume_go_on(
         remote.s3.create_bucket(Bucket="tiers")
         wait_for(lambda: (segs := local_segments(tmp_path / "data", "stuck"))
                  and int(segs[0].stem) > 1000, timeout=90, what="copies made, local disk trimmed")
-        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "after",
-                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
-        c.subscribe(["stuck"])
-        got = []
-        deadline = time.time() + 60
-        while len(got) < 1500 and time.time() < deadline:
-            m = c.poll(1)
-            if m is not None and not m.error():
-                got.append(json.loads(m.value())["i"])
-        c.close()
+        got = [i for _, i in replay(b.bootstrap, "stuck", 1500, group="after")]
         assert got == list(range(1500)), (len(got), got[:3])
     finally:
         b.stop()

@@ -131,20 +131,35 @@ impl Tiering {
                 let reader = self.reader.clone();
                 Some(self.readers.handle().spawn(async move {
                     let _permit = permit;
-                    reader.read(&objects, offset, max_bytes).await
+                    let started = std::time::Instant::now();
+                    let read = reader.read(&objects, offset, max_bytes).await;
+                    if let Ok((records, _)) = &read {
+                        tracing::debug!(
+                            offset,
+                            max_bytes,
+                            bytes = records.len(),
+                            us = started.elapsed().as_micros() as u64,
+                            "remote read"
+                        );
+                    }
+                    read
                 }))
             })
             .collect();
         let mut results = Vec::with_capacity(handles.len());
         for handle in handles {
             let Some(handle) = handle else {
+                tracing::debug!("remote read not started: the reader pool is full");
                 results.push(Ok(None));
                 continue;
             };
             results.push(match tokio::time::timeout_at(deadline, handle).await {
                 Ok(Ok(read)) => read.map(Some).map_err(|e| e.to_string()),
                 Ok(Err(e)) => Err(format!("the remote read failed: {e}")),
-                Err(_) => Ok(None),
+                Err(_) => {
+                    tracing::debug!("remote read not done within remote.fetch.max.wait.ms");
+                    Ok(None)
+                }
             });
         }
         results

@@ -49,10 +49,10 @@ pub struct ReaderConfig {
 impl Default for ReaderConfig {
     fn default() -> Self {
         ReaderConfig {
-            chunk_bytes: 1 << 20,
-            chunk_cache_bytes: 128 << 20,
+            chunk_bytes: 4 << 20,
+            chunk_cache_bytes: 256 << 20,
             index_cache_bytes: 64 << 20,
-            prefetch_chunks: 4,
+            prefetch_chunks: 2,
         }
     }
 }
@@ -112,6 +112,19 @@ impl<K: Hash + Eq + Clone, V: Clone> LoadingCache<K, V> {
 
     fn state(&self) -> std::sync::MutexGuard<'_, CacheState<K, V>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `key` is cached or loading; a cached one is marked as used now (a reader
+    /// about to want it keeps it from being the next evicted).
+    fn touch(&self, key: &K) -> bool {
+        let mut s = self.state();
+        s.tick += 1;
+        let tick = s.tick;
+        if let Some(e) = s.entries.get_mut(key) {
+            e.2 = tick;
+            return true;
+        }
+        s.loading.contains_key(key)
     }
 
     #[cfg(test)]
@@ -339,8 +352,10 @@ impl RemoteReader {
             if next * c >= index.log_size() {
                 break;
             }
-            // Bounded: at most a few hundred chunk requests in flight at once.
-            if self.chunks.contains(&(objects.id, next)) || self.chunks.loading() >= 256 {
+            // Already there (kept, as it is wanted next: a scan longer than the cache
+            // would otherwise evict exactly the chunks it is about to read), or too many
+            // chunk requests in flight already.
+            if self.chunks.touch(&(objects.id, next)) || self.chunks.loading() >= 256 {
                 continue;
             }
             let reader = self.clone();
@@ -661,6 +676,39 @@ mod tests {
         // Nothing was fetched twice.
         let size = r.index(&objects).await.unwrap().log_size();
         assert_eq!(stats.bytes_fetched, size, "{stats:?}");
+    }
+
+    /// A copy larger than the chunk cache read from the start twice: the second scan is
+    /// served by prefetch as the first was (a cached chunk about to be read is kept, not
+    /// evicted as the least recently used).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scan_longer_than_the_cache_is_prefetched_every_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = reader(
+            dir.path(),
+            ReaderConfig {
+                chunk_bytes: 16 << 10,
+                chunk_cache_bytes: 40 * (16 << 10), // 40 chunks of 42: nearly all
+                prefetch_chunks: 2,
+                ..Default::default()
+            },
+        );
+        let (objects, _) = copy(dir.path(), r.storage(), 200).await;
+        for scan in 0..2 {
+            let before = r.stats();
+            let mut offset = 100;
+            loop {
+                let (got, _) = r.read(&objects, offset, 12 << 10).await.unwrap();
+                if got.is_empty() {
+                    break;
+                }
+                offset = last_offset(&got) + 1;
+                tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+            }
+            assert_eq!(offset, 2100);
+            let misses = r.stats().chunk_misses - before.chunk_misses;
+            assert!(misses <= 3, "scan {scan}: {misses} misses, {:?}", r.stats());
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

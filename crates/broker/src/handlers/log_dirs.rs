@@ -133,79 +133,63 @@ pub fn describe_log_dirs(
             .map(|t| (t.topic.to_string(), t.partitions.clone()))
             .collect()
     });
-    let mut by_topic: BTreeMap<String, Vec<describe_log_dirs_response::DescribeLogDirsPartition>> =
-        BTreeMap::new();
-    for p in broker.all_partitions() {
-        if let Some(w) = &wanted {
-            if !w.get(&p.topic).is_some_and(|ps| ps.contains(&p.partition)) {
-                continue;
-            }
-        }
-        let mut dp = describe_log_dirs_response::DescribeLogDirsPartition::default();
-        dp.partition_index = p.partition;
-        dp.partition_size = p.log().size_bytes() as i64;
-        dp.offset_lag = 0;
-        by_topic.entry(p.topic.clone()).or_default().push(dp);
-    }
-    let mut results = vec![];
+    let (total, usable) = space(&broker.config.data_dir);
+    let mut results = vec![log_dir(
+        broker,
+        &broker.config.data_dir.display().to_string(),
+        (total, usable),
+        wanted.as_ref(),
+        |p| Some(p.log().size_bytes() as i64),
+    )];
+    // Tiered storage's object store as one more log directory: the bytes of each hosted
+    // tiered partition's finished copies, from the cluster metadata. Its total and usable
+    // bytes are unknown (-1): a store has no fixed size.
     if let Some(tiering) = &broker.tiering {
-        results.push(remote_log_dir(
+        let image = broker.image();
+        results.push(log_dir(
             broker,
             tiering.storage.url(),
+            (-1, -1),
             wanted.as_ref(),
+            |p| {
+                if !p.log().config().remote_storage_enable {
+                    return None;
+                }
+                let meta = image.topic(&p.topic)?.partitions.get(&p.partition)?;
+                Some(meta.copied_segments().map(|c| c.size_bytes as i64).sum())
+            },
         ));
     }
-    let mut result = describe_log_dirs_response::DescribeLogDirsResult::default();
-    result.log_dir = str(&broker.config.data_dir.display().to_string());
-    let (total, usable) = space(&broker.config.data_dir);
-    result.total_bytes = total;
-    result.usable_bytes = usable;
-    for (name, mut partitions) in by_topic {
-        partitions.sort_by_key(|p| p.partition_index);
-        let mut t = describe_log_dirs_response::DescribeLogDirsTopic::default();
-        t.name = TopicName(str(&name));
-        t.partitions = partitions;
-        result.topics.push(t);
-    }
-    results.insert(0, result);
     DescribeLogDirsResponse::default().with_results(results)
 }
 
-/// Tiered storage's object store as one more log directory (after the local one): the
-/// bytes of each hosted tiered partition's finished copies, from the cluster metadata.
-/// Its total and usable bytes are unknown (-1): a store has no fixed size.
-fn remote_log_dir(
+/// One log directory's answer: the hosted partitions asked for that `size` gives a size.
+fn log_dir(
     broker: &Broker,
-    url: &str,
+    name: &str,
+    (total_bytes, usable_bytes): (i64, i64),
     wanted: Option<&BTreeMap<String, Vec<i32>>>,
+    size: impl Fn(&strata_storage::Partition) -> Option<i64>,
 ) -> describe_log_dirs_response::DescribeLogDirsResult {
-    let image = broker.image();
     let mut by_topic: BTreeMap<String, Vec<describe_log_dirs_response::DescribeLogDirsPartition>> =
         BTreeMap::new();
     for p in broker.all_partitions() {
-        if !p.log().config().remote_storage_enable {
-            continue;
-        }
         if let Some(w) = wanted {
             if !w.get(&p.topic).is_some_and(|ps| ps.contains(&p.partition)) {
                 continue;
             }
         }
-        let Some(meta) = image
-            .topic(&p.topic)
-            .and_then(|t| t.partitions.get(&p.partition))
-        else {
-            continue;
-        };
+        let Some(bytes) = size(&p) else { continue };
         let mut dp = describe_log_dirs_response::DescribeLogDirsPartition::default();
         dp.partition_index = p.partition;
-        dp.partition_size = meta.copied_segments().map(|c| c.size_bytes as i64).sum();
+        dp.partition_size = bytes;
+        dp.offset_lag = 0;
         by_topic.entry(p.topic.clone()).or_default().push(dp);
     }
     let mut result = describe_log_dirs_response::DescribeLogDirsResult::default();
-    result.log_dir = str(url);
-    result.total_bytes = -1;
-    result.usable_bytes = -1;
+    result.log_dir = str(name);
+    result.total_bytes = total_bytes;
+    result.usable_bytes = usable_bytes;
     for (name, mut partitions) in by_topic {
         partitions.sort_by_key(|p| p.partition_index);
         let mut t = describe_log_dirs_response::DescribeLogDirsTopic::default();
