@@ -71,6 +71,9 @@ class Broker:
             cfg.write_text(self.config_text)
             args += ["--config", str(cfg)]
         args += self.extra_args
+        if not any(a.startswith("--http-listen") for a in self.extra_args):
+            # The HTTP admin listener's default address likewise: tests of it give theirs.
+            args += ["--http-listen", "none"]
         if not any(a.startswith("--sql-listen") for a in self.extra_args):
             # The SQL engine's default address is shared by every broker of a test run:
             # tests that use SQL give their own.

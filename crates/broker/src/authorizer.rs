@@ -219,6 +219,11 @@ impl Authz {
 
 impl crate::Broker {
     /// The authorization context of one request on `context`'s connection.
+    /// Whether ACLs are enforced (an authorizer is configured).
+    pub fn acls_enforced(&self) -> bool {
+        self.authorizer.enabled()
+    }
+
     pub fn authz(&self, context: &ConnectionContext) -> Authz {
         if !self.authorizer.enabled() {
             return Authz::allow_all();

@@ -337,6 +337,10 @@ pub struct BrokerConfig {
     pub remote_log_orphan_sweep_interval_ms: u64,
     #[serde(alias = "remote.log.orphan.min.age.ms")]
     pub remote_log_orphan_min_age_ms: i64,
+    /// `metrics.partition.level`: per-partition series in `GET /metrics` (log sizes and
+    /// offsets, consumer lag); off bounds the series to per topic.
+    #[serde(alias = "metrics.partition.level")]
+    pub metrics_partition_level: bool,
     /// `log.cleaner.min.cleanable.ratio`: the dirty ratio a log must reach to be cleaned.
     #[serde(alias = "log.cleaner.min.cleanable.ratio")]
     pub log_cleaner_min_cleanable_ratio: f64,
@@ -525,6 +529,7 @@ impl Default for BrokerConfig {
             remote_log_reader_prefetch_chunks: 2,
             remote_log_orphan_sweep_interval_ms: 3_600_000,
             remote_log_orphan_min_age_ms: 600_000,
+            metrics_partition_level: true,
             log_cleaner_dedupe_buffer_size: 128 << 20,
             log_cleaner_io_max_bytes_per_second: f64::MAX,
             log_cleaner_backoff_ms: 15_000,

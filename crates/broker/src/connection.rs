@@ -290,7 +290,9 @@ pub async fn serve(
                                 .map(|c| c.to_string())
                                 .unwrap_or_default();
                             let started = Instant::now();
+                            let stats = broker.metrics.request(&format!("{:?}", request.api_key));
                             let pending = dispatch(&broker, request, &context);
+                            let pending = crate::metrics::measured(pending, stats, started);
                             // KIP-124: the time the request keeps the broker busy (dispatching
                             // and each poll of its future; not the waits between polls, which
                             // are purgatory in Kafka's terms) counts against request_percentage.

@@ -28,6 +28,7 @@ pub mod handlers;
 mod inter_broker;
 pub mod keystore;
 pub mod listeners;
+pub mod metrics;
 pub mod oauth;
 pub mod peer_security;
 pub mod quotas;
@@ -43,5 +44,5 @@ pub mod txn;
 pub mod zero_copy;
 
 pub use config::BrokerConfig;
-pub use server::{run, ServeError};
-pub use state::Broker;
+pub use server::{run, run_with, ServeError};
+pub use state::{Broker, TopicError};

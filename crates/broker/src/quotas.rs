@@ -323,6 +323,12 @@ impl std::future::Future for Timed {
                 percent_seconds,
                 Instant::now(),
             );
+            if !throttle.is_zero() {
+                self.broker
+                    .metrics
+                    .throttled_responses
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             self.context.mute_for(throttle);
         }
         polled

@@ -39,13 +39,25 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    run_with(config, fs, clock, shutdown, |_| {}).await
+}
+
+/// [`run`], calling `opened` with the broker once it is open and its listeners bound (the
+/// binary starts its HTTP admin listener there).
+pub async fn run_with(
+    config: BrokerConfig,
+    fs: Arc<dyn Fs>,
+    clock: Arc<dyn Clock>,
+    shutdown: impl std::future::Future<Output = ()>,
+    opened: impl FnOnce(Arc<Broker>),
+) -> Result<(), ServeError> {
     config.validate()?;
     let listeners = config.resolved_listeners()?;
     let mut bound = Vec::new();
     for l in &listeners.clients {
         bound.push(bind(&l.bind).await?);
     }
-    serve_listeners(bound, config, fs, clock, shutdown).await
+    serve_listeners(bound, config, fs, clock, shutdown, opened).await
 }
 
 async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
@@ -73,7 +85,7 @@ pub async fn serve(
     for l in &listeners.clients[1..] {
         bound.push(bind(&l.bind).await?);
     }
-    serve_listeners(bound, config, fs, clock, shutdown).await
+    serve_listeners(bound, config, fs, clock, shutdown, |_| {}).await
 }
 
 /// Serves on the bound sockets of the configuration's client listeners, in order.
@@ -83,6 +95,7 @@ async fn serve_listeners(
     fs: Arc<dyn Fs>,
     clock: Arc<dyn Clock>,
     shutdown: impl std::future::Future<Output = ()>,
+    opened: impl FnOnce(Arc<Broker>),
 ) -> Result<(), ServeError> {
     let listeners = config.resolved_listeners()?;
     // TLS material is read before anything else opens: a bad keystore stops the start.
@@ -187,6 +200,7 @@ async fn serve_listeners(
         );
     }
 
+    opened(broker.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     // In a JoinSet so that dropping this future (a test simulating a crash) stops it too.
     let mut background = tokio::task::JoinSet::new();
@@ -318,9 +332,12 @@ async fn serve_listeners(
                 let stop = stop_rx.clone();
                 let tls = tls.get(&*name).cloned();
                 connections.spawn(async move {
+                    let stats = b.metrics.listener(&name);
+                    stats.accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let _open = crate::metrics::Gauged::new(&stats.open);
                     let context = connection::ConnectionContext::on(peer, name, protocol);
                     if let Some((transport, context)) = open(&b, stream, context, tls.as_deref()).await {
-                        connection::serve(b, transport, context, stop).await;
+                        connection::serve(b.clone(), transport, context, stop).await;
                     }
                     drop(permit);
                     drop(listener_permit);

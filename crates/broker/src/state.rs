@@ -169,6 +169,8 @@ pub struct Broker {
     pub data_arrived: Notify,
     /// The object store of tiered storage (`remote.log.storage.system.enable`).
     pub tiering: Option<Arc<crate::tiering::Tiering>>,
+    /// Counters for `GET /metrics` (see `metrics`).
+    pub metrics: crate::metrics::Metrics,
     /// The next producer id and the end of the block it comes from.
     producer_ids: Mutex<(i64, i64)>,
     /// File-system-wide group commit for produces that touch many partitions.
@@ -394,6 +396,7 @@ impl Broker {
         };
         let broker = Self {
             tiering,
+            metrics: crate::metrics::Metrics::default(),
             producer_ids: Mutex::new((0, 0)),
             config,
             fs,

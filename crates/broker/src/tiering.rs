@@ -78,6 +78,8 @@ pub struct Tiering {
     pending_reads: Arc<tokio::sync::Semaphore>,
     /// `remote.fetch.max.wait.ms`.
     fetch_max_wait: Duration,
+    /// What the passes did since start (for metrics).
+    totals: Mutex<TieringStats>,
 }
 
 impl Tiering {
@@ -107,11 +109,97 @@ impl Tiering {
                 config.remote_log_reader_max_pending_tasks.max(1),
             )),
             fetch_max_wait: Duration::from_millis(config.remote_fetch_max_wait_ms),
+            totals: Mutex::new(TieringStats::default()),
         })
     }
 
     fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tiered storage's metrics (Kafka's KIP-405 names where it has them).
+    pub fn render_metrics(
+        &self,
+        out: &mut crate::metrics::Exposition,
+        image: &strata_cluster::MetadataImage,
+    ) {
+        let t = self
+            .totals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let r = self.reader.stats();
+        for (name, help, value) in [
+            (
+                "kafka_server_brokertopicmetrics_remotecopyrequests_total",
+                "Segments copied to the object store.",
+                t.copied as u64,
+            ),
+            (
+                "kafka_server_brokertopicmetrics_remotecopybytes_total",
+                "Bytes copied to the object store.",
+                t.copied_bytes,
+            ),
+            (
+                "kafka_server_brokertopicmetrics_remotecopyerrors_total",
+                "Partition passes that failed (retried with backoff).",
+                t.failed as u64,
+            ),
+            (
+                "kafka_server_brokertopicmetrics_remotedeleterequests_total",
+                "Copies deleted by retention.",
+                t.deleted as u64,
+            ),
+            (
+                "kafka_server_brokertopicmetrics_remotefetchbytes_total",
+                "Bytes read from the object store for fetches (prefetch included).",
+                r.bytes_fetched,
+            ),
+            (
+                "strata_remote_reader_chunk_hits_total",
+                "Remote log chunks a read found in the chunk cache.",
+                r.chunk_hits,
+            ),
+            (
+                "strata_remote_reader_chunk_misses_total",
+                "Remote log chunks a read had to wait for.",
+                r.chunk_misses,
+            ),
+            (
+                "strata_remote_reader_prefetches_total",
+                "Remote log chunks asked for ahead of a sequential reader.",
+                r.prefetched,
+            ),
+        ] {
+            out.family(name, "counter", help);
+            out.sample(name, &[], value as f64);
+        }
+        out.family(
+            "kafka_server_brokertopicmetrics_remotelogsizebytes",
+            "gauge",
+            "Bytes of a tiered topic's finished copies in the object store (RemoteLogSizeBytes).",
+        );
+        let mut sizes: Vec<(String, u64)> = image
+            .topics()
+            .map(|t| {
+                let bytes = t
+                    .partitions
+                    .values()
+                    .flat_map(|p| p.copied_segments())
+                    .map(|c| c.size_bytes)
+                    .sum();
+                (t.name.clone(), bytes)
+            })
+            .filter(|(_, b)| *b > 0)
+            .collect();
+        sizes.sort();
+        for (topic, bytes) in sizes {
+            out.sample(
+                "kafka_server_brokertopicmetrics_remotelogsizebytes",
+                &[("topic", &topic)],
+                bytes as f64,
+            );
+        }
     }
 
     /// Reads for one fetch (copy, offset, max bytes each), run on the reader pool and
@@ -231,6 +319,13 @@ impl Broker {
                 warn!(topic = %partition.topic, partition = partition.partition, error = %e, "tiered storage: will retry");
             }
         }
+        let mut totals = tiering.totals.lock().unwrap_or_else(|p| p.into_inner());
+        totals.copied += stats.copied;
+        totals.copied_bytes += stats.copied_bytes;
+        totals.cleaned += stats.cleaned;
+        totals.deleted += stats.deleted;
+        totals.failed += stats.failed;
+        drop(totals);
         stats
     }
 

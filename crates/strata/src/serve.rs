@@ -28,6 +28,11 @@ pub struct ServeArgs {
     /// none, a standalone node]
     #[arg(long, value_name = "ID@HOST:PORT,...")]
     controller_quorum_voters: Option<String>,
+    /// Where the HTTP admin listener serves /metrics, /healthz, /readyz and the /v1 admin
+    /// API ("none" turns it off) [default: 127.0.0.1:8080; if that address is taken, the
+    /// broker runs without it]
+    #[arg(long, value_name = "HOST:PORT")]
+    http_listen: Option<String>,
     /// Where the SQL engine serves ksqlDB's REST API ("none" turns the engine off)
     /// [default: 127.0.0.1:8088; if that address is taken, the broker runs without it]
     #[arg(long, value_name = "HOST:PORT")]
@@ -156,6 +161,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_target(false)
         .with_ansi(ansi)
         .init();
+    let http_listen = args.http_listen.clone();
     let sql_listen = args.sql_listen.clone();
     let sql_advertised = args.sql_advertised_listener.clone();
     let sql_auth_method = args.sql_auth.clone();
@@ -190,6 +196,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             sql_auth,
         )
         .await?;
+        let http = bind_http(http_listen).await?;
         let shutdown = async {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -199,11 +206,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 _ = term.recv() => {}
             }
         };
-        strata_broker::run(
+        strata_broker::run_with(
             config,
             Arc::new(strata_storage_fs()),
             Arc::new(strata_storage_clock()),
             shutdown,
+            move |broker| {
+                if let Some(listener) = http {
+                    tokio::spawn(strata_admin::serve(listener, broker));
+                }
+            },
         )
         .await
     });
@@ -283,6 +295,32 @@ fn sql_auth(
     };
     let addr = format!("{}:{}", l.advertised_host, l.advertised_port);
     strata_ksql::auth::BasicAuth::new(addr, tls, mechanism).map(Some)
+}
+
+/// Binds the HTTP admin listener (`--http-listen`): None when turned off, or when the
+/// default address is taken (a warning); an explicit address that cannot be bound stops the
+/// start.
+async fn bind_http(
+    listen: Option<String>,
+) -> Result<Option<tokio::net::TcpListener>, strata_broker::server::ServeError> {
+    let explicit = listen.is_some();
+    let addr = listen.unwrap_or_else(|| "127.0.0.1:8080".to_string());
+    if addr.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    match tokio::net::TcpListener::bind(&addr).await {
+        Ok(listener) => {
+            if let Ok(local) = listener.local_addr() {
+                tracing::info!("HTTP admin listener on {local}: /metrics, /healthz, /readyz, /v1");
+            }
+            Ok(Some(listener))
+        }
+        Err(e) if !explicit => {
+            tracing::warn!(%addr, error = %e, "HTTP admin listener not started (use --http-listen)");
+            Ok(None)
+        }
+        Err(source) => Err(strata_broker::server::ServeError::Bind { addr, source }),
+    }
 }
 
 /// Binds the SQL listener and starts the engine on it (it waits for the broker to answer).

@@ -142,6 +142,11 @@ async fn wait_and_read(
                 let data = &mut resp.response.responses[r.topic].partitions[r.partition];
                 match result {
                     Ok(Some((records, aborted))) => {
+                        broker
+                            .metrics
+                            .topic(&r.objects.topic)
+                            .bytes_out
+                            .fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
                         data.records = Some(records);
                         if r.read_committed {
                             data.aborted_transactions = Some(
@@ -172,6 +177,7 @@ async fn wait_and_read(
         {
             return resp;
         }
+        let _waiting = crate::metrics::Gauged::new(&broker.metrics.fetch_purgatory);
         tokio::select! {
             _ = &mut notified => {}
             _ = tokio::time::sleep_until(deadline) => {}
@@ -343,6 +349,16 @@ fn read_once(
                     let records = match range {
                         Some(range) => {
                             total += range.bytes;
+                            let stats = broker.metrics.topic(name);
+                            let counter = if replica < 0 {
+                                &stats.bytes_out
+                            } else {
+                                &stats.replication_bytes_out
+                            };
+                            counter.fetch_add(
+                                range.bytes as u64,
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
                             budget = budget.saturating_sub(range.bytes);
                             if range.file.as_fd().is_some() {
                                 ranges.push(range);
@@ -383,6 +399,13 @@ fn read_once(
                     }
                 }
                 Err(e) => {
+                    if !matches!(e, strata_storage::StorageError::OffsetOutOfRange { .. }) {
+                        broker
+                            .metrics
+                            .topic(name)
+                            .failed_fetch
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     let log = partition.log();
                     let (hw, lso) = (log.high_watermark(), log.log_start_offset());
                     let stable = log.last_stable_offset();

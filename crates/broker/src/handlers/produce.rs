@@ -180,6 +180,23 @@ pub fn handle(
                     epoch,
                 ),
             };
+            let stats = broker.metrics.topic(&name);
+            match &outcome {
+                Ok(info) => {
+                    stats
+                        .bytes_in
+                        .fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    stats.messages_in.fetch_add(
+                        info.records.max(0) as u64,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                }
+                Err(_) => {
+                    stats
+                        .failed_produce
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
             match outcome {
                 Ok(info) => {
                     partitions.push(
@@ -238,7 +255,15 @@ pub fn handle(
             .into_iter()
             .filter(|a| a.partition.log().config().is_durable())
             .collect();
-        let synced = make_durable(&broker, durable).await;
+        let _waiting = crate::metrics::Gauged::new(&broker.metrics.produce_purgatory);
+        let synced = if durable.is_empty() {
+            make_durable(&broker, durable).await
+        } else {
+            let flushing = std::time::Instant::now();
+            let synced = make_durable(&broker, durable).await;
+            broker.metrics.log_flush.observe(flushing.elapsed());
+            synced
+        };
         if acks == 0 {
             // Kafka sends no response to acks=0; a failed write closes the connection instead,
             // which is the only way such a producer learns of it (and refreshes metadata).
@@ -452,6 +477,23 @@ fn append_remote_verified(
                 .append_verified(&w.records, w.producer_id, guard)
                 .map_err(|e| Refusal::storage(&e))
         });
+        let stats = broker.metrics.topic(&w.partition.topic);
+        match &outcome {
+            Ok(info) => {
+                stats
+                    .bytes_in
+                    .fetch_add(w.records.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                stats.messages_in.fetch_add(
+                    info.records.max(0) as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
+            Err(_) => {
+                stats
+                    .failed_produce
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         let (response, written) = match outcome {
             Ok(info) => (
                 PartitionProduceResponse::default()

@@ -1,0 +1,703 @@
+//! The broker's metrics, rendered in Prometheus' text format (`GET /metrics`).
+//!
+//! Names follow Kafka's JMX metrics as the Prometheus JMX exporter (Strimzi's rules) names
+//! them, so existing dashboards find them: `kafka_server_brokertopicmetrics_bytesin_total`
+//! for `kafka.server:type=BrokerTopicMetrics,name=BytesInPerSec`,
+//! `kafka_network_requestmetrics_requests_total{request="Produce"}` for
+//! `kafka.network:type=RequestMetrics,name=RequestsPerSec,request=Produce`, and so on;
+//! consumer lag as kafka_exporter names it (`kafka_consumergroup_lag`).
+//!
+//! Counters are kept as the broker works (atomics, no lock on the hot path but a read lock
+//! to find a topic's counters); gauges (partition health, log sizes, lag) are computed from
+//! the broker's state when scraped. Label cardinality: one series per API key, per listener,
+//! per topic, and (unless `metrics.partition.level` is off) per partition and per group
+//! partition.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the latency histograms' buckets.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A latency histogram (cumulative buckets when rendered).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    /// Microseconds.
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|&b| secs <= b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        let _ = writeln!(out, "{name}_count{braces} {count}");
+    }
+}
+
+/// Per API key: requests, their errors, and their time.
+#[derive(Debug, Default)]
+pub struct RequestStats {
+    pub requests: AtomicU64,
+    /// From receipt to the response ready to send (Kafka's TotalTimeMs less the send).
+    pub total_time: Histogram,
+    /// The time the request kept the broker busy (dispatch and each poll: Kafka's
+    /// LocalTimeMs); the rest of the total is waiting (RemoteTimeMs: acks, long polls).
+    pub local_time: Histogram,
+    /// Waiting: for replicas' acknowledgements, for data to arrive (Kafka's RemoteTimeMs).
+    pub remote_time: Histogram,
+}
+
+/// Per topic: what producers and consumers moved.
+#[derive(Debug, Default)]
+pub struct TopicStats {
+    pub bytes_in: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub replication_bytes_out: AtomicU64,
+    pub failed_produce: AtomicU64,
+    pub failed_fetch: AtomicU64,
+}
+
+/// Per listener: connections open and ever accepted.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    pub open: AtomicI64,
+    pub accepted: AtomicU64,
+}
+
+/// The counters the broker keeps as it works.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: RwLock<BTreeMap<String, Arc<RequestStats>>>,
+    topics: RwLock<HashMap<String, Arc<TopicStats>>>,
+    listeners: RwLock<BTreeMap<String, Arc<ListenerStats>>>,
+    /// Produce requests waiting for their acknowledgement (acks=all: replication, sync).
+    pub produce_purgatory: AtomicI64,
+    /// Fetches waiting for data (long polls).
+    pub fetch_purgatory: AtomicI64,
+    pub isr_shrinks: AtomicU64,
+    pub isr_expands: AtomicU64,
+    /// Leaderships this node took.
+    pub leader_elections: AtomicU64,
+    /// Responses sent with a throttle time (quotas).
+    pub throttled_responses: AtomicU64,
+    pub log_flush: Histogram,
+}
+
+impl Metrics {
+    fn get_or_insert<K, V>(
+        map: &RwLock<K>,
+        key: &str,
+        insert: impl FnOnce(&mut K) -> Arc<V>,
+    ) -> Arc<V>
+    where
+        K: MapLike<V>,
+    {
+        if let Some(v) = map.read().unwrap_or_else(|p| p.into_inner()).find(key) {
+            return v;
+        }
+        let mut w = map.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = w.find(key) {
+            return v;
+        }
+        insert(&mut w)
+    }
+
+    /// The counters of API `name` (Kafka's request name: "Produce", "Fetch", …).
+    pub fn request(&self, name: &str) -> Arc<RequestStats> {
+        Self::get_or_insert(&self.requests, name, |m| {
+            m.entry(name.to_string()).or_default().clone()
+        })
+    }
+
+    pub fn topic(&self, topic: &str) -> Arc<TopicStats> {
+        Self::get_or_insert(&self.topics, topic, |m| {
+            m.entry(topic.to_string()).or_default().clone()
+        })
+    }
+
+    /// A deleted topic's counters go (bounded cardinality).
+    pub fn forget_topic(&self, topic: &str) {
+        self.topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(topic);
+    }
+
+    pub fn listener(&self, name: &str) -> Arc<ListenerStats> {
+        Self::get_or_insert(&self.listeners, name, |m| {
+            m.entry(name.to_string()).or_default().clone()
+        })
+    }
+
+    /// The counters, rendered (the broker adds its gauges: see `Broker::render_metrics`).
+    pub fn render_counters(&self, out: &mut Exposition) {
+        let requests = self.requests.read().unwrap_or_else(|p| p.into_inner());
+        out.family(
+            "kafka_network_requestmetrics_requests_total",
+            "counter",
+            "Requests received, by API (RequestMetrics RequestsPerSec).",
+        );
+        for (name, s) in requests.iter() {
+            out.sample(
+                "kafka_network_requestmetrics_requests_total",
+                &[("request", name)],
+                s.requests.load(Ordering::Relaxed) as f64,
+            );
+        }
+        for (family, help, pick) in [
+            (
+                "kafka_network_requestmetrics_totaltime_seconds",
+                "Time from receipt to the response ready, by API (RequestMetrics TotalTimeMs).",
+                (|s: &RequestStats| &s.total_time) as fn(&RequestStats) -> &Histogram,
+            ),
+            (
+                "kafka_network_requestmetrics_localtime_seconds",
+                "Time the request kept the broker busy, by API (RequestMetrics LocalTimeMs).",
+                |s: &RequestStats| &s.local_time,
+            ),
+            (
+                "kafka_network_requestmetrics_remotetime_seconds",
+                "Time the request waited (acknowledgements, long polls), by API (RequestMetrics RemoteTimeMs).",
+                |s: &RequestStats| &s.remote_time,
+            ),
+        ] {
+            out.family(family, "histogram", help);
+            for (name, s) in requests.iter() {
+                pick(s).render(&mut out.text, family, &format!("request=\"{name}\""));
+            }
+        }
+        drop(requests);
+        let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+        let mut names: Vec<&String> = topics.keys().collect();
+        names.sort();
+        for (family, help, pick) in [
+            (
+                "kafka_server_brokertopicmetrics_bytesin_total",
+                "Bytes produced, by topic (BrokerTopicMetrics BytesInPerSec).",
+                (|t: &TopicStats| &t.bytes_in) as fn(&TopicStats) -> &AtomicU64,
+            ),
+            (
+                "kafka_server_brokertopicmetrics_messagesin_total",
+                "Records produced, by topic (BrokerTopicMetrics MessagesInPerSec).",
+                |t: &TopicStats| &t.messages_in,
+            ),
+            (
+                "kafka_server_brokertopicmetrics_bytesout_total",
+                "Bytes fetched by consumers, by topic (BrokerTopicMetrics BytesOutPerSec).",
+                |t: &TopicStats| &t.bytes_out,
+            ),
+            (
+                "kafka_server_brokertopicmetrics_replicationbytesout_total",
+                "Bytes fetched by follower replicas, by topic (ReplicationBytesOutPerSec).",
+                |t: &TopicStats| &t.replication_bytes_out,
+            ),
+            (
+                "kafka_server_brokertopicmetrics_failedproducerequests_total",
+                "Partition writes refused, by topic (FailedProduceRequestsPerSec).",
+                |t: &TopicStats| &t.failed_produce,
+            ),
+            (
+                "kafka_server_brokertopicmetrics_failedfetchrequests_total",
+                "Partition reads that failed, by topic (FailedFetchRequestsPerSec).",
+                |t: &TopicStats| &t.failed_fetch,
+            ),
+        ] {
+            out.family(family, "counter", help);
+            for name in &names {
+                let v = pick(&topics[*name]).load(Ordering::Relaxed);
+                out.sample(family, &[("topic", name)], v as f64);
+            }
+        }
+        drop(topics);
+        let listeners = self.listeners.read().unwrap_or_else(|p| p.into_inner());
+        out.family(
+            "kafka_server_socket_server_metrics_connection_count",
+            "gauge",
+            "Connections open, by listener.",
+        );
+        for (name, l) in listeners.iter() {
+            out.sample(
+                "kafka_server_socket_server_metrics_connection_count",
+                &[("listener", name)],
+                l.open.load(Ordering::Relaxed) as f64,
+            );
+        }
+        out.family(
+            "kafka_server_socket_server_metrics_connection_creation_total",
+            "counter",
+            "Connections accepted, by listener.",
+        );
+        for (name, l) in listeners.iter() {
+            out.sample(
+                "kafka_server_socket_server_metrics_connection_creation_total",
+                &[("listener", name)],
+                l.accepted.load(Ordering::Relaxed) as f64,
+            );
+        }
+        drop(listeners);
+        for (name, kind, help, value) in [
+            (
+                "kafka_server_delayedoperationpurgatory_purgatorysize_produce",
+                "gauge",
+                "Produce requests waiting for acknowledgement (DelayedOperationPurgatory Produce).",
+                self.produce_purgatory.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "kafka_server_delayedoperationpurgatory_purgatorysize_fetch",
+                "gauge",
+                "Fetches waiting for data (DelayedOperationPurgatory Fetch).",
+                self.fetch_purgatory.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "kafka_server_replicamanager_isrshrinks_total",
+                "counter",
+                "In-sync replica sets shrunk by this node as leader (IsrShrinksPerSec).",
+                self.isr_shrinks.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "kafka_server_replicamanager_isrexpands_total",
+                "counter",
+                "In-sync replica sets expanded by this node as leader (IsrExpandsPerSec).",
+                self.isr_expands.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "kafka_controller_controllerstats_leaderelections_total",
+                "counter",
+                "Partition leaderships this node took (LeaderElectionRateAndTimeMs).",
+                self.leader_elections.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "kafka_server_quota_throttled_responses_total",
+                "counter",
+                "Responses sent with a throttle time (client quotas).",
+                self.throttled_responses.load(Ordering::Relaxed) as f64,
+            ),
+        ] {
+            out.family(name, kind, help);
+            out.sample(name, &[], value);
+        }
+        out.family(
+            "kafka_log_logflushstats_logflush_seconds",
+            "histogram",
+            "Log flushes (fdatasync) and their time (LogFlushStats LogFlushRateAndTimeMs).",
+        );
+        self.log_flush.render(
+            &mut out.text,
+            "kafka_log_logflushstats_logflush_seconds",
+            "",
+        );
+    }
+}
+
+/// `pending` (a request's response to come), with its time recorded in `stats` when the
+/// response is ready: the total since `received`, the time spent dispatching and polling it
+/// (local), and the rest (remote: waiting).
+pub fn measured(
+    pending: crate::handlers::PendingResponse,
+    stats: Arc<RequestStats>,
+    received: std::time::Instant,
+) -> crate::handlers::PendingResponse {
+    stats.requests.fetch_add(1, Ordering::Relaxed);
+    let local = received.elapsed();
+    Box::pin(Measured {
+        inner: pending,
+        stats,
+        received,
+        local,
+    })
+}
+
+struct Measured {
+    inner: crate::handlers::PendingResponse,
+    stats: Arc<RequestStats>,
+    received: std::time::Instant,
+    local: Duration,
+}
+
+impl std::future::Future for Measured {
+    type Output = crate::handlers::Outcome;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let started = std::time::Instant::now();
+        let polled = self.inner.as_mut().poll(cx);
+        self.local += started.elapsed();
+        if polled.is_ready() {
+            let total = self.received.elapsed();
+            self.stats.total_time.observe(total);
+            self.stats.local_time.observe(self.local);
+            self.stats
+                .remote_time
+                .observe(total.saturating_sub(self.local));
+        }
+        polled
+    }
+}
+
+/// A gauge counting something while it lasts (a request in purgatory).
+pub struct Gauged<'a>(&'a AtomicI64);
+
+impl<'a> Gauged<'a> {
+    pub fn new(gauge: &'a AtomicI64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Gauged(gauge)
+    }
+}
+
+impl Drop for Gauged<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A map the metrics keep counters in, found by a `&str` key.
+trait MapLike<V> {
+    fn find(&self, key: &str) -> Option<Arc<V>>;
+}
+
+impl<V> MapLike<V> for BTreeMap<String, Arc<V>> {
+    fn find(&self, key: &str) -> Option<Arc<V>> {
+        self.get(key).cloned()
+    }
+}
+
+impl<V> MapLike<V> for HashMap<String, Arc<V>> {
+    fn find(&self, key: &str) -> Option<Arc<V>> {
+        self.get(key).cloned()
+    }
+}
+
+/// Prometheus' text exposition format (version 0.0.4), written family by family.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    pub text: String,
+}
+
+impl Exposition {
+    /// `# HELP` and `# TYPE` of a family; its samples follow.
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {}", escape_help(help));
+        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+    }
+
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.text.push_str(name);
+        if !labels.is_empty() {
+            self.text.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.text.push(',');
+                }
+                let _ = write!(self.text, "{k}=\"{}\"", escape_label(v));
+            }
+            self.text.push('}');
+        }
+        let _ = writeln!(self.text, " {}", format_value(value));
+    }
+
+    /// A gauge family of one sample.
+    pub fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        self.family(name, "gauge", help);
+        self.sample(name, &[], value);
+    }
+}
+
+fn format_value(v: f64) -> String {
+    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+impl crate::Broker {
+    /// Every metric, counters and the gauges computed now, in Prometheus' text format.
+    pub fn render_metrics(&self) -> String {
+        let mut out = Exposition::default();
+        self.metrics.render_counters(&mut out);
+        let per_partition = self.config.metrics_partition_level;
+        let image = self.image();
+        let partitions = self.all_partitions();
+        let (mut leaders, mut under_replicated, mut under_min_isr) = (0, 0, 0);
+        let mut logs: Vec<(String, i32, u64, i64, i64)> = Vec::new();
+        for p in &partitions {
+            let log = p.log();
+            logs.push((
+                p.topic.clone(),
+                p.partition,
+                log.size_bytes(),
+                log.log_start_offset(),
+                log.log_end_offset(),
+            ));
+            drop(log);
+            if !p.is_leader() {
+                continue;
+            }
+            leaders += 1;
+            let (isr, min_isr) = p.isr();
+            let replicas = image
+                .topic(&p.topic)
+                .and_then(|t| t.partitions.get(&p.partition))
+                .map_or(1, |m| m.replicas.len());
+            if isr.len() < replicas {
+                under_replicated += 1;
+            }
+            if isr.len() < min_isr {
+                under_min_isr += 1;
+            }
+        }
+        let offline = image
+            .topics()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| p.leader < 0)
+            .count();
+        let active_controller = match &self.quorum {
+            None => 1,
+            Some(member) => i32::from(member.quorum.is_leader()),
+        };
+        for (name, help, value) in [
+            (
+                "kafka_server_replicamanager_partitioncount",
+                "Partitions this node hosts (ReplicaManager PartitionCount).",
+                partitions.len() as f64,
+            ),
+            (
+                "kafka_server_replicamanager_leadercount",
+                "Partitions this node leads (ReplicaManager LeaderCount).",
+                leaders as f64,
+            ),
+            (
+                "kafka_server_replicamanager_underreplicatedpartitions",
+                "Led partitions whose ISR is smaller than their replicas (UnderReplicatedPartitions).",
+                under_replicated as f64,
+            ),
+            (
+                "kafka_server_replicamanager_underminisrpartitioncount",
+                "Led partitions whose ISR is below min.insync.replicas (UnderMinIsrPartitionCount).",
+                under_min_isr as f64,
+            ),
+            (
+                "kafka_controller_kafkacontroller_offlinepartitionscount",
+                "Partitions without a leader, cluster-wide (KafkaController OfflinePartitionsCount).",
+                offline as f64,
+            ),
+            (
+                "kafka_controller_kafkacontroller_activecontrollercount",
+                "1 on the node leading the metadata quorum (KafkaController ActiveControllerCount).",
+                f64::from(active_controller),
+            ),
+            (
+                "kafka_controller_kafkacontroller_globaltopiccount",
+                "Topics in the cluster (KafkaController GlobalTopicCount).",
+                image.topics().count() as f64,
+            ),
+        ] {
+            out.gauge(name, help, value);
+        }
+        out.family(
+            "kafka_server_socket_server_metrics_failed_authentication_total",
+            "counter",
+            "Connections that failed to authenticate (failed-authentication-total).",
+        );
+        out.sample(
+            "kafka_server_socket_server_metrics_failed_authentication_total",
+            &[],
+            self.audit.authentication_failures.load(Ordering::Relaxed) as f64,
+        );
+        if per_partition {
+            logs.sort();
+            for (family, help, pick) in [
+                (
+                    "kafka_log_log_size",
+                    "Bytes of the partition's log on local disk (Log Size).",
+                    (|l: &(String, i32, u64, i64, i64)| l.2 as f64) as fn(&_) -> f64,
+                ),
+                (
+                    "kafka_log_log_logstartoffset",
+                    "The local log's start offset (Log LogStartOffset).",
+                    |l: &(String, i32, u64, i64, i64)| l.3 as f64,
+                ),
+                (
+                    "kafka_log_log_logendoffset",
+                    "The log end offset (Log LogEndOffset).",
+                    |l: &(String, i32, u64, i64, i64)| l.4 as f64,
+                ),
+            ] {
+                out.family(family, "gauge", help);
+                for l in &logs {
+                    let partition = l.1.to_string();
+                    out.sample(
+                        family,
+                        &[("topic", &l.0), ("partition", &partition)],
+                        pick(l),
+                    );
+                }
+            }
+            self.render_group_lag(&mut out);
+        }
+        if let Some(tiering) = &self.tiering {
+            tiering.render_metrics(&mut out, &image);
+        }
+        out.text
+    }
+
+    /// Consumer lag of the groups this node coordinates, for the partitions it leads:
+    /// the high watermark less the committed offset (kafka_exporter's names).
+    fn render_group_lag(&self, out: &mut Exposition) {
+        let mut rows: Vec<(String, String, i32, i64, i64)> = Vec::new();
+        {
+            let coordinator = self.groups.coordinator();
+            let Ok(groups) = coordinator.list() else {
+                return;
+            };
+            for g in groups {
+                let Ok(offsets) = coordinator.fetch_offsets(&g.group_id, None, None) else {
+                    continue;
+                };
+                for o in offsets {
+                    let Some(committed) = o.offset else { continue };
+                    rows.push((
+                        g.group_id.clone(),
+                        o.topic,
+                        o.partition,
+                        committed.offset,
+                        -1,
+                    ));
+                }
+            }
+        }
+        for row in &mut rows {
+            if let Some(p) = self.partition(&row.1, row.2).filter(|p| p.is_leader()) {
+                row.4 = p.high_watermark();
+            }
+        }
+        rows.sort();
+        out.family(
+            "kafka_consumergroup_current_offset",
+            "gauge",
+            "A group's committed offset, by group, topic and partition.",
+        );
+        for (group, topic, partition, committed, _) in &rows {
+            let partition = partition.to_string();
+            out.sample(
+                "kafka_consumergroup_current_offset",
+                &[
+                    ("consumergroup", group),
+                    ("topic", topic),
+                    ("partition", &partition),
+                ],
+                *committed as f64,
+            );
+        }
+        out.family(
+            "kafka_consumergroup_lag",
+            "gauge",
+            "Records between a group's committed offset and the high watermark (partitions this node leads).",
+        );
+        for (group, topic, partition, committed, hw) in &rows {
+            if *hw < 0 {
+                continue;
+            }
+            let partition = partition.to_string();
+            out.sample(
+                "kafka_consumergroup_lag",
+                &[
+                    ("consumergroup", group),
+                    ("topic", topic),
+                    ("partition", &partition),
+                ],
+                (hw - committed).max(0) as f64,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_histograms_render_in_the_text_format() {
+        let m = Metrics::default();
+        let produce = m.request("Produce");
+        produce.requests.fetch_add(3, Ordering::Relaxed);
+        produce.total_time.observe(Duration::from_micros(700));
+        produce.total_time.observe(Duration::from_millis(30));
+        m.topic("orders \"eu\"")
+            .bytes_in
+            .fetch_add(1024, Ordering::Relaxed);
+        let mut out = Exposition::default();
+        m.render_counters(&mut out);
+        let t = out.text;
+        assert!(
+            t.contains("kafka_network_requestmetrics_requests_total{request=\"Produce\"} 3\n"),
+            "{t}"
+        );
+        assert!(t.contains("kafka_network_requestmetrics_totaltime_seconds_bucket{request=\"Produce\",le=\"0.001\"} 1\n"), "{t}");
+        assert!(t.contains("kafka_network_requestmetrics_totaltime_seconds_bucket{request=\"Produce\",le=\"0.05\"} 2\n"), "{t}");
+        assert!(
+            t.contains(
+                "kafka_network_requestmetrics_totaltime_seconds_count{request=\"Produce\"} 2\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "kafka_server_brokertopicmetrics_bytesin_total{topic=\"orders \\\"eu\\\"\"} 1024\n"
+            ),
+            "{t}"
+        );
+        // Every family has its HELP and TYPE once.
+        let types = t
+            .lines()
+            .filter(|l| l.starts_with("# TYPE kafka_network_requestmetrics_requests_total "))
+            .count();
+        assert_eq!(types, 1);
+    }
+}

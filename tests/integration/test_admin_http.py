@@ -1,0 +1,194 @@
+"""The HTTP admin listener (issue 17): Prometheus metrics scraped and parsed by the official
+Python client's parser, health and readiness, and the /v1 admin API against its OpenAPI
+file, on one broker and on a three-node cluster."""
+import json
+import time
+
+import pytest
+import requests
+from confluent_kafka import Consumer, Producer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import Broker, free_port
+
+
+def http_broker(tmp_path, config_text=None):
+    port = free_port()
+    b = Broker(tmp_path / "data", config_text=config_text,
+               extra_args=["--http-listen", f"127.0.0.1:{port}"]).start()
+    b.http = f"http://127.0.0.1:{port}"
+    return b
+
+
+def scrape(b):
+    """The metrics as Prometheus reads them: {(name, labels as a sorted tuple): value}, and the
+    families' types."""
+    r = requests.get(f"{b.http}/metrics", timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4"), r.headers
+    samples, types = {}, {}
+    for family in text_string_to_metric_families(r.text):
+        types[family.name] = family.type
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples, types
+
+
+def value(samples, name, **labels):
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+def test_metrics_health_and_the_topic_api_on_one_broker(tmp_path):
+    b = http_broker(tmp_path)
+    try:
+        assert requests.get(f"{b.http}/healthz", timeout=10).json() == {"status": "ok"}
+        assert requests.get(f"{b.http}/readyz", timeout=10).status_code == 200
+        spec = requests.get(f"{b.http}/v1/openapi.json", timeout=10).json()
+        assert spec["openapi"].startswith("3.") and "/v1/topics" in spec["paths"], spec.keys()
+
+        # Topics through the API.
+        r = requests.post(f"{b.http}/v1/topics", json={"name": "orders", "partitions": 3}, timeout=30)
+        assert r.status_code == 201, r.text
+        created = r.json()
+        assert created["name"] == "orders" and len(created["partitions"]) == 3, created
+        assert requests.post(f"{b.http}/v1/topics", json={"name": "orders"}, timeout=30).status_code == 409
+        bad = requests.post(f"{b.http}/v1/topics", json={"name": "no spaces"}, timeout=30)
+        assert bad.status_code == 400 and bad.json()["message"], bad.text
+        assert requests.post(f"{b.http}/v1/topics", data=b"{not json", timeout=30).status_code == 400
+        unknown_field = requests.post(f"{b.http}/v1/topics", json={"name": "x", "colour": "red"}, timeout=30)
+        assert unknown_field.status_code == 400, unknown_field.text
+        huge = requests.post(f"{b.http}/v1/topics", data=b"x" * (2 << 20), timeout=30)
+        assert huge.status_code == 413, huge.status_code
+        names = [t["name"] for t in requests.get(f"{b.http}/v1/topics", timeout=10).json()]
+        assert "orders" in names, names
+        described = requests.get(f"{b.http}/v1/topics/orders", timeout=10).json()
+        assert [p["partition"] for p in described["partitions"]] == [0, 1, 2], described
+        assert requests.get(f"{b.http}/v1/topics/nope", timeout=10).status_code == 404
+        assert requests.put(f"{b.http}/v1/topics", timeout=10).status_code == 405
+        assert requests.get(f"{b.http}/v1/nothing", timeout=10).status_code == 404
+
+        # Traffic: 100 records of 100 bytes to partition 0, 60 consumed and committed.
+        p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all"})
+        for i in range(100):
+            p.produce("orders", value=b"v" * 100, partition=0)
+        assert p.flush(30) == 0
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "billing",
+                      "enable.auto.commit": False})
+        c.assign([TopicPartition("orders", 0, 0)])
+        got = 0
+        deadline = time.time() + 30
+        while got < 60 and time.time() < deadline:
+            for m in c.consume(60 - got, 1):
+                if not m.error():
+                    got += 1
+        c.commit(offsets=[TopicPartition("orders", 0, 60)], asynchronous=False)
+        c.close()
+
+        samples, types = scrape(b)
+        assert value(samples, "kafka_server_brokertopicmetrics_messagesin_total", topic="orders") == 100
+        assert value(samples, "kafka_server_brokertopicmetrics_bytesin_total", topic="orders") >= 100 * 100
+        assert value(samples, "kafka_server_brokertopicmetrics_bytesout_total", topic="orders") >= 60 * 100
+        assert value(samples, "kafka_network_requestmetrics_requests_total", request="Produce") >= 1
+        assert types["kafka_network_requestmetrics_totaltime_seconds"] == "histogram"
+        produce_count = value(samples, "kafka_network_requestmetrics_totaltime_seconds_count", request="Produce")
+        assert produce_count >= 1
+        assert value(samples, "kafka_network_requestmetrics_totaltime_seconds_bucket",
+                     request="Produce", le="+Inf") == produce_count
+        assert value(samples, "kafka_log_log_logendoffset", topic="orders", partition="0") == 100
+        assert value(samples, "kafka_log_log_size", topic="orders", partition="0") > 100 * 100
+        assert value(samples, "kafka_consumergroup_current_offset", consumergroup="billing",
+                     topic="orders", partition="0") == 60
+        assert value(samples, "kafka_consumergroup_lag", consumergroup="billing",
+                     topic="orders", partition="0") == 40
+        assert value(samples, "kafka_server_replicamanager_leadercount") >= 3
+        assert value(samples, "kafka_server_replicamanager_underreplicatedpartitions") == 0
+        assert value(samples, "kafka_controller_kafkacontroller_activecontrollercount") == 1
+        assert value(samples, "kafka_controller_kafkacontroller_offlinepartitionscount") == 0
+        assert value(samples, "kafka_server_socket_server_metrics_connection_creation_total",
+                     listener="PLAINTEXT") >= 2
+        assert value(samples, "kafka_log_logflushstats_logflush_seconds_count") >= 1
+
+        groups = requests.get(f"{b.http}/v1/groups", timeout=10).json()
+        assert any(g["group_id"] == "billing" for g in groups), groups
+
+        # Deleting through the API: the topic and its series go.
+        assert requests.delete(f"{b.http}/v1/topics/orders", timeout=30).status_code == 204
+        assert requests.get(f"{b.http}/v1/topics/orders", timeout=10).status_code == 404
+        assert requests.delete(f"{b.http}/v1/topics/orders", timeout=30).status_code == 404
+        samples, _ = scrape(b)
+        assert value(samples, "kafka_log_log_logendoffset", topic="orders", partition="0") is None
+    finally:
+        b.stop()
+    assert "panicked" not in b.log_text()
+
+
+def test_per_partition_series_can_be_turned_off(tmp_path):
+    b = http_broker(tmp_path, config_text='"metrics.partition.level" = false\n')
+    try:
+        requests.post(f"{b.http}/v1/topics", json={"name": "wide", "partitions": 50},
+                      timeout=30).raise_for_status()
+        samples, _ = scrape(b)
+        assert not [k for k in samples if ("partition", "0") in k[1]], "per-partition series"
+        assert value(samples, "kafka_server_replicamanager_partitioncount") >= 50
+    finally:
+        b.stop()
+
+
+def test_a_busy_or_explicit_http_address(tmp_path):
+    """An explicit --http-listen that cannot be bound stops the start with a clear error;
+    "none" turns the listener off."""
+    import socket
+    import subprocess
+    from conftest import STRATA_BIN
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run([STRATA_BIN, "serve", "--data-dir", str(tmp_path / "d"),
+                            "--listen", f"127.0.0.1:{free_port()}", "--sql-listen", "none",
+                            "--http-listen", f"127.0.0.1:{port}"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0 and f"127.0.0.1:{port}" in r.stderr, r.stderr[-2000:]
+
+
+def test_the_api_answers_on_every_node_of_a_cluster(tmp_path):
+    from test_cluster import FAST, start_cluster
+    from conftest import free_port as fp
+    ports = [fp() for _ in range(3)]
+    nodes = start_cluster(tmp_path, config_text=FAST)
+    # start_cluster gives no HTTP listeners: restart each node with one.
+    try:
+        for b, port in zip(nodes, ports):
+            b.stop()
+            b.extra_args = [*b.extra_args, "--http-listen", f"127.0.0.1:{port}"]
+        from test_cluster import start_all
+        start_all(nodes)
+        urls = [f"http://127.0.0.1:{p}" for p in ports]
+        r = requests.post(f"{urls[0]}/v1/topics", json={"name": "spread", "partitions": 3,
+                                                          "replication_factor": 3}, timeout=60)
+        assert r.status_code == 201, r.text
+
+        def seen_everywhere():
+            return all(any(t["name"] == "spread" for t in requests.get(f"{u}/v1/topics", timeout=10).json())
+                       for u in urls)
+        deadline = time.time() + 30
+        while not seen_everywhere():
+            assert time.time() < deadline, "the topic did not reach every node"
+            time.sleep(0.2)
+        cluster = requests.get(f"{urls[1]}/v1/cluster", timeout=10).json()
+        assert sorted(b["node_id"] for b in cluster["brokers"]) == [1, 2, 3], cluster
+        leaders = 0
+        controllers = 0
+        for u in urls:
+            samples = {}
+            for family in text_string_to_metric_families(requests.get(f"{u}/metrics", timeout=10).text):
+                for s in family.samples:
+                    samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+            leaders += value(samples, "kafka_server_replicamanager_leadercount")
+            controllers += value(samples, "kafka_controller_kafkacontroller_activecontrollercount")
+            assert value(samples, "kafka_server_replicamanager_partitioncount") >= 3
+        assert controllers == 1, controllers
+        assert leaders >= 3, leaders
+    finally:
+        for b in nodes:
+            b.stop()
