@@ -101,6 +101,7 @@ def test_metrics_health_and_the_topic_api_on_one_broker(tmp_path):
         assert value(samples, "kafka_consumergroup_lag", consumergroup="billing",
                      topic="orders", partition="0") == 40
         assert value(samples, "kafka_server_replicamanager_leadercount") >= 3
+        assert value(samples, "kafka_controller_controllerstats_leaderelections_total") >= 3
         assert value(samples, "kafka_server_replicamanager_underreplicatedpartitions") == 0
         assert value(samples, "kafka_controller_kafkacontroller_activecontrollercount") == 1
         assert value(samples, "kafka_controller_kafkacontroller_offlinepartitionscount") == 0
@@ -189,6 +190,24 @@ def test_the_api_answers_on_every_node_of_a_cluster(tmp_path):
             assert value(samples, "kafka_server_replicamanager_partitioncount") >= 3
         assert controllers == 1, controllers
         assert leaders >= 3, leaders
+
+        # A follower dies: the leaders shrink their ISRs, and the metrics say so.
+        def total(name):
+            out = 0
+            for u, b in zip(urls, nodes):
+                if not b.alive():
+                    continue
+                for family in text_string_to_metric_families(requests.get(f"{u}/metrics", timeout=10).text):
+                    for s in family.samples:
+                        if s.name == name:
+                            out += s.value
+            return out
+        nodes[2].kill9()
+        deadline = time.time() + 30
+        while total("kafka_server_replicamanager_isrshrinks_total") < 1:
+            assert time.time() < deadline, "no ISR shrink counted"
+            time.sleep(0.5)
+        assert total("kafka_server_replicamanager_underreplicatedpartitions") >= 1
     finally:
         for b in nodes:
             b.stop()

@@ -1120,6 +1120,11 @@ impl Broker {
         let p = Arc::new(Partition::new(topic.name.clone(), partition, epoch, log));
         if let Some(image) = topic.partitions.get(&partition) {
             self.set_role(&p, image, min_isr);
+            if p.is_leader() {
+                self.metrics
+                    .leader_elections
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         self.partitions
             .write()
