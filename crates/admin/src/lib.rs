@@ -29,6 +29,10 @@ const MAX_BODY_BYTES: usize = 1 << 20;
 
 const OPENAPI: &str = include_str!("../openapi.json");
 
+/// The most partitions a topic created through this API gets (a guard for a convenience
+/// API; CreateTopics over the Kafka protocol takes up to 100,000).
+const MAX_HTTP_PARTITIONS: i32 = 1000;
+
 type Body = Full<Bytes>;
 
 /// Serves the admin listener until the process ends.
@@ -113,14 +117,24 @@ async fn handle(broker: &Arc<Broker>, req: Request<Incoming>) -> Response<Body> 
         (&Method::GET, ["v1", "topics", name]) => describe_topic(broker, name),
         (&Method::DELETE, ["v1", "topics", name]) => delete_topic(broker, name).await,
         (&Method::GET, ["v1", "groups"]) => groups(broker),
-        (_, ["metrics" | "healthz" | "readyz"])
-        | (_, ["v1", "openapi.json" | "cluster" | "topics" | "groups"])
-        | (_, ["v1", "topics", _]) => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{method} is not allowed on {path}"),
-        ),
+        (_, ["v1", "topics"]) => not_allowed(&method, &path, "GET, POST"),
+        (_, ["v1", "topics", _]) => not_allowed(&method, &path, "GET, DELETE"),
+        (_, ["metrics" | "healthz" | "readyz"] | ["v1", "openapi.json" | "cluster" | "groups"]) => {
+            not_allowed(&method, &path, "GET")
+        }
         _ => error(StatusCode::NOT_FOUND, format!("no such resource: {path}")),
     }
+}
+
+/// 405, with the methods the resource takes (RFC 9110's `Allow`).
+fn not_allowed(method: &Method, path: &str, allow: &'static str) -> Response<Body> {
+    let mut r = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {path} (allowed: {allow})"),
+    );
+    r.headers_mut()
+        .insert("allow", hyper::header::HeaderValue::from_static(allow));
+    r
 }
 
 /// The page at `/` until the web console exists: where things are.
@@ -275,11 +289,11 @@ async fn read_json<T: serde::de::DeserializeOwned>(
 fn topic_error_status(e: &strata_broker::TopicError) -> StatusCode {
     use strata_broker::TopicError as E;
     match e {
-        E::AlreadyExists(_) => StatusCode::CONFLICT,
+        // The replication factor conflicts with the brokers there are now.
+        E::AlreadyExists(_) | E::InvalidReplicationFactor(_) => StatusCode::CONFLICT,
         E::Unknown(_) => StatusCode::NOT_FOUND,
         E::InvalidTopic(_)
         | E::InvalidPartitions(_)
-        | E::InvalidReplicationFactor(_)
         | E::InvalidConfig(_)
         | E::InvalidReplicaAssignment(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::SERVICE_UNAVAILABLE,
@@ -299,6 +313,12 @@ async fn create_topic(broker: &Arc<Broker>, req: Request<Incoming>) -> Response<
     } else {
         new.partitions
     };
+    if partitions > MAX_HTTP_PARTITIONS {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("the HTTP API creates topics of at most {MAX_HTTP_PARTITIONS} partitions (got {partitions}); larger ones through the Kafka protocol"),
+        );
+    }
     let created = tokio::task::spawn_blocking(move || {
         b.create_topic(
             &new.name,

@@ -141,8 +141,8 @@ impl Broker {
         for (at, p) in &delta.leadership {
             if let Some(partition) = self.partition(&at.topic, at.partition) {
                 let min_isr = partition.log().config().min_insync_replicas.max(1) as usize;
-                let was_leading = partition.is_leader()
-                    && partition.leader_epoch() == p.leader_epoch;
+                let was_leading =
+                    partition.is_leader() && partition.leader_epoch() == p.leader_epoch;
                 self.set_role(&partition, p, min_isr);
                 if !was_leading && partition.is_leader() {
                     self.metrics

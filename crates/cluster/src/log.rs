@@ -30,6 +30,8 @@ impl MetadataLog {
     ) -> Result<Self, MetadataError> {
         let config = LogConfig {
             segment_bytes: 64 << 20,
+            // One change may be large: a topic of 100,000 partitions is ≈ 20 MB of records.
+            max_message_bytes: 48 << 20,
             retention_ms: -1,
             ..LogConfig::default()
         };

@@ -74,6 +74,8 @@ impl LogStore {
     pub fn open(fs: Arc<dyn Fs>, clock: Arc<dyn Clock>, dir: &Path) -> io::Result<Self> {
         let config = LogConfig {
             segment_bytes: 64 << 20,
+            // One change may be large: a topic of 100,000 partitions is ≈ 20 MB of records.
+            max_message_bytes: 48 << 20,
             retention_ms: -1,
             // Synced here (see `append`), not by the log's own policy: in relaxed mode the
             // log's high watermark is its end, so entries are readable as soon as written.
