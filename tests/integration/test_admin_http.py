@@ -231,3 +231,20 @@ def test_the_api_keeps_to_its_openapi_file(tmp_path):
     finally:
         b.stop()
     assert "panicked" not in b.log_text()
+
+
+def test_logs_are_one_json_object_a_line_when_asked(tmp_path):
+    import os
+    b = Broker(tmp_path / "data", env={**os.environ, "STRATA_LOG_FORMAT": "json"}).start()
+    try:
+        from confluent_kafka.admin import AdminClient, NewTopic
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        admin.create_topics([NewTopic("audited", 2, 1)])["audited"].result(30)
+    finally:
+        b.stop()
+    lines = [line for line in b.log_text().splitlines() if line.strip()]
+    events = [json.loads(line) for line in lines]  # every line is JSON
+    assert all({"timestamp", "level", "fields"} <= e.keys() for e in events), events[:2]
+    created = [e for e in events if e["fields"].get("message") == "topic created"]
+    assert created and created[0]["fields"]["topic"] == "audited", created
+    assert created[0]["fields"]["partitions"] == 2, created

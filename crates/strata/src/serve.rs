@@ -155,12 +155,23 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
              openraft::engine::handler::replication_handler=error"
                 .into()
         });
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(ansi)
-        .init();
+    // STRATA_LOG_FORMAT=json: one JSON object a line (timestamp, level, message and the
+    // event's fields: topic, partition, node ids…), for log pipelines.
+    if std::env::var("STRATA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_target(false)
+            .with_current_span(false)
+            .init();
+    } else {
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_target(false)
+            .with_ansi(ansi)
+            .init();
+    }
     let http_listen = args.http_listen.clone();
     let sql_listen = args.sql_listen.clone();
     let sql_advertised = args.sql_advertised_listener.clone();
