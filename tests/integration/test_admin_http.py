@@ -111,6 +111,10 @@ def test_metrics_health_and_the_topic_api_on_one_broker(tmp_path):
 
         groups = requests.get(f"{b.http}/v1/groups", timeout=10).json()
         assert any(g["group_id"] == "billing" for g in groups), groups
+        billing = requests.get(f"{b.http}/v1/groups/billing", timeout=10).json()
+        assert billing["offsets"] == [{"topic": "orders", "partition": 0, "committed_offset": 60,
+                                       "high_watermark": 100, "lag": 40}], billing
+        assert requests.get(f"{b.http}/v1/groups/nobody", timeout=10).status_code == 404
 
         # Deleting through the API: the topic and its series go.
         assert requests.delete(f"{b.http}/v1/topics/orders", timeout=30).status_code == 204

@@ -117,8 +117,10 @@ async fn handle(broker: &Arc<Broker>, req: Request<Incoming>) -> Response<Body> 
         (&Method::GET, ["v1", "topics", name]) => describe_topic(broker, name),
         (&Method::DELETE, ["v1", "topics", name]) => delete_topic(broker, name).await,
         (&Method::GET, ["v1", "groups"]) => groups(broker),
+        (&Method::GET, ["v1", "groups", id]) => describe_group(broker, id),
         (_, ["v1", "topics"]) => not_allowed(&method, &path, "GET, POST"),
         (_, ["v1", "topics", _]) => not_allowed(&method, &path, "GET, DELETE"),
+        (_, ["v1", "groups", _]) => not_allowed(&method, &path, "GET"),
         (_, ["metrics" | "healthz" | "readyz"] | ["v1", "openapi.json" | "cluster" | "groups"]) => {
             not_allowed(&method, &path, "GET")
         }
@@ -373,4 +375,63 @@ fn groups(broker: &Broker) -> Response<Body> {
         }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
+}
+
+/// One group: its state and members, and per partition its committed offset with the lag
+/// behind the high watermark (where this node leads the partition; null elsewhere).
+fn describe_group(broker: &Broker, id: &str) -> Response<Body> {
+    let (described, offsets) = {
+        let coordinator = broker.groups.coordinator();
+        let described = coordinator.describe(id);
+        let offsets = coordinator.fetch_offsets(id, None, None);
+        (described, offsets)
+    };
+    let group = match described {
+        Ok(Some(g)) if g.state != "Dead" => g,
+        Ok(_) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("Group '{id}' does not exist."),
+            )
+        }
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let mut partitions: Vec<Value> = offsets
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|o| {
+            let committed = o.offset?.offset;
+            let high_watermark = broker
+                .partition(&o.topic, o.partition)
+                .filter(|p| p.is_leader())
+                .map(|p| p.high_watermark());
+            Some(json!({
+                "topic": o.topic,
+                "partition": o.partition,
+                "committed_offset": committed,
+                "high_watermark": high_watermark,
+                "lag": high_watermark.map(|hw| (hw - committed).max(0)),
+            }))
+        })
+        .collect();
+    partitions.sort_by(|a, b| {
+        (a["topic"].as_str(), a["partition"].as_i64())
+            .cmp(&(b["topic"].as_str(), b["partition"].as_i64()))
+    });
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "group_id": group.group_id,
+            "state": group.state,
+            "protocol_type": group.protocol_type,
+            "protocol": group.protocol,
+            "members": group.members.iter().map(|m| json!({
+                "member_id": m.member_id,
+                "group_instance_id": m.group_instance_id,
+                "client_id": m.client_id,
+                "client_host": m.client_host,
+            })).collect::<Vec<_>>(),
+            "offsets": partitions,
+        }),
+    )
 }

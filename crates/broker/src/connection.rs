@@ -290,7 +290,10 @@ pub async fn serve(
                                 .map(|c| c.to_string())
                                 .unwrap_or_default();
                             let started = Instant::now();
-                            let stats = broker.metrics.request(&format!("{:?}", request.api_key));
+                            let key = request.api_key;
+                            let stats = broker
+                                .metrics
+                                .request_by_key(key as i16, || format!("{key:?}"));
                             let pending = dispatch(&broker, request, &context);
                             let pending = crate::metrics::measured(pending, stats, started);
                             // KIP-124: the time the request keeps the broker busy (dispatching

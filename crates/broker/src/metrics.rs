@@ -98,10 +98,22 @@ pub struct ListenerStats {
     pub accepted: AtomicU64,
 }
 
+/// One slot per API key (Kafka's keys are below 128).
+#[derive(Debug)]
+struct ByKey(Vec<std::sync::OnceLock<Arc<RequestStats>>>);
+
+impl Default for ByKey {
+    fn default() -> Self {
+        ByKey((0..128).map(|_| std::sync::OnceLock::new()).collect())
+    }
+}
+
 /// The counters the broker keeps as it works.
 #[derive(Debug, Default)]
 pub struct Metrics {
     requests: RwLock<BTreeMap<String, Arc<RequestStats>>>,
+    /// The same counters by API key, found without a lock or a lookup by name.
+    by_key: ByKey,
     topics: RwLock<HashMap<String, Arc<TopicStats>>>,
     listeners: RwLock<BTreeMap<String, Arc<ListenerStats>>>,
     /// Produce requests waiting for their acknowledgement (acks=all: replication, sync).
@@ -134,6 +146,14 @@ impl Metrics {
             return v;
         }
         insert(&mut w)
+    }
+
+    /// The counters of API key `key`, named `name` (called once per key).
+    pub fn request_by_key(&self, key: i16, name: impl FnOnce() -> String) -> Arc<RequestStats> {
+        match usize::try_from(key).ok().and_then(|k| self.by_key.0.get(k)) {
+            Some(slot) => slot.get_or_init(|| self.request(&name())).clone(),
+            None => self.request(&name()),
+        }
     }
 
     /// The counters of API `name` (Kafka's request name: "Produce", "Fetch", …).
