@@ -157,17 +157,24 @@ def test_a_busy_or_explicit_http_address(tmp_path):
 
 
 def test_the_api_answers_on_every_node_of_a_cluster(tmp_path):
-    from test_cluster import FAST, start_cluster
-    from conftest import free_port as fp
-    ports = [fp() for _ in range(3)]
-    nodes = start_cluster(tmp_path, config_text=FAST)
-    # start_cluster gives no HTTP listeners: restart each node with one.
+    from test_cluster import FAST, start_all
+    from confluent_kafka.admin import AdminClient
+    n = 3
+    ports = [free_port() for _ in range(n)]
+    kafka_ports = [free_port() for _ in range(n)]
+    controller_ports = [free_port() for _ in range(n)]
+    voters = ",".join(f"{i + 1}@127.0.0.1:{controller_ports[i]}" for i in range(n))
+    nodes = [Broker(tmp_path / f"node{i + 1}", port=kafka_ports[i], config_text=FAST,
+                    extra_args=["--node-id", str(i + 1), "--controller-quorum-voters", voters,
+                                "--http-listen", f"127.0.0.1:{ports[i]}"])
+             for i in range(n)]
     try:
-        for b, port in zip(nodes, ports):
-            b.stop()
-            b.extra_args = [*b.extra_args, "--http-listen", f"127.0.0.1:{port}"]
-        from test_cluster import start_all
         start_all(nodes)
+        for b in nodes:
+            deadline = time.time() + 30
+            while len(AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(timeout=10).brokers) < n:
+                assert time.time() < deadline, "not every broker known"
+                time.sleep(0.2)
         urls = [f"http://127.0.0.1:{p}" for p in ports]
         r = requests.post(f"{urls[0]}/v1/topics", json={"name": "spread", "partitions": 3,
                                                           "replication_factor": 3}, timeout=60)
@@ -252,3 +259,32 @@ def test_logs_are_one_json_object_a_line_when_asked(tmp_path):
     created = [e for e in events if e["fields"].get("message") == "topic created"]
     assert created and created[0]["fields"]["topic"] == "audited", created
     assert created[0]["fields"]["partitions"] == 2, created
+
+
+def test_cli_json_output_and_shell_completions(tmp_path):
+    import subprocess
+    from conftest import STRATA_BIN
+    b = http_broker(tmp_path)
+    try:
+        requests.post(f"{b.http}/v1/topics", json={"name": "cli", "partitions": 2},
+                      timeout=30).raise_for_status()
+
+        def cli(*args):
+            r = subprocess.run([STRATA_BIN, *args, "--bootstrap", b.bootstrap],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
+            return r.stdout
+        assert {"name": "cli", "partitions": 2} in json.loads(cli("topic", "list", "--output", "json"))
+        described = json.loads(cli("topic", "describe", "cli", "--output", "json"))
+        assert [p["partition"] for p in described["partitions"]] == [0, 1], described
+        assert described["partitions"][0]["high_watermark"] == 0, described
+        assert described["configs"]["cleanup.policy"] == {"value": "delete", "source": "default"}
+        assert "partition\tleader" in cli("topic", "describe", "cli")  # the table stays the default
+    finally:
+        b.stop()
+    script = subprocess.run([STRATA_BIN, "completions", "bash"], capture_output=True, text=True,
+                            timeout=30).stdout
+    done = subprocess.run(["bash", "-c", 'source /dev/stdin && complete -p strata'], input=script,
+                          capture_output=True, text=True, timeout=30)
+    assert "_strata" in done.stdout, done.stderr
+    assert "topic" in script and "completions" in script

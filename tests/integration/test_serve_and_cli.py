@@ -184,4 +184,4 @@ def test_broker_registration_reports_rack_and_identity(broker_factory):
     assert "quorum: leader 1\tepoch 0" in status.stdout, status.stdout
     d = run("topic", "describe", name, *bs).stdout
     assert "partition\tleader\tleader_epoch\treplicas\tisr" in d
-    assert "\n0\t1\t0\t1\t1\t0\t0\t0\n" in d, d
+    assert "\n0\t1\t0\t1\t1\t0\t0\t0\t0\t0\n" in d, d

@@ -309,13 +309,17 @@ pub(crate) async fn isr_loop(
             let reply = call(&quorum, &request).await;
             match strata_controller::isr_change_outcome(reply.as_ref().ok()) {
                 IsrChangeOutcome::Committed => {
+                    // Counted here or where the metadata delta applies it, whichever comes
+                    // first (the other then sees no change).
                     let before = p.isr().0.len();
-                    let counter = if new_isr.len() < before {
-                        &broker.metrics.isr_shrinks
-                    } else {
-                        &broker.metrics.isr_expands
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
+                    if new_isr.len() != before {
+                        let counter = if new_isr.len() < before {
+                            &broker.metrics.isr_shrinks
+                        } else {
+                            &broker.metrics.isr_expands
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
                     info!(topic = %p.topic, partition = p.partition, to = ?new_isr, "ISR changed");
                     p.isr_change_committed(new_isr, partition_epoch + 1);
                 }

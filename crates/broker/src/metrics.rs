@@ -305,13 +305,13 @@ impl Metrics {
             (
                 "kafka_server_replicamanager_isrshrinks_total",
                 "counter",
-                "In-sync replica sets shrunk by this node as leader (IsrShrinksPerSec).",
+                "In-sync replica sets that shrank on partitions this node leads (IsrShrinksPerSec).",
                 self.isr_shrinks.load(Ordering::Relaxed) as f64,
             ),
             (
                 "kafka_server_replicamanager_isrexpands_total",
                 "counter",
-                "In-sync replica sets expanded by this node as leader (IsrExpandsPerSec).",
+                "In-sync replica sets that grew on partitions this node leads (IsrExpandsPerSec).",
                 self.isr_expands.load(Ordering::Relaxed) as f64,
             ),
             (

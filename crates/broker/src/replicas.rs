@@ -143,7 +143,21 @@ impl Broker {
                 let min_isr = partition.log().config().min_insync_replicas.max(1) as usize;
                 let was_leading =
                     partition.is_leader() && partition.leader_epoch() == p.leader_epoch;
+                let isr_before = partition.isr().0.len();
                 self.set_role(&partition, p, min_isr);
+                // ISR changes of a partition this node goes on leading, whoever made them
+                // (this leader's AlterPartition, or the controller fencing a broker).
+                if was_leading && partition.is_leader() && p.isr.len() != isr_before {
+                    let counter = if p.isr.len() < isr_before {
+                        &self.metrics.isr_shrinks
+                    } else {
+                        &self.metrics.isr_expands
+                    };
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                if self.quorum.is_some() {
+                    info!(topic = %at.topic, partition = at.partition, leader = p.leader, leader_epoch = p.leader_epoch, isr = ?p.isr, role = if partition.is_leader() { "leader" } else { "follower" }, "partition leadership or ISR changed");
+                }
                 if !was_leading && partition.is_leader() {
                     self.metrics
                         .leader_elections

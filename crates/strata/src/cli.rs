@@ -20,6 +20,13 @@ pub struct Conn {
     pub bootstrap: String,
 }
 
+/// How a list or a description is printed: a table (tab-separated) or one JSON document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
 #[derive(Subcommand)]
 pub enum TopicCommand {
     /// Create a topic.
@@ -35,12 +42,16 @@ pub enum TopicCommand {
     },
     /// List topics.
     List {
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
         #[command(flatten)]
         conn: Conn,
     },
     /// Show partitions, offsets and configs of a topic.
     Describe {
         name: String,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
         #[command(flatten)]
         conn: Conn,
     },
@@ -150,20 +161,42 @@ pub fn run_topic(cmd: TopicCommand) -> anyhow::Result<()> {
                     .await?;
                 println!("created topic {name} with {partitions} partition(s)");
             }
-            TopicCommand::List { conn } => {
+            TopicCommand::List { output, conn } => {
                 let md = Client::connect(&conn.bootstrap)
                     .await?
                     .metadata(None)
                     .await?;
-                for t in md.topics {
-                    println!(
-                        "{}\t{} partition(s)",
-                        t.name.map(|n| n.0.to_string()).unwrap_or_default(),
-                        t.partitions.len()
-                    );
+                let mut listed: Vec<(String, usize)> = md
+                    .topics
+                    .into_iter()
+                    .map(|t| {
+                        (
+                            t.name.map(|n| n.0.to_string()).unwrap_or_default(),
+                            t.partitions.len(),
+                        )
+                    })
+                    .collect();
+                listed.sort();
+                match output {
+                    Output::Table => {
+                        for (name, partitions) in listed {
+                            println!("{name}\t{partitions} partition(s)");
+                        }
+                    }
+                    Output::Json => {
+                        let topics: Vec<serde_json::Value> = listed
+                            .into_iter()
+                            .map(|(name, partitions)| {
+                                serde_json::json!({"name": name, "partitions": partitions})
+                            })
+                            .collect();
+                        println!("{}", serde_json::Value::Array(topics));
+                    }
                 }
             }
-            TopicCommand::Describe { name, conn } => {
+            TopicCommand::Describe { name, output, conn } => {
+                let json = output == Output::Json;
+                let mut rows = Vec::new();
                 let mut client = Router::connect(&conn.bootstrap).await?;
                 let md = client.any().metadata(Some(vec![name.clone()])).await?;
                 let t = md
@@ -172,12 +205,14 @@ pub fn run_topic(cmd: TopicCommand) -> anyhow::Result<()> {
                     .next()
                     .context("empty metadata response")?;
                 strata_client::check(t.error_code, format!("topic {name}"), None)?;
-                println!(
-                    "topic {name} id {} partitions {}",
-                    t.topic_id,
-                    t.partitions.len()
-                );
-                println!("partition\tleader\tleader_epoch\treplicas\tisr\tlog_start_offset\tlocal_log_start_offset\thigh_watermark\tlocal_bytes\tremote_bytes");
+                if !json {
+                    println!(
+                        "topic {name} id {} partitions {}",
+                        t.topic_id,
+                        t.partitions.len()
+                    );
+                    println!("partition\tleader\tleader_epoch\treplicas\tisr\tlog_start_offset\tlocal_log_start_offset\thigh_watermark\tlocal_bytes\tremote_bytes");
+                }
                 let ids = |v: &[kafka_protocol::messages::BrokerId]| {
                     v.iter().map(|b| b.0.to_string()).collect::<Vec<_>>().join(",")
                 };
@@ -210,6 +245,28 @@ pub fn run_topic(cmd: TopicCommand) -> anyhow::Result<()> {
                             }
                         }
                     }
+                    if json {
+                        let number = |v: &str| {
+                            v.parse::<i64>()
+                                .map_or(serde_json::Value::Null, serde_json::Value::from)
+                        };
+                        let list = |v: &[kafka_protocol::messages::BrokerId]| {
+                            v.iter().map(|b| b.0).collect::<Vec<_>>()
+                        };
+                        rows.push(serde_json::json!({
+                            "partition": p.partition_index,
+                            "leader": p.leader_id.0,
+                            "leader_epoch": p.leader_epoch,
+                            "replicas": list(&p.replica_nodes),
+                            "isr": list(&p.isr_nodes),
+                            "log_start_offset": number(&start),
+                            "local_log_start_offset": number(&local_start),
+                            "high_watermark": number(&end),
+                            "local_bytes": number(&local_bytes),
+                            "remote_bytes": number(&remote_bytes),
+                        }));
+                        continue;
+                    }
                     println!(
                         "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                         p.partition_index,
@@ -224,16 +281,35 @@ pub fn run_topic(cmd: TopicCommand) -> anyhow::Result<()> {
                         remote_bytes
                     );
                 }
+                let configs = client.any().describe_topic_configs(&name).await?;
+                let source_name = |source: i8| match source {
+                    1 => "topic",
+                    2 => "broker, dynamic",
+                    3 => "cluster default, dynamic",
+                    4 => "broker config file",
+                    _ => "default",
+                };
+                if json {
+                    let configs: serde_json::Map<String, serde_json::Value> = configs
+                        .into_iter()
+                        .map(|(k, v, source)| {
+                            (k, serde_json::json!({"value": v, "source": source_name(source)}))
+                        })
+                        .collect();
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "name": name,
+                            "topic_id": t.topic_id.to_string(),
+                            "partitions": rows,
+                            "configs": configs,
+                        })
+                    );
+                    return Ok(());
+                }
                 println!("configs (effective value, and where it comes from):");
-                for (k, v, source) in client.any().describe_topic_configs(&name).await? {
-                    let source = match source {
-                        1 => "topic",
-                        2 => "broker, dynamic",
-                        3 => "cluster default, dynamic",
-                        4 => "broker config file",
-                        _ => "default",
-                    };
-                    println!("  {k}={v}\t({source})");
+                for (k, v, source) in configs {
+                    println!("  {k}={v}\t({})", source_name(source));
                 }
             }
             TopicCommand::AlterConfig {

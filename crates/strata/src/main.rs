@@ -62,6 +62,11 @@ enum Command {
     Consume(cli::ConsumeArgs),
     /// The SQL engine's terminal client (ksqlDB's language, over its REST API).
     Sql(sql_cli::SqlArgs),
+    /// Print a shell completion script: `strata completions bash > /etc/bash_completion.d/strata`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() {
@@ -111,6 +116,14 @@ fn main() {
         Command::Produce(a) => cli::run_produce(a),
         Command::Consume(a) => cli::run_consume(a),
         Command::Sql(a) => sql_cli::run_sql(a),
+        Command::Completions { shell } => {
+            let mut command = <Args as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "strata", &mut script);
+            // A closed pipe (`| head`) ends the output quietly.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            Ok(())
+        }
     };
     if let Err(e) = result {
         eprintln!("strata: {e:#}");
