@@ -280,6 +280,12 @@ def test_cli_json_output_and_shell_completions(tmp_path):
         assert described["partitions"][0]["high_watermark"] == 0, described
         assert described["configs"]["cleanup.policy"] == {"value": "delete", "source": "default"}
         assert "partition\tleader" in cli("topic", "describe", "cli")  # the table stays the default
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "cli-group",
+                      "enable.auto.commit": False})
+        c.commit(offsets=[TopicPartition("cli", 0, 0)], asynchronous=False)
+        c.close()
+        groups = json.loads(cli("group", "list", "--output", "json"))
+        assert any(g["group_id"] == "cli-group" for g in groups), groups
     finally:
         b.stop()
     script = subprocess.run([STRATA_BIN, "completions", "bash"], capture_output=True, text=True,

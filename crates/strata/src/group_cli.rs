@@ -10,12 +10,14 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use strata_client::{check, Client, Router};
 
-use crate::cli::{runtime, Conn};
+use crate::cli::{runtime, Conn, Output};
 
 #[derive(Subcommand)]
 pub enum GroupCommand {
     /// List groups with their type and state.
     List {
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
         #[command(flatten)]
         conn: Conn,
     },
@@ -239,7 +241,7 @@ async fn describe(router: &mut Router, group: &str) -> anyhow::Result<()> {
 pub fn run_group(cmd: GroupCommand) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         match cmd {
-            GroupCommand::List { conn } => {
+            GroupCommand::List { output, conn } => {
                 // Every broker lists the groups it coordinates (as Kafka's admin asks all).
                 let mut client = Client::connect(&conn.bootstrap).await?;
                 let md = client.metadata(Some(vec![])).await?;
@@ -252,6 +254,21 @@ pub fn run_group(cmd: GroupCommand) -> anyhow::Result<()> {
                     groups.extend(resp.groups);
                 }
                 groups.sort_by(|a, b| a.group_id.as_str().cmp(b.group_id.as_str()));
+                if output == Output::Json {
+                    let listed: Vec<serde_json::Value> = groups
+                        .iter()
+                        .map(|g| {
+                            serde_json::json!({
+                                "group_id": g.group_id.as_str(),
+                                "type": g.group_type.as_str(),
+                                "state": g.group_state.as_str(),
+                                "protocol_type": g.protocol_type.as_str(),
+                            })
+                        })
+                        .collect();
+                    println!("{}", serde_json::Value::Array(listed));
+                    return Ok(());
+                }
                 println!("GROUP\tTYPE\tSTATE\tPROTOCOL-TYPE");
                 for g in groups {
                     println!(
