@@ -23,6 +23,28 @@ struct Appended {
     end_offset: i64,
 }
 
+/// A partition write in the topic's metrics: its bytes and records, or a failure.
+fn record_produce(
+    broker: &Broker,
+    topic: &str,
+    bytes: usize,
+    appended: Option<&strata_storage::AppendInfo>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats = broker.metrics.topic(topic);
+    match appended {
+        Some(info) => {
+            stats.bytes_in.fetch_add(bytes as u64, Relaxed);
+            stats
+                .messages_in
+                .fetch_add(info.records.max(0) as u64, Relaxed);
+        }
+        None => {
+            stats.failed_produce.fetch_add(1, Relaxed);
+        }
+    }
+}
+
 fn failed(index: i32, code: i16, message: Option<String>) -> PartitionProduceResponse {
     PartitionProduceResponse::default()
         .with_index(index)
@@ -180,23 +202,7 @@ pub fn handle(
                     epoch,
                 ),
             };
-            let stats = broker.metrics.topic(&name);
-            match &outcome {
-                Ok(info) => {
-                    stats
-                        .bytes_in
-                        .fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    stats.messages_in.fetch_add(
-                        info.records.max(0) as u64,
-                        std::sync::atomic::Ordering::Relaxed,
-                    );
-                }
-                Err(_) => {
-                    stats
-                        .failed_produce
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            }
+            record_produce(broker, &name, records.len(), outcome.as_ref().ok());
             match outcome {
                 Ok(info) => {
                     partitions.push(
@@ -477,23 +483,12 @@ fn append_remote_verified(
                 .append_verified(&w.records, w.producer_id, guard)
                 .map_err(|e| Refusal::storage(&e))
         });
-        let stats = broker.metrics.topic(&w.partition.topic);
-        match &outcome {
-            Ok(info) => {
-                stats
-                    .bytes_in
-                    .fetch_add(w.records.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                stats.messages_in.fetch_add(
-                    info.records.max(0) as u64,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-            }
-            Err(_) => {
-                stats
-                    .failed_produce
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
+        record_produce(
+            broker,
+            &w.partition.topic,
+            w.records.len(),
+            outcome.as_ref().ok(),
+        );
         let (response, written) = match outcome {
             Ok(info) => (
                 PartitionProduceResponse::default()
