@@ -1,12 +1,14 @@
 """The HTTP admin listener (issue 17): Prometheus metrics scraped and parsed by the official
 Python client's parser, health and readiness, and the /v1 admin API against its OpenAPI
 file, on one broker and on a three-node cluster."""
+import base64
 import json
 import time
 
 import pytest
 import requests
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Broker, free_port
@@ -113,8 +115,74 @@ def test_metrics_health_and_the_topic_api_on_one_broker(tmp_path):
         assert any(g["group_id"] == "billing" for g in groups), groups
         billing = requests.get(f"{b.http}/v1/groups/billing", timeout=10).json()
         assert billing["offsets"] == [{"topic": "orders", "partition": 0, "committed_offset": 60,
-                                       "high_watermark": 100, "lag": 40}], billing
+                                       "log_end_offset": 100, "lag": 40, "member_id": None}], billing
+        assert billing["state"] == "Empty" and billing["members"] == [], billing
         assert requests.get(f"{b.http}/v1/groups/nobody", timeout=10).status_code == 404
+
+        # Offsets reset through the API (the group has no members), as Kafka's tools see them.
+        r = requests.post(f"{b.http}/v1/groups/billing/offsets", json={"topic": "orders", "partitions": [0], "offset": 10},
+                          timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["offsets"] == [{"partition": 0, "offset": 10}], r.text
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        committed = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions("billing")])["billing"].result(20)
+        assert [(tp.partition, tp.offset) for tp in committed.topic_partitions if tp.partition == 0] == [(0, 10)]
+        assert requests.post(f"{b.http}/v1/groups/billing/offsets", json={"topic": "orders"},
+                             timeout=30).status_code == 400
+        assert requests.post(f"{b.http}/v1/groups/billing/offsets", json={"topic": "nope", "to": "latest"},
+                             timeout=30).status_code == 404
+        r = requests.post(f"{b.http}/v1/groups/billing/offsets", json={"topic": "orders", "partitions": [0],
+                                                                          "to": "latest"}, timeout=30)
+        assert r.json()["offsets"] == [{"partition": 0, "offset": 100}], r.text
+
+        # Messages: a page of the newest, from an offset, from a time; one produced with headers.
+        page = requests.get(f"{b.http}/v1/topics/orders/records?partition=0&limit=5", timeout=30).json()
+        assert [m["offset"] for m in page["records"]] == [95, 96, 97, 98, 99], page
+        assert len(base64.b64decode(page["records"][0]["value"])) == 100, page
+        page = requests.get(f"{b.http}/v1/topics/orders/records?partition=0&offset=7&limit=2", timeout=30).json()
+        assert [m["offset"] for m in page["records"]] == [7, 8], page
+        r = requests.post(f"{b.http}/v1/topics/orders/records",
+                          json={"key": "k", "value": "hello", "headers": {"h": "v"}, "partition": 1}, timeout=30)
+        assert r.status_code == 201, r.text
+        produced = r.json()
+        assert produced["partition"] == 1 and produced["offset"] == 0, produced
+        page = requests.get(f"{b.http}/v1/topics/orders/records?timestamp={produced['timestamp']}", timeout=30).json()
+        assert [(m["partition"], base64.b64decode(m["key"]), base64.b64decode(m["value"]),
+                 [(h["key"], base64.b64decode(h["value"])) for h in m["headers"]]) for m in page["records"]] == \
+            [(1, b"k", b"hello", [("h", b"v")])], page
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "reader", "auto.offset.reset": "earliest"})
+        c.assign([TopicPartition("orders", 1, 0)])
+        m = c.poll(20)
+        assert m is not None and m.value() == b"hello" and m.headers() == [("h", b"v")], m
+        c.close()
+        for bad in ["limit=0", "partition=9", "offset=-3", "colour=red"]:
+            r = requests.get(f"{b.http}/v1/topics/orders/records?{bad}", timeout=30)
+            assert r.status_code in (400, 404), (bad, r.status_code)
+        assert requests.post(f"{b.http}/v1/topics/orders/records", json={"value": "x", "partition": 9},
+                             timeout=30).status_code == 400
+        assert requests.get(f"{b.http}/v1/topics/nope/records", timeout=30).status_code == 404
+
+        # Configs and partitions.
+        r = requests.patch(f"{b.http}/v1/topics/orders/configs", json={"configs": {"retention.ms": "3600000"}},
+                           timeout=30)
+        assert r.status_code == 200 and r.json()["configs"]["retention.ms"] == "3600000", r.text
+        assert requests.patch(f"{b.http}/v1/topics/orders/configs", json={"configs": {"retention.ms": "soon"}},
+                              timeout=30).status_code == 400
+        r = requests.patch(f"{b.http}/v1/topics/orders/configs", json={"configs": {"retention.ms": None}},
+                           timeout=30)
+        assert "retention.ms" not in r.json()["configs"], r.text
+        r = requests.post(f"{b.http}/v1/topics/orders/partitions", json={"count": 4}, timeout=30)
+        assert r.status_code == 200 and len(r.json()["partitions"]) == 4, r.text
+        assert requests.post(f"{b.http}/v1/topics/orders/partitions", json={"count": 2},
+                             timeout=30).status_code == 400
+
+        stats = requests.get(f"{b.http}/v1/stats", timeout=10).json()
+        assert stats["messages_in"] >= 101 and stats["partitions"] >= 4 and stats["offline"] == 0, stats
+        assert requests.get(f"{b.http}/v1/acls", timeout=10).json() == {"authorizer": False, "acls": []}
+        assert requests.get(f"{b.http}/v1/quotas", timeout=10).json() == []
+        assert requests.get(f"{b.http}/v1/transactions", timeout=10).json() == []
+        r = requests.post(f"{b.http}/v1/sql/ksql", json={"ksql": "SHOW STREAMS;"}, timeout=10)
+        assert r.status_code == 503, r.text  # this broker runs without SQL
 
         # Deleting through the API: the topic and its series go.
         assert requests.delete(f"{b.http}/v1/topics/orders", timeout=30).status_code == 204

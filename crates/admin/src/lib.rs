@@ -11,6 +11,13 @@
 //! enforces ACLs, the API answers only what needs no principal (metrics, health, the OpenAPI
 //! file) and refuses the rest with 403: HTTP authentication is not built yet.
 
+// Handlers return their refusal as the response itself (`Result<_, Response<Body>>`).
+#![allow(clippy::result_large_err)]
+
+mod console;
+mod records;
+mod sql;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,10 +29,11 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use strata_broker::Broker;
+use strata_client::{ClientError, Router};
 use tokio::net::TcpListener;
 
 /// The largest request body read (a topic's creation with its configs fits many times).
-const MAX_BODY_BYTES: usize = 1 << 20;
+pub(crate) const MAX_BODY_BYTES: usize = 1 << 20;
 
 const OPENAPI: &str = include_str!("../openapi.json");
 
@@ -33,10 +41,29 @@ const OPENAPI: &str = include_str!("../openapi.json");
 /// API; CreateTopics over the Kafka protocol takes up to 100,000).
 const MAX_HTTP_PARTITIONS: i32 = 1000;
 
-type Body = Full<Bytes>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// What the listener reaches besides the broker in this process.
+#[derive(Debug, Clone, Default)]
+pub struct AdminOptions {
+    /// This node's own Kafka listener: messages, consumer groups and transactions are read
+    /// and written through the Kafka protocol from there (as any client), so they are right
+    /// on a cluster whichever node leads or coordinates what. None: those resources answer
+    /// 503.
+    pub bootstrap: Option<String>,
+    /// This node's SQL engine (its REST API's address), for `/v1/sql/…`. None: 503.
+    pub sql: Option<String>,
+}
+
+struct Admin {
+    broker: Arc<Broker>,
+    options: AdminOptions,
+}
 
 /// Serves the admin listener until the process ends.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>, options: AdminOptions) {
+    let admin = Arc::new(Admin { broker, options });
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -46,11 +73,11 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
                 continue;
             }
         };
-        let broker = broker.clone();
+        let admin = admin.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let broker = broker.clone();
-                async move { Ok::<_, Infallible>(handle(&broker, req).await) }
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(handle(&admin, req).await) }
             });
             let builder =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -61,15 +88,23 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
     }
 }
 
-fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+pub(crate) fn respond(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     Response::builder()
         .status(status)
         .header("content-type", content_type)
-        .body(Full::new(body.into()))
+        .body(
+            Full::new(body.into())
+                .map_err(|never| match never {})
+                .boxed(),
+        )
         .expect("a valid response")
 }
 
-fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+pub(crate) fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     respond(
         status,
         "application/json",
@@ -78,16 +113,18 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
 }
 
 /// An error answer: `{"error_code": <HTTP status>, "message": …}`.
-fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     json_response(
         status,
         &json!({"error_code": status.as_u16(), "message": message.into()}),
     )
 }
 
-async fn handle(broker: &Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
+async fn handle(admin: &Arc<Admin>, req: Request<Incoming>) -> Response<Body> {
+    let broker = &admin.broker;
     let method = req.method().clone();
     let path = req.uri().path().trim_end_matches('/').to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match (&method, segments.as_slice()) {
         (&Method::GET, ["metrics"]) => {
@@ -103,7 +140,8 @@ async fn handle(broker: &Arc<Broker>, req: Request<Incoming>) -> Response<Body> 
         }
         (&Method::GET, ["healthz"]) => json_response(StatusCode::OK, &json!({"status": "ok"})),
         (&Method::GET, ["readyz"]) => readyz(broker),
-        (&Method::GET, []) => respond(StatusCode::OK, "text/html; charset=utf-8", INDEX),
+        (&Method::GET, []) => console::index(),
+        (&Method::GET, ["console", file]) => console::asset(file),
         (&Method::GET, ["v1", "openapi.json"]) => {
             respond(StatusCode::OK, "application/json", OPENAPI)
         }
@@ -112,18 +150,51 @@ async fn handle(broker: &Arc<Broker>, req: Request<Incoming>) -> Response<Body> 
             "the broker enforces ACLs and the HTTP admin API has no authentication yet: use the Kafka listeners",
         ),
         (&Method::GET, ["v1", "cluster"]) => cluster(broker),
+        (&Method::GET, ["v1", "stats"]) => stats(broker).await,
         (&Method::GET, ["v1", "topics"]) => json_response(StatusCode::OK, &topics(broker)),
         (&Method::POST, ["v1", "topics"]) => create_topic(broker, req).await,
         (&Method::GET, ["v1", "topics", name]) => describe_topic(broker, name),
         (&Method::DELETE, ["v1", "topics", name]) => delete_topic(broker, name).await,
-        (&Method::GET, ["v1", "groups"]) => groups(broker),
-        (&Method::GET, ["v1", "groups", id]) => describe_group(broker, id),
+        (&Method::PATCH, ["v1", "topics", name, "configs"]) => {
+            alter_topic_configs(broker, name, req).await
+        }
+        (&Method::POST, ["v1", "topics", name, "partitions"]) => {
+            create_partitions(broker, name, req).await
+        }
+        (&Method::GET, ["v1", "topics", name, "records"]) => {
+            read_records(admin, name, &query).await
+        }
+        (&Method::POST, ["v1", "topics", name, "records"]) => {
+            produce_record(admin, name, req).await
+        }
+        (&Method::GET, ["v1", "groups"]) => groups(admin).await,
+        (&Method::GET, ["v1", "groups", id]) => describe_group(admin, id).await,
+        (&Method::POST, ["v1", "groups", id, "offsets"]) => reset_offsets(admin, id, req).await,
+        (&Method::GET, ["v1", "transactions"]) => transactions(admin).await,
+        (&Method::GET, ["v1", "acls"]) => acls(broker),
+        (&Method::GET, ["v1", "quotas"]) => quotas(broker),
+        (_, ["v1", "sql", endpoint]) if sql::ENDPOINTS.contains(endpoint) => {
+            match &admin.options.sql {
+                Some(addr) => sql::forward(addr, endpoint, req).await,
+                None => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the SQL engine is off on this node (--sql-listen none)",
+                ),
+            }
+        }
         (_, ["v1", "topics"]) => not_allowed(&method, &path, "GET, POST"),
         (_, ["v1", "topics", _]) => not_allowed(&method, &path, "GET, DELETE"),
-        (_, ["v1", "groups", _]) => not_allowed(&method, &path, "GET"),
-        (_, ["metrics" | "healthz" | "readyz"] | ["v1", "openapi.json" | "cluster" | "groups"]) => {
-            not_allowed(&method, &path, "GET")
+        (_, ["v1", "topics", _, "configs"]) => not_allowed(&method, &path, "PATCH"),
+        (_, ["v1", "topics", _, "partitions"] | ["v1", "groups", _, "offsets"]) => {
+            not_allowed(&method, &path, "POST")
         }
+        (_, ["v1", "topics", _, "records"]) => not_allowed(&method, &path, "GET, POST"),
+        (_, ["v1", "groups", _]) => not_allowed(&method, &path, "GET"),
+        (
+            _,
+            ["metrics" | "healthz" | "readyz"]
+            | ["v1", "openapi.json" | "cluster" | "groups" | "stats" | "transactions" | "acls" | "quotas"],
+        ) => not_allowed(&method, &path, "GET"),
         _ => error(StatusCode::NOT_FOUND, format!("no such resource: {path}")),
     }
 }
@@ -138,16 +209,6 @@ fn not_allowed(method: &Method, path: &str, allow: &'static str) -> Response<Bod
         .insert("allow", hyper::header::HeaderValue::from_static(allow));
     r
 }
-
-/// The page at `/` until the web console exists: where things are.
-const INDEX: &str =
-    "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Strata</title></head>\
-<body><h1>Strata</h1><ul>\
-<li><a href=\"/metrics\">/metrics</a> (Prometheus)</li>\
-<li><a href=\"/v1/openapi.json\">/v1/openapi.json</a> (the admin API)</li>\
-<li><a href=\"/v1/topics\">/v1/topics</a></li>\
-<li><a href=\"/healthz\">/healthz</a>, <a href=\"/readyz\">/readyz</a></li>\
-</ul></body></html>";
 
 fn readyz(broker: &Broker) -> Response<Body> {
     if broker.is_shutting_down() {
@@ -359,79 +420,375 @@ async fn delete_topic(broker: &Arc<Broker>, name: &str) -> Response<Body> {
     }
 }
 
-fn groups(broker: &Broker) -> Response<Body> {
-    let listed = broker.groups.coordinator().list();
-    match listed {
-        Ok(groups) => {
-            let mut out: Vec<Value> = groups
-                .into_iter()
-                .map(|g| {
-                    json!({"group_id": g.group_id, "state": g.state, "type": g.group_type,
-                           "protocol_type": g.protocol_type})
-                })
-                .collect();
-            out.sort_by(|a, b| a["group_id"].as_str().cmp(&b["group_id"].as_str()));
-            json_response(StatusCode::OK, &Value::Array(out))
+async fn stats(broker: &Arc<Broker>) -> Response<Body> {
+    let b = broker.clone();
+    match tokio::task::spawn_blocking(move || b.summary()).await {
+        Ok(summary) => {
+            let mut v = serde_json::to_value(summary).expect("a summary serializes");
+            v["time_ms"] = json!(std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64));
+            json_response(StatusCode::OK, &v)
         }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
-/// One group: its state and members, and per partition its committed offset with the lag
-/// behind the high watermark (where this node leads the partition; null elsewhere).
-fn describe_group(broker: &Broker, id: &str) -> Response<Body> {
-    let (described, offsets) = {
-        let coordinator = broker.groups.coordinator();
-        let described = coordinator.describe(id);
-        let offsets = coordinator.fetch_offsets(id, None, None);
-        (described, offsets)
+/// `{"configs": {"name": "value" | null}}`: sets each named config (null removes the
+/// override), leaving the others as they are (IncrementalAlterConfigs' SET and DELETE).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigChanges {
+    configs: BTreeMap<String, Option<String>>,
+}
+
+async fn alter_topic_configs(
+    broker: &Arc<Broker>,
+    name: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let changes: ConfigChanges = match read_json(req).await {
+        Ok(c) => c,
+        Err(response) => return response,
     };
-    let group = match described {
-        Ok(Some(g)) if g.state != "Dead" => g,
-        Ok(_) => {
-            return error(
+    let Some(topic) = broker.image().topic(name).cloned() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("Topic '{name}' does not exist."),
+        );
+    };
+    let mut configs = topic.configs.clone();
+    for (k, v) in changes.configs {
+        match v {
+            Some(v) => configs.insert(k, v),
+            None => configs.remove(&k),
+        };
+    }
+    let b = broker.clone();
+    let topic_name = name.to_string();
+    match tokio::task::spawn_blocking(move || b.alter_topic_configs(&topic_name, configs, false))
+        .await
+    {
+        Ok(Ok(())) => describe_topic(broker, name),
+        Ok(Err(e)) => error(topic_error_status(&e), e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartitionCount {
+    count: i32,
+}
+
+async fn create_partitions(
+    broker: &Arc<Broker>,
+    name: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let wanted: PartitionCount = match read_json(req).await {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    if wanted.count > MAX_HTTP_PARTITIONS {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("the HTTP API grows topics to at most {MAX_HTTP_PARTITIONS} partitions"),
+        );
+    }
+    let b = broker.clone();
+    let topic = name.to_string();
+    match tokio::task::spawn_blocking(move || b.create_partitions(&topic, wanted.count, false))
+        .await
+    {
+        Ok(Ok(())) => describe_topic(broker, name),
+        Ok(Err(e)) => error(topic_error_status(&e), e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// A client of this node's Kafka listener, or the answer saying there is none.
+async fn router(admin: &Admin) -> Result<Router, Response<Body>> {
+    let Some(bootstrap) = &admin.options.bootstrap else {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node has no listener the admin API can reach the brokers through",
+        ));
+    };
+    Router::connect(bootstrap)
+        .await
+        .map_err(|e| client_error(&e))
+}
+
+/// A Kafka error as an HTTP answer.
+fn client_error(e: &ClientError) -> Response<Body> {
+    let status = match e {
+        // UNKNOWN_TOPIC_OR_PARTITION, GROUP_ID_NOT_FOUND, TRANSACTIONAL_ID_NOT_FOUND
+        ClientError::Kafka {
+            code: 3 | 69 | 105, ..
+        } => StatusCode::NOT_FOUND,
+        // INVALID_REQUEST, OFFSET_OUT_OF_RANGE, INVALID_TIMESTAMP, CORRUPT_MESSAGE
+        ClientError::Kafka {
+            code: 1 | 2 | 32 | 42,
+            ..
+        } => StatusCode::BAD_REQUEST,
+        // NON_EMPTY_GROUP, UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS
+        ClientError::Kafka {
+            code: 68 | 25 | 22 | 27,
+            ..
+        } => StatusCode::CONFLICT,
+        // MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE
+        ClientError::Kafka { code: 10 | 18, .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        ClientError::Kafka {
+            code: 29..=31, ..
+        } => StatusCode::FORBIDDEN,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, e.to_string())
+}
+
+fn partition_count(broker: &Broker, topic: &str) -> Result<i32, Response<Body>> {
+    broker
+        .image()
+        .topic(topic)
+        .map(|t| t.partitions.len() as i32)
+        .ok_or_else(|| {
+            error(
                 StatusCode::NOT_FOUND,
-                format!("Group '{id}' does not exist."),
+                format!("Topic '{topic}' does not exist."),
+            )
+        })
+}
+
+async fn read_records(admin: &Admin, topic: &str, query: &str) -> Response<Body> {
+    let page = match records::PageRequest::parse(query) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let partitions = match partition_count(&admin.broker, topic) {
+        Ok(n) => n,
+        Err(response) => return response,
+    };
+    if page.partition.is_some_and(|p| p >= partitions) {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "partition {} does not exist (the topic has {partitions})",
+                page.partition.unwrap_or(0)
+            ),
+        );
+    }
+    let mut router = match router(admin).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    match records::read_page(&mut router, topic, partitions, &page).await {
+        Ok(v) => json_response(StatusCode::OK, &v),
+        Err(e) => client_error(&e),
+    }
+}
+
+async fn produce_record(admin: &Admin, topic: &str, req: Request<Incoming>) -> Response<Body> {
+    let record: records::NewRecord = match read_json(req).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let partitions = match partition_count(&admin.broker, topic) {
+        Ok(n) => n,
+        Err(response) => return response,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let (partition, batch) = match record.build(partitions, now) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let mut router = match router(admin).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    match router.produce(topic, partition, batch, -1).await {
+        Ok(offset) => json_response(
+            StatusCode::CREATED,
+            &json!({"topic": topic, "partition": partition, "offset": offset, "timestamp": now}),
+        ),
+        Err(e) => client_error(&e),
+    }
+}
+
+/// Every group of the cluster (each broker lists those it coordinates).
+async fn groups(admin: &Admin) -> Response<Body> {
+    let mut router = match router(admin).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    match strata_client::groups::list_groups(&mut router).await {
+        Ok(groups) => json_response(
+            StatusCode::OK,
+            &serde_json::to_value(groups).expect("groups serialize"),
+        ),
+        Err(e) => client_error(&e),
+    }
+}
+
+/// One group: state, members with their assignments, and per partition its committed
+/// offset, the log end offset and the lag (asked of each partition's leader).
+async fn describe_group(admin: &Admin, id: &str) -> Response<Body> {
+    let mut router = match router(admin).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    match strata_client::groups::describe_group(&mut router, id).await {
+        Ok(view) => json_response(
+            StatusCode::OK,
+            &serde_json::to_value(view).expect("a group serializes"),
+        ),
+        Err(e) => client_error(&e),
+    }
+}
+
+/// `{"topic", "partitions"?: [..], "to": "earliest" | "latest", | "offset": n |
+/// "timestamp": ms}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OffsetReset {
+    topic: String,
+    #[serde(default)]
+    partitions: Option<Vec<i32>>,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    offset: Option<i64>,
+    #[serde(default)]
+    timestamp: Option<i64>,
+}
+
+async fn reset_offsets(admin: &Admin, group: &str, req: Request<Incoming>) -> Response<Body> {
+    use strata_client::groups::ResetTo;
+    let reset: OffsetReset = match read_json(req).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let to = match (reset.to.as_deref(), reset.offset, reset.timestamp) {
+        (Some("earliest"), None, None) => ResetTo::Earliest,
+        (Some("latest"), None, None) => ResetTo::Latest,
+        (None, Some(o), None) if o >= 0 => ResetTo::Offset(o),
+        (None, None, Some(ts)) => ResetTo::Timestamp(ts),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "say where to with exactly one of: \"to\": \"earliest\" | \"latest\", \"offset\": n (0 or more), \"timestamp\": ms",
             )
         }
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
-    let mut partitions: Vec<Value> = offsets
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|o| {
-            let committed = o.offset?.offset;
-            let high_watermark = broker
-                .partition(&o.topic, o.partition)
-                .filter(|p| p.is_leader())
-                .map(|p| p.high_watermark());
-            Some(json!({
-                "topic": o.topic,
-                "partition": o.partition,
-                "committed_offset": committed,
-                "high_watermark": high_watermark,
-                "lag": high_watermark.map(|hw| (hw - committed).max(0)),
-            }))
+    if let Err(response) = partition_count(&admin.broker, &reset.topic) {
+        return response;
+    }
+    let mut router = match router(admin).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    match strata_client::groups::reset_offsets(
+        &mut router,
+        group,
+        &reset.topic,
+        reset.partitions,
+        to,
+    )
+    .await
+    {
+        Ok(planned) => json_response(
+            StatusCode::OK,
+            &json!({
+                "group_id": group,
+                "topic": reset.topic,
+                "offsets": planned.iter()
+                    .map(|(p, o)| json!({"partition": p, "offset": o}))
+                    .collect::<Vec<_>>(),
+            }),
+        ),
+        Err(e) => client_error(&e),
+    }
+}
+
+/// Every broker's transactional ids with their producer and state (ListTransactions).
+async fn transactions(admin: &Admin) -> Response<Body> {
+    use kafka_protocol::messages::ListTransactionsRequest;
+    let mut router = match router(admin).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let listed = async {
+        let md = router.any().metadata(Some(vec![])).await?;
+        let mut out = Vec::new();
+        for b in &md.brokers {
+            let addr = format!("{}:{}", b.host.as_str(), b.port);
+            let mut client = strata_client::Client::connect(&addr).await?;
+            let resp = client.send(ListTransactionsRequest::default(), 1).await?;
+            strata_client::check(resp.error_code, "ListTransactions", None)?;
+            out.extend(resp.transaction_states.into_iter().map(|t| {
+                json!({"transactional_id": t.transactional_id.as_str(),
+                       "producer_id": t.producer_id.0,
+                       "state": t.transaction_state.as_str(),
+                       "coordinator": b.node_id.0})
+            }));
+        }
+        out.sort_by(|a, b| {
+            a["transactional_id"]
+                .as_str()
+                .cmp(&b["transactional_id"].as_str())
+        });
+        Ok::<_, ClientError>(out)
+    };
+    match listed.await {
+        Ok(out) => json_response(StatusCode::OK, &Value::Array(out)),
+        Err(e) => client_error(&e),
+    }
+}
+
+/// The ACLs in the metadata, named as Kafka's tools name them.
+fn acls(broker: &Broker) -> Response<Body> {
+    let image = broker.image();
+    let out: Vec<Value> = image
+        .acls()
+        .values()
+        .filter_map(strata_broker::authorizer::binding)
+        .map(|b| {
+            json!({
+                "resource_type": b.resource_type.name(),
+                "resource_name": b.resource_name,
+                "pattern_type": b.pattern_type.name(),
+                "principal": b.principal,
+                "host": b.host,
+                "operation": b.operation.name(),
+                "permission": b.permission.name(),
+            })
         })
         .collect();
-    partitions.sort_by(|a, b| {
-        (a["topic"].as_str(), a["partition"].as_i64())
-            .cmp(&(b["topic"].as_str(), b["partition"].as_i64()))
-    });
     json_response(
         StatusCode::OK,
-        &json!({
-            "group_id": group.group_id,
-            "state": group.state,
-            "protocol_type": group.protocol_type,
-            "protocol": group.protocol,
-            "members": group.members.iter().map(|m| json!({
-                "member_id": m.member_id,
-                "group_instance_id": m.group_instance_id,
-                "client_id": m.client_id,
-                "client_host": m.client_host,
-            })).collect::<Vec<_>>(),
-            "offsets": partitions,
-        }),
+        &json!({"authorizer": broker.authorizer.enabled(), "acls": out}),
     )
+}
+
+/// Client quotas in the metadata: each entity (user / client-id, a null name being the
+/// default) with its values.
+fn quotas(broker: &Broker) -> Response<Body> {
+    let image = broker.image();
+    let out: Vec<Value> = image
+        .client_quotas()
+        .iter()
+        .map(|q| {
+            json!({
+                "entity": q.entity.iter()
+                    .map(|(kind, name)| json!({"type": kind, "name": name}))
+                    .collect::<Vec<_>>(),
+                "values": q.values.iter()
+                    .map(|(k, v)| (k.clone(), json!(v.0)))
+                    .collect::<serde_json::Map<_, _>>(),
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &Value::Array(out))
 }

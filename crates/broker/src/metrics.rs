@@ -108,6 +108,36 @@ impl Default for ByKey {
     }
 }
 
+/// Partition counts by health ([`crate::Broker::summary`]).
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct PartitionHealth {
+    /// Partitions this node hosts.
+    pub partitions: u64,
+    pub leaders: u64,
+    pub under_replicated: u64,
+    pub under_min_isr: u64,
+    /// Cluster-wide: partitions without a leader.
+    pub offline: u64,
+    /// 1 on the node leading the metadata quorum (a standalone node is its own).
+    pub active_controller: u64,
+}
+
+/// This node's counters and partition health at one moment.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Summary {
+    pub node_id: i32,
+    /// Since the process started, over every topic.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub messages_in: u64,
+    pub connections: u64,
+    pub topics: u64,
+    /// Bytes of the logs this node hosts, on local disk.
+    pub log_bytes: u64,
+    #[serde(flatten)]
+    pub health: PartitionHealth,
+}
+
 /// The counters the broker keeps as it works.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -484,7 +514,15 @@ impl crate::Broker {
         let per_partition = self.config.metrics_partition_level;
         let image = self.image();
         let partitions = self.all_partitions();
-        let (mut leaders, mut under_replicated, mut under_min_isr) = (0, 0, 0);
+        let health = self.partition_health(&image, &partitions);
+        let PartitionHealth {
+            leaders,
+            under_replicated,
+            under_min_isr,
+            offline,
+            active_controller,
+            ..
+        } = health;
         let mut logs: Vec<(String, i32, u64, i64, i64)> = Vec::new();
         for p in &partitions {
             let log = p.log();
@@ -495,32 +533,7 @@ impl crate::Broker {
                 log.log_start_offset(),
                 log.log_end_offset(),
             ));
-            drop(log);
-            if !p.is_leader() {
-                continue;
-            }
-            leaders += 1;
-            let (isr, min_isr) = p.isr();
-            let replicas = image
-                .topic(&p.topic)
-                .and_then(|t| t.partitions.get(&p.partition))
-                .map_or(1, |m| m.replicas.len());
-            if isr.len() < replicas {
-                under_replicated += 1;
-            }
-            if isr.len() < min_isr {
-                under_min_isr += 1;
-            }
         }
-        let offline = image
-            .topics()
-            .flat_map(|t| t.partitions.values())
-            .filter(|p| p.leader < 0)
-            .count();
-        let active_controller = match &self.quorum {
-            None => 1,
-            Some(member) => i32::from(member.quorum.is_leader()),
-        };
         for (name, help, value) in [
             (
                 "kafka_server_replicamanager_partitioncount",
@@ -550,7 +563,7 @@ impl crate::Broker {
             (
                 "kafka_controller_kafkacontroller_activecontrollercount",
                 "1 on the node leading the metadata quorum (KafkaController ActiveControllerCount).",
-                f64::from(active_controller),
+                active_controller as f64,
             ),
             (
                 "kafka_controller_kafkacontroller_globaltopiccount",
@@ -605,6 +618,82 @@ impl crate::Broker {
             tiering.render_metrics(&mut out, &image);
         }
         out.text
+    }
+
+    /// Partition health as this node sees it: what it hosts and leads, the led partitions
+    /// short of replicas, and the cluster's partitions without a leader.
+    fn partition_health(
+        &self,
+        image: &strata_cluster::MetadataImage,
+        partitions: &[Arc<strata_storage::Partition>],
+    ) -> PartitionHealth {
+        let mut health = PartitionHealth {
+            partitions: partitions.len() as u64,
+            ..PartitionHealth::default()
+        };
+        for p in partitions {
+            if !p.is_leader() {
+                continue;
+            }
+            health.leaders += 1;
+            let (isr, min_isr) = p.isr();
+            let replicas = image
+                .topic(&p.topic)
+                .and_then(|t| t.partitions.get(&p.partition))
+                .map_or(1, |m| m.replicas.len());
+            if isr.len() < replicas {
+                health.under_replicated += 1;
+            }
+            if isr.len() < min_isr {
+                health.under_min_isr += 1;
+            }
+        }
+        health.offline = image
+            .topics()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| p.leader < 0)
+            .count() as u64;
+        health.active_controller = match &self.quorum {
+            None => 1,
+            Some(member) => u64::from(member.quorum.is_leader()),
+        };
+        health
+    }
+
+    /// This node's totals now (the admin API's `/v1/stats`; a console computes rates from
+    /// two of them).
+    pub fn summary(&self) -> Summary {
+        let image = self.image();
+        let partitions = self.all_partitions();
+        let health = self.partition_health(&image, &partitions);
+        let mut summary = Summary {
+            node_id: self.config.node_id,
+            health,
+            topics: image.topics().count() as u64,
+            ..Summary::default()
+        };
+        for t in self
+            .metrics
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            summary.bytes_in += t.bytes_in.load(Ordering::Relaxed);
+            summary.bytes_out += t.bytes_out.load(Ordering::Relaxed);
+            summary.messages_in += t.messages_in.load(Ordering::Relaxed);
+        }
+        for l in self
+            .metrics
+            .listeners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            summary.connections += l.open.load(Ordering::Relaxed).max(0) as u64;
+        }
+        summary.log_bytes = partitions.iter().map(|p| p.log().size_bytes()).sum();
+        summary
     }
 
     /// Consumer lag of the groups this node coordinates, for the partitions it leads:

@@ -4,6 +4,8 @@
 //! replication. Real-client compatibility is tested with librdkafka and kafka-python, never
 //! with this client.
 
+pub mod groups;
+
 use std::collections::HashMap;
 use std::time::Duration;
 

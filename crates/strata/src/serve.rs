@@ -188,6 +188,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         strata_client::set_default_security(security.clone());
     }
     let sql_bootstrap = sql_bootstrap.map(|(addr, _)| addr);
+    let admin_bootstrap = sql_bootstrap.clone().ok();
     let sql_state = strata_ksql::run::StateOptions {
         dir: Some(config.data_dir.join("sql-state")),
         cache_groups: sql_cache_groups,
@@ -198,7 +199,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the runtime")?;
     let served = runtime.block_on(async move {
-        start_sql_engine(
+        let sql_addr = start_sql_engine(
             sql_listen,
             sql_advertised,
             sql_bootstrap,
@@ -207,6 +208,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             sql_auth,
         )
         .await?;
+        let admin_options = strata_admin::AdminOptions {
+            bootstrap: admin_bootstrap,
+            sql: sql_addr.map(|a| a.to_string()),
+        };
         let http = bind_http(http_listen).await?;
         let shutdown = async {
             let mut term =
@@ -224,7 +229,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             shutdown,
             move |broker| {
                 if let Some(listener) = http {
-                    tokio::spawn(strata_admin::serve(listener, broker));
+                    tokio::spawn(strata_admin::serve(listener, broker, admin_options));
                 }
             },
         )
@@ -334,8 +339,9 @@ async fn bind_http(
     }
 }
 
-/// Binds the SQL listener and starts the engine on it (it waits for the broker to answer).
-/// An explicit address that cannot be bound stops the start; the default one only warns.
+/// Binds the SQL listener and starts the engine on it (it waits for the broker to answer);
+/// returns the address bound. An explicit address that cannot be bound stops the start;
+/// the default one only warns.
 async fn start_sql_engine(
     listen: Option<String>,
     advertised: Option<String>,
@@ -343,17 +349,17 @@ async fn start_sql_engine(
     state: strata_ksql::run::StateOptions,
     clustered: bool,
     auth: Option<strata_ksql::auth::BasicAuth>,
-) -> Result<(), strata_broker::server::ServeError> {
+) -> Result<Option<std::net::SocketAddr>, strata_broker::server::ServeError> {
     let explicit = listen.is_some();
     let addr = listen.unwrap_or_else(|| "127.0.0.1:8088".to_string());
     if addr.eq_ignore_ascii_case("none") {
-        return Ok(());
+        return Ok(None);
     }
     let bootstrap = match bootstrap {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(error = %e, "the SQL engine cannot reach the broker: SQL is off");
-            return Ok(());
+            return Ok(None);
         }
     };
     match tokio::net::TcpListener::bind(&addr).await {
@@ -370,11 +376,18 @@ async fn start_sql_engine(
                 clustered.then_some(advertised).flatten(),
                 auth,
             ));
-            Ok(())
+            Ok(local.map(|a| {
+                // The passthrough connects here: an unspecified bind is reached on loopback.
+                if a.ip().is_unspecified() {
+                    std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), a.port())
+                } else {
+                    a
+                }
+            }))
         }
         Err(e) if !explicit => {
             tracing::warn!(%addr, error = %e, "SQL listener not started (use --sql-listen)");
-            Ok(())
+            Ok(None)
         }
         Err(source) => Err(strata_broker::server::ServeError::Bind { addr, source }),
     }

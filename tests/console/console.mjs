@@ -1,0 +1,181 @@
+// Drives Strata's web console in Debian's headless Chromium (playwright-core, no browser
+// download) the way a person would, against a running broker or cluster started by
+// tests/integration/test_console.py, which passes what to expect in the environment:
+//
+//   CONSOLE_URL      the console (http://host:port/)
+//   BROKERS          how many brokers the overview must list
+//   GROUP, LAG       a consumer group the test left behind, and its total lag
+//   SQL              "1": the SQL page runs a push query whose rows must arrive live
+//   TOPIC            a name for the topic the console creates
+//   REPLICATION      its replication factor
+//   SCREENSHOTS      where each main page's screenshot goes (a test artifact)
+//   CHROMIUM         the browser (default /usr/bin/chromium)
+//
+// Exits 0 when every step saw what it expected; else prints the step and exits 1 (with a
+// screenshot of the page as it was).
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+
+const env = process.env;
+const base = env.CONSOLE_URL.replace(/\/$/, "");
+const shots = env.SCREENSHOTS || "console-screenshots";
+const topic = env.TOPIC || `console-${Date.now()}`;
+mkdirSync(shots, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+});
+const page = await browser.newPage({ viewport: { width: 1366, height: 900 } });
+const consoleErrors = [];
+page.on("pageerror", (e) => consoleErrors.push(String(e)));
+page.setDefaultTimeout(30_000);
+
+let step = "start";
+async function shot(name) {
+  await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+}
+function expect(cond, what) {
+  if (!cond) throw new Error(what);
+}
+async function api(method, path, body) {
+  const r = await fetch(base + path, {
+    method,
+    headers: { "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await r.text();
+  if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+try {
+  step = "overview lists the brokers and partition health";
+  await page.goto(`${base}/#/`);
+  await page.getByRole("heading", { name: "Overview" }).waitFor();
+  const brokers = page.getByTestId("brokers").locator("tbody tr");
+  await page.waitForFunction(
+    (n) => document.querySelectorAll('[data-testid="brokers"] tbody tr td.num').length === n,
+    Number(env.BROKERS || 1),
+  );
+  expect((await brokers.count()) === Number(env.BROKERS || 1), "broker rows");
+  await page.getByTestId("under-replicated").waitFor();
+  // Two samples of /v1/stats make a throughput line.
+  await page.waitForFunction(() => document.querySelector('[data-testid="throughput-chart"] polyline') !== null, null, {
+    timeout: 15_000,
+  });
+  await shot("overview");
+
+  step = "a topic is created from the topics page";
+  await page.getByRole("link", { name: "Topics", exact: true }).click();
+  await page.getByRole("heading", { name: "Topics" }).waitFor();
+  await page.getByText("Create a topic").click();
+  const create = page.getByRole("form", { name: "Create a topic" });
+  await create.getByLabel("Name").fill(topic);
+  await create.getByLabel("Partitions").fill("3");
+  await create.getByLabel("Replication factor").fill(env.REPLICATION || "1");
+  await create.getByRole("button", { name: "Create" }).click();
+  await page.getByText(`Created topic ${topic}.`).waitFor();
+  await page.getByTestId("topics").getByRole("link", { name: topic, exact: true }).waitFor();
+  await shot("topics");
+
+  step = "a message produced from the topic page is seen in the message browser";
+  await page.getByTestId("topics").getByRole("link", { name: topic, exact: true }).click();
+  await page.getByRole("heading", { name: topic }).waitFor();
+  const produce = page.getByRole("form", { name: "Produce a message" });
+  await produce.getByLabel("Key (optional)").fill("order-42");
+  await produce.getByLabel("Value").fill('{"hello":"console","n":42}');
+  await produce.getByLabel("Headers (name=value per line)").fill("source=playwright");
+  await produce.getByRole("button", { name: "Produce" }).click();
+  await page.getByText(/Produced to partition \d+ at offset \d+/).waitFor();
+  const messages = page.getByTestId("messages");
+  await messages.getByText('{"hello":"console","n":42}').waitFor();
+  await messages.getByText("order-42").waitFor();
+  await messages.getByText("source").waitFor();
+  // Decoding: JSON pretty-printed, hex.
+  const browse = page.getByRole("form", { name: "Browse messages" });
+  await browse.getByLabel("Value as").selectOption("json");
+  await messages.locator("pre.cell-json").filter({ hasText: '"hello": "console"' }).waitFor();
+  await browse.getByLabel("Value as").selectOption("hex");
+  await messages.getByText("7b 22 68 65 6c 6c 6f").waitFor();
+  await browse.getByLabel("Value as").selectOption("json");
+  // Seek: from offset 0 of every partition, then from a time after the message (none).
+  await browse.getByLabel("From").selectOption("offset");
+  await browse.getByLabel("Offset").fill("0");
+  await browse.getByRole("button", { name: "Load" }).click();
+  await messages.getByText("order-42").waitFor();
+  await shot("topic");
+  await browse.getByLabel("From").selectOption("timestamp");
+  const future = new Date(Date.now() + 3_600_000);
+  const local = new Date(future.getTime() - future.getTimezoneOffset() * 60_000).toISOString().slice(0, 19);
+  await browse.getByLabel("Time (local)").fill(local);
+  await browse.getByRole("button", { name: "Load" }).click();
+  await messages.getByText("No messages in this range.").waitFor();
+  step = "the partitions tab shows leaders and replicas";
+  await page.getByRole("tab", { name: "Partitions" }).click();
+  await page.waitForFunction(
+    () => document.querySelectorAll('[data-testid="partitions"] tbody tr').length === 3,
+  );
+
+  if (env.GROUP) {
+    step = "the consumer group is listed and its lag shown";
+    await page.getByRole("link", { name: "Consumer groups", exact: true }).click();
+    await page.getByTestId("groups").getByRole("link", { name: env.GROUP, exact: true }).click();
+    await page.getByRole("heading", { name: env.GROUP }).waitFor();
+    await page.waitForFunction(
+      (lag) => document.querySelector('[data-testid="total-lag"]')?.textContent === lag,
+      Number(env.LAG).toLocaleString("en-US"),
+    );
+    // Two polls draw the lag line.
+    await page.waitForFunction(() => document.querySelector('[data-testid="lag-chart"] polyline') !== null, null, {
+      timeout: 15_000,
+    });
+    await shot("group");
+  }
+
+  if (env.SQL === "1") {
+    step = "a SQL push query shows rows as they arrive";
+    const source = `${topic}-sql`;
+    await api("POST", "/v1/topics", { name: source, partitions: 1, replication_factor: Number(env.REPLICATION || 1) });
+    await page.getByRole("link", { name: "SQL", exact: true }).click();
+    const editor = page.getByLabel("Statement");
+    const stream = `S_${topic.replace(/[^A-Za-z0-9]/g, "_").toUpperCase()}`;
+    await editor.fill(
+      `CREATE STREAM ${stream} (id INT, name VARCHAR) WITH (kafka_topic='${source}', value_format='JSON');`,
+    );
+    await page.getByRole("button", { name: "Run" }).click();
+    await page.getByText(/Stream created/i).waitFor();
+    await editor.fill(`SELECT id, name FROM ${stream} EMIT CHANGES;`);
+    await page.getByRole("button", { name: "Run" }).click();
+    await page.getByTestId("query-state").filter({ hasText: "streaming" }).waitFor();
+    const rows = page.getByTestId("query-rows");
+    await rows.getByRole("columnheader", { name: "ID" }).waitFor();
+    for (let i = 1; i <= 3; i++) {
+      await api("POST", `/v1/topics/${source}/records`, { value: JSON.stringify({ id: i, name: `row-${i}` }) });
+      await rows.getByText(`row-${i}`).waitFor();
+      // Each row arrives while the query runs, before the next is produced.
+      await page.getByTestId("query-state").filter({ hasText: `streaming · ${i} row(s)` }).waitFor();
+    }
+    await shot("sql");
+    await page.getByRole("button", { name: "Stop" }).click();
+    await page.getByTestId("query-state").filter({ hasText: "stopped" }).waitFor();
+  }
+
+  step = "the ACLs and quotas page loads";
+  await page.getByRole("link", { name: "ACLs & quotas", exact: true }).click();
+  await page.getByTestId("acls").waitFor();
+  await page.getByTestId("quotas").waitFor();
+  await shot("security");
+
+  expect(consoleErrors.length === 0, `errors in the page: ${consoleErrors.join("; ")}`);
+  console.log(`console: every step passed (${shots})`);
+  await browser.close();
+} catch (e) {
+  console.error(`console: FAILED at "${step}": ${e.message}`);
+  try {
+    await shot("failure");
+  } catch {}
+  await browser.close();
+  process.exit(1);
+}
