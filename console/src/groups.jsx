@@ -123,12 +123,12 @@ function ResetOffsets({ group, onDone }) {
       <form class="form-row" onSubmit={submit} aria-label="Reset offsets">
         <Field label="Topic">
           <input required value={topic} onInput={(e) => setTopic(e.currentTarget.value)} list="group-topics" />
-          <datalist id="group-topics">
-            {topics.map((t) => (
-              <option value={t} />
-            ))}
-          </datalist>
         </Field>
+        <datalist id="group-topics">
+          {topics.map((t) => (
+            <option value={t} />
+          ))}
+        </datalist>
         <Field label="To">
           <select value={to} onChange={(e) => setTo(e.currentTarget.value)}>
             <option value="earliest">earliest</option>

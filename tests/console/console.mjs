@@ -72,9 +72,9 @@ try {
   await page.getByRole("heading", { name: "Topics" }).waitFor();
   await page.getByText("Create a topic").click();
   const create = page.getByRole("form", { name: "Create a topic" });
-  await create.getByLabel("Name").fill(topic);
-  await create.getByLabel("Partitions").fill("3");
-  await create.getByLabel("Replication factor").fill(env.REPLICATION || "1");
+  await create.getByLabel("Name", { exact: true }).fill(topic);
+  await create.getByLabel("Partitions", { exact: true }).fill("3");
+  await create.getByLabel("Replication factor", { exact: true }).fill(env.REPLICATION || "1");
   await create.getByRole("button", { name: "Create" }).click();
   await page.getByText(`Created topic ${topic}.`).waitFor();
   await page.getByTestId("topics").getByRole("link", { name: topic, exact: true }).waitFor();
@@ -84,9 +84,9 @@ try {
   await page.getByTestId("topics").getByRole("link", { name: topic, exact: true }).click();
   await page.getByRole("heading", { name: topic }).waitFor();
   const produce = page.getByRole("form", { name: "Produce a message" });
-  await produce.getByLabel("Key (optional)").fill("order-42");
-  await produce.getByLabel("Value").fill('{"hello":"console","n":42}');
-  await produce.getByLabel("Headers (name=value per line)").fill("source=playwright");
+  await produce.getByLabel("Key (optional)", { exact: true }).fill("order-42");
+  await produce.getByLabel("Value", { exact: true }).fill('{"hello":"console","n":42}');
+  await produce.getByLabel("Headers (name=value per line)", { exact: true }).fill("source=playwright");
   await produce.getByRole("button", { name: "Produce" }).click();
   await page.getByText(/Produced to partition \d+ at offset \d+/).waitFor();
   const messages = page.getByTestId("messages");
@@ -95,21 +95,21 @@ try {
   await messages.getByText("source").waitFor();
   // Decoding: JSON pretty-printed, hex.
   const browse = page.getByRole("form", { name: "Browse messages" });
-  await browse.getByLabel("Value as").selectOption("json");
+  await browse.getByLabel("Value as", { exact: true }).selectOption("json");
   await messages.locator("pre.cell-json").filter({ hasText: '"hello": "console"' }).waitFor();
-  await browse.getByLabel("Value as").selectOption("hex");
+  await browse.getByLabel("Value as", { exact: true }).selectOption("hex");
   await messages.getByText("7b 22 68 65 6c 6c 6f").waitFor();
-  await browse.getByLabel("Value as").selectOption("json");
+  await browse.getByLabel("Value as", { exact: true }).selectOption("json");
   // Seek: from offset 0 of every partition, then from a time after the message (none).
-  await browse.getByLabel("From").selectOption("offset");
-  await browse.getByLabel("Offset").fill("0");
+  await browse.getByLabel("From", { exact: true }).selectOption("offset");
+  await browse.getByLabel("Offset", { exact: true }).fill("0");
   await browse.getByRole("button", { name: "Load" }).click();
   await messages.getByText("order-42").waitFor();
   await shot("topic");
-  await browse.getByLabel("From").selectOption("timestamp");
+  await browse.getByLabel("From", { exact: true }).selectOption("timestamp");
   const future = new Date(Date.now() + 3_600_000);
   const local = new Date(future.getTime() - future.getTimezoneOffset() * 60_000).toISOString().slice(0, 19);
-  await browse.getByLabel("Time (local)").fill(local);
+  await browse.getByLabel("Time (local)", { exact: true }).fill(local);
   await browse.getByRole("button", { name: "Load" }).click();
   await messages.getByText("No messages in this range.").waitFor();
   step = "the partitions tab shows leaders and replicas";
@@ -139,7 +139,7 @@ try {
     const source = `${topic}-sql`;
     await api("POST", "/v1/topics", { name: source, partitions: 1, replication_factor: Number(env.REPLICATION || 1) });
     await page.getByRole("link", { name: "SQL", exact: true }).click();
-    const editor = page.getByLabel("Statement");
+    const editor = page.getByLabel("Statement", { exact: true });
     const stream = `S_${topic.replace(/[^A-Za-z0-9]/g, "_").toUpperCase()}`;
     await editor.fill(
       `CREATE STREAM ${stream} (id INT, name VARCHAR) WITH (kafka_topic='${source}', value_format='JSON');`,

@@ -173,7 +173,9 @@ async fn handle(admin: &Arc<Admin>, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, ["v1", "transactions"]) => transactions(admin).await,
         (&Method::GET, ["v1", "acls"]) => acls(broker),
         (&Method::GET, ["v1", "quotas"]) => quotas(broker),
-        (_, ["v1", "sql", endpoint]) if sql::ENDPOINTS.contains(endpoint) => {
+        (&Method::POST, ["v1", "sql", endpoint]) | (&Method::GET, ["v1", "sql", endpoint @ "info"])
+            if sql::ENDPOINTS.contains(endpoint) =>
+        {
             match &admin.options.sql {
                 Some(addr) => sql::forward(addr, endpoint, req).await,
                 None => error(
@@ -190,6 +192,10 @@ async fn handle(admin: &Arc<Admin>, req: Request<Incoming>) -> Response<Body> {
         }
         (_, ["v1", "topics", _, "records"]) => not_allowed(&method, &path, "GET, POST"),
         (_, ["v1", "groups", _]) => not_allowed(&method, &path, "GET"),
+        (_, ["v1", "sql", "info"]) => not_allowed(&method, &path, "GET"),
+        (_, ["v1", "sql", endpoint]) if sql::ENDPOINTS.contains(endpoint) => {
+            not_allowed(&method, &path, "POST")
+        }
         (
             _,
             ["metrics" | "healthz" | "readyz"]
@@ -345,8 +351,17 @@ async fn read_json<T: serde::de::DeserializeOwned>(
             )
         })?
         .to_bytes();
-    serde_json::from_slice(&body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))
+    // Every body is a JSON object (serde would take a struct's fields from an array too).
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "the body must be a JSON object",
+        ));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid request: {e}")))
 }
 
 fn topic_error_status(e: &strata_broker::TopicError) -> StatusCode {
@@ -527,9 +542,10 @@ fn client_error(e: &ClientError) -> Response<Body> {
         ClientError::Kafka {
             code: 3 | 69 | 105, ..
         } => StatusCode::NOT_FOUND,
-        // INVALID_REQUEST, OFFSET_OUT_OF_RANGE, INVALID_TIMESTAMP, CORRUPT_MESSAGE
+        // OFFSET_OUT_OF_RANGE, CORRUPT_MESSAGE, INVALID_TOPIC_EXCEPTION (an internal
+        // topic), INVALID_TIMESTAMP, INVALID_REQUEST, INVALID_RECORD
         ClientError::Kafka {
-            code: 1 | 2 | 32 | 42,
+            code: 1 | 2 | 17 | 32 | 42 | 87,
             ..
         } => StatusCode::BAD_REQUEST,
         // NON_EMPTY_GROUP, UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS
@@ -539,9 +555,7 @@ fn client_error(e: &ClientError) -> Response<Body> {
         } => StatusCode::CONFLICT,
         // MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE
         ClientError::Kafka { code: 10 | 18, .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        ClientError::Kafka {
-            code: 29..=31, ..
-        } => StatusCode::FORBIDDEN,
+        ClientError::Kafka { code: 29..=31, .. } => StatusCode::FORBIDDEN,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, e.to_string())

@@ -220,6 +220,13 @@ impl NewRecord {
     /// The batch to send and its partition: the one given, else the key's (murmur2, as
     /// Kafka's default partitioner), else one chosen by the clock.
     pub fn build(&self, partitions: i32, now_ms: i64) -> Result<(i32, Bytes), String> {
+        if let Some(e) = self
+            .encoding
+            .as_deref()
+            .filter(|e| !["text", "base64"].contains(e))
+        {
+            return Err(format!("encoding is text or base64 (got '{e}')"));
+        }
         let key = self.bytes(&self.key)?;
         let value = self.bytes(&self.value)?;
         let mut headers = Vec::new();
