@@ -365,3 +365,71 @@ def test_cli_json_output_and_shell_completions(tmp_path):
                           capture_output=True, text=True, timeout=30)
     assert "_strata" in done.stdout, done.stderr
     assert "topic" in script and "completions" in script
+
+
+def test_http_basic_users_are_authorized_with_their_acls(tmp_path):
+    """`--http-auth basic`: the API and console take HTTP Basic credentials that the broker's
+    SASL listener takes (SCRAM here), and authorize each request with that user's ACLs, as
+    their Kafka client would be: unlisted topics, 403 on what they may not do, allowed once
+    an ACL says so. Probes, metrics and the OpenAPI file need no credentials."""
+    import subprocess
+    from test_acl import USERS, allow, create_acls
+    from confluent_kafka.admin import AclOperation, ResourceType
+    from conftest import STRATA_BIN
+
+    data = tmp_path / "data"
+    args = [STRATA_BIN, "format", "--data-dir", str(data)]
+    for user, pw in USERS.items():
+        args += ["--add-scram", f"SCRAM-SHA-256=[name={user},password={pw}]"]
+    subprocess.run(args, check=True, capture_output=True)
+    plain, sasl, http = free_port(), free_port(), free_port()
+    config = f"""
+listeners = "PLAINTEXT://127.0.0.1:{plain},SASL_PLAINTEXT://127.0.0.1:{sasl}"
+"authorizer.class.name" = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+"super.users" = "User:ANONYMOUS;User:admin"
+"sasl.enabled.mechanisms" = "SCRAM-SHA-256"
+"""
+    b = Broker(data, port=plain, config_text=config,
+               extra_args=["--http-listen", f"127.0.0.1:{http}", "--http-auth", "basic"]).start()
+    url = f"http://127.0.0.1:{http}"
+    creds = {u: (u, pw) for u, pw in USERS.items()}
+    try:
+        for open_path in ["/healthz", "/readyz", "/metrics", "/v1/openapi.json"]:
+            assert requests.get(url + open_path, timeout=10).status_code == 200, open_path
+        for path in ["/", "/v1/topics", "/v1/cluster"]:
+            r = requests.get(url + path, timeout=10)
+            assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic"), (path, r.text)
+        assert requests.get(url + "/v1/topics", auth=("alice", "wrong"), timeout=10).status_code == 401
+        assert requests.get(url + "/", auth=creds["alice"], timeout=10).status_code == 200
+
+        r = requests.post(url + "/v1/topics", json={"name": "secret", "partitions": 1}, auth=creds["admin"],
+                          timeout=30)
+        assert r.status_code == 201, r.text
+        r = requests.post(url + "/v1/topics/secret/records", json={"value": "classified"}, auth=creds["admin"],
+                          timeout=30)
+        assert r.status_code == 201, r.text
+        # alice may do nothing yet: the topic is not listed, reads and writes are refused.
+        assert requests.get(url + "/v1/topics", auth=creds["alice"], timeout=10).json() == []
+        r = requests.get(url + "/v1/topics/secret/records", auth=creds["alice"], timeout=10)
+        assert r.status_code == 403 and "User:alice" in r.json()["message"], r.text
+        assert requests.post(url + "/v1/topics", json={"name": "mine"}, auth=creds["alice"],
+                             timeout=30).status_code == 403
+        assert requests.delete(url + "/v1/topics/secret", auth=creds["alice"], timeout=30).status_code == 403
+        assert requests.get(url + "/v1/acls", auth=creds["alice"], timeout=10).status_code == 403
+        # READ on the topic: listed (READ implies DESCRIBE) and readable, still not writable.
+        create_acls(b, allow("User:alice", AclOperation.READ, ResourceType.TOPIC, "secret"))
+        deadline = time.time() + 10
+        while requests.get(url + "/v1/topics/secret/records", auth=creds["alice"], timeout=10).status_code != 200:
+            assert time.time() < deadline, "the ACL did not take effect"
+            time.sleep(0.2)
+        page = requests.get(url + "/v1/topics/secret/records", auth=creds["alice"], timeout=10).json()
+        assert [base64.b64decode(m["value"]) for m in page["records"]] == [b"classified"], page
+        assert [t["name"] for t in requests.get(url + "/v1/topics", auth=creds["alice"], timeout=10).json()] \
+            == ["secret"]
+        assert requests.post(url + "/v1/topics/secret/records", json={"value": "x"}, auth=creds["alice"],
+                             timeout=30).status_code == 403
+        acls = requests.get(url + "/v1/acls", auth=creds["admin"], timeout=10).json()
+        assert acls["authorizer"] is True and acls["acls"][0]["principal"] == "User:alice", acls
+    finally:
+        b.stop()
+    assert "panicked" not in b.log_text()

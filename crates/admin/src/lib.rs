@@ -4,12 +4,17 @@
 //! - `GET /healthz`: the process serves; `GET /readyz`: the broker takes requests (not
 //!   shutting down; on a cluster, caught up with the metadata quorum);
 //! - `/v1/…`: the admin API, described by `openapi.json` (served at `/v1/openapi.json`):
-//!   the cluster and its brokers, topics (list, create, describe, delete), consumer groups.
+//!   the cluster, topics and their configs and partitions, messages ([`records`]), consumer
+//!   groups, transactions, ACLs, quotas, and the SQL passthrough ([`sql`]);
+//! - `/`: the web console ([`console`]).
 //!
 //! Requests are small JSON documents, bounded before they are read (`MAX_BODY_BYTES`); every
-//! error is a JSON `{"error_code", "message"}` with a matching HTTP status. While the broker
-//! enforces ACLs, the API answers only what needs no principal (metrics, health, the OpenAPI
-//! file) and refuses the rest with 403: HTTP authentication is not built yet.
+//! error is a JSON `{"error_code", "message"}` with a matching HTTP status.
+//!
+//! Callers are authorized with the broker's own ACLs, as their Kafka client would be: with
+//! `--http-auth basic` as the SASL user their credentials name (checked by logging in to the
+//! node's SASL listener, `strata_ksql::auth::BasicAuth`), else as `User:ANONYMOUS` (a
+//! PLAINTEXT listener's principal). Health, metrics and the OpenAPI file need no credentials.
 
 // Handlers return their refusal as the response itself (`Result<_, Response<Body>>`).
 #![allow(clippy::result_large_err)]
@@ -28,8 +33,11 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use strata_broker::authorizer::Authz;
 use strata_broker::Broker;
 use strata_client::{ClientError, Router};
+use strata_ksql::auth::Verdict;
+use strata_security::acl::{Operation, ResourceType, CLUSTER_NAME};
 use tokio::net::TcpListener;
 
 /// The largest request body read (a topic's creation with its configs fits many times).
@@ -45,7 +53,7 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
 /// What the listener reaches besides the broker in this process.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct AdminOptions {
     /// This node's own Kafka listener: messages, consumer groups and transactions are read
     /// and written through the Kafka protocol from there (as any client), so they are right
@@ -54,6 +62,9 @@ pub struct AdminOptions {
     pub bootstrap: Option<String>,
     /// This node's SQL engine (its REST API's address), for `/v1/sql/…`. None: 503.
     pub sql: Option<String>,
+    /// HTTP Basic credentials checked against the broker's SASL users (`--http-auth basic`);
+    /// None: callers are `User:ANONYMOUS`, as on a Kafka PLAINTEXT listener.
+    pub auth: Option<Arc<strata_ksql::auth::BasicAuth>>,
 }
 
 struct Admin {
@@ -65,7 +76,7 @@ struct Admin {
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>, options: AdminOptions) {
     let admin = Arc::new(Admin { broker, options });
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "HTTP listener: accept failed");
@@ -77,7 +88,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, options: AdminOpt
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(handle(&admin, req).await) }
+                async move { Ok::<_, Infallible>(handle(&admin, peer, req).await) }
             });
             let builder =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -120,12 +131,118 @@ pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response<
     )
 }
 
-async fn handle(admin: &Arc<Admin>, req: Request<Incoming>) -> Response<Body> {
+/// Who is asking, and what the broker's ACLs let them do.
+pub(crate) struct Caller {
+    principal: String,
+    authz: Authz,
+}
+
+impl Caller {
+    /// None when allowed; else the 403 answer (the denial is in the audit log).
+    fn require(&self, op: Operation, resource: ResourceType, name: &str) -> Option<Response<Body>> {
+        if self.authz.can(op, resource, name) {
+            return None;
+        }
+        Some(error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} is not authorized to {} {} '{name}'",
+                self.principal,
+                op.name(),
+                resource.name()
+            ),
+        ))
+    }
+
+    fn sees(&self, op: Operation, resource: ResourceType, name: &str) -> bool {
+        self.authz.sees(op, resource, name)
+    }
+}
+
+/// Resources anyone may read without credentials: probes, metrics and the API's description.
+fn is_open(method: &Method, segments: &[&str]) -> bool {
+    method == Method::GET
+        && matches!(
+            segments,
+            ["metrics" | "healthz" | "readyz"] | ["v1", "openapi.json"]
+        )
+}
+
+/// The caller of `req`: with `--http-auth basic`, the broker's SASL user its credentials
+/// name (else the 401 or 503 answer); without, `User:ANONYMOUS`.
+async fn authenticate(
+    admin: &Admin,
+    peer: std::net::SocketAddr,
+    req: &Request<Incoming>,
+) -> Result<Caller, Response<Body>> {
+    let principal = match &admin.options.auth {
+        None => strata_broker::connection::ANONYMOUS.to_string(),
+        Some(auth) => {
+            let header = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok());
+            match auth.check(header).await {
+                Verdict::User(user) => format!("User:{user}"),
+                Verdict::Refused => {
+                    tracing::info!(%peer, path = %req.uri().path(), "HTTP admin request refused: no valid credentials");
+                    let mut r = error(
+                        StatusCode::UNAUTHORIZED,
+                        "credentials required (HTTP Basic, a SASL user of the broker)",
+                    );
+                    r.headers_mut().insert(
+                        "www-authenticate",
+                        hyper::header::HeaderValue::from_static(
+                            "Basic realm=\"Strata\", charset=\"UTF-8\"",
+                        ),
+                    );
+                    return Err(r);
+                }
+                Verdict::Unavailable(why) => {
+                    return Err(error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("credentials could not be checked: {why}"),
+                    ))
+                }
+            }
+        }
+    };
+    let mut context = strata_broker::connection::ConnectionContext::on(
+        peer,
+        Arc::from("HTTP"),
+        strata_broker::listeners::SecurityProtocol::Plaintext,
+    );
+    context.principal = principal.clone();
+    Ok(Caller {
+        authz: admin.broker.authz(&context),
+        principal,
+    })
+}
+
+async fn handle(
+    admin: &Arc<Admin>,
+    peer: std::net::SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let broker = &admin.broker;
     let method = req.method().clone();
     let path = req.uri().path().trim_end_matches('/').to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let caller = if is_open(&method, &segments) {
+        None
+    } else {
+        match authenticate(admin, peer, &req).await {
+            Ok(c) => Some(c),
+            Err(response) => return response,
+        }
+    };
+    let anonymous = Caller {
+        principal: strata_broker::connection::ANONYMOUS.to_string(),
+        authz: Authz::allow_all(),
+    };
+    // Past the open resources every request has its caller (the open ones need none).
+    let who = caller.as_ref().unwrap_or(&anonymous);
     match (&method, segments.as_slice()) {
         (&Method::GET, ["metrics"]) => {
             let broker = broker.clone();
@@ -145,35 +262,78 @@ async fn handle(admin: &Arc<Admin>, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, ["v1", "openapi.json"]) => {
             respond(StatusCode::OK, "application/json", OPENAPI)
         }
-        _ if segments.first() == Some(&"v1") && broker.acls_enforced() => error(
-            StatusCode::FORBIDDEN,
-            "the broker enforces ACLs and the HTTP admin API has no authentication yet: use the Kafka listeners",
-        ),
         (&Method::GET, ["v1", "cluster"]) => cluster(broker),
         (&Method::GET, ["v1", "stats"]) => stats(broker).await,
-        (&Method::GET, ["v1", "topics"]) => json_response(StatusCode::OK, &topics(broker)),
-        (&Method::POST, ["v1", "topics"]) => create_topic(broker, req).await,
-        (&Method::GET, ["v1", "topics", name]) => describe_topic(broker, name),
-        (&Method::DELETE, ["v1", "topics", name]) => delete_topic(broker, name).await,
+        (&Method::GET, ["v1", "topics"]) => json_response(StatusCode::OK, &topics(broker, who)),
+        (&Method::POST, ["v1", "topics"]) => create_topic(broker, who, req).await,
+        (&Method::GET, ["v1", "topics", name]) => {
+            match who.require(Operation::Describe, ResourceType::Topic, name) {
+                Some(denied) => denied,
+                None => describe_topic(broker, who, name),
+            }
+        }
+        (&Method::DELETE, ["v1", "topics", name]) => {
+            match who.require(Operation::Delete, ResourceType::Topic, name) {
+                Some(denied) => denied,
+                None => delete_topic(broker, name).await,
+            }
+        }
         (&Method::PATCH, ["v1", "topics", name, "configs"]) => {
-            alter_topic_configs(broker, name, req).await
+            match who.require(Operation::AlterConfigs, ResourceType::Topic, name) {
+                Some(denied) => denied,
+                None => alter_topic_configs(broker, who, name, req).await,
+            }
         }
         (&Method::POST, ["v1", "topics", name, "partitions"]) => {
-            create_partitions(broker, name, req).await
+            match who.require(Operation::Alter, ResourceType::Topic, name) {
+                Some(denied) => denied,
+                None => create_partitions(broker, who, name, req).await,
+            }
         }
         (&Method::GET, ["v1", "topics", name, "records"]) => {
-            read_records(admin, name, &query).await
+            match who.require(Operation::Read, ResourceType::Topic, name) {
+                Some(denied) => denied,
+                None => read_records(admin, name, &query).await,
+            }
         }
         (&Method::POST, ["v1", "topics", name, "records"]) => {
-            produce_record(admin, name, req).await
+            match who.require(Operation::Write, ResourceType::Topic, name) {
+                Some(denied) => denied,
+                None => produce_record(admin, name, req).await,
+            }
         }
-        (&Method::GET, ["v1", "groups"]) => groups(admin).await,
-        (&Method::GET, ["v1", "groups", id]) => describe_group(admin, id).await,
-        (&Method::POST, ["v1", "groups", id, "offsets"]) => reset_offsets(admin, id, req).await,
-        (&Method::GET, ["v1", "transactions"]) => transactions(admin).await,
-        (&Method::GET, ["v1", "acls"]) => acls(broker),
-        (&Method::GET, ["v1", "quotas"]) => quotas(broker),
-        (&Method::POST, ["v1", "sql", endpoint]) | (&Method::GET, ["v1", "sql", endpoint @ "info"])
+        (&Method::GET, ["v1", "groups"]) => groups(admin, who).await,
+        (&Method::GET, ["v1", "groups", id]) => {
+            match who.require(Operation::Describe, ResourceType::Group, id) {
+                Some(denied) => denied,
+                None => describe_group(admin, id).await,
+            }
+        }
+        (&Method::POST, ["v1", "groups", id, "offsets"]) => {
+            match who.require(Operation::Read, ResourceType::Group, id) {
+                Some(denied) => denied,
+                None => reset_offsets(admin, who, id, req).await,
+            }
+        }
+        (&Method::GET, ["v1", "transactions"]) => transactions(admin, who).await,
+        (&Method::GET, ["v1", "acls"]) => {
+            match who.require(Operation::Describe, ResourceType::Cluster, CLUSTER_NAME) {
+                Some(denied) => denied,
+                None => acls(broker),
+            }
+        }
+        (&Method::GET, ["v1", "quotas"]) => {
+            match who.require(
+                Operation::DescribeConfigs,
+                ResourceType::Cluster,
+                CLUSTER_NAME,
+            ) {
+                Some(denied) => denied,
+                None => quotas(broker),
+            }
+        }
+        (&Method::POST, ["v1", "sql", endpoint])
+        | (&Method::GET, ["v1", "sql", endpoint @ "info"])
             if sql::ENDPOINTS.contains(endpoint) =>
         {
             match &admin.options.sql {
@@ -277,10 +437,11 @@ fn partition_json(
     v
 }
 
-fn topics(broker: &Broker) -> Value {
+fn topics(broker: &Broker, who: &Caller) -> Value {
     let image = broker.image();
     let mut out: Vec<Value> = image
         .topics()
+        .filter(|t| who.sees(Operation::Describe, ResourceType::Topic, &t.name))
         .map(|t| {
             json!({
                 "name": t.name,
@@ -296,7 +457,7 @@ fn topics(broker: &Broker) -> Value {
     Value::Array(out)
 }
 
-fn describe_topic(broker: &Broker, name: &str) -> Response<Body> {
+fn describe_topic(broker: &Broker, who: &Caller, name: &str) -> Response<Body> {
     let image = broker.image();
     let Some(t) = image.topic(name) else {
         return error(
@@ -310,7 +471,12 @@ fn describe_topic(broker: &Broker, name: &str) -> Response<Body> {
             "name": t.name,
             "topic_id": t.topic_id.to_string(),
             "internal": t.name.starts_with("__"),
-            "configs": t.configs,
+            // Its overrides, for a caller who may see them (DescribeConfigs).
+            "configs": if who.sees(Operation::DescribeConfigs, ResourceType::Topic, name) {
+                json!(t.configs)
+            } else {
+                json!({})
+            },
             "partitions": t.partitions.iter()
                 .map(|(i, p)| partition_json(broker, &t.name, *i, p))
                 .collect::<Vec<_>>(),
@@ -378,11 +544,21 @@ fn topic_error_status(e: &strata_broker::TopicError) -> StatusCode {
     }
 }
 
-async fn create_topic(broker: &Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
+async fn create_topic(
+    broker: &Arc<Broker>,
+    who: &Caller,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let new: NewTopic = match read_json(req).await {
         Ok(t) => t,
         Err(response) => return response,
     };
+    // As CreateTopics: CREATE on the cluster, or on the topic.
+    if !who.sees(Operation::Create, ResourceType::Cluster, CLUSTER_NAME) {
+        if let Some(denied) = who.require(Operation::Create, ResourceType::Topic, &new.name) {
+            return denied;
+        }
+    }
     let b = broker.clone();
     let name = new.name.clone();
     // -1 (or absent): the broker's num.partitions, as CreateTopics takes it.
@@ -410,7 +586,7 @@ async fn create_topic(broker: &Arc<Broker>, req: Request<Incoming>) -> Response<
     match created {
         Ok(Ok(_)) => {
             // Answer with the topic as this node's metadata has it.
-            let mut r = describe_topic(broker, &name);
+            let mut r = describe_topic(broker, who, &name);
             *r.status_mut() = StatusCode::CREATED;
             r
         }
@@ -459,6 +635,7 @@ struct ConfigChanges {
 
 async fn alter_topic_configs(
     broker: &Arc<Broker>,
+    who: &Caller,
     name: &str,
     req: Request<Incoming>,
 ) -> Response<Body> {
@@ -484,7 +661,7 @@ async fn alter_topic_configs(
     match tokio::task::spawn_blocking(move || b.alter_topic_configs(&topic_name, configs, false))
         .await
     {
-        Ok(Ok(())) => describe_topic(broker, name),
+        Ok(Ok(())) => describe_topic(broker, who, name),
         Ok(Err(e)) => error(topic_error_status(&e), e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -498,6 +675,7 @@ struct PartitionCount {
 
 async fn create_partitions(
     broker: &Arc<Broker>,
+    who: &Caller,
     name: &str,
     req: Request<Incoming>,
 ) -> Response<Body> {
@@ -516,7 +694,7 @@ async fn create_partitions(
     match tokio::task::spawn_blocking(move || b.create_partitions(&topic, wanted.count, false))
         .await
     {
-        Ok(Ok(())) => describe_topic(broker, name),
+        Ok(Ok(())) => describe_topic(broker, who, name),
         Ok(Err(e)) => error(topic_error_status(&e), e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -632,16 +810,19 @@ async fn produce_record(admin: &Admin, topic: &str, req: Request<Incoming>) -> R
 }
 
 /// Every group of the cluster (each broker lists those it coordinates).
-async fn groups(admin: &Admin) -> Response<Body> {
+async fn groups(admin: &Admin, who: &Caller) -> Response<Body> {
     let mut router = match router(admin).await {
         Ok(r) => r,
         Err(response) => return response,
     };
     match strata_client::groups::list_groups(&mut router).await {
-        Ok(groups) => json_response(
-            StatusCode::OK,
-            &serde_json::to_value(groups).expect("groups serialize"),
-        ),
+        Ok(mut groups) => {
+            groups.retain(|g| who.sees(Operation::Describe, ResourceType::Group, &g.group_id));
+            json_response(
+                StatusCode::OK,
+                &serde_json::to_value(groups).expect("groups serialize"),
+            )
+        }
         Err(e) => client_error(&e),
     }
 }
@@ -678,7 +859,12 @@ struct OffsetReset {
     timestamp: Option<i64>,
 }
 
-async fn reset_offsets(admin: &Admin, group: &str, req: Request<Incoming>) -> Response<Body> {
+async fn reset_offsets(
+    admin: &Admin,
+    who: &Caller,
+    group: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
     use strata_client::groups::ResetTo;
     let reset: OffsetReset = match read_json(req).await {
         Ok(r) => r,
@@ -696,6 +882,10 @@ async fn reset_offsets(admin: &Admin, group: &str, req: Request<Incoming>) -> Re
             )
         }
     };
+    // As OffsetCommit: READ on the group (checked by the caller) and on the topic.
+    if let Some(denied) = who.require(Operation::Read, ResourceType::Topic, &reset.topic) {
+        return denied;
+    }
     if let Err(response) = partition_count(&admin.broker, &reset.topic) {
         return response;
     }
@@ -727,7 +917,7 @@ async fn reset_offsets(admin: &Admin, group: &str, req: Request<Incoming>) -> Re
 }
 
 /// Every broker's transactional ids with their producer and state (ListTransactions).
-async fn transactions(admin: &Admin) -> Response<Body> {
+async fn transactions(admin: &Admin, who: &Caller) -> Response<Body> {
     use kafka_protocol::messages::ListTransactionsRequest;
     let mut router = match router(admin).await {
         Ok(r) => r,
@@ -741,12 +931,23 @@ async fn transactions(admin: &Admin) -> Response<Body> {
             let mut client = strata_client::Client::connect(&addr).await?;
             let resp = client.send(ListTransactionsRequest::default(), 1).await?;
             strata_client::check(resp.error_code, "ListTransactions", None)?;
-            out.extend(resp.transaction_states.into_iter().map(|t| {
-                json!({"transactional_id": t.transactional_id.as_str(),
+            out.extend(
+                resp.transaction_states
+                    .into_iter()
+                    .filter(|t| {
+                        who.sees(
+                            Operation::Describe,
+                            ResourceType::TransactionalId,
+                            t.transactional_id.as_str(),
+                        )
+                    })
+                    .map(|t| {
+                        json!({"transactional_id": t.transactional_id.as_str(),
                        "producer_id": t.producer_id.0,
                        "state": t.transaction_state.as_str(),
                        "coordinator": b.node_id.0})
-            }));
+                    }),
+            );
         }
         out.sort_by(|a, b| {
             a["transactional_id"]

@@ -33,6 +33,12 @@ pub struct ServeArgs {
     /// broker runs without it]
     #[arg(long, value_name = "HOST:PORT")]
     http_listen: Option<String>,
+    /// How HTTP admin API and console users authenticate: "none" (they are User:ANONYMOUS
+    /// to the broker's ACLs, as on a PLAINTEXT listener), or "basic" (HTTP Basic, checked
+    /// against the broker's own SASL users; each request is then authorized with that
+    /// user's ACLs) [default: none]
+    #[arg(long, value_name = "METHOD")]
+    http_auth: Option<String>,
     /// Where the SQL engine serves ksqlDB's REST API ("none" turns the engine off)
     /// [default: 127.0.0.1:8088; if that address is taken, the broker runs without it]
     #[arg(long, value_name = "HOST:PORT")]
@@ -176,11 +182,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let sql_listen = args.sql_listen.clone();
     let sql_advertised = args.sql_advertised_listener.clone();
     let sql_auth_method = args.sql_auth.clone();
+    let http_auth_method = args.http_auth.clone();
     let sql_cache_groups = args
         .sql_state_cache_groups
         .unwrap_or(strata_ksql::groups::DEFAULT_CACHE_GROUPS);
     let (config, _lock) = load(args)?;
-    let sql_auth = sql_auth(&config, sql_auth_method.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
+    let sql_auth = basic_auth(&config, "--sql-auth", sql_auth_method.as_deref())
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let http_auth = basic_auth(&config, "--http-auth", http_auth_method.as_deref())
+        .map_err(|e| anyhow::anyhow!(e))?
+        .map(Arc::new);
     let sql_bootstrap = sql_bootstrap(&config);
     if let Ok((_, Some(security))) = &sql_bootstrap {
         // The engine's connections (the only ones in this process that take the default:
@@ -211,6 +222,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let admin_options = strata_admin::AdminOptions {
             bootstrap: admin_bootstrap,
             sql: sql_addr.map(|a| a.to_string()),
+            auth: http_auth,
         };
         let http = bind_http(http_listen).await?;
         let shutdown = async {
@@ -277,24 +289,25 @@ fn sql_bootstrap(
     Ok((addr, Some(security)))
 }
 
-/// `--sql-auth`: None for "none"; for "basic", credentials are checked by logging in to
-/// this node's first SASL listener (its advertised address, TLS as the node's peers
-/// connect) with the first PLAIN or SCRAM mechanism it enables.
-fn sql_auth(
+/// `--sql-auth` and `--http-auth` (`flag`): None for "none"; for "basic", credentials are
+/// checked by logging in to this node's first SASL listener (its advertised address, TLS as
+/// the node's peers connect) with the first PLAIN or SCRAM mechanism it enables.
+fn basic_auth(
     config: &BrokerConfig,
+    flag: &str,
     method: Option<&str>,
 ) -> Result<Option<strata_ksql::auth::BasicAuth>, String> {
     match method.map(str::to_ascii_lowercase).as_deref() {
         None | Some("none") => return Ok(None),
         Some("basic") => {}
-        Some(other) => return Err(format!("--sql-auth {other}: expected none or basic")),
+        Some(other) => return Err(format!("{flag} {other}: expected none or basic")),
     }
     let listeners = config.resolved_listeners().map_err(|e| e.to_string())?;
     let l = listeners
         .clients
         .iter()
         .find(|l| l.protocol.uses_sasl())
-        .ok_or("--sql-auth basic checks credentials against the broker's SASL users: no listener uses SASL")?;
+        .ok_or_else(|| format!("{flag} basic checks credentials against the broker's SASL users: no listener uses SASL"))?;
     let mechanism = config
         .sasl_enabled_mechanisms
         .split(',')
@@ -303,7 +316,9 @@ fn sql_auth(
             let m = m.to_ascii_uppercase();
             m == "PLAIN" || m.starts_with("SCRAM-")
         })
-        .ok_or("--sql-auth basic: sasl.enabled.mechanisms has no PLAIN or SCRAM mechanism")?;
+        .ok_or_else(|| {
+            format!("{flag} basic: sasl.enabled.mechanisms has no PLAIN or SCRAM mechanism")
+        })?;
     let tls = if l.protocol.uses_tls() {
         strata_broker::peer_security::tls_to_listener(config, &l.name)?
     } else {
