@@ -110,6 +110,10 @@ def test_metrics_health_and_the_topic_api_on_one_broker(tmp_path):
         assert value(samples, "kafka_server_socket_server_metrics_connection_creation_total",
                      listener="PLAINTEXT") >= 2
         assert value(samples, "kafka_log_logflushstats_logflush_seconds_count") >= 1
+        for part in ["requestqueuetime", "throttletime", "responsesendtime"]:
+            family = f"kafka_network_requestmetrics_{part}_seconds"
+            assert types[family] == "histogram", family
+            assert value(samples, f"{family}_count", request="Produce") == produce_count, family
 
         groups = requests.get(f"{b.http}/v1/groups", timeout=10).json()
         assert any(g["group_id"] == "billing" for g in groups), groups

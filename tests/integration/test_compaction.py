@@ -8,7 +8,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
-from conftest import Broker, unique
+from conftest import Broker, free_port, unique
 
 CLEANER_CONFIG = """
 log_cleaner_backoff_ms = 100
@@ -24,7 +24,10 @@ TOPIC_CONFIG = {
 
 @pytest.fixture
 def cbroker(tmp_path):
-    b = Broker(tmp_path / "data", config_text=CLEANER_CONFIG).start()
+    http = free_port()
+    b = Broker(tmp_path / "data", config_text=CLEANER_CONFIG,
+               extra_args=["--http-listen", f"127.0.0.1:{http}"]).start()
+    b.http = f"http://127.0.0.1:{http}"
     yield b
     b.stop()
     assert "panicked" not in b.log_text(), b.log_text()[-3000:]
@@ -133,6 +136,16 @@ def test_latest_value_per_key_with_tombstones_and_offsets_kept(cbroker):
     written.update(produce(cbroker.bootstrap, topic, filler(300, "b")))
     wait_compacted(cbroker.bootstrap, topic, written, tombstones_gone=True)
     assert "log cleaned" in cbroker.log_text()
+    # The cleaner's progress in the metrics (Prometheus' parser reads them).
+    from prometheus_client.parser import text_string_to_metric_families
+    import requests
+    samples = {s.name: s.value for f in text_string_to_metric_families(
+        requests.get(cbroker.http + "/metrics", timeout=10).text) for s in f.samples if not s.labels}
+    assert samples["kafka_log_logcleaner_passes_total"] >= 2, samples
+    assert samples["kafka_log_logcleaner_records_removed_total"] >= 19 * 200, samples
+    assert samples["kafka_log_logcleaner_read_bytes_total"] > samples["kafka_log_logcleaner_written_bytes_total"]
+    assert 0 <= samples["kafka_log_logcleaner_cleaner_recopy_percent"] <= 100, samples
+    assert samples["kafka_log_logcleaner_last_run_timestamp_seconds"] > time.time() - 120
 
 
 def test_keyless_records_are_refused_on_a_compacted_topic(cbroker):

@@ -68,6 +68,10 @@ impl Broker {
             }
             Err(e) => {
                 warn!(topic = %partition.topic, partition = partition.partition, error = %e, "cleaning failed");
+                self.metrics
+                    .cleaner
+                    .failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return None;
             }
         };
@@ -96,6 +100,7 @@ impl Broker {
             duration_ms = stats.duration_ms,
             "log cleaned"
         );
+        self.metrics.cleaner.record(&stats);
         self.checkpoint_cleaner_offsets();
         Some((partition, stats))
     }

@@ -164,6 +164,22 @@ impl Transport {
     }
 }
 
+/// A response to come, in request order, with its API's counters (None for the answers
+/// authentication gives before a request reaches a handler).
+struct Queued {
+    pending: PendingResponse,
+    stats: Option<Arc<crate::metrics::RequestStats>>,
+}
+
+impl Queued {
+    fn answer(pending: PendingResponse) -> Queued {
+        Queued {
+            pending,
+            stats: None,
+        }
+    }
+}
+
 pub async fn serve(
     broker: Arc<Broker>,
     transport: Transport,
@@ -175,10 +191,12 @@ pub async fn serve(
         mut reader,
         mut writer,
     } = transport;
-    let (tx, mut rx) = mpsc::channel::<PendingResponse>(broker.config.connection_in_flight_max);
+    let (tx, mut rx) = mpsc::channel::<Queued>(broker.config.connection_in_flight_max);
     let write_task = tokio::spawn(async move {
-        while let Some(pending) = rx.recv().await {
-            match pending.await {
+        while let Some(Queued { pending, stats }) = rx.recv().await {
+            let outcome = pending.await;
+            let sending = Instant::now();
+            match outcome {
                 Outcome::Respond(bytes) => {
                     let written = match writer.write_all(&bytes).await {
                         Ok(()) => writer.flush().await,
@@ -197,6 +215,9 @@ pub async fn serve(
                 }
                 Outcome::NoResponse => {}
                 Outcome::Close => break,
+            }
+            if let Some(stats) = stats {
+                stats.send_time.observe(sending.elapsed());
             }
         }
         let _ = writer.shutdown().await;
@@ -229,6 +250,7 @@ pub async fn serve(
             match frame_length(&buf, max) {
                 Ok(Some(len)) => {
                     sent_a_frame = true;
+                    let read = Instant::now();
                     let mut frame = buf.split_to(FRAME_LENGTH_BYTES + len);
                     let body = frame.split_off(FRAME_LENGTH_BYTES).freeze();
                     match decode_request(body) {
@@ -249,7 +271,10 @@ pub async fn serve(
                                         if a.authenticated() {
                                             max = request_max;
                                         }
-                                        if tx.send(Box::pin(async move { outcome })).await.is_err()
+                                        if tx
+                                            .send(Queued::answer(Box::pin(async move { outcome })))
+                                            .await
+                                            .is_err()
                                         {
                                             break 'conn;
                                         }
@@ -264,9 +289,12 @@ pub async fn serve(
                                             tokio::time::sleep(delay).await;
                                             response
                                         });
-                                        if tx.send(delayed).await.is_ok() {
-                                            let _ =
-                                                tx.send(Box::pin(async { Outcome::Close })).await;
+                                        if tx.send(Queued::answer(delayed)).await.is_ok() {
+                                            let _ = tx
+                                                .send(Queued::answer(Box::pin(async {
+                                                    Outcome::Close
+                                                })))
+                                                .await;
                                         }
                                         break 'conn;
                                     }
@@ -277,12 +305,15 @@ pub async fn serve(
                                 }
                             }
                             // A throttled client's next request waits (KIP-219).
+                            let queued = read.elapsed();
+                            let muted = Instant::now();
                             if let Some(until) = context.muted() {
                                 tokio::select! {
                                     _ = tokio::time::sleep_until(until.into()) => {}
                                     _ = shutdown.changed() => break 'conn,
                                 }
                             }
+                            let throttled = muted.elapsed();
                             let client_id = request
                                 .header
                                 .client_id
@@ -294,8 +325,10 @@ pub async fn serve(
                             let stats = broker
                                 .metrics
                                 .request_by_key(key as i16, || format!("{key:?}"));
+                            stats.queue_time.observe(queued);
+                            stats.throttle_time.observe(throttled);
                             let pending = dispatch(&broker, request, &context);
-                            let pending = crate::metrics::measured(pending, stats, started);
+                            let pending = crate::metrics::measured(pending, stats.clone(), started);
                             // KIP-124: the time the request keeps the broker busy (dispatching
                             // and each poll of its future; not the waits between polls, which
                             // are purgatory in Kafka's terms) counts against request_percentage.
@@ -315,7 +348,11 @@ pub async fn serve(
                                     out
                                 }),
                             };
-                            if tx.send(pending).await.is_err() {
+                            let queued = Queued {
+                                pending,
+                                stats: Some(stats),
+                            };
+                            if tx.send(queued).await.is_err() {
                                 break 'conn;
                             }
                         }

@@ -78,6 +78,14 @@ pub struct RequestStats {
     pub local_time: Histogram,
     /// Waiting: for replicas' acknowledgements, for data to arrive (Kafka's RemoteTimeMs).
     pub remote_time: Histogram,
+    /// From the request's last byte read to its dispatch, less any throttle (Kafka's
+    /// RequestQueueTimeMs: decoding, authentication's admission).
+    pub queue_time: Histogram,
+    /// How long the request waited because its connection was throttled (a quota
+    /// violation muted it: Kafka's ThrottleTimeMs).
+    pub throttle_time: Histogram,
+    /// Writing the response to the socket (Kafka's ResponseSendTimeMs).
+    pub send_time: Histogram,
 }
 
 /// Per topic: what producers and consumers moved.
@@ -89,6 +97,102 @@ pub struct TopicStats {
     pub replication_bytes_out: AtomicU64,
     pub failed_produce: AtomicU64,
     pub failed_fetch: AtomicU64,
+}
+
+/// The log cleaner's work (compacted topics), as Kafka's LogCleaner metrics show it.
+#[derive(Debug, Default)]
+pub struct CleanerStats {
+    pub passes: AtomicU64,
+    pub failures: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub records_removed: AtomicU64,
+    /// The last pass: its duration (ms), bytes written per 10,000 read (recopy-percent in
+    /// hundredths), and
+    /// when it ended (ms since the epoch; 0: none yet).
+    pub last_duration_ms: AtomicU64,
+    pub last_recopy_percent: AtomicU64,
+    pub last_end_ms: AtomicU64,
+}
+
+impl CleanerStats {
+    pub fn record(&self, stats: &strata_storage::cleaner::CleanStats) {
+        self.passes.fetch_add(1, Ordering::Relaxed);
+        self.bytes_read
+            .fetch_add(stats.bytes_read, Ordering::Relaxed);
+        self.bytes_written
+            .fetch_add(stats.bytes_written, Ordering::Relaxed);
+        self.records_removed
+            .fetch_add(stats.records_removed, Ordering::Relaxed);
+        self.last_duration_ms
+            .store(stats.duration_ms, Ordering::Relaxed);
+        // In hundredths of a percent (a pass that drops nearly everything is not 0).
+        let recopy = (stats.bytes_written * 10_000)
+            .checked_div(stats.bytes_read)
+            .unwrap_or(0);
+        self.last_recopy_percent.store(recopy, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.last_end_ms.store(now, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut Exposition) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        for (name, kind, help, value) in [
+            (
+                "kafka_log_logcleaner_passes_total",
+                "counter",
+                "Cleaning passes finished (compacted logs rewritten).",
+                load(&self.passes),
+            ),
+            (
+                "kafka_log_logcleaner_failures_total",
+                "counter",
+                "Cleaning passes that failed (the log is left as it was).",
+                load(&self.failures),
+            ),
+            (
+                "kafka_log_logcleaner_read_bytes_total",
+                "counter",
+                "Bytes the cleaner read.",
+                load(&self.bytes_read),
+            ),
+            (
+                "kafka_log_logcleaner_written_bytes_total",
+                "counter",
+                "Bytes the cleaner wrote.",
+                load(&self.bytes_written),
+            ),
+            (
+                "kafka_log_logcleaner_records_removed_total",
+                "counter",
+                "Records compaction removed (superseded values, expired tombstones).",
+                load(&self.records_removed),
+            ),
+            (
+                "kafka_log_logcleaner_cleaner_recopy_percent",
+                "gauge",
+                "Bytes written per 100 read in the last pass (LogCleaner cleaner-recopy-percent).",
+                load(&self.last_recopy_percent) / 100.0,
+            ),
+            (
+                "kafka_log_logcleaner_max_clean_time_secs",
+                "gauge",
+                "How long the last pass took (LogCleaner max-clean-time-secs).",
+                load(&self.last_duration_ms) / 1000.0,
+            ),
+            (
+                "kafka_log_logcleaner_last_run_timestamp_seconds",
+                "gauge",
+                "When the last pass ended (0: none yet).",
+                load(&self.last_end_ms) / 1000.0,
+            ),
+        ] {
+            out.family(name, kind, help);
+            out.sample(name, &[], value);
+        }
+    }
 }
 
 /// Per listener: connections open and ever accepted.
@@ -157,6 +261,7 @@ pub struct Metrics {
     /// Responses sent with a throttle time (quotas).
     pub throttled_responses: AtomicU64,
     pub log_flush: Histogram,
+    pub cleaner: CleanerStats,
 }
 
 impl Metrics {
@@ -243,6 +348,21 @@ impl Metrics {
                 "kafka_network_requestmetrics_remotetime_seconds",
                 "Time the request waited (acknowledgements, long polls), by API (RequestMetrics RemoteTimeMs).",
                 |s: &RequestStats| &s.remote_time,
+            ),
+            (
+                "kafka_network_requestmetrics_requestqueuetime_seconds",
+                "Time from the request read to its dispatch, by API (RequestMetrics RequestQueueTimeMs).",
+                |s: &RequestStats| &s.queue_time,
+            ),
+            (
+                "kafka_network_requestmetrics_throttletime_seconds",
+                "Time the request waited on its throttled connection, by API (RequestMetrics ThrottleTimeMs).",
+                |s: &RequestStats| &s.throttle_time,
+            ),
+            (
+                "kafka_network_requestmetrics_responsesendtime_seconds",
+                "Time writing the response to the socket, by API (RequestMetrics ResponseSendTimeMs).",
+                |s: &RequestStats| &s.send_time,
             ),
         ] {
             out.family(family, "histogram", help);
@@ -370,6 +490,7 @@ impl Metrics {
             "kafka_log_logflushstats_logflush_seconds",
             "",
         );
+        self.cleaner.render(out);
     }
 }
 
@@ -512,6 +633,7 @@ impl crate::Broker {
         let mut out = Exposition::default();
         self.metrics.render_counters(&mut out);
         let per_partition = self.config.metrics_partition_level;
+        let offsets = self.group_offsets();
         let image = self.image();
         let partitions = self.all_partitions();
         let health = self.partition_health(&image, &partitions);
@@ -612,8 +734,9 @@ impl crate::Broker {
                     );
                 }
             }
-            self.render_group_lag(&mut out);
+            self.render_group_lag(&mut out, &offsets);
         }
+        render_sql_queries(&mut out, &offsets);
         if let Some(tiering) = &self.tiering {
             tiering.render_metrics(&mut out, &image);
         }
@@ -698,12 +821,54 @@ impl crate::Broker {
 
     /// Consumer lag of the groups this node coordinates, for the partitions it leads:
     /// the high watermark less the committed offset (kafka_exporter's names).
-    fn render_group_lag(&self, out: &mut Exposition) {
-        let mut rows: Vec<(String, String, i32, i64, i64)> = Vec::new();
+    fn render_group_lag(&self, out: &mut Exposition, rows: &[GroupOffset]) {
+        out.family(
+            "kafka_consumergroup_current_offset",
+            "gauge",
+            "A group's committed offset, by group, topic and partition.",
+        );
+        for (group, topic, partition, committed, _) in rows {
+            let partition = partition.to_string();
+            out.sample(
+                "kafka_consumergroup_current_offset",
+                &[
+                    ("consumergroup", group),
+                    ("topic", topic),
+                    ("partition", &partition),
+                ],
+                *committed as f64,
+            );
+        }
+        out.family(
+            "kafka_consumergroup_lag",
+            "gauge",
+            "Records between a group's committed offset and the high watermark (partitions this node leads).",
+        );
+        for (group, topic, partition, committed, hw) in rows {
+            if *hw < 0 {
+                continue;
+            }
+            let partition = partition.to_string();
+            out.sample(
+                "kafka_consumergroup_lag",
+                &[
+                    ("consumergroup", group),
+                    ("topic", topic),
+                    ("partition", &partition),
+                ],
+                (hw - committed).max(0) as f64,
+            );
+        }
+    }
+
+    /// Committed offsets of the groups this node coordinates, with the high watermark
+    /// where it leads the partition (-1 elsewhere), sorted.
+    fn group_offsets(&self) -> Vec<GroupOffset> {
+        let mut rows: Vec<GroupOffset> = Vec::new();
         {
             let coordinator = self.groups.coordinator();
             let Ok(groups) = coordinator.list() else {
-                return;
+                return rows;
             };
             for g in groups {
                 let Ok(offsets) = coordinator.fetch_offsets(&g.group_id, None, None) else {
@@ -727,49 +892,81 @@ impl crate::Broker {
             }
         }
         rows.sort();
-        out.family(
-            "kafka_consumergroup_current_offset",
-            "gauge",
-            "A group's committed offset, by group, topic and partition.",
-        );
-        for (group, topic, partition, committed, _) in &rows {
-            let partition = partition.to_string();
-            out.sample(
-                "kafka_consumergroup_current_offset",
-                &[
-                    ("consumergroup", group),
-                    ("topic", topic),
-                    ("partition", &partition),
-                ],
-                *committed as f64,
-            );
+        rows
+    }
+}
+
+/// (group, topic, partition, committed offset, high watermark or -1).
+type GroupOffset = (String, String, i32, i64, i64);
+
+/// The consumer groups that hold the SQL engine's persistent queries' positions are named
+/// `_strata_ksql_query_<query id>` (strata-ksql's `run::query_group`).
+const SQL_QUERY_GROUP_PREFIX: &str = "_strata_ksql_query_";
+
+/// Per persistent SQL query (one series each, whatever its partitions): the records it has
+/// consumed (the sum of its committed positions; its rate is the query's throughput) and
+/// its lag, over the partitions this node coordinates and leads.
+fn render_sql_queries(out: &mut Exposition, rows: &[GroupOffset]) {
+    let mut queries: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for (group, _, _, committed, hw) in rows {
+        let Some(query) = group.strip_prefix(SQL_QUERY_GROUP_PREFIX) else {
+            continue;
+        };
+        let q = queries.entry(query).or_default();
+        q.0 += committed;
+        if *hw >= 0 {
+            q.1 += (hw - committed).max(0);
         }
-        out.family(
-            "kafka_consumergroup_lag",
-            "gauge",
-            "Records between a group's committed offset and the high watermark (partitions this node leads).",
+    }
+    out.family(
+        "strata_sql_query_consumed_offset",
+        "gauge",
+        "A persistent SQL query's committed input positions, summed (its rate is records consumed per second).",
+    );
+    for (query, (consumed, _)) in &queries {
+        out.sample(
+            "strata_sql_query_consumed_offset",
+            &[("query", query)],
+            *consumed as f64,
         );
-        for (group, topic, partition, committed, hw) in &rows {
-            if *hw < 0 {
-                continue;
-            }
-            let partition = partition.to_string();
-            out.sample(
-                "kafka_consumergroup_lag",
-                &[
-                    ("consumergroup", group),
-                    ("topic", topic),
-                    ("partition", &partition),
-                ],
-                (hw - committed).max(0) as f64,
-            );
-        }
+    }
+    out.family(
+        "strata_sql_query_lag",
+        "gauge",
+        "Input records a persistent SQL query has yet to process (partitions this node leads).",
+    );
+    for (query, (_, lag)) in &queries {
+        out.sample("strata_sql_query_lag", &[("query", query)], *lag as f64);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sql_queries_sum_their_groups_positions_and_lag() {
+        let rows: Vec<GroupOffset> = vec![
+            ("_strata_ksql_query_CSAS_A_1".into(), "t".into(), 0, 10, 15),
+            ("_strata_ksql_query_CSAS_A_1".into(), "t".into(), 1, 20, -1),
+            ("readers".into(), "t".into(), 0, 3, 15),
+        ];
+        let mut out = Exposition::default();
+        render_sql_queries(&mut out, &rows);
+        assert!(
+            out.text
+                .contains("strata_sql_query_consumed_offset{query=\"CSAS_A_1\"} 30"),
+            "{}",
+            out.text
+        );
+        assert!(
+            out.text
+                .contains("strata_sql_query_lag{query=\"CSAS_A_1\"} 5"),
+            "{}",
+            out.text
+        );
+        assert!(!out.text.contains("readers"), "{}", out.text);
+    }
 
     #[test]
     fn counters_and_histograms_render_in_the_text_format() {

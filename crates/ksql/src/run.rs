@@ -138,7 +138,8 @@ impl PersistentHandle {
     }
 }
 
-/// The consumer group holding a persistent query's positions.
+/// The consumer group holding a persistent query's positions (the broker's metrics name
+/// queries by this prefix: `strata_sql_query_lag`).
 pub fn query_group(query_id: &str) -> String {
     format!("_strata_ksql_query_{query_id}")
 }
