@@ -228,18 +228,21 @@ def test_a_busy_or_explicit_http_address(tmp_path):
         assert r.returncode != 0 and f"127.0.0.1:{port}" in r.stderr, r.stderr[-2000:]
 
 
-def test_the_api_answers_on_every_node_of_a_cluster(tmp_path):
+def http_cluster(tmp_path, n=3, extra_args=lambda i: []):
+    """n nodes of a cluster, each with its HTTP listener (`node.http`), started and each
+    knowing every broker. The caller stops them."""
     from test_cluster import FAST, start_all
     from confluent_kafka.admin import AdminClient
-    n = 3
     ports = [free_port() for _ in range(n)]
     kafka_ports = [free_port() for _ in range(n)]
     controller_ports = [free_port() for _ in range(n)]
     voters = ",".join(f"{i + 1}@127.0.0.1:{controller_ports[i]}" for i in range(n))
     nodes = [Broker(tmp_path / f"node{i + 1}", port=kafka_ports[i], config_text=FAST,
                     extra_args=["--node-id", str(i + 1), "--controller-quorum-voters", voters,
-                                "--http-listen", f"127.0.0.1:{ports[i]}"])
+                                "--http-listen", f"127.0.0.1:{ports[i]}", *extra_args(i)])
              for i in range(n)]
+    for b, port in zip(nodes, ports):
+        b.http = f"http://127.0.0.1:{port}"
     try:
         start_all(nodes)
         for b in nodes:
@@ -247,7 +250,17 @@ def test_the_api_answers_on_every_node_of_a_cluster(tmp_path):
             while len(AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(timeout=10).brokers) < n:
                 assert time.time() < deadline, "not every broker known"
                 time.sleep(0.2)
-        urls = [f"http://127.0.0.1:{p}" for p in ports]
+    except BaseException:
+        for b in nodes:
+            b.stop()
+        raise
+    return nodes
+
+
+def test_the_api_answers_on_every_node_of_a_cluster(tmp_path):
+    nodes = http_cluster(tmp_path)
+    try:
+        urls = [b.http for b in nodes]
         r = requests.post(f"{urls[0]}/v1/topics", json={"name": "spread", "partitions": 3,
                                                           "replication_factor": 3}, timeout=60)
         assert r.status_code == 201, r.text

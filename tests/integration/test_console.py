@@ -73,29 +73,14 @@ def test_the_console_on_one_broker(tmp_path):
 
 
 def test_the_console_on_a_three_node_cluster(tmp_path):
-    from test_cluster import FAST, start_all
-    n = 3
-    http = [free_port() for _ in range(n)]
-    kafka = [free_port() for _ in range(n)]
-    controllers = [free_port() for _ in range(n)]
+    from test_admin_http import http_cluster
     sql = free_port()
-    voters = ",".join(f"{i + 1}@127.0.0.1:{controllers[i]}" for i in range(n))
-    nodes = [Broker(tmp_path / f"node{i + 1}", port=kafka[i], config_text=FAST,
-                    extra_args=["--node-id", str(i + 1), "--controller-quorum-voters", voters,
-                                "--http-listen", f"127.0.0.1:{http[i]}",
-                                *(["--sql-listen", f"127.0.0.1:{sql}"] if i == 1 else [])])
-             for i in range(n)]
+    nodes = http_cluster(tmp_path, extra_args=lambda i: ["--sql-listen", f"127.0.0.1:{sql}"] if i == 1 else [])
     try:
-        start_all(nodes)
-        for b in nodes:
-            deadline = time.time() + 30
-            while len(AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(timeout=10).brokers) < n:
-                assert time.time() < deadline, "not every broker known"
-                time.sleep(0.2)
         # The group's offsets and partitions live on whichever nodes lead them; the console
         # is the second node's (which also runs the SQL engine).
         lagging_group(nodes[0].bootstrap, "cluster-readers", "cluster-orders", rf=3)
-        url = f"http://127.0.0.1:{http[1]}"
+        url = nodes[1].http
         deadline = time.time() + 60
         while requests.get(url + "/v1/sql/info", timeout=10).status_code != 200:
             assert time.time() < deadline, "the SQL engine did not start"

@@ -19,6 +19,17 @@
 // Handlers return their refusal as the response itself (`Result<_, Response<Body>>`).
 #![allow(clippy::result_large_err)]
 
+/// The value of a `Result<T, Response<Body>>`, or that response returned (handlers answer
+/// a refusal with the response itself).
+macro_rules! or_respond {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(response) => return response,
+        }
+    };
+}
+
 mod console;
 mod records;
 mod sql;
@@ -549,10 +560,7 @@ async fn create_topic(
     who: &Caller,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let new: NewTopic = match read_json(req).await {
-        Ok(t) => t,
-        Err(response) => return response,
-    };
+    let new: NewTopic = or_respond!(read_json(req).await);
     // As CreateTopics: CREATE on the cluster, or on the topic.
     if !who.sees(Operation::Create, ResourceType::Cluster, CLUSTER_NAME) {
         if let Some(denied) = who.require(Operation::Create, ResourceType::Topic, &new.name) {
@@ -639,10 +647,7 @@ async fn alter_topic_configs(
     name: &str,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let changes: ConfigChanges = match read_json(req).await {
-        Ok(c) => c,
-        Err(response) => return response,
-    };
+    let changes: ConfigChanges = or_respond!(read_json(req).await);
     let Some(topic) = broker.image().topic(name).cloned() else {
         return error(
             StatusCode::NOT_FOUND,
@@ -679,10 +684,7 @@ async fn create_partitions(
     name: &str,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let wanted: PartitionCount = match read_json(req).await {
-        Ok(c) => c,
-        Err(response) => return response,
-    };
+    let wanted: PartitionCount = or_respond!(read_json(req).await);
     if wanted.count > MAX_HTTP_PARTITIONS {
         return error(
             StatusCode::BAD_REQUEST,
@@ -757,10 +759,7 @@ async fn read_records(admin: &Admin, topic: &str, query: &str) -> Response<Body>
         Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let partitions = match partition_count(&admin.broker, topic) {
-        Ok(n) => n,
-        Err(response) => return response,
-    };
+    let partitions = or_respond!(partition_count(&admin.broker, topic));
     if page.partition.is_some_and(|p| p >= partitions) {
         return error(
             StatusCode::NOT_FOUND,
@@ -770,10 +769,7 @@ async fn read_records(admin: &Admin, topic: &str, query: &str) -> Response<Body>
             ),
         );
     }
-    let mut router = match router(admin).await {
-        Ok(r) => r,
-        Err(response) => return response,
-    };
+    let mut router = or_respond!(router(admin).await);
     match records::read_page(&mut router, topic, partitions, &page).await {
         Ok(v) => json_response(StatusCode::OK, &v),
         Err(e) => client_error(&e),
@@ -781,14 +777,8 @@ async fn read_records(admin: &Admin, topic: &str, query: &str) -> Response<Body>
 }
 
 async fn produce_record(admin: &Admin, topic: &str, req: Request<Incoming>) -> Response<Body> {
-    let record: records::NewRecord = match read_json(req).await {
-        Ok(r) => r,
-        Err(response) => return response,
-    };
-    let partitions = match partition_count(&admin.broker, topic) {
-        Ok(n) => n,
-        Err(response) => return response,
-    };
+    let record: records::NewRecord = or_respond!(read_json(req).await);
+    let partitions = or_respond!(partition_count(&admin.broker, topic));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
@@ -796,10 +786,7 @@ async fn produce_record(admin: &Admin, topic: &str, req: Request<Incoming>) -> R
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let mut router = match router(admin).await {
-        Ok(r) => r,
-        Err(response) => return response,
-    };
+    let mut router = or_respond!(router(admin).await);
     match router.produce(topic, partition, batch, -1).await {
         Ok(offset) => json_response(
             StatusCode::CREATED,
@@ -811,10 +798,7 @@ async fn produce_record(admin: &Admin, topic: &str, req: Request<Incoming>) -> R
 
 /// Every group of the cluster (each broker lists those it coordinates).
 async fn groups(admin: &Admin, who: &Caller) -> Response<Body> {
-    let mut router = match router(admin).await {
-        Ok(r) => r,
-        Err(response) => return response,
-    };
+    let mut router = or_respond!(router(admin).await);
     match strata_client::groups::list_groups(&mut router).await {
         Ok(mut groups) => {
             groups.retain(|g| who.sees(Operation::Describe, ResourceType::Group, &g.group_id));
@@ -830,10 +814,7 @@ async fn groups(admin: &Admin, who: &Caller) -> Response<Body> {
 /// One group: state, members with their assignments, and per partition its committed
 /// offset, the log end offset and the lag (asked of each partition's leader).
 async fn describe_group(admin: &Admin, id: &str) -> Response<Body> {
-    let mut router = match router(admin).await {
-        Ok(r) => r,
-        Err(response) => return response,
-    };
+    let mut router = or_respond!(router(admin).await);
     match strata_client::groups::describe_group(&mut router, id).await {
         Ok(view) => json_response(
             StatusCode::OK,
@@ -866,10 +847,7 @@ async fn reset_offsets(
     req: Request<Incoming>,
 ) -> Response<Body> {
     use strata_client::groups::ResetTo;
-    let reset: OffsetReset = match read_json(req).await {
-        Ok(r) => r,
-        Err(response) => return response,
-    };
+    let reset: OffsetReset = or_respond!(read_json(req).await);
     let to = match (reset.to.as_deref(), reset.offset, reset.timestamp) {
         (Some("earliest"), None, None) => ResetTo::Earliest,
         (Some("latest"), None, None) => ResetTo::Latest,
@@ -889,10 +867,7 @@ async fn reset_offsets(
     if let Err(response) = partition_count(&admin.broker, &reset.topic) {
         return response;
     }
-    let mut router = match router(admin).await {
-        Ok(r) => r,
-        Err(response) => return response,
-    };
+    let mut router = or_respond!(router(admin).await);
     match strata_client::groups::reset_offsets(
         &mut router,
         group,
@@ -919,10 +894,7 @@ async fn reset_offsets(
 /// Every broker's transactional ids with their producer and state (ListTransactions).
 async fn transactions(admin: &Admin, who: &Caller) -> Response<Body> {
     use kafka_protocol::messages::ListTransactionsRequest;
-    let mut router = match router(admin).await {
-        Ok(r) => r,
-        Err(response) => return response,
-    };
+    let mut router = or_respond!(router(admin).await);
     let listed = async {
         let md = router.any().metadata(Some(vec![])).await?;
         let mut out = Vec::new();
