@@ -174,6 +174,11 @@ try {
 } catch (e) {
   console.error(`console: FAILED at "${step}": ${e.message}`);
   try {
+    // What the page showed (an error message from the broker is the usual clue).
+    const text = await page.locator("main").innerText({ timeout: 2_000 });
+    console.error(`the page read:\n${text.slice(0, 2_000)}`);
+  } catch {}
+  try {
     await shot("failure");
   } catch {}
   await browser.close();

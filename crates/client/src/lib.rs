@@ -61,8 +61,16 @@ impl UnavailableRetry {
     /// If `result` failed on an unavailable partition and the retry budget is not spent,
     /// waits a backoff and returns true (try again); else false (give `result` back).
     async fn again<T>(&mut self, result: &Result<T, ClientError>) -> bool {
+        self.again_if(result, ClientError::is_unavailable).await
+    }
+
+    async fn again_if<T>(
+        &mut self,
+        result: &Result<T, ClientError>,
+        retriable: fn(&ClientError) -> bool,
+    ) -> bool {
         match result {
-            Err(e) if e.is_unavailable() && self.waited < UNAVAILABLE_RETRY_MAX => {
+            Err(e) if retriable(e) && self.waited < UNAVAILABLE_RETRY_MAX => {
                 tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
                 self.waited += UNAVAILABLE_BACKOFF;
                 true
@@ -76,6 +84,19 @@ impl ClientError {
     /// A partition that will be back (no leader for now).
     pub fn is_unavailable(&self) -> bool {
         matches!(self, ClientError::Kafka { code: 5 | 6, .. })
+    }
+
+    /// A partition whose leader is elsewhere or not yet settled (LEADER_NOT_AVAILABLE,
+    /// NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH): asking the
+    /// metadata again and retrying will reach it.
+    pub fn is_leader_moving(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Kafka {
+                code: 5 | 6 | 74 | 76,
+                ..
+            }
+        )
     }
 
     /// An answer that says the request went to the wrong broker (a partition's leader or a
@@ -826,7 +847,8 @@ fn murmur2(data: &[u8]) -> u32 {
 
 /// Requests for one partition go to its leader: a connection per broker, the leaders learnt
 /// from Metadata (through the bootstrap connection) and forgotten when a request fails, so a
-/// cluster's partitions are reached wherever they are led.
+/// cluster's partitions are reached wherever they are led. An answer saying the leader is
+/// elsewhere or not settled yet is retried (for at most 30 s) after asking the metadata again.
 pub struct Router {
     bootstrap: Client,
     /// Connections by broker endpoint.
@@ -979,12 +1001,21 @@ impl Router {
         timestamp: i64,
         read_committed: bool,
     ) -> Result<i64, ClientError> {
-        let result = self
-            .leader(topic, partition)
-            .await?
-            .list_offset_isolated(topic, partition, timestamp, read_committed)
-            .await;
-        self.settle(topic, partition, result)
+        let mut retry = UnavailableRetry::default();
+        loop {
+            let result = match self.leader(topic, partition).await {
+                Ok(leader) => {
+                    leader
+                        .list_offset_once(topic, partition, timestamp, read_committed)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            let result = self.settle(topic, partition, result);
+            if !retry.again_if(&result, ClientError::is_leader_moving).await {
+                return result;
+            }
+        }
     }
 
     pub async fn fetch(
@@ -994,12 +1025,21 @@ impl Router {
         offset: i64,
         max_wait_ms: i32,
     ) -> Result<(Bytes, i64), ClientError> {
-        let result = self
-            .leader(topic, partition)
-            .await?
-            .fetch(topic, partition, offset, max_wait_ms)
-            .await;
-        self.settle(topic, partition, result)
+        let mut retry = UnavailableRetry::default();
+        loop {
+            let result = match self.leader(topic, partition).await {
+                Ok(leader) => {
+                    leader
+                        .fetch_once(topic, partition, offset, max_wait_ms)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            let result = self.settle(topic, partition, result);
+            if !retry.again_if(&result, ClientError::is_leader_moving).await {
+                return result;
+            }
+        }
     }
 
     pub async fn produce(
@@ -1009,12 +1049,24 @@ impl Router {
         records: Bytes,
         acks: i16,
     ) -> Result<i64, ClientError> {
-        let result = self
-            .leader(topic, partition)
-            .await?
-            .produce(topic, partition, records, acks)
-            .await;
-        self.settle(topic, partition, result)
+        // Retried only on answers that say nothing was appended (the leader is elsewhere
+        // or not yet settled); each try asks the metadata afresh, so a partition whose
+        // leader was unknown a moment ago (a topic just created) is reached once it has one.
+        let mut retry = UnavailableRetry::default();
+        loop {
+            let result = match self.leader(topic, partition).await {
+                Ok(leader) => {
+                    leader
+                        .produce_once(topic, partition, records.clone(), acks)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            let result = self.settle(topic, partition, result);
+            if !retry.again_if(&result, ClientError::is_leader_moving).await {
+                return result;
+            }
+        }
     }
 }
 
@@ -1034,5 +1086,148 @@ mod tests {
             -58897971
         );
         assert_eq!(murmur2(b"abc") as i32, 479470107);
+    }
+
+    /// What a scripted broker answers: Metadata names no leader for `t`-0 until it has been
+    /// asked `leaderless_answers` times, then node 2; a Produce is refused with
+    /// NOT_LEADER_OR_FOLLOWER by node 1 and appended at offset 7 by node 2.
+    struct Script {
+        leaderless_answers: usize,
+        metadata_asked: usize,
+        produces: [usize; 2],
+        endpoints: [u16; 2],
+    }
+
+    async fn scripted_broker(
+        listener: tokio::net::TcpListener,
+        node: i32,
+        script: std::sync::Arc<std::sync::Mutex<Script>>,
+    ) {
+        use kafka_protocol::messages::{
+            api_versions_response::ApiVersion, metadata_response, produce_response,
+            ApiVersionsResponse, BrokerId, MetadataResponse, ProduceResponse,
+        };
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let script = script.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok(len) = conn.read_i32().await else {
+                        return;
+                    };
+                    let mut frame = vec![0u8; len as usize];
+                    if conn.read_exact(&mut frame).await.is_err() {
+                        return;
+                    }
+                    let f = strata_protocol::decode_request(Bytes::from(frame)).expect("decodes");
+                    let id = f.header.correlation_id;
+                    let out = match f.request {
+                        strata_protocol::Request::ApiVersions(_) => {
+                            let keys = [(ApiKey::Produce, 9), (ApiKey::Metadata, 12)]
+                                .map(|(k, max)| {
+                                    ApiVersion::default()
+                                        .with_api_key(k as i16)
+                                        .with_max_version(max)
+                                })
+                                .to_vec();
+                            let r = ApiVersionsResponse::default().with_api_keys(keys);
+                            strata_protocol::encode_response(id, f.api_key, f.version, &r)
+                        }
+                        strata_protocol::Request::Metadata(_) => {
+                            let mut s = script.lock().unwrap();
+                            s.metadata_asked += 1;
+                            let leader = if s.metadata_asked > s.leaderless_answers {
+                                2
+                            } else {
+                                -1
+                            };
+                            let brokers = (0..2)
+                                .map(|i| {
+                                    metadata_response::MetadataResponseBroker::default()
+                                        .with_node_id(BrokerId(i as i32 + 1))
+                                        .with_host(StrBytes::from_static_str("127.0.0.1"))
+                                        .with_port(s.endpoints[i] as i32)
+                                })
+                                .collect();
+                            let partition = metadata_response::MetadataResponsePartition::default()
+                                .with_partition_index(0)
+                                .with_leader_id(BrokerId(leader));
+                            let topic = metadata_response::MetadataResponseTopic::default()
+                                .with_name(Some(TopicName(StrBytes::from_static_str("t"))))
+                                .with_partitions(vec![partition]);
+                            let r = MetadataResponse::default()
+                                .with_brokers(brokers)
+                                .with_topics(vec![topic]);
+                            strata_protocol::encode_response(id, f.api_key, f.version, &r)
+                        }
+                        strata_protocol::Request::Produce(_) => {
+                            script.lock().unwrap().produces[node as usize - 1] += 1;
+                            let (code, offset) = if node == 2 { (0, 7) } else { (6, -1) };
+                            let p = produce_response::PartitionProduceResponse::default()
+                                .with_index(0)
+                                .with_error_code(code)
+                                .with_base_offset(offset);
+                            let t = produce_response::TopicProduceResponse::default()
+                                .with_name(TopicName(StrBytes::from_static_str("t")))
+                                .with_partition_responses(vec![p]);
+                            let r = ProduceResponse::default().with_responses(vec![t]);
+                            strata_protocol::encode_response(id, f.api_key, f.version, &r)
+                        }
+                        other => panic!("the script has no answer to {other:?}"),
+                    };
+                    if conn.write_all(&out.expect("encodes")).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    /// A topic just created has no leader in the first metadata answers; a produce first
+    /// lands on the bootstrap broker, which is not the leader. The router must ask the
+    /// metadata again and reach the leader, not retry the wrong broker until it gives up
+    /// (which kept a SQL statement waiting 30 s on a cluster).
+    #[tokio::test]
+    async fn a_produce_refused_by_a_broker_that_does_not_lead_is_routed_again() {
+        let listeners = [
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        ];
+        let endpoints = [0, 1].map(|i| listeners[i].local_addr().unwrap().port());
+        let script = std::sync::Arc::new(std::sync::Mutex::new(Script {
+            leaderless_answers: 2,
+            metadata_asked: 0,
+            produces: [0, 0],
+            endpoints,
+        }));
+        for (i, l) in listeners.into_iter().enumerate() {
+            tokio::spawn(scripted_broker(l, i as i32 + 1, script.clone()));
+        }
+        let mut router = Router::connect(&format!("127.0.0.1:{}", endpoints[0]))
+            .await
+            .unwrap();
+        let batch = {
+            let mut b = strata_records::BatchBuilder::new(strata_records::Compression::None);
+            b.push(strata_records::Record {
+                key: None,
+                value: Some(Bytes::from_static(b"v")),
+                headers: Vec::new(),
+                timestamp_ms: 0,
+            });
+            b.build().unwrap()
+        };
+        let offset =
+            tokio::time::timeout(Duration::from_secs(20), router.produce("t", 0, batch, -1))
+                .await
+                .expect("the produce gave up or was stuck on the wrong broker")
+                .expect("the leader appended the batch");
+        assert_eq!(offset, 7);
+        let s = script.lock().unwrap();
+        // Refused by node 1 while the metadata named no leader, then appended by node 2.
+        assert_eq!(s.produces, [2, 1]);
+        assert_eq!(s.metadata_asked, 3);
     }
 }
