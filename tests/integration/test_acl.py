@@ -323,6 +323,12 @@ def test_the_cli_authenticates_with_a_command_config(abroker):
     r = subprocess.run([STRATA_BIN, "acl", "list", "--bootstrap", sasl, "--command-config", str(props)],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "TOPIC:cli\tLITERAL\tUser:bob" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run([STRATA_BIN, "acl", "list", "--topic", "cli", "--output", "json", "--bootstrap", sasl,
+                        "--command-config", str(props)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [{"resource_type": "TOPIC", "resource_name": "cli", "pattern_type": "LITERAL",
+                                     "principal": "User:bob", "host": "*", "operation": "READ",
+                                     "permission": "ALLOW"}], r.stdout
     alice = b.data_dir.parent / "cli-alice.properties"
     alice.write_text("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-256\n"
                      "sasl.username=alice\nsasl.password=alice-secret\n")

@@ -4,6 +4,7 @@ brokers, and real clients (librdkafka) produce, consume, commit offsets and run 
 across them while leaders, coordinators and followers are killed, paused, restarted and
 moved."""
 import concurrent.futures
+import json
 import signal
 import subprocess
 import time
@@ -487,10 +488,12 @@ def test_reassignment_moves_a_partition_to_another_broker_under_load(tmp_path):
         target = [spare, before[0]]
         producer = KeyedProducer(bootstrap(nodes), "moving")
         time.sleep(2)
+        # --wait returns once the move is done.
         out = subprocess.run([STRATA_BIN, "partition", "reassign", "--topic", "moving", "--partition", "0",
-                              "--replicas", ",".join(map(str, target)), "--bootstrap", nodes[0].bootstrap],
-                             capture_output=True, text=True, timeout=60)
+                              "--replicas", ",".join(map(str, target)), "--wait", "--bootstrap", nodes[0].bootstrap],
+                             capture_output=True, text=True, timeout=90)
         assert out.returncode == 0, out.stderr
+        assert f"moving-0 done: replicas {target}" in out.stdout, out.stdout
         # The new replica catches up, joins the ISR, the old one goes (the leader stays if it
         # is a target replica, as in Kafka; a preferred election would move it to the first).
         def moved():
@@ -501,6 +504,9 @@ def test_reassignment_moves_a_partition_to_another_broker_under_load(tmp_path):
         listed = subprocess.run([STRATA_BIN, "partition", "reassignments", "--bootstrap", nodes[0].bootstrap],
                                 capture_output=True, text=True, timeout=60)
         assert listed.returncode == 0 and "moving-0" not in listed.stdout, listed.stdout
+        listed = subprocess.run([STRATA_BIN, "partition", "reassignments", "--output", "json",
+                                 "--bootstrap", nodes[0].bootstrap], capture_output=True, text=True, timeout=60)
+        assert json.loads(listed.stdout) == [], listed.stdout
         time.sleep(1)
         producer.finish()
         assert not producer.errors, producer.errors[:3]

@@ -3,6 +3,7 @@ unlimited one on the same broker is not slowed; a consumer's byte rate likewise;
 and listed with `strata quota` and Kafka's own ConfigCommand (kafka-configs), which also
 describes SCRAM users through DescribeClientQuotas."""
 
+import json
 import pathlib
 import subprocess
 import threading
@@ -134,6 +135,12 @@ def test_kafka_configs_manages_user_and_client_quotas(tmp_path):
         listed = strata(b, "list").stdout
         assert "user=alice\tconsumer_byte_rate=4096,producer_byte_rate=2048" in listed, listed
         assert "client-id=<default>\trequest_percentage=50" in listed, listed
+        # The same as JSON: a default entity's name is null.
+        entries = json.loads(strata(b, "list", "--output", "json").stdout)
+        assert {"entity": [{"type": "user", "name": "alice"}],
+                "quotas": {"consumer_byte_rate": 4096.0, "producer_byte_rate": 2048.0}} in entries, entries
+        assert {"entity": [{"type": "client-id", "name": None}],
+                "quotas": {"request_percentage": 50.0}} in entries, entries
         tool(cp, cc, "--bootstrap-server", bs, "--alter", "--delete-config", "producer_byte_rate",
              "--entity-type", "users", "--entity-name", "alice")
         assert "producer_byte_rate" not in strata(b, "list", "--user", "alice").stdout

@@ -1,4 +1,5 @@
 """The `strata` binary as a user meets it: flags, config file, errors, shutdown, and the CLI."""
+import json
 import signal
 import socket
 import subprocess
@@ -111,6 +112,57 @@ def test_cli_topic_lifecycle_and_consume_of_compressed_data(broker):
     assert r.returncode == 1 and "UnknownTopicOrPartition" in r.stderr
 
 
+def on_a_terminal(*args, stdout=None, timeout=60):
+    """Runs the CLI with its stderr (and stdout unless given) on a pseudo-terminal of 120
+    columns; returns (exit code, what the terminal showed)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    p = subprocess.Popen([STRATA_BIN, *args], stdin=subprocess.DEVNULL,
+                         stdout=slave if stdout is None else stdout, stderr=slave)
+    os.close(slave)
+    shown = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the command closed the terminal
+            break
+        if not data:
+            break
+        shown.append(data)
+    p.wait(timeout)
+    os.close(master)
+    return p.returncode, b"".join(shown).decode(errors="replace")
+
+
+def test_producing_a_file_and_consuming_to_the_end_show_progress_on_a_terminal(broker, tmp_path):
+    bs = ("--bootstrap", broker.bootstrap)
+    name = unique("progress")
+    assert run("topic", "create", name, "--partitions", "2", *bs).returncode == 0
+    lines = tmp_path / "lines.txt"
+    lines.write_text("".join(f"k{i % 7}:value {i} " + "x" * 100 + "\n" for i in range(20_000)))
+    code, shown = on_a_terminal("produce", name, "--file", str(lines), "--key-separator", ":", *bs)
+    assert code == 0, shown
+    # A bar of the file's bytes, then the summary.
+    assert f"producing to {name} [" in shown and "produced 20000 record(s)" in shown, shown[-2000:]
+    # Consumed to a file, with the bar on the terminal; every record arrives once.
+    with open(tmp_path / "out.txt", "w") as out:
+        code, shown = on_a_terminal("consume", name, "--from-beginning", "--exit-at-end", *bs, stdout=out)
+    assert code == 0, shown
+    assert f"consuming {name} [" in shown and "/20,000 records" in shown, shown[-2000:]
+    got = (tmp_path / "out.txt").read_text().splitlines()
+    assert len(got) == 20_000 and len({tuple(l.split("\t")[:2]) for l in got}) == 20_000
+    # Captured (not a terminal): only the summary, as before.
+    r = run("produce", name, "--file", str(lines), *bs, timeout=120)
+    assert r.returncode == 0 and r.stderr == f"produced 20000 record(s) to {name}\n", r.stderr
+    r = run("produce", name, "--file", str(tmp_path / "missing"), *bs)
+    assert r.returncode == 1 and "cannot open" in r.stderr and "missing" in r.stderr, r.stderr
+
+
 def test_data_dir_is_locked_against_a_second_broker(broker):
     r = run("serve", "--data-dir", str(broker.data_dir), "--listen", f"127.0.0.1:{free_port()}")
     assert r.returncode == 1 and "in use by another strata process" in r.stderr, r.stderr
@@ -182,6 +234,10 @@ def test_broker_registration_reports_rack_and_identity(broker_factory):
     assert f"1\t127.0.0.1:{b.port}\teu-1a" in status.stdout, status.stdout
     assert "0 offline, 0 under-replicated" in status.stdout, status.stdout
     assert "quorum: leader 1\tepoch 0" in status.stdout, status.stdout
+    status = json.loads(run("cluster", "status", "--output", "json", *bs).stdout)
+    assert status["brokers"] == [{"id": 1, "host": "127.0.0.1", "port": b.port, "rack": "eu-1a"}], status
+    assert status["quorum"]["leader"] == 1 and status["quorum"]["voters"][0]["id"] == 1, status
+    assert status["offline"] == [] and status["under_replicated"] == [] and status["partitions"] >= 2, status
     d = run("topic", "describe", name, *bs).stdout
     assert "partition\tleader\tleader_epoch\treplicas\tisr" in d
     assert "\n0\t1\t0\t1\t1\t0\t0\t0\t0\t0\n" in d, d

@@ -1,6 +1,7 @@
 """Transactions with a real client (librdkafka through confluent-kafka's transactional API):
 commit / abort, read_committed versus read_uncommitted, consume-transform-produce with
 send_offsets_to_transaction, zombie fencing, a coordinator killed mid-transaction, timeouts."""
+import json
 import pathlib
 import subprocess
 import threading
@@ -325,6 +326,17 @@ def test_cli_lists_and_describes_open_transactions(tbroker):
     assert out.returncode == 0, out.stderr
     assert "Ongoing" in out.stdout and f"{topic}-1" in out.stdout, out.stdout
     assert "age" in out.stdout
+    # The same as JSON, for scripts.
+    out = subprocess.run([STRATA_BIN, "txn", "list", "--output", "json", "--bootstrap", tbroker.bootstrap],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    listed = next(t for t in json.loads(out.stdout) if t["transactional_id"] == txn_id)
+    assert listed["state"] == "Ongoing" and listed["partitions"] == [f"{topic}-1"], listed
+    assert listed["age_ms"] >= 0 and listed["producer_id"] >= 0, listed
+    out = subprocess.run([STRATA_BIN, "txn", "describe", txn_id, "--output", "json", "--bootstrap",
+                          tbroker.bootstrap], capture_output=True, text=True, timeout=30)
+    described = json.loads(out.stdout)
+    assert described["state"] == "Ongoing" and described["producer_epoch"] == listed["producer_epoch"], described
     p.commit_transaction(30)
     out = subprocess.run([STRATA_BIN, "txn", "describe", txn_id, "--bootstrap", tbroker.bootstrap],
                          capture_output=True, text=True, timeout=30)

@@ -8,14 +8,19 @@ use kafka_protocol::protocol::StrBytes;
 use strata_client::{check, Client};
 use strata_security::acl::{Operation, PatternType, Permission, ResourceType, CLUSTER_NAME};
 
-use crate::cli::{runtime, Conn};
+use crate::cli::{print_list, runtime, Conn, Output};
 
 #[derive(Subcommand)]
 pub enum AclCommand {
     /// Add ACLs: one per operation given.
     Add(AclArgs),
     /// List ACLs (all, or those matching the given resource / principal).
-    List(AclArgs),
+    List {
+        #[command(flatten)]
+        args: AclArgs,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Remove the ACLs matching the given resource, principal, host, operations and
     /// permission (what is not given matches anything).
     Remove(AclArgs),
@@ -94,22 +99,37 @@ fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
-fn print(resources: &[describe_acls_response::DescribeAclsResource]) {
-    println!("RESOURCE\tPATTERN\tPRINCIPAL\tHOST\tOPERATION\tPERMISSION");
+fn print(output: Output, resources: &[describe_acls_response::DescribeAclsResource]) {
+    let mut rows = Vec::new();
     for r in resources {
         let rt = ResourceType::from_code(r.resource_type).map_or("?", |t| t.name());
         let pt = PatternType::from_code(r.pattern_type).map_or("?", |t| t.name());
         for a in &r.acls {
-            println!(
-                "{rt}:{}\t{pt}\t{}\t{}\t{}\t{}",
+            let operation = Operation::from_code(a.operation).map_or("?", |o| o.name());
+            let permission = Permission::from_code(a.permission_type).map_or("?", |p| p.name());
+            let line = format!(
+                "{rt}:{}\t{pt}\t{}\t{}\t{operation}\t{permission}",
                 r.resource_name.as_str(),
                 a.principal.as_str(),
                 a.host.as_str(),
-                Operation::from_code(a.operation).map_or("?", |o| o.name()),
-                Permission::from_code(a.permission_type).map_or("?", |p| p.name()),
             );
+            let json = serde_json::json!({
+                "resource_type": rt,
+                "resource_name": r.resource_name.as_str(),
+                "pattern_type": pt,
+                "principal": a.principal.as_str(),
+                "host": a.host.as_str(),
+                "operation": operation,
+                "permission": permission,
+            });
+            rows.push((line, json));
         }
     }
+    print_list(
+        output,
+        "RESOURCE\tPATTERN\tPRINCIPAL\tHOST\tOPERATION\tPERMISSION",
+        rows,
+    );
 }
 
 pub fn run_acl(cmd: AclCommand) -> anyhow::Result<()> {
@@ -169,7 +189,7 @@ pub fn run_acl(cmd: AclCommand) -> anyhow::Result<()> {
                     pattern.name()
                 );
             }
-            AclCommand::List(a) => {
+            AclCommand::List { args: a, output } => {
                 let (rt, name) = a.resource();
                 let ops = a.operations()?;
                 if ops.len() > 1 {
@@ -189,7 +209,7 @@ pub fn run_acl(cmd: AclCommand) -> anyhow::Result<()> {
                 let mut client = Client::connect(&a.conn.bootstrap).await?;
                 let resp = client.send(req, 3).await?;
                 check(resp.error_code, "DescribeAcls", resp.error_message.as_ref())?;
-                print(&resp.resources);
+                print(output, &resp.resources);
             }
             AclCommand::Remove(a) => {
                 let (rt, name) = a.resource();

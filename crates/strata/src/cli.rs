@@ -27,6 +27,23 @@ pub enum Output {
     Json,
 }
 
+/// Prints a list as a tab-separated table (`header`, then each row's line) or as one JSON
+/// array of each row's object.
+pub fn print_list(output: Output, header: &str, rows: Vec<(String, serde_json::Value)>) {
+    match output {
+        Output::Table => {
+            println!("{header}");
+            for (line, _) in rows {
+                println!("{line}");
+            }
+        }
+        Output::Json => println!(
+            "{}",
+            serde_json::Value::Array(rows.into_iter().map(|(_, v)| v).collect())
+        ),
+    }
+}
+
 #[derive(Subcommand)]
 pub enum TopicCommand {
     /// Create a topic.
@@ -86,6 +103,9 @@ pub enum TopicCommand {
 #[derive(Args)]
 pub struct ProduceArgs {
     topic: String,
+    /// Read the lines from this file (default: stdin); a progress bar shows on a terminal
+    #[arg(long, value_name = "PATH")]
+    file: Option<std::path::PathBuf>,
     /// Split each line into key and value at the first occurrence of this string
     #[arg(long, value_name = "SEP")]
     key_separator: Option<String>,
@@ -385,9 +405,49 @@ pub fn run_produce(args: ProduceArgs) -> anyhow::Result<()> {
             .collect();
         let mut round_robin = 0i32;
         let mut sent = 0u64;
-        let stdin = std::io::stdin();
-        for line in stdin.lock().lines() {
-            let line = line.context("reading stdin")?;
+        let (mut input, total, source): (Box<dyn BufRead>, Option<u64>, String) = match &args.file {
+            Some(path) => {
+                let file = std::fs::File::open(path)
+                    .with_context(|| format!("cannot open {}", path.display()))?;
+                let len = file.metadata().ok().map(|m| m.len());
+                (
+                    Box::new(std::io::BufReader::new(file)),
+                    len,
+                    path.display().to_string(),
+                )
+            }
+            // Stdin redirected from a file has a size too.
+            None => (
+                Box::new(std::io::stdin().lock()),
+                std::fs::metadata("/proc/self/fd/0")
+                    .ok()
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len()),
+                "stdin".to_string(),
+            ),
+        };
+        let progress = crate::progress::bar(
+            total,
+            crate::progress::Unit::Bytes,
+            &format!("producing to {}", args.topic),
+            false,
+        );
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let read = input
+                .read_line(&mut line)
+                .with_context(|| format!("reading {source}"))?;
+            if read == 0 {
+                break;
+            }
+            progress.inc(read as u64);
+            if line.ends_with('\n') {
+                line.pop();
+                if line.ends_with('\r') {
+                    line.pop();
+                }
+            }
             let (key, value) = match &args.key_separator {
                 Some(sep) => match line.split_once(sep.as_str()) {
                     Some((k, v)) => (Some(Bytes::from(k.to_string())), Bytes::from(v.to_string())),
@@ -434,6 +494,7 @@ pub fn run_produce(args: ProduceArgs) -> anyhow::Result<()> {
             )
             .await?;
         }
+        progress.finish_and_clear();
         eprintln!("produced {sent} record(s) to {}", args.topic);
         Ok(())
     })
@@ -472,14 +533,31 @@ pub fn run_consume(args: ConsumeArgs) -> anyhow::Result<()> {
             None => (0..count).collect(),
         };
         let mut positions = Vec::new();
+        // Consuming to the end: how many offsets lie between the start and the end as it is
+        // now, for the progress bar (shown on a terminal when the records go elsewhere).
+        let mut to_read = 0u64;
         for &p in &partitions {
             let start = match (args.offset, args.from_beginning) {
                 (Some(o), _) => o,
                 (None, true) => client.list_offset(&args.topic, p, -2).await?,
                 (None, false) => client.list_offset(&args.topic, p, -1).await?,
             };
+            if args.exit_at_end {
+                let end = client.list_offset(&args.topic, p, -1).await?;
+                to_read += (end - start).max(0) as u64;
+            }
             positions.push((p, start, false));
         }
+        let progress = if args.exit_at_end {
+            crate::progress::bar(
+                Some(to_read),
+                crate::progress::Unit::Records,
+                &format!("consuming {}", args.topic),
+                true,
+            )
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
         let mut printed = 0u64;
         let stdout = std::io::stdout();
         loop {
@@ -500,6 +578,8 @@ pub fn run_consume(args: ConsumeArgs) -> anyhow::Result<()> {
                         .unwrap_or_else(|| "<null>".into());
                     let mut out = stdout.lock();
                     writeln!(out, "{p}\t{}\t{key}\t{value}", r.offset)?;
+                    // Offsets, not records: a transaction's markers and compacted gaps count.
+                    progress.inc((r.offset + 1 - *offset) as u64);
                     *offset = r.offset + 1;
                     printed += 1;
                     if args.max_messages.is_some_and(|m| printed >= m) {

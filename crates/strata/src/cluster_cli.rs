@@ -5,82 +5,34 @@
 //! under-min-ISR: fewer than `min.insync.replicas`, so acks=all writes are refused).
 
 use clap::Subcommand;
+use serde_json::{json, Value};
 use strata_client::Client;
 
-use crate::cli::{runtime, Conn};
+use crate::cli::{runtime, Conn, Output};
 
 #[derive(Subcommand)]
 pub enum ClusterCommand {
     /// Cluster id, controller, brokers and partition health.
     Status {
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
         #[command(flatten)]
         conn: Conn,
     },
 }
 
+/// How many partitions of each kind the table names (the JSON has them all).
+const LISTED_PER_KIND: usize = 20;
+
 pub fn run_cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         match cmd {
-            ClusterCommand::Status { conn } => {
+            ClusterCommand::Status { output, conn } => {
                 let mut client = Client::connect(&conn.bootstrap).await?;
-                let md = client.metadata(None).await?;
-                println!(
-                    "cluster {}\tcontroller {}",
-                    md.cluster_id.as_deref().unwrap_or("?"),
-                    md.controller_id.0
-                );
-                print_quorum(&mut client).await;
-                println!("brokers:");
-                println!("  id\tendpoint\track");
-                for b in &md.brokers {
-                    println!(
-                        "  {}\t{}:{}\t{}",
-                        b.node_id.0,
-                        b.host.as_str(),
-                        b.port,
-                        b.rack.as_deref().unwrap_or("-")
-                    );
-                }
-                let (mut total, mut offline, mut under_replicated, mut under_min_isr) =
-                    (0, Vec::new(), Vec::new(), Vec::new());
-                for t in &md.topics {
-                    let name = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
-                    // Its min.insync.replicas, asked only when some partition lacks a replica.
-                    let mut min_isr: Option<usize> = None;
-                    for p in &t.partitions {
-                        total += 1;
-                        if p.error_code != 0 || p.leader_id.0 < 0 {
-                            offline.push(format!("{name}-{}", p.partition_index));
-                        } else if p.isr_nodes.len() < p.replica_nodes.len() {
-                            under_replicated.push(format!("{name}-{}", p.partition_index));
-                            if min_isr.is_none() {
-                                min_isr = Some(topic_min_isr(&mut client, &name).await);
-                            }
-                            if min_isr.is_some_and(|m| p.isr_nodes.len() < m) {
-                                // acks=all writes are refused here.
-                                under_min_isr.push(format!("{name}-{}", p.partition_index));
-                            }
-                        }
-                    }
-                }
-                println!(
-                    "partitions: {total} in {} topic(s), {} offline, {} under-replicated, {} under-min-ISR",
-                    md.topics.len(),
-                    offline.len(),
-                    under_replicated.len(),
-                    under_min_isr.len()
-                );
-                for (what, list) in [
-                    ("offline", &offline),
-                    ("under-replicated", &under_replicated),
-                    ("under-min-ISR", &under_min_isr),
-                ] {
-                    for p in list.iter().take(20) {
-                        println!("  {what}: {p}");
-                    }
-                    if list.len() > 20 {
-                        println!("  ... and {} more {what}", list.len() - 20);
-                    }
+                let status = status(&mut client).await?;
+                match output {
+                    Output::Json => println!("{status}"),
+                    Output::Table => print_status(&status),
                 }
             }
         }
@@ -88,9 +40,135 @@ pub fn run_cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
     })
 }
 
+/// The cluster as `--output json` prints it (and the table shows).
+async fn status(client: &mut Client) -> anyhow::Result<Value> {
+    let md = client.metadata(None).await?;
+    let quorum = quorum(client).await;
+    let brokers: Vec<Value> = md
+        .brokers
+        .iter()
+        .map(|b| {
+            json!({
+                "id": b.node_id.0,
+                "host": b.host.as_str(),
+                "port": b.port,
+                "rack": b.rack.as_deref(),
+            })
+        })
+        .collect();
+    let (mut total, mut offline, mut under_replicated, mut under_min_isr) =
+        (0, Vec::new(), Vec::new(), Vec::new());
+    for t in &md.topics {
+        let name = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+        // Its min.insync.replicas, asked only when some partition lacks a replica.
+        let mut min_isr: Option<usize> = None;
+        for p in &t.partitions {
+            total += 1;
+            if p.error_code != 0 || p.leader_id.0 < 0 {
+                offline.push(format!("{name}-{}", p.partition_index));
+            } else if p.isr_nodes.len() < p.replica_nodes.len() {
+                under_replicated.push(format!("{name}-{}", p.partition_index));
+                if min_isr.is_none() {
+                    min_isr = Some(topic_min_isr(client, &name).await);
+                }
+                if min_isr.is_some_and(|m| p.isr_nodes.len() < m) {
+                    // acks=all writes are refused here.
+                    under_min_isr.push(format!("{name}-{}", p.partition_index));
+                }
+            }
+        }
+    }
+    Ok(json!({
+        "cluster_id": md.cluster_id.as_deref(),
+        "controller": md.controller_id.0,
+        "quorum": quorum,
+        "brokers": brokers,
+        "topics": md.topics.len(),
+        "partitions": total,
+        "offline": offline,
+        "under_replicated": under_replicated,
+        "under_min_isr": under_min_isr,
+    }))
+}
+
+fn print_status(status: &Value) {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    println!(
+        "cluster {}\tcontroller {}",
+        status["cluster_id"].as_str().unwrap_or("?"),
+        status["controller"]
+    );
+    let q = &status["quorum"];
+    match q["error"].as_str() {
+        Some(why) => println!("quorum: unavailable ({why})"),
+        None => {
+            println!(
+                "quorum: leader {}\tepoch {}\thigh watermark {}",
+                q["leader"], q["epoch"], q["high_watermark"]
+            );
+            for (title, key) in [
+                ("  voter\tlog end\tlag", "voters"),
+                ("  observer (broker-only)\tlog end\tlag", "observers"),
+            ] {
+                let members = q[key].as_array().cloned().unwrap_or_default();
+                if key == "observers" && members.is_empty() {
+                    continue;
+                }
+                println!("{title}");
+                for m in members {
+                    println!(
+                        "  {}\t{}\t{}",
+                        m["id"],
+                        m["log_end_offset"],
+                        m["lag"].as_i64().map_or("?".into(), |l| l.to_string())
+                    );
+                }
+            }
+        }
+    }
+    println!("brokers:");
+    println!("  id\tendpoint\track");
+    for b in status["brokers"].as_array().into_iter().flatten() {
+        println!(
+            "  {}\t{}:{}\t{}",
+            b["id"],
+            text(&b["host"]),
+            b["port"],
+            text(&b["rack"])
+        );
+    }
+    let count = |key: &str| status[key].as_array().map_or(0, Vec::len);
+    println!(
+        "partitions: {} in {} topic(s), {} offline, {} under-replicated, {} under-min-ISR",
+        status["partitions"],
+        status["topics"],
+        count("offline"),
+        count("under_replicated"),
+        count("under_min_isr")
+    );
+    for (what, key) in [
+        ("offline", "offline"),
+        ("under-replicated", "under_replicated"),
+        ("under-min-ISR", "under_min_isr"),
+    ] {
+        let list = status[key].as_array().cloned().unwrap_or_default();
+        for p in list.iter().take(LISTED_PER_KIND) {
+            println!("  {what}: {}", text(p));
+        }
+        if list.len() > LISTED_PER_KIND {
+            println!("  ... and {} more {what}", list.len() - LISTED_PER_KIND);
+        }
+    }
+}
+
 /// The metadata quorum as its leader reports it (DescribeQuorum): leader, epoch, high
-/// watermark, and each voter's log end offset and lag.
-async fn print_quorum(client: &mut Client) {
+/// watermark, and each voter's log end offset and lag; `{"error": why}` when it cannot be
+/// asked.
+async fn quorum(client: &mut Client) -> Value {
     use kafka_protocol::messages::describe_quorum_request as dq;
     use kafka_protocol::messages::{DescribeQuorumRequest, TopicName};
     use kafka_protocol::protocol::StrBytes;
@@ -103,46 +181,33 @@ async fn print_quorum(client: &mut Client) {
         _ => None,
     };
     let Some(p) = partition else {
-        match answer {
-            Ok(r) => println!(
-                "quorum: unavailable ({})",
-                r.error_message.as_deref().unwrap_or("error")
-            ),
-            Err(e) => println!("quorum: unavailable ({e})"),
-        }
-        return;
+        let why = match answer {
+            Ok(r) => r.error_message.as_deref().unwrap_or("error").to_string(),
+            Err(e) => e.to_string(),
+        };
+        return json!({ "error": why });
     };
-    println!(
-        "quorum: leader {}\tepoch {}\thigh watermark {}",
-        p.leader_id.0, p.leader_epoch, p.high_watermark
-    );
-    let lag = |end: i64| {
-        if end < 0 {
-            "?".to_string()
-        } else {
-            (p.high_watermark - end).max(0).to_string()
-        }
+    let members = |list: &[kafka_protocol::messages::describe_quorum_response::ReplicaState]| {
+        list.iter()
+            .map(|v| {
+                // A voter that has not reported its log end has no lag to show.
+                let lag =
+                    (v.log_end_offset >= 0).then(|| (p.high_watermark - v.log_end_offset).max(0));
+                json!({
+                    "id": v.replica_id.0,
+                    "log_end_offset": v.log_end_offset,
+                    "lag": lag,
+                })
+            })
+            .collect::<Vec<_>>()
     };
-    println!("  voter\tlog end\tlag");
-    for v in &p.current_voters {
-        println!(
-            "  {}\t{}\t{}",
-            v.replica_id.0,
-            v.log_end_offset,
-            lag(v.log_end_offset)
-        );
-    }
-    if !p.observers.is_empty() {
-        println!("  observer (broker-only)\tlog end\tlag");
-        for v in &p.observers {
-            println!(
-                "  {}\t{}\t{}",
-                v.replica_id.0,
-                v.log_end_offset,
-                lag(v.log_end_offset)
-            );
-        }
-    }
+    json!({
+        "leader": p.leader_id.0,
+        "epoch": p.leader_epoch,
+        "high_watermark": p.high_watermark,
+        "voters": members(&p.current_voters),
+        "observers": members(&p.observers),
+    })
 }
 
 /// A topic's min.insync.replicas (1 if it cannot be read).

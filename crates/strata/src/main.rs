@@ -7,6 +7,7 @@ mod command_config;
 mod format;
 mod group_cli;
 mod partition_cli;
+mod progress;
 mod quota_cli;
 mod serve;
 mod sql_cli;

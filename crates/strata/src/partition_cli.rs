@@ -8,7 +8,7 @@ use kafka_protocol::messages::{elect_leaders_request, ElectLeadersRequest, Topic
 use kafka_protocol::protocol::StrBytes;
 use strata_client::Client;
 
-use crate::cli::{runtime, Conn};
+use crate::cli::{print_list, runtime, Conn, Output};
 
 #[derive(Subcommand)]
 pub enum PartitionCommand {
@@ -24,11 +24,17 @@ pub enum PartitionCommand {
         replicas: Vec<i32>,
         #[arg(long)]
         cancel: bool,
+        /// Wait until the move is done (a progress bar of the bytes the new replicas hold
+        /// shows on a terminal)
+        #[arg(long, conflicts_with = "cancel")]
+        wait: bool,
         #[command(flatten)]
         conn: Conn,
     },
     /// Reassignments in progress.
     Reassignments {
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
         #[command(flatten)]
         conn: Conn,
     },
@@ -50,6 +56,110 @@ pub enum PartitionCommand {
     },
 }
 
+/// How often a waited-for reassignment is looked at.
+const REASSIGNMENT_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Waits until `topic`-`partition` has no reassignment in progress, drawing (on a terminal)
+/// the bytes its slowest new replica holds against the leader's log; then its replicas and
+/// in-sync replicas.
+async fn wait_for_reassignment(
+    client: &mut Client,
+    topic: &str,
+    partition: i32,
+) -> anyhow::Result<(Vec<i32>, Vec<i32>)> {
+    use std::collections::HashMap;
+    let progress = crate::progress::bar(
+        Some(0),
+        crate::progress::Unit::Bytes,
+        &format!("copying {topic}-{partition}"),
+        false,
+    );
+    let mut brokers: HashMap<i32, Client> = HashMap::new();
+    loop {
+        let resp = client
+            .send(
+                kafka_protocol::messages::ListPartitionReassignmentsRequest::default()
+                    .with_timeout_ms(60_000),
+                0,
+            )
+            .await?;
+        strata_client::check(
+            resp.error_code,
+            "list reassignments",
+            resp.error_message.as_ref(),
+        )?;
+        let moving = resp
+            .topics
+            .iter()
+            .filter(|t| t.name.0.as_str() == topic)
+            .flat_map(|t| &t.partitions)
+            .find(|p| p.partition_index == partition);
+        let md = client.metadata(Some(vec![topic.to_string()])).await?;
+        let state = md
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .find(|p| p.partition_index == partition);
+        let Some(moving) = moving else {
+            let ids = |v: &[kafka_protocol::messages::BrokerId]| v.iter().map(|b| b.0).collect();
+            return Ok(state.map_or((Vec::new(), Vec::new()), |p| {
+                (ids(&p.replica_nodes), ids(&p.isr_nodes))
+            }));
+        };
+        // The leader's local log against the slowest new replica's (what it still has to
+        // copy); sizes that cannot be asked just leave the bar where it was.
+        let endpoints: HashMap<i32, String> = md
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
+            .collect();
+        if let Some(leader) = state.map(|p| p.leader_id.0).filter(|&l| l >= 0) {
+            if let Some(total) =
+                local_size(&mut brokers, &endpoints, leader, topic, partition).await
+            {
+                let mut copied = total;
+                for b in &moving.adding_replicas {
+                    if let Some(size) =
+                        local_size(&mut brokers, &endpoints, b.0, topic, partition).await
+                    {
+                        copied = copied.min(size);
+                    }
+                }
+                progress.set_length(total);
+                progress.set_position(copied);
+            }
+        }
+        tokio::time::sleep(REASSIGNMENT_POLL).await;
+    }
+}
+
+/// The size of `broker`'s local replica of `topic`-`partition` (None when it cannot be asked;
+/// a broken connection is dropped and made again next time).
+async fn local_size(
+    brokers: &mut std::collections::HashMap<i32, Client>,
+    endpoints: &std::collections::HashMap<i32, String>,
+    broker: i32,
+    topic: &str,
+    partition: i32,
+) -> Option<u64> {
+    if !brokers.contains_key(&broker) {
+        let client = Client::connect(endpoints.get(&broker)?).await.ok()?;
+        brokers.insert(broker, client);
+    }
+    let dirs = brokers
+        .get_mut(&broker)?
+        .log_dir_sizes(topic, partition)
+        .await;
+    if dirs.is_err() {
+        brokers.remove(&broker);
+    }
+    Some(
+        dirs.ok()?
+            .first()
+            .map_or(0, |(_, size)| (*size).max(0) as u64),
+    )
+}
+
 pub fn run_partition(cmd: PartitionCommand) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         match cmd {
@@ -58,6 +168,7 @@ pub fn run_partition(cmd: PartitionCommand) -> anyhow::Result<()> {
                 partition,
                 replicas,
                 cancel,
+                wait,
                 conn,
             } => {
                 use kafka_protocol::messages::alter_partition_reassignments_request::{
@@ -93,8 +204,15 @@ pub fn run_partition(cmd: PartitionCommand) -> anyhow::Result<()> {
                 } else {
                     println!("reassignment of {topic}-{partition} to {replicas:?} started");
                 }
+                if wait {
+                    let (replicas, isr) =
+                        wait_for_reassignment(&mut client, &topic, partition).await?;
+                    println!(
+                        "reassignment of {topic}-{partition} done: replicas {replicas:?}, in sync {isr:?}"
+                    );
+                }
             }
-            PartitionCommand::Reassignments { conn } => {
+            PartitionCommand::Reassignments { output, conn } => {
                 let mut client = Client::connect(&conn.bootstrap).await?;
                 let resp = client
                     .send(
@@ -107,10 +225,13 @@ pub fn run_partition(cmd: PartitionCommand) -> anyhow::Result<()> {
                 let ids = |v: &[kafka_protocol::messages::BrokerId]| {
                     v.iter().map(|b| b.0.to_string()).collect::<Vec<_>>().join(",")
                 };
-                println!("partition\treplicas\tadding\tremoving");
+                let list = |v: &[kafka_protocol::messages::BrokerId]| {
+                    v.iter().map(|b| b.0).collect::<Vec<_>>()
+                };
+                let mut rows = Vec::new();
                 for t in &resp.topics {
                     for p in &t.partitions {
-                        println!(
+                        let line = format!(
                             "{}-{}\t{}\t{}\t{}",
                             t.name.0.as_str(),
                             p.partition_index,
@@ -118,8 +239,17 @@ pub fn run_partition(cmd: PartitionCommand) -> anyhow::Result<()> {
                             ids(&p.adding_replicas),
                             ids(&p.removing_replicas)
                         );
+                        let json = serde_json::json!({
+                            "topic": t.name.0.as_str(),
+                            "partition": p.partition_index,
+                            "replicas": list(&p.replicas),
+                            "adding": list(&p.adding_replicas),
+                            "removing": list(&p.removing_replicas),
+                        });
+                        rows.push((line, json));
                     }
                 }
+                print_list(output, "partition\treplicas\tadding\tremoving", rows);
             }
             PartitionCommand::ElectLeaders {
                 topic,

@@ -7,7 +7,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use strata_client::{check, Client};
 
-use crate::cli::{runtime, Conn};
+use crate::cli::{print_list, runtime, Conn, Output};
 
 #[derive(Subcommand)]
 pub enum QuotaCommand {
@@ -30,6 +30,8 @@ pub enum QuotaCommand {
     List {
         #[command(flatten)]
         entity: EntityArgs,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
     },
 }
 
@@ -146,7 +148,7 @@ pub fn run_quota(cmd: QuotaCommand) -> anyhow::Result<()> {
                 alter(&entity.conn, entity.entity(), ops).await?;
                 println!("quotas removed: {}", keys.join(", "));
             }
-            QuotaCommand::List { entity } => {
+            QuotaCommand::List { entity, output } => {
                 let components = entity
                     .entity()
                     .into_iter()
@@ -165,20 +167,35 @@ pub fn run_quota(cmd: QuotaCommand) -> anyhow::Result<()> {
                     "DescribeClientQuotas",
                     resp.error_message.as_ref(),
                 )?;
-                println!("ENTITY\tQUOTAS");
-                for e in resp.entries.unwrap_or_default() {
-                    let name: Vec<String> = e
-                        .entity
-                        .iter()
-                        .map(|x| format!("{}={}", x.entity_type.as_str(), show(&x.entity_name)))
-                        .collect();
-                    let values: Vec<String> = e
-                        .values
-                        .iter()
-                        .map(|v| format!("{}={}", v.key.as_str(), v.value))
-                        .collect();
-                    println!("{}\t{}", name.join(","), values.join(","));
-                }
+                let rows = resp
+                    .entries
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|e| {
+                        let name: Vec<String> = e
+                            .entity
+                            .iter()
+                            .map(|x| format!("{}={}", x.entity_type.as_str(), show(&x.entity_name)))
+                            .collect();
+                        let values: Vec<String> = e
+                            .values
+                            .iter()
+                            .map(|v| format!("{}={}", v.key.as_str(), v.value))
+                            .collect();
+                        // The entity's name is null for a default (every user, client id...).
+                        let json = serde_json::json!({
+                            "entity": e.entity.iter().map(|x| serde_json::json!({
+                                "type": x.entity_type.as_str(),
+                                "name": x.entity_name.as_ref().map(|n| n.as_str()),
+                            })).collect::<Vec<_>>(),
+                            "quotas": e.values.iter()
+                                .map(|v| (v.key.to_string(), serde_json::json!(v.value)))
+                                .collect::<serde_json::Map<_, _>>(),
+                        });
+                        (format!("{}\t{}", name.join(","), values.join(",")), json)
+                    })
+                    .collect();
+                print_list(output, "ENTITY\tQUOTAS", rows);
             }
         }
         Ok(())

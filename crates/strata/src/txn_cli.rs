@@ -7,7 +7,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use strata_client::{check, Client, Router};
 
-use crate::cli::{runtime, Conn};
+use crate::cli::{print_list, runtime, Conn, Output};
 
 #[derive(Subcommand)]
 pub enum TxnCommand {
@@ -16,12 +16,16 @@ pub enum TxnCommand {
         /// Only transactions in progress (Ongoing, PrepareCommit, PrepareAbort).
         #[arg(long)]
         open: bool,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
         #[command(flatten)]
         conn: Conn,
     },
     /// One transactional id: producer id and epoch, state, timeout, age, partitions.
     Describe {
         transactional_id: String,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
         #[command(flatten)]
         conn: Conn,
     },
@@ -36,20 +40,18 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn age(t: &describe_transactions_response::TransactionState) -> String {
-    if OPEN_STATES.contains(&t.transaction_state.as_str()) && t.transaction_start_time_ms >= 0 {
-        format!(
-            "{:.1}s",
-            (now_ms() - t.transaction_start_time_ms).max(0) as f64 / 1000.0
-        )
-    } else {
-        "-".into()
-    }
+/// How long an open transaction has been open, in ms.
+fn age_ms(t: &describe_transactions_response::TransactionState) -> Option<i64> {
+    (OPEN_STATES.contains(&t.transaction_state.as_str()) && t.transaction_start_time_ms >= 0)
+        .then(|| (now_ms() - t.transaction_start_time_ms).max(0))
 }
 
-fn partitions(t: &describe_transactions_response::TransactionState) -> String {
-    let list: Vec<String> = t
-        .topics
+fn age(t: &describe_transactions_response::TransactionState) -> String {
+    age_ms(t).map_or("-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0))
+}
+
+fn partition_list(t: &describe_transactions_response::TransactionState) -> Vec<String> {
+    t.topics
         .iter()
         .flat_map(|topic| {
             topic
@@ -57,12 +59,29 @@ fn partitions(t: &describe_transactions_response::TransactionState) -> String {
                 .iter()
                 .map(move |p| format!("{}-{p}", topic.topic.as_str()))
         })
-        .collect();
+        .collect()
+}
+
+fn partitions(t: &describe_transactions_response::TransactionState) -> String {
+    let list = partition_list(t);
     if list.is_empty() {
         "-".into()
     } else {
         list.join(",")
     }
+}
+
+/// A transaction as `--output json` prints it.
+fn to_json(t: &describe_transactions_response::TransactionState) -> serde_json::Value {
+    serde_json::json!({
+        "transactional_id": t.transactional_id.as_str(),
+        "producer_id": t.producer_id.0,
+        "producer_epoch": t.producer_epoch,
+        "state": t.transaction_state.as_str(),
+        "timeout_ms": t.transaction_timeout_ms,
+        "age_ms": age_ms(t),
+        "partitions": partition_list(t),
+    })
 }
 
 async fn describe(
@@ -80,7 +99,7 @@ async fn describe(
 pub fn run_txn(cmd: TxnCommand) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         match cmd {
-            TxnCommand::List { open, conn } => {
+            TxnCommand::List { open, output, conn } => {
                 // Each broker lists and describes the transactions it coordinates.
                 let mut bootstrap = Client::connect(&conn.bootstrap).await?;
                 let md = bootstrap.metadata(Some(vec![])).await?;
@@ -108,21 +127,31 @@ pub fn run_txn(cmd: TxnCommand) -> anyhow::Result<()> {
                 }
                 described
                     .sort_by(|a, b| a.transactional_id.as_str().cmp(b.transactional_id.as_str()));
-                println!("TRANSACTIONAL-ID\tPRODUCER-ID\tEPOCH\tSTATE\tAGE\tPARTITIONS");
-                for t in described.iter().filter(|t| t.error_code == 0) {
-                    println!(
-                        "{}\t{}\t{}\t{}\t{}\t{}",
-                        t.transactional_id.as_str(),
-                        t.producer_id.0,
-                        t.producer_epoch,
-                        t.transaction_state.as_str(),
-                        age(t),
-                        partitions(t)
-                    );
-                }
+                let rows = described
+                    .iter()
+                    .filter(|t| t.error_code == 0)
+                    .map(|t| {
+                        let line = format!(
+                            "{}\t{}\t{}\t{}\t{}\t{}",
+                            t.transactional_id.as_str(),
+                            t.producer_id.0,
+                            t.producer_epoch,
+                            t.transaction_state.as_str(),
+                            age(t),
+                            partitions(t)
+                        );
+                        (line, to_json(t))
+                    })
+                    .collect();
+                print_list(
+                    output,
+                    "TRANSACTIONAL-ID\tPRODUCER-ID\tEPOCH\tSTATE\tAGE\tPARTITIONS",
+                    rows,
+                );
             }
             TxnCommand::Describe {
                 transactional_id,
+                output,
                 conn,
             } => {
                 let mut router = Router::connect(&conn.bootstrap).await?;
@@ -136,6 +165,10 @@ pub fn run_txn(cmd: TxnCommand) -> anyhow::Result<()> {
                     format!("transactional id {transactional_id}"),
                     None,
                 )?;
+                if output == Output::Json {
+                    println!("{}", to_json(t));
+                    return Ok(());
+                }
                 println!("transactional id: {}", t.transactional_id.as_str());
                 println!("producer id:      {}", t.producer_id.0);
                 println!("producer epoch:   {}", t.producer_epoch);
