@@ -384,14 +384,12 @@ def test_cli_json_output_and_shell_completions(tmp_path):
     assert "topic" in script and "completions" in script
 
 
-def test_http_basic_users_are_authorized_with_their_acls(tmp_path):
-    """`--http-auth basic`: the API and console take HTTP Basic credentials that the broker's
-    SASL listener takes (SCRAM here), and authorize each request with that user's ACLs, as
-    their Kafka client would be: unlisted topics, 403 on what they may not do, allowed once
-    an ACL says so. Probes, metrics and the OpenAPI file need no credentials."""
+def basic_auth_broker(tmp_path):
+    """A broker with an authorizer, SCRAM users (test_acl's USERS; admin is a super user) on a
+    SASL listener, and its HTTP API behind `--http-auth basic`: (broker, url, credentials by
+    user)."""
     import subprocess
-    from test_acl import USERS, allow, create_acls
-    from confluent_kafka.admin import AclOperation, ResourceType
+    from test_acl import USERS
     from conftest import STRATA_BIN
 
     data = tmp_path / "data"
@@ -408,8 +406,19 @@ listeners = "PLAINTEXT://127.0.0.1:{plain},SASL_PLAINTEXT://127.0.0.1:{sasl}"
 """
     b = Broker(data, port=plain, config_text=config,
                extra_args=["--http-listen", f"127.0.0.1:{http}", "--http-auth", "basic"]).start()
-    url = f"http://127.0.0.1:{http}"
-    creds = {u: (u, pw) for u, pw in USERS.items()}
+    b.sasl_port = sasl
+    return b, f"http://127.0.0.1:{http}", {u: (u, pw) for u, pw in USERS.items()}
+
+
+def test_http_basic_users_are_authorized_with_their_acls(tmp_path):
+    """`--http-auth basic`: the API and console take HTTP Basic credentials that the broker's
+    SASL listener takes (SCRAM here), and authorize each request with that user's ACLs, as
+    their Kafka client would be: unlisted topics, 403 on what they may not do, allowed once
+    an ACL says so. Probes, metrics and the OpenAPI file need no credentials."""
+    from test_acl import allow, create_acls
+    from confluent_kafka.admin import AclOperation, ResourceType
+
+    b, url, creds = basic_auth_broker(tmp_path)
     try:
         for open_path in ["/healthz", "/readyz", "/metrics", "/v1/openapi.json"]:
             assert requests.get(url + open_path, timeout=10).status_code == 200, open_path
@@ -447,6 +456,114 @@ listeners = "PLAINTEXT://127.0.0.1:{plain},SASL_PLAINTEXT://127.0.0.1:{sasl}"
                              timeout=30).status_code == 403
         acls = requests.get(url + "/v1/acls", auth=creds["admin"], timeout=10).json()
         assert acls["authorizer"] is True and acls["acls"][0]["principal"] == "User:alice", acls
+    finally:
+        b.stop()
+    assert "panicked" not in b.log_text()
+
+
+def test_acls_users_and_quotas_are_managed_over_http_as_kafka_admins_would(tmp_path):
+    """Writes through the API land in the cluster metadata exactly as a Kafka admin client's
+    would: a SCRAM user made over HTTP logs in with librdkafka, ACLs added and removed over HTTP
+    are what confluent-kafka's describe_acls sees, quotas set over HTTP are what
+    DescribeClientQuotas answers. Each write needs what Kafka asks (ALTER / ALTER_CONFIGS on the
+    cluster): a plain user is refused."""
+    from confluent_kafka.admin import AclBindingFilter, AclOperation, AclPermissionType, \
+        ResourcePatternType, ResourceType
+    from conftest import STRATA_BIN
+    import subprocess
+
+    b, url, creds = basic_auth_broker(tmp_path)
+    sasl = f"127.0.0.1:{b.sasl_port}"
+
+    def kafka_admin(user, password):
+        return AdminClient({"bootstrap.servers": sasl, "security.protocol": "SASL_PLAINTEXT",
+                            "sasl.mechanism": "SCRAM-SHA-256", "sasl.username": user, "sasl.password": password})
+
+    try:
+        kadmin = kafka_admin("admin", creds["admin"][1])  # (kept: a dropped client fails its futures)
+        # A user made over HTTP (the password salted by the API, as kafka-configs does).
+        r = requests.put(url + "/v1/users/carol", json={"mechanism": "SCRAM-SHA-256", "password": "c-secret"},
+                         auth=creds["admin"], timeout=30)
+        assert r.status_code == 200 and r.json()["iterations"] == 4096, r.text
+        users = requests.get(url + "/v1/users", auth=creds["admin"], timeout=10).json()
+        assert {"name": "carol", "credentials": [{"mechanism": "SCRAM-SHA-256", "iterations": 4096}]} in users, users
+        described = kadmin.describe_user_scram_credentials(["carol"])["carol"].result(10)
+        assert [(i.mechanism.name, i.iterations) for i in described.scram_credential_infos] == \
+            [("SCRAM_SHA_256", 4096)], described
+        # carol logs in to the Kafka listener with librdkafka, and to the API.
+        carol = kafka_admin("carol", "c-secret")
+        carol.list_topics(timeout=10)
+        assert requests.get(url + "/v1/topics", auth=("carol", "c-secret"), timeout=10).status_code == 200
+        # ... but may not manage users, ACLs or quotas.
+        for method, path, body in [("PUT", "/v1/users/mallory", {"mechanism": "SCRAM-SHA-256", "password": "x"}),
+                                   ("POST", "/v1/acls", {"resource_type": "TOPIC", "resource_name": "t",
+                                                         "principal": "User:carol", "operation": "READ"}),
+                                   ("DELETE", "/v1/acls?principal=User%3Acarol", None),
+                                   ("PUT", "/v1/quotas", {"entity": [{"type": "user", "name": "carol"}],
+                                                          "set": {"producer_byte_rate": 1}})]:
+            r = requests.request(method, url + path, json=body, auth=("carol", "c-secret"), timeout=30)
+            assert r.status_code == 403 and "User:carol" in r.json()["message"], (method, path, r.text)
+        # Bad credentials are refused with a reason.
+        for body in [{"mechanism": "SCRAM-SHA-1", "password": "x"},
+                     {"mechanism": "SCRAM-SHA-256", "password": "x", "iterations": 10},
+                     {"mechanism": "SCRAM-SHA-256", "password": ""}]:
+            r = requests.put(url + "/v1/users/dave", json=body, auth=creds["admin"], timeout=30)
+            assert r.status_code == 400, (body, r.text)
+
+        # An ACL added over HTTP is the one Kafka's API describes, and it lets carol read.
+        r = requests.post(url + "/v1/acls", json={"resource_type": "topic", "resource_name": "carol-",
+                                                  "pattern_type": "prefixed", "principal": "User:carol",
+                                                  "operation": "read"}, auth=creds["admin"], timeout=30)
+        assert r.status_code == 201, r.text
+        assert r.json() == {"resource_type": "TOPIC", "resource_name": "carol-", "pattern_type": "PREFIXED",
+                            "principal": "User:carol", "host": "*", "operation": "READ", "permission": "ALLOW"}
+        everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+                                      AclOperation.ANY, AclPermissionType.ANY)
+        seen = kadmin.describe_acls(everything).result(10)
+        assert [(a.name, a.resource_pattern_type, a.principal, a.operation) for a in seen] == \
+            [("carol-", ResourcePatternType.PREFIXED, "User:carol", AclOperation.READ)], seen
+        r = requests.post(url + "/v1/topics", json={"name": "carol-data", "partitions": 1}, auth=creds["admin"],
+                          timeout=30)
+        assert r.status_code == 201, r.text
+        deadline = time.time() + 10
+        while requests.get(url + "/v1/topics/carol-data", auth=("carol", "c-secret"), timeout=10).status_code != 200:
+            assert time.time() < deadline, "the ACL did not take effect"
+            time.sleep(0.2)
+        r = requests.post(url + "/v1/acls", json={"resource_type": "nonsense", "resource_name": "x",
+                                                  "principal": "User:carol", "operation": "read"},
+                          auth=creds["admin"], timeout=30)
+        assert r.status_code == 400 and "resource type" in r.json()["message"], r.text
+        # Removing: a filter is required; what matched is answered.
+        assert requests.delete(url + "/v1/acls", auth=creds["admin"], timeout=30).status_code == 400
+        r = requests.delete(url + "/v1/acls?principal=User%3Acarol&permission=DENY", auth=creds["admin"], timeout=30)
+        assert r.status_code == 200 and r.json() == {"deleted": []}, r.text
+        r = requests.delete(url + "/v1/acls?principal=User%3Acarol&operation=READ", auth=creds["admin"], timeout=30)
+        assert r.status_code == 200 and [a["resource_name"] for a in r.json()["deleted"]] == ["carol-"], r.text
+        assert kadmin.describe_acls(everything).result(10) == []
+
+        # Quotas: set and removed over HTTP, seen through DescribeClientQuotas (the CLI).
+        r = requests.put(url + "/v1/quotas", json={"entity": [{"type": "user", "name": "carol"}],
+                                                   "set": {"producer_byte_rate": 1024, "consumer_byte_rate": 2048}},
+                         auth=creds["admin"], timeout=30)
+        assert r.status_code == 200, r.text
+        listed = subprocess.run([STRATA_BIN, "quota", "list", "--output", "json", "--bootstrap", b.bootstrap],
+                                capture_output=True, text=True, timeout=30)
+        assert json.loads(listed.stdout) == [{"entity": [{"type": "user", "name": "carol"}],
+                                              "quotas": {"consumer_byte_rate": 2048.0,
+                                                         "producer_byte_rate": 1024.0}}], listed.stdout
+        r = requests.put(url + "/v1/quotas", json={"entity": [{"type": "user", "name": "carol"}],
+                                                   "remove": ["producer_byte_rate"]}, auth=creds["admin"], timeout=30)
+        assert r.status_code == 200 and r.json() == [{"entity": [{"type": "user", "name": "carol"}],
+                                                      "values": {"consumer_byte_rate": 2048.0}}], r.text
+        r = requests.put(url + "/v1/quotas", json={"entity": [{"type": "user", "name": "carol"}],
+                                                   "set": {"no_such_quota": 1}}, auth=creds["admin"], timeout=30)
+        assert r.status_code == 400, r.text
+
+        # Deleting the user: its logins stop working; a second delete finds nothing.
+        r = requests.delete(url + "/v1/users/carol", auth=creds["admin"], timeout=30)
+        assert r.status_code == 200 and r.json() == {"name": "carol", "deleted": ["SCRAM-SHA-256"]}, r.text
+        assert requests.get(url + "/v1/topics", auth=("carol", "c-secret"), timeout=10).status_code == 401
+        assert requests.delete(url + "/v1/users/carol", auth=creds["admin"], timeout=30).status_code == 404
     finally:
         b.stop()
     assert "panicked" not in b.log_text()

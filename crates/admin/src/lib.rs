@@ -5,7 +5,8 @@
 //!   shutting down; on a cluster, caught up with the metadata quorum);
 //! - `/v1/…`: the admin API, described by `openapi.json` (served at `/v1/openapi.json`):
 //!   the cluster, topics and their configs and partitions, messages ([`records`]), consumer
-//!   groups, transactions, ACLs, quotas, and the SQL passthrough ([`sql`]);
+//!   groups, transactions, ACLs, SCRAM users and quotas ([`security`]), and the SQL
+//!   passthrough ([`sql`]);
 //! - `/`: the web console ([`console`]).
 //!
 //! Requests are small JSON documents, bounded before they are read (`MAX_BODY_BYTES`); every
@@ -32,6 +33,7 @@ macro_rules! or_respond {
 
 mod console;
 mod records;
+mod security;
 mod sql;
 
 use std::collections::BTreeMap;
@@ -330,8 +332,46 @@ async fn handle(
         (&Method::GET, ["v1", "acls"]) => {
             match who.require(Operation::Describe, ResourceType::Cluster, CLUSTER_NAME) {
                 Some(denied) => denied,
-                None => acls(broker),
+                None => security::acls(broker),
             }
+        }
+        // As CreateAcls / DeleteAcls: ALTER on the cluster.
+        (&Method::POST, ["v1", "acls"]) => {
+            match who.require(Operation::Alter, ResourceType::Cluster, CLUSTER_NAME) {
+                Some(denied) => denied,
+                None => security::create_acl(broker, req).await,
+            }
+        }
+        (&Method::DELETE, ["v1", "acls"]) => {
+            match who.require(Operation::Alter, ResourceType::Cluster, CLUSTER_NAME) {
+                Some(denied) => denied,
+                None => security::delete_acls(broker, &query).await,
+            }
+        }
+        // As Describe / AlterUserScramCredentials: DESCRIBE / ALTER on the cluster.
+        (&Method::GET, ["v1", "users"]) => {
+            match who.require(Operation::Describe, ResourceType::Cluster, CLUSTER_NAME) {
+                Some(denied) => denied,
+                None => security::users(broker),
+            }
+        }
+        (&Method::PUT | &Method::DELETE, ["v1", "users", name]) => {
+            let name = match security::percent_decode(name) {
+                Ok(n) => n,
+                Err(e) => return error(StatusCode::BAD_REQUEST, e),
+            };
+            let response = match who.require(Operation::Alter, ResourceType::Cluster, CLUSTER_NAME)
+            {
+                Some(denied) => return denied,
+                None if method == Method::PUT => security::put_user(broker, &name, req).await,
+                None => security::delete_user(broker, &name, &query).await,
+            };
+            // The old password no longer logs in here (other nodes forget theirs within
+            // the minute they remember a login).
+            if let (true, Some(auth)) = (response.status().is_success(), &admin.options.auth) {
+                auth.forget();
+            }
+            response
         }
         (&Method::GET, ["v1", "quotas"]) => {
             match who.require(
@@ -340,7 +380,14 @@ async fn handle(
                 CLUSTER_NAME,
             ) {
                 Some(denied) => denied,
-                None => quotas(broker),
+                None => security::quotas(broker),
+            }
+        }
+        // As AlterClientQuotas: ALTER_CONFIGS on the cluster.
+        (&Method::PUT, ["v1", "quotas"]) => {
+            match who.require(Operation::AlterConfigs, ResourceType::Cluster, CLUSTER_NAME) {
+                Some(denied) => denied,
+                None => security::alter_quotas(broker, req).await,
             }
         }
         (&Method::POST, ["v1", "sql", endpoint])
@@ -363,6 +410,9 @@ async fn handle(
         }
         (_, ["v1", "topics", _, "records"]) => not_allowed(&method, &path, "GET, POST"),
         (_, ["v1", "groups", _]) => not_allowed(&method, &path, "GET"),
+        (_, ["v1", "acls"]) => not_allowed(&method, &path, "GET, POST, DELETE"),
+        (_, ["v1", "users", _]) => not_allowed(&method, &path, "PUT, DELETE"),
+        (_, ["v1", "quotas"]) => not_allowed(&method, &path, "GET, PUT"),
         (_, ["v1", "sql", "info"]) => not_allowed(&method, &path, "GET"),
         (_, ["v1", "sql", endpoint]) if sql::ENDPOINTS.contains(endpoint) => {
             not_allowed(&method, &path, "POST")
@@ -370,7 +420,7 @@ async fn handle(
         (
             _,
             ["metrics" | "healthz" | "readyz"]
-            | ["v1", "openapi.json" | "cluster" | "groups" | "stats" | "transactions" | "acls" | "quotas"],
+            | ["v1", "openapi.json" | "cluster" | "groups" | "stats" | "transactions" | "users"],
         ) => not_allowed(&method, &path, "GET"),
         _ => error(StatusCode::NOT_FOUND, format!("no such resource: {path}")),
     }
@@ -716,26 +766,30 @@ async fn router(admin: &Admin) -> Result<Router, Response<Body>> {
 }
 
 /// A Kafka error as an HTTP answer.
+/// The HTTP status of a Kafka error code (the one place the API maps them).
+pub(crate) fn kafka_status(code: i16) -> StatusCode {
+    match code {
+        // UNKNOWN_TOPIC_OR_PARTITION, GROUP_ID_NOT_FOUND, RESOURCE_NOT_FOUND,
+        // TRANSACTIONAL_ID_NOT_FOUND
+        3 | 69 | 91 | 105 => StatusCode::NOT_FOUND,
+        // OFFSET_OUT_OF_RANGE, CORRUPT_MESSAGE, INVALID_TOPIC_EXCEPTION (an internal topic),
+        // INVALID_TIMESTAMP, UNSUPPORTED_SASL_MECHANISM, INVALID_CONFIG, INVALID_REQUEST,
+        // POLICY_VIOLATION, INVALID_RECORD, DUPLICATE_RESOURCE, UNACCEPTABLE_CREDENTIAL
+        1 | 2 | 17 | 32 | 33 | 40 | 42 | 44 | 87 | 92 | 93 => StatusCode::BAD_REQUEST,
+        // NON_EMPTY_GROUP, UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS,
+        // SECURITY_DISABLED (no authorizer to hold ACLs)
+        68 | 25 | 22 | 27 | 54 => StatusCode::CONFLICT,
+        // MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE
+        10 | 18 => StatusCode::PAYLOAD_TOO_LARGE,
+        // *_AUTHORIZATION_FAILED
+        29..=31 => StatusCode::FORBIDDEN,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
 fn client_error(e: &ClientError) -> Response<Body> {
     let status = match e {
-        // UNKNOWN_TOPIC_OR_PARTITION, GROUP_ID_NOT_FOUND, TRANSACTIONAL_ID_NOT_FOUND
-        ClientError::Kafka {
-            code: 3 | 69 | 105, ..
-        } => StatusCode::NOT_FOUND,
-        // OFFSET_OUT_OF_RANGE, CORRUPT_MESSAGE, INVALID_TOPIC_EXCEPTION (an internal
-        // topic), INVALID_TIMESTAMP, INVALID_REQUEST, INVALID_RECORD
-        ClientError::Kafka {
-            code: 1 | 2 | 17 | 32 | 42 | 87,
-            ..
-        } => StatusCode::BAD_REQUEST,
-        // NON_EMPTY_GROUP, UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS
-        ClientError::Kafka {
-            code: 68 | 25 | 22 | 27,
-            ..
-        } => StatusCode::CONFLICT,
-        // MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE
-        ClientError::Kafka { code: 10 | 18, .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        ClientError::Kafka { code: 29..=31, .. } => StatusCode::FORBIDDEN,
+        ClientError::Kafka { code, .. } => kafka_status(*code),
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, e.to_string())
@@ -932,50 +986,4 @@ async fn transactions(admin: &Admin, who: &Caller) -> Response<Body> {
         Ok(out) => json_response(StatusCode::OK, &Value::Array(out)),
         Err(e) => client_error(&e),
     }
-}
-
-/// The ACLs in the metadata, named as Kafka's tools name them.
-fn acls(broker: &Broker) -> Response<Body> {
-    let image = broker.image();
-    let out: Vec<Value> = image
-        .acls()
-        .values()
-        .filter_map(strata_broker::authorizer::binding)
-        .map(|b| {
-            json!({
-                "resource_type": b.resource_type.name(),
-                "resource_name": b.resource_name,
-                "pattern_type": b.pattern_type.name(),
-                "principal": b.principal,
-                "host": b.host,
-                "operation": b.operation.name(),
-                "permission": b.permission.name(),
-            })
-        })
-        .collect();
-    json_response(
-        StatusCode::OK,
-        &json!({"authorizer": broker.authorizer.enabled(), "acls": out}),
-    )
-}
-
-/// Client quotas in the metadata: each entity (user / client-id, a null name being the
-/// default) with its values.
-fn quotas(broker: &Broker) -> Response<Body> {
-    let image = broker.image();
-    let out: Vec<Value> = image
-        .client_quotas()
-        .iter()
-        .map(|q| {
-            json!({
-                "entity": q.entity.iter()
-                    .map(|(kind, name)| json!({"type": kind, "name": name}))
-                    .collect::<Vec<_>>(),
-                "values": q.values.iter()
-                    .map(|(k, v)| (k.clone(), json!(v.0)))
-                    .collect::<serde_json::Map<_, _>>(),
-            })
-        })
-        .collect();
-    json_response(StatusCode::OK, &Value::Array(out))
 }

@@ -235,6 +235,13 @@ impl BasicAuth {
     }
 
     /// The verdict on an `Authorization` header's value.
+    /// Forgets every remembered login and access answer (a user's credentials changed or
+    /// went: the next request is checked afresh).
+    pub fn forget(&self) {
+        self.verified.lock().expect("auth lock").clear();
+        self.access.lock().expect("auth lock").clear();
+    }
+
     pub async fn check(&self, authorization: Option<&str>) -> Verdict {
         let Some((user, password)) = authorization.and_then(parse_basic) else {
             return Verdict::Refused;

@@ -21,8 +21,8 @@ mod scram;
 
 pub use jaas::JaasUsers;
 pub use scram::{
-    salted_password, ScramClient, ScramCredential, ScramMechanism, SCRAM_ITERATIONS_MAX,
-    SCRAM_ITERATIONS_MIN,
+    salt_password, salted_password, ScramClient, ScramCredential, ScramMechanism,
+    SCRAM_ITERATIONS_MAX, SCRAM_ITERATIONS_MIN,
 };
 
 use thiserror::Error;

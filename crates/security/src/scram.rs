@@ -116,6 +116,19 @@ pub fn salted_password(
     out
 }
 
+/// A fresh random salt and the password salted with it: what an admin client sends in
+/// AlterUserScramCredentials (the password itself never leaves it).
+pub fn salt_password(
+    mechanism: ScramMechanism,
+    password: &str,
+    iterations: u32,
+) -> (Vec<u8>, Vec<u8>) {
+    let mut salt = vec![0u8; SALT_BYTES];
+    random(&mut salt);
+    let salted = salted_password(mechanism, password.as_bytes(), &salt, iterations);
+    (salt, salted)
+}
+
 /// What the server stores for one user and mechanism.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScramCredential {
@@ -150,9 +163,7 @@ impl ScramCredential {
         password: &str,
         iterations: u32,
     ) -> ScramCredential {
-        let mut salt = vec![0u8; SALT_BYTES];
-        random(&mut salt);
-        let salted = salted_password(mechanism, password.as_bytes(), &salt, iterations);
+        let (salt, salted) = salt_password(mechanism, password, iterations);
         Self::from_salted_password(mechanism, salt, &salted, iterations)
     }
 

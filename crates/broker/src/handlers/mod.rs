@@ -19,6 +19,17 @@ pub(crate) mod quorum;
 pub(crate) mod scram;
 pub(crate) mod txn;
 
+/// The handlers the HTTP admin API calls with a request it built, once it has checked what
+/// the connection would have checked (`authorize`): the same validation and the same
+/// metadata records as through the Kafka listener.
+pub mod direct {
+    pub use super::acls::{create as create_acls, delete as delete_acls};
+    pub use super::client_quotas::alter as alter_client_quotas;
+    pub use super::scram::{
+        alter as alter_user_scram_credentials, describe as describe_user_scram_credentials,
+    };
+}
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
