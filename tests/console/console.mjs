@@ -8,6 +8,7 @@
 //   SQL              "1": the SQL page runs a push query whose rows must arrive live
 //   TOPIC            a name for the topic the console creates
 //   REPLICATION      its replication factor
+//   AUTHORIZER       "1": the broker enforces ACLs (and the console's caller may change them)
 //   SCREENSHOTS      where each main page's screenshot goes (a test artifact)
 //   CHROMIUM         the browser (default /usr/bin/chromium)
 //
@@ -162,11 +163,54 @@ try {
     await page.getByTestId("query-state").filter({ hasText: "stopped" }).waitFor();
   }
 
-  step = "the ACLs and quotas page loads";
+  step = "the ACLs, users and quotas page manages each";
   await page.getByRole("link", { name: "ACLs & quotas", exact: true }).click();
   await page.getByTestId("acls").waitFor();
   await page.getByTestId("quotas").waitFor();
-  await shot("security");
+  page.on("dialog", (d) => d.accept());
+  const user = `${topic}-user`;
+  // A SCRAM user.
+  await page.getByText("Add or change a user").click();
+  const userForm = page.getByRole("form", { name: "Add or change a SCRAM user" });
+  await userForm.getByLabel("User name").fill(user);
+  await userForm.getByLabel("Password").fill("console-secret");
+  await userForm.getByRole("button", { name: "Save user" }).click();
+  await page.getByTestId("users").getByRole("row").filter({ hasText: user }).filter({ hasText: "SCRAM-SHA-256 (4096 iterations)" }).waitFor();
+  const users = await api("GET", "/v1/users");
+  expect(users.some((u) => u.name === user), `the user is not in the API: ${JSON.stringify(users)}`);
+  // A quota of that user, then removed.
+  await page.getByText("Set a quota").click();
+  const quotaForm = page.getByRole("form", { name: "Set a client quota" });
+  await quotaForm.getByLabel("Entity name").fill(user);
+  await quotaForm.getByLabel("Value").fill("1048576");
+  await quotaForm.getByRole("button", { name: "Set quota" }).click();
+  const quotaRow = page.getByTestId("quotas").getByRole("row").filter({ hasText: `user=${user}` });
+  await quotaRow.filter({ hasText: "producer_byte_rate=1048576" }).waitFor();
+  // An ACL: stored with an authorizer, else the broker's refusal is shown.
+  await page.getByText("Add an ACL").click();
+  const aclForm = page.getByRole("form", { name: "Add an ACL" });
+  await aclForm.getByLabel("Principal").fill(`User:${user}`);
+  await aclForm.getByLabel("Resource name").fill(topic);
+  await aclForm.getByRole("button", { name: "Add ACL" }).click();
+  if (env.AUTHORIZER === "1") {
+    const aclRow = page.getByTestId("acls").getByRole("row").filter({ hasText: `User:${user}` });
+    await aclRow.filter({ hasText: topic }).waitFor();
+    const acls = await api("GET", "/v1/acls");
+    expect(
+      acls.acls.some((a) => a.principal === `User:${user}` && a.resource_name === topic && a.operation === "READ"),
+      `the ACL is not in the API: ${JSON.stringify(acls)}`,
+    );
+    await shot("security");
+    await aclRow.getByRole("button", { name: /^Remove/ }).click();
+    await aclRow.waitFor({ state: "detached" });
+  } else {
+    await page.getByText(/No Authorizer is configured/).waitFor();
+    await shot("security");
+  }
+  await quotaRow.getByRole("button", { name: /^Remove/ }).click();
+  await quotaRow.waitFor({ state: "detached" });
+  await page.getByTestId("users").getByRole("button", { name: `Remove user ${user}` }).click();
+  await page.getByTestId("users").getByRole("row").filter({ hasText: user }).waitFor({ state: "detached" });
 
   expect(consoleErrors.length === 0, `errors in the page: ${consoleErrors.join("; ")}`);
   console.log(`console: every step passed (${shots})`);

@@ -50,8 +50,12 @@ def drive(url, shots, **expect):
 
 def test_the_console_on_one_broker(tmp_path):
     http, sql = free_port(), free_port()
-    b = Broker(tmp_path / "data", extra_args=["--http-listen", f"127.0.0.1:{http}",
-                                              "--sql-listen", f"127.0.0.1:{sql}"]).start()
+    # With an authorizer (the console's caller, User:ANONYMOUS, a super user), so ACLs can be
+    # managed from the console; the cluster runs without one.
+    config = ('"authorizer.class.name" = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"\n'
+              '"super.users" = "User:ANONYMOUS"\n')
+    b = Broker(tmp_path / "data", config_text=config,
+               extra_args=["--http-listen", f"127.0.0.1:{http}", "--sql-listen", f"127.0.0.1:{sql}"]).start()
     try:
         url = f"http://127.0.0.1:{http}"
         page = requests.get(url + "/", timeout=10)
@@ -64,7 +68,7 @@ def test_the_console_on_one_broker(tmp_path):
             time.sleep(0.2)
         lagging_group(b.bootstrap, "console-readers", "console-orders")
         drive(url, SHOTS / "single", brokers=1, group="console-readers", lag=40, sql=1,
-              topic="console-made", replication=1)
+              topic="console-made", replication=1, authorizer=1)
         for page in ["group", "sql"]:
             assert (SHOTS / "single" / f"{page}.png").exists(), page
     finally:
