@@ -274,6 +274,15 @@ def test_the_api_answers_on_every_node_of_a_cluster(tmp_path):
             time.sleep(0.2)
         cluster = requests.get(f"{urls[1]}/v1/cluster", timeout=10).json()
         assert sorted(b["node_id"] for b in cluster["brokers"]) == [1, 2, 3], cluster
+        # Each node describes every partition's offsets and size, asking the other leaders.
+        p = Producer({"bootstrap.servers": ",".join(b.bootstrap for b in nodes)})
+        for i in range(30):
+            p.produce("spread", value=b"v%d" % i, partition=i % 3)
+        assert p.flush(30) == 0
+        for u in urls:
+            parts = requests.get(f"{u}/v1/topics/spread", timeout=30).json()["partitions"]
+            assert [(x["high_watermark"], x["log_start_offset"]) for x in parts] == [(10, 0)] * 3, (u, parts)
+            assert all(x["size_bytes"] > 0 for x in parts), (u, parts)
         leaders = 0
         controllers = 0
         for u in urls:

@@ -282,7 +282,7 @@ async fn handle(
         (&Method::GET, ["v1", "topics", name]) => {
             match who.require(Operation::Describe, ResourceType::Topic, name) {
                 Some(denied) => denied,
-                None => describe_topic(broker, who, name),
+                None => describe_topic_everywhere(admin, who, name).await,
             }
         }
         (&Method::DELETE, ["v1", "topics", name]) => {
@@ -519,16 +519,22 @@ fn topics(broker: &Broker, who: &Caller) -> Value {
 }
 
 fn describe_topic(broker: &Broker, who: &Caller, name: &str) -> Response<Body> {
+    match topic_json(broker, who, name) {
+        Ok(topic) => json_response(StatusCode::OK, &topic),
+        Err(response) => response,
+    }
+}
+
+/// A topic as this node's metadata has it (offsets and sizes of the partitions it leads).
+fn topic_json(broker: &Broker, who: &Caller, name: &str) -> Result<Value, Response<Body>> {
     let image = broker.image();
     let Some(t) = image.topic(name) else {
-        return error(
+        return Err(error(
             StatusCode::NOT_FOUND,
             format!("Topic '{name}' does not exist."),
-        );
+        ));
     };
-    json_response(
-        StatusCode::OK,
-        &json!({
+    Ok(json!({
             "name": t.name,
             "topic_id": t.topic_id.to_string(),
             "internal": t.name.starts_with("__"),
@@ -541,8 +547,76 @@ fn describe_topic(broker: &Broker, who: &Caller, name: &str) -> Response<Body> {
             "partitions": t.partitions.iter()
                 .map(|(i, p)| partition_json(broker, &t.name, *i, p))
                 .collect::<Vec<_>>(),
-        }),
-    )
+    }))
+}
+
+/// How long `GET /v1/topics/{name}` waits for the other leaders' offsets and sizes.
+const REMOTE_PARTITIONS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The topic with every partition's log start, high watermark and size: this node's from
+/// its own logs, the others' asked of their leaders (ListOffsets, DescribeLogDirs) through
+/// the node's listener. A leader that does not answer in time leaves its partition without
+/// them.
+async fn describe_topic_everywhere(admin: &Admin, who: &Caller, name: &str) -> Response<Body> {
+    let mut topic = or_respond!(topic_json(&admin.broker, who, name));
+    let led_elsewhere: Vec<i32> = {
+        let image = admin.broker.image();
+        let Some(t) = image.topic(name) else {
+            return json_response(StatusCode::OK, &topic);
+        };
+        t.partitions
+            .iter()
+            .filter(|(i, p)| {
+                p.leader >= 0
+                    && admin
+                        .broker
+                        .partition(name, **i)
+                        .is_none_or(|l| !l.is_leader())
+            })
+            .map(|(i, _)| *i)
+            .collect()
+    };
+    if led_elsewhere.is_empty() {
+        return json_response(StatusCode::OK, &topic);
+    }
+    let Ok(mut router) = router(admin).await else {
+        return json_response(StatusCode::OK, &topic);
+    };
+    let mut remote = BTreeMap::new();
+    let asked = tokio::time::timeout(REMOTE_PARTITIONS_WAIT, async {
+        for p in led_elsewhere {
+            let offsets = async {
+                let start = router.list_offset(name, p, -2).await?;
+                let end = router.list_offset(name, p, -1).await?;
+                let size = router.leader(name, p).await?.log_dir_sizes(name, p).await?;
+                Ok::<_, ClientError>((start, end, size.first().map(|(_, s)| *s)))
+            };
+            if let Ok(found) = offsets.await {
+                remote.insert(p, found);
+            }
+        }
+    })
+    .await;
+    if asked.is_err() {
+        tracing::debug!(
+            topic = name,
+            "some leaders did not answer for their partitions in time"
+        );
+    }
+    for v in topic["partitions"].as_array_mut().into_iter().flatten() {
+        let Some((start, end, size)) = v["partition"]
+            .as_i64()
+            .and_then(|p| remote.get(&(p as i32)))
+        else {
+            continue;
+        };
+        v["log_start_offset"] = json!(start);
+        v["high_watermark"] = json!(end);
+        if let Some(size) = size {
+            v["size_bytes"] = json!(size);
+        }
+    }
+    json_response(StatusCode::OK, &topic)
 }
 
 #[derive(Debug, Deserialize)]
@@ -765,7 +839,6 @@ async fn router(admin: &Admin) -> Result<Router, Response<Body>> {
         .map_err(|e| client_error(&e))
 }
 
-/// A Kafka error as an HTTP answer.
 /// The HTTP status of a Kafka error code (the one place the API maps them).
 pub(crate) fn kafka_status(code: i16) -> StatusCode {
     match code {
@@ -787,6 +860,7 @@ pub(crate) fn kafka_status(code: i16) -> StatusCode {
     }
 }
 
+/// A Kafka error as an HTTP answer.
 fn client_error(e: &ClientError) -> Response<Body> {
     let status = match e {
         ClientError::Kafka { code, .. } => kafka_status(*code),
