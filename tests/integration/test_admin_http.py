@@ -393,7 +393,7 @@ def test_cli_json_output_and_shell_completions(tmp_path):
     assert "topic" in script and "completions" in script
 
 
-def basic_auth_broker(tmp_path):
+def basic_auth_broker(tmp_path, extra_args=()):
     """A broker with an authorizer, SCRAM users (test_acl's USERS; admin is a super user) on a
     SASL listener, and its HTTP API behind `--http-auth basic`: (broker, url, credentials by
     user)."""
@@ -414,7 +414,7 @@ listeners = "PLAINTEXT://127.0.0.1:{plain},SASL_PLAINTEXT://127.0.0.1:{sasl}"
 "sasl.enabled.mechanisms" = "SCRAM-SHA-256"
 """
     b = Broker(data, port=plain, config_text=config,
-               extra_args=["--http-listen", f"127.0.0.1:{http}", "--http-auth", "basic"]).start()
+               extra_args=["--http-listen", f"127.0.0.1:{http}", "--http-auth", "basic", *extra_args]).start()
     b.sasl_port = sasl
     return b, f"http://127.0.0.1:{http}", {u: (u, pw) for u, pw in USERS.items()}
 
@@ -576,3 +576,24 @@ def test_acls_users_and_quotas_are_managed_over_http_as_kafka_admins_would(tmp_p
     finally:
         b.stop()
     assert "panicked" not in b.log_text()
+
+
+def test_the_sql_passthrough_is_for_admins_while_the_engine_does_not_check_users(tmp_path):
+    """`--http-auth basic` with the SQL engine's own checks off (`--sql-auth` not given): the
+    engine would run any statement with its own rights, so the passthrough takes only callers
+    allowed ALTER on the cluster, and says why to the others."""
+    sql = free_port()
+    b, url, creds = basic_auth_broker(tmp_path, extra_args=["--sql-listen", f"127.0.0.1:{sql}"])
+    try:
+        deadline = time.time() + 30
+        while requests.get(url + "/v1/sql/info", auth=creds["admin"], timeout=10).status_code != 200:
+            assert time.time() < deadline, "the SQL engine did not start"
+            time.sleep(0.2)
+        statement = {"ksql": "SHOW STREAMS;", "streamsProperties": {}}
+        r = requests.post(url + "/v1/sql/ksql", json=statement, auth=creds["alice"], timeout=30)
+        assert r.status_code == 403 and "--sql-auth basic" in r.json()["message"] \
+            and "User:alice" in r.json()["message"], r.text
+        r = requests.post(url + "/v1/sql/ksql", json=statement, auth=creds["admin"], timeout=30)
+        assert r.status_code == 200 and r.json()[0]["@type"] == "streams", r.text
+    finally:
+        b.stop()

@@ -75,6 +75,11 @@ pub struct AdminOptions {
     pub bootstrap: Option<String>,
     /// This node's SQL engine (its REST API's address), for `/v1/sql/…`. None: 503.
     pub sql: Option<String>,
+    /// Whether the SQL engine checks each request's user itself (`--sql-auth basic`): the
+    /// passthrough forwards the caller's credentials. When it does not, the engine would
+    /// run anyone's statement with its own rights, so with `--http-auth basic` only callers
+    /// allowed ALTER on the cluster may use the passthrough.
+    pub sql_authenticates: bool,
     /// HTTP Basic credentials checked against the broker's SASL users (`--http-auth basic`);
     /// None: callers are `User:ANONYMOUS`, as on a Kafka PLAINTEXT listener.
     pub auth: Option<Arc<strata_ksql::auth::BasicAuth>>,
@@ -394,7 +399,15 @@ async fn handle(
         | (&Method::GET, ["v1", "sql", endpoint @ "info"])
             if sql::ENDPOINTS.contains(endpoint) =>
         {
+            let unchecked = admin.options.auth.is_some() && !admin.options.sql_authenticates;
             match &admin.options.sql {
+                Some(_) if unchecked && !who.sees(Operation::Alter, ResourceType::Cluster, CLUSTER_NAME) => error(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "the SQL engine on this node does not check users (start it with --sql-auth basic); until it does, only callers allowed ALTER on the cluster may use it, and {} is not",
+                        who.principal
+                    ),
+                ),
                 Some(addr) => sql::forward(addr, endpoint, req).await,
                 None => error(
                     StatusCode::SERVICE_UNAVAILABLE,

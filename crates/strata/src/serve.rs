@@ -189,6 +189,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (config, _lock) = load(args)?;
     let sql_auth = basic_auth(&config, "--sql-auth", sql_auth_method.as_deref())
         .map_err(|e| anyhow::anyhow!(e))?;
+    let sql_authenticates = sql_auth.is_some();
     let http_auth = basic_auth(&config, "--http-auth", http_auth_method.as_deref())
         .map_err(|e| anyhow::anyhow!(e))?
         .map(Arc::new);
@@ -222,6 +223,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let admin_options = strata_admin::AdminOptions {
             bootstrap: admin_bootstrap,
             sql: sql_addr.map(|a| a.to_string()),
+            sql_authenticates,
             auth: http_auth,
         };
         let http = bind_http(http_listen).await?;
