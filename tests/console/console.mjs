@@ -66,6 +66,10 @@ try {
   await page.waitForFunction(() => document.querySelector('[data-testid="throughput-chart"] polyline') !== null, null, {
     timeout: 15_000,
   });
+  // Every node's numbers are in (on a cluster, the peers' summaries over HTTP).
+  const stats = await api("GET", "/v1/stats?scope=cluster");
+  expect(stats.nodes.length === Number(env.BROKERS || 1) && stats.missing.length === 0, `stats: ${JSON.stringify(stats)}`);
+  expect((await page.getByText("Not counted").count()) === 0, "a node was not counted");
   await shot("overview");
 
   step = "a topic is created from the topics page";

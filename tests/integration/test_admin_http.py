@@ -274,6 +274,10 @@ def test_the_api_answers_on_every_node_of_a_cluster(tmp_path):
             time.sleep(0.2)
         cluster = requests.get(f"{urls[1]}/v1/cluster", timeout=10).json()
         assert sorted(b["node_id"] for b in cluster["brokers"]) == [1, 2, 3], cluster
+        # Each node's console counts the whole cluster: its peers' summaries over HTTP.
+        before = requests.get(f"{urls[0]}/v1/stats?scope=cluster", timeout=30).json()
+        assert sorted(n["node_id"] for n in before["nodes"]) == [1, 2, 3] and before["missing"] == [], before
+        assert before["totals"]["leaders"] >= 3, before
         # Each node describes every partition's offsets and size, asking the other leaders.
         p = Producer({"bootstrap.servers": ",".join(b.bootstrap for b in nodes)})
         for i in range(30):
@@ -283,6 +287,11 @@ def test_the_api_answers_on_every_node_of_a_cluster(tmp_path):
             parts = requests.get(f"{u}/v1/topics/spread", timeout=30).json()["partitions"]
             assert [(x["high_watermark"], x["log_start_offset"]) for x in parts] == [(10, 0)] * 3, (u, parts)
             assert all(x["size_bytes"] > 0 for x in parts), (u, parts)
+        # The 30 messages went to three leaders; any one node counts them all.
+        after = requests.get(f"{urls[1]}/v1/stats?scope=cluster", timeout=30).json()
+        assert after["totals"]["messages_in"] - before["totals"]["messages_in"] == 30, (before, after)
+        assert all(b["http"] for b in requests.get(f"{urls[2]}/v1/cluster", timeout=10).json()["brokers"])
+        assert requests.get(f"{urls[0]}/v1/stats?scope=nope", timeout=10).status_code == 400
         leaders = 0
         controllers = 0
         for u in urls:
@@ -313,6 +322,9 @@ def test_the_api_answers_on_every_node_of_a_cluster(tmp_path):
             assert time.time() < deadline, "no ISR shrink counted"
             time.sleep(0.5)
         assert total("kafka_server_replicamanager_underreplicatedpartitions") >= 1
+        # A dead node is named, not waited for forever (it stays registered until fenced).
+        gone = requests.get(f"{urls[0]}/v1/stats?scope=cluster", timeout=30).json()
+        assert 3 not in [n["node_id"] for n in gone["nodes"]], gone
     finally:
         for b in nodes:
             b.stop()

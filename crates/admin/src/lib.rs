@@ -32,6 +32,7 @@ macro_rules! or_respond {
 }
 
 mod console;
+mod peers;
 mod records;
 mod security;
 mod sql;
@@ -281,7 +282,17 @@ async fn handle(
             respond(StatusCode::OK, "application/json", OPENAPI)
         }
         (&Method::GET, ["v1", "cluster"]) => cluster(broker),
-        (&Method::GET, ["v1", "stats"]) => stats(broker).await,
+        (&Method::GET, ["v1", "stats"]) => match query.as_str() {
+            "" => stats(broker).await,
+            "scope=cluster" => {
+                let authorization = req.headers().get(hyper::header::AUTHORIZATION).cloned();
+                cluster_stats(broker, authorization).await
+            }
+            _ => error(
+                StatusCode::BAD_REQUEST,
+                "the only query stats takes is scope=cluster",
+            ),
+        },
         (&Method::GET, ["v1", "topics"]) => json_response(StatusCode::OK, &topics(broker, who)),
         (&Method::POST, ["v1", "topics"]) => create_topic(broker, who, req).await,
         (&Method::GET, ["v1", "topics", name]) => {
@@ -465,15 +476,21 @@ fn cluster(broker: &Broker) -> Response<Body> {
     let mut brokers: Vec<Value> = image
         .brokers()
         .map(|b| {
+            let http = b
+                .endpoints
+                .iter()
+                .find(|e| e.listener == strata_broker::config::HTTP_ENDPOINT)
+                .map(|e| format!("{}:{}", e.host, e.port));
             json!({"node_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack,
-                   "fenced": b.fenced})
+                   "fenced": b.fenced, "http": http})
         })
         .collect();
     if brokers.is_empty() {
         // A standalone node registers with nobody: it is the cluster.
         brokers.push(
             json!({"node_id": broker.config.node_id, "host": Value::Null,
-                            "port": Value::Null, "rack": Value::Null, "fenced": false}),
+                            "port": Value::Null, "rack": Value::Null, "fenced": false,
+                            "http": Value::Null}),
         );
     }
     json_response(
@@ -756,18 +773,91 @@ async fn delete_topic(broker: &Arc<Broker>, name: &str) -> Response<Body> {
     }
 }
 
-async fn stats(broker: &Arc<Broker>) -> Response<Body> {
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// This node's summary (`Broker::summary`), as JSON with the time it was taken.
+async fn own_stats(broker: &Arc<Broker>) -> Result<Value, Response<Body>> {
     let b = broker.clone();
     match tokio::task::spawn_blocking(move || b.summary()).await {
         Ok(summary) => {
             let mut v = serde_json::to_value(summary).expect("a summary serializes");
-            v["time_ms"] = json!(std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64));
-            json_response(StatusCode::OK, &v)
+            v["time_ms"] = json!(now_ms());
+            Ok(v)
         }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
+}
+
+async fn stats(broker: &Arc<Broker>) -> Response<Body> {
+    json_response(StatusCode::OK, &or_respond!(own_stats(broker).await))
+}
+
+/// The counters every node keeps for itself (summed over the nodes that answered).
+const SUMMED: [&str; 10] = [
+    "bytes_in",
+    "bytes_out",
+    "messages_in",
+    "connections",
+    "log_bytes",
+    "partitions",
+    "leaders",
+    "under_replicated",
+    "under_min_isr",
+    "active_controller",
+];
+
+/// `GET /v1/stats?scope=cluster`: every live node's summary (this one's, and its peers'
+/// asked over HTTP with the caller's credentials), their totals, and the nodes that did not
+/// answer. Rates are the client's to compute, node by node, so a node missing from one
+/// sample does not read as a drop.
+async fn cluster_stats(
+    broker: &Arc<Broker>,
+    authorization: Option<hyper::header::HeaderValue>,
+) -> Response<Body> {
+    let own = or_respond!(own_stats(broker).await);
+    let (peers, without_http) = peers::live_peers(broker);
+    let mut asked = tokio::task::JoinSet::new();
+    for (id, addr) in peers {
+        let authorization = authorization.clone();
+        asked.spawn(async move {
+            (
+                id,
+                addr.clone(),
+                peers::get_json(&addr, "/v1/stats", authorization).await,
+            )
+        });
+    }
+    let mut nodes = vec![own.clone()];
+    let mut missing: Vec<Value> = without_http
+        .into_iter()
+        .map(|id| json!({"node_id": id, "reason": "its HTTP listener is off"}))
+        .collect();
+    while let Some(done) = asked.join_next().await {
+        match done {
+            Ok((_, _, Ok(stats))) => nodes.push(stats),
+            Ok((id, addr, Err(why))) => {
+                missing.push(json!({"node_id": id, "reason": format!("{addr}: {why}")}))
+            }
+            Err(e) => missing.push(json!({"node_id": null, "reason": e.to_string()})),
+        }
+    }
+    nodes.sort_by_key(|n| n["node_id"].as_i64());
+    let mut totals = serde_json::Map::new();
+    for key in SUMMED {
+        let sum: u64 = nodes.iter().filter_map(|n| n[key].as_u64()).sum();
+        totals.insert(key.to_string(), json!(sum));
+    }
+    // Known cluster-wide by every node.
+    totals.insert("topics".into(), own["topics"].clone());
+    totals.insert("offline".into(), own["offline"].clone());
+    json_response(
+        StatusCode::OK,
+        &json!({"time_ms": now_ms(), "nodes": nodes, "missing": missing, "totals": totals}),
+    )
 }
 
 /// `{"configs": {"name": "value" | null}}`: sets each named config (null removes the

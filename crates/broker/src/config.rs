@@ -11,6 +11,11 @@ use serde::Deserialize;
 use crate::listeners::{self, ListenerSettings, Listeners};
 use strata_storage::{LogConfig, TimestampType};
 
+/// The name a broker's HTTP admin listener is registered under among its endpoints. No
+/// Kafka listener may take it (`listeners` refuses it), and no Kafka client is ever given
+/// it: clients are answered with the endpoints of the listener they came in on.
+pub const HTTP_ENDPOINT: &str = "STRATA_ADMIN_HTTP";
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
@@ -21,6 +26,11 @@ pub struct BrokerConfig {
     /// KIP-392 follower fetching use it).
     #[serde(alias = "broker.rack")]
     pub broker_rack: Option<String>,
+    /// This node's HTTP admin listener as other nodes reach it (`HOST:PORT`), registered
+    /// with the broker under [`HTTP_ENDPOINT`] so a node's admin API can ask its peers'
+    /// (cluster-wide statistics). Set by `strata serve`, not a config file key.
+    #[serde(skip)]
+    pub http_advertised: Option<(String, u16)>,
     /// Where partitions and the metadata log live.
     pub data_dir: PathBuf,
     /// `HOST:PORT` to bind.
@@ -436,6 +446,7 @@ impl Default for BrokerConfig {
         Self {
             node_id: 1,
             broker_rack: None,
+            http_advertised: None,
             data_dir: PathBuf::from("./strata-data"),
             listen: "127.0.0.1:9092".into(),
             advertised_listener: None,

@@ -133,6 +133,12 @@ fn parse_endpoints(key: &str, spec: &str) -> Result<Vec<(String, String, u16)>, 
                 "{key} entry '{entry}' is not NAME://HOST:PORT"
             )));
         };
+        if endpoint.0 == crate::config::HTTP_ENDPOINT {
+            return Err(invalid(format!(
+                "{key}: the listener name {} is reserved for the HTTP admin listener",
+                endpoint.0
+            )));
+        }
         if out.iter().any(|(n, _, _)| *n == endpoint.0) {
             return Err(invalid(format!(
                 "{key} names listener {} twice",

@@ -848,13 +848,14 @@ impl Broker {
         self.recovery.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Every client listener, as registered (what other brokers' Metadata answers name).
+    /// Every client listener, as registered (what other brokers' Metadata answers name),
+    /// and the HTTP admin listener when there is one.
     fn endpoints(&self) -> Vec<strata_cluster::Endpoint> {
         let listeners = self
             .config
             .resolved_listeners()
             .expect("validated listeners");
-        listeners
+        let mut endpoints: Vec<strata_cluster::Endpoint> = listeners
             .clients
             .iter()
             .map(|l| strata_cluster::Endpoint {
@@ -863,7 +864,16 @@ impl Broker {
                 port: l.advertised_port,
                 security_protocol: l.protocol.name().to_string(),
             })
-            .collect()
+            .collect();
+        if let Some((host, port)) = &self.config.http_advertised {
+            endpoints.push(strata_cluster::Endpoint {
+                listener: crate::config::HTTP_ENDPOINT.to_string(),
+                host: host.clone(),
+                port: i32::from(*port),
+                security_protocol: "HTTP".to_string(),
+            });
+        }
+        endpoints
     }
 
     /// Registers this broker process in the cluster metadata (a new broker epoch, with its

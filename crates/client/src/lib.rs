@@ -50,6 +50,8 @@ pub enum ClientError {
 /// (NOT_LEADER_OR_FOLLOWER, LEADER_NOT_AVAILABLE: e.g. still recovering after a restart).
 const UNAVAILABLE_RETRY_MAX: Duration = Duration::from_secs(30);
 const UNAVAILABLE_BACKOFF: Duration = Duration::from_millis(20);
+/// How long a request through the router retries UNKNOWN_TOPIC_OR_PARTITION.
+const UNKNOWN_TOPIC_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Retries of a request on a partition that is unavailable for now.
 #[derive(Default)]
@@ -61,22 +63,31 @@ impl UnavailableRetry {
     /// If `result` failed on an unavailable partition and the retry budget is not spent,
     /// waits a backoff and returns true (try again); else false (give `result` back).
     async fn again<T>(&mut self, result: &Result<T, ClientError>) -> bool {
-        self.again_if(result, ClientError::is_unavailable).await
+        let retriable = matches!(result, Err(e) if e.is_unavailable());
+        self.wait_if(retriable, UNAVAILABLE_RETRY_MAX).await
     }
 
-    async fn again_if<T>(
-        &mut self,
-        result: &Result<T, ClientError>,
-        retriable: fn(&ClientError) -> bool,
-    ) -> bool {
+    /// The router's retry: as [`UnavailableRetry::again`] for an answer saying the leader is
+    /// elsewhere or not settled (the router asks the metadata again before the next try),
+    /// and for a few seconds an unknown topic (one just created is unknown to the brokers
+    /// that have not applied it yet; it may also really not exist).
+    async fn again_routed<T>(&mut self, result: &Result<T, ClientError>) -> bool {
         match result {
-            Err(e) if retriable(e) && self.waited < UNAVAILABLE_RETRY_MAX => {
-                tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
-                self.waited += UNAVAILABLE_BACKOFF;
-                true
+            Err(e) if e.is_leader_moving() => self.wait_if(true, UNAVAILABLE_RETRY_MAX).await,
+            Err(ClientError::Kafka { code: 3, .. }) => {
+                self.wait_if(true, UNKNOWN_TOPIC_RETRY_MAX).await
             }
             _ => false,
         }
+    }
+
+    async fn wait_if(&mut self, retriable: bool, budget: Duration) -> bool {
+        if !retriable || self.waited >= budget {
+            return false;
+        }
+        tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
+        self.waited += UNAVAILABLE_BACKOFF;
+        true
     }
 }
 
@@ -1012,7 +1023,7 @@ impl Router {
                 Err(e) => Err(e),
             };
             let result = self.settle(topic, partition, result);
-            if !retry.again_if(&result, ClientError::is_leader_moving).await {
+            if !retry.again_routed(&result).await {
                 return result;
             }
         }
@@ -1036,7 +1047,7 @@ impl Router {
                 Err(e) => Err(e),
             };
             let result = self.settle(topic, partition, result);
-            if !retry.again_if(&result, ClientError::is_leader_moving).await {
+            if !retry.again_routed(&result).await {
                 return result;
             }
         }
@@ -1063,7 +1074,7 @@ impl Router {
                 Err(e) => Err(e),
             };
             let result = self.settle(topic, partition, result);
-            if !retry.again_if(&result, ClientError::is_leader_moving).await {
+            if !retry.again_routed(&result).await {
                 return result;
             }
         }
@@ -1089,13 +1100,31 @@ mod tests {
     }
 
     /// What a scripted broker answers: Metadata names no leader for `t`-0 until it has been
-    /// asked `leaderless_answers` times, then node 2; a Produce is refused with
-    /// NOT_LEADER_OR_FOLLOWER by node 1 and appended at offset 7 by node 2.
+    /// asked `leaderless_answers` times, then `leader`; node 1 refuses its first
+    /// `node1_refusals` produces with `node1_refusal` and then appends at offset 3; node 2
+    /// appends at offset 7.
     struct Script {
         leaderless_answers: usize,
+        leader: i32,
+        node1_refusals: usize,
+        node1_refusal: i16,
         metadata_asked: usize,
         produces: [usize; 2],
         endpoints: [u16; 2],
+    }
+
+    impl Script {
+        fn new(endpoints: [u16; 2]) -> Script {
+            Script {
+                leaderless_answers: 0,
+                leader: 2,
+                node1_refusals: usize::MAX,
+                node1_refusal: 6,
+                metadata_asked: 0,
+                produces: [0, 0],
+                endpoints,
+            }
+        }
     }
 
     async fn scripted_broker(
@@ -1140,7 +1169,7 @@ mod tests {
                             let mut s = script.lock().unwrap();
                             s.metadata_asked += 1;
                             let leader = if s.metadata_asked > s.leaderless_answers {
-                                2
+                                s.leader
                             } else {
                                 -1
                             };
@@ -1164,8 +1193,14 @@ mod tests {
                             strata_protocol::encode_response(id, f.api_key, f.version, &r)
                         }
                         strata_protocol::Request::Produce(_) => {
-                            script.lock().unwrap().produces[node as usize - 1] += 1;
-                            let (code, offset) = if node == 2 { (0, 7) } else { (6, -1) };
+                            let mut s = script.lock().unwrap();
+                            s.produces[node as usize - 1] += 1;
+                            let (code, offset) = match node {
+                                2 => (0, 7),
+                                _ if s.produces[0] <= s.node1_refusals => (s.node1_refusal, -1),
+                                _ => (0, 3),
+                            };
+                            drop(s);
                             let p = produce_response::PartitionProduceResponse::default()
                                 .with_index(0)
                                 .with_error_code(code)
@@ -1186,39 +1221,62 @@ mod tests {
         }
     }
 
+    /// Two scripted brokers and a router bootstrapped on the first.
+    async fn scripted_cluster(
+        script: impl FnOnce(&mut Script),
+    ) -> (Router, std::sync::Arc<std::sync::Mutex<Script>>) {
+        let listeners = [
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        ];
+        let endpoints = [0, 1].map(|i| listeners[i].local_addr().unwrap().port());
+        let mut s = Script::new(endpoints);
+        script(&mut s);
+        let script = std::sync::Arc::new(std::sync::Mutex::new(s));
+        for (i, l) in listeners.into_iter().enumerate() {
+            tokio::spawn(scripted_broker(l, i as i32 + 1, script.clone()));
+        }
+        let router = Router::connect(&format!("127.0.0.1:{}", endpoints[0]))
+            .await
+            .unwrap();
+        (router, script)
+    }
+
+    fn one_record() -> Bytes {
+        let mut b = strata_records::BatchBuilder::new(strata_records::Compression::None);
+        b.push(strata_records::Record {
+            key: None,
+            value: Some(Bytes::from_static(b"v")),
+            headers: Vec::new(),
+            timestamp_ms: 0,
+        });
+        b.build().unwrap()
+    }
+
+    /// A broker that has not applied a topic just created answers UNKNOWN_TOPIC_OR_PARTITION
+    /// for a moment: the router tries again (the SQL engine's first command on a fresh
+    /// cluster failed so).
+    #[tokio::test]
+    async fn a_topic_not_yet_known_to_its_leader_is_retried() {
+        let (mut router, script) = scripted_cluster(|s| {
+            s.leader = 1;
+            s.node1_refusals = 3;
+            s.node1_refusal = 3;
+        })
+        .await;
+        let offset = router.produce("t", 0, one_record(), -1).await;
+        assert_eq!(offset.expect("appended once the topic is known"), 3);
+        assert_eq!(script.lock().unwrap().produces, [4, 0]);
+    }
+
     /// A topic just created has no leader in the first metadata answers; a produce first
     /// lands on the bootstrap broker, which is not the leader. The router must ask the
     /// metadata again and reach the leader, not retry the wrong broker until it gives up
     /// (which kept a SQL statement waiting 30 s on a cluster).
     #[tokio::test]
     async fn a_produce_refused_by_a_broker_that_does_not_lead_is_routed_again() {
-        let listeners = [
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        ];
-        let endpoints = [0, 1].map(|i| listeners[i].local_addr().unwrap().port());
-        let script = std::sync::Arc::new(std::sync::Mutex::new(Script {
-            leaderless_answers: 2,
-            metadata_asked: 0,
-            produces: [0, 0],
-            endpoints,
-        }));
-        for (i, l) in listeners.into_iter().enumerate() {
-            tokio::spawn(scripted_broker(l, i as i32 + 1, script.clone()));
-        }
-        let mut router = Router::connect(&format!("127.0.0.1:{}", endpoints[0]))
-            .await
-            .unwrap();
-        let batch = {
-            let mut b = strata_records::BatchBuilder::new(strata_records::Compression::None);
-            b.push(strata_records::Record {
-                key: None,
-                value: Some(Bytes::from_static(b"v")),
-                headers: Vec::new(),
-                timestamp_ms: 0,
-            });
-            b.build().unwrap()
-        };
+        let (mut router, script) = scripted_cluster(|s| s.leaderless_answers = 2).await;
+        let batch = one_record();
         let offset =
             tokio::time::timeout(Duration::from_secs(20), router.produce("t", 0, batch, -1))
                 .await

@@ -227,6 +227,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             auth: http_auth,
         };
         let http = bind_http(http_listen).await?;
+        // Registered with the broker, so the other nodes' admin APIs can ask this one.
+        let mut config = config;
+        if let Some(bound) = http.as_ref().and_then(|l| l.local_addr().ok()) {
+            config.http_advertised = Some(http_advertised(&config, bound));
+        }
         let shutdown = async {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -333,6 +338,19 @@ fn basic_auth(
 /// Binds the HTTP admin listener (`--http-listen`): None when turned off, or when the
 /// default address is taken (a warning); an explicit address that cannot be bound stops the
 /// start.
+/// The HTTP listener's address as other nodes reach it: the bound one, or for a wildcard
+/// bind the host the node advertises to its peers.
+fn http_advertised(config: &BrokerConfig, bound: std::net::SocketAddr) -> (String, u16) {
+    let host = if bound.ip().is_unspecified() {
+        config.advertised_host_port().0
+    } else if bound.is_ipv6() {
+        format!("[{}]", bound.ip())
+    } else {
+        bound.ip().to_string()
+    };
+    (host, bound.port())
+}
+
 async fn bind_http(
     listen: Option<String>,
 ) -> Result<Option<tokio::net::TcpListener>, strata_broker::server::ServeError> {
