@@ -1127,12 +1127,13 @@ async fn transactions(admin: &Admin, who: &Caller) -> Response<Body> {
     use kafka_protocol::messages::ListTransactionsRequest;
     let mut router = or_respond!(router(admin).await);
     let listed = async {
-        let md = router.any().metadata(Some(vec![])).await?;
         let mut out = Vec::new();
-        for b in &md.brokers {
-            let addr = format!("{}:{}", b.host.as_str(), b.port);
-            let mut client = strata_client::Client::connect(&addr).await?;
-            let resp = client.send(ListTransactionsRequest::default(), 1).await?;
+        for (id, addr) in router.brokers().await? {
+            let resp = router
+                .connection(&addr)
+                .await?
+                .send(ListTransactionsRequest::default(), 1)
+                .await?;
             strata_client::check(resp.error_code, "ListTransactions", None)?;
             out.extend(
                 resp.transaction_states
@@ -1148,7 +1149,7 @@ async fn transactions(admin: &Admin, who: &Caller) -> Response<Body> {
                         json!({"transactional_id": t.transactional_id.as_str(),
                        "producer_id": t.producer_id.0,
                        "state": t.transaction_state.as_str(),
-                       "coordinator": b.node_id.0})
+                       "coordinator": id})
                     }),
             );
         }

@@ -97,17 +97,14 @@ pub fn classic_assignment(bytes: &bytes::Bytes) -> Vec<TopicPartitions> {
 
 /// Every broker's groups (each lists those it coordinates), sorted by id.
 pub async fn list_groups(router: &mut Router) -> Result<Vec<GroupListing>, ClientError> {
-    let md = router.any().metadata(Some(vec![])).await?;
     let mut groups = Vec::new();
-    for b in &md.brokers {
-        let addr = format!("{}:{}", b.host.as_str(), b.port);
-        let mut broker = Client::connect(&addr).await?;
-        let resp = broker.send(ListGroupsRequest::default(), 5).await?;
-        check(
-            resp.error_code,
-            format!("ListGroups on broker {}", b.node_id.0),
-            None,
-        )?;
+    for (id, addr) in router.brokers().await? {
+        let resp = router
+            .connection(&addr)
+            .await?
+            .send(ListGroupsRequest::default(), 5)
+            .await?;
+        check(resp.error_code, format!("ListGroups on broker {id}"), None)?;
         groups.extend(resp.groups.into_iter().map(|g| GroupListing {
             group_id: g.group_id.to_string(),
             group_type: g.group_type.to_string(),

@@ -882,6 +882,27 @@ impl Router {
         &mut self.bootstrap
     }
 
+    /// Every broker the cluster's metadata lists, by id and endpoint: for requests each
+    /// broker answers for what it holds itself (ListGroups, ListTransactions). Reach one with
+    /// [`Router::connection`].
+    pub async fn brokers(&mut self) -> Result<Vec<(i32, String)>, ClientError> {
+        let md = self.bootstrap.metadata(Some(vec![])).await?;
+        Ok(md
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
+            .collect())
+    }
+
+    /// The connection to the broker at `addr` (made on first use, then kept).
+    pub async fn connection(&mut self, addr: &str) -> Result<&mut Client, ClientError> {
+        if !self.brokers.contains_key(addr) {
+            let client = Client::connect(addr).await?;
+            self.brokers.insert(addr.to_string(), client);
+        }
+        Ok(self.brokers.get_mut(addr).expect("inserted above"))
+    }
+
     /// The connection to `topic`-`partition`'s leader (metadata asked when not known; the
     /// bootstrap broker itself when it leads or no leader is known yet).
     pub async fn leader(

@@ -142,9 +142,8 @@ async fn local_size(
     topic: &str,
     partition: i32,
 ) -> Option<u64> {
-    if !brokers.contains_key(&broker) {
-        let client = Client::connect(endpoints.get(&broker)?).await.ok()?;
-        brokers.insert(broker, client);
+    if let std::collections::hash_map::Entry::Vacant(e) = brokers.entry(broker) {
+        e.insert(Client::connect(endpoints.get(&broker)?).await.ok()?);
     }
     let dirs = brokers
         .get_mut(&broker)?

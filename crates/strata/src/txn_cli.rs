@@ -101,12 +101,10 @@ pub fn run_txn(cmd: TxnCommand) -> anyhow::Result<()> {
         match cmd {
             TxnCommand::List { open, output, conn } => {
                 // Each broker lists and describes the transactions it coordinates.
-                let mut bootstrap = Client::connect(&conn.bootstrap).await?;
-                let md = bootstrap.metadata(Some(vec![])).await?;
+                let mut router = Router::connect(&conn.bootstrap).await?;
                 let mut described = Vec::new();
-                for b in &md.brokers {
-                    let addr = format!("{}:{}", b.host.as_str(), b.port);
-                    let mut client = Client::connect(&addr).await?;
+                for (_, addr) in router.brokers().await? {
+                    let client = router.connection(&addr).await?;
                     let mut req = ListTransactionsRequest::default();
                     if open {
                         req.state_filters = OPEN_STATES
@@ -122,7 +120,7 @@ pub fn run_txn(cmd: TxnCommand) -> anyhow::Result<()> {
                         .map(|t| t.transactional_id.to_string())
                         .collect();
                     if !ids.is_empty() {
-                        described.extend(describe(&mut client, ids).await?);
+                        described.extend(describe(client, ids).await?);
                     }
                 }
                 described
