@@ -7,6 +7,7 @@ import { Topics, TopicDetail } from "./topics.jsx";
 import { Groups, GroupDetail } from "./groups.jsx";
 import { Sql } from "./sql.jsx";
 import { Security } from "./security.jsx";
+import { BrokerDetail } from "./brokers.jsx";
 import "./app.css";
 
 function useRoute() {
@@ -39,6 +40,8 @@ function Page({ route }) {
       return <Sql />;
     case "security":
       return <Security />;
+    case "brokers":
+      return id ? <BrokerDetail id={id} key={id} /> : <Overview />;
     case "":
     case undefined:
       return <Overview />;

@@ -88,7 +88,7 @@ export function Overview() {
         testid="brokers"
         rowKey={(b) => b.node_id}
         columns={[
-          { key: "node_id", label: "Node", numeric: true },
+          { key: "node_id", label: "Node", numeric: true, render: (b) => <a href={`#/brokers/${b.node_id}`}>{b.node_id}</a> },
           { key: "host", label: "Host", render: (b) => (b.host ? `${b.host}:${b.port}` : "this node (standalone)") },
           { key: "rack", label: "Rack" },
           {

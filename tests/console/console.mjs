@@ -66,6 +66,24 @@ try {
   await page.waitForFunction(() => document.querySelector('[data-testid="throughput-chart"] polyline') !== null, null, {
     timeout: 15_000,
   });
+  step = "a broker's configs are shown and one is changed at runtime";
+  await page.getByTestId("brokers").getByRole("link", { name: "1", exact: true }).click();
+  await page.getByRole("heading", { name: "Broker 1" }).waitFor();
+  await page.getByLabel("Filter configs").fill("log.retention.ms");
+  const retention = page.getByTestId("broker-configs").getByRole("row").filter({ hasText: "log.retention.ms" }).first();
+  await retention.waitFor();
+  await page.getByText("Change a config at runtime").click();
+  const configForm = page.getByRole("form", { name: "Change a broker config" });
+  await configForm.getByLabel("Config").selectOption("log.retention.ms");
+  await configForm.getByLabel("Value").fill("5400000");
+  await configForm.getByRole("button", { name: "Set", exact: true }).click();
+  await retention.filter({ hasText: "5400000" }).filter({ hasText: "this broker, set at runtime" }).waitFor();
+  await shot("broker");
+  await configForm.getByRole("button", { name: "Remove the value set" }).click();
+  await page.getByTestId("broker-configs").getByRole("row").filter({ hasText: "5400000" }).waitFor({ state: "detached" });
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Overview", exact: true }).click();
+  await page.getByRole("heading", { name: "Overview" }).waitFor();
+
   // Every node's numbers are in (on a cluster, the peers' summaries over HTTP).
   const stats = await api("GET", "/v1/stats?scope=cluster");
   expect(stats.nodes.length === Number(env.BROKERS || 1) && stats.missing.length === 0, `stats: ${JSON.stringify(stats)}`);

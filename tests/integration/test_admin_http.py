@@ -291,6 +291,10 @@ def test_the_api_answers_on_every_node_of_a_cluster(tmp_path):
         after = requests.get(f"{urls[1]}/v1/stats?scope=cluster", timeout=30).json()
         assert after["totals"]["messages_in"] - before["totals"]["messages_in"] == 30, (before, after)
         assert all(b["http"] for b in requests.get(f"{urls[2]}/v1/cluster", timeout=10).json()["brokers"])
+        # A broker's configs are asked of that broker, from any node.
+        other = requests.get(f"{urls[0]}/v1/brokers/3/configs", timeout=30)
+        assert other.status_code == 200 and any(c["name"] == "node.id" or c["name"] == "log.dirs"
+                                                or c["name"] == "log.retention.ms" for c in other.json()["configs"]), other.text
         assert requests.get(f"{urls[0]}/v1/stats?scope=nope", timeout=10).status_code == 400
         leaders = 0
         controllers = 0
@@ -607,5 +611,44 @@ def test_the_sql_passthrough_is_for_admins_while_the_engine_does_not_check_users
             and "User:alice" in r.json()["message"], r.text
         r = requests.post(url + "/v1/sql/ksql", json=statement, auth=creds["admin"], timeout=30)
         assert r.status_code == 200 and r.json()[0]["@type"] == "streams", r.text
+    finally:
+        b.stop()
+
+
+def test_broker_configs_are_read_and_changed_as_kafka_admins_see_them(tmp_path):
+    """GET/PATCH /v1/brokers/{id}/configs: every config with its source, dynamic ones changed
+    (per broker, or `default` for every broker), and what confluent-kafka's describe_configs
+    sees agrees."""
+    from confluent_kafka.admin import ConfigResource, ResourceType
+    b = http_broker(tmp_path)
+    try:
+        configs = requests.get(f"{b.http}/v1/brokers/1/configs", timeout=30).json()["configs"]
+        by_name = {c["name"]: c for c in configs}
+        assert by_name["log.retention.ms"]["read_only"] is False, by_name["log.retention.ms"]
+        assert by_name["log.retention.ms"]["source"] in ("DEFAULT_CONFIG", "STATIC_BROKER_CONFIG")
+        # The cluster-wide default, then this broker's own value over it.
+        r = requests.patch(f"{b.http}/v1/brokers/default/configs", json={"configs": {"log.retention.ms": "7200000"}},
+                           timeout=30)
+        assert r.status_code == 200, r.text
+        r = requests.patch(f"{b.http}/v1/brokers/1/configs", json={"configs": {"log.retention.ms": "3600000"}},
+                           timeout=30)
+        assert r.status_code == 200, r.text
+        mine = next(c for c in r.json()["configs"] if c["name"] == "log.retention.ms")
+        assert (mine["value"], mine["source"]) == ("3600000", "DYNAMIC_BROKER_CONFIG"), mine
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        seen = admin.describe_configs([ConfigResource(ResourceType.BROKER, "1")])
+        entry = list(seen.values())[0].result(10)["log.retention.ms"]
+        assert entry.value == "3600000", entry
+        # Removing this broker's value leaves the default's.
+        r = requests.patch(f"{b.http}/v1/brokers/1/configs", json={"configs": {"log.retention.ms": None}}, timeout=30)
+        mine = next(c for c in r.json()["configs"] if c["name"] == "log.retention.ms")
+        assert (mine["value"], mine["source"]) == ("7200000", "DYNAMIC_DEFAULT_BROKER_CONFIG"), mine
+        # Refusals: a config that cannot change at runtime, a bad value, an unknown broker.
+        r = requests.patch(f"{b.http}/v1/brokers/1/configs", json={"configs": {"log.retention.ms": "soon"}},
+                           timeout=30)
+        assert r.status_code == 400, r.text
+        assert requests.get(f"{b.http}/v1/brokers/9/configs", timeout=30).status_code == 404
+        assert requests.get(f"{b.http}/v1/brokers/x/configs", timeout=30).status_code == 400
+        assert requests.patch(f"{b.http}/v1/brokers/1/configs", json={"configs": {}}, timeout=30).status_code == 400
     finally:
         b.stop()

@@ -31,6 +31,7 @@ macro_rules! or_respond {
     };
 }
 
+mod brokers;
 mod console;
 mod peers;
 mod records;
@@ -293,6 +294,23 @@ async fn handle(
                 "the only query stats takes is scope=cluster",
             ),
         },
+        // As DescribeConfigs / IncrementalAlterConfigs of a BROKER resource.
+        (&Method::GET, ["v1", "brokers", id, "configs"]) => {
+            match who.require(
+                Operation::DescribeConfigs,
+                ResourceType::Cluster,
+                CLUSTER_NAME,
+            ) {
+                Some(denied) => denied,
+                None => brokers::describe(or_respond!(router(admin).await), id).await,
+            }
+        }
+        (&Method::PATCH, ["v1", "brokers", id, "configs"]) => {
+            match who.require(Operation::AlterConfigs, ResourceType::Cluster, CLUSTER_NAME) {
+                Some(denied) => denied,
+                None => brokers::alter(or_respond!(router(admin).await), id, req).await,
+            }
+        }
         (&Method::GET, ["v1", "topics"]) => json_response(StatusCode::OK, &topics(broker, who)),
         (&Method::POST, ["v1", "topics"]) => create_topic(broker, who, req).await,
         (&Method::GET, ["v1", "topics", name]) => {
@@ -435,6 +453,7 @@ async fn handle(
         (_, ["v1", "topics", _, "records"]) => not_allowed(&method, &path, "GET, POST"),
         (_, ["v1", "groups", _]) => not_allowed(&method, &path, "GET"),
         (_, ["v1", "acls"]) => not_allowed(&method, &path, "GET, POST, DELETE"),
+        (_, ["v1", "brokers", _, "configs"]) => not_allowed(&method, &path, "GET, PATCH"),
         (_, ["v1", "users", _]) => not_allowed(&method, &path, "PUT, DELETE"),
         (_, ["v1", "quotas"]) => not_allowed(&method, &path, "GET, PUT"),
         (_, ["v1", "sql", "info"]) => not_allowed(&method, &path, "GET"),
@@ -964,7 +983,7 @@ pub(crate) fn kafka_status(code: i16) -> StatusCode {
 }
 
 /// A Kafka error as an HTTP answer.
-fn client_error(e: &ClientError) -> Response<Body> {
+pub(crate) fn client_error(e: &ClientError) -> Response<Body> {
     let status = match e {
         ClientError::Kafka { code, .. } => kafka_status(*code),
         _ => StatusCode::SERVICE_UNAVAILABLE,
