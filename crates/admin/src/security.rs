@@ -367,6 +367,21 @@ pub(crate) async fn put_user(
             .with_salt(salt.into())
             .with_salted_password(salted.into()),
     ]);
+    alter_scram(
+        broker,
+        request,
+        json!({"name": name, "mechanism": mechanism.name(), "iterations": iterations}),
+    )
+    .await
+}
+
+/// Runs AlterUserScramCredentials (one user's changes): `done` when it took them, else the
+/// broker's refusal.
+async fn alter_scram(
+    broker: &Arc<Broker>,
+    request: AlterUserScramCredentialsRequest,
+    done: Value,
+) -> Response<Body> {
     let response = or_respond!(
         blocking(broker, move |b| direct::alter_user_scram_credentials(
             b, request
@@ -375,10 +390,7 @@ pub(crate) async fn put_user(
     );
     match response.results.first() {
         Some(r) if r.error_code != 0 => refused(r.error_code, r.error_message.as_ref()),
-        _ => json_response(
-            StatusCode::OK,
-            &json!({"name": name, "mechanism": mechanism.name(), "iterations": iterations}),
-        ),
+        _ => json_response(StatusCode::OK, &done),
     }
 }
 
@@ -423,19 +435,8 @@ pub(crate) async fn delete_user(broker: &Arc<Broker>, name: &str, query: &str) -
             })
             .collect(),
     );
-    let response = or_respond!(
-        blocking(broker, move |b| direct::alter_user_scram_credentials(
-            b, request
-        ))
-        .await
-    );
-    match response.results.first() {
-        Some(r) if r.error_code != 0 => refused(r.error_code, r.error_message.as_ref()),
-        _ => json_response(
-            StatusCode::OK,
-            &json!({"name": name, "deleted": mechanisms.iter().map(|m| m.name()).collect::<Vec<_>>()}),
-        ),
-    }
+    let deleted: Vec<&str> = mechanisms.iter().map(|m| m.name()).collect();
+    alter_scram(broker, request, json!({"name": name, "deleted": deleted})).await
 }
 
 /// Client quotas in the metadata: each entity (user / client-id, a null name being the

@@ -856,6 +856,28 @@ fn murmur2(data: &[u8]) -> u32 {
     h
 }
 
+/// Sends a request to `topic`-`partition`'s leader through a [`Router`]. An answer saying the
+/// leader is elsewhere or not settled (or, for a few seconds, that the topic is unknown) is
+/// retried: each try asks the metadata afresh, so a partition whose leader was unknown a
+/// moment ago (a topic just created) is reached once it has one. (A macro rather than a
+/// method taking a closure: the futures of an async closure over `&mut Client` would not be
+/// `Send` for the tasks that spawn them.)
+macro_rules! at_leader {
+    ($router:expr, $topic:expr, $partition:expr, |$leader:ident| $request:expr) => {{
+        let mut retry = UnavailableRetry::default();
+        loop {
+            let result = match $router.leader($topic, $partition).await {
+                Ok($leader) => $request.await,
+                Err(e) => Err(e),
+            };
+            let result = $router.settle($topic, $partition, result);
+            if !retry.again_routed(&result).await {
+                break result;
+            }
+        }
+    }};
+}
+
 /// Requests for one partition go to its leader: a connection per broker, the leaders learnt
 /// from Metadata (through the bootstrap connection) and forgotten when a request fails, so a
 /// cluster's partitions are reached wherever they are led. An answer saying the leader is
@@ -1033,21 +1055,12 @@ impl Router {
         timestamp: i64,
         read_committed: bool,
     ) -> Result<i64, ClientError> {
-        let mut retry = UnavailableRetry::default();
-        loop {
-            let result = match self.leader(topic, partition).await {
-                Ok(leader) => {
-                    leader
-                        .list_offset_once(topic, partition, timestamp, read_committed)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
-            let result = self.settle(topic, partition, result);
-            if !retry.again_routed(&result).await {
-                return result;
-            }
-        }
+        at_leader!(self, topic, partition, |leader| leader.list_offset_once(
+            topic,
+            partition,
+            timestamp,
+            read_committed
+        ))
     }
 
     pub async fn fetch(
@@ -1057,21 +1070,12 @@ impl Router {
         offset: i64,
         max_wait_ms: i32,
     ) -> Result<(Bytes, i64), ClientError> {
-        let mut retry = UnavailableRetry::default();
-        loop {
-            let result = match self.leader(topic, partition).await {
-                Ok(leader) => {
-                    leader
-                        .fetch_once(topic, partition, offset, max_wait_ms)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
-            let result = self.settle(topic, partition, result);
-            if !retry.again_routed(&result).await {
-                return result;
-            }
-        }
+        at_leader!(self, topic, partition, |leader| leader.fetch_once(
+            topic,
+            partition,
+            offset,
+            max_wait_ms
+        ))
     }
 
     pub async fn produce(
@@ -1081,24 +1085,13 @@ impl Router {
         records: Bytes,
         acks: i16,
     ) -> Result<i64, ClientError> {
-        // Retried only on answers that say nothing was appended (the leader is elsewhere
-        // or not yet settled); each try asks the metadata afresh, so a partition whose
-        // leader was unknown a moment ago (a topic just created) is reached once it has one.
-        let mut retry = UnavailableRetry::default();
-        loop {
-            let result = match self.leader(topic, partition).await {
-                Ok(leader) => {
-                    leader
-                        .produce_once(topic, partition, records.clone(), acks)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
-            let result = self.settle(topic, partition, result);
-            if !retry.again_routed(&result).await {
-                return result;
-            }
-        }
+        // Retried only on answers that say nothing was appended (see `at_leader!`).
+        at_leader!(self, topic, partition, |leader| leader.produce_once(
+            topic,
+            partition,
+            records.clone(),
+            acks
+        ))
     }
 }
 
