@@ -21,9 +21,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 USERS = {"admin": "admin-secret", "alice": "alice-secret", "bob": "bob-secret"}
 
 
-@pytest.fixture(scope="module")
-def abroker(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("acl")
+def start_acl_broker(tmp, extra_config="", extra_args=()):
+    """A broker with an authorizer and USERS as SCRAM-SHA-256 users (admin a super user, as
+    is User:ANONYMOUS on its PLAINTEXT listener) on a SASL_PLAINTEXT listener at
+    `b.sasl_port`."""
     data = tmp / "data"
     args = [STRATA_BIN, "format", "--data-dir", str(data)]
     for user, pw in USERS.items():
@@ -35,9 +36,15 @@ listeners = "PLAINTEXT://127.0.0.1:{plain},SASL_PLAINTEXT://127.0.0.1:{sasl}"
 "authorizer.class.name" = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 "super.users" = "User:ANONYMOUS;User:admin"
 group_initial_rebalance_delay_ms = 0
-"""
-    b = Broker(data, port=plain, config_text=config).start()
+""" + extra_config
+    b = Broker(data, port=plain, config_text=config, extra_args=list(extra_args)).start()
     b.sasl_port = sasl
+    return b
+
+
+@pytest.fixture(scope="module")
+def abroker(tmp_path_factory):
+    b = start_acl_broker(tmp_path_factory.mktemp("acl"))
     yield b
     b.stop()
     assert "panicked" not in b.log_text()

@@ -413,25 +413,11 @@ def basic_auth_broker(tmp_path, extra_args=()):
     """A broker with an authorizer, SCRAM users (test_acl's USERS; admin is a super user) on a
     SASL listener, and its HTTP API behind `--http-auth basic`: (broker, url, credentials by
     user)."""
-    import subprocess
-    from test_acl import USERS
-    from conftest import STRATA_BIN
+    from test_acl import USERS, start_acl_broker
 
-    data = tmp_path / "data"
-    args = [STRATA_BIN, "format", "--data-dir", str(data)]
-    for user, pw in USERS.items():
-        args += ["--add-scram", f"SCRAM-SHA-256=[name={user},password={pw}]"]
-    subprocess.run(args, check=True, capture_output=True)
-    plain, sasl, http = free_port(), free_port(), free_port()
-    config = f"""
-listeners = "PLAINTEXT://127.0.0.1:{plain},SASL_PLAINTEXT://127.0.0.1:{sasl}"
-"authorizer.class.name" = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
-"super.users" = "User:ANONYMOUS;User:admin"
-"sasl.enabled.mechanisms" = "SCRAM-SHA-256"
-"""
-    b = Broker(data, port=plain, config_text=config,
-               extra_args=["--http-listen", f"127.0.0.1:{http}", "--http-auth", "basic", *extra_args]).start()
-    b.sasl_port = sasl
+    http = free_port()
+    b = start_acl_broker(tmp_path, extra_config='"sasl.enabled.mechanisms" = "SCRAM-SHA-256"\n',
+                         extra_args=["--http-listen", f"127.0.0.1:{http}", "--http-auth", "basic", *extra_args])
     return b, f"http://127.0.0.1:{http}", {u: (u, pw) for u, pw in USERS.items()}
 
 
