@@ -12,11 +12,16 @@
 //   SCREENSHOTS      where each main page's screenshot goes (a test artifact)
 //   CHROMIUM         the browser (default /usr/bin/chromium)
 //
-// Exits 0 when every step saw what it expected; else prints the step and exits 1 (with a
-// screenshot of the page as it was).
+// Exits 0 when every step saw what it expected and every page screenshot passed axe-core's
+// WCAG 2.1 AA rules (serious and critical findings); else prints the step and exits 1 (with
+// a screenshot of the page as it was).
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
+import { createRequire } from "node:module";
 import { join } from "node:path";
+
+// axe-core (Deque's accessibility rules, from npm) checks every page the run screenshots.
+const axeScript = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
 
 const env = process.env;
 const base = env.CONSOLE_URL.replace(/\/$/, "");
@@ -34,8 +39,21 @@ page.on("pageerror", (e) => consoleErrors.push(String(e)));
 page.setDefaultTimeout(30_000);
 
 let step = "start";
+const a11y = [];
 async function shot(name) {
   await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+  await audit(name);
+}
+// WCAG 2.1 A and AA violations that axe rates serious or critical, by page.
+async function audit(name) {
+  if (!(await page.evaluate(() => "axe" in window))) await page.addScriptTag({ path: axeScript });
+  const found = await page.evaluate(() =>
+    window.axe.run(document, { runOnly: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"], resultTypes: ["violations"] }),
+  );
+  for (const v of found.violations.filter((v) => v.impact === "serious" || v.impact === "critical")) {
+    const where = v.nodes.slice(0, 3).map((n) => n.target.join(" ")).join(", ");
+    a11y.push(`${name}: ${v.id} (${v.impact}): ${v.help} at ${where}`);
+  }
 }
 function expect(cond, what) {
   if (!cond) throw new Error(what);
@@ -235,6 +253,8 @@ try {
   await page.getByTestId("users").getByRole("row").filter({ hasText: user }).waitFor({ state: "detached" });
 
   expect(consoleErrors.length === 0, `errors in the page: ${consoleErrors.join("; ")}`);
+  step = "every page passes axe's WCAG 2.1 AA checks";
+  expect(a11y.length === 0, `accessibility:\n${a11y.join("\n")}`);
   console.log(`console: every step passed (${shots})`);
   await browser.close();
 } catch (e) {
