@@ -6,6 +6,7 @@ The broker has a PLAINTEXT listener on loopback for local administration (User:A
 a super user there, a common Kafka setup) and a SASL_PLAINTEXT listener for alice and bob."""
 
 import json
+import os
 import pathlib
 import subprocess
 import time
@@ -438,3 +439,35 @@ listeners = "PLAINTEXT://127.0.0.1:{plain},SASL_PLAINTEXT://127.0.0.1:{sasl}"
     finally:
         b.stop()
     assert "panicked" not in b.log_text()
+
+
+def test_cli_manages_scram_users_that_librdkafka_then_logs_in_as(abroker):
+    """`strata user set|list|remove`: a user made with the CLI (password from the
+    environment, salted by the CLI) logs in with librdkafka; removed, it no longer can."""
+    b = abroker
+    bs = ["--bootstrap", b.bootstrap]
+
+    def strata(*args, env=None):
+        return subprocess.run([STRATA_BIN, "user", *args, *bs], capture_output=True, text=True, timeout=30,
+                              env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+
+    r = strata("set", "carol", env={"STRATA_USER_PASSWORD": "carol-secret"})
+    assert r.returncode == 0 and "SCRAM-SHA-256 credentials set" in r.stdout, r.stdout + r.stderr
+    listed = json.loads(strata("list", "--output", "json").stdout)
+    assert {"name": "carol", "credentials": [{"mechanism": "SCRAM-SHA-256", "iterations": 4096}]} in listed, listed
+    assert "carol\tSCRAM-SHA-256(iterations=4096)" in strata("list").stdout
+    login = {"bootstrap.servers": f"127.0.0.1:{b.sasl_port}", "security.protocol": "SASL_PLAINTEXT",
+             "sasl.mechanism": "SCRAM-SHA-256", "sasl.username": "carol", "sasl.password": "carol-secret"}
+    carol = AdminClient(login)
+    carol.list_topics(timeout=10)
+    # No password, or a bad mechanism: refused before anything is sent.
+    r = strata("set", "dave")
+    assert r.returncode == 1 and "no password" in r.stderr, r.stderr
+    r = strata("set", "dave", "--mechanism", "SCRAM-SHA-1", env={"STRATA_USER_PASSWORD": "x"})
+    assert r.returncode == 1 and "unknown mechanism" in r.stderr, r.stderr
+    r = strata("remove", "carol")
+    assert r.returncode == 0 and "removed SCRAM-SHA-256" in r.stdout, r.stdout + r.stderr
+    with pytest.raises(KafkaException):
+        AdminClient({**login, "log_level": 0}).list_topics(timeout=5)
+    r = strata("remove", "carol")
+    assert r.returncode == 1 and "no SCRAM user 'carol'" in r.stderr, r.stderr

@@ -12,6 +12,7 @@ mod quota_cli;
 mod serve;
 mod sql_cli;
 mod txn_cli;
+mod user_cli;
 
 use clap::{Parser, Subcommand};
 
@@ -57,6 +58,9 @@ enum Command {
     /// Client quotas: set, remove and list (byte rates per user / client id, KIP-13/55).
     #[command(subcommand)]
     Quota(quota_cli::QuotaCommand),
+    /// SCRAM users: list, set a password, remove (KIP-554).
+    #[command(subcommand)]
+    User(user_cli::UserCommand),
     /// Produce lines from stdin to a topic.
     Produce(cli::ProduceArgs),
     /// Consume records from a topic and print them.
@@ -114,6 +118,7 @@ fn main() {
         Command::Partition(c) => partition_cli::run_partition(c),
         Command::Acl(c) => acl_cli::run_acl(c),
         Command::Quota(c) => quota_cli::run_quota(c),
+        Command::User(c) => user_cli::run_user(c),
         Command::Produce(a) => cli::run_produce(a),
         Command::Consume(a) => cli::run_consume(a),
         Command::Sql(a) => sql_cli::run_sql(a),
