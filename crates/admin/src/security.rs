@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use hyper::{Request, Response, StatusCode};
 use kafka_protocol::messages::{
-    alter_client_quotas_request, alter_user_scram_credentials_request, create_acls_request,
-    delete_acls_request, AlterClientQuotasRequest, AlterUserScramCredentialsRequest,
-    CreateAclsRequest, DeleteAclsRequest,
+    alter_client_quotas_request, create_acls_request, delete_acls_request,
+    AlterClientQuotasRequest, AlterUserScramCredentialsRequest, CreateAclsRequest,
+    DeleteAclsRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use serde::Deserialize;
@@ -358,15 +358,7 @@ pub(crate) async fn put_user(
         return error(StatusCode::BAD_REQUEST, "the password is empty");
     }
     // Salted here, as Kafka's admin client does: only the salted password travels on.
-    let (salt, salted) = strata_security::salt_password(mechanism, &body.password, iterations);
-    let request = AlterUserScramCredentialsRequest::default().with_upsertions(vec![
-        alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
-            .with_name(s(name))
-            .with_mechanism(mechanism.code())
-            .with_iterations(iterations as i32)
-            .with_salt(salt.into())
-            .with_salted_password(salted.into()),
-    ]);
+    let request = strata_client::users::set_password(name, mechanism, &body.password, iterations);
     alter_scram(
         broker,
         request,
@@ -425,16 +417,7 @@ pub(crate) async fn delete_user(broker: &Arc<Broker>, name: &str, query: &str) -
                 .collect()
         }
     };
-    let request = AlterUserScramCredentialsRequest::default().with_deletions(
-        mechanisms
-            .iter()
-            .map(|m| {
-                alter_user_scram_credentials_request::ScramCredentialDeletion::default()
-                    .with_name(s(name))
-                    .with_mechanism(m.code())
-            })
-            .collect(),
-    );
+    let request = strata_client::users::remove(name, &mechanisms);
     let deleted: Vec<&str> = mechanisms.iter().map(|m| m.name()).collect();
     alter_scram(broker, request, json!({"name": name, "deleted": deleted})).await
 }

@@ -6,7 +6,6 @@
 use anyhow::bail;
 use clap::Subcommand;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
 use strata_client::{check, Client};
 use strata_security::{ScramMechanism, SCRAM_ITERATIONS_MAX, SCRAM_ITERATIONS_MIN};
 
@@ -42,10 +41,6 @@ pub enum UserCommand {
         #[command(flatten)]
         conn: Conn,
     },
-}
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
 }
 
 fn mechanism(name: &str) -> anyhow::Result<ScramMechanism> {
@@ -154,15 +149,7 @@ pub fn run_user(cmd: UserCommand) -> anyhow::Result<()> {
                 if password.is_empty() {
                     bail!("no password: set STRATA_USER_PASSWORD or give it on stdin");
                 }
-                let (salt, salted) = strata_security::salt_password(m, &password, iterations);
-                let request = AlterUserScramCredentialsRequest::default().with_upsertions(vec![
-                    alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
-                        .with_name(s(&name))
-                        .with_mechanism(m.code())
-                        .with_iterations(iterations as i32)
-                        .with_salt(salt.into())
-                        .with_salted_password(salted.into()),
-                ]);
+                let request = strata_client::users::set_password(&name, m, &password, iterations);
                 let mut client = Client::connect(&conn.bootstrap).await?;
                 alter(&mut client, request).await?;
                 println!("user {name}: {} credentials set", m.name());
@@ -186,16 +173,7 @@ pub fn run_user(cmd: UserCommand) -> anyhow::Result<()> {
                             .collect()
                     }
                 };
-                let request = AlterUserScramCredentialsRequest::default().with_deletions(
-                    mechanisms
-                        .iter()
-                        .map(|m| {
-                            alter_user_scram_credentials_request::ScramCredentialDeletion::default()
-                                .with_name(s(&name))
-                                .with_mechanism(m.code())
-                        })
-                        .collect(),
-                );
+                let request = strata_client::users::remove(&name, &mechanisms);
                 alter(&mut client, request).await?;
                 println!(
                     "user {name}: removed {}",
