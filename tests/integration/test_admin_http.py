@@ -309,20 +309,45 @@ def test_the_api_answers_on_every_node_of_a_cluster(tmp_path):
         assert controllers == 1, controllers
         assert leaders >= 3, leaders
 
+        # Moving replicas and leaders: partition 0 down to two replicas, led by its second.
+        before = requests.get(f"{urls[0]}/v1/topics/spread", timeout=30).json()["partitions"][0]["replicas"]
+        target = [before[1], before[0]]
+        r = requests.put(f"{urls[1]}/v1/topics/spread/partitions/0/replicas", json={"replicas": target}, timeout=60)
+        assert r.status_code == 202, r.text
+        deadline = time.time() + 60
+        while requests.get(f"{urls[2]}/v1/topics/spread", timeout=30).json()["partitions"][0]["replicas"] != target:
+            assert time.time() < deadline, "the reassignment did not finish"
+            time.sleep(0.5)
+        assert requests.get(f"{urls[0]}/v1/reassignments", timeout=30).json() == []
+        r = requests.post(f"{urls[0]}/v1/elections", json={"topic": "spread", "partitions": [0]}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json()["elected"] + r.json()["not_needed"] == ["spread-0"], r.text
+        deadline = time.time() + 30
+        while requests.get(f"{urls[0]}/v1/topics/spread", timeout=30).json()["partitions"][0]["leader"] != target[0]:
+            assert time.time() < deadline, "the preferred replica did not take the lead"
+            time.sleep(0.5)
+        # Refusals: an unknown broker, nothing to cancel, a bad election type.
+        r = requests.put(f"{urls[0]}/v1/topics/spread/partitions/1/replicas", json={"replicas": [9]}, timeout=60)
+        assert r.status_code == 400, r.text
+        r = requests.delete(f"{urls[0]}/v1/topics/spread/partitions/1/reassignment", timeout=60)
+        assert r.status_code == 404, r.text
+        assert requests.post(f"{urls[0]}/v1/elections", json={"type": "unclean"}, timeout=30).status_code == 400
         # A follower dies: the leaders shrink their ISRs, and the metrics say so.
-        def total(name):
+        def total(name, among=(0, 1, 2)):
             out = 0
-            for u, b in zip(urls, nodes):
-                if not b.alive():
+            for i, (u, b) in enumerate(zip(urls, nodes)):
+                if i not in among or not b.alive():
                     continue
                 for family in text_string_to_metric_families(requests.get(f"{u}/metrics", timeout=10).text):
                     for s in family.samples:
                         if s.name == name:
                             out += s.value
             return out
+        # (The move above shrank an ISR already: count the survivors' shrinks from here.)
+        shrinks = total("kafka_server_replicamanager_isrshrinks_total", among=(0, 1))
         nodes[2].kill9()
         deadline = time.time() + 30
-        while total("kafka_server_replicamanager_isrshrinks_total") < 1:
+        while total("kafka_server_replicamanager_isrshrinks_total") < shrinks + 1:
             assert time.time() < deadline, "no ISR shrink counted"
             time.sleep(0.5)
         assert total("kafka_server_replicamanager_underreplicatedpartitions") >= 1

@@ -33,6 +33,7 @@ macro_rules! or_respond {
 
 mod brokers;
 mod console;
+mod moves;
 mod peers;
 mod records;
 mod security;
@@ -311,6 +312,31 @@ async fn handle(
                 None => brokers::alter(or_respond!(router(admin).await), id, req).await,
             }
         }
+        // As AlterPartitionReassignments / ListPartitionReassignments / ElectLeaders.
+        (&Method::GET, ["v1", "reassignments"]) => {
+            match who.require(Operation::Describe, ResourceType::Cluster, CLUSTER_NAME) {
+                Some(denied) => denied,
+                None => moves::list(or_respond!(router(admin).await)).await,
+            }
+        }
+        (&Method::PUT, ["v1", "topics", name, "partitions", p, "replicas"]) => {
+            match who.require(Operation::Alter, ResourceType::Cluster, CLUSTER_NAME) {
+                Some(denied) => denied,
+                None => moves::reassign(or_respond!(router(admin).await), name, p, req).await,
+            }
+        }
+        (&Method::DELETE, ["v1", "topics", name, "partitions", p, "reassignment"]) => {
+            match who.require(Operation::Alter, ResourceType::Cluster, CLUSTER_NAME) {
+                Some(denied) => denied,
+                None => moves::cancel(or_respond!(router(admin).await), name, p).await,
+            }
+        }
+        (&Method::POST, ["v1", "elections"]) => {
+            match who.require(Operation::Alter, ResourceType::Cluster, CLUSTER_NAME) {
+                Some(denied) => denied,
+                None => moves::elect(or_respond!(router(admin).await), req).await,
+            }
+        }
         (&Method::GET, ["v1", "topics"]) => json_response(StatusCode::OK, &topics(broker, who)),
         (&Method::POST, ["v1", "topics"]) => create_topic(broker, who, req).await,
         (&Method::GET, ["v1", "topics", name]) => {
@@ -454,6 +480,11 @@ async fn handle(
         (_, ["v1", "groups", _]) => not_allowed(&method, &path, "GET"),
         (_, ["v1", "acls"]) => not_allowed(&method, &path, "GET, POST, DELETE"),
         (_, ["v1", "brokers", _, "configs"]) => not_allowed(&method, &path, "GET, PATCH"),
+        (_, ["v1", "topics", _, "partitions", _, "replicas"]) => not_allowed(&method, &path, "PUT"),
+        (_, ["v1", "topics", _, "partitions", _, "reassignment"]) => {
+            not_allowed(&method, &path, "DELETE")
+        }
+        (_, ["v1", "elections"]) => not_allowed(&method, &path, "POST"),
         (_, ["v1", "users", _]) => not_allowed(&method, &path, "PUT, DELETE"),
         (_, ["v1", "quotas"]) => not_allowed(&method, &path, "GET, PUT"),
         (_, ["v1", "sql", "info"]) => not_allowed(&method, &path, "GET"),
@@ -463,7 +494,8 @@ async fn handle(
         (
             _,
             ["metrics" | "healthz" | "readyz"]
-            | ["v1", "openapi.json" | "cluster" | "groups" | "stats" | "transactions" | "users"],
+            | ["v1", "openapi.json" | "cluster" | "groups" | "stats" | "transactions" | "users"
+            | "reassignments"],
         ) => not_allowed(&method, &path, "GET"),
         _ => error(StatusCode::NOT_FOUND, format!("no such resource: {path}")),
     }
@@ -964,13 +996,15 @@ async fn router(admin: &Admin) -> Result<Router, Response<Body>> {
 /// The HTTP status of a Kafka error code (the one place the API maps them).
 pub(crate) fn kafka_status(code: i16) -> StatusCode {
     match code {
-        // UNKNOWN_TOPIC_OR_PARTITION, GROUP_ID_NOT_FOUND, RESOURCE_NOT_FOUND,
-        // TRANSACTIONAL_ID_NOT_FOUND
-        3 | 69 | 91 | 105 => StatusCode::NOT_FOUND,
+        // UNKNOWN_TOPIC_OR_PARTITION, GROUP_ID_NOT_FOUND, NO_REASSIGNMENT_IN_PROGRESS,
+        // RESOURCE_NOT_FOUND, TRANSACTIONAL_ID_NOT_FOUND
+        3 | 69 | 85 | 91 | 105 => StatusCode::NOT_FOUND,
         // OFFSET_OUT_OF_RANGE, CORRUPT_MESSAGE, INVALID_TOPIC_EXCEPTION (an internal topic),
-        // INVALID_TIMESTAMP, UNSUPPORTED_SASL_MECHANISM, INVALID_CONFIG, INVALID_REQUEST,
-        // POLICY_VIOLATION, INVALID_RECORD, DUPLICATE_RESOURCE, UNACCEPTABLE_CREDENTIAL
-        1 | 2 | 17 | 32 | 33 | 40 | 42 | 44 | 87 | 92 | 93 => StatusCode::BAD_REQUEST,
+        // INVALID_TIMESTAMP, UNSUPPORTED_SASL_MECHANISM, INVALID_PARTITIONS,
+        // INVALID_REPLICATION_FACTOR, INVALID_REPLICA_ASSIGNMENT, INVALID_CONFIG,
+        // INVALID_REQUEST, POLICY_VIOLATION, INVALID_RECORD, DUPLICATE_RESOURCE,
+        // UNACCEPTABLE_CREDENTIAL
+        1 | 2 | 17 | 32 | 33 | 37..=40 | 42 | 44 | 87 | 92 | 93 => StatusCode::BAD_REQUEST,
         // NON_EMPTY_GROUP, UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS,
         // SECURITY_DISABLED (no authorizer to hold ACLs)
         68 | 25 | 22 | 27 | 54 => StatusCode::CONFLICT,

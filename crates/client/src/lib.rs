@@ -5,6 +5,7 @@
 //! with this client.
 
 pub mod groups;
+pub mod partitions;
 pub mod users;
 
 use std::collections::HashMap;

@@ -4,9 +4,7 @@
 //! `kafka-leader-election.sh --election-type preferred`).
 
 use clap::Subcommand;
-use kafka_protocol::messages::{elect_leaders_request, ElectLeadersRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
-use strata_client::Client;
+use strata_client::{partitions, Client};
 
 use crate::cli::{print_list, runtime, Conn, Output};
 
@@ -76,24 +74,10 @@ async fn wait_for_reassignment(
     );
     let mut brokers: HashMap<i32, Client> = HashMap::new();
     loop {
-        let resp = client
-            .send(
-                kafka_protocol::messages::ListPartitionReassignmentsRequest::default()
-                    .with_timeout_ms(60_000),
-                0,
-            )
-            .await?;
-        strata_client::check(
-            resp.error_code,
-            "list reassignments",
-            resp.error_message.as_ref(),
-        )?;
-        let moving = resp
-            .topics
-            .iter()
-            .filter(|t| t.name.0.as_str() == topic)
-            .flat_map(|t| &t.partitions)
-            .find(|p| p.partition_index == partition);
+        let moving = partitions::reassignments(client)
+            .await?
+            .into_iter()
+            .find(|r| r.topic == topic && r.partition == partition);
         let md = client.metadata(Some(vec![topic.to_string()])).await?;
         let state = md
             .topics
@@ -118,9 +102,9 @@ async fn wait_for_reassignment(
                 local_size(&mut brokers, &endpoints, leader, topic, partition).await
             {
                 let mut copied = total;
-                for b in &moving.adding_replicas {
+                for b in &moving.adding {
                     if let Some(size) =
-                        local_size(&mut brokers, &endpoints, b.0, topic, partition).await
+                        local_size(&mut brokers, &endpoints, *b, topic, partition).await
                     {
                         copied = copied.min(size);
                     }
@@ -170,34 +154,9 @@ pub fn run_partition(cmd: PartitionCommand) -> anyhow::Result<()> {
                 wait,
                 conn,
             } => {
-                use kafka_protocol::messages::alter_partition_reassignments_request::{
-                    ReassignablePartition, ReassignableTopic,
-                };
                 let mut client = Client::connect(&conn.bootstrap).await?;
-                let target = (!cancel).then(|| {
-                    replicas
-                        .iter()
-                        .map(|&r| kafka_protocol::messages::BrokerId(r))
-                        .collect()
-                });
-                let req = kafka_protocol::messages::AlterPartitionReassignmentsRequest::default()
-                    .with_timeout_ms(60_000)
-                    .with_topics(vec![ReassignableTopic::default()
-                        .with_name(TopicName(StrBytes::from_string(topic.clone())))
-                        .with_partitions(vec![ReassignablePartition::default()
-                            .with_partition_index(partition)
-                            .with_replicas(target)])]);
-                let resp = client.send(req, 0).await?;
-                strata_client::check(resp.error_code, "reassign", resp.error_message.as_ref())?;
-                for t in &resp.responses {
-                    for p in &t.partitions {
-                        strata_client::check(
-                            p.error_code,
-                            format!("reassign {topic}-{partition}"),
-                            p.error_message.as_ref(),
-                        )?;
-                    }
-                }
+                let target = (!cancel).then_some(replicas.as_slice());
+                partitions::reassign(&mut client, &topic, partition, target).await?;
                 if cancel {
                     println!("reassignment of {topic}-{partition} cancelled");
                 } else {
@@ -213,41 +172,27 @@ pub fn run_partition(cmd: PartitionCommand) -> anyhow::Result<()> {
             }
             PartitionCommand::Reassignments { output, conn } => {
                 let mut client = Client::connect(&conn.bootstrap).await?;
-                let resp = client
-                    .send(
-                        kafka_protocol::messages::ListPartitionReassignmentsRequest::default()
-                            .with_timeout_ms(60_000),
-                        0,
-                    )
-                    .await?;
-                strata_client::check(resp.error_code, "list reassignments", resp.error_message.as_ref())?;
-                let ids = |v: &[kafka_protocol::messages::BrokerId]| {
-                    v.iter().map(|b| b.0.to_string()).collect::<Vec<_>>().join(",")
+                let list = |v: &[i32]| {
+                    v.iter()
+                        .map(|b| b.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
                 };
-                let list = |v: &[kafka_protocol::messages::BrokerId]| {
-                    v.iter().map(|b| b.0).collect::<Vec<_>>()
-                };
-                let mut rows = Vec::new();
-                for t in &resp.topics {
-                    for p in &t.partitions {
+                let rows = partitions::reassignments(&mut client)
+                    .await?
+                    .into_iter()
+                    .map(|r| {
                         let line = format!(
                             "{}-{}\t{}\t{}\t{}",
-                            t.name.0.as_str(),
-                            p.partition_index,
-                            ids(&p.replicas),
-                            ids(&p.adding_replicas),
-                            ids(&p.removing_replicas)
+                            r.topic,
+                            r.partition,
+                            list(&r.replicas),
+                            list(&r.adding),
+                            list(&r.removing)
                         );
-                        let json = serde_json::json!({
-                            "topic": t.name.0.as_str(),
-                            "partition": p.partition_index,
-                            "replicas": list(&p.replicas),
-                            "adding": list(&p.adding_replicas),
-                            "removing": list(&p.removing_replicas),
-                        });
-                        rows.push((line, json));
-                    }
-                }
+                        (line, serde_json::to_value(&r).expect("serializes"))
+                    })
+                    .collect();
                 print_list(output, "partition\treplicas\tadding\tremoving", rows);
             }
             PartitionCommand::ElectLeaders {
@@ -257,10 +202,10 @@ pub fn run_partition(cmd: PartitionCommand) -> anyhow::Result<()> {
                 conn,
             } => {
                 let mut client = Client::connect(&conn.bootstrap).await?;
-                let topic_partitions = match &topic {
+                let wanted = match &topic {
                     None => None,
                     Some(t) => {
-                        let partitions = match partition {
+                        let indexes = match partition {
                             Some(p) => vec![p],
                             None => client
                                 .metadata(Some(vec![t.clone()]))
@@ -270,37 +215,19 @@ pub fn run_partition(cmd: PartitionCommand) -> anyhow::Result<()> {
                                 .flat_map(|t| t.partitions.iter().map(|p| p.partition_index))
                                 .collect(),
                         };
-                        Some(vec![elect_leaders_request::TopicPartitions::default()
-                            .with_topic(TopicName(StrBytes::from_string(t.clone())))
-                            .with_partitions(partitions)])
+                        Some(vec![(t.clone(), indexes)])
                     }
                 };
-                let req = ElectLeadersRequest::default()
-                    .with_election_type(if leaderless { 1 } else { 0 })
-                    .with_topic_partitions(topic_partitions)
-                    .with_timeout_ms(60_000);
-                let resp = client.send(req, 2).await?;
-                strata_client::check(resp.error_code, "elect leaders", None)?;
-                let (mut elected, mut not_needed, mut failed) = (0, 0, 0);
-                for t in &resp.replica_election_results {
-                    for p in &t.partition_result {
-                        match p.error_code {
-                            0 => elected += 1,
-                            84 => not_needed += 1,
-                            code => {
-                                failed += 1;
-                                println!(
-                                    "{}-{}: {}",
-                                    t.topic.0.as_str(),
-                                    p.partition_id,
-                                    kafka_protocol::error::ResponseError::try_from_code(code)
-                                        .map_or(format!("error {code}"), |e| format!("{e:?}"))
-                                );
-                            }
-                        }
-                    }
+                let done = partitions::elect_leaders(&mut client, leaderless, wanted).await?;
+                for (p, why) in &done.failed {
+                    println!("{p}: {why}");
                 }
-                println!("elected {elected}, already led by the wanted replica {not_needed}, not possible {failed}");
+                println!(
+                    "elected {}, already led by the wanted replica {}, not possible {}",
+                    done.elected.len(),
+                    done.not_needed.len(),
+                    done.failed.len()
+                );
             }
         }
         Ok(())
