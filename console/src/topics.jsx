@@ -142,16 +142,41 @@ export function TopicDetail({ name }) {
 function Partitions({ topic, onChange }) {
   const [count, setCount] = useState("");
   const [status, setStatus] = useState(null);
-  const grow = async (e) => {
-    e.preventDefault();
+  const [moving, setMoving] = useState("0");
+  const [replicas, setReplicas] = useState("");
+  const moves = usePoll("/v1/reassignments", 3000);
+  const inProgress = (moves.data || []).filter((m) => m.topic === topic.name);
+  const run = async (what, action) => {
+    setStatus(null);
     try {
-      await api("POST", `/v1/topics/${encodeURIComponent(topic.name)}/partitions`, { count: Number(count) });
-      setStatus({ kind: "info", text: `The topic now has ${count} partitions.` });
+      const answer = await action();
+      setStatus({ kind: "info", text: typeof what === "function" ? what(answer) : what });
       onChange();
+      moves.reload();
     } catch (err) {
       setStatus({ kind: "error", text: err.message });
     }
   };
+  const base = `/v1/topics/${encodeURIComponent(topic.name)}/partitions`;
+  const grow = (e) => {
+    e.preventDefault();
+    run(`The topic now has ${count} partitions.`, () => api("POST", base, { count: Number(count) }));
+  };
+  const move = (e) => {
+    e.preventDefault();
+    const target = replicas
+      .split(/[\s,]+/)
+      .filter((x) => x !== "")
+      .map(Number);
+    run(`Partition ${moving} is moving to brokers ${target.join(", ")}; the first leads once the copy is done.`, () =>
+      api("PUT", `${base}/${moving}/replicas`, { replicas: target }),
+    );
+  };
+  const elect = () =>
+    run(
+      (r) => `Preferred leaders: ${r.elected.length} elected, ${r.not_needed.length} already leading${r.failed.length ? `, ${r.failed.length} not possible` : ""}.`,
+      () => api("POST", "/v1/elections", { topic: topic.name }),
+    );
   return (
     <div>
       <Table
@@ -173,14 +198,56 @@ function Partitions({ topic, onChange }) {
         ]}
         rows={topic.partitions}
       />
-      <p class="subtle">Offsets and sizes are shown for the partitions this node leads.</p>
+      {inProgress.length > 0 && (
+        <Table
+          testid="reassignments"
+          caption="Moves in progress"
+          rowKey={(m) => m.partition}
+          columns={[
+            { key: "partition", label: "Partition", numeric: true },
+            { key: "replicas", label: "Replicas", render: (m) => m.replicas.join(", ") },
+            { key: "adding", label: "Adding", render: (m) => m.adding.join(", ") || "–" },
+            { key: "removing", label: "Removing", render: (m) => m.removing.join(", ") || "–" },
+            {
+              key: "cancel",
+              label: "Cancel",
+              render: (m) => (
+                <button
+                  class="danger small"
+                  aria-label={`Cancel the move of partition ${m.partition}`}
+                  onClick={() => run(`The move of partition ${m.partition} was cancelled.`, () => api("DELETE", `${base}/${m.partition}/reassignment`))}
+                >
+                  Cancel
+                </button>
+              ),
+            },
+          ]}
+          rows={inProgress}
+        />
+      )}
+      {status && <Notice kind={status.kind}>{status.text}</Notice>}
       <form class="form-row" onSubmit={grow} aria-label="Add partitions">
         <Field label="Grow to partitions">
           <input type="number" min={topic.partitions.length + 1} max="1000" required value={count} onInput={(e) => setCount(e.currentTarget.value)} />
         </Field>
         <button type="submit">Add partitions</button>
       </form>
-      {status && <Notice kind={status.kind}>{status.text}</Notice>}
+      <form class="form-row" onSubmit={move} aria-label="Move a partition">
+        <Field label="Partition">
+          <select name="move-partition" value={moving} onChange={(e) => setMoving(e.currentTarget.value)}>
+            {topic.partitions.map((p) => (
+              <option value={String(p.partition)}>{p.partition}</option>
+            ))}
+          </select>
+        </Field>
+        <Field label="To brokers" hint="e.g. 2, 3, 1 (the first leads)">
+          <input name="move-replicas" required pattern="\s*\d+(\s*[, ]\s*\d+)*\s*" value={replicas} onInput={(e) => setReplicas(e.currentTarget.value)} />
+        </Field>
+        <button type="submit">Move</button>
+        <button type="button" class="secondary" onClick={elect}>
+          Elect preferred leaders
+        </button>
+      </form>
     </div>
   );
 }

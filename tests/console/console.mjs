@@ -158,6 +158,29 @@ try {
   await page.waitForFunction(
     () => document.querySelectorAll('[data-testid="partitions"] tbody tr').length === 3,
   );
+  if (Number(env.BROKERS || 1) > 1) {
+    step = "a partition is moved to two of its brokers and preferred leaders elected";
+    const before = (await api("GET", `/v1/topics/${topic}`)).partitions[0].replicas;
+    const target = [before[1], before[0]];
+    const moveForm = page.getByRole("form", { name: "Move a partition" });
+    await moveForm.getByLabel("Partition").selectOption("0");
+    await moveForm.getByLabel("To brokers").fill(target.join(", "));
+    await moveForm.getByRole("button", { name: "Move" }).click();
+    await page.getByText(/Partition 0 is moving to brokers/).waitFor();
+    await page.waitForFunction(
+      (want) => document.querySelector('[data-testid="partitions"] tbody tr td:nth-child(4)')?.textContent === want,
+      target.join(", "),
+      { timeout: 60_000 },
+    );
+    await moveForm.getByRole("button", { name: "Elect preferred leaders" }).click();
+    await page.getByText(/Preferred leaders: \d+ elected/).waitFor();
+    await page.waitForFunction(
+      (leader) => document.querySelector('[data-testid="partitions"] tbody tr td:nth-child(2)')?.textContent === leader,
+      String(target[0]),
+      { timeout: 30_000 },
+    );
+    await shot("partitions");
+  }
 
   if (env.GROUP) {
     step = "the consumer group is listed and its lag shown";
