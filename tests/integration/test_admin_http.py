@@ -287,6 +287,19 @@ def test_the_api_answers_on_every_node_of_a_cluster(tmp_path):
             parts = requests.get(f"{u}/v1/topics/spread", timeout=30).json()["partitions"]
             assert [(x["high_watermark"], x["log_start_offset"]) for x in parts] == [(10, 0)] * 3, (u, parts)
             assert all(x["size_bytes"] > 0 for x in parts), (u, parts)
+        # A group's lag is reported by its coordinator for every partition, the ones other
+        # nodes lead included (their leaders asked at scrape time).
+        c = Consumer({"bootstrap.servers": nodes[0].bootstrap, "group.id": "spread-readers",
+                      "enable.auto.commit": False})
+        c.commit(offsets=[TopicPartition("spread", i, 4) for i in range(3)], asynchronous=False)
+        c.close()
+        lag = {}
+        for u in urls:
+            for family in text_string_to_metric_families(requests.get(f"{u}/metrics", timeout=30).text):
+                for sample in family.samples:
+                    if sample.name == "kafka_consumergroup_lag" and sample.labels["consumergroup"] == "spread-readers":
+                        lag[int(sample.labels["partition"])] = sample.value
+        assert lag == {0: 6, 1: 6, 2: 6}, lag
         # The 30 messages went to three leaders; any one node counts them all.
         after = requests.get(f"{urls[1]}/v1/stats?scope=cluster", timeout=30).json()
         assert after["totals"]["messages_in"] - before["totals"]["messages_in"] == 30, (before, after)

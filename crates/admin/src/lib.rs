@@ -266,8 +266,11 @@ async fn handle(
     let who = caller.as_ref().unwrap_or(&anonymous);
     match (&method, segments.as_slice()) {
         (&Method::GET, ["metrics"]) => {
+            let high_watermarks = remote_high_watermarks(admin).await;
             let broker = broker.clone();
-            match tokio::task::spawn_blocking(move || broker.render_metrics()).await {
+            match tokio::task::spawn_blocking(move || broker.render_metrics_with(&high_watermarks))
+                .await
+            {
                 Ok(text) => respond(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
@@ -499,6 +502,48 @@ async fn handle(
         ) => not_allowed(&method, &path, "GET"),
         _ => error(StatusCode::NOT_FOUND, format!("no such resource: {path}")),
     }
+}
+
+/// How long a scrape waits for other leaders' high watermarks, and for how many partitions.
+const REMOTE_HIGH_WATERMARKS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const REMOTE_HIGH_WATERMARKS_MAX: usize = 2000;
+
+/// The high watermarks of the partitions of this node's groups that other nodes lead, as
+/// their leaders answer ListOffsets, so consumer lag covers every partition on a cluster.
+/// Partitions without a leader or of deleted topics are not asked; what does not answer
+/// within the budget is left out of the lag (the committed offset is still reported).
+async fn remote_high_watermarks(admin: &Admin) -> std::collections::HashMap<(String, i32), i64> {
+    let mut found = std::collections::HashMap::new();
+    let wanted: Vec<(String, i32)> = {
+        let image = admin.broker.image();
+        admin
+            .broker
+            .group_partitions_led_elsewhere()
+            .into_iter()
+            .filter(|(t, p)| {
+                image
+                    .topic(t)
+                    .and_then(|t| t.partitions.get(p))
+                    .is_some_and(|p| p.leader >= 0)
+            })
+            .take(REMOTE_HIGH_WATERMARKS_MAX)
+            .collect()
+    };
+    if wanted.is_empty() {
+        return found;
+    }
+    let Ok(mut router) = router(admin).await else {
+        return found;
+    };
+    let _ = tokio::time::timeout(REMOTE_HIGH_WATERMARKS_WAIT, async {
+        for (topic, partition) in wanted {
+            if let Ok(hw) = router.list_offset(&topic, partition, -1).await {
+                found.insert((topic, partition), hw);
+            }
+        }
+    })
+    .await;
+    found
 }
 
 /// 405, with the methods the resource takes (RFC 9110's `Allow`).

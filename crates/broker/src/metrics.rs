@@ -630,10 +630,36 @@ fn escape_help(v: &str) -> String {
 impl crate::Broker {
     /// Every metric, counters and the gauges computed now, in Prometheus' text format.
     pub fn render_metrics(&self) -> String {
+        self.render_metrics_with(&HashMap::new())
+    }
+
+    /// The partitions of the groups this node coordinates that another node leads: their
+    /// high watermarks are not known here (the admin API asks their leaders, and passes
+    /// them to [`Broker::render_metrics_with`], so lag covers every partition on a cluster).
+    pub fn group_partitions_led_elsewhere(&self) -> Vec<(String, i32)> {
+        let mut out: Vec<(String, i32)> = self
+            .group_offsets()
+            .into_iter()
+            .filter(|row| row.4 < 0)
+            .map(|row| (row.1, row.2))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The metrics, with `high_watermarks` of partitions other nodes lead (as their leaders
+    /// answered) for the lag of the groups this node coordinates.
+    pub fn render_metrics_with(&self, high_watermarks: &HashMap<(String, i32), i64>) -> String {
         let mut out = Exposition::default();
         self.metrics.render_counters(&mut out);
         let per_partition = self.config.metrics_partition_level;
-        let offsets = self.group_offsets();
+        let mut offsets = self.group_offsets();
+        for row in offsets.iter_mut().filter(|row| row.4 < 0) {
+            if let Some(hw) = high_watermarks.get(&(row.1.clone(), row.2)) {
+                row.4 = *hw;
+            }
+        }
         let image = self.image();
         let partitions = self.all_partitions();
         let health = self.partition_health(&image, &partitions);
@@ -819,8 +845,9 @@ impl crate::Broker {
         summary
     }
 
-    /// Consumer lag of the groups this node coordinates, for the partitions it leads:
-    /// the high watermark less the committed offset (kafka_exporter's names).
+    /// Consumer lag of the groups this node coordinates: the high watermark (this node's
+    /// where it leads, else as the leader answered the admin API) less the committed offset
+    /// (kafka_exporter's names).
     fn render_group_lag(&self, out: &mut Exposition, rows: &[GroupOffset]) {
         out.family(
             "kafka_consumergroup_current_offset",
@@ -842,7 +869,7 @@ impl crate::Broker {
         out.family(
             "kafka_consumergroup_lag",
             "gauge",
-            "Records between a group's committed offset and the high watermark (partitions this node leads).",
+            "Records between a group's committed offset and the high watermark, for the groups this node coordinates.",
         );
         for (group, topic, partition, committed, hw) in rows {
             if *hw < 0 {
