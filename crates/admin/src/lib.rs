@@ -509,36 +509,56 @@ const REMOTE_HIGH_WATERMARKS_WAIT: std::time::Duration = std::time::Duration::fr
 const REMOTE_HIGH_WATERMARKS_MAX: usize = 2000;
 
 /// The high watermarks of the partitions of this node's groups that other nodes lead, as
-/// their leaders answer ListOffsets, so consumer lag covers every partition on a cluster.
-/// Partitions without a leader or of deleted topics are not asked; what does not answer
-/// within the budget is left out of the lag (the committed offset is still reported).
+/// their leaders answer ListOffsets (one request per leader, for all its partitions), so
+/// consumer lag covers every partition on a cluster. Partitions without a leader or of
+/// deleted topics are not asked; what does not answer within the budget is left out of the
+/// lag (the committed offset is still reported).
 async fn remote_high_watermarks(admin: &Admin) -> std::collections::HashMap<(String, i32), i64> {
     let mut found = std::collections::HashMap::new();
-    let wanted: Vec<(String, i32)> = {
+    // By leader, as this node's metadata has them.
+    let mut by_leader: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::new();
+    {
         let image = admin.broker.image();
-        admin
+        for (t, p) in admin
             .broker
             .group_partitions_led_elsewhere()
             .into_iter()
-            .filter(|(t, p)| {
-                image
-                    .topic(t)
-                    .and_then(|t| t.partitions.get(p))
-                    .is_some_and(|p| p.leader >= 0)
-            })
             .take(REMOTE_HIGH_WATERMARKS_MAX)
-            .collect()
-    };
-    if wanted.is_empty() {
+        {
+            let leader = image
+                .topic(&t)
+                .and_then(|topic| topic.partitions.get(&p))
+                .map_or(-1, |p| p.leader);
+            if leader >= 0 {
+                by_leader.entry(leader).or_default().push((t, p));
+            }
+        }
+    }
+    if by_leader.is_empty() {
         return found;
     }
     let Ok(mut router) = router(admin).await else {
         return found;
     };
     let _ = tokio::time::timeout(REMOTE_HIGH_WATERMARKS_WAIT, async {
-        for (topic, partition) in wanted {
-            if let Ok(hw) = router.list_offset(&topic, partition, -1).await {
-                found.insert((topic, partition), hw);
+        let Ok(brokers) = router.brokers().await else {
+            return;
+        };
+        for (leader, partitions) in by_leader {
+            let Some((_, addr)) = brokers.iter().find(|(id, _)| *id == leader) else {
+                continue;
+            };
+            let Ok(client) = router.connection(addr).await else {
+                continue;
+            };
+            // A leader that moved meanwhile answers NOT_LEADER for it: the next scrape asks
+            // the new one.
+            if let Ok(answers) = client.high_watermarks(&partitions).await {
+                found.extend(
+                    answers
+                        .into_iter()
+                        .filter_map(|(tp, hw)| hw.ok().map(|hw| (tp, hw))),
+                );
             }
         }
     })

@@ -8,7 +8,7 @@ pub mod groups;
 pub mod partitions;
 pub mod users;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -817,6 +817,59 @@ impl Client {
             None,
         )?;
         Ok(p.offset)
+    }
+
+    /// The latest offsets (high watermarks) of many partitions this broker leads, in one
+    /// ListOffsets request: each partition's offset, or the Kafka error code it answered
+    /// (no retries: a partition led elsewhere says so and is left to the caller).
+    pub async fn high_watermarks(
+        &mut self,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<((String, i32), Result<i64, i16>)>, ClientError> {
+        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for (t, p) in partitions {
+            by_topic.entry(t.as_str()).or_default().push(*p);
+        }
+        let topics = by_topic
+            .into_iter()
+            .map(|(topic, indexes)| {
+                list_offsets_request::ListOffsetsTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.into())))
+                    .with_partitions(
+                        indexes
+                            .into_iter()
+                            .map(|p| {
+                                list_offsets_request::ListOffsetsPartition::default()
+                                    .with_partition_index(p)
+                                    .with_timestamp(-1)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        let resp = self
+            .send(
+                ListOffsetsRequest::default()
+                    .with_replica_id(BrokerId(-1))
+                    .with_topics(topics),
+                7,
+            )
+            .await?;
+        Ok(resp
+            .topics
+            .into_iter()
+            .flat_map(|t| {
+                let name = t.name.0.to_string();
+                t.partitions.into_iter().map(move |p| {
+                    let offset = if p.error_code == 0 {
+                        Ok(p.offset)
+                    } else {
+                        Err(p.error_code)
+                    };
+                    ((name.clone(), p.partition_index), offset)
+                })
+            })
+            .collect())
     }
 }
 
