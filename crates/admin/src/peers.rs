@@ -39,6 +39,37 @@ pub(crate) fn live_peers(broker: &Broker) -> (Vec<(i32, String)>, Vec<i32>) {
     (reachable, without)
 }
 
+/// Why an HTTP/1.1 connection to another server could not be made.
+pub(crate) enum Unreachable {
+    /// No TCP connection (the server is down or the address wrong).
+    Connect(std::io::Error),
+    /// Connected, but the HTTP handshake failed.
+    Handshake(hyper::Error),
+}
+
+/// An HTTP/1.1 client connection to `addr` (its I/O driven by a task of its own): the admin
+/// API's way to the SQL engine (`sql.rs`) and to its peers.
+pub(crate) async fn http1<B>(
+    addr: &str,
+) -> Result<hyper::client::conn::http1::SendRequest<B>, Unreachable>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(Unreachable::Connect)?;
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(Unreachable::Handshake)?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
 /// `GET path` at a peer's admin API, as JSON.
 pub(crate) async fn get_json(
     addr: &str,
@@ -46,16 +77,12 @@ pub(crate) async fn get_json(
     authorization: Option<HeaderValue>,
 ) -> Result<Value, String> {
     let asked = async {
-        let stream = tokio::net::TcpStream::connect(addr)
+        let mut sender = http1::<Empty<bytes::Bytes>>(addr)
             .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+            .map_err(|e| match e {
+                Unreachable::Connect(e) => format!("cannot connect: {e}"),
+                Unreachable::Handshake(e) => e.to_string(),
+            })?;
         let mut request = Request::get(path).header("host", addr);
         if let Some(a) = authorization {
             request = request.header(AUTHORIZATION, a);

@@ -7,6 +7,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
+use crate::peers::Unreachable;
 use crate::{error, Body, MAX_BODY_BYTES};
 
 /// The SQL engine's endpoints the passthrough forwards.
@@ -34,23 +35,18 @@ pub async fn forward(sql_addr: &str, endpoint: &str, req: Request<Incoming>) -> 
             )
         }
     };
-    let stream = match tokio::net::TcpStream::connect(sql_addr).await {
+    let mut sender = match crate::peers::http1::<Full<bytes::Bytes>>(sql_addr).await {
         Ok(s) => s,
-        Err(e) => {
+        Err(Unreachable::Connect(e)) => {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("the SQL engine at {sql_addr} is not reachable: {e}"),
             )
         }
+        Err(Unreachable::Handshake(e)) => {
+            return error(StatusCode::BAD_GATEWAY, format!("SQL engine: {e}"))
+        }
     };
-    let (mut sender, connection) =
-        match hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await {
-            Ok(c) => c,
-            Err(e) => return error(StatusCode::BAD_GATEWAY, format!("SQL engine: {e}")),
-        };
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
     let mut builder = Request::builder()
         .method(parts.method)
         .uri(format!("/{endpoint}"))
