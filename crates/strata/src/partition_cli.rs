@@ -64,8 +64,14 @@ async fn wait_for_reassignment(
     client: &mut Client,
     topic: &str,
     partition: i32,
+    target: &[i32],
 ) -> anyhow::Result<(Vec<i32>, Vec<i32>)> {
     use std::collections::HashMap;
+    // The move may not be listed yet when first asked (the node answering has not applied
+    // it): done is "not listed and the replicas are the target"; not listed with other
+    // replicas for this long means it was cancelled or replaced.
+    let unlisted_limit = std::time::Duration::from_secs(30);
+    let mut unlisted_since: Option<std::time::Instant> = None;
     let progress = crate::progress::bar(
         Some(0),
         crate::progress::Unit::Bytes,
@@ -85,11 +91,25 @@ async fn wait_for_reassignment(
             .flat_map(|t| &t.partitions)
             .find(|p| p.partition_index == partition);
         let Some(moving) = moving else {
-            let ids = |v: &[kafka_protocol::messages::BrokerId]| v.iter().map(|b| b.0).collect();
-            return Ok(state.map_or((Vec::new(), Vec::new()), |p| {
+            let ids = |v: &[kafka_protocol::messages::BrokerId]| -> Vec<i32> {
+                v.iter().map(|b| b.0).collect()
+            };
+            let (replicas, isr) = state.map_or((Vec::new(), Vec::new()), |p| {
                 (ids(&p.replica_nodes), ids(&p.isr_nodes))
-            }));
+            });
+            if replicas == target {
+                return Ok((replicas, isr));
+            }
+            let since = *unlisted_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() > unlisted_limit {
+                anyhow::bail!(
+                    "no move of {topic}-{partition} in progress, and its replicas are {replicas:?}, not {target:?} (cancelled or replaced?)"
+                );
+            }
+            tokio::time::sleep(REASSIGNMENT_POLL).await;
+            continue;
         };
+        unlisted_since = None;
         // The leader's local log against the slowest new replica's (what it still has to
         // copy); sizes that cannot be asked just leave the bar where it was.
         let endpoints: HashMap<i32, String> = md
@@ -164,7 +184,7 @@ pub fn run_partition(cmd: PartitionCommand) -> anyhow::Result<()> {
                 }
                 if wait {
                     let (replicas, isr) =
-                        wait_for_reassignment(&mut client, &topic, partition).await?;
+                        wait_for_reassignment(&mut client, &topic, partition, &replicas).await?;
                     println!(
                         "reassignment of {topic}-{partition} done: replicas {replicas:?}, in sync {isr:?}"
                     );
